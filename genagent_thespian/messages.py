@@ -1,0 +1,345 @@
+"""The public actor protocol: every message an agent, the supervisor or the registry accepts.
+
+The client API in :mod:`genagent_thespian` is a thin layer over these messages, so plain
+Thespian code can do everything it does::
+
+    from thespian.actors import ActorSystem
+    from genagent_thespian.messages import Prompt
+    reply = ActorSystem().ask(agent_address, Prompt("What does foo.py do?"), 60)
+    # reply is a Response, or a Failure whose .error is a GenAgentError
+
+Messages are frozen, slotted dataclasses that pickle (the multiprocess bases pickle every
+message). Commands are named as imperatives (``Prompt``, ``Notify``), replies as facts
+(``Accepted``, ``Failure``). Class names are unique across the package because Thespian's
+``ActorTypeDispatcher`` dispatches on the class name alone.
+
+Three classes double as callback directives, so a callback returns the same value a client
+would send: ``Prompt(text)`` from ``handle_response`` self-chains a turn, ``Halt()`` halts
+the agent, and ``Skip()`` from ``pre_turn`` drops a prompt.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import GenAgentError
+from ._types import Event, Response
+
+__all__ = [
+    "Accepted",
+    "AgentEntry",
+    "AgentList",
+    "AgentSpec",
+    "AgentStarted",
+    "AgentStatus",
+    "Cancel",
+    "Failure",
+    "Halt",
+    "Interrupt",
+    "ListAgents",
+    "Located",
+    "Notify",
+    "Poll",
+    "PollResult",
+    "PollState",
+    "Prompt",
+    "Resume",
+    "Skip",
+    "StartAgent",
+    "Status",
+    "StopAgent",
+    "Stopped",
+    "Tell",
+    "TurnEvent",
+    "WhereIs",
+    "Watch",
+    "new_ref",
+]
+
+
+def new_ref() -> str:
+    """Return a fresh request ref (a 32-character hex string, unique across processes)."""
+    return uuid.uuid4().hex
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """Run a turn and answer with its ``Response`` or a ``Failure`` (``ask``).
+
+    As a callback return value it is a self-chain directive: the agent runs ``text`` next,
+    ahead of anything in its mailbox.
+    """
+
+    text: str
+    ref: str = field(default_factory=new_ref)
+
+
+@dataclass(frozen=True, slots=True)
+class Tell:
+    """Queue a turn and answer at once with ``Accepted(ref)``; read the outcome with ``Poll``."""
+
+    text: str
+    ref: str = field(default_factory=new_ref)
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """Ask for the outcome of a ``Tell``; answered with ``PollResult``."""
+
+    ref: str
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """Deliver ``event`` to ``handle_event``; answered with ``Accepted`` or a ``Failure``.
+
+    While a turn runs, the event is buffered and handled after the turn, against the state
+    the turn's callbacks left.
+    """
+
+    event: Any
+    sender: Any = None  # name of the notifying agent, when it is one (for the comms graph)
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupt:
+    """End the current turn (``ref=None``) or only the turn with this ref; answered ``Accepted``.
+
+    With a ``ref`` that is not the current turn the answer is ``Failure(RequestNotFound)``,
+    so a late interrupt can never end the next turn by mistake.
+    """
+
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Remove a queued ``Tell`` before it runs; answered ``Accepted`` or ``Failure``."""
+
+    ref: str
+
+
+@dataclass(frozen=True, slots=True)
+class Halt:
+    """Freeze the mailbox once the current turn ends (also a callback directive)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """``pre_turn`` directive: drop this prompt without running it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Unfreeze a halted agent (or cancel a pending halt) and drain its queue."""
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Ask for an ``AgentStatus`` snapshot. Answered within milliseconds, even mid-turn."""
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Subscribe the sender to this agent's ``TurnEvent`` stream (``active=False`` stops)."""
+
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """Everything needed to start (and restart) one agent. Validated by ``start_agent``.
+
+    Attributes:
+        name: Any hashable, picklable term.
+        impl: The ``GenAgent`` subclass (importable by module, not ``__main__``).
+        backend: A ``Backend`` subclass or a short name (``"claude"``).
+        options: Keyword options for ``init_agent``.
+        watchdog: Per-turn deadline in seconds, or ``None`` for none.
+        max_tell_results: Bound of the tell-result cache (count).
+        max_queued: Bound of the mailbox (count).
+        max_queued_bytes: Bound of the mailbox (UTF-8 bytes of queued prompts).
+        worker_idle_timeout: Seconds an idle worker is kept before it is retired.
+        restart: ``"temporary"``, ``"transient"`` or ``"permanent"``.
+        durable: Whether the agent persists its state to the store.
+    """
+
+    name: Any
+    impl: Any
+    backend: Any
+    options: tuple[tuple[str, Any], ...] = ()
+    watchdog: float | None = 600.0
+    max_tell_results: int = 100
+    max_queued: int = 1000
+    max_queued_bytes: int = 1 << 20
+    worker_idle_timeout: float = 60.0
+    restart: str = "temporary"
+    max_restarts: int = 3
+    restart_window: float = 5.0
+    durable: bool = False
+    placement: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def options_dict(self) -> dict[str, Any]:
+        """The ``init_agent`` options as a dict."""
+        return dict(self.options)
+
+
+@dataclass(frozen=True, slots=True)
+class StartAgent:
+    """Ask the supervisor to start an agent; answered ``AgentStarted`` or ``Failure``."""
+
+    spec: AgentSpec
+
+
+@dataclass(frozen=True, slots=True)
+class StopAgent:
+    """Ask the supervisor to stop an agent for good; answered ``Stopped`` or ``Failure``."""
+
+    name: Any
+    reason: str = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class WhereIs:
+    """Ask the registry for an agent's address; answered ``Located``."""
+
+    name: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ListAgents:
+    """Ask the registry for every registered agent; answered ``AgentList``."""
+
+
+# --------------------------------------------------------------------------- replies
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """The request failed; ``error`` says why, with the agent's name and the ref."""
+
+    error: GenAgentError
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The request was taken (a ``Tell`` is queued or running under ``ref``)."""
+
+    ref: str | None = None
+
+
+class PollState(enum.StrEnum):
+    """Where a told request stands."""
+
+    PENDING = "pending"  # queued or running
+    COMPLETED = "completed"  # finished with a Response
+    FAILED = "failed"  # finished with an error
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    """Answer to ``Poll``: pending, completed with ``response``, or failed with ``error``."""
+
+    ref: str
+    state: PollState
+    response: Response | None = None
+    error: GenAgentError | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the request has finished either way."""
+        return self.state is not PollState.PENDING
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    """A snapshot of one agent, answered to ``Status``.
+
+    Attributes:
+        state: ``"idle"`` or ``"processing"`` (halted is a flag, not a state).
+        current_ref: Ref of the running turn, if any.
+        current_origin: ``"ask"``, ``"tell"``, ``"event"`` or ``"self_chain"``.
+        current_elapsed: Seconds the running turn has taken so far.
+        queued: Prompts in the mailbox (not the self-chain slot, not notifications).
+    """
+
+    name: Any
+    state: str
+    halted: bool
+    halt_pending: bool
+    queued: int
+    queued_bytes: int
+    pending_notifications: int
+    self_chain_pending: bool
+    current_ref: str | None
+    current_origin: str | None
+    current_elapsed: float | None
+    watchdog: float | None
+    turns: int
+    failures: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    restarts: int
+    node: str
+    pid: int
+    backend: str
+    impl: str
+    durable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStarted:
+    """The supervisor started the agent ``name`` at ``address``."""
+
+    name: Any
+    address: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """The agent ``name`` is stopped and deregistered."""
+
+    name: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """Answer to ``WhereIs``: the address, or ``None`` when no live agent has the name."""
+
+    name: Any
+    address: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEntry:
+    """One row of ``AgentList``."""
+
+    name: Any
+    address: Any
+    node: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentList:
+    """Answer to ``ListAgents``."""
+
+    agents: tuple[AgentEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEvent:
+    """A streamed event of the running turn, sent to ``Watch`` subscribers as it arrives."""
+
+    agent: Any
+    ref: str
+    seq: int
+    event: Event

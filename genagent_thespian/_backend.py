@@ -73,6 +73,8 @@ class TurnContext:
         ref: The request ref of the turn.
         cancelled: Set when the turn must stop (interrupt, watchdog, stop). Backends poll it
             or wait on it; CLI backends end their process group when it is set.
+        isolated: True when the turn runs in a worker process of its own (multiprocess
+            bases); False when it shares the caller's process (simpleSystemBase).
     """
 
     def __init__(
@@ -81,9 +83,11 @@ class TurnContext:
         agent: Any,
         ref: str,
         on_process_group: Callable[[int, bool], None] | None = None,
+        isolated: bool = False,
     ) -> None:
         self.agent = agent
         self.ref = ref
+        self.isolated = isolated
         self.cancelled = threading.Event()
         self._on_process_group = on_process_group
 

@@ -41,7 +41,7 @@ from ._errors import (
     TurnTimeout,
 )
 from ._types import Event, Response, Usage
-from .messages import Accepted, Failure, Halt, PollResult, PollState, Prompt, Skip
+from .messages import Accepted, Failure, Halt, PollResult, PollState, Prompt, Skip, TellCompleted
 
 __all__ = [
     "AgentMachine",
@@ -55,7 +55,6 @@ __all__ = [
     "Reply",
     "Request",
     "StartTurn",
-    "TellCompleted",
 ]
 
 _log = logging.getLogger("genagent_thespian.agent")
@@ -90,16 +89,6 @@ class Request:
     attempt: int = 1
     size: int = 0
     answered: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class TellCompleted:
-    """Sent to a tell's requester (when it asked for completion) with the final outcome."""
-
-    agent: Any
-    ref: str
-    response: Response | None = None
-    error: GenAgentError | None = None
 
 
 # --------------------------------------------------------------------------- effects
@@ -219,7 +208,9 @@ class AgentMachine:
         self._admit(Request(ref, Origin.ASK, prompt, reply_to, size=_size(prompt)))
         return self._flush()
 
-    def tell(self, ref: str, prompt: str, reply_to: Any, *, completion: bool = False) -> list[Effect]:
+    def tell(
+        self, ref: str, prompt: str, reply_to: Any, *, completion: bool = False
+    ) -> list[Effect]:
         """Accept an asynchronous prompt and answer ``Accepted(ref)`` at once."""
         request = Request(ref, Origin.TELL, prompt, reply_to, completion=completion)
         request.size = _size(prompt)
@@ -257,7 +248,9 @@ class AgentMachine:
             return self._flush()
         self._effects.append(Reply(reply_to, Accepted(current.request.ref)))
         self._emit("turn.interrupted", {}, {"ref": current.request.ref})
-        error = TurnInterrupted("the turn was interrupted", agent=self.name, ref=current.request.ref)
+        error = TurnInterrupted(
+            "the turn was interrupted", agent=self.name, ref=current.request.ref
+        )
         self._fail_current(error, cancel_reason="interrupted")
         return self._flush()
 
@@ -367,7 +360,9 @@ class AgentMachine:
             return self._flush()
         seconds = self.limits.watchdog
         error = TurnTimeout(
-            f"the turn exceeded the watchdog of {seconds}s", agent=self.name, ref=current.request.ref
+            f"the turn exceeded the watchdog of {seconds}s",
+            agent=self.name,
+            ref=current.request.ref,
         )
         self._fail_current(error, cancel_reason="timeout")
         return self._flush()
@@ -382,7 +377,9 @@ class AgentMachine:
             current = self.current
             self._effects.append(CancelTurn(current.turn_id, "stopped"))
             self._end_turn()
-            self._answer(current.request, error.with_context(agent=self.name, ref=current.request.ref))
+            self._answer(
+                current.request, error.with_context(agent=self.name, ref=current.request.ref)
+            )
         queued = ([self.self_chain] if self.self_chain else []) + list(self.mailbox)
         self.self_chain = None
         self.mailbox.clear()
@@ -490,7 +487,9 @@ class AgentMachine:
             message = Failure(failure) if failure is not None else Accepted(None)
             self._effects.append(Reply(reply_to, message))
 
-    def _handle_notification(self, kind: str, payload: Any, *, draining: bool) -> GenAgentError | None:
+    def _handle_notification(
+        self, kind: str, payload: Any, *, draining: bool
+    ) -> GenAgentError | None:
         callback_name = "handle_event" if kind == "event" else "handle_info"
         callback = self.impl.handle_event if kind == "event" else self.impl.handle_info
         ok, directive = self._decide(callback_name, callback, payload)
@@ -522,11 +521,15 @@ class AgentMachine:
             self._start_turn(request, rewritten)
             return
         if ok and isinstance(rewritten, Skip):
-            error: GenAgentError = TurnSkipped("pre_turn skipped the prompt", agent=self.name, ref=request.ref)
+            error: GenAgentError = TurnSkipped(
+                "pre_turn skipped the prompt", agent=self.name, ref=request.ref
+            )
         elif ok and isinstance(rewritten, Halt):
             error = TurnHalted("pre_turn halted the agent", agent=self.name, ref=request.ref)
         else:
-            detail = "raised" if not ok else f"returned {type(rewritten).__name__}, not str/Skip/Halt"
+            detail = (
+                "raised" if not ok else f"returned {type(rewritten).__name__}, not str/Skip/Halt"
+            )
             error = CallbackError(
                 f"pre_turn {detail}", agent=self.name, ref=request.ref, callback="pre_turn"
             )
@@ -585,18 +588,26 @@ class AgentMachine:
             {"duration_ms": duration_ms},
             {**self._turn_meta(request), "reason": error.reason_kind},
         )
-        decision_ok, directive = self._decide("handle_error", self.impl.handle_error, request.ref, error)
+        decision_ok, directive = self._decide(
+            "handle_error", self.impl.handle_error, request.ref, error
+        )
         if not decision_ok:
             directive = None
         self._post_turn(request, error)
-        retry_allowed = not isinstance(error, TurnInterrupted) and error.reason_kind != "agent_restarted"
+        retry_allowed = (
+            not isinstance(error, TurnInterrupted) and error.reason_kind != "agent_restarted"
+        )
         self._finish(request, error, directive, retry_allowed=retry_allowed)
 
-    def _post_turn(self, request: Request, outcome: Response | GenAgentError) -> GenAgentError | None:
+    def _post_turn(
+        self, request: Request, outcome: Response | GenAgentError
+    ) -> GenAgentError | None:
         ok, value = self._call("post_turn", self.impl.post_turn, request.ref, outcome)
         if ok:
             return None
-        return CallbackError("post_turn raised", agent=self.name, ref=request.ref, callback="post_turn")
+        return CallbackError(
+            "post_turn raised", agent=self.name, ref=request.ref, callback="post_turn"
+        )
 
     def _finish(
         self,
@@ -609,7 +620,11 @@ class AgentMachine:
         """Apply the decision, drain notifications, answer the caller, take the next work."""
         retried = False
         if isinstance(directive, Prompt):
-            if retry_allowed and isinstance(outcome, GenAgentError) and request.origin in (Origin.ASK, Origin.TELL):
+            if (
+                retry_allowed
+                and isinstance(outcome, GenAgentError)
+                and request.origin in (Origin.ASK, Origin.TELL)
+            ):
                 request.prompt = directive.text
                 request.attempt += 1
                 self.self_chain = request
@@ -703,7 +718,9 @@ class AgentMachine:
         ref = args[0] if args and isinstance(args[0], str) else None
         ok, value = self._call(callback, fn, *args)
         if not ok:
-            return False, CallbackError(f"{callback} raised", agent=self.name, ref=ref, callback=callback)
+            return False, CallbackError(
+                f"{callback} raised", agent=self.name, ref=ref, callback=callback
+            )
         if value is None or isinstance(value, Halt):
             return True, value
         if isinstance(value, Prompt) and isinstance(value.text, str) and value.text:
@@ -711,9 +728,13 @@ class AgentMachine:
         detail = f"returned {value!r:.80}; expected None, Prompt(text) or Halt()"
         self._log_callback_failure(callback, detail)
         self.counters.callback_failures += 1
-        return False, CallbackError(f"{callback} {detail}", agent=self.name, ref=ref, callback=callback)
+        return False, CallbackError(
+            f"{callback} {detail}", agent=self.name, ref=ref, callback=callback
+        )
 
-    def _log_callback_failure(self, callback: str, detail: str, exc: BaseException | None = None) -> None:
+    def _log_callback_failure(
+        self, callback: str, detail: str, exc: BaseException | None = None
+    ) -> None:
         _log.error(
             "agent %r: callback %s.%s %s",
             self.name,

@@ -30,12 +30,14 @@ from ._types import Event, Response
 
 __all__ = [
     "Accepted",
+    "AgentDown",
     "AgentEntry",
     "AgentList",
     "AgentSpec",
     "AgentStarted",
     "AgentStatus",
     "Cancel",
+    "DeliveryFailed",
     "Failure",
     "Halt",
     "Interrupt",
@@ -53,9 +55,11 @@ __all__ = [
     "StopAgent",
     "Stopped",
     "Tell",
+    "TellCompleted",
     "TurnEvent",
-    "WhereIs",
     "Watch",
+    "WatchAgent",
+    "WhereIs",
     "new_ref",
 ]
 
@@ -86,6 +90,7 @@ class Tell:
 
     text: str
     ref: str = field(default_factory=new_ref)
+    completion: bool = False  # also send TellCompleted to the sender when it finishes
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +338,48 @@ class AgentList:
     """Answer to ``ListAgents``."""
 
     agents: tuple[AgentEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TellCompleted:
+    """The final outcome of a ``Tell`` sent with ``completion=True`` (to its sender).
+
+    Agents receive it in ``handle_info`` for the tells they made with ``self.tell``.
+    """
+
+    agent: Any
+    ref: str
+    response: Response | None = None
+    error: GenAgentError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the tell completed with a response."""
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFailed:
+    """Sent to ``handle_info`` when ``self.notify``/``self.tell`` could not reach ``target``."""
+
+    target: Any
+    message: Any
+    error: GenAgentError
+
+
+@dataclass(frozen=True, slots=True)
+class AgentDown:
+    """Sent to ``handle_info`` of agents that ``watch_agent(name)`` when ``name`` exits."""
+
+    name: Any
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WatchAgent:
+    """Ask the supervisor to send ``AgentDown`` to the sender when agent ``name`` exits."""
+
+    name: Any
 
 
 @dataclass(frozen=True, slots=True)

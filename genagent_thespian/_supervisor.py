@@ -1,0 +1,315 @@
+"""``AgentSupervisor``: the parent of every agent of one actor system.
+
+It starts agents (``StartAgent``), stops them for good (``StopAgent``), keeps the registry
+in step with which agents are alive, tells watchers when an agent exits (``AgentDown``), and
+decides what happens when an agent's process dies (``ChildActorExited``). Restart
+decisions come from the pure :class:`~genagent_thespian._restart.RestartTracker`.
+
+``ChildActorExited`` can arrive twice for one exit; handling is idempotent because the
+supervisor forgets an address on the first notice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+from thespian.actors import Actor, ActorExitRequest, ChildActorExited, WakeupMessage
+
+from ._agent import AgentActor
+from ._errors import AgentAlreadyExists, AgentNotFound, AgentStartFailed, GenAgentError
+from ._protocol import (
+    AddressBook,
+    _AgentInitFailed,
+    _AgentReady,
+    _InitAgent,
+    _Register,
+    _ShutdownAgent,
+    _TelemetryBatch,
+    _Unregister,
+)
+from .messages import (
+    AgentDown,
+    AgentSpec,
+    AgentStarted,
+    Failure,
+    StartAgent,
+    StopAgent,
+    Stopped,
+    WatchAgent,
+)
+
+__all__ = ["SUPERVISOR_NAME", "AgentSupervisor", "Boot", "Booted", "StopAll"]
+
+SUPERVISOR_NAME = "genagent_thespian.supervisor"
+
+#: Seconds an agent has to answer ``_ShutdownAgent`` before it is told to exit.
+STOP_GRACE = 15.0
+#: Seconds an agent has to exit after ``ActorExitRequest`` before it is killed.
+EXIT_GRACE = 5.0
+
+_log = logging.getLogger("genagent_thespian.supervisor")
+
+
+@dataclass(frozen=True, slots=True)
+class Boot:
+    """Client -> supervisor at application boot: the shared services' addresses."""
+
+    registry: Any
+    telemetry: Any
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class Booted:
+    """Supervisor -> client: booted; ``pid``/``pgid`` identify the actor system's processes."""
+
+    pid: int
+    pgid: int
+
+
+@dataclass(frozen=True, slots=True)
+class StopAll:
+    """Client -> supervisor: stop every agent (orderly shutdown); answered ``Stopped(None)``."""
+
+    reason: str = "shutdown"
+
+
+@dataclass
+class _Child:
+    spec: AgentSpec
+    address: Any
+    state: str = "starting"  # starting | running | stopping
+    starter: Any = None
+    stop_waiters: list[Any] = field(default_factory=list)
+    stop_reason: str = ""
+    pid: int = 0
+    incarnation: int = 0
+
+
+class AgentSupervisor(Actor):
+    """Starts, stops and watches agents (see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._registry: Any = None
+        self._telemetry: Any = None
+        self._node = ""
+        self._children: dict[Any, _Child] = {}
+        self._watchers: dict[Any, AddressBook] = {}
+        self._stop_all_waiters: list[Any] = []
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:
+        """Dispatch by type. Never raises (a raise would re-deliver a start)."""
+        try:
+            handler = _HANDLERS.get(type(message))
+            if handler is not None:
+                handler(self, message, sender)
+        except Exception:
+            _log.exception("supervisor failed handling %s", type(message).__name__)
+
+    # ------------------------------------------------------------------ boot
+
+    def _on_boot(self, message: Boot, sender: Any) -> None:
+        if self._registry is None:
+            self._registry = message.registry
+            self._telemetry = message.telemetry
+            self._node = message.node
+        self.send(sender, Booted(os.getpid(), os.getpgid(0)))
+
+    # ------------------------------------------------------------------ start
+
+    def _on_start(self, message: StartAgent, sender: Any) -> None:
+        spec = message.spec
+        if spec.name in self._children:
+            error = AgentAlreadyExists(
+                "an agent with that name is already running", agent=spec.name
+            )
+            self.send(sender, Failure(error))
+            return
+        child = _Child(spec=spec, address=None, starter=sender)
+        self._children[spec.name] = child
+        self._spawn(child)
+
+    def _spawn(self, child: _Child) -> None:
+        child.address = self.createActor(AgentActor)
+        child.state = "starting"
+        self.send(
+            child.address,
+            _InitAgent(
+                child.spec,
+                self._registry,
+                self._telemetry,
+                self.myAddress,
+                self._node,
+                incarnation=child.incarnation,
+            ),
+        )
+
+    def _on_ready(self, message: _AgentReady, sender: Any) -> None:
+        child = self._children.get(message.name)
+        if child is None or child.address != sender:
+            return
+        child.state = "running"
+        child.pid = message.pid
+        self.send(self._registry, _Register(message.name, sender, self._node))
+        if child.starter is not None:
+            self.send(child.starter, AgentStarted(message.name, sender))
+            child.starter = None
+        self._emit("agent.started", {"agent": message.name, "incarnation": child.incarnation})
+
+    def _on_init_failed(self, message: _AgentInitFailed, sender: Any) -> None:
+        child = self._children.get(message.name)
+        if child is None or child.address != sender:
+            return
+        self._forget(child)
+        if child.starter is not None:
+            self.send(child.starter, Failure(message.error))
+        self.send(sender, ActorExitRequest())
+
+    # ------------------------------------------------------------------ stop
+
+    def _on_stop(self, message: StopAgent, sender: Any) -> None:
+        child = self._children.get(message.name)
+        if child is None:
+            self.send(sender, Failure(AgentNotFound("no agent has that name", agent=message.name)))
+            return
+        self._begin_stop(child, message.reason, sender)
+
+    def _begin_stop(self, child: _Child, reason: str, waiter: Any) -> None:
+        if waiter is not None:
+            child.stop_waiters.append(waiter)
+        if child.state == "stopping":
+            return
+        if child.state == "starting":
+            # Not initialized yet: it has nothing to answer, so it can exit right away.
+            child.state = "stopping"
+            child.stop_reason = reason
+            self.send(child.address, ActorExitRequest())
+            self.wakeupAfter(EXIT_GRACE, payload=("kill", child.address))
+            return
+        child.state = "stopping"
+        child.stop_reason = reason
+        self.send(self._registry, _Unregister(child.spec.name, child.address))
+        self.send(child.address, _ShutdownAgent(reason))
+        self.wakeupAfter(STOP_GRACE, payload=("exit", child.address))
+
+    def _on_agent_stopped(self, message: Stopped, sender: Any) -> None:
+        """The agent answered everything pending and ended its session: let it exit."""
+        if self._child_at(sender) is not None:
+            self.send(sender, ActorExitRequest())
+            self.wakeupAfter(EXIT_GRACE, payload=("kill", sender))
+
+    def _on_stop_all(self, message: StopAll, sender: Any) -> None:
+        self._stop_all_waiters.append(sender)
+        for child in list(self._children.values()):
+            self._begin_stop(child, message.reason, None)
+        self._check_stop_all()
+
+    def _check_stop_all(self) -> None:
+        if self._stop_all_waiters and not self._children:
+            waiters, self._stop_all_waiters = self._stop_all_waiters, []
+            for waiter in waiters:
+                self.send(waiter, Stopped(None))
+
+    def _on_wakeup(self, message: WakeupMessage, sender: Any) -> None:
+        payload = message.payload
+        if not isinstance(payload, tuple):
+            return
+        kind, address = payload
+        child = self._child_at(address)
+        if child is None:
+            return
+        name = child.spec.name
+        if kind == "exit":
+            _log.warning("agent %r did not stop in time; ending it", name)
+            self.send(address, ActorExitRequest())
+            self.wakeupAfter(EXIT_GRACE, payload=("kill", address))
+        elif kind == "kill" and child.pid and child.pid != os.getpid():
+            _log.warning("agent %r did not exit in time; killing pid %d", name, child.pid)
+            try:
+                os.kill(child.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    # ------------------------------------------------------------------ exits
+
+    def _on_child_exited(self, message: ChildActorExited, sender: Any) -> None:
+        child = self._child_at(message.childAddress)
+        if child is None:
+            return  # the duplicate notice of an exit already handled
+        name = child.spec.name
+        if child.state == "stopping":
+            self._forget(child)
+            for waiter in child.stop_waiters:
+                self.send(waiter, Stopped(name))
+            self._emit("agent.stopped", {"agent": name, "reason": child.stop_reason})
+            self._notify_watchers(name, child.stop_reason or "stopped")
+            self._check_stop_all()
+            return
+        was_starting = child.state == "starting"
+        self._forget(child)
+        self._emit("agent.crashed", {"agent": name, "incarnation": child.incarnation})
+        if was_starting and child.starter is not None:
+            error = AgentStartFailed("the agent's process exited while starting", agent=name)
+            self.send(child.starter, Failure(error))
+        self._notify_watchers(name, "crashed")
+
+    def _forget(self, child: _Child) -> None:
+        name = child.spec.name
+        if self._children.get(name) is child:
+            del self._children[name]
+        if child.state in ("running", "stopping"):
+            self.send(self._registry, _Unregister(name, child.address))
+
+    def _child_at(self, address: Any) -> _Child | None:
+        for child in self._children.values():
+            if child.address == address:
+                return child
+        return None
+
+    # ------------------------------------------------------------------ watchers
+
+    def _on_watch_agent(self, message: WatchAgent, sender: Any) -> None:
+        if message.name not in self._children:
+            self.send(sender, AgentDown(message.name, "not_found"))
+            return
+        self._watchers.setdefault(message.name, AddressBook()).add(sender)
+
+    def _notify_watchers(self, name: Any, reason: str) -> None:
+        for watcher in self._watchers.pop(name, AddressBook()):
+            self.send(watcher, AgentDown(name, reason))
+
+    def _emit(self, event: str, metadata: dict[str, Any]) -> None:
+        if self._telemetry is not None:
+            self.send(
+                self._telemetry, _TelemetryBatch(((event, {}, {**metadata, "node": self._node}),))
+            )
+
+    def _on_exit_request(self, message: ActorExitRequest, sender: Any) -> None:
+        for child in self._children.values():
+            for waiter in child.stop_waiters:
+                self.send(waiter, Stopped(child.spec.name))
+            if child.starter is not None:
+                error: GenAgentError = AgentStartFailed(
+                    "the actor system is shutting down", agent=child.spec.name
+                )
+                self.send(child.starter, Failure(error))
+
+
+_HANDLERS: dict[type, Any] = {
+    Boot: AgentSupervisor._on_boot,
+    StartAgent: AgentSupervisor._on_start,
+    _AgentReady: AgentSupervisor._on_ready,
+    _AgentInitFailed: AgentSupervisor._on_init_failed,
+    StopAgent: AgentSupervisor._on_stop,
+    Stopped: AgentSupervisor._on_agent_stopped,
+    StopAll: AgentSupervisor._on_stop_all,
+    WakeupMessage: AgentSupervisor._on_wakeup,
+    ChildActorExited: AgentSupervisor._on_child_exited,
+    WatchAgent: AgentSupervisor._on_watch_agent,
+    ActorExitRequest: AgentSupervisor._on_exit_request,
+}

@@ -14,6 +14,7 @@ when their worker dies, so no CLI process outlives its agent.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -410,10 +411,8 @@ class AgentActor(Actor):
             _kill_group(pgid)
         slot.process_groups.clear()
         if kill_worker and self._isolated and slot.pid and slot.pid != os.getpid():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(slot.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def _on_wakeup(self, message: WakeupMessage, sender: Any) -> None:
         payload = message.payload
@@ -446,9 +445,8 @@ class AgentActor(Actor):
             timer_message = self._timers.pop(payload[1], None)
             if timer_message is not None:
                 self._run(self._m.info(timer_message))
-        elif kind == "end-session":
-            if self._stopping is not None:
-                self._finish_stop()
+        elif kind == "end-session" and self._stopping is not None:
+            self._finish_stop()
 
     def _replace_worker(self, slot: _WorkerSlot) -> None:
         self._kill_worker_remains(slot, kill_worker=True)
@@ -641,10 +639,8 @@ def _kill_group(pgid: int) -> None:
     """SIGKILL a backend's process group; it is its own group, never the actor system's."""
     if pgid <= 1 or pgid == os.getpgid(0):
         return
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 _HANDLERS: dict[type, Any] = {

@@ -111,7 +111,7 @@ def start_system(
 
 
 def attach_system(admin_port: int, *, make_default: bool = True) -> AgentSystem:
-    """Attach to a running system on this host's ``admin_port`` (e.g. started by ``genagent node``)."""
+    """Attach to a running system on this host's ``admin_port`` (e.g. a ``genagent`` node)."""
     system = AgentSystem.attach(admin_port)
     if make_default:
         _set_default(system)
@@ -384,7 +384,7 @@ def ask(
     reply = _call_agent(target, name, message, timeout=timeout, ref=message.ref)
     if isinstance(reply, Failure):
         raise reply.error
-    return reply  # type: ignore[no-any-return]
+    return reply
 
 
 def tell(name: Any, prompt: str, *, system: AgentSystem | None = None) -> str:
@@ -405,7 +405,9 @@ def tell(name: Any, prompt: str, *, system: AgentSystem | None = None) -> str:
 
 
 def poll(name: Any, ref: str, *, system: AgentSystem | None = None) -> PollResult:
-    """Return where the tell ``ref`` stands: pending, completed (``.response``) or failed (``.error``).
+    """Return where the tell ``ref`` stands: pending, completed or failed.
+
+    A completed result carries ``.response``; a failed one carries ``.error``.
 
     An unknown or evicted ref is ``failed`` with ``RequestNotFound``.
     """
@@ -417,7 +419,7 @@ def poll(name: Any, ref: str, *, system: AgentSystem | None = None) -> PollResul
     )
     if isinstance(reply, Failure):
         raise reply.error
-    return reply  # type: ignore[no-any-return]
+    return reply
 
 
 def notify(name: Any, event: Any, *, system: AgentSystem | None = None) -> None:
@@ -476,7 +478,7 @@ def status(name: Any, *, system: AgentSystem | None = None) -> AgentStatus:
     """Return a snapshot of agent ``name`` (answered at once, even mid-turn)."""
     return _call_agent(
         _system(system), name, Status(), timeout=_CONTROL_TIMEOUT, kinds=(AgentStatus,)
-    )  # type: ignore[no-any-return]
+    )
 
 
 def backend_session(name: Any, *, system: AgentSystem | None = None) -> Any:
@@ -495,7 +497,7 @@ def _control(
     )
     if isinstance(reply, Failure):
         raise reply.error
-    return reply  # type: ignore[no-any-return]
+    return reply
 
 
 # =============================================================================== plumbing

@@ -111,8 +111,8 @@ class GenAgentError(Exception):
     def __eq__(self, other: object) -> bool:
         return (
             type(self) is type(other)
-            and self.message == other.message  # type: ignore[attr-defined]
-            and self._fields() == other._fields()  # type: ignore[attr-defined]
+            and self.message == other.message
+            and self._fields() == other._fields()
         )
 
     def __hash__(self) -> int:

@@ -243,8 +243,8 @@ class AgentMachine:
         current = self.current
         if current is None or (ref is not None and current.request.ref != ref):
             detail = "no turn is running" if current is None else "that ref is not running"
-            error = RequestNotFound(f"cannot interrupt: {detail}", agent=self.name, ref=ref)
-            self._effects.append(Reply(reply_to, Failure(error, ref)))
+            missing = RequestNotFound(f"cannot interrupt: {detail}", agent=self.name, ref=ref)
+            self._effects.append(Reply(reply_to, Failure(missing, ref)))
             return self._flush()
         self._effects.append(Reply(reply_to, Accepted(current.request.ref)))
         self._emit("turn.interrupted", {}, {"ref": current.request.ref})
@@ -271,8 +271,8 @@ class AgentMachine:
             detail = "it has already finished"
         else:
             detail = "no queued tell has that ref"
-        error = RequestNotFound(f"cannot cancel: {detail}", agent=self.name, ref=ref)
-        self._effects.append(Reply(reply_to, Failure(error, ref)))
+        missing = RequestNotFound(f"cannot cancel: {detail}", agent=self.name, ref=ref)
+        self._effects.append(Reply(reply_to, Failure(missing, ref)))
         return self._flush()
 
     def halt(self, reply_to: Any) -> list[Effect]:
@@ -494,7 +494,7 @@ class AgentMachine:
         callback = self.impl.handle_event if kind == "event" else self.impl.handle_info
         ok, directive = self._decide(callback_name, callback, payload)
         if not ok:
-            return directive  # type: ignore[no-any-return]
+            return directive
         if isinstance(directive, Halt):
             self._transition_to_halted()
         elif isinstance(directive, Prompt):
@@ -602,7 +602,7 @@ class AgentMachine:
     def _post_turn(
         self, request: Request, outcome: Response | GenAgentError
     ) -> GenAgentError | None:
-        ok, value = self._call("post_turn", self.impl.post_turn, request.ref, outcome)
+        ok, _value = self._call("post_turn", self.impl.post_turn, request.ref, outcome)
         if ok:
             return None
         return CallbackError(

@@ -11,6 +11,7 @@ supervisor forgets an address on the first notice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -230,10 +231,8 @@ class AgentSupervisor(Actor):
             self.wakeupAfter(EXIT_GRACE, payload=("kill", address))
         elif kind == "kill" and child.pid and child.pid != os.getpid():
             _log.warning("agent %r did not exit in time; killing pid %d", name, child.pid)
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     # ------------------------------------------------------------------ exits
 

@@ -71,7 +71,10 @@ class _Endpoint:
 
 
 class AgentSystem:
-    """A running actor system with the framework booted in it. Use :meth:`start` or :meth:`attach`."""
+    """A running actor system with the framework booted in it.
+
+    Make one with :meth:`start` or :meth:`attach`.
+    """
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ end within the grace period.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -188,10 +189,8 @@ class TurnWorker(Actor):
     def _put(self, kind: str, payload: Any) -> None:
         self._queue.put((kind, payload))
         if self._wfd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.write(self._wfd, b"x")
-            except OSError:
-                pass
 
     def _on_process_group(self, pgid: int, alive: bool) -> None:
         self._put("pgroup", (pgid, alive))
@@ -294,10 +293,8 @@ class TurnWorker(Actor):
         self._close_backends()
         for fd in (self._rfd, self._wfd):
             if fd is not None:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
         self._rfd = self._wfd = None
 
     def _close_backends(self) -> None:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -182,10 +183,8 @@ def _assert_no_process_left(system: AgentSystem) -> None:
     except AssertionError:
         survivors = system_processes(system)
         for pid in survivors:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         raise AssertionError(
             f"processes of the actor system survived shutdown: {survivors}"
         ) from None
@@ -195,7 +194,7 @@ if pytest is not None:
 
     @pytest.fixture
     def agent_system() -> Iterator[AgentSystem]:
-        """A fresh ``multiprocTCPBase`` system on a free port, made current; no process left after."""
+        """A fresh ``multiprocTCPBase`` system on a free port, made current; nothing left after."""
         yield from _system_fixture("multiprocTCPBase")
 
     @pytest.fixture(params=["simpleSystemBase", "multiprocTCPBase"])

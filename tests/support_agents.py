@@ -69,7 +69,10 @@ class Recorder(GenAgent):
         self._record("init_agent", options=sorted(options))
         if options.get("init") == "raise":
             raise RuntimeError("init_agent told to raise")
-        backend_options = {"script": options.get("script", []), **options.get("backend_options", {})}
+        backend_options = {
+            "script": options.get("script", []),
+            **options.get("backend_options", {}),
+        }
         if "default" in options:
             backend_options["default"] = options["default"]
         return backend_options

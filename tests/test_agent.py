@@ -27,13 +27,18 @@ def wait_done(name, ref, timeout=10.0):
     return wait_until(lambda: (r := g.poll(name, ref)).done and r, timeout=timeout)
 
 
-# ----------------------------------------------------------------------------- startup
+# --- startup
 
 
 def test_a_new_agent_is_idle_with_nothing_running(tmp_path):
     start(tmp_path)
     status = g.status("a")
-    assert (status.state, status.halted, status.queued, status.current_ref) == ("idle", False, 0, None)
+    assert (status.state, status.halted, status.queued, status.current_ref) == (
+        "idle",
+        False,
+        0,
+        None,
+    )
     assert status.backend == "scripted"
     assert g.list_agents() == ["a"]
     assert g.whereis("a") is not None
@@ -42,7 +47,12 @@ def test_a_new_agent_is_idle_with_nothing_running(tmp_path):
 def test_init_agent_then_pre_run_run_once_before_any_turn(tmp_path):
     log = start(tmp_path, script=["hi"])
     g.ask("a", "q")
-    assert [r["cb"] for r in calls(log)][:4] == ["init_agent", "pre_run", "pre_turn", "handle_response"]
+    assert [r["cb"] for r in calls(log)][:4] == [
+        "init_agent",
+        "pre_run",
+        "pre_turn",
+        "handle_response",
+    ]
 
 
 def test_duplicate_name_is_rejected_and_the_first_agent_keeps_serving(tmp_path):
@@ -68,7 +78,7 @@ def test_stopping_an_unknown_name_is_agent_not_found():
         g.stop("nobody")
 
 
-# ----------------------------------------------------------------------------- ask / tell / poll
+# --- ask / tell / poll
 
 
 def test_ask_returns_the_assembled_response(tmp_path):
@@ -86,7 +96,11 @@ def test_backend_failure_reaches_the_caller_and_handle_error(tmp_path):
     log = start(tmp_path, script=[Fail("rate_limited", "slow down", retry_after=2.5), "ok"])
     with pytest.raises(g.BackendError) as info:
         g.ask("a", "q")
-    assert (info.value.kind, info.value.retryable, info.value.retry_after) == ("rate_limited", True, 2.5)
+    assert (info.value.kind, info.value.retryable, info.value.retry_after) == (
+        "rate_limited",
+        True,
+        2.5,
+    )
     assert info.value.agent == "a"
     assert calls(log, "handle_error")[0]["kind"] == "rate_limited"
     assert g.ask("a", "again").text == "ok"
@@ -133,11 +147,13 @@ def test_tell_results_are_bounded_by_insertion_order(tmp_path):
     assert g.poll("a", refs[1]).state is PollState.COMPLETED
 
 
-# ----------------------------------------------------------------------------- self-chain, halt, resume
+# --- self-chain, halt, resume
 
 
 def test_self_chain_runs_ahead_of_queued_prompts(tmp_path):
-    log = start(tmp_path, script=[Slow("first", 0.3), "chained", "queued"], responses=["prompt:chain me"])
+    log = start(
+        tmp_path, script=[Slow("first", 0.3), "chained", "queued"], responses=["prompt:chain me"]
+    )
     ref = g.tell("a", "first")
     queued = g.tell("a", "queued")
     wait_done("a", queued)
@@ -169,7 +185,7 @@ def test_external_halt_while_idle_and_resume(tmp_path):
     assert g.ask("a", "q").text == "x"
 
 
-# ----------------------------------------------------------------------------- notify
+# --- notify
 
 
 def test_notify_when_idle_runs_handle_event_and_its_prompt(tmp_path):
@@ -209,7 +225,7 @@ def test_handle_event_failure_reaches_the_notifier_and_the_agent_keeps_serving(t
     assert g.ask("a", "q").text == "still fine"
 
 
-# ----------------------------------------------------------------------------- interrupt, watchdog, crashes
+# --- interrupt, watchdog, crashes
 
 
 def test_interrupt_ends_the_running_ask_and_the_agent_serves_the_next_one(tmp_path):
@@ -277,7 +293,9 @@ def test_a_backend_without_a_terminal_event_is_a_typed_error(tmp_path):
 
 
 def test_handle_error_prompt_retries_under_the_same_ask(tmp_path):
-    log = start(tmp_path, script=[Fail("overloaded", "busy"), "second try"], errors=["prompt:retry please"])
+    log = start(
+        tmp_path, script=[Fail("overloaded", "busy"), "second try"], errors=["prompt:retry please"]
+    )
     response = g.ask("a", "q")
     assert response.text == "second try"
     assert response.prompt == "retry please"
@@ -287,7 +305,7 @@ def test_handle_error_prompt_retries_under_the_same_ask(tmp_path):
     ]
 
 
-# ----------------------------------------------------------------------------- hooks and callbacks
+# --- hooks and callbacks
 
 
 def test_pre_turn_rewrite_reaches_the_backend(tmp_path):
@@ -349,7 +367,7 @@ def test_defaults_of_a_minimal_implementation(tmp_path):
     assert g.ask("m", "q").text == "fine"
 
 
-# ----------------------------------------------------------------------------- bad input
+# --- bad input
 
 
 @pytest.mark.parametrize("prompt", [None, 42, b"bytes", "", ["list"]])

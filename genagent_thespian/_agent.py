@@ -14,10 +14,8 @@ when their worker dies, so no CLI process outlives its agent.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import time
 import uuid
 from collections.abc import Iterable
@@ -51,9 +49,16 @@ from ._machine import (
     Reply,
     StartTurn,
 )
+from ._processes import (
+    AGENT_MARKER,
+    children_die_with_this_process,
+    kill_process,
+    kill_process_group,
+)
 from ._protocol import (
     AddressBook,
     _AgentInitFailed,
+    _AgentProcesses,
     _AgentReady,
     _BackendSession,
     _CancelTurn,
@@ -193,6 +198,11 @@ class AgentActor(Actor):
         self._supervisor = message.supervisor
         self._node = message.node
         self._incarnation = message.incarnation
+        if self._isolated:
+            # The worker must die with this process, and the CLIs it runs carry its marker.
+            children_die_with_this_process()
+            if message.instance_id:
+                os.environ[AGENT_MARKER] = message.instance_id
         try:
             impl = spec.impl()
             if not isinstance(impl, GenAgent):
@@ -312,10 +322,13 @@ class AgentActor(Actor):
         slot = self.worker
         if sender != slot.address:
             return  # a retired worker's late output
+        known = (slot.pid, frozenset(slot.process_groups))
         if message.pid:
             slot.pid = message.pid
         for pgid, alive in message.process_groups:
             (slot.process_groups.add if alive else slot.process_groups.discard)(pgid)
+        if (slot.pid, frozenset(slot.process_groups)) != known:
+            self._report_processes()
         if message.session_changed and slot.cancelling != message.turn_id:
             self.session = message.session
         elif message.session_changed:
@@ -407,14 +420,20 @@ class AgentActor(Actor):
             self._run(self._m.turn_failed(running, crash))
         self._release_held_start()
 
+    def _report_processes(self) -> None:
+        """Tell the supervisor what to end should this agent die (see ``_AgentProcesses``)."""
+        if self._supervisor is not None and self._isolated:
+            slot = self.worker
+            groups = tuple(sorted(slot.process_groups))
+            self.send(self._supervisor, _AgentProcesses(slot.pid, groups))
+
     def _kill_worker_remains(self, slot: _WorkerSlot, *, kill_worker: bool = False) -> None:
         """End what a dead or stuck worker leaves behind: its process groups, itself."""
         for pgid in list(slot.process_groups):
-            _kill_group(pgid)
+            kill_process_group(pgid)
         slot.process_groups.clear()
-        if kill_worker and self._isolated and slot.pid and slot.pid != os.getpid():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(slot.pid, signal.SIGKILL)
+        if kill_worker and self._isolated and slot.pid:
+            kill_process(slot.pid)
 
     def _on_wakeup(self, message: WakeupMessage, sender: Any) -> None:
         payload = message.payload
@@ -635,14 +654,6 @@ class _AgentContext:
         if isinstance(message, AgentStarted | Stopped | Accepted):
             return
         _log.warning("agent %r ignored unexpected message %s", self.name, type(message).__name__)
-
-
-def _kill_group(pgid: int) -> None:
-    """SIGKILL a backend's process group; it is its own group, never the actor system's."""
-    if pgid <= 1 or pgid == os.getpgid(0):
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 _HANDLERS: dict[type, Any] = {

@@ -17,6 +17,7 @@ __all__ = [
     "AddressBook",
     "_AgentDied",
     "_AgentInitFailed",
+    "_AgentProcesses",
     "_AgentReady",
     "_BackendSession",
     "_CancelTurn",
@@ -138,6 +139,7 @@ class _InitAgent:
     supervisor: Any
     node: str
     incarnation: int = 0
+    instance_id: str = ""  # marks this incarnation's processes (GENAGENT_AGENT_ID)
     restored: Any = None  # a durable snapshot to restore from
 
 
@@ -155,6 +157,19 @@ class _AgentInitFailed:
 
     name: Any
     error: GenAgentError
+
+
+@dataclass(frozen=True, slots=True)
+class _AgentProcesses:
+    """Agent -> supervisor: the processes to end if this agent dies without cleaning up.
+
+    A parent killed with SIGKILL leaves its children running (Thespian does not reap
+    them), so the supervisor keeps this list and ends them when the agent's exit is
+    abnormal: its worker process and the backends' process groups.
+    """
+
+    worker_pid: int
+    process_groups: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from ._processes import is_alive, processes_with_marker
 from ._scripted import (
     Crash,
     Exit,
@@ -33,7 +34,7 @@ from ._scripted import (
     open_gate,
     read_history,
 )
-from ._system import AgentSystem, processes_with_marker
+from ._system import AgentSystem
 from ._telemetry import attach, detach
 
 __all__ = [
@@ -91,15 +92,7 @@ def system_processes(system: AgentSystem) -> list[int]:
                 except ProcessLookupError:
                     continue
     pids.discard(os.getpid())
-    return sorted(pid for pid in pids if not _is_zombie(pid))
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return True
+    return sorted(pid for pid in pids if is_alive(pid))
 
 
 class TelemetryCapture:

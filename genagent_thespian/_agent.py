@@ -141,7 +141,9 @@ class AgentActor(Actor):
         self.worker = _WorkerSlot()
         self._held_start: StartTurn | None = None
         self._telemetry: Any = None
-        self._telemetry_names: frozenset[str] | None = frozenset()
+        # Until the hub says what is wanted, send everything: the hub filters per subscriber,
+        # and an agent's first events must not be lost to the race with its answer.
+        self._telemetry_names: frozenset[str] | None = None
         self._telemetry_out: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
         self._registry: Any = None
         self._supervisor: Any = None

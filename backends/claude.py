@@ -541,6 +541,7 @@ class _Live:
 
     process: CliProcess
     ctx: TurnContext | None = None
+    stopping: bool = False  # close() or terminate_session() is ending it
 
 
 class ClaudeBackend(Backend):
@@ -549,7 +550,8 @@ class ClaudeBackend(Backend):
     name = BACKEND
 
     def __init__(self) -> None:
-        self._live: dict[str, _Live] = {}
+        self._live: dict[str, _Live] = {}  # stream mode: the process of each session
+        self._per_turn: dict[int, _Live] = {}  # per-turn mode: running processes by group
         self._lock = threading.Lock()
 
     # -- session lifecycle ----------------------------------------------------------------
@@ -620,7 +622,7 @@ class ClaudeBackend(Backend):
     def close(self) -> None:
         """End every live process of this backend instance. Idempotent."""
         with self._lock:
-            lives = list(self._live.values())
+            lives = [*self._live.values(), *self._per_turn.values()]
             self._live.clear()
         for live in lives:
             self._retire(live, graceful=True)
@@ -677,7 +679,7 @@ class ClaudeBackend(Backend):
                 except OSError:
                     live.process.signal_group(signal.SIGINT)
 
-            outcome = yield from self._drive(live.process, translator, ctx, interrupt, session)
+            outcome = yield from self._drive(live, translator, ctx, interrupt, session)
             keep = outcome == "terminal" and live.process.poll() is None
         finally:
             if not keep:
@@ -699,20 +701,24 @@ class ClaudeBackend(Backend):
             yield from self._start_failed(translator, exc)
             return
         live = _Live(process, ctx)
+        with self._lock:
+            self._per_turn[process.pgid] = live
         ctx.track_process_group(process.pgid)
         try:
 
             def interrupt() -> None:
                 process.signal_group(signal.SIGINT)
 
-            yield from self._drive(process, translator, ctx, interrupt, session)
+            yield from self._drive(live, translator, ctx, interrupt, session)
             process.wait(_STOP_GRACE_S)  # after its result the CLI exits by itself
         finally:
+            with self._lock:
+                self._per_turn.pop(process.pgid, None)
             self._retire(live, graceful=False)
 
     def _drive(
         self,
-        process: CliProcess,
+        live: _Live,
         translator: ClaudeTurnTranslator,
         ctx: TurnContext,
         interrupt: Callable[[], None],
@@ -724,6 +730,7 @@ class ClaudeBackend(Backend):
         ``"eof"`` when the process ended, ``"killed"`` when the interrupt grace ran out and
         ``"protocol"`` on an unusable stream.
         """
+        process = live.process
         grace = float(session.options.get("interrupt_grace_s", _STOP_GRACE_S))
         cancel_deadline: float | None = None
         while True:
@@ -742,7 +749,7 @@ class ClaudeBackend(Backend):
                 yield from translator.finish(
                     returncode=returncode,
                     stderr=process.stderr_tail(),
-                    cancelled=translator.cancel_requested,
+                    cancelled=translator.cancel_requested or live.stopping,
                 )
                 return "eof"
             if line is None:
@@ -827,6 +834,7 @@ class ClaudeBackend(Backend):
 
     def _retire(self, live: _Live, *, graceful: bool) -> None:
         """End ``live``'s process group and report it ended. Never raises."""
+        live.stopping = True
         process = live.process
         try:
             if graceful:

@@ -346,7 +346,15 @@ class CliProcess:
             while self.members() and time.monotonic() < deadline:
                 time.sleep(0.01)
         self.close_stdin()
+        self._release_stdout()
         return self.returncode
+
+    def _release_stdout(self) -> None:
+        """Close the stdout pipe once its reader thread saw end of file (all writers gone)."""
+        self._spawn._read_thread.join(timeout=2.0)
+        if not self._spawn._read_thread.is_alive():
+            with contextlib.suppress(OSError):
+                self._spawn.proc.stdout.close()
 
     def members(self) -> list[int]:
         """Return the pids of live (non-zombie) processes of this group."""

@@ -388,17 +388,22 @@ class ClaudeTurnTranslator:
                 partial = delta.get("partial_json", "")
                 return [Event(EventKind.TOOL_INPUT_DELTA, {"id": tool_id, "partial_json": partial})]
             return []
-        if kind == "message_stop" and inner.get("abandoned_blocks"):
-            abandoned = inner["abandoned_blocks"]
-            return [
-                Event(
-                    EventKind.DISCARD,
-                    {
-                        "message_id": abandoned.get("api_message_id") or message_id,
-                        "from_block_index": abandoned.get("from_block_index", 0),
-                    },
-                )
-            ]
+        if kind == "message_stop":
+            abandoned = inner.get("abandoned_blocks")
+            if isinstance(abandoned, Mapping):
+                first = int(abandoned.get("from_block_index") or 0)
+                message_id = abandoned.get("api_message_id") or message_id
+            else:
+                # A stream the CLI gave up on (an error mid-stream, retried without
+                # streaming) ends with no assistant line for the blocks it streamed.
+                confirmed = self._assistant_blocks.get(message_id, 0)
+                unconfirmed = [
+                    i for m, i in self._delta_blocks if m == message_id and i >= confirmed
+                ]
+                if not unconfirmed:
+                    return []
+                first = min(unconfirmed)
+            return [Event(EventKind.DISCARD, {"message_id": message_id, "from_block_index": first})]
         return []
 
     def _assistant(self, obj: Mapping[str, Any]) -> list[Event]:
@@ -542,6 +547,7 @@ class _Live:
     process: CliProcess
     ctx: TurnContext | None = None
     stopping: bool = False  # close() or terminate_session() is ending it
+    busy: bool = False  # a turn is reading from it
 
 
 class ClaudeBackend(Backend):
@@ -617,7 +623,7 @@ class ClaudeBackend(Backend):
             with self._lock:
                 live = self._live.pop(session.session_id, None)
             if live is not None:
-                self._retire(live, graceful=True)
+                self._retire(live, graceful=not live.busy)
 
     def close(self) -> None:
         """End every live process of this backend instance. Idempotent."""
@@ -625,7 +631,9 @@ class ClaudeBackend(Backend):
             lives = [*self._live.values(), *self._per_turn.values()]
             self._live.clear()
         for live in lives:
-            self._retire(live, graceful=True)
+            # An idle session process gets to flush its transcript; a busy one is mid-turn
+            # (the watchdog is retiring the worker) and is stopped at once.
+            self._retire(live, graceful=not live.busy)
 
     # -- turns ----------------------------------------------------------------------------
 
@@ -730,6 +738,20 @@ class ClaudeBackend(Backend):
         ``"eof"`` when the process ended, ``"killed"`` when the interrupt grace ran out and
         ``"protocol"`` on an unusable stream.
         """
+        live.busy = True
+        try:
+            return (yield from self._read_turn(live, translator, ctx, interrupt, session))
+        finally:
+            live.busy = False
+
+    def _read_turn(
+        self,
+        live: _Live,
+        translator: ClaudeTurnTranslator,
+        ctx: TurnContext,
+        interrupt: Callable[[], None],
+        session: ClaudeSession,
+    ) -> Generator[Event, None, str]:
         process = live.process
         grace = float(session.options.get("interrupt_grace_s", _STOP_GRACE_S))
         cancel_deadline: float | None = None

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from genagent_thespian.backends._process import group_members
 
 from genagent_thespian import Event, EventKind, TurnContext
-from genagent_thespian.backends._process import group_members
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOOLS_BIN = REPO_ROOT / ".ci" / "tools" / "node_modules" / ".bin"

@@ -184,7 +184,10 @@ def classify_codex_error(message: str) -> tuple[str, int | None]:
         return BackendErrorKind.AUTHENTICATION, status
     if status == 429 or "rate limit" in lowered or "too many requests" in lowered:
         return BackendErrorKind.RATE_LIMITED, status
-    if "high demand" in lowered or "overloaded" in lowered or status in (503, 529):
+    if any(s in lowered for s in ("high demand", "overloaded", "at capacity")) or status in (
+        503,
+        529,
+    ):
         return BackendErrorKind.OVERLOADED, status
     if status is not None and status >= 500:
         return BackendErrorKind.SERVER_ERROR, status

@@ -4,6 +4,7 @@ a turn runner that applies ``update_session`` like the worker does, and fake CLI
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import sys
 import textwrap
@@ -131,3 +132,32 @@ def fake_cli(directory: Path, body: str, name: str = "fake-cli") -> str:
     path.write_text(f"#!{sys.executable}\n" + textwrap.dedent(body))
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return str(path)
+
+
+def strace_wrapper(directory: Path, program: str) -> tuple[str, Path]:
+    """Write a wrapper that runs ``program`` under ``strace -f -e trace=connect``.
+
+    Returns the wrapper's path and the trace file. Skips the test without strace.
+    """
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed")
+    log = directory / "connect.trace"
+    wrapper = directory / "traced-cli"
+    wrapper.write_text(
+        f'#!/bin/sh\nexec {strace} -f -qq -e trace=connect -o {log} {program} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return str(wrapper), log
+
+
+def outside_connections(log: Path) -> list[str]:
+    """The ``connect`` calls of a trace to anything but loopback or a local socket."""
+    outside = []
+    for line in log.read_text().splitlines():
+        if "connect(" not in line or "AF_UNIX" in line or "AF_NETLINK" in line:
+            continue
+        if '"127.0.0.1"' in line or '"::1"' in line or "::ffff:127.0.0.1" in line:
+            continue
+        outside.append(line)
+    return outside

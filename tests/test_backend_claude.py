@@ -50,9 +50,11 @@ from ._cli_support import (
     assert_groups_gone,
     fake_cli,
     kinds,
+    outside_connections,
     quiet_env,
     require_cli,
     run_turn,
+    strace_wrapper,
     terminal,
     wait_until,
 )
@@ -665,6 +667,18 @@ def test_real_text_turn_keeps_one_process_for_the_session(real: RealClaude) -> N
     backend.terminate_session(session)
     assert_groups_gone([pgid])
     assert (pgid, False) in real.tracker.calls
+
+
+@pytest.mark.cli
+def test_real_claude_connects_only_to_loopback(real: RealClaude, tmp_path: Path) -> None:
+    wrapper, log = strace_wrapper(tmp_path, real.binary)
+    real.server.script(Text("quiet"))
+    backend = real.backend()
+    session = backend.start_session({**real.options(), "binary": wrapper, "mode": "per_turn"})
+    events, _ = real.turn(backend, session, "hi")
+    assert terminal(events).data["text"] == "quiet"
+    assert any("127.0.0.1" in line for line in log.read_text().splitlines())
+    assert outside_connections(log) == []
 
 
 @pytest.mark.cli

@@ -47,9 +47,11 @@ from ._cli_support import (
     assert_groups_gone,
     fake_cli,
     kinds,
+    outside_connections,
     quiet_env,
     require_cli,
     run_turn,
+    strace_wrapper,
     terminal,
     wait_until,
 )
@@ -498,6 +500,15 @@ class RealCodex:
             "model": "gpt-5.5",
             "sandbox": "danger-full-access",
             "provider": provider,
+            # Keep codex off the network: no update check, analytics or plugin sync
+            # (without these it looks up github.com in the background).
+            "config": {
+                "check_for_update_on_startup": False,
+                "analytics.enabled": False,
+                "feedback.enabled": False,
+                "features.plugins": False,
+                "features.apps": False,
+            },
             **extra,
         }
 
@@ -545,6 +556,19 @@ def test_real_text_turn(real: RealCodex) -> None:
     assert request.model == "gpt-5.5" and "Say hello" in input_text(request)
     assert request.auth_fingerprint == FakeLLMServer.fingerprint("sk-codex-test-not-real")
     assert_groups_gone(real.tracker.groups)  # one process per turn, gone with it
+
+
+@pytest.mark.cli
+def test_real_codex_connects_only_to_loopback(real: RealCodex, tmp_path: Path) -> None:
+    wrapper, log = strace_wrapper(tmp_path, real.binary)
+    real.server.script(Text("quiet"))
+    backend = real.backend()
+    events, _ = real.turn(
+        backend, backend.start_session({**real.options(), "binary": wrapper}), "hi"
+    )
+    assert terminal(events).data["text"] == "quiet"
+    assert any("127.0.0.1" in line for line in log.read_text().splitlines())
+    assert outside_connections(log) == []
 
 
 @pytest.mark.cli

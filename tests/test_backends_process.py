@@ -165,8 +165,8 @@ def test_stop_with_sigint_lets_a_cooperative_program_exit(tmp_path: Path) -> Non
         tmp_path,
         """
         import time
-        print("ready", flush=True)
         try:
+            print("ready", flush=True)
             time.sleep(60)
         except KeyboardInterrupt:
             print("interrupted", flush=True)

@@ -442,7 +442,9 @@ class CodexBackend(Backend):
     name = BACKEND
 
     def __init__(self) -> None:
-        self._running: dict[int, CliProcess] = {}
+        self._running: dict[int, CliProcess] = {}  # turns in flight, by process group
+        # the session of each turn in flight, and its translator (which learns the thread id)
+        self._sessions: dict[int, tuple[CodexSession, CodexTurnTranslator]] = {}
         self._stopped_by_close: set[int] = set()
         self._lock = threading.Lock()
 
@@ -478,14 +480,27 @@ class CodexBackend(Backend):
         return session
 
     def terminate_session(self, session: Any) -> None:
-        """Nothing lives between turns; a running turn is ended by :meth:`close`."""
+        """End the turn of ``session`` still in flight, if any (nothing lives between turns)."""
+        with self._lock:
+            thread_id = getattr(session, "thread_id", None)
+            pgids = [
+                pgid
+                for pgid, (running, translator) in self._sessions.items()
+                if running == session or (thread_id and translator.thread_id == thread_id)
+            ]
+        self._stop(pgids)
 
     def close(self) -> None:
         """End every process group this instance still runs. Idempotent."""
         with self._lock:
-            running = list(self._running.values())
-            self._stopped_by_close.update(p.pgid for p in running)
-        for process in running:
+            pgids = list(self._running)
+        self._stop(pgids)
+
+    def _stop(self, pgids: list[int]) -> None:
+        with self._lock:
+            processes = [self._running[g] for g in pgids if g in self._running]
+            self._stopped_by_close.update(p.pgid for p in processes)
+        for process in processes:
             process.stop(grace=1.0)
 
     def command(self, session: CodexSession, prompt: str) -> list[str]:
@@ -552,6 +567,7 @@ class CodexBackend(Backend):
             return
         with self._lock:
             self._running[process.pgid] = process
+            self._sessions[process.pgid] = (session, translator)
         ctx.track_process_group(process.pgid)
         grace = float(session.options.get("interrupt_grace_s", _STOP_GRACE_S))
         try:
@@ -560,6 +576,7 @@ class CodexBackend(Backend):
             process.stop(signals=(signal.SIGINT, signal.SIGTERM), grace=1.0)
             with self._lock:
                 self._running.pop(process.pgid, None)
+                self._sessions.pop(process.pgid, None)
                 self._stopped_by_close.discard(process.pgid)
             ctx.untrack_process_group(process.pgid)
 

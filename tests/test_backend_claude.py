@@ -828,8 +828,10 @@ def test_real_interrupt_per_turn_mode_ends_the_group(real: RealClaude) -> None:
 
 
 @pytest.mark.cli
-@pytest.mark.parametrize("mode", ["stream", "per_turn"])
-def test_real_close_ends_a_turn_in_flight(real: RealClaude, mode: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "how"), [("stream", "close"), ("per_turn", "close"), ("stream", "terminate_session")]
+)
+def test_real_close_ends_a_turn_in_flight(real: RealClaude, mode: str, how: str) -> None:
     hang = Hang(prefix=Text("starting"))
     real.server.script(hang)
     backend = real.backend()
@@ -843,7 +845,10 @@ def test_real_close_ends_a_turn_in_flight(real: RealClaude, mode: str) -> None:
     thread.start()
     real.server.wait_for_requests(1, timeout=30)
     wait_until(lambda: real.tracker.groups, 10, "the process group")
-    backend.close()  # what the worker does when the watchdog retires it
+    if how == "close":
+        backend.close()  # what the worker does when the watchdog retires it
+    else:
+        backend.terminate_session(session)  # the agent stops
     thread.join(30)
     assert not thread.is_alive()
     assert error_of(terminal(outcome["events"])).kind == BackendErrorKind.CANCELLED

@@ -648,7 +648,8 @@ def test_real_interrupt_mid_stream_synthesizes_cancelled(real: RealCodex) -> Non
 
 
 @pytest.mark.cli
-def test_real_close_ends_a_turn_in_flight(real: RealCodex) -> None:
+@pytest.mark.parametrize("how", ["close", "terminate_session"])
+def test_real_close_ends_a_turn_in_flight(real: RealCodex, how: str) -> None:
     hang = Hang()
     real.server.script(hang)
     backend = real.backend()
@@ -663,7 +664,10 @@ def test_real_close_ends_a_turn_in_flight(real: RealCodex) -> None:
     real.server.wait_for_requests(1, timeout=30)
     groups = wait_until(lambda: real.tracker.groups, 10, "the process group")
     assert group_members(groups[0])
-    backend.close()
+    if how == "close":
+        backend.close()  # what the worker does when the watchdog retires it
+    else:
+        backend.terminate_session(pickle.loads(pickle.dumps(session)))  # the agent stops
     thread.join(30)
     assert not thread.is_alive()
     assert error_of(terminal(outcome["events"])).kind == BackendErrorKind.CANCELLED

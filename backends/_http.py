@@ -519,3 +519,46 @@ def shutdown_client_connections(http_client: Any) -> None:
         if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+def pumped_turn(
+    *,
+    backend: str,
+    ctx_cancelled: threading.Event,
+    produce: Callable[[Callable[[Event], None], StreamPump], None],
+    map_exception: Callable[[BaseException], BackendError],
+    on_cancel: Callable[[], None],
+    partial_usage: Callable[[], Any],
+    thread_name: str,
+    http_client: Any = None,
+) -> Iterator[Event]:
+    """Run ``produce`` through a :class:`StreamPump` and end with exactly one terminal event.
+
+    The producer's terminal event ends the turn; an exception it raises becomes one
+    ``error`` event through ``map_exception``; ``ctx_cancelled`` ends the turn at once with
+    ``error`` of kind ``cancelled`` (carrying the usage seen so far) after cutting the
+    connections; a producer that returns without a terminal event gives
+    ``no_terminal_event``.
+    """
+    pump = StreamPump(produce, name=thread_name)
+    if http_client is not None:
+        pump.register(lambda: shutdown_client_connections(http_client))
+    for what, value in pump.events(ctx_cancelled):
+        if what == "event":
+            yield value
+            if value.terminal:
+                return
+        elif what == "raise":
+            yield Event.error(map_exception(value))
+            return
+        else:
+            on_cancel()
+            yield Event.error(cancelled_error(backend), usage=partial_usage())
+            return
+    yield Event.error(
+        BackendError(
+            f"{backend} stream ended without a terminal event",
+            kind=BackendErrorKind.NO_TERMINAL_EVENT,
+            backend=backend,
+        )
+    )

@@ -55,7 +55,6 @@ from ._http import (
     Secret,
     StreamPump,
     ToolResult,
-    cancelled_error,
     error_from_status,
     freeze_json,
     is_non_negative_int,
@@ -67,8 +66,8 @@ from ._http import (
     is_transport_exception,
     optional,
     parse_tool_results,
+    pumped_turn,
     scrub,
-    shutdown_client_connections,
     shutdown_response,
     tool_results_prompt,
     transport_error,
@@ -253,29 +252,15 @@ class AnthropicBackend(Backend):
             )
             return
         turn = _Turn(session, user_message, started)
-        pump = StreamPump(
-            lambda emit, pump: turn.run(client, params, emit, pump),
-            name=f"anthropic-turn-{ctx.ref}",
-        )
-        pump.register(lambda: shutdown_client_connections(getattr(client, "_client", None)))
-        for what, value in pump.events(ctx.cancelled):
-            if what == "event":
-                yield value
-                if value.terminal:
-                    return
-            elif what == "raise":
-                yield Event.error(self._map_exception(value, session))
-                return
-            else:
-                self._forget_client(session)
-                yield Event.error(cancelled_error(NAME), usage=turn.usage())
-                return
-        yield Event.error(
-            BackendError(
-                "anthropic stream ended without a terminal event",
-                kind=BackendErrorKind.NO_TERMINAL_EVENT,
-                backend=NAME,
-            )
+        yield from pumped_turn(
+            backend=NAME,
+            ctx_cancelled=ctx.cancelled,
+            produce=lambda emit, pump: turn.run(client, params, emit, pump),
+            map_exception=lambda exc: map_anthropic_exception(exc, session.api_key),
+            on_cancel=lambda: self._forget_client(session),
+            partial_usage=turn.usage,
+            thread_name=f"anthropic-turn-{ctx.ref}",
+            http_client=getattr(client, "_client", None),
         )
 
     # -- helpers ------------------------------------------------------------------------
@@ -376,10 +361,6 @@ class AnthropicBackend(Backend):
             client = self._clients.pop(self._client_key(session), None)
         if client is not None:
             threading.Thread(target=_close_quietly, args=(client,), daemon=True).start()
-
-    @staticmethod
-    def _map_exception(exc: BaseException, session: AnthropicSession) -> BackendError:
-        return map_anthropic_exception(exc, session.api_key)
 
 
 def _close_quietly(client: Any) -> None:

@@ -76,10 +76,14 @@ class Secret:
 
 
 def scrub(text: str, *secrets: Secret | str | None) -> str:
-    """Return ``text`` with every given secret replaced by ``***``."""
+    """Return ``text`` with every given secret replaced by ``***``.
+
+    Values shorter than 8 characters are left alone: they are not real keys, and replacing
+    them would garble ordinary words.
+    """
     for secret in secrets:
         value = secret.reveal() if isinstance(secret, Secret) else secret
-        if value:
+        if value and len(value) >= 8:
             text = text.replace(value, "***")
     return text
 

@@ -16,7 +16,7 @@ Options (all optional; unknown keys raise :class:`~genagent_thespian.InvalidOpti
 =================  =====================  ==================================================
 key                default                meaning
 =================  =====================  ==================================================
-``model``          ``claude-sonnet-4-5``  model id
+``model``          ``claude-sonnet-4-6``  model id
 ``max_tokens``     ``4096``               output token limit per API call
 ``system``         ``None``               system prompt
 ``temperature``    ``None``               0.0 - 1.0
@@ -100,7 +100,7 @@ def _is_caching(value: Any) -> str | None:
 
 
 _OPTIONS: dict[str, OptionSpec] = {
-    "model": OptionSpec("claude-sonnet-4-5", is_str),
+    "model": OptionSpec("claude-sonnet-4-6", is_str),
     "max_tokens": OptionSpec(4096, is_positive_int),
     "system": OptionSpec(None, optional(is_str)),
     "temperature": OptionSpec(None, optional(is_number_between(0.0, 1.0))),
@@ -311,7 +311,8 @@ class AnthropicBackend(Backend):
             content[-1]["cache_control"] = cache_control
             messages[-1] = {"role": "user", "content": content}
         if session.temperature is not None:
-            params["temperature"] = session.temperature
+            # Through extra_body: newer SDKs no longer take sampling parameters as arguments.
+            params["extra_body"] = {"temperature": session.temperature}
         if session.tools:
             params["tools"] = [dict(t) for t in session.tools]
         if session.thinking is not None:

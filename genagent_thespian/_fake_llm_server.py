@@ -848,8 +848,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.fake._record(record)
         try:
             if record.is_model_request:
-                item = self.fake._take(record)
-                self._serve(item)
+                if not self._refused():
+                    self._serve(self.fake._take(record))
             else:
                 record.served = f"default {record.kind}"
                 self._serve_auxiliary()
@@ -912,8 +912,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             raise TypeError(f"FakeLLMServer cannot serve script item {item!r}")
 
-    def _check_request(self) -> bool:
-        """Answer a request the real API would refuse; return whether it was refused."""
+    def _refused(self) -> bool:
+        """Answer a request the real API would refuse; return whether it was refused.
+
+        A refused request does not take a script item.
+        """
         record = self.record
         if record.api == "openai" and isinstance(record.body, dict):
             previous = record.body.get("previous_response_id")
@@ -933,8 +936,6 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def _serve_reply(self, reply: Reply) -> None:
-        if self._check_request():
-            return
         dialect = self._dialect()
         if self.record.stream:
             self._start_stream()
@@ -960,8 +961,6 @@ class _Handler(BaseHTTPRequestHandler):
         self._write(data)
 
     def _serve_stream_error(self, failure: StreamError) -> None:
-        if self._check_request():
-            return
         dialect = self._dialect()
         partial = _as_reply(failure.partial)
         self._start_stream()

@@ -72,6 +72,7 @@ _CHECKERS = {
     "cwd": lambda backend, key, value: value,  # resolved by resolve_cwd
     "binary": lambda backend, key, value: value,  # resolved by resolve_binary
     "session_id": check_str,
+    "resume": check_bool,
     "model": check_str,
     "system_prompt": check_str,
     "append_system_prompt": check_str,
@@ -581,11 +582,15 @@ class ClaudeBackend(Backend):
             raise InvalidOption(
                 f"claude: option 'session_id' must be a UUID: {session_id!r}"
             ) from exc
+        resume = opts.pop("resume", False)
+        if resume and "session_id" not in options:
+            raise InvalidOption("claude: option 'resume' needs the 'session_id' to continue")
         return ClaudeSession(
             session_id=session_id,
             cwd=cwd,
             binary=binary,
             options=opts,
+            started=resume,
             model=opts.get("model"),
         )
 

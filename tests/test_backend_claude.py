@@ -369,6 +369,12 @@ def test_command_line_of_both_modes(tmp_path: Path, fake_binary: str) -> None:
     per_turn = backend.command(resumed, prompt="-starts with a dash")
     assert "--input-format" not in per_turn
     assert per_turn[-3:] == [f"--resume={session.session_id}", "--", "-starts with a dash"]
+    existing = backend.start_session(
+        {"binary": fake_binary, "cwd": tmp_path, "session_id": session.session_id, "resume": True}
+    )
+    assert backend.command(existing, prompt=None)[-1] == f"--resume={session.session_id}"
+    with pytest.raises(InvalidOption, match="resume"):
+        backend.start_session({"binary": fake_binary, "resume": True})
     fresh = backend.resume_session(session)  # no turn yet: nothing to resume
     assert backend.command(fresh, prompt=None)[-1].startswith("--session-id=")
 

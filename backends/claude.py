@@ -168,6 +168,8 @@ def classify_claude_error(
         return BackendErrorKind.SERVER_ERROR, error_type or None
     if isinstance(status, int) and 400 <= status < 500:
         return BackendErrorKind.INVALID_REQUEST, error_type or None
+    if cli_error == "server_error":  # also claude's word for a dropped connection
+        return BackendErrorKind.SERVER_ERROR, cli_error
     return BackendErrorKind.UNKNOWN, terminal or subtype or None
 
 
@@ -226,7 +228,7 @@ class ClaudeTurnTranslator:
         self.model: str | None = None
         self.terminal: Event | None = None
         self.cancel_requested = False
-        self._started = False
+        self.seen_init = False  # the CLI announced the session in this turn
         self._delta_blocks: set[tuple[str | None, int]] = set()
         self._assistant_blocks: dict[str | None, int] = {}
         self._tool_ids: dict[tuple[str | None, int], str] = {}
@@ -327,9 +329,9 @@ class ClaudeTurnTranslator:
     def _system(self, obj: Mapping[str, Any]) -> list[Event]:
         subtype = obj.get("subtype")
         if subtype == "init":
-            if self._started:
+            if self.seen_init:
                 return []
-            self._started = True
+            self.seen_init = True
             self.session_id = obj.get("session_id") or self.session_id
             self.model = obj.get("model") or self.model
             return [
@@ -582,7 +584,7 @@ class ClaudeBackend(Backend):
             raise InvalidOption(
                 f"claude: option 'session_id' must be a UUID: {session_id!r}"
             ) from exc
-        resume = opts.pop("resume", False)
+        resume = opts.get("resume", False)
         if resume and "session_id" not in options:
             raise InvalidOption("claude: option 'resume' needs the 'session_id' to continue")
         return ClaudeSession(
@@ -646,15 +648,55 @@ class ClaudeBackend(Backend):
         """Run one turn (see the module docstring); always ends with one terminal event."""
         if not isinstance(session, ClaudeSession):
             raise InvalidOption(f"claude: not a ClaudeSession: {type(session).__name__}")
-        translator = ClaudeTurnTranslator(
+        if ctx.cancelled.is_set():
+            error = BackendError(
+                "claude turn cancelled before it started",
+                kind=BackendErrorKind.CANCELLED,
+                backend=BACKEND,
+            )
+            yield Event.error(error, session_id=session.session_id, code=error.kind)
+            return
+        run = self._turn_per_process if session.mode == "per_turn" else self._turn_streamed
+        translator = self._translator(session)
+        for event in run(session, prompt, ctx, translator):
+            if self._never_recorded(session, translator, event):
+                break
+            yield event
+        else:
+            return
+        # The first process of this session died right after it started, before claude
+        # stored the session, so there is nothing to resume: start the session afresh.
+        yield Event(
+            EventKind.WARNING,
+            {
+                "code": "session_not_recorded",
+                "message": f"claude has no stored session {session.session_id}; starting it anew",
+            },
+        )
+        fresh = replace(session, started=False)
+        yield from run(fresh, prompt, ctx, self._translator(fresh))
+
+    @staticmethod
+    def _translator(session: ClaudeSession) -> ClaudeTurnTranslator:
+        return ClaudeTurnTranslator(
             session_id=session.session_id,
             previous_total_cost=session.total_cost_usd,
             resumed=session.started,
         )
-        if session.mode == "per_turn":
-            yield from self._turn_per_process(session, prompt, ctx, translator)
-        else:
-            yield from self._turn_streamed(session, prompt, ctx, translator)
+
+    @staticmethod
+    def _never_recorded(
+        session: ClaudeSession, translator: ClaudeTurnTranslator, event: Event
+    ) -> bool:
+        """Whether ``event`` says claude cannot resume a session that never had a turn."""
+        return (
+            event.kind == EventKind.ERROR
+            and event.data.get("code") == "not_found"
+            and session.started
+            and session.turns == 0
+            and not session.options.get("resume")
+            and not translator.seen_init
+        )
 
     def _turn_streamed(
         self,

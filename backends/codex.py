@@ -542,6 +542,14 @@ class CodexBackend(Backend):
         """Run one turn in a new ``codex exec`` process; always ends with one terminal event."""
         if not isinstance(session, CodexSession):
             raise InvalidOption(f"codex: not a CodexSession: {type(session).__name__}")
+        if ctx.cancelled.is_set():
+            error = BackendError(
+                "codex turn cancelled before it started",
+                kind=BackendErrorKind.CANCELLED,
+                backend=BACKEND,
+            )
+            yield Event.error(error, session_id=session.thread_id, code=error.kind)
+            return
         translator = CodexTurnTranslator(
             previous_usage=session.cumulative_usage,
             resumed=session.thread_id is not None,

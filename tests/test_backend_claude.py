@@ -880,6 +880,44 @@ def test_real_killed_cli_is_a_process_exit_error(real: RealClaude) -> None:
 
 
 @pytest.mark.cli
+@pytest.mark.parametrize("mode", ["stream", "per_turn"])
+def test_real_session_lost_before_claude_stored_it_starts_afresh(
+    real: RealClaude, mode: str
+) -> None:
+    hang = Hang()
+    real.server.script(hang)
+    backend = real.backend()
+    session = real.session(backend, mode=mode)
+
+    def kill_at_start(event: Event) -> None:
+        if event.kind == EventKind.SESSION_STARTED:
+            os.kill(real.tracker.groups[-1], signal.SIGKILL)
+
+    events, session = real.turn(backend, session, "first", on_event=kill_at_start)
+    assert error_of(terminal(events)).kind == BackendErrorKind.PROCESS_EXIT
+    assert session.started and session.turns == 0
+    real.server.release_hangs()  # the killed process may or may not have asked already
+    real.server.clear_script()
+    real.server.script(Text("a fresh start"))
+    events, session = real.turn(backend, session, "second")
+    final = terminal(events)
+    assert final.kind == EventKind.RESULT and final.data["text"] == "a fresh start"
+    assert final.data["session_id"] == session.session_id
+    assert any(e.data.get("code") == "session_not_recorded" for e in events)
+    assert len(real.tracker.groups) == 3  # the killed one, the failed resume, the fresh one
+
+
+def test_a_turn_cancelled_before_it_starts_runs_nothing(fake_claude: Any) -> None:
+    backend, tracker, session = fake_claude
+    ctx = tracker.context()
+    ctx.cancelled.set()
+    events, _ = run_turn(backend, session("garbage"), "hi", ctx)
+    assert [e.kind for e in events] == [EventKind.ERROR]
+    assert error_of(events[0]).kind == BackendErrorKind.CANCELLED
+    assert tracker.calls == []
+
+
+@pytest.mark.cli
 @pytest.mark.parametrize(
     ("reply", "kind", "status"),
     [

@@ -445,6 +445,16 @@ def test_fake_exit_without_terminal_event(fake_codex: Any) -> None:
     assert "fake crash" in error.message
 
 
+def test_fake_turn_cancelled_before_it_starts_runs_nothing(fake_codex: Any) -> None:
+    backend, tracker, session = fake_codex
+    ctx = tracker.context()
+    ctx.cancelled.set()
+    events, _ = run_turn(backend, session("garbage"), "hi", ctx)
+    assert [e.kind for e in events] == [EventKind.ERROR]
+    assert error_of(events[0]).kind == BackendErrorKind.CANCELLED
+    assert tracker.calls == []
+
+
 def test_fake_ignored_sigint_escalates(fake_codex: Any) -> None:
     backend, tracker, session = fake_codex
     ctx = tracker.context()

@@ -23,6 +23,19 @@ from genagent_thespian.backends.codex import (
     CodexTurnTranslator,
     classify_codex_error,
 )
+from support_cli import (
+    Tracker,
+    assert_groups_gone,
+    fake_cli,
+    kinds,
+    outside_connections,
+    quiet_env,
+    require_cli,
+    run_turn,
+    strace_wrapper,
+    terminal,
+    wait_until,
+)
 
 from genagent_thespian import (
     BackendError,
@@ -40,20 +53,6 @@ from genagent_thespian._fake_llm_server import (
     StreamError,
     Text,
     ToolUse,
-)
-
-from ._cli_support import (
-    Tracker,
-    assert_groups_gone,
-    fake_cli,
-    kinds,
-    outside_connections,
-    quiet_env,
-    require_cli,
-    run_turn,
-    strace_wrapper,
-    terminal,
-    wait_until,
 )
 
 CAPTURES = Path(__file__).parent / "data" / "captures"

@@ -16,8 +16,7 @@ from genagent_thespian.backends._process import (
     group_members,
     redact,
 )
-
-from ._cli_support import assert_groups_gone, fake_cli
+from support_cli import assert_groups_gone, fake_cli
 
 pytestmark = pytest.mark.timeout(60)
 

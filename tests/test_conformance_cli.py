@@ -16,11 +16,10 @@ from typing import Any
 import pytest
 from genagent_thespian.backends.claude import ClaudeBackend
 from genagent_thespian.backends.codex import CodexBackend
+from support_cli import quiet_env, require_cli, wait_until
 
 from genagent_thespian._conformance import FakeServerConformance
 from genagent_thespian._fake_llm_server import FakeLLMServer
-
-from ._cli_support import quiet_env, require_cli, wait_until
 
 pytestmark = [pytest.mark.cli, pytest.mark.timeout(120)]
 

@@ -133,7 +133,13 @@ class LineFramer:
 
 
 class _PipeSpawn(PopenSpawn):
-    """PopenSpawn whose reader reads large chunks and whose reads block with a timeout."""
+    """PopenSpawn whose reader reads large chunks and whose reads block with a timeout.
+
+    PopenSpawn's own ``read_nonblocking`` never waits (its ``expect`` loop polls every
+    0.1 ms) and its reader thread reads 1 KiB at a time; this subclass reuses the reader
+    thread and queue (``_read_incoming``, ``_read_queue``, ``_read_reached_eof``, the same
+    in pexpect 4.8 and 4.9) but blocks on the queue with a timeout.
+    """
 
     _read_reached_eof: bool = False
 

@@ -33,7 +33,7 @@ capped at ``backoff_max``.
 Example:
     >>> clock = iter([0.0, 1.0, 2.0, 3.0]).__next__
     >>> policy = RestartPolicy(restart="permanent", max_restarts=2, window=10.0, clock=clock)
-    >>> [policy.decide("crashed").action for _ in range(3)]
+    >>> [str(policy.decide("crashed").action) for _ in range(3)]
     ['restart', 'restart', 'give_up']
 """
 

@@ -186,7 +186,7 @@ def main() -> None:
         f"store cost: {args.ops} ops x {args.repeats} runs, db on "
         f"{report['machine']['db_filesystem']}, sqlite {sqlite3.sqlite_version}"
     )
-    header = f"{'store':34} {'operation':12} {'median µs':>10} {'p95 µs':>10} {'× memory':>9}"
+    header = f"{'store':34} {'operation':12} {'median µs':>10} {'p95 µs':>10} {'x memory':>9}"
     print(header)
     print("-" * len(header))
     for name, ops in results.items():

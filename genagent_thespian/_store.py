@@ -42,6 +42,7 @@ import signal
 import sqlite3
 import threading
 import time
+import weakref
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -474,6 +475,19 @@ _SCHEMA = (
 #: kept referenced here for the life of the child process.
 _INHERITED_CONNECTIONS: list[sqlite3.Connection] = []
 
+#: Every open SQLite store of this process, so a forked child can reset their locks.
+_OPEN_STORES: weakref.WeakSet[SQLiteAgentStore] = weakref.WeakSet()
+
+
+def _reset_stores_after_fork() -> None:
+    # Another thread of the parent may have held a store's lock at the moment of the fork;
+    # that thread does not exist in the child, so the child starts with fresh locks.
+    for store in list(_OPEN_STORES):
+        store._lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_reset_stores_after_fork)
+
 _CORRUPTION_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_CORRUPT_VTAB"})
 
 
@@ -525,6 +539,7 @@ class SQLiteAgentStore(AgentStore):
         self._closed = False
         self._pid = os.getpid()
         self._connection = self._open()
+        _OPEN_STORES.add(self)
 
     def __repr__(self) -> str:
         return f"SQLiteAgentStore({self.path!r}, synchronous={self.synchronous!r})"
@@ -584,7 +599,8 @@ class SQLiteAgentStore(AgentStore):
                 )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
 
     def _conn(self) -> sqlite3.Connection:
@@ -594,7 +610,6 @@ class SQLiteAgentStore(AgentStore):
             # We are a forked child: never touch the parent's connection; open our own.
             _INHERITED_CONNECTIONS.append(self._connection)
             self._pid = os.getpid()
-            self._lock = threading.RLock()
             self._connection = self._open()
         return self._connection
 
@@ -623,7 +638,8 @@ class SQLiteAgentStore(AgentStore):
             try:
                 yield conn.cursor()
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 
@@ -635,7 +651,8 @@ class SQLiteAgentStore(AgentStore):
             try:
                 yield conn.cursor()
             finally:
-                conn.execute("COMMIT")
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
 
     def close(self) -> None:
         """Close this process's connection; later calls raise :class:`StoreError`."""

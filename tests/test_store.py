@@ -492,24 +492,21 @@ def test_a_forked_child_uses_its_own_connection(db_path: Path) -> None:
     store.create_agent(KEY, b"n", b"s")
     store.enqueue(KEY, "parent-1", b"p")
     parent_connection = store._connection
-    read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
-        status = 1
+        code = 1
         try:
             store.enqueue(KEY, "child-1", b"c")
-            status = 0 if store._connection is not parent_connection else 2
+            code = 0 if store._connection is not parent_connection else 2
             store.close()
         finally:
-            os.write(write_end, b"%d" % status)
-            os._exit(status)
-    os.close(write_end)
-    try:
-        assert os.read(read_end, 8) == b"0"
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-    finally:
-        os.close(read_end)
+            os._exit(code)
+    exited = wait_for_exit(pid, 30)
+    if not exited:
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    assert exited
+    assert os.waitstatus_to_exitcode(status) == 0
     store.enqueue(KEY, "parent-2", b"p")
     loaded = store.load(KEY)
     assert loaded is not None
@@ -694,3 +691,41 @@ def test_end_recorded_processes_ends_groups_and_spares_reused_pids(db_path: Path
         for proc in (leader, lone, innocent):
             reap(proc)
     assert not any(process_alive(p.pid) for p in (leader, lone, innocent))
+
+
+def test_a_fork_while_another_thread_holds_the_lock_does_not_deadlock_the_child(
+    db_path: Path,
+) -> None:
+    store = SQLiteAgentStore(db_path)
+    store.create_agent(KEY, b"n", b"s")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with store._lock:
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                store.enqueue(KEY, "from-child", b"c")
+                code = 0
+            finally:
+                os._exit(code)
+        exited = wait_for_exit(pid, 30)
+        if not exited:  # a deadlocked child must not outlive the test
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        assert exited, "the forked child deadlocked on the store's lock"
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        release.set()
+        holder.join(30)
+    loaded = store.load(KEY)
+    assert loaded is not None and [q.ref for q in loaded.queue] == ["from-child"]
+    store.close()

@@ -260,7 +260,8 @@ def test_monkey_is_bounded_in_time_when_there_is_nothing_to_kill() -> None:
     monkey.start()
     assert monkey.wait(timeout=30)
     assert monkey.kills == []
-    assert 1 <= monkey.ticks <= 16
+    # Ticks fall at start + k * interval up to the deadline; a starved thread may run fewer.
+    assert monkey.ticks <= 15
 
 
 def test_monkey_choices_are_reproducible_with_a_seed() -> None:

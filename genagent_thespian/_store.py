@@ -314,7 +314,23 @@ class AgentStore(abc.ABC):
 
     @abc.abstractmethod
     def bump_incarnation(self, key: str) -> int:
-        """Increment and return the agent's incarnation (call once per restart)."""
+        """Increment and return the agent's incarnation."""
+
+    def begin_incarnation(self, key: str) -> StoredAgent:
+        """Start a restart: increment the incarnation and load the record, atomically.
+
+        The restarted agent calls this once; from then on writes naming an older
+        incarnation are refused with :class:`StaleIncarnation`. The default implementation
+        is not atomic; stores that can, override it.
+
+        Raises:
+            AgentNotFound: There is no record under ``key``.
+        """
+        self.bump_incarnation(key)
+        loaded = self.load(key)
+        if loaded is None:
+            raise AgentNotFound(f"no stored agent with key {_short(key)}")
+        return loaded
 
     # turn-boundary writes -------------------------------------------------------------------
 
@@ -762,19 +778,44 @@ class SQLiteAgentStore(AgentStore):
     def load(self, key: str) -> StoredAgent | None:
         key = _check_key(key)
         with self._read("load", key) as cur:
-            row = cur.execute(
-                "SELECT name, name_crc, spec, spec_crc, state, state_crc, in_flight_ref,"
-                " in_flight, in_flight_crc, incarnation FROM agents WHERE key = ?",
-                (key,),
-            ).fetchone()
-            if row is None:
-                return None
-            queue_rows = cur.execute(
-                "SELECT ref, blob, crc FROM mailbox WHERE key = ? ORDER BY seq", (key,)
-            ).fetchall()
-            result_rows = cur.execute(
-                "SELECT ref, blob, crc FROM results WHERE key = ? ORDER BY seq", (key,)
-            ).fetchall()
+            rows = self._select_agent(cur, key)
+        return None if rows is None else self._build_agent(key, *rows)
+
+    def begin_incarnation(self, key: str) -> StoredAgent:
+        key = _check_key(key)
+        with self._write("begin_incarnation", key) as cur:
+            cur.execute(
+                "UPDATE agents SET incarnation = incarnation + 1, updated_at = ? WHERE key = ?",
+                (time.time(), key),
+            )
+            rows = self._select_agent(cur, key)
+            if rows is None:
+                raise AgentNotFound(f"no stored agent with key {_short(key)}")
+            # Built inside the transaction: a damaged record rolls the increment back.
+            return self._build_agent(key, *rows)
+
+    @staticmethod
+    def _select_agent(
+        cur: sqlite3.Cursor, key: str
+    ) -> tuple[tuple[Any, ...], list[Any], list[Any]] | None:
+        row = cur.execute(
+            "SELECT name, name_crc, spec, spec_crc, state, state_crc, in_flight_ref,"
+            " in_flight, in_flight_crc, incarnation FROM agents WHERE key = ?",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return None
+        queue_rows = cur.execute(
+            "SELECT ref, blob, crc FROM mailbox WHERE key = ? ORDER BY seq", (key,)
+        ).fetchall()
+        result_rows = cur.execute(
+            "SELECT ref, blob, crc FROM results WHERE key = ? ORDER BY seq", (key,)
+        ).fetchall()
+        return tuple(row), queue_rows, result_rows
+
+    def _build_agent(
+        self, key: str, row: tuple[Any, ...], queue_rows: list[Any], result_rows: list[Any]
+    ) -> StoredAgent:
         name, name_crc, spec, spec_crc, state, state_crc = row[:6]
         in_flight_ref, in_flight, in_flight_crc, incarnation = row[6:]
         name_blob = self._verified(key, "name", name, name_crc)
@@ -1066,6 +1107,10 @@ class MemoryAgentStore(AgentStore):
             agent = self._agent(key)
             agent.incarnation += 1
             return agent.incarnation
+
+    def begin_incarnation(self, key: str) -> StoredAgent:
+        with self._lock:
+            return super().begin_incarnation(key)
 
     def save_state(self, key: str, blob: bytes, *, incarnation: int | None = None) -> None:
         blob = _as_blob(blob, "state blob")

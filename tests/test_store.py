@@ -236,6 +236,27 @@ def test_incarnation_counts_restarts_and_fences_stale_writes(store: AgentStore) 
     assert loaded.incarnation == 2
 
 
+def test_begin_incarnation_bumps_and_loads_in_one_step(store: AgentStore) -> None:
+    store.create_agent(KEY, b"n", b"s")
+    store.save_state(KEY, b"state")
+    store.enqueue(KEY, "queued", b"q")
+    store.set_in_flight(KEY, "running", b"f")
+    store.put_result(KEY, "done", b"r", max_results=5)
+
+    restarted = store.begin_incarnation(KEY)
+
+    assert restarted.incarnation == 1
+    assert restarted.state_blob == b"state"
+    assert restarted.queue == (StoredRequest("queued", b"q"),)
+    assert restarted.in_flight == StoredRequest("running", b"f")
+    assert restarted.results == (StoredRequest("done", b"r"),)
+    with pytest.raises(StaleIncarnation):
+        store.clear_in_flight(KEY, incarnation=0)
+    store.clear_in_flight(KEY, incarnation=1)
+    with pytest.raises(AgentNotFound):
+        store.begin_incarnation(OTHER)
+
+
 def test_delete_removes_the_agent_and_everything_under_it(store: AgentStore) -> None:
     store.create_agent(KEY, b"n", b"s")
     store.create_agent(OTHER, b"n2", b"s2")
@@ -583,6 +604,20 @@ def test_a_damaged_record_is_store_corrupted_naming_the_part(
             store.load(KEY)
         assert KEY[:12] in str(excinfo.value)
         assert store.load(OTHER) is not None  # the other agents stay readable
+
+
+def test_begin_incarnation_on_a_damaged_record_changes_nothing(db_path: Path) -> None:
+    with SQLiteAgentStore(db_path) as store:
+        store.create_agent(KEY, b"n", b"s")
+        store.save_state(KEY, b"state")
+    raw = sqlite3.connect(db_path)
+    raw.execute("UPDATE agents SET state = X'00' WHERE key = ?", (KEY,))
+    raw.commit()
+    raw.close()
+    with SQLiteAgentStore(db_path) as store:
+        with pytest.raises(StoreCorrupted, match="state snapshot"):
+            store.begin_incarnation(KEY)
+        assert [e.incarnation for e in store.list_agents()] == [0]
 
 
 def test_a_damaged_mailbox_entry_is_store_corrupted(db_path: Path) -> None:

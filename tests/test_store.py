@@ -463,6 +463,50 @@ def test_an_acknowledged_enqueue_survives_sigkill(db_path: Path, synchronous: st
     assert loaded.queue[0].blob == b"payload-0"
 
 
+def test_a_turn_boundary_is_all_or_nothing_under_sigkill(db_path: Path) -> None:
+    with SQLiteAgentStore(db_path, synchronous="NORMAL") as setup:  # a quick setup
+        setup.create_agent(KEY, b"n", b"s")
+        for i in range(2000):
+            setup.enqueue(KEY, f"r{i:04d}", b"%d" % i)
+        setup.set_in_flight(KEY, "r0000", b"0")
+    writer = run_python(
+        """
+        import sys
+        from genagent_thespian._store import SQLiteAgentStore, StoredRequest
+        store = SQLiteAgentStore(sys.argv[1])
+        for i in range(1999):
+            store.commit_turn(
+                sys.argv[2],
+                state=b"after-%d" % i,
+                result=StoredRequest(f"r{i:04d}", b"done-%d" % i),
+                max_results=3,
+                next_in_flight=StoredRequest(f"r{i + 1:04d}", b"%d" % (i + 1)),
+            )
+            print(i, flush=True)
+        """,
+        str(db_path),
+        KEY,
+    )
+    assert writer.stdout is not None and writer.stderr is not None
+    acknowledged = [int(writer.stdout.readline()) for _ in range(40)][-1]
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait(timeout=30)
+    writer.stdout.close()
+    writer.stderr.close()
+
+    with SQLiteAgentStore(db_path) as reopened:
+        loaded = reopened.load(KEY)
+    assert loaded is not None and loaded.state_blob is not None
+    last = int(loaded.state_blob.removeprefix(b"after-"))
+    assert last >= acknowledged
+    # Every part of the record belongs to the same turn boundary.
+    assert loaded.in_flight == StoredRequest(f"r{last + 1:04d}", b"%d" % (last + 1))
+    assert loaded.results[-1] == StoredRequest(f"r{last:04d}", b"done-%d" % last)
+    assert len(loaded.results) == 3
+    assert loaded.queue[0].ref == f"r{last + 2:04d}"
+    assert len(loaded.queue) == 2000 - (last + 2)
+
+
 def test_concurrent_writer_processes(db_path: Path) -> None:
     with SQLiteAgentStore(db_path) as setup:
         setup.create_agent(KEY, b"shared", b"s")

@@ -173,6 +173,25 @@ class RestartPolicy:
         self._last_exit_id: Hashable | None = None
         self._last_decision: RestartDecision | None = None
 
+    @classmethod
+    def for_spec(cls, spec: Any, **overrides: Any) -> RestartPolicy:
+        """Build the policy of an agent from its start spec (``messages.AgentSpec``).
+
+        Reads ``restart``, ``max_restarts`` and ``restart_window`` from ``spec``, and the
+        optional ``backoff_initial``, ``backoff_factor``, ``backoff_max`` and ``jitter`` when
+        the spec has them; ``overrides`` (for example ``clock``) win over both.
+        """
+        options: dict[str, Any] = {
+            "restart": spec.restart,
+            "max_restarts": spec.max_restarts,
+            "window": spec.restart_window,
+        }
+        for option in ("backoff_initial", "backoff_factor", "backoff_max", "jitter"):
+            if hasattr(spec, option):
+                options[option] = getattr(spec, option)
+        options.update(overrides)
+        return cls(**options)
+
     def __repr__(self) -> str:
         return (
             f"RestartPolicy(restart={self.restart.value!r}, max_restarts={self.max_restarts}, "

@@ -336,3 +336,32 @@ def test_never_more_than_max_restarts_in_any_window(
         if decision.action == "give_up":
             inside_now = [t for t in restart_times if clock.now - t < window]
             assert len(inside_now) == max_restarts
+
+
+def test_for_spec_reads_the_agent_spec() -> None:
+    from genagent_thespian.messages import AgentSpec
+
+    spec = AgentSpec(
+        name="a",
+        impl=object,
+        backend="scripted",
+        restart="transient",
+        max_restarts=2,
+        restart_window=9.0,
+    )
+    clock = FakeClock()
+    policy = RestartPolicy.for_spec(spec, clock=clock, backoff_initial=0.5)
+    assert policy.options() == {
+        "restart": "transient",
+        "max_restarts": 2,
+        "window": 9.0,
+        "backoff_initial": 0.5,
+        "backoff_factor": 2.0,
+        "backoff_max": 5.0,
+        "jitter": 0.0,
+    }
+    assert policy.decide("killed").delay == 0.5
+    with pytest.raises(InvalidOption, match="window=0.0"):
+        RestartPolicy.for_spec(
+            AgentSpec(name="a", impl=object, backend="scripted", restart_window=0.0)
+        )

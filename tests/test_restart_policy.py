@@ -361,7 +361,7 @@ def test_for_spec_reads_the_agent_spec() -> None:
         "jitter": 0.0,
     }
     assert policy.decide("killed").delay == 0.5
-    with pytest.raises(InvalidOption, match="window=0.0"):
+    with pytest.raises(InvalidOption, match=r"window=0\.0"):
         RestartPolicy.for_spec(
             AgentSpec(name="a", impl=object, backend="scripted", restart_window=0.0)
         )

@@ -100,7 +100,7 @@ def corrupt_store(
     if name is not None:
         key = agent_key(name)
     if key is None:
-        corrupt_file(path, offset=0, length=100, seed=0)
+        _damage_header(path)
         return
     if part not in _AGENT_COLUMNS and part not in _ROW_TABLES:
         choices = ", ".join(repr(p) for p in [*_AGENT_COLUMNS, *_ROW_TABLES])
@@ -124,6 +124,22 @@ def corrupt_store(
         conn.close()
     if changed == 0:
         raise AgentNotFound(f"agent key {key[:12]} has no {part} to damage in {os.fspath(path)}")
+
+
+def _damage_header(path: str | os.PathLike[str]) -> None:
+    # With a live write-ahead log, SQLite reads page 1 (and with it the header) from the
+    # log, not from the file. Move every logged page into the file first, so the damage
+    # is what the next reader sees.
+    conn = sqlite3.connect(os.fspath(path), timeout=30.0, isolation_level=None)
+    try:
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        conn.close()
+    if busy:
+        raise InvalidOption(
+            f"cannot damage {os.fspath(path)} now: a reader kept the write-ahead log busy"
+        )
+    corrupt_file(path, offset=0, length=100, seed=0)
 
 
 def corrupt_file(

@@ -200,6 +200,19 @@ def test_corrupt_store_without_an_agent_damages_the_file(store_path: Path) -> No
         SQLiteAgentStore(store_path)
 
 
+def test_corrupt_store_damages_the_file_even_while_a_store_has_it_open(
+    store_path: Path,
+) -> None:
+    with SQLiteAgentStore(store_path) as live:
+        live.save_state(agent_key("a"), b"newer")  # now in the write-ahead log
+        assert Path(f"{store_path}-wal").stat().st_size > 0
+        corrupt_store(store_path)
+        with pytest.raises(StoreCorrupted):
+            SQLiteAgentStore(store_path)
+        with pytest.raises(StoreCorrupted):
+            live.load(agent_key("a"))
+
+
 def test_corrupt_store_reports_what_it_cannot_damage(store_path: Path) -> None:
     with pytest.raises(AgentNotFound):
         corrupt_store(store_path, name="nobody")

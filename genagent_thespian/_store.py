@@ -447,6 +447,9 @@ def _new_process_record(
 
 # --- SQLite ---------------------------------------------------------------------------------
 
+# ``seq INTEGER PRIMARY KEY`` is the rowid: a new row gets max(seq) + 1, so ordering by seq is
+# insertion order (FIFO) even across processes and after deletions, without AUTOINCREMENT's
+# extra write per insert.
 _SCHEMA = (
     """CREATE TABLE agents (
         key TEXT PRIMARY KEY,

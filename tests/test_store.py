@@ -518,7 +518,7 @@ def test_concurrent_writer_processes(db_path: Path) -> None:
             import sys
             from genagent_thespian._store import SQLiteAgentStore, StoredRequest, agent_key
             writer = int(sys.argv[3])
-            store = SQLiteAgentStore(sys.argv[1], busy_timeout=30)
+            store = SQLiteAgentStore(sys.argv[1], busy_timeout=30, synchronous="NORMAL")
             own = agent_key(("own", writer))
             for i in range(60):
                 store.enqueue(sys.argv[2], f"w{writer}-{i:03d}", b"x")

@@ -351,7 +351,7 @@ def test_key_from_the_environment_is_read_at_turn_time_and_not_stored(backend, s
         ),
     ],
 )
-def test_http_errors_are_mapped(backend, server, item, kind, retryable, retry_after, status):  # noqa: PLR0917
+def test_http_errors_are_mapped(backend, server, item, kind, retryable, retry_after, status):
     server.script(item)
     session = start(backend, server)
     events = turn(backend, session, "hi")

@@ -288,7 +288,7 @@ def test_key_from_the_environment(backend, server, monkeypatch):
         (HTTPError(500), BackendErrorKind.SERVER_ERROR, True, None, 500),
     ],
 )
-def test_http_errors_are_mapped(backend, server, item, kind, retryable, retry_after, status):  # noqa: PLR0917
+def test_http_errors_are_mapped(backend, server, item, kind, retryable, retry_after, status):
     server.script(item)
     session = start(backend, server)
     events = turn(backend, session, "hi")

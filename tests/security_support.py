@@ -246,6 +246,8 @@ def find_listener_pid(port: int) -> int | None:
 
 def kill_group(pgid: int) -> None:
     """SIGKILL every process of group *pgid* (the sweep for a Thespian system)."""
+    if pgid in (0, 1, os.getpgrp()):
+        raise AssertionError(f"refusing to kill process group {pgid}: it is not a node's")
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
 
@@ -293,11 +295,14 @@ class Node:
             text=True,
         )
         self.pgid: int | None = None
+        self.leftovers: list[int] = []  # processes still alive after the graceful shutdown
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line:
             self.proc.wait(timeout)
             raise AssertionError(f"node failed to start: {self.proc.stderr.read()}")  # type: ignore[union-attr]
         self.info = json.loads(line)
+        if self.info["pgid"] in (os.getpgrp(), os.getpgid(self.proc.pid)):
+            raise AssertionError(f"the admin did not get its own process group: {self.info}")
         self.pgid = self.info["pgid"]
 
     def pids(self) -> list[int]:
@@ -307,22 +312,30 @@ class Node:
         return listening_sockets(self.pids())
 
     def stop(self) -> str:
-        """Shut the system down, sweep its process group, return the node's stderr."""
-        stderr = ""
+        """Shut the system down, sweep its process group, return the node's stderr.
+
+        The admin and actors inherit the starter's stdout/stderr, so the pipes are read only
+        once every process of the group has ended.
+        """
         try:
             if self.proc.poll() is None and self.proc.stdin:
                 with contextlib.suppress(BrokenPipeError):
                     self.proc.stdin.write("stop\n")
                     self.proc.stdin.flush()
                 try:
-                    _, stderr = self.proc.communicate(timeout=30)
+                    self.proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
-                    _, stderr = self.proc.communicate()
+            with contextlib.suppress(AssertionError):
+                wait_until(lambda: not self.pids(), 15, "a graceful shutdown")
+            self.leftovers = self.pids()
         finally:
             if self.pgid:
                 kill_group(self.pgid)
                 wait_until(lambda: not self.pids(), 10, f"process group {self.pgid} to end")
+            if self.proc.poll() is None:
+                self.proc.kill()
+            _, stderr = self.proc.communicate(timeout=10)
         return stderr or ""
 
     def __enter__(self) -> Node:

@@ -68,7 +68,8 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
 
     yield start
     for node in nodes:
-        node.stop()  # raises if a process of the node's group is still alive
+        node.stop()  # sweeps the node's process group and waits until it is empty
+        assert node.leftovers == [], "the graceful shutdown left processes behind"
         assert node.pids() == []
 
 

@@ -5,7 +5,9 @@
 JSON line (admin pid, process group) and shuts the system down when ``stop`` arrives on stdin.
 
 ``python security_node.py '{"mode": "client", "script": ...}'`` attaches to a running system,
-runs one script and prints its result as one JSON line.
+runs one script and prints its result as one JSON line. ``"mode": "probe"`` reports which
+ports refuse a connection; ``"mode": "attack"`` sends the pickle payload to ports (used from
+another network namespace).
 
 The node secret comes from ``$GENAGENT_SECRET``; the thespian internal log from
 ``$THESPLOG_FILE``. Running the stock (unpatched) system in its own process keeps the test
@@ -18,9 +20,18 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from security_support import Echo, NodeEcho, Parent, find_listener_pid, wait_until
+from security_support import (
+    Echo,
+    NodeEcho,
+    Parent,
+    attack_all,
+    connect_refused,
+    find_listener_pid,
+    wait_until,
+)
 from thespian.actors import ActorSystem, NoCompatibleSystemForActor
 
 BASE = "multiprocTCPBase"
@@ -161,6 +172,11 @@ def main() -> None:
     config = json.loads(sys.argv[1])
     if config["mode"] == "node":
         run_node(config)
+    elif config["mode"] == "probe":
+        _emit({str(port): connect_refused(config["host"], port) for port in config["ports"]})
+    elif config["mode"] == "attack":
+        answers = attack_all(config["host"], config["ports"], Path(config["marker_dir"]))
+        _emit({name: answer is not None for name, answer in answers.items()})
     else:
         _emit(run_client(config))
 

@@ -94,6 +94,8 @@ def run_client(config: dict[str, Any]) -> dict[str, Any]:
     script = config["script"]
     if script == "install_checks":
         return install_checks(config)
+    if script == "install_wildcard":
+        return install_wildcard()
     _harden(config)
     asys = _attach(config)
     if script == "roundtrips":
@@ -163,6 +165,30 @@ def install_checks(config: dict[str, Any]) -> dict[str, Any]:
         "installed": repr(sec.installed_transport_security()),
         "errors": errors,
         "base_ipaddr": os.environ.get("THESPIAN_BASE_IPADDR"),
+        "bind": list(address.bindArgs[0]),
+        "advertised": list(address.connectArgs[0]),
+    }
+
+
+def install_wildcard() -> dict[str, Any]:
+    """All interfaces with an explicit advertised address; a contradicting preset is refused."""
+    from genagent_thespian import _security as sec
+
+    secret = bytes.fromhex(os.environ["GENAGENT_SECRET"])
+    preset = os.environ.get("THESPIAN_BASE_IPADDR")
+    try:
+        sec.install_transport_security(sec.TransportSecurity(secret, bind_host="127.0.0.1"))
+    except sec.SecurityConfigError as exc:
+        refused = str(exc)
+    else:
+        raise AssertionError(f"THESPIAN_BASE_IPADDR={preset} was not refused")
+    wide = sec.TransportSecurity(secret, bind_host="0.0.0.0", advertise_host=preset)
+    sec.install_transport_security(wide)
+    from thespian.system.transport import IPBase
+
+    address = IPBase.TCPv4ActorAddress(None, 1234, external=True)
+    return {
+        "refused": refused,
         "bind": list(address.bindArgs[0]),
         "advertised": list(address.connectArgs[0]),
     }

@@ -352,13 +352,14 @@ def run_client(
     netns: str | None = None,
     thesplog: Path | None = None,
     timeout: float = 90.0,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run ``security_node.py client`` and return the JSON it printed."""
     done = subprocess.run(
         [*python_command(netns), json.dumps({"mode": "client", **config})],
         capture_output=True,
         text=True,
-        env=subprocess_env(secret_hex, thesplog),
+        env={**subprocess_env(secret_hex, thesplog), **(extra_env or {})},
         timeout=timeout,
         check=False,
     )

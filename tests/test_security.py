@@ -246,6 +246,17 @@ def test_install_is_idempotent_and_refuses_other_settings(secret_hex: str) -> No
     assert_no_secret(repr(result), secret_hex, bytes.fromhex(secret_hex)[::-1].hex())
 
 
+def test_install_all_interfaces_needs_explicit_choice(secret_hex: str) -> None:
+    result = run_client(
+        {"script": "install_wildcard", "admin_port": 0},
+        secret_hex=secret_hex,
+        extra_env={"THESPIAN_BASE_IPADDR": "127.0.0.2"},
+    )
+    assert "THESPIAN_BASE_IPADDR=127.0.0.2 contradicts" in result["refused"]
+    assert result["bind"] == ["0.0.0.0", 1234]
+    assert result["advertised"] == ["127.0.0.2", 1234]
+
+
 def test_import_check_names_the_mismatch(monkeypatch: pytest.MonkeyPatch) -> None:
     from thespian.system.transport import TCPTransport
 

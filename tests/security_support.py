@@ -188,6 +188,20 @@ def pids_in_group(pgid: int) -> list[int]:
     return found
 
 
+def pids_with_token(token: str) -> list[int]:
+    """Live processes whose command line contains *token* (forks keep their parent's)."""
+    found = []
+    for pid in _pids():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if token.encode() in cmdline and state != "Z":
+            found.append(pid)
+    return found
+
+
 def _socket_inodes(pid: int) -> set[int]:
     inodes = set()
     with contextlib.suppress(OSError):
@@ -286,8 +300,11 @@ class Node:
     ) -> None:
         self.config = config
         self.admin_port: int = config["admin_port"]
+        # Every process forked from the node carries this token in its command line: the
+        # sweep finds them even if one left the admin's process group.
+        self.token = f"node-{os.getpid()}-{random.getrandbits(64):016x}"
         self.proc = subprocess.Popen(
-            [*python_command(netns), json.dumps({"mode": "node", **config})],
+            [*python_command(netns), json.dumps({"mode": "node", "token": self.token, **config})],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -306,7 +323,11 @@ class Node:
         self.pgid = self.info["pgid"]
 
     def pids(self) -> list[int]:
-        return pids_in_group(self.pgid) if self.pgid else []
+        """The node's live processes other than its starter: its process group, by token."""
+        found = set(pids_with_token(self.token)) - {self.proc.pid}
+        if self.pgid:
+            found.update(pids_in_group(self.pgid))
+        return sorted(found)
 
     def listeners(self) -> list[tuple[int, str, int]]:
         return listening_sockets(self.pids())
@@ -332,7 +353,10 @@ class Node:
         finally:
             if self.pgid:
                 kill_group(self.pgid)
-                wait_until(lambda: not self.pids(), 10, f"process group {self.pgid} to end")
+            for pid in self.pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: not self.pids(), 10, f"the processes of node {self.token} to end")
             if self.proc.poll() is None:
                 self.proc.kill()
             _, stderr = self.proc.communicate(timeout=10)

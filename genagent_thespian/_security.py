@@ -89,6 +89,7 @@ __all__ = [
     "TransportSecurity",
     "UnsupportedThespianVersion",
     "check_capabilities",
+    "harden_transport",
     "install_transport_security",
     "installed_transport_security",
     "load_or_create_secret",
@@ -472,6 +473,37 @@ def install_transport_security(security: TransportSecurity) -> None:
         )
         IPBase.TCPv4ActorAddress.bindArgs = property(_make_bind_args(security.bind_host))
         _installed = security
+
+
+def harden_transport(
+    *,
+    bind_host: str = _LOOPBACK,
+    advertise_host: str | None = None,
+    secret_path: str | os.PathLike[str] | None = None,
+) -> TransportSecurity:
+    """Load (or create) the node secret and install the hardening in this process.
+
+    The one call a node starter or a client needs before it creates or attaches to an
+    ``ActorSystem('multiprocTCPBase', ...)``. A client must use the same *bind_host* as the
+    node it attaches to: Thespian locates the local admin at the advertised address.
+
+    Args:
+        bind_host: Address to listen on (see :class:`TransportSecurity`).
+        advertise_host: Address to advertise when *bind_host* is ``0.0.0.0``.
+        secret_path: Secret file (see :func:`load_or_create_secret`).
+
+    Returns:
+        The installed settings (pass them to :func:`check_capabilities`).
+
+    Raises:
+        SecurityConfigError: See :func:`load_or_create_secret` and
+            :func:`install_transport_security`.
+    """
+    security = TransportSecurity(
+        load_or_create_secret(secret_path), bind_host=bind_host, advertise_host=advertise_host
+    )
+    install_transport_security(security)
+    return security
 
 
 def _make_bind_args(bind_host: str) -> Any:

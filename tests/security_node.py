@@ -40,18 +40,10 @@ BASE = "multiprocTCPBase"
 def _harden(config: dict[str, Any]) -> None:
     if not config.get("secure", True):
         return
-    from genagent_thespian._security import (
-        TransportSecurity,
-        check_capabilities,
-        install_transport_security,
-        load_or_create_secret,
-    )
+    from genagent_thespian._security import check_capabilities, harden_transport
 
-    security = TransportSecurity(
-        load_or_create_secret(), bind_host=config.get("bind_host", "127.0.0.1")
-    )
+    security = harden_transport(bind_host=config.get("bind_host", "127.0.0.1"))
     check_capabilities(_capabilities(config), security)
-    install_transport_security(security)
 
 
 def _capabilities(config: dict[str, Any]) -> dict[str, Any]:
@@ -146,9 +138,10 @@ def install_checks(config: dict[str, Any]) -> dict[str, Any]:
 
     logging.basicConfig(level=logging.DEBUG)
     secret = bytes.fromhex(os.environ["GENAGENT_SECRET"])
-    first = sec.TransportSecurity(secret)
-    sec.install_transport_security(first)
+    first = sec.harden_transport()
+    assert sec.installed_transport_security() is first
     sec.install_transport_security(sec.TransportSecurity(secret))  # same settings: no-op
+    assert sec.installed_transport_security() is first
     errors = []
     for other in (
         sec.TransportSecurity(secret[::-1]),

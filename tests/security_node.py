@@ -96,7 +96,7 @@ def run_client(config: dict[str, Any]) -> dict[str, Any]:
         echo = asys.createActor(Echo, globalName="echo")
         return {"answer": asys.ask(echo, config.get("text", "ping"), 10)}
     if script == "ask_remote":
-        return ask_remote(asys, config["target"])
+        return ask_remote(asys, config["target"], config.get("deadline", 30))
     raise ValueError(f"unknown script {script}")
 
 
@@ -117,15 +117,15 @@ def roundtrips(asys: Any) -> dict[str, Any]:
     return result
 
 
-def ask_remote(asys: Any, target: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
+def ask_remote(asys: Any, target: str, wait: float) -> dict[str, Any]:
+    deadline = time.monotonic() + wait
     while True:  # the member joins the convention asynchronously
         try:
             remote = asys.createActor(NodeEcho, targetActorRequirements={"node": target})
             break
         except NoCompatibleSystemForActor:
             if time.monotonic() > deadline:
-                raise
+                return {"error": "NoCompatibleSystemForActor"}
             time.sleep(0.2)
     return {"answer": asys.ask(remote, "across", 10), "address": str(remote)}
 

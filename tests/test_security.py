@@ -28,6 +28,7 @@ from security_support import (
     free_port,
     run_client,
     subprocess_env,
+    wait_until,
 )
 
 from genagent_thespian import GenAgentError
@@ -67,7 +68,7 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
         return node
 
     yield start
-    for node in nodes:
+    for node in reversed(nodes):  # convention members before their leader
         node.stop()  # sweeps the node's process group and waits until it is empty
         assert node.leftovers == [], "the graceful shutdown left processes behind"
         assert node.pids() == []
@@ -414,6 +415,29 @@ def test_other_secret_is_rejected_and_logged(
     log = read_log(node)
     assert "authentication tag does not match this node's secret" in log
     assert_no_secret(log + answer["_stderr"], secret_hex, wrong_hex)
+
+
+def test_loopback_convention_admits_only_nodes_with_the_secret(
+    start_node: Callable[..., Node], secret_hex: str
+) -> None:
+    leader_port = free_port()
+    convention = ["127.0.0.1", leader_port]
+    leader = start_node(secret_hex, admin_port=leader_port, convention=convention, node="L")
+    wrong_hex = secrets.token_hex(32)
+    start_node(wrong_hex, convention=convention, node="W")
+    wait_until(
+        lambda: "does not match this node's secret" in read_log(leader),
+        20,
+        "the leader to reject the registration of the member with another secret",
+    )
+    start_node(secret_hex, convention=convention, node="M")
+    client = {"admin_port": leader_port, "script": "ask_remote"}
+    member_answer = run_client({**client, "target": "M"}, secret_hex=secret_hex)
+    assert member_answer["answer"][:3:2] == ["node-echo", "across"]
+    assert member_answer["answer"][1] not in leader.pids()  # it ran on the member
+    refused = run_client({**client, "target": "W", "deadline": 3}, secret_hex=secret_hex)
+    assert refused == {"error": "NoCompatibleSystemForActor", "_stderr": refused["_stderr"]}
+    assert_no_secret(read_log(leader), secret_hex, wrong_hex)
 
 
 def test_secrets_never_reach_logs_reprs_or_errors(

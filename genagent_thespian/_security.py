@@ -56,6 +56,13 @@ creates it (the admin is forked from that process and every actor from the admin
 actor, so they all inherit it; ``'Process Startup Method'`` must stay ``'fork'``, see
 :func:`check_capabilities`), and in every process that attaches to a running system as a
 client. Only the TCP transport is covered; the UDP and Queue bases are not supported.
+
+Typical use in a node starter (a client does the same with the node's *bind_host*)::
+
+    security = harden_transport()                   # or harden_transport(bind_host="10.0.0.11")
+    capabilities = {"Admin Port": 1900}
+    check_capabilities(capabilities, security)
+    asys = ActorSystem("multiprocTCPBase", capabilities)
 """
 
 from __future__ import annotations

@@ -133,7 +133,7 @@ class SecurityConfigError(GenAgentError, ValueError):
     reason_kind = "security_config"
 
 
-class UnsupportedThespianVersion(GenAgentError, RuntimeError):  # noqa: N818 (house names)
+class UnsupportedThespianVersion(GenAgentError, RuntimeError):
     """The installed Thespian is not the 4.0.1 whose internals the hardening wraps."""
 
     reason_kind = "unsupported_thespian"

@@ -38,6 +38,7 @@ from thespian.actors import ActorSystem, PoisonMessage
 from ._errors import GenAgentError, SystemNotRunning
 from ._processes import SYSTEM_MARKER, kill_marked, kill_process_group
 from ._registry import REGISTRY_NAME, Registry
+from ._security import check_capabilities, harden_transport
 from ._supervisor import SUPERVISOR_NAME, AgentSupervisor, Boot, Booted, StopAll
 from ._telemetry import TELEMETRY_NAME, TelemetryBridge, TelemetryHub, wanted_names
 
@@ -130,8 +131,15 @@ class AgentSystem:
         admin_port: int | None = None,
         capabilities: dict[str, Any] | None = None,
         log_config: dict[str, Any] | None = None,
+        bind_host: str = "127.0.0.1",
+        advertise_host: str | None = None,
+        secret_path: str | os.PathLike[str] | None = None,
     ) -> AgentSystem:
         """Start a new actor system (not the process-wide Thespian singleton) and boot it.
+
+        On ``multiprocTCPBase`` the transport is hardened first (``_security``): every
+        listener binds to ``bind_host`` (loopback unless configured) and every frame is
+        authenticated with the node secret before anything is unpickled.
 
         Args:
             base: ``"multiprocTCPBase"`` (default) or ``"simpleSystemBase"``.
@@ -139,6 +147,10 @@ class AgentSystem:
             capabilities: Extra Thespian capabilities (placement labels...).
             log_config: A ``logging.config.dictConfig`` dict for actor processes, or
                 ``None`` to leave logging alone (never ``False``: Thespian 4.0.1 breaks).
+            bind_host: Address to listen on; anything but loopback must be explicit.
+            advertise_host: Address peers use, required when ``bind_host`` is ``0.0.0.0``.
+            secret_path: The node secret file (default: ``GENAGENT_SECRET``,
+                ``GENAGENT_SECRET_FILE`` or ``~/.config/genagent-thespian/node.secret``).
         """
         if base not in SUPPORTED_BASES:
             from ._errors import InvalidOption
@@ -152,6 +164,10 @@ class AgentSystem:
         if base == "multiprocTCPBase":
             admin_port = admin_port or free_port()
             caps.setdefault("Admin Port", admin_port)
+            security = harden_transport(
+                bind_host=bind_host, advertise_host=advertise_host, secret_path=secret_path
+            )
+            check_capabilities(caps, security)
         with _marker_env(system_id):
             asys = ActorSystem(base, capabilities=caps, logDefs=log_config, transientUnique=True)
         try:
@@ -161,10 +177,21 @@ class AgentSystem:
             raise
 
     @classmethod
-    def attach(cls, admin_port: int, *, capabilities: dict[str, Any] | None = None) -> AgentSystem:
-        """Attach to a running ``multiprocTCPBase`` system on ``admin_port`` (this host)."""
+    def attach(
+        cls,
+        admin_port: int,
+        *,
+        capabilities: dict[str, Any] | None = None,
+        bind_host: str = "127.0.0.1",
+        secret_path: str | os.PathLike[str] | None = None,
+    ) -> AgentSystem:
+        """Attach to a running ``multiprocTCPBase`` system on ``admin_port`` (this host).
+
+        ``bind_host`` and the secret must match the node's (see :meth:`start`).
+        """
         caps = dict(capabilities or {})
         caps["Admin Port"] = admin_port
+        harden_transport(bind_host=bind_host, secret_path=secret_path)
         asys = ActorSystem("multiprocTCPBase", capabilities=caps, transientUnique=True)
         return cls(asys, base="multiprocTCPBase", admin_port=admin_port, owned=False, system_id="")
 

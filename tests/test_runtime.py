@@ -216,3 +216,17 @@ def _spawn_like_a_cli(system: g.AgentSystem) -> int:
 def _parent(pid: int) -> int:
     with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
         return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_default_node_listens_on_loopback_only_and_runs_no_unauthenticated_payload(
+    agent_system, tmp_path
+):
+    from security_support import attack_all, listening_sockets
+
+    g.start_agent(Recorder, name="n", backend="scripted", default="still serving")
+    g.ask("n", "warm up the worker")
+    listeners = listening_sockets(system_processes(agent_system))
+    assert listeners and {host for _, host, _ in listeners} == {"127.0.0.1"}
+    attack_all("127.0.0.1", [port for _, _, port in listeners], tmp_path)
+    assert not list(tmp_path.iterdir()), "an unauthenticated payload ran"
+    assert g.ask("n", "q").text == "still serving"

@@ -438,6 +438,16 @@ def test_unreachable_server_is_a_transport_error(backend):
     assert error.kind == BackendErrorKind.TRANSPORT
 
 
+def pump_threads_end(timeout: float = 5.0) -> bool:
+    """Wait until no anthropic turn thread is left (a cancelled stream must not linger)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(t.name.startswith("anthropic-turn-") for t in threading.enumerate()):
+            return True
+        threading.Event().wait(0.02)
+    return False
+
+
 # ---------------------------------------------------------------------------- cancelling
 
 
@@ -491,6 +501,7 @@ def test_interrupt_mid_stream_ends_promptly_and_disconnects(backend, server):
     (request,) = server.model_requests
     assert request.wait_done(5)
     assert request.client_disconnected
+    assert pump_threads_end()
     assert backend.update_session(session, events[-1]) is session
 
 
@@ -508,6 +519,7 @@ def test_interrupt_before_any_response_header(backend, server):
     (request,) = server.model_requests
     assert request.wait_done(5)
     assert request.client_disconnected
+    assert pump_threads_end()
 
 
 def test_the_backend_serves_the_next_turn_after_a_cancel(backend, server):

@@ -357,6 +357,16 @@ def test_truncated_connection_is_a_transport_error(backend, server):
     assert error.kind == BackendErrorKind.TRANSPORT
 
 
+def pump_threads_end(timeout: float = 5.0) -> bool:
+    """Wait until no openai turn thread is left (a cancelled stream must not linger)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(t.name.startswith("openai-turn-") for t in threading.enumerate()):
+            return True
+        threading.Event().wait(0.02)
+    return False
+
+
 # ---------------------------------------------------------------------------- cancelling
 
 
@@ -389,6 +399,7 @@ def test_interrupt_mid_stream_ends_promptly_and_disconnects(backend, server):
     (request,) = server.model_requests
     assert request.wait_done(5)
     assert request.client_disconnected
+    assert pump_threads_end()
 
 
 def test_interrupt_before_any_response_header(backend, server):
@@ -409,6 +420,7 @@ def test_interrupt_before_any_response_header(backend, server):
     (request,) = server.model_requests
     assert request.wait_done(5)
     assert request.client_disconnected
+    assert pump_threads_end()
     events = turn(backend, session, "again")
     assert Response.from_events(events).text == "next turn"
 

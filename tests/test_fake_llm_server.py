@@ -323,6 +323,11 @@ def test_only_loopback_addresses():
         FakeLLMServer(host="0.0.0.0")
 
 
+def test_hang_validation():
+    with pytest.raises(ValueError, match="prefix or a then"):
+        Hang(prefix="a", then="b")
+
+
 def test_reply_validation():
     with pytest.raises(ValueError, match="do not join"):
         Text("abc", chunks=["a", "x"]).fragments()

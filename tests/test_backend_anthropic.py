@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import pickle
+import subprocess
+import sys
 import threading
 import time
 
@@ -268,6 +270,36 @@ def test_thinking_option_is_sent(backend, server):
     events = turn(backend, session, "think")
     assert server.model_requests[0].body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
     assert [e.data["text"] for e in events if e.kind == "thinking_delta"] == ["hm", "m"]
+
+
+RESUME_SCRIPT = """
+import pickle, sys
+from genagent_thespian import Response, TurnContext
+from genagent_thespian.backends.anthropic import AnthropicBackend
+session = pickle.load(open(sys.argv[1], "rb"))
+backend = AnthropicBackend()
+events = list(backend.prompt(session, "and now?", TurnContext(agent="t", ref="r")))
+backend.close()
+print(events[-1].kind, Response.from_events(events).text)
+"""
+
+
+def test_resume_in_another_process(backend, server, tmp_path):
+    server.script("first", "from the new process")
+    session = start(backend, server)
+    session = advance(backend, session, turn(backend, session, "hello"))
+    stored = tmp_path / "session.pickle"
+    stored.write_bytes(pickle.dumps(session))
+    completed = subprocess.run(
+        [sys.executable, "-c", RESUME_SCRIPT, str(stored)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "result from the new process"
+    assert server.model_requests[1].body["messages"][0] == {"role": "user", "content": "hello"}
 
 
 # ------------------------------------------------------------------------------- options

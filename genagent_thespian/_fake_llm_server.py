@@ -234,13 +234,20 @@ class Hang:
         prefix: When given, the ``200`` headers and the start of this reply (everything
             before its final stop events) are sent first, so the client sees a stream that
             goes silent; otherwise nothing at all is sent.
-        then: What to send after :meth:`release` (when the client is still there); by
-            default the connection is closed.
+        then: Without a prefix, what to answer after :meth:`release` (any script item);
+            by default, and always after a prefix, the connection is closed.
     """
 
     prefix: Reply | Block | str | None = None
     then: Any = None
     _released: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.prefix is not None and self.then is not None:
+            raise ValueError(
+                "Hang takes a prefix or a then, not both: once a stream has started it can "
+                "only be cut (use Reply(chunk_delay=...) for a stream that stalls and resumes)"
+            )
 
     def release(self) -> None:
         """Let the hanging request go on (send ``then`` or close)."""
@@ -986,13 +993,8 @@ class _Handler(BaseHTTPRequestHandler):
         while not hang.released:
             if self.fake._closing.is_set() or self._peer_gone(_POLL_SECONDS):
                 raise _AbortError
-        if hang.then is not None and hang.prefix is None:
-            self._serve(hang.then)
-            return
         if hang.then is not None:
-            then = _as_reply(hang.then) if not isinstance(hang.then, Reply) else hang.then
-            self._send_events(self._dialect().events(then), then.chunk_delay)
-            self._end_stream()
+            self._serve(hang.then)
             return
         self.close_connection = True
         with contextlib.suppress(OSError):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import pickle
+import subprocess
+import sys
 import threading
 import time
 
@@ -270,6 +272,36 @@ def test_thinking_option_is_sent(backend, server):
     assert [e.data["text"] for e in events if e.kind == "thinking_delta"] == ["hm", "m"]
 
 
+RESUME_SCRIPT = """
+import pickle, sys
+from genagent_thespian import Response, TurnContext
+from genagent_thespian.backends.anthropic import AnthropicBackend
+session = pickle.load(open(sys.argv[1], "rb"))
+backend = AnthropicBackend()
+events = list(backend.prompt(session, "and now?", TurnContext(agent="t", ref="r")))
+backend.close()
+print(events[-1].kind, Response.from_events(events).text)
+"""
+
+
+def test_resume_in_another_process(backend, server, tmp_path):
+    server.script("first", "from the new process")
+    session = start(backend, server)
+    session = advance(backend, session, turn(backend, session, "hello"))
+    stored = tmp_path / "session.pickle"
+    stored.write_bytes(pickle.dumps(session))
+    completed = subprocess.run(
+        [sys.executable, "-c", RESUME_SCRIPT, str(stored)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "result from the new process"
+    assert server.model_requests[1].body["messages"][0] == {"role": "user", "content": "hello"}
+
+
 # ------------------------------------------------------------------------------- options
 
 
@@ -438,6 +470,16 @@ def test_unreachable_server_is_a_transport_error(backend):
     assert error.kind == BackendErrorKind.TRANSPORT
 
 
+def pump_threads_end(timeout: float = 5.0) -> bool:
+    """Wait until no anthropic turn thread is left (a cancelled stream must not linger)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(t.name.startswith("anthropic-turn-") for t in threading.enumerate()):
+            return True
+        threading.Event().wait(0.02)
+    return False
+
+
 # ---------------------------------------------------------------------------- cancelling
 
 
@@ -491,6 +533,7 @@ def test_interrupt_mid_stream_ends_promptly_and_disconnects(backend, server):
     (request,) = server.model_requests
     assert request.wait_done(5)
     assert request.client_disconnected
+    assert pump_threads_end()
     assert backend.update_session(session, events[-1]) is session
 
 
@@ -508,6 +551,7 @@ def test_interrupt_before_any_response_header(backend, server):
     (request,) = server.model_requests
     assert request.wait_done(5)
     assert request.client_disconnected
+    assert pump_threads_end()
 
 
 def test_the_backend_serves_the_next_turn_after_a_cancel(backend, server):

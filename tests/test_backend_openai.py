@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import pickle
+import subprocess
+import sys
 import threading
 import time
 
@@ -228,6 +230,36 @@ def test_incomplete_response_is_max_tokens(backend, server):
     assert Response.from_events(events).text == "cut sho"
 
 
+RESUME_SCRIPT = """
+import pickle, sys
+from genagent_thespian import Response, TurnContext
+from genagent_thespian.backends.openai import OpenAIBackend
+session = pickle.load(open(sys.argv[1], "rb"))
+backend = OpenAIBackend()
+events = list(backend.prompt(session, "and now?", TurnContext(agent="t", ref="r")))
+backend.close()
+print(events[-1].kind, Response.from_events(events).text)
+"""
+
+
+def test_resume_in_another_process(backend, server, tmp_path):
+    server.script("first", "from the new process")
+    session = start(backend, server)
+    session = advance(backend, session, turn(backend, session, "hello"))
+    stored = tmp_path / "session.pickle"
+    stored.write_bytes(pickle.dumps(session))
+    completed = subprocess.run(
+        [sys.executable, "-c", RESUME_SCRIPT, str(stored)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "result from the new process"
+    assert server.model_requests[1].body["previous_response_id"] == session.previous_response_id
+
+
 # ------------------------------------------------------------------------------- options
 
 
@@ -357,6 +389,16 @@ def test_truncated_connection_is_a_transport_error(backend, server):
     assert error.kind == BackendErrorKind.TRANSPORT
 
 
+def pump_threads_end(timeout: float = 5.0) -> bool:
+    """Wait until no openai turn thread is left (a cancelled stream must not linger)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(t.name.startswith("openai-turn-") for t in threading.enumerate()):
+            return True
+        threading.Event().wait(0.02)
+    return False
+
+
 # ---------------------------------------------------------------------------- cancelling
 
 
@@ -389,6 +431,7 @@ def test_interrupt_mid_stream_ends_promptly_and_disconnects(backend, server):
     (request,) = server.model_requests
     assert request.wait_done(5)
     assert request.client_disconnected
+    assert pump_threads_end()
 
 
 def test_interrupt_before_any_response_header(backend, server):
@@ -409,6 +452,7 @@ def test_interrupt_before_any_response_header(backend, server):
     (request,) = server.model_requests
     assert request.wait_done(5)
     assert request.client_disconnected
+    assert pump_threads_end()
     events = turn(backend, session, "again")
     assert Response.from_events(events).text == "next turn"
 

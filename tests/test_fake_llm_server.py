@@ -37,12 +37,28 @@ def server():
         yield fake
 
 
-def claude(server: FakeLLMServer, key: str = "sk-ant-test") -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=server.url, api_key=key, max_retries=0, timeout=10)
+_CLIENTS: list = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients():
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
+
+
+def claude(
+    server: FakeLLMServer, key: str = "sk-ant-test", retries: int = 0
+) -> anthropic.Anthropic:
+    client = anthropic.Anthropic(base_url=server.url, api_key=key, max_retries=retries, timeout=10)
+    _CLIENTS.append(client)
+    return client
 
 
 def gpt(server: FakeLLMServer, key: str = "sk-openai-test") -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.openai_base_url, api_key=key, max_retries=0, timeout=10)
+    client = openai.OpenAI(base_url=server.openai_base_url, api_key=key, max_retries=0, timeout=10)
+    _CLIENTS.append(client)
+    return client
 
 
 def wait_until(condition, timeout: float = 5.0) -> None:
@@ -159,7 +175,7 @@ def test_anthropic_error_in_the_middle_of_a_200_stream(server):
 
 def test_sdk_retry_after_is_honoured_then_reply_served(server):
     server.script(HTTPError(429, retry_after=0), "after retry")
-    client = anthropic.Anthropic(base_url=server.url, api_key="k", max_retries=1, timeout=10)
+    client = claude(server, retries=1)
     message = client.messages.create(model="m", max_tokens=5, messages=USER)
     assert message.content[0].text == "after retry"
     first, second = server.wait_for_requests(2)
@@ -251,7 +267,7 @@ def test_openai_http_error_and_stream_failure(server):
 
 
 def test_default_reply_is_an_explicit_non_retryable_error(server):
-    client = anthropic.Anthropic(base_url=server.url, api_key="k", max_retries=2, timeout=10)
+    client = claude(server, retries=2)
     with pytest.raises(anthropic.BadRequestError) as caught:
         client.messages.create(model="m", max_tokens=5, messages=USER)
     assert "no scripted reply" in caught.value.body["error"]["message"]
@@ -305,6 +321,11 @@ def test_wait_for_requests_times_out_with_a_clear_error(server):
 def test_only_loopback_addresses():
     with pytest.raises(ValueError, match="loopback"):
         FakeLLMServer(host="0.0.0.0")
+
+
+def test_hang_validation():
+    with pytest.raises(ValueError, match="prefix or a then"):
+        Hang(prefix="a", then="b")
 
 
 def test_reply_validation():

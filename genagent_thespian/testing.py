@@ -21,6 +21,34 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from ._chaos import (
+    ChaosKill,
+    ChaosMonkey,
+    children_of,
+    corrupt_file,
+    corrupt_store,
+    descendants_of,
+    kill_process,
+    kill_process_group,
+    process_alive,
+    process_group_members,
+    wait_for_exit,
+)
+from ._fake_llm_server import (
+    FakeLLMServer,
+    Hang,
+    HTTPError,
+    Raw,
+    RecordedRequest,
+    Reply,
+    ScriptItem,
+    StreamError,
+    Text,
+    Thinking,
+    ToolUse,
+    Truncated,
+    When,
+)
 from ._processes import is_alive, processes_with_marker
 from ._scripted import (
     Crash,
@@ -38,18 +66,42 @@ from ._system import AgentSystem
 from ._telemetry import attach, detach
 
 __all__ = [
+    "ChaosKill",
+    "ChaosMonkey",
     "Crash",
     "Exit",
     "Fail",
+    "FakeLLMServer",
     "Gate",
+    "HTTPError",
+    "Hang",
+    "Raw",
+    "RecordedRequest",
+    "Reply",
+    "ScriptItem",
     "ScriptedBackend",
     "ScriptedSession",
     "Slow",
+    "StreamError",
     "TelemetryCapture",
+    "Text",
+    "Thinking",
+    "ToolUse",
+    "Truncated",
+    "When",
     "WorkerExit",
+    "children_of",
+    "corrupt_file",
+    "corrupt_store",
+    "descendants_of",
+    "kill_process",
+    "kill_process_group",
     "open_gate",
+    "process_alive",
+    "process_group_members",
     "read_history",
     "system_processes",
+    "wait_for_exit",
     "wait_until",
 ]
 

@@ -30,6 +30,7 @@ from typing import Any
 from ._behaviour import GenAgent
 from ._errors import (
     AgentOverloaded,
+    AgentRestarted,
     AgentStopped,
     CallbackError,
     GenAgentError,
@@ -195,6 +196,8 @@ class AgentMachine:
         self.counters = _Counters()
         self._next_turn_id = 1
         self._effects: list[Effect] = []
+        self.new_results: list[PollResult] = []  # tell results not yet persisted
+        self.answered: deque[str] = deque(maxlen=1024)  # refs answered lately (dedupe)
 
     # ================================================================== inputs: requests
 
@@ -397,6 +400,59 @@ class AgentMachine:
         self._emit("terminated", {}, {"reason": reason})
         return self._flush()
 
+    # ================================================================== durability
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the machine's state as picklable data (for a durable agent's store).
+
+        Everything a restarted agent needs to carry on: halted flags, the mailbox, the
+        self-chain slot, buffered notifications, the in-flight request, recently answered
+        refs and counters. Tell results are persisted separately (``new_results``).
+        """
+        current = self.current
+        return {
+            "halted": self.halted,
+            "halt_pending": self.halt_pending,
+            "mailbox": list(self.mailbox),
+            "self_chain": self.self_chain,
+            "pending": list(self.pending),
+            "in_flight": (current.request, current.prompt) if current else None,
+            "answered": list(self.answered),
+            "counters": self.counters,
+        }
+
+    def restore(self, snapshot: dict[str, Any], results: list[PollResult]) -> list[Effect]:
+        """Load a snapshot into this fresh machine and carry on after a restart.
+
+        The in-flight request is never re-run: its caller gets ``AgentRestarted`` and
+        ``handle_error`` sees it (a ``Prompt`` it returns runs as an independent
+        follow-up). Then queued work continues, self-chain first.
+        """
+        self.halted = snapshot["halted"]
+        self.halt_pending = snapshot["halt_pending"]
+        self.mailbox = deque(snapshot["mailbox"])
+        self.mailbox_bytes = sum(r.size for r in self.mailbox)
+        self.self_chain = snapshot["self_chain"]
+        self.pending = deque(snapshot["pending"])
+        self.answered.extend(snapshot["answered"])
+        self.counters = snapshot["counters"]
+        for result in results:
+            self.results[result.ref] = result
+        in_flight = snapshot["in_flight"]
+        if in_flight is not None:
+            request, prompt = in_flight
+            self.current = _ActiveTurn(0, request, prompt, self.clock())
+            self.phase = Phase.PROCESSING
+            error = AgentRestarted(
+                "the agent restarted while this turn was in flight; it was not re-run",
+                agent=self.name,
+                ref=request.ref,
+            )
+            self._fail_current(error)
+        else:
+            self._process_next()
+        return self._flush()
+
     # ================================================================== views
 
     @property
@@ -431,6 +487,10 @@ class AgentMachine:
     # ================================================================== internals: admission
 
     def _admit(self, request: Request) -> bool:
+        if self._holds(request.ref) or request.ref in self.results or request.ref in self.answered:
+            # A request re-sent after a restart (same ref): it is queued, running or answered
+            # already, so it must not run twice. A tell is acknowledged again.
+            return request.origin is Origin.TELL
         if self.stopped:
             self._reply_failure(
                 request, AgentStopped("the agent is stopping", agent=self.name, ref=request.ref)
@@ -667,6 +727,8 @@ class AgentMachine:
         if request.answered:
             return
         request.answered = True
+        if request.origin in (Origin.ASK, Origin.TELL):
+            self.answered.append(request.ref)
         if request.origin is Origin.ASK:
             message = outcome if isinstance(outcome, Response) else Failure(outcome, request.ref)
             self._effects.append(Reply(request.reply_to, message))
@@ -695,6 +757,7 @@ class AgentMachine:
         if limit <= 0:
             return
         self.results[result.ref] = result
+        self.new_results.append(result)
         while len(self.results) > limit:
             self.results.popitem(last=False)
 

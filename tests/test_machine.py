@@ -20,7 +20,7 @@ import string
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -72,6 +72,7 @@ from genagent_thespian.messages import (
 )
 
 AGENT = "agent-under-test"
+E = TypeVar("E", bound=GenAgentError)
 
 # ============================================================================ test doubles
 
@@ -100,11 +101,11 @@ class Recorder(GenAgent):
 
     # -- configuration
 
-    def script(self, callback: str, *values: Any) -> Recorder:
+    def script(self, callback: str, *values: Any) -> Self:
         self._script[callback].extend(values)
         return self
 
-    def always(self, callback: str, value: Any) -> Recorder:
+    def always(self, callback: str, value: Any) -> Self:
         self._always[callback] = value
         return self
 
@@ -325,10 +326,11 @@ def only_reply(effects: Iterable[Effect], to: Any) -> Any:
     return messages[0]
 
 
-def failure_of(message: Any, error_type: type[GenAgentError]) -> GenAgentError:
+def failure_of(message: Any, error_type: type[E]) -> E:
     assert isinstance(message, Failure), f"expected a Failure, got {message!r}"
-    assert type(message.error) is error_type, f"expected {error_type.__name__}: {message!r}"
-    return message.error
+    error = message.error
+    assert isinstance(error, error_type) and type(error) is error_type, f"{message!r}"
+    return error
 
 
 # The effects of one dispatch, in order (DISPATCHED(p) with a 600 s watchdog).
@@ -552,8 +554,8 @@ def test_self_chain_gets_its_own_ref_and_origin():
     assert chained.prompt == "chained" and chained.ref != "ref-A"
     start = h.emitted("prompt.start")[-1].metadata
     assert (start["ref"], start["origin"], start["attempt"]) == (chained.ref, "self_chain", 1)
-    # Spec (§2.6): only tells keep results. While it runs, a self-chain ref polls pending
-    # (as upstream's poll checks the current request whatever its kind).
+    # Spec silent: §2.6 keeps results for tells only. While a self-chain runs, its ref polls
+    # pending (upstream's poll checks the current request whatever its kind).
     assert h.machine.poll(chained.ref) == PollResult(chained.ref, PollState.PENDING)
     h.succeed()
     assert h.poll("A") is None and h.machine.poll(chained.ref) is None
@@ -898,8 +900,8 @@ def test_finished_turn_order_success():
 def test_finished_turn_order_when_halting():
     """... post_turn -> post_run -> halted -> drained notifications -> reply; no next turn.
 
-    Spec note: ARCHITECTURE.md fixes post_run before the drain; gen_agent.md §1.3 (0.7.0,
-    #401) drains before post_run. This test follows ARCHITECTURE.md.
+    Spec ambiguous: ARCHITECTURE.md fixes post_run before the drain; gen_agent.md §1.3
+    (0.7.0, #401) drains before post_run. This test follows ARCHITECTURE.md (and the brief).
     """
     agent = Recorder().script("handle_response", Halt())
     agent.script("handle_event", fresh_prompt("from-event"))
@@ -1089,7 +1091,7 @@ def test_cancel_an_unknown_ref_is_request_not_found():
 
 
 def test_cancel_does_not_apply_to_queued_asks():
-    # Spec silent on asks (§2.12 cancel_request is for queued tells); the machine refuses.
+    # Spec silent: §2.12 cancel_request is for queued tells; the machine refuses asks.
     h = Harness()
     h.ask("A")
     h.ask("B")
@@ -1171,6 +1173,19 @@ def test_ask_retry_from_handle_error_keeps_ref_and_caller():
     assert summary(replies(effects)) == [("reply", "caller-A", ("Response", "finally"))]
     assert [describe(m) for m in h.replies_to("caller-A")] == [("Response", "finally")]
     assert h.turn.prompt == "B"
+
+
+def test_each_retry_counts_as_a_new_attempt_of_the_same_request():
+    agent = Recorder().script("handle_error", fresh_prompt("second"), fresh_prompt("third"))
+    h = Harness(agent)
+    h.ask("A")
+    h.fail()
+    h.fail()
+    h.succeed("third time lucky")
+    starts_ = [(e.metadata["ref"], e.metadata["attempt"]) for e in h.emitted("turn.start")]
+    assert starts_ == [("ref-A", 1), ("ref-A", 2), ("ref-A", 3)]
+    assert h.started_prompts() == ["A", "second", "third"]
+    assert [describe(m) for m in h.replies_to("caller-A")] == [("Response", "third time lucky")]
 
 
 def test_ask_retry_that_fails_again_answers_once_with_the_final_error():
@@ -1289,7 +1304,8 @@ def test_handle_event_failure_when_idle_is_the_notifiers_answer(bad):
 
 
 def test_handle_event_failure_does_not_take_a_string_event_as_the_ref():
-    """A CallbackError's ``ref`` is a request ref; a notify has none (STYLE.md 6)."""
+    """A CallbackError's ``ref`` is a request ref (STYLE.md 6: errors carry the agent name
+    and the request ref); a notify has none, and the event is not one."""
     agent = Recorder().script("handle_event", Raise(RuntimeError, "bug"))
     h = Harness(agent)
     effects = h.notify("tick")
@@ -1336,8 +1352,8 @@ def test_pre_turn_failure_answers_callback_error_and_draining_continues(bad):
 
 
 def test_post_turn_raising_is_contained_and_the_next_request_runs():
-    # Spec silent on what the caller gets when post_turn raises after a success
-    # (§1.2: "caught, logged, transition proceeds"); the machine answers CallbackError.
+    # Spec silent: what the caller gets when post_turn raises after a success (§1.2 says
+    # only "caught, logged, transition proceeds"); the machine answers CallbackError.
     agent = Recorder().script("post_turn", Raise(RuntimeError, "bug"))
     h = Harness(agent)
     h.ask("A")
@@ -1486,14 +1502,24 @@ def test_pre_turn_halt_answers_turn_halted_and_halts():
     assert h.machine.status_fields()["queued"] == 1  # C waits for resume
 
 
-def test_pre_turn_skip_of_a_generated_prompt_reaches_handle_error():
-    """Spec §1.3 (later): a skip of an event/self-chain prompt calls handle_error."""
-    agent = Recorder().script("handle_event", fresh_prompt("evented"))
-    agent.script("pre_turn", Skip())
+@pytest.mark.parametrize(
+    ("refusal", "error_type"),
+    [(Skip(), TurnSkipped), (Raise(RuntimeError, "bug"), CallbackError), (42, CallbackError)],
+    ids=["skip", "raises", "malformed"],
+)
+def test_pre_turn_refusing_a_generated_prompt_reaches_handle_error(refusal, error_type):
+    """§1.3 (later): for an event or self-chain prompt, a pre_turn skip, crash or malformed
+    return calls handle_error (there is no caller to tell), instead of a silent drop."""
+    agent = Recorder().script("handle_response", fresh_prompt("chained"))
+    agent.script("pre_turn", lambda p: p, refusal)
     h = Harness(agent)
-    h.notify("e")
-    (call,) = h.agent.calls_of("handle_error")
-    assert isinstance(call[1], TurnSkipped)
+    h.ask("A")
+    h.succeed()
+    calls = h.agent.calls_of("handle_error")
+    assert len(calls) == 1, f"handle_error was called {len(calls)} times"
+    (call,) = calls
+    assert type(call[1]) is error_type
+    assert call[0] == call[1].ref != "ref-A"
 
 
 # ============================================================================ bounds
@@ -1549,6 +1575,18 @@ def test_queued_bytes_are_released_when_work_leaves_the_mailbox():
     assert h.machine.status_fields()["queued_bytes"] == 10
 
 
+def test_the_self_chain_slot_is_not_counted_against_the_mailbox_bound():
+    agent = Recorder().script("handle_response", fresh_prompt("chained"))
+    h = Harness(agent, max_queued=1)
+    h.ask("A")
+    h.ask("B")  # the mailbox is now full
+    effects = h.succeed()
+    assert starts(effects)[0].prompt == "chained"
+    assert h.emitted("input.rejected") == []
+    h.succeed()
+    assert h.started_prompts() == ["A", "chained", "B"]
+
+
 def test_buffered_notification_bound():
     h = Harness(max_pending_notifications=2)
     h.ask("A")
@@ -1562,7 +1600,9 @@ def test_buffered_notification_bound():
 
 
 def test_prompts_from_notifies_respect_the_mailbox_bound():
-    """§2.12 (0.3.0, #41) and ARCHITECTURE.md: the mailbox is bounded, whatever fills it."""
+    """§2.12 (0.3.0, #41) and ARCHITECTURE.md ("bounded mailbox (count and bytes)"): a
+    halted agent's notifies must not grow the mailbox past ``max_queued``; the overflow is
+    rejected with ``input.rejected`` telemetry."""
     agent = Recorder().always("handle_event", fresh_prompt("from-event"))
     h = Harness(agent, max_queued=2)
     h.halt()
@@ -1618,7 +1658,10 @@ def test_stop_answers_a_retry_waiting_in_the_self_chain_slot():
 def test_requests_after_stop_are_refused():
     h = Harness()
     h.stop()
-    assert summary(h.ask("A")) == [("reply", "caller-A", ("Failure", "AgentStopped"))]
+    effects = h.ask("A")
+    assert summary(effects) == [("reply", "caller-A", ("Failure", "AgentStopped"))]
+    error = failure_of(only_reply(effects, "caller-A"), AgentStopped)
+    assert (error.agent, error.ref) == (AGENT, "ref-A")
     assert summary(h.tell("T")) == [("reply", "teller-T", ("Failure", "AgentStopped"))]
     assert h.poll("T") is None
 
@@ -1643,7 +1686,9 @@ def test_late_outcome_after_stop_is_ignored():
 
 @pytest.mark.parametrize("route", ["notify", "info"])
 def test_no_turn_starts_after_stop(route):
-    """A stopped agent starts no work (ARCHITECTURE.md: "stop really stops")."""
+    """A stopped agent starts no work (ARCHITECTURE.md "stop really stops"; §2.10 later:
+    a stopping agent refuses new work). The shell keeps delivering notifies and timers
+    while it waits for the session to end (``_agent.py`` END_SESSION_GRACE)."""
     agent = (
         Recorder()
         .always("handle_event", fresh_prompt("late"))
@@ -1657,7 +1702,8 @@ def test_no_turn_starts_after_stop(route):
 
 
 def test_halt_after_stop_does_not_run_post_run():
-    """§1.2: post_run never runs on stop; a halt arriving after it must not run it late."""
+    """§1.2: post_run runs on halting, "never on crash/stop/shutdown"; a halt arriving
+    after stop (and after terminate_agent) must not run it."""
     h = Harness()
     h.stop()
     h.halt()
@@ -1829,7 +1875,7 @@ PRE_TURN = {
     "garbage": (1, 42),
 }
 PLAIN = {"none": (5, None), "raise": (1, Raise(RuntimeError, "hook bug"))}
-CALLBACK_CHOICES = {
+CALLBACK_CHOICES: dict[str, dict[str, tuple[int, Any]]] = {
     "handle_response": DECISIONS,
     "handle_error": DECISIONS,
     "handle_event": DECISIONS,

@@ -199,7 +199,9 @@ class Harness:
     def ask(self, name: str, prompt: str | None = None) -> list[Effect]:
         return self.feed(self.machine.ask(f"ref-{name}", prompt or name, f"caller-{name}"))
 
-    def tell(self, name: str, prompt: str | None = None, *, completion: bool = False):
+    def tell(
+        self, name: str, prompt: str | None = None, *, completion: bool = False
+    ) -> list[Effect]:
         return self.feed(
             self.machine.tell(
                 f"ref-{name}", prompt or name, f"teller-{name}", completion=completion
@@ -248,7 +250,9 @@ class Harness:
         effects = self.stream(Event.result(text), turn)
         return effects + self.feed(self.machine.turn_succeeded(turn.turn_id, 12.0))
 
-    def fail(self, error: GenAgentError | None = None, turn: StartTurn | None = None):
+    def fail(
+        self, error: GenAgentError | None = None, turn: StartTurn | None = None
+    ) -> list[Effect]:
         error = error or BackendError("provider down", kind="server_error")
         return self.feed(self.machine.turn_failed((turn or self.turn).turn_id, error))
 
@@ -333,8 +337,8 @@ def failure_of(message: Any, error_type: type[E]) -> E:
     return error
 
 
-# The effects of one dispatch, in order (DISPATCHED(p) with a 600 s watchdog).
 def dispatched(prompt: str, watchdog: float | None = 600.0) -> list[tuple[Any, ...]]:
+    """The summarized effects of dispatching ``prompt``, in order (600 s is the default)."""
     armed = [("watchdog", watchdog)] if watchdog is not None else []
     return [
         ("emit", "state.changed"),
@@ -1940,10 +1944,12 @@ class MachineRun(RuleBasedStateMachine):
                     self.answers[effect.to] += 1
                     assert self.answers[effect.to] == 1, f"ask {effect.to} answered twice"
                     assert isinstance(effect.message, Response | Failure)
+                    assert effect.message.ref == self.asks[effect.to], effect
                 elif effect.to in self.tells:
                     ref, completion = self.tells[effect.to]
                     assert isinstance(effect.message, TellCompleted), effect
                     assert completion and ref in self.accepted_tells, effect
+                    assert effect.message.ref == ref, effect
                     self.completions[effect.to] += 1
                     assert self.completions[effect.to] == 1, f"{effect.to} completed twice"
                 else:

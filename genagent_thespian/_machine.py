@@ -196,6 +196,7 @@ class AgentMachine:
         self.counters = _Counters()
         self._next_turn_id = 1
         self._effects: list[Effect] = []
+        self._refusals = 0  # consecutive pre_turn refusals of generated prompts
         self.new_results: list[PollResult] = []  # tell results not yet persisted
         self.answered: deque[str] = deque(maxlen=1024)  # refs answered lately (dedupe)
 
@@ -336,7 +337,7 @@ class AgentMachine:
         )
         self._emit("turn.stop", {"duration_ms": duration_ms}, self._turn_meta(request))
         decision_ok, directive = self._decide(
-            "handle_response", self.impl.handle_response, request.ref, response
+            "handle_response", self.impl.handle_response, request.ref, response, ref=request.ref
         )
         outcome: Response | GenAgentError = response
         if not decision_ok:
@@ -498,12 +499,9 @@ class AgentMachine:
             return False
         if self.phase is Phase.IDLE and not self.halted:
             self._dispatch(request)
+            self._process_next()
             return True
-        limit = None
-        if len(self.mailbox) >= self.limits.max_queued:
-            limit = "count"
-        elif self.mailbox_bytes + request.size > self.limits.max_queued_bytes:
-            limit = "bytes"
+        limit = self._over_limit(request)
         if limit is not None:
             bound = self.limits.max_queued if limit == "count" else self.limits.max_queued_bytes
             error = AgentOverloaded(
@@ -529,6 +527,11 @@ class AgentMachine:
         )
 
     def _deliver(self, kind: str, payload: Any, sender: Any, reply_to: Any) -> None:
+        if self.stopped:
+            if reply_to is not None:
+                stopped = AgentStopped("the agent is stopping", agent=self.name)
+                self._effects.append(Reply(reply_to, Failure(stopped)))
+            return
         if self.phase is Phase.PROCESSING:
             if len(self.pending) >= self.limits.max_pending_notifications:
                 error = AgentOverloaded(
@@ -561,9 +564,30 @@ class AgentMachine:
             origin = Origin.EVENT if kind == "event" else Origin.INFO
             request = Request(directive.ref, origin, directive.text, size=_size(directive.text))
             if draining or self.halted or self.phase is Phase.PROCESSING:
-                self._enqueue(request)
-            else:
-                self._dispatch(request)
+                return self._enqueue_generated(request, callback_name)
+            self._dispatch(request)
+            self._process_next()
+        return None
+
+    def _enqueue_generated(self, request: Request, callback: str) -> GenAgentError | None:
+        """Queue a prompt a callback produced, within the mailbox bounds."""
+        limit = self._over_limit(request)
+        if limit is None:
+            self._enqueue(request)
+            return None
+        self._emit("input.rejected", {}, {"reason": "overloaded", "limit": limit, "kind": callback})
+        _log.warning("agent %r: mailbox full, dropped the prompt %s returned", self.name, callback)
+        return AgentOverloaded(
+            f"the mailbox is full ({limit} limit); the prompt {callback} returned was dropped",
+            agent=self.name,
+            limit=limit,
+        )
+
+    def _over_limit(self, request: Request) -> str | None:
+        if len(self.mailbox) >= self.limits.max_queued:
+            return "count"
+        if self.mailbox_bytes + request.size > self.limits.max_queued_bytes:
+            return "bytes"
         return None
 
     def _holds(self, ref: str) -> bool:
@@ -599,8 +623,36 @@ class AgentMachine:
         self._answer(request, error)
         if isinstance(rewritten, Halt):
             self._transition_to_halted()
+        elif request.origin not in (Origin.ASK, Origin.TELL):
+            self._refused_generated(request, error)
+
+    def _refused_generated(self, request: Request, error: GenAgentError) -> None:
+        """Tell ``handle_error`` that ``pre_turn`` refused a prompt nobody waits for.
+
+        A ``Prompt`` it returns joins the mailbox tail (not the self-chain slot), so a
+        ``pre_turn`` that keeps refusing cannot spin the agent without letting other work
+        run; after :data:`_MAX_REFUSALS` refusals in a row the agent halts.
+        """
+        self._refusals += 1
+        if self._refusals > _MAX_REFUSALS:
+            _log.error(
+                "agent %r: pre_turn refused %d prompts in a row; halting", self.name, self._refusals
+            )
+            self._transition_to_halted()
+            return
+        ok, directive = self._decide(
+            "handle_error", self.impl.handle_error, request.ref, error, ref=request.ref
+        )
+        if ok and isinstance(directive, Prompt):
+            chained = Request(
+                directive.ref, Origin.SELF_CHAIN, directive.text, size=_size(directive.text)
+            )
+            self._enqueue_generated(chained, "handle_error")
+        elif ok and isinstance(directive, Halt):
+            self._transition_to_halted()
 
     def _start_turn(self, request: Request, prompt: str) -> None:
+        self._refusals = 0
         turn_id = self._next_turn_id
         self._next_turn_id += 1
         self.current = _ActiveTurn(turn_id, request, prompt, self.clock())
@@ -649,7 +701,7 @@ class AgentMachine:
             {**self._turn_meta(request), "reason": error.reason_kind},
         )
         decision_ok, directive = self._decide(
-            "handle_error", self.impl.handle_error, request.ref, error
+            "handle_error", self.impl.handle_error, request.ref, error, ref=request.ref
         )
         if not decision_ok:
             directive = None
@@ -714,7 +766,7 @@ class AgentMachine:
             self._dispatch(request)
 
     def _transition_to_halted(self) -> None:
-        if self.halted:
+        if self.halted or self.stopped:
             return
         self.halted = True
         self._call("post_run", self.impl.post_run)
@@ -773,12 +825,13 @@ class AgentMachine:
             self._emit("callback.error", {}, {"callback": callback, "error": type(exc).__name__})
             return False, exc
 
-    def _decide(self, callback: str, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+    def _decide(
+        self, callback: str, fn: Callable[..., Any], *args: Any, ref: str | None = None
+    ) -> tuple[bool, Any]:
         """Run a decision callback and validate its directive.
 
         Returns ``(True, directive)`` or ``(False, CallbackError)``.
         """
-        ref = args[0] if args and isinstance(args[0], str) else None
         ok, value = self._call(callback, fn, *args)
         if not ok:
             return False, CallbackError(
@@ -818,6 +871,10 @@ class AgentMachine:
     def _flush(self) -> list[Effect]:
         effects, self._effects = self._effects, []
         return effects
+
+
+#: Consecutive refusals of generated prompts after which the agent halts (no spinning).
+_MAX_REFUSALS = 100
 
 
 def _size(prompt: str) -> int:

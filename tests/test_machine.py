@@ -2022,16 +2022,11 @@ class MachineRun(RuleBasedStateMachine):
         self.tells[teller] = (ref, completion)
         self._apply([e for e in effects if e is not immediate])
 
-    # After stop, a notify or info whose callback returns Prompt starts a turn: a known
-    # fault pinned by test_no_turn_starts_after_stop. Kept out here so that this test can
-    # still find other faults.
-    @precondition(lambda self: not self.stopped)
     @rule(event=st.integers(0, 9))
     def notify(self, event: int) -> None:
         _, notifier = self._new("notify")
         self._apply(self.h.feed(self.h.machine.notify(event, reply_to=notifier)), control=notifier)
 
-    @precondition(lambda self: not self.stopped)
     @rule(message=st.integers(0, 9))
     def info(self, message: int) -> None:
         self._apply(self.h.feed(self.h.machine.info(message)))

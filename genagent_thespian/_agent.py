@@ -32,6 +32,7 @@ from thespian.actors import (
 
 from ._backend import Backend, resolve_backend
 from ._behaviour import GenAgent
+from ._durable import AgentRecord, Restored
 from ._errors import (
     AgentNotFound,
     AgentStartFailed,
@@ -156,6 +157,7 @@ class AgentActor(Actor):
         self._addresses: dict[Any, Any] = {}
         self._outgoing_tells: dict[str, Any] = {}  # ref -> target name
         self._stopping: tuple[str, Any] | None = None  # (reason, reply_to)
+        self._record: AgentRecord | None = None  # durable agents only
 
     # ================================================================== dispatch
 
@@ -205,31 +207,49 @@ class AgentActor(Actor):
             children_die_with_this_process()
             if message.instance_id:
                 os.environ[AGENT_MARKER] = message.instance_id
+        restored: Restored | None = None
         try:
+            if spec.durable:
+                self._record = AgentRecord.open(message.store_path, spec)
+                restored = self._record.begin()
+                self._incarnation = self._record.incarnation or 0
+                self._record.record_process(os.getpid(), "agent", os.getpgid(0))
             impl = spec.impl()
             if not isinstance(impl, GenAgent):
                 raise TypeError(f"{spec.impl!r} is not a GenAgent subclass")
             impl._genagent_context = _AgentContext(self, spec.name)
-            backend_options = impl.init_agent(spec.options_dict)
-            if backend_options is None:
-                backend_options = {}
             self.backend_cls = resolve_backend(spec.backend)
-            self.session = self.backend_cls().start_session(dict(backend_options))
-            impl.pre_run()
+            if restored is not None:
+                impl.restore_state(restored.impl_state)
+                self.session = self.backend_cls().resume_session(restored.session)
+            else:
+                backend_options = impl.init_agent(spec.options_dict)
+                if backend_options is None:
+                    backend_options = {}
+                self.session = self.backend_cls().start_session(dict(backend_options))
+                impl.pre_run()
+            limits = MachineLimits(
+                watchdog=spec.watchdog,
+                max_tell_results=spec.max_tell_results,
+                max_queued=spec.max_queued,
+                max_queued_bytes=spec.max_queued_bytes,
+            )
+            self.machine = AgentMachine(name=spec.name, impl=impl, limits=limits)
+            if restored is None:
+                effects = self.machine.start()
+            else:
+                effects = self.machine.restore(restored.machine, restored.results)
+            self._persist()
         except Exception as exc:
+            self.machine = None
+            if self._record is not None and restored is None and self._incarnation == 0:
+                self._record.delete()  # a first start that failed leaves no record behind
             self._init_failed(sender, spec, exc)
             return
-        limits = MachineLimits(
-            watchdog=spec.watchdog,
-            max_tell_results=spec.max_tell_results,
-            max_queued=spec.max_queued,
-            max_queued_bytes=spec.max_queued_bytes,
-        )
-        self.machine = AgentMachine(name=spec.name, impl=impl, limits=limits)
         if self._telemetry is not None:
             self.send(self._telemetry, _TelemetryJoin())
-        self._run(self.machine.start())
         self.send(sender, _AgentReady(spec.name, os.getpid()))
+        self._run(effects)
 
     def _init_failed(self, sender: Any, spec: AgentSpec, exc: Exception) -> None:
         """Report a failed start; typed errors (``InvalidOption``...) keep their type."""
@@ -428,6 +448,10 @@ class AgentActor(Actor):
             slot = self.worker
             groups = tuple(sorted(slot.process_groups))
             self.send(self._supervisor, _AgentProcesses(slot.pid, groups))
+            if self._record is not None and slot.pid:
+                self._record.record_process(slot.pid, "worker", os.getpgid(0))
+                for pgid in groups:
+                    self._record.record_process(pgid, "cli", pgid)
 
     def _kill_worker_remains(self, slot: _WorkerSlot, *, kill_worker: bool = False) -> None:
         """End what a dead or stuck worker leaves behind: its process groups, itself."""
@@ -491,6 +515,10 @@ class AgentActor(Actor):
 
     def _on_shutdown_agent(self, message: _ShutdownAgent, sender: Any) -> None:
         self._stopping = (message.reason, sender)
+        record, self._record = self._record, None
+        if record is not None:
+            record.delete()  # stop() ends a durable agent for good
+            record.close()
         self._run(self._m.stop(message.reason))
         slot = self.worker
         if slot.address is not None:
@@ -520,7 +548,13 @@ class AgentActor(Actor):
             _log.exception("agent %r: terminate_session raised", self._m.name)
 
     def _on_exit_request(self, message: ActorExitRequest, sender: Any) -> None:
-        """The system or supervisor is ending this actor: answer everyone, leave nothing."""
+        """The system or supervisor is ending this actor: answer everyone, leave nothing.
+
+        A durable agent's record keeps its last boundary (queued tells survive a shutdown).
+        """
+        record, self._record = self._record, None
+        if record is not None:
+            record.close()
         self._run(self._m.stop("shutdown"))
         self._kill_worker_remains(self.worker)
         if self.worker.address is None:
@@ -599,7 +633,21 @@ class AgentActor(Actor):
         assert self.machine is not None
         return self.machine
 
+    def _persist(self) -> None:
+        """Write a durable agent's boundary (before its replies and turn starts go out)."""
+        if self._record is not None and self.machine is not None:
+            impl = self.machine.impl
+            self._record.save(self.machine, self.session, impl.snapshot_state())
+
     def _run(self, effects: Iterable[Effect]) -> None:
+        effects = list(effects)
+        if self._record is not None and any(
+            isinstance(e, Reply | StartTurn | CancelTurn) for e in effects
+        ):
+            try:
+                self._persist()
+            except Exception:
+                _log.exception("agent %r could not persist its state", self._m.name)
         for effect in effects:
             if isinstance(effect, Reply):
                 if effect.to is not None:

@@ -24,6 +24,7 @@ __all__ = [
     "_EndSession",
     "_InitAgent",
     "_Register",
+    "_Restarting",
     "_SessionEnded",
     "_SessionReply",
     "_ShutdownAgent",
@@ -140,7 +141,7 @@ class _InitAgent:
     node: str
     incarnation: int = 0
     instance_id: str = ""  # marks this incarnation's processes (GENAGENT_AGENT_ID)
-    restored: Any = None  # a durable snapshot to restore from
+    store_path: str | None = None  # the durable store (SQLite file) of this system
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +215,15 @@ class _Register:
     address: Any
     node: str = ""
     then: tuple[tuple[Any, Any], ...] = ()
+    durable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Restarting:
+    """Supervisor -> registry: ``name`` is being restarted; callers should keep waiting."""
+
+    name: Any
+    durable: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest
 
-from ._protocol import _Register, _Unregister
+from ._protocol import _Register, _Restarting, _Unregister
 from .messages import AgentEntry, AgentList, ListAgents, Located, WhereIs
 
 __all__ = ["REGISTRY_NAME", "Registry"]
@@ -35,16 +35,28 @@ class Registry(Actor):
         try:
             if isinstance(message, WhereIs):
                 entry = self._entries.get(message.name)
-                self.send(sender, Located(message.name, entry.address if entry else None))
+                if entry is None:
+                    self.send(sender, Located(message.name))
+                else:
+                    located = Located(message.name, entry.address, entry.restarting, entry.durable)
+                    self.send(sender, located)
             elif isinstance(message, ListAgents):
-                self.send(sender, AgentList(tuple(self._entries.values())))
+                live = tuple(e for e in self._entries.values() if e.address is not None)
+                self.send(sender, AgentList(live))
             elif isinstance(message, _Register):
-                entry = AgentEntry(message.name, message.address, message.node)
+                entry = AgentEntry(message.name, message.address, message.node, message.durable)
                 self._entries[message.name] = entry
                 self._send_all(message.then)
+            elif isinstance(message, _Restarting):
+                previous = self._entries.get(message.name)
+                node = previous.node if previous else ""
+                self._entries[message.name] = AgentEntry(
+                    message.name, None, node, message.durable, restarting=True
+                )
             elif isinstance(message, _Unregister):
                 entry = self._entries.get(message.name)
-                if entry is not None and entry.address == message.address:
+                # A restarting entry has no address yet: it belongs to the same agent.
+                if entry is not None and (entry.restarting or entry.address == message.address):
                     del self._entries[message.name]
                 self._send_all(message.then)
             elif isinstance(message, ActorExitRequest):

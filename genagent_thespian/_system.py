@@ -31,6 +31,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from thespian.actors import ActorSystem, PoisonMessage
@@ -39,6 +40,7 @@ from ._errors import GenAgentError, SystemNotRunning
 from ._processes import SYSTEM_MARKER, kill_marked, kill_process_group
 from ._registry import REGISTRY_NAME, Registry
 from ._security import check_capabilities, harden_transport
+from ._store import SQLiteAgentStore, end_recorded_processes
 from ._supervisor import SUPERVISOR_NAME, AgentSupervisor, Boot, Booted, StopAll
 from ._telemetry import TELEMETRY_NAME, TelemetryBridge, TelemetryHub, wanted_names
 
@@ -84,8 +86,10 @@ class AgentSystem:
         admin_port: int | None,
         owned: bool,
         system_id: str,
+        store_path: str | None = None,
     ) -> None:
         self.asys = asys
+        self.store_path = store_path
         self.base = base
         self.admin_port = admin_port
         self.owned = owned
@@ -102,7 +106,7 @@ class AgentSystem:
         self.supervisor = asys.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
         booted = self.exchange(
             self.supervisor,
-            Boot(self.registry, self.telemetry, self.node),
+            Boot(self.registry, self.telemetry, self.node, store_path),
             lambda m: isinstance(m, Booted),
             timeout=30.0,
         )
@@ -134,6 +138,7 @@ class AgentSystem:
         bind_host: str = "127.0.0.1",
         advertise_host: str | None = None,
         secret_path: str | os.PathLike[str] | None = None,
+        store_path: str | os.PathLike[str] | None = None,
     ) -> AgentSystem:
         """Start a new actor system (not the process-wide Thespian singleton) and boot it.
 
@@ -151,6 +156,9 @@ class AgentSystem:
             advertise_host: Address peers use, required when ``bind_host`` is ``0.0.0.0``.
             secret_path: The node secret file (default: ``GENAGENT_SECRET``,
                 ``GENAGENT_SECRET_FILE`` or ``~/.config/genagent-thespian/node.secret``).
+            store_path: The SQLite file of durable agents (default: one per admin port under
+                ``~/.local/state/genagent-thespian/``). Processes a previous run recorded
+                there that are still alive are ended now.
         """
         if base not in SUPPORTED_BASES:
             from ._errors import InvalidOption
@@ -168,10 +176,19 @@ class AgentSystem:
                 bind_host=bind_host, advertise_host=advertise_host, secret_path=secret_path
             )
             check_capabilities(caps, security)
+        store = os.fspath(store_path) if store_path else _default_store_path(admin_port, system_id)
+        _end_previous_run(store)
         with _marker_env(system_id):
             asys = ActorSystem(base, capabilities=caps, logDefs=log_config, transientUnique=True)
         try:
-            return cls(asys, base=base, admin_port=admin_port, owned=True, system_id=system_id)
+            return cls(
+                asys,
+                base=base,
+                admin_port=admin_port,
+                owned=True,
+                system_id=system_id,
+                store_path=store,
+            )
         except BaseException:
             asys.shutdown()
             raise
@@ -247,9 +264,13 @@ class AgentSystem:
         matches: Callable[[Any], bool],
         *,
         timeout: float | None,
-        on_idle: Callable[[], None] | None = None,
+        on_idle: Callable[[], Any] | None = None,
     ) -> Any:
         """Send ``message`` to ``address`` and return the first reply for which ``matches``.
+
+        While waiting, ``on_idle`` runs every couple of seconds; it may raise to give up,
+        or return a new address to send ``message`` to again (a restarted durable agent,
+        which drops a ref it already holds).
 
         Replies that do not match are kept for other calls waiting on this thread (a
         liveness check inside a long ask) and dropped after :data:`_STASH_LIMIT`.
@@ -276,7 +297,7 @@ class AgentSystem:
         message: Any,
         matches: Callable[[Any], bool],
         timeout: float | None,
-        on_idle: Callable[[], None] | None,
+        on_idle: Callable[[], Any] | None,
     ) -> Any:
         from ._errors import AskTimeout
 
@@ -309,7 +330,10 @@ class AgentSystem:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise AskTimeout(f"no reply to {type(message).__name__} within {timeout}s")
                 if on_idle is not None:
-                    on_idle()
+                    new_address = on_idle()
+                    if new_address is not None:
+                        reply = context.ask(new_address, message, wait_slice())
+                        continue
             reply = context.listen(wait_slice())
 
     def _endpoint(self) -> _Endpoint:
@@ -351,6 +375,27 @@ class AgentSystem:
 
 
 _simple_stash: deque[Any] = deque(maxlen=_STASH_LIMIT)
+
+
+def _default_store_path(admin_port: int | None, system_id: str) -> str:
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    folder = state / "genagent-thespian"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    name = f"node-{admin_port}.sqlite3" if admin_port else f"simple-{system_id}.sqlite3"
+    return str(folder / name)
+
+
+def _end_previous_run(store_path: str) -> None:
+    """End processes a previous run of this node recorded and left running."""
+    if not os.path.exists(store_path):
+        return
+    store = SQLiteAgentStore(store_path)
+    try:
+        ended = end_recorded_processes(store)
+        if ended:
+            _log.warning("ended %d process(es) left running by a previous run", len(ended))
+    finally:
+        store.close()
 
 
 @contextlib.contextmanager

@@ -196,3 +196,29 @@ class Strict(Recorder):
 
 class NotAnAgent:
     """Not a GenAgent subclass."""
+
+
+class FailsOnRestart(Recorder):
+    """Starts once; every later start fails while the file named ``poison`` exists."""
+
+    def init_agent(self, options: dict[str, Any]) -> dict[str, Any]:
+        backend_options = super().init_agent(options)
+        poison = options.get("poison")
+        if poison and os.path.exists(poison):
+            raise RuntimeError("poisoned start")
+        if poison:
+            Path(poison).touch()
+        return backend_options
+
+
+class Counter(Recorder):
+    """A Recorder that counts its responses in its state (to check state survives restarts)."""
+
+    def init_agent(self, options: dict[str, Any]) -> dict[str, Any]:
+        self.responses_seen = 0
+        return super().init_agent(options)
+
+    def handle_response(self, ref: str, response: Response) -> Any:
+        self.responses_seen += 1
+        self._record("count", value=self.responses_seen)
+        return super().handle_response(ref, response)

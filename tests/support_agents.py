@@ -222,3 +222,14 @@ class Counter(Recorder):
         self.responses_seen += 1
         self._record("count", value=self.responses_seen)
         return super().handle_response(ref, response)
+
+
+class Passthrough(GenAgent):
+    """Hands its ``backend_options`` to the backend unchanged; keeps the texts it got."""
+
+    def init_agent(self, options: dict[str, Any]) -> dict[str, Any]:
+        self.texts: list[str] = []
+        return dict(options.get("backend_options", {}))
+
+    def handle_response(self, ref: str, response: Response) -> None:
+        self.texts.append(response.text)

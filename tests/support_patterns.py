@@ -1,0 +1,61 @@
+"""Agent classes and script callables used by the pattern tests (importable by actors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genagent_thespian import GenAgent, Response
+
+
+class PlainAgent(GenAgent):
+    """Passes every option to the backend and does nothing between turns."""
+
+    def init_agent(self, options: Any) -> dict[str, Any]:
+        return dict(options)
+
+    def handle_response(self, ref: str, response: Response) -> None:
+        return None
+
+
+class StateReportingAgent(GenAgent):
+    """Counts its turns; used to ask the core for an agent's own state (core gap)."""
+
+    def init_agent(self, options: Any) -> dict[str, Any]:
+        self.turns_seen = 0
+        return dict(options)
+
+    def handle_response(self, ref: str, response: Response) -> None:
+        self.turns_seen += 1
+
+    def agent_state(self) -> dict[str, Any]:
+        return {"turns_seen": self.turns_seen}
+
+
+class DelayedRetryAgent(GenAgent):
+    """Asks the core to retry a failed ask after a pause, under the same ref (core gap)."""
+
+    def init_agent(self, options: Any) -> dict[str, Any]:
+        return dict(options)
+
+    def handle_response(self, ref: str, response: Response) -> None:
+        return None
+
+    def handle_error(self, ref: str, error: Exception) -> Any:
+        from genagent_thespian import Prompt
+
+        return Prompt("retry", delay=0.05)  # type: ignore[call-arg]
+
+
+class ImmediateRetryAgent(GenAgent):
+    """Retries a failed turn at once by returning ``Prompt`` from ``handle_error``."""
+
+    def init_agent(self, options: Any) -> dict[str, Any]:
+        return dict(options)
+
+    def handle_response(self, ref: str, response: Response) -> None:
+        return None
+
+    def handle_error(self, ref: str, error: Exception) -> Any:
+        from genagent_thespian import Prompt
+
+        return Prompt("retry")

@@ -164,7 +164,7 @@ class Switchboard:
         Raises:
             AgentAlreadyExists, AgentStartFailed, InvalidOption.
         """
-        extra = {"path": path} if path is not None else {}
+        extra: dict[str, Any] = {"path": path} if path is not None else {}
         g.start_agent(
             impl,
             name=name,

@@ -87,7 +87,7 @@ class StageAgent(SnapshotAgent):
             return self._upstream_failed(str(event[1]), str(event[2]))
         return None
 
-    def handle_info(self, message: Any) -> Halt | None:
+    def handle_info(self, message: Any) -> Prompt | Halt | None:
         """An upstream stage that exits before handing over fails the pipeline."""
         if isinstance(message, AgentDown) and message.name == self.upstream:
             if self.phase == "waiting":

@@ -59,3 +59,29 @@ class ImmediateRetryAgent(GenAgent):
         from genagent_thespian import Prompt
 
         return Prompt("retry")
+
+
+def echo_task(prompt: str) -> str:
+    """Scripted item: a worker's result names its task."""
+    return f"R[{prompt}]"
+
+
+def fail_t2(prompt: str) -> Any:
+    """Scripted item: fails for the task ``t2``, echoes the others."""
+    from genagent_thespian.testing import Fail
+
+    return Fail("server_error", "t2 broke") if prompt == "t2" else f"R[{prompt}]"
+
+
+def always_fail(prompt: str) -> Any:
+    """Scripted item: every task fails."""
+    from genagent_thespian.testing import Fail
+
+    return Fail("server_error", "nope")
+
+
+def hang_on_t2(prompt: str) -> Any:
+    """Scripted item: ``t2`` streams for a minute (cancelled when stopped), others echo."""
+    from genagent_thespian.testing import Slow
+
+    return Slow("never " * 60, 60.0) if prompt == "t2" else f"R[{prompt}]"

@@ -263,7 +263,7 @@ class Supervisor:
     """Start a coordinated fan-out run, wait for its result, stop it.
 
     Example:
-        >>> run = Supervisor.start("compare three web frameworks", backend="claude")  # doctest: +SKIP
+        >>> run = Supervisor.start("compare web frameworks", backend="claude")  # doctest: +SKIP
         >>> print(run.result(timeout=900).final_output)
         >>> run.stop()
     """

@@ -85,3 +85,10 @@ def hang_on_t2(prompt: str) -> Any:
     from genagent_thespian.testing import Slow
 
     return Slow("never " * 60, 60.0) if prompt == "t2" else f"R[{prompt}]"
+
+
+def fail_task_4(prompt: str) -> Any:
+    """Scripted item: ``task 4`` fails, the others echo."""
+    from genagent_thespian.testing import Fail
+
+    return Fail("server_error", "task 4 broke") if prompt == "task 4" else f"R[{prompt}]"

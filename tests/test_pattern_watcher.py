@@ -39,7 +39,9 @@ def test_events_during_a_turn_are_not_lost_and_run_in_order(tmp_path):
     open_gate(gate)
     actions = watcher.wait_for_actions(3, timeout=15)
     assert [a["text"] for a in actions] == ["r1", "r2", "r3"]
-    assert [who in a["event"] for who, a in zip(("ann", "bob", "cy"), actions)] == [True] * 3
+    assert [who in a["event"] for who, a in zip(("ann", "bob", "cy"), actions, strict=True)] == [
+        True
+    ] * 3
     history = g.backend_session("watcher").history
     assert history[1] == 'bob just opened a PR titled: "two". Welcome them in one sentence.'
     watcher.stop()

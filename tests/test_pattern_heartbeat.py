@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from genagent_thespian.patterns.heartbeat import Heartbeat
 from pattern_fixtures import agent_system  # noqa: F401  (core gap, see the module)
 
 import genagent_thespian as g
-from genagent_thespian.patterns.heartbeat import Heartbeat
 from genagent_thespian.testing import Fail, Gate, open_gate, wait_until
 
 pytestmark = [

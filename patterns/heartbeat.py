@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import genagent_thespian as g
-from genagent_thespian import AgentSystem, Prompt, Response
+from genagent_thespian import AgentSystem, Halt, Prompt, Response
 
 from ._common import backend_options, wait_for
 from ._state import SnapshotAgent, StateDir
@@ -109,7 +109,7 @@ class HeartbeatAgent(SnapshotAgent):
                 self._start_ticker()
         self.publish()
 
-    def handle_info(self, message: Any) -> Prompt | None:
+    def handle_info(self, message: Any) -> Prompt | Halt | None:
         """A tick: re-arm, then skip or summarize the batch."""
         if message != ("tick",):
             return super().handle_info(message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 from genagent_thespian.patterns.workspace import Workspace, run_git
@@ -39,7 +40,7 @@ def test_four_hooks_commit_each_turn_on_the_agent_branch():
     log = run_git(["log", "--format=%s", result.branch], cwd=result.workspace).splitlines()
     assert log == ["turn 3: paragraph 3", "turn 2: paragraph 2", "turn 1: paragraph 1", "init"]
     assert len(result.log) == 4 and result.post_run_calls == 1
-    assert open(os.path.join(result.workspace, "paragraph_2.md")).read() == "P2\n"
+    assert Path(result.workspace, "paragraph_2.md").read_text() == "P2\n"
     head = run_git(["rev-parse", "--abbrev-ref", "HEAD"], cwd=result.workspace).strip()
     assert head == "agent/s1"
     assert all(metadata["rewritten"] for _, metadata in starts)

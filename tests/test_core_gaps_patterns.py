@@ -113,7 +113,10 @@ def test_same_ref_retry_without_delay_keeps_the_ask_waiting():
 def test_telemetry_of_the_first_turn_after_start_is_delivered():
     from genagent_thespian.testing import TelemetryCapture
 
+    # The race is lost most of the time; ten fresh agents make losing it at least once certain
+    # in practice, so this test fails reliably until the core fixes it.
     with TelemetryCapture(["prompt.start"]) as capture:
-        g.start_agent(PlainAgent, name="t", backend="scripted", script=["one"])
-        g.ask("t", "go", timeout=10)
-        capture.wait_for("prompt.start", timeout=5)
+        for index in range(10):
+            g.start_agent(PlainAgent, name=f"t{index}", backend="scripted", script=["one"])
+            g.ask(f"t{index}", "go", timeout=10)
+        capture.wait_for("prompt.start", count=10, timeout=5)

@@ -76,6 +76,7 @@ class RetryAgent(SnapshotAgent):
             raise g.InvalidOption("max_attempts must be >= 1 and delays >= 0")
         self.jobs: dict[str, dict[str, Any]] = {}
         self.by_ref: dict[str, str] = {}
+        self.dispatched = ""  # the prompt of the running turn (turns are serial)
         self.timers: dict[str, tuple[str, str]] = {}  # job id -> (timer id, token)
         self.publish()
         return backend_options(options, _OWN_OPTIONS)
@@ -118,6 +119,11 @@ class RetryAgent(SnapshotAgent):
                 job["phase"] = "cancelled" if job["phase"] == "waiting" else "cancelling"
                 self.publish()
         return None
+
+    def pre_turn(self, prompt: str) -> str:
+        """Remember the prompt being sent, so a same-ref retry can send it again."""
+        self.dispatched = prompt
+        return prompt
 
     def _attempt(self, job_id: str, text: str) -> Prompt:
         prompt = Prompt(text)
@@ -170,7 +176,7 @@ class RetryAgent(SnapshotAgent):
             and attempts["attempts"] < self.max_attempts
             and self.delay_for(attempts["attempts"], error) == 0
         ):
-            return Prompt(retry_prompt("the same task"))
+            return Prompt(self.dispatched)
         return None
 
     def handle_info(self, message: Any) -> Any:

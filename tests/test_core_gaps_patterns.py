@@ -10,7 +10,12 @@ import warnings
 
 import pytest
 from pattern_fixtures import agent_system  # noqa: F401  (stand-in fixture, see its module)
-from support_patterns import DelayedRetryAgent, PlainAgent, StateReportingAgent
+from support_patterns import (
+    DelayedRetryAgent,
+    ImmediateRetryAgent,
+    PlainAgent,
+    StateReportingAgent,
+)
 
 import genagent_thespian as g
 from genagent_thespian.testing import Fail, system_processes, wait_until
@@ -95,13 +100,10 @@ def test_handle_error_can_retry_after_a_delay_under_the_same_ref():
 @needs_system
 def test_same_ref_retry_without_delay_keeps_the_ask_waiting():
     """What the core does provide (the Retry pattern relies on it for zero delays)."""
-    from support_patterns import ImmediateRetryAgent
-
     g.start_agent(
         ImmediateRetryAgent, name="r", backend="scripted", script=[Fail("rate_limited"), "ok"]
     )
     assert g.ask("r", "task", timeout=10).text == "ok"
-    assert PlainAgent  # imported for symmetry with the other support classes
 
 
 @pytest.mark.xfail(

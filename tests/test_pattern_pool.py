@@ -72,3 +72,10 @@ def test_concurrent_submits_take_distinct_slots():
     pool.wait_for_all(timeout=30)
     assert all(r.ok for r in pool.results())
     pool.stop()
+
+
+def test_bad_input_is_a_typed_error():
+    with pytest.raises(g.InvalidOption):
+        Pool.start(0, backend="scripted")
+    with pytest.raises(g.InvalidOption):
+        Pool.start(1, backend="no-such-backend")

@@ -78,4 +78,5 @@ def test_the_back_off_never_blocks_the_agent_and_can_be_cancelled():
 def test_a_plain_ask_with_no_delay_keeps_waiting_for_the_final_outcome():
     runner = RetryRunner.start(backend="scripted", delays=[0], script=[RATE_LIMITED, "ok"])
     assert g.ask("retry", "the task", timeout=20).text == "ok"
+    assert g.backend_session("retry").history == ("the task", "the task")
     runner.stop()

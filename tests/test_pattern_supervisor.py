@@ -115,3 +115,13 @@ def _busy(name: str) -> bool:
         return g.status(name).state == "processing"
     except g.AgentNotFound:
         return False
+
+
+def test_workers_that_cannot_start_are_failures():
+    run = Supervisor.start(
+        "topic", backend="scripted", script=["t1\nt2"], worker_options={"bogus_option": 1}
+    )
+    result = run.result(timeout=30)
+    assert result.phase == "failed" and result.error == "all_workers_failed"
+    assert all("did not start" in error for error in result.failures.values())
+    run.stop()

@@ -14,10 +14,8 @@ when their worker dies, so no CLI process outlives its agent.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import time
 import uuid
 from collections.abc import Iterable
@@ -51,9 +49,16 @@ from ._machine import (
     Reply,
     StartTurn,
 )
+from ._processes import (
+    AGENT_MARKER,
+    children_die_with_this_process,
+    kill_process,
+    kill_process_group,
+)
 from ._protocol import (
     AddressBook,
     _AgentInitFailed,
+    _AgentProcesses,
     _AgentReady,
     _BackendSession,
     _CancelTurn,
@@ -136,7 +141,9 @@ class AgentActor(Actor):
         self.worker = _WorkerSlot()
         self._held_start: StartTurn | None = None
         self._telemetry: Any = None
-        self._telemetry_names: frozenset[str] | None = frozenset()
+        # Until the hub says what is wanted, send everything: the hub filters per subscriber,
+        # and an agent's first events must not be lost to the race with its answer.
+        self._telemetry_names: frozenset[str] | None = None
         self._telemetry_out: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
         self._registry: Any = None
         self._supervisor: Any = None
@@ -193,6 +200,11 @@ class AgentActor(Actor):
         self._supervisor = message.supervisor
         self._node = message.node
         self._incarnation = message.incarnation
+        if self._isolated:
+            # The worker must die with this process, and the CLIs it runs carry its marker.
+            children_die_with_this_process()
+            if message.instance_id:
+                os.environ[AGENT_MARKER] = message.instance_id
         try:
             impl = spec.impl()
             if not isinstance(impl, GenAgent):
@@ -204,9 +216,6 @@ class AgentActor(Actor):
             self.backend_cls = resolve_backend(spec.backend)
             self.session = self.backend_cls().start_session(dict(backend_options))
             impl.pre_run()
-        except GenAgentError as exc:
-            self._init_failed(sender, spec, exc)
-            return
         except Exception as exc:
             self._init_failed(sender, spec, exc)
             return
@@ -223,9 +232,14 @@ class AgentActor(Actor):
         self.send(sender, _AgentReady(spec.name, os.getpid()))
 
     def _init_failed(self, sender: Any, spec: AgentSpec, exc: Exception) -> None:
-        stage = type(exc).__name__
-        _log.error("agent %r failed to start: %s: %s", spec.name, stage, exc)
-        error = AgentStartFailed(f"the agent failed to start: {stage}: {exc}", agent=spec.name)
+        """Report a failed start; typed errors (``InvalidOption``...) keep their type."""
+        _log.error("agent %r failed to start: %s: %s", spec.name, type(exc).__name__, exc)
+        if isinstance(exc, GenAgentError):
+            error = exc.with_context(agent=spec.name)
+        else:
+            error = AgentStartFailed(
+                f"the agent failed to start: {type(exc).__name__}: {exc}", agent=spec.name
+            )
         self.send(sender, _AgentInitFailed(spec.name, error))
 
     # ================================================================== client requests
@@ -310,10 +324,13 @@ class AgentActor(Actor):
         slot = self.worker
         if sender != slot.address:
             return  # a retired worker's late output
+        known = (slot.pid, frozenset(slot.process_groups))
         if message.pid:
             slot.pid = message.pid
         for pgid, alive in message.process_groups:
             (slot.process_groups.add if alive else slot.process_groups.discard)(pgid)
+        if (slot.pid, frozenset(slot.process_groups)) != known:
+            self._report_processes()
         if message.session_changed and slot.cancelling != message.turn_id:
             self.session = message.session
         elif message.session_changed:
@@ -405,14 +422,20 @@ class AgentActor(Actor):
             self._run(self._m.turn_failed(running, crash))
         self._release_held_start()
 
+    def _report_processes(self) -> None:
+        """Tell the supervisor what to end should this agent die (see ``_AgentProcesses``)."""
+        if self._supervisor is not None and self._isolated:
+            slot = self.worker
+            groups = tuple(sorted(slot.process_groups))
+            self.send(self._supervisor, _AgentProcesses(slot.pid, groups))
+
     def _kill_worker_remains(self, slot: _WorkerSlot, *, kill_worker: bool = False) -> None:
         """End what a dead or stuck worker leaves behind: its process groups, itself."""
         for pgid in list(slot.process_groups):
-            _kill_group(pgid)
+            kill_process_group(pgid)
         slot.process_groups.clear()
-        if kill_worker and self._isolated and slot.pid and slot.pid != os.getpid():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(slot.pid, signal.SIGKILL)
+        if kill_worker and self._isolated and slot.pid:
+            kill_process(slot.pid)
 
     def _on_wakeup(self, message: WakeupMessage, sender: Any) -> None:
         payload = message.payload
@@ -633,14 +656,6 @@ class _AgentContext:
         if isinstance(message, AgentStarted | Stopped | Accepted):
             return
         _log.warning("agent %r ignored unexpected message %s", self.name, type(message).__name__)
-
-
-def _kill_group(pgid: int) -> None:
-    """SIGKILL a backend's process group; it is its own group, never the actor system's."""
-    if pgid <= 1 or pgid == os.getpgid(0):
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 _HANDLERS: dict[type, Any] = {

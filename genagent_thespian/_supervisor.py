@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import signal
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +23,11 @@ from thespian.actors import Actor, ActorExitRequest, ChildActorExited, WakeupMes
 
 from ._agent import AgentActor
 from ._errors import AgentAlreadyExists, AgentNotFound, AgentStartFailed, GenAgentError
+from ._processes import AGENT_MARKER, kill_marked, kill_process, kill_process_group
 from ._protocol import (
     AddressBook,
     _AgentInitFailed,
+    _AgentProcesses,
     _AgentReady,
     _InitAgent,
     _Register,
@@ -89,6 +92,8 @@ class _Child:
     stop_reason: str = ""
     pid: int = 0
     incarnation: int = 0
+    remains: _AgentProcesses = field(default_factory=lambda: _AgentProcesses(0))
+    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 class AgentSupervisor(Actor):
@@ -147,6 +152,7 @@ class AgentSupervisor(Actor):
                 self.myAddress,
                 self._node,
                 incarnation=child.incarnation,
+                instance_id=child.instance_id,
             ),
         )
 
@@ -156,10 +162,9 @@ class AgentSupervisor(Actor):
             return
         child.state = "running"
         child.pid = message.pid
-        self.send(self._registry, _Register(message.name, sender, self._node))
-        if child.starter is not None:
-            self.send(child.starter, AgentStarted(message.name, sender))
-            child.starter = None
+        then = ((child.starter, AgentStarted(message.name, sender)),) if child.starter else ()
+        child.starter = None
+        self.send(self._registry, _Register(message.name, sender, self._node, then=then))
         self._emit("agent.started", {"agent": message.name, "incarnation": child.incarnation})
 
     def _on_init_failed(self, message: _AgentInitFailed, sender: Any) -> None:
@@ -197,6 +202,11 @@ class AgentSupervisor(Actor):
         self.send(self._registry, _Unregister(child.spec.name, child.address))
         self.send(child.address, _ShutdownAgent(reason))
         self.wakeupAfter(STOP_GRACE, payload=("exit", child.address))
+
+    def _on_agent_processes(self, message: _AgentProcesses, sender: Any) -> None:
+        child = self._child_at(sender)
+        if child is not None:
+            child.remains = message
 
     def _on_agent_stopped(self, message: Stopped, sender: Any) -> None:
         """The agent answered everything pending and ended its session: let it exit."""
@@ -242,14 +252,13 @@ class AgentSupervisor(Actor):
             return  # the duplicate notice of an exit already handled
         name = child.spec.name
         if child.state == "stopping":
-            self._forget(child)
-            for waiter in child.stop_waiters:
-                self.send(waiter, Stopped(name))
+            self._forget(child, then=tuple((w, Stopped(name)) for w in child.stop_waiters))
             self._emit("agent.stopped", {"agent": name, "reason": child.stop_reason})
             self._notify_watchers(name, child.stop_reason or "stopped")
             self._check_stop_all()
             return
         was_starting = child.state == "starting"
+        _end_remains(child)
         self._forget(child)
         self._emit("agent.crashed", {"agent": name, "incarnation": child.incarnation})
         if was_starting and child.starter is not None:
@@ -257,12 +266,12 @@ class AgentSupervisor(Actor):
             self.send(child.starter, Failure(error))
         self._notify_watchers(name, "crashed")
 
-    def _forget(self, child: _Child) -> None:
+    def _forget(self, child: _Child, *, then: tuple[tuple[Any, Any], ...] = ()) -> None:
+        """Drop ``child``; the registry sends the ``then`` replies once the name is gone."""
         name = child.spec.name
         if self._children.get(name) is child:
             del self._children[name]
-        if child.state in ("running", "stopping"):
-            self.send(self._registry, _Unregister(name, child.address))
+        self.send(self._registry, _Unregister(name, child.address, then=then))
 
     def _child_at(self, address: Any) -> _Child | None:
         for child in self._children.values():
@@ -299,7 +308,17 @@ class AgentSupervisor(Actor):
                 self.send(child.starter, Failure(error))
 
 
+def _end_remains(child: _Child) -> None:
+    """SIGKILL what a dead agent leaves behind: its worker, its CLIs, their groups."""
+    for pgid in child.remains.process_groups:
+        kill_process_group(pgid)
+    if child.remains.worker_pid:
+        kill_process(child.remains.worker_pid)
+    kill_marked(child.instance_id, variable=AGENT_MARKER)
+
+
 _HANDLERS: dict[type, Any] = {
+    _AgentProcesses: AgentSupervisor._on_agent_processes,
     Boot: AgentSupervisor._on_boot,
     StartAgent: AgentSupervisor._on_start,
     _AgentReady: AgentSupervisor._on_ready,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -37,14 +36,14 @@ from typing import Any
 from thespian.actors import ActorSystem, PoisonMessage
 
 from ._errors import GenAgentError, SystemNotRunning
+from ._processes import SYSTEM_MARKER, kill_marked, kill_process_group
 from ._registry import REGISTRY_NAME, Registry
 from ._supervisor import SUPERVISOR_NAME, AgentSupervisor, Boot, Booted, StopAll
 from ._telemetry import TELEMETRY_NAME, TelemetryBridge, TelemetryHub, wanted_names
 
-__all__ = ["SUPPORTED_BASES", "AgentSystem", "free_port", "processes_with_marker"]
+__all__ = ["SUPPORTED_BASES", "AgentSystem", "free_port"]
 
 SUPPORTED_BASES = ("multiprocTCPBase", "simpleSystemBase")
-MARKER_ENV = "GENAGENT_SYSTEM_ID"
 
 _log = logging.getLogger("genagent_thespian.system")
 
@@ -197,17 +196,9 @@ class AgentSystem:
 
     def _sweep(self) -> None:
         """Kill whatever of this system survived ``shutdown`` (orphans, CLI groups)."""
-        if self.base == "simpleSystemBase":
-            survivors = processes_with_marker(self.system_id)
-            for pid in survivors:
-                _kill(pid)
-            return
-        pgid = self.pgid
-        if pgid is not None and pgid != os.getpgid(0):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
-        for pid in processes_with_marker(self.system_id):
-            _kill(pid)
+        if self.pgid is not None:
+            kill_process_group(self.pgid)
+        kill_marked(self.system_id, variable=SYSTEM_MARKER)
 
     def __enter__(self) -> AgentSystem:
         return self
@@ -338,36 +329,12 @@ _simple_stash: deque[Any] = deque(maxlen=_STASH_LIMIT)
 @contextlib.contextmanager
 def _marker_env(system_id: str) -> Iterator[None]:
     """Set ``GENAGENT_SYSTEM_ID`` while the admin is forked, so every process inherits it."""
-    previous = os.environ.get(MARKER_ENV)
-    os.environ[MARKER_ENV] = system_id
+    previous = os.environ.get(SYSTEM_MARKER)
+    os.environ[SYSTEM_MARKER] = system_id
     try:
         yield
     finally:
         if previous is None:
-            os.environ.pop(MARKER_ENV, None)
+            os.environ.pop(SYSTEM_MARKER, None)
         else:
-            os.environ[MARKER_ENV] = previous
-
-
-def processes_with_marker(system_id: str) -> list[int]:
-    """Return the pids (other than this one) whose environment carries ``system_id``."""
-    if not system_id:
-        return []
-    needle = f"{MARKER_ENV}={system_id}".encode()
-    own = os.getpid()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == own:
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as environ:
-                if needle in environ.read().split(b"\0"):
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
-
-
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGKILL)
+            os.environ[SYSTEM_MARKER] = previous

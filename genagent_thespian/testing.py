@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from ._processes import is_alive, processes_with_marker
 from ._scripted import (
     Crash,
     Exit,
@@ -33,7 +34,7 @@ from ._scripted import (
     open_gate,
     read_history,
 )
-from ._system import AgentSystem, processes_with_marker
+from ._system import AgentSystem
 from ._telemetry import attach, detach
 
 __all__ = [
@@ -76,7 +77,11 @@ def wait_until(
 
 
 def system_processes(system: AgentSystem) -> list[int]:
-    """Return the pids of ``system``'s processes (its process group and marked children)."""
+    """Return the live pids of ``system``'s processes (its process group, marked children).
+
+    Zombies are left out: they hold no resources and only wait for their parent to reap
+    them (the short-lived parent of Thespian's daemonized admin is one).
+    """
     pids: set[int] = set(processes_with_marker(system.system_id))
     if system.pgid is not None:
         for entry in os.listdir("/proc"):
@@ -87,7 +92,7 @@ def system_processes(system: AgentSystem) -> list[int]:
                 except ProcessLookupError:
                     continue
     pids.discard(os.getpid())
-    return sorted(pids)
+    return sorted(pid for pid in pids if is_alive(pid))
 
 
 class TelemetryCapture:

@@ -10,7 +10,7 @@ Topology: one :class:`WorkspaceAgent` and a git worktree on branch ``agent/<sess
 Corrected behaviour (gen_agent #245):
 
 * **git failures are reported**, never ignored: a failing ``pre_run`` makes
-  ``start_agent`` raise ``AgentStartFailed`` with git's message; a failing commit makes the
+  ``start_agent`` raise :class:`WorkspaceGitError` with git's message; a failing commit makes the
   turn's caller get a ``CallbackError``, records the error, and halts the run at the next
   turn (``phase == "failed"``);
 * the worktree lives in a fresh ``mkdtemp`` directory, never a reused path; the
@@ -286,7 +286,7 @@ class Workspace:
         """Start the agent (creating the worktree) and its first turn.
 
         Raises:
-            InvalidOption, AgentStartFailed (with git's message when git failed).
+            InvalidOption (a bad ``session_id``), WorkspaceGitError (git's message).
         """
         states = StateDir("genagent-workspace-state-")
         try:

@@ -5,12 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 
-import pytest
 from genagent_thespian.patterns.demo import run_demo
 
 from genagent_thespian.testing import wait_until
-
-pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")  # core gap
 
 
 def _live_children() -> set[int]:

@@ -99,7 +99,6 @@ def test_every_pattern_has_a_guide_with_code():
     assert all(guide_code(p).strip() for p in GUIDES if p.stem != "overview")
 
 
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.parametrize(
     "guide", [p for p in GUIDES if BLOCK.search(p.read_text("utf-8"))], ids=lambda p: p.stem
 )

@@ -6,16 +6,12 @@ import threading
 
 import pytest
 from genagent_thespian.patterns.pool import Pool
-from pattern_fixtures import agent_system  # noqa: F401  (core gap, see the module)
 from support_patterns import echo_task, fail_task_4
 
 import genagent_thespian as g
 from genagent_thespian.testing import Gate, open_gate
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::ResourceWarning"),  # core gap, see pattern_fixtures
-    pytest.mark.usefixtures("agent_system"),
-]
+pytestmark = pytest.mark.usefixtures("agent_system")
 
 
 def test_round_robin_and_results_in_submission_order():

@@ -6,15 +6,11 @@ import time
 
 import pytest
 from genagent_thespian.patterns.retry import RetryRunner
-from pattern_fixtures import agent_system  # noqa: F401  (core gap, see the module)
 
 import genagent_thespian as g
 from genagent_thespian.testing import Fail, Slow, wait_until
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::ResourceWarning"),  # core gap, see pattern_fixtures
-    pytest.mark.usefixtures("agent_system"),
-]
+pytestmark = pytest.mark.usefixtures("agent_system")
 
 RATE_LIMITED = Fail("rate_limited", "429 slow down")
 

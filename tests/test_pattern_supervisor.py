@@ -7,16 +7,12 @@ import signal
 
 import pytest
 from genagent_thespian.patterns.supervisor import Supervisor
-from pattern_fixtures import agent_system  # noqa: F401  (core gap, see the module)
 from support_patterns import always_fail, echo_task, fail_t2, hang_on_t2
 
 import genagent_thespian as g
 from genagent_thespian.testing import Fail, wait_until
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::ResourceWarning"),  # core gap, see pattern_fixtures
-    pytest.mark.usefixtures("agent_system"),
-]
+pytestmark = pytest.mark.usefixtures("agent_system")
 
 
 def _workers_gone(result) -> bool:

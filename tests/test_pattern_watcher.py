@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import pytest
 from genagent_thespian.patterns.watcher import Watcher
-from pattern_fixtures import agent_system  # noqa: F401  (core gap, see the module)
 
 import genagent_thespian as g
 from genagent_thespian.testing import Fail, Gate, open_gate, wait_until
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::ResourceWarning"),  # core gap, see pattern_fixtures
-    pytest.mark.usefixtures("agent_system"),
-]
+pytestmark = pytest.mark.usefixtures("agent_system")
 
 
 def test_boring_events_are_ignored_and_interesting_ones_dispatch():

@@ -10,7 +10,8 @@ Corrected behaviour (gen_agent #244):
 * the ticker is a timer of the agent itself (``send_after``), so it **ends with the agent**:
   it can never outlive it or tick a restarted agent of the same name;
 * a halted agent's ticker stops (``post_run``), so ticks never pile up prompts behind a
-  halt; ``pause``/``resume`` events stop and restart it explicitly;
+  halt; ``pause``/``resume`` events stop and restart it explicitly (the facade's
+  ``resume()`` also unhalts the agent);
 * a failed summary turn **keeps its batch**: the observations go back in front of newer
   ones and are summarized on a later tick;
 * a tick during a turn is buffered by the core and decided against the state the turn
@@ -202,7 +203,8 @@ class Heartbeat:
         g.notify(self.name, ("pause",), system=self._system)
 
     def resume(self) -> None:
-        """Restart the ticker (also after the agent was halted and resumed)."""
+        """Unhalt the agent if it was halted, and restart the ticker."""
+        g.resume(self.name, system=self._system)
         g.notify(self.name, ("resume",), system=self._system)
 
     def state(self) -> dict[str, Any]:

@@ -268,6 +268,7 @@ class Workspace:
         self._states = states
         self._system = system
         self._facts: dict[str, Any] = {}
+        self.ref = ""  # the ref of the kick-off tell (poll it for the first turn's outcome)
 
     @classmethod
     def start(
@@ -308,8 +309,6 @@ class Workspace:
             states.remove()
             raise
         return run
-
-    ref: str = ""
 
     def state(self) -> dict[str, Any]:
         """The agent's latest published state."""

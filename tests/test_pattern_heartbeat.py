@@ -62,6 +62,9 @@ def test_halt_stops_the_ticker_and_the_ticker_dies_with_the_agent():
     beat.observe("while halted")
     after = beat.wait_for(lambda s: s["observations"] == ["while halted"], timeout=10)
     assert after["ticks"] == state["ticks"] and g.status("heartbeat").queued == 0
+    beat.resume()  # unhalts and restarts the ticker: the pending observation is summarized
+    resumed = beat.wait_for(lambda s: s["summaries"], timeout=10)
+    assert resumed["ticking"] and resumed["summaries"][0]["count"] == 1
     beat.stop()
     again = Heartbeat.start(backend="scripted", interval=30.0, min_batch=1, default="s")
     again.observe("fresh")

@@ -23,7 +23,7 @@ BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 RUNNER = textwrap.dedent(
     """
-    import importlib, os, sys, time
+    import importlib, os, sys, time, traceback
     import genagent_thespian as g
     from genagent_thespian.testing import system_processes
 
@@ -39,9 +39,11 @@ RUNNER = textwrap.dedent(
     status = 0
     try:
         importlib.import_module(sys.argv[1])
-    finally:
-        for system in started:
-            g.shutdown_system(system)
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    for system in started:
+        g.shutdown_system(system)
 
     def live(pids):
         alive = []
@@ -70,6 +72,8 @@ RUNNER = textwrap.dedent(
     if not started:
         print("the guide started no system", file=sys.stderr)
         sys.exit(4)
+    print("no process left", file=sys.stderr)
+    sys.exit(status)
     """
 )
 
@@ -123,3 +127,22 @@ def test_guide_code_runs(guide: Path, tmp_path: Path):
     assert done.returncode == 0, (
         f"{guide.name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
     )
+
+
+def test_a_broken_guide_fails_and_still_leaves_no_process(tmp_path: Path):
+    broken = "import genagent_thespian as g\nsystem = g.start_system()\nassert 1 + 1 == 3\n"
+    (tmp_path / "guide_broken.py").write_text(broken, "utf-8")
+    (tmp_path / "run_guide.py").write_text(RUNNER, "utf-8")
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONWARNINGS": "ignore::ResourceWarning"}
+    done = subprocess.run(
+        [sys.executable, "run_guide.py", "guide_broken"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 1 and "AssertionError" in done.stderr
+    assert "no process left" in done.stderr

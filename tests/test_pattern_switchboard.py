@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from genagent_thespian.patterns.switchboard import SessionBusy, SessionHalted, Switchboard
 
@@ -92,3 +94,28 @@ def test_summary_transcript_and_unknown_names(board):
     assert board.sessions == []
     with pytest.raises(g.AgentNotFound):
         board.send("s", "gone")
+
+
+def test_concurrent_sends_to_an_idle_session_start_exactly_one_turn(board, tmp_path):
+    gate = tmp_path / "gate"
+    board.start_session("s", backend="scripted", script=[Gate(str(gate), "only")], default="x")
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def send(index: int) -> None:
+        try:
+            board.send("s", f"prompt {index}")
+            result = "sent"
+        except SessionBusy:
+            result = "busy"
+        with lock:
+            outcomes.append(result)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes) == ["busy", "busy", "busy", "sent"]
+    assert board.status("s").queued == 0
+    open_gate(gate)

@@ -23,9 +23,9 @@ BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 RUNNER = textwrap.dedent(
     """
-    import importlib, os, sys, time, traceback
+    import importlib, sys, traceback
     import genagent_thespian as g
-    from genagent_thespian.testing import system_processes
+    from genagent_thespian.testing import system_processes, wait_until
 
     started = []
     original = g.start_system
@@ -45,30 +45,12 @@ RUNNER = textwrap.dedent(
     for system in started:
         g.shutdown_system(system)
 
-    def live(pids):
-        alive = []
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/stat") as stat:
-                    state = stat.read().rsplit(")", 1)[1].split()[0]
-            except FileNotFoundError:
-                continue
-            if state == "Z":
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except OSError:
-                    pass
-            else:
-                alive.append(pid)
-        return alive
-
-    deadline = time.monotonic() + 15
     for system in started:
-        while live(system_processes(system)):
-            if time.monotonic() > deadline:
-                print("processes left:", live(system_processes(system)), file=sys.stderr)
-                sys.exit(3)
-            time.sleep(0.05)
+        try:
+            wait_until(lambda: not system_processes(system), timeout=15)
+        except AssertionError:
+            print("processes left:", system_processes(system), file=sys.stderr)
+            sys.exit(3)
     if not started:
         print("the guide started no system", file=sys.stderr)
         sys.exit(4)

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -80,6 +81,8 @@ class StateDir:
 
     def __init__(self, prefix: str = "genagent-pattern-") -> None:
         self.path = tempfile.mkdtemp(prefix=prefix)
+        # Removed with the facade even if nobody calls remove() (or stop()).
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
 
     def file_for(self, name: Any) -> str:
         """Return the snapshot path for agent ``name`` (any hashable term)."""
@@ -92,4 +95,4 @@ class StateDir:
 
     def remove(self) -> None:
         """Delete the directory and every snapshot in it."""
-        shutil.rmtree(self.path, ignore_errors=True)
+        self._finalizer()

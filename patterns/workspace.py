@@ -13,7 +13,8 @@ Corrected behaviour (gen_agent #245):
   ``start_agent`` raise :class:`WorkspaceGitError` with git's message; a failing commit makes the
   turn's caller get a ``CallbackError``, records the error, and halts the run at the next
   turn (``phase == "failed"``);
-* the worktree lives in a fresh ``mkdtemp`` directory, never a reused path; the
+* the worktree lives in a fresh private directory (random name, mode 0700), never a
+  reused path; the
   ``session_id`` is validated before it reaches a path or a branch name;
 * git runs with no global or system configuration, no prompts, and a timeout;
 * the worktree's path is known in ``init_agent``, **before** the backend session starts, so
@@ -27,6 +28,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -124,8 +126,11 @@ class WorkspaceAgent(SnapshotAgent):
         self.topic = str(options.get("topic", ""))
         self.num_turns = int(options.get("num_turns", 3))
         self.git_timeout = float(options.get("git_timeout", 30.0))
-        base = options.get("base_dir")
-        self.base_dir = tempfile.mkdtemp(prefix="genagent-workspace-", dir=base)
+        # A fresh, unguessable directory: its path is fixed here, before the backend session
+        # starts (so cwd_option works), and pre_run creates it (nothing to leak if the start
+        # fails before pre_run).
+        parent = options.get("base_dir") or tempfile.gettempdir()
+        self.base_dir = os.path.join(os.fspath(parent), f"genagent-workspace-{uuid.uuid4().hex}")
         given = options.get("repo")
         self.own_repo = given is None
         self.repo = os.path.join(self.base_dir, "repo") if given is None else os.fspath(given)
@@ -169,6 +174,7 @@ class WorkspaceAgent(SnapshotAgent):
 
     def pre_run(self) -> None:
         """Create the worktree on ``agent/<session_id>`` (and a repository when none given)."""
+        os.makedirs(self.base_dir, mode=0o700)
         try:
             if self.own_repo:
                 os.makedirs(self.repo)

@@ -64,9 +64,20 @@ def test_a_worktree_of_an_existing_repository(tmp_path):
 def test_git_failure_at_start_is_reported(tmp_path):
     not_a_repo = tmp_path / "plain"
     not_a_repo.mkdir()
+    base = tmp_path / "base"
+    base.mkdir()
     with pytest.raises(WorkspaceGitError, match=r"git worktree add .* not a git repository"):
-        Workspace.start("x", backend="scripted", session_id="s3", repo=str(not_a_repo))
+        Workspace.start(
+            "x", backend="scripted", session_id="s3", repo=str(not_a_repo), base_dir=str(base)
+        )
     assert "workspace" not in g.list_agents()
+    assert list(base.iterdir()) == []  # the half-made workspace directory was removed
+
+
+def test_a_start_that_fails_before_pre_run_leaves_no_directory(tmp_path):
+    with pytest.raises(g.InvalidOption):
+        Workspace.start("x", backend="scripted", session_id="s5", base_dir=str(tmp_path), bogus=1)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_failing_commit_is_reported_and_stops_the_run(tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import time
 import uuid
 from collections.abc import Iterable
@@ -325,8 +326,23 @@ class AgentActor(Actor):
             backend=self.backend_cls.name,
             impl=f"{spec.impl.__module__}.{spec.impl.__qualname__}",
             durable=spec.durable,
+            agent_state=self._published_state(),
         )
         self.send(sender, status)
+
+    def _published_state(self) -> Any:
+        """The implementation's ``agent_state()``, or ``None`` if it raised or won't pickle."""
+        try:
+            state = self._m.impl.agent_state()
+            pickle.dumps(state)
+        except Exception as exc:
+            _log.warning(
+                "agent %r: agent_state() failed or is not picklable: %s",
+                self._m.name,
+                type(exc).__name__,
+            )
+            return None
+        return state
 
     def _on_watch(self, message: Watch, sender: Any) -> None:
         if message.active:

@@ -123,6 +123,14 @@ class GenAgent:
         """Run once per transition to halted (completion actions: open a PR, summarize)."""
         return None
 
+    def agent_state(self) -> Any:
+        """Return what ``status(name).agent_state`` shows of this agent (default ``None``).
+
+        Override it to publish a small, picklable view of the state to clients (dashboards,
+        pattern facades). Nothing is shown by default, so no secret leaks through status.
+        """
+        return None
+
     # ------------------------------------------------------------------ durability
 
     def snapshot_state(self) -> dict[str, Any]:

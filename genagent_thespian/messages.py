@@ -299,6 +299,7 @@ class AgentStatus:
     backend: str
     impl: str
     durable: bool
+    agent_state: Any = None  # what the implementation's agent_state() publishes
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,16 +19,12 @@ from genagent_thespian.testing import Fail
 needs_system = pytest.mark.usefixtures("agent_system")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: a client cannot read an agent's own state (upstream status().agent_state); "
-    "patterns publish JSON snapshot files instead (patterns/_state.py)",
-)
 @needs_system
 def test_client_can_read_agent_state():
     g.start_agent(StateReportingAgent, name="s", backend="scripted", script=["one"])
+    assert g.status("s").agent_state == {"turns_seen": 0}
     g.ask("s", "go")
-    assert g.status("s").agent_state == {"turns_seen": 1}  # type: ignore[attr-defined]
+    assert g.status("s").agent_state == {"turns_seen": 1}
 
 
 @pytest.mark.xfail(

@@ -14,7 +14,6 @@ when their worker dies, so no CLI process outlives its agent.
 
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 import time
@@ -41,6 +40,7 @@ from ._errors import (
     InvalidPrompt,
     TurnCrashed,
 )
+from ._log import get_logger
 from ._machine import (
     AgentMachine,
     ArmWatchdog,
@@ -108,7 +108,7 @@ from .messages import (
 
 __all__ = ["AgentActor"]
 
-_log = logging.getLogger("genagent_thespian.agent")
+_log = get_logger("genagent_thespian.agent")
 
 #: Seconds a cancelled turn has to end before its worker is killed.
 CANCEL_GRACE = 5.0

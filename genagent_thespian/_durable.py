@@ -17,20 +17,20 @@ new incarnation: a zombie of the old incarnation can no longer write.
 
 from __future__ import annotations
 
-import logging
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ._errors import AgentStopped, InvalidOption
+from ._log import get_logger
 from ._machine import AgentMachine, Origin
 from ._store import SQLiteAgentStore, StoredAgent, StoreError, agent_key
 from .messages import AgentSpec, Failure, PollResult
 
 __all__ = ["AgentRecord", "Restored", "answer_stored_callers", "delete_stored_agent"]
 
-_log = logging.getLogger("genagent_thespian.durable")
+_log = get_logger("genagent_thespian.durable")
 
 
 @dataclass(frozen=True, slots=True)

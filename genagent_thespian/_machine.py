@@ -20,7 +20,6 @@ Invariants kept by every method:
 from __future__ import annotations
 
 import enum
-import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -41,6 +40,7 @@ from ._errors import (
     TurnSkipped,
     TurnTimeout,
 )
+from ._log import get_logger
 from ._types import Event, Response, Usage
 from .messages import Accepted, Failure, Halt, PollResult, PollState, Prompt, Skip, TellCompleted
 
@@ -58,7 +58,7 @@ __all__ = [
     "StartTurn",
 ]
 
-_log = logging.getLogger("genagent_thespian.agent")
+_log = get_logger("genagent_thespian.agent")
 
 
 class Phase(enum.StrEnum):

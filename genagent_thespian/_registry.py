@@ -8,11 +8,11 @@ read (``WhereIs``, ``ListAgents``). One registry per actor system, created with 
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest
 
+from ._log import get_logger
 from ._protocol import _Register, _Restarting, _Unregister
 from .messages import AgentEntry, AgentList, ListAgents, Located, WhereIs
 
@@ -20,7 +20,7 @@ __all__ = ["REGISTRY_NAME", "Registry"]
 
 REGISTRY_NAME = "genagent_thespian.registry"
 
-_log = logging.getLogger("genagent_thespian.registry")
+_log = get_logger("genagent_thespian.registry")
 
 
 class Registry(Actor):

@@ -12,7 +12,6 @@ supervisor forgets an address on the first notice.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import uuid
@@ -24,6 +23,7 @@ from thespian.actors import Actor, ActorExitRequest, ChildActorExited, WakeupMes
 from ._agent import AgentActor
 from ._durable import answer_stored_callers, delete_stored_agent
 from ._errors import AgentAlreadyExists, AgentNotFound, AgentStartFailed, GenAgentError
+from ._log import get_logger
 from ._processes import AGENT_MARKER, kill_marked, kill_process, kill_process_group
 from ._protocol import (
     AddressBook,
@@ -58,7 +58,7 @@ STOP_GRACE = 15.0
 #: Seconds an agent has to exit after ``ActorExitRequest`` before it is killed.
 EXIT_GRACE = 5.0
 
-_log = logging.getLogger("genagent_thespian.supervisor")
+_log = get_logger("genagent_thespian.supervisor")
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,6 @@ killed.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 import threading
@@ -37,6 +36,7 @@ from typing import Any
 from thespian.actors import ActorSystem, PoisonMessage
 
 from ._errors import GenAgentError, SystemNotRunning
+from ._log import get_logger
 from ._processes import SYSTEM_MARKER, kill_marked, kill_process_group
 from ._registry import REGISTRY_NAME, Registry
 from ._security import check_capabilities, harden_transport
@@ -48,7 +48,7 @@ __all__ = ["SUPPORTED_BASES", "AgentSystem", "free_port"]
 
 SUPPORTED_BASES = ("multiprocTCPBase", "simpleSystemBase")
 
-_log = logging.getLogger("genagent_thespian.system")
+_log = get_logger("genagent_thespian.system")
 
 #: Seconds between liveness checks while a caller waits for a reply.
 _LIVENESS_INTERVAL = 2.0

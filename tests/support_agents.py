@@ -233,3 +233,13 @@ class Passthrough(GenAgent):
 
     def handle_response(self, ref: str, response: Response) -> None:
         self.texts.append(response.text)
+
+
+class HoldsALock(Recorder):
+    """Keeps an unpicklable object in its state (a durable agent must refuse to start)."""
+
+    def init_agent(self, options: dict[str, Any]) -> dict[str, Any]:
+        import threading
+
+        self.lock = threading.Lock()
+        return super().init_agent(options)

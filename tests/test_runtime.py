@@ -230,3 +230,24 @@ def test_a_default_node_listens_on_loopback_only_and_runs_no_unauthenticated_pay
     attack_all("127.0.0.1", [port for _, _, port in listeners], tmp_path)
     assert not list(tmp_path.iterdir()), "an unauthenticated payload ran"
     assert g.ask("n", "q").text == "still serving"
+
+
+def test_an_unpicklable_event_is_invalid_event_and_the_agent_keeps_serving(agent_system):
+    g.start_agent(Recorder, name="u", backend="scripted", default="fine")
+    with pytest.raises(g.InvalidEvent) as info:
+        g.notify("u", lambda: "closures do not pickle")
+    assert info.value.agent == "u"
+    assert g.ask("u", "q").text == "fine"
+
+
+def test_a_durable_agent_whose_state_cannot_pickle_is_refused_at_start(tmp_path):
+    from support_agents import HoldsALock
+
+    system = g.start_system(store_path=str(tmp_path / "s.sqlite3"), make_default=False)
+    try:
+        with pytest.raises(g.InvalidOption) as info:
+            g.start_agent(HoldsALock, name="l", backend="scripted", durable=True, system=system)
+        assert "pickle" in str(info.value) and info.value.agent == "l"
+        assert g.whereis("l", system=system) is None
+    finally:
+        system.shutdown()

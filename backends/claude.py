@@ -107,7 +107,7 @@ class ClaudeSession:
         session_id: The CLI's session id (a UUID).
         cwd: Directory the CLI runs in; the CLI files the session under it.
         binary: Absolute path of the ``claude`` program.
-        options: The validated options (see ``docs/backends_cli.md``).
+        options: The validated options (see ``docs/backends.md``).
         started: The CLI has recorded this session, so a new process must ``--resume`` it.
         turns: Turns that ended with a result.
         total_cost_usd: The CLI's cumulative session cost after the last result, if known.

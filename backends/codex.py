@@ -157,7 +157,7 @@ class CodexSession:
     Attributes:
         cwd: Directory codex runs in (its workspace).
         binary: Absolute path of the ``codex`` program.
-        options: The validated options (see ``docs/backends_cli.md``).
+        options: The validated options (see ``docs/backends.md``).
         thread_id: The thread id, once codex announced it.
         turns: Turns that ended with a result.
         cumulative_usage: Codex's running usage totals after the last turn, if known.

@@ -367,10 +367,8 @@ class AgentActor(Actor):
             (slot.process_groups.add if alive else slot.process_groups.discard)(pgid)
         if (slot.pid, frozenset(slot.process_groups)) != known:
             self._report_processes()
-        if message.session_changed and slot.cancelling != message.turn_id:
+        if message.session_changed:  # also for a cancelled turn: an id learned early counts
             self.session = message.session
-        elif message.session_changed:
-            self.session = message.session  # an id learned before the cancel still counts
         machine = self._m
         for event in message.events:
             self._stream(message.turn_id, event)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -879,8 +879,3 @@ _MAX_REFUSALS = 100
 
 def _size(prompt: str) -> int:
     return len(prompt.encode("utf-8", "surrogatepass"))
-
-
-def replies_in(effects: Iterable[Effect]) -> list[Reply]:
-    """Return the ``Reply`` effects of ``effects`` (a helper for tests and the shell)."""
-    return [e for e in effects if isinstance(e, Reply)]

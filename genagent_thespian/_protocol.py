@@ -15,7 +15,6 @@ from .messages import AgentSpec
 
 __all__ = [
     "AddressBook",
-    "_AgentDied",
     "_AgentInitFailed",
     "_AgentProcesses",
     "_AgentReady",
@@ -177,14 +176,6 @@ class _AgentProcesses:
 class _ShutdownAgent:
     """Supervisor -> agent: answer everything pending, end the session, then report back."""
 
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class _AgentDied:
-    """Supervisor -> watchers: agent ``name`` exited."""
-
-    name: Any
     reason: str
 
 

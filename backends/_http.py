@@ -27,6 +27,7 @@ from genagent_thespian._types import Event
 
 __all__ = [
     "TOOL_RESULTS_KEY",
+    "ClientCache",
     "OptionSpec",
     "Secret",
     "StreamPump",
@@ -39,6 +40,50 @@ __all__ = [
     "transport_error",
     "validate_options",
 ]
+
+
+class ClientCache:
+    """The SDK clients of one process, one per connection settings, reused across turns.
+
+    A cancelled turn cuts its client's connections, so :meth:`forget` drops that client (a
+    new one serves the next turn) and closes it off the caller's thread.
+    """
+
+    def __init__(self) -> None:
+        self._clients: dict[tuple[Any, ...], Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        """Return the client for ``key``, making it with ``make()`` the first time."""
+        with self._lock:
+            client = self._clients.get(key)
+        if client is not None:
+            return client
+        made = make()
+        with self._lock:
+            client = self._clients.setdefault(key, made)
+        if client is not made:  # another thread made one first
+            _close_quietly(made)
+        return client
+
+    def forget(self, key: tuple[Any, ...]) -> None:
+        """Drop and close (in the background) the client for ``key``."""
+        with self._lock:
+            client = self._clients.pop(key, None)
+        if client is not None:
+            threading.Thread(target=_close_quietly, args=(client,), daemon=True).start()
+
+    def close_all(self) -> None:
+        """Close every client (idempotent)."""
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            _close_quietly(client)
+
+
+def _close_quietly(client: Any) -> None:
+    with contextlib.suppress(Exception):  # closing is best effort
+        client.close()
 
 
 class Secret:

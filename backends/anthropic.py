@@ -36,10 +36,8 @@ key                default                meaning
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -51,6 +49,7 @@ from genagent_thespian._errors import BackendError, BackendErrorKind, InvalidOpt
 from genagent_thespian._types import Event, EventKind, Usage
 
 from ._http import (
+    ClientCache,
     OptionSpec,
     Secret,
     StreamPump,
@@ -169,8 +168,7 @@ class AnthropicBackend(Backend):
     name: ClassVar[str] = NAME
 
     def __init__(self) -> None:
-        self._clients: dict[tuple[Any, ...], Any] = {}
-        self._lock = threading.Lock()
+        self._clients = ClientCache()
 
     # -- session ------------------------------------------------------------------------
 
@@ -221,10 +219,7 @@ class AnthropicBackend(Backend):
 
     def close(self) -> None:
         """Close the SDK clients of this process. Idempotent."""
-        with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            _close_quietly(client)
+        self._clients.close_all()
 
     # -- turn ---------------------------------------------------------------------------
 
@@ -333,11 +328,11 @@ class AnthropicBackend(Backend):
                 retryable=False,
                 backend=NAME,
             ) from exc
-        key = self._client_key(session)
-        with self._lock:
-            client = self._clients.get(key)
-            if client is not None:
-                return client
+        return self._clients.get(
+            self._client_key(session), lambda: self._make_client(anthropic, session)
+        )
+
+    def _make_client(self, sdk: Any, session: Any) -> Any:
         api_key = session.api_key.reveal() if session.api_key else os.environ.get(API_KEY_ENV)
         if not api_key:
             raise BackendError(
@@ -346,27 +341,16 @@ class AnthropicBackend(Backend):
                 retryable=False,
                 backend=NAME,
             )
-        client = anthropic.Anthropic(
+        return sdk.Anthropic(
             api_key=api_key,
             base_url=session.base_url,
             max_retries=session.max_retries,
             timeout=session.timeout,
         )
-        with self._lock:
-            self._clients[key] = client
-        return client
 
     def _forget_client(self, session: AnthropicSession) -> None:
         """Drop the client whose connections a cancel cut (a new one serves the next turn)."""
-        with self._lock:
-            client = self._clients.pop(self._client_key(session), None)
-        if client is not None:
-            threading.Thread(target=_close_quietly, args=(client,), daemon=True).start()
-
-
-def _close_quietly(client: Any) -> None:
-    with contextlib.suppress(Exception):  # closing is best effort
-        client.close()
+        self._clients.forget(self._client_key(session))
 
 
 def map_anthropic_exception(exc: BaseException, api_key: Secret | None = None) -> BackendError:

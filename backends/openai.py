@@ -33,10 +33,8 @@ key                    default      meaning
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -48,6 +46,7 @@ from genagent_thespian._errors import BackendError, BackendErrorKind, InvalidOpt
 from genagent_thespian._types import Event, EventKind, Usage
 
 from ._http import (
+    ClientCache,
     OptionSpec,
     Secret,
     StreamPump,
@@ -138,8 +137,7 @@ class OpenAIBackend(Backend):
     name: ClassVar[str] = NAME
 
     def __init__(self) -> None:
-        self._clients: dict[tuple[Any, ...], Any] = {}
-        self._lock = threading.Lock()
+        self._clients = ClientCache()
 
     # -- session ------------------------------------------------------------------------
 
@@ -190,10 +188,7 @@ class OpenAIBackend(Backend):
 
     def close(self) -> None:
         """Close the SDK clients of this process. Idempotent."""
-        with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            _close_quietly(client)
+        self._clients.close_all()
 
     # -- turn ---------------------------------------------------------------------------
 
@@ -271,11 +266,11 @@ class OpenAIBackend(Backend):
                 retryable=False,
                 backend=NAME,
             ) from exc
-        key = self._client_key(session)
-        with self._lock:
-            client = self._clients.get(key)
-            if client is not None:
-                return client
+        return self._clients.get(
+            self._client_key(session), lambda: self._make_client(openai, session)
+        )
+
+    def _make_client(self, sdk: Any, session: Any) -> Any:
         api_key = session.api_key.reveal() if session.api_key else os.environ.get(API_KEY_ENV)
         if not api_key:
             raise BackendError(
@@ -284,27 +279,16 @@ class OpenAIBackend(Backend):
                 retryable=False,
                 backend=NAME,
             )
-        client = openai.OpenAI(
+        return sdk.OpenAI(
             api_key=api_key,
             base_url=session.base_url,
             max_retries=session.max_retries,
             timeout=session.timeout,
         )
-        with self._lock:
-            self._clients[key] = client
-        return client
 
     def _forget_client(self, session: OpenAISession) -> None:
         """Drop the client whose connections a cancel cut (a new one serves the next turn)."""
-        with self._lock:
-            client = self._clients.pop(self._client_key(session), None)
-        if client is not None:
-            threading.Thread(target=_close_quietly, args=(client,), daemon=True).start()
-
-
-def _close_quietly(client: Any) -> None:
-    with contextlib.suppress(Exception):  # closing is best effort
-        client.close()
+        self._clients.forget(self._client_key(session))
 
 
 def map_openai_exception(exc: BaseException, api_key: Secret | None = None) -> BackendError:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import queue
 import re
@@ -36,15 +37,38 @@ from typing import Any
 
 from pexpect.popen_spawn import PopenSpawn
 
+from genagent_thespian import Event, EventKind
+
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "CliProcess",
     "LineFramer",
     "OversizedLine",
     "ProcessStartError",
+    "decode_json_line",
     "group_members",
     "redact",
 ]
+
+
+def decode_json_line(line: bytes | str) -> Mapping[str, Any] | Event | None:
+    """Decode one stdout line of a JSONL-speaking CLI.
+
+    Returns the JSON object, ``None`` for a blank line, or a ``warning`` event (code
+    ``garbage``) for anything that is not a JSON object, so a stray line never breaks a turn.
+    """
+    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+    if not text.strip():
+        return None
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict):
+        return obj
+    message = "non-JSON line on stdout: " + text[:200]
+    return Event(EventKind.WARNING, {"code": "garbage", "message": message})
+
 
 #: Default cap of one stdout line. Tool results of whole files make lines of several MB.
 DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024

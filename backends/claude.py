@@ -57,7 +57,14 @@ from ._options import (
     resolve_cwd,
     validate,
 )
-from ._process import DEFAULT_MAX_LINE_BYTES, CliProcess, OversizedLine, ProcessStartError, redact
+from ._process import (
+    DEFAULT_MAX_LINE_BYTES,
+    CliProcess,
+    OversizedLine,
+    ProcessStartError,
+    decode_json_line,
+    redact,
+)
 
 __all__ = ["ClaudeBackend", "ClaudeSession", "ClaudeTurnTranslator", "classify_claude_error"]
 
@@ -239,21 +246,12 @@ class ClaudeTurnTranslator:
 
     def feed_line(self, line: bytes | str) -> list[Event]:
         """Translate one stdout line; a non-JSON line becomes a ``warning`` event."""
-        text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
-        if not text.strip():
+        decoded = decode_json_line(line)
+        if decoded is None:
             return []
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            obj = None
-        if not isinstance(obj, dict):
-            return [
-                Event(
-                    EventKind.WARNING,
-                    {"code": "garbage", "message": "non-JSON line on stdout: " + text[:200]},
-                )
-            ]
-        return self.feed(obj)
+        if isinstance(decoded, Event):
+            return [decoded]
+        return self.feed(decoded)
 
     def feed(self, obj: Mapping[str, Any]) -> list[Event]:
         """Translate one parsed stdout object."""

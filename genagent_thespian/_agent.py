@@ -43,6 +43,7 @@ from ._errors import (
 from ._log import get_logger
 from ._machine import (
     AgentMachine,
+    ArmDelayed,
     ArmWatchdog,
     CancelTurn,
     Effect,
@@ -482,6 +483,8 @@ class AgentActor(Actor):
         kind = payload[0]
         if kind == "watchdog":
             self._run(self._m.watchdog_fired(payload[1]))
+        elif kind == "delayed":
+            self._run(self._m.delayed_due(payload[1]))
         elif kind == "cancel-grace":
             _, generation, turn_id = payload
             slot = self.worker
@@ -675,6 +678,8 @@ class AgentActor(Actor):
                 self._cancel_turn(effect)
             elif isinstance(effect, ArmWatchdog):
                 self.wakeupAfter(effect.seconds, payload=("watchdog", effect.turn_id))
+            elif isinstance(effect, ArmDelayed):
+                self.wakeupAfter(effect.seconds, payload=("delayed", effect.ref))
 
 
 class _AgentContext:

@@ -46,6 +46,7 @@ from .messages import Accepted, Failure, Halt, PollResult, PollState, Prompt, Sk
 
 __all__ = [
     "AgentMachine",
+    "ArmDelayed",
     "ArmWatchdog",
     "CancelTurn",
     "Effect",
@@ -129,6 +130,14 @@ class ArmWatchdog:
 
 
 @dataclass(frozen=True, slots=True)
+class ArmDelayed:
+    """Call ``delayed_due(ref)`` after ``seconds`` (a self-chain or retry with a delay)."""
+
+    ref: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Emit:
     """Emit the telemetry event ``name``."""
 
@@ -137,7 +146,7 @@ class Emit:
     metadata: dict[str, Any]
 
 
-Effect = Reply | StartTurn | CancelTurn | ArmWatchdog | Emit
+Effect = Reply | StartTurn | CancelTurn | ArmWatchdog | ArmDelayed | Emit
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +199,7 @@ class AgentMachine:
         self.mailbox: deque[Request] = deque()
         self.mailbox_bytes = 0
         self.self_chain: Request | None = None
+        self.delayed: dict[str, Request] = {}  # self-chains and retries waiting on a timer
         self.pending: deque[tuple[str, Any, Any, Any]] = deque()  # (kind, payload, sender, to)
         self.current: _ActiveTurn | None = None
         self.results: OrderedDict[str, PollResult] = OrderedDict()
@@ -357,6 +367,19 @@ class AgentMachine:
         self._fail_current(error.with_context(agent=self.name, ref=current.request.ref))
         return self._flush()
 
+    def delayed_due(self, ref: str) -> list[Effect]:
+        """A delayed self-chain or retry is due: run it next (ahead of the mailbox)."""
+        request = self.delayed.pop(ref, None)
+        if request is None or self.stopped:
+            return self._flush()
+        if self.self_chain is None:
+            self.self_chain = request
+        else:
+            self.mailbox.appendleft(request)
+            self.mailbox_bytes += request.size
+        self._process_next()
+        return self._flush()
+
     def watchdog_fired(self, turn_id: int) -> list[Effect]:
         """The watchdog of turn ``turn_id`` expired (ignored when that turn already ended)."""
         current = self.current
@@ -384,8 +407,10 @@ class AgentMachine:
             self._answer(
                 current.request, error.with_context(agent=self.name, ref=current.request.ref)
             )
-        queued = ([self.self_chain] if self.self_chain else []) + list(self.mailbox)
+        queued = ([self.self_chain] if self.self_chain else []) + list(self.delayed.values())
+        queued += list(self.mailbox)
         self.self_chain = None
+        self.delayed.clear()
         self.mailbox.clear()
         self.mailbox_bytes = 0
         for request in queued:
@@ -416,6 +441,7 @@ class AgentMachine:
             "halt_pending": self.halt_pending,
             "mailbox": list(self.mailbox),
             "self_chain": self.self_chain,
+            "delayed": list(self.delayed.values()),
             "pending": list(self.pending),
             "in_flight": (current.request, current.prompt) if current else None,
             "answered": list(self.answered),
@@ -431,7 +457,7 @@ class AgentMachine:
         """
         self.halted = snapshot["halted"]
         self.halt_pending = snapshot["halt_pending"]
-        self.mailbox = deque(snapshot["mailbox"])
+        self.mailbox = deque([*snapshot.get("delayed", []), *snapshot["mailbox"]])
         self.mailbox_bytes = sum(r.size for r in self.mailbox)
         self.self_chain = snapshot["self_chain"]
         self.pending = deque(snapshot["pending"])
@@ -595,7 +621,7 @@ class AgentMachine:
             return True
         if self.self_chain is not None and self.self_chain.ref == ref:
             return True
-        return any(r.ref == ref for r in self.mailbox)
+        return ref in self.delayed or any(r.ref == ref for r in self.mailbox)
 
     # ================================================================== internals: turns
 
@@ -739,10 +765,14 @@ class AgentMachine:
             ):
                 request.prompt = directive.text
                 request.attempt += 1
-                self.self_chain = request
+                chained = request
                 retried = True
             else:
                 chained = Request(directive.ref, Origin.SELF_CHAIN, directive.text)
+            if directive.delay > 0:
+                self.delayed[chained.ref] = chained
+                self._effects.append(ArmDelayed(chained.ref, float(directive.delay)))
+            else:
                 self.self_chain = chained
         if isinstance(directive, Halt) or (self.halt_pending and not self.halted):
             self.halt_pending = False
@@ -839,7 +869,14 @@ class AgentMachine:
             )
         if value is None or isinstance(value, Halt):
             return True, value
-        if isinstance(value, Prompt) and isinstance(value.text, str) and value.text:
+        if (
+            isinstance(value, Prompt)
+            and isinstance(value.text, str)
+            and value.text
+            and isinstance(value.delay, int | float)
+            and not isinstance(value.delay, bool)
+            and 0 <= value.delay < float("inf")
+        ):
             return True, value
         detail = f"returned {value!r:.80}; expected None, Prompt(text) or Halt()"
         self._log_callback_failure(callback, detail)

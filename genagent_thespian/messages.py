@@ -77,11 +77,15 @@ class Prompt:
     """Run a turn and answer with its ``Response`` or a ``Failure`` (``ask``).
 
     As a callback return value it is a self-chain directive: the agent runs ``text`` next,
-    ahead of anything in its mailbox.
+    ahead of anything in its mailbox. With ``delay`` (seconds) it runs after that pause
+    instead, without blocking the agent (a back-off); returned from ``handle_error`` for an
+    ask or tell, the retry keeps the caller's ref, so the caller gets the final outcome.
+    ``delay`` is ignored when a client sends ``Prompt`` as a request.
     """
 
     text: str
     ref: str = field(default_factory=new_ref)
+    delay: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

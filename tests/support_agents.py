@@ -42,6 +42,9 @@ def _directive(spec: Any) -> Any:
         return 42
     if isinstance(spec, str) and spec.startswith("prompt:"):
         return Prompt(spec.removeprefix("prompt:"))
+    if isinstance(spec, str) and spec.startswith("after:"):  # after:<seconds>:<prompt>
+        _, seconds, text = spec.split(":", 2)
+        return Prompt(text, delay=float(seconds))
     raise ValueError(f"unknown directive spec {spec!r}")
 
 

@@ -43,7 +43,7 @@ class DelayedRetryAgent(GenAgent):
     def handle_error(self, ref: str, error: Exception) -> Any:
         from genagent_thespian import Prompt
 
-        return Prompt("retry", delay=0.05)  # type: ignore[call-arg]
+        return Prompt("retry", delay=0.05)
 
 
 class ImmediateRetryAgent(GenAgent):

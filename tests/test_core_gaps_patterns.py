@@ -27,12 +27,6 @@ def test_client_can_read_agent_state():
     assert g.status("s").agent_state == {"turns_seen": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: handle_error can retry under the same ref only at once; there is no way to "
-    "retry after a back-off without blocking, so the ask caller gets the first error when the "
-    "retry waits on a send_after timer (patterns/retry.py reports the final outcome itself)",
-)
 @needs_system
 def test_handle_error_can_retry_after_a_delay_under_the_same_ref():
     g.start_agent(

@@ -12,7 +12,7 @@ from thespian.actors import ActorSystem
 
 import genagent_thespian as g
 from genagent_thespian.messages import Failure, Prompt, Status
-from genagent_thespian.testing import Exit, Slow, system_processes, wait_until
+from genagent_thespian.testing import Exit, Fail, Slow, system_processes, wait_until
 
 TEN_MINUTES = 600.0
 
@@ -251,3 +251,42 @@ def test_a_durable_agent_whose_state_cannot_pickle_is_refused_at_start(tmp_path)
         assert g.whereis("l", system=system) is None
     finally:
         system.shutdown()
+
+
+def test_a_delayed_retry_keeps_the_ask_waiting_while_the_agent_serves_others(agent_system):
+    g.start_agent(
+        Recorder,
+        name="r",
+        backend="scripted",
+        script=[Fail("rate_limited", "slow down"), "other work", "retried"],
+        errors=["after:0.6:try again"],
+    )
+    outcome: list = []
+    caller = threading.Thread(target=lambda: outcome.append(g.ask("r", "first try")))
+    caller.start()
+    wait_until(lambda: g.status("r").failures == 1)
+    status = g.status("r")
+    assert (status.state, status.current_ref) == ("idle", None)
+    assert g.ask("r", "meanwhile").text == "other work"  # the back-off blocks nothing
+    caller.join(30)
+    assert outcome[0].text == "retried" and outcome[0].prompt == "try again"
+
+
+def test_stop_answers_an_ask_whose_retry_waits_on_its_back_off(agent_system):
+    g.start_agent(
+        Recorder, name="s", backend="scripted", script=[Fail("overloaded")], errors=["after:60:x"]
+    )
+    outcome: list = []
+
+    def caller() -> None:
+        try:
+            g.ask("s", "q")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    wait_until(lambda: g.status("s").failures == 1)
+    g.stop("s")
+    thread.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], g.AgentStopped)

@@ -204,9 +204,6 @@ class AgentActor(Actor):
             self.backend_cls = resolve_backend(spec.backend)
             self.session = self.backend_cls().start_session(dict(backend_options))
             impl.pre_run()
-        except GenAgentError as exc:
-            self._init_failed(sender, spec, exc)
-            return
         except Exception as exc:
             self._init_failed(sender, spec, exc)
             return
@@ -223,9 +220,14 @@ class AgentActor(Actor):
         self.send(sender, _AgentReady(spec.name, os.getpid()))
 
     def _init_failed(self, sender: Any, spec: AgentSpec, exc: Exception) -> None:
-        stage = type(exc).__name__
-        _log.error("agent %r failed to start: %s: %s", spec.name, stage, exc)
-        error = AgentStartFailed(f"the agent failed to start: {stage}: {exc}", agent=spec.name)
+        """Report a failed start; typed errors (``InvalidOption``...) keep their type."""
+        _log.error("agent %r failed to start: %s: %s", spec.name, type(exc).__name__, exc)
+        if isinstance(exc, GenAgentError):
+            error = exc.with_context(agent=spec.name)
+        else:
+            error = AgentStartFailed(
+                f"the agent failed to start: {type(exc).__name__}: {exc}", agent=spec.name
+            )
         self.send(sender, _AgentInitFailed(spec.name, error))
 
     # ================================================================== client requests

@@ -189,19 +189,25 @@ class _SessionReply:
 
 @dataclass(frozen=True, slots=True)
 class _Register:
-    """Supervisor -> registry: ``name`` now lives at ``address``."""
+    """Supervisor -> registry: ``name`` now lives at ``address``.
+
+    ``then`` holds ``(address, message)`` replies the registry sends once the entry is in,
+    so a caller told "started" can never look the name up before it is registered.
+    """
 
     name: Any
     address: Any
     node: str = ""
+    then: tuple[tuple[Any, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class _Unregister:
-    """Supervisor -> registry: ``name`` (at ``address``) is gone."""
+    """Supervisor -> registry: ``name`` (at ``address``) is gone; then send ``then``."""
 
     name: Any
     address: Any
+    then: tuple[tuple[Any, Any], ...] = ()
 
 
 # ----------------------------------------------------------------- telemetry

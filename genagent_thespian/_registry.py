@@ -39,14 +39,19 @@ class Registry(Actor):
             elif isinstance(message, ListAgents):
                 self.send(sender, AgentList(tuple(self._entries.values())))
             elif isinstance(message, _Register):
-                self._entries[message.name] = AgentEntry(
-                    message.name, message.address, message.node
-                )
+                entry = AgentEntry(message.name, message.address, message.node)
+                self._entries[message.name] = entry
+                self._send_all(message.then)
             elif isinstance(message, _Unregister):
                 entry = self._entries.get(message.name)
                 if entry is not None and entry.address == message.address:
                     del self._entries[message.name]
+                self._send_all(message.then)
             elif isinstance(message, ActorExitRequest):
                 self._entries.clear()
         except Exception:
             _log.exception("registry failed handling %s", type(message).__name__)
+
+    def _send_all(self, replies: tuple[tuple[Any, Any], ...]) -> None:
+        for address, reply in replies:
+            self.send(address, reply)

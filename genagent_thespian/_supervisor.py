@@ -156,10 +156,9 @@ class AgentSupervisor(Actor):
             return
         child.state = "running"
         child.pid = message.pid
-        self.send(self._registry, _Register(message.name, sender, self._node))
-        if child.starter is not None:
-            self.send(child.starter, AgentStarted(message.name, sender))
-            child.starter = None
+        then = ((child.starter, AgentStarted(message.name, sender)),) if child.starter else ()
+        child.starter = None
+        self.send(self._registry, _Register(message.name, sender, self._node, then=then))
         self._emit("agent.started", {"agent": message.name, "incarnation": child.incarnation})
 
     def _on_init_failed(self, message: _AgentInitFailed, sender: Any) -> None:
@@ -242,9 +241,7 @@ class AgentSupervisor(Actor):
             return  # the duplicate notice of an exit already handled
         name = child.spec.name
         if child.state == "stopping":
-            self._forget(child)
-            for waiter in child.stop_waiters:
-                self.send(waiter, Stopped(name))
+            self._forget(child, then=tuple((w, Stopped(name)) for w in child.stop_waiters))
             self._emit("agent.stopped", {"agent": name, "reason": child.stop_reason})
             self._notify_watchers(name, child.stop_reason or "stopped")
             self._check_stop_all()
@@ -257,12 +254,12 @@ class AgentSupervisor(Actor):
             self.send(child.starter, Failure(error))
         self._notify_watchers(name, "crashed")
 
-    def _forget(self, child: _Child) -> None:
+    def _forget(self, child: _Child, *, then: tuple[tuple[Any, Any], ...] = ()) -> None:
+        """Drop ``child``; the registry sends the ``then`` replies once the name is gone."""
         name = child.spec.name
         if self._children.get(name) is child:
             del self._children[name]
-        if child.state in ("running", "stopping"):
-            self.send(self._registry, _Unregister(name, child.address))
+        self.send(self._registry, _Unregister(name, child.address, then=then))
 
     def _child_at(self, address: Any) -> _Child | None:
         for child in self._children.values():

@@ -76,7 +76,11 @@ def wait_until(
 
 
 def system_processes(system: AgentSystem) -> list[int]:
-    """Return the pids of ``system``'s processes (its process group and marked children)."""
+    """Return the live pids of ``system``'s processes (its process group, marked children).
+
+    Zombies are left out: they hold no resources and only wait for their parent to reap
+    them (the short-lived parent of Thespian's daemonized admin is one).
+    """
     pids: set[int] = set(processes_with_marker(system.system_id))
     if system.pgid is not None:
         for entry in os.listdir("/proc"):
@@ -87,7 +91,15 @@ def system_processes(system: AgentSystem) -> list[int]:
                 except ProcessLookupError:
                     continue
     pids.discard(os.getpid())
-    return sorted(pids)
+    return sorted(pid for pid in pids if not _is_zombie(pid))
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 
 class TelemetryCapture:

@@ -104,6 +104,12 @@ class OtelBridge:
             turn.span.set_attribute("genagent.unfinished", True)
             turn.span.end()
 
+    @property
+    def open_spans(self) -> int:
+        """How many turns have a span started and not yet ended."""
+        with self._lock:
+            return len(self._open)
+
     # ------------------------------------------------------------------ events
 
     def handle(self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:

@@ -182,7 +182,7 @@ def _summary(turn: dict[str, Any]) -> dict[str, Any]:
 def render_graph_svg(agents: list[str], edges: dict[tuple[str, str], int]) -> str:
     """Draw who notified whom as an SVG: agents on a circle, arrows labelled with counts."""
     names = sorted(set(agents) | {n for edge in edges for n in edge})
-    width, height = 640, 400
+    width, height = 560, 380
     centre_x, centre_y = width / 2, height / 2
     radius = min(width, height) / 2 - 60
     positions = {}
@@ -502,6 +502,9 @@ tr.processing td.state { color: #1b7f3b; font-weight: 600; }
 tr.halted td.halted { color: #a86b00; font-weight: 600; }
 tr.late td.age { color: #b3261e; font-weight: 600; }
 button { font: inherit; padding: 2px 8px; margin-right: 2px; cursor: pointer; }
+td.controls { white-space: nowrap; }
+.cols { display: grid; grid-template-columns: max-content minmax(0, 1fr); gap: 2.5em; }
+#status th, #status td { padding: 2px 10px; }
 #flash { min-height: 1.3em; color: #4a6fa5; }
 #events li, #transcript li {
   font-family: ui-monospace, monospace; margin: 2px 0; white-space: pre-wrap;
@@ -526,9 +529,9 @@ _AGENT_BODY = """<h1>agent <span id="agent-name">{name}</span></h1>
 <div class="sub"><a href="/">&larr; fleet</a></div>
 <div id="flash"></div>
 <div id="controls"></div>
-<table id="status"><tbody></tbody></table>
-<h2>Current turn</h2><div id="current-prompt" class="sub"></div><ol id="events"></ol>
-<h2>Transcript</h2><ol id="transcript"></ol>
+<div class="cols"><div><h2>Status</h2><table id="status"><tbody></tbody></table></div>
+<div><h2>Current turn</h2><div id="current-prompt" class="sub"></div><ol id="events"></ol>
+<h2>Transcript (turns seen by this console)</h2><ol id="transcript"></ol></div></div>
 """
 
 _SCRIPT = r"""
@@ -632,7 +635,10 @@ function renderAgent(data) {
     for (const [key, value] of Object.entries(data.status)) {
       const tr = el("tr", {"data-field": key});
       tr.appendChild(el("th", {}, key));
-      tr.appendChild(el("td", {class: key}, value === null ? "-" : String(value)));
+      const shown = value === null ? "-"
+        : (typeof value === "number" && !Number.isInteger(value)) ? value.toFixed(2)
+        : String(value);
+      tr.appendChild(el("td", {class: key}, shown));
       body.appendChild(tr);
     }
   }

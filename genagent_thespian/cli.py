@@ -31,6 +31,7 @@ import contextlib
 import importlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -559,14 +560,16 @@ def _cmd_ls(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
     if not out.as_json:
         if not rows:
             out.line("(no agents)")
+        width = max((len(row["name"]) for row in rows), default=0)
         for row in rows:
+            name = row["name"].ljust(width)
             if "error" in row:
-                out.line(f"{row['name']}  ?  {row['error']}")
+                out.line(f"{name}  ?  {row['error']}")
                 continue
-            flags = " halted" if row["halted"] else ""
+            state = row["state"] + (" halted" if row["halted"] else "")
             out.line(
-                f"{row['name']}  {row['state']}{flags}  queued={row['queued']}  "
-                f"turns={row['turns']}  backend={row['backend']}  node={row['node']}"
+                f"{name}  {state:<17}  queued={row['queued']:<3}  turns={row['turns']:<4}  "
+                f"backend={row['backend']}  node={row['node']}"
             )
     out.document({"ok": True, "agents": rows})
     return EXIT_OK
@@ -664,8 +667,16 @@ def _fail(error: BaseException, out: _Output) -> int:
     return code
 
 
+def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``genagent`` command line and return its exit code."""
+    """Run the ``genagent`` command line and return its exit code.
+
+    ``SIGTERM`` ends a command like Ctrl-C does (the console and ``top`` shut down cleanly;
+    a background job of a non-interactive shell ignores ``SIGINT``).
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -673,6 +684,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     out = _Output(as_json=getattr(args, "json", False))
     system: AgentSystem | None = None
+    if args.command in ("console", "top") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         if args.command == "node":
             return _cmd_node(args, out)
@@ -681,6 +694,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         system = _attach(args)
         return _AGENT_COMMANDS[args.command](args, out, system)
     except (GenAgentError, UsageError) as exc:
+        return _fail(exc, out)
+    except OSError as exc:  # e.g. the console's HTTP port is taken
         return _fail(exc, out)
     except KeyboardInterrupt:
         out.clear_progress()

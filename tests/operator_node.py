@@ -99,12 +99,14 @@ class Node:
     def stop(self) -> None:
         for child in self.children:
             if child.poll() is None:
-                child.send_signal(signal.SIGINT)
+                child.send_signal(signal.SIGTERM)
                 try:
-                    child.wait(10)
+                    code = child.wait(10)
                 except subprocess.TimeoutExpired:
                     child.kill()
                     child.wait()
+                    raise AssertionError(f"{child.args} ignored SIGTERM") from None
+                assert code == 0, f"{child.args} ended with {code} on SIGTERM"
             for stream in (child.stdout, child.stderr):
                 if stream is not None:
                     stream.close()

@@ -60,7 +60,14 @@ def test_start_ls_status_and_the_installed_entry_point(node: Node) -> None:
         [str(entry_point), "ls"], env=node.env, capture_output=True, text=True, check=False
     )
     assert plain.returncode == 0, plain.stderr
-    assert plain.stdout.splitlines()[0].startswith("a  idle  queued=0  turns=0")
+    assert plain.stdout.splitlines()[0].split() == [
+        "a",
+        "idle",
+        "queued=0",
+        "turns=0",
+        "backend=scripted",
+        f"node={status['node']}",
+    ]
     human = node.run("status", "a")
     assert "state" in human.stdout and "idle" in human.stdout
     duplicate = node.run("start", "support_operator:Scripted", "--name", "a")

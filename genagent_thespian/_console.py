@@ -43,6 +43,7 @@ from urllib.parse import parse_qs, urlsplit
 from ._client import halt, interrupt, resume, stop
 from ._errors import GenAgentError
 from ._fleet import fleet_rows
+from ._node import port_open
 from ._system import AgentSystem
 from ._telemetry import attach, detach
 from ._types import Event
@@ -288,9 +289,11 @@ class Console:
         self._closing.set()
         self._server.shutdown()
         self._server.server_close()
-        with contextlib.suppress(GenAgentError):
-            detach(self._handler_id, system=self.system)
-        self._calls.shutdown(wait=True, cancel_futures=True)
+        # Unsubscribing needs the node; when it is gone, waiting for it only delays the exit.
+        if self.system.admin_port is None or port_open(self.system.admin_port):
+            with contextlib.suppress(GenAgentError):
+                detach(self._handler_id, system=self.system)
+        self._calls.shutdown(wait=False, cancel_futures=True)
 
     @property
     def closing(self) -> bool:

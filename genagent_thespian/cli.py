@@ -668,6 +668,7 @@ def _fail(error: BaseException, out: _Output) -> int:
 
 
 def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
     raise KeyboardInterrupt
 
 

@@ -246,3 +246,31 @@ def test_usage_errors_exit_2_in_process(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["start", "nocolon", "--name", "x", "--port", str(free_port())]) == 3
     assert main(["ask"]) == 2
     assert "usage: genagent ask" in capsys.readouterr().err
+
+
+def test_node_in_the_foreground_ends_on_sigterm(tmp_path: Path) -> None:
+    node = Node(tmp_path / "state")
+    process = node.spawn("node", "start", "--foreground", "--port", str(node.port), "--json")
+    assert process.stdout is not None
+    ready = json.loads(process.stdout.readline())
+    node.state = ready["node"]
+    assert node.state["pid"] == process.pid
+    try:
+        listing = subprocess.run(
+            [*CLI, "ls", "--port", str(node.port), "--json"],
+            env=node.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert json.loads(listing.stdout) == {"ok": True, "agents": []}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    wait_until(lambda: not node.processes(), timeout=15.0, message="node processes left")
+    assert not (tmp_path / "state" / "node.json").exists()
+    node.children.clear()
+    node.state = {}
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()

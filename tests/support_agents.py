@@ -124,11 +124,46 @@ class Recorder(GenAgent):
     def handle_event(self, event: Any) -> Any:
         self.event_count += 1
         self._record("handle_event", event=event, count=self.event_count)
+        if isinstance(event, dict) and "do" in event:
+            self._act(event)
+            return None
         key = event if isinstance(event, str) else json.dumps(event, default=repr)
         return _directive(self.events.get(key))
 
+    def _act(self, action: dict[str, Any]) -> None:
+        """Carry out an agent-to-agent action described by a test's event."""
+        do = action["do"]
+        if do == "tell":
+            self._record("told", ref=self.tell(action["to"], action["prompt"]))
+        elif do == "notify":
+            self.notify(action["to"], action["event"])
+        elif do == "after":
+            self.timer = self.send_after(action["seconds"], action["message"])
+        elif do == "cancel_timer":
+            self._record("cancelled", was_pending=self.cancel_timer(self.timer))
+        elif do == "spawn":
+            self.start_agent(
+                Minimal, name=action["name"], backend="scripted", script=action["script"]
+            )
+        elif do == "stop":
+            self.stop_agent(action["name"])
+        elif do == "watch":
+            self.watch_agent(action["name"])
+        elif do == "whoami":
+            self._record("whoami", name=self.name)
+
     def handle_info(self, message: Any) -> Any:
-        self._record("handle_info", type=type(message).__name__, message=repr(message))
+        response = getattr(message, "response", None)
+        error = getattr(message, "error", None)
+        self._record(
+            "handle_info",
+            type=type(message).__name__,
+            text=getattr(response, "text", None),
+            error=type(error).__name__ if error is not None else None,
+            message=message if isinstance(message, str | int) else repr(message),
+        )
+        if isinstance(message, str) and message.startswith("then:"):
+            return Prompt(message.removeprefix("then:"))
         return None
 
     def post_turn(self, ref: str, outcome: Any) -> None:
@@ -161,3 +196,50 @@ class Strict(Recorder):
 
 class NotAnAgent:
     """Not a GenAgent subclass."""
+
+
+class FailsOnRestart(Recorder):
+    """Starts once; every later start fails while the file named ``poison`` exists."""
+
+    def init_agent(self, options: dict[str, Any]) -> dict[str, Any]:
+        backend_options = super().init_agent(options)
+        poison = options.get("poison")
+        if poison and os.path.exists(poison):
+            raise RuntimeError("poisoned start")
+        if poison:
+            Path(poison).touch()
+        return backend_options
+
+
+class Counter(Recorder):
+    """A Recorder that counts its responses in its state (to check state survives restarts)."""
+
+    def init_agent(self, options: dict[str, Any]) -> dict[str, Any]:
+        self.responses_seen = 0
+        return super().init_agent(options)
+
+    def handle_response(self, ref: str, response: Response) -> Any:
+        self.responses_seen += 1
+        self._record("count", value=self.responses_seen)
+        return super().handle_response(ref, response)
+
+
+class Passthrough(GenAgent):
+    """Hands its ``backend_options`` to the backend unchanged; keeps the texts it got."""
+
+    def init_agent(self, options: dict[str, Any]) -> dict[str, Any]:
+        self.texts: list[str] = []
+        return dict(options.get("backend_options", {}))
+
+    def handle_response(self, ref: str, response: Response) -> None:
+        self.texts.append(response.text)
+
+
+class HoldsALock(Recorder):
+    """Keeps an unpicklable object in its state (a durable agent must refuse to start)."""
+
+    def init_agent(self, options: dict[str, Any]) -> dict[str, Any]:
+        import threading
+
+        self.lock = threading.Lock()
+        return super().init_agent(options)

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import GenAgentError, InvalidOption, SystemNotRunning
-from ._system import AgentSystem, processes_with_marker
+from ._processes import processes_with_marker
+from ._system import AgentSystem
 
 __all__ = [
     "DEFAULT_PORT",

@@ -40,6 +40,7 @@ from dataclasses import asdict
 from typing import Any, NoReturn
 
 from . import _node
+from ._backend import resolve_backend
 from ._client import (
     halt,
     interrupt,
@@ -52,7 +53,6 @@ from ._client import (
     tell,
     whereis,
 )
-from ._demo import ScriptedAgent
 from ._errors import (
     AgentNotFound,
     AgentStopped,
@@ -65,6 +65,7 @@ from ._errors import (
     SystemNotRunning,
 )
 from ._fleet import fleet_rows, render_top, status_dict
+from ._scripted_agent import ScriptedAgent
 from ._system import AgentSystem
 from ._types import EventKind, Response, Usage
 from .messages import Accepted, Failure, Prompt, TurnEvent, Watch
@@ -281,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--backend", default="scripted", help="scripted (default), claude, codex, anthropic"
     )
-    demo.add_argument("--agents", type=int, default=3, help="how many researchers (3)")
+    demo.add_argument("--agents", type=int, default=3, help="how many workers (3)")
     return parser
 
 
@@ -619,10 +620,9 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
         lines.append(text)
         out.line(text)
 
-    try:
-        from genagent_thespian.patterns.demo import run_demo
-    except ImportError:
-        from ._demo import run_builtin_demo as run_demo
+    from genagent_thespian.patterns.demo import run_demo
+
+    resolve_backend(args.backend)  # an unknown name is a usage error, before any process starts
     code = int(run_demo(backend=args.backend, agents=args.agents, out=emit))
     out.document({"ok": code == 0, "exit_code": code, "output": lines})
     return code

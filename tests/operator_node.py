@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from genagent_thespian._system import free_port, processes_with_marker
+from genagent_thespian._processes import processes_with_marker
+from genagent_thespian._system import free_port
 from genagent_thespian.testing import wait_until
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -90,8 +91,21 @@ class Node:
         return self.json("status", name)["status"]
 
     def processes(self) -> list[int]:
-        """Pids of the node process and every process of its actor system still running."""
+        """Pids of the node process and every process of its actor system still running.
+
+        Forked actors share the admin's process group (recorded as ``pgid``); programs
+        they execute carry the system's marker in their environment.
+        """
         pids = set(processes_with_marker(self.state.get("system_id", "")))
+        pgid = self.state.get("pgid")
+        if pgid is not None:
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    try:
+                        if os.getpgid(int(entry)) == pgid:
+                            pids.add(int(entry))
+                    except ProcessLookupError:
+                        continue
         if self.state.get("pid") and _alive(self.state["pid"]):
             pids.add(self.state["pid"])
         return sorted(pid for pid in pids if _alive(pid))

@@ -213,13 +213,15 @@ def test_top_once_and_live(node: Node) -> None:
 
 
 def test_demo_runs_end_to_end_without_a_node(tmp_path: Path) -> None:
-    env = {"GENAGENT_STATE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    env = {"GENAGENT_STATE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     done = subprocess.run(
-        [*CLI, "demo"], env=env, capture_output=True, text=True, timeout=120, check=False
+        [*CLI, "demo", "--json"], env=env, capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert "researcher-1 -> editor: notification" in done.stdout
-    assert "summary: All 3 findings agree" in done.stdout
+    document = json.loads(done.stdout)
+    assert document["ok"] is True
+    assert sum(" done: " in line for line in document["output"]) == 3
+    assert "  workers stopped: 3/3" in document["output"]
     missing = subprocess.run(
         [*CLI, "demo", "--backend", "nosuch"],
         env=env,

@@ -50,24 +50,3 @@ def test_turn_start_telemetry_names_the_backend(agent_system: AgentSystem) -> No
         wait_until(lambda: capture.named("turn.start"), timeout=10.0)
     _, metadata = capture.named("turn.start")[0]
     assert metadata.get("backend") == "scripted"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: an agent answers AgentStarted before the telemetry hub told it what is "
-    "wanted (it starts with 'nothing'), so a turn started right away emits no telemetry "
-    "even though a handler was attached first (lost in about one start out of six here)",
-)
-def test_telemetry_of_a_turn_right_after_start_reaches_handlers(
-    agent_system: AgentSystem,
-) -> None:
-    count = 40
-    with TelemetryCapture(["turn.start"], system=agent_system) as capture:
-        for index in range(count):
-            g.start_agent(Scripted, name=f"a{index}", backend="scripted", script=["hi"])
-            g.ask(f"a{index}", "hello")
-        # Every ask has returned; telemetry of the turns has had time to arrive.
-        with contextlib.suppress(AssertionError):
-            capture.wait_for("turn.start", count=count, timeout=5.0)
-    seen = {metadata["agent"] for _, metadata in capture.named("turn.start")}
-    assert seen == {f"a{index}" for index in range(count)}

@@ -9,7 +9,7 @@ from support_operator import Scripted
 
 import genagent_thespian as g
 from genagent_thespian._system import AgentSystem
-from genagent_thespian.testing import TelemetryCapture, wait_until
+from genagent_thespian.testing import wait_until
 
 pytest.importorskip("opentelemetry.sdk")
 
@@ -35,21 +35,6 @@ def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
     return found
 
 
-def telemetry_flowing(name: str, system: AgentSystem) -> None:
-    """Wait until agent ``name`` emits telemetry (core gap: it may not yet right after start).
-
-    See ``test_core_gaps_operator.py``: a fresh agent learns what is wanted only after it
-    answered ``AgentStarted``. A notification's ``event.received`` shows it has.
-    """
-    with TelemetryCapture(["event.received"], system=system) as capture:
-
-        def seen() -> bool:
-            g.notify(name, "ping", system=system)
-            return bool(capture.named("event.received"))
-
-        wait_until(seen, timeout=10.0, interval=0.05)
-
-
 def test_turns_become_spans_and_metrics(agent_system: AgentSystem) -> None:
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider()
@@ -66,7 +51,6 @@ def test_turns_become_spans_and_metrics(agent_system: AgentSystem) -> None:
             backend="scripted",
             script=["hello there world", {"slow": "never finished", "seconds": 60}],
         )
-        telemetry_flowing("a", agent_system)
         response = g.ask("a", "say hello")
         ref = g.tell("a", "take long")
         wait_until(lambda: g.status("a").state == "processing", timeout=10.0)
@@ -121,7 +105,6 @@ def test_uninstall_stops_spans_and_ends_open_ones(agent_system: AgentSystem) -> 
     g.start_agent(
         Scripted, name="a", backend="scripted", script=[{"slow": "long", "seconds": 60}, "x"]
     )
-    telemetry_flowing("a", agent_system)
     ref = g.tell("a", "long")
     wait_until(lambda: bridge.open_spans == 1, timeout=10.0)
     bridge.uninstall()

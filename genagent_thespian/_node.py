@@ -136,7 +136,16 @@ def connect(port: int) -> AgentSystem:
         raise SystemNotRunning(
             f"no node is listening on port {port}; start one with `genagent node start`"
         )
-    return AgentSystem.attach(port)
+    from thespian.actors import ActorSystemException
+
+    try:
+        return AgentSystem.attach(port)
+    except ActorSystemException as exc:
+        raise SystemNotRunning(
+            f"the node on port {port} did not accept this client ({type(exc).__name__}); "
+            "commands must use the node's secret (GENAGENT_SECRET, GENAGENT_SECRET_FILE or "
+            "~/.config/genagent-thespian/node.secret)"
+        ) from None
 
 
 # ------------------------------------------------------------------------- running a node

@@ -21,7 +21,8 @@ Commands find the node through ``--port``, then ``GENAGENT_PORT``, then the stat
 ``genagent: error: AgentNotFound: no agent has that name (agent='x')``, with the exit code
 telling the kind: 1 failure, 2 usage (bad arguments or options), 3 not found (no such
 agent, ref or node), 4 timeout. With ``--json`` the error is also printed on stdout as
-``{"ok": false, "error": {...}}``.
+``{"ok": false, "error": {...}}``. Set ``GENAGENT_DEBUG=1`` to see the traceback of an
+unexpected error.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -623,6 +625,11 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
     from genagent_thespian.patterns.demo import run_demo
 
     resolve_backend(args.backend)  # an unknown name is a usage error, before any process starts
+    # The demo reports failures itself; the framework's log lines (from its own actor
+    # processes, forked from this one) would only repeat them on stderr.
+    framework_log = logging.getLogger("genagent_thespian")
+    framework_log.addHandler(logging.NullHandler())
+    framework_log.propagate = False
     code = int(run_demo(backend=args.backend, agents=args.agents, out=emit))
     out.document({"ok": code == 0, "exit_code": code, "output": lines})
     return code
@@ -697,6 +704,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (GenAgentError, UsageError) as exc:
         return _fail(exc, out)
     except OSError as exc:  # e.g. the console's HTTP port is taken
+        return _fail(exc, out)
+    except Exception as exc:  # a bug or an unexpected failure: still one line, unless debugging
+        if os.environ.get("GENAGENT_DEBUG"):
+            raise
         return _fail(exc, out)
     except KeyboardInterrupt:
         out.clear_progress()

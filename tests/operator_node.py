@@ -40,6 +40,8 @@ class Node:
         self.env = dict(os.environ)
         self.env.pop("GENAGENT_PORT", None)
         self.env["GENAGENT_STATE_DIR"] = str(state_dir)
+        self.env.pop("GENAGENT_SECRET", None)
+        self.env["GENAGENT_SECRET_FILE"] = str(state_dir.parent / "node.secret")
         self.env["PYTHONPATH"] = os.pathsep.join(
             [str(TESTS_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
         )

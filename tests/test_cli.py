@@ -172,6 +172,18 @@ def test_errors_are_one_line_with_distinct_exit_codes(node: Node) -> None:
     assert "no node is listening on port" in wrong_port.stderr
 
 
+def test_a_client_without_the_node_secret_gets_one_error_line(node: Node) -> None:
+    env = dict(node.env, GENAGENT_SECRET="ab" * 32)
+    done = subprocess.run(
+        [*CLI, "ls"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 3
+    assert done.stderr.startswith(
+        f"genagent: error: SystemNotRunning: the node on port {node.port} did not accept"
+    )
+    assert done.stderr.count("\n") == 1
+
+
 def test_port_from_the_environment(node: Node, tmp_path: Path) -> None:
     env = dict(node.env, GENAGENT_STATE_DIR=str(tmp_path / "elsewhere"))
     env["GENAGENT_PORT"] = str(node.port)

@@ -15,7 +15,7 @@ from support_operator import Scripted
 
 import genagent_thespian as g
 from genagent_thespian._system import AgentSystem, free_port
-from genagent_thespian.testing import TelemetryCapture, wait_until
+from genagent_thespian.testing import TelemetryCapture
 
 
 @pytest.mark.xfail(
@@ -44,9 +44,9 @@ def test_attach_to_a_port_without_a_node_raises() -> None:
     "OpenTelemetry bridge must ask each agent's status for gen_ai.system",
 )
 def test_turn_start_telemetry_names_the_backend(agent_system: AgentSystem) -> None:
-    g.start_agent(Scripted, name="a", backend="scripted", script=["hi"])
     with TelemetryCapture(["turn.start"], system=agent_system) as capture:
+        g.start_agent(Scripted, name="a", backend="scripted", script=["hi"])
         g.ask("a", "hello")
-        wait_until(lambda: capture.named("turn.start"), timeout=10.0)
+        capture.wait_for("turn.start", timeout=10.0)
     _, metadata = capture.named("turn.start")[0]
     assert metadata.get("backend") == "scripted"

@@ -73,6 +73,7 @@ from ._protocol import (
     _StartTurn,
     _TelemetryBatch,
     _TelemetryInterest,
+    _TelemetryInterestAck,
     _TelemetryJoin,
     _TurnOutput,
 )
@@ -583,6 +584,8 @@ class AgentActor(Actor):
 
     def _on_interest(self, message: _TelemetryInterest, sender: Any) -> None:
         self._telemetry_names = message.names
+        if message.seq:
+            self.send(sender, _TelemetryInterestAck(message.seq))
 
     def _telemetry_emit(
         self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]
@@ -591,6 +594,8 @@ class AgentActor(Actor):
         if self._telemetry is None or (names is not None and name not in names):
             return
         metadata.setdefault("node", self._node)
+        if self.backend_cls is not None:
+            metadata.setdefault("backend", self.backend_cls.name)
         self._telemetry_out.append((name, measurements, metadata))
 
     def _flush_telemetry(self) -> None:

@@ -30,7 +30,9 @@ __all__ = [
     "_StartTurn",
     "_TelemetryBatch",
     "_TelemetryInterest",
+    "_TelemetryInterestAck",
     "_TelemetryJoin",
+    "_TelemetryLeave",
     "_TelemetrySubscribe",
     "_TurnOutput",
     "_Unregister",
@@ -245,9 +247,28 @@ class _TelemetryJoin:
 
 @dataclass(frozen=True, slots=True)
 class _TelemetryInterest:
-    """Hub -> agents: the event names someone subscribes to (``None`` = all)."""
+    """Hub -> agents: the event names someone subscribes to (``None`` = all).
+
+    A non-zero ``seq`` asks for a ``_TelemetryInterestAck``: the hub acknowledges a new
+    subscription only once every agent sends what it wants (no event is lost to the race).
+    """
 
     names: frozenset[str] | None
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _TelemetryInterestAck:
+    """Agent -> hub: interest update ``seq`` is in effect."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class _TelemetryLeave:
+    """Supervisor -> hub: the agent at ``address`` is gone; stop waiting on it."""
+
+    address: Any
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from ._protocol import (
     _Restarting,
     _ShutdownAgent,
     _TelemetryBatch,
+    _TelemetryLeave,
     _Unregister,
 )
 from ._restart_policy import ExitKind, RestartAction, RestartPolicy
@@ -301,6 +302,8 @@ class AgentSupervisor(Actor):
         if decision.action is RestartAction.RESTART:
             _log.warning("agent %r exited; restarting in %.3fs", name, decision.delay)
             child.state = "restarting"
+            if self._telemetry is not None:
+                self.send(self._telemetry, _TelemetryLeave(child.address))
             child.address = None
             self.send(self._registry, _Restarting(name, child.spec.durable))
             self.wakeupAfter(decision.delay, payload=("restart", name, child.incarnation))
@@ -330,6 +333,8 @@ class AgentSupervisor(Actor):
     def _forget(self, child: _Child, *, then: tuple[tuple[Any, Any], ...] = ()) -> None:
         """Drop ``child``; the registry sends the ``then`` replies once the name is gone."""
         name = child.spec.name
+        if self._telemetry is not None and child.address is not None:
+            self.send(self._telemetry, _TelemetryLeave(child.address))
         if self._children.get(name) is child:
             del self._children[name]
         self.send(self._registry, _Unregister(name, child.address, then=then))

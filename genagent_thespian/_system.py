@@ -209,6 +209,9 @@ class AgentSystem:
         caps = dict(capabilities or {})
         caps["Admin Port"] = admin_port
         harden_transport(bind_host=bind_host, secret_path=secret_path)
+        if not _listening(bind_host, admin_port):
+            # Thespian would start a new, unowned system on that port instead of failing.
+            raise SystemNotRunning(f"no genagent node listens on {bind_host}:{admin_port}")
         asys = ActorSystem("multiprocTCPBase", capabilities=caps, transientUnique=True)
         return cls(asys, base="multiprocTCPBase", admin_port=admin_port, owned=False, system_id="")
 
@@ -375,6 +378,17 @@ class AgentSystem:
 
 
 _simple_stash: deque[Any] = deque(maxlen=_STASH_LIMIT)
+
+
+def _listening(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        try:
+            sock.connect((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _default_store_path(admin_port: int | None, system_id: str) -> str:

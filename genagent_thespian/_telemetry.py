@@ -23,14 +23,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from thespian.actors import Actor, ActorExitRequest
+from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
 from ._log import get_logger
 from ._protocol import (
     AddressBook,
     _TelemetryBatch,
     _TelemetryInterest,
+    _TelemetryInterestAck,
     _TelemetryJoin,
+    _TelemetryLeave,
     _TelemetrySubscribe,
 )
 from .messages import Accepted
@@ -48,6 +50,9 @@ __all__ = [
 ]
 
 TELEMETRY_NAME = "genagent_thespian.telemetry"
+
+#: Seconds the hub waits for agents to confirm a new interest before it answers anyway.
+_INTEREST_ACK_TIMEOUT = 2.0
 
 #: Every event name the framework emits.
 EVENT_NAMES = frozenset(
@@ -191,6 +196,8 @@ class TelemetryHub(Actor):
         self._agents = AddressBook()
         self._subscribers: dict[str, tuple[Any, frozenset[str] | None]] = {}
         self._local: dict[str, frozenset[str] | None] = {}  # in-process subscriptions by token
+        self._seq = 0
+        self._waiting: dict[int, tuple[Any, AddressBook]] = {}  # seq -> (subscriber, pending)
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         """Route batches and subscriptions. Never raises."""
@@ -202,7 +209,16 @@ class TelemetryHub(Actor):
                     self._agents.add(sender)
                     self.send(sender, _TelemetryInterest(self._interest()))
                 else:
-                    self._agents.discard(sender)
+                    self._forget_agent(sender)
+            elif isinstance(message, _TelemetryLeave):
+                self._forget_agent(message.address)
+            elif isinstance(message, _TelemetryInterestAck):
+                waiting = self._waiting.get(message.seq)
+                if waiting is not None:
+                    waiting[1].discard(sender)
+                    self._release_if_done(message.seq)
+            elif isinstance(message, WakeupMessage):
+                self._release(message.payload)  # agents that never answered are dead
             elif isinstance(message, _TelemetrySubscribe):
                 self._subscribe(message, sender)
             elif isinstance(message, ActorExitRequest):
@@ -223,10 +239,34 @@ class TelemetryHub(Actor):
         else:
             self._subscribers.pop(str(sender), None)
         after = self._interest()
-        if after != before:
-            for agent in self._agents:
-                self.send(agent, _TelemetryInterest(after))
-        self.send(sender, Accepted(None))
+        if after == before or not len(self._agents):
+            self.send(sender, Accepted(None))
+            return
+        # Acknowledge only once every agent sends what is now wanted, so that events of a
+        # turn requested right after attach() returns are never lost to the race.
+        self._seq += 1
+        pending = AddressBook()
+        for agent in self._agents:
+            pending.add(agent)
+            self.send(agent, _TelemetryInterest(after, seq=self._seq))
+        self._waiting[self._seq] = (sender, pending)
+        self.wakeupAfter(_INTEREST_ACK_TIMEOUT, payload=self._seq)
+
+    def _forget_agent(self, address: Any) -> None:
+        self._agents.discard(address)
+        for seq, (_, pending) in list(self._waiting.items()):
+            pending.discard(address)
+            self._release_if_done(seq)
+
+    def _release_if_done(self, seq: int) -> None:
+        waiting = self._waiting.get(seq)
+        if waiting is not None and not len(waiting[1]):
+            self._release(seq)
+
+    def _release(self, seq: Any) -> None:
+        waiting = self._waiting.pop(seq, None)
+        if waiting is not None:
+            self.send(waiting[0], Accepted(None))
 
     def _interest(self) -> frozenset[str] | None:
         return _union([*(names for _, names in self._subscribers.values()), *self._local.values()])

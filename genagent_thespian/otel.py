@@ -81,7 +81,6 @@ class OtelBridge:
         self._system = system
         self._lock = threading.Lock()
         self._open: dict[tuple[str, str], _OpenTurn] = {}
-        self._backends: dict[str, str] = {}
         self._handler_id = f"genagent-otel-{uuid.uuid4().hex[:8]}"
         self.installed = False
 
@@ -127,7 +126,7 @@ class OtelBridge:
         self, key: tuple[str, str], measurements: dict[str, Any], metadata: dict[str, Any]
     ) -> None:
         agent = key[0]
-        backend = str(metadata.get("backend") or self._backend_of(agent))
+        backend = str(metadata.get("backend") or "unknown")
         start_ns = int(float(measurements.get("system_time", 0.0)) * 1e9) or None
         attributes: dict[str, str | int] = {
             "gen_ai.operation.name": "invoke_agent",
@@ -194,29 +193,6 @@ class OtelBridge:
         end_ns = turn.start_ns + int(duration_ms * 1e6) if turn.start_ns else None
         turn.span.end(end_time=end_ns)
         self._duration.record(duration_ms / 1000.0, metric_attributes)
-
-    def _backend_of(self, agent: str) -> str:
-        """The agent's backend name, asked once per agent (telemetry does not carry it)."""
-        with self._lock:
-            known = self._backends.get(agent)
-        if known is not None:
-            return known
-        backend = "unknown"
-        system = self._system
-        if system is None:
-            from ._client import _default
-
-            system = _default
-        # On simpleSystemBase the hub calls this handler inside another call's exchange:
-        # a nested call would wait on that call's lock, so the name stays unknown there.
-        if system is not None and system.base != "simpleSystemBase":
-            from ._client import status
-
-            with contextlib.suppress(Exception):
-                backend = status(agent, system=system).backend
-        with self._lock:
-            self._backends[agent] = backend
-        return backend
 
 
 def install(

@@ -18,11 +18,6 @@ from genagent_thespian._system import AgentSystem, free_port
 from genagent_thespian.testing import TelemetryCapture
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: AgentSystem.attach() on a port where no node listens starts a new, "
-    "unowned actor system in the caller instead of raising SystemNotRunning",
-)
 def test_attach_to_a_port_without_a_node_raises() -> None:
     port = free_port()
     try:
@@ -38,11 +33,6 @@ def test_attach_to_a_port_without_a_node_raises() -> None:
     pytest.fail(f"attach({port}) started a new actor system instead of failing")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: turn.start/prompt.start telemetry carries no backend name, so the "
-    "OpenTelemetry bridge must ask each agent's status for gen_ai.system",
-)
 def test_turn_start_telemetry_names_the_backend(agent_system: AgentSystem) -> None:
     with TelemetryCapture(["turn.start"], system=agent_system) as capture:
         g.start_agent(Scripted, name="a", backend="scripted", script=["hi"])

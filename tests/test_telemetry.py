@@ -94,7 +94,7 @@ def test_turn_events_are_content_free_and_cover_interrupts_and_rejections():
         rejected = _until(capture, "turn.rejected")
         stop = _until(capture, "turn.stop")
     assert rejected[0][1]["reason"] == "overloaded"
-    assert set(stop[0][1]) == {"agent", "ref", "origin", "attempt", "node"}
+    assert set(stop[0][1]) == {"agent", "ref", "origin", "attempt", "node", "backend"}
     assert stop[0][1]["origin"] == "ask" and stop[0][1]["attempt"] == 1
 
 

@@ -1,0 +1,206 @@
+"""Benchmark 1, turn overhead: ``ask`` on an idle agent against the raw echo round trip.
+
+On multiprocTCPBase, in one fresh framework system and one fresh raw system, interleaved:
+
+* **raw**: ``ask`` of an ``Echo`` actor from a ``private()`` context, the floor;
+* **design floor**: the same request through a raw relay actor and a threaded child that
+  hands its answer back through a pipe and ``ThespianWatch``: the four hops and the thread
+  hand-off a turn needs by design (client -> agent -> worker -> agent -> client), with no
+  framework code on the way;
+* **agent (scripted)**: ``genagent_thespian.ask`` of an idle agent whose scripted backend
+  answers at once (``default="ok"``), the headline figure;
+* **agent (instant)**: the same with a backend whose session never changes (the scripted
+  session records every prompt, so its pickled size grows by a few bytes per turn).
+
+On simpleSystemBase (everything in this process) the raw echo ask and the scripted agent
+ask are measured the same way. Target: on multiprocTCPBase the agent's p50 is at most 3x the
+raw p50.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import genagent_thespian as g
+
+from ._actors import BenchAgent, Echo, InstantBackend, Relay
+from ._common import Figure, RawSystem, Result, agent_system, interleaved, summarize
+
+__all__ = ["run"]
+
+
+def _sizes(quick: bool) -> tuple[int, int, int]:
+    """(rounds, per_round, warmup)."""
+    return (2, 20, 10) if quick else (10, 100, 50)
+
+
+def _checked(reply: Any, expected: Any) -> None:
+    if reply != expected:
+        raise RuntimeError(f"unexpected reply {reply!r:.80} (wanted {expected!r:.40})")
+
+
+def run(quick: bool = False) -> Result:
+    """Measure the turn overhead on both bases."""
+    result = Result("overhead")
+    rounds, per_round, warmup = _sizes(quick)
+    tcp = _measure_tcp(rounds, per_round, warmup)
+    simple = _measure_simple(rounds, per_round, warmup)
+    result.details = {"multiprocTCPBase": tcp, "simpleSystemBase": simple}
+    raw = tcp["raw"]
+    samples = raw["samples"]
+    result.add(
+        Figure(
+            key="tcp_ask_p50",
+            label="agent ask p50, multiprocTCPBase (scripted, instant)",
+            unit="ms",
+            value=tcp["agent_scripted"]["p50_ms"],
+            floor=raw["p50_ms"],
+            floor_label="raw echo ask p50",
+            samples=samples,
+            target="<= 3x raw",
+            target_ratio=3.0,
+        )
+    )
+    result.add(
+        Figure(
+            key="tcp_ask_p99",
+            label="agent ask p99, multiprocTCPBase",
+            unit="ms",
+            value=tcp["agent_scripted"]["p99_ms"],
+            floor=raw["p99_ms"],
+            floor_label="raw echo ask p99",
+            samples=samples,
+        )
+    )
+    result.add(
+        Figure(
+            key="tcp_ask_instant_p50",
+            label="agent ask p50, multiprocTCPBase, constant-session backend",
+            unit="ms",
+            value=tcp["agent_instant"]["p50_ms"],
+            floor=raw["p50_ms"],
+            floor_label="raw echo ask p50",
+            samples=samples,
+        )
+    )
+    result.add(
+        Figure(
+            key="tcp_design_floor_p50",
+            label="design floor p50: raw relay + threaded child (4 hops + pipe wake)",
+            unit="ms",
+            value=tcp["design_floor"]["p50_ms"],
+            floor=raw["p50_ms"],
+            floor_label="raw echo ask p50",
+            samples=samples,
+        )
+    )
+    result.add(
+        Figure(
+            key="tcp_ask_vs_design_p50",
+            label="agent ask p50 against the design floor",
+            unit="ms",
+            value=tcp["agent_scripted"]["p50_ms"],
+            floor=tcp["design_floor"]["p50_ms"],
+            floor_label="design floor p50",
+            samples=samples,
+        )
+    )
+    result.add(
+        Figure(
+            key="simple_ask_p50",
+            label="agent ask p50, simpleSystemBase",
+            unit="ms",
+            value=simple["agent_scripted"]["p50_ms"],
+            floor=simple["raw"]["p50_ms"],
+            floor_label="raw echo ask p50 (simpleSystemBase)",
+            samples=simple["raw"]["samples"],
+        )
+    )
+    result.add(
+        Figure(
+            key="simple_ask_p99",
+            label="agent ask p99, simpleSystemBase",
+            unit="ms",
+            value=simple["agent_scripted"]["p99_ms"],
+            floor=simple["raw"]["p99_ms"],
+            floor_label="raw echo ask p99 (simpleSystemBase)",
+            samples=simple["raw"]["samples"],
+        )
+    )
+    result.notes.append(
+        f"{rounds} interleaved rounds of {per_round} timed calls per variant after "
+        f"{warmup} warm-up calls each; fresh systems for this benchmark."
+    )
+    return result
+
+
+def _measure_tcp(rounds: int, per_round: int, warmup: int) -> dict[str, Any]:
+    counter = itertools.count()
+    with RawSystem("multiprocTCPBase") as raw, agent_system("multiprocTCPBase") as system:
+        echo = raw.create(Echo)
+        relay = raw.create(Relay)
+        _checked(raw.asys.ask(relay, ("mode", "thread"), 10.0)[0], "mode")
+        for name, backend, options in (
+            ("scripted", "scripted", {"default": "ok"}),
+            ("instant", InstantBackend, {}),
+        ):
+            g.start_agent(
+                BenchAgent,
+                name=name,
+                backend=backend,
+                worker_idle_timeout=600.0,
+                system=system,
+                **options,
+            )
+        with raw.asys.private() as context:
+
+            def raw_ask() -> None:
+                _checked(context.ask(echo, "x", 10.0), "x")
+
+            def design_ask() -> None:
+                token = f"t{next(counter)}"
+                _checked(context.ask(relay, token, 10.0), token)
+
+            def agent_ask(name: str) -> None:
+                _checked(g.ask(name, "hi", timeout=10.0, system=system).text, "ok")
+
+            samples = interleaved(
+                {
+                    "raw": raw_ask,
+                    "design_floor": design_ask,
+                    "agent_scripted": lambda: agent_ask("scripted"),
+                    "agent_instant": lambda: agent_ask("instant"),
+                },
+                rounds=rounds,
+                per_round=per_round,
+                warmup=warmup,
+            )
+    return {name: summarize(values) for name, values in samples.items()}
+
+
+def _measure_simple(rounds: int, per_round: int, warmup: int) -> dict[str, Any]:
+    with RawSystem("simpleSystemBase") as raw, agent_system("simpleSystemBase") as system:
+        echo = raw.create(Echo)
+        g.start_agent(BenchAgent, name="scripted", backend="scripted", default="ok", system=system)
+
+        def raw_ask() -> None:
+            _checked(raw.asys.ask(echo, "x", 10.0), "x")
+
+        def agent_ask() -> None:
+            _checked(g.ask("scripted", "hi", timeout=10.0, system=system).text, "ok")
+
+        samples = interleaved(
+            {"raw": raw_ask, "agent_scripted": agent_ask},
+            rounds=rounds,
+            per_round=per_round,
+            warmup=warmup,
+        )
+    return {name: summarize(values) for name, values in samples.items()}
+
+
+if __name__ == "__main__":  # pragma: no cover - run.py is the entry point
+    started = time.perf_counter()
+    print(run(quick=True).as_json(quick=True))
+    print(f"{time.perf_counter() - started:.1f}s")

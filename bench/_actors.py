@@ -197,12 +197,16 @@ class GroupKeeper(Actor):
 
 
 class Stamper(Actor):
-    """The streaming floor: ``("stamp", subscriber)`` sends ``time.time()`` to ``subscriber``."""
+    """The streaming floor: ``("stamp",)`` answers ``("stamped", time.time())`` at once.
+
+    The caller computes its receive time minus the stamp: the one-way latency of a raw
+    message from an actor to an external caller.
+    """
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         """Send one stamped one-way message."""
-        if isinstance(message, tuple) and message and message[0] == "stamp":
-            self.send(message[1], ("stamped", time.time()))
+        if message == ("stamp",):
+            self.send(sender, ("stamped", time.time()))
         elif message == ("pgid",):
             self.send(sender, ("pgid", os.getpgid(0)))
 

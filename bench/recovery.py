@@ -29,7 +29,7 @@ from thespian.actors import ActorExitRequest
 
 import genagent_thespian as g
 from genagent_thespian import AgentSystem, TurnCrashed, TurnInterrupted
-from genagent_thespian.testing import Gate
+from genagent_thespian.testing import Gate, read_history
 
 from ._actors import BenchAgent, CrashParent, Echo, GroupKeeper, ProcessGroupBackend
 from ._common import (
@@ -58,11 +58,13 @@ def run(quick: bool = False) -> Result:
     result = Result("recovery")
     with tempfile.TemporaryDirectory(prefix="genagent-bench-") as tmp:
         crash_raw, crash = _worker_kill(samples, Path(tmp))
+        startup_kill = _startup_kill(2 if quick else 5, Path(tmp))
         group_raw, group = _interrupt_group(samples, Path(tmp))
         restart_raw, restart = _restart_by_hand(samples)
         durable_reason, durable = _durable(samples)
     result.details = {
         "worker_kill": {"raw": summarize(crash_raw), "framework": summarize(crash)},
+        "worker_killed_while_starting": startup_kill,
         "interrupt_group": {"raw": summarize(group_raw), "framework": summarize(group)},
         "restart_by_hand": {
             "raw": summarize(restart_raw),
@@ -159,6 +161,13 @@ def run(quick: bool = False) -> Result:
                 target_max=1000.0,
             )
         )
+    if startup_kill["answered"] < startup_kill["samples"]:
+        result.notes.append(
+            f"worker killed while starting (before its actor handshake): only "
+            f"{startup_kill['answered']} of {startup_kill['samples']} callers got their error "
+            f"within {startup_kill['answered_within_s']:.0f} s; Thespian sends no "
+            "ChildActorExited for such a child, so the turn waits for its watchdog."
+        )
     return result
 
 
@@ -183,21 +192,24 @@ def _worker_kill(samples: int, tmp: Path) -> tuple[list[float], list[float]]:
     times: list[float] = []
     with agent_system("multiprocTCPBase") as system:
         gate = str(tmp / "never-opened")
+        record = tmp / "victim.history"
         g.start_agent(
             BenchAgent,
             name="victim",
             backend="scripted",
             default=Gate(gate, timeout=120.0),
+            record_to=str(record),
             worker_idle_timeout=600.0,
             system=system,
         )
         agent_pid = g.status("victim", system=system).pid
-        for _ in range(samples + 1):
-            times.append(_kill_one_turn(system, agent_pid))
+        for turn in range(samples + 1):
+            times.append(_kill_one_turn(system, agent_pid, record, turn + 1))
     return raw_times[1:], times[1:]  # the first of each is a warm-up
 
 
-def _kill_one_turn(system: AgentSystem, agent_pid: int) -> float:
+def _kill_one_turn(system: AgentSystem, agent_pid: int, record: Path, turn: int) -> float:
+    """Kill the worker once the turn runs in it; return the seconds until the caller fails."""
     outcome: dict[str, Any] = {}
 
     def caller() -> None:
@@ -212,11 +224,10 @@ def _kill_one_turn(system: AgentSystem, agent_pid: int) -> float:
 
     thread = threading.Thread(target=caller, daemon=True)
     thread.start()
-    wait_for(
-        lambda: g.status("victim", system=system).current_ref is not None,
-        timeout=10.0,
-        what="the turn to start",
-    )
+    # The scripted backend records each prompt in the worker before playing the turn: once
+    # the record has this turn's line, the worker is up and mid-turn (see startup_kill for
+    # why killing it earlier is another matter).
+    wait_for(lambda: len(read_history(record)) >= turn, timeout=10.0, what="the turn to run")
     workers = wait_for(lambda: children_of(agent_pid), timeout=10.0, what="the worker process")
     started = time.perf_counter()
     os.kill(workers[0], signal.SIGKILL)
@@ -224,6 +235,48 @@ def _kill_one_turn(system: AgentSystem, agent_pid: int) -> float:
     if "failed_at" not in outcome:
         raise RuntimeError(f"the caller did not get TurnCrashed: {outcome.get('error')!r:.200}")
     return float(outcome["failed_at"] - started)
+
+
+def _startup_kill(samples: int, tmp: Path, wait: float = 2.0) -> dict[str, Any]:
+    """Kill a worker the moment its process appears (before it is an actor); count answers.
+
+    Thespian 4.0.1 sends no ``ChildActorExited`` for a child that dies before finishing its
+    start-up handshake (checked with raw actors too), so the agent cannot learn that its
+    worker is gone; this records how many callers still got their error within ``wait``.
+    """
+    answered = 0
+    with agent_system("multiprocTCPBase") as system:
+        for index in range(samples):
+            name = f"fragile-{index}"
+            g.start_agent(
+                BenchAgent,
+                name=name,
+                backend="scripted",
+                default=Gate(str(tmp / "never-opened"), timeout=120.0),
+                system=system,
+            )
+            agent_pid = g.status(name, system=system).pid
+            outcome: dict[str, Any] = {}
+
+            def caller(name: str = name, outcome: dict[str, Any] = outcome) -> None:
+                try:
+                    g.ask(name, "block", timeout=wait + 1.0, system=system)
+                except Exception as exc:
+                    outcome["error"] = exc
+                    outcome["at"] = time.perf_counter()
+
+            thread = threading.Thread(target=caller, daemon=True)
+            thread.start()
+            worker = wait_for(
+                lambda agent_pid=agent_pid: children_of(agent_pid), timeout=10.0, interval=0.0002
+            )
+            killed = time.perf_counter()
+            os.kill(worker[0], signal.SIGKILL)
+            thread.join(wait + 2.0)
+            if isinstance(outcome.get("error"), TurnCrashed) and outcome["at"] - killed <= wait:
+                answered += 1
+            g.stop(name, system=system)
+    return {"samples": samples, "answered_within_s": wait, "answered": answered}
 
 
 # ============================================================================ interrupt

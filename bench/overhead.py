@@ -53,7 +53,7 @@ def run(quick: bool = False) -> Result:
     result.add(
         Figure(
             key="tcp_ask_p50",
-            label="agent ask p50, multiprocTCPBase (scripted, instant)",
+            label="agent ask p50, multiprocTCPBase (scripted backend)",
             unit="ms",
             value=tcp["agent_scripted"]["p50_ms"],
             floor=raw["p50_ms"],

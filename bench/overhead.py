@@ -26,7 +26,15 @@ from typing import Any
 import genagent_thespian as g
 
 from ._actors import BenchAgent, Echo, InstantBackend, Relay
-from ._common import Figure, RawSystem, Result, agent_system, interleaved, summarize
+from ._common import (
+    Figure,
+    RawSystem,
+    Result,
+    agent_system,
+    interleaved,
+    percentile,
+    summarize,
+)
 
 __all__ = ["run"]
 
@@ -107,6 +115,24 @@ def run(quick: bool = False) -> Result:
             samples=samples,
         )
     )
+    for base, details, key in (
+        ("multiprocTCPBase", tcp, "tcp_ask_drift"),
+        ("simpleSystemBase", simple, "simple_ask_drift"),
+    ):
+        rounds_p50 = details["round_p50_ms"]
+        variant = "agent_instant" if "agent_instant" in rounds_p50 else "agent_scripted"
+        result.add(
+            Figure(
+                key=key,
+                label=f"agent ask p50 in the last round vs the first, {base} ({variant})",
+                unit="ms",
+                value=rounds_p50[variant][-1],
+                floor=rounds_p50[variant][0],
+                floor_label="the same agent's first-round p50",
+                samples=per_round,
+                extra={"raw_last_vs_first": rounds_p50["raw"][-1] / rounds_p50["raw"][0]},
+            )
+        )
     result.add(
         Figure(
             key="simple_ask_p50",
@@ -177,7 +203,20 @@ def _measure_tcp(rounds: int, per_round: int, warmup: int) -> dict[str, Any]:
                 per_round=per_round,
                 warmup=warmup,
             )
-    return {name: summarize(values) for name, values in samples.items()}
+    summaries: dict[str, Any] = {name: summarize(values) for name, values in samples.items()}
+    summaries["round_p50_ms"] = _round_p50s(samples, per_round)
+    return summaries
+
+
+def _round_p50s(samples: dict[str, list[float]], per_round: int) -> dict[str, list[float]]:
+    """The p50 of each round, per variant: does a variant slow down as its turns add up?"""
+    return {
+        name: [
+            percentile(values[start : start + per_round], 50) * 1000.0
+            for start in range(0, len(values), per_round)
+        ]
+        for name, values in samples.items()
+    }
 
 
 def _measure_simple(rounds: int, per_round: int, warmup: int) -> dict[str, Any]:
@@ -197,7 +236,9 @@ def _measure_simple(rounds: int, per_round: int, warmup: int) -> dict[str, Any]:
             per_round=per_round,
             warmup=warmup,
         )
-    return {name: summarize(values) for name, values in samples.items()}
+    summaries: dict[str, Any] = {name: summarize(values) for name, values in samples.items()}
+    summaries["round_p50_ms"] = _round_p50s(samples, per_round)
+    return summaries
 
 
 if __name__ == "__main__":  # pragma: no cover - run.py is the entry point

@@ -38,11 +38,13 @@ def run(quick: bool = False) -> Result:
     result = Result("throughput")
     raw = _raw(agents, per_agent)
     framework = _framework(agents, per_agent)
+    drained = _framework(agents, per_agent, queue_first=True)
     result.details = {
         "agents": agents,
         "per_agent": per_agent,
         "raw": raw,
         "framework": framework,
+        "queued_then_resumed": drained,
     }
     result.add(
         Figure(
@@ -65,6 +67,17 @@ def run(quick: bool = False) -> Result:
             value=framework["tells_per_second"],
             floor=raw["sends_per_second"],
             floor_label="raw tells sent/s by the client loop",
+            samples=total,
+        )
+    )
+    result.add(
+        Figure(
+            key="drain_turns_per_second",
+            label="turns/s draining the same tells queued while halted (clock from resume)",
+            unit="1/s",
+            value=drained["per_second"],
+            floor=raw["per_second"],
+            floor_label=f"raw echo messages/s, {agents} actors x {per_agent}",
             samples=total,
         )
     )
@@ -102,7 +115,13 @@ def _raw(agents: int, per_agent: int) -> dict[str, Any]:
     }
 
 
-def _framework(agents: int, per_agent: int) -> dict[str, Any]:
+def _framework(agents: int, per_agent: int, *, queue_first: bool = False) -> dict[str, Any]:
+    """Run ``agents x per_agent`` tells and time them to the last ``turn.stop``.
+
+    With ``queue_first`` every agent is halted while the tells are queued and the clock
+    starts at the first ``resume``: the agents' own draining rate, without the client's
+    tell loop in the way.
+    """
     total = agents * per_agent
     names = [f"agent-{index}" for index in range(agents)]
     done = threading.Condition()
@@ -126,6 +145,9 @@ def _framework(agents: int, per_agent: int) -> dict[str, Any]:
             )
         for name in names:
             g.ask(name, "warm", timeout=10.0, system=system)
+        if queue_first:
+            for name in names:
+                g.halt(name, system=system)
         handler_id = f"bench-throughput-{id(stopped)}"
         g.attach(handler_id, ["turn.stop"], on_turn_stop, system=system)
         try:
@@ -135,9 +157,13 @@ def _framework(agents: int, per_agent: int) -> dict[str, Any]:
                 for name in names:
                     refs.append((name, g.tell(name, "work", system=system)))
             issued = time.perf_counter()
+            if queue_first:
+                started = time.perf_counter()
+                for name in names:
+                    g.resume(name, system=system)
             wanted = {ref for _, ref in refs}
             with done:
-                if not done.wait_for(lambda: wanted <= stopped.keys(), timeout=120.0):
+                if not done.wait_for(lambda: wanted <= stopped.keys(), timeout=300.0):
                     missing = len(wanted - stopped.keys())
                     raise RuntimeError(f"{missing} of {total} tells never completed")
             finished = max(stopped[ref] for ref in wanted)
@@ -152,5 +178,5 @@ def _framework(agents: int, per_agent: int) -> dict[str, Any]:
         "turns": total,
         "seconds": finished - started,
         "per_second": total / (finished - started),
-        "tells_per_second": total / (issued - started),
+        "tells_per_second": total / (issued - started) if not queue_first else None,
     }

@@ -38,6 +38,8 @@ __all__ = [
     "Result",
     "agent_system",
     "children_of",
+    "cpu_by_role",
+    "cpu_seconds",
     "free_port",
     "interleaved",
     "live_system_processes",
@@ -284,6 +286,35 @@ def children_of(pid: int) -> list[int]:
         if fields is not None and fields[0] not in ("Z", "X") and int(fields[1]) == pid:
             found.append(int(entry))
     return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """Return the user + system CPU time ``pid`` has used so far (0.0 if it is gone)."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    # Fields 14 and 15 of /proc/<pid>/stat (utime, stime), counted after the command name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_role(system: AgentSystem, agent_pids: list[int]) -> dict[str, float]:
+    """Return the CPU seconds used so far by ``system``'s processes, grouped by role.
+
+    Roles: ``agents`` (``agent_pids``), ``workers`` (their children), ``services``
+    (everything else of the system: admin, logger, registry, supervisor, telemetry hub)
+    and ``client`` (this process, all its threads).
+    """
+    agents = set(agent_pids)
+    roles = {"agents": 0.0, "workers": 0.0, "services": 0.0}
+    for pid in live_system_processes(system):
+        fields = _stat_fields(pid)
+        if fields is None:
+            continue
+        parent = int(fields[1])
+        role = "agents" if pid in agents else "workers" if parent in agents else "services"
+        roles[role] += cpu_seconds(pid)
+    roles["client"] = cpu_seconds(os.getpid())
+    return roles
 
 
 def pss_kib(pid: int) -> int | None:

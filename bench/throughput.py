@@ -14,6 +14,7 @@ Target: framework turns/s at least 25 % of raw messages/s.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import genagent_thespian as g
 
 from ._actors import BenchAgent, Echo
-from ._common import Figure, RawSystem, Result, agent_system
+from ._common import Figure, RawSystem, Result, agent_system, cpu_by_role, cpu_seconds
 
 __all__ = ["run"]
 
@@ -93,9 +94,12 @@ def _raw(agents: int, per_agent: int) -> dict[str, Any]:
     with RawSystem("multiprocTCPBase") as raw:
         echos = [raw.create(Echo) for _ in range(agents)]
         with raw.asys.private() as context:
+            pids = []
             for echo in echos:
                 if context.ask(echo, "warm", 10.0) != "warm":
                     raise RuntimeError("an echo actor did not answer its warm-up")
+                pids.append(int(context.ask(echo, ("pid",), 10.0)[1]))
+            cpu_before = sum(cpu_seconds(pid) for pid in pids), cpu_seconds(os.getpid())
             started = time.perf_counter()
             for index in range(per_agent):
                 for echo in echos:
@@ -107,7 +111,12 @@ def _raw(agents: int, per_agent: int) -> dict[str, Any]:
                     raise RuntimeError(f"only {received} of {total} echoes came back")
                 received += 1
             finished = time.perf_counter()
+            cpu_after = sum(cpu_seconds(pid) for pid in pids), cpu_seconds(os.getpid())
     return {
+        "cpu_ms_per_message": {
+            "actors": round((cpu_after[0] - cpu_before[0]) * 1000.0 / total, 3),
+            "client": round((cpu_after[1] - cpu_before[1]) * 1000.0 / total, 3),
+        },
         "messages": total,
         "seconds": finished - started,
         "per_second": total / (finished - started),
@@ -145,6 +154,7 @@ def _framework(agents: int, per_agent: int, *, queue_first: bool = False) -> dic
             )
         for name in names:
             g.ask(name, "warm", timeout=10.0, system=system)
+        agent_pids = [g.status(name, system=system).pid for name in names]
         if queue_first:
             for name in names:
                 g.halt(name, system=system)
@@ -152,6 +162,7 @@ def _framework(agents: int, per_agent: int, *, queue_first: bool = False) -> dic
         g.attach(handler_id, ["turn.stop"], on_turn_stop, system=system)
         try:
             refs: list[tuple[str, str]] = []
+            cpu_before = cpu_by_role(system, agent_pids)
             started = time.perf_counter()
             for _ in range(per_agent):
                 for name in names:
@@ -167,6 +178,7 @@ def _framework(agents: int, per_agent: int, *, queue_first: bool = False) -> dic
                     missing = len(wanted - stopped.keys())
                     raise RuntimeError(f"{missing} of {total} tells never completed")
             finished = max(stopped[ref] for ref in wanted)
+            cpu_after = cpu_by_role(system, agent_pids)
         finally:
             g.detach(handler_id, system=system)
         failed = [
@@ -179,4 +191,8 @@ def _framework(agents: int, per_agent: int, *, queue_first: bool = False) -> dic
         "seconds": finished - started,
         "per_second": total / (finished - started),
         "tells_per_second": total / (issued - started) if not queue_first else None,
+        "cpu_ms_per_turn": {
+            role: round((cpu_after[role] - cpu_before[role]) * 1000.0 / total, 3)
+            for role in cpu_before
+        },
     }

@@ -40,6 +40,7 @@ __all__ = [
     "BenchAgent",
     "CrashParent",
     "Echo",
+    "Forwarder",
     "GroupKeeper",
     "InstantBackend",
     "ProcessGroupBackend",
@@ -47,6 +48,7 @@ __all__ = [
     "Stamper",
     "StampingBackend",
     "ThreadedEcho",
+    "ThreadedStreamer",
 ]
 
 
@@ -194,6 +196,72 @@ class GroupKeeper(Actor):
             self.send(sender, ("ended",))
         elif isinstance(message, ActorExitRequest) and self._child is not None:
             _end_group(self._child)
+
+
+class Forwarder(Actor):
+    """The streaming design floor's agent: forwards stamped messages to its subscriber.
+
+    ``("subscribe",)`` makes the sender the subscriber (answered ``("subscribed",)``);
+    every ``("stamped", t)`` is then forwarded to it unchanged.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._subscriber: Any = None
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:
+        """Subscribe or forward."""
+        if message == ("subscribe",):
+            self._subscriber = sender
+            self.send(sender, ("subscribed",))
+        elif isinstance(message, tuple) and message[:1] == ("stamped",) and self._subscriber:
+            self.send(self._subscriber, message)
+
+
+class ThreadedStreamer(Actor):
+    """The streaming design floor's worker: a thread stamps deltas, the pipe wakes the actor.
+
+    ``("stream", count, pause, forwarder)`` starts a daemon thread that puts ``count``
+    ``time.time()`` stamps on a queue ``pause`` seconds apart, writing one byte to a pipe
+    for each; the actor (woken through ``ThespianWatch``) sends each stamp to
+    ``forwarder``: the same path as a streamed delta (turn thread -> worker -> agent ->
+    subscriber), with no framework code.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rfd: int | None = None
+        self._wfd: int | None = None
+        self._queue: queue.SimpleQueue[float] = queue.SimpleQueue()
+        self._forwarder: Any = None
+
+    def receiveMessage(self, message: Any, sender: Any) -> Any:
+        """Start a stream, or forward what the stream thread produced."""
+        if isinstance(message, tuple) and message[:1] == ("stream",):
+            _, count, pause, self._forwarder = message
+            if self._rfd is None:
+                self._rfd, self._wfd = os.pipe()
+                os.set_blocking(self._rfd, False)
+            threading.Thread(target=self._stream, args=(count, pause), daemon=True).start()
+        elif isinstance(message, WatchMessage) and self._rfd is not None:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self._rfd, 4096):
+                    pass
+            while True:
+                try:
+                    stamp = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                self.send(self._forwarder, ("stamped", stamp))
+        return ThespianWatch([self._rfd]) if self._rfd is not None else None
+
+    def _stream(self, count: int, pause: float) -> None:
+        assert self._wfd is not None
+        for index in range(count):
+            if index:
+                time.sleep(pause)
+            self._queue.put(time.time())
+            os.write(self._wfd, b"x")
 
 
 class Stamper(Actor):

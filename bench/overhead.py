@@ -55,7 +55,13 @@ def run(quick: bool = False) -> Result:
     rounds, per_round, warmup = _sizes(quick)
     tcp = _measure_tcp(rounds, per_round, warmup)
     simple = _measure_simple(rounds, per_round, warmup)
-    result.details = {"multiprocTCPBase": tcp, "simpleSystemBase": simple}
+    drift_rounds = 3 if quick else 30
+    drift = _measure_drift(drift_rounds, per_round)
+    result.details = {
+        "multiprocTCPBase": tcp,
+        "simpleSystemBase": simple,
+        "multiprocTCPBase_long_run": drift,
+    }
     raw = tcp["raw"]
     samples = raw["samples"]
     result.add(
@@ -116,15 +122,16 @@ def run(quick: bool = False) -> Result:
         )
     )
     for base, details, key in (
-        ("multiprocTCPBase", tcp, "tcp_ask_drift"),
+        ("multiprocTCPBase", drift, "tcp_ask_drift"),
         ("simpleSystemBase", simple, "simple_ask_drift"),
     ):
         rounds_p50 = details["round_p50_ms"]
         variant = "agent_instant" if "agent_instant" in rounds_p50 else "agent_scripted"
+        turns = len(rounds_p50[variant]) * per_round
         result.add(
             Figure(
                 key=key,
-                label=f"agent ask p50 in the last round vs the first, {base} ({variant})",
+                label=f"ask p50, last vs first round of {turns} turns, {base} ({variant})",
                 unit="ms",
                 value=rounds_p50[variant][-1],
                 floor=rounds_p50[variant][0],
@@ -217,6 +224,38 @@ def _round_p50s(samples: dict[str, list[float]], per_round: int) -> dict[str, li
         ]
         for name, values in samples.items()
     }
+
+
+def _measure_drift(rounds: int, per_round: int) -> dict[str, Any]:
+    """Many turns on one agent (constant session), raw echo blocks interleaved.
+
+    Shows whether a turn gets slower as an agent's turns add up (the raw floor's own
+    last/first ratio says how much of a change is the machine's).
+    """
+    with RawSystem("multiprocTCPBase") as raw, agent_system("multiprocTCPBase") as system:
+        echo = raw.create(Echo)
+        g.start_agent(
+            BenchAgent,
+            name="instant",
+            backend=InstantBackend,
+            worker_idle_timeout=600.0,
+            system=system,
+        )
+        with raw.asys.private() as context:
+            samples = interleaved(
+                {
+                    "raw": lambda: _checked(context.ask(echo, "x", 10.0), "x"),
+                    "agent_instant": lambda: _checked(
+                        g.ask("instant", "hi", timeout=10.0, system=system).text, "ok"
+                    ),
+                },
+                rounds=rounds,
+                per_round=per_round,
+                warmup=1,
+            )
+    summaries: dict[str, Any] = {name: summarize(values) for name, values in samples.items()}
+    summaries["round_p50_ms"] = _round_p50s(samples, per_round)
+    return summaries
 
 
 def _measure_simple(rounds: int, per_round: int, warmup: int) -> dict[str, Any]:

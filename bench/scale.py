@@ -220,8 +220,11 @@ def _raw(count: int, samples: int) -> dict[str, Any]:
         chosen = random.sample(echos, min(samples + 2, len(echos)))
         many = _raw_asks(context, chosen, samples)
         many_connected = _raw_asks(everyone, chosen, samples)
+    tenth = max(1, len(created) // 10)
     return {
         "create": summarize(created),
+        "create_first_tenth_p50_ms": percentile(created[:tenth], 50) * 1000.0,
+        "create_last_tenth_p50_ms": percentile(created[-tenth:], 50) * 1000.0,
         "one": one,
         "many": many,
         "many_from_connected_client": many_connected,
@@ -331,6 +334,9 @@ def _framework(count: int, samples: int) -> dict[str, Any]:
         details["start_all_seconds"] = time.perf_counter() - began
         details["started"] = started
         details["start"] = summarize(starts)
+        tenth = max(1, len(starts) // 10)
+        details["start_first_tenth_p50_ms"] = percentile(starts[:tenth], 50) * 1000.0
+        details["start_last_tenth_p50_ms"] = percentile(starts[-tenth:], 50) * 1000.0
         names = [f"agent-{index}" for index in range(started)]
         # Another thread (so another Thespian endpoint) reads every agent's pid: this
         # thread's endpoint then only knows the agents it asks, as a client usually does.

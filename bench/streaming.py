@@ -27,7 +27,7 @@ import genagent_thespian as g
 from genagent_thespian import EventKind
 from genagent_thespian.messages import Accepted, TurnEvent, Watch
 
-from ._actors import BenchAgent, Stamper, StampingBackend
+from ._actors import BenchAgent, Forwarder, Stamper, StampingBackend, ThreadedStreamer
 from ._common import Figure, RawSystem, Result, agent_system, summarize, wait_for
 
 __all__ = ["run"]
@@ -84,6 +84,27 @@ class _Watcher:
             self._ready.set()
 
 
+def _design_floor(
+    raw: RawSystem, context: Any, stamper: Any, turns: int, deltas: int
+) -> list[float]:
+    """Stream ``turns x deltas`` stamps through raw actors; return the delays."""
+    streamer = raw.create(ThreadedStreamer)
+    forwarder = raw.create(Forwarder)
+    delays: list[float] = []
+    with raw.asys.private() as subscriber:
+        if subscriber.ask(forwarder, ("subscribe",), 10.0) != ("subscribed",):
+            raise RuntimeError("the forwarder did not accept the subscription")
+        for _ in range(turns):
+            context.tell(streamer, ("stream", deltas, _PAUSE, forwarder))
+            for _ in range(deltas):
+                message = subscriber.listen(10.0)
+                received = time.time()
+                if not (isinstance(message, tuple) and message[:1] == ("stamped",)):
+                    raise RuntimeError(f"the subscriber got {message!r:.80}")
+                delays.append(received - message[1])
+    return delays
+
+
 def run(quick: bool = False) -> Result:
     """Measure the streaming delay against the raw one-way message latency."""
     turns, deltas = _sizes(quick)
@@ -132,7 +153,9 @@ def run(quick: bool = False) -> Result:
                     what=f"{expected} deltas at the Watch subscriber",
                 )
                 watch_delays = list(watcher.delays)
-            # Phase 2: the telemetry handler alone.
+            # Phase 2: the design floor, raw actors on the same path as a delta.
+            design_delays = _design_floor(raw, context, stamper, turns, deltas)
+            # Phase 3: the telemetry handler alone.
             handler_id = f"bench-streaming-{id(raw_delays)}"
             g.attach(handler_id, ["turn.event"], on_event, system=system)
             try:
@@ -146,6 +169,7 @@ def run(quick: bool = False) -> Result:
                 g.detach(handler_id, system=system)
 
     raw_summary = summarize(raw_delays)
+    design_summary = summarize(design_delays)
     watch_summary = summarize(watch_delays)
     telemetry_summary = summarize(telemetry_delays)
     result = Result("streaming")
@@ -154,6 +178,7 @@ def run(quick: bool = False) -> Result:
         "deltas_per_turn": deltas,
         "pause_s": _PAUSE,
         "raw_one_way": raw_summary,
+        "design_floor": design_summary,
         "watch": watch_summary,
         "telemetry": telemetry_summary,
         "watch_delays_ms": [round(delay * 1000.0, 2) for delay in watch_delays],
@@ -175,9 +200,32 @@ def run(quick: bool = False) -> Result:
                     samples=int(summary["samples"]),
                 )
             )
+    result.add(
+        Figure(
+            key="design_floor_p50",
+            label="design floor p50: raw thread -> pipe -> actor -> forwarder -> subscriber",
+            unit="ms",
+            value=design_summary["p50_ms"],
+            floor=raw_summary["p50_ms"],
+            floor_label="raw one-way message p50",
+            samples=int(design_summary["samples"]),
+        )
+    )
+    result.add(
+        Figure(
+            key="watch_vs_design_p50",
+            label="delta -> Watch subscriber p50 against the design floor",
+            unit="ms",
+            value=watch_summary["p50_ms"],
+            floor=design_summary["p50_ms"],
+            floor_label="design floor p50",
+            samples=int(watch_summary["samples"]),
+        )
+    )
     result.notes.append(
         f"{turns} turns of {deltas} deltas, {_PAUSE * 1000:.0f} ms apart, per subscriber: "
-        "first with only the Watch subscription, then with only the telemetry handler; "
+        "first with only the Watch subscription, then the raw design floor, then with only "
+        "the telemetry handler; "
         "raw samples in blocks between the turns."
     )
     return result

@@ -52,7 +52,14 @@ EXPECTED = {
         "durable_restart_p50",
     },
     "durability": {"durable_ask_p50", "durable_ask_p99"},
-    "streaming": {"watch_p50", "watch_p99", "telemetry_p50", "telemetry_p99"},
+    "streaming": {
+        "watch_p50",
+        "watch_p99",
+        "telemetry_p50",
+        "telemetry_p99",
+        "design_floor_p50",
+        "watch_vs_design_p50",
+    },
 }
 
 #: Figures that may be skipped, and only with this reason.

@@ -125,19 +125,21 @@ def run(quick: bool = False) -> Result:
         ("multiprocTCPBase", drift, "tcp_ask_drift"),
         ("simpleSystemBase", simple, "simple_ask_drift"),
     ):
-        rounds_p50 = details["round_p50_ms"]
-        variant = "agent_instant" if "agent_instant" in rounds_p50 else "agent_scripted"
-        turns = len(rounds_p50[variant]) * per_round
+        tenths = details["tenth_p50_ms"]
+        variant = "agent_instant" if "agent_instant" in tenths else "agent_scripted"
         result.add(
             Figure(
                 key=key,
-                label=f"ask p50, last vs first round of {turns} turns, {base} ({variant})",
+                label=(
+                    f"ask p50, last vs first tenth of {details[variant]['samples']} turns, "
+                    f"{base} ({variant})"
+                ),
                 unit="ms",
-                value=rounds_p50[variant][-1],
-                floor=rounds_p50[variant][0],
-                floor_label="the same agent's first-round p50",
-                samples=per_round,
-                extra={"raw_last_vs_first": rounds_p50["raw"][-1] / rounds_p50["raw"][0]},
+                value=tenths[variant]["last"],
+                floor=tenths[variant]["first"],
+                floor_label="the same agent's first-tenth p50",
+                samples=int(details[variant]["samples"]) // 10,
+                extra={"raw_last_vs_first": tenths["raw"]["last"] / tenths["raw"]["first"]},
             )
         )
     result.add(
@@ -212,7 +214,20 @@ def _measure_tcp(rounds: int, per_round: int, warmup: int) -> dict[str, Any]:
             )
     summaries: dict[str, Any] = {name: summarize(values) for name, values in samples.items()}
     summaries["round_p50_ms"] = _round_p50s(samples, per_round)
+    summaries["tenth_p50_ms"] = _tenth_p50s(samples)
     return summaries
+
+
+def _tenth_p50s(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """The p50 of the first and of the last tenth of each variant's samples."""
+    tenths = {}
+    for name, values in samples.items():
+        size = max(1, len(values) // 10)
+        tenths[name] = {
+            "first": percentile(values[:size], 50) * 1000.0,
+            "last": percentile(values[-size:], 50) * 1000.0,
+        }
+    return tenths
 
 
 def _round_p50s(samples: dict[str, list[float]], per_round: int) -> dict[str, list[float]]:
@@ -255,6 +270,7 @@ def _measure_drift(rounds: int, per_round: int) -> dict[str, Any]:
             )
     summaries: dict[str, Any] = {name: summarize(values) for name, values in samples.items()}
     summaries["round_p50_ms"] = _round_p50s(samples, per_round)
+    summaries["tenth_p50_ms"] = _tenth_p50s(samples)
     return summaries
 
 
@@ -277,6 +293,7 @@ def _measure_simple(rounds: int, per_round: int, warmup: int) -> dict[str, Any]:
         )
     summaries: dict[str, Any] = {name: summarize(values) for name, values in samples.items()}
     summaries["round_p50_ms"] = _round_p50s(samples, per_round)
+    summaries["tenth_p50_ms"] = _tenth_p50s(samples)
     return summaries
 
 

@@ -177,10 +177,11 @@ def _measure_tcp(rounds: int, per_round: int, warmup: int) -> dict[str, Any]:
         echo = raw.create(Echo)
         relay = raw.create(Relay)
         _checked(raw.asys.ask(relay, ("mode", "thread"), 10.0)[0], "mode")
-        for name, backend, options in (
+        variants: tuple[tuple[str, Any, dict[str, Any]], ...] = (
             ("scripted", "scripted", {"default": "ok"}),
             ("instant", InstantBackend, {}),
-        ):
+        )
+        for name, backend, options in variants:
             g.start_agent(
                 BenchAgent,
                 name=name,

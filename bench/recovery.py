@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import tempfile
@@ -171,6 +172,14 @@ def run(quick: bool = False) -> Result:
     return result
 
 
+def _gone(pid: int) -> bool:
+    return not process_alive(pid)
+
+
+def _poll_error(system: AgentSystem, name: str, ref: str) -> Any:
+    return g.poll(name, ref, system=system).error
+
+
 # ============================================================================ worker kill
 
 
@@ -268,7 +277,7 @@ def _startup_kill(samples: int, tmp: Path, wait: float = 2.0) -> dict[str, Any]:
             thread = threading.Thread(target=caller, daemon=True)
             thread.start()
             worker = wait_for(
-                lambda agent_pid=agent_pid: children_of(agent_pid), timeout=10.0, interval=0.0002
+                functools.partial(children_of, agent_pid), timeout=10.0, interval=0.0002
             )
             killed = time.perf_counter()
             os.kill(worker[0], signal.SIGKILL)
@@ -292,7 +301,7 @@ def _interrupt_group(samples: int, tmp: Path) -> tuple[list[float], list[float]]
                 pid = int(reply[1])
                 started = time.perf_counter()
                 context.tell(keeper, ("end",))
-                wait_for(lambda pid=pid: not process_alive(pid), timeout=10.0, what="group gone")
+                wait_for(functools.partial(_gone, pid), timeout=10.0, what="group gone")
                 raw_times.append(time.perf_counter() - started)
                 context.listen(10.0)  # ("ended",)
     times: list[float] = []
@@ -312,11 +321,9 @@ def _interrupt_group(samples: int, tmp: Path) -> tuple[list[float], list[float]]
             pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), timeout=20.0))
             started = time.perf_counter()
             g.interrupt("provider", ref, system=system)
-            wait_for(lambda pid=pid: not process_alive(pid), timeout=10.0, what="group gone")
+            wait_for(functools.partial(_gone, pid), timeout=10.0, what="group gone")
             times.append(time.perf_counter() - started)
-            error = wait_for(
-                lambda ref=ref: g.poll("provider", ref, system=system).error, timeout=10.0
-            )
+            error = wait_for(functools.partial(_poll_error, system, "provider", ref), timeout=10.0)
             if not isinstance(error, TurnInterrupted):
                 raise RuntimeError(f"the interrupted turn failed with {error!r:.120}")
     return raw_times[1:], times[1:]
@@ -333,7 +340,7 @@ def _restart_by_hand(samples: int) -> tuple[list[float], list[float]]:
             pid = context.ask(echo, ("pid",), 10.0)[1]
             started = time.perf_counter()
             context.tell(echo, ActorExitRequest())
-            wait_for(lambda pid=pid: not process_alive(pid), timeout=10.0, what="echo gone")
+            wait_for(functools.partial(_gone, pid), timeout=10.0, what="echo gone")
             echo = context.createActor(Echo)
             if context.ask(echo, "x", 10.0) != "x":
                 raise RuntimeError("the new echo did not answer")

@@ -14,10 +14,8 @@ when their worker dies, so no CLI process outlives its agent.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import signal
+import pickle
 import time
 import uuid
 from collections.abc import Iterable
@@ -34,6 +32,7 @@ from thespian.actors import (
 
 from ._backend import Backend, resolve_backend
 from ._behaviour import GenAgent
+from ._durable import AgentRecord, Restored
 from ._errors import (
     AgentNotFound,
     AgentStartFailed,
@@ -41,6 +40,7 @@ from ._errors import (
     InvalidPrompt,
     TurnCrashed,
 )
+from ._log import get_logger
 from ._machine import (
     AgentMachine,
     ArmWatchdog,
@@ -51,9 +51,16 @@ from ._machine import (
     Reply,
     StartTurn,
 )
+from ._processes import (
+    AGENT_MARKER,
+    children_die_with_this_process,
+    kill_process,
+    kill_process_group,
+)
 from ._protocol import (
     AddressBook,
     _AgentInitFailed,
+    _AgentProcesses,
     _AgentReady,
     _BackendSession,
     _CancelTurn,
@@ -101,7 +108,7 @@ from .messages import (
 
 __all__ = ["AgentActor"]
 
-_log = logging.getLogger("genagent_thespian.agent")
+_log = get_logger("genagent_thespian.agent")
 
 #: Seconds a cancelled turn has to end before its worker is killed.
 CANCEL_GRACE = 5.0
@@ -136,7 +143,9 @@ class AgentActor(Actor):
         self.worker = _WorkerSlot()
         self._held_start: StartTurn | None = None
         self._telemetry: Any = None
-        self._telemetry_names: frozenset[str] | None = frozenset()
+        # Until the hub says what is wanted, send everything: the hub filters per subscriber,
+        # and an agent's first events must not be lost to the race with its answer.
+        self._telemetry_names: frozenset[str] | None = None
         self._telemetry_out: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
         self._registry: Any = None
         self._supervisor: Any = None
@@ -149,6 +158,7 @@ class AgentActor(Actor):
         self._addresses: dict[Any, Any] = {}
         self._outgoing_tells: dict[str, Any] = {}  # ref -> target name
         self._stopping: tuple[str, Any] | None = None  # (reason, reply_to)
+        self._record: AgentRecord | None = None  # durable agents only
 
     # ================================================================== dispatch
 
@@ -193,39 +203,64 @@ class AgentActor(Actor):
         self._supervisor = message.supervisor
         self._node = message.node
         self._incarnation = message.incarnation
+        if self._isolated:
+            # The worker must die with this process, and the CLIs it runs carry its marker.
+            children_die_with_this_process()
+            if message.instance_id:
+                os.environ[AGENT_MARKER] = message.instance_id
+        restored: Restored | None = None
         try:
+            if spec.durable:
+                self._record = AgentRecord.open(message.store_path, spec)
+                restored = self._record.begin()
+                self._incarnation = self._record.incarnation or 0
+                self._record.record_process(os.getpid(), "agent", os.getpgid(0))
             impl = spec.impl()
             if not isinstance(impl, GenAgent):
                 raise TypeError(f"{spec.impl!r} is not a GenAgent subclass")
             impl._genagent_context = _AgentContext(self, spec.name)
-            backend_options = impl.init_agent(spec.options_dict)
-            if backend_options is None:
-                backend_options = {}
             self.backend_cls = resolve_backend(spec.backend)
-            self.session = self.backend_cls().start_session(dict(backend_options))
-            impl.pre_run()
-        except GenAgentError as exc:
-            self._init_failed(sender, spec, exc)
-            return
+            if restored is not None:
+                impl.restore_state(restored.impl_state)
+                self.session = self.backend_cls().resume_session(restored.session)
+            else:
+                backend_options = impl.init_agent(spec.options_dict)
+                if backend_options is None:
+                    backend_options = {}
+                self.session = self.backend_cls().start_session(dict(backend_options))
+                impl.pre_run()
+            limits = MachineLimits(
+                watchdog=spec.watchdog,
+                max_tell_results=spec.max_tell_results,
+                max_queued=spec.max_queued,
+                max_queued_bytes=spec.max_queued_bytes,
+            )
+            self.machine = AgentMachine(name=spec.name, impl=impl, limits=limits)
+            if restored is None:
+                effects = self.machine.start()
+            else:
+                effects = self.machine.restore(restored.machine, restored.results)
+            self._persist()
         except Exception as exc:
+            self.machine = None
+            if self._record is not None and restored is None and self._incarnation == 0:
+                self._record.delete()  # a first start that failed leaves no record behind
             self._init_failed(sender, spec, exc)
             return
-        limits = MachineLimits(
-            watchdog=spec.watchdog,
-            max_tell_results=spec.max_tell_results,
-            max_queued=spec.max_queued,
-            max_queued_bytes=spec.max_queued_bytes,
-        )
-        self.machine = AgentMachine(name=spec.name, impl=impl, limits=limits)
         if self._telemetry is not None:
             self.send(self._telemetry, _TelemetryJoin())
-        self._run(self.machine.start())
         self.send(sender, _AgentReady(spec.name, os.getpid()))
+        self._run(effects)
 
     def _init_failed(self, sender: Any, spec: AgentSpec, exc: Exception) -> None:
-        stage = type(exc).__name__
-        _log.error("agent %r failed to start: %s: %s", spec.name, stage, exc)
-        error = AgentStartFailed(f"the agent failed to start: {stage}: {exc}", agent=spec.name)
+        """Report a failed start; typed errors (``InvalidOption``...) keep their type."""
+        _log.error("agent %r failed to start: %s: %s", spec.name, type(exc).__name__, exc)
+        if isinstance(exc, GenAgentError):
+            error = exc.with_context(agent=spec.name)
+        else:
+            error = AgentStartFailed(
+                f"the agent failed to start: {type(exc).__name__}: {exc}", agent=spec.name
+            )
         self.send(sender, _AgentInitFailed(spec.name, error))
 
     # ================================================================== client requests
@@ -291,8 +326,23 @@ class AgentActor(Actor):
             backend=self.backend_cls.name,
             impl=f"{spec.impl.__module__}.{spec.impl.__qualname__}",
             durable=spec.durable,
+            agent_state=self._published_state(),
         )
         self.send(sender, status)
+
+    def _published_state(self) -> Any:
+        """The implementation's ``agent_state()``, or ``None`` if it raised or won't pickle."""
+        try:
+            state = self._m.impl.agent_state()
+            pickle.dumps(state)
+        except Exception as exc:
+            _log.warning(
+                "agent %r: agent_state() failed or is not picklable: %s",
+                self._m.name,
+                type(exc).__name__,
+            )
+            return None
+        return state
 
     def _on_watch(self, message: Watch, sender: Any) -> None:
         if message.active:
@@ -310,10 +360,13 @@ class AgentActor(Actor):
         slot = self.worker
         if sender != slot.address:
             return  # a retired worker's late output
+        known = (slot.pid, frozenset(slot.process_groups))
         if message.pid:
             slot.pid = message.pid
         for pgid, alive in message.process_groups:
             (slot.process_groups.add if alive else slot.process_groups.discard)(pgid)
+        if (slot.pid, frozenset(slot.process_groups)) != known:
+            self._report_processes()
         if message.session_changed and slot.cancelling != message.turn_id:
             self.session = message.session
         elif message.session_changed:
@@ -405,14 +458,24 @@ class AgentActor(Actor):
             self._run(self._m.turn_failed(running, crash))
         self._release_held_start()
 
+    def _report_processes(self) -> None:
+        """Tell the supervisor what to end should this agent die (see ``_AgentProcesses``)."""
+        if self._supervisor is not None and self._isolated:
+            slot = self.worker
+            groups = tuple(sorted(slot.process_groups))
+            self.send(self._supervisor, _AgentProcesses(slot.pid, groups))
+            if self._record is not None and slot.pid:
+                self._record.record_process(slot.pid, "worker", os.getpgid(0))
+                for pgid in groups:
+                    self._record.record_process(pgid, "cli", pgid)
+
     def _kill_worker_remains(self, slot: _WorkerSlot, *, kill_worker: bool = False) -> None:
         """End what a dead or stuck worker leaves behind: its process groups, itself."""
         for pgid in list(slot.process_groups):
-            _kill_group(pgid)
+            kill_process_group(pgid)
         slot.process_groups.clear()
-        if kill_worker and self._isolated and slot.pid and slot.pid != os.getpid():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(slot.pid, signal.SIGKILL)
+        if kill_worker and self._isolated and slot.pid:
+            kill_process(slot.pid)
 
     def _on_wakeup(self, message: WakeupMessage, sender: Any) -> None:
         payload = message.payload
@@ -468,6 +531,10 @@ class AgentActor(Actor):
 
     def _on_shutdown_agent(self, message: _ShutdownAgent, sender: Any) -> None:
         self._stopping = (message.reason, sender)
+        record, self._record = self._record, None
+        if record is not None:
+            record.delete()  # stop() ends a durable agent for good
+            record.close()
         self._run(self._m.stop(message.reason))
         slot = self.worker
         if slot.address is not None:
@@ -497,7 +564,13 @@ class AgentActor(Actor):
             _log.exception("agent %r: terminate_session raised", self._m.name)
 
     def _on_exit_request(self, message: ActorExitRequest, sender: Any) -> None:
-        """The system or supervisor is ending this actor: answer everyone, leave nothing."""
+        """The system or supervisor is ending this actor: answer everyone, leave nothing.
+
+        A durable agent's record keeps its last boundary (queued tells survive a shutdown).
+        """
+        record, self._record = self._record, None
+        if record is not None:
+            record.close()
         self._run(self._m.stop("shutdown"))
         self._kill_worker_remains(self.worker)
         if self.worker.address is None:
@@ -576,7 +649,21 @@ class AgentActor(Actor):
         assert self.machine is not None
         return self.machine
 
+    def _persist(self) -> None:
+        """Write a durable agent's boundary (before its replies and turn starts go out)."""
+        if self._record is not None and self.machine is not None:
+            impl = self.machine.impl
+            self._record.save(self.machine, self.session, impl.snapshot_state())
+
     def _run(self, effects: Iterable[Effect]) -> None:
+        effects = list(effects)
+        if self._record is not None and any(
+            isinstance(e, Reply | StartTurn | CancelTurn) for e in effects
+        ):
+            try:
+                self._persist()
+            except Exception:
+                _log.exception("agent %r could not persist its state", self._m.name)
         for effect in effects:
             if isinstance(effect, Reply):
                 if effect.to is not None:
@@ -633,14 +720,6 @@ class _AgentContext:
         if isinstance(message, AgentStarted | Stopped | Accepted):
             return
         _log.warning("agent %r ignored unexpected message %s", self.name, type(message).__name__)
-
-
-def _kill_group(pgid: int) -> None:
-    """SIGKILL a backend's process group; it is its own group, never the actor system's."""
-    if pgid <= 1 or pgid == os.getpgid(0):
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 _HANDLERS: dict[type, Any] = {

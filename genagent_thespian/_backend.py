@@ -52,7 +52,7 @@ __all__ = ["BUILTIN_BACKENDS", "Backend", "TurnContext", "resolve_backend"]
 
 #: Short names accepted for ``backend=``, mapped to ``module:Class``.
 BUILTIN_BACKENDS: dict[str, str] = {
-    "scripted": "genagent_thespian.testing:ScriptedBackend",
+    "scripted": "genagent_thespian._scripted:ScriptedBackend",
     "claude": "genagent_thespian.backends.claude:ClaudeBackend",
     "codex": "genagent_thespian.backends.codex:CodexBackend",
     "anthropic": "genagent_thespian.backends.anthropic:AnthropicBackend",

@@ -123,6 +123,32 @@ class GenAgent:
         """Run once per transition to halted (completion actions: open a PR, summarize)."""
         return None
 
+    def agent_state(self) -> Any:
+        """Return what ``status(name).agent_state`` shows of this agent (default ``None``).
+
+        Override it to publish a small, picklable view of the state to clients (dashboards,
+        pattern facades). Nothing is shown by default, so no secret leaks through status.
+        """
+        return None
+
+    # ------------------------------------------------------------------ durability
+
+    def snapshot_state(self) -> dict[str, Any]:
+        """Return the instance's state to persist (durable agents), as picklable data.
+
+        The default takes every public and private attribute the implementation set;
+        override it to leave out live resources (open files, clients) or to shrink it.
+        """
+        return {k: v for k, v in vars(self).items() if not k.startswith("_genagent")}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Load what :meth:`snapshot_state` returned, after a restart.
+
+        Called instead of ``init_agent`` and ``pre_run`` when a durable agent is restarted
+        by its supervisor (or started again while its record is still in the store).
+        """
+        vars(self).update(state)
+
     # ------------------------------------------------------------------ acting from callbacks
 
     @property

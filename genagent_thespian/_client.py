@@ -94,7 +94,9 @@ def start_system(
     admin_port: int | None = None,
     capabilities: dict[str, Any] | None = None,
     log_config: dict[str, Any] | None = None,
+    store_path: str | None = None,
     make_default: bool = True,
+    **security: Any,
 ) -> AgentSystem:
     """Start an actor system, boot the framework in it and (by default) make it current.
 
@@ -103,7 +105,12 @@ def start_system(
         >>> system.shutdown()
     """
     system = AgentSystem.start(
-        base=base, admin_port=admin_port, capabilities=capabilities, log_config=log_config
+        base=base,
+        admin_port=admin_port,
+        capabilities=capabilities,
+        log_config=log_config,
+        store_path=store_path,
+        **security,
     )
     if make_default:
         _set_default(system)
@@ -415,7 +422,13 @@ def poll(name: Any, ref: str, *, system: AgentSystem | None = None) -> PollResul
         raise InvalidOption(f"ref must be a str, got {type(ref).__name__}", agent=name)
     target = _system(system)
     reply = _call_agent(
-        target, name, Poll(ref), timeout=_CONTROL_TIMEOUT, ref=ref, kinds=(PollResult,)
+        target,
+        name,
+        Poll(ref),
+        timeout=_CONTROL_TIMEOUT,
+        ref=ref,
+        kinds=(PollResult,),
+        idempotent=True,
     )
     if isinstance(reply, Failure):
         raise reply.error
@@ -477,14 +490,24 @@ def resume(name: Any, *, system: AgentSystem | None = None) -> None:
 def status(name: Any, *, system: AgentSystem | None = None) -> AgentStatus:
     """Return a snapshot of agent ``name`` (answered at once, even mid-turn)."""
     return _call_agent(
-        _system(system), name, Status(), timeout=_CONTROL_TIMEOUT, kinds=(AgentStatus,)
+        _system(system),
+        name,
+        Status(),
+        timeout=_CONTROL_TIMEOUT,
+        kinds=(AgentStatus,),
+        idempotent=True,
     )
 
 
 def backend_session(name: Any, *, system: AgentSystem | None = None) -> Any:
     """Return agent ``name``'s current backend session (data; tests read scripted history)."""
     reply = _call_agent(
-        _system(system), name, _BackendSession(), timeout=_CONTROL_TIMEOUT, kinds=(_SessionReply,)
+        _system(system),
+        name,
+        _BackendSession(),
+        timeout=_CONTROL_TIMEOUT,
+        kinds=(_SessionReply,),
+        idempotent=True,
     )
     return reply.session
 
@@ -511,8 +534,14 @@ def _call_agent(
     timeout: float | None,
     ref: str | None = None,
     kinds: tuple[type, ...] = (Response,),
+    idempotent: bool = False,
 ) -> Any:
-    """Send ``message`` to agent ``name`` and wait for its answer, watching that it lives."""
+    """Send ``message`` to agent ``name`` and wait for its answer, watching that it lives.
+
+    If the agent was restarted meanwhile, an ``idempotent`` request (status, poll) or any
+    request to a durable agent is sent again to the new process; anything else was lost
+    with the old one and fails with ``AgentStopped``.
+    """
     address = system.cached_address(name)
     if address is None:
         address = whereis(name, system=system)
@@ -524,20 +553,41 @@ def _call_agent(
             return False
         return ref is None or getattr(reply, "ref", None) == ref
 
-    def check_alive() -> None:
-        current = whereis(name, system=system)
-        if current is None:
+    current = {"address": address}
+
+    def check_alive() -> Any:
+        located = _locate(name, system)
+        if located.address is None:
+            if located.restarting:
+                return None  # the supervisor is bringing it back: keep waiting
             raise AgentStopped(
                 "the agent is gone; this request was not answered", agent=name, ref=ref
             )
-        if current != address:
+        if located.address == current["address"]:
+            return None
+        if not (located.durable or idempotent):
             raise AgentStopped(
                 "the agent was restarted and this request was lost with its old process",
                 agent=name,
                 ref=ref,
             )
+        # A durable agent came back: it holds the request if it got it, and drops the
+        # same ref sent again; if it never got it, this delivers it.
+        current["address"] = located.address
+        return located.address
 
     return system.exchange(address, message, matches, timeout=timeout, on_idle=check_alive)
+
+
+def _locate(name: Any, system: AgentSystem) -> Located:
+    reply: Located = system.exchange(
+        system.registry,
+        WhereIs(name),
+        lambda m: isinstance(m, Located) and m.name == name,
+        timeout=_CONTROL_TIMEOUT,
+    )
+    system.remember(name, reply.address)
+    return reply
 
 
 def _check_prompt(prompt: Any, name: Any) -> None:

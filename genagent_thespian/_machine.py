@@ -20,7 +20,6 @@ Invariants kept by every method:
 from __future__ import annotations
 
 import enum
-import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -30,6 +29,7 @@ from typing import Any
 from ._behaviour import GenAgent
 from ._errors import (
     AgentOverloaded,
+    AgentRestarted,
     AgentStopped,
     CallbackError,
     GenAgentError,
@@ -40,6 +40,7 @@ from ._errors import (
     TurnSkipped,
     TurnTimeout,
 )
+from ._log import get_logger
 from ._types import Event, Response, Usage
 from .messages import Accepted, Failure, Halt, PollResult, PollState, Prompt, Skip, TellCompleted
 
@@ -57,7 +58,7 @@ __all__ = [
     "StartTurn",
 ]
 
-_log = logging.getLogger("genagent_thespian.agent")
+_log = get_logger("genagent_thespian.agent")
 
 
 class Phase(enum.StrEnum):
@@ -195,6 +196,9 @@ class AgentMachine:
         self.counters = _Counters()
         self._next_turn_id = 1
         self._effects: list[Effect] = []
+        self._refusals = 0  # consecutive pre_turn refusals of generated prompts
+        self.new_results: list[PollResult] = []  # tell results not yet persisted
+        self.answered: deque[str] = deque(maxlen=1024)  # refs answered lately (dedupe)
 
     # ================================================================== inputs: requests
 
@@ -333,7 +337,7 @@ class AgentMachine:
         )
         self._emit("turn.stop", {"duration_ms": duration_ms}, self._turn_meta(request))
         decision_ok, directive = self._decide(
-            "handle_response", self.impl.handle_response, request.ref, response
+            "handle_response", self.impl.handle_response, request.ref, response, ref=request.ref
         )
         outcome: Response | GenAgentError = response
         if not decision_ok:
@@ -397,6 +401,59 @@ class AgentMachine:
         self._emit("terminated", {}, {"reason": reason})
         return self._flush()
 
+    # ================================================================== durability
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the machine's state as picklable data (for a durable agent's store).
+
+        Everything a restarted agent needs to carry on: halted flags, the mailbox, the
+        self-chain slot, buffered notifications, the in-flight request, recently answered
+        refs and counters. Tell results are persisted separately (``new_results``).
+        """
+        current = self.current
+        return {
+            "halted": self.halted,
+            "halt_pending": self.halt_pending,
+            "mailbox": list(self.mailbox),
+            "self_chain": self.self_chain,
+            "pending": list(self.pending),
+            "in_flight": (current.request, current.prompt) if current else None,
+            "answered": list(self.answered),
+            "counters": self.counters,
+        }
+
+    def restore(self, snapshot: dict[str, Any], results: list[PollResult]) -> list[Effect]:
+        """Load a snapshot into this fresh machine and carry on after a restart.
+
+        The in-flight request is never re-run: its caller gets ``AgentRestarted`` and
+        ``handle_error`` sees it (a ``Prompt`` it returns runs as an independent
+        follow-up). Then queued work continues, self-chain first.
+        """
+        self.halted = snapshot["halted"]
+        self.halt_pending = snapshot["halt_pending"]
+        self.mailbox = deque(snapshot["mailbox"])
+        self.mailbox_bytes = sum(r.size for r in self.mailbox)
+        self.self_chain = snapshot["self_chain"]
+        self.pending = deque(snapshot["pending"])
+        self.answered.extend(snapshot["answered"])
+        self.counters = snapshot["counters"]
+        for result in results:
+            self.results[result.ref] = result
+        in_flight = snapshot["in_flight"]
+        if in_flight is not None:
+            request, prompt = in_flight
+            self.current = _ActiveTurn(0, request, prompt, self.clock())
+            self.phase = Phase.PROCESSING
+            error = AgentRestarted(
+                "the agent restarted while this turn was in flight; it was not re-run",
+                agent=self.name,
+                ref=request.ref,
+            )
+            self._fail_current(error)
+        else:
+            self._process_next()
+        return self._flush()
+
     # ================================================================== views
 
     @property
@@ -431,6 +488,10 @@ class AgentMachine:
     # ================================================================== internals: admission
 
     def _admit(self, request: Request) -> bool:
+        if self._holds(request.ref) or request.ref in self.results or request.ref in self.answered:
+            # A request re-sent after a restart (same ref): it is queued, running or answered
+            # already, so it must not run twice. A tell is acknowledged again.
+            return request.origin is Origin.TELL
         if self.stopped:
             self._reply_failure(
                 request, AgentStopped("the agent is stopping", agent=self.name, ref=request.ref)
@@ -438,12 +499,9 @@ class AgentMachine:
             return False
         if self.phase is Phase.IDLE and not self.halted:
             self._dispatch(request)
+            self._process_next()
             return True
-        limit = None
-        if len(self.mailbox) >= self.limits.max_queued:
-            limit = "count"
-        elif self.mailbox_bytes + request.size > self.limits.max_queued_bytes:
-            limit = "bytes"
+        limit = self._over_limit(request)
         if limit is not None:
             bound = self.limits.max_queued if limit == "count" else self.limits.max_queued_bytes
             error = AgentOverloaded(
@@ -469,6 +527,11 @@ class AgentMachine:
         )
 
     def _deliver(self, kind: str, payload: Any, sender: Any, reply_to: Any) -> None:
+        if self.stopped:
+            if reply_to is not None:
+                stopped = AgentStopped("the agent is stopping", agent=self.name)
+                self._effects.append(Reply(reply_to, Failure(stopped)))
+            return
         if self.phase is Phase.PROCESSING:
             if len(self.pending) >= self.limits.max_pending_notifications:
                 error = AgentOverloaded(
@@ -501,9 +564,30 @@ class AgentMachine:
             origin = Origin.EVENT if kind == "event" else Origin.INFO
             request = Request(directive.ref, origin, directive.text, size=_size(directive.text))
             if draining or self.halted or self.phase is Phase.PROCESSING:
-                self._enqueue(request)
-            else:
-                self._dispatch(request)
+                return self._enqueue_generated(request, callback_name)
+            self._dispatch(request)
+            self._process_next()
+        return None
+
+    def _enqueue_generated(self, request: Request, callback: str) -> GenAgentError | None:
+        """Queue a prompt a callback produced, within the mailbox bounds."""
+        limit = self._over_limit(request)
+        if limit is None:
+            self._enqueue(request)
+            return None
+        self._emit("input.rejected", {}, {"reason": "overloaded", "limit": limit, "kind": callback})
+        _log.warning("agent %r: mailbox full, dropped the prompt %s returned", self.name, callback)
+        return AgentOverloaded(
+            f"the mailbox is full ({limit} limit); the prompt {callback} returned was dropped",
+            agent=self.name,
+            limit=limit,
+        )
+
+    def _over_limit(self, request: Request) -> str | None:
+        if len(self.mailbox) >= self.limits.max_queued:
+            return "count"
+        if self.mailbox_bytes + request.size > self.limits.max_queued_bytes:
+            return "bytes"
         return None
 
     def _holds(self, ref: str) -> bool:
@@ -539,8 +623,36 @@ class AgentMachine:
         self._answer(request, error)
         if isinstance(rewritten, Halt):
             self._transition_to_halted()
+        elif request.origin not in (Origin.ASK, Origin.TELL):
+            self._refused_generated(request, error)
+
+    def _refused_generated(self, request: Request, error: GenAgentError) -> None:
+        """Tell ``handle_error`` that ``pre_turn`` refused a prompt nobody waits for.
+
+        A ``Prompt`` it returns joins the mailbox tail (not the self-chain slot), so a
+        ``pre_turn`` that keeps refusing cannot spin the agent without letting other work
+        run; after :data:`_MAX_REFUSALS` refusals in a row the agent halts.
+        """
+        self._refusals += 1
+        if self._refusals > _MAX_REFUSALS:
+            _log.error(
+                "agent %r: pre_turn refused %d prompts in a row; halting", self.name, self._refusals
+            )
+            self._transition_to_halted()
+            return
+        ok, directive = self._decide(
+            "handle_error", self.impl.handle_error, request.ref, error, ref=request.ref
+        )
+        if ok and isinstance(directive, Prompt):
+            chained = Request(
+                directive.ref, Origin.SELF_CHAIN, directive.text, size=_size(directive.text)
+            )
+            self._enqueue_generated(chained, "handle_error")
+        elif ok and isinstance(directive, Halt):
+            self._transition_to_halted()
 
     def _start_turn(self, request: Request, prompt: str) -> None:
+        self._refusals = 0
         turn_id = self._next_turn_id
         self._next_turn_id += 1
         self.current = _ActiveTurn(turn_id, request, prompt, self.clock())
@@ -589,7 +701,7 @@ class AgentMachine:
             {**self._turn_meta(request), "reason": error.reason_kind},
         )
         decision_ok, directive = self._decide(
-            "handle_error", self.impl.handle_error, request.ref, error
+            "handle_error", self.impl.handle_error, request.ref, error, ref=request.ref
         )
         if not decision_ok:
             directive = None
@@ -654,7 +766,7 @@ class AgentMachine:
             self._dispatch(request)
 
     def _transition_to_halted(self) -> None:
-        if self.halted:
+        if self.halted or self.stopped:
             return
         self.halted = True
         self._call("post_run", self.impl.post_run)
@@ -667,6 +779,8 @@ class AgentMachine:
         if request.answered:
             return
         request.answered = True
+        if request.origin in (Origin.ASK, Origin.TELL):
+            self.answered.append(request.ref)
         if request.origin is Origin.ASK:
             message = outcome if isinstance(outcome, Response) else Failure(outcome, request.ref)
             self._effects.append(Reply(request.reply_to, message))
@@ -695,6 +809,7 @@ class AgentMachine:
         if limit <= 0:
             return
         self.results[result.ref] = result
+        self.new_results.append(result)
         while len(self.results) > limit:
             self.results.popitem(last=False)
 
@@ -710,12 +825,13 @@ class AgentMachine:
             self._emit("callback.error", {}, {"callback": callback, "error": type(exc).__name__})
             return False, exc
 
-    def _decide(self, callback: str, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+    def _decide(
+        self, callback: str, fn: Callable[..., Any], *args: Any, ref: str | None = None
+    ) -> tuple[bool, Any]:
         """Run a decision callback and validate its directive.
 
         Returns ``(True, directive)`` or ``(False, CallbackError)``.
         """
-        ref = args[0] if args and isinstance(args[0], str) else None
         ok, value = self._call(callback, fn, *args)
         if not ok:
             return False, CallbackError(
@@ -755,6 +871,10 @@ class AgentMachine:
     def _flush(self) -> list[Effect]:
         effects, self._effects = self._effects, []
         return effects
+
+
+#: Consecutive refusals of generated prompts after which the agent halts (no spinning).
+_MAX_REFUSALS = 100
 
 
 def _size(prompt: str) -> int:

@@ -17,12 +17,14 @@ __all__ = [
     "AddressBook",
     "_AgentDied",
     "_AgentInitFailed",
+    "_AgentProcesses",
     "_AgentReady",
     "_BackendSession",
     "_CancelTurn",
     "_EndSession",
     "_InitAgent",
     "_Register",
+    "_Restarting",
     "_SessionEnded",
     "_SessionReply",
     "_ShutdownAgent",
@@ -138,7 +140,8 @@ class _InitAgent:
     supervisor: Any
     node: str
     incarnation: int = 0
-    restored: Any = None  # a durable snapshot to restore from
+    instance_id: str = ""  # marks this incarnation's processes (GENAGENT_AGENT_ID)
+    store_path: str | None = None  # the durable store (SQLite file) of this system
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +158,19 @@ class _AgentInitFailed:
 
     name: Any
     error: GenAgentError
+
+
+@dataclass(frozen=True, slots=True)
+class _AgentProcesses:
+    """Agent -> supervisor: the processes to end if this agent dies without cleaning up.
+
+    A parent killed with SIGKILL leaves its children running (Thespian does not reap
+    them), so the supervisor keeps this list and ends them when the agent's exit is
+    abnormal: its worker process and the backends' process groups.
+    """
+
+    worker_pid: int
+    process_groups: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,19 +205,34 @@ class _SessionReply:
 
 @dataclass(frozen=True, slots=True)
 class _Register:
-    """Supervisor -> registry: ``name`` now lives at ``address``."""
+    """Supervisor -> registry: ``name`` now lives at ``address``.
+
+    ``then`` holds ``(address, message)`` replies the registry sends once the entry is in,
+    so a caller told "started" can never look the name up before it is registered.
+    """
 
     name: Any
     address: Any
     node: str = ""
+    then: tuple[tuple[Any, Any], ...] = ()
+    durable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Restarting:
+    """Supervisor -> registry: ``name`` is being restarted; callers should keep waiting."""
+
+    name: Any
+    durable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class _Unregister:
-    """Supervisor -> registry: ``name`` (at ``address``) is gone."""
+    """Supervisor -> registry: ``name`` (at ``address``) is gone; then send ``then``."""
 
     name: Any
     address: Any
+    then: tuple[tuple[Any, Any], ...] = ()
 
 
 # ----------------------------------------------------------------- telemetry

@@ -8,19 +8,19 @@ read (``WhereIs``, ``ListAgents``). One registry per actor system, created with 
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest
 
-from ._protocol import _Register, _Unregister
+from ._log import get_logger
+from ._protocol import _Register, _Restarting, _Unregister
 from .messages import AgentEntry, AgentList, ListAgents, Located, WhereIs
 
 __all__ = ["REGISTRY_NAME", "Registry"]
 
 REGISTRY_NAME = "genagent_thespian.registry"
 
-_log = logging.getLogger("genagent_thespian.registry")
+_log = get_logger("genagent_thespian.registry")
 
 
 class Registry(Actor):
@@ -35,18 +35,35 @@ class Registry(Actor):
         try:
             if isinstance(message, WhereIs):
                 entry = self._entries.get(message.name)
-                self.send(sender, Located(message.name, entry.address if entry else None))
+                if entry is None:
+                    self.send(sender, Located(message.name))
+                else:
+                    located = Located(message.name, entry.address, entry.restarting, entry.durable)
+                    self.send(sender, located)
             elif isinstance(message, ListAgents):
-                self.send(sender, AgentList(tuple(self._entries.values())))
+                live = tuple(e for e in self._entries.values() if e.address is not None)
+                self.send(sender, AgentList(live))
             elif isinstance(message, _Register):
+                entry = AgentEntry(message.name, message.address, message.node, message.durable)
+                self._entries[message.name] = entry
+                self._send_all(message.then)
+            elif isinstance(message, _Restarting):
+                previous = self._entries.get(message.name)
+                node = previous.node if previous else ""
                 self._entries[message.name] = AgentEntry(
-                    message.name, message.address, message.node
+                    message.name, None, node, message.durable, restarting=True
                 )
             elif isinstance(message, _Unregister):
                 entry = self._entries.get(message.name)
-                if entry is not None and entry.address == message.address:
+                # A restarting entry has no address yet: it belongs to the same agent.
+                if entry is not None and (entry.restarting or entry.address == message.address):
                     del self._entries[message.name]
+                self._send_all(message.then)
             elif isinstance(message, ActorExitRequest):
                 self._entries.clear()
         except Exception:
             _log.exception("registry failed handling %s", type(message).__name__)
+
+    def _send_all(self, replies: tuple[tuple[Any, Any], ...]) -> None:
+        for address, reply in replies:
+            self.send(address, reply)

@@ -12,26 +12,32 @@ supervisor forgets an address on the first notice.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest, ChildActorExited, WakeupMessage
 
 from ._agent import AgentActor
+from ._durable import answer_stored_callers, delete_stored_agent
 from ._errors import AgentAlreadyExists, AgentNotFound, AgentStartFailed, GenAgentError
+from ._log import get_logger
+from ._processes import AGENT_MARKER, kill_marked, kill_process, kill_process_group
 from ._protocol import (
     AddressBook,
     _AgentInitFailed,
+    _AgentProcesses,
     _AgentReady,
     _InitAgent,
     _Register,
+    _Restarting,
     _ShutdownAgent,
     _TelemetryBatch,
     _Unregister,
 )
+from ._restart_policy import ExitKind, RestartAction, RestartPolicy
 from .messages import (
     AgentDown,
     AgentSpec,
@@ -52,7 +58,7 @@ STOP_GRACE = 15.0
 #: Seconds an agent has to exit after ``ActorExitRequest`` before it is killed.
 EXIT_GRACE = 5.0
 
-_log = logging.getLogger("genagent_thespian.supervisor")
+_log = get_logger("genagent_thespian.supervisor")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +68,7 @@ class Boot:
     registry: Any
     telemetry: Any
     node: str
+    store_path: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +96,10 @@ class _Child:
     stop_reason: str = ""
     pid: int = 0
     incarnation: int = 0
+    remains: _AgentProcesses = field(default_factory=lambda: _AgentProcesses(0))
+    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    policy: RestartPolicy | None = None
+    exit_kind: ExitKind = ExitKind.KILLED
 
 
 class AgentSupervisor(Actor):
@@ -99,6 +110,7 @@ class AgentSupervisor(Actor):
         self._registry: Any = None
         self._telemetry: Any = None
         self._node = ""
+        self._store_path: str | None = None
         self._children: dict[Any, _Child] = {}
         self._watchers: dict[Any, AddressBook] = {}
         self._stop_all_waiters: list[Any] = []
@@ -119,6 +131,7 @@ class AgentSupervisor(Actor):
             self._registry = message.registry
             self._telemetry = message.telemetry
             self._node = message.node
+            self._store_path = message.store_path
         self.send(sender, Booted(os.getpid(), os.getpgid(0)))
 
     # ------------------------------------------------------------------ start
@@ -131,7 +144,7 @@ class AgentSupervisor(Actor):
             )
             self.send(sender, Failure(error))
             return
-        child = _Child(spec=spec, address=None, starter=sender)
+        child = _Child(spec=spec, address=None, starter=sender, policy=RestartPolicy.for_spec(spec))
         self._children[spec.name] = child
         self._spawn(child)
 
@@ -147,6 +160,8 @@ class AgentSupervisor(Actor):
                 self.myAddress,
                 self._node,
                 incarnation=child.incarnation,
+                instance_id=child.instance_id,
+                store_path=self._store_path,
             ),
         )
 
@@ -156,19 +171,26 @@ class AgentSupervisor(Actor):
             return
         child.state = "running"
         child.pid = message.pid
-        self.send(self._registry, _Register(message.name, sender, self._node))
-        if child.starter is not None:
-            self.send(child.starter, AgentStarted(message.name, sender))
-            child.starter = None
+        then = ((child.starter, AgentStarted(message.name, sender)),) if child.starter else ()
+        child.starter = None
+        register = _Register(
+            message.name, sender, self._node, then=then, durable=child.spec.durable
+        )
+        self.send(self._registry, register)
+        if child.incarnation > 0:
+            self._emit("agent.restarted", {"agent": message.name, "incarnation": child.incarnation})
         self._emit("agent.started", {"agent": message.name, "incarnation": child.incarnation})
 
     def _on_init_failed(self, message: _AgentInitFailed, sender: Any) -> None:
         child = self._children.get(message.name)
         if child is None or child.address != sender:
             return
-        self._forget(child)
-        if child.starter is not None:
+        if child.starter is not None:  # a first start: the caller hears why, nothing restarts
+            self._forget(child)
             self.send(child.starter, Failure(message.error))
+        else:  # a restart that could not resume: its exit goes through the restart policy
+            _log.error("agent %r could not restart: %s", message.name, message.error)
+            child.exit_kind = ExitKind.CRASHED
         self.send(sender, ActorExitRequest())
 
     # ------------------------------------------------------------------ stop
@@ -185,6 +207,16 @@ class AgentSupervisor(Actor):
             child.stop_waiters.append(waiter)
         if child.state == "stopping":
             return
+        if child.state == "restarting":  # no process to ask: it is gone already
+            child.state = "stopping"
+            if child.spec.durable and self._store_path:
+                answer_stored_callers(self._store_path, child.spec, "stopped", self.send)
+                delete_stored_agent(self._store_path, child.spec)
+            self._forget(
+                child, then=tuple((w, Stopped(child.spec.name)) for w in child.stop_waiters)
+            )
+            self._check_stop_all()
+            return
         if child.state == "starting":
             # Not initialized yet: it has nothing to answer, so it can exit right away.
             child.state = "stopping"
@@ -197,6 +229,11 @@ class AgentSupervisor(Actor):
         self.send(self._registry, _Unregister(child.spec.name, child.address))
         self.send(child.address, _ShutdownAgent(reason))
         self.wakeupAfter(STOP_GRACE, payload=("exit", child.address))
+
+    def _on_agent_processes(self, message: _AgentProcesses, sender: Any) -> None:
+        child = self._child_at(sender)
+        if child is not None:
+            child.remains = message
 
     def _on_agent_stopped(self, message: Stopped, sender: Any) -> None:
         """The agent answered everything pending and ended its session: let it exit."""
@@ -220,6 +257,9 @@ class AgentSupervisor(Actor):
         payload = message.payload
         if not isinstance(payload, tuple):
             return
+        if payload[0] == "restart":
+            self._restart(payload[1], payload[2])
+            return
         kind, address = payload
         child = self._child_at(address)
         if child is None:
@@ -242,31 +282,61 @@ class AgentSupervisor(Actor):
             return  # the duplicate notice of an exit already handled
         name = child.spec.name
         if child.state == "stopping":
-            self._forget(child)
-            for waiter in child.stop_waiters:
-                self.send(waiter, Stopped(name))
+            self._forget(child, then=tuple((w, Stopped(name)) for w in child.stop_waiters))
             self._emit("agent.stopped", {"agent": name, "reason": child.stop_reason})
             self._notify_watchers(name, child.stop_reason or "stopped")
             self._check_stop_all()
             return
-        was_starting = child.state == "starting"
-        self._forget(child)
+        _end_remains(child)
         self._emit("agent.crashed", {"agent": name, "incarnation": child.incarnation})
-        if was_starting and child.starter is not None:
+        if child.state == "starting" and child.starter is not None:
+            self._forget(child)
             error = AgentStartFailed("the agent's process exited while starting", agent=name)
             self.send(child.starter, Failure(error))
+            self._notify_watchers(name, "crashed")
+            return
+        assert child.policy is not None
+        decision = child.policy.decide(child.exit_kind, exit_id=child.incarnation)
+        child.exit_kind = ExitKind.KILLED
+        if decision.action is RestartAction.RESTART:
+            _log.warning("agent %r exited; restarting in %.3fs", name, decision.delay)
+            child.state = "restarting"
+            child.address = None
+            self.send(self._registry, _Restarting(name, child.spec.durable))
+            self.wakeupAfter(decision.delay, payload=("restart", name, child.incarnation))
+            return
+        if decision.action is RestartAction.GIVE_UP:
+            _log.error("agent %r: %s", name, decision.reason)
+            self._emit("agent.gave_up", {"agent": name, "reason": decision.reason})
+        self._end_for_good(child, decision.reason)
+
+    def _end_for_good(self, child: _Child, reason: str) -> None:
+        """Forget an agent that will not come back; answer what its record still holds."""
+        name = child.spec.name
+        self._forget(child)
+        if child.spec.durable and self._store_path:
+            answer_stored_callers(self._store_path, child.spec, reason, self.send)
         self._notify_watchers(name, "crashed")
 
-    def _forget(self, child: _Child) -> None:
+    def _restart(self, name: Any, incarnation: int) -> None:
+        child = self._children.get(name)
+        if child is None or child.state != "restarting" or child.incarnation != incarnation:
+            return
+        child.incarnation += 1
+        child.instance_id = uuid.uuid4().hex
+        child.remains = _AgentProcesses(0)
+        self._spawn(child)
+
+    def _forget(self, child: _Child, *, then: tuple[tuple[Any, Any], ...] = ()) -> None:
+        """Drop ``child``; the registry sends the ``then`` replies once the name is gone."""
         name = child.spec.name
         if self._children.get(name) is child:
             del self._children[name]
-        if child.state in ("running", "stopping"):
-            self.send(self._registry, _Unregister(name, child.address))
+        self.send(self._registry, _Unregister(name, child.address, then=then))
 
     def _child_at(self, address: Any) -> _Child | None:
         for child in self._children.values():
-            if child.address == address:
+            if child.address is not None and child.address == address:
                 return child
         return None
 
@@ -299,7 +369,17 @@ class AgentSupervisor(Actor):
                 self.send(child.starter, Failure(error))
 
 
+def _end_remains(child: _Child) -> None:
+    """SIGKILL what a dead agent leaves behind: its worker, its CLIs, their groups."""
+    for pgid in child.remains.process_groups:
+        kill_process_group(pgid)
+    if child.remains.worker_pid:
+        kill_process(child.remains.worker_pid)
+    kill_marked(child.instance_id, variable=AGENT_MARKER)
+
+
 _HANDLERS: dict[type, Any] = {
+    _AgentProcesses: AgentSupervisor._on_agent_processes,
     Boot: AgentSupervisor._on_boot,
     StartAgent: AgentSupervisor._on_start,
     _AgentReady: AgentSupervisor._on_ready,

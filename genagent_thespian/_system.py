@@ -23,30 +23,32 @@ killed.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import signal
 import socket
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from thespian.actors import ActorSystem, PoisonMessage
 
 from ._errors import GenAgentError, SystemNotRunning
+from ._log import get_logger
+from ._processes import SYSTEM_MARKER, kill_marked, kill_process_group
 from ._registry import REGISTRY_NAME, Registry
+from ._security import check_capabilities, harden_transport
+from ._store import SQLiteAgentStore, end_recorded_processes
 from ._supervisor import SUPERVISOR_NAME, AgentSupervisor, Boot, Booted, StopAll
 from ._telemetry import TELEMETRY_NAME, TelemetryBridge, TelemetryHub, wanted_names
 
-__all__ = ["SUPPORTED_BASES", "AgentSystem", "free_port", "processes_with_marker"]
+__all__ = ["SUPPORTED_BASES", "AgentSystem", "free_port"]
 
 SUPPORTED_BASES = ("multiprocTCPBase", "simpleSystemBase")
-MARKER_ENV = "GENAGENT_SYSTEM_ID"
 
-_log = logging.getLogger("genagent_thespian.system")
+_log = get_logger("genagent_thespian.system")
 
 #: Seconds between liveness checks while a caller waits for a reply.
 _LIVENESS_INTERVAL = 2.0
@@ -84,8 +86,10 @@ class AgentSystem:
         admin_port: int | None,
         owned: bool,
         system_id: str,
+        store_path: str | None = None,
     ) -> None:
         self.asys = asys
+        self.store_path = store_path
         self.base = base
         self.admin_port = admin_port
         self.owned = owned
@@ -102,7 +106,7 @@ class AgentSystem:
         self.supervisor = asys.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
         booted = self.exchange(
             self.supervisor,
-            Boot(self.registry, self.telemetry, self.node),
+            Boot(self.registry, self.telemetry, self.node, store_path),
             lambda m: isinstance(m, Booted),
             timeout=30.0,
         )
@@ -131,8 +135,16 @@ class AgentSystem:
         admin_port: int | None = None,
         capabilities: dict[str, Any] | None = None,
         log_config: dict[str, Any] | None = None,
+        bind_host: str = "127.0.0.1",
+        advertise_host: str | None = None,
+        secret_path: str | os.PathLike[str] | None = None,
+        store_path: str | os.PathLike[str] | None = None,
     ) -> AgentSystem:
         """Start a new actor system (not the process-wide Thespian singleton) and boot it.
+
+        On ``multiprocTCPBase`` the transport is hardened first (``_security``): every
+        listener binds to ``bind_host`` (loopback unless configured) and every frame is
+        authenticated with the node secret before anything is unpickled.
 
         Args:
             base: ``"multiprocTCPBase"`` (default) or ``"simpleSystemBase"``.
@@ -140,6 +152,13 @@ class AgentSystem:
             capabilities: Extra Thespian capabilities (placement labels...).
             log_config: A ``logging.config.dictConfig`` dict for actor processes, or
                 ``None`` to leave logging alone (never ``False``: Thespian 4.0.1 breaks).
+            bind_host: Address to listen on; anything but loopback must be explicit.
+            advertise_host: Address peers use, required when ``bind_host`` is ``0.0.0.0``.
+            secret_path: The node secret file (default: ``GENAGENT_SECRET``,
+                ``GENAGENT_SECRET_FILE`` or ``~/.config/genagent-thespian/node.secret``).
+            store_path: The SQLite file of durable agents (default: one per admin port under
+                ``~/.local/state/genagent-thespian/``). Processes a previous run recorded
+                there that are still alive are ended now.
         """
         if base not in SUPPORTED_BASES:
             from ._errors import InvalidOption
@@ -153,19 +172,43 @@ class AgentSystem:
         if base == "multiprocTCPBase":
             admin_port = admin_port or free_port()
             caps.setdefault("Admin Port", admin_port)
+            security = harden_transport(
+                bind_host=bind_host, advertise_host=advertise_host, secret_path=secret_path
+            )
+            check_capabilities(caps, security)
+        store = os.fspath(store_path) if store_path else _default_store_path(admin_port, system_id)
+        _end_previous_run(store)
         with _marker_env(system_id):
             asys = ActorSystem(base, capabilities=caps, logDefs=log_config, transientUnique=True)
         try:
-            return cls(asys, base=base, admin_port=admin_port, owned=True, system_id=system_id)
+            return cls(
+                asys,
+                base=base,
+                admin_port=admin_port,
+                owned=True,
+                system_id=system_id,
+                store_path=store,
+            )
         except BaseException:
             asys.shutdown()
             raise
 
     @classmethod
-    def attach(cls, admin_port: int, *, capabilities: dict[str, Any] | None = None) -> AgentSystem:
-        """Attach to a running ``multiprocTCPBase`` system on ``admin_port`` (this host)."""
+    def attach(
+        cls,
+        admin_port: int,
+        *,
+        capabilities: dict[str, Any] | None = None,
+        bind_host: str = "127.0.0.1",
+        secret_path: str | os.PathLike[str] | None = None,
+    ) -> AgentSystem:
+        """Attach to a running ``multiprocTCPBase`` system on ``admin_port`` (this host).
+
+        ``bind_host`` and the secret must match the node's (see :meth:`start`).
+        """
         caps = dict(capabilities or {})
         caps["Admin Port"] = admin_port
+        harden_transport(bind_host=bind_host, secret_path=secret_path)
         asys = ActorSystem("multiprocTCPBase", capabilities=caps, transientUnique=True)
         return cls(asys, base="multiprocTCPBase", admin_port=admin_port, owned=False, system_id="")
 
@@ -197,17 +240,9 @@ class AgentSystem:
 
     def _sweep(self) -> None:
         """Kill whatever of this system survived ``shutdown`` (orphans, CLI groups)."""
-        if self.base == "simpleSystemBase":
-            survivors = processes_with_marker(self.system_id)
-            for pid in survivors:
-                _kill(pid)
-            return
-        pgid = self.pgid
-        if pgid is not None and pgid != os.getpgid(0):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
-        for pid in processes_with_marker(self.system_id):
-            _kill(pid)
+        if self.pgid is not None:
+            kill_process_group(self.pgid)
+        kill_marked(self.system_id, variable=SYSTEM_MARKER)
 
     def __enter__(self) -> AgentSystem:
         return self
@@ -229,9 +264,13 @@ class AgentSystem:
         matches: Callable[[Any], bool],
         *,
         timeout: float | None,
-        on_idle: Callable[[], None] | None = None,
+        on_idle: Callable[[], Any] | None = None,
     ) -> Any:
         """Send ``message`` to ``address`` and return the first reply for which ``matches``.
+
+        While waiting, ``on_idle`` runs every couple of seconds; it may raise to give up,
+        or return a new address to send ``message`` to again (a restarted durable agent,
+        which drops a ref it already holds).
 
         Replies that do not match are kept for other calls waiting on this thread (a
         liveness check inside a long ask) and dropped after :data:`_STASH_LIMIT`.
@@ -258,7 +297,7 @@ class AgentSystem:
         message: Any,
         matches: Callable[[Any], bool],
         timeout: float | None,
-        on_idle: Callable[[], None] | None,
+        on_idle: Callable[[], Any] | None,
     ) -> Any:
         from ._errors import AskTimeout
 
@@ -291,7 +330,10 @@ class AgentSystem:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise AskTimeout(f"no reply to {type(message).__name__} within {timeout}s")
                 if on_idle is not None:
-                    on_idle()
+                    new_address = on_idle()
+                    if new_address is not None:
+                        reply = context.ask(new_address, message, wait_slice())
+                        continue
             reply = context.listen(wait_slice())
 
     def _endpoint(self) -> _Endpoint:
@@ -335,39 +377,36 @@ class AgentSystem:
 _simple_stash: deque[Any] = deque(maxlen=_STASH_LIMIT)
 
 
+def _default_store_path(admin_port: int | None, system_id: str) -> str:
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    folder = state / "genagent-thespian"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    name = f"node-{admin_port}.sqlite3" if admin_port else f"simple-{system_id}.sqlite3"
+    return str(folder / name)
+
+
+def _end_previous_run(store_path: str) -> None:
+    """End processes a previous run of this node recorded and left running."""
+    if not os.path.exists(store_path):
+        return
+    store = SQLiteAgentStore(store_path)
+    try:
+        ended = end_recorded_processes(store)
+        if ended:
+            _log.warning("ended %d process(es) left running by a previous run", len(ended))
+    finally:
+        store.close()
+
+
 @contextlib.contextmanager
 def _marker_env(system_id: str) -> Iterator[None]:
     """Set ``GENAGENT_SYSTEM_ID`` while the admin is forked, so every process inherits it."""
-    previous = os.environ.get(MARKER_ENV)
-    os.environ[MARKER_ENV] = system_id
+    previous = os.environ.get(SYSTEM_MARKER)
+    os.environ[SYSTEM_MARKER] = system_id
     try:
         yield
     finally:
         if previous is None:
-            os.environ.pop(MARKER_ENV, None)
+            os.environ.pop(SYSTEM_MARKER, None)
         else:
-            os.environ[MARKER_ENV] = previous
-
-
-def processes_with_marker(system_id: str) -> list[int]:
-    """Return the pids (other than this one) whose environment carries ``system_id``."""
-    if not system_id:
-        return []
-    needle = f"{MARKER_ENV}={system_id}".encode()
-    own = os.getpid()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == own:
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as environ:
-                if needle in environ.read().split(b"\0"):
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
-
-
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGKILL)
+            os.environ[SYSTEM_MARKER] = previous

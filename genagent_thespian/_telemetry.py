@@ -17,7 +17,6 @@ detach it: here a failing handler is counted in :func:`handler_failures` instead
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +25,7 @@ from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest
 
+from ._log import get_logger
 from ._protocol import (
     AddressBook,
     _TelemetryBatch,
@@ -80,7 +80,7 @@ EVENT_NAMES = frozenset(
 
 Handler = Callable[[str, dict[str, Any], dict[str, Any]], None]
 
-_log = logging.getLogger("genagent_thespian.telemetry")
+_log = get_logger("genagent_thespian.telemetry")
 
 
 @dataclass(frozen=True)

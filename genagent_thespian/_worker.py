@@ -23,7 +23,6 @@ end within the grace period.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import queue
 import threading
@@ -42,13 +41,14 @@ from thespian.actors import (
 
 from ._backend import Backend, TurnContext
 from ._errors import BackendError, BackendErrorKind, GenAgentError, TurnCrashed
+from ._log import get_logger
 from ._protocol import _CancelTurn, _EndSession, _SessionEnded, _StartTurn, _TurnOutput
 from ._scripted import WorkerExit
 from ._types import Event, EventKind
 
 __all__ = ["TurnWorker"]
 
-_log = logging.getLogger("genagent_thespian.worker")
+_log = get_logger("genagent_thespian.worker")
 
 _POLL_INTERVAL = 0.002  # seconds between queue polls where ThespianWatch is unsupported
 _EXIT_DELAY = 0.05  # seconds between reporting an Exit item and dying (lets the report go out)

@@ -299,6 +299,7 @@ class AgentStatus:
     backend: str
     impl: str
     durable: bool
+    agent_state: Any = None  # what the implementation's agent_state() publishes
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,10 +319,16 @@ class Stopped:
 
 @dataclass(frozen=True, slots=True)
 class Located:
-    """Answer to ``WhereIs``: the address, or ``None`` when no live agent has the name."""
+    """Answer to ``WhereIs``: the address, or ``None`` when no live agent has the name.
+
+    ``restarting`` is true while the supervisor restarts the agent (callers keep waiting);
+    ``durable`` says whether its queued requests survive a restart.
+    """
 
     name: Any
     address: Any = None
+    restarting: bool = False
+    durable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +338,8 @@ class AgentEntry:
     name: Any
     address: Any
     node: str = ""
+    durable: bool = False
+    restarting: bool = False
 
 
 @dataclass(frozen=True, slots=True)

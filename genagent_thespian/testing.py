@@ -21,6 +21,35 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from ._chaos import (
+    ChaosKill,
+    ChaosMonkey,
+    children_of,
+    corrupt_file,
+    corrupt_store,
+    descendants_of,
+    kill_process,
+    kill_process_group,
+    process_alive,
+    process_group_members,
+    wait_for_exit,
+)
+from ._fake_llm_server import (
+    FakeLLMServer,
+    Hang,
+    HTTPError,
+    Raw,
+    RecordedRequest,
+    Reply,
+    ScriptItem,
+    StreamError,
+    Text,
+    Thinking,
+    ToolUse,
+    Truncated,
+    When,
+)
+from ._processes import is_alive, processes_with_marker
 from ._scripted import (
     Crash,
     Exit,
@@ -33,22 +62,46 @@ from ._scripted import (
     open_gate,
     read_history,
 )
-from ._system import AgentSystem, processes_with_marker
+from ._system import AgentSystem
 from ._telemetry import attach, detach
 
 __all__ = [
+    "ChaosKill",
+    "ChaosMonkey",
     "Crash",
     "Exit",
     "Fail",
+    "FakeLLMServer",
     "Gate",
+    "HTTPError",
+    "Hang",
+    "Raw",
+    "RecordedRequest",
+    "Reply",
+    "ScriptItem",
     "ScriptedBackend",
     "ScriptedSession",
     "Slow",
+    "StreamError",
     "TelemetryCapture",
+    "Text",
+    "Thinking",
+    "ToolUse",
+    "Truncated",
+    "When",
     "WorkerExit",
+    "children_of",
+    "corrupt_file",
+    "corrupt_store",
+    "descendants_of",
+    "kill_process",
+    "kill_process_group",
     "open_gate",
+    "process_alive",
+    "process_group_members",
     "read_history",
     "system_processes",
+    "wait_for_exit",
     "wait_until",
 ]
 
@@ -76,7 +129,11 @@ def wait_until(
 
 
 def system_processes(system: AgentSystem) -> list[int]:
-    """Return the pids of ``system``'s processes (its process group and marked children)."""
+    """Return the live pids of ``system``'s processes (its process group, marked children).
+
+    Zombies are left out: they hold no resources and only wait for their parent to reap
+    them (the short-lived parent of Thespian's daemonized admin is one).
+    """
     pids: set[int] = set(processes_with_marker(system.system_id))
     if system.pgid is not None:
         for entry in os.listdir("/proc"):
@@ -87,7 +144,7 @@ def system_processes(system: AgentSystem) -> list[int]:
                 except ProcessLookupError:
                     continue
     pids.discard(os.getpid())
-    return sorted(pids)
+    return sorted(pid for pid in pids if is_alive(pid))
 
 
 class TelemetryCapture:

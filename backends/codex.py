@@ -1,0 +1,622 @@
+"""The Codex CLI backend: one ``codex exec --json`` process per turn, ``resume`` afterwards.
+
+A turn runs ``codex exec --json --skip-git-repo-check [flags] [resume <thread_id>] -- <prompt>``
+with stdin closed (codex reads an open stdin to its end before it starts, backends.md §5.2),
+in the session's cwd and in its own process group. Every flag goes before ``resume``: the
+``resume`` subcommand rejects most of them (§2.1). The thread id arrives with the first line
+(``thread.started``) and is kept in the session through :meth:`CodexBackend.update_session`.
+
+Codex reports usage as the thread's running total, so the per-turn usage is the difference
+with the total kept in the session (§2.3). It sends no terminal event when it is
+interrupted (SIGINT ends the turn silently, §2.4): the backend then synthesizes ``error`` of
+kind ``cancelled``. Top-level ``error`` lines are notices (``retry`` for
+``Reconnecting...``, otherwise ``warning``); only ``turn.failed`` fails the turn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from genagent_thespian import (
+    Backend,
+    BackendError,
+    BackendErrorKind,
+    Event,
+    EventKind,
+    InvalidOption,
+    TurnContext,
+    Usage,
+)
+
+from ._options import (
+    check_choice,
+    check_env,
+    check_number,
+    check_positive_int,
+    check_str,
+    check_str_list,
+    resolve_binary,
+    resolve_cwd,
+    validate,
+)
+from ._process import DEFAULT_MAX_LINE_BYTES, CliProcess, OversizedLine, ProcessStartError, redact
+
+__all__ = ["CodexBackend", "CodexSession", "CodexTurnTranslator", "classify_codex_error"]
+
+BACKEND = "codex"
+#: Environment variable naming the program when the ``binary`` option is not given.
+BINARY_ENV = "GENAGENT_CODEX_BIN"
+_POLL_S = 0.1
+_STOP_GRACE_S = 5.0
+_PROVIDER_KEYS = {
+    "name": str,
+    "base_url": str,
+    "env_key": str,
+    "wire_api": str,
+    "supports_websockets": bool,
+    "request_max_retries": int,
+    "stream_max_retries": int,
+    "stream_idle_timeout_ms": int,
+    "query_params": dict,
+    "http_headers": dict,
+}
+_USAGE_FIELDS = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_input_tokens",
+    "output_tokens",
+    "reasoning_output_tokens",
+)
+
+
+def _check_config(backend: str, key: str, value: Any) -> dict[str, Any]:
+    """``-c`` overrides: a mapping of dotted keys to TOML-able scalars or lists."""
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and re.fullmatch(r"[A-Za-z0-9_.\-]+", k) for k in value
+    ):
+        raise InvalidOption(f"{backend}: option {key!r} must map dotted config keys to values")
+    for name, item in value.items():
+        try:
+            _toml_value(item)
+        except TypeError as exc:
+            raise InvalidOption(f"{backend}: config {name!r}: {exc}") from exc
+    return dict(value)
+
+
+def _check_provider(backend: str, key: str, value: Any) -> dict[str, Any]:
+    """A custom model provider: ``name`` and ``base_url`` required, known keys only."""
+    if not isinstance(value, Mapping):
+        raise InvalidOption(f"{backend}: option 'provider' must be a mapping")
+    unknown = sorted(str(k) for k in value if k not in _PROVIDER_KEYS)
+    if unknown:
+        known = ", ".join(sorted(_PROVIDER_KEYS))
+        raise InvalidOption(
+            f"{backend}: unknown provider key(s) {', '.join(unknown)}; known: {known}"
+        )
+    for name, expected in _PROVIDER_KEYS.items():
+        if name in value and not isinstance(value[name], expected):
+            raise InvalidOption(
+                f"{backend}: provider {name!r} must be a {expected.__name__}, "
+                f"got {type(value[name]).__name__}"
+            )
+    for required in ("name", "base_url"):
+        if not value.get(required):
+            raise InvalidOption(f"{backend}: provider needs {required!r}")
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", value["name"]):
+        raise InvalidOption(f"{backend}: provider name must be letters, digits, '_' or '-'")
+    return dict(value)
+
+
+_CHECKERS = {
+    "cwd": lambda backend, key, value: value,  # resolved by resolve_cwd
+    "binary": lambda backend, key, value: value,  # resolved by resolve_binary
+    "model": check_str,
+    "sandbox": check_choice("read-only", "workspace-write", "danger-full-access"),
+    "approval_policy": check_choice("untrusted", "on-failure", "on-request", "never"),
+    "config": _check_config,
+    "provider": _check_provider,
+    "add_dirs": check_str_list,
+    "env": check_env,
+    "thread_id": check_str,
+    "interrupt_grace_s": check_number,
+    "max_line_bytes": check_positive_int,
+}
+
+
+def _toml_value(value: Any) -> str:
+    """Render ``value`` as a TOML value for ``-c key=value``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return (
+            "{"
+            + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items())
+            + "}"
+        )
+    raise TypeError(f"cannot pass a {type(value).__name__} as a codex config value")
+
+
+@dataclass(frozen=True, slots=True)
+class CodexSession:
+    """A Codex thread as data (picklable; no live resource).
+
+    Attributes:
+        cwd: Directory codex runs in (its workspace).
+        binary: Absolute path of the ``codex`` program.
+        options: The validated options (see ``docs/backends.md``).
+        thread_id: The thread id, once codex announced it.
+        turns: Turns that ended with a result.
+        cumulative_usage: Codex's running usage totals after the last turn, if known.
+    """
+
+    cwd: str
+    binary: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    thread_id: str | None = None
+    turns: int = 0
+    cumulative_usage: Mapping[str, int] | None = None
+
+
+def classify_codex_error(message: str) -> tuple[str, int | None]:
+    """Return ``(BackendErrorKind, status)`` for a ``turn.failed`` message."""
+    match = re.search(r"\bstatus:? (\d{3})\b", message)
+    status = int(match.group(1)) if match else None
+    lowered = message.lower()
+    if (
+        status in (401, 403)
+        or "unauthorized" in lowered
+        or "missing environment variable" in lowered
+    ):
+        return BackendErrorKind.AUTHENTICATION, status
+    if status == 429 or "rate limit" in lowered or "too many requests" in lowered:
+        return BackendErrorKind.RATE_LIMITED, status
+    if any(s in lowered for s in ("high demand", "overloaded", "at capacity")) or status in (
+        503,
+        529,
+    ):
+        return BackendErrorKind.OVERLOADED, status
+    if status is not None and status >= 500:
+        return BackendErrorKind.SERVER_ERROR, status
+    if status is not None and 400 <= status < 500:
+        return BackendErrorKind.INVALID_REQUEST, status
+    if "stream disconnected" in lowered or "connection" in lowered or "network" in lowered:
+        return BackendErrorKind.TRANSPORT, status
+    return BackendErrorKind.UNKNOWN, status
+
+
+def _retry_after(message: str) -> float | None:
+    match = re.search(r"(?:try again|retry) in (\d+(?:\.\d+)?)\s*(ms|s)\b", message, re.IGNORECASE)
+    if not match:
+        return None
+    value = float(match.group(1))
+    return value / 1000.0 if match.group(2).lower() == "ms" else value
+
+
+class CodexTurnTranslator:
+    """Turn the stdout lines of one ``codex exec --json`` run into normalized events.
+
+    Pure and independent of any process. Args:
+        previous_usage: The thread's usage totals before this turn, if known.
+        resumed: Whether the turn continues an existing thread.
+        known_history: Whether earlier turns exist (then, without ``previous_usage``, the
+            usage can only be reported as the cumulative total).
+    """
+
+    def __init__(
+        self,
+        *,
+        previous_usage: Mapping[str, int] | None = None,
+        resumed: bool = False,
+        known_history: bool = False,
+        thread_id: str | None = None,
+    ) -> None:
+        self.previous_usage = previous_usage
+        self.resumed = resumed
+        self.known_history = known_history
+        self.thread_id = thread_id
+        self.terminal: Event | None = None
+        self.last_text: str | None = None
+        self.last_error: str | None = None
+        self._started_tools: set[str] = set()
+
+    def feed_line(self, line: bytes | str) -> list[Event]:
+        """Translate one stdout line; a non-JSON line becomes a ``warning`` event."""
+        text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+        if not text.strip():
+            return []
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            return [
+                Event(
+                    EventKind.WARNING,
+                    {"code": "garbage", "message": "non-JSON line on stdout: " + text[:200]},
+                )
+            ]
+        return self.feed(obj)
+
+    def feed(self, obj: Mapping[str, Any]) -> list[Event]:
+        """Translate one parsed stdout object."""
+        if self.terminal is not None:
+            return []
+        kind = obj.get("type")
+        if kind == "thread.started":
+            self.thread_id = obj.get("thread_id") or self.thread_id
+            return [
+                Event(
+                    EventKind.SESSION_STARTED,
+                    {
+                        "session_id": self.thread_id,
+                        "thread_id": self.thread_id,
+                        "resumed": self.resumed,
+                    },
+                )
+            ]
+        if kind == "turn.started":
+            return [Event(EventKind.TURN_STARTED, {"session_id": self.thread_id})]
+        if kind in ("item.started", "item.updated", "item.completed"):
+            return self._item(kind, obj.get("item") or {})
+        if kind == "error":
+            message = redact(str(obj.get("message", "")))
+            if message.startswith("Reconnecting..."):
+                return [Event(EventKind.RETRY, {"message": message})]
+            self.last_error = message
+            return [Event(EventKind.WARNING, {"code": "error", "message": message})]
+        if kind == "turn.completed":
+            return self._completed(obj.get("usage") or {})
+        if kind == "turn.failed":
+            error = obj.get("error")
+            reported = error.get("message") if isinstance(error, Mapping) else error
+            message = redact(str(reported or self.last_error or "turn failed"))
+            error_kind, status = classify_codex_error(message)
+            failure = BackendError(
+                f"codex: {message}",
+                kind=error_kind,
+                status_code=status,
+                retry_after=_retry_after(message),
+                backend=BACKEND,
+            )
+            return self._end(Event.error(failure, session_id=self.thread_id, code=error_kind))
+        return [Event(EventKind.RAW, {"type": kind}, raw=obj)]
+
+    def finish(self, *, returncode: int | None, stderr: str = "", cancelled: bool) -> list[Event]:
+        """End a stream that stopped without a terminal event: one synthesized ``error``."""
+        if self.terminal is not None:
+            return []
+        if cancelled:
+            error = BackendError(
+                "codex turn cancelled (codex sends no terminal event when interrupted)",
+                kind=BackendErrorKind.CANCELLED,
+                backend=BACKEND,
+            )
+        else:
+            detail = f": {stderr}" if stderr else ""
+            if self.last_error:
+                detail = f": {self.last_error}{detail and '; ' + stderr}"
+            error = BackendError(
+                f"codex exited (status {returncode}) without a terminal event{detail}",
+                kind=BackendErrorKind.PROCESS_EXIT,
+                backend=BACKEND,
+            )
+        return self._end(
+            Event.error(error, session_id=self.thread_id, returncode=returncode, code=error.kind)
+        )
+
+    def protocol_error(self, message: str) -> list[Event]:
+        """End the turn with a ``protocol`` error (an oversized or unusable stream)."""
+        if self.terminal is not None:
+            return []
+        error = BackendError(message, kind=BackendErrorKind.PROTOCOL, backend=BACKEND)
+        return self._end(Event.error(error, session_id=self.thread_id, code="protocol"))
+
+    def _end(self, event: Event) -> list[Event]:
+        self.terminal = event
+        return [event]
+
+    def _item(self, phase: str, item: Mapping[str, Any]) -> list[Event]:
+        item_type = item.get("type")
+        item_id = item.get("id")
+        if item_type == "agent_message":
+            if phase != "item.completed":
+                return []
+            self.last_text = item.get("text", "")
+            return [
+                Event(EventKind.TEXT_DELTA, {"text": self.last_text, "item_id": item_id}),
+                Event(
+                    EventKind.TEXT, {"text": self.last_text, "item_id": item_id, "streamed": True}
+                ),
+            ]
+        if item_type == "reasoning":
+            if phase != "item.completed":
+                return []
+            return [Event(EventKind.THINKING, {"text": item.get("text", ""), "item_id": item_id})]
+        if item_type == "error":
+            return [
+                Event(EventKind.WARNING, {"code": "item_error", "message": item.get("message")})
+            ]
+        tool = _tool_of(item)
+        if tool is None:
+            return [Event(EventKind.RAW, {"type": phase, "item_type": item_type}, raw=item)]
+        events = []
+        if phase in ("item.started", "item.completed") and item_id not in self._started_tools:
+            # item.started is not sent for every tool item: announce the tool once either way
+            self._started_tools.add(str(item_id))
+            events.append(Event(EventKind.TOOL_USE, {"id": item_id, **tool}))
+        if phase == "item.completed":
+            status = item.get("status")
+            output = item.get("aggregated_output")
+            if output is None and isinstance(item.get("result"), Mapping):
+                output = item["result"].get("content")
+            events.append(
+                Event(
+                    EventKind.TOOL_RESULT,
+                    {
+                        "tool_use_id": item_id,
+                        "output": output,
+                        "exit_code": item.get("exit_code"),
+                        "is_error": status in ("failed", "declined") or bool(item.get("error")),
+                        "status": status,
+                    },
+                )
+            )
+        return events
+
+    def _completed(self, totals: Mapping[str, Any]) -> list[Event]:
+        cumulative = {name: int(totals.get(name) or 0) for name in _USAGE_FIELDS}
+        if self.previous_usage is not None:
+            previous = self.previous_usage
+            turn = {
+                name: max(cumulative[name] - int(previous.get(name, 0)), 0)
+                for name in _USAGE_FIELDS
+            }
+            scope = "turn"
+        else:
+            turn = cumulative
+            scope = "cumulative" if self.known_history else "turn"
+        usage = Usage(
+            input_tokens=max(turn["input_tokens"] - turn["cached_input_tokens"], 0),
+            cache_read_input_tokens=turn["cached_input_tokens"],
+            cache_creation_input_tokens=turn["cache_write_input_tokens"],
+            output_tokens=turn["output_tokens"],
+            reasoning_output_tokens=turn["reasoning_output_tokens"],
+            scope=scope,
+        )
+        return [
+            Event(EventKind.USAGE, {"usage": usage, "cumulative": cumulative}),
+            *self._end(
+                Event.result(
+                    self.last_text,
+                    session_id=self.thread_id,
+                    thread_id=self.thread_id,
+                    stop_reason="end_turn",
+                    cumulative_usage=cumulative,
+                )
+            ),
+        ]
+
+
+def _tool_of(item: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``tool_use`` fields of a tool-like item, or ``None`` for other items."""
+    item_type = item.get("type")
+    if item_type == "command_execution":
+        return {"kind": "shell", "name": "shell", "input": {"command": item.get("command")}}
+    if item_type == "mcp_tool_call":
+        name = f"mcp__{item.get('server')}__{item.get('tool')}"
+        return {"kind": "mcp", "name": name, "input": item.get("arguments")}
+    if item_type == "web_search":
+        return {"kind": "web_search", "name": "web_search", "input": {"query": item.get("query")}}
+    if item_type == "file_change":
+        return {
+            "kind": "file_change",
+            "name": "file_change",
+            "input": {"changes": item.get("changes")},
+        }
+    if item_type == "collab_tool_call":
+        return {
+            "kind": "subagent",
+            "name": str(item.get("tool")),
+            "input": {"prompt": item.get("prompt")},
+        }
+    return None
+
+
+class CodexBackend(Backend):
+    """Backend for the Codex CLI (``codex exec --json``, 0.169); see the module docstring."""
+
+    name = BACKEND
+
+    def __init__(self) -> None:
+        self._running: dict[int, CliProcess] = {}  # turns in flight, by process group
+        # the session of each turn in flight, and its translator (which learns the thread id)
+        self._sessions: dict[int, tuple[CodexSession, CodexTurnTranslator]] = {}
+        self._stopped_by_close: set[int] = set()
+        self._lock = threading.Lock()
+
+    def start_session(self, options: Mapping[str, Any]) -> CodexSession:
+        """Validate ``options`` and return a new session (no process is started here).
+
+        Raises:
+            InvalidOption: Unknown key, bad value, or a ``cwd`` that is not a directory.
+            BackendError: The ``codex`` program cannot be found.
+        """
+        opts = validate(BACKEND, options, _CHECKERS)
+        cwd = resolve_cwd(BACKEND, opts.pop("cwd", None))
+        binary = resolve_binary(
+            BACKEND, opts.pop("binary", None), env_var=BINARY_ENV, default_name="codex"
+        )
+        thread_id = opts.pop("thread_id", None)
+        return CodexSession(cwd=cwd, binary=binary, options=opts, thread_id=thread_id)
+
+    def update_session(self, session: Any, event: Event) -> Any:
+        """Record the thread id and the running usage totals from ``event``."""
+        if not isinstance(session, CodexSession):
+            return session
+        if event.kind == EventKind.SESSION_STARTED and event.data.get("thread_id"):
+            return replace(session, thread_id=event.data["thread_id"])
+        if event.kind == EventKind.RESULT:
+            totals = event.data.get("cumulative_usage")
+            return replace(
+                session,
+                thread_id=event.data.get("thread_id") or session.thread_id,
+                turns=session.turns + 1,
+                cumulative_usage=dict(totals) if isinstance(totals, Mapping) else None,
+            )
+        return session
+
+    def terminate_session(self, session: Any) -> None:
+        """End the turn of ``session`` still in flight, if any (nothing lives between turns)."""
+        with self._lock:
+            thread_id = getattr(session, "thread_id", None)
+            pgids = [
+                pgid
+                for pgid, (running, translator) in self._sessions.items()
+                if running == session or (thread_id and translator.thread_id == thread_id)
+            ]
+        self._stop(pgids)
+
+    def close(self) -> None:
+        """End every process group this instance still runs. Idempotent."""
+        with self._lock:
+            pgids = list(self._running)
+        self._stop(pgids)
+
+    def _stop(self, pgids: list[int]) -> None:
+        with self._lock:
+            processes = [self._running[g] for g in pgids if g in self._running]
+            self._stopped_by_close.update(p.pgid for p in processes)
+        for process in processes:
+            process.stop(grace=1.0)
+
+    def command(self, session: CodexSession, prompt: str) -> list[str]:
+        """Return the argv of a turn of ``session`` (flags first, then ``resume``)."""
+        opts = session.options
+        argv = [session.binary, "exec", "--json", "--skip-git-repo-check"]
+        if "model" in opts:
+            argv += ["-m", opts["model"]]
+        if "sandbox" in opts:
+            argv += ["-s", opts["sandbox"]]
+        for directory in opts.get("add_dirs", ()):
+            argv += ["--add-dir", directory]
+        overrides: dict[str, Any] = {}
+        if "approval_policy" in opts:
+            overrides["approval_policy"] = opts["approval_policy"]
+        provider = opts.get("provider")
+        if provider:
+            name = provider["name"]
+            overrides["model_provider"] = name
+            settings = {"wire_api": "responses", **provider}
+            for key, value in settings.items():
+                overrides[f"model_providers.{name}.{key}"] = value
+        overrides.update(opts.get("config", {}))
+        for key, value in overrides.items():
+            argv += ["-c", f"{key}={_toml_value(value)}"]
+        if session.thread_id:
+            argv += ["resume", session.thread_id]
+        argv += ["--", prompt]
+        return argv
+
+    def environment(self, session: CodexSession) -> dict[str, str]:
+        """Return the environment of a turn's process."""
+        env = dict(os.environ)
+        env.update(session.options.get("env", {}))
+        env["PWD"] = session.cwd
+        return env
+
+    def prompt(self, session: Any, prompt: str, ctx: TurnContext) -> Iterator[Event]:
+        """Run one turn in a new ``codex exec`` process; always ends with one terminal event."""
+        if not isinstance(session, CodexSession):
+            raise InvalidOption(f"codex: not a CodexSession: {type(session).__name__}")
+        if ctx.cancelled.is_set():
+            error = BackendError(
+                "codex turn cancelled before it started",
+                kind=BackendErrorKind.CANCELLED,
+                backend=BACKEND,
+            )
+            yield Event.error(error, session_id=session.thread_id, code=error.kind)
+            return
+        translator = CodexTurnTranslator(
+            previous_usage=session.cumulative_usage,
+            resumed=session.thread_id is not None,
+            known_history=session.thread_id is not None,
+            thread_id=session.thread_id,
+        )
+        try:
+            process = CliProcess(
+                self.command(session, prompt),
+                cwd=session.cwd,
+                env=self.environment(session),
+                keep_stdin_open=False,
+                max_line_bytes=int(session.options.get("max_line_bytes", DEFAULT_MAX_LINE_BYTES)),
+            )
+        except ProcessStartError as exc:
+            error = BackendError(
+                f"codex: {exc}",
+                kind=BackendErrorKind.PROCESS_EXIT,
+                retryable=False,
+                backend=BACKEND,
+            )
+            yield Event.error(error, code="start_failed")
+            return
+        with self._lock:
+            self._running[process.pgid] = process
+            self._sessions[process.pgid] = (session, translator)
+        ctx.track_process_group(process.pgid)
+        grace = float(session.options.get("interrupt_grace_s", _STOP_GRACE_S))
+        try:
+            yield from self._drive(process, translator, ctx, grace)
+        finally:
+            process.stop(signals=(signal.SIGINT, signal.SIGTERM), grace=1.0)
+            with self._lock:
+                self._running.pop(process.pgid, None)
+                self._sessions.pop(process.pgid, None)
+                self._stopped_by_close.discard(process.pgid)
+            ctx.untrack_process_group(process.pgid)
+
+    def _drive(
+        self, process: CliProcess, translator: CodexTurnTranslator, ctx: TurnContext, grace: float
+    ) -> Iterator[Event]:
+        cancelled_at: float | None = None
+        while True:
+            if ctx.cancelled.is_set() and cancelled_at is None:
+                cancelled_at = time.monotonic()
+                # SIGINT makes codex interrupt the turn; it then exits without a terminal event.
+                process.signal_group(signal.SIGINT)
+            if cancelled_at is not None and time.monotonic() - cancelled_at > grace:
+                process.stop(signals=(signal.SIGTERM,), grace=1.0)
+            try:
+                line = process.read_line(_POLL_S)
+            except EOFError:
+                returncode = process.wait(_STOP_GRACE_S)
+                with self._lock:
+                    closed = process.pgid in self._stopped_by_close
+                yield from translator.finish(
+                    returncode=returncode,
+                    stderr=process.stderr_tail(),
+                    cancelled=cancelled_at is not None or closed,
+                )
+                return
+            if line is None:
+                continue
+            if isinstance(line, OversizedLine):
+                yield from translator.protocol_error(f"codex: {line}")
+                return
+            yield from translator.feed_line(line)
+            if translator.terminal is not None:
+                process.wait(_STOP_GRACE_S)
+                return

@@ -1,0 +1,204 @@
+"""Measure what durability costs at the store level on this machine.
+
+Times the two hot operations of a durable agent:
+
+* ``enqueue``: accepting a tell (the runtime acknowledges it only after this returns);
+* ``commit_turn``: the turn boundary (clear in-flight, store the result, save the state,
+  move the next request from the mailbox to in-flight), one transaction.
+
+for four stores: SQLite with ``synchronous=FULL`` (the default) and ``NORMAL`` on a file,
+SQLite ``:memory:`` (the SQL work without any file I/O) and the in-process
+``MemoryAgentStore`` (the baseline a non-durable agent would pay). Prints a table and
+writes ``bench/results/store_cost.json``.
+
+Usage::
+
+    python bench/store_cost.py [--ops 400] [--dir DIRECTORY] [--repeats 3]
+
+``--dir`` picks where the database files go (default: a temporary directory under
+``bench/results``, i.e. the project's disk; a tmpfs makes FULL look free).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from genagent_thespian._store import (
+    AgentStore,
+    MemoryAgentStore,
+    SQLiteAgentStore,
+    StoredRequest,
+    agent_key,
+)
+
+REQUEST = b"r" * 512  # a pickled Prompt with its metadata
+STATE = b"s" * 4096  # backend session ids, flags and a small implementation state
+RESULT = b"p" * 2048  # a pickled Response
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def filesystem_of(path: Path) -> str:
+    """Return the filesystem type of the mount holding ``path`` (from /proc/mounts)."""
+    best, fstype = "", "unknown"
+    real = str(path.resolve())
+    try:
+        with open("/proc/mounts", encoding="utf-8") as mounts:
+            for line in mounts:
+                _, mount_point, kind, *_ = line.split()
+                inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
+                if inside and len(mount_point) > len(best):
+                    best, fstype = mount_point, kind
+    except OSError:
+        pass
+    return fstype
+
+
+def timed(operation: Callable[[int], None], count: int) -> list[float]:
+    """Run ``operation(i)`` for i in range(count); return each call's time in microseconds."""
+    samples = []
+    for i in range(count):
+        start = time.perf_counter_ns()
+        operation(i)
+        samples.append((time.perf_counter_ns() - start) / 1000.0)
+    return samples
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "median_us": statistics.median(ordered),
+        "mean_us": statistics.fmean(ordered),
+        "p95_us": ordered[int(0.95 * (len(ordered) - 1))],
+        "max_us": ordered[-1],
+    }
+
+
+def measure(store: AgentStore, ops: int) -> dict[str, list[float]]:
+    key = agent_key("bench-agent")
+    store.create_agent(key, b"name", b"spec" * 64)
+    store.save_state(key, STATE)
+
+    enqueue = timed(lambda i: store.enqueue(key, f"q{i:06d}", REQUEST), ops)
+
+    store.set_in_flight(key, "q000000", REQUEST)
+
+    def commit(i: int) -> None:
+        store.commit_turn(
+            key,
+            state=STATE,
+            result=StoredRequest(f"q{i:06d}", RESULT),
+            max_results=100,
+            next_in_flight=StoredRequest(f"q{i + 1:06d}", REQUEST) if i + 1 < ops else None,
+        )
+
+    commit_turn = timed(commit, ops)
+    loaded = store.load(key)
+    assert loaded is not None and loaded.queue == () and len(loaded.results) == min(100, ops)
+    return {"enqueue": enqueue, "commit_turn": commit_turn}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ops", type=int, default=400, help="operations of each kind per run")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per store (samples pooled)")
+    parser.add_argument("--dir", type=Path, default=None, help="where the database files go")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "store_cost.json")
+    args = parser.parse_args()
+
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    base_dir = args.dir or RESULTS_DIR
+    base_dir.mkdir(parents=True, exist_ok=True)
+
+    stores: dict[str, Callable[[Path], AgentStore]] = {
+        "memory (dict, baseline)": lambda d: MemoryAgentStore(),
+        "sqlite :memory:": lambda d: SQLiteAgentStore(":memory:"),
+        "sqlite file, synchronous=NORMAL": lambda d: SQLiteAgentStore(
+            d / "normal.db", synchronous="NORMAL"
+        ),
+        "sqlite file, synchronous=FULL": lambda d: SQLiteAgentStore(
+            d / "full.db", synchronous="FULL"
+        ),
+    }
+    pooled: dict[str, dict[str, list[float]]] = {
+        name: {"enqueue": [], "commit_turn": []} for name in stores
+    }
+    with tempfile.TemporaryDirectory(prefix="store-cost-", dir=base_dir) as tmp:
+        for repeat in range(args.repeats):
+            for index, (name, make) in enumerate(stores.items()):
+                run_dir = Path(tmp) / f"run-{repeat}-{index}"
+                run_dir.mkdir()
+                store = make(run_dir)
+                try:
+                    samples = measure(store, args.ops)
+                finally:
+                    store.close()
+                for op, values in samples.items():
+                    pooled[name][op].extend(values)
+
+    baseline = "memory (dict, baseline)"
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for name, ops in pooled.items():
+        results[name] = {}
+        for op, values in ops.items():
+            stats = summary(values)
+            base_median = statistics.median(pooled[baseline][op])
+            stats["ratio_vs_memory_median"] = stats["median_us"] / base_median
+            results[name][op] = stats
+
+    full = results["sqlite file, synchronous=FULL"]
+    normal = results["sqlite file, synchronous=NORMAL"]
+    report = {
+        "benchmark": "store_cost",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "python": sys.version.split()[0],
+            "sqlite": sqlite3.sqlite_version,
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "db_filesystem": filesystem_of(base_dir),
+        },
+        "parameters": {
+            "ops_per_run": args.ops,
+            "repeats": args.repeats,
+            "request_bytes": len(REQUEST),
+            "state_bytes": len(STATE),
+            "result_bytes": len(RESULT),
+        },
+        "results": results,
+        "full_over_normal_median": {
+            op: full[op]["median_us"] / normal[op]["median_us"] for op in ("enqueue", "commit_turn")
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+    print(
+        f"store cost: {args.ops} ops x {args.repeats} runs, db on "
+        f"{report['machine']['db_filesystem']}, sqlite {sqlite3.sqlite_version}"
+    )
+    header = f"{'store':34} {'operation':12} {'median µs':>10} {'p95 µs':>10} {'x memory':>9}"
+    print(header)
+    print("-" * len(header))
+    for name, ops in results.items():
+        for op, stats in ops.items():
+            print(
+                f"{name:34} {op:12} {stats['median_us']:10.1f} {stats['p95_us']:10.1f} "
+                f"{stats['ratio_vs_memory_median']:9.1f}"
+            )
+    for op, ratio in report["full_over_normal_median"].items():
+        print(f"FULL / NORMAL ({op}): {ratio:.2f}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

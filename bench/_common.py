@@ -14,10 +14,12 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -369,6 +371,12 @@ class RawSystem:
     def __init__(self, base: str = "multiprocTCPBase") -> None:
         caps: dict[str, Any] = {}
         if base == "multiprocTCPBase":
+            # The framework hardens Thespian's TCP transport process-wide (loopback listeners,
+            # HMAC-tagged frames) when it starts a system; the floor runs on the same
+            # transport, so it is hardened the same way first (idempotent).
+            from genagent_thespian._security import harden_transport
+
+            harden_transport()
             caps["Admin Port"] = free_port()
         self.base = base
         self.asys = ActorSystem(base, capabilities=caps, transientUnique=True)
@@ -425,11 +433,15 @@ def live_system_processes(system: AgentSystem) -> list[int]:
 @contextlib.contextmanager
 def agent_system(base: str = "multiprocTCPBase") -> Iterator[AgentSystem]:
     """A fresh framework system (not made current); shut down with nothing left after."""
-    system = g.start_system(base=base, make_default=False)
+    store = tempfile.mkdtemp(prefix="genagent-bench-store-")
+    system = g.start_system(
+        base=base, make_default=False, store_path=os.path.join(store, "agents.sqlite")
+    )
     try:
         yield system
     finally:
         system.shutdown()
+        shutil.rmtree(store, ignore_errors=True)
         if base != "simpleSystemBase":
             try:
                 wait_for(lambda: not live_system_processes(system), timeout=15.0, interval=0.02)

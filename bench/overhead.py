@@ -142,6 +142,25 @@ def run(quick: bool = False) -> Result:
                 extra={"raw_last_vs_first": tenths["raw"]["last"] / tenths["raw"]["first"]},
             )
         )
+    tenths = drift["tenth_p50_ms"]
+    result.add(
+        Figure(
+            key="tcp_timer_cost",
+            label=(
+                "last-tenth ask p50, default agent vs one without per-turn wakeups "
+                "(watchdog=None, worker_idle_timeout=0)"
+            ),
+            unit="ms",
+            value=tenths["agent_instant"]["last"],
+            floor=tenths["agent_no_timers"]["last"],
+            floor_label="the same turns without per-turn wakeups, last-tenth p50",
+            samples=int(drift["agent_instant"]["samples"]) // 10,
+            extra={
+                "first_tenth_ratio": tenths["agent_instant"]["first"]
+                / tenths["agent_no_timers"]["first"]
+            },
+        )
+    )
     result.add(
         Figure(
             key="simple_ask_p50",
@@ -246,7 +265,9 @@ def _measure_drift(rounds: int, per_round: int) -> dict[str, Any]:
     """Many turns on one agent (constant session), raw echo blocks interleaved.
 
     Shows whether a turn gets slower as an agent's turns add up (the raw floor's own
-    last/first ratio says how much of a change is the machine's).
+    last/first ratio says how much of a change is the machine's). A second agent runs the
+    same turns without the two per-turn Thespian wakeups (``watchdog=None``,
+    ``worker_idle_timeout=0``), interleaved, to show what those cost.
     """
     with RawSystem("multiprocTCPBase") as raw, agent_system("multiprocTCPBase") as system:
         echo = raw.create(Echo)
@@ -257,13 +278,24 @@ def _measure_drift(rounds: int, per_round: int) -> dict[str, Any]:
             worker_idle_timeout=600.0,
             system=system,
         )
+        g.start_agent(
+            BenchAgent,
+            name="untimed",
+            backend=InstantBackend,
+            watchdog=None,
+            worker_idle_timeout=0,
+            system=system,
+        )
+
+        def agent_ask(name: str) -> None:
+            _checked(g.ask(name, "hi", timeout=10.0, system=system).text, "ok")
+
         with raw.asys.private() as context:
             samples = interleaved(
                 {
                     "raw": lambda: _checked(context.ask(echo, "x", 10.0), "x"),
-                    "agent_instant": lambda: _checked(
-                        g.ask("instant", "hi", timeout=10.0, system=system).text, "ok"
-                    ),
+                    "agent_instant": lambda: agent_ask("instant"),
+                    "agent_no_timers": lambda: agent_ask("untimed"),
                 },
                 rounds=rounds,
                 per_round=per_round,

@@ -29,6 +29,7 @@ EXPECTED = {
         "simple_ask_p50",
         "simple_ask_p99",
         "tcp_ask_drift",
+        "tcp_timer_cost",
         "simple_ask_drift",
     },
     "throughput": {"turns_per_second", "tell_issue_per_second", "drain_turns_per_second"},

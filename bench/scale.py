@@ -13,7 +13,8 @@ Raw floor first, in its own fresh system: ``count`` ``Echo`` actors created from
   agents must hold no worker process) and the PSS of every agent process is read from
   ``/proc/<pid>/smaps_rollup``;
 * **count running**: cold and warm asks to distinct random agents (never asked before, so
-  the cold ask is really cold), then the idle check again.
+  the cold ask is really cold), each sample waiting until the previous one's worker has
+  retired (as in the one-agent phase), then the idle check again.
 
 Target: the warm ``ask`` p50 with ``count`` agents running at most 2x the one with 1 running.
 """
@@ -351,14 +352,26 @@ def _framework(count: int, samples: int) -> dict[str, Any]:
 
         cold, warm = [], []
         chosen = random.sample(names[1:], min(samples + 2, len(names) - 1)) or names
+        pid_of = dict(zip(names, pids, strict=True))
+
+        def quiet(name: str) -> None:
+            # As in the one-agent phase: the previous sample's worker has retired, so no
+            # worker is exiting in the background while this sample runs.
+            wait_for(lambda: not _workers_of([pid_of[name]]), timeout=10.0, what="retired")
+
         for name in chosen:
             many_cold, many_warm = _cold_then_warm(system, name)
             cold.append(many_cold)
             warm.append(many_warm)
+            quiet(name)
         details["many"] = {"cold": summarize(cold[2:]), "warm": summarize(warm[2:])}
 
         def from_connected_client() -> list[float]:
-            return [_cold_then_warm(system, name)[1] for name in chosen]
+            times = []
+            for name in chosen:
+                times.append(_cold_then_warm(system, name)[1])
+                quiet(name)
+            return times
 
         connected = everyone.call(from_connected_client)
         everyone.close()

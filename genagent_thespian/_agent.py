@@ -32,6 +32,7 @@ from thespian.actors import (
 
 from ._backend import Backend, resolve_backend
 from ._behaviour import GenAgent
+from ._deadlines import Deadlines
 from ._durable import AgentRecord, Restored
 from ._errors import (
     AgentNotFound,
@@ -116,6 +117,10 @@ _log = get_logger("genagent_thespian.agent")
 CANCEL_GRACE = 5.0
 #: Seconds a stopping agent waits for its worker to terminate the session.
 END_SESSION_GRACE = 10.0
+#: Seconds a new turn worker has to report that it runs.
+WORKER_START_GRACE = 30.0
+
+_TICK = "genagent-deadline"
 
 
 @dataclass
@@ -155,7 +160,7 @@ class AgentActor(Actor):
         self._incarnation = 0
         self._watchers = AddressBook()
         self._event_seq = 0
-        self._timers: dict[str, Any] = {}
+        self._deadlines = Deadlines()
         self._outbox: dict[Any, list[tuple[str, Any]]] = {}  # name -> [(kind, message)]
         self._addresses: dict[Any, Any] = {}
         self._outgoing_tells: dict[str, Any] = {}  # ref -> target name
@@ -362,6 +367,7 @@ class AgentActor(Actor):
         slot = self.worker
         if sender != slot.address:
             return  # a retired worker's late output
+        self._deadlines.cancel(("worker-start", slot.generation))
         known = (slot.pid, frozenset(slot.process_groups))
         if message.pid:
             slot.pid = message.pid
@@ -415,6 +421,8 @@ class AgentActor(Actor):
             slot.address = self.createActor(TurnWorker)
             slot.generation += 1
             slot.pid = 0
+            start = ("worker-start", slot.generation)
+            self._after(start, WORKER_START_GRACE, start)
         slot.turn_id = effect.turn_id
         self.send(
             slot.address,
@@ -435,7 +443,8 @@ class AgentActor(Actor):
         slot.cancelling = effect.turn_id
         slot.turn_id = None
         self.send(slot.address, _CancelTurn(effect.turn_id))
-        self.wakeupAfter(CANCEL_GRACE, payload=("cancel-grace", slot.generation, effect.turn_id))
+        grace = ("cancel-grace", slot.generation, effect.turn_id)
+        self._after(grace, CANCEL_GRACE, grace)
 
     def _release_held_start(self) -> None:
         held, self._held_start = self._held_start, None
@@ -477,10 +486,22 @@ class AgentActor(Actor):
         if kill_worker and self._isolated and slot.pid:
             kill_process(slot.pid)
 
+    def _after(self, key: Any, seconds: float, payload: tuple[Any, ...]) -> None:
+        """Set deadline ``key`` (replacing it); arm a wakeup only when none comes in time."""
+        delay = self._deadlines.schedule(key, seconds, payload)
+        if delay is not None:
+            self.wakeupAfter(delay, payload=_TICK)
+
     def _on_wakeup(self, message: WakeupMessage, sender: Any) -> None:
-        payload = message.payload
-        if not isinstance(payload, tuple) or not payload:
+        if message.payload != _TICK:
             return
+        payloads, delay = self._deadlines.fire()
+        if delay is not None:
+            self.wakeupAfter(delay, payload=_TICK)
+        for payload in payloads:
+            self._on_deadline(payload)
+
+    def _on_deadline(self, payload: tuple[Any, ...]) -> None:
         kind = payload[0]
         if kind == "watchdog":
             self._run(self._m.watchdog_fired(payload[1]))
@@ -507,11 +528,20 @@ class AgentActor(Actor):
                 self.send(slot.address, ActorExitRequest())
                 self.worker = _WorkerSlot(generation=slot.generation)
         elif kind == "timer":
-            timer_message = self._timers.pop(payload[1], None)
-            if timer_message is not None:
-                self._run(self._m.info(timer_message))
+            self._run(self._m.info(payload[2]))
         elif kind == "end-session" and self._stopping is not None:
             self._finish_stop()
+        elif kind == "worker-start":
+            slot = self.worker
+            if slot.generation == payload[1] and slot.address is not None and not slot.pid:
+                # Thespian reports no exit for a child that dies before its start-up
+                # handshake: without this, the turn would wait for its watchdog.
+                _log.error("agent %r: its turn worker never started; replacing it", self._m.name)
+                running = slot.turn_id
+                self._replace_worker(slot)
+                if running is not None:
+                    crash = TurnCrashed("the turn worker process never started")
+                    self._run(self._m.turn_failed(running, crash))
 
     def _replace_worker(self, slot: _WorkerSlot) -> None:
         self._kill_worker_remains(slot, kill_worker=True)
@@ -525,9 +555,7 @@ class AgentActor(Actor):
         slot = self.worker
         if spec is None or slot.address is None or spec.worker_idle_timeout <= 0:
             return
-        self.wakeupAfter(
-            spec.worker_idle_timeout, payload=("idle", slot.generation, slot.last_used)
-        )
+        self._after("idle", spec.worker_idle_timeout, ("idle", slot.generation, slot.last_used))
 
     # ================================================================== stop
 
@@ -541,7 +569,7 @@ class AgentActor(Actor):
         slot = self.worker
         if slot.address is not None:
             self.send(slot.address, _EndSession(self.session, self.backend_cls))
-            self.wakeupAfter(END_SESSION_GRACE, payload=("end-session",))
+            self._after("end-session", END_SESSION_GRACE, ("end-session",))
         else:
             self._terminate_session_here()
             self._finish_stop()
@@ -682,9 +710,11 @@ class AgentActor(Actor):
             elif isinstance(effect, CancelTurn):
                 self._cancel_turn(effect)
             elif isinstance(effect, ArmWatchdog):
-                self.wakeupAfter(effect.seconds, payload=("watchdog", effect.turn_id))
+                self._after("watchdog", effect.seconds, ("watchdog", effect.turn_id))
             elif isinstance(effect, ArmDelayed):
-                self.wakeupAfter(effect.seconds, payload=("delayed", effect.ref))
+                self._after(("delayed", effect.ref), effect.seconds, ("delayed", effect.ref))
+        if self.machine is not None and self.machine.current is None:
+            self._deadlines.cancel("watchdog")  # the turn ended: its watchdog is moot
 
 
 class _AgentContext:
@@ -705,12 +735,12 @@ class _AgentContext:
 
     def send_after(self, seconds: float, message: Any) -> str:
         timer_id = uuid.uuid4().hex
-        self._actor._timers[timer_id] = message
-        self._actor.wakeupAfter(max(0.0, float(seconds)), payload=("timer", timer_id))
+        key = ("timer", timer_id)
+        self._actor._after(key, max(0.0, float(seconds)), (*key, message))
         return timer_id
 
     def cancel_timer(self, timer_id: str) -> bool:
-        return self._actor._timers.pop(timer_id, None) is not None
+        return self._actor._deadlines.cancel(("timer", timer_id))
 
     def start_agent(self, impl: type[GenAgent], *, name: Any, backend: Any, **options: Any) -> None:
         from ._client import build_spec

@@ -87,6 +87,9 @@ class _StartTurn:
     backend: Any  # the Backend subclass (pickled by reference)
     agent: Any
 
+    def __repr__(self) -> str:  # Thespian formats every message it sends: keep it cheap
+        return f"_StartTurn(turn_id={self.turn_id}, ref={self.ref})"
+
 
 @dataclass(frozen=True, slots=True)
 class _CancelTurn:
@@ -113,6 +116,9 @@ class _TurnOutput:
     duration_ms: float = 0.0
     process_groups: tuple[tuple[int, bool], ...] = ()  # (pgid, alive)
     pid: int = 0
+
+    def __repr__(self) -> str:  # Thespian formats every message it sends: keep it cheap
+        return f"_TurnOutput(turn_id={self.turn_id}, events={len(self.events)}, done={self.done})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,6 +150,10 @@ class Response:
     stop_reason: str | None = None
     model: str | None = None
 
+    def __repr__(self) -> str:  # cheap: Thespian formats every message it sends
+        text = self.text if len(self.text) <= 60 else self.text[:57] + "..."
+        return f"Response(text={text!r}, events={len(self.events)}, ref={self.ref})"
+
     @classmethod
     def from_events(
         cls,

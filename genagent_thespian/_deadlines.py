@@ -1,0 +1,77 @@
+"""``Deadlines``: an actor's named timers on top of Thespian's uncancellable wakeups.
+
+Thespian's ``wakeupAfter`` cannot be cancelled, and every pending wakeup is re-sorted each
+time a new one is added. An agent arming a 600 s watchdog and a 60 s idle timer per turn
+would pile up thousands of dead wakeups (measured: a third of the agent's CPU). Instead,
+the agent keeps its deadlines here, each under a key (arming a key again replaces it;
+cancelling is a dict removal), and asks Thespian for a wakeup only when no pending one
+comes early enough. A pure object: the caller passes the clock and arms the wakeups.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Callable, Hashable
+from typing import Any
+
+__all__ = ["Deadlines"]
+
+#: Deadlines this close together fire in the same wakeup (seconds).
+_SLACK = 0.0005
+
+
+class Deadlines:
+    """Named deadlines with as few pending wakeups as possible (see the module docstring)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._deadlines: dict[Hashable, tuple[float, Any]] = {}
+        self._wakeups: list[float] = []  # times of the wakeups asked for, sorted
+
+    def schedule(self, key: Hashable, seconds: float, payload: Any) -> float | None:
+        """Set deadline ``key`` ``seconds`` from now, replacing any earlier one of that key.
+
+        Returns:
+            The delay of a wakeup the caller must arm now, or ``None`` when a pending
+            wakeup already comes in time.
+        """
+        at = self._clock() + max(0.0, seconds)
+        self._deadlines[key] = (at, payload)
+        return self._arm_for(at)
+
+    def cancel(self, key: Hashable) -> bool:
+        """Forget deadline ``key``; returns whether it was pending."""
+        return self._deadlines.pop(key, None) is not None
+
+    def pending(self, key: Hashable) -> bool:
+        """Whether deadline ``key`` is set."""
+        return key in self._deadlines
+
+    def fire(self) -> tuple[list[Any], float | None]:
+        """Handle a wakeup: return the payloads now due, and a wakeup delay to arm if needed.
+
+        Payloads come in deadline order. The returned delay is ``None`` when no deadline
+        is left or a pending wakeup already covers the next one.
+        """
+        now = self._clock()
+        while self._wakeups and self._wakeups[0] <= now + _SLACK:
+            self._wakeups.pop(0)
+        due = sorted(
+            ((at, key) for key, (at, _) in self._deadlines.items() if at <= now + _SLACK),
+            key=lambda item: item[0],
+        )
+        payloads = [self._deadlines.pop(key)[1] for _, key in due]
+        if not self._deadlines:
+            return payloads, None
+        return payloads, self._arm_for(min(at for at, _ in self._deadlines.values()))
+
+    def __len__(self) -> int:
+        return len(self._deadlines)
+
+    def _arm_for(self, at: float) -> float | None:
+        index = bisect.bisect_right(self._wakeups, at + _SLACK)
+        if index > 0:
+            return None  # a wakeup at or before ``at`` is pending; it will re-arm as needed
+        bisect.insort(self._wakeups, at)
+        return max(0.0, at - self._clock())

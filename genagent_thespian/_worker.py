@@ -79,6 +79,7 @@ class TurnWorker(Actor):
         self._wfd: int | None = None
         self._poll_armed = False
         self._exit_code: int | None = None
+        self._announced = False
 
     # ------------------------------------------------------------------ dispatch
 
@@ -139,9 +140,11 @@ class TurnWorker(Actor):
         )
         self._running = _Running(message.turn_id, ctx, thread)
         thread.start()
-        # Tell the agent at once that this worker runs (and its pid): a worker that dies
-        # before its start-up handshake gets no exit notice from Thespian.
-        self.send(sender, _TurnOutput(message.turn_id, pid=os.getpid()))
+        if not self._announced:
+            # Tell the agent at once that this worker runs (and its pid): a worker that
+            # dies before its start-up handshake gets no exit notice from Thespian.
+            self._announced = True
+            self.send(sender, _TurnOutput(message.turn_id, pid=os.getpid()))
         if not self._watch_supported:
             self._arm_poll()
 

@@ -100,6 +100,7 @@ class _Child:
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     policy: RestartPolicy | None = None
     exit_kind: ExitKind = ExitKind.KILLED
+    node: str = ""  # the node it runs on (another host's pids mean nothing here)
 
 
 class AgentSupervisor(Actor):
@@ -149,8 +150,11 @@ class AgentSupervisor(Actor):
         self._spawn(child)
 
     def _spawn(self, child: _Child) -> None:
-        child.address = self.createActor(AgentActor)
+        # Placement: Thespian asks AgentActor.actorSystemCapabilityCheck on each node.
+        requirements = dict(child.spec.placement) or None
+        child.address = self.createActor(AgentActor, targetActorRequirements=requirements)
         child.state = "starting"
+        child.node = ""
         self.send(
             child.address,
             _InitAgent(
@@ -171,10 +175,11 @@ class AgentSupervisor(Actor):
             return
         child.state = "running"
         child.pid = message.pid
+        child.node = message.node or self._node
         then = ((child.starter, AgentStarted(message.name, sender)),) if child.starter else ()
         child.starter = None
         register = _Register(
-            message.name, sender, self._node, then=then, durable=child.spec.durable
+            message.name, sender, child.node, then=then, durable=child.spec.durable
         )
         self.send(self._registry, register)
         if child.incarnation > 0:
@@ -269,7 +274,7 @@ class AgentSupervisor(Actor):
             _log.warning("agent %r did not stop in time; ending it", name)
             self.send(address, ActorExitRequest())
             self.wakeupAfter(EXIT_GRACE, payload=("kill", address))
-        elif kind == "kill" and child.pid and child.pid != os.getpid():
+        elif kind == "kill" and child.pid and child.pid != os.getpid() and self._is_local(child):
             _log.warning("agent %r did not exit in time; killing pid %d", name, child.pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signal.SIGKILL)
@@ -287,11 +292,18 @@ class AgentSupervisor(Actor):
             self._notify_watchers(name, child.stop_reason or "stopped")
             self._check_stop_all()
             return
-        _end_remains(child)
+        if self._is_local(child):
+            _end_remains(child)
         self._emit("agent.crashed", {"agent": name, "incarnation": child.incarnation})
         if child.state == "starting" and child.starter is not None:
             self._forget(child)
-            error = AgentStartFailed("the agent's process exited while starting", agent=name)
+            reason = "the agent's process exited while starting"
+            if child.spec.placement:
+                reason = (
+                    f"no node of the convention could start the agent with placement "
+                    f"{dict(child.spec.placement)!r} (no node matches, or {reason})"
+                )
+            error = AgentStartFailed(reason, agent=name)
             self.send(child.starter, Failure(error))
             self._notify_watchers(name, "crashed")
             return
@@ -333,6 +345,10 @@ class AgentSupervisor(Actor):
         if self._children.get(name) is child:
             del self._children[name]
         self.send(self._registry, _Unregister(name, child.address, then=then))
+
+    def _is_local(self, child: _Child) -> bool:
+        """Whether ``child`` runs on this node, so its pids may be signalled from here."""
+        return not child.node or child.node == self._node
 
     def _child_at(self, address: Any) -> _Child | None:
         for child in self._children.values():

@@ -1,0 +1,228 @@
+"""Multi-host on one machine: a leader and member nodes joined in a Thespian convention.
+
+The leader runs in the test process; every member runs in its own process
+(``tests/support_nodes.py``), so a member can be killed as a whole (its admin's process group
+and its starter) with SIGKILL. All nodes listen on loopback with their own admin port and
+share the test process's node secret (the default one: the transport hardening is
+process-wide, so the leader uses whatever the other tests in this process use, and the
+members inherit the same environment).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support_agents import Recorder
+
+import genagent_thespian as g
+from genagent_thespian._nodes import list_fleet, list_nodes, start_node, wait_for_nodes
+from genagent_thespian._system import free_port
+from genagent_thespian.testing import system_processes, wait_until
+
+TESTS = Path(__file__).resolve().parent
+#: Convention timing of every node here: a member is declared dead after about 1 s x 2.
+PERIOD, MISS_MAX = 1.0, 2
+#: Upper bound for noticing a killed node and restarting its agent elsewhere.
+DETECTION_BOUND = 15.0
+
+
+class Member:
+    """A member node in its own process."""
+
+    def __init__(self, leader_port: int, labels: dict[str, str]) -> None:
+        command = [
+            sys.executable,
+            str(TESTS / "support_nodes.py"),
+            "--leader",
+            f"127.0.0.1:{leader_port}",
+            "--admin-port",
+            str(free_port()),
+            "--period",
+            str(PERIOD),
+            "--miss-max",
+            str(MISS_MAX),
+        ]
+        for key, value in labels.items():
+            command += ["--label", f"{key}={value}"]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]))
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True
+        )
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        info = json.loads(self._next_line(60.0))
+        self.node: str = info["node"]
+        self.pgid: int = info["pgid"]
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+
+    def _next_line(self, timeout: float) -> str:
+        try:
+            return self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("the member node did not answer in time") from None
+
+    def ask(self, name: str, prompt: str) -> dict[str, Any]:
+        """Ask agent ``name`` from this member node (a client of the leader's registry)."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"ask {name} {prompt}\n")
+        self.process.stdin.flush()
+        return json.loads(self._next_line(60.0))
+
+    def kill(self) -> None:
+        """SIGKILL the whole node: every process of its actor system, and its starter."""
+        os.killpg(self.pgid, signal.SIGKILL)
+        self.process.kill()
+        self.process.wait(10)
+
+    def shutdown(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        with_processes = _group_alive(self.pgid)
+        if with_processes:
+            os.killpg(self.pgid, signal.SIGKILL)
+        assert not with_processes, f"processes of member {self.node} survived its shutdown"
+
+
+def _group_alive(pgid: int) -> bool:
+    def alive() -> bool:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    try:
+        wait_until(lambda: not alive(), timeout=10.0)
+    except AssertionError:
+        return True
+    return False
+
+
+class Convention:
+    """The leader (in this process) and its members."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.leader = start_node(
+            capabilities={"hub": "yes"},
+            store_path=tmp_path / "store.sqlite3",
+            reregistration_period=PERIOD,
+            registration_miss_max=MISS_MAX,
+        )
+        self.members: list[Member] = []
+
+    def add_member(self, **labels: str) -> Member:
+        assert self.leader.admin_port is not None
+        member = Member(self.leader.admin_port, labels)
+        self.members.append(member)
+        wait_for_nodes(self.leader, 1 + len(self.members))
+        return member
+
+    def close(self) -> None:
+        leader_processes_gone = True
+        try:
+            self.leader.shutdown()
+            try:
+                wait_until(lambda: not system_processes(self.leader), timeout=10.0)
+            except AssertionError:
+                leader_processes_gone = False
+                for pid in system_processes(self.leader):
+                    os.kill(pid, signal.SIGKILL)
+        finally:
+            for member in self.members:
+                member.shutdown()
+        assert leader_processes_gone, "processes of the leader survived its shutdown"
+
+
+@pytest.fixture
+def convention(tmp_path: Path) -> Any:
+    conv = Convention(tmp_path)
+    try:
+        yield conv
+    finally:
+        conv.close()
+
+
+def _agent_pgid(name: str, system: g.AgentSystem) -> int:
+    return os.getpgid(g.status(name, system=system).pid)
+
+
+def test_agents_are_placed_by_capability_and_reached_by_name_from_every_node(convention):
+    leader = convention.leader
+    claude = convention.add_member(claude="yes")
+    codex = convention.add_member(codex="yes")
+    nodes = {node.name: node for node in list_nodes(leader)}
+    assert nodes[claude.node].labels == (("claude", "yes"),) and nodes[claude.node].role == "member"
+    assert nodes[leader.node].role == "leader"
+
+    g.start_agent(
+        Recorder,
+        name="c",
+        backend="scripted",
+        script=["from c"],
+        placement={"claude": "yes"},
+        system=leader,
+    )
+    g.start_agent(
+        Recorder,
+        name="x",
+        backend="scripted",
+        script=["from x", "x again"],
+        placement={"codex": "yes"},
+        system=leader,
+    )
+    g.start_agent(Recorder, name="h", backend="scripted", script=["from h"], system=leader)
+
+    assert _agent_pgid("c", leader) == claude.pgid  # runs in the claude node's processes
+    assert _agent_pgid("x", leader) == codex.pgid
+    assert _agent_pgid("h", leader) == leader.pgid  # no placement: the leader itself
+    fleet = {entry.name: entry.node for entry in list_fleet(leader)}
+    assert fleet == {"c": claude.node, "x": codex.node, "h": leader.node}
+    assert g.status("c", system=leader).node == claude.node
+
+    assert g.ask("c", "q", system=leader).text == "from c"
+    assert codex.ask("x", "q") == {"text": "from x"}  # from a member, by name
+    assert claude.ask("x", "q") == {"text": "x again"}
+    assert claude.ask("h", "q") == {"text": "from h"}
+    assert claude.ask("nobody", "q") == {"error": "AgentNotFound"}
+
+
+def test_a_placement_no_node_satisfies_is_a_typed_error_naming_it(convention):
+    convention.add_member(claude="yes")
+    with pytest.raises(g.AgentStartFailed, match=r"placement \{'gpu': 'yes'\}") as caught:
+        g.start_agent(
+            Recorder,
+            name="g",
+            backend="scripted",
+            placement={"gpu": "yes"},
+            system=convention.leader,
+        )
+    assert caught.value.agent == "g"
+    assert g.whereis("g", system=convention.leader) is None
+
+
+def test_bad_node_labels_are_rejected_before_anything_starts(tmp_path):
+    with pytest.raises(g.InvalidOption, match="reserved"):
+        start_node(capabilities={"Admin Port": 1})
+    with pytest.raises(g.InvalidOption, match="capacity"):
+        start_node(capabilities={"capacity": 0})
+    with pytest.raises(g.InvalidOption, match="store_path"):
+        start_node(leader=("127.0.0.1", 1), store_path=tmp_path / "x")

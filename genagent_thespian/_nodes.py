@@ -56,7 +56,7 @@ from ._errors import GenAgentError, InvalidOption
 from ._log import get_logger
 from ._registry import REGISTRY_NAME, Registry
 from ._security import check_capabilities, harden_transport
-from ._supervisor import SUPERVISOR_NAME, AgentSupervisor
+from ._supervisor import SUPERVISOR_NAME, AgentSupervisor, NodeLost
 from ._system import AgentSystem, _marker_env, free_port
 from ._telemetry import TELEMETRY_NAME, TelemetryHub
 from .messages import AgentEntry, AgentList, ListAgents
@@ -179,6 +179,10 @@ class _NodeWatcher(_LeaderOnly):
             else:
                 self._members.pop(key, None)
                 _log.warning("convention member %s left or was declared dead", key)
+                node = (message.remoteCapabilities or {}).get(NODE_CAPABILITY)
+                if node:
+                    supervisor = self.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
+                    self.send(supervisor, NodeLost(str(node)))
         elif isinstance(message, _ListNodes):
             nodes = [_node_info(self._own)] + [_node_info(c) for c in self._members.values()]
             self.send(sender, tuple(nodes))
@@ -211,6 +215,40 @@ class _Probe(Actor):
             self.wakeupAfter(_FINDER_LINGER)
         elif isinstance(message, WakeupMessage):
             self.send(self.myAddress, ActorExitRequest())
+
+
+HEARTBEAT_CAPABILITY = "GenAgent Heartbeat"
+
+
+@dataclass(frozen=True, slots=True)
+class _Beat:
+    """Node starter -> heartbeat: check in with the leader every ``period`` seconds."""
+
+    period: float
+
+
+class _Heartbeat(Actor):
+    """On a member: makes its admin re-register with the leader every period.
+
+    Thespian 4.0.1's member admin does not re-register on its own while idle (checked
+    here: only the first registration is ever sent, so the leader declares a healthy
+    member dead after ``period * miss_max``). A capability update makes the admin send
+    its registration again, so this actor bumps a counter capability every period.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._period = 0.0
+        self._beats = 0
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:
+        if isinstance(message, _Beat):
+            self._period = message.period
+            self.wakeupAfter(self._period)
+        elif isinstance(message, WakeupMessage) and self._period:
+            self._beats += 1
+            self.updateCapability(HEARTBEAT_CAPABILITY, self._beats)
+            self.wakeupAfter(self._period)
 
 
 # ---------------------------------------------------------------------- starting
@@ -283,13 +321,20 @@ def start_node(
                 store_path=store_path,
             )
             try:
-                system.asys.createActor(_NodeWatcher, globalName=NODES_NAME)
+                list_nodes(system)  # creates the node watcher, which follows membership
             except BaseException:
                 system.shutdown()
                 raise
             return system
         return _start_member(
-            caps, admin_port, bind_host, advertise_host, secret_path, log_config, name
+            caps,
+            admin_port,
+            bind_host,
+            advertise_host,
+            secret_path,
+            log_config,
+            name,
+            reregistration_period,
         )
 
 
@@ -301,6 +346,7 @@ def _start_member(
     secret_path: str | os.PathLike[str] | None,
     log_config: dict[str, Any] | None,
     name: str,
+    period: float,
 ) -> AgentSystem:
     security = harden_transport(
         bind_host=bind_host, advertise_host=advertise_host, secret_path=secret_path
@@ -322,6 +368,8 @@ def _start_member(
             services=(services.registry, services.telemetry, services.supervisor),
             node=name,
         )
+        heartbeat = asys.createActor(_Heartbeat)
+        asys.tell(heartbeat, _Beat(period))
         probe = asys.createActor(_Probe)
         answer = asys.ask(probe, "probe", 10.0)
         if isinstance(answer, tuple):

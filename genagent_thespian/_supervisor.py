@@ -49,7 +49,7 @@ from .messages import (
     WatchAgent,
 )
 
-__all__ = ["SUPERVISOR_NAME", "AgentSupervisor", "Boot", "Booted", "StopAll"]
+__all__ = ["SUPERVISOR_NAME", "AgentSupervisor", "Boot", "Booted", "NodeLost", "StopAll"]
 
 SUPERVISOR_NAME = "genagent_thespian.supervisor"
 
@@ -84,6 +84,17 @@ class StopAll:
     """Client -> supervisor: stop every agent (orderly shutdown); answered ``Stopped(None)``."""
 
     reason: str = "shutdown"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLost:
+    """Node watcher -> supervisor: convention node ``node`` is gone with all its agents.
+
+    Thespian 4.0.1 does not tell a parent that its children on a dead member are gone (the
+    bookkeeping for it is never filled in), so the leader's node watcher does.
+    """
+
+    node: str
 
 
 @dataclass
@@ -322,6 +333,12 @@ class AgentSupervisor(Actor):
             self._emit("agent.gave_up", {"agent": name, "reason": decision.reason})
         self._end_for_good(child, decision.reason)
 
+    def _on_node_lost(self, message: NodeLost, sender: Any) -> None:
+        lost = [c for c in self._children.values() if c.node == message.node and c.address]
+        for child in lost:
+            _log.warning("agent %r was on lost node %s", child.spec.name, message.node)
+            self._on_child_exited(ChildActorExited(child.address), sender)
+
     def _end_for_good(self, child: _Child, reason: str) -> None:
         """Forget an agent that will not come back; answer what its record still holds."""
         name = child.spec.name
@@ -405,6 +422,7 @@ _HANDLERS: dict[type, Any] = {
     StopAll: AgentSupervisor._on_stop_all,
     WakeupMessage: AgentSupervisor._on_wakeup,
     ChildActorExited: AgentSupervisor._on_child_exited,
+    NodeLost: AgentSupervisor._on_node_lost,
     WatchAgent: AgentSupervisor._on_watch_agent,
     ActorExitRequest: AgentSupervisor._on_exit_request,
 }

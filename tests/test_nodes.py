@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,13 @@ from support_agents import Recorder
 import genagent_thespian as g
 from genagent_thespian._nodes import list_fleet, list_nodes, start_node, wait_for_nodes
 from genagent_thespian._system import free_port
-from genagent_thespian.testing import system_processes, wait_until
+from genagent_thespian.testing import Slow, read_history, system_processes, wait_until
 
 TESTS = Path(__file__).resolve().parent
-#: Convention timing of every node here: a member is declared dead after about 1 s x 2.
-PERIOD, MISS_MAX = 1.0, 2
+#: Convention timing of every node here: a member is declared dead after about 1 s x 3.
+PERIOD, MISS_MAX = 1.0, 3
 #: Upper bound for noticing a killed node and restarting its agent elsewhere.
-DETECTION_BOUND = 15.0
+DETECTION_BOUND = PERIOD * MISS_MAX + 6.0
 
 
 class Member:
@@ -226,3 +227,71 @@ def test_bad_node_labels_are_rejected_before_anything_starts(tmp_path):
         start_node(capabilities={"capacity": 0})
     with pytest.raises(g.InvalidOption, match="store_path"):
         start_node(leader=("127.0.0.1", 1), store_path=tmp_path / "x")
+
+
+@pytest.mark.slow
+def test_a_killed_node_has_its_durable_agent_restarted_on_a_surviving_node(convention, tmp_path):
+    leader = convention.leader
+    first = convention.add_member(claude="yes")
+    second = convention.add_member(claude="yes")
+    history = tmp_path / "history.jsonl"
+    g.start_agent(
+        Recorder,
+        name="d",
+        backend="scripted",
+        script=["one", Slow("in flight", 60.0), "three", "four"],
+        backend_options={"record_to": str(history)},
+        durable=True,
+        restart="permanent",
+        placement={"claude": "yes"},
+        system=leader,
+    )
+    assert g.ask("d", "first", system=leader).text == "one"
+    doomed, survivor = (
+        (first, second) if _agent_pgid("d", leader) == first.pgid else (second, first)
+    )
+
+    outcome: list[Any] = []
+
+    def caller() -> None:
+        try:
+            outcome.append(g.ask("d", "second", system=leader))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    wait_until(lambda: g.status("d", system=leader).state == "processing")
+    queued = [g.tell("d", "third", system=leader), g.tell("d", "fourth", system=leader)]
+
+    killed_at = time.monotonic()
+    doomed.kill()
+
+    def moved() -> bool:
+        entries = {e.name: e for e in list_fleet(leader)}
+        entry = entries.get("d")
+        return entry is not None and entry.node == survivor.node
+
+    wait_until(moved, timeout=DETECTION_BOUND, message="d was not restarted on the survivor")
+    detected_in = time.monotonic() - killed_at
+    assert _agent_pgid("d", leader) == survivor.pgid
+    thread.join(DETECTION_BOUND)
+    assert len(outcome) == 1 and isinstance(outcome[0], g.AgentRestarted)  # the caller heard
+    results = [
+        wait_until(lambda r=ref: (p := g.poll("d", r, system=leader)).done and p, timeout=20)
+        for ref in queued
+    ]
+    assert [r.response.text for r in results] == ["three", "four"]
+    assert read_history(history) == ["first", "second", "third", "fourth"]
+    assert g.status("d", system=leader).restarts == 1
+    assert survivor.ask("d", "after") != {"error": "AgentNotFound"}
+    assert detected_in < DETECTION_BOUND
+    assert not _group_alive_now(doomed.pgid)
+
+
+def _group_alive_now(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -487,3 +487,77 @@ def list_fleet(system: AgentSystem) -> tuple[AgentEntry, ...]:
         system.registry, ListAgents(), lambda m: isinstance(m, AgentList), timeout=10.0
     )
     return tuple(reply.agents)
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one node until SIGINT/SIGTERM: ``python -m genagent_thespian._nodes --help``.
+
+    Prints one line ``node <name> admin_port <port> pgid <pgid> ready`` once it serves.
+    """
+    import argparse
+    import signal
+    import threading
+
+    parser = argparse.ArgumentParser(
+        prog="python -m genagent_thespian._nodes", description="Run a convention node."
+    )
+    parser.add_argument("--leader", help="HOST:PORT of the leader (omit to run the leader)")
+    parser.add_argument("--admin-port", type=int, default=None)
+    parser.add_argument("--bind-host", default="127.0.0.1")
+    parser.add_argument("--advertise-host", default=None)
+    parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--capacity", type=int, default=None)
+    parser.add_argument("--store", default=None, help="durable store file (leader only)")
+    parser.add_argument("--secret-file", default=None)
+    parser.add_argument("--reregistration-period", type=float, default=5.0)
+    parser.add_argument("--registration-miss-max", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    leader: tuple[str, int] | None = None
+    if args.leader:
+        host, _, port = args.leader.rpartition(":")
+        if not host or not port.isdigit():
+            parser.error(f"--leader must be HOST:PORT, got {args.leader!r}")
+        leader = (host, int(port))
+    labels: dict[str, Any] = {}
+    for label in args.label:
+        key, sep, value = label.partition("=")
+        if not sep or not key:
+            parser.error(f"--label must be KEY=VALUE, got {label!r}")
+        labels[key] = value
+    if args.capacity is not None:
+        labels["capacity"] = args.capacity
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    system = start_node(
+        leader=leader,
+        admin_port=args.admin_port,
+        bind_host=args.bind_host,
+        advertise_host=args.advertise_host,
+        capabilities=labels,
+        store_path=args.store,
+        secret_path=args.secret_file,
+        reregistration_period=args.reregistration_period,
+        registration_miss_max=args.registration_miss_max,
+    )
+    try:
+        print(
+            f"node {system.node} admin_port {system.admin_port} pgid {system.pgid} ready",
+            flush=True,
+        )
+        stop.wait()
+    finally:
+        system.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the module's own copy: actor classes must not come from ``__main__``.
+    from genagent_thespian._nodes import main as _main
+
+    raise SystemExit(_main())

@@ -295,3 +295,71 @@ def _group_alive_now(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+class CommandLineNode:
+    """``python -m genagent_thespian._nodes`` in its own process."""
+
+    def __init__(self, *args: str) -> None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "genagent_thespian._nodes", *args],
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        ready: queue.Queue[str] = queue.Queue()
+        stdout = self.process.stdout
+        threading.Thread(target=lambda: ready.put(stdout.readline()), daemon=True).start()
+        words = ready.get(timeout=60).split()
+        assert words[0] == "node" and words[-1] == "ready", words
+        self.node, self.admin_port, self.pgid = words[1], int(words[3]), int(words[5])
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(60)
+        assert not _group_alive(self.pgid), f"processes of {self.node} survived"
+        return code
+
+
+def test_nodes_run_from_the_command_line_and_stop_on_sigterm():
+    leader = CommandLineNode("--reregistration-period", "1", "--registration-miss-max", "3")
+    member = None
+    try:
+        member = CommandLineNode(
+            "--leader",
+            f"127.0.0.1:{leader.admin_port}",
+            "--label",
+            "claude=yes",
+            "--capacity",
+            "4",
+            "--reregistration-period",
+            "1",
+            "--registration-miss-max",
+            "3",
+        )
+        client = g.attach_system(leader.admin_port, make_default=False)
+        try:
+            nodes = {node.name: node for node in wait_for_nodes(client, 2)}
+            assert nodes[member.node].capacity == 4
+            g.start_agent(
+                Recorder,
+                name="cli",
+                backend="scripted",
+                script=["placed"],
+                placement={"claude": "yes"},
+                system=client,
+            )
+            assert g.status("cli", system=client).node == member.node
+            assert g.ask("cli", "q", system=client).text == "placed"
+        finally:
+            client.shutdown()
+        assert member.stop() == 0
+        member = None
+        assert leader.stop() == 0
+    finally:
+        if member is not None:
+            member.stop()
+        leader.stop()

@@ -74,6 +74,7 @@ __all__ = [
 
 ROLE_CAPABILITY = "GenAgent Role"
 HOST_CAPABILITY = "GenAgent Host"
+HEARTBEAT_CAPABILITY = "GenAgent Heartbeat"
 NODES_NAME = "genagent_thespian.nodes"
 
 #: Capability names a user's labels may not use (Thespian's and ours).
@@ -217,9 +218,6 @@ class _Probe(Actor):
             self.send(self.myAddress, ActorExitRequest())
 
 
-HEARTBEAT_CAPABILITY = "GenAgent Heartbeat"
-
-
 @dataclass(frozen=True, slots=True)
 class _Beat:
     """Node starter -> heartbeat: check in with the leader every ``period`` seconds."""
@@ -233,21 +231,21 @@ class _Heartbeat(Actor):
     Thespian 4.0.1's member admin does not re-register on its own while idle (checked
     here: only the first registration is ever sent, so the leader declares a healthy
     member dead after ``period * miss_max``). A capability update makes the admin send
-    its registration again, so this actor bumps a counter capability every period.
+    its registration again, so this actor sets a capability every period. The value never
+    changes: an unchanged value re-registers without making the admin re-check every local
+    actor against the new capabilities (it does that only when a value changes).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._period = 0.0
-        self._beats = 0
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         if isinstance(message, _Beat):
             self._period = message.period
             self.wakeupAfter(self._period)
         elif isinstance(message, WakeupMessage) and self._period:
-            self._beats += 1
-            self.updateCapability(HEARTBEAT_CAPABILITY, self._beats)
+            self.updateCapability(HEARTBEAT_CAPABILITY, True)
             self.wakeupAfter(self._period)
 
 
@@ -309,6 +307,8 @@ def start_node(
         ROLE_CAPABILITY: "leader" if leader is None else "member",
         HOST_CAPABILITY: socket.gethostname(),
     }
+    if leader is not None:
+        caps[HEARTBEAT_CAPABILITY] = True
     with _convention_timing(reregistration_period, registration_miss_max):
         if leader is None:
             system = AgentSystem.start(

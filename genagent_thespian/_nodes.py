@@ -54,6 +54,7 @@ from thespian.actors import (
 from ._agent import NODE_CAPABILITY
 from ._errors import GenAgentError, InvalidOption
 from ._log import get_logger
+from ._processes import SYSTEM_MARKER, kill_marked
 from ._registry import REGISTRY_NAME, Registry
 from ._security import check_capabilities, harden_transport
 from ._supervisor import SUPERVISOR_NAME, AgentSupervisor, NodeLost
@@ -264,6 +265,7 @@ def start_node(
     reregistration_period: float = 5.0,
     registration_miss_max: int = 2,
     log_config: dict[str, Any] | None = None,
+    join_timeout: float = _JOIN_TIMEOUT,
 ) -> AgentSystem:
     """Start a convention node in this process's care and return its :class:`AgentSystem`.
 
@@ -280,11 +282,12 @@ def start_node(
         registration_miss_max: Missed check-ins after which the leader declares a member
             dead (detection takes about ``reregistration_period * registration_miss_max``).
         log_config: A ``logging.config.dictConfig`` dict for actor processes.
+        join_timeout: Seconds a member tries to reach the leader's services.
 
     Raises:
         InvalidOption: A label uses a reserved name, ``capacity`` is not a positive int,
             the timing is not positive, or ``store_path`` is given to a member.
-        SystemNotRunning: A member could not reach the leader within 30 s.
+        SystemNotRunning: A member could not reach the leader within ``join_timeout``.
     """
     labels = _check_labels(capabilities)
     if reregistration_period <= 0 or registration_miss_max < 1:
@@ -335,6 +338,7 @@ def start_node(
             log_config,
             name,
             reregistration_period,
+            join_timeout,
         )
 
 
@@ -347,6 +351,7 @@ def _start_member(
     log_config: dict[str, Any] | None,
     name: str,
     period: float,
+    join_timeout: float,
 ) -> AgentSystem:
     security = harden_transport(
         bind_host=bind_host, advertise_host=advertise_host, secret_path=secret_path
@@ -358,7 +363,7 @@ def _start_member(
             "multiprocTCPBase", capabilities=caps, logDefs=log_config, transientUnique=True
         )
     try:
-        services = _find_leader_services(asys)
+        services = _find_leader_services(asys, join_timeout)
         system = AgentSystem(
             asys,
             base="multiprocTCPBase",
@@ -378,14 +383,15 @@ def _start_member(
         return system
     except BaseException:
         asys.shutdown()
+        kill_marked(system_id, variable=SYSTEM_MARKER)  # whatever the shutdown left
         raise
 
 
-def _find_leader_services(asys: ActorSystem) -> _Services:
+def _find_leader_services(asys: ActorSystem, join_timeout: float) -> _Services:
     """Ask a finder created on the leader (capability-directed) where its services are."""
     from ._errors import SystemNotRunning
 
-    deadline = time.monotonic() + _JOIN_TIMEOUT
+    deadline = time.monotonic() + join_timeout
     last_error = "no answer"
     while time.monotonic() < deadline:
         try:
@@ -398,7 +404,7 @@ def _find_leader_services(asys: ActorSystem) -> _Services:
             return answer
         time.sleep(0.2)  # not a test: pacing the retries of a join
     raise SystemNotRunning(
-        f"could not reach the convention leader's services within {_JOIN_TIMEOUT}s "
+        f"could not reach the convention leader's services within {join_timeout}s "
         f"({last_error}); check the leader address, the shared secret and the bind hosts"
     )
 

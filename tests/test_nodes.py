@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -363,3 +364,44 @@ def test_nodes_run_from_the_command_line_and_stop_on_sigterm():
         if member is not None:
             member.stop()
         leader.stop()
+
+
+def test_a_member_with_another_secret_cannot_join(convention):
+    tag = f"wrong-secret-member-{uuid.uuid4().hex}"
+    code = (
+        "import sys\n"
+        "from genagent_thespian import SystemNotRunning\n"
+        "from genagent_thespian._nodes import start_node\n"
+        "try:\n"
+        f"    start_node(leader=('127.0.0.1', {convention.leader.admin_port}), join_timeout=3)\n"
+        "except SystemNotRunning as exc:\n"
+        "    print('refused:', exc)\n"
+        "    sys.exit(3)\n"
+    )
+    env = dict(os.environ, GENAGENT_SECRET=os.urandom(32).hex(), NODES_TEST_TAG=tag)
+    env.pop("GENAGENT_SECRET_FILE", None)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 3, result.stderr
+    assert "could not reach the convention leader's services" in result.stdout
+    assert [n.role for n in list_nodes(convention.leader)] == ["leader"]
+
+    def tagged() -> list[int]:
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    environ = Path(f"/proc/{entry}/environ").read_bytes()
+                except OSError:
+                    continue
+                if f"NODES_TEST_TAG={tag}".encode() in environ:
+                    pids.append(int(entry))
+        return pids
+
+    wait_until(lambda: not tagged(), timeout=10, message="the refused member left processes")

@@ -109,12 +109,14 @@ from .messages import (
     WhereIs,
 )
 
-__all__ = ["AgentActor"]
+__all__ = ["NODE_CAPABILITY", "AgentActor"]
 
 _log = get_logger("genagent_thespian.agent")
 
 #: Seconds a cancelled turn has to end before its worker is killed.
 CANCEL_GRACE = 5.0
+#: The Thespian capability naming a convention node (``genagent_thespian._nodes``).
+NODE_CAPABILITY = "GenAgent Node"
 #: Seconds a stopping agent waits for its worker to terminate the session.
 END_SESSION_GRACE = 10.0
 #: Seconds a new turn worker has to report that it runs.
@@ -143,6 +145,7 @@ class AgentActor(Actor):
         super().__init__()
         caps = capabilities or {}
         self._isolated = caps.get("Thespian ActorSystem Name") != "simpleSystem"
+        self._host_node = str(caps.get(NODE_CAPABILITY) or "")  # set on convention nodes
         self.machine: AgentMachine | None = None
         self.spec: AgentSpec | None = None
         self.backend_cls: type[Backend] | None = None
@@ -166,6 +169,13 @@ class AgentActor(Actor):
         self._outgoing_tells: dict[str, Any] = {}  # ref -> target name
         self._stopping: tuple[str, Any] | None = None  # (reason, reply_to)
         self._record: AgentRecord | None = None  # durable agents only
+
+    @staticmethod
+    def actorSystemCapabilityCheck(
+        capabilities: dict[str, Any], requirements: dict[str, Any] | None = None
+    ) -> bool:
+        """Accept a system whose capabilities equal every placement key (none: any system)."""
+        return all(capabilities.get(key) == value for key, value in (requirements or {}).items())
 
     # ================================================================== dispatch
 
@@ -208,7 +218,7 @@ class AgentActor(Actor):
         self._registry = message.registry
         self._telemetry = message.telemetry
         self._supervisor = message.supervisor
-        self._node = message.node
+        self._node = self._host_node or message.node
         self._incarnation = message.incarnation
         if self._isolated:
             # The worker must die with this process, and the CLIs it runs carry its marker.
@@ -256,7 +266,7 @@ class AgentActor(Actor):
             return
         if self._telemetry is not None:
             self.send(self._telemetry, _TelemetryJoin())
-        self.send(sender, _AgentReady(spec.name, os.getpid()))
+        self.send(sender, _AgentReady(spec.name, os.getpid(), self._node))
         self._run(effects)
 
     def _init_failed(self, sender: Any, spec: AgentSpec, exc: Exception) -> None:

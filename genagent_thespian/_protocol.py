@@ -153,10 +153,11 @@ class _InitAgent:
 
 @dataclass(frozen=True, slots=True)
 class _AgentReady:
-    """Agent -> supervisor: init_agent and start_session succeeded."""
+    """Agent -> supervisor: init_agent and start_session succeeded (``node``: where it runs)."""
 
     name: Any
     pid: int
+    node: str = ""
 
 
 @dataclass(frozen=True, slots=True)

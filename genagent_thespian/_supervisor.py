@@ -50,7 +50,7 @@ from .messages import (
     WatchAgent,
 )
 
-__all__ = ["SUPERVISOR_NAME", "AgentSupervisor", "Boot", "Booted", "StopAll"]
+__all__ = ["SUPERVISOR_NAME", "AgentSupervisor", "Boot", "Booted", "NodeLost", "StopAll"]
 
 SUPERVISOR_NAME = "genagent_thespian.supervisor"
 
@@ -87,6 +87,17 @@ class StopAll:
     reason: str = "shutdown"
 
 
+@dataclass(frozen=True, slots=True)
+class NodeLost:
+    """Node watcher -> supervisor: convention node ``node`` is gone with all its agents.
+
+    Thespian 4.0.1 does not tell a parent that its children on a dead member are gone (the
+    bookkeeping for it is never filled in), so the leader's node watcher does.
+    """
+
+    node: str
+
+
 @dataclass
 class _Child:
     spec: AgentSpec
@@ -101,6 +112,7 @@ class _Child:
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     policy: RestartPolicy | None = None
     exit_kind: ExitKind = ExitKind.KILLED
+    node: str = ""  # the node it runs on (another host's pids mean nothing here)
 
 
 class AgentSupervisor(Actor):
@@ -150,8 +162,11 @@ class AgentSupervisor(Actor):
         self._spawn(child)
 
     def _spawn(self, child: _Child) -> None:
-        child.address = self.createActor(AgentActor)
+        # Placement: Thespian asks AgentActor.actorSystemCapabilityCheck on each node.
+        requirements = dict(child.spec.placement) or None
+        child.address = self.createActor(AgentActor, targetActorRequirements=requirements)
         child.state = "starting"
+        child.node = ""
         self.send(
             child.address,
             _InitAgent(
@@ -172,10 +187,11 @@ class AgentSupervisor(Actor):
             return
         child.state = "running"
         child.pid = message.pid
+        child.node = message.node or self._node
         then = ((child.starter, AgentStarted(message.name, sender)),) if child.starter else ()
         child.starter = None
         register = _Register(
-            message.name, sender, self._node, then=then, durable=child.spec.durable
+            message.name, sender, child.node, then=then, durable=child.spec.durable
         )
         self.send(self._registry, register)
         if child.incarnation > 0:
@@ -270,7 +286,7 @@ class AgentSupervisor(Actor):
             _log.warning("agent %r did not stop in time; ending it", name)
             self.send(address, ActorExitRequest())
             self.wakeupAfter(EXIT_GRACE, payload=("kill", address))
-        elif kind == "kill" and child.pid and child.pid != os.getpid():
+        elif kind == "kill" and child.pid and child.pid != os.getpid() and self._is_local(child):
             _log.warning("agent %r did not exit in time; killing pid %d", name, child.pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signal.SIGKILL)
@@ -288,11 +304,18 @@ class AgentSupervisor(Actor):
             self._notify_watchers(name, child.stop_reason or "stopped")
             self._check_stop_all()
             return
-        _end_remains(child)
+        if self._is_local(child):
+            _end_remains(child)
         self._emit("agent.crashed", {"agent": name, "incarnation": child.incarnation})
         if child.state == "starting" and child.starter is not None:
             self._forget(child)
-            error = AgentStartFailed("the agent's process exited while starting", agent=name)
+            reason = "the agent's process exited while starting"
+            if child.spec.placement:
+                reason = (
+                    f"no node of the convention could start the agent with placement "
+                    f"{dict(child.spec.placement)!r} (no node matches, or {reason})"
+                )
+            error = AgentStartFailed(reason, agent=name)
             self.send(child.starter, Failure(error))
             self._notify_watchers(name, "crashed")
             return
@@ -312,6 +335,12 @@ class AgentSupervisor(Actor):
             _log.error("agent %r: %s", name, decision.reason)
             self._emit("agent.gave_up", {"agent": name, "reason": decision.reason})
         self._end_for_good(child, decision.reason)
+
+    def _on_node_lost(self, message: NodeLost, sender: Any) -> None:
+        lost = [c for c in self._children.values() if c.node == message.node and c.address]
+        for child in lost:
+            _log.warning("agent %r was on lost node %s", child.spec.name, message.node)
+            self._on_child_exited(ChildActorExited(child.address), sender)
 
     def _end_for_good(self, child: _Child, reason: str) -> None:
         """Forget an agent that will not come back; answer what its record still holds."""
@@ -338,6 +367,10 @@ class AgentSupervisor(Actor):
         if self._children.get(name) is child:
             del self._children[name]
         self.send(self._registry, _Unregister(name, child.address, then=then))
+
+    def _is_local(self, child: _Child) -> bool:
+        """Whether ``child`` runs on this node, so its pids may be signalled from here."""
+        return not child.node or child.node == self._node
 
     def _child_at(self, address: Any) -> _Child | None:
         for child in self._children.values():
@@ -394,6 +427,7 @@ _HANDLERS: dict[type, Any] = {
     StopAll: AgentSupervisor._on_stop_all,
     WakeupMessage: AgentSupervisor._on_wakeup,
     ChildActorExited: AgentSupervisor._on_child_exited,
+    NodeLost: AgentSupervisor._on_node_lost,
     WatchAgent: AgentSupervisor._on_watch_agent,
     ActorExitRequest: AgentSupervisor._on_exit_request,
 }

@@ -87,20 +87,35 @@ class AgentSystem:
         owned: bool,
         system_id: str,
         store_path: str | None = None,
+        services: tuple[Any, Any, Any] | None = None,
+        node: str | None = None,
     ) -> None:
+        """Boot the framework in ``asys`` (or, with ``services``, use another node's).
+
+        ``services`` is ``(registry, telemetry, supervisor)`` of a convention leader: a
+        member node (``genagent_thespian._nodes``) boots nothing of its own, its clients
+        talk to the leader's services, and its shutdown stops no agent.
+        """
         self.asys = asys
         self.store_path = store_path
         self.base = base
         self.admin_port = admin_port
         self.owned = owned
         self.system_id = system_id
-        self.node = f"{socket.gethostname()}:{admin_port}" if admin_port else socket.gethostname()
+        self.node = node or (
+            f"{socket.gethostname()}:{admin_port}" if admin_port else socket.gethostname()
+        )
+        self.leads_agents = services is None
         self._lock = threading.RLock()
         self._local = threading.local()
         self._endpoints: list[_Endpoint] = []
         self._addresses: dict[Any, Any] = {}
         self._closed = False
         self.pgid: int | None = None
+        self.telemetry_bridge: TelemetryBridge | None = None
+        if services is not None:
+            self.registry, self.telemetry, self.supervisor = services
+            return
         self.registry = asys.createActor(Registry, globalName=REGISTRY_NAME)
         self.telemetry = asys.createActor(TelemetryHub, globalName=TELEMETRY_NAME)
         self.supervisor = asys.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
@@ -112,7 +127,6 @@ class AgentSystem:
         )
         if base != "simpleSystemBase":
             self.pgid = booted.pgid
-        self.telemetry_bridge: TelemetryBridge | None = None
         if wanted_names() != frozenset():
             self.sync_telemetry()
 
@@ -227,7 +241,7 @@ class AgentSystem:
         if self.telemetry_bridge is not None:
             self.telemetry_bridge.stop()
         try:
-            if self.owned:
+            if self.owned and self.leads_agents:
                 with contextlib.suppress(GenAgentError):
                     self.exchange(
                         self.supervisor,

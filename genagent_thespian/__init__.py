@@ -50,6 +50,7 @@ from ._errors import (
     TurnSkipped,
     TurnTimeout,
 )
+from ._nodes import NodeInfo, list_fleet, list_nodes, start_node, wait_for_nodes
 from ._system import AgentSystem
 from ._telemetry import attach, detach
 from ._types import Event, EventKind, Response, Usage
@@ -89,6 +90,7 @@ __all__ = [
     "InvalidEvent",
     "InvalidOption",
     "InvalidPrompt",
+    "NodeInfo",
     "PollResult",
     "PollState",
     "Prompt",
@@ -116,14 +118,18 @@ __all__ = [
     "halt",
     "interrupt",
     "list_agents",
+    "list_fleet",
+    "list_nodes",
     "notify",
     "poll",
     "resume",
     "shutdown_system",
     "start_agent",
+    "start_node",
     "start_system",
     "status",
     "stop",
     "tell",
+    "wait_for_nodes",
     "whereis",
 ]

@@ -10,6 +10,8 @@ PUBLIC = {
     "start_system", "attach_system", "shutdown_system", "current_system", "AgentSystem",
     "start_agent", "stop", "ask", "tell", "poll", "notify", "interrupt", "cancel", "halt",
     "resume", "status", "whereis", "list_agents", "backend_session",
+    # multi-host nodes
+    "start_node", "list_nodes", "list_fleet", "wait_for_nodes", "NodeInfo",
     # behaviour and directives
     "GenAgent", "Prompt", "Halt", "Skip",
     # data

@@ -19,7 +19,7 @@ import pickle
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from thespian.actors import (
@@ -123,6 +123,14 @@ END_SESSION_GRACE = 10.0
 WORKER_START_GRACE = 30.0
 
 _TICK = "genagent-deadline"
+
+#: ``start_agent`` keywords that configure the framework rather than ``init_agent``.
+_SPEC_SETTINGS = frozenset(f.name for f in fields(AgentSpec)) - {
+    "name",
+    "impl",
+    "backend",
+    "options",
+}
 
 
 @dataclass
@@ -334,9 +342,9 @@ class AgentActor(Actor):
     def _on_status(self, message: Status, sender: Any) -> None:
         spec = self.spec
         assert spec is not None and self.backend_cls is not None
-        fields = self._m.status_fields()
+        machine_fields = self._m.status_fields()
         status = AgentStatus(
-            **fields,
+            **machine_fields,
             restarts=self._incarnation,
             node=self._node,
             pid=os.getpid(),
@@ -755,7 +763,9 @@ class _AgentContext:
     def start_agent(self, impl: type[GenAgent], *, name: Any, backend: Any, **options: Any) -> None:
         from ._client import build_spec
 
-        spec = build_spec(impl, name=name, backend=backend, options=options)
+        settings = {k: v for k, v in options.items() if k in _SPEC_SETTINGS}
+        init_options = {k: v for k, v in options.items() if k not in _SPEC_SETTINGS}
+        spec = build_spec(impl, name=name, backend=backend, options=init_options, **settings)
         self._actor.send(self._actor._supervisor, StartAgent(spec))
 
     def stop_agent(self, name: Any) -> None:

@@ -12,6 +12,7 @@ timeout runs out first (the request itself then keeps running).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pickle
 import threading
@@ -164,23 +165,28 @@ def build_spec(
     name: Any,
     backend: Any,
     options: Mapping[str, Any] | None = None,
-    watchdog: float | None = 600.0,
-    max_tell_results: int = 100,
-    max_queued: int = 1000,
-    max_queued_bytes: int = 1 << 20,
-    worker_idle_timeout: float = 60.0,
-    restart: str = "temporary",
-    max_restarts: int = 3,
-    restart_window: float = 5.0,
-    durable: bool = False,
-    placement: Mapping[str, Any] | None = None,
     require_importable: bool = True,
+    **settings: Any,
 ) -> AgentSpec:
     """Validate ``start_agent``'s arguments and return the ``AgentSpec``.
+
+    ``settings`` are the framework's own options (``watchdog``, ``max_queued``, ``restart``...);
+    those not given take ``AgentSpec``'s defaults, the one place they are defined.
 
     Raises:
         InvalidOption: with the offending argument named in the message.
     """
+    defaults = {f.name: f.default for f in dataclasses.fields(AgentSpec)}
+    unknown_settings = set(settings) - set(defaults) - {"placement"}
+    if unknown_settings:
+        raise InvalidOption(f"unknown setting(s) {sorted(unknown_settings)}", agent=name)
+    merged = {**defaults, **{k: v for k, v in settings.items() if k != "placement"}}
+    watchdog = merged["watchdog"]
+    max_tell_results, max_queued = merged["max_tell_results"], merged["max_queued"]
+    max_queued_bytes, max_restarts = merged["max_queued_bytes"], merged["max_restarts"]
+    worker_idle_timeout, restart = merged["worker_idle_timeout"], merged["restart"]
+    restart_window, durable = merged["restart_window"], merged["durable"]
+    placement = settings.get("placement")
     if not (isinstance(impl, type) and issubclass(impl, GenAgent)):
         raise InvalidOption(f"impl must be a GenAgent subclass, got {impl!r:.80}", agent=name)
     if require_importable and impl.__module__ == "__main__":

@@ -16,13 +16,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest, ActorSystemMessage, ChildActorExited
+
+from genagent_thespian import testing
 
 TESTS_DIR = Path(__file__).resolve().parent
 NODE_SCRIPT = TESTS_DIR / "security_node.py"
@@ -146,14 +147,8 @@ def attack_all(host: str, ports: Iterable[int], marker_dir: Path) -> dict[str, b
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll *condition* until it returns a truthy value or *timeout* seconds pass."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+    message = f"timed out after {timeout}s waiting for {what}"
+    return testing.wait_until(condition, timeout=timeout, interval=0.05, message=message)
 
 
 def free_port() -> int:

@@ -8,7 +8,6 @@ import shutil
 import stat
 import sys
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 from genagent_thespian.backends._process import group_members
 
-from genagent_thespian import Event, EventKind, TurnContext
+from genagent_thespian import Event, EventKind, TurnContext, testing
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOOLS_BIN = REPO_ROOT / ".ci" / "tools" / "node_modules" / ".bin"
@@ -107,14 +106,8 @@ def kinds(events: list[Event]) -> list[str]:
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
     """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+    message = f"timed out after {timeout}s waiting for {what}"
+    return testing.wait_until(predicate, timeout=timeout, interval=0.02, message=message)
 
 
 def assert_groups_gone(groups: list[int], timeout: float = 10.0) -> None:

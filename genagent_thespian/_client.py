@@ -329,7 +329,7 @@ def start_agent(
     )
     if isinstance(reply, Failure):
         raise reply.error
-    target.remember(name, reply.address)
+    target.remember(name, reply.address)  # incarnation unknown: the first call looks it up
     return name
 
 
@@ -356,15 +356,7 @@ def stop(name: Any, *, timeout: float | None = 60.0, system: AgentSystem | None 
 
 def whereis(name: Any, *, system: AgentSystem | None = None) -> Any:
     """Return the address of agent ``name``, or ``None`` if no live agent has it."""
-    target = _system(system)
-    reply = target.exchange(
-        target.registry,
-        WhereIs(name),
-        lambda m: isinstance(m, Located) and m.name == name,
-        timeout=_CONTROL_TIMEOUT,
-    )
-    target.remember(name, reply.address)
-    return reply.address
+    return _locate(name, _system(system)).address
 
 
 def list_agents(*, system: AgentSystem | None = None) -> list[Any]:
@@ -549,17 +541,19 @@ def _call_agent(
     with the old one and fails with ``AgentStopped``.
     """
     address = system.cached_address(name)
-    if address is None:
-        address = whereis(name, system=system)
-        if address is None:
+    incarnation = system.cached_incarnation(name)
+    if address is None or incarnation is None:
+        located = _locate(name, system)
+        if located.address is None:
             raise AgentNotFound("no agent has that name", agent=name, ref=ref)
+        address, incarnation = located.address, located.incarnation
 
     def matches(reply: Any) -> bool:
         if not isinstance(reply, (*kinds, Failure)):
             return False
         return ref is None or getattr(reply, "ref", None) == ref
 
-    current = {"address": address}
+    current = {"address": address, "incarnation": incarnation}
 
     def check_alive() -> Any:
         located = _locate(name, system)
@@ -569,7 +563,7 @@ def _call_agent(
             raise AgentStopped(
                 "the agent is gone; this request was not answered", agent=name, ref=ref
             )
-        if located.address == current["address"]:
+        if (located.address, located.incarnation) == (current["address"], current["incarnation"]):
             return None
         if not (located.durable or idempotent):
             raise AgentStopped(
@@ -579,7 +573,7 @@ def _call_agent(
             )
         # A durable agent came back: it holds the request if it got it, and drops the
         # same ref sent again; if it never got it, this delivers it.
-        current["address"] = located.address
+        current["address"], current["incarnation"] = located.address, located.incarnation
         return located.address
 
     return system.exchange(address, message, matches, timeout=timeout, on_idle=check_alive)
@@ -592,7 +586,7 @@ def _locate(name: Any, system: AgentSystem) -> Located:
         lambda m: isinstance(m, Located) and m.name == name,
         timeout=_CONTROL_TIMEOUT,
     )
-    system.remember(name, reply.address)
+    system.remember(name, reply.address, reply.incarnation)
     return reply
 
 

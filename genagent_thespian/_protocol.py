@@ -216,6 +216,7 @@ class _Register:
     node: str = ""
     then: tuple[tuple[Any, Any], ...] = ()
     durable: bool = False
+    incarnation: int = 0
 
 
 @dataclass(frozen=True, slots=True)

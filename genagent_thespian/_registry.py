@@ -38,13 +38,25 @@ class Registry(Actor):
                 if entry is None:
                     self.send(sender, Located(message.name))
                 else:
-                    located = Located(message.name, entry.address, entry.restarting, entry.durable)
+                    located = Located(
+                        message.name,
+                        entry.address,
+                        entry.restarting,
+                        entry.durable,
+                        entry.incarnation,
+                    )
                     self.send(sender, located)
             elif isinstance(message, ListAgents):
                 live = tuple(e for e in self._entries.values() if e.address is not None)
                 self.send(sender, AgentList(live))
             elif isinstance(message, _Register):
-                entry = AgentEntry(message.name, message.address, message.node, message.durable)
+                entry = AgentEntry(
+                    message.name,
+                    message.address,
+                    message.node,
+                    message.durable,
+                    incarnation=message.incarnation,
+                )
                 self._entries[message.name] = entry
                 self._send_all(message.then)
             elif isinstance(message, _Restarting):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,7 @@ from ._agent import AgentActor
 from ._durable import answer_stored_callers, delete_stored_agent
 from ._errors import AgentAlreadyExists, AgentNotFound, AgentStartFailed, GenAgentError
 from ._log import get_logger
-from ._processes import AGENT_MARKER, kill_marked, kill_process, kill_process_group
+from ._processes import AGENT_MARKER, is_alive, kill_marked, kill_process, kill_process_group
 from ._protocol import (
     AddressBook,
     _AgentInitFailed,
@@ -58,6 +59,10 @@ SUPERVISOR_NAME = "genagent_thespian.supervisor"
 STOP_GRACE = 15.0
 #: Seconds an agent has to exit after ``ActorExitRequest`` before it is killed.
 EXIT_GRACE = 5.0
+#: Seconds a restarted agent has to report ready before the restart counts as failed.
+RESTART_START_DEADLINE = 120.0
+#: Seconds during which a repeated exit notice for a handled address is a duplicate.
+_RECENT_EXIT_SECONDS = 30.0
 
 _log = get_logger("genagent_thespian.supervisor")
 
@@ -127,6 +132,7 @@ class AgentSupervisor(Actor):
         self._children: dict[Any, _Child] = {}
         self._watchers: dict[Any, AddressBook] = {}
         self._stop_all_waiters: list[Any] = []
+        self._recent_exits: list[tuple[Any, float]] = []  # (address, when) of handled exits
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         """Dispatch by type. Never raises (a raise would re-deliver a start)."""
@@ -191,7 +197,12 @@ class AgentSupervisor(Actor):
         then = ((child.starter, AgentStarted(message.name, sender)),) if child.starter else ()
         child.starter = None
         register = _Register(
-            message.name, sender, child.node, then=then, durable=child.spec.durable
+            message.name,
+            sender,
+            child.node,
+            then=then,
+            durable=child.spec.durable,
+            incarnation=child.incarnation,
         )
         self.send(self._registry, register)
         if child.incarnation > 0:
@@ -205,10 +216,12 @@ class AgentSupervisor(Actor):
         if child.starter is not None:  # a first start: the caller hears why, nothing restarts
             self._forget(child)
             self.send(child.starter, Failure(message.error))
-        else:  # a restart that could not resume: its exit goes through the restart policy
+            self.send(sender, ActorExitRequest())
+        else:  # a restart that could not resume: it goes through the restart policy now
             _log.error("agent %r could not restart: %s", message.name, message.error)
             child.exit_kind = ExitKind.CRASHED
-        self.send(sender, ActorExitRequest())
+            self.send(sender, ActorExitRequest())
+            self._handle_exit(child, sender)
 
     # ------------------------------------------------------------------ stop
 
@@ -239,13 +252,13 @@ class AgentSupervisor(Actor):
             child.state = "stopping"
             child.stop_reason = reason
             self.send(child.address, ActorExitRequest())
-            self.wakeupAfter(EXIT_GRACE, payload=("kill", child.address))
+            self.wakeupAfter(EXIT_GRACE, payload=("kill", child.address, child.incarnation))
             return
         child.state = "stopping"
         child.stop_reason = reason
         self.send(self._registry, _Unregister(child.spec.name, child.address))
         self.send(child.address, _ShutdownAgent(reason))
-        self.wakeupAfter(STOP_GRACE, payload=("exit", child.address))
+        self.wakeupAfter(STOP_GRACE, payload=("exit", child.address, child.incarnation))
 
     def _on_agent_processes(self, message: _AgentProcesses, sender: Any) -> None:
         child = self._child_at(sender)
@@ -256,7 +269,9 @@ class AgentSupervisor(Actor):
         """The agent answered everything pending and ended its session: let it exit."""
         if self._child_at(sender) is not None:
             self.send(sender, ActorExitRequest())
-            self.wakeupAfter(EXIT_GRACE, payload=("kill", sender))
+            child = self._child_at(sender)
+            incarnation = child.incarnation if child is not None else -1
+            self.wakeupAfter(EXIT_GRACE, payload=("kill", sender, incarnation))
 
     def _on_stop_all(self, message: StopAll, sender: Any) -> None:
         self._stop_all_waiters.append(sender)
@@ -277,15 +292,26 @@ class AgentSupervisor(Actor):
         if payload[0] == "restart":
             self._restart(payload[1], payload[2])
             return
-        kind, address = payload
-        child = self._child_at(address)
-        if child is None:
+        if payload[0] == "started?":
+            child = self._children.get(payload[1])
+            if child and child.incarnation == payload[2] and child.state == "starting":
+                _log.error(
+                    "agent %r did not come back in time; counting a failed restart", payload[1]
+                )
+                child.exit_kind = ExitKind.CRASHED
+                if child.address is not None:
+                    self.send(child.address, ActorExitRequest())
+                self._handle_exit(child, child.address)
             return
+        kind, address, incarnation = payload
+        child = self._child_at(address)
+        if child is None or child.incarnation != incarnation:
+            return  # meant for an incarnation that is gone (a new one may reuse its port)
         name = child.spec.name
         if kind == "exit":
             _log.warning("agent %r did not stop in time; ending it", name)
             self.send(address, ActorExitRequest())
-            self.wakeupAfter(EXIT_GRACE, payload=("kill", address))
+            self.wakeupAfter(EXIT_GRACE, payload=("kill", address, incarnation))
         elif kind == "kill" and child.pid and child.pid != os.getpid() and self._is_local(child):
             _log.warning("agent %r did not exit in time; killing pid %d", name, child.pid)
             with contextlib.suppress(ProcessLookupError):
@@ -295,8 +321,13 @@ class AgentSupervisor(Actor):
 
     def _on_child_exited(self, message: ChildActorExited, sender: Any) -> None:
         child = self._child_at(message.childAddress)
-        if child is None:
+        if child is None or self._stale_exit(child, message.childAddress):
             return  # the duplicate notice of an exit already handled
+        self._handle_exit(child, message.childAddress)
+
+    def _handle_exit(self, child: _Child, address: Any) -> None:
+        """``child``'s process ended: answer its stoppers, or restart, or forget it."""
+        self._recent_exits.append((address, time.monotonic()))
         name = child.spec.name
         if child.state == "stopping":
             self._forget(child, then=tuple((w, Stopped(name)) for w in child.stop_waiters))
@@ -355,9 +386,11 @@ class AgentSupervisor(Actor):
         if child is None or child.state != "restarting" or child.incarnation != incarnation:
             return
         child.incarnation += 1
+        child.pid = 0  # unknown until the new incarnation reports ready
         child.instance_id = uuid.uuid4().hex
         child.remains = _AgentProcesses(0)
         self._spawn(child)
+        self.wakeupAfter(RESTART_START_DEADLINE, payload=("started?", name, child.incarnation))
 
     def _forget(self, child: _Child, *, then: tuple[tuple[Any, Any], ...] = ()) -> None:
         """Drop ``child``; the registry sends the ``then`` replies once the name is gone."""
@@ -367,6 +400,21 @@ class AgentSupervisor(Actor):
         if self._children.get(name) is child:
             del self._children[name]
         self.send(self._registry, _Unregister(name, child.address, then=then))
+
+    def _stale_exit(self, child: _Child, address: Any) -> bool:
+        """Whether an exit notice is about an earlier incarnation, not ``child``'s process.
+
+        Thespian may report one exit twice, and multiprocTCPBase reuses ports, so a restarted
+        agent can have its predecessor's address: the late duplicate must not be taken for
+        the new incarnation's death.
+        """
+        now = time.monotonic()
+        self._recent_exits = [
+            (a, t) for a, t in self._recent_exits if now - t < _RECENT_EXIT_SECONDS
+        ]
+        if child.pid and child.pid != os.getpid() and self._is_local(child):
+            return is_alive(child.pid)  # its process runs: the notice is not about it
+        return any(recent == address for recent, _ in self._recent_exits)
 
     def _is_local(self, child: _Child) -> bool:
         """Whether ``child`` runs on this node, so its pids may be signalled from here."""

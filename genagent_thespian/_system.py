@@ -110,6 +110,7 @@ class AgentSystem:
         self._local = threading.local()
         self._endpoints: list[_Endpoint] = []
         self._addresses: dict[Any, Any] = {}
+        self._incarnations: dict[Any, int] = {}
         self._closed = False
         self.pgid: int | None = None
         self.telemetry_bridge: TelemetryBridge | None = None
@@ -377,18 +378,28 @@ class AgentSystem:
 
     # ------------------------------------------------------------------ names
 
+    def cached_incarnation(self, name: Any) -> int | None:
+        """The incarnation of agent ``name`` last looked up (``None`` if not known)."""
+        with self._lock:
+            return self._incarnations.get(name)
+
     def cached_address(self, name: Any) -> Any:
         """The last known address of agent ``name`` (``None`` if not looked up yet)."""
         with self._lock:
             return self._addresses.get(name)
 
-    def remember(self, name: Any, address: Any) -> None:
-        """Cache (or, with ``None``, forget) agent ``name``'s address."""
+    def remember(self, name: Any, address: Any, incarnation: int | None = None) -> None:
+        """Cache (or, with ``None``, forget) agent ``name``'s address and incarnation."""
         with self._lock:
             if address is None:
                 self._addresses.pop(name, None)
+                self._incarnations.pop(name, None)
             else:
                 self._addresses[name] = address
+                if incarnation is None:
+                    self._incarnations.pop(name, None)
+                else:
+                    self._incarnations[name] = incarnation
 
 
 _simple_stash: deque[Any] = deque(maxlen=_STASH_LIMIT)

@@ -333,6 +333,7 @@ class Located:
     address: Any = None
     restarting: bool = False
     durable: bool = False
+    incarnation: int = 0  # a restart is visible even when the new process reuses the port
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +345,7 @@ class AgentEntry:
     node: str = ""
     durable: bool = False
     restarting: bool = False
+    incarnation: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -452,6 +452,7 @@ def cancelled_error(backend: str) -> BackendError:
 
 
 _DONE = object()
+_PRODUCER_FINISH_S = 5.0  # seconds a finished turn waits for its producer thread to return
 
 
 class StreamPump:
@@ -596,6 +597,10 @@ def pumped_turn(
         if what == "event":
             yield value
             if value.terminal:
+                # The worker consumes the stream to its end (the Backend contract): let the
+                # producer finish reading and hand its connection back to the pool, rather
+                # than cut the shared client's connections under it.
+                pump.join(_PRODUCER_FINISH_S)
                 return
         elif what == "raise":
             yield Event.error(map_exception(value))

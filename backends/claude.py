@@ -5,13 +5,19 @@ Two modes (option ``mode``):
 * ``"stream"`` (default): one ``claude -p --input-format stream-json --output-format
   stream-json --verbose`` process per session, kept by the backend instance in the worker
   process and reused for every turn (a turn writes one ``{"type":"user"}`` line and reads up
-  to its ``result`` line). An interrupt is an in-band ``control_request`` that keeps the
-  process alive; if the CLI has not ended the turn ``interrupt_grace_s`` later, the process
-  group is ended (SIGINT, SIGTERM, SIGKILL) and the next turn starts a new process with
-  ``--resume``.
-* ``"per_turn"``: one ``claude -p ... -- <prompt>`` process per turn, stdin closed; an
-  interrupt is SIGINT to its group (claude then ends with an aborted result), escalating to
-  SIGTERM and SIGKILL.
+  to its ``result`` line). The process stays alive across turns until the turn is
+  interrupted or times out, the process crashes, or the agent stops or retires its worker.
+  An interrupt is an in-band ``control_request`` (claude answers with an aborted result);
+  the process is then ended and the next turn starts a new one with ``--resume``, because
+  an aborted turn may leave the CLI mid-tool. If the CLI has not ended the turn
+  ``interrupt_grace_s`` after the request, its group is ended (SIGINT, SIGTERM, SIGKILL).
+* ``"per_turn"``: one ``claude -p ... -- <prompt>`` process per turn, stdin closed; after
+  its result the CLI exits by itself (waited for, bounded). An interrupt is SIGINT to its
+  group (claude then ends with an aborted result), escalating to SIGTERM and SIGKILL.
+
+Both modes rely on the worker's turn-ending contract (:class:`Backend`): the generator is
+consumed after its terminal event, so the decision to keep or end the process is made here,
+after the result, and never by a ``close()`` racing the result.
 
 The session (:class:`ClaudeSession`) is plain data: the session id (chosen here, passed as
 ``--session-id`` on the first process and ``--resume`` afterwards), the cwd the CLI runs in
@@ -703,11 +709,6 @@ class ClaudeBackend(Backend):
         ctx: TurnContext,
         translator: ClaudeTurnTranslator,
     ) -> Iterator[Event]:
-        try:
-            live = self._live_process(session, ctx)
-        except ProcessStartError as exc:
-            yield from self._start_failed(translator, exc)
-            return
         line = json.dumps(
             {
                 "type": "user",
@@ -716,7 +717,33 @@ class ClaudeBackend(Backend):
                 "session_id": session.session_id,
             }
         )
+        # A kept process that died between turns (killed, crashed) may not look dead yet
+        # when the turn starts; if it ends before saying anything, the turn runs once more
+        # in a new process, which resumes the session.
+        for attempt in (1, 2):
+            try:
+                live, reused = self._live_process(session, ctx)
+            except ProcessStartError as exc:
+                yield from self._start_failed(translator, exc)
+                return
+            outcome = yield from self._stream_once(
+                live, session, line, ctx, translator, stale_ok=reused and attempt == 1
+            )
+            if outcome != "stale":
+                return
+
+    def _stream_once(
+        self,
+        live: _Live,
+        session: ClaudeSession,
+        line: str,
+        ctx: TurnContext,
+        translator: ClaudeTurnTranslator,
+        *,
+        stale_ok: bool,
+    ) -> Generator[Event, None, str]:
         keep = False
+        outcome = "eof"
         try:
             with contextlib.suppress(OSError):  # a dead process shows when read
                 live.process.write_line(line)
@@ -732,14 +759,19 @@ class ClaudeBackend(Backend):
                 except OSError:
                     live.process.signal_group(signal.SIGINT)
 
-            outcome = yield from self._drive(live, translator, ctx, interrupt, session)
-            keep = outcome == "terminal" and live.process.poll() is None
+            outcome = yield from self._drive(live, translator, ctx, interrupt, session, stale_ok)
+            # The turn-ending contract lets this line run after the result: the process is
+            # kept for the next turn unless the turn was interrupted or the CLI is gone.
+            keep = (
+                outcome == "terminal" and not ctx.cancelled.is_set() and live.process.poll() is None
+            )
         finally:
             if not keep:
                 with self._lock:
                     if self._live.get(session.session_id) is live:
                         del self._live[session.session_id]
                 self._retire(live, graceful=False)
+        return outcome
 
     def _turn_per_process(
         self,
@@ -762,7 +794,7 @@ class ClaudeBackend(Backend):
             def interrupt() -> None:
                 process.signal_group(signal.SIGINT)
 
-            yield from self._drive(live, translator, ctx, interrupt, session)
+            yield from self._drive(live, translator, ctx, interrupt, session, False)
             process.wait(_STOP_GRACE_S)  # after its result the CLI exits by itself
         finally:
             with self._lock:
@@ -776,16 +808,18 @@ class ClaudeBackend(Backend):
         ctx: TurnContext,
         interrupt: Callable[[], None],
         session: ClaudeSession,
+        stale_ok: bool,
     ) -> Generator[Event, None, str]:
         """Read lines until the terminal event; return how the turn ended.
 
         Returns ``"terminal"`` when the CLI sent a result (the process may go on),
-        ``"eof"`` when the process ended, ``"killed"`` when the interrupt grace ran out and
-        ``"protocol"`` on an unusable stream.
+        ``"eof"`` when the process ended, ``"killed"`` when the interrupt grace ran out,
+        ``"protocol"`` on an unusable stream, and (only when ``stale_ok``) ``"stale"``
+        without yielding anything when the process ended before writing a line.
         """
         live.busy = True
         try:
-            return (yield from self._read_turn(live, translator, ctx, interrupt, session))
+            return (yield from self._read_turn(live, translator, ctx, interrupt, session, stale_ok))
         finally:
             live.busy = False
 
@@ -796,8 +830,10 @@ class ClaudeBackend(Backend):
         ctx: TurnContext,
         interrupt: Callable[[], None],
         session: ClaudeSession,
+        stale_ok: bool,
     ) -> Generator[Event, None, str]:
         process = live.process
+        said_anything = False
         grace = float(session.options.get("interrupt_grace_s", _STOP_GRACE_S))
         cancel_deadline: float | None = None
         while True:
@@ -813,6 +849,8 @@ class ClaudeBackend(Backend):
                 line = process.read_line(_POLL_S)
             except EOFError:
                 returncode = process.wait(_STOP_GRACE_S)
+                if stale_ok and not said_anything and not ctx.cancelled.is_set():
+                    return "stale"
                 yield from translator.finish(
                     returncode=returncode,
                     stderr=process.stderr_tail(),
@@ -821,6 +859,7 @@ class ClaudeBackend(Backend):
                 return "eof"
             if line is None:
                 continue
+            said_anything = True
             if isinstance(line, OversizedLine):
                 yield from translator.protocol_error(f"claude: {line}")
                 return "protocol"
@@ -841,7 +880,8 @@ class ClaudeBackend(Backend):
 
     # -- processes ------------------------------------------------------------------------
 
-    def _live_process(self, session: ClaudeSession, ctx: TurnContext) -> _Live:
+    def _live_process(self, session: ClaudeSession, ctx: TurnContext) -> tuple[_Live, bool]:
+        """Return the session's process (starting one if needed) and whether it was kept."""
         with self._lock:
             live = self._live.get(session.session_id)
         if live is not None and live.process.poll() is not None:
@@ -849,13 +889,14 @@ class ClaudeBackend(Backend):
                 self._live.pop(session.session_id, None)
             self._retire(live, graceful=False)
             live = None
+        reused = live is not None
         if live is None:
             live = _Live(self._spawn(session, prompt=None))
             with self._lock:
                 self._live[session.session_id] = live
         live.ctx = ctx
         ctx.track_process_group(live.process.pgid)  # this turn's agent must know the group
-        return live
+        return live, reused
 
     def _spawn(self, session: ClaudeSession, *, prompt: str | None) -> CliProcess:
         return CliProcess(

@@ -160,6 +160,10 @@ class AgentActor(Actor):
         self.session: Any = None
         self.worker = _WorkerSlot()
         self._held_start: StartTurn | None = None
+        # A turn's watchdog starts when its worker begins the backend call (``ready``), not
+        # while the turn waits behind a cancelling worker or a previous turn's clean-up.
+        self._pending_watchdog: ArmWatchdog | None = None
+        self._dying_groups: set[int] = set()  # killed process groups a new turn waits out
         self._telemetry: Any = None
         # Until the hub says what is wanted, send everything: the hub filters per subscriber,
         # and an agent's first events must not be lost to the race with its answer.
@@ -393,8 +397,13 @@ class AgentActor(Actor):
             (slot.process_groups.add if alive else slot.process_groups.discard)(pgid)
         if (slot.pid, frozenset(slot.process_groups)) != known:
             self._report_processes()
-        if message.session_changed:  # also for a cancelled turn: an id learned early counts
-            self.session = message.session
+        if message.session_changed and message.session != self.session:
+            self.session = message.session  # also for a cancelled turn: an early id counts
+            self._persist_session()
+        pending = self._pending_watchdog
+        if message.ready and pending is not None and pending.turn_id == message.turn_id:
+            self._pending_watchdog = None
+            self._after("watchdog", pending.seconds, ("watchdog", pending.turn_id))
         machine = self._m
         for event in message.events:
             self._stream(message.turn_id, event)
@@ -451,8 +460,10 @@ class AgentActor(Actor):
                 self.session,
                 self.backend_cls,
                 self._m.name,
+                tuple(sorted(self._dying_groups)),
             ),
         )
+        self._dying_groups.clear()
 
     def _cancel_turn(self, effect: CancelTurn) -> None:
         slot = self.worker
@@ -500,6 +511,7 @@ class AgentActor(Actor):
         """End what a dead or stuck worker leaves behind: its process groups, itself."""
         for pgid in list(slot.process_groups):
             kill_process_group(pgid)
+        self._dying_groups.update(slot.process_groups)
         slot.process_groups.clear()
         if kill_worker and self._isolated and slot.pid:
             kill_process(slot.pid)
@@ -707,6 +719,18 @@ class AgentActor(Actor):
             impl = self.machine.impl
             self._record.save(self.machine, self.session, impl.snapshot_state())
 
+    def _persist_session(self) -> None:
+        """Write a durable agent's record now: the provider announced or changed its session.
+
+        Done before the next message is handled, so an agent killed a moment later restarts
+        with the session as the provider knows it (``--resume``, not a second
+        ``--session-id``).
+        """
+        try:
+            self._persist()
+        except Exception:
+            _log.exception("agent %r could not persist its session", self._m.name)
+
     def _run(self, effects: Iterable[Effect]) -> None:
         effects = list(effects)
         if self._record is not None and any(
@@ -728,11 +752,12 @@ class AgentActor(Actor):
             elif isinstance(effect, CancelTurn):
                 self._cancel_turn(effect)
             elif isinstance(effect, ArmWatchdog):
-                self._after("watchdog", effect.seconds, ("watchdog", effect.turn_id))
+                self._pending_watchdog = effect  # armed when the worker says it is ready
             elif isinstance(effect, ArmDelayed):
                 self._after(("delayed", effect.ref), effect.seconds, ("delayed", effect.ref))
         if self.machine is not None and self.machine.current is None:
             self._deadlines.cancel("watchdog")  # the turn ended: its watchdog is moot
+            self._pending_watchdog = None
 
 
 class _AgentContext:

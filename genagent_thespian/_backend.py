@@ -17,6 +17,22 @@ where things live:
   and must finish with ``result`` or ``error``; a stream that ends without one is reported
   as ``BackendError(kind="no_terminal_event")``. Raising ``BackendError`` from ``prompt``
   is equivalent to yielding an ``error`` event.
+* **The backend ends its own stream (the turn-ending contract).** The worker reports the
+  turn's outcome to the agent as soon as the terminal event is yielded (the caller's reply
+  is not delayed), then keeps iterating the generator until it returns by itself; events
+  yielded after the terminal one are ignored. So the code after the last ``yield`` always
+  runs, in order, and is where a backend decides what to keep for the next turn (a live
+  CLI process, a pooled client) and what to end (a per-turn process it lets exit). The
+  worker does not start the next turn's :meth:`~Backend.prompt` until that generator has
+  returned (bounded; a worker whose stream never ends exits and is replaced), so a new
+  provider process never starts beside the previous one of the same session. The worker
+  calls ``close()`` on the generator only when the turn did not end normally (the thread
+  is being torn down, or the backend yielded something that is not an ``Event``); a
+  backend's ``finally`` that runs on ``GeneratorExit`` must therefore treat it as a crash
+  and end what it holds.
+* **A turn's watchdog starts when the worker begins the backend call**, after the previous
+  stream has finished and process groups a crashed worker left behind are gone, so time
+  spent waiting for them is not charged to the turn.
 * **Cancellation is cooperative, then forced.** When the turn is interrupted or hits its
   watchdog, :attr:`TurnContext.cancelled` is set and the backend should stop its provider
   (SIGINT, then SIGTERM, then SIGKILL to the process group after a grace period) and end
@@ -27,7 +43,8 @@ Call order for one agent::
 
     start_session(options)                      agent process, at start
     [resume_session(session)]                   agent process, after a supervised restart
-    prompt(session, text, ctx) -> events        worker process, daemon thread, once per turn
+    prompt(session, text, ctx) -> events        worker process, daemon thread, once per turn,
+                                                consumed to its end (see above)
     update_session(session, event) -> session   worker process, for session_started and result
     terminate_session(session)                  worker process if alive, else agent; on stop
     close()                                     worker process, when the worker retires

@@ -86,6 +86,7 @@ class _StartTurn:
     session: Any
     backend: Any  # the Backend subclass (pickled by reference)
     agent: Any
+    wait_gone: tuple[int, ...] = ()  # process groups killed earlier that must be gone first
 
     def __repr__(self) -> str:  # Thespian formats every message it sends: keep it cheap
         return f"_StartTurn(turn_id={self.turn_id}, ref={self.ref})"
@@ -102,6 +103,8 @@ class _CancelTurn:
 class _TurnOutput:
     """Worker -> agent: what turn ``turn_id`` produced since the last output.
 
+    ``ready`` says the worker has started the backend call (the previous turn's stream
+    has finished and killed process groups are gone): the turn's watchdog starts then.
     ``done`` marks the end of the turn; then ``error`` is ``None`` for success (the
     ``result`` event is among ``events``) or the failure. ``session`` is set when the
     backend updated it (``session_changed``).
@@ -116,6 +119,7 @@ class _TurnOutput:
     duration_ms: float = 0.0
     process_groups: tuple[tuple[int, bool], ...] = ()  # (pgid, alive)
     pid: int = 0
+    ready: bool = False
 
     def __repr__(self) -> str:  # Thespian formats every message it sends: keep it cheap
         return f"_TurnOutput(turn_id={self.turn_id}, events={len(self.events)}, done={self.done})"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,8 +41,9 @@ from thespian.actors import (
 )
 
 from ._backend import Backend, TurnContext
-from ._errors import BackendError, BackendErrorKind, GenAgentError, TurnCrashed
+from ._errors import BackendError, BackendErrorKind, GenAgentError, InvalidOption, TurnCrashed
 from ._log import get_logger
+from ._procfs import terminate_process_group
 from ._protocol import _CancelTurn, _EndSession, _SessionEnded, _StartTurn, _TurnOutput
 from ._scripted import WorkerExit
 from ._types import Event, EventKind
@@ -53,6 +55,8 @@ _log = get_logger("genagent_thespian.worker")
 _POLL_INTERVAL = 0.002  # seconds between queue polls where ThespianWatch is unsupported
 _EXIT_DELAY = 0.05  # seconds between reporting an Exit item and dying (lets the report go out)
 _JOIN_GRACE = 5.0  # seconds a retiring worker waits for its turn thread
+_CLEANUP_WAIT = 30.0  # seconds a turn waits for the previous turn's stream to finish
+_GROUPS_GONE_WAIT = 10.0  # seconds a turn waits for killed process groups to be gone
 
 
 @dataclass
@@ -75,6 +79,7 @@ class TurnWorker(Actor):
         self._backends: dict[type[Backend], Backend] = {}
         self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._running: _Running | None = None
+        self._finishing: threading.Thread | None = None  # the last turn's thread
         self._rfd: int | None = None
         self._wfd: int | None = None
         self._poll_armed = False
@@ -134,12 +139,13 @@ class TurnWorker(Actor):
         )
         thread = threading.Thread(
             target=self._run_turn,
-            args=(backend, message, ctx),
+            args=(backend, message, ctx, self._finishing),
             name=f"genagent-turn-{message.turn_id}",
             daemon=True,
         )
         self._running = _Running(message.turn_id, ctx, thread)
         thread.start()
+        self._finishing = thread
         if not self._announced:
             # Tell the agent at once that this worker runs (and its pid): a worker that
             # dies before its start-up handshake gets no exit notice from Thespian.
@@ -155,42 +161,103 @@ class TurnWorker(Actor):
             self._backends[backend_cls] = backend
         return backend
 
-    def _run_turn(self, backend: Backend, message: _StartTurn, ctx: TurnContext) -> None:
-        """Thread body: play one turn, reporting everything through the queue. Never raises."""
+    def _run_turn(
+        self,
+        backend: Backend,
+        message: _StartTurn,
+        ctx: TurnContext,
+        previous: threading.Thread | None,
+    ) -> None:
+        """Thread body: play one turn, reporting everything through the queue. Never raises.
+
+        The turn-ending contract (see :class:`Backend`): the turn's outcome is reported at
+        its terminal event, so the caller's reply is not delayed, and the stream is then
+        consumed until the backend's generator returns by itself, so that the backend's own
+        code decides what to keep (a live CLI process) and what to end. ``close()`` is only
+        called when the turn did not get that far (the backend raised, or yielded garbage).
+        """
         turn_id = message.turn_id
+        if not self._wait_for_previous(turn_id, previous):
+            return
+        self._wait_groups_gone(message.wait_gone)
+        self._put("ready", (turn_id,))
         started = time.monotonic()
         session = message.session
         stream = None
+        exhausted = False
+        reported = False
         try:
             stream = backend.prompt(session, message.prompt, ctx)
             terminal: Event | None = None
             for event in stream:
                 if not isinstance(event, Event):
                     raise TypeError(f"backend yielded {type(event).__name__}, not Event")
+                if terminal is not None:
+                    _log.debug("%s yielded %s after the terminal event", backend.name, event.kind)
+                    continue
                 if event.kind in (EventKind.SESSION_STARTED, EventKind.RESULT):
                     session = backend.update_session(session, event)
                     self._put("session", (turn_id, session))
                 self._put("event", (turn_id, event))
                 if event.terminal:
                     terminal = event
-                    break
-            duration_ms = (time.monotonic() - started) * 1000.0
-            error = _terminal_error(terminal, backend)
-            self._put("done", (turn_id, error, duration_ms))
+                    reported = True
+                    error = _terminal_error(terminal, backend)
+                    self._put("done", (turn_id, error, _ms_since(started)))
+            exhausted = True
+            if not reported:
+                self._put("done", (turn_id, _terminal_error(None, backend), _ms_since(started)))
         except BackendError as exc:
-            self._put("done", (turn_id, _backend_error(exc, backend), _ms_since(started)))
+            exhausted = True  # a generator that raised has finished
+            if not reported:
+                self._put("done", (turn_id, _backend_error(exc, backend), _ms_since(started)))
         except WorkerExit as exc:
+            exhausted = True
             self._put("exit", (turn_id, exc.code))
         except BaseException as exc:
-            crash = TurnCrashed(f"the turn raised {type(exc).__name__}: {exc}")
-            self._put("done", (turn_id, crash, _ms_since(started)))
+            if not reported:
+                crash = TurnCrashed(f"the turn raised {type(exc).__name__}: {exc}")
+                self._put("done", (turn_id, crash, _ms_since(started)))
+            else:
+                _log.exception("%s failed after its terminal event", backend.name)
         finally:
             close = getattr(stream, "close", None)
-            if close is not None:
+            if close is not None and not exhausted:
                 try:
                     close()
                 except Exception:
                     _log.debug("closing the backend stream failed", exc_info=True)
+
+    def _wait_for_previous(self, turn_id: int, previous: threading.Thread | None) -> bool:
+        """Wait until the previous turn's stream has finished its clean-up (bounded).
+
+        The previous turn was answered at its terminal event, but its backend generator may
+        still be ending a provider process; the next turn must not start one for the same
+        session meanwhile. A clean-up that never ends means the worker is stuck: it exits,
+        so the agent ends its process groups and uses a new worker.
+        """
+        if previous is None:
+            return True
+        previous.join(_CLEANUP_WAIT)
+        if not previous.is_alive():
+            return True
+        _log.error("the previous turn's backend stream did not end within %ss", _CLEANUP_WAIT)
+        self._put("exit", (turn_id, 1))
+        return False
+
+    @staticmethod
+    def _wait_groups_gone(groups: tuple[int, ...]) -> None:
+        """Wait (bounded) until the process groups the agent killed have no live member.
+
+        A provider process of this session that a crashed or replaced worker left behind
+        may still be writing its transcript; a new one must not start beside it.
+        """
+        for pgid in groups:
+            with contextlib.suppress(InvalidOption):
+                if not terminate_process_group(
+                    pgid, grace=_GROUPS_GONE_WAIT, signals=(signal.SIGKILL,)
+                ):
+                    _log.error("process group %s survived SIGKILL for %ss", pgid, _GROUPS_GONE_WAIT)
 
     def _put(self, kind: str, payload: Any) -> None:
         self._queue.put((kind, payload))
@@ -227,6 +294,8 @@ class TurnWorker(Actor):
             elif kind == "session":
                 out["session_changed"] = True
                 out["session"] = payload[1]
+            elif kind == "ready":
+                out["ready"] = True
             elif kind == "done":
                 out.update(done=True, error=payload[1], duration_ms=payload[2])
             elif kind == "exit":
@@ -283,6 +352,7 @@ class TurnWorker(Actor):
     # ------------------------------------------------------------------ ending
 
     def _end_session(self, message: _EndSession, sender: Any) -> None:
+        self._join_turn_threads()
         backend = self._backend_for(message.backend)
         try:
             backend.terminate_session(message.session)
@@ -295,13 +365,19 @@ class TurnWorker(Actor):
         running = self._running
         if running is not None:
             running.ctx.cancelled.set()
-            running.thread.join(_JOIN_GRACE)
+        self._join_turn_threads()
         self._close_backends()
         for fd in (self._rfd, self._wfd):
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self._rfd = self._wfd = None
+
+    def _join_turn_threads(self) -> None:
+        """Let the running or finishing turn thread end its stream (bounded)."""
+        finishing = self._finishing
+        if finishing is not None:
+            finishing.join(_JOIN_GRACE)
 
     def _close_backends(self) -> None:
         for backend in self._backends.values():

@@ -791,7 +791,9 @@ def _cancel_on_first(kind: str, ctx: Any) -> Any:
 
 
 @pytest.mark.cli
-def test_real_interrupt_mid_stream_keeps_the_session_process(real: RealClaude) -> None:
+def test_real_interrupt_mid_stream_ends_the_process_and_the_next_turn_resumes(
+    real: RealClaude,
+) -> None:
     real.server.script(
         Reply([Text("word " * 60, chunks=60)], chunk_delay=0.1), Text("Back after the interrupt.")
     )
@@ -809,10 +811,12 @@ def test_real_interrupt_mid_stream_keeps_the_session_process(real: RealClaude) -
     assert error.kind == BackendErrorKind.CANCELLED
     assert len(of_kind(events, EventKind.TEXT_DELTA)) < 60
     (pgid,) = real.tracker.groups
-    assert group_members(pgid), "an in-band interrupt keeps the process"
+    # The in-band interrupt ended the turn; the process, maybe mid-tool, is not kept.
+    assert_groups_gone([pgid])
     events, session = real.turn(backend, session, "carry on")
     assert terminal(events).data["text"] == "Back after the interrupt."
-    assert real.tracker.groups == [pgid]
+    assert len(real.tracker.groups) == 2
+    assert "talk slowly" in json.dumps(real.server.model_requests[-1].body)
 
 
 @pytest.mark.cli

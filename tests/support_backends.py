@@ -1,0 +1,50 @@
+"""Backends used by the tests (importable by module, as the worker process must import them).
+
+``SlowEndingBackend`` models a provider whose process takes time to stop: a cancelled turn
+spends ``cancel_s`` before its terminal event, and every turn spends ``cleanup_s`` after
+its terminal event (as a CLI backend does while its process exits). Each turn appends
+``start``/``end`` lines with a monotonic time to the ``log`` file, so a test can check that
+one turn's provider call never overlaps the previous one's clean-up.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from genagent_thespian import Backend, BackendError, BackendErrorKind, Event, TurnContext
+
+
+class SlowEndingBackend(Backend):
+    """See the module docstring. Options: ``log`` (path), ``cancel_s``, ``cleanup_s``."""
+
+    name = "slow-ending"
+
+    def start_session(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(options)
+
+    def prompt(self, session: dict[str, Any], prompt: str, ctx: TurnContext) -> Iterator[Event]:
+        _log(session, "start", prompt)
+        try:
+            if prompt.startswith("hang"):
+                ctx.cancelled.wait(60)
+                time.sleep(float(session.get("cancel_s", 0)))  # the provider is slow to stop
+                error = BackendError("cancelled", kind=BackendErrorKind.CANCELLED)
+                yield Event.error(error)
+                return
+            yield Event.result(f"done: {prompt}")
+        finally:
+            time.sleep(float(session.get("cleanup_s", 0)))  # its process is slow to exit
+            _log(session, "end", prompt)
+
+
+def _log(session: Mapping[str, Any], what: str, prompt: str) -> None:
+    with open(session["log"], "a", encoding="utf-8") as log:
+        log.write(json.dumps({"what": what, "prompt": prompt, "t": time.monotonic()}) + "\n")
+
+
+def read_turn_log(path: Any) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as log:
+        return [json.loads(line) for line in log if line.strip()]

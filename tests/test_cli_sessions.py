@@ -1,0 +1,158 @@
+"""Real ``claude`` sessions through ``start_agent`` (multiprocTCPBase, FakeLLMServer): one CLI
+process kept across turns, replaced only after an interrupt or a crash; durable sessions that
+survive a kill at any moment; the session-lost policy."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support_agents import Passthrough
+from support_cli import quiet_env, require_cli
+
+import genagent_thespian as g
+from genagent_thespian.testing import FakeLLMServer, Hang, Text, system_processes, wait_until
+
+KEY = "sk-test-not-a-real-key"
+
+pytestmark = pytest.mark.cli
+
+
+@pytest.fixture
+def server():
+    with FakeLLMServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+def system(tmp_path):
+    system = g.start_system(store_path=str(tmp_path / "store.sqlite3"))
+    try:
+        yield system
+    finally:
+        g.shutdown_system(system)
+        wait_until(lambda: not system_processes(system), message="processes survived shutdown")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    project.mkdir()
+    return project
+
+
+def claude_options(server: FakeLLMServer, home: Path, workdir: Path, **extra: Any) -> dict:
+    env = {**quiet_env(home), "ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": server.url}
+    return {"binary": require_cli("claude"), "cwd": str(workdir), "env": env, **extra}
+
+
+def cli_leaders(workdir: Path) -> list[int]:
+    """Pids of the live CLI processes (process group leaders) running in ``workdir``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            if os.readlink(f"/proc/{pid}/cwd") != str(workdir) or os.getpgid(pid) != pid:
+                continue
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                if stat.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X"):
+                    continue
+        except OSError:
+            continue
+        found.append(pid)
+    return sorted(found)
+
+
+def the_cli(workdir: Path) -> int:
+    """The one CLI process of the agent (fails if there is none or more than one)."""
+    leaders = wait_until(lambda: cli_leaders(workdir), timeout=20, message="a claude process")
+    assert len(leaders) == 1, leaders
+    return leaders[0]
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        return int(stat.read().rsplit(b")", 1)[1].split()[1])
+
+
+def conversation(request: Any) -> str:
+    return json.dumps(request.body)
+
+
+def test_a_claude_agent_keeps_one_cli_process_until_an_interrupt_or_a_crash(
+    system, server, tmp_path, workdir
+):
+    options = claude_options(server, tmp_path / "home", workdir)
+    server.script(Text("one"), Text("two"), Text("three"))
+    g.start_agent(Passthrough, name="k", backend="claude", backend_options=options)
+
+    pids = []
+    for word in ("one", "two", "three"):
+        assert g.ask("k", f"say {word}").text == word
+        pids.append(the_cli(workdir))
+    assert pids[0] == pids[1] == pids[2], pids
+    assert "say one" in conversation(server.model_requests[-1])  # one conversation
+
+    # An interrupt ends the process; the next turn resumes the session in a new one.
+    server.script(Hang(), Text("after the interrupt"))
+    ref = g.tell("k", "this will hang")
+    server.wait_for_requests(4, timeout=60)
+    g.interrupt("k", ref=ref)
+    result = wait_until(lambda: (p := g.poll("k", ref)).done and p, timeout=30)
+    assert isinstance(result.error, g.TurnInterrupted)
+    server.release_hangs()
+    assert g.ask("k", "go on").text == "after the interrupt"
+    after_interrupt = the_cli(workdir)
+    assert after_interrupt != pids[0]
+
+    # A CLI that crashed between turns is replaced by the next turn.
+    os.kill(after_interrupt, signal.SIGKILL)
+    server.script(Text("after the cli crash"))
+    assert g.ask("k", "and now").text == "after the cli crash"
+    after_cli_crash = the_cli(workdir)
+    assert after_cli_crash != after_interrupt
+
+    # So is one whose worker was killed; the conversation goes on in the same session.
+    worker = parent_of(after_cli_crash)
+    os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: after_cli_crash not in cli_leaders(workdir), timeout=20)
+    server.script(Text("after the worker crash"))
+    assert g.ask("k", "still there?").text == "after the worker crash"
+    after_worker_crash = the_cli(workdir)
+    assert after_worker_crash not in (after_cli_crash, after_interrupt)
+    assert parent_of(after_worker_crash) != worker
+    assert "say one" in conversation(server.model_requests[-1])
+    g.stop("k")
+    wait_until(lambda: not cli_leaders(workdir), timeout=20, message="claude survived stop")
+
+
+def test_a_per_turn_claude_agent_lets_the_cli_exit_by_itself(system, server, tmp_path, workdir):
+    options = claude_options(server, tmp_path / "home", workdir, mode="per_turn")
+    server.script(Text("one"), Text("two"))
+    g.start_agent(Passthrough, name="p", backend="claude", backend_options=options)
+    assert g.ask("p", "say one").text == "one"
+    assert g.ask("p", "say two").text == "two"
+    # A CLI stopped by a signal writes no clean end; one that exits by itself does, and the
+    # second turn saw the first one's whole conversation.
+    assert "say one" in conversation(server.model_requests[-1])
+    wait_until(lambda: not cli_leaders(workdir), timeout=20, message="per-turn claude exited")
+    g.stop("p")
+
+
+def _ask_in_background(name: str, prompt: str, outcome: list) -> threading.Thread:
+    def caller() -> None:
+        try:
+            outcome.append(g.ask(name, prompt))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    return thread

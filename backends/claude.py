@@ -110,6 +110,8 @@ _SESSION_ARGS = (
 )
 _POLL_S = 0.1
 _STOP_GRACE_S = 5.0
+_SESSION_NOT_FOUND = "No conversation found"  # claude --resume of an id it has no record of
+_SESSION_IN_USE = "is already in use"  # claude --session-id of an id it has a record of
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +169,8 @@ def classify_claude_error(
         return BackendErrorKind.INVALID_REQUEST, "max_turns"
     if subtype == "error_max_budget_usd":
         return BackendErrorKind.INVALID_REQUEST, "budget"
-    if "No conversation found" in prose:
-        return BackendErrorKind.INVALID_REQUEST, "not_found"
+    if _SESSION_NOT_FOUND in prose:
+        return BackendErrorKind.SESSION_LOST, "not_found"
     if status in (401, 403) or error_type in ("authentication_error", "permission_error"):
         return BackendErrorKind.AUTHENTICATION, error_type or None
     if cli_error == "authentication_failed":
@@ -285,13 +287,15 @@ class ClaudeTurnTranslator:
             )
         else:
             detail = f": {stderr}" if stderr else ""
+            lost = _SESSION_NOT_FOUND in stderr
             error = BackendError(
                 f"claude exited (status {returncode}) without a result{detail}",
-                kind=BackendErrorKind.PROCESS_EXIT,
+                kind=BackendErrorKind.SESSION_LOST if lost else BackendErrorKind.PROCESS_EXIT,
                 backend=BACKEND,
             )
+        code = "not_found" if error.kind == BackendErrorKind.SESSION_LOST else error.kind
         return self._end(
-            Event.error(error, session_id=self.session_id, returncode=returncode, code=error.kind)
+            Event.error(error, session_id=self.session_id, returncode=returncode, code=code)
         )
 
     def protocol_error(self, message: str) -> list[Event]:
@@ -628,6 +632,20 @@ class ClaudeBackend(Backend):
             return replace(session, started=True)
         return session
 
+    def renew_session(self, session: Any) -> Any:
+        """Return a new claude session (new id, no history) with ``session``'s options."""
+        if not isinstance(session, ClaudeSession):
+            return session
+        options = {k: v for k, v in session.options.items() if k != "resume"}
+        return replace(
+            session,
+            session_id=str(uuid.uuid4()),
+            options=options,
+            started=False,
+            turns=0,
+            total_cost_usd=None,
+        )
+
     def terminate_session(self, session: Any) -> None:
         """End the session's process (close stdin, wait, SIGTERM, SIGKILL). Never raises."""
         if isinstance(session, ClaudeSession):
@@ -662,23 +680,29 @@ class ClaudeBackend(Backend):
             return
         run = self._turn_per_process if session.mode == "per_turn" else self._turn_streamed
         translator = self._translator(session)
+        retry: ClaudeSession | None = None
         for event in run(session, prompt, ctx, translator):
             if self._never_recorded(session, translator, event):
+                # The first process of this session died before claude stored the session:
+                # there is no conversation to lose, so the session starts afresh.
+                retry = replace(session, started=False)
+                warning = ("session_not_recorded", "has no stored session {}; starting it anew")
+                break
+            if self._already_in_use(session, translator, event):
+                # claude stored the session but the agent's record did not say so (it was
+                # killed in the moment between): continue the stored session.
+                retry = replace(session, started=True)
+                warning = ("session_in_use", "already has session {}; resuming it")
                 break
             yield event
-        else:
+        if retry is None:
             return
-        # The first process of this session died right after it started, before claude
-        # stored the session, so there is nothing to resume: start the session afresh.
+        code, message = warning
         yield Event(
             EventKind.WARNING,
-            {
-                "code": "session_not_recorded",
-                "message": f"claude has no stored session {session.session_id}; starting it anew",
-            },
+            {"code": code, "message": "claude " + message.format(session.session_id)},
         )
-        fresh = replace(session, started=False)
-        yield from run(fresh, prompt, ctx, self._translator(fresh))
+        yield from run(retry, prompt, ctx, self._translator(retry))
 
     @staticmethod
     def _translator(session: ClaudeSession) -> ClaudeTurnTranslator:
@@ -692,7 +716,14 @@ class ClaudeBackend(Backend):
     def _never_recorded(
         session: ClaudeSession, translator: ClaudeTurnTranslator, event: Event
     ) -> bool:
-        """Whether ``event`` says claude cannot resume a session that never had a turn."""
+        """Whether ``event`` says claude cannot resume a session that never had a turn.
+
+        This is not a lost conversation, and not a case for ``on_session_lost``: the
+        session never completed a turn (every earlier prompt of it was answered with a
+        failure) and was not given by the user (``resume=True``), and claude never stored
+        it (it was killed before the model's first answer). Starting it afresh under the
+        same id loses nothing. Any other "No conversation found" is ``session_lost``.
+        """
         return (
             event.kind == EventKind.ERROR
             and event.data.get("code") == "not_found"
@@ -700,6 +731,21 @@ class ClaudeBackend(Backend):
             and session.turns == 0
             and not session.options.get("resume")
             and not translator.seen_init
+        )
+
+    @staticmethod
+    def _already_in_use(
+        session: ClaudeSession, translator: ClaudeTurnTranslator, event: Event
+    ) -> bool:
+        """Whether ``event`` says claude refused ``--session-id`` for a session it has."""
+        error = event.data.get("error")
+        return (
+            event.kind == EventKind.ERROR
+            and not session.started
+            and not translator.seen_init
+            and isinstance(error, BackendError)
+            and error.kind == BackendErrorKind.PROCESS_EXIT
+            and _SESSION_IN_USE in error.message
         )
 
     def _turn_streamed(

@@ -63,6 +63,8 @@ BACKEND = "codex"
 BINARY_ENV = "GENAGENT_CODEX_BIN"
 _POLL_S = 0.1
 _STOP_GRACE_S = 5.0
+#: What codex prints when asked to resume a thread it has no record of (0.169.0, then older).
+_THREAD_LOST_MARKERS = ("no rollout found for thread id", "No saved session found")
 _PROVIDER_KEYS = {
     "name": str,
     "base_url": str,
@@ -307,9 +309,10 @@ class CodexTurnTranslator:
             detail = f": {stderr}" if stderr else ""
             if self.last_error:
                 detail = f": {self.last_error}{detail and '; ' + stderr}"
+            lost = self.resumed and any(m in stderr for m in _THREAD_LOST_MARKERS)
             error = BackendError(
                 f"codex exited (status {returncode}) without a terminal event{detail}",
-                kind=BackendErrorKind.PROCESS_EXIT,
+                kind=BackendErrorKind.SESSION_LOST if lost else BackendErrorKind.PROCESS_EXIT,
                 backend=BACKEND,
             )
         return self._end(
@@ -476,6 +479,12 @@ class CodexBackend(Backend):
                 cumulative_usage=dict(totals) if isinstance(totals, Mapping) else None,
             )
         return session
+
+    def renew_session(self, session: Any) -> Any:
+        """Return a new codex thread (no id yet, no usage) with ``session``'s options."""
+        if not isinstance(session, CodexSession):
+            return session
+        return replace(session, thread_id=None, turns=0, cumulative_usage=None)
 
     def terminate_session(self, session: Any) -> None:
         """End the turn of ``session`` still in flight, if any (nothing lives between turns)."""

@@ -37,6 +37,7 @@ from ._durable import AgentRecord, Restored
 from ._errors import (
     AgentNotFound,
     AgentStartFailed,
+    BackendError,
     GenAgentError,
     InvalidPrompt,
     TurnCrashed,
@@ -164,6 +165,9 @@ class AgentActor(Actor):
         # while the turn waits behind a cancelling worker or a previous turn's clean-up.
         self._pending_watchdog: ArmWatchdog | None = None
         self._dying_groups: set[int] = set()  # killed process groups a new turn waits out
+        # on_session_lost="fail": the provider lost the session; turns fail until restart.
+        self._session_lost: BackendError | None = None
+        self._failing_turns: list[int] = []
         self._telemetry: Any = None
         # Until the hub says what is wanted, send everything: the hub filters per subscriber,
         # and an agent's first events must not be lost to the race with its answer.
@@ -356,6 +360,7 @@ class AgentActor(Actor):
             impl=f"{spec.impl.__module__}.{spec.impl.__qualname__}",
             durable=spec.durable,
             agent_state=self._published_state(),
+            session_lost=self._session_lost.message if self._session_lost else None,
         )
         self.send(sender, status)
 
@@ -418,6 +423,8 @@ class AgentActor(Actor):
             return
         if slot.turn_id == message.turn_id:
             slot.turn_id = None
+        if isinstance(message.error, BackendError) and message.error.kind == "session_lost":
+            self._on_session_lost(message.error)
         if message.error is None:
             self._run(machine.turn_succeeded(message.turn_id, message.duration_ms))
         else:
@@ -439,7 +446,57 @@ class AgentActor(Actor):
             {"agent": self._m.name, "ref": current_ref, "event": event},
         )
 
+    def _on_session_lost(self, error: BackendError) -> None:
+        """Apply the ``on_session_lost`` policy (see ``start_agent``) after a failed turn."""
+        spec = self.spec
+        assert spec is not None and self.backend_cls is not None
+        lost_id = getattr(self.session, "session_id", None) or getattr(
+            self.session, "thread_id", None
+        )
+        _log.error("agent %r: the provider lost session %s: %s", self._m.name, lost_id, error)
+        if spec.on_session_lost == "fresh":
+            try:
+                self.session = self.backend_cls().renew_session(self.session)
+            except Exception as exc:
+                _log.exception("agent %r: renew_session raised", self._m.name)
+                self._session_lost = BackendError(
+                    f"the provider lost the session and a new one could not be made: {exc}",
+                    kind="session_lost",
+                    backend=self.backend_cls.name,
+                )
+            self._persist_session()
+        else:
+            self._session_lost = BackendError(
+                f"the provider lost this agent's session ({error.message}); every turn fails "
+                "until the agent is stopped and started again (or use on_session_lost='fresh')",
+                kind="session_lost",
+                retryable=False,
+                backend=self.backend_cls.name,
+            )
+        self._telemetry_emit(
+            "session.lost",
+            {},
+            {"agent": self._m.name, "session_id": lost_id, "policy": spec.on_session_lost},
+        )
+
+    def _fail_lost_turn(self, turn_id: int) -> None:
+        """Fail a turn at once: the session is lost (iteratively: failing one starts the next)."""
+        self._failing_turns.append(turn_id)
+        if len(self._failing_turns) > 1:
+            return  # an outer call is draining the list
+        while self._failing_turns:
+            lost = self._session_lost
+            assert lost is not None
+            error = BackendError(
+                lost.message, kind=lost.kind, retryable=False, backend=lost.backend
+            )
+            self._run(self._m.turn_failed(self._failing_turns[0], error))
+            self._failing_turns.pop(0)
+
     def _start_turn(self, effect: StartTurn) -> None:
+        if self._session_lost is not None:
+            self._fail_lost_turn(effect.turn_id)
+            return
         slot = self.worker
         if slot.cancelling is not None:
             self._held_start = effect  # wait until the cancelled turn ends or the worker dies

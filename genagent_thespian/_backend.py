@@ -33,6 +33,12 @@ where things live:
 * **A turn's watchdog starts when the worker begins the backend call**, after the previous
   stream has finished and process groups a crashed worker left behind are gone, so time
   spent waiting for them is not charged to the turn.
+* **A lost session is said, never papered over.** When the provider cannot resume a
+  session it should have (claude's "No conversation found", codex's "no rollout found"),
+  the turn ends with ``BackendError(kind="session_lost")``; the agent's ``on_session_lost``
+  policy then fails every later turn or calls :meth:`Backend.renew_session`. A backend
+  must not start a blank session on its own, except for a session that never completed a
+  turn and that the provider never stored (nothing is lost then).
 * **Cancellation is cooperative, then forced.** When the turn is interrupted or hits its
   watchdog, :attr:`TurnContext.cancelled` is set and the backend should stop its provider
   (SIGINT, then SIGTERM, then SIGKILL to the process group after a grace period) and end
@@ -43,6 +49,7 @@ Call order for one agent::
 
     start_session(options)                      agent process, at start
     [resume_session(session)]                   agent process, after a supervised restart
+    [renew_session(session)]                    agent process, after session_lost ("fresh")
     prompt(session, text, ctx) -> events        worker process, daemon thread, once per turn,
                                                 consumed to its end (see above)
     update_session(session, event) -> session   worker process, for session_started and result
@@ -169,6 +176,17 @@ class Backend(abc.ABC):
         turn must continue the same provider conversation (for example ``--resume <id>``).
         The default returns the session unchanged, which suits stateless HTTP backends that
         keep their history in the session.
+        """
+        return session
+
+    def renew_session(self, session: Any) -> Any:
+        """Return a new provider session with ``session``'s options (``on_session_lost="fresh"``).
+
+        Called in the agent's process after a turn failed with
+        ``BackendError(kind="session_lost")``: the provider has no record of the
+        conversation, and the agent's policy asked for a fresh one. The default returns
+        ``session`` unchanged, which suits backends that never lose a session (the HTTP
+        backends keep the whole history in it).
         """
         return session
 

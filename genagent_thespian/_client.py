@@ -80,6 +80,7 @@ __all__ = [
 ]
 
 _RESTART_TYPES = ("temporary", "transient", "permanent")
+_SESSION_LOST_POLICIES = ("fail", "fresh")
 _CONTROL_TIMEOUT = 30.0  # seconds for calls the agent answers at once (status, poll...)
 
 _default_lock = threading.Lock()
@@ -186,6 +187,7 @@ def build_spec(
     max_queued_bytes, max_restarts = merged["max_queued_bytes"], merged["max_restarts"]
     worker_idle_timeout, restart = merged["worker_idle_timeout"], merged["restart"]
     restart_window, durable = merged["restart_window"], merged["durable"]
+    on_session_lost = merged["on_session_lost"]
     placement = settings.get("placement")
     if not (isinstance(impl, type) and issubclass(impl, GenAgent)):
         raise InvalidOption(f"impl must be a GenAgent subclass, got {impl!r:.80}", agent=name)
@@ -225,6 +227,11 @@ def build_spec(
     _check_positive("restart_window", restart_window, name)
     if restart not in _RESTART_TYPES:
         raise InvalidOption(f"restart must be one of {_RESTART_TYPES}, got {restart!r}", agent=name)
+    if on_session_lost not in _SESSION_LOST_POLICIES:
+        raise InvalidOption(
+            f"on_session_lost must be one of {_SESSION_LOST_POLICIES}, got {on_session_lost!r}",
+            agent=name,
+        )
     options = dict(options or {})
     accepted = getattr(impl, "accepted_options", None)
     if accepted is not None:
@@ -252,6 +259,7 @@ def build_spec(
         restart_window=float(restart_window),
         durable=bool(durable),
         placement=placement_items,
+        on_session_lost=on_session_lost,
     )
 
 
@@ -270,6 +278,7 @@ def start_agent(
     restart_window: float = 5.0,
     durable: bool = False,
     placement: Mapping[str, Any] | None = None,
+    on_session_lost: str = "fail",
     timeout: float | None = 120.0,
     system: AgentSystem | None = None,
     **options: Any,
@@ -290,6 +299,12 @@ def start_agent(
         restart_window: ... within this many seconds, then the supervisor gives up.
         durable: Persist the agent's state so a restart resumes it.
         placement: Capabilities a node must have to run the agent (multi-host).
+        on_session_lost: When the provider cannot resume the agent's session (the turn
+            fails once with ``BackendError(kind="session_lost")``): ``"fail"`` (default)
+            makes every later turn fail the same way, and ``status`` say so, until the
+            agent is stopped and started again; ``"fresh"`` starts a new provider session
+            for the next turn (``handle_error`` sees the failure; ``session.lost`` is
+            emitted). Never a blank session the user did not ask for.
         timeout: Seconds to wait for ``init_agent``/``start_session``/``pre_run``.
         system: The system to use (default: the current one).
         **options: Passed to ``init_agent``.
@@ -316,6 +331,7 @@ def start_agent(
         restart_window=restart_window,
         durable=durable,
         placement=placement,
+        on_session_lost=on_session_lost,
         require_importable=target.base != "simpleSystemBase",
     )
     reply = target.exchange(

@@ -296,6 +296,9 @@ class BackendErrorKind:
     PROTOCOL = "protocol"
     PROCESS_EXIT = "process_exit"
     NO_TERMINAL_EVENT = "no_terminal_event"
+    #: The provider cannot resume the session (it has no record of the conversation); the
+    #: agent's ``on_session_lost`` policy decides what happens next.
+    SESSION_LOST = "session_lost"
     UNKNOWN = "unknown"
 
     #: Kinds that are worth retrying after a pause.

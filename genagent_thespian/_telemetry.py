@@ -80,6 +80,7 @@ EVENT_NAMES = frozenset(
         "agent.crashed",
         "agent.restarted",
         "agent.gave_up",
+        "session.lost",
     }
 )
 

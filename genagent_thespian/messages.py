@@ -177,6 +177,9 @@ class AgentSpec:
         worker_idle_timeout: Seconds an idle worker is kept before it is retired.
         restart: ``"temporary"``, ``"transient"`` or ``"permanent"``.
         durable: Whether the agent persists its state to the store.
+        on_session_lost: What follows a turn that failed with ``BackendError(kind=
+            "session_lost")``: ``"fail"`` (every later turn fails the same way) or
+            ``"fresh"`` (the next turn starts a new provider session).
     """
 
     name: Any
@@ -193,6 +196,7 @@ class AgentSpec:
     restart_window: float = 5.0
     durable: bool = False
     placement: tuple[tuple[str, Any], ...] = ()
+    on_session_lost: str = "fail"
 
     @property
     def options_dict(self) -> dict[str, Any]:
@@ -278,6 +282,9 @@ class AgentStatus:
         current_origin: ``"ask"``, ``"tell"``, ``"event"`` or ``"self_chain"``.
         current_elapsed: Seconds the running turn has taken so far.
         queued: Prompts in the mailbox (not the self-chain slot, not notifications).
+        session_lost: Set when the provider lost the agent's session and the policy is
+            ``on_session_lost="fail"``: every turn fails with ``kind="session_lost"`` until
+            the agent is stopped and started again.
     """
 
     name: Any
@@ -304,6 +311,7 @@ class AgentStatus:
     impl: str
     durable: bool
     agent_state: Any = None  # what the implementation's agent_state() publishes
+    session_lost: str | None = None  # why turns fail until the user acts (on_session_lost="fail")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from genagent_thespian import Backend, BackendError, BackendErrorKind, Event, TurnContext
+from genagent_thespian import Backend, BackendError, BackendErrorKind, Event, GenAgent, TurnContext
 
 
 class SlowEndingBackend(Backend):
@@ -48,3 +48,19 @@ def _log(session: Mapping[str, Any], what: str, prompt: str) -> None:
 def read_turn_log(path: Any) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as log:
         return [json.loads(line) for line in log if line.strip()]
+
+
+class ErrorLogger(GenAgent):
+    """Hands ``backend_options`` to the backend; appends each ``handle_error`` to ``log``."""
+
+    def init_agent(self, options: dict[str, Any]) -> dict[str, Any]:
+        self.log = options["log"]
+        return dict(options.get("backend_options", {}))
+
+    def handle_response(self, ref: str, response: Any) -> None:
+        return None
+
+    def handle_error(self, ref: str, error: Exception) -> None:
+        kind = getattr(error, "kind", None)
+        with open(self.log, "a", encoding="utf-8") as log:
+            log.write(json.dumps({"ref": ref, "kind": kind, "type": type(error).__name__}) + "\n")

@@ -152,7 +152,7 @@ def test_midstream_retry_capture_discards_the_abandoned_deltas() -> None:
         ("claude_429.jsonl", BackendErrorKind.RATE_LIMITED, 429, "rate_limit_error"),
         ("claude_529.jsonl", BackendErrorKind.OVERLOADED, 529, "overloaded_error"),
         ("claude_maxturns.jsonl", BackendErrorKind.INVALID_REQUEST, None, "max_turns"),
-        ("claude_resume_missing.jsonl", BackendErrorKind.INVALID_REQUEST, None, "not_found"),
+        ("claude_resume_missing.jsonl", BackendErrorKind.SESSION_LOST, None, "not_found"),
         ("claude_sigint.jsonl", BackendErrorKind.CANCELLED, None, "aborted_streaming"),
     ],
 )
@@ -908,6 +908,35 @@ def test_real_session_lost_before_claude_stored_it_starts_afresh(
     assert final.data["session_id"] == session.session_id
     assert any(e.data.get("code") == "session_not_recorded" for e in events)
     assert len(real.tracker.groups) == 3  # the killed one, the failed resume, the fresh one
+
+
+@pytest.mark.cli
+@pytest.mark.parametrize("mode", ["stream", "per_turn"])
+def test_real_session_already_in_use_is_resumed(real: RealClaude, mode: str) -> None:
+    real.server.script(Text("noted"), Text("It was ALBATROSS."))
+    backend = real.backend()
+    unannounced = real.session(backend, mode=mode)
+    events, _ = real.turn(backend, unannounced, "Remember the word ALBATROSS")
+    assert terminal(events).kind == EventKind.RESULT
+    backend.close()
+    # A record that missed claude's announcement still says "not started": claude refuses
+    # --session-id for a session it has, and the backend resumes it instead.
+    events, session = real.turn(real.backend(), unannounced, "Which word?")
+    final = terminal(events)
+    assert final.kind == EventKind.RESULT and final.data["text"] == "It was ALBATROSS."
+    assert any(e.data.get("code") == "session_in_use" for e in events)
+    assert session.started and session.session_id == unannounced.session_id
+    assert "Remember the word ALBATROSS" in json.dumps(real.server.model_requests[-1].body)
+
+
+@pytest.mark.cli
+def test_real_resume_of_a_session_claude_lost_is_session_lost(real: RealClaude) -> None:
+    backend = real.backend()
+    session = real.session(backend, session_id=str(uuid.uuid4()), resume=True)
+    events, _ = real.turn(backend, session, "hello again")
+    error = error_of(terminal(events))
+    assert error.kind == BackendErrorKind.SESSION_LOST and not error.retryable
+    assert real.server.model_requests == []  # no blank session was started
 
 
 def test_a_turn_cancelled_before_it_starts_runs_nothing(fake_claude: Any) -> None:

@@ -722,3 +722,15 @@ def test_real_429_with_retry_after_is_retried_then_rate_limited(real: RealCodex)
         True,
     )
     assert len(real.server.model_requests) == 2
+
+
+@pytest.mark.cli
+def test_real_resume_of_a_thread_codex_lost_is_session_lost(real: RealCodex) -> None:
+    backend = real.backend()
+    session = backend.start_session(real.options(thread_id="00000000-0000-4000-8000-000000000000"))
+    events, _ = real.turn(backend, session, "hello again")
+    error = error_of(terminal(events))
+    assert error.kind == BackendErrorKind.SESSION_LOST and not error.retryable
+    assert real.server.model_requests == []
+    fresh = backend.renew_session(session)
+    assert fresh.thread_id is None and fresh.options == session.options

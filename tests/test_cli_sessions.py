@@ -13,10 +13,18 @@ from typing import Any
 
 import pytest
 from support_agents import Passthrough
+from support_backends import ErrorLogger
 from support_cli import quiet_env, require_cli
 
 import genagent_thespian as g
-from genagent_thespian.testing import FakeLLMServer, Hang, Text, system_processes, wait_until
+from genagent_thespian.testing import (
+    FakeLLMServer,
+    Hang,
+    Text,
+    ToolUse,
+    system_processes,
+    wait_until,
+)
 
 KEY = "sk-test-not-a-real-key"
 
@@ -156,3 +164,102 @@ def _ask_in_background(name: str, prompt: str, outcome: list) -> threading.Threa
     thread = threading.Thread(target=caller)
     thread.start()
     return thread
+
+
+def test_durable_claude_agent_killed_in_first_turn_resumes(system, server, tmp_path, workdir):
+    (workdir / "note.txt").write_text("PELICAN\n")
+    options = claude_options(server, tmp_path / "home", workdir, allowed_tools=["Read"])
+    # The first turn reads a file, so claude stores the session (its tool call) and then
+    # asks the model again; that second request hangs and the agent is killed meanwhile.
+    read = ToolUse("Read", {"file_path": str(workdir / "note.txt")}, id="toolu_read")
+    server.script(read, Hang(), Text("The word was PELICAN."))
+    g.start_agent(
+        Passthrough,
+        name="first",
+        backend="claude",
+        backend_options=options,
+        durable=True,
+        restart="permanent",
+    )
+    session_id = g.backend_session("first").session_id
+    outcome: list = []
+    thread = _ask_in_background("first", "Remember the word PELICAN", outcome)
+    server.wait_for_requests(2, timeout=60)  # claude stored the tool call and asked again
+    old_pid = g.status("first").pid
+    os.kill(old_pid, signal.SIGKILL)
+    thread.join(60)
+    server.release_hangs()
+    assert len(outcome) == 1 and isinstance(outcome[0], g.AgentRestarted), outcome
+    wait_until(lambda: g.whereis("first") is not None and g.status("first").pid != old_pid)
+    wait_until(lambda: not cli_leaders(workdir), timeout=20, message="the old claude to end")
+    # The cut turn was answered (AgentRestarted); the restarted agent resumes the session
+    # claude stored (not a second --session-id, which claude refuses as "already in use").
+    answer = g.ask("first", "Which word?")
+    assert answer.text == "The word was PELICAN."
+    assert "Remember the word PELICAN" in conversation(server.model_requests[-1])
+    assert g.backend_session("first").session_id == session_id
+    g.stop("first")
+
+
+def _lose_the_session(workdir: Path, home: Path) -> None:
+    """Make claude forget every session (as a wiped HOME would) and end the live CLI."""
+    for transcript in (home / ".claude" / "projects").glob("*/*.jsonl"):
+        transcript.unlink()
+    for pid in cli_leaders(workdir):
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not cli_leaders(workdir), timeout=20, message="the CLI to end")
+
+
+@pytest.mark.parametrize("policy", ["fail", "fresh"])
+def test_a_lost_claude_session_fails_once_then_follows_the_policy(
+    system, server, tmp_path, workdir, policy
+):
+    home = tmp_path / "home"
+    log = tmp_path / "errors.jsonl"
+    seen: list[dict] = []
+    g.attach(f"lost-{policy}", ["session.lost"], lambda name, m, meta: seen.append(meta))
+    try:
+        g.start_agent(
+            ErrorLogger,
+            name="lost",
+            backend="claude",
+            backend_options=claude_options(server, home, workdir),
+            log=str(log),
+            on_session_lost=policy,
+        )
+        server.script(Text("first answer"))
+        assert g.ask("lost", "the first question").text == "first answer"
+        old_id = g.backend_session("lost").session_id
+        _lose_the_session(workdir, home)
+
+        with pytest.raises(g.BackendError) as lost:
+            g.ask("lost", "do you remember?")
+        assert lost.value.kind == "session_lost"
+        assert "No conversation found" in str(lost.value)
+        errors = [json.loads(line) for line in log.read_text().splitlines()]
+        assert [e["kind"] for e in errors] == ["session_lost"]  # handle_error was told
+        wait_until(lambda: seen, timeout=10, message="session.lost telemetry")
+        assert seen[0]["policy"] == policy and seen[0]["session_id"] == old_id
+        requests = len(server.model_requests)
+
+        if policy == "fail":
+            for _ in range(2):
+                with pytest.raises(g.BackendError) as again:
+                    g.ask("lost", "and now?")
+                assert again.value.kind == "session_lost"
+            assert len(server.model_requests) == requests  # no blank session was started
+            assert "lost" in (g.status("lost").session_lost or "")
+        else:
+            server.script(Text("a fresh start"))
+            assert g.ask("lost", "start over").text == "a fresh start"
+            assert g.backend_session("lost").session_id != old_id
+            assert "the first question" not in conversation(server.model_requests[-1])
+            assert g.status("lost").session_lost is None
+        g.stop("lost")
+    finally:
+        g.detach(f"lost-{policy}")
+
+
+def test_on_session_lost_is_validated_at_start(system):
+    with pytest.raises(g.InvalidOption, match="on_session_lost"):
+        g.start_agent(Passthrough, name="bad", backend="scripted", on_session_lost="retry")

@@ -3,9 +3,8 @@
 This module only re-exports the public API; the implementation lives in private modules.
 """
 
-from ._backend import Backend, TurnContext
-from ._behaviour import GenAgent
-from ._client import (
+from ._actors.telemetry import attach, detach
+from ._api.client import (
     ask,
     attach_system,
     backend_session,
@@ -25,7 +24,10 @@ from ._client import (
     tell,
     whereis,
 )
-from ._errors import (
+from ._api.system import AgentSystem
+from ._core.backend import Backend, TurnContext
+from ._core.behaviour import GenAgent
+from ._core.errors import (
     AgentAlreadyExists,
     AgentNotFound,
     AgentOverloaded,
@@ -50,10 +52,8 @@ from ._errors import (
     TurnSkipped,
     TurnTimeout,
 )
-from ._nodes import NodeInfo, list_fleet, list_nodes, start_node, wait_for_nodes
-from ._system import AgentSystem
-from ._telemetry import attach, detach
-from ._types import Event, EventKind, Response, Usage
+from ._core.turn import Event, EventKind, Response, Usage
+from ._nodes.convention import NodeInfo, list_fleet, list_nodes, start_node, wait_for_nodes
 from .messages import (
     AgentDown,
     AgentStatus,

@@ -1,6 +1,24 @@
 """genagent-thespian: OTP-style supervision for long-running LLM agents on Thespian.
 
-This module only re-exports the public API; the implementation lives in private modules.
+This module only re-exports the public API; the implementation lives in private folders,
+one per role (the full tree, and the path of one prompt through it, are in
+``docs/architecture.md``)::
+
+    _core/      pure logic: agent state machine, restart policy, deadlines, turn data,
+                errors, the GenAgent behaviour, the Backend seam, internal protocol
+    _actors/    thin Thespian shells: agent, turn worker, supervisor, registry, telemetry
+    _durable/   the agent store (SQLite, memory) and one agent's durable record
+    _os/        processes (find, end), /proc facts, transport security
+    _nodes/     the local node the CLI attaches to; multi-host conventions
+    _api/       AgentSystem and the client functions (ask, tell, start_agent...)
+    cli/        the ``genagent`` command, ``top`` and the web console
+    testing/    the shipped test kit: scripted backend, fake LLM server, chaos, conformance
+    messages    the public actor protocol;  otel: the OpenTelemetry bridge
+
+A prompt: ``ask`` (``_api/client``) -> ``Prompt`` to ``AgentActor`` (``_actors/agent``) ->
+``AgentMachine.ask`` (``_core/machine``) -> ``TurnWorker`` (``_actors/worker``) runs the
+``Backend`` -> events back to the machine -> ``GenAgent.handle_response`` -> ``Response``
+to the caller.
 """
 
 from ._actors.telemetry import attach, detach

@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from genagent_thespian._errors import BackendError, BackendErrorKind, InvalidOption
-from genagent_thespian._types import Event
+from genagent_thespian._core.errors import BackendError, BackendErrorKind, InvalidOption
+from genagent_thespian._core.turn import Event
 
 __all__ = [
     "TOOL_RESULTS_KEY",

@@ -44,9 +44,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
-from genagent_thespian._backend import Backend, TurnContext
-from genagent_thespian._errors import BackendError, BackendErrorKind, InvalidOption
-from genagent_thespian._types import Event, EventKind, Usage
+from genagent_thespian._core.backend import Backend, TurnContext
+from genagent_thespian._core.errors import BackendError, BackendErrorKind, InvalidOption
+from genagent_thespian._core.turn import Event, EventKind, Usage
 
 from ._http import (
     ClientCache,

@@ -374,7 +374,7 @@ class RawSystem:
             # The framework hardens Thespian's TCP transport process-wide (loopback listeners,
             # HMAC-tagged frames) when it starts a system; the floor runs on the same
             # transport, so it is hardened the same way first (idempotent).
-            from genagent_thespian._security import harden_transport
+            from genagent_thespian._os.security import harden_transport
 
             harden_transport()
             caps["Admin Port"] = free_port()

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from genagent_thespian._store import (
+from genagent_thespian._durable.store import (
     AgentStore,
     MemoryAgentStore,
     SQLiteAgentStore,

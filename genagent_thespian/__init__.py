@@ -1,11 +1,28 @@
 """genagent-thespian: OTP-style supervision for long-running LLM agents on Thespian.
 
-This module only re-exports the public API; the implementation lives in private modules.
+This module only re-exports the public API; the implementation lives in private folders,
+one per role (the full tree, and the path of one prompt through it, are in
+``docs/architecture.md``)::
+
+    _core/      pure logic: agent state machine, restart policy, deadlines, turn data,
+                errors, the GenAgent behaviour, the Backend seam, internal protocol
+    _actors/    thin Thespian shells: agent, turn worker, supervisor, registry, telemetry
+    _durable/   the agent store (SQLite, memory) and one agent's durable record
+    _os/        processes (find, end), /proc facts, transport security
+    _nodes/     the local node the CLI attaches to; multi-host conventions
+    _api/       AgentSystem and the client functions (ask, tell, start_agent...)
+    cli/        the ``genagent`` command, ``top`` and the web console
+    testing/    the shipped test kit: scripted backend, fake LLM server, chaos, conformance
+    messages    the public actor protocol;  otel: the OpenTelemetry bridge
+
+A prompt: ``ask`` (``_api/client``) -> ``Prompt`` to ``AgentActor`` (``_actors/agent``) ->
+``AgentMachine.ask`` (``_core/machine``) -> ``TurnWorker`` (``_actors/worker``) runs the
+``Backend`` -> events back to the machine -> ``GenAgent.handle_response`` -> ``Response``
+to the caller.
 """
 
-from ._backend import Backend, TurnContext
-from ._behaviour import GenAgent
-from ._client import (
+from ._actors.telemetry import attach, detach
+from ._api.client import (
     ask,
     attach_system,
     backend_session,
@@ -25,7 +42,10 @@ from ._client import (
     tell,
     whereis,
 )
-from ._errors import (
+from ._api.system import AgentSystem
+from ._core.backend import Backend, TurnContext
+from ._core.behaviour import GenAgent
+from ._core.errors import (
     AgentAlreadyExists,
     AgentNotFound,
     AgentOverloaded,
@@ -50,10 +70,8 @@ from ._errors import (
     TurnSkipped,
     TurnTimeout,
 )
-from ._nodes import NodeInfo, list_fleet, list_nodes, start_node, wait_for_nodes
-from ._system import AgentSystem
-from ._telemetry import attach, detach
-from ._types import Event, EventKind, Response, Usage
+from ._core.turn import Event, EventKind, Response, Usage
+from ._nodes.convention import NodeInfo, list_fleet, list_nodes, start_node, wait_for_nodes
 from .messages import (
     AgentDown,
     AgentStatus,

@@ -25,8 +25,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import GenAgentError
-from ._types import Event, Response
+from ._core.errors import GenAgentError
+from ._core.turn import Event, Response
 
 __all__ = [
     "Accepted",

@@ -33,8 +33,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import GenAgentError, InvalidOption
-from ._telemetry import attach, detach
+from ._actors.telemetry import attach, detach
+from ._core.errors import GenAgentError, InvalidOption
 
 __all__ = ["OtelBridge", "install"]
 

@@ -2,7 +2,7 @@
 
 A pattern's result lives on its agents (the phase a Research agent reached, the drafts a
 Checkpointer produced). The core has no public way for a client to read an agent's state
-(upstream's ``status(name).agent_state``; see ``tests/test_core_gaps_patterns.py``), so
+(upstream's ``status(name).agent_state``; see ``tests/patterns/test_core_gaps_patterns.py``), so
 until it has one, pattern agents publish a JSON snapshot of their state to a file the
 facade names when it starts them (option ``state_file``), and the facade reads that file.
 

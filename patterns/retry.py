@@ -22,7 +22,7 @@ Core gap: the core retries under the caller's ref only when ``handle_error`` ret
 the first error. With ``delays=[0, ...]`` (no back-off) this agent uses the core's same-ref
 retry, so an ``ask``/``tell`` caller keeps waiting for the final outcome; with real delays,
 use :class:`RetryRunner`, which reports the final outcome itself
-(``tests/test_core_gaps_patterns.py``).
+(``tests/patterns/test_core_gaps_patterns.py``).
 """
 
 from __future__ import annotations

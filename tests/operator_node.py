@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from genagent_thespian._processes import processes_with_marker
-from genagent_thespian._system import free_port
+from genagent_thespian._api.system import free_port
+from genagent_thespian._os.processes import processes_with_marker
 from genagent_thespian.testing import wait_until
 
 TESTS_DIR = Path(__file__).resolve().parent

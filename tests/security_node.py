@@ -40,7 +40,7 @@ BASE = "multiprocTCPBase"
 def _harden(config: dict[str, Any]) -> None:
     if not config.get("secure", True):
         return
-    from genagent_thespian._security import check_capabilities, harden_transport
+    from genagent_thespian._os.security import check_capabilities, harden_transport
 
     security = harden_transport(bind_host=config.get("bind_host", "127.0.0.1"))
     check_capabilities(_capabilities(config), security)
@@ -134,7 +134,7 @@ def install_checks(config: dict[str, Any]) -> dict[str, Any]:
     """Exercise installation rules in a fresh process (installation cannot be undone)."""
     import logging
 
-    from genagent_thespian import _security as sec
+    from genagent_thespian._os import security as sec
 
     logging.basicConfig(level=logging.DEBUG)
     secret = bytes.fromhex(os.environ["GENAGENT_SECRET"])
@@ -165,7 +165,7 @@ def install_checks(config: dict[str, Any]) -> dict[str, Any]:
 
 def install_wildcard() -> dict[str, Any]:
     """All interfaces with an explicit advertised address; a contradicting preset is refused."""
-    from genagent_thespian import _security as sec
+    from genagent_thespian._os import security as sec
 
     secret = bytes.fromhex(os.environ["GENAGENT_SECRET"])
     preset = os.environ.get("THESPIAN_BASE_IPADDR")

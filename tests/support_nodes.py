@@ -1,6 +1,7 @@
-"""A convention member node in its own process, for tests/test_nodes.py.
+"""A convention member node in its own process, for tests/nodes/test_nodes.py.
 
-Run as a script: starts a member with :func:`genagent_thespian._nodes.start_node`, prints one
+Run as a script: starts a member with
+:func:`genagent_thespian._nodes.convention.start_node`, prints one
 JSON line (``node``, ``admin_port``, ``pgid``: the admin's process group) and keeps the node
 until stdin closes, then shuts it down. Meanwhile each stdin line ``ask <name> <prompt>``
 asks agent ``name`` through this member (the leader's registry resolves the name) and
@@ -25,7 +26,7 @@ def main() -> None:
     parser.add_argument("--miss-max", type=int, default=2)
     args = parser.parse_args()
 
-    from genagent_thespian._nodes import start_node
+    from genagent_thespian._nodes.convention import start_node
 
     host, port = args.leader.rsplit(":", 1)
     labels = dict(label.split("=", 1) for label in args.label)

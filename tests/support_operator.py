@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from genagent_thespian import GenAgent, Prompt, Response
-from genagent_thespian._scripted_agent import script_from_json
+from genagent_thespian.testing._scripted_agent import script_from_json
 
 __all__ = ["Relay", "Scripted"]
 

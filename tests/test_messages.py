@@ -9,8 +9,10 @@ import pickle
 import pytest
 
 import genagent_thespian as g
-from genagent_thespian import _errors, _protocol, messages
-from genagent_thespian._types import Event, Response, Usage
+from genagent_thespian import messages
+from genagent_thespian._core import errors as _errors
+from genagent_thespian._core import protocol as _protocol
+from genagent_thespian._core.turn import Event, Response, Usage
 
 
 def _sample(cls):

@@ -8,7 +8,7 @@ import pytest
 from support_operator import Scripted
 
 import genagent_thespian as g
-from genagent_thespian._system import AgentSystem
+from genagent_thespian._api.system import AgentSystem
 from genagent_thespian.testing import wait_until
 
 pytest.importorskip("opentelemetry.sdk")

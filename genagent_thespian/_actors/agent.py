@@ -1,0 +1,888 @@
+"""``AgentActor``: the thin actor shell around one agent's :class:`AgentMachine`.
+
+The shell translates Thespian messages into calls on the pure machine and carries out the
+effects it returns: replies, turns started and cancelled at the worker, watchdog timers,
+telemetry. It never blocks, so status, poll, notify and interrupt are answered within
+milliseconds while a long turn runs in the worker.
+
+It also owns the one resource the machine cannot see, the turn worker (see
+:class:`_WorkerSlot`): created on the first turn, reused while healthy, replaced when it
+dies, killed when a cancelled turn does not end within the grace period, retired when idle
+so an idle agent costs one process. Process groups that backends report are ended here
+when their worker dies, so no CLI process outlives its agent.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from thespian.actors import (
+    Actor,
+    ActorExitRequest,
+    ChildActorExited,
+    PoisonMessage,
+    WakeupMessage,
+)
+
+from .._core.backend import Backend, resolve_backend
+from .._core.behaviour import GenAgent
+from .._core.deadlines import Deadlines
+from .._core.errors import (
+    AgentNotFound,
+    AgentStartFailed,
+    BackendError,
+    GenAgentError,
+    InvalidPrompt,
+    TurnCrashed,
+)
+from .._core.log import get_logger
+from .._core.machine import (
+    AgentMachine,
+    ArmDelayed,
+    ArmWatchdog,
+    CancelTurn,
+    Effect,
+    Emit,
+    MachineLimits,
+    Reply,
+    StartTurn,
+)
+from .._core.protocol import (
+    AddressBook,
+    _AgentInitFailed,
+    _AgentProcesses,
+    _AgentReady,
+    _BackendSession,
+    _CancelTurn,
+    _EndSession,
+    _InitAgent,
+    _SessionEnded,
+    _SessionReply,
+    _ShutdownAgent,
+    _StartTurn,
+    _TelemetryBatch,
+    _TelemetryInterest,
+    _TelemetryInterestAck,
+    _TelemetryJoin,
+    _TurnOutput,
+)
+from .._core.turn import Event
+from .._durable.record import AgentRecord, Restored
+from .._os.processes import (
+    AGENT_MARKER,
+    children_die_with_this_process,
+    kill_process,
+    kill_process_group,
+)
+from ..messages import (
+    Accepted,
+    AgentSpec,
+    AgentStarted,
+    AgentStatus,
+    Cancel,
+    DeliveryFailed,
+    Failure,
+    Halt,
+    Interrupt,
+    Located,
+    Notify,
+    Poll,
+    PollResult,
+    PollState,
+    Prompt,
+    Resume,
+    StartAgent,
+    Status,
+    StopAgent,
+    Stopped,
+    Tell,
+    TellCompleted,
+    TurnEvent,
+    Watch,
+    WatchAgent,
+    WhereIs,
+)
+from .worker import TurnWorker
+
+__all__ = ["NODE_CAPABILITY", "AgentActor"]
+
+_log = get_logger("genagent_thespian.agent")
+
+#: Seconds a cancelled turn has to end before its worker is killed.
+CANCEL_GRACE = 5.0
+#: The Thespian capability naming a convention node (``genagent_thespian._nodes.convention``).
+NODE_CAPABILITY = "GenAgent Node"
+#: Seconds a stopping agent waits for its worker to terminate the session.
+END_SESSION_GRACE = 10.0
+#: Seconds a new turn worker has to report that it runs.
+WORKER_START_GRACE = 30.0
+
+_TICK = "genagent-deadline"
+
+#: ``start_agent`` keywords that configure the framework rather than ``init_agent``.
+_SPEC_SETTINGS = frozenset(f.name for f in fields(AgentSpec)) - {
+    "name",
+    "impl",
+    "backend",
+    "options",
+}
+
+
+@dataclass
+class _WorkerSlot:
+    """The agent's view of its turn worker."""
+
+    address: Any = None
+    pid: int = 0
+    turn_id: int | None = None  # the turn it runs
+    cancelling: int | None = None  # a cancelled turn it has not finished yet
+    process_groups: set[int] = field(default_factory=set)
+    last_used: float = field(default_factory=time.monotonic)
+    generation: int = 0
+
+
+class AgentActor(Actor):
+    """One agent: its machine, its worker, its timers. Started by the supervisor."""
+
+    def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        caps = capabilities or {}
+        self._isolated = caps.get("Thespian ActorSystem Name") != "simpleSystem"
+        self._host_node = str(caps.get(NODE_CAPABILITY) or "")  # set on convention nodes
+        self.machine: AgentMachine | None = None
+        self.spec: AgentSpec | None = None
+        self.backend_cls: type[Backend] | None = None
+        self.session: Any = None
+        self.worker = _WorkerSlot()
+        self._held_start: StartTurn | None = None
+        # A turn's watchdog starts when its worker begins the backend call (``ready``), not
+        # while the turn waits behind a cancelling worker or a previous turn's clean-up.
+        self._pending_watchdog: ArmWatchdog | None = None
+        self._dying_groups: set[int] = set()  # killed process groups a new turn waits out
+        # on_session_lost="fail": the provider lost the session; turns fail until restart.
+        self._session_lost: BackendError | None = None
+        self._failing_turns: list[int] = []
+        self._telemetry: Any = None
+        # Until the hub says what is wanted, send everything: the hub filters per subscriber,
+        # and an agent's first events must not be lost to the race with its answer.
+        self._telemetry_names: frozenset[str] | None = None
+        self._telemetry_out: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        self._registry: Any = None
+        self._supervisor: Any = None
+        self._node = ""
+        self._incarnation = 0
+        self._watchers = AddressBook()
+        self._event_seq = 0
+        self._deadlines = Deadlines()
+        self._outbox: dict[Any, list[tuple[str, Any]]] = {}  # name -> [(kind, message)]
+        self._addresses: dict[Any, Any] = {}
+        self._outgoing_tells: dict[str, Any] = {}  # ref -> target name
+        self._stopping: tuple[str, Any] | None = None  # (reason, reply_to)
+        self._record: AgentRecord | None = None  # durable agents only
+
+    @staticmethod
+    def actorSystemCapabilityCheck(
+        capabilities: dict[str, Any], requirements: dict[str, Any] | None = None
+    ) -> bool:
+        """Accept a system whose capabilities equal every placement key (none: any system)."""
+        return all(capabilities.get(key) == value for key, value in (requirements or {}).items())
+
+    # ================================================================== dispatch
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:
+        """Handle one message. Never raises: a bug here must not re-run a turn."""
+        try:
+            self._dispatch(message, sender)
+        except Exception:
+            name = self.spec.name if self.spec else "?"
+            _log.exception("agent %r failed handling %s", name, type(message).__name__)
+        finally:
+            self._flush_telemetry()
+
+    def _dispatch(self, message: Any, sender: Any) -> None:
+        if isinstance(message, _InitAgent):
+            self._init(message, sender)
+            return
+        machine = self.machine
+        if machine is None:
+            if isinstance(message, ActorExitRequest | ChildActorExited | WakeupMessage):
+                return
+            error = AgentNotFound("the agent is not initialized")
+            self.send(sender, Failure(error, getattr(message, "ref", None)))
+            return
+        handler = _HANDLERS.get(type(message))
+        if handler is not None:
+            handler(self, message, sender)
+        elif isinstance(message, PoisonMessage):
+            _log.warning(
+                "agent %r: undeliverable %s", machine.name, type(message.poisonMessage).__name__
+            )
+        else:
+            self._run(machine.info(message))
+
+    # ================================================================== start
+
+    def _init(self, message: _InitAgent, sender: Any) -> None:
+        spec = message.spec
+        self.spec = spec
+        self._registry = message.registry
+        self._telemetry = message.telemetry
+        self._supervisor = message.supervisor
+        self._node = self._host_node or message.node
+        self._incarnation = message.incarnation
+        if self._isolated:
+            # The worker must die with this process, and the CLIs it runs carry its marker.
+            children_die_with_this_process()
+            if message.instance_id:
+                os.environ[AGENT_MARKER] = message.instance_id
+        restored: Restored | None = None
+        try:
+            if spec.durable:
+                self._record = AgentRecord.open(message.store_path, spec)
+                restored = self._record.begin()
+                self._incarnation = self._record.incarnation or 0
+                self._record.record_process(os.getpid(), "agent", os.getpgid(0))
+            impl = spec.impl()
+            if not isinstance(impl, GenAgent):
+                raise TypeError(f"{spec.impl!r} is not a GenAgent subclass")
+            impl._genagent_context = _AgentContext(self, spec.name)
+            self.backend_cls = resolve_backend(spec.backend)
+            if restored is not None:
+                impl.restore_state(restored.impl_state)
+                self.session = self.backend_cls().resume_session(restored.session)
+            else:
+                backend_options = impl.init_agent(spec.options_dict)
+                if backend_options is None:
+                    backend_options = {}
+                self.session = self.backend_cls().start_session(dict(backend_options))
+                impl.pre_run()
+            limits = MachineLimits(
+                watchdog=spec.watchdog,
+                max_tell_results=spec.max_tell_results,
+                max_queued=spec.max_queued,
+                max_queued_bytes=spec.max_queued_bytes,
+            )
+            self.machine = AgentMachine(name=spec.name, impl=impl, limits=limits)
+            if restored is None:
+                effects = self.machine.start()
+            else:
+                effects = self.machine.restore(restored.machine, restored.results)
+            self._persist()
+        except Exception as exc:
+            self.machine = None
+            if self._record is not None and restored is None and self._incarnation == 0:
+                self._record.delete()  # a first start that failed leaves no record behind
+            self._init_failed(sender, spec, exc)
+            return
+        if self._telemetry is not None:
+            self.send(self._telemetry, _TelemetryJoin())
+        self.send(sender, _AgentReady(spec.name, os.getpid(), self._node))
+        self._run(effects)
+
+    def _init_failed(self, sender: Any, spec: AgentSpec, exc: Exception) -> None:
+        """Report a failed start; typed errors (``InvalidOption``...) keep their type."""
+        _log.error("agent %r failed to start: %s: %s", spec.name, type(exc).__name__, exc)
+        if isinstance(exc, GenAgentError):
+            error = exc.with_context(agent=spec.name)
+        else:
+            error = AgentStartFailed(
+                f"the agent failed to start: {type(exc).__name__}: {exc}", agent=spec.name
+            )
+        self.send(sender, _AgentInitFailed(spec.name, error))
+
+    # ================================================================== client requests
+
+    def _on_prompt(self, message: Prompt, sender: Any) -> None:
+        if not self._valid_prompt(message.text, message.ref, sender):
+            return
+        self._run(self._m.ask(message.ref, message.text, sender))
+
+    def _on_tell(self, message: Tell, sender: Any) -> None:
+        if not self._valid_prompt(message.text, message.ref, sender):
+            return
+        self._run(self._m.tell(message.ref, message.text, sender, completion=message.completion))
+
+    def _valid_prompt(self, text: Any, ref: str | None, sender: Any) -> bool:
+        if isinstance(text, str) and text:
+            return True
+        error = InvalidPrompt(
+            f"a prompt must be a non-empty str, got {type(text).__name__}",
+            agent=self._m.name,
+            ref=ref,
+        )
+        self.send(sender, Failure(error, ref))
+        return False
+
+    def _on_poll(self, message: Poll, sender: Any) -> None:
+        result = self._m.poll(message.ref)
+        if result is None:
+            from .._core.errors import RequestNotFound
+
+            error = RequestNotFound(
+                "no tell with that ref (unknown, not a tell, or evicted from the result cache)",
+                agent=self._m.name,
+                ref=message.ref,
+            )
+            result = PollResult(message.ref, PollState.FAILED, error=error)
+        self.send(sender, result)
+
+    def _on_notify(self, message: Notify, sender: Any) -> None:
+        self._run(self._m.notify(message.event, sender=message.sender, reply_to=sender))
+
+    def _on_interrupt(self, message: Interrupt, sender: Any) -> None:
+        self._run(self._m.interrupt(message.ref, sender))
+
+    def _on_cancel(self, message: Cancel, sender: Any) -> None:
+        self._run(self._m.cancel(message.ref, sender))
+
+    def _on_halt(self, message: Halt, sender: Any) -> None:
+        self._run(self._m.halt(sender))
+
+    def _on_resume(self, message: Resume, sender: Any) -> None:
+        self._run(self._m.resume(sender))
+
+    def _on_status(self, message: Status, sender: Any) -> None:
+        spec = self.spec
+        assert spec is not None and self.backend_cls is not None
+        machine_fields = self._m.status_fields()
+        status = AgentStatus(
+            **machine_fields,
+            restarts=self._incarnation,
+            node=self._node,
+            pid=os.getpid(),
+            backend=self.backend_cls.name,
+            impl=f"{spec.impl.__module__}.{spec.impl.__qualname__}",
+            durable=spec.durable,
+            agent_state=self._published_state(),
+            session_lost=self._session_lost.message if self._session_lost else None,
+        )
+        self.send(sender, status)
+
+    def _published_state(self) -> Any:
+        """The implementation's ``agent_state()``, or ``None`` if it raised or won't pickle."""
+        try:
+            state = self._m.impl.agent_state()
+            pickle.dumps(state)
+        except Exception as exc:
+            _log.warning(
+                "agent %r: agent_state() failed or is not picklable: %s",
+                self._m.name,
+                type(exc).__name__,
+            )
+            return None
+        return state
+
+    def _on_watch(self, message: Watch, sender: Any) -> None:
+        if message.active:
+            self._watchers.add(sender)
+        else:
+            self._watchers.discard(sender)
+        self.send(sender, Accepted(None))
+
+    def _on_backend_session(self, message: _BackendSession, sender: Any) -> None:
+        self.send(sender, _SessionReply(self.session))
+
+    # ================================================================== the worker
+
+    def _on_turn_output(self, message: _TurnOutput, sender: Any) -> None:
+        slot = self.worker
+        if sender != slot.address:
+            return  # a retired worker's late output
+        self._deadlines.cancel(("worker-start", slot.generation))
+        known = (slot.pid, frozenset(slot.process_groups))
+        if message.pid:
+            slot.pid = message.pid
+        for pgid, alive in message.process_groups:
+            (slot.process_groups.add if alive else slot.process_groups.discard)(pgid)
+        if (slot.pid, frozenset(slot.process_groups)) != known:
+            self._report_processes()
+        if message.session_changed and message.session != self.session:
+            self.session = message.session  # also for a cancelled turn: an early id counts
+            self._persist_session()
+        pending = self._pending_watchdog
+        if message.ready and pending is not None and pending.turn_id == message.turn_id:
+            self._pending_watchdog = None
+            self._after("watchdog", pending.seconds, ("watchdog", pending.turn_id))
+        machine = self._m
+        for event in message.events:
+            self._stream(message.turn_id, event)
+            self._run(machine.stream_event(message.turn_id, event))
+        if not message.done:
+            return
+        slot.last_used = time.monotonic()
+        if slot.cancelling == message.turn_id:
+            slot.cancelling = None
+            slot.turn_id = None
+            self._release_held_start()
+            return
+        if slot.turn_id == message.turn_id:
+            slot.turn_id = None
+        if isinstance(message.error, BackendError) and message.error.kind == "session_lost":
+            self._on_session_lost(message.error)
+        if message.error is None:
+            self._run(machine.turn_succeeded(message.turn_id, message.duration_ms))
+        else:
+            self._run(machine.turn_failed(message.turn_id, message.error))
+        self._arm_idle_retirement()
+
+    def _stream(self, turn_id: int, event: Event) -> None:
+        current_ref = self._m.current_ref
+        if current_ref is None:
+            return
+        self._event_seq += 1
+        if self._watchers:
+            out = TurnEvent(self._m.name, current_ref, self._event_seq, event)
+            for watcher in self._watchers:
+                self.send(watcher, out)
+        self._telemetry_emit(
+            "turn.event",
+            {"seq": self._event_seq},
+            {"agent": self._m.name, "ref": current_ref, "event": event},
+        )
+
+    def _on_session_lost(self, error: BackendError) -> None:
+        """Apply the ``on_session_lost`` policy (see ``start_agent``) after a failed turn."""
+        spec = self.spec
+        assert spec is not None and self.backend_cls is not None
+        lost_id = getattr(self.session, "session_id", None) or getattr(
+            self.session, "thread_id", None
+        )
+        _log.error("agent %r: the provider lost session %s: %s", self._m.name, lost_id, error)
+        if spec.on_session_lost == "fresh":
+            try:
+                self.session = self.backend_cls().renew_session(self.session)
+            except Exception as exc:
+                _log.exception("agent %r: renew_session raised", self._m.name)
+                self._session_lost = BackendError(
+                    f"the provider lost the session and a new one could not be made: {exc}",
+                    kind="session_lost",
+                    backend=self.backend_cls.name,
+                )
+            self._persist_session()
+        else:
+            self._session_lost = BackendError(
+                f"the provider lost this agent's session ({error.message}); every turn fails "
+                "until the agent is stopped and started again (or use on_session_lost='fresh')",
+                kind="session_lost",
+                retryable=False,
+                backend=self.backend_cls.name,
+            )
+        self._telemetry_emit(
+            "session.lost",
+            {},
+            {"agent": self._m.name, "session_id": lost_id, "policy": spec.on_session_lost},
+        )
+
+    def _fail_lost_turn(self, turn_id: int) -> None:
+        """Fail a turn at once: the session is lost (iteratively: failing one starts the next)."""
+        self._failing_turns.append(turn_id)
+        if len(self._failing_turns) > 1:
+            return  # an outer call is draining the list
+        while self._failing_turns:
+            lost = self._session_lost
+            assert lost is not None
+            error = BackendError(
+                lost.message, kind=lost.kind, retryable=False, backend=lost.backend
+            )
+            self._run(self._m.turn_failed(self._failing_turns[0], error))
+            self._failing_turns.pop(0)
+
+    def _start_turn(self, effect: StartTurn) -> None:
+        if self._session_lost is not None:
+            self._fail_lost_turn(effect.turn_id)
+            return
+        slot = self.worker
+        if slot.cancelling is not None:
+            self._held_start = effect  # wait until the cancelled turn ends or the worker dies
+            return
+        if slot.address is None:
+            slot.address = self.createActor(TurnWorker)
+            slot.generation += 1
+            slot.pid = 0
+            start = ("worker-start", slot.generation)
+            self._after(start, WORKER_START_GRACE, start)
+        slot.turn_id = effect.turn_id
+        self.send(
+            slot.address,
+            _StartTurn(
+                effect.turn_id,
+                effect.ref,
+                effect.prompt,
+                self.session,
+                self.backend_cls,
+                self._m.name,
+                tuple(sorted(self._dying_groups)),
+            ),
+        )
+        self._dying_groups.clear()
+
+    def _cancel_turn(self, effect: CancelTurn) -> None:
+        slot = self.worker
+        if slot.address is None or slot.turn_id != effect.turn_id:
+            return
+        slot.cancelling = effect.turn_id
+        slot.turn_id = None
+        self.send(slot.address, _CancelTurn(effect.turn_id))
+        grace = ("cancel-grace", slot.generation, effect.turn_id)
+        self._after(grace, CANCEL_GRACE, grace)
+
+    def _release_held_start(self) -> None:
+        held, self._held_start = self._held_start, None
+        if (
+            held is not None
+            and self._m.current is not None
+            and self._m.current.turn_id == held.turn_id
+        ):
+            self._start_turn(held)
+
+    def _on_child_exited(self, message: ChildActorExited, sender: Any) -> None:
+        slot = self.worker
+        if message.childAddress != slot.address:
+            return  # a duplicate notice, or a worker retired earlier
+        running = slot.turn_id
+        self._kill_worker_remains(slot)
+        self.worker = _WorkerSlot(generation=slot.generation)
+        if running is not None:
+            crash = TurnCrashed("the turn worker process exited during the turn")
+            self._run(self._m.turn_failed(running, crash))
+        self._release_held_start()
+
+    def _report_processes(self) -> None:
+        """Tell the supervisor what to end should this agent die (see ``_AgentProcesses``)."""
+        if self._supervisor is not None and self._isolated:
+            slot = self.worker
+            groups = tuple(sorted(slot.process_groups))
+            self.send(self._supervisor, _AgentProcesses(slot.pid, groups))
+            if self._record is not None and slot.pid:
+                self._record.record_process(slot.pid, "worker", os.getpgid(0))
+                for pgid in groups:
+                    self._record.record_process(pgid, "cli", pgid)
+
+    def _kill_worker_remains(self, slot: _WorkerSlot, *, kill_worker: bool = False) -> None:
+        """End what a dead or stuck worker leaves behind: its process groups, itself."""
+        for pgid in list(slot.process_groups):
+            kill_process_group(pgid)
+        self._dying_groups.update(slot.process_groups)
+        slot.process_groups.clear()
+        if kill_worker and self._isolated and slot.pid:
+            kill_process(slot.pid)
+
+    def _after(self, key: Any, seconds: float, payload: tuple[Any, ...]) -> None:
+        """Set deadline ``key`` (replacing it); arm a wakeup only when none comes in time."""
+        delay = self._deadlines.schedule(key, seconds, payload)
+        if delay is not None:
+            self.wakeupAfter(delay, payload=_TICK)
+
+    def _on_wakeup(self, message: WakeupMessage, sender: Any) -> None:
+        if message.payload != _TICK:
+            return
+        payloads, delay = self._deadlines.fire()
+        if delay is not None:
+            self.wakeupAfter(delay, payload=_TICK)
+        for payload in payloads:
+            self._on_deadline(payload)
+
+    def _on_deadline(self, payload: tuple[Any, ...]) -> None:
+        kind = payload[0]
+        if kind == "watchdog":
+            self._run(self._m.watchdog_fired(payload[1]))
+        elif kind == "delayed":
+            self._run(self._m.delayed_due(payload[1]))
+        elif kind == "cancel-grace":
+            _, generation, turn_id = payload
+            slot = self.worker
+            if slot.generation == generation and slot.cancelling == turn_id:
+                _log.warning(
+                    "agent %r: cancelled turn did not end in time; killing its worker", self._m.name
+                )
+                self._replace_worker(slot)
+        elif kind == "idle":
+            _, generation, used = payload
+            slot = self.worker
+            if (
+                slot.generation == generation
+                and slot.last_used == used
+                and slot.turn_id is None
+                and slot.cancelling is None
+                and slot.address is not None
+            ):
+                self.send(slot.address, ActorExitRequest())
+                self.worker = _WorkerSlot(generation=slot.generation)
+        elif kind == "timer":
+            self._run(self._m.info(payload[2]))
+        elif kind == "end-session" and self._stopping is not None:
+            self._finish_stop()
+        elif kind == "worker-start":
+            slot = self.worker
+            if slot.generation == payload[1] and slot.address is not None and not slot.pid:
+                # Thespian reports no exit for a child that dies before its start-up
+                # handshake: without this, the turn would wait for its watchdog.
+                _log.error("agent %r: its turn worker never started; replacing it", self._m.name)
+                running = slot.turn_id
+                self._replace_worker(slot)
+                if running is not None:
+                    crash = TurnCrashed("the turn worker process never started")
+                    self._run(self._m.turn_failed(running, crash))
+
+    def _replace_worker(self, slot: _WorkerSlot) -> None:
+        self._kill_worker_remains(slot, kill_worker=True)
+        if slot.address is not None:
+            self.send(slot.address, ActorExitRequest())
+        self.worker = _WorkerSlot(generation=slot.generation)
+        self._release_held_start()
+
+    def _arm_idle_retirement(self) -> None:
+        spec = self.spec
+        slot = self.worker
+        if spec is None or slot.address is None or spec.worker_idle_timeout <= 0:
+            return
+        self._after("idle", spec.worker_idle_timeout, ("idle", slot.generation, slot.last_used))
+
+    # ================================================================== stop
+
+    def _on_shutdown_agent(self, message: _ShutdownAgent, sender: Any) -> None:
+        self._stopping = (message.reason, sender)
+        record, self._record = self._record, None
+        if record is not None:
+            record.delete()  # stop() ends a durable agent for good
+            record.close()
+        self._run(self._m.stop(message.reason))
+        slot = self.worker
+        if slot.address is not None:
+            self.send(slot.address, _EndSession(self.session, self.backend_cls))
+            self._after("end-session", END_SESSION_GRACE, ("end-session",))
+        else:
+            self._terminate_session_here()
+            self._finish_stop()
+
+    def _on_session_ended(self, message: _SessionEnded, sender: Any) -> None:
+        if self._stopping is not None:
+            self._finish_stop()
+
+    def _finish_stop(self) -> None:
+        stopping, self._stopping = self._stopping, None
+        if stopping is None:
+            return
+        self._kill_worker_remains(self.worker)
+        self.send(stopping[1], Stopped(self._m.name))
+
+    def _terminate_session_here(self) -> None:
+        if self.backend_cls is None:
+            return
+        try:
+            self.backend_cls().terminate_session(self.session)
+        except Exception:
+            _log.exception("agent %r: terminate_session raised", self._m.name)
+
+    def _on_exit_request(self, message: ActorExitRequest, sender: Any) -> None:
+        """The system or supervisor is ending this actor: answer everyone, leave nothing.
+
+        A durable agent's record keeps its last boundary (queued tells survive a shutdown).
+        """
+        record, self._record = self._record, None
+        if record is not None:
+            record.close()
+        self._run(self._m.stop("shutdown"))
+        self._kill_worker_remains(self.worker)
+        if self.worker.address is None:
+            self._terminate_session_here()
+        if self._telemetry is not None:
+            self.send(self._telemetry, _TelemetryJoin(active=False))
+
+    # ================================================================== telemetry
+
+    def _on_interest(self, message: _TelemetryInterest, sender: Any) -> None:
+        self._telemetry_names = message.names
+        if message.seq:
+            self.send(sender, _TelemetryInterestAck(message.seq))
+
+    def _telemetry_emit(
+        self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]
+    ) -> None:
+        names = self._telemetry_names
+        if self._telemetry is None or (names is not None and name not in names):
+            return
+        metadata.setdefault("node", self._node)
+        if self.backend_cls is not None:
+            metadata.setdefault("backend", self.backend_cls.name)
+        self._telemetry_out.append((name, measurements, metadata))
+
+    def _flush_telemetry(self) -> None:
+        if self._telemetry_out and self._telemetry is not None:
+            batch, self._telemetry_out = tuple(self._telemetry_out), []
+            self.send(self._telemetry, _TelemetryBatch(batch))
+
+    # ================================================================== agent-to-agent
+
+    def _on_located(self, message: Located, sender: Any) -> None:
+        pending = self._outbox.pop(message.name, [])
+        if message.address is None:
+            for kind, outgoing in pending:
+                error = AgentNotFound("no agent has that name", agent=message.name)
+                if kind == "tell":
+                    self._outgoing_tells.pop(outgoing.ref, None)
+                    self._run(self._m.info(TellCompleted(message.name, outgoing.ref, error=error)))
+                else:
+                    self._run(self._m.info(DeliveryFailed(message.name, outgoing, error)))
+            return
+        self._addresses[message.name] = message.address
+        for _kind, outgoing in pending:
+            self.send(message.address, outgoing)
+
+    def _on_failure(self, message: Failure, sender: Any) -> None:
+        target = self._outgoing_tells.pop(message.ref, None) if message.ref else None
+        if target is not None:
+            self._run(self._m.info(TellCompleted(target, message.ref or "", error=message.error)))
+            return
+        agent = message.error.agent
+        if agent is not None:
+            self._addresses.pop(agent, None)
+        self._run(self._m.info(message))
+
+    def _on_tell_completed(self, message: TellCompleted, sender: Any) -> None:
+        self._outgoing_tells.pop(message.ref, None)
+        self._run(self._m.info(message))
+
+    def _on_accepted(self, message: Accepted, sender: Any) -> None:
+        """Acknowledgements of this agent's own notify/tell need no action."""
+
+    def send_to_name(self, kind: str, name: Any, message: Any) -> None:
+        """Send ``message`` to the agent ``name``, resolving it through the registry."""
+        address = self._addresses.get(name)
+        if address is not None:
+            self.send(address, message)
+            return
+        first = name not in self._outbox
+        self._outbox.setdefault(name, []).append((kind, message))
+        if first:
+            self.send(self._registry, WhereIs(name))
+
+    # ================================================================== effects
+
+    @property
+    def _m(self) -> AgentMachine:
+        assert self.machine is not None
+        return self.machine
+
+    def _persist(self) -> None:
+        """Write a durable agent's boundary (before its replies and turn starts go out)."""
+        if self._record is not None and self.machine is not None:
+            impl = self.machine.impl
+            self._record.save(self.machine, self.session, impl.snapshot_state())
+
+    def _persist_session(self) -> None:
+        """Write a durable agent's record now: the provider announced or changed its session.
+
+        Done before the next message is handled, so an agent killed a moment later restarts
+        with the session as the provider knows it (``--resume``, not a second
+        ``--session-id``).
+        """
+        try:
+            self._persist()
+        except Exception:
+            _log.exception("agent %r could not persist its session", self._m.name)
+
+    def _run(self, effects: Iterable[Effect]) -> None:
+        effects = list(effects)
+        if self._record is not None and any(
+            isinstance(e, Reply | StartTurn | CancelTurn) for e in effects
+        ):
+            try:
+                self._persist()
+            except Exception:
+                _log.exception("agent %r could not persist its state", self._m.name)
+        for effect in effects:
+            if isinstance(effect, Reply):
+                if effect.to is not None:
+                    self.send(effect.to, effect.message)
+            elif isinstance(effect, Emit):
+                self._telemetry_emit(effect.name, effect.measurements, effect.metadata)
+            elif isinstance(effect, StartTurn):
+                self._event_seq = 0
+                self._start_turn(effect)
+            elif isinstance(effect, CancelTurn):
+                self._cancel_turn(effect)
+            elif isinstance(effect, ArmWatchdog):
+                self._pending_watchdog = effect  # armed when the worker says it is ready
+            elif isinstance(effect, ArmDelayed):
+                self._after(("delayed", effect.ref), effect.seconds, ("delayed", effect.ref))
+        if self.machine is not None and self.machine.current is None:
+            self._deadlines.cancel("watchdog")  # the turn ended: its watchdog is moot
+            self._pending_watchdog = None
+
+
+class _AgentContext:
+    """What ``GenAgent``'s in-callback methods use to act (see ``_behaviour.GenAgent``)."""
+
+    def __init__(self, actor: AgentActor, name: Any) -> None:
+        self._actor = actor
+        self.name = name
+
+    def notify(self, name: Any, event: Any) -> None:
+        self._actor.send_to_name("notify", name, Notify(event, sender=self.name))
+
+    def tell(self, name: Any, prompt: str) -> str:
+        message = Tell(prompt, completion=True)
+        self._actor._outgoing_tells[message.ref] = name
+        self._actor.send_to_name("tell", name, message)
+        return message.ref
+
+    def send_after(self, seconds: float, message: Any) -> str:
+        timer_id = uuid.uuid4().hex
+        key = ("timer", timer_id)
+        self._actor._after(key, max(0.0, float(seconds)), (*key, message))
+        return timer_id
+
+    def cancel_timer(self, timer_id: str) -> bool:
+        return self._actor._deadlines.cancel(("timer", timer_id))
+
+    def start_agent(self, impl: type[GenAgent], *, name: Any, backend: Any, **options: Any) -> None:
+        from .._api.client import build_spec
+
+        settings = {k: v for k, v in options.items() if k in _SPEC_SETTINGS}
+        init_options = {k: v for k, v in options.items() if k not in _SPEC_SETTINGS}
+        spec = build_spec(impl, name=name, backend=backend, options=init_options, **settings)
+        self._actor.send(self._actor._supervisor, StartAgent(spec))
+
+    def stop_agent(self, name: Any) -> None:
+        self._actor.send(self._actor._supervisor, StopAgent(name))
+
+    def watch_agent(self, name: Any) -> None:
+        self._actor.send(self._actor._supervisor, WatchAgent(name))
+
+    def log_unexpected_info(self, message: Any) -> None:
+        if isinstance(message, AgentStarted | Stopped | Accepted):
+            return
+        _log.warning("agent %r ignored unexpected message %s", self.name, type(message).__name__)
+
+
+_HANDLERS: dict[type, Any] = {
+    Prompt: AgentActor._on_prompt,
+    Tell: AgentActor._on_tell,
+    Poll: AgentActor._on_poll,
+    Notify: AgentActor._on_notify,
+    Interrupt: AgentActor._on_interrupt,
+    Cancel: AgentActor._on_cancel,
+    Halt: AgentActor._on_halt,
+    Resume: AgentActor._on_resume,
+    Status: AgentActor._on_status,
+    Watch: AgentActor._on_watch,
+    _BackendSession: AgentActor._on_backend_session,
+    _TurnOutput: AgentActor._on_turn_output,
+    ChildActorExited: AgentActor._on_child_exited,
+    WakeupMessage: AgentActor._on_wakeup,
+    _ShutdownAgent: AgentActor._on_shutdown_agent,
+    _SessionEnded: AgentActor._on_session_ended,
+    ActorExitRequest: AgentActor._on_exit_request,
+    _TelemetryInterest: AgentActor._on_interest,
+    Located: AgentActor._on_located,
+    Failure: AgentActor._on_failure,
+    TellCompleted: AgentActor._on_tell_completed,
+    Accepted: AgentActor._on_accepted,
+}

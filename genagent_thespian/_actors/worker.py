@@ -1,0 +1,422 @@
+"""``TurnWorker``: the child actor of an agent that runs backend turns.
+
+The agent never blocks; the worker does the slow part. For each ``_StartTurn`` it runs
+``backend.prompt(...)`` in a daemon thread, and the actor's main loop forwards whatever the
+thread produced to the agent as ``_TurnOutput`` messages while the turn runs.
+
+Why a thread, a queue and a pipe: on ``multiprocTCPBase`` an actor's ``self.send()`` calls
+are only transmitted after ``receiveMessage`` returns, so a handler that blocked on the LLM
+could not stream. The thread pushes items on a queue and writes one byte to a pipe; the
+actor returns ``ThespianWatch([pipe])`` from every handler, so Thespian wakes it (about
+2 ms, measured) to drain the queue and send. Bases without ``ThespianWatch``
+(``simpleSystemBase``) poll the queue with ``wakeupAfter`` instead.
+
+Why the worker never raises: Thespian re-delivers a message whose handler raised, which
+would run an LLM call twice. Every exception of the thread is caught and reported as the
+turn's failure; the handlers themselves only move data.
+
+The worker is reused for the agent's next turn while healthy (spawning a process costs
+about ten raw round trips) and replaced after a crash, or when a cancelled turn does not
+end within the grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from thespian.actors import (
+    Actor,
+    ActorExitRequest,
+    ChildActorExited,
+    ThespianWatch,
+    WakeupMessage,
+    WatchMessage,
+)
+
+from .._core.backend import Backend, TurnContext, WorkerExit
+from .._core.errors import (
+    BackendError,
+    BackendErrorKind,
+    GenAgentError,
+    InvalidOption,
+    TurnCrashed,
+)
+from .._core.log import get_logger
+from .._core.protocol import _CancelTurn, _EndSession, _SessionEnded, _StartTurn, _TurnOutput
+from .._core.turn import Event, EventKind
+from .._os.procfs import terminate_process_group
+
+__all__ = ["TurnWorker"]
+
+_log = get_logger("genagent_thespian.worker")
+
+_POLL_INTERVAL = 0.002  # seconds between queue polls where ThespianWatch is unsupported
+_EXIT_DELAY = 0.05  # seconds between reporting an Exit item and dying (lets the report go out)
+_JOIN_GRACE = 5.0  # seconds a retiring worker waits for its turn thread
+_CLEANUP_WAIT = 30.0  # seconds a turn waits for the previous turn's stream to finish
+_GROUPS_GONE_WAIT = 10.0  # seconds a turn waits for killed process groups to be gone
+
+
+@dataclass
+class _Running:
+    turn_id: int
+    ctx: TurnContext
+    thread: threading.Thread
+    started: float = field(default_factory=time.monotonic)
+
+
+class TurnWorker(Actor):
+    """Runs an agent's turns; one per agent at a time (see the module docstring)."""
+
+    def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        caps = capabilities or {}
+        self._watch_supported = bool(caps.get("Thespian Watch Supported"))
+        self._isolated = caps.get("Thespian ActorSystem Name") != "simpleSystem"
+        self._owner: Any = None
+        self._backends: dict[type[Backend], Backend] = {}
+        self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._running: _Running | None = None
+        self._finishing: threading.Thread | None = None  # the last turn's thread
+        self._rfd: int | None = None
+        self._wfd: int | None = None
+        self._poll_armed = False
+        self._exit_code: int | None = None
+        self._announced = False
+
+    # ------------------------------------------------------------------ dispatch
+
+    def receiveMessage(self, message: Any, sender: Any) -> Any:
+        """Dispatch by type; always return the current watch (see module docstring)."""
+        try:
+            if isinstance(message, _StartTurn):
+                self._start(message, sender)
+            elif isinstance(message, _CancelTurn):
+                running = self._running
+                if running is not None and running.turn_id == message.turn_id:
+                    running.ctx.cancelled.set()
+            elif isinstance(message, WatchMessage):
+                self._drain()
+            elif isinstance(message, WakeupMessage):
+                self._on_wakeup(message)
+            elif isinstance(message, _EndSession):
+                self._end_session(message, sender)
+            elif isinstance(message, ActorExitRequest):
+                self._retire()
+                return None
+            elif isinstance(message, ChildActorExited):
+                pass
+        except Exception:
+            _log.exception("turn worker failed to handle %s", type(message).__name__)
+        return self._watch()
+
+    def _watch(self) -> Any:
+        if self._watch_supported and self._rfd is not None:
+            return ThespianWatch([self._rfd])
+        return None
+
+    # ------------------------------------------------------------------ turns
+
+    def _start(self, message: _StartTurn, sender: Any) -> None:
+        self._owner = sender
+        if self._running is not None:
+            error = TurnCrashed(
+                "the worker is busy with another turn", agent=message.agent, ref=message.ref
+            )
+            self.send(sender, _TurnOutput(message.turn_id, done=True, error=error, pid=os.getpid()))
+            return
+        if self._watch_supported and self._rfd is None:
+            self._rfd, self._wfd = os.pipe()
+            os.set_blocking(self._rfd, False)
+        backend = self._backend_for(message.backend)
+        ctx = TurnContext(
+            agent=message.agent,
+            ref=message.ref,
+            on_process_group=self._on_process_group,
+            isolated=self._isolated,
+        )
+        thread = threading.Thread(
+            target=self._run_turn,
+            args=(backend, message, ctx, self._finishing),
+            name=f"genagent-turn-{message.turn_id}",
+            daemon=True,
+        )
+        self._running = _Running(message.turn_id, ctx, thread)
+        thread.start()
+        self._finishing = thread
+        if not self._announced:
+            # Tell the agent at once that this worker runs (and its pid): a worker that
+            # dies before its start-up handshake gets no exit notice from Thespian.
+            self._announced = True
+            self.send(sender, _TurnOutput(message.turn_id, pid=os.getpid()))
+        if not self._watch_supported:
+            self._arm_poll()
+
+    def _backend_for(self, backend_cls: type[Backend]) -> Backend:
+        backend = self._backends.get(backend_cls)
+        if backend is None:
+            backend = backend_cls()
+            self._backends[backend_cls] = backend
+        return backend
+
+    def _run_turn(
+        self,
+        backend: Backend,
+        message: _StartTurn,
+        ctx: TurnContext,
+        previous: threading.Thread | None,
+    ) -> None:
+        """Thread body: play one turn, reporting everything through the queue. Never raises.
+
+        The turn-ending contract (see :class:`Backend`): the turn's outcome is reported at
+        its terminal event, so the caller's reply is not delayed, and the stream is then
+        consumed until the backend's generator returns by itself, so that the backend's own
+        code decides what to keep (a live CLI process) and what to end. ``close()`` is only
+        called when the turn did not get that far (the backend raised, or yielded garbage).
+        """
+        turn_id = message.turn_id
+        if not self._wait_for_previous(turn_id, previous):
+            return
+        self._wait_groups_gone(message.wait_gone)
+        self._put("ready", (turn_id,))
+        started = time.monotonic()
+        session = message.session
+        stream = None
+        exhausted = False
+        reported = False
+        try:
+            stream = backend.prompt(session, message.prompt, ctx)
+            terminal: Event | None = None
+            for event in stream:
+                if not isinstance(event, Event):
+                    raise TypeError(f"backend yielded {type(event).__name__}, not Event")
+                if terminal is not None:
+                    _log.debug("%s yielded %s after the terminal event", backend.name, event.kind)
+                    continue
+                if event.kind in (EventKind.SESSION_STARTED, EventKind.RESULT):
+                    session = backend.update_session(session, event)
+                    self._put("session", (turn_id, session))
+                self._put("event", (turn_id, event))
+                if event.terminal:
+                    terminal = event
+                    reported = True
+                    error = _terminal_error(terminal, backend)
+                    self._put("done", (turn_id, error, _ms_since(started)))
+            exhausted = True
+            if not reported:
+                self._put("done", (turn_id, _terminal_error(None, backend), _ms_since(started)))
+        except BackendError as exc:
+            exhausted = True  # a generator that raised has finished
+            if not reported:
+                self._put("done", (turn_id, _backend_error(exc, backend), _ms_since(started)))
+        except WorkerExit as exc:
+            exhausted = True
+            self._put("exit", (turn_id, exc.code))
+        except BaseException as exc:
+            if not reported:
+                crash = TurnCrashed(f"the turn raised {type(exc).__name__}: {exc}")
+                self._put("done", (turn_id, crash, _ms_since(started)))
+            else:
+                _log.exception("%s failed after its terminal event", backend.name)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None and not exhausted:
+                try:
+                    close()
+                except Exception:
+                    _log.debug("closing the backend stream failed", exc_info=True)
+
+    def _wait_for_previous(self, turn_id: int, previous: threading.Thread | None) -> bool:
+        """Wait until the previous turn's stream has finished its clean-up (bounded).
+
+        The previous turn was answered at its terminal event, but its backend generator may
+        still be ending a provider process; the next turn must not start one for the same
+        session meanwhile. A clean-up that never ends means the worker is stuck: it exits,
+        so the agent ends its process groups and uses a new worker.
+        """
+        if previous is None:
+            return True
+        previous.join(_CLEANUP_WAIT)
+        if not previous.is_alive():
+            return True
+        _log.error("the previous turn's backend stream did not end within %ss", _CLEANUP_WAIT)
+        self._put("exit", (turn_id, 1))
+        return False
+
+    @staticmethod
+    def _wait_groups_gone(groups: tuple[int, ...]) -> None:
+        """Wait (bounded) until the process groups the agent killed have no live member.
+
+        A provider process of this session that a crashed or replaced worker left behind
+        may still be writing its transcript; a new one must not start beside it.
+        """
+        for pgid in groups:
+            with contextlib.suppress(InvalidOption):
+                if not terminate_process_group(
+                    pgid, grace=_GROUPS_GONE_WAIT, signals=(signal.SIGKILL,)
+                ):
+                    _log.error("process group %s survived SIGKILL for %ss", pgid, _GROUPS_GONE_WAIT)
+
+    def _put(self, kind: str, payload: Any) -> None:
+        self._queue.put((kind, payload))
+        if self._wfd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._wfd, b"x")
+
+    def _on_process_group(self, pgid: int, alive: bool) -> None:
+        self._put("pgroup", (pgid, alive))
+
+    # ------------------------------------------------------------------ draining
+
+    def _drain(self) -> None:
+        if self._rfd is not None:
+            try:
+                while os.read(self._rfd, 65536):
+                    pass
+            except BlockingIOError:
+                pass
+        outputs: dict[int, dict[str, Any]] = {}
+        pgroups: list[tuple[int, bool]] = []
+        while True:
+            try:
+                kind, payload = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "pgroup":
+                pgroups.append(payload)
+                continue
+            turn_id = payload[0]
+            out = outputs.setdefault(turn_id, {"events": []})
+            if kind == "event":
+                out["events"].append(payload[1])
+            elif kind == "session":
+                out["session_changed"] = True
+                out["session"] = payload[1]
+            elif kind == "ready":
+                out["ready"] = True
+            elif kind == "done":
+                out.update(done=True, error=payload[1], duration_ms=payload[2])
+            elif kind == "exit":
+                self._exit_code = payload[1]
+        if self._owner is None:
+            return
+        if pgroups and not outputs and self._running is not None:
+            outputs[self._running.turn_id] = {"events": []}
+        for turn_id, out in outputs.items():
+            events = tuple(out.pop("events"))
+            message = _TurnOutput(
+                turn_id,
+                events=events,
+                process_groups=tuple(pgroups),
+                pid=os.getpid(),
+                **out,
+            )
+            pgroups = []
+            self.send(self._owner, message)
+            if out.get("done") and self._running is not None and self._running.turn_id == turn_id:
+                self._running = None
+        if self._exit_code is not None:
+            self._die_soon()
+
+    def _arm_poll(self) -> None:
+        if not self._poll_armed:
+            self._poll_armed = True
+            self.wakeupAfter(_POLL_INTERVAL, payload="poll")
+
+    def _on_wakeup(self, message: WakeupMessage) -> None:
+        if message.payload == "poll":
+            self._poll_armed = False
+            self._drain()
+            if self._running is not None:
+                self._arm_poll()
+        elif message.payload == "exit":
+            os._exit(self._exit_code or 1)
+
+    def _die_soon(self) -> None:
+        """Carry out a ``WorkerExit``: really exit where isolated, else report a crash."""
+        code = self._exit_code
+        running = self._running
+        self._running = None
+        if self._isolated:
+            self.wakeupAfter(_EXIT_DELAY, payload="exit")
+            return
+        self._exit_code = None
+        if running is not None and self._owner is not None:
+            crash = TurnCrashed(f"the worker process exited with code {code} (simulated)")
+            self.send(
+                self._owner, _TurnOutput(running.turn_id, done=True, error=crash, pid=os.getpid())
+            )
+
+    # ------------------------------------------------------------------ ending
+
+    def _end_session(self, message: _EndSession, sender: Any) -> None:
+        self._join_turn_threads()
+        backend = self._backend_for(message.backend)
+        try:
+            backend.terminate_session(message.session)
+        except Exception:
+            _log.exception("terminate_session of %s raised", type(backend).__name__)
+        self._close_backends()
+        self.send(sender, _SessionEnded())
+
+    def _retire(self) -> None:
+        running = self._running
+        if running is not None:
+            running.ctx.cancelled.set()
+        self._join_turn_threads()
+        self._close_backends()
+        for fd in (self._rfd, self._wfd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._rfd = self._wfd = None
+
+    def _join_turn_threads(self) -> None:
+        """Let the running or finishing turn thread end its stream (bounded)."""
+        finishing = self._finishing
+        if finishing is not None:
+            finishing.join(_JOIN_GRACE)
+
+    def _close_backends(self) -> None:
+        for backend in self._backends.values():
+            try:
+                backend.close()
+            except Exception:
+                _log.exception("close of %s raised", type(backend).__name__)
+
+
+def _ms_since(started: float) -> float:
+    return (time.monotonic() - started) * 1000.0
+
+
+def _backend_error(exc: BackendError, backend: Backend) -> BackendError:
+    if exc.backend is None:
+        exc.backend = backend.name
+    return exc
+
+
+def _terminal_error(terminal: Event | None, backend: Backend) -> GenAgentError | None:
+    """Return the failure a turn's terminal event stands for (``None`` for a result)."""
+    if terminal is None:
+        return BackendError(
+            "the backend ended the turn without a result or error event",
+            kind=BackendErrorKind.NO_TERMINAL_EVENT,
+            backend=backend.name,
+        )
+    if terminal.kind == EventKind.RESULT:
+        return None
+    error = terminal.data.get("error")
+    if isinstance(error, BackendError):
+        return _backend_error(error, backend)
+    if isinstance(error, GenAgentError):
+        return error
+    message = str(terminal.data.get("message") or error or "the backend reported an error")
+    kind = str(terminal.data.get("kind") or terminal.data.get("code") or BackendErrorKind.UNKNOWN)
+    return BackendError(message, kind=kind, backend=backend.name)

@@ -1,0 +1,451 @@
+"""``AgentSystem``: one Thespian actor system with the framework's services booted in it.
+
+Starting a system ("application boot") creates, once per actor system, the
+:class:`~genagent_thespian._actors.registry.Registry`, the
+:class:`~genagent_thespian._actors.supervisor.AgentSupervisor` and the
+:class:`~genagent_thespian._actors.telemetry.TelemetryHub` as named actors; attaching to a running
+system finds the same three. The default base is ``multiprocTCPBase`` on loopback with a
+free admin port; ``simpleSystemBase`` runs everything in the calling process for fast
+tests of the logic.
+
+Client calls are safe from several threads: each thread talks through its own Thespian
+``private()`` endpoint (``simpleSystemBase`` serializes calls with a lock instead, since its
+actors only run inside the caller's ``ask``). Replies are matched by request ref, so a late
+reply to an abandoned call can never be mistaken for the answer to the next one.
+
+``shutdown()`` stops every agent in order (each caller gets an answer), shuts Thespian
+down, and then makes sure nothing is left: every process of the system shares the admin's
+process group, and every process it started carries the system's id in its environment
+(``GENAGENT_SYSTEM_ID``), so stragglers and orphaned CLI process groups are found and
+killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from thespian.actors import ActorSystem, PoisonMessage
+
+from .._actors.registry import REGISTRY_NAME, Registry
+from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor, Boot, Booted, StopAll
+from .._actors.telemetry import TELEMETRY_NAME, TelemetryBridge, TelemetryHub, wanted_names
+from .._core.errors import GenAgentError, SystemNotRunning
+from .._core.log import get_logger
+from .._durable.store import SQLiteAgentStore, end_recorded_processes
+from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group
+from .._os.security import check_capabilities, harden_transport
+
+__all__ = ["SUPPORTED_BASES", "AgentSystem", "free_port"]
+
+SUPPORTED_BASES = ("multiprocTCPBase", "simpleSystemBase")
+
+_log = get_logger("genagent_thespian.system")
+
+#: Seconds between liveness checks while a caller waits for a reply.
+_LIVENESS_INTERVAL = 2.0
+#: Messages kept for other waiting calls on the same thread before the oldest is dropped.
+_STASH_LIMIT = 256
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Endpoint:
+    """One thread's conversation with the actor system."""
+
+    def __init__(self, context: Any, closer: Callable[[], None]) -> None:
+        self.context = context
+        self.close = closer
+        self.stash: deque[Any] = deque(maxlen=_STASH_LIMIT)
+
+
+class AgentSystem:
+    """A running actor system with the framework booted in it.
+
+    Make one with :meth:`start` or :meth:`attach`.
+    """
+
+    def __init__(
+        self,
+        asys: ActorSystem,
+        *,
+        base: str,
+        admin_port: int | None,
+        owned: bool,
+        system_id: str,
+        store_path: str | None = None,
+        services: tuple[Any, Any, Any] | None = None,
+        node: str | None = None,
+    ) -> None:
+        """Boot the framework in ``asys`` (or, with ``services``, use another node's).
+
+        ``services`` is ``(registry, telemetry, supervisor)`` of a convention leader: a
+        member node (``genagent_thespian._nodes.convention``) boots nothing of its own, its clients
+        talk to the leader's services, and its shutdown stops no agent.
+        """
+        self.asys = asys
+        self.store_path = store_path
+        self.base = base
+        self.admin_port = admin_port
+        self.owned = owned
+        self.system_id = system_id
+        self.node = node or (
+            f"{socket.gethostname()}:{admin_port}" if admin_port else socket.gethostname()
+        )
+        self.leads_agents = services is None
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._endpoints: list[_Endpoint] = []
+        self._addresses: dict[Any, Any] = {}
+        self._incarnations: dict[Any, int] = {}
+        self._closed = False
+        self.pgid: int | None = None
+        self.telemetry_bridge: TelemetryBridge | None = None
+        if services is not None:
+            self.registry, self.telemetry, self.supervisor = services
+            return
+        self.registry = asys.createActor(Registry, globalName=REGISTRY_NAME)
+        self.telemetry = asys.createActor(TelemetryHub, globalName=TELEMETRY_NAME)
+        self.supervisor = asys.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
+        booted = self.exchange(
+            self.supervisor,
+            Boot(self.registry, self.telemetry, self.node, store_path),
+            lambda m: isinstance(m, Booted),
+            timeout=30.0,
+        )
+        if base != "simpleSystemBase":
+            self.pgid = booted.pgid
+        if wanted_names() != frozenset():
+            self.sync_telemetry()
+
+    def sync_telemetry(self) -> None:
+        """Subscribe this process's attached telemetry handlers to this system's hub."""
+        wanted = wanted_names()
+        if self.telemetry_bridge is None:
+            if wanted == frozenset():
+                return
+            self.telemetry_bridge = TelemetryBridge(self)
+        self.telemetry_bridge.sync(wanted)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        base: str = "multiprocTCPBase",
+        admin_port: int | None = None,
+        capabilities: dict[str, Any] | None = None,
+        log_config: dict[str, Any] | None = None,
+        bind_host: str = "127.0.0.1",
+        advertise_host: str | None = None,
+        secret_path: str | os.PathLike[str] | None = None,
+        store_path: str | os.PathLike[str] | None = None,
+    ) -> AgentSystem:
+        """Start a new actor system (not the process-wide Thespian singleton) and boot it.
+
+        On ``multiprocTCPBase`` the transport is hardened first (``_os/security.py``): every
+        listener binds to ``bind_host`` (loopback unless configured) and every frame is
+        authenticated with the node secret before anything is unpickled.
+
+        Args:
+            base: ``"multiprocTCPBase"`` (default) or ``"simpleSystemBase"``.
+            admin_port: The admin's TCP port; a free one when ``None``.
+            capabilities: Extra Thespian capabilities (placement labels...).
+            log_config: A ``logging.config.dictConfig`` dict for actor processes, or
+                ``None`` to leave logging alone (never ``False``: Thespian 4.0.1 breaks).
+            bind_host: Address to listen on; anything but loopback must be explicit.
+            advertise_host: Address peers use, required when ``bind_host`` is ``0.0.0.0``.
+            secret_path: The node secret file (default: ``GENAGENT_SECRET``,
+                ``GENAGENT_SECRET_FILE`` or ``~/.config/genagent-thespian/node.secret``).
+            store_path: The SQLite file of durable agents (default: one per admin port under
+                ``~/.local/state/genagent-thespian/``). Processes a previous run recorded
+                there that are still alive are ended now.
+        """
+        if base not in SUPPORTED_BASES:
+            from .._core.errors import InvalidOption
+
+            raise InvalidOption(
+                f"unsupported system base {base!r}; use one of {SUPPORTED_BASES} "
+                "(the Queue and UDP bases lose or stall messages under load)"
+            )
+        caps = dict(capabilities or {})
+        system_id = uuid.uuid4().hex
+        if base == "multiprocTCPBase":
+            admin_port = admin_port or free_port()
+            caps.setdefault("Admin Port", admin_port)
+            security = harden_transport(
+                bind_host=bind_host, advertise_host=advertise_host, secret_path=secret_path
+            )
+            check_capabilities(caps, security)
+        store = os.fspath(store_path) if store_path else _default_store_path(admin_port, system_id)
+        _end_previous_run(store)
+        with _marker_env(system_id):
+            asys = ActorSystem(base, capabilities=caps, logDefs=log_config, transientUnique=True)
+        try:
+            return cls(
+                asys,
+                base=base,
+                admin_port=admin_port,
+                owned=True,
+                system_id=system_id,
+                store_path=store,
+            )
+        except BaseException:
+            asys.shutdown()
+            raise
+
+    @classmethod
+    def attach(
+        cls,
+        admin_port: int,
+        *,
+        capabilities: dict[str, Any] | None = None,
+        bind_host: str = "127.0.0.1",
+        secret_path: str | os.PathLike[str] | None = None,
+    ) -> AgentSystem:
+        """Attach to a running ``multiprocTCPBase`` system on ``admin_port`` (this host).
+
+        ``bind_host`` and the secret must match the node's (see :meth:`start`).
+        """
+        caps = dict(capabilities or {})
+        caps["Admin Port"] = admin_port
+        harden_transport(bind_host=bind_host, secret_path=secret_path)
+        if not _listening(bind_host, admin_port):
+            # Thespian would start a new, unowned system on that port instead of failing.
+            raise SystemNotRunning(f"no genagent node listens on {bind_host}:{admin_port}")
+        asys = ActorSystem("multiprocTCPBase", capabilities=caps, transientUnique=True)
+        return cls(asys, base="multiprocTCPBase", admin_port=admin_port, owned=False, system_id="")
+
+    def shutdown(self, *, timeout: float = 30.0) -> None:
+        """Stop every agent in order, shut the actor system down, and leave no process behind.
+
+        Only a system this object started is shut down; an attached one is just detached.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self.telemetry_bridge is not None:
+            self.telemetry_bridge.stop()
+        try:
+            if self.owned and self.leads_agents:
+                with contextlib.suppress(GenAgentError):
+                    self.exchange(
+                        self.supervisor,
+                        StopAll("shutdown"),
+                        lambda m: type(m).__name__ == "Stopped",
+                        timeout=timeout,
+                    )
+        finally:
+            self._close_endpoints()
+            if self.owned:
+                self.asys.shutdown()
+                self._sweep()
+
+    def _sweep(self) -> None:
+        """Kill whatever of this system survived ``shutdown`` (orphans, CLI groups)."""
+        if self.pgid is not None:
+            kill_process_group(self.pgid)
+        kill_marked(self.system_id, variable=SYSTEM_MARKER)
+
+    def __enter__(self) -> AgentSystem:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`shutdown` was called."""
+        return self._closed
+
+    # ------------------------------------------------------------------ exchanges
+
+    def exchange(
+        self,
+        address: Any,
+        message: Any,
+        matches: Callable[[Any], bool],
+        *,
+        timeout: float | None,
+        on_idle: Callable[[], Any] | None = None,
+    ) -> Any:
+        """Send ``message`` to ``address`` and return the first reply for which ``matches``.
+
+        While waiting, ``on_idle`` runs every couple of seconds; it may raise to give up,
+        or return a new address to send ``message`` to again (a restarted durable agent,
+        which drops a ref it already holds).
+
+        Replies that do not match are kept for other calls waiting on this thread (a
+        liveness check inside a long ask) and dropped after :data:`_STASH_LIMIT`.
+
+        Raises:
+            AskTimeout: ``timeout`` seconds passed without a matching reply.
+            GenAgentError: the message could not be delivered (``PoisonMessage``).
+        """
+        if self._closed:
+            raise SystemNotRunning("the agent system is shut down")
+        if self.base == "simpleSystemBase":
+            with self._lock:
+                return self._exchange(self.asys, None, address, message, matches, timeout, on_idle)
+        endpoint = self._endpoint()
+        return self._exchange(
+            endpoint.context, endpoint, address, message, matches, timeout, on_idle
+        )
+
+    def _exchange(
+        self,
+        context: Any,
+        endpoint: _Endpoint | None,
+        address: Any,
+        message: Any,
+        matches: Callable[[Any], bool],
+        timeout: float | None,
+        on_idle: Callable[[], Any] | None,
+    ) -> Any:
+        from .._core.errors import AskTimeout
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def wait_slice() -> float:
+            if deadline is None:
+                return _LIVENESS_INTERVAL
+            return max(0.0, min(_LIVENESS_INTERVAL, deadline - time.monotonic()))
+
+        def accept(reply: Any) -> bool:
+            if isinstance(reply, PoisonMessage) and reply.poisonMessage == message:
+                raise GenAgentError(
+                    f"{type(message).__name__} could not be delivered: {reply.details}"
+                )
+            return matches(reply)
+
+        stash = endpoint.stash if endpoint is not None else _simple_stash
+        reply = context.ask(address, message, wait_slice())
+        while True:
+            if reply is not None:
+                if accept(reply):
+                    return reply
+                stash.append(reply)
+            for kept in list(stash):
+                if accept(kept):
+                    stash.remove(kept)
+                    return kept
+            if reply is None:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise AskTimeout(f"no reply to {type(message).__name__} within {timeout}s")
+                if on_idle is not None:
+                    new_address = on_idle()
+                    if new_address is not None:
+                        reply = context.ask(new_address, message, wait_slice())
+                        continue
+            reply = context.listen(wait_slice())
+
+    def _endpoint(self) -> _Endpoint:
+        endpoint: _Endpoint | None = getattr(self._local, "endpoint", None)
+        if endpoint is None:
+            manager = self.asys.private()
+            context = manager.__enter__()
+
+            def close() -> None:
+                with contextlib.suppress(Exception):
+                    manager.__exit__(None, None, None)
+
+            endpoint = _Endpoint(context, close)
+            self._local.endpoint = endpoint
+            with self._lock:
+                self._endpoints.append(endpoint)
+        return endpoint
+
+    def _close_endpoints(self) -> None:
+        with self._lock:
+            endpoints, self._endpoints = self._endpoints, []
+        for endpoint in endpoints:
+            endpoint.close()
+
+    # ------------------------------------------------------------------ names
+
+    def cached_incarnation(self, name: Any) -> int | None:
+        """The incarnation of agent ``name`` last looked up (``None`` if not known)."""
+        with self._lock:
+            return self._incarnations.get(name)
+
+    def cached_address(self, name: Any) -> Any:
+        """The last known address of agent ``name`` (``None`` if not looked up yet)."""
+        with self._lock:
+            return self._addresses.get(name)
+
+    def remember(self, name: Any, address: Any, incarnation: int | None = None) -> None:
+        """Cache (or, with ``None``, forget) agent ``name``'s address and incarnation."""
+        with self._lock:
+            if address is None:
+                self._addresses.pop(name, None)
+                self._incarnations.pop(name, None)
+            else:
+                self._addresses[name] = address
+                if incarnation is None:
+                    self._incarnations.pop(name, None)
+                else:
+                    self._incarnations[name] = incarnation
+
+
+_simple_stash: deque[Any] = deque(maxlen=_STASH_LIMIT)
+
+
+def _listening(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        try:
+            sock.connect((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _default_store_path(admin_port: int | None, system_id: str) -> str:
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    folder = state / "genagent-thespian"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    name = f"node-{admin_port}.sqlite3" if admin_port else f"simple-{system_id}.sqlite3"
+    return str(folder / name)
+
+
+def _end_previous_run(store_path: str) -> None:
+    """End processes a previous run of this node recorded and left running."""
+    if not os.path.exists(store_path):
+        return
+    store = SQLiteAgentStore(store_path)
+    try:
+        ended = end_recorded_processes(store)
+        if ended:
+            _log.warning("ended %d process(es) left running by a previous run", len(ended))
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def _marker_env(system_id: str) -> Iterator[None]:
+    """Set ``GENAGENT_SYSTEM_ID`` while the admin is forked, so every process inherits it."""
+    previous = os.environ.get(SYSTEM_MARKER)
+    os.environ[SYSTEM_MARKER] = system_id
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(SYSTEM_MARKER, None)
+        else:
+            os.environ[SYSTEM_MARKER] = previous

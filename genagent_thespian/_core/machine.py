@@ -1,0 +1,918 @@
+"""The agent's state machine as a pure object: no actors, no processes, no clocks of its own.
+
+:class:`AgentMachine` holds everything an agent knows between messages (phase, halted
+flag, FIFO mailbox, self-chain slot, buffered notifications, the tell-result cache, the
+running turn) and calls the user's :class:`~genagent_thespian.GenAgent` callbacks. Each
+input method returns a list of *effects* (:class:`Reply`, :class:`StartTurn`,
+:class:`CancelTurn`, :class:`ArmWatchdog`, :class:`Emit`) that the actor shell in
+``_actors/agent.py`` carries out. Tests drive the machine directly, with a fake clock.
+
+Invariants kept by every method:
+
+* at most one turn runs; ``phase == PROCESSING`` exactly when ``current`` is set;
+* idle and not halted implies an empty mailbox and an empty self-chain slot;
+* every ask and tell is answered exactly once (a reply, a cached result, or both);
+* a finished turn runs: record, decide (handle_response / handle_error), post_turn,
+  halt (post_run once per transition to halted), drain buffered notifications,
+  reply to the caller, then the next work (self-chain first, then the mailbox).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..messages import Accepted, Failure, Halt, PollResult, PollState, Prompt, Skip, TellCompleted
+from .behaviour import GenAgent
+from .errors import (
+    AgentOverloaded,
+    AgentRestarted,
+    AgentStopped,
+    CallbackError,
+    GenAgentError,
+    RequestNotFound,
+    TurnCancelled,
+    TurnHalted,
+    TurnInterrupted,
+    TurnSkipped,
+    TurnTimeout,
+)
+from .log import get_logger
+from .turn import Event, Response, Usage
+
+__all__ = [
+    "AgentMachine",
+    "ArmDelayed",
+    "ArmWatchdog",
+    "CancelTurn",
+    "Effect",
+    "Emit",
+    "MachineLimits",
+    "Origin",
+    "Phase",
+    "Reply",
+    "Request",
+    "StartTurn",
+]
+
+_log = get_logger("genagent_thespian.agent")
+
+
+class Phase(enum.StrEnum):
+    """The two states of an agent. Halted is a flag on IDLE, not a state."""
+
+    IDLE = "idle"  # waiting for work; drains the queue on entry unless halted
+    PROCESSING = "processing"  # exactly one turn is in flight
+
+
+class Origin(enum.StrEnum):
+    """Where a prompt came from; decides who hears about its outcome."""
+
+    ASK = "ask"  # a caller is waiting for the Response
+    TELL = "tell"  # the outcome is cached for poll (and optionally sent as TellCompleted)
+    EVENT = "event"  # returned by handle_event
+    INFO = "info"  # returned by handle_info
+    SELF_CHAIN = "self_chain"  # returned by handle_response / handle_error
+
+
+@dataclass(slots=True)
+class Request:
+    """One prompt waiting for, or holding, the agent's single turn slot."""
+
+    ref: str
+    origin: Origin
+    prompt: str
+    reply_to: Any = None
+    completion: bool = False
+    attempt: int = 1
+    size: int = 0
+    answered: bool = False
+
+
+# --------------------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Send ``message`` to the address ``to``."""
+
+    to: Any
+    message: Any
+
+
+@dataclass(frozen=True, slots=True)
+class StartTurn:
+    """Run ``prompt`` on the backend as turn ``turn_id`` (for request ``ref``)."""
+
+    turn_id: int
+    ref: str
+    prompt: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTurn:
+    """Stop turn ``turn_id`` at the worker (the caller already has its answer)."""
+
+    turn_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArmWatchdog:
+    """Call ``watchdog_fired(turn_id)`` after ``seconds``."""
+
+    turn_id: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ArmDelayed:
+    """Call ``delayed_due(ref)`` after ``seconds`` (a self-chain or retry with a delay)."""
+
+    ref: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Emit the telemetry event ``name``."""
+
+    name: str
+    measurements: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+Effect = Reply | StartTurn | CancelTurn | ArmWatchdog | ArmDelayed | Emit
+
+
+@dataclass(frozen=True, slots=True)
+class MachineLimits:
+    """The bounds of one agent (validated by the client API before they get here)."""
+
+    watchdog: float | None = 600.0
+    max_tell_results: int = 100
+    max_queued: int = 1000
+    max_queued_bytes: int = 1 << 20
+    max_pending_notifications: int = 1000
+
+
+@dataclass(slots=True)
+class _ActiveTurn:
+    turn_id: int
+    request: Request
+    prompt: str
+    started_at: float
+    events: list[Event] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Counters:
+    turns: int = 0
+    failures: int = 0
+    callback_failures: int = 0
+    usage: Usage = field(default_factory=Usage)
+
+
+class AgentMachine:
+    """The pure two-state machine of one agent. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        name: Any,
+        impl: GenAgent,
+        limits: MachineLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.impl = impl
+        self.limits = limits or MachineLimits()
+        self.clock = clock
+        self.phase = Phase.IDLE
+        self.halted = False
+        self.halt_pending = False
+        self.stopped = False
+        self.mailbox: deque[Request] = deque()
+        self.mailbox_bytes = 0
+        self.self_chain: Request | None = None
+        self.delayed: dict[str, Request] = {}  # self-chains and retries waiting on a timer
+        self.pending: deque[tuple[str, Any, Any, Any]] = deque()  # (kind, payload, sender, to)
+        self.current: _ActiveTurn | None = None
+        self.results: OrderedDict[str, PollResult] = OrderedDict()
+        self.counters = _Counters()
+        self._next_turn_id = 1
+        self._effects: list[Effect] = []
+        self._refusals = 0  # consecutive pre_turn refusals of generated prompts
+        self.new_results: list[PollResult] = []  # tell results not yet persisted
+        self.answered: deque[str] = deque(maxlen=1024)  # refs answered lately (dedupe)
+
+    # ================================================================== inputs: requests
+
+    def start(self) -> list[Effect]:
+        """Announce the agent as idle (``pre_run`` is run by the shell before this)."""
+        self._emit("state.changed", {}, {"from": None, "to": Phase.IDLE.value})
+        return self._flush()
+
+    def ask(self, ref: str, prompt: str, reply_to: Any) -> list[Effect]:
+        """Accept a synchronous prompt; the Response or Failure goes to ``reply_to`` later."""
+        self._admit(Request(ref, Origin.ASK, prompt, reply_to, size=_size(prompt)))
+        return self._flush()
+
+    def tell(
+        self, ref: str, prompt: str, reply_to: Any, *, completion: bool = False
+    ) -> list[Effect]:
+        """Accept an asynchronous prompt and answer ``Accepted(ref)`` at once."""
+        request = Request(ref, Origin.TELL, prompt, reply_to, completion=completion)
+        request.size = _size(prompt)
+        if self._admit(request):
+            self._effects.insert(0, Reply(reply_to, Accepted(ref)))
+        return self._flush()
+
+    def notify(self, event: Any, *, sender: Any = None, reply_to: Any = None) -> list[Effect]:
+        """Deliver ``event`` to ``handle_event`` now (idle) or after the turn (processing)."""
+        self._emit("event.received", {}, {"event": event, "sender": sender})
+        self._deliver("event", event, sender, reply_to)
+        return self._flush()
+
+    def info(self, message: Any) -> list[Effect]:
+        """Deliver any other message to ``handle_info`` now or after the turn."""
+        self._deliver("info", message, None, None)
+        return self._flush()
+
+    def poll(self, ref: str) -> PollResult | None:
+        """Return where the tell ``ref`` stands, or ``None`` if it is unknown or evicted."""
+        cached = self.results.get(ref)
+        if cached is not None:
+            return cached
+        if self._holds(ref):
+            return PollResult(ref, PollState.PENDING)
+        return None
+
+    def interrupt(self, ref: str | None, reply_to: Any) -> list[Effect]:
+        """End the running turn (or only the one with ``ref``); answer ``reply_to``."""
+        current = self.current
+        if current is None or (ref is not None and current.request.ref != ref):
+            detail = "no turn is running" if current is None else "that ref is not running"
+            missing = RequestNotFound(f"cannot interrupt: {detail}", agent=self.name, ref=ref)
+            self._effects.append(Reply(reply_to, Failure(missing, ref)))
+            return self._flush()
+        self._effects.append(Reply(reply_to, Accepted(current.request.ref)))
+        self._emit("turn.interrupted", {}, {"ref": current.request.ref})
+        error = TurnInterrupted(
+            "the turn was interrupted", agent=self.name, ref=current.request.ref
+        )
+        self._fail_current(error, cancel_reason="interrupted")
+        return self._flush()
+
+    def cancel(self, ref: str, reply_to: Any) -> list[Effect]:
+        """Remove the queued tell ``ref`` before it runs; answer ``reply_to``."""
+        for request in self.mailbox:
+            if request.ref == ref and request.origin is Origin.TELL:
+                self.mailbox.remove(request)
+                self.mailbox_bytes -= request.size
+                error = TurnCancelled("the queued tell was cancelled", agent=self.name, ref=ref)
+                self._emit("turn.cancelled", {}, {"ref": ref, "origin": request.origin.value})
+                self._answer(request, error)
+                self._effects.append(Reply(reply_to, Accepted(ref)))
+                return self._flush()
+        if self.current is not None and self.current.request.ref == ref:
+            detail = "it is running; use interrupt"
+        elif ref in self.results:
+            detail = "it has already finished"
+        else:
+            detail = "no queued tell has that ref"
+        missing = RequestNotFound(f"cannot cancel: {detail}", agent=self.name, ref=ref)
+        self._effects.append(Reply(reply_to, Failure(missing, ref)))
+        return self._flush()
+
+    def halt(self, reply_to: Any) -> list[Effect]:
+        """Halt now when idle, or once the running turn ends."""
+        if self.phase is Phase.PROCESSING:
+            self.halt_pending = True
+        else:
+            self._transition_to_halted()
+        self._effects.append(Reply(reply_to, Accepted(None)))
+        return self._flush()
+
+    def resume(self, reply_to: Any) -> list[Effect]:
+        """Clear the halted flag (or a pending halt) and drain the queue."""
+        self.halt_pending = False
+        if self.halted:
+            self.halted = False
+            self._emit("resumed", {}, {})
+        self._effects.append(Reply(reply_to, Accepted(None)))
+        self._process_next()
+        return self._flush()
+
+    # ================================================================== inputs: the turn
+
+    def stream_event(self, turn_id: int, event: Event) -> list[Effect]:
+        """Record a streamed event of turn ``turn_id`` and show it to ``handle_stream_event``."""
+        current = self.current
+        if current is None or current.turn_id != turn_id:
+            return self._flush()  # a late event of a turn that already ended
+        current.events.append(event)
+        ok, _ = self._call("handle_stream_event", self.impl.handle_stream_event, event)
+        if not ok:
+            error = CallbackError(
+                "handle_stream_event raised",
+                agent=self.name,
+                ref=current.request.ref,
+                callback="handle_stream_event",
+            )
+            self._fail_current(error, cancel_reason="callback_error")
+        return self._flush()
+
+    def turn_succeeded(self, turn_id: int, duration_ms: float) -> list[Effect]:
+        """Turn ``turn_id`` ended with a ``result`` event (already streamed in)."""
+        current = self.current
+        if current is None or current.turn_id != turn_id:
+            return self._flush()
+        request = current.request
+        response = Response.from_events(
+            current.events, duration_ms=duration_ms, prompt=current.prompt, ref=request.ref
+        )
+        self.counters.turns += 1
+        if response.usage is not None:
+            self.counters.usage = self.counters.usage + response.usage
+        self._end_turn()
+        self._emit(
+            "prompt.stop",
+            {"duration_ms": duration_ms},
+            {"ref": request.ref, "origin": request.origin.value, "usage": response.usage},
+        )
+        self._emit("turn.stop", {"duration_ms": duration_ms}, self._turn_meta(request))
+        decision_ok, directive = self._decide(
+            "handle_response", self.impl.handle_response, request.ref, response, ref=request.ref
+        )
+        outcome: Response | GenAgentError = response
+        if not decision_ok:
+            outcome = directive  # the CallbackError
+            directive = None
+        post_error = self._post_turn(request, outcome)
+        if post_error is not None and isinstance(outcome, Response):
+            outcome = post_error
+        self._finish(request, outcome, directive, retry_allowed=False)
+        return self._flush()
+
+    def turn_failed(self, turn_id: int, error: GenAgentError) -> list[Effect]:
+        """Turn ``turn_id`` ended with an error from the worker or the backend."""
+        current = self.current
+        if current is None or current.turn_id != turn_id:
+            return self._flush()
+        self._fail_current(error.with_context(agent=self.name, ref=current.request.ref))
+        return self._flush()
+
+    def delayed_due(self, ref: str) -> list[Effect]:
+        """A delayed self-chain or retry is due: run it next (ahead of the mailbox)."""
+        request = self.delayed.pop(ref, None)
+        if request is None or self.stopped:
+            return self._flush()
+        if self.self_chain is None:
+            self.self_chain = request
+        else:
+            self.mailbox.appendleft(request)
+            self.mailbox_bytes += request.size
+        self._process_next()
+        return self._flush()
+
+    def watchdog_fired(self, turn_id: int) -> list[Effect]:
+        """The watchdog of turn ``turn_id`` expired (ignored when that turn already ended)."""
+        current = self.current
+        if current is None or current.turn_id != turn_id:
+            return self._flush()
+        seconds = self.limits.watchdog
+        error = TurnTimeout(
+            f"the turn exceeded the watchdog of {seconds}s",
+            agent=self.name,
+            ref=current.request.ref,
+        )
+        self._fail_current(error, cancel_reason="timeout")
+        return self._flush()
+
+    def stop(self, reason: str) -> list[Effect]:
+        """Answer every active and queued request with ``AgentStopped``; run terminate_agent."""
+        if self.stopped:
+            return self._flush()
+        self.stopped = True
+        error = AgentStopped(f"the agent stopped ({reason}) before this request finished")
+        if self.current is not None:
+            current = self.current
+            self._effects.append(CancelTurn(current.turn_id, "stopped"))
+            self._end_turn()
+            self._answer(
+                current.request, error.with_context(agent=self.name, ref=current.request.ref)
+            )
+        queued = ([self.self_chain] if self.self_chain else []) + list(self.delayed.values())
+        queued += list(self.mailbox)
+        self.self_chain = None
+        self.delayed.clear()
+        self.mailbox.clear()
+        self.mailbox_bytes = 0
+        for request in queued:
+            self._answer(request, error.with_context(agent=self.name, ref=request.ref))
+        if self.pending:
+            _log.warning(
+                "agent %r stopped with %d buffered notification(s) unhandled",
+                self.name,
+                len(self.pending),
+            )
+            self.pending.clear()
+        self._call("terminate_agent", self.impl.terminate_agent, reason)
+        self._emit("terminated", {}, {"reason": reason})
+        return self._flush()
+
+    # ================================================================== durability
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the machine's state as picklable data (for a durable agent's store).
+
+        Everything a restarted agent needs to carry on: halted flags, the mailbox, the
+        self-chain slot, buffered notifications, the in-flight request, recently answered
+        refs and counters. Tell results are persisted separately (``new_results``).
+        """
+        current = self.current
+        return {
+            "halted": self.halted,
+            "halt_pending": self.halt_pending,
+            "mailbox": list(self.mailbox),
+            "self_chain": self.self_chain,
+            "delayed": list(self.delayed.values()),
+            "pending": list(self.pending),
+            "in_flight": (current.request, current.prompt) if current else None,
+            "answered": list(self.answered),
+            "counters": self.counters,
+        }
+
+    def restore(self, snapshot: dict[str, Any], results: list[PollResult]) -> list[Effect]:
+        """Load a snapshot into this fresh machine and carry on after a restart.
+
+        The in-flight request is never re-run: its caller gets ``AgentRestarted`` and
+        ``handle_error`` sees it (a ``Prompt`` it returns runs as an independent
+        follow-up). Then queued work continues, self-chain first.
+        """
+        self.halted = snapshot["halted"]
+        self.halt_pending = snapshot["halt_pending"]
+        self.mailbox = deque([*snapshot.get("delayed", []), *snapshot["mailbox"]])
+        self.mailbox_bytes = sum(r.size for r in self.mailbox)
+        self.self_chain = snapshot["self_chain"]
+        self.pending = deque(snapshot["pending"])
+        self.answered.extend(snapshot["answered"])
+        self.counters = snapshot["counters"]
+        for result in results:
+            self.results[result.ref] = result
+        in_flight = snapshot["in_flight"]
+        if in_flight is not None:
+            request, prompt = in_flight
+            self.current = _ActiveTurn(0, request, prompt, self.clock())
+            self.phase = Phase.PROCESSING
+            error = AgentRestarted(
+                "the agent restarted while this turn was in flight; it was not re-run",
+                agent=self.name,
+                ref=request.ref,
+            )
+            self._fail_current(error)
+        else:
+            self._process_next()
+        return self._flush()
+
+    # ================================================================== views
+
+    @property
+    def current_ref(self) -> str | None:
+        """Ref of the running turn, if any."""
+        return self.current.request.ref if self.current else None
+
+    def status_fields(self) -> dict[str, Any]:
+        """The machine's part of an ``AgentStatus`` snapshot."""
+        current = self.current
+        usage = self.counters.usage
+        return {
+            "name": self.name,
+            "state": self.phase.value,
+            "halted": self.halted,
+            "halt_pending": self.halt_pending,
+            "queued": len(self.mailbox),
+            "queued_bytes": self.mailbox_bytes,
+            "pending_notifications": len(self.pending),
+            "self_chain_pending": self.self_chain is not None,
+            "current_ref": current.request.ref if current else None,
+            "current_origin": current.request.origin.value if current else None,
+            "current_elapsed": (self.clock() - current.started_at) if current else None,
+            "watchdog": self.limits.watchdog,
+            "turns": self.counters.turns,
+            "failures": self.counters.failures,
+            "input_tokens": usage.total_input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cost_usd": usage.cost_usd,
+        }
+
+    # ================================================================== internals: admission
+
+    def _admit(self, request: Request) -> bool:
+        if self._holds(request.ref) or request.ref in self.results or request.ref in self.answered:
+            # A request re-sent after a restart (same ref): it is queued, running or answered
+            # already, so it must not run twice. A tell is acknowledged again.
+            return request.origin is Origin.TELL
+        if self.stopped:
+            self._reply_failure(
+                request, AgentStopped("the agent is stopping", agent=self.name, ref=request.ref)
+            )
+            return False
+        if self.phase is Phase.IDLE and not self.halted:
+            self._dispatch(request)
+            self._process_next()
+            return True
+        limit = self._over_limit(request)
+        if limit is not None:
+            bound = self.limits.max_queued if limit == "count" else self.limits.max_queued_bytes
+            error = AgentOverloaded(
+                f"the mailbox is full ({limit} limit {bound})",
+                agent=self.name,
+                ref=request.ref,
+                limit=limit,
+            )
+            self._emit("turn.rejected", {}, {**self._turn_meta(request), "reason": "overloaded"})
+            self._emit("input.rejected", {}, {"reason": "overloaded", "limit": limit})
+            self._reply_failure(request, error)
+            return False
+        self._enqueue(request)
+        return True
+
+    def _enqueue(self, request: Request) -> None:
+        self.mailbox.append(request)
+        self.mailbox_bytes += request.size
+        self._emit(
+            "mailbox.queued",
+            {"depth": len(self.mailbox)},
+            {"ref": request.ref, "origin": request.origin.value},
+        )
+
+    def _deliver(self, kind: str, payload: Any, sender: Any, reply_to: Any) -> None:
+        if self.stopped:
+            if reply_to is not None:
+                stopped = AgentStopped("the agent is stopping", agent=self.name)
+                self._effects.append(Reply(reply_to, Failure(stopped)))
+            return
+        if self.phase is Phase.PROCESSING:
+            if len(self.pending) >= self.limits.max_pending_notifications:
+                error = AgentOverloaded(
+                    "too many buffered notifications", agent=self.name, limit="count"
+                )
+                self._emit("input.rejected", {}, {"reason": "overloaded", "kind": kind})
+                if reply_to is not None:
+                    self._effects.append(Reply(reply_to, Failure(error)))
+                return
+            self.pending.append((kind, payload, sender, None))
+            if reply_to is not None:
+                self._effects.append(Reply(reply_to, Accepted(None)))
+            return
+        failure = self._handle_notification(kind, payload, draining=False)
+        if reply_to is not None:
+            message = Failure(failure) if failure is not None else Accepted(None)
+            self._effects.append(Reply(reply_to, message))
+
+    def _handle_notification(
+        self, kind: str, payload: Any, *, draining: bool
+    ) -> GenAgentError | None:
+        callback_name = "handle_event" if kind == "event" else "handle_info"
+        callback = self.impl.handle_event if kind == "event" else self.impl.handle_info
+        ok, directive = self._decide(callback_name, callback, payload)
+        if not ok:
+            return directive
+        if isinstance(directive, Halt):
+            self._transition_to_halted()
+        elif isinstance(directive, Prompt):
+            origin = Origin.EVENT if kind == "event" else Origin.INFO
+            request = Request(directive.ref, origin, directive.text, size=_size(directive.text))
+            if draining or self.halted or self.phase is Phase.PROCESSING:
+                return self._enqueue_generated(request, callback_name)
+            self._dispatch(request)
+            self._process_next()
+        return None
+
+    def _enqueue_generated(self, request: Request, callback: str) -> GenAgentError | None:
+        """Queue a prompt a callback produced, within the mailbox bounds."""
+        limit = self._over_limit(request)
+        if limit is None:
+            self._enqueue(request)
+            return None
+        self._emit("input.rejected", {}, {"reason": "overloaded", "limit": limit, "kind": callback})
+        _log.warning("agent %r: mailbox full, dropped the prompt %s returned", self.name, callback)
+        return AgentOverloaded(
+            f"the mailbox is full ({limit} limit); the prompt {callback} returned was dropped",
+            agent=self.name,
+            limit=limit,
+        )
+
+    def _over_limit(self, request: Request) -> str | None:
+        if len(self.mailbox) >= self.limits.max_queued:
+            return "count"
+        if self.mailbox_bytes + request.size > self.limits.max_queued_bytes:
+            return "bytes"
+        return None
+
+    def _holds(self, ref: str) -> bool:
+        if self.current is not None and self.current.request.ref == ref:
+            return True
+        if self.self_chain is not None and self.self_chain.ref == ref:
+            return True
+        return ref in self.delayed or any(r.ref == ref for r in self.mailbox)
+
+    # ================================================================== internals: turns
+
+    def _dispatch(self, request: Request) -> None:
+        ok, rewritten = self._call("pre_turn", self.impl.pre_turn, request.prompt)
+        if ok and isinstance(rewritten, str) and rewritten:
+            self._start_turn(request, rewritten)
+            return
+        if ok and isinstance(rewritten, Skip):
+            error: GenAgentError = TurnSkipped(
+                "pre_turn skipped the prompt", agent=self.name, ref=request.ref
+            )
+        elif ok and isinstance(rewritten, Halt):
+            error = TurnHalted("pre_turn halted the agent", agent=self.name, ref=request.ref)
+        else:
+            detail = (
+                "raised" if not ok else f"returned {type(rewritten).__name__}, not str/Skip/Halt"
+            )
+            error = CallbackError(
+                f"pre_turn {detail}", agent=self.name, ref=request.ref, callback="pre_turn"
+            )
+            if ok:
+                self._log_callback_failure("pre_turn", detail)
+        self._emit("turn.rejected", {}, {**self._turn_meta(request), "reason": error.reason_kind})
+        self._answer(request, error)
+        if isinstance(rewritten, Halt):
+            self._transition_to_halted()
+        elif request.origin not in (Origin.ASK, Origin.TELL):
+            self._refused_generated(request, error)
+
+    def _refused_generated(self, request: Request, error: GenAgentError) -> None:
+        """Tell ``handle_error`` that ``pre_turn`` refused a prompt nobody waits for.
+
+        A ``Prompt`` it returns joins the mailbox tail (not the self-chain slot), so a
+        ``pre_turn`` that keeps refusing cannot spin the agent without letting other work
+        run; after :data:`_MAX_REFUSALS` refusals in a row the agent halts.
+        """
+        self._refusals += 1
+        if self._refusals > _MAX_REFUSALS:
+            _log.error(
+                "agent %r: pre_turn refused %d prompts in a row; halting", self.name, self._refusals
+            )
+            self._transition_to_halted()
+            return
+        ok, directive = self._decide(
+            "handle_error", self.impl.handle_error, request.ref, error, ref=request.ref
+        )
+        if ok and isinstance(directive, Prompt):
+            chained = Request(
+                directive.ref, Origin.SELF_CHAIN, directive.text, size=_size(directive.text)
+            )
+            self._enqueue_generated(chained, "handle_error")
+        elif ok and isinstance(directive, Halt):
+            self._transition_to_halted()
+
+    def _start_turn(self, request: Request, prompt: str) -> None:
+        self._refusals = 0
+        turn_id = self._next_turn_id
+        self._next_turn_id += 1
+        self.current = _ActiveTurn(turn_id, request, prompt, self.clock())
+        previous = self.phase
+        self.phase = Phase.PROCESSING
+        self._emit("state.changed", {}, {"from": previous.value, "to": Phase.PROCESSING.value})
+        self._effects.append(StartTurn(turn_id, request.ref, prompt))
+        if self.limits.watchdog is not None:
+            self._effects.append(ArmWatchdog(turn_id, self.limits.watchdog))
+        self._emit(
+            "prompt.start",
+            {"system_time": time.time()},
+            {
+                "ref": request.ref,
+                "prompt": prompt,
+                "original_prompt": request.prompt,
+                "rewritten": prompt != request.prompt,
+                "origin": request.origin.value,
+                "attempt": request.attempt,
+            },
+        )
+        self._emit("turn.start", {"system_time": time.time()}, self._turn_meta(request))
+
+    def _end_turn(self) -> None:
+        self.current = None
+        self.phase = Phase.IDLE
+        self._emit("state.changed", {}, {"from": Phase.PROCESSING.value, "to": Phase.IDLE.value})
+
+    def _fail_current(self, error: GenAgentError, *, cancel_reason: str | None = None) -> None:
+        current = self.current
+        assert current is not None
+        request = current.request
+        duration_ms = (self.clock() - current.started_at) * 1000.0
+        if cancel_reason is not None:
+            self._effects.append(CancelTurn(current.turn_id, cancel_reason))
+        self.counters.failures += 1
+        self._end_turn()
+        self._emit(
+            "prompt.error",
+            {"system_time": time.time()},
+            {"ref": request.ref, "reason": error.reason_kind, "error": str(error)},
+        )
+        self._emit(
+            "turn.error",
+            {"duration_ms": duration_ms},
+            {**self._turn_meta(request), "reason": error.reason_kind},
+        )
+        decision_ok, directive = self._decide(
+            "handle_error", self.impl.handle_error, request.ref, error, ref=request.ref
+        )
+        if not decision_ok:
+            directive = None
+        self._post_turn(request, error)
+        retry_allowed = (
+            not isinstance(error, TurnInterrupted) and error.reason_kind != "agent_restarted"
+        )
+        self._finish(request, error, directive, retry_allowed=retry_allowed)
+
+    def _post_turn(
+        self, request: Request, outcome: Response | GenAgentError
+    ) -> GenAgentError | None:
+        ok, _value = self._call("post_turn", self.impl.post_turn, request.ref, outcome)
+        if ok:
+            return None
+        return CallbackError(
+            "post_turn raised", agent=self.name, ref=request.ref, callback="post_turn"
+        )
+
+    def _finish(
+        self,
+        request: Request,
+        outcome: Response | GenAgentError,
+        directive: Prompt | Halt | None,
+        *,
+        retry_allowed: bool,
+    ) -> None:
+        """Apply the decision, drain notifications, answer the caller, take the next work."""
+        retried = False
+        if isinstance(directive, Prompt):
+            if (
+                retry_allowed
+                and isinstance(outcome, GenAgentError)
+                and request.origin in (Origin.ASK, Origin.TELL)
+            ):
+                request.prompt = directive.text
+                request.attempt += 1
+                chained = request
+                retried = True
+            else:
+                chained = Request(directive.ref, Origin.SELF_CHAIN, directive.text)
+            if directive.delay > 0:
+                self.delayed[chained.ref] = chained
+                self._effects.append(ArmDelayed(chained.ref, float(directive.delay)))
+            else:
+                self.self_chain = chained
+        if isinstance(directive, Halt) or (self.halt_pending and not self.halted):
+            self.halt_pending = False
+            self._transition_to_halted()
+        while self.pending:
+            kind, payload, _sender, _to = self.pending.popleft()
+            self._handle_notification(kind, payload, draining=True)
+        if not retried:
+            self._answer(request, outcome)
+        self._process_next()
+
+    def _process_next(self) -> None:
+        while self.phase is Phase.IDLE and not self.halted and not self.stopped:
+            if self.self_chain is not None:
+                request, self.self_chain = self.self_chain, None
+            elif self.mailbox:
+                request = self.mailbox.popleft()
+                self.mailbox_bytes -= request.size
+            else:
+                return
+            self._dispatch(request)
+
+    def _transition_to_halted(self) -> None:
+        if self.halted or self.stopped:
+            return
+        self.halted = True
+        self._call("post_run", self.impl.post_run)
+        self._emit("halted", {"system_time": time.time()}, {})
+
+    # ================================================================== internals: answers
+
+    def _answer(self, request: Request, outcome: Response | GenAgentError) -> None:
+        """Deliver the final outcome of ``request`` to whoever waits for it (exactly once)."""
+        if request.answered:
+            return
+        request.answered = True
+        if request.origin in (Origin.ASK, Origin.TELL):
+            self.answered.append(request.ref)
+        if request.origin is Origin.ASK:
+            message = outcome if isinstance(outcome, Response) else Failure(outcome, request.ref)
+            self._effects.append(Reply(request.reply_to, message))
+        elif request.origin is Origin.TELL:
+            if isinstance(outcome, Response):
+                result = PollResult(request.ref, PollState.COMPLETED, response=outcome)
+            else:
+                result = PollResult(request.ref, PollState.FAILED, error=outcome)
+            self._store_result(result)
+            if request.completion and request.reply_to is not None:
+                done = TellCompleted(
+                    self.name,
+                    request.ref,
+                    response=outcome if isinstance(outcome, Response) else None,
+                    error=outcome if isinstance(outcome, GenAgentError) else None,
+                )
+                self._effects.append(Reply(request.reply_to, done))
+
+    def _reply_failure(self, request: Request, error: GenAgentError) -> None:
+        """Reject ``request`` at admission: the caller hears it now, nothing is cached."""
+        request.answered = True
+        self._effects.append(Reply(request.reply_to, Failure(error, request.ref)))
+
+    def _store_result(self, result: PollResult) -> None:
+        limit = self.limits.max_tell_results
+        if limit <= 0:
+            return
+        self.results[result.ref] = result
+        self.new_results.append(result)
+        while len(self.results) > limit:
+            self.results.popitem(last=False)
+
+    # ================================================================== internals: callbacks
+
+    def _call(self, callback: str, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+        """Run a user callback; contain any exception (logged with the agent's name)."""
+        try:
+            return True, fn(*args)
+        except Exception as exc:
+            self.counters.callback_failures += 1
+            self._log_callback_failure(callback, f"raised {type(exc).__name__}: {exc}", exc)
+            self._emit("callback.error", {}, {"callback": callback, "error": type(exc).__name__})
+            return False, exc
+
+    def _decide(
+        self, callback: str, fn: Callable[..., Any], *args: Any, ref: str | None = None
+    ) -> tuple[bool, Any]:
+        """Run a decision callback and validate its directive.
+
+        Returns ``(True, directive)`` or ``(False, CallbackError)``.
+        """
+        ok, value = self._call(callback, fn, *args)
+        if not ok:
+            return False, CallbackError(
+                f"{callback} raised", agent=self.name, ref=ref, callback=callback
+            )
+        if value is None or isinstance(value, Halt):
+            return True, value
+        if (
+            isinstance(value, Prompt)
+            and isinstance(value.text, str)
+            and value.text
+            and isinstance(value.delay, int | float)
+            and not isinstance(value.delay, bool)
+            and 0 <= value.delay < float("inf")
+        ):
+            return True, value
+        detail = f"returned {value!r:.80}; expected None, Prompt(text) or Halt()"
+        self._log_callback_failure(callback, detail)
+        self.counters.callback_failures += 1
+        return False, CallbackError(
+            f"{callback} {detail}", agent=self.name, ref=ref, callback=callback
+        )
+
+    def _log_callback_failure(
+        self, callback: str, detail: str, exc: BaseException | None = None
+    ) -> None:
+        _log.error(
+            "agent %r: callback %s.%s %s",
+            self.name,
+            type(self.impl).__name__,
+            callback,
+            detail,
+            exc_info=exc,
+        )
+
+    # ================================================================== internals: output
+
+    def _turn_meta(self, request: Request) -> dict[str, Any]:
+        return {"ref": request.ref, "origin": request.origin.value, "attempt": request.attempt}
+
+    def _emit(self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
+        self._effects.append(Emit(name, measurements, {"agent": self.name, **metadata}))
+
+    def _flush(self) -> list[Effect]:
+        effects, self._effects = self._effects, []
+        return effects
+
+
+#: Consecutive refusals of generated prompts after which the agent halts (no spinning).
+_MAX_REFUSALS = 100
+
+
+def _size(prompt: str) -> int:
+    return len(prompt.encode("utf-8", "surrogatepass"))

@@ -1,0 +1,292 @@
+"""Internal messages between the framework's own actors (not part of the public protocol).
+
+Names start with an underscore so they never collide with public message names, which
+matters because Thespian's ``ActorTypeDispatcher`` dispatches on the class name alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..messages import AgentSpec
+from .errors import GenAgentError
+from .turn import Event
+
+__all__ = [
+    "AddressBook",
+    "_AgentInitFailed",
+    "_AgentProcesses",
+    "_AgentReady",
+    "_BackendSession",
+    "_CancelTurn",
+    "_EndSession",
+    "_InitAgent",
+    "_Register",
+    "_Restarting",
+    "_SessionEnded",
+    "_SessionReply",
+    "_ShutdownAgent",
+    "_StartTurn",
+    "_TelemetryBatch",
+    "_TelemetryInterest",
+    "_TelemetryInterestAck",
+    "_TelemetryJoin",
+    "_TelemetryLeave",
+    "_TelemetrySubscribe",
+    "_TurnOutput",
+    "_Unregister",
+]
+
+
+class AddressBook:
+    """A set of Thespian addresses, compared with ``==`` only.
+
+    Addresses are unhashable (``ActorAddress.__hash__ = None``), and an address returned by
+    ``createActor`` inside an actor is provisional: its ``str()`` changes once the child is
+    up, while equality keeps working. Sets here are small (watchers, subscribers).
+    """
+
+    def __init__(self) -> None:
+        self._addresses: list[Any] = []
+
+    def add(self, address: Any) -> None:
+        """Add ``address`` (idempotent)."""
+        if address not in self._addresses:
+            self._addresses.append(address)
+
+    def discard(self, address: Any) -> None:
+        """Remove ``address`` if present."""
+        self._addresses = [a for a in self._addresses if a != address]
+
+    def clear(self) -> None:
+        """Remove every address."""
+        self._addresses.clear()
+
+    def __iter__(self) -> Any:
+        return iter(list(self._addresses))
+
+    def __len__(self) -> int:
+        return len(self._addresses)
+
+    def __contains__(self, address: object) -> bool:
+        return address in self._addresses
+
+
+# ----------------------------------------------------------------- agent <-> worker
+
+
+@dataclass(frozen=True, slots=True)
+class _StartTurn:
+    """Agent -> worker: run one turn of ``backend`` with ``session``."""
+
+    turn_id: int
+    ref: str
+    prompt: str
+    session: Any
+    backend: Any  # the Backend subclass (pickled by reference)
+    agent: Any
+    wait_gone: tuple[int, ...] = ()  # process groups killed earlier that must be gone first
+
+    def __repr__(self) -> str:  # Thespian formats every message it sends: keep it cheap
+        return f"_StartTurn(turn_id={self.turn_id}, ref={self.ref})"
+
+
+@dataclass(frozen=True, slots=True)
+class _CancelTurn:
+    """Agent -> worker: stop turn ``turn_id`` (set its TurnContext.cancelled)."""
+
+    turn_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class _TurnOutput:
+    """Worker -> agent: what turn ``turn_id`` produced since the last output.
+
+    ``ready`` says the worker has started the backend call (the previous turn's stream
+    has finished and killed process groups are gone): the turn's watchdog starts then.
+    ``done`` marks the end of the turn; then ``error`` is ``None`` for success (the
+    ``result`` event is among ``events``) or the failure. ``session`` is set when the
+    backend updated it (``session_changed``).
+    """
+
+    turn_id: int
+    events: tuple[Event, ...] = ()
+    session_changed: bool = False
+    session: Any = None
+    done: bool = False
+    error: GenAgentError | None = None
+    duration_ms: float = 0.0
+    process_groups: tuple[tuple[int, bool], ...] = ()  # (pgid, alive)
+    pid: int = 0
+    ready: bool = False
+
+    def __repr__(self) -> str:  # Thespian formats every message it sends: keep it cheap
+        return f"_TurnOutput(turn_id={self.turn_id}, events={len(self.events)}, done={self.done})"
+
+
+@dataclass(frozen=True, slots=True)
+class _EndSession:
+    """Agent -> worker: call ``terminate_session`` and ``close`` (the agent is stopping)."""
+
+    session: Any
+    backend: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionEnded:
+    """Worker -> agent: the session is terminated and live resources are released."""
+
+
+# ----------------------------------------------------------------- supervisor <-> agent
+
+
+@dataclass(frozen=True, slots=True)
+class _InitAgent:
+    """Supervisor -> new agent: who you are and where the shared services are."""
+
+    spec: AgentSpec
+    registry: Any
+    telemetry: Any
+    supervisor: Any
+    node: str
+    incarnation: int = 0
+    instance_id: str = ""  # marks this incarnation's processes (GENAGENT_AGENT_ID)
+    store_path: str | None = None  # the durable store (SQLite file) of this system
+
+
+@dataclass(frozen=True, slots=True)
+class _AgentReady:
+    """Agent -> supervisor: init_agent and start_session succeeded (``node``: where it runs)."""
+
+    name: Any
+    pid: int
+    node: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _AgentInitFailed:
+    """Agent -> supervisor: the agent cannot start (the error says why)."""
+
+    name: Any
+    error: GenAgentError
+
+
+@dataclass(frozen=True, slots=True)
+class _AgentProcesses:
+    """Agent -> supervisor: the processes to end if this agent dies without cleaning up.
+
+    A parent killed with SIGKILL leaves its children running (Thespian does not reap
+    them), so the supervisor keeps this list and ends them when the agent's exit is
+    abnormal: its worker process and the backends' process groups.
+    """
+
+    worker_pid: int
+    process_groups: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _ShutdownAgent:
+    """Supervisor -> agent: answer everything pending, end the session, then report back."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _BackendSession:
+    """Ask an agent for its current backend session (tests and tools read the history)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionReply:
+    """Answer to ``_BackendSession``."""
+
+    session: Any
+
+
+# ----------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True, slots=True)
+class _Register:
+    """Supervisor -> registry: ``name`` now lives at ``address``.
+
+    ``then`` holds ``(address, message)`` replies the registry sends once the entry is in,
+    so a caller told "started" can never look the name up before it is registered.
+    """
+
+    name: Any
+    address: Any
+    node: str = ""
+    then: tuple[tuple[Any, Any], ...] = ()
+    durable: bool = False
+    incarnation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Restarting:
+    """Supervisor -> registry: ``name`` is being restarted; callers should keep waiting."""
+
+    name: Any
+    durable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Unregister:
+    """Supervisor -> registry: ``name`` (at ``address``) is gone; then send ``then``."""
+
+    name: Any
+    address: Any
+    then: tuple[tuple[Any, Any], ...] = ()
+
+
+# ----------------------------------------------------------------- telemetry
+
+
+@dataclass(frozen=True, slots=True)
+class _TelemetryBatch:
+    """Agent -> hub -> subscribers: telemetry events ``(name, measurements, metadata)``."""
+
+    events: tuple[tuple[str, dict[str, Any], dict[str, Any]], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _TelemetryJoin:
+    """Agent -> hub: I emit telemetry; tell me which event names anyone wants."""
+
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _TelemetryInterest:
+    """Hub -> agents: the event names someone subscribes to (``None`` = all).
+
+    A non-zero ``seq`` asks for a ``_TelemetryInterestAck``: the hub acknowledges a new
+    subscription only once every agent sends what it wants (no event is lost to the race).
+    """
+
+    names: frozenset[str] | None
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _TelemetryInterestAck:
+    """Agent -> hub: interest update ``seq`` is in effect."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class _TelemetryLeave:
+    """Supervisor -> hub: the agent at ``address`` is gone; stop waiting on it."""
+
+    address: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _TelemetrySubscribe:
+    """Subscriber -> hub: send me these event names (``None`` = all; ``active=False`` stops)."""
+
+    names: frozenset[str] | None
+    active: bool = True
+    token: str = ""

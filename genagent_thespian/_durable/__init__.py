@@ -1,0 +1,1 @@
+"""Durable agents: the store (SQLite, or memory) and one agent's record in it."""

@@ -1,0 +1,179 @@
+"""``AgentRecord``: one durable agent's record in the store, seen from its own process.
+
+What is saved, and when (the agent actor calls :meth:`AgentRecord.save` before any reply or
+turn start leaves its handler, so a tell is acknowledged only once it is durable and a
+prompt is recorded as in flight before the backend sees it):
+
+* the start spec (once, at creation);
+* a state snapshot: the backend session, the implementation's ``snapshot_state()``, and
+  the machine's ``snapshot()`` (halted flags, mailbox, self-chain slot, buffered
+  notifications, the in-flight request, recently answered refs, counters);
+* tell results, one row each, bounded by ``max_tell_results``;
+* the agent's processes (agent, worker, CLI groups), so a later run can end leftovers.
+
+A restart reads it back with :meth:`AgentRecord.begin`, which also moves the record to the
+new incarnation: a zombie of the old incarnation can no longer write.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .._core.errors import AgentStopped, InvalidOption
+from .._core.log import get_logger
+from .._core.machine import AgentMachine, Origin
+from ..messages import AgentSpec, Failure, PollResult
+from . import pickling
+from .store import SQLiteAgentStore, StoredAgent, StoreError, agent_key
+
+__all__ = ["AgentRecord", "Restored", "answer_stored_callers", "delete_stored_agent"]
+
+_log = get_logger("genagent_thespian.durable")
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """What a restarted agent resumes from."""
+
+    session: Any
+    impl_state: dict[str, Any]
+    machine: dict[str, Any]
+    results: list[PollResult]
+    incarnation: int
+
+
+class AgentRecord:
+    """Read and write one agent's durable record (see the module docstring)."""
+
+    def __init__(self, store: SQLiteAgentStore, spec: AgentSpec) -> None:
+        self._store = store
+        self._spec = spec
+        self.key = agent_key(spec.name)
+        self.incarnation: int | None = None
+
+    @classmethod
+    def open(cls, path: str | None, spec: AgentSpec) -> AgentRecord:
+        """Open the store at ``path`` for the durable agent ``spec``."""
+        if not path:
+            raise InvalidOption(
+                "durable=True needs a store: start the system with store_path=...", agent=spec.name
+            )
+        return cls(SQLiteAgentStore(path), spec)
+
+    def begin(self) -> Restored | None:
+        """Create the record, or take over an existing one and return what to resume from.
+
+        Returns ``None`` when there is nothing to resume (a new record, or one whose first
+        snapshot was never written).
+        """
+        stored = self._store.load(self.key)
+        if stored is None:
+            self._store.create_agent(
+                self.key, pickle.dumps(self._spec.name), pickle.dumps(self._spec)
+            )
+            self.incarnation = 0
+            return None
+        stored = self._store.begin_incarnation(self.key)
+        self.incarnation = stored.incarnation
+        return self._restored(stored)
+
+    def _restored(self, stored: StoredAgent) -> Restored | None:
+        if stored.state_blob is None:
+            return None
+        state = pickling.loads(stored.state_blob)
+        results = [pickling.loads(r.blob) for r in stored.results]
+        return Restored(
+            session=state["session"],
+            impl_state=state["impl"],
+            machine=state["machine"],
+            results=results,
+            incarnation=stored.incarnation,
+        )
+
+    def save(self, machine: AgentMachine, session: Any, impl_state: dict[str, Any]) -> None:
+        """Persist new tell results and the state snapshot (one boundary).
+
+        Raises:
+            InvalidOption: the implementation's state or the session cannot be pickled.
+            StoreError: the store refused (for example a newer incarnation owns it).
+        """
+        for result in machine.new_results:
+            self._store.put_result(
+                self.key,
+                result.ref,
+                pickle.dumps(result),
+                max_results=max(1, self._spec.max_tell_results),
+            )
+        machine.new_results.clear()
+        state = {"session": session, "impl": impl_state, "machine": machine.snapshot()}
+        try:
+            blob = pickle.dumps(state)
+        except Exception as exc:
+            raise InvalidOption(
+                f"a durable agent's state must pickle: {type(exc).__name__}: {exc}; "
+                "override snapshot_state() to leave live resources out",
+                agent=self._spec.name,
+            ) from None
+        self._store.save_state(self.key, blob, incarnation=self.incarnation)
+
+    def record_process(self, pid: int, role: str, pgid: int | None = None) -> None:
+        """Remember a process of this agent so a later run can end it if it survives."""
+        try:
+            self._store.record_process(pid, role=role, pgid=pgid, agent_key=self.key)
+        except StoreError:
+            _log.warning("agent %r: could not record its %s process", self._spec.name, role)
+
+    def delete(self) -> None:
+        """Remove the record and everything under it (``stop()``)."""
+        self._store.delete_agent(self.key)
+
+    def close(self) -> None:
+        """Close this process's connection to the store."""
+        self._store.close()
+
+
+def answer_stored_callers(
+    path: str, spec: AgentSpec, reason: str, send: Callable[[Any, Any], None]
+) -> int:
+    """Answer the ask callers a dead durable agent's record still holds; return how many.
+
+    Used by the supervisor when it gives up on an agent (or stops one that is between
+    incarnations): its in-flight, self-chained and queued asks get ``AgentStopped``, so no
+    caller waits for an agent that will not come back.
+    """
+    store = SQLiteAgentStore(path)
+    try:
+        stored = store.load(agent_key(spec.name))
+    finally:
+        store.close()
+    if stored is None or stored.state_blob is None:
+        return 0
+    snapshot = pickling.loads(stored.state_blob)["machine"]
+    requests = list(snapshot["mailbox"])
+    if snapshot["self_chain"] is not None:
+        requests.append(snapshot["self_chain"])
+    if snapshot["in_flight"] is not None:
+        requests.append(snapshot["in_flight"][0])
+    answered = 0
+    for request in requests:
+        if request.origin is Origin.ASK and request.reply_to is not None:
+            error = AgentStopped(
+                f"the agent ended for good ({reason}) before this request finished",
+                agent=spec.name,
+                ref=request.ref,
+            )
+            send(request.reply_to, Failure(error, request.ref))
+            answered += 1
+    return answered
+
+
+def delete_stored_agent(path: str, spec: AgentSpec) -> None:
+    """Remove a durable agent's record (the supervisor, for an agent with no process)."""
+    store = SQLiteAgentStore(path)
+    try:
+        store.delete_agent(agent_key(spec.name))
+    finally:
+        store.close()

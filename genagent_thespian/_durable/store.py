@@ -1,0 +1,1285 @@
+"""The durable agent store: what a durable agent needs to come back after its process dies.
+
+The runtime hands the store opaque ``bytes`` (already pickled) and gets exactly those bytes
+back; the store never unpickles anything. Per agent it keeps:
+
+* the **start spec** (written once, by :meth:`AgentStore.create_agent`);
+* the **state snapshot**: backend session, halted flag, self-chain slot, buffered
+  notifications and the implementation's state, as one blob, rewritten at each turn boundary;
+* the **mailbox** as ordered individual entries, so accepting a tell is one small insert
+  (:meth:`AgentStore.enqueue`) and never a rewrite of the whole queue;
+* the **in-flight request** (ref and blob), set at dispatch and cleared at completion;
+* the **tell results**, the newest ``max_results`` by insertion order;
+* an **incarnation** counter, bumped at each restart (a restarted agent can fence off
+  writes from an older incarnation).
+
+It also keeps **process records** (pid, process group, role, start time and boot id) so that
+at system start the processes of a previous run that are still alive can be ended
+(:func:`end_recorded_processes`) without ever signalling a later process that reused a pid.
+
+Keys: agent names are arbitrary picklable terms, but pickles are not canonical (a
+``frozenset`` pickles in hash order, which changes between processes). :func:`agent_key`
+therefore encodes common name types (``str``, ``int``, ``float``, ``bool``, ``None``,
+``bytes``, and tuples and frozensets of them) canonically and falls back to pickle only for
+other types, then takes the SHA-256 of that. The pickled name is stored alongside, so
+:meth:`AgentStore.list_agents` can give the names back at system start.
+
+Every blob is stored with its CRC-32, so a damaged record is reported as
+:class:`StoreCorrupted` naming the agent key and the part, instead of handing the runtime
+bytes that fail somewhere else later.
+
+:class:`SQLiteAgentStore` is the default implementation; :class:`MemoryAgentStore` keeps the
+same contract in memory (not durable; a baseline and a reference for other stores).
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import os
+import pickle
+import signal
+import sqlite3
+import threading
+import time
+import weakref
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .._core.errors import AgentAlreadyExists, AgentNotFound, GenAgentError, InvalidOption
+from .._os import procfs as _procfs
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AgentEntry",
+    "AgentStore",
+    "MemoryAgentStore",
+    "ProcessRecord",
+    "SQLiteAgentStore",
+    "StaleIncarnation",
+    "StoreCorrupted",
+    "StoreError",
+    "StoreSchemaMismatch",
+    "StoredAgent",
+    "StoredRequest",
+    "agent_key",
+    "end_recorded_processes",
+]
+
+#: Version of the SQLite schema, kept in ``PRAGMA user_version``.
+SCHEMA_VERSION = 1
+#: ``PRAGMA application_id`` of a genagent-thespian store ("GAgT").
+APPLICATION_ID = 0x47416754
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class StoreError(GenAgentError):
+    """The agent store failed: closed, locked for too long, or an operation was refused."""
+
+    reason_kind = "store_error"
+
+
+class StoreCorrupted(StoreError):
+    """The store file, or one agent's record in it, is damaged and cannot be read."""
+
+    reason_kind = "store_corrupted"
+
+
+class StoreSchemaMismatch(StoreError):
+    """The file is not a genagent-thespian store, or was written by another schema version."""
+
+    reason_kind = "store_schema_mismatch"
+
+
+class StaleIncarnation(StoreError):
+    """A write named an incarnation that is no longer the agent's current one."""
+
+    reason_kind = "stale_incarnation"
+
+
+# --- values ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRequest:
+    """One request as the runtime stored it: its ref and its pickled blob."""
+
+    ref: str
+    blob: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAgent:
+    """Everything the store holds about one agent, as read in one consistent snapshot.
+
+    Attributes:
+        key: The agent's store key (see :func:`agent_key`).
+        name_blob: The pickled agent name.
+        spec_blob: The start spec.
+        state_blob: The latest state snapshot, or ``None`` before the first one.
+        queue: The mailbox, oldest first.
+        in_flight: The request that was running, or ``None``.
+        results: Tell results, oldest first (at most the last ``max_results``).
+        incarnation: ``0`` for the first start, incremented by each restart.
+    """
+
+    key: str
+    name_blob: bytes
+    spec_blob: bytes
+    state_blob: bytes | None
+    queue: tuple[StoredRequest, ...]
+    in_flight: StoredRequest | None
+    results: tuple[StoredRequest, ...]
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEntry:
+    """One line of :meth:`AgentStore.list_agents`."""
+
+    key: str
+    name_blob: bytes
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessRecord:
+    """An OS process the runtime started, as recorded in the store.
+
+    Attributes:
+        pid: The process id.
+        start_ticks: Its start time in clock ticks since boot (``/proc/<pid>/stat``).
+        boot: The kernel boot id when it was recorded.
+        pgid: Its process group, when known.
+        role: What it is: ``"agent"``, ``"worker"``, ``"cli"``, ...
+        agent_key: The agent it belongs to, when there is one.
+        recorded_at: Wall-clock time of the record.
+    """
+
+    pid: int
+    start_ticks: int
+    boot: str
+    pgid: int | None
+    role: str
+    agent_key: str | None = None
+    recorded_at: float = field(default_factory=time.time)
+
+    @property
+    def identity(self) -> _procfs.ProcessIdentity:
+        """The (pid, start time, boot) triple that no later process can share."""
+        return _procfs.ProcessIdentity(self.pid, self.start_ticks, self.boot)
+
+    def is_running(self) -> bool:
+        """Whether this very process is still alive (a reused pid does not count)."""
+        return self.identity.is_running()
+
+
+# --- keys and checks ------------------------------------------------------------------------
+
+
+def _encode_name(value: Any, out: bytearray) -> None:
+    kind = type(value)
+    if value is None:
+        out += b"N"
+    elif kind is bool:
+        out += b"T" if value else b"F"
+    elif kind is int:
+        out += b"i%d;" % value
+    elif kind is float:
+        out += b"f" + value.hex().encode("ascii") + b";"
+    elif kind is str:
+        data = value.encode("utf-8", "surrogatepass")
+        out += b"s%d:" % len(data) + data
+    elif kind is bytes:
+        out += b"b%d:" % len(value) + value
+    elif kind is tuple:
+        out += b"("
+        for item in value:
+            _encode_name(item, out)
+        out += b")"
+    elif kind is frozenset:
+        parts = []
+        for item in value:
+            part = bytearray()
+            _encode_name(item, part)
+            parts.append(bytes(part))
+        out += b"{" + b"".join(b"%d:" % len(p) + p for p in sorted(parts)) + b"}"
+    else:
+        try:
+            data = pickle.dumps(value, protocol=4)
+        except Exception as exc:
+            raise InvalidOption(
+                f"agent name of type {kind.__qualname__} cannot be pickled: {exc}"
+            ) from exc
+        out += b"p%d:" % len(data) + data
+
+
+def agent_key(name: Any) -> str:
+    """Return the stable store key of an agent name: a SHA-256 hex digest.
+
+    ``str``, ``int``, ``float``, ``bool``, ``None``, ``bytes`` and tuples and frozensets of
+    them are encoded canonically, so the key is the same in every process and Python run.
+    Other types are pickled (protocol 4); they must pickle the same way each time (enums and
+    dataclasses of the above do). Types are part of the key: ``1``, ``1.0`` and ``True`` are
+    three different keys although they compare equal.
+
+    Raises:
+        InvalidOption: The name cannot be pickled.
+
+    Example:
+        >>> agent_key(("team", 3)) == agent_key(("team", 3))
+        True
+        >>> len(agent_key("coder"))
+        64
+    """
+    out = bytearray(b"genagent-name-v1:")
+    _encode_name(name, out)
+    return hashlib.sha256(out).hexdigest()
+
+
+def _crc(blob: bytes) -> int:
+    return zlib.crc32(blob)
+
+
+def _as_blob(value: Any, what: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    raise InvalidOption(f"{what} must be bytes (already pickled), not {type(value).__name__}")
+
+
+def _check_key(key: Any) -> str:
+    if not isinstance(key, str) or not key:
+        raise InvalidOption(f"invalid agent key {key!r}: expected a non-empty str")
+    return key
+
+
+def _check_ref(ref: Any) -> str:
+    if not isinstance(ref, str) or not ref:
+        raise InvalidOption(f"invalid request ref {ref!r}: expected a non-empty str")
+    return ref
+
+
+def _check_max_results(max_results: Any) -> int:
+    if not isinstance(max_results, int) or isinstance(max_results, bool) or max_results < 0:
+        raise InvalidOption(f"invalid max_results {max_results!r}: expected an int >= 0")
+    return max_results
+
+
+def _short(key: str) -> str:
+    return key[:12]
+
+
+# --- the interface --------------------------------------------------------------------------
+
+
+class AgentStore(abc.ABC):
+    """Where durable agents keep what they need to survive their process.
+
+    Every write is durable when the method returns (for :class:`SQLiteAgentStore`: committed
+    to the file). The runtime acknowledges a ``tell`` only after :meth:`enqueue` returns.
+    Methods raise :class:`~genagent_thespian.AgentNotFound` for an unknown key,
+    :class:`StoreCorrupted` for damaged data and :class:`StoreError` for other failures.
+    Implementations must be safe to call from several threads.
+    """
+
+    # agents ---------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_agent(self, key: str, name_blob: bytes, spec_blob: bytes) -> None:
+        """Create the record of a new durable agent (incarnation 0, no state, empty queue).
+
+        Raises:
+            AgentAlreadyExists: There is already a record under ``key``.
+        """
+
+    @abc.abstractmethod
+    def delete_agent(self, key: str) -> bool:
+        """Remove the agent and everything under it (``stop()``); ``False`` if absent."""
+
+    @abc.abstractmethod
+    def list_agents(self) -> list[AgentEntry]:
+        """Return every stored agent (key, pickled name, incarnation), oldest first."""
+
+    @abc.abstractmethod
+    def load(self, key: str) -> StoredAgent | None:
+        """Read the agent's whole record in one consistent snapshot; ``None`` if absent."""
+
+    @abc.abstractmethod
+    def bump_incarnation(self, key: str) -> int:
+        """Increment and return the agent's incarnation."""
+
+    def begin_incarnation(self, key: str) -> StoredAgent:
+        """Start a restart: increment the incarnation and load the record, atomically.
+
+        The restarted agent calls this once; from then on writes naming an older
+        incarnation are refused with :class:`StaleIncarnation`. The default implementation
+        is not atomic; stores that can, override it.
+
+        Raises:
+            AgentNotFound: There is no record under ``key``.
+        """
+        self.bump_incarnation(key)
+        loaded = self.load(key)
+        if loaded is None:
+            raise AgentNotFound(f"no stored agent with key {_short(key)}")
+        return loaded
+
+    # turn-boundary writes -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def save_state(self, key: str, blob: bytes, *, incarnation: int | None = None) -> None:
+        """Replace the state snapshot. ``incarnation``, if given, must be the current one."""
+
+    @abc.abstractmethod
+    def enqueue(self, key: str, ref: str, blob: bytes) -> None:
+        """Append a request to the mailbox; durable when this returns.
+
+        Raises:
+            StoreError: ``ref`` is already queued for this agent.
+        """
+
+    @abc.abstractmethod
+    def dequeue(self, key: str, ref: str) -> bool:
+        """Remove a request from the mailbox (e.g. a cancelled tell); ``False`` if absent."""
+
+    @abc.abstractmethod
+    def set_in_flight(
+        self, key: str, ref: str, blob: bytes, *, incarnation: int | None = None
+    ) -> None:
+        """Record the request now running; if it is in the mailbox, remove it from there."""
+
+    @abc.abstractmethod
+    def clear_in_flight(self, key: str, *, incarnation: int | None = None) -> None:
+        """Record that no request is running."""
+
+    @abc.abstractmethod
+    def put_result(self, key: str, ref: str, blob: bytes, *, max_results: int) -> None:
+        """Store a tell result, keeping only the newest ``max_results`` of the agent."""
+
+    @abc.abstractmethod
+    def commit_turn(
+        self,
+        key: str,
+        *,
+        state: bytes,
+        result: StoredRequest | None = None,
+        max_results: int = 100,
+        next_in_flight: StoredRequest | None = None,
+        incarnation: int | None = None,
+    ) -> None:
+        """Write a turn boundary atomically (one transaction).
+
+        Clears the in-flight request, stores ``result`` (a tell's result, bounded by
+        ``max_results``), replaces the state snapshot, and when ``next_in_flight`` is given
+        records it as running, removing it from the mailbox if it was queued there.
+
+        Raises:
+            StaleIncarnation: ``incarnation`` is given and is not the agent's current one;
+                nothing was written.
+        """
+
+    # processes ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def record_process(
+        self,
+        pid: int,
+        *,
+        role: str,
+        pgid: int | None = None,
+        agent_key: str | None = None,
+    ) -> ProcessRecord | None:
+        """Record a running process; ``None`` (nothing recorded) if it has already exited.
+
+        ``pgid`` defaults to the process's current group. The start time and boot id are
+        read from ``/proc`` here, so a later process with the same pid is never mistaken
+        for this one.
+        """
+
+    @abc.abstractmethod
+    def forget_process(self, pid: int, start_ticks: int | None = None) -> int:
+        """Drop the records of ``pid`` (only the one started at ``start_ticks``, if given)."""
+
+    @abc.abstractmethod
+    def recorded_processes(self) -> list[ProcessRecord]:
+        """Return every process record, oldest first."""
+
+    # lifecycle ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the store's resources; later calls raise :class:`StoreError`."""
+
+    def __enter__(self) -> AgentStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _new_process_record(
+    pid: int, role: str, pgid: int | None, agent_key_: str | None
+) -> ProcessRecord | None:
+    if not isinstance(role, str) or not role:
+        raise InvalidOption(f"invalid process role {role!r}: expected a non-empty str")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        raise InvalidOption(f"invalid pid {pid!r}: expected a positive int")
+    stat = _procfs.process_stat(pid)
+    if stat is None or stat.is_zombie:
+        return None
+    return ProcessRecord(
+        pid=pid,
+        start_ticks=stat.start_ticks,
+        boot=_procfs.boot_id(),
+        pgid=stat.pgid if pgid is None else pgid,
+        role=role,
+        agent_key=agent_key_,
+    )
+
+
+# --- SQLite ---------------------------------------------------------------------------------
+
+# ``seq INTEGER PRIMARY KEY`` is the rowid: a new row gets max(seq) + 1, so ordering by seq is
+# insertion order (FIFO) even across processes and after deletions, without AUTOINCREMENT's
+# extra write per insert.
+_SCHEMA = (
+    """CREATE TABLE agents (
+        key TEXT PRIMARY KEY,
+        name BLOB NOT NULL, name_crc INTEGER NOT NULL,
+        spec BLOB NOT NULL, spec_crc INTEGER NOT NULL,
+        state BLOB, state_crc INTEGER,
+        in_flight_ref TEXT, in_flight BLOB, in_flight_crc INTEGER,
+        incarnation INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    )""",
+    """CREATE TABLE mailbox (
+        seq INTEGER PRIMARY KEY,
+        key TEXT NOT NULL REFERENCES agents(key) ON DELETE CASCADE,
+        ref TEXT NOT NULL,
+        blob BLOB NOT NULL, crc INTEGER NOT NULL,
+        UNIQUE (key, ref)
+    )""",
+    "CREATE INDEX mailbox_by_agent ON mailbox(key)",
+    """CREATE TABLE results (
+        seq INTEGER PRIMARY KEY,
+        key TEXT NOT NULL REFERENCES agents(key) ON DELETE CASCADE,
+        ref TEXT NOT NULL,
+        blob BLOB NOT NULL, crc INTEGER NOT NULL,
+        UNIQUE (key, ref)
+    )""",
+    "CREATE INDEX results_by_agent ON results(key)",
+    """CREATE TABLE processes (
+        pid INTEGER NOT NULL,
+        start_ticks INTEGER NOT NULL,
+        boot TEXT NOT NULL,
+        pgid INTEGER,
+        role TEXT NOT NULL,
+        agent_key TEXT,
+        recorded_at REAL NOT NULL,
+        PRIMARY KEY (pid, start_ticks, boot)
+    )""",
+)
+
+#: Connections opened before a fork and inherited by the child. The child must neither use
+#: nor close them (closing could checkpoint or unlock on the parent's behalf), so they are
+#: kept referenced here for the life of the child process.
+_INHERITED_CONNECTIONS: list[sqlite3.Connection] = []
+
+#: Every open SQLite store of this process, so a forked child can reset their locks.
+_OPEN_STORES: weakref.WeakSet[SQLiteAgentStore] = weakref.WeakSet()
+
+
+def _reset_stores_after_fork() -> None:
+    # Another thread of the parent may have held a store's lock at the moment of the fork;
+    # that thread does not exist in the child, so the child starts with fresh locks.
+    for store in list(_OPEN_STORES):
+        store._lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_reset_stores_after_fork)
+
+_CORRUPTION_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_CORRUPT_VTAB"})
+
+
+class SQLiteAgentStore(AgentStore):
+    """The default :class:`AgentStore`: one SQLite file in WAL mode, shared by processes.
+
+    Each process (and each object) holds one connection, guarded by a lock so threads can
+    share it; after a ``fork`` the child opens its own connection on first use. Writes use
+    ``BEGIN IMMEDIATE`` so concurrent writers queue on the busy timeout instead of failing
+    on a lock upgrade.
+
+    Args:
+        path: The database file (created with its schema if missing), or ``":memory:"``.
+        synchronous: ``"FULL"`` (default) syncs the WAL at every commit, so a write that
+            returned survives a power loss or OS crash. ``"NORMAL"`` syncs only at
+            checkpoints: still safe against any process crash (including SIGKILL), but the
+            last commits can be lost if the machine itself goes down. See
+            ``bench/store_cost.py`` for the measured difference.
+        busy_timeout: Seconds a write waits for another process's transaction to finish
+            before :class:`StoreError` is raised.
+
+    Raises:
+        StoreSchemaMismatch: The file is another application's database or another schema
+            version of this one.
+        StoreCorrupted: The file is not a readable SQLite database.
+        InvalidOption: ``synchronous`` or ``busy_timeout`` is invalid.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        busy_timeout: float = 10.0,
+    ) -> None:
+        sync = synchronous.upper() if isinstance(synchronous, str) else synchronous
+        if sync not in ("FULL", "NORMAL"):
+            raise InvalidOption(f"invalid synchronous={synchronous!r}: expected 'FULL' or 'NORMAL'")
+        if (
+            not isinstance(busy_timeout, int | float)
+            or isinstance(busy_timeout, bool)
+            or not 0 <= busy_timeout < 1e6
+        ):
+            raise InvalidOption(f"invalid busy_timeout={busy_timeout!r}: expected seconds >= 0")
+        self.path = os.fspath(path)
+        self.synchronous: str = sync
+        self.busy_timeout = float(busy_timeout)
+        self._lock = threading.RLock()
+        self._closed = False
+        self._pid = os.getpid()
+        self._connection = self._open()
+        _OPEN_STORES.add(self)
+
+    def __repr__(self) -> str:
+        return f"SQLiteAgentStore({self.path!r}, synchronous={self.synchronous!r})"
+
+    # connection management ------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        with self._translate("open"):
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # guarded by self._lock instead
+            )
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                self._check_header(conn)
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+                conn.execute("PRAGMA foreign_keys = ON")
+                self._ensure_schema(conn)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+    def _check_header(self, conn: sqlite3.Connection) -> None:
+        # Reading the schema forces SQLite to parse the file header: a damaged or foreign
+        # file fails here with SQLITE_NOTADB / SQLITE_CORRUPT, translated by the caller.
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+    def _ensure_schema(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            if version == 0 and app_id == 0:
+                tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+                if tables:
+                    raise StoreSchemaMismatch(
+                        f"{self.path} is an SQLite database of another application "
+                        "(it has tables but no genagent-thespian schema version)"
+                    )
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif app_id != APPLICATION_ID:
+                raise StoreSchemaMismatch(
+                    f"{self.path} is not a genagent-thespian store "
+                    f"(application_id {app_id:#x}, expected {APPLICATION_ID:#x})"
+                )
+            elif version != SCHEMA_VERSION:
+                raise StoreSchemaMismatch(
+                    f"{self.path} has store schema version {version}, this genagent-thespian "
+                    f"reads version {SCHEMA_VERSION}; use a matching release or a new file"
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError(f"the agent store {self.path} is closed")
+        if self._pid != os.getpid():
+            # We are a forked child: never touch the parent's connection; open our own.
+            _INHERITED_CONNECTIONS.append(self._connection)
+            self._pid = os.getpid()
+            self._connection = self._open()
+        return self._connection
+
+    @contextmanager
+    def _translate(self, operation: str, key: str | None = None) -> Iterator[None]:
+        where = f" (agent key {_short(key)})" if key else ""
+        try:
+            yield
+        except GenAgentError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            code = getattr(exc, "sqlite_errorname", "")
+            text = str(exc)
+            # A bare DatabaseError (not Operational/Integrity/...) is SQLite reporting damage.
+            if code in _CORRUPTION_CODES or type(exc) is sqlite3.DatabaseError:
+                raise StoreCorrupted(
+                    f"agent store {self.path} is damaged: {operation}{where} failed: {text}"
+                ) from exc
+            raise StoreError(f"agent store {self.path}: {operation}{where} failed: {text}") from exc
+
+    @contextmanager
+    def _write(self, operation: str, key: str | None = None) -> Iterator[sqlite3.Cursor]:
+        with self._lock, self._translate(operation, key):
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn.cursor()
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self, operation: str, key: str | None = None) -> Iterator[sqlite3.Cursor]:
+        with self._lock, self._translate(operation, key):
+            conn = self._conn()
+            conn.execute("BEGIN")  # one snapshot for all the SELECTs of this read
+            try:
+                yield conn.cursor()
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close this process's connection; later calls raise :class:`StoreError`."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._pid == os.getpid():
+                self._connection.close()
+            else:
+                _INHERITED_CONNECTIONS.append(self._connection)
+
+    # helpers --------------------------------------------------------------------------------
+
+    def _touch(
+        self,
+        cur: sqlite3.Cursor,
+        key: str,
+        assignments: str,
+        params: Sequence[Any],
+        incarnation: int | None,
+    ) -> None:
+        """Run ``UPDATE agents SET <assignments>`` for ``key``, checking it and its incarnation."""
+        cur.execute(
+            f"UPDATE agents SET {assignments}, updated_at = ? "
+            "WHERE key = ? AND (? IS NULL OR incarnation = ?)",
+            (*params, time.time(), key, incarnation, incarnation),
+        )
+        if cur.rowcount == 1:
+            return
+        row = cur.execute("SELECT incarnation FROM agents WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise AgentNotFound(f"no stored agent with key {_short(key)}")
+        raise StaleIncarnation(
+            f"agent key {_short(key)} is at incarnation {row[0]}, the write was for {incarnation}"
+        )
+
+    @staticmethod
+    def _evict_results(cur: sqlite3.Cursor, key: str, max_results: int) -> None:
+        cur.execute(
+            "DELETE FROM results WHERE key = ? AND seq <= ("
+            " SELECT seq FROM results WHERE key = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+            (key, key, max_results),
+        )
+
+    @staticmethod
+    def _put_result(cur: sqlite3.Cursor, key: str, result: StoredRequest, max_results: int) -> None:
+        if max_results == 0:
+            cur.execute("DELETE FROM results WHERE key = ?", (key,))
+            return
+        # REPLACE gives a re-stored ref a new seq: it becomes the newest result.
+        cur.execute(
+            "INSERT OR REPLACE INTO results (key, ref, blob, crc) VALUES (?, ?, ?, ?)",
+            (key, result.ref, result.blob, _crc(result.blob)),
+        )
+        SQLiteAgentStore._evict_results(cur, key, max_results)
+
+    def _verified(self, key: str, part: str, blob: bytes | None, crc: int | None) -> bytes | None:
+        if blob is None:
+            return None
+        if not isinstance(blob, bytes) or crc is None or _crc(blob) != crc:
+            raise StoreCorrupted(
+                f"agent store {self.path}: the {part} of agent key {_short(key)} is damaged "
+                "(checksum mismatch)"
+            )
+        return blob
+
+    # agents ---------------------------------------------------------------------------------
+
+    def create_agent(self, key: str, name_blob: bytes, spec_blob: bytes) -> None:
+        key = _check_key(key)
+        name_blob = _as_blob(name_blob, "name_blob")
+        spec_blob = _as_blob(spec_blob, "spec_blob")
+        now = time.time()
+        with self._write("create_agent", key) as cur:
+            try:
+                cur.execute(
+                    "INSERT INTO agents (key, name, name_crc, spec, spec_crc, created_at,"
+                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (key, name_blob, _crc(name_blob), spec_blob, _crc(spec_blob), now, now),
+                )
+            except sqlite3.IntegrityError:
+                raise AgentAlreadyExists(
+                    f"a durable agent with key {_short(key)} is already stored"
+                ) from None
+
+    def delete_agent(self, key: str) -> bool:
+        key = _check_key(key)
+        with self._write("delete_agent", key) as cur:
+            cur.execute("DELETE FROM mailbox WHERE key = ?", (key,))
+            cur.execute("DELETE FROM results WHERE key = ?", (key,))
+            cur.execute("DELETE FROM agents WHERE key = ?", (key,))
+            return cur.rowcount > 0
+
+    def list_agents(self) -> list[AgentEntry]:
+        with self._read("list_agents") as cur:
+            rows = cur.execute(
+                "SELECT key, name, name_crc, incarnation FROM agents ORDER BY created_at, key"
+            ).fetchall()
+        entries = []
+        for key, name, name_crc, incarnation in rows:
+            name_blob = self._verified(key, "name", name, name_crc)
+            assert name_blob is not None
+            entries.append(AgentEntry(key, name_blob, incarnation))
+        return entries
+
+    def load(self, key: str) -> StoredAgent | None:
+        key = _check_key(key)
+        with self._read("load", key) as cur:
+            rows = self._select_agent(cur, key)
+        return None if rows is None else self._build_agent(key, *rows)
+
+    def begin_incarnation(self, key: str) -> StoredAgent:
+        key = _check_key(key)
+        with self._write("begin_incarnation", key) as cur:
+            cur.execute(
+                "UPDATE agents SET incarnation = incarnation + 1, updated_at = ? WHERE key = ?",
+                (time.time(), key),
+            )
+            rows = self._select_agent(cur, key)
+            if rows is None:
+                raise AgentNotFound(f"no stored agent with key {_short(key)}")
+            # Built inside the transaction: a damaged record rolls the increment back.
+            return self._build_agent(key, *rows)
+
+    @staticmethod
+    def _select_agent(
+        cur: sqlite3.Cursor, key: str
+    ) -> tuple[tuple[Any, ...], list[Any], list[Any]] | None:
+        row = cur.execute(
+            "SELECT name, name_crc, spec, spec_crc, state, state_crc, in_flight_ref,"
+            " in_flight, in_flight_crc, incarnation FROM agents WHERE key = ?",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return None
+        queue_rows = cur.execute(
+            "SELECT ref, blob, crc FROM mailbox WHERE key = ? ORDER BY seq", (key,)
+        ).fetchall()
+        result_rows = cur.execute(
+            "SELECT ref, blob, crc FROM results WHERE key = ? ORDER BY seq", (key,)
+        ).fetchall()
+        return tuple(row), queue_rows, result_rows
+
+    def _build_agent(
+        self, key: str, row: tuple[Any, ...], queue_rows: list[Any], result_rows: list[Any]
+    ) -> StoredAgent:
+        name, name_crc, spec, spec_crc, state, state_crc = row[:6]
+        in_flight_ref, in_flight, in_flight_crc, incarnation = row[6:]
+        name_blob = self._verified(key, "name", name, name_crc)
+        spec_blob = self._verified(key, "start spec", spec, spec_crc)
+        assert name_blob is not None and spec_blob is not None
+        in_flight_blob = self._verified(key, "in-flight request", in_flight, in_flight_crc)
+        return StoredAgent(
+            key=key,
+            name_blob=name_blob,
+            spec_blob=spec_blob,
+            state_blob=self._verified(key, "state snapshot", state, state_crc),
+            queue=tuple(
+                StoredRequest(ref, self._verified(key, f"queued request {ref}", b, c) or b"")
+                for ref, b, c in queue_rows
+            ),
+            in_flight=(
+                None
+                if in_flight_ref is None or in_flight_blob is None
+                else StoredRequest(in_flight_ref, in_flight_blob)
+            ),
+            results=tuple(
+                StoredRequest(ref, self._verified(key, f"result {ref}", b, c) or b"")
+                for ref, b, c in result_rows
+            ),
+            incarnation=incarnation,
+        )
+
+    def bump_incarnation(self, key: str) -> int:
+        key = _check_key(key)
+        with self._write("bump_incarnation", key) as cur:
+            row = cur.execute(
+                "UPDATE agents SET incarnation = incarnation + 1, updated_at = ? WHERE key = ?"
+                " RETURNING incarnation",
+                (time.time(), key),
+            ).fetchone()
+            if row is None:
+                raise AgentNotFound(f"no stored agent with key {_short(key)}")
+            return int(row[0])
+
+    # turn-boundary writes -------------------------------------------------------------------
+
+    def save_state(self, key: str, blob: bytes, *, incarnation: int | None = None) -> None:
+        key = _check_key(key)
+        blob = _as_blob(blob, "state blob")
+        with self._write("save_state", key) as cur:
+            self._touch(cur, key, "state = ?, state_crc = ?", (blob, _crc(blob)), incarnation)
+
+    def enqueue(self, key: str, ref: str, blob: bytes) -> None:
+        key = _check_key(key)
+        ref = _check_ref(ref)
+        blob = _as_blob(blob, "request blob")
+        with self._write("enqueue", key) as cur:
+            try:
+                cur.execute(
+                    "INSERT INTO mailbox (key, ref, blob, crc)"
+                    " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM agents WHERE key = ?)",
+                    (key, ref, blob, _crc(blob), key),
+                )
+            except sqlite3.IntegrityError:
+                raise StoreError(
+                    f"request {ref} is already queued for agent key {_short(key)}", ref=ref
+                ) from None
+            if cur.rowcount != 1:
+                raise AgentNotFound(f"no stored agent with key {_short(key)}", ref=ref)
+
+    def dequeue(self, key: str, ref: str) -> bool:
+        key = _check_key(key)
+        ref = _check_ref(ref)
+        with self._write("dequeue", key) as cur:
+            cur.execute("DELETE FROM mailbox WHERE key = ? AND ref = ?", (key, ref))
+            return cur.rowcount > 0
+
+    def set_in_flight(
+        self, key: str, ref: str, blob: bytes, *, incarnation: int | None = None
+    ) -> None:
+        key = _check_key(key)
+        ref = _check_ref(ref)
+        blob = _as_blob(blob, "in-flight blob")
+        with self._write("set_in_flight", key) as cur:
+            self._touch(
+                cur,
+                key,
+                "in_flight_ref = ?, in_flight = ?, in_flight_crc = ?",
+                (ref, blob, _crc(blob)),
+                incarnation,
+            )
+            cur.execute("DELETE FROM mailbox WHERE key = ? AND ref = ?", (key, ref))
+
+    def clear_in_flight(self, key: str, *, incarnation: int | None = None) -> None:
+        key = _check_key(key)
+        with self._write("clear_in_flight", key) as cur:
+            self._touch(
+                cur,
+                key,
+                "in_flight_ref = NULL, in_flight = NULL, in_flight_crc = NULL",
+                (),
+                incarnation,
+            )
+
+    def put_result(self, key: str, ref: str, blob: bytes, *, max_results: int) -> None:
+        key = _check_key(key)
+        result = StoredRequest(_check_ref(ref), _as_blob(blob, "result blob"))
+        max_results = _check_max_results(max_results)
+        with self._write("put_result", key) as cur:
+            if cur.execute("SELECT 1 FROM agents WHERE key = ?", (key,)).fetchone() is None:
+                raise AgentNotFound(f"no stored agent with key {_short(key)}", ref=ref)
+            self._put_result(cur, key, result, max_results)
+
+    def commit_turn(
+        self,
+        key: str,
+        *,
+        state: bytes,
+        result: StoredRequest | None = None,
+        max_results: int = 100,
+        next_in_flight: StoredRequest | None = None,
+        incarnation: int | None = None,
+    ) -> None:
+        key = _check_key(key)
+        state = _as_blob(state, "state blob")
+        max_results = _check_max_results(max_results)
+        if result is not None:
+            result = StoredRequest(_check_ref(result.ref), _as_blob(result.blob, "result blob"))
+        if next_in_flight is not None:
+            next_in_flight = StoredRequest(
+                _check_ref(next_in_flight.ref), _as_blob(next_in_flight.blob, "in-flight blob")
+            )
+        with self._write("commit_turn", key) as cur:
+            if next_in_flight is None:
+                flight: tuple[Any, ...] = (None, None, None)
+            else:
+                flight = (next_in_flight.ref, next_in_flight.blob, _crc(next_in_flight.blob))
+            self._touch(
+                cur,
+                key,
+                "state = ?, state_crc = ?, in_flight_ref = ?, in_flight = ?, in_flight_crc = ?",
+                (state, _crc(state), *flight),
+                incarnation,
+            )
+            if result is not None:
+                self._put_result(cur, key, result, max_results)
+            if next_in_flight is not None:
+                cur.execute(
+                    "DELETE FROM mailbox WHERE key = ? AND ref = ?", (key, next_in_flight.ref)
+                )
+
+    # processes ------------------------------------------------------------------------------
+
+    def record_process(
+        self,
+        pid: int,
+        *,
+        role: str,
+        pgid: int | None = None,
+        agent_key: str | None = None,
+    ) -> ProcessRecord | None:
+        record = _new_process_record(pid, role, pgid, agent_key)
+        if record is None:
+            return None
+        with self._write("record_process") as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO processes"
+                " (pid, start_ticks, boot, pgid, role, agent_key, recorded_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.pid,
+                    record.start_ticks,
+                    record.boot,
+                    record.pgid,
+                    record.role,
+                    record.agent_key,
+                    record.recorded_at,
+                ),
+            )
+        return record
+
+    def forget_process(self, pid: int, start_ticks: int | None = None) -> int:
+        with self._write("forget_process") as cur:
+            cur.execute(
+                "DELETE FROM processes WHERE pid = ? AND (? IS NULL OR start_ticks = ?)",
+                (pid, start_ticks, start_ticks),
+            )
+            return cur.rowcount
+
+    def recorded_processes(self) -> list[ProcessRecord]:
+        with self._read("recorded_processes") as cur:
+            rows = cur.execute(
+                "SELECT pid, start_ticks, boot, pgid, role, agent_key, recorded_at"
+                " FROM processes ORDER BY recorded_at, pid"
+            ).fetchall()
+        return [ProcessRecord(*row) for row in rows]
+
+
+# --- in memory ------------------------------------------------------------------------------
+
+
+@dataclass
+class _MemoryAgent:
+    name_blob: bytes
+    spec_blob: bytes
+    state_blob: bytes | None = None
+    queue: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
+    in_flight: StoredRequest | None = None
+    results: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
+    incarnation: int = 0
+
+
+class MemoryAgentStore(AgentStore):
+    """An :class:`AgentStore` in this process's memory: the same contract, nothing durable.
+
+    Useful as the baseline of the durability benchmark, for tests of the runtime that do not
+    need a file, and as the reference a new store implementation can be compared with.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._agents: dict[str, _MemoryAgent] = {}
+        self._processes: dict[tuple[int, int, str], ProcessRecord] = {}
+        self._closed = False
+
+    def _agent(self, key: str, ref: str | None = None) -> _MemoryAgent:
+        if self._closed:
+            raise StoreError("the in-memory agent store is closed")
+        agent = self._agents.get(_check_key(key))
+        if agent is None:
+            raise AgentNotFound(f"no stored agent with key {_short(key)}", ref=ref)
+        return agent
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the in-memory agent store is closed")
+
+    @staticmethod
+    def _check_incarnation(key: str, agent: _MemoryAgent, incarnation: int | None) -> None:
+        if incarnation is not None and incarnation != agent.incarnation:
+            raise StaleIncarnation(
+                f"agent key {_short(key)} is at incarnation {agent.incarnation},"
+                f" the write was for {incarnation}"
+            )
+
+    @staticmethod
+    def _put(agent: _MemoryAgent, result: StoredRequest, max_results: int) -> None:
+        agent.results.pop(result.ref, None)
+        agent.results[result.ref] = result.blob
+        while len(agent.results) > max_results:
+            agent.results.popitem(last=False)
+
+    def create_agent(self, key: str, name_blob: bytes, spec_blob: bytes) -> None:
+        key = _check_key(key)
+        name_blob = _as_blob(name_blob, "name_blob")
+        spec_blob = _as_blob(spec_blob, "spec_blob")
+        with self._lock:
+            self._check_open()
+            if key in self._agents:
+                raise AgentAlreadyExists(
+                    f"a durable agent with key {_short(key)} is already stored"
+                )
+            self._agents[key] = _MemoryAgent(name_blob, spec_blob)
+
+    def delete_agent(self, key: str) -> bool:
+        with self._lock:
+            self._check_open()
+            return self._agents.pop(_check_key(key), None) is not None
+
+    def list_agents(self) -> list[AgentEntry]:
+        with self._lock:
+            self._check_open()
+            return [AgentEntry(k, a.name_blob, a.incarnation) for k, a in self._agents.items()]
+
+    def load(self, key: str) -> StoredAgent | None:
+        with self._lock:
+            self._check_open()
+            agent = self._agents.get(_check_key(key))
+            if agent is None:
+                return None
+            return StoredAgent(
+                key=key,
+                name_blob=agent.name_blob,
+                spec_blob=agent.spec_blob,
+                state_blob=agent.state_blob,
+                queue=tuple(StoredRequest(r, b) for r, b in agent.queue.items()),
+                in_flight=agent.in_flight,
+                results=tuple(StoredRequest(r, b) for r, b in agent.results.items()),
+                incarnation=agent.incarnation,
+            )
+
+    def bump_incarnation(self, key: str) -> int:
+        with self._lock:
+            agent = self._agent(key)
+            agent.incarnation += 1
+            return agent.incarnation
+
+    def begin_incarnation(self, key: str) -> StoredAgent:
+        with self._lock:
+            return super().begin_incarnation(key)
+
+    def save_state(self, key: str, blob: bytes, *, incarnation: int | None = None) -> None:
+        blob = _as_blob(blob, "state blob")
+        with self._lock:
+            agent = self._agent(key)
+            self._check_incarnation(key, agent, incarnation)
+            agent.state_blob = blob
+
+    def enqueue(self, key: str, ref: str, blob: bytes) -> None:
+        ref = _check_ref(ref)
+        blob = _as_blob(blob, "request blob")
+        with self._lock:
+            agent = self._agent(key, ref)
+            if ref in agent.queue:
+                raise StoreError(
+                    f"request {ref} is already queued for agent key {_short(key)}", ref=ref
+                )
+            agent.queue[ref] = blob
+
+    def dequeue(self, key: str, ref: str) -> bool:
+        ref = _check_ref(ref)
+        with self._lock:
+            return self._agent(key, ref).queue.pop(ref, None) is not None
+
+    def set_in_flight(
+        self, key: str, ref: str, blob: bytes, *, incarnation: int | None = None
+    ) -> None:
+        request = StoredRequest(_check_ref(ref), _as_blob(blob, "in-flight blob"))
+        with self._lock:
+            agent = self._agent(key, ref)
+            self._check_incarnation(key, agent, incarnation)
+            agent.in_flight = request
+            agent.queue.pop(ref, None)
+
+    def clear_in_flight(self, key: str, *, incarnation: int | None = None) -> None:
+        with self._lock:
+            agent = self._agent(key)
+            self._check_incarnation(key, agent, incarnation)
+            agent.in_flight = None
+
+    def put_result(self, key: str, ref: str, blob: bytes, *, max_results: int) -> None:
+        result = StoredRequest(_check_ref(ref), _as_blob(blob, "result blob"))
+        max_results = _check_max_results(max_results)
+        with self._lock:
+            self._put(self._agent(key, ref), result, max_results)
+
+    def commit_turn(
+        self,
+        key: str,
+        *,
+        state: bytes,
+        result: StoredRequest | None = None,
+        max_results: int = 100,
+        next_in_flight: StoredRequest | None = None,
+        incarnation: int | None = None,
+    ) -> None:
+        state = _as_blob(state, "state blob")
+        max_results = _check_max_results(max_results)
+        if result is not None:
+            result = StoredRequest(_check_ref(result.ref), _as_blob(result.blob, "result blob"))
+        if next_in_flight is not None:
+            next_in_flight = StoredRequest(
+                _check_ref(next_in_flight.ref), _as_blob(next_in_flight.blob, "in-flight blob")
+            )
+        with self._lock:
+            agent = self._agent(key)
+            self._check_incarnation(key, agent, incarnation)
+            agent.state_blob = state
+            agent.in_flight = next_in_flight
+            if result is not None:
+                self._put(agent, result, max_results)
+            if next_in_flight is not None:
+                agent.queue.pop(next_in_flight.ref, None)
+
+    def record_process(
+        self,
+        pid: int,
+        *,
+        role: str,
+        pgid: int | None = None,
+        agent_key: str | None = None,
+    ) -> ProcessRecord | None:
+        record = _new_process_record(pid, role, pgid, agent_key)
+        if record is None:
+            return None
+        with self._lock:
+            self._check_open()
+            self._processes[(record.pid, record.start_ticks, record.boot)] = record
+        return record
+
+    def forget_process(self, pid: int, start_ticks: int | None = None) -> int:
+        with self._lock:
+            self._check_open()
+            doomed = [
+                k
+                for k in self._processes
+                if k[0] == pid and (start_ticks is None or k[1] == start_ticks)
+            ]
+            for k in doomed:
+                del self._processes[k]
+            return len(doomed)
+
+    def recorded_processes(self) -> list[ProcessRecord]:
+        with self._lock:
+            self._check_open()
+            return sorted(self._processes.values(), key=lambda r: (r.recorded_at, r.pid))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+
+# --- orphan sweep ---------------------------------------------------------------------------
+
+
+def end_recorded_processes(
+    store: AgentStore,
+    *,
+    grace: float = 2.0,
+    exclude_pgids: Sequence[int] = (),
+) -> list[ProcessRecord]:
+    """End the processes a previous run recorded that are still alive, then forget them all.
+
+    Call it at system start, before this run records anything. Each record is checked
+    against ``/proc`` (pid, start time and boot id), so a process that merely reuses a
+    recorded pid is left alone. When a verified process is still in its recorded process
+    group, the whole group is ended (a CLI's own children go with it); otherwise only the
+    process itself. Each gets SIGTERM, then SIGKILL after ``grace`` seconds. The caller's own
+    process is never signalled, and the caller's own process group and ``exclude_pgids`` are
+    never signalled as a group (a verified old process inside them is ended alone).
+
+    Returns:
+        The records whose processes were still running and were ended.
+    """
+    own_pid, own_pgid = os.getpid(), os.getpgrp()
+    skip_groups = {own_pgid, *exclude_pgids}
+    ended: list[ProcessRecord] = []
+    groups_done: set[int] = set()
+    for record in store.recorded_processes():
+        if record.pid == own_pid or not record.is_running():
+            continue
+        stat = _procfs.process_stat(record.pid)
+        pgid = record.pgid
+        whole_group = (
+            stat is not None
+            and pgid is not None
+            and stat.pgid == pgid
+            and pgid > 1
+            and pgid not in skip_groups
+        )
+        if whole_group:
+            assert pgid is not None
+            if pgid not in groups_done:
+                groups_done.add(pgid)
+                _procfs.terminate_process_group(pgid, grace=grace)
+        else:
+            _end_one(record, grace)
+        ended.append(record)
+    for record in store.recorded_processes():
+        store.forget_process(record.pid, record.start_ticks)
+    return ended
+
+
+def _end_one(record: ProcessRecord, grace: float) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not record.is_running():
+            return
+        _procfs.kill_process(record.pid, sig)
+        _procfs.wait_for_exit(record.pid, grace)

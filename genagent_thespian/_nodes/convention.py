@@ -1,0 +1,569 @@
+"""Nodes: several actor systems (hosts) joined into one Thespian convention.
+
+A convention has one **leader** and any number of **members**. Every node is a
+``multiprocTCPBase`` actor system with the capability ``Convention Address.IPv4`` pointing
+at the leader's admin (the leader points at itself) and advertises what it offers:
+
+* ``GenAgent Node`` -- its name, ``"<host name>:<admin port>"`` (what ``AgentEntry.node`` and
+  ``AgentStatus.node`` show for the agents it runs);
+* ``GenAgent Role`` -- ``"leader"`` or ``"member"``; ``GenAgent Host`` -- the host name;
+* the labels given in ``capabilities`` (``{"claude": "yes"}``) and ``capacity`` (advertised
+  only: nothing counts agents against it yet).
+
+Only the leader boots the framework's services (registry, supervisor, telemetry). An agent
+started with ``placement={"claude": "yes"}`` is created by the leader's supervisor with
+``targetActorRequirements``; Thespian asks
+:meth:`~genagent_thespian._actors.agent.AgentActor.actorSystemCapabilityCheck` on the leader first
+and then on the members, and the first node whose capabilities equal every placement key
+runs it. The supervisor stays its parent: when the agent dies (or its whole node does) the
+``ChildActorExited`` reaches the leader, which restarts it per its policy, again by
+placement, so on a surviving matching node.
+
+A member that stops answering is declared dead after ``reregistration_period`` seconds times
+``registration_miss_max`` (Thespian's ``CONVENTION_REREGISTRATION_PERIOD`` and
+``CONVENTION_REGISTRATION_MISS_MAX``: 7 min 22 s times 3 by default, here 5 s times 2). The
+same values must be used on every node.
+
+A member's :class:`AgentSystem` is a client of the leader's services (``ask``, ``tell``,
+``status``, ``list_agents``... by name work from it); shutting a member down stops no agent
+by itself, but its agents' processes end with it, so the leader restarts the permanent ones
+elsewhere. Shut members down before the leader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+import uuid
+import weakref
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from thespian.actors import (
+    Actor,
+    ActorExitRequest,
+    ActorSystem,
+    ActorSystemConventionUpdate,
+    WakeupMessage,
+)
+
+from .._actors.agent import NODE_CAPABILITY
+from .._actors.registry import REGISTRY_NAME, Registry
+from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor, NodeLost
+from .._actors.telemetry import TELEMETRY_NAME, TelemetryHub
+from .._api.system import AgentSystem, _marker_env, free_port
+from .._core.errors import GenAgentError, InvalidOption
+from .._core.log import get_logger
+from .._os.processes import SYSTEM_MARKER, kill_marked
+from .._os.security import check_capabilities, harden_transport
+from ..messages import AgentEntry, AgentList, ListAgents
+
+__all__ = [
+    "HOST_CAPABILITY",
+    "NODE_CAPABILITY",
+    "ROLE_CAPABILITY",
+    "NodeInfo",
+    "list_fleet",
+    "list_nodes",
+    "start_node",
+    "wait_for_nodes",
+]
+
+ROLE_CAPABILITY = "GenAgent Role"
+HOST_CAPABILITY = "GenAgent Host"
+HEARTBEAT_CAPABILITY = "GenAgent Heartbeat"
+NODES_NAME = "genagent_thespian.nodes"
+
+#: Capability names a user's labels may not use (Thespian's and ours).
+_RESERVED_PREFIXES = (
+    "Thespian",
+    "Admin ",
+    "Convention ",
+    "GenAgent ",
+    "Outbound Only",
+    "Python Version",
+    "Process Startup Method",
+)
+#: Seconds a helper actor stays after its answer, so the answer is delivered first.
+_FINDER_LINGER = 2.0
+#: Seconds a member waits for the leader's services while joining.
+_JOIN_TIMEOUT = 30.0
+
+_log = get_logger("genagent_thespian.nodes")
+
+#: A member system -> the leader's node watcher (for :func:`list_nodes`).
+_watchers: weakref.WeakKeyDictionary[AgentSystem, Any] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One node of the convention, as the leader sees it."""
+
+    name: str
+    role: str
+    host: str
+    labels: tuple[tuple[str, Any], ...]
+    capacity: int | None
+
+
+# ---------------------------------------------------------------------- actors
+
+
+class _LeaderOnly(Actor):
+    """Base of the helper actors that must run on the leader."""
+
+    @staticmethod
+    def actorSystemCapabilityCheck(
+        capabilities: dict[str, Any], requirements: dict[str, Any] | None = None
+    ) -> bool:
+        return capabilities.get(ROLE_CAPABILITY) == "leader"
+
+
+@dataclass(frozen=True, slots=True)
+class _WhereAreServices:
+    """Member client -> services finder on the leader."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Services:
+    """The leader's services: registry, telemetry, supervisor and node watcher."""
+
+    registry: Any
+    telemetry: Any
+    supervisor: Any
+    watcher: Any
+
+
+class _ServicesFinder(_LeaderOnly):
+    """Created on the leader by a joining member; answers where the services are, then exits."""
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:
+        if isinstance(message, _WhereAreServices):
+            services = _Services(
+                self.createActor(Registry, globalName=REGISTRY_NAME),
+                self.createActor(TelemetryHub, globalName=TELEMETRY_NAME),
+                self.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME),
+                self.createActor(_NodeWatcher, globalName=NODES_NAME),
+            )
+            self.send(sender, services)
+            # Exiting at once can drop the reply in flight: leave a moment later.
+            self.wakeupAfter(_FINDER_LINGER)
+        elif isinstance(message, WakeupMessage):
+            self.send(self.myAddress, ActorExitRequest())
+
+
+@dataclass(frozen=True, slots=True)
+class _ListNodes:
+    """Client -> node watcher: answered with a tuple of :class:`NodeInfo`."""
+
+
+class _NodeWatcher(_LeaderOnly):
+    """On the leader: follows the convention's membership (``ActorSystemConventionUpdate``)."""
+
+    def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self._own = dict(capabilities or {})
+        self._members: dict[str, dict[str, Any]] = {}
+        self._registered = False
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:
+        if not self._registered:
+            self._registered = True
+            self.notifyOnSystemRegistrationChanges(True)
+        if isinstance(message, ActorSystemConventionUpdate):
+            key = str(message.remoteAdminAddress)
+            if message.remoteAdded:
+                self._members[key] = dict(message.remoteCapabilities or {})
+            else:
+                self._members.pop(key, None)
+                _log.warning("convention member %s left or was declared dead", key)
+                node = (message.remoteCapabilities or {}).get(NODE_CAPABILITY)
+                if node:
+                    supervisor = self.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
+                    self.send(supervisor, NodeLost(str(node)))
+        elif isinstance(message, _ListNodes):
+            nodes = [_node_info(self._own)] + [_node_info(c) for c in self._members.values()]
+            self.send(sender, tuple(nodes))
+
+
+def _node_info(capabilities: Mapping[str, Any]) -> NodeInfo:
+    labels = tuple(
+        sorted(
+            (key, value)
+            for key, value in capabilities.items()
+            if not key.startswith(_RESERVED_PREFIXES) and key != "capacity"
+        )
+    )
+    capacity = capabilities.get("capacity")
+    return NodeInfo(
+        name=str(capabilities.get(NODE_CAPABILITY, "")),
+        role=str(capabilities.get(ROLE_CAPABILITY, "")),
+        host=str(capabilities.get(HOST_CAPABILITY, "")),
+        labels=labels,
+        capacity=int(capacity) if capacity is not None else None,
+    )
+
+
+class _Probe(Actor):
+    """Created on the local node: answers its pid and process group, then exits."""
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:
+        if message == "probe":
+            self.send(sender, (os.getpid(), os.getpgid(0)))
+            self.wakeupAfter(_FINDER_LINGER)
+        elif isinstance(message, WakeupMessage):
+            self.send(self.myAddress, ActorExitRequest())
+
+
+@dataclass(frozen=True, slots=True)
+class _Beat:
+    """Node starter -> heartbeat: check in with the leader every ``period`` seconds."""
+
+    period: float
+
+
+class _Heartbeat(Actor):
+    """On a member: makes its admin re-register with the leader every period.
+
+    Thespian 4.0.1's member admin does not re-register on its own while idle (checked
+    here: only the first registration is ever sent, so the leader declares a healthy
+    member dead after ``period * miss_max``). A capability update makes the admin send
+    its registration again, so this actor sets a capability every period. The value never
+    changes: an unchanged value re-registers without making the admin re-check every local
+    actor against the new capabilities (it does that only when a value changes).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._period = 0.0
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:
+        if isinstance(message, _Beat):
+            self._period = message.period
+            self.wakeupAfter(self._period)
+        elif isinstance(message, WakeupMessage) and self._period:
+            self.updateCapability(HEARTBEAT_CAPABILITY, True)
+            self.wakeupAfter(self._period)
+
+
+# ---------------------------------------------------------------------- starting
+
+
+def start_node(
+    *,
+    leader: tuple[str, int] | None = None,
+    admin_port: int | None = None,
+    bind_host: str = "127.0.0.1",
+    advertise_host: str | None = None,
+    capabilities: Mapping[str, Any] | None = None,
+    store_path: str | os.PathLike[str] | None = None,
+    secret_path: str | os.PathLike[str] | None = None,
+    reregistration_period: float = 5.0,
+    registration_miss_max: int = 2,
+    log_config: dict[str, Any] | None = None,
+    join_timeout: float = _JOIN_TIMEOUT,
+) -> AgentSystem:
+    """Start a convention node in this process's care and return its :class:`AgentSystem`.
+
+    Args:
+        leader: ``(host, admin_port)`` of the leader; ``None`` starts the leader itself.
+        admin_port: This node's admin port (a free one when ``None``).
+        bind_host: Address to listen on (loopback by default; see ``docs/security.md``).
+        advertise_host: Address peers use when ``bind_host`` is ``0.0.0.0``.
+        capabilities: Placement labels (``{"claude": "yes"}``) and ``capacity`` (an int).
+        store_path: The durable store (leader only; members' agents use the leader's path,
+            which must therefore be a file every node can open, e.g. on shared storage).
+        secret_path: The node secret file; the same secret on every node of the convention.
+        reregistration_period: Seconds between a member's check-ins with the leader.
+        registration_miss_max: Missed check-ins after which the leader declares a member
+            dead (detection takes about ``reregistration_period * registration_miss_max``).
+        log_config: A ``logging.config.dictConfig`` dict for actor processes.
+        join_timeout: Seconds a member tries to reach the leader's services.
+
+    Raises:
+        InvalidOption: A label uses a reserved name, ``capacity`` is not a positive int,
+            the timing is not positive, or ``store_path`` is given to a member.
+        SystemNotRunning: A member could not reach the leader within ``join_timeout``.
+    """
+    labels = _check_labels(capabilities)
+    if reregistration_period <= 0 or registration_miss_max < 1:
+        raise InvalidOption(
+            "reregistration_period must be > 0 and registration_miss_max >= 1, got "
+            f"{reregistration_period!r} and {registration_miss_max!r}"
+        )
+    if leader is not None and store_path is not None:
+        raise InvalidOption(
+            "store_path is the leader's setting: agents on members use the leader's store"
+        )
+    admin_port = admin_port or free_port()
+    host = advertise_host or bind_host
+    name = f"{socket.gethostname()}:{admin_port}"
+    caps: dict[str, Any] = {
+        **labels,
+        "Admin Port": admin_port,
+        "Convention Address.IPv4": (host, admin_port) if leader is None else tuple(leader),
+        NODE_CAPABILITY: name,
+        ROLE_CAPABILITY: "leader" if leader is None else "member",
+        HOST_CAPABILITY: socket.gethostname(),
+    }
+    if leader is not None:
+        caps[HEARTBEAT_CAPABILITY] = True
+    with _convention_timing(reregistration_period, registration_miss_max):
+        if leader is None:
+            system = AgentSystem.start(
+                admin_port=admin_port,
+                capabilities=caps,
+                log_config=log_config,
+                bind_host=bind_host,
+                advertise_host=advertise_host,
+                secret_path=secret_path,
+                store_path=store_path,
+            )
+            try:
+                list_nodes(system)  # creates the node watcher, which follows membership
+            except BaseException:
+                system.shutdown()
+                raise
+            return system
+        return _start_member(
+            caps,
+            admin_port,
+            bind_host,
+            advertise_host,
+            secret_path,
+            log_config,
+            name,
+            reregistration_period,
+            join_timeout,
+        )
+
+
+def _start_member(
+    caps: dict[str, Any],
+    admin_port: int,
+    bind_host: str,
+    advertise_host: str | None,
+    secret_path: str | os.PathLike[str] | None,
+    log_config: dict[str, Any] | None,
+    name: str,
+    period: float,
+    join_timeout: float,
+) -> AgentSystem:
+    security = harden_transport(
+        bind_host=bind_host, advertise_host=advertise_host, secret_path=secret_path
+    )
+    check_capabilities(caps, security)
+    system_id = uuid.uuid4().hex
+    with _marker_env(system_id):
+        asys = ActorSystem(
+            "multiprocTCPBase", capabilities=caps, logDefs=log_config, transientUnique=True
+        )
+    try:
+        services = _find_leader_services(asys, join_timeout)
+        system = AgentSystem(
+            asys,
+            base="multiprocTCPBase",
+            admin_port=admin_port,
+            owned=True,
+            system_id=system_id,
+            services=(services.registry, services.telemetry, services.supervisor),
+            node=name,
+        )
+        heartbeat = asys.createActor(_Heartbeat)
+        asys.tell(heartbeat, _Beat(period))
+        probe = asys.createActor(_Probe)
+        answer = asys.ask(probe, "probe", 10.0)
+        if isinstance(answer, tuple):
+            system.pgid = int(answer[1])
+        _watchers[system] = services.watcher
+        return system
+    except BaseException:
+        asys.shutdown()
+        kill_marked(system_id, variable=SYSTEM_MARKER)  # whatever the shutdown left
+        raise
+
+
+def _find_leader_services(asys: ActorSystem, join_timeout: float) -> _Services:
+    """Ask a finder created on the leader (capability-directed) where its services are."""
+    from .._core.errors import SystemNotRunning
+
+    deadline = time.monotonic() + join_timeout
+    last_error = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            finder = asys.createActor(_ServicesFinder)
+            answer = asys.ask(finder, _WhereAreServices(), 5.0)
+        except Exception as exc:  # the leader may not have answered the registration yet
+            last_error = f"{type(exc).__name__}: {exc}"
+            answer = None
+        if isinstance(answer, _Services):
+            return answer
+        time.sleep(0.2)  # not a test: pacing the retries of a join
+    raise SystemNotRunning(
+        f"could not reach the convention leader's services within {join_timeout}s "
+        f"({last_error}); check the leader address, the shared secret and the bind hosts"
+    )
+
+
+def _check_labels(capabilities: Mapping[str, Any] | None) -> dict[str, Any]:
+    labels = dict(capabilities or {})
+    for key in labels:
+        if not isinstance(key, str) or key.startswith(_RESERVED_PREFIXES):
+            raise InvalidOption(
+                f"node capability {key!r} is reserved or not a string; use plain labels "
+                "such as 'claude'"
+            )
+    if "capacity" in labels:
+        capacity = labels["capacity"]
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise InvalidOption(f"capacity must be a positive int, got {capacity!r}")
+    return labels
+
+
+@contextlib.contextmanager
+def _convention_timing(period: float, miss_max: int) -> Iterator[None]:
+    """Set Thespian's convention timing while an admin is forked (it keeps the values).
+
+    Thespian reads ``CONVENTION_REREGISTRATION_PERIOD`` / ``CONVENTION_REGISTRATION_MISS_MAX``
+    from the environment once, at import; the admin is forked from this process, so the
+    module values at fork time are the ones it uses.
+    """
+    from thespian.system.admin import convention
+
+    saved = (
+        convention.CONVENTION_REREGISTRATION_PERIOD,
+        convention.CONVENTION_REGISTRATION_MISS_MAX,
+    )
+    convention.CONVENTION_REREGISTRATION_PERIOD = timedelta(seconds=period)
+    convention.CONVENTION_REGISTRATION_MISS_MAX = miss_max
+    try:
+        yield
+    finally:
+        convention.CONVENTION_REREGISTRATION_PERIOD, convention.CONVENTION_REGISTRATION_MISS_MAX = (
+            saved
+        )
+
+
+# ---------------------------------------------------------------------- fleet
+
+
+def list_nodes(system: AgentSystem) -> tuple[NodeInfo, ...]:
+    """The convention's nodes as the leader sees them (leader first).
+
+    Raises:
+        GenAgentError: ``system`` is not a convention node, or the leader did not answer.
+    """
+    watcher = _watchers.get(system)
+    if watcher is None:
+        if not system.leads_agents:
+            raise GenAgentError("this system is not a convention node")
+        watcher = system.asys.createActor(_NodeWatcher, globalName=NODES_NAME)
+        _watchers[system] = watcher
+    answer = system.exchange(watcher, _ListNodes(), lambda m: isinstance(m, tuple), timeout=10.0)
+    return tuple(answer)
+
+
+def wait_for_nodes(
+    system: AgentSystem, count: int, *, timeout: float = 30.0
+) -> tuple[NodeInfo, ...]:
+    """Wait until the leader knows ``count`` nodes (itself included); return them.
+
+    Raises:
+        AskTimeout: Fewer nodes after ``timeout`` seconds.
+    """
+    from .._core.errors import AskTimeout
+
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = list_nodes(system)
+        if len(nodes) >= count:
+            return nodes
+        if time.monotonic() >= deadline:
+            raise AskTimeout(f"{len(nodes)} node(s) joined within {timeout}s, expected {count}")
+        time.sleep(0.1)  # pacing a poll with a deadline
+
+
+def list_fleet(system: AgentSystem) -> tuple[AgentEntry, ...]:
+    """Every registered agent with the node it runs on (``AgentEntry.node``)."""
+    reply = system.exchange(
+        system.registry, ListAgents(), lambda m: isinstance(m, AgentList), timeout=10.0
+    )
+    return tuple(reply.agents)
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one node until SIGINT/SIGTERM: ``python -m genagent_thespian._nodes.convention --help``.
+
+    Prints one line ``node <name> admin_port <port> pgid <pgid> ready`` once it serves.
+    """
+    import argparse
+    import signal
+    import threading
+
+    parser = argparse.ArgumentParser(
+        prog="python -m genagent_thespian._nodes.convention", description="Run a convention node."
+    )
+    parser.add_argument("--leader", help="HOST:PORT of the leader (omit to run the leader)")
+    parser.add_argument("--admin-port", type=int, default=None)
+    parser.add_argument("--bind-host", default="127.0.0.1")
+    parser.add_argument("--advertise-host", default=None)
+    parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--capacity", type=int, default=None)
+    parser.add_argument("--store", default=None, help="durable store file (leader only)")
+    parser.add_argument("--secret-file", default=None)
+    parser.add_argument("--reregistration-period", type=float, default=5.0)
+    parser.add_argument("--registration-miss-max", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    leader: tuple[str, int] | None = None
+    if args.leader:
+        host, _, port = args.leader.rpartition(":")
+        if not host or not port.isdigit():
+            parser.error(f"--leader must be HOST:PORT, got {args.leader!r}")
+        leader = (host, int(port))
+    labels: dict[str, Any] = {}
+    for label in args.label:
+        key, sep, value = label.partition("=")
+        if not sep or not key:
+            parser.error(f"--label must be KEY=VALUE, got {label!r}")
+        labels[key] = value
+    if args.capacity is not None:
+        labels["capacity"] = args.capacity
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    system = start_node(
+        leader=leader,
+        admin_port=args.admin_port,
+        bind_host=args.bind_host,
+        advertise_host=args.advertise_host,
+        capabilities=labels,
+        store_path=args.store,
+        secret_path=args.secret_file,
+        reregistration_period=args.reregistration_period,
+        registration_miss_max=args.registration_miss_max,
+    )
+    try:
+        print(
+            f"node {system.node} admin_port {system.admin_port} pgid {system.pgid} ready",
+            flush=True,
+        )
+        stop.wait()
+    finally:
+        system.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the module's own copy: actor classes must not come from ``__main__``.
+    from genagent_thespian._nodes.convention import main as _main
+
+    raise SystemExit(_main())

@@ -1,0 +1,1 @@
+"""The operating system: finding and ending processes, and closing the TCP transport."""

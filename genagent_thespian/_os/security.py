@@ -1,0 +1,567 @@
+"""Close Thespian's TCP transport to the network: loopback listeners and authenticated frames.
+
+Stock Thespian 4.0.1 (``multiprocTCPBase``) binds the admin and every actor to all interfaces
+and hands every frame that arrives to :func:`pickle.loads`, so anyone who can open a TCP
+connection to any of its ports runs code as the node's user. This module hardens the TCP
+transport, process-wide and in place, in two ways:
+
+1. **Where it listens.** Every listening socket binds to :attr:`TransportSecurity.bind_host`
+   (``127.0.0.1`` by default) instead of all interfaces, and the address the node advertises
+   to others is made to match (``THESPIAN_BASE_IPADDR``), so the admin and the actors stay
+   reachable. Listening on another interface is an explicit choice (multi-host conventions).
+2. **What it unpickles.** Every frame carries an HMAC-SHA256 tag computed with the node
+   secret; a receiver checks the tag in constant time *before* anything is unpickled. A frame
+   that fails is never unpickled: it is logged (size and reason only) to Thespian's internal
+   log (``THESPLOG_FILE``), answered with Thespian's data-error acknowledgement and the
+   connection is closed; the process keeps serving.
+
+Frame layout (the body inside Thespian's ``b"<length>>"`` prefix)::
+
+    b"GAT1" | HMAC-SHA256(frame_key, b"GAT1" + pickle) (32 bytes) | pickle
+
+with ``frame_key = HMAC-SHA256(secret, b"genagent-thespian/thespian-tcp-frame/v1")``, so the
+node secret is never used directly and a tag made for any other purpose never verifies here.
+
+What this protects against: any process or host without the secret (other local users,
+containers sharing the host network, hosts on the LAN) can neither run code through pickle
+nor deliver a message; frames of another convention (another secret) are rejected; with the
+default bind nothing is reachable from off the host at all. What it does not protect against:
+anyone who can read the secret (the node's own user, root); an observer on the network of a
+multi-host convention (frames are authenticated, not encrypted, and a captured frame can be
+replayed to a node of the same convention); denial of service (a peer can still open
+connections and announce large frames). Run multi-host conventions over a private network or
+an encrypted tunnel (WireGuard, IPsec, SSH) when the network is not trusted.
+
+Thespian internals replaced by :func:`install_transport_security` (all verified when this
+module is imported; a Thespian other than 4.0.1 raises :class:`UnsupportedThespianVersion`):
+
+* ``thespian.system.transport.TCPTransport.serializer`` -- the module global (``pickle``) the
+  TCP transport calls for every frame it sends (``serializer.dumps``) and every frame and
+  acknowledgement it receives (``ReceiveBuffer(serializer.loads)``). It becomes a codec whose
+  ``dumps`` prepends the tag and whose ``loads`` verifies it. A frame that fails comes back
+  as Thespian's own ``'ACK+DATAERR'`` control value, which the transport already treats as a
+  bad packet on both paths (incoming: logged, data-error ack, close; awaiting an ack: the send
+  fails as ``BadPacket``), so no exception escapes into Thespian's loops.
+* ``thespian.system.transport.TCPTransport.ackMsg`` / ``ackDataErrMsg`` -- the acknowledgement
+  frames, built once at Thespian's import with plain pickle; rebuilt with the codec.
+* ``thespian.system.transport.IPBase.TCPv4ActorAddress.bindArgs`` -- the address every TCP
+  listening socket binds (``TCPTransport.__init__``) and the admin probe uses
+  (``TCPTransport.probeAdmin``). Thespian returns ``('', port)`` (all interfaces); the
+  override substitutes :attr:`TransportSecurity.bind_host`.
+* ``THESPIAN_BASE_IPADDR`` (a documented Thespian setting) -- the address advertised in actor
+  addresses, set to the bind host so that peers connect where the node listens.
+
+The patch must be installed in the process that creates the ``ActorSystem`` *before* it
+creates it (the admin is forked from that process and every actor from the admin or another
+actor, so they all inherit it; ``'Process Startup Method'`` must stay ``'fork'``, see
+:func:`check_capabilities`), and in every process that attaches to a running system as a
+client. Only the TCP transport is covered; the UDP and Queue bases are not supported.
+
+Typical use in a node starter (a client does the same with the node's *bind_host*)::
+
+    security = harden_transport()                   # or harden_transport(bind_host="10.0.0.11")
+    capabilities = {"Admin Port": 1900}
+    check_capabilities(capabilities, security)
+    asys = ActorSystem("multiprocTCPBase", capabilities)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import hmac
+import importlib.metadata
+import ipaddress
+import logging
+import os
+import pickle
+import secrets
+import stat
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from thespian.system.transport import IPBase, TCPTransport, streamBuffer
+from thespian.system.utilis import thesplog
+
+from .._core.errors import GenAgentError
+
+__all__ = [
+    "DEFAULT_SECRET_PATH",
+    "SECRET_ENV",
+    "SECRET_FILE_ENV",
+    "SecurityConfigError",
+    "TransportSecurity",
+    "UnsupportedThespianVersion",
+    "check_capabilities",
+    "harden_transport",
+    "install_transport_security",
+    "installed_transport_security",
+    "load_or_create_secret",
+]
+
+#: Environment variable holding the node secret as hex; overrides the secret file.
+SECRET_ENV = "GENAGENT_SECRET"
+#: Environment variable naming the secret file.
+SECRET_FILE_ENV = "GENAGENT_SECRET_FILE"
+#: Secret file used when neither environment variable is set.
+DEFAULT_SECRET_PATH = Path("~/.config/genagent-thespian/node.secret")
+
+_SECRET_BYTES = 32
+_MIN_SECRET_BYTES = 16
+_LOOPBACK = "127.0.0.1"
+_WILDCARD = "0.0.0.0"
+_BASE_IPADDR_ENV = "THESPIAN_BASE_IPADDR"
+_SUPPORTED_THESPIAN = "4.0.1"
+
+_FRAME_MAGIC = b"GAT1"
+_FRAME_KEY_LABEL = b"genagent-thespian/thespian-tcp-frame/v1"
+_TAG_BYTES = hashlib.sha256().digest_size
+_HEADER_BYTES = len(_FRAME_MAGIC) + _TAG_BYTES
+
+
+class SecurityConfigError(GenAgentError, ValueError):
+    """The node secret or the transport security settings are unusable.
+
+    Raised for a missing, malformed or group/world-readable secret, an invalid bind address,
+    or a second installation with different settings. The message names the file or the
+    setting, never the secret.
+    """
+
+    reason_kind = "security_config"
+
+
+class UnsupportedThespianVersion(GenAgentError, RuntimeError):
+    """The installed Thespian is not the 4.0.1 whose internals the hardening wraps."""
+
+    reason_kind = "unsupported_thespian"
+
+
+# -- the node secret ---------------------------------------------------------------------------
+
+
+def load_or_create_secret(path: str | os.PathLike[str] | None = None) -> bytes:
+    """Return this node's secret, creating a random one on first use.
+
+    Lookup order: ``$GENAGENT_SECRET`` (hex) if set; else the file *path*, else
+    ``$GENAGENT_SECRET_FILE``, else ``~/.config/genagent-thespian/node.secret``. The file holds
+    the secret as one line of hex, so it can be copied to the other hosts of a convention. A
+    missing file is created atomically (a private temporary file hard-linked into place, so
+    concurrent starters agree on one secret) with mode 0600 in a directory created with mode
+    0700.
+
+    Args:
+        path: Secret file to use instead of the environment/default location.
+
+    Returns:
+        The secret bytes (at least 16, 32 when generated).
+
+    Raises:
+        SecurityConfigError: The hex is malformed or too short, the file is not a regular
+            file owned by this user, it is readable or writable by group or others, or it
+            cannot be read or created.
+    """
+    from_env = os.environ.get(SECRET_ENV, "").strip()
+    if from_env:
+        return _parse_secret(from_env, source=f"${SECRET_ENV}")
+    chosen = path or os.environ.get(SECRET_FILE_ENV) or DEFAULT_SECRET_PATH
+    secret_path = Path(chosen).expanduser()
+    try:
+        return _read_secret_file(secret_path)
+    except FileNotFoundError:
+        pass
+    _create_secret_file(secret_path)
+    try:
+        return _read_secret_file(secret_path)
+    except FileNotFoundError as exc:
+        raise SecurityConfigError(
+            f"node secret file {secret_path} vanished after creation"
+        ) from exc
+
+
+def _parse_secret(text: str, *, source: str) -> bytes:
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        # The offending text is deliberately left out: it is (almost) the secret.
+        raise SecurityConfigError(f"node secret from {source} is not valid hex") from None
+    if len(secret) < _MIN_SECRET_BYTES:
+        raise SecurityConfigError(
+            f"node secret from {source} is {len(secret)} bytes; at least "
+            f"{_MIN_SECRET_BYTES} are required ({_SECRET_BYTES} recommended)"
+        )
+    return secret
+
+
+def _read_secret_file(path: Path) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise SecurityConfigError(
+            f"cannot open node secret file {path}: {exc.strerror} (symlinks are refused)"
+        ) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SecurityConfigError(f"node secret file {path} is not a regular file")
+        if info.st_uid != os.geteuid():
+            raise SecurityConfigError(
+                f"node secret file {path} is owned by uid {info.st_uid}, not by this user "
+                f"(uid {os.geteuid()})"
+            )
+        if info.st_mode & 0o077:
+            raise SecurityConfigError(
+                f"node secret file {path} has mode {stat.S_IMODE(info.st_mode):04o}; it must be "
+                f"readable by its owner only (chmod 600 {path})"
+            )
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            raw = handle.read(4096)
+    finally:
+        os.close(fd)
+    try:
+        text = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise SecurityConfigError(f"node secret file {path} is not hex text") from None
+    return _parse_secret(text, source=str(path))
+
+
+def _create_secret_file(path: Path) -> None:
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(
+            temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(secrets.token_hex(_SECRET_BYTES) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, path)  # never replaces: a concurrent creator's file wins
+        finally:
+            temporary.unlink(missing_ok=True)
+    except OSError as exc:
+        raise SecurityConfigError(
+            f"cannot create node secret file {path}: {exc.strerror}"
+        ) from None
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, repr=False, eq=False)
+class TransportSecurity:
+    """How this process's Thespian TCP transport listens and authenticates frames.
+
+    Args:
+        secret: The node secret shared by every process of the system and every host of the
+            convention (see :func:`load_or_create_secret`). Never shown in reprs or errors.
+        bind_host: IPv4 address every listening socket binds. ``127.0.0.1`` (default) keeps
+            the node on this host; a host's own address, or ``0.0.0.0`` for all interfaces,
+            lets other hosts of a convention reach it.
+        advertise_host: Address other processes are told to connect to. Defaults to
+            *bind_host*; only needed with ``bind_host="0.0.0.0"`` (otherwise Thespian guesses
+            it from the route to the convention leader), and must equal *bind_host* when that
+            is a specific address.
+
+    Raises:
+        SecurityConfigError: The secret is too short or an address is not usable.
+
+    Example:
+        >>> sec = TransportSecurity(b"k" * 32)
+        >>> sec
+        TransportSecurity(secret=<masked>, bind_host='127.0.0.1', advertise_host='127.0.0.1')
+    """
+
+    secret: bytes
+    bind_host: str = _LOOPBACK
+    advertise_host: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.secret, bytes) or len(self.secret) < _MIN_SECRET_BYTES:
+            raise SecurityConfigError(f"the node secret must be at least {_MIN_SECRET_BYTES} bytes")
+        bind = _ipv4("bind_host", self.bind_host)
+        if self.advertise_host is None:
+            if not bind.is_unspecified:
+                object.__setattr__(self, "advertise_host", self.bind_host)
+            return
+        advertise = _ipv4("advertise_host", self.advertise_host)
+        if advertise.is_unspecified:
+            raise SecurityConfigError(
+                "advertise_host cannot be 0.0.0.0: peers cannot connect to it"
+            )
+        if not bind.is_unspecified and advertise != bind:
+            raise SecurityConfigError(
+                f"advertise_host {self.advertise_host} differs from bind_host {self.bind_host}: "
+                "peers would connect to an address the node does not listen on"
+            )
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether the node listens on the loopback interface only."""
+        return ipaddress.IPv4Address(self.bind_host).is_loopback
+
+    def __repr__(self) -> str:
+        return (
+            f"TransportSecurity(secret=<masked>, bind_host={self.bind_host!r}, "
+            f"advertise_host={self.advertise_host!r})"
+        )
+
+    def __reduce__(self) -> Any:
+        raise TypeError("TransportSecurity holds the node secret and must not be pickled")
+
+    def _same_settings(self, other: TransportSecurity) -> bool:
+        return (
+            hmac.compare_digest(self.secret, other.secret)
+            and self.bind_host == other.bind_host
+            and self.advertise_host == other.advertise_host
+        )
+
+
+def _ipv4(field: str, value: Any) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(value)
+    except (ipaddress.AddressValueError, ValueError, TypeError):
+        raise SecurityConfigError(
+            f"{field} must be an IPv4 address literal such as 127.0.0.1, got {value!r}"
+        ) from None
+
+
+def check_capabilities(capabilities: Mapping[str, Any], security: TransportSecurity) -> None:
+    """Check ``ActorSystem`` capabilities against the transport security settings.
+
+    Call it in the starting process before ``ActorSystem('multiprocTCPBase', capabilities)``.
+
+    Args:
+        capabilities: The capabilities about to be passed to ``ActorSystem``.
+        security: The settings installed (or about to be) in this process.
+
+    Raises:
+        SecurityConfigError: ``'Process Startup Method'`` is not ``'fork'`` (spawned or
+            forkserver processes would start without the hardening), or a loopback-only node
+            names a convention leader on another host (the leader could not reach it).
+    """
+    method = capabilities.get("Process Startup Method", "fork")
+    if method != "fork":
+        raise SecurityConfigError(
+            f"'Process Startup Method' is {method!r}; transport security requires 'fork' so "
+            "that the admin and every actor inherit it"
+        )
+    leaders = capabilities.get("Convention Address.IPv4")
+    if not leaders or not security.loopback_only:
+        return
+    for leader in leaders if isinstance(leaders, list) else [leaders]:
+        host = leader[0] if isinstance(leader, tuple) else str(leader).partition(":")[0]
+        if host in ("", "localhost"):
+            continue
+        if not ipaddress.IPv4Address(_ipv4("Convention Address.IPv4", host)).is_loopback:
+            raise SecurityConfigError(
+                f"the convention leader {host} is on another host but this node listens on "
+                f"{security.bind_host} only; set bind_host to this host's address"
+            )
+
+
+# -- the frame codec ---------------------------------------------------------------------------
+
+
+class _FrameCodec:
+    """Pickle with an HMAC-SHA256 tag in front, verified before unpickling.
+
+    Has the ``dumps``/``loads`` pair Thespian's TCP transport expects of its ``serializer``.
+    """
+
+    __slots__ = ("_key",)
+
+    def __init__(self, secret: bytes) -> None:
+        self._key = hmac.new(secret, _FRAME_KEY_LABEL, hashlib.sha256).digest()
+
+    def __repr__(self) -> str:
+        return "_FrameCodec(key=<masked>)"
+
+    def _tag(self, payload: bytes | memoryview) -> bytes:
+        mac = hmac.new(self._key, _FRAME_MAGIC, hashlib.sha256)
+        mac.update(payload)
+        return mac.digest()
+
+    def dumps(self, obj: Any) -> bytes:
+        """Pickle *obj* and return the authenticated frame body."""
+        payload = pickle.dumps(obj)
+        return b"".join((_FRAME_MAGIC, self._tag(payload), payload))
+
+    def loads(self, frame: bytes) -> Any:
+        """Verify *frame* and unpickle it; a frame that fails is logged and never unpickled.
+
+        Returns:
+            The unpickled object, or Thespian's ``'ACK+DATAERR'`` control value when the frame
+            is not authentic (the transport drops it and closes the connection).
+        """
+        view = memoryview(frame)
+        if len(view) < _HEADER_BYTES:
+            return _reject(len(view), "shorter than the authentication header")
+        if view[: len(_FRAME_MAGIC)] != _FRAME_MAGIC:
+            return _reject(len(view), "no authentication header")
+        payload = view[_HEADER_BYTES:]
+        if not hmac.compare_digest(view[len(_FRAME_MAGIC) : _HEADER_BYTES], self._tag(payload)):
+            return _reject(len(view), "authentication tag does not match this node's secret")
+        return pickle.loads(payload)
+
+
+_rejected_frames = 0
+
+
+def _reject(size: int, reason: str) -> str:
+    global _rejected_frames
+    _rejected_frames += 1
+    # thesplog writes straight to Thespian's internal log file; the logging module would
+    # forward the record through the very transport that is handling this frame.
+    thesplog(
+        "genagent_thespian security: dropped an unauthenticated TCP frame (%d bytes): %s; "
+        "closing the connection",
+        size,
+        reason,
+        level=logging.WARNING,
+    )
+    return str(streamBuffer.ackDataErrPacket)
+
+
+# -- installation ------------------------------------------------------------------------------
+
+_install_lock = threading.Lock()
+_installed: TransportSecurity | None = None
+
+
+def installed_transport_security() -> TransportSecurity | None:
+    """Return the settings installed in this process, or ``None`` if none are."""
+    return _installed
+
+
+def install_transport_security(security: TransportSecurity) -> None:
+    """Harden Thespian's TCP transport in this process (and in processes forked from it).
+
+    Call it before this process creates or attaches to a ``multiprocTCPBase`` ActorSystem.
+    Idempotent: a second call with the same settings does nothing.
+
+    Args:
+        security: Secret and addresses to use.
+
+    Raises:
+        SecurityConfigError: Different settings are already installed, or
+            ``THESPIAN_BASE_IPADDR`` is set to an address other than the advertised one.
+    """
+    global _installed
+    with _install_lock:
+        if _installed is not None:
+            if _installed._same_settings(security):
+                return
+            raise SecurityConfigError(
+                f"transport security is already installed in this process as {_installed!r}; "
+                f"it cannot be changed to {security!r} (start a new process)"
+            )
+        advertise = security.advertise_host
+        preset = os.environ.get(_BASE_IPADDR_ENV)
+        if advertise is not None:
+            if preset and preset != advertise:
+                raise SecurityConfigError(
+                    f"{_BASE_IPADDR_ENV}={preset} contradicts the advertised address {advertise}"
+                )
+            os.environ[_BASE_IPADDR_ENV] = advertise
+            # Thespian read the variable when it was imported; teach it the address is ours.
+            IPBase.thisSystem.add_local_addr(advertise)
+        codec = _FrameCodec(security.secret)
+        TCPTransport.serializer = codec
+        TCPTransport.ackMsg = streamBuffer.toSendBuffer(streamBuffer.ackPacket, codec.dumps)
+        TCPTransport.ackDataErrMsg = streamBuffer.toSendBuffer(
+            streamBuffer.ackDataErrPacket, codec.dumps
+        )
+        IPBase.TCPv4ActorAddress.bindArgs = property(_make_bind_args(security.bind_host))
+        _installed = security
+
+
+def harden_transport(
+    *,
+    bind_host: str = _LOOPBACK,
+    advertise_host: str | None = None,
+    secret_path: str | os.PathLike[str] | None = None,
+) -> TransportSecurity:
+    """Load (or create) the node secret and install the hardening in this process.
+
+    The one call a node starter or a client needs before it creates or attaches to an
+    ``ActorSystem('multiprocTCPBase', ...)``. A client must use the same *bind_host* as the
+    node it attaches to: Thespian locates the local admin at the advertised address.
+
+    Args:
+        bind_host: Address to listen on (see :class:`TransportSecurity`).
+        advertise_host: Address to advertise when *bind_host* is ``0.0.0.0``.
+        secret_path: Secret file (see :func:`load_or_create_secret`).
+
+    Returns:
+        The installed settings (pass them to :func:`check_capabilities`).
+
+    Raises:
+        SecurityConfigError: See :func:`load_or_create_secret` and
+            :func:`install_transport_security`.
+    """
+    security = TransportSecurity(
+        load_or_create_secret(secret_path), bind_host=bind_host, advertise_host=advertise_host
+    )
+    install_transport_security(security)
+    return security
+
+
+def _make_bind_args(bind_host: str) -> Any:
+    def bindArgs(address: Any) -> tuple[tuple[str, int], ...]:
+        host, port = address.bindname[:2]
+        if host in ("", _WILDCARD):
+            return ((bind_host, port),)
+        return (address.bindname,)
+
+    bindArgs.__doc__ = f"Bind address with all-interfaces replaced by {bind_host} (genagent)."
+    return bindArgs
+
+
+# -- import-time check of the wrapped internals -------------------------------------------------
+
+
+def _check_thespian_internals() -> None:
+    problems: list[str] = []
+    try:
+        version = importlib.metadata.version("thespian")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    if version is not None and version != _SUPPORTED_THESPIAN:
+        problems.append(f"installed version is {version}")
+    if getattr(TCPTransport, "serializer", None) is not pickle:
+        problems.append("TCPTransport.serializer is not the pickle module")
+    for name in ("ackMsg", "ackDataErrMsg"):
+        if not isinstance(getattr(TCPTransport, name, None), bytes):
+            problems.append(f"TCPTransport.{name} is missing")
+    if getattr(streamBuffer, "ackDataErrPacket", None) != "ACK+DATAERR":
+        problems.append("streamBuffer.ackDataErrPacket changed")
+    if not isinstance(getattr(IPBase.IPActorAddress, "bindArgs", None), property):
+        problems.append("IPActorAddress.bindArgs is not a property")
+    uses = {
+        (TCPTransport.TCPIncoming_Common.__init__, "serializer"),
+        (TCPTransport.TCPTransport._next_XMIT_3, "serializer"),
+        (TCPTransport.TCPTransport._check_XMIT_4_done, "serializer"),
+        (TCPTransport.TCPTransport.serializer, "serializer"),
+        (TCPTransport.TCPTransport.__init__, "bindArgs"),
+        (TCPTransport.TCPTransport.probeAdmin, "bindArgs"),
+        (TCPTransport.TCPTransport._addedDataToIncoming, "ackMsg"),
+        (TCPTransport.TCPTransport._addedDataToIncoming, "ackDataErrMsg"),
+    }
+    for function, name in sorted(uses, key=lambda use: (use[0].__qualname__, use[1])):
+        if name not in function.__code__.co_names:
+            problems.append(f"{function.__qualname__} no longer uses {name}")
+    if problems:
+        raise UnsupportedThespianVersion(
+            f"genagent_thespian's transport security wraps Thespian {_SUPPORTED_THESPIAN} "
+            f"internals, which do not match: {'; '.join(problems)}"
+        )
+
+
+_check_thespian_internals()

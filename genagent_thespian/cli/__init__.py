@@ -1,0 +1,721 @@
+"""The ``genagent`` command line: run a node, start agents on it, talk to them, watch them.
+
+Usage (``genagent --help`` and ``genagent COMMAND --help`` say more)::
+
+    genagent node start [--port 19500] [--foreground]     start a node (detached by default)
+    genagent node stop                                     stop it, leaving no process behind
+    genagent start pkg.mod:Class --name a [--backend scripted] [--watchdog 600]
+                   [--option key=value ...]               start an agent on the node
+    genagent ask a "prompt"         run a turn, streaming its text as it arrives
+    genagent tell a "prompt"        queue a turn, print its ref
+    genagent poll a REF [--wait S]  where a told turn stands
+    genagent notify a '{"json": 1}' deliver an event to handle_event
+    genagent interrupt a [--ref R] | halt a | resume a | stop a | status a | ls
+    genagent top [--once]           a live view of the fleet
+    genagent console [--host 127.0.0.1] [--http-port 19580]   the web console
+    genagent demo [--backend scripted|claude|codex|anthropic]  a fleet end to end
+
+Commands find the node through ``--port``, then ``GENAGENT_PORT``, then the state file
+``genagent node start`` wrote (see :mod:`genagent_thespian._nodes.node`). Every command takes
+``--json`` and then prints one JSON document on stdout. Errors are one line on stderr,
+``genagent: error: AgentNotFound: no agent has that name (agent='x')``, with the exit code
+telling the kind: 1 failure, 2 usage (bad arguments or options), 3 not found (no such
+agent, ref or node), 4 timeout. With ``--json`` the error is also printed on stdout as
+``{"ok": false, "error": {...}}``. Set ``GENAGENT_DEBUG=1`` to see the traceback of an
+unexpected error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
+from typing import Any, NoReturn
+
+from .._api.client import (
+    halt,
+    interrupt,
+    notify,
+    poll,
+    resume,
+    start_agent,
+    status,
+    stop,
+    tell,
+    whereis,
+)
+from .._api.system import AgentSystem
+from .._core.backend import resolve_backend
+from .._core.errors import (
+    AgentNotFound,
+    AgentStopped,
+    AskTimeout,
+    GenAgentError,
+    InvalidEvent,
+    InvalidOption,
+    InvalidPrompt,
+    RequestNotFound,
+    SystemNotRunning,
+)
+from .._core.turn import EventKind, Response, Usage
+from .._nodes import node as _node
+from ..messages import Accepted, Failure, Prompt, TurnEvent, Watch
+from ..testing._scripted_agent import ScriptedAgent
+from ._fleet import fleet_rows, render_top, status_dict
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_TIMEOUT",
+    "EXIT_USAGE",
+    "ScriptedAgent",
+    "UsageError",
+    "main",
+]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_TIMEOUT = 4
+
+DEFAULT_CONSOLE_PORT = 19580
+
+
+class UsageError(Exception):
+    """Bad command-line input detected after argparse (exit code 2)."""
+
+
+def exit_code_for(error: BaseException) -> int:
+    """Return the exit code for ``error`` (see the module docstring)."""
+    if isinstance(error, AgentNotFound | RequestNotFound | SystemNotRunning):
+        return EXIT_NOT_FOUND
+    if isinstance(error, TimeoutError):
+        return EXIT_TIMEOUT
+    if isinstance(error, InvalidOption | InvalidPrompt | InvalidEvent | UsageError):
+        return EXIT_USAGE
+    return EXIT_FAILURE
+
+
+# ============================================================================ output
+
+
+class _Output:
+    """Where a command's results go: human lines, or one JSON document with ``--json``."""
+
+    def __init__(self, *, as_json: bool) -> None:
+        self.as_json = as_json
+        self.progress_enabled = not as_json and sys.stderr.isatty()
+
+    def line(self, text: str = "") -> None:
+        if not self.as_json:
+            print(text, flush=True)
+
+    def document(self, data: Any) -> None:
+        if self.as_json:
+            print(json.dumps(data, default=_json_default, sort_keys=True), flush=True)
+
+    def progress(self, text: str) -> None:
+        """Show transient progress on a terminal's stderr (nothing when piped)."""
+        if self.progress_enabled:
+            sys.stderr.write(f"\r\x1b[2K{text}")
+            sys.stderr.flush()
+
+    def clear_progress(self) -> None:
+        if self.progress_enabled:
+            sys.stderr.write("\r\x1b[2K")
+            sys.stderr.flush()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Usage):
+        return asdict(value)
+    if isinstance(value, BaseException):
+        return {"type": type(value).__name__, "message": str(value)}
+    return str(value)
+
+
+@contextlib.contextmanager
+def _spinner(out: _Output, label: str) -> Iterator[Callable[[str], None]]:
+    """Show ``label`` and the seconds spent while a block runs (on a terminal only)."""
+    started = time.monotonic()
+    stopped = threading.Event()
+    current = [label]
+
+    def spin() -> None:
+        while not stopped.wait(0.2):
+            out.progress(f"{current[0]} ({time.monotonic() - started:.1f}s)")
+
+    thread = threading.Thread(target=spin, daemon=True) if out.progress_enabled else None
+    if thread is not None:
+        thread.start()
+    try:
+        yield lambda text: current.__setitem__(0, text)
+    finally:
+        stopped.set()
+        if thread is not None:
+            thread.join()
+            out.clear_progress()
+
+
+# ============================================================================ parsing
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document"
+    )
+    common.add_argument(
+        "--port",
+        type=int,
+        default=argparse.SUPPRESS,
+        help=f"the node's admin port (default: $GENAGENT_PORT, the state file, "
+        f"or {_node.DEFAULT_PORT} for `node start`)",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``genagent`` argument parser."""
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="genagent",
+        description="Run and steer a fleet of long-running LLM agents.",
+        parents=[common],
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    node = commands.add_parser("node", help="start or stop a node", parents=[common])
+    node_commands = node.add_subparsers(dest="node_command", metavar="ACTION", required=True)
+    node_start = node_commands.add_parser(
+        "start",
+        parents=[common],
+        help=f"start a node on 127.0.0.1 (admin port {_node.DEFAULT_PORT} unless --port)",
+    )
+    node_start.add_argument(
+        "--foreground", action="store_true", help="run attached until Ctrl-C or SIGTERM"
+    )
+    node_commands.add_parser("stop", parents=[common], help="stop the node")
+    node_commands.add_parser("info", parents=[common], help="show the recorded node")
+
+    start = commands.add_parser("start", parents=[common], help="start an agent")
+    start.add_argument("impl", metavar="MODULE:CLASS", help="the GenAgent subclass")
+    start.add_argument("--name", required=True, help="the agent's name")
+    start.add_argument("--backend", default="scripted", help="backend name (default: scripted)")
+    start.add_argument(
+        "--watchdog", type=float, default=600.0, help="per-turn deadline in seconds (600)"
+    )
+    start.add_argument(
+        "--restart",
+        choices=("temporary", "transient", "permanent"),
+        default="temporary",
+        help="restart type (temporary)",
+    )
+    start.add_argument(
+        "--option",
+        "-o",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an init_agent option; VALUE is parsed as JSON when it parses, else a string",
+    )
+
+    ask = commands.add_parser("ask", parents=[common], help="run a turn, streaming its text")
+    ask.add_argument("name")
+    ask.add_argument("prompt")
+    ask.add_argument("--timeout", type=float, default=None, help="give up after S seconds")
+
+    tell_cmd = commands.add_parser("tell", parents=[common], help="queue a turn, print its ref")
+    tell_cmd.add_argument("name")
+    tell_cmd.add_argument("prompt")
+
+    poll_cmd = commands.add_parser("poll", parents=[common], help="where a told turn stands")
+    poll_cmd.add_argument("name")
+    poll_cmd.add_argument("ref")
+    poll_cmd.add_argument(
+        "--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds for the end"
+    )
+
+    notify_cmd = commands.add_parser("notify", parents=[common], help="send a JSON event")
+    notify_cmd.add_argument("name")
+    notify_cmd.add_argument("event", help="the event as JSON")
+
+    interrupt_cmd = commands.add_parser("interrupt", parents=[common], help="end a running turn")
+    interrupt_cmd.add_argument("name")
+    interrupt_cmd.add_argument("--ref", default=None, help="only if this turn is running")
+
+    for command, text in (
+        ("halt", "freeze the mailbox after the current turn"),
+        ("resume", "unfreeze a halted agent"),
+        ("stop", "stop an agent for good"),
+        ("status", "show an agent's status"),
+    ):
+        commands.add_parser(command, parents=[common], help=text).add_argument("name")
+
+    commands.add_parser("ls", parents=[common], help="list the agents")
+
+    top = commands.add_parser("top", parents=[common], help="a live view of the fleet")
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between frames")
+
+    console = commands.add_parser("console", parents=[common], help="serve the web console")
+    console.add_argument(
+        "--host", default="127.0.0.1", help="interface to serve on (default 127.0.0.1)"
+    )
+    console.add_argument(
+        "--http-port",
+        type=int,
+        default=DEFAULT_CONSOLE_PORT,
+        help=f"HTTP port ({DEFAULT_CONSOLE_PORT}; 0 picks a free one)",
+    )
+
+    demo = commands.add_parser("demo", parents=[common], help="run a fleet end to end")
+    demo.add_argument(
+        "--backend", default="scripted", help="scripted (default), claude, codex, anthropic"
+    )
+    demo.add_argument("--agents", type=int, default=3, help="how many workers (3)")
+    return parser
+
+
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """Parse ``key=value`` pairs; values are JSON when they parse, else strings."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--option expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(raw)
+        except ValueError:
+            options[key] = raw
+    return options
+
+
+def load_impl(target: str) -> type:
+    """Import ``module:Class`` (the current directory counts, as for ``python -m``)."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"expected MODULE:CLASS, got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidOption(f"cannot import {module_name!r}: {exc}") from None
+    impl: Any = module
+    for part in attr.split("."):
+        impl = getattr(impl, part, None)
+        if impl is None:
+            raise InvalidOption(f"{module_name!r} has no attribute {attr!r}")
+    if not isinstance(impl, type):
+        raise InvalidOption(f"{target!r} is not a class")
+    return impl
+
+
+# ============================================================================ commands
+
+
+def _attach(args: argparse.Namespace) -> AgentSystem:
+    return _node.connect(_node.find_port(getattr(args, "port", None)))
+
+
+def _cmd_node(args: argparse.Namespace, out: _Output) -> int:
+    if args.node_command == "start":
+        port = getattr(args, "port", None)
+        if port is None:
+            from_env = os.environ.get(_node.PORT_ENV)
+            port = int(from_env) if from_env else _node.DEFAULT_PORT
+        if args.foreground:
+
+            def ready(state: _node.NodeState) -> None:
+                out.line(f"node running on 127.0.0.1:{state.port} (pid {state.pid}); Ctrl-C stops")
+                out.document({"ok": True, "node": _node.state_as_dict(state)})
+
+            return _node.run_node(port, ready=ready)
+        with _spinner(out, f"starting a node on port {port}"):
+            state = _node.start_node(port)
+        out.line(f"node started on 127.0.0.1:{state.port} (pid {state.pid})")
+        out.line(f"state: {_node.state_path()}  log: {state.log}")
+        out.document({"ok": True, "node": _node.state_as_dict(state)})
+        return EXIT_OK
+    if args.node_command == "stop":
+        with _spinner(out, "stopping the node"):
+            state = _node.stop_node(getattr(args, "port", None))
+        out.line(f"node on 127.0.0.1:{state.port} stopped (pid {state.pid})")
+        out.document({"ok": True, "node": _node.state_as_dict(state)})
+        return EXIT_OK
+    recorded = _node.read_state()
+    if recorded is None:
+        raise SystemNotRunning(f"no running node is recorded in {_node.state_path()}")
+    out.line(f"node on 127.0.0.1:{recorded.port} (pid {recorded.pid}), log {recorded.log}")
+    out.document({"ok": True, "node": _node.state_as_dict(recorded)})
+    return EXIT_OK
+
+
+def _cmd_start(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    impl = load_impl(args.impl)
+    options = parse_options(args.option)
+    with _spinner(out, f"starting {args.name}"):
+        start_agent(
+            impl,
+            name=args.name,
+            backend=args.backend,
+            watchdog=args.watchdog,
+            restart=args.restart,
+            system=system,
+            **options,
+        )
+    out.line(f"started {args.name} ({impl.__qualname__}, backend {args.backend})")
+    out.document({"ok": True, "agent": args.name, "impl": args.impl, "backend": args.backend})
+    return EXIT_OK
+
+
+def ask_streaming(
+    system: AgentSystem,
+    name: str,
+    text: str,
+    on_text: Callable[[str], None],
+    *,
+    timeout: float | None = None,
+) -> Response:
+    """Run a turn of agent ``name`` and call ``on_text`` with each streamed fragment.
+
+    Subscribes to the agent's ``TurnEvent`` stream with the public ``Watch`` message on a
+    private endpoint, sends the ``Prompt``, and relays the ``text_delta`` events of that
+    prompt's turn until its ``Response`` (or ``Failure``) arrives.
+
+    Raises:
+        AgentNotFound, AskTimeout, AgentStopped, or the turn's error.
+    """
+    if not text:
+        raise InvalidPrompt("a prompt must be a non-empty str", agent=name)
+    address = whereis(name, system=system)
+    if address is None:
+        raise AgentNotFound("no agent has that name", agent=name)
+    manager = system.asys.private()
+    context = manager.__enter__()
+    prompt = Prompt(text)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        reply = context.ask(address, Watch(True), 10.0)
+        if not isinstance(reply, Accepted):
+            raise AgentStopped("the agent did not accept the stream subscription", agent=name)
+        context.tell(address, prompt)
+        last_check = time.monotonic()
+        while True:
+            message = context.listen(0.25)
+            if isinstance(message, TurnEvent) and message.ref == prompt.ref:
+                event = message.event
+                if event.kind == EventKind.TEXT_DELTA:
+                    on_text(str(event.data.get("text", "")))
+            elif isinstance(message, Response) and message.ref == prompt.ref:
+                return message
+            elif isinstance(message, Failure) and message.ref == prompt.ref:
+                raise message.error
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise AskTimeout(
+                    f"no answer within {timeout:g}s (the turn keeps running)",
+                    agent=name,
+                    ref=prompt.ref,
+                )
+            if message is None and now - last_check >= 2.0:
+                last_check = now
+                if whereis(name, system=system) != address:
+                    raise AgentStopped(
+                        "the agent is gone; this request was not answered",
+                        agent=name,
+                        ref=prompt.ref,
+                    )
+    finally:
+        with contextlib.suppress(Exception):
+            context.tell(address, Watch(False))
+        with contextlib.suppress(Exception):
+            manager.__exit__(None, None, None)
+
+
+def _response_dict(name: str, response: Response) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "agent": name,
+        "ref": response.ref,
+        "text": response.text,
+        "usage": response.usage,
+        "duration_ms": response.duration_ms,
+        "session_id": response.session_id,
+        "model": response.model,
+        "stop_reason": response.stop_reason,
+    }
+
+
+def _cmd_ask(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    streamed: list[str] = []
+
+    def on_text(fragment: str) -> None:
+        if not streamed:
+            out.clear_progress()
+        streamed.append(fragment)
+        if not out.as_json:
+            sys.stdout.write(fragment)
+            sys.stdout.flush()
+
+    if out.progress_enabled:
+        out.progress(f"waiting for {args.name}...")
+    try:
+        response = ask_streaming(system, args.name, args.prompt, on_text, timeout=args.timeout)
+    finally:
+        if not streamed:
+            out.clear_progress()
+    if not out.as_json:
+        if streamed:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        else:
+            out.line(response.text)
+        if out.progress_enabled:
+            usage = response.usage
+            tokens = f", {usage.input_tokens} in / {usage.output_tokens} out" if usage else ""
+            sys.stderr.write(f"[{response.duration_ms / 1000:.2f}s{tokens}]\n")
+    out.document(_response_dict(args.name, response))
+    return EXIT_OK
+
+
+def _cmd_tell(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    ref = tell(args.name, args.prompt, system=system)
+    out.line(ref)
+    out.document({"ok": True, "agent": args.name, "ref": ref})
+    return EXIT_OK
+
+
+def _cmd_poll(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    deadline = time.monotonic() + max(0.0, args.wait)
+    with _spinner(out, f"waiting for {args.ref[:8]} at {args.name}"):
+        result = poll(args.name, args.ref, system=system)
+        while not result.done and time.monotonic() < deadline:
+            time.sleep(0.05)
+            result = poll(args.name, args.ref, system=system)
+    data: dict[str, Any] = {"ok": True, "agent": args.name, "ref": args.ref}
+    data["state"] = result.state.value
+    if result.response is not None:
+        data["response"] = _response_dict(args.name, result.response)
+        out.line(f"completed: {result.response.text}")
+    elif result.error is not None:
+        data["ok"] = False
+        data["error"] = _error_dict(result.error)
+        out.line(f"failed: {type(result.error).__name__}: {result.error}")
+    else:
+        out.line("pending")
+    out.document(data)
+    return EXIT_OK if result.error is None else exit_code_for(result.error)
+
+
+def _cmd_notify(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    try:
+        event = json.loads(args.event)
+    except ValueError as exc:
+        raise UsageError(f"the event must be JSON: {exc}") from None
+    notify(args.name, event, system=system)
+    out.line(f"notified {args.name}")
+    out.document({"ok": True, "agent": args.name})
+    return EXIT_OK
+
+
+def _cmd_interrupt(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    ref = interrupt(args.name, args.ref, system=system)
+    out.line(f"interrupted {args.name} turn {ref}")
+    out.document({"ok": True, "agent": args.name, "ref": ref})
+    return EXIT_OK
+
+
+def _simple(action: Callable[..., Any], past: str) -> Callable[..., int]:
+    def command(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+        with _spinner(out, f"{past[:-2] if past.endswith('ed') else past} {args.name}"):
+            action(args.name, system=system)
+        out.line(f"{past} {args.name}")
+        out.document({"ok": True, "agent": args.name})
+        return EXIT_OK
+
+    return command
+
+
+def _cmd_status(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    data = status_dict(status(args.name, system=system))
+    width = max(len(key) for key in data)
+    for key, value in data.items():
+        out.line(f"{key.ljust(width)}  {value}")
+    out.document({"ok": True, "status": data})
+    return EXIT_OK
+
+
+def _cmd_ls(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    rows = fleet_rows(system)
+    if not out.as_json:
+        if not rows:
+            out.line("(no agents)")
+        width = max((len(row["name"]) for row in rows), default=0)
+        for row in rows:
+            name = row["name"].ljust(width)
+            if "error" in row:
+                out.line(f"{name}  ?  {row['error']}")
+                continue
+            state = row["state"] + (" halted" if row["halted"] else "")
+            out.line(
+                f"{name}  {state:<17}  queued={row['queued']:<3}  turns={row['turns']:<4}  "
+                f"backend={row['backend']}  node={row['node']}"
+            )
+    out.document({"ok": True, "agents": rows})
+    return EXIT_OK
+
+
+def _cmd_top(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    node = f"127.0.0.1:{system.admin_port}"
+    if args.once or out.as_json:
+        rows = fleet_rows(system)
+        if out.as_json:
+            out.document({"ok": True, "node": node, "agents": rows})
+        else:
+            sys.stdout.write(render_top(rows, node=node, colour=sys.stdout.isatty()))
+            sys.stdout.flush()
+        return EXIT_OK
+    interval = max(0.1, args.interval)
+    try:
+        while True:
+            frame = render_top(fleet_rows(system), node=node, colour=sys.stdout.isatty())
+            sys.stdout.write("\x1b[H\x1b[2J" + frame + "\n(Ctrl-C quits)\n")
+            sys.stdout.flush()
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _cmd_console(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    from ._console import Console
+
+    console = Console(system, host=args.host, port=args.http_port)
+    console.start()
+    out.line(f"console on {console.url} (node 127.0.0.1:{system.admin_port}); Ctrl-C stops")
+    out.document({"ok": True, "url": console.url})
+    try:
+        console.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.close()
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
+    lines: list[str] = []
+
+    def emit(text: str = "") -> None:
+        lines.append(text)
+        out.line(text)
+
+    from genagent_thespian.patterns.demo import run_demo
+
+    resolve_backend(args.backend)  # an unknown name is a usage error, before any process starts
+    # The demo reports failures itself; the framework's log lines (from its own actor
+    # processes, forked from this one) would only repeat them on stderr.
+    framework_log = logging.getLogger("genagent_thespian")
+    framework_log.addHandler(logging.NullHandler())
+    framework_log.propagate = False
+    code = int(run_demo(backend=args.backend, agents=args.agents, out=emit))
+    out.document({"ok": code == 0, "exit_code": code, "output": lines})
+    return code
+
+
+_AGENT_COMMANDS: dict[str, Callable[[argparse.Namespace, _Output, AgentSystem], int]] = {
+    "start": _cmd_start,
+    "ask": _cmd_ask,
+    "tell": _cmd_tell,
+    "poll": _cmd_poll,
+    "notify": _cmd_notify,
+    "interrupt": _cmd_interrupt,
+    "halt": _simple(halt, "halted"),
+    "resume": _simple(resume, "resumed"),
+    "stop": _simple(stop, "stopped"),
+    "status": _cmd_status,
+    "ls": _cmd_ls,
+    "top": _cmd_top,
+    "console": _cmd_console,
+}
+
+
+def _error_dict(error: BaseException) -> dict[str, Any]:
+    data: dict[str, Any] = {"type": type(error).__name__}
+    if isinstance(error, GenAgentError):
+        data["message"] = error.message
+        data["agent"] = None if error.agent is None else str(error.agent)
+        data["ref"] = error.ref
+        data["reason"] = error.reason_kind
+    else:
+        data["message"] = str(error)
+    return data
+
+
+def _fail(error: BaseException, out: _Output) -> int:
+    code = exit_code_for(error)
+    out.clear_progress()
+    sys.stderr.write(f"genagent: error: {type(error).__name__}: {error}\n")
+    sys.stderr.flush()
+    if out.as_json:
+        print(json.dumps({"ok": False, "exit_code": code, "error": _error_dict(error)}))
+    return code
+
+
+def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``genagent`` command line and return its exit code.
+
+    ``SIGTERM`` ends a command like Ctrl-C does (the console and ``top`` shut down cleanly;
+    a background job of a non-interactive shell ignores ``SIGINT``).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed the usage error
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    out = _Output(as_json=getattr(args, "json", False))
+    system: AgentSystem | None = None
+    if args.command in ("console", "top") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    try:
+        if args.command == "node":
+            return _cmd_node(args, out)
+        if args.command == "demo":
+            return _cmd_demo(args, out)
+        system = _attach(args)
+        return _AGENT_COMMANDS[args.command](args, out, system)
+    except (GenAgentError, UsageError) as exc:
+        return _fail(exc, out)
+    except OSError as exc:  # e.g. the console's HTTP port is taken
+        return _fail(exc, out)
+    except Exception as exc:  # a bug or an unexpected failure: still one line, unless debugging
+        if os.environ.get("GENAGENT_DEBUG"):
+            raise
+        return _fail(exc, out)
+    except KeyboardInterrupt:
+        out.clear_progress()
+        return 130
+    finally:
+        if system is not None:
+            system.shutdown()
+
+
+def _entry() -> NoReturn:
+    sys.exit(main())

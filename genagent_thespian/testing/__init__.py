@@ -1,0 +1,262 @@
+"""Test kit shipped to users: fakes at the seams we own, fixtures, and waiting helpers.
+
+* :class:`ScriptedBackend` and its script items (:class:`Fail`, :class:`Crash`,
+  :class:`Exit`, :class:`Slow`, :class:`Gate`) play deterministic turns;
+* :class:`TelemetryCapture` records telemetry events and waits for them;
+* :func:`wait_until` waits on a condition with an upper bound (never sleep to wait);
+* pytest fixtures, enabled with ``pytest_plugins = ["genagent_thespian.testing"]``:
+  ``agent_system`` (a fresh ``multiprocTCPBase`` system on a free port, shut down after
+  the test with no process left) and ``any_agent_system`` (the same test once per
+  supported base: ``simpleSystemBase`` and ``multiprocTCPBase``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from .._actors.telemetry import attach, detach
+from .._api.system import AgentSystem
+from .._os.processes import is_alive, processes_with_marker
+from ._chaos import (
+    ChaosKill,
+    ChaosMonkey,
+    children_of,
+    corrupt_file,
+    corrupt_store,
+    descendants_of,
+    kill_process,
+    kill_process_group,
+    process_alive,
+    process_group_members,
+    wait_for_exit,
+)
+from ._fake_llm_server import (
+    FakeLLMServer,
+    Hang,
+    HTTPError,
+    Raw,
+    RecordedRequest,
+    Reply,
+    ScriptItem,
+    StreamError,
+    Text,
+    Thinking,
+    ToolUse,
+    Truncated,
+    When,
+)
+from ._scripted import (
+    Crash,
+    Exit,
+    Fail,
+    Gate,
+    ScriptedBackend,
+    ScriptedSession,
+    Slow,
+    WorkerExit,
+    open_gate,
+    read_history,
+)
+
+__all__ = [
+    "ChaosKill",
+    "ChaosMonkey",
+    "Crash",
+    "Exit",
+    "Fail",
+    "FakeLLMServer",
+    "Gate",
+    "HTTPError",
+    "Hang",
+    "Raw",
+    "RecordedRequest",
+    "Reply",
+    "ScriptItem",
+    "ScriptedBackend",
+    "ScriptedSession",
+    "Slow",
+    "StreamError",
+    "TelemetryCapture",
+    "Text",
+    "Thinking",
+    "ToolUse",
+    "Truncated",
+    "When",
+    "WorkerExit",
+    "children_of",
+    "corrupt_file",
+    "corrupt_store",
+    "descendants_of",
+    "kill_process",
+    "kill_process_group",
+    "open_gate",
+    "process_alive",
+    "process_group_members",
+    "read_history",
+    "system_processes",
+    "wait_for_exit",
+    "wait_until",
+]
+
+
+def wait_until(
+    condition: Callable[[], Any],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.005,
+    message: str = "",
+) -> Any:
+    """Return ``condition()``'s first truthy value, polling until ``timeout`` seconds.
+
+    Raises:
+        AssertionError: the condition stayed false (with ``message``).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(message or f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def system_processes(system: AgentSystem) -> list[int]:
+    """Return the live pids of ``system``'s processes (its process group, marked children).
+
+    Zombies are left out: they hold no resources and only wait for their parent to reap
+    them (the short-lived parent of Thespian's daemonized admin is one).
+    """
+    pids: set[int] = set(processes_with_marker(system.system_id))
+    if system.pgid is not None:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if os.getpgid(int(entry)) == system.pgid:
+                        pids.add(int(entry))
+                except ProcessLookupError:
+                    continue
+    pids.discard(os.getpid())
+    return sorted(pid for pid in pids if is_alive(pid))
+
+
+class TelemetryCapture:
+    """Record telemetry events in this process, thread-safely, and wait for them.
+
+    Example:
+        >>> with TelemetryCapture(["prompt.stop"]) as capture:   # doctest: +SKIP
+        ...     ask("a", "hi")
+        ...     capture.wait_for("prompt.stop")
+    """
+
+    def __init__(
+        self, event_names: Iterable[str] | None = None, *, system: AgentSystem | None = None
+    ) -> None:
+        self._names = None if event_names is None else list(event_names)
+        self._system = system
+        self._id = f"capture-{uuid.uuid4().hex}"
+        self._lock = threading.Condition()
+        self.events: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+
+    def __enter__(self) -> TelemetryCapture:
+        attach(self._id, self._names, self._record, system=self._system)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        detach(self._id, system=self._system)
+
+    def _record(self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
+        with self._lock:
+            self.events.append((name, measurements, metadata))
+            self._lock.notify_all()
+
+    def named(self, name: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Return ``(measurements, metadata)`` of every recorded event called ``name``."""
+        with self._lock:
+            return [(m, md) for n, m, md in self.events if n == name]
+
+    def names(self) -> list[str]:
+        """Return the names of the recorded events in arrival order."""
+        with self._lock:
+            return [n for n, _, _ in self.events]
+
+    def wait_for(
+        self,
+        name: str,
+        predicate: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
+        *,
+        count: int = 1,
+        timeout: float = 10.0,
+    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Wait until ``count`` events called ``name`` (matching ``predicate``) arrived."""
+
+        def matching() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+            return [
+                (m, md)
+                for n, m, md in self.events
+                if n == name and (predicate is None or predicate(m, md))
+            ]
+
+        with self._lock:
+            if not self._lock.wait_for(lambda: len(matching()) >= count, timeout):
+                raise AssertionError(
+                    f"{count} {name!r} event(s) not seen within {timeout}s; saw {self.names()}"
+                )
+            return matching()
+
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - pytest is a test extra
+    pytest = None  # type: ignore[assignment]
+
+
+def _system_fixture(base: str) -> Iterator[AgentSystem]:
+    from .._api.client import _set_default, shutdown_system
+
+    system = AgentSystem.start(base=base)
+    _set_default(system)
+    try:
+        yield system
+    finally:
+        shutdown_system(system)
+        if base != "simpleSystemBase":
+            _assert_no_process_left(system)
+
+
+def _assert_no_process_left(system: AgentSystem) -> None:
+    def gone() -> bool:
+        return not system_processes(system)
+
+    try:
+        wait_until(gone, timeout=10.0)
+    except AssertionError:
+        survivors = system_processes(system)
+        for pid in survivors:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        raise AssertionError(
+            f"processes of the actor system survived shutdown: {survivors}"
+        ) from None
+
+
+if pytest is not None:
+
+    @pytest.fixture
+    def agent_system() -> Iterator[AgentSystem]:
+        """A fresh ``multiprocTCPBase`` system on a free port, made current; nothing left after."""
+        yield from _system_fixture("multiprocTCPBase")
+
+    @pytest.fixture(params=["simpleSystemBase", "multiprocTCPBase"])
+    def any_agent_system(request: Any) -> Iterator[AgentSystem]:
+        """The same test once per supported base (one fixture, as Thespian's own suite does)."""
+        yield from _system_fixture(request.param)
+
+    __all__ += ["agent_system", "any_agent_system"]

@@ -1,0 +1,810 @@
+"""Tests of the durable agent store: the contract on both stores, then SQLite durability."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from genagent_thespian._core.errors import AgentAlreadyExists, AgentNotFound, InvalidOption
+from genagent_thespian._durable.store import (
+    SCHEMA_VERSION,
+    AgentStore,
+    MemoryAgentStore,
+    ProcessRecord,
+    SQLiteAgentStore,
+    StaleIncarnation,
+    StoreCorrupted,
+    StoredRequest,
+    StoreError,
+    StoreSchemaMismatch,
+    agent_key,
+    end_recorded_processes,
+)
+from genagent_thespian._os.procfs import boot_id, process_alive, process_stat, wait_for_exit
+
+KEY = agent_key("coder")
+OTHER = agent_key(("team", 2))
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AgentStore]:
+    made: AgentStore = (
+        SQLiteAgentStore(tmp_path / "agents.db")
+        if request.param == "sqlite"
+        else MemoryAgentStore()
+    )
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "agents.db"
+
+
+def run_python(code: str, *args: str, **popen: object) -> subprocess.Popen[str]:
+    """Start a Python child running ``code`` (dedented) with the package importable."""
+    return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+# --- the contract, on every store -----------------------------------------------------------
+
+
+def test_create_and_load_round_trip(store: AgentStore) -> None:
+    store.create_agent(KEY, b"name", b"spec")
+    loaded = store.load(KEY)
+    assert loaded is not None
+    assert (loaded.key, loaded.name_blob, loaded.spec_blob) == (KEY, b"name", b"spec")
+    assert loaded.state_blob is None
+    assert loaded.queue == ()
+    assert loaded.in_flight is None
+    assert loaded.results == ()
+    assert loaded.incarnation == 0
+    assert store.load(OTHER) is None
+
+
+def test_blobs_come_back_byte_for_byte(store: AgentStore) -> None:
+    every_byte = bytes(range(256)) * 4
+    store.create_agent(KEY, every_byte, b"\x00")
+    store.save_state(KEY, every_byte[::-1])
+    store.enqueue(KEY, "r1", b"")
+    store.put_result(KEY, "r0", every_byte, max_results=5)
+    loaded = store.load(KEY)
+    assert loaded is not None
+    assert loaded.name_blob == every_byte
+    assert loaded.spec_blob == b"\x00"
+    assert loaded.state_blob == every_byte[::-1]
+    assert loaded.queue == (StoredRequest("r1", b""),)
+    assert loaded.results == (StoredRequest("r0", every_byte),)
+
+
+def test_create_twice_is_refused(store: AgentStore) -> None:
+    store.create_agent(KEY, b"n", b"s")
+    with pytest.raises(AgentAlreadyExists):
+        store.create_agent(KEY, b"n2", b"s2")
+    loaded = store.load(KEY)
+    assert loaded is not None and loaded.spec_blob == b"s"
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.save_state(KEY, b"x"),
+        lambda s: s.enqueue(KEY, "r", b"x"),
+        lambda s: s.set_in_flight(KEY, "r", b"x"),
+        lambda s: s.clear_in_flight(KEY),
+        lambda s: s.put_result(KEY, "r", b"x", max_results=3),
+        lambda s: s.commit_turn(KEY, state=b"x"),
+        lambda s: s.bump_incarnation(KEY),
+    ],
+)
+def test_writes_to_an_unknown_agent_raise_agent_not_found(
+    store: AgentStore, call: Callable[[AgentStore], object]
+) -> None:
+    with pytest.raises(AgentNotFound, match=KEY[:12]):
+        call(store)
+    assert store.list_agents() == []
+
+
+def test_mailbox_is_fifo_and_dequeue_removes_one(store: AgentStore) -> None:
+    store.create_agent(KEY, b"n", b"s")
+    for i in range(5):
+        store.enqueue(KEY, f"r{i}", f"p{i}".encode())
+    assert store.dequeue(KEY, "r2") is True
+    assert store.dequeue(KEY, "r2") is False
+    loaded = store.load(KEY)
+    assert loaded is not None
+    assert [q.ref for q in loaded.queue] == ["r0", "r1", "r3", "r4"]
+    assert [q.blob for q in loaded.queue] == [b"p0", b"p1", b"p3", b"p4"]
+
+
+def test_a_ref_cannot_be_queued_twice(store: AgentStore) -> None:
+    store.create_agent(KEY, b"n", b"s")
+    store.enqueue(KEY, "r1", b"a")
+    with pytest.raises(StoreError, match="already queued"):
+        store.enqueue(KEY, "r1", b"b")
+    loaded = store.load(KEY)
+    assert loaded is not None and loaded.queue == (StoredRequest("r1", b"a"),)
+
+
+def test_set_in_flight_moves_the_request_out_of_the_mailbox(store: AgentStore) -> None:
+    store.create_agent(KEY, b"n", b"s")
+    store.enqueue(KEY, "r1", b"a")
+    store.enqueue(KEY, "r2", b"b")
+    store.set_in_flight(KEY, "r1", b"a")
+    loaded = store.load(KEY)
+    assert loaded is not None
+    assert loaded.in_flight == StoredRequest("r1", b"a")
+    assert [q.ref for q in loaded.queue] == ["r2"]
+    store.clear_in_flight(KEY)
+    loaded = store.load(KEY)
+    assert loaded is not None and loaded.in_flight is None
+
+
+def test_commit_turn_writes_the_whole_turn_boundary(store: AgentStore) -> None:
+    store.create_agent(KEY, b"n", b"s")
+    for ref in ("r1", "r2", "r3"):
+        store.enqueue(KEY, ref, ref.encode())
+    store.set_in_flight(KEY, "r1", b"r1")
+
+    store.commit_turn(
+        KEY,
+        state=b"after-r1",
+        result=StoredRequest("r1", b"response-1"),
+        max_results=10,
+        next_in_flight=StoredRequest("r2", b"r2"),
+    )
+
+    loaded = store.load(KEY)
+    assert loaded is not None
+    assert loaded.state_blob == b"after-r1"
+    assert loaded.results == (StoredRequest("r1", b"response-1"),)
+    assert loaded.in_flight == StoredRequest("r2", b"r2")
+    assert [q.ref for q in loaded.queue] == ["r3"]
+
+    # A self-chain turn is not in the mailbox; an ask has no result to keep.
+    store.commit_turn(KEY, state=b"after-r2", next_in_flight=StoredRequest("chain", b"c"))
+    store.commit_turn(KEY, state=b"idle")
+    loaded = store.load(KEY)
+    assert loaded is not None
+    assert loaded.state_blob == b"idle"
+    assert loaded.in_flight is None
+    assert [q.ref for q in loaded.queue] == ["r3"]
+    assert [r.ref for r in loaded.results] == ["r1"]
+
+
+def test_results_keep_the_newest_by_insertion_order(store: AgentStore) -> None:
+    store.create_agent(KEY, b"n", b"s")
+    store.create_agent(OTHER, b"n", b"s")
+    store.put_result(OTHER, "other", b"o", max_results=3)
+    for i in range(6):
+        store.put_result(KEY, f"r{i}", b"%d" % i, max_results=3)
+    store.commit_turn(KEY, state=b"s", result=StoredRequest("r6", b"6"), max_results=3)
+    loaded = store.load(KEY)
+    assert loaded is not None
+    assert [r.ref for r in loaded.results] == ["r4", "r5", "r6"]
+    # Storing a ref again makes it the newest, and the bound is per agent.
+    store.put_result(KEY, "r4", b"again", max_results=3)
+    loaded = store.load(KEY)
+    assert loaded is not None
+    assert [(r.ref, r.blob) for r in loaded.results] == [
+        ("r5", b"5"),
+        ("r6", b"6"),
+        ("r4", b"again"),
+    ]
+    other = store.load(OTHER)
+    assert other is not None and [r.ref for r in other.results] == ["other"]
+
+
+def test_max_results_zero_keeps_nothing(store: AgentStore) -> None:
+    store.create_agent(KEY, b"n", b"s")
+    store.put_result(KEY, "r1", b"x", max_results=5)
+    store.put_result(KEY, "r2", b"y", max_results=0)
+    loaded = store.load(KEY)
+    assert loaded is not None and loaded.results == ()
+
+
+def test_incarnation_counts_restarts_and_fences_stale_writes(store: AgentStore) -> None:
+    store.create_agent(KEY, b"n", b"s")
+    assert store.bump_incarnation(KEY) == 1
+    assert store.bump_incarnation(KEY) == 2
+    store.save_state(KEY, b"new", incarnation=2)
+    with pytest.raises(StaleIncarnation, match="incarnation 2"):
+        store.commit_turn(
+            KEY, state=b"old", result=StoredRequest("r", b"x"), max_results=5, incarnation=1
+        )
+    with pytest.raises(StaleIncarnation):
+        store.set_in_flight(KEY, "r", b"x", incarnation=0)
+    loaded = store.load(KEY)
+    assert loaded is not None
+    assert (loaded.state_blob, loaded.results, loaded.in_flight) == (b"new", (), None)
+    assert loaded.incarnation == 2
+
+
+def test_begin_incarnation_bumps_and_loads_in_one_step(store: AgentStore) -> None:
+    store.create_agent(KEY, b"n", b"s")
+    store.save_state(KEY, b"state")
+    store.enqueue(KEY, "queued", b"q")
+    store.set_in_flight(KEY, "running", b"f")
+    store.put_result(KEY, "done", b"r", max_results=5)
+
+    restarted = store.begin_incarnation(KEY)
+
+    assert restarted.incarnation == 1
+    assert restarted.state_blob == b"state"
+    assert restarted.queue == (StoredRequest("queued", b"q"),)
+    assert restarted.in_flight == StoredRequest("running", b"f")
+    assert restarted.results == (StoredRequest("done", b"r"),)
+    with pytest.raises(StaleIncarnation):
+        store.clear_in_flight(KEY, incarnation=0)
+    store.clear_in_flight(KEY, incarnation=1)
+    with pytest.raises(AgentNotFound):
+        store.begin_incarnation(OTHER)
+
+
+def test_delete_removes_the_agent_and_everything_under_it(store: AgentStore) -> None:
+    store.create_agent(KEY, b"n", b"s")
+    store.create_agent(OTHER, b"n2", b"s2")
+    store.save_state(KEY, b"state")
+    store.enqueue(KEY, "q", b"q")
+    store.set_in_flight(KEY, "f", b"f")
+    store.put_result(KEY, "r", b"r", max_results=5)
+    store.enqueue(OTHER, "q", b"other")
+
+    assert store.delete_agent(KEY) is True
+    assert store.delete_agent(KEY) is False
+
+    assert store.load(KEY) is None
+    assert [e.key for e in store.list_agents()] == [OTHER]
+    other = store.load(OTHER)
+    assert other is not None and other.queue == (StoredRequest("q", b"other"),)
+    # The name can be used again from scratch.
+    store.create_agent(KEY, b"n", b"s")
+    again = store.load(KEY)
+    assert again is not None
+    assert (again.queue, again.results, again.state_blob, again.incarnation) == ((), (), None, 0)
+
+
+def test_list_agents(store: AgentStore) -> None:
+    store.create_agent(KEY, b"first", b"s")
+    store.create_agent(OTHER, b"second", b"s")
+    store.bump_incarnation(OTHER)
+    entries = {e.key: (e.name_blob, e.incarnation) for e in store.list_agents()}
+    assert entries == {KEY: (b"first", 0), OTHER: (b"second", 1)}
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.create_agent("", b"n", b"s"),
+        lambda s: s.create_agent(KEY, "not bytes", b"s"),
+        lambda s: s.enqueue(KEY, "", b"x"),
+        lambda s: s.enqueue(KEY, 7, b"x"),
+        lambda s: s.enqueue(KEY, "r", {"not": "bytes"}),
+        lambda s: s.put_result(KEY, "r", b"x", max_results=-1),
+        lambda s: s.commit_turn(KEY, state=b"x", max_results=True),
+        lambda s: s.record_process(os.getpid(), role=""),
+        lambda s: s.record_process(-3, role="agent"),
+    ],
+)
+def test_bad_arguments_are_invalid_option(
+    store: AgentStore, call: Callable[[AgentStore], object]
+) -> None:
+    store.create_agent(KEY, b"n", b"s")
+    with pytest.raises(InvalidOption):
+        call(store)
+
+
+def test_closed_store_raises_store_error(store: AgentStore) -> None:
+    store.create_agent(KEY, b"n", b"s")
+    store.close()
+    store.close()  # idempotent
+    with pytest.raises(StoreError, match="closed"):
+        store.load(KEY)
+
+
+def test_threads_share_one_store(store: AgentStore) -> None:
+    store.create_agent(KEY, b"n", b"s")
+    errors: list[BaseException] = []
+
+    def writer(thread: int) -> None:
+        try:
+            for i in range(40):
+                store.enqueue(KEY, f"t{thread}-{i}", b"x")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == []
+    loaded = store.load(KEY)
+    assert loaded is not None
+    refs = [q.ref for q in loaded.queue]
+    assert len(refs) == 160
+    for thread in range(4):
+        mine = [r for r in refs if r.startswith(f"t{thread}-")]
+        assert mine == [f"t{thread}-{i}" for i in range(40)]
+
+
+# --- agent keys -----------------------------------------------------------------------------
+
+
+def test_agent_key_is_stable_across_processes_and_hash_seeds() -> None:
+    name = ("pool", frozenset({"alpha", "beta", "gamma", "delta"}), 3, 2.5, None, b"\x01")
+    code = """
+        import sys
+        from genagent_thespian._durable.store import agent_key
+        print(agent_key(("pool", frozenset({"alpha", "beta", "gamma", "delta"}), 3, 2.5,
+                         None, b"\\x01")))
+    """
+    keys = set()
+    for seed in ("1", "2", "3"):
+        out = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            check=True,
+            timeout=60,
+        )
+        keys.add(out.stdout.strip())
+    assert keys == {agent_key(name)}
+
+
+def test_agent_key_distinguishes_types_and_structure() -> None:
+    names = ["1", 1, 1.0, True, b"1", ("1",), (("1",),), frozenset({"1"}), None, ("a", "b")]
+    keys = [agent_key(n) for n in names]
+    assert len(set(keys)) == len(names)
+    assert agent_key(("a", "b")) != agent_key(("ab",))
+
+
+def test_agent_key_of_an_unpicklable_name_is_invalid_option() -> None:
+    with pytest.raises(InvalidOption, match="cannot be pickled"):
+        agent_key(threading.Lock())
+
+
+# --- SQLite: persistence, durability, several processes --------------------------------------
+
+
+def test_everything_survives_reopening(db_path: Path) -> None:
+    with SQLiteAgentStore(db_path) as first:
+        first.create_agent(KEY, b"n", b"spec")
+        for i in range(20):
+            first.enqueue(KEY, f"r{i:02d}", b"%d" % i)
+        first.set_in_flight(KEY, "r00", b"0")
+        first.commit_turn(
+            KEY,
+            state=b"state",
+            result=StoredRequest("r00", b"done"),
+            next_in_flight=StoredRequest("r01", b"1"),
+        )
+        first.bump_incarnation(KEY)
+
+    with SQLiteAgentStore(db_path) as second:
+        loaded = second.load(KEY)
+    assert loaded is not None
+    assert [q.ref for q in loaded.queue] == [f"r{i:02d}" for i in range(2, 20)]
+    assert loaded.in_flight == StoredRequest("r01", b"1")
+    assert loaded.results == (StoredRequest("r00", b"done"),)
+    assert (loaded.state_blob, loaded.incarnation) == (b"state", 1)
+
+
+def test_file_is_in_wal_mode_with_the_chosen_synchronous(db_path: Path) -> None:
+    for level, expected in (("FULL", 2), ("normal", 1)):
+        with SQLiteAgentStore(db_path, synchronous=level) as store:  # type: ignore[arg-type]
+            conn = store._conn()
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert conn.execute("PRAGMA synchronous").fetchone()[0] == expected
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("synchronous", "OFF"), ("busy_timeout", -1), ("busy_timeout", "5")]
+)
+def test_bad_sqlite_options(db_path: Path, option: str, value: object) -> None:
+    with pytest.raises(InvalidOption, match=option):
+        SQLiteAgentStore(db_path, **{option: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+def test_an_acknowledged_enqueue_survives_sigkill(db_path: Path, synchronous: str) -> None:
+    """The writer prints each ref right after enqueue returns; kill -9 it mid-stream."""
+    with SQLiteAgentStore(db_path) as setup:
+        setup.create_agent(KEY, b"n", b"s")
+    writer = run_python(
+        """
+        import sys
+        from genagent_thespian._durable.store import SQLiteAgentStore
+        store = SQLiteAgentStore(sys.argv[1], synchronous=sys.argv[3])
+        i = 0
+        while True:
+            ref = f"r{i:05d}"
+            store.enqueue(sys.argv[2], ref, b"payload-%d" % i)
+            print(ref, flush=True)
+            i += 1
+        """,
+        str(db_path),
+        KEY,
+        synchronous,
+    )
+    assert writer.stdout is not None
+    acknowledged = [writer.stdout.readline().strip() for _ in range(25)]
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait(timeout=30)
+    writer.stdout.close()
+    assert writer.stderr is not None
+    writer.stderr.close()
+    assert writer.returncode == -signal.SIGKILL
+
+    with SQLiteAgentStore(db_path) as reopened:
+        loaded = reopened.load(KEY)
+    assert loaded is not None
+    refs = [q.ref for q in loaded.queue]
+    assert refs[: len(acknowledged)] == acknowledged
+    assert refs == sorted(refs)  # FIFO, with perhaps a few unacknowledged ones at the end
+    assert loaded.queue[0].blob == b"payload-0"
+
+
+def test_a_turn_boundary_is_all_or_nothing_under_sigkill(db_path: Path) -> None:
+    with SQLiteAgentStore(db_path, synchronous="NORMAL") as setup:  # a quick setup
+        setup.create_agent(KEY, b"n", b"s")
+        for i in range(2000):
+            setup.enqueue(KEY, f"r{i:04d}", b"%d" % i)
+        setup.set_in_flight(KEY, "r0000", b"0")
+    writer = run_python(
+        """
+        import sys
+        from genagent_thespian._durable.store import SQLiteAgentStore, StoredRequest
+        store = SQLiteAgentStore(sys.argv[1])
+        for i in range(1999):
+            store.commit_turn(
+                sys.argv[2],
+                state=b"after-%d" % i,
+                result=StoredRequest(f"r{i:04d}", b"done-%d" % i),
+                max_results=3,
+                next_in_flight=StoredRequest(f"r{i + 1:04d}", b"%d" % (i + 1)),
+            )
+            print(i, flush=True)
+        """,
+        str(db_path),
+        KEY,
+    )
+    assert writer.stdout is not None and writer.stderr is not None
+    acknowledged = [int(writer.stdout.readline()) for _ in range(40)][-1]
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait(timeout=30)
+    writer.stdout.close()
+    writer.stderr.close()
+
+    with SQLiteAgentStore(db_path) as reopened:
+        loaded = reopened.load(KEY)
+    assert loaded is not None and loaded.state_blob is not None
+    last = int(loaded.state_blob.removeprefix(b"after-"))
+    assert last >= acknowledged
+    # Every part of the record belongs to the same turn boundary.
+    assert loaded.in_flight == StoredRequest(f"r{last + 1:04d}", b"%d" % (last + 1))
+    assert loaded.results[-1] == StoredRequest(f"r{last:04d}", b"done-%d" % last)
+    assert len(loaded.results) == 3
+    assert loaded.queue[0].ref == f"r{last + 2:04d}"
+    assert len(loaded.queue) == 2000 - (last + 2)
+
+
+def test_concurrent_writer_processes(db_path: Path) -> None:
+    with SQLiteAgentStore(db_path) as setup:
+        setup.create_agent(KEY, b"shared", b"s")
+        for w in range(4):
+            setup.create_agent(agent_key(("own", w)), b"own", b"s")
+    writers = [
+        run_python(
+            """
+            import sys
+            from genagent_thespian._durable.store import SQLiteAgentStore, StoredRequest, agent_key
+            writer = int(sys.argv[3])
+            store = SQLiteAgentStore(sys.argv[1], busy_timeout=30, synchronous="NORMAL")
+            own = agent_key(("own", writer))
+            for i in range(60):
+                store.enqueue(sys.argv[2], f"w{writer}-{i:03d}", b"x")
+                store.commit_turn(own, state=b"%d" % i, result=StoredRequest(f"r{i}", b"y"),
+                                  max_results=10)
+            store.close()
+            print("done", flush=True)
+            """,
+            str(db_path),
+            KEY,
+            str(w),
+        )
+        for w in range(4)
+    ]
+    for w in writers:
+        out, err = w.communicate(timeout=120)
+        assert w.returncode == 0, err
+        assert out.strip() == "done"
+
+    with SQLiteAgentStore(db_path) as store:
+        shared = store.load(KEY)
+        assert shared is not None
+        refs = [q.ref for q in shared.queue]
+        assert len(refs) == 240
+        for w in range(4):
+            mine = [r for r in refs if r.startswith(f"w{w}-")]
+            assert mine == [f"w{w}-{i:03d}" for i in range(60)]
+            own = store.load(agent_key(("own", w)))
+            assert own is not None
+            assert own.state_blob == b"59"
+            assert [r.ref for r in own.results] == [f"r{i}" for i in range(50, 60)]
+
+
+def test_a_forked_child_uses_its_own_connection(db_path: Path) -> None:
+    store = SQLiteAgentStore(db_path)
+    store.create_agent(KEY, b"n", b"s")
+    store.enqueue(KEY, "parent-1", b"p")
+    parent_connection = store._connection
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            store.enqueue(KEY, "child-1", b"c")
+            code = 0 if store._connection is not parent_connection else 2
+            store.close()
+        finally:
+            os._exit(code)
+    exited = wait_for_exit(pid, 30)
+    if not exited:
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    assert exited
+    assert os.waitstatus_to_exitcode(status) == 0
+    store.enqueue(KEY, "parent-2", b"p")
+    loaded = store.load(KEY)
+    assert loaded is not None
+    assert [q.ref for q in loaded.queue] == ["parent-1", "child-1", "parent-2"]
+    assert store._connection is parent_connection
+    store.close()
+
+
+# --- SQLite: schema and damage --------------------------------------------------------------
+
+
+def test_schema_version_mismatch_is_a_clear_error(db_path: Path) -> None:
+    SQLiteAgentStore(db_path).close()
+    raw = sqlite3.connect(db_path)
+    raw.execute("PRAGMA user_version = 99")
+    raw.commit()
+    raw.close()
+    with pytest.raises(StoreSchemaMismatch, match="version 99") as excinfo:
+        SQLiteAgentStore(db_path)
+    assert str(db_path) in str(excinfo.value)
+
+
+def test_another_applications_database_is_refused(db_path: Path) -> None:
+    raw = sqlite3.connect(db_path)
+    raw.execute("CREATE TABLE invoices (id INTEGER)")
+    raw.commit()
+    raw.close()
+    with pytest.raises(StoreSchemaMismatch, match="another application"):
+        SQLiteAgentStore(db_path)
+    raw = sqlite3.connect(db_path)
+    raw.execute("PRAGMA user_version = 1")
+    raw.execute("PRAGMA application_id = 1234")
+    raw.commit()
+    raw.close()
+    with pytest.raises(StoreSchemaMismatch, match="not a genagent-thespian store"):
+        SQLiteAgentStore(db_path)
+
+
+def test_a_file_that_is_not_a_database_is_store_corrupted(db_path: Path) -> None:
+    db_path.write_bytes(b"this is not SQLite at all " * 200)
+    with pytest.raises(StoreCorrupted, match="damaged"):
+        SQLiteAgentStore(db_path)
+
+
+def test_a_damaged_header_is_store_corrupted(db_path: Path) -> None:
+    with SQLiteAgentStore(db_path) as store:
+        store.create_agent(KEY, b"n", b"s")
+        store._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(db_path.read_bytes())
+    data[0:16] = b"\xff" * 16
+    db_path.write_bytes(bytes(data))
+    with pytest.raises(StoreCorrupted):
+        SQLiteAgentStore(db_path)
+
+
+@pytest.mark.parametrize(
+    ("column", "part"),
+    [("state", "state snapshot"), ("spec", "start spec"), ("in_flight", "in-flight request")],
+)
+def test_a_damaged_record_is_store_corrupted_naming_the_part(
+    db_path: Path, column: str, part: str
+) -> None:
+    with SQLiteAgentStore(db_path) as store:
+        store.create_agent(KEY, b"n", b"spec")
+        store.create_agent(OTHER, b"n", b"spec")
+        store.save_state(KEY, b"state")
+        store.set_in_flight(KEY, "r", b"flight")
+    raw = sqlite3.connect(db_path)
+    raw.execute(f"UPDATE agents SET {column} = X'DEADBEEF' WHERE key = ?", (KEY,))
+    raw.commit()
+    raw.close()
+    with SQLiteAgentStore(db_path) as store:
+        with pytest.raises(StoreCorrupted, match=part) as excinfo:
+            store.load(KEY)
+        assert KEY[:12] in str(excinfo.value)
+        assert store.load(OTHER) is not None  # the other agents stay readable
+
+
+def test_begin_incarnation_on_a_damaged_record_changes_nothing(db_path: Path) -> None:
+    with SQLiteAgentStore(db_path) as store:
+        store.create_agent(KEY, b"n", b"s")
+        store.save_state(KEY, b"state")
+    raw = sqlite3.connect(db_path)
+    raw.execute("UPDATE agents SET state = X'00' WHERE key = ?", (KEY,))
+    raw.commit()
+    raw.close()
+    with SQLiteAgentStore(db_path) as store:
+        with pytest.raises(StoreCorrupted, match="state snapshot"):
+            store.begin_incarnation(KEY)
+        assert [e.incarnation for e in store.list_agents()] == [0]
+
+
+def test_a_damaged_mailbox_entry_is_store_corrupted(db_path: Path) -> None:
+    with SQLiteAgentStore(db_path) as store:
+        store.create_agent(KEY, b"n", b"s")
+        store.enqueue(KEY, "r1", b"fine")
+        store.enqueue(KEY, "r2", b"fine")
+    raw = sqlite3.connect(db_path)
+    raw.execute("UPDATE mailbox SET blob = X'00' WHERE ref = 'r2'")
+    raw.commit()
+    raw.close()
+    with SQLiteAgentStore(db_path) as store, pytest.raises(StoreCorrupted, match="r2"):
+        store.load(KEY)
+
+
+# --- process records ------------------------------------------------------------------------
+
+
+def sleeper(**popen: object) -> subprocess.Popen[str]:
+    return run_python("import time; time.sleep(600)", **popen)
+
+
+def reap(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate(timeout=30)
+
+
+def test_process_records_round_trip_and_detect_pid_reuse(store: AgentStore) -> None:
+    proc = sleeper()
+    try:
+        record = store.record_process(proc.pid, role="cli", agent_key=KEY)
+        assert record is not None
+        stat = process_stat(proc.pid)
+        assert stat is not None
+        assert (record.pid, record.start_ticks, record.pgid) == (
+            proc.pid,
+            stat.start_ticks,
+            stat.pgid,
+        )
+        assert store.recorded_processes() == [record]
+        assert record.is_running()
+
+        # The same pid with another start time (or boot) is a different process.
+        reused = ProcessRecord(proc.pid, record.start_ticks + 1, record.boot, None, "cli")
+        assert not reused.is_running()
+        other_boot = ProcessRecord(proc.pid, record.start_ticks, "another-boot", None, "cli")
+        assert not other_boot.is_running()
+
+        proc.kill()
+        assert wait_for_exit(proc.pid, 30)
+        assert not record.is_running()
+        assert store.forget_process(proc.pid, record.start_ticks + 1) == 0
+        assert store.forget_process(proc.pid) == 1
+        assert store.recorded_processes() == []
+    finally:
+        reap(proc)
+
+
+def test_recording_a_process_that_has_exited_records_nothing(store: AgentStore) -> None:
+    proc = sleeper()
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert store.record_process(proc.pid, role="worker") is None
+    assert store.recorded_processes() == []
+
+
+def test_end_recorded_processes_ends_groups_and_spares_reused_pids(db_path: Path) -> None:
+    # A "previous run": a CLI-like leader in its own session with a child in its group.
+    leader = run_python(
+        """
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        print(child.pid, flush=True)
+        time.sleep(600)
+        """,
+        start_new_session=True,
+    )
+    lone = sleeper()  # shares our process group: must be ended alone, never by group
+    innocent = sleeper(start_new_session=True)  # a later process reusing a recorded pid
+    try:
+        assert leader.stdout is not None
+        grandchild = int(leader.stdout.readline())
+        with SQLiteAgentStore(db_path) as previous_run:
+            assert previous_run.record_process(leader.pid, role="cli") is not None
+            assert previous_run.record_process(lone.pid, role="worker") is not None
+            raw = previous_run._conn()
+            stat = process_stat(innocent.pid)
+            assert stat is not None
+            raw.execute(
+                "INSERT INTO processes VALUES (?, ?, ?, ?, ?, NULL, 0)",
+                (innocent.pid, stat.start_ticks - 1, boot_id(), stat.pgid, "cli"),
+            )
+
+        with SQLiteAgentStore(db_path) as this_run:
+            ended = end_recorded_processes(this_run, grace=5.0)
+            assert sorted(r.pid for r in ended) == sorted([leader.pid, lone.pid])
+            assert this_run.recorded_processes() == []
+
+        assert wait_for_exit(grandchild, 30)
+        assert not process_alive(leader.pid)
+        assert not process_alive(lone.pid)
+        assert process_alive(innocent.pid)
+        assert process_alive(os.getpid())
+    finally:
+        for proc in (leader, lone, innocent):
+            reap(proc)
+    assert not any(process_alive(p.pid) for p in (leader, lone, innocent))
+
+
+def test_a_fork_while_another_thread_holds_the_lock_does_not_deadlock_the_child(
+    db_path: Path,
+) -> None:
+    store = SQLiteAgentStore(db_path)
+    store.create_agent(KEY, b"n", b"s")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with store._lock:
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                store.enqueue(KEY, "from-child", b"c")
+                code = 0
+            finally:
+                os._exit(code)
+        exited = wait_for_exit(pid, 30)
+        if not exited:  # a deadlocked child must not outlive the test
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        assert exited, "the forked child deadlocked on the store's lock"
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        release.set()
+        holder.join(30)
+    loaded = store.load(KEY)
+    assert loaded is not None and [q.ref for q in loaded.queue] == ["from-child"]
+    store.close()

@@ -1,0 +1,407 @@
+"""Multi-host on one machine: a leader and member nodes joined in a Thespian convention.
+
+The leader runs in the test process; every member runs in its own process
+(``tests/support_nodes.py``), so a member can be killed as a whole (its admin's process group
+and its starter) with SIGKILL. All nodes listen on loopback with their own admin port and
+share the test process's node secret (the default one: the transport hardening is
+process-wide, so the leader uses whatever the other tests in this process use, and the
+members inherit the same environment).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support_agents import Recorder
+
+import genagent_thespian as g
+from genagent_thespian._api.system import free_port
+from genagent_thespian._nodes.convention import list_fleet, list_nodes, start_node, wait_for_nodes
+from genagent_thespian.testing import Slow, read_history, system_processes, wait_until
+
+TESTS = Path(__file__).resolve().parents[1]
+#: Convention timing of every node here: a member is declared dead after about 1 s x 3.
+PERIOD, MISS_MAX = 1.0, 3
+#: Upper bound for noticing a killed node and restarting its agent elsewhere.
+DETECTION_BOUND = PERIOD * MISS_MAX + 6.0
+
+
+class Member:
+    """A member node in its own process."""
+
+    def __init__(self, leader_port: int, labels: dict[str, str]) -> None:
+        command = [
+            sys.executable,
+            str(TESTS / "support_nodes.py"),
+            "--leader",
+            f"127.0.0.1:{leader_port}",
+            "--admin-port",
+            str(free_port()),
+            "--period",
+            str(PERIOD),
+            "--miss-max",
+            str(MISS_MAX),
+        ]
+        for key, value in labels.items():
+            command += ["--label", f"{key}={value}"]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]))
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True
+        )
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        info = json.loads(self._next_line(60.0))
+        self.node: str = info["node"]
+        self.pgid: int = info["pgid"]
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+
+    def _next_line(self, timeout: float) -> str:
+        try:
+            return self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("the member node did not answer in time") from None
+
+    def ask(self, name: str, prompt: str) -> dict[str, Any]:
+        """Ask agent ``name`` from this member node (a client of the leader's registry)."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"ask {name} {prompt}\n")
+        self.process.stdin.flush()
+        return json.loads(self._next_line(60.0))
+
+    def kill(self) -> None:
+        """SIGKILL the whole node: every process of its actor system, and its starter."""
+        os.killpg(self.pgid, signal.SIGKILL)
+        self.process.kill()
+        self.process.wait(10)
+
+    def shutdown(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        with_processes = _group_alive(self.pgid)
+        if with_processes:
+            os.killpg(self.pgid, signal.SIGKILL)
+        assert not with_processes, f"processes of member {self.node} survived its shutdown"
+
+
+def _group_alive(pgid: int) -> bool:
+    def alive() -> bool:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    try:
+        wait_until(lambda: not alive(), timeout=10.0)
+    except AssertionError:
+        return True
+    return False
+
+
+class Convention:
+    """The leader (in this process) and its members."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.leader = start_node(
+            capabilities={"hub": "yes"},
+            store_path=tmp_path / "store.sqlite3",
+            reregistration_period=PERIOD,
+            registration_miss_max=MISS_MAX,
+        )
+        self.members: list[Member] = []
+
+    def add_member(self, **labels: str) -> Member:
+        assert self.leader.admin_port is not None
+        member = Member(self.leader.admin_port, labels)
+        self.members.append(member)
+        wait_for_nodes(self.leader, 1 + len(self.members))
+        return member
+
+    def close(self) -> None:
+        leader_processes_gone = True
+        try:
+            self.leader.shutdown()
+            try:
+                wait_until(lambda: not system_processes(self.leader), timeout=10.0)
+            except AssertionError:
+                leader_processes_gone = False
+                for pid in system_processes(self.leader):
+                    os.kill(pid, signal.SIGKILL)
+        finally:
+            for member in self.members:
+                member.shutdown()
+        assert leader_processes_gone, "processes of the leader survived its shutdown"
+
+
+@pytest.fixture
+def convention(tmp_path: Path) -> Any:
+    conv = Convention(tmp_path)
+    try:
+        yield conv
+    finally:
+        conv.close()
+
+
+def _agent_pgid(name: str, system: g.AgentSystem) -> int:
+    return os.getpgid(g.status(name, system=system).pid)
+
+
+def test_agents_are_placed_by_capability_and_reached_by_name_from_every_node(convention):
+    leader = convention.leader
+    claude = convention.add_member(claude="yes")
+    codex = convention.add_member(codex="yes")
+    nodes = {node.name: node for node in list_nodes(leader)}
+    assert nodes[claude.node].labels == (("claude", "yes"),) and nodes[claude.node].role == "member"
+    assert nodes[leader.node].role == "leader"
+
+    g.start_agent(
+        Recorder,
+        name="c",
+        backend="scripted",
+        script=["from c"],
+        placement={"claude": "yes"},
+        system=leader,
+    )
+    g.start_agent(
+        Recorder,
+        name="x",
+        backend="scripted",
+        script=["from x", "x again"],
+        placement={"codex": "yes"},
+        system=leader,
+    )
+    g.start_agent(Recorder, name="h", backend="scripted", script=["from h"], system=leader)
+
+    assert _agent_pgid("c", leader) == claude.pgid  # runs in the claude node's processes
+    assert _agent_pgid("x", leader) == codex.pgid
+    assert _agent_pgid("h", leader) == leader.pgid  # no placement: the leader itself
+    fleet = {entry.name: entry.node for entry in list_fleet(leader)}
+    assert fleet == {"c": claude.node, "x": codex.node, "h": leader.node}
+    assert g.status("c", system=leader).node == claude.node
+
+    assert g.ask("c", "q", system=leader).text == "from c"
+    assert codex.ask("x", "q") == {"text": "from x"}  # from a member, by name
+    assert claude.ask("x", "q") == {"text": "x again"}
+    assert claude.ask("h", "q") == {"text": "from h"}
+    assert claude.ask("nobody", "q") == {"error": "AgentNotFound"}
+
+
+def test_a_placement_no_node_satisfies_is_a_typed_error_naming_it(convention):
+    convention.add_member(claude="yes")
+    with pytest.raises(g.AgentStartFailed, match=r"placement \{'gpu': 'yes'\}") as caught:
+        g.start_agent(
+            Recorder,
+            name="g",
+            backend="scripted",
+            placement={"gpu": "yes"},
+            system=convention.leader,
+        )
+    assert caught.value.agent == "g"
+    assert g.whereis("g", system=convention.leader) is None
+
+
+def test_bad_node_labels_are_rejected_before_anything_starts(tmp_path):
+    with pytest.raises(g.InvalidOption, match="reserved"):
+        start_node(capabilities={"Admin Port": 1})
+    with pytest.raises(g.InvalidOption, match="capacity"):
+        start_node(capabilities={"capacity": 0})
+    with pytest.raises(g.InvalidOption, match="store_path"):
+        start_node(leader=("127.0.0.1", 1), store_path=tmp_path / "x")
+
+
+@pytest.mark.slow
+def test_a_killed_node_has_its_durable_agent_restarted_on_a_surviving_node(convention, tmp_path):
+    leader = convention.leader
+    first = convention.add_member(claude="yes")
+    second = convention.add_member(claude="yes")
+    history = tmp_path / "history.jsonl"
+    g.start_agent(
+        Recorder,
+        name="d",
+        backend="scripted",
+        script=["one", Slow("in flight", 60.0), "three", "four"],
+        backend_options={"record_to": str(history)},
+        durable=True,
+        restart="permanent",
+        placement={"claude": "yes"},
+        system=leader,
+    )
+    assert g.ask("d", "first", system=leader).text == "one"
+    doomed, survivor = (
+        (first, second) if _agent_pgid("d", leader) == first.pgid else (second, first)
+    )
+
+    outcome: list[Any] = []
+
+    def caller() -> None:
+        try:
+            outcome.append(g.ask("d", "second", system=leader))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    wait_until(lambda: g.status("d", system=leader).state == "processing")
+    queued = [g.tell("d", "third", system=leader), g.tell("d", "fourth", system=leader)]
+
+    killed_at = time.monotonic()
+    doomed.kill()
+
+    def moved() -> bool:
+        entries = {e.name: e for e in list_fleet(leader)}
+        entry = entries.get("d")
+        return entry is not None and entry.node == survivor.node
+
+    wait_until(moved, timeout=DETECTION_BOUND, message="d was not restarted on the survivor")
+    detected_in = time.monotonic() - killed_at
+    assert _agent_pgid("d", leader) == survivor.pgid
+    thread.join(DETECTION_BOUND)
+    assert len(outcome) == 1 and isinstance(outcome[0], g.AgentRestarted)  # the caller heard
+    results = [
+        wait_until(lambda r=ref: (p := g.poll("d", r, system=leader)).done and p, timeout=20)
+        for ref in queued
+    ]
+    assert [r.response.text for r in results] == ["three", "four"]
+    assert read_history(history) == ["first", "second", "third", "fourth"]
+    assert g.status("d", system=leader).restarts == 1
+    assert survivor.ask("d", "after") != {"error": "AgentNotFound"}
+    assert detected_in < DETECTION_BOUND
+    assert not _group_alive_now(doomed.pgid)
+
+
+def _group_alive_now(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class CommandLineNode:
+    """``python -m genagent_thespian._nodes.convention`` in its own process."""
+
+    def __init__(self, *args: str) -> None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "genagent_thespian._nodes.convention", *args],
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        ready: queue.Queue[str] = queue.Queue()
+        stdout = self.process.stdout
+        threading.Thread(target=lambda: ready.put(stdout.readline()), daemon=True).start()
+        words = ready.get(timeout=60).split()
+        assert words[0] == "node" and words[-1] == "ready", words
+        self.node, self.admin_port, self.pgid = words[1], int(words[3]), int(words[5])
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(60)
+        assert not _group_alive(self.pgid), f"processes of {self.node} survived"
+        return code
+
+
+def test_nodes_run_from_the_command_line_and_stop_on_sigterm():
+    leader = CommandLineNode("--reregistration-period", "1", "--registration-miss-max", "3")
+    member = None
+    try:
+        member = CommandLineNode(
+            "--leader",
+            f"127.0.0.1:{leader.admin_port}",
+            "--label",
+            "claude=yes",
+            "--capacity",
+            "4",
+            "--reregistration-period",
+            "1",
+            "--registration-miss-max",
+            "3",
+        )
+        client = g.attach_system(leader.admin_port, make_default=False)
+        try:
+            nodes = {node.name: node for node in wait_for_nodes(client, 2)}
+            assert nodes[member.node].capacity == 4
+            g.start_agent(
+                Recorder,
+                name="cli",
+                backend="scripted",
+                script=["placed"],
+                placement={"claude": "yes"},
+                system=client,
+            )
+            assert g.status("cli", system=client).node == member.node
+            assert g.ask("cli", "q", system=client).text == "placed"
+        finally:
+            client.shutdown()
+        assert member.stop() == 0
+        member = None
+        assert leader.stop() == 0
+    finally:
+        if member is not None:
+            member.stop()
+        leader.stop()
+
+
+def test_a_member_with_another_secret_cannot_join(convention):
+    tag = f"wrong-secret-member-{uuid.uuid4().hex}"
+    code = (
+        "import sys\n"
+        "from genagent_thespian import SystemNotRunning\n"
+        "from genagent_thespian._nodes.convention import start_node\n"
+        "try:\n"
+        f"    start_node(leader=('127.0.0.1', {convention.leader.admin_port}), join_timeout=3)\n"
+        "except SystemNotRunning as exc:\n"
+        "    print('refused:', exc)\n"
+        "    sys.exit(3)\n"
+    )
+    env = dict(os.environ, GENAGENT_SECRET=os.urandom(32).hex(), NODES_TEST_TAG=tag)
+    env.pop("GENAGENT_SECRET_FILE", None)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 3, result.stderr
+    assert "could not reach the convention leader's services" in result.stdout
+    assert [n.role for n in list_nodes(convention.leader)] == ["leader"]
+
+    def tagged() -> list[int]:
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    environ = Path(f"/proc/{entry}/environ").read_bytes()
+                except OSError:
+                    continue
+                if f"NODES_TEST_TAG={tag}".encode() in environ:
+                    pids.append(int(entry))
+        return pids
+
+    wait_until(lambda: not tagged(), timeout=10, message="the refused member left processes")

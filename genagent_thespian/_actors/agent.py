@@ -650,7 +650,8 @@ class AgentActor(Actor):
         self._stopping = (message.reason, sender)
         record, self._record = self._record, None
         if record is not None:
-            record.delete()  # stop() ends a durable agent for good
+            if not message.keep_record:
+                record.delete()  # stop() ends a durable agent for good
             record.close()
         self._run(self._m.stop(message.reason))
         slot = self.worker

@@ -38,7 +38,15 @@ from .._core.protocol import (
 )
 from .._core.restart_policy import ExitKind, RestartAction, RestartPolicy
 from .._durable.record import answer_stored_callers, delete_stored_agent
-from .._os.processes import AGENT_MARKER, is_alive, kill_marked, kill_process, kill_process_group
+from .._os.processes import (
+    AGENT_MARKER,
+    SYSTEM_MARKER,
+    is_alive,
+    kill_marked,
+    kill_process,
+    kill_process_group,
+    owner_alive,
+)
 from ..messages import (
     AgentDown,
     AgentSpec,
@@ -61,6 +69,8 @@ STOP_GRACE = 15.0
 EXIT_GRACE = 5.0
 #: Seconds a restarted agent has to report ready before the restart counts as failed.
 RESTART_START_DEADLINE = 120.0
+#: Seconds between checks that the process owning the system still runs.
+OWNER_CHECK_INTERVAL = 0.5
 #: Seconds during which a repeated exit notice for a handled address is a duplicate.
 _RECENT_EXIT_SECONDS = 30.0
 
@@ -75,6 +85,10 @@ class Boot:
     telemetry: Any
     node: str
     store_path: str | None = None
+    #: ``(pid, start time)`` of the process that owns the system: when it is gone (even
+    #: SIGKILLed), the supervisor stops every agent and ends the system. ``None``: a node
+    #: meant to outlive whoever started it (or an in-process base with nothing to end).
+    owner: tuple[int, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +147,8 @@ class AgentSupervisor(Actor):
         self._watchers: dict[Any, AddressBook] = {}
         self._stop_all_waiters: list[Any] = []
         self._recent_exits: list[tuple[Any, float]] = []  # (address, when) of handled exits
+        self._owner: tuple[int, float] | None = None
+        self._owner_gone = False
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         """Dispatch by type. Never raises (a raise would re-deliver a start)."""
@@ -151,6 +167,8 @@ class AgentSupervisor(Actor):
             self._telemetry = message.telemetry
             self._node = message.node
             self._store_path = message.store_path
+            self._owner = message.owner
+            self._watch_owner()
         self.send(sender, Booted(os.getpid(), os.getpgid(0)))
 
     # ------------------------------------------------------------------ start
@@ -232,14 +250,17 @@ class AgentSupervisor(Actor):
             return
         self._begin_stop(child, message.reason, sender)
 
-    def _begin_stop(self, child: _Child, reason: str, waiter: Any) -> None:
+    def _begin_stop(
+        self, child: _Child, reason: str, waiter: Any, *, keep_record: bool = False
+    ) -> None:
+        """Stop ``child``; ``keep_record`` (a system shutdown) keeps a durable one's record."""
         if waiter is not None:
             child.stop_waiters.append(waiter)
         if child.state == "stopping":
             return
         if child.state == "restarting":  # no process to ask: it is gone already
             child.state = "stopping"
-            if child.spec.durable and self._store_path:
+            if child.spec.durable and self._store_path and not keep_record:
                 answer_stored_callers(self._store_path, child.spec, "stopped", self.send)
                 delete_stored_agent(self._store_path, child.spec)
             self._forget(
@@ -257,7 +278,7 @@ class AgentSupervisor(Actor):
         child.state = "stopping"
         child.stop_reason = reason
         self.send(self._registry, _Unregister(child.spec.name, child.address))
-        self.send(child.address, _ShutdownAgent(reason))
+        self.send(child.address, _ShutdownAgent(reason, keep_record=keep_record))
         self.wakeupAfter(STOP_GRACE, payload=("exit", child.address, child.incarnation))
 
     def _on_agent_processes(self, message: _AgentProcesses, sender: Any) -> None:
@@ -274,20 +295,56 @@ class AgentSupervisor(Actor):
             self.wakeupAfter(EXIT_GRACE, payload=("kill", sender, incarnation))
 
     def _on_stop_all(self, message: StopAll, sender: Any) -> None:
-        self._stop_all_waiters.append(sender)
+        if sender is not None:
+            self._stop_all_waiters.append(sender)
         for child in list(self._children.values()):
-            self._begin_stop(child, message.reason, None)
+            self._begin_stop(child, message.reason, None, keep_record=True)
         self._check_stop_all()
 
     def _check_stop_all(self) -> None:
-        if self._stop_all_waiters and not self._children:
-            waiters, self._stop_all_waiters = self._stop_all_waiters, []
-            for waiter in waiters:
-                self.send(waiter, Stopped(None))
+        if self._children:
+            return
+        waiters, self._stop_all_waiters = self._stop_all_waiters, []
+        for waiter in waiters:
+            self.send(waiter, Stopped(None))
+        if self._owner_gone:
+            self._end_own_system()
+
+    # ------------------------------------------------------------------ owner
+
+    def _watch_owner(self) -> None:
+        """Check that the process that started this system still runs (see ``Boot.owner``)."""
+        if self._owner is None or self._owner_gone:
+            return
+        if owner_alive(self._owner):
+            self.wakeupAfter(OWNER_CHECK_INTERVAL, payload=("owner?",))
+            return
+        self._owner_gone = True
+        _log.warning(
+            "the process that started this actor system (pid %d) is gone; shutting down",
+            self._owner[0],
+        )
+        self.wakeupAfter(STOP_GRACE + 2 * EXIT_GRACE, payload=("end-system",))
+        self._on_stop_all(StopAll("owner gone"), None)
+
+    def _end_own_system(self) -> None:
+        """End every process of this system: the script that owned it can no longer."""
+        marker = os.environ.get(SYSTEM_MARKER, "")
+        kill_marked(marker, variable=SYSTEM_MARKER)
+        # The admin, the logger and every actor share this process group (the admin runs
+        # in its own session); this process is part of it and ends last, with the rest.
+        os.killpg(os.getpgid(0), signal.SIGKILL)
 
     def _on_wakeup(self, message: WakeupMessage, sender: Any) -> None:
         payload = message.payload
         if not isinstance(payload, tuple):
+            return
+        if payload[0] == "owner?":
+            self._watch_owner()
+            return
+        if payload[0] == "end-system":
+            _log.error("agents did not stop in time after the owner was gone; ending them")
+            self._end_own_system()
             return
         if payload[0] == "restart":
             self._restart(payload[1], payload[2])

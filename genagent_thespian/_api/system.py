@@ -13,6 +13,10 @@ Client calls are safe from several threads: each thread talks through its own Th
 actors only run inside the caller's ``ask``). Replies are matched by request ref, so a late
 reply to an abandoned call can never be mistaken for the answer to the next one.
 
+A started system belongs to the process that started it and never outlives it
+(``ownership.py``: at exit, on SIGTERM/SIGHUP, and through the supervisor's owner check
+when the process is SIGKILLed); use it as a context manager to end it where you choose.
+
 ``shutdown()`` stops every agent in order (each caller gets an answer), shuts Thespian
 down, and then makes sure nothing is left: every process of the system shares the admin's
 process group, and every process it started carries the system's id in its environment
@@ -41,8 +45,9 @@ from .._actors.telemetry import TELEMETRY_NAME, TelemetryBridge, TelemetryHub, w
 from .._core.errors import GenAgentError, SystemNotRunning
 from .._core.log import get_logger
 from .._durable.store import SQLiteAgentStore, end_recorded_processes
-from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group
+from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group, owner_identity
 from .._os.security import check_capabilities, harden_transport
+from . import ownership
 
 __all__ = ["SUPPORTED_BASES", "AgentSystem", "free_port"]
 
@@ -89,6 +94,7 @@ class AgentSystem:
         store_path: str | None = None,
         services: tuple[Any, Any, Any] | None = None,
         node: str | None = None,
+        owner: tuple[int, float] | None = None,
     ) -> None:
         """Boot the framework in ``asys`` (or, with ``services``, use another node's).
 
@@ -122,7 +128,7 @@ class AgentSystem:
         self.supervisor = asys.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
         booted = self.exchange(
             self.supervisor,
-            Boot(self.registry, self.telemetry, self.node, store_path),
+            Boot(self.registry, self.telemetry, self.node, store_path, owner=owner),
             lambda m: isinstance(m, Booted),
             timeout=30.0,
         )
@@ -196,17 +202,20 @@ class AgentSystem:
         with _marker_env(system_id):
             asys = ActorSystem(base, capabilities=caps, logDefs=log_config, transientUnique=True)
         try:
-            return cls(
+            system = cls(
                 asys,
                 base=base,
                 admin_port=admin_port,
                 owned=True,
                 system_id=system_id,
                 store_path=store,
+                owner=owner_identity() if base == "multiprocTCPBase" else None,
             )
         except BaseException:
             asys.shutdown()
             raise
+        ownership.adopt(system)
+        return system
 
     @classmethod
     def attach(
@@ -255,6 +264,7 @@ class AgentSystem:
             if self.owned:
                 self.asys.shutdown()
                 self._sweep()
+                ownership.release(self)
 
     def _sweep(self) -> None:
         """Kill whatever of this system survived ``shutdown`` (orphans, CLI groups)."""

@@ -187,9 +187,14 @@ class _AgentProcesses:
 
 @dataclass(frozen=True, slots=True)
 class _ShutdownAgent:
-    """Supervisor -> agent: answer everything pending, end the session, then report back."""
+    """Supervisor -> agent: answer everything pending, end the session, then report back.
+
+    ``keep_record``: a system shutdown keeps a durable agent's record at its last boundary
+    (a rerun on the same store resumes it); ``stop()`` deletes it.
+    """
 
     reason: str
+    keep_record: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,8 @@ import contextlib
 import os
 import signal
 
+import psutil
+
 __all__ = [
     "AGENT_MARKER",
     "SYSTEM_MARKER",
@@ -29,6 +31,8 @@ __all__ = [
     "kill_marked",
     "kill_process",
     "kill_process_group",
+    "owner_alive",
+    "owner_identity",
     "processes_with_marker",
 ]
 
@@ -127,4 +131,27 @@ def is_alive(pid: int) -> bool:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
             return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except (OSError, IndexError):
+        return False
+
+
+def owner_identity(pid: int | None = None) -> tuple[int, float]:
+    """Return ``(pid, start time)`` of a process (default: this one).
+
+    A pid alone can be reused by a stranger once its process is gone; together with the
+    start time it names one process for good.
+    """
+    process = psutil.Process(pid)
+    return process.pid, process.create_time()
+
+
+def owner_alive(identity: tuple[int, float]) -> bool:
+    """Whether the process ``identity`` (from :func:`owner_identity`) still runs.
+
+    A zombie no longer runs: a SIGKILLed script whose parent has not reaped it yet is gone.
+    """
+    pid, started = identity
+    try:
+        process = psutil.Process(pid)
+        return process.create_time() == started and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False

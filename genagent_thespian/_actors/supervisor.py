@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
 from thespian.actors import Actor, ActorExitRequest, ChildActorExited, WakeupMessage
 
 from .._core.errors import AgentAlreadyExists, AgentNotFound, AgentStartFailed, GenAgentError
@@ -41,11 +42,11 @@ from .._durable.record import answer_stored_callers, delete_stored_agent
 from .._os.processes import (
     AGENT_MARKER,
     SYSTEM_MARKER,
-    is_alive,
     kill_marked,
     kill_process,
     kill_process_group,
     owner_alive,
+    owner_identity,
 )
 from ..messages import (
     AgentDown,
@@ -69,6 +70,11 @@ STOP_GRACE = 15.0
 EXIT_GRACE = 5.0
 #: Seconds a restarted agent has to report ready before the restart counts as failed.
 RESTART_START_DEADLINE = 120.0
+#: Seconds an agent's process may take to end after Thespian announced its exit; a notice
+#: whose incarnation's process still runs after that was about an earlier incarnation.
+_EXIT_CONFIRM_SECONDS = 3.0
+#: Seconds between checks that an announced exit happened.
+_EXIT_CONFIRM_INTERVAL = 0.02
 #: Seconds between checks that the process owning the system still runs.
 OWNER_CHECK_INTERVAL = 0.5
 #: Seconds during which a repeated exit notice for a handled address is a duplicate.
@@ -126,6 +132,7 @@ class _Child:
     stop_waiters: list[Any] = field(default_factory=list)
     stop_reason: str = ""
     pid: int = 0
+    identity: tuple[int, float] | None = None  # (pid, start time) of this incarnation
     incarnation: int = 0
     remains: _AgentProcesses = field(default_factory=lambda: _AgentProcesses(0))
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -146,7 +153,8 @@ class AgentSupervisor(Actor):
         self._children: dict[Any, _Child] = {}
         self._watchers: dict[Any, AddressBook] = {}
         self._stop_all_waiters: list[Any] = []
-        self._recent_exits: list[tuple[Any, float]] = []  # (address, when) of handled exits
+        # (address, incarnation, when) of handled exits
+        self._recent_exits: list[tuple[Any, int, float]] = []
         self._owner: tuple[int, float] | None = None
         self._owner_gone = False
 
@@ -212,6 +220,7 @@ class AgentSupervisor(Actor):
         child.state = "running"
         child.pid = message.pid
         child.node = message.node or self._node
+        child.identity = _identity(message.pid) if self._is_local(child) else None
         then = ((child.starter, AgentStarted(message.name, sender)),) if child.starter else ()
         child.starter = None
         register = _Register(
@@ -346,6 +355,9 @@ class AgentSupervisor(Actor):
             _log.error("agents did not stop in time after the owner was gone; ending them")
             self._end_own_system()
             return
+        if payload[0] == "exited?":
+            self._confirm_exit(*payload[1:])
+            return
         if payload[0] == "restart":
             self._restart(payload[1], payload[2])
             return
@@ -369,7 +381,7 @@ class AgentSupervisor(Actor):
             _log.warning("agent %r did not stop in time; ending it", name)
             self.send(address, ActorExitRequest())
             self.wakeupAfter(EXIT_GRACE, payload=("kill", address, incarnation))
-        elif kind == "kill" and child.pid and child.pid != os.getpid() and self._is_local(child):
+        elif kind == "kill" and self._process_runs(child) and child.pid != os.getpid():
             _log.warning("agent %r did not exit in time; killing pid %d", name, child.pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signal.SIGKILL)
@@ -377,14 +389,43 @@ class AgentSupervisor(Actor):
     # ------------------------------------------------------------------ exits
 
     def _on_child_exited(self, message: ChildActorExited, sender: Any) -> None:
-        child = self._child_at(message.childAddress)
-        if child is None or self._stale_exit(child, message.childAddress):
+        address = message.childAddress
+        child = self._child_at(address)
+        if child is None or self._handled_already(child, address):
             return  # the duplicate notice of an exit already handled
-        self._handle_exit(child, message.childAddress)
+        if self._process_runs(child):
+            # Thespian announces an exit before the process is gone, and a late notice of an
+            # earlier incarnation on a reused port looks the same: watch the process itself.
+            deadline = time.monotonic() + _EXIT_CONFIRM_SECONDS
+            self._confirm_exit(address, child.incarnation, deadline)
+            return
+        self._handle_exit(child, address)
+
+    def _confirm_exit(self, address: Any, incarnation: int, deadline: float) -> None:
+        """Handle the exit once ``incarnation``'s process is gone; a stale notice expires."""
+        child = self._child_at(address)
+        if child is None or child.incarnation != incarnation:
+            return  # handled meanwhile (a second notice, a restart)
+        if not self._process_runs(child):
+            self._handle_exit(child, address)
+        elif time.monotonic() < deadline:
+            self.wakeupAfter(
+                _EXIT_CONFIRM_INTERVAL, payload=("exited?", address, incarnation, deadline)
+            )
+        else:
+            _log.info(
+                "agent %r: ignored an exit notice for an earlier incarnation", child.spec.name
+            )
+
+    def _process_runs(self, child: _Child) -> bool:
+        """Whether ``child``'s own incarnation's process (pid + start time) still runs."""
+        if child.identity is None or not self._is_local(child):
+            return False
+        return owner_alive(child.identity)
 
     def _handle_exit(self, child: _Child, address: Any) -> None:
         """``child``'s process ended: answer its stoppers, or restart, or forget it."""
-        self._recent_exits.append((address, time.monotonic()))
+        self._recent_exits.append((address, child.incarnation, time.monotonic()))
         name = child.spec.name
         if child.state == "stopping":
             self._forget(child, then=tuple((w, Stopped(name)) for w in child.stop_waiters))
@@ -444,6 +485,7 @@ class AgentSupervisor(Actor):
             return
         child.incarnation += 1
         child.pid = 0  # unknown until the new incarnation reports ready
+        child.identity = None
         child.instance_id = uuid.uuid4().hex
         child.remains = _AgentProcesses(0)
         self._spawn(child)
@@ -458,20 +500,25 @@ class AgentSupervisor(Actor):
             del self._children[name]
         self.send(self._registry, _Unregister(name, child.address, then=then))
 
-    def _stale_exit(self, child: _Child, address: Any) -> bool:
-        """Whether an exit notice is about an earlier incarnation, not ``child``'s process.
+    def _handled_already(self, child: _Child, address: Any) -> bool:
+        """Whether an exit notice repeats one already handled.
 
-        Thespian may report one exit twice, and multiprocTCPBase reuses ports, so a restarted
-        agent can have its predecessor's address: the late duplicate must not be taken for
-        the new incarnation's death.
+        Thespian may report one exit twice. multiprocTCPBase also reuses ports, so a late
+        notice of an earlier incarnation can name the current one's address: when the
+        current incarnation's process is known (pid + start time, which Thespian cannot
+        reuse), :meth:`_process_runs` tells them apart; while it is still starting, a notice
+        for an address handled moments ago is taken as that repeat (a restart that dies
+        before reporting ready is caught by its start deadline).
         """
         now = time.monotonic()
         self._recent_exits = [
-            (a, t) for a, t in self._recent_exits if now - t < _RECENT_EXIT_SECONDS
+            (a, n, t) for a, n, t in self._recent_exits if now - t < _RECENT_EXIT_SECONDS
         ]
-        if child.pid and child.pid != os.getpid() and self._is_local(child):
-            return is_alive(child.pid)  # its process runs: the notice is not about it
-        return any(recent == address for recent, _ in self._recent_exits)
+        if any(a == address and n == child.incarnation for a, n, _ in self._recent_exits):
+            return True
+        if child.identity is not None and self._is_local(child):
+            return False
+        return any(a == address for a, _, _ in self._recent_exits)
 
     def _is_local(self, child: _Child) -> bool:
         """Whether ``child`` runs on this node, so its pids may be signalled from here."""
@@ -510,6 +557,14 @@ class AgentSupervisor(Actor):
                     "the actor system is shutting down", agent=child.spec.name
                 )
                 self.send(child.starter, Failure(error))
+
+
+def _identity(pid: int) -> tuple[int, float] | None:
+    """``(pid, start time)`` of a running process, or ``None`` when it is already gone."""
+    try:
+        return owner_identity(pid)
+    except psutil.Error:
+        return None
 
 
 def _end_remains(child: _Child) -> None:

@@ -42,7 +42,7 @@ from thespian.actors import ActorSystem, PoisonMessage
 from .._actors.registry import REGISTRY_NAME, Registry
 from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor, Boot, Booted, StopAll
 from .._actors.telemetry import TELEMETRY_NAME, TelemetryBridge, TelemetryHub, wanted_names
-from .._core.errors import GenAgentError, SystemNotRunning
+from .._core.errors import AgentStopped, GenAgentError, SystemNotRunning
 from .._core.log import get_logger
 from .._durable.store import SQLiteAgentStore, end_recorded_processes
 from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group, owner_identity
@@ -57,6 +57,8 @@ _log = get_logger("genagent_thespian.system")
 
 #: Seconds between liveness checks while a caller waits for a reply.
 _LIVENESS_INTERVAL = 2.0
+#: Seconds ``shutdown`` lets calls under way take the answers the stopping agents sent them.
+_DRAIN_SECONDS = 10.0
 #: Messages kept for other waiting calls on the same thread before the oldest is dropped.
 _STASH_LIMIT = 256
 
@@ -118,6 +120,8 @@ class AgentSystem:
         self._addresses: dict[Any, Any] = {}
         self._incarnations: dict[Any, int] = {}
         self._closed = False
+        self._active = 0  # exchanges under way; shutdown lets them finish before closing
+        self._drained = threading.Condition(self._lock)
         self.pgid: int | None = None
         self.telemetry_bridge: TelemetryBridge | None = None
         if services is not None:
@@ -247,18 +251,22 @@ class AgentSystem:
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
+            self._closed = True  # new calls are refused from now on; calls under way go on
         if self.telemetry_bridge is not None:
             self.telemetry_bridge.stop()
         try:
             if self.owned and self.leads_agents:
+                # Every agent answers its active and queued callers (AgentStopped) before it
+                # exits, and this exchange ends only once all of them have.
                 with contextlib.suppress(GenAgentError):
-                    self.exchange(
+                    self._tracked_exchange(
                         self.supervisor,
                         StopAll("shutdown"),
                         lambda m: type(m).__name__ == "Stopped",
-                        timeout=timeout,
+                        timeout,
+                        None,
                     )
+            self._wait_for_callers(_DRAIN_SECONDS)
         finally:
             self._close_endpoints()
             if self.owned:
@@ -309,13 +317,48 @@ class AgentSystem:
         """
         if self._closed:
             raise SystemNotRunning("the agent system is shut down")
+        return self._tracked_exchange(address, message, matches, timeout, on_idle)
+
+    def _tracked_exchange(
+        self,
+        address: Any,
+        message: Any,
+        matches: Callable[[Any], bool],
+        timeout: float | None,
+        on_idle: Callable[[], Any] | None,
+    ) -> Any:
+        """Run one exchange, counted so that ``shutdown`` can let it finish first.
+
+        A call still waiting when the system shuts down ends with ``AgentStopped``, never
+        with whatever Thespian raises once its endpoints are closed under it.
+        """
         if self.base == "simpleSystemBase":
             with self._lock:
                 return self._exchange(self.asys, None, address, message, matches, timeout, on_idle)
-        endpoint = self._endpoint()
-        return self._exchange(
-            endpoint.context, endpoint, address, message, matches, timeout, on_idle
-        )
+        with self._lock:
+            self._active += 1
+        try:
+            endpoint = self._endpoint()
+            return self._exchange(
+                endpoint.context, endpoint, address, message, matches, timeout, on_idle
+            )
+        except GenAgentError:
+            raise
+        except Exception as exc:
+            if not self._closed:
+                raise
+            raise AgentStopped(
+                f"the agent system shut down while {type(message).__name__} waited"
+            ) from exc
+        finally:
+            with self._lock:
+                self._active -= 1
+                self._drained.notify_all()
+
+    def _wait_for_callers(self, timeout: float) -> None:
+        """Give calls under way ``timeout`` seconds to take the answers shutdown sent them."""
+        with self._lock:
+            self._drained.wait_for(lambda: self._active == 0, timeout)
 
     def _exchange(
         self,
@@ -344,6 +387,7 @@ class AgentSystem:
             return matches(reply)
 
         stash = endpoint.stash if endpoint is not None else _simple_stash
+        message_is_call = not isinstance(message, StopAll)
         reply = context.ask(address, message, wait_slice())
         while True:
             if reply is not None:
@@ -355,6 +399,10 @@ class AgentSystem:
                     stash.remove(kept)
                     return kept
             if reply is None:
+                if self._closed and message_is_call:
+                    raise AgentStopped(
+                        f"the agent system shut down while {type(message).__name__} waited"
+                    )
                 if deadline is not None and time.monotonic() >= deadline:
                     raise AskTimeout(f"no reply to {type(message).__name__} within {timeout}s")
                 if on_idle is not None:

@@ -221,9 +221,14 @@ class StopAgent:
 
 @dataclass(frozen=True, slots=True)
 class WhereIs:
-    """Ask the registry for an agent's address; answered ``Located``."""
+    """Ask the registry for an agent's address; answered ``Located``.
+
+    With ``wait``, a name whose agent is restarting is answered once the restart ends: with
+    the new address, or with none when the supervisor gave up or the agent was stopped.
+    """
 
     name: Any
+    wait: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,7 @@ from .._core.machine import (
 )
 from .._core.protocol import (
     AddressBook,
+    _AgentBorn,
     _AgentInitFailed,
     _AgentProcesses,
     _AgentReady,
@@ -237,6 +238,7 @@ class AgentActor(Actor):
         self._node = self._host_node or message.node
         self._incarnation = message.incarnation
         if self._isolated:
+            self.send(self._supervisor, _AgentBorn(os.getpid(), self._node))
             # The worker must die with this process, and the CLIs it runs carry its marker.
             children_die_with_this_process()
             if message.instance_id:

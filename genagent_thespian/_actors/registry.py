@@ -29,23 +29,17 @@ class Registry(Actor):
     def __init__(self) -> None:
         super().__init__()
         self._entries: dict[Any, AgentEntry] = {}
+        self._waiting: dict[Any, list[Any]] = {}  # name -> askers waiting out a restart
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         """Serve lookups and apply the supervisor's updates. Never raises."""
         try:
             if isinstance(message, WhereIs):
                 entry = self._entries.get(message.name)
-                if entry is None:
-                    self.send(sender, Located(message.name))
+                if entry is not None and entry.restarting and message.wait:
+                    self._waiting.setdefault(message.name, []).append(sender)
                 else:
-                    located = Located(
-                        message.name,
-                        entry.address,
-                        entry.restarting,
-                        entry.durable,
-                        entry.incarnation,
-                    )
-                    self.send(sender, located)
+                    self.send(sender, self._located(message.name))
             elif isinstance(message, ListAgents):
                 live = tuple(e for e in self._entries.values() if e.address is not None)
                 self.send(sender, AgentList(live))
@@ -59,6 +53,7 @@ class Registry(Actor):
                 )
                 self._entries[message.name] = entry
                 self._send_all(message.then)
+                self._answer_waiting(message.name)
             elif isinstance(message, _Restarting):
                 previous = self._entries.get(message.name)
                 node = previous.node if previous else ""
@@ -71,10 +66,27 @@ class Registry(Actor):
                 if entry is not None and (entry.restarting or entry.address == message.address):
                     del self._entries[message.name]
                 self._send_all(message.then)
+                self._answer_waiting(message.name)
             elif isinstance(message, ActorExitRequest):
                 self._entries.clear()
+                for name in list(self._waiting):
+                    self._answer_waiting(name)
         except Exception:
             _log.exception("registry failed handling %s", type(message).__name__)
+
+    def _located(self, name: Any) -> Located:
+        entry = self._entries.get(name)
+        if entry is None:
+            return Located(name)
+        return Located(name, entry.address, entry.restarting, entry.durable, entry.incarnation)
+
+    def _answer_waiting(self, name: Any) -> None:
+        """Answer those waiting out ``name``'s restart, unless it is still restarting."""
+        located = self._located(name)
+        if located.restarting:
+            return
+        for asker in self._waiting.pop(name, []):
+            self.send(asker, located)
 
     def _send_all(self, replies: tuple[tuple[Any, Any], ...]) -> None:
         for address, reply in replies:

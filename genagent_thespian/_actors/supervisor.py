@@ -26,6 +26,7 @@ from .._core.errors import AgentAlreadyExists, AgentNotFound, AgentStartFailed, 
 from .._core.log import get_logger
 from .._core.protocol import (
     AddressBook,
+    _AgentBorn,
     _AgentInitFailed,
     _AgentProcesses,
     _AgentReady,
@@ -73,6 +74,8 @@ RESTART_START_DEADLINE = 120.0
 #: Seconds an agent's process may take to end after Thespian announced its exit; a notice
 #: whose incarnation's process still runs after that was about an earlier incarnation.
 _EXIT_CONFIRM_SECONDS = 3.0
+#: Seconds a new incarnation has to report its pid (it does so before anything else).
+_BIRTH_REPORT_SECONDS = 10.0
 #: Seconds between checks that an announced exit happened.
 _EXIT_CONFIRM_INTERVAL = 0.02
 #: Seconds between checks that the process owning the system still runs.
@@ -133,6 +136,7 @@ class _Child:
     stop_reason: str = ""
     pid: int = 0
     identity: tuple[int, float] | None = None  # (pid, start time) of this incarnation
+    born: bool = False  # this incarnation's process reported itself (_AgentBorn)
     incarnation: int = 0
     remains: _AgentProcesses = field(default_factory=lambda: _AgentProcesses(0))
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -199,6 +203,10 @@ class AgentSupervisor(Actor):
         child.address = self.createActor(AgentActor, targetActorRequirements=requirements)
         child.state = "starting"
         child.node = ""
+        child.born = False
+        self.wakeupAfter(
+            _BIRTH_REPORT_SECONDS, payload=("born?", child.address, child.incarnation, False)
+        )
         self.send(
             child.address,
             _InitAgent(
@@ -355,6 +363,9 @@ class AgentSupervisor(Actor):
             _log.error("agents did not stop in time after the owner was gone; ending them")
             self._end_own_system()
             return
+        if payload[0] == "born?":
+            self._check_born(*payload[1:])
+            return
         if payload[0] == "exited?":
             self._confirm_exit(*payload[1:])
             return
@@ -388,11 +399,27 @@ class AgentSupervisor(Actor):
 
     # ------------------------------------------------------------------ exits
 
+    def _on_born(self, message: _AgentBorn, sender: Any) -> None:
+        child = self._child_at(sender)
+        if child is None or child.born:
+            return
+        child.born = True
+        child.node = message.node or self._node
+        if self._is_local(child):
+            child.pid = message.pid
+            child.identity = _identity(message.pid)
+
     def _on_child_exited(self, message: ChildActorExited, sender: Any) -> None:
         address = message.childAddress
         child = self._child_at(address)
         if child is None or self._handled_already(child, address):
             return  # the duplicate notice of an exit already handled
+        if not child.born and self._recently_at(address):
+            # A new incarnation at a reused address, not yet heard from: its birth report
+            # (milliseconds after it starts) or its silence tells whether it is the one gone.
+            payload = ("born?", address, child.incarnation, True)
+            self.wakeupAfter(_BIRTH_REPORT_SECONDS, payload=payload)
+            return
         if self._process_runs(child):
             # Thespian announces an exit before the process is gone, and a late notice of an
             # earlier incarnation on a reused port looks the same: watch the process itself.
@@ -516,9 +543,31 @@ class AgentSupervisor(Actor):
         ]
         if any(a == address and n == child.incarnation for a, n, _ in self._recent_exits):
             return True
-        if child.identity is not None and self._is_local(child):
-            return False
+        if self._is_local(child):
+            return False  # the process identity decides (see _on_child_exited)
+        return self._recently_at(address)
+
+    def _recently_at(self, address: Any) -> bool:
+        """Whether an exit at ``address`` was handled moments ago (any incarnation)."""
         return any(a == address for a, _, _ in self._recent_exits)
+
+    def _check_born(self, address: Any, incarnation: int, after_notice: bool) -> None:
+        """``_BIRTH_REPORT_SECONDS`` after a spawn (or an unclear exit notice): is it alive?
+
+        A process killed in its first milliseconds may never be announced by Thespian at
+        all; without this check its name would stay "restarting" until the start deadline.
+        """
+        child = self._child_at(address)
+        if child is None or child.incarnation != incarnation:
+            return
+        if not child.born:  # never reported itself: it is gone (or hung before starting)
+            _log.warning("agent %r ended before it reported its process", child.spec.name)
+            self.send(address, ActorExitRequest())  # in case it only hangs
+            self._handle_exit(child, address)
+        elif after_notice:
+            self._confirm_exit(address, incarnation, time.monotonic() + _EXIT_CONFIRM_SECONDS)
+        elif child.identity is not None and not self._process_runs(child):
+            self._handle_exit(child, address)  # died after reporting; no notice came
 
     def _is_local(self, child: _Child) -> bool:
         """Whether ``child`` runs on this node, so its pids may be signalled from here."""
@@ -577,6 +626,7 @@ def _end_remains(child: _Child) -> None:
 
 
 _HANDLERS: dict[type, Any] = {
+    _AgentBorn: AgentSupervisor._on_born,
     _AgentProcesses: AgentSupervisor._on_agent_processes,
     Boot: AgentSupervisor._on_boot,
     StartAgent: AgentSupervisor._on_start,

@@ -559,7 +559,8 @@ def _call_agent(
     address = system.cached_address(name)
     incarnation = system.cached_incarnation(name)
     if address is None or incarnation is None:
-        located = _locate(name, system)
+        # While the agent restarts, the registry answers once it is back (or gone for good).
+        located = _locate(name, system, wait=True, timeout=timeout)
         if located.address is None:
             raise AgentNotFound("no agent has that name", agent=name, ref=ref)
         address, incarnation = located.address, located.incarnation
@@ -595,12 +596,14 @@ def _call_agent(
     return system.exchange(address, message, matches, timeout=timeout, on_idle=check_alive)
 
 
-def _locate(name: Any, system: AgentSystem) -> Located:
+def _locate(
+    name: Any, system: AgentSystem, *, wait: bool = False, timeout: float | None = _CONTROL_TIMEOUT
+) -> Located:
     reply: Located = system.exchange(
         system.registry,
-        WhereIs(name),
+        WhereIs(name, wait=wait),
         lambda m: isinstance(m, Located) and m.name == name,
-        timeout=_CONTROL_TIMEOUT,
+        timeout=timeout,
     )
     system.remember(name, reply.address, reply.incarnation)
     return reply

@@ -123,6 +123,7 @@ class AgentSystem:
         self._active = 0  # exchanges under way; shutdown lets them finish before closing
         self._drained = threading.Condition(self._lock)
         self.pgid: int | None = None
+        self.supervisor_pid: int | None = None  # the parent of every agent process
         self.telemetry_bridge: TelemetryBridge | None = None
         if services is not None:
             self.registry, self.telemetry, self.supervisor = services
@@ -138,6 +139,7 @@ class AgentSystem:
         )
         if base != "simpleSystemBase":
             self.pgid = booted.pgid
+            self.supervisor_pid = booted.pid
         if wanted_names() != frozenset():
             self.sync_telemetry()
 

@@ -15,6 +15,7 @@ from .turn import Event
 
 __all__ = [
     "AddressBook",
+    "_AgentBorn",
     "_AgentInitFailed",
     "_AgentProcesses",
     "_AgentReady",
@@ -170,6 +171,18 @@ class _AgentInitFailed:
 
     name: Any
     error: GenAgentError
+
+
+@dataclass(frozen=True, slots=True)
+class _AgentBorn:
+    """Agent -> supervisor, first thing: the pid of the new incarnation's process.
+
+    With its start time it names this incarnation for good, so an exit notice can be told
+    apart from a late one of an earlier incarnation that had the same address.
+    """
+
+    pid: int
+    node: str = ""
 
 
 @dataclass(frozen=True, slots=True)

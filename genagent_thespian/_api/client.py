@@ -97,10 +97,17 @@ def start_system(
     capabilities: dict[str, Any] | None = None,
     log_config: dict[str, Any] | None = None,
     store_path: str | None = None,
+    node_name: str = "default",
+    home: str | None = None,
     make_default: bool = True,
     **security: Any,
 ) -> AgentSystem:
     """Start an actor system, boot the framework in it and (by default) make it current.
+
+    The system belongs to the calling script: it shuts down when the script ends, however
+    it ends (``with start_system() as system:`` ends it earlier). Its durable agents live in
+    the node's home (``$XDG_STATE_HOME/genagent-thespian/<node_name>/``), so the next run
+    of the script resumes them; one running system per home.
 
     Example:
         >>> system = start_system(base="simpleSystemBase")
@@ -112,6 +119,8 @@ def start_system(
         capabilities=capabilities,
         log_config=log_config,
         store_path=store_path,
+        node_name=node_name,
+        home=home,
         **security,
     )
     if make_default:

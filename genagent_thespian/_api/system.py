@@ -48,6 +48,7 @@ from .._durable.store import SQLiteAgentStore, end_recorded_processes
 from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group, owner_identity
 from .._os.security import check_capabilities, harden_transport
 from . import ownership
+from .home import DEFAULT_NODE, HomeLock, node_home, store_in
 
 __all__ = ["SUPPORTED_BASES", "AgentSystem", "free_port"]
 
@@ -124,6 +125,8 @@ class AgentSystem:
         self._drained = threading.Condition(self._lock)
         self.pgid: int | None = None
         self.supervisor_pid: int | None = None  # the parent of every agent process
+        self.home: Path | None = None  # the node's home folder (a started system only)
+        self._home_lock: HomeLock | None = None
         self.telemetry_bridge: TelemetryBridge | None = None
         if services is not None:
             self.registry, self.telemetry, self.supervisor = services
@@ -166,6 +169,8 @@ class AgentSystem:
         advertise_host: str | None = None,
         secret_path: str | os.PathLike[str] | None = None,
         store_path: str | os.PathLike[str] | None = None,
+        node_name: str = DEFAULT_NODE,
+        home: str | os.PathLike[str] | None = None,
     ) -> AgentSystem:
         """Start a new actor system (not the process-wide Thespian singleton) and boot it.
 
@@ -183,9 +188,16 @@ class AgentSystem:
             advertise_host: Address peers use, required when ``bind_host`` is ``0.0.0.0``.
             secret_path: The node secret file (default: ``GENAGENT_SECRET``,
                 ``GENAGENT_SECRET_FILE`` or ``~/.config/genagent-thespian/node.secret``).
-            store_path: The SQLite file of durable agents (default: one per admin port under
-                ``~/.local/state/genagent-thespian/``). Processes a previous run recorded
-                there that are still alive are ended now.
+            store_path: The SQLite file of durable agents (default: ``agents.sqlite3`` in
+                the node's home). Processes a previous run recorded there that are still
+                alive are ended now.
+            node_name: The node's name; it picks the home folder
+                (``$XDG_STATE_HOME/genagent-thespian/<name>/``, see ``_api/home.py``).
+            home: The home folder itself, instead of the one ``node_name`` picks.
+
+        Raises:
+            InvalidOption: an unsupported base, a bad node name, or a home that another
+                running system holds (the error names its pid).
         """
         if base not in SUPPORTED_BASES:
             from .._core.errors import InvalidOption
@@ -196,6 +208,42 @@ class AgentSystem:
             )
         caps = dict(capabilities or {})
         system_id = uuid.uuid4().hex
+        home_folder = Path(home) if home is not None else node_home(node_name)
+        lock = HomeLock(home_folder)
+        lock.acquire()
+        try:
+            system = cls._start_locked(
+                base,
+                admin_port,
+                caps,
+                log_config,
+                bind_host,
+                advertise_host,
+                secret_path,
+                os.fspath(store_path) if store_path else store_in(home_folder),
+                system_id,
+            )
+        except BaseException:
+            lock.release()
+            raise
+        system.home = home_folder
+        system._home_lock = lock
+        ownership.adopt(system)
+        return system
+
+    @classmethod
+    def _start_locked(
+        cls,
+        base: str,
+        admin_port: int | None,
+        caps: dict[str, Any],
+        log_config: dict[str, Any] | None,
+        bind_host: str,
+        advertise_host: str | None,
+        secret_path: str | os.PathLike[str] | None,
+        store: str,
+        system_id: str,
+    ) -> AgentSystem:
         if base == "multiprocTCPBase":
             admin_port = admin_port or free_port()
             caps.setdefault("Admin Port", admin_port)
@@ -203,12 +251,11 @@ class AgentSystem:
                 bind_host=bind_host, advertise_host=advertise_host, secret_path=secret_path
             )
             check_capabilities(caps, security)
-        store = os.fspath(store_path) if store_path else _default_store_path(admin_port, system_id)
         _end_previous_run(store)
         with _marker_env(system_id):
             asys = ActorSystem(base, capabilities=caps, logDefs=log_config, transientUnique=True)
         try:
-            system = cls(
+            return cls(
                 asys,
                 base=base,
                 admin_port=admin_port,
@@ -220,8 +267,6 @@ class AgentSystem:
         except BaseException:
             asys.shutdown()
             raise
-        ownership.adopt(system)
-        return system
 
     @classmethod
     def attach(
@@ -274,6 +319,8 @@ class AgentSystem:
             if self.owned:
                 self.asys.shutdown()
                 self._sweep()
+                if self._home_lock is not None:
+                    self._home_lock.release()
                 ownership.release(self)
 
     def _sweep(self) -> None:
@@ -474,14 +521,6 @@ def _listening(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _default_store_path(admin_port: int | None, system_id: str) -> str:
-    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    folder = state / "genagent-thespian"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    name = f"node-{admin_port}.sqlite3" if admin_port else f"simple-{system_id}.sqlite3"
-    return str(folder / name)
 
 
 def _end_previous_run(store_path: str) -> None:

@@ -8,6 +8,7 @@ read (``WhereIs``, ``ListAgents``). One registry per actor system, created with 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest
@@ -19,6 +20,8 @@ from ..messages import AgentEntry, AgentList, ListAgents, Located, WhereIs
 __all__ = ["REGISTRY_NAME", "Registry"]
 
 REGISTRY_NAME = "genagent_thespian.registry"
+#: Names of stopped agents remembered, so that calls say ``AgentStopped``, not "not found".
+_STOPPED_NAMES_KEPT = 10_000
 
 _log = get_logger("genagent_thespian.registry")
 
@@ -30,6 +33,8 @@ class Registry(Actor):
         super().__init__()
         self._entries: dict[Any, AgentEntry] = {}
         self._waiting: dict[Any, list[Any]] = {}  # name -> askers waiting out a restart
+        self._stopped: OrderedDict[Any, None] = OrderedDict()  # names of agents gone, newest last
+        self._applied: dict[Any, int] = {}  # name -> seq of the newest update applied
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         """Serve lookups and apply the supervisor's updates. Never raises."""
@@ -43,6 +48,11 @@ class Registry(Actor):
             elif isinstance(message, ListAgents):
                 live = tuple(e for e in self._entries.values() if e.address is not None)
                 self.send(sender, AgentList(live))
+            elif isinstance(message, _Register | _Restarting | _Unregister) and self._overtaken(
+                message
+            ):
+                # An older update delivered late: only its replies still matter.
+                self._send_all(getattr(message, "then", ()))
             elif isinstance(message, _Register):
                 entry = AgentEntry(
                     message.name,
@@ -52,6 +62,7 @@ class Registry(Actor):
                     incarnation=message.incarnation,
                 )
                 self._entries[message.name] = entry
+                self._stopped.pop(message.name, None)
                 self._send_all(message.then)
                 self._answer_waiting(message.name)
             elif isinstance(message, _Restarting):
@@ -65,6 +76,7 @@ class Registry(Actor):
                 # A restarting entry has no address yet: it belongs to the same agent.
                 if entry is not None and (entry.restarting or entry.address == message.address):
                     del self._entries[message.name]
+                    self._remember_stopped(message.name)
                 self._send_all(message.then)
                 self._answer_waiting(message.name)
             elif isinstance(message, ActorExitRequest):
@@ -77,8 +89,23 @@ class Registry(Actor):
     def _located(self, name: Any) -> Located:
         entry = self._entries.get(name)
         if entry is None:
-            return Located(name)
+            return Located(name, stopped=name in self._stopped)
         return Located(name, entry.address, entry.restarting, entry.durable, entry.incarnation)
+
+    def _overtaken(self, update: _Register | _Restarting | _Unregister) -> bool:
+        """Whether a newer update for the same name was applied already (else record it)."""
+        if not update.seq:
+            return False
+        if update.seq <= self._applied.get(update.name, 0):
+            return True
+        self._applied[update.name] = update.seq
+        return False
+
+    def _remember_stopped(self, name: Any) -> None:
+        self._stopped[name] = None
+        self._stopped.move_to_end(name)
+        while len(self._stopped) > _STOPPED_NAMES_KEPT:
+            self._stopped.popitem(last=False)
 
     def _answer_waiting(self, name: Any) -> None:
         """Answer those waiting out ``name``'s restart, unless it is still restarting."""

@@ -12,6 +12,7 @@ supervisor forgets an address on the first notice.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import time
@@ -160,6 +161,7 @@ class AgentSupervisor(Actor):
         # (address, incarnation, when) of handled exits
         self._recent_exits: list[tuple[Any, int, float]] = []
         self._owner: tuple[int, float] | None = None
+        self._registry_seq = 0
         self._owner_gone = False
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
@@ -239,7 +241,7 @@ class AgentSupervisor(Actor):
             durable=child.spec.durable,
             incarnation=child.incarnation,
         )
-        self.send(self._registry, register)
+        self._tell_registry(register)
         if child.incarnation > 0:
             self._emit("agent.restarted", {"agent": message.name, "incarnation": child.incarnation})
         self._emit("agent.started", {"agent": message.name, "incarnation": child.incarnation})
@@ -294,7 +296,7 @@ class AgentSupervisor(Actor):
             return
         child.state = "stopping"
         child.stop_reason = reason
-        self.send(self._registry, _Unregister(child.spec.name, child.address))
+        self._tell_registry(_Unregister(child.spec.name, child.address))
         self.send(child.address, _ShutdownAgent(reason, keep_record=keep_record))
         self.wakeupAfter(STOP_GRACE, payload=("exit", child.address, child.incarnation))
 
@@ -484,7 +486,7 @@ class AgentSupervisor(Actor):
             if self._telemetry is not None:
                 self.send(self._telemetry, _TelemetryLeave(child.address))
             child.address = None
-            self.send(self._registry, _Restarting(name, child.spec.durable))
+            self._tell_registry(_Restarting(name, child.spec.durable))
             self.wakeupAfter(decision.delay, payload=("restart", name, child.incarnation))
             return
         if decision.action is RestartAction.GIVE_UP:
@@ -525,7 +527,7 @@ class AgentSupervisor(Actor):
             self.send(self._telemetry, _TelemetryLeave(child.address))
         if self._children.get(name) is child:
             del self._children[name]
-        self.send(self._registry, _Unregister(name, child.address, then=then))
+        self._tell_registry(_Unregister(name, child.address, then=then))
 
     def _handled_already(self, child: _Child, address: Any) -> bool:
         """Whether an exit notice repeats one already handled.
@@ -568,6 +570,11 @@ class AgentSupervisor(Actor):
             self._confirm_exit(address, incarnation, time.monotonic() + _EXIT_CONFIRM_SECONDS)
         elif child.identity is not None and not self._process_runs(child):
             self._handle_exit(child, address)  # died after reporting; no notice came
+
+    def _tell_registry(self, update: _Register | _Restarting | _Unregister) -> None:
+        """Send a registry update numbered in order (the registry drops overtaken ones)."""
+        self._registry_seq += 1
+        self.send(self._registry, dataclasses.replace(update, seq=self._registry_seq))
 
     def _is_local(self, child: _Child) -> bool:
         """Whether ``child`` runs on this node, so its pids may be signalled from here."""

@@ -13,6 +13,7 @@ timeout runs out first (the request itself then keeps running).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import pickle
 import threading
@@ -30,6 +31,7 @@ from .._core.errors import (
     SystemNotRunning,
 )
 from .._core.protocol import _BackendSession, _SessionReply
+from .._core.restart_policy import RestartPolicy
 from .._core.turn import Response
 from ..messages import (
     Accepted,
@@ -242,18 +244,15 @@ def build_spec(
             agent=name,
         )
     options = dict(options or {})
-    accepted = getattr(impl, "accepted_options", None)
-    if accepted is not None:
-        unknown = set(options) - set(accepted)
-        if unknown:
-            raise InvalidOption(
-                f"unknown option(s) {sorted(unknown)} for {impl.__qualname__}; "
-                f"accepted: {sorted(accepted)}",
-                agent=name,
-            )
+    _check_options(impl, options, name)
     _check_picklable(options, "options", name)
     placement_items = tuple(sorted((placement or {}).items()))
-    return AgentSpec(
+    backoff = {k: merged[k] for k in ("backoff_initial", "backoff_factor", "backoff_max", "jitter")}
+    try:  # the policy checks its own options (window, back-off, jitter) as documented
+        RestartPolicy(restart=restart, max_restarts=max_restarts, window=restart_window, **backoff)
+    except InvalidOption as exc:
+        raise InvalidOption(str(exc), agent=name) from None
+    spec = AgentSpec(
         name=name,
         impl=impl,
         backend=backend,
@@ -270,6 +269,7 @@ def build_spec(
         placement=placement_items,
         on_session_lost=on_session_lost,
     )
+    return dataclasses.replace(spec, **backoff)
 
 
 def start_agent(
@@ -285,6 +285,10 @@ def start_agent(
     restart: str = "temporary",
     max_restarts: int = 3,
     restart_window: float = 5.0,
+    backoff_initial: float = 0.05,
+    backoff_factor: float = 2.0,
+    backoff_max: float = 5.0,
+    jitter: float = 0.0,
     durable: bool = False,
     placement: Mapping[str, Any] | None = None,
     on_session_lost: str = "fail",
@@ -306,6 +310,10 @@ def start_agent(
         restart: ``"temporary"`` (default), ``"transient"`` or ``"permanent"``.
         max_restarts: Restart intensity: at most this many restarts ...
         restart_window: ... within this many seconds, then the supervisor gives up.
+        backoff_initial: Seconds before the first restart in a window (>= 0).
+        backoff_factor: Growth of the delay per further restart in the window (>= 1).
+        backoff_max: Upper bound of every delay in seconds (>= ``backoff_initial``).
+        jitter: Relative spread of each delay, 0.0 (none) to 1.0.
         durable: Persist the agent's state so a restart resumes it.
         placement: Capabilities a node must have to run the agent (multi-host).
         on_session_lost: When the provider cannot resume the agent's session (the turn
@@ -316,7 +324,9 @@ def start_agent(
             emitted). Never a blank session the user did not ask for.
         timeout: Seconds to wait for ``init_agent``/``start_session``/``pre_run``.
         system: The system to use (default: the current one).
-        **options: Passed to ``init_agent``.
+        **options: Passed to ``init_agent``. A class that sets ``accepted_options`` gets only
+            those; otherwise a name close to one of the framework's options (a typo such as
+            ``watchdg``) is refused with a "did you mean" hint.
 
     Returns:
         The agent's name.
@@ -338,6 +348,10 @@ def start_agent(
         restart=restart,
         max_restarts=max_restarts,
         restart_window=restart_window,
+        backoff_initial=backoff_initial,
+        backoff_factor=backoff_factor,
+        backoff_max=backoff_max,
+        jitter=jitter,
         durable=durable,
         placement=placement,
         on_session_lost=on_session_lost,
@@ -570,6 +584,8 @@ def _call_agent(
     if address is None or incarnation is None:
         # While the agent restarts, the registry answers once it is back (or gone for good).
         located = _locate(name, system, wait=True, timeout=timeout)
+        if located.address is None and located.stopped:
+            raise AgentStopped("the agent was stopped", agent=name, ref=ref)
         if located.address is None:
             raise AgentNotFound("no agent has that name", agent=name, ref=ref)
         address, incarnation = located.address, located.incarnation
@@ -623,6 +639,39 @@ def _check_prompt(prompt: Any, name: Any) -> None:
         raise InvalidPrompt(
             f"a prompt must be a non-empty str, got {type(prompt).__name__}", agent=name
         )
+
+
+#: ``start_agent``'s own keyword arguments, for "did you mean" hints on misspelled options.
+_FRAMEWORK_OPTIONS = (
+    *(f.name for f in dataclasses.fields(AgentSpec) if f.name not in ("options", "impl")),
+    "timeout",
+    "system",
+)
+#: How alike (difflib ratio) an option must be to a known one to be taken for its typo:
+#: ``watchdg`` is (0.93), ``backend_options`` or ``system_prompt`` are not.
+_TYPO_SIMILARITY = 0.85
+#: Names the documentation uses for an option that ``start_agent`` spells otherwise.
+_DOCUMENTED_ALIASES = {"window": ["restart_window"]}
+
+
+def _check_options(impl: type, options: Mapping[str, Any], name: Any) -> None:
+    """Refuse options nobody will read: undeclared ones, or misspelled framework options."""
+    accepted = getattr(impl, "accepted_options", None)
+    for option in sorted(options):
+        if accepted is not None and option in accepted:
+            continue
+        close = _DOCUMENTED_ALIASES.get(option) or difflib.get_close_matches(
+            option, [*_FRAMEWORK_OPTIONS, *(accepted or ())], n=1, cutoff=_TYPO_SIMILARITY
+        )
+        if accepted is None and not close:
+            continue  # an option for init_agent, which the class does not declare
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        declared = (
+            f"{impl.__qualname__} accepts {sorted(accepted)}"
+            if accepted is not None
+            else f"set {impl.__qualname__}.accepted_options to pass it to init_agent"
+        )
+        raise InvalidOption(f"unknown option {option!r}{hint} ({declared})", agent=name)
 
 
 def _check_positive(field_name: str, value: Any, name: Any) -> None:

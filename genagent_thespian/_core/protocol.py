@@ -239,6 +239,7 @@ class _Register:
     then: tuple[tuple[Any, Any], ...] = ()
     durable: bool = False
     incarnation: int = 0
+    seq: int = 0  # the supervisor's update order (see _Unregister)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,15 +248,22 @@ class _Restarting:
 
     name: Any
     durable: bool = False
+    seq: int = 0  # the supervisor's update order (see _Unregister)
 
 
 @dataclass(frozen=True, slots=True)
 class _Unregister:
-    """Supervisor -> registry: ``name`` (at ``address``) is gone; then send ``then``."""
+    """Supervisor -> registry: ``name`` (at ``address``) is gone; then send ``then``.
+
+    ``seq`` numbers the supervisor's updates: Thespian may deliver two of them out of order,
+    and a ``_Restarting`` overtaken by the give-up's ``_Unregister`` must not leave the name
+    "restarting" for ever. The registry applies an update only if it is newer.
+    """
 
     name: Any
     address: Any
     then: tuple[tuple[Any, Any], ...] = ()
+    seq: int = 0
 
 
 # ----------------------------------------------------------------- telemetry

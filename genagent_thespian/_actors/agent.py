@@ -237,8 +237,8 @@ class AgentActor(Actor):
         self._supervisor = message.supervisor
         self._node = self._host_node or message.node
         self._incarnation = message.incarnation
+        self.send(self._supervisor, _AgentBorn(os.getpid(), self._node))
         if self._isolated:
-            self.send(self._supervisor, _AgentBorn(os.getpid(), self._node))
             # The worker must die with this process, and the CLIs it runs carry its marker.
             children_die_with_this_process()
             if message.instance_id:

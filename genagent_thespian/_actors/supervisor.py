@@ -230,7 +230,7 @@ class AgentSupervisor(Actor):
         child.state = "running"
         child.pid = message.pid
         child.node = message.node or self._node
-        child.identity = _identity(message.pid) if self._is_local(child) else None
+        child.identity = self._identity_of(message.pid) if self._is_local(child) else None
         then = ((child.starter, AgentStarted(message.name, sender)),) if child.starter else ()
         child.starter = None
         register = _Register(
@@ -409,7 +409,7 @@ class AgentSupervisor(Actor):
         child.node = message.node or self._node
         if self._is_local(child):
             child.pid = message.pid
-            child.identity = _identity(message.pid)
+            child.identity = self._identity_of(message.pid)
 
     def _on_child_exited(self, message: ChildActorExited, sender: Any) -> None:
         address = message.childAddress
@@ -570,6 +570,12 @@ class AgentSupervisor(Actor):
             self._confirm_exit(address, incarnation, time.monotonic() + _EXIT_CONFIRM_SECONDS)
         elif child.identity is not None and not self._process_runs(child):
             self._handle_exit(child, address)  # died after reporting; no notice came
+
+    @staticmethod
+    def _identity_of(pid: int) -> tuple[int, float] | None:
+        """The identity of a local agent's own process; ``None`` when it shares this one's
+        (``simpleSystemBase``, where an agent's exit is never a process exit)."""
+        return None if pid == os.getpid() else _identity(pid)
 
     def _tell_registry(self, update: _Register | _Restarting | _Unregister) -> None:
         """Send a registry update numbered in order (the registry drops overtaken ones)."""

@@ -564,7 +564,8 @@ class AgentSupervisor(Actor):
             return
         if not child.born:  # never reported itself: it is gone (or hung before starting)
             _log.warning("agent %r ended before it reported its process", child.spec.name)
-            self.send(address, ActorExitRequest())  # in case it only hangs
+            # No ActorExitRequest: a send to a dead address stalls Thespian's transport, and
+            # the registry updates that follow would queue behind it.
             self._handle_exit(child, address)
         elif after_notice:
             self._confirm_exit(address, incarnation, time.monotonic() + _EXIT_CONFIRM_SECONDS)

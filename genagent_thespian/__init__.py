@@ -42,6 +42,7 @@ from ._api.client import (
     tell,
     whereis,
 )
+from ._api.raw import client_capabilities, use_node_secret
 from ._api.system import AgentSystem
 from ._core.backend import Backend, TurnContext
 from ._core.behaviour import GenAgent
@@ -56,6 +57,7 @@ from ._core.errors import (
     BackendError,
     BackendErrorKind,
     CallbackError,
+    DuplicateRequest,
     GenAgentError,
     InvalidEvent,
     InvalidOption,
@@ -69,6 +71,7 @@ from ._core.errors import (
     TurnInterrupted,
     TurnSkipped,
     TurnTimeout,
+    UnexpectedMessage,
 )
 from ._core.turn import Event, EventKind, Response, Usage
 from ._nodes.convention import NodeInfo, list_fleet, list_nodes, start_node, wait_for_nodes
@@ -100,6 +103,7 @@ __all__ = [
     "BackendErrorKind",
     "CallbackError",
     "DeliveryFailed",
+    "DuplicateRequest",
     "Event",
     "EventKind",
     "GenAgent",
@@ -125,12 +129,14 @@ __all__ = [
     "TurnInterrupted",
     "TurnSkipped",
     "TurnTimeout",
+    "UnexpectedMessage",
     "Usage",
     "ask",
     "attach",
     "attach_system",
     "backend_session",
     "cancel",
+    "client_capabilities",
     "current_system",
     "detach",
     "halt",
@@ -148,6 +154,7 @@ __all__ = [
     "status",
     "stop",
     "tell",
+    "use_node_secret",
     "wait_for_nodes",
     "whereis",
 ]

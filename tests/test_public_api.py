@@ -10,6 +10,8 @@ PUBLIC = {
     "start_system", "attach_system", "shutdown_system", "current_system", "AgentSystem",
     "start_agent", "stop", "ask", "tell", "poll", "notify", "interrupt", "cancel", "halt",
     "resume", "status", "whereis", "list_agents", "backend_session",
+    # plain Thespian clients
+    "use_node_secret", "client_capabilities",
     # multi-host nodes
     "start_node", "list_nodes", "list_fleet", "wait_for_nodes", "NodeInfo",
     # behaviour and directives
@@ -26,7 +28,8 @@ PUBLIC = {
     "InvalidEvent", "AgentStartFailed", "AgentOverloaded", "AskTimeout", "SystemNotRunning",
     "RequestNotFound", "TurnFailed", "TurnInterrupted", "TurnTimeout", "TurnCrashed",
     "TurnSkipped", "TurnHalted", "TurnCancelled", "CallbackError", "BackendError",
-    "BackendErrorKind", "AgentStopped", "AgentRestarted",
+    "BackendErrorKind", "AgentStopped", "AgentRestarted", "DuplicateRequest",
+    "UnexpectedMessage",
 }  # fmt: skip
 
 

@@ -109,6 +109,7 @@ from ..messages import (
     WatchAgent,
     WhereIs,
 )
+from .unexpected import answer_unexpected
 from .worker import TurnWorker
 
 __all__ = ["NODE_CAPABILITY", "AgentActor"]
@@ -225,6 +226,8 @@ class AgentActor(Actor):
                 "agent %r: undeliverable %s", machine.name, type(message.poisonMessage).__name__
             )
         else:
+            if not _handles_info(machine.impl):
+                answer_unexpected(self, f"agent {machine.name!r}", message, sender)
             self._run(machine.info(message))
 
     # ================================================================== start
@@ -310,14 +313,17 @@ class AgentActor(Actor):
             return
         self._run(self._m.tell(message.ref, message.text, sender, completion=message.completion))
 
-    def _valid_prompt(self, text: Any, ref: str | None, sender: Any) -> bool:
-        if isinstance(text, str) and text:
+    def _valid_prompt(self, text: Any, ref: Any, sender: Any) -> bool:
+        if not isinstance(text, str) or not text:
+            problem = f"a prompt must be a non-empty str, got {type(text).__name__}"
+        elif not isinstance(ref, str) or not ref:
+            # A ref names one request; a shared or missing one would make later requests
+            # duplicates of the first. Prompt/Tell make a fresh one when it is left out.
+            problem = f"a request ref must be a non-empty str (leave it out), got {ref!r}"
+        else:
             return True
-        error = InvalidPrompt(
-            f"a prompt must be a non-empty str, got {type(text).__name__}",
-            agent=self._m.name,
-            ref=ref,
-        )
+        shown_ref = ref if isinstance(ref, str) else None
+        error = InvalidPrompt(problem, agent=self._m.name, ref=shown_ref)
         self.send(sender, Failure(error, ref))
         return False
 
@@ -863,6 +869,11 @@ class _AgentContext:
         if isinstance(message, AgentStarted | Stopped | Accepted):
             return
         _log.warning("agent %r ignored unexpected message %s", self.name, type(message).__name__)
+
+
+def _handles_info(impl: GenAgent) -> bool:
+    """Whether the implementation has a ``handle_info`` of its own (messages it expects)."""
+    return type(impl).handle_info is not GenAgent.handle_info
 
 
 _HANDLERS: dict[type, Any] = {

@@ -16,6 +16,7 @@ from thespian.actors import Actor, ActorExitRequest
 from .._core.log import get_logger
 from .._core.protocol import _Register, _Restarting, _Unregister
 from ..messages import AgentEntry, AgentList, ListAgents, Located, WhereIs
+from .unexpected import answer_unexpected
 
 __all__ = ["REGISTRY_NAME", "Registry"]
 
@@ -83,6 +84,8 @@ class Registry(Actor):
                 self._entries.clear()
                 for name in list(self._waiting):
                     self._answer_waiting(name)
+            else:
+                answer_unexpected(self, "the registry", message, sender)
         except Exception:
             _log.exception("registry failed handling %s", type(message).__name__)
 

@@ -61,6 +61,7 @@ from ..messages import (
     WatchAgent,
 )
 from .agent import AgentActor
+from .unexpected import answer_unexpected
 
 __all__ = ["SUPERVISOR_NAME", "AgentSupervisor", "Boot", "Booted", "NodeLost", "StopAll"]
 
@@ -170,6 +171,8 @@ class AgentSupervisor(Actor):
             handler = _HANDLERS.get(type(message))
             if handler is not None:
                 handler(self, message, sender)
+            else:
+                answer_unexpected(self, "the agent supervisor", message, sender)
         except Exception:
             _log.exception("supervisor failed handling %s", type(message).__name__)
 

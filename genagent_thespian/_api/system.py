@@ -187,7 +187,8 @@ class AgentSystem:
             bind_host: Address to listen on; anything but loopback must be explicit.
             advertise_host: Address peers use, required when ``bind_host`` is ``0.0.0.0``.
             secret_path: The node secret file (default: ``GENAGENT_SECRET``,
-                ``GENAGENT_SECRET_FILE`` or ``~/.config/genagent-thespian/node.secret``).
+                ``GENAGENT_SECRET_FILE`` or ``node.secret`` in node ``node_name``'s home,
+                created mode 0600 on first use).
             store_path: The SQLite file of durable agents (default: ``agents.sqlite3`` in
                 the node's home). Processes a previous run recorded there that are still
                 alive are ended now.
@@ -222,6 +223,7 @@ class AgentSystem:
                 secret_path,
                 os.fspath(store_path) if store_path else store_in(home_folder),
                 system_id,
+                node_name,
             )
         except BaseException:
             lock.release()
@@ -243,12 +245,16 @@ class AgentSystem:
         secret_path: str | os.PathLike[str] | None,
         store: str,
         system_id: str,
+        node_name: str = DEFAULT_NODE,
     ) -> AgentSystem:
         if base == "multiprocTCPBase":
             admin_port = admin_port or free_port()
             caps.setdefault("Admin Port", admin_port)
             security = harden_transport(
-                bind_host=bind_host, advertise_host=advertise_host, secret_path=secret_path
+                bind_host=bind_host,
+                advertise_host=advertise_host,
+                secret_path=secret_path,
+                node_name=node_name,
             )
             check_capabilities(caps, security)
         _end_previous_run(store)

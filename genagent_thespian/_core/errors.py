@@ -15,6 +15,8 @@ would expect::
     ├── AskTimeout               (TimeoutError)  the *caller's* own timeout ran out
     ├── SystemNotRunning                         no actor system to talk to
     ├── RequestNotFound          (LookupError)   poll/cancel of an unknown or evicted ref
+    ├── DuplicateRequest         (ValueError)    a ref that is already queued, running or answered
+    ├── UnexpectedMessage        (TypeError)     a message the receiving actor has no use for
     └── TurnFailed                               one turn ended without a Response
         ├── TurnInterrupted                      interrupt() ended it
         ├── TurnTimeout          (TimeoutError)  the agent's watchdog ended it
@@ -47,6 +49,7 @@ __all__ = [
     "BackendError",
     "BackendErrorKind",
     "CallbackError",
+    "DuplicateRequest",
     "GenAgentError",
     "InvalidEvent",
     "InvalidOption",
@@ -60,6 +63,7 @@ __all__ = [
     "TurnInterrupted",
     "TurnSkipped",
     "TurnTimeout",
+    "UnexpectedMessage",
 ]
 
 
@@ -199,6 +203,26 @@ class RequestNotFound(GenAgentError, LookupError):
     """``cancel`` or ``interrupt`` named a ref the agent does not hold (finished or unknown)."""
 
     reason_kind = "request_not_found"
+
+
+class DuplicateRequest(GenAgentError, ValueError):
+    """A ``Prompt`` reused the ref of a request this agent already holds or answered.
+
+    A ref names one request: the agent never runs it twice. The caller of the original
+    request still gets its answer; this is the answer to the copy.
+    """
+
+    reason_kind = "duplicate_request"
+
+
+class UnexpectedMessage(GenAgentError, TypeError):
+    """The receiving actor has no use for this message (not part of the public protocol).
+
+    Sent back to a raw Thespian sender instead of silence; see ``genagent_thespian.messages``
+    for what each actor accepts.
+    """
+
+    reason_kind = "unexpected_message"
 
 
 class TurnFailed(GenAgentError):

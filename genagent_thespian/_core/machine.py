@@ -33,6 +33,7 @@ from .errors import (
     AgentRestarted,
     AgentStopped,
     CallbackError,
+    DuplicateRequest,
     GenAgentError,
     RequestNotFound,
     TurnCancelled,
@@ -515,9 +516,7 @@ class AgentMachine:
 
     def _admit(self, request: Request) -> bool:
         if self._holds(request.ref) or request.ref in self.results or request.ref in self.answered:
-            # A request re-sent after a restart (same ref): it is queued, running or answered
-            # already, so it must not run twice. A tell is acknowledged again.
-            return request.origin is Origin.TELL
+            return self._admit_duplicate(request)
         if self.stopped:
             self._reply_failure(
                 request, AgentStopped("the agent is stopping", agent=self.name, ref=request.ref)
@@ -542,6 +541,38 @@ class AgentMachine:
             return False
         self._enqueue(request)
         return True
+
+    def _admit_duplicate(self, request: Request) -> bool:
+        """Answer a request whose ref is queued, running or answered already; never run it.
+
+        A tell is acknowledged again (``Accepted`` is all a tell ever answers). An ask
+        re-sent by its own caller (the client does so after a durable agent restarts) gets
+        nothing now: the original's answer, still to come, is its one answer. Any other
+        copy of an ask gets ``DuplicateRequest``.
+        """
+        if request.origin is Origin.TELL:
+            return True
+        original = self._held(request.ref)
+        if original is not None and original.reply_to == request.reply_to:
+            return False
+        where = "answered already" if original is None else "queued or running"
+        error = DuplicateRequest(
+            f"a request with this ref is {where}; it runs once (send a new ref to run again)",
+            agent=self.name,
+            ref=request.ref,
+        )
+        self._reply_failure(request, error)
+        return False
+
+    def _held(self, ref: str) -> Request | None:
+        """The held request (running, self-chained, delayed or queued) with ``ref``."""
+        if self.current is not None and self.current.request.ref == ref:
+            return self.current.request
+        if self.self_chain is not None and self.self_chain.ref == ref:
+            return self.self_chain
+        if ref in self.delayed:
+            return self.delayed[ref]
+        return next((r for r in self.mailbox if r.ref == ref), None)
 
     def _enqueue(self, request: Request) -> None:
         self.mailbox.append(request)
@@ -617,11 +648,7 @@ class AgentMachine:
         return None
 
     def _holds(self, ref: str) -> bool:
-        if self.current is not None and self.current.request.ref == ref:
-            return True
-        if self.self_chain is not None and self.self_chain.ref == ref:
-            return True
-        return ref in self.delayed or any(r.ref == ref for r in self.mailbox)
+        return self._held(ref) is not None
 
     # ================================================================== internals: turns
 

@@ -141,7 +141,7 @@ def connect(port: int) -> AgentSystem:
         raise SystemNotRunning(
             f"the node on port {port} did not accept this client ({type(exc).__name__}); "
             "commands must use the node's secret (GENAGENT_SECRET, GENAGENT_SECRET_FILE or "
-            "~/.config/genagent-thespian/node.secret)"
+            f"{state_dir() / 'node.secret'})"
         ) from None
 
 

@@ -87,11 +87,12 @@ from thespian.system.transport import IPBase, TCPTransport, streamBuffer
 from thespian.system.utilis import thesplog
 
 from .._core.errors import GenAgentError
+from .shutdown_guard import install_shutdown_guard
 
 __all__ = [
-    "DEFAULT_SECRET_PATH",
     "SECRET_ENV",
     "SECRET_FILE_ENV",
+    "SECRET_FILE_NAME",
     "SecurityConfigError",
     "TransportSecurity",
     "UnsupportedThespianVersion",
@@ -106,8 +107,8 @@ __all__ = [
 SECRET_ENV = "GENAGENT_SECRET"
 #: Environment variable naming the secret file.
 SECRET_FILE_ENV = "GENAGENT_SECRET_FILE"
-#: Secret file used when neither environment variable is set.
-DEFAULT_SECRET_PATH = Path("~/.config/genagent-thespian/node.secret")
+#: The secret file's name in a node's home, used when neither environment variable is set.
+SECRET_FILE_NAME = "node.secret"
 
 _SECRET_BYTES = 32
 _MIN_SECRET_BYTES = 16
@@ -142,11 +143,15 @@ class UnsupportedThespianVersion(GenAgentError, RuntimeError):
 # -- the node secret ---------------------------------------------------------------------------
 
 
-def load_or_create_secret(path: str | os.PathLike[str] | None = None) -> bytes:
+def load_or_create_secret(
+    path: str | os.PathLike[str] | None = None, *, node_name: str = "default"
+) -> bytes:
     """Return this node's secret, creating a random one on first use.
 
     Lookup order: ``$GENAGENT_SECRET`` (hex) if set; else the file *path*, else
-    ``$GENAGENT_SECRET_FILE``, else ``~/.config/genagent-thespian/node.secret``. The file holds
+    ``$GENAGENT_SECRET_FILE``, else ``node.secret`` in the home of node *node_name*
+    (``$XDG_STATE_HOME/genagent-thespian/<name>/``, beside the node's store), so a script's
+    reruns and the ``genagent`` commands agree on it with no option. The file holds
     the secret as one line of hex, so it can be copied to the other hosts of a convention. A
     missing file is created atomically (a private temporary file hard-linked into place, so
     concurrent starters agree on one secret) with mode 0600 in a directory created with mode
@@ -166,7 +171,7 @@ def load_or_create_secret(path: str | os.PathLike[str] | None = None) -> bytes:
     from_env = os.environ.get(SECRET_ENV, "").strip()
     if from_env:
         return _parse_secret(from_env, source=f"${SECRET_ENV}")
-    chosen = path or os.environ.get(SECRET_FILE_ENV) or DEFAULT_SECRET_PATH
+    chosen = path or os.environ.get(SECRET_FILE_ENV) or _home_secret(node_name)
     secret_path = Path(chosen).expanduser()
     try:
         return _read_secret_file(secret_path)
@@ -179,6 +184,12 @@ def load_or_create_secret(path: str | os.PathLike[str] | None = None) -> bytes:
         raise SecurityConfigError(
             f"node secret file {secret_path} vanished after creation"
         ) from exc
+
+
+def _home_secret(node_name: str) -> Path:
+    from .._api.home import node_home  # the home is the API's notion; only its path is used
+
+    return node_home(node_name) / SECRET_FILE_NAME
 
 
 def _parse_secret(text: str, *, source: str) -> bytes:
@@ -479,6 +490,7 @@ def install_transport_security(security: TransportSecurity) -> None:
             streamBuffer.ackDataErrPacket, codec.dumps
         )
         IPBase.TCPv4ActorAddress.bindArgs = property(_make_bind_args(security.bind_host))
+        install_shutdown_guard()
         _installed = security
 
 
@@ -487,6 +499,7 @@ def harden_transport(
     bind_host: str = _LOOPBACK,
     advertise_host: str | None = None,
     secret_path: str | os.PathLike[str] | None = None,
+    node_name: str = "default",
 ) -> TransportSecurity:
     """Load (or create) the node secret and install the hardening in this process.
 
@@ -498,6 +511,7 @@ def harden_transport(
         bind_host: Address to listen on (see :class:`TransportSecurity`).
         advertise_host: Address to advertise when *bind_host* is ``0.0.0.0``.
         secret_path: Secret file (see :func:`load_or_create_secret`).
+        node_name: The node whose home holds the default secret file.
 
     Returns:
         The installed settings (pass them to :func:`check_capabilities`).
@@ -507,7 +521,9 @@ def harden_transport(
             :func:`install_transport_security`.
     """
     security = TransportSecurity(
-        load_or_create_secret(secret_path), bind_host=bind_host, advertise_host=advertise_host
+        load_or_create_secret(secret_path, node_name=node_name),
+        bind_host=bind_host,
+        advertise_host=advertise_host,
     )
     install_transport_security(security)
     return security

@@ -33,8 +33,7 @@ def test_durable_agent_survives_a_rerun_of_the_script_with_no_extra_option(
     tmp_path: Path,
 ) -> None:
     log = tmp_path / "counter.jsonl"
-    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
-    env.pop("GENAGENT_STATE_DIR", None)
+    env = _fresh_env(tmp_path)
     for _ in range(2):
         subprocess.run(
             [sys.executable, "-c", RERUN_SCRIPT, str(log)],
@@ -44,7 +43,59 @@ def test_durable_agent_survives_a_rerun_of_the_script_with_no_extra_option(
             timeout=120,
         )
     assert [record["value"] for record in calls(log, "count")] == [1, 2]
-    assert (tmp_path / "state" / "genagent-thespian" / "default" / "agents.sqlite3").exists()
+    home = tmp_path / "state" / "genagent-thespian" / "default"
+    assert (home / "agents.sqlite3").exists()
+    assert (home / "node.secret").stat().st_mode & 0o777 == 0o600  # the secret lives there too
+
+
+def _fresh_env(tmp_path: Path) -> dict[str, str]:
+    """A user's environment with a state folder of its own and no secret option."""
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
+    for name in ("GENAGENT_STATE_DIR", "GENAGENT_SECRET", "GENAGENT_SECRET_FILE", "GENAGENT_PORT"):
+        env.pop(name, None)
+    return env
+
+
+HOLDING_SCRIPT = """
+import sys
+import genagent_thespian as g
+from support_agents import Recorder
+
+with g.start_system() as system:
+    g.start_agent(Recorder, name="held-open", backend="scripted", default="ok")
+    print(system.admin_port, flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_genagent_commands_reach_a_script_system_with_no_secret_option(tmp_path: Path) -> None:
+    env = _fresh_env(tmp_path)
+    script = subprocess.Popen(
+        [sys.executable, "-c", HOLDING_SCRIPT],
+        cwd=TESTS,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert script.stdout is not None and script.stdin is not None
+        port = script.stdout.readline().strip()
+        listed = subprocess.run(
+            [sys.executable, "-m", "genagent_thespian.cli", "ls", "--port", port],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert "held-open" in listed.stdout
+    finally:
+        if script.stdin is not None:
+            script.stdin.close()
+        assert script.wait(timeout=60) == 0
 
 
 def test_a_second_system_on_the_same_home_is_refused_naming_the_holder(tmp_path: Path) -> None:

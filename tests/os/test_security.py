@@ -118,14 +118,16 @@ def test_concurrent_creators_agree_on_one_secret(tmp_path: Path, clean_env: None
     assert outputs == {results[0].hex()}
 
 
-def test_default_path_comes_from_env_then_home(
+def test_default_path_comes_from_env_then_the_node_home(
     tmp_path: Path, clean_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("GENAGENT_STATE_DIR", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     from_home = load_or_create_secret()
-    assert (tmp_path / "home/.config/genagent-thespian/node.secret").read_text().strip() == (
-        from_home.hex()
-    )
+    secret_file = tmp_path / "state/genagent-thespian/default/node.secret"
+    assert secret_file.read_text().strip() == from_home.hex()
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    assert load_or_create_secret(node_name="other") != from_home  # one secret per node home
     monkeypatch.setenv(sec.SECRET_FILE_ENV, str(tmp_path / "other.secret"))
     from_env_file = load_or_create_secret()
     assert from_env_file != from_home

@@ -1,0 +1,85 @@
+"""What a plain Thespian client needs to talk to agents: the node's secret and its address.
+
+The actor protocol (``genagent_thespian.messages``) is public, but a node's transport only
+accepts frames authenticated with the node secret, and Thespian finds a running system by
+its admin port. Two calls give a raw client both, with public names only::
+
+    import genagent_thespian as g
+    from thespian.actors import ActorSystem
+    from genagent_thespian.messages import Prompt
+
+    g.use_node_secret()                                   # this process speaks the node's frames
+    asys = ActorSystem("multiprocTCPBase", g.client_capabilities())
+    reply = asys.ask(g.whereis("my-coder"), Prompt("What does foo.py do?"), 60)
+
+A client's ``ActorSystem`` is the node's system seen from this process: its ``shutdown()``
+would stop the node. The node refuses it (``_os/shutdown_guard.py``): only the process that
+started the system can shut it down; a client just lets its object go.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .._os.security import harden_transport
+from .system import AgentSystem
+
+__all__ = ["client_capabilities", "use_node_secret"]
+
+
+def use_node_secret(
+    node_name: str = "default",
+    *,
+    bind_host: str = "127.0.0.1",
+    secret_path: str | os.PathLike[str] | None = None,
+) -> None:
+    """Make this process's Thespian transport speak node ``node_name``'s authenticated frames.
+
+    Call it before creating an ``ActorSystem("multiprocTCPBase", ...)`` client. The secret is
+    the one the node uses (``GENAGENT_SECRET``, ``GENAGENT_SECRET_FILE``, else ``node.secret``
+    in the node's home); a process that started a system has it installed already, and the
+    call is then a no-op.
+
+    Args:
+        node_name: The node whose home holds the secret.
+        bind_host: The node's bind host (loopback unless it was configured otherwise).
+        secret_path: A secret file to use instead.
+
+    Raises:
+        SecurityConfigError: the secret is unusable, or another one is installed already.
+    """
+    harden_transport(bind_host=bind_host, secret_path=secret_path, node_name=node_name)
+
+
+def client_capabilities(target: AgentSystem | int | None = None) -> dict[str, Any]:
+    """Return the Thespian capabilities that reach a running system as a client.
+
+    Args:
+        target: An :class:`AgentSystem` (its admin port), an admin port, or ``None``: the
+            current system of this process if there is one, else the ``genagent`` node
+            recorded in the default home (``GENAGENT_PORT`` first).
+
+    Raises:
+        SystemNotRunning: ``None`` was given and no system or node is running.
+    """
+    if isinstance(target, AgentSystem):
+        port = target.admin_port
+    elif isinstance(target, int):
+        port = target
+    else:
+        from .client import current_system
+
+        try:
+            port = current_system().admin_port
+        except Exception:
+            port = None
+        if port is None:
+            from .._nodes.node import find_port
+
+            port = find_port()
+    if port is None:
+        from .._core.errors import SystemNotRunning
+
+        raise SystemNotRunning("this system has no admin port (simpleSystemBase has no clients)")
+    return {"Admin Port": port}

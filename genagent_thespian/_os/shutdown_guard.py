@@ -1,0 +1,81 @@
+"""Only the process that started an actor system may shut it down.
+
+In Thespian any client of a ``multiprocTCPBase`` system can call ``ActorSystem.shutdown()``
+and the admin obeys: a raw client that tidies up after itself, as Thespian's own examples
+do, would stop every agent of the node. With the guard installed (in the starting process,
+before the admin is forked, so the admin inherits it), the admin accepts ``SystemShutdown``
+only from its starter (its parent process) or from the system's own processes (its process
+group: the supervisor ends a system whose owner died). Any other local client gets
+``SystemShutdownCompleted`` at once, so its ``shutdown()`` returns and just closes its own
+endpoint, and the node logs the refusal and keeps running.
+
+The sender is identified by the local process listening on its address (psutil). A sender
+that is not on this host, or whose process cannot be found, is obeyed as before: the guard
+protects a node from its local clients, the transport's secret from everyone else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import psutil
+from thespian.system.admin.convention import ConventioneerAdmin
+from thespian.system.messages.admin import SystemShutdownCompleted
+from thespian.system.transport import TransmitIntent
+
+__all__ = ["install_shutdown_guard"]
+
+_log = logging.getLogger("genagent_thespian.shutdown_guard")
+_original = ConventioneerAdmin.h_SystemShutdown
+
+
+def install_shutdown_guard() -> None:
+    """Make this process's (and its forked admin's) Thespian admin refuse foreign shutdowns."""
+    if ConventioneerAdmin.h_SystemShutdown is not _guarded:
+        ConventioneerAdmin.h_SystemShutdown = _guarded
+
+
+def _guarded(admin: Any, envelope: Any) -> Any:
+    pid = _local_pid(envelope.sender)
+    if pid is None or _may_shut_down(pid):
+        return _original(admin, envelope)
+    _log.warning(
+        "refused a shutdown request from client process %d: only the process that started "
+        "this system (pid %d) can shut it down",
+        pid,
+        os.getppid(),
+    )
+    admin._send_intent(TransmitIntent(envelope.sender, SystemShutdownCompleted()))
+    return True
+
+
+def _may_shut_down(pid: int) -> bool:
+    if pid in (os.getpid(), os.getppid()):
+        return True
+    try:
+        return os.getpgid(pid) == os.getpgid(0)
+    except OSError:
+        return True  # gone already: nothing to protect against
+
+
+def _local_pid(address: Any) -> int | None:
+    """The pid of the local process listening on ``address`` (``None``: not found/not local)."""
+    try:
+        host, port = address.addressDetails.connectArgs[0][:2]
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    local = {"127.0.0.1", "0.0.0.0", "::1", "localhost"}
+    try:
+        for connection in psutil.net_connections(kind="tcp"):
+            if (
+                connection.status == psutil.CONN_LISTEN
+                and connection.laddr
+                and connection.laddr.port == port
+                and (connection.laddr.ip in local or connection.laddr.ip == host)
+            ):
+                return connection.pid
+    except (psutil.Error, OSError):
+        return None
+    return None

@@ -3,10 +3,18 @@
 The client API in :mod:`genagent_thespian` is a thin layer over these messages, so plain
 Thespian code can do everything it does::
 
+    import genagent_thespian as g
     from thespian.actors import ActorSystem
     from genagent_thespian.messages import Prompt
-    reply = ActorSystem().ask(agent_address, Prompt("What does foo.py do?"), 60)
+
+    g.use_node_secret()  # the node's authenticated frames
+    asys = ActorSystem("multiprocTCPBase", g.client_capabilities())
+    reply = asys.ask(agent_address, Prompt("What does foo.py do?"), 60)
     # reply is a Response, or a Failure whose .error is a GenAgentError
+
+Every request gets exactly one reply: a reused ref gets ``Failure(DuplicateRequest)`` (or,
+for its own caller, nothing extra: the original answer is its answer), a message an actor
+does not accept gets ``Failure(UnexpectedMessage)``.
 
 Messages are frozen, slotted dataclasses that pickle (the multiprocess bases pickle every
 message). Commands are named as imperatives (``Prompt``, ``Notify``), replies as facts
@@ -22,9 +30,10 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ._core.classref import by_name, resolve
 from ._core.errors import GenAgentError
 from ._core.turn import Event, Response
 
@@ -208,6 +217,20 @@ class AgentSpec:
     def options_dict(self) -> dict[str, Any]:
         """The ``init_agent`` options as a dict."""
         return dict(self.options)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The classes travel by name and are imported where the spec is unpickled, so a
+        # node that cannot import one answers with why (``_core/classref.py``) instead of
+        # Thespian dropping the whole message.
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["impl"], values["backend"] = by_name(self.impl), by_name(self.backend)
+        return (_spec_from_pickle, (values,))
+
+
+def _spec_from_pickle(values: dict[str, Any]) -> AgentSpec:
+    return AgentSpec(
+        **{**values, "impl": resolve(values["impl"]), "backend": resolve(values["backend"])}
+    )
 
 
 @dataclass(frozen=True, slots=True)

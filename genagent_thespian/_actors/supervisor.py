@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 from thespian.actors import Actor, ActorExitRequest, ChildActorExited, WakeupMessage
 
+from .._core.classref import UnimportableClass
 from .._core.errors import AgentAlreadyExists, AgentNotFound, AgentStartFailed, GenAgentError
 from .._core.log import get_logger
 from .._core.protocol import (
@@ -197,6 +198,13 @@ class AgentSupervisor(Actor):
                 "an agent with that name is already running", agent=spec.name
             )
             self.send(sender, Failure(error))
+            return
+        unimportable = next(
+            (c for c in (spec.impl, spec.backend) if isinstance(c, UnimportableClass)), None
+        )
+        if unimportable is not None:
+            _log.error("agent %r not started: %s", spec.name, unimportable.problem)
+            self.send(sender, Failure(AgentStartFailed(unimportable.problem, agent=spec.name)))
             return
         child = _Child(spec=spec, address=None, starter=sender, policy=RestartPolicy.for_spec(spec))
         self._children[spec.name] = child

@@ -312,7 +312,11 @@ def load_impl(target: str) -> type:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise InvalidOption(f"cannot import {module_name!r}: {exc}") from None
+        raise InvalidOption(
+            f"cannot import {module_name!r} here: {exc}; this command's working directory is "
+            f"{os.getcwd()} and its sys.path is {sys.path}; run it from your project folder, "
+            "or set PYTHONPATH to the folder that holds the module"
+        ) from None
     impl: Any = module
     for part in attr.split("."):
         impl = getattr(impl, part, None)

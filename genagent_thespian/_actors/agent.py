@@ -250,6 +250,7 @@ class AgentActor(Actor):
         try:
             if spec.durable:
                 self._record = AgentRecord.open(message.store_path, spec)
+                self._record.run = message.run
                 restored = self._record.begin()
                 self._incarnation = self._record.incarnation or 0
                 self._record.record_process(os.getpid(), "agent", os.getpgid(0))
@@ -277,7 +278,11 @@ class AgentActor(Actor):
             if restored is None:
                 effects = self.machine.start()
             else:
-                effects = self.machine.restore(restored.machine, restored.results)
+                effects = self.machine.restore(
+                    restored.machine,
+                    restored.results,
+                    callers_gone=restored.run != message.run,
+                )
             self._persist()
         except Exception as exc:
             self.machine = None

@@ -165,6 +165,7 @@ class AgentSupervisor(Actor):
         self._owner: tuple[int, float] | None = None
         self._registry_seq = 0
         self._owner_gone = False
+        self._run = uuid.uuid4().hex  # this boot of the system (see _InitAgent.run)
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         """Dispatch by type. Never raises (a raise would re-deliver a start)."""
@@ -231,6 +232,7 @@ class AgentSupervisor(Actor):
                 incarnation=child.incarnation,
                 instance_id=child.instance_id,
                 store_path=self._store_path,
+                run=self._run,
             ),
         )
 

@@ -73,6 +73,7 @@ EVENT_NAMES = frozenset(
         "turn.interrupted",
         "turn.event",
         "input.rejected",
+        "request.dropped",
         "callback.error",
         "terminated",
         "agent.started",

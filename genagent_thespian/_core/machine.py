@@ -449,18 +449,36 @@ class AgentMachine:
             "counters": self.counters,
         }
 
-    def restore(self, snapshot: dict[str, Any], results: list[PollResult]) -> list[Effect]:
+    def restore(
+        self,
+        snapshot: dict[str, Any],
+        results: list[PollResult],
+        *,
+        callers_gone: bool = False,
+    ) -> list[Effect]:
         """Load a snapshot into this fresh machine and carry on after a restart.
 
         The in-flight request is never re-run: its caller gets ``AgentRestarted`` and
         ``handle_error`` sees it (a ``Prompt`` it returns runs as an independent
         follow-up). Then queued work continues, self-chain first.
+
+        With ``callers_gone`` (the snapshot was written by a previous boot of the whole
+        system, so every caller waiting then went with it) queued asks are dropped, not run:
+        nobody could receive their answers. Each is reported (``request.dropped`` telemetry
+        and a log line) and forgotten, so a caller that did survive and sends the same ref
+        again has it run then. Tells keep running (their results are polled), without the
+        completion notices nobody can receive; nothing is sent to a gone caller.
         """
         self.halted = snapshot["halted"]
         self.halt_pending = snapshot["halt_pending"]
-        self.mailbox = deque([*snapshot.get("delayed", []), *snapshot["mailbox"]])
+        queued = [*snapshot.get("delayed", []), *snapshot["mailbox"]]
+        if callers_gone:
+            queued = [r for r in queued if not self._drop_orphan(r)]
+        self.mailbox = deque(queued)
         self.mailbox_bytes = sum(r.size for r in self.mailbox)
         self.self_chain = snapshot["self_chain"]
+        if callers_gone and self.self_chain is not None and self._drop_orphan(self.self_chain):
+            self.self_chain = None
         self.pending = deque(snapshot["pending"])
         self.answered.extend(snapshot["answered"])
         self.counters = snapshot["counters"]
@@ -469,6 +487,8 @@ class AgentMachine:
         in_flight = snapshot["in_flight"]
         if in_flight is not None:
             request, prompt = in_flight
+            if callers_gone:
+                request.reply_to = None  # handle_error still hears of it; the caller is gone
             self.current = _ActiveTurn(0, request, prompt, self.clock())
             self.phase = Phase.PROCESSING
             error = AgentRestarted(
@@ -480,6 +500,28 @@ class AgentMachine:
         else:
             self._process_next()
         return self._flush()
+
+    def _drop_orphan(self, request: Request) -> bool:
+        """Whether ``request`` is an ask whose caller went with the previous system (dropped).
+
+        A tell from then stays (its result is polled) but no longer notifies its sender.
+        """
+        if request.origin is not Origin.ASK:
+            if request.origin is Origin.TELL:
+                request.reply_to, request.completion = None, False
+            return False
+        _log.warning(
+            "agent %r dropped the ask %s queued before the system restarted: its caller is "
+            "gone, so it was not run",
+            self.name,
+            request.ref,
+        )
+        self._emit(
+            "request.dropped",
+            {},
+            {**self._turn_meta(request), "reason": "caller_gone"},
+        )
+        return True
 
     # ================================================================== views
 

@@ -154,6 +154,9 @@ class _InitAgent:
     incarnation: int = 0
     instance_id: str = ""  # marks this incarnation's processes (GENAGENT_AGENT_ID)
     store_path: str | None = None  # the durable store (SQLite file) of this system
+    # This boot of the system: asks recorded under another one came from callers that were
+    # gone with the previous system, so a restored agent does not run them.
+    run: str = ""
 
 
 @dataclass(frozen=True, slots=True)

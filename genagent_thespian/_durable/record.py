@@ -43,6 +43,7 @@ class Restored:
     machine: dict[str, Any]
     results: list[PollResult]
     incarnation: int
+    run: str = ""  # the system boot that wrote it ("" for records of older builds)
 
 
 class AgentRecord:
@@ -53,6 +54,7 @@ class AgentRecord:
         self._spec = spec
         self.key = agent_key(spec.name)
         self.incarnation: int | None = None
+        self.run = ""  # the system boot this process belongs to (recorded with each save)
 
     @classmethod
     def open(cls, path: str | None, spec: AgentSpec) -> AgentRecord:
@@ -91,6 +93,7 @@ class AgentRecord:
             machine=state["machine"],
             results=results,
             incarnation=stored.incarnation,
+            run=state.get("run", ""),
         )
 
     def save(self, machine: AgentMachine, session: Any, impl_state: dict[str, Any]) -> None:
@@ -108,7 +111,12 @@ class AgentRecord:
                 max_results=max(1, self._spec.max_tell_results),
             )
         machine.new_results.clear()
-        state = {"session": session, "impl": impl_state, "machine": machine.snapshot()}
+        state = {
+            "session": session,
+            "impl": impl_state,
+            "machine": machine.snapshot(),
+            "run": self.run,
+        }
         try:
             blob = pickle.dumps(state)
         except Exception as exc:

@@ -48,7 +48,8 @@ def test_a_temporary_agent_is_not_restarted(system, tmp_path):
     g.start_agent(Recorder, name="t", backend="scripted")
     kill_agent("t")
     wait_until(lambda: g.whereis("t") is None)
-    with pytest.raises(g.AgentNotFound):
+    # Gone for good, like a stopped agent: AgentStopped until the name is reused (issue 14).
+    with pytest.raises(g.AgentStopped):
         g.status("t")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import pytest
 from support_agents import Recorder, calls
@@ -12,43 +11,37 @@ from thespian.actors import ActorSystem
 
 import genagent_thespian as g
 from genagent_thespian.messages import Failure, Prompt, Status
-from genagent_thespian.testing import Exit, Fail, Slow, system_processes, wait_until
+from genagent_thespian.testing import Exit, Fail, Gate, Slow, system_processes, wait_until
 
 TEN_MINUTES = 600.0
 
 
-def _timed(call):
-    started = time.perf_counter()
-    result = call()
-    return result, (time.perf_counter() - started) * 1000.0
-
-
-def test_a_ten_minute_turn_leaves_every_control_call_under_50_ms(agent_system, tmp_path):
+def test_control_calls_are_answered_while_a_long_turn_runs_not_queued_behind_it(
+    agent_system, tmp_path
+):
+    # The turn cannot end before the gate opens (or the interrupt), so every answer that
+    # arrives first was given while it ran: none waited for the turn to finish.
+    gate = tmp_path / "gate"
     g.start_agent(
         Recorder,
         name="busy",
         backend="scripted",
         log=str(tmp_path / "log"),
-        script=[Slow("one two three", TEN_MINUTES)],
+        script=[Gate(str(gate), "never seen", timeout=TEN_MINUTES)],
         watchdog=TEN_MINUTES + 60,
     )
     ref = g.tell("busy", "work for ten minutes")
     wait_until(lambda: g.status("busy").current_ref == ref)
-    timings: dict[str, list[float]] = {"status": [], "poll": [], "notify": []}
     for round_ in range(20):
-        status, ms = _timed(lambda: g.status("busy"))
-        assert status.state == "processing"
-        timings["status"].append(ms)
-        result, ms = _timed(lambda: g.poll("busy", ref))
-        assert not result.done
-        timings["poll"].append(ms)
-        _, ms = _timed(lambda r=round_: g.notify("busy", f"n{r}"))
-        timings["notify"].append(ms)
-    _, interrupt_ms = _timed(lambda: g.interrupt("busy", ref=ref))
-    worst = {name: max(values) for name, values in timings.items()}
-    assert all(ms < 50 for ms in worst.values()), worst
-    assert interrupt_ms < 50, interrupt_ms
+        status = g.status("busy")
+        assert (status.state, status.current_ref) == ("processing", ref)
+        assert g.poll("busy", ref).state == g.PollState.PENDING
+        g.notify("busy", f"n{round_}")  # accepted now, handled after the turn
+    assert g.status("busy").pending_notifications == 20
+    assert g.interrupt("busy", ref=ref) == ref
+    assert not gate.exists()  # the turn never got past its gate
     assert isinstance(wait_until(lambda: g.poll("busy", ref).error), g.TurnInterrupted)
+    wait_until(lambda: len(calls(tmp_path / "log", "handle_event")) == 20)  # then the events
 
 
 def test_shutdown_leaves_no_process_of_the_system(tmp_path):
@@ -169,7 +162,7 @@ def test_stop_answers_the_running_and_every_queued_caller(agent_system, tmp_path
     assert len(outcomes) == 3
     assert all(isinstance(o, g.AgentStopped) for o in outcomes), outcomes
     assert calls(log, "terminate_agent") == [{"cb": "terminate_agent", "reason": "stop"}]
-    with pytest.raises(g.AgentNotFound):
+    with pytest.raises(g.AgentStopped):  # until the name is reused (issue 14 item 7)
         g.poll("s", told)
 
 

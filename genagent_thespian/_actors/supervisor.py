@@ -147,6 +147,18 @@ class _Child:
     exit_kind: ExitKind = ExitKind.KILLED
     node: str = ""  # the node it runs on (another host's pids mean nothing here)
 
+    @property
+    def shareable_address(self) -> Any:
+        """The address to put inside a message to another actor, or ``None``.
+
+        Until a new process has reported itself, Thespian knows its address only locally
+        (the child connects back to its parent when it starts). A message that carries such
+        an address cannot be pickled, and Thespian holds it back until the address resolves:
+        for a process killed before it reported, never. That held back the registry's
+        ``_Unregister`` after a give-up, leaving the name "restarting" for good.
+        """
+        return self.address if self.born else None
+
 
 class AgentSupervisor(Actor):
     """Starts, stops and watches agents (see the module docstring)."""
@@ -496,8 +508,8 @@ class AgentSupervisor(Actor):
         if decision.action is RestartAction.RESTART:
             _log.warning("agent %r exited; restarting in %.3fs", name, decision.delay)
             child.state = "restarting"
-            if self._telemetry is not None:
-                self.send(self._telemetry, _TelemetryLeave(child.address))
+            if self._telemetry is not None and child.shareable_address is not None:
+                self.send(self._telemetry, _TelemetryLeave(child.shareable_address))
             child.address = None
             self._tell_registry(_Restarting(name, child.spec.durable))
             self.wakeupAfter(decision.delay, payload=("restart", name, child.incarnation))
@@ -536,11 +548,13 @@ class AgentSupervisor(Actor):
     def _forget(self, child: _Child, *, then: tuple[tuple[Any, Any], ...] = ()) -> None:
         """Drop ``child``; the registry sends the ``then`` replies once the name is gone."""
         name = child.spec.name
-        if self._telemetry is not None and child.address is not None:
-            self.send(self._telemetry, _TelemetryLeave(child.address))
+        if self._telemetry is not None and child.shareable_address is not None:
+            self.send(self._telemetry, _TelemetryLeave(child.shareable_address))
         if self._children.get(name) is child:
             del self._children[name]
-        self._tell_registry(_Unregister(name, child.address, then=then))
+        # An unborn incarnation never registered: the registry's entry for the name (if
+        # any) is "restarting", which an _Unregister without an address removes.
+        self._tell_registry(_Unregister(name, child.shareable_address, then=then))
 
     def _handled_already(self, child: _Child, address: Any) -> bool:
         """Whether an exit notice repeats one already handled.

@@ -87,15 +87,6 @@ def _answers(name: str) -> bool:
         return False
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known defect, open: when kills land before new incarnations report their pid, the "
-        "registry sometimes still says 'restarting' for 30 s+ after agent.gave_up (the "
-        "give-up's _Unregister arrives late; suspected: Thespian's transmits to the dead "
-        "child's address delay the supervisor's later sends). Fails about 1 trial in 4."
-    ),
-)
 @pytest.mark.parametrize("trial", range(TRIALS))
 def test_kill_storm_beyond_the_restart_intensity_gives_up_cleanly(
     agent_system: g.AgentSystem, trial: int

@@ -357,6 +357,9 @@ class TurnWorker(Actor):
     # ------------------------------------------------------------------ ending
 
     def _end_session(self, message: _EndSession, sender: Any) -> None:
+        running = self._running
+        if running is not None:
+            running.ctx.cancelled.set()  # the agent is stopping: its turn ends now
         self._join_turn_threads()
         backend = self._backend_for(message.backend)
         try:

@@ -110,6 +110,20 @@ def test_each_backend_runs_agent_turns_that_continue_the_conversation(
     g.stop(backend)
 
 
+@pytest.mark.parametrize("backend", ["anthropic", "openai"])
+def test_an_http_agent_keeps_its_connection_across_turns(backend, system, server):
+    """The turn-ending contract lets the producer hand its connection back to the pool."""
+    server.script(Text("one"), Text("two"), Text("three"))
+    g.start_agent(
+        Passthrough, name=backend, backend=backend, backend_options=http_options(backend, server)
+    )
+    for word in ("one", "two", "three"):
+        assert g.ask(backend, f"say {word}").text == word
+    ports = {r.client_port for r in server.model_requests}
+    assert len(ports) == 1, ports
+    g.stop(backend)
+
+
 @pytest.mark.cli
 def test_interrupting_a_claude_agent_ends_the_turn_and_keeps_no_stray_process(
     system, server, tmp_path, workdir

@@ -83,7 +83,8 @@ def bounded(call: Any, *args: Any, timeout: float = 5.0) -> Any:
     answer: list[Any] = []
 
     def run() -> None:
-        with contextlib.suppress(g.GenAgentError):
+        # A call left waiting on a lost agent fails when the system shuts down under it.
+        with contextlib.suppress(Exception):
             answer.append(call(*args))
 
     thread = threading.Thread(target=run, daemon=True)
@@ -166,16 +167,17 @@ def test_durable_claude_agents_survive_a_storm_of_kills(tmp_path: Path, seed: in
             try:
                 outcomes = wait_until(
                     lambda: all_outcomes(prompts, settled),
-                    timeout=60,
+                    timeout=30,
                     interval=0.2,
                     message="every tell to have an outcome",
                 )
             except AssertionError:
-                pending = [k for k in prompts if poll_outcome(*k) is None]
+                pending = [k for k in prompts if k not in settled]
                 broken = sorted({n for n, _ in pending})
+                answering = {n: bounded(g.status, n, timeout=2.0) is not None for n in broken}
                 raise AssertionError(
-                    f"seed {seed}: {len(pending)} tells of {broken} have no outcome; status "
-                    f"{ {n: bounded(g.status, n) for n in broken} }"
+                    f"seed {seed}: tells of {broken} have no outcome after 30 s (first "
+                    f"pending {pending[0]}); status answered: {answering}"
                 ) from None
             sent: dict[str, int] = {}
             for request in server.model_requests:

@@ -95,6 +95,8 @@ def run_client(config: dict[str, Any]) -> dict[str, Any]:
     if script == "ask_echo":
         echo = asys.createActor(Echo, globalName="echo")
         return {"answer": asys.ask(echo, config.get("text", "ping"), 10)}
+    if script == "ask_bytes":
+        return ask_bytes(asys, config["size"])
     if script == "ask_remote":
         return ask_remote(asys, config["target"], config.get("deadline", 30))
     raise ValueError(f"unknown script {script}")
@@ -115,6 +117,16 @@ def roundtrips(asys: Any) -> dict[str, Any]:
     answer = asys.ask(echo, big, 30)
     result["big"] = [answer[0], answer[1], answer[2] == big[-16:]] if answer else None
     return result
+
+
+def ask_bytes(asys: Any, size: int) -> dict[str, Any]:
+    """Ask the echo actor with a *size*-byte message; report the answer or the error."""
+    echo = asys.createActor(Echo, globalName="echo")
+    try:
+        answer = asys.ask(echo, os.urandom(size), 30)
+    except Exception as exc:
+        return {"error": type(exc).__name__, "message": str(exc)}
+    return {"answer": answer[:2] if answer else None}
 
 
 def ask_remote(asys: Any, target: str, wait: float) -> dict[str, Any]:

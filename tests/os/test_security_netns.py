@@ -176,5 +176,5 @@ def test_multi_host_convention_works_and_resists_the_attack(
     leader.stop()
     assert sorted(markers.iterdir()) == []
     log = Path(tmp_path / f"thespian-{netns_pair.a}-{leader_port}.log").read_text()
-    assert "dropped an unauthenticated TCP frame" in log
+    assert f"refused a TCP frame from {ADDRESS_B}" in log
     assert secret_hex not in log

@@ -1,0 +1,261 @@
+"""Hostile frames against a real leader: no frame from a peer without the secret ends a process.
+
+One row of issue 12's table per test (a negative length prefix to an agent, to the admin, to
+each service of the leader; a 100 MB body), on ``multiprocTCPBase`` over loopback. The leader
+runs in this process (the transport hardening is process-wide, with this process's secret);
+the attacker is a raw socket that holds no secret.
+
+The oracle after every attack: the process that listened on the attacked port is the same
+process, still listening; every service answers its own kind of request (the agent an
+``ask``, the registry a listing, the supervisor a new placed agent, the telemetry hub an
+event, the node watcher the node list, the admin a new actor and a new client process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from security_support import Echo, listening_sockets
+from support_agents import Recorder
+from transport_attacks import (
+    NEGATIVE_PREFIX_FRAME,
+    port_of,
+    send_and_wait_for_close,
+    stream_body,
+)
+
+import genagent_thespian as g
+from genagent_thespian._nodes.convention import NODES_NAME, _NodeWatcher, list_nodes, start_node
+from genagent_thespian._os.frames import DEFAULT_MAX_FRAME_BYTES, HEADER_BYTES
+from genagent_thespian.testing import TelemetryCapture, system_processes, wait_until
+
+HOST = "127.0.0.1"
+TESTS = Path(__file__).resolve().parent
+#: RSS growth (KiB) an attacked process may show: far below the 100 MB the attack offers.
+RSS_BOUND_KIB = 16 * 1024
+
+
+class Leader:
+    """A convention leader with one agent, and the ports of everything it runs."""
+
+    def __init__(self, store: Path) -> None:
+        self.system = start_node(capabilities={"hub": "yes"}, store_path=store)
+        g.start_agent(
+            Recorder, name="target", backend="scripted", default="pong", system=self.system
+        )
+        assert self.ask() == "pong"  # the agent has a worker now, and a port
+        list_nodes(self.system)  # creates the node watcher
+        watcher = self.system.asys.createActor(_NodeWatcher, globalName=NODES_NAME)
+        assert self.system.admin_port is not None
+        self.ports = {
+            "admin": self.system.admin_port,
+            "registry": port_of(self.system.registry),
+            "supervisor": port_of(self.system.supervisor),
+            "telemetry": port_of(self.system.telemetry),
+            "node watcher": port_of(watcher),
+            "agent": port_of(g.whereis("target", system=self.system)),
+        }
+
+    def ask(self) -> str:
+        return g.ask("target", "ping", timeout=30, system=self.system).text
+
+    def pids(self) -> dict[str, int]:
+        """Which process listens on each named port."""
+        owners: dict[int, int] = {}
+        for pid, _, port in listening_sockets(system_processes(self.system)):
+            owners.setdefault(port, pid)  # the lowest pid: the owner, not a forked heir
+        return {role: owners.get(port, -1) for role, port in self.ports.items()}
+
+    def all_ports(self) -> set[int]:
+        """Every port the leader's processes serve (workers and logger included).
+
+        Forked processes inherit their parent's listening sockets; the ones inherited from
+        this (the client) process are its own endpoints, see :meth:`client_ports`.
+        """
+        served = {port for _, _, port in listening_sockets(system_processes(self.system))}
+        return served - self.client_ports()
+
+    @staticmethod
+    def client_ports() -> set[int]:
+        """The ports of this process's own Thespian endpoints (read only while it calls)."""
+        return {port for _, _, port in listening_sockets([os.getpid()])}
+
+    def assert_serving(self, pids_before: dict[str, int]) -> None:
+        """Every service is the same process as before, and answers its kind of request."""
+        assert self.pids() == pids_before
+        agent_pid = g.status("target", system=self.system).pid
+        with TelemetryCapture(["prompt.stop"], system=self.system) as capture:
+            assert self.ask() == "pong"  # agent (and worker)
+            capture.wait_for("prompt.stop", timeout=30)  # telemetry hub
+        assert g.status("target", system=self.system).pid == agent_pid
+        assert "target" in g.list_agents(system=self.system)  # registry
+        assert [node.role for node in list_nodes(self.system)] == ["leader"]  # node watcher
+        name = f"placed-{uuid.uuid4().hex[:8]}"
+        g.start_agent(  # supervisor, placement through the admin
+            Recorder,
+            name=name,
+            backend="scripted",
+            default="placed",
+            placement={"hub": "yes"},
+            system=self.system,
+        )
+        assert g.ask(name, "hi", timeout=30, system=self.system).text == "placed"
+        g.stop(name, system=self.system)
+        echo = self.system.asys.createActor(Echo)  # the admin creates actors for clients
+        assert self.system.asys.ask(echo, "still there?", 30)[2] == "still there?"
+
+    def close(self) -> None:
+        self.system.shutdown()
+        wait_until(
+            lambda: not system_processes(self.system),
+            timeout=15,
+            message="the leader's processes survived its shutdown",
+        )
+
+
+@pytest.fixture(scope="module")
+def leader(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Leader]:
+    node = Leader(tmp_path_factory.mktemp("leader") / "store.sqlite3")
+    try:
+        yield node
+    finally:
+        node.close()
+
+
+def attach_from_a_new_process(admin_port: int) -> list[Any]:
+    """A brand-new client process attaches to the node and lists its agents."""
+    script = (
+        "import json, sys, genagent_thespian as g\n"
+        "s = g.attach_system(int(sys.argv[1]), make_default=False)\n"
+        "print(json.dumps(g.list_agents(system=s)))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]))
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(admin_port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    result: list[Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+# -- a negative length prefix --------------------------------------------------------------------
+
+
+def test_negative_prefix_to_an_agent_port_leaves_the_agent_serving(leader: Leader) -> None:
+    before = leader.pids()
+    assert send_and_wait_for_close(HOST, leader.ports["agent"], NEGATIVE_PREFIX_FRAME)
+    leader.assert_serving(before)
+
+
+def test_negative_prefix_to_the_admin_port_leaves_the_admin_serving(leader: Leader) -> None:
+    before = leader.pids()
+    assert send_and_wait_for_close(HOST, leader.ports["admin"], NEGATIVE_PREFIX_FRAME)
+    leader.assert_serving(before)
+    assert "target" in attach_from_a_new_process(leader.ports["admin"])
+
+
+@pytest.mark.parametrize("service", ["registry", "supervisor", "telemetry", "node watcher"])
+def test_negative_prefix_to_a_leader_service_port_leaves_it_serving(
+    leader: Leader, service: str
+) -> None:
+    before = leader.pids()
+    assert send_and_wait_for_close(HOST, leader.ports[service], NEGATIVE_PREFIX_FRAME)
+    leader.assert_serving(before)
+
+
+def test_negative_prefix_to_every_listening_port_of_the_leader(leader: Leader) -> None:
+    before = leader.pids()
+    ports = leader.all_ports()
+    assert set(leader.ports.values()) <= ports
+    for port in sorted(ports):
+        assert send_and_wait_for_close(HOST, port, NEGATIVE_PREFIX_FRAME), port
+    leader.assert_serving(before)
+    assert ports <= leader.all_ports()  # the worker and the logger kept theirs too
+
+
+def test_negative_prefix_to_a_client_endpoint_does_not_break_its_calls(leader: Leader) -> None:
+    """A client's own endpoint reads the frame while the client waits for a reply."""
+    client_ports = leader.client_ports()
+    assert client_ports
+    with contextlib.ExitStack() as stack:
+        conns = []
+        for port in sorted(client_ports):
+            conn = stack.enter_context(socket.create_connection((HOST, port), timeout=10))
+            conn.sendall(NEGATIVE_PREFIX_FRAME)
+            conns.append(conn)
+        before = leader.pids()
+        leader.assert_serving(before)  # the client's calls run its transport loop
+        for conn in conns:
+            assert conn.recv(1) == b""  # read and refused while the client was calling
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"+5>" + b"x" * 64,
+        b" 5>" + b"x" * 64,
+        b"1_000>" + b"x" * 64,
+        b"0100>" + b"x" * 100,
+        b"5" * 40 + b">",
+        b">" + b"x" * 64,
+        b"12a>" + b"x" * 64,
+        "١٢٣>".encode() + b"x" * 64,  # Arabic-Indic digits: int() accepts them
+        b"10>" + b"x" * 10,  # shorter than the authentication header
+        b"%d>" % (DEFAULT_MAX_FRAME_BYTES + 1),
+        b"200>" + b"GAT2" + b"\0" * (HEADER_BYTES - 4) + b"x" * 132,  # forged header tag
+        b"\x80\x04\x95" + b"x" * 64,  # a raw pickle, no prefix at all
+    ],
+    ids=lambda frame: repr(frame[:12]),
+)
+def test_malformed_frame_to_an_agent_closes_only_its_connection(
+    leader: Leader, frame: bytes
+) -> None:
+    before = leader.pids()
+    assert send_and_wait_for_close(HOST, leader.ports["agent"], frame)
+    assert leader.ask() == "pong"
+    assert leader.pids() == before
+
+
+# -- a 100 MB body -------------------------------------------------------------------------------
+
+
+def test_100mb_body_to_an_agent_is_refused_before_it_is_buffered(leader: Leader) -> None:
+    before = leader.pids()
+    agent_pid = before["agent"]
+    body = 100 * 1000 * 1000
+    result = stream_body(HOST, leader.ports["agent"], agent_pid, b"%d>" % body, body)
+    assert result.closed_by_receiver
+    assert result.sent < body  # refused at the prefix: the receiver stopped reading
+    assert result.peak_rss_growth_kib < RSS_BOUND_KIB, result
+    leader.assert_serving(before)
+
+
+def test_large_announced_body_with_a_forged_header_is_refused_after_the_header(
+    leader: Leader,
+) -> None:
+    """Within max_frame_bytes, the body is still not buffered until its header verifies."""
+    before = leader.pids()
+    announced = 60 * 1024 * 1024
+    result = stream_body(
+        HOST, leader.ports["agent"], before["agent"], b"%d>" % announced, announced
+    )
+    assert result.closed_by_receiver
+    assert result.sent < announced
+    assert result.peak_rss_growth_kib < RSS_BOUND_KIB, result
+    leader.assert_serving(before)

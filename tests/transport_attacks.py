@@ -125,19 +125,20 @@ class HalfOpenFlood:
                     conn.sendall(send)
             self.sockets.append(conn)
 
+    @staticmethod
+    def is_closed(conn: socket.socket) -> bool:
+        """Whether the receiver has closed *conn* (EOF or reset), without blocking."""
+        conn.setblocking(False)
+        try:
+            return conn.recv(1) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
     def closed_by_receiver(self) -> int:
         """How many of the held connections the receivers have closed."""
-        closed = 0
-        for conn in self.sockets:
-            conn.setblocking(False)
-            try:
-                if conn.recv(1) == b"":
-                    closed += 1
-            except BlockingIOError:
-                pass
-            except OSError:
-                closed += 1
-        return closed
+        return sum(self.is_closed(conn) for conn in self.sockets)
 
     def close(self) -> None:
         for conn in self.sockets:

@@ -33,14 +33,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import itertools
 import logging
 import os
 import pickle
+import select
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
+from thespian.system.timing import ExpirationTimer
 from thespian.system.transport import TCPTransport, errmgmt, streamBuffer
 from thespian.system.utilis import thesplog
 
@@ -54,6 +58,7 @@ __all__ = [
     "FrameReceiver",
     "RejectionLog",
     "TransportLimits",
+    "accept_new_incoming",
     "handle_readable_incoming",
     "rejections",
 ]
@@ -90,10 +95,23 @@ class TransportLimits:
     ``max_frame_bytes``: a node refuses to send a frame larger than its own limit, and drops
     one larger than its own limit when it arrives.
 
+    Connections are *unauthenticated* from the moment they are accepted until the header of
+    their first frame verifies (a peer with the secret sends it at once, so a legitimate
+    connection is unauthenticated for one pass of the transport's loop).
+
     Args:
         max_frame_bytes: Largest frame accepted or sent, in bytes (a pickled message plus a
             68-byte header). Defaults to ``$GENAGENT_MAX_FRAME_BYTES`` or 64 MiB. A message
             that does not fit fails at its sender with :class:`MessageTooLarge`.
+        handshake_timeout: Seconds an accepted connection may stay unauthenticated before it
+            is closed (default 5).
+        max_pending_per_peer: Unauthenticated connections one peer address may hold at once
+            per process (default 8); the oldest is closed when a new one would exceed it.
+            Thespian's loop spends time on every open connection in each pass (measured:
+            about 65 us per connection per answered ask), so this bound is what keeps
+            answers fast during a flood.
+        max_pending_total: Unauthenticated connections from all peers together per process
+            (default 64); the oldest is closed when a new one would exceed it.
 
     Raises:
         InvalidOption: A limit is out of range.
@@ -102,6 +120,9 @@ class TransportLimits:
     max_frame_bytes: int = dataclasses.field(
         default_factory=lambda: _env_int(MAX_FRAME_BYTES_ENV, DEFAULT_MAX_FRAME_BYTES)
     )
+    handshake_timeout: float = 5.0
+    max_pending_per_peer: int = 8
+    max_pending_total: int = 64
 
     def __post_init__(self) -> None:
         value = self.max_frame_bytes
@@ -109,6 +130,15 @@ class TransportLimits:
             raise InvalidOption(
                 f"max_frame_bytes must be an int of at least {_MIN_FRAME_LIMIT}, got {value!r}"
             )
+        timeout = self.handshake_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise InvalidOption(
+                f"handshake_timeout must be a positive number of seconds, got {timeout!r}"
+            )
+        for name in ("max_pending_per_peer", "max_pending_total"):
+            count = getattr(self, name)
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise InvalidOption(f"{name} must be a positive int, got {count!r}")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -212,7 +242,7 @@ class FrameReceiver:
 
     Attributes:
         rejection: Why the frame was refused, ``None`` while it is acceptable.
-        peer: Address of the remote end, when the transport recorded it.
+        peer: Address of the remote end, recorded when the connection was accepted.
     """
 
     __slots__ = (
@@ -223,7 +253,9 @@ class FrameReceiver:
         "_max_digits",
         "_prefix",
         "_size",
+        "admitted",
         "authenticated",
+        "deadline",
         "peer",
         "rejection",
     )
@@ -240,6 +272,15 @@ class FrameReceiver:
         self.authenticated = False
         self.rejection: str | None = None
         self.peer: str | None = None
+        #: For an accepted connection: when (monotonic) it must be authenticated by, and the
+        #: order in which it was accepted. ``None`` for reused, already trusted connections.
+        self.deadline: float | None = None
+        self.admitted = 0
+
+    @property
+    def pending(self) -> bool:
+        """Whether this is an accepted connection whose first header has not verified yet."""
+        return self.deadline is not None and not self.authenticated and self.rejection is None
 
     def __repr__(self) -> str:
         state = self.rejection or ("done" if self._done else f"{len(self._body)}/{self._size}")
@@ -432,7 +473,18 @@ def handle_readable_incoming(transport: Any, inc: Any, has_exclusive_flag: bool 
     Returns:
         The incoming connection to keep watching, or ``None`` once it is closed or handed on.
     """
+    return _read_incoming(transport, inc, has_exclusive_flag)
+
+
+def _read_incoming(
+    transport: Any, inc: Any, has_exclusive_flag: bool, *, probe: bool = False
+) -> Any:
+    """:func:`handle_readable_incoming`; with *probe*, nothing to read yet is no failure."""
     frame = inc._rData
+    if frame.pending and time.monotonic() >= frame.deadline:
+        rejections.record(frame.peer or _peer_of(inc.socket), "no authenticated header in time")
+        inc.close()
+        return None
     budget = _READ_BUDGET
     first = True
     while True:
@@ -440,7 +492,7 @@ def handle_readable_incoming(transport: Any, inc: Any, has_exclusive_flag: bool 
         try:
             data = inc.socket.recv(wanted)
         except OSError as exc:
-            if not first and errmgmt.err_recv_inprogress(exc.errno):
+            if (probe or not first) and errmgmt.err_recv_inprogress(exc.errno):
                 return inc  # read all that had arrived; wait for the rest
             inc.failCount = getattr(inc, "failCount", 0) + 1
             if (
@@ -464,8 +516,95 @@ def handle_readable_incoming(transport: Any, inc: Any, has_exclusive_flag: bool 
             rejections.record(frame.peer or _peer_of(inc.socket), frame.rejection)
             inc.close()
             return None
+        if frame.authenticated and frame.deadline is not None:
+            frame.deadline = None  # trusted from now on: Thespian's own 7-minute bound applies
+            inc._expires = ExpirationTimer(TCPTransport.MAX_INCOMING_SOCKET_PERIOD)
         if frame.isDone():
             return transport._addedDataToIncoming(inc, has_exclusive_flag=has_exclusive_flag)
         budget -= len(data)
         if len(data) < wanted or budget <= 0:
             return inc
+
+
+_thespian_accept_new_incoming = TCPTransport.TCPTransport._acceptNewIncoming
+#: Connections accepted per readable event of the listening socket at most.
+_ACCEPT_BATCH = 16
+_admissions = itertools.count(1)
+
+
+def accept_new_incoming(transport: Any, limits: TransportLimits) -> None:
+    """Wrapper of ``TCPTransport._acceptNewIncoming``: give new connections a deadline and a cap.
+
+    Thespian accepts the connection; this then records the peer, gives the connection
+    :attr:`TransportLimits.handshake_timeout` seconds to authenticate (Thespian's own bound is
+    7 minutes) and, if the peer (or all peers together) now hold more unauthenticated
+    connections than allowed, closes the oldest of them. Evicting the oldest rather than
+    refusing the newest keeps a flood from locking out a legitimate sender on the same
+    address (on loopback every process of the node is the same peer): a new connection is
+    read at once, so a legitimate one, whose frame is usually there already, is authenticated
+    before it is ever counted, and one whose frame is not there yet is the newest, not the
+    oldest, when the flood's next connection arrives.
+    Up to :data:`_ACCEPT_BATCH` waiting connections are accepted per call (Thespian accepts
+    one per pass of its loop), so that a flood cannot keep the kernel's accept queue full
+    and make a legitimate connect wait for a SYN retransmission.
+    """
+    for _ in range(_ACCEPT_BATCH):
+        known = set(transport._incomingSockets)
+        _thespian_accept_new_incoming(transport)
+        for fileno, inc in list(transport._incomingSockets.items()):
+            frame = getattr(inc, "_rData", None)
+            if fileno in known or not isinstance(frame, FrameReceiver):
+                continue
+            frame.peer = _peer_of(inc.socket)
+            frame.deadline = time.monotonic() + limits.handshake_timeout
+            frame.admitted = next(_admissions)
+            inc._expires = ExpirationTimer(timedelta(seconds=limits.handshake_timeout))
+            # A sender with the secret has usually written its frame by now: read it at once,
+            # so that it is authenticated before it could count against the caps.
+            if _read_incoming(transport, inc, True, probe=True) is None:
+                transport._incomingSockets.pop(fileno, None)
+            elif frame.pending:
+                _evict_oldest(transport, limits, frame.peer)
+        if not _more_to_accept(transport.socket):
+            return
+
+
+def _more_to_accept(listener: Any) -> bool:
+    """Whether the (blocking) listening socket has another connection waiting."""
+    poller = select.poll()
+    poller.register(listener, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _evict_oldest(transport: Any, limits: TransportLimits, peer: str) -> None:
+    pending = sorted(
+        (
+            (inc._rData.admitted, fileno, inc)
+            for fileno, inc in transport._incomingSockets.items()
+            if isinstance(getattr(inc, "_rData", None), FrameReceiver) and inc._rData.pending
+        ),
+        key=lambda item: item[0],
+    )
+    from_peer = [item for item in pending if item[2]._rData.peer == peer]
+    excess = len(from_peer) - limits.max_pending_per_peer
+    evicted = {fileno for _, fileno, _ in from_peer[: max(0, excess)]}
+    reason = (
+        f"more than {limits.max_pending_per_peer} unauthenticated connections from this peer; "
+        "closed the oldest"
+    )
+    for _, fileno, inc in from_peer[: max(0, excess)]:
+        _evict(transport, fileno, inc, reason)
+    rest = [item for item in pending if item[1] not in evicted]
+    excess = len(rest) - limits.max_pending_total
+    reason = (
+        f"more than {limits.max_pending_total} unauthenticated connections in all; "
+        "closed the oldest"
+    )
+    for _, fileno, inc in rest[: max(0, excess)]:
+        _evict(transport, fileno, inc, reason)
+
+
+def _evict(transport: Any, fileno: int, inc: Any, reason: str) -> None:
+    rejections.record(inc._rData.peer or "an unknown peer", reason)
+    inc.close()
+    del transport._incomingSockets[fileno]

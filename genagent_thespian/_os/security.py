@@ -46,6 +46,11 @@ module is imported; a Thespian other than 4.0.1 raises :class:`UnsupportedThespi
   ``ValueError`` out of the actor's loop) and acknowledged refused frames.
   :func:`~genagent_thespian._os.frames.handle_readable_incoming` reads only what the receiver asks
   for, closes a refused connection without a reply and logs it, rate-limited.
+* ``TCPTransport.TCPTransport._acceptNewIncoming`` -- wrapped by
+  :func:`~genagent_thespian._frames.accept_new_incoming`: after Thespian accepts a
+  connection, it gets a short deadline to authenticate, and a peer's (and all peers')
+  unauthenticated connections are capped, the oldest closed first
+  (:class:`TransportLimits`).
 * ``thespian.system.transport.TCPTransport.ackMsg`` / ``ackDataErrMsg`` -- the acknowledgement
   frames, built once at Thespian's import with plain pickle; rebuilt with the codec.
 * ``thespian.system.transport.IPBase.TCPv4ActorAddress.bindArgs`` -- the address every TCP
@@ -83,13 +88,20 @@ import secrets
 import stat
 import threading
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from thespian.system.transport import IPBase, TCPTransport, errmgmt, streamBuffer
 
 from .._core.errors import GenAgentError
-from .frames import FrameCodec, FrameReceiver, TransportLimits, handle_readable_incoming
+from .frames import (
+    FrameCodec,
+    FrameReceiver,
+    TransportLimits,
+    accept_new_incoming,
+    handle_readable_incoming,
+)
 
 __all__ = [
     "DEFAULT_SECRET_PATH",
@@ -420,6 +432,9 @@ def install_transport_security(security: TransportSecurity) -> None:
         TCPTransport.serializer = codec
         TCPTransport.ReceiveBuffer = functools.partial(FrameReceiver, codec)
         TCPTransport.TCPTransport._handleReadableIncoming = handle_readable_incoming
+        TCPTransport.TCPTransport._acceptNewIncoming = functools.partialmethod(
+            accept_new_incoming, security.limits
+        )
         TCPTransport.ackMsg = streamBuffer.toSendBuffer(streamBuffer.ackPacket, codec.dumps)
         TCPTransport.ackDataErrMsg = streamBuffer.toSendBuffer(
             streamBuffer.ackDataErrPacket, codec.dumps
@@ -499,6 +514,8 @@ def _check_thespian_internals() -> None:
         problems.append("TCPTransport.ReceiveBuffer is not streamBuffer.ReceiveBuffer")
     if not isinstance(getattr(TCPTransport, "MAX_CONSECUTIVE_READ_FAILURES", None), int):
         problems.append("TCPTransport.MAX_CONSECUTIVE_READ_FAILURES is missing")
+    if not isinstance(getattr(TCPTransport, "MAX_INCOMING_SOCKET_PERIOD", None), timedelta):
+        problems.append("TCPTransport.MAX_INCOMING_SOCKET_PERIOD is missing")
     if not callable(getattr(errmgmt, "err_recv_inprogress", None)):
         problems.append("errmgmt.err_recv_inprogress is missing")
     uses = {
@@ -510,6 +527,9 @@ def _check_thespian_internals() -> None:
         (TCPTransport.TCPTransport._handlePossibleIncoming, "_handleReadableIncoming"),
         (TCPTransport.TCPTransport._handleReadableIncoming, "_addedDataToIncoming"),
         (TCPTransport.TCPTransport.serializer, "serializer"),
+        (TCPTransport.TCPTransport._runWithExpiry, "_acceptNewIncoming"),
+        (TCPTransport.TCPTransport._acceptNewIncoming, "_incomingSockets"),
+        (TCPTransport.TCPIncoming_Common.delay, "_expires"),
         (TCPTransport.TCPTransport.__init__, "bindArgs"),
         (TCPTransport.TCPTransport.probeAdmin, "bindArgs"),
         (TCPTransport.TCPTransport._addedDataToIncoming, "ackMsg"),

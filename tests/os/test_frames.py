@@ -200,9 +200,19 @@ def test_limits_default_env_and_validation(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv(MAX_FRAME_BYTES_ENV, "lots")
     with pytest.raises(InvalidOption, match="GENAGENT_MAX_FRAME_BYTES must be a decimal"):
         TransportLimits()
+    monkeypatch.delenv(MAX_FRAME_BYTES_ENV)
     for bad in (0, 1000, -1, 2.5, True, "64M"):
         with pytest.raises(InvalidOption, match="max_frame_bytes must be an int"):
             TransportLimits(max_frame_bytes=bad)  # type: ignore[arg-type]
+    limits = TransportLimits(handshake_timeout=0.5, max_pending_per_peer=1, max_pending_total=2)
+    assert (limits.handshake_timeout, limits.max_pending_per_peer) == (0.5, 1)
+    for bad_timeout in (0, -1, float("nan"), True, "5"):
+        with pytest.raises(InvalidOption, match="handshake_timeout must be a positive"):
+            TransportLimits(handshake_timeout=bad_timeout)  # type: ignore[arg-type]
+    for field in ("max_pending_per_peer", "max_pending_total"):
+        for bad_count in (0, -3, 1.5, False):
+            with pytest.raises(InvalidOption, match=f"{field} must be a positive int"):
+                TransportLimits(**{field: bad_count})  # type: ignore[arg-type]
 
 
 def test_rejections_are_logged_once_per_peer_per_minute() -> None:

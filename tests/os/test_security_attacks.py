@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import socket
+import statistics
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,14 +31,16 @@ from security_support import Echo, listening_sockets
 from support_agents import Recorder
 from transport_attacks import (
     NEGATIVE_PREFIX_FRAME,
+    half_open_flood,
     port_of,
     send_and_wait_for_close,
     stream_body,
+    timed,
 )
 
 import genagent_thespian as g
 from genagent_thespian._nodes.convention import NODES_NAME, _NodeWatcher, list_nodes, start_node
-from genagent_thespian._os.frames import DEFAULT_MAX_FRAME_BYTES, HEADER_BYTES
+from genagent_thespian._os.frames import DEFAULT_MAX_FRAME_BYTES, HEADER_BYTES, TransportLimits
 from genagent_thespian.testing import TelemetryCapture, system_processes, wait_until
 
 HOST = "127.0.0.1"
@@ -259,3 +264,75 @@ def test_large_announced_body_with_a_forged_header_is_refused_after_the_header(
     assert result.sent < announced
     assert result.peak_rss_growth_kib < RSS_BOUND_KIB, result
     leader.assert_serving(before)
+
+
+# -- connection floods ---------------------------------------------------------------------------
+
+#: Held connections per port, as in the issue.
+FLOOD_PER_PORT = 200
+#: Asks timed per phase: enough that a few slow samples on a loaded machine cannot decide.
+LATENCY_SAMPLES = 60
+
+
+def ask_latencies(leader: Leader, count: int) -> list[float]:
+    return sorted(timed(leader.ask) for _ in range(count))
+
+
+def test_half_open_flood_on_every_port_keeps_agents_answering(leader: Leader) -> None:
+    """200 idle connections per port, never written to (or a partial prefix) nor closed.
+
+    Latency is compared as a ratio of medians, the quiet reference taken both before and
+    after the flood, so that the load of the (shared, 2-core) machine drifting during the
+    test does not decide it.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ports = sorted(leader.all_ports())
+    needed = FLOOD_PER_PORT * len(ports) + 256
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+    before = leader.pids()
+    leader.ask()  # warm: the agent's worker exists, sockets to it are open
+    quiet = ask_latencies(leader, LATENCY_SAMPLES // 2)
+    try:
+        with half_open_flood() as flood:
+            for port in ports:
+                flood.open(HOST, port, FLOOD_PER_PORT // 2)
+                flood.open(HOST, port, FLOOD_PER_PORT // 2, send=b"12")
+            during = ask_latencies(leader, LATENCY_SAMPLES)
+            leader.assert_serving(before)
+            # The node closes every one of them (the oldest evicted, the rest at the deadline).
+            wait_until(
+                lambda: flood.closed_by_receiver() == len(flood.sockets),
+                timeout=30,
+                message="the node kept idle unauthenticated connections open",
+            )
+            quiet += ask_latencies(leader, LATENCY_SAMPLES // 2)  # flood held, all closed
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    ratio = statistics.median(during) / statistics.median(quiet)
+    assert ratio <= 3.0, (
+        f"median ask latency {statistics.median(during) * 1000:.1f} ms during the flood vs "
+        f"{statistics.median(quiet) * 1000:.1f} ms quiet (x{ratio:.2f})"
+    )
+
+
+def test_idle_connection_is_closed_at_the_handshake_deadline(leader: Leader) -> None:
+    deadline = TransportLimits().handshake_timeout
+    with half_open_flood() as flood:
+        flood.open(HOST, leader.ports["registry"], 1)
+        flood.open(HOST, leader.ports["registry"], 1, send=b"1234>GAT2")  # stalls mid-header
+        started = time.monotonic()
+        wait_until(lambda: flood.closed_by_receiver() == 2, timeout=deadline + 10)
+        assert time.monotonic() - started >= deadline - 1.0  # not before the deadline
+    assert "target" in g.list_agents(system=leader.system)
+
+
+def test_per_peer_cap_closes_the_oldest_unauthenticated_connections(leader: Leader) -> None:
+    cap = TransportLimits().max_pending_per_peer
+    with half_open_flood() as flood:
+        flood.open(HOST, leader.ports["agent"], cap + 5)
+        # The five oldest are closed as soon as the newer ones are accepted...
+        wait_until(lambda: flood.closed_by_receiver() == 5, timeout=10)
+        assert all(flood.is_closed(conn) for conn in flood.sockets[:5])
+        # ...and a legitimate sender on the same address is still served at once.
+        assert leader.ask() == "pong"

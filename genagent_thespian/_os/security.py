@@ -47,7 +47,7 @@ module is imported; a Thespian other than 4.0.1 raises :class:`UnsupportedThespi
   :func:`~genagent_thespian._os.frames.handle_readable_incoming` reads only what the receiver asks
   for, closes a refused connection without a reply and logs it, rate-limited.
 * ``TCPTransport.TCPTransport._acceptNewIncoming`` -- wrapped by
-  :func:`~genagent_thespian._frames.accept_new_incoming`: after Thespian accepts a
+  :func:`~genagent_thespian._os.frames.accept_new_incoming`: after Thespian accepts a
   connection, it gets a short deadline to authenticate, and a peer's (and all peers')
   unauthenticated connections are capped, the oldest closed first
   (:class:`TransportLimits`).

@@ -21,110 +21,28 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from security_support import Echo, listening_sockets
-from support_agents import Recorder
 from transport_attacks import (
     NEGATIVE_PREFIX_FRAME,
+    Leader,
     half_open_flood,
-    port_of,
     send_and_wait_for_close,
     stream_body,
     timed,
 )
 
 import genagent_thespian as g
-from genagent_thespian._nodes.convention import NODES_NAME, _NodeWatcher, list_nodes, start_node
 from genagent_thespian._os.frames import DEFAULT_MAX_FRAME_BYTES, HEADER_BYTES, TransportLimits
-from genagent_thespian.testing import TelemetryCapture, system_processes, wait_until
+from genagent_thespian.testing import wait_until
 
 HOST = "127.0.0.1"
 TESTS = Path(__file__).resolve().parent
 #: RSS growth (KiB) an attacked process may show: far below the 100 MB the attack offers.
 RSS_BOUND_KIB = 16 * 1024
-
-
-class Leader:
-    """A convention leader with one agent, and the ports of everything it runs."""
-
-    def __init__(self, store: Path) -> None:
-        self.system = start_node(capabilities={"hub": "yes"}, store_path=store)
-        g.start_agent(
-            Recorder, name="target", backend="scripted", default="pong", system=self.system
-        )
-        assert self.ask() == "pong"  # the agent has a worker now, and a port
-        list_nodes(self.system)  # creates the node watcher
-        watcher = self.system.asys.createActor(_NodeWatcher, globalName=NODES_NAME)
-        assert self.system.admin_port is not None
-        self.ports = {
-            "admin": self.system.admin_port,
-            "registry": port_of(self.system.registry),
-            "supervisor": port_of(self.system.supervisor),
-            "telemetry": port_of(self.system.telemetry),
-            "node watcher": port_of(watcher),
-            "agent": port_of(g.whereis("target", system=self.system)),
-        }
-
-    def ask(self) -> str:
-        return g.ask("target", "ping", timeout=30, system=self.system).text
-
-    def pids(self) -> dict[str, int]:
-        """Which process listens on each named port."""
-        owners: dict[int, int] = {}
-        for pid, _, port in listening_sockets(system_processes(self.system)):
-            owners.setdefault(port, pid)  # the lowest pid: the owner, not a forked heir
-        return {role: owners.get(port, -1) for role, port in self.ports.items()}
-
-    def all_ports(self) -> set[int]:
-        """Every port the leader's processes serve (workers and logger included).
-
-        Forked processes inherit their parent's listening sockets; the ones inherited from
-        this (the client) process are its own endpoints, see :meth:`client_ports`.
-        """
-        served = {port for _, _, port in listening_sockets(system_processes(self.system))}
-        return served - self.client_ports()
-
-    @staticmethod
-    def client_ports() -> set[int]:
-        """The ports of this process's own Thespian endpoints (read only while it calls)."""
-        return {port for _, _, port in listening_sockets([os.getpid()])}
-
-    def assert_serving(self, pids_before: dict[str, int]) -> None:
-        """Every service is the same process as before, and answers its kind of request."""
-        assert self.pids() == pids_before
-        agent_pid = g.status("target", system=self.system).pid
-        with TelemetryCapture(["prompt.stop"], system=self.system) as capture:
-            assert self.ask() == "pong"  # agent (and worker)
-            capture.wait_for("prompt.stop", timeout=30)  # telemetry hub
-        assert g.status("target", system=self.system).pid == agent_pid
-        assert "target" in g.list_agents(system=self.system)  # registry
-        assert [node.role for node in list_nodes(self.system)] == ["leader"]  # node watcher
-        name = f"placed-{uuid.uuid4().hex[:8]}"
-        g.start_agent(  # supervisor, placement through the admin
-            Recorder,
-            name=name,
-            backend="scripted",
-            default="placed",
-            placement={"hub": "yes"},
-            system=self.system,
-        )
-        assert g.ask(name, "hi", timeout=30, system=self.system).text == "placed"
-        g.stop(name, system=self.system)
-        echo = self.system.asys.createActor(Echo)  # the admin creates actors for clients
-        assert self.system.asys.ask(echo, "still there?", 30)[2] == "still there?"
-
-    def close(self) -> None:
-        self.system.shutdown()
-        wait_until(
-            lambda: not system_processes(self.system),
-            timeout=15,
-            message="the leader's processes survived its shutdown",
-        )
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +189,7 @@ def test_large_announced_body_with_a_forged_header_is_refused_after_the_header(
 #: Held connections per port, as in the issue.
 FLOOD_PER_PORT = 200
 #: Asks timed per phase: enough that a few slow samples on a loaded machine cannot decide.
-LATENCY_SAMPLES = 60
+LATENCY_SAMPLES = 100
 
 
 def ask_latencies(leader: Leader, count: int) -> list[float]:

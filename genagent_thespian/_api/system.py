@@ -42,6 +42,7 @@ from .._core.errors import GenAgentError, SystemNotRunning
 from .._core.log import get_logger
 from .._durable.store import SQLiteAgentStore, end_recorded_processes
 from .._os.frames import TransportLimits
+from .._os.private import private_folder
 from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group
 from .._os.security import check_capabilities, harden_transport
 
@@ -429,8 +430,7 @@ def _listening(host: str, port: int) -> bool:
 
 def _default_store_path(admin_port: int | None, system_id: str) -> str:
     state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    folder = state / "genagent-thespian"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = private_folder(state / "genagent-thespian")
     name = f"node-{admin_port}.sqlite3" if admin_port else f"simple-{system_id}.sqlite3"
     return str(folder / name)
 

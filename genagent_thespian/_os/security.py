@@ -86,6 +86,7 @@ import os
 import pickle
 import secrets
 import stat
+import tempfile
 import threading
 from collections.abc import Mapping
 from datetime import timedelta
@@ -102,6 +103,7 @@ from .frames import (
     accept_new_incoming,
     handle_readable_incoming,
 )
+from .private import private_file, private_folder
 
 __all__ = [
     "DEFAULT_SECRET_PATH",
@@ -242,7 +244,7 @@ def _read_secret_file(path: Path) -> bytes:
 
 def _create_secret_file(path: Path) -> None:
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_folder(path.parent)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         fd = os.open(
             temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
@@ -440,7 +442,22 @@ def install_transport_security(security: TransportSecurity) -> None:
             streamBuffer.ackDataErrPacket, codec.dumps
         )
         IPBase.TCPv4ActorAddress.bindArgs = property(_make_bind_args(security.bind_host))
+        _private_thespian_log()
         _installed = security
+
+
+def _private_thespian_log() -> None:
+    """Create Thespian's internal log ``0600`` before Thespian opens it with the umask.
+
+    It records refused frames (peers and reasons) and Thespian's own errors. Thespian appends
+    to it (``THESPLOG_FILE``, default ``$TMPDIR/thespian.log``); when it rotates the file
+    (past its size limit) the new one is Thespian's, created with the umask.
+    """
+    path = os.environ.get("THESPLOG_FILE") or os.path.join(
+        os.environ.get("TMPDIR") or tempfile.gettempdir(), "thespian.log"
+    )
+    with contextlib.suppress(OSError):  # a log we cannot prepare is Thespian's to fail on
+        private_file(path, folder=False)
 
 
 def harden_transport(

@@ -561,9 +561,12 @@ def accept_new_incoming(transport: Any, limits: TransportLimits) -> None:
             inc._expires = ExpirationTimer(timedelta(seconds=limits.handshake_timeout))
             # A sender with the secret has usually written its frame by now: read it at once,
             # so that it is authenticated before it could count against the caps.
-            if _read_incoming(transport, inc, True, probe=True) is None:
+            kept = _read_incoming(transport, inc, True, probe=True)
+            if kept is None:  # refused, or a whole frame already delivered
                 transport._incomingSockets.pop(fileno, None)
-            elif frame.pending:
+                continue
+            transport._incomingSockets[fileno] = kept  # as Thespian's loop does
+            if frame.pending:
                 _evict_oldest(transport, limits, frame.peer)
         if not _more_to_accept(transport.socket):
             return

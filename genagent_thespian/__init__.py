@@ -60,6 +60,7 @@ from ._core.errors import (
     InvalidEvent,
     InvalidOption,
     InvalidPrompt,
+    MessageTooLarge,
     RequestNotFound,
     SystemNotRunning,
     TurnCancelled,
@@ -72,6 +73,7 @@ from ._core.errors import (
 )
 from ._core.turn import Event, EventKind, Response, Usage
 from ._nodes.convention import NodeInfo, list_fleet, list_nodes, start_node, wait_for_nodes
+from ._os.frames import TransportLimits
 from .messages import (
     AgentDown,
     AgentStatus,
@@ -108,6 +110,7 @@ __all__ = [
     "InvalidEvent",
     "InvalidOption",
     "InvalidPrompt",
+    "MessageTooLarge",
     "NodeInfo",
     "PollResult",
     "PollState",
@@ -117,6 +120,7 @@ __all__ = [
     "Skip",
     "SystemNotRunning",
     "TellCompleted",
+    "TransportLimits",
     "TurnCancelled",
     "TurnContext",
     "TurnCrashed",

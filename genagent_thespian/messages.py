@@ -180,6 +180,9 @@ class AgentSpec:
         on_session_lost: What follows a turn that failed with ``BackendError(kind=
             "session_lost")``: ``"fail"`` (every later turn fails the same way) or
             ``"fresh"`` (the next turn starts a new provider session).
+        secret_resolver: For durable agents, a module-level function
+            ``(agent_name, option_name) -> value or None`` that supplies a secret the store
+            does not hold when the agent resumes (see ``docs/security.md``).
     """
 
     name: Any
@@ -197,6 +200,7 @@ class AgentSpec:
     durable: bool = False
     placement: tuple[tuple[str, Any], ...] = ()
     on_session_lost: str = "fail"
+    secret_resolver: Any = None
 
     @property
     def options_dict(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ PUBLIC = {
     "start_agent", "stop", "ask", "tell", "poll", "notify", "interrupt", "cancel", "halt",
     "resume", "status", "whereis", "list_agents", "backend_session",
     # multi-host nodes
-    "start_node", "list_nodes", "list_fleet", "wait_for_nodes", "NodeInfo",
+    "start_node", "list_nodes", "list_fleet", "wait_for_nodes", "NodeInfo", "TransportLimits",
     # behaviour and directives
     "GenAgent", "Prompt", "Halt", "Skip",
     # data
@@ -26,7 +26,7 @@ PUBLIC = {
     "InvalidEvent", "AgentStartFailed", "AgentOverloaded", "AskTimeout", "SystemNotRunning",
     "RequestNotFound", "TurnFailed", "TurnInterrupted", "TurnTimeout", "TurnCrashed",
     "TurnSkipped", "TurnHalted", "TurnCancelled", "CallbackError", "BackendError",
-    "BackendErrorKind", "AgentStopped", "AgentRestarted",
+    "BackendErrorKind", "AgentStopped", "AgentRestarted", "MessageTooLarge",
 }  # fmt: skip
 
 

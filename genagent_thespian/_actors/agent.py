@@ -74,6 +74,8 @@ from .._core.protocol import (
 )
 from .._core.turn import Event
 from .._durable.record import AgentRecord, Restored
+from .._durable.redaction import lookup_for
+from .._durable.redaction import restore as restore_secrets
 from .._os.processes import (
     AGENT_MARKER,
     children_die_with_this_process,
@@ -255,7 +257,11 @@ class AgentActor(Actor):
             self.backend_cls = resolve_backend(spec.backend)
             if restored is not None:
                 impl.restore_state(restored.impl_state)
-                self.session = self.backend_cls().resume_session(restored.session)
+                # The store holds no secret: fill them from the live spec or its resolver.
+                lookup = lookup_for(spec.options_dict, spec.secret_resolver, spec.name)
+                self.session = self.backend_cls().resume_session(
+                    restore_secrets(restored.session, lookup)
+                )
             else:
                 backend_options = impl.init_agent(spec.options_dict)
                 if backend_options is None:

@@ -188,6 +188,7 @@ def build_spec(
     worker_idle_timeout, restart = merged["worker_idle_timeout"], merged["restart"]
     restart_window, durable = merged["restart_window"], merged["durable"]
     on_session_lost = merged["on_session_lost"]
+    secret_resolver = merged["secret_resolver"]
     placement = settings.get("placement")
     if not (isinstance(impl, type) and issubclass(impl, GenAgent)):
         raise InvalidOption(f"impl must be a GenAgent subclass, got {impl!r:.80}", agent=name)
@@ -232,6 +233,17 @@ def build_spec(
             f"on_session_lost must be one of {_SESSION_LOST_POLICIES}, got {on_session_lost!r}",
             agent=name,
         )
+    if secret_resolver is not None:
+        if not callable(secret_resolver):
+            raise InvalidOption(
+                f"secret_resolver must be a function, got {secret_resolver!r:.80}", agent=name
+            )
+        if require_importable and getattr(secret_resolver, "__module__", None) == "__main__":
+            raise InvalidOption(
+                "secret_resolver is defined in __main__; it must live in an importable module",
+                agent=name,
+            )
+        _check_picklable(secret_resolver, "secret_resolver", name)
     options = dict(options or {})
     accepted = getattr(impl, "accepted_options", None)
     if accepted is not None:
@@ -260,6 +272,7 @@ def build_spec(
         durable=bool(durable),
         placement=placement_items,
         on_session_lost=on_session_lost,
+        secret_resolver=secret_resolver,
     )
 
 
@@ -279,6 +292,7 @@ def start_agent(
     durable: bool = False,
     placement: Mapping[str, Any] | None = None,
     on_session_lost: str = "fail",
+    secret_resolver: Any = None,
     timeout: float | None = 120.0,
     system: AgentSystem | None = None,
     **options: Any,
@@ -305,6 +319,11 @@ def start_agent(
             agent is stopped and started again; ``"fresh"`` starts a new provider session
             for the next turn (``handle_error`` sees the failure; ``session.lost`` is
             emitted). Never a blank session the user did not ask for.
+        secret_resolver: A durable agent never stores options (or session fields) named
+            like secrets (``api_key``, ``*_token``, ``*_secret``...). When it resumes, each
+            comes from the options given now, else from ``secret_resolver(name,
+            option_name)`` (a module-level function), else ``None`` (the HTTP backends then
+            read their environment variable).
         timeout: Seconds to wait for ``init_agent``/``start_session``/``pre_run``.
         system: The system to use (default: the current one).
         **options: Passed to ``init_agent``.
@@ -332,6 +351,7 @@ def start_agent(
         durable=durable,
         placement=placement,
         on_session_lost=on_session_lost,
+        secret_resolver=secret_resolver,
         require_importable=target.base != "simpleSystemBase",
     )
     reply = target.exchange(

@@ -41,6 +41,8 @@ from .._actors.telemetry import TELEMETRY_NAME, TelemetryBridge, TelemetryHub, w
 from .._core.errors import GenAgentError, SystemNotRunning
 from .._core.log import get_logger
 from .._durable.store import SQLiteAgentStore, end_recorded_processes
+from .._os.frames import TransportLimits
+from .._os.private import private_folder
 from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group
 from .._os.security import check_capabilities, harden_transport
 
@@ -154,6 +156,7 @@ class AgentSystem:
         advertise_host: str | None = None,
         secret_path: str | os.PathLike[str] | None = None,
         store_path: str | os.PathLike[str] | None = None,
+        transport_limits: TransportLimits | None = None,
     ) -> AgentSystem:
         """Start a new actor system (not the process-wide Thespian singleton) and boot it.
 
@@ -174,6 +177,10 @@ class AgentSystem:
             store_path: The SQLite file of durable agents (default: one per admin port under
                 ``~/.local/state/genagent-thespian/``). Processes a previous run recorded
                 there that are still alive are ended now.
+            transport_limits: Frame size limit of the hardened transport
+                (:class:`~genagent_thespian.TransportLimits`; default 64 MiB frames, or
+                ``$GENAGENT_MAX_FRAME_BYTES``). Clients and convention members should use
+                the same. See ``docs/security.md``.
         """
         if base not in SUPPORTED_BASES:
             from .._core.errors import InvalidOption
@@ -188,7 +195,10 @@ class AgentSystem:
             admin_port = admin_port or free_port()
             caps.setdefault("Admin Port", admin_port)
             security = harden_transport(
-                bind_host=bind_host, advertise_host=advertise_host, secret_path=secret_path
+                bind_host=bind_host,
+                advertise_host=advertise_host,
+                secret_path=secret_path,
+                limits=transport_limits,
             )
             check_capabilities(caps, security)
         store = os.fspath(store_path) if store_path else _default_store_path(admin_port, system_id)
@@ -216,14 +226,16 @@ class AgentSystem:
         capabilities: dict[str, Any] | None = None,
         bind_host: str = "127.0.0.1",
         secret_path: str | os.PathLike[str] | None = None,
+        transport_limits: TransportLimits | None = None,
     ) -> AgentSystem:
         """Attach to a running ``multiprocTCPBase`` system on ``admin_port`` (this host).
 
-        ``bind_host`` and the secret must match the node's (see :meth:`start`).
+        ``bind_host``, the secret and ``transport_limits`` should match the node's (see
+        :meth:`start`).
         """
         caps = dict(capabilities or {})
         caps["Admin Port"] = admin_port
-        harden_transport(bind_host=bind_host, secret_path=secret_path)
+        harden_transport(bind_host=bind_host, secret_path=secret_path, limits=transport_limits)
         if not _listening(bind_host, admin_port):
             # Thespian would start a new, unowned system on that port instead of failing.
             raise SystemNotRunning(f"no genagent node listens on {bind_host}:{admin_port}")
@@ -418,8 +430,7 @@ def _listening(host: str, port: int) -> bool:
 
 def _default_store_path(admin_port: int | None, system_id: str) -> str:
     state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    folder = state / "genagent-thespian"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = private_folder(state / "genagent-thespian")
     name = f"node-{admin_port}.sqlite3" if admin_port else f"simple-{system_id}.sqlite3"
     return str(folder / name)
 

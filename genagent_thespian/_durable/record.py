@@ -4,10 +4,11 @@ What is saved, and when (the agent actor calls :meth:`AgentRecord.save` before a
 turn start leaves its handler, so a tell is acknowledged only once it is durable and a
 prompt is recorded as in flight before the backend sees it):
 
-* the start spec (once, at creation);
-* a state snapshot: the backend session, the implementation's ``snapshot_state()``, and
-  the machine's ``snapshot()`` (halted flags, mailbox, self-chain slot, buffered
-  notifications, the in-flight request, recently answered refs, counters);
+* the start spec (once, at creation), options named like secrets redacted;
+* a state snapshot: the backend session (secrets redacted, see :mod:`.redaction`), the
+  implementation's ``snapshot_state()``, and the machine's ``snapshot()`` (halted flags,
+  mailbox, self-chain slot, buffered notifications, the in-flight request, recently
+  answered refs, counters);
 * tell results, one row each, bounded by ``max_tell_results``;
 * the agent's processes (agent, worker, CLI groups), so a later run can end leftovers.
 
@@ -27,6 +28,7 @@ from .._core.log import get_logger
 from .._core.machine import AgentMachine, Origin
 from ..messages import AgentSpec, Failure, PollResult
 from . import pickling
+from .redaction import dumps_redacted
 from .store import SQLiteAgentStore, StoredAgent, StoreError, agent_key
 
 __all__ = ["AgentRecord", "Restored", "answer_stored_callers", "delete_stored_agent"]
@@ -72,7 +74,7 @@ class AgentRecord:
         stored = self._store.load(self.key)
         if stored is None:
             self._store.create_agent(
-                self.key, pickle.dumps(self._spec.name), pickle.dumps(self._spec)
+                self.key, pickle.dumps(self._spec.name), dumps_redacted(self._spec)
             )
             self.incarnation = 0
             return None
@@ -110,7 +112,7 @@ class AgentRecord:
         machine.new_results.clear()
         state = {"session": session, "impl": impl_state, "machine": machine.snapshot()}
         try:
-            blob = pickle.dumps(state)
+            blob = dumps_redacted(state)  # secrets stay out of the store
         except Exception as exc:
             raise InvalidOption(
                 f"a durable agent's state must pickle: {type(exc).__name__}: {exc}; "

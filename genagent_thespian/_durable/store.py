@@ -52,6 +52,7 @@ from typing import Any, Literal
 
 from .._core.errors import AgentAlreadyExists, AgentNotFound, GenAgentError, InvalidOption
 from .._os import procfs as _procfs
+from .._os.private import narrow, private_file
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -567,6 +568,7 @@ class SQLiteAgentStore(AgentStore):
 
     def _open(self) -> sqlite3.Connection:
         with self._translate("open"):
+            self._make_private()
             conn = sqlite3.connect(
                 self.path,
                 timeout=self.busy_timeout,
@@ -584,6 +586,18 @@ class SQLiteAgentStore(AgentStore):
                 conn.close()
                 raise
         return conn
+
+    def _make_private(self) -> None:
+        """Create the file ``0600`` in a ``0700`` folder before SQLite does (with the umask).
+
+        SQLite creates ``-wal`` and ``-shm`` with the database file's mode, so they follow;
+        ones left by an earlier, less careful version are narrowed too.
+        """
+        if self.path in ("", ":memory:") or self.path.startswith("file:"):
+            return
+        private_file(self.path)
+        for suffix in ("-wal", "-shm", "-journal"):
+            narrow(self.path + suffix)
 
     def _check_header(self, conn: sqlite3.Connection) -> None:
         # Reading the schema forces SQLite to parse the file header: a damaged or foreign

@@ -29,6 +29,7 @@ from typing import Any
 
 from .._api.system import AgentSystem
 from .._core.errors import GenAgentError, InvalidOption, SystemNotRunning
+from .._os.private import private_file
 from .._os.processes import processes_with_marker
 
 __all__ = [
@@ -218,9 +219,7 @@ def start_node(port: int, *, timeout: float = 60.0) -> NodeState:
         )
     if port_open(port):
         raise InvalidOption(f"port {port} is already in use; pick another with --port")
-    directory = state_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    log_path = directory / f"node-{port}.log"
+    log_path = private_file(state_dir() / f"node-{port}.log")
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [
@@ -291,8 +290,7 @@ def state_as_dict(state: NodeState) -> dict[str, Any]:
 
 
 def _write_state(path: Path, state: NodeState) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary = private_file(path.with_suffix(f".{os.getpid()}.tmp"))
     temporary.write_text(json.dumps(asdict(state), indent=2), "utf-8")
     os.replace(temporary, path)
 

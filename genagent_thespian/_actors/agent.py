@@ -54,6 +54,7 @@ from .._core.machine import (
     StartTurn,
 )
 from .._core.protocol import (
+    NODE_CAPABILITY,
     AddressBook,
     _AgentInitFailed,
     _AgentProcesses,
@@ -73,6 +74,7 @@ from .._core.protocol import (
     _TurnOutput,
 )
 from .._core.turn import Event
+from .._core.validate import build_spec
 from .._durable.record import AgentRecord, Restored
 from .._os.processes import (
     AGENT_MARKER,
@@ -110,14 +112,12 @@ from ..messages import (
 )
 from .worker import TurnWorker
 
-__all__ = ["NODE_CAPABILITY", "AgentActor"]
+__all__ = ["AgentActor"]
 
 _log = get_logger("genagent_thespian.agent")
 
 #: Seconds a cancelled turn has to end before its worker is killed.
 CANCEL_GRACE = 5.0
-#: The Thespian capability naming a convention node (``genagent_thespian._nodes.convention``).
-NODE_CAPABILITY = "GenAgent Node"
 #: Seconds a stopping agent waits for its worker to terminate the session.
 END_SESSION_GRACE = 10.0
 #: Seconds a new turn worker has to report that it runs.
@@ -843,8 +843,6 @@ class _AgentContext:
         return self._actor._deadlines.cancel(("timer", timer_id))
 
     def start_agent(self, impl: type[GenAgent], *, name: Any, backend: Any, **options: Any) -> None:
-        from .._api.client import build_spec
-
         settings = {k: v for k, v in options.items() if k in _SPEC_SETTINGS}
         init_options = {k: v for k, v in options.items() if k not in _SPEC_SETTINGS}
         spec = build_spec(impl, name=name, backend=backend, options=init_options, **settings)

@@ -12,14 +12,11 @@ timeout runs out first (the request itself then keeps running).
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import pickle
 import threading
 from collections.abc import Mapping
 from typing import Any
 
-from .._core.backend import resolve_backend
 from .._core.behaviour import GenAgent
 from .._core.errors import (
     AgentNotFound,
@@ -31,10 +28,10 @@ from .._core.errors import (
 )
 from .._core.protocol import _BackendSession, _SessionReply
 from .._core.turn import Response
+from .._core.validate import build_spec
 from ..messages import (
     Accepted,
     AgentList,
-    AgentSpec,
     AgentStarted,
     AgentStatus,
     Cancel,
@@ -61,7 +58,6 @@ __all__ = [
     "ask",
     "attach_system",
     "backend_session",
-    "build_spec",
     "cancel",
     "current_system",
     "halt",
@@ -79,8 +75,6 @@ __all__ = [
     "whereis",
 ]
 
-_RESTART_TYPES = ("temporary", "transient", "permanent")
-_SESSION_LOST_POLICIES = ("fail", "fresh")
 _CONTROL_TIMEOUT = 30.0  # seconds for calls the agent answers at once (status, poll...)
 
 _default_lock = threading.Lock()
@@ -147,6 +141,11 @@ def current_system() -> AgentSystem:
     return system
 
 
+def default_system() -> AgentSystem | None:
+    """The process's default system, or ``None`` (unlike :func:`current_system`, no error)."""
+    return _default
+
+
 def _set_default(system: AgentSystem) -> None:
     global _default
     with _default_lock:
@@ -158,109 +157,6 @@ def _system(system: AgentSystem | None) -> AgentSystem:
 
 
 # =============================================================================== agents
-
-
-def build_spec(
-    impl: Any,
-    *,
-    name: Any,
-    backend: Any,
-    options: Mapping[str, Any] | None = None,
-    require_importable: bool = True,
-    **settings: Any,
-) -> AgentSpec:
-    """Validate ``start_agent``'s arguments and return the ``AgentSpec``.
-
-    ``settings`` are the framework's own options (``watchdog``, ``max_queued``, ``restart``...);
-    those not given take ``AgentSpec``'s defaults, the one place they are defined.
-
-    Raises:
-        InvalidOption: with the offending argument named in the message.
-    """
-    defaults = {f.name: f.default for f in dataclasses.fields(AgentSpec)}
-    unknown_settings = set(settings) - set(defaults) - {"placement"}
-    if unknown_settings:
-        raise InvalidOption(f"unknown setting(s) {sorted(unknown_settings)}", agent=name)
-    merged = {**defaults, **{k: v for k, v in settings.items() if k != "placement"}}
-    watchdog = merged["watchdog"]
-    max_tell_results, max_queued = merged["max_tell_results"], merged["max_queued"]
-    max_queued_bytes, max_restarts = merged["max_queued_bytes"], merged["max_restarts"]
-    worker_idle_timeout, restart = merged["worker_idle_timeout"], merged["restart"]
-    restart_window, durable = merged["restart_window"], merged["durable"]
-    on_session_lost = merged["on_session_lost"]
-    placement = settings.get("placement")
-    if not (isinstance(impl, type) and issubclass(impl, GenAgent)):
-        raise InvalidOption(f"impl must be a GenAgent subclass, got {impl!r:.80}", agent=name)
-    if require_importable and impl.__module__ == "__main__":
-        raise InvalidOption(
-            f"{impl.__qualname__} is defined in __main__; agent classes must live in an "
-            "importable module so actor processes can load them",
-            agent=name,
-        )
-    _check_picklable(impl, "impl", name)
-    try:
-        hash(name)
-    except TypeError:
-        raise InvalidOption(f"name must be hashable, got {type(name).__name__}") from None
-    if name is None:
-        raise InvalidOption("name is required")
-    _check_picklable(name, "name", name)
-    resolve_backend(backend)
-    if watchdog is not None:
-        _check_positive("watchdog", watchdog, name)
-    for field_name, value in (
-        ("max_tell_results", max_tell_results),
-        ("max_queued", max_queued),
-        ("max_queued_bytes", max_queued_bytes),
-        ("max_restarts", max_restarts),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InvalidOption(f"{field_name} must be an int >= 0, got {value!r}", agent=name)
-    if (
-        isinstance(worker_idle_timeout, bool)
-        or not isinstance(worker_idle_timeout, int | float)
-        or worker_idle_timeout < 0
-    ):
-        raise InvalidOption(
-            f"worker_idle_timeout must be >= 0 seconds, got {worker_idle_timeout!r}", agent=name
-        )
-    _check_positive("restart_window", restart_window, name)
-    if restart not in _RESTART_TYPES:
-        raise InvalidOption(f"restart must be one of {_RESTART_TYPES}, got {restart!r}", agent=name)
-    if on_session_lost not in _SESSION_LOST_POLICIES:
-        raise InvalidOption(
-            f"on_session_lost must be one of {_SESSION_LOST_POLICIES}, got {on_session_lost!r}",
-            agent=name,
-        )
-    options = dict(options or {})
-    accepted = getattr(impl, "accepted_options", None)
-    if accepted is not None:
-        unknown = set(options) - set(accepted)
-        if unknown:
-            raise InvalidOption(
-                f"unknown option(s) {sorted(unknown)} for {impl.__qualname__}; "
-                f"accepted: {sorted(accepted)}",
-                agent=name,
-            )
-    _check_picklable(options, "options", name)
-    placement_items = tuple(sorted((placement or {}).items()))
-    return AgentSpec(
-        name=name,
-        impl=impl,
-        backend=backend,
-        options=tuple(options.items()),
-        watchdog=float(watchdog) if watchdog is not None else None,
-        max_tell_results=max_tell_results,
-        max_queued=max_queued,
-        max_queued_bytes=max_queued_bytes,
-        worker_idle_timeout=float(worker_idle_timeout),
-        restart=restart,
-        max_restarts=max_restarts,
-        restart_window=float(restart_window),
-        durable=bool(durable),
-        placement=placement_items,
-        on_session_lost=on_session_lost,
-    )
 
 
 def start_agent(
@@ -611,25 +507,3 @@ def _check_prompt(prompt: Any, name: Any) -> None:
         raise InvalidPrompt(
             f"a prompt must be a non-empty str, got {type(prompt).__name__}", agent=name
         )
-
-
-def _check_positive(field_name: str, value: Any, name: Any) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise InvalidOption(
-            f"{field_name} must be a positive number of seconds, got {value!r}", agent=name
-        )
-
-
-def _check_picklable(value: Any, field_name: str, name: Any) -> None:
-    try:
-        pickle.dumps(value)
-    except Exception as exc:
-        raise InvalidOption(
-            f"{field_name} cannot be pickled ({type(exc).__name__}); actor messages must pickle",
-            agent=name if field_name != "name" else None,
-        ) from None

@@ -21,8 +21,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .._actors.telemetry import attach, detach
 from .._api.system import AgentSystem
+from .._api.telemetry import attach, detach
 from .._os.processes import is_alive, processes_with_marker
 from ._chaos import (
     ChaosKill,

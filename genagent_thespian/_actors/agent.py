@@ -74,7 +74,7 @@ from .._core.protocol import (
     _TurnOutput,
 )
 from .._core.turn import Event
-from .._core.validate import build_spec
+from .._core.validate import build_spec, check_prompt
 from .._durable.record import AgentRecord, Restored
 from .._os.processes import (
     AGENT_MARKER,
@@ -262,12 +262,7 @@ class AgentActor(Actor):
                     backend_options = {}
                 self.session = self.backend_cls().start_session(dict(backend_options))
                 impl.pre_run()
-            limits = MachineLimits(
-                watchdog=spec.watchdog,
-                max_tell_results=spec.max_tell_results,
-                max_queued=spec.max_queued,
-                max_queued_bytes=spec.max_queued_bytes,
-            )
+            limits = MachineLimits.from_spec(spec)
             self.machine = AgentMachine(name=spec.name, impl=impl, limits=limits)
             if restored is None:
                 effects = self.machine.start()
@@ -309,15 +304,13 @@ class AgentActor(Actor):
         self._run(self._m.tell(message.ref, message.text, sender, completion=message.completion))
 
     def _valid_prompt(self, text: Any, ref: str | None, sender: Any) -> bool:
-        if isinstance(text, str) and text:
-            return True
-        error = InvalidPrompt(
-            f"a prompt must be a non-empty str, got {type(text).__name__}",
-            agent=self._m.name,
-            ref=ref,
-        )
-        self.send(sender, Failure(error, ref))
-        return False
+        """Check a prompt that may come from raw Thespian code; answer a bad one here."""
+        try:
+            check_prompt(text, agent=self._m.name, ref=ref)
+        except InvalidPrompt as error:
+            self.send(sender, Failure(error, ref))
+            return False
+        return True
 
     def _on_poll(self, message: Poll, sender: Any) -> None:
         result = self._m.poll(message.ref)

@@ -38,7 +38,13 @@ from .._core.protocol import (
 )
 from .._core.restart_policy import ExitKind, RestartAction, RestartPolicy
 from .._durable.record import answer_stored_callers, delete_stored_agent
-from .._os.processes import AGENT_MARKER, is_alive, kill_marked, kill_process, kill_process_group
+from .._os.processes import (
+    AGENT_MARKER,
+    kill_marked,
+    kill_process,
+    kill_process_group,
+    process_alive,
+)
 from ..messages import (
     AgentDown,
     AgentSpec,
@@ -413,7 +419,7 @@ class AgentSupervisor(Actor):
             (a, t) for a, t in self._recent_exits if now - t < _RECENT_EXIT_SECONDS
         ]
         if child.pid and child.pid != os.getpid() and self._is_local(child):
-            return is_alive(child.pid)  # its process runs: the notice is not about it
+            return process_alive(child.pid)  # its process runs: the notice is not about it
         return any(recent == address for recent, _ in self._recent_exits)
 
     def _is_local(self, child: _Child) -> bool:

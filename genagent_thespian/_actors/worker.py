@@ -51,7 +51,7 @@ from .._core.errors import (
 from .._core.log import get_logger
 from .._core.protocol import _CancelTurn, _EndSession, _SessionEnded, _StartTurn, _TurnOutput
 from .._core.turn import Event, EventKind
-from .._os.procfs import terminate_process_group
+from .._os.processes import terminate_process_group
 
 __all__ = ["TurnWorker"]
 

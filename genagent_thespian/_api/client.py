@@ -15,7 +15,7 @@ from __future__ import annotations
 import pickle
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from .._core.behaviour import GenAgent
 from .._core.errors import (
@@ -23,12 +23,11 @@ from .._core.errors import (
     AgentStopped,
     InvalidEvent,
     InvalidOption,
-    InvalidPrompt,
     SystemNotRunning,
 )
 from .._core.protocol import _BackendSession, _SessionReply
 from .._core.turn import Response
-from .._core.validate import build_spec
+from .._core.validate import SPEC_DEFAULTS, build_spec, check_prompt
 from ..messages import (
     Accepted,
     AgentList,
@@ -74,6 +73,8 @@ __all__ = [
     "tell",
     "whereis",
 ]
+
+_Reply = TypeVar("_Reply")
 
 _CONTROL_TIMEOUT = 30.0  # seconds for calls the agent answers at once (status, poll...)
 
@@ -164,17 +165,17 @@ def start_agent(
     *,
     name: Any,
     backend: Any,
-    watchdog: float | None = 600.0,
-    max_tell_results: int = 100,
-    max_queued: int = 1000,
-    max_queued_bytes: int = 1 << 20,
-    worker_idle_timeout: float = 60.0,
-    restart: str = "temporary",
-    max_restarts: int = 3,
-    restart_window: float = 5.0,
-    durable: bool = False,
+    watchdog: float | None = SPEC_DEFAULTS.watchdog,
+    max_tell_results: int = SPEC_DEFAULTS.max_tell_results,
+    max_queued: int = SPEC_DEFAULTS.max_queued,
+    max_queued_bytes: int = SPEC_DEFAULTS.max_queued_bytes,
+    worker_idle_timeout: float = SPEC_DEFAULTS.worker_idle_timeout,
+    restart: str = SPEC_DEFAULTS.restart,
+    max_restarts: int = SPEC_DEFAULTS.max_restarts,
+    restart_window: float = SPEC_DEFAULTS.restart_window,
+    durable: bool = SPEC_DEFAULTS.durable,
     placement: Mapping[str, Any] | None = None,
-    on_session_lost: str = "fail",
+    on_session_lost: str = SPEC_DEFAULTS.on_session_lost,
     timeout: float | None = 120.0,
     system: AgentSystem | None = None,
     **options: Any,
@@ -239,8 +240,7 @@ def start_agent(
         ),
         timeout=timeout,
     )
-    if isinstance(reply, Failure):
-        raise reply.error
+    _unwrap(reply)
     target.remember(name, reply.address)  # incarnation unknown: the first call looks it up
     return name
 
@@ -262,8 +262,7 @@ def stop(name: Any, *, timeout: float | None = 60.0, system: AgentSystem | None 
         timeout=timeout,
     )
     target.remember(name, None)
-    if isinstance(reply, Failure):
-        raise reply.error
+    _unwrap(reply)
 
 
 def whereis(name: Any, *, system: AgentSystem | None = None) -> Any:
@@ -295,13 +294,11 @@ def ask(
         InvalidPrompt, AgentNotFound, AgentOverloaded, AskTimeout, or the turn's
         ``TurnFailed`` subclass (``BackendError``, ``TurnTimeout``, ``TurnInterrupted``...).
     """
-    _check_prompt(prompt, name)
+    check_prompt(prompt, agent=name)
     target = _system(system)
     message = Prompt(prompt)
     reply = _call_agent(target, name, message, timeout=timeout, ref=message.ref)
-    if isinstance(reply, Failure):
-        raise reply.error
-    return reply
+    return _unwrap(reply)
 
 
 def tell(name: Any, prompt: str, *, system: AgentSystem | None = None) -> str:
@@ -310,14 +307,13 @@ def tell(name: Any, prompt: str, *, system: AgentSystem | None = None) -> str:
     Raises:
         InvalidPrompt, AgentNotFound, AgentOverloaded.
     """
-    _check_prompt(prompt, name)
+    check_prompt(prompt, agent=name)
     target = _system(system)
     message = Tell(prompt)
     reply = _call_agent(
         target, name, message, timeout=_CONTROL_TIMEOUT, ref=message.ref, kinds=(Accepted,)
     )
-    if isinstance(reply, Failure):
-        raise reply.error
+    _unwrap(reply)
     return message.ref
 
 
@@ -340,9 +336,7 @@ def poll(name: Any, ref: str, *, system: AgentSystem | None = None) -> PollResul
         kinds=(PollResult,),
         idempotent=True,
     )
-    if isinstance(reply, Failure):
-        raise reply.error
-    return reply
+    return _unwrap(reply)
 
 
 def notify(name: Any, event: Any, *, system: AgentSystem | None = None) -> None:
@@ -361,8 +355,7 @@ def notify(name: Any, event: Any, *, system: AgentSystem | None = None) -> None:
                 f"the event cannot be pickled for delivery: {type(exc).__name__}", agent=name
             ) from None
     reply = _call_agent(target, name, Notify(event), timeout=_CONTROL_TIMEOUT, kinds=(Accepted,))
-    if isinstance(reply, Failure):
-        raise reply.error
+    _unwrap(reply)
 
 
 def interrupt(name: Any, ref: str | None = None, *, system: AgentSystem | None = None) -> str:
@@ -428,9 +421,7 @@ def _control(
     reply = _call_agent(
         _system(system), name, message, timeout=_CONTROL_TIMEOUT, kinds=(Accepted,), ref=ref
     )
-    if isinstance(reply, Failure):
-        raise reply.error
-    return reply
+    return _unwrap(reply)
 
 
 # =============================================================================== plumbing
@@ -502,8 +493,11 @@ def _locate(name: Any, system: AgentSystem) -> Located:
     return reply
 
 
-def _check_prompt(prompt: Any, name: Any) -> None:
-    if not isinstance(prompt, str) or not prompt:
-        raise InvalidPrompt(
-            f"a prompt must be a non-empty str, got {type(prompt).__name__}", agent=name
-        )
+def _unwrap(reply: _Reply | Failure) -> _Reply:
+    """Return a successful reply; raise the typed error a ``Failure`` reply carries.
+
+    The one place where the protocol's failure replies become exceptions for callers.
+    """
+    if isinstance(reply, Failure):
+        raise reply.error
+    return reply

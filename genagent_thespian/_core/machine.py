@@ -26,7 +26,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..messages import Accepted, Failure, Halt, PollResult, PollState, Prompt, Skip, TellCompleted
+from ..messages import (
+    Accepted,
+    AgentSpec,
+    Failure,
+    Halt,
+    PollResult,
+    PollState,
+    Prompt,
+    Skip,
+    TellCompleted,
+)
 from .behaviour import GenAgent
 from .errors import (
     AgentOverloaded,
@@ -43,6 +53,7 @@ from .errors import (
 )
 from .log import get_logger
 from .turn import Event, Response, Usage
+from .validate import SPEC_DEFAULTS
 
 __all__ = [
     "AgentMachine",
@@ -151,13 +162,23 @@ Effect = Reply | StartTurn | CancelTurn | ArmWatchdog | ArmDelayed | Emit
 
 @dataclass(frozen=True, slots=True)
 class MachineLimits:
-    """The bounds of one agent (validated by the client API before they get here)."""
+    """The bounds of one agent (validated by ``build_spec`` before they get here)."""
 
-    watchdog: float | None = 600.0
-    max_tell_results: int = 100
-    max_queued: int = 1000
-    max_queued_bytes: int = 1 << 20
-    max_pending_notifications: int = 1000
+    watchdog: float | None = SPEC_DEFAULTS.watchdog
+    max_tell_results: int = SPEC_DEFAULTS.max_tell_results
+    max_queued: int = SPEC_DEFAULTS.max_queued
+    max_queued_bytes: int = SPEC_DEFAULTS.max_queued_bytes
+    max_pending_notifications: int = 1000  # not a user setting: buffered notify/info bound
+
+    @classmethod
+    def from_spec(cls, spec: AgentSpec) -> MachineLimits:
+        """The limits an agent started from ``spec`` runs with."""
+        return cls(
+            watchdog=spec.watchdog,
+            max_tell_results=spec.max_tell_results,
+            max_queued=spec.max_queued,
+            max_queued_bytes=spec.max_queued_bytes,
+        )
 
 
 @dataclass(slots=True)

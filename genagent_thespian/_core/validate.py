@@ -18,10 +18,15 @@ from typing import Any
 from ..messages import AgentSpec
 from .backend import resolve_backend
 from .behaviour import GenAgent
-from .errors import InvalidOption
+from .errors import InvalidOption, InvalidPrompt
 from .restart_policy import RestartType
 
-__all__ = ["RESTART_TYPES", "build_spec"]
+__all__ = ["RESTART_TYPES", "SPEC_DEFAULTS", "build_spec", "check_prompt"]
+
+#: The framework's default for every agent setting: ``AgentSpec``'s field defaults, the one
+#: place they are written, read through one instance so signatures (``start_agent``, the
+#: ``genagent`` command) and the machine's limits can name them with their types.
+SPEC_DEFAULTS = AgentSpec(name=None, impl=None, backend=None)
 
 #: The restart types an agent may have, as ``AgentSpec.restart`` spells them.
 RESTART_TYPES = tuple(kind.value for kind in RestartType)
@@ -130,6 +135,21 @@ def build_spec(
         placement=placement_items,
         on_session_lost=on_session_lost,
     )
+
+
+def check_prompt(text: object, *, agent: Any, ref: str | None = None) -> str:
+    """Return ``text`` if it is a valid prompt (a non-empty ``str``), else raise.
+
+    Checked by the client before sending, by the ``genagent`` command, and by the agent for
+    prompts sent with raw Thespian (which no client checked).
+
+    Raises:
+        InvalidPrompt: naming what was given instead.
+    """
+    if isinstance(text, str) and text:
+        return text
+    got = "an empty str" if isinstance(text, str) else type(text).__name__
+    raise InvalidPrompt(f"a prompt must be a non-empty str, got {got}", agent=agent, ref=ref)
 
 
 def _check_positive(field_name: str, value: Any, name: Any) -> None:

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .._core.errors import AgentAlreadyExists, AgentNotFound, GenAgentError, InvalidOption
+from .._os import processes as _processes
 from .._os import procfs as _procfs
 
 __all__ = [
@@ -1268,7 +1269,7 @@ def end_recorded_processes(
             assert pgid is not None
             if pgid not in groups_done:
                 groups_done.add(pgid)
-                _procfs.terminate_process_group(pgid, grace=grace)
+                _processes.terminate_process_group(pgid, grace=grace)
         else:
             _end_one(record, grace)
         ended.append(record)
@@ -1281,5 +1282,5 @@ def _end_one(record: ProcessRecord, grace: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if not record.is_running():
             return
-        _procfs.kill_process(record.pid, sig)
-        _procfs.wait_for_exit(record.pid, grace)
+        _processes.kill_process(record.pid, sig)
+        _processes.wait_for_exit(record.pid, grace)

@@ -29,7 +29,8 @@ from genagent_thespian._durable.store import (
     agent_key,
     end_recorded_processes,
 )
-from genagent_thespian._os.procfs import boot_id, process_alive, process_stat, wait_for_exit
+from genagent_thespian._os.processes import process_alive, wait_for_exit
+from genagent_thespian._os.procfs import boot_id, process_stat
 
 KEY = agent_key("coder")
 OTHER = agent_key(("team", 2))

@@ -18,7 +18,7 @@ import os
 import pickle
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -124,6 +124,99 @@ END_SESSION_GRACE = 10.0
 WORKER_START_GRACE = 30.0
 
 _TICK = "genagent-deadline"
+
+
+# The agent's deadlines, one type each. Each names the key it is kept under in
+# ``Deadlines``: arming a key again replaces the pending deadline of that key.
+
+
+@dataclass(frozen=True, slots=True)
+class _Watchdog:
+    """The running turn's deadline; one per agent (the next turn's replaces it)."""
+
+    turn_id: int
+
+    @property
+    def key(self) -> Hashable:
+        return _Watchdog
+
+
+@dataclass(frozen=True, slots=True)
+class _DelayedDue:
+    """A self-chained prompt or retry that waits on a timer (``ArmDelayed``)."""
+
+    ref: str
+
+    @property
+    def key(self) -> Hashable:
+        return (_DelayedDue, self.ref)
+
+
+@dataclass(frozen=True, slots=True)
+class _CancelGrace:
+    """A cancelled turn's worker had ``CANCEL_GRACE`` seconds to end it."""
+
+    generation: int
+    turn_id: int
+
+    @property
+    def key(self) -> Hashable:
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class _WorkerIdle:
+    """The worker has been idle ``worker_idle_timeout`` seconds: retire it."""
+
+    generation: int
+    used: float
+
+    @property
+    def key(self) -> Hashable:
+        return _WorkerIdle
+
+
+@dataclass(frozen=True, slots=True)
+class _UserTimer:
+    """A ``GenAgent.send_after`` timer: deliver ``message`` to ``handle_info``."""
+
+    timer_id: str
+    message: Any
+
+    @property
+    def key(self) -> Hashable:
+        return (_UserTimer, self.timer_id)
+
+
+@dataclass(frozen=True, slots=True)
+class _EndSessionGrace:
+    """A stopping agent's worker had ``END_SESSION_GRACE`` seconds to end the session."""
+
+    @property
+    def key(self) -> Hashable:
+        return _EndSessionGrace
+
+
+@dataclass(frozen=True, slots=True)
+class _WorkerStartGrace:
+    """A new worker had ``WORKER_START_GRACE`` seconds to report that it runs."""
+
+    generation: int
+
+    @property
+    def key(self) -> Hashable:
+        return self
+
+
+_Deadline = (
+    _Watchdog
+    | _DelayedDue
+    | _CancelGrace
+    | _WorkerIdle
+    | _UserTimer
+    | _EndSessionGrace
+    | _WorkerStartGrace
+)
 
 #: ``start_agent`` keywords that configure the framework rather than ``init_agent``.
 _SPEC_SETTINGS = frozenset(f.name for f in fields(AgentSpec)) - {
@@ -387,7 +480,7 @@ class AgentActor(Actor):
         slot = self.worker
         if sender != slot.address:
             return  # a retired worker's late output
-        self._deadlines.cancel(("worker-start", slot.generation))
+        self._deadlines.cancel(_WorkerStartGrace(slot.generation).key)
         known = (slot.pid, frozenset(slot.process_groups))
         if message.pid:
             slot.pid = message.pid
@@ -401,7 +494,7 @@ class AgentActor(Actor):
         pending = self._pending_watchdog
         if message.ready and pending is not None and pending.turn_id == message.turn_id:
             self._pending_watchdog = None
-            self._after("watchdog", pending.seconds, ("watchdog", pending.turn_id))
+            self._after(_Watchdog(pending.turn_id), pending.seconds)
         machine = self._m
         for event in message.events:
             self._stream(message.turn_id, event)
@@ -498,8 +591,7 @@ class AgentActor(Actor):
             slot.address = self.createActor(TurnWorker)
             slot.generation += 1
             slot.pid = 0
-            start = ("worker-start", slot.generation)
-            self._after(start, WORKER_START_GRACE, start)
+            self._after(_WorkerStartGrace(slot.generation), WORKER_START_GRACE)
         slot.turn_id = effect.turn_id
         self.send(
             slot.address,
@@ -522,8 +614,7 @@ class AgentActor(Actor):
         slot.cancelling = effect.turn_id
         slot.turn_id = None
         self.send(slot.address, _CancelTurn(effect.turn_id))
-        grace = ("cancel-grace", slot.generation, effect.turn_id)
-        self._after(grace, CANCEL_GRACE, grace)
+        self._after(_CancelGrace(slot.generation, effect.turn_id), CANCEL_GRACE)
 
     def _release_held_start(self) -> None:
         held, self._held_start = self._held_start, None
@@ -566,9 +657,9 @@ class AgentActor(Actor):
         if kill_worker and self._isolated and slot.pid:
             kill_process(slot.pid)
 
-    def _after(self, key: Any, seconds: float, payload: tuple[Any, ...]) -> None:
-        """Set deadline ``key`` (replacing it); arm a wakeup only when none comes in time."""
-        delay = self._deadlines.schedule(key, seconds, payload)
+    def _after(self, deadline: _Deadline, seconds: float) -> None:
+        """Set ``deadline``, replacing one of the same key; arm a wakeup only if none is due."""
+        delay = self._deadlines.schedule(deadline.key, seconds, deadline)
         if delay is not None:
             self.wakeupAfter(delay, payload=_TICK)
 
@@ -578,50 +669,52 @@ class AgentActor(Actor):
         payloads, delay = self._deadlines.fire()
         if delay is not None:
             self.wakeupAfter(delay, payload=_TICK)
-        for payload in payloads:
-            self._on_deadline(payload)
+        for deadline in payloads:
+            self._on_deadline(deadline)
 
-    def _on_deadline(self, payload: tuple[Any, ...]) -> None:
-        kind = payload[0]
-        if kind == "watchdog":
-            self._run(self._m.watchdog_fired(payload[1]))
-        elif kind == "delayed":
-            self._run(self._m.delayed_due(payload[1]))
-        elif kind == "cancel-grace":
-            _, generation, turn_id = payload
-            slot = self.worker
-            if slot.generation == generation and slot.cancelling == turn_id:
-                _log.warning(
-                    "agent %r: cancelled turn did not end in time; killing its worker", self._m.name
-                )
-                self._replace_worker(slot)
-        elif kind == "idle":
-            _, generation, used = payload
-            slot = self.worker
-            if (
-                slot.generation == generation
-                and slot.last_used == used
-                and slot.turn_id is None
-                and slot.cancelling is None
-                and slot.address is not None
-            ):
-                self.send(slot.address, ActorExitRequest())
-                self.worker = _WorkerSlot(generation=slot.generation)
-        elif kind == "timer":
-            self._run(self._m.info(payload[2]))
-        elif kind == "end-session" and self._stopping is not None:
-            self._finish_stop()
-        elif kind == "worker-start":
-            slot = self.worker
-            if slot.generation == payload[1] and slot.address is not None and not slot.pid:
-                # Thespian reports no exit for a child that dies before its start-up
-                # handshake: without this, the turn would wait for its watchdog.
-                _log.error("agent %r: its turn worker never started; replacing it", self._m.name)
-                running = slot.turn_id
-                self._replace_worker(slot)
-                if running is not None:
-                    crash = TurnCrashed("the turn worker process never started")
-                    self._run(self._m.turn_failed(running, crash))
+    def _on_deadline(self, deadline: _Deadline) -> None:
+        match deadline:
+            case _Watchdog(turn_id):
+                self._run(self._m.watchdog_fired(turn_id))
+            case _DelayedDue(ref):
+                self._run(self._m.delayed_due(ref))
+            case _CancelGrace(generation, turn_id):
+                slot = self.worker
+                if slot.generation == generation and slot.cancelling == turn_id:
+                    _log.warning(
+                        "agent %r: cancelled turn did not end in time; killing its worker",
+                        self._m.name,
+                    )
+                    self._replace_worker(slot)
+            case _WorkerIdle(generation, used):
+                slot = self.worker
+                if (
+                    slot.generation == generation
+                    and slot.last_used == used
+                    and slot.turn_id is None
+                    and slot.cancelling is None
+                    and slot.address is not None
+                ):
+                    self.send(slot.address, ActorExitRequest())
+                    self.worker = _WorkerSlot(generation=slot.generation)
+            case _UserTimer(_, message):
+                self._run(self._m.info(message))
+            case _EndSessionGrace():
+                if self._stopping is not None:
+                    self._finish_stop()
+            case _WorkerStartGrace(generation):
+                slot = self.worker
+                if slot.generation == generation and slot.address is not None and not slot.pid:
+                    # Thespian reports no exit for a child that dies before its start-up
+                    # handshake: without this, the turn would wait for its watchdog.
+                    _log.error(
+                        "agent %r: its turn worker never started; replacing it", self._m.name
+                    )
+                    running = slot.turn_id
+                    self._replace_worker(slot)
+                    if running is not None:
+                        crash = TurnCrashed("the turn worker process never started")
+                        self._run(self._m.turn_failed(running, crash))
 
     def _replace_worker(self, slot: _WorkerSlot) -> None:
         self._kill_worker_remains(slot, kill_worker=True)
@@ -635,7 +728,7 @@ class AgentActor(Actor):
         slot = self.worker
         if spec is None or slot.address is None or spec.worker_idle_timeout <= 0:
             return
-        self._after("idle", spec.worker_idle_timeout, ("idle", slot.generation, slot.last_used))
+        self._after(_WorkerIdle(slot.generation, slot.last_used), spec.worker_idle_timeout)
 
     # ================================================================== stop
 
@@ -649,7 +742,7 @@ class AgentActor(Actor):
         slot = self.worker
         if slot.address is not None:
             self.send(slot.address, _EndSession(self.session, self.backend_cls))
-            self._after("end-session", END_SESSION_GRACE, ("end-session",))
+            self._after(_EndSessionGrace(), END_SESSION_GRACE)
         else:
             self._terminate_session_here()
             self._finish_stop()
@@ -804,9 +897,9 @@ class AgentActor(Actor):
             elif isinstance(effect, ArmWatchdog):
                 self._pending_watchdog = effect  # armed when the worker says it is ready
             elif isinstance(effect, ArmDelayed):
-                self._after(("delayed", effect.ref), effect.seconds, ("delayed", effect.ref))
+                self._after(_DelayedDue(effect.ref), effect.seconds)
         if self.machine is not None and self.machine.current is None:
-            self._deadlines.cancel("watchdog")  # the turn ended: its watchdog is moot
+            self._deadlines.cancel(_Watchdog)  # (its key) the turn ended: its watchdog is moot
             self._pending_watchdog = None
 
 
@@ -828,12 +921,11 @@ class _AgentContext:
 
     def send_after(self, seconds: float, message: Any) -> str:
         timer_id = uuid.uuid4().hex
-        key = ("timer", timer_id)
-        self._actor._after(key, max(0.0, float(seconds)), (*key, message))
+        self._actor._after(_UserTimer(timer_id, message), max(0.0, float(seconds)))
         return timer_id
 
     def cancel_timer(self, timer_id: str) -> bool:
-        return self._actor._deadlines.cancel(("timer", timer_id))
+        return self._actor._deadlines.cancel(_UserTimer(timer_id, None).key)
 
     def start_agent(self, impl: type[GenAgent], *, name: Any, backend: Any, **options: Any) -> None:
         settings = {k: v for k, v in options.items() if k in _SPEC_SETTINGS}

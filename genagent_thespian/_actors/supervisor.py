@@ -11,9 +11,8 @@ supervisor forgets an address on the first notice.
 
 from __future__ import annotations
 
-import contextlib
+import enum
 import os
-import signal
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -109,11 +108,52 @@ class NodeLost:
     node: str
 
 
+class _ChildState(enum.Enum):
+    """Where one supervised agent is in its life, as the supervisor sees it."""
+
+    STARTING = "starting"  # created; waiting for _AgentReady (or its start to fail)
+    RUNNING = "running"  # ready and registered under its name
+    STOPPING = "stopping"  # asked to stop (or to exit); its exit notice ends it for good
+    RESTARTING = "restarting"  # its process is gone; a restart is scheduled (no address)
+
+
+@dataclass(frozen=True, slots=True)
+class _RestartDue:
+    """Wakeup: the back-off before restarting incarnation ``incarnation`` of ``name`` is over."""
+
+    name: Any
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class _StartCheck:
+    """Wakeup: a restarted incarnation should have reported ready by now."""
+
+    name: Any
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class _ExitDue:
+    """Wakeup: a stopping agent should have answered ``_ShutdownAgent`` by now; make it exit."""
+
+    address: Any
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class _KillDue:
+    """Wakeup: an agent told to exit should be gone by now; SIGKILL its process."""
+
+    address: Any
+    incarnation: int
+
+
 @dataclass
 class _Child:
     spec: AgentSpec
     address: Any
-    state: str = "starting"  # starting | running | stopping
+    state: _ChildState = _ChildState.STARTING
     starter: Any = None
     stop_waiters: list[Any] = field(default_factory=list)
     stop_reason: str = ""
@@ -177,7 +217,7 @@ class AgentSupervisor(Actor):
         # Placement: Thespian asks AgentActor.actorSystemCapabilityCheck on each node.
         requirements = dict(child.spec.placement) or None
         child.address = self.createActor(AgentActor, targetActorRequirements=requirements)
-        child.state = "starting"
+        child.state = _ChildState.STARTING
         child.node = ""
         self.send(
             child.address,
@@ -197,7 +237,7 @@ class AgentSupervisor(Actor):
         child = self._children.get(message.name)
         if child is None or child.address != sender:
             return
-        child.state = "running"
+        child.state = _ChildState.RUNNING
         child.pid = message.pid
         child.node = message.node or self._node
         then = ((child.starter, AgentStarted(message.name, sender)),) if child.starter else ()
@@ -241,10 +281,10 @@ class AgentSupervisor(Actor):
     def _begin_stop(self, child: _Child, reason: str, waiter: Any) -> None:
         if waiter is not None:
             child.stop_waiters.append(waiter)
-        if child.state == "stopping":
+        if child.state is _ChildState.STOPPING:
             return
-        if child.state == "restarting":  # no process to ask: it is gone already
-            child.state = "stopping"
+        if child.state is _ChildState.RESTARTING:  # no process to ask: it is gone already
+            child.state = _ChildState.STOPPING
             if child.spec.durable and self._store_path:
                 answer_stored_callers(self._store_path, child.spec, "stopped", self.send)
                 delete_stored_agent(self._store_path, child.spec)
@@ -253,18 +293,18 @@ class AgentSupervisor(Actor):
             )
             self._check_stop_all()
             return
-        if child.state == "starting":
+        if child.state is _ChildState.STARTING:
             # Not initialized yet: it has nothing to answer, so it can exit right away.
-            child.state = "stopping"
+            child.state = _ChildState.STOPPING
             child.stop_reason = reason
             self.send(child.address, ActorExitRequest())
-            self.wakeupAfter(EXIT_GRACE, payload=("kill", child.address, child.incarnation))
+            self.wakeupAfter(EXIT_GRACE, payload=_KillDue(child.address, child.incarnation))
             return
-        child.state = "stopping"
+        child.state = _ChildState.STOPPING
         child.stop_reason = reason
         self.send(self._registry, _Unregister(child.spec.name, child.address))
         self.send(child.address, _ShutdownAgent(reason))
-        self.wakeupAfter(STOP_GRACE, payload=("exit", child.address, child.incarnation))
+        self.wakeupAfter(STOP_GRACE, payload=_ExitDue(child.address, child.incarnation))
 
     def _on_agent_processes(self, message: _AgentProcesses, sender: Any) -> None:
         child = self._child_at(sender)
@@ -277,7 +317,7 @@ class AgentSupervisor(Actor):
             self.send(sender, ActorExitRequest())
             child = self._child_at(sender)
             incarnation = child.incarnation if child is not None else -1
-            self.wakeupAfter(EXIT_GRACE, payload=("kill", sender, incarnation))
+            self.wakeupAfter(EXIT_GRACE, payload=_KillDue(sender, incarnation))
 
     def _on_stop_all(self, message: StopAll, sender: Any) -> None:
         self._stop_all_waiters.append(sender)
@@ -292,36 +332,34 @@ class AgentSupervisor(Actor):
                 self.send(waiter, Stopped(None))
 
     def _on_wakeup(self, message: WakeupMessage, sender: Any) -> None:
-        payload = message.payload
-        if not isinstance(payload, tuple):
-            return
-        if payload[0] == "restart":
-            self._restart(payload[1], payload[2])
-            return
-        if payload[0] == "started?":
-            child = self._children.get(payload[1])
-            if child and child.incarnation == payload[2] and child.state == "starting":
-                _log.error(
-                    "agent %r did not come back in time; counting a failed restart", payload[1]
-                )
-                child.exit_kind = ExitKind.CRASHED
-                if child.address is not None:
-                    self.send(child.address, ActorExitRequest())
-                self._handle_exit(child, child.address)
-            return
-        kind, address, incarnation = payload
-        child = self._child_at(address)
-        if child is None or child.incarnation != incarnation:
-            return  # meant for an incarnation that is gone (a new one may reuse its port)
-        name = child.spec.name
-        if kind == "exit":
-            _log.warning("agent %r did not stop in time; ending it", name)
-            self.send(address, ActorExitRequest())
-            self.wakeupAfter(EXIT_GRACE, payload=("kill", address, incarnation))
-        elif kind == "kill" and child.pid and child.pid != os.getpid() and self._is_local(child):
-            _log.warning("agent %r did not exit in time; killing pid %d", name, child.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, signal.SIGKILL)
+        match message.payload:
+            case _RestartDue(name, incarnation):
+                self._restart(name, incarnation)
+            case _StartCheck(name, incarnation):
+                self._check_started(name, incarnation)
+            case _ExitDue(address, incarnation) | _KillDue(address, incarnation) as due:
+                child = self._child_at(address)
+                if child is None or child.incarnation != incarnation:
+                    return  # meant for an incarnation that is gone (a new one may reuse its port)
+                if isinstance(due, _ExitDue):
+                    _log.warning("agent %r did not stop in time; ending it", child.spec.name)
+                    self.send(address, ActorExitRequest())
+                    self.wakeupAfter(EXIT_GRACE, payload=_KillDue(address, incarnation))
+                elif child.pid and self._is_local(child):
+                    _log.warning(
+                        "agent %r did not exit in time; killing pid %d", child.spec.name, child.pid
+                    )
+                    kill_process(child.pid)
+
+    def _check_started(self, name: Any, incarnation: int) -> None:
+        """Count a restarted incarnation that never reported ready as a failed restart."""
+        child = self._children.get(name)
+        if child and child.incarnation == incarnation and child.state is _ChildState.STARTING:
+            _log.error("agent %r did not come back in time; counting a failed restart", name)
+            child.exit_kind = ExitKind.CRASHED
+            if child.address is not None:
+                self.send(child.address, ActorExitRequest())
+            self._handle_exit(child, child.address)
 
     # ------------------------------------------------------------------ exits
 
@@ -335,7 +373,7 @@ class AgentSupervisor(Actor):
         """``child``'s process ended: answer its stoppers, or restart, or forget it."""
         self._recent_exits.append((address, time.monotonic()))
         name = child.spec.name
-        if child.state == "stopping":
+        if child.state is _ChildState.STOPPING:
             self._forget(child, then=tuple((w, Stopped(name)) for w in child.stop_waiters))
             self._emit("agent.stopped", {"agent": name, "reason": child.stop_reason})
             self._notify_watchers(name, child.stop_reason or "stopped")
@@ -344,7 +382,7 @@ class AgentSupervisor(Actor):
         if self._is_local(child):
             _end_remains(child)
         self._emit("agent.crashed", {"agent": name, "incarnation": child.incarnation})
-        if child.state == "starting" and child.starter is not None:
+        if child.state is _ChildState.STARTING and child.starter is not None:
             self._forget(child)
             reason = "the agent's process exited while starting"
             if child.spec.placement:
@@ -361,12 +399,12 @@ class AgentSupervisor(Actor):
         child.exit_kind = ExitKind.KILLED
         if decision.action is RestartAction.RESTART:
             _log.warning("agent %r exited; restarting in %.3fs", name, decision.delay)
-            child.state = "restarting"
+            child.state = _ChildState.RESTARTING
             if self._telemetry is not None:
                 self.send(self._telemetry, _TelemetryLeave(child.address))
             child.address = None
             self.send(self._registry, _Restarting(name, child.spec.durable))
-            self.wakeupAfter(decision.delay, payload=("restart", name, child.incarnation))
+            self.wakeupAfter(decision.delay, payload=_RestartDue(name, child.incarnation))
             return
         if decision.action is RestartAction.GIVE_UP:
             _log.error("agent %r: %s", name, decision.reason)
@@ -389,14 +427,18 @@ class AgentSupervisor(Actor):
 
     def _restart(self, name: Any, incarnation: int) -> None:
         child = self._children.get(name)
-        if child is None or child.state != "restarting" or child.incarnation != incarnation:
+        if (
+            child is None
+            or child.state is not _ChildState.RESTARTING
+            or child.incarnation != incarnation
+        ):
             return
         child.incarnation += 1
         child.pid = 0  # unknown until the new incarnation reports ready
         child.instance_id = uuid.uuid4().hex
         child.remains = _AgentProcesses(0)
         self._spawn(child)
-        self.wakeupAfter(RESTART_START_DEADLINE, payload=("started?", name, child.incarnation))
+        self.wakeupAfter(RESTART_START_DEADLINE, payload=_StartCheck(name, child.incarnation))
 
     def _forget(self, child: _Child, *, then: tuple[tuple[Any, Any], ...] = ()) -> None:
         """Drop ``child``; the registry sends the ``then`` replies once the name is gone."""

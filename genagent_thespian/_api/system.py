@@ -43,6 +43,7 @@ from .._core.log import get_logger
 from .._durable.store import SQLiteAgentStore, end_recorded_processes
 from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group
 from .._os.security import check_capabilities, harden_transport
+from ..messages import Stopped
 
 __all__ = ["SUPPORTED_BASES", "AgentSystem", "free_port"]
 
@@ -247,7 +248,7 @@ class AgentSystem:
                     self.exchange(
                         self.supervisor,
                         StopAll("shutdown"),
-                        lambda m: type(m).__name__ == "Stopped",
+                        lambda m: isinstance(m, Stopped),
                         timeout=timeout,
                     )
         finally:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,6 +178,39 @@ class MachineLimits:
             max_tell_results=spec.max_tell_results,
             max_queued=spec.max_queued,
             max_queued_bytes=spec.max_queued_bytes,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MachineSnapshot:
+    """The machine's durable state (see :meth:`AgentMachine.snapshot`); must pickle."""
+
+    halted: bool
+    halt_pending: bool
+    mailbox: tuple[Request, ...]
+    self_chain: Request | None
+    delayed: tuple[Request, ...]  # timer-delayed self-chains/retries: re-queued at restore
+    pending: tuple[tuple[str, Any, Any, Any], ...]  # buffered (kind, payload, sender, to)
+    in_flight: tuple[Request, str] | None  # the running turn's request and sent prompt
+    answered: tuple[str, ...]  # refs answered lately, so a resent request is not run twice
+    counters: _Counters
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MachineSnapshot:
+        """Read the ``dict`` snapshot that stores written before typed snapshots hold.
+
+        (Keys as ``snapshot()`` used to write them; ``delayed`` came later than the rest.)
+        """
+        return cls(
+            halted=data["halted"],
+            halt_pending=data["halt_pending"],
+            mailbox=tuple(data["mailbox"]),
+            self_chain=data["self_chain"],
+            delayed=tuple(data.get("delayed", ())),
+            pending=tuple(data["pending"]),
+            in_flight=data["in_flight"],
+            answered=tuple(data["answered"]),
+            counters=data["counters"],
         )
 
 
@@ -449,7 +482,7 @@ class AgentMachine:
 
     # ================================================================== durability
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> MachineSnapshot:
         """Return the machine's state as picklable data (for a durable agent's store).
 
         Everything a restarted agent needs to carry on: halted flags, the mailbox, the
@@ -457,36 +490,36 @@ class AgentMachine:
         refs and counters. Tell results are persisted separately (``new_results``).
         """
         current = self.current
-        return {
-            "halted": self.halted,
-            "halt_pending": self.halt_pending,
-            "mailbox": list(self.mailbox),
-            "self_chain": self.self_chain,
-            "delayed": list(self.delayed.values()),
-            "pending": list(self.pending),
-            "in_flight": (current.request, current.prompt) if current else None,
-            "answered": list(self.answered),
-            "counters": self.counters,
-        }
+        return MachineSnapshot(
+            halted=self.halted,
+            halt_pending=self.halt_pending,
+            mailbox=tuple(self.mailbox),
+            self_chain=self.self_chain,
+            delayed=tuple(self.delayed.values()),
+            pending=tuple(self.pending),
+            in_flight=(current.request, current.prompt) if current else None,
+            answered=tuple(self.answered),
+            counters=self.counters,
+        )
 
-    def restore(self, snapshot: dict[str, Any], results: list[PollResult]) -> list[Effect]:
+    def restore(self, snapshot: MachineSnapshot, results: list[PollResult]) -> list[Effect]:
         """Load a snapshot into this fresh machine and carry on after a restart.
 
         The in-flight request is never re-run: its caller gets ``AgentRestarted`` and
         ``handle_error`` sees it (a ``Prompt`` it returns runs as an independent
         follow-up). Then queued work continues, self-chain first.
         """
-        self.halted = snapshot["halted"]
-        self.halt_pending = snapshot["halt_pending"]
-        self.mailbox = deque([*snapshot.get("delayed", []), *snapshot["mailbox"]])
+        self.halted = snapshot.halted
+        self.halt_pending = snapshot.halt_pending
+        self.mailbox = deque([*snapshot.delayed, *snapshot.mailbox])
         self.mailbox_bytes = sum(r.size for r in self.mailbox)
-        self.self_chain = snapshot["self_chain"]
-        self.pending = deque(snapshot["pending"])
-        self.answered.extend(snapshot["answered"])
-        self.counters = snapshot["counters"]
+        self.self_chain = snapshot.self_chain
+        self.pending = deque(snapshot.pending)
+        self.answered.extend(snapshot.answered)
+        self.counters = snapshot.counters
         for result in results:
             self.results[result.ref] = result
-        in_flight = snapshot["in_flight"]
+        in_flight = snapshot.in_flight
         if in_flight is not None:
             request, prompt = in_flight
             self.current = _ActiveTurn(0, request, prompt, self.clock())

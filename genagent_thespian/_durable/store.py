@@ -56,7 +56,6 @@ from .._os import procfs as _procfs
 
 __all__ = [
     "SCHEMA_VERSION",
-    "AgentEntry",
     "AgentStore",
     "MemoryAgentStore",
     "ProcessRecord",
@@ -66,6 +65,7 @@ __all__ = [
     "StoreError",
     "StoreSchemaMismatch",
     "StoredAgent",
+    "StoredAgentEntry",
     "StoredRequest",
     "agent_key",
     "end_recorded_processes",
@@ -141,8 +141,8 @@ class StoredAgent:
 
 
 @dataclass(frozen=True, slots=True)
-class AgentEntry:
-    """One line of :meth:`AgentStore.list_agents`."""
+class StoredAgentEntry:
+    """One line of :meth:`AgentStore.list_agents` (not the registry's ``messages.AgentEntry``)."""
 
     key: str
     name_blob: bytes
@@ -306,7 +306,7 @@ class AgentStore(abc.ABC):
         """Remove the agent and everything under it (``stop()``); ``False`` if absent."""
 
     @abc.abstractmethod
-    def list_agents(self) -> list[AgentEntry]:
+    def list_agents(self) -> list[StoredAgentEntry]:
         """Return every stored agent (key, pickled name, incarnation), oldest first."""
 
     @abc.abstractmethod
@@ -767,7 +767,7 @@ class SQLiteAgentStore(AgentStore):
             cur.execute("DELETE FROM agents WHERE key = ?", (key,))
             return cur.rowcount > 0
 
-    def list_agents(self) -> list[AgentEntry]:
+    def list_agents(self) -> list[StoredAgentEntry]:
         with self._read("list_agents") as cur:
             rows = cur.execute(
                 "SELECT key, name, name_crc, incarnation FROM agents ORDER BY created_at, key"
@@ -776,7 +776,7 @@ class SQLiteAgentStore(AgentStore):
         for key, name, name_crc, incarnation in rows:
             name_blob = self._verified(key, "name", name, name_crc)
             assert name_blob is not None
-            entries.append(AgentEntry(key, name_blob, incarnation))
+            entries.append(StoredAgentEntry(key, name_blob, incarnation))
         return entries
 
     def load(self, key: str) -> StoredAgent | None:
@@ -1084,10 +1084,12 @@ class MemoryAgentStore(AgentStore):
             self._check_open()
             return self._agents.pop(_check_key(key), None) is not None
 
-    def list_agents(self) -> list[AgentEntry]:
+    def list_agents(self) -> list[StoredAgentEntry]:
         with self._lock:
             self._check_open()
-            return [AgentEntry(k, a.name_blob, a.incarnation) for k, a in self._agents.items()]
+            return [
+                StoredAgentEntry(k, a.name_blob, a.incarnation) for k, a in self._agents.items()
+            ]
 
     def load(self, key: str) -> StoredAgent | None:
         with self._lock:

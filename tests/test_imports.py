@@ -163,3 +163,18 @@ def test_backends_use_only_the_seam_and_the_public_api() -> None:
 def test_patterns_use_only_the_public_api() -> None:
     public = {"genagent_thespian", "genagent_thespian.messages", "genagent_thespian.testing"}
     assert set(_outside("genagent_thespian.patterns")) <= public
+
+
+def test_the_typecheck_tree_mirrors_the_installed_layout() -> None:
+    """``.typecheck/`` (pyproject's mypy_path) must link every top-level entry of the package."""
+    root = Path(genagent_thespian.__file__).parent
+    tree = root.parent / ".typecheck" / "genagent_thespian"
+    expected = {p.name for p in root.iterdir() if p.name != "__pycache__"} | {
+        "backends",
+        "patterns",
+    }
+    assert {p.name for p in tree.iterdir()} == expected
+    for link in tree.iterdir():
+        assert link.is_symlink()
+    assert (tree / "backends").resolve() == PACKAGES["genagent_thespian.backends"].resolve()
+    assert (tree / "patterns").resolve() == PACKAGES["genagent_thespian.patterns"].resolve()

@@ -297,7 +297,7 @@ def ask(
     check_prompt(prompt, agent=name)
     target = _system(system)
     message = Prompt(prompt)
-    reply = _call_agent(target, name, message, timeout=timeout, ref=message.ref)
+    reply = _call_agent(target, name, message, timeout=timeout, ref=message.ref, kinds=(Response,))
     return _unwrap(reply)
 
 
@@ -392,7 +392,7 @@ def resume(name: Any, *, system: AgentSystem | None = None) -> None:
 
 def status(name: Any, *, system: AgentSystem | None = None) -> AgentStatus:
     """Return a snapshot of agent ``name`` (answered at once, even mid-turn)."""
-    return _call_agent(
+    reply = _call_agent(
         _system(system),
         name,
         Status(),
@@ -400,6 +400,7 @@ def status(name: Any, *, system: AgentSystem | None = None) -> AgentStatus:
         kinds=(AgentStatus,),
         idempotent=True,
     )
+    return _unwrap(reply)
 
 
 def backend_session(name: Any, *, system: AgentSystem | None = None) -> Any:
@@ -412,7 +413,7 @@ def backend_session(name: Any, *, system: AgentSystem | None = None) -> Any:
         kinds=(_SessionReply,),
         idempotent=True,
     )
-    return reply.session
+    return _unwrap(reply).session
 
 
 def _control(
@@ -433,10 +434,10 @@ def _call_agent(
     message: Any,
     *,
     timeout: float | None,
+    kinds: tuple[type[_Reply], ...],
     ref: str | None = None,
-    kinds: tuple[type, ...] = (Response,),
     idempotent: bool = False,
-) -> Any:
+) -> _Reply | Failure:
     """Send ``message`` to agent ``name`` and wait for its answer, watching that it lives.
 
     If the agent was restarted meanwhile, an ``idempotent`` request (status, poll) or any
@@ -479,7 +480,10 @@ def _call_agent(
         current["address"], current["incarnation"] = located.address, located.incarnation
         return located.address
 
-    return system.exchange(address, message, matches, timeout=timeout, on_idle=check_alive)
+    reply: _Reply | Failure = system.exchange(
+        address, message, matches, timeout=timeout, on_idle=check_alive
+    )
+    return reply
 
 
 def _locate(name: Any, system: AgentSystem) -> Located:

@@ -637,6 +637,7 @@ class AgentMachine:
         callback = self.impl.handle_event if kind == "event" else self.impl.handle_info
         ok, directive = self._decide(callback_name, callback, payload)
         if not ok:
+            assert isinstance(directive, CallbackError)  # what _decide returns on failure
             return directive
         if isinstance(directive, Halt):
             self._transition_to_halted()

@@ -86,8 +86,8 @@ def conversation(request: Any) -> str:
 
 @pytest.mark.parametrize("backend", ["claude", "codex", "anthropic", "openai"])
 def test_each_backend_runs_agent_turns_that_continue_the_conversation(
-    backend, system, server, tmp_path, workdir
-):
+    backend, system, server, tmp_path: Path, workdir
+) -> None:
     if backend in ("claude", "codex"):
         (tmp_path / "home" / ".codex").mkdir(parents=True)
         make = claude_options if backend == "claude" else codex_options
@@ -112,8 +112,8 @@ def test_each_backend_runs_agent_turns_that_continue_the_conversation(
 
 @pytest.mark.cli
 def test_interrupting_a_claude_agent_ends_the_turn_and_keeps_no_stray_process(
-    system, server, tmp_path, workdir
-):
+    system, server, tmp_path: Path, workdir
+) -> None:
     options = claude_options(server, tmp_path / "home", workdir)
     server.script(Hang(), Text("after the interrupt"))
     g.start_agent(Passthrough, name="c", backend="claude", backend_options=options)
@@ -130,8 +130,8 @@ def test_interrupting_a_claude_agent_ends_the_turn_and_keeps_no_stray_process(
 
 @pytest.mark.cli
 def test_a_durable_claude_agent_killed_mid_session_resumes_the_same_session(
-    system, server, tmp_path, workdir
-):
+    system, server, tmp_path: Path, workdir
+) -> None:
     options = claude_options(server, tmp_path / "home", workdir)
     server.script(Text("I will remember the word PELICAN."), Hang(), Text("The word was PELICAN."))
     g.start_agent(

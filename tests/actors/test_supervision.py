@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 import pytest
 from support_agents import Counter, FailsOnRestart, Recorder, calls
@@ -44,7 +45,7 @@ def wait_restarted(name, old_pid, timeout=20.0):
     wait_until(back, timeout=timeout, message=f"{name} did not come back")
 
 
-def test_a_temporary_agent_is_not_restarted(system, tmp_path):
+def test_a_temporary_agent_is_not_restarted(system, tmp_path: Path) -> None:
     g.start_agent(Recorder, name="t", backend="scripted")
     kill_agent("t")
     wait_until(lambda: g.whereis("t") is None)
@@ -52,7 +53,7 @@ def test_a_temporary_agent_is_not_restarted(system, tmp_path):
         g.status("t")
 
 
-def test_a_permanent_agent_is_restarted_fresh_under_its_name(system, tmp_path):
+def test_a_permanent_agent_is_restarted_fresh_under_its_name(system, tmp_path: Path) -> None:
     log = tmp_path / "p.log"
     g.start_agent(
         Recorder, name="p", backend="scripted", log=str(log), default="hi", restart="permanent"
@@ -67,7 +68,9 @@ def test_a_permanent_agent_is_restarted_fresh_under_its_name(system, tmp_path):
     assert [r["cb"] for r in calls(log, "init_agent")] == ["init_agent", "init_agent"]
 
 
-def test_a_transient_agent_is_restarted_after_a_kill_but_not_after_stop(system, tmp_path):
+def test_a_transient_agent_is_restarted_after_a_kill_but_not_after_stop(
+    system, tmp_path: Path
+) -> None:
     g.start_agent(Recorder, name="tr", backend="scripted", default="x", restart="transient")
     old = kill_agent("tr")
     wait_restarted("tr", old)
@@ -75,7 +78,9 @@ def test_a_transient_agent_is_restarted_after_a_kill_but_not_after_stop(system, 
     assert g.whereis("tr") is None
 
 
-def test_an_agent_that_fails_every_restart_is_given_up_and_its_caller_answered(system, tmp_path):
+def test_an_agent_that_fails_every_restart_is_given_up_and_its_caller_answered(
+    system, tmp_path: Path
+) -> None:
     g.start_agent(
         FailsOnRestart,
         name="doomed",
@@ -108,7 +113,9 @@ def test_an_agent_that_fails_every_restart_is_given_up_and_its_caller_answered(s
     assert g.whereis("doomed") is None
 
 
-def test_a_durable_agent_resumes_its_session_state_and_queue_after_sigkill(system, tmp_path):
+def test_a_durable_agent_resumes_its_session_state_and_queue_after_sigkill(
+    system, tmp_path: Path
+) -> None:
     log, history = tmp_path / "d.log", tmp_path / "history.jsonl"
     g.start_agent(
         Counter,
@@ -149,7 +156,7 @@ def test_a_durable_agent_resumes_its_session_state_and_queue_after_sigkill(syste
     assert g.status("d").restarts == 1
 
 
-def test_stop_removes_a_durable_agents_record(system, tmp_path):
+def test_stop_removes_a_durable_agents_record(system, tmp_path: Path) -> None:
     history = tmp_path / "h.jsonl"
     options = {"backend_options": {"record_to": str(history)}, "durable": True}
     g.start_agent(Recorder, name="r", backend="scripted", script=["a", "b"], **options)
@@ -160,7 +167,9 @@ def test_stop_removes_a_durable_agents_record(system, tmp_path):
     assert g.status("r").restarts == 0
 
 
-def test_chaos_twenty_durable_agents_lose_nothing_and_run_nothing_twice(system, tmp_path):
+def test_chaos_twenty_durable_agents_lose_nothing_and_run_nothing_twice(
+    system, tmp_path: Path
+) -> None:
     names = [f"c{i}" for i in range(20)]
     for name in names:
         g.start_agent(

@@ -4,6 +4,8 @@ calls the backend, and a turn's watchdog starts only when its backend call does.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from support_agents import Passthrough
 from support_backends import read_turn_log
@@ -24,7 +26,7 @@ def system():
         wait_until(lambda: not system_processes(system), message="processes survived shutdown")
 
 
-def test_the_next_turn_waits_for_the_previous_streams_clean_up(system, tmp_path):
+def test_the_next_turn_waits_for_the_previous_streams_clean_up(system, tmp_path: Path) -> None:
     log = tmp_path / "turns.jsonl"
     options = {"log": str(log), "cleanup_s": 0.3}
     g.start_agent(Passthrough, name="s", backend=BACKEND, backend_options=options)
@@ -41,7 +43,9 @@ def test_the_next_turn_waits_for_the_previous_streams_clean_up(system, tmp_path)
     g.stop("s")
 
 
-def test_a_turn_waiting_behind_a_cancelling_worker_keeps_its_whole_watchdog(system, tmp_path):
+def test_a_turn_waiting_behind_a_cancelling_worker_keeps_its_whole_watchdog(
+    system, tmp_path: Path
+) -> None:
     log = tmp_path / "turns.jsonl"
     # Stopping the cancelled turn takes 2.5 s: longer than the 2 s watchdog of the next turn.
     options = {"log": str(log), "cancel_s": 2.5}

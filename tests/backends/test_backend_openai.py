@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from genagent_thespian.backends.openai import (
@@ -87,7 +88,7 @@ def error_of(events) -> BackendError:
 # --------------------------------------------------------------------------------- turns
 
 
-def test_text_turn_events_and_response(backend, server):
+def test_text_turn_events_and_response(backend, server) -> None:
     server.script(
         Reply(
             [Thinking("plan it", chunks=2), Text("Hello there", chunks=3)],
@@ -146,7 +147,7 @@ def test_text_turn_events_and_response(backend, server):
     assert request.auth_fingerprint == FakeLLMServer.fingerprint(KEY)
 
 
-def test_function_call_turn_and_its_answer(backend, server):
+def test_function_call_turn_and_its_answer(backend, server) -> None:
     server.script(
         Reply([Text("Checking."), ToolUse("lookup", {"q": "paris"}, id="call_1", chunks=2)]),
         Text("Paris is sunny."),
@@ -175,7 +176,7 @@ def test_function_call_turn_and_its_answer(backend, server):
     assert session.pending_calls == ()
 
 
-def test_several_calls_answered_by_id(backend, server):
+def test_several_calls_answered_by_id(backend, server) -> None:
     server.script(Reply([ToolUse("a", {}, id="call_a"), ToolUse("b", {}, id="call_b")]), "ok")
     session = start(backend, server, tools=[{"type": "function", "name": "a"}])
     session = advance(backend, session, turn(backend, session, "go"))
@@ -187,7 +188,7 @@ def test_several_calls_answered_by_id(backend, server):
     ]
 
 
-def test_two_turns_continue_with_previous_response_id(backend, server):
+def test_two_turns_continue_with_previous_response_id(backend, server) -> None:
     server.script("first answer", "second answer")
     session = start(backend, server, instructions="sys")
     first = turn(backend, session, "first prompt")
@@ -201,7 +202,7 @@ def test_two_turns_continue_with_previous_response_id(backend, server):
     assert second["instructions"] == "sys"  # not inherited, so sent again
 
 
-def test_resume_in_a_fresh_backend_after_pickling(server):
+def test_resume_in_a_fresh_backend_after_pickling(server) -> None:
     server.script("remembered", "still here")
     first_backend = OpenAIBackend()
     session = start(first_backend, server)
@@ -222,7 +223,7 @@ def test_resume_in_a_fresh_backend_after_pickling(server):
     assert server.model_requests[1].body["previous_response_id"] == first[-1].data["response_id"]
 
 
-def test_incomplete_response_is_max_tokens(backend, server):
+def test_incomplete_response_is_max_tokens(backend, server) -> None:
     server.script(Reply(["cut sho"], stop_reason="max_tokens"))
     events = turn(backend, start(backend, server), "long story")
     assert events[-1].kind == EventKind.RESULT
@@ -242,7 +243,7 @@ print(events[-1].kind, Response.from_events(events).text)
 """
 
 
-def test_resume_in_another_process(backend, server, tmp_path):
+def test_resume_in_another_process(backend, server, tmp_path: Path) -> None:
     server.script("first", "from the new process")
     session = start(backend, server)
     session = advance(backend, session, turn(backend, session, "hello"))
@@ -276,19 +277,21 @@ def test_resume_in_another_process(backend, server, tmp_path):
         {"timeout": -1},
     ],
 )
-def test_bad_options_are_refused(backend, server, options):
+def test_bad_options_are_refused(backend, server, options) -> None:
     with pytest.raises(InvalidOption):
         start(backend, server, **options)
 
 
-def test_missing_key_is_an_authentication_error(backend, server, monkeypatch):
+def test_missing_key_is_an_authentication_error(
+    backend, server, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(BackendError) as caught:
         backend.start_session({"base_url": server.openai_base_url})
     assert caught.value.kind == BackendErrorKind.AUTHENTICATION
 
 
-def test_key_from_the_environment(backend, server, monkeypatch):
+def test_key_from_the_environment(backend, server, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-from-env")
     server.script("ok")
     session = backend.start_session({"base_url": server.openai_base_url})
@@ -320,7 +323,9 @@ def test_key_from_the_environment(backend, server, monkeypatch):
         (HTTPError(500), BackendErrorKind.SERVER_ERROR, True, None, 500),
     ],
 )
-def test_http_errors_are_mapped(backend, server, item, kind, retryable, retry_after, status):
+def test_http_errors_are_mapped(
+    backend, server, item, kind, retryable, retry_after, status
+) -> None:
     server.script(item)
     session = start(backend, server)
     events = turn(backend, session, "hi")
@@ -334,7 +339,7 @@ def test_http_errors_are_mapped(backend, server, item, kind, retryable, retry_af
     assert backend.update_session(session, events[-1]) is session
 
 
-def test_unknown_previous_response_is_an_invalid_request(backend, server):
+def test_unknown_previous_response_is_an_invalid_request(backend, server) -> None:
     session = start(backend, server)
     stale = OpenAISession(**{**session.__dict__, "previous_response_id": "resp_gone"})
     error = error_of(turn(backend, stale, "hi"))
@@ -343,7 +348,7 @@ def test_unknown_previous_response_is_an_invalid_request(backend, server):
 
 
 @pytest.mark.parametrize("openai_event", ["response.failed", "error"])
-def test_failure_in_the_middle_of_a_200_stream(backend, server, openai_event):
+def test_failure_in_the_middle_of_a_200_stream(backend, server, openai_event) -> None:
     server.script(StreamError(Text("Hello from", chunks=2), openai_event=openai_event))
     events = turn(backend, start(backend, server), "hi")
     assert [e.data["text"] for e in events if e.kind == "text_delta"] == ["Hello", " from"]
@@ -353,7 +358,7 @@ def test_failure_in_the_middle_of_a_200_stream(backend, server, openai_event):
     assert error.status_code is None
 
 
-def test_an_error_turn_leaves_the_session_unchanged(backend, server):
+def test_an_error_turn_leaves_the_session_unchanged(backend, server) -> None:
     server.script("one", HTTPError(500), "three")
     session = start(backend, server)
     session = advance(backend, session, turn(backend, session, "one"))
@@ -364,26 +369,26 @@ def test_an_error_turn_leaves_the_session_unchanged(backend, server):
     assert server.model_requests[2].body["previous_response_id"] == kept
 
 
-def test_sdk_retries_are_configurable(backend, server):
+def test_sdk_retries_are_configurable(backend, server) -> None:
     server.script(HTTPError(429, retry_after=0), "after one retry")
     events = turn(backend, start(backend, server, max_retries=1), "hi")
     assert Response.from_events(events).text == "after one retry"
     assert len(server.model_requests) == 2
 
 
-def test_garbage_sse_is_a_protocol_error(backend, server):
+def test_garbage_sse_is_a_protocol_error(backend, server) -> None:
     server.script(Raw("event: response.created\ndata: {this is not json\n\n"))
     assert error_of(turn(backend, start(backend, server), "hi")).kind == BackendErrorKind.PROTOCOL
 
 
-def test_stream_without_a_terminal_event_is_a_protocol_error(backend, server):
+def test_stream_without_a_terminal_event_is_a_protocol_error(backend, server) -> None:
     body = 'event: response.created\ndata: {"type":"response.created","response":{"id":"r"}}\n\n'
     server.script(Raw(body))
     error = error_of(turn(backend, start(backend, server), "hi"))
     assert error.kind == BackendErrorKind.PROTOCOL
 
 
-def test_truncated_connection_is_a_transport_error(backend, server):
+def test_truncated_connection_is_a_transport_error(backend, server) -> None:
     server.script(Truncated(Text("abcdef", chunks=3), after_events=5))
     error = error_of(turn(backend, start(backend, server), "hi"))
     assert error.kind == BackendErrorKind.TRANSPORT
@@ -402,7 +407,7 @@ def pump_threads_end(timeout: float = 5.0) -> bool:
 # ---------------------------------------------------------------------------- cancelling
 
 
-def test_interrupt_mid_stream_ends_promptly_and_disconnects(backend, server):
+def test_interrupt_mid_stream_ends_promptly_and_disconnects(backend, server) -> None:
     server.script(Reply([Text("x" * 200, chunks=200)], chunk_delay=0.05))
     session = start(backend, server)
     ctx = TurnContext(agent="t", ref="r")
@@ -434,7 +439,7 @@ def test_interrupt_mid_stream_ends_promptly_and_disconnects(backend, server):
     assert pump_threads_end()
 
 
-def test_interrupt_before_any_response_header(backend, server):
+def test_interrupt_before_any_response_header(backend, server) -> None:
     server.script(Hang(), "next turn")
     session = start(backend, server)
     ctx = TurnContext(agent="t", ref="r")
@@ -460,7 +465,7 @@ def test_interrupt_before_any_response_header(backend, server):
 # ------------------------------------------------------------------------------- secrets
 
 
-def test_api_key_never_shows(backend, server, caplog):
+def test_api_key_never_shows(backend, server, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     server.script(HTTPError(401, message=f"Incorrect API key provided: {KEY}"))
     session = start(backend, server)

@@ -95,8 +95,8 @@ def conversation(request: Any) -> str:
 
 
 def test_a_claude_agent_keeps_one_cli_process_until_an_interrupt_or_a_crash(
-    system, server, tmp_path, workdir
-):
+    system, server, tmp_path: Path, workdir
+) -> None:
     options = claude_options(server, tmp_path / "home", workdir)
     server.script(Text("one"), Text("two"), Text("three"))
     g.start_agent(Passthrough, name="k", backend="claude", backend_options=options)
@@ -141,7 +141,9 @@ def test_a_claude_agent_keeps_one_cli_process_until_an_interrupt_or_a_crash(
     wait_until(lambda: not cli_leaders(workdir), timeout=20, message="claude survived stop")
 
 
-def test_a_per_turn_claude_agent_lets_the_cli_exit_by_itself(system, server, tmp_path, workdir):
+def test_a_per_turn_claude_agent_lets_the_cli_exit_by_itself(
+    system, server, tmp_path: Path, workdir
+) -> None:
     options = claude_options(server, tmp_path / "home", workdir, mode="per_turn")
     server.script(Text("one"), Text("two"))
     g.start_agent(Passthrough, name="p", backend="claude", backend_options=options)
@@ -166,7 +168,9 @@ def _ask_in_background(name: str, prompt: str, outcome: list) -> threading.Threa
     return thread
 
 
-def test_durable_claude_agent_killed_in_first_turn_resumes(system, server, tmp_path, workdir):
+def test_durable_claude_agent_killed_in_first_turn_resumes(
+    system, server, tmp_path: Path, workdir
+) -> None:
     (workdir / "note.txt").write_text("PELICAN\n")
     options = claude_options(server, tmp_path / "home", workdir, allowed_tools=["Read"])
     # The first turn reads a file, so claude stores the session (its tool call) and then
@@ -212,8 +216,8 @@ def _lose_the_session(workdir: Path, home: Path) -> None:
 
 @pytest.mark.parametrize("policy", ["fail", "fresh"])
 def test_a_lost_claude_session_fails_once_then_follows_the_policy(
-    system, server, tmp_path, workdir, policy
-):
+    system, server, tmp_path: Path, workdir, policy
+) -> None:
     home = tmp_path / "home"
     log = tmp_path / "errors.jsonl"
     seen: list[dict] = []
@@ -260,6 +264,6 @@ def test_a_lost_claude_session_fails_once_then_follows_the_policy(
         g.detach(f"lost-{policy}")
 
 
-def test_on_session_lost_is_validated_at_start(system):
+def test_on_session_lost_is_validated_at_start(system) -> None:
     with pytest.raises(g.InvalidOption, match="on_session_lost"):
         g.start_agent(Passthrough, name="bad", backend="scripted", on_session_lost="retry")

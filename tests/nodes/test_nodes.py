@@ -167,7 +167,7 @@ def _agent_pgid(name: str, system: g.AgentSystem) -> int:
     return os.getpgid(g.status(name, system=system).pid)
 
 
-def test_agents_are_placed_by_capability_and_reached_by_name_from_every_node(convention):
+def test_agents_are_placed_by_capability_and_reached_by_name_from_every_node(convention) -> None:
     leader = convention.leader
     claude = convention.add_member(claude="yes")
     codex = convention.add_member(codex="yes")
@@ -207,7 +207,7 @@ def test_agents_are_placed_by_capability_and_reached_by_name_from_every_node(con
     assert claude.ask("nobody", "q") == {"error": "AgentNotFound"}
 
 
-def test_a_placement_no_node_satisfies_is_a_typed_error_naming_it(convention):
+def test_a_placement_no_node_satisfies_is_a_typed_error_naming_it(convention) -> None:
     convention.add_member(claude="yes")
     with pytest.raises(g.AgentStartFailed, match=r"placement \{'gpu': 'yes'\}") as caught:
         g.start_agent(
@@ -221,7 +221,7 @@ def test_a_placement_no_node_satisfies_is_a_typed_error_naming_it(convention):
     assert g.whereis("g", system=convention.leader) is None
 
 
-def test_bad_node_labels_are_rejected_before_anything_starts(tmp_path):
+def test_bad_node_labels_are_rejected_before_anything_starts(tmp_path: Path) -> None:
     with pytest.raises(g.InvalidOption, match="reserved"):
         start_node(capabilities={"Admin Port": 1})
     with pytest.raises(g.InvalidOption, match="capacity"):
@@ -231,7 +231,9 @@ def test_bad_node_labels_are_rejected_before_anything_starts(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_killed_node_has_its_durable_agent_restarted_on_a_surviving_node(convention, tmp_path):
+def test_a_killed_node_has_its_durable_agent_restarted_on_a_surviving_node(
+    convention, tmp_path: Path
+) -> None:
     leader = convention.leader
     first = convention.add_member(claude="yes")
     second = convention.add_member(claude="yes")
@@ -325,7 +327,7 @@ class CommandLineNode:
         return code
 
 
-def test_nodes_run_from_the_command_line_and_stop_on_sigterm():
+def test_nodes_run_from_the_command_line_and_stop_on_sigterm() -> None:
     leader = CommandLineNode("--reregistration-period", "1", "--registration-miss-max", "3")
     member = None
     try:
@@ -366,7 +368,7 @@ def test_nodes_run_from_the_command_line_and_stop_on_sigterm():
         leader.stop()
 
 
-def test_a_member_with_another_secret_cannot_join(convention):
+def test_a_member_with_another_secret_cannot_join(convention) -> None:
     tag = f"wrong-secret-member-{uuid.uuid4().hex}"
     code = (
         "import sys\n"

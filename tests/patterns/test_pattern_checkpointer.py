@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from genagent_thespian.patterns.checkpointer import Checkpointer
 
@@ -11,7 +13,7 @@ from genagent_thespian.testing import Fail, Gate, open_gate, wait_until
 pytestmark = pytest.mark.usefixtures("agent_system")
 
 
-def test_pause_idle_for_review_then_approve_through_every_step():
+def test_pause_idle_for_review_then_approve_through_every_step() -> None:
     work = Checkpointer.start("plan", backend="scripted", script=["D1", "D2", "D3"])
     review = work.wait_for_review(timeout=10)
     assert (review.step, review.text) == (1, "D1")
@@ -30,7 +32,7 @@ def test_pause_idle_for_review_then_approve_through_every_step():
     work.stop()
 
 
-def test_revise_redrafts_the_same_step_with_the_feedback():
+def test_revise_redrafts_the_same_step_with_the_feedback() -> None:
     work = Checkpointer.start("plan", backend="scripted", script=["D1", "D1b"])
     first = work.wait_for_review(timeout=10)
     work.revise(first.draft_id, "shorter please")
@@ -40,7 +42,7 @@ def test_revise_redrafts_the_same_step_with_the_feedback():
     work.stop()
 
 
-def test_finish_stops_early_and_leaves_the_script_unconsumed():
+def test_finish_stops_early_and_leaves_the_script_unconsumed() -> None:
     work = Checkpointer.start("plan", backend="scripted", script=["D1", "D2", "D3"])
     review = work.wait_for_review(timeout=10)
     work.finish(review.draft_id)
@@ -50,7 +52,7 @@ def test_finish_stops_early_and_leaves_the_script_unconsumed():
     work.stop()
 
 
-def test_duplicate_and_late_reviews_never_apply_to_another_draft(tmp_path):
+def test_duplicate_and_late_reviews_never_apply_to_another_draft(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     work = Checkpointer.start("plan", backend="scripted", script=["D1", Gate(str(gate), "D2")])
     first = work.wait_for_review(timeout=10)
@@ -66,7 +68,7 @@ def test_duplicate_and_late_reviews_never_apply_to_another_draft(tmp_path):
     work.stop()
 
 
-def test_a_failed_turn_waits_for_a_retry():
+def test_a_failed_turn_waits_for_a_retry() -> None:
     work = Checkpointer.start(
         "plan", backend="scripted", script=[Fail("server_error", "flaky"), "D1"]
     )

@@ -11,7 +11,7 @@ from genagent_thespian.testing import Fail, wait_until
 pytestmark = pytest.mark.usefixtures("agent_system")
 
 
-def test_both_sides_speak_every_round_and_see_every_statement():
+def test_both_sides_speak_every_round_and_see_every_statement() -> None:
     debate = Debate.start(
         "tabs vs spaces",
         backend="scripted",
@@ -32,7 +32,7 @@ def test_both_sides_speak_every_round_and_see_every_statement():
     debate.stop()
 
 
-def test_one_round():
+def test_one_round() -> None:
     debate = Debate.start(
         "x",
         backend="scripted",
@@ -44,7 +44,7 @@ def test_one_round():
     debate.stop()
 
 
-def test_a_failure_ends_the_debate_on_both_sides():
+def test_a_failure_ends_the_debate_on_both_sides() -> None:
     debate = Debate.start(
         "x",
         backend="scripted",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from genagent_thespian.patterns.pipeline import Pipeline
 
@@ -11,7 +13,7 @@ from genagent_thespian.testing import Fail, Gate, open_gate, wait_until
 pytestmark = pytest.mark.usefixtures("agent_system")
 
 
-def test_each_stage_feeds_the_next():
+def test_each_stage_feeds_the_next() -> None:
     run = Pipeline.run(
         "input",
         [
@@ -31,7 +33,7 @@ def test_each_stage_feeds_the_next():
     run.stop()
 
 
-def test_role_and_instruction_shape_the_prompt():
+def test_role_and_instruction_shape_the_prompt() -> None:
     run = Pipeline.run(
         "notes",
         [{"name": "edit", "role": "an editor", "instruction": "Fix typos.", "script": ["ok"]}],
@@ -42,7 +44,7 @@ def test_role_and_instruction_shape_the_prompt():
     run.stop()
 
 
-def test_a_failure_names_its_stage_and_later_stages_never_run():
+def test_a_failure_names_its_stage_and_later_stages_never_run() -> None:
     run = Pipeline.run(
         "input",
         [
@@ -59,7 +61,7 @@ def test_a_failure_names_its_stage_and_later_stages_never_run():
     run.stop()
 
 
-def test_an_upstream_stage_that_exits_fails_the_pipeline(tmp_path):
+def test_an_upstream_stage_that_exits_fails_the_pipeline(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     run = Pipeline.run(
         "input",

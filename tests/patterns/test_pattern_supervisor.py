@@ -20,7 +20,7 @@ def _workers_gone(result) -> bool:
     return not names.intersection(result.workers)
 
 
-def test_fan_out_fan_in_synthesis_and_workers_stopped():
+def test_fan_out_fan_in_synthesis_and_workers_stopped() -> None:
     run = Supervisor.start(
         "topic",
         backend="scripted",
@@ -38,7 +38,7 @@ def test_fan_out_fan_in_synthesis_and_workers_stopped():
     run.stop()
 
 
-def test_a_failing_worker_still_synthesizes():
+def test_a_failing_worker_still_synthesizes() -> None:
     run = Supervisor.start(
         "topic",
         backend="scripted",
@@ -51,7 +51,7 @@ def test_a_failing_worker_still_synthesizes():
     run.stop()
 
 
-def test_all_workers_failing_and_empty_plan_fail_the_run():
+def test_all_workers_failing_and_empty_plan_fail_the_run() -> None:
     run = Supervisor.start(
         "topic", backend="scripted", script=["t1\nt2"], worker_options={"script": [always_fail]}
     )
@@ -64,7 +64,7 @@ def test_all_workers_failing_and_empty_plan_fail_the_run():
     empty.stop()
 
 
-def test_a_hung_worker_times_out_and_is_stopped():
+def test_a_hung_worker_times_out_and_is_stopped() -> None:
     run = Supervisor.start(
         "topic",
         backend="scripted",
@@ -79,7 +79,7 @@ def test_a_hung_worker_times_out_and_is_stopped():
     run.stop()
 
 
-def test_a_worker_that_dies_is_noticed_without_waiting_for_the_timeout():
+def test_a_worker_that_dies_is_noticed_without_waiting_for_the_timeout() -> None:
     run = Supervisor.start(
         "topic",
         backend="scripted",
@@ -99,7 +99,7 @@ def test_a_worker_that_dies_is_noticed_without_waiting_for_the_timeout():
     run.stop()
 
 
-def test_a_failed_plan_fails_the_run_and_second_run_reuses_nothing():
+def test_a_failed_plan_fails_the_run_and_second_run_reuses_nothing() -> None:
     run = Supervisor.start("topic", backend="scripted", script=[Fail("server_error", "no plan")])
     result = run.result(timeout=30)
     assert result.phase == "failed" and "no plan" in result.error
@@ -113,7 +113,7 @@ def _busy(name: str) -> bool:
         return False
 
 
-def test_workers_that_cannot_start_are_failures():
+def test_workers_that_cannot_start_are_failures() -> None:
     run = Supervisor.start(
         "topic", backend="scripted", script=["t1\nt2"], worker_options={"bogus_option": 1}
     )

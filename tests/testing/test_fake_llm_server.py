@@ -72,7 +72,7 @@ def wait_until(condition, timeout: float = 5.0) -> None:
 # ---------------------------------------------------------------------------- anthropic
 
 
-def test_anthropic_stream_carries_every_block_kind(server):
+def test_anthropic_stream_carries_every_block_kind(server) -> None:
     server.script(
         Reply(
             [
@@ -102,7 +102,7 @@ def test_anthropic_stream_carries_every_block_kind(server):
     assert final.usage.cache_read_input_tokens == 4
 
 
-def test_anthropic_raw_sse_has_event_lines_and_ping(server):
+def test_anthropic_raw_sse_has_event_lines_and_ping(server) -> None:
     server.script(Text("ok"))
     connection = http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
     body = json.dumps({"model": "m", "max_tokens": 5, "messages": USER, "stream": True})
@@ -129,7 +129,7 @@ def test_anthropic_raw_sse_has_event_lines_and_ping(server):
     assert not request.has_auth
 
 
-def test_anthropic_non_streaming_message(server):
+def test_anthropic_non_streaming_message(server) -> None:
     server.script("plain answer")
     message = claude(server).messages.create(model="m", max_tokens=5, messages=USER)
     assert message.content[0].text == "plain answer"
@@ -148,7 +148,9 @@ def test_anthropic_non_streaming_message(server):
         (529, anthropic.InternalServerError, "overloaded_error"),
     ],
 )
-def test_anthropic_http_errors_have_the_provider_shape(server, status, exc_type, error_type):
+def test_anthropic_http_errors_have_the_provider_shape(
+    server, status, exc_type, error_type
+) -> None:
     server.script(HTTPError(status, retry_after=2 if status == 429 else None))
     with pytest.raises(exc_type) as caught:
         claude(server).messages.create(model="m", max_tokens=5, messages=USER)
@@ -159,7 +161,7 @@ def test_anthropic_http_errors_have_the_provider_shape(server, status, exc_type,
         assert caught.value.response.headers["retry-after"] == "2"
 
 
-def test_anthropic_error_in_the_middle_of_a_200_stream(server):
+def test_anthropic_error_in_the_middle_of_a_200_stream(server) -> None:
     server.script(StreamError(Text("Hello from", chunks=2), error_type="overloaded_error"))
     seen = []
     client = claude(server)
@@ -173,7 +175,7 @@ def test_anthropic_error_in_the_middle_of_a_200_stream(server):
     assert caught.value.body["error"]["type"] == "overloaded_error"
 
 
-def test_sdk_retry_after_is_honoured_then_reply_served(server):
+def test_sdk_retry_after_is_honoured_then_reply_served(server) -> None:
     server.script(HTTPError(429, retry_after=0), "after retry")
     client = claude(server, retries=1)
     message = client.messages.create(model="m", max_tokens=5, messages=USER)
@@ -183,7 +185,7 @@ def test_sdk_retry_after_is_honoured_then_reply_served(server):
     assert second.headers["x-stainless-retry-count"] == "1"
 
 
-def test_credentials_are_redacted_but_fingerprinted(server):
+def test_credentials_are_redacted_but_fingerprinted(server) -> None:
     server.script("a", "b")
     claude(server, key="sk-ant-secret-1").messages.create(model="m", max_tokens=5, messages=USER)
     gpt(server, key="sk-openai-secret-2").responses.create(model="g", input="hi")
@@ -203,7 +205,7 @@ def test_credentials_are_redacted_but_fingerprinted(server):
 # ------------------------------------------------------------------------------- openai
 
 
-def test_openai_stream_text_reasoning_and_function_call(server):
+def test_openai_stream_text_reasoning_and_function_call(server) -> None:
     server.script(
         Reply(
             [
@@ -230,7 +232,7 @@ def test_openai_stream_text_reasoning_and_function_call(server):
     assert final.usage.output_tokens == 4
 
 
-def test_openai_previous_response_id_is_checked(server):
+def test_openai_previous_response_id_is_checked(server) -> None:
     server.script("one", "two", "three")
     client = gpt(server)
     first = client.responses.create(model="g", input="a")
@@ -243,7 +245,7 @@ def test_openai_previous_response_id_is_checked(server):
     assert server.remaining == 1  # the refused request took no item
 
 
-def test_openai_http_error_and_stream_failure(server):
+def test_openai_http_error_and_stream_failure(server) -> None:
     server.script(
         HTTPError(429, retry_after=3),
         StreamError(Text("par", chunks=1), error_type="overloaded_error"),
@@ -266,7 +268,7 @@ def test_openai_http_error_and_stream_failure(server):
 # ---------------------------------------------------------------------------- scripting
 
 
-def test_default_reply_is_an_explicit_non_retryable_error(server):
+def test_default_reply_is_an_explicit_non_retryable_error(server) -> None:
     client = claude(server, retries=2)
     with pytest.raises(anthropic.BadRequestError) as caught:
         client.messages.create(model="m", max_tokens=5, messages=USER)
@@ -274,7 +276,7 @@ def test_default_reply_is_an_explicit_non_retryable_error(server):
     assert len(server.requests) == 1
 
 
-def test_configurable_default_reply():
+def test_configurable_default_reply() -> None:
     with FakeLLMServer(default=Text("always")) as server:
         client = claude(server)
         for _ in range(2):
@@ -282,7 +284,7 @@ def test_configurable_default_reply():
             assert message.content[0].text == "always"
 
 
-def test_callable_and_when_items(server):
+def test_callable_and_when_items(server) -> None:
     def echo(request: RecordedRequest) -> Text:
         return Text(f"you said {request.body['messages'][-1]['content']}")
 
@@ -295,7 +297,7 @@ def test_callable_and_when_items(server):
     assert server.remaining == 0
 
 
-def test_auxiliary_requests_are_answered_and_recorded_without_taking_items(server):
+def test_auxiliary_requests_are_answered_and_recorded_without_taking_items(server) -> None:
     server.script("kept")
     client = claude(server)
     counted = client.messages.count_tokens(model="m", messages=USER)
@@ -313,22 +315,22 @@ def test_auxiliary_requests_are_answered_and_recorded_without_taking_items(serve
     assert server.remaining == 1
 
 
-def test_wait_for_requests_times_out_with_a_clear_error(server):
+def test_wait_for_requests_times_out_with_a_clear_error(server) -> None:
     with pytest.raises(TimeoutError, match="got 0"):
         server.wait_for_requests(1, timeout=0.1)
 
 
-def test_only_loopback_addresses():
+def test_only_loopback_addresses() -> None:
     with pytest.raises(ValueError, match="loopback"):
         FakeLLMServer(host="0.0.0.0")
 
 
-def test_hang_validation():
+def test_hang_validation() -> None:
     with pytest.raises(ValueError, match="prefix or a then"):
         Hang(prefix="a", then="b")
 
 
-def test_reply_validation():
+def test_reply_validation() -> None:
     with pytest.raises(ValueError, match="do not join"):
         Text("abc", chunks=["a", "x"]).fragments()
 
@@ -336,7 +338,7 @@ def test_reply_validation():
 # ----------------------------------------------------------------- slow, hang, truncation
 
 
-def test_slow_stream_sees_the_client_disconnect(server):
+def test_slow_stream_sees_the_client_disconnect(server) -> None:
     server.script(Reply([Text("x" * 50, chunks=50)], chunk_delay=0.05))
     with claude(server).messages.stream(model="m", max_tokens=5, messages=USER) as stream:
         for event in stream:
@@ -347,7 +349,7 @@ def test_slow_stream_sees_the_client_disconnect(server):
     assert request.client_disconnected
 
 
-def test_hang_until_released_then_serves(server):
+def test_hang_until_released_then_serves(server) -> None:
     hang = Hang(then=Text("late"))
     server.script(hang)
     result = {}
@@ -365,7 +367,7 @@ def test_hang_until_released_then_serves(server):
     assert result == {"text": "late"}
 
 
-def test_hang_with_prefix_notices_the_client_leaving(server):
+def test_hang_with_prefix_notices_the_client_leaving(server) -> None:
     server.script(Hang(prefix=Text("partial")))
     stream = claude(server).messages.create(model="m", max_tokens=5, messages=USER, stream=True)
     first = next(iter(stream))
@@ -376,7 +378,7 @@ def test_hang_with_prefix_notices_the_client_leaving(server):
     assert request.client_disconnected
 
 
-def test_close_releases_a_hang_and_leaves_no_thread():
+def test_close_releases_a_hang_and_leaves_no_thread() -> None:
     before = threading.active_count()
     server = FakeLLMServer()
     server.script(Hang())
@@ -399,7 +401,7 @@ def test_close_releases_a_hang_and_leaves_no_thread():
     wait_until(lambda: threading.active_count() <= before)
 
 
-def test_truncated_stream_breaks_the_connection(server):
+def test_truncated_stream_breaks_the_connection(server) -> None:
     server.script(Truncated(Text("abcdef", chunks=3), after_events=3))
     received = []
     # The anthropic SDK lets the transport's own error through mid-stream.
@@ -413,7 +415,7 @@ def test_truncated_stream_breaks_the_connection(server):
     assert received == []  # the cut came right after content_block_start
 
 
-def test_raw_garbage_body(server):
+def test_raw_garbage_body(server) -> None:
     server.script(Raw("data: {not json\n\n", content_type="text/event-stream"))
     port = int(server.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:

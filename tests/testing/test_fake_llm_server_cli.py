@@ -97,7 +97,7 @@ def codex_bin():
     return program
 
 
-def test_real_claude_streams_a_text_reply(claude_bin, tmp_path):
+def test_real_claude_streams_a_text_reply(claude_bin, tmp_path: Path) -> None:
     home, project = tmp_path / "home", tmp_path / "project"
     home.mkdir()
     project.mkdir()
@@ -158,7 +158,7 @@ def codex_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def test_real_codex_runs_a_function_call(codex_bin, tmp_path):
+def test_real_codex_runs_a_function_call(codex_bin, tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
     with FakeLLMServer() as server:
@@ -191,7 +191,7 @@ def test_real_codex_runs_a_function_call(codex_bin, tmp_path):
         assert "hi-from-tool" in json.dumps(outputs[0])
 
 
-def test_real_codex_reports_a_rate_limit(codex_bin, tmp_path):
+def test_real_codex_reports_a_rate_limit(codex_bin, tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
     with FakeLLMServer(default=HTTPError(429, retry_after=0)) as server:

@@ -19,7 +19,7 @@ from genagent_thespian.testing import Crash, Exit, Fail, Slow, wait_until
 pytestmark = pytest.mark.usefixtures("any_agent_system")
 
 
-def start(tmp_path, name="a", **options):
+def start(tmp_path: Path, name="a", **options):
     log = tmp_path / f"{name}.log"
     g.start_agent(Recorder, name=name, backend="scripted", log=str(log), **options)
     return log

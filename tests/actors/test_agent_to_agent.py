@@ -13,7 +13,7 @@ from genagent_thespian.testing import wait_until
 pytestmark = pytest.mark.usefixtures("any_agent_system")
 
 
-def start(tmp_path, name, **options):
+def start(tmp_path: Path, name, **options):
     log = tmp_path / f"{name}.log"
     g.start_agent(Recorder, name=name, backend="scripted", log=str(log), **options)
     return log

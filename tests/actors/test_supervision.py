@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support_agents import Counter, FailsOnRestart, Recorder, calls
 
 import genagent_thespian as g
+from genagent_thespian import AgentSystem
 from genagent_thespian.messages import PollState
 from genagent_thespian.testing import (
     ChaosMonkey,
@@ -22,7 +24,7 @@ from genagent_thespian.testing import (
 
 
 @pytest.fixture
-def system(tmp_path):
+def system(tmp_path: Path) -> Iterator[AgentSystem]:
     system = g.start_system(store_path=str(tmp_path / "store.sqlite3"))
     try:
         yield system
@@ -45,7 +47,7 @@ def wait_restarted(name, old_pid, timeout=20.0):
     wait_until(back, timeout=timeout, message=f"{name} did not come back")
 
 
-def test_a_temporary_agent_is_not_restarted(system, tmp_path: Path) -> None:
+def test_a_temporary_agent_is_not_restarted(system: AgentSystem, tmp_path: Path) -> None:
     g.start_agent(Recorder, name="t", backend="scripted")
     kill_agent("t")
     wait_until(lambda: g.whereis("t") is None)
@@ -53,7 +55,9 @@ def test_a_temporary_agent_is_not_restarted(system, tmp_path: Path) -> None:
         g.status("t")
 
 
-def test_a_permanent_agent_is_restarted_fresh_under_its_name(system, tmp_path: Path) -> None:
+def test_a_permanent_agent_is_restarted_fresh_under_its_name(
+    system: AgentSystem, tmp_path: Path
+) -> None:
     log = tmp_path / "p.log"
     g.start_agent(
         Recorder, name="p", backend="scripted", log=str(log), default="hi", restart="permanent"
@@ -69,7 +73,7 @@ def test_a_permanent_agent_is_restarted_fresh_under_its_name(system, tmp_path: P
 
 
 def test_a_transient_agent_is_restarted_after_a_kill_but_not_after_stop(
-    system, tmp_path: Path
+    system: AgentSystem, tmp_path: Path
 ) -> None:
     g.start_agent(Recorder, name="tr", backend="scripted", default="x", restart="transient")
     old = kill_agent("tr")
@@ -79,7 +83,7 @@ def test_a_transient_agent_is_restarted_after_a_kill_but_not_after_stop(
 
 
 def test_an_agent_that_fails_every_restart_is_given_up_and_its_caller_answered(
-    system, tmp_path: Path
+    system: AgentSystem, tmp_path: Path
 ) -> None:
     g.start_agent(
         FailsOnRestart,
@@ -114,7 +118,7 @@ def test_an_agent_that_fails_every_restart_is_given_up_and_its_caller_answered(
 
 
 def test_a_durable_agent_resumes_its_session_state_and_queue_after_sigkill(
-    system, tmp_path: Path
+    system: AgentSystem, tmp_path: Path
 ) -> None:
     log, history = tmp_path / "d.log", tmp_path / "history.jsonl"
     g.start_agent(
@@ -156,7 +160,7 @@ def test_a_durable_agent_resumes_its_session_state_and_queue_after_sigkill(
     assert g.status("d").restarts == 1
 
 
-def test_stop_removes_a_durable_agents_record(system, tmp_path: Path) -> None:
+def test_stop_removes_a_durable_agents_record(system: AgentSystem, tmp_path: Path) -> None:
     history = tmp_path / "h.jsonl"
     options = {"backend_options": {"record_to": str(history)}, "durable": True}
     g.start_agent(Recorder, name="r", backend="scripted", script=["a", "b"], **options)
@@ -168,7 +172,7 @@ def test_stop_removes_a_durable_agents_record(system, tmp_path: Path) -> None:
 
 
 def test_chaos_twenty_durable_agents_lose_nothing_and_run_nothing_twice(
-    system, tmp_path: Path
+    system: AgentSystem, tmp_path: Path
 ) -> None:
     names = [f"c{i}" for i in range(20)]
     for name in names:

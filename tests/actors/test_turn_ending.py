@@ -4,6 +4,7 @@ calls the backend, and a turn's watchdog starts only when its backend call does.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,13 +12,14 @@ from support_agents import Passthrough
 from support_backends import read_turn_log
 
 import genagent_thespian as g
+from genagent_thespian import AgentSystem
 from genagent_thespian.testing import system_processes, wait_until
 
 BACKEND = "support_backends:SlowEndingBackend"
 
 
 @pytest.fixture
-def system():
+def system() -> Iterator[AgentSystem]:
     system = g.start_system()
     try:
         yield system
@@ -26,7 +28,9 @@ def system():
         wait_until(lambda: not system_processes(system), message="processes survived shutdown")
 
 
-def test_the_next_turn_waits_for_the_previous_streams_clean_up(system, tmp_path: Path) -> None:
+def test_the_next_turn_waits_for_the_previous_streams_clean_up(
+    system: AgentSystem, tmp_path: Path
+) -> None:
     log = tmp_path / "turns.jsonl"
     options = {"log": str(log), "cleanup_s": 0.3}
     g.start_agent(Passthrough, name="s", backend=BACKEND, backend_options=options)
@@ -44,7 +48,7 @@ def test_the_next_turn_waits_for_the_previous_streams_clean_up(system, tmp_path:
 
 
 def test_a_turn_waiting_behind_a_cancelling_worker_keeps_its_whole_watchdog(
-    system, tmp_path: Path
+    system: AgentSystem, tmp_path: Path
 ) -> None:
     log = tmp_path / "turns.jsonl"
     # Stopping the cancelled turn takes 2.5 s: longer than the 2 s watchdog of the next turn.

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,13 +47,13 @@ TOOLS = [{"name": "get_weather", "input_schema": {"type": "object"}}]
 
 
 @pytest.fixture
-def server():
+def server() -> Iterator[FakeLLMServer]:
     with FakeLLMServer() as fake:
         yield fake
 
 
 @pytest.fixture
-def backend():
+def backend() -> Iterator[AnthropicBackend]:
     backend = AnthropicBackend()
     yield backend
     backend.close()
@@ -64,11 +65,11 @@ def start(backend: AnthropicBackend, server: FakeLLMServer, **options) -> Anthro
     )
 
 
-def turn(backend, session, prompt, **kwargs):
+def turn(backend: AnthropicBackend, session, prompt, **kwargs):
     return collect_turn(backend, session, prompt, timeout=20, **kwargs)
 
 
-def advance(backend, session, events):
+def advance(backend: AnthropicBackend, session, events):
     for event in events:
         if event.kind in (EventKind.SESSION_STARTED, EventKind.RESULT):
             session = backend.update_session(session, event)
@@ -88,7 +89,7 @@ def error_of(events) -> BackendError:
 # --------------------------------------------------------------------------------- turns
 
 
-def test_text_turn_events_and_response(backend, server) -> None:
+def test_text_turn_events_and_response(backend: AnthropicBackend, server: FakeLLMServer) -> None:
     server.script(
         Reply(
             [Text("Hello there", chunks=["Hel", "lo", " there"])],
@@ -130,7 +131,9 @@ def test_text_turn_events_and_response(backend, server) -> None:
     assert request.auth_fingerprint == FakeLLMServer.fingerprint(KEY)
 
 
-def test_session_started_only_on_the_first_turn(backend, server) -> None:
+def test_session_started_only_on_the_first_turn(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     server.script("one", "two")
     session = start(backend, server)
     first = turn(backend, session, "a")
@@ -141,7 +144,9 @@ def test_session_started_only_on_the_first_turn(backend, server) -> None:
     assert second[0].data["turn_index"] == 1
 
 
-def test_tool_use_turn_ends_and_the_next_prompt_answers_it(backend, server) -> None:
+def test_tool_use_turn_ends_and_the_next_prompt_answers_it(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     server.script(
         Reply(
             [
@@ -188,7 +193,9 @@ def test_tool_use_turn_ends_and_the_next_prompt_answers_it(backend, server) -> N
     }
 
 
-def test_several_tool_calls_answered_by_id(backend, server) -> None:
+def test_several_tool_calls_answered_by_id(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     server.script(
         Reply([ToolUse("a", {}, id="toolu_a"), ToolUse("b", {"x": 1}, id="toolu_b")]),
         "thanks",
@@ -212,7 +219,7 @@ def test_several_tool_calls_answered_by_id(backend, server) -> None:
     assert len(server.model_requests) == 3
 
 
-def test_two_turns_send_the_whole_history(backend, server) -> None:
+def test_two_turns_send_the_whole_history(backend: AnthropicBackend, server: FakeLLMServer) -> None:
     server.script("first answer", "second answer")
     session = start(backend, server)
     session = advance(backend, session, turn(backend, session, "first prompt"))
@@ -226,7 +233,7 @@ def test_two_turns_send_the_whole_history(backend, server) -> None:
     ]
 
 
-def test_resume_in_a_fresh_backend_after_pickling(server) -> None:
+def test_resume_in_a_fresh_backend_after_pickling(server: FakeLLMServer) -> None:
     server.script("remembered", "still here")
     first_backend = AnthropicBackend()
     session = start(first_backend, server)
@@ -249,7 +256,9 @@ def test_resume_in_a_fresh_backend_after_pickling(server) -> None:
     ]
 
 
-def test_prompt_caching_marks_outgoing_copy_only(backend, server) -> None:
+def test_prompt_caching_marks_outgoing_copy_only(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     server.script("a", "b")
     session = start(backend, server, system="sys", prompt_caching="1h")
     session = advance(backend, session, turn(backend, session, "one"))
@@ -265,7 +274,7 @@ def test_prompt_caching_marks_outgoing_copy_only(backend, server) -> None:
     assert "cache_control" not in repr(session.messages)
 
 
-def test_thinking_option_is_sent(backend, server) -> None:
+def test_thinking_option_is_sent(backend: AnthropicBackend, server: FakeLLMServer) -> None:
     server.script(Reply([Thinking("hmm", chunks=2), Text("ok")]))
     session = start(backend, server, thinking=2048)
     events = turn(backend, session, "think")
@@ -285,7 +294,9 @@ print(events[-1].kind, Response.from_events(events).text)
 """
 
 
-def test_resume_in_another_process(backend, server, tmp_path: Path) -> None:
+def test_resume_in_another_process(
+    backend: AnthropicBackend, server: FakeLLMServer, tmp_path: Path
+) -> None:
     server.script("first", "from the new process")
     session = start(backend, server)
     session = advance(backend, session, turn(backend, session, "hello"))
@@ -322,24 +333,24 @@ def test_resume_in_another_process(backend, server, tmp_path: Path) -> None:
         {"timeout": 0},
     ],
 )
-def test_bad_options_are_refused(backend, server, options) -> None:
+def test_bad_options_are_refused(backend: AnthropicBackend, server: FakeLLMServer, options) -> None:
     with pytest.raises(InvalidOption):
         start(backend, server, **options)
 
 
-def test_options_must_be_a_mapping(backend) -> None:
+def test_options_must_be_a_mapping(backend: AnthropicBackend) -> None:
     with pytest.raises(InvalidOption, match="mapping"):
         backend.start_session(["model"])
 
 
-def test_bad_api_key_value_is_not_echoed(backend, server) -> None:
+def test_bad_api_key_value_is_not_echoed(backend: AnthropicBackend, server: FakeLLMServer) -> None:
     with pytest.raises(InvalidOption) as caught:
         backend.start_session({"api_key": 12345, "base_url": server.url})
     assert "12345" not in str(caught.value)
 
 
 def test_missing_key_is_an_authentication_error(
-    backend, server, monkeypatch: pytest.MonkeyPatch
+    backend: AnthropicBackend, server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     with pytest.raises(BackendError) as caught:
@@ -349,7 +360,7 @@ def test_missing_key_is_an_authentication_error(
 
 
 def test_key_from_the_environment_is_read_at_turn_time_and_not_stored(
-    backend, server, monkeypatch: pytest.MonkeyPatch
+    backend: AnthropicBackend, server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-from-env")
     server.script("ok")
@@ -389,7 +400,7 @@ def test_key_from_the_environment_is_read_at_turn_time_and_not_stored(
     ],
 )
 def test_http_errors_are_mapped(
-    backend, server, item, kind, retryable, retry_after, status
+    backend: AnthropicBackend, server: FakeLLMServer, item, kind, retryable, retry_after, status
 ) -> None:
     server.script(item)
     session = start(backend, server)
@@ -405,7 +416,9 @@ def test_http_errors_are_mapped(
     assert pickle.loads(pickle.dumps(error)) == error
 
 
-def test_error_in_the_middle_of_a_200_stream(backend, server) -> None:
+def test_error_in_the_middle_of_a_200_stream(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     server.script(StreamError(Text("Hello from", chunks=2), error_type="overloaded_error"))
     session = start(backend, server)
     events = turn(backend, session, "hi")
@@ -417,7 +430,9 @@ def test_error_in_the_middle_of_a_200_stream(backend, server) -> None:
     assert "middle of the stream" in str(error)
 
 
-def test_an_error_turn_leaves_the_session_unchanged(backend, server) -> None:
+def test_an_error_turn_leaves_the_session_unchanged(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     server.script(HTTPError(529), "fine now")
     session = start(backend, server)
     failed = turn(backend, session, "one")
@@ -428,7 +443,7 @@ def test_an_error_turn_leaves_the_session_unchanged(backend, server) -> None:
     assert server.model_requests[1].body["messages"] == [{"role": "user", "content": "two"}]
 
 
-def test_sdk_retries_are_configurable(backend, server) -> None:
+def test_sdk_retries_are_configurable(backend: AnthropicBackend, server: FakeLLMServer) -> None:
     server.script(HTTPError(429, retry_after=0), "after one retry")
     session = start(backend, server, max_retries=1)
     events = turn(backend, session, "hi")
@@ -436,20 +451,22 @@ def test_sdk_retries_are_configurable(backend, server) -> None:
     assert len(server.model_requests) == 2
 
 
-def test_default_is_no_sdk_retry(backend, server) -> None:
+def test_default_is_no_sdk_retry(backend: AnthropicBackend, server: FakeLLMServer) -> None:
     server.script(HTTPError(500), "never reached")
     events = turn(backend, start(backend, server), "hi")
     assert error_of(events).kind == BackendErrorKind.SERVER_ERROR
     assert len(server.model_requests) == 1
 
 
-def test_garbage_sse_is_a_protocol_error(backend, server) -> None:
+def test_garbage_sse_is_a_protocol_error(backend: AnthropicBackend, server: FakeLLMServer) -> None:
     server.script(Raw("event: message_start\ndata: {this is not json\n\n"))
     error = error_of(turn(backend, start(backend, server), "hi"))
     assert error.kind == BackendErrorKind.PROTOCOL
 
 
-def test_stream_cut_at_an_event_boundary_is_a_protocol_error(backend, server) -> None:
+def test_stream_cut_at_an_event_boundary_is_a_protocol_error(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     body = (
         'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1",'
         '"type":"message","role":"assistant","model":"m","content":[],"usage":'
@@ -461,7 +478,9 @@ def test_stream_cut_at_an_event_boundary_is_a_protocol_error(backend, server) ->
     assert "message_stop" in str(error)
 
 
-def test_truncated_connection_is_a_transport_error(backend, server) -> None:
+def test_truncated_connection_is_a_transport_error(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     server.script(Truncated(Text("abcdef", chunks=3), after_events=4))
     events = turn(backend, start(backend, server), "hi")
     error = error_of(events)
@@ -469,7 +488,7 @@ def test_truncated_connection_is_a_transport_error(backend, server) -> None:
     assert error.retryable
 
 
-def test_unreachable_server_is_a_transport_error(backend) -> None:
+def test_unreachable_server_is_a_transport_error(backend: AnthropicBackend) -> None:
     with FakeLLMServer() as gone:
         url = gone.url
     session = backend.start_session({"api_key": KEY, "base_url": url})
@@ -490,7 +509,9 @@ def pump_threads_end(timeout: float = 5.0) -> bool:
 # ---------------------------------------------------------------------------- cancelling
 
 
-def cancel_when(backend, session, condition_event: threading.Event, ctx: TurnContext):
+def cancel_when(
+    backend: AnthropicBackend, session, condition_event: threading.Event, ctx: TurnContext
+):
     """Run a turn, set ctx.cancelled once ``condition_event`` is set; return events, seconds."""
     outcome = {}
 
@@ -507,7 +528,9 @@ def cancel_when(backend, session, condition_event: threading.Event, ctx: TurnCon
     return outcome["events"], time.monotonic() - cancelled_at
 
 
-def test_interrupt_mid_stream_ends_promptly_and_disconnects(backend, server) -> None:
+def test_interrupt_mid_stream_ends_promptly_and_disconnects(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     server.script(Reply([Text("x" * 200, chunks=200)], chunk_delay=0.05))
     session = start(backend, server)
     ctx = TurnContext(agent="t", ref="r")
@@ -544,7 +567,9 @@ def test_interrupt_mid_stream_ends_promptly_and_disconnects(backend, server) -> 
     assert backend.update_session(session, events[-1]) is session
 
 
-def test_interrupt_before_any_response_header(backend, server) -> None:
+def test_interrupt_before_any_response_header(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     server.script(Hang())
     session = start(backend, server)
     ctx = TurnContext(agent="t", ref="r")
@@ -561,7 +586,9 @@ def test_interrupt_before_any_response_header(backend, server) -> None:
     assert pump_threads_end()
 
 
-def test_the_backend_serves_the_next_turn_after_a_cancel(backend, server) -> None:
+def test_the_backend_serves_the_next_turn_after_a_cancel(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     server.script(Hang(prefix=Text("partial")), "after the cancel")
     session = start(backend, server)
     ctx = TurnContext(agent="t", ref="r")
@@ -575,7 +602,7 @@ def test_the_backend_serves_the_next_turn_after_a_cancel(backend, server) -> Non
     assert Response.from_events(events).text == "after the cancel"
 
 
-def test_cancelled_before_the_turn_starts(backend, server) -> None:
+def test_cancelled_before_the_turn_starts(backend: AnthropicBackend, server: FakeLLMServer) -> None:
     server.script(Hang())
     ctx = TurnContext(agent="t", ref="r")
     ctx.cancelled.set()
@@ -586,7 +613,9 @@ def test_cancelled_before_the_turn_starts(backend, server) -> None:
 # ------------------------------------------------------------------------------- secrets
 
 
-def test_api_key_never_shows(backend, server, caplog: pytest.LogCaptureFixture) -> None:
+def test_api_key_never_shows(
+    backend: AnthropicBackend, server: FakeLLMServer, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     server.script(HTTPError(401, message=f"Invalid key {KEY}"), StreamError("x", message=KEY))
     session = start(backend, server)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,13 +47,13 @@ TOOLS = [{"type": "function", "name": "lookup", "parameters": {"type": "object"}
 
 
 @pytest.fixture
-def server():
+def server() -> Iterator[FakeLLMServer]:
     with FakeLLMServer() as fake:
         yield fake
 
 
 @pytest.fixture
-def backend():
+def backend() -> Iterator[OpenAIBackend]:
     backend = OpenAIBackend()
     yield backend
     backend.close()
@@ -64,11 +65,11 @@ def start(backend: OpenAIBackend, server: FakeLLMServer, **options) -> OpenAISes
     )
 
 
-def turn(backend, session, prompt, **kwargs):
+def turn(backend: OpenAIBackend, session, prompt, **kwargs):
     return collect_turn(backend, session, prompt, timeout=20, **kwargs)
 
 
-def advance(backend, session, events):
+def advance(backend: OpenAIBackend, session, events):
     for event in events:
         if event.kind in (EventKind.SESSION_STARTED, EventKind.RESULT):
             session = backend.update_session(session, event)
@@ -88,7 +89,7 @@ def error_of(events) -> BackendError:
 # --------------------------------------------------------------------------------- turns
 
 
-def test_text_turn_events_and_response(backend, server) -> None:
+def test_text_turn_events_and_response(backend: OpenAIBackend, server: FakeLLMServer) -> None:
     server.script(
         Reply(
             [Thinking("plan it", chunks=2), Text("Hello there", chunks=3)],
@@ -147,7 +148,7 @@ def test_text_turn_events_and_response(backend, server) -> None:
     assert request.auth_fingerprint == FakeLLMServer.fingerprint(KEY)
 
 
-def test_function_call_turn_and_its_answer(backend, server) -> None:
+def test_function_call_turn_and_its_answer(backend: OpenAIBackend, server: FakeLLMServer) -> None:
     server.script(
         Reply([Text("Checking."), ToolUse("lookup", {"q": "paris"}, id="call_1", chunks=2)]),
         Text("Paris is sunny."),
@@ -176,7 +177,7 @@ def test_function_call_turn_and_its_answer(backend, server) -> None:
     assert session.pending_calls == ()
 
 
-def test_several_calls_answered_by_id(backend, server) -> None:
+def test_several_calls_answered_by_id(backend: OpenAIBackend, server: FakeLLMServer) -> None:
     server.script(Reply([ToolUse("a", {}, id="call_a"), ToolUse("b", {}, id="call_b")]), "ok")
     session = start(backend, server, tools=[{"type": "function", "name": "a"}])
     session = advance(backend, session, turn(backend, session, "go"))
@@ -188,7 +189,9 @@ def test_several_calls_answered_by_id(backend, server) -> None:
     ]
 
 
-def test_two_turns_continue_with_previous_response_id(backend, server) -> None:
+def test_two_turns_continue_with_previous_response_id(
+    backend: OpenAIBackend, server: FakeLLMServer
+) -> None:
     server.script("first answer", "second answer")
     session = start(backend, server, instructions="sys")
     first = turn(backend, session, "first prompt")
@@ -202,7 +205,7 @@ def test_two_turns_continue_with_previous_response_id(backend, server) -> None:
     assert second["instructions"] == "sys"  # not inherited, so sent again
 
 
-def test_resume_in_a_fresh_backend_after_pickling(server) -> None:
+def test_resume_in_a_fresh_backend_after_pickling(server: FakeLLMServer) -> None:
     server.script("remembered", "still here")
     first_backend = OpenAIBackend()
     session = start(first_backend, server)
@@ -223,7 +226,7 @@ def test_resume_in_a_fresh_backend_after_pickling(server) -> None:
     assert server.model_requests[1].body["previous_response_id"] == first[-1].data["response_id"]
 
 
-def test_incomplete_response_is_max_tokens(backend, server) -> None:
+def test_incomplete_response_is_max_tokens(backend: OpenAIBackend, server: FakeLLMServer) -> None:
     server.script(Reply(["cut sho"], stop_reason="max_tokens"))
     events = turn(backend, start(backend, server), "long story")
     assert events[-1].kind == EventKind.RESULT
@@ -243,7 +246,9 @@ print(events[-1].kind, Response.from_events(events).text)
 """
 
 
-def test_resume_in_another_process(backend, server, tmp_path: Path) -> None:
+def test_resume_in_another_process(
+    backend: OpenAIBackend, server: FakeLLMServer, tmp_path: Path
+) -> None:
     server.script("first", "from the new process")
     session = start(backend, server)
     session = advance(backend, session, turn(backend, session, "hello"))
@@ -277,13 +282,13 @@ def test_resume_in_another_process(backend, server, tmp_path: Path) -> None:
         {"timeout": -1},
     ],
 )
-def test_bad_options_are_refused(backend, server, options) -> None:
+def test_bad_options_are_refused(backend: OpenAIBackend, server: FakeLLMServer, options) -> None:
     with pytest.raises(InvalidOption):
         start(backend, server, **options)
 
 
 def test_missing_key_is_an_authentication_error(
-    backend, server, monkeypatch: pytest.MonkeyPatch
+    backend: OpenAIBackend, server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(BackendError) as caught:
@@ -291,7 +296,9 @@ def test_missing_key_is_an_authentication_error(
     assert caught.value.kind == BackendErrorKind.AUTHENTICATION
 
 
-def test_key_from_the_environment(backend, server, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_from_the_environment(
+    backend: OpenAIBackend, server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-from-env")
     server.script("ok")
     session = backend.start_session({"base_url": server.openai_base_url})
@@ -324,7 +331,7 @@ def test_key_from_the_environment(backend, server, monkeypatch: pytest.MonkeyPat
     ],
 )
 def test_http_errors_are_mapped(
-    backend, server, item, kind, retryable, retry_after, status
+    backend: OpenAIBackend, server: FakeLLMServer, item, kind, retryable, retry_after, status
 ) -> None:
     server.script(item)
     session = start(backend, server)
@@ -339,7 +346,9 @@ def test_http_errors_are_mapped(
     assert backend.update_session(session, events[-1]) is session
 
 
-def test_unknown_previous_response_is_an_invalid_request(backend, server) -> None:
+def test_unknown_previous_response_is_an_invalid_request(
+    backend: OpenAIBackend, server: FakeLLMServer
+) -> None:
     session = start(backend, server)
     stale = OpenAISession(**{**session.__dict__, "previous_response_id": "resp_gone"})
     error = error_of(turn(backend, stale, "hi"))
@@ -348,7 +357,9 @@ def test_unknown_previous_response_is_an_invalid_request(backend, server) -> Non
 
 
 @pytest.mark.parametrize("openai_event", ["response.failed", "error"])
-def test_failure_in_the_middle_of_a_200_stream(backend, server, openai_event) -> None:
+def test_failure_in_the_middle_of_a_200_stream(
+    backend: OpenAIBackend, server: FakeLLMServer, openai_event
+) -> None:
     server.script(StreamError(Text("Hello from", chunks=2), openai_event=openai_event))
     events = turn(backend, start(backend, server), "hi")
     assert [e.data["text"] for e in events if e.kind == "text_delta"] == ["Hello", " from"]
@@ -358,7 +369,9 @@ def test_failure_in_the_middle_of_a_200_stream(backend, server, openai_event) ->
     assert error.status_code is None
 
 
-def test_an_error_turn_leaves_the_session_unchanged(backend, server) -> None:
+def test_an_error_turn_leaves_the_session_unchanged(
+    backend: OpenAIBackend, server: FakeLLMServer
+) -> None:
     server.script("one", HTTPError(500), "three")
     session = start(backend, server)
     session = advance(backend, session, turn(backend, session, "one"))
@@ -369,26 +382,30 @@ def test_an_error_turn_leaves_the_session_unchanged(backend, server) -> None:
     assert server.model_requests[2].body["previous_response_id"] == kept
 
 
-def test_sdk_retries_are_configurable(backend, server) -> None:
+def test_sdk_retries_are_configurable(backend: OpenAIBackend, server: FakeLLMServer) -> None:
     server.script(HTTPError(429, retry_after=0), "after one retry")
     events = turn(backend, start(backend, server, max_retries=1), "hi")
     assert Response.from_events(events).text == "after one retry"
     assert len(server.model_requests) == 2
 
 
-def test_garbage_sse_is_a_protocol_error(backend, server) -> None:
+def test_garbage_sse_is_a_protocol_error(backend: OpenAIBackend, server: FakeLLMServer) -> None:
     server.script(Raw("event: response.created\ndata: {this is not json\n\n"))
     assert error_of(turn(backend, start(backend, server), "hi")).kind == BackendErrorKind.PROTOCOL
 
 
-def test_stream_without_a_terminal_event_is_a_protocol_error(backend, server) -> None:
+def test_stream_without_a_terminal_event_is_a_protocol_error(
+    backend: OpenAIBackend, server: FakeLLMServer
+) -> None:
     body = 'event: response.created\ndata: {"type":"response.created","response":{"id":"r"}}\n\n'
     server.script(Raw(body))
     error = error_of(turn(backend, start(backend, server), "hi"))
     assert error.kind == BackendErrorKind.PROTOCOL
 
 
-def test_truncated_connection_is_a_transport_error(backend, server) -> None:
+def test_truncated_connection_is_a_transport_error(
+    backend: OpenAIBackend, server: FakeLLMServer
+) -> None:
     server.script(Truncated(Text("abcdef", chunks=3), after_events=5))
     error = error_of(turn(backend, start(backend, server), "hi"))
     assert error.kind == BackendErrorKind.TRANSPORT
@@ -407,7 +424,9 @@ def pump_threads_end(timeout: float = 5.0) -> bool:
 # ---------------------------------------------------------------------------- cancelling
 
 
-def test_interrupt_mid_stream_ends_promptly_and_disconnects(backend, server) -> None:
+def test_interrupt_mid_stream_ends_promptly_and_disconnects(
+    backend: OpenAIBackend, server: FakeLLMServer
+) -> None:
     server.script(Reply([Text("x" * 200, chunks=200)], chunk_delay=0.05))
     session = start(backend, server)
     ctx = TurnContext(agent="t", ref="r")
@@ -439,7 +458,9 @@ def test_interrupt_mid_stream_ends_promptly_and_disconnects(backend, server) -> 
     assert pump_threads_end()
 
 
-def test_interrupt_before_any_response_header(backend, server) -> None:
+def test_interrupt_before_any_response_header(
+    backend: OpenAIBackend, server: FakeLLMServer
+) -> None:
     server.script(Hang(), "next turn")
     session = start(backend, server)
     ctx = TurnContext(agent="t", ref="r")
@@ -465,7 +486,9 @@ def test_interrupt_before_any_response_header(backend, server) -> None:
 # ------------------------------------------------------------------------------- secrets
 
 
-def test_api_key_never_shows(backend, server, caplog: pytest.LogCaptureFixture) -> None:
+def test_api_key_never_shows(
+    backend: OpenAIBackend, server: FakeLLMServer, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     server.script(HTTPError(401, message=f"Incorrect API key provided: {KEY}"))
     session = start(backend, server)

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from support_backends import ErrorLogger
 from support_cli import quiet_env, require_cli
 
 import genagent_thespian as g
+from genagent_thespian import AgentSystem
 from genagent_thespian.testing import (
     FakeLLMServer,
     Hang,
@@ -32,13 +34,13 @@ pytestmark = pytest.mark.cli
 
 
 @pytest.fixture
-def server():
+def server() -> Iterator[FakeLLMServer]:
     with FakeLLMServer() as fake:
         yield fake
 
 
 @pytest.fixture
-def system(tmp_path):
+def system(tmp_path: Path) -> Iterator[AgentSystem]:
     system = g.start_system(store_path=str(tmp_path / "store.sqlite3"))
     try:
         yield system
@@ -95,7 +97,7 @@ def conversation(request: Any) -> str:
 
 
 def test_a_claude_agent_keeps_one_cli_process_until_an_interrupt_or_a_crash(
-    system, server, tmp_path: Path, workdir
+    system: AgentSystem, server: FakeLLMServer, tmp_path: Path, workdir: Path
 ) -> None:
     options = claude_options(server, tmp_path / "home", workdir)
     server.script(Text("one"), Text("two"), Text("three"))
@@ -142,7 +144,7 @@ def test_a_claude_agent_keeps_one_cli_process_until_an_interrupt_or_a_crash(
 
 
 def test_a_per_turn_claude_agent_lets_the_cli_exit_by_itself(
-    system, server, tmp_path: Path, workdir
+    system: AgentSystem, server: FakeLLMServer, tmp_path: Path, workdir: Path
 ) -> None:
     options = claude_options(server, tmp_path / "home", workdir, mode="per_turn")
     server.script(Text("one"), Text("two"))
@@ -169,7 +171,7 @@ def _ask_in_background(name: str, prompt: str, outcome: list) -> threading.Threa
 
 
 def test_durable_claude_agent_killed_in_first_turn_resumes(
-    system, server, tmp_path: Path, workdir
+    system: AgentSystem, server: FakeLLMServer, tmp_path: Path, workdir: Path
 ) -> None:
     (workdir / "note.txt").write_text("PELICAN\n")
     options = claude_options(server, tmp_path / "home", workdir, allowed_tools=["Read"])
@@ -216,7 +218,7 @@ def _lose_the_session(workdir: Path, home: Path) -> None:
 
 @pytest.mark.parametrize("policy", ["fail", "fresh"])
 def test_a_lost_claude_session_fails_once_then_follows_the_policy(
-    system, server, tmp_path: Path, workdir, policy
+    system: AgentSystem, server: FakeLLMServer, tmp_path: Path, workdir: Path, policy
 ) -> None:
     home = tmp_path / "home"
     log = tmp_path / "errors.jsonl"
@@ -264,6 +266,6 @@ def test_a_lost_claude_session_fails_once_then_follows_the_policy(
         g.detach(f"lost-{policy}")
 
 
-def test_on_session_lost_is_validated_at_start(system) -> None:
+def test_on_session_lost_is_validated_at_start(system: AgentSystem) -> None:
     with pytest.raises(g.InvalidOption, match="on_session_lost"):
         g.start_agent(Passthrough, name="bad", backend="scripted", on_session_lost="retry")

@@ -167,7 +167,9 @@ def _agent_pgid(name: str, system: g.AgentSystem) -> int:
     return os.getpgid(g.status(name, system=system).pid)
 
 
-def test_agents_are_placed_by_capability_and_reached_by_name_from_every_node(convention) -> None:
+def test_agents_are_placed_by_capability_and_reached_by_name_from_every_node(
+    convention: Convention,
+) -> None:
     leader = convention.leader
     claude = convention.add_member(claude="yes")
     codex = convention.add_member(codex="yes")
@@ -207,7 +209,7 @@ def test_agents_are_placed_by_capability_and_reached_by_name_from_every_node(con
     assert claude.ask("nobody", "q") == {"error": "AgentNotFound"}
 
 
-def test_a_placement_no_node_satisfies_is_a_typed_error_naming_it(convention) -> None:
+def test_a_placement_no_node_satisfies_is_a_typed_error_naming_it(convention: Convention) -> None:
     convention.add_member(claude="yes")
     with pytest.raises(g.AgentStartFailed, match=r"placement \{'gpu': 'yes'\}") as caught:
         g.start_agent(
@@ -232,7 +234,7 @@ def test_bad_node_labels_are_rejected_before_anything_starts(tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_a_killed_node_has_its_durable_agent_restarted_on_a_surviving_node(
-    convention, tmp_path: Path
+    convention: Convention, tmp_path: Path
 ) -> None:
     leader = convention.leader
     first = convention.add_member(claude="yes")
@@ -368,7 +370,7 @@ def test_nodes_run_from_the_command_line_and_stop_on_sigterm() -> None:
         leader.stop()
 
 
-def test_a_member_with_another_secret_cannot_join(convention) -> None:
+def test_a_member_with_another_secret_cannot_join(convention: Convention) -> None:
     tag = f"wrong-secret-member-{uuid.uuid4().hex}"
     code = (
         "import sys\n"

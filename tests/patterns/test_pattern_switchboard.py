@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,12 +16,12 @@ pytestmark = pytest.mark.usefixtures("agent_system")
 
 
 @pytest.fixture
-def board():
+def board() -> Iterator[Switchboard]:
     with Switchboard() as switchboard:
         yield switchboard
 
 
-def test_send_poll_inbox_ack_and_busy(board, tmp_path: Path) -> None:
+def test_send_poll_inbox_ack_and_busy(board: Switchboard, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     board.start_session("s1", backend="scripted", script=[Gate(str(gate), "first"), "second"])
     board.start_session("s2", backend="scripted", script=["other"])
@@ -44,7 +45,7 @@ def test_send_poll_inbox_ack_and_busy(board, tmp_path: Path) -> None:
     assert board.inbox("s2").new_requests == []  # sessions are independent
 
 
-def test_ack_only_marks_what_was_returned(board, tmp_path: Path) -> None:
+def test_ack_only_marks_what_was_returned(board: Switchboard, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     board.start_session("s", backend="scripted", script=["one", Gate(str(gate), "two")])
     first = board.send("s", "a")
@@ -57,7 +58,7 @@ def test_ack_only_marks_what_was_returned(board, tmp_path: Path) -> None:
     wait_until(lambda: [e["seq"] for e in board.inbox("s").new_requests] == [2], timeout=10)
 
 
-def test_failed_turn_is_recorded_in_history(board) -> None:
+def test_failed_turn_is_recorded_in_history(board: Switchboard) -> None:
     board.start_session("s", backend="scripted", script=[Fail("server_error", "boom")])
     ref = board.send("s", "try")
     wait_until(lambda: board.poll("s", ref).done, timeout=10)
@@ -66,7 +67,7 @@ def test_failed_turn_is_recorded_in_history(board) -> None:
     assert entry["status"] == "failed" and entry["seq"] == 1 and "boom" in entry["error"]
 
 
-def test_halt_rejects_send_and_resume_unhalts(board) -> None:
+def test_halt_rejects_send_and_resume_unhalts(board: Switchboard) -> None:
     board.start_session("s", backend="scripted", script=["after resume"])
     board.halt("s")
     wait_until(lambda: board.status("s").halted, timeout=10)
@@ -78,7 +79,7 @@ def test_halt_rejects_send_and_resume_unhalts(board) -> None:
     assert board.poll("s", ref).response.text == "after resume"
 
 
-def test_summary_transcript_and_unknown_names(board) -> None:
+def test_summary_transcript_and_unknown_names(board: Switchboard) -> None:
     board.start_session("s", backend="scripted", default="ok")
     board.update_summary("s", "# notes")
     wait_until(lambda: board.summary("s") == "# notes", timeout=10)
@@ -97,7 +98,9 @@ def test_summary_transcript_and_unknown_names(board) -> None:
         board.send("s", "gone")
 
 
-def test_concurrent_sends_to_an_idle_session_start_exactly_one_turn(board, tmp_path: Path) -> None:
+def test_concurrent_sends_to_an_idle_session_start_exactly_one_turn(
+    board: Switchboard, tmp_path: Path
+) -> None:
     gate = tmp_path / "gate"
     board.start_session("s", backend="scripted", script=[Gate(str(gate), "only")], default="x")
     outcomes: list[str] = []

@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import anthropic
 import openai
@@ -32,7 +33,7 @@ USER = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
-def server():
+def server() -> Iterator[FakeLLMServer]:
     with FakeLLMServer() as fake:
         yield fake
 
@@ -72,7 +73,7 @@ def wait_until(condition, timeout: float = 5.0) -> None:
 # ---------------------------------------------------------------------------- anthropic
 
 
-def test_anthropic_stream_carries_every_block_kind(server) -> None:
+def test_anthropic_stream_carries_every_block_kind(server: FakeLLMServer) -> None:
     server.script(
         Reply(
             [
@@ -102,7 +103,7 @@ def test_anthropic_stream_carries_every_block_kind(server) -> None:
     assert final.usage.cache_read_input_tokens == 4
 
 
-def test_anthropic_raw_sse_has_event_lines_and_ping(server) -> None:
+def test_anthropic_raw_sse_has_event_lines_and_ping(server: FakeLLMServer) -> None:
     server.script(Text("ok"))
     connection = http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
     body = json.dumps({"model": "m", "max_tokens": 5, "messages": USER, "stream": True})
@@ -129,7 +130,7 @@ def test_anthropic_raw_sse_has_event_lines_and_ping(server) -> None:
     assert not request.has_auth
 
 
-def test_anthropic_non_streaming_message(server) -> None:
+def test_anthropic_non_streaming_message(server: FakeLLMServer) -> None:
     server.script("plain answer")
     message = claude(server).messages.create(model="m", max_tokens=5, messages=USER)
     assert message.content[0].text == "plain answer"
@@ -149,7 +150,7 @@ def test_anthropic_non_streaming_message(server) -> None:
     ],
 )
 def test_anthropic_http_errors_have_the_provider_shape(
-    server, status, exc_type, error_type
+    server: FakeLLMServer, status, exc_type, error_type
 ) -> None:
     server.script(HTTPError(status, retry_after=2 if status == 429 else None))
     with pytest.raises(exc_type) as caught:
@@ -161,7 +162,7 @@ def test_anthropic_http_errors_have_the_provider_shape(
         assert caught.value.response.headers["retry-after"] == "2"
 
 
-def test_anthropic_error_in_the_middle_of_a_200_stream(server) -> None:
+def test_anthropic_error_in_the_middle_of_a_200_stream(server: FakeLLMServer) -> None:
     server.script(StreamError(Text("Hello from", chunks=2), error_type="overloaded_error"))
     seen = []
     client = claude(server)
@@ -175,7 +176,7 @@ def test_anthropic_error_in_the_middle_of_a_200_stream(server) -> None:
     assert caught.value.body["error"]["type"] == "overloaded_error"
 
 
-def test_sdk_retry_after_is_honoured_then_reply_served(server) -> None:
+def test_sdk_retry_after_is_honoured_then_reply_served(server: FakeLLMServer) -> None:
     server.script(HTTPError(429, retry_after=0), "after retry")
     client = claude(server, retries=1)
     message = client.messages.create(model="m", max_tokens=5, messages=USER)
@@ -185,7 +186,7 @@ def test_sdk_retry_after_is_honoured_then_reply_served(server) -> None:
     assert second.headers["x-stainless-retry-count"] == "1"
 
 
-def test_credentials_are_redacted_but_fingerprinted(server) -> None:
+def test_credentials_are_redacted_but_fingerprinted(server: FakeLLMServer) -> None:
     server.script("a", "b")
     claude(server, key="sk-ant-secret-1").messages.create(model="m", max_tokens=5, messages=USER)
     gpt(server, key="sk-openai-secret-2").responses.create(model="g", input="hi")
@@ -205,7 +206,7 @@ def test_credentials_are_redacted_but_fingerprinted(server) -> None:
 # ------------------------------------------------------------------------------- openai
 
 
-def test_openai_stream_text_reasoning_and_function_call(server) -> None:
+def test_openai_stream_text_reasoning_and_function_call(server: FakeLLMServer) -> None:
     server.script(
         Reply(
             [
@@ -232,7 +233,7 @@ def test_openai_stream_text_reasoning_and_function_call(server) -> None:
     assert final.usage.output_tokens == 4
 
 
-def test_openai_previous_response_id_is_checked(server) -> None:
+def test_openai_previous_response_id_is_checked(server: FakeLLMServer) -> None:
     server.script("one", "two", "three")
     client = gpt(server)
     first = client.responses.create(model="g", input="a")
@@ -245,7 +246,7 @@ def test_openai_previous_response_id_is_checked(server) -> None:
     assert server.remaining == 1  # the refused request took no item
 
 
-def test_openai_http_error_and_stream_failure(server) -> None:
+def test_openai_http_error_and_stream_failure(server: FakeLLMServer) -> None:
     server.script(
         HTTPError(429, retry_after=3),
         StreamError(Text("par", chunks=1), error_type="overloaded_error"),
@@ -268,7 +269,7 @@ def test_openai_http_error_and_stream_failure(server) -> None:
 # ---------------------------------------------------------------------------- scripting
 
 
-def test_default_reply_is_an_explicit_non_retryable_error(server) -> None:
+def test_default_reply_is_an_explicit_non_retryable_error(server: FakeLLMServer) -> None:
     client = claude(server, retries=2)
     with pytest.raises(anthropic.BadRequestError) as caught:
         client.messages.create(model="m", max_tokens=5, messages=USER)
@@ -284,7 +285,7 @@ def test_configurable_default_reply() -> None:
             assert message.content[0].text == "always"
 
 
-def test_callable_and_when_items(server) -> None:
+def test_callable_and_when_items(server: FakeLLMServer) -> None:
     def echo(request: RecordedRequest) -> Text:
         return Text(f"you said {request.body['messages'][-1]['content']}")
 
@@ -297,7 +298,9 @@ def test_callable_and_when_items(server) -> None:
     assert server.remaining == 0
 
 
-def test_auxiliary_requests_are_answered_and_recorded_without_taking_items(server) -> None:
+def test_auxiliary_requests_are_answered_and_recorded_without_taking_items(
+    server: FakeLLMServer,
+) -> None:
     server.script("kept")
     client = claude(server)
     counted = client.messages.count_tokens(model="m", messages=USER)
@@ -315,7 +318,7 @@ def test_auxiliary_requests_are_answered_and_recorded_without_taking_items(serve
     assert server.remaining == 1
 
 
-def test_wait_for_requests_times_out_with_a_clear_error(server) -> None:
+def test_wait_for_requests_times_out_with_a_clear_error(server: FakeLLMServer) -> None:
     with pytest.raises(TimeoutError, match="got 0"):
         server.wait_for_requests(1, timeout=0.1)
 
@@ -338,7 +341,7 @@ def test_reply_validation() -> None:
 # ----------------------------------------------------------------- slow, hang, truncation
 
 
-def test_slow_stream_sees_the_client_disconnect(server) -> None:
+def test_slow_stream_sees_the_client_disconnect(server: FakeLLMServer) -> None:
     server.script(Reply([Text("x" * 50, chunks=50)], chunk_delay=0.05))
     with claude(server).messages.stream(model="m", max_tokens=5, messages=USER) as stream:
         for event in stream:
@@ -349,7 +352,7 @@ def test_slow_stream_sees_the_client_disconnect(server) -> None:
     assert request.client_disconnected
 
 
-def test_hang_until_released_then_serves(server) -> None:
+def test_hang_until_released_then_serves(server: FakeLLMServer) -> None:
     hang = Hang(then=Text("late"))
     server.script(hang)
     result = {}
@@ -367,7 +370,7 @@ def test_hang_until_released_then_serves(server) -> None:
     assert result == {"text": "late"}
 
 
-def test_hang_with_prefix_notices_the_client_leaving(server) -> None:
+def test_hang_with_prefix_notices_the_client_leaving(server: FakeLLMServer) -> None:
     server.script(Hang(prefix=Text("partial")))
     stream = claude(server).messages.create(model="m", max_tokens=5, messages=USER, stream=True)
     first = next(iter(stream))
@@ -401,7 +404,7 @@ def test_close_releases_a_hang_and_leaves_no_thread() -> None:
     wait_until(lambda: threading.active_count() <= before)
 
 
-def test_truncated_stream_breaks_the_connection(server) -> None:
+def test_truncated_stream_breaks_the_connection(server: FakeLLMServer) -> None:
     server.script(Truncated(Text("abcdef", chunks=3), after_events=3))
     received = []
     # The anthropic SDK lets the transport's own error through mid-stream.
@@ -415,7 +418,7 @@ def test_truncated_stream_breaks_the_connection(server) -> None:
     assert received == []  # the cut came right after content_block_start
 
 
-def test_raw_garbage_body(server) -> None:
+def test_raw_garbage_body(server: FakeLLMServer) -> None:
     server.script(Raw("data: {not json\n\n", content_type="text/event-stream"))
     port = int(server.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import pickle
+from typing import Any
 
 import pytest
 
@@ -15,8 +16,8 @@ from genagent_thespian._core import protocol as _protocol
 from genagent_thespian._core.turn import Event, Response, Usage
 
 
-def _sample(cls):
-    values = {}
+def _sample(cls: type[Any]) -> Any:
+    values: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
         if (
             field.default is not dataclasses.MISSING
@@ -27,7 +28,7 @@ def _sample(cls):
     return cls(**values)
 
 
-def _value_for(name):
+def _value_for(name: str) -> object:
     samples = {
         "spec": messages.AgentSpec(name="n", impl=g.GenAgent, backend="scripted"),
         "error": g.BackendError("x", kind="overloaded", agent="n", ref="r"),
@@ -48,7 +49,7 @@ MESSAGE_CLASSES = [
 
 
 @pytest.mark.parametrize("cls", MESSAGE_CLASSES, ids=lambda c: c.__name__)
-def test_every_message_pickles_round_trip(cls) -> None:
+def test_every_message_pickles_round_trip(cls: type[Any]) -> None:
     message = _sample(cls)
     assert pickle.loads(pickle.dumps(message)) == message
 
@@ -66,7 +67,7 @@ ERROR_CLASSES = [
 
 
 @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda c: c.__name__)
-def test_every_error_pickles_with_its_context(cls) -> None:
+def test_every_error_pickles_with_its_context(cls: type[g.GenAgentError]) -> None:
     error = cls("what happened", agent=("team", 1), ref="abc")
     copy = pickle.loads(pickle.dumps(error))
     assert copy == error and type(copy) is cls

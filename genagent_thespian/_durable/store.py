@@ -56,7 +56,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from .._core.errors import AgentAlreadyExists, AgentNotFound, GenAgentError, InvalidOption
 from .._os import processes as _processes
@@ -427,7 +427,7 @@ class AgentStore(abc.ABC):
     def close(self) -> None:
         """Release the store's resources; later calls raise :class:`StoreError`."""
 
-    def __enter__(self) -> AgentStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -7,7 +7,9 @@ file, so assertions are exact (order and arguments), not "it ran".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support_agents import Minimal, Recorder, calls
@@ -19,14 +21,21 @@ from genagent_thespian.testing import Crash, Exit, Fail, Slow, wait_until
 pytestmark = pytest.mark.usefixtures("any_agent_system")
 
 
-def start(tmp_path: Path, name="a", **options):
+def start(tmp_path: Path, name: str = "a", **options: Any) -> Path:
     log = tmp_path / f"{name}.log"
     g.start_agent(Recorder, name=name, backend="scripted", log=str(log), **options)
     return log
 
 
-def wait_done(name, ref, timeout=10.0):
-    return wait_until(lambda: (r := g.poll(name, ref)).done and r, timeout=timeout)
+def wait_done(name: str, ref: str, timeout: float = 10.0) -> g.PollResult:
+    result: g.PollResult = wait_until(lambda: (r := g.poll(name, ref)).done and r, timeout=timeout)
+    return result
+
+
+def text_of(result: g.PollResult) -> str:
+    """The response text of a completed poll result."""
+    assert result.response is not None, result
+    return result.response.text
 
 
 # --- startup
@@ -112,7 +121,7 @@ def test_tell_then_poll_gives_the_response_and_results_stay_readable(tmp_path: P
     start(tmp_path, script=["told"])
     ref = g.tell("a", "q")
     result = wait_done("a", ref)
-    assert result.state is PollState.COMPLETED and result.response.text == "told"
+    assert result.state is PollState.COMPLETED and text_of(result) == "told"
     assert g.poll("a", ref) == result
 
 
@@ -136,8 +145,8 @@ def test_tell_queued_behind_a_slow_turn_is_pending_then_completes_in_order(tmp_p
     third = g.tell("a", "three")
     assert g.poll("a", second).state is PollState.PENDING
     assert g.status("a").queued == 2
-    assert wait_done("a", third).response.text == "third"
-    assert wait_done("a", first).response.text == "slow one"
+    assert text_of(wait_done("a", third)) == "third"
+    assert text_of(wait_done("a", first)) == "slow one"
     assert [r["prompt"] for r in calls(log, "handle_response")] == ["one", "two", "three"]
 
 
@@ -173,7 +182,7 @@ def test_halt_freezes_the_mailbox_and_resume_drains_it(tmp_path: Path) -> None:
     assert g.status("a").queued == 1
     assert [r["cb"] for r in calls(log, "post_run")] == ["post_run"]
     g.resume("a")
-    assert wait_done("a", ref).response.text == "later"
+    assert text_of(wait_done("a", ref)) == "later"
     assert g.status("a").halted is False
 
 
@@ -379,12 +388,12 @@ def test_defaults_of_a_minimal_implementation(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("prompt", [None, 42, b"bytes", "", ["list"]])
-def test_a_prompt_that_is_not_a_non_empty_str_is_invalid(tmp_path: Path, prompt) -> None:
+def test_a_prompt_that_is_not_a_non_empty_str_is_invalid(tmp_path: Path, prompt: object) -> None:
     start(tmp_path)
     with pytest.raises(g.InvalidPrompt):
-        g.ask("a", prompt)
+        g.ask("a", prompt)  # type: ignore[arg-type]  # the wrong type is the point
     with pytest.raises(g.InvalidPrompt):
-        g.tell("a", prompt)
+        g.tell("a", prompt)  # type: ignore[arg-type]  # the wrong type is the point
 
 
 @pytest.mark.parametrize(
@@ -401,7 +410,7 @@ def test_a_prompt_that_is_not_a_non_empty_str_is_invalid(tmp_path: Path, prompt)
         lambda: g.status("ghost"),
     ],
 )
-def test_every_call_to_an_unknown_name_is_agent_not_found(call) -> None:
+def test_every_call_to_an_unknown_name_is_agent_not_found(call: Callable[[], object]) -> None:
     with pytest.raises(g.AgentNotFound) as info:
         call()
     assert info.value.agent == "ghost"
@@ -419,7 +428,9 @@ def test_every_call_to_an_unknown_name_is_agent_not_found(call) -> None:
         ({"backend": 12}, "backend"),
     ],
 )
-def test_invalid_start_options_are_rejected_with_the_option_named(options, fragment) -> None:
+def test_invalid_start_options_are_rejected_with_the_option_named(
+    options: dict[str, Any], fragment: str
+) -> None:
     arguments = {"name": "bad", "backend": "scripted", **options}
     with pytest.raises(g.InvalidOption) as info:
         g.start_agent(Minimal, **arguments)
@@ -443,7 +454,9 @@ def test_unknown_option_keys_are_rejected_when_the_agent_declares_its_options() 
 
 
 @pytest.mark.parametrize("rule", [{"init": "raise"}, {"pre_run": "raise"}])
-def test_a_failing_init_agent_or_pre_run_fails_the_start(tmp_path: Path, rule) -> None:
+def test_a_failing_init_agent_or_pre_run_fails_the_start(
+    tmp_path: Path, rule: dict[str, str]
+) -> None:
     with pytest.raises(g.AgentStartFailed) as info:
         start(tmp_path, name="f", **rule)
     assert info.value.agent == "f"
@@ -455,7 +468,7 @@ def test_impl_must_be_a_genagent_subclass() -> None:
     from support_agents import NotAnAgent
 
     with pytest.raises(g.InvalidOption):
-        g.start_agent(NotAnAgent, name="x", backend="scripted")
+        g.start_agent(NotAnAgent, name="x", backend="scripted")  # type: ignore[arg-type]
 
 
 def test_the_mailbox_is_bounded_and_rejects_with_agent_overloaded(tmp_path: Path) -> None:

@@ -88,7 +88,7 @@ def conversation(request: Any) -> str:
 
 @pytest.mark.parametrize("backend", ["claude", "codex", "anthropic", "openai"])
 def test_each_backend_runs_agent_turns_that_continue_the_conversation(
-    backend, system: AgentSystem, server: FakeLLMServer, tmp_path: Path, workdir: Path
+    backend: str, system: AgentSystem, server: FakeLLMServer, tmp_path: Path, workdir: Path
 ) -> None:
     if backend in ("claude", "codex"):
         (tmp_path / "home" / ".codex").mkdir(parents=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support_agents import Recorder, calls
@@ -13,18 +15,21 @@ from genagent_thespian.testing import wait_until
 pytestmark = pytest.mark.usefixtures("any_agent_system")
 
 
-def start(tmp_path: Path, name, **options):
+def start(tmp_path: Path, name: Any, **options: Any) -> Path:
     log = tmp_path / f"{name}.log"
     g.start_agent(Recorder, name=name, backend="scripted", log=str(log), **options)
     return log
 
 
-def infos(log, kind):
+def infos(log: Path, kind: str) -> list[dict[str, Any]]:
     return [r for r in calls(log, "handle_info") if r["type"] == kind]
 
 
-def pump_until(name, condition, timeout=10.0):
-    """Wait for ``condition``; asking ``status`` keeps simpleSystemBase's actors running."""
+def pump_until(name: str, condition: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Wait for ``condition``; asking ``status`` keeps simpleSystemBase's actors running.
+
+    Returns what ``condition`` returned (Any: each test waits for its own kind of value).
+    """
     return wait_until(lambda: g.status(name) and condition(), timeout=timeout)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from support_agents import Recorder, calls
@@ -19,7 +22,10 @@ from genagent_thespian.testing import Exit, Fail, Slow, system_processes, wait_u
 TEN_MINUTES = 600.0
 
 
-def _timed(call):
+_T = TypeVar("_T")
+
+
+def _timed(call: Callable[[], _T]) -> tuple[_T, float]:
     started = time.perf_counter()
     result = call()
     return result, (time.perf_counter() - started) * 1000.0
@@ -46,7 +52,7 @@ def test_a_ten_minute_turn_leaves_every_control_call_under_50_ms(
         result, ms = _timed(lambda: g.poll("busy", ref))
         assert not result.done
         timings["poll"].append(ms)
-        _, ms = _timed(lambda r=round_: g.notify("busy", f"n{r}"))
+        _, ms = _timed(functools.partial(g.notify, "busy", f"n{round_}"))
         timings["notify"].append(ms)
     _, interrupt_ms = _timed(lambda: g.interrupt("busy", ref=ref))
     worst = {name: max(values) for name, values in timings.items()}
@@ -281,7 +287,7 @@ def test_a_delayed_retry_keeps_the_ask_waiting_while_the_agent_serves_others(
         script=[Fail("rate_limited", "slow down"), "other work", "retried"],
         errors=["after:0.6:try again"],
     )
-    outcome: list = []
+    outcome: list[g.Response] = []
     caller = threading.Thread(target=lambda: outcome.append(g.ask("r", "first try")))
     caller.start()
     wait_until(lambda: g.status("r").failures == 1)
@@ -296,7 +302,7 @@ def test_stop_answers_an_ask_whose_retry_waits_on_its_back_off(agent_system: Age
     g.start_agent(
         Recorder, name="s", backend="scripted", script=[Fail("overloaded")], errors=["after:60:x"]
     )
-    outcome: list = []
+    outcome: list[object] = []
 
     def caller() -> None:
         try:

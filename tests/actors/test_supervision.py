@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support_agents import Counter, FailsOnRestart, Recorder, calls
@@ -33,14 +35,14 @@ def system(tmp_path: Path) -> Iterator[AgentSystem]:
         wait_until(lambda: not system_processes(system), message="processes survived shutdown")
 
 
-def kill_agent(name):
+def kill_agent(name: str) -> int:
     pid = g.status(name).pid
     os.kill(pid, 9)
     return pid
 
 
-def wait_restarted(name, old_pid, timeout=20.0):
-    def back():
+def wait_restarted(name: str, old_pid: int, timeout: float = 20.0) -> None:
+    def back() -> bool:
         address = g.whereis(name)
         return address is not None and g.status(name).pid != old_pid
 
@@ -97,7 +99,7 @@ def test_an_agent_that_fails_every_restart_is_given_up_and_its_caller_answered(
     )
     outcome: list[BaseException] = []
 
-    def caller():
+    def caller() -> None:
         try:
             g.ask("doomed", "long")
         except BaseException as exc:
@@ -134,7 +136,7 @@ def test_a_durable_agent_resumes_its_session_state_and_queue_after_sigkill(
     assert g.ask("d", "first").text == "one"
     outcome: list[BaseException | g.Response] = []
 
-    def caller():
+    def caller() -> None:
         try:
             outcome.append(g.ask("d", "second"))
         except BaseException as exc:
@@ -148,10 +150,10 @@ def test_a_durable_agent_resumes_its_session_state_and_queue_after_sigkill(
     thread.join(30)
     assert len(outcome) == 1 and isinstance(outcome[0], g.AgentRestarted)
     wait_restarted("d", old)
-    results = [
-        wait_until(lambda r=ref: (p := g.poll("d", r)).done and p, timeout=20) for ref in queued
+    results: list[g.PollResult] = [
+        wait_until(functools.partial(_done, "d", ref), timeout=20) for ref in queued
     ]
-    assert [r.response.text for r in results] == ["three", "four"]
+    assert [r.response.text if r.response else None for r in results] == ["three", "four"]
     assert read_history(history) == ["first", "second", "third", "fourth"]  # nothing ran twice
     assert [r["value"] for r in calls(log, "count")] == [1, 2, 3]  # state survived the restart
     assert calls(log, "handle_error")[-1]["error"] == "AgentRestarted"
@@ -162,7 +164,7 @@ def test_a_durable_agent_resumes_its_session_state_and_queue_after_sigkill(
 
 def test_stop_removes_a_durable_agents_record(system: AgentSystem, tmp_path: Path) -> None:
     history = tmp_path / "h.jsonl"
-    options = {"backend_options": {"record_to": str(history)}, "durable": True}
+    options: dict[str, Any] = {"backend_options": {"record_to": str(history)}, "durable": True}
     g.start_agent(Recorder, name="r", backend="scripted", script=["a", "b"], **options)
     assert g.ask("r", "q").text == "a"
     g.stop("r")
@@ -189,7 +191,7 @@ def test_chaos_twenty_durable_agents_lose_nothing_and_run_nothing_twice(
         )
     refs = {name: [g.tell(name, f"{name}-task-{i}") for i in range(10)] for name in names}
 
-    def candidates():
+    def candidates() -> list[int]:
         pids = []
         for name in names:
             try:
@@ -206,8 +208,8 @@ def test_chaos_twenty_durable_agents_lose_nothing_and_run_nothing_twice(
     assert monkey.killed_pids, "the chaos monkey killed nothing"
     assert not monkey.errors
 
-    def settled():
-        outcomes = {}
+    def settled() -> dict[str, g.PollResult] | None:
+        outcomes: dict[str, g.PollResult] = {}
         for name, agent_refs in refs.items():
             for ref in agent_refs:
                 try:
@@ -231,7 +233,13 @@ def test_chaos_twenty_durable_agents_lose_nothing_and_run_nothing_twice(
         assert g.ask(name, "still there?").text == "working on it"
 
 
-def _parent(pid):
+def _done(name: str, ref: str) -> g.PollResult | None:
+    """The poll result of ``ref`` once it is done, else ``None`` (for ``wait_until``)."""
+    result = g.poll(name, ref)
+    return result if result.done else None
+
+
+def _parent(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
             return int(stat.read().rsplit(")", 1)[1].split()[1])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from support_agents import Recorder
 
@@ -22,9 +25,14 @@ README_EVENTS = [
 ]
 
 
-def _until(capture, name, predicate=None, count=1):
+def _until(
+    capture: TelemetryCapture,
+    name: str,
+    predicate: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
+    count: int = 1,
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Wait for events; the status call keeps simpleSystemBase's actors running."""
-    return wait_until(
+    found: list[tuple[dict[str, Any], dict[str, Any]]] = wait_until(
         lambda: (
             g.status("a")
             and len([md for m, md in capture.named(name) if predicate is None or predicate(m, md)])
@@ -32,6 +40,7 @@ def _until(capture, name, predicate=None, count=1):
             and [(m, md) for m, md in capture.named(name) if predicate is None or predicate(m, md)]
         )
     )
+    return found
 
 
 def test_the_seven_readme_events_with_their_measurements_and_metadata() -> None:
@@ -121,7 +130,7 @@ def test_unknown_event_names_and_duplicate_ids_are_rejected() -> None:
 
 
 def test_a_failing_handler_is_counted_and_others_still_run() -> None:
-    def broken(name, measurements, metadata):
+    def broken(name: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
         raise RuntimeError("handler bug")
 
     g.attach("broken", ["prompt.stop"], broken)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import pickle
 import subprocess
@@ -10,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from genagent_thespian.backends.anthropic import (
@@ -28,6 +30,7 @@ from genagent_thespian import (
     TurnContext,
     Usage,
 )
+from genagent_thespian._core.turn import Event
 from genagent_thespian.testing._conformance import collect_turn
 from genagent_thespian.testing._fake_llm_server import (
     FakeLLMServer,
@@ -59,24 +62,28 @@ def backend() -> Iterator[AnthropicBackend]:
     backend.close()
 
 
-def start(backend: AnthropicBackend, server: FakeLLMServer, **options) -> AnthropicSession:
+def start(backend: AnthropicBackend, server: FakeLLMServer, **options: Any) -> AnthropicSession:
     return backend.start_session(
         {"api_key": KEY, "base_url": server.url, "model": "claude-x", **options}
     )
 
 
-def turn(backend: AnthropicBackend, session, prompt, **kwargs):
+def turn(
+    backend: AnthropicBackend, session: AnthropicSession, prompt: str, **kwargs: Any
+) -> list[Event]:
     return collect_turn(backend, session, prompt, timeout=20, **kwargs)
 
 
-def advance(backend: AnthropicBackend, session, events):
+def advance(
+    backend: AnthropicBackend, session: AnthropicSession, events: list[Event]
+) -> AnthropicSession:
     for event in events:
         if event.kind in (EventKind.SESSION_STARTED, EventKind.RESULT):
             session = backend.update_session(session, event)
     return session
 
 
-def error_of(events) -> BackendError:
+def error_of(events: list[Event]) -> BackendError:
     assert [e.kind for e in events].count(EventKind.ERROR) == 1
     assert events[-1].kind == EventKind.ERROR
     assert not any(e.kind == EventKind.RESULT for e in events)
@@ -333,14 +340,16 @@ def test_resume_in_another_process(
         {"timeout": 0},
     ],
 )
-def test_bad_options_are_refused(backend: AnthropicBackend, server: FakeLLMServer, options) -> None:
+def test_bad_options_are_refused(
+    backend: AnthropicBackend, server: FakeLLMServer, options: Any
+) -> None:
     with pytest.raises(InvalidOption):
         start(backend, server, **options)
 
 
 def test_options_must_be_a_mapping(backend: AnthropicBackend) -> None:
     with pytest.raises(InvalidOption, match="mapping"):
-        backend.start_session(["model"])
+        backend.start_session(["model"])  # type: ignore[arg-type]  # the wrong type is the point
 
 
 def test_bad_api_key_value_is_not_echoed(backend: AnthropicBackend, server: FakeLLMServer) -> None:
@@ -400,7 +409,13 @@ def test_key_from_the_environment_is_read_at_turn_time_and_not_stored(
     ],
 )
 def test_http_errors_are_mapped(
-    backend: AnthropicBackend, server: FakeLLMServer, item, kind, retryable, retry_after, status
+    backend: AnthropicBackend,
+    server: FakeLLMServer,
+    item: object,
+    kind: str,
+    retryable: bool,
+    retry_after: float | None,
+    status: int,
 ) -> None:
     server.script(item)
     session = start(backend, server)
@@ -506,16 +521,30 @@ def pump_threads_end(timeout: float = 5.0) -> bool:
     return False
 
 
+def set_after_first_request(server: FakeLLMServer, event: threading.Event) -> None:
+    """Set ``event`` once ``server`` has received a request (the target of a helper thread)."""
+    server.wait_for_requests(1, timeout=10)
+    event.set()
+
+
+def _set_on_text(event: threading.Event, turn_event: Event) -> None:
+    if turn_event.kind == "text_delta":
+        event.set()
+
+
 # ---------------------------------------------------------------------------- cancelling
 
 
 def cancel_when(
-    backend: AnthropicBackend, session, condition_event: threading.Event, ctx: TurnContext
-):
+    backend: AnthropicBackend,
+    session: AnthropicSession,
+    condition_event: threading.Event,
+    ctx: TurnContext,
+) -> tuple[list[Event], float]:
     """Run a turn, set ctx.cancelled once ``condition_event`` is set; return events, seconds."""
-    outcome = {}
+    outcome: dict[str, list[Event]] = {}
 
-    def run():
+    def run() -> None:
         outcome["events"] = turn(backend, session, "go slowly", ctx=ctx)
 
     thread = threading.Thread(target=run)
@@ -537,13 +566,13 @@ def test_interrupt_mid_stream_ends_promptly_and_disconnects(
     streaming = threading.Event()
     outcome = {}
 
-    def run():
+    def run() -> None:
         outcome["events"] = turn(
             backend,
             session,
             "go",
             ctx=ctx,
-            on_event=lambda e: e.kind == "text_delta" and streaming.set(),
+            on_event=functools.partial(_set_on_text, streaming),
         )
 
     thread = threading.Thread(target=run)
@@ -574,9 +603,7 @@ def test_interrupt_before_any_response_header(
     session = start(backend, server)
     ctx = TurnContext(agent="t", ref="r")
     arrived = threading.Event()
-    threading.Thread(
-        target=lambda: server.wait_for_requests(1, timeout=10) and arrived.set(), daemon=True
-    ).start()
+    threading.Thread(target=set_after_first_request, args=(server, arrived), daemon=True).start()
     events, took = cancel_when(backend, session, arrived, ctx)
     assert took < 1.0
     assert error_of(events).kind == BackendErrorKind.CANCELLED
@@ -593,9 +620,7 @@ def test_the_backend_serves_the_next_turn_after_a_cancel(
     session = start(backend, server)
     ctx = TurnContext(agent="t", ref="r")
     arrived = threading.Event()
-    threading.Thread(
-        target=lambda: server.wait_for_requests(1, timeout=10) and arrived.set(), daemon=True
-    ).start()
+    threading.Thread(target=set_after_first_request, args=(server, arrived), daemon=True).start()
     events, _ = cancel_when(backend, session, arrived, ctx)
     assert error_of(events).kind == BackendErrorKind.CANCELLED
     events = turn(backend, session, "again")

@@ -74,7 +74,8 @@ def test_retry_after_forms() -> None:
     assert retry_after_from_headers({"retry-after": "soon"}) is None
     assert retry_after_from_headers({}) is None
     future = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 25 <= retry_after_from_headers({"retry-after": future}) <= 31
+    retry_after = retry_after_from_headers({"retry-after": future})
+    assert retry_after is not None and 25 <= retry_after <= 31
 
 
 @pytest.mark.parametrize(
@@ -88,7 +89,13 @@ def test_retry_after_forms() -> None:
         (None, None, None, BackendErrorKind.UNKNOWN, False),
     ],
 )
-def test_error_from_status(status, error_type, code, kind, retryable) -> None:
+def test_error_from_status(
+    status: int | None,
+    error_type: str | None,
+    code: str | None,
+    kind: str,
+    retryable: bool,
+) -> None:
     error = error_from_status(
         backend="x", status=status, error_type=error_type, code=code, message="m"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import pickle
 import subprocess
@@ -10,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from genagent_thespian.backends.openai import (
@@ -28,6 +30,7 @@ from genagent_thespian import (
     TurnContext,
     Usage,
 )
+from genagent_thespian._core.turn import Event
 from genagent_thespian.testing._conformance import collect_turn
 from genagent_thespian.testing._fake_llm_server import (
     FakeLLMServer,
@@ -59,24 +62,29 @@ def backend() -> Iterator[OpenAIBackend]:
     backend.close()
 
 
-def start(backend: OpenAIBackend, server: FakeLLMServer, **options) -> OpenAISession:
+def start(backend: OpenAIBackend, server: FakeLLMServer, **options: Any) -> OpenAISession:
     return backend.start_session(
         {"api_key": KEY, "base_url": server.openai_base_url, "model": "gpt-x", **options}
     )
 
 
-def turn(backend: OpenAIBackend, session, prompt, **kwargs):
+def turn(backend: OpenAIBackend, session: OpenAISession, prompt: str, **kwargs: Any) -> list[Event]:
     return collect_turn(backend, session, prompt, timeout=20, **kwargs)
 
 
-def advance(backend: OpenAIBackend, session, events):
+def advance(backend: OpenAIBackend, session: OpenAISession, events: list[Event]) -> OpenAISession:
     for event in events:
         if event.kind in (EventKind.SESSION_STARTED, EventKind.RESULT):
             session = backend.update_session(session, event)
     return session
 
 
-def error_of(events) -> BackendError:
+def _set_on_text(event: threading.Event, turn_event: Event) -> None:
+    if turn_event.kind == "text_delta":
+        event.set()
+
+
+def error_of(events: list[Event]) -> BackendError:
     assert [e.kind for e in events].count(EventKind.ERROR) == 1
     assert events[-1].kind == EventKind.ERROR
     assert not any(e.kind == EventKind.RESULT for e in events)
@@ -282,7 +290,9 @@ def test_resume_in_another_process(
         {"timeout": -1},
     ],
 )
-def test_bad_options_are_refused(backend: OpenAIBackend, server: FakeLLMServer, options) -> None:
+def test_bad_options_are_refused(
+    backend: OpenAIBackend, server: FakeLLMServer, options: Any
+) -> None:
     with pytest.raises(InvalidOption):
         start(backend, server, **options)
 
@@ -331,7 +341,13 @@ def test_key_from_the_environment(
     ],
 )
 def test_http_errors_are_mapped(
-    backend: OpenAIBackend, server: FakeLLMServer, item, kind, retryable, retry_after, status
+    backend: OpenAIBackend,
+    server: FakeLLMServer,
+    item: object,
+    kind: str,
+    retryable: bool,
+    retry_after: float | None,
+    status: int,
 ) -> None:
     server.script(item)
     session = start(backend, server)
@@ -358,7 +374,7 @@ def test_unknown_previous_response_is_an_invalid_request(
 
 @pytest.mark.parametrize("openai_event", ["response.failed", "error"])
 def test_failure_in_the_middle_of_a_200_stream(
-    backend: OpenAIBackend, server: FakeLLMServer, openai_event
+    backend: OpenAIBackend, server: FakeLLMServer, openai_event: str
 ) -> None:
     server.script(StreamError(Text("Hello from", chunks=2), openai_event=openai_event))
     events = turn(backend, start(backend, server), "hi")
@@ -431,15 +447,15 @@ def test_interrupt_mid_stream_ends_promptly_and_disconnects(
     session = start(backend, server)
     ctx = TurnContext(agent="t", ref="r")
     streaming = threading.Event()
-    outcome = {}
+    outcome: dict[str, list[Event]] = {}
 
-    def run():
+    def run() -> None:
         outcome["events"] = turn(
             backend,
             session,
             "go",
             ctx=ctx,
-            on_event=lambda e: e.kind == "text_delta" and streaming.set(),
+            on_event=functools.partial(_set_on_text, streaming),
         )
 
     thread = threading.Thread(target=run)
@@ -464,7 +480,7 @@ def test_interrupt_before_any_response_header(
     server.script(Hang(), "next turn")
     session = start(backend, server)
     ctx = TurnContext(agent="t", ref="r")
-    outcome = {}
+    outcome: dict[str, list[Event]] = {}
     thread = threading.Thread(
         target=lambda: outcome.update(events=turn(backend, session, "x", ctx=ctx))
     )

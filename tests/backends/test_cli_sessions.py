@@ -56,7 +56,9 @@ def workdir(tmp_path: Path) -> Path:
     return project
 
 
-def claude_options(server: FakeLLMServer, home: Path, workdir: Path, **extra: Any) -> dict:
+def claude_options(
+    server: FakeLLMServer, home: Path, workdir: Path, **extra: Any
+) -> dict[str, Any]:
     env = {**quiet_env(home), "ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": server.url}
     return {"binary": require_cli("claude"), "cwd": str(workdir), "env": env, **extra}
 
@@ -82,7 +84,9 @@ def cli_leaders(workdir: Path) -> list[int]:
 
 def the_cli(workdir: Path) -> int:
     """The one CLI process of the agent (fails if there is none or more than one)."""
-    leaders = wait_until(lambda: cli_leaders(workdir), timeout=20, message="a claude process")
+    leaders: list[int] = wait_until(
+        lambda: cli_leaders(workdir), timeout=20, message="a claude process"
+    )
     assert len(leaders) == 1, leaders
     return leaders[0]
 
@@ -158,7 +162,7 @@ def test_a_per_turn_claude_agent_lets_the_cli_exit_by_itself(
     g.stop("p")
 
 
-def _ask_in_background(name: str, prompt: str, outcome: list) -> threading.Thread:
+def _ask_in_background(name: str, prompt: str, outcome: list[object]) -> threading.Thread:
     def caller() -> None:
         try:
             outcome.append(g.ask(name, prompt))
@@ -188,7 +192,7 @@ def test_durable_claude_agent_killed_in_first_turn_resumes(
         restart="permanent",
     )
     session_id = g.backend_session("first").session_id
-    outcome: list = []
+    outcome: list[object] = []
     thread = _ask_in_background("first", "Remember the word PELICAN", outcome)
     server.wait_for_requests(2, timeout=60)  # claude stored the tool call and asked again
     old_pid = g.status("first").pid
@@ -218,11 +222,11 @@ def _lose_the_session(workdir: Path, home: Path) -> None:
 
 @pytest.mark.parametrize("policy", ["fail", "fresh"])
 def test_a_lost_claude_session_fails_once_then_follows_the_policy(
-    system: AgentSystem, server: FakeLLMServer, tmp_path: Path, workdir: Path, policy
+    system: AgentSystem, server: FakeLLMServer, tmp_path: Path, workdir: Path, policy: str
 ) -> None:
     home = tmp_path / "home"
     log = tmp_path / "errors.jsonl"
-    seen: list[dict] = []
+    seen: list[dict[str, Any]] = []
     g.attach(f"lost-{policy}", ["session.lost"], lambda name, m, meta: seen.append(meta))
     try:
         g.start_agent(

@@ -1263,7 +1263,7 @@ def test_handle_response_raising_answers_callback_error_and_keeps_serving() -> N
 @pytest.mark.parametrize(
     "bad", [42, "a string", Prompt(""), Skip()], ids=["int", "str", "empty-prompt", "skip"]
 )
-def test_handle_response_malformed_return_answers_callback_error(bad) -> None:
+def test_handle_response_malformed_return_answers_callback_error(bad: str) -> None:
     agent = Recorder().script("handle_response", bad)
     h = Harness(agent)
     h.ask("A")
@@ -1287,7 +1287,7 @@ def test_handle_response_failure_of_a_tell_is_its_poll_result() -> None:
 
 
 @pytest.mark.parametrize("bad", [Raise(RuntimeError, "bug"), 42], ids=["raises", "malformed"])
-def test_handle_error_failure_keeps_the_original_error_and_serving(bad) -> None:
+def test_handle_error_failure_keeps_the_original_error_and_serving(bad: str) -> None:
     # Spec §1.3 (later): a failing handle_error is treated as "no reply" (noreply), so the
     # caller gets the turn's own error.
     agent = Recorder().script("handle_error", bad)
@@ -1300,7 +1300,7 @@ def test_handle_error_failure_keeps_the_original_error_and_serving(bad) -> None:
 
 
 @pytest.mark.parametrize("bad", [Raise(RuntimeError, "bug"), 42], ids=["raises", "malformed"])
-def test_handle_event_failure_when_idle_is_the_notifiers_answer(bad) -> None:
+def test_handle_event_failure_when_idle_is_the_notifiers_answer(bad: str) -> None:
     agent = Recorder().script("handle_event", bad)
     h = Harness(agent)
     effects = h.notify({"n": 1})
@@ -1333,7 +1333,7 @@ def test_handle_event_failure_during_the_drain_is_contained() -> None:
 
 
 @pytest.mark.parametrize("bad", [Raise(RuntimeError, "bug"), 42], ids=["raises", "malformed"])
-def test_handle_info_failure_is_contained(bad) -> None:
+def test_handle_info_failure_is_contained(bad: str) -> None:
     agent = Recorder().script("handle_info", bad)
     h = Harness(agent)
     effects = h.info("tick")
@@ -1344,7 +1344,7 @@ def test_handle_info_failure_is_contained(bad) -> None:
 @pytest.mark.parametrize(
     "bad", [Raise(RuntimeError, "bug"), 42, ""], ids=["raises", "malformed", "empty"]
 )
-def test_pre_turn_failure_answers_callback_error_and_draining_continues(bad) -> None:
+def test_pre_turn_failure_answers_callback_error_and_draining_continues(bad: str) -> None:
     agent = Recorder().script("pre_turn", lambda p: p, bad)
     h = Harness(agent)
     h.ask("A")
@@ -1513,7 +1513,9 @@ def test_pre_turn_halt_answers_turn_halted_and_halts() -> None:
     [(Skip(), TurnSkipped), (Raise(RuntimeError, "bug"), CallbackError), (42, CallbackError)],
     ids=["skip", "raises", "malformed"],
 )
-def test_pre_turn_refusing_a_generated_prompt_reaches_handle_error(refusal, error_type) -> None:
+def test_pre_turn_refusing_a_generated_prompt_reaches_handle_error(
+    refusal: str, error_type: type[Exception]
+) -> None:
     """§1.3 (later): for an event or self-chain prompt, a pre_turn skip, crash or malformed
     return calls handle_error (there is no caller to tell), instead of a silent drop."""
     agent = Recorder().script("handle_response", fresh_prompt("chained"))
@@ -1525,7 +1527,7 @@ def test_pre_turn_refusing_a_generated_prompt_reaches_handle_error(refusal, erro
     assert len(calls) == 1, f"handle_error was called {len(calls)} times"
     (call,) = calls
     assert type(call[1]) is error_type
-    assert call[0] == call[1].ref != "ref-A"
+    assert call[0] == getattr(call[1], "ref", None) != "ref-A"
 
 
 # ============================================================================ bounds
@@ -1691,7 +1693,7 @@ def test_late_outcome_after_stop_is_ignored() -> None:
 
 
 @pytest.mark.parametrize("route", ["notify", "info"])
-def test_no_turn_starts_after_stop(route) -> None:
+def test_no_turn_starts_after_stop(route: str) -> None:
     """A stopped agent starts no work (ARCHITECTURE.md "stop really stops"; §2.10 later:
     a stopping agent refuses new work). The shell keeps delivering notifies and timers
     while it waits for the session to end (``_actors/agent.py`` END_SESSION_GRACE)."""

@@ -29,7 +29,8 @@ NAME = "old-agent"
 
 
 def old_blobs() -> dict[str, Any]:
-    return pickle.loads(OLD.read_bytes())  # the outer dict holds only bytes
+    blobs: dict[str, Any] = pickle.loads(OLD.read_bytes())  # the outer dict holds only bytes
+    return blobs
 
 
 def test_the_fixture_really_names_the_old_modules() -> None:

@@ -534,9 +534,9 @@ def test_concurrent_writer_processes(db_path: Path) -> None:
         )
         for w in range(4)
     ]
-    for w in writers:
-        out, err = w.communicate(timeout=120)
-        assert w.returncode == 0, err
+    for writer in writers:
+        out, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err
         assert out.strip() == "done"
 
     with SQLiteAgentStore(db_path) as store:

@@ -10,6 +10,7 @@ members inherit the same environment).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
@@ -81,7 +82,8 @@ class Member:
         assert self.process.stdin is not None
         self.process.stdin.write(f"ask {name} {prompt}\n")
         self.process.stdin.flush()
-        return json.loads(self._next_line(60.0))
+        answer: dict[str, Any] = json.loads(self._next_line(60.0))
+        return answer
 
     def kill(self) -> None:
         """SIGKILL the whole node: every process of its actor system, and its starter."""
@@ -152,6 +154,12 @@ class Convention:
             for member in self.members:
                 member.shutdown()
         assert leader_processes_gone, "processes of the leader survived its shutdown"
+
+
+def _done(system: g.AgentSystem, ref: str) -> g.PollResult | None:
+    """Agent ``d``'s poll result for ``ref`` once it is done, else ``None`` (for wait_until)."""
+    result = g.poll("d", ref, system=system)
+    return result if result.done else None
 
 
 @pytest.fixture
@@ -282,10 +290,7 @@ def test_a_killed_node_has_its_durable_agent_restarted_on_a_surviving_node(
     assert _agent_pgid("d", leader) == survivor.pgid
     thread.join(DETECTION_BOUND)
     assert len(outcome) == 1 and isinstance(outcome[0], g.AgentRestarted)  # the caller heard
-    results = [
-        wait_until(lambda r=ref: (p := g.poll("d", r, system=leader)).done and p, timeout=20)
-        for ref in queued
-    ]
+    results = [wait_until(functools.partial(_done, leader, ref), timeout=20) for ref in queued]
     assert [r.response.text for r in results] == ["three", "four"]
     assert read_history(history) == ["first", "second", "third", "fourth"]
     assert g.status("d", system=leader).restarts == 1

@@ -73,7 +73,7 @@ def test_a_failed_turn_waits_for_a_retry() -> None:
         "plan", backend="scripted", script=[Fail("server_error", "flaky"), "D1"]
     )
     failed = work.wait_for_review(timeout=10)
-    assert failed.text is None and "flaky" in failed.error
+    assert failed.text is None and "flaky" in (failed.error or "")
     work.approve(failed.draft_id)  # nothing to approve: rejected
     work.retry(failed.draft_id)
     review = work.wait_for_review(after=failed.draft_id, timeout=10)

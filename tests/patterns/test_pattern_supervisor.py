@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
 import pytest
 from genagent_thespian.patterns.supervisor import Supervisor
@@ -15,7 +16,7 @@ from genagent_thespian.testing import Fail, wait_until
 pytestmark = pytest.mark.usefixtures("agent_system")
 
 
-def _workers_gone(result) -> bool:
+def _workers_gone(result: Any) -> bool:  # Any: the pattern's result object
     names = set(g.list_agents())
     return not names.intersection(result.workers)
 
@@ -102,7 +103,7 @@ def test_a_worker_that_dies_is_noticed_without_waiting_for_the_timeout() -> None
 def test_a_failed_plan_fails_the_run_and_second_run_reuses_nothing() -> None:
     run = Supervisor.start("topic", backend="scripted", script=[Fail("server_error", "no plan")])
     result = run.result(timeout=30)
-    assert result.phase == "failed" and "no plan" in result.error
+    assert result.phase == "failed" and "no plan" in (result.error or "")
     run.stop()
 
 

@@ -10,9 +10,15 @@ import pytest
 from genagent_thespian.patterns.switchboard import SessionBusy, SessionHalted, Switchboard
 
 import genagent_thespian as g
+from genagent_thespian import PollResult
 from genagent_thespian.testing import Fail, Gate, open_gate, wait_until
 
 pytestmark = pytest.mark.usefixtures("agent_system")
+
+
+def _text(result: PollResult) -> str:
+    assert result.response is not None, result
+    return result.response.text
 
 
 @pytest.fixture
@@ -34,7 +40,7 @@ def test_send_poll_inbox_ack_and_busy(board: Switchboard, tmp_path: Path) -> Non
 
     open_gate(gate)
     wait_until(lambda: board.poll("s1", ref).done, timeout=10)
-    assert board.poll("s1", ref).response.text == "first"
+    assert _text(board.poll("s1", ref)) == "first"
 
     inbox = board.inbox("s1")
     assert [(e["status"], e["seq"], e["text"], e["ref"]) for e in inbox.new_requests] == [
@@ -76,7 +82,7 @@ def test_halt_rejects_send_and_resume_unhalts(board: Switchboard) -> None:
     board.resume("s")
     ref = board.send("s", "now")
     wait_until(lambda: board.poll("s", ref).done, timeout=10)
-    assert board.poll("s", ref).response.text == "after resume"
+    assert _text(board.poll("s", ref)) == "after resume"
 
 
 def test_summary_transcript_and_unknown_names(board: Switchboard) -> None:

@@ -16,7 +16,7 @@ from genagent_thespian.testing import TelemetryCapture, wait_until
 pytestmark = pytest.mark.usefixtures("agent_system")
 
 
-def _repo(path) -> str:
+def _repo(path: Path) -> str:
     os.makedirs(path)
     run_git(["init", "-q", "-b", "main"], cwd=str(path))
     run_git(["commit", "-q", "--allow-empty", "-m", "root"], cwd=str(path))
@@ -89,7 +89,7 @@ def test_a_failing_commit_is_reported_and_stops_the_run(tmp_path: Path) -> None:
         "x", backend="scripted", session_id="s4", repo=repo, script=["P1", "P2", "P3"]
     )
     result = run.result(timeout=30)
-    assert result.phase == "failed" and "commits are frozen" in result.error
+    assert result.phase == "failed" and "commits are frozen" in (result.error or "")
     assert result.commits == [] and result.paragraphs == ["P1"]
     outcome = g.poll("workspace", run.ref)
     assert outcome.state == "failed" and isinstance(outcome.error, g.CallbackError)

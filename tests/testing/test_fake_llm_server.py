@@ -7,11 +7,14 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import anthropic
 import openai
 import pytest
+from anthropic.types import Message, MessageParam, TextBlock, ThinkingBlock, ToolUseBlock
+from openai.types.responses import ResponseFunctionToolCall
 
 from genagent_thespian.testing._fake_llm_server import (
     REDACTED,
@@ -29,7 +32,7 @@ from genagent_thespian.testing._fake_llm_server import (
     When,
 )
 
-USER = [{"role": "user", "content": "hi"}]
+USER: list[MessageParam] = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
@@ -38,11 +41,11 @@ def server() -> Iterator[FakeLLMServer]:
         yield fake
 
 
-_CLIENTS: list = []
+_CLIENTS: list[anthropic.Anthropic | openai.OpenAI] = []
 
 
 @pytest.fixture(autouse=True)
-def _close_clients():
+def _close_clients() -> Iterator[None]:
     yield
     while _CLIENTS:
         _CLIENTS.pop().close()
@@ -62,12 +65,25 @@ def gpt(server: FakeLLMServer, key: str = "sk-openai-test") -> openai.OpenAI:
     return client
 
 
-def wait_until(condition, timeout: float = 5.0) -> None:
+def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         threading.Event().wait(0.01)
+
+
+def text_of(message: Message) -> str:
+    """The text of a message's first block (which must be a text block)."""
+    block = message.content[0]
+    assert isinstance(block, TextBlock)
+    return block.text
+
+
+def body_of(error: anthropic.APIStatusError | openai.APIStatusError) -> dict[str, Any]:
+    """The JSON body of an SDK error (typed ``object`` by the SDKs)."""
+    assert isinstance(error.body, dict)
+    return error.body
 
 
 # ---------------------------------------------------------------------------- anthropic
@@ -93,10 +109,11 @@ def test_anthropic_stream_carries_every_block_kind(server: FakeLLMServer) -> Non
     assert "input_json" in kinds
     assert kinds[-1] == "message_stop"
     assert [b.type for b in final.content] == ["thinking", "text", "tool_use"]
-    assert final.content[0].signature == "fake-signature"
-    assert final.content[1].text == "Hello there"
-    assert final.content[2].input == {"city": "Paris"}
-    assert final.content[2].id == "toolu_1"
+    thinking, text, tool_use = final.content
+    assert isinstance(thinking, ThinkingBlock) and thinking.signature == "fake-signature"
+    assert isinstance(text, TextBlock) and text.text == "Hello there"
+    assert isinstance(tool_use, ToolUseBlock)
+    assert (tool_use.input, tool_use.id) == ({"city": "Paris"}, "toolu_1")
     assert final.stop_reason == "tool_use"
     assert final.model == "claude-x"
     assert (final.usage.input_tokens, final.usage.output_tokens) == (30, 9)
@@ -112,8 +129,8 @@ def test_anthropic_raw_sse_has_event_lines_and_ping(server: FakeLLMServer) -> No
     text = response.read().decode()
     connection.close()
     assert response.status == 200
-    assert response.getheader("content-type").startswith("text/event-stream")
-    assert response.getheader("request-id").startswith("req_fake")
+    assert (response.getheader("content-type") or "").startswith("text/event-stream")
+    assert (response.getheader("request-id") or "").startswith("req_fake")
     names = [line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("event: ")]
     assert names == [
         "message_start",
@@ -133,7 +150,7 @@ def test_anthropic_raw_sse_has_event_lines_and_ping(server: FakeLLMServer) -> No
 def test_anthropic_non_streaming_message(server: FakeLLMServer) -> None:
     server.script("plain answer")
     message = claude(server).messages.create(model="m", max_tokens=5, messages=USER)
-    assert message.content[0].text == "plain answer"
+    assert text_of(message) == "plain answer"
     assert message.stop_reason == "end_turn"
     (request,) = server.requests
     assert request.stream is False
@@ -150,21 +167,21 @@ def test_anthropic_non_streaming_message(server: FakeLLMServer) -> None:
     ],
 )
 def test_anthropic_http_errors_have_the_provider_shape(
-    server: FakeLLMServer, status, exc_type, error_type
+    server: FakeLLMServer, status: int, exc_type: type[anthropic.APIStatusError], error_type: str
 ) -> None:
     server.script(HTTPError(status, retry_after=2 if status == 429 else None))
     with pytest.raises(exc_type) as caught:
         claude(server).messages.create(model="m", max_tokens=5, messages=USER)
     assert caught.value.status_code == status
-    assert caught.value.body["error"]["type"] == error_type
-    assert caught.value.request_id.startswith("req_fake")
+    assert body_of(caught.value)["error"]["type"] == error_type
+    assert (caught.value.request_id or "").startswith("req_fake")
     if status == 429:
         assert caught.value.response.headers["retry-after"] == "2"
 
 
 def test_anthropic_error_in_the_middle_of_a_200_stream(server: FakeLLMServer) -> None:
     server.script(StreamError(Text("Hello from", chunks=2), error_type="overloaded_error"))
-    seen = []
+    seen: list[str] = []
     client = claude(server)
     with (
         pytest.raises(anthropic.APIStatusError) as caught,
@@ -173,14 +190,14 @@ def test_anthropic_error_in_the_middle_of_a_200_stream(server: FakeLLMServer) ->
         seen.extend(stream.text_stream)
     assert seen == ["Hello", " from"]
     assert caught.value.status_code == 200
-    assert caught.value.body["error"]["type"] == "overloaded_error"
+    assert body_of(caught.value)["error"]["type"] == "overloaded_error"
 
 
 def test_sdk_retry_after_is_honoured_then_reply_served(server: FakeLLMServer) -> None:
     server.script(HTTPError(429, retry_after=0), "after retry")
     client = claude(server, retries=1)
     message = client.messages.create(model="m", max_tokens=5, messages=USER)
-    assert message.content[0].text == "after retry"
+    assert text_of(message) == "after retry"
     first, second = server.wait_for_requests(2)
     assert first.status == 429
     assert second.headers["x-stainless-retry-count"] == "1"
@@ -227,7 +244,9 @@ def test_openai_stream_text_reasoning_and_function_call(server: FakeLLMServer) -
     assert final.output_text == "Hello there"
     assert [item.type for item in final.output] == ["reasoning", "message", "function_call"]
     call = final.output[2]
+    assert isinstance(call, ResponseFunctionToolCall)
     assert (call.name, json.loads(call.arguments), call.call_id) == ("lookup", {"q": 1}, "call_7")
+    assert final.usage is not None
     assert final.usage.input_tokens == 15
     assert final.usage.input_tokens_details.cached_tokens == 5
     assert final.usage.output_tokens == 4
@@ -241,7 +260,7 @@ def test_openai_previous_response_id_is_checked(server: FakeLLMServer) -> None:
     assert second.output_text == "two"
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(model="g", input="c", previous_response_id="resp_unknown")
-    assert caught.value.body["code"] == "previous_response_not_found"
+    assert body_of(caught.value)["code"] == "previous_response_not_found"
     assert server.requests[1].body["previous_response_id"] == first.id
     assert server.remaining == 1  # the refused request took no item
 
@@ -255,12 +274,13 @@ def test_openai_http_error_and_stream_failure(server: FakeLLMServer) -> None:
     client = gpt(server)
     with pytest.raises(openai.RateLimitError) as caught:
         client.responses.create(model="g", input="a")
-    assert caught.value.body["code"] == "rate_limit_exceeded"
+    assert body_of(caught.value)["code"] == "rate_limit_exceeded"
     assert caught.value.response.headers["retry-after"] == "3"
     assert caught.value.response.headers["x-request-id"].startswith("req_fake")
     events = list(client.responses.create(model="g", input="a", stream=True))
     assert events[-1].type == "response.failed"
-    assert events[-1].response.error.code == "server_is_overloaded"
+    failed = events[-1].response.error
+    assert failed is not None and str(failed.code) == "server_is_overloaded"
     events = list(client.responses.create(model="g", input="a", stream=True))
     assert events[-1].type == "error"
     assert (events[-1].code, events[-1].message) == ("server_error", "boom")
@@ -273,7 +293,7 @@ def test_default_reply_is_an_explicit_non_retryable_error(server: FakeLLMServer)
     client = claude(server, retries=2)
     with pytest.raises(anthropic.BadRequestError) as caught:
         client.messages.create(model="m", max_tokens=5, messages=USER)
-    assert "no scripted reply" in caught.value.body["error"]["message"]
+    assert "no scripted reply" in body_of(caught.value)["error"]["message"]
     assert len(server.requests) == 1
 
 
@@ -282,7 +302,7 @@ def test_configurable_default_reply() -> None:
         client = claude(server)
         for _ in range(2):
             message = client.messages.create(model="m", max_tokens=5, messages=USER)
-            assert message.content[0].text == "always"
+            assert text_of(message) == "always"
 
 
 def test_callable_and_when_items(server: FakeLLMServer) -> None:
@@ -292,9 +312,9 @@ def test_callable_and_when_items(server: FakeLLMServer) -> None:
     server.script(When(lambda r: r.model == "special", "special reply"), echo)
     client = claude(server)
     first = client.messages.create(model="m", max_tokens=5, messages=USER)
-    assert first.content[0].text == "you said hi"
+    assert text_of(first) == "you said hi"
     second = client.messages.create(model="special", max_tokens=5, messages=USER)
-    assert second.content[0].text == "special reply"
+    assert text_of(second) == "special reply"
     assert server.remaining == 0
 
 
@@ -355,11 +375,11 @@ def test_slow_stream_sees_the_client_disconnect(server: FakeLLMServer) -> None:
 def test_hang_until_released_then_serves(server: FakeLLMServer) -> None:
     hang = Hang(then=Text("late"))
     server.script(hang)
-    result = {}
+    result: dict[str, str] = {}
 
     def call() -> None:
         message = claude(server).messages.create(model="m", max_tokens=5, messages=USER)
-        result["text"] = message.content[0].text
+        result["text"] = text_of(message)
 
     thread = threading.Thread(target=call)
     thread.start()
@@ -385,7 +405,7 @@ def test_close_releases_a_hang_and_leaves_no_thread() -> None:
     before = threading.active_count()
     server = FakeLLMServer()
     server.script(Hang())
-    errors = []
+    errors: list[Exception] = []
 
     def call() -> None:
         try:
@@ -406,7 +426,7 @@ def test_close_releases_a_hang_and_leaves_no_thread() -> None:
 
 def test_truncated_stream_breaks_the_connection(server: FakeLLMServer) -> None:
     server.script(Truncated(Text("abcdef", chunks=3), after_events=3))
-    received = []
+    received: list[str] = []
     # The anthropic SDK lets the transport's own error through mid-stream.
     client = claude(server)
     with (

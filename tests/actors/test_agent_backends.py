@@ -1,6 +1,10 @@
 """Every backend runs full agent turns through ``start_agent``: the real CLIs and SDKs
 against our FakeLLMServer, on multiprocTCPBase, and a durable Claude agent resumes its
-session after its process is killed."""
+session after its process is killed.
+
+Only multiprocTCPBase: real CLI processes belong to worker processes, and the durable test
+kills the agent's process.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""Runtime guarantees on ``multiprocTCPBase``: responsiveness, processes, protocol, threads."""
+"""Runtime guarantees on ``multiprocTCPBase``: responsiveness, processes, protocol, threads.
+
+Only multiprocTCPBase: these guarantees are about separate actor processes (a SIGKILLed agent,
+worker processes, control calls answered while another process runs a ten-minute turn, the
+TCP listeners); simpleSystemBase runs every actor in the test's own thread.
+"""
 
 from __future__ import annotations
 

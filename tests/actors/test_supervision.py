@@ -1,4 +1,8 @@
-"""Supervised restarts on multiprocTCPBase: restart types, intensity, durable resume, chaos."""
+"""Supervised restarts on multiprocTCPBase: restart types, intensity, durable resume, chaos.
+
+Only multiprocTCPBase: every test kills an agent's process (SIGKILL) to make it exit, and
+simpleSystemBase has no process per agent to kill.
+"""
 
 from __future__ import annotations
 

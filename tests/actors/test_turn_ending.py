@@ -1,6 +1,10 @@
 """The worker/backend contract for ending a turn's stream, on multiprocTCPBase: the reply goes
 out at the terminal event, the backend's own clean-up runs to its end before the next turn
-calls the backend, and a turn's watchdog starts only when its backend call does."""
+calls the backend, and a turn's watchdog starts only when its backend call does.
+
+Only multiprocTCPBase: the contract is between a worker process and the agent while the
+backend's clean-up still runs; on simpleSystemBase the worker shares the test's thread.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,10 @@
 """Real ``claude`` sessions through ``start_agent`` (multiprocTCPBase, FakeLLMServer): one CLI
 process kept across turns, replaced only after an interrupt or a crash; durable sessions that
-survive a kill at any moment; the session-lost policy."""
+survive a kill at any moment; the session-lost policy.
+
+Only multiprocTCPBase: the CLI process belongs to a worker process and the tests kill agent
+processes; simpleSystemBase has neither.
+"""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from support_patterns import (
 import genagent_thespian as g
 from genagent_thespian.testing import Fail
 
-needs_system = pytest.mark.usefixtures("agent_system")
+needs_system = pytest.mark.usefixtures("any_agent_system")
 
 
 @needs_system

@@ -10,6 +10,10 @@ from genagent_thespian.patterns.checkpointer import Checkpointer
 import genagent_thespian as g
 from genagent_thespian.testing import Fail, Gate, open_gate, wait_until
 
+# multiprocTCPBase only: this pattern's actors make progress on their own (self-chains,
+# timers, workers) while the test waits with wait_until; simpleSystemBase runs actors only
+# inside the calling thread's own requests, so the run never advances (measured: every test
+# of this module that drives a run times out there).
 pytestmark = pytest.mark.usefixtures("agent_system")
 
 

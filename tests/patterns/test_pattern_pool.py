@@ -12,7 +12,7 @@ from support_patterns import echo_task, fail_task_4
 import genagent_thespian as g
 from genagent_thespian.testing import Gate, open_gate
 
-pytestmark = pytest.mark.usefixtures("agent_system")
+pytestmark = pytest.mark.usefixtures("any_agent_system")
 
 
 def test_round_robin_and_results_in_submission_order() -> None:

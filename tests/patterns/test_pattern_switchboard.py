@@ -13,7 +13,7 @@ import genagent_thespian as g
 from genagent_thespian import PollResult
 from genagent_thespian.testing import Fail, Gate, open_gate, wait_until
 
-pytestmark = pytest.mark.usefixtures("agent_system")
+pytestmark = pytest.mark.usefixtures("any_agent_system")
 
 
 def _text(result: PollResult) -> str:

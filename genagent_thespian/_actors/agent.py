@@ -241,7 +241,18 @@ class _WorkerSlot:
 
 
 class AgentActor(Actor):
-    """One agent: its machine, its worker, its timers. Started by the supervisor."""
+    """One agent: its machine, its worker, its timers. Started by the supervisor.
+
+    A thin shell: every decision about prompts, turns, notifications and results is the pure
+    :class:`AgentMachine`'s (tested without actors); this class turns Thespian messages into
+    calls on it and its effects back into sends, worker commands and timers. It owns what the
+    machine cannot see: the worker process, deadlines, the durable record, telemetry batches
+    and agent-to-agent addresses.
+
+    No handler blocks: Thespian delivers nothing to an actor that is inside
+    ``receiveMessage``, so ``status``, ``poll``, ``notify`` and ``interrupt`` are answered
+    within milliseconds only because the backend call runs in the worker, not here.
+    """
 
     def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -299,6 +310,12 @@ class AgentActor(Actor):
             self._flush_telemetry()
 
     def _dispatch(self, message: Any, sender: Any) -> None:
+        """Route ``message`` by its type through ``_HANDLERS``.
+
+        Before ``_InitAgent`` there is no machine: a request gets ``AgentNotFound`` instead of
+        silence, so a caller racing the start is still answered, and Thespian's own exit and
+        wakeup notices are dropped. A type the table does not know is the user's: it goes to
+        ``handle_info`` through the machine, as in ``gen_agent``."""
         if isinstance(message, _InitAgent):
             self._init(message, sender)
             return
@@ -322,6 +339,14 @@ class AgentActor(Actor):
     # ================================================================== start
 
     def _init(self, message: _InitAgent, sender: Any) -> None:
+        """Build the agent from its spec, or resume it from its durable record.
+
+        The user's ``init_agent``, the backend's ``start_session`` and ``pre_run`` run here,
+        inside the agent's own process, so whatever they raise is reported to the supervisor
+        (``_AgentInitFailed``, typed errors keeping their type) and a first start that failed
+        leaves no record behind. On the multiprocess bases the process first arranges for its
+        future worker to die with it and marks its environment, so no process it starts can
+        outlive the agent."""
         spec = message.spec
         self.spec = spec
         self._registry = message.registry
@@ -387,11 +412,19 @@ class AgentActor(Actor):
     # ================================================================== client requests
 
     def _on_prompt(self, message: Prompt, sender: Any) -> None:
+        """An ``ask``: the machine queues or starts it; the answer goes to ``sender`` later.
+
+        Nothing is sent here: the ``Response`` or ``Failure`` is a ``Reply`` effect of the
+        turn's end, so a long turn never holds this handler."""
         if not self._valid_prompt(message.text, message.ref, sender):
             return
         self._run(self._m.ask(message.ref, message.text, sender))
 
     def _on_tell(self, message: Tell, sender: Any) -> None:
+        """A ``tell``: answered ``Accepted`` at once, its outcome kept for ``poll``.
+
+        With ``completion`` set, the sender also gets ``TellCompleted`` when it ends (how
+        agents tell each other and hear back)."""
         if not self._valid_prompt(message.text, message.ref, sender):
             return
         self._run(self._m.tell(message.ref, message.text, sender, completion=message.completion))
@@ -406,6 +439,10 @@ class AgentActor(Actor):
         return True
 
     def _on_poll(self, message: Poll, sender: Any) -> None:
+        """Answer from the machine's bounded result cache, never waiting for a running turn.
+
+        An unknown or evicted ref is a failed result carrying ``RequestNotFound`` rather than
+        no answer: every caller gets exactly one reply."""
         result = self._m.poll(message.ref)
         if result is None:
             from .._core.errors import RequestNotFound
@@ -419,21 +456,33 @@ class AgentActor(Actor):
         self.send(sender, result)
 
     def _on_notify(self, message: Notify, sender: Any) -> None:
+        """Deliver an event to ``handle_event``: now when idle, after the turn is decided if busy.
+
+        Buffering (in the machine) lets the event see the state the running turn leaves, as
+        upstream's later fix does; ``sender`` gets ``Accepted`` or the callback's error."""
         self._run(self._m.notify(message.event, sender=message.sender, reply_to=sender))
 
     def _on_interrupt(self, message: Interrupt, sender: Any) -> None:
+        """Interrupt the running turn (or only the one with ``ref``); the machine decides."""
         self._run(self._m.interrupt(message.ref, sender))
 
     def _on_cancel(self, message: Cancel, sender: Any) -> None:
+        """Remove a queued tell before it runs; a running or finished one is refused, typed."""
         self._run(self._m.cancel(message.ref, sender))
 
     def _on_halt(self, message: Halt, sender: Any) -> None:
+        """Halt from outside: finish the running turn, start no queued work until ``resume``."""
         self._run(self._m.halt(sender))
 
     def _on_resume(self, message: Resume, sender: Any) -> None:
+        """Unhalt (or cancel a pending halt) and let the queue drain again."""
         self._run(self._m.resume(sender))
 
     def _on_status(self, message: Status, sender: Any) -> None:
+        """Answer at once, even mid-turn: the machine's fields and what only the shell knows.
+
+        Pid, node, restarts and backend live here, not in the pure machine. Answering within
+        milliseconds while a ten-minute turn runs is why no handler of this actor may block."""
         spec = self.spec
         assert spec is not None and self.backend_cls is not None
         machine_fields = self._m.status_fields()
@@ -465,6 +514,9 @@ class AgentActor(Actor):
         return state
 
     def _on_watch(self, message: Watch, sender: Any) -> None:
+        """Subscribe (or unsubscribe) ``sender`` to this agent's ``TurnEvent`` stream.
+
+        The ``genagent ask`` command streams text this way; plain Thespian code can too."""
         if message.active:
             self._watchers.add(sender)
         else:
@@ -472,11 +524,20 @@ class AgentActor(Actor):
         self.send(sender, Accepted(None))
 
     def _on_backend_session(self, message: _BackendSession, sender: Any) -> None:
+        """Hand out the backend session: data (ids, history), never live resources."""
         self.send(sender, _SessionReply(self.session))
 
     # ================================================================== the worker
 
     def _on_turn_output(self, message: _TurnOutput, sender: Any) -> None:
+        """Apply what the worker relayed: process facts, a new session, events, the turn's end.
+
+        Output of a worker that was already replaced is ignored: it can arrive after its
+        successor started. A session the provider announced is persisted at once, so an agent
+        killed a moment later resumes that session instead of starting a second one. The
+        watchdog starts when the worker says the backend call began (``ready``), so a turn
+        that waited behind a cancelled one keeps its whole deadline. The end of a cancelled
+        turn only frees the worker: its caller was answered when it was cancelled."""
         slot = self.worker
         if sender != slot.address:
             return  # a retired worker's late output
@@ -518,6 +579,9 @@ class AgentActor(Actor):
         self._arm_idle_retirement()
 
     def _stream(self, turn_id: int, event: Event) -> None:
+        """Forward one event to ``Watch`` subscribers and to telemetry (``turn.event``).
+
+        Events are numbered per turn (``seq``) so a subscriber can tell if it missed one."""
         current_ref = self._m.current_ref
         if current_ref is None:
             return
@@ -580,6 +644,13 @@ class AgentActor(Actor):
             self._failing_turns.pop(0)
 
     def _start_turn(self, effect: StartTurn) -> None:
+        """Carry out ``StartTurn`` on the agent's worker, creating it only when there is none.
+
+        The worker is reused while healthy: spawning one costs 11-18 ms, about ten raw round
+        trips, which would dominate the framework's overhead per turn. While a cancelled turn
+        is still ending, the new turn is held, so two backend calls of one agent never
+        overlap. The process groups killed since the last turn travel with it, so the worker
+        waits for them to be gone before a new provider process starts beside them."""
         if self._session_lost is not None:
             self._fail_lost_turn(effect.turn_id)
             return
@@ -608,6 +679,10 @@ class AgentActor(Actor):
         self._dying_groups.clear()
 
     def _cancel_turn(self, effect: CancelTurn) -> None:
+        """Ask the worker to end the turn, and give it ``CANCEL_GRACE`` seconds before a kill.
+
+        The backend's own cancel comes first (it can end its provider process cleanly); if
+        the turn is still running when the grace is over, the worker is killed and replaced."""
         slot = self.worker
         if slot.address is None or slot.turn_id != effect.turn_id:
             return
@@ -617,6 +692,7 @@ class AgentActor(Actor):
         self._after(_CancelGrace(slot.generation, effect.turn_id), CANCEL_GRACE)
 
     def _release_held_start(self) -> None:
+        """Start the held turn once the worker is free, if the machine still runs that turn."""
         held, self._held_start = self._held_start, None
         if (
             held is not None
@@ -626,6 +702,11 @@ class AgentActor(Actor):
             self._start_turn(held)
 
     def _on_child_exited(self, message: ChildActorExited, sender: Any) -> None:
+        """The worker's process is gone: fail its turn with ``TurnCrashed``; the agent lives on.
+
+        What the worker left (its CLI process groups) is killed first, and a held turn starts
+        on a fresh worker. A duplicate notice, or one about a worker retired earlier, is
+        ignored: Thespian may report one exit twice."""
         slot = self.worker
         if message.childAddress != slot.address:
             return  # a duplicate notice, or a worker retired earlier
@@ -664,6 +745,10 @@ class AgentActor(Actor):
             self.wakeupAfter(delay, payload=_TICK)
 
     def _on_wakeup(self, message: WakeupMessage, sender: Any) -> None:
+        """Fire the deadlines now due, and ask for another wakeup only if one is needed.
+
+        Thespian's wakeups cannot be cancelled, so ``Deadlines`` keeps the real timers and
+        this actor keeps at most the wakeups it needs (see ``_core/deadlines.py``)."""
         if message.payload != _TICK:
             return
         payloads, delay = self._deadlines.fire()
@@ -673,6 +758,10 @@ class AgentActor(Actor):
             self._on_deadline(deadline)
 
     def _on_deadline(self, deadline: _Deadline) -> None:
+        """Act on one due deadline, if it still concerns the same worker and turn.
+
+        Each deadline names the worker generation or turn it was armed for: one that outlived
+        its subject (the turn ended, the worker was replaced) does nothing."""
         match deadline:
             case _Watchdog(turn_id):
                 self._run(self._m.watchdog_fired(turn_id))
@@ -717,6 +806,7 @@ class AgentActor(Actor):
                         self._run(self._m.turn_failed(running, crash))
 
     def _replace_worker(self, slot: _WorkerSlot) -> None:
+        """Kill a stuck worker and what it started, and forget it; the next turn makes another."""
         self._kill_worker_remains(slot, kill_worker=True)
         if slot.address is not None:
             self.send(slot.address, ActorExitRequest())
@@ -724,6 +814,7 @@ class AgentActor(Actor):
         self._release_held_start()
 
     def _arm_idle_retirement(self) -> None:
+        """Retire the worker after ``worker_idle_timeout`` idle seconds: one process when idle."""
         spec = self.spec
         slot = self.worker
         if spec is None or slot.address is None or spec.worker_idle_timeout <= 0:
@@ -733,6 +824,11 @@ class AgentActor(Actor):
     # ================================================================== stop
 
     def _on_shutdown_agent(self, message: _ShutdownAgent, sender: Any) -> None:
+        """``stop()``: answer every active and queued caller, then end the backend session.
+
+        A durable agent's record is deleted first (a stopped agent is gone for good). The
+        worker ends the session (bounded by ``END_SESSION_GRACE``) before ``Stopped`` is sent,
+        so no CLI process outlives the stop."""
         self._stopping = (message.reason, sender)
         record, self._record = self._record, None
         if record is not None:
@@ -748,10 +844,12 @@ class AgentActor(Actor):
             self._finish_stop()
 
     def _on_session_ended(self, message: _SessionEnded, sender: Any) -> None:
+        """The worker ended the session: the stop can finish."""
         if self._stopping is not None:
             self._finish_stop()
 
     def _finish_stop(self) -> None:
+        """Kill what the worker left and answer the stopper, once."""
         stopping, self._stopping = self._stopping, None
         if stopping is None:
             return
@@ -759,6 +857,9 @@ class AgentActor(Actor):
         self.send(stopping[1], Stopped(self._m.name))
 
     def _terminate_session_here(self) -> None:
+        """End the session in this process when no worker can; a failure is logged, not raised.
+
+        The stop must complete whatever the backend does."""
         if self.backend_cls is None:
             return
         try:
@@ -784,6 +885,9 @@ class AgentActor(Actor):
     # ================================================================== telemetry
 
     def _on_interest(self, message: _TelemetryInterest, sender: Any) -> None:
+        """The hub says which event names someone wants: batch only those from now on.
+
+        Acknowledged when asked (``seq``), so ``attach`` returns only once every agent knows."""
         self._telemetry_names = message.names
         if message.seq:
             self.send(sender, _TelemetryInterestAck(message.seq))
@@ -791,6 +895,7 @@ class AgentActor(Actor):
     def _telemetry_emit(
         self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]
     ) -> None:
+        """Queue an event for the hub if anyone wants it (sent once per handled message)."""
         names = self._telemetry_names
         if self._telemetry is None or (names is not None and name not in names):
             return
@@ -800,6 +905,7 @@ class AgentActor(Actor):
         self._telemetry_out.append((name, measurements, metadata))
 
     def _flush_telemetry(self) -> None:
+        """Send the queued events in one message: one send per handled message, not per event."""
         if self._telemetry_out and self._telemetry is not None:
             batch, self._telemetry_out = tuple(self._telemetry_out), []
             self.send(self._telemetry, _TelemetryBatch(batch))
@@ -807,6 +913,10 @@ class AgentActor(Actor):
     # ================================================================== agent-to-agent
 
     def _on_located(self, message: Located, sender: Any) -> None:
+        """The registry answered a lookup: deliver what waited for that name, or report it.
+
+        Messages to an unknown name are not dropped: ``handle_info`` gets ``TellCompleted``
+        with ``AgentNotFound`` for a tell and ``DeliveryFailed`` for anything else."""
         pending = self._outbox.pop(message.name, [])
         if message.address is None:
             for kind, outgoing in pending:
@@ -822,6 +932,10 @@ class AgentActor(Actor):
             self.send(message.address, outgoing)
 
     def _on_failure(self, message: Failure, sender: Any) -> None:
+        """A failure answering this agent's own tell or notify: ``handle_info`` gets it.
+
+        The cached address of the failed target is dropped, so the next send looks the name
+        up again (the target may have been restarted elsewhere)."""
         target = self._outgoing_tells.pop(message.ref, None) if message.ref else None
         if target is not None:
             self._run(self._m.info(TellCompleted(target, message.ref or "", error=message.error)))
@@ -832,6 +946,7 @@ class AgentActor(Actor):
         self._run(self._m.info(message))
 
     def _on_tell_completed(self, message: TellCompleted, sender: Any) -> None:
+        """A tell this agent sent has its final outcome: ``handle_info`` gets it."""
         self._outgoing_tells.pop(message.ref, None)
         self._run(self._m.info(message))
 
@@ -875,6 +990,11 @@ class AgentActor(Actor):
             _log.exception("agent %r could not persist its session", self._m.name)
 
     def _run(self, effects: Iterable[Effect]) -> None:
+        """Carry out the machine's effects, in order.
+
+        A durable agent saves its state first whenever a reply, a turn start or a cancel is
+        among them: nothing leaves this actor that its record does not hold yet, so a tell is
+        acknowledged only once it is durable. When no turn remains, its watchdog is moot."""
         effects = list(effects)
         if self._record is not None and any(
             isinstance(e, Reply | StartTurn | CancelTurn) for e in effects

@@ -3,7 +3,7 @@
 It starts agents (``StartAgent``), stops them for good (``StopAgent``), keeps the registry
 in step with which agents are alive, tells watchers when an agent exits (``AgentDown``), and
 decides what happens when an agent's process dies (``ChildActorExited``). Restart
-decisions come from the pure :class:`~genagent_thespian._restart.RestartTracker`.
+decisions come from the pure :class:`~genagent_thespian._core.restart_policy.RestartPolicy`.
 
 ``ChildActorExited`` can arrive twice for one exit; handling is idempotent because the
 supervisor forgets an address on the first notice.
@@ -167,7 +167,13 @@ class _Child:
 
 
 class AgentSupervisor(Actor):
-    """Starts, stops and watches agents (see the module docstring)."""
+    """Starts, stops and watches agents (see the module docstring).
+
+    Every agent is this actor's child, so an agent's death reaches it as Thespian's
+    ``ChildActorExited`` even when the agent was SIGKILLed. It keeps one ``_Child`` per name
+    with an explicit state (``_ChildState``); callers hold names, never addresses, so a
+    restarted agent keeps working for them through the registry.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -192,6 +198,10 @@ class AgentSupervisor(Actor):
     # ------------------------------------------------------------------ boot
 
     def _on_boot(self, message: Boot, sender: Any) -> None:
+        """Learn the system's services once; answer with this process's pid and group.
+
+        A second ``Boot`` (a client attaching again) changes nothing. The pid and group let
+        ``AgentSystem.shutdown`` sweep every process of the system afterwards."""
         if self._registry is None:
             self._registry = message.registry
             self._telemetry = message.telemetry
@@ -202,6 +212,10 @@ class AgentSupervisor(Actor):
     # ------------------------------------------------------------------ start
 
     def _on_start(self, message: StartAgent, sender: Any) -> None:
+        """Start a new agent under its name, refusing a name already in use.
+
+        The starter gets ``AgentStarted`` only once the agent's ``init_agent`` succeeded
+        (``_on_ready``), or the typed reason it did not (``_on_init_failed``)."""
         spec = message.spec
         if spec.name in self._children:
             error = AgentAlreadyExists(
@@ -214,6 +228,10 @@ class AgentSupervisor(Actor):
         self._spawn(child)
 
     def _spawn(self, child: _Child) -> None:
+        """Create the agent's actor (placed by its requirements) and send it its spec.
+
+        Used for the first start and for every restart: a restart is a new process with the
+        next incarnation and a new instance id (what its CLIs are marked with)."""
         # Placement: Thespian asks AgentActor.actorSystemCapabilityCheck on each node.
         requirements = dict(child.spec.placement) or None
         child.address = self.createActor(AgentActor, targetActorRequirements=requirements)
@@ -234,6 +252,10 @@ class AgentSupervisor(Actor):
         )
 
     def _on_ready(self, message: _AgentReady, sender: Any) -> None:
+        """The agent initialized: register its name, then answer its starter.
+
+        The registry sends the starter's ``AgentStarted`` after the name is registered, so a
+        caller can use the name as soon as ``start_agent`` returns."""
         child = self._children.get(message.name)
         if child is None or child.address != sender:
             return
@@ -256,6 +278,10 @@ class AgentSupervisor(Actor):
         self._emit("agent.started", {"agent": message.name, "incarnation": child.incarnation})
 
     def _on_init_failed(self, message: _AgentInitFailed, sender: Any) -> None:
+        """The agent could not initialize.
+
+        On a first start the caller gets the error and nothing restarts (a bad spec would
+        fail again); on a restart it counts as a crash for the restart policy."""
         child = self._children.get(message.name)
         if child is None or child.address != sender:
             return
@@ -272,6 +298,7 @@ class AgentSupervisor(Actor):
     # ------------------------------------------------------------------ stop
 
     def _on_stop(self, message: StopAgent, sender: Any) -> None:
+        """``stop()``: end an agent for good; ``sender`` gets ``Stopped`` once it is gone."""
         child = self._children.get(message.name)
         if child is None:
             self.send(sender, Failure(AgentNotFound("no agent has that name", agent=message.name)))
@@ -279,6 +306,12 @@ class AgentSupervisor(Actor):
         self._begin_stop(child, message.reason, sender)
 
     def _begin_stop(self, child: _Child, reason: str, waiter: Any) -> None:
+        """Stop ``child`` in the way its state allows, answering ``waiter`` when it is gone.
+
+        A running agent is asked to stop (it answers its callers and ends its session) and
+        is made to exit after ``STOP_GRACE`` if it does not; one still starting has nothing to
+        answer and exits at once; one between restarts has no process, so its durable
+        record's callers are answered here and the record deleted."""
         if waiter is not None:
             child.stop_waiters.append(waiter)
         if child.state is _ChildState.STOPPING:
@@ -307,6 +340,9 @@ class AgentSupervisor(Actor):
         self.wakeupAfter(STOP_GRACE, payload=_ExitDue(child.address, child.incarnation))
 
     def _on_agent_processes(self, message: _AgentProcesses, sender: Any) -> None:
+        """Remember what to kill should this agent die: its worker and its CLI process groups.
+
+        Thespian leaves the children of a SIGKILLed actor running, so the supervisor ends them."""
         child = self._child_at(sender)
         if child is not None:
             child.remains = message
@@ -320,18 +356,24 @@ class AgentSupervisor(Actor):
             self.wakeupAfter(EXIT_GRACE, payload=_KillDue(sender, incarnation))
 
     def _on_stop_all(self, message: StopAll, sender: Any) -> None:
+        """Orderly shutdown: stop every agent, answer ``Stopped(None)`` when none is left."""
         self._stop_all_waiters.append(sender)
         for child in list(self._children.values()):
             self._begin_stop(child, message.reason, None)
         self._check_stop_all()
 
     def _check_stop_all(self) -> None:
+        """Answer the shutdown waiters once the last agent is gone."""
         if self._stop_all_waiters and not self._children:
             waiters, self._stop_all_waiters = self._stop_all_waiters, []
             for waiter in waiters:
                 self.send(waiter, Stopped(None))
 
     def _on_wakeup(self, message: WakeupMessage, sender: Any) -> None:
+        """Act on a timer: a restart after its back-off, or a deadline for a start or an exit.
+
+        Deadlines carry the incarnation they were set for, so one that outlived its agent
+        (a restarted agent may reuse its predecessor's address) does nothing."""
         match message.payload:
             case _RestartDue(name, incarnation):
                 self._restart(name, incarnation)
@@ -364,6 +406,7 @@ class AgentSupervisor(Actor):
     # ------------------------------------------------------------------ exits
 
     def _on_child_exited(self, message: ChildActorExited, sender: Any) -> None:
+        """An agent's process ended; ignore the duplicate or stale notices Thespian may send."""
         child = self._child_at(message.childAddress)
         if child is None or self._stale_exit(child, message.childAddress):
             return  # the duplicate notice of an exit already handled
@@ -412,6 +455,7 @@ class AgentSupervisor(Actor):
         self._end_for_good(child, decision.reason)
 
     def _on_node_lost(self, message: NodeLost, sender: Any) -> None:
+        """Treat every agent on a lost convention node as exited (Thespian does not say so)."""
         lost = [c for c in self._children.values() if c.node == message.node and c.address]
         for child in lost:
             _log.warning("agent %r was on lost node %s", child.spec.name, message.node)
@@ -426,6 +470,10 @@ class AgentSupervisor(Actor):
         self._notify_watchers(name, "crashed")
 
     def _restart(self, name: Any, incarnation: int) -> None:
+        """Start the next incarnation, if this restart is still wanted.
+
+        A stop or a newer exit may have happened during the back-off. The new incarnation
+        must report ready within ``RESTART_START_DEADLINE`` or it counts as a failed restart."""
         child = self._children.get(name)
         if (
             child is None
@@ -469,6 +517,7 @@ class AgentSupervisor(Actor):
         return not child.node or child.node == self._node
 
     def _child_at(self, address: Any) -> _Child | None:
+        """The child whose current process is at ``address``, if any."""
         for child in self._children.values():
             if child.address is not None and child.address == address:
                 return child
@@ -477,22 +526,26 @@ class AgentSupervisor(Actor):
     # ------------------------------------------------------------------ watchers
 
     def _on_watch_agent(self, message: WatchAgent, sender: Any) -> None:
+        """Tell ``sender`` (``AgentDown``) when agent ``name`` exits; at once if it is unknown."""
         if message.name not in self._children:
             self.send(sender, AgentDown(message.name, "not_found"))
             return
         self._watchers.setdefault(message.name, AddressBook()).add(sender)
 
     def _notify_watchers(self, name: Any, reason: str) -> None:
+        """Send ``AgentDown`` to everyone watching ``name`` (each watch fires once)."""
         for watcher in self._watchers.pop(name, AddressBook()):
             self.send(watcher, AgentDown(name, reason))
 
     def _emit(self, event: str, metadata: dict[str, Any]) -> None:
+        """Send one supervisor telemetry event (``agent.crashed``...) to the hub."""
         if self._telemetry is not None:
             self.send(
                 self._telemetry, _TelemetryBatch(((event, {}, {**metadata, "node": self._node}),))
             )
 
     def _on_exit_request(self, message: ActorExitRequest, sender: Any) -> None:
+        """The system is shutting down: answer every stopper and starter still waiting."""
         for child in self._children.values():
             for waiter in child.stop_waiters:
                 self.send(waiter, Stopped(child.spec.name))

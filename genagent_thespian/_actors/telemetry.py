@@ -176,7 +176,12 @@ def _union(interests: Iterable[frozenset[str] | None]) -> frozenset[str] | None:
 
 
 class TelemetryHub(Actor):
-    """Fans telemetry batches out to subscribers; tells agents what is wanted."""
+    """Fans telemetry batches out to subscribers; tells agents what is wanted.
+
+    One per actor system, under a global name. Agents send only the event names someone
+    subscribed to, so an unobserved fleet costs no telemetry traffic; handlers attached in
+    the user's process see events emitted in agent processes whatever the system base.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -215,6 +220,7 @@ class TelemetryHub(Actor):
             _log.exception("telemetry hub failed handling %s", type(message).__name__)
 
     def _subscribe(self, message: _TelemetrySubscribe, sender: Any) -> None:
+        """Add, change or remove a subscription; acknowledge once agents send what is wanted."""
         before = self._interest()
         if message.token.startswith("local:"):
             if message.active:
@@ -240,25 +246,30 @@ class TelemetryHub(Actor):
         self.wakeupAfter(_INTEREST_ACK_TIMEOUT, payload=self._seq)
 
     def _forget_agent(self, address: Any) -> None:
+        """An agent left: stop waiting for its acknowledgement, stop telling it interests."""
         self._agents.discard(address)
         for seq, (_, pending) in list(self._waiting.items()):
             pending.discard(address)
             self._release_if_done(seq)
 
     def _release_if_done(self, seq: int) -> None:
+        """Answer the subscriber of ``seq`` once every agent acknowledged it."""
         waiting = self._waiting.get(seq)
         if waiting is not None and not len(waiting[1]):
             self._release(seq)
 
     def _release(self, seq: Any) -> None:
+        """Answer the subscriber of ``seq`` now (all acknowledged, or the wait timed out)."""
         waiting = self._waiting.pop(seq, None)
         if waiting is not None:
             self.send(waiting[0], Accepted(None))
 
     def _interest(self) -> frozenset[str] | None:
+        """The union of every subscription: what agents must send (``None``: everything)."""
         return _union([*(names for _, names in self._subscribers.values()), *self._local.values()])
 
     def _route(self, batch: _TelemetryBatch) -> None:
+        """Send each subscriber the events of ``batch`` it asked for (in-process ones directly)."""
         if self._local:
             dispatch_local(batch.events)
         for subscriber, names in self._subscribers.values():

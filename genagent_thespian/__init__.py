@@ -21,7 +21,6 @@ A prompt: ``ask`` (``_api/client``) -> ``Prompt`` to ``AgentActor`` (``_actors/a
 to the caller.
 """
 
-from ._actors.telemetry import attach, detach
 from ._api.client import (
     ask,
     attach_system,
@@ -43,6 +42,7 @@ from ._api.client import (
     whereis,
 )
 from ._api.system import AgentSystem
+from ._api.telemetry import attach, detach
 from ._core.backend import Backend, TurnContext
 from ._core.behaviour import GenAgent
 from ._core.errors import (

@@ -30,17 +30,17 @@ PUBLIC = {
 }  # fmt: skip
 
 
-def test_the_package_exports_exactly_the_public_names():
+def test_the_package_exports_exactly_the_public_names() -> None:
     assert set(g.__all__) == PUBLIC
     assert all(hasattr(g, name) for name in g.__all__)
 
 
-def test_no_private_name_is_exported():
+def test_no_private_name_is_exported() -> None:
     for module in (g, messages, testing):
         assert not [name for name in module.__all__ if name.startswith("_")]
 
 
-def test_every_public_name_has_a_docstring():
+def test_every_public_name_has_a_docstring() -> None:
     undocumented = [
         name for name in g.__all__ if callable(getattr(g, name)) and not getattr(g, name).__doc__
     ]

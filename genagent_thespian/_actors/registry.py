@@ -24,7 +24,12 @@ _log = get_logger("genagent_thespian.registry")
 
 
 class Registry(Actor):
-    """Maps agent names to addresses (see the module docstring)."""
+    """Maps agent names to addresses (see the module docstring).
+
+    Callers hold names, never addresses, so an agent restarted in another process (or on
+    another node) keeps working for them. An agent between incarnations stays listed as
+    restarting, so a caller can wait for it instead of concluding it is gone.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -77,5 +82,9 @@ class Registry(Actor):
             _log.exception("registry failed handling %s", type(message).__name__)
 
     def _send_all(self, replies: tuple[tuple[Any, Any], ...]) -> None:
+        """Send the replies the supervisor attached to an update, now that it is applied.
+
+        A caller answered this way (``AgentStarted``, ``Stopped``) can use or reuse the name
+        at once: the registry already says what the answer says."""
         for address, reply in replies:
             self.send(address, reply)

@@ -3,7 +3,7 @@
 It starts agents (``StartAgent``), stops them for good (``StopAgent``), keeps the registry
 in step with which agents are alive, tells watchers when an agent exits (``AgentDown``), and
 decides what happens when an agent's process dies (``ChildActorExited``). Restart
-decisions come from the pure :class:`~genagent_thespian._restart.RestartTracker`.
+decisions come from the pure :class:`~genagent_thespian._core.restart_policy.RestartPolicy`.
 
 ``ChildActorExited`` can arrive twice for one exit; handling is idempotent because the
 supervisor forgets an address on the first notice.
@@ -11,9 +11,8 @@ supervisor forgets an address on the first notice.
 
 from __future__ import annotations
 
-import contextlib
+import enum
 import os
-import signal
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -38,7 +37,13 @@ from .._core.protocol import (
 )
 from .._core.restart_policy import ExitKind, RestartAction, RestartPolicy
 from .._durable.record import answer_stored_callers, delete_stored_agent
-from .._os.processes import AGENT_MARKER, is_alive, kill_marked, kill_process, kill_process_group
+from .._os.processes import (
+    AGENT_MARKER,
+    kill_marked,
+    kill_process,
+    kill_process_group,
+    process_alive,
+)
 from ..messages import (
     AgentDown,
     AgentSpec,
@@ -103,11 +108,52 @@ class NodeLost:
     node: str
 
 
+class _ChildState(enum.Enum):
+    """Where one supervised agent is in its life, as the supervisor sees it."""
+
+    STARTING = "starting"  # created; waiting for _AgentReady (or its start to fail)
+    RUNNING = "running"  # ready and registered under its name
+    STOPPING = "stopping"  # asked to stop (or to exit); its exit notice ends it for good
+    RESTARTING = "restarting"  # its process is gone; a restart is scheduled (no address)
+
+
+@dataclass(frozen=True, slots=True)
+class _RestartDue:
+    """Wakeup: the back-off before restarting incarnation ``incarnation`` of ``name`` is over."""
+
+    name: Any
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class _StartCheck:
+    """Wakeup: a restarted incarnation should have reported ready by now."""
+
+    name: Any
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class _ExitDue:
+    """Wakeup: a stopping agent should have answered ``_ShutdownAgent`` by now; make it exit."""
+
+    address: Any
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class _KillDue:
+    """Wakeup: an agent told to exit should be gone by now; SIGKILL its process."""
+
+    address: Any
+    incarnation: int
+
+
 @dataclass
 class _Child:
     spec: AgentSpec
     address: Any
-    state: str = "starting"  # starting | running | stopping
+    state: _ChildState = _ChildState.STARTING
     starter: Any = None
     stop_waiters: list[Any] = field(default_factory=list)
     stop_reason: str = ""
@@ -121,7 +167,13 @@ class _Child:
 
 
 class AgentSupervisor(Actor):
-    """Starts, stops and watches agents (see the module docstring)."""
+    """Starts, stops and watches agents (see the module docstring).
+
+    Every agent is this actor's child, so an agent's death reaches it as Thespian's
+    ``ChildActorExited`` even when the agent was SIGKILLed. It keeps one ``_Child`` per name
+    with an explicit state (``_ChildState``); callers hold names, never addresses, so a
+    restarted agent keeps working for them through the registry.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -146,6 +198,10 @@ class AgentSupervisor(Actor):
     # ------------------------------------------------------------------ boot
 
     def _on_boot(self, message: Boot, sender: Any) -> None:
+        """Learn the system's services once; answer with this process's pid and group.
+
+        A second ``Boot`` (a client attaching again) changes nothing. The pid and group let
+        ``AgentSystem.shutdown`` sweep every process of the system afterwards."""
         if self._registry is None:
             self._registry = message.registry
             self._telemetry = message.telemetry
@@ -156,6 +212,10 @@ class AgentSupervisor(Actor):
     # ------------------------------------------------------------------ start
 
     def _on_start(self, message: StartAgent, sender: Any) -> None:
+        """Start a new agent under its name, refusing a name already in use.
+
+        The starter gets ``AgentStarted`` only once the agent's ``init_agent`` succeeded
+        (``_on_ready``), or the typed reason it did not (``_on_init_failed``)."""
         spec = message.spec
         if spec.name in self._children:
             error = AgentAlreadyExists(
@@ -168,10 +228,14 @@ class AgentSupervisor(Actor):
         self._spawn(child)
 
     def _spawn(self, child: _Child) -> None:
+        """Create the agent's actor (placed by its requirements) and send it its spec.
+
+        Used for the first start and for every restart: a restart is a new process with the
+        next incarnation and a new instance id (what its CLIs are marked with)."""
         # Placement: Thespian asks AgentActor.actorSystemCapabilityCheck on each node.
         requirements = dict(child.spec.placement) or None
         child.address = self.createActor(AgentActor, targetActorRequirements=requirements)
-        child.state = "starting"
+        child.state = _ChildState.STARTING
         child.node = ""
         self.send(
             child.address,
@@ -188,10 +252,14 @@ class AgentSupervisor(Actor):
         )
 
     def _on_ready(self, message: _AgentReady, sender: Any) -> None:
+        """The agent initialized: register its name, then answer its starter.
+
+        The registry sends the starter's ``AgentStarted`` after the name is registered, so a
+        caller can use the name as soon as ``start_agent`` returns."""
         child = self._children.get(message.name)
         if child is None or child.address != sender:
             return
-        child.state = "running"
+        child.state = _ChildState.RUNNING
         child.pid = message.pid
         child.node = message.node or self._node
         then = ((child.starter, AgentStarted(message.name, sender)),) if child.starter else ()
@@ -210,6 +278,10 @@ class AgentSupervisor(Actor):
         self._emit("agent.started", {"agent": message.name, "incarnation": child.incarnation})
 
     def _on_init_failed(self, message: _AgentInitFailed, sender: Any) -> None:
+        """The agent could not initialize.
+
+        On a first start the caller gets the error and nothing restarts (a bad spec would
+        fail again); on a restart it counts as a crash for the restart policy."""
         child = self._children.get(message.name)
         if child is None or child.address != sender:
             return
@@ -226,6 +298,7 @@ class AgentSupervisor(Actor):
     # ------------------------------------------------------------------ stop
 
     def _on_stop(self, message: StopAgent, sender: Any) -> None:
+        """``stop()``: end an agent for good; ``sender`` gets ``Stopped`` once it is gone."""
         child = self._children.get(message.name)
         if child is None:
             self.send(sender, Failure(AgentNotFound("no agent has that name", agent=message.name)))
@@ -233,12 +306,18 @@ class AgentSupervisor(Actor):
         self._begin_stop(child, message.reason, sender)
 
     def _begin_stop(self, child: _Child, reason: str, waiter: Any) -> None:
+        """Stop ``child`` in the way its state allows, answering ``waiter`` when it is gone.
+
+        A running agent is asked to stop (it answers its callers and ends its session) and
+        is made to exit after ``STOP_GRACE`` if it does not; one still starting has nothing to
+        answer and exits at once; one between restarts has no process, so its durable
+        record's callers are answered here and the record deleted."""
         if waiter is not None:
             child.stop_waiters.append(waiter)
-        if child.state == "stopping":
+        if child.state is _ChildState.STOPPING:
             return
-        if child.state == "restarting":  # no process to ask: it is gone already
-            child.state = "stopping"
+        if child.state is _ChildState.RESTARTING:  # no process to ask: it is gone already
+            child.state = _ChildState.STOPPING
             if child.spec.durable and self._store_path:
                 answer_stored_callers(self._store_path, child.spec, "stopped", self.send)
                 delete_stored_agent(self._store_path, child.spec)
@@ -247,20 +326,23 @@ class AgentSupervisor(Actor):
             )
             self._check_stop_all()
             return
-        if child.state == "starting":
+        if child.state is _ChildState.STARTING:
             # Not initialized yet: it has nothing to answer, so it can exit right away.
-            child.state = "stopping"
+            child.state = _ChildState.STOPPING
             child.stop_reason = reason
             self.send(child.address, ActorExitRequest())
-            self.wakeupAfter(EXIT_GRACE, payload=("kill", child.address, child.incarnation))
+            self.wakeupAfter(EXIT_GRACE, payload=_KillDue(child.address, child.incarnation))
             return
-        child.state = "stopping"
+        child.state = _ChildState.STOPPING
         child.stop_reason = reason
         self.send(self._registry, _Unregister(child.spec.name, child.address))
         self.send(child.address, _ShutdownAgent(reason))
-        self.wakeupAfter(STOP_GRACE, payload=("exit", child.address, child.incarnation))
+        self.wakeupAfter(STOP_GRACE, payload=_ExitDue(child.address, child.incarnation))
 
     def _on_agent_processes(self, message: _AgentProcesses, sender: Any) -> None:
+        """Remember what to kill should this agent die: its worker and its CLI process groups.
+
+        Thespian leaves the children of a SIGKILLed actor running, so the supervisor ends them."""
         child = self._child_at(sender)
         if child is not None:
             child.remains = message
@@ -271,55 +353,60 @@ class AgentSupervisor(Actor):
             self.send(sender, ActorExitRequest())
             child = self._child_at(sender)
             incarnation = child.incarnation if child is not None else -1
-            self.wakeupAfter(EXIT_GRACE, payload=("kill", sender, incarnation))
+            self.wakeupAfter(EXIT_GRACE, payload=_KillDue(sender, incarnation))
 
     def _on_stop_all(self, message: StopAll, sender: Any) -> None:
+        """Orderly shutdown: stop every agent, answer ``Stopped(None)`` when none is left."""
         self._stop_all_waiters.append(sender)
         for child in list(self._children.values()):
             self._begin_stop(child, message.reason, None)
         self._check_stop_all()
 
     def _check_stop_all(self) -> None:
+        """Answer the shutdown waiters once the last agent is gone."""
         if self._stop_all_waiters and not self._children:
             waiters, self._stop_all_waiters = self._stop_all_waiters, []
             for waiter in waiters:
                 self.send(waiter, Stopped(None))
 
     def _on_wakeup(self, message: WakeupMessage, sender: Any) -> None:
-        payload = message.payload
-        if not isinstance(payload, tuple):
-            return
-        if payload[0] == "restart":
-            self._restart(payload[1], payload[2])
-            return
-        if payload[0] == "started?":
-            child = self._children.get(payload[1])
-            if child and child.incarnation == payload[2] and child.state == "starting":
-                _log.error(
-                    "agent %r did not come back in time; counting a failed restart", payload[1]
-                )
-                child.exit_kind = ExitKind.CRASHED
-                if child.address is not None:
-                    self.send(child.address, ActorExitRequest())
-                self._handle_exit(child, child.address)
-            return
-        kind, address, incarnation = payload
-        child = self._child_at(address)
-        if child is None or child.incarnation != incarnation:
-            return  # meant for an incarnation that is gone (a new one may reuse its port)
-        name = child.spec.name
-        if kind == "exit":
-            _log.warning("agent %r did not stop in time; ending it", name)
-            self.send(address, ActorExitRequest())
-            self.wakeupAfter(EXIT_GRACE, payload=("kill", address, incarnation))
-        elif kind == "kill" and child.pid and child.pid != os.getpid() and self._is_local(child):
-            _log.warning("agent %r did not exit in time; killing pid %d", name, child.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, signal.SIGKILL)
+        """Act on a timer: a restart after its back-off, or a deadline for a start or an exit.
+
+        Deadlines carry the incarnation they were set for, so one that outlived its agent
+        (a restarted agent may reuse its predecessor's address) does nothing."""
+        match message.payload:
+            case _RestartDue(name, incarnation):
+                self._restart(name, incarnation)
+            case _StartCheck(name, incarnation):
+                self._check_started(name, incarnation)
+            case _ExitDue(address, incarnation) | _KillDue(address, incarnation) as due:
+                child = self._child_at(address)
+                if child is None or child.incarnation != incarnation:
+                    return  # meant for an incarnation that is gone (a new one may reuse its port)
+                if isinstance(due, _ExitDue):
+                    _log.warning("agent %r did not stop in time; ending it", child.spec.name)
+                    self.send(address, ActorExitRequest())
+                    self.wakeupAfter(EXIT_GRACE, payload=_KillDue(address, incarnation))
+                elif child.pid and self._is_local(child):
+                    _log.warning(
+                        "agent %r did not exit in time; killing pid %d", child.spec.name, child.pid
+                    )
+                    kill_process(child.pid)
+
+    def _check_started(self, name: Any, incarnation: int) -> None:
+        """Count a restarted incarnation that never reported ready as a failed restart."""
+        child = self._children.get(name)
+        if child and child.incarnation == incarnation and child.state is _ChildState.STARTING:
+            _log.error("agent %r did not come back in time; counting a failed restart", name)
+            child.exit_kind = ExitKind.CRASHED
+            if child.address is not None:
+                self.send(child.address, ActorExitRequest())
+            self._handle_exit(child, child.address)
 
     # ------------------------------------------------------------------ exits
 
     def _on_child_exited(self, message: ChildActorExited, sender: Any) -> None:
+        """An agent's process ended; ignore the duplicate or stale notices Thespian may send."""
         child = self._child_at(message.childAddress)
         if child is None or self._stale_exit(child, message.childAddress):
             return  # the duplicate notice of an exit already handled
@@ -329,7 +416,7 @@ class AgentSupervisor(Actor):
         """``child``'s process ended: answer its stoppers, or restart, or forget it."""
         self._recent_exits.append((address, time.monotonic()))
         name = child.spec.name
-        if child.state == "stopping":
+        if child.state is _ChildState.STOPPING:
             self._forget(child, then=tuple((w, Stopped(name)) for w in child.stop_waiters))
             self._emit("agent.stopped", {"agent": name, "reason": child.stop_reason})
             self._notify_watchers(name, child.stop_reason or "stopped")
@@ -338,7 +425,7 @@ class AgentSupervisor(Actor):
         if self._is_local(child):
             _end_remains(child)
         self._emit("agent.crashed", {"agent": name, "incarnation": child.incarnation})
-        if child.state == "starting" and child.starter is not None:
+        if child.state is _ChildState.STARTING and child.starter is not None:
             self._forget(child)
             reason = "the agent's process exited while starting"
             if child.spec.placement:
@@ -355,12 +442,12 @@ class AgentSupervisor(Actor):
         child.exit_kind = ExitKind.KILLED
         if decision.action is RestartAction.RESTART:
             _log.warning("agent %r exited; restarting in %.3fs", name, decision.delay)
-            child.state = "restarting"
+            child.state = _ChildState.RESTARTING
             if self._telemetry is not None:
                 self.send(self._telemetry, _TelemetryLeave(child.address))
             child.address = None
             self.send(self._registry, _Restarting(name, child.spec.durable))
-            self.wakeupAfter(decision.delay, payload=("restart", name, child.incarnation))
+            self.wakeupAfter(decision.delay, payload=_RestartDue(name, child.incarnation))
             return
         if decision.action is RestartAction.GIVE_UP:
             _log.error("agent %r: %s", name, decision.reason)
@@ -368,6 +455,7 @@ class AgentSupervisor(Actor):
         self._end_for_good(child, decision.reason)
 
     def _on_node_lost(self, message: NodeLost, sender: Any) -> None:
+        """Treat every agent on a lost convention node as exited (Thespian does not say so)."""
         lost = [c for c in self._children.values() if c.node == message.node and c.address]
         for child in lost:
             _log.warning("agent %r was on lost node %s", child.spec.name, message.node)
@@ -382,15 +470,23 @@ class AgentSupervisor(Actor):
         self._notify_watchers(name, "crashed")
 
     def _restart(self, name: Any, incarnation: int) -> None:
+        """Start the next incarnation, if this restart is still wanted.
+
+        A stop or a newer exit may have happened during the back-off. The new incarnation
+        must report ready within ``RESTART_START_DEADLINE`` or it counts as a failed restart."""
         child = self._children.get(name)
-        if child is None or child.state != "restarting" or child.incarnation != incarnation:
+        if (
+            child is None
+            or child.state is not _ChildState.RESTARTING
+            or child.incarnation != incarnation
+        ):
             return
         child.incarnation += 1
         child.pid = 0  # unknown until the new incarnation reports ready
         child.instance_id = uuid.uuid4().hex
         child.remains = _AgentProcesses(0)
         self._spawn(child)
-        self.wakeupAfter(RESTART_START_DEADLINE, payload=("started?", name, child.incarnation))
+        self.wakeupAfter(RESTART_START_DEADLINE, payload=_StartCheck(name, child.incarnation))
 
     def _forget(self, child: _Child, *, then: tuple[tuple[Any, Any], ...] = ()) -> None:
         """Drop ``child``; the registry sends the ``then`` replies once the name is gone."""
@@ -413,7 +509,7 @@ class AgentSupervisor(Actor):
             (a, t) for a, t in self._recent_exits if now - t < _RECENT_EXIT_SECONDS
         ]
         if child.pid and child.pid != os.getpid() and self._is_local(child):
-            return is_alive(child.pid)  # its process runs: the notice is not about it
+            return process_alive(child.pid)  # its process runs: the notice is not about it
         return any(recent == address for recent, _ in self._recent_exits)
 
     def _is_local(self, child: _Child) -> bool:
@@ -421,6 +517,7 @@ class AgentSupervisor(Actor):
         return not child.node or child.node == self._node
 
     def _child_at(self, address: Any) -> _Child | None:
+        """The child whose current process is at ``address``, if any."""
         for child in self._children.values():
             if child.address is not None and child.address == address:
                 return child
@@ -429,22 +526,26 @@ class AgentSupervisor(Actor):
     # ------------------------------------------------------------------ watchers
 
     def _on_watch_agent(self, message: WatchAgent, sender: Any) -> None:
+        """Tell ``sender`` (``AgentDown``) when agent ``name`` exits; at once if it is unknown."""
         if message.name not in self._children:
             self.send(sender, AgentDown(message.name, "not_found"))
             return
         self._watchers.setdefault(message.name, AddressBook()).add(sender)
 
     def _notify_watchers(self, name: Any, reason: str) -> None:
+        """Send ``AgentDown`` to everyone watching ``name`` (each watch fires once)."""
         for watcher in self._watchers.pop(name, AddressBook()):
             self.send(watcher, AgentDown(name, reason))
 
     def _emit(self, event: str, metadata: dict[str, Any]) -> None:
+        """Send one supervisor telemetry event (``agent.crashed``...) to the hub."""
         if self._telemetry is not None:
             self.send(
                 self._telemetry, _TelemetryBatch(((event, {}, {**metadata, "node": self._node}),))
             )
 
     def _on_exit_request(self, message: ActorExitRequest, sender: Any) -> None:
+        """The system is shutting down: answer every stopper and starter still waiting."""
         for child in self._children.values():
             for waiter in child.stop_waiters:
                 self.send(waiter, Stopped(child.spec.name))

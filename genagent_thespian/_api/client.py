@@ -12,29 +12,25 @@ timeout runs out first (the request itself then keeps running).
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import pickle
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
-from .._core.backend import resolve_backend
 from .._core.behaviour import GenAgent
 from .._core.errors import (
     AgentNotFound,
     AgentStopped,
     InvalidEvent,
     InvalidOption,
-    InvalidPrompt,
     SystemNotRunning,
 )
 from .._core.protocol import _BackendSession, _SessionReply
 from .._core.turn import Response
+from .._core.validate import SPEC_DEFAULTS, build_spec, check_prompt
 from ..messages import (
     Accepted,
     AgentList,
-    AgentSpec,
     AgentStarted,
     AgentStatus,
     Cancel,
@@ -61,7 +57,6 @@ __all__ = [
     "ask",
     "attach_system",
     "backend_session",
-    "build_spec",
     "cancel",
     "current_system",
     "halt",
@@ -79,8 +74,8 @@ __all__ = [
     "whereis",
 ]
 
-_RESTART_TYPES = ("temporary", "transient", "permanent")
-_SESSION_LOST_POLICIES = ("fail", "fresh")
+_Reply = TypeVar("_Reply")
+
 _CONTROL_TIMEOUT = 30.0  # seconds for calls the agent answers at once (status, poll...)
 
 _default_lock = threading.Lock()
@@ -147,6 +142,11 @@ def current_system() -> AgentSystem:
     return system
 
 
+def default_system() -> AgentSystem | None:
+    """The process's default system, or ``None`` (unlike :func:`current_system`, no error)."""
+    return _default
+
+
 def _set_default(system: AgentSystem) -> None:
     global _default
     with _default_lock:
@@ -160,138 +160,22 @@ def _system(system: AgentSystem | None) -> AgentSystem:
 # =============================================================================== agents
 
 
-def build_spec(
-    impl: Any,
-    *,
-    name: Any,
-    backend: Any,
-    options: Mapping[str, Any] | None = None,
-    require_importable: bool = True,
-    **settings: Any,
-) -> AgentSpec:
-    """Validate ``start_agent``'s arguments and return the ``AgentSpec``.
-
-    ``settings`` are the framework's own options (``watchdog``, ``max_queued``, ``restart``...);
-    those not given take ``AgentSpec``'s defaults, the one place they are defined.
-
-    Raises:
-        InvalidOption: with the offending argument named in the message.
-    """
-    defaults = {f.name: f.default for f in dataclasses.fields(AgentSpec)}
-    unknown_settings = set(settings) - set(defaults) - {"placement"}
-    if unknown_settings:
-        raise InvalidOption(f"unknown setting(s) {sorted(unknown_settings)}", agent=name)
-    merged = {**defaults, **{k: v for k, v in settings.items() if k != "placement"}}
-    watchdog = merged["watchdog"]
-    max_tell_results, max_queued = merged["max_tell_results"], merged["max_queued"]
-    max_queued_bytes, max_restarts = merged["max_queued_bytes"], merged["max_restarts"]
-    worker_idle_timeout, restart = merged["worker_idle_timeout"], merged["restart"]
-    restart_window, durable = merged["restart_window"], merged["durable"]
-    on_session_lost = merged["on_session_lost"]
-    secret_resolver = merged["secret_resolver"]
-    placement = settings.get("placement")
-    if not (isinstance(impl, type) and issubclass(impl, GenAgent)):
-        raise InvalidOption(f"impl must be a GenAgent subclass, got {impl!r:.80}", agent=name)
-    if require_importable and impl.__module__ == "__main__":
-        raise InvalidOption(
-            f"{impl.__qualname__} is defined in __main__; agent classes must live in an "
-            "importable module so actor processes can load them",
-            agent=name,
-        )
-    _check_picklable(impl, "impl", name)
-    try:
-        hash(name)
-    except TypeError:
-        raise InvalidOption(f"name must be hashable, got {type(name).__name__}") from None
-    if name is None:
-        raise InvalidOption("name is required")
-    _check_picklable(name, "name", name)
-    resolve_backend(backend)
-    if watchdog is not None:
-        _check_positive("watchdog", watchdog, name)
-    for field_name, value in (
-        ("max_tell_results", max_tell_results),
-        ("max_queued", max_queued),
-        ("max_queued_bytes", max_queued_bytes),
-        ("max_restarts", max_restarts),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InvalidOption(f"{field_name} must be an int >= 0, got {value!r}", agent=name)
-    if (
-        isinstance(worker_idle_timeout, bool)
-        or not isinstance(worker_idle_timeout, int | float)
-        or worker_idle_timeout < 0
-    ):
-        raise InvalidOption(
-            f"worker_idle_timeout must be >= 0 seconds, got {worker_idle_timeout!r}", agent=name
-        )
-    _check_positive("restart_window", restart_window, name)
-    if restart not in _RESTART_TYPES:
-        raise InvalidOption(f"restart must be one of {_RESTART_TYPES}, got {restart!r}", agent=name)
-    if on_session_lost not in _SESSION_LOST_POLICIES:
-        raise InvalidOption(
-            f"on_session_lost must be one of {_SESSION_LOST_POLICIES}, got {on_session_lost!r}",
-            agent=name,
-        )
-    if secret_resolver is not None:
-        if not callable(secret_resolver):
-            raise InvalidOption(
-                f"secret_resolver must be a function, got {secret_resolver!r:.80}", agent=name
-            )
-        if require_importable and getattr(secret_resolver, "__module__", None) == "__main__":
-            raise InvalidOption(
-                "secret_resolver is defined in __main__; it must live in an importable module",
-                agent=name,
-            )
-        _check_picklable(secret_resolver, "secret_resolver", name)
-    options = dict(options or {})
-    accepted = getattr(impl, "accepted_options", None)
-    if accepted is not None:
-        unknown = set(options) - set(accepted)
-        if unknown:
-            raise InvalidOption(
-                f"unknown option(s) {sorted(unknown)} for {impl.__qualname__}; "
-                f"accepted: {sorted(accepted)}",
-                agent=name,
-            )
-    _check_picklable(options, "options", name)
-    placement_items = tuple(sorted((placement or {}).items()))
-    return AgentSpec(
-        name=name,
-        impl=impl,
-        backend=backend,
-        options=tuple(options.items()),
-        watchdog=float(watchdog) if watchdog is not None else None,
-        max_tell_results=max_tell_results,
-        max_queued=max_queued,
-        max_queued_bytes=max_queued_bytes,
-        worker_idle_timeout=float(worker_idle_timeout),
-        restart=restart,
-        max_restarts=max_restarts,
-        restart_window=float(restart_window),
-        durable=bool(durable),
-        placement=placement_items,
-        on_session_lost=on_session_lost,
-        secret_resolver=secret_resolver,
-    )
-
-
 def start_agent(
     impl: type[GenAgent],
     *,
     name: Any,
     backend: Any,
-    watchdog: float | None = 600.0,
-    max_tell_results: int = 100,
-    max_queued: int = 1000,
-    max_queued_bytes: int = 1 << 20,
-    worker_idle_timeout: float = 60.0,
-    restart: str = "temporary",
-    max_restarts: int = 3,
-    restart_window: float = 5.0,
-    durable: bool = False,
+    watchdog: float | None = SPEC_DEFAULTS.watchdog,
+    max_tell_results: int = SPEC_DEFAULTS.max_tell_results,
+    max_queued: int = SPEC_DEFAULTS.max_queued,
+    max_queued_bytes: int = SPEC_DEFAULTS.max_queued_bytes,
+    worker_idle_timeout: float = SPEC_DEFAULTS.worker_idle_timeout,
+    restart: str = SPEC_DEFAULTS.restart,
+    max_restarts: int = SPEC_DEFAULTS.max_restarts,
+    restart_window: float = SPEC_DEFAULTS.restart_window,
+    durable: bool = SPEC_DEFAULTS.durable,
     placement: Mapping[str, Any] | None = None,
-    on_session_lost: str = "fail",
+    on_session_lost: str = SPEC_DEFAULTS.on_session_lost,
     secret_resolver: Any = None,
     timeout: float | None = 120.0,
     system: AgentSystem | None = None,
@@ -363,8 +247,7 @@ def start_agent(
         ),
         timeout=timeout,
     )
-    if isinstance(reply, Failure):
-        raise reply.error
+    _unwrap(reply)
     target.remember(name, reply.address)  # incarnation unknown: the first call looks it up
     return name
 
@@ -386,8 +269,7 @@ def stop(name: Any, *, timeout: float | None = 60.0, system: AgentSystem | None 
         timeout=timeout,
     )
     target.remember(name, None)
-    if isinstance(reply, Failure):
-        raise reply.error
+    _unwrap(reply)
 
 
 def whereis(name: Any, *, system: AgentSystem | None = None) -> Any:
@@ -419,13 +301,11 @@ def ask(
         InvalidPrompt, AgentNotFound, AgentOverloaded, AskTimeout, or the turn's
         ``TurnFailed`` subclass (``BackendError``, ``TurnTimeout``, ``TurnInterrupted``...).
     """
-    _check_prompt(prompt, name)
+    check_prompt(prompt, agent=name)
     target = _system(system)
     message = Prompt(prompt)
-    reply = _call_agent(target, name, message, timeout=timeout, ref=message.ref)
-    if isinstance(reply, Failure):
-        raise reply.error
-    return reply
+    reply = _call_agent(target, name, message, timeout=timeout, ref=message.ref, kinds=(Response,))
+    return _unwrap(reply)
 
 
 def tell(name: Any, prompt: str, *, system: AgentSystem | None = None) -> str:
@@ -434,14 +314,13 @@ def tell(name: Any, prompt: str, *, system: AgentSystem | None = None) -> str:
     Raises:
         InvalidPrompt, AgentNotFound, AgentOverloaded.
     """
-    _check_prompt(prompt, name)
+    check_prompt(prompt, agent=name)
     target = _system(system)
     message = Tell(prompt)
     reply = _call_agent(
         target, name, message, timeout=_CONTROL_TIMEOUT, ref=message.ref, kinds=(Accepted,)
     )
-    if isinstance(reply, Failure):
-        raise reply.error
+    _unwrap(reply)
     return message.ref
 
 
@@ -464,9 +343,7 @@ def poll(name: Any, ref: str, *, system: AgentSystem | None = None) -> PollResul
         kinds=(PollResult,),
         idempotent=True,
     )
-    if isinstance(reply, Failure):
-        raise reply.error
-    return reply
+    return _unwrap(reply)
 
 
 def notify(name: Any, event: Any, *, system: AgentSystem | None = None) -> None:
@@ -485,8 +362,7 @@ def notify(name: Any, event: Any, *, system: AgentSystem | None = None) -> None:
                 f"the event cannot be pickled for delivery: {type(exc).__name__}", agent=name
             ) from None
     reply = _call_agent(target, name, Notify(event), timeout=_CONTROL_TIMEOUT, kinds=(Accepted,))
-    if isinstance(reply, Failure):
-        raise reply.error
+    _unwrap(reply)
 
 
 def interrupt(name: Any, ref: str | None = None, *, system: AgentSystem | None = None) -> str:
@@ -523,7 +399,7 @@ def resume(name: Any, *, system: AgentSystem | None = None) -> None:
 
 def status(name: Any, *, system: AgentSystem | None = None) -> AgentStatus:
     """Return a snapshot of agent ``name`` (answered at once, even mid-turn)."""
-    return _call_agent(
+    reply = _call_agent(
         _system(system),
         name,
         Status(),
@@ -531,6 +407,7 @@ def status(name: Any, *, system: AgentSystem | None = None) -> AgentStatus:
         kinds=(AgentStatus,),
         idempotent=True,
     )
+    return _unwrap(reply)
 
 
 def backend_session(name: Any, *, system: AgentSystem | None = None) -> Any:
@@ -543,7 +420,7 @@ def backend_session(name: Any, *, system: AgentSystem | None = None) -> Any:
         kinds=(_SessionReply,),
         idempotent=True,
     )
-    return reply.session
+    return _unwrap(reply).session
 
 
 def _control(
@@ -552,9 +429,7 @@ def _control(
     reply = _call_agent(
         _system(system), name, message, timeout=_CONTROL_TIMEOUT, kinds=(Accepted,), ref=ref
     )
-    if isinstance(reply, Failure):
-        raise reply.error
-    return reply
+    return _unwrap(reply)
 
 
 # =============================================================================== plumbing
@@ -566,10 +441,10 @@ def _call_agent(
     message: Any,
     *,
     timeout: float | None,
+    kinds: tuple[type[_Reply], ...],
     ref: str | None = None,
-    kinds: tuple[type, ...] = (Response,),
     idempotent: bool = False,
-) -> Any:
+) -> _Reply | Failure:
     """Send ``message`` to agent ``name`` and wait for its answer, watching that it lives.
 
     If the agent was restarted meanwhile, an ``idempotent`` request (status, poll) or any
@@ -612,7 +487,10 @@ def _call_agent(
         current["address"], current["incarnation"] = located.address, located.incarnation
         return located.address
 
-    return system.exchange(address, message, matches, timeout=timeout, on_idle=check_alive)
+    reply: _Reply | Failure = system.exchange(
+        address, message, matches, timeout=timeout, on_idle=check_alive
+    )
+    return reply
 
 
 def _locate(name: Any, system: AgentSystem) -> Located:
@@ -626,30 +504,11 @@ def _locate(name: Any, system: AgentSystem) -> Located:
     return reply
 
 
-def _check_prompt(prompt: Any, name: Any) -> None:
-    if not isinstance(prompt, str) or not prompt:
-        raise InvalidPrompt(
-            f"a prompt must be a non-empty str, got {type(prompt).__name__}", agent=name
-        )
+def _unwrap(reply: _Reply | Failure) -> _Reply:
+    """Return a successful reply; raise the typed error a ``Failure`` reply carries.
 
-
-def _check_positive(field_name: str, value: Any, name: Any) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise InvalidOption(
-            f"{field_name} must be a positive number of seconds, got {value!r}", agent=name
-        )
-
-
-def _check_picklable(value: Any, field_name: str, name: Any) -> None:
-    try:
-        pickle.dumps(value)
-    except Exception as exc:
-        raise InvalidOption(
-            f"{field_name} cannot be pickled ({type(exc).__name__}); actor messages must pickle",
-            agent=name if field_name != "name" else None,
-        ) from None
+    The one place where the protocol's failure replies become exceptions for callers.
+    """
+    if isinstance(reply, Failure):
+        raise reply.error
+    return reply

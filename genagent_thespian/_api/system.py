@@ -45,6 +45,7 @@ from .._os.frames import TransportLimits
 from .._os.private import private_folder
 from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group
 from .._os.security import check_capabilities, harden_transport
+from ..messages import Stopped
 
 __all__ = ["SUPPORTED_BASES", "AgentSystem", "free_port"]
 
@@ -259,7 +260,7 @@ class AgentSystem:
                     self.exchange(
                         self.supervisor,
                         StopAll("shutdown"),
-                        lambda m: type(m).__name__ == "Stopped",
+                        lambda m: isinstance(m, Stopped),
                         timeout=timeout,
                     )
         finally:

@@ -13,7 +13,12 @@ from ..messages import AgentSpec
 from .errors import GenAgentError
 from .turn import Event
 
+#: The Thespian capability naming a convention node: set by ``_nodes/convention.py`` on
+#: each node it starts, read by agents (to report their node) and by the node watcher.
+NODE_CAPABILITY = "GenAgent Node"
+
 __all__ = [
+    "NODE_CAPABILITY",
     "AddressBook",
     "_AgentInitFailed",
     "_AgentProcesses",

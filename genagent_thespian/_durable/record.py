@@ -25,24 +25,51 @@ from typing import Any
 
 from .._core.errors import AgentStopped, InvalidOption
 from .._core.log import get_logger
-from .._core.machine import AgentMachine, Origin
+from .._core.machine import AgentMachine, MachineSnapshot, Origin
 from ..messages import AgentSpec, Failure, PollResult
 from . import pickling
 from .redaction import dumps_redacted
 from .store import SQLiteAgentStore, StoredAgent, StoreError, agent_key
 
-__all__ = ["AgentRecord", "Restored", "answer_stored_callers", "delete_stored_agent"]
+__all__ = [
+    "AgentRecord",
+    "AgentSnapshot",
+    "Restored",
+    "answer_stored_callers",
+    "delete_stored_agent",
+]
 
 _log = get_logger("genagent_thespian.durable")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSnapshot:
+    """One durable agent's state blob: what :meth:`AgentRecord.save` writes at a boundary."""
+
+    session: Any  # Any: the backend's own picklable session data (Backend.start_session)
+    impl: dict[str, Any]  # the implementation's snapshot_state(), user data
+    machine: MachineSnapshot
+
+    @classmethod
+    def load(cls, blob: bytes) -> AgentSnapshot:
+        """Unpickle a state blob, including the plain ``dict`` of older stores."""
+        state = pickling.loads(blob)
+        if isinstance(state, cls):
+            return state
+        return cls(
+            session=state["session"],
+            impl=state["impl"],
+            machine=MachineSnapshot.from_dict(state["machine"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Restored:
     """What a restarted agent resumes from."""
 
-    session: Any
+    session: Any  # Any: the backend's session data, as in AgentSnapshot
     impl_state: dict[str, Any]
-    machine: dict[str, Any]
+    machine: MachineSnapshot
     results: list[PollResult]
     incarnation: int
 
@@ -85,12 +112,12 @@ class AgentRecord:
     def _restored(self, stored: StoredAgent) -> Restored | None:
         if stored.state_blob is None:
             return None
-        state = pickling.loads(stored.state_blob)
+        state = AgentSnapshot.load(stored.state_blob)
         results = [pickling.loads(r.blob) for r in stored.results]
         return Restored(
-            session=state["session"],
-            impl_state=state["impl"],
-            machine=state["machine"],
+            session=state.session,
+            impl_state=state.impl,
+            machine=state.machine,
             results=results,
             incarnation=stored.incarnation,
         )
@@ -110,7 +137,7 @@ class AgentRecord:
                 max_results=max(1, self._spec.max_tell_results),
             )
         machine.new_results.clear()
-        state = {"session": session, "impl": impl_state, "machine": machine.snapshot()}
+        state = AgentSnapshot(session=session, impl=impl_state, machine=machine.snapshot())
         try:
             blob = dumps_redacted(state)  # secrets stay out of the store
         except Exception as exc:
@@ -153,12 +180,12 @@ def answer_stored_callers(
         store.close()
     if stored is None or stored.state_blob is None:
         return 0
-    snapshot = pickling.loads(stored.state_blob)["machine"]
-    requests = list(snapshot["mailbox"])
-    if snapshot["self_chain"] is not None:
-        requests.append(snapshot["self_chain"])
-    if snapshot["in_flight"] is not None:
-        requests.append(snapshot["in_flight"][0])
+    snapshot = AgentSnapshot.load(stored.state_blob).machine
+    requests = list(snapshot.mailbox)
+    if snapshot.self_chain is not None:
+        requests.append(snapshot.self_chain)
+    if snapshot.in_flight is not None:
+        requests.append(snapshot.in_flight[0])
     answered = 0
     for request in requests:
         if request.origin is Origin.ASK and request.reply_to is not None:

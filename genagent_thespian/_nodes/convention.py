@@ -51,13 +51,13 @@ from thespian.actors import (
     WakeupMessage,
 )
 
-from .._actors.agent import NODE_CAPABILITY
 from .._actors.registry import REGISTRY_NAME, Registry
 from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor, NodeLost
 from .._actors.telemetry import TELEMETRY_NAME, TelemetryHub
 from .._api.system import AgentSystem, _marker_env, free_port
 from .._core.errors import GenAgentError, InvalidOption
 from .._core.log import get_logger
+from .._core.protocol import NODE_CAPABILITY
 from .._os.frames import TransportLimits
 from .._os.processes import SYSTEM_MARKER, kill_marked
 from .._os.security import check_capabilities, harden_transport

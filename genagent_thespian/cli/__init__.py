@@ -67,6 +67,7 @@ from .._core.errors import (
     SystemNotRunning,
 )
 from .._core.turn import EventKind, Response, Usage
+from .._core.validate import RESTART_TYPES, SPEC_DEFAULTS, check_prompt
 from .._nodes import node as _node
 from ..messages import Accepted, Failure, Prompt, TurnEvent, Watch
 from ..testing._scripted_agent import ScriptedAgent
@@ -214,13 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--name", required=True, help="the agent's name")
     start.add_argument("--backend", default="scripted", help="backend name (default: scripted)")
     start.add_argument(
-        "--watchdog", type=float, default=600.0, help="per-turn deadline in seconds (600)"
+        "--watchdog",
+        type=float,
+        default=SPEC_DEFAULTS.watchdog,
+        help=f"per-turn deadline in seconds ({SPEC_DEFAULTS.watchdog:g})",
     )
     start.add_argument(
         "--restart",
-        choices=("temporary", "transient", "permanent"),
-        default="temporary",
-        help="restart type (temporary)",
+        choices=RESTART_TYPES,
+        default=SPEC_DEFAULTS.restart,
+        help=f"restart type ({SPEC_DEFAULTS.restart})",
     )
     start.add_argument(
         "--option",
@@ -398,8 +402,7 @@ def ask_streaming(
     Raises:
         AgentNotFound, AskTimeout, AgentStopped, or the turn's error.
     """
-    if not text:
-        raise InvalidPrompt("a prompt must be a non-empty str", agent=name)
+    check_prompt(text, agent=name)
     address = whereis(name, system=system)
     if address is None:
         raise AgentNotFound("no agent has that name", agent=name)

@@ -20,7 +20,7 @@ from genagent_thespian.backends._http import Secret
 from support_agents import Passthrough
 
 import genagent_thespian as g
-from genagent_thespian._api.client import build_spec
+from genagent_thespian._core.validate import build_spec
 from genagent_thespian._durable.redaction import (
     Redacted,
     dumps_redacted,

@@ -328,10 +328,8 @@ def test_payload_attack_on_every_port_runs_nothing(
         # A serving process closes the connection without a byte of reply; an idle starter's
         # endpoint does not read (None): the payload stays queued, and is refused later.
         assert answer in (b"", None), name
-    answer = run_client(
-        {"admin_port": node.admin_port, "script": "ask_echo"}, secret_hex=secret_hex
-    )
-    assert answer["answer"][0] == "echo"
+    reply = run_client({"admin_port": node.admin_port, "script": "ask_echo"}, secret_hex=secret_hex)
+    assert reply["answer"][0] == "echo"
     assert node.stop() == ""  # every process has ended: nothing can still unpickle a payload
     assert sorted(markers.iterdir()) == []
     log = read_log(node)
@@ -382,15 +380,15 @@ def test_other_secret_is_rejected_and_logged(
     with pytest.raises(AssertionError, match="not a valid or useable ActorSystem Admin"):
         run_client({"admin_port": node.admin_port, "script": "ask_echo"}, secret_hex=wrong_hex)
     # ...while one with the node's secret can, and the node kept serving throughout.
-    answer = run_client(
+    client = run_client(
         {"admin_port": node.admin_port, "script": "ask_echo"}, secret_hex=secret_hex
     )
-    assert answer["answer"][0] == "echo"
+    assert client["answer"][0] == "echo"
     node.stop()
     assert not marker.exists()
     log = read_log(node)
     assert "header tag does not match this node's secret" in log
-    assert_no_secret(log + answer["_stderr"], secret_hex, wrong_hex)
+    assert_no_secret(log + client["_stderr"], secret_hex, wrong_hex)
 
 
 def test_loopback_convention_admits_only_nodes_with_the_secret(

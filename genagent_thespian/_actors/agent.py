@@ -56,6 +56,7 @@ from .._core.machine import (
 from .._core.protocol import (
     NODE_CAPABILITY,
     AddressBook,
+    _AgentBorn,
     _AgentInitFailed,
     _AgentProcesses,
     _AgentReady,
@@ -356,6 +357,7 @@ class AgentActor(Actor):
         self._supervisor = message.supervisor
         self._node = self._host_node or message.node
         self._incarnation = message.incarnation
+        self.send(self._supervisor, _AgentBorn(os.getpid(), self._node))
         if self._isolated:
             # The worker must die with this process, and the CLIs it runs carry its marker.
             children_die_with_this_process()
@@ -838,7 +840,8 @@ class AgentActor(Actor):
         self._stopping = (message.reason, sender)
         record, self._record = self._record, None
         if record is not None:
-            record.delete()  # stop() ends a durable agent for good
+            if not message.keep_record:
+                record.delete()  # stop() ends a durable agent for good
             record.close()
         self._run(self._m.stop(message.reason))
         slot = self.worker

@@ -11,19 +11,23 @@ supervisor forgets an address on the first notice.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
+import signal
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
 from thespian.actors import Actor, ActorExitRequest, ChildActorExited, WakeupMessage
 
 from .._core.errors import AgentAlreadyExists, AgentNotFound, AgentStartFailed, GenAgentError
 from .._core.log import get_logger
 from .._core.protocol import (
     AddressBook,
+    _AgentBorn,
     _AgentInitFailed,
     _AgentProcesses,
     _AgentReady,
@@ -39,10 +43,12 @@ from .._core.restart_policy import ExitKind, RestartAction, RestartPolicy
 from .._durable.record import answer_stored_callers, delete_stored_agent
 from .._os.processes import (
     AGENT_MARKER,
+    SYSTEM_MARKER,
     kill_marked,
     kill_process,
     kill_process_group,
-    process_alive,
+    owner_alive,
+    owner_identity,
 )
 from ..messages import (
     AgentDown,
@@ -66,6 +72,15 @@ STOP_GRACE = 15.0
 EXIT_GRACE = 5.0
 #: Seconds a restarted agent has to report ready before the restart counts as failed.
 RESTART_START_DEADLINE = 120.0
+#: Seconds an agent's process may take to end after Thespian announced its exit; a notice
+#: whose incarnation's process still runs after that was about an earlier incarnation.
+_EXIT_CONFIRM_SECONDS = 3.0
+#: Seconds a new incarnation has to report its pid (it does so before anything else).
+_BIRTH_REPORT_SECONDS = 10.0
+#: Seconds between checks that an announced exit happened.
+_EXIT_CONFIRM_INTERVAL = 0.02
+#: Seconds between checks that the process owning the system still runs.
+OWNER_CHECK_INTERVAL = 0.5
 #: Seconds during which a repeated exit notice for a handled address is a duplicate.
 _RECENT_EXIT_SECONDS = 30.0
 
@@ -80,6 +95,10 @@ class Boot:
     telemetry: Any
     node: str
     store_path: str | None = None
+    #: ``(pid, start time)`` of the process that owns the system: when it is gone (even
+    #: SIGKILLed), the supervisor stops every agent and ends the system. ``None``: a node
+    #: meant to outlive whoever started it (or an in-process base with nothing to end).
+    owner: tuple[int, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +168,36 @@ class _KillDue:
     incarnation: int
 
 
+@dataclass(frozen=True, slots=True)
+class _OwnerCheck:
+    """Wakeup: time to check that the process owning this system still runs."""
+
+
+@dataclass(frozen=True, slots=True)
+class _EndSystem:
+    """Wakeup: the owner is gone and the agents had their time to stop; end every process."""
+
+
+@dataclass(frozen=True, slots=True)
+class _BornCheck:
+    """Wakeup: a spawned incarnation should have reported its process by now.
+
+    ``after_notice``: set when an exit notice arrived for an address not yet heard from."""
+
+    address: Any
+    incarnation: int
+    after_notice: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _ExitCheck:
+    """Wakeup: look again whether an incarnation announced as exited is really gone."""
+
+    address: Any
+    incarnation: int
+    deadline: float
+
+
 @dataclass
 class _Child:
     spec: AgentSpec
@@ -158,6 +207,8 @@ class _Child:
     stop_waiters: list[Any] = field(default_factory=list)
     stop_reason: str = ""
     pid: int = 0
+    identity: tuple[int, float] | None = None  # (pid, start time) of this incarnation
+    born: bool = False  # this incarnation's process reported itself (_AgentBorn)
     incarnation: int = 0
     remains: _AgentProcesses = field(default_factory=lambda: _AgentProcesses(0))
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -184,7 +235,11 @@ class AgentSupervisor(Actor):
         self._children: dict[Any, _Child] = {}
         self._watchers: dict[Any, AddressBook] = {}
         self._stop_all_waiters: list[Any] = []
-        self._recent_exits: list[tuple[Any, float]] = []  # (address, when) of handled exits
+        # (address, incarnation, when) of handled exits
+        self._recent_exits: list[tuple[Any, int, float]] = []
+        self._owner: tuple[int, float] | None = None
+        self._registry_seq = 0
+        self._owner_gone = False
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         """Dispatch by type. Never raises (a raise would re-deliver a start)."""
@@ -207,6 +262,8 @@ class AgentSupervisor(Actor):
             self._telemetry = message.telemetry
             self._node = message.node
             self._store_path = message.store_path
+            self._owner = message.owner
+            self._watch_owner()
         self.send(sender, Booted(os.getpid(), os.getpgid(0)))
 
     # ------------------------------------------------------------------ start
@@ -237,6 +294,10 @@ class AgentSupervisor(Actor):
         child.address = self.createActor(AgentActor, targetActorRequirements=requirements)
         child.state = _ChildState.STARTING
         child.node = ""
+        child.born = False
+        self.wakeupAfter(
+            _BIRTH_REPORT_SECONDS, payload=_BornCheck(child.address, child.incarnation, False)
+        )
         self.send(
             child.address,
             _InitAgent(
@@ -262,6 +323,7 @@ class AgentSupervisor(Actor):
         child.state = _ChildState.RUNNING
         child.pid = message.pid
         child.node = message.node or self._node
+        child.identity = self._identity_of(message.pid) if self._is_local(child) else None
         then = ((child.starter, AgentStarted(message.name, sender)),) if child.starter else ()
         child.starter = None
         register = _Register(
@@ -272,7 +334,7 @@ class AgentSupervisor(Actor):
             durable=child.spec.durable,
             incarnation=child.incarnation,
         )
-        self.send(self._registry, register)
+        self._tell_registry(register)
         if child.incarnation > 0:
             self._emit("agent.restarted", {"agent": message.name, "incarnation": child.incarnation})
         self._emit("agent.started", {"agent": message.name, "incarnation": child.incarnation})
@@ -305,20 +367,23 @@ class AgentSupervisor(Actor):
             return
         self._begin_stop(child, message.reason, sender)
 
-    def _begin_stop(self, child: _Child, reason: str, waiter: Any) -> None:
+    def _begin_stop(
+        self, child: _Child, reason: str, waiter: Any, *, keep_record: bool = False
+    ) -> None:
         """Stop ``child`` in the way its state allows, answering ``waiter`` when it is gone.
 
         A running agent is asked to stop (it answers its callers and ends its session) and
         is made to exit after ``STOP_GRACE`` if it does not; one still starting has nothing to
         answer and exits at once; one between restarts has no process, so its durable
-        record's callers are answered here and the record deleted."""
+        record's callers are answered here and the record deleted. ``keep_record`` (a system
+        shutdown) keeps a durable agent's record for the next run."""
         if waiter is not None:
             child.stop_waiters.append(waiter)
         if child.state is _ChildState.STOPPING:
             return
         if child.state is _ChildState.RESTARTING:  # no process to ask: it is gone already
             child.state = _ChildState.STOPPING
-            if child.spec.durable and self._store_path:
+            if child.spec.durable and self._store_path and not keep_record:
                 answer_stored_callers(self._store_path, child.spec, "stopped", self.send)
                 delete_stored_agent(self._store_path, child.spec)
             self._forget(
@@ -335,8 +400,8 @@ class AgentSupervisor(Actor):
             return
         child.state = _ChildState.STOPPING
         child.stop_reason = reason
-        self.send(self._registry, _Unregister(child.spec.name, child.address))
-        self.send(child.address, _ShutdownAgent(reason))
+        self._tell_registry(_Unregister(child.spec.name, child.address))
+        self.send(child.address, _ShutdownAgent(reason, keep_record=keep_record))
         self.wakeupAfter(STOP_GRACE, payload=_ExitDue(child.address, child.incarnation))
 
     def _on_agent_processes(self, message: _AgentProcesses, sender: Any) -> None:
@@ -356,18 +421,50 @@ class AgentSupervisor(Actor):
             self.wakeupAfter(EXIT_GRACE, payload=_KillDue(sender, incarnation))
 
     def _on_stop_all(self, message: StopAll, sender: Any) -> None:
-        """Orderly shutdown: stop every agent, answer ``Stopped(None)`` when none is left."""
-        self._stop_all_waiters.append(sender)
+        """Orderly shutdown: stop every agent, answer ``Stopped(None)`` when none is left.
+
+        Durable agents keep their records (the next run resumes them). ``sender`` is
+        ``None`` when the supervisor shuts down on its own (its owner is gone)."""
+        if sender is not None:
+            self._stop_all_waiters.append(sender)
         for child in list(self._children.values()):
-            self._begin_stop(child, message.reason, None)
+            self._begin_stop(child, message.reason, None, keep_record=True)
         self._check_stop_all()
 
     def _check_stop_all(self) -> None:
-        """Answer the shutdown waiters once the last agent is gone."""
-        if self._stop_all_waiters and not self._children:
-            waiters, self._stop_all_waiters = self._stop_all_waiters, []
-            for waiter in waiters:
-                self.send(waiter, Stopped(None))
+        """Answer the shutdown waiters once the last agent is gone (and end an orphaned system)."""
+        if self._children:
+            return
+        waiters, self._stop_all_waiters = self._stop_all_waiters, []
+        for waiter in waiters:
+            self.send(waiter, Stopped(None))
+        if self._owner_gone:
+            self._end_own_system()
+
+    # ------------------------------------------------------------------ owner
+
+    def _watch_owner(self) -> None:
+        """Check that the process that started this system still runs (see ``Boot.owner``)."""
+        if self._owner is None or self._owner_gone:
+            return
+        if owner_alive(self._owner):
+            self.wakeupAfter(OWNER_CHECK_INTERVAL, payload=_OwnerCheck())
+            return
+        self._owner_gone = True
+        _log.warning(
+            "the process that started this actor system (pid %d) is gone; shutting down",
+            self._owner[0],
+        )
+        self.wakeupAfter(STOP_GRACE + 2 * EXIT_GRACE, payload=_EndSystem())
+        self._on_stop_all(StopAll("owner gone"), None)
+
+    def _end_own_system(self) -> None:
+        """End every process of this system: the script that owned it can no longer."""
+        marker = os.environ.get(SYSTEM_MARKER, "")
+        kill_marked(marker, variable=SYSTEM_MARKER)
+        # The admin, the logger and every actor share this process group (the admin runs
+        # in its own session); this process is part of it and ends last, with the rest.
+        os.killpg(os.getpgid(0), signal.SIGKILL)
 
     def _on_wakeup(self, message: WakeupMessage, sender: Any) -> None:
         """Act on a timer: a restart after its back-off, or a deadline for a start or an exit.
@@ -375,6 +472,15 @@ class AgentSupervisor(Actor):
         Deadlines carry the incarnation they were set for, so one that outlived its agent
         (a restarted agent may reuse its predecessor's address) does nothing."""
         match message.payload:
+            case _OwnerCheck():
+                self._watch_owner()
+            case _EndSystem():
+                _log.error("agents did not stop in time after the owner was gone; ending them")
+                self._end_own_system()
+            case _BornCheck(address, incarnation, after_notice):
+                self._check_born(address, incarnation, after_notice)
+            case _ExitCheck(address, incarnation, deadline):
+                self._confirm_exit(address, incarnation, deadline)
             case _RestartDue(name, incarnation):
                 self._restart(name, incarnation)
             case _StartCheck(name, incarnation):
@@ -387,7 +493,7 @@ class AgentSupervisor(Actor):
                     _log.warning("agent %r did not stop in time; ending it", child.spec.name)
                     self.send(address, ActorExitRequest())
                     self.wakeupAfter(EXIT_GRACE, payload=_KillDue(address, incarnation))
-                elif child.pid and self._is_local(child):
+                elif self._process_runs(child) and child.pid != os.getpid():
                     _log.warning(
                         "agent %r did not exit in time; killing pid %d", child.spec.name, child.pid
                     )
@@ -405,16 +511,61 @@ class AgentSupervisor(Actor):
 
     # ------------------------------------------------------------------ exits
 
+    def _on_born(self, message: _AgentBorn, sender: Any) -> None:
+        child = self._child_at(sender)
+        if child is None or child.born:
+            return
+        child.born = True
+        child.node = message.node or self._node
+        if self._is_local(child):
+            child.pid = message.pid
+            child.identity = self._identity_of(message.pid)
+
     def _on_child_exited(self, message: ChildActorExited, sender: Any) -> None:
         """An agent's process ended; ignore the duplicate or stale notices Thespian may send."""
-        child = self._child_at(message.childAddress)
-        if child is None or self._stale_exit(child, message.childAddress):
+        address = message.childAddress
+        child = self._child_at(address)
+        if child is None or self._handled_already(child, address):
             return  # the duplicate notice of an exit already handled
-        self._handle_exit(child, message.childAddress)
+        if not child.born and self._recently_at(address):
+            # A new incarnation at a reused address, not yet heard from: its birth report
+            # (milliseconds after it starts) or its silence tells whether it is the one gone.
+            payload = _BornCheck(address, child.incarnation, True)
+            self.wakeupAfter(_BIRTH_REPORT_SECONDS, payload=payload)
+            return
+        if self._process_runs(child):
+            # Thespian announces an exit before the process is gone, and a late notice of an
+            # earlier incarnation on a reused port looks the same: watch the process itself.
+            deadline = time.monotonic() + _EXIT_CONFIRM_SECONDS
+            self._confirm_exit(address, child.incarnation, deadline)
+            return
+        self._handle_exit(child, address)
+
+    def _confirm_exit(self, address: Any, incarnation: int, deadline: float) -> None:
+        """Handle the exit once ``incarnation``'s process is gone; a stale notice expires."""
+        child = self._child_at(address)
+        if child is None or child.incarnation != incarnation:
+            return  # handled meanwhile (a second notice, a restart)
+        if not self._process_runs(child):
+            self._handle_exit(child, address)
+        elif time.monotonic() < deadline:
+            self.wakeupAfter(
+                _EXIT_CONFIRM_INTERVAL, payload=_ExitCheck(address, incarnation, deadline)
+            )
+        else:
+            _log.info(
+                "agent %r: ignored an exit notice for an earlier incarnation", child.spec.name
+            )
+
+    def _process_runs(self, child: _Child) -> bool:
+        """Whether ``child``'s own incarnation's process (pid + start time) still runs."""
+        if child.identity is None or not self._is_local(child):
+            return False
+        return owner_alive(child.identity)
 
     def _handle_exit(self, child: _Child, address: Any) -> None:
         """``child``'s process ended: answer its stoppers, or restart, or forget it."""
-        self._recent_exits.append((address, time.monotonic()))
+        self._recent_exits.append((address, child.incarnation, time.monotonic()))
         name = child.spec.name
         if child.state is _ChildState.STOPPING:
             self._forget(child, then=tuple((w, Stopped(name)) for w in child.stop_waiters))
@@ -446,7 +597,7 @@ class AgentSupervisor(Actor):
             if self._telemetry is not None:
                 self.send(self._telemetry, _TelemetryLeave(child.address))
             child.address = None
-            self.send(self._registry, _Restarting(name, child.spec.durable))
+            self._tell_registry(_Restarting(name, child.spec.durable))
             self.wakeupAfter(decision.delay, payload=_RestartDue(name, child.incarnation))
             return
         if decision.action is RestartAction.GIVE_UP:
@@ -483,6 +634,7 @@ class AgentSupervisor(Actor):
             return
         child.incarnation += 1
         child.pid = 0  # unknown until the new incarnation reports ready
+        child.identity = None
         child.instance_id = uuid.uuid4().hex
         child.remains = _AgentProcesses(0)
         self._spawn(child)
@@ -495,22 +647,61 @@ class AgentSupervisor(Actor):
             self.send(self._telemetry, _TelemetryLeave(child.address))
         if self._children.get(name) is child:
             del self._children[name]
-        self.send(self._registry, _Unregister(name, child.address, then=then))
+        self._tell_registry(_Unregister(name, child.address, then=then))
 
-    def _stale_exit(self, child: _Child, address: Any) -> bool:
-        """Whether an exit notice is about an earlier incarnation, not ``child``'s process.
+    def _handled_already(self, child: _Child, address: Any) -> bool:
+        """Whether an exit notice repeats one already handled.
 
-        Thespian may report one exit twice, and multiprocTCPBase reuses ports, so a restarted
-        agent can have its predecessor's address: the late duplicate must not be taken for
-        the new incarnation's death.
+        Thespian may report one exit twice. multiprocTCPBase also reuses ports, so a late
+        notice of an earlier incarnation can name the current one's address: when the
+        current incarnation's process is known (pid + start time, which Thespian cannot
+        reuse), :meth:`_process_runs` tells them apart; while it is still starting, a notice
+        for an address handled moments ago is taken as that repeat (a restart that dies
+        before reporting ready is caught by its start deadline).
         """
         now = time.monotonic()
         self._recent_exits = [
-            (a, t) for a, t in self._recent_exits if now - t < _RECENT_EXIT_SECONDS
+            (a, n, t) for a, n, t in self._recent_exits if now - t < _RECENT_EXIT_SECONDS
         ]
-        if child.pid and child.pid != os.getpid() and self._is_local(child):
-            return process_alive(child.pid)  # its process runs: the notice is not about it
-        return any(recent == address for recent, _ in self._recent_exits)
+        if any(a == address and n == child.incarnation for a, n, _ in self._recent_exits):
+            return True
+        if self._is_local(child):
+            return False  # the process identity decides (see _on_child_exited)
+        return self._recently_at(address)
+
+    def _recently_at(self, address: Any) -> bool:
+        """Whether an exit at ``address`` was handled moments ago (any incarnation)."""
+        return any(a == address for a, _, _ in self._recent_exits)
+
+    def _check_born(self, address: Any, incarnation: int, after_notice: bool) -> None:
+        """``_BIRTH_REPORT_SECONDS`` after a spawn (or an unclear exit notice): is it alive?
+
+        A process killed in its first milliseconds may never be announced by Thespian at
+        all; without this check its name would stay "restarting" until the start deadline.
+        """
+        child = self._child_at(address)
+        if child is None or child.incarnation != incarnation:
+            return
+        if not child.born:  # never reported itself: it is gone (or hung before starting)
+            _log.warning("agent %r ended before it reported its process", child.spec.name)
+            # No ActorExitRequest: a send to a dead address stalls Thespian's transport, and
+            # the registry updates that follow would queue behind it.
+            self._handle_exit(child, address)
+        elif after_notice:
+            self._confirm_exit(address, incarnation, time.monotonic() + _EXIT_CONFIRM_SECONDS)
+        elif child.identity is not None and not self._process_runs(child):
+            self._handle_exit(child, address)  # died after reporting; no notice came
+
+    @staticmethod
+    def _identity_of(pid: int) -> tuple[int, float] | None:
+        """The identity of a local agent's own process; ``None`` when it shares this one's
+        (``simpleSystemBase``, where an agent's exit is never a process exit)."""
+        return None if pid == os.getpid() else _identity(pid)
+
+    def _tell_registry(self, update: _Register | _Restarting | _Unregister) -> None:
+        """Send a registry update numbered in order (the registry drops overtaken ones)."""
+        self._registry_seq += 1
+        self.send(self._registry, dataclasses.replace(update, seq=self._registry_seq))
 
     def _is_local(self, child: _Child) -> bool:
         """Whether ``child`` runs on this node, so its pids may be signalled from here."""
@@ -556,6 +747,14 @@ class AgentSupervisor(Actor):
                 self.send(child.starter, Failure(error))
 
 
+def _identity(pid: int) -> tuple[int, float] | None:
+    """``(pid, start time)`` of a running process, or ``None`` when it is already gone."""
+    try:
+        return owner_identity(pid)
+    except psutil.Error:
+        return None
+
+
 def _end_remains(child: _Child) -> None:
     """SIGKILL what a dead agent leaves behind: its worker, its CLIs, their groups."""
     for pgid in child.remains.process_groups:
@@ -566,6 +765,7 @@ def _end_remains(child: _Child) -> None:
 
 
 _HANDLERS: dict[type, Any] = {
+    _AgentBorn: AgentSupervisor._on_born,
     _AgentProcesses: AgentSupervisor._on_agent_processes,
     Boot: AgentSupervisor._on_boot,
     StartAgent: AgentSupervisor._on_start,

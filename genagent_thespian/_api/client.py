@@ -92,10 +92,17 @@ def start_system(
     capabilities: dict[str, Any] | None = None,
     log_config: dict[str, Any] | None = None,
     store_path: str | None = None,
+    node_name: str = "default",
+    home: str | None = None,
     make_default: bool = True,
     **security: Any,
 ) -> AgentSystem:
     """Start an actor system, boot the framework in it and (by default) make it current.
+
+    The system belongs to the calling script: it shuts down when the script ends, however
+    it ends (``with start_system() as system:`` ends it earlier). Its durable agents live in
+    the node's home (``$XDG_STATE_HOME/genagent-thespian/<node_name>/``), so the next run
+    of the script resumes them; one running system per home.
 
     Example:
         >>> system = start_system(base="simpleSystemBase")
@@ -107,6 +114,8 @@ def start_system(
         capabilities=capabilities,
         log_config=log_config,
         store_path=store_path,
+        node_name=node_name,
+        home=home,
         **security,
     )
     if make_default:
@@ -174,6 +183,10 @@ def start_agent(
     max_restarts: int = SPEC_DEFAULTS.max_restarts,
     restart_window: float = SPEC_DEFAULTS.restart_window,
     durable: bool = SPEC_DEFAULTS.durable,
+    backoff_initial: float = SPEC_DEFAULTS.backoff_initial,
+    backoff_factor: float = SPEC_DEFAULTS.backoff_factor,
+    backoff_max: float = SPEC_DEFAULTS.backoff_max,
+    jitter: float = SPEC_DEFAULTS.jitter,
     placement: Mapping[str, Any] | None = None,
     on_session_lost: str = SPEC_DEFAULTS.on_session_lost,
     secret_resolver: Any = None,
@@ -195,6 +208,10 @@ def start_agent(
         restart: ``"temporary"`` (default), ``"transient"`` or ``"permanent"``.
         max_restarts: Restart intensity: at most this many restarts ...
         restart_window: ... within this many seconds, then the supervisor gives up.
+        backoff_initial: Seconds before the first restart in a window (>= 0).
+        backoff_factor: Growth of the delay per further restart in the window (>= 1).
+        backoff_max: Upper bound of every delay in seconds (>= ``backoff_initial``).
+        jitter: Relative spread of each delay, 0.0 (none) to 1.0.
         durable: Persist the agent's state so a restart resumes it.
         placement: Capabilities a node must have to run the agent (multi-host).
         on_session_lost: When the provider cannot resume the agent's session (the turn
@@ -210,7 +227,9 @@ def start_agent(
             read their environment variable).
         timeout: Seconds to wait for ``init_agent``/``start_session``/``pre_run``.
         system: The system to use (default: the current one).
-        **options: Passed to ``init_agent``.
+        **options: Passed to ``init_agent``. A class that sets ``accepted_options`` gets only
+            those; otherwise a name close to one of the framework's options (a typo such as
+            ``watchdg``) is refused with a "did you mean" hint.
 
     Returns:
         The agent's name.
@@ -232,6 +251,10 @@ def start_agent(
         restart=restart,
         max_restarts=max_restarts,
         restart_window=restart_window,
+        backoff_initial=backoff_initial,
+        backoff_factor=backoff_factor,
+        backoff_max=backoff_max,
+        jitter=jitter,
         durable=durable,
         placement=placement,
         on_session_lost=on_session_lost,
@@ -454,7 +477,10 @@ def _call_agent(
     address = system.cached_address(name)
     incarnation = system.cached_incarnation(name)
     if address is None or incarnation is None:
-        located = _locate(name, system)
+        # While the agent restarts, the registry answers once it is back (or gone for good).
+        located = _locate(name, system, wait=True, timeout=timeout)
+        if located.address is None and located.stopped:
+            raise AgentStopped("the agent was stopped", agent=name, ref=ref)
         if located.address is None:
             raise AgentNotFound("no agent has that name", agent=name, ref=ref)
         address, incarnation = located.address, located.incarnation
@@ -493,12 +519,14 @@ def _call_agent(
     return reply
 
 
-def _locate(name: Any, system: AgentSystem) -> Located:
+def _locate(
+    name: Any, system: AgentSystem, *, wait: bool = False, timeout: float | None = _CONTROL_TIMEOUT
+) -> Located:
     reply: Located = system.exchange(
         system.registry,
-        WhereIs(name),
+        WhereIs(name, wait=wait),
         lambda m: isinstance(m, Located) and m.name == name,
-        timeout=_CONTROL_TIMEOUT,
+        timeout=timeout,
     )
     system.remember(name, reply.address, reply.incarnation)
     return reply

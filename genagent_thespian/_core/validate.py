@@ -10,6 +10,7 @@ defaults.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import pickle
 from collections.abc import Mapping
@@ -19,7 +20,7 @@ from ..messages import AgentSpec
 from .backend import resolve_backend
 from .behaviour import GenAgent
 from .errors import InvalidOption, InvalidPrompt
-from .restart_policy import RestartType
+from .restart_policy import RestartPolicy, RestartType
 
 __all__ = ["RESTART_TYPES", "SPEC_DEFAULTS", "build_spec", "check_prompt"]
 
@@ -119,18 +120,15 @@ def build_spec(
             )
         _check_picklable(secret_resolver, "secret_resolver", name)
     options = dict(options or {})
-    accepted = getattr(impl, "accepted_options", None)
-    if accepted is not None:
-        unknown = set(options) - set(accepted)
-        if unknown:
-            raise InvalidOption(
-                f"unknown option(s) {sorted(unknown)} for {impl.__qualname__}; "
-                f"accepted: {sorted(accepted)}",
-                agent=name,
-            )
+    _check_options(impl, options, name)
     _check_picklable(options, "options", name)
     placement_items = tuple(sorted((placement or {}).items()))
-    return AgentSpec(
+    backoff = {k: merged[k] for k in ("backoff_initial", "backoff_factor", "backoff_max", "jitter")}
+    try:  # the policy checks its own options (window, back-off, jitter) as documented
+        RestartPolicy(restart=restart, max_restarts=max_restarts, window=restart_window, **backoff)
+    except InvalidOption as exc:
+        raise InvalidOption(str(exc), agent=name) from None
+    spec = AgentSpec(
         name=name,
         impl=impl,
         backend=backend,
@@ -148,6 +146,40 @@ def build_spec(
         on_session_lost=on_session_lost,
         secret_resolver=secret_resolver,
     )
+    return dataclasses.replace(spec, **backoff)
+
+
+#: ``start_agent``'s own keyword arguments, for "did you mean" hints on misspelled options.
+_FRAMEWORK_OPTIONS = (
+    *(f.name for f in dataclasses.fields(AgentSpec) if f.name not in ("options", "impl")),
+    "timeout",
+    "system",
+)
+#: How alike (difflib ratio) an option must be to a known one to be taken for its typo:
+#: ``watchdg`` is (0.93), ``backend_options`` or ``system_prompt`` are not.
+_TYPO_SIMILARITY = 0.85
+#: Names the documentation uses for an option that ``start_agent`` spells otherwise.
+_DOCUMENTED_ALIASES = {"window": ["restart_window"]}
+
+
+def _check_options(impl: type, options: Mapping[str, Any], name: Any) -> None:
+    """Refuse options nobody will read: undeclared ones, or misspelled framework options."""
+    accepted = getattr(impl, "accepted_options", None)
+    for option in sorted(options):
+        if accepted is not None and option in accepted:
+            continue
+        close = _DOCUMENTED_ALIASES.get(option) or difflib.get_close_matches(
+            option, [*_FRAMEWORK_OPTIONS, *(accepted or ())], n=1, cutoff=_TYPO_SIMILARITY
+        )
+        if accepted is None and not close:
+            continue  # an option for init_agent, which the class does not declare
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        declared = (
+            f"{impl.__qualname__} accepts {sorted(accepted)}"
+            if accepted is not None
+            else f"set {impl.__qualname__}.accepted_options to pass it to init_agent"
+        )
+        raise InvalidOption(f"unknown option {option!r}{hint} ({declared})", agent=name)
 
 
 def check_prompt(text: object, *, agent: Any, ref: str | None = None) -> str:

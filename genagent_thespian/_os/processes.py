@@ -43,6 +43,8 @@ __all__ = [
     "kill_marked",
     "kill_process",
     "kill_process_group",
+    "owner_alive",
+    "owner_identity",
     "process_alive",
     "processes_with_marker",
     "terminate_process_group",
@@ -260,3 +262,26 @@ def _live(pid: int, *, recursive: bool) -> list[int]:
     except psutil.NoSuchProcess:
         return []
     return sorted(p.pid for p in found if process_alive(p.pid))
+
+
+def owner_identity(pid: int | None = None) -> tuple[int, float]:
+    """Return ``(pid, start time)`` of a process (default: this one).
+
+    A pid alone can be reused by a stranger once its process is gone; together with the
+    start time it names one process for good.
+    """
+    process = psutil.Process(pid)
+    return process.pid, process.create_time()
+
+
+def owner_alive(identity: tuple[int, float]) -> bool:
+    """Whether the process ``identity`` (from :func:`owner_identity`) still runs.
+
+    A zombie no longer runs: a SIGKILLed script whose parent has not reaped it yet is gone.
+    """
+    pid, started = identity
+    try:
+        process = psutil.Process(pid)
+        return bool(process.create_time() == started and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False

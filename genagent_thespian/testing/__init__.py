@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import tempfile
 import threading
 import time
 import uuid
@@ -221,14 +222,16 @@ except ImportError:  # pragma: no cover - pytest is a test extra
 def _system_fixture(base: str) -> Iterator[AgentSystem]:
     from .._api.client import _set_default, shutdown_system
 
-    system = AgentSystem.start(base=base)
-    _set_default(system)
-    try:
-        yield system
-    finally:
-        shutdown_system(system)
-        if base != "simpleSystemBase":
-            _assert_no_process_left(system)
+    # A home of its own: test systems never touch (or lock) the user's real nodes.
+    with tempfile.TemporaryDirectory(prefix="genagent-test-home-") as home:
+        system = AgentSystem.start(base=base, home=home)
+        _set_default(system)
+        try:
+            yield system
+        finally:
+            shutdown_system(system)
+            if base != "simpleSystemBase":
+                _assert_no_process_left(system)
 
 
 def _assert_no_process_left(system: AgentSystem) -> None:

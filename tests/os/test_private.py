@@ -17,6 +17,7 @@ import pytest
 from support_agents import Recorder
 
 import genagent_thespian as g
+from genagent_thespian._api import home
 from genagent_thespian._durable.store import SQLiteAgentStore
 from genagent_thespian._nodes import node as local_node
 from genagent_thespian._os import security as sec
@@ -83,19 +84,19 @@ def test_node_secret_is_private_in_new_folders(
 def test_local_node_log_and_state_are_private(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(local_node.STATE_DIR_ENV, str(tmp_path / "state"))
+    monkeypatch.setenv(home.STATE_DIR_ENV, str(tmp_path / "state"))
     state = local_node.NodeState(
         port=1,
         pid=os.getpid(),
         system_id="x",
         pgid=None,
         started_at=0.0,
-        log=str(tmp_path / "state" / "node-1.log"),
+        log=str(tmp_path / "state" / "default" / "node.log"),
     )
     path = local_node.state_path()
     local_node._write_state(path, state)
     assert mode(path) == 0o600 and mode(path.parent) == 0o700
-    log = private_file(local_node.state_dir() / "node-1.log")  # what start_node opens
+    log = private_file(local_node.state_dir() / "node.log")  # what start_node opens
     assert mode(log) == 0o600
 
 
@@ -133,9 +134,9 @@ def test_a_running_system_keeps_its_default_store_private(
         )
         assert g.ask("durable", "a prompt", timeout=30, system=system).text == "ok"
         store = Path(system.store_path or "")
-        assert store.parent == tmp_path / "xdg" / "genagent-thespian"
+        assert store.parent == tmp_path / "xdg" / "genagent-thespian" / "default"
         files = [store, Path(f"{store}-wal"), Path(f"{store}-shm")]
         assert {mode(p) for p in files if p.exists()} == {0o600}
-        assert mode(store.parent) == 0o700
+        assert mode(store.parent) == mode(store.parent.parent) == 0o700
     finally:
         g.shutdown_system(system)

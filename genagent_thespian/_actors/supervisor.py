@@ -23,6 +23,7 @@ from thespian.actors import Actor, ActorExitRequest, ChildActorExited, WakeupMes
 
 from .._core.errors import AgentAlreadyExists, AgentNotFound, AgentStartFailed, GenAgentError
 from .._core.log import get_logger
+from .._core.placement import NoNodeWithRoom, choose_node
 from .._core.protocol import (
     AddressBook,
     _AgentInitFailed,
@@ -49,9 +50,17 @@ from ..messages import (
     Stopped,
     WatchAgent,
 )
-from .agent import AgentActor
+from .agent import NODE_CAPABILITY, AgentActor
 
-__all__ = ["SUPERVISOR_NAME", "AgentSupervisor", "Boot", "Booted", "NodeLost", "StopAll"]
+__all__ = [
+    "SUPERVISOR_NAME",
+    "AgentSupervisor",
+    "Boot",
+    "Booted",
+    "NodeLost",
+    "NodesChanged",
+    "StopAll",
+]
 
 SUPERVISOR_NAME = "genagent_thespian.supervisor"
 
@@ -103,6 +112,18 @@ class NodeLost:
     node: str
 
 
+@dataclass(frozen=True, slots=True)
+class NodesChanged:
+    """Node watcher -> supervisor: the convention's live nodes and their capabilities.
+
+    Sent whenever membership changes. From the first one on, the supervisor places agents
+    itself (``_core/placement.py``: capacity enforced, spread by load) instead of leaving
+    the choice to Thespian's first matching node.
+    """
+
+    nodes: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
+
+
 @dataclass
 class _Child:
     spec: AgentSpec
@@ -118,6 +139,7 @@ class _Child:
     policy: RestartPolicy | None = None
     exit_kind: ExitKind = ExitKind.KILLED
     node: str = ""  # the node it runs on (another host's pids mean nothing here)
+    unplaced: bool = False  # a restart waiting for a node with room
 
 
 class AgentSupervisor(Actor):
@@ -133,6 +155,7 @@ class AgentSupervisor(Actor):
         self._watchers: dict[Any, AddressBook] = {}
         self._stop_all_waiters: list[Any] = []
         self._recent_exits: list[tuple[Any, float]] = []  # (address, when) of handled exits
+        self._nodes: dict[str, dict[str, Any]] | None = None  # None: not a convention leader
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         """Dispatch by type. Never raises (a raise would re-deliver a start)."""
@@ -164,15 +187,35 @@ class AgentSupervisor(Actor):
             self.send(sender, Failure(error))
             return
         child = _Child(spec=spec, address=None, starter=sender, policy=RestartPolicy.for_spec(spec))
+        try:
+            node = self._place(spec)
+        except NoNodeWithRoom as exc:
+            self.send(sender, Failure(AgentStartFailed(str(exc), agent=spec.name)))
+            self._notify_watchers(spec.name, "crashed")
+            return
         self._children[spec.name] = child
-        self._spawn(child)
+        self._spawn(child, node)
 
-    def _spawn(self, child: _Child) -> None:
-        # Placement: Thespian asks AgentActor.actorSystemCapabilityCheck on each node.
-        requirements = dict(child.spec.placement) or None
-        child.address = self.createActor(AgentActor, targetActorRequirements=requirements)
+    def _place(self, spec: AgentSpec) -> str:
+        """The node to run ``spec`` on (``""``: let Thespian choose, outside a convention)."""
+        if self._nodes is None:
+            return ""
+        load: dict[str, int] = {}
+        for other in self._children.values():
+            if other.node and other.state in ("starting", "running", "stopping"):
+                load[other.node] = load.get(other.node, 0) + 1
+        return choose_node(self._nodes, dict(spec.placement), load, self._node)
+
+    def _spawn(self, child: _Child, node: str) -> None:
+        # Thespian asks AgentActor.actorSystemCapabilityCheck on each node: the placement
+        # labels, plus the node's own name once the supervisor has chosen one.
+        requirements = dict(child.spec.placement)
+        if node:
+            requirements[NODE_CAPABILITY] = node
+        child.address = self.createActor(AgentActor, targetActorRequirements=requirements or None)
         child.state = "starting"
-        child.node = ""
+        child.node = node
+        child.unplaced = False
         self.send(
             child.address,
             _InitAgent(
@@ -389,8 +432,32 @@ class AgentSupervisor(Actor):
         child.pid = 0  # unknown until the new incarnation reports ready
         child.instance_id = uuid.uuid4().hex
         child.remains = _AgentProcesses(0)
-        self._spawn(child)
-        self.wakeupAfter(RESTART_START_DEADLINE, payload=("started?", name, child.incarnation))
+        self._respawn(child)
+
+    def _respawn(self, child: _Child) -> None:
+        """Start a restarting agent again, or leave it waiting until a node has room."""
+        try:
+            node = self._place(child.spec)
+        except NoNodeWithRoom as exc:
+            if not child.unplaced:
+                _log.error("agent %r cannot restart yet: %s", child.spec.name, exc)
+                self._emit("agent.unplaced", {"agent": child.spec.name, "reason": str(exc)})
+            child.unplaced = True
+            return
+        self._spawn(child, node)
+        self.wakeupAfter(
+            RESTART_START_DEADLINE, payload=("started?", child.spec.name, child.incarnation)
+        )
+
+    def _place_waiting(self) -> None:
+        """Give restarts that found no room another chance (a node joined or room freed)."""
+        for child in list(self._children.values()):
+            if child.unplaced and child.state == "restarting":
+                self._respawn(child)
+
+    def _on_nodes_changed(self, message: NodesChanged, sender: Any) -> None:
+        self._nodes = {name: dict(caps) for name, caps in message.nodes}
+        self._place_waiting()
 
     def _forget(self, child: _Child, *, then: tuple[tuple[Any, Any], ...] = ()) -> None:
         """Drop ``child``; the registry sends the ``then`` replies once the name is gone."""
@@ -400,6 +467,7 @@ class AgentSupervisor(Actor):
         if self._children.get(name) is child:
             del self._children[name]
         self.send(self._registry, _Unregister(name, child.address, then=then))
+        self._place_waiting()  # its node may have room now
 
     def _stale_exit(self, child: _Child, address: Any) -> bool:
         """Whether an exit notice is about an earlier incarnation, not ``child``'s process.
@@ -476,6 +544,7 @@ _HANDLERS: dict[type, Any] = {
     WakeupMessage: AgentSupervisor._on_wakeup,
     ChildActorExited: AgentSupervisor._on_child_exited,
     NodeLost: AgentSupervisor._on_node_lost,
+    NodesChanged: AgentSupervisor._on_nodes_changed,
     WatchAgent: AgentSupervisor._on_watch_agent,
     ActorExitRequest: AgentSupervisor._on_exit_request,
 }

@@ -16,6 +16,7 @@ import dataclasses
 import math
 import pickle
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,7 @@ from .._core.behaviour import GenAgent
 from .._core.errors import (
     AgentNotFound,
     AgentStopped,
+    AskTimeout,
     InvalidEvent,
     InvalidOption,
     InvalidPrompt,
@@ -555,11 +557,21 @@ def _call_agent(
     If the agent was restarted meanwhile, an ``idempotent`` request (status, poll) or any
     request to a durable agent is sent again to the new process; anything else was lost
     with the old one and fails with ``AgentStopped``.
+
+    ``timeout`` bounds the whole call, the name look-ups included (a registry that does not
+    answer, such as a lost convention leader's, cannot stretch it).
     """
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def left() -> float:
+        if deadline is None:
+            return _CONTROL_TIMEOUT
+        return min(_CONTROL_TIMEOUT, max(0.0, deadline - time.monotonic()))
+
     address = system.cached_address(name)
     incarnation = system.cached_incarnation(name)
     if address is None or incarnation is None:
-        located = _locate(name, system)
+        located = _locate(name, system, timeout=left(), ref=ref)
         if located.address is None:
             raise AgentNotFound("no agent has that name", agent=name, ref=ref)
         address, incarnation = located.address, located.incarnation
@@ -572,7 +584,9 @@ def _call_agent(
     current = {"address": address, "incarnation": incarnation}
 
     def check_alive() -> Any:
-        located = _locate(name, system)
+        if deadline is not None and time.monotonic() >= deadline:
+            return None  # the exchange itself answers AskTimeout
+        located = _locate(name, system, timeout=left(), ref=ref)
         if located.address is None:
             if located.restarting:
                 return None  # the supervisor is bringing it back: keep waiting
@@ -592,16 +606,27 @@ def _call_agent(
         current["address"], current["incarnation"] = located.address, located.incarnation
         return located.address
 
-    return system.exchange(address, message, matches, timeout=timeout, on_idle=check_alive)
+    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+    return system.exchange(address, message, matches, timeout=remaining, on_idle=check_alive)
 
 
-def _locate(name: Any, system: AgentSystem) -> Located:
-    reply: Located = system.exchange(
-        system.registry,
-        WhereIs(name),
-        lambda m: isinstance(m, Located) and m.name == name,
-        timeout=_CONTROL_TIMEOUT,
-    )
+def _locate(
+    name: Any, system: AgentSystem, *, timeout: float = _CONTROL_TIMEOUT, ref: str | None = None
+) -> Located:
+    try:
+        reply: Located = system.exchange(
+            system.registry,
+            WhereIs(name),
+            lambda m: isinstance(m, Located) and m.name == name,
+            timeout=timeout,
+        )
+    except AskTimeout:
+        raise AskTimeout(
+            f"the registry did not answer the name look-up within {timeout:.1f}s "
+            "(is the convention leader reachable?)",
+            agent=name,
+            ref=ref,
+        ) from None
     system.remember(name, reply.address, reply.incarnation)
     return reply
 

@@ -35,6 +35,14 @@ from typing import Any
 
 from thespian.actors import ActorSystem, PoisonMessage
 
+from .._actors.directory import (
+    DIRECTORY_NAME,
+    NoServices,
+    ServiceDirectory,
+    Services,
+    SetServices,
+    WhereAreServices,
+)
 from .._actors.registry import REGISTRY_NAME, Registry
 from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor, Boot, Booted, StopAll
 from .._actors.telemetry import TELEMETRY_NAME, TelemetryBridge, TelemetryHub, wanted_names
@@ -52,6 +60,8 @@ _log = get_logger("genagent_thespian.system")
 
 #: Seconds between liveness checks while a caller waits for a reply.
 _LIVENESS_INTERVAL = 2.0
+#: Seconds a node's service directory has to answer.
+_DIRECTORY_TIMEOUT = 10.0
 #: Messages kept for other waiting calls on the same thread before the oldest is dropped.
 _STASH_LIMIT = 256
 
@@ -89,12 +99,15 @@ class AgentSystem:
         store_path: str | None = None,
         services: tuple[Any, Any, Any] | None = None,
         node: str | None = None,
+        node_watcher: Any = None,
     ) -> None:
         """Boot the framework in ``asys`` (or, with ``services``, use another node's).
 
         ``services`` is ``(registry, telemetry, supervisor)`` of a convention leader: a
         member node (``genagent_thespian._nodes.convention``) boots nothing of its own, its clients
-        talk to the leader's services, and its shutdown stops no agent.
+        talk to the leader's services, and its shutdown stops no agent. A system this object
+        owns publishes the services it uses in its node's directory
+        (``_actors/directory.py``), where :meth:`attach` finds them.
         """
         self.asys = asys
         self.store_path = store_path
@@ -114,22 +127,43 @@ class AgentSystem:
         self._closed = False
         self.pgid: int | None = None
         self.telemetry_bridge: TelemetryBridge | None = None
+        #: The convention's node watcher, when this system belongs to a convention.
+        self.node_watcher = node_watcher
         if services is not None:
             self.registry, self.telemetry, self.supervisor = services
-            return
-        self.registry = asys.createActor(Registry, globalName=REGISTRY_NAME)
-        self.telemetry = asys.createActor(TelemetryHub, globalName=TELEMETRY_NAME)
-        self.supervisor = asys.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
+        else:
+            self._boot(store_path)
+        if owned:
+            self.publish_services()
+        if wanted_names() != frozenset():
+            self.sync_telemetry()
+
+    def _boot(self, store_path: str | None) -> None:
+        """Create (or find) this system's registry, hub and supervisor, and boot them."""
+        self.registry = self.asys.createActor(Registry, globalName=REGISTRY_NAME)
+        self.telemetry = self.asys.createActor(TelemetryHub, globalName=TELEMETRY_NAME)
+        self.supervisor = self.asys.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
         booted = self.exchange(
             self.supervisor,
             Boot(self.registry, self.telemetry, self.node, store_path),
             lambda m: isinstance(m, Booted),
             timeout=30.0,
         )
-        if base != "simpleSystemBase":
+        if self.base != "simpleSystemBase":
             self.pgid = booted.pgid
-        if wanted_names() != frozenset():
-            self.sync_telemetry()
+
+    def publish_services(self) -> None:
+        """Tell this node's directory the services (and node watcher) its clients must use."""
+        directory = self.asys.createActor(ServiceDirectory, globalName=DIRECTORY_NAME)
+        services = Services(
+            self.registry, self.telemetry, self.supervisor, self.node_watcher, self.node
+        )
+        self.exchange(
+            directory,
+            SetServices(services),
+            lambda m: isinstance(m, Services),
+            timeout=_DIRECTORY_TIMEOUT,
+        )
 
     def sync_telemetry(self) -> None:
         """Subscribe this process's attached telemetry handlers to this system's hub."""
@@ -219,7 +253,9 @@ class AgentSystem:
     ) -> AgentSystem:
         """Attach to a running ``multiprocTCPBase`` system on ``admin_port`` (this host).
 
-        ``bind_host`` and the secret must match the node's (see :meth:`start`).
+        ``bind_host`` and the secret must match the node's (see :meth:`start`). The client
+        uses the services the node's directory names (on a convention member: the
+        leader's); it starts none of its own, except on a node that keeps no directory.
         """
         caps = dict(capabilities or {})
         caps["Admin Port"] = admin_port
@@ -228,7 +264,25 @@ class AgentSystem:
             # Thespian would start a new, unowned system on that port instead of failing.
             raise SystemNotRunning(f"no genagent node listens on {bind_host}:{admin_port}")
         asys = ActorSystem("multiprocTCPBase", capabilities=caps, transientUnique=True)
-        return cls(asys, base="multiprocTCPBase", admin_port=admin_port, owned=False, system_id="")
+        try:
+            services = _ask_directory(asys)
+        except BaseException:
+            asys.shutdown()
+            raise
+        if services is None:
+            return cls(
+                asys, base="multiprocTCPBase", admin_port=admin_port, owned=False, system_id=""
+            )
+        return cls(
+            asys,
+            base="multiprocTCPBase",
+            admin_port=admin_port,
+            owned=False,
+            system_id="",
+            services=(services.registry, services.telemetry, services.supervisor),
+            node=services.node,
+            node_watcher=services.watcher,
+        )
 
     def shutdown(self, *, timeout: float = 30.0) -> None:
         """Stop every agent in order, shut the actor system down, and leave no process behind.
@@ -403,6 +457,22 @@ class AgentSystem:
 
 
 _simple_stash: deque[Any] = deque(maxlen=_STASH_LIMIT)
+
+
+def _ask_directory(asys: ActorSystem) -> Services | None:
+    """The services a node's directory names, or ``None`` for a node that keeps none."""
+    directory = asys.createActor(ServiceDirectory, globalName=DIRECTORY_NAME)
+    with asys.private() as context:
+        deadline = time.monotonic() + _DIRECTORY_TIMEOUT
+        while (left := deadline - time.monotonic()) > 0:
+            reply = context.ask(directory, WhereAreServices(), left)
+            if isinstance(reply, Services):
+                return reply
+            if isinstance(reply, NoServices):
+                return None
+    raise SystemNotRunning(
+        f"the node's service directory did not answer within {_DIRECTORY_TIMEOUT}s"
+    )
 
 
 def _listening(host: str, port: int) -> bool:

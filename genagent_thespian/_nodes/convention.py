@@ -7,17 +7,19 @@ at the leader's admin (the leader points at itself) and advertises what it offer
 * ``GenAgent Node`` -- its name, ``"<host name>:<admin port>"`` (what ``AgentEntry.node`` and
   ``AgentStatus.node`` show for the agents it runs);
 * ``GenAgent Role`` -- ``"leader"`` or ``"member"``; ``GenAgent Host`` -- the host name;
-* the labels given in ``capabilities`` (``{"claude": "yes"}``) and ``capacity`` (advertised
-  only: nothing counts agents against it yet).
+* the labels given in ``capabilities`` (``{"claude": "yes"}``) and ``capacity`` (how many
+  agents it runs at most).
 
-Only the leader boots the framework's services (registry, supervisor, telemetry). An agent
-started with ``placement={"claude": "yes"}`` is created by the leader's supervisor with
-``targetActorRequirements``; Thespian asks
-:meth:`~genagent_thespian._actors.agent.AgentActor.actorSystemCapabilityCheck` on the leader first
-and then on the members, and the first node whose capabilities equal every placement key
-runs it. The supervisor stays its parent: when the agent dies (or its whole node does) the
+Only the leader boots the framework's services (registry, supervisor, telemetry); every node
+names them in its directory (``_actors/directory.py``), so a client attached to any node
+uses the leader's. The leader's node watcher tells the supervisor the live nodes
+(``NodesChanged``); the supervisor chooses the node for each agent (``_core/placement.py``:
+matching labels, room under ``capacity``, fewest agents) and creates it with
+``targetActorRequirements`` naming that node, which
+:meth:`~genagent_thespian._actors.agent.AgentActor.actorSystemCapabilityCheck` accepts only
+there. The supervisor stays its parent: when the agent dies (or its whole node does) the
 ``ChildActorExited`` reaches the leader, which restarts it per its policy, again by
-placement, so on a surviving matching node.
+placement, so on a surviving matching node with room.
 
 A member that stops answering is declared dead after ``reregistration_period`` seconds times
 ``registration_miss_max`` (Thespian's ``CONVENTION_REREGISTRATION_PERIOD`` and
@@ -37,7 +39,6 @@ import os
 import socket
 import time
 import uuid
-import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -53,7 +54,7 @@ from thespian.actors import (
 
 from .._actors.agent import NODE_CAPABILITY
 from .._actors.registry import REGISTRY_NAME, Registry
-from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor, NodeLost
+from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor, NodeLost, NodesChanged
 from .._actors.telemetry import TELEMETRY_NAME, TelemetryHub
 from .._api.system import AgentSystem, _marker_env, free_port
 from .._core.errors import GenAgentError, InvalidOption
@@ -94,9 +95,6 @@ _FINDER_LINGER = 2.0
 _JOIN_TIMEOUT = 30.0
 
 _log = get_logger("genagent_thespian.nodes")
-
-#: A member system -> the leader's node watcher (for :func:`list_nodes`).
-_watchers: weakref.WeakKeyDictionary[AgentSystem, Any] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,25 +167,47 @@ class _NodeWatcher(_LeaderOnly):
         self._own = dict(capabilities or {})
         self._members: dict[str, dict[str, Any]] = {}
         self._registered = False
+        self._told: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] | None = None
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         if not self._registered:
             self._registered = True
             self.notifyOnSystemRegistrationChanges(True)
+            self._tell_supervisor()
         if isinstance(message, ActorSystemConventionUpdate):
             key = str(message.remoteAdminAddress)
             if message.remoteAdded:
                 self._members[key] = dict(message.remoteCapabilities or {})
+                self._tell_supervisor()
             else:
                 self._members.pop(key, None)
                 _log.warning("convention member %s left or was declared dead", key)
+                self._tell_supervisor()
                 node = (message.remoteCapabilities or {}).get(NODE_CAPABILITY)
                 if node:
-                    supervisor = self.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
-                    self.send(supervisor, NodeLost(str(node)))
+                    self.send(self._supervisor(), NodeLost(str(node)))
         elif isinstance(message, _ListNodes):
             nodes = [_node_info(self._own)] + [_node_info(c) for c in self._members.values()]
             self.send(sender, tuple(nodes))
+
+    def _supervisor(self) -> Any:
+        return self.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
+
+    def _tell_supervisor(self) -> None:
+        """Send the supervisor the live nodes when they changed (it places agents by them)."""
+        nodes = tuple(
+            (str(caps[NODE_CAPABILITY]), _placement_view(caps))
+            for caps in (self._own, *self._members.values())
+            if caps.get(NODE_CAPABILITY)
+        )
+        if nodes != self._told:
+            self._told = nodes
+            self.send(self._supervisor(), NodesChanged(nodes))
+
+
+def _placement_view(capabilities: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The capabilities placement reads: labels, capacity and the node name (no heartbeat)."""
+    return tuple(sorted((k, v) for k, v in capabilities.items() if k != HEARTBEAT_CAPABILITY))
 
 
 def _node_info(capabilities: Mapping[str, Any]) -> NodeInfo:
@@ -325,6 +345,7 @@ def start_node(
             )
             try:
                 list_nodes(system)  # creates the node watcher, which follows membership
+                system.publish_services()  # now with the watcher, for clients of the leader
             except BaseException:
                 system.shutdown()
                 raise
@@ -372,6 +393,7 @@ def _start_member(
             system_id=system_id,
             services=(services.registry, services.telemetry, services.supervisor),
             node=name,
+            node_watcher=services.watcher,
         )
         heartbeat = asys.createActor(_Heartbeat)
         asys.tell(heartbeat, _Beat(period))
@@ -379,7 +401,6 @@ def _start_member(
         answer = asys.ask(probe, "probe", 10.0)
         if isinstance(answer, tuple):
             system.pgid = int(answer[1])
-        _watchers[system] = services.watcher
         return system
     except BaseException:
         asys.shutdown()
@@ -457,12 +478,12 @@ def list_nodes(system: AgentSystem) -> tuple[NodeInfo, ...]:
     Raises:
         GenAgentError: ``system`` is not a convention node, or the leader did not answer.
     """
-    watcher = _watchers.get(system)
+    watcher = system.node_watcher
     if watcher is None:
         if not system.leads_agents:
             raise GenAgentError("this system is not a convention node")
         watcher = system.asys.createActor(_NodeWatcher, globalName=NODES_NAME)
-        _watchers[system] = watcher
+        system.node_watcher = watcher
     answer = system.exchange(watcher, _ListNodes(), lambda m: isinstance(m, tuple), timeout=10.0)
     return tuple(answer)
 

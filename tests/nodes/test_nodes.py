@@ -40,7 +40,9 @@ DETECTION_BOUND = PERIOD * MISS_MAX + 6.0
 class Member:
     """A member node in its own process."""
 
-    def __init__(self, leader_port: int, labels: dict[str, str]) -> None:
+    def __init__(
+        self, leader_port: int, labels: dict[str, str], capacity: int | None = None
+    ) -> None:
         command = [
             sys.executable,
             str(TESTS / "support_nodes.py"),
@@ -55,6 +57,8 @@ class Member:
         ]
         for key, value in labels.items():
             command += ["--label", f"{key}={value}"]
+        if capacity is not None:
+            command += ["--capacity", str(capacity)]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]))
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True
@@ -64,6 +68,7 @@ class Member:
         info = json.loads(self._next_line(60.0))
         self.node: str = info["node"]
         self.pgid: int = info["pgid"]
+        self.admin_port: int = info["admin_port"]
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -131,9 +136,9 @@ class Convention:
         )
         self.members: list[Member] = []
 
-    def add_member(self, **labels: str) -> Member:
+    def add_member(self, capacity: int | None = None, **labels: str) -> Member:
         assert self.leader.admin_port is not None
-        member = Member(self.leader.admin_port, labels)
+        member = Member(self.leader.admin_port, labels, capacity)
         self.members.append(member)
         wait_for_nodes(self.leader, 1 + len(self.members))
         return member
@@ -405,3 +410,117 @@ def test_a_member_with_another_secret_cannot_join(convention):
         return pids
 
     wait_until(lambda: not tagged(), timeout=10, message="the refused member left processes")
+
+
+def _group_pids(pgid: int) -> set[int]:
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getpgid(int(entry)) == pgid:
+                    pids.add(int(entry))
+            except ProcessLookupError:
+                continue
+    return pids
+
+
+def test_a_client_on_a_member_uses_the_leaders_services_and_honours_its_timeout():
+    leader = CommandLineNode("--reregistration-period", "1", "--registration-miss-max", "3")
+    member = None
+    try:
+        member = Member(leader.admin_port, {"claude": "yes"})
+        on_leader = g.attach_system(leader.admin_port, make_default=False)
+        try:
+            wait_for_nodes(on_leader, 2)
+            g.start_agent(Recorder, name="h", backend="scripted", script=["hi"], system=on_leader)
+        finally:
+            on_leader.shutdown()
+        member_processes = _group_pids(member.pgid)
+
+        client = g.AgentSystem.attach(member.admin_port)
+        try:
+            assert client.node == member.node
+            assert g.list_agents(system=client) == ["h"]
+            assert g.ask("h", "q", system=client).text == "hi"
+            assert {n.name for n in list_nodes(client)} == {leader.node, member.node}
+            g.start_agent(
+                Recorder,
+                name="m",
+                backend="scripted",
+                script=["placed"],
+                placement={"claude": "yes"},
+                system=client,
+            )
+            assert g.status("m", system=client).node == member.node
+            g.stop("m", system=client)
+            # The client started nothing on the member: no registry, hub or supervisor there.
+            wait_until(lambda: _group_pids(member.pgid) == member_processes, timeout=10.0)
+
+            os.killpg(leader.pgid, signal.SIGKILL)
+            leader.process.kill()
+            leader.process.wait(10)
+            for name in ("h", "nobody"):  # a cached address, then a name look-up
+                began = time.monotonic()
+                with pytest.raises(g.AskTimeout):
+                    g.ask(name, "q", timeout=2.0, system=client)
+                assert time.monotonic() - began < 4.0
+        finally:
+            client.shutdown()
+        assert _group_pids(member.pgid) <= member_processes  # detaching started nothing
+    finally:
+        if member is not None:
+            member.shutdown()
+        leader.stop()
+
+
+def _placed(leader: g.AgentSystem) -> dict[str, str]:
+    return {entry.name: entry.node for entry in list_fleet(leader)}
+
+
+@pytest.mark.slow
+def test_capacity_is_enforced_placement_spreads_and_node_loss_waits_for_room(convention):
+    leader = convention.leader
+    first = convention.add_member(capacity=2, claude="yes")
+    second = convention.add_member(capacity=2, claude="yes")
+    names = ["a", "b", "c", "d"]
+    for name in names:
+        g.start_agent(
+            Recorder,
+            name=name,
+            backend="scripted",
+            script=[f"from {name}"] * 3,
+            restart="permanent",
+            placement={"claude": "yes"},
+            system=leader,
+        )
+    placed = _placed(leader)
+    assert sorted(placed.values()) == sorted([first.node] * 2 + [second.node] * 2)  # spread
+    assert placed["a"] != placed["b"]  # the second agent went to the emptier node
+
+    with pytest.raises(g.AgentStartFailed, match=r"at its capacity .*2/2") as caught:
+        g.start_agent(
+            Recorder, name="e", backend="scripted", placement={"claude": "yes"}, system=leader
+        )
+    assert caught.value.agent == "e" and g.whereis("e", system=leader) is None
+
+    first.kill()
+    moved = sorted(name for name, node in placed.items() if node == first.node)
+
+    def waiting_for_room() -> bool:
+        lost = all(g.whereis(name, system=leader) is None for name in moved)
+        return lost and len(list_nodes(leader)) == 2
+
+    wait_until(waiting_for_room, timeout=DETECTION_BOUND, message="lost agents not noticed")
+    # The survivor is full: the lost agents wait for room instead of overfilling it.
+    assert sorted(_placed(leader).values()) == [second.node] * 2
+
+    assert leader.admin_port is not None
+    third = Member(leader.admin_port, {"claude": "yes"}, capacity=2)
+    convention.members.append(third)
+    wait_for_nodes(leader, 3)
+    wait_until(
+        lambda: all(_placed(leader).get(name) == third.node for name in moved),
+        timeout=DETECTION_BOUND,
+        message="the waiting agents were not placed on the node that joined",
+    )
+    assert all(g.ask(name, "q", system=leader).text == f"from {name}" for name in names)

@@ -48,7 +48,8 @@ from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor, Boot, Booted,
 from .._actors.telemetry import TELEMETRY_NAME, TelemetryBridge, TelemetryHub, wanted_names
 from .._core.errors import GenAgentError, SystemNotRunning
 from .._core.log import get_logger
-from .._durable.store import SQLiteAgentStore, end_recorded_processes
+from .._durable.location import is_postgres_url, open_store
+from .._durable.store import end_recorded_processes
 from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group
 from .._os.security import check_capabilities, harden_transport
 
@@ -205,9 +206,10 @@ class AgentSystem:
             advertise_host: Address peers use, required when ``bind_host`` is ``0.0.0.0``.
             secret_path: The node secret file (default: ``GENAGENT_SECRET``,
                 ``GENAGENT_SECRET_FILE`` or ``~/.config/genagent-thespian/node.secret``).
-            store_path: The SQLite file of durable agents (default: one per admin port under
-                ``~/.local/state/genagent-thespian/``). Processes a previous run recorded
-                there that are still alive are ended now.
+            store_path: The store of durable agents: a SQLite file (default: one per admin
+                port under ``~/.local/state/genagent-thespian/``) or a ``postgresql://`` URL
+                (the ``postgres`` extra), the store several hosts share. Processes a
+                previous run recorded there that are still alive are ended now.
         """
         if base not in SUPPORTED_BASES:
             from .._core.errors import InvalidOption
@@ -496,9 +498,9 @@ def _default_store_path(admin_port: int | None, system_id: str) -> str:
 
 def _end_previous_run(store_path: str) -> None:
     """End processes a previous run of this node recorded and left running."""
-    if not os.path.exists(store_path):
+    if not (is_postgres_url(store_path) or os.path.exists(store_path)):
         return
-    store = SQLiteAgentStore(store_path)
+    store = open_store(store_path)
     try:
         ended = end_recorded_processes(store)
         if ended:

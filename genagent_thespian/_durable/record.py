@@ -27,7 +27,8 @@ from .._core.log import get_logger
 from .._core.machine import AgentMachine, Origin
 from ..messages import AgentSpec, Failure, PollResult
 from . import pickling
-from .store import SQLiteAgentStore, StoredAgent, StoreError, agent_key
+from .location import open_store
+from .store import AgentStore, StoredAgent, StoreError, agent_key
 
 __all__ = ["AgentRecord", "Restored", "answer_stored_callers", "delete_stored_agent"]
 
@@ -48,7 +49,7 @@ class Restored:
 class AgentRecord:
     """Read and write one agent's durable record (see the module docstring)."""
 
-    def __init__(self, store: SQLiteAgentStore, spec: AgentSpec) -> None:
+    def __init__(self, store: AgentStore, spec: AgentSpec) -> None:
         self._store = store
         self._spec = spec
         self.key = agent_key(spec.name)
@@ -56,12 +57,12 @@ class AgentRecord:
 
     @classmethod
     def open(cls, path: str | None, spec: AgentSpec) -> AgentRecord:
-        """Open the store at ``path`` for the durable agent ``spec``."""
+        """Open the store at ``path`` (a SQLite file or a PostgreSQL URL) for ``spec``."""
         if not path:
             raise InvalidOption(
                 "durable=True needs a store: start the system with store_path=...", agent=spec.name
             )
-        return cls(SQLiteAgentStore(path), spec)
+        return cls(open_store(path), spec)
 
     def begin(self) -> Restored | None:
         """Create the record, or take over an existing one and return what to resume from.
@@ -144,7 +145,7 @@ def answer_stored_callers(
     incarnations): its in-flight, self-chained and queued asks get ``AgentStopped``, so no
     caller waits for an agent that will not come back.
     """
-    store = SQLiteAgentStore(path)
+    store = open_store(path)
     try:
         stored = store.load(agent_key(spec.name))
     finally:
@@ -172,7 +173,7 @@ def answer_stored_callers(
 
 def delete_stored_agent(path: str, spec: AgentSpec) -> None:
     """Remove a durable agent's record (the supervisor, for an agent with no process)."""
-    store = SQLiteAgentStore(path)
+    store = open_store(path)
     try:
         store.delete_agent(agent_key(spec.name))
     finally:

@@ -295,8 +295,9 @@ def start_node(
         bind_host: Address to listen on (loopback by default; see ``docs/security.md``).
         advertise_host: Address peers use when ``bind_host`` is ``0.0.0.0``.
         capabilities: Placement labels (``{"claude": "yes"}``) and ``capacity`` (an int).
-        store_path: The durable store (leader only; members' agents use the leader's path,
-            which must therefore be a file every node can open, e.g. on shared storage).
+        store_path: The durable store (leader only; members' agents use the leader's):
+            for several hosts a ``postgresql://`` URL every node reaches (or a SQLite
+            file every node can open, e.g. on shared storage).
         secret_path: The node secret file; the same secret on every node of the convention.
         reregistration_period: Seconds between a member's check-ins with the leader.
         registration_miss_max: Missed check-ins after which the leader declares a member
@@ -537,7 +538,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--advertise-host", default=None)
     parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--capacity", type=int, default=None)
-    parser.add_argument("--store", default=None, help="durable store file (leader only)")
+    parser.add_argument(
+        "--store", default=None, help="durable store: SQLite file or postgresql:// URL (leader)"
+    )
     parser.add_argument("--secret-file", default=None)
     parser.add_argument("--reregistration-period", type=float, default=5.0)
     parser.add_argument("--registration-miss-max", type=int, default=2)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from genagent_thespian._core.errors import AgentAlreadyExists, AgentNotFound, InvalidOption
+from genagent_thespian._durable.postgres import PostgresAgentStore
 from genagent_thespian._durable.store import (
     SCHEMA_VERSION,
     AgentStore,
@@ -35,13 +36,16 @@ KEY = agent_key("coder")
 OTHER = agent_key(("team", 2))
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AgentStore]:
-    made: AgentStore = (
-        SQLiteAgentStore(tmp_path / "agents.db")
-        if request.param == "sqlite"
-        else MemoryAgentStore()
-    )
+    """Each store of the contract: SQLite, PostgreSQL (a real server) and memory."""
+    made: AgentStore
+    if request.param == "sqlite":
+        made = SQLiteAgentStore(tmp_path / "agents.db")
+    elif request.param == "postgres":
+        made = PostgresAgentStore(request.getfixturevalue("postgres_url"))
+    else:
+        made = MemoryAgentStore()
     yield made
     made.close()
 

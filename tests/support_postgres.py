@@ -40,8 +40,9 @@ def find_binaries() -> Path | None:
 class PostgresServer:
     """One running cluster; :meth:`stop` ends it and removes its files."""
 
-    def __init__(self, binaries: Path) -> None:
+    def __init__(self, binaries: Path, *, listen: str = "127.0.0.1") -> None:
         self.binaries = binaries
+        self.listen = listen
         self.folder = Path(tempfile.mkdtemp(prefix="genagent-pg-"))
         self.port = free_port()
         self.password = uuid.uuid4().hex
@@ -70,6 +71,9 @@ class PostgresServer:
             "--no-sync",
         )
         password_file.unlink()
+        if self.listen != "127.0.0.1":  # clients in other network namespaces
+            with open(data / "pg_hba.conf", "a", encoding="ascii") as hba:
+                hba.write(f"host all {ROLE} {self.listen}/24 scram-sha-256\n")
         self._run(
             "pg_ctl",
             "-D",
@@ -78,7 +82,7 @@ class PostgresServer:
             str(self.folder / "server.log"),
             "-w",
             "-o",
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off",
+            f"-c listen_addresses={self.listen} -p {self.port} -k {self.folder} -c fsync=off",
             "start",
         )
 
@@ -94,7 +98,7 @@ class PostgresServer:
 
     def url(self, database: str = "postgres") -> str:
         """A ``postgresql://`` URL of ``database``, password included."""
-        return f"postgresql://{ROLE}:{self.password}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://{ROLE}:{self.password}@{self.listen}:{self.port}/{database}"
 
     def new_database(self) -> str:
         """Create an empty database and return its URL."""

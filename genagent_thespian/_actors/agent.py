@@ -73,7 +73,8 @@ from .._core.protocol import (
     _TurnOutput,
 )
 from .._core.turn import Event
-from .._durable.record import AgentRecord, Restored
+from .._durable.record import AgentRecord, Restored, lease_seconds
+from .._durable.store import StaleIncarnation
 from .._os.processes import (
     AGENT_MARKER,
     children_die_with_this_process,
@@ -185,6 +186,9 @@ class AgentActor(Actor):
         self._outgoing_tells: dict[str, Any] = {}  # ref -> target name
         self._stopping: tuple[str, Any] | None = None  # (reason, reply_to)
         self._record: AgentRecord | None = None  # durable agents only
+        # A newer incarnation owns the record (fenced): this one runs and answers nothing.
+        self._fenced = False
+        self._lease_renewed = 0.0  # monotonic time of the last renewal that began and held
 
     @staticmethod
     def actorSystemCapabilityCheck(
@@ -210,6 +214,8 @@ class AgentActor(Actor):
             self._init(message, sender)
             return
         machine = self.machine
+        if self._fenced and not isinstance(message, ActorExitRequest):
+            return  # the owning incarnation holds every request; nothing runs here any more
         if machine is None:
             if isinstance(message, ActorExitRequest | ChildActorExited | WakeupMessage):
                 return
@@ -245,9 +251,12 @@ class AgentActor(Actor):
         try:
             if spec.durable:
                 self._record = AgentRecord.open(message.store_path, spec)
+                leased_at = time.monotonic()
                 restored = self._record.begin()
+                self._lease_renewed = leased_at
                 self._incarnation = self._record.incarnation or 0
                 self._record.record_process(os.getpid(), "agent", os.getpgid(0))
+                self._after("lease", lease_seconds() / 3, ("lease",))
             impl = spec.impl()
             if not isinstance(impl, GenAgent):
                 raise TypeError(f"{spec.impl!r} is not a GenAgent subclass")
@@ -616,6 +625,8 @@ class AgentActor(Actor):
                 self.worker = _WorkerSlot(generation=slot.generation)
         elif kind == "timer":
             self._run(self._m.info(payload[2]))
+        elif kind == "lease":
+            self._renew_lease()
         elif kind == "end-session" and self._stopping is not None:
             self._finish_stop()
         elif kind == "worker-start":
@@ -680,14 +691,42 @@ class AgentActor(Actor):
         except Exception:
             _log.exception("agent %r: terminate_session raised", self._m.name)
 
+    def _stand_down(self, reason: str) -> None:
+        """This incarnation no longer owns its durable agent: stop being it.
+
+        Either the store refused its write or renewal (its epoch is stale: another
+        incarnation -- on this node or another after a node loss or partition -- has taken
+        over and holds every accepted request), or its lease ran out because the store was
+        unreachable (a successor may be taking over). This one starts no turn, sends no
+        reply (callers resend to the owner, as for any restarted durable agent), ends its
+        worker and CLIs, and exits.
+        """
+        if self._fenced:
+            return
+        self._fenced = True
+        _log.error("agent %r stands down: %s", self._m.name, reason)
+        self._telemetry_emit(
+            "agent.fenced", {}, {"agent": self._m.name, "incarnation": self._incarnation}
+        )
+        record, self._record = self._record, None
+        if record is not None:
+            record.close()
+        self._kill_worker_remains(self.worker, kill_worker=True)
+        self.send(self.myAddress, ActorExitRequest())
+
     def _on_exit_request(self, message: ActorExitRequest, sender: Any) -> None:
         """The system or supervisor is ending this actor: answer everyone, leave nothing.
 
         A durable agent's record keeps its last boundary (queued tells survive a shutdown).
+        A fenced incarnation answers nobody: the owning incarnation does.
         """
         record, self._record = self._record, None
         if record is not None:
+            record.release_lease()  # a clean exit: the next incarnation need not wait
             record.close()
+        if self._fenced:
+            self._kill_worker_remains(self.worker, kill_worker=True)
+            return
         self._run(self._m.stop("shutdown"))
         self._kill_worker_remains(self.worker)
         if self.worker.address is None:
@@ -785,16 +824,58 @@ class AgentActor(Actor):
         """
         try:
             self._persist()
+        except StaleIncarnation as exc:
+            self._stand_down(str(exc))
         except Exception:
             _log.exception("agent %r could not persist its session", self._m.name)
 
+    def _renew_lease(self) -> bool:
+        """Renew a durable agent's lease; stand down if fenced or if it ran out.
+
+        Returns whether this incarnation still owns the agent.
+        """
+        record = self._record
+        if record is None:
+            return not self._fenced
+        began = time.monotonic()
+        try:
+            record.renew_lease()
+        except StaleIncarnation as exc:
+            self._stand_down(str(exc))
+            return False
+        except Exception as exc:
+            # Stand down while a third of the lease is left: a successor waits for its
+            # expiry, so this incarnation is gone before the successor runs anything.
+            held_for = time.monotonic() - self._lease_renewed
+            if held_for >= lease_seconds() * 2 / 3:
+                self._stand_down(
+                    f"it could not renew its lease: the store has not been reachable for "
+                    f"{held_for:.1f}s ({type(exc).__name__})"
+                )
+                return False
+            _log.warning("agent %r could not renew its lease: %s", self._m.name, exc)
+        else:
+            self._lease_renewed = began
+        self._after("lease", lease_seconds() / 3, ("lease",))
+        return True
+
     def _run(self, effects: Iterable[Effect]) -> None:
         effects = list(effects)
+        if (
+            self._record is not None
+            and any(isinstance(e, StartTurn) for e in effects)
+            and time.monotonic() - self._lease_renewed >= lease_seconds() * 2 / 3
+            and not self._renew_lease()
+        ):
+            return  # a turn never starts without a lease
         if self._record is not None and any(
             isinstance(e, Reply | StartTurn | CancelTurn) for e in effects
         ):
             try:
                 self._persist()
+            except StaleIncarnation as exc:
+                self._stand_down(str(exc))
+                return  # no turn starts and no reply leaves a fenced incarnation
             except Exception:
                 _log.exception("agent %r could not persist its state", self._m.name)
         for effect in effects:

@@ -36,6 +36,7 @@ from .store import (
     SCHEMA_VERSION,
     AgentEntry,
     AgentStore,
+    Lease,
     ProcessRecord,
     StaleIncarnation,
     StoreCorrupted,
@@ -44,6 +45,7 @@ from .store import (
     StoreError,
     StoreSchemaMismatch,
     _as_blob,
+    _check_epoch,
     _check_key,
     _check_max_results,
     _check_ref,
@@ -91,6 +93,12 @@ _SCHEMA = (
         UNIQUE (key, ref)
     )""",
     "CREATE INDEX IF NOT EXISTS results_by_agent ON results(key)",
+    """CREATE TABLE IF NOT EXISTS leases (
+        key TEXT PRIMARY KEY REFERENCES agents(key) ON DELETE CASCADE,
+        epoch BIGINT NOT NULL,
+        owner TEXT NOT NULL,
+        expires TIMESTAMPTZ NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS processes (
         pid BIGINT NOT NULL,
         start_ticks BIGINT NOT NULL,
@@ -168,7 +176,7 @@ class PostgresAgentStore(AgentStore):
         StoreSchemaMismatch: The database holds another schema version of this store.
     """
 
-    def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, connect_timeout: float = 2.0) -> None:
         if (
             isinstance(connect_timeout, bool)
             or not isinstance(connect_timeout, int | float)
@@ -192,9 +200,7 @@ class PostgresAgentStore(AgentStore):
 
     def _open(self) -> Any:
         with self._translate("open"):
-            conn = self._psycopg.connect(
-                self._url, connect_timeout=max(1, round(self.connect_timeout)), autocommit=True
-            )
+            conn = self._psycopg.connect(self._url, autocommit=True, **self._network_defaults())
             with conn.transaction():  # transactions are explicit: autocommit otherwise
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPLICATION_ID,))
                 for statement in _SCHEMA:
@@ -215,6 +221,26 @@ class PostgresAgentStore(AgentStore):
             )
         return conn
 
+    def _network_defaults(self) -> dict[str, Any]:
+        """Timeouts so a server behind a partition fails a call within seconds, not minutes.
+
+        A lease holder must notice it cannot reach the store before its lease runs out;
+        a query on a dead TCP path would otherwise wait for the kernel's retransmissions
+        (about 15 minutes). Settings in the URL win.
+        """
+        from psycopg.conninfo import conninfo_to_dict
+
+        given = conninfo_to_dict(self._url)
+        defaults = {
+            "connect_timeout": max(2, round(self.connect_timeout)),
+            "keepalives": 1,
+            "keepalives_idle": 2,
+            "keepalives_interval": 1,
+            "keepalives_count": 2,
+            "tcp_user_timeout": 2000,
+        }
+        return {k: v for k, v in defaults.items() if k not in given}
+
     def _conn(self) -> Any:
         if self._closed:
             raise StoreError(f"agent store {self.location} is closed")
@@ -222,6 +248,8 @@ class PostgresAgentStore(AgentStore):
             _INHERITED.append(self._connection)
             self._pid = os.getpid()
             self._connection = self._open()
+        elif self._connection.broken or self._connection.closed:
+            self._connection = self._open()  # the server went away and may be back
         return self._connection
 
     @contextmanager
@@ -440,6 +468,42 @@ class PostgresAgentStore(AgentStore):
             if row is None:
                 raise AgentNotFound(f"no stored agent with key {_short(key)}")
             return int(row[0])
+
+    # leases ---------------------------------------------------------------------------------
+    # Times are the server's (clock_timestamp()), so hosts with skewed clocks agree.
+
+    def lease(self, key: str) -> Lease | None:
+        key = _check_key(key)
+        with self._read("lease", key) as cur:
+            row = cur.execute(
+                "SELECT epoch, owner, extract(epoch FROM expires - clock_timestamp())"
+                " FROM leases WHERE key = %s",
+                (key,),
+            ).fetchone()
+        return None if row is None else Lease(int(row[0]), row[1], float(row[2]))
+
+    def renew_lease(self, key: str, *, epoch: int, owner: str, seconds: float) -> None:
+        key = _check_key(key)
+        with self._write("renew_lease", key) as cur:
+            row = cur.execute(
+                "SELECT incarnation FROM agents WHERE key = %s FOR UPDATE", (key,)
+            ).fetchone()
+            _check_epoch(key, row, epoch)
+            cur.execute(
+                "INSERT INTO leases (key, epoch, owner, expires)"
+                " VALUES (%s, %s, %s, clock_timestamp() + make_interval(secs => %s))"
+                " ON CONFLICT (key) DO UPDATE SET epoch = EXCLUDED.epoch,"
+                " owner = EXCLUDED.owner, expires = EXCLUDED.expires",
+                (key, epoch, owner, float(seconds)),
+            )
+
+    def release_lease(self, key: str, *, epoch: int) -> None:
+        key = _check_key(key)
+        with self._write("release_lease", key) as cur:
+            cur.execute(
+                "UPDATE leases SET expires = clock_timestamp() WHERE key = %s AND epoch = %s",
+                (key, epoch),
+            )
 
     # turn-boundary writes -------------------------------------------------------------------
 

@@ -261,6 +261,30 @@ def test_begin_incarnation_bumps_and_loads_in_one_step(store: AgentStore) -> Non
         store.begin_incarnation(OTHER)
 
 
+def test_a_lease_belongs_to_the_current_incarnation_only(store: AgentStore) -> None:
+    with pytest.raises(AgentNotFound):
+        store.renew_lease(KEY, epoch=0, owner="a", seconds=30)
+    store.create_agent(KEY, b"n", b"s")
+    assert store.lease(KEY) is None
+    store.renew_lease(KEY, epoch=0, owner="a", seconds=30)
+    lease = store.lease(KEY)
+    assert lease is not None and (lease.epoch, lease.owner) == (0, "a")
+    assert 0 < lease.expires_in <= 30
+
+    store.begin_incarnation(KEY)  # a new owner fences the old one
+    with pytest.raises(StaleIncarnation):
+        store.renew_lease(KEY, epoch=0, owner="a", seconds=30)
+    store.renew_lease(KEY, epoch=1, owner="b", seconds=30)
+    store.release_lease(KEY, epoch=0)  # not its lease any more: nothing happens
+    lease = store.lease(KEY)
+    assert lease is not None and (lease.epoch, lease.owner) == (1, "b") and lease.expires_in > 0
+    store.release_lease(KEY, epoch=1)
+    lease = store.lease(KEY)
+    assert lease is not None and lease.expires_in <= 0
+    store.delete_agent(KEY)
+    assert store.lease(KEY) is None
+
+
 def test_delete_removes_the_agent_and_everything_under_it(store: AgentStore) -> None:
     store.create_agent(KEY, b"n", b"s")
     store.create_agent(OTHER, b"n2", b"s2")

@@ -18,6 +18,7 @@ import os
 import pickle
 import time
 import uuid
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -189,6 +190,7 @@ class AgentActor(Actor):
         # A newer incarnation owns the record (fenced): this one runs and answers nothing.
         self._fenced = False
         self._lease_renewed = 0.0  # monotonic time of the last renewal that began and held
+        self._saved_files: dict[str, int] = {}  # provider session file -> CRC last stored
 
     @staticmethod
     def actorSystemCapabilityCheck(
@@ -264,6 +266,7 @@ class AgentActor(Actor):
             self.backend_cls = resolve_backend(spec.backend)
             if restored is not None:
                 impl.restore_state(restored.impl_state)
+                self._restore_session_files(restored.session)
                 self.session = self.backend_cls().resume_session(restored.session)
             else:
                 backend_options = impl.init_agent(spec.options_dict)
@@ -438,7 +441,67 @@ class AgentActor(Actor):
             self._run(machine.turn_succeeded(message.turn_id, message.duration_ms))
         else:
             self._run(machine.turn_failed(message.turn_id, message.error))
+        self._save_session_files()
         self._arm_idle_retirement()
+
+    # ================================================================== session files
+
+    def _save_session_files(self) -> None:
+        """Store the provider's session files that changed (a durable CLI agent's transcript).
+
+        Done after each turn, so the agent restarted on another host can restore them and
+        resume the same conversation there.
+        """
+        record, backend_cls = self._record, self.backend_cls
+        if record is None or backend_cls is None:
+            return
+        changed: dict[str, bytes] = {}
+        try:
+            for name, path in backend_cls().session_files(self.session).items():
+                try:
+                    blob = path.read_bytes()
+                except OSError:
+                    continue
+                if self._saved_files.get(name) != zlib.crc32(blob):
+                    changed[name] = blob
+            if changed:
+                record.save_session_files(changed)
+        except StaleIncarnation as exc:
+            self._stand_down(str(exc))
+            return
+        except Exception:
+            _log.exception("agent %r could not save its session files", self._m.name)
+            return
+        self._saved_files.update((name, zlib.crc32(blob)) for name, blob in changed.items())
+
+    def _restore_session_files(self, session: Any) -> None:
+        """Put saved session files where the provider looks on this host, before resuming.
+
+        A file already here is kept: on the same host it may hold a turn the store has not
+        seen yet. A file that cannot be restored leaves the session-lost policy to decide
+        at the first turn.
+        """
+        record, backend_cls = self._record, self.backend_cls
+        if record is None or backend_cls is None:
+            return
+        backend, agent = backend_cls(), self.spec.name if self.spec else None
+        for name, blob in record.session_files().items():
+            path = backend.session_file_path(session, name)
+            if path is None:
+                _log.warning("agent %r: session file %r has no place here", agent, name)
+                continue
+            self._saved_files[name] = zlib.crc32(blob)
+            if path.exists():
+                continue
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                partial = path.with_name(f".{path.name}.{os.getpid()}.restoring")
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    out.write(blob)
+                os.replace(partial, path)
+            except OSError as exc:
+                _log.error("agent %r: could not restore session file %r: %s", agent, name, exc)
 
     def _stream(self, turn_id: int, event: Event) -> None:
         current_ref = self._m.current_ref

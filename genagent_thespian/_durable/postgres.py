@@ -26,7 +26,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -46,6 +46,7 @@ from .store import (
     StoreSchemaMismatch,
     _as_blob,
     _check_epoch,
+    _check_file_name,
     _check_key,
     _check_max_results,
     _check_ref,
@@ -98,6 +99,12 @@ _SCHEMA = (
         epoch BIGINT NOT NULL,
         owner TEXT NOT NULL,
         expires TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS session_files (
+        key TEXT NOT NULL REFERENCES agents(key) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        blob BYTEA NOT NULL, crc BIGINT NOT NULL,
+        PRIMARY KEY (key, name)
     )""",
     """CREATE TABLE IF NOT EXISTS processes (
         pid BIGINT NOT NULL,
@@ -468,6 +475,36 @@ class PostgresAgentStore(AgentStore):
             if row is None:
                 raise AgentNotFound(f"no stored agent with key {_short(key)}")
             return int(row[0])
+
+    # provider session files -----------------------------------------------------------------
+
+    def put_session_files(
+        self, key: str, files: Mapping[str, bytes], *, incarnation: int | None = None
+    ) -> None:
+        key = _check_key(key)
+        checked = {
+            _check_file_name(name): _as_blob(blob, "session file") for name, blob in files.items()
+        }
+        with self._write("put_session_files", key) as cur:
+            self._touch(cur, key, "incarnation = incarnation", (), incarnation)
+            for name, blob in checked.items():
+                cur.execute(
+                    "INSERT INTO session_files (key, name, blob, crc) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT (key, name) DO UPDATE SET blob = EXCLUDED.blob,"
+                    " crc = EXCLUDED.crc",
+                    (key, name, blob, _crc(blob)),
+                )
+
+    def session_files(self, key: str) -> dict[str, bytes]:
+        key = _check_key(key)
+        with self._read("session_files", key) as cur:
+            rows = cur.execute(
+                "SELECT name, blob, crc FROM session_files WHERE key = %s ORDER BY name", (key,)
+            ).fetchall()
+        return {
+            name: self._verified(key, f"session file {name}", blob, crc) or b""
+            for name, blob, crc in rows
+        }
 
     # leases ---------------------------------------------------------------------------------
     # Times are the server's (clock_timestamp()), so hosts with skewed clocks agree.

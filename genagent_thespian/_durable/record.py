@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,6 +208,19 @@ class AgentRecord:
                 agent=self._spec.name,
             ) from None
         self._store.save_state(self.key, blob, incarnation=self.incarnation)
+
+    def save_session_files(self, files: Mapping[str, bytes]) -> None:
+        """Store the provider's session files (a CLI transcript) for a restart elsewhere.
+
+        Raises:
+            StaleIncarnation: a newer incarnation owns the agent.
+            StoreError: the store refused.
+        """
+        self._store.put_session_files(self.key, files, incarnation=self.incarnation)
+
+    def session_files(self) -> dict[str, bytes]:
+        """The provider's session files saved by earlier incarnations, by name."""
+        return self._store.session_files(self.key)
 
     def record_process(self, pid: int, role: str, pgid: int | None = None) -> None:
         """Remember a process of this agent so a later run can end it if it survives."""

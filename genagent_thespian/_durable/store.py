@@ -49,7 +49,7 @@ import time
 import weakref
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -293,6 +293,19 @@ def _check_max_results(max_results: Any) -> int:
     return max_results
 
 
+def _check_file_name(name: Any) -> str:
+    """A session file's name: a relative path without ``..`` (it is joined to a folder)."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or name.startswith("/")
+        or ".." in name.split("/")
+        or "\x00" in name
+    ):
+        raise InvalidOption(f"invalid session file name {name!r}: expected a relative path")
+    return name
+
+
 def _check_epoch(key: str, row: Sequence[Any] | None, epoch: int) -> None:
     """Refuse a lease write for an unknown agent or an incarnation that is not current."""
     if row is None:
@@ -381,6 +394,26 @@ class AgentStore(abc.ABC):
     @abc.abstractmethod
     def release_lease(self, key: str, *, epoch: int) -> None:
         """End incarnation ``epoch``'s lease now (a clean exit); nothing if it is not its."""
+
+    # provider session files -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def put_session_files(
+        self, key: str, files: Mapping[str, bytes], *, incarnation: int | None = None
+    ) -> None:
+        """Store (replace) provider session files by name: a CLI's transcript, for instance.
+
+        A durable CLI agent restarted on another host restores them before resuming, so
+        the provider finds its conversation there too.
+
+        Raises:
+            AgentNotFound: There is no record under ``key``.
+            StaleIncarnation: ``incarnation`` is given and is not the current one.
+        """
+
+    @abc.abstractmethod
+    def session_files(self, key: str) -> dict[str, bytes]:
+        """The stored provider session files of the agent, by name (empty if none)."""
 
     # turn-boundary writes -------------------------------------------------------------------
 
@@ -547,6 +580,12 @@ _LEASES_TABLE = """CREATE TABLE IF NOT EXISTS leases (
         owner TEXT NOT NULL,
         expires REAL NOT NULL
     )"""
+_SESSION_FILES_TABLE = """CREATE TABLE IF NOT EXISTS session_files (
+        key TEXT NOT NULL REFERENCES agents(key) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        blob BLOB NOT NULL, crc INTEGER NOT NULL,
+        PRIMARY KEY (key, name)
+    )"""
 
 #: Connections opened before a fork and inherited by the child. The child must neither use
 #: nor close them (closing could checkpoint or unlock on the parent's behalf), so they are
@@ -676,6 +715,7 @@ class SQLiteAgentStore(AgentStore):
                     f"reads version {SCHEMA_VERSION}; use a matching release or a new file"
                 )
             conn.execute(_LEASES_TABLE)
+            conn.execute(_SESSION_FILES_TABLE)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -918,6 +958,35 @@ class SQLiteAgentStore(AgentStore):
                 raise AgentNotFound(f"no stored agent with key {_short(key)}")
             return int(row[0])
 
+    # provider session files -----------------------------------------------------------------
+
+    def put_session_files(
+        self, key: str, files: Mapping[str, bytes], *, incarnation: int | None = None
+    ) -> None:
+        key = _check_key(key)
+        checked = {
+            _check_file_name(name): _as_blob(blob, "session file") for name, blob in files.items()
+        }
+        with self._write("put_session_files", key) as cur:
+            self._touch(cur, key, "incarnation = incarnation", (), incarnation)
+            for name, blob in checked.items():
+                cur.execute(
+                    "INSERT OR REPLACE INTO session_files (key, name, blob, crc)"
+                    " VALUES (?, ?, ?, ?)",
+                    (key, name, blob, _crc(blob)),
+                )
+
+    def session_files(self, key: str) -> dict[str, bytes]:
+        key = _check_key(key)
+        with self._read("session_files", key) as cur:
+            rows = cur.execute(
+                "SELECT name, blob, crc FROM session_files WHERE key = ? ORDER BY name", (key,)
+            ).fetchall()
+        return {
+            name: self._verified(key, f"session file {name}", blob, crc) or b""
+            for name, blob, crc in rows
+        }
+
     # leases ---------------------------------------------------------------------------------
 
     def lease(self, key: str) -> Lease | None:
@@ -1118,6 +1187,7 @@ class _MemoryAgent:
     results: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
     incarnation: int = 0
     lease: tuple[int, str, float] | None = None  # (epoch, owner, expires at)
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 class MemoryAgentStore(AgentStore):
@@ -1208,6 +1278,23 @@ class MemoryAgentStore(AgentStore):
     def begin_incarnation(self, key: str) -> StoredAgent:
         with self._lock:
             return super().begin_incarnation(key)
+
+    def put_session_files(
+        self, key: str, files: Mapping[str, bytes], *, incarnation: int | None = None
+    ) -> None:
+        checked = {
+            _check_file_name(name): _as_blob(blob, "session file") for name, blob in files.items()
+        }
+        with self._lock:
+            agent = self._agent(key)
+            self._check_incarnation(key, agent, incarnation)
+            agent.files.update(checked)
+
+    def session_files(self, key: str) -> dict[str, bytes]:
+        with self._lock:
+            self._check_open()
+            agent = self._agents.get(_check_key(key))
+            return dict(sorted(agent.files.items())) if agent is not None else {}
 
     def lease(self, key: str) -> Lease | None:
         with self._lock:

@@ -75,7 +75,7 @@ def test_an_owner_cut_off_from_the_store_stops_when_its_lease_runs_out(
             Recorder,
             name="d",
             backend="scripted",
-            script=["one", Slow("never finishes here", 120.0), "three"],
+            script=["one", Slow("never finishes here", 120.0)],
             backend_options={"record_to": str(history)},
             durable=True,
             restart="permanent",
@@ -105,8 +105,9 @@ def test_an_owner_cut_off_from_the_store_stops_when_its_lease_runs_out(
             timeout=30,
             message="no successor took the agent over",
         )
-        assert g.ask("d", "after", timeout=60, system=system).text == "three"
-        assert read_history(history).count("second") == 1  # the cut-off turn was not rerun
+        successor = g.status("d", system=system)
+        assert successor.restarts >= 1 and successor.state == "idle"
+        assert read_history(history) == ["first", "second"]  # the cut-off turn was not rerun
     finally:
         with contextlib.suppress(Exception):
             admin.execute(f'ALTER ROLE "{role}" LOGIN')

@@ -285,6 +285,25 @@ def test_a_lease_belongs_to_the_current_incarnation_only(store: AgentStore) -> N
     assert store.lease(KEY) is None
 
 
+def test_session_files_are_replaced_by_name_and_fenced(store: AgentStore) -> None:
+    with pytest.raises(AgentNotFound):
+        store.put_session_files(KEY, {"projects/p/s.jsonl": b"x"})
+    store.create_agent(KEY, b"n", b"s")
+    assert store.session_files(KEY) == {}
+    store.put_session_files(KEY, {"projects/p/s.jsonl": b"one\n", "b.json": b"{}"}, incarnation=0)
+    store.put_session_files(KEY, {"projects/p/s.jsonl": b"one\ntwo\n"})
+    assert store.session_files(KEY) == {"b.json": b"{}", "projects/p/s.jsonl": b"one\ntwo\n"}
+    store.begin_incarnation(KEY)
+    with pytest.raises(StaleIncarnation):
+        store.put_session_files(KEY, {"b.json": b"stale"}, incarnation=0)
+    for bad in ("/etc/passwd", "../x", "a/../../x", ""):
+        with pytest.raises(InvalidOption):
+            store.put_session_files(KEY, {bad: b"x"})
+    assert store.session_files(KEY)["b.json"] == b"{}"
+    store.delete_agent(KEY)
+    assert store.session_files(KEY) == {}
+
+
 def test_delete_removes_the_agent_and_everything_under_it(store: AgentStore) -> None:
     store.create_agent(KEY, b"n", b"s")
     store.create_agent(OTHER, b"n2", b"s2")

@@ -41,7 +41,11 @@ class Member:
     """A member node in its own process."""
 
     def __init__(
-        self, leader_port: int, labels: dict[str, str], capacity: int | None = None
+        self,
+        leader_port: int,
+        labels: dict[str, str],
+        capacity: int | None = None,
+        home: Path | None = None,
     ) -> None:
         command = [
             sys.executable,
@@ -60,6 +64,12 @@ class Member:
         if capacity is not None:
             command += ["--capacity", str(capacity)]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]))
+        if home is not None:  # this "host" has a home of its own, and the convention's secret
+            env["HOME"] = str(home)
+            env.setdefault(
+                "GENAGENT_SECRET_FILE",
+                str(Path(os.path.expanduser("~/.config/genagent-thespian/node.secret"))),
+            )
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True
         )
@@ -127,18 +137,20 @@ def _group_alive(pgid: int) -> bool:
 class Convention:
     """The leader (in this process) and its members."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, store: str | None = None) -> None:
         self.leader = start_node(
             capabilities={"hub": "yes"},
-            store_path=tmp_path / "store.sqlite3",
+            store_path=store or tmp_path / "store.sqlite3",
             reregistration_period=PERIOD,
             registration_miss_max=MISS_MAX,
         )
         self.members: list[Member] = []
 
-    def add_member(self, capacity: int | None = None, **labels: str) -> Member:
+    def add_member(
+        self, capacity: int | None = None, home: Path | None = None, **labels: str
+    ) -> Member:
         assert self.leader.admin_port is not None
-        member = Member(self.leader.admin_port, labels, capacity)
+        member = Member(self.leader.admin_port, labels, capacity, home)
         self.members.append(member)
         wait_for_nodes(self.leader, 1 + len(self.members))
         return member
@@ -524,3 +536,67 @@ def test_capacity_is_enforced_placement_spreads_and_node_loss_waits_for_room(con
         message="the waiting agents were not placed on the node that joined",
     )
     assert all(g.ask(name, "q", system=leader).text == f"from {name}" for name in names)
+
+
+@pytest.mark.cli
+@pytest.mark.slow
+def test_a_durable_claude_agent_moved_to_another_host_continues_its_conversation(
+    tmp_path, postgres_url
+):
+    """Each member has its own HOME (claude keeps transcripts there); the store is
+    PostgreSQL. The member running the agent dies; on the other one the agent's next turn
+    carries the earlier conversation to the model."""
+    from support_agents import Passthrough
+    from support_cli import quiet_env, require_cli
+
+    from genagent_thespian.testing import FakeLLMServer, Text
+
+    binary = require_cli("claude")
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    convention = Convention(tmp_path, store=postgres_url)
+    try:
+        homes = {name: tmp_path / f"home-{name}" for name in ("a", "b")}
+        members = [convention.add_member(home=home, claude="yes") for home in homes.values()]
+        with FakeLLMServer() as server:
+            env = {
+                key: value
+                for key, value in quiet_env(tmp_path).items()
+                if key not in ("HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "CODEX_HOME")
+            }
+            env.update(ANTHROPIC_API_KEY="sk-test-not-a-real-key", ANTHROPIC_BASE_URL=server.url)
+            server.script(Text("Noted: PELICAN."), Text("The word was PELICAN."))
+            g.start_agent(
+                Passthrough,
+                name="mover",
+                backend="claude",
+                backend_options={"binary": binary, "cwd": str(workdir), "env": env},
+                durable=True,
+                restart="permanent",
+                placement={"claude": "yes"},
+                system=convention.leader,
+            )
+            leader = convention.leader
+            assert g.ask("mover", "Remember the word PELICAN", system=leader).text == (
+                "Noted: PELICAN."
+            )
+            node = g.status("mover", system=leader).node
+            owner = next(m for m in members if m.node == node)
+            survivor = next(m for m in members if m is not owner)
+            owner.kill()
+            wait_until(
+                lambda: (
+                    (e := {x.name: x for x in list_fleet(leader)}.get("mover")) is not None
+                    and e.node == survivor.node
+                ),
+                timeout=DETECTION_BOUND,
+                message="the agent did not move to the surviving member",
+            )
+            answer = g.ask("mover", "Which word?", timeout=60, system=leader)
+            assert answer.text == "The word was PELICAN."
+            assert "Remember the word PELICAN" in json.dumps(server.model_requests[-1].body)
+            survivor_home = homes["a"] if survivor is members[0] else homes["b"]
+            assert list((survivor_home / ".claude" / "projects").glob("*/*.jsonl"))
+            g.stop("mover", system=leader)
+    finally:
+        convention.close()

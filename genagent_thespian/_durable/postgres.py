@@ -353,13 +353,13 @@ class PostgresAgentStore(AgentStore):
     def _verified(self, key: str, part: str, blob: Any, crc: int | None) -> bytes | None:
         if blob is None:
             return None
-        blob = bytes(blob)
-        if crc is None or _crc(blob) != crc:
+        data = bytes(blob)
+        if crc is None or _crc(data) != crc:
             raise StoreCorrupted(
                 f"agent store {self.location}: the {part} of agent key {_short(key)} is "
                 "damaged (checksum mismatch)"
             )
-        return blob
+        return data
 
     # agents ---------------------------------------------------------------------------------
 

@@ -156,15 +156,19 @@ class Fleet:
         address = self.namespaces[netns][0]
         home = self.tmp_path / netns
         home.mkdir(exist_ok=True)
+        # Nothing of this process's own node settings (the transport hardening exports
+        # THESPIAN_BASE_IPADDR, secrets...) leaks into another host's node.
+        inherited = {
+            k: v for k, v in os.environ.items() if not k.startswith(("GENAGENT_", "THESP"))
+        }
         env = dict(
-            os.environ,
+            inherited,
             HOME=str(home),
             XDG_STATE_HOME=str(home / "state"),
             PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]),
             GENAGENT_LEASE_SECONDS=str(LEASE),
             GENAGENT_SECRET=self.secret,
         )
-        env.pop("GENAGENT_SECRET_FILE", None)
         node = FleetNode(netns, address, env, *args)
         self.nodes.append(node)
         return node

@@ -51,6 +51,7 @@ from ..messages import (
     WatchAgent,
 )
 from .agent import NODE_CAPABILITY, AgentActor
+from .sweeper import NodeSweeper, SweepAgent
 
 __all__ = [
     "SUPERVISOR_NAME",
@@ -380,6 +381,8 @@ class AgentSupervisor(Actor):
             return
         if self._is_local(child):
             _end_remains(child)
+        else:
+            self._sweep_remotely(child)
         self._emit("agent.crashed", {"agent": name, "incarnation": child.incarnation})
         if child.state == "starting" and child.starter is not None:
             self._forget(child)
@@ -409,6 +412,19 @@ class AgentSupervisor(Actor):
             _log.error("agent %r: %s", name, decision.reason)
             self._emit("agent.gave_up", {"agent": name, "reason": decision.reason})
         self._end_for_good(child, decision.reason)
+
+    def _sweep_remotely(self, child: _Child) -> None:
+        """Have the node the dead agent ran on end what it left there (see ``sweeper.py``)."""
+        if self._nodes is not None and child.node not in self._nodes:
+            return  # the node itself is gone, and its processes with it
+        sweeper = self.createActor(
+            NodeSweeper, targetActorRequirements={NODE_CAPABILITY: child.node}
+        )
+        remains = child.remains
+        self.send(
+            sweeper,
+            SweepAgent(child.instance_id, remains.worker_pid, tuple(remains.process_groups)),
+        )
 
     def _on_node_lost(self, message: NodeLost, sender: Any) -> None:
         lost = [c for c in self._children.values() if c.node == message.node and c.address]

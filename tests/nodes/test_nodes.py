@@ -600,3 +600,69 @@ def test_a_durable_claude_agent_moved_to_another_host_continues_its_conversation
             g.stop("mover", system=leader)
     finally:
         convention.close()
+
+
+def _clis_in(workdir: Path) -> list[int]:
+    """Live CLI process-group leaders whose cwd is ``workdir``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/cwd") != str(workdir) or os.getpgid(int(entry)) != int(
+                entry
+            ):
+                continue
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                if stat.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X"):
+                    continue
+        except OSError:
+            continue
+        found.append(int(entry))
+    return found
+
+
+@pytest.mark.cli
+def test_an_agent_killed_on_a_member_has_its_cli_swept_there(convention, tmp_path):
+    """The agent's process dies mid-turn on a member; its claude CLI, in a process group of
+    its own on that host, is ended there at the supervisor's request."""
+    from support_agents import Passthrough
+    from support_cli import quiet_env, require_cli
+
+    from genagent_thespian.testing import FakeLLMServer, Hang
+
+    binary = require_cli("claude")
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    member = convention.add_member(claude="yes")
+    leader = convention.leader
+    with FakeLLMServer() as server:
+        server.script(Hang())
+        env = {
+            **quiet_env(tmp_path / "home"),
+            "ANTHROPIC_API_KEY": "sk-test-not-a-real-key",
+            "ANTHROPIC_BASE_URL": server.url,
+        }
+        g.start_agent(
+            Passthrough,
+            name="doomed",
+            backend="claude",
+            backend_options={"binary": binary, "cwd": str(workdir), "env": env},
+            placement={"claude": "yes"},
+            system=leader,
+        )
+        assert g.status("doomed", system=leader).node == member.node
+        g.tell("doomed", "hang on", system=leader)
+        server.wait_for_requests(1, timeout=60)
+        clis = wait_until(lambda: _clis_in(workdir), timeout=20, message="the claude CLI")
+        os.kill(g.status("doomed", system=leader).pid, signal.SIGKILL)
+        try:
+            wait_until(
+                lambda: not _clis_in(workdir),
+                timeout=15,
+                message=f"the CLI {clis} of the dead agent was left running on the member",
+            )
+        finally:
+            server.release_hangs()
+            for pid in _clis_in(workdir):
+                os.killpg(pid, signal.SIGKILL)

@@ -10,7 +10,11 @@ import os
 import shutil
 import tempfile
 
+from support_postgres import postgres_server, postgres_url  # the store and fleet tests' server
+
 pytest_plugins = ["genagent_thespian.testing"]
+
+__all__ = ["postgres_server", "postgres_url"]
 
 _STATE = tempfile.mkdtemp(prefix="genagent-test-state-")
 os.environ["XDG_STATE_HOME"] = _STATE

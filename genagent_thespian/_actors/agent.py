@@ -18,6 +18,7 @@ import os
 import pickle
 import time
 import uuid
+import zlib
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -76,9 +77,10 @@ from .._core.protocol import (
 )
 from .._core.turn import Event
 from .._core.validate import build_spec, check_prompt
-from .._durable.record import AgentRecord, Restored
+from .._durable.record import AgentRecord, Restored, lease_seconds
 from .._durable.redaction import lookup_for
 from .._durable.redaction import restore as restore_secrets
+from .._durable.store import StaleIncarnation
 from .._os.processes import (
     AGENT_MARKER,
     children_die_with_this_process,
@@ -211,6 +213,15 @@ class _WorkerStartGrace:
         return self
 
 
+@dataclass(frozen=True, slots=True)
+class _LeaseRenewal:
+    """A durable agent renews its lease a third of the way through it (``_renew_lease``)."""
+
+    @property
+    def key(self) -> Hashable:
+        return _LeaseRenewal
+
+
 _Deadline = (
     _Watchdog
     | _DelayedDue
@@ -219,6 +230,7 @@ _Deadline = (
     | _UserTimer
     | _EndSessionGrace
     | _WorkerStartGrace
+    | _LeaseRenewal
 )
 
 #: ``start_agent`` keywords that configure the framework rather than ``init_agent``.
@@ -292,6 +304,10 @@ class AgentActor(Actor):
         self._outgoing_tells: dict[str, Any] = {}  # ref -> target name
         self._stopping: tuple[str, Any] | None = None  # (reason, reply_to)
         self._record: AgentRecord | None = None  # durable agents only
+        # A newer incarnation owns the record (fenced): this one runs and answers nothing.
+        self._fenced = False
+        self._lease_renewed = 0.0  # monotonic time of the last renewal that began and held
+        self._saved_files: dict[str, int] = {}  # provider session file -> CRC last stored
 
     @staticmethod
     def actorSystemCapabilityCheck(
@@ -323,6 +339,8 @@ class AgentActor(Actor):
             self._init(message, sender)
             return
         machine = self.machine
+        if self._fenced and not isinstance(message, ActorExitRequest):
+            return  # the owning incarnation holds every request; nothing runs here any more
         if machine is None:
             if isinstance(message, ActorExitRequest | ChildActorExited | WakeupMessage):
                 return
@@ -367,9 +385,12 @@ class AgentActor(Actor):
         try:
             if spec.durable:
                 self._record = AgentRecord.open(message.store_path, spec)
+                leased_at = time.monotonic()
                 restored = self._record.begin()
+                self._lease_renewed = leased_at
                 self._incarnation = self._record.incarnation or 0
                 self._record.record_process(os.getpid(), "agent", os.getpgid(0))
+                self._after(_LeaseRenewal(), lease_seconds() / 3)
             impl = spec.impl()
             if not isinstance(impl, GenAgent):
                 raise TypeError(f"{spec.impl!r} is not a GenAgent subclass")
@@ -377,6 +398,7 @@ class AgentActor(Actor):
             self.backend_cls = resolve_backend(spec.backend)
             if restored is not None:
                 impl.restore_state(restored.impl_state)
+                self._restore_session_files(restored.session)
                 # The store holds no secret: fill them from the live spec or its resolver.
                 lookup = lookup_for(spec.options_dict, spec.secret_resolver, spec.name)
                 self.session = self.backend_cls().resume_session(
@@ -584,7 +606,67 @@ class AgentActor(Actor):
             self._run(machine.turn_succeeded(message.turn_id, message.duration_ms))
         else:
             self._run(machine.turn_failed(message.turn_id, message.error))
+        self._save_session_files()
         self._arm_idle_retirement()
+
+    # ================================================================== session files
+
+    def _save_session_files(self) -> None:
+        """Store the provider's session files that changed (a durable CLI agent's transcript).
+
+        Done after each turn, so the agent restarted on another host can restore them and
+        resume the same conversation there.
+        """
+        record, backend_cls = self._record, self.backend_cls
+        if record is None or backend_cls is None:
+            return
+        changed: dict[str, bytes] = {}
+        try:
+            for name, path in backend_cls().session_files(self.session).items():
+                try:
+                    blob = path.read_bytes()
+                except OSError:
+                    continue
+                if self._saved_files.get(name) != zlib.crc32(blob):
+                    changed[name] = blob
+            if changed:
+                record.save_session_files(changed)
+        except StaleIncarnation as exc:
+            self._stand_down(str(exc))
+            return
+        except Exception:
+            _log.exception("agent %r could not save its session files", self._m.name)
+            return
+        self._saved_files.update((name, zlib.crc32(blob)) for name, blob in changed.items())
+
+    def _restore_session_files(self, session: Any) -> None:
+        """Put saved session files where the provider looks on this host, before resuming.
+
+        A file already here is kept: on the same host it may hold a turn the store has not
+        seen yet. A file that cannot be restored leaves the session-lost policy to decide
+        at the first turn.
+        """
+        record, backend_cls = self._record, self.backend_cls
+        if record is None or backend_cls is None:
+            return
+        backend, agent = backend_cls(), self.spec.name if self.spec else None
+        for name, blob in record.session_files().items():
+            path = backend.session_file_path(session, name)
+            if path is None:
+                _log.warning("agent %r: session file %r has no place here", agent, name)
+                continue
+            self._saved_files[name] = zlib.crc32(blob)
+            if path.exists():
+                continue
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                partial = path.with_name(f".{path.name}.{os.getpid()}.restoring")
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    out.write(blob)
+                os.replace(partial, path)
+            except OSError as exc:
+                _log.error("agent %r: could not restore session file %r: %s", agent, name, exc)
 
     def _stream(self, turn_id: int, event: Event) -> None:
         """Forward one event to ``Watch`` subscribers and to telemetry (``turn.event``).
@@ -799,6 +881,8 @@ class AgentActor(Actor):
             case _EndSessionGrace():
                 if self._stopping is not None:
                     self._finish_stop()
+            case _LeaseRenewal():
+                self._renew_lease()
             case _WorkerStartGrace(generation):
                 slot = self.worker
                 if slot.generation == generation and slot.address is not None and not slot.pid:
@@ -876,14 +960,42 @@ class AgentActor(Actor):
         except Exception:
             _log.exception("agent %r: terminate_session raised", self._m.name)
 
+    def _stand_down(self, reason: str) -> None:
+        """This incarnation no longer owns its durable agent: stop being it.
+
+        Either the store refused its write or renewal (its epoch is stale: another
+        incarnation -- on this node or another after a node loss or partition -- has taken
+        over and holds every accepted request), or its lease ran out because the store was
+        unreachable (a successor may be taking over). This one starts no turn, sends no
+        reply (callers resend to the owner, as for any restarted durable agent), ends its
+        worker and CLIs, and exits.
+        """
+        if self._fenced:
+            return
+        self._fenced = True
+        _log.error("agent %r stands down: %s", self._m.name, reason)
+        self._telemetry_emit(
+            "agent.fenced", {}, {"agent": self._m.name, "incarnation": self._incarnation}
+        )
+        record, self._record = self._record, None
+        if record is not None:
+            record.close()
+        self._kill_worker_remains(self.worker, kill_worker=True)
+        self.send(self.myAddress, ActorExitRequest())
+
     def _on_exit_request(self, message: ActorExitRequest, sender: Any) -> None:
         """The system or supervisor is ending this actor: answer everyone, leave nothing.
 
         A durable agent's record keeps its last boundary (queued tells survive a shutdown).
+        A fenced incarnation answers nobody: the owning incarnation does.
         """
         record, self._record = self._record, None
         if record is not None:
+            record.release_lease()  # a clean exit: the next incarnation need not wait
             record.close()
+        if self._fenced:
+            self._kill_worker_remains(self.worker, kill_worker=True)
+            return
         self._run(self._m.stop("shutdown"))
         self._kill_worker_remains(self.worker)
         if self.worker.address is None:
@@ -995,8 +1107,40 @@ class AgentActor(Actor):
         """
         try:
             self._persist()
+        except StaleIncarnation as exc:
+            self._stand_down(str(exc))
         except Exception:
             _log.exception("agent %r could not persist its session", self._m.name)
+
+    def _renew_lease(self) -> bool:
+        """Renew a durable agent's lease; stand down if fenced or if it ran out.
+
+        Returns whether this incarnation still owns the agent.
+        """
+        record = self._record
+        if record is None:
+            return not self._fenced
+        began = time.monotonic()
+        try:
+            record.renew_lease()
+        except StaleIncarnation as exc:
+            self._stand_down(str(exc))
+            return False
+        except Exception as exc:
+            # Stand down while a third of the lease is left: a successor waits for its
+            # expiry, so this incarnation is gone before the successor runs anything.
+            held_for = time.monotonic() - self._lease_renewed
+            if held_for >= lease_seconds() * 2 / 3:
+                self._stand_down(
+                    f"it could not renew its lease: the store has not been reachable for "
+                    f"{held_for:.1f}s ({type(exc).__name__})"
+                )
+                return False
+            _log.warning("agent %r could not renew its lease: %s", self._m.name, exc)
+        else:
+            self._lease_renewed = began
+        self._after(_LeaseRenewal(), lease_seconds() / 3)
+        return True
 
     def _run(self, effects: Iterable[Effect]) -> None:
         """Carry out the machine's effects, in order.
@@ -1005,11 +1149,21 @@ class AgentActor(Actor):
         among them: nothing leaves this actor that its record does not hold yet, so a tell is
         acknowledged only once it is durable. When no turn remains, its watchdog is moot."""
         effects = list(effects)
+        if (
+            self._record is not None
+            and any(isinstance(e, StartTurn) for e in effects)
+            and time.monotonic() - self._lease_renewed >= lease_seconds() * 2 / 3
+            and not self._renew_lease()
+        ):
+            return  # a turn never starts without a lease
         if self._record is not None and any(
             isinstance(e, Reply | StartTurn | CancelTurn) for e in effects
         ):
             try:
                 self._persist()
+            except StaleIncarnation as exc:
+                self._stand_down(str(exc))
+                return  # no turn starts and no reply leaves a fenced incarnation
             except Exception:
                 _log.exception("agent %r could not persist its state", self._m.name)
         for effect in effects:

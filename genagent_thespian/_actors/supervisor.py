@@ -25,7 +25,9 @@ from thespian.actors import Actor, ActorExitRequest, ChildActorExited, WakeupMes
 
 from .._core.errors import AgentAlreadyExists, AgentNotFound, AgentStartFailed, GenAgentError
 from .._core.log import get_logger
+from .._core.placement import NoNodeWithRoom, choose_node
 from .._core.protocol import (
+    NODE_CAPABILITY,
     AddressBook,
     _AgentBorn,
     _AgentInitFailed,
@@ -61,8 +63,17 @@ from ..messages import (
     WatchAgent,
 )
 from .agent import AgentActor
+from .sweeper import NodeSweeper, SweepAgent
 
-__all__ = ["SUPERVISOR_NAME", "AgentSupervisor", "Boot", "Booted", "NodeLost", "StopAll"]
+__all__ = [
+    "SUPERVISOR_NAME",
+    "AgentSupervisor",
+    "Boot",
+    "Booted",
+    "NodeLost",
+    "NodesChanged",
+    "StopAll",
+]
 
 SUPERVISOR_NAME = "genagent_thespian.supervisor"
 
@@ -125,6 +136,18 @@ class NodeLost:
     """
 
     node: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodesChanged:
+    """Node watcher -> supervisor: the convention's live nodes and their capabilities.
+
+    Sent whenever membership changes. From the first one on, the supervisor places agents
+    itself (``_core/placement.py``: capacity enforced, spread by load) instead of leaving
+    the choice to Thespian's first matching node.
+    """
+
+    nodes: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
 
 
 class _ChildState(enum.Enum):
@@ -215,6 +238,7 @@ class _Child:
     policy: RestartPolicy | None = None
     exit_kind: ExitKind = ExitKind.KILLED
     node: str = ""  # the node it runs on (another host's pids mean nothing here)
+    unplaced: bool = False  # a restart waiting for a node with room
 
 
 class AgentSupervisor(Actor):
@@ -240,6 +264,7 @@ class AgentSupervisor(Actor):
         self._owner: tuple[int, float] | None = None
         self._registry_seq = 0
         self._owner_gone = False
+        self._nodes: dict[str, dict[str, Any]] | None = None  # None: not a convention leader
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         """Dispatch by type. Never raises (a raise would re-deliver a start)."""
@@ -281,19 +306,40 @@ class AgentSupervisor(Actor):
             self.send(sender, Failure(error))
             return
         child = _Child(spec=spec, address=None, starter=sender, policy=RestartPolicy.for_spec(spec))
+        try:
+            node = self._place(spec)
+        except NoNodeWithRoom as exc:
+            self.send(sender, Failure(AgentStartFailed(str(exc), agent=spec.name)))
+            self._notify_watchers(spec.name, "crashed")
+            return
         self._children[spec.name] = child
-        self._spawn(child)
+        self._spawn(child, node)
 
-    def _spawn(self, child: _Child) -> None:
-        """Create the agent's actor (placed by its requirements) and send it its spec.
+    def _place(self, spec: AgentSpec) -> str:
+        """The node to run ``spec`` on (``""``: let Thespian choose, outside a convention)."""
+        if self._nodes is None:
+            return ""
+        load: dict[str, int] = {}
+        live = (_ChildState.STARTING, _ChildState.RUNNING, _ChildState.STOPPING)
+        for other in self._children.values():
+            if other.node and other.state in live:
+                load[other.node] = load.get(other.node, 0) + 1
+        return choose_node(self._nodes, dict(spec.placement), load, self._node)
+
+    def _spawn(self, child: _Child, node: str) -> None:
+        """Create the agent's actor on ``node`` and send it its spec.
 
         Used for the first start and for every restart: a restart is a new process with the
         next incarnation and a new instance id (what its CLIs are marked with)."""
-        # Placement: Thespian asks AgentActor.actorSystemCapabilityCheck on each node.
-        requirements = dict(child.spec.placement) or None
-        child.address = self.createActor(AgentActor, targetActorRequirements=requirements)
+        # Thespian asks AgentActor.actorSystemCapabilityCheck on each node: the placement
+        # labels, plus the node's own name once the supervisor has chosen one.
+        requirements = dict(child.spec.placement)
+        if node:
+            requirements[NODE_CAPABILITY] = node
+        child.address = self.createActor(AgentActor, targetActorRequirements=requirements or None)
         child.state = _ChildState.STARTING
-        child.node = ""
+        child.node = node
+        child.unplaced = False
         child.born = False
         self.wakeupAfter(
             _BIRTH_REPORT_SECONDS, payload=_BornCheck(child.address, child.incarnation, False)
@@ -575,6 +621,8 @@ class AgentSupervisor(Actor):
             return
         if self._is_local(child):
             _end_remains(child)
+        else:
+            self._sweep_remotely(child)
         self._emit("agent.crashed", {"agent": name, "incarnation": child.incarnation})
         if child.state is _ChildState.STARTING and child.starter is not None:
             self._forget(child)
@@ -604,6 +652,19 @@ class AgentSupervisor(Actor):
             _log.error("agent %r: %s", name, decision.reason)
             self._emit("agent.gave_up", {"agent": name, "reason": decision.reason})
         self._end_for_good(child, decision.reason)
+
+    def _sweep_remotely(self, child: _Child) -> None:
+        """Have the node the dead agent ran on end what it left there (see ``sweeper.py``)."""
+        if self._nodes is not None and child.node not in self._nodes:
+            return  # the node itself is gone, and its processes with it
+        sweeper = self.createActor(
+            NodeSweeper, targetActorRequirements={NODE_CAPABILITY: child.node}
+        )
+        remains = child.remains
+        self.send(
+            sweeper,
+            SweepAgent(child.instance_id, remains.worker_pid, tuple(remains.process_groups)),
+        )
 
     def _on_node_lost(self, message: NodeLost, sender: Any) -> None:
         """Treat every agent on a lost convention node as exited (Thespian does not say so)."""
@@ -637,8 +698,33 @@ class AgentSupervisor(Actor):
         child.identity = None
         child.instance_id = uuid.uuid4().hex
         child.remains = _AgentProcesses(0)
-        self._spawn(child)
-        self.wakeupAfter(RESTART_START_DEADLINE, payload=_StartCheck(name, child.incarnation))
+        self._respawn(child)
+
+    def _respawn(self, child: _Child) -> None:
+        """Start a restarting agent again, or leave it waiting until a node has room."""
+        try:
+            node = self._place(child.spec)
+        except NoNodeWithRoom as exc:
+            if not child.unplaced:
+                _log.error("agent %r cannot restart yet: %s", child.spec.name, exc)
+                self._emit("agent.unplaced", {"agent": child.spec.name, "reason": str(exc)})
+            child.unplaced = True
+            return
+        self._spawn(child, node)
+        self.wakeupAfter(
+            RESTART_START_DEADLINE, payload=_StartCheck(child.spec.name, child.incarnation)
+        )
+
+    def _place_waiting(self) -> None:
+        """Give restarts that found no room another chance (a node joined or room freed)."""
+        for child in list(self._children.values()):
+            if child.unplaced and child.state is _ChildState.RESTARTING:
+                self._respawn(child)
+
+    def _on_nodes_changed(self, message: NodesChanged, sender: Any) -> None:
+        """Learn the convention's live nodes; from now on the supervisor places agents."""
+        self._nodes = {name: dict(caps) for name, caps in message.nodes}
+        self._place_waiting()
 
     def _forget(self, child: _Child, *, then: tuple[tuple[Any, Any], ...] = ()) -> None:
         """Drop ``child``; the registry sends the ``then`` replies once the name is gone."""
@@ -648,6 +734,7 @@ class AgentSupervisor(Actor):
         if self._children.get(name) is child:
             del self._children[name]
         self._tell_registry(_Unregister(name, child.address, then=then))
+        self._place_waiting()  # its node may have room now
 
     def _handled_already(self, child: _Child, address: Any) -> bool:
         """Whether an exit notice repeats one already handled.
@@ -777,6 +864,7 @@ _HANDLERS: dict[type, Any] = {
     WakeupMessage: AgentSupervisor._on_wakeup,
     ChildActorExited: AgentSupervisor._on_child_exited,
     NodeLost: AgentSupervisor._on_node_lost,
+    NodesChanged: AgentSupervisor._on_nodes_changed,
     WatchAgent: AgentSupervisor._on_watch_agent,
     ActorExitRequest: AgentSupervisor._on_exit_request,
 }

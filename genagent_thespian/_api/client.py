@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from .._core.behaviour import GenAgent
 from .._core.errors import (
     AgentNotFound,
     AgentStopped,
+    AskTimeout,
     InvalidEvent,
     InvalidOption,
     SystemNotRunning,
@@ -473,12 +475,23 @@ def _call_agent(
     If the agent was restarted meanwhile, an ``idempotent`` request (status, poll) or any
     request to a durable agent is sent again to the new process; anything else was lost
     with the old one and fails with ``AgentStopped``.
+
+    ``timeout`` bounds the whole call, the name look-ups included (a registry that does not
+    answer, such as a lost convention leader's, cannot stretch it).
     """
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def left() -> float:
+        if deadline is None:
+            return _CONTROL_TIMEOUT
+        return min(_CONTROL_TIMEOUT, max(0.0, deadline - time.monotonic()))
+
     address = system.cached_address(name)
     incarnation = system.cached_incarnation(name)
     if address is None or incarnation is None:
         # While the agent restarts, the registry answers once it is back (or gone for good).
-        located = _locate(name, system, wait=True, timeout=timeout)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        located = _locate(name, system, wait=True, timeout=remaining, ref=ref)
         if located.address is None and located.stopped:
             raise AgentStopped("the agent was stopped", agent=name, ref=ref)
         if located.address is None:
@@ -493,7 +506,9 @@ def _call_agent(
     current = {"address": address, "incarnation": incarnation}
 
     def check_alive() -> Any:
-        located = _locate(name, system)
+        if deadline is not None and time.monotonic() >= deadline:
+            return None  # the exchange itself answers AskTimeout
+        located = _locate(name, system, timeout=left(), ref=ref)
         if located.address is None:
             if located.restarting:
                 return None  # the supervisor is bringing it back: keep waiting
@@ -513,21 +528,39 @@ def _call_agent(
         current["address"], current["incarnation"] = located.address, located.incarnation
         return located.address
 
+    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
     reply: _Reply | Failure = system.exchange(
-        address, message, matches, timeout=timeout, on_idle=check_alive
+        address, message, matches, timeout=remaining, on_idle=check_alive
     )
     return reply
 
 
 def _locate(
-    name: Any, system: AgentSystem, *, wait: bool = False, timeout: float | None = _CONTROL_TIMEOUT
+    name: Any,
+    system: AgentSystem,
+    *,
+    wait: bool = False,
+    timeout: float | None = _CONTROL_TIMEOUT,
+    ref: str | None = None,
 ) -> Located:
-    reply: Located = system.exchange(
-        system.registry,
-        WhereIs(name, wait=wait),
-        lambda m: isinstance(m, Located) and m.name == name,
-        timeout=timeout,
-    )
+    """Ask the registry where ``name`` runs; with ``wait``, a restarting agent's answer waits
+    until it is back (or gone for good), bounded by ``timeout``."""
+    try:
+        reply: Located = system.exchange(
+            system.registry,
+            WhereIs(name, wait=wait),
+            lambda m: isinstance(m, Located) and m.name == name,
+            timeout=timeout,
+        )
+    except AskTimeout:
+        if wait:
+            raise  # the agent did not come back in time: the caller's own timeout
+        raise AskTimeout(
+            f"the registry did not answer the name look-up within {timeout or 0:.1f}s "
+            "(is the convention leader reachable?)",
+            agent=name,
+            ref=ref,
+        ) from None
     system.remember(name, reply.address, reply.incarnation)
     return reply
 

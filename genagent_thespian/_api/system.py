@@ -39,12 +39,21 @@ from typing import Any
 
 from thespian.actors import ActorSystem, PoisonMessage
 
+from .._actors.directory import (
+    DIRECTORY_NAME,
+    NoServices,
+    ServiceDirectory,
+    Services,
+    SetServices,
+    WhereAreServices,
+)
 from .._actors.registry import REGISTRY_NAME, Registry
 from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor, Boot, Booted, StopAll
 from .._actors.telemetry import TELEMETRY_NAME, TelemetryBridge, TelemetryHub, wanted_names
 from .._core.errors import AgentStopped, GenAgentError, SystemNotRunning
 from .._core.log import get_logger
-from .._durable.store import SQLiteAgentStore, end_recorded_processes
+from .._durable.location import is_postgres_url, open_store
+from .._durable.store import end_recorded_processes
 from .._os.frames import TransportLimits
 from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group, owner_identity
 from .._os.security import check_capabilities, harden_transport
@@ -62,6 +71,8 @@ _log = get_logger("genagent_thespian.system")
 _LIVENESS_INTERVAL = 2.0
 #: Seconds ``shutdown`` lets calls under way take the answers the stopping agents sent them.
 _DRAIN_SECONDS = 10.0
+#: Seconds a node's service directory has to answer.
+_DIRECTORY_TIMEOUT = 10.0
 #: Messages kept for other waiting calls on the same thread before the oldest is dropped.
 _STASH_LIMIT = 256
 
@@ -100,12 +111,15 @@ class AgentSystem:
         services: tuple[Any, Any, Any] | None = None,
         node: str | None = None,
         owner: tuple[int, float] | None = None,
+        node_watcher: Any = None,
     ) -> None:
         """Boot the framework in ``asys`` (or, with ``services``, use another node's).
 
         ``services`` is ``(registry, telemetry, supervisor)`` of a convention leader: a
         member node (``genagent_thespian._nodes.convention``) boots nothing of its own, its clients
-        talk to the leader's services, and its shutdown stops no agent.
+        talk to the leader's services, and its shutdown stops no agent. A system this object
+        owns publishes the services it uses in its node's directory
+        (``_actors/directory.py``), where :meth:`attach` finds them.
         """
         self.asys = asys
         self.store_path = store_path
@@ -130,23 +144,44 @@ class AgentSystem:
         self.home: Path | None = None  # the node's home folder (a started system only)
         self._home_lock: HomeLock | None = None
         self.telemetry_bridge: TelemetryBridge | None = None
+        #: The convention's node watcher, when this system belongs to a convention.
+        self.node_watcher = node_watcher
         if services is not None:
             self.registry, self.telemetry, self.supervisor = services
-            return
-        self.registry = asys.createActor(Registry, globalName=REGISTRY_NAME)
-        self.telemetry = asys.createActor(TelemetryHub, globalName=TELEMETRY_NAME)
-        self.supervisor = asys.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
+        else:
+            self._boot(store_path, owner)
+        if owned:
+            self.publish_services()
+        if wanted_names() != frozenset():
+            self.sync_telemetry()
+
+    def _boot(self, store_path: str | None, owner: tuple[int, float] | None) -> None:
+        """Create (or find) this system's registry, hub and supervisor, and boot them."""
+        self.registry = self.asys.createActor(Registry, globalName=REGISTRY_NAME)
+        self.telemetry = self.asys.createActor(TelemetryHub, globalName=TELEMETRY_NAME)
+        self.supervisor = self.asys.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
         booted = self.exchange(
             self.supervisor,
             Boot(self.registry, self.telemetry, self.node, store_path, owner=owner),
             lambda m: isinstance(m, Booted),
             timeout=30.0,
         )
-        if base != "simpleSystemBase":
+        if self.base != "simpleSystemBase":
             self.pgid = booted.pgid
             self.supervisor_pid = booted.pid
-        if wanted_names() != frozenset():
-            self.sync_telemetry()
+
+    def publish_services(self) -> None:
+        """Tell this node's directory the services (and node watcher) its clients must use."""
+        directory = self.asys.createActor(ServiceDirectory, globalName=DIRECTORY_NAME)
+        services = Services(
+            self.registry, self.telemetry, self.supervisor, self.node_watcher, self.node
+        )
+        self.exchange(
+            directory,
+            SetServices(services),
+            lambda m: isinstance(m, Services),
+            timeout=_DIRECTORY_TIMEOUT,
+        )
 
     def sync_telemetry(self) -> None:
         """Subscribe this process's attached telemetry handlers to this system's hub."""
@@ -177,34 +212,24 @@ class AgentSystem:
     ) -> AgentSystem:
         """Start a new actor system (not the process-wide Thespian singleton) and boot it.
 
-        On ``multiprocTCPBase`` the transport is hardened first (``_os/security.py``): every
-        listener binds to ``bind_host`` (loopback unless configured) and every frame is
-        authenticated with the node secret before anything is unpickled.
+                On ``multiprocTCPBase`` the transport is hardened first (``_os/security.py``): every
+                listener binds to ``bind_host`` (loopback unless configured) and every frame is
+                authenticated with the node secret before anything is unpickled.
 
-        Args:
-            base: ``"multiprocTCPBase"`` (default) or ``"simpleSystemBase"``.
-            admin_port: The admin's TCP port; a free one when ``None``.
-            capabilities: Extra Thespian capabilities (placement labels...).
-            log_config: A ``logging.config.dictConfig`` dict for actor processes, or
-                ``None`` to leave logging alone (never ``False``: Thespian 4.0.1 breaks).
-            bind_host: Address to listen on; anything but loopback must be explicit.
-            advertise_host: Address peers use, required when ``bind_host`` is ``0.0.0.0``.
-            secret_path: The node secret file (default: ``GENAGENT_SECRET``,
-                ``GENAGENT_SECRET_FILE`` or ``~/.config/genagent-thespian/node.secret``).
-            store_path: The SQLite file of durable agents (default: ``agents.sqlite3`` in
-                the node's home). Processes a previous run recorded there that are still
-                alive are ended now.
-            transport_limits: Frame size limit of the hardened transport
-                (:class:`~genagent_thespian.TransportLimits`; default 64 MiB frames, or
-                ``$GENAGENT_MAX_FRAME_BYTES``). Clients and convention members should use
-                the same. See ``docs/security.md``.
-            node_name: The node's name; it picks the home folder
-                (``$XDG_STATE_HOME/genagent-thespian/<name>/``, see ``_api/home.py``).
-            home: The home folder itself, instead of the one ``node_name`` picks.
-
-        Raises:
-            InvalidOption: an unsupported base, a bad node name, or a home that another
-                running system holds (the error names its pid).
+                Args:
+                    base: ``"multiprocTCPBase"`` (default) or ``"simpleSystemBase"``.
+                    admin_port: The admin's TCP port; a free one when ``None``.
+                    capabilities: Extra Thespian capabilities (placement labels...).
+                    log_config: A ``logging.config.dictConfig`` dict for actor processes, or
+                        ``None`` to leave logging alone (never ``False``: Thespian 4.0.1 breaks).
+                    bind_host: Address to listen on; anything but loopback must be explicit.
+                    advertise_host: Address peers use, required when ``bind_host`` is ``0.0.0.0``.
+                    secret_path: The node secret file (default: ``GENAGENT_SECRET``,
+                        ``GENAGENT_SECRET_FILE`` or ``~/.config/genagent-thespian/node.secret``).
+        from .._durable.location import is_postgres_url, open_store
+        from .._durable.store import end_recorded_processes
+        from .._os.frames import TransportLimits
+        from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group, owner_identity
         """
         if base not in SUPPORTED_BASES:
             from .._core.errors import InvalidOption
@@ -293,7 +318,9 @@ class AgentSystem:
         """Attach to a running ``multiprocTCPBase`` system on ``admin_port`` (this host).
 
         ``bind_host``, the secret and ``transport_limits`` should match the node's (see
-        :meth:`start`).
+        :meth:`start`). The client uses the services the node's directory names (on a
+        convention member: the leader's); it starts none of its own, except on a node that
+        keeps no directory.
         """
         caps = dict(capabilities or {})
         caps["Admin Port"] = admin_port
@@ -302,7 +329,25 @@ class AgentSystem:
             # Thespian would start a new, unowned system on that port instead of failing.
             raise SystemNotRunning(f"no genagent node listens on {bind_host}:{admin_port}")
         asys = ActorSystem("multiprocTCPBase", capabilities=caps, transientUnique=True)
-        return cls(asys, base="multiprocTCPBase", admin_port=admin_port, owned=False, system_id="")
+        try:
+            services = _ask_directory(asys)
+        except BaseException:
+            asys.shutdown()
+            raise
+        if services is None:
+            return cls(
+                asys, base="multiprocTCPBase", admin_port=admin_port, owned=False, system_id=""
+            )
+        return cls(
+            asys,
+            base="multiprocTCPBase",
+            admin_port=admin_port,
+            owned=False,
+            system_id="",
+            services=(services.registry, services.telemetry, services.supervisor),
+            node=services.node,
+            node_watcher=services.watcher,
+        )
 
     def shutdown(self, *, timeout: float = 30.0) -> None:
         """Stop every agent in order, shut the actor system down, and leave no process behind.
@@ -526,6 +571,22 @@ class AgentSystem:
 _simple_stash: deque[Any] = deque(maxlen=_STASH_LIMIT)
 
 
+def _ask_directory(asys: ActorSystem) -> Services | None:
+    """The services a node's directory names, or ``None`` for a node that keeps none."""
+    directory = asys.createActor(ServiceDirectory, globalName=DIRECTORY_NAME)
+    with asys.private() as context:
+        deadline = time.monotonic() + _DIRECTORY_TIMEOUT
+        while (left := deadline - time.monotonic()) > 0:
+            reply = context.ask(directory, WhereAreServices(), left)
+            if isinstance(reply, Services):
+                return reply
+            if isinstance(reply, NoServices):
+                return None
+    raise SystemNotRunning(
+        f"the node's service directory did not answer within {_DIRECTORY_TIMEOUT}s"
+    )
+
+
 def _listening(host: str, port: int) -> bool:
     """Whether something accepts TCP connections on ``host:port``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -539,9 +600,9 @@ def _listening(host: str, port: int) -> bool:
 
 def _end_previous_run(store_path: str) -> None:
     """End processes a previous run of this node recorded and left running."""
-    if not os.path.exists(store_path):
+    if not (is_postgres_url(store_path) or os.path.exists(store_path)):
         return
-    store = SQLiteAgentStore(store_path)
+    store = open_store(store_path)
     try:
         ended = end_recorded_processes(store)
         if ended:

@@ -11,7 +11,11 @@ back; the store never unpickles anything. Per agent it keeps:
 * the **in-flight request** (ref and blob), set at dispatch and cleared at completion;
 * the **tell results**, the newest ``max_results`` by insertion order;
 * an **incarnation** counter, bumped at each restart (a restarted agent can fence off
-  writes from an older incarnation).
+  writes from an older incarnation);
+* a **lease**: which incarnation (its epoch, the fencing token) owns the agent, which
+  process holds it, and until when. The owner renews it; an incarnation that cannot renew
+  in time stops by itself, and a new one waits out the old lease unless its holder is
+  provably dead (see ``_durable/record.py``).
 
 It also keeps **process records** (pid, process group, role, start time and boot id) so that
 at system start the processes of a previous run that are still alive can be ended
@@ -53,7 +57,7 @@ import time
 import weakref
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
@@ -66,6 +70,7 @@ from .._os.private import narrow, private_file
 __all__ = [
     "SCHEMA_VERSION",
     "AgentStore",
+    "Lease",
     "MemoryAgentStore",
     "ProcessRecord",
     "SQLiteAgentStore",
@@ -147,6 +152,21 @@ class StoredAgent:
     in_flight: StoredRequest | None
     results: tuple[StoredRequest, ...]
     incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who owns a durable agent: the incarnation (epoch), its process, and for how long.
+
+    Attributes:
+        epoch: The owning incarnation (the fencing token every write names).
+        owner: The holder's process identity, ``"<boot id>:<pid>:<start ticks>"``.
+        expires_in: Seconds until the lease expires, by the store's clock (``<= 0``: expired).
+    """
+
+    epoch: int
+    owner: str
+    expires_in: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +303,29 @@ def _check_max_results(max_results: Any) -> int:
     return max_results
 
 
+def _check_file_name(name: Any) -> str:
+    """A session file's name: a relative path without ``..`` (it is joined to a folder)."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or name.startswith("/")
+        or ".." in name.split("/")
+        or "\x00" in name
+    ):
+        raise InvalidOption(f"invalid session file name {name!r}: expected a relative path")
+    return name
+
+
+def _check_epoch(key: str, row: Sequence[Any] | None, epoch: int) -> None:
+    """Refuse a lease write for an unknown agent or an incarnation that is not current."""
+    if row is None:
+        raise AgentNotFound(f"no stored agent with key {_short(key)}")
+    if int(row[0]) != epoch:
+        raise StaleIncarnation(
+            f"agent key {_short(key)} is at incarnation {row[0]}, the lease was for {epoch}"
+        )
+
+
 def _short(key: str) -> str:
     return key[:12]
 
@@ -341,6 +384,46 @@ class AgentStore(abc.ABC):
         if loaded is None:
             raise AgentNotFound(f"no stored agent with key {_short(key)}")
         return loaded
+
+    # leases ---------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def lease(self, key: str) -> Lease | None:
+        """The agent's lease (``None``: never taken, or the agent is not stored)."""
+
+    @abc.abstractmethod
+    def renew_lease(self, key: str, *, epoch: int, owner: str, seconds: float) -> None:
+        """Take or extend the lease for ``seconds`` from now, for incarnation ``epoch``.
+
+        Raises:
+            AgentNotFound: There is no record under ``key``.
+            StaleIncarnation: ``epoch`` is not the current incarnation (fenced); nothing
+                was written.
+        """
+
+    @abc.abstractmethod
+    def release_lease(self, key: str, *, epoch: int) -> None:
+        """End incarnation ``epoch``'s lease now (a clean exit); nothing if it is not its."""
+
+    # provider session files -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def put_session_files(
+        self, key: str, files: Mapping[str, bytes], *, incarnation: int | None = None
+    ) -> None:
+        """Store (replace) provider session files by name: a CLI's transcript, for instance.
+
+        A durable CLI agent restarted on another host restores them before resuming, so
+        the provider finds its conversation there too.
+
+        Raises:
+            AgentNotFound: There is no record under ``key``.
+            StaleIncarnation: ``incarnation`` is given and is not the current one.
+        """
+
+    @abc.abstractmethod
+    def session_files(self, key: str) -> dict[str, bytes]:
+        """The stored provider session files of the agent, by name (empty if none)."""
 
     # turn-boundary writes -------------------------------------------------------------------
 
@@ -499,6 +582,21 @@ _SCHEMA = (
     )""",
 )
 
+#: Added after schema version 1 shipped: created on open when missing (additive, so older
+#: files keep working and keep their version).
+_LEASES_TABLE = """CREATE TABLE IF NOT EXISTS leases (
+        key TEXT PRIMARY KEY REFERENCES agents(key) ON DELETE CASCADE,
+        epoch INTEGER NOT NULL,
+        owner TEXT NOT NULL,
+        expires REAL NOT NULL
+    )"""
+_SESSION_FILES_TABLE = """CREATE TABLE IF NOT EXISTS session_files (
+        key TEXT NOT NULL REFERENCES agents(key) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        blob BLOB NOT NULL, crc INTEGER NOT NULL,
+        PRIMARY KEY (key, name)
+    )"""
+
 #: Connections opened before a fork and inherited by the child. The child must neither use
 #: nor close them (closing could checkpoint or unlock on the parent's behalf), so they are
 #: kept referenced here for the life of the child process.
@@ -639,6 +737,8 @@ class SQLiteAgentStore(AgentStore):
                     f"{self.path} has store schema version {version}, this genagent-thespian "
                     f"reads version {SCHEMA_VERSION}; use a matching release or a new file"
                 )
+            conn.execute(_LEASES_TABLE)
+            conn.execute(_SESSION_FILES_TABLE)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -881,6 +981,68 @@ class SQLiteAgentStore(AgentStore):
                 raise AgentNotFound(f"no stored agent with key {_short(key)}")
             return int(row[0])
 
+    # provider session files -----------------------------------------------------------------
+
+    def put_session_files(
+        self, key: str, files: Mapping[str, bytes], *, incarnation: int | None = None
+    ) -> None:
+        key = _check_key(key)
+        checked = {
+            _check_file_name(name): _as_blob(blob, "session file") for name, blob in files.items()
+        }
+        with self._write("put_session_files", key) as cur:
+            self._touch(cur, key, "incarnation = incarnation", (), incarnation)
+            for name, blob in checked.items():
+                cur.execute(
+                    "INSERT OR REPLACE INTO session_files (key, name, blob, crc)"
+                    " VALUES (?, ?, ?, ?)",
+                    (key, name, blob, _crc(blob)),
+                )
+
+    def session_files(self, key: str) -> dict[str, bytes]:
+        key = _check_key(key)
+        with self._read("session_files", key) as cur:
+            rows = cur.execute(
+                "SELECT name, blob, crc FROM session_files WHERE key = ? ORDER BY name", (key,)
+            ).fetchall()
+        return {
+            name: self._verified(key, f"session file {name}", blob, crc) or b""
+            for name, blob, crc in rows
+        }
+
+    # leases ---------------------------------------------------------------------------------
+
+    def lease(self, key: str) -> Lease | None:
+        key = _check_key(key)
+        with self._read("lease", key) as cur:
+            row = cur.execute(
+                "SELECT epoch, owner, expires FROM leases WHERE key = ?", (key,)
+            ).fetchone()
+        return None if row is None else Lease(int(row[0]), row[1], row[2] - time.time())
+
+    def renew_lease(self, key: str, *, epoch: int, owner: str, seconds: float) -> None:
+        key = _check_key(key)
+        with self._write("renew_lease", key) as cur:
+            _check_epoch(
+                key,
+                cur.execute("SELECT incarnation FROM agents WHERE key = ?", (key,)).fetchone(),
+                epoch,
+            )
+            cur.execute(
+                "INSERT INTO leases (key, epoch, owner, expires) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET epoch = excluded.epoch,"
+                " owner = excluded.owner, expires = excluded.expires",
+                (key, epoch, owner, time.time() + seconds),
+            )
+
+    def release_lease(self, key: str, *, epoch: int) -> None:
+        key = _check_key(key)
+        with self._write("release_lease", key) as cur:
+            cur.execute(
+                "UPDATE leases SET expires = ? WHERE key = ? AND epoch = ?",
+                (time.time(), key, epoch),
+            )
+
     # turn-boundary writes -------------------------------------------------------------------
 
     def save_state(self, key: str, blob: bytes, *, incarnation: int | None = None) -> None:
@@ -1047,6 +1209,8 @@ class _MemoryAgent:
     in_flight: StoredRequest | None = None
     results: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
     incarnation: int = 0
+    lease: tuple[int, str, float] | None = None  # (epoch, owner, expires at)
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 class MemoryAgentStore(AgentStore):
@@ -1139,6 +1303,44 @@ class MemoryAgentStore(AgentStore):
     def begin_incarnation(self, key: str) -> StoredAgent:
         with self._lock:
             return super().begin_incarnation(key)
+
+    def put_session_files(
+        self, key: str, files: Mapping[str, bytes], *, incarnation: int | None = None
+    ) -> None:
+        checked = {
+            _check_file_name(name): _as_blob(blob, "session file") for name, blob in files.items()
+        }
+        with self._lock:
+            agent = self._agent(key)
+            self._check_incarnation(key, agent, incarnation)
+            agent.files.update(checked)
+
+    def session_files(self, key: str) -> dict[str, bytes]:
+        with self._lock:
+            self._check_open()
+            agent = self._agents.get(_check_key(key))
+            return dict(sorted(agent.files.items())) if agent is not None else {}
+
+    def lease(self, key: str) -> Lease | None:
+        with self._lock:
+            self._check_open()
+            agent = self._agents.get(_check_key(key))
+            if agent is None or agent.lease is None:
+                return None
+            epoch, owner, expires = agent.lease
+            return Lease(epoch, owner, expires - time.time())
+
+    def renew_lease(self, key: str, *, epoch: int, owner: str, seconds: float) -> None:
+        with self._lock:
+            agent = self._agent(key)
+            _check_epoch(key, (agent.incarnation,), epoch)
+            agent.lease = (epoch, owner, time.time() + seconds)
+
+    def release_lease(self, key: str, *, epoch: int) -> None:
+        with self._lock:
+            agent = self._agent(key)
+            if agent.lease is not None and agent.lease[0] == epoch:
+                agent.lease = (epoch, agent.lease[1], time.time())
 
     def save_state(self, key: str, blob: bytes, *, incarnation: int | None = None) -> None:
         blob = _as_blob(blob, "state blob")

@@ -215,6 +215,39 @@ def test_durable_claude_agent_killed_in_first_turn_resumes(
     g.stop("first")
 
 
+def test_a_durable_claude_agent_carries_its_transcript_to_a_host_that_lacks_it(
+    system: AgentSystem, server: FakeLLMServer, tmp_path: Path, workdir: Path
+) -> None:
+    """The agent restarts where claude has no record of the session (as on another host):
+    the transcript saved to the store after the turn is restored before ``--resume``."""
+    home = tmp_path / "home"
+    g.start_agent(
+        Passthrough,
+        name="mover",
+        backend="claude",
+        backend_options=claude_options(server, home, workdir),
+        durable=True,
+        restart="permanent",
+    )
+    server.script(Text("Noted: PELICAN."), Text("The word was PELICAN."))
+    assert g.ask("mover", "Remember the word PELICAN").text == "Noted: PELICAN."
+    session_id = g.backend_session("mover").session_id
+    transcripts = list((home / ".claude" / "projects").glob(f"*/{session_id}.jsonl"))
+    assert len(transcripts) == 1
+    old_pid = g.status("mover").pid
+    _lose_the_session(workdir, home)  # the new "host" has no transcript...
+    os.kill(old_pid, signal.SIGKILL)  # ...and the agent restarts there
+    wait_until(lambda: g.whereis("mover") is not None and g.status("mover").pid != old_pid)
+    assert transcripts[0].exists()  # restored from the store before --resume
+
+    answer = g.ask("mover", "Which word?")
+    assert answer.text == "The word was PELICAN."
+    assert "Remember the word PELICAN" in conversation(server.model_requests[-1])
+    assert g.backend_session("mover").session_id == session_id
+    assert transcripts[0].stat().st_mode & 0o777 == 0o600
+    g.stop("mover")
+
+
 def _lose_the_session(workdir: Path, home: Path) -> None:
     """Make claude forget every session (as a wiped HOME would) and end the live CLI."""
     for transcript in (home / ".claude" / "projects").glob("*/*.jsonl"):

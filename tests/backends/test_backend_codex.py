@@ -402,15 +402,68 @@ elif scenario == "ignore_sigint":
 """
 
 
-@pytest.fixture
-def fake_codex(tmp_path: Path) -> Iterator[tuple[CodexBackend, Tracker, Any]]:
-    binary = fake_cli(tmp_path, FAKE_CODEX, name="codex")
+FAKE_APP_SERVER = """
+import json, os, signal, sys, time
+
+scenario = os.environ["FAKE_SCENARIO"]
+assert sys.argv[1] == "app-server", sys.argv
+
+def emit(obj):
+    sys.stdout.write((obj if isinstance(obj, str) else json.dumps(obj)) + "\\n")
+    sys.stdout.flush()
+
+def note(method, **params):
+    emit({"method": method, "params": {"threadId": "fake-thread", "turnId": "t1", **params}})
+
+usage = {"total": {"inputTokens": 10, "cachedInputTokens": 4, "outputTokens": 2}}
+thinking = {"id": "i0", "type": "reasoning", "summary": ["hm"], "content": []}
+for line in sys.stdin:
+    request = json.loads(line)
+    method, rid = request.get("method"), request.get("id")
+    if method == "initialize":
+        emit({"id": rid, "result": {"userAgent": "fake"}})
+    elif method == "thread/start":
+        emit({"id": rid, "result": {"thread": {"id": "fake-thread"}, "model": "m"}})
+    elif method == "turn/start":
+        emit({"id": rid, "result": {"turn": {"id": "t1", "status": "inProgress"}}})
+        note("turn/started", turn={"id": "t1"})
+        if scenario == "garbage":
+            emit("WARNING: proceeding, even though we could not create PATH aliases")
+            emit("\\x1b[?25h")
+            note("item/completed", item={"id": "i0", "type": "agentMessage", "text": "fine"})
+        elif scenario == "huge":
+            big = {"id": "i0", "type": "agentMessage", "text": "q" * 1_500_000}
+            note("item/completed", item=big)
+        elif scenario == "exit_early":
+            note("item/completed", item=thinking)
+            sys.stderr.write("thread 'main' panicked: fake crash\\n")
+            sys.exit(101)
+        elif scenario == "ignore_sigint":
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            note("item/completed", item=thinking)
+            continue  # and never answers turn/interrupt
+        note("thread/tokenUsage/updated", tokenUsage=usage)
+        note("turn/completed", turn={"id": "t1", "status": "completed"})
+    elif method == "turn/interrupt":
+        time.sleep(60)
+"""
+
+MODES = ["app_server", "exec"]
+
+
+@pytest.fixture(params=MODES)
+def fake_codex(request: Any, tmp_path: Path) -> Iterator[tuple[CodexBackend, Tracker, Any]]:
+    mode = request.param
+    script = FAKE_APP_SERVER if mode == "app_server" else FAKE_CODEX
+    binary = fake_cli(tmp_path, script, name="codex")
     backend = CodexBackend()
     tracker = Tracker()
 
     def session(scenario: str, **options: Any) -> CodexSession:
         env = {"FAKE_SCENARIO": scenario}
-        return backend.start_session({"binary": binary, "cwd": tmp_path, "env": env, **options})
+        return backend.start_session(
+            {"binary": binary, "cwd": tmp_path, "env": env, "mode": mode, **options}
+        )
 
     yield backend, tracker, session
     backend.close()
@@ -481,7 +534,8 @@ def server() -> Iterator[FakeLLMServer]:
 class RealCodex:
     """The real codex program pointed at the fake server, with a tracked backend."""
 
-    def __init__(self, binary: str, server: FakeLLMServer, tmp_path: Path) -> None:
+    def __init__(self, binary: str, server: FakeLLMServer, tmp_path: Path, mode: str) -> None:
+        self.mode = mode
         self.binary = binary
         self.server = server
         self.home = tmp_path / "home"
@@ -503,6 +557,7 @@ class RealCodex:
         }
         env = {**quiet_env(self.home), "GENAGENT_TEST_CODEX_KEY": "sk-codex-test-not-real"}
         return {
+            "mode": self.mode,
             "binary": self.binary,
             "cwd": self.workdir,
             "env": env,
@@ -538,9 +593,9 @@ class RealCodex:
         assert_groups_gone(self.tracker.groups)
 
 
-@pytest.fixture
-def real(server: FakeLLMServer, tmp_path: Path) -> Iterator[RealCodex]:
-    harness = RealCodex(require_cli("codex"), server, tmp_path)
+@pytest.fixture(params=MODES)
+def real(request: Any, server: FakeLLMServer, tmp_path: Path) -> Iterator[RealCodex]:
+    harness = RealCodex(require_cli("codex"), server, tmp_path, request.param)
     yield harness
     harness.close()
 
@@ -564,7 +619,15 @@ def test_real_text_turn(real: RealCodex) -> None:
     (request,) = real.server.model_requests
     assert request.model == "gpt-5.5" and "Say hello" in input_text(request)
     assert request.auth_fingerprint == FakeLLMServer.fingerprint("sk-codex-test-not-real")
-    assert_groups_gone(real.tracker.groups)  # one process per turn, gone with it
+    if real.mode == "exec":
+        assert_groups_gone(real.tracker.groups)  # one process per turn, gone with it
+    else:
+        (pgid,) = real.tracker.groups
+        assert group_members(pgid), "the session's app-server lives on between turns"
+        assert backend.app_server_pid(session) == pgid
+        backend.terminate_session(session)
+        assert_groups_gone([pgid])
+        assert (pgid, False) in real.tracker.calls
 
 
 @pytest.mark.cli
@@ -621,18 +684,27 @@ def test_real_resume_two_turns_and_after_a_restart(real: RealCodex) -> None:
         second_usage.total_input_tokens + first_usage.total_input_tokens
         == cumulative["input_tokens"]
     )
-    argv = seen[0]
-    at = argv.index("resume")
-    assert argv[at : at + 2] == ["resume", thread_id] and argv[-2:] == ["--", "And now?"]
-    assert argv.index("-m") < at and argv.index("-s") < at
-    # A new backend instance (the worker was replaced) continues the same thread.
+    if real.mode == "exec":
+        argv = seen[0]
+        at = argv.index("resume")
+        assert argv[at : at + 2] == ["resume", thread_id] and argv[-2:] == ["--", "And now?"]
+        assert argv.index("-m") < at and argv.index("-s") < at
+    else:
+        assert seen == [] and len(real.tracker.groups) == 1  # the same app-server, same thread
+    # A new backend instance (the worker was replaced, its processes ended) continues the
+    # same thread.
+    backend.close()
     restarted = real.backend()
     stored = restarted.resume_session(pickle.loads(pickle.dumps(session)))
     events, stored = real.turn(restarted, stored, "Which colour?")
-    assert terminal(events).data["text"] == "Green, as before."
+    assert terminal(events).data.get("text") == "Green, as before.", terminal(events).data
     assert terminal(events).data["session_id"] == thread_id
     assert "My colour is green." in input_text(real.server.model_requests[2])
     assert stored.turns == 3
+    if real.mode == "app_server":  # the new instance resumed the thread in its own process
+        assert len(real.tracker.groups) == 2
+        resumed = [e for e in events if e.kind == EventKind.SESSION_STARTED]
+        assert [e.data["resumed"] for e in resumed] == [True]
 
 
 @pytest.mark.cli
@@ -649,6 +721,8 @@ def test_real_interrupt_mid_stream_synthesizes_cancelled(real: RealCodex) -> Non
     watcher.join(10)
     error = error_of(terminal(events))
     assert error.kind == BackendErrorKind.CANCELLED
+    if real.mode == "app_server":  # codex ended the turn itself (turn/completed interrupted)
+        assert error.message == "codex turn cancelled (interrupted)"
     assert_groups_gone(real.tracker.groups)
     assert session.thread_id  # learned before the interrupt, so the thread can go on
     real.server.script(Text("after the interrupt"))

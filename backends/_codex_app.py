@@ -38,7 +38,15 @@ from typing import Any
 
 from genagent_thespian import BackendError, BackendErrorKind, Event, EventKind, TurnContext
 
-from ._codex_common import BACKEND, USAGE_FIELDS, classify_codex_error, retry_after, turn_usage
+from ._codex_common import (
+    BACKEND,
+    NETWORK_BUDGET_CODE,
+    USAGE_FIELDS,
+    NetworkBudget,
+    classify_codex_error,
+    retry_after,
+    turn_usage,
+)
 from ._process import (
     DEFAULT_MAX_LINE_BYTES,
     CliProcess,
@@ -122,7 +130,9 @@ class AppServerTranslator:
         thread_id: str | None = None,
         previous_usage: Mapping[str, int] | None = None,
         known_history: bool = False,
+        max_network_retries: int | None = None,
     ) -> None:
+        self.network = NetworkBudget(max_network_retries)
         self.thread_id = thread_id
         self.turn_id: str | None = None
         self.previous_usage = previous_usage
@@ -176,9 +186,12 @@ class AppServerTranslator:
             error = params.get("error") or {}
             message = redact(str(error.get("message", "")))
             if params.get("willRetry"):
-                return [
-                    Event(EventKind.RETRY, {"message": message, "status_code": _status_of(error)})
-                ]
+                retry = Event(
+                    EventKind.RETRY, {"message": message, "status_code": _status_of(error)}
+                )
+                if self.network.exceeded(message):
+                    return [retry, *self._end(self.network.error(message, self.thread_id))]
+                return [retry]
             self.last_error = error
             return [Event(EventKind.WARNING, {"code": "error", "message": message})]
         if method in ("warning", "configWarning", "deprecationNotice", "guardianWarning"):
@@ -428,6 +441,7 @@ class AppServerSessions:
             thread_id=session.thread_id,
             previous_usage=session.cumulative_usage,
             known_history=session.thread_id is not None,
+            max_network_retries=session.options.get("max_network_retries"),
         )
         key = session.key
         keep = False
@@ -459,6 +473,7 @@ class AppServerSessions:
             ) or (
                 translator.terminal is not None
                 and translator.terminal.kind == EventKind.ERROR
+                and translator.terminal.data.get("code") != NETWORK_BUDGET_CODE  # still retrying
                 and not translator.cancel_requested
                 and server.process.poll() is None
             )

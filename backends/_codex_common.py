@@ -5,11 +5,25 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from genagent_thespian import BackendErrorKind, Usage
+from genagent_thespian import BackendError, BackendErrorKind, Event, Usage
 
-__all__ = ["BACKEND", "USAGE_FIELDS", "classify_codex_error", "retry_after", "turn_usage"]
+__all__ = [
+    "BACKEND",
+    "DEFAULT_NETWORK_RETRIES",
+    "NETWORK_BUDGET_CODE",
+    "USAGE_FIELDS",
+    "NetworkBudget",
+    "classify_codex_error",
+    "retry_after",
+    "turn_usage",
+]
 
 BACKEND = "codex"
+#: Default of the ``max_network_retries`` option. codex 0.169 retries an unreachable API
+#: without end ("Reconnecting... waiting for network", after 0.3, 5, 10, 20, 40 s...), whatever
+#: the provider's ``request_max_retries``; the backend ends the turn after this many.
+DEFAULT_NETWORK_RETRIES = 3
+NETWORK_BUDGET_CODE = "network_budget"
 #: Codex's usage counters, as the ``exec`` JSON names them (app-server: camelCase).
 USAGE_FIELDS = (
     "input_tokens",
@@ -79,3 +93,33 @@ def turn_usage(
         reasoning_output_tokens=turn["reasoning_output_tokens"],
         scope=scope,
     )
+
+
+class NetworkBudget:
+    """Counts codex's "waiting for network" retries and ends the turn past the budget.
+
+    codex itself never gives up on an API it cannot connect to, so the budget is the
+    backend's: ``limit`` retries (the ``max_network_retries`` option), then one ``error`` of
+    kind ``transport`` (code ``network_budget``) that names the option.
+    """
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = DEFAULT_NETWORK_RETRIES if limit is None else limit
+        self.seen = 0
+
+    def exceeded(self, message: str) -> bool:
+        """Count ``message`` if it is a network retry; whether the budget is now spent."""
+        if "waiting for network" not in message:
+            return False
+        self.seen += 1
+        return self.seen > self.limit
+
+    def error(self, message: str, thread_id: str | None) -> Event:
+        """The terminal ``error`` of a turn whose budget is spent."""
+        failure = BackendError(
+            f"codex: cannot reach the API ({message}); gave up after {self.limit} "
+            "retries (option max_network_retries)",
+            kind=BackendErrorKind.TRANSPORT,
+            backend=BACKEND,
+        )
+        return Event.error(failure, session_id=thread_id, code=NETWORK_BUDGET_CODE)

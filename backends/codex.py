@@ -44,13 +44,16 @@ from genagent_thespian import (
 from ._codex_app import AppServerSessions, new_key
 from ._codex_common import (
     BACKEND,
+    NETWORK_BUDGET_CODE,
     USAGE_FIELDS,
+    NetworkBudget,
     classify_codex_error,
     retry_after,
     turn_usage,
 )
 from ._options import (
     check_choice,
+    check_count,
     check_env,
     check_number,
     check_positive_int,
@@ -143,6 +146,7 @@ _CHECKERS = {
     "thread_id": check_str,
     "interrupt_grace_s": check_number,
     "max_line_bytes": check_positive_int,
+    "max_network_retries": check_count,
 }
 
 
@@ -209,7 +213,9 @@ class CodexTurnTranslator:
         resumed: bool = False,
         known_history: bool = False,
         thread_id: str | None = None,
+        max_network_retries: int | None = None,
     ) -> None:
+        self.network = NetworkBudget(max_network_retries)
         self.previous_usage = previous_usage
         self.resumed = resumed
         self.known_history = known_history
@@ -252,7 +258,10 @@ class CodexTurnTranslator:
         if kind == "error":
             message = redact(str(obj.get("message", "")))
             if message.startswith("Reconnecting..."):
-                return [Event(EventKind.RETRY, {"message": message})]
+                retry = Event(EventKind.RETRY, {"message": message})
+                if self.network.exceeded(message):
+                    return [retry, *self._end(self.network.error(message, self.thread_id))]
+                return [retry]
             self.last_error = message
             return [Event(EventKind.WARNING, {"code": "error", "message": message})]
         if kind == "turn.completed":
@@ -558,6 +567,7 @@ class CodexBackend(Backend):
             resumed=session.thread_id is not None,
             known_history=session.thread_id is not None,
             thread_id=session.thread_id,
+            max_network_retries=session.options.get("max_network_retries"),
         )
         try:
             process = CliProcess(
@@ -621,5 +631,6 @@ class CodexBackend(Backend):
                 return
             yield from translator.feed_line(line)
             if translator.terminal is not None:
-                process.wait(_STOP_GRACE_S)
+                if translator.terminal.data.get("code") != NETWORK_BUDGET_CODE:
+                    process.wait(_STOP_GRACE_S)  # after its last line codex exits by itself
                 return

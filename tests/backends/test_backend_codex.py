@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import pickle
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -808,3 +810,34 @@ def test_real_resume_of_a_thread_codex_lost_is_session_lost(real: RealCodex) -> 
     assert real.server.model_requests == []
     fresh = backend.renew_session(session)
     assert fresh.thread_id is None and fresh.options == session.options
+
+
+@pytest.mark.cli
+def test_real_unreachable_api_is_a_transport_error_within_the_budget(real: RealCodex) -> None:
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    options = real.options(max_network_retries=1)
+    options["provider"] = {**options["provider"], "base_url": f"http://127.0.0.1:{port}/v1"}
+    backend = real.backend()
+    started = time.monotonic()
+    events, _ = real.turn(backend, backend.start_session(options), "hello?")
+    elapsed = time.monotonic() - started
+    error = error_of(terminal(events))
+    assert (error.kind, error.retryable) == (BackendErrorKind.TRANSPORT, True), error
+    assert "max_network_retries" in error.message
+    assert len(of_kind(events, EventKind.RETRY)) == 2  # the one allowed, and the one too many
+    assert elapsed < 30, elapsed  # codex waits 5 s before its second attempt
+    backend.close()
+    assert_groups_gone(real.tracker.groups)
+
+
+@pytest.mark.cli
+def test_real_failure_then_success_streams_the_retry_then_the_result(real: RealCodex) -> None:
+    real.server.script(HTTPError(429, retry_after=1), Text("second attempt"))
+    backend = real.backend()
+    events, _ = real.turn(backend, backend.start_session(real.options(retries=1)), "hi")
+    assert terminal(events).data["text"] == "second attempt"
+    retry_at = kinds(events).index(EventKind.RETRY)
+    assert retry_at < kinds(events).index(EventKind.RESULT)
+    assert len(real.server.model_requests) == 2

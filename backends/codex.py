@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from genagent_thespian import (
@@ -189,6 +189,17 @@ class CodexSession:
     turns: int = 0
     cumulative_usage: Mapping[str, int] | None = None
     key: str = ""
+
+    def __setstate__(self, state: list[Any]) -> None:
+        """Unpickle, also a session stored before a field existed (it takes its default)."""
+        for index, spec in enumerate(fields(self)):
+            if index < len(state):
+                value = state[index]
+            elif spec.default_factory is not MISSING:
+                value = spec.default_factory()
+            else:
+                value = spec.default
+            object.__setattr__(self, spec.name, value)
 
     @property
     def mode(self) -> str:

@@ -841,3 +841,14 @@ def test_real_failure_then_success_streams_the_retry_then_the_result(real: RealC
     retry_at = kinds(events).index(EventKind.RETRY)
     assert retry_at < kinds(events).index(EventKind.RESULT)
     assert len(real.server.model_requests) == 2
+
+
+def test_fake_session_stored_before_app_server_mode_still_runs(fake_codex: Any) -> None:
+    backend, tracker, session = fake_codex
+    current = session("garbage")
+    stored = CodexSession.__new__(CodexSession)
+    stored.__setstate__(current.__getstate__()[:-1])  # the state of a record without `key`
+    assert stored.key == "" and stored.options == current.options
+    events, after = run_turn(backend, stored, "hi", tracker.context())
+    assert terminal(events).data["text"] == "fine"
+    assert after.turns == 1

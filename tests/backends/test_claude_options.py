@@ -335,3 +335,22 @@ def test_start_agent_names_the_bad_claude_option(system: Any, fake_binary: str) 
     with pytest.raises(InvalidOption, match="setting_sources"):
         g.start_agent(Passthrough, name="bad", backend="claude", backend_options=options)
     assert g.whereis("bad") is None
+
+
+@pytest.mark.cli
+def test_real_mcp_servers_are_started_by_the_cli(
+    real: Harness, server: FakeLLMServer, tmp_path: Path
+) -> None:
+    marker = tmp_path / "mcp-started"
+    script = fake_cli(
+        tmp_path,
+        f"import sys\nopen({str(marker)!r}, 'w').write(' '.join(sys.argv[1:]))\n",
+        name="fake-mcp-server",
+    )
+    server.script(Text("done"))
+    servers = {"probe": {"type": "stdio", "command": script, "args": ["--from-config"]}}
+    session = real.session(server.url, mcp_servers=servers)
+    events, _ = real.turn(session, "hello")
+    assert terminal(events).data["text"] == "done"
+    wait_until(marker.exists, timeout=10, message="claude to start the MCP server")
+    assert marker.read_text() == "--from-config"

@@ -39,7 +39,9 @@ from ._api.client import (
     start_system,
     status,
     stop,
+    stream,
     tell,
+    watch,
     whereis,
 )
 from ._api.system import AgentSystem
@@ -82,6 +84,7 @@ from .messages import (
     Prompt,
     Skip,
     TellCompleted,
+    TurnEvent,
 )
 
 __all__ = [
@@ -120,6 +123,7 @@ __all__ = [
     "TurnCancelled",
     "TurnContext",
     "TurnCrashed",
+    "TurnEvent",
     "TurnFailed",
     "TurnHalted",
     "TurnInterrupted",
@@ -147,7 +151,9 @@ __all__ = [
     "start_system",
     "status",
     "stop",
+    "stream",
     "tell",
     "wait_for_nodes",
+    "watch",
     "whereis",
 ]

@@ -71,6 +71,7 @@ from .._core.protocol import (
     _TelemetryInterestAck,
     _TelemetryJoin,
     _TurnOutput,
+    _WatcherGone,
 )
 from .._core.turn import Event
 from .._durable.record import AgentRecord, Restored
@@ -361,6 +362,7 @@ class AgentActor(Actor):
             durable=spec.durable,
             agent_state=self._published_state(),
             session_lost=self._session_lost.message if self._session_lost else None,
+            watchers=len(self._watchers),
         )
         self.send(sender, status)
 
@@ -383,7 +385,12 @@ class AgentActor(Actor):
             self._watchers.add(sender)
         else:
             self._watchers.discard(sender)
-        self.send(sender, Accepted(None))
+        self.send(sender, Accepted(message.ref))
+
+    def _on_watcher_gone(self, message: _WatcherGone, sender: Any) -> None:
+        if message.address in self._watchers:
+            self._watchers.discard(message.address)
+            _log.info("agent %r: dropped a watcher that disappeared", self._m.name)
 
     def _on_backend_session(self, message: _BackendSession, sender: Any) -> None:
         self.send(sender, _SessionReply(self.session))
@@ -873,6 +880,7 @@ _HANDLERS: dict[type, Any] = {
     Resume: AgentActor._on_resume,
     Status: AgentActor._on_status,
     Watch: AgentActor._on_watch,
+    _WatcherGone: AgentActor._on_watcher_gone,
     _BackendSession: AgentActor._on_backend_session,
     _TurnOutput: AgentActor._on_turn_output,
     ChildActorExited: AgentActor._on_child_exited,

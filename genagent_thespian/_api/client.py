@@ -12,49 +12,20 @@ timeout runs out first (the request itself then keeps running).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import pickle
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .._core.backend import resolve_backend
 from .._core.behaviour import GenAgent
-from .._core.errors import (
-    AgentNotFound,
-    AgentStopped,
-    InvalidEvent,
-    InvalidOption,
-    InvalidPrompt,
-    SystemNotRunning,
-)
-from .._core.protocol import _BackendSession, _SessionReply
-from .._core.turn import Response
-from ..messages import (
-    Accepted,
-    AgentList,
-    AgentSpec,
-    AgentStarted,
-    AgentStatus,
-    Cancel,
-    Failure,
-    Halt,
-    Interrupt,
-    ListAgents,
-    Located,
-    Notify,
-    Poll,
-    PollResult,
-    Prompt,
-    Resume,
-    StartAgent,
-    Status,
-    StopAgent,
-    Stopped,
-    Tell,
-    WhereIs,
-)
+from .._core.errors import InvalidOption, SystemNotRunning
+from .._core.turn import Event, Response
+from ..messages import AgentSpec, AgentStatus, PollResult, Prompt, TurnEvent, new_ref
+from . import calls
 from .system import AgentSystem
 
 __all__ = [
@@ -62,6 +33,7 @@ __all__ = [
     "attach_system",
     "backend_session",
     "build_spec",
+    "build_start_spec",
     "cancel",
     "current_system",
     "halt",
@@ -75,13 +47,14 @@ __all__ = [
     "start_system",
     "status",
     "stop",
+    "stream",
     "tell",
+    "watch",
     "whereis",
 ]
 
 _RESTART_TYPES = ("temporary", "transient", "permanent")
 _SESSION_LOST_POLICIES = ("fail", "fresh")
-_CONTROL_TIMEOUT = 30.0  # seconds for calls the agent answers at once (status, poll...)
 
 _default_lock = threading.Lock()
 _default: AgentSystem | None = None
@@ -263,6 +236,32 @@ def build_spec(
     )
 
 
+def build_start_spec(
+    impl: Any, name: Any, backend: Any, target: AgentSystem, kwargs: Mapping[str, Any]
+) -> AgentSpec:
+    """The spec for ``start_agent(impl, name=, backend=, **kwargs)`` on ``target``.
+
+    ``kwargs`` mixes the framework's settings (the ``AgentSpec`` fields, ``placement``)
+    and the implementation's options, as :func:`start_agent`'s signature does.
+    """
+    settings_names = {f.name for f in dataclasses.fields(AgentSpec)} - {
+        "name",
+        "impl",
+        "backend",
+        "options",
+    }
+    settings = {k: v for k, v in kwargs.items() if k in settings_names}
+    options = {k: v for k, v in kwargs.items() if k not in settings_names}
+    return build_spec(
+        impl,
+        name=name,
+        backend=backend,
+        options=options,
+        require_importable=target.base != "simpleSystemBase",
+        **settings,
+    )
+
+
 def start_agent(
     impl: type[GenAgent],
     *,
@@ -334,19 +333,7 @@ def start_agent(
         on_session_lost=on_session_lost,
         require_importable=target.base != "simpleSystemBase",
     )
-    reply = target.exchange(
-        target.supervisor,
-        StartAgent(spec),
-        lambda m: (
-            (isinstance(m, AgentStarted) and m.name == name)
-            or (isinstance(m, Failure) and m.error.agent == name)
-        ),
-        timeout=timeout,
-    )
-    if isinstance(reply, Failure):
-        raise reply.error
-    target.remember(name, reply.address)  # incarnation unknown: the first call looks it up
-    return name
+    return calls.run(target, calls.start_agent(target, spec, timeout))
 
 
 def stop(name: Any, *, timeout: float | None = 60.0, system: AgentSystem | None = None) -> None:
@@ -356,32 +343,19 @@ def stop(name: Any, *, timeout: float | None = 60.0, system: AgentSystem | None 
         AgentNotFound: no agent has that name.
     """
     target = _system(system)
-    reply = target.exchange(
-        target.supervisor,
-        StopAgent(name),
-        lambda m: (
-            (isinstance(m, Stopped) and m.name == name)
-            or (isinstance(m, Failure) and m.error.agent == name)
-        ),
-        timeout=timeout,
-    )
-    target.remember(name, None)
-    if isinstance(reply, Failure):
-        raise reply.error
+    calls.run(target, calls.stop(target, name, timeout))
 
 
 def whereis(name: Any, *, system: AgentSystem | None = None) -> Any:
     """Return the address of agent ``name``, or ``None`` if no live agent has it."""
-    return _locate(name, _system(system)).address
+    target = _system(system)
+    return calls.run(target, calls.whereis(target, name))
 
 
 def list_agents(*, system: AgentSystem | None = None) -> list[Any]:
     """Return the names of every registered agent."""
     target = _system(system)
-    reply = target.exchange(
-        target.registry, ListAgents(), lambda m: isinstance(m, AgentList), timeout=_CONTROL_TIMEOUT
-    )
-    return [entry.name for entry in reply.agents]
+    return calls.run(target, calls.list_agents(target))
 
 
 # =============================================================================== turns
@@ -399,13 +373,80 @@ def ask(
         InvalidPrompt, AgentNotFound, AgentOverloaded, AskTimeout, or the turn's
         ``TurnFailed`` subclass (``BackendError``, ``TurnTimeout``, ``TurnInterrupted``...).
     """
-    _check_prompt(prompt, name)
     target = _system(system)
-    message = Prompt(prompt)
-    reply = _call_agent(target, name, message, timeout=timeout, ref=message.ref)
-    if isinstance(reply, Failure):
-        raise reply.error
-    return reply
+    calls.check_prompt(prompt, name)
+    return calls.run(target, calls.ask(target, name, Prompt(prompt), timeout))
+
+
+def stream(
+    name: Any, prompt: str, timeout: float | None = None, *, system: AgentSystem | None = None
+) -> Iterator[Event | Response]:
+    """Run ``prompt`` as a turn of agent ``name``, yielding its events as they happen.
+
+    Yields each normalized :class:`Event` of the turn (text deltas, tool use and results,
+    usage...) as the backend produces it, then, last, the turn's :class:`Response`; a
+    failed turn raises its typed error instead (the same errors as :func:`ask`, which this
+    is with a window on the turn). Leaving the loop early stops the subscription, not the
+    turn (:func:`interrupt` does that).
+
+    Example:
+        >>> for item in stream("coder", "Fix the test"):  # doctest: +SKIP
+        ...     if isinstance(item, Event) and item.kind == EventKind.TEXT_DELTA:
+        ...         print(item.data["text"], end="")
+    """
+    target = _system(system)
+    calls.check_prompt(prompt, name)
+    return _stream(target, name, Prompt(prompt), timeout)
+
+
+def _stream(
+    target: AgentSystem, name: Any, message: Prompt, timeout: float | None
+) -> Iterator[Event | Response]:
+    steps = calls.run_stream(target, calls.stream(target, name, message, timeout))
+    try:
+        while True:
+            try:
+                turn_event = next(steps)
+            except StopIteration as stop:
+                yield stop.value
+                return
+            yield turn_event.event
+    finally:
+        steps.close()
+        _unwatch(target, name, message.ref)
+
+
+def watch(name: Any, *, system: AgentSystem | None = None) -> Iterator[TurnEvent]:
+    """Follow whatever agent ``name`` runs: yield a ``TurnEvent`` for each event of each turn.
+
+    ``TurnEvent.ref`` tells the turns apart (an ``ask``, a ``tell``, a self-chained prompt).
+    The subscription follows the agent through restarts and ends when the agent is stopped;
+    leaving the loop ends it too.
+
+    Raises:
+        AgentNotFound: no agent has that name.
+    """
+    target = _system(system)
+    ref = new_ref()
+    calls.run(target, calls.subscribe(target, name, ref))
+    return _watch(target, name, ref)
+
+
+def _watch(target: AgentSystem, name: Any, ref: str) -> Iterator[TurnEvent]:
+    steps = calls.run_stream(target, calls.watch(target, name, ref))
+    try:
+        yield from steps
+    finally:
+        steps.close()
+        _unwatch(target, name, ref)
+
+
+def _unwatch(target: AgentSystem, name: Any, ref: str) -> None:
+    address, message = calls.unwatch_message(target, name, ref)
+    if address is None or target.closed:
+        return
+    with contextlib.suppress(Exception):  # the agent or the system is gone: nothing to end
+        target.send(address, message)
 
 
 def tell(name: Any, prompt: str, *, system: AgentSystem | None = None) -> str:
@@ -414,15 +455,8 @@ def tell(name: Any, prompt: str, *, system: AgentSystem | None = None) -> str:
     Raises:
         InvalidPrompt, AgentNotFound, AgentOverloaded.
     """
-    _check_prompt(prompt, name)
     target = _system(system)
-    message = Tell(prompt)
-    reply = _call_agent(
-        target, name, message, timeout=_CONTROL_TIMEOUT, ref=message.ref, kinds=(Accepted,)
-    )
-    if isinstance(reply, Failure):
-        raise reply.error
-    return message.ref
+    return calls.run(target, calls.tell(target, name, prompt))
 
 
 def poll(name: Any, ref: str, *, system: AgentSystem | None = None) -> PollResult:
@@ -432,21 +466,8 @@ def poll(name: Any, ref: str, *, system: AgentSystem | None = None) -> PollResul
 
     An unknown or evicted ref is ``failed`` with ``RequestNotFound``.
     """
-    if not isinstance(ref, str):
-        raise InvalidOption(f"ref must be a str, got {type(ref).__name__}", agent=name)
     target = _system(system)
-    reply = _call_agent(
-        target,
-        name,
-        Poll(ref),
-        timeout=_CONTROL_TIMEOUT,
-        ref=ref,
-        kinds=(PollResult,),
-        idempotent=True,
-    )
-    if isinstance(reply, Failure):
-        raise reply.error
-    return reply
+    return calls.run(target, calls.poll(target, name, ref))
 
 
 def notify(name: Any, event: Any, *, system: AgentSystem | None = None) -> None:
@@ -457,16 +478,7 @@ def notify(name: Any, event: Any, *, system: AgentSystem | None = None) -> None:
         agent was idle and ``handle_event`` failed).
     """
     target = _system(system)
-    if target.base != "simpleSystemBase":
-        try:
-            pickle.dumps(event)
-        except Exception as exc:
-            raise InvalidEvent(
-                f"the event cannot be pickled for delivery: {type(exc).__name__}", agent=name
-            ) from None
-    reply = _call_agent(target, name, Notify(event), timeout=_CONTROL_TIMEOUT, kinds=(Accepted,))
-    if isinstance(reply, Failure):
-        raise reply.error
+    calls.run(target, calls.notify(target, name, event))
 
 
 def interrupt(name: Any, ref: str | None = None, *, system: AgentSystem | None = None) -> str:
@@ -478,8 +490,8 @@ def interrupt(name: Any, ref: str | None = None, *, system: AgentSystem | None =
     Raises:
         RequestNotFound: no turn is running, or a different one is.
     """
-    reply = _control(name, Interrupt(ref), system, ref=ref)
-    return reply.ref or ""
+    target = _system(system)
+    return calls.run(target, calls.interrupt(target, name, ref))
 
 
 def cancel(name: Any, ref: str, *, system: AgentSystem | None = None) -> None:
@@ -488,129 +500,35 @@ def cancel(name: Any, ref: str, *, system: AgentSystem | None = None) -> None:
     Raises:
         RequestNotFound: the ref is running, finished or unknown.
     """
-    _control(name, Cancel(ref), system, ref=ref)
+    target = _system(system)
+    calls.run(target, calls.cancel(target, name, ref))
 
 
 def halt(name: Any, *, system: AgentSystem | None = None) -> None:
     """Halt agent ``name`` (after its current turn): queued work waits for :func:`resume`."""
-    _control(name, Halt(), system)
+    target = _system(system)
+    calls.run(target, calls.halt(target, name))
 
 
 def resume(name: Any, *, system: AgentSystem | None = None) -> None:
     """Unhalt agent ``name`` (or cancel a pending halt) and let it drain its queue."""
-    _control(name, Resume(), system)
+    target = _system(system)
+    calls.run(target, calls.resume(target, name))
 
 
 def status(name: Any, *, system: AgentSystem | None = None) -> AgentStatus:
     """Return a snapshot of agent ``name`` (answered at once, even mid-turn)."""
-    return _call_agent(
-        _system(system),
-        name,
-        Status(),
-        timeout=_CONTROL_TIMEOUT,
-        kinds=(AgentStatus,),
-        idempotent=True,
-    )
+    target = _system(system)
+    return calls.run(target, calls.status(target, name))
 
 
 def backend_session(name: Any, *, system: AgentSystem | None = None) -> Any:
     """Return agent ``name``'s current backend session (data; tests read scripted history)."""
-    reply = _call_agent(
-        _system(system),
-        name,
-        _BackendSession(),
-        timeout=_CONTROL_TIMEOUT,
-        kinds=(_SessionReply,),
-        idempotent=True,
-    )
-    return reply.session
+    target = _system(system)
+    return calls.run(target, calls.backend_session(target, name))
 
 
-def _control(
-    name: Any, message: Any, system: AgentSystem | None, *, ref: str | None = None
-) -> Accepted:
-    reply = _call_agent(
-        _system(system), name, message, timeout=_CONTROL_TIMEOUT, kinds=(Accepted,), ref=ref
-    )
-    if isinstance(reply, Failure):
-        raise reply.error
-    return reply
-
-
-# =============================================================================== plumbing
-
-
-def _call_agent(
-    system: AgentSystem,
-    name: Any,
-    message: Any,
-    *,
-    timeout: float | None,
-    ref: str | None = None,
-    kinds: tuple[type, ...] = (Response,),
-    idempotent: bool = False,
-) -> Any:
-    """Send ``message`` to agent ``name`` and wait for its answer, watching that it lives.
-
-    If the agent was restarted meanwhile, an ``idempotent`` request (status, poll) or any
-    request to a durable agent is sent again to the new process; anything else was lost
-    with the old one and fails with ``AgentStopped``.
-    """
-    address = system.cached_address(name)
-    incarnation = system.cached_incarnation(name)
-    if address is None or incarnation is None:
-        located = _locate(name, system)
-        if located.address is None:
-            raise AgentNotFound("no agent has that name", agent=name, ref=ref)
-        address, incarnation = located.address, located.incarnation
-
-    def matches(reply: Any) -> bool:
-        if not isinstance(reply, (*kinds, Failure)):
-            return False
-        return ref is None or getattr(reply, "ref", None) == ref
-
-    current = {"address": address, "incarnation": incarnation}
-
-    def check_alive() -> Any:
-        located = _locate(name, system)
-        if located.address is None:
-            if located.restarting:
-                return None  # the supervisor is bringing it back: keep waiting
-            raise AgentStopped(
-                "the agent is gone; this request was not answered", agent=name, ref=ref
-            )
-        if (located.address, located.incarnation) == (current["address"], current["incarnation"]):
-            return None
-        if not (located.durable or idempotent):
-            raise AgentStopped(
-                "the agent was restarted and this request was lost with its old process",
-                agent=name,
-                ref=ref,
-            )
-        # A durable agent came back: it holds the request if it got it, and drops the
-        # same ref sent again; if it never got it, this delivers it.
-        current["address"], current["incarnation"] = located.address, located.incarnation
-        return located.address
-
-    return system.exchange(address, message, matches, timeout=timeout, on_idle=check_alive)
-
-
-def _locate(name: Any, system: AgentSystem) -> Located:
-    reply: Located = system.exchange(
-        system.registry,
-        WhereIs(name),
-        lambda m: isinstance(m, Located) and m.name == name,
-        timeout=_CONTROL_TIMEOUT,
-    )
-    system.remember(name, reply.address, reply.incarnation)
-    return reply
-
-
-def _check_prompt(prompt: Any, name: Any) -> None:
-    if not isinstance(prompt, str) or not prompt:
-        raise InvalidPrompt(
-            f"a prompt must be a non-empty str, got {type(prompt).__name__}", agent=name
-        )
+# =============================================================================== checks
 
 
 def _check_positive(field_name: str, value: Any, name: Any) -> None:

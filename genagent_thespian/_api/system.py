@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from .._durable.store import SQLiteAgentStore, end_recorded_processes
 from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group
 from .._os.security import check_capabilities, harden_transport
 
-__all__ = ["SUPPORTED_BASES", "AgentSystem", "free_port"]
+__all__ = ["SUPPORTED_BASES", "AgentSystem", "free_port", "is_answer"]
 
 SUPPORTED_BASES = ("multiprocTCPBase", "simpleSystemBase")
 
@@ -112,6 +112,7 @@ class AgentSystem:
         self._addresses: dict[Any, Any] = {}
         self._incarnations: dict[Any, int] = {}
         self._closed = False
+        self._closers: list[Callable[[], None]] = []
         self.pgid: int | None = None
         self.telemetry_bridge: TelemetryBridge | None = None
         if services is not None:
@@ -251,10 +252,18 @@ class AgentSystem:
                         timeout=timeout,
                     )
         finally:
+            for closer in self._closers:
+                with contextlib.suppress(Exception):
+                    closer()
             self._close_endpoints()
             if self.owned:
                 self.asys.shutdown()
                 self._sweep()
+
+    def add_closer(self, closer: Callable[[], None]) -> None:
+        """Call ``closer`` at :meth:`shutdown`, once agents are stopped (the asyncio transport)."""
+        with self._lock:
+            self._closers.append(closer)
 
     def _sweep(self) -> None:
         """Kill whatever of this system survived ``shutdown`` (orphans, CLI groups)."""
@@ -297,14 +306,58 @@ class AgentSystem:
             AskTimeout: ``timeout`` seconds passed without a matching reply.
             GenAgentError: the message could not be delivered (``PoisonMessage``).
         """
+        steps = self.exchange_stream(address, message, matches, timeout=timeout, on_idle=on_idle)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as stop:
+                return stop.value
+
+    def exchange_stream(
+        self,
+        address: Any,
+        message: Any,
+        matches: Callable[[Any], bool],
+        *,
+        timeout: float | None,
+        on_idle: Callable[[], Any] | None = None,
+        before: tuple[Any, ...] = (),
+        progress: Callable[[Any], bool] | None = None,
+    ) -> Generator[Any, None, Any]:
+        """:meth:`exchange`, yielding the replies for which ``progress`` holds as they come.
+
+        ``before`` are sent (without waiting) ahead of ``message``, on every (re)send.
+        """
         if self._closed:
             raise SystemNotRunning("the agent system is shut down")
         if self.base == "simpleSystemBase":
             with self._lock:
-                return self._exchange(self.asys, None, address, message, matches, timeout, on_idle)
+                return (
+                    yield from self._exchange(
+                        self.asys,
+                        None,
+                        address,
+                        message,
+                        matches,
+                        timeout,
+                        on_idle,
+                        before,
+                        progress,
+                    )
+                )
         endpoint = self._endpoint()
-        return self._exchange(
-            endpoint.context, endpoint, address, message, matches, timeout, on_idle
+        return (
+            yield from self._exchange(
+                endpoint.context,
+                endpoint,
+                address,
+                message,
+                matches,
+                timeout,
+                on_idle,
+                before,
+                progress,
+            )
         )
 
     def _exchange(
@@ -316,7 +369,9 @@ class AgentSystem:
         matches: Callable[[Any], bool],
         timeout: float | None,
         on_idle: Callable[[], Any] | None,
-    ) -> Any:
+        before: tuple[Any, ...],
+        progress: Callable[[Any], bool] | None,
+    ) -> Generator[Any, None, Any]:
         from .._core.errors import AskTimeout
 
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -326,33 +381,47 @@ class AgentSystem:
                 return _LIVENESS_INTERVAL
             return max(0.0, min(_LIVENESS_INTERVAL, deadline - time.monotonic()))
 
-        def accept(reply: Any) -> bool:
-            if isinstance(reply, PoisonMessage) and reply.poisonMessage == message:
-                raise GenAgentError(
-                    f"{type(message).__name__} could not be delivered: {reply.details}"
-                )
-            return matches(reply)
+        def send(target: Any) -> Any:
+            for first in before:
+                context.tell(target, first)
+            return context.ask(target, message, wait_slice())
 
         stash = endpoint.stash if endpoint is not None else _simple_stash
-        reply = context.ask(address, message, wait_slice())
+        reply = send(address)
         while True:
             if reply is not None:
-                if accept(reply):
+                if is_answer(reply, message, matches):
                     return reply
-                stash.append(reply)
+                if progress is not None and progress(reply):
+                    yield reply
+                else:
+                    stash.append(reply)
             for kept in list(stash):
-                if accept(kept):
+                if is_answer(kept, message, matches):
                     stash.remove(kept)
                     return kept
+                if progress is not None and progress(kept):
+                    stash.remove(kept)
+                    yield kept
             if reply is None:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise AskTimeout(f"no reply to {type(message).__name__} within {timeout}s")
                 if on_idle is not None:
                     new_address = on_idle()
                     if new_address is not None:
-                        reply = context.ask(new_address, message, wait_slice())
+                        reply = send(new_address)
                         continue
             reply = context.listen(wait_slice())
+
+    def send(self, address: Any, message: Any) -> None:
+        """Send ``message`` to ``address`` from this thread's endpoint, without waiting."""
+        if self._closed:
+            raise SystemNotRunning("the agent system is shut down")
+        if self.base == "simpleSystemBase":
+            with self._lock:
+                self.asys.tell(address, message)
+            return
+        self._endpoint().context.tell(address, message)
 
     def _endpoint(self) -> _Endpoint:
         endpoint: _Endpoint | None = getattr(self._local, "endpoint", None)
@@ -403,6 +472,17 @@ class AgentSystem:
 
 
 _simple_stash: deque[Any] = deque(maxlen=_STASH_LIMIT)
+
+
+def is_answer(reply: Any, message: Any, matches: Callable[[Any], bool]) -> bool:
+    """Whether ``reply`` answers ``message``; raise if it reports ``message`` undeliverable.
+
+    Raises:
+        GenAgentError: ``reply`` is the ``PoisonMessage`` of ``message``.
+    """
+    if isinstance(reply, PoisonMessage) and reply.poisonMessage == message:
+        raise GenAgentError(f"{type(message).__name__} could not be delivered: {reply.details}")
+    return matches(reply)
 
 
 def _listening(host: str, port: int) -> bool:

@@ -36,6 +36,7 @@ __all__ = [
     "_TelemetrySubscribe",
     "_TurnOutput",
     "_Unregister",
+    "_WatcherGone",
 ]
 
 
@@ -290,3 +291,10 @@ class _TelemetrySubscribe:
     names: frozenset[str] | None
     active: bool = True
     token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _WatcherGone:
+    """Registry -> agent: a ``TurnEvent`` to this subscriber was undeliverable; drop it."""
+
+    address: Any

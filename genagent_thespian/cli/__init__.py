@@ -50,15 +50,13 @@ from .._api.client import (
     start_agent,
     status,
     stop,
+    stream,
     tell,
-    whereis,
 )
 from .._api.system import AgentSystem
 from .._core.backend import resolve_backend
 from .._core.errors import (
     AgentNotFound,
-    AgentStopped,
-    AskTimeout,
     GenAgentError,
     InvalidEvent,
     InvalidOption,
@@ -68,7 +66,6 @@ from .._core.errors import (
 )
 from .._core.turn import EventKind, Response, Usage
 from .._nodes import node as _node
-from ..messages import Accepted, Failure, Prompt, TurnEvent, Watch
 from ..testing._scripted_agent import ScriptedAgent
 from ._fleet import fleet_rows, render_top, status_dict
 
@@ -381,70 +378,6 @@ def _cmd_start(args: argparse.Namespace, out: _Output, system: AgentSystem) -> i
     return EXIT_OK
 
 
-def ask_streaming(
-    system: AgentSystem,
-    name: str,
-    text: str,
-    on_text: Callable[[str], None],
-    *,
-    timeout: float | None = None,
-) -> Response:
-    """Run a turn of agent ``name`` and call ``on_text`` with each streamed fragment.
-
-    Subscribes to the agent's ``TurnEvent`` stream with the public ``Watch`` message on a
-    private endpoint, sends the ``Prompt``, and relays the ``text_delta`` events of that
-    prompt's turn until its ``Response`` (or ``Failure``) arrives.
-
-    Raises:
-        AgentNotFound, AskTimeout, AgentStopped, or the turn's error.
-    """
-    if not text:
-        raise InvalidPrompt("a prompt must be a non-empty str", agent=name)
-    address = whereis(name, system=system)
-    if address is None:
-        raise AgentNotFound("no agent has that name", agent=name)
-    manager = system.asys.private()
-    context = manager.__enter__()
-    prompt = Prompt(text)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    try:
-        reply = context.ask(address, Watch(True), 10.0)
-        if not isinstance(reply, Accepted):
-            raise AgentStopped("the agent did not accept the stream subscription", agent=name)
-        context.tell(address, prompt)
-        last_check = time.monotonic()
-        while True:
-            message = context.listen(0.25)
-            if isinstance(message, TurnEvent) and message.ref == prompt.ref:
-                event = message.event
-                if event.kind == EventKind.TEXT_DELTA:
-                    on_text(str(event.data.get("text", "")))
-            elif isinstance(message, Response) and message.ref == prompt.ref:
-                return message
-            elif isinstance(message, Failure) and message.ref == prompt.ref:
-                raise message.error
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                raise AskTimeout(
-                    f"no answer within {timeout:g}s (the turn keeps running)",
-                    agent=name,
-                    ref=prompt.ref,
-                )
-            if message is None and now - last_check >= 2.0:
-                last_check = now
-                if whereis(name, system=system) != address:
-                    raise AgentStopped(
-                        "the agent is gone; this request was not answered",
-                        agent=name,
-                        ref=prompt.ref,
-                    )
-    finally:
-        with contextlib.suppress(Exception):
-            context.tell(address, Watch(False))
-        with contextlib.suppress(Exception):
-            manager.__exit__(None, None, None)
-
-
 def _response_dict(name: str, response: Response) -> dict[str, Any]:
     return {
         "ok": True,
@@ -473,7 +406,7 @@ def _cmd_ask(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int
     if out.progress_enabled:
         out.progress(f"waiting for {args.name}...")
     try:
-        response = ask_streaming(system, args.name, args.prompt, on_text, timeout=args.timeout)
+        response = _ask_streaming(system, args.name, args.prompt, on_text, args.timeout)
     finally:
         if not streamed:
             out.clear_progress()
@@ -489,6 +422,22 @@ def _cmd_ask(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int
             sys.stderr.write(f"[{response.duration_ms / 1000:.2f}s{tokens}]\n")
     out.document(_response_dict(args.name, response))
     return EXIT_OK
+
+
+def _ask_streaming(
+    system: AgentSystem,
+    name: str,
+    text: str,
+    on_text: Callable[[str], None],
+    timeout: float | None,
+) -> Response:
+    """Run the turn through :func:`stream`, the one streaming path, and pass on its text."""
+    for item in stream(name, text, timeout, system=system):
+        if isinstance(item, Response):
+            return item
+        if item.kind == EventKind.TEXT_DELTA:
+            on_text(str(item.data.get("text", "")))
+    raise AssertionError("unreachable: a stream ends with its Response or raises")
 
 
 def _cmd_tell(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:

@@ -1,0 +1,153 @@
+"""``stream`` and ``watch``: a turn's events as they happen, through the one client path.
+
+Each test runs on both client APIs (``api``: sync and ``aio``) and, where it makes sense,
+on both system bases.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from support_agents import Recorder
+
+import genagent_thespian as g
+from genagent_thespian.messages import TurnEvent
+from genagent_thespian.testing import Fail, Gate, open_gate, wait_until
+
+
+def start(tmp_path, name="a", **options):
+    g.start_agent(Recorder, name=name, backend="scripted", log=str(tmp_path / "log"), **options)
+
+
+def needs_concurrent_calls(api):
+    """Skip aio on simpleSystemBase, where the transport thread runs each call whole."""
+    if api.kind == "aio" and g.current_system().base == "simpleSystemBase":
+        pytest.skip("aio on simpleSystemBase runs one call at a time (documented)")
+
+
+def first_delta_then_rest(tmp_path):
+    gate = tmp_path / "gate"
+    return gate, Gate(str(gate), then="rest", before=(g.Event.text_delta("first "),))
+
+
+@pytest.mark.usefixtures("any_agent_system")
+def test_the_first_text_delta_arrives_while_the_turn_still_runs(api, tmp_path):
+    needs_concurrent_calls(api)
+    gate, item = first_delta_then_rest(tmp_path)
+    start(tmp_path, script=[item])
+    items = api.stream("a", "q")
+    first = next(items)
+    while first.kind != g.EventKind.TEXT_DELTA:
+        first = next(items)
+    assert first.data["text"] == "first "
+    # The turn cannot end before the gate opens: the delta came first, by order.
+    assert g.status("a").state == "processing"
+    open_gate(gate)
+    rest = list(items)
+    response = rest[-1]
+    assert isinstance(response, g.Response) and response.text == "rest"
+    streamed = [first, *rest[:-1]]
+    assert [e.kind for e in streamed] == [e.kind for e in response.events][-len(streamed) :]
+    assert streamed[-1].kind == g.EventKind.RESULT
+    wait_until(lambda: g.status("a").watchers == 0)  # unsubscribed without waiting
+
+
+@pytest.mark.usefixtures("any_agent_system")
+def test_a_failed_turn_raises_its_typed_error_at_the_end_of_the_stream(api, tmp_path):
+    start(tmp_path, script=[Fail("rate_limited", "slow down", retry_after=1.0)])
+    with pytest.raises(g.BackendError) as info:
+        list(api.stream("a", "q"))
+    assert info.value.kind == "rate_limited" and info.value.agent == "a"
+
+
+@pytest.mark.usefixtures("any_agent_system")
+def test_stream_checks_its_arguments_like_ask(api, tmp_path):
+    start(tmp_path)
+    with pytest.raises(g.InvalidPrompt):
+        list(api.stream("a", ""))
+    with pytest.raises(g.AgentNotFound):
+        list(api.stream("nobody", "q"))
+
+
+@pytest.mark.usefixtures("any_agent_system")
+def test_leaving_a_stream_early_unsubscribes_and_the_turn_runs_on(api, tmp_path):
+    needs_concurrent_calls(api)
+    gate, item = first_delta_then_rest(tmp_path)
+    start(tmp_path, script=[item, "next"])
+    items = api.stream("a", "q")
+    next(items)
+    assert g.status("a").watchers == 1
+    items.close()
+    wait_until(lambda: g.status("a").watchers == 0)
+    open_gate(gate)
+    wait_until(lambda: g.status("a").state == "idle" and g.status("a").turns == 1)
+    assert api.ask("a", "again").text == "next"
+
+
+@pytest.mark.usefixtures("any_agent_system")
+def test_watch_follows_every_turn_the_agent_runs(api, tmp_path):
+    needs_concurrent_calls(api)
+    start(tmp_path, script=["one", "two"])
+    events = api.watch("a")
+    refs = [api.tell("a", "first"), api.tell("a", "second")]
+    seen: list[TurnEvent] = []
+    for turn_event in events:
+        seen.append(turn_event)
+        if sum(e.event.kind == g.EventKind.RESULT for e in seen) == 2:
+            break
+    events.close()
+    assert [e.ref for e in seen if e.event.kind == g.EventKind.RESULT] == refs
+    for ref in refs:  # each turn's events, complete and in order
+        seqs = [e.seq for e in seen if e.ref == ref]
+        assert seqs == list(range(1, len(seqs) + 1))
+    wait_until(lambda: g.status("a").watchers == 0)
+
+
+@pytest.mark.usefixtures("any_agent_system")
+def test_watch_ends_when_the_agent_is_stopped(api, tmp_path):
+    needs_concurrent_calls(api)
+    start(tmp_path)
+    events = api.watch("a")
+    api.stop("a")
+    assert list(events) == []
+    events.close()
+
+
+_SUBSCRIBER = textwrap.dedent(
+    """
+    import sys
+    import genagent_thespian as g
+
+    g.attach_system(int(sys.argv[1]))
+    events = g.watch("a")
+    print("subscribed", flush=True)
+    for _ in events:
+        pass
+    """
+)
+
+
+def test_a_killed_subscriber_is_dropped_by_the_agent(agent_system, tmp_path):
+    start(tmp_path, script=["one"])
+    subscriber = subprocess.Popen(
+        [sys.executable, "-c", _SUBSCRIBER, str(agent_system.admin_port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert subscriber.stdout is not None
+        assert subscriber.stdout.readline().strip() == "subscribed"
+        assert g.status("a").watchers == 1
+        os.kill(subscriber.pid, signal.SIGKILL)
+        subscriber.wait(timeout=10)
+        assert g.ask("a", "q").text == "one"  # its events go to the dead subscriber
+        wait_until(lambda: g.status("a").watchers == 0, timeout=20.0)
+    finally:
+        if subscriber.poll() is None:
+            subscriber.kill()
+            subscriber.wait(timeout=10)

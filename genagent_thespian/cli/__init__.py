@@ -277,6 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"HTTP port ({DEFAULT_CONSOLE_PORT}; 0 picks a free one)",
     )
 
+    mcp = commands.add_parser("mcp", parents=[common], help="serve the fleet over MCP")
+    mcp.add_argument("--config", default=None, help="the TOML allow-list (docs/mcp.md)")
+    mcp.add_argument(
+        "--transport", choices=("stdio", "http"), default="stdio", help="stdio (default) or http"
+    )
+    mcp.add_argument("--host", default="127.0.0.1", help="HTTP interface (default 127.0.0.1)")
+    mcp.add_argument("--http-port", type=int, default=8765, help="HTTP port (8765)")
+    mcp.add_argument(
+        "--token-file", default=None, help="bearer token file (default: $GENAGENT_MCP_TOKEN)"
+    )
+
     demo = commands.add_parser("demo", parents=[common], help="run a fleet end to end")
     demo.add_argument(
         "--backend", default="scripted", help="scripted (default), claude, codex, anthropic"
@@ -584,6 +595,29 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
     return code
 
 
+def _cmd_mcp(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    """Serve the fleet over MCP (``genagent_thespian._mcp``; the ``mcp`` extra)."""
+    try:
+        from .._mcp import server as mcp_server
+        from .._mcp.config import load_config
+    except ImportError as exc:
+        raise UsageError(
+            f"genagent mcp needs the mcp extra: pip install 'genagent-thespian[mcp]' ({exc})"
+        ) from None
+    from .._api.client import _set_default
+
+    _set_default(system)
+    server = mcp_server.build_server(load_config(args.config))
+    if args.transport == "stdio":
+        mcp_server.run_stdio(server)  # stdout is the protocol: nothing else is printed there
+        return EXIT_OK
+    token, token_file = mcp_server.load_token(args.token_file)
+    if token_file is not None:
+        sys.stderr.write(f"genagent mcp: bearer token in {token_file}\n")
+    mcp_server.run_http(server, host=args.host, port=args.http_port, token=token)
+    return EXIT_OK
+
+
 _AGENT_COMMANDS: dict[str, Callable[[argparse.Namespace, _Output, AgentSystem], int]] = {
     "start": _cmd_start,
     "ask": _cmd_ask,
@@ -598,6 +632,7 @@ _AGENT_COMMANDS: dict[str, Callable[[argparse.Namespace, _Output, AgentSystem], 
     "ls": _cmd_ls,
     "top": _cmd_top,
     "console": _cmd_console,
+    "mcp": _cmd_mcp,
 }
 
 
@@ -641,7 +676,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     out = _Output(as_json=getattr(args, "json", False))
     system: AgentSystem | None = None
-    if args.command in ("console", "top") and threading.current_thread() is threading.main_thread():
+    if (
+        args.command in ("console", "top", "mcp")
+        and threading.current_thread() is threading.main_thread()
+    ):
         signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         if args.command == "node":

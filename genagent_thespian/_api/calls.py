@@ -186,7 +186,7 @@ def start_agent(system: AgentSystem, spec: AgentSpec, timeout: float | None) -> 
         StartAgent(spec),
         lambda m: (
             (isinstance(m, AgentStarted) and m.name == name)
-            or (isinstance(m, Failure) and m.error.agent == name)
+            or (isinstance(m, Failure) and m.ref is None and m.error.agent == name)
         ),
         timeout,
     )
@@ -203,7 +203,7 @@ def stop(system: AgentSystem, name: Any, timeout: float | None) -> Plan[None]:
         StopAgent(name),
         lambda m: (
             (isinstance(m, Stopped) and m.name == name)
-            or (isinstance(m, Failure) and m.error.agent == name)
+            or (isinstance(m, Failure) and m.ref is None and m.error.agent == name)
         ),
         timeout,
     )
@@ -387,7 +387,7 @@ def status(system: AgentSystem, name: Any) -> Plan[AgentStatus]:
         idempotent=True,
         answer=lambda m: (
             (isinstance(m, AgentStatus) and m.name == name)
-            or (isinstance(m, Failure) and m.error.agent == name)
+            or (isinstance(m, Failure) and m.ref is None and m.error.agent == name)
         ),
     )
     if isinstance(reply, Failure):
@@ -458,9 +458,10 @@ def _call_agent(
         if answer is not None:
             return answer(reply)
         if isinstance(reply, Failure):
-            return (ref is not None and reply.ref == ref) or (
-                ref is None and reply.error.agent == name
-            )
+            if ref is not None:
+                return reply.ref == ref
+            # No ref: a failure of another call (an abandoned ask's) carries its own ref.
+            return reply.ref is None and reply.error.agent == name
         if not isinstance(reply, kinds):
             return False
         return ref is None or getattr(reply, "ref", None) == ref

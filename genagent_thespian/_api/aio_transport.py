@@ -49,6 +49,10 @@ _LIVENESS_INTERVAL = 2.0
 #: Longest the thread listens before it looks at its send queue again. Sends queued while
 #: it listens wait at most this long; a busy transport mostly finds a message sooner.
 _LISTEN_SLICE = 0.005
+#: The listen slice while messages wait to be scheduled: one pass of Thespian's loop.
+_SEND_SLICE = 0.001
+#: Most messages left in Thespian's own transmit queue at once (see ``_flush``).
+_MAX_QUEUED = 32
 #: Seconds between checks of the transmits of waiting exchanges for failures.
 _TRACK_CHECK_INTERVAL = 0.1
 #: Longest the thread sleeps when nothing is awaited and nothing is queued.
@@ -138,6 +142,7 @@ class AsyncTransport:
         self._outbox: queue.SimpleQueue[tuple[Any, Any, _Waiter | None]] = queue.SimpleQueue()
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake = threading.Event()
+        self._shared: dict[tuple[asyncio.AbstractEventLoop, Any], asyncio.Task[Any]] = {}
         self._tracks: list[tuple[Any, _Waiter]] = []  # transmits of waiting exchanges
         self._next_track_check = 0.0
         self._batch_lock = threading.Lock()
@@ -197,12 +202,15 @@ class AsyncTransport:
             step = next(plan)
             while True:
                 try:
-                    reply = None
-                    async for kind, value in self._exchange(step):
-                        if kind == "progress":
-                            yield kind, value
-                        else:
-                            reply = value
+                    if step.shared is not None and step.progress is None:
+                        reply = await self._shared_exchange(step)
+                    else:
+                        reply = None
+                        async for kind, value in self._exchange(step):
+                            if kind == "progress":
+                                yield kind, value
+                            else:
+                                reply = value
                 except Exception as exc:
                     step = plan.throw(exc)
                     continue
@@ -211,6 +219,23 @@ class AsyncTransport:
             yield "result", stop.value
         finally:
             plan.close()
+
+    async def _shared_exchange(self, step: Exchange) -> Any:
+        """Run ``step``, or wait for the same question already asked by another task."""
+        loop = asyncio.get_running_loop()
+        key = (loop, step.shared)
+        running = self._shared.get(key)
+        if running is None:
+            running = loop.create_task(self._answer(step))
+            self._shared[key] = running
+            running.add_done_callback(lambda _: self._shared.pop(key, None))
+        return await asyncio.shield(running)
+
+    async def _answer(self, step: Exchange) -> Any:
+        async for kind, value in self._exchange(step):
+            if kind == "answer":
+                return value
+        return None  # pragma: no cover - an exchange ends with its answer or raises
 
     def send_nowait(self, address: Any, message: Any) -> None:
         """Queue ``message`` for ``address`` without waiting (safe from a cancelled task)."""
@@ -328,26 +353,30 @@ class AsyncTransport:
                     self._wake.wait(_IDLE_SLICE)
                     self._wake.clear()
                     continue
-                message = context.listen(_LISTEN_SLICE if self._outbox.empty() else 0)
+                message = context.listen(_SEND_SLICE if self._has_outgoing() else _LISTEN_SLICE)
                 while message is not None:
                     self._dispatch(message)
-                    message = context.listen(0) if self._outbox.empty() else None
+                    message = None if self._has_outgoing() else context.listen(0)
                 self._deliver()
         finally:
             with contextlib.suppress(Exception):
                 manager.__exit__(None, None, None)
 
     def _flush(self, context: Any) -> None:
-        """Hand every queued message to Thespian's transmit queue without waiting for it.
+        """Hand queued messages to Thespian's transmit queue without waiting for them.
 
         ``context.tell`` would block until each message is acknowledged, one after the
-        other; scheduling them lets the next ``listen`` carry them out concurrently (up to
-        Thespian's pending-transmit limit), the way Thespian's own ``ask`` sends before it
-        receives. A transmit that fails for any reason but a dead target fails its waiter
-        (a dead target is the liveness check's business, as for the sync API).
+        other; scheduling them lets the next ``listen`` carry them out concurrently, the
+        way Thespian's own ``ask`` sends before it receives. Thespian scans its whole
+        queue on every schedule (and drops into a transmit-only mode beyond 950 queued),
+        so at most :data:`_MAX_QUEUED` wait there; the rest wait in the outbox. A transmit
+        that fails for any reason but a dead target fails its waiter (a dead target is the
+        liveness check's business, as for the sync API).
         """
-        schedule = getattr(getattr(context, "_systemBase", None), "_tx_to_actor", None)
-        while True:
+        base = getattr(context, "_systemBase", None)
+        schedule = getattr(base, "_tx_to_actor", None)
+        queue_of = getattr(getattr(base, "transport", None), "_aTB_queuedPendingTransmits", ())
+        while schedule is None or len(queue_of) < _MAX_QUEUED:
             try:
                 address, message, waiter = self._outbox.get_nowait()
             except queue.Empty:
@@ -367,6 +396,9 @@ class AsyncTransport:
         if self._tracks and now >= self._next_track_check:  # O(transmits): not every loop
             self._next_track_check = now + _TRACK_CHECK_INTERVAL
             self._tracks = [(t, w) for t, w in self._tracks if not w.done and not _failed(t, w)]
+
+    def _has_outgoing(self) -> bool:
+        return not self._outbox.empty()
 
     def _dispatch(self, message: Any) -> None:
         key = getattr(message, "ref", None)

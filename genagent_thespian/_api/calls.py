@@ -113,6 +113,9 @@ class Exchange:
             plan may raise to give up (the agent is gone).
         before: Messages sent (without waiting) ahead of ``message``, on every (re)send.
         progress: Intermediate messages to hand to the caller while waiting (a stream).
+        shared: Exchanges with the same ``shared`` key ask the same question (where is
+            agent X?): a driver running many calls at once may send one and give its answer
+            to all (a thousand waiting asks check their agent's liveness together).
     """
 
     address: Any
@@ -124,6 +127,7 @@ class Exchange:
     on_idle: Callable[[], Plan[Any]] | None = None
     before: tuple[Any, ...] = ()
     progress: Callable[[Any], bool] | None = None
+    shared: Any = None
 
 
 Plan = Generator[Exchange, Any, T]
@@ -514,6 +518,7 @@ def _locate(system: AgentSystem, name: Any) -> Plan[Located]:
         WhereIs(name),
         lambda m: isinstance(m, Located) and m.name == name,
         CONTROL_TIMEOUT,
+        shared=("whereis", name),
     )
     system.remember(name, reply.address, reply.incarnation)
     return reply

@@ -47,6 +47,7 @@ def run(quick: bool = False) -> Result:
     raw = _raw(agents, asks)
     sync_seconds = aio_seconds = 0.0
     added_threads: list[list[str]] = []
+    per_round: list[dict[str, float]] = []
     with agent_system("multiprocTCPBase") as system:
         names = [f"agent-{index}" for index in range(agents)]
         for name in names:
@@ -65,11 +66,13 @@ def run(quick: bool = False) -> Result:
             # Alternate which goes first: the shared machine's load drifts within a round.
             if index % 2:
                 seconds, added = _aio_round(system, names, asks)
-                sync_seconds += _sync_round(system, names, asks)
+                sync_round = _sync_round(system, names, asks)
             else:
-                sync_seconds += _sync_round(system, names, asks)
+                sync_round = _sync_round(system, names, asks)
                 seconds, added = _aio_round(system, names, asks)
+            sync_seconds += sync_round
             aio_seconds += seconds
+            per_round.append({"sync_per_s": asks / sync_round, "aio_per_s": asks / seconds})
             added_threads.append(added)
     total = asks * rounds
     result.details = {
@@ -77,6 +80,7 @@ def run(quick: bool = False) -> Result:
         "concurrent_asks": asks,
         "rounds": rounds,
         "threads_added_by_aio_per_round": added_threads,
+        "rounds_detail": per_round,
         "raw": raw,
     }
     result.add(

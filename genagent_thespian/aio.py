@@ -180,6 +180,7 @@ async def stream(
     calls.check_prompt(prompt, name)
     message = Prompt(prompt)
     channel = transport_for(target)
+    channel.subscriptions.add(name)
     steps = channel.run_stream(calls.stream(target, name, message, timeout))
     try:
         async with contextlib.aclosing(steps):
@@ -211,7 +212,12 @@ async def watch(
     target = _system(system)
     channel = transport_for(target)
     ref = new_ref()
-    await channel.run(calls.subscribe(target, name, ref))
+    channel.subscriptions.add(name)
+    try:
+        await channel.run(calls.subscribe(target, name, ref))
+    except BaseException:
+        channel.subscriptions.remove(name)
+        raise
     steps = channel.run_stream(calls.watch(target, name, ref))
 
     async def events() -> AsyncIterator[TurnEvent]:
@@ -227,6 +233,8 @@ async def watch(
 
 
 def _unwatch(target: AgentSystem, channel: AsyncTransport, name: Any, ref: str) -> None:
+    if not channel.subscriptions.remove(name):
+        return  # another stream or watch of this transport still follows the agent
     address, message = calls.unwatch_message(target, name, ref)
     if address is not None and not channel.stopped:
         channel.send_nowait(address, message)

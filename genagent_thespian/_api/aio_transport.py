@@ -35,7 +35,7 @@ from .._core.errors import AskTimeout, GenAgentError, SystemNotRunning
 from ..messages import TurnEvent
 from . import calls
 from .calls import Exchange, Plan
-from .system import is_answer
+from .system import Subscriptions, is_answer
 
 if TYPE_CHECKING:
     from .system import AgentSystem
@@ -142,6 +142,7 @@ class AsyncTransport:
         self._outbox: queue.SimpleQueue[tuple[Any, Any, _Waiter | None]] = queue.SimpleQueue()
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake = threading.Event()
+        self.subscriptions = Subscriptions()  # the Watch followers of this endpoint
         self._shared: dict[tuple[asyncio.AbstractEventLoop, Any], asyncio.Task[Any]] = {}
         self._tracks: list[tuple[Any, _Waiter]] = []  # transmits of waiting exchanges
         self._next_track_check = 0.0

@@ -402,6 +402,7 @@ def stream(
 def _stream(
     target: AgentSystem, name: Any, message: Prompt, timeout: float | None
 ) -> Iterator[Event | Response]:
+    target.subscriptions().add(name)
     steps = calls.run_stream(target, calls.stream(target, name, message, timeout))
     try:
         while True:
@@ -428,7 +429,12 @@ def watch(name: Any, *, system: AgentSystem | None = None) -> Iterator[TurnEvent
     """
     target = _system(system)
     ref = new_ref()
-    calls.run(target, calls.subscribe(target, name, ref))
+    target.subscriptions().add(name)
+    try:
+        calls.run(target, calls.subscribe(target, name, ref))
+    except BaseException:
+        target.subscriptions().remove(name)
+        raise
     return _watch(target, name, ref)
 
 
@@ -442,6 +448,8 @@ def _watch(target: AgentSystem, name: Any, ref: str) -> Iterator[TurnEvent]:
 
 
 def _unwatch(target: AgentSystem, name: Any, ref: str) -> None:
+    if not target.subscriptions().remove(name):
+        return  # another stream of this thread still follows the agent
     address, message = calls.unwatch_message(target, name, ref)
     if address is None or target.closed:
         return

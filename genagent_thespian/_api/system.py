@@ -44,7 +44,7 @@ from .._durable.store import SQLiteAgentStore, end_recorded_processes
 from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group
 from .._os.security import check_capabilities, harden_transport
 
-__all__ = ["SUPPORTED_BASES", "AgentSystem", "free_port", "is_answer"]
+__all__ = ["SUPPORTED_BASES", "AgentSystem", "Subscriptions", "free_port", "is_answer"]
 
 SUPPORTED_BASES = ("multiprocTCPBase", "simpleSystemBase")
 
@@ -63,6 +63,34 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class Subscriptions:
+    """How many streams and watches of one endpoint follow each agent.
+
+    An agent keeps one ``Watch`` subscription per endpoint address, however many of the
+    endpoint's streams asked for it; the endpoint may only unsubscribe when its last one
+    ends, or it would cut the others off.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[Any, int] = {}
+
+    def add(self, name: Any) -> None:
+        """Count one more follower of agent ``name``."""
+        with self._lock:
+            self._counts[name] = self._counts.get(name, 0) + 1
+
+    def remove(self, name: Any) -> bool:
+        """Count one follower less; return whether it was the last (then unsubscribe)."""
+        with self._lock:
+            left = self._counts.get(name, 0) - 1
+            if left > 0:
+                self._counts[name] = left
+                return False
+            self._counts.pop(name, None)
+            return True
+
+
 class _Endpoint:
     """One thread's conversation with the actor system."""
 
@@ -70,6 +98,7 @@ class _Endpoint:
         self.context = context
         self.close = closer
         self.stash: deque[Any] = deque(maxlen=_STASH_LIMIT)
+        self.subscriptions = Subscriptions()
 
 
 class AgentSystem:
@@ -113,6 +142,7 @@ class AgentSystem:
         self._incarnations: dict[Any, int] = {}
         self._closed = False
         self._closers: list[Callable[[], None]] = []
+        self._simple_subscriptions = Subscriptions()
         self.pgid: int | None = None
         self.telemetry_bridge: TelemetryBridge | None = None
         if services is not None:
@@ -412,6 +442,12 @@ class AgentSystem:
                         reply = send(new_address)
                         continue
             reply = context.listen(wait_slice())
+
+    def subscriptions(self) -> Subscriptions:
+        """The ``Watch`` followers of the calling thread's endpoint."""
+        if self.base == "simpleSystemBase":
+            return self._simple_subscriptions
+        return self._endpoint().subscriptions
 
     def send(self, address: Any, message: Any) -> None:
         """Send ``message`` to ``address`` from this thread's endpoint, without waiting."""

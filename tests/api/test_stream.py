@@ -151,3 +151,22 @@ def test_a_killed_subscriber_is_dropped_by_the_agent(agent_system, tmp_path):
         if subscriber.poll() is None:
             subscriber.kill()
             subscriber.wait(timeout=10)
+
+
+@pytest.mark.usefixtures("any_agent_system")
+def test_a_stream_that_ends_does_not_cut_off_another_on_the_same_endpoint(api, tmp_path):
+    needs_concurrent_calls(api)
+    gate, item = first_delta_then_rest(tmp_path)
+    start(tmp_path, script=["one", item])
+    first = api.stream("a", "first")
+    next(first)  # the first turn's stream is subscribed
+    second = api.stream("a", "second")
+    assert next(second).kind  # the second turn runs (held at its gate)
+    assert list(first)[-1].text == "one"  # the first stream ends and leaves
+    # Sent after its unsubscription, on the same endpoint: the agent has seen that first.
+    assert api.status("a").watchers == 1
+    open_gate(gate)
+    rest = list(second)
+    assert rest[-1].text == "rest"
+    assert g.EventKind.RESULT in [e.kind for e in rest[:-1]]  # still subscribed after
+    wait_until(lambda: g.status("a").watchers == 0)

@@ -7,7 +7,13 @@ tasks hand it messages to send (a queue) and register a *waiter* for the reply; 
 alternates between sending what is queued and listening, and routes each incoming
 message to its waiter (by ``ref`` when the reply carries one) with
 ``loop.call_soon_threadsafe``. Thespian has no asyncio integration of its own
-(``thespian.md`` §8), so this bridge is the whole cost: one thread, however many tasks.
+(``thespian.md`` §5.1, "Other frameworks / asyncio"), so this bridge is the whole cost: one
+thread, however many tasks.
+
+Two internals of the pinned Thespian 4.0.1 are used, each with a fallback: the endpoint's
+``_tx_to_actor`` (schedule a send without waiting for its acknowledgement, what Thespian's
+own ``ask`` does) and the length of its transmit queue (see :meth:`AsyncTransport._flush`).
+Without them the thread sends with the public, blocking ``tell``.
 
 Replies that carry no ref (``Accepted(None)`` from halt, resume, notify) cannot be told
 apart by content, so such exchanges (``Exchange.exclusive``) run one at a time per loop.

@@ -197,7 +197,8 @@ class AsyncTransport:
         async for kind, value in self.run_stream(plan):
             if kind == "result":
                 result = value
-        return result
+        typed: T = result
+        return typed
 
     async def run_stream(self, plan: Plan[Any]) -> AsyncGenerator[tuple[str, Any], None]:
         """Run ``plan``, yielding ``("progress", message)``\\ s, then ``("result", value)``."""

@@ -143,7 +143,8 @@ def run(system: AgentSystem, plan: Plan[T]) -> T:
         try:
             next(steps)  # progress messages have no consumer here
         except StopIteration as stop:
-            return stop.value
+            value: T = stop.value
+            return value
 
 
 def run_stream(system: AgentSystem, plan: Plan[T]) -> Generator[Any, None, T]:
@@ -166,7 +167,8 @@ def run_stream(system: AgentSystem, plan: Plan[T]) -> Generator[Any, None, T]:
                 continue
             step = plan.send(reply)
     except StopIteration as stop:
-        return stop.value
+        value: T = stop.value
+        return value
     finally:
         plan.close()
 
@@ -239,7 +241,8 @@ def ask(system: AgentSystem, name: Any, message: Prompt, timeout: float | None) 
     reply = yield from _call_agent(system, name, message, timeout=timeout, ref=message.ref)
     if isinstance(reply, Failure):
         raise reply.error
-    return reply
+    answer: Response = reply
+    return answer
 
 
 def stream(
@@ -264,7 +267,8 @@ def stream(
     )
     if isinstance(reply, Failure):
         raise reply.error
-    return reply
+    answer: Response = reply
+    return answer
 
 
 def subscribe(system: AgentSystem, name: Any, ref: str) -> Plan[None]:
@@ -340,7 +344,8 @@ def poll(system: AgentSystem, name: Any, ref: str) -> Plan[PollResult]:
     )
     if isinstance(reply, Failure):
         raise reply.error
-    return reply
+    answer: PollResult = reply
+    return answer
 
 
 def notify(system: AgentSystem, name: Any, event: Any) -> Plan[None]:
@@ -396,7 +401,8 @@ def status(system: AgentSystem, name: Any) -> Plan[AgentStatus]:
     )
     if isinstance(reply, Failure):
         raise reply.error
-    return reply
+    answer: AgentStatus = reply
+    return answer
 
 
 def backend_session(system: AgentSystem, name: Any) -> Plan[Any]:
@@ -422,7 +428,8 @@ def _control(
     )
     if isinstance(reply, Failure):
         raise reply.error
-    return reply
+    answer: Accepted = reply
+    return answer
 
 
 # =============================================================================== plumbing

@@ -422,7 +422,8 @@ def watch(name: Any, *, system: AgentSystem | None = None) -> Iterator[TurnEvent
 
     ``TurnEvent.ref`` tells the turns apart (an ``ask``, a ``tell``, a self-chained prompt).
     The subscription follows the agent through restarts and ends when the agent is stopped;
-    leaving the loop ends it too.
+    leaving the loop ends it too. Iterate it on the thread that called ``watch``: the events
+    arrive at that thread's endpoint.
 
     Raises:
         AgentNotFound: no agent has that name.

@@ -6,16 +6,20 @@ on both system bases.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import queue
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 from support_agents import Recorder
 
 import genagent_thespian as g
+from genagent_thespian import aio
 from genagent_thespian.messages import TurnEvent
 from genagent_thespian.testing import Fail, Gate, open_gate, wait_until
 
@@ -170,3 +174,79 @@ def test_a_stream_that_ends_does_not_cut_off_another_on_the_same_endpoint(api, t
     assert rest[-1].text == "rest"
     assert g.EventKind.RESULT in [e.kind for e in rest[:-1]]  # still subscribed after
     wait_until(lambda: g.status("a").watchers == 0)
+
+
+def test_watch_follows_the_agent_through_a_restart(agent_system, tmp_path):
+    start(tmp_path, script=["before", "after"], restart="permanent")
+    seen: queue.Queue[TurnEvent] = queue.Queue()
+
+    def follow() -> None:  # a sync watch is iterated on the thread that made it
+        for turn_event in g.watch("a"):
+            seen.put(turn_event)
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    wait_until(lambda: g.status("a").watchers == 1)
+    first = g.tell("a", "one")
+    _until_result(seen, first)
+    old_pid = g.status("a").pid
+    os.kill(old_pid, signal.SIGKILL)
+    wait_until(lambda: _restarted(old_pid), timeout=20.0)
+    wait_until(lambda: g.status("a").watchers == 1, timeout=20.0)  # subscribed again
+    second = g.tell("a", "two")
+    _until_result(seen, second)
+    g.stop("a")
+    follower.join(timeout=20.0)
+    assert not follower.is_alive()  # the watch ended with the agent
+
+
+def test_aio_watch_follows_the_agent_through_a_restart(agent_system, tmp_path):
+    start(tmp_path, script=["before", "after"], restart="permanent")
+
+    async def main() -> None:
+        seen: asyncio.Queue[TurnEvent] = asyncio.Queue()
+
+        async def until_result(ref: str) -> None:
+            while (e := await seen.get()).ref != ref or e.event.kind != g.EventKind.RESULT:
+                pass
+
+        async with aio.watch("a") as events:
+
+            async def follow() -> None:  # the watch moves while someone awaits its events
+                async for turn_event in events:
+                    seen.put_nowait(turn_event)
+
+            follower = asyncio.create_task(follow())
+            await until_result(await aio.tell("a", "one"))
+            old_pid = (await aio.status("a")).pid
+            os.kill(old_pid, signal.SIGKILL)
+            while (status := await _status_or_none()) is None or status.pid == old_pid:
+                await asyncio.sleep(0.05)
+            while (await aio.status("a")).watchers != 1:  # subscribed again
+                await asyncio.sleep(0.05)
+            await until_result(await aio.tell("a", "two"))
+            await aio.stop("a")
+            await asyncio.wait_for(follower, 20.0)  # the watch ended with the agent
+
+    asyncio.run(asyncio.wait_for(main(), 60.0))
+
+
+def _until_result(seen, ref):
+    while True:
+        turn_event = seen.get(timeout=30.0)
+        if turn_event.ref == ref and turn_event.event.kind == g.EventKind.RESULT:
+            return
+
+
+async def _status_or_none():
+    try:
+        return await aio.status("a")
+    except g.GenAgentError:
+        return None  # between incarnations
+
+
+def _restarted(old_pid):
+    try:
+        return g.status("a").pid != old_pid
+    except g.GenAgentError:
+        return False  # between incarnations

@@ -449,10 +449,12 @@ def _watch(target: AgentSystem, name: Any, ref: str) -> Iterator[TurnEvent]:
 
 
 def _unwatch(target: AgentSystem, name: Any, ref: str) -> None:
+    if target.closed:
+        return  # the system is gone, and every subscription with it
     if not target.subscriptions().remove(name):
         return  # another stream of this thread still follows the agent
     address, message = calls.unwatch_message(target, name, ref)
-    if address is None or target.closed:
+    if address is None:
         return
     with contextlib.suppress(Exception):  # the agent or the system is gone: nothing to end
         target.send(address, message)

@@ -38,7 +38,9 @@ from ._api.client import (
     start_system,
     status,
     stop,
+    stream,
     tell,
+    watch,
     whereis,
 )
 from ._api.system import AgentSystem
@@ -84,6 +86,7 @@ from .messages import (
     Prompt,
     Skip,
     TellCompleted,
+    TurnEvent,
 )
 
 __all__ = [
@@ -124,6 +127,7 @@ __all__ = [
     "TurnCancelled",
     "TurnContext",
     "TurnCrashed",
+    "TurnEvent",
     "TurnFailed",
     "TurnHalted",
     "TurnInterrupted",
@@ -151,7 +155,9 @@ __all__ = [
     "start_system",
     "status",
     "stop",
+    "stream",
     "tell",
     "wait_for_nodes",
+    "watch",
     "whereis",
 ]

@@ -156,9 +156,14 @@ class Status:
 
 @dataclass(frozen=True, slots=True)
 class Watch:
-    """Subscribe the sender to this agent's ``TurnEvent`` stream (``active=False`` stops)."""
+    """Subscribe the sender to this agent's ``TurnEvent`` stream (``active=False`` stops).
+
+    Answered ``Accepted(ref)``. A subscriber whose endpoint disappears (its process was
+    killed) is dropped by the agent when an event cannot be delivered to it.
+    """
 
     active: bool = True
+    ref: str | None = None  # echoed in the Accepted answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +332,7 @@ class AgentStatus:
     durable: bool
     agent_state: Any = None  # what the implementation's agent_state() publishes
     session_lost: str | None = None  # why turns fail until the user acts (on_session_lost="fail")
+    watchers: int = 0  # Watch subscribers (streams, CLI asks, the console)
 
 
 @dataclass(frozen=True, slots=True)

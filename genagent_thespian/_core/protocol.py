@@ -42,6 +42,7 @@ __all__ = [
     "_TelemetrySubscribe",
     "_TurnOutput",
     "_Unregister",
+    "_WatcherGone",
 ]
 
 
@@ -321,3 +322,10 @@ class _TelemetrySubscribe:
     names: frozenset[str] | None
     active: bool = True
     token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _WatcherGone:
+    """Registry -> agent: a ``TurnEvent`` to this subscriber was undeliverable; drop it."""
+
+    address: Any

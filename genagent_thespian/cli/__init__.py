@@ -50,15 +50,13 @@ from .._api.client import (
     start_agent,
     status,
     stop,
+    stream,
     tell,
-    whereis,
 )
 from .._api.system import AgentSystem
 from .._core.backend import resolve_backend
 from .._core.errors import (
     AgentNotFound,
-    AgentStopped,
-    AskTimeout,
     GenAgentError,
     InvalidEvent,
     InvalidOption,
@@ -67,9 +65,8 @@ from .._core.errors import (
     SystemNotRunning,
 )
 from .._core.turn import Event, EventKind, Response, Usage
-from .._core.validate import RESTART_TYPES, SPEC_DEFAULTS, check_prompt
+from .._core.validate import RESTART_TYPES, SPEC_DEFAULTS
 from .._nodes import node as _node
-from ..messages import Accepted, Failure, Prompt, TurnEvent, Watch
 from ..testing._scripted_agent import ScriptedAgent
 from ._fleet import fleet_rows, render_top, status_dict
 
@@ -284,6 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"HTTP port ({DEFAULT_CONSOLE_PORT}; 0 picks a free one)",
     )
 
+    mcp = commands.add_parser("mcp", parents=[common], help="serve the fleet over MCP")
+    mcp.add_argument("--config", default=None, help="the TOML allow-list (docs/mcp.md)")
+    mcp.add_argument(
+        "--transport", choices=("stdio", "http"), default="stdio", help="stdio (default) or http"
+    )
+    mcp.add_argument("--host", default="127.0.0.1", help="HTTP interface (default 127.0.0.1)")
+    mcp.add_argument("--http-port", type=int, default=8765, help="HTTP port (8765)")
+    mcp.add_argument(
+        "--token-file", default=None, help="bearer token file (default: $GENAGENT_MCP_TOKEN)"
+    )
+
     demo = commands.add_parser("demo", parents=[common], help="run a fleet end to end")
     demo.add_argument(
         "--backend", default="scripted", help="scripted (default), claude, codex, anthropic"
@@ -385,73 +393,6 @@ def _cmd_start(args: argparse.Namespace, out: _Output, system: AgentSystem) -> i
     return EXIT_OK
 
 
-def ask_streaming(
-    system: AgentSystem,
-    name: str,
-    text: str,
-    on_text: Callable[[str], None],
-    *,
-    timeout: float | None = None,
-    on_retry: Callable[[Event], None] | None = None,
-) -> Response:
-    """Run a turn of agent ``name`` and call ``on_text`` with each streamed fragment.
-
-    Subscribes to the agent's ``TurnEvent`` stream with the public ``Watch`` message on a
-    private endpoint, sends the ``Prompt``, and relays the ``text_delta`` events of that
-    prompt's turn until its ``Response`` (or ``Failure``) arrives. ``on_retry`` gets the
-    turn's ``retry`` events (the provider or CLI retrying a failed API call).
-
-    Raises:
-        AgentNotFound, AskTimeout, AgentStopped, or the turn's error.
-    """
-    check_prompt(text, agent=name)
-    address = whereis(name, system=system)
-    if address is None:
-        raise AgentNotFound("no agent has that name", agent=name)
-    manager = system.asys.private()
-    context = manager.__enter__()
-    prompt = Prompt(text)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    try:
-        reply = context.ask(address, Watch(True), 10.0)
-        if not isinstance(reply, Accepted):
-            raise AgentStopped("the agent did not accept the stream subscription", agent=name)
-        context.tell(address, prompt)
-        last_check = time.monotonic()
-        while True:
-            message = context.listen(0.25)
-            if isinstance(message, TurnEvent) and message.ref == prompt.ref:
-                event = message.event
-                if event.kind == EventKind.TEXT_DELTA:
-                    on_text(str(event.data.get("text", "")))
-                elif event.kind == EventKind.RETRY and on_retry is not None:
-                    on_retry(event)
-            elif isinstance(message, Response) and message.ref == prompt.ref:
-                return message
-            elif isinstance(message, Failure) and message.ref == prompt.ref:
-                raise message.error
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                raise AskTimeout(
-                    f"no answer within {timeout:g}s (the turn keeps running)",
-                    agent=name,
-                    ref=prompt.ref,
-                )
-            if message is None and now - last_check >= 2.0:
-                last_check = now
-                if whereis(name, system=system) != address:
-                    raise AgentStopped(
-                        "the agent is gone; this request was not answered",
-                        agent=name,
-                        ref=prompt.ref,
-                    )
-    finally:
-        with contextlib.suppress(Exception):
-            context.tell(address, Watch(False))
-        with contextlib.suppress(Exception):
-            manager.__exit__(None, None, None)
-
-
 def retry_line(event: Event) -> str:
     """One line for a ``retry`` event: ``[retry 2/10 in 1.2s: 529 overloaded]``."""
     data = event.data
@@ -496,8 +437,8 @@ def _cmd_ask(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int
     if out.progress_enabled:
         out.progress(f"waiting for {args.name}...")
     try:
-        response = ask_streaming(
-            system, args.name, args.prompt, on_text, timeout=args.timeout, on_retry=on_retry
+        response = _ask_streaming(
+            system, args.name, args.prompt, on_text, args.timeout, on_retry=on_retry
         )
     finally:
         if not streamed:
@@ -514,6 +455,29 @@ def _cmd_ask(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int
             sys.stderr.write(f"[{response.duration_ms / 1000:.2f}s{tokens}]\n")
     out.document(_response_dict(args.name, response))
     return EXIT_OK
+
+
+def _ask_streaming(
+    system: AgentSystem,
+    name: str,
+    text: str,
+    on_text: Callable[[str], None],
+    timeout: float | None,
+    *,
+    on_retry: Callable[[Event], None] | None = None,
+) -> Response:
+    """Run the turn through :func:`stream`, the one streaming path, and pass on its text.
+
+    ``on_retry`` gets the turn's ``retry`` events (the provider or CLI retrying a failed
+    API call), so the terminal can say why an answer is slow."""
+    for item in stream(name, text, timeout, system=system):
+        if isinstance(item, Response):
+            return item
+        if item.kind == EventKind.TEXT_DELTA:
+            on_text(str(item.data.get("text", "")))
+        elif item.kind == EventKind.RETRY and on_retry is not None:
+            on_retry(item)
+    raise AssertionError("unreachable: a stream ends with its Response or raises")
 
 
 def _cmd_tell(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
@@ -660,6 +624,29 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
     return code
 
 
+def _cmd_mcp(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    """Serve the fleet over MCP (``genagent_thespian._mcp``; the ``mcp`` extra)."""
+    try:
+        from .._mcp import server as mcp_server
+        from .._mcp.config import load_config
+    except ImportError as exc:
+        raise UsageError(
+            f"genagent mcp needs the mcp extra: pip install 'genagent-thespian[mcp]' ({exc})"
+        ) from None
+    from .._api.client import _set_default
+
+    _set_default(system)
+    server = mcp_server.build_server(load_config(args.config))
+    if args.transport == "stdio":
+        mcp_server.run_stdio(server)  # stdout is the protocol: nothing else is printed there
+        return EXIT_OK
+    token, token_file = mcp_server.load_token(args.token_file)
+    if token_file is not None:
+        sys.stderr.write(f"genagent mcp: bearer token in {token_file}\n")
+    mcp_server.run_http(server, host=args.host, port=args.http_port, token=token)
+    return EXIT_OK
+
+
 _AGENT_COMMANDS: dict[str, Callable[[argparse.Namespace, _Output, AgentSystem], int]] = {
     "start": _cmd_start,
     "ask": _cmd_ask,
@@ -674,6 +661,7 @@ _AGENT_COMMANDS: dict[str, Callable[[argparse.Namespace, _Output, AgentSystem], 
     "ls": _cmd_ls,
     "top": _cmd_top,
     "console": _cmd_console,
+    "mcp": _cmd_mcp,
 }
 
 
@@ -717,7 +705,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     out = _Output(as_json=getattr(args, "json", False))
     system: AgentSystem | None = None
-    if args.command in ("console", "top") and threading.current_thread() is threading.main_thread():
+    if (
+        args.command in ("console", "top", "mcp")
+        and threading.current_thread() is threading.main_thread()
+    ):
         signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         if args.command == "node":

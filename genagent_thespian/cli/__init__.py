@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from typing import Any, NoReturn
 
+from .. import __version__
 from .._api.client import (
     halt,
     interrupt,
@@ -193,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="genagent",
         description="Run and steer a fleet of long-running LLM agents.",
         parents=[common],
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"genagent {__version__}", help="print the version"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

@@ -162,3 +162,23 @@ def shown_outputs(document: Path) -> dict[str, str]:
         r"^```text\n\$ python (\w+\.py)\n(.*?)^```", document.read_text("utf-8"), re.S | re.M
     )
     return dict(shown)
+
+
+def test_no_doc_sends_a_reader_to_a_private_module() -> None:
+    """Docs name public entry points only (architecture.md describes the private tree)."""
+    readable = [d for d in DOCUMENTS if d.name != "architecture.md"]
+    readable += sorted((ROOT / "docs" / "patterns").glob("*.md"))
+    private = re.compile(r"genagent_thespian\._\w+|python -m genagent_thespian\._")
+    offenders = [
+        f"{_name(d)}:{n}"
+        for d in readable
+        for n, line in enumerate(d.read_text("utf-8").splitlines(), start=1)
+        if private.search(line)
+    ]
+    assert offenders == []
+
+
+def test_the_site_lists_every_guide() -> None:
+    nav = (ROOT / "mkdocs.yml").read_text("utf-8")
+    pages = [p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")]
+    assert [page for page in pages if page not in nav] == []

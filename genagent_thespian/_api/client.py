@@ -313,7 +313,9 @@ def start_agent(
         The agent's name.
 
     Raises:
-        InvalidOption, AgentAlreadyExists, AgentStartFailed.
+        InvalidOption: An option is unknown or invalid.
+        AgentAlreadyExists: Another agent has that name.
+        AgentStartFailed: ``init_agent`` or the backend's session failed.
     """
     target = _system(system)
     spec = build_spec(
@@ -396,8 +398,12 @@ def ask(
     gives up first with ``AskTimeout``, and the request keeps running or queued.
 
     Raises:
-        InvalidPrompt, AgentNotFound, AgentOverloaded, AskTimeout, or the turn's
-        ``TurnFailed`` subclass (``BackendError``, ``TurnTimeout``, ``TurnInterrupted``...).
+        InvalidPrompt: The prompt is not a non-empty str.
+        AgentNotFound: No agent has that name.
+        AgentOverloaded: The agent's mailbox is full.
+        AskTimeout: ``timeout`` passed first.
+        TurnFailed: The turn failed: a subclass says how (``BackendError``,
+            ``TurnTimeout``, ``TurnInterrupted``...).
     """
     _check_prompt(prompt, name)
     target = _system(system)
@@ -412,7 +418,9 @@ def tell(name: Any, prompt: str, *, system: AgentSystem | None = None) -> str:
     """Queue ``prompt`` at agent ``name`` and return its ref for :func:`poll`.
 
     Raises:
-        InvalidPrompt, AgentNotFound, AgentOverloaded.
+        InvalidPrompt: The prompt is not a non-empty str.
+        AgentNotFound: No agent has that name.
+        AgentOverloaded: The agent's mailbox is full.
     """
     _check_prompt(prompt, name)
     target = _system(system)
@@ -453,8 +461,10 @@ def notify(name: Any, event: Any, *, system: AgentSystem | None = None) -> None:
     """Deliver ``event`` to agent ``name``'s ``handle_event`` (buffered while a turn runs).
 
     Raises:
-        InvalidEvent (unpicklable), AgentNotFound, AgentOverloaded, CallbackError (the
-        agent was idle and ``handle_event`` failed).
+        InvalidEvent: The event does not pickle.
+        AgentNotFound: No agent has that name.
+        AgentOverloaded: The agent's mailbox is full.
+        CallbackError: The agent was idle and ``handle_event`` failed.
     """
     target = _system(system)
     if target.base != "simpleSystemBase":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tarfile
@@ -72,3 +73,26 @@ def test_the_sdist_holds_no_stray_files(sdist_names: set[str]) -> None:
         if name.endswith((".whl", ".pyc", ".tmp")) or "__pycache__" in name or name.startswith(".")
     ]
     assert stray == []
+
+
+def test_genagent_node_is_installed_and_creates_the_node_secret(tmp_path: Path) -> None:
+    command = Path(sys.executable).parent / "genagent-node"
+    assert command.exists(), "the genagent-node entry point is not installed"
+    secret = tmp_path / "conf" / "node.secret"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENAGENT_SECRET")}
+    done = subprocess.run(
+        [str(command), "--init-secret", "--secret-file", str(secret)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(secret)
+    assert secret.stat().st_mode & 0o777 == 0o600
+    first = secret.read_bytes()
+    subprocess.run(
+        [str(command), "--init-secret", "--secret-file", str(secret)], check=True, env=env
+    )
+    assert secret.read_bytes() == first, "an existing secret is kept"

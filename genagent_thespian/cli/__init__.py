@@ -6,12 +6,13 @@ Usage (``genagent --help`` and ``genagent COMMAND --help`` say more)::
     genagent node stop                                     stop it, leaving no process behind
     genagent start pkg.mod:Class --name a [--backend scripted] [--watchdog 600]
                    [--option key=value ...]               start an agent on the node
-    genagent ask a "prompt"         run a turn, streaming its text as it arrives
+    genagent ask a "prompt" [--interrupt]   run a turn, streaming its text, tool calls and
+                                    retries (Ctrl-C detaches; --interrupt: Ctrl-C interrupts)
     genagent tell a "prompt"        queue a turn, print its ref
     genagent poll a REF [--wait S]  where a told turn stands
     genagent notify a '{"json": 1}' deliver an event to handle_event
     genagent interrupt a [--ref R] | halt a | resume a | stop a | status a | ls
-    genagent top [--once]           a live view of the fleet
+    genagent top [--once]           a live view of the fleet that fits the terminal
     genagent console [--host 127.0.0.1] [--http-port 19580]   the web console
     genagent demo [--backend scripted|claude|codex|anthropic]  a fleet end to end
 
@@ -34,7 +35,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -694,7 +694,7 @@ def _cmd_top(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int
         live.start()
     try:
         while True:
-            stopped = not _node_answers(port)
+            stopped = not _node.port_open(port, timeout=0.5)  # refused at once when down
             if not stopped:
                 rows = feed.latest(timeout=interval) or rows
             frame = top_frame(rows, node=node, width=console.width, stopped=stopped)
@@ -714,15 +714,6 @@ def _cmd_top(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int
         feed.close()
     console.print(frame)
     raise SystemNotRunning(f"the node on {node} stopped")
-
-
-def _node_answers(port: int) -> bool:
-    """Whether something accepts connections on the node's admin port (refused at once)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 class _FleetFeed:

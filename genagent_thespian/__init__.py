@@ -21,6 +21,9 @@ A prompt: ``ask`` (``_api/client``) -> ``Prompt`` to ``AgentActor`` (``_actors/a
 to the caller.
 """
 
+# The one copy of the version: setup.cfg reads it (``attr:``), ``genagent --version`` prints it.
+__version__ = "0.1.0.dev0"
+
 from ._api.client import (
     ask,
     attach_system,

@@ -305,6 +305,8 @@ class AgentStatus:
         session_lost: Set when the provider lost the agent's session and the policy is
             ``on_session_lost="fail"``: every turn fails with ``kind="session_lost"`` until
             the agent is stopped and started again.
+        retries: Provider retries the backend reported (``retry`` events), all turns.
+        last_error: The last failed turn's error as ``"Type: message"``, or ``None``.
     """
 
     name: Any
@@ -333,6 +335,8 @@ class AgentStatus:
     agent_state: Any = None  # what the implementation's agent_state() publishes
     session_lost: str | None = None  # why turns fail until the user acts (on_session_lost="fail")
     watchers: int = 0  # Watch subscribers (streams, CLI asks, the console)
+    retries: int = 0  # provider retries reported by the backend, over the agent's life
+    last_error: str | None = None  # the last failed turn's error, "Type: message"
 
 
 @dataclass(frozen=True, slots=True)

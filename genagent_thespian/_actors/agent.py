@@ -689,7 +689,7 @@ class AgentActor(Actor):
                 self.send(watcher, out)
         self._telemetry_emit(
             "turn.event",
-            {"seq": self._event_seq},
+            {"seq": self._event_seq, "system_time": time.time()},
             {"agent": self._m.name, "ref": current_ref, "event": event},
         )
 

@@ -46,6 +46,7 @@ __all__ = [
     "status",
     "stop",
     "stream",
+    "stream_prompt",
     "tell",
     "watch",
     "whereis",
@@ -235,7 +236,9 @@ def start_agent(
         The agent's name.
 
     Raises:
-        InvalidOption, AgentAlreadyExists, AgentStartFailed.
+        InvalidOption: An option is unknown or invalid.
+        AgentAlreadyExists: Another agent has that name.
+        AgentStartFailed: ``init_agent`` or the backend's session failed.
     """
     target = _system(system)
     spec = build_spec(
@@ -298,8 +301,12 @@ def ask(
     gives up first with ``AskTimeout``, and the request keeps running or queued.
 
     Raises:
-        InvalidPrompt, AgentNotFound, AgentOverloaded, AskTimeout, or the turn's
-        ``TurnFailed`` subclass (``BackendError``, ``TurnTimeout``, ``TurnInterrupted``...).
+        InvalidPrompt: The prompt is not a non-empty str.
+        AgentNotFound: No agent has that name.
+        AgentOverloaded: The agent's mailbox is full.
+        AskTimeout: ``timeout`` passed first.
+        TurnFailed: The turn failed: a subclass says how (``BackendError``,
+            ``TurnTimeout``, ``TurnInterrupted``...).
     """
     target = _system(system)
     calls.check_prompt(prompt, name)
@@ -324,12 +331,13 @@ def stream(
     """
     target = _system(system)
     calls.check_prompt(prompt, name)
-    return _stream(target, name, Prompt(prompt), timeout)
+    return stream_prompt(target, name, Prompt(prompt), timeout)
 
 
-def _stream(
+def stream_prompt(
     target: AgentSystem, name: Any, message: Prompt, timeout: float | None
 ) -> Iterator[Event | Response]:
+    """:func:`stream` for a ``Prompt`` the caller made (and whose ref it knows already)."""
     target.subscriptions().add(name)
     steps = calls.run_stream(target, calls.stream(target, name, message, timeout))
     try:
@@ -392,7 +400,9 @@ def tell(name: Any, prompt: str, *, system: AgentSystem | None = None) -> str:
     """Queue ``prompt`` at agent ``name`` and return its ref for :func:`poll`.
 
     Raises:
-        InvalidPrompt, AgentNotFound, AgentOverloaded.
+        InvalidPrompt: The prompt is not a non-empty str.
+        AgentNotFound: No agent has that name.
+        AgentOverloaded: The agent's mailbox is full.
     """
     target = _system(system)
     return calls.run(target, calls.tell(target, name, prompt))
@@ -413,8 +423,10 @@ def notify(name: Any, event: Any, *, system: AgentSystem | None = None) -> None:
     """Deliver ``event`` to agent ``name``'s ``handle_event`` (buffered while a turn runs).
 
     Raises:
-        InvalidEvent (unpicklable), AgentNotFound, AgentOverloaded, CallbackError (the
-        agent was idle and ``handle_event`` failed).
+        InvalidEvent: The event does not pickle.
+        AgentNotFound: No agent has that name.
+        AgentOverloaded: The agent's mailbox is full.
+        CallbackError: The agent was idle and ``handle_event`` failed.
     """
     target = _system(system)
     calls.run(target, calls.notify(target, name, event))

@@ -42,6 +42,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from thespian.actors import (
@@ -536,16 +537,22 @@ def list_fleet(system: AgentSystem) -> tuple[AgentEntry, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one node until SIGINT/SIGTERM: ``python -m genagent_thespian._nodes.convention --help``.
+    """Run one node until SIGINT/SIGTERM: the ``genagent-node`` command (``--help``).
 
     Prints one line ``node <name> admin_port <port> pgid <pgid> ready`` once it serves.
+    ``--init-secret`` only creates the node secret (if missing) and prints its path.
     """
     import argparse
     import signal
     import threading
 
     parser = argparse.ArgumentParser(
-        prog="python -m genagent_thespian._nodes.convention", description="Run a convention node."
+        prog="genagent-node", description="Run a node of a multi-host convention."
+    )
+    parser.add_argument(
+        "--init-secret",
+        action="store_true",
+        help="create the node secret (mode 600) if it is missing, print its path, and exit",
     )
     parser.add_argument("--leader", help="HOST:PORT of the leader (omit to run the leader)")
     parser.add_argument("--admin-port", type=int, default=None)
@@ -567,6 +574,13 @@ def main(argv: list[str] | None = None) -> int:
         "or 64 MiB); the same on every node",
     )
     args = parser.parse_args(argv)
+    if args.init_secret:
+        from .._os.security import DEFAULT_SECRET_PATH, SECRET_FILE_ENV, load_or_create_secret
+
+        load_or_create_secret(args.secret_file)
+        chosen = args.secret_file or os.environ.get(SECRET_FILE_ENV) or DEFAULT_SECRET_PATH
+        print(Path(chosen).expanduser(), flush=True)
+        return 0
 
     leader: tuple[str, int] | None = None
     if args.leader:

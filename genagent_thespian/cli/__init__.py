@@ -421,7 +421,7 @@ def retry_line(event: Event) -> str:
     return f"[retry{count}{wait}{': ' + why if why else ''}]"
 
 
-def ask_streaming(
+def _ask_turn(
     system: AgentSystem,
     name: str,
     text: str,
@@ -484,7 +484,7 @@ def _cmd_ask(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int
     if not quiet:
         _explain_queue(args.name, system, view)
     try:
-        response = ask_streaming(
+        response = _ask_turn(
             system,
             args.name,
             args.prompt,

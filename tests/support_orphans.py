@@ -8,6 +8,7 @@ holds that turn, queues two more asks and a tell behind it, prints one JSON line
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -33,7 +34,7 @@ def main(store: str, gate: str) -> None:
     assert g.ask("keeper", "hello").text == "first"
     for text in ("held ask", "queued ask 1", "queued ask 2"):
         threading.Thread(target=g.ask, args=("keeper", text), daemon=True).start()
-        wait_until(lambda t=text: _seen(t), timeout=30.0)
+        wait_until(functools.partial(_seen, text), timeout=30.0)
     ref = g.tell("keeper", "queued tell")
     wait_until(lambda: g.status("keeper").queued == 3, timeout=30.0)
     print(json.dumps({"pid": os.getpid(), "pgid": system.pgid, "tell": ref}), flush=True)

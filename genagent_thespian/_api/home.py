@@ -29,6 +29,7 @@ import threading
 from pathlib import Path
 
 from .._core.errors import InvalidOption
+from .._os.private import private_folder
 
 __all__ = ["DEFAULT_NODE", "STATE_DIR_ENV", "HomeLock", "node_home", "store_in"]
 
@@ -75,7 +76,7 @@ class HomeLock:
         Raises:
             InvalidOption: another running system holds this home.
         """
-        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_folder(self.home)
         key = self.home.resolve()
         with _held_lock:
             if key in _held:

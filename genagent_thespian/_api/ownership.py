@@ -28,26 +28,30 @@ import os
 import signal
 import threading
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .._core.log import get_logger
 
-if TYPE_CHECKING:
-    from .system import AgentSystem
-
 __all__ = ["adopt", "release"]
+
+
+class Owned(Protocol):
+    """What this module needs of an ``AgentSystem``: a way to end it."""
+
+    def shutdown(self) -> None: ...
+
 
 #: Signals whose default action would end the script without running ``atexit``.
 _ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 _log = get_logger("genagent_thespian.system")
 _lock = threading.Lock()
-_owned: list[AgentSystem] = []
+_owned: list[Owned] = []
 _owner_pid = 0
 _previous_handlers: dict[int, Any] = {}
 
 
-def adopt(system: AgentSystem) -> None:
+def adopt(system: Owned) -> None:
     """Shut ``system`` down when this process ends, however it ends (but SIGKILL)."""
     global _owner_pid
     with _lock:
@@ -61,7 +65,7 @@ def adopt(system: AgentSystem) -> None:
             _install_signal_handlers()
 
 
-def release(system: AgentSystem) -> None:
+def release(system: Owned) -> None:
     """Forget ``system`` (it is shut down); restore the signal handlers after the last one."""
     with _lock:
         if system in _owned:

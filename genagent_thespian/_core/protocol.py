@@ -13,7 +13,12 @@ from ..messages import AgentSpec
 from .errors import GenAgentError
 from .turn import Event
 
+#: The Thespian capability naming a convention node: set by ``_nodes/convention.py`` on
+#: each node it starts, read by agents (to report their node) and by the node watcher.
+NODE_CAPABILITY = "GenAgent Node"
+
 __all__ = [
+    "NODE_CAPABILITY",
     "AddressBook",
     "_AgentBorn",
     "_AgentInitFailed",
@@ -37,6 +42,7 @@ __all__ = [
     "_TelemetrySubscribe",
     "_TurnOutput",
     "_Unregister",
+    "_WatcherGone",
 ]
 
 
@@ -319,3 +325,10 @@ class _TelemetrySubscribe:
     names: frozenset[str] | None
     active: bool = True
     token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _WatcherGone:
+    """Registry -> agent: a ``TurnEvent`` to this subscriber was undeliverable; drop it."""
+
+    address: Any

@@ -31,6 +31,7 @@ from typing import Any
 from .._api.home import DEFAULT_NODE, node_home
 from .._api.system import AgentSystem
 from .._core.errors import GenAgentError, InvalidOption, SystemNotRunning
+from .._os.private import private_file
 from .._os.processes import processes_with_marker
 
 __all__ = [
@@ -215,9 +216,7 @@ def start_node(port: int, *, timeout: float = 60.0) -> NodeState:
         )
     if port_open(port):
         raise InvalidOption(f"port {port} is already in use; pick another with --port")
-    directory = state_dir()
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    log_path = directory / "node.log"
+    log_path = private_file(state_dir() / "node.log")
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [
@@ -288,8 +287,7 @@ def state_as_dict(state: NodeState) -> dict[str, Any]:
 
 
 def _write_state(path: Path, state: NodeState) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary = private_file(path.with_suffix(f".{os.getpid()}.tmp"))
     temporary.write_text(json.dumps(asdict(state), indent=2), "utf-8")
     os.replace(temporary, path)
 

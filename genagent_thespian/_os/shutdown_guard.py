@@ -75,7 +75,7 @@ def _local_pid(address: Any) -> int | None:
                 and connection.laddr.port == port
                 and (connection.laddr.ip in local or connection.laddr.ip == host)
             ):
-                return connection.pid
+                return int(connection.pid) if connection.pid is not None else None
     except (psutil.Error, OSError):
         return None
     return None

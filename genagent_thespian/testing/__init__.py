@@ -22,9 +22,9 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .._actors.telemetry import attach, detach
 from .._api.system import AgentSystem
-from .._os.processes import is_alive, processes_with_marker
+from .._api.telemetry import attach, detach
+from .._os.processes import processes_with_marker
 from ._chaos import (
     ChaosKill,
     ChaosMonkey,
@@ -145,7 +145,7 @@ def system_processes(system: AgentSystem) -> list[int]:
                 except ProcessLookupError:
                     continue
     pids.discard(os.getpid())
-    return sorted(pid for pid in pids if is_alive(pid))
+    return sorted(pid for pid in pids if process_alive(pid))
 
 
 class TelemetryCapture:

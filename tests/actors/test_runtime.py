@@ -1,15 +1,22 @@
-"""Runtime guarantees on ``multiprocTCPBase``: responsiveness, processes, protocol, threads."""
+"""Runtime guarantees on ``multiprocTCPBase``: responsiveness, processes, protocol, threads.
+
+Only multiprocTCPBase: these guarantees are about separate actor processes (a SIGKILLed agent,
+worker processes, control calls answered while another process runs a ten-minute turn, the
+TCP listeners); simpleSystemBase runs every actor in the test's own thread.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 import pytest
 from support_agents import Recorder, calls
 from thespian.actors import ActorSystem
 
 import genagent_thespian as g
+from genagent_thespian import AgentSystem
 from genagent_thespian.messages import Failure, Prompt, Status
 from genagent_thespian.testing import Exit, Fail, Gate, Slow, system_processes, wait_until
 
@@ -17,8 +24,8 @@ TEN_MINUTES = 600.0
 
 
 def test_control_calls_are_answered_while_a_long_turn_runs_not_queued_behind_it(
-    agent_system, tmp_path
-):
+    agent_system: AgentSystem, tmp_path: Path
+) -> None:
     # The turn cannot end before the gate opens (or the interrupt), so every answer that
     # arrives first was given while it ran: none waited for the turn to finish.
     gate = tmp_path / "gate"
@@ -44,7 +51,7 @@ def test_control_calls_are_answered_while_a_long_turn_runs_not_queued_behind_it(
     wait_until(lambda: len(calls(tmp_path / "log", "handle_event")) == 20)  # then the events
 
 
-def test_shutdown_leaves_no_process_of_the_system(tmp_path):
+def test_shutdown_leaves_no_process_of_the_system(tmp_path: Path) -> None:
     system = g.start_system(make_default=False)
     try:
         for index in range(3):
@@ -66,7 +73,9 @@ def test_shutdown_leaves_no_process_of_the_system(tmp_path):
     )
 
 
-def test_the_worker_of_an_agent_killed_with_sigkill_does_not_outlive_it(agent_system, tmp_path):
+def test_the_worker_of_an_agent_killed_with_sigkill_does_not_outlive_it(
+    agent_system: AgentSystem, tmp_path: Path
+) -> None:
     g.start_agent(Recorder, name="o", backend="scripted", script=[Slow("a b", 60.0)])
     ref = g.tell("o", "long")
     wait_until(lambda: g.status("o").current_ref == ref)
@@ -79,7 +88,7 @@ def test_the_worker_of_an_agent_killed_with_sigkill_does_not_outlive_it(agent_sy
     wait_until(lambda: g.whereis("o") is None, message="the dead agent stayed registered")
 
 
-def test_shutdown_sweeps_processes_that_escaped_the_supervisor(tmp_path):
+def test_shutdown_sweeps_processes_that_escaped_the_supervisor(tmp_path: Path) -> None:
     system = g.start_system(make_default=False)
     try:
         g.start_agent(Recorder, name="e", backend="scripted", default="x", system=system)
@@ -91,7 +100,9 @@ def test_shutdown_sweeps_processes_that_escaped_the_supervisor(tmp_path):
     assert not _alive(survivor)
 
 
-def test_a_worker_that_exits_is_replaced_and_leaves_no_process(agent_system, tmp_path):
+def test_a_worker_that_exits_is_replaced_and_leaves_no_process(
+    agent_system: AgentSystem, tmp_path: Path
+) -> None:
     g.start_agent(Recorder, name="w", backend="scripted", script=[Exit(9), "again", "again"])
     agent_pid = g.status("w").pid
     with pytest.raises(g.TurnCrashed):
@@ -101,7 +112,9 @@ def test_a_worker_that_exits_is_replaced_and_leaves_no_process(agent_system, tmp
     assert len(workers) == 1
 
 
-def test_raw_thespian_ask_gets_the_same_replies_as_the_api(agent_system, tmp_path):
+def test_raw_thespian_ask_gets_the_same_replies_as_the_api(
+    agent_system: AgentSystem, tmp_path: Path
+) -> None:
     g.start_agent(Recorder, name="raw", backend="scripted", script=["raw reply"])
     address = g.whereis("raw")
     asys = ActorSystem(
@@ -115,7 +128,9 @@ def test_raw_thespian_ask_gets_the_same_replies_as_the_api(agent_system, tmp_pat
     assert status.name == "raw" and status.turns == 1
 
 
-def test_several_threads_ask_at_once_and_each_gets_its_own_answer(agent_system, tmp_path):
+def test_several_threads_ask_at_once_and_each_gets_its_own_answer(
+    agent_system: AgentSystem, tmp_path: Path
+) -> None:
     for index in range(4):
         g.start_agent(Recorder, name=f"t{index}", backend="scripted", default="echo")
     results: dict[tuple[int, int], str] = {}
@@ -138,7 +153,9 @@ def test_several_threads_ask_at_once_and_each_gets_its_own_answer(agent_system, 
     assert results == {(t, c): f"{t}-{c}" for t in range(6) for c in range(10)}
 
 
-def test_stop_answers_the_running_and_every_queued_caller(agent_system, tmp_path):
+def test_stop_answers_the_running_and_every_queued_caller(
+    agent_system: AgentSystem, tmp_path: Path
+) -> None:
     log = tmp_path / "log"
     g.start_agent(
         Recorder, name="s", backend="scripted", log=str(log), script=[Slow("a b c", 60.0)]
@@ -166,7 +183,9 @@ def test_stop_answers_the_running_and_every_queued_caller(agent_system, tmp_path
         g.poll("s", told)
 
 
-def test_an_ask_to_an_agent_killed_mid_turn_ends_with_agent_stopped(agent_system, tmp_path):
+def test_an_ask_to_an_agent_killed_mid_turn_ends_with_agent_stopped(
+    agent_system: AgentSystem, tmp_path: Path
+) -> None:
     g.start_agent(Recorder, name="k", backend="scripted", script=[Slow("a b", 60.0)])
     pid = g.status("k").pid
     outcome: list[BaseException] = []
@@ -212,8 +231,8 @@ def _parent(pid: int) -> int:
 
 
 def test_a_default_node_listens_on_loopback_only_and_runs_no_unauthenticated_payload(
-    agent_system, tmp_path
-):
+    agent_system: AgentSystem, tmp_path: Path
+) -> None:
     from security_support import attack_all, listening_sockets
 
     g.start_agent(Recorder, name="n", backend="scripted", default="still serving")
@@ -225,7 +244,9 @@ def test_a_default_node_listens_on_loopback_only_and_runs_no_unauthenticated_pay
     assert g.ask("n", "q").text == "still serving"
 
 
-def test_an_unpicklable_event_is_invalid_event_and_the_agent_keeps_serving(agent_system):
+def test_an_unpicklable_event_is_invalid_event_and_the_agent_keeps_serving(
+    agent_system: AgentSystem,
+) -> None:
     g.start_agent(Recorder, name="u", backend="scripted", default="fine")
     with pytest.raises(g.InvalidEvent) as info:
         g.notify("u", lambda: "closures do not pickle")
@@ -233,7 +254,7 @@ def test_an_unpicklable_event_is_invalid_event_and_the_agent_keeps_serving(agent
     assert g.ask("u", "q").text == "fine"
 
 
-def test_a_durable_agent_whose_state_cannot_pickle_is_refused_at_start(tmp_path):
+def test_a_durable_agent_whose_state_cannot_pickle_is_refused_at_start(tmp_path: Path) -> None:
     from support_agents import HoldsALock
 
     system = g.start_system(store_path=str(tmp_path / "s.sqlite3"), make_default=False)
@@ -246,7 +267,9 @@ def test_a_durable_agent_whose_state_cannot_pickle_is_refused_at_start(tmp_path)
         system.shutdown()
 
 
-def test_a_delayed_retry_keeps_the_ask_waiting_while_the_agent_serves_others(agent_system):
+def test_a_delayed_retry_keeps_the_ask_waiting_while_the_agent_serves_others(
+    agent_system: AgentSystem,
+) -> None:
     g.start_agent(
         Recorder,
         name="r",
@@ -254,7 +277,7 @@ def test_a_delayed_retry_keeps_the_ask_waiting_while_the_agent_serves_others(age
         script=[Fail("rate_limited", "slow down"), "other work", "retried"],
         errors=["after:0.6:try again"],
     )
-    outcome: list = []
+    outcome: list[g.Response] = []
     caller = threading.Thread(target=lambda: outcome.append(g.ask("r", "first try")))
     caller.start()
     wait_until(lambda: g.status("r").failures == 1)
@@ -265,11 +288,11 @@ def test_a_delayed_retry_keeps_the_ask_waiting_while_the_agent_serves_others(age
     assert outcome[0].text == "retried" and outcome[0].prompt == "try again"
 
 
-def test_stop_answers_an_ask_whose_retry_waits_on_its_back_off(agent_system):
+def test_stop_answers_an_ask_whose_retry_waits_on_its_back_off(agent_system: AgentSystem) -> None:
     g.start_agent(
         Recorder, name="s", backend="scripted", script=[Fail("overloaded")], errors=["after:60:x"]
     )
-    outcome: list = []
+    outcome: list[object] = []
 
     def caller() -> None:
         try:

@@ -51,7 +51,7 @@ def test_start_agent_with_a_class_the_node_cannot_import_says_why(
     # The system's processes were forked before the project joined this process's path.
     sys.path.insert(0, str(project))
     try:
-        import mymod  # type: ignore[import-not-found]
+        import mymod
 
         with pytest.raises(g.AgentStartFailed) as caught:
             g.start_agent(mymod.Coder, name="coder", backend="scripted")

@@ -42,7 +42,7 @@ def test_invalid_restart_options_are_refused(
 def test_restart_back_off_options_reach_the_supervisor_policy(
     any_agent_system: g.AgentSystem,
 ) -> None:
-    from genagent_thespian._api.client import build_spec
+    from genagent_thespian._core.validate import build_spec
 
     spec = build_spec(
         Recorder,

@@ -85,22 +85,29 @@ def test_asks_whose_callers_went_with_the_system_are_dropped_and_tells_run(
 
 def test_a_surviving_caller_resending_a_dropped_ref_gets_it_run() -> None:
     """The dropped ask is forgotten, not marked answered: its ref can still run."""
-    from genagent_thespian._core.machine import AgentMachine, Emit, Origin, Reply, Request
+    from genagent_thespian._core.machine import (
+        AgentMachine,
+        Emit,
+        MachineSnapshot,
+        Origin,
+        Reply,
+        Request,
+    )
     from genagent_thespian.messages import Failure
 
     machine = AgentMachine(name="keeper", impl=Recorder())
     machine.impl.init_agent({})
-    snapshot = {
-        "halted": False,
-        "halt_pending": False,
-        "mailbox": [Request("r1", Origin.ASK, "orphan", reply_to="gone", size=6)],
-        "self_chain": None,
-        "delayed": [],
-        "pending": [],
-        "in_flight": None,
-        "answered": [],
-        "counters": machine.counters,
-    }
+    snapshot = MachineSnapshot(
+        halted=False,
+        halt_pending=False,
+        mailbox=(Request("r1", Origin.ASK, "orphan", reply_to="gone", size=6),),
+        self_chain=None,
+        delayed=(),
+        pending=(),
+        in_flight=None,
+        answered=(),
+        counters=machine.counters,
+    )
     effects = machine.restore(snapshot, [], callers_gone=True)
     assert not [e for e in effects if isinstance(e, Reply)]  # nothing to the gone caller
     assert [e.name for e in effects if isinstance(e, Emit)].count("request.dropped") == 1

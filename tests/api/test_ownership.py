@@ -45,7 +45,8 @@ def _run(mode: str, tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, ob
     line = script.stdout.readline()
     if not line:
         script.wait(timeout=60)
-        pytest.fail(f"the script ended before starting its agent: {script.stderr.read()}")
+        stderr = script.stderr.read() if script.stderr else ""
+        pytest.fail(f"the script ended before starting its agent: {stderr}")
     info = json.loads(line)
     assert _system_processes(info), "the system should be running while the script runs"
     return script, info, store

@@ -9,6 +9,7 @@ the system is left after shutdown.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -98,6 +99,9 @@ class StartStopKillAsk(RuleBasedStateMachine):
         except g.GenAgentError as exc:
             return exc
 
+    def _answers(self, name: str) -> bool:
+        return isinstance(self._ask(name), g.Response)
+
     def teardown(self) -> None:
         try:
             for thread, outcome in self.callers:
@@ -106,7 +110,7 @@ class StartStopKillAsk(RuleBasedStateMachine):
                 assert isinstance(outcome[0], ASK_OUTCOMES), repr(outcome[0])
             for name in sorted(self.running):  # never stuck: each running agent answers
                 wait_until(
-                    lambda name=name: isinstance(self._ask(name), g.Response),
+                    functools.partial(self._answers, name),
                     timeout=CALL_TIMEOUT,
                     interval=0.1,
                     message=f"agent {name!r} never answered again",

@@ -29,27 +29,25 @@ __all__ = ["client_capabilities", "use_node_secret"]
 
 
 def use_node_secret(
-    node_name: str = "default",
     *,
     bind_host: str = "127.0.0.1",
     secret_path: str | os.PathLike[str] | None = None,
 ) -> None:
-    """Make this process's Thespian transport speak node ``node_name``'s authenticated frames.
+    """Make this process's Thespian transport speak the node's authenticated frames.
 
     Call it before creating an ``ActorSystem("multiprocTCPBase", ...)`` client. The secret is
     the one the node uses (``GENAGENT_SECRET``, ``GENAGENT_SECRET_FILE``, else ``node.secret``
-    in the node's home); a process that started a system has it installed already, and the
-    call is then a no-op.
+    in the default node's home, shared by every node of this user); a process that started a
+    system has it installed already, and the call is then a no-op.
 
     Args:
-        node_name: The node whose home holds the secret.
         bind_host: The node's bind host (loopback unless it was configured otherwise).
         secret_path: A secret file to use instead.
 
     Raises:
         SecurityConfigError: the secret is unusable, or another one is installed already.
     """
-    harden_transport(bind_host=bind_host, secret_path=secret_path, node_name=node_name)
+    harden_transport(bind_host=bind_host, secret_path=secret_path)
 
 
 def client_capabilities(target: AgentSystem | int | None = None) -> dict[str, Any]:

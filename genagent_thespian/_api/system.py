@@ -256,15 +256,14 @@ class AgentSystem:
             bind_host: Address to listen on; anything but loopback must be explicit.
             advertise_host: Address peers use, required when ``bind_host`` is ``0.0.0.0``.
             secret_path: The node secret file (default: ``GENAGENT_SECRET``,
-                ``GENAGENT_SECRET_FILE`` or ``node.secret`` in node ``node_name``'s home,
-                created mode 0600 on first use).
+                ``GENAGENT_SECRET_FILE`` or ``node.secret`` in the default node's home,
+                created mode 0600 on first use; every node of this user shares it).
             store_path: The store of durable agents (default: ``agents.sqlite3`` in the
                 node's home). Processes a previous run recorded there that are still alive
                 are ended now.
             transport_limits: Frame size and connection limits of the hardened transport.
             node_name: The node's name; it picks the home folder
-                (``$XDG_STATE_HOME/genagent-thespian/<name>/``, see ``_api/home.py``) and the
-                default secret file in it.
+                (``$XDG_STATE_HOME/genagent-thespian/<name>/``, see ``_api/home.py``).
             home: The home folder itself, instead of the one ``node_name`` picks.
 
         Raises:
@@ -295,7 +294,6 @@ class AgentSystem:
                 os.fspath(store_path) if store_path else store_in(home_folder),
                 system_id,
                 transport_limits,
-                node_name,
             )
         except BaseException:
             lock.release()
@@ -318,7 +316,6 @@ class AgentSystem:
         store: str,
         system_id: str,
         transport_limits: TransportLimits | None,
-        node_name: str = DEFAULT_NODE,
     ) -> AgentSystem:
         if base == "multiprocTCPBase":
             admin_port = admin_port or free_port()
@@ -328,7 +325,6 @@ class AgentSystem:
                 advertise_host=advertise_host,
                 secret_path=secret_path,
                 limits=transport_limits,
-                node_name=node_name,
             )
             check_capabilities(caps, security)
         _end_previous_run(store)

@@ -158,14 +158,15 @@ class UnsupportedThespianVersion(GenAgentError, RuntimeError):
 
 
 def load_or_create_secret(
-    path: str | os.PathLike[str] | None = None, *, node_name: str = "default"
+    path: str | os.PathLike[str] | None = None,
 ) -> bytes:
     """Return this node's secret, creating a random one on first use.
 
     Lookup order: ``$GENAGENT_SECRET`` (hex) if set; else the file *path*, else
-    ``$GENAGENT_SECRET_FILE``, else ``node.secret`` in the home of node *node_name*
-    (``$XDG_STATE_HOME/genagent-thespian/<name>/``, beside the node's store), so a script's
-    reruns and the ``genagent`` commands agree on it with no option. The file holds
+    ``$GENAGENT_SECRET_FILE``, else ``node.secret`` in the default node's home
+    (``$XDG_STATE_HOME/genagent-thespian/default/``, beside its store), so a script's reruns,
+    the ``genagent`` commands and every node of this user (whatever its name: the nodes of
+    a convention share one secret) agree on it with no option. The file holds
     the secret as one line of hex, so it can be copied to the other hosts of a convention. A
     missing file is created atomically (a private temporary file hard-linked into place, so
     concurrent starters agree on one secret) with mode 0600 in a directory created with mode
@@ -185,7 +186,7 @@ def load_or_create_secret(
     from_env = os.environ.get(SECRET_ENV, "").strip()
     if from_env:
         return _parse_secret(from_env, source=f"${SECRET_ENV}")
-    secret_path = secret_file(path, node_name=node_name)
+    secret_path = secret_file(path)
     try:
         return _read_secret_file(secret_path)
     except FileNotFoundError:
@@ -199,18 +200,18 @@ def load_or_create_secret(
         ) from exc
 
 
-def secret_file(path: str | os.PathLike[str] | None = None, *, node_name: str = "default") -> Path:
+def secret_file(path: str | os.PathLike[str] | None = None) -> Path:
     """Return the file :func:`load_or_create_secret` reads (when ``$GENAGENT_SECRET`` is unset).
 
-    *path* if given, else ``$GENAGENT_SECRET_FILE``, else ``node.secret`` in node
-    *node_name*'s home.
+    *path* if given, else ``$GENAGENT_SECRET_FILE``, else ``node.secret`` in the default
+    node's home.
     """
     chosen = path or os.environ.get(SECRET_FILE_ENV)
     if chosen:
         return Path(chosen).expanduser()
-    from .._api.home import node_home  # the home is the API's notion; only its path is used
+    from .._api.home import DEFAULT_NODE, node_home  # the API's notion; only its path is used
 
-    return node_home(node_name) / SECRET_FILE_NAME
+    return node_home(DEFAULT_NODE) / SECRET_FILE_NAME
 
 
 def _parse_secret(text: str, *, source: str) -> bytes:
@@ -486,7 +487,6 @@ def harden_transport(
     advertise_host: str | None = None,
     secret_path: str | os.PathLike[str] | None = None,
     limits: TransportLimits | None = None,
-    node_name: str = "default",
 ) -> TransportSecurity:
     """Load (or create) the node secret and install the hardening in this process.
 
@@ -499,7 +499,6 @@ def harden_transport(
         advertise_host: Address to advertise when *bind_host* is ``0.0.0.0``.
         secret_path: Secret file (see :func:`load_or_create_secret`).
         limits: Frame size and connection limits (default: :class:`TransportLimits`).
-        node_name: The node whose home holds the default secret file.
 
     Returns:
         The installed settings (pass them to :func:`check_capabilities`).
@@ -509,7 +508,7 @@ def harden_transport(
             :func:`install_transport_security`.
     """
     security = TransportSecurity(
-        load_or_create_secret(secret_path, node_name=node_name),
+        load_or_create_secret(secret_path),
         bind_host=bind_host,
         advertise_host=advertise_host,
         limits=limits or TransportLimits(),

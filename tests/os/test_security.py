@@ -129,7 +129,6 @@ def test_default_path_comes_from_env_then_the_node_home(
     secret_file = tmp_path / "state/genagent-thespian/default/node.secret"
     assert secret_file.read_text().strip() == from_home.hex()
     assert secret_file.stat().st_mode & 0o777 == 0o600
-    assert load_or_create_secret(node_name="other") != from_home  # one secret per node home
     monkeypatch.setenv(sec.SECRET_FILE_ENV, str(tmp_path / "other.secret"))
     from_env_file = load_or_create_secret()
     assert from_env_file != from_home

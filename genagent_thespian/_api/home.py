@@ -30,12 +30,11 @@ from pathlib import Path
 
 from .._core.errors import InvalidOption
 from .._os.private import private_folder
+from .._os.state import STATE_DIR_ENV, state_folder
 
 __all__ = ["DEFAULT_NODE", "STATE_DIR_ENV", "HomeLock", "node_home", "store_in"]
 
 DEFAULT_NODE = "default"
-#: Overrides the folder that holds every node's home (tests, several users per account).
-STATE_DIR_ENV = "GENAGENT_STATE_DIR"
 _held: set[Path] = set()  # homes this process holds: a POSIX lock does not stop its owner
 _held_lock = threading.Lock()
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -49,11 +48,7 @@ def node_home(name: str = DEFAULT_NODE) -> Path:
     """
     if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
         raise InvalidOption(f"a node name is 1-64 letters, digits, '.', '_' or '-', got {name!r}")
-    explicit = os.environ.get(STATE_DIR_ENV)
-    if explicit:
-        return Path(explicit) / name
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "genagent-thespian" / name
+    return state_folder(name)
 
 
 def store_in(home: Path) -> str:

@@ -8,8 +8,8 @@ its admin port. Two calls give a raw client both, with public names only::
     from thespian.actors import ActorSystem
     from genagent_thespian.messages import Prompt
 
-    g.use_node_secret()                                   # this process speaks the node's frames
-    asys = ActorSystem("multiprocTCPBase", g.client_capabilities())
+    g.use_node_secret()                      # this process speaks the node's frames
+    asys = ActorSystem("multiprocTCPBase", g.client_capabilities())   # or (admin_port)
     reply = asys.ask(g.whereis("my-coder"), Prompt("What does foo.py do?"), 60)
 
 A client's ``ActorSystem`` is the node's system seen from this process: its ``shutdown()``
@@ -22,7 +22,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .._core.errors import SystemNotRunning
 from .._os.security import harden_transport
+from .client import current_system
 from .system import AgentSystem
 
 __all__ = ["client_capabilities", "use_node_secret"]
@@ -54,30 +56,17 @@ def client_capabilities(target: AgentSystem | int | None = None) -> dict[str, An
     """Return the Thespian capabilities that reach a running system as a client.
 
     Args:
-        target: An :class:`AgentSystem` (its admin port), an admin port, or ``None``: the
-            current system of this process if there is one, else the ``genagent`` node
-            recorded in the default home (``GENAGENT_PORT`` first).
+        target: An :class:`AgentSystem` (its admin port), an admin port (a ``genagent``
+            node's: ``genagent node info``), or ``None`` for the current system of this
+            process.
 
     Raises:
-        SystemNotRunning: ``None`` was given and no system or node is running.
+        SystemNotRunning: ``None`` was given and this process has no current system, or
+            the system has no admin port (``simpleSystemBase`` has no clients).
     """
-    if isinstance(target, AgentSystem):
-        port = target.admin_port
-    elif isinstance(target, int):
-        port = target
-    else:
-        from .client import current_system
-
-        try:
-            port = current_system().admin_port
-        except Exception:
-            port = None
-        if port is None:
-            from .._nodes.node import find_port
-
-            port = find_port()
-    if port is None:
-        from .._core.errors import SystemNotRunning
-
+    if isinstance(target, int):
+        return {"Admin Port": target}
+    system = target if target is not None else current_system()
+    if system.admin_port is None:
         raise SystemNotRunning("this system has no admin port (simpleSystemBase has no clients)")
-    return {"Admin Port": port}
+    return {"Admin Port": system.admin_port}

@@ -105,6 +105,7 @@ from .frames import (
 )
 from .private import private_file, private_folder
 from .shutdown_guard import install_shutdown_guard
+from .state import state_folder
 
 __all__ = [
     "SECRET_ENV",
@@ -209,9 +210,7 @@ def secret_file(path: str | os.PathLike[str] | None = None) -> Path:
     chosen = path or os.environ.get(SECRET_FILE_ENV)
     if chosen:
         return Path(chosen).expanduser()
-    from .._api.home import DEFAULT_NODE, node_home  # the API's notion; only its path is used
-
-    return node_home(DEFAULT_NODE) / SECRET_FILE_NAME
+    return state_folder("default") / SECRET_FILE_NAME
 
 
 def _parse_secret(text: str, *, source: str) -> bytes:

@@ -135,9 +135,9 @@ def test_interrupt_halt_resume_and_stop(node: Node) -> None:
 
     stopped = node.run("stop", "a")
     assert stopped.returncode == 0 and stopped.stdout == "stopped a\n"
-    gone = node.run("status", "a")
-    assert gone.returncode == 3
-    assert gone.stderr == "genagent: error: AgentNotFound: no agent has that name (agent='a')\n"
+    gone = node.run("status", "a")  # a stopped name says so until it is reused (issue 14)
+    assert gone.returncode == 1
+    assert gone.stderr == "genagent: error: AgentStopped: the agent was stopped (agent='a')\n"
 
 
 def test_errors_are_one_line_with_distinct_exit_codes(node: Node) -> None:

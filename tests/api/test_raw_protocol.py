@@ -101,7 +101,7 @@ def test_unexpected_messages_get_a_typed_failure_from_agent_and_registry(
 
 def _readme_block(marker: str) -> str:
     readme = (ROOT / "README.md").read_text("utf-8")
-    blocks = re.findall(r"^```python\n(.*?)^```", readme, flags=re.S | re.M)
+    blocks: list[str] = re.findall(r"^```python\n(.*?)^```", readme, flags=re.S | re.M)
     return next(b for b in blocks if marker in b)
 
 

@@ -253,7 +253,7 @@ class Switchboard:
     def close(self) -> None:
         """Stop every session this switchboard started and delete its snapshots."""
         for name in list(self._sessions):
-            with contextlib.suppress(g.AgentNotFound):
+            with contextlib.suppress(g.AgentNotFound, g.AgentStopped):  # gone meanwhile
                 self.stop_session(name)
         self._states.close()
 

@@ -100,7 +100,7 @@ def test_summary_transcript_and_unknown_names(board: Switchboard) -> None:
         board.inbox("nobody")
     board.stop_session("s")
     assert board.sessions == []
-    with pytest.raises(g.AgentNotFound):
+    with pytest.raises(g.AgentStopped):  # a stopped name says so until reused (issue 14)
         board.send("s", "gone")
 
 

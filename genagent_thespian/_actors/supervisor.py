@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import signal
 import time
 import uuid
@@ -26,6 +27,7 @@ from .._core.log import get_logger
 from .._core.placement import NoNodeWithRoom, choose_node
 from .._core.protocol import (
     AddressBook,
+    _Adopted,
     _AgentInitFailed,
     _AgentProcesses,
     _AgentReady,
@@ -38,7 +40,9 @@ from .._core.protocol import (
     _Unregister,
 )
 from .._core.restart_policy import ExitKind, RestartAction, RestartPolicy
+from .._durable.location import open_store
 from .._durable.record import answer_stored_callers, delete_stored_agent
+from .._durable.store import StoreError
 from .._os.processes import AGENT_MARKER, is_alive, kill_marked, kill_process, kill_process_group
 from ..messages import (
     AgentDown,
@@ -51,13 +55,17 @@ from ..messages import (
     WatchAgent,
 )
 from .agent import NODE_CAPABILITY, AgentActor
+from .directory import LocalAgent, Services
+from .keeper import AdoptedExited, KeepNode, NodeCensus, NodeKeeper
 from .sweeper import NodeSweeper, SweepAgent
 
 __all__ = [
+    "CENSUS_SECONDS",
     "SUPERVISOR_NAME",
     "AgentSupervisor",
     "Boot",
     "Booted",
+    "Lead",
     "NodeLost",
     "NodesChanged",
     "StopAll",
@@ -73,6 +81,9 @@ EXIT_GRACE = 5.0
 RESTART_START_DEADLINE = 120.0
 #: Seconds during which a repeated exit notice for a handled address is a duplicate.
 _RECENT_EXIT_SECONDS = 30.0
+#: Seconds a new convention leader waits for the nodes' census before it restarts the
+#: durable agents nobody reported (they ran on the dead leader's host).
+CENSUS_SECONDS = 2.0
 
 _log = get_logger("genagent_thespian.supervisor")
 
@@ -114,6 +125,19 @@ class NodeLost:
 
 
 @dataclass(frozen=True, slots=True)
+class Lead:
+    """Elector -> supervisor: this supervisor leads the convention under ``services.epoch``.
+
+    From then on it keeps a :class:`~genagent_thespian._actors.keeper.NodeKeeper` on every
+    node, re-adopts the agents they report, and after :data:`CENSUS_SECONDS` restarts the
+    stored durable agents no node reported (``_nodes/leadership.py``).
+    """
+
+    services: Services
+    leaders: tuple[tuple[str, int], ...] = ()  # the candidates, this leader first
+
+
+@dataclass(frozen=True, slots=True)
 class NodesChanged:
     """Node watcher -> supervisor: the convention's live nodes and their capabilities.
 
@@ -141,6 +165,7 @@ class _Child:
     exit_kind: ExitKind = ExitKind.KILLED
     node: str = ""  # the node it runs on (another host's pids mean nothing here)
     unplaced: bool = False  # a restart waiting for a node with room
+    adopted: bool = False  # started by a previous leader; a keeper reports its exit
 
 
 class AgentSupervisor(Actor):
@@ -157,6 +182,10 @@ class AgentSupervisor(Actor):
         self._stop_all_waiters: list[Any] = []
         self._recent_exits: list[tuple[Any, float]] = []  # (address, when) of handled exits
         self._nodes: dict[str, dict[str, Any]] | None = None  # None: not a convention leader
+        self._lead: Lead | None = None  # set when elected among standby leaders
+        self._kept: set[str] = set()  # nodes with a keeper of this leader
+        self._censused: set[str] = set()  # nodes whose keeper reported
+        self._silent: set[str] = set()  # nodes that gave no census: not placed on
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         """Dispatch by type. Never raises (a raise would re-deliver a start)."""
@@ -205,7 +234,8 @@ class AgentSupervisor(Actor):
         for other in self._children.values():
             if other.node and other.state in ("starting", "running", "stopping"):
                 load[other.node] = load.get(other.node, 0) + 1
-        return choose_node(self._nodes, dict(spec.placement), load, self._node)
+        nodes = {n: caps for n, caps in self._nodes.items() if n not in self._silent}
+        return choose_node(nodes, dict(spec.placement), load, self._node)
 
     def _spawn(self, child: _Child, node: str) -> None:
         # Thespian asks AgentActor.actorSystemCapabilityCheck on each node: the placement
@@ -335,6 +365,9 @@ class AgentSupervisor(Actor):
             return
         if payload[0] == "restart":
             self._restart(payload[1], payload[2])
+            return
+        if payload[0] == "census":
+            self._census_over()
             return
         if payload[0] == "started?":
             child = self._children.get(payload[1])
@@ -473,7 +506,125 @@ class AgentSupervisor(Actor):
 
     def _on_nodes_changed(self, message: NodesChanged, sender: Any) -> None:
         self._nodes = {name: dict(caps) for name, caps in message.nodes}
+        self._silent &= set(self._nodes)
+        self._keep_nodes()
         self._place_waiting()
+
+    # ------------------------------------------------------------------ leader failover
+
+    def _on_lead(self, message: Lead, sender: Any) -> None:
+        """Elected: adopt what runs, then resume what died with the old leader."""
+        self._lead = message
+        self._kept.clear()
+        self._censused.clear()
+        self._keep_nodes()
+        # Until the census is over, callers of a stored agent hear "restarting" (wait), not
+        # "no such agent": it is either adopted or started again when the census ends.
+        for name in self._stored_names():
+            if name not in self._children:
+                self.send(self._registry, _Restarting(name, True))
+        self.wakeupAfter(CENSUS_SECONDS, payload=("census",))
+
+    def _stored_names(self) -> list[Any]:
+        if not self._store_path:
+            return []
+        try:
+            store = open_store(self._store_path)
+            try:
+                return [pickle.loads(entry.name_blob) for entry in store.list_agents()]
+            finally:
+                store.close()
+        except StoreError:
+            _log.exception("could not list the stored durable agents")
+            return []
+
+    def _keep_nodes(self) -> None:
+        """Put a keeper on every node that has none of this leader's yet."""
+        if self._lead is None or self._nodes is None:
+            return
+        for node in self._nodes:
+            if node in self._kept:
+                continue
+            self._kept.add(node)
+            keeper = self.createActor(NodeKeeper, targetActorRequirements={NODE_CAPABILITY: node})
+            self.send(keeper, KeepNode(self._lead.services, node, self._lead.leaders))
+
+    def _on_census(self, message: NodeCensus, sender: Any) -> None:
+        self._censused.add(message.node)
+        self._silent.discard(message.node)
+        for agent in message.agents:
+            if agent.spec.name not in self._children:
+                self._adopt(agent)
+
+    def _adopt(self, agent: LocalAgent) -> None:
+        """Take a running agent of the previous leader as ours: same process, same incarnation."""
+        assert self._lead is not None
+        spec = agent.spec
+        child = _Child(
+            spec=spec,
+            address=agent.address,
+            state="running",
+            pid=agent.pid,
+            incarnation=agent.incarnation,
+            instance_id=agent.instance_id,
+            policy=RestartPolicy.for_spec(spec),
+            node=agent.node,
+            adopted=True,
+        )
+        self._children[spec.name] = child
+        self.send(agent.address, _Adopted(self._registry, self._telemetry, self.myAddress))
+        register = _Register(
+            spec.name,
+            agent.address,
+            agent.node,
+            durable=spec.durable,
+            incarnation=agent.incarnation,
+        )
+        self.send(self._registry, register)
+        _log.warning("re-adopted agent %r on %s (pid %d)", spec.name, agent.node, agent.pid)
+        self._emit("agent.adopted", {"agent": spec.name, "incarnation": agent.incarnation})
+
+    def _census_over(self) -> None:
+        """Nodes that gave no census are not placed on; lost durable agents start again."""
+        if self._nodes is not None:
+            self._silent = {n for n in self._nodes if n != self._node} - self._censused
+        if not self._store_path:
+            return
+        try:
+            store = open_store(self._store_path)
+        except StoreError:
+            _log.exception("could not read the store to resume the lost durable agents")
+            return
+        try:
+            for entry in store.list_agents():
+                name = pickle.loads(entry.name_blob)
+                if name in self._children:
+                    continue
+                stored = store.load(entry.key)
+                if stored is None:
+                    continue
+                self._resume_lost(pickle.loads(stored.spec_blob), entry.incarnation)
+        except StoreError:
+            _log.exception("could not read the store to resume the lost durable agents")
+        finally:
+            store.close()
+
+    def _resume_lost(self, spec: AgentSpec, incarnation: int) -> None:
+        """Start a durable agent that died with the old leader; it resumes from its record."""
+        _log.warning("durable agent %r ran on the lost leader's host; starting it again", spec.name)
+        child = _Child(
+            spec=spec,
+            address=None,
+            state="restarting",
+            incarnation=incarnation + 1,
+            policy=RestartPolicy.for_spec(spec),
+        )
+        self._children[spec.name] = child
+        self.send(self._registry, _Restarting(spec.name, spec.durable))
+        self._respawn(child)
+
+    def _on_adopted_exited(self, message: AdoptedExited, sender: Any) -> None:
+        self._on_child_exited(ChildActorExited(message.address), sender)
 
     def _forget(self, child: _Child, *, then: tuple[tuple[Any, Any], ...] = ()) -> None:
         """Drop ``child``; the registry sends the ``then`` replies once the name is gone."""
@@ -561,6 +712,9 @@ _HANDLERS: dict[type, Any] = {
     ChildActorExited: AgentSupervisor._on_child_exited,
     NodeLost: AgentSupervisor._on_node_lost,
     NodesChanged: AgentSupervisor._on_nodes_changed,
+    Lead: AgentSupervisor._on_lead,
+    NodeCensus: AgentSupervisor._on_census,
+    AdoptedExited: AgentSupervisor._on_adopted_exited,
     WatchAgent: AgentSupervisor._on_watch_agent,
     ActorExitRequest: AgentSupervisor._on_exit_request,
 }

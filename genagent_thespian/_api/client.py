@@ -84,6 +84,9 @@ __all__ = [
 _RESTART_TYPES = ("temporary", "transient", "permanent")
 _SESSION_LOST_POLICIES = ("fail", "fresh")
 _CONTROL_TIMEOUT = 30.0  # seconds for calls the agent answers at once (status, poll...)
+#: Seconds a name look-up waits for the registry before asking the node where the services are
+#: now (after a leader failover they moved; see ``AgentSystem.refresh_services``).
+_LOOKUP_SLICE = 3.0
 
 _default_lock = threading.Lock()
 _default: AgentSystem | None = None
@@ -613,20 +616,32 @@ def _call_agent(
 def _locate(
     name: Any, system: AgentSystem, *, timeout: float = _CONTROL_TIMEOUT, ref: str | None = None
 ) -> Located:
-    try:
-        reply: Located = system.exchange(
-            system.registry,
-            WhereIs(name),
-            lambda m: isinstance(m, Located) and m.name == name,
-            timeout=timeout,
-        )
-    except AskTimeout:
-        raise AskTimeout(
-            f"the registry did not answer the name look-up within {timeout:.1f}s "
-            "(is the convention leader reachable?)",
-            agent=name,
-            ref=ref,
-        ) from None
+    """Ask the registry where ``name`` is, within ``timeout`` seconds.
+
+    A registry that does not answer a slice of the time may be a dead leader's: the node's
+    directory is asked again for the services (a standby may have taken over) and the
+    look-up goes on with the new registry.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            reply: Located = system.exchange(
+                system.registry,
+                WhereIs(name),
+                lambda m: isinstance(m, Located) and m.name == name,
+                timeout=max(0.0, min(left, _LOOKUP_SLICE)),
+            )
+            break
+        except AskTimeout:
+            if time.monotonic() >= deadline:
+                raise AskTimeout(
+                    f"the registry did not answer the name look-up within {timeout:.1f}s "
+                    "(is the convention leader reachable?)",
+                    agent=name,
+                    ref=ref,
+                ) from None
+            system.refresh_services(timeout=min(2.0, deadline - time.monotonic()))
     system.remember(name, reply.address, reply.incarnation)
     return reply
 

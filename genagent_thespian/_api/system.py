@@ -166,6 +166,33 @@ class AgentSystem:
             timeout=_DIRECTORY_TIMEOUT,
         )
 
+    def refresh_services(self, *, timeout: float = 2.0) -> bool:
+        """Ask this node's directory for the services again; return whether they moved.
+
+        After a leader failover (``_nodes/leadership.py``) the directory names the new
+        leader's services; a client whose registry stopped answering calls this and goes on.
+        """
+        if self.base == "simpleSystemBase" or timeout <= 0:
+            return False
+        directory = self.asys.createActor(ServiceDirectory, globalName=DIRECTORY_NAME)
+        try:
+            services = self.exchange(
+                directory,
+                WhereAreServices(),
+                lambda m: isinstance(m, Services | NoServices),
+                timeout=timeout,
+            )
+        except GenAgentError:
+            return False
+        if not isinstance(services, Services) or services.registry == self.registry:
+            return False
+        _log.warning(
+            "the convention's services moved to %s (epoch %d)", services.node, services.epoch
+        )
+        self.registry, self.telemetry = services.registry, services.telemetry
+        self.supervisor, self.node_watcher = services.supervisor, services.watcher
+        return True
+
     def sync_telemetry(self) -> None:
         """Subscribe this process's attached telemetry handlers to this system's hub."""
         wanted = wanted_names()

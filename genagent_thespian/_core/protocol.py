@@ -15,6 +15,7 @@ from .turn import Event
 
 __all__ = [
     "AddressBook",
+    "_Adopted",
     "_AgentInitFailed",
     "_AgentProcesses",
     "_AgentReady",
@@ -162,6 +163,19 @@ class _AgentReady:
     name: Any
     pid: int
     node: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Adopted:
+    """New leader's supervisor -> a running agent: use these services from now on.
+
+    Sent after a leader failover to agents that outlived their supervisor (see
+    ``_actors/keeper.py``): they keep their process and incarnation.
+    """
+
+    registry: Any
+    telemetry: Any
+    supervisor: Any
 
 
 @dataclass(frozen=True, slots=True)

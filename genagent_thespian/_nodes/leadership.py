@@ -1,0 +1,177 @@
+"""Leader failover: standby leaders, one of which leads at a time, chosen by the store.
+
+A convention started with several leader candidates (``start_node(leaders=[...])``, the same
+ordered list on every node) is a Thespian HA convention: every node registers with every
+candidate, so each candidate knows the whole membership and can create actors on any node.
+Which candidate *runs the services* (registry, supervisor, telemetry hub, node watcher) is
+not Thespian's choice but the shared store's: an :class:`Elector` on each candidate claims
+the convention's leadership lease (``AgentStore.claim_leadership``) every third of the
+lease. Whoever holds it leads; a claim moves the epoch on only when the lease has expired,
+so there is one leader at a time and a deposed one's epoch is always the older.
+
+* **Taking the lead.** The elector boots the services on its own node and tells the
+  supervisor (:class:`~genagent_thespian._actors.supervisor.Lead`) the services and the
+  epoch. The supervisor puts a keeper on every node (``_actors/keeper.py``): each node's
+  directory then names the new services (clients follow), and the agents still running
+  there are re-adopted with their process and incarnation. After a short census window, the
+  durable agents the store holds that no node reported (they ran on the dead leader's host)
+  are restarted by placement; each waits out its old lease as any durable restart does.
+* **Standing down.** A leader whose claim fails (another holds the lease) or that cannot
+  reach the store while two thirds of its lease pass ends its services at once, before its
+  lease can expire for a successor. The agents its supervisor started end with them
+  (Thespian children die with their parent); durable ones come back under the new leader.
+
+The lease is ``GENAGENT_LEADER_LEASE_SECONDS`` (default 8 s). A leader's death is noticed
+when its lease runs out (at most one lease after its last renewal) and the next claim
+(a third of a lease later) takes over; the census window adds :data:`CENSUS_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from thespian.actors import Actor, ActorExitRequest, WakeupMessage
+
+from .._actors.directory import DIRECTORY_NAME, ServiceDirectory, Services, SetServices
+from .._actors.registry import REGISTRY_NAME, Registry
+from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor, Boot, Booted, Lead
+from .._actors.telemetry import TELEMETRY_NAME, TelemetryHub
+from .._core.log import get_logger
+from .._durable.location import open_store
+from .._durable.store import AgentStore, StoreError
+
+__all__ = ["LEADER_LEASE_ENV", "Elect", "Elector", "leader_lease_seconds"]
+
+#: Environment variable overriding the convention leader's lease (seconds).
+LEADER_LEASE_ENV = "GENAGENT_LEADER_LEASE_SECONDS"
+_DEFAULT_LEADER_LEASE = 8.0
+
+_log = get_logger("genagent_thespian.leadership")
+
+
+def leader_lease_seconds() -> float:
+    """How long the leader's lease lasts without renewal (``GENAGENT_LEADER_LEASE_SECONDS``)."""
+    try:
+        value = float(os.environ.get(LEADER_LEASE_ENV, _DEFAULT_LEADER_LEASE))
+    except ValueError:
+        return _DEFAULT_LEADER_LEASE
+    return value if value > 0 else _DEFAULT_LEADER_LEASE
+
+
+@dataclass(frozen=True, slots=True)
+class Elect:
+    """Node starter -> elector: take part in the election of ``convention``'s leader."""
+
+    store_path: str
+    convention: str
+    holder: str  # this node's identity in the store: "<address>:<port>/<system id>"
+    node: str
+    lease: float
+    address: tuple[str, int]  # this node's convention address
+    leaders: tuple[tuple[str, int], ...]  # every candidate, in the configured order
+
+
+class Elector(Actor):
+    """On each leader candidate: claims the lead, boots or ends the services (module doc)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._elect: Elect | None = None
+        self._store: AgentStore | None = None
+        self._epoch = 0  # the epoch this node leads under (0: it does not lead)
+        self._renewed = 0.0  # monotonic time of the last successful claim while leading
+        self._services: dict[str, Any] = {}
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:
+        try:
+            if isinstance(message, Elect):
+                if self._elect is None:
+                    self._elect = message
+                    self._claim()
+            elif isinstance(message, WakeupMessage):
+                self._claim()
+            elif isinstance(message, Booted):
+                self._lead_booted()
+            elif isinstance(message, ActorExitRequest):
+                self._stand_down("the node is shutting down")
+                if self._store is not None:
+                    self._store.close()
+        except Exception:
+            _log.exception("the leader election failed handling %s", type(message).__name__)
+
+    def _claim(self) -> None:
+        elect = self._elect
+        assert elect is not None
+        self.wakeupAfter(elect.lease / 3)
+        try:
+            if self._store is None:
+                self._store = open_store(elect.store_path)
+            claim = self._store.claim_leadership(elect.convention, elect.holder, elect.lease)
+        except StoreError as exc:
+            if self._epoch and time.monotonic() - self._renewed > elect.lease * 2 / 3:
+                self._stand_down(f"the store is unreachable ({exc})")
+            return
+        if not claim.acquired:
+            if self._epoch:
+                self._stand_down(f"{claim.holder} leads now (epoch {claim.epoch})")
+            return
+        self._renewed = time.monotonic()
+        if claim.epoch != self._epoch:
+            if self._epoch:
+                self._stand_down("the lead lapsed")
+            self._take_lead(claim.epoch)
+
+    def _take_lead(self, epoch: int) -> None:
+        elect = self._elect
+        assert elect is not None
+        _log.warning("node %s takes the convention's lead (epoch %d)", elect.node, epoch)
+        self._epoch = epoch
+        self._services = {
+            "registry": self.createActor(Registry, globalName=REGISTRY_NAME),
+            "telemetry": self.createActor(TelemetryHub, globalName=TELEMETRY_NAME),
+            "supervisor": self.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME),
+        }
+        boot = Boot(
+            self._services["registry"],
+            self._services["telemetry"],
+            elect.node,
+            elect.store_path,
+        )
+        self.send(self._services["supervisor"], boot)
+
+    def _lead_booted(self) -> None:
+        from .convention import NODES_NAME, _ListNodes, _NodeWatcher
+
+        elect = self._elect
+        if elect is None or not self._epoch or "watcher" in self._services:
+            return
+        watcher = self.createActor(_NodeWatcher, globalName=NODES_NAME)
+        self._services["watcher"] = watcher
+        services = Services(
+            self._services["registry"],
+            self._services["telemetry"],
+            self._services["supervisor"],
+            watcher,
+            elect.node,
+            self._epoch,
+        )
+        # The supervisor learns it leads before the watcher's first membership news.
+        leaders = (elect.address, *(c for c in elect.leaders if c != elect.address))
+        self.send(services.supervisor, Lead(services, leaders))
+        self.send(watcher, _ListNodes())
+        directory = self.createActor(ServiceDirectory, globalName=DIRECTORY_NAME)
+        self.send(directory, SetServices(services))
+
+    def _stand_down(self, why: str) -> None:
+        if not self._epoch:
+            return
+        _log.warning("this node no longer leads the convention: %s", why)
+        self._epoch = 0
+        services, self._services = self._services, {}
+        for address in services.values():
+            with contextlib.suppress(Exception):
+                self.send(address, ActorExitRequest())

@@ -18,6 +18,7 @@ __all__ = [
     "Checker",
     "check_bool",
     "check_choice",
+    "check_count",
     "check_env",
     "check_number",
     "check_positive_int",
@@ -72,6 +73,13 @@ def check_positive_int(backend: str, key: str, value: Any) -> int:
     """An int > 0 (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise _bad(backend, key, value, "a positive int")
+    return value
+
+
+def check_count(backend: str, key: str, value: Any) -> int:
+    """An int >= 0 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _bad(backend, key, value, "an int >= 0")
     return value
 
 

@@ -82,21 +82,129 @@ BINARY_ENV = "GENAGENT_CLAUDE_BIN"
 SUBAGENT = "subagent"  # custom event kind for lines produced inside a subagent (Task tool)
 
 _PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk", "auto")
+_SETTING_SOURCES = ("user", "project", "local")
+#: Flags the backend itself owns: passing them through ``extra_args`` would break the
+#: stream protocol or the session bookkeeping, so they are refused by name.
+_OWN_FLAGS = frozenset(
+    {
+        "p",
+        "print",
+        "output-format",
+        "input-format",
+        "verbose",
+        "session-id",
+        "resume",
+        "r",
+        "continue",
+        "c",
+        "fork-session",
+    }
+)
+#: The CLI's retry budget, set through its environment (``claude`` 2.1.x reads both).
+RETRIES_ENV = "CLAUDE_CODE_MAX_RETRIES"
+TIMEOUT_ENV = "API_TIMEOUT_MS"
+
+
+#: claude 2.1.331 clamps CLAUDE_CODE_MAX_RETRIES to this (with a warning on stderr).
+MAX_RETRIES_LIMIT = 15
+
+
+def _check_retries(backend: str, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES_LIMIT:
+        raise InvalidOption(
+            f"{backend}: option {key!r} must be an int from 0 to {MAX_RETRIES_LIMIT} "
+            f"(claude's own limit), got {value!r:.80}"
+        )
+    return value
+
+
+def _check_json_or_mapping(backend: str, key: str, value: Any) -> str | dict[str, Any]:
+    """A mapping (sent as JSON) or a non-empty string (a file path or JSON text)."""
+    if isinstance(value, Mapping):
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            message = f"{backend}: option {key!r} is not JSON-serializable: {exc}"
+            raise InvalidOption(message) from None
+        return dict(value)
+    if isinstance(value, str | os.PathLike) and os.fspath(value):
+        return os.fspath(value)
+    raise InvalidOption(
+        f"{backend}: option {key!r} must be a mapping or a path/JSON string, "
+        f"got {type(value).__name__}"
+    )
+
+
+def _check_mcp_servers(backend: str, key: str, value: Any) -> str | dict[str, Any]:
+    """The SDK's ``mcp_servers``: ``{name: config}`` or the path of an MCP config file."""
+    checked = _check_json_or_mapping(backend, key, value)
+    if isinstance(checked, dict):
+        for name, config in checked.items():
+            if not isinstance(name, str) or not name or not isinstance(config, Mapping):
+                raise InvalidOption(
+                    f"{backend}: option {key!r} maps server names to config mappings; "
+                    f"entry {name!r:.40} is not one"
+                )
+    return checked
+
+
+def _check_setting_sources(backend: str, key: str, value: Any) -> tuple[str, ...]:
+    items = (value,) if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or any(i not in _SETTING_SOURCES for i in items):
+        raise InvalidOption(
+            f"{backend}: option {key!r} must be a list of {', '.join(_SETTING_SOURCES)}, "
+            f"got {value!r:.80}"
+        )
+    return tuple(items)
+
+
+def _check_extra_args(backend: str, key: str, value: Any) -> dict[str, str | None]:
+    """The SDK's ``extra_args``: ``{flag: value}`` (``None`` for a bare flag), no dashes."""
+    if not isinstance(value, Mapping):
+        raise InvalidOption(f"{backend}: option {key!r} must be a mapping of flag to value")
+    checked: dict[str, str | None] = {}
+    for flag, arg in value.items():
+        if not isinstance(flag, str) or not flag or flag.startswith("-") or "=" in flag:
+            raise InvalidOption(
+                f"{backend}: option {key!r}: flag names are given without dashes, got {flag!r:.40}"
+            )
+        if flag in _OWN_FLAGS:
+            raise InvalidOption(
+                f"{backend}: option {key!r}: --{flag} is set by the backend itself "
+                "(use the options mode, session_id, resume, fork_session)"
+            )
+        if arg is not None and not isinstance(arg, str):
+            raise InvalidOption(
+                f"{backend}: option {key!r}: the value of --{flag} must be a string or None"
+            )
+        checked[flag] = arg
+    return checked
+
+
 _CHECKERS = {
     "mode": check_choice("stream", "per_turn"),
     "cwd": lambda backend, key, value: value,  # resolved by resolve_cwd
     "binary": lambda backend, key, value: value,  # resolved by resolve_binary
+    "cli_path": lambda backend, key, value: value,  # the SDK's name for ``binary``
     "session_id": check_str,
     "resume": check_bool,
+    "fork_session": check_bool,
     "model": check_str,
     "system_prompt": check_str,
     "append_system_prompt": check_str,
     "permission_mode": check_choice(*_PERMISSION_MODES),
+    "permission_prompt_tool": check_str,
     "allowed_tools": check_str_list,
     "disallowed_tools": check_str_list,
     "add_dirs": check_str_list,
+    "mcp_servers": _check_mcp_servers,
+    "settings": _check_json_or_mapping,
+    "setting_sources": _check_setting_sources,
+    "extra_args": _check_extra_args,
     "max_turns": check_positive_int,
     "max_budget_usd": check_number,
+    "max_retries": _check_retries,
+    "api_timeout_s": check_number,
     "include_partial_messages": check_bool,
     "env": check_env,
     "interrupt_grace_s": check_number,
@@ -107,6 +215,7 @@ _SESSION_ARGS = (
     ("system_prompt", "--system-prompt"),
     ("append_system_prompt", "--append-system-prompt"),
     ("permission_mode", "--permission-mode"),
+    ("permission_prompt_tool", "--permission-prompt-tool"),
     ("max_turns", "--max-turns"),
     ("max_budget_usd", "--max-budget-usd"),
 )
@@ -185,7 +294,12 @@ def classify_claude_error(
         return BackendErrorKind.SERVER_ERROR, error_type or None
     if isinstance(status, int) and 400 <= status < 500:
         return BackendErrorKind.INVALID_REQUEST, error_type or None
-    if cli_error == "server_error":  # also claude's word for a dropped connection
+    transport = str(result.get("api_error") or api_error.get("api_error") or "")
+    if transport.startswith("connection") or (cli_error == "server_error" and status is None):
+        # No HTTP answer at all: refused, reset, DNS, or the API_TIMEOUT_MS timeout (which
+        # claude reports as a server_error without status or api_error).
+        return BackendErrorKind.TRANSPORT, transport or "no_response"
+    if cli_error == "server_error":
         return BackendErrorKind.SERVER_ERROR, cli_error
     return BackendErrorKind.UNKNOWN, terminal or subtype or None
 
@@ -536,6 +650,21 @@ class ClaudeTurnTranslator:
         return [usage_event, *self._end(Event.error(error, code=code, **common))]
 
 
+def _as_json_arg(value: Any, original: Any) -> str:
+    """A mapping option as JSON text; a string option (a path or JSON) as given."""
+    return original if isinstance(original, str) else json.dumps(value, separators=(",", ":"))
+
+
+def _check_budget_env(opts: Mapping[str, Any]) -> None:
+    """Refuse a retry budget given both as an option and as its environment variable."""
+    env = opts.get("env", {})
+    for key, variable in (("max_retries", RETRIES_ENV), ("api_timeout_s", TIMEOUT_ENV)):
+        if key in opts and variable in env:
+            raise InvalidOption(
+                f"claude: option {key!r} and env {variable} set the same budget; give one"
+            )
+
+
 def _as_cancelled(event: Event) -> Event:
     """Report a failure that ended a cancelled turn as ``cancelled`` (the cause is kept)."""
     error = event.data.get("error")
@@ -583,9 +712,14 @@ class ClaudeBackend(Backend):
             BackendError: The ``claude`` program cannot be found.
         """
         opts = validate(BACKEND, options, _CHECKERS)
+        if "cli_path" in opts and "binary" in opts:
+            raise InvalidOption("claude: options 'binary' and 'cli_path' name the same thing")
         cwd = resolve_cwd(BACKEND, opts.pop("cwd", None))
         binary = resolve_binary(
-            BACKEND, opts.pop("binary", None), env_var=BINARY_ENV, default_name="claude"
+            BACKEND,
+            opts.pop("binary", None) or opts.pop("cli_path", None),
+            env_var=BINARY_ENV,
+            default_name="claude",
         )
         session_id = opts.pop("session_id", None) or str(uuid.uuid4())
         try:
@@ -597,6 +731,17 @@ class ClaudeBackend(Backend):
         resume = opts.get("resume", False)
         if resume and "session_id" not in options:
             raise InvalidOption("claude: option 'resume' needs the 'session_id' to continue")
+        _check_budget_env(opts)
+        if opts.pop("fork_session", False):
+            if not resume:
+                raise InvalidOption(
+                    "claude: option 'fork_session' needs 'resume' and the 'session_id' to fork"
+                )
+            # The fork gets its own id, chosen here like any new session's; the first
+            # process resumes the parent with --fork-session, later ones resume the fork.
+            opts = {k: v for k, v in opts.items() if k != "resume"}
+            opts["fork_from"] = session_id
+            session_id, resume = str(uuid.uuid4()), False
         return ClaudeSession(
             session_id=session_id,
             cwd=cwd,
@@ -638,7 +783,7 @@ class ClaudeBackend(Backend):
         """Return a new claude session (new id, no history) with ``session``'s options."""
         if not isinstance(session, ClaudeSession):
             return session
-        options = {k: v for k, v in session.options.items() if k != "resume"}
+        options = {k: v for k, v in session.options.items() if k not in ("resume", "fork_from")}
         return replace(
             session,
             session_id=str(uuid.uuid4()),
@@ -973,8 +1118,20 @@ class ClaudeBackend(Backend):
             argv += ["--disallowedTools", ",".join(opts["disallowed_tools"])]
         for directory in opts.get("add_dirs", ()):
             argv += ["--add-dir", directory]
+        if "mcp_servers" in opts:
+            servers = opts["mcp_servers"]
+            argv += ["--mcp-config", _as_json_arg({"mcpServers": servers}, servers)]
+        if "settings" in opts:
+            argv += ["--settings", _as_json_arg(opts["settings"], opts["settings"])]
+        if "setting_sources" in opts:
+            argv += ["--setting-sources", ",".join(opts["setting_sources"])]
+        for flag, value in opts.get("extra_args", {}).items():
+            argv += [f"--{flag}"] if value is None else [f"--{flag}", value]
         if session.started:
             argv.append(f"--resume={session.session_id}")
+        elif opts.get("fork_from"):
+            argv += [f"--resume={opts['fork_from']}", "--fork-session"]
+            argv.append(f"--session-id={session.session_id}")
         else:
             argv.append(f"--session-id={session.session_id}")
         if prompt is not None:
@@ -1002,6 +1159,10 @@ class ClaudeBackend(Backend):
         """Return the environment of a process of ``session``."""
         env = {k: v for k, v in os.environ.items() if k != "CLAUDECODE"}
         env.update(session.options.get("env", {}))
+        if "max_retries" in session.options:
+            env[RETRIES_ENV] = str(session.options["max_retries"])
+        if "api_timeout_s" in session.options:
+            env[TIMEOUT_ENV] = str(max(1, round(session.options["api_timeout_s"] * 1000)))
         env["PWD"] = session.cwd
         return env
 

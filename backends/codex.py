@@ -1,7 +1,13 @@
-"""The Codex CLI backend: one ``codex exec --json`` process per turn, ``resume`` afterwards.
+"""The Codex CLI backend: ``codex app-server`` kept per session, or ``codex exec`` per turn.
 
-A turn runs ``codex exec --json --skip-git-repo-check [flags] [resume <thread_id>] -- <prompt>``
-with stdin closed (codex reads an open stdin to its end before it starts, backends.md §5.2),
+Two modes (option ``mode``): ``"app_server"`` (default) keeps one ``codex app-server``
+process per session and drives it with JSON-RPC (``thread/start|resume``, ``turn/start``,
+in-band ``turn/interrupt``); see :mod:`._codex_app`. ``"exec"``, the fallback, is described
+below and lives in this module.
+
+In ``exec`` mode a turn runs
+``codex exec --json --skip-git-repo-check [flags] [resume <thread_id>] -- <prompt>`` with stdin
+closed (codex reads an open stdin to its end before it starts, backends.md §5.2),
 in the session's cwd and in its own process group. Every flag goes before ``resume``: the
 ``resume`` subcommand rejects most of them (§2.1). The thread id arrives with the first line
 (``thread.started``) and is kept in the session through :meth:`CodexBackend.update_session`.
@@ -22,7 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +40,21 @@ from genagent_thespian import (
     EventKind,
     InvalidOption,
     TurnContext,
-    Usage,
 )
 
+from ._codex_app import AppServerSessions, new_key
+from ._codex_common import (
+    BACKEND,
+    NETWORK_BUDGET_CODE,
+    USAGE_FIELDS,
+    NetworkBudget,
+    classify_codex_error,
+    retry_after,
+    turn_usage,
+)
 from ._options import (
     check_choice,
+    check_count,
     check_env,
     check_number,
     check_positive_int,
@@ -60,7 +76,6 @@ from ._session_files import files_under, home_of, path_under
 
 __all__ = ["CodexBackend", "CodexSession", "CodexTurnTranslator", "classify_codex_error"]
 
-BACKEND = "codex"
 #: Environment variable naming the program when the ``binary`` option is not given.
 BINARY_ENV = "GENAGENT_CODEX_BIN"
 _POLL_S = 0.1
@@ -79,13 +94,6 @@ _PROVIDER_KEYS = {
     "query_params": dict,
     "http_headers": dict,
 }
-_USAGE_FIELDS = (
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_input_tokens",
-    "output_tokens",
-    "reasoning_output_tokens",
-)
 
 
 def _check_config(backend: str, key: str, value: Any) -> dict[str, Any]:
@@ -127,6 +135,7 @@ def _check_provider(backend: str, key: str, value: Any) -> dict[str, Any]:
 
 
 _CHECKERS = {
+    "mode": check_choice("app_server", "exec"),
     "cwd": lambda backend, key, value: value,  # resolved by resolve_cwd
     "binary": lambda backend, key, value: value,  # resolved by resolve_binary
     "model": check_str,
@@ -139,6 +148,7 @@ _CHECKERS = {
     "thread_id": check_str,
     "interrupt_grace_s": check_number,
     "max_line_bytes": check_positive_int,
+    "max_network_retries": check_count,
 }
 
 
@@ -180,41 +190,23 @@ class CodexSession:
     thread_id: str | None = None
     turns: int = 0
     cumulative_usage: Mapping[str, int] | None = None
+    key: str = ""
 
+    def __setstate__(self, state: list[Any]) -> None:
+        """Unpickle, also a session stored before a field existed (it takes its default)."""
+        for index, spec in enumerate(fields(self)):
+            if index < len(state):
+                value = state[index]
+            elif spec.default_factory is not MISSING:
+                value = spec.default_factory()
+            else:
+                value = spec.default
+            object.__setattr__(self, spec.name, value)
 
-def classify_codex_error(message: str) -> tuple[str, int | None]:
-    """Return ``(BackendErrorKind, status)`` for a ``turn.failed`` message."""
-    match = re.search(r"\bstatus:? (\d{3})\b", message)
-    status = int(match.group(1)) if match else None
-    lowered = message.lower()
-    if (
-        status in (401, 403)
-        or "unauthorized" in lowered
-        or "missing environment variable" in lowered
-    ):
-        return BackendErrorKind.AUTHENTICATION, status
-    if status == 429 or "rate limit" in lowered or "too many requests" in lowered:
-        return BackendErrorKind.RATE_LIMITED, status
-    if any(s in lowered for s in ("high demand", "overloaded", "at capacity")) or status in (
-        503,
-        529,
-    ):
-        return BackendErrorKind.OVERLOADED, status
-    if status is not None and status >= 500:
-        return BackendErrorKind.SERVER_ERROR, status
-    if status is not None and 400 <= status < 500:
-        return BackendErrorKind.INVALID_REQUEST, status
-    if "stream disconnected" in lowered or "connection" in lowered or "network" in lowered:
-        return BackendErrorKind.TRANSPORT, status
-    return BackendErrorKind.UNKNOWN, status
-
-
-def _retry_after(message: str) -> float | None:
-    match = re.search(r"(?:try again|retry) in (\d+(?:\.\d+)?)\s*(ms|s)\b", message, re.IGNORECASE)
-    if not match:
-        return None
-    value = float(match.group(1))
-    return value / 1000.0 if match.group(2).lower() == "ms" else value
+    @property
+    def mode(self) -> str:
+        """``"app_server"`` (one long-lived process per session) or ``"exec"``."""
+        return str(self.options.get("mode", "app_server"))
 
 
 class CodexTurnTranslator:
@@ -234,7 +226,9 @@ class CodexTurnTranslator:
         resumed: bool = False,
         known_history: bool = False,
         thread_id: str | None = None,
+        max_network_retries: int | None = None,
     ) -> None:
+        self.network = NetworkBudget(max_network_retries)
         self.previous_usage = previous_usage
         self.resumed = resumed
         self.known_history = known_history
@@ -277,7 +271,10 @@ class CodexTurnTranslator:
         if kind == "error":
             message = redact(str(obj.get("message", "")))
             if message.startswith("Reconnecting..."):
-                return [Event(EventKind.RETRY, {"message": message})]
+                retry = Event(EventKind.RETRY, {"message": message})
+                if self.network.exceeded(message):
+                    return [retry, *self._end(self.network.error(message, self.thread_id))]
+                return [retry]
             self.last_error = message
             return [Event(EventKind.WARNING, {"code": "error", "message": message})]
         if kind == "turn.completed":
@@ -291,7 +288,7 @@ class CodexTurnTranslator:
                 f"codex: {message}",
                 kind=error_kind,
                 status_code=status,
-                retry_after=_retry_after(message),
+                retry_after=retry_after(message),
                 backend=BACKEND,
             )
             return self._end(Event.error(failure, session_id=self.thread_id, code=error_kind))
@@ -381,25 +378,8 @@ class CodexTurnTranslator:
         return events
 
     def _completed(self, totals: Mapping[str, Any]) -> list[Event]:
-        cumulative = {name: int(totals.get(name) or 0) for name in _USAGE_FIELDS}
-        if self.previous_usage is not None:
-            previous = self.previous_usage
-            turn = {
-                name: max(cumulative[name] - int(previous.get(name, 0)), 0)
-                for name in _USAGE_FIELDS
-            }
-            scope = "turn"
-        else:
-            turn = cumulative
-            scope = "cumulative" if self.known_history else "turn"
-        usage = Usage(
-            input_tokens=max(turn["input_tokens"] - turn["cached_input_tokens"], 0),
-            cache_read_input_tokens=turn["cached_input_tokens"],
-            cache_creation_input_tokens=turn["cache_write_input_tokens"],
-            output_tokens=turn["output_tokens"],
-            reasoning_output_tokens=turn["reasoning_output_tokens"],
-            scope=scope,
-        )
+        cumulative = {name: int(totals.get(name) or 0) for name in USAGE_FIELDS}
+        usage = turn_usage(cumulative, self.previous_usage, known_history=self.known_history)
         return [
             Event(EventKind.USAGE, {"usage": usage, "cumulative": cumulative}),
             *self._end(
@@ -445,6 +425,7 @@ class CodexBackend(Backend):
     name = BACKEND
 
     def __init__(self) -> None:
+        self._app = AppServerSessions(self.app_server_command, self.environment)
         self._running: dict[int, CliProcess] = {}  # turns in flight, by process group
         # the session of each turn in flight, and its translator (which learns the thread id)
         self._sessions: dict[int, tuple[CodexSession, CodexTurnTranslator]] = {}
@@ -464,7 +445,9 @@ class CodexBackend(Backend):
             BACKEND, opts.pop("binary", None), env_var=BINARY_ENV, default_name="codex"
         )
         thread_id = opts.pop("thread_id", None)
-        return CodexSession(cwd=cwd, binary=binary, options=opts, thread_id=thread_id)
+        return CodexSession(
+            cwd=cwd, binary=binary, options=opts, thread_id=thread_id, key=new_key()
+        )
 
     def update_session(self, session: Any, event: Event) -> Any:
         """Record the thread id and the running usage totals from ``event``."""
@@ -489,7 +472,9 @@ class CodexBackend(Backend):
         return replace(session, thread_id=None, turns=0, cumulative_usage=None)
 
     def terminate_session(self, session: Any) -> None:
-        """End the turn of ``session`` still in flight, if any (nothing lives between turns)."""
+        """End the session's app-server, or its ``exec`` turn still in flight, if any."""
+        if isinstance(session, CodexSession) and session.key:
+            self._app.terminate(session.key)
         with self._lock:
             thread_id = getattr(session, "thread_id", None)
             pgids = [
@@ -501,6 +486,7 @@ class CodexBackend(Backend):
 
     def close(self) -> None:
         """End every process group this instance still runs. Idempotent."""
+        self._app.close()
         with self._lock:
             pgids = list(self._running)
         self._stop(pgids)
@@ -512,6 +498,24 @@ class CodexBackend(Backend):
         for process in processes:
             process.stop(grace=1.0)
 
+    def app_server_pid(self, session: CodexSession) -> int | None:
+        """The pid of the session's live ``codex app-server`` (``None`` between processes)."""
+        return self._app.pid_of(session.key)
+
+    def app_server_command(self, session: CodexSession) -> list[str]:
+        """Return the argv of the session's ``codex app-server`` (``app_server`` mode).
+
+        Model, sandbox and approval policy go in ``thread/start``; ``add_dirs`` become the
+        writable roots ``--add-dir`` would set; the rest are ``-c`` overrides as in ``exec``.
+        """
+        argv = [session.binary, "app-server"]
+        overrides = self._overrides(session)
+        if session.options.get("add_dirs"):
+            overrides["sandbox_workspace_write.writable_roots"] = list(session.options["add_dirs"])
+        for key, value in overrides.items():
+            argv += ["-c", f"{key}={_toml_value(value)}"]
+        return argv
+
     def command(self, session: CodexSession, prompt: str) -> list[str]:
         """Return the argv of a turn of ``session`` (flags first, then ``resume``)."""
         opts = session.options
@@ -522,9 +526,21 @@ class CodexBackend(Backend):
             argv += ["-s", opts["sandbox"]]
         for directory in opts.get("add_dirs", ()):
             argv += ["--add-dir", directory]
-        overrides: dict[str, Any] = {}
+        overrides = self._overrides(session)
         if "approval_policy" in opts:
-            overrides["approval_policy"] = opts["approval_policy"]
+            overrides = {"approval_policy": opts["approval_policy"], **overrides}
+        for key, value in overrides.items():
+            argv += ["-c", f"{key}={_toml_value(value)}"]
+        if session.thread_id:
+            argv += ["resume", session.thread_id]
+        argv += ["--", prompt]
+        return argv
+
+    @staticmethod
+    def _overrides(session: CodexSession) -> dict[str, Any]:
+        """The ``-c`` overrides of both modes: the provider, then the user's ``config``."""
+        opts = session.options
+        overrides: dict[str, Any] = {}
         provider = opts.get("provider")
         if provider:
             name = provider["name"]
@@ -533,12 +549,7 @@ class CodexBackend(Backend):
             for key, value in settings.items():
                 overrides[f"model_providers.{name}.{key}"] = value
         overrides.update(opts.get("config", {}))
-        for key, value in overrides.items():
-            argv += ["-c", f"{key}={_toml_value(value)}"]
-        if session.thread_id:
-            argv += ["resume", session.thread_id]
-        argv += ["--", prompt]
-        return argv
+        return overrides
 
     def session_files(self, session: Any) -> Mapping[str, Path]:
         """The thread's rollout under ``$CODEX_HOME`` (``sessions/Y/M/D/rollout-*-<id>.jsonl``)."""
@@ -577,11 +588,17 @@ class CodexBackend(Backend):
             )
             yield Event.error(error, session_id=session.thread_id, code=error.kind)
             return
+        if session.mode == "app_server":
+            if not session.key:  # a session pickled before app_server mode existed
+                session = replace(session, key=session.thread_id or new_key())
+            yield from self._app.prompt(session, prompt, ctx)
+            return
         translator = CodexTurnTranslator(
             previous_usage=session.cumulative_usage,
             resumed=session.thread_id is not None,
             known_history=session.thread_id is not None,
             thread_id=session.thread_id,
+            max_network_retries=session.options.get("max_network_retries"),
         )
         try:
             process = CliProcess(
@@ -645,5 +662,6 @@ class CodexBackend(Backend):
                 return
             yield from translator.feed_line(line)
             if translator.terminal is not None:
-                process.wait(_STOP_GRACE_S)
+                if translator.terminal.data.get("code") != NETWORK_BUDGET_CODE:
+                    process.wait(_STOP_GRACE_S)  # after its last line codex exits by itself
                 return

@@ -21,7 +21,6 @@ A prompt: ``ask`` (``_api/client``) -> ``Prompt`` to ``AgentActor`` (``_actors/a
 to the caller.
 """
 
-from ._actors.telemetry import attach, detach
 from ._api.client import (
     ask,
     attach_system,
@@ -43,6 +42,7 @@ from ._api.client import (
     whereis,
 )
 from ._api.system import AgentSystem
+from ._api.telemetry import attach, detach
 from ._core.backend import Backend, TurnContext
 from ._core.behaviour import GenAgent
 from ._core.errors import (
@@ -60,6 +60,7 @@ from ._core.errors import (
     InvalidEvent,
     InvalidOption,
     InvalidPrompt,
+    MessageTooLarge,
     RequestNotFound,
     SystemNotRunning,
     TurnCancelled,
@@ -72,6 +73,7 @@ from ._core.errors import (
 )
 from ._core.turn import Event, EventKind, Response, Usage
 from ._nodes.convention import NodeInfo, list_fleet, list_nodes, start_node, wait_for_nodes
+from ._os.frames import TransportLimits
 from .messages import (
     AgentDown,
     AgentStatus,
@@ -108,6 +110,7 @@ __all__ = [
     "InvalidEvent",
     "InvalidOption",
     "InvalidPrompt",
+    "MessageTooLarge",
     "NodeInfo",
     "PollResult",
     "PollState",
@@ -117,6 +120,7 @@ __all__ = [
     "Skip",
     "SystemNotRunning",
     "TellCompleted",
+    "TransportLimits",
     "TurnCancelled",
     "TurnContext",
     "TurnCrashed",

@@ -33,7 +33,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._actors.telemetry import attach, detach
+from ._api.telemetry import attach, detach
 from ._core.errors import GenAgentError, InvalidOption
 
 __all__ = ["OtelBridge", "install"]

@@ -26,7 +26,7 @@ from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
-from .._os.procfs import process_alive
+from .._os.processes import process_alive
 from ..messages import AgentSpec
 
 __all__ = [

@@ -23,7 +23,7 @@ from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
-from .._os.procfs import process_alive
+from .._os.processes import process_alive
 from .directory import (
     DIRECTORY_NAME,
     ListLocalAgents,

@@ -12,15 +12,12 @@ timeout runs out first (the request itself then keeps running).
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import pickle
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
-from .._core.backend import resolve_backend
 from .._core.behaviour import GenAgent
 from .._core.errors import (
     AgentNotFound,
@@ -28,15 +25,14 @@ from .._core.errors import (
     AskTimeout,
     InvalidEvent,
     InvalidOption,
-    InvalidPrompt,
     SystemNotRunning,
 )
 from .._core.protocol import _BackendSession, _SessionReply
 from .._core.turn import Response
+from .._core.validate import SPEC_DEFAULTS, build_spec, check_prompt
 from ..messages import (
     Accepted,
     AgentList,
-    AgentSpec,
     AgentStarted,
     AgentStatus,
     Cancel,
@@ -63,7 +59,6 @@ __all__ = [
     "ask",
     "attach_system",
     "backend_session",
-    "build_spec",
     "cancel",
     "current_system",
     "halt",
@@ -81,8 +76,8 @@ __all__ = [
     "whereis",
 ]
 
-_RESTART_TYPES = ("temporary", "transient", "permanent")
-_SESSION_LOST_POLICIES = ("fail", "fresh")
+_Reply = TypeVar("_Reply")
+
 _CONTROL_TIMEOUT = 30.0  # seconds for calls the agent answers at once (status, poll...)
 #: Seconds a name look-up waits for the registry before asking the node where the services are
 #: now (after a leader failover they moved; see ``AgentSystem.refresh_services``).
@@ -102,10 +97,17 @@ def start_system(
     capabilities: dict[str, Any] | None = None,
     log_config: dict[str, Any] | None = None,
     store_path: str | None = None,
+    node_name: str = "default",
+    home: str | None = None,
     make_default: bool = True,
     **security: Any,
 ) -> AgentSystem:
     """Start an actor system, boot the framework in it and (by default) make it current.
+
+    The system belongs to the calling script: it shuts down when the script ends, however
+    it ends (``with start_system() as system:`` ends it earlier). Its durable agents live in
+    the node's home (``$XDG_STATE_HOME/genagent-thespian/<node_name>/``), so the next run
+    of the script resumes them; one running system per home.
 
     Example:
         >>> system = start_system(base="simpleSystemBase")
@@ -117,6 +119,8 @@ def start_system(
         capabilities=capabilities,
         log_config=log_config,
         store_path=store_path,
+        node_name=node_name,
+        home=home,
         **security,
     )
     if make_default:
@@ -152,6 +156,11 @@ def current_system() -> AgentSystem:
     return system
 
 
+def default_system() -> AgentSystem | None:
+    """The process's default system, or ``None`` (unlike :func:`current_system`, no error)."""
+    return _default
+
+
 def _set_default(system: AgentSystem) -> None:
     global _default
     with _default_lock:
@@ -165,125 +174,27 @@ def _system(system: AgentSystem | None) -> AgentSystem:
 # =============================================================================== agents
 
 
-def build_spec(
-    impl: Any,
-    *,
-    name: Any,
-    backend: Any,
-    options: Mapping[str, Any] | None = None,
-    require_importable: bool = True,
-    **settings: Any,
-) -> AgentSpec:
-    """Validate ``start_agent``'s arguments and return the ``AgentSpec``.
-
-    ``settings`` are the framework's own options (``watchdog``, ``max_queued``, ``restart``...);
-    those not given take ``AgentSpec``'s defaults, the one place they are defined.
-
-    Raises:
-        InvalidOption: with the offending argument named in the message.
-    """
-    defaults = {f.name: f.default for f in dataclasses.fields(AgentSpec)}
-    unknown_settings = set(settings) - set(defaults) - {"placement"}
-    if unknown_settings:
-        raise InvalidOption(f"unknown setting(s) {sorted(unknown_settings)}", agent=name)
-    merged = {**defaults, **{k: v for k, v in settings.items() if k != "placement"}}
-    watchdog = merged["watchdog"]
-    max_tell_results, max_queued = merged["max_tell_results"], merged["max_queued"]
-    max_queued_bytes, max_restarts = merged["max_queued_bytes"], merged["max_restarts"]
-    worker_idle_timeout, restart = merged["worker_idle_timeout"], merged["restart"]
-    restart_window, durable = merged["restart_window"], merged["durable"]
-    on_session_lost = merged["on_session_lost"]
-    placement = settings.get("placement")
-    if not (isinstance(impl, type) and issubclass(impl, GenAgent)):
-        raise InvalidOption(f"impl must be a GenAgent subclass, got {impl!r:.80}", agent=name)
-    if require_importable and impl.__module__ == "__main__":
-        raise InvalidOption(
-            f"{impl.__qualname__} is defined in __main__; agent classes must live in an "
-            "importable module so actor processes can load them",
-            agent=name,
-        )
-    _check_picklable(impl, "impl", name)
-    try:
-        hash(name)
-    except TypeError:
-        raise InvalidOption(f"name must be hashable, got {type(name).__name__}") from None
-    if name is None:
-        raise InvalidOption("name is required")
-    _check_picklable(name, "name", name)
-    resolve_backend(backend)
-    if watchdog is not None:
-        _check_positive("watchdog", watchdog, name)
-    for field_name, value in (
-        ("max_tell_results", max_tell_results),
-        ("max_queued", max_queued),
-        ("max_queued_bytes", max_queued_bytes),
-        ("max_restarts", max_restarts),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InvalidOption(f"{field_name} must be an int >= 0, got {value!r}", agent=name)
-    if (
-        isinstance(worker_idle_timeout, bool)
-        or not isinstance(worker_idle_timeout, int | float)
-        or worker_idle_timeout < 0
-    ):
-        raise InvalidOption(
-            f"worker_idle_timeout must be >= 0 seconds, got {worker_idle_timeout!r}", agent=name
-        )
-    _check_positive("restart_window", restart_window, name)
-    if restart not in _RESTART_TYPES:
-        raise InvalidOption(f"restart must be one of {_RESTART_TYPES}, got {restart!r}", agent=name)
-    if on_session_lost not in _SESSION_LOST_POLICIES:
-        raise InvalidOption(
-            f"on_session_lost must be one of {_SESSION_LOST_POLICIES}, got {on_session_lost!r}",
-            agent=name,
-        )
-    options = dict(options or {})
-    accepted = getattr(impl, "accepted_options", None)
-    if accepted is not None:
-        unknown = set(options) - set(accepted)
-        if unknown:
-            raise InvalidOption(
-                f"unknown option(s) {sorted(unknown)} for {impl.__qualname__}; "
-                f"accepted: {sorted(accepted)}",
-                agent=name,
-            )
-    _check_picklable(options, "options", name)
-    placement_items = tuple(sorted((placement or {}).items()))
-    return AgentSpec(
-        name=name,
-        impl=impl,
-        backend=backend,
-        options=tuple(options.items()),
-        watchdog=float(watchdog) if watchdog is not None else None,
-        max_tell_results=max_tell_results,
-        max_queued=max_queued,
-        max_queued_bytes=max_queued_bytes,
-        worker_idle_timeout=float(worker_idle_timeout),
-        restart=restart,
-        max_restarts=max_restarts,
-        restart_window=float(restart_window),
-        durable=bool(durable),
-        placement=placement_items,
-        on_session_lost=on_session_lost,
-    )
-
-
 def start_agent(
     impl: type[GenAgent],
     *,
     name: Any,
     backend: Any,
-    watchdog: float | None = 600.0,
-    max_tell_results: int = 100,
-    max_queued: int = 1000,
-    max_queued_bytes: int = 1 << 20,
-    worker_idle_timeout: float = 60.0,
-    restart: str = "temporary",
-    max_restarts: int = 3,
-    restart_window: float = 5.0,
-    durable: bool = False,
+    watchdog: float | None = SPEC_DEFAULTS.watchdog,
+    max_tell_results: int = SPEC_DEFAULTS.max_tell_results,
+    max_queued: int = SPEC_DEFAULTS.max_queued,
+    max_queued_bytes: int = SPEC_DEFAULTS.max_queued_bytes,
+    worker_idle_timeout: float = SPEC_DEFAULTS.worker_idle_timeout,
+    restart: str = SPEC_DEFAULTS.restart,
+    max_restarts: int = SPEC_DEFAULTS.max_restarts,
+    restart_window: float = SPEC_DEFAULTS.restart_window,
+    durable: bool = SPEC_DEFAULTS.durable,
+    backoff_initial: float = SPEC_DEFAULTS.backoff_initial,
+    backoff_factor: float = SPEC_DEFAULTS.backoff_factor,
+    backoff_max: float = SPEC_DEFAULTS.backoff_max,
+    jitter: float = SPEC_DEFAULTS.jitter,
     placement: Mapping[str, Any] | None = None,
-    on_session_lost: str = "fail",
+    on_session_lost: str = SPEC_DEFAULTS.on_session_lost,
+    secret_resolver: Any = None,
     timeout: float | None = 120.0,
     system: AgentSystem | None = None,
     **options: Any,
@@ -302,6 +213,10 @@ def start_agent(
         restart: ``"temporary"`` (default), ``"transient"`` or ``"permanent"``.
         max_restarts: Restart intensity: at most this many restarts ...
         restart_window: ... within this many seconds, then the supervisor gives up.
+        backoff_initial: Seconds before the first restart in a window (>= 0).
+        backoff_factor: Growth of the delay per further restart in the window (>= 1).
+        backoff_max: Upper bound of every delay in seconds (>= ``backoff_initial``).
+        jitter: Relative spread of each delay, 0.0 (none) to 1.0.
         durable: Persist the agent's state so a restart resumes it.
         placement: Capabilities a node must have to run the agent (multi-host).
         on_session_lost: When the provider cannot resume the agent's session (the turn
@@ -310,9 +225,16 @@ def start_agent(
             agent is stopped and started again; ``"fresh"`` starts a new provider session
             for the next turn (``handle_error`` sees the failure; ``session.lost`` is
             emitted). Never a blank session the user did not ask for.
+        secret_resolver: A durable agent never stores options (or session fields) named
+            like secrets (``api_key``, ``*_token``, ``*_secret``...). When it resumes, each
+            comes from the options given now, else from ``secret_resolver(name,
+            option_name)`` (a module-level function), else ``None`` (the HTTP backends then
+            read their environment variable).
         timeout: Seconds to wait for ``init_agent``/``start_session``/``pre_run``.
         system: The system to use (default: the current one).
-        **options: Passed to ``init_agent``.
+        **options: Passed to ``init_agent``. A class that sets ``accepted_options`` gets only
+            those; otherwise a name close to one of the framework's options (a typo such as
+            ``watchdg``) is refused with a "did you mean" hint.
 
     Returns:
         The agent's name.
@@ -334,9 +256,14 @@ def start_agent(
         restart=restart,
         max_restarts=max_restarts,
         restart_window=restart_window,
+        backoff_initial=backoff_initial,
+        backoff_factor=backoff_factor,
+        backoff_max=backoff_max,
+        jitter=jitter,
         durable=durable,
         placement=placement,
         on_session_lost=on_session_lost,
+        secret_resolver=secret_resolver,
         require_importable=target.base != "simpleSystemBase",
     )
     reply = target.exchange(
@@ -348,8 +275,7 @@ def start_agent(
         ),
         timeout=timeout,
     )
-    if isinstance(reply, Failure):
-        raise reply.error
+    _unwrap(reply)
     target.remember(name, reply.address)  # incarnation unknown: the first call looks it up
     return name
 
@@ -371,8 +297,7 @@ def stop(name: Any, *, timeout: float | None = 60.0, system: AgentSystem | None 
         timeout=timeout,
     )
     target.remember(name, None)
-    if isinstance(reply, Failure):
-        raise reply.error
+    _unwrap(reply)
 
 
 def whereis(name: Any, *, system: AgentSystem | None = None) -> Any:
@@ -404,13 +329,11 @@ def ask(
         InvalidPrompt, AgentNotFound, AgentOverloaded, AskTimeout, or the turn's
         ``TurnFailed`` subclass (``BackendError``, ``TurnTimeout``, ``TurnInterrupted``...).
     """
-    _check_prompt(prompt, name)
+    check_prompt(prompt, agent=name)
     target = _system(system)
     message = Prompt(prompt)
-    reply = _call_agent(target, name, message, timeout=timeout, ref=message.ref)
-    if isinstance(reply, Failure):
-        raise reply.error
-    return reply
+    reply = _call_agent(target, name, message, timeout=timeout, ref=message.ref, kinds=(Response,))
+    return _unwrap(reply)
 
 
 def tell(name: Any, prompt: str, *, system: AgentSystem | None = None) -> str:
@@ -419,14 +342,13 @@ def tell(name: Any, prompt: str, *, system: AgentSystem | None = None) -> str:
     Raises:
         InvalidPrompt, AgentNotFound, AgentOverloaded.
     """
-    _check_prompt(prompt, name)
+    check_prompt(prompt, agent=name)
     target = _system(system)
     message = Tell(prompt)
     reply = _call_agent(
         target, name, message, timeout=_CONTROL_TIMEOUT, ref=message.ref, kinds=(Accepted,)
     )
-    if isinstance(reply, Failure):
-        raise reply.error
+    _unwrap(reply)
     return message.ref
 
 
@@ -449,9 +371,7 @@ def poll(name: Any, ref: str, *, system: AgentSystem | None = None) -> PollResul
         kinds=(PollResult,),
         idempotent=True,
     )
-    if isinstance(reply, Failure):
-        raise reply.error
-    return reply
+    return _unwrap(reply)
 
 
 def notify(name: Any, event: Any, *, system: AgentSystem | None = None) -> None:
@@ -470,8 +390,7 @@ def notify(name: Any, event: Any, *, system: AgentSystem | None = None) -> None:
                 f"the event cannot be pickled for delivery: {type(exc).__name__}", agent=name
             ) from None
     reply = _call_agent(target, name, Notify(event), timeout=_CONTROL_TIMEOUT, kinds=(Accepted,))
-    if isinstance(reply, Failure):
-        raise reply.error
+    _unwrap(reply)
 
 
 def interrupt(name: Any, ref: str | None = None, *, system: AgentSystem | None = None) -> str:
@@ -508,7 +427,7 @@ def resume(name: Any, *, system: AgentSystem | None = None) -> None:
 
 def status(name: Any, *, system: AgentSystem | None = None) -> AgentStatus:
     """Return a snapshot of agent ``name`` (answered at once, even mid-turn)."""
-    return _call_agent(
+    reply = _call_agent(
         _system(system),
         name,
         Status(),
@@ -516,6 +435,7 @@ def status(name: Any, *, system: AgentSystem | None = None) -> AgentStatus:
         kinds=(AgentStatus,),
         idempotent=True,
     )
+    return _unwrap(reply)
 
 
 def backend_session(name: Any, *, system: AgentSystem | None = None) -> Any:
@@ -528,7 +448,7 @@ def backend_session(name: Any, *, system: AgentSystem | None = None) -> Any:
         kinds=(_SessionReply,),
         idempotent=True,
     )
-    return reply.session
+    return _unwrap(reply).session
 
 
 def _control(
@@ -537,9 +457,7 @@ def _control(
     reply = _call_agent(
         _system(system), name, message, timeout=_CONTROL_TIMEOUT, kinds=(Accepted,), ref=ref
     )
-    if isinstance(reply, Failure):
-        raise reply.error
-    return reply
+    return _unwrap(reply)
 
 
 # =============================================================================== plumbing
@@ -551,10 +469,10 @@ def _call_agent(
     message: Any,
     *,
     timeout: float | None,
+    kinds: tuple[type[_Reply], ...],
     ref: str | None = None,
-    kinds: tuple[type, ...] = (Response,),
     idempotent: bool = False,
-) -> Any:
+) -> _Reply | Failure:
     """Send ``message`` to agent ``name`` and wait for its answer, watching that it lives.
 
     If the agent was restarted meanwhile, an ``idempotent`` request (status, poll) or any
@@ -574,7 +492,11 @@ def _call_agent(
     address = system.cached_address(name)
     incarnation = system.cached_incarnation(name)
     if address is None or incarnation is None:
-        located = _locate(name, system, timeout=left(), ref=ref)
+        # While the agent restarts, the registry answers once it is back (or gone for good).
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        located = _locate(name, system, wait=True, timeout=remaining, ref=ref)
+        if located.address is None and located.stopped:
+            raise AgentStopped("the agent was stopped", agent=name, ref=ref)
         if located.address is None:
             raise AgentNotFound("no agent has that name", agent=name, ref=ref)
         address, incarnation = located.address, located.incarnation
@@ -610,66 +532,61 @@ def _call_agent(
         return located.address
 
     remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-    return system.exchange(address, message, matches, timeout=remaining, on_idle=check_alive)
+    reply: _Reply | Failure = system.exchange(
+        address, message, matches, timeout=remaining, on_idle=check_alive
+    )
+    return reply
 
 
 def _locate(
-    name: Any, system: AgentSystem, *, timeout: float = _CONTROL_TIMEOUT, ref: str | None = None
+    name: Any,
+    system: AgentSystem,
+    *,
+    wait: bool = False,
+    timeout: float | None = _CONTROL_TIMEOUT,
+    ref: str | None = None,
 ) -> Located:
-    """Ask the registry where ``name`` is, within ``timeout`` seconds.
+    """Ask the registry where ``name`` runs; with ``wait``, a restarting agent's answer waits
+    until it is back (or gone for good), bounded by ``timeout``.
 
-    A registry that does not answer a slice of the time may be a dead leader's: the node's
-    directory is asked again for the services (a standby may have taken over) and the
-    look-up goes on with the new registry.
+    A registry silent for a slice of the time may be a dead leader's: the node's directory is
+    asked again for the services (a standby may have taken over, see
+    ``_nodes/leadership.py``) and the look-up goes on with the registry it names.
     """
-    deadline = time.monotonic() + timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        left = deadline - time.monotonic()
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             reply: Located = system.exchange(
                 system.registry,
-                WhereIs(name),
+                WhereIs(name, wait=wait),
                 lambda m: isinstance(m, Located) and m.name == name,
-                timeout=max(0.0, min(left, _LOOKUP_SLICE)),
+                timeout=_LOOKUP_SLICE if left is None else min(left, _LOOKUP_SLICE),
             )
             break
         except AskTimeout:
-            if time.monotonic() >= deadline:
+            if deadline is not None and time.monotonic() >= deadline:
+                if wait:  # the agent did not come back in time: the caller's own timeout
+                    raise AskTimeout(
+                        f"agent {name!r} was not back within {timeout:.1f}s", agent=name, ref=ref
+                    ) from None
                 raise AskTimeout(
                     f"the registry did not answer the name look-up within {timeout:.1f}s "
                     "(is the convention leader reachable?)",
                     agent=name,
                     ref=ref,
                 ) from None
-            system.refresh_services(timeout=min(2.0, deadline - time.monotonic()))
+            refresh = 2.0 if deadline is None else min(2.0, deadline - time.monotonic())
+            system.refresh_services(timeout=refresh)
     system.remember(name, reply.address, reply.incarnation)
     return reply
 
 
-def _check_prompt(prompt: Any, name: Any) -> None:
-    if not isinstance(prompt, str) or not prompt:
-        raise InvalidPrompt(
-            f"a prompt must be a non-empty str, got {type(prompt).__name__}", agent=name
-        )
+def _unwrap(reply: _Reply | Failure) -> _Reply:
+    """Return a successful reply; raise the typed error a ``Failure`` reply carries.
 
-
-def _check_positive(field_name: str, value: Any, name: Any) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise InvalidOption(
-            f"{field_name} must be a positive number of seconds, got {value!r}", agent=name
-        )
-
-
-def _check_picklable(value: Any, field_name: str, name: Any) -> None:
-    try:
-        pickle.dumps(value)
-    except Exception as exc:
-        raise InvalidOption(
-            f"{field_name} cannot be pickled ({type(exc).__name__}); actor messages must pickle",
-            agent=name if field_name != "name" else None,
-        ) from None
+    The one place where the protocol's failure replies become exceptions for callers.
+    """
+    if isinstance(reply, Failure):
+        raise reply.error
+    return reply

@@ -13,6 +13,10 @@ Client calls are safe from several threads: each thread talks through its own Th
 actors only run inside the caller's ``ask``). Replies are matched by request ref, so a late
 reply to an abandoned call can never be mistaken for the answer to the next one.
 
+A started system belongs to the process that started it and never outlives it
+(``ownership.py``: at exit, on SIGTERM/SIGHUP, and through the supervisor's owner check
+when the process is SIGKILLed); use it as a context manager to end it where you choose.
+
 ``shutdown()`` stops every agent in order (each caller gets an answer), shuts Thespian
 down, and then makes sure nothing is left: every process of the system shares the admin's
 process group, and every process it started carries the system's id in its environment
@@ -46,12 +50,16 @@ from .._actors.directory import (
 from .._actors.registry import REGISTRY_NAME, Registry
 from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor, Boot, Booted, StopAll
 from .._actors.telemetry import TELEMETRY_NAME, TelemetryBridge, TelemetryHub, wanted_names
-from .._core.errors import GenAgentError, SystemNotRunning
+from .._core.errors import AgentStopped, GenAgentError, SystemNotRunning
 from .._core.log import get_logger
 from .._durable.location import is_postgres_url, open_store
 from .._durable.store import end_recorded_processes
-from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group
+from .._os.frames import TransportLimits
+from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group, owner_identity
 from .._os.security import check_capabilities, harden_transport
+from ..messages import Stopped
+from . import ownership
+from .home import DEFAULT_NODE, HomeLock, node_home, store_in
 
 __all__ = ["SUPPORTED_BASES", "AgentSystem", "free_port"]
 
@@ -61,6 +69,8 @@ _log = get_logger("genagent_thespian.system")
 
 #: Seconds between liveness checks while a caller waits for a reply.
 _LIVENESS_INTERVAL = 2.0
+#: Seconds ``shutdown`` lets calls under way take the answers the stopping agents sent them.
+_DRAIN_SECONDS = 10.0
 #: Seconds a node's service directory has to answer.
 _DIRECTORY_TIMEOUT = 10.0
 #: Messages kept for other waiting calls on the same thread before the oldest is dropped.
@@ -100,6 +110,7 @@ class AgentSystem:
         store_path: str | None = None,
         services: tuple[Any, Any, Any] | None = None,
         node: str | None = None,
+        owner: tuple[int, float] | None = None,
         node_watcher: Any = None,
     ) -> None:
         """Boot the framework in ``asys`` (or, with ``services``, use another node's).
@@ -126,32 +137,38 @@ class AgentSystem:
         self._addresses: dict[Any, Any] = {}
         self._incarnations: dict[Any, int] = {}
         self._closed = False
+        self._active = 0  # exchanges under way; shutdown lets them finish before closing
+        self._drained = threading.Condition(self._lock)
         self.pgid: int | None = None
+        self.supervisor_pid: int | None = None  # the parent of every agent process
+        self.home: Path | None = None  # the node's home folder (a started system only)
+        self._home_lock: HomeLock | None = None
         self.telemetry_bridge: TelemetryBridge | None = None
         #: The convention's node watcher, when this system belongs to a convention.
         self.node_watcher = node_watcher
         if services is not None:
             self.registry, self.telemetry, self.supervisor = services
         else:
-            self._boot(store_path)
+            self._boot(store_path, owner)
         if owned:
             self.publish_services()
         if wanted_names() != frozenset():
             self.sync_telemetry()
 
-    def _boot(self, store_path: str | None) -> None:
+    def _boot(self, store_path: str | None, owner: tuple[int, float] | None) -> None:
         """Create (or find) this system's registry, hub and supervisor, and boot them."""
         self.registry = self.asys.createActor(Registry, globalName=REGISTRY_NAME)
         self.telemetry = self.asys.createActor(TelemetryHub, globalName=TELEMETRY_NAME)
         self.supervisor = self.asys.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
         booted = self.exchange(
             self.supervisor,
-            Boot(self.registry, self.telemetry, self.node, store_path),
+            Boot(self.registry, self.telemetry, self.node, store_path, owner=owner),
             lambda m: isinstance(m, Booted),
             timeout=30.0,
         )
         if self.base != "simpleSystemBase":
             self.pgid = booted.pgid
+            self.supervisor_pid = booted.pid
 
     def publish_services(self) -> None:
         """Tell this node's directory the services (and node watcher) its clients must use."""
@@ -216,27 +233,30 @@ class AgentSystem:
         advertise_host: str | None = None,
         secret_path: str | os.PathLike[str] | None = None,
         store_path: str | os.PathLike[str] | None = None,
+        transport_limits: TransportLimits | None = None,
+        node_name: str = DEFAULT_NODE,
+        home: str | os.PathLike[str] | None = None,
     ) -> AgentSystem:
         """Start a new actor system (not the process-wide Thespian singleton) and boot it.
 
-        On ``multiprocTCPBase`` the transport is hardened first (``_os/security.py``): every
-        listener binds to ``bind_host`` (loopback unless configured) and every frame is
-        authenticated with the node secret before anything is unpickled.
+                On ``multiprocTCPBase`` the transport is hardened first (``_os/security.py``): every
+                listener binds to ``bind_host`` (loopback unless configured) and every frame is
+                authenticated with the node secret before anything is unpickled.
 
-        Args:
-            base: ``"multiprocTCPBase"`` (default) or ``"simpleSystemBase"``.
-            admin_port: The admin's TCP port; a free one when ``None``.
-            capabilities: Extra Thespian capabilities (placement labels...).
-            log_config: A ``logging.config.dictConfig`` dict for actor processes, or
-                ``None`` to leave logging alone (never ``False``: Thespian 4.0.1 breaks).
-            bind_host: Address to listen on; anything but loopback must be explicit.
-            advertise_host: Address peers use, required when ``bind_host`` is ``0.0.0.0``.
-            secret_path: The node secret file (default: ``GENAGENT_SECRET``,
-                ``GENAGENT_SECRET_FILE`` or ``~/.config/genagent-thespian/node.secret``).
-            store_path: The store of durable agents: a SQLite file (default: one per admin
-                port under ``~/.local/state/genagent-thespian/``) or a ``postgresql://`` URL
-                (the ``postgres`` extra), the store several hosts share. Processes a
-                previous run recorded there that are still alive are ended now.
+                Args:
+                    base: ``"multiprocTCPBase"`` (default) or ``"simpleSystemBase"``.
+                    admin_port: The admin's TCP port; a free one when ``None``.
+                    capabilities: Extra Thespian capabilities (placement labels...).
+                    log_config: A ``logging.config.dictConfig`` dict for actor processes, or
+                        ``None`` to leave logging alone (never ``False``: Thespian 4.0.1 breaks).
+                    bind_host: Address to listen on; anything but loopback must be explicit.
+                    advertise_host: Address peers use, required when ``bind_host`` is ``0.0.0.0``.
+                    secret_path: The node secret file (default: ``GENAGENT_SECRET``,
+                        ``GENAGENT_SECRET_FILE`` or ``~/.config/genagent-thespian/node.secret``).
+        from .._durable.location import is_postgres_url, open_store
+        from .._durable.store import end_recorded_processes
+        from .._os.frames import TransportLimits
+        from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group, owner_identity
         """
         if base not in SUPPORTED_BASES:
             from .._core.errors import InvalidOption
@@ -247,14 +267,54 @@ class AgentSystem:
             )
         caps = dict(capabilities or {})
         system_id = uuid.uuid4().hex
+        home_folder = Path(home) if home is not None else node_home(node_name)
+        lock = HomeLock(home_folder)
+        lock.acquire()
+        try:
+            system = cls._start_locked(
+                base,
+                admin_port,
+                caps,
+                log_config,
+                bind_host,
+                advertise_host,
+                secret_path,
+                os.fspath(store_path) if store_path else store_in(home_folder),
+                system_id,
+                transport_limits,
+            )
+        except BaseException:
+            lock.release()
+            raise
+        system.home = home_folder
+        system._home_lock = lock
+        ownership.adopt(system)
+        return system
+
+    @classmethod
+    def _start_locked(
+        cls,
+        base: str,
+        admin_port: int | None,
+        caps: dict[str, Any],
+        log_config: dict[str, Any] | None,
+        bind_host: str,
+        advertise_host: str | None,
+        secret_path: str | os.PathLike[str] | None,
+        store: str,
+        system_id: str,
+        transport_limits: TransportLimits | None,
+    ) -> AgentSystem:
         if base == "multiprocTCPBase":
             admin_port = admin_port or free_port()
             caps.setdefault("Admin Port", admin_port)
             security = harden_transport(
-                bind_host=bind_host, advertise_host=advertise_host, secret_path=secret_path
+                bind_host=bind_host,
+                advertise_host=advertise_host,
+                secret_path=secret_path,
+                limits=transport_limits,
             )
             check_capabilities(caps, security)
-        store = os.fspath(store_path) if store_path else _default_store_path(admin_port, system_id)
         _end_previous_run(store)
         with _marker_env(system_id):
             asys = ActorSystem(base, capabilities=caps, logDefs=log_config, transientUnique=True)
@@ -266,6 +326,7 @@ class AgentSystem:
                 owned=True,
                 system_id=system_id,
                 store_path=store,
+                owner=owner_identity() if base == "multiprocTCPBase" else None,
             )
         except BaseException:
             asys.shutdown()
@@ -279,16 +340,18 @@ class AgentSystem:
         capabilities: dict[str, Any] | None = None,
         bind_host: str = "127.0.0.1",
         secret_path: str | os.PathLike[str] | None = None,
+        transport_limits: TransportLimits | None = None,
     ) -> AgentSystem:
         """Attach to a running ``multiprocTCPBase`` system on ``admin_port`` (this host).
 
-        ``bind_host`` and the secret must match the node's (see :meth:`start`). The client
-        uses the services the node's directory names (on a convention member: the
-        leader's); it starts none of its own, except on a node that keeps no directory.
+        ``bind_host``, the secret and ``transport_limits`` should match the node's (see
+        :meth:`start`). The client uses the services the node's directory names (on a
+        convention member: the leader's); it starts none of its own, except on a node that
+        keeps no directory.
         """
         caps = dict(capabilities or {})
         caps["Admin Port"] = admin_port
-        harden_transport(bind_host=bind_host, secret_path=secret_path)
+        harden_transport(bind_host=bind_host, secret_path=secret_path, limits=transport_limits)
         if not _listening(bind_host, admin_port):
             # Thespian would start a new, unowned system on that port instead of failing.
             raise SystemNotRunning(f"no genagent node listens on {bind_host}:{admin_port}")
@@ -321,23 +384,30 @@ class AgentSystem:
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
+            self._closed = True  # new calls are refused from now on; calls under way go on
         if self.telemetry_bridge is not None:
             self.telemetry_bridge.stop()
         try:
             if self.owned and self.leads_agents:
+                # Every agent answers its active and queued callers (AgentStopped) before it
+                # exits, and this exchange ends only once all of them have.
                 with contextlib.suppress(GenAgentError):
-                    self.exchange(
+                    self._tracked_exchange(
                         self.supervisor,
                         StopAll("shutdown"),
-                        lambda m: type(m).__name__ == "Stopped",
-                        timeout=timeout,
+                        lambda m: isinstance(m, Stopped),
+                        timeout,
+                        None,
                     )
+            self._wait_for_callers(_DRAIN_SECONDS)
         finally:
             self._close_endpoints()
             if self.owned:
                 self.asys.shutdown()
                 self._sweep()
+                if self._home_lock is not None:
+                    self._home_lock.release()
+                ownership.release(self)
 
     def _sweep(self) -> None:
         """Kill whatever of this system survived ``shutdown`` (orphans, CLI groups)."""
@@ -382,13 +452,48 @@ class AgentSystem:
         """
         if self._closed:
             raise SystemNotRunning("the agent system is shut down")
+        return self._tracked_exchange(address, message, matches, timeout, on_idle)
+
+    def _tracked_exchange(
+        self,
+        address: Any,
+        message: Any,
+        matches: Callable[[Any], bool],
+        timeout: float | None,
+        on_idle: Callable[[], Any] | None,
+    ) -> Any:
+        """Run one exchange, counted so that ``shutdown`` can let it finish first.
+
+        A call still waiting when the system shuts down ends with ``AgentStopped``, never
+        with whatever Thespian raises once its endpoints are closed under it.
+        """
         if self.base == "simpleSystemBase":
             with self._lock:
                 return self._exchange(self.asys, None, address, message, matches, timeout, on_idle)
-        endpoint = self._endpoint()
-        return self._exchange(
-            endpoint.context, endpoint, address, message, matches, timeout, on_idle
-        )
+        with self._lock:
+            self._active += 1
+        try:
+            endpoint = self._endpoint()
+            return self._exchange(
+                endpoint.context, endpoint, address, message, matches, timeout, on_idle
+            )
+        except GenAgentError:
+            raise
+        except Exception as exc:
+            if not self._closed:
+                raise
+            raise AgentStopped(
+                f"the agent system shut down while {type(message).__name__} waited"
+            ) from exc
+        finally:
+            with self._lock:
+                self._active -= 1
+                self._drained.notify_all()
+
+    def _wait_for_callers(self, timeout: float) -> None:
+        """Give calls under way ``timeout`` seconds to take the answers shutdown sent them."""
+        with self._lock:
+            self._drained.wait_for(lambda: self._active == 0, timeout)
 
     def _exchange(
         self,
@@ -417,6 +522,7 @@ class AgentSystem:
             return matches(reply)
 
         stash = endpoint.stash if endpoint is not None else _simple_stash
+        message_is_call = not isinstance(message, StopAll)
         reply = context.ask(address, message, wait_slice())
         while True:
             if reply is not None:
@@ -428,6 +534,10 @@ class AgentSystem:
                     stash.remove(kept)
                     return kept
             if reply is None:
+                if self._closed and message_is_call:
+                    raise AgentStopped(
+                        f"the agent system shut down while {type(message).__name__} waited"
+                    )
                 if deadline is not None and time.monotonic() >= deadline:
                     raise AskTimeout(f"no reply to {type(message).__name__} within {timeout}s")
                 if on_idle is not None:
@@ -513,14 +623,6 @@ def _listening(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _default_store_path(admin_port: int | None, system_id: str) -> str:
-    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    folder = state / "genagent-thespian"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    name = f"node-{admin_port}.sqlite3" if admin_port else f"simple-{system_id}.sqlite3"
-    return str(folder / name)
 
 
 def _end_previous_run(store_path: str) -> None:

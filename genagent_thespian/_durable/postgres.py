@@ -34,7 +34,6 @@ from .._core.errors import AgentAlreadyExists, AgentNotFound, InvalidOption
 from .store import (
     APPLICATION_ID,
     SCHEMA_VERSION,
-    AgentEntry,
     AgentStore,
     Leadership,
     Lease,
@@ -42,6 +41,7 @@ from .store import (
     StaleIncarnation,
     StoreCorrupted,
     StoredAgent,
+    StoredAgentEntry,
     StoredRequest,
     StoreError,
     StoreSchemaMismatch,
@@ -393,7 +393,7 @@ class PostgresAgentStore(AgentStore):
             cur.execute("DELETE FROM agents WHERE key = %s", (key,))  # cascades
             return bool(cur.rowcount > 0)
 
-    def list_agents(self) -> list[AgentEntry]:
+    def list_agents(self) -> list[StoredAgentEntry]:
         with self._read("list_agents") as cur:
             rows = cur.execute(
                 "SELECT key, name, name_crc, incarnation FROM agents ORDER BY created_at, key"
@@ -402,7 +402,7 @@ class PostgresAgentStore(AgentStore):
         for key, name, name_crc, incarnation in rows:
             name_blob = self._verified(key, "name", name, name_crc)
             assert name_blob is not None
-            entries.append(AgentEntry(key, name_blob, int(incarnation)))
+            entries.append(StoredAgentEntry(key, name_blob, int(incarnation)))
         return entries
 
     def load(self, key: str) -> StoredAgent | None:

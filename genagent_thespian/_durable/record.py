@@ -4,10 +4,11 @@ What is saved, and when (the agent actor calls :meth:`AgentRecord.save` before a
 turn start leaves its handler, so a tell is acknowledged only once it is durable and a
 prompt is recorded as in flight before the backend sees it):
 
-* the start spec (once, at creation);
-* a state snapshot: the backend session, the implementation's ``snapshot_state()``, and
-  the machine's ``snapshot()`` (halted flags, mailbox, self-chain slot, buffered
-  notifications, the in-flight request, recently answered refs, counters);
+* the start spec (once, at creation), options named like secrets redacted;
+* a state snapshot: the backend session (secrets redacted, see :mod:`.redaction`), the
+  implementation's ``snapshot_state()``, and the machine's ``snapshot()`` (halted flags,
+  mailbox, self-chain slot, buffered notifications, the in-flight request, recently
+  answered refs, counters);
 * tell results, one row each, bounded by ``max_tell_results``;
 * the agent's processes (agent, worker, CLI groups), so a later run can end leftovers.
 
@@ -34,16 +35,18 @@ from typing import Any
 
 from .._core.errors import AgentStopped, InvalidOption
 from .._core.log import get_logger
-from .._core.machine import AgentMachine, Origin
+from .._core.machine import AgentMachine, MachineSnapshot, Origin
 from .._os import procfs
 from ..messages import AgentSpec, Failure, PollResult
 from . import pickling
 from .location import open_store
+from .redaction import dumps_redacted
 from .store import AgentStore, Lease, StoredAgent, StoreError, agent_key
 
 __all__ = [
     "LEASE_ENV",
     "AgentRecord",
+    "AgentSnapshot",
     "Restored",
     "answer_stored_callers",
     "delete_stored_agent",
@@ -84,12 +87,33 @@ _log = get_logger("genagent_thespian.durable")
 
 
 @dataclass(frozen=True, slots=True)
+class AgentSnapshot:
+    """One durable agent's state blob: what :meth:`AgentRecord.save` writes at a boundary."""
+
+    session: Any  # Any: the backend's own picklable session data (Backend.start_session)
+    impl: dict[str, Any]  # the implementation's snapshot_state(), user data
+    machine: MachineSnapshot
+
+    @classmethod
+    def load(cls, blob: bytes) -> AgentSnapshot:
+        """Unpickle a state blob, including the plain ``dict`` of older stores."""
+        state = pickling.loads(blob)
+        if isinstance(state, cls):
+            return state
+        return cls(
+            session=state["session"],
+            impl=state["impl"],
+            machine=MachineSnapshot.from_dict(state["machine"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Restored:
     """What a restarted agent resumes from."""
 
-    session: Any
+    session: Any  # Any: the backend's session data, as in AgentSnapshot
     impl_state: dict[str, Any]
-    machine: dict[str, Any]
+    machine: MachineSnapshot
     results: list[PollResult]
     incarnation: int
 
@@ -122,7 +146,7 @@ class AgentRecord:
         stored = self._store.load(self.key)
         if stored is None:
             self._store.create_agent(
-                self.key, pickle.dumps(self._spec.name), pickle.dumps(self._spec)
+                self.key, pickle.dumps(self._spec.name), dumps_redacted(self._spec)
             )
             self.incarnation = 0
             self.renew_lease()
@@ -173,12 +197,12 @@ class AgentRecord:
     def _restored(self, stored: StoredAgent) -> Restored | None:
         if stored.state_blob is None:
             return None
-        state = pickling.loads(stored.state_blob)
+        state = AgentSnapshot.load(stored.state_blob)
         results = [pickling.loads(r.blob) for r in stored.results]
         return Restored(
-            session=state["session"],
-            impl_state=state["impl"],
-            machine=state["machine"],
+            session=state.session,
+            impl_state=state.impl,
+            machine=state.machine,
             results=results,
             incarnation=stored.incarnation,
         )
@@ -198,9 +222,9 @@ class AgentRecord:
                 max_results=max(1, self._spec.max_tell_results),
             )
         machine.new_results.clear()
-        state = {"session": session, "impl": impl_state, "machine": machine.snapshot()}
+        state = AgentSnapshot(session=session, impl=impl_state, machine=machine.snapshot())
         try:
-            blob = pickle.dumps(state)
+            blob = dumps_redacted(state)  # secrets stay out of the store
         except Exception as exc:
             raise InvalidOption(
                 f"a durable agent's state must pickle: {type(exc).__name__}: {exc}; "
@@ -254,12 +278,12 @@ def answer_stored_callers(
         store.close()
     if stored is None or stored.state_blob is None:
         return 0
-    snapshot = pickling.loads(stored.state_blob)["machine"]
-    requests = list(snapshot["mailbox"])
-    if snapshot["self_chain"] is not None:
-        requests.append(snapshot["self_chain"])
-    if snapshot["in_flight"] is not None:
-        requests.append(snapshot["in_flight"][0])
+    snapshot = AgentSnapshot.load(stored.state_blob).machine
+    requests = list(snapshot.mailbox)
+    if snapshot.self_chain is not None:
+        requests.append(snapshot.self_chain)
+    if snapshot.in_flight is not None:
+        requests.append(snapshot.in_flight[0])
     answered = 0
     for request in requests:
         if request.origin is Origin.ASK and request.reply_to is not None:

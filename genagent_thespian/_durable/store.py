@@ -32,6 +32,14 @@ Every blob is stored with its CRC-32, so a damaged record is reported as
 :class:`StoreCorrupted` naming the agent key and the part, instead of handing the runtime
 bytes that fail somewhere else later.
 
+What the runtime uses today (``_durable/record.py``): ``create_agent``, ``load``,
+``begin_incarnation``, ``save_state`` (the machine snapshot *includes* the mailbox and the
+in-flight request), ``put_result``, ``delete_agent`` and the process records. The per-entry
+mailbox and in-flight calls (``enqueue``, ``dequeue``, ``set_in_flight``, ``clear_in_flight``,
+``commit_turn``) are not used by the runtime: ``bench/store_cost.py`` measured the whole-state
+write at 0.8-1.05x one ``enqueue`` up to 100 queued prompts (the ``fsync`` dominates) and 4.7x
+only near the default mailbox bound of 1000, so the runtime keeps one blob per boundary.
+
 :class:`SQLiteAgentStore` is the default implementation; :class:`MemoryAgentStore` keeps the
 same contract in memory (not durable; a baseline and a reference for other stores).
 """
@@ -52,14 +60,15 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from .._core.errors import AgentAlreadyExists, AgentNotFound, GenAgentError, InvalidOption
+from .._os import processes as _processes
 from .._os import procfs as _procfs
+from .._os.private import narrow, private_file
 
 __all__ = [
     "SCHEMA_VERSION",
-    "AgentEntry",
     "AgentStore",
     "Leadership",
     "Lease",
@@ -71,6 +80,7 @@ __all__ = [
     "StoreError",
     "StoreSchemaMismatch",
     "StoredAgent",
+    "StoredAgentEntry",
     "StoredRequest",
     "agent_key",
     "end_recorded_processes",
@@ -179,8 +189,8 @@ class Leadership:
 
 
 @dataclass(frozen=True, slots=True)
-class AgentEntry:
-    """One line of :meth:`AgentStore.list_agents`."""
+class StoredAgentEntry:
+    """One line of :meth:`AgentStore.list_agents` (not the registry's ``messages.AgentEntry``)."""
 
     key: str
     name_blob: bytes
@@ -380,7 +390,7 @@ class AgentStore(abc.ABC):
         """Remove the agent and everything under it (``stop()``); ``False`` if absent."""
 
     @abc.abstractmethod
-    def list_agents(self) -> list[AgentEntry]:
+    def list_agents(self) -> list[StoredAgentEntry]:
         """Return every stored agent (key, pickled name, incarnation), oldest first."""
 
     @abc.abstractmethod
@@ -549,7 +559,7 @@ class AgentStore(abc.ABC):
     def close(self) -> None:
         """Release the store's resources; later calls raise :class:`StoreError`."""
 
-    def __enter__(self) -> AgentStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -719,6 +729,7 @@ class SQLiteAgentStore(AgentStore):
 
     def _open(self) -> sqlite3.Connection:
         with self._translate("open"):
+            self._make_private()
             conn = sqlite3.connect(
                 self.path,
                 timeout=self.busy_timeout,
@@ -736,6 +747,18 @@ class SQLiteAgentStore(AgentStore):
                 conn.close()
                 raise
         return conn
+
+    def _make_private(self) -> None:
+        """Create the file ``0600`` in a ``0700`` folder before SQLite does (with the umask).
+
+        SQLite creates ``-wal`` and ``-shm`` with the database file's mode, so they follow;
+        ones left by an earlier, less careful version are narrowed too.
+        """
+        if self.path in ("", ":memory:") or self.path.startswith("file:"):
+            return
+        private_file(self.path)
+        for suffix in ("-wal", "-shm", "-journal"):
+            narrow(self.path + suffix)
 
     def _check_header(self, conn: sqlite3.Connection) -> None:
         # Reading the schema forces SQLite to parse the file header: a damaged or foreign
@@ -921,7 +944,7 @@ class SQLiteAgentStore(AgentStore):
             cur.execute("DELETE FROM agents WHERE key = ?", (key,))
             return cur.rowcount > 0
 
-    def list_agents(self) -> list[AgentEntry]:
+    def list_agents(self) -> list[StoredAgentEntry]:
         with self._read("list_agents") as cur:
             rows = cur.execute(
                 "SELECT key, name, name_crc, incarnation FROM agents ORDER BY created_at, key"
@@ -930,7 +953,7 @@ class SQLiteAgentStore(AgentStore):
         for key, name, name_crc, incarnation in rows:
             name_blob = self._verified(key, "name", name, name_crc)
             assert name_blob is not None
-            entries.append(AgentEntry(key, name_blob, incarnation))
+            entries.append(StoredAgentEntry(key, name_blob, incarnation))
         return entries
 
     def load(self, key: str) -> StoredAgent | None:
@@ -1331,10 +1354,12 @@ class MemoryAgentStore(AgentStore):
             self._check_open()
             return self._agents.pop(_check_key(key), None) is not None
 
-    def list_agents(self) -> list[AgentEntry]:
+    def list_agents(self) -> list[StoredAgentEntry]:
         with self._lock:
             self._check_open()
-            return [AgentEntry(k, a.name_blob, a.incarnation) for k, a in self._agents.items()]
+            return [
+                StoredAgentEntry(k, a.name_blob, a.incarnation) for k, a in self._agents.items()
+            ]
 
     def load(self, key: str) -> StoredAgent | None:
         with self._lock:
@@ -1572,7 +1597,7 @@ def end_recorded_processes(
             assert pgid is not None
             if pgid not in groups_done:
                 groups_done.add(pgid)
-                _procfs.terminate_process_group(pgid, grace=grace)
+                _processes.terminate_process_group(pgid, grace=grace)
         else:
             _end_one(record, grace)
         ended.append(record)
@@ -1585,5 +1610,5 @@ def _end_one(record: ProcessRecord, grace: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if not record.is_running():
             return
-        _procfs.kill_process(record.pid, sig)
-        _procfs.wait_for_exit(record.pid, grace)
+        _processes.kill_process(record.pid, sig)
+        _processes.wait_for_exit(record.pid, grace)

@@ -56,7 +56,6 @@ from thespian.actors import (
     WakeupMessage,
 )
 
-from .._actors.agent import NODE_CAPABILITY
 from .._actors.directory import (
     DIRECTORY_NAME,
     ExpectServices,
@@ -70,6 +69,8 @@ from .._actors.telemetry import TELEMETRY_NAME, TelemetryHub
 from .._api.system import AgentSystem, _marker_env, free_port
 from .._core.errors import GenAgentError, InvalidOption
 from .._core.log import get_logger
+from .._core.protocol import NODE_CAPABILITY
+from .._os.frames import TransportLimits
 from .._os.processes import SYSTEM_MARKER, kill_marked
 from .._os.security import check_capabilities, harden_transport
 from ..messages import AgentEntry, AgentList, ListAgents
@@ -308,6 +309,8 @@ def start_node(
     registration_miss_max: int = 2,
     log_config: dict[str, Any] | None = None,
     join_timeout: float = _JOIN_TIMEOUT,
+    transport_limits: TransportLimits | None = None,
+    node_name: str | None = None,
 ) -> AgentSystem:
     """Start a convention node in this process's care and return its :class:`AgentSystem`.
 
@@ -330,6 +333,11 @@ def start_node(
             dead (detection takes about ``reregistration_period * registration_miss_max``).
         log_config: A ``logging.config.dictConfig`` dict for actor processes.
         join_timeout: Seconds a member tries to reach the leader's services.
+        transport_limits: Frame size limit of the transport (the same on every node; see
+            :class:`~genagent_thespian.TransportLimits` and ``docs/security.md``).
+        node_name: The leader's home folder name (its store, lock and log; see
+            ``start_system``); default ``node-<admin_port>``, stable across restarts on a
+            fixed port and distinct for several nodes on one host.
 
     Raises:
         InvalidOption: A label uses a reserved name, ``capacity`` is not a positive int,
@@ -351,6 +359,7 @@ def start_node(
             timing=(reregistration_period, registration_miss_max),
             log_config=log_config,
             join_timeout=join_timeout,
+            transport_limits=transport_limits,
         )
     if reregistration_period <= 0 or registration_miss_max < 1:
         raise InvalidOption(
@@ -384,6 +393,8 @@ def start_node(
                 advertise_host=advertise_host,
                 secret_path=secret_path,
                 store_path=store_path,
+                transport_limits=transport_limits,
+                node_name=node_name or f"node-{admin_port}",
             )
             try:
                 list_nodes(system)  # creates the node watcher, which follows membership
@@ -402,6 +413,7 @@ def start_node(
             name,
             reregistration_period,
             join_timeout,
+            transport_limits,
         )
 
 
@@ -415,9 +427,13 @@ def _start_member(
     name: str,
     period: float,
     join_timeout: float,
+    transport_limits: TransportLimits | None,
 ) -> AgentSystem:
     security = harden_transport(
-        bind_host=bind_host, advertise_host=advertise_host, secret_path=secret_path
+        bind_host=bind_host,
+        advertise_host=advertise_host,
+        secret_path=secret_path,
+        limits=transport_limits,
     )
     check_capabilities(caps, security)
     system_id = uuid.uuid4().hex
@@ -462,6 +478,7 @@ def _start_candidate_or_member(
     timing: tuple[float, int],
     log_config: dict[str, Any] | None,
     join_timeout: float,
+    transport_limits: TransportLimits | None,
 ) -> AgentSystem:
     """Start a node of a convention with standby leaders (see ``_nodes/leadership.py``).
 
@@ -501,7 +518,10 @@ def _start_candidate_or_member(
         HEARTBEAT_CAPABILITY: True,
     }
     security = harden_transport(
-        bind_host=bind_host, advertise_host=advertise_host, secret_path=secret_path
+        bind_host=bind_host,
+        advertise_host=advertise_host,
+        secret_path=secret_path,
+        limits=transport_limits,
     )
     check_capabilities(caps, security)
     system_id = uuid.uuid4().hex
@@ -694,6 +714,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secret-file", default=None)
     parser.add_argument("--reregistration-period", type=float, default=5.0)
     parser.add_argument("--registration-miss-max", type=int, default=2)
+    parser.add_argument(
+        "--max-frame-bytes",
+        type=int,
+        default=None,
+        help="largest message frame sent or accepted (default: $GENAGENT_MAX_FRAME_BYTES "
+        "or 64 MiB); the same on every node",
+    )
     args = parser.parse_args(argv)
 
     candidates: list[tuple[str, int]] = []
@@ -727,6 +754,11 @@ def main(argv: list[str] | None = None) -> int:
         secret_path=args.secret_file,
         reregistration_period=args.reregistration_period,
         registration_miss_max=args.registration_miss_max,
+        transport_limits=(
+            None
+            if args.max_frame_bytes is None
+            else TransportLimits(max_frame_bytes=args.max_frame_bytes)
+        ),
     )
     try:
         print(

@@ -66,7 +66,8 @@ from .._core.errors import (
     RequestNotFound,
     SystemNotRunning,
 )
-from .._core.turn import EventKind, Response, Usage
+from .._core.turn import Event, EventKind, Response, Usage
+from .._core.validate import RESTART_TYPES, SPEC_DEFAULTS, check_prompt
 from .._nodes import node as _node
 from ..messages import Accepted, Failure, Prompt, TurnEvent, Watch
 from ..testing._scripted_agent import ScriptedAgent
@@ -214,13 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--name", required=True, help="the agent's name")
     start.add_argument("--backend", default="scripted", help="backend name (default: scripted)")
     start.add_argument(
-        "--watchdog", type=float, default=600.0, help="per-turn deadline in seconds (600)"
+        "--watchdog",
+        type=float,
+        default=SPEC_DEFAULTS.watchdog,
+        help=f"per-turn deadline in seconds ({SPEC_DEFAULTS.watchdog:g})",
     )
     start.add_argument(
         "--restart",
-        choices=("temporary", "transient", "permanent"),
-        default="temporary",
-        help="restart type (temporary)",
+        choices=RESTART_TYPES,
+        default=SPEC_DEFAULTS.restart,
+        help=f"restart type ({SPEC_DEFAULTS.restart})",
     )
     start.add_argument(
         "--option",
@@ -388,18 +392,19 @@ def ask_streaming(
     on_text: Callable[[str], None],
     *,
     timeout: float | None = None,
+    on_retry: Callable[[Event], None] | None = None,
 ) -> Response:
     """Run a turn of agent ``name`` and call ``on_text`` with each streamed fragment.
 
     Subscribes to the agent's ``TurnEvent`` stream with the public ``Watch`` message on a
     private endpoint, sends the ``Prompt``, and relays the ``text_delta`` events of that
-    prompt's turn until its ``Response`` (or ``Failure``) arrives.
+    prompt's turn until its ``Response`` (or ``Failure``) arrives. ``on_retry`` gets the
+    turn's ``retry`` events (the provider or CLI retrying a failed API call).
 
     Raises:
         AgentNotFound, AskTimeout, AgentStopped, or the turn's error.
     """
-    if not text:
-        raise InvalidPrompt("a prompt must be a non-empty str", agent=name)
+    check_prompt(text, agent=name)
     address = whereis(name, system=system)
     if address is None:
         raise AgentNotFound("no agent has that name", agent=name)
@@ -419,6 +424,8 @@ def ask_streaming(
                 event = message.event
                 if event.kind == EventKind.TEXT_DELTA:
                     on_text(str(event.data.get("text", "")))
+                elif event.kind == EventKind.RETRY and on_retry is not None:
+                    on_retry(event)
             elif isinstance(message, Response) and message.ref == prompt.ref:
                 return message
             elif isinstance(message, Failure) and message.ref == prompt.ref:
@@ -443,6 +450,17 @@ def ask_streaming(
             context.tell(address, Watch(False))
         with contextlib.suppress(Exception):
             manager.__exit__(None, None, None)
+
+
+def retry_line(event: Event) -> str:
+    """One line for a ``retry`` event: ``[retry 2/10 in 1.2s: 529 overloaded]``."""
+    data = event.data
+    attempt, budget = data.get("attempt"), data.get("max_retries")
+    count = f" {attempt}/{budget}" if attempt and budget else f" {attempt}" if attempt else ""
+    delay = data.get("delay_ms")
+    wait = f" in {float(delay) / 1000:.1f}s" if isinstance(delay, int | float) else ""
+    why = " ".join(str(data[k]) for k in ("status_code", "message") if data.get(k) is not None)
+    return f"[retry{count}{wait}{': ' + why if why else ''}]"
 
 
 def _response_dict(name: str, response: Response) -> dict[str, Any]:
@@ -470,10 +488,17 @@ def _cmd_ask(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int
             sys.stdout.write(fragment)
             sys.stdout.flush()
 
+    def on_retry(event: Event) -> None:
+        if not out.as_json:
+            sys.stderr.write(retry_line(event) + "\n")
+            sys.stderr.flush()
+
     if out.progress_enabled:
         out.progress(f"waiting for {args.name}...")
     try:
-        response = ask_streaming(system, args.name, args.prompt, on_text, timeout=args.timeout)
+        response = ask_streaming(
+            system, args.name, args.prompt, on_text, timeout=args.timeout, on_retry=on_retry
+        )
     finally:
         if not streamed:
             out.clear_progress()

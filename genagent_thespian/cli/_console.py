@@ -40,9 +40,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .._actors.telemetry import attach, detach
 from .._api.client import halt, interrupt, resume, stop
 from .._api.system import AgentSystem
+from .._api.telemetry import attach, detach
 from .._core.errors import GenAgentError
 from .._core.turn import Event
 from .._nodes.node import port_open

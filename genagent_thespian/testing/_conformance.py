@@ -213,6 +213,9 @@ class BackendConformance:
         events = collect_turn(backend, session, "one", timeout=self.turn_timeout)
         assert events[-1].kind == EventKind.RESULT
         session = pickle.loads(pickle.dumps(_advance(backend, session, events)))
+        # A fresh instance continues the session, as after the worker was replaced: the old
+        # one is closed first (a provider may allow one live writer per session).
+        backend.close()
         fresh = self.make_backend()
         try:
             self.script_text(provider, "second")

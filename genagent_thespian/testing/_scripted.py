@@ -77,10 +77,16 @@ class Exit:
 
 @dataclass(frozen=True, slots=True)
 class Slow:
-    """Script item: stream ``text`` word by word over ``seconds``; stops when cancelled."""
+    """Script item: stream ``text`` word by word over ``seconds``; stops when cancelled.
+
+    With ``hold`` (a file path), the rest of the text waits after the first word until that
+    file exists (:func:`open_gate`), so a test can look at the turn mid-stream without
+    racing the clock.
+    """
 
     text: str = "slow reply"
     seconds: float = 1.0
+    hold: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +260,11 @@ def _slow_turn(
             yield _cancelled()
             return
         yield Event.text_delta(word if index == 0 else " " + word)
+        if index == 0 and item.hold is not None:
+            while not os.path.exists(item.hold):
+                if ctx.cancelled.wait(0.005):
+                    yield _cancelled()
+                    return
     yield from _text_turn(item.text, prompt, session, streamed=True)
 
 

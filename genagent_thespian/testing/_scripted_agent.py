@@ -21,8 +21,9 @@ __all__ = ["ScriptedAgent", "script_from_json"]
 def script_from_json(items: Any) -> list[Any]:
     """Turn a JSON script into scripted-backend items.
 
-    Strings stay replies; ``{"slow": text, "seconds": s}`` becomes ``Slow``, ``{"fail":
-    kind, "message": m}`` becomes ``Fail``, ``{"gate": path, "then": item}`` becomes ``Gate``.
+    Strings stay replies; ``{"slow": text, "seconds": s, "hold": path}`` becomes ``Slow``,
+    ``{"fail": kind, "message": m}`` becomes ``Fail``, ``{"gate": path, "then": item}`` becomes
+    ``Gate``.
 
     Raises:
         InvalidOption: an item has another shape.
@@ -37,7 +38,12 @@ def _item(item: Any) -> Any:
         return item
     if isinstance(item, dict):
         if "slow" in item:
-            return Slow(str(item["slow"]), float(item.get("seconds", 1.0)))
+            hold = item.get("hold")
+            return Slow(
+                str(item["slow"]),
+                float(item.get("seconds", 1.0)),
+                hold=None if hold is None else str(hold),
+            )
         if "fail" in item:
             return Fail(str(item["fail"]), str(item.get("message", "scripted failure")))
         if "gate" in item:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import pickle
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -402,15 +404,68 @@ elif scenario == "ignore_sigint":
 """
 
 
-@pytest.fixture
-def fake_codex(tmp_path: Path) -> Iterator[tuple[CodexBackend, Tracker, Any]]:
-    binary = fake_cli(tmp_path, FAKE_CODEX, name="codex")
+FAKE_APP_SERVER = """
+import json, os, signal, sys, time
+
+scenario = os.environ["FAKE_SCENARIO"]
+assert sys.argv[1] == "app-server", sys.argv
+
+def emit(obj):
+    sys.stdout.write((obj if isinstance(obj, str) else json.dumps(obj)) + "\\n")
+    sys.stdout.flush()
+
+def note(method, **params):
+    emit({"method": method, "params": {"threadId": "fake-thread", "turnId": "t1", **params}})
+
+usage = {"total": {"inputTokens": 10, "cachedInputTokens": 4, "outputTokens": 2}}
+thinking = {"id": "i0", "type": "reasoning", "summary": ["hm"], "content": []}
+for line in sys.stdin:
+    request = json.loads(line)
+    method, rid = request.get("method"), request.get("id")
+    if method == "initialize":
+        emit({"id": rid, "result": {"userAgent": "fake"}})
+    elif method == "thread/start":
+        emit({"id": rid, "result": {"thread": {"id": "fake-thread"}, "model": "m"}})
+    elif method == "turn/start":
+        emit({"id": rid, "result": {"turn": {"id": "t1", "status": "inProgress"}}})
+        note("turn/started", turn={"id": "t1"})
+        if scenario == "garbage":
+            emit("WARNING: proceeding, even though we could not create PATH aliases")
+            emit("\\x1b[?25h")
+            note("item/completed", item={"id": "i0", "type": "agentMessage", "text": "fine"})
+        elif scenario == "huge":
+            big = {"id": "i0", "type": "agentMessage", "text": "q" * 1_500_000}
+            note("item/completed", item=big)
+        elif scenario == "exit_early":
+            note("item/completed", item=thinking)
+            sys.stderr.write("thread 'main' panicked: fake crash\\n")
+            sys.exit(101)
+        elif scenario == "ignore_sigint":
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            note("item/completed", item=thinking)
+            continue  # and never answers turn/interrupt
+        note("thread/tokenUsage/updated", tokenUsage=usage)
+        note("turn/completed", turn={"id": "t1", "status": "completed"})
+    elif method == "turn/interrupt":
+        time.sleep(60)
+"""
+
+MODES = ["app_server", "exec"]
+
+
+@pytest.fixture(params=MODES)
+def fake_codex(request: Any, tmp_path: Path) -> Iterator[tuple[CodexBackend, Tracker, Any]]:
+    mode = request.param
+    script = FAKE_APP_SERVER if mode == "app_server" else FAKE_CODEX
+    binary = fake_cli(tmp_path, script, name="codex")
     backend = CodexBackend()
     tracker = Tracker()
 
     def session(scenario: str, **options: Any) -> CodexSession:
         env = {"FAKE_SCENARIO": scenario}
-        return backend.start_session({"binary": binary, "cwd": tmp_path, "env": env, **options})
+        return backend.start_session(
+            {"binary": binary, "cwd": tmp_path, "env": env, "mode": mode, **options}
+        )
 
     yield backend, tracker, session
     backend.close()
@@ -481,7 +536,8 @@ def server() -> Iterator[FakeLLMServer]:
 class RealCodex:
     """The real codex program pointed at the fake server, with a tracked backend."""
 
-    def __init__(self, binary: str, server: FakeLLMServer, tmp_path: Path) -> None:
+    def __init__(self, binary: str, server: FakeLLMServer, tmp_path: Path, mode: str) -> None:
+        self.mode = mode
         self.binary = binary
         self.server = server
         self.home = tmp_path / "home"
@@ -503,6 +559,7 @@ class RealCodex:
         }
         env = {**quiet_env(self.home), "GENAGENT_TEST_CODEX_KEY": "sk-codex-test-not-real"}
         return {
+            "mode": self.mode,
             "binary": self.binary,
             "cwd": self.workdir,
             "env": env,
@@ -538,9 +595,9 @@ class RealCodex:
         assert_groups_gone(self.tracker.groups)
 
 
-@pytest.fixture
-def real(server: FakeLLMServer, tmp_path: Path) -> Iterator[RealCodex]:
-    harness = RealCodex(require_cli("codex"), server, tmp_path)
+@pytest.fixture(params=MODES)
+def real(request: Any, server: FakeLLMServer, tmp_path: Path) -> Iterator[RealCodex]:
+    harness = RealCodex(require_cli("codex"), server, tmp_path, request.param)
     yield harness
     harness.close()
 
@@ -564,7 +621,15 @@ def test_real_text_turn(real: RealCodex) -> None:
     (request,) = real.server.model_requests
     assert request.model == "gpt-5.5" and "Say hello" in input_text(request)
     assert request.auth_fingerprint == FakeLLMServer.fingerprint("sk-codex-test-not-real")
-    assert_groups_gone(real.tracker.groups)  # one process per turn, gone with it
+    if real.mode == "exec":
+        assert_groups_gone(real.tracker.groups)  # one process per turn, gone with it
+    else:
+        (pgid,) = real.tracker.groups
+        assert group_members(pgid), "the session's app-server lives on between turns"
+        assert backend.app_server_pid(session) == pgid
+        backend.terminate_session(session)
+        assert_groups_gone([pgid])
+        assert (pgid, False) in real.tracker.calls
 
 
 @pytest.mark.cli
@@ -621,18 +686,27 @@ def test_real_resume_two_turns_and_after_a_restart(real: RealCodex) -> None:
         second_usage.total_input_tokens + first_usage.total_input_tokens
         == cumulative["input_tokens"]
     )
-    argv = seen[0]
-    at = argv.index("resume")
-    assert argv[at : at + 2] == ["resume", thread_id] and argv[-2:] == ["--", "And now?"]
-    assert argv.index("-m") < at and argv.index("-s") < at
-    # A new backend instance (the worker was replaced) continues the same thread.
+    if real.mode == "exec":
+        argv = seen[0]
+        at = argv.index("resume")
+        assert argv[at : at + 2] == ["resume", thread_id] and argv[-2:] == ["--", "And now?"]
+        assert argv.index("-m") < at and argv.index("-s") < at
+    else:
+        assert seen == [] and len(real.tracker.groups) == 1  # the same app-server, same thread
+    # A new backend instance (the worker was replaced, its processes ended) continues the
+    # same thread.
+    backend.close()
     restarted = real.backend()
     stored = restarted.resume_session(pickle.loads(pickle.dumps(session)))
     events, stored = real.turn(restarted, stored, "Which colour?")
-    assert terminal(events).data["text"] == "Green, as before."
+    assert terminal(events).data.get("text") == "Green, as before.", terminal(events).data
     assert terminal(events).data["session_id"] == thread_id
     assert "My colour is green." in input_text(real.server.model_requests[2])
     assert stored.turns == 3
+    if real.mode == "app_server":  # the new instance resumed the thread in its own process
+        assert len(real.tracker.groups) == 2
+        resumed = [e for e in events if e.kind == EventKind.SESSION_STARTED]
+        assert [e.data["resumed"] for e in resumed] == [True]
 
 
 @pytest.mark.cli
@@ -641,14 +715,19 @@ def test_real_interrupt_mid_stream_synthesizes_cancelled(real: RealCodex) -> Non
     backend = real.backend()
     session = backend.start_session(real.options())
     ctx = real.tracker.context()
-    watcher = threading.Thread(
-        target=lambda: (real.server.wait_for_requests(1, timeout=30), ctx.cancelled.set())
-    )
+
+    def cancel_once_asked() -> None:
+        real.server.wait_for_requests(1, timeout=30)
+        ctx.cancelled.set()
+
+    watcher = threading.Thread(target=cancel_once_asked)
     watcher.start()
     events, session = real.turn(backend, session, "talk slowly", ctx=ctx)
     watcher.join(10)
     error = error_of(terminal(events))
     assert error.kind == BackendErrorKind.CANCELLED
+    if real.mode == "app_server":  # codex ended the turn itself (turn/completed interrupted)
+        assert error.message == "codex turn cancelled (interrupted)"
     assert_groups_gone(real.tracker.groups)
     assert session.thread_id  # learned before the interrupt, so the thread can go on
     real.server.script(Text("after the interrupt"))
@@ -734,3 +813,45 @@ def test_real_resume_of_a_thread_codex_lost_is_session_lost(real: RealCodex) -> 
     assert real.server.model_requests == []
     fresh = backend.renew_session(session)
     assert fresh.thread_id is None and fresh.options == session.options
+
+
+@pytest.mark.cli
+def test_real_unreachable_api_is_a_transport_error_within_the_budget(real: RealCodex) -> None:
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    options = real.options(max_network_retries=1)
+    options["provider"] = {**options["provider"], "base_url": f"http://127.0.0.1:{port}/v1"}
+    backend = real.backend()
+    started = time.monotonic()
+    events, _ = real.turn(backend, backend.start_session(options), "hello?")
+    elapsed = time.monotonic() - started
+    error = error_of(terminal(events))
+    assert (error.kind, error.retryable) == (BackendErrorKind.TRANSPORT, True), error
+    assert "max_network_retries" in error.message
+    assert len(of_kind(events, EventKind.RETRY)) == 2  # the one allowed, and the one too many
+    assert elapsed < 30, elapsed  # codex waits 5 s before its second attempt
+    backend.close()
+    assert_groups_gone(real.tracker.groups)
+
+
+@pytest.mark.cli
+def test_real_failure_then_success_streams_the_retry_then_the_result(real: RealCodex) -> None:
+    real.server.script(HTTPError(429, retry_after=1), Text("second attempt"))
+    backend = real.backend()
+    events, _ = real.turn(backend, backend.start_session(real.options(retries=1)), "hi")
+    assert terminal(events).data["text"] == "second attempt"
+    retry_at = kinds(events).index(EventKind.RETRY)
+    assert retry_at < kinds(events).index(EventKind.RESULT)
+    assert len(real.server.model_requests) == 2
+
+
+def test_fake_session_stored_before_app_server_mode_still_runs(fake_codex: Any) -> None:
+    backend, tracker, session = fake_codex
+    current = session("garbage")
+    stored = CodexSession.__new__(CodexSession)
+    stored.__setstate__(current.__getstate__()[:-1])  # the state of a record without `key`
+    assert stored.key == "" and stored.options == current.options
+    events, after = run_turn(backend, stored, "hi", tracker.context())
+    assert terminal(events).data["text"] == "fine"
+    assert after.turns == 1

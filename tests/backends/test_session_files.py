@@ -23,7 +23,7 @@ def _codex(home: Path) -> CodexSession:
     )
 
 
-def test_codex_files_are_the_threads_rollout_named_relative_to_codex_home(tmp_path):
+def test_codex_files_are_the_threads_rollout_named_relative_to_codex_home(tmp_path: Path) -> None:
     old_home, new_home = tmp_path / "a" / ".codex", tmp_path / "b" / ".codex"
     rollout = old_home / "sessions/2026/12/02" / f"rollout-2026-12-02T10-00-00-{THREAD}.jsonl"
     rollout.parent.mkdir(parents=True)
@@ -38,7 +38,7 @@ def test_codex_files_are_the_threads_rollout_named_relative_to_codex_home(tmp_pa
     assert backend.session_files(CodexSession(cwd="/", binary="/bin/true")) == {}  # no thread
 
 
-def test_claude_files_are_the_transcript_under_the_config_folder(tmp_path):
+def test_claude_files_are_the_transcript_under_the_config_folder(tmp_path: Path) -> None:
     home = tmp_path / "home"
     session = ClaudeSession(
         session_id=SESSION, cwd="/work", binary="/bin/true", options={"env": {"HOME": str(home)}}

@@ -115,3 +115,57 @@ def test_the_run_prints_every_benchmark_and_leaves_no_process(
     for name in EXPECTED:
         assert f"== {name} (" in stdout
     assert "processes left behind: 0" in stdout
+
+
+CLI_TURNS = {
+    "claude_turn_p50",
+    "claude_turn_p99",
+    "claude_turn_p50_vs_bare",
+    "claude_turn_p99_vs_bare",
+    "claude_framework_pss_per_agent",
+    "claude_tree_pss_per_agent",
+    "claude_cold_start",
+    "claude_fleet_wall_s",
+    "claude_fleet_cpu_s",
+    "claude_fleet_peak_pss_mib",
+    "codex_turn_p50",
+    "codex_turn_p99",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.cli
+@pytest.mark.timeout(420)
+def test_cli_turns_quick_run_reports_every_figure(tmp_path: Path) -> None:
+    """``bench/cli_turns.py`` against the real CLIs and the official SDK (the bench extra)."""
+    pytest.importorskip("claude_agent_sdk", reason="the bench extra is not installed")
+    pytest.importorskip("psutil", reason="the bench extra is not installed")
+    for program in ("claude", "codex"):
+        if not (ROOT / ".ci" / "tools" / "node_modules" / ".bin" / program).exists():
+            pytest.skip(f"{program} CLI not installed (run .ci/install_clis.sh)")
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run.py"),
+            "--quick",
+            "--only",
+            "cli_turns",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
+    assert "processes left behind: 0" in completed.stdout
+    document = json.loads((tmp_path / "cli_turns.json").read_text())
+    figures = {figure["key"]: figure for figure in document["figures"]}
+    assert figures.keys() >= CLI_TURNS
+    for key in CLI_TURNS:
+        figure = figures[key]
+        assert figure["skipped"] is None, key
+        assert isinstance(figure["ratio"], float) and math.isfinite(figure["ratio"]), key
+        assert figure["ratio"] > 0 and figure["samples"] > 0, key

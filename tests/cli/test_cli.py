@@ -14,7 +14,7 @@ from operator_node import CLI, Node, node_fixture
 
 from genagent_thespian._api.system import free_port
 from genagent_thespian.cli import main, parse_options
-from genagent_thespian.testing import wait_until
+from genagent_thespian.testing import open_gate, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -75,14 +75,18 @@ def test_start_ls_status_and_the_installed_entry_point(node: Node) -> None:
     assert duplicate.stderr.startswith("genagent: error: AgentAlreadyExists:")
 
 
-def test_ask_streams_text_before_the_turn_ends(node: Node) -> None:
-    node.start_agent("a", 'script=[{"slow": "alpha beta gamma delta", "seconds": 2.0}, "two"]')
+def test_ask_streams_text_before_the_turn_ends(node: Node, tmp_path: Path) -> None:
+    # The turn holds after its first word until the test opens the latch: no clock involved.
+    hold = tmp_path / "rest-of-the-reply"
+    slow = {"slow": "alpha beta gamma delta", "seconds": 0.2, "hold": str(hold)}
+    node.start_agent("a", "script=" + json.dumps([slow, "two"]))
     process = node.spawn("ask", "a", "go")
     assert process.stdout is not None
     first = process.stdout.read(5)
     assert first == "alpha"
     assert process.poll() is None, "the first fragment must arrive while the turn runs"
     assert node.status("a")["state"] == "processing"
+    open_gate(hold)
     rest, errors = process.communicate(timeout=30)
     assert process.returncode == 0, errors
     assert first + rest == "alpha beta gamma delta\n"

@@ -55,7 +55,8 @@ def token_of(url: str) -> str:
     _, page = fetch(url)
     marker = 'name="genagent-token" content="'
     start = page.index(marker) + len(marker)
-    return page[start : page.index('"', start)]
+    token: str = page[start : page.index('"', start)]
+    return token
 
 
 def test_console_api_graph_transcript_stream_and_protection(node: Node) -> None:
@@ -81,7 +82,10 @@ def test_console_api_graph_transcript_stream_and_protection(node: Node) -> None:
     assert svg.startswith("<svg") and 'data-from="a" data-to="b"' in svg
 
     def transcript() -> list[dict[str, Any]]:
-        return json.loads(fetch(url + "api/agent?name=b")[1])["transcript"]
+        transcript_rows: list[dict[str, Any]] = json.loads(fetch(url + "api/agent?name=b")[1])[
+            "transcript"
+        ]
+        return transcript_rows
 
     wait_until(lambda: [t["state"] for t in transcript()] == ["completed", "completed"])
     first, second = transcript()

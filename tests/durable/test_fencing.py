@@ -8,6 +8,7 @@ it begins), on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import pytest
 from support_agents import Recorder
@@ -15,18 +16,20 @@ from support_agents import Recorder
 import genagent_thespian as g
 from genagent_thespian._durable.location import open_store
 from genagent_thespian._durable.store import agent_key
-from genagent_thespian._os.procfs import process_alive
+from genagent_thespian._os.processes import process_alive
 from genagent_thespian.testing import Slow, read_history, system_processes, wait_until
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def store_location(request: pytest.FixtureRequest, tmp_path) -> str:
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "postgres":
         return str(request.getfixturevalue("postgres_url"))
     return str(tmp_path / "store.sqlite3")
 
 
-def test_a_fenced_incarnation_runs_nothing_and_the_owner_answers(store_location, tmp_path):
+def test_a_fenced_incarnation_runs_nothing_and_the_owner_answers(
+    store_location: str, tmp_path: Path
+) -> None:
     history = tmp_path / "history.jsonl"
     system = g.start_system(store_path=store_location, make_default=False)
     try:
@@ -59,8 +62,8 @@ def test_a_fenced_incarnation_runs_nothing_and_the_owner_answers(store_location,
 
 
 def test_an_owner_cut_off_from_the_store_stops_when_its_lease_runs_out(
-    postgres_url, tmp_path, monkeypatch
-):
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The store becomes unreachable for the agent (its session is ended and logins are
     refused): it cannot renew, so it ends its running turn and exits by itself, instead of
     running on as a second owner while a successor could take over."""
@@ -88,7 +91,9 @@ def test_an_owner_cut_off_from_the_store_stops_when_its_lease_runs_out(
         g.tell("d", "second", system=system)
         wait_until(lambda: g.status("d", system=system).state == "processing")
 
-        role = admin.execute("SELECT current_user").fetchone()[0]
+        row = admin.execute("SELECT current_user").fetchone()
+        assert row is not None
+        role = row[0]
         admin.execute(f'ALTER ROLE "{role}" NOLOGIN')
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"

@@ -12,10 +12,12 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import psycopg
 import pytest
 from support_agents import Counter, calls
+from support_postgres import PostgresServer
 
 import genagent_thespian as g
 from genagent_thespian._api.system import free_port
@@ -33,14 +35,16 @@ from genagent_thespian.testing import Slow, read_history, system_processes, wait
 KEY = agent_key("coder")
 
 
-def test_a_url_opens_postgres_and_a_path_opens_sqlite(postgres_url, tmp_path):
+def test_a_url_opens_postgres_and_a_path_opens_sqlite(postgres_url: str, tmp_path: Path) -> None:
     with open_store(postgres_url) as store:
         assert isinstance(store, PostgresAgentStore)
     with open_store(str(tmp_path / "a.db")) as store:
         assert type(store).__name__ == "SQLiteAgentStore"
 
 
-def test_the_password_never_shows_in_errors_or_reprs(postgres_server, postgres_url):
+def test_the_password_never_shows_in_errors_or_reprs(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
     password = postgres_server.password
     with PostgresAgentStore(postgres_url) as store:
         assert password not in repr(store)
@@ -55,7 +59,7 @@ def test_the_password_never_shows_in_errors_or_reprs(postgres_server, postgres_u
     assert password not in str(unreachable.value)
 
 
-def test_records_written_by_one_process_are_read_by_another(postgres_url):
+def test_records_written_by_one_process_are_read_by_another(postgres_url: str) -> None:
     with PostgresAgentStore(postgres_url) as store:
         store.create_agent(KEY, b"name", b"spec")
         store.enqueue(KEY, "r1", b"first")
@@ -79,7 +83,7 @@ def test_records_written_by_one_process_are_read_by_another(postgres_url):
     assert loaded.queue == (StoredRequest("r2", b"second"),)
 
 
-def test_a_forked_child_uses_its_own_connection(postgres_url):
+def test_a_forked_child_uses_its_own_connection(postgres_url: str) -> None:
     store = PostgresAgentStore(postgres_url)
     store.create_agent(KEY, b"n", b"s")
     pid = os.fork()
@@ -98,7 +102,7 @@ def test_a_forked_child_uses_its_own_connection(postgres_url):
     store.close()
 
 
-def test_one_incarnation_fence_holds_across_connections(postgres_url):
+def test_one_incarnation_fence_holds_across_connections(postgres_url: str) -> None:
     with PostgresAgentStore(postgres_url) as old, PostgresAgentStore(postgres_url) as new:
         old.create_agent(KEY, b"n", b"s")
         new.begin_incarnation(KEY)
@@ -119,7 +123,7 @@ def test_one_incarnation_fence_holds_across_connections(postgres_url):
         assert loaded is not None and loaded.state_blob == b"current"
 
 
-def test_another_schema_version_is_refused(postgres_url):
+def test_another_schema_version_is_refused(postgres_url: str) -> None:
     PostgresAgentStore(postgres_url).close()
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(
@@ -130,7 +134,9 @@ def test_another_schema_version_is_refused(postgres_url):
         PostgresAgentStore(postgres_url)
 
 
-def test_a_durable_agent_resumes_from_postgres_after_sigkill(postgres_url, tmp_path):
+def test_a_durable_agent_resumes_from_postgres_after_sigkill(
+    postgres_url: str, tmp_path: Path
+) -> None:
     log, history = tmp_path / "d.log", tmp_path / "history.jsonl"
     system = g.start_system(store_path=postgres_url, make_default=False)
     try:

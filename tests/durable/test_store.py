@@ -30,7 +30,8 @@ from genagent_thespian._durable.store import (
     agent_key,
     end_recorded_processes,
 )
-from genagent_thespian._os.procfs import boot_id, process_alive, process_stat, wait_for_exit
+from genagent_thespian._os.processes import process_alive, wait_for_exit
+from genagent_thespian._os.procfs import boot_id, process_stat
 from genagent_thespian.testing import wait_until
 
 KEY = agent_key("coder")
@@ -605,9 +606,9 @@ def test_concurrent_writer_processes(db_path: Path) -> None:
         )
         for w in range(4)
     ]
-    for w in writers:
-        out, err = w.communicate(timeout=120)
-        assert w.returncode == 0, err
+    for writer in writers:
+        out, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err
         assert out.strip() == "done"
 
     with SQLiteAgentStore(db_path) as store:

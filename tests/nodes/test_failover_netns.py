@@ -18,7 +18,7 @@ from support_fleet import Fleet, fleet_fixture
 
 from genagent_thespian._api.system import free_port
 from genagent_thespian._durable.postgres import PostgresAgentStore
-from genagent_thespian._os.procfs import process_alive
+from genagent_thespian._os.processes import process_alive
 from genagent_thespian.testing import read_history, wait_until
 
 pytestmark = pytest.mark.netns

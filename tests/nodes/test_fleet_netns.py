@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from support_fleet import Fleet, fleet_fixture
 
-from genagent_thespian._os.procfs import process_alive
+from genagent_thespian._os.processes import process_alive
 from genagent_thespian.testing import read_history, wait_until
 
 pytestmark = pytest.mark.netns

@@ -10,6 +10,7 @@ members inherit the same environment).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
@@ -96,7 +97,8 @@ class Member:
         assert self.process.stdin is not None
         self.process.stdin.write(f"ask {name} {prompt}\n")
         self.process.stdin.flush()
-        return json.loads(self._next_line(60.0))
+        answer: dict[str, Any] = json.loads(self._next_line(60.0))
+        return answer
 
     def kill(self) -> None:
         """SIGKILL the whole node: every process of its actor system, and its starter."""
@@ -171,6 +173,12 @@ class Convention:
         assert leader_processes_gone, "processes of the leader survived its shutdown"
 
 
+def _done(system: g.AgentSystem, ref: str) -> g.PollResult | None:
+    """Agent ``d``'s poll result for ``ref`` once it is done, else ``None`` (for wait_until)."""
+    result = g.poll("d", ref, system=system)
+    return result if result.done else None
+
+
 @pytest.fixture
 def convention(tmp_path: Path) -> Any:
     conv = Convention(tmp_path)
@@ -184,7 +192,9 @@ def _agent_pgid(name: str, system: g.AgentSystem) -> int:
     return os.getpgid(g.status(name, system=system).pid)
 
 
-def test_agents_are_placed_by_capability_and_reached_by_name_from_every_node(convention):
+def test_agents_are_placed_by_capability_and_reached_by_name_from_every_node(
+    convention: Convention,
+) -> None:
     leader = convention.leader
     claude = convention.add_member(claude="yes")
     codex = convention.add_member(codex="yes")
@@ -224,7 +234,7 @@ def test_agents_are_placed_by_capability_and_reached_by_name_from_every_node(con
     assert claude.ask("nobody", "q") == {"error": "AgentNotFound"}
 
 
-def test_a_placement_no_node_satisfies_is_a_typed_error_naming_it(convention):
+def test_a_placement_no_node_satisfies_is_a_typed_error_naming_it(convention: Convention) -> None:
     convention.add_member(claude="yes")
     with pytest.raises(g.AgentStartFailed, match=r"placement \{'gpu': 'yes'\}") as caught:
         g.start_agent(
@@ -238,7 +248,7 @@ def test_a_placement_no_node_satisfies_is_a_typed_error_naming_it(convention):
     assert g.whereis("g", system=convention.leader) is None
 
 
-def test_bad_node_labels_are_rejected_before_anything_starts(tmp_path):
+def test_bad_node_labels_are_rejected_before_anything_starts(tmp_path: Path) -> None:
     with pytest.raises(g.InvalidOption, match="reserved"):
         start_node(capabilities={"Admin Port": 1})
     with pytest.raises(g.InvalidOption, match="capacity"):
@@ -262,7 +272,9 @@ def test_bad_leader_candidate_settings_are_rejected_before_anything_starts(
 
 
 @pytest.mark.slow
-def test_a_killed_node_has_its_durable_agent_restarted_on_a_surviving_node(convention, tmp_path):
+def test_a_killed_node_has_its_durable_agent_restarted_on_a_surviving_node(
+    convention: Convention, tmp_path: Path
+) -> None:
     leader = convention.leader
     first = convention.add_member(claude="yes")
     second = convention.add_member(claude="yes")
@@ -309,10 +321,7 @@ def test_a_killed_node_has_its_durable_agent_restarted_on_a_surviving_node(conve
     assert _agent_pgid("d", leader) == survivor.pgid
     thread.join(DETECTION_BOUND)
     assert len(outcome) == 1 and isinstance(outcome[0], g.AgentRestarted)  # the caller heard
-    results = [
-        wait_until(lambda r=ref: (p := g.poll("d", r, system=leader)).done and p, timeout=20)
-        for ref in queued
-    ]
+    results = [wait_until(functools.partial(_done, leader, ref), timeout=20) for ref in queued]
     assert [r.response.text for r in results] == ["three", "four"]
     assert read_history(history) == ["first", "second", "third", "fourth"]
     assert g.status("d", system=leader).restarts == 1
@@ -356,7 +365,7 @@ class CommandLineNode:
         return code
 
 
-def test_nodes_run_from_the_command_line_and_stop_on_sigterm():
+def test_nodes_run_from_the_command_line_and_stop_on_sigterm() -> None:
     leader = CommandLineNode("--reregistration-period", "1", "--registration-miss-max", "3")
     member = None
     try:
@@ -397,7 +406,7 @@ def test_nodes_run_from_the_command_line_and_stop_on_sigterm():
         leader.stop()
 
 
-def test_a_member_with_another_secret_cannot_join(convention):
+def test_a_member_with_another_secret_cannot_join(convention: Convention) -> None:
     tag = f"wrong-secret-member-{uuid.uuid4().hex}"
     code = (
         "import sys\n"
@@ -450,7 +459,7 @@ def _group_pids(pgid: int) -> set[int]:
     return pids
 
 
-def test_a_client_on_a_member_uses_the_leaders_services_and_honours_its_timeout():
+def test_a_client_on_a_member_uses_the_leaders_services_and_honours_its_timeout() -> None:
     leader = CommandLineNode("--reregistration-period", "1", "--registration-miss-max", "3")
     member = None
     try:
@@ -504,7 +513,9 @@ def _placed(leader: g.AgentSystem) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_capacity_is_enforced_placement_spreads_and_node_loss_waits_for_room(convention):
+def test_capacity_is_enforced_placement_spreads_and_node_loss_waits_for_room(
+    convention: Any,
+) -> None:
     leader = convention.leader
     first = convention.add_member(capacity=2, claude="yes")
     second = convention.add_member(capacity=2, claude="yes")
@@ -555,8 +566,8 @@ def test_capacity_is_enforced_placement_spreads_and_node_loss_waits_for_room(con
 @pytest.mark.cli
 @pytest.mark.slow
 def test_a_durable_claude_agent_moved_to_another_host_continues_its_conversation(
-    tmp_path, postgres_url
-):
+    tmp_path: Path, postgres_url: str
+) -> None:
     """Each member has its own HOME (claude keeps transcripts there); the store is
     PostgreSQL. The member running the agent dies; on the other one the agent's next turn
     carries the earlier conversation to the model."""
@@ -637,7 +648,9 @@ def _clis_in(workdir: Path) -> list[int]:
 
 
 @pytest.mark.cli
-def test_an_agent_killed_on_a_member_has_its_cli_swept_there(convention, tmp_path):
+def test_an_agent_killed_on_a_member_has_its_cli_swept_there(
+    convention: Any, tmp_path: Path
+) -> None:
     """The agent's process dies mid-turn on a member; its claude CLI, in a process group of
     its own on that host, is ended there at the supervisor's request."""
     from support_agents import Passthrough

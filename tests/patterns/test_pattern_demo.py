@@ -29,7 +29,7 @@ def _live_children() -> set[int]:
     return children
 
 
-def test_demo_fans_out_prints_progress_and_cleans_up():
+def test_demo_fans_out_prints_progress_and_cleans_up() -> None:
     before = _live_children()
     lines: list[str] = []
     assert run_demo(agents=3, out=lines.append) == 0
@@ -40,7 +40,7 @@ def test_demo_fans_out_prints_progress_and_cleans_up():
     wait_until(lambda: _live_children() <= before, timeout=15)
 
 
-def test_demo_rejects_a_bad_agent_count():
+def test_demo_rejects_a_bad_agent_count() -> None:
     lines: list[str] = []
     assert run_demo(agents=0, out=lines.append) == 1
     assert "positive int" in lines[0]

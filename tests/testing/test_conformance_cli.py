@@ -126,3 +126,10 @@ class TestCodexConformance(_CliConformance):
     def assert_continues(self, provider: Any, first_prompt: str, first_answer: str) -> None:
         second = json.dumps(provider.model_requests[-1].body["input"])
         assert first_prompt in second and first_answer in second
+
+
+class TestCodexExecConformance(TestCodexConformance):
+    """The same suite with codex in its ``exec`` mode (one process per turn)."""
+
+    def start_options(self, provider: Any) -> dict[str, Any]:
+        return {**super().start_options(provider), "mode": "exec"}

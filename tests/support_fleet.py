@@ -58,10 +58,17 @@ def _group_alive(pgid: int) -> bool:
 
 
 class FleetNode:
-    """One node process in its namespace (see ``tests/support_fleet_node.py``)."""
+    """One node process in its namespace (``tests/support_fleet_node.py``), or a client
+    process attached to one (``script="support_fleet_client.py"``)."""
 
     def __init__(
-        self, netns: str, address: str, env: dict[str, str], *args: str, port: int = 0
+        self,
+        netns: str,
+        address: str,
+        env: dict[str, str],
+        *args: str,
+        port: int = 0,
+        script: str = "support_fleet_node.py",
     ) -> None:
         self.netns, self.address = netns, address
         command = [
@@ -70,7 +77,7 @@ class FleetNode:
             "exec",
             netns,
             sys.executable,
-            str(TESTS / "support_fleet_node.py"),
+            str(TESTS / script),
             "--bind-host",
             address,
             "--admin-port",
@@ -89,8 +96,8 @@ class FleetNode:
         threading.Thread(target=self._read, daemon=True).start()
         info = json.loads(self._next_line(90.0))
         self.node: str = info["node"]
-        self.admin_port: int = info["admin_port"]
-        self.pgid: int = info["pgid"]
+        self.admin_port: int = int(info.get("admin_port", port))
+        self.pgid: int = int(info.get("pgid", self.process.pid))
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -159,7 +166,23 @@ class Fleet:
         return netns
 
     def start(self, netns: str, *args: str, port: int = 0) -> FleetNode:
-        address = self.namespaces[netns][0]
+        node = FleetNode(netns, self.namespaces[netns][0], self._env(netns), *args, port=port)
+        self.nodes.append(node)
+        return node
+
+    def client(self, node: FleetNode) -> FleetNode:
+        """A client process on ``node``'s host, attached to it (``AgentSystem.attach``)."""
+        client = FleetNode(
+            node.netns,
+            node.address,
+            self._env(node.netns),
+            port=node.admin_port,
+            script="support_fleet_client.py",
+        )
+        self.nodes.append(client)
+        return client
+
+    def _env(self, netns: str) -> dict[str, str]:
         home = self.tmp_path / netns
         home.mkdir(exist_ok=True)
         # Nothing of this process's own node settings (the transport hardening exports
@@ -176,9 +199,7 @@ class Fleet:
             GENAGENT_LEADER_LEASE_SECONDS=str(LEASE),
             GENAGENT_SECRET=self.secret,
         )
-        node = FleetNode(netns, address, env, *args, port=port)
-        self.nodes.append(node)
-        return node
+        return env
 
     def set_link(self, node: FleetNode, up: bool) -> None:
         """Drop (or restore) ``node``'s veth on the bridge side: a partition (or its heal)."""

@@ -18,6 +18,7 @@ Pids mean something only on their own host, which is why this runs on the agent'
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,7 +96,9 @@ class NodeKeeper(Actor):
                 # first makes it the member's leader at once.
                 self.updateCapability(CONVENTION_CAPABILITY, list(message.leaders))
             directory = self.createActor(ServiceDirectory, globalName=DIRECTORY_NAME)
-            self.send(directory, SetServices(message.services))
+            # The directory names its own node (``Services.node``), the services the leader's.
+            here = dataclasses.replace(message.services, node=message.node)
+            self.send(directory, SetServices(here))
             self.send(directory, ListLocalAgents())
             self._node = message.node
         elif isinstance(message, LocalAgents):

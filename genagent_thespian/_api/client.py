@@ -15,7 +15,7 @@ from __future__ import annotations
 import pickle
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from .._core.behaviour import GenAgent
@@ -274,6 +274,7 @@ def start_agent(
             or (isinstance(m, Failure) and m.error.agent == name)
         ),
         timeout=timeout,
+        on_idle=_follow_services(target, "supervisor"),
     )
     _unwrap(reply)
     target.remember(name, reply.address)  # incarnation unknown: the first call looks it up
@@ -295,6 +296,7 @@ def stop(name: Any, *, timeout: float | None = 60.0, system: AgentSystem | None 
             or (isinstance(m, Failure) and m.error.agent == name)
         ),
         timeout=timeout,
+        on_idle=_follow_services(target, "supervisor"),
     )
     target.remember(name, None)
     _unwrap(reply)
@@ -309,7 +311,11 @@ def list_agents(*, system: AgentSystem | None = None) -> list[Any]:
     """Return the names of every registered agent."""
     target = _system(system)
     reply = target.exchange(
-        target.registry, ListAgents(), lambda m: isinstance(m, AgentList), timeout=_CONTROL_TIMEOUT
+        target.registry,
+        ListAgents(),
+        lambda m: isinstance(m, AgentList),
+        timeout=_CONTROL_TIMEOUT,
+        on_idle=_follow_services(target, "registry"),
     )
     return [entry.name for entry in reply.agents]
 
@@ -536,6 +542,22 @@ def _call_agent(
         address, message, matches, timeout=remaining, on_idle=check_alive
     )
     return reply
+
+
+def _follow_services(system: AgentSystem, service: str) -> Callable[[], Any]:
+    """An ``on_idle`` for a call to one of the convention's services (``"supervisor"``...).
+
+    While the call waits, the node's directory is asked whether the services moved (a leader
+    failover, ``_nodes/leadership.py``); if they did, the call is sent again to the new
+    service. The old one is a dead or deposed leader's, so the request runs at most once.
+    """
+
+    def on_idle() -> Any:
+        if system.refresh_services(timeout=1.0):
+            return getattr(system, service)
+        return None
+
+    return on_idle
 
 
 def _locate(

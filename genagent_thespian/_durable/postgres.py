@@ -586,6 +586,14 @@ class PostgresAgentStore(AgentStore):
             ).fetchone()
         return None if row is None else Leadership(int(row[0]), row[1], float(row[2]))
 
+    def release_leadership(self, convention: str, holder: str) -> None:
+        with self._write("release_leadership") as cur:
+            cur.execute(
+                "UPDATE leadership SET expires = clock_timestamp()"
+                " WHERE convention = %s AND holder = %s",
+                (convention, holder),
+            )
+
     # turn-boundary writes -------------------------------------------------------------------
 
     def save_state(self, key: str, blob: bytes, *, incarnation: int | None = None) -> None:

@@ -453,6 +453,11 @@ class AgentStore(abc.ABC):
     def leadership(self, convention: str) -> Leadership | None:
         """The current leadership of ``convention`` (``None``: never claimed)."""
 
+    @abc.abstractmethod
+    def release_leadership(self, convention: str, holder: str) -> None:
+        """End ``holder``'s lead now (a clean stop: a standby need not wait); nothing if it
+        does not lead."""
+
     # provider session files -----------------------------------------------------------------
 
     @abc.abstractmethod
@@ -1126,6 +1131,13 @@ class SQLiteAgentStore(AgentStore):
             ).fetchone()
         return None if row is None else Leadership(int(row[0]), row[1], row[2] - time.time())
 
+    def release_leadership(self, convention: str, holder: str) -> None:
+        with self._write("release_leadership") as cur:
+            cur.execute(
+                "UPDATE leadership SET expires = ? WHERE convention = ? AND holder = ?",
+                (time.time(), convention, holder),
+            )
+
     # turn-boundary writes -------------------------------------------------------------------
 
     def save_state(self, key: str, blob: bytes, *, incarnation: int | None = None) -> None:
@@ -1443,6 +1455,13 @@ class MemoryAgentStore(AgentStore):
             self._check_open()
             row = self._leaders.get(convention)
             return None if row is None else Leadership(row[0], row[1], row[2] - time.time())
+
+    def release_leadership(self, convention: str, holder: str) -> None:
+        with self._lock:
+            self._check_open()
+            row = self._leaders.get(convention)
+            if row is not None and row[1] == holder:
+                self._leaders[convention] = (row[0], holder, time.time())
 
     def save_state(self, key: str, blob: bytes, *, incarnation: int | None = None) -> None:
         blob = _as_blob(blob, "state blob")

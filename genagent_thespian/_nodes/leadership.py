@@ -20,6 +20,7 @@ so there is one leader at a time and a deposed one's epoch is always the older.
   reach the store while two thirds of its lease pass ends its services at once, before its
   lease can expire for a successor. The agents its supervisor started end with them
   (Thespian children die with their parent); durable ones come back under the new leader.
+  A candidate that stops cleanly also releases the lease, so a standby need not wait for it.
 
 The lease is ``GENAGENT_LEADER_LEASE_SECONDS`` (default 8 s). A leader's death is noticed
 when its lease runs out (at most one lease after its last renewal) and the next claim
@@ -97,9 +98,7 @@ class Elector(Actor):
             elif isinstance(message, Booted):
                 self._lead_booted()
             elif isinstance(message, ActorExitRequest):
-                self._stand_down("the node is shutting down")
-                if self._store is not None:
-                    self._store.close()
+                self._leave()
         except Exception:
             _log.exception("the leader election failed handling %s", type(message).__name__)
 
@@ -124,6 +123,20 @@ class Elector(Actor):
             if self._epoch:
                 self._stand_down("the lead lapsed")
             self._take_lead(claim.epoch)
+
+    def _leave(self) -> None:
+        """The node stops: end the services and let a standby take over without waiting."""
+        leading = bool(self._epoch)
+        self._stand_down("the node is shutting down")
+        if self._store is None or self._elect is None:
+            return
+        try:
+            if leading:
+                self._store.release_leadership(self._elect.convention, self._elect.holder)
+        except StoreError:
+            _log.warning("could not release the lead; a standby takes over when it expires")
+        finally:
+            self._store.close()
 
     def _take_lead(self, epoch: int) -> None:
         elect = self._elect

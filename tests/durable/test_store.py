@@ -309,6 +309,11 @@ def test_one_convention_leader_at_a_time_fenced_by_epoch(store: AgentStore) -> N
     assert (late.epoch, late.holder, late.acquired) == (2, "b", False)
     current = store.leadership("c")
     assert current is not None and (current.epoch, current.holder) == (2, "b")
+    store.release_leadership("c", "a")  # not a's lead: nothing happens
+    assert not store.claim_leadership("c", "a", 30).acquired
+    store.release_leadership("c", "b")  # a clean stop: the next claim need not wait
+    after = store.claim_leadership("c", "a", 30)
+    assert (after.epoch, after.holder, after.acquired) == (3, "a", True)
 
 
 def test_session_files_are_replaced_by_name_and_fenced(store: AgentStore) -> None:

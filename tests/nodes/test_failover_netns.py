@@ -56,7 +56,7 @@ def test_a_standby_takes_over_when_the_leaders_host_dies(fleet: Fleet, tmp_path:
             history=str(on_member),
         )
         assert started == {"ok": True}
-        assert a.call(op="start", name="dl", script=["l1", "l2"], history=str(on_leader)) == {
+        assert a.call(op="start", name="dl", script=["l1", "l2", "l3"], history=str(on_leader)) == {
             "ok": True
         }
         volatile = a.call(
@@ -79,18 +79,22 @@ def test_a_standby_takes_over_when_the_leaders_host_dies(fleet: Fleet, tmp_path:
         still = store.leadership(convention)
         assert still is not None and (still.epoch, still.holder) == (first.epoch, first.holder)
 
+        client = fleet.client(m)  # AgentSystem.attach on the member's host
+        assert client.node == m.node
+
         killed_at = time.monotonic()
         fleet.kill(a)
         wait_until(lambda: not process_alive(leader_agent["pid"]), timeout=10)
         # A call that cannot be served within its timeout gets a typed error, and only that.
-        assert m.call(op="ask", name="dl", prompt="lost", timeout=2)["error"] == "AskTimeout"
+        assert client.call(op="ask", name="dl", prompt="lost", timeout=2)["error"] == "AskTimeout"
         # The agent on the member keeps answering through the outage (the client holds its
         # address), from the same process.
         assert m.call(op="ask", name="dm", prompt="p2", timeout=30) == {"text": "m2"}
         # The durable agent that died with the leader's host answers again, restarted on the
-        # standby; the client found the new leader's registry by itself.
-        assert m.call(op="ask", name="dl", prompt="q2", timeout=40) == {"text": "l2"}
+        # standby; the attached client found the new leader's registry by itself.
+        assert client.call(op="ask", name="dl", prompt="q2", timeout=40) == {"text": "l2"}
         recovered = time.monotonic() - killed_at
+        assert m.call(op="ask", name="dl", prompt="q3", timeout=30) == {"text": "l3"}
 
         now = store.leadership(convention)
         assert now is not None and now.holder.startswith(b_at + "/")
@@ -105,7 +109,7 @@ def test_a_standby_takes_over_when_the_leaders_host_dies(fleet: Fleet, tmp_path:
         assert moved["node"] == b.node and moved["pid"] != leader_agent["pid"]
         assert m.call(op="ask", name="dm", prompt="p3", timeout=30) == {"text": "m3"}
         assert read_history(on_member) == ["p1", "p2", "p3"]  # nothing lost, nothing twice
-        assert read_history(on_leader) == ["q1", "q2"]
+        assert read_history(on_leader) == ["q1", "q2", "q3"]
         print(f"leader killed -> client answered by the moved agent after {recovered:.1f}s")
     finally:
         store.close()

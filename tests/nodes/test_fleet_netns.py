@@ -77,3 +77,53 @@ def test_a_partitioned_owner_stands_down_before_its_successor_runs_and_heals_cle
     after = leader.call(op="status", name="d")
     assert after["pid"] == successor["pid"] and after["node"] == survivor.node
     print(f"partitioned owner replaced after {took:.1f}s")
+
+
+def test_placement_member_loss_and_a_client_on_every_host(fleet: Fleet, tmp_path: Path) -> None:
+    assert fleet.store is not None
+    store = fleet.store.new_database()
+    leader_ns, first_ns, second_ns = fleet.host("l"), fleet.host("a"), fleet.host("b")
+    leader = fleet.start(leader_ns, "--store", store)
+    leader_at = f"{leader.address}:{leader.admin_port}"
+    first = fleet.start(first_ns, "--leader", leader_at, "--label", "claude=yes")
+    second = fleet.start(
+        second_ns, "--leader", leader_at, "--label", "claude=yes", "--label", "codex=yes"
+    )
+    wait_until(lambda: leader.call(op="nodes")["count"] == 3, timeout=30)
+    histories = {name: tmp_path / f"{name}.jsonl" for name in ("c", "p", "h")}
+    placements: dict[str, dict[str, str]] = {"c": {"codex": "yes"}, "p": {"claude": "yes"}}
+    for name in ("c", "p", "h"):
+        started = leader.call(
+            op="start",
+            name=name,
+            script=[f"{name}{i}" for i in range(1, 6)],
+            placement=placements.get(name),
+            history=str(histories[name]),
+        )
+        assert started == {"ok": True}
+    where = {name: leader.call(op="status", name=name)["node"] for name in ("c", "p", "h")}
+    # Labels decide, and load spreads: c needs codex (second), p goes to the emptier first.
+    assert where == {"c": second.node, "p": first.node, "h": leader.node}
+
+    # A client attached on every host reaches every agent by name, wherever it runs.
+    clients = [fleet.client(node) for node in (leader, first, second)]
+    for number, client in enumerate(clients, start=1):
+        for name in ("c", "p", "h"):
+            reply = client.call(op="ask", name=name, prompt=f"{name}-q{number}", timeout=30)
+            assert reply == {"text": f"{name}{number}"}, (client.node, name, reply)
+
+    # The member running p dies with all its processes: p moves to the other claude node.
+    before = clients[0].call(op="status", name="p")
+    killed_at = time.monotonic()
+    fleet.kill(first)
+    survivors = (clients[0], clients[2])
+    reply = survivors[1].call(op="ask", name="p", prompt="p-q4", timeout=40)
+    moved_in = time.monotonic() - killed_at
+    assert reply == {"text": "p4"}
+    after = survivors[0].call(op="status", name="p")
+    assert after["node"] == second.node and after["pid"] != before["pid"]
+    assert survivors[0].call(op="ask", name="p", prompt="p-q5", timeout=30) == {"text": "p5"}
+    assert read_history(histories["p"]) == [f"p-q{i}" for i in range(1, 6)]  # once each
+    for name in ("c", "h"):
+        assert read_history(histories[name]) == [f"{name}-q{i}" for i in (1, 2, 3)]
+    print(f"member killed -> its durable agent answered elsewhere after {moved_in:.1f}s")

@@ -9,7 +9,8 @@ started with ``ip netns exec``, it starts its node with
   starts a permanent scripted ``Recorder``, durable unless ``"durable": false`` (``Slow``
   steps as ``{"slow": text, "seconds": s}``);
 * ``{"op": "ask", "name": ..., "prompt": ..., "timeout": s}``;
-* ``{"op": "status", "name": ...}``; ``{"op": "nodes"}`` (how many nodes the leader knows).
+* ``{"op": "status", "name": ...}``; ``{"op": "nodes"}`` (how many nodes the leader knows);
+  ``{"op": "services"}`` (the leader epoch this node's directory names).
 
 Closing stdin shuts the node down.
 """
@@ -88,6 +89,13 @@ def main() -> None:
                     command["name"], command["prompt"], timeout=command["timeout"], system=system
                 ).text
                 reply = {"text": text}
+            elif command["op"] == "services":
+                from genagent_thespian._actors.directory import Services
+                from genagent_thespian._api.system import _ask_directory
+
+                services = _ask_directory(system.asys)
+                assert isinstance(services, Services)
+                reply = {"epoch": services.epoch, "node": services.node}
             elif command["op"] == "nodes":
                 from genagent_thespian._nodes.convention import list_nodes
 

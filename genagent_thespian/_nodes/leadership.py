@@ -18,8 +18,9 @@ so there is one leader at a time and a deposed one's epoch is always the older.
   are restarted by placement; each waits out its old lease as any durable restart does.
 * **Standing down.** A leader whose claim fails (another holds the lease) or that cannot
   reach the store while two thirds of its lease pass ends its services at once, before its
-  lease can expire for a successor. The agents its supervisor started end with them
-  (Thespian children die with their parent); durable ones come back under the new leader.
+  lease can expire for a successor. The agents its supervisor started keep running (its
+  exit is not recursive) and the next leader re-adopts them; those that lost the store too
+  stand down by their own leases.
   A candidate that stops cleanly also releases the lease, so a standby need not wait for it.
 
 The lease is ``GENAGENT_LEADER_LEASE_SECONDS`` (default 8 s). A leader's death is noticed
@@ -185,6 +186,9 @@ class Elector(Actor):
         _log.warning("this node no longer leads the convention: %s", why)
         self._epoch = 0
         services, self._services = self._services, {}
-        for address in services.values():
+        for role, address in services.items():
+            # Not recursive for the supervisor: the agents it started keep running (on every
+            # node) and the next leader re-adopts them; agents that lost the store as well
+            # stand down by their own leases.
             with contextlib.suppress(Exception):
-                self.send(address, ActorExitRequest())
+                self.send(address, ActorExitRequest(recursive=role != "supervisor"))

@@ -4,7 +4,9 @@ Three "hosts" (``tests/support_fleet.py``): the leader candidate ``a`` (first in
 the standby candidate ``b`` and the member ``m``, with the store on PostgreSQL. ``a`` is
 killed with SIGKILL (all its processes); ``b`` must take the lead under a new epoch, re-adopt
 the agent running on ``m`` (same process), restart the durable agent that lived on ``a``,
-and ``m``'s client must find the new services by itself.
+and ``m``'s client must find the new services by itself. A second test cuts the leader off
+(its veth dropped): it stands down, the standby leads under epoch 2 and re-adopts, and the
+healed old leader stays a standby.
 """
 
 from __future__ import annotations
@@ -111,5 +113,63 @@ def test_a_standby_takes_over_when_the_leaders_host_dies(fleet: Fleet, tmp_path:
         assert read_history(on_member) == ["p1", "p2", "p3"]  # nothing lost, nothing twice
         assert read_history(on_leader) == ["q1", "q2", "q3"]
         print(f"leader killed -> client answered by the moved agent after {recovered:.1f}s")
+    finally:
+        store.close()
+
+
+def test_a_partitioned_leader_stands_down_and_a_healed_one_stays_a_standby(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    assert fleet.store is not None
+    store_url = fleet.store.new_database()
+    a_ns, b_ns, m_ns = fleet.host("a"), fleet.host("b"), fleet.host("m")
+    a_port, b_port = free_port(), free_port()
+    a_at = f"{fleet.namespaces[a_ns][0]}:{a_port}"
+    b_at = f"{fleet.namespaces[b_ns][0]}:{b_port}"
+    leaders = ("--leaders", f"{a_at},{b_at}")
+    a = fleet.start(a_ns, *leaders, "--store", store_url, port=a_port)
+    fleet.start(b_ns, *leaders, "--store", store_url, port=b_port)
+    m = fleet.start(m_ns, *leaders, "--label", "claude=yes")
+    wait_until(lambda: m.call(op="nodes")["count"] == 3, timeout=30)
+    convention = f"{a_at},{b_at}"
+    history = tmp_path / "member.jsonl"
+    store = PostgresAgentStore(store_url)
+    try:
+        started = a.call(
+            op="start",
+            name="dm",
+            script=["m1", "m2", "m3"],
+            placement={"claude": "yes"},
+            history=str(history),
+        )
+        assert started == {"ok": True}
+        assert m.call(op="ask", name="dm", prompt="p1", timeout=30) == {"text": "m1"}
+        before = m.call(op="status", name="dm")
+
+        cut_at = time.monotonic()
+        fleet.set_link(a, up=False)  # the leader loses the store and every other node
+
+        def b_leads() -> bool:
+            current = store.leadership(convention)
+            return current is not None and current.holder.startswith(b_at + "/")
+
+        wait_until(b_leads, timeout=30, message="the standby did not take the lead")
+        took = time.monotonic() - cut_at
+        current = store.leadership(convention)
+        assert current is not None and current.epoch == 2
+        # The agent on the member was re-adopted by the new leader, not restarted.
+        wait_until(lambda: m.call(op="services")["epoch"] == 2, timeout=30)
+        assert m.call(op="ask", name="dm", prompt="p2", timeout=30) == {"text": "m2"}
+        assert m.call(op="status", name="dm")["pid"] == before["pid"]
+
+        fleet.set_link(a, up=True)  # heal: the old leader finds the lead taken
+        wait_until(lambda: a.call(op="services")["epoch"] == 2, timeout=30)
+        healed = store.leadership(convention)
+        assert healed is not None and healed.epoch == 2 and healed.holder == current.holder
+        # The deposed leader's stand-down did not end the agent it had started.
+        assert m.call(op="ask", name="dm", prompt="p3", timeout=30) == {"text": "m3"}
+        assert m.call(op="status", name="dm")["pid"] == before["pid"]
+        assert read_history(history) == ["p1", "p2", "p3"]
+        print(f"leader partitioned -> standby leads under epoch 2 after {took:.1f}s")
     finally:
         store.close()

@@ -105,6 +105,11 @@ _RECENT_EXIT_SECONDS = 30.0
 #: Seconds a new convention leader waits for the nodes' census before it restarts the
 #: durable agents nobody reported (they ran on the dead leader's host).
 CENSUS_SECONDS = 2.0
+#: Seconds after which the census ends even if a listed node never reported (a dead node
+#: Thespian has not dropped yet): its agents are then resumed elsewhere.
+CENSUS_MAX_SECONDS = 10.0
+#: Seconds before a keeper that could not be created on its node is tried again.
+KEEPER_RETRY_SECONDS = 1.0
 
 _log = get_logger("genagent_thespian.supervisor")
 
@@ -154,7 +159,8 @@ class Lead:
     """Elector -> supervisor: this supervisor leads the convention under ``services.epoch``.
 
     From then on it keeps a :class:`~genagent_thespian._actors.keeper.NodeKeeper` on every
-    node, re-adopts the agents they report, and after :data:`CENSUS_SECONDS` restarts the
+    node, re-adopts the agents they report, and once every live node reported (at least
+    :data:`CENSUS_SECONDS`, at most :data:`CENSUS_MAX_SECONDS` after) restarts the
     stored durable agents no node reported (``_nodes/leadership.py``).
     """
 
@@ -246,8 +252,15 @@ class _ExitCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class _KeepNodes:
+    """Wakeup: try again to put a keeper on the nodes that have none."""
+
+
+@dataclass(frozen=True, slots=True)
 class _CensusDue:
-    """Wakeup: a new leader's census window is over (see :class:`Lead`)."""
+    """Wakeup: a new leader's census may end (``final``: it must, see :class:`Lead`)."""
+
+    final: bool = False
 
 
 @dataclass
@@ -297,7 +310,10 @@ class AgentSupervisor(Actor):
         self._nodes: dict[str, dict[str, Any]] | None = None  # None: not a convention leader
         self._lead: Lead | None = None  # set when elected among standby leaders
         self._kept: set[str] = set()  # nodes with a keeper of this leader
+        self._keepers: list[tuple[Any, str]] = []  # (keeper address, node); addresses do not hash
         self._censused: set[str] = set()  # nodes whose keeper reported
+        self._census_open = False  # elected, and the lost agents not resumed yet
+        self._census_ready = False  # the census's shortest window has passed
         self._silent: set[str] = set()  # nodes that gave no census: not placed on
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
@@ -562,8 +578,14 @@ class AgentSupervisor(Actor):
                 self._check_born(address, incarnation, after_notice)
             case _ExitCheck(address, incarnation, deadline):
                 self._confirm_exit(address, incarnation, deadline)
-            case _CensusDue():
-                self._census_over()
+            case _KeepNodes():
+                self._keep_nodes()
+            case _CensusDue(final):
+                self._census_ready = True
+                if final:
+                    self._census_over()
+                else:
+                    self._end_census_if_complete()
             case _RestartDue(name, incarnation):
                 self._restart(name, incarnation)
             case _StartCheck(name, incarnation):
@@ -607,6 +629,8 @@ class AgentSupervisor(Actor):
     def _on_child_exited(self, message: ChildActorExited, sender: Any) -> None:
         """An agent's process ended; ignore the duplicate or stale notices Thespian may send."""
         address = message.childAddress
+        if self._keeper_gone(address):
+            return
         child = self._child_at(address)
         if child is None or self._handled_already(child, address):
             return  # the duplicate notice of an exit already handled
@@ -763,6 +787,7 @@ class AgentSupervisor(Actor):
         self._nodes = {name: dict(caps) for name, caps in message.nodes}
         self._silent &= set(self._nodes)
         self._keep_nodes()
+        self._end_census_if_complete()
         self._place_waiting()
 
     # ------------------------------------------------------------------ leader failover
@@ -778,7 +803,15 @@ class AgentSupervisor(Actor):
         for name in self._stored_names():
             if name not in self._children:
                 self._tell_registry(_Restarting(name, True))
+        self._census_open, self._census_ready = True, False
         self.wakeupAfter(CENSUS_SECONDS, payload=_CensusDue())
+        self.wakeupAfter(CENSUS_MAX_SECONDS, payload=_CensusDue(final=True))
+
+    def _end_census_if_complete(self) -> None:
+        """End the census once its shortest window passed and every live node reported."""
+        nodes = set(self._nodes or ())
+        if self._census_open and self._census_ready and nodes and nodes <= self._censused:
+            self._census_over()
 
     def _stored_names(self) -> list[Any]:
         if not self._store_path:
@@ -802,7 +835,22 @@ class AgentSupervisor(Actor):
                 continue
             self._kept.add(node)
             keeper = self.createActor(NodeKeeper, targetActorRequirements={NODE_CAPABILITY: node})
+            self._keepers.append((keeper, node))
             self.send(keeper, KeepNode(self._lead.services, node, self._lead.leaders))
+
+    def _keeper_gone(self, address: Any) -> bool:
+        """Whether ``address`` was a keeper; one that ended before its census is tried again.
+
+        Thespian may fail to create an actor on a node that joined a moment ago.
+        """
+        for index, (keeper, node) in enumerate(self._keepers):
+            if keeper == address:
+                del self._keepers[index]
+                if self._nodes and node in self._nodes and node not in self._censused:
+                    self._kept.discard(node)
+                    self.wakeupAfter(KEEPER_RETRY_SECONDS, payload=_KeepNodes())
+                return True
+        return False
 
     def _on_census(self, message: NodeCensus, sender: Any) -> None:
         self._censused.add(message.node)
@@ -810,6 +858,13 @@ class AgentSupervisor(Actor):
         for agent in message.agents:
             if agent.spec.name not in self._children:
                 self._adopt(agent)
+            elif self._children[agent.spec.name].address != agent.address:
+                _log.warning(
+                    "agent %r on %s reported after the census: a new incarnation replaces it",
+                    agent.spec.name,
+                    message.node,
+                )
+        self._end_census_if_complete()
 
     def _adopt(self, agent: LocalAgent) -> None:
         """Take a running agent of the previous leader as ours: same process, same incarnation."""
@@ -843,6 +898,9 @@ class AgentSupervisor(Actor):
 
     def _census_over(self) -> None:
         """Nodes that gave no census are not placed on; lost durable agents start again."""
+        if not self._census_open:
+            return
+        self._census_open = False
         if self._nodes is not None:
             self._silent = {n for n in self._nodes if n != self._node} - self._censused
         if not self._store_path:
@@ -980,7 +1038,14 @@ class AgentSupervisor(Actor):
             )
 
     def _on_exit_request(self, message: ActorExitRequest, sender: Any) -> None:
-        """The system is shutting down: answer every stopper and starter still waiting."""
+        """The system is shutting down: answer every stopper and starter still waiting.
+
+        A convention leader with standbys leaves its agents running (the exit is made not
+        recursive): the next leader re-adopts those on other nodes, and this node's own end
+        with its process group.
+        """
+        if self._lead is not None:
+            message.notRecursive()
         for child in self._children.values():
             for waiter in child.stop_waiters:
                 self.send(waiter, Stopped(child.spec.name))

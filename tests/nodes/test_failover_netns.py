@@ -128,7 +128,7 @@ def test_a_partitioned_leader_stands_down_and_a_healed_one_stays_a_standby(
     b_at = f"{fleet.namespaces[b_ns][0]}:{b_port}"
     leaders = ("--leaders", f"{a_at},{b_at}")
     a = fleet.start(a_ns, *leaders, "--store", store_url, port=a_port)
-    fleet.start(b_ns, *leaders, "--store", store_url, port=b_port)
+    b = fleet.start(b_ns, *leaders, "--store", store_url, port=b_port)
     m = fleet.start(m_ns, *leaders, "--label", "claude=yes")
     wait_until(lambda: m.call(op="nodes")["count"] == 3, timeout=30)
     convention = f"{a_at},{b_at}"
@@ -170,6 +170,37 @@ def test_a_partitioned_leader_stands_down_and_a_healed_one_stays_a_standby(
         assert m.call(op="ask", name="dm", prompt="p3", timeout=30) == {"text": "m3"}
         assert m.call(op="status", name="dm")["pid"] == before["pid"]
         assert read_history(history) == ["p1", "p2", "p3"]
-        print(f"leader partitioned -> standby leads under epoch 2 after {took:.1f}s")
+
+        # The new leader stops cleanly: it releases the lead, the healed candidate takes it
+        # at its next claim, and the agent the stopped leader started on the member keeps
+        # its process (re-adopted again).
+        started = m.call(
+            op="start",
+            name="dn",
+            script=["n1", "n2"],
+            placement={"claude": "yes"},
+            history=str(tmp_path / "second.jsonl"),
+        )
+        assert started == {"ok": True}
+        assert m.call(op="ask", name="dn", prompt="v1", timeout=30) == {"text": "n1"}
+        second = m.call(op="status", name="dn")
+        stopped_at = time.monotonic()
+        b.stop()
+
+        def a_leads() -> bool:
+            now = store.leadership(convention)
+            return now is not None and now.holder.startswith(a_at + "/") and now.expires_in > 0
+
+        wait_until(a_leads, timeout=30, message="the healed candidate did not take the lead")
+        handed = time.monotonic() - stopped_at
+        assert store.leadership(convention).epoch == 3  # type: ignore[union-attr]
+        assert m.call(op="ask", name="dn", prompt="v2", timeout=30) == {"text": "n2"}
+        # The new leader's registry names the same processes (re-adopted, not restarted).
+        assert a.call(op="status", name="dn")["pid"] == second["pid"]
+        assert a.call(op="status", name="dm")["pid"] == before["pid"]
+        print(
+            f"leader partitioned -> standby leads under epoch 2 after {took:.1f}s; "
+            f"clean stop -> epoch 3 after {handed:.1f}s"
+        )
     finally:
         store.close()

@@ -69,13 +69,11 @@ class FleetNode:
         *args: str,
         port: int = 0,
         script: str = "support_fleet_node.py",
+        isolated: bool = True,
     ) -> None:
         self.netns, self.address = netns, address
         command = [
-            "ip",
-            "netns",
-            "exec",
-            netns,
+            *(["ip", "netns", "exec", netns] if isolated else []),
             sys.executable,
             str(TESTS / script),
             "--bind-host",
@@ -131,9 +129,14 @@ class FleetNode:
 
 
 class Fleet:
-    """The bridge, the namespaces, the store and the nodes of one test."""
+    """The bridge, the namespaces, the store and the nodes of one test.
 
-    def __init__(self, tmp_path: Path) -> None:
+    ``isolated=False`` runs the same nodes on loopback without namespaces (no root needed;
+    the store is a SQLite file): every "host" is 127.0.0.1 and partitions are not possible.
+    """
+
+    def __init__(self, tmp_path: Path, *, isolated: bool = True) -> None:
+        self.isolated = isolated
         tag = os.getpid() % 10000
         self.subnet = f"10.214.{tag % 250}"
         self.bridge = f"gab{tag}"
@@ -144,12 +147,17 @@ class Fleet:
         self.tag = tag
         self.store: PostgresServer | None = None
         self.secret = os.urandom(32).hex()  # every host of the convention shares it
+        if not isolated:
+            return
         _ip("link", "add", self.bridge, "type", "bridge")
         _ip("addr", "add", f"{self.bridge_address}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
 
     def host(self, label: str) -> str:
         """Make a namespace ``label`` with an address on the bridge; return the namespace."""
+        if not self.isolated:
+            self.namespaces[f"local-{label}"] = ("127.0.0.1", "")
+            return f"local-{label}"
         index = len(self.namespaces) + 10
         netns, inside = f"gaf{self.tag}{label}", f"gai{self.tag}{label}"
         outside = f"gao{self.tag}{label}"
@@ -166,9 +174,17 @@ class Fleet:
         return netns
 
     def start(self, netns: str, *args: str, port: int = 0) -> FleetNode:
-        node = FleetNode(netns, self.namespaces[netns][0], self._env(netns), *args, port=port)
+        address = self.namespaces[netns][0]
+        env = self._env(netns)
+        node = FleetNode(netns, address, env, *args, port=port, isolated=self.isolated)
         self.nodes.append(node)
         return node
+
+    def new_store(self) -> str:
+        """A store for one convention: a PostgreSQL database, or a SQLite file on loopback."""
+        if self.store is not None:
+            return self.store.new_database()
+        return str(self.tmp_path / f"store-{len(self.nodes)}.sqlite3")
 
     def client(self, node: FleetNode) -> FleetNode:
         """A client process on ``node``'s host, attached to it (``AgentSystem.attach``)."""
@@ -178,6 +194,7 @@ class Fleet:
             self._env(node.netns),
             port=node.admin_port,
             script="support_fleet_client.py",
+            isolated=self.isolated,
         )
         self.nodes.append(client)
         return client
@@ -221,20 +238,32 @@ class Fleet:
         finally:
             if self.store is not None:
                 self.store.stop()
-            for netns, (_, outside) in self.namespaces.items():
-                # Deleting one end removes the pair, even if something still pins the netns.
-                subprocess.run(["ip", "link", "del", outside], capture_output=True, check=False)
-                subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)
-            subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
-        left = _ip("netns", "list")
-        assert not any(netns in left for netns in self.namespaces), left
-        links = _ip("-o", "link", "show")
-        assert self.bridge not in links
-        assert not any(outside in links for _, outside in self.namespaces.values()), links
+            if self.isolated:
+                self._remove_network()
+        if self.isolated:
+            left = _ip("netns", "list")
+            assert not any(netns in left for netns in self.namespaces), left
+            links = _ip("-o", "link", "show")
+            assert self.bridge not in links
+            assert not any(outside in links for _, outside in self.namespaces.values()), links
+
+    def _remove_network(self) -> None:
+        for netns, (_, outside) in self.namespaces.items():
+            # Deleting one end removes the pair, even if something still pins the netns.
+            subprocess.run(["ip", "link", "del", outside], capture_output=True, check=False)
+            subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
 
 
-def fleet_fixture(tmp_path: Path) -> Iterator[Fleet]:
+def fleet_fixture(tmp_path: Path, *, isolated: bool = True) -> Iterator[Fleet]:
     """The body of the ``fleet`` fixtures: skip where unavailable, clean up after."""
+    if not isolated:
+        local = Fleet(tmp_path, isolated=False)
+        try:
+            yield local
+        finally:
+            local.close()
+        return
     reason = _why_unavailable()
     if reason:
         pytest.skip(reason)

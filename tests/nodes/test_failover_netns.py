@@ -1,5 +1,7 @@
 """Leader failover across network namespaces: the leader's host dies, a standby takes over.
 
+The first test also runs on loopback (no root needed; the store is a SQLite file).
+
 Three "hosts" (``tests/support_fleet.py``): the leader candidate ``a`` (first in the list),
 the standby candidate ``b`` and the member ``m``, with the store on PostgreSQL. ``a`` is
 killed with SIGKILL (all its processes); ``b`` must take the lead under a new epoch, re-adopt
@@ -19,21 +21,26 @@ import pytest
 from support_fleet import Fleet, fleet_fixture
 
 from genagent_thespian._api.system import free_port
+from genagent_thespian._durable.location import open_store
 from genagent_thespian._durable.postgres import PostgresAgentStore
 from genagent_thespian._os.processes import process_alive
 from genagent_thespian.testing import read_history, wait_until
 
-pytestmark = pytest.mark.netns
+
+@pytest.fixture(params=[pytest.param("netns", marks=pytest.mark.netns), "loopback"])
+def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fleet]:
+    """Hosts in network namespaces with PostgreSQL, or on loopback with SQLite (no root)."""
+    yield from fleet_fixture(tmp_path, isolated=request.param == "netns")
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
+def netns_fleet(tmp_path: Path) -> Iterator[Fleet]:
+    """Hosts in network namespaces (a partition needs them), store on PostgreSQL."""
     yield from fleet_fixture(tmp_path)
 
 
 def test_a_standby_takes_over_when_the_leaders_host_dies(fleet: Fleet, tmp_path: Path) -> None:
-    assert fleet.store is not None
-    store_url = fleet.store.new_database()
+    store_url = fleet.new_store()
     a_ns, b_ns, m_ns = fleet.host("a"), fleet.host("b"), fleet.host("m")
     a_port, b_port = free_port(), free_port()
     a_at = f"{fleet.namespaces[a_ns][0]}:{a_port}"
@@ -44,7 +51,7 @@ def test_a_standby_takes_over_when_the_leaders_host_dies(fleet: Fleet, tmp_path:
     m = fleet.start(m_ns, *leaders, "--label", "claude=yes")
     wait_until(lambda: m.call(op="nodes")["count"] == 3, timeout=30)
     convention = f"{a_at},{b_at}"
-    store = PostgresAgentStore(store_url)
+    store = open_store(store_url)
     try:
         first = store.leadership(convention)
         assert first is not None and first.holder.startswith(a_at + "/") and first.epoch == 1
@@ -117,9 +124,11 @@ def test_a_standby_takes_over_when_the_leaders_host_dies(fleet: Fleet, tmp_path:
         store.close()
 
 
+@pytest.mark.netns
 def test_a_partitioned_leader_stands_down_and_a_healed_one_stays_a_standby(
-    fleet: Fleet, tmp_path: Path
+    netns_fleet: Fleet, tmp_path: Path
 ) -> None:
+    fleet = netns_fleet
     assert fleet.store is not None
     store_url = fleet.store.new_database()
     a_ns, b_ns, m_ns = fleet.host("a"), fleet.host("b"), fleet.host("m")

@@ -21,6 +21,9 @@ A prompt: ``ask`` (``_api/client``) -> ``Prompt`` to ``AgentActor`` (``_actors/a
 to the caller.
 """
 
+# The one copy of the version: setup.cfg reads it (``attr:``), ``genagent --version`` prints it.
+__version__ = "0.1.0.dev0"
+
 from ._api.client import (
     ask,
     attach_system,
@@ -38,7 +41,9 @@ from ._api.client import (
     start_system,
     status,
     stop,
+    stream,
     tell,
+    watch,
     whereis,
 )
 from ._api.system import AgentSystem
@@ -84,6 +89,7 @@ from .messages import (
     Prompt,
     Skip,
     TellCompleted,
+    TurnEvent,
 )
 
 __all__ = [
@@ -124,6 +130,7 @@ __all__ = [
     "TurnCancelled",
     "TurnContext",
     "TurnCrashed",
+    "TurnEvent",
     "TurnFailed",
     "TurnHalted",
     "TurnInterrupted",
@@ -151,7 +158,9 @@ __all__ = [
     "start_system",
     "status",
     "stop",
+    "stream",
     "tell",
     "wait_for_nodes",
+    "watch",
     "whereis",
 ]

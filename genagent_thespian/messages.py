@@ -156,9 +156,14 @@ class Status:
 
 @dataclass(frozen=True, slots=True)
 class Watch:
-    """Subscribe the sender to this agent's ``TurnEvent`` stream (``active=False`` stops)."""
+    """Subscribe the sender to this agent's ``TurnEvent`` stream (``active=False`` stops).
+
+    Answered ``Accepted(ref)``. A subscriber whose endpoint disappears (its process was
+    killed) is dropped by the agent when an event cannot be delivered to it.
+    """
 
     active: bool = True
+    ref: str | None = None  # echoed in the Accepted answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +305,8 @@ class AgentStatus:
         session_lost: Set when the provider lost the agent's session and the policy is
             ``on_session_lost="fail"``: every turn fails with ``kind="session_lost"`` until
             the agent is stopped and started again.
+        retries: Provider retries the backend reported (``retry`` events), all turns.
+        last_error: The last failed turn's error as ``"Type: message"``, or ``None``.
     """
 
     name: Any
@@ -327,6 +334,9 @@ class AgentStatus:
     durable: bool
     agent_state: Any = None  # what the implementation's agent_state() publishes
     session_lost: str | None = None  # why turns fail until the user acts (on_session_lost="fail")
+    watchers: int = 0  # Watch subscribers (streams, CLI asks, the console)
+    retries: int = 0  # provider retries reported by the backend, over the agent's life
+    last_error: str | None = None  # the last failed turn's error, "Type: message"
 
 
 @dataclass(frozen=True, slots=True)

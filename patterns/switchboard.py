@@ -157,7 +157,9 @@ class Switchboard:
         """Start a session agent ``name``; ``options`` go to the backend (``script``, ``model``).
 
         Raises:
-            AgentAlreadyExists, AgentStartFailed, InvalidOption.
+            AgentAlreadyExists: Another agent has that name.
+            AgentStartFailed: The agent could not start.
+            InvalidOption: An option is invalid.
         """
         extra: dict[str, Any] = {"path": path} if path is not None else {}
         g.start_agent(

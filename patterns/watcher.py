@@ -99,7 +99,7 @@ class Watcher:
     Example:
         >>> watcher = Watcher.start("ci-watch", backend="claude")    # doctest: +SKIP
         >>> watcher.feed(("ci_result", "failed", "test_auth timed out"))
-        >>> watcher.wait_for_actions(1, timeout=300)[0]["text"]
+        >>> print(watcher.wait_for_actions(1, timeout=300))
         >>> watcher.stop()
     """
 

@@ -283,7 +283,8 @@ class Workspace:
         """Start the agent (creating the worktree) and its first turn.
 
         Raises:
-            InvalidOption (a bad ``session_id``), WorkspaceGitError (git's message).
+            InvalidOption: A bad ``session_id``.
+            WorkspaceGitError: git failed (with git's message).
         """
         states = PatternStates(system)
         try:

@@ -9,7 +9,10 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 
+import pytest
+from support_api import Api
 from support_postgres import postgres_server, postgres_url  # the store and fleet tests' server
 
 pytest_plugins = ["genagent_thespian.testing"]
@@ -19,3 +22,13 @@ __all__ = ["postgres_server", "postgres_url"]
 _STATE = tempfile.mkdtemp(prefix="genagent-test-state-")
 os.environ["XDG_STATE_HOME"] = _STATE
 atexit.register(shutil.rmtree, _STATE, ignore_errors=True)
+
+
+@pytest.fixture(params=["sync", "aio"])
+def api(request: pytest.FixtureRequest) -> Iterator[Api]:
+    """``genagent_thespian`` or ``genagent_thespian.aio``, behind the same calls."""
+    client = Api(request.param)
+    try:
+        yield client
+    finally:
+        client.close()

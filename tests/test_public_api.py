@@ -9,14 +9,14 @@ PUBLIC = {
     # lifecycle and client API
     "start_system", "attach_system", "shutdown_system", "current_system", "AgentSystem",
     "start_agent", "stop", "ask", "tell", "poll", "notify", "interrupt", "cancel", "halt",
-    "resume", "status", "whereis", "list_agents", "backend_session",
+    "resume", "status", "whereis", "list_agents", "backend_session", "stream", "watch",
     # multi-host nodes
     "start_node", "list_nodes", "list_fleet", "wait_for_nodes", "NodeInfo", "TransportLimits",
     # behaviour and directives
     "GenAgent", "Prompt", "Halt", "Skip",
     # data
     "Event", "EventKind", "Response", "Usage", "PollResult", "PollState", "AgentStatus",
-    "TellCompleted", "DeliveryFailed", "AgentDown",
+    "TellCompleted", "DeliveryFailed", "AgentDown", "TurnEvent",
     # backends
     "Backend", "TurnContext",
     # telemetry

@@ -75,6 +75,7 @@ from .._core.protocol import (
     _TelemetryInterestAck,
     _TelemetryJoin,
     _TurnOutput,
+    _WatcherGone,
 )
 from .._core.turn import Event
 from .._core.validate import build_spec, check_prompt
@@ -561,6 +562,7 @@ class AgentActor(Actor):
             durable=spec.durable,
             agent_state=self._published_state(),
             session_lost=self._session_lost.message if self._session_lost else None,
+            watchers=len(self._watchers),
         )
         self.send(sender, status)
 
@@ -586,7 +588,12 @@ class AgentActor(Actor):
             self._watchers.add(sender)
         else:
             self._watchers.discard(sender)
-        self.send(sender, Accepted(None))
+        self.send(sender, Accepted(message.ref))
+
+    def _on_watcher_gone(self, message: _WatcherGone, sender: Any) -> None:
+        if message.address in self._watchers:
+            self._watchers.discard(message.address)
+            _log.info("agent %r: dropped a watcher that disappeared", self._m.name)
 
     def _on_backend_session(self, message: _BackendSession, sender: Any) -> None:
         """Hand out the backend session: data (ids, history), never live resources."""
@@ -717,7 +724,7 @@ class AgentActor(Actor):
                 self.send(watcher, out)
         self._telemetry_emit(
             "turn.event",
-            {"seq": self._event_seq},
+            {"seq": self._event_seq, "system_time": time.time()},
             {"agent": self._m.name, "ref": current_ref, "event": event},
         )
 
@@ -1275,6 +1282,7 @@ _HANDLERS: dict[type, Any] = {
     Resume: AgentActor._on_resume,
     Status: AgentActor._on_status,
     Watch: AgentActor._on_watch,
+    _WatcherGone: AgentActor._on_watcher_gone,
     _BackendSession: AgentActor._on_backend_session,
     _TurnOutput: AgentActor._on_turn_output,
     ChildActorExited: AgentActor._on_child_exited,

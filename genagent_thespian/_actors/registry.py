@@ -4,6 +4,11 @@ Callers hold names, never addresses, so an agent restarted at a new address keep
 for them. The supervisor is the only writer (``_Register`` / ``_Unregister``); anyone may
 read (``WhereIs``, ``ListAgents``). One registry per actor system, created with the
 ``globalName`` :data:`REGISTRY_NAME` at application boot.
+
+It is also the system's dead-letter handler: a ``TurnEvent`` an agent could not deliver
+means its ``Watch`` subscriber is gone (a killed client), and the registry, which knows
+every agent's address, tells that agent to drop it (``_WatcherGone``). Without this a
+killed subscriber would stay in the agent's set, and be sent every event, forever.
 """
 
 from __future__ import annotations
@@ -11,11 +16,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from thespian.actors import Actor, ActorExitRequest
+from thespian.actors import Actor, ActorExitRequest, DeadEnvelope
 
 from .._core.log import get_logger
-from .._core.protocol import _Register, _Restarting, _Unregister
-from ..messages import AgentEntry, AgentList, ListAgents, Located, WhereIs
+from .._core.protocol import _Register, _Restarting, _Unregister, _WatcherGone
+from ..messages import AgentEntry, AgentList, ListAgents, Located, TurnEvent, WhereIs
 
 __all__ = ["REGISTRY_NAME", "Registry"]
 
@@ -40,10 +45,14 @@ class Registry(Actor):
         self._waiting: dict[Any, list[Any]] = {}  # name -> askers waiting out a restart
         self._stopped: OrderedDict[Any, None] = OrderedDict()  # names of agents gone, newest last
         self._applied: dict[Any, int] = {}  # name -> seq of the newest update applied
+        self._handling_dead_letters = False
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         """Serve lookups and apply the supervisor's updates. Never raises."""
         try:
+            if not self._handling_dead_letters and not isinstance(message, ActorExitRequest):
+                self._handling_dead_letters = True
+                self.handleDeadLetters()  # not in __init__: the actor is not wired up yet
             if isinstance(message, WhereIs):
                 entry = self._entries.get(message.name)
                 if entry is not None and entry.restarting and message.wait:
@@ -84,6 +93,8 @@ class Registry(Actor):
                     self._remember_stopped(message.name)
                 self._send_all(message.then)
                 self._answer_waiting(message.name)
+            elif isinstance(message, DeadEnvelope):
+                self._on_dead_letter(message)
             elif isinstance(message, ActorExitRequest):
                 self._entries.clear()
                 for name in list(self._waiting):
@@ -119,6 +130,14 @@ class Registry(Actor):
             return
         for asker in self._waiting.pop(name, []):
             self.send(asker, located)
+
+    def _on_dead_letter(self, envelope: DeadEnvelope) -> None:
+        dead = envelope.deadMessage
+        if not isinstance(dead, TurnEvent):
+            return  # other dead letters have no one to tell
+        entry = self._entries.get(dead.agent)
+        if entry is not None and entry.address is not None:
+            self.send(entry.address, _WatcherGone(envelope.deadAddress))
 
     def _send_all(self, replies: tuple[tuple[Any, Any], ...]) -> None:
         """Send the replies the supervisor attached to an update, now that it is applied.

@@ -12,53 +12,26 @@ timeout runs out first (the request itself then keeps running).
 
 from __future__ import annotations
 
-import pickle
+import contextlib
+import dataclasses
 import threading
-import time
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from .._core.behaviour import GenAgent
-from .._core.errors import (
-    AgentNotFound,
-    AgentStopped,
-    AskTimeout,
-    InvalidEvent,
-    InvalidOption,
-    SystemNotRunning,
-)
-from .._core.protocol import _BackendSession, _SessionReply
-from .._core.turn import Response
-from .._core.validate import SPEC_DEFAULTS, build_spec, check_prompt
-from ..messages import (
-    Accepted,
-    AgentList,
-    AgentStarted,
-    AgentStatus,
-    Cancel,
-    Failure,
-    Halt,
-    Interrupt,
-    ListAgents,
-    Located,
-    Notify,
-    Poll,
-    PollResult,
-    Prompt,
-    Resume,
-    StartAgent,
-    Status,
-    StopAgent,
-    Stopped,
-    Tell,
-    WhereIs,
-)
+from .._core.errors import SystemNotRunning
+from .._core.turn import Event, Response
+from .._core.validate import SPEC_DEFAULTS, build_spec
+from ..messages import AgentSpec, AgentStatus, PollResult, Prompt, TurnEvent, new_ref
+from . import calls
 from .system import AgentSystem
 
 __all__ = [
     "ask",
     "attach_system",
     "backend_session",
+    "build_spec",
+    "build_start_spec",
     "cancel",
     "current_system",
     "halt",
@@ -72,16 +45,13 @@ __all__ = [
     "start_system",
     "status",
     "stop",
+    "stream",
+    "stream_prompt",
     "tell",
+    "watch",
     "whereis",
 ]
 
-_Reply = TypeVar("_Reply")
-
-_CONTROL_TIMEOUT = 30.0  # seconds for calls the agent answers at once (status, poll...)
-#: Seconds a name look-up waits for the registry before asking the node where the services are
-#: now (after a leader failover they moved; see ``AgentSystem.refresh_services``).
-_LOOKUP_SLICE = 3.0
 
 _default_lock = threading.Lock()
 _default: AgentSystem | None = None
@@ -174,6 +144,32 @@ def _system(system: AgentSystem | None) -> AgentSystem:
 # =============================================================================== agents
 
 
+def build_start_spec(
+    impl: Any, name: Any, backend: Any, target: AgentSystem, kwargs: Mapping[str, Any]
+) -> AgentSpec:
+    """The spec for ``start_agent(impl, name=, backend=, **kwargs)`` on ``target``.
+
+    ``kwargs`` mixes the framework's settings (the ``AgentSpec`` fields, ``placement``)
+    and the implementation's options, as :func:`start_agent`'s signature does.
+    """
+    settings_names = {f.name for f in dataclasses.fields(AgentSpec)} - {
+        "name",
+        "impl",
+        "backend",
+        "options",
+    }
+    settings = {k: v for k, v in kwargs.items() if k in settings_names}
+    options = {k: v for k, v in kwargs.items() if k not in settings_names}
+    return build_spec(
+        impl,
+        name=name,
+        backend=backend,
+        options=options,
+        require_importable=target.base != "simpleSystemBase",
+        **settings,
+    )
+
+
 def start_agent(
     impl: type[GenAgent],
     *,
@@ -240,7 +236,9 @@ def start_agent(
         The agent's name.
 
     Raises:
-        InvalidOption, AgentAlreadyExists, AgentStartFailed.
+        InvalidOption: An option is unknown or invalid.
+        AgentAlreadyExists: Another agent has that name.
+        AgentStartFailed: ``init_agent`` or the backend's session failed.
     """
     target = _system(system)
     spec = build_spec(
@@ -266,19 +264,7 @@ def start_agent(
         secret_resolver=secret_resolver,
         require_importable=target.base != "simpleSystemBase",
     )
-    reply = target.exchange(
-        target.supervisor,
-        StartAgent(spec),
-        lambda m: (
-            (isinstance(m, AgentStarted) and m.name == name)
-            or (isinstance(m, Failure) and m.error.agent == name)
-        ),
-        timeout=timeout,
-        on_idle=_follow_services(target, "supervisor"),
-    )
-    _unwrap(reply)
-    target.remember(name, reply.address)  # incarnation unknown: the first call looks it up
-    return name
+    return calls.run(target, calls.start_agent(target, spec, timeout))
 
 
 def stop(name: Any, *, timeout: float | None = 60.0, system: AgentSystem | None = None) -> None:
@@ -288,36 +274,19 @@ def stop(name: Any, *, timeout: float | None = 60.0, system: AgentSystem | None 
         AgentNotFound: no agent has that name.
     """
     target = _system(system)
-    reply = target.exchange(
-        target.supervisor,
-        StopAgent(name),
-        lambda m: (
-            (isinstance(m, Stopped) and m.name == name)
-            or (isinstance(m, Failure) and m.error.agent == name)
-        ),
-        timeout=timeout,
-        on_idle=_follow_services(target, "supervisor"),
-    )
-    target.remember(name, None)
-    _unwrap(reply)
+    calls.run(target, calls.stop(target, name, timeout))
 
 
 def whereis(name: Any, *, system: AgentSystem | None = None) -> Any:
     """Return the address of agent ``name``, or ``None`` if no live agent has it."""
-    return _locate(name, _system(system)).address
+    target = _system(system)
+    return calls.run(target, calls.whereis(target, name))
 
 
 def list_agents(*, system: AgentSystem | None = None) -> list[Any]:
     """Return the names of every registered agent."""
     target = _system(system)
-    reply = target.exchange(
-        target.registry,
-        ListAgents(),
-        lambda m: isinstance(m, AgentList),
-        timeout=_CONTROL_TIMEOUT,
-        on_idle=_follow_services(target, "registry"),
-    )
-    return [entry.name for entry in reply.agents]
+    return calls.run(target, calls.list_agents(target))
 
 
 # =============================================================================== turns
@@ -332,30 +301,111 @@ def ask(
     gives up first with ``AskTimeout``, and the request keeps running or queued.
 
     Raises:
-        InvalidPrompt, AgentNotFound, AgentOverloaded, AskTimeout, or the turn's
-        ``TurnFailed`` subclass (``BackendError``, ``TurnTimeout``, ``TurnInterrupted``...).
+        InvalidPrompt: The prompt is not a non-empty str.
+        AgentNotFound: No agent has that name.
+        AgentOverloaded: The agent's mailbox is full.
+        AskTimeout: ``timeout`` passed first.
+        TurnFailed: The turn failed: a subclass says how (``BackendError``,
+            ``TurnTimeout``, ``TurnInterrupted``...).
     """
-    check_prompt(prompt, agent=name)
     target = _system(system)
-    message = Prompt(prompt)
-    reply = _call_agent(target, name, message, timeout=timeout, ref=message.ref, kinds=(Response,))
-    return _unwrap(reply)
+    calls.check_prompt(prompt, name)
+    return calls.run(target, calls.ask(target, name, Prompt(prompt), timeout))
+
+
+def stream(
+    name: Any, prompt: str, timeout: float | None = None, *, system: AgentSystem | None = None
+) -> Iterator[Event | Response]:
+    """Run ``prompt`` as a turn of agent ``name``, yielding its events as they happen.
+
+    Yields each normalized :class:`Event` of the turn (text deltas, tool use and results,
+    usage...) as the backend produces it, then, last, the turn's :class:`Response`; a
+    failed turn raises its typed error instead (the same errors as :func:`ask`, which this
+    is with a window on the turn). Leaving the loop early stops the subscription, not the
+    turn (:func:`interrupt` does that).
+
+    Example:
+        >>> for item in stream("coder", "Fix the test"):  # doctest: +SKIP
+        ...     if isinstance(item, Event) and item.kind == EventKind.TEXT_DELTA:
+        ...         print(item.data["text"], end="")
+    """
+    target = _system(system)
+    calls.check_prompt(prompt, name)
+    return stream_prompt(target, name, Prompt(prompt), timeout)
+
+
+def stream_prompt(
+    target: AgentSystem, name: Any, message: Prompt, timeout: float | None
+) -> Iterator[Event | Response]:
+    """:func:`stream` for a ``Prompt`` the caller made (and whose ref it knows already)."""
+    target.subscriptions().add(name)
+    steps = calls.run_stream(target, calls.stream(target, name, message, timeout))
+    try:
+        while True:
+            try:
+                turn_event = next(steps)
+            except StopIteration as stop:
+                yield stop.value
+                return
+            yield turn_event.event
+    finally:
+        steps.close()
+        _unwatch(target, name, message.ref)
+
+
+def watch(name: Any, *, system: AgentSystem | None = None) -> Iterator[TurnEvent]:
+    """Follow whatever agent ``name`` runs: yield a ``TurnEvent`` for each event of each turn.
+
+    ``TurnEvent.ref`` tells the turns apart (an ``ask``, a ``tell``, a self-chained prompt).
+    The subscription follows the agent through restarts and ends when the agent is stopped;
+    leaving the loop ends it too. Iterate it on the thread that called ``watch``: the events
+    arrive at that thread's endpoint.
+
+    Raises:
+        AgentNotFound: no agent has that name.
+    """
+    target = _system(system)
+    ref = new_ref()
+    target.subscriptions().add(name)
+    try:
+        calls.run(target, calls.subscribe(target, name, ref))
+    except BaseException:
+        target.subscriptions().remove(name)
+        raise
+    return _watch(target, name, ref)
+
+
+def _watch(target: AgentSystem, name: Any, ref: str) -> Iterator[TurnEvent]:
+    steps = calls.run_stream(target, calls.watch(target, name, ref))
+    try:
+        yield from steps
+    finally:
+        steps.close()
+        _unwatch(target, name, ref)
+
+
+def _unwatch(target: AgentSystem, name: Any, ref: str) -> None:
+    if target.closed:
+        return  # the system is gone, and every subscription with it
+    if not target.subscriptions().remove(name):
+        return  # another stream of this thread still follows the agent
+    address, message = calls.unwatch_message(target, name, ref)
+    if address is None:
+        return
+    with contextlib.suppress(Exception):  # the agent or the system is gone: nothing to end
+        target.send(address, message)
 
 
 def tell(name: Any, prompt: str, *, system: AgentSystem | None = None) -> str:
     """Queue ``prompt`` at agent ``name`` and return its ref for :func:`poll`.
 
     Raises:
-        InvalidPrompt, AgentNotFound, AgentOverloaded.
+        InvalidPrompt: The prompt is not a non-empty str.
+        AgentNotFound: No agent has that name.
+        AgentOverloaded: The agent's mailbox is full.
     """
-    check_prompt(prompt, agent=name)
     target = _system(system)
-    message = Tell(prompt)
-    reply = _call_agent(
-        target, name, message, timeout=_CONTROL_TIMEOUT, ref=message.ref, kinds=(Accepted,)
-    )
-    _unwrap(reply)
-    return message.ref
+    return calls.run(target, calls.tell(target, name, prompt))
 
 
 def poll(name: Any, ref: str, *, system: AgentSystem | None = None) -> PollResult:
@@ -365,38 +415,21 @@ def poll(name: Any, ref: str, *, system: AgentSystem | None = None) -> PollResul
 
     An unknown or evicted ref is ``failed`` with ``RequestNotFound``.
     """
-    if not isinstance(ref, str):
-        raise InvalidOption(f"ref must be a str, got {type(ref).__name__}", agent=name)
     target = _system(system)
-    reply = _call_agent(
-        target,
-        name,
-        Poll(ref),
-        timeout=_CONTROL_TIMEOUT,
-        ref=ref,
-        kinds=(PollResult,),
-        idempotent=True,
-    )
-    return _unwrap(reply)
+    return calls.run(target, calls.poll(target, name, ref))
 
 
 def notify(name: Any, event: Any, *, system: AgentSystem | None = None) -> None:
     """Deliver ``event`` to agent ``name``'s ``handle_event`` (buffered while a turn runs).
 
     Raises:
-        InvalidEvent (unpicklable), AgentNotFound, AgentOverloaded, CallbackError (the
-        agent was idle and ``handle_event`` failed).
+        InvalidEvent: The event does not pickle.
+        AgentNotFound: No agent has that name.
+        AgentOverloaded: The agent's mailbox is full.
+        CallbackError: The agent was idle and ``handle_event`` failed.
     """
     target = _system(system)
-    if target.base != "simpleSystemBase":
-        try:
-            pickle.dumps(event)
-        except Exception as exc:
-            raise InvalidEvent(
-                f"the event cannot be pickled for delivery: {type(exc).__name__}", agent=name
-            ) from None
-    reply = _call_agent(target, name, Notify(event), timeout=_CONTROL_TIMEOUT, kinds=(Accepted,))
-    _unwrap(reply)
+    calls.run(target, calls.notify(target, name, event))
 
 
 def interrupt(name: Any, ref: str | None = None, *, system: AgentSystem | None = None) -> str:
@@ -408,8 +441,8 @@ def interrupt(name: Any, ref: str | None = None, *, system: AgentSystem | None =
     Raises:
         RequestNotFound: no turn is running, or a different one is.
     """
-    reply = _control(name, Interrupt(ref), system, ref=ref)
-    return reply.ref or ""
+    target = _system(system)
+    return calls.run(target, calls.interrupt(target, name, ref))
 
 
 def cancel(name: Any, ref: str, *, system: AgentSystem | None = None) -> None:
@@ -418,197 +451,29 @@ def cancel(name: Any, ref: str, *, system: AgentSystem | None = None) -> None:
     Raises:
         RequestNotFound: the ref is running, finished or unknown.
     """
-    _control(name, Cancel(ref), system, ref=ref)
+    target = _system(system)
+    calls.run(target, calls.cancel(target, name, ref))
 
 
 def halt(name: Any, *, system: AgentSystem | None = None) -> None:
     """Halt agent ``name`` (after its current turn): queued work waits for :func:`resume`."""
-    _control(name, Halt(), system)
+    target = _system(system)
+    calls.run(target, calls.halt(target, name))
 
 
 def resume(name: Any, *, system: AgentSystem | None = None) -> None:
     """Unhalt agent ``name`` (or cancel a pending halt) and let it drain its queue."""
-    _control(name, Resume(), system)
+    target = _system(system)
+    calls.run(target, calls.resume(target, name))
 
 
 def status(name: Any, *, system: AgentSystem | None = None) -> AgentStatus:
     """Return a snapshot of agent ``name`` (answered at once, even mid-turn)."""
-    reply = _call_agent(
-        _system(system),
-        name,
-        Status(),
-        timeout=_CONTROL_TIMEOUT,
-        kinds=(AgentStatus,),
-        idempotent=True,
-    )
-    return _unwrap(reply)
+    target = _system(system)
+    return calls.run(target, calls.status(target, name))
 
 
 def backend_session(name: Any, *, system: AgentSystem | None = None) -> Any:
     """Return agent ``name``'s current backend session (data; tests read scripted history)."""
-    reply = _call_agent(
-        _system(system),
-        name,
-        _BackendSession(),
-        timeout=_CONTROL_TIMEOUT,
-        kinds=(_SessionReply,),
-        idempotent=True,
-    )
-    return _unwrap(reply).session
-
-
-def _control(
-    name: Any, message: Any, system: AgentSystem | None, *, ref: str | None = None
-) -> Accepted:
-    reply = _call_agent(
-        _system(system), name, message, timeout=_CONTROL_TIMEOUT, kinds=(Accepted,), ref=ref
-    )
-    return _unwrap(reply)
-
-
-# =============================================================================== plumbing
-
-
-def _call_agent(
-    system: AgentSystem,
-    name: Any,
-    message: Any,
-    *,
-    timeout: float | None,
-    kinds: tuple[type[_Reply], ...],
-    ref: str | None = None,
-    idempotent: bool = False,
-) -> _Reply | Failure:
-    """Send ``message`` to agent ``name`` and wait for its answer, watching that it lives.
-
-    If the agent was restarted meanwhile, an ``idempotent`` request (status, poll) or any
-    request to a durable agent is sent again to the new process; anything else was lost
-    with the old one and fails with ``AgentStopped``.
-
-    ``timeout`` bounds the whole call, the name look-ups included (a registry that does not
-    answer, such as a lost convention leader's, cannot stretch it).
-    """
-    deadline = None if timeout is None else time.monotonic() + timeout
-
-    def left() -> float:
-        if deadline is None:
-            return _CONTROL_TIMEOUT
-        return min(_CONTROL_TIMEOUT, max(0.0, deadline - time.monotonic()))
-
-    address = system.cached_address(name)
-    incarnation = system.cached_incarnation(name)
-    if address is None or incarnation is None:
-        # While the agent restarts, the registry answers once it is back (or gone for good).
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        located = _locate(name, system, wait=True, timeout=remaining, ref=ref)
-        if located.address is None and located.stopped:
-            raise AgentStopped("the agent was stopped", agent=name, ref=ref)
-        if located.address is None:
-            raise AgentNotFound("no agent has that name", agent=name, ref=ref)
-        address, incarnation = located.address, located.incarnation
-
-    def matches(reply: Any) -> bool:
-        if not isinstance(reply, (*kinds, Failure)):
-            return False
-        return ref is None or getattr(reply, "ref", None) == ref
-
-    current = {"address": address, "incarnation": incarnation}
-
-    def check_alive() -> Any:
-        if deadline is not None and time.monotonic() >= deadline:
-            return None  # the exchange itself answers AskTimeout
-        located = _locate(name, system, timeout=left(), ref=ref)
-        if located.address is None:
-            if located.restarting:
-                return None  # the supervisor is bringing it back: keep waiting
-            raise AgentStopped(
-                "the agent is gone; this request was not answered", agent=name, ref=ref
-            )
-        if (located.address, located.incarnation) == (current["address"], current["incarnation"]):
-            return None
-        if not (located.durable or idempotent):
-            raise AgentStopped(
-                "the agent was restarted and this request was lost with its old process",
-                agent=name,
-                ref=ref,
-            )
-        # A durable agent came back: it holds the request if it got it, and drops the
-        # same ref sent again; if it never got it, this delivers it.
-        current["address"], current["incarnation"] = located.address, located.incarnation
-        return located.address
-
-    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-    reply: _Reply | Failure = system.exchange(
-        address, message, matches, timeout=remaining, on_idle=check_alive
-    )
-    return reply
-
-
-def _follow_services(system: AgentSystem, service: str) -> Callable[[], Any]:
-    """An ``on_idle`` for a call to one of the convention's services (``"supervisor"``...).
-
-    While the call waits, the node's directory is asked whether the services moved (a leader
-    failover, ``_nodes/leadership.py``); if they did, the call is sent again to the new
-    service. The old one is a dead or deposed leader's, so the request runs at most once.
-    """
-
-    def on_idle() -> Any:
-        if system.refresh_services(timeout=1.0):
-            return getattr(system, service)
-        return None
-
-    return on_idle
-
-
-def _locate(
-    name: Any,
-    system: AgentSystem,
-    *,
-    wait: bool = False,
-    timeout: float | None = _CONTROL_TIMEOUT,
-    ref: str | None = None,
-) -> Located:
-    """Ask the registry where ``name`` runs; with ``wait``, a restarting agent's answer waits
-    until it is back (or gone for good), bounded by ``timeout``.
-
-    A registry silent for a slice of the time may be a dead leader's: the node's directory is
-    asked again for the services (a standby may have taken over, see
-    ``_nodes/leadership.py``) and the look-up goes on with the registry it names.
-    """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            reply: Located = system.exchange(
-                system.registry,
-                WhereIs(name, wait=wait),
-                lambda m: isinstance(m, Located) and m.name == name,
-                timeout=_LOOKUP_SLICE if left is None else min(left, _LOOKUP_SLICE),
-            )
-            break
-        except AskTimeout:
-            if deadline is not None and time.monotonic() >= deadline:
-                if wait:  # the agent did not come back in time: the caller's own timeout
-                    raise AskTimeout(
-                        f"agent {name!r} was not back within {timeout:.1f}s", agent=name, ref=ref
-                    ) from None
-                raise AskTimeout(
-                    f"the registry did not answer the name look-up within {timeout:.1f}s "
-                    "(is the convention leader reachable?)",
-                    agent=name,
-                    ref=ref,
-                ) from None
-            refresh = 2.0 if deadline is None else min(2.0, deadline - time.monotonic())
-            system.refresh_services(timeout=refresh)
-    system.remember(name, reply.address, reply.incarnation)
-    return reply
-
-
-def _unwrap(reply: _Reply | Failure) -> _Reply:
-    """Return a successful reply; raise the typed error a ``Failure`` reply carries.
-
-    The one place where the protocol's failure replies become exceptions for callers.
-    """
-    if isinstance(reply, Failure):
-        raise reply.error
-    return reply
+    target = _system(system)
+    return calls.run(target, calls.backend_session(target, name))

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ from ..messages import Stopped
 from . import ownership
 from .home import DEFAULT_NODE, HomeLock, node_home, store_in
 
-__all__ = ["SUPPORTED_BASES", "AgentSystem", "free_port"]
+__all__ = ["SUPPORTED_BASES", "AgentSystem", "Subscriptions", "free_port", "is_answer"]
 
 SUPPORTED_BASES = ("multiprocTCPBase", "simpleSystemBase")
 
@@ -84,6 +84,34 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class Subscriptions:
+    """How many streams and watches of one endpoint follow each agent.
+
+    An agent keeps one ``Watch`` subscription per endpoint address, however many of the
+    endpoint's streams asked for it; the endpoint may only unsubscribe when its last one
+    ends, or it would cut the others off.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[Any, int] = {}
+
+    def add(self, name: Any) -> None:
+        """Count one more follower of agent ``name``."""
+        with self._lock:
+            self._counts[name] = self._counts.get(name, 0) + 1
+
+    def remove(self, name: Any) -> bool:
+        """Count one follower less; return whether it was the last (then unsubscribe)."""
+        with self._lock:
+            left = self._counts.get(name, 0) - 1
+            if left > 0:
+                self._counts[name] = left
+                return False
+            self._counts.pop(name, None)
+            return True
+
+
 class _Endpoint:
     """One thread's conversation with the actor system."""
 
@@ -91,6 +119,7 @@ class _Endpoint:
         self.context = context
         self.close = closer
         self.stash: deque[Any] = deque(maxlen=_STASH_LIMIT)
+        self.subscriptions = Subscriptions()
 
 
 class AgentSystem:
@@ -131,6 +160,7 @@ class AgentSystem:
             f"{socket.gethostname()}:{admin_port}" if admin_port else socket.gethostname()
         )
         self.leads_agents = services is None
+        self._directory: Any = None
         self._lock = threading.RLock()
         self._local = threading.local()
         self._endpoints: list[_Endpoint] = []
@@ -139,6 +169,8 @@ class AgentSystem:
         self._closed = False
         self._active = 0  # exchanges under way; shutdown lets them finish before closing
         self._drained = threading.Condition(self._lock)
+        self._closers: list[Callable[[], None]] = []
+        self._simple_subscriptions = Subscriptions()
         self.pgid: int | None = None
         self.supervisor_pid: int | None = None  # the parent of every agent process
         self.home: Path | None = None  # the node's home folder (a started system only)
@@ -183,24 +215,21 @@ class AgentSystem:
             timeout=_DIRECTORY_TIMEOUT,
         )
 
-    def refresh_services(self, *, timeout: float = 2.0) -> bool:
-        """Ask this node's directory for the services again; return whether they moved.
+    @property
+    def directory(self) -> Any:
+        """The address of this node's service directory (``_actors/directory.py``)."""
+        with self._lock:
+            if self._directory is None:
+                self._directory = self.asys.createActor(ServiceDirectory, globalName=DIRECTORY_NAME)
+            return self._directory
+
+    def adopt_services(self, services: Any) -> bool:
+        """Use the services the node's directory names now; return whether they moved.
 
         After a leader failover (``_nodes/leadership.py``) the directory names the new
-        leader's services; a client whose registry stopped answering calls this and goes on.
+        leader's services; a call whose service stopped answering asks the directory
+        (``_api/calls.py``) and goes on with the new one.
         """
-        if self.base == "simpleSystemBase" or timeout <= 0:
-            return False
-        directory = self.asys.createActor(ServiceDirectory, globalName=DIRECTORY_NAME)
-        try:
-            services = self.exchange(
-                directory,
-                WhereAreServices(),
-                lambda m: isinstance(m, Services | NoServices),
-                timeout=timeout,
-            )
-        except GenAgentError:
-            return False
         if not isinstance(services, Services) or services.registry == self.registry:
             return False
         _log.warning(
@@ -392,15 +421,20 @@ class AgentSystem:
                 # Every agent answers its active and queued callers (AgentStopped) before it
                 # exits, and this exchange ends only once all of them have.
                 with contextlib.suppress(GenAgentError):
-                    self._tracked_exchange(
-                        self.supervisor,
-                        StopAll("shutdown"),
-                        lambda m: isinstance(m, Stopped),
-                        timeout,
-                        None,
+                    _drain(
+                        self._tracked_exchange(
+                            self.supervisor,
+                            StopAll("shutdown"),
+                            lambda m: isinstance(m, Stopped),
+                            timeout,
+                            None,
+                        )
                     )
             self._wait_for_callers(_DRAIN_SECONDS)
         finally:
+            for closer in self._closers:
+                with contextlib.suppress(Exception):
+                    closer()
             self._close_endpoints()
             if self.owned:
                 self.asys.shutdown()
@@ -408,6 +442,11 @@ class AgentSystem:
                 if self._home_lock is not None:
                     self._home_lock.release()
                 ownership.release(self)
+
+    def add_closer(self, closer: Callable[[], None]) -> None:
+        """Call ``closer`` at :meth:`shutdown`, once agents are stopped (the asyncio transport)."""
+        with self._lock:
+            self._closers.append(closer)
 
     def _sweep(self) -> None:
         """Kill whatever of this system survived ``shutdown`` (orphans, CLI groups)."""
@@ -450,9 +489,32 @@ class AgentSystem:
             AskTimeout: ``timeout`` seconds passed without a matching reply.
             GenAgentError: the message could not be delivered (``PoisonMessage``).
         """
+        return _drain(
+            self.exchange_stream(address, message, matches, timeout=timeout, on_idle=on_idle)
+        )
+
+    def exchange_stream(
+        self,
+        address: Any,
+        message: Any,
+        matches: Callable[[Any], bool],
+        *,
+        timeout: float | None,
+        on_idle: Callable[[], Any] | None = None,
+        before: tuple[Any, ...] = (),
+        progress: Callable[[Any], bool] | None = None,
+    ) -> Generator[Any, None, Any]:
+        """:meth:`exchange`, yielding the replies for which ``progress`` holds as they come.
+
+        ``before`` are sent (without waiting) ahead of ``message``, on every (re)send.
+        """
         if self._closed:
             raise SystemNotRunning("the agent system is shut down")
-        return self._tracked_exchange(address, message, matches, timeout, on_idle)
+        return (
+            yield from self._tracked_exchange(
+                address, message, matches, timeout, on_idle, before, progress
+            )
+        )
 
     def _tracked_exchange(
         self,
@@ -461,7 +523,9 @@ class AgentSystem:
         matches: Callable[[Any], bool],
         timeout: float | None,
         on_idle: Callable[[], Any] | None,
-    ) -> Any:
+        before: tuple[Any, ...] = (),
+        progress: Callable[[Any], bool] | None = None,
+    ) -> Generator[Any, None, Any]:
         """Run one exchange, counted so that ``shutdown`` can let it finish first.
 
         A call still waiting when the system shuts down ends with ``AgentStopped``, never
@@ -469,13 +533,35 @@ class AgentSystem:
         """
         if self.base == "simpleSystemBase":
             with self._lock:
-                return self._exchange(self.asys, None, address, message, matches, timeout, on_idle)
+                return (
+                    yield from self._exchange(
+                        self.asys,
+                        None,
+                        address,
+                        message,
+                        matches,
+                        timeout,
+                        on_idle,
+                        before,
+                        progress,
+                    )
+                )
         with self._lock:
             self._active += 1
         try:
             endpoint = self._endpoint()
-            return self._exchange(
-                endpoint.context, endpoint, address, message, matches, timeout, on_idle
+            return (
+                yield from self._exchange(
+                    endpoint.context,
+                    endpoint,
+                    address,
+                    message,
+                    matches,
+                    timeout,
+                    on_idle,
+                    before,
+                    progress,
+                )
             )
         except GenAgentError:
             raise
@@ -504,7 +590,9 @@ class AgentSystem:
         matches: Callable[[Any], bool],
         timeout: float | None,
         on_idle: Callable[[], Any] | None,
-    ) -> Any:
+        before: tuple[Any, ...],
+        progress: Callable[[Any], bool] | None,
+    ) -> Generator[Any, None, Any]:
         from .._core.errors import AskTimeout
 
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -514,25 +602,29 @@ class AgentSystem:
                 return _LIVENESS_INTERVAL
             return max(0.0, min(_LIVENESS_INTERVAL, deadline - time.monotonic()))
 
-        def accept(reply: Any) -> bool:
-            if isinstance(reply, PoisonMessage) and reply.poisonMessage == message:
-                raise GenAgentError(
-                    f"{type(message).__name__} could not be delivered: {reply.details}"
-                )
-            return matches(reply)
+        def send(target: Any) -> Any:
+            for first in before:
+                context.tell(target, first)
+            return context.ask(target, message, wait_slice())
 
         stash = endpoint.stash if endpoint is not None else _simple_stash
         message_is_call = not isinstance(message, StopAll)
-        reply = context.ask(address, message, wait_slice())
+        reply = send(address)
         while True:
             if reply is not None:
-                if accept(reply):
+                if is_answer(reply, message, matches):
                     return reply
-                stash.append(reply)
+                if progress is not None and progress(reply):
+                    yield reply
+                else:
+                    stash.append(reply)
             for kept in list(stash):
-                if accept(kept):
+                if is_answer(kept, message, matches):
                     stash.remove(kept)
                     return kept
+                if progress is not None and progress(kept):
+                    stash.remove(kept)
+                    yield kept
             if reply is None:
                 if self._closed and message_is_call:
                     raise AgentStopped(
@@ -543,9 +635,25 @@ class AgentSystem:
                 if on_idle is not None:
                     new_address = on_idle()
                     if new_address is not None:
-                        reply = context.ask(new_address, message, wait_slice())
+                        reply = send(new_address)
                         continue
             reply = context.listen(wait_slice())
+
+    def subscriptions(self) -> Subscriptions:
+        """The ``Watch`` followers of the calling thread's endpoint."""
+        if self.base == "simpleSystemBase":
+            return self._simple_subscriptions
+        return self._endpoint().subscriptions
+
+    def send(self, address: Any, message: Any) -> None:
+        """Send ``message`` to ``address`` from this thread's endpoint, without waiting."""
+        if self._closed:
+            raise SystemNotRunning("the agent system is shut down")
+        if self.base == "simpleSystemBase":
+            with self._lock:
+                self.asys.tell(address, message)
+            return
+        self._endpoint().context.tell(address, message)
 
     def _endpoint(self) -> _Endpoint:
         endpoint: _Endpoint | None = getattr(self._local, "endpoint", None)
@@ -598,6 +706,15 @@ class AgentSystem:
 _simple_stash: deque[Any] = deque(maxlen=_STASH_LIMIT)
 
 
+def _drain(steps: Generator[Any, None, Any]) -> Any:
+    """Run an exchange to its answer, dropping the progress messages it yields on the way."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
 def _ask_directory(asys: ActorSystem) -> Services | None:
     """The services a node's directory names, or ``None`` for a node that keeps none."""
     directory = asys.createActor(ServiceDirectory, globalName=DIRECTORY_NAME)
@@ -612,6 +729,17 @@ def _ask_directory(asys: ActorSystem) -> Services | None:
     raise SystemNotRunning(
         f"the node's service directory did not answer within {_DIRECTORY_TIMEOUT}s"
     )
+
+
+def is_answer(reply: Any, message: Any, matches: Callable[[Any], bool]) -> bool:
+    """Whether ``reply`` answers ``message``; raise if it reports ``message`` undeliverable.
+
+    Raises:
+        GenAgentError: ``reply`` is the ``PoisonMessage`` of ``message``.
+    """
+    if isinstance(reply, PoisonMessage) and reply.poisonMessage == message:
+        raise GenAgentError(f"{type(message).__name__} could not be delivered: {reply.details}")
+    return matches(reply)
 
 
 def _listening(host: str, port: int) -> bool:

@@ -23,7 +23,7 @@ import enum
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from ..messages import (
@@ -52,7 +52,7 @@ from .errors import (
     TurnTimeout,
 )
 from .log import get_logger
-from .turn import Event, Response, Usage
+from .turn import Event, EventKind, Response, Usage
 from .validate import SPEC_DEFAULTS
 
 __all__ = [
@@ -233,6 +233,20 @@ class _Counters:
     failures: int = 0
     callback_failures: int = 0
     usage: Usage = field(default_factory=Usage)
+    retries: int = 0  # provider retries the backends reported (``retry`` events)
+    last_error: str | None = None  # the last failed turn, "Type: message" (for operators)
+
+    def __setstate__(self, state: Any) -> None:
+        # Pickled as (None, {slot: value}); records written before a field existed
+        # restore it with its default instead of leaving the slot unset.
+        values = state[1] if isinstance(state, tuple) else state
+        for item in fields(self):
+            if item.name in (values or {}):
+                setattr(self, item.name, values[item.name])
+            elif item.default_factory is not MISSING:
+                setattr(self, item.name, item.default_factory())
+            else:
+                setattr(self, item.name, item.default)
 
 
 class AgentMachine:
@@ -374,6 +388,8 @@ class AgentMachine:
         if current is None or current.turn_id != turn_id:
             return self._flush()  # a late event of a turn that already ended
         current.events.append(event)
+        if event.kind == EventKind.RETRY:
+            self.counters.retries += 1
         ok, _ = self._call("handle_stream_event", self.impl.handle_stream_event, event)
         if not ok:
             error = CallbackError(
@@ -564,6 +580,8 @@ class AgentMachine:
             "watchdog": self.limits.watchdog,
             "turns": self.counters.turns,
             "failures": self.counters.failures,
+            "retries": self.counters.retries,
+            "last_error": self.counters.last_error,
             "input_tokens": usage.total_input_tokens,
             "output_tokens": usage.output_tokens,
             "cost_usd": usage.cost_usd,
@@ -804,6 +822,7 @@ class AgentMachine:
         if cancel_reason is not None:
             self._effects.append(CancelTurn(current.turn_id, cancel_reason))
         self.counters.failures += 1
+        self.counters.last_error = f"{type(error).__name__}: {error}"[:300]
         self._end_turn()
         self._emit(
             "prompt.error",

@@ -43,6 +43,7 @@ __all__ = [
     "_TelemetrySubscribe",
     "_TurnOutput",
     "_Unregister",
+    "_WatcherGone",
 ]
 
 
@@ -335,3 +336,10 @@ class _TelemetrySubscribe:
     names: frozenset[str] | None
     active: bool = True
     token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _WatcherGone:
+    """Registry -> agent: a ``TurnEvent`` to this subscriber was undeliverable; drop it."""
+
+    address: Any

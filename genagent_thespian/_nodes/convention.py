@@ -46,13 +46,13 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from thespian.actors import (
     Actor,
     ActorExitRequest,
     ActorSystem,
-    ActorSystemConventionUpdate,
     WakeupMessage,
 )
 
@@ -64,7 +64,7 @@ from .._actors.directory import (
     WhereAreServices,
 )
 from .._actors.registry import REGISTRY_NAME, Registry
-from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor, NodeLost, NodesChanged
+from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor
 from .._actors.telemetry import TELEMETRY_NAME, TelemetryHub
 from .._api.system import AgentSystem, _marker_env, free_port
 from .._core.errors import GenAgentError, InvalidOption
@@ -74,6 +74,17 @@ from .._os.frames import TransportLimits
 from .._os.processes import SYSTEM_MARKER, kill_marked
 from .._os.security import check_capabilities, harden_transport
 from ..messages import AgentEntry, AgentList, ListAgents
+from .membership import (
+    HEARTBEAT_CAPABILITY,
+    HOST_CAPABILITY,
+    NODES_NAME,
+    RESERVED_PREFIXES,
+    ROLE_CAPABILITY,
+    NodeInfo,
+)
+from .membership import LeaderOnly as _LeaderOnly
+from .membership import ListNodes as _ListNodes
+from .membership import NodeWatcher as _NodeWatcher
 
 __all__ = [
     "HOST_CAPABILITY",
@@ -86,55 +97,15 @@ __all__ = [
     "wait_for_nodes",
 ]
 
-ROLE_CAPABILITY = "GenAgent Role"
-HOST_CAPABILITY = "GenAgent Host"
-HEARTBEAT_CAPABILITY = "GenAgent Heartbeat"
-NODES_NAME = "genagent_thespian.nodes"
-
-#: Capability names a user's labels may not use (Thespian's and ours).
-_RESERVED_PREFIXES = (
-    "Thespian",
-    "Admin ",
-    "Convention ",
-    "GenAgent ",
-    "Outbound Only",
-    "Python Version",
-    "Process Startup Method",
-)
 #: Seconds a helper actor stays after its answer, so the answer is delivered first.
 _FINDER_LINGER = 2.0
-#: Seconds a member's removal must last before it counts: Thespian 4.0.1 reports a member
-#: that registers again as a newcomer as leaving and joining at once (both notices arrive
-#: back to back), which must not restart its agents.
-_LEAVE_GRACE = 0.5
 #: Seconds a member waits for the leader's services while joining.
 _JOIN_TIMEOUT = 30.0
 
 _log = get_logger("genagent_thespian.nodes")
 
 
-@dataclass(frozen=True, slots=True)
-class NodeInfo:
-    """One node of the convention, as the leader sees it."""
-
-    name: str
-    role: str
-    host: str
-    labels: tuple[tuple[str, Any], ...]
-    capacity: int | None
-
-
 # ---------------------------------------------------------------------- actors
-
-
-class _LeaderOnly(Actor):
-    """Base of the helper actors that must run on the leader (or a standby leader)."""
-
-    @staticmethod
-    def actorSystemCapabilityCheck(
-        capabilities: dict[str, Any], requirements: dict[str, Any] | None = None
-    ) -> bool:
-        return capabilities.get(ROLE_CAPABILITY) in ("leader", "candidate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,86 +139,6 @@ class _ServicesFinder(_LeaderOnly):
             self.wakeupAfter(_FINDER_LINGER)
         elif isinstance(message, WakeupMessage):
             self.send(self.myAddress, ActorExitRequest())
-
-
-@dataclass(frozen=True, slots=True)
-class _ListNodes:
-    """Client -> node watcher: answered with a tuple of :class:`NodeInfo`."""
-
-
-class _NodeWatcher(_LeaderOnly):
-    """On the leader: follows the convention's membership (``ActorSystemConventionUpdate``)."""
-
-    def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
-        super().__init__()
-        self._own = dict(capabilities or {})
-        self._members: dict[str, dict[str, Any]] = {}
-        self._leaving: dict[str, dict[str, Any]] = {}  # removed, within the grace
-        self._registered = False
-        self._told: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] | None = None
-
-    def receiveMessage(self, message: Any, sender: Any) -> None:
-        if not self._registered:
-            self._registered = True
-            self.notifyOnSystemRegistrationChanges(True)
-            self._tell_supervisor()
-        if isinstance(message, ActorSystemConventionUpdate):
-            key = str(message.remoteAdminAddress)
-            if message.remoteAdded:
-                self._leaving.pop(key, None)  # it registered again: it never left
-                self._members[key] = dict(message.remoteCapabilities or {})
-                self._tell_supervisor()
-            elif key in self._members:
-                self._leaving[key] = self._members.pop(key)
-                self.wakeupAfter(_LEAVE_GRACE, payload=key)
-        elif isinstance(message, WakeupMessage) and message.payload in self._leaving:
-            key = message.payload
-            caps = self._leaving.pop(key)
-            _log.warning("convention member %s left or was declared dead", key)
-            self._tell_supervisor()
-            node = caps.get(NODE_CAPABILITY)
-            if node:
-                self.send(self._supervisor(), NodeLost(str(node)))
-        elif isinstance(message, _ListNodes):
-            nodes = [_node_info(self._own)] + [_node_info(c) for c in self._members.values()]
-            self.send(sender, tuple(nodes))
-
-    def _supervisor(self) -> Any:
-        return self.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
-
-    def _tell_supervisor(self) -> None:
-        """Send the supervisor the live nodes when they changed (it places agents by them)."""
-        nodes = tuple(
-            (str(caps[NODE_CAPABILITY]), _placement_view(caps))
-            for caps in (self._own, *self._members.values())
-            if caps.get(NODE_CAPABILITY)
-        )
-        if nodes != self._told:
-            self._told = nodes
-            self.send(self._supervisor(), NodesChanged(nodes))
-
-
-def _placement_view(capabilities: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    """The capabilities placement reads: labels, capacity and the node name (no heartbeat)."""
-    return tuple(sorted((k, v) for k, v in capabilities.items() if k != HEARTBEAT_CAPABILITY))
-
-
-def _node_info(capabilities: Mapping[str, Any]) -> NodeInfo:
-    labels = tuple(
-        sorted(
-            (key, value)
-            for key, value in capabilities.items()
-            if not key.startswith(_RESERVED_PREFIXES) and key != "capacity"
-        )
-    )
-    capacity = capabilities.get("capacity")
-    return NodeInfo(
-        name=str(capabilities.get(NODE_CAPABILITY, "")),
-        role=str(capabilities.get(ROLE_CAPABILITY, "")),
-        host=str(capabilities.get(HOST_CAPABILITY, "")),
-        labels=labels,
-        capacity=int(capacity) if capacity is not None else None,
-    )
 
 
 class _Probe(Actor):
@@ -598,7 +489,7 @@ def _find_leader_services(asys: ActorSystem, join_timeout: float) -> _Services:
 def _check_labels(capabilities: Mapping[str, Any] | None) -> dict[str, Any]:
     labels = dict(capabilities or {})
     for key in labels:
-        if not isinstance(key, str) or key.startswith(_RESERVED_PREFIXES):
+        if not isinstance(key, str) or key.startswith(RESERVED_PREFIXES):
             raise InvalidOption(
                 f"node capability {key!r} is reserved or not a string; use plain labels "
                 "such as 'claude'"
@@ -685,16 +576,22 @@ def list_fleet(system: AgentSystem) -> tuple[AgentEntry, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one node until SIGINT/SIGTERM: ``python -m genagent_thespian._nodes.convention --help``.
+    """Run one node until SIGINT/SIGTERM: the ``genagent-node`` command (``--help``).
 
     Prints one line ``node <name> admin_port <port> pgid <pgid> ready`` once it serves.
+    ``--init-secret`` only creates the node secret (if missing) and prints its path.
     """
     import argparse
     import signal
     import threading
 
     parser = argparse.ArgumentParser(
-        prog="python -m genagent_thespian._nodes.convention", description="Run a convention node."
+        prog="genagent-node", description="Run a node of a multi-host convention."
+    )
+    parser.add_argument(
+        "--init-secret",
+        action="store_true",
+        help="create the node secret (mode 600) if it is missing, print its path, and exit",
     )
     parser.add_argument(
         "--leader",
@@ -722,6 +619,13 @@ def main(argv: list[str] | None = None) -> int:
         "or 64 MiB); the same on every node",
     )
     args = parser.parse_args(argv)
+    if args.init_secret:
+        from .._os.security import DEFAULT_SECRET_PATH, SECRET_FILE_ENV, load_or_create_secret
+
+        load_or_create_secret(args.secret_file)
+        chosen = args.secret_file or os.environ.get(SECRET_FILE_ENV) or DEFAULT_SECRET_PATH
+        print(Path(chosen).expanduser(), flush=True)
+        return 0
 
     candidates: list[tuple[str, int]] = []
     for given in args.leader:

@@ -45,6 +45,7 @@ from .._actors.telemetry import TELEMETRY_NAME, TelemetryHub
 from .._core.log import get_logger
 from .._durable.location import open_store
 from .._durable.store import AgentStore, StoreError
+from .membership import NODES_NAME, ListNodes, NodeWatcher
 
 __all__ = ["LEADER_LEASE_ENV", "Elect", "Elector", "leader_lease_seconds"]
 
@@ -158,12 +159,10 @@ class Elector(Actor):
         self.send(self._services["supervisor"], boot)
 
     def _lead_booted(self) -> None:
-        from .convention import NODES_NAME, _ListNodes, _NodeWatcher
-
         elect = self._elect
         if elect is None or not self._epoch or "watcher" in self._services:
             return
-        watcher = self.createActor(_NodeWatcher, globalName=NODES_NAME)
+        watcher = self.createActor(NodeWatcher, globalName=NODES_NAME)
         self._services["watcher"] = watcher
         services = Services(
             self._services["registry"],
@@ -176,7 +175,7 @@ class Elector(Actor):
         # The supervisor learns it leads before the watcher's first membership news.
         leaders = (elect.address, *(c for c in elect.leaders if c != elect.address))
         self.send(services.supervisor, Lead(services, leaders))
-        self.send(watcher, _ListNodes())
+        self.send(watcher, ListNodes())
         directory = self.createActor(ServiceDirectory, globalName=DIRECTORY_NAME)
         self.send(directory, SetServices(services))
 

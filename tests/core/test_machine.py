@@ -428,6 +428,39 @@ def test_sync_backend_error_is_the_ask_callers_answer() -> None:
     assert h.agent.calls_of("handle_error") == [("ref-A", answered)]
 
 
+def test_status_counts_provider_retries_and_keeps_the_last_error_for_operators() -> None:
+    h = Harness()
+    assert (h.machine.status_fields()["retries"], h.machine.status_fields()["last_error"]) == (
+        0,
+        None,
+    )
+    h.ask("A")
+    h.stream(Event(EventKind.RETRY, {"attempt": 1, "delay_ms": 500, "message": "overloaded"}))
+    h.stream(Event(EventKind.RETRY, {"attempt": 2, "delay_ms": 1000, "message": "overloaded"}))
+    h.fail(BackendError("still overloaded", kind="overloaded"))
+    h.ask("B")
+    h.succeed("fine")  # a later success keeps the last error: it is history, not state
+    fields = h.machine.status_fields()
+    assert fields["retries"] == 2 and fields["failures"] == 1
+    assert fields["last_error"].startswith("BackendError: still overloaded")
+
+
+def test_counters_from_a_record_written_before_retries_existed_restore_with_defaults() -> None:
+    import pickle
+
+    from genagent_thespian._core.machine import _Counters
+
+    old = _Counters.__new__(_Counters)
+    old.__setstate__((None, {"turns": 4, "failures": 1, "callback_failures": 0, "usage": Usage()}))
+    restored = pickle.loads(pickle.dumps(old))
+    assert (restored.turns, restored.failures, restored.retries, restored.last_error) == (
+        4,
+        1,
+        0,
+        None,
+    )
+
+
 # ============================================================================ tell and poll
 
 

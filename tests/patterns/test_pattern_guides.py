@@ -80,6 +80,7 @@ def test_every_pattern_has_a_guide_with_code() -> None:
         "checkpointer",
         "retry",
         "workspace",
+        "consensus",
     }
     assert expected <= names
     assert all(guide_code(p).strip() for p in GUIDES if p.stem != "overview")

@@ -13,19 +13,21 @@ so there is one leader at a time and a deposed one's epoch is always the older.
   supervisor (:class:`~genagent_thespian._actors.supervisor.Lead`) the services and the
   epoch. The supervisor puts a keeper on every node (``_actors/keeper.py``): each node's
   directory then names the new services (clients follow), and the agents still running
-  there are re-adopted with their process and incarnation. After a short census window, the
+  there are re-adopted with their process and incarnation. Once every node reported, the
   durable agents the store holds that no node reported (they ran on the dead leader's host)
   are restarted by placement; each waits out its old lease as any durable restart does.
 * **Standing down.** A leader whose claim fails (another holds the lease) or that cannot
-  reach the store while two thirds of its lease pass ends its services at once, before its
-  lease can expire for a successor. The agents its supervisor started keep running (its
-  exit is not recursive) and the next leader re-adopts them; those that lost the store too
-  stand down by their own leases.
-  A candidate that stops cleanly also releases the lease, so a standby need not wait for it.
+  reach the store while half its lease passes ends its services at once, before its lease
+  can expire for a successor (a claim gives up on an unreachable store within 2 s); a new
+  leader boots a sixth of a lease after taking the lead, the margin of that stand-down.
+  The agents its supervisor started keep running (its exit is not recursive) and the next
+  leader re-adopts them; those that lost the store too stand down by their own leases. A
+  candidate that stops cleanly also releases the lease, so a standby need not wait for it.
 
 The lease is ``GENAGENT_LEADER_LEASE_SECONDS`` (default 8 s). A leader's death is noticed
-when its lease runs out (at most one lease after its last renewal) and the next claim
-(a third of a lease later) takes over; the census window adds :data:`CENSUS_SECONDS`.
+when its lease runs out (at most one lease after its last renewal), the next claim (a
+third of a lease later) takes over and boots a sixth of a lease after; the census adds
+:data:`~genagent_thespian._actors.supervisor.CENSUS_SECONDS` or more.
 """
 
 from __future__ import annotations
@@ -78,6 +80,17 @@ class Elect:
     leaders: tuple[tuple[str, int], ...]  # every candidate, in the configured order
 
 
+#: Wakeup payload: time to claim (or renew) the lead.
+_CLAIM = "claim"
+
+
+@dataclass(frozen=True, slots=True)
+class _BootDue:
+    """Wakeup: the margin before booting the services under ``epoch`` is over."""
+
+    epoch: int
+
+
 class Elector(Actor):
     """On each leader candidate: claims the lead, boots or ends the services (module doc)."""
 
@@ -95,8 +108,11 @@ class Elector(Actor):
                 if self._elect is None:
                     self._elect = message
                     self._claim()
-            elif isinstance(message, WakeupMessage):
+            elif isinstance(message, WakeupMessage) and message.payload == _CLAIM:
                 self._claim()
+            elif isinstance(message, WakeupMessage) and isinstance(message.payload, _BootDue):
+                if message.payload.epoch == self._epoch:
+                    self._boot()
             elif isinstance(message, Booted):
                 self._lead_booted()
             elif isinstance(message, ActorExitRequest):
@@ -107,13 +123,16 @@ class Elector(Actor):
     def _claim(self) -> None:
         elect = self._elect
         assert elect is not None
-        self.wakeupAfter(elect.lease / 3)
+        self.wakeupAfter(elect.lease / 3, payload=_CLAIM)
         try:
             if self._store is None:
                 self._store = open_store(elect.store_path)
             claim = self._store.claim_leadership(elect.convention, elect.holder, elect.lease)
         except StoreError as exc:
-            if self._epoch and time.monotonic() - self._renewed > elect.lease * 2 / 3:
+            # Half a lease without renewal: stand down now. A claim may block for the store
+            # client's 2 s timeout, so this happens before the lease can expire (for leases
+            # of 4 s and more), and the successor boots a sixth of a lease after it.
+            if self._epoch and time.monotonic() - self._renewed > elect.lease / 2:
                 self._stand_down(f"the store is unreachable ({exc})")
             return
         if not claim.acquired:
@@ -141,20 +160,27 @@ class Elector(Actor):
             self._store.close()
 
     def _take_lead(self, epoch: int) -> None:
+        """Lead under ``epoch``: boot the services now, or after a sixth of a lease when a
+        previous leader may still be standing down (the margin its stand-down takes)."""
         elect = self._elect
         assert elect is not None
         _log.warning("node %s takes the convention's lead (epoch %d)", elect.node, epoch)
         self._epoch = epoch
+        if epoch > 1:
+            self.wakeupAfter(elect.lease / 6, payload=_BootDue(epoch))
+        else:
+            self._boot()
+
+    def _boot(self) -> None:
+        elect = self._elect
+        assert elect is not None
         self._services = {
             "registry": self.createActor(Registry, globalName=REGISTRY_NAME),
             "telemetry": self.createActor(TelemetryHub, globalName=TELEMETRY_NAME),
             "supervisor": self.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME),
         }
         boot = Boot(
-            self._services["registry"],
-            self._services["telemetry"],
-            elect.node,
-            elect.store_path,
+            self._services["registry"], self._services["telemetry"], elect.node, elect.store_path
         )
         self.send(self._services["supervisor"], boot)
 

@@ -78,6 +78,7 @@ __all__ = [
     "resume",
     "run",
     "run_stream",
+    "services_moved",
     "start_agent",
     "status",
     "stop",
@@ -586,12 +587,12 @@ def _locate(
                     agent=name,
                     ref=ref,
                 ) from None
-            yield from _services_moved(system)
+            yield from services_moved(system)
     system.remember(name, reply.address, reply.incarnation)
     return reply
 
 
-def _services_moved(system: AgentSystem) -> Plan[bool]:
+def services_moved(system: AgentSystem) -> Plan[bool]:
     """Ask this node's directory where the services are; use them; return whether they moved."""
     if system.base == "simpleSystemBase":
         return False
@@ -617,7 +618,7 @@ def _follow_services(system: AgentSystem, service: str) -> Callable[[], Plan[Any
     """
 
     def on_idle() -> Plan[Any]:
-        moved = yield from _services_moved(system)
+        moved = yield from services_moved(system)
         return getattr(system, service) if moved else None
 
     return on_idle

@@ -540,7 +540,19 @@ def list_nodes(system: AgentSystem) -> tuple[NodeInfo, ...]:
             raise GenAgentError("this system is not a convention node")
         watcher = system.asys.createActor(_NodeWatcher, globalName=NODES_NAME)
         system.node_watcher = watcher
-    answer = system.exchange(watcher, _ListNodes(), lambda m: isinstance(m, tuple), timeout=10.0)
+    from .._api import calls
+    from .._core.errors import AskTimeout
+
+    def nodes_from(address: Any) -> Any:
+        return system.exchange(address, _ListNodes(), lambda m: isinstance(m, tuple), timeout=10.0)
+
+    try:
+        answer = nodes_from(watcher)
+    except AskTimeout:
+        # With standby leaders the watcher moves with the lead: follow it once.
+        if not calls.run(system, calls.services_moved(system)):
+            raise
+        answer = nodes_from(system.node_watcher)
     return tuple(answer)
 
 

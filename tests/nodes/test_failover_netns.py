@@ -119,6 +119,8 @@ def test_a_standby_takes_over_when_the_leaders_host_dies(fleet: Fleet, tmp_path:
         assert m.call(op="ask", name="dm", prompt="p3", timeout=30) == {"text": "m3"}
         assert read_history(on_member) == ["p1", "p2", "p3"]  # nothing lost, nothing twice
         assert read_history(on_leader) == ["q1", "q2", "q3"]
+        # The new leader's node watcher knows the fleet without the dead host.
+        wait_until(lambda: m.call(op="nodes")["count"] == 2, timeout=30)
         print(f"leader killed -> client answered by the moved agent after {recovered:.1f}s")
     finally:
         store.close()

@@ -6,10 +6,11 @@ started with ``ip netns exec``, it starts its node with
 ``admin_port``, ``pgid``) and then answers one JSON line per command:
 
 * ``{"op": "start", "name": ..., "script": [...], "placement": {...}, "history": path}``
-  starts a durable, permanent scripted ``Recorder`` (``Slow`` steps as ``{"slow": text,
-  "seconds": s}``);
+  starts a permanent scripted ``Recorder``, durable unless ``"durable": false`` (``Slow``
+  steps as ``{"slow": text, "seconds": s}``);
 * ``{"op": "ask", "name": ..., "prompt": ..., "timeout": s}``;
-* ``{"op": "status", "name": ...}``; ``{"op": "nodes"}`` (how many nodes the leader knows).
+* ``{"op": "status", "name": ...}``; ``{"op": "nodes"}`` (how many nodes the leader knows);
+  ``{"op": "services"}`` (the leader epoch this node's directory names).
 
 Closing stdin shuts the node down.
 """
@@ -25,6 +26,7 @@ from typing import Any
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--leader", default=None)
+    parser.add_argument("--leaders", default=None, help="HOST:PORT,HOST:PORT (standby leaders)")
     parser.add_argument("--admin-port", type=int, required=True)
     parser.add_argument("--bind-host", required=True)
     parser.add_argument("--store", default=None)
@@ -41,8 +43,12 @@ def main() -> None:
     if args.leader:
         host, port = args.leader.rsplit(":", 1)
         leader = (host, int(port))
+    leaders = None
+    if args.leaders:
+        leaders = [(h, int(p)) for h, p in (a.rsplit(":", 1) for a in args.leaders.split(","))]
     system = start_node(
         leader=leader,
+        leaders=leaders,
         admin_port=args.admin_port,
         bind_host=args.bind_host,
         capabilities=dict(label.split("=", 1) for label in args.label),
@@ -70,7 +76,7 @@ def main() -> None:
                     backend="scripted",
                     script=[step(item) for item in command["script"]],
                     backend_options={"record_to": command["history"]},
-                    durable=True,
+                    durable=command.get("durable", True),
                     restart="permanent",
                     max_restarts=100,
                     restart_window=60.0,
@@ -83,6 +89,13 @@ def main() -> None:
                     command["name"], command["prompt"], timeout=command["timeout"], system=system
                 ).text
                 reply = {"text": text}
+            elif command["op"] == "services":
+                from genagent_thespian._actors.directory import Services
+                from genagent_thespian._api.system import _ask_directory
+
+                services = _ask_directory(system.asys)
+                assert isinstance(services, Services)
+                reply = {"epoch": services.epoch, "node": services.node}
             elif command["op"] == "nodes":
                 from genagent_thespian._nodes.convention import list_nodes
 

@@ -22,7 +22,8 @@ from security_support import Echo, listening_sockets
 from support_agents import Recorder
 
 import genagent_thespian as g
-from genagent_thespian._nodes.convention import NODES_NAME, _NodeWatcher, list_nodes, start_node
+from genagent_thespian._nodes.convention import list_nodes, start_node
+from genagent_thespian._nodes.membership import NODES_NAME, NodeWatcher
 from genagent_thespian.testing import TelemetryCapture, system_processes, wait_until
 
 #: The frame the issue reported: a negative length prefix, then 64 bytes.
@@ -180,7 +181,7 @@ class Leader:
         )
         assert self.ask() == "pong"  # the agent has a worker now, and a port
         list_nodes(self.system)  # creates the node watcher
-        watcher = self.system.asys.createActor(_NodeWatcher, globalName=NODES_NAME)
+        watcher = self.system.asys.createActor(NodeWatcher, globalName=NODES_NAME)
         assert self.system.admin_port is not None
         self.ports = {
             "admin": self.system.admin_port,

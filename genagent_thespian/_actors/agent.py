@@ -57,6 +57,7 @@ from .._core.machine import (
 from .._core.protocol import (
     NODE_CAPABILITY,
     AddressBook,
+    _Adopted,
     _AgentBorn,
     _AgentInitFailed,
     _AgentProcesses,
@@ -116,6 +117,7 @@ from ..messages import (
     WatchAgent,
     WhereIs,
 )
+from .directory import DIRECTORY_NAME, LocalAgent, LocalAgentGone, ServiceDirectory
 from .unexpected import answer_unexpected
 from .worker import TurnWorker
 
@@ -298,6 +300,7 @@ class AgentActor(Actor):
         self._supervisor: Any = None
         self._node = ""
         self._incarnation = 0
+        self._instance_id = ""
         self._watchers = AddressBook()
         self._event_seq = 0
         self._deadlines = Deadlines()
@@ -379,6 +382,7 @@ class AgentActor(Actor):
         self._supervisor = message.supervisor
         self._node = self._host_node or message.node
         self._incarnation = message.incarnation
+        self._instance_id = message.instance_id
         self.send(self._supervisor, _AgentBorn(os.getpid(), self._node))
         if self._isolated:
             # The worker must die with this process, and the CLIs it runs carry its marker.
@@ -435,7 +439,38 @@ class AgentActor(Actor):
         if self._telemetry is not None:
             self.send(self._telemetry, _TelemetryJoin())
         self.send(sender, _AgentReady(spec.name, os.getpid(), self._node))
+        self._tell_directory(here=True)
         self._run(effects)
+
+    def _tell_directory(self, *, here: bool) -> None:
+        """On a convention node, list (or unlist) this agent in the node's directory.
+
+        A new leader reads that list after a failover to re-adopt running agents.
+        """
+        if not self._host_node or self.spec is None:
+            return
+        directory = self.createActor(ServiceDirectory, globalName=DIRECTORY_NAME)
+        if here:
+            entry = LocalAgent(
+                self.spec,
+                self.myAddress,
+                os.getpid(),
+                self._incarnation,
+                self._instance_id,
+                self._node,
+            )
+            self.send(directory, entry)
+        else:
+            self.send(directory, LocalAgentGone(self.spec.name, self.myAddress))
+
+    def _on_adopted(self, message: _Adopted, sender: Any) -> None:
+        """A new leader took over: its registry, hub and supervisor are ours from now on."""
+        self._registry = message.registry
+        self._supervisor = message.supervisor
+        if message.telemetry != self._telemetry:
+            self._telemetry = message.telemetry
+            if self._telemetry is not None:
+                self.send(self._telemetry, _TelemetryJoin())
 
     def _init_failed(self, sender: Any, spec: AgentSpec, exc: Exception) -> None:
         """Report a failed start; typed errors (``InvalidOption``...) keep their type."""
@@ -1005,6 +1040,7 @@ class AgentActor(Actor):
         A durable agent's record keeps its last boundary (queued tells survive a shutdown).
         A fenced incarnation answers nobody: the owning incarnation does.
         """
+        self._tell_directory(here=False)
         record, self._record = self._record, None
         if record is not None:
             record.release_lease()  # a clean exit: the next incarnation need not wait
@@ -1270,6 +1306,7 @@ _HANDLERS: dict[type, Any] = {
     ActorExitRequest: AgentActor._on_exit_request,
     _TelemetryInterest: AgentActor._on_interest,
     Located: AgentActor._on_located,
+    _Adopted: AgentActor._on_adopted,
     Failure: AgentActor._on_failure,
     TellCompleted: AgentActor._on_tell_completed,
     Accepted: AgentActor._on_accepted,

@@ -9,6 +9,14 @@ single system or a convention leader, the leader's on a member.
 A client attaching to a node asks the directory first. A directory it had to create itself
 (a node from an older release, which kept none) answers :class:`NoServices` and leaves: the
 client then boots the services itself, as before.
+
+**Leader failover** (``_nodes/leadership.py``). In a convention with standby leaders the
+services move when the leader does: the new leader's node keeper (``_actors/keeper.py``)
+tells each node's directory the new services with the new leader epoch, and a directory
+never goes back to an older epoch (a deposed leader's late message changes nothing). A
+node waiting for its first leader (:class:`ExpectServices`) holds its clients' questions
+until the services are known. The directory also lists the agents running on its node
+(:class:`LocalAgent`), which a new leader reads to re-adopt them instead of restarting them.
 """
 
 from __future__ import annotations
@@ -18,8 +26,16 @@ from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
+from .._os.processes import process_alive
+from ..messages import AgentSpec
+
 __all__ = [
     "DIRECTORY_NAME",
+    "ExpectServices",
+    "ListLocalAgents",
+    "LocalAgent",
+    "LocalAgentGone",
+    "LocalAgents",
     "NoServices",
     "ServiceDirectory",
     "Services",
@@ -42,6 +58,7 @@ class Services:
     supervisor: Any
     watcher: Any  # the convention's node watcher (``None`` outside a convention)
     node: str  # the name of the node whose directory answered
+    epoch: int = 0  # the leader's epoch (0: a convention without standby leaders)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +73,49 @@ class NoServices:
 
 @dataclass(frozen=True, slots=True)
 class SetServices:
-    """Node starter -> directory: the services its clients must use from now on."""
+    """Node starter or leader's keeper -> directory: the services its clients use from now on.
+
+    Ignored when ``services.epoch`` is older than the directory's (a deposed leader).
+    """
 
     services: Services
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectServices:
+    """Node starter -> directory: a leader will tell the services; hold questions until then."""
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAgent:
+    """Agent -> its node's directory: it runs here (sent when ready and when re-adopted)."""
+
+    spec: AgentSpec
+    address: Any
+    pid: int
+    incarnation: int
+    instance_id: str
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAgentGone:
+    """Agent -> its node's directory: it is leaving (a clean exit)."""
+
+    name: Any
+    address: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ListLocalAgents:
+    """Keeper -> directory: answered with :class:`LocalAgents`."""
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAgents:
+    """Directory -> keeper: the agents whose processes run on this node now."""
+
+    agents: tuple[LocalAgent, ...]
 
 
 class ServiceDirectory(Actor):
@@ -67,16 +124,43 @@ class ServiceDirectory(Actor):
     def __init__(self) -> None:
         super().__init__()
         self._services: Services | None = None
+        self._expecting = False
+        self._waiting: list[Any] = []
+        self._agents: dict[Any, LocalAgent] = {}
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         if isinstance(message, SetServices):
-            self._services = message.services
-            self.send(sender, message.services)
+            current = self._services
+            if current is None or message.services.epoch >= current.epoch:
+                self._services = message.services
+                waiting, self._waiting = self._waiting, []
+                for waiter in waiting:
+                    self.send(waiter, message.services)
+            self.send(sender, self._services)
         elif isinstance(message, WhereAreServices):
             if self._services is not None:
                 self.send(sender, self._services)
+            elif self._expecting:
+                self._waiting.append(sender)
             else:
                 self.send(sender, NoServices())
                 self.wakeupAfter(_LINGER)
-        elif isinstance(message, WakeupMessage) and self._services is None:
+        elif isinstance(message, ExpectServices):
+            self._expecting = True
+            self.send(sender, message)
+        elif isinstance(message, LocalAgent):
+            self._agents[message.spec.name] = message
+        elif isinstance(message, LocalAgentGone):
+            entry = self._agents.get(message.name)
+            if entry is not None and entry.address == message.address:
+                del self._agents[message.name]
+        elif isinstance(message, ListLocalAgents):
+            # A killed agent never said goodbye: only processes that still run count.
+            self._agents = {n: a for n, a in self._agents.items() if process_alive(a.pid)}
+            self.send(sender, LocalAgents(tuple(self._agents.values())))
+        elif isinstance(message, WakeupMessage) and self._unused():
             self.send(self.myAddress, ActorExitRequest())
+
+    def _unused(self) -> bool:
+        """Whether nobody configured this directory and no agent of this node is listed."""
+        return self._services is None and not self._expecting and not self._agents

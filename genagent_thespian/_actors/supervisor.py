@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
+import pickle
 import signal
 import time
 import uuid
@@ -30,6 +31,7 @@ from .._core.placement import NoNodeWithRoom, choose_node
 from .._core.protocol import (
     NODE_CAPABILITY,
     AddressBook,
+    _Adopted,
     _AgentBorn,
     _AgentInitFailed,
     _AgentProcesses,
@@ -43,7 +45,9 @@ from .._core.protocol import (
     _Unregister,
 )
 from .._core.restart_policy import ExitKind, RestartAction, RestartPolicy
+from .._durable.location import open_store
 from .._durable.record import answer_stored_callers, delete_stored_agent
+from .._durable.store import StoreError
 from .._os.processes import (
     AGENT_MARKER,
     SYSTEM_MARKER,
@@ -64,14 +68,18 @@ from ..messages import (
     WatchAgent,
 )
 from .agent import AgentActor
+from .directory import LocalAgent, Services
+from .keeper import AdoptedExited, KeepNode, NodeCensus, NodeKeeper
 from .sweeper import NodeSweeper, SweepAgent
 from .unexpected import answer_unexpected
 
 __all__ = [
+    "CENSUS_SECONDS",
     "SUPERVISOR_NAME",
     "AgentSupervisor",
     "Boot",
     "Booted",
+    "Lead",
     "NodeLost",
     "NodesChanged",
     "StopAll",
@@ -96,6 +104,14 @@ _EXIT_CONFIRM_INTERVAL = 0.02
 OWNER_CHECK_INTERVAL = 0.5
 #: Seconds during which a repeated exit notice for a handled address is a duplicate.
 _RECENT_EXIT_SECONDS = 30.0
+#: Seconds a new convention leader waits for the nodes' census before it restarts the
+#: durable agents nobody reported (they ran on the dead leader's host).
+CENSUS_SECONDS = 2.0
+#: Seconds after which the census ends even if a listed node never reported (a dead node
+#: Thespian has not dropped yet): its agents are then resumed elsewhere.
+CENSUS_MAX_SECONDS = 10.0
+#: Seconds before a keeper that could not be created on its node is tried again.
+KEEPER_RETRY_SECONDS = 1.0
 
 _log = get_logger("genagent_thespian.supervisor")
 
@@ -138,6 +154,20 @@ class NodeLost:
     """
 
     node: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lead:
+    """Elector -> supervisor: this supervisor leads the convention under ``services.epoch``.
+
+    From then on it keeps a :class:`~genagent_thespian._actors.keeper.NodeKeeper` on every
+    node, re-adopts the agents they report, and once every live node reported (at least
+    :data:`CENSUS_SECONDS`, at most :data:`CENSUS_MAX_SECONDS` after) restarts the
+    stored durable agents no node reported (``_nodes/leadership.py``).
+    """
+
+    services: Services
+    leaders: tuple[tuple[str, int], ...] = ()  # the candidates, this leader first
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +253,18 @@ class _ExitCheck:
     deadline: float
 
 
+@dataclass(frozen=True, slots=True)
+class _KeepNodes:
+    """Wakeup: try again to put a keeper on the nodes that have none."""
+
+
+@dataclass(frozen=True, slots=True)
+class _CensusDue:
+    """Wakeup: a new leader's census may end (``final``: it must, see :class:`Lead`)."""
+
+    final: bool = False
+
+
 @dataclass
 class _Child:
     spec: AgentSpec
@@ -241,6 +283,7 @@ class _Child:
     exit_kind: ExitKind = ExitKind.KILLED
     node: str = ""  # the node it runs on (another host's pids mean nothing here)
     unplaced: bool = False  # a restart waiting for a node with room
+    adopted: bool = False  # started by a previous leader; a keeper reports its exit
 
     @property
     def shareable_address(self) -> Any:
@@ -280,6 +323,13 @@ class AgentSupervisor(Actor):
         self._owner_gone = False
         self._nodes: dict[str, dict[str, Any]] | None = None  # None: not a convention leader
         self._run = uuid.uuid4().hex  # this boot of the system (see _InitAgent.run)
+        self._lead: Lead | None = None  # set when elected among standby leaders
+        self._kept: set[str] = set()  # nodes with a keeper of this leader
+        self._keepers: list[tuple[Any, str]] = []  # (keeper address, node); addresses do not hash
+        self._censused: set[str] = set()  # nodes whose keeper reported
+        self._census_open = False  # elected, and the lost agents not resumed yet
+        self._census_ready = False  # the census's shortest window has passed
+        self._silent: set[str] = set()  # nodes that gave no census: not placed on
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         """Dispatch by type. Never raises (a raise would re-deliver a start)."""
@@ -348,7 +398,8 @@ class AgentSupervisor(Actor):
         for other in self._children.values():
             if other.node and other.state in live:
                 load[other.node] = load.get(other.node, 0) + 1
-        return choose_node(self._nodes, dict(spec.placement), load, self._node)
+        nodes = {n: caps for n, caps in self._nodes.items() if n not in self._silent}
+        return choose_node(nodes, dict(spec.placement), load, self._node)
 
     def _spawn(self, child: _Child, node: str) -> None:
         """Create the agent's actor on ``node`` and send it its spec.
@@ -552,6 +603,14 @@ class AgentSupervisor(Actor):
                 self._check_born(address, incarnation, after_notice)
             case _ExitCheck(address, incarnation, deadline):
                 self._confirm_exit(address, incarnation, deadline)
+            case _KeepNodes():
+                self._keep_nodes()
+            case _CensusDue(final):
+                self._census_ready = True
+                if final:
+                    self._census_over()
+                else:
+                    self._end_census_if_complete()
             case _RestartDue(name, incarnation):
                 self._restart(name, incarnation)
             case _StartCheck(name, incarnation):
@@ -595,6 +654,8 @@ class AgentSupervisor(Actor):
     def _on_child_exited(self, message: ChildActorExited, sender: Any) -> None:
         """An agent's process ended; ignore the duplicate or stale notices Thespian may send."""
         address = message.childAddress
+        if self._keeper_gone(address):
+            return
         child = self._child_at(address)
         if child is None or self._handled_already(child, address):
             return  # the duplicate notice of an exit already handled
@@ -749,7 +810,161 @@ class AgentSupervisor(Actor):
     def _on_nodes_changed(self, message: NodesChanged, sender: Any) -> None:
         """Learn the convention's live nodes; from now on the supervisor places agents."""
         self._nodes = {name: dict(caps) for name, caps in message.nodes}
+        self._silent &= set(self._nodes)
+        self._keep_nodes()
+        self._end_census_if_complete()
         self._place_waiting()
+
+    # ------------------------------------------------------------------ leader failover
+
+    def _on_lead(self, message: Lead, sender: Any) -> None:
+        """Elected: adopt what runs, then resume what died with the old leader."""
+        self._lead = message
+        self._kept.clear()
+        self._censused.clear()
+        self._keep_nodes()
+        # Until the census is over, callers of a stored agent hear "restarting" (wait), not
+        # "no such agent": it is either adopted or started again when the census ends.
+        for name in self._stored_names():
+            if name not in self._children:
+                self._tell_registry(_Restarting(name, True))
+        self._census_open, self._census_ready = True, False
+        self.wakeupAfter(CENSUS_SECONDS, payload=_CensusDue())
+        self.wakeupAfter(CENSUS_MAX_SECONDS, payload=_CensusDue(final=True))
+
+    def _end_census_if_complete(self) -> None:
+        """End the census once its shortest window passed and every live node reported."""
+        nodes = set(self._nodes or ())
+        if self._census_open and self._census_ready and nodes and nodes <= self._censused:
+            self._census_over()
+
+    def _stored_names(self) -> list[Any]:
+        if not self._store_path:
+            return []
+        try:
+            store = open_store(self._store_path)
+            try:
+                return [pickle.loads(entry.name_blob) for entry in store.list_agents()]
+            finally:
+                store.close()
+        except StoreError:
+            _log.exception("could not list the stored durable agents")
+            return []
+
+    def _keep_nodes(self) -> None:
+        """Put a keeper on every node that has none of this leader's yet."""
+        if self._lead is None or self._nodes is None:
+            return
+        for node in self._nodes:
+            if node in self._kept:
+                continue
+            self._kept.add(node)
+            keeper = self.createActor(NodeKeeper, targetActorRequirements={NODE_CAPABILITY: node})
+            self._keepers.append((keeper, node))
+            self.send(keeper, KeepNode(self._lead.services, node, self._lead.leaders))
+
+    def _keeper_gone(self, address: Any) -> bool:
+        """Whether ``address`` was a keeper; one that ended before its census is tried again.
+
+        Thespian may fail to create an actor on a node that joined a moment ago.
+        """
+        for index, (keeper, node) in enumerate(self._keepers):
+            if keeper == address:
+                del self._keepers[index]
+                if self._nodes and node in self._nodes and node not in self._censused:
+                    self._kept.discard(node)
+                    self.wakeupAfter(KEEPER_RETRY_SECONDS, payload=_KeepNodes())
+                return True
+        return False
+
+    def _on_census(self, message: NodeCensus, sender: Any) -> None:
+        self._censused.add(message.node)
+        self._silent.discard(message.node)
+        for agent in message.agents:
+            if agent.spec.name not in self._children:
+                self._adopt(agent)
+            elif self._children[agent.spec.name].address != agent.address:
+                _log.warning(
+                    "agent %r on %s reported after the census: a new incarnation replaces it",
+                    agent.spec.name,
+                    message.node,
+                )
+        self._end_census_if_complete()
+
+    def _adopt(self, agent: LocalAgent) -> None:
+        """Take a running agent of the previous leader as ours: same process, same incarnation."""
+        assert self._lead is not None
+        spec = agent.spec
+        child = _Child(
+            spec=spec,
+            address=agent.address,
+            state=_ChildState.RUNNING,
+            pid=agent.pid,
+            identity=self._identity_of(agent.pid) if agent.node == self._node else None,
+            born=True,
+            incarnation=agent.incarnation,
+            instance_id=agent.instance_id,
+            policy=RestartPolicy.for_spec(spec),
+            node=agent.node,
+            adopted=True,
+        )
+        self._children[spec.name] = child
+        self.send(agent.address, _Adopted(self._registry, self._telemetry, self.myAddress))
+        register = _Register(
+            spec.name,
+            agent.address,
+            agent.node,
+            durable=spec.durable,
+            incarnation=agent.incarnation,
+        )
+        self._tell_registry(register)
+        _log.warning("re-adopted agent %r on %s (pid %d)", spec.name, agent.node, agent.pid)
+        self._emit("agent.adopted", {"agent": spec.name, "incarnation": agent.incarnation})
+
+    def _census_over(self) -> None:
+        """Nodes that gave no census are not placed on; lost durable agents start again."""
+        if not self._census_open:
+            return
+        self._census_open = False
+        if self._nodes is not None:
+            self._silent = {n for n in self._nodes if n != self._node} - self._censused
+        if not self._store_path:
+            return
+        try:
+            store = open_store(self._store_path)
+        except StoreError:
+            _log.exception("could not read the store to resume the lost durable agents")
+            return
+        try:
+            for entry in store.list_agents():
+                name = pickle.loads(entry.name_blob)
+                if name in self._children:
+                    continue
+                stored = store.load(entry.key)
+                if stored is None:
+                    continue
+                self._resume_lost(pickle.loads(stored.spec_blob), entry.incarnation)
+        except StoreError:
+            _log.exception("could not read the store to resume the lost durable agents")
+        finally:
+            store.close()
+
+    def _resume_lost(self, spec: AgentSpec, incarnation: int) -> None:
+        """Start a durable agent that died with the old leader; it resumes from its record."""
+        _log.warning("durable agent %r ran on the lost leader's host; starting it again", spec.name)
+        child = _Child(
+            spec=spec,
+            address=None,
+            state=_ChildState.RESTARTING,
+            incarnation=incarnation + 1,
+            policy=RestartPolicy.for_spec(spec),
+        )
+        self._children[spec.name] = child
+        self._tell_registry(_Restarting(spec.name, spec.durable))
+        self._respawn(child)
+
+    def _on_adopted_exited(self, message: AdoptedExited, sender: Any) -> None:
+        self._on_child_exited(ChildActorExited(message.address), sender)
 
     def _forget(self, child: _Child, *, then: tuple[tuple[Any, Any], ...] = ()) -> None:
         """Drop ``child``; the registry sends the ``then`` replies once the name is gone."""
@@ -850,7 +1065,14 @@ class AgentSupervisor(Actor):
             )
 
     def _on_exit_request(self, message: ActorExitRequest, sender: Any) -> None:
-        """The system is shutting down: answer every stopper and starter still waiting."""
+        """The system is shutting down: answer every stopper and starter still waiting.
+
+        A convention leader with standbys leaves its agents running (the exit is made not
+        recursive): the next leader re-adopts those on other nodes, and this node's own end
+        with its process group.
+        """
+        if self._lead is not None:
+            message.notRecursive()
         for child in self._children.values():
             for waiter in child.stop_waiters:
                 self.send(waiter, Stopped(child.spec.name))
@@ -892,6 +1114,9 @@ _HANDLERS: dict[type, Any] = {
     ChildActorExited: AgentSupervisor._on_child_exited,
     NodeLost: AgentSupervisor._on_node_lost,
     NodesChanged: AgentSupervisor._on_nodes_changed,
+    Lead: AgentSupervisor._on_lead,
+    NodeCensus: AgentSupervisor._on_census,
+    AdoptedExited: AgentSupervisor._on_adopted_exited,
     WatchAgent: AgentSupervisor._on_watch_agent,
     ActorExitRequest: AgentSupervisor._on_exit_request,
 }

@@ -21,6 +21,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .._actors.directory import NoServices, Services, WhereAreServices
 from .._core import validate
 from .._core.errors import (
     AgentNotFound,
@@ -77,6 +78,7 @@ __all__ = [
     "resume",
     "run",
     "run_stream",
+    "services_moved",
     "start_agent",
     "status",
     "stop",
@@ -93,6 +95,11 @@ T = TypeVar("T")
 
 #: Seconds for calls the agent answers at once (status, poll...).
 CONTROL_TIMEOUT = 30.0
+#: Seconds a name look-up waits for the registry before asking the node's directory where
+#: the services are now (after a leader failover they moved; ``_nodes/leadership.py``).
+LOOKUP_SLICE = 3.0
+#: Seconds the node's own directory has to answer that question.
+_DIRECTORY_SLICE = 2.0
 
 
 @dataclass(slots=True)
@@ -196,6 +203,7 @@ def start_agent(system: AgentSystem, spec: AgentSpec, timeout: float | None) -> 
             or (isinstance(m, Failure) and m.ref is None and m.error.agent == name)
         ),
         timeout,
+        on_idle=_follow_services(system, "supervisor"),
     )
     if isinstance(reply, Failure):
         raise reply.error
@@ -213,6 +221,7 @@ def stop(system: AgentSystem, name: Any, timeout: float | None) -> Plan[None]:
             or (isinstance(m, Failure) and m.ref is None and m.error.agent == name)
         ),
         timeout,
+        on_idle=_follow_services(system, "supervisor"),
     )
     system.remember(name, None)
     if isinstance(reply, Failure):
@@ -228,7 +237,11 @@ def whereis(system: AgentSystem, name: Any) -> Plan[Any]:
 def list_agents(system: AgentSystem) -> Plan[list[Any]]:
     """The names of every registered agent."""
     reply = yield Exchange(
-        system.registry, ListAgents(), lambda m: isinstance(m, AgentList), CONTROL_TIMEOUT
+        system.registry,
+        ListAgents(),
+        lambda m: isinstance(m, AgentList),
+        CONTROL_TIMEOUT,
+        on_idle=_follow_services(system, "registry"),
     )
     return [entry.name for entry in reply.agents]
 
@@ -546,26 +559,69 @@ def _locate(
     """Ask the registry where ``name`` runs; with ``wait``, a restarting agent's answer waits
     until it is back (or gone for good), bounded by ``timeout``.
 
-    ``timeout`` also bounds a registry that does not answer (a lost convention leader's)."""
-    try:
-        reply: Located = yield Exchange(
-            system.registry,
-            WhereIs(name, wait=wait),
-            lambda m: isinstance(m, Located) and m.name == name,
-            timeout,
-            shared=("whereis", name, wait),
-        )
-    except AskTimeout:
-        if wait:
-            raise  # the agent did not come back in time: the caller's own timeout
-        raise AskTimeout(
-            f"the registry did not answer the name look-up within {timeout or 0:.1f}s "
-            "(is the convention leader reachable?)",
-            agent=name,
-            ref=ref,
-        ) from None
+    ``timeout`` also bounds a registry that does not answer (a lost convention leader's).
+    A registry silent for :data:`LOOKUP_SLICE` may be a dead leader's: the node's directory
+    is asked where the services are now, and the look-up goes on with the registry it names.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            reply: Located = yield Exchange(
+                system.registry,
+                WhereIs(name, wait=wait),
+                lambda m: isinstance(m, Located) and m.name == name,
+                LOOKUP_SLICE if left is None else min(left, LOOKUP_SLICE),
+                shared=("whereis", name, wait),
+            )
+            break
+        except AskTimeout:
+            if deadline is not None and time.monotonic() >= deadline:
+                if wait:  # the agent did not come back in time: the caller's own timeout
+                    raise AskTimeout(
+                        f"agent {name!r} was not back within {timeout:.1f}s", agent=name, ref=ref
+                    ) from None
+                raise AskTimeout(
+                    f"the registry did not answer the name look-up within {timeout or 0:.1f}s "
+                    "(is the convention leader reachable?)",
+                    agent=name,
+                    ref=ref,
+                ) from None
+            yield from services_moved(system)
     system.remember(name, reply.address, reply.incarnation)
     return reply
+
+
+def services_moved(system: AgentSystem) -> Plan[bool]:
+    """Ask this node's directory where the services are; use them; return whether they moved."""
+    if system.base == "simpleSystemBase":
+        return False
+    try:
+        services = yield Exchange(
+            system.directory,
+            WhereAreServices(),
+            lambda m: isinstance(m, Services | NoServices),
+            _DIRECTORY_SLICE,
+            shared=("services",),
+        )
+    except AskTimeout:
+        return False
+    return system.adopt_services(services)
+
+
+def _follow_services(system: AgentSystem, service: str) -> Callable[[], Plan[Any]]:
+    """An ``on_idle`` for a call to one of the convention's services (``"supervisor"``...).
+
+    While the call waits, the node's directory is asked whether the services moved (a leader
+    failover); if they did, the call is sent again to the new service. The old one is a dead
+    or deposed leader's, so the request runs at most once.
+    """
+
+    def on_idle() -> Plan[Any]:
+        moved = yield from services_moved(system)
+        return getattr(system, service) if moved else None
+
+    return on_idle
 
 
 def check_prompt(prompt: Any, name: Any) -> None:

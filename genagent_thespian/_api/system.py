@@ -160,6 +160,7 @@ class AgentSystem:
             f"{socket.gethostname()}:{admin_port}" if admin_port else socket.gethostname()
         )
         self.leads_agents = services is None
+        self._directory: Any = None
         self._lock = threading.RLock()
         self._local = threading.local()
         self._endpoints: list[_Endpoint] = []
@@ -213,6 +214,30 @@ class AgentSystem:
             lambda m: isinstance(m, Services),
             timeout=_DIRECTORY_TIMEOUT,
         )
+
+    @property
+    def directory(self) -> Any:
+        """The address of this node's service directory (``_actors/directory.py``)."""
+        with self._lock:
+            if self._directory is None:
+                self._directory = self.asys.createActor(ServiceDirectory, globalName=DIRECTORY_NAME)
+            return self._directory
+
+    def adopt_services(self, services: Any) -> bool:
+        """Use the services the node's directory names now; return whether they moved.
+
+        After a leader failover (``_nodes/leadership.py``) the directory names the new
+        leader's services; a call whose service stopped answering asks the directory
+        (``_api/calls.py``) and goes on with the new one.
+        """
+        if not isinstance(services, Services) or services.registry == self.registry:
+            return False
+        _log.warning(
+            "the convention's services moved to %s (epoch %d)", services.node, services.epoch
+        )
+        self.registry, self.telemetry = services.registry, services.telemetry
+        self.supervisor, self.node_watcher = services.supervisor, services.watcher
+        return True
 
     def sync_telemetry(self) -> None:
         """Subscribe this process's attached telemetry handlers to this system's hub."""

@@ -20,6 +20,7 @@ NODE_CAPABILITY = "GenAgent Node"
 __all__ = [
     "NODE_CAPABILITY",
     "AddressBook",
+    "_Adopted",
     "_AgentBorn",
     "_AgentInitFailed",
     "_AgentProcesses",
@@ -172,6 +173,19 @@ class _AgentReady:
     name: Any
     pid: int
     node: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Adopted:
+    """New leader's supervisor -> a running agent: use these services from now on.
+
+    Sent after a leader failover to agents that outlived their supervisor (see
+    ``_actors/keeper.py``): they keep their process and incarnation.
+    """
+
+    registry: Any
+    telemetry: Any
+    supervisor: Any
 
 
 @dataclass(frozen=True, slots=True)

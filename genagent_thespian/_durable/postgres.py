@@ -35,6 +35,7 @@ from .store import (
     APPLICATION_ID,
     SCHEMA_VERSION,
     AgentStore,
+    Leadership,
     Lease,
     ProcessRecord,
     StaleIncarnation,
@@ -98,6 +99,12 @@ _SCHEMA = (
         key TEXT PRIMARY KEY REFERENCES agents(key) ON DELETE CASCADE,
         epoch BIGINT NOT NULL,
         owner TEXT NOT NULL,
+        expires TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS leadership (
+        convention TEXT PRIMARY KEY,
+        epoch BIGINT NOT NULL,
+        holder TEXT NOT NULL,
         expires TIMESTAMPTZ NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS session_files (
@@ -540,6 +547,51 @@ class PostgresAgentStore(AgentStore):
             cur.execute(
                 "UPDATE leases SET expires = clock_timestamp() WHERE key = %s AND epoch = %s",
                 (key, epoch),
+            )
+
+    # convention leadership ------------------------------------------------------------------
+
+    def claim_leadership(self, convention: str, holder: str, seconds: float) -> Leadership:
+        with self._write("claim_leadership") as cur:
+            # The row is locked (or, when missing, the insert conflicts) so two claims
+            # serialize; times are the server's, like the agents' leases.
+            cur.execute(
+                "INSERT INTO leadership (convention, epoch, holder, expires)"
+                " VALUES (%s, 0, '', clock_timestamp()) ON CONFLICT (convention) DO NOTHING",
+                (convention,),
+            )
+            row = cur.execute(
+                "SELECT epoch, holder, extract(epoch FROM expires - clock_timestamp())"
+                " FROM leadership WHERE convention = %s FOR UPDATE",
+                (convention,),
+            ).fetchone()
+            epoch, current, left = int(row[0]), row[1], float(row[2])
+            if left > 0 and current != holder:
+                return Leadership(epoch, current, left)
+            if left <= 0:
+                epoch += 1
+            cur.execute(
+                "UPDATE leadership SET epoch = %s, holder = %s,"
+                " expires = clock_timestamp() + make_interval(secs => %s) WHERE convention = %s",
+                (epoch, holder, float(seconds), convention),
+            )
+            return Leadership(epoch, holder, seconds, acquired=True)
+
+    def leadership(self, convention: str) -> Leadership | None:
+        with self._read("leadership") as cur:
+            row = cur.execute(
+                "SELECT epoch, holder, extract(epoch FROM expires - clock_timestamp())"
+                " FROM leadership WHERE convention = %s AND epoch > 0",
+                (convention,),
+            ).fetchone()
+        return None if row is None else Leadership(int(row[0]), row[1], float(row[2]))
+
+    def release_leadership(self, convention: str, holder: str) -> None:
+        with self._write("release_leadership") as cur:
+            cur.execute(
+                "UPDATE leadership SET expires = clock_timestamp()"
+                " WHERE convention = %s AND holder = %s",
+                (convention, holder),
             )
 
     # turn-boundary writes -------------------------------------------------------------------

@@ -70,6 +70,7 @@ from .._os.private import narrow, private_file
 __all__ = [
     "SCHEMA_VERSION",
     "AgentStore",
+    "Leadership",
     "Lease",
     "MemoryAgentStore",
     "ProcessRecord",
@@ -167,6 +168,24 @@ class Lease:
     epoch: int
     owner: str
     expires_in: float
+
+
+@dataclass(frozen=True, slots=True)
+class Leadership:
+    """Who leads a convention: the leader's epoch (fencing token), holder and lease.
+
+    Attributes:
+        epoch: Moves on each time another holder (or the same one after an expiry) takes
+            the lead, so a deposed leader's epoch is always older than the current one.
+        holder: The leading node's identity (``"<address>:<admin port>/<system id>"``).
+        expires_in: Seconds until the lease expires, by the store's clock (``<= 0``: expired).
+        acquired: Whether the claim that returned this made (or kept) the caller the leader.
+    """
+
+    epoch: int
+    holder: str
+    expires_in: float
+    acquired: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +345,19 @@ def _check_epoch(key: str, row: Sequence[Any] | None, epoch: int) -> None:
         )
 
 
+def _leadership_claim(row: Sequence[Any] | None, holder: str, now: float) -> int | None:
+    """The epoch a leadership claim gets from the current ``(epoch, holder, expires)`` row.
+
+    ``None``: another holder's lease is still running, the claim fails.
+    """
+    if row is None:
+        return 1
+    epoch, current, expires = int(row[0]), row[1], float(row[2])
+    if expires > now:
+        return epoch if current == holder else None
+    return epoch + 1  # expired: whoever claims first leads, under a new epoch
+
+
 def _short(key: str) -> str:
     return key[:12]
 
@@ -404,6 +436,27 @@ class AgentStore(abc.ABC):
     @abc.abstractmethod
     def release_lease(self, key: str, *, epoch: int) -> None:
         """End incarnation ``epoch``'s lease now (a clean exit); nothing if it is not its."""
+
+    # convention leadership ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def claim_leadership(self, convention: str, holder: str, seconds: float) -> Leadership:
+        """Take or extend the lead of ``convention`` for ``seconds``, atomically.
+
+        The claim succeeds when nobody leads, when the current lease has expired (the epoch
+        moves on), or when ``holder`` already leads (its lease is extended, same epoch);
+        otherwise nothing is written and the current leadership is returned with
+        ``acquired=False``.
+        """
+
+    @abc.abstractmethod
+    def leadership(self, convention: str) -> Leadership | None:
+        """The current leadership of ``convention`` (``None``: never claimed)."""
+
+    @abc.abstractmethod
+    def release_leadership(self, convention: str, holder: str) -> None:
+        """End ``holder``'s lead now (a clean stop: a standby need not wait); nothing if it
+        does not lead."""
 
     # provider session files -----------------------------------------------------------------
 
@@ -590,6 +643,12 @@ _LEASES_TABLE = """CREATE TABLE IF NOT EXISTS leases (
         owner TEXT NOT NULL,
         expires REAL NOT NULL
     )"""
+_LEADERSHIP_TABLE = """CREATE TABLE IF NOT EXISTS leadership (
+        convention TEXT PRIMARY KEY,
+        epoch INTEGER NOT NULL,
+        holder TEXT NOT NULL,
+        expires REAL NOT NULL
+    )"""
 _SESSION_FILES_TABLE = """CREATE TABLE IF NOT EXISTS session_files (
         key TEXT NOT NULL REFERENCES agents(key) ON DELETE CASCADE,
         name TEXT NOT NULL,
@@ -739,6 +798,7 @@ class SQLiteAgentStore(AgentStore):
                 )
             conn.execute(_LEASES_TABLE)
             conn.execute(_SESSION_FILES_TABLE)
+            conn.execute(_LEADERSHIP_TABLE)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -1043,6 +1103,41 @@ class SQLiteAgentStore(AgentStore):
                 (time.time(), key, epoch),
             )
 
+    # convention leadership ------------------------------------------------------------------
+
+    def claim_leadership(self, convention: str, holder: str, seconds: float) -> Leadership:
+        with self._write("claim_leadership") as cur:
+            now = time.time()
+            row = cur.execute(
+                "SELECT epoch, holder, expires FROM leadership WHERE convention = ?",
+                (convention,),
+            ).fetchone()
+            decision = _leadership_claim(row, holder, now)
+            if decision is None:
+                return Leadership(int(row[0]), row[1], row[2] - now)
+            cur.execute(
+                "INSERT INTO leadership (convention, epoch, holder, expires) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (convention) DO UPDATE SET epoch = excluded.epoch,"
+                " holder = excluded.holder, expires = excluded.expires",
+                (convention, decision, holder, now + seconds),
+            )
+            return Leadership(decision, holder, seconds, acquired=True)
+
+    def leadership(self, convention: str) -> Leadership | None:
+        with self._read("leadership") as cur:
+            row = cur.execute(
+                "SELECT epoch, holder, expires FROM leadership WHERE convention = ?",
+                (convention,),
+            ).fetchone()
+        return None if row is None else Leadership(int(row[0]), row[1], row[2] - time.time())
+
+    def release_leadership(self, convention: str, holder: str) -> None:
+        with self._write("release_leadership") as cur:
+            cur.execute(
+                "UPDATE leadership SET expires = ? WHERE convention = ? AND holder = ?",
+                (time.time(), convention, holder),
+            )
+
     # turn-boundary writes -------------------------------------------------------------------
 
     def save_state(self, key: str, blob: bytes, *, incarnation: int | None = None) -> None:
@@ -1224,6 +1319,7 @@ class MemoryAgentStore(AgentStore):
         self._lock = threading.RLock()
         self._agents: dict[str, _MemoryAgent] = {}
         self._processes: dict[tuple[int, int, str], ProcessRecord] = {}
+        self._leaders: dict[str, tuple[int, str, float]] = {}
         self._closed = False
 
     def _agent(self, key: str, ref: str | None = None) -> _MemoryAgent:
@@ -1341,6 +1437,31 @@ class MemoryAgentStore(AgentStore):
             agent = self._agent(key)
             if agent.lease is not None and agent.lease[0] == epoch:
                 agent.lease = (epoch, agent.lease[1], time.time())
+
+    def claim_leadership(self, convention: str, holder: str, seconds: float) -> Leadership:
+        with self._lock:
+            self._check_open()
+            now = time.time()
+            row = self._leaders.get(convention)
+            decision = _leadership_claim(row, holder, now)
+            if decision is None:
+                assert row is not None
+                return Leadership(row[0], row[1], row[2] - now)
+            self._leaders[convention] = (decision, holder, now + seconds)
+            return Leadership(decision, holder, seconds, acquired=True)
+
+    def leadership(self, convention: str) -> Leadership | None:
+        with self._lock:
+            self._check_open()
+            row = self._leaders.get(convention)
+            return None if row is None else Leadership(row[0], row[1], row[2] - time.time())
+
+    def release_leadership(self, convention: str, holder: str) -> None:
+        with self._lock:
+            self._check_open()
+            row = self._leaders.get(convention)
+            if row is not None and row[1] == holder:
+                self._leaders[convention] = (row[0], holder, time.time())
 
     def save_state(self, key: str, blob: bytes, *, incarnation: int | None = None) -> None:
         blob = _as_blob(blob, "state blob")

@@ -26,6 +26,10 @@ A member that stops answering is declared dead after ``reregistration_period`` s
 ``CONVENTION_REGISTRATION_MISS_MAX``: 7 min 22 s times 3 by default, here 5 s times 2). The
 same values must be used on every node.
 
+With **standby leaders** (``start_node(leaders=[...])``, the same ordered list on every
+node) the leader is no single point of failure: the shared store elects which candidate runs
+the services, and a new leader re-adopts the running agents (``_nodes/leadership.py``).
+
 A member's :class:`AgentSystem` is a client of the leader's services (``ask``, ``tell``,
 ``status``, ``list_agents``... by name work from it); shutting a member down stops no agent
 by itself, but its agents' processes end with it, so the leader restarts the permanent ones
@@ -39,7 +43,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -48,12 +52,18 @@ from thespian.actors import (
     Actor,
     ActorExitRequest,
     ActorSystem,
-    ActorSystemConventionUpdate,
     WakeupMessage,
 )
 
+from .._actors.directory import (
+    DIRECTORY_NAME,
+    ExpectServices,
+    ServiceDirectory,
+    Services,
+    WhereAreServices,
+)
 from .._actors.registry import REGISTRY_NAME, Registry
-from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor, NodeLost, NodesChanged
+from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor
 from .._actors.telemetry import TELEMETRY_NAME, TelemetryHub
 from .._api.system import AgentSystem, _marker_env, free_port
 from .._core.errors import GenAgentError, InvalidOption
@@ -63,6 +73,17 @@ from .._os.frames import TransportLimits
 from .._os.processes import SYSTEM_MARKER, kill_marked
 from .._os.security import check_capabilities, harden_transport
 from ..messages import AgentEntry, AgentList, ListAgents
+from .membership import (
+    HEARTBEAT_CAPABILITY,
+    HOST_CAPABILITY,
+    NODES_NAME,
+    RESERVED_PREFIXES,
+    ROLE_CAPABILITY,
+    NodeInfo,
+)
+from .membership import LeaderOnly as _LeaderOnly
+from .membership import ListNodes as _ListNodes
+from .membership import NodeWatcher as _NodeWatcher
 
 __all__ = [
     "HOST_CAPABILITY",
@@ -75,21 +96,6 @@ __all__ = [
     "wait_for_nodes",
 ]
 
-ROLE_CAPABILITY = "GenAgent Role"
-HOST_CAPABILITY = "GenAgent Host"
-HEARTBEAT_CAPABILITY = "GenAgent Heartbeat"
-NODES_NAME = "genagent_thespian.nodes"
-
-#: Capability names a user's labels may not use (Thespian's and ours).
-_RESERVED_PREFIXES = (
-    "Thespian",
-    "Admin ",
-    "Convention ",
-    "GenAgent ",
-    "Outbound Only",
-    "Python Version",
-    "Process Startup Method",
-)
 #: Seconds a helper actor stays after its answer, so the answer is delivered first.
 _FINDER_LINGER = 2.0
 #: Seconds a member waits for the leader's services while joining.
@@ -98,28 +104,7 @@ _JOIN_TIMEOUT = 30.0
 _log = get_logger("genagent_thespian.nodes")
 
 
-@dataclass(frozen=True, slots=True)
-class NodeInfo:
-    """One node of the convention, as the leader sees it."""
-
-    name: str
-    role: str
-    host: str
-    labels: tuple[tuple[str, Any], ...]
-    capacity: int | None
-
-
 # ---------------------------------------------------------------------- actors
-
-
-class _LeaderOnly(Actor):
-    """Base of the helper actors that must run on the leader."""
-
-    @staticmethod
-    def actorSystemCapabilityCheck(
-        capabilities: dict[str, Any], requirements: dict[str, Any] | None = None
-    ) -> bool:
-        return capabilities.get(ROLE_CAPABILITY) == "leader"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,80 +138,6 @@ class _ServicesFinder(_LeaderOnly):
             self.wakeupAfter(_FINDER_LINGER)
         elif isinstance(message, WakeupMessage):
             self.send(self.myAddress, ActorExitRequest())
-
-
-@dataclass(frozen=True, slots=True)
-class _ListNodes:
-    """Client -> node watcher: answered with a tuple of :class:`NodeInfo`."""
-
-
-class _NodeWatcher(_LeaderOnly):
-    """On the leader: follows the convention's membership (``ActorSystemConventionUpdate``)."""
-
-    def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
-        super().__init__()
-        self._own = dict(capabilities or {})
-        self._members: dict[str, dict[str, Any]] = {}
-        self._registered = False
-        self._told: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] | None = None
-
-    def receiveMessage(self, message: Any, sender: Any) -> None:
-        if not self._registered:
-            self._registered = True
-            self.notifyOnSystemRegistrationChanges(True)
-            self._tell_supervisor()
-        if isinstance(message, ActorSystemConventionUpdate):
-            key = str(message.remoteAdminAddress)
-            if message.remoteAdded:
-                self._members[key] = dict(message.remoteCapabilities or {})
-                self._tell_supervisor()
-            else:
-                self._members.pop(key, None)
-                _log.warning("convention member %s left or was declared dead", key)
-                self._tell_supervisor()
-                node = (message.remoteCapabilities or {}).get(NODE_CAPABILITY)
-                if node:
-                    self.send(self._supervisor(), NodeLost(str(node)))
-        elif isinstance(message, _ListNodes):
-            nodes = [_node_info(self._own)] + [_node_info(c) for c in self._members.values()]
-            self.send(sender, tuple(nodes))
-
-    def _supervisor(self) -> Any:
-        return self.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
-
-    def _tell_supervisor(self) -> None:
-        """Send the supervisor the live nodes when they changed (it places agents by them)."""
-        nodes = tuple(
-            (str(caps[NODE_CAPABILITY]), _placement_view(caps))
-            for caps in (self._own, *self._members.values())
-            if caps.get(NODE_CAPABILITY)
-        )
-        if nodes != self._told:
-            self._told = nodes
-            self.send(self._supervisor(), NodesChanged(nodes))
-
-
-def _placement_view(capabilities: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    """The capabilities placement reads: labels, capacity and the node name (no heartbeat)."""
-    return tuple(sorted((k, v) for k, v in capabilities.items() if k != HEARTBEAT_CAPABILITY))
-
-
-def _node_info(capabilities: Mapping[str, Any]) -> NodeInfo:
-    labels = tuple(
-        sorted(
-            (key, value)
-            for key, value in capabilities.items()
-            if not key.startswith(_RESERVED_PREFIXES) and key != "capacity"
-        )
-    )
-    capacity = capabilities.get("capacity")
-    return NodeInfo(
-        name=str(capabilities.get(NODE_CAPABILITY, "")),
-        role=str(capabilities.get(ROLE_CAPABILITY, "")),
-        host=str(capabilities.get(HOST_CAPABILITY, "")),
-        labels=labels,
-        capacity=int(capacity) if capacity is not None else None,
-    )
 
 
 class _Probe(Actor):
@@ -277,6 +188,7 @@ class _Heartbeat(Actor):
 def start_node(
     *,
     leader: tuple[str, int] | None = None,
+    leaders: Sequence[tuple[str, int]] | None = None,
     admin_port: int | None = None,
     bind_host: str = "127.0.0.1",
     advertise_host: str | None = None,
@@ -294,6 +206,10 @@ def start_node(
 
     Args:
         leader: ``(host, admin_port)`` of the leader; ``None`` starts the leader itself.
+        leaders: Instead of ``leader``: the ordered leader candidates, the same list on
+            every node, for leader failover (``_nodes/leadership.py``). A node whose own
+            address is listed is a candidate and needs ``store_path`` (the shared store
+            decides who leads); the others are members.
         admin_port: This node's admin port (a free one when ``None``).
         bind_host: Address to listen on (loopback by default; see ``docs/security.md``).
         advertise_host: Address peers use when ``bind_host`` is ``0.0.0.0``.
@@ -319,6 +235,22 @@ def start_node(
         SystemNotRunning: A member could not reach the leader within ``join_timeout``.
     """
     labels = _check_labels(capabilities)
+    if leaders is not None:
+        if leader is not None:
+            raise InvalidOption("give leader or leaders, not both")
+        return _start_candidate_or_member(
+            [(str(h), int(p)) for h, p in leaders],
+            labels,
+            admin_port=admin_port or free_port(),
+            bind_host=bind_host,
+            advertise_host=advertise_host,
+            store_path=store_path,
+            secret_path=secret_path,
+            timing=(reregistration_period, registration_miss_max),
+            log_config=log_config,
+            join_timeout=join_timeout,
+            transport_limits=transport_limits,
+        )
     if reregistration_period <= 0 or registration_miss_max < 1:
         raise InvalidOption(
             "reregistration_period must be > 0 and registration_miss_max >= 1, got "
@@ -424,6 +356,113 @@ def _start_member(
         raise
 
 
+def _start_candidate_or_member(
+    leaders: list[tuple[str, int]],
+    labels: dict[str, Any],
+    *,
+    admin_port: int,
+    bind_host: str,
+    advertise_host: str | None,
+    store_path: str | os.PathLike[str] | None,
+    secret_path: str | os.PathLike[str] | None,
+    timing: tuple[float, int],
+    log_config: dict[str, Any] | None,
+    join_timeout: float,
+    transport_limits: TransportLimits | None,
+) -> AgentSystem:
+    """Start a node of a convention with standby leaders (see ``_nodes/leadership.py``).
+
+    Every node registers with every candidate (Thespian's list of convention leaders), keeps
+    a directory that waits for the leader's services, and returns once the elected leader's
+    keeper has told it the services. A candidate also runs an elector.
+    """
+    from .._core.errors import SystemNotRunning
+    from .leadership import Elect, Elector, leader_lease_seconds
+
+    period, miss_max = timing
+    if period <= 0 or miss_max < 1:
+        raise InvalidOption(
+            "reregistration_period must be > 0 and registration_miss_max >= 1, got "
+            f"{period!r} and {miss_max!r}"
+        )
+    if len(leaders) < 1 or len(set(leaders)) != len(leaders):
+        raise InvalidOption(f"leaders must be distinct (host, port) pairs, got {leaders!r}")
+    host = advertise_host or bind_host
+    candidate = (host, admin_port) in leaders
+    if candidate and store_path is None:
+        raise InvalidOption(
+            "a leader candidate needs store_path: the shared store decides who leads"
+        )
+    if not candidate and store_path is not None:
+        raise InvalidOption(
+            "store_path is a leader candidate's setting: agents on members use the leader's"
+        )
+    name = f"{socket.gethostname()}:{admin_port}"
+    caps: dict[str, Any] = {
+        **labels,
+        "Admin Port": admin_port,
+        "Convention Address.IPv4": list(leaders),
+        NODE_CAPABILITY: name,
+        ROLE_CAPABILITY: "candidate" if candidate else "member",
+        HOST_CAPABILITY: socket.gethostname(),
+        HEARTBEAT_CAPABILITY: True,
+    }
+    security = harden_transport(
+        bind_host=bind_host,
+        advertise_host=advertise_host,
+        secret_path=secret_path,
+        limits=transport_limits,
+    )
+    check_capabilities(caps, security)
+    system_id = uuid.uuid4().hex
+    with _convention_timing(period, miss_max), _marker_env(system_id):
+        asys = ActorSystem(
+            "multiprocTCPBase", capabilities=caps, logDefs=log_config, transientUnique=True
+        )
+    try:
+        directory = asys.createActor(ServiceDirectory, globalName=DIRECTORY_NAME)
+        asys.ask(directory, ExpectServices(), 10.0)
+        asys.tell(asys.createActor(_Heartbeat), _Beat(period))
+        if candidate:
+            assert store_path is not None
+            convention = ",".join(f"{h}:{p}" for h, p in leaders)
+            elect = Elect(
+                os.fspath(store_path),
+                convention,
+                f"{host}:{admin_port}/{system_id}",
+                name,
+                leader_lease_seconds(),
+                (host, admin_port),
+                tuple(leaders),
+            )
+            asys.tell(asys.createActor(Elector), elect)
+        services = asys.ask(directory, WhereAreServices(), join_timeout)
+        if not isinstance(services, Services):
+            raise SystemNotRunning(
+                f"no convention leader took this node in within {join_timeout}s; check the "
+                "leader addresses, the shared secret, the bind hosts and the store"
+            )
+        system = AgentSystem(
+            asys,
+            base="multiprocTCPBase",
+            admin_port=admin_port,
+            owned=True,
+            system_id=system_id,
+            store_path=os.fspath(store_path) if store_path else None,
+            services=(services.registry, services.telemetry, services.supervisor),
+            node=name,
+            node_watcher=services.watcher,
+        )
+        answer = asys.ask(asys.createActor(_Probe), "probe", 10.0)
+        if isinstance(answer, tuple):
+            system.pgid = int(answer[1])
+        return system
+    except BaseException:
+        asys.shutdown()
+        kill_marked(system_id, variable=SYSTEM_MARKER)
+        raise
+
+
 def _find_leader_services(asys: ActorSystem, join_timeout: float) -> _Services:
     """Ask a finder created on the leader (capability-directed) where its services are."""
     from .._core.errors import SystemNotRunning
@@ -449,7 +488,7 @@ def _find_leader_services(asys: ActorSystem, join_timeout: float) -> _Services:
 def _check_labels(capabilities: Mapping[str, Any] | None) -> dict[str, Any]:
     labels = dict(capabilities or {})
     for key in labels:
-        if not isinstance(key, str) or key.startswith(_RESERVED_PREFIXES):
+        if not isinstance(key, str) or key.startswith(RESERVED_PREFIXES):
             raise InvalidOption(
                 f"node capability {key!r} is reserved or not a string; use plain labels "
                 "such as 'claude'"
@@ -500,7 +539,19 @@ def list_nodes(system: AgentSystem) -> tuple[NodeInfo, ...]:
             raise GenAgentError("this system is not a convention node")
         watcher = system.asys.createActor(_NodeWatcher, globalName=NODES_NAME)
         system.node_watcher = watcher
-    answer = system.exchange(watcher, _ListNodes(), lambda m: isinstance(m, tuple), timeout=10.0)
+    from .._api import calls
+    from .._core.errors import AskTimeout
+
+    def nodes_from(address: Any) -> Any:
+        return system.exchange(address, _ListNodes(), lambda m: isinstance(m, tuple), timeout=10.0)
+
+    try:
+        answer = nodes_from(watcher)
+    except AskTimeout:
+        # With standby leaders the watcher moves with the lead: follow it once.
+        if not calls.run(system, calls.services_moved(system)):
+            raise
+        answer = nodes_from(system.node_watcher)
     return tuple(answer)
 
 
@@ -553,7 +604,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="create the node secret (mode 600) if it is missing, print its path, and exit",
     )
-    parser.add_argument("--leader", help="HOST:PORT of the leader (omit to run the leader)")
+    parser.add_argument(
+        "--leader",
+        action="append",
+        default=[],
+        help="HOST:PORT of the leader (omit to run the leader); repeat it to list the leader "
+        "candidates in order (standby leaders: every node gets the same list)",
+    )
     parser.add_argument("--admin-port", type=int, default=None)
     parser.add_argument("--bind-host", default="127.0.0.1")
     parser.add_argument("--advertise-host", default=None)
@@ -580,12 +637,14 @@ def main(argv: list[str] | None = None) -> int:
         print(secret_file(args.secret_file), flush=True)
         return 0
 
-    leader: tuple[str, int] | None = None
-    if args.leader:
-        host, _, port = args.leader.rpartition(":")
+    candidates: list[tuple[str, int]] = []
+    for given in args.leader:
+        host, _, port = given.rpartition(":")
         if not host or not port.isdigit():
-            parser.error(f"--leader must be HOST:PORT, got {args.leader!r}")
-        leader = (host, int(port))
+            parser.error(f"--leader must be HOST:PORT, got {given!r}")
+        candidates.append((host, int(port)))
+    leader = candidates[0] if len(candidates) == 1 else None
+    leaders = candidates if len(candidates) > 1 else None
     labels: dict[str, Any] = {}
     for label in args.label:
         key, sep, value = label.partition("=")
@@ -600,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     system = start_node(
         leader=leader,
+        leaders=leaders,
         admin_port=args.admin_port,
         bind_host=args.bind_host,
         advertise_host=args.advertise_host,

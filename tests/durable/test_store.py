@@ -32,6 +32,7 @@ from genagent_thespian._durable.store import (
 )
 from genagent_thespian._os.processes import process_alive, wait_for_exit
 from genagent_thespian._os.procfs import boot_id, process_stat
+from genagent_thespian.testing import wait_until
 
 KEY = agent_key("coder")
 OTHER = agent_key(("team", 2))
@@ -284,6 +285,35 @@ def test_a_lease_belongs_to_the_current_incarnation_only(store: AgentStore) -> N
     assert lease is not None and lease.expires_in <= 0
     store.delete_agent(KEY)
     assert store.lease(KEY) is None
+
+
+def test_one_convention_leader_at_a_time_fenced_by_epoch(store: AgentStore) -> None:
+    assert store.leadership("c") is None
+    first = store.claim_leadership("c", "a", 0.5)
+    assert (first.epoch, first.holder, first.acquired) == (1, "a", True)
+    refused = store.claim_leadership("c", "b", 30)  # a's lease runs: b does not lead
+    assert (refused.epoch, refused.holder, refused.acquired) == (1, "a", False)
+    assert refused.expires_in > 0
+    kept = store.claim_leadership("c", "a", 0.5)  # a renews: same epoch
+    assert (kept.epoch, kept.acquired) == (1, True)
+    assert store.claim_leadership("other", "b", 30).acquired  # conventions are separate
+
+    def expired() -> bool:
+        current = store.leadership("c")
+        return current is not None and current.expires_in <= 0
+
+    wait_until(expired, timeout=5)
+    taken = store.claim_leadership("c", "b", 30)
+    assert (taken.epoch, taken.holder, taken.acquired) == (2, "b", True)
+    late = store.claim_leadership("c", "a", 30)  # the deposed leader cannot come back
+    assert (late.epoch, late.holder, late.acquired) == (2, "b", False)
+    current = store.leadership("c")
+    assert current is not None and (current.epoch, current.holder) == (2, "b")
+    store.release_leadership("c", "a")  # not a's lead: nothing happens
+    assert not store.claim_leadership("c", "a", 30).acquired
+    store.release_leadership("c", "b")  # a clean stop: the next claim need not wait
+    after = store.claim_leadership("c", "a", 30)
+    assert (after.epoch, after.holder, after.acquired) == (3, "a", True)
 
 
 def test_session_files_are_replaced_by_name_and_fenced(store: AgentStore) -> None:

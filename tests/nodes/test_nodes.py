@@ -255,6 +255,20 @@ def test_bad_node_labels_are_rejected_before_anything_starts(tmp_path: Path) -> 
         start_node(leader=("127.0.0.1", 1), store_path=tmp_path / "x")
 
 
+def test_bad_leader_candidate_settings_are_rejected_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    candidates = [("127.0.0.1", 1901), ("127.0.0.1", 1902)]
+    with pytest.raises(g.InvalidOption, match="not both"):
+        start_node(leader=("127.0.0.1", 1901), leaders=candidates)
+    with pytest.raises(g.InvalidOption, match="distinct"):
+        start_node(leaders=[("127.0.0.1", 1901), ("127.0.0.1", 1901)], admin_port=1901)
+    with pytest.raises(g.InvalidOption, match="needs store_path"):
+        start_node(leaders=candidates, admin_port=1901)  # a candidate: the store elects
+    with pytest.raises(g.InvalidOption, match="candidate's setting"):
+        start_node(leaders=candidates, admin_port=1903, store_path=tmp_path / "x")
+
+
 @pytest.mark.slow
 def test_a_killed_node_has_its_durable_agent_restarted_on_a_surviving_node(
     convention: Convention, tmp_path: Path

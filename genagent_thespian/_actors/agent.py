@@ -142,6 +142,7 @@ class _WorkerSlot:
     pid: int = 0
     turn_id: int | None = None  # the turn it runs
     cancelling: int | None = None  # a cancelled turn it has not finished yet
+    awaiting_ready: bool = False  # the running turn's watchdog waits for the worker's ready
     process_groups: set[int] = field(default_factory=set)
     last_used: float = field(default_factory=time.monotonic)
     generation: int = 0
@@ -161,9 +162,12 @@ class AgentActor(Actor):
         self.session: Any = None
         self.worker = _WorkerSlot()
         self._held_start: StartTurn | None = None
-        # A turn's watchdog starts when its worker begins the backend call (``ready``), not
-        # while the turn waits behind a cancelling worker or a previous turn's clean-up.
+        # A turn's watchdog starts when its worker begins the backend call, not while the
+        # turn waits behind a cancelling worker or a previous turn's clean-up: armed when the
+        # start goes to a running worker that has nothing to wait for, else at its ``ready``
+        # (see ``_arm_watchdog_if_started``).
         self._pending_watchdog: ArmWatchdog | None = None
+        self._armed_watchdog: ArmWatchdog | None = None
         self._dying_groups: set[int] = set()  # killed process groups a new turn waits out
         # on_session_lost="fail": the provider lost the session; turns fail until restart.
         self._session_lost: BackendError | None = None
@@ -405,10 +409,15 @@ class AgentActor(Actor):
         if message.session_changed and message.session != self.session:
             self.session = message.session  # also for a cancelled turn: an early id counts
             self._persist_session()
+        armed = self._armed_watchdog
+        if message.waiting and armed is not None and armed.turn_id == message.turn_id:
+            # The worker must first wait for the previous turn's clean-up: not on the clock.
+            self._deadlines.cancel("watchdog")
+            self._armed_watchdog, self._pending_watchdog = None, armed
         pending = self._pending_watchdog
         if message.ready and pending is not None and pending.turn_id == message.turn_id:
-            self._pending_watchdog = None
-            self._after("watchdog", pending.seconds, ("watchdog", pending.turn_id))
+            slot.awaiting_ready = False
+            self._arm_watchdog(pending)
         machine = self._m
         for event in message.events:
             self._stream(message.turn_id, event)
@@ -508,6 +517,11 @@ class AgentActor(Actor):
             start = ("worker-start", slot.generation)
             self._after(start, WORKER_START_GRACE, start)
         slot.turn_id = effect.turn_id
+        # The worker reports ``ready`` only when the turn cannot start at once: on a new
+        # worker, or when killed process groups must be gone first (the same rule as
+        # ``TurnWorker._start``, which also says ``waiting`` when a previous stream is still
+        # ending); otherwise the watchdog starts now and the turn costs no extra message.
+        slot.awaiting_ready = not slot.pid or bool(self._dying_groups)
         self.send(
             slot.address,
             _StartTurn(
@@ -521,6 +535,18 @@ class AgentActor(Actor):
             ),
         )
         self._dying_groups.clear()
+        self._arm_watchdog_if_started()
+
+    def _arm_watchdog_if_started(self) -> None:
+        """Start the pending watchdog if its turn went to a worker that starts it at once."""
+        pending = self._pending_watchdog
+        slot = self.worker
+        if pending is not None and slot.turn_id == pending.turn_id and not slot.awaiting_ready:
+            self._arm_watchdog(pending)
+
+    def _arm_watchdog(self, watchdog: ArmWatchdog) -> None:
+        self._pending_watchdog, self._armed_watchdog = None, watchdog
+        self._after("watchdog", watchdog.seconds, ("watchdog", watchdog.turn_id))
 
     def _cancel_turn(self, effect: CancelTurn) -> None:
         slot = self.worker
@@ -809,12 +835,13 @@ class AgentActor(Actor):
             elif isinstance(effect, CancelTurn):
                 self._cancel_turn(effect)
             elif isinstance(effect, ArmWatchdog):
-                self._pending_watchdog = effect  # armed when the worker says it is ready
+                self._pending_watchdog = effect
+                self._arm_watchdog_if_started()
             elif isinstance(effect, ArmDelayed):
                 self._after(("delayed", effect.ref), effect.seconds, ("delayed", effect.ref))
         if self.machine is not None and self.machine.current is None:
             self._deadlines.cancel("watchdog")  # the turn ended: its watchdog is moot
-            self._pending_watchdog = None
+            self._pending_watchdog = self._armed_watchdog = None
 
 
 class _AgentContext:

@@ -21,6 +21,7 @@ from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest, ChildActorExited, WakeupMessage
 
+from .._core.backend import resolve_backend
 from .._core.errors import AgentAlreadyExists, AgentNotFound, AgentStartFailed, GenAgentError
 from .._core.log import get_logger
 from .._core.protocol import (
@@ -170,6 +171,7 @@ class AgentSupervisor(Actor):
     def _spawn(self, child: _Child) -> None:
         # Placement: Thespian asks AgentActor.actorSystemCapabilityCheck on each node.
         requirements = dict(child.spec.placement) or None
+        _preload_backend(child.spec.backend)
         child.address = self.createActor(AgentActor, targetActorRequirements=requirements)
         child.state = "starting"
         child.node = ""
@@ -479,3 +481,15 @@ _HANDLERS: dict[type, Any] = {
     WatchAgent: AgentSupervisor._on_watch_agent,
     ActorExitRequest: AgentSupervisor._on_exit_request,
 }
+
+
+def _preload_backend(backend: Any) -> None:
+    """Import an agent's backend module here, before Thespian forks the agent from this process.
+
+    Memory: a module imported before the fork is shared (copy-on-write) by every agent and
+    worker forked after it; imported in each agent, it is a private copy per agent (about
+    1 MiB for the CLI backends with pexpect). A backend that does not import is reported by
+    the agent itself, as before.
+    """
+    with contextlib.suppress(Exception):
+        resolve_backend(backend)

@@ -298,19 +298,22 @@ class CliProcess:
 
     def poll(self) -> int | None:
         """Return the exit status of the leader (negative for a signal), or ``None``."""
-        return self._spawn.proc.poll()
+        status: int | None = self._spawn.proc.poll()  # pexpect is untyped: a Popen
+        return status
 
     def wait(self, timeout: float) -> int | None:
         """Wait up to ``timeout`` seconds for the leader to exit; return its status or None."""
         try:
-            return self._spawn.proc.wait(timeout=max(timeout, 0.0))
+            status: int | None = self._spawn.proc.wait(timeout=max(timeout, 0.0))
+            return status
         except subprocess.TimeoutExpired:
             return None
 
     @property
     def returncode(self) -> int | None:
         """Exit status of the leader once reaped (negative for a signal)."""
-        return self._spawn.proc.returncode
+        status: int | None = self._spawn.proc.returncode
+        return status
 
     def stderr_tail(self, limit: int = 2000) -> str:
         """Return the last ``limit`` characters of stderr, decoded and with secrets masked."""

@@ -38,6 +38,7 @@ import time
 import uuid
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from genagent_thespian import (
@@ -71,6 +72,7 @@ from ._process import (
     decode_json_line,
     redact,
 )
+from ._session_files import files_under, home_of, path_under
 
 __all__ = ["ClaudeBackend", "ClaudeSession", "ClaudeTurnTranslator", "classify_claude_error"]
 
@@ -1135,6 +1137,23 @@ class ClaudeBackend(Backend):
         if prompt is not None:
             argv += ["--", prompt]
         return argv
+
+    def session_files(self, session: Any) -> Mapping[str, Path]:
+        """The session's transcript under the CLI's config folder (``projects/*/<id>.jsonl``)."""
+        if not isinstance(session, ClaudeSession):
+            return {}
+        return files_under(self._config_dir(session), f"projects/*/{session.session_id}.jsonl")
+
+    def session_file_path(self, session: Any, name: str) -> Path | None:
+        """Where a saved transcript goes on this host: under the CLI's config folder."""
+        if not isinstance(session, ClaudeSession):
+            return None
+        return path_under(self._config_dir(session), name)
+
+    def _config_dir(self, session: ClaudeSession) -> Path:
+        env = self.environment(session)
+        configured = env.get("CLAUDE_CONFIG_DIR")
+        return Path(configured) if configured else home_of(env) / ".claude"
 
     def environment(self, session: ClaudeSession) -> dict[str, str]:
         """Return the environment of a process of ``session``."""

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from genagent_thespian import (
@@ -71,6 +72,7 @@ from ._process import (
     decode_json_line,
     redact,
 )
+from ._session_files import files_under, home_of, path_under
 
 __all__ = ["CodexBackend", "CodexSession", "CodexTurnTranslator", "classify_codex_error"]
 
@@ -548,6 +550,24 @@ class CodexBackend(Backend):
                 overrides[f"model_providers.{name}.{key}"] = value
         overrides.update(opts.get("config", {}))
         return overrides
+
+    def session_files(self, session: Any) -> Mapping[str, Path]:
+        """The thread's rollout under ``$CODEX_HOME`` (``sessions/Y/M/D/rollout-*-<id>.jsonl``)."""
+        if not isinstance(session, CodexSession) or not session.thread_id:
+            return {}
+        pattern = f"sessions/*/*/*/rollout-*-{session.thread_id}.jsonl"
+        return files_under(self._codex_home(session), pattern)
+
+    def session_file_path(self, session: Any, name: str) -> Path | None:
+        """Where a saved rollout goes on this host: under ``$CODEX_HOME``."""
+        if not isinstance(session, CodexSession):
+            return None
+        return path_under(self._codex_home(session), name)
+
+    def _codex_home(self, session: CodexSession) -> Path:
+        env = self.environment(session)
+        configured = env.get("CODEX_HOME")
+        return Path(configured) if configured else home_of(env) / ".codex"
 
     def environment(self, session: CodexSession) -> dict[str, str]:
         """Return the environment of a turn's process."""

@@ -379,15 +379,21 @@ class _Turn:
     ) -> None:
         stream = client.responses.create(**params, stream=True)
         pump.register(lambda: shutdown_response(stream.response))
+        ended = False
         with stream:
             for raw in stream:
                 if pump.aborted:
                     return
+                if ended:
+                    continue  # read the body to its end so the connection goes back to the pool
                 event = raw.model_dump(mode="json") if hasattr(raw, "model_dump") else dict(raw)
                 for normalized in self.handle(event):
                     emit(normalized)
                     if normalized.terminal:
-                        return
+                        ended = True
+                        break
+        if ended:
+            return
         if not pump.aborted:
             raise BackendError(
                 "openai stream ended before response.completed (truncated stream)",

@@ -8,8 +8,15 @@ Times the two hot operations of a durable agent:
 
 for four stores: SQLite with ``synchronous=FULL`` (the default) and ``NORMAL`` on a file,
 SQLite ``:memory:`` (the SQL work without any file I/O) and the in-process
-``MemoryAgentStore`` (the baseline a non-durable agent would pay). Prints a table and
-writes ``bench/results/store_cost.json``.
+``MemoryAgentStore`` (the baseline a non-durable agent would pay).
+
+Then the boundary the runtime actually writes: ``AgentRecord.save`` pickles the agent's
+whole state (machine snapshot with its mailbox, session, implementation state) into one
+``save_state`` at every acknowledged tell and every turn boundary. Timed against mailbox
+depth (queued 512-byte prompts) beside one ``enqueue`` on the same FULL file store, it shows
+whether persisting the mailbox incrementally (one row per tell) would pay off.
+
+Prints tables and writes ``bench/results/store_cost.json``.
 
 Usage::
 
@@ -33,6 +40,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from genagent_thespian import GenAgent
+from genagent_thespian._core.machine import AgentMachine, MachineLimits
+from genagent_thespian._durable.record import AgentRecord
 from genagent_thespian._durable.store import (
     AgentStore,
     MemoryAgentStore,
@@ -40,6 +50,7 @@ from genagent_thespian._durable.store import (
     StoredRequest,
     agent_key,
 )
+from genagent_thespian.messages import AgentSpec
 
 REQUEST = b"r" * 512  # a pickled Prompt with its metadata
 STATE = b"s" * 4096  # backend session ids, flags and a small implementation state
@@ -107,6 +118,32 @@ def measure(store: AgentStore, ops: int) -> dict[str, list[float]]:
     return {"enqueue": enqueue, "commit_turn": commit_turn}
 
 
+PROMPT = "p" * 500  # a queued prompt; pickled with its Request, about REQUEST's size
+DEPTHS = (0, 10, 100, 1000)
+
+
+def measure_boundary(path: Path, depth: int, ops: int) -> dict[str, float]:
+    """Median µs of the runtime's boundary write (``AgentRecord.save``) with ``depth`` queued."""
+    spec = AgentSpec(name=f"depth-{depth}", impl=GenAgent, backend="scripted", durable=True)
+    limits = MachineLimits(max_queued=depth + 1, max_queued_bytes=1 << 30)
+    machine = AgentMachine(name=spec.name, impl=GenAgent(), limits=limits)
+    machine.start()
+    machine.ask("in-flight", PROMPT, "caller")
+    for i in range(depth):
+        machine.tell(f"q{i}", PROMPT, "teller")
+    assert len(machine.mailbox) == depth
+    record = AgentRecord(SQLiteAgentStore(path, synchronous="FULL"), spec)
+    try:
+        record.begin()
+        samples = timed(lambda i: record.save(machine, {"session_id": "s"}, {}), ops)
+        blob = record._store.load(record.key)
+        assert blob is not None and blob.state_blob is not None
+        size = len(blob.state_blob)
+    finally:
+        record.close()
+    return {"median_us": statistics.median(samples), "state_bytes": float(size)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ops", type=int, default=400, help="operations of each kind per run")
@@ -155,6 +192,16 @@ def main() -> None:
             stats["ratio_vs_memory_median"] = stats["median_us"] / base_median
             results[name][op] = stats
 
+    boundary: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="store-boundary-", dir=base_dir) as tmp:
+        for depth in DEPTHS:
+            boundary[str(depth)] = measure_boundary(
+                Path(tmp) / f"depth-{depth}.db", depth, max(20, args.ops // 10)
+            )
+    enqueue_full = results["sqlite file, synchronous=FULL"]["enqueue"]["median_us"]
+    for stats in boundary.values():
+        stats["ratio_vs_enqueue_median"] = stats["median_us"] / enqueue_full
+
     full = results["sqlite file, synchronous=FULL"]
     normal = results["sqlite file, synchronous=NORMAL"]
     report = {
@@ -175,6 +222,7 @@ def main() -> None:
             "result_bytes": len(RESULT),
         },
         "results": results,
+        "runtime_boundary_by_mailbox_depth": boundary,
         "full_over_normal_median": {
             op: full[op]["median_us"] / normal[op]["median_us"] for op in ("enqueue", "commit_turn")
         },
@@ -197,6 +245,14 @@ def main() -> None:
             )
     for op, ratio in report["full_over_normal_median"].items():
         print(f"FULL / NORMAL ({op}): {ratio:.2f}")
+    print()
+    print("runtime boundary write (AgentRecord.save, sqlite FULL) by mailbox depth:")
+    print(f"{'queued':>8} {'median µs':>10} {'state bytes':>12} {'x enqueue':>10}")
+    for queued, stats in boundary.items():
+        print(
+            f"{queued:>8} {stats['median_us']:10.1f} {stats['state_bytes']:12.0f} "
+            f"{stats['ratio_vs_enqueue_median']:10.2f}"
+        )
     print(f"wrote {args.out}")
 
 

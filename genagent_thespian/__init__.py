@@ -21,7 +21,9 @@ A prompt: ``ask`` (``_api/client``) -> ``Prompt`` to ``AgentActor`` (``_actors/a
 to the caller.
 """
 
-from ._actors.telemetry import attach, detach
+# The one copy of the version: setup.cfg reads it (``attr:``), ``genagent --version`` prints it.
+__version__ = "0.1.0.dev0"
+
 from ._api.client import (
     ask,
     attach_system,
@@ -39,10 +41,13 @@ from ._api.client import (
     start_system,
     status,
     stop,
+    stream,
     tell,
+    watch,
     whereis,
 )
 from ._api.system import AgentSystem
+from ._api.telemetry import attach, detach
 from ._core.backend import Backend, TurnContext
 from ._core.behaviour import GenAgent
 from ._core.errors import (
@@ -60,6 +65,7 @@ from ._core.errors import (
     InvalidEvent,
     InvalidOption,
     InvalidPrompt,
+    MessageTooLarge,
     RequestNotFound,
     SystemNotRunning,
     TurnCancelled,
@@ -72,6 +78,7 @@ from ._core.errors import (
 )
 from ._core.turn import Event, EventKind, Response, Usage
 from ._nodes.convention import NodeInfo, list_fleet, list_nodes, start_node, wait_for_nodes
+from ._os.frames import TransportLimits
 from .messages import (
     AgentDown,
     AgentStatus,
@@ -82,6 +89,7 @@ from .messages import (
     Prompt,
     Skip,
     TellCompleted,
+    TurnEvent,
 )
 
 __all__ = [
@@ -108,6 +116,7 @@ __all__ = [
     "InvalidEvent",
     "InvalidOption",
     "InvalidPrompt",
+    "MessageTooLarge",
     "NodeInfo",
     "PollResult",
     "PollState",
@@ -117,9 +126,11 @@ __all__ = [
     "Skip",
     "SystemNotRunning",
     "TellCompleted",
+    "TransportLimits",
     "TurnCancelled",
     "TurnContext",
     "TurnCrashed",
+    "TurnEvent",
     "TurnFailed",
     "TurnHalted",
     "TurnInterrupted",
@@ -147,7 +158,9 @@ __all__ = [
     "start_system",
     "status",
     "stop",
+    "stream",
     "tell",
     "wait_for_nodes",
+    "watch",
     "whereis",
 ]

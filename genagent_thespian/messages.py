@@ -156,9 +156,14 @@ class Status:
 
 @dataclass(frozen=True, slots=True)
 class Watch:
-    """Subscribe the sender to this agent's ``TurnEvent`` stream (``active=False`` stops)."""
+    """Subscribe the sender to this agent's ``TurnEvent`` stream (``active=False`` stops).
+
+    Answered ``Accepted(ref)``. A subscriber whose endpoint disappears (its process was
+    killed) is dropped by the agent when an event cannot be delivered to it.
+    """
 
     active: bool = True
+    ref: str | None = None  # echoed in the Accepted answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,10 +181,15 @@ class AgentSpec:
         max_queued_bytes: Bound of the mailbox (UTF-8 bytes of queued prompts).
         worker_idle_timeout: Seconds an idle worker is kept before it is retired.
         restart: ``"temporary"``, ``"transient"`` or ``"permanent"``.
+        backoff_initial, backoff_factor, backoff_max, jitter: The restart back-off (see
+            ``docs/supervision.md``).
         durable: Whether the agent persists its state to the store.
         on_session_lost: What follows a turn that failed with ``BackendError(kind=
             "session_lost")``: ``"fail"`` (every later turn fails the same way) or
             ``"fresh"`` (the next turn starts a new provider session).
+        secret_resolver: For durable agents, a module-level function
+            ``(agent_name, option_name) -> value or None`` that supplies a secret the store
+            does not hold when the agent resumes (see ``docs/security.md``).
     """
 
     name: Any
@@ -197,6 +207,11 @@ class AgentSpec:
     durable: bool = False
     placement: tuple[tuple[str, Any], ...] = ()
     on_session_lost: str = "fail"
+    secret_resolver: Any = None
+    backoff_initial: float = 0.05
+    backoff_factor: float = 2.0
+    backoff_max: float = 5.0
+    jitter: float = 0.0
 
     @property
     def options_dict(self) -> dict[str, Any]:
@@ -221,9 +236,14 @@ class StopAgent:
 
 @dataclass(frozen=True, slots=True)
 class WhereIs:
-    """Ask the registry for an agent's address; answered ``Located``."""
+    """Ask the registry for an agent's address; answered ``Located``.
+
+    With ``wait``, a name whose agent is restarting is answered once the restart ends: with
+    the new address, or with none when the supervisor gave up or the agent was stopped.
+    """
 
     name: Any
+    wait: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +305,8 @@ class AgentStatus:
         session_lost: Set when the provider lost the agent's session and the policy is
             ``on_session_lost="fail"``: every turn fails with ``kind="session_lost"`` until
             the agent is stopped and started again.
+        retries: Provider retries the backend reported (``retry`` events), all turns.
+        last_error: The last failed turn's error as ``"Type: message"``, or ``None``.
     """
 
     name: Any
@@ -312,6 +334,9 @@ class AgentStatus:
     durable: bool
     agent_state: Any = None  # what the implementation's agent_state() publishes
     session_lost: str | None = None  # why turns fail until the user acts (on_session_lost="fail")
+    watchers: int = 0  # Watch subscribers (streams, CLI asks, the console)
+    retries: int = 0  # provider retries reported by the backend, over the agent's life
+    last_error: str | None = None  # the last failed turn's error, "Type: message"
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +359,8 @@ class Located:
     """Answer to ``WhereIs``: the address, or ``None`` when no live agent has the name.
 
     ``restarting`` is true while the supervisor restarts the agent (callers keep waiting);
-    ``durable`` says whether its queued requests survive a restart.
+    ``durable`` says whether its queued requests survive a restart; ``stopped`` says that an
+    agent had the name and was stopped (or given up on) and none has taken it since.
     """
 
     name: Any
@@ -342,6 +368,7 @@ class Located:
     restarting: bool = False
     durable: bool = False
     incarnation: int = 0  # a restart is visible even when the new process reuses the port
+    stopped: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,18 +11,29 @@ usual (a ``TracerProvider`` with an exporter, a ``MeterProvider`` with a reader)
 Nothing is exported unless *you* configure an exporter: without configuration the global
 providers are OpenTelemetry's no-op ones.
 
-**Spans.** One span per turn, from ``turn.start`` to ``turn.stop`` / ``turn.error``, named
-``invoke_agent <agent>`` after the GenAI semantic conventions, with ``gen_ai.operation.name``
-(``invoke_agent``), ``gen_ai.agent.name``, ``gen_ai.system`` (the backend's name),
-``gen_ai.request.model`` / ``gen_ai.response.model`` and ``gen_ai.usage.input_tokens`` /
-``gen_ai.usage.output_tokens`` (from ``prompt.stop``'s usage), plus ``genagent.ref``,
-``genagent.origin`` and ``genagent.node``. A failed turn has status ``ERROR`` and
-``error.type`` set to the failure's reason (``interrupted``, ``timeout``...). Spans carry
-the agent process's own start time and the turn's measured duration.
+The names follow the current OpenTelemetry GenAI semantic conventions.
 
-**Metrics.** ``gen_ai.client.operation.duration`` (histogram, seconds, per agent and
-outcome), ``gen_ai.client.token.usage`` (counter, tokens, by ``gen_ai.token.type`` =
-``input`` / ``output``) and ``genagent.turn.errors`` (counter, by ``error.type``).
+**Spans.** One span per turn, from ``turn.start`` to ``turn.stop`` / ``turn.error``, named
+``invoke_agent <agent>``, with ``gen_ai.operation.name`` (``invoke_agent``),
+``gen_ai.agent.name``, ``gen_ai.provider.name`` (``anthropic`` for the claude CLI and the
+Anthropic SDK, ``openai`` for codex and the OpenAI SDK, the backend's name otherwise),
+``gen_ai.request.model`` / ``gen_ai.response.model`` and ``gen_ai.usage.input_tokens`` /
+``gen_ai.usage.output_tokens`` (from ``prompt.stop``'s usage), plus ``genagent.backend``,
+``genagent.ref``, ``genagent.origin``, ``genagent.attempt`` and ``genagent.node``. A failed
+turn has status ``ERROR`` and ``error.type`` set to the failure's reason (``interrupted``,
+``timeout``...). Spans carry the agent process's own start time and the turn's measured
+duration.
+
+Each tool call the backend reports (a ``tool_use`` event) is a child span ``execute_tool
+<tool>`` (kind ``INTERNAL``) with ``gen_ai.operation.name`` (``execute_tool``),
+``gen_ai.tool.name`` and ``gen_ai.tool.call.id``, ended by the matching ``tool_result``
+(``error.type`` = ``tool_error`` when the tool failed) or, if none comes, with its turn.
+
+**Metrics.** ``gen_ai.client.operation.duration`` (histogram, seconds, by
+``gen_ai.operation.name``, ``gen_ai.provider.name``, agent and ``error.type``),
+``gen_ai.client.token.usage`` (histogram, tokens, by ``gen_ai.token.type`` = ``input`` /
+``output``), both with the conventions' bucket boundaries, and ``genagent.turn.errors``
+(counter, by ``error.type``).
 """
 
 from __future__ import annotations
@@ -33,13 +44,30 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._actors.telemetry import attach, detach
+from ._api.telemetry import attach, detach
 from ._core.errors import GenAgentError, InvalidOption
 
-__all__ = ["OtelBridge", "install"]
+__all__ = ["OtelBridge", "install", "provider_name"]
 
-_EVENTS = ("turn.start", "turn.stop", "turn.error", "prompt.stop", "prompt.start")
+_EVENTS = ("turn.start", "turn.stop", "turn.error", "prompt.stop", "prompt.start", "turn.event")
 _INSTRUMENTATION = "genagent_thespian"
+
+# Backends name their program; the conventions name the provider behind it.
+_PROVIDERS = {
+    "claude": "anthropic",
+    "anthropic": "anthropic",
+    "codex": "openai",
+    "openai": "openai",
+}
+
+# The bucket boundaries the GenAI conventions advise for these two histograms.
+_DURATION_BUCKETS = tuple(0.01 * 2**i for i in range(14))  # 0.01 s .. 81.92 s
+_TOKEN_BUCKETS = tuple(4**i for i in range(14))  # 1 .. 67,108,864 tokens
+
+
+def provider_name(backend: str) -> str:
+    """Return the ``gen_ai.provider.name`` for a backend's name (``claude`` -> ``anthropic``)."""
+    return _PROVIDERS.get(backend, backend)
 
 
 @dataclass
@@ -48,6 +76,8 @@ class _OpenTurn:
     start_ns: int
     backend: str
     attributes: dict[str, Any] = field(default_factory=dict)
+    tools: dict[str, Any] = field(default_factory=dict)  # open tool spans by tool call id
+    last_tool_ns: int = 0  # the turn's span never ends before its last tool event
 
 
 class OtelBridge:
@@ -70,10 +100,16 @@ class OtelBridge:
         self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(_INSTRUMENTATION)
         meter = (meter_provider or metrics.get_meter_provider()).get_meter(_INSTRUMENTATION)
         self._duration = meter.create_histogram(
-            "gen_ai.client.operation.duration", unit="s", description="Duration of agent turns"
+            "gen_ai.client.operation.duration",
+            unit="s",
+            description="Duration of agent turns",
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
         )
-        self._tokens = meter.create_counter(
-            "gen_ai.client.token.usage", unit="{token}", description="Tokens used by turns"
+        self._tokens = meter.create_histogram(
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Tokens used by turns",
+            explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
         )
         self._errors = meter.create_counter(
             "genagent.turn.errors", unit="{turn}", description="Failed turns by reason"
@@ -100,6 +136,9 @@ class OtelBridge:
         with self._lock:
             open_turns, self._open = list(self._open.values()), {}
         for turn in open_turns:
+            for tool in turn.tools.values():
+                tool.set_attribute("genagent.unfinished", True)
+                tool.end()
             turn.span.set_attribute("genagent.unfinished", True)
             turn.span.end()
 
@@ -119,6 +158,8 @@ class OtelBridge:
             self._start(key, measurements, metadata)
         elif name == "prompt.stop":
             self._usage(key, metadata.get("usage"))
+        elif name == "turn.event":
+            self._tool_event(key, measurements, metadata.get("event"))
         elif name in ("turn.stop", "turn.error"):
             self._end(key, name, measurements, metadata)
 
@@ -131,7 +172,8 @@ class OtelBridge:
         attributes: dict[str, str | int] = {
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": agent,
-            "gen_ai.system": backend,
+            "gen_ai.provider.name": provider_name(backend),
+            "genagent.backend": backend,
             "genagent.ref": key[1],
             "genagent.origin": str(metadata.get("origin")),
             "genagent.attempt": int(metadata.get("attempt") or 0),
@@ -165,11 +207,55 @@ class OtelBridge:
         cost = getattr(usage, "cost_usd", None)
         if cost is not None:
             turn.span.set_attribute("genagent.cost_usd", float(cost))
-        common = {"gen_ai.agent.name": key[0], "gen_ai.system": turn.backend}
+        common = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": key[0],
+            "gen_ai.provider.name": provider_name(turn.backend),
+        }
         if model:
             common["gen_ai.response.model"] = model
-        self._tokens.add(input_tokens, {**common, "gen_ai.token.type": "input"})
-        self._tokens.add(output_tokens, {**common, "gen_ai.token.type": "output"})
+        self._tokens.record(input_tokens, {**common, "gen_ai.token.type": "input"})
+        self._tokens.record(output_tokens, {**common, "gen_ai.token.type": "output"})
+
+    def _tool_event(self, key: tuple[str, str], measurements: dict[str, Any], event: Any) -> None:
+        kind = getattr(event, "kind", None)
+        if kind not in ("tool_use", "tool_result"):
+            return
+        data = getattr(event, "data", None) or {}
+        with self._lock:
+            turn = self._open.get(key)
+        if turn is None:
+            return
+        at_ns = int(float(measurements.get("system_time") or 0.0) * 1e9) or None
+        turn.last_tool_ns = max(turn.last_tool_ns, at_ns or 0)
+        if kind == "tool_use":
+            call_id = str(data.get("id") or f"call-{len(turn.tools) + 1}")
+            tool_name = str(data.get("name") or "tool")
+            attributes: dict[str, str] = {
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": tool_name,
+                "gen_ai.tool.call.id": call_id,
+                "gen_ai.provider.name": provider_name(turn.backend),
+            }
+            if data.get("kind"):
+                attributes["genagent.tool.kind"] = str(data["kind"])
+            turn.tools[call_id] = self._tracer.start_span(
+                f"execute_tool {tool_name}",
+                context=self._trace.set_span_in_context(turn.span),
+                kind=self._trace.SpanKind.INTERNAL,
+                attributes=attributes,
+                start_time=at_ns,
+            )
+            return
+        tool = turn.tools.pop(str(data.get("tool_use_id")), None)
+        if tool is None:
+            return
+        if data.get("exit_code") is not None:
+            tool.set_attribute("genagent.tool.exit_code", int(data["exit_code"]))
+        if data.get("is_error"):
+            tool.set_attribute("error.type", "tool_error")
+            tool.set_status(self._trace.Status(self._trace.StatusCode.ERROR, "tool_error"))
+        tool.end(end_time=at_ns)
 
     def _end(
         self,
@@ -183,14 +269,25 @@ class OtelBridge:
         if turn is None:
             return
         duration_ms = float(measurements.get("duration_ms") or 0.0)
-        metric_attributes = {"gen_ai.agent.name": key[0], "gen_ai.system": turn.backend}
+        end_ns = turn.start_ns + int(duration_ms * 1e6) if turn.start_ns else None
+        if end_ns is not None:
+            # The duration is the backend call's; events are stamped by the agent a little
+            # later, so a span ending at start + duration could end before its children.
+            end_ns = max(end_ns, turn.last_tool_ns)
+        for tool in turn.tools.values():  # no tool_result came: the tool ends with its turn
+            tool.set_attribute("genagent.unfinished", True)
+            tool.end(end_time=end_ns)
+        metric_attributes = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": key[0],
+            "gen_ai.provider.name": provider_name(turn.backend),
+        }
         if name == "turn.error":
             reason = str(metadata.get("reason") or "error")
             turn.span.set_attribute("error.type", reason)
             turn.span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, reason))
             metric_attributes["error.type"] = reason
             self._errors.add(1, {"gen_ai.agent.name": key[0], "error.type": reason})
-        end_ns = turn.start_ns + int(duration_ms * 1e6) if turn.start_ns else None
         turn.span.end(end_time=end_ns)
         self._duration.record(duration_ms / 1000.0, metric_attributes)
 

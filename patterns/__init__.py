@@ -14,6 +14,7 @@ read its result, stop it) that takes any backend::
     checkpointer  Checkpointer, CheckpointAgent    human review between steps, by draft id
     retry         RetryRunner, RetryAgent          back-off on a timer, never blocking
     workspace     Workspace, WorkspaceAgent        four lifecycle hooks around a git worktree
+    consensus     Consensus, ConsensusAgent        voters, a verdict parser, a threshold, rounds
     demo          run_demo                         a Supervisor fan-out, end to end
 
 See ``docs/patterns/overview.md`` for the choose-your-pattern decision tree.

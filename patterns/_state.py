@@ -1,98 +1,57 @@
-"""State snapshots of pattern agents, readable by each pattern's client-side facade.
+"""State of pattern agents, read by each pattern's client-side facade through the agent.
 
 A pattern's result lives on its agents (the phase a Research agent reached, the drafts a
-Checkpointer produced). The core has no public way for a client to read an agent's state
-(upstream's ``status(name).agent_state``; see ``tests/patterns/test_core_gaps_patterns.py``), so
-until it has one, pattern agents publish a JSON snapshot of their state to a file the
-facade names when it starts them (option ``state_file``), and the facade reads that file.
+Checkpointer produced). Pattern agents show a JSON-compatible snapshot of their state as
+their ``agent_state()``; the facade reads it with ``status(name).agent_state``, a message to
+wherever the agent runs. So a pattern's agents may be spread over a convention's hosts:
+nothing passes through the facade's file system (earlier releases wrote snapshot files to a
+temporary directory, which tied every agent to the facade's host).
 
-The write is atomic (a temporary file renamed over the old one) and happens inside the
-callback, before the agent answers its caller, so a caller that got its answer always
-reads a snapshot at least that fresh. The files live in a private directory
-(``mkdtemp``, mode 0700) the facade removes when it stops. This ties a pattern's agents to
-the facade's host; swapping :func:`read_snapshot` for a core state query is the only
-change needed once the core has one.
+An agent answers ``status`` at once and in order with its other messages, so a caller that
+got an answer from the agent then reads a snapshot at least that fresh.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
-import shutil
-import tempfile
-import weakref
-from collections.abc import Mapping
 from typing import Any
 
-from genagent_thespian import GenAgent
+import genagent_thespian as g
+from genagent_thespian import AgentSystem, GenAgent
 
-__all__ = ["SnapshotAgent", "StateDir", "read_snapshot"]
+__all__ = ["PatternStates", "SnapshotAgent"]
 
 
 class SnapshotAgent(GenAgent):
-    """A ``GenAgent`` that can publish a JSON snapshot of its state (see the module doc).
-
-    Subclasses call :meth:`setup_snapshots` from ``init_agent`` and :meth:`publish` after
-    every state change; they implement :meth:`snapshot`.
-    """
-
-    state_file: str | None = None
-
-    def setup_snapshots(self, options: Mapping[str, Any]) -> None:
-        """Remember the ``state_file`` option (``None``: nothing is published)."""
-        path = options.get("state_file")
-        self.state_file = os.fspath(path) if path is not None else None
+    """A ``GenAgent`` whose ``agent_state()`` is its :meth:`snapshot` (see the module doc)."""
 
     def snapshot(self) -> dict[str, Any]:
-        """Return the state to publish (JSON-compatible). Override in subclasses."""
+        """Return the state to show (JSON-compatible). Override in subclasses."""
         return {}
 
-    def publish(self) -> None:
-        """Write :meth:`snapshot` to ``state_file`` atomically (no-op without one)."""
-        if self.state_file is None:
-            return
-        data = json.dumps(self.snapshot(), default=str)
-        directory = os.path.dirname(self.state_file) or "."
-        fd, temporary = tempfile.mkstemp(dir=directory, prefix=".snapshot-")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                file.write(data)
-            os.replace(temporary, self.state_file)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
+    def agent_state(self) -> dict[str, Any]:
+        """The snapshot as plain JSON data, so any client can read it."""
+        data = json.loads(json.dumps(self.snapshot(), default=str))
+        return data if isinstance(data, dict) else {}
 
 
-def read_snapshot(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """Return the snapshot published at ``path``, or ``None`` before the first one."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            data = json.load(file)
-    except FileNotFoundError:
-        return None
-    return data if isinstance(data, dict) else None
+class PatternStates:
+    """Reads the snapshots of a facade's agents by name, wherever they run."""
 
-
-class StateDir:
-    """A private directory of snapshot files, one per agent name."""
-
-    def __init__(self, prefix: str = "genagent-pattern-") -> None:
-        self.path = tempfile.mkdtemp(prefix=prefix)
-        # Removed with the facade even if nobody calls remove() (or stop()).
-        self._finalizer = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
-
-    def file_for(self, name: Any) -> str:
-        """Return the snapshot path for agent ``name`` (any hashable term)."""
-        digest = hashlib.sha256(repr(name).encode("utf-8")).hexdigest()[:24]
-        return os.path.join(self.path, f"{digest}.json")
+    def __init__(self, system: AgentSystem | None = None) -> None:
+        self._system = system
+        self._closed = False
 
     def read(self, name: Any) -> dict[str, Any] | None:
-        """Return agent ``name``'s latest snapshot, or ``None``."""
-        return read_snapshot(self.file_for(name))
+        """Agent ``name``'s current snapshot; ``None`` if it is gone or the facade closed."""
+        if self._closed:
+            return None
+        try:
+            state = g.status(name, system=self._system).agent_state
+        except (g.AgentNotFound, g.AgentStopped):
+            return None
+        return state if isinstance(state, dict) else None
 
-    def remove(self) -> None:
-        """Delete the directory and every snapshot in it."""
-        self._finalizer()
+    def close(self) -> None:
+        """Stop reading: the facade stopped its agents (later reads give ``None``)."""
+        self._closed = True

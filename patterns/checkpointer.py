@@ -29,11 +29,11 @@ import genagent_thespian as g
 from genagent_thespian import AgentSystem, Halt, Prompt, Response
 
 from ._common import backend_options, wait_for
-from ._state import SnapshotAgent, StateDir
+from ._state import PatternStates, SnapshotAgent
 
 __all__ = ["CheckpointAgent", "CheckpointResult", "Checkpointer", "Review"]
 
-_OWN_OPTIONS = frozenset({"task", "total_steps", "state_file"})
+_OWN_OPTIONS = frozenset({"task", "total_steps"})
 DECISIONS = ("approve", "revise", "finish", "retry")
 
 
@@ -54,7 +54,6 @@ class CheckpointAgent(SnapshotAgent):
 
     def init_agent(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Options: ``task``, ``total_steps`` (3); the rest go to the backend."""
-        self.setup_snapshots(options)
         self.task = str(options.get("task", ""))
         self.total_steps = int(options.get("total_steps", 3))
         self.phase = "ready"
@@ -70,7 +69,6 @@ class CheckpointAgent(SnapshotAgent):
         self.expected_ref: str | None = None
         self.last_prompt: str | None = None
         self.approved: str | None = None
-        self.publish()
         return backend_options(options, _OWN_OPTIONS)
 
     def snapshot(self) -> dict[str, Any]:
@@ -93,7 +91,6 @@ class CheckpointAgent(SnapshotAgent):
         self.last_prompt = text
         self.phase = "drafting"
         self.draft_id = None
-        self.publish()
         return prompt
 
     def handle_event(self, event: Any) -> Prompt | Halt | None:
@@ -108,18 +105,15 @@ class CheckpointAgent(SnapshotAgent):
             self.rejected_reviews.append(
                 {"draft_id": draft_id, "decision": decision, "reason": reason}
             )
-            self.publish()
             return None
         if decision == "finish":
             self.phase = "done"
             self.finished_early = self.current_step < self.total_steps or self.draft is None
-            self.publish()
             return Halt()
         if decision == "approve":
             self.approved = self.draft
             if self.current_step >= self.total_steps:
                 self.phase = "done"
-                self.publish()
                 return Halt()
             self.current_step += 1
             self.revision = 0
@@ -159,7 +153,6 @@ class CheckpointAgent(SnapshotAgent):
                 "error": error,
             }
         )
-        self.publish()
 
     def handle_response(self, ref: str, response: Response) -> None:
         """Keep the draft and wait, idle, for its review."""
@@ -201,7 +194,7 @@ class Checkpointer:
         >>> work.approve(review.draft_id)
     """
 
-    def __init__(self, name: Any, states: StateDir, system: AgentSystem | None) -> None:
+    def __init__(self, name: Any, states: PatternStates, system: AgentSystem | None) -> None:
         self.name = name
         self._states = states
         self._system = system
@@ -219,7 +212,7 @@ class Checkpointer:
         **options: Any,
     ) -> Checkpointer:
         """Start the agent and its first step; ``options`` go to the backend."""
-        states = StateDir("genagent-checkpointer-")
+        states = PatternStates(system)
         try:
             g.start_agent(
                 impl,
@@ -227,13 +220,12 @@ class Checkpointer:
                 backend=backend,
                 task=task,
                 total_steps=total_steps,
-                state_file=states.file_for(name),
                 system=system,
                 **options,
             )
             g.notify(name, ("start",), system=system)
         except BaseException:
-            states.remove()
+            states.close()
             raise
         return cls(name, states, system)
 
@@ -298,4 +290,4 @@ class Checkpointer:
         try:
             g.stop(self.name, system=self._system)
         finally:
-            self._states.remove()
+            self._states.close()

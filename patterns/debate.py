@@ -22,11 +22,11 @@ import genagent_thespian as g
 from genagent_thespian import AgentSystem, Halt, Prompt, Response
 
 from ._common import backend_options, wait_for
-from ._state import SnapshotAgent, StateDir
+from ._state import PatternStates, SnapshotAgent
 
 __all__ = ["Debate", "DebateAgent", "DebateResult"]
 
-_OWN_OPTIONS = frozenset({"topic", "role", "opponent", "max_rounds", "opens", "state_file"})
+_OWN_OPTIONS = frozenset({"topic", "role", "opponent", "max_rounds", "opens"})
 
 DEFAULT_ROLES = ("an optimist arguing in favor", "a skeptic arguing against")
 
@@ -46,7 +46,6 @@ class DebateAgent(SnapshotAgent):
 
     def init_agent(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Options: ``topic``, ``role``, ``opponent``, ``max_rounds`` (3), ``opens``."""
-        self.setup_snapshots(options)
         self.topic = str(options.get("topic", ""))
         self.role = str(options.get("role", DEFAULT_ROLES[0]))
         self.opponent = options["opponent"]
@@ -56,7 +55,6 @@ class DebateAgent(SnapshotAgent):
         self.transcript: list[tuple[str, str]] = []
         self.phase = "debating"
         self.error: str | None = None
-        self.publish()
         return backend_options(options, _OWN_OPTIONS)
 
     def snapshot(self) -> dict[str, Any]:
@@ -77,7 +75,6 @@ class DebateAgent(SnapshotAgent):
         self.notify(self.opponent, ("closing" if closing else "statement", text))
         if closing:
             self.phase = "done"
-        self.publish()
         return Halt() if closing else None
 
     def handle_error(self, ref: str, error: Exception) -> Halt:
@@ -85,7 +82,6 @@ class DebateAgent(SnapshotAgent):
         self.phase = "failed"
         self.error = str(error)
         self.notify(self.opponent, ("failed", self.error))
-        self.publish()
         return Halt()
 
     def handle_event(self, event: Any) -> Prompt | Halt | None:
@@ -96,14 +92,11 @@ class DebateAgent(SnapshotAgent):
         if kind == "failed":
             self.phase = "failed"
             self.error = f"opponent failed: {text}"
-            self.publish()
             return Halt()
         self.transcript.append((str(self.opponent), str(text)))
         if kind == "closing":
             self.phase = "done"
-            self.publish()
             return Halt()
-        self.publish()
         return Prompt(reply_prompt(self.role, str(text)))
 
 
@@ -127,7 +120,7 @@ class Debate:
         >>> debate.stop()
     """
 
-    def __init__(self, names: tuple[Any, Any], states: StateDir, system: AgentSystem | None):
+    def __init__(self, names: tuple[Any, Any], states: PatternStates, system: AgentSystem | None):
         self.names = names
         self._states = states
         self._system = system
@@ -149,7 +142,7 @@ class Debate:
     ) -> Debate:
         """Start both sides and A's opening; ``options`` (and per-side ones) go to the backend."""
         names = (f"{name}-a", f"{name}-b")
-        states = StateDir("genagent-debate-")
+        states = PatternStates(system)
         debate = cls(names, states, system)
         sides = (
             (names[0], names[1], roles[0], a_options),
@@ -166,7 +159,6 @@ class Debate:
                     opponent=opponent,
                     max_rounds=max_rounds,
                     opens=index == 0,
-                    state_file=states.file_for(me),
                     system=system,
                     **{**options, **(side_options or {})},
                 )
@@ -203,4 +195,4 @@ class Debate:
                 except g.AgentNotFound:
                     continue
         finally:
-            self._states.remove()
+            self._states.close()

@@ -28,11 +28,11 @@ import genagent_thespian as g
 from genagent_thespian import AgentSystem, Halt, Prompt, Response
 
 from ._common import backend_options, wait_for
-from ._state import SnapshotAgent, StateDir
+from ._state import PatternStates, SnapshotAgent
 
 __all__ = ["Heartbeat", "HeartbeatAgent", "summary_prompt"]
 
-_OWN_OPTIONS = frozenset({"interval", "min_batch", "state_file"})
+_OWN_OPTIONS = frozenset({"interval", "min_batch"})
 
 
 def summary_prompt(observations: list[str]) -> str:
@@ -46,7 +46,6 @@ class HeartbeatAgent(SnapshotAgent):
 
     def init_agent(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Options: ``interval`` seconds (60), ``min_batch`` (3); the rest go to the backend."""
-        self.setup_snapshots(options)
         self.interval = float(options.get("interval", 60.0))
         if self.interval <= 0:
             raise g.InvalidOption(f"interval must be > 0 seconds, got {self.interval}")
@@ -60,7 +59,6 @@ class HeartbeatAgent(SnapshotAgent):
         self.dispatched = 0
         self.ticking = False
         self.timer: str | None = None
-        self.publish()
         return backend_options(options, _OWN_OPTIONS)
 
     def snapshot(self) -> dict[str, Any]:
@@ -95,7 +93,6 @@ class HeartbeatAgent(SnapshotAgent):
     def post_run(self) -> None:
         """A halted agent stops ticking (``resume`` event restarts it)."""
         self._stop_ticker()
-        self.publish()
 
     # ----------------------------------------------------------------- inputs
 
@@ -108,7 +105,6 @@ class HeartbeatAgent(SnapshotAgent):
                 self._stop_ticker()
             elif event == ("resume",):
                 self._start_ticker()
-        self.publish()
 
     def handle_info(self, message: Any) -> Prompt | Halt | None:
         """A tick: re-arm, then skip or summarize the batch."""
@@ -120,13 +116,11 @@ class HeartbeatAgent(SnapshotAgent):
         self.ticks += 1
         if len(self.observations) < self.min_batch:
             self.skipped += 1
-            self.publish()
             return None
         batch, self.observations = self.observations, []
         prompt = Prompt(summary_prompt(batch))
         self.in_flight[prompt.ref] = batch
         self.dispatched += 1
-        self.publish()
         return prompt
 
     def handle_response(self, ref: str, response: Response) -> None:
@@ -135,14 +129,12 @@ class HeartbeatAgent(SnapshotAgent):
         self.summaries.append(
             {"text": response.text.strip(), "count": len(batch), "at": time.time()}
         )
-        self.publish()
 
     def handle_error(self, ref: str, error: Exception) -> None:
         """Put the batch back in front of newer observations; record the failure."""
         batch = self.in_flight.pop(ref, [])
         self.observations = batch + self.observations
         self.failures.append(str(error))
-        self.publish()
 
     def terminate_agent(self, reason: str) -> None:
         """The ticker ends with the agent (its timers die with it; cancel for clarity)."""
@@ -159,7 +151,7 @@ class Heartbeat:
         >>> beat.stop()
     """
 
-    def __init__(self, name: Any, states: StateDir, system: AgentSystem | None) -> None:
+    def __init__(self, name: Any, states: PatternStates, system: AgentSystem | None) -> None:
         self.name = name
         self._states = states
         self._system = system
@@ -177,7 +169,7 @@ class Heartbeat:
         **options: Any,
     ) -> Heartbeat:
         """Start the agent and its ticker; ``options`` go to the backend."""
-        states = StateDir("genagent-heartbeat-")
+        states = PatternStates(system)
         try:
             g.start_agent(
                 impl,
@@ -185,12 +177,11 @@ class Heartbeat:
                 backend=backend,
                 interval=interval,
                 min_batch=min_batch,
-                state_file=states.file_for(name),
                 system=system,
                 **options,
             )
         except BaseException:
-            states.remove()
+            states.close()
             raise
         return cls(name, states, system)
 
@@ -227,4 +218,4 @@ class Heartbeat:
         try:
             g.stop(self.name, system=self._system)
         finally:
-            self._states.remove()
+            self._states.close()

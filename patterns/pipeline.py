@@ -20,12 +20,12 @@ import genagent_thespian as g
 from genagent_thespian import AgentDown, AgentSystem, Halt, Prompt, Response
 
 from ._common import backend_options, wait_for
-from ._state import SnapshotAgent, StateDir
+from ._state import PatternStates, SnapshotAgent
 
 __all__ = ["Pipeline", "PipelineResult", "StageAgent", "stage_prompt"]
 
 _OWN_OPTIONS = frozenset(
-    {"stage", "next_stage", "upstream", "upstream_stage", "role", "instruction", "state_file"}
+    {"stage", "next_stage", "upstream", "upstream_stage", "role", "instruction"}
 )
 _FINISHED = ("done", "failed", "upstream_failed")
 
@@ -43,7 +43,6 @@ class StageAgent(SnapshotAgent):
 
     def init_agent(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Options: ``stage``, ``next_stage``, ``upstream`` (names), ``role``, ``instruction``."""
-        self.setup_snapshots(options)
         self.stage = str(options.get("stage", ""))
         self.next_stage = options.get("next_stage")
         self.upstream = options.get("upstream")
@@ -55,7 +54,6 @@ class StageAgent(SnapshotAgent):
         self.output: str | None = None
         self.failed_stage: str | None = None
         self.error: str | None = None
-        self.publish()
         return backend_options(options, _OWN_OPTIONS)
 
     def pre_run(self) -> None:
@@ -81,7 +79,6 @@ class StageAgent(SnapshotAgent):
         if event[0] == "pipeline_input" and len(event) == 2:
             self.input = str(event[1])
             self.phase = "running"
-            self.publish()
             return Prompt(stage_prompt(self.role, self.instruction, self.input))
         if event[0] == "pipeline_failed" and len(event) == 3:
             return self._upstream_failed(str(event[1]), str(event[2]))
@@ -103,7 +100,6 @@ class StageAgent(SnapshotAgent):
         self.error = error
         if self.next_stage is not None:
             self.notify(self.next_stage, ("pipeline_failed", stage, error))
-        self.publish()
         return Halt()
 
     def handle_response(self, ref: str, response: Response) -> Halt:
@@ -112,7 +108,6 @@ class StageAgent(SnapshotAgent):
         self.phase = "done"
         if self.next_stage is not None:
             self.notify(self.next_stage, ("pipeline_input", self.output))
-        self.publish()
         return Halt()
 
     def handle_error(self, ref: str, error: Exception) -> Halt:
@@ -122,7 +117,6 @@ class StageAgent(SnapshotAgent):
         self.error = str(error)
         if self.next_stage is not None:
             self.notify(self.next_stage, ("pipeline_failed", self.stage, self.error))
-        self.publish()
         return Halt()
 
 
@@ -153,7 +147,7 @@ class Pipeline:
         >>> run.result(timeout=600).output
     """
 
-    def __init__(self, names: list[Any], states: StateDir, system: AgentSystem | None) -> None:
+    def __init__(self, names: list[Any], states: PatternStates, system: AgentSystem | None) -> None:
         self.names = names
         self._states = states
         self._system = system
@@ -176,7 +170,7 @@ class Pipeline:
         configs = [dict(stage) for stage in stages]
         names = [f"{name}-{i}-{config.get('name', i)}" for i, config in enumerate(configs)]
 
-        states = StateDir("genagent-pipeline-")
+        states = PatternStates(system)
         pipeline = cls([], states, system)
         try:
             for i, stage in enumerate(stages):
@@ -190,7 +184,6 @@ class Pipeline:
                     next_stage=names[i + 1] if i + 1 < len(names) else None,
                     upstream=names[i - 1] if i > 0 else None,
                     upstream_stage=str(configs[i - 1].get("name", i - 1)) if i > 0 else None,
-                    state_file=states.file_for(names[i]),
                     system=system,
                     **{**options, **config},
                 )
@@ -231,4 +224,4 @@ class Pipeline:
                 except g.AgentNotFound:
                     continue
         finally:
-            self._states.remove()
+            self._states.close()

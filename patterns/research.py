@@ -22,11 +22,11 @@ import genagent_thespian as g
 from genagent_thespian import AgentSystem, Halt, Prompt, Response
 
 from ._common import backend_options, wait_for
-from ._state import SnapshotAgent, StateDir
+from ._state import PatternStates, SnapshotAgent
 
 __all__ = ["Research", "ResearchAgent", "ResearchResult"]
 
-_OWN_OPTIONS = frozenset({"topic", "max_sub_questions", "state_file"})
+_OWN_OPTIONS = frozenset({"topic", "max_sub_questions"})
 
 
 def kickoff_prompt(topic: str, count: int) -> str:
@@ -52,7 +52,6 @@ class ResearchAgent(SnapshotAgent):
 
     def init_agent(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Options: ``topic``, ``max_sub_questions`` (3); the rest go to the backend."""
-        self.setup_snapshots(options)
         self.topic = str(options.get("topic", ""))
         self.max_sub_questions = int(options.get("max_sub_questions", 3))
         self.phase = "listing"
@@ -63,7 +62,6 @@ class ResearchAgent(SnapshotAgent):
         self.failed_phase: str | None = None
         self.turns = 0
         self.extra_turns: list[str] = []
-        self.publish()
         return backend_options(options, _OWN_OPTIONS)
 
     def snapshot(self) -> dict[str, Any]:
@@ -84,10 +82,7 @@ class ResearchAgent(SnapshotAgent):
         """Advance one phase."""
         self.turns += 1
         text = response.text.strip()
-        try:
-            return self._advance(text)
-        finally:
-            self.publish()
+        return self._advance(text)
 
     def _advance(self, text: str) -> Prompt | Halt | None:
         if self.phase == "listing":
@@ -118,7 +113,6 @@ class ResearchAgent(SnapshotAgent):
             self.failed_phase = self.phase
             self.phase = "failed"
         self.last_error = str(error)
-        self.publish()
         return Halt()
 
 
@@ -149,7 +143,7 @@ class Research:
         >>> run.stop()
     """
 
-    def __init__(self, name: Any, states: StateDir, system: AgentSystem | None) -> None:
+    def __init__(self, name: Any, states: PatternStates, system: AgentSystem | None) -> None:
         self.name = name
         self._states = states
         self._system = system
@@ -167,7 +161,7 @@ class Research:
         **options: Any,
     ) -> Research:
         """Start the agent and send the kick-off prompt; ``options`` go to the backend."""
-        states = StateDir("genagent-research-")
+        states = PatternStates(system)
         try:
             g.start_agent(
                 impl,
@@ -175,12 +169,11 @@ class Research:
                 backend=backend,
                 topic=topic,
                 max_sub_questions=max_sub_questions,
-                state_file=states.file_for(name),
                 system=system,
                 **options,
             )
         except BaseException:
-            states.remove()
+            states.close()
             raise
         run = cls(name, states, system)
         g.tell(name, kickoff_prompt(topic, max_sub_questions), system=system)
@@ -213,4 +206,4 @@ class Research:
         try:
             g.stop(self.name, system=self._system)
         finally:
-            self._states.remove()
+            self._states.close()

@@ -37,13 +37,11 @@ import genagent_thespian as g
 from genagent_thespian import AgentSystem, BackendError, Prompt, Response, TurnCrashed
 
 from ._common import backend_options, wait_for
-from ._state import SnapshotAgent, StateDir
+from ._state import PatternStates, SnapshotAgent
 
 __all__ = ["RetryAgent", "RetryOutcome", "RetryRunner", "is_transient"]
 
-_OWN_OPTIONS = frozenset(
-    {"max_attempts", "delays", "base_delay", "factor", "max_delay", "state_file"}
-)
+_OWN_OPTIONS = frozenset({"max_attempts", "delays", "base_delay", "factor", "max_delay"})
 _FINISHED = ("succeeded", "failed", "cancelled")
 
 
@@ -65,7 +63,6 @@ class RetryAgent(SnapshotAgent):
     def init_agent(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Options: ``max_attempts`` (3), ``delays`` or ``base_delay`` (1 s) x ``factor`` (2)
         capped at ``max_delay`` (30 s); the rest go to the backend."""
-        self.setup_snapshots(options)
         self.max_attempts = int(options.get("max_attempts", 3))
         delays = options.get("delays")
         self.delays: list[float] | None = None if delays is None else [float(d) for d in delays]
@@ -78,7 +75,6 @@ class RetryAgent(SnapshotAgent):
         self.by_ref: dict[str, str] = {}
         self.dispatched = ""  # the prompt of the running turn (turns are serial)
         self.timers: dict[str, tuple[str, str]] = {}  # job id -> (timer id, token)
-        self.publish()
         return backend_options(options, _OWN_OPTIONS)
 
     def snapshot(self) -> dict[str, Any]:
@@ -117,7 +113,6 @@ class RetryAgent(SnapshotAgent):
                 if timer is not None:
                     self.cancel_timer(timer[0])
                 job["phase"] = "cancelled" if job["phase"] == "waiting" else "cancelling"
-                self.publish()
         return None
 
     def pre_turn(self, prompt: str) -> str:
@@ -129,7 +124,6 @@ class RetryAgent(SnapshotAgent):
         prompt = Prompt(text)
         self.by_ref[prompt.ref] = job_id
         self.jobs[job_id]["phase"] = "running"
-        self.publish()
         return prompt
 
     def handle_response(self, ref: str, response: Response) -> None:
@@ -141,7 +135,6 @@ class RetryAgent(SnapshotAgent):
         job["attempts"] += 1
         job["result"] = response.text.strip()
         job["phase"] = "succeeded"
-        self.publish()
 
     def handle_error(self, ref: str, error: Exception) -> Prompt | None:
         """Schedule a retry of a transient failure, or give up."""
@@ -162,7 +155,6 @@ class RetryAgent(SnapshotAgent):
             token = uuid.uuid4().hex
             timer = self.send_after(delay, ("retry_due", job_id, token))
             self.timers[job_id] = (timer, token)
-        self.publish()
         return None
 
     def _same_ref_retry(self, ref: str, error: Exception) -> Prompt | None:
@@ -170,7 +162,6 @@ class RetryAgent(SnapshotAgent):
         attempts = self.jobs.setdefault(ref, {"phase": "direct", "attempts": 0, "errors": []})
         attempts["attempts"] += 1
         attempts["errors"].append(f"{type(error).__name__}: {error}")
-        self.publish()
         if (
             is_transient(error)
             and attempts["attempts"] < self.max_attempts
@@ -218,7 +209,7 @@ class RetryRunner:
         >>> outcome.result if outcome.ok else outcome.errors
     """
 
-    def __init__(self, name: Any, states: StateDir, system: AgentSystem | None) -> None:
+    def __init__(self, name: Any, states: PatternStates, system: AgentSystem | None) -> None:
         self.name = name
         self._states = states
         self._system = system
@@ -239,7 +230,7 @@ class RetryRunner:
         **options: Any,
     ) -> RetryRunner:
         """Start the agent; ``options`` go to the backend."""
-        states = StateDir("genagent-retry-")
+        states = PatternStates(system)
         try:
             g.start_agent(
                 impl,
@@ -250,12 +241,11 @@ class RetryRunner:
                 base_delay=base_delay,
                 factor=factor,
                 max_delay=max_delay,
-                state_file=states.file_for(name),
                 system=system,
                 **options,
             )
         except BaseException:
-            states.remove()
+            states.close()
             raise
         return cls(name, states, system)
 
@@ -296,4 +286,4 @@ class RetryRunner:
         try:
             g.stop(self.name, system=self._system)
         finally:
-            self._states.remove()
+            self._states.close()

@@ -41,7 +41,7 @@ from genagent_thespian import (
 from genagent_thespian.messages import AgentStarted, Failure, Stopped
 
 from ._common import backend_options, wait_for
-from ._state import SnapshotAgent, StateDir
+from ._state import PatternStates, SnapshotAgent
 
 __all__ = ["CoordinatorAgent", "Supervisor", "SupervisorResult", "WorkerAgent"]
 
@@ -53,7 +53,6 @@ _OWN_OPTIONS = frozenset(
         "worker_impl",
         "worker_options",
         "worker_timeout",
-        "state_file",
     }
 )
 _FINISHED = ("done", "failed")
@@ -98,7 +97,6 @@ class CoordinatorAgent(SnapshotAgent):
     def init_agent(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Options: ``topic``, ``max_workers`` (3), ``worker_backend``, ``worker_impl``,
         ``worker_options`` (for every worker's backend), ``worker_timeout`` (600 s)."""
-        self.setup_snapshots(options)
         self.topic = str(options.get("topic", ""))
         self.max_workers = int(options.get("max_workers", 3))
         self.worker_backend = options["worker_backend"]
@@ -117,7 +115,6 @@ class CoordinatorAgent(SnapshotAgent):
         self.synthesis_ref: str | None = None
         self.deadline: str | None = None
         self.other_turns: list[str] = []
-        self.publish()
         return backend_options(options, _OWN_OPTIONS)
 
     def snapshot(self) -> dict[str, Any]:
@@ -139,24 +136,20 @@ class CoordinatorAgent(SnapshotAgent):
     def handle_response(self, ref: str, response: Response) -> Halt | None:
         """The plan starts the workers; the synthesis ends the run; anything else is noted."""
         text = response.text.strip()
-        try:
-            if self.phase == "planning":
-                return self._fan_out(text)
-            if ref == self.synthesis_ref:
-                self.final_output = text
-                self.phase = "done"
-                return Halt()
-            self.other_turns.append(text)
-            return None
-        finally:
-            self.publish()
+        if self.phase == "planning":
+            return self._fan_out(text)
+        if ref == self.synthesis_ref:
+            self.final_output = text
+            self.phase = "done"
+            return Halt()
+        self.other_turns.append(text)
+        return None
 
     def handle_error(self, ref: str, error: Exception) -> Halt | None:
         """A failed plan or synthesis fails the run."""
         if self.phase == "planning" or ref == self.synthesis_ref:
             self.phase = "failed"
             self.error = str(error)
-            self.publish()
             return Halt()
         return None
 
@@ -219,7 +212,6 @@ class CoordinatorAgent(SnapshotAgent):
 
     def _collected(self) -> Prompt | Halt | None:
         if self.pending or self.phase != "collecting":
-            self.publish()
             return None
         if self.deadline is not None:
             self.cancel_timer(self.deadline)
@@ -227,12 +219,10 @@ class CoordinatorAgent(SnapshotAgent):
         if not self.results:
             self.phase = "failed"
             self.error = "all_workers_failed"
-            self.publish()
             return Halt()
         self.phase = "synthesizing"
         prompt = Prompt(synthesis_prompt(self.topic, [r for _, r in sorted(self.results.items())]))
         self.synthesis_ref = prompt.ref
-        self.publish()
         return prompt
 
     def terminate_agent(self, reason: str) -> None:
@@ -268,7 +258,7 @@ class Supervisor:
         >>> run.stop()
     """
 
-    def __init__(self, name: Any, states: StateDir, system: AgentSystem | None) -> None:
+    def __init__(self, name: Any, states: PatternStates, system: AgentSystem | None) -> None:
         self.name = name
         self._states = states
         self._system = system
@@ -290,7 +280,7 @@ class Supervisor:
         **options: Any,
     ) -> Supervisor:
         """Start the coordinator and its planning turn; ``options`` go to its backend."""
-        states = StateDir("genagent-supervisor-")
+        states = PatternStates(system)
         try:
             g.start_agent(
                 impl,
@@ -302,13 +292,12 @@ class Supervisor:
                 worker_impl=worker_impl,
                 worker_options=dict(worker_options or {}),
                 worker_timeout=worker_timeout,
-                state_file=states.file_for(name),
                 system=system,
                 **options,
             )
             g.tell(name, plan_prompt(topic, max_workers), system=system)
         except BaseException:
-            states.remove()
+            states.close()
             raise
         return cls(name, states, system)
 
@@ -344,4 +333,4 @@ class Supervisor:
                     continue
             g.stop(self.name, system=self._system)
         finally:
-            self._states.remove()
+            self._states.close()

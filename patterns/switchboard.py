@@ -30,7 +30,7 @@ import genagent_thespian as g
 from genagent_thespian import AgentOverloaded, AgentSystem, GenAgentError, Response
 
 from ._common import backend_options
-from ._state import SnapshotAgent, StateDir
+from ._state import PatternStates, SnapshotAgent
 
 __all__ = ["Inbox", "SessionAgent", "SessionBusy", "SessionHalted", "Switchboard"]
 
@@ -62,7 +62,7 @@ class Inbox:
     summary: str
 
 
-_OWN_OPTIONS = frozenset({"path", "state_file"})
+_OWN_OPTIONS = frozenset({"path"})
 
 
 class SessionAgent(SnapshotAgent):
@@ -70,7 +70,6 @@ class SessionAgent(SnapshotAgent):
 
     def init_agent(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Take ``path`` (the session's working directory, passed on as ``cwd``)."""
-        self.setup_snapshots(options)
         self.path: str | None = options.get("path")
         self.summary = ""
         self.history: list[dict[str, Any]] = []
@@ -79,7 +78,6 @@ class SessionAgent(SnapshotAgent):
         forwarded = backend_options(options, _OWN_OPTIONS)
         if self.path is not None:
             forwarded.setdefault("cwd", self.path)
-        self.publish()
         return forwarded
 
     def snapshot(self) -> dict[str, Any]:
@@ -96,7 +94,6 @@ class SessionAgent(SnapshotAgent):
         entry["completed_at"] = time.time()
         self.next_seq += 1
         self.history.append(entry)
-        self.publish()
 
     def handle_response(self, ref: str, response: Response) -> None:
         """Append ``{status: ok, seq, ref, text, usage, duration_ms}``."""
@@ -124,10 +121,8 @@ class SessionAgent(SnapshotAgent):
             tag, value = event
             if tag == "update_summary" and isinstance(value, str):
                 self.summary = value
-                self.publish()
             elif tag == "ack_inbox" and isinstance(value, int):
                 self.inbox_cursor = max(self.inbox_cursor, value)
-                self.publish()
 
 
 class Switchboard:
@@ -142,7 +137,7 @@ class Switchboard:
 
     def __init__(self, *, system: AgentSystem | None = None) -> None:
         self._system = system
-        self._states = StateDir("genagent-switchboard-")
+        self._states = PatternStates(system)
         self._sessions: list[Any] = []
 
     @property
@@ -162,7 +157,9 @@ class Switchboard:
         """Start a session agent ``name``; ``options`` go to the backend (``script``, ``model``).
 
         Raises:
-            AgentAlreadyExists, AgentStartFailed, InvalidOption.
+            AgentAlreadyExists: Another agent has that name.
+            AgentStartFailed: The agent could not start.
+            InvalidOption: An option is invalid.
         """
         extra: dict[str, Any] = {"path": path} if path is not None else {}
         g.start_agent(
@@ -170,7 +167,6 @@ class Switchboard:
             name=name,
             backend=backend,
             max_queued=0,
-            state_file=self._states.file_for(name),
             system=self._system,
             **extra,
             **options,
@@ -259,7 +255,7 @@ class Switchboard:
         for name in list(self._sessions):
             with contextlib.suppress(g.AgentNotFound):
                 self.stop_session(name)
-        self._states.remove()
+        self._states.close()
 
     def __enter__(self) -> Switchboard:
         return self

@@ -27,23 +27,21 @@ import genagent_thespian as g
 from genagent_thespian import AgentSystem, Prompt, Response
 
 from ._common import backend_options, wait_for
-from ._state import SnapshotAgent, StateDir
+from ._state import PatternStates, SnapshotAgent
 
 __all__ = ["Watcher", "WatcherAgent"]
 
-_OWN_OPTIONS = frozenset({"state_file"})
+_OWN_OPTIONS: frozenset[str] = frozenset()
 
 
 class WatcherAgent(SnapshotAgent):
     """Turns interesting events into turns; records every action (see the module doc)."""
 
     def init_agent(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """Every option but ``state_file`` goes to the backend."""
-        self.setup_snapshots(options)
+        """Every option goes to the backend."""
         self.actions: list[dict[str, Any]] = []
         self.ignored = 0
         self.in_flight: dict[str, str] = {}  # prompt ref -> repr of the event
-        self.publish()
         return backend_options(options, _OWN_OPTIONS)
 
     def snapshot(self) -> dict[str, Any]:
@@ -67,7 +65,6 @@ class WatcherAgent(SnapshotAgent):
         text = self.prompt_for(event)
         if text is None:
             self.ignored += 1
-            self.publish()
             return None
         prompt = Prompt(text)
         self.in_flight[prompt.ref] = repr(event)
@@ -83,7 +80,6 @@ class WatcherAgent(SnapshotAgent):
                 "at": time.time(),
             }
         )
-        self.publish()
 
     def handle_error(self, ref: str, error: Exception) -> None:
         """Record the failed action with its error."""
@@ -95,7 +91,6 @@ class WatcherAgent(SnapshotAgent):
                 "at": time.time(),
             }
         )
-        self.publish()
 
 
 class Watcher:
@@ -104,11 +99,11 @@ class Watcher:
     Example:
         >>> watcher = Watcher.start("ci-watch", backend="claude")    # doctest: +SKIP
         >>> watcher.feed(("ci_result", "failed", "test_auth timed out"))
-        >>> watcher.wait_for_actions(1, timeout=300)[0]["text"]
+        >>> print(watcher.wait_for_actions(1, timeout=300))
         >>> watcher.stop()
     """
 
-    def __init__(self, name: Any, states: StateDir, system: AgentSystem | None) -> None:
+    def __init__(self, name: Any, states: PatternStates, system: AgentSystem | None) -> None:
         self.name = name
         self._states = states
         self._system = system
@@ -124,18 +119,17 @@ class Watcher:
         **options: Any,
     ) -> Watcher:
         """Start the watcher agent; ``options`` go to the backend."""
-        states = StateDir("genagent-watcher-")
+        states = PatternStates(system)
         try:
             g.start_agent(
                 impl,
                 name=name,
                 backend=backend,
-                state_file=states.file_for(name),
                 system=system,
                 **options,
             )
         except BaseException:
-            states.remove()
+            states.close()
             raise
         return cls(name, states, system)
 
@@ -167,4 +161,4 @@ class Watcher:
         try:
             g.stop(self.name, system=self._system)
         finally:
-            self._states.remove()
+            self._states.close()

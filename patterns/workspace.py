@@ -37,7 +37,7 @@ import genagent_thespian as g
 from genagent_thespian import AgentSystem, GenAgentError, Halt, Prompt, Response, Skip
 
 from ._common import backend_options, wait_for
-from ._state import SnapshotAgent, StateDir
+from ._state import PatternStates, SnapshotAgent
 
 __all__ = ["Workspace", "WorkspaceAgent", "WorkspaceGitError", "WorkspaceResult", "run_git"]
 
@@ -50,7 +50,6 @@ _OWN_OPTIONS = frozenset(
         "base_dir",
         "git_timeout",
         "cwd_option",
-        "state_file",
     }
 )
 _SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -115,7 +114,6 @@ class WorkspaceAgent(SnapshotAgent):
         existing repository; default a fresh one), ``base_dir``, ``git_timeout`` (30 s),
         ``cwd_option`` (backend option that receives the worktree path); the rest go to
         the backend."""
-        self.setup_snapshots(options)
         session_id = options.get("session_id")
         if not isinstance(session_id, str) or not _SESSION_ID.match(session_id):
             raise g.InvalidOption(
@@ -144,7 +142,6 @@ class WorkspaceAgent(SnapshotAgent):
         self.error: str | None = None
         self.log: list[str] = []
         self.post_run_calls = 0
-        self.publish()
         forwarded = backend_options(options, _OWN_OPTIONS)
         cwd_option = options.get("cwd_option")
         if cwd_option:
@@ -185,7 +182,6 @@ class WorkspaceAgent(SnapshotAgent):
             shutil.rmtree(self.base_dir, ignore_errors=True)
             raise
         self.phase = "running"
-        self.publish()
 
     def pre_turn(self, prompt: str) -> str | Skip | Halt:
         """Rewrite the prompt with the topic and the paragraphs so far; halt after a git error."""
@@ -204,16 +200,13 @@ class WorkspaceAgent(SnapshotAgent):
         self.turn += 1
         if self.turn >= self.num_turns:
             self.phase = "finished"
-            self.publish()
             return Halt()
-        self.publish()
         return Prompt("next paragraph")
 
     def handle_error(self, ref: str, error: Exception) -> Halt:
         """A failed turn fails the run."""
         self.phase = "failed"
         self.error = str(error)
-        self.publish()
         return Halt()
 
     def post_turn(self, ref: str, outcome: Response | Exception) -> None:
@@ -230,10 +223,8 @@ class WorkspaceAgent(SnapshotAgent):
         except (OSError, WorkspaceGitError) as exc:
             self.phase = "failed"
             self.error = str(exc)
-            self.publish()
             raise
         self.commits.append({"turn": self.turn, "sha": sha, "filename": filename})
-        self.publish()
 
     def post_run(self) -> None:
         """Record the branch's log (once per halt)."""
@@ -242,7 +233,6 @@ class WorkspaceAgent(SnapshotAgent):
             self.log = self._git("log", "--oneline").splitlines()
         except WorkspaceGitError as exc:
             self.error = self.error or str(exc)
-        self.publish()
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +259,7 @@ class Workspace:
         >>> run.stop(); run.cleanup()
     """
 
-    def __init__(self, name: Any, states: StateDir, system: AgentSystem | None) -> None:
+    def __init__(self, name: Any, states: PatternStates, system: AgentSystem | None) -> None:
         self.name = name
         self._states = states
         self._system = system
@@ -293,9 +283,10 @@ class Workspace:
         """Start the agent (creating the worktree) and its first turn.
 
         Raises:
-            InvalidOption (a bad ``session_id``), WorkspaceGitError (git's message).
+            InvalidOption: A bad ``session_id``.
+            WorkspaceGitError: git failed (with git's message).
         """
-        states = StateDir("genagent-workspace-state-")
+        states = PatternStates(system)
         try:
             g.start_agent(
                 impl,
@@ -305,14 +296,13 @@ class Workspace:
                 session_id=session_id,
                 num_turns=num_turns,
                 repo=None if repo is None else os.fspath(repo),
-                state_file=states.file_for(name),
                 system=system,
                 **options,
             )
             run = cls(name, states, system)
             run.ref = g.tell(name, "begin", system=system)
         except BaseException:
-            states.remove()
+            states.close()
             raise
         return run
 
@@ -348,7 +338,7 @@ class Workspace:
         try:
             g.stop(self.name, system=self._system)
         finally:
-            self._states.remove()
+            self._states.close()
 
     def cleanup(self) -> None:
         """Remove the worktree (and its branch's checkout directory)."""

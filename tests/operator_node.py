@@ -90,7 +90,8 @@ class Node:
         self.json("start", impl, "--name", name, *option_args)
 
     def status(self, name: str) -> dict[str, Any]:
-        return self.json("status", name)["status"]
+        status: dict[str, Any] = self.json("status", name)["status"]
+        return status
 
     def processes(self) -> list[int]:
         """Pids of the node process and every process of its actor system still running.
@@ -121,8 +122,8 @@ class Node:
                 except subprocess.TimeoutExpired:
                     child.kill()
                     child.wait()
-                    raise AssertionError(f"{child.args} ignored SIGTERM") from None
-                assert code == 0, f"{child.args} ended with {code} on SIGTERM"
+                    raise AssertionError(f"{child.args!r} ignored SIGTERM") from None
+                assert code == 0, f"{child.args!r} ended with {code} on SIGTERM"
             for stream in (child.stdout, child.stderr):
                 if stream is not None:
                     stream.close()

@@ -16,6 +16,7 @@ process free of the patch and vice versa.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -95,6 +96,8 @@ def run_client(config: dict[str, Any]) -> dict[str, Any]:
     if script == "ask_echo":
         echo = asys.createActor(Echo, globalName="echo")
         return {"answer": asys.ask(echo, config.get("text", "ping"), 10)}
+    if script == "ask_bytes":
+        return ask_bytes(asys, config["size"])
     if script == "ask_remote":
         return ask_remote(asys, config["target"], config.get("deadline", 30))
     raise ValueError(f"unknown script {script}")
@@ -115,6 +118,16 @@ def roundtrips(asys: Any) -> dict[str, Any]:
     answer = asys.ask(echo, big, 30)
     result["big"] = [answer[0], answer[1], answer[2] == big[-16:]] if answer else None
     return result
+
+
+def ask_bytes(asys: Any, size: int) -> dict[str, Any]:
+    """Ask the echo actor with a *size*-byte message; report the answer or the error."""
+    echo = asys.createActor(Echo, globalName="echo")
+    try:
+        answer = asys.ask(echo, os.urandom(size), 30)
+    except Exception as exc:
+        return {"error": type(exc).__name__, "message": str(exc)}
+    return {"answer": answer[:2] if answer else None}
 
 
 def ask_remote(asys: Any, target: str, wait: float) -> dict[str, Any]:
@@ -187,12 +200,56 @@ def install_wildcard() -> dict[str, Any]:
     }
 
 
+def named_attacks(host: str, ports: list[int], flood_per_port: int) -> dict[str, Any]:
+    """Issue 12's table, run from wherever this process is (another network namespace)."""
+    from transport_attacks import NEGATIVE_PREFIX_FRAME, half_open_flood, send_and_wait_for_close
+
+    result: dict[str, Any] = {
+        "negative_prefix_closed": {
+            str(port): send_and_wait_for_close(host, port, NEGATIVE_PREFIX_FRAME) for port in ports
+        }
+    }
+    body = 100 * 1000 * 1000
+    sent, closed = _stream(host, ports[0], b"%d>" % body, body)
+    result["big_body"] = {"sent": sent, "closed": closed}
+    with half_open_flood() as flood:
+        for port in ports:
+            flood.open(host, port, flood_per_port // 2)
+            flood.open(host, port, flood_per_port // 2, send=b"12")
+        result["flood_opened"] = len(flood.sockets)
+        with contextlib.suppress(AssertionError):  # the test compares the counts
+            wait_until(lambda: flood.closed_by_receiver() == len(flood.sockets), 30, "closing")
+        result["flood_closed_by_node"] = flood.closed_by_receiver()
+    return result
+
+
+def _stream(host: str, port: int, prefix: bytes, total: int) -> tuple[int, bool]:
+    import errno
+    import socket
+
+    chunk = os.urandom(1024 * 1024)
+    sent = 0
+    with socket.create_connection((host, port), timeout=30) as conn:
+        try:
+            conn.sendall(prefix)
+            while sent < total:
+                conn.sendall(chunk[: total - sent])
+                sent += min(len(chunk), total - sent)
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNRESET, errno.EPIPE):
+                raise
+            return sent, True
+        return sent, conn.recv(1) == b""
+
+
 def main() -> None:
     config = json.loads(sys.argv[1])
     if config["mode"] == "node":
         run_node(config)
     elif config["mode"] == "probe":
         _emit({str(port): connect_refused(config["host"], port) for port in config["ports"]})
+    elif config["mode"] == "named_attacks":
+        _emit(named_attacks(config["host"], config["ports"], config["flood_per_port"]))
     elif config["mode"] == "attack":
         answers = attack_all(config["host"], config["ports"], Path(config["marker_dir"]))
         _emit({name: answer is not None for name, answer in answers.items()})

@@ -113,8 +113,13 @@ def attack_port(
     data = b"%d>" % len(payload) + payload if framed else payload
     received = b""
     with socket.create_connection((host, port), timeout=timeout) as conn:
-        conn.sendall(data)
-        conn.shutdown(socket.SHUT_WR)
+        try:
+            conn.sendall(data)
+            conn.shutdown(socket.SHUT_WR)
+        except OSError as exc:  # a hardened receiver may close (reset) before all is sent
+            if exc.errno not in (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN):
+                raise
+            return received
         try:
             while chunk := conn.recv(4096):
                 received += chunk
@@ -234,9 +239,16 @@ def _decode_addr(hex_addr: str) -> str:
 def listening_sockets(pids: Iterable[int]) -> list[tuple[int, str, int]]:
     """Every listening TCP socket held by *pids*: ``(pid, address, port)``."""
     found = []
+    tables: dict[str, dict[int, tuple[str, int]]] = {}  # one read per network namespace
     for pid in pids:
+        try:
+            namespace = os.readlink(f"/proc/{pid}/ns/net")
+        except OSError:
+            continue
+        if namespace not in tables:
+            tables[namespace] = _listen_table(pid)
         inodes = _socket_inodes(pid)
-        for inode, (addr, port) in _listen_table(pid).items():
+        for inode, (addr, port) in tables[namespace].items():
             if inode in inodes:
                 found.append((pid, addr, port))
     return found
@@ -292,6 +304,7 @@ class Node:
         thesplog: Path | None = None,
         netns: str | None = None,
         timeout: float = 60.0,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.config = config
         self.admin_port: int = config["admin_port"]
@@ -303,7 +316,7 @@ class Node:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=subprocess_env(secret_hex, thesplog),
+            env={**subprocess_env(secret_hex, thesplog), **(extra_env or {})},
             text=True,
         )
         self.pgid: int | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ class Recorder(GenAgent):
     ``init`` (``"raise"``), ``backend_options`` (extra session options).
     """
 
-    def init_agent(self, options: dict[str, Any]) -> dict[str, Any]:
+    def init_agent(self, options: Mapping[str, Any]) -> dict[str, Any]:
         self.log = options.get("log")
         self.responses = list(options.get("responses", []))
         self.errors = list(options.get("errors", []))
@@ -184,7 +185,7 @@ class Recorder(GenAgent):
 class Minimal(GenAgent):
     """Implements only what is required: every default callback is exercised."""
 
-    def init_agent(self, options: dict[str, Any]) -> dict[str, Any]:
+    def init_agent(self, options: Mapping[str, Any]) -> dict[str, Any]:
         return {"script": options.get("script", [])}
 
     def handle_response(self, ref: str, response: Response) -> None:
@@ -204,7 +205,7 @@ class NotAnAgent:
 class FailsOnRestart(Recorder):
     """Starts once; every later start fails while the file named ``poison`` exists."""
 
-    def init_agent(self, options: dict[str, Any]) -> dict[str, Any]:
+    def init_agent(self, options: Mapping[str, Any]) -> dict[str, Any]:
         backend_options = super().init_agent(options)
         poison = options.get("poison")
         if poison and os.path.exists(poison):
@@ -217,7 +218,7 @@ class FailsOnRestart(Recorder):
 class Counter(Recorder):
     """A Recorder that counts its responses in its state (to check state survives restarts)."""
 
-    def init_agent(self, options: dict[str, Any]) -> dict[str, Any]:
+    def init_agent(self, options: Mapping[str, Any]) -> dict[str, Any]:
         self.responses_seen = 0
         return super().init_agent(options)
 
@@ -230,7 +231,7 @@ class Counter(Recorder):
 class Passthrough(GenAgent):
     """Hands its ``backend_options`` to the backend unchanged; keeps the texts it got."""
 
-    def init_agent(self, options: dict[str, Any]) -> dict[str, Any]:
+    def init_agent(self, options: Mapping[str, Any]) -> dict[str, Any]:
         self.texts: list[str] = []
         return dict(options.get("backend_options", {}))
 
@@ -241,7 +242,7 @@ class Passthrough(GenAgent):
 class HoldsALock(Recorder):
     """Keeps an unpicklable object in its state (a durable agent must refuse to start)."""
 
-    def init_agent(self, options: dict[str, Any]) -> dict[str, Any]:
+    def init_agent(self, options: Mapping[str, Any]) -> dict[str, Any]:
         import threading
 
         self.lock = threading.Lock()

@@ -92,7 +92,7 @@ def read_turn_log(path: Any) -> list[dict[str, Any]]:
 class ErrorLogger(GenAgent):
     """Hands ``backend_options`` to the backend; appends each ``handle_error`` to ``log``."""
 
-    def init_agent(self, options: dict[str, Any]) -> dict[str, Any]:
+    def init_agent(self, options: Mapping[str, Any]) -> dict[str, Any]:
         self.log = options["log"]
         return dict(options.get("backend_options", {}))
 

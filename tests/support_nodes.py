@@ -24,12 +24,15 @@ def main() -> None:
     parser.add_argument("--label", action="append", default=[])
     parser.add_argument("--period", type=float, default=1.0)
     parser.add_argument("--miss-max", type=int, default=2)
+    parser.add_argument("--capacity", type=int, default=None)
     args = parser.parse_args()
 
     from genagent_thespian._nodes.convention import start_node
 
     host, port = args.leader.rsplit(":", 1)
-    labels = dict(label.split("=", 1) for label in args.label)
+    labels: dict[str, object] = dict(label.split("=", 1) for label in args.label)
+    if args.capacity is not None:
+        labels["capacity"] = args.capacity
     system = start_node(
         leader=(host, int(port)),
         admin_port=args.admin_port,

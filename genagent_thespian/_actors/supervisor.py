@@ -3,7 +3,7 @@
 It starts agents (``StartAgent``), stops them for good (``StopAgent``), keeps the registry
 in step with which agents are alive, tells watchers when an agent exits (``AgentDown``), and
 decides what happens when an agent's process dies (``ChildActorExited``). Restart
-decisions come from the pure :class:`~genagent_thespian._restart.RestartTracker`.
+decisions come from the pure :class:`~genagent_thespian._core.restart_policy.RestartPolicy`.
 
 ``ChildActorExited`` can arrive twice for one exit; handling is idempotent because the
 supervisor forgets an address on the first notice.
@@ -12,6 +12,8 @@ supervisor forgets an address on the first notice.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
 import os
 import signal
 import time
@@ -19,13 +21,17 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
 from thespian.actors import Actor, ActorExitRequest, ChildActorExited, WakeupMessage
 
 from .._core.backend import resolve_backend
 from .._core.errors import AgentAlreadyExists, AgentNotFound, AgentStartFailed, GenAgentError
 from .._core.log import get_logger
+from .._core.placement import NoNodeWithRoom, choose_node
 from .._core.protocol import (
+    NODE_CAPABILITY,
     AddressBook,
+    _AgentBorn,
     _AgentInitFailed,
     _AgentProcesses,
     _AgentReady,
@@ -39,7 +45,15 @@ from .._core.protocol import (
 )
 from .._core.restart_policy import ExitKind, RestartAction, RestartPolicy
 from .._durable.record import answer_stored_callers, delete_stored_agent
-from .._os.processes import AGENT_MARKER, is_alive, kill_marked, kill_process, kill_process_group
+from .._os.processes import (
+    AGENT_MARKER,
+    SYSTEM_MARKER,
+    kill_marked,
+    kill_process,
+    kill_process_group,
+    owner_alive,
+    owner_identity,
+)
 from ..messages import (
     AgentDown,
     AgentSpec,
@@ -51,8 +65,17 @@ from ..messages import (
     WatchAgent,
 )
 from .agent import AgentActor
+from .sweeper import NodeSweeper, SweepAgent
 
-__all__ = ["SUPERVISOR_NAME", "AgentSupervisor", "Boot", "Booted", "NodeLost", "StopAll"]
+__all__ = [
+    "SUPERVISOR_NAME",
+    "AgentSupervisor",
+    "Boot",
+    "Booted",
+    "NodeLost",
+    "NodesChanged",
+    "StopAll",
+]
 
 SUPERVISOR_NAME = "genagent_thespian.supervisor"
 
@@ -62,6 +85,15 @@ STOP_GRACE = 15.0
 EXIT_GRACE = 5.0
 #: Seconds a restarted agent has to report ready before the restart counts as failed.
 RESTART_START_DEADLINE = 120.0
+#: Seconds an agent's process may take to end after Thespian announced its exit; a notice
+#: whose incarnation's process still runs after that was about an earlier incarnation.
+_EXIT_CONFIRM_SECONDS = 3.0
+#: Seconds a new incarnation has to report its pid (it does so before anything else).
+_BIRTH_REPORT_SECONDS = 10.0
+#: Seconds between checks that an announced exit happened.
+_EXIT_CONFIRM_INTERVAL = 0.02
+#: Seconds between checks that the process owning the system still runs.
+OWNER_CHECK_INTERVAL = 0.5
 #: Seconds during which a repeated exit notice for a handled address is a duplicate.
 _RECENT_EXIT_SECONDS = 30.0
 
@@ -76,6 +108,10 @@ class Boot:
     telemetry: Any
     node: str
     store_path: str | None = None
+    #: ``(pid, start time)`` of the process that owns the system: when it is gone (even
+    #: SIGKILLed), the supervisor stops every agent and ends the system. ``None``: a node
+    #: meant to outlive whoever started it (or an in-process base with nothing to end).
+    owner: tuple[int, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,25 +140,117 @@ class NodeLost:
     node: str
 
 
+@dataclass(frozen=True, slots=True)
+class NodesChanged:
+    """Node watcher -> supervisor: the convention's live nodes and their capabilities.
+
+    Sent whenever membership changes. From the first one on, the supervisor places agents
+    itself (``_core/placement.py``: capacity enforced, spread by load) instead of leaving
+    the choice to Thespian's first matching node.
+    """
+
+    nodes: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
+
+
+class _ChildState(enum.Enum):
+    """Where one supervised agent is in its life, as the supervisor sees it."""
+
+    STARTING = "starting"  # created; waiting for _AgentReady (or its start to fail)
+    RUNNING = "running"  # ready and registered under its name
+    STOPPING = "stopping"  # asked to stop (or to exit); its exit notice ends it for good
+    RESTARTING = "restarting"  # its process is gone; a restart is scheduled (no address)
+
+
+@dataclass(frozen=True, slots=True)
+class _RestartDue:
+    """Wakeup: the back-off before restarting incarnation ``incarnation`` of ``name`` is over."""
+
+    name: Any
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class _StartCheck:
+    """Wakeup: a restarted incarnation should have reported ready by now."""
+
+    name: Any
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class _ExitDue:
+    """Wakeup: a stopping agent should have answered ``_ShutdownAgent`` by now; make it exit."""
+
+    address: Any
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class _KillDue:
+    """Wakeup: an agent told to exit should be gone by now; SIGKILL its process."""
+
+    address: Any
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class _OwnerCheck:
+    """Wakeup: time to check that the process owning this system still runs."""
+
+
+@dataclass(frozen=True, slots=True)
+class _EndSystem:
+    """Wakeup: the owner is gone and the agents had their time to stop; end every process."""
+
+
+@dataclass(frozen=True, slots=True)
+class _BornCheck:
+    """Wakeup: a spawned incarnation should have reported its process by now.
+
+    ``after_notice``: set when an exit notice arrived for an address not yet heard from."""
+
+    address: Any
+    incarnation: int
+    after_notice: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _ExitCheck:
+    """Wakeup: look again whether an incarnation announced as exited is really gone."""
+
+    address: Any
+    incarnation: int
+    deadline: float
+
+
 @dataclass
 class _Child:
     spec: AgentSpec
     address: Any
-    state: str = "starting"  # starting | running | stopping
+    state: _ChildState = _ChildState.STARTING
     starter: Any = None
     stop_waiters: list[Any] = field(default_factory=list)
     stop_reason: str = ""
     pid: int = 0
+    identity: tuple[int, float] | None = None  # (pid, start time) of this incarnation
+    born: bool = False  # this incarnation's process reported itself (_AgentBorn)
     incarnation: int = 0
     remains: _AgentProcesses = field(default_factory=lambda: _AgentProcesses(0))
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     policy: RestartPolicy | None = None
     exit_kind: ExitKind = ExitKind.KILLED
     node: str = ""  # the node it runs on (another host's pids mean nothing here)
+    unplaced: bool = False  # a restart waiting for a node with room
 
 
 class AgentSupervisor(Actor):
-    """Starts, stops and watches agents (see the module docstring)."""
+    """Starts, stops and watches agents (see the module docstring).
+
+    Every agent is this actor's child, so an agent's death reaches it as Thespian's
+    ``ChildActorExited`` even when the agent was SIGKILLed. It keeps one ``_Child`` per name
+    with an explicit state (``_ChildState``); callers hold names, never addresses, so a
+    restarted agent keeps working for them through the registry.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -133,7 +261,12 @@ class AgentSupervisor(Actor):
         self._children: dict[Any, _Child] = {}
         self._watchers: dict[Any, AddressBook] = {}
         self._stop_all_waiters: list[Any] = []
-        self._recent_exits: list[tuple[Any, float]] = []  # (address, when) of handled exits
+        # (address, incarnation, when) of handled exits
+        self._recent_exits: list[tuple[Any, int, float]] = []
+        self._owner: tuple[int, float] | None = None
+        self._registry_seq = 0
+        self._owner_gone = False
+        self._nodes: dict[str, dict[str, Any]] | None = None  # None: not a convention leader
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         """Dispatch by type. Never raises (a raise would re-deliver a start)."""
@@ -147,16 +280,26 @@ class AgentSupervisor(Actor):
     # ------------------------------------------------------------------ boot
 
     def _on_boot(self, message: Boot, sender: Any) -> None:
+        """Learn the system's services once; answer with this process's pid and group.
+
+        A second ``Boot`` (a client attaching again) changes nothing. The pid and group let
+        ``AgentSystem.shutdown`` sweep every process of the system afterwards."""
         if self._registry is None:
             self._registry = message.registry
             self._telemetry = message.telemetry
             self._node = message.node
             self._store_path = message.store_path
+            self._owner = message.owner
+            self._watch_owner()
         self.send(sender, Booted(os.getpid(), os.getpgid(0)))
 
     # ------------------------------------------------------------------ start
 
     def _on_start(self, message: StartAgent, sender: Any) -> None:
+        """Start a new agent under its name, refusing a name already in use.
+
+        The starter gets ``AgentStarted`` only once the agent's ``init_agent`` succeeded
+        (``_on_ready``), or the typed reason it did not (``_on_init_failed``)."""
         spec = message.spec
         if spec.name in self._children:
             error = AgentAlreadyExists(
@@ -165,16 +308,45 @@ class AgentSupervisor(Actor):
             self.send(sender, Failure(error))
             return
         child = _Child(spec=spec, address=None, starter=sender, policy=RestartPolicy.for_spec(spec))
+        try:
+            node = self._place(spec)
+        except NoNodeWithRoom as exc:
+            self.send(sender, Failure(AgentStartFailed(str(exc), agent=spec.name)))
+            self._notify_watchers(spec.name, "crashed")
+            return
         self._children[spec.name] = child
-        self._spawn(child)
+        self._spawn(child, node)
 
-    def _spawn(self, child: _Child) -> None:
-        # Placement: Thespian asks AgentActor.actorSystemCapabilityCheck on each node.
-        requirements = dict(child.spec.placement) or None
+    def _place(self, spec: AgentSpec) -> str:
+        """The node to run ``spec`` on (``""``: let Thespian choose, outside a convention)."""
+        if self._nodes is None:
+            return ""
+        load: dict[str, int] = {}
+        live = (_ChildState.STARTING, _ChildState.RUNNING, _ChildState.STOPPING)
+        for other in self._children.values():
+            if other.node and other.state in live:
+                load[other.node] = load.get(other.node, 0) + 1
+        return choose_node(self._nodes, dict(spec.placement), load, self._node)
+
+    def _spawn(self, child: _Child, node: str) -> None:
+        """Create the agent's actor on ``node`` and send it its spec.
+
+        Used for the first start and for every restart: a restart is a new process with the
+        next incarnation and a new instance id (what its CLIs are marked with)."""
+        # Thespian asks AgentActor.actorSystemCapabilityCheck on each node: the placement
+        # labels, plus the node's own name once the supervisor has chosen one.
+        requirements = dict(child.spec.placement)
+        if node:
+            requirements[NODE_CAPABILITY] = node
         _preload_backend(child.spec.backend)
-        child.address = self.createActor(AgentActor, targetActorRequirements=requirements)
-        child.state = "starting"
-        child.node = ""
+        child.address = self.createActor(AgentActor, targetActorRequirements=requirements or None)
+        child.state = _ChildState.STARTING
+        child.node = node
+        child.unplaced = False
+        child.born = False
+        self.wakeupAfter(
+            _BIRTH_REPORT_SECONDS, payload=_BornCheck(child.address, child.incarnation, False)
+        )
         self.send(
             child.address,
             _InitAgent(
@@ -190,12 +362,17 @@ class AgentSupervisor(Actor):
         )
 
     def _on_ready(self, message: _AgentReady, sender: Any) -> None:
+        """The agent initialized: register its name, then answer its starter.
+
+        The registry sends the starter's ``AgentStarted`` after the name is registered, so a
+        caller can use the name as soon as ``start_agent`` returns."""
         child = self._children.get(message.name)
         if child is None or child.address != sender:
             return
-        child.state = "running"
+        child.state = _ChildState.RUNNING
         child.pid = message.pid
         child.node = message.node or self._node
+        child.identity = self._identity_of(message.pid) if self._is_local(child) else None
         then = ((child.starter, AgentStarted(message.name, sender)),) if child.starter else ()
         child.starter = None
         register = _Register(
@@ -206,12 +383,16 @@ class AgentSupervisor(Actor):
             durable=child.spec.durable,
             incarnation=child.incarnation,
         )
-        self.send(self._registry, register)
+        self._tell_registry(register)
         if child.incarnation > 0:
             self._emit("agent.restarted", {"agent": message.name, "incarnation": child.incarnation})
         self._emit("agent.started", {"agent": message.name, "incarnation": child.incarnation})
 
     def _on_init_failed(self, message: _AgentInitFailed, sender: Any) -> None:
+        """The agent could not initialize.
+
+        On a first start the caller gets the error and nothing restarts (a bad spec would
+        fail again); on a restart it counts as a crash for the restart policy."""
         child = self._children.get(message.name)
         if child is None or child.address != sender:
             return
@@ -228,20 +409,30 @@ class AgentSupervisor(Actor):
     # ------------------------------------------------------------------ stop
 
     def _on_stop(self, message: StopAgent, sender: Any) -> None:
+        """``stop()``: end an agent for good; ``sender`` gets ``Stopped`` once it is gone."""
         child = self._children.get(message.name)
         if child is None:
             self.send(sender, Failure(AgentNotFound("no agent has that name", agent=message.name)))
             return
         self._begin_stop(child, message.reason, sender)
 
-    def _begin_stop(self, child: _Child, reason: str, waiter: Any) -> None:
+    def _begin_stop(
+        self, child: _Child, reason: str, waiter: Any, *, keep_record: bool = False
+    ) -> None:
+        """Stop ``child`` in the way its state allows, answering ``waiter`` when it is gone.
+
+        A running agent is asked to stop (it answers its callers and ends its session) and
+        is made to exit after ``STOP_GRACE`` if it does not; one still starting has nothing to
+        answer and exits at once; one between restarts has no process, so its durable
+        record's callers are answered here and the record deleted. ``keep_record`` (a system
+        shutdown) keeps a durable agent's record for the next run."""
         if waiter is not None:
             child.stop_waiters.append(waiter)
-        if child.state == "stopping":
+        if child.state is _ChildState.STOPPING:
             return
-        if child.state == "restarting":  # no process to ask: it is gone already
-            child.state = "stopping"
-            if child.spec.durable and self._store_path:
+        if child.state is _ChildState.RESTARTING:  # no process to ask: it is gone already
+            child.state = _ChildState.STOPPING
+            if child.spec.durable and self._store_path and not keep_record:
                 answer_stored_callers(self._store_path, child.spec, "stopped", self.send)
                 delete_stored_agent(self._store_path, child.spec)
             self._forget(
@@ -249,20 +440,23 @@ class AgentSupervisor(Actor):
             )
             self._check_stop_all()
             return
-        if child.state == "starting":
+        if child.state is _ChildState.STARTING:
             # Not initialized yet: it has nothing to answer, so it can exit right away.
-            child.state = "stopping"
+            child.state = _ChildState.STOPPING
             child.stop_reason = reason
             self.send(child.address, ActorExitRequest())
-            self.wakeupAfter(EXIT_GRACE, payload=("kill", child.address, child.incarnation))
+            self.wakeupAfter(EXIT_GRACE, payload=_KillDue(child.address, child.incarnation))
             return
-        child.state = "stopping"
+        child.state = _ChildState.STOPPING
         child.stop_reason = reason
-        self.send(self._registry, _Unregister(child.spec.name, child.address))
-        self.send(child.address, _ShutdownAgent(reason))
-        self.wakeupAfter(STOP_GRACE, payload=("exit", child.address, child.incarnation))
+        self._tell_registry(_Unregister(child.spec.name, child.address))
+        self.send(child.address, _ShutdownAgent(reason, keep_record=keep_record))
+        self.wakeupAfter(STOP_GRACE, payload=_ExitDue(child.address, child.incarnation))
 
     def _on_agent_processes(self, message: _AgentProcesses, sender: Any) -> None:
+        """Remember what to kill should this agent die: its worker and its CLI process groups.
+
+        Thespian leaves the children of a SIGKILLed actor running, so the supervisor ends them."""
         child = self._child_at(sender)
         if child is not None:
             child.remains = message
@@ -273,65 +467,156 @@ class AgentSupervisor(Actor):
             self.send(sender, ActorExitRequest())
             child = self._child_at(sender)
             incarnation = child.incarnation if child is not None else -1
-            self.wakeupAfter(EXIT_GRACE, payload=("kill", sender, incarnation))
+            self.wakeupAfter(EXIT_GRACE, payload=_KillDue(sender, incarnation))
 
     def _on_stop_all(self, message: StopAll, sender: Any) -> None:
-        self._stop_all_waiters.append(sender)
+        """Orderly shutdown: stop every agent, answer ``Stopped(None)`` when none is left.
+
+        Durable agents keep their records (the next run resumes them). ``sender`` is
+        ``None`` when the supervisor shuts down on its own (its owner is gone)."""
+        if sender is not None:
+            self._stop_all_waiters.append(sender)
         for child in list(self._children.values()):
-            self._begin_stop(child, message.reason, None)
+            self._begin_stop(child, message.reason, None, keep_record=True)
         self._check_stop_all()
 
     def _check_stop_all(self) -> None:
-        if self._stop_all_waiters and not self._children:
-            waiters, self._stop_all_waiters = self._stop_all_waiters, []
-            for waiter in waiters:
-                self.send(waiter, Stopped(None))
+        """Answer the shutdown waiters once the last agent is gone (and end an orphaned system)."""
+        if self._children:
+            return
+        waiters, self._stop_all_waiters = self._stop_all_waiters, []
+        for waiter in waiters:
+            self.send(waiter, Stopped(None))
+        if self._owner_gone:
+            self._end_own_system()
+
+    # ------------------------------------------------------------------ owner
+
+    def _watch_owner(self) -> None:
+        """Check that the process that started this system still runs (see ``Boot.owner``)."""
+        if self._owner is None or self._owner_gone:
+            return
+        if owner_alive(self._owner):
+            self.wakeupAfter(OWNER_CHECK_INTERVAL, payload=_OwnerCheck())
+            return
+        self._owner_gone = True
+        _log.warning(
+            "the process that started this actor system (pid %d) is gone; shutting down",
+            self._owner[0],
+        )
+        self.wakeupAfter(STOP_GRACE + 2 * EXIT_GRACE, payload=_EndSystem())
+        self._on_stop_all(StopAll("owner gone"), None)
+
+    def _end_own_system(self) -> None:
+        """End every process of this system: the script that owned it can no longer."""
+        marker = os.environ.get(SYSTEM_MARKER, "")
+        kill_marked(marker, variable=SYSTEM_MARKER)
+        # The admin, the logger and every actor share this process group (the admin runs
+        # in its own session); this process is part of it and ends last, with the rest.
+        os.killpg(os.getpgid(0), signal.SIGKILL)
 
     def _on_wakeup(self, message: WakeupMessage, sender: Any) -> None:
-        payload = message.payload
-        if not isinstance(payload, tuple):
-            return
-        if payload[0] == "restart":
-            self._restart(payload[1], payload[2])
-            return
-        if payload[0] == "started?":
-            child = self._children.get(payload[1])
-            if child and child.incarnation == payload[2] and child.state == "starting":
-                _log.error(
-                    "agent %r did not come back in time; counting a failed restart", payload[1]
-                )
-                child.exit_kind = ExitKind.CRASHED
-                if child.address is not None:
-                    self.send(child.address, ActorExitRequest())
-                self._handle_exit(child, child.address)
-            return
-        kind, address, incarnation = payload
-        child = self._child_at(address)
-        if child is None or child.incarnation != incarnation:
-            return  # meant for an incarnation that is gone (a new one may reuse its port)
-        name = child.spec.name
-        if kind == "exit":
-            _log.warning("agent %r did not stop in time; ending it", name)
-            self.send(address, ActorExitRequest())
-            self.wakeupAfter(EXIT_GRACE, payload=("kill", address, incarnation))
-        elif kind == "kill" and child.pid and child.pid != os.getpid() and self._is_local(child):
-            _log.warning("agent %r did not exit in time; killing pid %d", name, child.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, signal.SIGKILL)
+        """Act on a timer: a restart after its back-off, or a deadline for a start or an exit.
+
+        Deadlines carry the incarnation they were set for, so one that outlived its agent
+        (a restarted agent may reuse its predecessor's address) does nothing."""
+        match message.payload:
+            case _OwnerCheck():
+                self._watch_owner()
+            case _EndSystem():
+                _log.error("agents did not stop in time after the owner was gone; ending them")
+                self._end_own_system()
+            case _BornCheck(address, incarnation, after_notice):
+                self._check_born(address, incarnation, after_notice)
+            case _ExitCheck(address, incarnation, deadline):
+                self._confirm_exit(address, incarnation, deadline)
+            case _RestartDue(name, incarnation):
+                self._restart(name, incarnation)
+            case _StartCheck(name, incarnation):
+                self._check_started(name, incarnation)
+            case _ExitDue(address, incarnation) | _KillDue(address, incarnation) as due:
+                child = self._child_at(address)
+                if child is None or child.incarnation != incarnation:
+                    return  # meant for an incarnation that is gone (a new one may reuse its port)
+                if isinstance(due, _ExitDue):
+                    _log.warning("agent %r did not stop in time; ending it", child.spec.name)
+                    self.send(address, ActorExitRequest())
+                    self.wakeupAfter(EXIT_GRACE, payload=_KillDue(address, incarnation))
+                elif self._process_runs(child) and child.pid != os.getpid():
+                    _log.warning(
+                        "agent %r did not exit in time; killing pid %d", child.spec.name, child.pid
+                    )
+                    kill_process(child.pid)
+
+    def _check_started(self, name: Any, incarnation: int) -> None:
+        """Count a restarted incarnation that never reported ready as a failed restart."""
+        child = self._children.get(name)
+        if child and child.incarnation == incarnation and child.state is _ChildState.STARTING:
+            _log.error("agent %r did not come back in time; counting a failed restart", name)
+            child.exit_kind = ExitKind.CRASHED
+            if child.address is not None:
+                self.send(child.address, ActorExitRequest())
+            self._handle_exit(child, child.address)
 
     # ------------------------------------------------------------------ exits
 
+    def _on_born(self, message: _AgentBorn, sender: Any) -> None:
+        child = self._child_at(sender)
+        if child is None or child.born:
+            return
+        child.born = True
+        child.node = message.node or self._node
+        if self._is_local(child):
+            child.pid = message.pid
+            child.identity = self._identity_of(message.pid)
+
     def _on_child_exited(self, message: ChildActorExited, sender: Any) -> None:
-        child = self._child_at(message.childAddress)
-        if child is None or self._stale_exit(child, message.childAddress):
+        """An agent's process ended; ignore the duplicate or stale notices Thespian may send."""
+        address = message.childAddress
+        child = self._child_at(address)
+        if child is None or self._handled_already(child, address):
             return  # the duplicate notice of an exit already handled
-        self._handle_exit(child, message.childAddress)
+        if not child.born and self._recently_at(address):
+            # A new incarnation at a reused address, not yet heard from: its birth report
+            # (milliseconds after it starts) or its silence tells whether it is the one gone.
+            payload = _BornCheck(address, child.incarnation, True)
+            self.wakeupAfter(_BIRTH_REPORT_SECONDS, payload=payload)
+            return
+        if self._process_runs(child):
+            # Thespian announces an exit before the process is gone, and a late notice of an
+            # earlier incarnation on a reused port looks the same: watch the process itself.
+            deadline = time.monotonic() + _EXIT_CONFIRM_SECONDS
+            self._confirm_exit(address, child.incarnation, deadline)
+            return
+        self._handle_exit(child, address)
+
+    def _confirm_exit(self, address: Any, incarnation: int, deadline: float) -> None:
+        """Handle the exit once ``incarnation``'s process is gone; a stale notice expires."""
+        child = self._child_at(address)
+        if child is None or child.incarnation != incarnation:
+            return  # handled meanwhile (a second notice, a restart)
+        if not self._process_runs(child):
+            self._handle_exit(child, address)
+        elif time.monotonic() < deadline:
+            self.wakeupAfter(
+                _EXIT_CONFIRM_INTERVAL, payload=_ExitCheck(address, incarnation, deadline)
+            )
+        else:
+            _log.info(
+                "agent %r: ignored an exit notice for an earlier incarnation", child.spec.name
+            )
+
+    def _process_runs(self, child: _Child) -> bool:
+        """Whether ``child``'s own incarnation's process (pid + start time) still runs."""
+        if child.identity is None or not self._is_local(child):
+            return False
+        return owner_alive(child.identity)
 
     def _handle_exit(self, child: _Child, address: Any) -> None:
         """``child``'s process ended: answer its stoppers, or restart, or forget it."""
-        self._recent_exits.append((address, time.monotonic()))
+        self._recent_exits.append((address, child.incarnation, time.monotonic()))
         name = child.spec.name
-        if child.state == "stopping":
+        if child.state is _ChildState.STOPPING:
             self._forget(child, then=tuple((w, Stopped(name)) for w in child.stop_waiters))
             self._emit("agent.stopped", {"agent": name, "reason": child.stop_reason})
             self._notify_watchers(name, child.stop_reason or "stopped")
@@ -339,8 +624,10 @@ class AgentSupervisor(Actor):
             return
         if self._is_local(child):
             _end_remains(child)
+        else:
+            self._sweep_remotely(child)
         self._emit("agent.crashed", {"agent": name, "incarnation": child.incarnation})
-        if child.state == "starting" and child.starter is not None:
+        if child.state is _ChildState.STARTING and child.starter is not None:
             self._forget(child)
             reason = "the agent's process exited while starting"
             if child.spec.placement:
@@ -357,19 +644,33 @@ class AgentSupervisor(Actor):
         child.exit_kind = ExitKind.KILLED
         if decision.action is RestartAction.RESTART:
             _log.warning("agent %r exited; restarting in %.3fs", name, decision.delay)
-            child.state = "restarting"
+            child.state = _ChildState.RESTARTING
             if self._telemetry is not None:
                 self.send(self._telemetry, _TelemetryLeave(child.address))
             child.address = None
-            self.send(self._registry, _Restarting(name, child.spec.durable))
-            self.wakeupAfter(decision.delay, payload=("restart", name, child.incarnation))
+            self._tell_registry(_Restarting(name, child.spec.durable))
+            self.wakeupAfter(decision.delay, payload=_RestartDue(name, child.incarnation))
             return
         if decision.action is RestartAction.GIVE_UP:
             _log.error("agent %r: %s", name, decision.reason)
             self._emit("agent.gave_up", {"agent": name, "reason": decision.reason})
         self._end_for_good(child, decision.reason)
 
+    def _sweep_remotely(self, child: _Child) -> None:
+        """Have the node the dead agent ran on end what it left there (see ``sweeper.py``)."""
+        if self._nodes is not None and child.node not in self._nodes:
+            return  # the node itself is gone, and its processes with it
+        sweeper = self.createActor(
+            NodeSweeper, targetActorRequirements={NODE_CAPABILITY: child.node}
+        )
+        remains = child.remains
+        self.send(
+            sweeper,
+            SweepAgent(child.instance_id, remains.worker_pid, tuple(remains.process_groups)),
+        )
+
     def _on_node_lost(self, message: NodeLost, sender: Any) -> None:
+        """Treat every agent on a lost convention node as exited (Thespian does not say so)."""
         lost = [c for c in self._children.values() if c.node == message.node and c.address]
         for child in lost:
             _log.warning("agent %r was on lost node %s", child.spec.name, message.node)
@@ -384,15 +685,49 @@ class AgentSupervisor(Actor):
         self._notify_watchers(name, "crashed")
 
     def _restart(self, name: Any, incarnation: int) -> None:
+        """Start the next incarnation, if this restart is still wanted.
+
+        A stop or a newer exit may have happened during the back-off. The new incarnation
+        must report ready within ``RESTART_START_DEADLINE`` or it counts as a failed restart."""
         child = self._children.get(name)
-        if child is None or child.state != "restarting" or child.incarnation != incarnation:
+        if (
+            child is None
+            or child.state is not _ChildState.RESTARTING
+            or child.incarnation != incarnation
+        ):
             return
         child.incarnation += 1
         child.pid = 0  # unknown until the new incarnation reports ready
+        child.identity = None
         child.instance_id = uuid.uuid4().hex
         child.remains = _AgentProcesses(0)
-        self._spawn(child)
-        self.wakeupAfter(RESTART_START_DEADLINE, payload=("started?", name, child.incarnation))
+        self._respawn(child)
+
+    def _respawn(self, child: _Child) -> None:
+        """Start a restarting agent again, or leave it waiting until a node has room."""
+        try:
+            node = self._place(child.spec)
+        except NoNodeWithRoom as exc:
+            if not child.unplaced:
+                _log.error("agent %r cannot restart yet: %s", child.spec.name, exc)
+                self._emit("agent.unplaced", {"agent": child.spec.name, "reason": str(exc)})
+            child.unplaced = True
+            return
+        self._spawn(child, node)
+        self.wakeupAfter(
+            RESTART_START_DEADLINE, payload=_StartCheck(child.spec.name, child.incarnation)
+        )
+
+    def _place_waiting(self) -> None:
+        """Give restarts that found no room another chance (a node joined or room freed)."""
+        for child in list(self._children.values()):
+            if child.unplaced and child.state is _ChildState.RESTARTING:
+                self._respawn(child)
+
+    def _on_nodes_changed(self, message: NodesChanged, sender: Any) -> None:
+        """Learn the convention's live nodes; from now on the supervisor places agents."""
+        self._nodes = {name: dict(caps) for name, caps in message.nodes}
+        self._place_waiting()
 
     def _forget(self, child: _Child, *, then: tuple[tuple[Any, Any], ...] = ()) -> None:
         """Drop ``child``; the registry sends the ``then`` replies once the name is gone."""
@@ -401,28 +736,69 @@ class AgentSupervisor(Actor):
             self.send(self._telemetry, _TelemetryLeave(child.address))
         if self._children.get(name) is child:
             del self._children[name]
-        self.send(self._registry, _Unregister(name, child.address, then=then))
+        self._tell_registry(_Unregister(name, child.address, then=then))
+        self._place_waiting()  # its node may have room now
 
-    def _stale_exit(self, child: _Child, address: Any) -> bool:
-        """Whether an exit notice is about an earlier incarnation, not ``child``'s process.
+    def _handled_already(self, child: _Child, address: Any) -> bool:
+        """Whether an exit notice repeats one already handled.
 
-        Thespian may report one exit twice, and multiprocTCPBase reuses ports, so a restarted
-        agent can have its predecessor's address: the late duplicate must not be taken for
-        the new incarnation's death.
+        Thespian may report one exit twice. multiprocTCPBase also reuses ports, so a late
+        notice of an earlier incarnation can name the current one's address: when the
+        current incarnation's process is known (pid + start time, which Thespian cannot
+        reuse), :meth:`_process_runs` tells them apart; while it is still starting, a notice
+        for an address handled moments ago is taken as that repeat (a restart that dies
+        before reporting ready is caught by its start deadline).
         """
         now = time.monotonic()
         self._recent_exits = [
-            (a, t) for a, t in self._recent_exits if now - t < _RECENT_EXIT_SECONDS
+            (a, n, t) for a, n, t in self._recent_exits if now - t < _RECENT_EXIT_SECONDS
         ]
-        if child.pid and child.pid != os.getpid() and self._is_local(child):
-            return is_alive(child.pid)  # its process runs: the notice is not about it
-        return any(recent == address for recent, _ in self._recent_exits)
+        if any(a == address and n == child.incarnation for a, n, _ in self._recent_exits):
+            return True
+        if self._is_local(child):
+            return False  # the process identity decides (see _on_child_exited)
+        return self._recently_at(address)
+
+    def _recently_at(self, address: Any) -> bool:
+        """Whether an exit at ``address`` was handled moments ago (any incarnation)."""
+        return any(a == address for a, _, _ in self._recent_exits)
+
+    def _check_born(self, address: Any, incarnation: int, after_notice: bool) -> None:
+        """``_BIRTH_REPORT_SECONDS`` after a spawn (or an unclear exit notice): is it alive?
+
+        A process killed in its first milliseconds may never be announced by Thespian at
+        all; without this check its name would stay "restarting" until the start deadline.
+        """
+        child = self._child_at(address)
+        if child is None or child.incarnation != incarnation:
+            return
+        if not child.born:  # never reported itself: it is gone (or hung before starting)
+            _log.warning("agent %r ended before it reported its process", child.spec.name)
+            # No ActorExitRequest: a send to a dead address stalls Thespian's transport, and
+            # the registry updates that follow would queue behind it.
+            self._handle_exit(child, address)
+        elif after_notice:
+            self._confirm_exit(address, incarnation, time.monotonic() + _EXIT_CONFIRM_SECONDS)
+        elif child.identity is not None and not self._process_runs(child):
+            self._handle_exit(child, address)  # died after reporting; no notice came
+
+    @staticmethod
+    def _identity_of(pid: int) -> tuple[int, float] | None:
+        """The identity of a local agent's own process; ``None`` when it shares this one's
+        (``simpleSystemBase``, where an agent's exit is never a process exit)."""
+        return None if pid == os.getpid() else _identity(pid)
+
+    def _tell_registry(self, update: _Register | _Restarting | _Unregister) -> None:
+        """Send a registry update numbered in order (the registry drops overtaken ones)."""
+        self._registry_seq += 1
+        self.send(self._registry, dataclasses.replace(update, seq=self._registry_seq))
 
     def _is_local(self, child: _Child) -> bool:
         """Whether ``child`` runs on this node, so its pids may be signalled from here."""
         return not child.node or child.node == self._node
 
     def _child_at(self, address: Any) -> _Child | None:
+        """The child whose current process is at ``address``, if any."""
         for child in self._children.values():
             if child.address is not None and child.address == address:
                 return child
@@ -431,22 +807,26 @@ class AgentSupervisor(Actor):
     # ------------------------------------------------------------------ watchers
 
     def _on_watch_agent(self, message: WatchAgent, sender: Any) -> None:
+        """Tell ``sender`` (``AgentDown``) when agent ``name`` exits; at once if it is unknown."""
         if message.name not in self._children:
             self.send(sender, AgentDown(message.name, "not_found"))
             return
         self._watchers.setdefault(message.name, AddressBook()).add(sender)
 
     def _notify_watchers(self, name: Any, reason: str) -> None:
+        """Send ``AgentDown`` to everyone watching ``name`` (each watch fires once)."""
         for watcher in self._watchers.pop(name, AddressBook()):
             self.send(watcher, AgentDown(name, reason))
 
     def _emit(self, event: str, metadata: dict[str, Any]) -> None:
+        """Send one supervisor telemetry event (``agent.crashed``...) to the hub."""
         if self._telemetry is not None:
             self.send(
                 self._telemetry, _TelemetryBatch(((event, {}, {**metadata, "node": self._node}),))
             )
 
     def _on_exit_request(self, message: ActorExitRequest, sender: Any) -> None:
+        """The system is shutting down: answer every stopper and starter still waiting."""
         for child in self._children.values():
             for waiter in child.stop_waiters:
                 self.send(waiter, Stopped(child.spec.name))
@@ -455,6 +835,14 @@ class AgentSupervisor(Actor):
                     "the actor system is shutting down", agent=child.spec.name
                 )
                 self.send(child.starter, Failure(error))
+
+
+def _identity(pid: int) -> tuple[int, float] | None:
+    """``(pid, start time)`` of a running process, or ``None`` when it is already gone."""
+    try:
+        return owner_identity(pid)
+    except psutil.Error:
+        return None
 
 
 def _end_remains(child: _Child) -> None:
@@ -467,6 +855,7 @@ def _end_remains(child: _Child) -> None:
 
 
 _HANDLERS: dict[type, Any] = {
+    _AgentBorn: AgentSupervisor._on_born,
     _AgentProcesses: AgentSupervisor._on_agent_processes,
     Boot: AgentSupervisor._on_boot,
     StartAgent: AgentSupervisor._on_start,
@@ -478,6 +867,7 @@ _HANDLERS: dict[type, Any] = {
     WakeupMessage: AgentSupervisor._on_wakeup,
     ChildActorExited: AgentSupervisor._on_child_exited,
     NodeLost: AgentSupervisor._on_node_lost,
+    NodesChanged: AgentSupervisor._on_nodes_changed,
     WatchAgent: AgentSupervisor._on_watch_agent,
     ActorExitRequest: AgentSupervisor._on_exit_request,
 }

@@ -6,8 +6,9 @@ names someone subscribed to, batched per message it handled, to the :class:`Tele
 (one per actor system), which forwards each batch to the subscribers that want it. Without
 subscribers, agents send nothing.
 
-In the user's process, :func:`attach` registers a handler ``fn(name, measurements,
-metadata)``. On the multiprocess bases a daemon thread (one per system and process)
+In the user's process, :func:`~genagent_thespian.attach` (``_api/telemetry.py``) puts a
+handler ``fn(name, measurements, metadata)`` in this module's table (:func:`add_handler`).
+On the multiprocess bases a daemon thread (one per system and process)
 subscribes to the hub through its own ``private()`` endpoint and calls the handlers; on
 ``simpleSystemBase`` the hub runs in the user's process and calls them directly. Handler
 exceptions are logged and the handler stays attached, like ``:telemetry`` in Erlang would
@@ -25,6 +26,7 @@ from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
+from .._core.errors import InvalidOption
 from .._core.log import get_logger
 from .._core.protocol import (
     AddressBook,
@@ -42,10 +44,10 @@ __all__ = [
     "TELEMETRY_NAME",
     "TelemetryBridge",
     "TelemetryHub",
-    "attach",
-    "detach",
+    "add_handler",
     "dispatch_local",
     "handler_failures",
+    "remove_handler",
     "wanted_names",
 ]
 
@@ -101,20 +103,16 @@ _handlers: dict[str, _Attachment] = {}
 _failures: dict[str, int] = {}
 
 
-def attach(
-    handler_id: str, event_names: Iterable[str] | None, fn: Handler, *, system: Any = None
-) -> None:
-    """Call ``fn(name, measurements, metadata)`` for ``event_names`` (``None`` = all).
+def add_handler(handler_id: str, event_names: Iterable[str] | None, fn: Handler) -> None:
+    """Register ``fn`` for ``event_names`` (``None`` = all) in this process's handler table.
 
-    Handlers run in this process, for events emitted by agents of ``system`` (default: the
-    current system, when one is running; systems started later pick handlers up too).
-    Returns once the system's telemetry hub has acknowledged the subscription.
+    The table is per process: the bridge thread (or, on ``simpleSystemBase``, the hub)
+    calls :func:`dispatch_local`, which reads it. Subscribing the system to the new names is
+    the caller's part (``_api/telemetry.py`` :func:`attach`).
 
     Raises:
         InvalidOption: ``handler_id`` is already attached, or a name is unknown.
     """
-    from .._core.errors import InvalidOption
-
     names = None if event_names is None else frozenset(event_names)
     if names is not None:
         unknown = names - EVENT_NAMES
@@ -124,24 +122,12 @@ def attach(
         if handler_id in _handlers:
             raise InvalidOption(f"telemetry handler {handler_id!r} is already attached")
         _handlers[handler_id] = _Attachment(handler_id, names, fn)
-    _sync(system)
 
 
-def detach(handler_id: str, *, system: Any = None) -> bool:
-    """Remove a handler. Returns whether it was attached."""
+def remove_handler(handler_id: str) -> bool:
+    """Remove a handler from this process's table. Returns whether it was there."""
     with _lock:
-        removed = _handlers.pop(handler_id, None) is not None
-    _sync(system)
-    return removed
-
-
-def _sync(system: Any) -> None:
-    if system is None:
-        from .._api.client import _default
-
-        system = _default
-    if system is not None and not system.closed:
-        system.sync_telemetry()
+        return _handlers.pop(handler_id, None) is not None
 
 
 def wanted_names() -> frozenset[str] | None:
@@ -190,7 +176,12 @@ def _union(interests: Iterable[frozenset[str] | None]) -> frozenset[str] | None:
 
 
 class TelemetryHub(Actor):
-    """Fans telemetry batches out to subscribers; tells agents what is wanted."""
+    """Fans telemetry batches out to subscribers; tells agents what is wanted.
+
+    One per actor system, under a global name. Agents send only the event names someone
+    subscribed to, so an unobserved fleet costs no telemetry traffic; handlers attached in
+    the user's process see events emitted in agent processes whatever the system base.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -229,6 +220,7 @@ class TelemetryHub(Actor):
             _log.exception("telemetry hub failed handling %s", type(message).__name__)
 
     def _subscribe(self, message: _TelemetrySubscribe, sender: Any) -> None:
+        """Add, change or remove a subscription; acknowledge once agents send what is wanted."""
         before = self._interest()
         if message.token.startswith("local:"):
             if message.active:
@@ -254,25 +246,30 @@ class TelemetryHub(Actor):
         self.wakeupAfter(_INTEREST_ACK_TIMEOUT, payload=self._seq)
 
     def _forget_agent(self, address: Any) -> None:
+        """An agent left: stop waiting for its acknowledgement, stop telling it interests."""
         self._agents.discard(address)
         for seq, (_, pending) in list(self._waiting.items()):
             pending.discard(address)
             self._release_if_done(seq)
 
     def _release_if_done(self, seq: int) -> None:
+        """Answer the subscriber of ``seq`` once every agent acknowledged it."""
         waiting = self._waiting.get(seq)
         if waiting is not None and not len(waiting[1]):
             self._release(seq)
 
     def _release(self, seq: Any) -> None:
+        """Answer the subscriber of ``seq`` now (all acknowledged, or the wait timed out)."""
         waiting = self._waiting.pop(seq, None)
         if waiting is not None:
             self.send(waiting[0], Accepted(None))
 
     def _interest(self) -> frozenset[str] | None:
+        """The union of every subscription: what agents must send (``None``: everything)."""
         return _union([*(names for _, names in self._subscribers.values()), *self._local.values()])
 
     def _route(self, batch: _TelemetryBatch) -> None:
+        """Send each subscriber the events of ``batch`` it asked for (in-process ones directly)."""
         if self._local:
             dispatch_local(batch.events)
         for subscriber, names in self._subscribers.values():

@@ -61,7 +61,7 @@ from .._core.errors import (
 from .._core.log import get_logger
 from .._core.protocol import _CancelTurn, _EndSession, _SessionEnded, _StartTurn, _TurnOutput
 from .._core.turn import Event, EventKind
-from .._os.procfs import terminate_process_group
+from .._os.processes import terminate_process_group
 
 __all__ = ["TurnWorker"]
 
@@ -88,7 +88,12 @@ class _Running:
 
 
 class TurnWorker(Actor):
-    """Runs an agent's turns; one per agent at a time (see the module docstring)."""
+    """Runs an agent's turns; one per agent at a time (see the module docstring).
+
+    A child of its agent, so its death reaches the agent as ``ChildActorExited``. It catches
+    every exception and reports it as the turn's failure: Thespian re-delivers a message
+    whose handler raised, which would run an LLM call twice.
+    """
 
     def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -135,6 +140,10 @@ class TurnWorker(Actor):
         return self._watch()
 
     def _watch(self) -> Any:
+        """The ``ThespianWatch`` on the pipe that wakes this actor when its thread has output.
+
+        Returned from every ``receiveMessage``: on multiprocTCPBase Thespian then delivers a
+        ``WatchMessage`` as soon as the turn thread writes, a 2 ms relay instead of a poll."""
         if self._watch_supported and self._rfd is not None:
             return ThespianWatch([self._rfd])
         return None
@@ -142,6 +151,11 @@ class TurnWorker(Actor):
     # ------------------------------------------------------------------ turns
 
     def _start(self, message: _StartTurn, sender: Any) -> None:
+        """Start a turn in a daemon thread; refuse a second one while a turn runs.
+
+        The backend call blocks for the whole turn, and an actor inside ``receiveMessage``
+        sends nothing (measured: its sends wait until it returns), so the call runs in a
+        thread that reports through a queue and this actor stays free to relay."""
         self._owner = sender
         if self._running is not None:
             error = TurnCrashed(
@@ -185,6 +199,8 @@ class TurnWorker(Actor):
             self._arm_poll()
 
     def _backend_for(self, backend_cls: type[Backend]) -> Backend:
+        """The worker's one instance of ``backend_cls``: live resources (an HTTP client, a CLI
+        process) belong to the worker and are reused across the agent's turns."""
         backend = self._backends.get(backend_cls)
         if backend is None:
             backend = backend_cls()
@@ -299,18 +315,17 @@ class TurnWorker(Actor):
                     _log.error("process group %s survived SIGKILL for %ss", pgid, _GROUPS_GONE_WAIT)
 
     def _put(self, kind: str, payload: Any, *, wake: bool = True) -> None:
-        """Queue an item; ``wake``: also wake the actor to send it (with all queued before)."""
+        """Queue a report from the turn thread; ``wake``: also wake the actor through the pipe
+        to send it (with everything queued before it)."""
         self._queue.put((kind, payload))
         if wake and self._wfd is not None:
             with contextlib.suppress(OSError):
                 os.write(self._wfd, b"x")
 
     def _on_process_group(self, pgid: int, alive: bool) -> None:
-        """Relay a tracked group's start or end; a live group tracked again is not news.
-
-        Backends that keep a process across turns track it again on every turn (each turn
-        has its own context); the agent already knows it from this worker.
-        """
+        """A backend started (or ended) a process group: the agent must know, to end it if this
+        worker dies. A live group tracked again is not news: backends that keep a process
+        across turns track it on every turn (each turn has its own context)."""
         with self._groups_lock:
             if alive == (pgid in self._groups):
                 return
@@ -320,6 +335,10 @@ class TurnWorker(Actor):
     # ------------------------------------------------------------------ draining
 
     def _drain(self) -> None:
+        """Relay everything the turn thread queued to the agent, one ``_TurnOutput`` per turn.
+
+        Events of one wakeup travel in one message (the agent handles them in order), with the
+        process-group changes; a reported ``exit`` makes the worker die afterwards."""
         if self._rfd is not None:
             try:
                 while os.read(self._rfd, 65536):
@@ -370,11 +389,13 @@ class TurnWorker(Actor):
             self._die_soon()
 
     def _arm_poll(self) -> None:
+        """Poll the queue with a wakeup where Thespian cannot watch a pipe (simpleSystemBase)."""
         if not self._poll_armed:
             self._poll_armed = True
             self.wakeupAfter(_POLL_INTERVAL, payload="poll")
 
     def _on_wakeup(self, message: WakeupMessage) -> None:
+        """Poll the queue (``poll``), or carry out a delayed real exit (``exit``)."""
         if message.payload == "poll":
             self._poll_armed = False
             self._drain()
@@ -401,6 +422,13 @@ class TurnWorker(Actor):
     # ------------------------------------------------------------------ ending
 
     def _end_session(self, message: _EndSession, sender: Any) -> None:
+        """The agent is stopping: cancel the turn, let its thread finish, end the session, report.
+
+        The session is ended here, where its live resources are, so no CLI process
+        outlives the agent; ``_SessionEnded`` lets the agent's stop complete."""
+        running = self._running
+        if running is not None:
+            running.ctx.cancelled.set()  # the agent is stopping: its turn ends now
         self._join_turn_threads()
         backend = self._backend_for(message.backend)
         try:
@@ -411,6 +439,7 @@ class TurnWorker(Actor):
         self.send(sender, _SessionEnded())
 
     def _retire(self) -> None:
+        """The worker is being removed: cancel the running turn, end its threads and backends."""
         running = self._running
         if running is not None:
             running.ctx.cancelled.set()
@@ -429,6 +458,7 @@ class TurnWorker(Actor):
             finishing.join(_JOIN_GRACE)
 
     def _close_backends(self) -> None:
+        """Close every backend instance; a failing close is logged, never raised."""
         for backend in self._backends.values():
             try:
                 backend.close()

@@ -12,49 +12,18 @@ timeout runs out first (the request itself then keeps running).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import math
-import pickle
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .._core.backend import resolve_backend
 from .._core.behaviour import GenAgent
-from .._core.errors import (
-    AgentNotFound,
-    AgentStopped,
-    InvalidEvent,
-    InvalidOption,
-    InvalidPrompt,
-    SystemNotRunning,
-)
-from .._core.protocol import _BackendSession, _SessionReply
-from .._core.turn import Response
-from ..messages import (
-    Accepted,
-    AgentList,
-    AgentSpec,
-    AgentStarted,
-    AgentStatus,
-    Cancel,
-    Failure,
-    Halt,
-    Interrupt,
-    ListAgents,
-    Located,
-    Notify,
-    Poll,
-    PollResult,
-    Prompt,
-    Resume,
-    StartAgent,
-    Status,
-    StopAgent,
-    Stopped,
-    Tell,
-    WhereIs,
-)
+from .._core.errors import SystemNotRunning
+from .._core.turn import Event, Response
+from .._core.validate import SPEC_DEFAULTS, build_spec
+from ..messages import AgentSpec, AgentStatus, PollResult, Prompt, TurnEvent, new_ref
+from . import calls
 from .system import AgentSystem
 
 __all__ = [
@@ -62,6 +31,7 @@ __all__ = [
     "attach_system",
     "backend_session",
     "build_spec",
+    "build_start_spec",
     "cancel",
     "current_system",
     "halt",
@@ -75,13 +45,13 @@ __all__ = [
     "start_system",
     "status",
     "stop",
+    "stream",
+    "stream_prompt",
     "tell",
+    "watch",
     "whereis",
 ]
 
-_RESTART_TYPES = ("temporary", "transient", "permanent")
-_SESSION_LOST_POLICIES = ("fail", "fresh")
-_CONTROL_TIMEOUT = 30.0  # seconds for calls the agent answers at once (status, poll...)
 
 _default_lock = threading.Lock()
 _default: AgentSystem | None = None
@@ -97,10 +67,17 @@ def start_system(
     capabilities: dict[str, Any] | None = None,
     log_config: dict[str, Any] | None = None,
     store_path: str | None = None,
+    node_name: str = "default",
+    home: str | None = None,
     make_default: bool = True,
     **security: Any,
 ) -> AgentSystem:
     """Start an actor system, boot the framework in it and (by default) make it current.
+
+    The system belongs to the calling script: it shuts down when the script ends, however
+    it ends (``with start_system() as system:`` ends it earlier). Its durable agents live in
+    the node's home (``$XDG_STATE_HOME/genagent-thespian/<node_name>/``), so the next run
+    of the script resumes them; one running system per home.
 
     Example:
         >>> system = start_system(base="simpleSystemBase")
@@ -112,6 +89,8 @@ def start_system(
         capabilities=capabilities,
         log_config=log_config,
         store_path=store_path,
+        node_name=node_name,
+        home=home,
         **security,
     )
     if make_default:
@@ -147,6 +126,11 @@ def current_system() -> AgentSystem:
     return system
 
 
+def default_system() -> AgentSystem | None:
+    """The process's default system, or ``None`` (unlike :func:`current_system`, no error)."""
+    return _default
+
+
 def _set_default(system: AgentSystem) -> None:
     global _default
     with _default_lock:
@@ -160,106 +144,29 @@ def _system(system: AgentSystem | None) -> AgentSystem:
 # =============================================================================== agents
 
 
-def build_spec(
-    impl: Any,
-    *,
-    name: Any,
-    backend: Any,
-    options: Mapping[str, Any] | None = None,
-    require_importable: bool = True,
-    **settings: Any,
+def build_start_spec(
+    impl: Any, name: Any, backend: Any, target: AgentSystem, kwargs: Mapping[str, Any]
 ) -> AgentSpec:
-    """Validate ``start_agent``'s arguments and return the ``AgentSpec``.
+    """The spec for ``start_agent(impl, name=, backend=, **kwargs)`` on ``target``.
 
-    ``settings`` are the framework's own options (``watchdog``, ``max_queued``, ``restart``...);
-    those not given take ``AgentSpec``'s defaults, the one place they are defined.
-
-    Raises:
-        InvalidOption: with the offending argument named in the message.
+    ``kwargs`` mixes the framework's settings (the ``AgentSpec`` fields, ``placement``)
+    and the implementation's options, as :func:`start_agent`'s signature does.
     """
-    defaults = {f.name: f.default for f in dataclasses.fields(AgentSpec)}
-    unknown_settings = set(settings) - set(defaults) - {"placement"}
-    if unknown_settings:
-        raise InvalidOption(f"unknown setting(s) {sorted(unknown_settings)}", agent=name)
-    merged = {**defaults, **{k: v for k, v in settings.items() if k != "placement"}}
-    watchdog = merged["watchdog"]
-    max_tell_results, max_queued = merged["max_tell_results"], merged["max_queued"]
-    max_queued_bytes, max_restarts = merged["max_queued_bytes"], merged["max_restarts"]
-    worker_idle_timeout, restart = merged["worker_idle_timeout"], merged["restart"]
-    restart_window, durable = merged["restart_window"], merged["durable"]
-    on_session_lost = merged["on_session_lost"]
-    placement = settings.get("placement")
-    if not (isinstance(impl, type) and issubclass(impl, GenAgent)):
-        raise InvalidOption(f"impl must be a GenAgent subclass, got {impl!r:.80}", agent=name)
-    if require_importable and impl.__module__ == "__main__":
-        raise InvalidOption(
-            f"{impl.__qualname__} is defined in __main__; agent classes must live in an "
-            "importable module so actor processes can load them",
-            agent=name,
-        )
-    _check_picklable(impl, "impl", name)
-    try:
-        hash(name)
-    except TypeError:
-        raise InvalidOption(f"name must be hashable, got {type(name).__name__}") from None
-    if name is None:
-        raise InvalidOption("name is required")
-    _check_picklable(name, "name", name)
-    resolve_backend(backend)
-    if watchdog is not None:
-        _check_positive("watchdog", watchdog, name)
-    for field_name, value in (
-        ("max_tell_results", max_tell_results),
-        ("max_queued", max_queued),
-        ("max_queued_bytes", max_queued_bytes),
-        ("max_restarts", max_restarts),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InvalidOption(f"{field_name} must be an int >= 0, got {value!r}", agent=name)
-    if (
-        isinstance(worker_idle_timeout, bool)
-        or not isinstance(worker_idle_timeout, int | float)
-        or worker_idle_timeout < 0
-    ):
-        raise InvalidOption(
-            f"worker_idle_timeout must be >= 0 seconds, got {worker_idle_timeout!r}", agent=name
-        )
-    _check_positive("restart_window", restart_window, name)
-    if restart not in _RESTART_TYPES:
-        raise InvalidOption(f"restart must be one of {_RESTART_TYPES}, got {restart!r}", agent=name)
-    if on_session_lost not in _SESSION_LOST_POLICIES:
-        raise InvalidOption(
-            f"on_session_lost must be one of {_SESSION_LOST_POLICIES}, got {on_session_lost!r}",
-            agent=name,
-        )
-    options = dict(options or {})
-    accepted = getattr(impl, "accepted_options", None)
-    if accepted is not None:
-        unknown = set(options) - set(accepted)
-        if unknown:
-            raise InvalidOption(
-                f"unknown option(s) {sorted(unknown)} for {impl.__qualname__}; "
-                f"accepted: {sorted(accepted)}",
-                agent=name,
-            )
-    _check_picklable(options, "options", name)
-    placement_items = tuple(sorted((placement or {}).items()))
-    return AgentSpec(
+    settings_names = {f.name for f in dataclasses.fields(AgentSpec)} - {
+        "name",
+        "impl",
+        "backend",
+        "options",
+    }
+    settings = {k: v for k, v in kwargs.items() if k in settings_names}
+    options = {k: v for k, v in kwargs.items() if k not in settings_names}
+    return build_spec(
+        impl,
         name=name,
-        impl=impl,
         backend=backend,
-        options=tuple(options.items()),
-        watchdog=float(watchdog) if watchdog is not None else None,
-        max_tell_results=max_tell_results,
-        max_queued=max_queued,
-        max_queued_bytes=max_queued_bytes,
-        worker_idle_timeout=float(worker_idle_timeout),
-        restart=restart,
-        max_restarts=max_restarts,
-        restart_window=float(restart_window),
-        durable=bool(durable),
-        placement=placement_items,
-        on_session_lost=on_session_lost,
+        options=options,
+        require_importable=target.base != "simpleSystemBase",
+        **settings,
     )
 
 
@@ -268,17 +175,22 @@ def start_agent(
     *,
     name: Any,
     backend: Any,
-    watchdog: float | None = 600.0,
-    max_tell_results: int = 100,
-    max_queued: int = 1000,
-    max_queued_bytes: int = 1 << 20,
-    worker_idle_timeout: float = 60.0,
-    restart: str = "temporary",
-    max_restarts: int = 3,
-    restart_window: float = 5.0,
-    durable: bool = False,
+    watchdog: float | None = SPEC_DEFAULTS.watchdog,
+    max_tell_results: int = SPEC_DEFAULTS.max_tell_results,
+    max_queued: int = SPEC_DEFAULTS.max_queued,
+    max_queued_bytes: int = SPEC_DEFAULTS.max_queued_bytes,
+    worker_idle_timeout: float = SPEC_DEFAULTS.worker_idle_timeout,
+    restart: str = SPEC_DEFAULTS.restart,
+    max_restarts: int = SPEC_DEFAULTS.max_restarts,
+    restart_window: float = SPEC_DEFAULTS.restart_window,
+    durable: bool = SPEC_DEFAULTS.durable,
+    backoff_initial: float = SPEC_DEFAULTS.backoff_initial,
+    backoff_factor: float = SPEC_DEFAULTS.backoff_factor,
+    backoff_max: float = SPEC_DEFAULTS.backoff_max,
+    jitter: float = SPEC_DEFAULTS.jitter,
     placement: Mapping[str, Any] | None = None,
-    on_session_lost: str = "fail",
+    on_session_lost: str = SPEC_DEFAULTS.on_session_lost,
+    secret_resolver: Any = None,
     timeout: float | None = 120.0,
     system: AgentSystem | None = None,
     **options: Any,
@@ -297,6 +209,10 @@ def start_agent(
         restart: ``"temporary"`` (default), ``"transient"`` or ``"permanent"``.
         max_restarts: Restart intensity: at most this many restarts ...
         restart_window: ... within this many seconds, then the supervisor gives up.
+        backoff_initial: Seconds before the first restart in a window (>= 0).
+        backoff_factor: Growth of the delay per further restart in the window (>= 1).
+        backoff_max: Upper bound of every delay in seconds (>= ``backoff_initial``).
+        jitter: Relative spread of each delay, 0.0 (none) to 1.0.
         durable: Persist the agent's state so a restart resumes it.
         placement: Capabilities a node must have to run the agent (multi-host).
         on_session_lost: When the provider cannot resume the agent's session (the turn
@@ -305,15 +221,24 @@ def start_agent(
             agent is stopped and started again; ``"fresh"`` starts a new provider session
             for the next turn (``handle_error`` sees the failure; ``session.lost`` is
             emitted). Never a blank session the user did not ask for.
+        secret_resolver: A durable agent never stores options (or session fields) named
+            like secrets (``api_key``, ``*_token``, ``*_secret``...). When it resumes, each
+            comes from the options given now, else from ``secret_resolver(name,
+            option_name)`` (a module-level function), else ``None`` (the HTTP backends then
+            read their environment variable).
         timeout: Seconds to wait for ``init_agent``/``start_session``/``pre_run``.
         system: The system to use (default: the current one).
-        **options: Passed to ``init_agent``.
+        **options: Passed to ``init_agent``. A class that sets ``accepted_options`` gets only
+            those; otherwise a name close to one of the framework's options (a typo such as
+            ``watchdg``) is refused with a "did you mean" hint.
 
     Returns:
         The agent's name.
 
     Raises:
-        InvalidOption, AgentAlreadyExists, AgentStartFailed.
+        InvalidOption: An option is unknown or invalid.
+        AgentAlreadyExists: Another agent has that name.
+        AgentStartFailed: ``init_agent`` or the backend's session failed.
     """
     target = _system(system)
     spec = build_spec(
@@ -329,24 +254,17 @@ def start_agent(
         restart=restart,
         max_restarts=max_restarts,
         restart_window=restart_window,
+        backoff_initial=backoff_initial,
+        backoff_factor=backoff_factor,
+        backoff_max=backoff_max,
+        jitter=jitter,
         durable=durable,
         placement=placement,
         on_session_lost=on_session_lost,
+        secret_resolver=secret_resolver,
         require_importable=target.base != "simpleSystemBase",
     )
-    reply = target.exchange(
-        target.supervisor,
-        StartAgent(spec),
-        lambda m: (
-            (isinstance(m, AgentStarted) and m.name == name)
-            or (isinstance(m, Failure) and m.error.agent == name)
-        ),
-        timeout=timeout,
-    )
-    if isinstance(reply, Failure):
-        raise reply.error
-    target.remember(name, reply.address)  # incarnation unknown: the first call looks it up
-    return name
+    return calls.run(target, calls.start_agent(target, spec, timeout))
 
 
 def stop(name: Any, *, timeout: float | None = 60.0, system: AgentSystem | None = None) -> None:
@@ -356,32 +274,19 @@ def stop(name: Any, *, timeout: float | None = 60.0, system: AgentSystem | None 
         AgentNotFound: no agent has that name.
     """
     target = _system(system)
-    reply = target.exchange(
-        target.supervisor,
-        StopAgent(name),
-        lambda m: (
-            (isinstance(m, Stopped) and m.name == name)
-            or (isinstance(m, Failure) and m.error.agent == name)
-        ),
-        timeout=timeout,
-    )
-    target.remember(name, None)
-    if isinstance(reply, Failure):
-        raise reply.error
+    calls.run(target, calls.stop(target, name, timeout))
 
 
 def whereis(name: Any, *, system: AgentSystem | None = None) -> Any:
     """Return the address of agent ``name``, or ``None`` if no live agent has it."""
-    return _locate(name, _system(system)).address
+    target = _system(system)
+    return calls.run(target, calls.whereis(target, name))
 
 
 def list_agents(*, system: AgentSystem | None = None) -> list[Any]:
     """Return the names of every registered agent."""
     target = _system(system)
-    reply = target.exchange(
-        target.registry, ListAgents(), lambda m: isinstance(m, AgentList), timeout=_CONTROL_TIMEOUT
-    )
-    return [entry.name for entry in reply.agents]
+    return calls.run(target, calls.list_agents(target))
 
 
 # =============================================================================== turns
@@ -396,33 +301,111 @@ def ask(
     gives up first with ``AskTimeout``, and the request keeps running or queued.
 
     Raises:
-        InvalidPrompt, AgentNotFound, AgentOverloaded, AskTimeout, or the turn's
-        ``TurnFailed`` subclass (``BackendError``, ``TurnTimeout``, ``TurnInterrupted``...).
+        InvalidPrompt: The prompt is not a non-empty str.
+        AgentNotFound: No agent has that name.
+        AgentOverloaded: The agent's mailbox is full.
+        AskTimeout: ``timeout`` passed first.
+        TurnFailed: The turn failed: a subclass says how (``BackendError``,
+            ``TurnTimeout``, ``TurnInterrupted``...).
     """
-    _check_prompt(prompt, name)
     target = _system(system)
-    message = Prompt(prompt)
-    reply = _call_agent(target, name, message, timeout=timeout, ref=message.ref)
-    if isinstance(reply, Failure):
-        raise reply.error
-    return reply
+    calls.check_prompt(prompt, name)
+    return calls.run(target, calls.ask(target, name, Prompt(prompt), timeout))
+
+
+def stream(
+    name: Any, prompt: str, timeout: float | None = None, *, system: AgentSystem | None = None
+) -> Iterator[Event | Response]:
+    """Run ``prompt`` as a turn of agent ``name``, yielding its events as they happen.
+
+    Yields each normalized :class:`Event` of the turn (text deltas, tool use and results,
+    usage...) as the backend produces it, then, last, the turn's :class:`Response`; a
+    failed turn raises its typed error instead (the same errors as :func:`ask`, which this
+    is with a window on the turn). Leaving the loop early stops the subscription, not the
+    turn (:func:`interrupt` does that).
+
+    Example:
+        >>> for item in stream("coder", "Fix the test"):  # doctest: +SKIP
+        ...     if isinstance(item, Event) and item.kind == EventKind.TEXT_DELTA:
+        ...         print(item.data["text"], end="")
+    """
+    target = _system(system)
+    calls.check_prompt(prompt, name)
+    return stream_prompt(target, name, Prompt(prompt), timeout)
+
+
+def stream_prompt(
+    target: AgentSystem, name: Any, message: Prompt, timeout: float | None
+) -> Iterator[Event | Response]:
+    """:func:`stream` for a ``Prompt`` the caller made (and whose ref it knows already)."""
+    target.subscriptions().add(name)
+    steps = calls.run_stream(target, calls.stream(target, name, message, timeout))
+    try:
+        while True:
+            try:
+                turn_event = next(steps)
+            except StopIteration as stop:
+                yield stop.value
+                return
+            yield turn_event.event
+    finally:
+        steps.close()
+        _unwatch(target, name, message.ref)
+
+
+def watch(name: Any, *, system: AgentSystem | None = None) -> Iterator[TurnEvent]:
+    """Follow whatever agent ``name`` runs: yield a ``TurnEvent`` for each event of each turn.
+
+    ``TurnEvent.ref`` tells the turns apart (an ``ask``, a ``tell``, a self-chained prompt).
+    The subscription follows the agent through restarts and ends when the agent is stopped;
+    leaving the loop ends it too. Iterate it on the thread that called ``watch``: the events
+    arrive at that thread's endpoint.
+
+    Raises:
+        AgentNotFound: no agent has that name.
+    """
+    target = _system(system)
+    ref = new_ref()
+    target.subscriptions().add(name)
+    try:
+        calls.run(target, calls.subscribe(target, name, ref))
+    except BaseException:
+        target.subscriptions().remove(name)
+        raise
+    return _watch(target, name, ref)
+
+
+def _watch(target: AgentSystem, name: Any, ref: str) -> Iterator[TurnEvent]:
+    steps = calls.run_stream(target, calls.watch(target, name, ref))
+    try:
+        yield from steps
+    finally:
+        steps.close()
+        _unwatch(target, name, ref)
+
+
+def _unwatch(target: AgentSystem, name: Any, ref: str) -> None:
+    if target.closed:
+        return  # the system is gone, and every subscription with it
+    if not target.subscriptions().remove(name):
+        return  # another stream of this thread still follows the agent
+    address, message = calls.unwatch_message(target, name, ref)
+    if address is None:
+        return
+    with contextlib.suppress(Exception):  # the agent or the system is gone: nothing to end
+        target.send(address, message)
 
 
 def tell(name: Any, prompt: str, *, system: AgentSystem | None = None) -> str:
     """Queue ``prompt`` at agent ``name`` and return its ref for :func:`poll`.
 
     Raises:
-        InvalidPrompt, AgentNotFound, AgentOverloaded.
+        InvalidPrompt: The prompt is not a non-empty str.
+        AgentNotFound: No agent has that name.
+        AgentOverloaded: The agent's mailbox is full.
     """
-    _check_prompt(prompt, name)
     target = _system(system)
-    message = Tell(prompt)
-    reply = _call_agent(
-        target, name, message, timeout=_CONTROL_TIMEOUT, ref=message.ref, kinds=(Accepted,)
-    )
-    if isinstance(reply, Failure):
-        raise reply.error
-    return message.ref
+    return calls.run(target, calls.tell(target, name, prompt))
 
 
 def poll(name: Any, ref: str, *, system: AgentSystem | None = None) -> PollResult:
@@ -432,41 +415,21 @@ def poll(name: Any, ref: str, *, system: AgentSystem | None = None) -> PollResul
 
     An unknown or evicted ref is ``failed`` with ``RequestNotFound``.
     """
-    if not isinstance(ref, str):
-        raise InvalidOption(f"ref must be a str, got {type(ref).__name__}", agent=name)
     target = _system(system)
-    reply = _call_agent(
-        target,
-        name,
-        Poll(ref),
-        timeout=_CONTROL_TIMEOUT,
-        ref=ref,
-        kinds=(PollResult,),
-        idempotent=True,
-    )
-    if isinstance(reply, Failure):
-        raise reply.error
-    return reply
+    return calls.run(target, calls.poll(target, name, ref))
 
 
 def notify(name: Any, event: Any, *, system: AgentSystem | None = None) -> None:
     """Deliver ``event`` to agent ``name``'s ``handle_event`` (buffered while a turn runs).
 
     Raises:
-        InvalidEvent (unpicklable), AgentNotFound, AgentOverloaded, CallbackError (the
-        agent was idle and ``handle_event`` failed).
+        InvalidEvent: The event does not pickle.
+        AgentNotFound: No agent has that name.
+        AgentOverloaded: The agent's mailbox is full.
+        CallbackError: The agent was idle and ``handle_event`` failed.
     """
     target = _system(system)
-    if target.base != "simpleSystemBase":
-        try:
-            pickle.dumps(event)
-        except Exception as exc:
-            raise InvalidEvent(
-                f"the event cannot be pickled for delivery: {type(exc).__name__}", agent=name
-            ) from None
-    reply = _call_agent(target, name, Notify(event), timeout=_CONTROL_TIMEOUT, kinds=(Accepted,))
-    if isinstance(reply, Failure):
-        raise reply.error
+    calls.run(target, calls.notify(target, name, event))
 
 
 def interrupt(name: Any, ref: str | None = None, *, system: AgentSystem | None = None) -> str:
@@ -478,8 +441,8 @@ def interrupt(name: Any, ref: str | None = None, *, system: AgentSystem | None =
     Raises:
         RequestNotFound: no turn is running, or a different one is.
     """
-    reply = _control(name, Interrupt(ref), system, ref=ref)
-    return reply.ref or ""
+    target = _system(system)
+    return calls.run(target, calls.interrupt(target, name, ref))
 
 
 def cancel(name: Any, ref: str, *, system: AgentSystem | None = None) -> None:
@@ -488,148 +451,29 @@ def cancel(name: Any, ref: str, *, system: AgentSystem | None = None) -> None:
     Raises:
         RequestNotFound: the ref is running, finished or unknown.
     """
-    _control(name, Cancel(ref), system, ref=ref)
+    target = _system(system)
+    calls.run(target, calls.cancel(target, name, ref))
 
 
 def halt(name: Any, *, system: AgentSystem | None = None) -> None:
     """Halt agent ``name`` (after its current turn): queued work waits for :func:`resume`."""
-    _control(name, Halt(), system)
+    target = _system(system)
+    calls.run(target, calls.halt(target, name))
 
 
 def resume(name: Any, *, system: AgentSystem | None = None) -> None:
     """Unhalt agent ``name`` (or cancel a pending halt) and let it drain its queue."""
-    _control(name, Resume(), system)
+    target = _system(system)
+    calls.run(target, calls.resume(target, name))
 
 
 def status(name: Any, *, system: AgentSystem | None = None) -> AgentStatus:
     """Return a snapshot of agent ``name`` (answered at once, even mid-turn)."""
-    return _call_agent(
-        _system(system),
-        name,
-        Status(),
-        timeout=_CONTROL_TIMEOUT,
-        kinds=(AgentStatus,),
-        idempotent=True,
-    )
+    target = _system(system)
+    return calls.run(target, calls.status(target, name))
 
 
 def backend_session(name: Any, *, system: AgentSystem | None = None) -> Any:
     """Return agent ``name``'s current backend session (data; tests read scripted history)."""
-    reply = _call_agent(
-        _system(system),
-        name,
-        _BackendSession(),
-        timeout=_CONTROL_TIMEOUT,
-        kinds=(_SessionReply,),
-        idempotent=True,
-    )
-    return reply.session
-
-
-def _control(
-    name: Any, message: Any, system: AgentSystem | None, *, ref: str | None = None
-) -> Accepted:
-    reply = _call_agent(
-        _system(system), name, message, timeout=_CONTROL_TIMEOUT, kinds=(Accepted,), ref=ref
-    )
-    if isinstance(reply, Failure):
-        raise reply.error
-    return reply
-
-
-# =============================================================================== plumbing
-
-
-def _call_agent(
-    system: AgentSystem,
-    name: Any,
-    message: Any,
-    *,
-    timeout: float | None,
-    ref: str | None = None,
-    kinds: tuple[type, ...] = (Response,),
-    idempotent: bool = False,
-) -> Any:
-    """Send ``message`` to agent ``name`` and wait for its answer, watching that it lives.
-
-    If the agent was restarted meanwhile, an ``idempotent`` request (status, poll) or any
-    request to a durable agent is sent again to the new process; anything else was lost
-    with the old one and fails with ``AgentStopped``.
-    """
-    address = system.cached_address(name)
-    incarnation = system.cached_incarnation(name)
-    if address is None or incarnation is None:
-        located = _locate(name, system)
-        if located.address is None:
-            raise AgentNotFound("no agent has that name", agent=name, ref=ref)
-        address, incarnation = located.address, located.incarnation
-
-    def matches(reply: Any) -> bool:
-        if not isinstance(reply, (*kinds, Failure)):
-            return False
-        return ref is None or getattr(reply, "ref", None) == ref
-
-    current = {"address": address, "incarnation": incarnation}
-
-    def check_alive() -> Any:
-        located = _locate(name, system)
-        if located.address is None:
-            if located.restarting:
-                return None  # the supervisor is bringing it back: keep waiting
-            raise AgentStopped(
-                "the agent is gone; this request was not answered", agent=name, ref=ref
-            )
-        if (located.address, located.incarnation) == (current["address"], current["incarnation"]):
-            return None
-        if not (located.durable or idempotent):
-            raise AgentStopped(
-                "the agent was restarted and this request was lost with its old process",
-                agent=name,
-                ref=ref,
-            )
-        # A durable agent came back: it holds the request if it got it, and drops the
-        # same ref sent again; if it never got it, this delivers it.
-        current["address"], current["incarnation"] = located.address, located.incarnation
-        return located.address
-
-    return system.exchange(address, message, matches, timeout=timeout, on_idle=check_alive)
-
-
-def _locate(name: Any, system: AgentSystem) -> Located:
-    reply: Located = system.exchange(
-        system.registry,
-        WhereIs(name),
-        lambda m: isinstance(m, Located) and m.name == name,
-        timeout=_CONTROL_TIMEOUT,
-    )
-    system.remember(name, reply.address, reply.incarnation)
-    return reply
-
-
-def _check_prompt(prompt: Any, name: Any) -> None:
-    if not isinstance(prompt, str) or not prompt:
-        raise InvalidPrompt(
-            f"a prompt must be a non-empty str, got {type(prompt).__name__}", agent=name
-        )
-
-
-def _check_positive(field_name: str, value: Any, name: Any) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise InvalidOption(
-            f"{field_name} must be a positive number of seconds, got {value!r}", agent=name
-        )
-
-
-def _check_picklable(value: Any, field_name: str, name: Any) -> None:
-    try:
-        pickle.dumps(value)
-    except Exception as exc:
-        raise InvalidOption(
-            f"{field_name} cannot be pickled ({type(exc).__name__}); actor messages must pickle",
-            agent=name if field_name != "name" else None,
-        ) from None
+    target = _system(system)
+    return calls.run(target, calls.backend_session(target, name))

@@ -13,6 +13,10 @@ Client calls are safe from several threads: each thread talks through its own Th
 actors only run inside the caller's ``ask``). Replies are matched by request ref, so a late
 reply to an abandoned call can never be mistaken for the answer to the next one.
 
+A started system belongs to the process that started it and never outlives it
+(``ownership.py``: at exit, on SIGTERM/SIGHUP, and through the supervisor's owner check
+when the process is SIGKILLed); use it as a context manager to end it where you choose.
+
 ``shutdown()`` stops every agent in order (each caller gets an answer), shuts Thespian
 down, and then makes sure nothing is left: every process of the system shares the admin's
 process group, and every process it started carries the system's id in its environment
@@ -29,22 +33,35 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 from thespian.actors import ActorSystem, PoisonMessage
 
+from .._actors.directory import (
+    DIRECTORY_NAME,
+    NoServices,
+    ServiceDirectory,
+    Services,
+    SetServices,
+    WhereAreServices,
+)
 from .._actors.registry import REGISTRY_NAME, Registry
 from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor, Boot, Booted, StopAll
 from .._actors.telemetry import TELEMETRY_NAME, TelemetryBridge, TelemetryHub, wanted_names
-from .._core.errors import GenAgentError, SystemNotRunning
+from .._core.errors import AgentStopped, GenAgentError, SystemNotRunning
 from .._core.log import get_logger
-from .._durable.store import SQLiteAgentStore, end_recorded_processes
-from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group
+from .._durable.location import is_postgres_url, open_store
+from .._durable.store import end_recorded_processes
+from .._os.frames import TransportLimits
+from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group, owner_identity
 from .._os.security import check_capabilities, harden_transport
+from ..messages import Stopped
+from . import ownership
+from .home import DEFAULT_NODE, HomeLock, node_home, store_in
 
-__all__ = ["SUPPORTED_BASES", "AgentSystem", "free_port"]
+__all__ = ["SUPPORTED_BASES", "AgentSystem", "Subscriptions", "free_port", "is_answer"]
 
 SUPPORTED_BASES = ("multiprocTCPBase", "simpleSystemBase")
 
@@ -52,6 +69,10 @@ _log = get_logger("genagent_thespian.system")
 
 #: Seconds between liveness checks while a caller waits for a reply.
 _LIVENESS_INTERVAL = 2.0
+#: Seconds ``shutdown`` lets calls under way take the answers the stopping agents sent them.
+_DRAIN_SECONDS = 10.0
+#: Seconds a node's service directory has to answer.
+_DIRECTORY_TIMEOUT = 10.0
 #: Messages kept for other waiting calls on the same thread before the oldest is dropped.
 _STASH_LIMIT = 256
 
@@ -63,6 +84,34 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class Subscriptions:
+    """How many streams and watches of one endpoint follow each agent.
+
+    An agent keeps one ``Watch`` subscription per endpoint address, however many of the
+    endpoint's streams asked for it; the endpoint may only unsubscribe when its last one
+    ends, or it would cut the others off.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[Any, int] = {}
+
+    def add(self, name: Any) -> None:
+        """Count one more follower of agent ``name``."""
+        with self._lock:
+            self._counts[name] = self._counts.get(name, 0) + 1
+
+    def remove(self, name: Any) -> bool:
+        """Count one follower less; return whether it was the last (then unsubscribe)."""
+        with self._lock:
+            left = self._counts.get(name, 0) - 1
+            if left > 0:
+                self._counts[name] = left
+                return False
+            self._counts.pop(name, None)
+            return True
+
+
 class _Endpoint:
     """One thread's conversation with the actor system."""
 
@@ -70,6 +119,7 @@ class _Endpoint:
         self.context = context
         self.close = closer
         self.stash: deque[Any] = deque(maxlen=_STASH_LIMIT)
+        self.subscriptions = Subscriptions()
 
 
 class AgentSystem:
@@ -89,12 +139,16 @@ class AgentSystem:
         store_path: str | None = None,
         services: tuple[Any, Any, Any] | None = None,
         node: str | None = None,
+        owner: tuple[int, float] | None = None,
+        node_watcher: Any = None,
     ) -> None:
         """Boot the framework in ``asys`` (or, with ``services``, use another node's).
 
         ``services`` is ``(registry, telemetry, supervisor)`` of a convention leader: a
         member node (``genagent_thespian._nodes.convention``) boots nothing of its own, its clients
-        talk to the leader's services, and its shutdown stops no agent.
+        talk to the leader's services, and its shutdown stops no agent. A system this object
+        owns publishes the services it uses in its node's directory
+        (``_actors/directory.py``), where :meth:`attach` finds them.
         """
         self.asys = asys
         self.store_path = store_path
@@ -112,24 +166,53 @@ class AgentSystem:
         self._addresses: dict[Any, Any] = {}
         self._incarnations: dict[Any, int] = {}
         self._closed = False
+        self._active = 0  # exchanges under way; shutdown lets them finish before closing
+        self._drained = threading.Condition(self._lock)
+        self._closers: list[Callable[[], None]] = []
+        self._simple_subscriptions = Subscriptions()
         self.pgid: int | None = None
+        self.supervisor_pid: int | None = None  # the parent of every agent process
+        self.home: Path | None = None  # the node's home folder (a started system only)
+        self._home_lock: HomeLock | None = None
         self.telemetry_bridge: TelemetryBridge | None = None
+        #: The convention's node watcher, when this system belongs to a convention.
+        self.node_watcher = node_watcher
         if services is not None:
             self.registry, self.telemetry, self.supervisor = services
-            return
-        self.registry = asys.createActor(Registry, globalName=REGISTRY_NAME)
-        self.telemetry = asys.createActor(TelemetryHub, globalName=TELEMETRY_NAME)
-        self.supervisor = asys.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
+        else:
+            self._boot(store_path, owner)
+        if owned:
+            self.publish_services()
+        if wanted_names() != frozenset():
+            self.sync_telemetry()
+
+    def _boot(self, store_path: str | None, owner: tuple[int, float] | None) -> None:
+        """Create (or find) this system's registry, hub and supervisor, and boot them."""
+        self.registry = self.asys.createActor(Registry, globalName=REGISTRY_NAME)
+        self.telemetry = self.asys.createActor(TelemetryHub, globalName=TELEMETRY_NAME)
+        self.supervisor = self.asys.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
         booted = self.exchange(
             self.supervisor,
-            Boot(self.registry, self.telemetry, self.node, store_path),
+            Boot(self.registry, self.telemetry, self.node, store_path, owner=owner),
             lambda m: isinstance(m, Booted),
             timeout=30.0,
         )
-        if base != "simpleSystemBase":
+        if self.base != "simpleSystemBase":
             self.pgid = booted.pgid
-        if wanted_names() != frozenset():
-            self.sync_telemetry()
+            self.supervisor_pid = booted.pid
+
+    def publish_services(self) -> None:
+        """Tell this node's directory the services (and node watcher) its clients must use."""
+        directory = self.asys.createActor(ServiceDirectory, globalName=DIRECTORY_NAME)
+        services = Services(
+            self.registry, self.telemetry, self.supervisor, self.node_watcher, self.node
+        )
+        self.exchange(
+            directory,
+            SetServices(services),
+            lambda m: isinstance(m, Services),
+            timeout=_DIRECTORY_TIMEOUT,
+        )
 
     def sync_telemetry(self) -> None:
         """Subscribe this process's attached telemetry handlers to this system's hub."""
@@ -154,26 +237,30 @@ class AgentSystem:
         advertise_host: str | None = None,
         secret_path: str | os.PathLike[str] | None = None,
         store_path: str | os.PathLike[str] | None = None,
+        transport_limits: TransportLimits | None = None,
+        node_name: str = DEFAULT_NODE,
+        home: str | os.PathLike[str] | None = None,
     ) -> AgentSystem:
         """Start a new actor system (not the process-wide Thespian singleton) and boot it.
 
-        On ``multiprocTCPBase`` the transport is hardened first (``_os/security.py``): every
-        listener binds to ``bind_host`` (loopback unless configured) and every frame is
-        authenticated with the node secret before anything is unpickled.
+                On ``multiprocTCPBase`` the transport is hardened first (``_os/security.py``): every
+                listener binds to ``bind_host`` (loopback unless configured) and every frame is
+                authenticated with the node secret before anything is unpickled.
 
-        Args:
-            base: ``"multiprocTCPBase"`` (default) or ``"simpleSystemBase"``.
-            admin_port: The admin's TCP port; a free one when ``None``.
-            capabilities: Extra Thespian capabilities (placement labels...).
-            log_config: A ``logging.config.dictConfig`` dict for actor processes, or
-                ``None`` to leave logging alone (never ``False``: Thespian 4.0.1 breaks).
-            bind_host: Address to listen on; anything but loopback must be explicit.
-            advertise_host: Address peers use, required when ``bind_host`` is ``0.0.0.0``.
-            secret_path: The node secret file (default: ``GENAGENT_SECRET``,
-                ``GENAGENT_SECRET_FILE`` or ``~/.config/genagent-thespian/node.secret``).
-            store_path: The SQLite file of durable agents (default: one per admin port under
-                ``~/.local/state/genagent-thespian/``). Processes a previous run recorded
-                there that are still alive are ended now.
+                Args:
+                    base: ``"multiprocTCPBase"`` (default) or ``"simpleSystemBase"``.
+                    admin_port: The admin's TCP port; a free one when ``None``.
+                    capabilities: Extra Thespian capabilities (placement labels...).
+                    log_config: A ``logging.config.dictConfig`` dict for actor processes, or
+                        ``None`` to leave logging alone (never ``False``: Thespian 4.0.1 breaks).
+                    bind_host: Address to listen on; anything but loopback must be explicit.
+                    advertise_host: Address peers use, required when ``bind_host`` is ``0.0.0.0``.
+                    secret_path: The node secret file (default: ``GENAGENT_SECRET``,
+                        ``GENAGENT_SECRET_FILE`` or ``~/.config/genagent-thespian/node.secret``).
+        from .._durable.location import is_postgres_url, open_store
+        from .._durable.store import end_recorded_processes
+        from .._os.frames import TransportLimits
+        from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group, owner_identity
         """
         if base not in SUPPORTED_BASES:
             from .._core.errors import InvalidOption
@@ -184,14 +271,54 @@ class AgentSystem:
             )
         caps = dict(capabilities or {})
         system_id = uuid.uuid4().hex
+        home_folder = Path(home) if home is not None else node_home(node_name)
+        lock = HomeLock(home_folder)
+        lock.acquire()
+        try:
+            system = cls._start_locked(
+                base,
+                admin_port,
+                caps,
+                log_config,
+                bind_host,
+                advertise_host,
+                secret_path,
+                os.fspath(store_path) if store_path else store_in(home_folder),
+                system_id,
+                transport_limits,
+            )
+        except BaseException:
+            lock.release()
+            raise
+        system.home = home_folder
+        system._home_lock = lock
+        ownership.adopt(system)
+        return system
+
+    @classmethod
+    def _start_locked(
+        cls,
+        base: str,
+        admin_port: int | None,
+        caps: dict[str, Any],
+        log_config: dict[str, Any] | None,
+        bind_host: str,
+        advertise_host: str | None,
+        secret_path: str | os.PathLike[str] | None,
+        store: str,
+        system_id: str,
+        transport_limits: TransportLimits | None,
+    ) -> AgentSystem:
         if base == "multiprocTCPBase":
             admin_port = admin_port or free_port()
             caps.setdefault("Admin Port", admin_port)
             security = harden_transport(
-                bind_host=bind_host, advertise_host=advertise_host, secret_path=secret_path
+                bind_host=bind_host,
+                advertise_host=advertise_host,
+                secret_path=secret_path,
+                limits=transport_limits,
             )
             check_capabilities(caps, security)
-        store = os.fspath(store_path) if store_path else _default_store_path(admin_port, system_id)
         _end_previous_run(store)
         with _marker_env(system_id):
             asys = ActorSystem(base, capabilities=caps, logDefs=log_config, transientUnique=True)
@@ -203,6 +330,7 @@ class AgentSystem:
                 owned=True,
                 system_id=system_id,
                 store_path=store,
+                owner=owner_identity() if base == "multiprocTCPBase" else None,
             )
         except BaseException:
             asys.shutdown()
@@ -216,19 +344,41 @@ class AgentSystem:
         capabilities: dict[str, Any] | None = None,
         bind_host: str = "127.0.0.1",
         secret_path: str | os.PathLike[str] | None = None,
+        transport_limits: TransportLimits | None = None,
     ) -> AgentSystem:
         """Attach to a running ``multiprocTCPBase`` system on ``admin_port`` (this host).
 
-        ``bind_host`` and the secret must match the node's (see :meth:`start`).
+        ``bind_host``, the secret and ``transport_limits`` should match the node's (see
+        :meth:`start`). The client uses the services the node's directory names (on a
+        convention member: the leader's); it starts none of its own, except on a node that
+        keeps no directory.
         """
         caps = dict(capabilities or {})
         caps["Admin Port"] = admin_port
-        harden_transport(bind_host=bind_host, secret_path=secret_path)
+        harden_transport(bind_host=bind_host, secret_path=secret_path, limits=transport_limits)
         if not _listening(bind_host, admin_port):
             # Thespian would start a new, unowned system on that port instead of failing.
             raise SystemNotRunning(f"no genagent node listens on {bind_host}:{admin_port}")
         asys = ActorSystem("multiprocTCPBase", capabilities=caps, transientUnique=True)
-        return cls(asys, base="multiprocTCPBase", admin_port=admin_port, owned=False, system_id="")
+        try:
+            services = _ask_directory(asys)
+        except BaseException:
+            asys.shutdown()
+            raise
+        if services is None:
+            return cls(
+                asys, base="multiprocTCPBase", admin_port=admin_port, owned=False, system_id=""
+            )
+        return cls(
+            asys,
+            base="multiprocTCPBase",
+            admin_port=admin_port,
+            owned=False,
+            system_id="",
+            services=(services.registry, services.telemetry, services.supervisor),
+            node=services.node,
+            node_watcher=services.watcher,
+        )
 
     def shutdown(self, *, timeout: float = 30.0) -> None:
         """Stop every agent in order, shut the actor system down, and leave no process behind.
@@ -238,23 +388,40 @@ class AgentSystem:
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
+            self._closed = True  # new calls are refused from now on; calls under way go on
         if self.telemetry_bridge is not None:
             self.telemetry_bridge.stop()
         try:
             if self.owned and self.leads_agents:
+                # Every agent answers its active and queued callers (AgentStopped) before it
+                # exits, and this exchange ends only once all of them have.
                 with contextlib.suppress(GenAgentError):
-                    self.exchange(
-                        self.supervisor,
-                        StopAll("shutdown"),
-                        lambda m: type(m).__name__ == "Stopped",
-                        timeout=timeout,
+                    _drain(
+                        self._tracked_exchange(
+                            self.supervisor,
+                            StopAll("shutdown"),
+                            lambda m: isinstance(m, Stopped),
+                            timeout,
+                            None,
+                        )
                     )
+            self._wait_for_callers(_DRAIN_SECONDS)
         finally:
+            for closer in self._closers:
+                with contextlib.suppress(Exception):
+                    closer()
             self._close_endpoints()
             if self.owned:
                 self.asys.shutdown()
                 self._sweep()
+                if self._home_lock is not None:
+                    self._home_lock.release()
+                ownership.release(self)
+
+    def add_closer(self, closer: Callable[[], None]) -> None:
+        """Call ``closer`` at :meth:`shutdown`, once agents are stopped (the asyncio transport)."""
+        with self._lock:
+            self._closers.append(closer)
 
     def _sweep(self) -> None:
         """Kill whatever of this system survived ``shutdown`` (orphans, CLI groups)."""
@@ -297,15 +464,97 @@ class AgentSystem:
             AskTimeout: ``timeout`` seconds passed without a matching reply.
             GenAgentError: the message could not be delivered (``PoisonMessage``).
         """
+        return _drain(
+            self.exchange_stream(address, message, matches, timeout=timeout, on_idle=on_idle)
+        )
+
+    def exchange_stream(
+        self,
+        address: Any,
+        message: Any,
+        matches: Callable[[Any], bool],
+        *,
+        timeout: float | None,
+        on_idle: Callable[[], Any] | None = None,
+        before: tuple[Any, ...] = (),
+        progress: Callable[[Any], bool] | None = None,
+    ) -> Generator[Any, None, Any]:
+        """:meth:`exchange`, yielding the replies for which ``progress`` holds as they come.
+
+        ``before`` are sent (without waiting) ahead of ``message``, on every (re)send.
+        """
         if self._closed:
             raise SystemNotRunning("the agent system is shut down")
+        return (
+            yield from self._tracked_exchange(
+                address, message, matches, timeout, on_idle, before, progress
+            )
+        )
+
+    def _tracked_exchange(
+        self,
+        address: Any,
+        message: Any,
+        matches: Callable[[Any], bool],
+        timeout: float | None,
+        on_idle: Callable[[], Any] | None,
+        before: tuple[Any, ...] = (),
+        progress: Callable[[Any], bool] | None = None,
+    ) -> Generator[Any, None, Any]:
+        """Run one exchange, counted so that ``shutdown`` can let it finish first.
+
+        A call still waiting when the system shuts down ends with ``AgentStopped``, never
+        with whatever Thespian raises once its endpoints are closed under it.
+        """
         if self.base == "simpleSystemBase":
             with self._lock:
-                return self._exchange(self.asys, None, address, message, matches, timeout, on_idle)
-        endpoint = self._endpoint()
-        return self._exchange(
-            endpoint.context, endpoint, address, message, matches, timeout, on_idle
-        )
+                return (
+                    yield from self._exchange(
+                        self.asys,
+                        None,
+                        address,
+                        message,
+                        matches,
+                        timeout,
+                        on_idle,
+                        before,
+                        progress,
+                    )
+                )
+        with self._lock:
+            self._active += 1
+        try:
+            endpoint = self._endpoint()
+            return (
+                yield from self._exchange(
+                    endpoint.context,
+                    endpoint,
+                    address,
+                    message,
+                    matches,
+                    timeout,
+                    on_idle,
+                    before,
+                    progress,
+                )
+            )
+        except GenAgentError:
+            raise
+        except Exception as exc:
+            if not self._closed:
+                raise
+            raise AgentStopped(
+                f"the agent system shut down while {type(message).__name__} waited"
+            ) from exc
+        finally:
+            with self._lock:
+                self._active -= 1
+                self._drained.notify_all()
+
+    def _wait_for_callers(self, timeout: float) -> None:
+        """Give calls under way ``timeout`` seconds to take the answers shutdown sent them."""
+        with self._lock:
+            self._drained.wait_for(lambda: self._active == 0, timeout)
 
     def _exchange(
         self,
@@ -316,7 +565,9 @@ class AgentSystem:
         matches: Callable[[Any], bool],
         timeout: float | None,
         on_idle: Callable[[], Any] | None,
-    ) -> Any:
+        before: tuple[Any, ...],
+        progress: Callable[[Any], bool] | None,
+    ) -> Generator[Any, None, Any]:
         from .._core.errors import AskTimeout
 
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -326,33 +577,58 @@ class AgentSystem:
                 return _LIVENESS_INTERVAL
             return max(0.0, min(_LIVENESS_INTERVAL, deadline - time.monotonic()))
 
-        def accept(reply: Any) -> bool:
-            if isinstance(reply, PoisonMessage) and reply.poisonMessage == message:
-                raise GenAgentError(
-                    f"{type(message).__name__} could not be delivered: {reply.details}"
-                )
-            return matches(reply)
+        def send(target: Any) -> Any:
+            for first in before:
+                context.tell(target, first)
+            return context.ask(target, message, wait_slice())
 
         stash = endpoint.stash if endpoint is not None else _simple_stash
-        reply = context.ask(address, message, wait_slice())
+        message_is_call = not isinstance(message, StopAll)
+        reply = send(address)
         while True:
             if reply is not None:
-                if accept(reply):
+                if is_answer(reply, message, matches):
                     return reply
-                stash.append(reply)
+                if progress is not None and progress(reply):
+                    yield reply
+                else:
+                    stash.append(reply)
             for kept in list(stash):
-                if accept(kept):
+                if is_answer(kept, message, matches):
                     stash.remove(kept)
                     return kept
+                if progress is not None and progress(kept):
+                    stash.remove(kept)
+                    yield kept
             if reply is None:
+                if self._closed and message_is_call:
+                    raise AgentStopped(
+                        f"the agent system shut down while {type(message).__name__} waited"
+                    )
                 if deadline is not None and time.monotonic() >= deadline:
                     raise AskTimeout(f"no reply to {type(message).__name__} within {timeout}s")
                 if on_idle is not None:
                     new_address = on_idle()
                     if new_address is not None:
-                        reply = context.ask(new_address, message, wait_slice())
+                        reply = send(new_address)
                         continue
             reply = context.listen(wait_slice())
+
+    def subscriptions(self) -> Subscriptions:
+        """The ``Watch`` followers of the calling thread's endpoint."""
+        if self.base == "simpleSystemBase":
+            return self._simple_subscriptions
+        return self._endpoint().subscriptions
+
+    def send(self, address: Any, message: Any) -> None:
+        """Send ``message`` to ``address`` from this thread's endpoint, without waiting."""
+        if self._closed:
+            raise SystemNotRunning("the agent system is shut down")
+        if self.base == "simpleSystemBase":
+            with self._lock:
+                self.asys.tell(address, message)
+            return
+        self._endpoint().context.tell(address, message)
 
     def _endpoint(self) -> _Endpoint:
         endpoint: _Endpoint | None = getattr(self._local, "endpoint", None)
@@ -405,6 +681,42 @@ class AgentSystem:
 _simple_stash: deque[Any] = deque(maxlen=_STASH_LIMIT)
 
 
+def _drain(steps: Generator[Any, None, Any]) -> Any:
+    """Run an exchange to its answer, dropping the progress messages it yields on the way."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _ask_directory(asys: ActorSystem) -> Services | None:
+    """The services a node's directory names, or ``None`` for a node that keeps none."""
+    directory = asys.createActor(ServiceDirectory, globalName=DIRECTORY_NAME)
+    with asys.private() as context:
+        deadline = time.monotonic() + _DIRECTORY_TIMEOUT
+        while (left := deadline - time.monotonic()) > 0:
+            reply = context.ask(directory, WhereAreServices(), left)
+            if isinstance(reply, Services):
+                return reply
+            if isinstance(reply, NoServices):
+                return None
+    raise SystemNotRunning(
+        f"the node's service directory did not answer within {_DIRECTORY_TIMEOUT}s"
+    )
+
+
+def is_answer(reply: Any, message: Any, matches: Callable[[Any], bool]) -> bool:
+    """Whether ``reply`` answers ``message``; raise if it reports ``message`` undeliverable.
+
+    Raises:
+        GenAgentError: ``reply`` is the ``PoisonMessage`` of ``message``.
+    """
+    if isinstance(reply, PoisonMessage) and reply.poisonMessage == message:
+        raise GenAgentError(f"{type(message).__name__} could not be delivered: {reply.details}")
+    return matches(reply)
+
+
 def _listening(host: str, port: int) -> bool:
     """Whether something accepts TCP connections on ``host:port``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -416,19 +728,11 @@ def _listening(host: str, port: int) -> bool:
     return True
 
 
-def _default_store_path(admin_port: int | None, system_id: str) -> str:
-    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    folder = state / "genagent-thespian"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    name = f"node-{admin_port}.sqlite3" if admin_port else f"simple-{system_id}.sqlite3"
-    return str(folder / name)
-
-
 def _end_previous_run(store_path: str) -> None:
     """End processes a previous run of this node recorded and left running."""
-    if not os.path.exists(store_path):
+    if not (is_postgres_url(store_path) or os.path.exists(store_path)):
         return
-    store = SQLiteAgentStore(store_path)
+    store = open_store(store_path)
     try:
         ended = end_recorded_processes(store)
         if ended:

@@ -67,6 +67,7 @@ import abc
 import importlib
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 from .errors import InvalidOption
@@ -191,6 +192,24 @@ class Backend(abc.ABC):
         backends keep the whole history in it).
         """
         return session
+
+    def session_files(self, session: Any) -> Mapping[str, Path]:
+        """The provider's files of ``session`` on this host, by a name relative to its folder.
+
+        A CLI that keeps the conversation on disk (claude's transcript, codex's rollout)
+        returns those files; a durable agent saves them to its store after each turn, so a
+        restart on another host can restore them before resuming. The default (HTTP
+        backends keep the whole history in the session) returns none.
+        """
+        return {}
+
+    def session_file_path(self, session: Any, name: str) -> Path | None:
+        """Where the file ``name`` (see :meth:`session_files`) of ``session`` belongs here.
+
+        ``None`` refuses the name (the default, and any name that would leave the
+        provider's folder).
+        """
+        return None
 
     def terminate_session(self, session: Any) -> None:
         """End the session for good (the agent is stopping). Idempotent; must not raise."""

@@ -13,6 +13,7 @@ would expect::
     ├── AgentStartFailed                         init_agent / start_session / pre_run failed
     ├── AgentOverloaded                          mailbox full (count or bytes)
     ├── AskTimeout               (TimeoutError)  the *caller's* own timeout ran out
+    ├── MessageTooLarge          (ValueError)    a message over the transport's max_frame_bytes
     ├── SystemNotRunning                         no actor system to talk to
     ├── RequestNotFound          (LookupError)   poll/cancel of an unknown or evicted ref
     └── TurnFailed                               one turn ended without a Response
@@ -51,6 +52,7 @@ __all__ = [
     "InvalidEvent",
     "InvalidOption",
     "InvalidPrompt",
+    "MessageTooLarge",
     "RequestNotFound",
     "SystemNotRunning",
     "TurnCancelled",
@@ -187,6 +189,36 @@ class AskTimeout(GenAgentError, TimeoutError):
     """The caller's own ``timeout`` ran out. The request itself keeps running or queued."""
 
     reason_kind = "caller_timeout"
+
+
+class MessageTooLarge(GenAgentError, ValueError):
+    """A message pickles to a frame larger than the transport's ``max_frame_bytes``.
+
+    Raised where the message is sent (a client's call, or as the ``PoisonMessage`` an actor
+    gets back), never sent in part: receivers drop such frames unread.
+
+    Attributes:
+        size: Bytes the frame would have had.
+        limit: The ``max_frame_bytes`` in force.
+    """
+
+    reason_kind = "message_too_large"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        agent: Any = None,
+        ref: str | None = None,
+        size: int = 0,
+        limit: int = 0,
+    ) -> None:
+        super().__init__(message, agent=agent, ref=ref)
+        self.size = size
+        self.limit = limit
+
+    def _fields(self) -> dict[str, Any]:
+        return {**super()._fields(), "size": self.size, "limit": self.limit}
 
 
 class SystemNotRunning(GenAgentError):

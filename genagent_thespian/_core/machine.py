@@ -22,11 +22,21 @@ from __future__ import annotations
 import enum
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from ..messages import Accepted, Failure, Halt, PollResult, PollState, Prompt, Skip, TellCompleted
+from ..messages import (
+    Accepted,
+    AgentSpec,
+    Failure,
+    Halt,
+    PollResult,
+    PollState,
+    Prompt,
+    Skip,
+    TellCompleted,
+)
 from .behaviour import GenAgent
 from .errors import (
     AgentOverloaded,
@@ -42,7 +52,8 @@ from .errors import (
     TurnTimeout,
 )
 from .log import get_logger
-from .turn import Event, Response, Usage
+from .turn import Event, EventKind, Response, Usage
+from .validate import SPEC_DEFAULTS
 
 __all__ = [
     "AgentMachine",
@@ -151,17 +162,62 @@ Effect = Reply | StartTurn | CancelTurn | ArmWatchdog | ArmDelayed | Emit
 
 @dataclass(frozen=True, slots=True)
 class MachineLimits:
-    """The bounds of one agent (validated by the client API before they get here)."""
+    """The bounds of one agent (validated by ``build_spec`` before they get here)."""
 
-    watchdog: float | None = 600.0
-    max_tell_results: int = 100
-    max_queued: int = 1000
-    max_queued_bytes: int = 1 << 20
-    max_pending_notifications: int = 1000
+    watchdog: float | None = SPEC_DEFAULTS.watchdog
+    max_tell_results: int = SPEC_DEFAULTS.max_tell_results
+    max_queued: int = SPEC_DEFAULTS.max_queued
+    max_queued_bytes: int = SPEC_DEFAULTS.max_queued_bytes
+    max_pending_notifications: int = 1000  # not a user setting: buffered notify/info bound
+
+    @classmethod
+    def from_spec(cls, spec: AgentSpec) -> MachineLimits:
+        """The limits an agent started from ``spec`` runs with."""
+        return cls(
+            watchdog=spec.watchdog,
+            max_tell_results=spec.max_tell_results,
+            max_queued=spec.max_queued,
+            max_queued_bytes=spec.max_queued_bytes,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MachineSnapshot:
+    """The machine's durable state (see :meth:`AgentMachine.snapshot`); must pickle."""
+
+    halted: bool
+    halt_pending: bool
+    mailbox: tuple[Request, ...]
+    self_chain: Request | None
+    delayed: tuple[Request, ...]  # timer-delayed self-chains/retries: re-queued at restore
+    pending: tuple[tuple[str, Any, Any, Any], ...]  # buffered (kind, payload, sender, to)
+    in_flight: tuple[Request, str] | None  # the running turn's request and sent prompt
+    answered: tuple[str, ...]  # refs answered lately, so a resent request is not run twice
+    counters: _Counters
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MachineSnapshot:
+        """Read the ``dict`` snapshot that stores written before typed snapshots hold.
+
+        (Keys as ``snapshot()`` used to write them; ``delayed`` came later than the rest.)
+        """
+        return cls(
+            halted=data["halted"],
+            halt_pending=data["halt_pending"],
+            mailbox=tuple(data["mailbox"]),
+            self_chain=data["self_chain"],
+            delayed=tuple(data.get("delayed", ())),
+            pending=tuple(data["pending"]),
+            in_flight=data["in_flight"],
+            answered=tuple(data["answered"]),
+            counters=data["counters"],
+        )
 
 
 @dataclass(slots=True)
 class _ActiveTurn:
+    """The running turn: its request, the prompt actually sent, and its events so far."""
+
     turn_id: int
     request: Request
     prompt: str
@@ -171,10 +227,26 @@ class _ActiveTurn:
 
 @dataclass(slots=True)
 class _Counters:
+    """Totals over the agent's life (reported by ``status``; a durable agent keeps them)."""
+
     turns: int = 0
     failures: int = 0
     callback_failures: int = 0
     usage: Usage = field(default_factory=Usage)
+    retries: int = 0  # provider retries the backends reported (``retry`` events)
+    last_error: str | None = None  # the last failed turn, "Type: message" (for operators)
+
+    def __setstate__(self, state: Any) -> None:
+        # Pickled as (None, {slot: value}); records written before a field existed
+        # restore it with its default instead of leaving the slot unset.
+        values = state[1] if isinstance(state, tuple) else state
+        for item in fields(self):
+            if item.name in (values or {}):
+                setattr(self, item.name, values[item.name])
+            elif item.default_factory is not MISSING:
+                setattr(self, item.name, item.default_factory())
+            else:
+                setattr(self, item.name, item.default)
 
 
 class AgentMachine:
@@ -316,6 +388,8 @@ class AgentMachine:
         if current is None or current.turn_id != turn_id:
             return self._flush()  # a late event of a turn that already ended
         current.events.append(event)
+        if event.kind == EventKind.RETRY:
+            self.counters.retries += 1
         ok, _ = self._call("handle_stream_event", self.impl.handle_stream_event, event)
         if not ok:
             error = CallbackError(
@@ -428,7 +502,7 @@ class AgentMachine:
 
     # ================================================================== durability
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> MachineSnapshot:
         """Return the machine's state as picklable data (for a durable agent's store).
 
         Everything a restarted agent needs to carry on: halted flags, the mailbox, the
@@ -436,36 +510,36 @@ class AgentMachine:
         refs and counters. Tell results are persisted separately (``new_results``).
         """
         current = self.current
-        return {
-            "halted": self.halted,
-            "halt_pending": self.halt_pending,
-            "mailbox": list(self.mailbox),
-            "self_chain": self.self_chain,
-            "delayed": list(self.delayed.values()),
-            "pending": list(self.pending),
-            "in_flight": (current.request, current.prompt) if current else None,
-            "answered": list(self.answered),
-            "counters": self.counters,
-        }
+        return MachineSnapshot(
+            halted=self.halted,
+            halt_pending=self.halt_pending,
+            mailbox=tuple(self.mailbox),
+            self_chain=self.self_chain,
+            delayed=tuple(self.delayed.values()),
+            pending=tuple(self.pending),
+            in_flight=(current.request, current.prompt) if current else None,
+            answered=tuple(self.answered),
+            counters=self.counters,
+        )
 
-    def restore(self, snapshot: dict[str, Any], results: list[PollResult]) -> list[Effect]:
+    def restore(self, snapshot: MachineSnapshot, results: list[PollResult]) -> list[Effect]:
         """Load a snapshot into this fresh machine and carry on after a restart.
 
         The in-flight request is never re-run: its caller gets ``AgentRestarted`` and
         ``handle_error`` sees it (a ``Prompt`` it returns runs as an independent
         follow-up). Then queued work continues, self-chain first.
         """
-        self.halted = snapshot["halted"]
-        self.halt_pending = snapshot["halt_pending"]
-        self.mailbox = deque([*snapshot.get("delayed", []), *snapshot["mailbox"]])
+        self.halted = snapshot.halted
+        self.halt_pending = snapshot.halt_pending
+        self.mailbox = deque([*snapshot.delayed, *snapshot.mailbox])
         self.mailbox_bytes = sum(r.size for r in self.mailbox)
-        self.self_chain = snapshot["self_chain"]
-        self.pending = deque(snapshot["pending"])
-        self.answered.extend(snapshot["answered"])
-        self.counters = snapshot["counters"]
+        self.self_chain = snapshot.self_chain
+        self.pending = deque(snapshot.pending)
+        self.answered.extend(snapshot.answered)
+        self.counters = snapshot.counters
         for result in results:
             self.results[result.ref] = result
-        in_flight = snapshot["in_flight"]
+        in_flight = snapshot.in_flight
         if in_flight is not None:
             request, prompt = in_flight
             self.current = _ActiveTurn(0, request, prompt, self.clock())
@@ -506,6 +580,8 @@ class AgentMachine:
             "watchdog": self.limits.watchdog,
             "turns": self.counters.turns,
             "failures": self.counters.failures,
+            "retries": self.counters.retries,
+            "last_error": self.counters.last_error,
             "input_tokens": usage.total_input_tokens,
             "output_tokens": usage.output_tokens,
             "cost_usd": usage.cost_usd,
@@ -514,6 +590,12 @@ class AgentMachine:
     # ================================================================== internals: admission
 
     def _admit(self, request: Request) -> bool:
+        """Take a new ask or tell: run it now, queue it, or refuse it. Returns whether taken.
+
+        A ref already held, answered or in the result cache is a resend after a restart: it
+        must not run twice, so it is only acknowledged again (a tell) or ignored (an ask,
+        whose first copy gets or got the answer). Bounds are checked only when the request
+        must wait: an idle agent takes any one prompt."""
         if self._holds(request.ref) or request.ref in self.results or request.ref in self.answered:
             # A request re-sent after a restart (same ref): it is queued, running or answered
             # already, so it must not run twice. A tell is acknowledged again.
@@ -544,6 +626,7 @@ class AgentMachine:
         return True
 
     def _enqueue(self, request: Request) -> None:
+        """Append ``request`` to the mailbox (bounds already checked) and report the new depth."""
         self.mailbox.append(request)
         self.mailbox_bytes += request.size
         self._emit(
@@ -553,6 +636,10 @@ class AgentMachine:
         )
 
     def _deliver(self, kind: str, payload: Any, sender: Any, reply_to: Any) -> None:
+        """Deliver a notify or info: now when idle, buffered (bounded) during a turn.
+
+        Buffered notifications are applied after the running turn is decided, to the state
+        it leaves (upstream's later fix), and the notifier is answered at once either way."""
         if self.stopped:
             if reply_to is not None:
                 stopped = AgentStopped("the agent is stopping", agent=self.name)
@@ -579,10 +666,16 @@ class AgentMachine:
     def _handle_notification(
         self, kind: str, payload: Any, *, draining: bool
     ) -> GenAgentError | None:
+        """Run ``handle_event``/``handle_info`` and apply its directive; return its error, if any.
+
+        A ``Prompt`` it returns runs now only when the agent is idle and not draining;
+        otherwise it is queued within the mailbox bounds, so notifications can never
+        overtake work already waiting."""
         callback_name = "handle_event" if kind == "event" else "handle_info"
         callback = self.impl.handle_event if kind == "event" else self.impl.handle_info
         ok, directive = self._decide(callback_name, callback, payload)
         if not ok:
+            assert isinstance(directive, CallbackError)  # what _decide returns on failure
             return directive
         if isinstance(directive, Halt):
             self._transition_to_halted()
@@ -610,6 +703,7 @@ class AgentMachine:
         )
 
     def _over_limit(self, request: Request) -> str | None:
+        """Which mailbox bound ``request`` would break (``"count"``, ``"bytes"``), or ``None``."""
         if len(self.mailbox) >= self.limits.max_queued:
             return "count"
         if self.mailbox_bytes + request.size > self.limits.max_queued_bytes:
@@ -617,6 +711,7 @@ class AgentMachine:
         return None
 
     def _holds(self, ref: str) -> bool:
+        """Whether a request with ``ref`` is running, self-chained, delayed or queued."""
         if self.current is not None and self.current.request.ref == ref:
             return True
         if self.self_chain is not None and self.self_chain.ref == ref:
@@ -626,6 +721,10 @@ class AgentMachine:
     # ================================================================== internals: turns
 
     def _dispatch(self, request: Request) -> None:
+        """Ask ``pre_turn`` about ``request``, then start its turn or answer why not.
+
+        ``pre_turn`` may rewrite the prompt, skip it or halt the agent; a bad return or a
+        raise is contained as ``CallbackError`` for the caller, and the agent keeps serving."""
         ok, rewritten = self._call("pre_turn", self.impl.pre_turn, request.prompt)
         if ok and isinstance(rewritten, str) and rewritten:
             self._start_turn(request, rewritten)
@@ -678,6 +777,7 @@ class AgentMachine:
             self._transition_to_halted()
 
     def _start_turn(self, request: Request, prompt: str) -> None:
+        """Enter ``processing`` and emit ``StartTurn`` (and the watchdog) for ``prompt``."""
         self._refusals = 0
         turn_id = self._next_turn_id
         self._next_turn_id += 1
@@ -703,11 +803,18 @@ class AgentMachine:
         self._emit("turn.start", {"system_time": time.time()}, self._turn_meta(request))
 
     def _end_turn(self) -> None:
+        """Leave ``processing``: no turn is current any more."""
         self.current = None
         self.phase = Phase.IDLE
         self._emit("state.changed", {}, {"from": Phase.PROCESSING.value, "to": Phase.IDLE.value})
 
     def _fail_current(self, error: GenAgentError, *, cancel_reason: str | None = None) -> None:
+        """End the running turn with ``error`` and apply the turn-end order to it.
+
+        ``handle_error`` decides (a ``Prompt`` it returns retries an ask or tell under the
+        same ref, unless the turn was interrupted or the agent restarted), then
+        ``post_turn`` runs, then :meth:`_finish`. With ``cancel_reason`` the worker is told to
+        stop the backend call first."""
         current = self.current
         assert current is not None
         request = current.request
@@ -715,6 +822,7 @@ class AgentMachine:
         if cancel_reason is not None:
             self._effects.append(CancelTurn(current.turn_id, cancel_reason))
         self.counters.failures += 1
+        self.counters.last_error = f"{type(error).__name__}: {error}"[:300]
         self._end_turn()
         self._emit(
             "prompt.error",
@@ -740,6 +848,7 @@ class AgentMachine:
     def _post_turn(
         self, request: Request, outcome: Response | GenAgentError
     ) -> GenAgentError | None:
+        """Run ``post_turn``; a raise is returned as ``CallbackError``, never propagated."""
         ok, _value = self._call("post_turn", self.impl.post_turn, request.ref, outcome)
         if ok:
             return None
@@ -785,6 +894,10 @@ class AgentMachine:
         self._process_next()
 
     def _process_next(self) -> None:
+        """Start the next work while idle: the self-chain slot first, then the mailbox.
+
+        A loop, because ``pre_turn`` may refuse a prompt without starting a turn, leaving the
+        agent idle for the next one."""
         while self.phase is Phase.IDLE and not self.halted and not self.stopped:
             if self.self_chain is not None:
                 request, self.self_chain = self.self_chain, None
@@ -796,6 +909,7 @@ class AgentMachine:
             self._dispatch(request)
 
     def _transition_to_halted(self) -> None:
+        """Halt once: ``post_run`` runs once per transition to halted, as upstream fixed it."""
         if self.halted or self.stopped:
             return
         self.halted = True

@@ -13,8 +13,14 @@ from ..messages import AgentSpec
 from .errors import GenAgentError
 from .turn import Event
 
+#: The Thespian capability naming a convention node: set by ``_nodes/convention.py`` on
+#: each node it starts, read by agents (to report their node) and by the node watcher.
+NODE_CAPABILITY = "GenAgent Node"
+
 __all__ = [
+    "NODE_CAPABILITY",
     "AddressBook",
+    "_AgentBorn",
     "_AgentInitFailed",
     "_AgentProcesses",
     "_AgentReady",
@@ -36,6 +42,7 @@ __all__ = [
     "_TelemetrySubscribe",
     "_TurnOutput",
     "_Unregister",
+    "_WatcherGone",
 ]
 
 
@@ -177,6 +184,18 @@ class _AgentInitFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class _AgentBorn:
+    """Agent -> supervisor, first thing: the pid of the new incarnation's process.
+
+    With its start time it names this incarnation for good, so an exit notice can be told
+    apart from a late one of an earlier incarnation that had the same address.
+    """
+
+    pid: int
+    node: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class _AgentProcesses:
     """Agent -> supervisor: the processes to end if this agent dies without cleaning up.
 
@@ -191,9 +210,14 @@ class _AgentProcesses:
 
 @dataclass(frozen=True, slots=True)
 class _ShutdownAgent:
-    """Supervisor -> agent: answer everything pending, end the session, then report back."""
+    """Supervisor -> agent: answer everything pending, end the session, then report back.
+
+    ``keep_record``: a system shutdown keeps a durable agent's record at its last boundary
+    (a rerun on the same store resumes it); ``stop()`` deletes it.
+    """
 
     reason: str
+    keep_record: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +249,7 @@ class _Register:
     then: tuple[tuple[Any, Any], ...] = ()
     durable: bool = False
     incarnation: int = 0
+    seq: int = 0  # the supervisor's update order (see _Unregister)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,15 +258,22 @@ class _Restarting:
 
     name: Any
     durable: bool = False
+    seq: int = 0  # the supervisor's update order (see _Unregister)
 
 
 @dataclass(frozen=True, slots=True)
 class _Unregister:
-    """Supervisor -> registry: ``name`` (at ``address``) is gone; then send ``then``."""
+    """Supervisor -> registry: ``name`` (at ``address``) is gone; then send ``then``.
+
+    ``seq`` numbers the supervisor's updates: Thespian may deliver two of them out of order,
+    and a ``_Restarting`` overtaken by the give-up's ``_Unregister`` must not leave the name
+    "restarting" for ever. The registry applies an update only if it is newer.
+    """
 
     name: Any
     address: Any
     then: tuple[tuple[Any, Any], ...] = ()
+    seq: int = 0
 
 
 # ----------------------------------------------------------------- telemetry
@@ -294,3 +326,10 @@ class _TelemetrySubscribe:
     names: frozenset[str] | None
     active: bool = True
     token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _WatcherGone:
+    """Registry -> agent: a ``TurnEvent`` to this subscriber was undeliverable; drop it."""
+
+    address: Any

@@ -4,43 +4,116 @@ What is saved, and when (the agent actor calls :meth:`AgentRecord.save` before a
 turn start leaves its handler, so a tell is acknowledged only once it is durable and a
 prompt is recorded as in flight before the backend sees it):
 
-* the start spec (once, at creation);
-* a state snapshot: the backend session, the implementation's ``snapshot_state()``, and
-  the machine's ``snapshot()`` (halted flags, mailbox, self-chain slot, buffered
-  notifications, the in-flight request, recently answered refs, counters);
+* the start spec (once, at creation), options named like secrets redacted;
+* a state snapshot: the backend session (secrets redacted, see :mod:`.redaction`), the
+  implementation's ``snapshot_state()``, and the machine's ``snapshot()`` (halted flags,
+  mailbox, self-chain slot, buffered notifications, the in-flight request, recently
+  answered refs, counters);
 * tell results, one row each, bounded by ``max_tell_results``;
 * the agent's processes (agent, worker, CLI groups), so a later run can end leftovers.
 
 A restart reads it back with :meth:`AgentRecord.begin`, which also moves the record to the
 new incarnation: a zombie of the old incarnation can no longer write.
+
+**One owner per session.** The owning incarnation holds a lease in the store (its epoch is
+the incarnation, the fencing token every write names) and renews it every third of
+:func:`lease_seconds`. A new incarnation first fences the old one (the epoch moves on, so
+the old one's next write or renewal is refused), then waits out the old lease unless its
+holder is provably dead (a process of this boot that is gone), so a holder cut off from the
+store -- a partitioned host -- has stopped by itself (it could not renew) before the new
+one runs a turn. Never two live owners.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .._core.errors import AgentStopped, InvalidOption
 from .._core.log import get_logger
-from .._core.machine import AgentMachine, Origin
+from .._core.machine import AgentMachine, MachineSnapshot, Origin
+from .._os import procfs
 from ..messages import AgentSpec, Failure, PollResult
 from . import pickling
-from .store import SQLiteAgentStore, StoredAgent, StoreError, agent_key
+from .location import open_store
+from .redaction import dumps_redacted
+from .store import AgentStore, Lease, StoredAgent, StoreError, agent_key
 
-__all__ = ["AgentRecord", "Restored", "answer_stored_callers", "delete_stored_agent"]
+__all__ = [
+    "LEASE_ENV",
+    "AgentRecord",
+    "AgentSnapshot",
+    "Restored",
+    "answer_stored_callers",
+    "delete_stored_agent",
+    "lease_seconds",
+]
+
+#: Environment variable overriding the lease duration (seconds) of durable agents.
+LEASE_ENV = "GENAGENT_LEASE_SECONDS"
+#: Default lease duration: shorter than the default node-loss detection (5 s x 2), so a cut-off
+#: owner has stopped by the time its agent is restarted elsewhere.
+_DEFAULT_LEASE = 8.0
+
+
+def lease_seconds() -> float:
+    """How long a durable agent's lease lasts without renewal (``GENAGENT_LEASE_SECONDS``)."""
+    try:
+        value = float(os.environ.get(LEASE_ENV, _DEFAULT_LEASE))
+    except ValueError:
+        return _DEFAULT_LEASE
+    return value if value > 0 else _DEFAULT_LEASE
+
+
+def _own_identity() -> str:
+    stat = procfs.process_stat(os.getpid())
+    return f"{procfs.boot_id()}:{os.getpid()}:{stat.start_ticks if stat else 0}"
+
+
+def _holder_is_gone(owner: str) -> bool:
+    """Whether a lease holder is provably dead: a process of this boot that no longer runs."""
+    boot, _, rest = owner.partition(":")
+    pid, _, ticks = rest.partition(":")
+    if boot != procfs.boot_id() or not pid.isdigit() or not ticks.isdigit():
+        return False  # another host (or unknown): only the lease's expiry tells
+    return not procfs.ProcessIdentity(int(pid), int(ticks), boot).is_running()
+
 
 _log = get_logger("genagent_thespian.durable")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSnapshot:
+    """One durable agent's state blob: what :meth:`AgentRecord.save` writes at a boundary."""
+
+    session: Any  # Any: the backend's own picklable session data (Backend.start_session)
+    impl: dict[str, Any]  # the implementation's snapshot_state(), user data
+    machine: MachineSnapshot
+
+    @classmethod
+    def load(cls, blob: bytes) -> AgentSnapshot:
+        """Unpickle a state blob, including the plain ``dict`` of older stores."""
+        state = pickling.loads(blob)
+        if isinstance(state, cls):
+            return state
+        return cls(
+            session=state["session"],
+            impl=state["impl"],
+            machine=MachineSnapshot.from_dict(state["machine"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Restored:
     """What a restarted agent resumes from."""
 
-    session: Any
+    session: Any  # Any: the backend's session data, as in AgentSnapshot
     impl_state: dict[str, Any]
-    machine: dict[str, Any]
+    machine: MachineSnapshot
     results: list[PollResult]
     incarnation: int
 
@@ -48,20 +121,21 @@ class Restored:
 class AgentRecord:
     """Read and write one agent's durable record (see the module docstring)."""
 
-    def __init__(self, store: SQLiteAgentStore, spec: AgentSpec) -> None:
+    def __init__(self, store: AgentStore, spec: AgentSpec) -> None:
         self._store = store
         self._spec = spec
         self.key = agent_key(spec.name)
         self.incarnation: int | None = None
+        self._owner = _own_identity()
 
     @classmethod
     def open(cls, path: str | None, spec: AgentSpec) -> AgentRecord:
-        """Open the store at ``path`` for the durable agent ``spec``."""
+        """Open the store at ``path`` (a SQLite file or a PostgreSQL URL) for ``spec``."""
         if not path:
             raise InvalidOption(
                 "durable=True needs a store: start the system with store_path=...", agent=spec.name
             )
-        return cls(SQLiteAgentStore(path), spec)
+        return cls(open_store(path), spec)
 
     def begin(self) -> Restored | None:
         """Create the record, or take over an existing one and return what to resume from.
@@ -72,23 +146,63 @@ class AgentRecord:
         stored = self._store.load(self.key)
         if stored is None:
             self._store.create_agent(
-                self.key, pickle.dumps(self._spec.name), pickle.dumps(self._spec)
+                self.key, pickle.dumps(self._spec.name), dumps_redacted(self._spec)
             )
             self.incarnation = 0
+            self.renew_lease()
             return None
-        stored = self._store.begin_incarnation(self.key)
+        previous = self._store.lease(self.key)
+        stored = self._store.begin_incarnation(self.key)  # fences the previous incarnation
         self.incarnation = stored.incarnation
+        self._wait_out(previous)
+        self.renew_lease()
         return self._restored(stored)
+
+    def _wait_out(self, previous: Lease | None) -> None:
+        """Let a previous owner's lease run out unless that owner is provably dead."""
+        if previous is None or previous.expires_in <= 0 or _holder_is_gone(previous.owner):
+            return
+        # A sixth of a lease on top: the holder stands down with a third of it left, and
+        # the margin covers the time its stand-down takes.
+        wait = min(previous.expires_in, lease_seconds()) + lease_seconds() / 6
+        _log.warning(
+            "agent %r: waiting %.1fs for the previous incarnation's lease to run out",
+            self._spec.name,
+            wait,
+        )
+        # Not polling: the old owner stops by itself when it cannot renew; this is its bound.
+        time.sleep(wait)
+
+    def renew_lease(self) -> None:
+        """Take or extend this incarnation's lease.
+
+        Raises:
+            StaleIncarnation: a newer incarnation owns the agent (this one is fenced).
+            StoreError: the store could not be reached.
+        """
+        assert self.incarnation is not None
+        self._store.renew_lease(
+            self.key, epoch=self.incarnation, owner=self._owner, seconds=lease_seconds()
+        )
+
+    def release_lease(self) -> None:
+        """End this incarnation's lease now (a clean exit: a successor need not wait)."""
+        if self.incarnation is None:
+            return
+        try:
+            self._store.release_lease(self.key, epoch=self.incarnation)
+        except StoreError:
+            _log.warning("agent %r: could not release its lease", self._spec.name)
 
     def _restored(self, stored: StoredAgent) -> Restored | None:
         if stored.state_blob is None:
             return None
-        state = pickling.loads(stored.state_blob)
+        state = AgentSnapshot.load(stored.state_blob)
         results = [pickling.loads(r.blob) for r in stored.results]
         return Restored(
-            session=state["session"],
-            impl_state=state["impl"],
-            machine=state["machine"],
+            session=state.session,
+            impl_state=state.impl,
+            machine=state.machine,
             results=results,
             incarnation=stored.incarnation,
         )
@@ -108,9 +222,9 @@ class AgentRecord:
                 max_results=max(1, self._spec.max_tell_results),
             )
         machine.new_results.clear()
-        state = {"session": session, "impl": impl_state, "machine": machine.snapshot()}
+        state = AgentSnapshot(session=session, impl=impl_state, machine=machine.snapshot())
         try:
-            blob = pickle.dumps(state)
+            blob = dumps_redacted(state)  # secrets stay out of the store
         except Exception as exc:
             raise InvalidOption(
                 f"a durable agent's state must pickle: {type(exc).__name__}: {exc}; "
@@ -118,6 +232,19 @@ class AgentRecord:
                 agent=self._spec.name,
             ) from None
         self._store.save_state(self.key, blob, incarnation=self.incarnation)
+
+    def save_session_files(self, files: Mapping[str, bytes]) -> None:
+        """Store the provider's session files (a CLI transcript) for a restart elsewhere.
+
+        Raises:
+            StaleIncarnation: a newer incarnation owns the agent.
+            StoreError: the store refused.
+        """
+        self._store.put_session_files(self.key, files, incarnation=self.incarnation)
+
+    def session_files(self) -> dict[str, bytes]:
+        """The provider's session files saved by earlier incarnations, by name."""
+        return self._store.session_files(self.key)
 
     def record_process(self, pid: int, role: str, pgid: int | None = None) -> None:
         """Remember a process of this agent so a later run can end it if it survives."""
@@ -144,19 +271,19 @@ def answer_stored_callers(
     incarnations): its in-flight, self-chained and queued asks get ``AgentStopped``, so no
     caller waits for an agent that will not come back.
     """
-    store = SQLiteAgentStore(path)
+    store = open_store(path)
     try:
         stored = store.load(agent_key(spec.name))
     finally:
         store.close()
     if stored is None or stored.state_blob is None:
         return 0
-    snapshot = pickling.loads(stored.state_blob)["machine"]
-    requests = list(snapshot["mailbox"])
-    if snapshot["self_chain"] is not None:
-        requests.append(snapshot["self_chain"])
-    if snapshot["in_flight"] is not None:
-        requests.append(snapshot["in_flight"][0])
+    snapshot = AgentSnapshot.load(stored.state_blob).machine
+    requests = list(snapshot.mailbox)
+    if snapshot.self_chain is not None:
+        requests.append(snapshot.self_chain)
+    if snapshot.in_flight is not None:
+        requests.append(snapshot.in_flight[0])
     answered = 0
     for request in requests:
         if request.origin is Origin.ASK and request.reply_to is not None:
@@ -172,7 +299,7 @@ def answer_stored_callers(
 
 def delete_stored_agent(path: str, spec: AgentSpec) -> None:
     """Remove a durable agent's record (the supervisor, for an agent with no process)."""
-    store = SQLiteAgentStore(path)
+    store = open_store(path)
     try:
         store.delete_agent(agent_key(spec.name))
     finally:

@@ -11,7 +11,11 @@ back; the store never unpickles anything. Per agent it keeps:
 * the **in-flight request** (ref and blob), set at dispatch and cleared at completion;
 * the **tell results**, the newest ``max_results`` by insertion order;
 * an **incarnation** counter, bumped at each restart (a restarted agent can fence off
-  writes from an older incarnation).
+  writes from an older incarnation);
+* a **lease**: which incarnation (its epoch, the fencing token) owns the agent, which
+  process holds it, and until when. The owner renews it; an incarnation that cannot renew
+  in time stops by itself, and a new one waits out the old lease unless its holder is
+  provably dead (see ``_durable/record.py``).
 
 It also keeps **process records** (pid, process group, role, start time and boot id) so that
 at system start the processes of a previous run that are still alive can be ended
@@ -27,6 +31,14 @@ other types, then takes the SHA-256 of that. The pickled name is stored alongsid
 Every blob is stored with its CRC-32, so a damaged record is reported as
 :class:`StoreCorrupted` naming the agent key and the part, instead of handing the runtime
 bytes that fail somewhere else later.
+
+What the runtime uses today (``_durable/record.py``): ``create_agent``, ``load``,
+``begin_incarnation``, ``save_state`` (the machine snapshot *includes* the mailbox and the
+in-flight request), ``put_result``, ``delete_agent`` and the process records. The per-entry
+mailbox and in-flight calls (``enqueue``, ``dequeue``, ``set_in_flight``, ``clear_in_flight``,
+``commit_turn``) are not used by the runtime: ``bench/store_cost.py`` measured the whole-state
+write at 0.8-1.05x one ``enqueue`` up to 100 queued prompts (the ``fsync`` dominates) and 4.7x
+only near the default mailbox bound of 1000, so the runtime keeps one blob per boundary.
 
 :class:`SQLiteAgentStore` is the default implementation; :class:`MemoryAgentStore` keeps the
 same contract in memory (not durable; a baseline and a reference for other stores).
@@ -45,18 +57,20 @@ import time
 import weakref
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from .._core.errors import AgentAlreadyExists, AgentNotFound, GenAgentError, InvalidOption
+from .._os import processes as _processes
 from .._os import procfs as _procfs
+from .._os.private import narrow, private_file
 
 __all__ = [
     "SCHEMA_VERSION",
-    "AgentEntry",
     "AgentStore",
+    "Lease",
     "MemoryAgentStore",
     "ProcessRecord",
     "SQLiteAgentStore",
@@ -65,6 +79,7 @@ __all__ = [
     "StoreError",
     "StoreSchemaMismatch",
     "StoredAgent",
+    "StoredAgentEntry",
     "StoredRequest",
     "agent_key",
     "end_recorded_processes",
@@ -140,8 +155,23 @@ class StoredAgent:
 
 
 @dataclass(frozen=True, slots=True)
-class AgentEntry:
-    """One line of :meth:`AgentStore.list_agents`."""
+class Lease:
+    """Who owns a durable agent: the incarnation (epoch), its process, and for how long.
+
+    Attributes:
+        epoch: The owning incarnation (the fencing token every write names).
+        owner: The holder's process identity, ``"<boot id>:<pid>:<start ticks>"``.
+        expires_in: Seconds until the lease expires, by the store's clock (``<= 0``: expired).
+    """
+
+    epoch: int
+    owner: str
+    expires_in: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAgentEntry:
+    """One line of :meth:`AgentStore.list_agents` (not the registry's ``messages.AgentEntry``)."""
 
     key: str
     name_blob: bytes
@@ -273,6 +303,29 @@ def _check_max_results(max_results: Any) -> int:
     return max_results
 
 
+def _check_file_name(name: Any) -> str:
+    """A session file's name: a relative path without ``..`` (it is joined to a folder)."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or name.startswith("/")
+        or ".." in name.split("/")
+        or "\x00" in name
+    ):
+        raise InvalidOption(f"invalid session file name {name!r}: expected a relative path")
+    return name
+
+
+def _check_epoch(key: str, row: Sequence[Any] | None, epoch: int) -> None:
+    """Refuse a lease write for an unknown agent or an incarnation that is not current."""
+    if row is None:
+        raise AgentNotFound(f"no stored agent with key {_short(key)}")
+    if int(row[0]) != epoch:
+        raise StaleIncarnation(
+            f"agent key {_short(key)} is at incarnation {row[0]}, the lease was for {epoch}"
+        )
+
+
 def _short(key: str) -> str:
     return key[:12]
 
@@ -305,7 +358,7 @@ class AgentStore(abc.ABC):
         """Remove the agent and everything under it (``stop()``); ``False`` if absent."""
 
     @abc.abstractmethod
-    def list_agents(self) -> list[AgentEntry]:
+    def list_agents(self) -> list[StoredAgentEntry]:
         """Return every stored agent (key, pickled name, incarnation), oldest first."""
 
     @abc.abstractmethod
@@ -331,6 +384,46 @@ class AgentStore(abc.ABC):
         if loaded is None:
             raise AgentNotFound(f"no stored agent with key {_short(key)}")
         return loaded
+
+    # leases ---------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def lease(self, key: str) -> Lease | None:
+        """The agent's lease (``None``: never taken, or the agent is not stored)."""
+
+    @abc.abstractmethod
+    def renew_lease(self, key: str, *, epoch: int, owner: str, seconds: float) -> None:
+        """Take or extend the lease for ``seconds`` from now, for incarnation ``epoch``.
+
+        Raises:
+            AgentNotFound: There is no record under ``key``.
+            StaleIncarnation: ``epoch`` is not the current incarnation (fenced); nothing
+                was written.
+        """
+
+    @abc.abstractmethod
+    def release_lease(self, key: str, *, epoch: int) -> None:
+        """End incarnation ``epoch``'s lease now (a clean exit); nothing if it is not its."""
+
+    # provider session files -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def put_session_files(
+        self, key: str, files: Mapping[str, bytes], *, incarnation: int | None = None
+    ) -> None:
+        """Store (replace) provider session files by name: a CLI's transcript, for instance.
+
+        A durable CLI agent restarted on another host restores them before resuming, so
+        the provider finds its conversation there too.
+
+        Raises:
+            AgentNotFound: There is no record under ``key``.
+            StaleIncarnation: ``incarnation`` is given and is not the current one.
+        """
+
+    @abc.abstractmethod
+    def session_files(self, key: str) -> dict[str, bytes]:
+        """The stored provider session files of the agent, by name (empty if none)."""
 
     # turn-boundary writes -------------------------------------------------------------------
 
@@ -418,7 +511,7 @@ class AgentStore(abc.ABC):
     def close(self) -> None:
         """Release the store's resources; later calls raise :class:`StoreError`."""
 
-    def __enter__(self) -> AgentStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -488,6 +581,21 @@ _SCHEMA = (
         PRIMARY KEY (pid, start_ticks, boot)
     )""",
 )
+
+#: Added after schema version 1 shipped: created on open when missing (additive, so older
+#: files keep working and keep their version).
+_LEASES_TABLE = """CREATE TABLE IF NOT EXISTS leases (
+        key TEXT PRIMARY KEY REFERENCES agents(key) ON DELETE CASCADE,
+        epoch INTEGER NOT NULL,
+        owner TEXT NOT NULL,
+        expires REAL NOT NULL
+    )"""
+_SESSION_FILES_TABLE = """CREATE TABLE IF NOT EXISTS session_files (
+        key TEXT NOT NULL REFERENCES agents(key) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        blob BLOB NOT NULL, crc INTEGER NOT NULL,
+        PRIMARY KEY (key, name)
+    )"""
 
 #: Connections opened before a fork and inherited by the child. The child must neither use
 #: nor close them (closing could checkpoint or unlock on the parent's behalf), so they are
@@ -567,6 +675,7 @@ class SQLiteAgentStore(AgentStore):
 
     def _open(self) -> sqlite3.Connection:
         with self._translate("open"):
+            self._make_private()
             conn = sqlite3.connect(
                 self.path,
                 timeout=self.busy_timeout,
@@ -584,6 +693,18 @@ class SQLiteAgentStore(AgentStore):
                 conn.close()
                 raise
         return conn
+
+    def _make_private(self) -> None:
+        """Create the file ``0600`` in a ``0700`` folder before SQLite does (with the umask).
+
+        SQLite creates ``-wal`` and ``-shm`` with the database file's mode, so they follow;
+        ones left by an earlier, less careful version are narrowed too.
+        """
+        if self.path in ("", ":memory:") or self.path.startswith("file:"):
+            return
+        private_file(self.path)
+        for suffix in ("-wal", "-shm", "-journal"):
+            narrow(self.path + suffix)
 
     def _check_header(self, conn: sqlite3.Connection) -> None:
         # Reading the schema forces SQLite to parse the file header: a damaged or foreign
@@ -616,6 +737,8 @@ class SQLiteAgentStore(AgentStore):
                     f"{self.path} has store schema version {version}, this genagent-thespian "
                     f"reads version {SCHEMA_VERSION}; use a matching release or a new file"
                 )
+            conn.execute(_LEASES_TABLE)
+            conn.execute(_SESSION_FILES_TABLE)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -766,7 +889,7 @@ class SQLiteAgentStore(AgentStore):
             cur.execute("DELETE FROM agents WHERE key = ?", (key,))
             return cur.rowcount > 0
 
-    def list_agents(self) -> list[AgentEntry]:
+    def list_agents(self) -> list[StoredAgentEntry]:
         with self._read("list_agents") as cur:
             rows = cur.execute(
                 "SELECT key, name, name_crc, incarnation FROM agents ORDER BY created_at, key"
@@ -775,7 +898,7 @@ class SQLiteAgentStore(AgentStore):
         for key, name, name_crc, incarnation in rows:
             name_blob = self._verified(key, "name", name, name_crc)
             assert name_blob is not None
-            entries.append(AgentEntry(key, name_blob, incarnation))
+            entries.append(StoredAgentEntry(key, name_blob, incarnation))
         return entries
 
     def load(self, key: str) -> StoredAgent | None:
@@ -857,6 +980,68 @@ class SQLiteAgentStore(AgentStore):
             if row is None:
                 raise AgentNotFound(f"no stored agent with key {_short(key)}")
             return int(row[0])
+
+    # provider session files -----------------------------------------------------------------
+
+    def put_session_files(
+        self, key: str, files: Mapping[str, bytes], *, incarnation: int | None = None
+    ) -> None:
+        key = _check_key(key)
+        checked = {
+            _check_file_name(name): _as_blob(blob, "session file") for name, blob in files.items()
+        }
+        with self._write("put_session_files", key) as cur:
+            self._touch(cur, key, "incarnation = incarnation", (), incarnation)
+            for name, blob in checked.items():
+                cur.execute(
+                    "INSERT OR REPLACE INTO session_files (key, name, blob, crc)"
+                    " VALUES (?, ?, ?, ?)",
+                    (key, name, blob, _crc(blob)),
+                )
+
+    def session_files(self, key: str) -> dict[str, bytes]:
+        key = _check_key(key)
+        with self._read("session_files", key) as cur:
+            rows = cur.execute(
+                "SELECT name, blob, crc FROM session_files WHERE key = ? ORDER BY name", (key,)
+            ).fetchall()
+        return {
+            name: self._verified(key, f"session file {name}", blob, crc) or b""
+            for name, blob, crc in rows
+        }
+
+    # leases ---------------------------------------------------------------------------------
+
+    def lease(self, key: str) -> Lease | None:
+        key = _check_key(key)
+        with self._read("lease", key) as cur:
+            row = cur.execute(
+                "SELECT epoch, owner, expires FROM leases WHERE key = ?", (key,)
+            ).fetchone()
+        return None if row is None else Lease(int(row[0]), row[1], row[2] - time.time())
+
+    def renew_lease(self, key: str, *, epoch: int, owner: str, seconds: float) -> None:
+        key = _check_key(key)
+        with self._write("renew_lease", key) as cur:
+            _check_epoch(
+                key,
+                cur.execute("SELECT incarnation FROM agents WHERE key = ?", (key,)).fetchone(),
+                epoch,
+            )
+            cur.execute(
+                "INSERT INTO leases (key, epoch, owner, expires) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET epoch = excluded.epoch,"
+                " owner = excluded.owner, expires = excluded.expires",
+                (key, epoch, owner, time.time() + seconds),
+            )
+
+    def release_lease(self, key: str, *, epoch: int) -> None:
+        key = _check_key(key)
+        with self._write("release_lease", key) as cur:
+            cur.execute(
+                "UPDATE leases SET expires = ? WHERE key = ? AND epoch = ?",
+                (time.time(), key, epoch),
+            )
 
     # turn-boundary writes -------------------------------------------------------------------
 
@@ -1024,6 +1209,8 @@ class _MemoryAgent:
     in_flight: StoredRequest | None = None
     results: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
     incarnation: int = 0
+    lease: tuple[int, str, float] | None = None  # (epoch, owner, expires at)
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 class MemoryAgentStore(AgentStore):
@@ -1083,10 +1270,12 @@ class MemoryAgentStore(AgentStore):
             self._check_open()
             return self._agents.pop(_check_key(key), None) is not None
 
-    def list_agents(self) -> list[AgentEntry]:
+    def list_agents(self) -> list[StoredAgentEntry]:
         with self._lock:
             self._check_open()
-            return [AgentEntry(k, a.name_blob, a.incarnation) for k, a in self._agents.items()]
+            return [
+                StoredAgentEntry(k, a.name_blob, a.incarnation) for k, a in self._agents.items()
+            ]
 
     def load(self, key: str) -> StoredAgent | None:
         with self._lock:
@@ -1114,6 +1303,44 @@ class MemoryAgentStore(AgentStore):
     def begin_incarnation(self, key: str) -> StoredAgent:
         with self._lock:
             return super().begin_incarnation(key)
+
+    def put_session_files(
+        self, key: str, files: Mapping[str, bytes], *, incarnation: int | None = None
+    ) -> None:
+        checked = {
+            _check_file_name(name): _as_blob(blob, "session file") for name, blob in files.items()
+        }
+        with self._lock:
+            agent = self._agent(key)
+            self._check_incarnation(key, agent, incarnation)
+            agent.files.update(checked)
+
+    def session_files(self, key: str) -> dict[str, bytes]:
+        with self._lock:
+            self._check_open()
+            agent = self._agents.get(_check_key(key))
+            return dict(sorted(agent.files.items())) if agent is not None else {}
+
+    def lease(self, key: str) -> Lease | None:
+        with self._lock:
+            self._check_open()
+            agent = self._agents.get(_check_key(key))
+            if agent is None or agent.lease is None:
+                return None
+            epoch, owner, expires = agent.lease
+            return Lease(epoch, owner, expires - time.time())
+
+    def renew_lease(self, key: str, *, epoch: int, owner: str, seconds: float) -> None:
+        with self._lock:
+            agent = self._agent(key)
+            _check_epoch(key, (agent.incarnation,), epoch)
+            agent.lease = (epoch, owner, time.time() + seconds)
+
+    def release_lease(self, key: str, *, epoch: int) -> None:
+        with self._lock:
+            agent = self._agent(key)
+            if agent.lease is not None and agent.lease[0] == epoch:
+                agent.lease = (epoch, agent.lease[1], time.time())
 
     def save_state(self, key: str, blob: bytes, *, incarnation: int | None = None) -> None:
         blob = _as_blob(blob, "state blob")
@@ -1268,7 +1495,7 @@ def end_recorded_processes(
             assert pgid is not None
             if pgid not in groups_done:
                 groups_done.add(pgid)
-                _procfs.terminate_process_group(pgid, grace=grace)
+                _processes.terminate_process_group(pgid, grace=grace)
         else:
             _end_one(record, grace)
         ended.append(record)
@@ -1281,5 +1508,5 @@ def _end_one(record: ProcessRecord, grace: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if not record.is_running():
             return
-        _procfs.kill_process(record.pid, sig)
-        _procfs.wait_for_exit(record.pid, grace)
+        _processes.kill_process(record.pid, sig)
+        _processes.wait_for_exit(record.pid, grace)

@@ -7,17 +7,19 @@ at the leader's admin (the leader points at itself) and advertises what it offer
 * ``GenAgent Node`` -- its name, ``"<host name>:<admin port>"`` (what ``AgentEntry.node`` and
   ``AgentStatus.node`` show for the agents it runs);
 * ``GenAgent Role`` -- ``"leader"`` or ``"member"``; ``GenAgent Host`` -- the host name;
-* the labels given in ``capabilities`` (``{"claude": "yes"}``) and ``capacity`` (advertised
-  only: nothing counts agents against it yet).
+* the labels given in ``capabilities`` (``{"claude": "yes"}``) and ``capacity`` (how many
+  agents it runs at most).
 
-Only the leader boots the framework's services (registry, supervisor, telemetry). An agent
-started with ``placement={"claude": "yes"}`` is created by the leader's supervisor with
-``targetActorRequirements``; Thespian asks
-:meth:`~genagent_thespian._actors.agent.AgentActor.actorSystemCapabilityCheck` on the leader first
-and then on the members, and the first node whose capabilities equal every placement key
-runs it. The supervisor stays its parent: when the agent dies (or its whole node does) the
+Only the leader boots the framework's services (registry, supervisor, telemetry); every node
+names them in its directory (``_actors/directory.py``), so a client attached to any node
+uses the leader's. The leader's node watcher tells the supervisor the live nodes
+(``NodesChanged``); the supervisor chooses the node for each agent (``_core/placement.py``:
+matching labels, room under ``capacity``, fewest agents) and creates it with
+``targetActorRequirements`` naming that node, which
+:meth:`~genagent_thespian._actors.agent.AgentActor.actorSystemCapabilityCheck` accepts only
+there. The supervisor stays its parent: when the agent dies (or its whole node does) the
 ``ChildActorExited`` reaches the leader, which restarts it per its policy, again by
-placement, so on a surviving matching node.
+placement, so on a surviving matching node with room.
 
 A member that stops answering is declared dead after ``reregistration_period`` seconds times
 ``registration_miss_max`` (Thespian's ``CONVENTION_REREGISTRATION_PERIOD`` and
@@ -37,10 +39,10 @@ import os
 import socket
 import time
 import uuid
-import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from thespian.actors import (
@@ -51,13 +53,14 @@ from thespian.actors import (
     WakeupMessage,
 )
 
-from .._actors.agent import NODE_CAPABILITY
 from .._actors.registry import REGISTRY_NAME, Registry
-from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor, NodeLost
+from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor, NodeLost, NodesChanged
 from .._actors.telemetry import TELEMETRY_NAME, TelemetryHub
 from .._api.system import AgentSystem, _marker_env, free_port
 from .._core.errors import GenAgentError, InvalidOption
 from .._core.log import get_logger
+from .._core.protocol import NODE_CAPABILITY
+from .._os.frames import TransportLimits
 from .._os.processes import SYSTEM_MARKER, kill_marked
 from .._os.security import check_capabilities, harden_transport
 from ..messages import AgentEntry, AgentList, ListAgents
@@ -94,9 +97,6 @@ _FINDER_LINGER = 2.0
 _JOIN_TIMEOUT = 30.0
 
 _log = get_logger("genagent_thespian.nodes")
-
-#: A member system -> the leader's node watcher (for :func:`list_nodes`).
-_watchers: weakref.WeakKeyDictionary[AgentSystem, Any] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,25 +169,47 @@ class _NodeWatcher(_LeaderOnly):
         self._own = dict(capabilities or {})
         self._members: dict[str, dict[str, Any]] = {}
         self._registered = False
+        self._told: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] | None = None
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         if not self._registered:
             self._registered = True
             self.notifyOnSystemRegistrationChanges(True)
+            self._tell_supervisor()
         if isinstance(message, ActorSystemConventionUpdate):
             key = str(message.remoteAdminAddress)
             if message.remoteAdded:
                 self._members[key] = dict(message.remoteCapabilities or {})
+                self._tell_supervisor()
             else:
                 self._members.pop(key, None)
                 _log.warning("convention member %s left or was declared dead", key)
+                self._tell_supervisor()
                 node = (message.remoteCapabilities or {}).get(NODE_CAPABILITY)
                 if node:
-                    supervisor = self.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
-                    self.send(supervisor, NodeLost(str(node)))
+                    self.send(self._supervisor(), NodeLost(str(node)))
         elif isinstance(message, _ListNodes):
             nodes = [_node_info(self._own)] + [_node_info(c) for c in self._members.values()]
             self.send(sender, tuple(nodes))
+
+    def _supervisor(self) -> Any:
+        return self.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
+
+    def _tell_supervisor(self) -> None:
+        """Send the supervisor the live nodes when they changed (it places agents by them)."""
+        nodes = tuple(
+            (str(caps[NODE_CAPABILITY]), _placement_view(caps))
+            for caps in (self._own, *self._members.values())
+            if caps.get(NODE_CAPABILITY)
+        )
+        if nodes != self._told:
+            self._told = nodes
+            self.send(self._supervisor(), NodesChanged(nodes))
+
+
+def _placement_view(capabilities: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The capabilities placement reads: labels, capacity and the node name (no heartbeat)."""
+    return tuple(sorted((k, v) for k, v in capabilities.items() if k != HEARTBEAT_CAPABILITY))
 
 
 def _node_info(capabilities: Mapping[str, Any]) -> NodeInfo:
@@ -266,6 +288,8 @@ def start_node(
     registration_miss_max: int = 2,
     log_config: dict[str, Any] | None = None,
     join_timeout: float = _JOIN_TIMEOUT,
+    transport_limits: TransportLimits | None = None,
+    node_name: str | None = None,
 ) -> AgentSystem:
     """Start a convention node in this process's care and return its :class:`AgentSystem`.
 
@@ -275,14 +299,20 @@ def start_node(
         bind_host: Address to listen on (loopback by default; see ``docs/security.md``).
         advertise_host: Address peers use when ``bind_host`` is ``0.0.0.0``.
         capabilities: Placement labels (``{"claude": "yes"}``) and ``capacity`` (an int).
-        store_path: The durable store (leader only; members' agents use the leader's path,
-            which must therefore be a file every node can open, e.g. on shared storage).
+        store_path: The durable store (leader only; members' agents use the leader's):
+            for several hosts a ``postgresql://`` URL every node reaches (or a SQLite
+            file every node can open, e.g. on shared storage).
         secret_path: The node secret file; the same secret on every node of the convention.
         reregistration_period: Seconds between a member's check-ins with the leader.
         registration_miss_max: Missed check-ins after which the leader declares a member
             dead (detection takes about ``reregistration_period * registration_miss_max``).
         log_config: A ``logging.config.dictConfig`` dict for actor processes.
         join_timeout: Seconds a member tries to reach the leader's services.
+        transport_limits: Frame size limit of the transport (the same on every node; see
+            :class:`~genagent_thespian.TransportLimits` and ``docs/security.md``).
+        node_name: The leader's home folder name (its store, lock and log; see
+            ``start_system``); default ``node-<admin_port>``, stable across restarts on a
+            fixed port and distinct for several nodes on one host.
 
     Raises:
         InvalidOption: A label uses a reserved name, ``capacity`` is not a positive int,
@@ -322,9 +352,12 @@ def start_node(
                 advertise_host=advertise_host,
                 secret_path=secret_path,
                 store_path=store_path,
+                transport_limits=transport_limits,
+                node_name=node_name or f"node-{admin_port}",
             )
             try:
                 list_nodes(system)  # creates the node watcher, which follows membership
+                system.publish_services()  # now with the watcher, for clients of the leader
             except BaseException:
                 system.shutdown()
                 raise
@@ -339,6 +372,7 @@ def start_node(
             name,
             reregistration_period,
             join_timeout,
+            transport_limits,
         )
 
 
@@ -352,9 +386,13 @@ def _start_member(
     name: str,
     period: float,
     join_timeout: float,
+    transport_limits: TransportLimits | None,
 ) -> AgentSystem:
     security = harden_transport(
-        bind_host=bind_host, advertise_host=advertise_host, secret_path=secret_path
+        bind_host=bind_host,
+        advertise_host=advertise_host,
+        secret_path=secret_path,
+        limits=transport_limits,
     )
     check_capabilities(caps, security)
     system_id = uuid.uuid4().hex
@@ -372,6 +410,7 @@ def _start_member(
             system_id=system_id,
             services=(services.registry, services.telemetry, services.supervisor),
             node=name,
+            node_watcher=services.watcher,
         )
         heartbeat = asys.createActor(_Heartbeat)
         asys.tell(heartbeat, _Beat(period))
@@ -379,7 +418,6 @@ def _start_member(
         answer = asys.ask(probe, "probe", 10.0)
         if isinstance(answer, tuple):
             system.pgid = int(answer[1])
-        _watchers[system] = services.watcher
         return system
     except BaseException:
         asys.shutdown()
@@ -457,12 +495,12 @@ def list_nodes(system: AgentSystem) -> tuple[NodeInfo, ...]:
     Raises:
         GenAgentError: ``system`` is not a convention node, or the leader did not answer.
     """
-    watcher = _watchers.get(system)
+    watcher = system.node_watcher
     if watcher is None:
         if not system.leads_agents:
             raise GenAgentError("this system is not a convention node")
         watcher = system.asys.createActor(_NodeWatcher, globalName=NODES_NAME)
-        _watchers[system] = watcher
+        system.node_watcher = watcher
     answer = system.exchange(watcher, _ListNodes(), lambda m: isinstance(m, tuple), timeout=10.0)
     return tuple(answer)
 
@@ -499,16 +537,22 @@ def list_fleet(system: AgentSystem) -> tuple[AgentEntry, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one node until SIGINT/SIGTERM: ``python -m genagent_thespian._nodes.convention --help``.
+    """Run one node until SIGINT/SIGTERM: the ``genagent-node`` command (``--help``).
 
     Prints one line ``node <name> admin_port <port> pgid <pgid> ready`` once it serves.
+    ``--init-secret`` only creates the node secret (if missing) and prints its path.
     """
     import argparse
     import signal
     import threading
 
     parser = argparse.ArgumentParser(
-        prog="python -m genagent_thespian._nodes.convention", description="Run a convention node."
+        prog="genagent-node", description="Run a node of a multi-host convention."
+    )
+    parser.add_argument(
+        "--init-secret",
+        action="store_true",
+        help="create the node secret (mode 600) if it is missing, print its path, and exit",
     )
     parser.add_argument("--leader", help="HOST:PORT of the leader (omit to run the leader)")
     parser.add_argument("--admin-port", type=int, default=None)
@@ -516,11 +560,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--advertise-host", default=None)
     parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--capacity", type=int, default=None)
-    parser.add_argument("--store", default=None, help="durable store file (leader only)")
+    parser.add_argument(
+        "--store", default=None, help="durable store: SQLite file or postgresql:// URL (leader)"
+    )
     parser.add_argument("--secret-file", default=None)
     parser.add_argument("--reregistration-period", type=float, default=5.0)
     parser.add_argument("--registration-miss-max", type=int, default=2)
+    parser.add_argument(
+        "--max-frame-bytes",
+        type=int,
+        default=None,
+        help="largest message frame sent or accepted (default: $GENAGENT_MAX_FRAME_BYTES "
+        "or 64 MiB); the same on every node",
+    )
     args = parser.parse_args(argv)
+    if args.init_secret:
+        from .._os.security import DEFAULT_SECRET_PATH, SECRET_FILE_ENV, load_or_create_secret
+
+        load_or_create_secret(args.secret_file)
+        chosen = args.secret_file or os.environ.get(SECRET_FILE_ENV) or DEFAULT_SECRET_PATH
+        print(Path(chosen).expanduser(), flush=True)
+        return 0
 
     leader: tuple[str, int] | None = None
     if args.leader:
@@ -550,6 +610,11 @@ def main(argv: list[str] | None = None) -> int:
         secret_path=args.secret_file,
         reregistration_period=args.reregistration_period,
         registration_miss_max=args.registration_miss_max,
+        transport_limits=(
+            None
+            if args.max_frame_bytes is None
+            else TransportLimits(max_frame_bytes=args.max_frame_bytes)
+        ),
     )
     try:
         print(

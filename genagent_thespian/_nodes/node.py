@@ -7,9 +7,10 @@ that state file, in this order. ``genagent node stop`` sends the node process ``
 the node then stops every agent in order, shuts the actor system down and removes the
 state file.
 
-The state file is ``$GENAGENT_STATE_DIR/node.json`` (default
-``$XDG_STATE_HOME/genagent/node.json``, i.e. ``~/.local/state/genagent/node.json``): one
-recorded node per state directory. The node's log goes next to it (``node-<port>.log``).
+The state file is ``node.json`` in the node's home (``_api/home.py``: by default
+``~/.local/state/genagent-thespian/default/``), next to the node's log (``node.log``) and
+its durable agents (``agents.sqlite3``): the same home ``start_system()`` uses, so a script
+and a node never run on one store at once (the home's lock refuses the second).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .._api.home import DEFAULT_NODE, node_home
 from .._api.system import AgentSystem
 from .._core.errors import GenAgentError, InvalidOption, SystemNotRunning
+from .._os.private import private_file
 from .._os.processes import processes_with_marker
 
 __all__ = [
@@ -48,7 +51,6 @@ __all__ = [
 #: The admin port a node uses when neither ``--port`` nor ``GENAGENT_PORT`` gives one.
 DEFAULT_PORT = 19500
 PORT_ENV = "GENAGENT_PORT"
-STATE_DIR_ENV = "GENAGENT_STATE_DIR"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +66,8 @@ class NodeState:
 
 
 def state_dir() -> Path:
-    """Return the directory holding the node state file (created on demand)."""
-    explicit = os.environ.get(STATE_DIR_ENV)
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "genagent"
+    """Return the home of the node (the folder holding its state file, log and store)."""
+    return node_home(DEFAULT_NODE)
 
 
 def state_path() -> Path:
@@ -176,7 +174,7 @@ def run_node(port: int, *, ready: Any = None) -> int:
     # this one: the directory the node was started from counts, as it does for `python -m`.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    system = AgentSystem.start(base="multiprocTCPBase", admin_port=port)
+    system = AgentSystem.start(base="multiprocTCPBase", admin_port=port, home=state_dir())
     path = state_path()
     try:
         state = NodeState(
@@ -185,7 +183,7 @@ def run_node(port: int, *, ready: Any = None) -> int:
             system_id=system.system_id,
             pgid=system.pgid,
             started_at=time.time(),
-            log=str(state_dir() / f"node-{port}.log"),
+            log=str(state_dir() / "node.log"),
         )
         _write_state(path, state)
         if ready is not None:
@@ -218,9 +216,7 @@ def start_node(port: int, *, timeout: float = 60.0) -> NodeState:
         )
     if port_open(port):
         raise InvalidOption(f"port {port} is already in use; pick another with --port")
-    directory = state_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    log_path = directory / f"node-{port}.log"
+    log_path = private_file(state_dir() / "node.log")
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [
@@ -291,8 +287,7 @@ def state_as_dict(state: NodeState) -> dict[str, Any]:
 
 
 def _write_state(path: Path, state: NodeState) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary = private_file(path.with_suffix(f".{os.getpid()}.tmp"))
     temporary.write_text(json.dumps(asdict(state), indent=2), "utf-8")
     os.replace(temporary, path)
 

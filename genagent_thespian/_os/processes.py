@@ -12,25 +12,44 @@ nothing the framework started outlives its owner:
   after it was set; forked actors show their parent's original environment, which is why
   the worker uses the parent-death signal instead);
 * every actor shares the admin's process group, which ``shutdown`` kills as a last sweep.
+
+This module is the one place that signals processes: :func:`kill_process` and
+:func:`kill_process_group` both answer whether a signal was sent, never signal the caller
+itself, its own group or init, and treat a process that is gone, or not ours to signal, as
+nothing to do. (The chaos test kit adds argument checks that tell a test it aimed at
+itself.) Process facts come from psutil, except the
+two it lacks (process groups, start-time identity), which ``procfs.py`` reads from ``/proc``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes  # at import, not in each child: shared after the fork, not copied per process
 import os
+import select
 import signal
+import time
+
+import psutil
+
+from .._core.errors import InvalidOption
+from .procfs import process_group_members
 
 __all__ = [
     "AGENT_MARKER",
     "SYSTEM_MARKER",
     "children_die_with_this_process",
+    "children_of",
+    "descendants_of",
     "die_with_parent",
-    "is_alive",
     "kill_marked",
     "kill_process",
     "kill_process_group",
+    "owner_alive",
+    "owner_identity",
+    "process_alive",
     "processes_with_marker",
+    "terminate_process_group",
+    "wait_for_exit",
 ]
 
 SYSTEM_MARKER = "GENAGENT_SYSTEM_ID"
@@ -41,17 +60,15 @@ def processes_with_marker(value: str, *, variable: str = SYSTEM_MARKER) -> list[
     """Return the pids (other than this process) whose environment has ``variable=value``."""
     if not value:
         return []
-    needle = f"{variable}={value}".encode()
     own = os.getpid()
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == own:
+    for process in psutil.process_iter():
+        if process.pid == own:
             continue
         try:
-            with open(f"/proc/{entry}/environ", "rb") as environ:
-                if needle in environ.read().split(b"\0"):
-                    found.append(int(entry))
-        except OSError:
+            if process.environ().get(variable) == value:
+                found.append(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
 
@@ -64,20 +81,118 @@ def kill_marked(value: str, *, variable: str) -> list[int]:
     return pids
 
 
-def kill_process(pid: int, sig: int = signal.SIGKILL) -> None:
-    """Send ``sig`` to ``pid``, ignoring a process that is already gone (never this one)."""
+def kill_process(pid: int, sig: int = signal.SIGKILL) -> bool:
+    """Send ``sig`` to ``pid``, never to this process or to init.
+
+    Returns:
+        ``True`` if the signal was sent; ``False`` if there was no such process, it is not
+        ours to signal, or it is this process or a pid <= 1 (0 and negative pids name
+        groups, 1 is init), which are never signalled.
+
+    Raises:
+        InvalidOption: ``pid`` is not an int.
+    """
+    _check_int("pid", pid)
     if pid <= 1 or pid == os.getpid():
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
+        return False
+    try:
+        psutil.Process(pid).send_signal(sig)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return True
 
 
-def kill_process_group(pgid: int, sig: int = signal.SIGKILL) -> None:
-    """Send ``sig`` to process group ``pgid`` unless it is this process's own group."""
-    if pgid <= 1 or pgid == os.getpgid(0):
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+def kill_process_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
+    """Send ``sig`` to every process of group ``pgid``, never to the caller's own group.
+
+    Returns:
+        ``True`` if the signal was sent; ``False`` if the group has no process, is not ours
+        to signal, or is the caller's own group or a pgid <= 1 (never signalled: that would
+        take the caller down, and in a test run the test runner).
+
+    Raises:
+        InvalidOption: ``pgid`` is not an int.
+    """
+    _check_int("process group", pgid)
+    if pgid <= 1 or pgid == os.getpgrp():
+        return False
+    try:
+        os.killpg(pgid, sig)  # psutil has no process-group call
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _check_int(what: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidOption(f"invalid {what} {value!r}: expected an int")
+
+
+def terminate_process_group(
+    pgid: int,
+    *,
+    grace: float = 2.0,
+    signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGKILL),
+) -> bool:
+    """End every process of group ``pgid``: each signal in turn, ``grace`` seconds apart.
+
+    Returns:
+        ``True`` if the group is empty at the end.
+
+    Raises:
+        InvalidOption: ``pgid`` is not an int > 1, or is the caller's own group: a group
+            this module never signals cannot be made empty, so waiting for it is a mistake.
+    """
+    _check_int("process group", pgid)
+    if pgid <= 1 or pgid == os.getpgrp():
+        raise InvalidOption(f"refusing to terminate process group {pgid} (the caller's or init)")
+    for sig in signals:
+        members = process_group_members(pgid)
+        if not members:
+            return True
+        kill_process_group(pgid, sig)
+        deadline = time.monotonic() + grace
+        for pid in members:
+            wait_for_exit(pid, max(0.0, deadline - time.monotonic()))
+    return not process_group_members(pgid)
+
+
+def wait_for_exit(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` has exited, at most ``timeout`` seconds.
+
+    Uses a pidfd where the kernel offers one (woken by the exit itself), otherwise polls with
+    a growing interval. A zombie counts as exited; it is not reaped here (unlike
+    ``psutil.Process.wait``, which reaps a child), so a ``subprocess.Popen`` that owns the
+    child still gets its exit status.
+
+    Returns:
+        ``True`` if the process is gone, ``False`` if it was still running at the deadline.
+    """
+    deadline = time.monotonic() + max(0.0, timeout)
+    pidfd = -1
+    if hasattr(os, "pidfd_open"):
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            pidfd = -1
+    try:
+        interval = 0.001
+        while process_alive(pid):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if pidfd >= 0:
+                # Readable once the process has terminated; zombies also become readable.
+                select.select([pidfd], [], [], remaining)
+            else:
+                select.select([], [], [], min(interval, remaining))
+                interval = min(interval * 2, 0.05)
+        return True
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
 
 
 _forking_pid = 0
@@ -120,10 +235,52 @@ def die_with_parent(*, expected_parent: int | None = None) -> None:
         os._exit(1)
 
 
-def is_alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie waiting to be reaped does not count)."""
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` names a running process (a zombie that has exited counts as dead)."""
+    if pid <= 0:
+        return False
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def children_of(pid: int) -> list[int]:
+    """Return the pids of the live (non-zombie) direct children of ``pid``, sorted."""
+    return _live(pid, recursive=False)
+
+
+def descendants_of(pid: int) -> list[int]:
+    """Return every live descendant of ``pid`` (children, their children, ...), sorted."""
+    return _live(pid, recursive=True)
+
+
+def _live(pid: int, *, recursive: bool) -> list[int]:
+    try:
+        found = psutil.Process(pid).children(recursive=recursive)
+    except psutil.NoSuchProcess:
+        return []
+    return sorted(p.pid for p in found if process_alive(p.pid))
+
+
+def owner_identity(pid: int | None = None) -> tuple[int, float]:
+    """Return ``(pid, start time)`` of a process (default: this one).
+
+    A pid alone can be reused by a stranger once its process is gone; together with the
+    start time it names one process for good.
+    """
+    process = psutil.Process(pid)
+    return process.pid, process.create_time()
+
+
+def owner_alive(identity: tuple[int, float]) -> bool:
+    """Whether the process ``identity`` (from :func:`owner_identity`) still runs.
+
+    A zombie no longer runs: a SIGKILLed script whose parent has not reaped it yet is gone.
+    """
+    pid, started = identity
+    try:
+        process = psutil.Process(pid)
+        return bool(process.create_time() == started and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
         return False

@@ -1,47 +1,56 @@
 """Close Thespian's TCP transport to the network: loopback listeners and authenticated frames.
 
-Stock Thespian 4.0.1 (``multiprocTCPBase``) binds the admin and every actor to all interfaces
-and hands every frame that arrives to :func:`pickle.loads`, so anyone who can open a TCP
-connection to any of its ports runs code as the node's user. This module hardens the TCP
+Stock Thespian 4.0.1 (``multiprocTCPBase``) binds the admin and every actor to all interfaces,
+trusts the length prefix of every frame and hands every frame that arrives to
+:func:`pickle.loads`, so anyone who can open a TCP connection to any of its ports runs code as
+the node's user, or ends an actor with one malformed prefix. This module hardens the TCP
 transport, process-wide and in place, in two ways:
 
 1. **Where it listens.** Every listening socket binds to :attr:`TransportSecurity.bind_host`
    (``127.0.0.1`` by default) instead of all interfaces, and the address the node advertises
    to others is made to match (``THESPIAN_BASE_IPADDR``), so the admin and the actors stay
    reachable. Listening on another interface is an explicit choice (multi-host conventions).
-2. **What it unpickles.** Every frame carries an HMAC-SHA256 tag computed with the node
-   secret; a receiver checks the tag in constant time *before* anything is unpickled. A frame
-   that fails is never unpickled: it is logged (size and reason only) to Thespian's internal
-   log (``THESPLOG_FILE``), answered with Thespian's data-error acknowledgement and the
-   connection is closed; the process keeps serving.
-
-Frame layout (the body inside Thespian's ``b"<length>>"`` prefix)::
-
-    b"GAT1" | HMAC-SHA256(frame_key, b"GAT1" + pickle) (32 bytes) | pickle
-
-with ``frame_key = HMAC-SHA256(secret, b"genagent-thespian/thespian-tcp-frame/v1")``, so the
-node secret is never used directly and a tag made for any other purpose never verifies here.
+2. **What it reads.** Every frame carries HMAC-SHA256 tags made with the node secret, over
+   its announced length and over its body. The receive path (:mod:`genagent_thespian._os.frames`,
+   which also gives the frame layout) checks the length prefix, then the header tag, then the
+   body tag, each before it reads or buffers further: nothing an unauthenticated peer sends
+   reaches Thespian's parser, more than a few dozen bytes of buffer, or :func:`pickle.loads`.
+   A frame that fails closes its connection unanswered and is logged (peer and reason only, at
+   most once per peer per minute) to Thespian's internal log (``THESPLOG_FILE``); the process
+   keeps serving. Frames are bounded by :attr:`TransportLimits.max_frame_bytes` (64 MiB).
 
 What this protects against: any process or host without the secret (other local users,
-containers sharing the host network, hosts on the LAN) can neither run code through pickle
-nor deliver a message; frames of another convention (another secret) are rejected; with the
-default bind nothing is reachable from off the host at all. What it does not protect against:
-anyone who can read the secret (the node's own user, root); an observer on the network of a
-multi-host convention (frames are authenticated, not encrypted, and a captured frame can be
-replayed to a node of the same convention); denial of service (a peer can still open
-connections and announce large frames). Run multi-host conventions over a private network or
-an encrypted tunnel (WireGuard, IPsec, SSH) when the network is not trusted.
+containers sharing the host network, hosts on the LAN) can neither run code through pickle,
+nor deliver a message, nor end or wedge a process with a malformed frame; frames of another
+convention (another secret) are rejected; with the default bind nothing is reachable from off
+the host at all. What it does not protect against: anyone who can read the secret (the node's
+own user, root); an observer on the network of a multi-host convention (frames are
+authenticated, not encrypted, and a captured frame can be replayed to a node of the same
+convention). Run multi-host conventions over a private network or an encrypted tunnel
+(WireGuard, IPsec, SSH) when the network is not trusted.
 
 Thespian internals replaced by :func:`install_transport_security` (all verified when this
 module is imported; a Thespian other than 4.0.1 raises :class:`UnsupportedThespianVersion`):
 
 * ``thespian.system.transport.TCPTransport.serializer`` -- the module global (``pickle``) the
-  TCP transport calls for every frame it sends (``serializer.dumps``) and every frame and
-  acknowledgement it receives (``ReceiveBuffer(serializer.loads)``). It becomes a codec whose
-  ``dumps`` prepends the tag and whose ``loads`` verifies it. A frame that fails comes back
-  as Thespian's own ``'ACK+DATAERR'`` control value, which the transport already treats as a
-  bad packet on both paths (incoming: logged, data-error ack, close; awaiting an ack: the send
-  fails as ``BadPacket``), so no exception escapes into Thespian's loops.
+  TCP transport calls for every frame it sends (``serializer.dumps``). It becomes a
+  :class:`~genagent_thespian._os.frames.FrameCodec`, whose ``dumps`` adds the tags and refuses a
+  frame over ``max_frame_bytes`` with :class:`~genagent_thespian.MessageTooLarge`.
+* ``thespian.system.transport.TCPTransport.ReceiveBuffer`` -- the class every incoming frame,
+  acknowledgement and reply is read into. It becomes
+  :class:`~genagent_thespian._os.frames.FrameReceiver`, which checks each piece of a frame before
+  it asks for the next and never raises: a refused frame completes as ``None``, which
+  Thespian's transmit path already treats as a corrupted acknowledgement (retry, then fail).
+* ``TCPTransport.TCPTransport._handleReadableIncoming`` -- Thespian's read step for incoming
+  connections, **bypassed**: it passed the unchecked length to ``recv`` (a negative one raised
+  ``ValueError`` out of the actor's loop) and acknowledged refused frames.
+  :func:`~genagent_thespian._os.frames.handle_readable_incoming` reads only what the receiver asks
+  for, closes a refused connection without a reply and logs it, rate-limited.
+* ``TCPTransport.TCPTransport._acceptNewIncoming`` -- wrapped by
+  :func:`~genagent_thespian._os.frames.accept_new_incoming`: after Thespian accepts a
+  connection, it gets a short deadline to authenticate, and a peer's (and all peers')
+  unauthenticated connections are capped, the oldest closed first
+  (:class:`TransportLimits`).
 * ``thespian.system.transport.TCPTransport.ackMsg`` / ``ackDataErrMsg`` -- the acknowledgement
   frames, built once at Thespian's import with plain pickle; rebuilt with the codec.
 * ``thespian.system.transport.IPBase.TCPv4ActorAddress.bindArgs`` -- the address every TCP
@@ -69,30 +78,39 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
+import functools
 import hmac
 import importlib.metadata
 import ipaddress
-import logging
 import os
 import pickle
 import secrets
 import stat
+import tempfile
 import threading
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from thespian.system.transport import IPBase, TCPTransport, streamBuffer
-from thespian.system.utilis import thesplog
+from thespian.system.transport import IPBase, TCPTransport, errmgmt, streamBuffer
 
 from .._core.errors import GenAgentError
+from .frames import (
+    FrameCodec,
+    FrameReceiver,
+    TransportLimits,
+    accept_new_incoming,
+    handle_readable_incoming,
+)
+from .private import private_file, private_folder
 
 __all__ = [
     "DEFAULT_SECRET_PATH",
     "SECRET_ENV",
     "SECRET_FILE_ENV",
     "SecurityConfigError",
+    "TransportLimits",
     "TransportSecurity",
     "UnsupportedThespianVersion",
     "check_capabilities",
@@ -115,11 +133,6 @@ _LOOPBACK = "127.0.0.1"
 _WILDCARD = "0.0.0.0"
 _BASE_IPADDR_ENV = "THESPIAN_BASE_IPADDR"
 _SUPPORTED_THESPIAN = "4.0.1"
-
-_FRAME_MAGIC = b"GAT1"
-_FRAME_KEY_LABEL = b"genagent-thespian/thespian-tcp-frame/v1"
-_TAG_BYTES = hashlib.sha256().digest_size
-_HEADER_BYTES = len(_FRAME_MAGIC) + _TAG_BYTES
 
 
 class SecurityConfigError(GenAgentError, ValueError):
@@ -231,7 +244,7 @@ def _read_secret_file(path: Path) -> bytes:
 
 def _create_secret_file(path: Path) -> None:
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_folder(path.parent)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         fd = os.open(
             temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
@@ -268,23 +281,30 @@ class TransportSecurity:
             *bind_host*; only needed with ``bind_host="0.0.0.0"`` (otherwise Thespian guesses
             it from the route to the convention leader), and must equal *bind_host* when that
             is a specific address.
+        limits: Frame size and connection limits (:class:`TransportLimits`; its defaults
+            read ``$GENAGENT_MAX_FRAME_BYTES``).
 
     Raises:
         SecurityConfigError: The secret is too short or an address is not usable.
 
     Example:
-        >>> sec = TransportSecurity(b"k" * 32)
-        >>> sec
-        TransportSecurity(secret=<masked>, bind_host='127.0.0.1', advertise_host='127.0.0.1')
+        >>> sec = TransportSecurity(b"k" * 32, limits=TransportLimits(max_frame_bytes=2**20))
+        >>> sec.advertise_host, sec.limits.max_frame_bytes
+        ('127.0.0.1', 1048576)
     """
 
     secret: bytes
     bind_host: str = _LOOPBACK
     advertise_host: str | None = None
+    limits: TransportLimits = dataclasses.field(default_factory=TransportLimits)
 
     def __post_init__(self) -> None:
         if not isinstance(self.secret, bytes) or len(self.secret) < _MIN_SECRET_BYTES:
             raise SecurityConfigError(f"the node secret must be at least {_MIN_SECRET_BYTES} bytes")
+        if not isinstance(self.limits, TransportLimits):
+            raise SecurityConfigError(
+                f"limits must be a TransportLimits, got {type(self.limits).__name__}"
+            )
         bind = _ipv4("bind_host", self.bind_host)
         if self.advertise_host is None:
             if not bind.is_unspecified:
@@ -309,7 +329,7 @@ class TransportSecurity:
     def __repr__(self) -> str:
         return (
             f"TransportSecurity(secret=<masked>, bind_host={self.bind_host!r}, "
-            f"advertise_host={self.advertise_host!r})"
+            f"advertise_host={self.advertise_host!r}, limits={self.limits!r})"
         )
 
     def __reduce__(self) -> Any:
@@ -320,6 +340,7 @@ class TransportSecurity:
             hmac.compare_digest(self.secret, other.secret)
             and self.bind_host == other.bind_host
             and self.advertise_host == other.advertise_host
+            and self.limits == other.limits
         )
 
 
@@ -366,69 +387,6 @@ def check_capabilities(capabilities: Mapping[str, Any], security: TransportSecur
             )
 
 
-# -- the frame codec ---------------------------------------------------------------------------
-
-
-class _FrameCodec:
-    """Pickle with an HMAC-SHA256 tag in front, verified before unpickling.
-
-    Has the ``dumps``/``loads`` pair Thespian's TCP transport expects of its ``serializer``.
-    """
-
-    __slots__ = ("_key",)
-
-    def __init__(self, secret: bytes) -> None:
-        self._key = hmac.new(secret, _FRAME_KEY_LABEL, hashlib.sha256).digest()
-
-    def __repr__(self) -> str:
-        return "_FrameCodec(key=<masked>)"
-
-    def _tag(self, payload: bytes | memoryview) -> bytes:
-        mac = hmac.new(self._key, _FRAME_MAGIC, hashlib.sha256)
-        mac.update(payload)
-        return mac.digest()
-
-    def dumps(self, obj: Any) -> bytes:
-        """Pickle *obj* and return the authenticated frame body."""
-        payload = pickle.dumps(obj)
-        return b"".join((_FRAME_MAGIC, self._tag(payload), payload))
-
-    def loads(self, frame: bytes) -> Any:
-        """Verify *frame* and unpickle it; a frame that fails is logged and never unpickled.
-
-        Returns:
-            The unpickled object, or Thespian's ``'ACK+DATAERR'`` control value when the frame
-            is not authentic (the transport drops it and closes the connection).
-        """
-        view = memoryview(frame)
-        if len(view) < _HEADER_BYTES:
-            return _reject(len(view), "shorter than the authentication header")
-        if view[: len(_FRAME_MAGIC)] != _FRAME_MAGIC:
-            return _reject(len(view), "no authentication header")
-        payload = view[_HEADER_BYTES:]
-        if not hmac.compare_digest(view[len(_FRAME_MAGIC) : _HEADER_BYTES], self._tag(payload)):
-            return _reject(len(view), "authentication tag does not match this node's secret")
-        return pickle.loads(payload)
-
-
-_rejected_frames = 0
-
-
-def _reject(size: int, reason: str) -> str:
-    global _rejected_frames
-    _rejected_frames += 1
-    # thesplog writes straight to Thespian's internal log file; the logging module would
-    # forward the record through the very transport that is handling this frame.
-    thesplog(
-        "genagent_thespian security: dropped an unauthenticated TCP frame (%d bytes): %s; "
-        "closing the connection",
-        size,
-        reason,
-        level=logging.WARNING,
-    )
-    return str(streamBuffer.ackDataErrPacket)
-
-
 # -- installation ------------------------------------------------------------------------------
 
 _install_lock = threading.Lock()
@@ -472,14 +430,34 @@ def install_transport_security(security: TransportSecurity) -> None:
             os.environ[_BASE_IPADDR_ENV] = advertise
             # Thespian read the variable when it was imported; teach it the address is ours.
             IPBase.thisSystem.add_local_addr(advertise)
-        codec = _FrameCodec(security.secret)
+        codec = FrameCodec(security.secret, max_frame_bytes=security.limits.max_frame_bytes)
         TCPTransport.serializer = codec
+        TCPTransport.ReceiveBuffer = functools.partial(FrameReceiver, codec)
+        TCPTransport.TCPTransport._handleReadableIncoming = handle_readable_incoming
+        TCPTransport.TCPTransport._acceptNewIncoming = functools.partialmethod(
+            accept_new_incoming, security.limits
+        )
         TCPTransport.ackMsg = streamBuffer.toSendBuffer(streamBuffer.ackPacket, codec.dumps)
         TCPTransport.ackDataErrMsg = streamBuffer.toSendBuffer(
             streamBuffer.ackDataErrPacket, codec.dumps
         )
         IPBase.TCPv4ActorAddress.bindArgs = property(_make_bind_args(security.bind_host))
+        _private_thespian_log()
         _installed = security
+
+
+def _private_thespian_log() -> None:
+    """Create Thespian's internal log ``0600`` before Thespian opens it with the umask.
+
+    It records refused frames (peers and reasons) and Thespian's own errors. Thespian appends
+    to it (``THESPLOG_FILE``, default ``$TMPDIR/thespian.log``); when it rotates the file
+    (past its size limit) the new one is Thespian's, created with the umask.
+    """
+    path = os.environ.get("THESPLOG_FILE") or os.path.join(
+        os.environ.get("TMPDIR") or tempfile.gettempdir(), "thespian.log"
+    )
+    with contextlib.suppress(OSError):  # a log we cannot prepare is Thespian's to fail on
+        private_file(path, folder=False)
 
 
 def harden_transport(
@@ -487,6 +465,7 @@ def harden_transport(
     bind_host: str = _LOOPBACK,
     advertise_host: str | None = None,
     secret_path: str | os.PathLike[str] | None = None,
+    limits: TransportLimits | None = None,
 ) -> TransportSecurity:
     """Load (or create) the node secret and install the hardening in this process.
 
@@ -498,6 +477,7 @@ def harden_transport(
         bind_host: Address to listen on (see :class:`TransportSecurity`).
         advertise_host: Address to advertise when *bind_host* is ``0.0.0.0``.
         secret_path: Secret file (see :func:`load_or_create_secret`).
+        limits: Frame size and connection limits (default: :class:`TransportLimits`).
 
     Returns:
         The installed settings (pass them to :func:`check_capabilities`).
@@ -507,7 +487,10 @@ def harden_transport(
             :func:`install_transport_security`.
     """
     security = TransportSecurity(
-        load_or_create_secret(secret_path), bind_host=bind_host, advertise_host=advertise_host
+        load_or_create_secret(secret_path),
+        bind_host=bind_host,
+        advertise_host=advertise_host,
+        limits=limits or TransportLimits(),
     )
     install_transport_security(security)
     return security
@@ -544,11 +527,26 @@ def _check_thespian_internals() -> None:
         problems.append("streamBuffer.ackDataErrPacket changed")
     if not isinstance(getattr(IPBase.IPActorAddress, "bindArgs", None), property):
         problems.append("IPActorAddress.bindArgs is not a property")
+    if getattr(TCPTransport, "ReceiveBuffer", None) is not streamBuffer.ReceiveBuffer:
+        problems.append("TCPTransport.ReceiveBuffer is not streamBuffer.ReceiveBuffer")
+    if not isinstance(getattr(TCPTransport, "MAX_CONSECUTIVE_READ_FAILURES", None), int):
+        problems.append("TCPTransport.MAX_CONSECUTIVE_READ_FAILURES is missing")
+    if not isinstance(getattr(TCPTransport, "MAX_INCOMING_SOCKET_PERIOD", None), timedelta):
+        problems.append("TCPTransport.MAX_INCOMING_SOCKET_PERIOD is missing")
+    if not callable(getattr(errmgmt, "err_recv_inprogress", None)):
+        problems.append("errmgmt.err_recv_inprogress is missing")
     uses = {
-        (TCPTransport.TCPIncoming_Common.__init__, "serializer"),
-        (TCPTransport.TCPTransport._next_XMIT_3, "serializer"),
-        (TCPTransport.TCPTransport._check_XMIT_4_done, "serializer"),
+        (TCPTransport.TCPIncoming_Common.__init__, "ReceiveBuffer"),
+        (TCPTransport.TCPIncoming_Common.__init__, "_rData"),
+        (TCPTransport.TCPTransport._next_XMIT_3, "ReceiveBuffer"),
+        (TCPTransport.TCPTransport._check_XMIT_4_done, "ReceiveBuffer"),
+        (TCPTransport.TCPTransport._check_XMIT_4_done, "completed"),
+        (TCPTransport.TCPTransport._handlePossibleIncoming, "_handleReadableIncoming"),
+        (TCPTransport.TCPTransport._handleReadableIncoming, "_addedDataToIncoming"),
         (TCPTransport.TCPTransport.serializer, "serializer"),
+        (TCPTransport.TCPTransport._runWithExpiry, "_acceptNewIncoming"),
+        (TCPTransport.TCPTransport._acceptNewIncoming, "_incomingSockets"),
+        (TCPTransport.TCPIncoming_Common.delay, "_expires"),
         (TCPTransport.TCPTransport.__init__, "bindArgs"),
         (TCPTransport.TCPTransport.probeAdmin, "bindArgs"),
         (TCPTransport.TCPTransport._addedDataToIncoming, "ackMsg"),

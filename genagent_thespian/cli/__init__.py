@@ -6,12 +6,13 @@ Usage (``genagent --help`` and ``genagent COMMAND --help`` say more)::
     genagent node stop                                     stop it, leaving no process behind
     genagent start pkg.mod:Class --name a [--backend scripted] [--watchdog 600]
                    [--option key=value ...]               start an agent on the node
-    genagent ask a "prompt"         run a turn, streaming its text as it arrives
+    genagent ask a "prompt" [--interrupt]   run a turn, streaming its text, tool calls and
+                                    retries (Ctrl-C detaches; --interrupt: Ctrl-C interrupts)
     genagent tell a "prompt"        queue a turn, print its ref
     genagent poll a REF [--wait S]  where a told turn stands
     genagent notify a '{"json": 1}' deliver an event to handle_event
     genagent interrupt a [--ref R] | halt a | resume a | stop a | status a | ls
-    genagent top [--once]           a live view of the fleet
+    genagent top [--once]           a live view of the fleet that fits the terminal
     genagent console [--host 127.0.0.1] [--http-port 19580]   the web console
     genagent demo [--backend scripted|claude|codex|anthropic]  a fleet end to end
 
@@ -41,6 +42,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from typing import Any, NoReturn
 
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
+
+from .. import __version__
 from .._api.client import (
     halt,
     interrupt,
@@ -50,14 +56,13 @@ from .._api.client import (
     start_agent,
     status,
     stop,
+    stream_prompt,
     tell,
-    whereis,
 )
 from .._api.system import AgentSystem
 from .._core.backend import resolve_backend
 from .._core.errors import (
     AgentNotFound,
-    AgentStopped,
     AskTimeout,
     GenAgentError,
     InvalidEvent,
@@ -66,11 +71,13 @@ from .._core.errors import (
     RequestNotFound,
     SystemNotRunning,
 )
-from .._core.turn import Event, EventKind, Response, Usage
+from .._core.turn import Event, Response, Usage
+from .._core.validate import RESTART_TYPES, SPEC_DEFAULTS, check_prompt
 from .._nodes import node as _node
-from ..messages import Accepted, Failure, Prompt, TurnEvent, Watch
+from ..messages import Prompt
 from ..testing._scripted_agent import ScriptedAgent
-from ._fleet import fleet_rows, render_top, status_dict
+from ._fleet import fleet_rows, render_top, status_dict, top_frame
+from ._turn_view import TurnView
 
 __all__ = [
     "EXIT_FAILURE",
@@ -194,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run and steer a fleet of long-running LLM agents.",
         parents=[common],
     )
+    parser.add_argument(
+        "--version", action="version", version=f"genagent {__version__}", help="print the version"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     node = commands.add_parser("node", help="start or stop a node", parents=[common])
@@ -214,13 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--name", required=True, help="the agent's name")
     start.add_argument("--backend", default="scripted", help="backend name (default: scripted)")
     start.add_argument(
-        "--watchdog", type=float, default=600.0, help="per-turn deadline in seconds (600)"
+        "--watchdog",
+        type=float,
+        default=SPEC_DEFAULTS.watchdog,
+        help=f"per-turn deadline in seconds ({SPEC_DEFAULTS.watchdog:g})",
     )
     start.add_argument(
         "--restart",
-        choices=("temporary", "transient", "permanent"),
-        default="temporary",
-        help="restart type (temporary)",
+        choices=RESTART_TYPES,
+        default=SPEC_DEFAULTS.restart,
+        help=f"restart type ({SPEC_DEFAULTS.restart})",
     )
     start.add_argument(
         "--option",
@@ -235,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("name")
     ask.add_argument("prompt")
     ask.add_argument("--timeout", type=float, default=None, help="give up after S seconds")
+    ask.add_argument(
+        "--interrupt",
+        action="store_true",
+        help="Ctrl-C interrupts the turn (default: Ctrl-C detaches and the turn keeps running)",
+    )
 
     tell_cmd = commands.add_parser("tell", parents=[common], help="queue a turn, print its ref")
     tell_cmd.add_argument("name")
@@ -278,6 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_CONSOLE_PORT,
         help=f"HTTP port ({DEFAULT_CONSOLE_PORT}; 0 picks a free one)",
+    )
+
+    mcp = commands.add_parser("mcp", parents=[common], help="serve the fleet over MCP")
+    mcp.add_argument("--config", default=None, help="the TOML allow-list (docs/mcp.md)")
+    mcp.add_argument(
+        "--transport", choices=("stdio", "http"), default="stdio", help="stdio (default) or http"
+    )
+    mcp.add_argument("--host", default="127.0.0.1", help="HTTP interface (default 127.0.0.1)")
+    mcp.add_argument("--http-port", type=int, default=8765, help="HTTP port (8765)")
+    mcp.add_argument(
+        "--token-file", default=None, help="bearer token file (default: $GENAGENT_MCP_TOKEN)"
     )
 
     demo = commands.add_parser("demo", parents=[common], help="run a fleet end to end")
@@ -381,74 +410,6 @@ def _cmd_start(args: argparse.Namespace, out: _Output, system: AgentSystem) -> i
     return EXIT_OK
 
 
-def ask_streaming(
-    system: AgentSystem,
-    name: str,
-    text: str,
-    on_text: Callable[[str], None],
-    *,
-    timeout: float | None = None,
-    on_retry: Callable[[Event], None] | None = None,
-) -> Response:
-    """Run a turn of agent ``name`` and call ``on_text`` with each streamed fragment.
-
-    Subscribes to the agent's ``TurnEvent`` stream with the public ``Watch`` message on a
-    private endpoint, sends the ``Prompt``, and relays the ``text_delta`` events of that
-    prompt's turn until its ``Response`` (or ``Failure``) arrives. ``on_retry`` gets the
-    turn's ``retry`` events (the provider or CLI retrying a failed API call).
-
-    Raises:
-        AgentNotFound, AskTimeout, AgentStopped, or the turn's error.
-    """
-    if not text:
-        raise InvalidPrompt("a prompt must be a non-empty str", agent=name)
-    address = whereis(name, system=system)
-    if address is None:
-        raise AgentNotFound("no agent has that name", agent=name)
-    manager = system.asys.private()
-    context = manager.__enter__()
-    prompt = Prompt(text)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    try:
-        reply = context.ask(address, Watch(True), 10.0)
-        if not isinstance(reply, Accepted):
-            raise AgentStopped("the agent did not accept the stream subscription", agent=name)
-        context.tell(address, prompt)
-        last_check = time.monotonic()
-        while True:
-            message = context.listen(0.25)
-            if isinstance(message, TurnEvent) and message.ref == prompt.ref:
-                event = message.event
-                if event.kind == EventKind.TEXT_DELTA:
-                    on_text(str(event.data.get("text", "")))
-                elif event.kind == EventKind.RETRY and on_retry is not None:
-                    on_retry(event)
-            elif isinstance(message, Response) and message.ref == prompt.ref:
-                return message
-            elif isinstance(message, Failure) and message.ref == prompt.ref:
-                raise message.error
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                raise AskTimeout(
-                    f"no answer within {timeout:g}s (the turn keeps running)",
-                    agent=name,
-                    ref=prompt.ref,
-                )
-            if message is None and now - last_check >= 2.0:
-                last_check = now
-                if whereis(name, system=system) != address:
-                    raise AgentStopped(
-                        "the agent is gone; this request was not answered",
-                        agent=name,
-                        ref=prompt.ref,
-                    )
-    finally:
-        with contextlib.suppress(Exception):
-            context.tell(address, Watch(False))
-        with contextlib.suppress(Exception):
-            manager.__exit__(None, None, None)
-
-
 def retry_line(event: Event) -> str:
     """One line for a ``retry`` event: ``[retry 2/10 in 1.2s: 529 overloaded]``."""
     data = event.data
@@ -458,6 +419,47 @@ def retry_line(event: Event) -> str:
     wait = f" in {float(delay) / 1000:.1f}s" if isinstance(delay, int | float) else ""
     why = " ".join(str(data[k]) for k in ("status_code", "message") if data.get(k) is not None)
     return f"[retry{count}{wait}{': ' + why if why else ''}]"
+
+
+def _ask_turn(
+    system: AgentSystem,
+    name: str,
+    text: str,
+    on_event: Callable[[Event], None],
+    *,
+    timeout: float | None = None,
+    on_sent: Callable[[str], None] | None = None,
+) -> Response:
+    """Run a turn of agent ``name`` and call ``on_event`` with each event of that turn.
+
+    The turn runs through the library's one streaming path (:func:`stream`); ``on_sent``
+    gets the prompt's ref before it is sent, so Ctrl-C can say which turn to interrupt.
+
+    Raises:
+        AgentNotFound, AskTimeout (saying whether the turn runs or is still queued),
+        AgentStopped, or the turn's error.
+    """
+    check_prompt(text, agent=name)
+    prompt = Prompt(text)
+    if on_sent is not None:
+        on_sent(prompt.ref)
+    running = False
+    try:
+        for item in stream_prompt(system, name, prompt, timeout):
+            if isinstance(item, Response):
+                return item
+            running = True
+            on_event(item)
+    except AskTimeout:
+        where = (
+            f"the turn keeps running; end it with: genagent interrupt {name} --ref {prompt.ref}"
+            if running
+            else "the prompt is still queued and runs when the agent is free"
+        )
+        raise AskTimeout(
+            f"no answer within {timeout or 0:g}s ({where})", agent=name, ref=prompt.ref
+        ) from None
+    raise AssertionError("unreachable: a stream ends with its Response or raises")
 
 
 def _response_dict(name: str, response: Response) -> dict[str, Any]:
@@ -475,42 +477,105 @@ def _response_dict(name: str, response: Response) -> dict[str, Any]:
 
 
 def _cmd_ask(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
-    streamed: list[str] = []
-
-    def on_text(fragment: str) -> None:
-        if not streamed:
-            out.clear_progress()
-        streamed.append(fragment)
-        if not out.as_json:
-            sys.stdout.write(fragment)
-            sys.stdout.flush()
-
-    def on_retry(event: Event) -> None:
-        if not out.as_json:
-            sys.stderr.write(retry_line(event) + "\n")
-            sys.stderr.flush()
-
-    if out.progress_enabled:
-        out.progress(f"waiting for {args.name}...")
+    console = Console(stderr=True, highlight=False)
+    view = TurnView(args.name, console=console)
+    sent: list[str] = []
+    quiet = out.as_json
+    if not quiet:
+        _explain_queue(args.name, system, view)
     try:
-        response = ask_streaming(
-            system, args.name, args.prompt, on_text, timeout=args.timeout, on_retry=on_retry
+        response = _ask_turn(
+            system,
+            args.name,
+            args.prompt,
+            (lambda event: None) if quiet else view.event,
+            timeout=args.timeout,
+            on_sent=sent.append,
         )
+    except KeyboardInterrupt:
+        view.close()
+        return _detach(args, system, console, view, sent[0] if sent else None)
     finally:
-        if not streamed:
-            out.clear_progress()
+        view.close()
     if not out.as_json:
-        if streamed:
-            sys.stdout.write("\n")
-            sys.stdout.flush()
-        else:
+        if not view.text_started:
             out.line(response.text)
-        if out.progress_enabled:
-            usage = response.usage
-            tokens = f", {usage.input_tokens} in / {usage.output_tokens} out" if usage else ""
-            sys.stderr.write(f"[{response.duration_ms / 1000:.2f}s{tokens}]\n")
+        usage = response.usage
+        tokens = f", {usage.input_tokens} in / {usage.output_tokens} out" if usage else ""
+        extra = "".join(
+            f", {count} {what}"
+            for count, what in ((view.tools, "tool call(s)"), (view.retries, "retry(ies)"))
+            if count
+        )
+        if console.is_terminal:
+            console.print(f"[dim]\\[{response.duration_ms / 1000:.2f}s{tokens}{extra}][/]")
     out.document(_response_dict(args.name, response))
     return EXIT_OK
+
+
+def _explain_queue(name: str, system: AgentSystem, view: TurnView) -> None:
+    """Say at once when the prompt will wait: the agent is halted, or busy with a turn."""
+    with contextlib.suppress(GenAgentError):
+        state = status(name, system=system)
+        if state.halted or state.halt_pending:
+            view.note(
+                f"[yellow]{name} is halted[/]: your prompt waits in its mailbox until "
+                f"[bold]genagent resume {name}[/]"
+            )
+            view.waiting(f"queued at {name} (halted)")
+        elif state.state == "processing":
+            ahead = state.queued + 1
+            view.note(
+                f"[yellow]{name} is busy[/] with another turn "
+                f"({state.current_elapsed or 0:.0f}s so far); your prompt is queued "
+                f"behind {ahead} turn(s)"
+            )
+            view.waiting(f"queued at {name}")
+        else:
+            view.waiting(f"waiting for {name}")
+
+
+def _detach(
+    args: argparse.Namespace,
+    system: AgentSystem,
+    console: Console,
+    view: TurnView,
+    ref: str | None,
+) -> int:
+    """Ctrl-C during ``ask``: say where the turn stands, or interrupt it (``--interrupt``)."""
+    name = args.name
+    if ref is None:
+        console.print("[yellow]Ctrl-C[/]: nothing was sent.")
+        return 130
+    if args.interrupt and view.turn_started:
+        try:
+            interrupt(name, ref, system=system)
+            console.print(f"[yellow]Ctrl-C[/]: interrupted {name}'s turn {ref}.")
+        except GenAgentError as exc:
+            console.print(f"[yellow]Ctrl-C[/]: could not interrupt: {exc}")
+        return 130
+    if view.turn_started:
+        console.print(
+            f"[yellow]Ctrl-C[/]: stopped watching. [bold]The turn keeps running[/] on {name} "
+            f"(ref {ref}).\n  end it:      genagent interrupt {name} --ref {ref}\n"
+            f"  next time:   genagent ask --interrupt ... ends the turn on Ctrl-C"
+        )
+    else:
+        console.print(
+            f"[yellow]Ctrl-C[/]: stopped waiting. [bold]The prompt stays queued[/] at {name} "
+            f"(ref {ref}) and runs when the agent is free"
+            + (f" (it is halted: genagent resume {name})" if _halted(name, system) else "")
+            + f".\n  once it runs, end it with: genagent interrupt {name} --ref {ref}"
+        )
+    return 130
+
+
+def _halted(name: str, system: AgentSystem) -> bool:
+    try:
+        state = status(name, system=system)
+        return bool(state.halted or state.halt_pending)
+    except GenAgentError:
+        return False
 
 
 def _cmd_tell(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
@@ -602,23 +667,88 @@ def _cmd_ls(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
 
 def _cmd_top(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
     node = f"127.0.0.1:{system.admin_port}"
+    console = Console(highlight=False)
     if args.once or out.as_json:
-        rows = fleet_rows(system)
+        snapshot = fleet_rows(system)
         if out.as_json:
-            out.document({"ok": True, "node": node, "agents": rows})
+            out.document({"ok": True, "node": node, "agents": snapshot})
         else:
-            sys.stdout.write(render_top(rows, node=node, colour=sys.stdout.isatty()))
+            sys.stdout.write(
+                render_top(snapshot, node=node, colour=console.is_terminal, width=console.width)
+            )
             sys.stdout.flush()
         return EXIT_OK
     interval = max(0.1, args.interval)
+    port = system.admin_port or 0
+    feed = _FleetFeed(system)
+    rows: list[dict[str, Any]] = []
+    stopped = False
+    live = Live(console=console, screen=console.is_terminal, auto_refresh=False)
+    if console.is_terminal:
+        live.start()
     try:
         while True:
-            frame = render_top(fleet_rows(system), node=node, colour=sys.stdout.isatty())
-            sys.stdout.write("\x1b[H\x1b[2J" + frame + "\n(Ctrl-C quits)\n")
-            sys.stdout.flush()
+            stopped = not _node.port_open(port, timeout=0.5)  # refused at once when down
+            if not stopped:
+                rows = feed.latest(timeout=interval) or rows
+            frame = top_frame(rows, node=node, width=console.width, stopped=stopped)
+            if console.is_terminal:
+                live.update(Group(frame, Text("Ctrl-C quits", "dim")), refresh=True)
+            else:
+                console.print(frame)
+                console.print()
+            if stopped:
+                break
             time.sleep(interval)
     except KeyboardInterrupt:
         return EXIT_OK
+    finally:
+        if console.is_terminal:
+            live.stop()
+        feed.close()
+    console.print(frame)
+    raise SystemNotRunning(f"the node on {node} stopped")
+
+
+class _FleetFeed:
+    """Fetches fleet rows on a thread, so a slow or vanishing node never freezes ``top``."""
+
+    def __init__(self, system: AgentSystem) -> None:
+        self._system = system
+        self._lock = threading.Lock()
+        self._rows: list[dict[str, Any]] | None = None
+        self._wanted = threading.Event()
+        self._ready = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="genagent-top-feed", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._closed:
+                return
+            try:
+                rows = fleet_rows(self._system)
+            except GenAgentError:
+                rows = None
+            with self._lock:
+                self._rows = rows
+            self._ready.set()
+
+    def latest(self, *, timeout: float) -> list[dict[str, Any]] | None:
+        """Ask for fresh rows; return them, or ``None`` if none came within ``timeout``."""
+        self._ready.clear()
+        self._wanted.set()
+        if not self._ready.wait(timeout):
+            return None
+        with self._lock:
+            return self._rows
+
+    def close(self) -> None:
+        self._closed = True
+        self._wanted.set()
 
 
 def _cmd_console(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
@@ -657,6 +787,29 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
     return code
 
 
+def _cmd_mcp(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    """Serve the fleet over MCP (``genagent_thespian._mcp``; the ``mcp`` extra)."""
+    try:
+        from .._mcp import server as mcp_server
+        from .._mcp.config import load_config
+    except ImportError as exc:
+        raise UsageError(
+            f"genagent mcp needs the mcp extra: pip install 'genagent-thespian[mcp]' ({exc})"
+        ) from None
+    from .._api.client import _set_default
+
+    _set_default(system)
+    server = mcp_server.build_server(load_config(args.config))
+    if args.transport == "stdio":
+        mcp_server.run_stdio(server)  # stdout is the protocol: nothing else is printed there
+        return EXIT_OK
+    token, token_file = mcp_server.load_token(args.token_file)
+    if token_file is not None:
+        sys.stderr.write(f"genagent mcp: bearer token in {token_file}\n")
+    mcp_server.run_http(server, host=args.host, port=args.http_port, token=token)
+    return EXIT_OK
+
+
 _AGENT_COMMANDS: dict[str, Callable[[argparse.Namespace, _Output, AgentSystem], int]] = {
     "start": _cmd_start,
     "ask": _cmd_ask,
@@ -671,6 +824,7 @@ _AGENT_COMMANDS: dict[str, Callable[[argparse.Namespace, _Output, AgentSystem], 
     "ls": _cmd_ls,
     "top": _cmd_top,
     "console": _cmd_console,
+    "mcp": _cmd_mcp,
 }
 
 
@@ -714,7 +868,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     out = _Output(as_json=getattr(args, "json", False))
     system: AgentSystem | None = None
-    if args.command in ("console", "top") and threading.current_thread() is threading.main_thread():
+    if (
+        args.command in ("console", "top", "mcp")
+        and threading.current_thread() is threading.main_thread()
+    ):
         signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         if args.command == "node":

@@ -1,13 +1,17 @@
-"""The web console: a live fleet table, per-agent turn streams, controls and the comms graph.
+"""The web console: a live fleet table, per-agent transcripts, controls and the comms graph.
 
-``genagent console`` attaches to a node and serves, with the standard library's
-``http.server`` only:
+``genagent console`` attaches to a node and serves, with Starlette on uvicorn (the
+``console`` extra: ``pip install 'genagent-thespian[console]'``):
 
-* ``/``: the fleet table (polled from ``/api/fleet`` a few times a second) with interrupt /
-  halt / resume / stop buttons, and the communication graph (``/api/graph.svg``);
-* ``/agent?name=N``: one agent's status, its current turn's events streamed as Server-Sent
-  Events (``/api/agent/stream?name=N``) and the transcript of the turns seen since the
-  console started (``/api/agent?name=N``);
+* ``/``: the fleet table (polled from ``/api/fleet`` a few times a second) with failure
+  markers, the last error, and interrupt / halt / resume / stop buttons enabled by each
+  agent's state (stop asks for confirmation), and the communication graph
+  (``/api/graph.svg``). When the node stops answering, ``/api/fleet`` says so within 2 s
+  (``503``) and the page shows "node unreachable";
+* ``/agent?name=N``: one agent's status and its transcript, one entry per turn assembled
+  from the turn's events (text as text, each tool call a collapsible block with its input
+  and output, retries and errors highlighted), the running turn updated live from
+  Server-Sent Events (``/api/agent/stream?name=N``);
 * ``POST /api/agent/<interrupt|halt|resume|stop>?name=N``: the controls.
 
 The console serves on ``127.0.0.1`` unless ``--host`` says otherwise. The controls are
@@ -24,6 +28,7 @@ started have no transcript, and the graph counts notifications seen since then.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import html
@@ -31,24 +36,24 @@ import json
 import math
 import queue
 import secrets
+import socket
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-from .._actors.telemetry import attach, detach
 from .._api.client import halt, interrupt, resume, stop
 from .._api.system import AgentSystem
-from .._core.errors import GenAgentError
+from .._api.telemetry import attach, detach
+from .._core.errors import GenAgentError, InvalidOption
 from .._core.turn import Event
 from .._nodes.node import port_open
 from ._fleet import fleet_rows
+from ._turn_view import summarize
 
-__all__ = ["Console", "render_graph_svg"]
+__all__ = ["Console", "assemble", "render_graph_svg"]
 
 _TELEMETRY = (
     "prompt.start",
@@ -65,14 +70,16 @@ _TELEMETRY = (
     "agent.restarted",
 )
 _TRANSCRIPT_TURNS = 50
-_EVENTS_PER_TURN = 500
-_TEXT_LIMIT = 4000
+_PARTS_PER_TURN = 500
+_TEXT_LIMIT = 20_000
+_FIELD_LIMIT = 4000
 _OPERATOR = "(operator)"
+_NODE_DEADLINE = 2.0  # seconds before a fleet request says "node unreachable"
 
 
-def _clip(value: Any) -> str:
+def _clip(value: Any, limit: int = _FIELD_LIMIT) -> str:
     text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= _TEXT_LIMIT else text[:_TEXT_LIMIT] + "..."
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def event_json(event: Any) -> dict[str, Any]:
@@ -81,15 +88,66 @@ def event_json(event: Any) -> dict[str, Any]:
         return {"kind": "unknown", "text": _clip(event)}
     data = event.data
     shown: dict[str, Any] = {"kind": str(event.kind)}
-    for key in ("text", "name", "message", "stop_reason", "model"):
+    for key in ("text", "name", "message", "stop_reason", "model", "id", "tool_use_id"):
         value = data.get(key)
         if value is not None:
             shown[key] = _clip(value)
+    for key in ("attempt", "delay_ms", "status_code", "is_error", "exit_code"):
+        if data.get(key) is not None:
+            shown[key] = data[key]
     if "input" in data:
-        shown["input"] = _clip(json.dumps(data["input"], default=str))
+        shown["input"] = _clip(json.dumps(data["input"], default=str, ensure_ascii=False))
+        shown["summary"] = summarize(data["input"], 80)
     if "output" in data:
         shown["output"] = _clip(data["output"])
     return shown
+
+
+def assemble(parts: list[dict[str, Any]], shown: dict[str, Any]) -> None:
+    """Fold one displayable event into a turn's parts, the way a reader wants the turn.
+
+    Consecutive text fragments become one ``text`` part; a ``tool_use`` becomes a ``tool``
+    part that its ``tool_result`` completes; ``retry``, ``warning`` and ``error`` events are
+    parts of their own. Everything else (session, usage, result bookkeeping) is left out.
+    """
+    kind = shown.get("kind")
+    if kind == "text_delta":
+        if parts and parts[-1]["type"] == "text":
+            if len(parts[-1]["text"]) < _TEXT_LIMIT:
+                parts[-1]["text"] += shown.get("text", "")
+        elif len(parts) < _PARTS_PER_TURN:
+            parts.append({"type": "text", "text": shown.get("text", "")})
+    elif kind == "tool_use" and len(parts) < _PARTS_PER_TURN:
+        parts.append(
+            {
+                "type": "tool",
+                "id": shown.get("id"),
+                "name": shown.get("name", "tool"),
+                "summary": shown.get("summary", ""),
+                "input": shown.get("input", ""),
+                "output": None,
+                "is_error": False,
+            }
+        )
+    elif kind == "tool_result":
+        for part in reversed(parts):
+            if part["type"] == "tool" and part["id"] == shown.get("tool_use_id"):
+                part["output"] = shown.get("output", "")
+                part["is_error"] = bool(shown.get("is_error"))
+                break
+    elif kind in ("retry", "warning", "error") and len(parts) < _PARTS_PER_TURN:
+        parts.append({"type": kind, "text": _describe(shown)})
+
+
+def _describe(shown: dict[str, Any]) -> str:
+    if shown.get("kind") == "retry":
+        attempt = shown.get("attempt")
+        delay = shown.get("delay_ms")
+        when = f" in {float(delay) / 1000:.1f}s" if delay is not None else ""
+        return f"the provider retries{f' {attempt}' if attempt else ''}{when}: " + str(
+            shown.get("message") or shown.get("status_code") or ""
+        )
+    return str(shown.get("message") or shown.get("text") or shown.get("kind"))
 
 
 class _Observer:
@@ -119,7 +177,7 @@ class _Observer:
                     "text": "",
                     "state": "running",
                     "started": time.time(),
-                    "events": [],
+                    "parts": [],
                 }
                 turns.append(started)
                 self._publish(agent, {"type": "turn_start", "turn": _summary(started)})
@@ -129,8 +187,7 @@ class _Observer:
             )
             if name == "turn.event" and turn is not None:
                 shown = event_json(metadata.get("event"))
-                if len(turn["events"]) < _EVENTS_PER_TURN:
-                    turn["events"].append(shown)
+                assemble(turn["parts"], shown)
                 if shown["kind"] == "text_delta" and len(turn["text"]) < _TEXT_LIMIT:
                     turn["text"] += shown.get("text", "")
                 self._publish(agent, {"type": "event", "ref": ref, "event": shown})
@@ -158,7 +215,7 @@ class _Observer:
             self._subscribers.setdefault(agent, []).append(subscriber)
             turns = self.transcripts.get(agent)
             current = turns[-1] if turns and turns[-1]["state"] == "running" else None
-            snapshot = dict(current, events=list(current["events"])) if current else None
+            snapshot = _copy(current) if current else None
         return subscriber, snapshot
 
     def unsubscribe(self, agent: str, subscriber: queue.Queue[dict[str, Any]]) -> None:
@@ -167,9 +224,7 @@ class _Observer:
 
     def transcript(self, agent: str) -> list[dict[str, Any]]:
         with self._lock:
-            return [
-                dict(turn, events=list(turn["events"])) for turn in self.transcripts.get(agent, [])
-            ]
+            return [_copy(turn) for turn in self.transcripts.get(agent, [])]
 
     def graph(self) -> dict[tuple[str, str], int]:
         with self._lock:
@@ -177,15 +232,23 @@ class _Observer:
 
 
 def _summary(turn: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in turn.items() if k != "events"}
+    return {k: v for k, v in turn.items() if k != "parts"}
+
+
+def _copy(turn: dict[str, Any]) -> dict[str, Any]:
+    return dict(turn, parts=[dict(part) for part in turn["parts"]])
 
 
 def render_graph_svg(agents: list[str], edges: dict[tuple[str, str], int]) -> str:
-    """Draw who notified whom as an SVG: agents on a circle, arrows labelled with counts."""
+    """Draw who notified whom as an SVG: agents on a circle, arrows labelled with counts.
+
+    Names are written under their circle (on a white backing, cut at 18 characters with the
+    full name as a tooltip), so long names never spill over circles or arrows.
+    """
     names = sorted(set(agents) | {n for edge in edges for n in edge})
-    width, height = 560, 380
-    centre_x, centre_y = width / 2, height / 2
-    radius = min(width, height) / 2 - 60
+    width, height = 600, 420
+    centre_x, centre_y = width / 2, height / 2 - 8
+    radius = min(width, height) / 2 - 70
     positions = {}
     for index, name in enumerate(names):
         angle = 2 * math.pi * index / max(1, len(names)) - math.pi / 2
@@ -201,7 +264,7 @@ def render_graph_svg(agents: list[str], edges: dict[tuple[str, str], int]) -> st
         'markerHeight="8" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" '
         'fill="#5b6b7f"/></marker></defs>',
     ]
-    node_radius = 28
+    node_radius = 16
     for (source, target), count in sorted(edges.items()):
         (x1, y1), (x2, y2) = positions[source], positions[target]
         length = math.hypot(x2 - x1, y2 - y1) or 1.0
@@ -209,24 +272,29 @@ def render_graph_svg(agents: list[str], edges: dict[tuple[str, str], int]) -> st
         # Offset both directions of a pair sideways so A->B and B->A do not overlap.
         ox, oy = -uy * 6, ux * 6
         sx, sy = x1 + ux * node_radius + ox, y1 + uy * node_radius + oy
-        ex, ey = x2 - ux * node_radius + ox, y2 - uy * node_radius + oy
+        ex, ey = x2 - ux * (node_radius + 2) + ox, y2 - uy * (node_radius + 2) + oy
         parts.append(
             f'<line class="edge" data-from="{html.escape(source)}" '
             f'data-to="{html.escape(target)}" x1="{sx:.1f}" y1="{sy:.1f}" x2="{ex:.1f}" '
             f'y2="{ey:.1f}" stroke="#5b6b7f" stroke-width="{min(6, 1 + count):.0f}" '
             'marker-end="url(#arrow)"/>'
         )
+        mx, my = (sx + ex) / 2 + ox * 2, (sy + ey) / 2 + oy * 2
         parts.append(
-            f'<text x="{(sx + ex) / 2 + ox:.1f}" y="{(sy + ey) / 2 + oy:.1f}" '
-            f'font-size="12" fill="#334">{count}</text>'
+            f'<circle cx="{mx:.1f}" cy="{my:.1f}" r="9" fill="#fff" stroke="#5b6b7f"/>'
+            f'<text class="count" x="{mx:.1f}" y="{my + 4:.1f}" font-size="11" '
+            f'text-anchor="middle" fill="#334">{count}</text>'
         )
     for name, (x, y) in positions.items():
         fill = "#f3e6c4" if name == _OPERATOR else "#dbe8f6"
+        label = name if len(name) <= 18 else name[:17] + "…"
         parts.append(
-            f'<g class="node" data-agent="{html.escape(name)}"><circle cx="{x:.1f}" '
-            f'cy="{y:.1f}" r="{node_radius}" fill="{fill}" stroke="#4a6fa5"/>'
-            f'<text x="{x:.1f}" y="{y + 4:.1f}" font-size="11" text-anchor="middle">'
-            f"{html.escape(name[:14])}</text></g>"
+            f'<g class="node" data-agent="{html.escape(name)}"><title>{html.escape(name)}</title>'
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{node_radius}" fill="{fill}" '
+            f'stroke="#4a6fa5" stroke-width="2"/>'
+            f'<text class="label" x="{x:.1f}" y="{y + node_radius + 15:.1f}" font-size="12" '
+            f'text-anchor="middle" paint-order="stroke" stroke="#fff" stroke-width="4" '
+            f'fill="#1d2733">{html.escape(label)}</text></g>'
         )
     if not names:
         parts.append('<text x="20" y="30" fill="#667">no agents yet</text>')
@@ -235,7 +303,7 @@ def render_graph_svg(agents: list[str], edges: dict[tuple[str, str], int]) -> st
 
 
 class Console:
-    """The console's HTTP server, attached to one node.
+    """The console's web server (Starlette on uvicorn, in a thread), attached to one node.
 
     Example:
         >>> console = Console(system, port=0)   # doctest: +SKIP
@@ -243,6 +311,12 @@ class Console:
     """
 
     def __init__(self, system: AgentSystem, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        try:
+            import uvicorn
+        except ImportError:
+            raise InvalidOption(
+                "the web console needs the console extra: pip install 'genagent-thespian[console]'"
+            ) from None
         self.system = system
         self.token = secrets.token_urlsafe(32)
         self.observer = _Observer()
@@ -251,16 +325,23 @@ class Console:
         # keeps its own endpoint, so one thread per HTTP request would leak endpoints.
         self._calls = ThreadPoolExecutor(max_workers=4, thread_name_prefix="console-call")
         self._closing = threading.Event()
-        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
-        self._server.daemon_threads = True
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((host, port))
+        self._socket.listen(128)  # connections wait in the backlog until uvicorn serves
         self.host = host
-        self.port = int(self._server.server_address[1])
+        self.port = int(self._socket.getsockname()[1])
         loopback = host in ("127.0.0.1", "localhost", "::1")
         self.allowed_hosts: frozenset[str] | None = (
             frozenset(f"{h}:{self.port}" for h in ("127.0.0.1", "localhost", "[::1]"))
             if loopback
             else None
         )
+        config = uvicorn.Config(
+            _build_app(self), log_level="warning", access_log=False, lifespan="off"
+        )
+        self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 
     @property
@@ -273,7 +354,10 @@ class Console:
         """Subscribe to telemetry and serve in a background thread."""
         attach(self._handler_id, _TELEMETRY, self.observer.handle, system=self.system)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="genagent-console", daemon=True
+            target=self._server.run,
+            kwargs={"sockets": [self._socket]},
+            name="genagent-console",
+            daemon=True,
         )
         self._thread.start()
 
@@ -287,8 +371,10 @@ class Console:
         if self._closing.is_set():
             return
         self._closing.set()
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+        self._socket.close()
         # Unsubscribing needs the node; when it is gone, waiting for it only delays the exit.
         if self.system.admin_port is None or port_open(self.system.admin_port):
             with contextlib.suppress(GenAgentError):
@@ -300,188 +386,172 @@ class Console:
         """Whether the console is shutting down (streams end)."""
         return self._closing.is_set()
 
-    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run an actor-system call on the console's call threads and return its result."""
-        return self._calls.submit(fn, *args, system=self.system, **kwargs).result(timeout=60.0)
+    def node_answers(self) -> bool:
+        """Whether the node accepts connections (refused at once when it is down)."""
+        port = self.system.admin_port
+        return port is None or port_open(port, timeout=0.5)
 
-    def fleet(self) -> list[dict[str, Any]]:
-        """The fleet table's rows."""
-        return self._calls.submit(fleet_rows, self.system).result(timeout=60.0)
+    async def call(self, fn: Any, *args: Any, timeout: float = 60.0, **kwargs: Any) -> Any:
+        """Run an actor-system call on the console's call threads and await its result."""
+        future = self._calls.submit(fn, *args, system=self.system, **kwargs)
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+
+    async def fleet(self) -> list[dict[str, Any]]:
+        """The fleet table's rows.
+
+        Raises:
+            _NodeUnreachable: the node refused the connection, or did not answer within 2 s.
+        """
+        if not await asyncio.to_thread(self.node_answers):
+            raise _NodeUnreachable("the node refuses connections (stopped?)")
+        future = self._calls.submit(fleet_rows, self.system)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), _NODE_DEADLINE)
+        except TimeoutError:
+            raise _NodeUnreachable(f"the node did not answer within {_NODE_DEADLINE:g}s") from None
+
+
+class _NodeUnreachable(Exception):
+    """The node does not answer: the fleet table cannot be refreshed."""
 
 
 _ACTIONS = {"interrupt": interrupt, "halt": halt, "resume": resume, "stop": stop}
+_SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+    ),
+}
 
 
-def _make_handler(console: Console) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "genagent-console"
-        protocol_version = "HTTP/1.1"
+def _build_app(console: Console) -> Any:
+    """The Starlette application: pages, the JSON API, the event stream, the controls."""
+    from sse_starlette.sse import EventSourceResponse
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, Response
+    from starlette.routing import Route
 
-        def log_message(self, format: str, *args: Any) -> None:
-            return  # the console is quiet; errors reach the browser
+    def json_reply(data: Any, status: int = 200) -> Response:
+        body = json.dumps(data, default=str)
+        return Response(body, status, headers=_SECURITY_HEADERS, media_type="application/json")
 
-        # ------------------------------------------------------------ plumbing
+    def page(body: str, kind: str) -> Response:
+        text = _PAGE.replace("{token}", console.token).replace("{kind}", kind)
+        return HTMLResponse(text.replace("{body}", body), headers=_SECURITY_HEADERS)
 
-        def _host_ok(self) -> bool:
-            if console.allowed_hosts is None:
-                return True
-            return self.headers.get("Host", "") in console.allowed_hosts
+    async def fleet_page(request: Request) -> Response:
+        return page(_FLEET_BODY, "fleet")
 
-        def _send(
-            self,
-            status: HTTPStatus,
-            body: bytes,
-            content_type: str,
-            *,
-            extra: dict[str, str] | None = None,
-        ) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("X-Frame-Options", "DENY")
-            self.send_header(
-                "Content-Security-Policy",
-                "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
-            )
-            for key, value in (extra or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+    async def agent_page(request: Request) -> Response:
+        name = request.query_params.get("name", "")
+        return page(_AGENT_BODY.replace("{name}", html.escape(name)), "agent")
 
-        def _json(self, status: HTTPStatus, data: Any) -> None:
-            body = json.dumps(data, default=str).encode("utf-8")
-            self._send(status, body, "application/json")
+    async def script(request: Request) -> Response:
+        return Response(_SCRIPT, headers=_SECURITY_HEADERS, media_type="text/javascript")
 
-        def _name(self, query: dict[str, list[str]]) -> str | None:
-            names = query.get("name")
-            return names[0] if names else None
+    async def api_fleet(request: Request) -> Response:
+        node = f"127.0.0.1:{console.system.admin_port}"
+        try:
+            rows = await console.fleet()
+        except _NodeUnreachable as exc:
+            return json_reply({"ok": False, "node": node, "error": f"node unreachable: {exc}"}, 503)
+        return json_reply({"ok": True, "node": node, "agents": rows})
 
-        # ------------------------------------------------------------ GET
+    async def api_graph(request: Request) -> Response:
+        edges = console.observer.graph()
+        listed = [{"from": a, "to": b, "count": n} for (a, b), n in edges.items()]
+        return json_reply({"edges": listed})
 
-        def do_GET(self) -> None:
-            if not self._host_ok():
-                self._json(HTTPStatus.FORBIDDEN, {"ok": False, "error": "unexpected Host"})
-                return
-            url = urlsplit(self.path)
-            query = parse_qs(url.query)
+    async def api_graph_svg(request: Request) -> Response:
+        try:
+            agents = [row["name"] for row in await console.fleet()]
+        except _NodeUnreachable:
+            agents = []
+        svg = render_graph_svg(agents, console.observer.graph())
+        return Response(svg, headers=_SECURITY_HEADERS, media_type="image/svg+xml")
+
+    async def api_agent(request: Request) -> Response:
+        name = request.query_params.get("name")
+        if not name:
+            return json_reply({"ok": False, "error": "name is required"}, 400)
+        try:
+            row = next((r for r in await console.fleet() if r["name"] == name), None)
+        except _NodeUnreachable as exc:
+            return json_reply({"ok": False, "error": f"node unreachable: {exc}"}, 503)
+        data = {
+            "ok": row is not None,
+            "status": row,
+            "transcript": console.observer.transcript(name),
+        }
+        return json_reply(data, 200 if row else 404)
+
+    async def api_stream(request: Request) -> Response:
+        name = request.query_params.get("name")
+        if not name:
+            return json_reply({"ok": False, "error": "name is required"}, 400)
+        subscriber, current = console.observer.subscribe(name)
+
+        async def items() -> AsyncIterator[dict[str, str]]:
             try:
-                if url.path == "/":
-                    self._page(_FLEET_BODY, "fleet")
-                elif url.path == "/agent":
-                    name = self._name(query) or ""
-                    self._page(_AGENT_BODY.replace("{name}", html.escape(name)), "agent")
-                elif url.path == "/static/console.js":
-                    self._send(HTTPStatus.OK, _SCRIPT.encode(), "text/javascript; charset=utf-8")
-                elif url.path == "/api/fleet":
-                    node = f"127.0.0.1:{console.system.admin_port}"
-                    self._json(HTTPStatus.OK, {"node": node, "agents": console.fleet()})
-                elif url.path == "/api/graph":
-                    edges = console.observer.graph()
-                    listed = [{"from": a, "to": b, "count": n} for (a, b), n in edges.items()]
-                    self._json(HTTPStatus.OK, {"edges": listed})
-                elif url.path == "/api/graph.svg":
-                    agents = [row["name"] for row in console.fleet()]
-                    svg = render_graph_svg(agents, console.observer.graph())
-                    self._send(HTTPStatus.OK, svg.encode(), "image/svg+xml")
-                elif url.path == "/api/agent":
-                    self._agent(self._name(query))
-                elif url.path == "/api/agent/stream":
-                    self._stream(self._name(query))
-                else:
-                    self._json(HTTPStatus.NOT_FOUND, {"ok": False, "error": "no such page"})
-            except GenAgentError as exc:
-                self._json(HTTPStatus.BAD_GATEWAY, _error(exc))
-
-        def _page(self, body: str, kind: str) -> None:
-            page = (
-                _PAGE.replace("{token}", console.token)
-                .replace("{kind}", kind)
-                .replace("{body}", body)
-            )
-            self._send(HTTPStatus.OK, page.encode("utf-8"), "text/html; charset=utf-8")
-
-        def _agent(self, name: str | None) -> None:
-            if not name:
-                self._json(HTTPStatus.BAD_REQUEST, {"ok": False, "error": "name is required"})
-                return
-            row = next((r for r in console.fleet() if r["name"] == name), None)
-            self._json(
-                HTTPStatus.OK if row else HTTPStatus.NOT_FOUND,
-                {
-                    "ok": row is not None,
-                    "status": row,
-                    "transcript": console.observer.transcript(name),
-                },
-            )
-
-        def _stream(self, name: str | None) -> None:
-            if not name:
-                self._json(HTTPStatus.BAD_REQUEST, {"ok": False, "error": "name is required"})
-                return
-            subscriber, current = console.observer.subscribe(name)
-            try:
-                self.send_response(HTTPStatus.OK)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Cache-Control", "no-store")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.close_connection = True
-                self._event({"type": "snapshot", "turn": current})
-                idle = 0.0
+                yield {"data": json.dumps({"type": "snapshot", "turn": current}, default=str)}
                 while not console.closing:
                     try:
-                        item = subscriber.get(timeout=0.5)
+                        item = await asyncio.to_thread(subscriber.get, True, 0.5)
                     except queue.Empty:
-                        idle += 0.5
-                        if idle >= 15.0:
-                            self.wfile.write(b": keep-alive\n\n")
-                            self.wfile.flush()
-                            idle = 0.0
                         continue
-                    idle = 0.0
-                    self._event(item)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+                    yield {"data": json.dumps(item, default=str)}
             finally:
                 console.observer.unsubscribe(name, subscriber)
 
-        def _event(self, item: dict[str, Any]) -> None:
-            self.wfile.write(f"data: {json.dumps(item, default=str)}\n\n".encode())
-            self.wfile.flush()
+        return EventSourceResponse(items(), ping=15, headers={"Cache-Control": "no-store"})
 
-        # ------------------------------------------------------------ POST
+    async def control(request: Request) -> Response:
+        sent = request.headers.get("x-genagent-token", "")
+        if not hmac.compare_digest(sent.encode(), console.token.encode()):
+            return json_reply({"ok": False, "error": "missing or wrong token"}, 403)
+        action = request.path_params["action"]
+        name = request.query_params.get("name")
+        if action not in _ACTIONS or not name:
+            return json_reply({"ok": False, "error": "no such action"}, 404)
+        try:
+            result = await console.call(_ACTIONS[action], name)
+        except GenAgentError as exc:
+            return json_reply(_error(exc), 404 if exc.reason_kind == "not_found" else 409)
+        return json_reply({"ok": True, "action": action, "agent": name, "ref": result})
 
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(min(length, 65536))
-            if not self._host_ok():
-                self._json(HTTPStatus.FORBIDDEN, {"ok": False, "error": "unexpected Host"})
-                return
-            sent = self.headers.get("X-Genagent-Token", "")
-            if not hmac.compare_digest(sent.encode(), console.token.encode()):
-                self._json(HTTPStatus.FORBIDDEN, {"ok": False, "error": "missing or wrong token"})
-                return
-            url = urlsplit(self.path)
-            action = url.path.removeprefix("/api/agent/")
-            name = self._name(parse_qs(url.query))
-            if not url.path.startswith("/api/agent/") or action not in _ACTIONS or not name:
-                self._json(HTTPStatus.NOT_FOUND, {"ok": False, "error": "no such action"})
-                return
-            try:
-                result = console.call(_ACTIONS[action], name)
-            except GenAgentError as exc:
-                status = (
-                    HTTPStatus.NOT_FOUND if exc.reason_kind == "not_found" else HTTPStatus.CONFLICT
-                )
-                self._json(status, _error(exc))
-                return
-            self._json(HTTPStatus.OK, {"ok": True, "action": action, "agent": name, "ref": result})
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return json_reply({"ok": False, "error": "no such page"}, 404)
 
-    return Handler
+    app = Starlette(
+        routes=[
+            Route("/", fleet_page),
+            Route("/agent", agent_page),
+            Route("/static/console.js", script),
+            Route("/api/fleet", api_fleet),
+            Route("/api/graph", api_graph),
+            Route("/api/graph.svg", api_graph_svg),
+            Route("/api/agent", api_agent),
+            Route("/api/agent/stream", api_stream),
+            Route("/api/agent/{action}", control, methods=["POST"]),
+        ],
+        exception_handlers={404: not_found},
+    )
+
+    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+        """Refuse requests for another Host (DNS rebinding) before they reach a route."""
+        if scope["type"] == "http" and console.allowed_hosts is not None:
+            headers = dict(scope.get("headers") or [])
+            host = headers.get(b"host", b"").decode("latin-1")
+            if host not in console.allowed_hosts:
+                refused = json_reply({"ok": False, "error": "unexpected Host"}, 403)
+                await refused(scope, receive, send)
+                return
+        await app(scope, receive, send)
+
+    return guarded
 
 
 def _error(exc: GenAgentError) -> dict[str, Any]:
@@ -498,21 +568,46 @@ body { font: 14px system-ui, sans-serif; margin: 1.5em; color: #1d2733; backgrou
 h1 { font-size: 20px; margin: 0 0 .2em; } h2 { font-size: 16px; margin: 1.4em 0 .5em; }
 .sub { color: #667; margin-bottom: 1em; }
 table { border-collapse: collapse; }
-th, td { padding: 4px 10px; border-bottom: 1px solid #e3e7ec; text-align: left; }
+th, td { padding: 4px 8px; border-bottom: 1px solid #e3e7ec; text-align: left; }
 th { background: #eef2f6; font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.processing td.state { color: #1b7f3b; font-weight: 600; }
-tr.halted td.halted { color: #a86b00; font-weight: 600; }
+tr.halted td.state { color: #a86b00; font-weight: 600; }
 tr.late td.age { color: #b3261e; font-weight: 600; }
-button { font: inherit; padding: 2px 8px; margin-right: 2px; cursor: pointer; }
+td.failures.bad { color: #fff; background: #b3261e; font-weight: 700; border-radius: 3px; }
+td.retries.some { color: #8a5a00; font-weight: 600; }
+th { white-space: nowrap; }
+td.last_error { max-width: 15em; overflow: hidden; text-overflow: ellipsis; white-space: nowrap;
+  color: #b3261e; }
+button { font: inherit; font-size: 12px; padding: 1px 6px; margin-right: 2px; cursor: pointer; }
+button:disabled { cursor: default; opacity: .35; }
+button[data-action="stop"]:not(:disabled) { color: #b3261e; }
 td.controls { white-space: nowrap; }
+#unreachable { display: none; background: #b3261e; color: #fff; padding: 6px 12px;
+  border-radius: 4px; margin-bottom: .8em; font-weight: 600; }
+body.down #unreachable { display: block; }
+body.down #fleet tbody { opacity: .45; }
 .cols { display: grid; grid-template-columns: max-content minmax(0, 1fr); gap: 2.5em; }
 #status th, #status td { padding: 2px 10px; }
 #flash { min-height: 1.3em; color: #4a6fa5; }
-#events li, #transcript li {
-  font-family: ui-monospace, monospace; margin: 2px 0; white-space: pre-wrap;
-}
-.kind { color: #4a6fa5; } .failed { color: #b3261e; }
+#flash.failed { color: #b3261e; }
+#turns { list-style: none; padding: 0; margin: 0; max-width: 60em; }
+.turn { border: 1px solid #e3e7ec; border-left: 4px solid #9bb0c9; border-radius: 4px;
+  background: #fff; margin: 0 0 .8em; padding: .5em .8em; }
+.turn.running { border-left-color: #1b7f3b; }
+.turn.failed { border-left-color: #b3261e; }
+.turn .prompt { color: #4a6fa5; font-weight: 600; white-space: pre-wrap; }
+.turn .meta { color: #667; font-size: 12px; margin-top: .3em; }
+.part.text { white-space: pre-wrap; margin: .4em 0; line-height: 1.45; }
+details.tool { margin: .3em 0; border: 1px solid #dfe5ec; border-radius: 4px; background: #f6f8fa; }
+details.tool > summary { cursor: pointer; padding: 2px 8px; font-family: ui-monospace, monospace; }
+details.tool.error > summary { color: #b3261e; }
+details.tool pre { margin: 0; padding: 4px 10px; white-space: pre-wrap; font-size: 12px;
+  border-top: 1px solid #dfe5ec; }
+.part.error, .turn .error { background: #fdecea; color: #8c1d18; border: 1px solid #f3b8b3;
+  border-radius: 4px; padding: 4px 8px; margin: .4em 0; white-space: pre-wrap; }
+.part.retry, .part.warning { background: #fff6e0; color: #7a5200; border-radius: 4px;
+  padding: 2px 8px; margin: .3em 0; }
 #graph { border: 1px solid #e3e7ec; background: #fff; display: inline-block; }
 </style></head>
 <body>{body}<script src="/static/console.js"></script></body></html>
@@ -521,20 +616,24 @@ td.controls { white-space: nowrap; }
 _FLEET_BODY = """<h1>genagent console</h1>
 <div class="sub">node <span id="node">?</span> &middot; <span id="count">0</span> agent(s)
 &middot; updated <span id="updated">never</span></div>
+<div id="unreachable">node unreachable</div>
 <div id="flash"></div>
-<table id="fleet"><thead><tr><th>agent</th><th>state</th><th>halted</th><th>queue</th>
-<th>turn age / watchdog</th><th>turns</th><th>tokens in/out</th><th>cost</th>
-<th>restarts</th><th>node</th><th>controls</th></tr></thead><tbody></tbody></table>
+<table id="fleet"><thead><tr><th>agent</th><th>state</th><th>queue</th>
+<th title="the running turn's age / its watchdog">turn</th><th>turns</th><th>failed</th>
+<th>retries</th><th>last error</th><th title="tokens in / out">tokens</th>
+<th>restarts</th><th>node</th><th>controls</th></tr></thead>
+<tbody></tbody></table>
 <h2>Who notified whom</h2><div id="graph"></div>
 """
 
 _AGENT_BODY = """<h1>agent <span id="agent-name">{name}</span></h1>
 <div class="sub"><a href="/">&larr; fleet</a></div>
+<div id="unreachable">node unreachable</div>
 <div id="flash"></div>
 <div id="controls"></div>
 <div class="cols"><div><h2>Status</h2><table id="status"><tbody></tbody></table></div>
-<div><h2>Current turn</h2><div id="current-prompt" class="sub"></div><ol id="events"></ol>
-<h2>Transcript (turns seen by this console)</h2><ol id="transcript"></ol></div></div>
+<div><h2>Transcript <span class="sub">(turns seen by this console; the running turn
+updates live)</span></h2><ol id="turns"></ol></div></div>
 """
 
 _SCRIPT = r"""
@@ -556,7 +655,26 @@ function age(row) {
   return row.current_elapsed.toFixed(1) + "s/" + limit;
 }
 
+function stateLabel(row) {
+  if (row.error) return "unreachable";
+  if (row.session_lost) return "session lost";
+  if (row.halted) return "halted";
+  if (row.halt_pending) return "halting";
+  return row.state;
+}
+
+// Which controls make sense in which state: the others are disabled, not hidden.
+function allowed(row, action) {
+  if (!row || row.error) return action === "stop";
+  if (action === "interrupt") return row.state === "processing";
+  if (action === "halt") return !row.halted && !row.halt_pending;
+  if (action === "resume") return !!(row.halted || row.halt_pending);
+  return true;
+}
+
 async function act(action, name) {
+  if (action === "stop" && !window.confirm("Stop agent " + name + " for good? "
+      + "Its queued prompts are answered with AgentStopped.")) return;
   const flash = document.getElementById("flash");
   const url = "/api/agent/" + action + "?name=" + encodeURIComponent(name);
   const reply = await fetch(url, {method: "POST", headers: {"X-Genagent-Token": token}});
@@ -566,27 +684,33 @@ async function act(action, name) {
   refresh();
 }
 
-function controls(name) {
-  const cell = el("td", {class: "controls"});
+function buttons(holder, name) {
   for (const action of ACTIONS) {
     const button = el("button", {class: "action", "data-action": action}, action);
     button.addEventListener("click", () => act(action, name));
-    cell.appendChild(button);
+    holder.appendChild(button);
   }
-  return cell;
+}
+
+function enableButtons(holder, row) {
+  for (const button of holder.querySelectorAll("button.action")) {
+    button.disabled = !allowed(row, button.dataset.action);
+  }
 }
 
 const COLUMNS = [
-  ["state", r => r.state, ""],
-  ["halted", r => r.halted ? "halted" : (r.halt_pending ? "pending" : "no"), ""],
+  ["state", stateLabel, ""],
   ["queued", r => String(r.queued), "num"], ["age", age, "num"],
   ["turns", r => String(r.turns), "num"],
+  ["failures", r => String(r.failures), "num"],
+  ["retries", r => String(r.retries || 0), "num"],
+  ["last_error", r => r.session_lost || r.last_error || "", ""],
   ["tokens", r => r.input_tokens + "/" + r.output_tokens, "num"],
-  ["cost", r => r.cost_usd === null ? "-" : "$" + r.cost_usd.toFixed(4), "num"],
   ["restarts", r => String(r.restarts), "num"], ["node", r => r.node, ""],
 ];
 
 function renderFleet(data) {
+  document.body.classList.remove("down");
   document.getElementById("node").textContent = data.node;
   document.getElementById("count").textContent = data.agents.length;
   document.getElementById("updated").textContent = new Date().toLocaleTimeString();
@@ -600,13 +724,22 @@ function renderFleet(data) {
       const link = el("a", {href: "/agent?name=" + encodeURIComponent(row.name)}, row.name);
       const first = el("td", {class: "name"}); first.appendChild(link); tr.appendChild(first);
       for (const [cls, , align] of COLUMNS) tr.appendChild(el("td", {class: cls + " " + align}));
-      tr.appendChild(controls(row.name));
+      const cell = el("td", {class: "controls"}); buttons(cell, row.name); tr.appendChild(cell);
       body.appendChild(tr);
     }
-    if (row.error) { tr.querySelector("td.state").textContent = row.error; continue; }
+    enableButtons(tr, row);
+    if (row.error) {
+      tr.querySelector("td.state").textContent = "unreachable";
+      tr.querySelector("td.last_error").textContent = row.error;
+      continue;
+    }
     for (const [cls, value] of COLUMNS) tr.querySelector("td." + cls).textContent = value(row);
+    const lastError = tr.querySelector("td.last_error");
+    lastError.title = lastError.textContent;
+    tr.querySelector("td.failures").classList.toggle("bad", row.failures > 0);
+    tr.querySelector("td.retries").classList.toggle("some", (row.retries || 0) > 0);
     tr.classList.toggle("processing", row.state === "processing");
-    tr.classList.toggle("halted", !!row.halted);
+    tr.classList.toggle("halted", !!(row.halted || row.halt_pending));
     tr.classList.toggle("late", row.watchdog !== null && row.current_elapsed !== null
                         && row.current_elapsed >= 0.8 * row.watchdog);
   }
@@ -615,22 +748,109 @@ function renderFleet(data) {
   }
 }
 
+function nodeDown(message) {
+  document.body.classList.add("down");
+  document.getElementById("unreachable").textContent = message || "node unreachable";
+  for (const button of document.querySelectorAll("button.action")) button.disabled = true;
+}
+
+async function getJSON(url) {
+  // Two seconds at most: a node that does not answer is shown as unreachable, not waited for.
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), 2000);
+  try {
+    const reply = await fetch(url, {signal: controller.signal});
+    return [reply.status, await reply.json()];
+  } finally { clearTimeout(timer); }
+}
+
 async function refreshGraph() {
   const reply = await fetch("/api/graph.svg");
   if (reply.ok) document.getElementById("graph").innerHTML = await reply.text();
 }
 
-function eventLine(event) {
-  const li = el("li");
-  li.appendChild(el("span", {class: "kind"}, event.kind + " "));
-  const detail = event.text || event.name || event.message || event.output || "";
-  li.appendChild(document.createTextNode(detail));
+// ---------------------------------------------------------------- transcript
+
+function toolBlock(part) {
+  const details = el("details", {class: "tool", "data-id": part.id || "",
+                                 "data-name": part.name, "data-summary": part.summary || ""});
+  const summary = el("summary", {}, "");
+  details.appendChild(summary);
+  details.appendChild(el("pre", {class: "input"}, "input: " + (part.input || "")));
+  details.appendChild(el("pre", {class: "output"}, ""));
+  fillTool(details, part);
+  return details;
+}
+
+function fillTool(details, part) {
+  const mark = part.output === null || part.output === undefined ? "…"
+    : (part.is_error ? "✗" : "✓");
+  const summary = details.dataset.summary;
+  details.querySelector("summary").textContent =
+    mark + " " + details.dataset.name + (summary ? "  " + summary : "");
+  details.classList.toggle("error", !!part.is_error);
+  details.querySelector("pre.output").textContent =
+    part.output === null || part.output === undefined ? "(running)" : "output: " + part.output;
+}
+
+function partNode(part) {
+  if (part.type === "text") return el("div", {class: "part text"}, part.text);
+  if (part.type === "tool") return toolBlock(part);
+  return el("div", {class: "part " + part.type}, part.text);
+}
+
+function turnMeta(turn) {
+  let line = turn.state;
+  if (turn.origin) line += " · " + turn.origin;
+  if (turn.duration_ms) line += " · " + (turn.duration_ms / 1000).toFixed(2) + "s";
+  if (turn.tokens) line += " · " + turn.tokens[0] + " in / " + turn.tokens[1] + " out";
+  return line;
+}
+
+function turnCard(turn) {
+  const li = el("li", {class: "turn " + turn.state, "data-ref": turn.ref || ""});
+  li.appendChild(el("div", {class: "prompt"}, "> " + turn.prompt));
+  const parts = el("div", {class: "parts"});
+  for (const part of turn.parts || []) parts.appendChild(partNode(part));
+  li.appendChild(parts);
+  if (turn.error) li.appendChild(el("div", {class: "error"}, turn.error));
+  li.appendChild(el("div", {class: "meta"}, turnMeta(turn)));
   return li;
+}
+
+function cardFor(ref) {
+  return document.querySelector('#turns li.turn[data-ref="' + CSS.escape(ref || "") + '"]');
+}
+
+// The live counterpart of the server's assemble(): fold one event into a turn card.
+function applyEvent(card, event) {
+  const parts = card.querySelector(".parts");
+  const last = parts.lastElementChild;
+  if (event.kind === "text_delta") {
+    if (last && last.classList.contains("text")) last.textContent += event.text || "";
+    else parts.appendChild(partNode({type: "text", text: event.text || ""}));
+  } else if (event.kind === "tool_use") {
+    parts.appendChild(toolBlock({id: event.id, name: event.name || "tool",
+      summary: event.summary || "", input: event.input || "", output: null}));
+  } else if (event.kind === "tool_result") {
+    const id = CSS.escape(event.tool_use_id || "");
+    const block = parts.querySelector('details.tool[data-id="' + id + '"]');
+    if (block) fillTool(block, {output: event.output || "", is_error: !!event.is_error});
+  } else if (event.kind === "retry" || event.kind === "warning" || event.kind === "error") {
+    let text = event.message || event.kind;
+    if (event.kind === "retry") {
+      const when = event.delay_ms ? " in " + (event.delay_ms / 1000).toFixed(1) + "s" : "";
+      text = "the provider retries" + (event.attempt ? " " + event.attempt : "") + when
+        + ": " + (event.message || "");
+    }
+    parts.appendChild(el("div", {class: "part " + event.kind}, text));
+  }
 }
 
 function agentName() { return new URLSearchParams(location.search).get("name") || ""; }
 
-function renderAgent(data) {
+function renderStatus(data) {
+  document.body.classList.remove("down");
   const body = document.querySelector("#status tbody");
   body.textContent = "";
   if (!data.status) { body.appendChild(el("tr", {}, "no such agent (stopped?)")); }
@@ -645,40 +865,36 @@ function renderAgent(data) {
       body.appendChild(tr);
     }
   }
-  const list = document.getElementById("transcript");
+  enableButtons(document.getElementById("controls"), data.status);
+}
+
+function renderTranscript(turns) {
+  const list = document.getElementById("turns");
   list.textContent = "";
-  for (const turn of data.transcript) {
-    const li = el("li", {class: turn.state});
-    let line = "> " + turn.prompt + "\n" + (turn.text || "") + "\n[" + turn.state;
-    if (turn.duration_ms) line += ", " + (turn.duration_ms / 1000).toFixed(2) + "s";
-    if (turn.error) line += ", " + turn.error;
-    li.textContent = line + "]";
-    list.appendChild(li);
-  }
+  for (const turn of turns) list.appendChild(turnCard(turn));
 }
 
 function streamAgent() {
-  const events = document.getElementById("events");
-  const prompt = document.getElementById("current-prompt");
+  const list = document.getElementById("turns");
   const source = new EventSource("/api/agent/stream?name=" + encodeURIComponent(agentName()));
   source.onmessage = (message) => {
     const item = JSON.parse(message.data);
     if (item.type === "snapshot") {
-      events.textContent = "";
-      if (item.turn) {
-        prompt.textContent = "> " + item.turn.prompt;
-        for (const event of item.turn.events) events.appendChild(eventLine(event));
-      } else prompt.textContent = "(idle)";
+      if (item.turn && !cardFor(item.turn.ref)) list.appendChild(turnCard(item.turn));
     } else if (item.type === "turn_start") {
-      events.textContent = ""; prompt.textContent = "> " + item.turn.prompt;
+      if (!cardFor(item.turn.ref)) list.appendChild(turnCard(item.turn));
     } else if (item.type === "event") {
-      events.appendChild(eventLine(item.event));
+      const card = cardFor(item.ref);
+      if (card) applyEvent(card, item.event);
     } else if (item.type === "turn_end") {
-      events.appendChild(el("li", {class: item.turn.state}, "[turn " + item.turn.state + "]"));
+      const card = cardFor(item.turn.ref);
+      if (card) {
+        card.className = "turn " + item.turn.state;
+        if (item.turn.error) card.insertBefore(el("div", {class: "error"}, item.turn.error),
+                                               card.querySelector(".meta"));
+        card.querySelector(".meta").textContent = turnMeta(item.turn);
+      }
       refresh();
-    } else {
-      const from = item.from ? " from " + item.from : "";
-      events.appendChild(el("li", {class: "kind"}, "[" + item.type + from + "]"));
     }
   };
 }
@@ -686,27 +902,27 @@ function streamAgent() {
 async function refresh() {
   try {
     if (page === "fleet") {
-      const reply = await fetch("/api/fleet");
-      renderFleet(await reply.json());
+      const [status, data] = await getJSON("/api/fleet");
+      if (status === 503) nodeDown(data.error); else renderFleet(data);
     } else {
-      const reply = await fetch("/api/agent?name=" + encodeURIComponent(agentName()));
-      renderAgent(await reply.json());
+      const [status, data] = await getJSON("/api/agent?name=" + encodeURIComponent(agentName()));
+      if (status === 503) nodeDown(data.error); else renderStatus(data);
+      return data;
     }
   } catch (error) {
-    document.getElementById("flash").textContent = "console unreachable: " + error;
+    nodeDown(error.name === "AbortError" ? "node unreachable (no answer within 2s)"
+             : "console unreachable: " + error);
   }
+  return null;
 }
 
 if (page === "fleet") {
   refresh(); refreshGraph();
-  setInterval(refresh, 250); setInterval(refreshGraph, 1000);
+  setInterval(refresh, 500); setInterval(refreshGraph, 1000);
 } else {
   const holder = document.getElementById("controls");
-  for (const action of ACTIONS) {
-    const button = el("button", {class: "action", "data-action": action}, action);
-    button.addEventListener("click", () => act(action, agentName()));
-    holder.appendChild(button);
-  }
-  refresh(); streamAgent(); setInterval(refresh, 1000);
+  buttons(holder, agentName());
+  refresh().then(data => { if (data) renderTranscript(data.transcript); streamAgent(); });
+  setInterval(refresh, 1000);
 }
 """

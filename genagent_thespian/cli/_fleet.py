@@ -1,24 +1,30 @@
 """The fleet view shared by ``genagent ls``, ``genagent top`` and the web console.
 
 :func:`fleet_rows` asks the registry for every agent and each agent for its status (the
-agent answers at once, even mid-turn); :func:`render_top` draws the rows as a plain ANSI
-table (no curses), coloured only when asked to.
+agent answers at once, even mid-turn); :func:`top_table` draws the rows as a rich table that
+fits the terminal: at 80 columns the agent, its state, queue, running turn, turns, failed
+turns, provider retries and the last error; from 120 columns also tokens, cost, restarts,
+backend and node. :func:`render_top` returns one frame as text (for ``--once`` and pipes).
 """
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import asdict
 from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
 
 from .._api.client import list_agents, status
 from .._api.system import AgentSystem
 from .._core.errors import GenAgentError
 
-__all__ = ["fleet_rows", "format_age", "render_top", "status_dict"]
+__all__ = ["fleet_rows", "format_age", "render_top", "state_label", "status_dict", "top_frame"]
 
-_RESET = "\x1b[0m"
-_COLOURS = {"processing": "\x1b[32m", "halted": "\x1b[33m", "late": "\x1b[31m", "dim": "\x1b[2m"}
+WIDE = 120  # from this many columns, top shows the wide set of columns
 
 
 def status_dict(snapshot: Any) -> dict[str, Any]:
@@ -61,64 +67,128 @@ def _late(row: dict[str, Any]) -> bool:
     return elapsed is not None and watchdog is not None and elapsed >= 0.8 * watchdog
 
 
-_COLUMNS = (
-    ("AGENT", "<"),
-    ("STATE", "<"),
-    ("HALTED", "<"),
-    ("QUEUE", ">"),
-    ("TURN AGE/WATCHDOG", ">"),
-    ("TURNS", ">"),
-    ("TOKENS IN/OUT", ">"),
-    ("COST", ">"),
-    ("RESTARTS", ">"),
-    ("NODE", "<"),
-)
-
-
-def _cells(row: dict[str, Any]) -> list[str]:
+def state_label(row: dict[str, Any]) -> str:
+    """The state a person reads: ``idle``, ``processing``, ``halted``, ``halting``..."""
     if "error" in row:
-        return [row["name"], "?", "?", "", "", "", "", "", "", row["error"]]
-    cost = row.get("cost_usd")
-    return [
-        row["name"],
-        row["state"],
-        "halted" if row["halted"] else ("pending" if row.get("halt_pending") else "no"),
-        str(row["queued"]),
-        format_age(row),
-        str(row["turns"]),
-        f"{row['input_tokens']}/{row['output_tokens']}",
-        f"${cost:.4f}" if cost is not None else "-",
-        str(row["restarts"]),
-        row["node"],
-    ]
+        return "unreachable"
+    if row.get("session_lost"):
+        return "session lost"
+    if row.get("halted"):
+        return "halted"
+    if row.get("halt_pending"):
+        return "halting"
+    return str(row["state"])
+
+
+_STATE_STYLE = {
+    "processing": "green",
+    "halted": "yellow",
+    "halting": "yellow",
+    "session lost": "bold red",
+    "unreachable": "bold red",
+    "idle": "",
+}
+
+
+def top_table(rows: list[dict[str, Any]], *, width: int) -> Table:
+    """The fleet as a table for a terminal ``width`` columns wide (see the module doc)."""
+    wide = width >= WIDE
+    table = Table(
+        box=None, padding=(0, 2, 0, 0) if wide else (0, 1, 0, 0), header_style="bold", width=width
+    )
+    table.add_column("AGENT", no_wrap=True, overflow="ellipsis", max_width=24 if wide else 16)
+    table.add_column("STATE", no_wrap=True)
+    table.add_column("Q", justify="right", no_wrap=True)
+    table.add_column("TURN", justify="right", no_wrap=True)
+    table.add_column("TURNS", justify="right", no_wrap=True)
+    table.add_column("FAIL", justify="right", no_wrap=True)
+    table.add_column("RETRY", justify="right", no_wrap=True)
+    if wide:
+        table.add_column("TOKENS IN/OUT", justify="right", no_wrap=True)
+        table.add_column("COST", justify="right", no_wrap=True)
+        table.add_column("RESTARTS", justify="right", no_wrap=True)
+        table.add_column("BACKEND", no_wrap=True)
+        table.add_column("NODE", no_wrap=True)
+    table.add_column("LAST ERROR", no_wrap=True, overflow="ellipsis", ratio=1, min_width=10)
+    for row in rows:
+        label = state_label(row)
+        if "error" in row:
+            cells = [row["name"], Text(label, _STATE_STYLE[label]), "", "", "", "", ""]
+            if wide:
+                cells += ["", "", "", "", ""]
+            table.add_row(*cells, Text(row["error"], "red"))
+            continue
+        failures = int(row.get("failures") or 0)
+        retries = int(row.get("retries") or 0)
+        cells = [
+            row["name"],
+            Text(label, _STATE_STYLE.get(label, "")),
+            str(row["queued"]),
+            Text(format_age(row), "bold red" if _late(row) else ""),
+            str(row["turns"]),
+            Text(str(failures), "bold red" if failures else "dim"),
+            Text(str(retries), "yellow" if retries else "dim"),
+        ]
+        if wide:
+            cost = row.get("cost_usd")
+            cells += [
+                f"{row['input_tokens']}/{row['output_tokens']}",
+                f"${cost:.4f}" if cost is not None else "-",
+                str(row["restarts"]),
+                str(row.get("backend", "")),
+                str(row.get("node", "")),
+            ]
+        error = row.get("session_lost") or row.get("last_error") or ""
+        table.add_row(*cells, Text(str(error) or "-", "red" if error else "dim"))
+    return table
+
+
+def top_frame(
+    rows: list[dict[str, Any]],
+    *,
+    node: str,
+    width: int,
+    now: float | None = None,
+    stopped: bool = False,
+) -> Group:
+    """One frame of ``genagent top``: the header line and the fleet table."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(now))
+    busy = sum(1 for row in rows if row.get("state") == "processing")
+    halted = sum(1 for row in rows if row.get("halted"))
+    failed = sum(int(row.get("failures") or 0) for row in rows)
+    header = Text.assemble(
+        ("genagent top", "bold"),
+        f" {stamp} - {node} - {len(rows)} agents: {busy} busy, {halted} halted, ",
+        (f"{failed} failed", "bold red" if failed else ""),
+        no_wrap=True,
+        overflow="ellipsis",
+    )
+    parts: list[Any] = [header, Text("")]
+    if stopped:
+        parts.append(
+            Text(f"node stopped: nothing answers on {node} (the last rows follow)", "bold red")
+        )
+    parts.append(top_table(rows, width=width) if rows else Text("(no agents)", "dim"))
+    return Group(*parts)
 
 
 def render_top(
-    rows: list[dict[str, Any]], *, node: str, colour: bool = False, now: float | None = None
+    rows: list[dict[str, Any]],
+    *,
+    node: str,
+    colour: bool = False,
+    width: int = 80,
+    now: float | None = None,
+    stopped: bool = False,
 ) -> str:
-    """Return one frame of ``genagent top``: a header line and the fleet table."""
-    stamp = time.strftime("%H:%M:%S", time.localtime(now))
-    busy = sum(1 for row in rows if row.get("state") == "processing")
-    header = f"genagent top - node {node} - {len(rows)} agent(s), {busy} busy - {stamp}"
-    table = [[title for title, _ in _COLUMNS], *(_cells(row) for row in rows)]
-    widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS))]
-    lines = [header, ""]
-    for index, line in enumerate(table):
-        text = "  ".join(
-            cell.ljust(width) if align == "<" else cell.rjust(width)
-            for cell, width, (_, align) in zip(line, widths, _COLUMNS, strict=True)
-        ).rstrip()
-        if colour and index > 0:
-            row = rows[index - 1]
-            if _late(row):
-                text = _COLOURS["late"] + text + _RESET
-            elif row.get("halted"):
-                text = _COLOURS["halted"] + text + _RESET
-            elif row.get("state") == "processing":
-                text = _COLOURS["processing"] + text + _RESET
-        elif colour:
-            text = _COLOURS["dim"] + text + _RESET
-        lines.append(text)
-    if not rows:
-        lines.append("(no agents)")
-    return "\n".join(lines) + "\n"
+    """Return one frame of ``genagent top`` as text, ``width`` columns wide."""
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer,
+        width=width,
+        color_system="standard" if colour else None,
+        force_terminal=colour,
+        highlight=False,
+    )
+    console.print(top_frame(rows, node=node, width=width, now=now, stopped=stopped))
+    return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"

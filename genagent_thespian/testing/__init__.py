@@ -15,15 +15,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .._actors.telemetry import attach, detach
 from .._api.system import AgentSystem
-from .._os.processes import is_alive, processes_with_marker
+from .._api.telemetry import attach, detach
+from .._os.processes import processes_with_marker
 from ._chaos import (
     ChaosKill,
     ChaosMonkey,
@@ -144,7 +145,7 @@ def system_processes(system: AgentSystem) -> list[int]:
                 except ProcessLookupError:
                     continue
     pids.discard(os.getpid())
-    return sorted(pid for pid in pids if is_alive(pid))
+    return sorted(pid for pid in pids if process_alive(pid))
 
 
 class TelemetryCapture:
@@ -221,14 +222,16 @@ except ImportError:  # pragma: no cover - pytest is a test extra
 def _system_fixture(base: str) -> Iterator[AgentSystem]:
     from .._api.client import _set_default, shutdown_system
 
-    system = AgentSystem.start(base=base)
-    _set_default(system)
-    try:
-        yield system
-    finally:
-        shutdown_system(system)
-        if base != "simpleSystemBase":
-            _assert_no_process_left(system)
+    # A home of its own: test systems never touch (or lock) the user's real nodes.
+    with tempfile.TemporaryDirectory(prefix="genagent-test-home-") as home:
+        system = AgentSystem.start(base=base, home=home)
+        _set_default(system)
+        try:
+            yield system
+        finally:
+            shutdown_system(system)
+            if base != "simpleSystemBase":
+                _assert_no_process_left(system)
 
 
 def _assert_no_process_left(system: AgentSystem) -> None:

@@ -28,14 +28,9 @@ from typing import Any
 
 from .._core.errors import AgentNotFound, InvalidOption
 from .._durable.store import agent_key
-from .._os.procfs import (
-    children_of,
-    kill_process,
-    kill_process_group,
-    process_alive,
-    process_group_members,
-    wait_for_exit,
-)
+from .._os import processes as _processes
+from .._os.processes import children_of, descendants_of, process_alive, wait_for_exit
+from .._os.procfs import process_group_members
 
 __all__ = [
     "ChaosKill",
@@ -52,16 +47,35 @@ __all__ = [
 ]
 
 
-def descendants_of(pid: int) -> list[int]:
-    """Return every live descendant of ``pid`` (children, their children, ...), sorted."""
-    found: set[int] = set()
-    frontier = [pid]
-    while frontier:
-        for child in children_of(frontier.pop()):
-            if child not in found:
-                found.add(child)
-                frontier.append(child)
-    return sorted(found)
+# --- killing ------------------------------------------------------------------------------
+
+
+def kill_process(pid: int, sig: int = signal.SIGKILL) -> bool:
+    """Send ``sig`` to ``pid``; return whether it was sent (``False``: no such process).
+
+    Raises:
+        InvalidOption: ``pid`` is not a positive int, or is this very process (a test that
+            aims at itself is wrong, not lucky).
+    """
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        raise InvalidOption(f"invalid pid {pid!r}: expected a positive int")
+    if pid == os.getpid():
+        raise InvalidOption(f"refusing to signal the calling process itself (pid {pid})")
+    return _processes.kill_process(pid, sig)
+
+
+def kill_process_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
+    """Send ``sig`` to every process of group ``pgid``; return whether it was sent.
+
+    Raises:
+        InvalidOption: ``pgid`` is not an int > 1, or is the caller's own group (which
+            would signal the caller, and in a test run the test runner).
+    """
+    if not isinstance(pgid, int) or isinstance(pgid, bool) or pgid <= 1:
+        raise InvalidOption(f"invalid process group {pgid!r}: expected an int > 1")
+    if pgid == os.getpgrp():
+        raise InvalidOption(f"refusing to signal the caller's own process group {pgid}")
+    return _processes.kill_process_group(pgid, sig)
 
 
 # --- damaging files -------------------------------------------------------------------------

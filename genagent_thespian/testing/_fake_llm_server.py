@@ -335,6 +335,7 @@ class RecordedRequest:
         served: What the request was answered with (a script item, or a description).
         status: The HTTP status sent, once known.
         client_disconnected: The client went away before the answer was complete.
+        client_port: The client's TCP port (equal for requests on one kept-alive connection).
         done: Set when the server finished with the request.
     """
 
@@ -348,8 +349,10 @@ class RecordedRequest:
         body: Any,
         raw_body: bytes,
         auth_fingerprint: str | None,
+        client_port: int | None = None,
     ) -> None:
         self.method = method
+        self.client_port = client_port
         self.path = path
         self.query = query
         self.headers = headers
@@ -714,7 +717,8 @@ class _Handler(BaseHTTPRequestHandler):
             readable, _, _ = select.select([self.connection], [], [], wait)
             if not readable:
                 return False
-            return self.connection.recv(1, socket.MSG_PEEK) == b""
+            peeked: bytes = self.connection.recv(1, socket.MSG_PEEK)
+            return peeked == b""
         except (OSError, ValueError):
             return True
 
@@ -835,6 +839,7 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
             raw_body=raw,
             auth_fingerprint=fingerprint,
+            client_port=self.client_address[1] if self.client_address else None,
         )
 
     def _dialect(self) -> _Anthropic | _OpenAI:

@@ -13,8 +13,9 @@ Each turn takes the next item of the agent's script:
   ``simpleSystemBase``);
 * ``Slow(text, seconds)``: a reply streamed over ``seconds``, honouring cancellation, for
   interrupt and watchdog tests;
-* ``Gate(path, then)``: wait until the file ``path`` exists (a cross-process latch a test
-  opens with :func:`open_gate`), then play ``then``.
+* ``Gate(path, then, before=())``: stream the events ``before``, wait until the file
+  ``path`` exists (a cross-process latch a test opens with :func:`open_gate`), then play
+  ``then`` (``before`` lets a test see part of a turn while it provably still runs).
 
 The session is data: the script, the position and the history of prompts received. The
 history is readable from tests through ``genagent_thespian.backend_session(name).history``
@@ -77,19 +78,26 @@ class Exit:
 
 @dataclass(frozen=True, slots=True)
 class Slow:
-    """Script item: stream ``text`` word by word over ``seconds``; stops when cancelled."""
+    """Script item: stream ``text`` word by word over ``seconds``; stops when cancelled.
+
+    With ``hold`` (a file path), the rest of the text waits after the first word until that
+    file exists (:func:`open_gate`), so a test can look at the turn mid-stream without
+    racing the clock.
+    """
 
     text: str = "slow reply"
     seconds: float = 1.0
+    hold: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Gate:
-    """Script item: block until file ``path`` exists (or ``timeout``), then play ``then``."""
+    """Script item: stream ``before``, block until file ``path`` exists, then play ``then``."""
 
     path: str
     then: Any = "gate opened"
     timeout: float = 60.0
+    before: tuple[Event, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +225,7 @@ def _play(item: Any, prompt: str, session: ScriptedSession, ctx: TurnContext) ->
     elif isinstance(item, Slow):
         yield from _slow_turn(item, prompt, session, ctx)
     elif isinstance(item, Gate):
+        yield from item.before
         deadline = time.monotonic() + item.timeout
         while not os.path.exists(item.path):
             if ctx.cancelled.wait(0.005):
@@ -254,6 +263,11 @@ def _slow_turn(
             yield _cancelled()
             return
         yield Event.text_delta(word if index == 0 else " " + word)
+        if index == 0 and item.hold is not None:
+            while not os.path.exists(item.hold):
+                if ctx.cancelled.wait(0.005):
+                    yield _cancelled()
+                    return
     yield from _text_turn(item.text, prompt, session, streamed=True)
 
 

@@ -12,17 +12,57 @@ from typing import Any
 
 from .._core.behaviour import GenAgent
 from .._core.errors import InvalidOption
-from .._core.turn import Response
+from .._core.turn import Event, EventKind, Response, Usage
 from ._scripted import Fail, Gate, Slow
 
-__all__ = ["ScriptedAgent", "script_from_json"]
+__all__ = ["ScriptedAgent", "script_from_json", "tool_turn"]
+
+
+def tool_turn(tools: list[Mapping[str, Any]], text: str) -> list[Event]:
+    """Return the events of a turn that calls ``tools`` in order, then replies ``text``.
+
+    Each tool is ``{"name": n, "input": {...}, "output": text, "error": False}``; the turn
+    streams a ``tool_use`` and a ``tool_result`` per tool, the way the CLI backends report
+    tools the provider ran, so UIs and telemetry can be exercised without a provider.
+    """
+    events: list[Event] = []
+    for index, tool in enumerate(tools, start=1):
+        if not isinstance(tool, Mapping) or not tool.get("name"):
+            raise InvalidOption(f"tool {index} needs a name, got {tool!r:.60}")
+        call_id = f"toolu_{index:02d}"
+        events.append(
+            Event(
+                EventKind.TOOL_USE,
+                {"id": call_id, "name": str(tool["name"]), "input": dict(tool.get("input", {}))},
+            )
+        )
+        events.append(
+            Event(
+                EventKind.TOOL_RESULT,
+                {
+                    "tool_use_id": call_id,
+                    "output": str(tool.get("output", "")),
+                    "is_error": bool(tool.get("error", False)),
+                },
+            )
+        )
+    words = text.split(" ")
+    events.extend(Event.text_delta(w if i == 0 else " " + w) for i, w in enumerate(words))
+    events.append(Event(EventKind.TEXT, {"text": text}))
+    usage = Usage(input_tokens=len(tools) + 1, output_tokens=len(text.split()), model="scripted")
+    events.append(Event(EventKind.USAGE, {"usage": usage}))
+    events.append(Event.result(text, stop_reason="end_turn", model="scripted"))
+    return events
 
 
 def script_from_json(items: Any) -> list[Any]:
     """Turn a JSON script into scripted-backend items.
 
-    Strings stay replies; ``{"slow": text, "seconds": s}`` becomes ``Slow``, ``{"fail":
-    kind, "message": m}`` becomes ``Fail``, ``{"gate": path, "then": item}`` becomes ``Gate``.
+    Strings stay replies; ``{"slow": text, "seconds": s, "hold": path}`` becomes ``Slow``,
+    ``{"fail": kind, "message": m}`` becomes ``Fail``, ``{"gate": path, "then": item}`` becomes
+    ``Gate``,
+    and ``{"tools": [{"name": n, "input": {...}, "output": text, "error": false}], "text":
+    reply}`` becomes a turn that calls those tools, then replies (see :func:`tool_turn`).
 
     Raises:
         InvalidOption: an item has another shape.
@@ -37,14 +77,21 @@ def _item(item: Any) -> Any:
         return item
     if isinstance(item, dict):
         if "slow" in item:
-            return Slow(str(item["slow"]), float(item.get("seconds", 1.0)))
+            hold = item.get("hold")
+            return Slow(
+                str(item["slow"]),
+                float(item.get("seconds", 1.0)),
+                hold=None if hold is None else str(hold),
+            )
         if "fail" in item:
             return Fail(str(item["fail"]), str(item.get("message", "scripted failure")))
         if "gate" in item:
             return Gate(str(item["gate"]), _item(item.get("then", "gate opened")))
+        if "tools" in item and isinstance(item["tools"], list):
+            return tool_turn(item["tools"], str(item.get("text", "done")))
     raise InvalidOption(
         f"unsupported script item {item!r:.60}: use a string, {{'slow': text, 'seconds': s}}, "
-        "{'fail': kind} or {'gate': path}"
+        "{'fail': kind}, {'gate': path} or {'tools': [...], 'text': reply}"
     )
 
 

@@ -7,6 +7,10 @@ file, so assertions are exact (order and arguments), not "it ran".
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import pytest
 from support_agents import Minimal, Recorder, calls
 
@@ -17,20 +21,27 @@ from genagent_thespian.testing import Crash, Exit, Fail, Slow, wait_until
 pytestmark = pytest.mark.usefixtures("any_agent_system")
 
 
-def start(tmp_path, name="a", **options):
+def start(tmp_path: Path, name: str = "a", **options: Any) -> Path:
     log = tmp_path / f"{name}.log"
     g.start_agent(Recorder, name=name, backend="scripted", log=str(log), **options)
     return log
 
 
-def wait_done(name, ref, timeout=10.0):
-    return wait_until(lambda: (r := g.poll(name, ref)).done and r, timeout=timeout)
+def wait_done(name: str, ref: str, timeout: float = 10.0) -> g.PollResult:
+    result: g.PollResult = wait_until(lambda: (r := g.poll(name, ref)).done and r, timeout=timeout)
+    return result
+
+
+def text_of(result: g.PollResult) -> str:
+    """The response text of a completed poll result."""
+    assert result.response is not None, result
+    return result.response.text
 
 
 # --- startup
 
 
-def test_a_new_agent_is_idle_with_nothing_running(tmp_path):
+def test_a_new_agent_is_idle_with_nothing_running(tmp_path: Path) -> None:
     start(tmp_path)
     status = g.status("a")
     assert (status.state, status.halted, status.queued, status.current_ref) == (
@@ -44,7 +55,7 @@ def test_a_new_agent_is_idle_with_nothing_running(tmp_path):
     assert g.whereis("a") is not None
 
 
-def test_init_agent_then_pre_run_run_once_before_any_turn(tmp_path):
+def test_init_agent_then_pre_run_run_once_before_any_turn(tmp_path: Path) -> None:
     log = start(tmp_path, script=["hi"])
     g.ask("a", "q")
     assert [r["cb"] for r in calls(log)][:4] == [
@@ -55,7 +66,7 @@ def test_init_agent_then_pre_run_run_once_before_any_turn(tmp_path):
     ]
 
 
-def test_duplicate_name_is_rejected_and_the_first_agent_keeps_serving(tmp_path):
+def test_duplicate_name_is_rejected_and_the_first_agent_keeps_serving(tmp_path: Path) -> None:
     start(tmp_path, script=["first"])
     with pytest.raises(g.AgentAlreadyExists) as info:
         g.start_agent(Minimal, name="a", backend="scripted")
@@ -63,7 +74,7 @@ def test_duplicate_name_is_rejected_and_the_first_agent_keeps_serving(tmp_path):
     assert g.ask("a", "q").text == "first"
 
 
-def test_stop_deregisters_and_the_name_can_be_reused(tmp_path):
+def test_stop_deregisters_and_the_name_can_be_reused(tmp_path: Path) -> None:
     log = start(tmp_path)
     g.stop("a")
     assert g.whereis("a") is None
@@ -73,7 +84,7 @@ def test_stop_deregisters_and_the_name_can_be_reused(tmp_path):
     assert g.ask("a", "q").text == "again"
 
 
-def test_stopping_an_unknown_name_is_agent_not_found():
+def test_stopping_an_unknown_name_is_agent_not_found() -> None:
     with pytest.raises(g.AgentNotFound):
         g.stop("nobody")
 
@@ -81,7 +92,7 @@ def test_stopping_an_unknown_name_is_agent_not_found():
 # --- ask / tell / poll
 
 
-def test_ask_returns_the_assembled_response(tmp_path):
+def test_ask_returns_the_assembled_response(tmp_path: Path) -> None:
     start(tmp_path, script=["hello there"])
     response = g.ask("a", "what?")
     assert response.text == "hello there"
@@ -92,7 +103,7 @@ def test_ask_returns_the_assembled_response(tmp_path):
     assert g.status("a").state == "idle"
 
 
-def test_backend_failure_reaches_the_caller_and_handle_error(tmp_path):
+def test_backend_failure_reaches_the_caller_and_handle_error(tmp_path: Path) -> None:
     log = start(tmp_path, script=[Fail("rate_limited", "slow down", retry_after=2.5), "ok"])
     with pytest.raises(g.BackendError) as info:
         g.ask("a", "q")
@@ -106,40 +117,40 @@ def test_backend_failure_reaches_the_caller_and_handle_error(tmp_path):
     assert g.ask("a", "again").text == "ok"
 
 
-def test_tell_then_poll_gives_the_response_and_results_stay_readable(tmp_path):
+def test_tell_then_poll_gives_the_response_and_results_stay_readable(tmp_path: Path) -> None:
     start(tmp_path, script=["told"])
     ref = g.tell("a", "q")
     result = wait_done("a", ref)
-    assert result.state is PollState.COMPLETED and result.response.text == "told"
+    assert result.state is PollState.COMPLETED and text_of(result) == "told"
     assert g.poll("a", ref) == result
 
 
-def test_a_failed_tell_polls_as_failed(tmp_path):
+def test_a_failed_tell_polls_as_failed(tmp_path: Path) -> None:
     start(tmp_path, script=[Fail("server_error", "boom")])
     ref = g.tell("a", "q")
     result = wait_done("a", ref)
     assert result.state is PollState.FAILED and isinstance(result.error, g.BackendError)
 
 
-def test_poll_of_an_unknown_ref_is_request_not_found(tmp_path):
+def test_poll_of_an_unknown_ref_is_request_not_found(tmp_path: Path) -> None:
     start(tmp_path)
     result = g.poll("a", "0" * 32)
     assert result.state is PollState.FAILED and isinstance(result.error, g.RequestNotFound)
 
 
-def test_tell_queued_behind_a_slow_turn_is_pending_then_completes_in_order(tmp_path):
+def test_tell_queued_behind_a_slow_turn_is_pending_then_completes_in_order(tmp_path: Path) -> None:
     log = start(tmp_path, script=[Slow("slow one", 0.6), "second", "third"])
     first = g.tell("a", "one")
     second = g.tell("a", "two")
     third = g.tell("a", "three")
     assert g.poll("a", second).state is PollState.PENDING
     assert g.status("a").queued == 2
-    assert wait_done("a", third).response.text == "third"
-    assert wait_done("a", first).response.text == "slow one"
+    assert text_of(wait_done("a", third)) == "third"
+    assert text_of(wait_done("a", first)) == "slow one"
     assert [r["prompt"] for r in calls(log, "handle_response")] == ["one", "two", "three"]
 
 
-def test_tell_results_are_bounded_by_insertion_order(tmp_path):
+def test_tell_results_are_bounded_by_insertion_order(tmp_path: Path) -> None:
     start(tmp_path, default="x", max_tell_results=2)
     refs = [g.tell("a", f"q{i}") for i in range(3)]
     wait_done("a", refs[2])
@@ -150,7 +161,7 @@ def test_tell_results_are_bounded_by_insertion_order(tmp_path):
 # --- self-chain, halt, resume
 
 
-def test_self_chain_runs_ahead_of_queued_prompts(tmp_path):
+def test_self_chain_runs_ahead_of_queued_prompts(tmp_path: Path) -> None:
     log = start(
         tmp_path, script=[Slow("first", 0.3), "chained", "queued"], responses=["prompt:chain me"]
     )
@@ -161,7 +172,7 @@ def test_self_chain_runs_ahead_of_queued_prompts(tmp_path):
     assert [r["prompt"] for r in calls(log, "handle_response")] == ["first", "chain me", "queued"]
 
 
-def test_halt_freezes_the_mailbox_and_resume_drains_it(tmp_path):
+def test_halt_freezes_the_mailbox_and_resume_drains_it(tmp_path: Path) -> None:
     log = start(tmp_path, script=["done", "later"], responses=["halt"])
     g.ask("a", "go")
     status = g.status("a")
@@ -171,11 +182,11 @@ def test_halt_freezes_the_mailbox_and_resume_drains_it(tmp_path):
     assert g.status("a").queued == 1
     assert [r["cb"] for r in calls(log, "post_run")] == ["post_run"]
     g.resume("a")
-    assert wait_done("a", ref).response.text == "later"
+    assert text_of(wait_done("a", ref)) == "later"
     assert g.status("a").halted is False
 
 
-def test_external_halt_while_idle_and_resume(tmp_path):
+def test_external_halt_while_idle_and_resume(tmp_path: Path) -> None:
     log = start(tmp_path, script=["x"])
     g.halt("a")
     g.halt("a")
@@ -188,20 +199,20 @@ def test_external_halt_while_idle_and_resume(tmp_path):
 # --- notify
 
 
-def test_notify_when_idle_runs_handle_event_and_its_prompt(tmp_path):
+def test_notify_when_idle_runs_handle_event_and_its_prompt(tmp_path: Path) -> None:
     log = start(tmp_path, script=["from event"], events={"go": "prompt:triggered"})
     g.notify("a", "go")
     wait_until(lambda: g.status("a").turns == 1)  # status also drives simpleSystemBase
     assert calls(log, "handle_response")[0]["prompt"] == "triggered"
 
 
-def test_notify_can_halt(tmp_path):
+def test_notify_can_halt(tmp_path: Path) -> None:
     start(tmp_path, events={"stop please": "halt"})
     g.notify("a", "stop please")
     assert g.status("a").halted is True
 
 
-def test_notifications_during_a_turn_are_buffered_and_all_applied_in_order(tmp_path):
+def test_notifications_during_a_turn_are_buffered_and_all_applied_in_order(tmp_path: Path) -> None:
     log = start(tmp_path, script=[Slow("slow", 0.5)])
     ref = g.tell("a", "q")
     wait_until(lambda: g.status("a").state == "processing")
@@ -215,7 +226,9 @@ def test_notifications_during_a_turn_are_buffered_and_all_applied_in_order(tmp_p
     assert records[-1]["count"] == 5
 
 
-def test_handle_event_failure_reaches_the_notifier_and_the_agent_keeps_serving(tmp_path):
+def test_handle_event_failure_reaches_the_notifier_and_the_agent_keeps_serving(
+    tmp_path: Path,
+) -> None:
     start(tmp_path, script=["still fine"], events={"bad": "raise", "worse": "bad"})
     with pytest.raises(g.CallbackError) as info:
         g.notify("a", "bad")
@@ -228,7 +241,7 @@ def test_handle_event_failure_reaches_the_notifier_and_the_agent_keeps_serving(t
 # --- interrupt, watchdog, crashes
 
 
-def test_interrupt_ends_the_running_ask_and_the_agent_serves_the_next_one(tmp_path):
+def test_interrupt_ends_the_running_ask_and_the_agent_serves_the_next_one(tmp_path: Path) -> None:
     log = start(tmp_path, script=[Slow("a b c d e f g h", 30.0), "next"])
     ref = g.tell("a", "long")
     wait_until(lambda: g.status("a").current_ref == ref)
@@ -239,7 +252,7 @@ def test_interrupt_ends_the_running_ask_and_the_agent_serves_the_next_one(tmp_pa
     assert g.ask("a", "q").text == "next"
 
 
-def test_interrupt_with_another_ref_or_when_idle_changes_nothing(tmp_path):
+def test_interrupt_with_another_ref_or_when_idle_changes_nothing(tmp_path: Path) -> None:
     start(tmp_path, script=[Slow("a b c", 30.0)])
     with pytest.raises(g.RequestNotFound):
         g.interrupt("a")
@@ -251,7 +264,7 @@ def test_interrupt_with_another_ref_or_when_idle_changes_nothing(tmp_path):
     g.interrupt("a", ref=ref)
 
 
-def test_cancel_removes_a_queued_tell(tmp_path):
+def test_cancel_removes_a_queued_tell(tmp_path: Path) -> None:
     start(tmp_path, script=[Slow("a b", 30.0), "never"])
     running = g.tell("a", "long")
     queued = g.tell("a", "queued")
@@ -262,7 +275,7 @@ def test_cancel_removes_a_queued_tell(tmp_path):
     g.interrupt("a")
 
 
-def test_watchdog_ends_a_long_turn_with_turn_timeout(tmp_path):
+def test_watchdog_ends_a_long_turn_with_turn_timeout(tmp_path: Path) -> None:
     log = start(tmp_path, script=[Slow("a b c d", 30.0), "after"], watchdog=0.3)
     with pytest.raises(g.TurnTimeout):
         g.ask("a", "long")
@@ -270,21 +283,23 @@ def test_watchdog_ends_a_long_turn_with_turn_timeout(tmp_path):
     assert g.ask("a", "q").text == "after"
 
 
-def test_an_exception_while_streaming_is_turn_crashed_and_the_agent_survives(tmp_path):
+def test_an_exception_while_streaming_is_turn_crashed_and_the_agent_survives(
+    tmp_path: Path,
+) -> None:
     start(tmp_path, script=[Crash("kaboom", after=1), "survived"])
     with pytest.raises(g.TurnCrashed):
         g.ask("a", "q")
     assert g.ask("a", "q").text == "survived"
 
 
-def test_the_worker_process_dying_is_turn_crashed_and_a_new_worker_serves(tmp_path):
+def test_the_worker_process_dying_is_turn_crashed_and_a_new_worker_serves(tmp_path: Path) -> None:
     start(tmp_path, script=[Exit(3), "new worker"])
     with pytest.raises(g.TurnCrashed):
         g.ask("a", "q")
     assert g.ask("a", "q").text == "new worker"
 
 
-def test_a_backend_without_a_terminal_event_is_a_typed_error(tmp_path):
+def test_a_backend_without_a_terminal_event_is_a_typed_error(tmp_path: Path) -> None:
     start(tmp_path, script=[[g.Event.text_delta("partial")], "ok"])
     with pytest.raises(g.BackendError) as info:
         g.ask("a", "q")
@@ -292,7 +307,7 @@ def test_a_backend_without_a_terminal_event_is_a_typed_error(tmp_path):
     assert g.ask("a", "q").text == "ok"
 
 
-def test_handle_error_prompt_retries_under_the_same_ask(tmp_path):
+def test_handle_error_prompt_retries_under_the_same_ask(tmp_path: Path) -> None:
     log = start(
         tmp_path, script=[Fail("overloaded", "busy"), "second try"], errors=["prompt:retry please"]
     )
@@ -308,14 +323,14 @@ def test_handle_error_prompt_retries_under_the_same_ask(tmp_path):
 # --- hooks and callbacks
 
 
-def test_pre_turn_rewrite_reaches_the_backend(tmp_path):
+def test_pre_turn_rewrite_reaches_the_backend(tmp_path: Path) -> None:
     start(tmp_path, script=["x"], pre_turn={"original": "rewrite:rewritten"})
     response = g.ask("a", "original")
     assert response.prompt == "rewritten"
     assert g.backend_session("a").history == ("rewritten",)
 
 
-def test_pre_turn_skip_and_halt_are_typed_errors(tmp_path):
+def test_pre_turn_skip_and_halt_are_typed_errors(tmp_path: Path) -> None:
     start(tmp_path, script=["x"], pre_turn={"skip me": "skip", "halt me": "halt"})
     with pytest.raises(g.TurnSkipped):
         g.ask("a", "skip me")
@@ -325,7 +340,7 @@ def test_pre_turn_skip_and_halt_are_typed_errors(tmp_path):
     assert g.backend_session("a").history == ()
 
 
-def test_callback_exceptions_and_bad_returns_become_callback_errors(tmp_path):
+def test_callback_exceptions_and_bad_returns_become_callback_errors(tmp_path: Path) -> None:
     start(tmp_path, script=["one", "two", "three"], responses=["raise", "bad"])
     with pytest.raises(g.CallbackError) as info:
         g.ask("a", "q1")
@@ -335,7 +350,7 @@ def test_callback_exceptions_and_bad_returns_become_callback_errors(tmp_path):
     assert g.ask("a", "q3").text == "three"
 
 
-def test_post_turn_sees_every_outcome_after_the_decision(tmp_path):
+def test_post_turn_sees_every_outcome_after_the_decision(tmp_path: Path) -> None:
     log = start(tmp_path, script=["ok", Fail("server_error")])
     g.ask("a", "q1")
     with pytest.raises(g.BackendError):
@@ -349,7 +364,9 @@ def test_post_turn_sees_every_outcome_after_the_decision(tmp_path):
     ]
 
 
-def test_stream_events_reach_handle_stream_event_and_survive_to_handle_error(tmp_path):
+def test_stream_events_reach_handle_stream_event_and_survive_to_handle_error(
+    tmp_path: Path,
+) -> None:
     log = start(tmp_path, script=["ok", Crash("mid stream", after=2)])
     g.ask("a", "q1")
     with pytest.raises(g.TurnCrashed):
@@ -359,7 +376,7 @@ def test_stream_events_reach_handle_stream_event_and_survive_to_handle_error(tmp
     assert failed["stream_kinds"] == ["session_started", "text_delta", "text_delta"]
 
 
-def test_defaults_of_a_minimal_implementation(tmp_path):
+def test_defaults_of_a_minimal_implementation(tmp_path: Path) -> None:
     g.start_agent(Minimal, name="m", backend="scripted", script=[Fail("server_error"), "fine"])
     with pytest.raises(g.BackendError):
         g.ask("m", "q")
@@ -371,12 +388,12 @@ def test_defaults_of_a_minimal_implementation(tmp_path):
 
 
 @pytest.mark.parametrize("prompt", [None, 42, b"bytes", "", ["list"]])
-def test_a_prompt_that_is_not_a_non_empty_str_is_invalid(tmp_path, prompt):
+def test_a_prompt_that_is_not_a_non_empty_str_is_invalid(tmp_path: Path, prompt: object) -> None:
     start(tmp_path)
     with pytest.raises(g.InvalidPrompt):
-        g.ask("a", prompt)
+        g.ask("a", prompt)  # type: ignore[arg-type]  # the wrong type is the point
     with pytest.raises(g.InvalidPrompt):
-        g.tell("a", prompt)
+        g.tell("a", prompt)  # type: ignore[arg-type]  # the wrong type is the point
 
 
 @pytest.mark.parametrize(
@@ -393,7 +410,7 @@ def test_a_prompt_that_is_not_a_non_empty_str_is_invalid(tmp_path, prompt):
         lambda: g.status("ghost"),
     ],
 )
-def test_every_call_to_an_unknown_name_is_agent_not_found(call):
+def test_every_call_to_an_unknown_name_is_agent_not_found(call: Callable[[], object]) -> None:
     with pytest.raises(g.AgentNotFound) as info:
         call()
     assert info.value.agent == "ghost"
@@ -411,7 +428,9 @@ def test_every_call_to_an_unknown_name_is_agent_not_found(call):
         ({"backend": 12}, "backend"),
     ],
 )
-def test_invalid_start_options_are_rejected_with_the_option_named(options, fragment):
+def test_invalid_start_options_are_rejected_with_the_option_named(
+    options: dict[str, Any], fragment: str
+) -> None:
     arguments = {"name": "bad", "backend": "scripted", **options}
     with pytest.raises(g.InvalidOption) as info:
         g.start_agent(Minimal, **arguments)
@@ -419,14 +438,14 @@ def test_invalid_start_options_are_rejected_with_the_option_named(options, fragm
     assert g.whereis("bad") is None
 
 
-def test_unknown_backend_options_fail_the_start_with_invalid_option(tmp_path):
+def test_unknown_backend_options_fail_the_start_with_invalid_option(tmp_path: Path) -> None:
     with pytest.raises(g.InvalidOption) as info:
         g.start_agent(Recorder, name="b", backend="scripted", backend_options={"bogus": 1})
     assert "bogus" in str(info.value) and info.value.agent == "b"
     assert g.whereis("b") is None
 
 
-def test_unknown_option_keys_are_rejected_when_the_agent_declares_its_options():
+def test_unknown_option_keys_are_rejected_when_the_agent_declares_its_options() -> None:
     from support_agents import Strict
 
     with pytest.raises(g.InvalidOption) as info:
@@ -435,7 +454,9 @@ def test_unknown_option_keys_are_rejected_when_the_agent_declares_its_options():
 
 
 @pytest.mark.parametrize("rule", [{"init": "raise"}, {"pre_run": "raise"}])
-def test_a_failing_init_agent_or_pre_run_fails_the_start(tmp_path, rule):
+def test_a_failing_init_agent_or_pre_run_fails_the_start(
+    tmp_path: Path, rule: dict[str, str]
+) -> None:
     with pytest.raises(g.AgentStartFailed) as info:
         start(tmp_path, name="f", **rule)
     assert info.value.agent == "f"
@@ -443,14 +464,14 @@ def test_a_failing_init_agent_or_pre_run_fails_the_start(tmp_path, rule):
     start(tmp_path, name="f")
 
 
-def test_impl_must_be_a_genagent_subclass():
+def test_impl_must_be_a_genagent_subclass() -> None:
     from support_agents import NotAnAgent
 
     with pytest.raises(g.InvalidOption):
-        g.start_agent(NotAnAgent, name="x", backend="scripted")
+        g.start_agent(NotAnAgent, name="x", backend="scripted")  # type: ignore[arg-type]
 
 
-def test_the_mailbox_is_bounded_and_rejects_with_agent_overloaded(tmp_path):
+def test_the_mailbox_is_bounded_and_rejects_with_agent_overloaded(tmp_path: Path) -> None:
     start(tmp_path, script=[Slow("a b", 30.0)], max_queued=2)
     g.tell("a", "running")
     g.tell("a", "queued 1")

@@ -1,12 +1,17 @@
 """Every backend runs full agent turns through ``start_agent``: the real CLIs and SDKs
 against our FakeLLMServer, on multiprocTCPBase, and a durable Claude agent resumes its
-session after its process is killed."""
+session after its process is killed.
+
+Only multiprocTCPBase: real CLI processes belong to worker processes, and the durable test
+kills the agent's process.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +20,20 @@ from support_agents import Passthrough
 from support_cli import quiet_env, require_cli
 
 import genagent_thespian as g
+from genagent_thespian import AgentSystem
 from genagent_thespian.testing import FakeLLMServer, Hang, Text, system_processes, wait_until
 
 KEY = "sk-test-not-a-real-key"
 
 
 @pytest.fixture
-def server():
+def server() -> Iterator[FakeLLMServer]:
     with FakeLLMServer() as fake:
         yield fake
 
 
 @pytest.fixture
-def system(tmp_path):
+def system(tmp_path: Path) -> Iterator[AgentSystem]:
     system = g.start_system(store_path=str(tmp_path / "store.sqlite3"))
     try:
         yield system
@@ -86,8 +92,8 @@ def conversation(request: Any) -> str:
 
 @pytest.mark.parametrize("backend", ["claude", "codex", "anthropic", "openai"])
 def test_each_backend_runs_agent_turns_that_continue_the_conversation(
-    backend, system, server, tmp_path, workdir
-):
+    backend: str, system: AgentSystem, server: FakeLLMServer, tmp_path: Path, workdir: Path
+) -> None:
     if backend in ("claude", "codex"):
         (tmp_path / "home" / ".codex").mkdir(parents=True)
         make = claude_options if backend == "claude" else codex_options
@@ -110,10 +116,26 @@ def test_each_backend_runs_agent_turns_that_continue_the_conversation(
     g.stop(backend)
 
 
+@pytest.mark.parametrize("backend", ["anthropic", "openai"])
+def test_an_http_agent_keeps_its_connection_across_turns(
+    backend: str, system: AgentSystem, server: FakeLLMServer
+) -> None:
+    """The turn-ending contract lets the producer hand its connection back to the pool."""
+    server.script(Text("one"), Text("two"), Text("three"))
+    g.start_agent(
+        Passthrough, name=backend, backend=backend, backend_options=http_options(backend, server)
+    )
+    for word in ("one", "two", "three"):
+        assert g.ask(backend, f"say {word}").text == word
+    ports = {r.client_port for r in server.model_requests}
+    assert len(ports) == 1, ports
+    g.stop(backend)
+
+
 @pytest.mark.cli
 def test_interrupting_a_claude_agent_ends_the_turn_and_keeps_no_stray_process(
-    system, server, tmp_path, workdir
-):
+    system: AgentSystem, server: FakeLLMServer, tmp_path: Path, workdir: Path
+) -> None:
     options = claude_options(server, tmp_path / "home", workdir)
     server.script(Hang(), Text("after the interrupt"))
     g.start_agent(Passthrough, name="c", backend="claude", backend_options=options)
@@ -130,8 +152,8 @@ def test_interrupting_a_claude_agent_ends_the_turn_and_keeps_no_stray_process(
 
 @pytest.mark.cli
 def test_a_durable_claude_agent_killed_mid_session_resumes_the_same_session(
-    system, server, tmp_path, workdir
-):
+    system: AgentSystem, server: FakeLLMServer, tmp_path: Path, workdir: Path
+) -> None:
     options = claude_options(server, tmp_path / "home", workdir)
     server.script(Text("I will remember the word PELICAN."), Hang(), Text("The word was PELICAN."))
     g.start_agent(

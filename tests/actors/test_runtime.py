@@ -1,29 +1,44 @@
-"""Runtime guarantees on ``multiprocTCPBase``: responsiveness, processes, protocol, threads."""
+"""Runtime guarantees on ``multiprocTCPBase``: responsiveness, processes, protocol, threads.
+
+Only multiprocTCPBase: these guarantees are about separate actor processes (a SIGKILLed agent,
+worker processes, control calls answered while another process runs a ten-minute turn, the
+TCP listeners); simpleSystemBase runs every actor in the test's own thread.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from support_agents import Recorder, calls
 from thespian.actors import ActorSystem
 
 import genagent_thespian as g
+from genagent_thespian import AgentSystem
 from genagent_thespian.messages import Failure, Prompt, Status
 from genagent_thespian.testing import Exit, Fail, Slow, system_processes, wait_until
 
 TEN_MINUTES = 600.0
 
 
-def _timed(call):
+_T = TypeVar("_T")
+
+
+def _timed(call: Callable[[], _T]) -> tuple[_T, float]:
     started = time.perf_counter()
     result = call()
     return result, (time.perf_counter() - started) * 1000.0
 
 
-def test_a_ten_minute_turn_leaves_every_control_call_under_50_ms(agent_system, tmp_path):
+def test_a_ten_minute_turn_leaves_every_control_call_under_50_ms(
+    agent_system: AgentSystem, tmp_path: Path
+) -> None:
     g.start_agent(
         Recorder,
         name="busy",
@@ -42,7 +57,7 @@ def test_a_ten_minute_turn_leaves_every_control_call_under_50_ms(agent_system, t
         result, ms = _timed(lambda: g.poll("busy", ref))
         assert not result.done
         timings["poll"].append(ms)
-        _, ms = _timed(lambda r=round_: g.notify("busy", f"n{r}"))
+        _, ms = _timed(functools.partial(g.notify, "busy", f"n{round_}"))
         timings["notify"].append(ms)
     _, interrupt_ms = _timed(lambda: g.interrupt("busy", ref=ref))
     worst = {name: max(values) for name, values in timings.items()}
@@ -51,7 +66,7 @@ def test_a_ten_minute_turn_leaves_every_control_call_under_50_ms(agent_system, t
     assert isinstance(wait_until(lambda: g.poll("busy", ref).error), g.TurnInterrupted)
 
 
-def test_shutdown_leaves_no_process_of_the_system(tmp_path):
+def test_shutdown_leaves_no_process_of_the_system(tmp_path: Path) -> None:
     system = g.start_system(make_default=False)
     try:
         for index in range(3):
@@ -73,7 +88,9 @@ def test_shutdown_leaves_no_process_of_the_system(tmp_path):
     )
 
 
-def test_the_worker_of_an_agent_killed_with_sigkill_does_not_outlive_it(agent_system, tmp_path):
+def test_the_worker_of_an_agent_killed_with_sigkill_does_not_outlive_it(
+    agent_system: AgentSystem, tmp_path: Path
+) -> None:
     g.start_agent(Recorder, name="o", backend="scripted", script=[Slow("a b", 60.0)])
     ref = g.tell("o", "long")
     wait_until(lambda: g.status("o").current_ref == ref)
@@ -86,7 +103,7 @@ def test_the_worker_of_an_agent_killed_with_sigkill_does_not_outlive_it(agent_sy
     wait_until(lambda: g.whereis("o") is None, message="the dead agent stayed registered")
 
 
-def test_shutdown_sweeps_processes_that_escaped_the_supervisor(tmp_path):
+def test_shutdown_sweeps_processes_that_escaped_the_supervisor(tmp_path: Path) -> None:
     system = g.start_system(make_default=False)
     try:
         g.start_agent(Recorder, name="e", backend="scripted", default="x", system=system)
@@ -98,7 +115,9 @@ def test_shutdown_sweeps_processes_that_escaped_the_supervisor(tmp_path):
     assert not _alive(survivor)
 
 
-def test_a_worker_that_exits_is_replaced_and_leaves_no_process(agent_system, tmp_path):
+def test_a_worker_that_exits_is_replaced_and_leaves_no_process(
+    agent_system: AgentSystem, tmp_path: Path
+) -> None:
     g.start_agent(Recorder, name="w", backend="scripted", script=[Exit(9), "again", "again"])
     agent_pid = g.status("w").pid
     with pytest.raises(g.TurnCrashed):
@@ -108,7 +127,9 @@ def test_a_worker_that_exits_is_replaced_and_leaves_no_process(agent_system, tmp
     assert len(workers) == 1
 
 
-def test_raw_thespian_ask_gets_the_same_replies_as_the_api(agent_system, tmp_path):
+def test_raw_thespian_ask_gets_the_same_replies_as_the_api(
+    agent_system: AgentSystem, tmp_path: Path
+) -> None:
     g.start_agent(Recorder, name="raw", backend="scripted", script=["raw reply"])
     address = g.whereis("raw")
     asys = ActorSystem(
@@ -122,7 +143,9 @@ def test_raw_thespian_ask_gets_the_same_replies_as_the_api(agent_system, tmp_pat
     assert status.name == "raw" and status.turns == 1
 
 
-def test_several_threads_ask_at_once_and_each_gets_its_own_answer(agent_system, tmp_path):
+def test_several_threads_ask_at_once_and_each_gets_its_own_answer(
+    agent_system: AgentSystem, tmp_path: Path
+) -> None:
     for index in range(4):
         g.start_agent(Recorder, name=f"t{index}", backend="scripted", default="echo")
     results: dict[tuple[int, int], str] = {}
@@ -145,7 +168,9 @@ def test_several_threads_ask_at_once_and_each_gets_its_own_answer(agent_system, 
     assert results == {(t, c): f"{t}-{c}" for t in range(6) for c in range(10)}
 
 
-def test_stop_answers_the_running_and_every_queued_caller(agent_system, tmp_path):
+def test_stop_answers_the_running_and_every_queued_caller(
+    agent_system: AgentSystem, tmp_path: Path
+) -> None:
     log = tmp_path / "log"
     g.start_agent(
         Recorder, name="s", backend="scripted", log=str(log), script=[Slow("a b c", 60.0)]
@@ -173,7 +198,9 @@ def test_stop_answers_the_running_and_every_queued_caller(agent_system, tmp_path
         g.poll("s", told)
 
 
-def test_an_ask_to_an_agent_killed_mid_turn_ends_with_agent_stopped(agent_system, tmp_path):
+def test_an_ask_to_an_agent_killed_mid_turn_ends_with_agent_stopped(
+    agent_system: AgentSystem, tmp_path: Path
+) -> None:
     g.start_agent(Recorder, name="k", backend="scripted", script=[Slow("a b", 60.0)])
     pid = g.status("k").pid
     outcome: list[BaseException] = []
@@ -219,8 +246,8 @@ def _parent(pid: int) -> int:
 
 
 def test_a_default_node_listens_on_loopback_only_and_runs_no_unauthenticated_payload(
-    agent_system, tmp_path
-):
+    agent_system: AgentSystem, tmp_path: Path
+) -> None:
     from security_support import attack_all, listening_sockets
 
     g.start_agent(Recorder, name="n", backend="scripted", default="still serving")
@@ -232,7 +259,9 @@ def test_a_default_node_listens_on_loopback_only_and_runs_no_unauthenticated_pay
     assert g.ask("n", "q").text == "still serving"
 
 
-def test_an_unpicklable_event_is_invalid_event_and_the_agent_keeps_serving(agent_system):
+def test_an_unpicklable_event_is_invalid_event_and_the_agent_keeps_serving(
+    agent_system: AgentSystem,
+) -> None:
     g.start_agent(Recorder, name="u", backend="scripted", default="fine")
     with pytest.raises(g.InvalidEvent) as info:
         g.notify("u", lambda: "closures do not pickle")
@@ -240,7 +269,7 @@ def test_an_unpicklable_event_is_invalid_event_and_the_agent_keeps_serving(agent
     assert g.ask("u", "q").text == "fine"
 
 
-def test_a_durable_agent_whose_state_cannot_pickle_is_refused_at_start(tmp_path):
+def test_a_durable_agent_whose_state_cannot_pickle_is_refused_at_start(tmp_path: Path) -> None:
     from support_agents import HoldsALock
 
     system = g.start_system(store_path=str(tmp_path / "s.sqlite3"), make_default=False)
@@ -253,7 +282,9 @@ def test_a_durable_agent_whose_state_cannot_pickle_is_refused_at_start(tmp_path)
         system.shutdown()
 
 
-def test_a_delayed_retry_keeps_the_ask_waiting_while_the_agent_serves_others(agent_system):
+def test_a_delayed_retry_keeps_the_ask_waiting_while_the_agent_serves_others(
+    agent_system: AgentSystem,
+) -> None:
     g.start_agent(
         Recorder,
         name="r",
@@ -261,7 +292,7 @@ def test_a_delayed_retry_keeps_the_ask_waiting_while_the_agent_serves_others(age
         script=[Fail("rate_limited", "slow down"), "other work", "retried"],
         errors=["after:0.6:try again"],
     )
-    outcome: list = []
+    outcome: list[g.Response] = []
     caller = threading.Thread(target=lambda: outcome.append(g.ask("r", "first try")))
     caller.start()
     wait_until(lambda: g.status("r").failures == 1)
@@ -272,11 +303,11 @@ def test_a_delayed_retry_keeps_the_ask_waiting_while_the_agent_serves_others(age
     assert outcome[0].text == "retried" and outcome[0].prompt == "try again"
 
 
-def test_stop_answers_an_ask_whose_retry_waits_on_its_back_off(agent_system):
+def test_stop_answers_an_ask_whose_retry_waits_on_its_back_off(agent_system: AgentSystem) -> None:
     g.start_agent(
         Recorder, name="s", backend="scripted", script=[Fail("overloaded")], errors=["after:60:x"]
     )
-    outcome: list = []
+    outcome: list[object] = []
 
     def caller() -> None:
         try:

@@ -1,14 +1,23 @@
-"""Supervised restarts on multiprocTCPBase: restart types, intensity, durable resume, chaos."""
+"""Supervised restarts on multiprocTCPBase: restart types, intensity, durable resume, chaos.
+
+Only multiprocTCPBase: every test kills an agent's process (SIGKILL) to make it exit, and
+simpleSystemBase has no process per agent to kill.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from support_agents import Counter, FailsOnRestart, Recorder, calls
 
 import genagent_thespian as g
+from genagent_thespian import AgentSystem
 from genagent_thespian.messages import PollState
 from genagent_thespian.testing import (
     ChaosMonkey,
@@ -21,7 +30,7 @@ from genagent_thespian.testing import (
 
 
 @pytest.fixture
-def system(tmp_path):
+def system(tmp_path: Path) -> Iterator[AgentSystem]:
     system = g.start_system(store_path=str(tmp_path / "store.sqlite3"))
     try:
         yield system
@@ -30,21 +39,21 @@ def system(tmp_path):
         wait_until(lambda: not system_processes(system), message="processes survived shutdown")
 
 
-def kill_agent(name):
+def kill_agent(name: str) -> int:
     pid = g.status(name).pid
     os.kill(pid, 9)
     return pid
 
 
-def wait_restarted(name, old_pid, timeout=20.0):
-    def back():
+def wait_restarted(name: str, old_pid: int, timeout: float = 20.0) -> None:
+    def back() -> bool:
         address = g.whereis(name)
         return address is not None and g.status(name).pid != old_pid
 
     wait_until(back, timeout=timeout, message=f"{name} did not come back")
 
 
-def test_a_temporary_agent_is_not_restarted(system, tmp_path):
+def test_a_temporary_agent_is_not_restarted(system: AgentSystem, tmp_path: Path) -> None:
     g.start_agent(Recorder, name="t", backend="scripted")
     kill_agent("t")
     wait_until(lambda: g.whereis("t") is None)
@@ -52,7 +61,9 @@ def test_a_temporary_agent_is_not_restarted(system, tmp_path):
         g.status("t")
 
 
-def test_a_permanent_agent_is_restarted_fresh_under_its_name(system, tmp_path):
+def test_a_permanent_agent_is_restarted_fresh_under_its_name(
+    system: AgentSystem, tmp_path: Path
+) -> None:
     log = tmp_path / "p.log"
     g.start_agent(
         Recorder, name="p", backend="scripted", log=str(log), default="hi", restart="permanent"
@@ -67,7 +78,9 @@ def test_a_permanent_agent_is_restarted_fresh_under_its_name(system, tmp_path):
     assert [r["cb"] for r in calls(log, "init_agent")] == ["init_agent", "init_agent"]
 
 
-def test_a_transient_agent_is_restarted_after_a_kill_but_not_after_stop(system, tmp_path):
+def test_a_transient_agent_is_restarted_after_a_kill_but_not_after_stop(
+    system: AgentSystem, tmp_path: Path
+) -> None:
     g.start_agent(Recorder, name="tr", backend="scripted", default="x", restart="transient")
     old = kill_agent("tr")
     wait_restarted("tr", old)
@@ -75,7 +88,9 @@ def test_a_transient_agent_is_restarted_after_a_kill_but_not_after_stop(system, 
     assert g.whereis("tr") is None
 
 
-def test_an_agent_that_fails_every_restart_is_given_up_and_its_caller_answered(system, tmp_path):
+def test_an_agent_that_fails_every_restart_is_given_up_and_its_caller_answered(
+    system: AgentSystem, tmp_path: Path
+) -> None:
     g.start_agent(
         FailsOnRestart,
         name="doomed",
@@ -88,7 +103,7 @@ def test_an_agent_that_fails_every_restart_is_given_up_and_its_caller_answered(s
     )
     outcome: list[BaseException] = []
 
-    def caller():
+    def caller() -> None:
         try:
             g.ask("doomed", "long")
         except BaseException as exc:
@@ -108,7 +123,9 @@ def test_an_agent_that_fails_every_restart_is_given_up_and_its_caller_answered(s
     assert g.whereis("doomed") is None
 
 
-def test_a_durable_agent_resumes_its_session_state_and_queue_after_sigkill(system, tmp_path):
+def test_a_durable_agent_resumes_its_session_state_and_queue_after_sigkill(
+    system: AgentSystem, tmp_path: Path
+) -> None:
     log, history = tmp_path / "d.log", tmp_path / "history.jsonl"
     g.start_agent(
         Counter,
@@ -123,7 +140,7 @@ def test_a_durable_agent_resumes_its_session_state_and_queue_after_sigkill(syste
     assert g.ask("d", "first").text == "one"
     outcome: list[BaseException | g.Response] = []
 
-    def caller():
+    def caller() -> None:
         try:
             outcome.append(g.ask("d", "second"))
         except BaseException as exc:
@@ -137,10 +154,10 @@ def test_a_durable_agent_resumes_its_session_state_and_queue_after_sigkill(syste
     thread.join(30)
     assert len(outcome) == 1 and isinstance(outcome[0], g.AgentRestarted)
     wait_restarted("d", old)
-    results = [
-        wait_until(lambda r=ref: (p := g.poll("d", r)).done and p, timeout=20) for ref in queued
+    results: list[g.PollResult] = [
+        wait_until(functools.partial(_done, "d", ref), timeout=20) for ref in queued
     ]
-    assert [r.response.text for r in results] == ["three", "four"]
+    assert [r.response.text if r.response else None for r in results] == ["three", "four"]
     assert read_history(history) == ["first", "second", "third", "fourth"]  # nothing ran twice
     assert [r["value"] for r in calls(log, "count")] == [1, 2, 3]  # state survived the restart
     assert calls(log, "handle_error")[-1]["error"] == "AgentRestarted"
@@ -149,9 +166,9 @@ def test_a_durable_agent_resumes_its_session_state_and_queue_after_sigkill(syste
     assert g.status("d").restarts == 1
 
 
-def test_stop_removes_a_durable_agents_record(system, tmp_path):
+def test_stop_removes_a_durable_agents_record(system: AgentSystem, tmp_path: Path) -> None:
     history = tmp_path / "h.jsonl"
-    options = {"backend_options": {"record_to": str(history)}, "durable": True}
+    options: dict[str, Any] = {"backend_options": {"record_to": str(history)}, "durable": True}
     g.start_agent(Recorder, name="r", backend="scripted", script=["a", "b"], **options)
     assert g.ask("r", "q").text == "a"
     g.stop("r")
@@ -160,7 +177,9 @@ def test_stop_removes_a_durable_agents_record(system, tmp_path):
     assert g.status("r").restarts == 0
 
 
-def test_chaos_twenty_durable_agents_lose_nothing_and_run_nothing_twice(system, tmp_path):
+def test_chaos_twenty_durable_agents_lose_nothing_and_run_nothing_twice(
+    system: AgentSystem, tmp_path: Path
+) -> None:
     names = [f"c{i}" for i in range(20)]
     for name in names:
         g.start_agent(
@@ -176,7 +195,7 @@ def test_chaos_twenty_durable_agents_lose_nothing_and_run_nothing_twice(system, 
         )
     refs = {name: [g.tell(name, f"{name}-task-{i}") for i in range(10)] for name in names}
 
-    def candidates():
+    def candidates() -> list[int]:
         pids = []
         for name in names:
             try:
@@ -193,8 +212,8 @@ def test_chaos_twenty_durable_agents_lose_nothing_and_run_nothing_twice(system, 
     assert monkey.killed_pids, "the chaos monkey killed nothing"
     assert not monkey.errors
 
-    def settled():
-        outcomes = {}
+    def settled() -> dict[str, g.PollResult] | None:
+        outcomes: dict[str, g.PollResult] = {}
         for name, agent_refs in refs.items():
             for ref in agent_refs:
                 try:
@@ -218,7 +237,13 @@ def test_chaos_twenty_durable_agents_lose_nothing_and_run_nothing_twice(system, 
         assert g.ask(name, "still there?").text == "working on it"
 
 
-def _parent(pid):
+def _done(name: str, ref: str) -> g.PollResult | None:
+    """The poll result of ``ref`` once it is done, else ``None`` (for ``wait_until``)."""
+    result = g.poll(name, ref)
+    return result if result.done else None
+
+
+def _parent(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
             return int(stat.read().rsplit(")", 1)[1].split()[1])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from support_agents import Recorder
 
@@ -22,9 +25,14 @@ README_EVENTS = [
 ]
 
 
-def _until(capture, name, predicate=None, count=1):
+def _until(
+    capture: TelemetryCapture,
+    name: str,
+    predicate: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
+    count: int = 1,
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Wait for events; the status call keeps simpleSystemBase's actors running."""
-    return wait_until(
+    found: list[tuple[dict[str, Any], dict[str, Any]]] = wait_until(
         lambda: (
             g.status("a")
             and len([md for m, md in capture.named(name) if predicate is None or predicate(m, md)])
@@ -32,9 +40,10 @@ def _until(capture, name, predicate=None, count=1):
             and [(m, md) for m, md in capture.named(name) if predicate is None or predicate(m, md)]
         )
     )
+    return found
 
 
-def test_the_seven_readme_events_with_their_measurements_and_metadata():
+def test_the_seven_readme_events_with_their_measurements_and_metadata() -> None:
     with TelemetryCapture(README_EVENTS) as capture:
         g.start_agent(
             Recorder,
@@ -77,7 +86,7 @@ def test_the_seven_readme_events_with_their_measurements_and_metadata():
     assert "system_time" in halted[0][0]
 
 
-def test_turn_events_are_content_free_and_cover_interrupts_and_rejections():
+def test_turn_events_are_content_free_and_cover_interrupts_and_rejections() -> None:
     names = ["turn.start", "turn.stop", "turn.error", "turn.rejected", "turn.interrupted"]
     with TelemetryCapture(names) as capture:
         g.start_agent(
@@ -98,7 +107,7 @@ def test_turn_events_are_content_free_and_cover_interrupts_and_rejections():
     assert stop[0][1]["origin"] == "ask" and stop[0][1]["attempt"] == 1
 
 
-def test_detached_handlers_receive_nothing_more():
+def test_detached_handlers_receive_nothing_more() -> None:
     with TelemetryCapture(["prompt.stop"]) as capture:
         g.start_agent(Recorder, name="a", backend="scripted", default="x")
         g.ask("a", "one")
@@ -108,7 +117,7 @@ def test_detached_handlers_receive_nothing_more():
     assert len(capture.named("prompt.stop")) == 1
 
 
-def test_unknown_event_names_and_duplicate_ids_are_rejected():
+def test_unknown_event_names_and_duplicate_ids_are_rejected() -> None:
     with pytest.raises(g.InvalidOption):
         g.attach("x", ["no.such.event"], lambda *a: None)
     g.attach("dup", ["halted"], lambda *a: None)
@@ -120,8 +129,8 @@ def test_unknown_event_names_and_duplicate_ids_are_rejected():
     assert g.detach("dup") is False
 
 
-def test_a_failing_handler_is_counted_and_others_still_run():
-    def broken(name, measurements, metadata):
+def test_a_failing_handler_is_counted_and_others_still_run() -> None:
+    def broken(name: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
         raise RuntimeError("handler bug")
 
     g.attach("broken", ["prompt.stop"], broken)

@@ -2,22 +2,30 @@
 out at the terminal event, the backend's own clean-up runs to its end before the next turn
 calls the backend, and a turn's watchdog starts only when its backend call does. The worker
 relays the events nobody waits for with the next one that matters, in order, without
-delaying what a streaming user sees."""
+delaying what a streaming user sees.
+
+Only multiprocTCPBase: the contract is between a worker process and the agent while the
+backend's clean-up still runs; on simpleSystemBase the worker shares the test's thread.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from support_agents import Passthrough
 from support_backends import read_turn_log
 
 import genagent_thespian as g
+from genagent_thespian import AgentSystem
 from genagent_thespian.testing import TelemetryCapture, system_processes, wait_until
 
 BACKEND = "support_backends:SlowEndingBackend"
 
 
 @pytest.fixture
-def system():
+def system() -> Iterator[AgentSystem]:
     system = g.start_system()
     try:
         yield system
@@ -26,7 +34,9 @@ def system():
         wait_until(lambda: not system_processes(system), message="processes survived shutdown")
 
 
-def test_the_next_turn_waits_for_the_previous_streams_clean_up(system, tmp_path):
+def test_the_next_turn_waits_for_the_previous_streams_clean_up(
+    system: AgentSystem, tmp_path: Path
+) -> None:
     log = tmp_path / "turns.jsonl"
     options = {"log": str(log), "cleanup_s": 0.3}
     g.start_agent(Passthrough, name="s", backend=BACKEND, backend_options=options)
@@ -43,7 +53,9 @@ def test_the_next_turn_waits_for_the_previous_streams_clean_up(system, tmp_path)
     g.stop("s")
 
 
-def test_a_turn_waiting_behind_a_cancelling_worker_keeps_its_whole_watchdog(system, tmp_path):
+def test_a_turn_waiting_behind_a_cancelling_worker_keeps_its_whole_watchdog(
+    system: AgentSystem, tmp_path: Path
+) -> None:
     log = tmp_path / "turns.jsonl"
     # Stopping the cancelled turn takes 2.5 s: longer than the 2 s watchdog of the next turn.
     options = {"log": str(log), "cancel_s": 2.5}
@@ -59,7 +71,9 @@ def test_a_turn_waiting_behind_a_cancelling_worker_keeps_its_whole_watchdog(syst
     g.stop("w")
 
 
-def test_a_turn_behind_a_slowly_ending_stream_keeps_its_whole_watchdog(system, tmp_path):
+def test_a_turn_behind_a_slowly_ending_stream_keeps_its_whole_watchdog(
+    system: AgentSystem, tmp_path: Path
+) -> None:
     log = tmp_path / "turns.jsonl"
     # Each turn's provider process takes 2.5 s to exit after the answer: longer than the
     # 2 s watchdog of the next turn, which the worker holds until that clean-up is over.
@@ -76,7 +90,7 @@ def test_a_turn_behind_a_slowly_ending_stream_keeps_its_whole_watchdog(system, t
     g.stop("c")
 
 
-def test_a_hung_turn_on_a_warm_worker_still_times_out(system, tmp_path):
+def test_a_hung_turn_on_a_warm_worker_still_times_out(system: AgentSystem, tmp_path: Path) -> None:
     # The watchdog of a turn sent to a running, idle worker starts with the start message
     # (the worker reports no "ready" then): a provider that never answers is still caught.
     options = {"log": str(tmp_path / "turns.jsonl")}
@@ -88,7 +102,9 @@ def test_a_hung_turn_on_a_warm_worker_still_times_out(system, tmp_path):
     g.stop("h")
 
 
-def test_deferred_events_ride_with_the_next_live_one_in_order(system, tmp_path):
+def test_deferred_events_ride_with_the_next_live_one_in_order(
+    system: AgentSystem, tmp_path: Path
+) -> None:
     gate = tmp_path / "gate"
     options = {"gate": str(gate)}
     g.start_agent(

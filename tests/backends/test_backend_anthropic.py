@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import pickle
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from genagent_thespian.backends.anthropic import (
@@ -26,6 +30,7 @@ from genagent_thespian import (
     TurnContext,
     Usage,
 )
+from genagent_thespian._core.turn import Event
 from genagent_thespian.testing._conformance import collect_turn
 from genagent_thespian.testing._fake_llm_server import (
     FakeLLMServer,
@@ -45,36 +50,40 @@ TOOLS = [{"name": "get_weather", "input_schema": {"type": "object"}}]
 
 
 @pytest.fixture
-def server():
+def server() -> Iterator[FakeLLMServer]:
     with FakeLLMServer() as fake:
         yield fake
 
 
 @pytest.fixture
-def backend():
+def backend() -> Iterator[AnthropicBackend]:
     backend = AnthropicBackend()
     yield backend
     backend.close()
 
 
-def start(backend: AnthropicBackend, server: FakeLLMServer, **options) -> AnthropicSession:
+def start(backend: AnthropicBackend, server: FakeLLMServer, **options: Any) -> AnthropicSession:
     return backend.start_session(
         {"api_key": KEY, "base_url": server.url, "model": "claude-x", **options}
     )
 
 
-def turn(backend, session, prompt, **kwargs):
+def turn(
+    backend: AnthropicBackend, session: AnthropicSession, prompt: str, **kwargs: Any
+) -> list[Event]:
     return collect_turn(backend, session, prompt, timeout=20, **kwargs)
 
 
-def advance(backend, session, events):
+def advance(
+    backend: AnthropicBackend, session: AnthropicSession, events: list[Event]
+) -> AnthropicSession:
     for event in events:
         if event.kind in (EventKind.SESSION_STARTED, EventKind.RESULT):
             session = backend.update_session(session, event)
     return session
 
 
-def error_of(events) -> BackendError:
+def error_of(events: list[Event]) -> BackendError:
     assert [e.kind for e in events].count(EventKind.ERROR) == 1
     assert events[-1].kind == EventKind.ERROR
     assert not any(e.kind == EventKind.RESULT for e in events)
@@ -87,7 +96,7 @@ def error_of(events) -> BackendError:
 # --------------------------------------------------------------------------------- turns
 
 
-def test_text_turn_events_and_response(backend, server):
+def test_text_turn_events_and_response(backend: AnthropicBackend, server: FakeLLMServer) -> None:
     server.script(
         Reply(
             [Text("Hello there", chunks=["Hel", "lo", " there"])],
@@ -129,7 +138,9 @@ def test_text_turn_events_and_response(backend, server):
     assert request.auth_fingerprint == FakeLLMServer.fingerprint(KEY)
 
 
-def test_session_started_only_on_the_first_turn(backend, server):
+def test_session_started_only_on_the_first_turn(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     server.script("one", "two")
     session = start(backend, server)
     first = turn(backend, session, "a")
@@ -140,7 +151,9 @@ def test_session_started_only_on_the_first_turn(backend, server):
     assert second[0].data["turn_index"] == 1
 
 
-def test_tool_use_turn_ends_and_the_next_prompt_answers_it(backend, server):
+def test_tool_use_turn_ends_and_the_next_prompt_answers_it(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     server.script(
         Reply(
             [
@@ -187,7 +200,9 @@ def test_tool_use_turn_ends_and_the_next_prompt_answers_it(backend, server):
     }
 
 
-def test_several_tool_calls_answered_by_id(backend, server):
+def test_several_tool_calls_answered_by_id(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     server.script(
         Reply([ToolUse("a", {}, id="toolu_a"), ToolUse("b", {"x": 1}, id="toolu_b")]),
         "thanks",
@@ -211,7 +226,7 @@ def test_several_tool_calls_answered_by_id(backend, server):
     assert len(server.model_requests) == 3
 
 
-def test_two_turns_send_the_whole_history(backend, server):
+def test_two_turns_send_the_whole_history(backend: AnthropicBackend, server: FakeLLMServer) -> None:
     server.script("first answer", "second answer")
     session = start(backend, server)
     session = advance(backend, session, turn(backend, session, "first prompt"))
@@ -225,7 +240,7 @@ def test_two_turns_send_the_whole_history(backend, server):
     ]
 
 
-def test_resume_in_a_fresh_backend_after_pickling(server):
+def test_resume_in_a_fresh_backend_after_pickling(server: FakeLLMServer) -> None:
     server.script("remembered", "still here")
     first_backend = AnthropicBackend()
     session = start(first_backend, server)
@@ -248,7 +263,9 @@ def test_resume_in_a_fresh_backend_after_pickling(server):
     ]
 
 
-def test_prompt_caching_marks_outgoing_copy_only(backend, server):
+def test_prompt_caching_marks_outgoing_copy_only(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     server.script("a", "b")
     session = start(backend, server, system="sys", prompt_caching="1h")
     session = advance(backend, session, turn(backend, session, "one"))
@@ -264,7 +281,7 @@ def test_prompt_caching_marks_outgoing_copy_only(backend, server):
     assert "cache_control" not in repr(session.messages)
 
 
-def test_thinking_option_is_sent(backend, server):
+def test_thinking_option_is_sent(backend: AnthropicBackend, server: FakeLLMServer) -> None:
     server.script(Reply([Thinking("hmm", chunks=2), Text("ok")]))
     session = start(backend, server, thinking=2048)
     events = turn(backend, session, "think")
@@ -284,7 +301,9 @@ print(events[-1].kind, Response.from_events(events).text)
 """
 
 
-def test_resume_in_another_process(backend, server, tmp_path):
+def test_resume_in_another_process(
+    backend: AnthropicBackend, server: FakeLLMServer, tmp_path: Path
+) -> None:
     server.script("first", "from the new process")
     session = start(backend, server)
     session = advance(backend, session, turn(backend, session, "hello"))
@@ -321,23 +340,27 @@ def test_resume_in_another_process(backend, server, tmp_path):
         {"timeout": 0},
     ],
 )
-def test_bad_options_are_refused(backend, server, options):
+def test_bad_options_are_refused(
+    backend: AnthropicBackend, server: FakeLLMServer, options: Any
+) -> None:
     with pytest.raises(InvalidOption):
         start(backend, server, **options)
 
 
-def test_options_must_be_a_mapping(backend):
+def test_options_must_be_a_mapping(backend: AnthropicBackend) -> None:
     with pytest.raises(InvalidOption, match="mapping"):
-        backend.start_session(["model"])
+        backend.start_session(["model"])  # type: ignore[arg-type]  # the wrong type is the point
 
 
-def test_bad_api_key_value_is_not_echoed(backend, server):
+def test_bad_api_key_value_is_not_echoed(backend: AnthropicBackend, server: FakeLLMServer) -> None:
     with pytest.raises(InvalidOption) as caught:
         backend.start_session({"api_key": 12345, "base_url": server.url})
     assert "12345" not in str(caught.value)
 
 
-def test_missing_key_is_an_authentication_error(backend, server, monkeypatch):
+def test_missing_key_is_an_authentication_error(
+    backend: AnthropicBackend, server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     with pytest.raises(BackendError) as caught:
         backend.start_session({"base_url": server.url})
@@ -345,7 +368,9 @@ def test_missing_key_is_an_authentication_error(backend, server, monkeypatch):
     assert not caught.value.retryable
 
 
-def test_key_from_the_environment_is_read_at_turn_time_and_not_stored(backend, server, monkeypatch):
+def test_key_from_the_environment_is_read_at_turn_time_and_not_stored(
+    backend: AnthropicBackend, server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-from-env")
     server.script("ok")
     session = backend.start_session({"base_url": server.url})
@@ -383,7 +408,15 @@ def test_key_from_the_environment_is_read_at_turn_time_and_not_stored(backend, s
         ),
     ],
 )
-def test_http_errors_are_mapped(backend, server, item, kind, retryable, retry_after, status):
+def test_http_errors_are_mapped(
+    backend: AnthropicBackend,
+    server: FakeLLMServer,
+    item: object,
+    kind: str,
+    retryable: bool,
+    retry_after: float | None,
+    status: int,
+) -> None:
     server.script(item)
     session = start(backend, server)
     events = turn(backend, session, "hi")
@@ -398,7 +431,9 @@ def test_http_errors_are_mapped(backend, server, item, kind, retryable, retry_af
     assert pickle.loads(pickle.dumps(error)) == error
 
 
-def test_error_in_the_middle_of_a_200_stream(backend, server):
+def test_error_in_the_middle_of_a_200_stream(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     server.script(StreamError(Text("Hello from", chunks=2), error_type="overloaded_error"))
     session = start(backend, server)
     events = turn(backend, session, "hi")
@@ -410,7 +445,9 @@ def test_error_in_the_middle_of_a_200_stream(backend, server):
     assert "middle of the stream" in str(error)
 
 
-def test_an_error_turn_leaves_the_session_unchanged(backend, server):
+def test_an_error_turn_leaves_the_session_unchanged(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     server.script(HTTPError(529), "fine now")
     session = start(backend, server)
     failed = turn(backend, session, "one")
@@ -421,7 +458,7 @@ def test_an_error_turn_leaves_the_session_unchanged(backend, server):
     assert server.model_requests[1].body["messages"] == [{"role": "user", "content": "two"}]
 
 
-def test_sdk_retries_are_configurable(backend, server):
+def test_sdk_retries_are_configurable(backend: AnthropicBackend, server: FakeLLMServer) -> None:
     server.script(HTTPError(429, retry_after=0), "after one retry")
     session = start(backend, server, max_retries=1)
     events = turn(backend, session, "hi")
@@ -429,20 +466,22 @@ def test_sdk_retries_are_configurable(backend, server):
     assert len(server.model_requests) == 2
 
 
-def test_default_is_no_sdk_retry(backend, server):
+def test_default_is_no_sdk_retry(backend: AnthropicBackend, server: FakeLLMServer) -> None:
     server.script(HTTPError(500), "never reached")
     events = turn(backend, start(backend, server), "hi")
     assert error_of(events).kind == BackendErrorKind.SERVER_ERROR
     assert len(server.model_requests) == 1
 
 
-def test_garbage_sse_is_a_protocol_error(backend, server):
+def test_garbage_sse_is_a_protocol_error(backend: AnthropicBackend, server: FakeLLMServer) -> None:
     server.script(Raw("event: message_start\ndata: {this is not json\n\n"))
     error = error_of(turn(backend, start(backend, server), "hi"))
     assert error.kind == BackendErrorKind.PROTOCOL
 
 
-def test_stream_cut_at_an_event_boundary_is_a_protocol_error(backend, server):
+def test_stream_cut_at_an_event_boundary_is_a_protocol_error(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     body = (
         'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1",'
         '"type":"message","role":"assistant","model":"m","content":[],"usage":'
@@ -454,7 +493,9 @@ def test_stream_cut_at_an_event_boundary_is_a_protocol_error(backend, server):
     assert "message_stop" in str(error)
 
 
-def test_truncated_connection_is_a_transport_error(backend, server):
+def test_truncated_connection_is_a_transport_error(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     server.script(Truncated(Text("abcdef", chunks=3), after_events=4))
     events = turn(backend, start(backend, server), "hi")
     error = error_of(events)
@@ -462,7 +503,7 @@ def test_truncated_connection_is_a_transport_error(backend, server):
     assert error.retryable
 
 
-def test_unreachable_server_is_a_transport_error(backend):
+def test_unreachable_server_is_a_transport_error(backend: AnthropicBackend) -> None:
     with FakeLLMServer() as gone:
         url = gone.url
     session = backend.start_session({"api_key": KEY, "base_url": url})
@@ -480,14 +521,30 @@ def pump_threads_end(timeout: float = 5.0) -> bool:
     return False
 
 
+def set_after_first_request(server: FakeLLMServer, event: threading.Event) -> None:
+    """Set ``event`` once ``server`` has received a request (the target of a helper thread)."""
+    server.wait_for_requests(1, timeout=10)
+    event.set()
+
+
+def _set_on_text(event: threading.Event, turn_event: Event) -> None:
+    if turn_event.kind == "text_delta":
+        event.set()
+
+
 # ---------------------------------------------------------------------------- cancelling
 
 
-def cancel_when(backend, session, condition_event: threading.Event, ctx: TurnContext):
+def cancel_when(
+    backend: AnthropicBackend,
+    session: AnthropicSession,
+    condition_event: threading.Event,
+    ctx: TurnContext,
+) -> tuple[list[Event], float]:
     """Run a turn, set ctx.cancelled once ``condition_event`` is set; return events, seconds."""
-    outcome = {}
+    outcome: dict[str, list[Event]] = {}
 
-    def run():
+    def run() -> None:
         outcome["events"] = turn(backend, session, "go slowly", ctx=ctx)
 
     thread = threading.Thread(target=run)
@@ -500,20 +557,22 @@ def cancel_when(backend, session, condition_event: threading.Event, ctx: TurnCon
     return outcome["events"], time.monotonic() - cancelled_at
 
 
-def test_interrupt_mid_stream_ends_promptly_and_disconnects(backend, server):
+def test_interrupt_mid_stream_ends_promptly_and_disconnects(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     server.script(Reply([Text("x" * 200, chunks=200)], chunk_delay=0.05))
     session = start(backend, server)
     ctx = TurnContext(agent="t", ref="r")
     streaming = threading.Event()
     outcome = {}
 
-    def run():
+    def run() -> None:
         outcome["events"] = turn(
             backend,
             session,
             "go",
             ctx=ctx,
-            on_event=lambda e: e.kind == "text_delta" and streaming.set(),
+            on_event=functools.partial(_set_on_text, streaming),
         )
 
     thread = threading.Thread(target=run)
@@ -537,14 +596,14 @@ def test_interrupt_mid_stream_ends_promptly_and_disconnects(backend, server):
     assert backend.update_session(session, events[-1]) is session
 
 
-def test_interrupt_before_any_response_header(backend, server):
+def test_interrupt_before_any_response_header(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     server.script(Hang())
     session = start(backend, server)
     ctx = TurnContext(agent="t", ref="r")
     arrived = threading.Event()
-    threading.Thread(
-        target=lambda: server.wait_for_requests(1, timeout=10) and arrived.set(), daemon=True
-    ).start()
+    threading.Thread(target=set_after_first_request, args=(server, arrived), daemon=True).start()
     events, took = cancel_when(backend, session, arrived, ctx)
     assert took < 1.0
     assert error_of(events).kind == BackendErrorKind.CANCELLED
@@ -554,21 +613,21 @@ def test_interrupt_before_any_response_header(backend, server):
     assert pump_threads_end()
 
 
-def test_the_backend_serves_the_next_turn_after_a_cancel(backend, server):
+def test_the_backend_serves_the_next_turn_after_a_cancel(
+    backend: AnthropicBackend, server: FakeLLMServer
+) -> None:
     server.script(Hang(prefix=Text("partial")), "after the cancel")
     session = start(backend, server)
     ctx = TurnContext(agent="t", ref="r")
     arrived = threading.Event()
-    threading.Thread(
-        target=lambda: server.wait_for_requests(1, timeout=10) and arrived.set(), daemon=True
-    ).start()
+    threading.Thread(target=set_after_first_request, args=(server, arrived), daemon=True).start()
     events, _ = cancel_when(backend, session, arrived, ctx)
     assert error_of(events).kind == BackendErrorKind.CANCELLED
     events = turn(backend, session, "again")
     assert Response.from_events(events).text == "after the cancel"
 
 
-def test_cancelled_before_the_turn_starts(backend, server):
+def test_cancelled_before_the_turn_starts(backend: AnthropicBackend, server: FakeLLMServer) -> None:
     server.script(Hang())
     ctx = TurnContext(agent="t", ref="r")
     ctx.cancelled.set()
@@ -579,7 +638,9 @@ def test_cancelled_before_the_turn_starts(backend, server):
 # ------------------------------------------------------------------------------- secrets
 
 
-def test_api_key_never_shows(backend, server, caplog):
+def test_api_key_never_shows(
+    backend: AnthropicBackend, server: FakeLLMServer, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     server.script(HTTPError(401, message=f"Invalid key {KEY}"), StreamError("x", message=KEY))
     session = start(backend, server)

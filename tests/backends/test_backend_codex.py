@@ -715,9 +715,12 @@ def test_real_interrupt_mid_stream_synthesizes_cancelled(real: RealCodex) -> Non
     backend = real.backend()
     session = backend.start_session(real.options())
     ctx = real.tracker.context()
-    watcher = threading.Thread(
-        target=lambda: (real.server.wait_for_requests(1, timeout=30), ctx.cancelled.set())
-    )
+
+    def cancel_once_asked() -> None:
+        real.server.wait_for_requests(1, timeout=30)
+        ctx.cancelled.set()
+
+    watcher = threading.Thread(target=cancel_once_asked)
     watcher.start()
     events, session = real.turn(backend, session, "talk slowly", ctx=ctx)
     watcher.join(10)

@@ -23,7 +23,7 @@ from genagent_thespian.backends._http import (
 from genagent_thespian import BackendErrorKind, InvalidOption
 
 
-def test_secret_is_masked_but_pickles_with_its_value():
+def test_secret_is_masked_but_pickles_with_its_value() -> None:
     secret = Secret("sk-live-123456789")
     assert "123456789" not in repr(secret)
     assert "123456789" not in str(secret)
@@ -35,13 +35,13 @@ def test_secret_is_masked_but_pickles_with_its_value():
         Secret("")
 
 
-def test_scrub_replaces_key_length_secrets_only():
+def test_scrub_replaces_key_length_secrets_only() -> None:
     assert scrub("bad key sk-live-123456789!", Secret("sk-live-123456789")) == "bad key ***!"
     assert scrub("keyword", "k") == "keyword"
     assert scrub("nothing", None) == "nothing"
 
 
-def test_validate_options_fills_defaults_and_names_bad_keys():
+def test_validate_options_fills_defaults_and_names_bad_keys() -> None:
     specs = {"size": OptionSpec(3, is_positive_int), "name": OptionSpec("x", lambda v: None)}
     assert validate_options("demo", {"size": 5}, specs) == {"size": 5, "name": "x"}
     assert validate_options("demo", None, specs) == {"size": 3, "name": "x"}
@@ -52,7 +52,7 @@ def test_validate_options_fills_defaults_and_names_bad_keys():
     assert "-4" not in str(caught.value)
 
 
-def test_tool_results_round_trip():
+def test_tool_results_round_trip() -> None:
     prompt = tool_results_prompt({"a": "1", "b": "2"})
     assert parse_tool_results(prompt, ["b", "a"]) == [ToolResult("a", "1"), ToolResult("b", "2")]
     flagged = tool_results_prompt([ToolResult("a", "boom", is_error=True)])
@@ -68,13 +68,14 @@ def test_tool_results_round_trip():
         parse_tool_results(tool_results_prompt({"a": "1"}), ["a", "b"])
 
 
-def test_retry_after_forms():
+def test_retry_after_forms() -> None:
     assert retry_after_from_headers({"Retry-After": "3"}) == 3.0
     assert retry_after_from_headers({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
     assert retry_after_from_headers({"retry-after": "soon"}) is None
     assert retry_after_from_headers({}) is None
     future = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 25 <= retry_after_from_headers({"retry-after": future}) <= 31
+    retry_after = retry_after_from_headers({"retry-after": future})
+    assert retry_after is not None and 25 <= retry_after <= 31
 
 
 @pytest.mark.parametrize(
@@ -88,7 +89,13 @@ def test_retry_after_forms():
         (None, None, None, BackendErrorKind.UNKNOWN, False),
     ],
 )
-def test_error_from_status(status, error_type, code, kind, retryable):
+def test_error_from_status(
+    status: int | None,
+    error_type: str | None,
+    code: str | None,
+    kind: str,
+    retryable: bool,
+) -> None:
     error = error_from_status(
         backend="x", status=status, error_type=error_type, code=code, message="m"
     )

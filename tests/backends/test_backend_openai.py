@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import pickle
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from genagent_thespian.backends.openai import (
@@ -26,6 +30,7 @@ from genagent_thespian import (
     TurnContext,
     Usage,
 )
+from genagent_thespian._core.turn import Event
 from genagent_thespian.testing._conformance import collect_turn
 from genagent_thespian.testing._fake_llm_server import (
     FakeLLMServer,
@@ -45,36 +50,41 @@ TOOLS = [{"type": "function", "name": "lookup", "parameters": {"type": "object"}
 
 
 @pytest.fixture
-def server():
+def server() -> Iterator[FakeLLMServer]:
     with FakeLLMServer() as fake:
         yield fake
 
 
 @pytest.fixture
-def backend():
+def backend() -> Iterator[OpenAIBackend]:
     backend = OpenAIBackend()
     yield backend
     backend.close()
 
 
-def start(backend: OpenAIBackend, server: FakeLLMServer, **options) -> OpenAISession:
+def start(backend: OpenAIBackend, server: FakeLLMServer, **options: Any) -> OpenAISession:
     return backend.start_session(
         {"api_key": KEY, "base_url": server.openai_base_url, "model": "gpt-x", **options}
     )
 
 
-def turn(backend, session, prompt, **kwargs):
+def turn(backend: OpenAIBackend, session: OpenAISession, prompt: str, **kwargs: Any) -> list[Event]:
     return collect_turn(backend, session, prompt, timeout=20, **kwargs)
 
 
-def advance(backend, session, events):
+def advance(backend: OpenAIBackend, session: OpenAISession, events: list[Event]) -> OpenAISession:
     for event in events:
         if event.kind in (EventKind.SESSION_STARTED, EventKind.RESULT):
             session = backend.update_session(session, event)
     return session
 
 
-def error_of(events) -> BackendError:
+def _set_on_text(event: threading.Event, turn_event: Event) -> None:
+    if turn_event.kind == "text_delta":
+        event.set()
+
+
+def error_of(events: list[Event]) -> BackendError:
     assert [e.kind for e in events].count(EventKind.ERROR) == 1
     assert events[-1].kind == EventKind.ERROR
     assert not any(e.kind == EventKind.RESULT for e in events)
@@ -87,7 +97,7 @@ def error_of(events) -> BackendError:
 # --------------------------------------------------------------------------------- turns
 
 
-def test_text_turn_events_and_response(backend, server):
+def test_text_turn_events_and_response(backend: OpenAIBackend, server: FakeLLMServer) -> None:
     server.script(
         Reply(
             [Thinking("plan it", chunks=2), Text("Hello there", chunks=3)],
@@ -146,7 +156,7 @@ def test_text_turn_events_and_response(backend, server):
     assert request.auth_fingerprint == FakeLLMServer.fingerprint(KEY)
 
 
-def test_function_call_turn_and_its_answer(backend, server):
+def test_function_call_turn_and_its_answer(backend: OpenAIBackend, server: FakeLLMServer) -> None:
     server.script(
         Reply([Text("Checking."), ToolUse("lookup", {"q": "paris"}, id="call_1", chunks=2)]),
         Text("Paris is sunny."),
@@ -175,7 +185,7 @@ def test_function_call_turn_and_its_answer(backend, server):
     assert session.pending_calls == ()
 
 
-def test_several_calls_answered_by_id(backend, server):
+def test_several_calls_answered_by_id(backend: OpenAIBackend, server: FakeLLMServer) -> None:
     server.script(Reply([ToolUse("a", {}, id="call_a"), ToolUse("b", {}, id="call_b")]), "ok")
     session = start(backend, server, tools=[{"type": "function", "name": "a"}])
     session = advance(backend, session, turn(backend, session, "go"))
@@ -187,7 +197,9 @@ def test_several_calls_answered_by_id(backend, server):
     ]
 
 
-def test_two_turns_continue_with_previous_response_id(backend, server):
+def test_two_turns_continue_with_previous_response_id(
+    backend: OpenAIBackend, server: FakeLLMServer
+) -> None:
     server.script("first answer", "second answer")
     session = start(backend, server, instructions="sys")
     first = turn(backend, session, "first prompt")
@@ -201,7 +213,7 @@ def test_two_turns_continue_with_previous_response_id(backend, server):
     assert second["instructions"] == "sys"  # not inherited, so sent again
 
 
-def test_resume_in_a_fresh_backend_after_pickling(server):
+def test_resume_in_a_fresh_backend_after_pickling(server: FakeLLMServer) -> None:
     server.script("remembered", "still here")
     first_backend = OpenAIBackend()
     session = start(first_backend, server)
@@ -222,7 +234,7 @@ def test_resume_in_a_fresh_backend_after_pickling(server):
     assert server.model_requests[1].body["previous_response_id"] == first[-1].data["response_id"]
 
 
-def test_incomplete_response_is_max_tokens(backend, server):
+def test_incomplete_response_is_max_tokens(backend: OpenAIBackend, server: FakeLLMServer) -> None:
     server.script(Reply(["cut sho"], stop_reason="max_tokens"))
     events = turn(backend, start(backend, server), "long story")
     assert events[-1].kind == EventKind.RESULT
@@ -242,7 +254,9 @@ print(events[-1].kind, Response.from_events(events).text)
 """
 
 
-def test_resume_in_another_process(backend, server, tmp_path):
+def test_resume_in_another_process(
+    backend: OpenAIBackend, server: FakeLLMServer, tmp_path: Path
+) -> None:
     server.script("first", "from the new process")
     session = start(backend, server)
     session = advance(backend, session, turn(backend, session, "hello"))
@@ -276,19 +290,25 @@ def test_resume_in_another_process(backend, server, tmp_path):
         {"timeout": -1},
     ],
 )
-def test_bad_options_are_refused(backend, server, options):
+def test_bad_options_are_refused(
+    backend: OpenAIBackend, server: FakeLLMServer, options: Any
+) -> None:
     with pytest.raises(InvalidOption):
         start(backend, server, **options)
 
 
-def test_missing_key_is_an_authentication_error(backend, server, monkeypatch):
+def test_missing_key_is_an_authentication_error(
+    backend: OpenAIBackend, server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(BackendError) as caught:
         backend.start_session({"base_url": server.openai_base_url})
     assert caught.value.kind == BackendErrorKind.AUTHENTICATION
 
 
-def test_key_from_the_environment(backend, server, monkeypatch):
+def test_key_from_the_environment(
+    backend: OpenAIBackend, server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-from-env")
     server.script("ok")
     session = backend.start_session({"base_url": server.openai_base_url})
@@ -320,7 +340,15 @@ def test_key_from_the_environment(backend, server, monkeypatch):
         (HTTPError(500), BackendErrorKind.SERVER_ERROR, True, None, 500),
     ],
 )
-def test_http_errors_are_mapped(backend, server, item, kind, retryable, retry_after, status):
+def test_http_errors_are_mapped(
+    backend: OpenAIBackend,
+    server: FakeLLMServer,
+    item: object,
+    kind: str,
+    retryable: bool,
+    retry_after: float | None,
+    status: int,
+) -> None:
     server.script(item)
     session = start(backend, server)
     events = turn(backend, session, "hi")
@@ -334,7 +362,9 @@ def test_http_errors_are_mapped(backend, server, item, kind, retryable, retry_af
     assert backend.update_session(session, events[-1]) is session
 
 
-def test_unknown_previous_response_is_an_invalid_request(backend, server):
+def test_unknown_previous_response_is_an_invalid_request(
+    backend: OpenAIBackend, server: FakeLLMServer
+) -> None:
     session = start(backend, server)
     stale = OpenAISession(**{**session.__dict__, "previous_response_id": "resp_gone"})
     error = error_of(turn(backend, stale, "hi"))
@@ -343,7 +373,9 @@ def test_unknown_previous_response_is_an_invalid_request(backend, server):
 
 
 @pytest.mark.parametrize("openai_event", ["response.failed", "error"])
-def test_failure_in_the_middle_of_a_200_stream(backend, server, openai_event):
+def test_failure_in_the_middle_of_a_200_stream(
+    backend: OpenAIBackend, server: FakeLLMServer, openai_event: str
+) -> None:
     server.script(StreamError(Text("Hello from", chunks=2), openai_event=openai_event))
     events = turn(backend, start(backend, server), "hi")
     assert [e.data["text"] for e in events if e.kind == "text_delta"] == ["Hello", " from"]
@@ -353,7 +385,9 @@ def test_failure_in_the_middle_of_a_200_stream(backend, server, openai_event):
     assert error.status_code is None
 
 
-def test_an_error_turn_leaves_the_session_unchanged(backend, server):
+def test_an_error_turn_leaves_the_session_unchanged(
+    backend: OpenAIBackend, server: FakeLLMServer
+) -> None:
     server.script("one", HTTPError(500), "three")
     session = start(backend, server)
     session = advance(backend, session, turn(backend, session, "one"))
@@ -364,26 +398,30 @@ def test_an_error_turn_leaves_the_session_unchanged(backend, server):
     assert server.model_requests[2].body["previous_response_id"] == kept
 
 
-def test_sdk_retries_are_configurable(backend, server):
+def test_sdk_retries_are_configurable(backend: OpenAIBackend, server: FakeLLMServer) -> None:
     server.script(HTTPError(429, retry_after=0), "after one retry")
     events = turn(backend, start(backend, server, max_retries=1), "hi")
     assert Response.from_events(events).text == "after one retry"
     assert len(server.model_requests) == 2
 
 
-def test_garbage_sse_is_a_protocol_error(backend, server):
+def test_garbage_sse_is_a_protocol_error(backend: OpenAIBackend, server: FakeLLMServer) -> None:
     server.script(Raw("event: response.created\ndata: {this is not json\n\n"))
     assert error_of(turn(backend, start(backend, server), "hi")).kind == BackendErrorKind.PROTOCOL
 
 
-def test_stream_without_a_terminal_event_is_a_protocol_error(backend, server):
+def test_stream_without_a_terminal_event_is_a_protocol_error(
+    backend: OpenAIBackend, server: FakeLLMServer
+) -> None:
     body = 'event: response.created\ndata: {"type":"response.created","response":{"id":"r"}}\n\n'
     server.script(Raw(body))
     error = error_of(turn(backend, start(backend, server), "hi"))
     assert error.kind == BackendErrorKind.PROTOCOL
 
 
-def test_truncated_connection_is_a_transport_error(backend, server):
+def test_truncated_connection_is_a_transport_error(
+    backend: OpenAIBackend, server: FakeLLMServer
+) -> None:
     server.script(Truncated(Text("abcdef", chunks=3), after_events=5))
     error = error_of(turn(backend, start(backend, server), "hi"))
     assert error.kind == BackendErrorKind.TRANSPORT
@@ -402,20 +440,22 @@ def pump_threads_end(timeout: float = 5.0) -> bool:
 # ---------------------------------------------------------------------------- cancelling
 
 
-def test_interrupt_mid_stream_ends_promptly_and_disconnects(backend, server):
+def test_interrupt_mid_stream_ends_promptly_and_disconnects(
+    backend: OpenAIBackend, server: FakeLLMServer
+) -> None:
     server.script(Reply([Text("x" * 200, chunks=200)], chunk_delay=0.05))
     session = start(backend, server)
     ctx = TurnContext(agent="t", ref="r")
     streaming = threading.Event()
-    outcome = {}
+    outcome: dict[str, list[Event]] = {}
 
-    def run():
+    def run() -> None:
         outcome["events"] = turn(
             backend,
             session,
             "go",
             ctx=ctx,
-            on_event=lambda e: e.kind == "text_delta" and streaming.set(),
+            on_event=functools.partial(_set_on_text, streaming),
         )
 
     thread = threading.Thread(target=run)
@@ -434,11 +474,13 @@ def test_interrupt_mid_stream_ends_promptly_and_disconnects(backend, server):
     assert pump_threads_end()
 
 
-def test_interrupt_before_any_response_header(backend, server):
+def test_interrupt_before_any_response_header(
+    backend: OpenAIBackend, server: FakeLLMServer
+) -> None:
     server.script(Hang(), "next turn")
     session = start(backend, server)
     ctx = TurnContext(agent="t", ref="r")
-    outcome = {}
+    outcome: dict[str, list[Event]] = {}
     thread = threading.Thread(
         target=lambda: outcome.update(events=turn(backend, session, "x", ctx=ctx))
     )
@@ -460,7 +502,9 @@ def test_interrupt_before_any_response_header(backend, server):
 # ------------------------------------------------------------------------------- secrets
 
 
-def test_api_key_never_shows(backend, server, caplog):
+def test_api_key_never_shows(
+    backend: OpenAIBackend, server: FakeLLMServer, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     server.script(HTTPError(401, message=f"Incorrect API key provided: {KEY}"))
     session = start(backend, server)

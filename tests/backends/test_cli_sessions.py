@@ -1,6 +1,10 @@
 """Real ``claude`` sessions through ``start_agent`` (multiprocTCPBase, FakeLLMServer): one CLI
 process kept across turns, replaced only after an interrupt or a crash; durable sessions that
-survive a kill at any moment; the session-lost policy."""
+survive a kill at any moment; the session-lost policy.
+
+Only multiprocTCPBase: the CLI process belongs to a worker process and the tests kill agent
+processes; simpleSystemBase has neither.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import json
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,7 @@ from support_backends import ErrorLogger
 from support_cli import quiet_env, require_cli
 
 import genagent_thespian as g
+from genagent_thespian import AgentSystem
 from genagent_thespian.testing import (
     FakeLLMServer,
     Hang,
@@ -32,13 +38,13 @@ pytestmark = pytest.mark.cli
 
 
 @pytest.fixture
-def server():
+def server() -> Iterator[FakeLLMServer]:
     with FakeLLMServer() as fake:
         yield fake
 
 
 @pytest.fixture
-def system(tmp_path):
+def system(tmp_path: Path) -> Iterator[AgentSystem]:
     system = g.start_system(store_path=str(tmp_path / "store.sqlite3"))
     try:
         yield system
@@ -54,7 +60,9 @@ def workdir(tmp_path: Path) -> Path:
     return project
 
 
-def claude_options(server: FakeLLMServer, home: Path, workdir: Path, **extra: Any) -> dict:
+def claude_options(
+    server: FakeLLMServer, home: Path, workdir: Path, **extra: Any
+) -> dict[str, Any]:
     env = {**quiet_env(home), "ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": server.url}
     return {"binary": require_cli("claude"), "cwd": str(workdir), "env": env, **extra}
 
@@ -80,7 +88,9 @@ def cli_leaders(workdir: Path) -> list[int]:
 
 def the_cli(workdir: Path) -> int:
     """The one CLI process of the agent (fails if there is none or more than one)."""
-    leaders = wait_until(lambda: cli_leaders(workdir), timeout=20, message="a claude process")
+    leaders: list[int] = wait_until(
+        lambda: cli_leaders(workdir), timeout=20, message="a claude process"
+    )
     assert len(leaders) == 1, leaders
     return leaders[0]
 
@@ -95,8 +105,8 @@ def conversation(request: Any) -> str:
 
 
 def test_a_claude_agent_keeps_one_cli_process_until_an_interrupt_or_a_crash(
-    system, server, tmp_path, workdir
-):
+    system: AgentSystem, server: FakeLLMServer, tmp_path: Path, workdir: Path
+) -> None:
     options = claude_options(server, tmp_path / "home", workdir)
     server.script(Text("one"), Text("two"), Text("three"))
     g.start_agent(Passthrough, name="k", backend="claude", backend_options=options)
@@ -141,7 +151,9 @@ def test_a_claude_agent_keeps_one_cli_process_until_an_interrupt_or_a_crash(
     wait_until(lambda: not cli_leaders(workdir), timeout=20, message="claude survived stop")
 
 
-def test_a_per_turn_claude_agent_lets_the_cli_exit_by_itself(system, server, tmp_path, workdir):
+def test_a_per_turn_claude_agent_lets_the_cli_exit_by_itself(
+    system: AgentSystem, server: FakeLLMServer, tmp_path: Path, workdir: Path
+) -> None:
     options = claude_options(server, tmp_path / "home", workdir, mode="per_turn")
     server.script(Text("one"), Text("two"))
     g.start_agent(Passthrough, name="p", backend="claude", backend_options=options)
@@ -154,7 +166,7 @@ def test_a_per_turn_claude_agent_lets_the_cli_exit_by_itself(system, server, tmp
     g.stop("p")
 
 
-def _ask_in_background(name: str, prompt: str, outcome: list) -> threading.Thread:
+def _ask_in_background(name: str, prompt: str, outcome: list[object]) -> threading.Thread:
     def caller() -> None:
         try:
             outcome.append(g.ask(name, prompt))
@@ -166,7 +178,9 @@ def _ask_in_background(name: str, prompt: str, outcome: list) -> threading.Threa
     return thread
 
 
-def test_durable_claude_agent_killed_in_first_turn_resumes(system, server, tmp_path, workdir):
+def test_durable_claude_agent_killed_in_first_turn_resumes(
+    system: AgentSystem, server: FakeLLMServer, tmp_path: Path, workdir: Path
+) -> None:
     (workdir / "note.txt").write_text("PELICAN\n")
     options = claude_options(server, tmp_path / "home", workdir, allowed_tools=["Read"])
     # The first turn reads a file, so claude stores the session (its tool call) and then
@@ -182,7 +196,7 @@ def test_durable_claude_agent_killed_in_first_turn_resumes(system, server, tmp_p
         restart="permanent",
     )
     session_id = g.backend_session("first").session_id
-    outcome: list = []
+    outcome: list[object] = []
     thread = _ask_in_background("first", "Remember the word PELICAN", outcome)
     server.wait_for_requests(2, timeout=60)  # claude stored the tool call and asked again
     old_pid = g.status("first").pid
@@ -201,6 +215,39 @@ def test_durable_claude_agent_killed_in_first_turn_resumes(system, server, tmp_p
     g.stop("first")
 
 
+def test_a_durable_claude_agent_carries_its_transcript_to_a_host_that_lacks_it(
+    system: AgentSystem, server: FakeLLMServer, tmp_path: Path, workdir: Path
+) -> None:
+    """The agent restarts where claude has no record of the session (as on another host):
+    the transcript saved to the store after the turn is restored before ``--resume``."""
+    home = tmp_path / "home"
+    g.start_agent(
+        Passthrough,
+        name="mover",
+        backend="claude",
+        backend_options=claude_options(server, home, workdir),
+        durable=True,
+        restart="permanent",
+    )
+    server.script(Text("Noted: PELICAN."), Text("The word was PELICAN."))
+    assert g.ask("mover", "Remember the word PELICAN").text == "Noted: PELICAN."
+    session_id = g.backend_session("mover").session_id
+    transcripts = list((home / ".claude" / "projects").glob(f"*/{session_id}.jsonl"))
+    assert len(transcripts) == 1
+    old_pid = g.status("mover").pid
+    _lose_the_session(workdir, home)  # the new "host" has no transcript...
+    os.kill(old_pid, signal.SIGKILL)  # ...and the agent restarts there
+    wait_until(lambda: g.whereis("mover") is not None and g.status("mover").pid != old_pid)
+    assert transcripts[0].exists()  # restored from the store before --resume
+
+    answer = g.ask("mover", "Which word?")
+    assert answer.text == "The word was PELICAN."
+    assert "Remember the word PELICAN" in conversation(server.model_requests[-1])
+    assert g.backend_session("mover").session_id == session_id
+    assert transcripts[0].stat().st_mode & 0o777 == 0o600
+    g.stop("mover")
+
+
 def _lose_the_session(workdir: Path, home: Path) -> None:
     """Make claude forget every session (as a wiped HOME would) and end the live CLI."""
     for transcript in (home / ".claude" / "projects").glob("*/*.jsonl"):
@@ -212,11 +259,11 @@ def _lose_the_session(workdir: Path, home: Path) -> None:
 
 @pytest.mark.parametrize("policy", ["fail", "fresh"])
 def test_a_lost_claude_session_fails_once_then_follows_the_policy(
-    system, server, tmp_path, workdir, policy
-):
+    system: AgentSystem, server: FakeLLMServer, tmp_path: Path, workdir: Path, policy: str
+) -> None:
     home = tmp_path / "home"
     log = tmp_path / "errors.jsonl"
-    seen: list[dict] = []
+    seen: list[dict[str, Any]] = []
     g.attach(f"lost-{policy}", ["session.lost"], lambda name, m, meta: seen.append(meta))
     try:
         g.start_agent(
@@ -260,6 +307,6 @@ def test_a_lost_claude_session_fails_once_then_follows_the_policy(
         g.detach(f"lost-{policy}")
 
 
-def test_on_session_lost_is_validated_at_start(system):
+def test_on_session_lost_is_validated_at_start(system: AgentSystem) -> None:
     with pytest.raises(g.InvalidOption, match="on_session_lost"):
         g.start_agent(Passthrough, name="bad", backend="scripted", on_session_lost="retry")

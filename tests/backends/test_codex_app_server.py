@@ -193,7 +193,7 @@ def app_servers(workdir: Path) -> list[int]:
 def the_app_server(workdir: Path) -> int:
     leaders = wait_until(lambda: app_servers(workdir), timeout=20, message="an app-server")
     assert len(leaders) == 1, leaders
-    return leaders[0]
+    return int(leaders[0])
 
 
 @pytest.mark.cli

@@ -14,7 +14,7 @@ from operator_node import CLI, Node, node_fixture
 
 from genagent_thespian._api.system import free_port
 from genagent_thespian.cli import main, parse_options
-from genagent_thespian.testing import wait_until
+from genagent_thespian.testing import open_gate, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -75,14 +75,18 @@ def test_start_ls_status_and_the_installed_entry_point(node: Node) -> None:
     assert duplicate.stderr.startswith("genagent: error: AgentAlreadyExists:")
 
 
-def test_ask_streams_text_before_the_turn_ends(node: Node) -> None:
-    node.start_agent("a", 'script=[{"slow": "alpha beta gamma delta", "seconds": 2.0}, "two"]')
+def test_ask_streams_text_before_the_turn_ends(node: Node, tmp_path: Path) -> None:
+    # The turn holds after its first word until the test opens the latch: no clock involved.
+    hold = tmp_path / "rest-of-the-reply"
+    slow = {"slow": "alpha beta gamma delta", "seconds": 0.2, "hold": str(hold)}
+    node.start_agent("a", "script=" + json.dumps([slow, "two"]))
     process = node.spawn("ask", "a", "go")
     assert process.stdout is not None
     first = process.stdout.read(5)
     assert first == "alpha"
     assert process.poll() is None, "the first fragment must arrive while the turn runs"
     assert node.status("a")["state"] == "processing"
+    open_gate(hold)
     rest, errors = process.communicate(timeout=30)
     assert process.returncode == 0, errors
     assert first + rest == "alpha beta gamma delta\n"
@@ -154,14 +158,15 @@ def test_errors_are_one_line_with_distinct_exit_codes(node: Node) -> None:
     assert "unknown option(s) ['bogus']" in unknown_option.stderr
     missing = node.run("ask", "nobody", "hi", "--json")
     assert missing.returncode == 3
-    assert json.loads(missing.stdout) == {
+    answer = json.loads(missing.stdout)
+    assert len(answer["error"].pop("ref")) == 32  # the prompt's ref, as g.ask reports it
+    assert answer == {
         "ok": False,
         "exit_code": 3,
         "error": {
             "type": "AgentNotFound",
             "message": "no agent has that name",
             "agent": "nobody",
-            "ref": None,
             "reason": "not_found",
         },
     }
@@ -203,12 +208,15 @@ def test_top_once_and_live(node: Node) -> None:
     frame = node.run("top", "--once")
     assert frame.returncode == 0, frame.stderr
     lines = frame.stdout.splitlines()
-    assert lines[0].startswith(f"genagent top - node 127.0.0.1:{node.port} - 2 agent(s), 1 busy")
-    assert lines[2].split()[:3] == ["AGENT", "STATE", "HALTED"]
+    assert lines[0].startswith("genagent top ")
+    assert f"127.0.0.1:{node.port} - 2 agents: 1 busy, 1 halted, 0 failed" in lines[0]
+    assert lines[2].split()[:4] == ["AGENT", "STATE", "Q", "TURN"]
+    assert "LAST ERROR" in lines[2]
     idler, worker = lines[3].split(), lines[4].split()
-    assert idler[:5] == ["idler", "idle", "halted", "0", "-"]
-    assert worker[:3] == ["worker", "processing", "no"]
-    assert worker[4].endswith("s/600s")
+    assert idler[:4] == ["idler", "halted", "0", "-"]
+    assert worker[:2] == ["worker", "processing"]
+    assert worker[3].endswith("s/600s")
+    assert all(len(line) <= 80 for line in lines), "a pipe gets 80 columns"
     assert "\x1b[" not in frame.stdout, "no colour when not on a terminal"
     data = node.json("top")
     assert {row["name"] for row in data["agents"]} == {"idler", "worker"}
@@ -219,7 +227,7 @@ def test_top_once_and_live(node: Node) -> None:
     while frames < 2:
         line = live.stdout.readline()
         assert line, "top ended early"
-        frames += line.startswith("\x1b[H\x1b[2Jgenagent top")
+        frames += line.startswith("genagent top ")
     live.send_signal(signal.SIGINT)
     assert live.wait(10) == 0
 

@@ -55,7 +55,8 @@ def token_of(url: str) -> str:
     _, page = fetch(url)
     marker = 'name="genagent-token" content="'
     start = page.index(marker) + len(marker)
-    return page[start : page.index('"', start)]
+    token: str = page[start : page.index('"', start)]
+    return token
 
 
 def test_console_api_graph_transcript_stream_and_protection(node: Node) -> None:
@@ -81,7 +82,10 @@ def test_console_api_graph_transcript_stream_and_protection(node: Node) -> None:
     assert svg.startswith("<svg") and 'data-from="a" data-to="b"' in svg
 
     def transcript() -> list[dict[str, Any]]:
-        return json.loads(fetch(url + "api/agent?name=b")[1])["transcript"]
+        transcript_rows: list[dict[str, Any]] = json.loads(fetch(url + "api/agent?name=b")[1])[
+            "transcript"
+        ]
+        return transcript_rows
 
     wait_until(lambda: [t["state"] for t in transcript()] == ["completed", "completed"])
     first, second = transcript()
@@ -93,7 +97,7 @@ def test_console_api_graph_transcript_stream_and_protection(node: Node) -> None:
     connection = http.client.HTTPConnection(host, timeout=30)
     connection.request("GET", "/api/agent/stream?name=s")
     stream = connection.getresponse()
-    assert stream.getheader("Content-Type") == "text/event-stream"
+    assert stream.getheader("Content-Type", "").startswith("text/event-stream")
 
     def next_item() -> dict[str, Any]:
         while True:
@@ -199,65 +203,158 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 
 def _cell(browser: Any, agent: str, column: str) -> str:
-    from selenium.common.exceptions import NoSuchElementException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 
     try:
         element = browser.find_element(
             "css selector", f'#fleet tr[data-agent="{agent}"] td.{column}'
         )
-    except NoSuchElementException:
-        return ""
-    return str(element.text)
+        return str(element.text)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""  # no such row, or the row was just removed
+
+
+def _button(browser: Any, agent: str, action: str) -> Any:
+    return browser.find_element(
+        "css selector", f'#fleet tr[data-agent="{agent}"] button[data-action="{action}"]'
+    )
+
+
+def _enabled(browser: Any, agent: str) -> set[str]:
+    actions = ("interrupt", "halt", "resume", "stop")
+    return {a for a in actions if _button(browser, agent, a).is_enabled()}
+
+
+def _screenshot(browser: Any, name: str) -> None:
+    """Save a screenshot when GENAGENT_SCREENSHOTS names a folder (docs/img for the docs)."""
+    folder = os.environ.get("GENAGENT_SCREENSHOTS")
+    if folder:
+        browser.save_screenshot(str(Path(folder) / name))
+
+
+TOOLS_TURN = (
+    '{"tools": [{"name": "Bash", "input": {"command": "pytest -q tests/"}, '
+    '"output": "12 passed in 0.8s"}, {"name": "Edit", "input": {"path": "lib/foo.py"}, '
+    '"output": "old_string not found in lib/foo.py", "error": true}], '
+    '"text": "The tests pass. I could not apply the edit to lib/foo.py: the text I meant to '
+    'replace is not there any more. Tell me which version to keep."}'
+)
 
 
 @pytest.mark.browser
-def test_clicking_interrupt_ends_the_running_turn(node: Node, browser: Any) -> None:
+def test_the_console_in_a_browser(node: Node, browser: Any) -> None:
     node.start_agent(
         "worker",
         'script=[{"slow": "this would take a minute", "seconds": 60}, '
-        '{"slow": "streamed into the page", "seconds": 1.5}]',
+        '{"slow": "streamed into the page word by word", "seconds": 3}]',
     )
     node.start_agent("other")
+    node.start_agent("coder", f"script=[{TOOLS_TURN}]")
+    node.start_agent(
+        "flaky",
+        'script=[{"fail": "overloaded", "message": "529 the provider is overloaded"}]',
+    )
     url = start_console(node)
+    node.json("ask", "coder", "Run the tests and fix lib/foo.py")
+    assert node.run("ask", "flaky", "hello").returncode == 1
+
     browser.get(url)
     wait_until(lambda: _cell(browser, "worker", "state") == "idle", timeout=10.0)
-    assert _cell(browser, "other", "halted") == "no"
+    assert _enabled(browser, "worker") == {"halt", "stop"}  # nothing to interrupt or resume
+
+    # Failures are marked in the fleet table, with the last error.
+    wait_until(lambda: _cell(browser, "flaky", "failures") == "1", timeout=5.0)
+    flaky_failures = browser.find_element(
+        "css selector", '#fleet tr[data-agent="flaky"] td.failures'
+    )
+    assert "bad" in (flaky_failures.get_attribute("class") or "")
+    assert _cell(browser, "flaky", "last_error").startswith("BackendError: 529 the provider")
+    assert _cell(browser, "worker", "failures") == "0"
 
     ref = node.json("tell", "worker", "take your time")["ref"]
     wait_until(lambda: _cell(browser, "worker", "state") == "processing", timeout=10.0)
     wait_until(lambda: _cell(browser, "worker", "age").endswith("s/600s"), timeout=5.0)
-    button = browser.find_element(
-        "css selector", '#fleet tr[data-agent="worker"] button[data-action="interrupt"]'
-    )
-    button.click()
+    wait_until(lambda: "interrupt" in _enabled(browser, "worker"), timeout=2.0)
+    node.json("halt", "other")
+    wait_until(lambda: _cell(browser, "other", "state") == "halted", timeout=2.0)
+    wait_until(lambda: _enabled(browser, "other") == {"resume", "stop"}, timeout=2.0)
+    for target in ("other", "coder", "coder"):  # edges for the graph
+        node.json("notify", target, '{"ci": "red"}')
+    wait_until(lambda: browser.find_elements("css selector", "#graph line.edge"), timeout=5.0)
+    _screenshot(browser, "console.png")
+
+    _button(browser, "worker", "interrupt").click()
     clicked = time.monotonic()
     wait_until(
         lambda: _cell(browser, "worker", "state") == "idle",
-        timeout=1.0,
-        message="the table did not show the interrupted turn within a second",
+        timeout=1.5,
+        message="the table did not show the interrupted turn",
     )
-    assert time.monotonic() - clicked < 1.0
+    assert time.monotonic() - clicked < 1.5
     failed = node.run("poll", "worker", ref, "--json")
     assert json.loads(failed.stdout)["error"]["type"] == "TurnInterrupted"
     assert browser.find_element("id", "flash").text == "interrupt worker: done"
+    wait_until(lambda: _cell(browser, "worker", "last_error").startswith("TurnInterrupted"))
 
-    # Halt from the page shows in the table too.
-    browser.find_element(
-        "css selector", '#fleet tr[data-agent="other"] button[data-action="halt"]'
-    ).click()
-    wait_until(lambda: _cell(browser, "other", "halted") == "halted", timeout=2.0)
+    # Stop asks first: dismissing keeps the agent, accepting stops it.
+    _button(browser, "other", "stop").click()
+    alert = browser.switch_to.alert
+    assert "Stop agent other for good?" in alert.text
+    alert.dismiss()
     assert node.status("other")["halted"] is True
+    _button(browser, "other", "stop").click()
+    browser.switch_to.alert.accept()
+    wait_until(lambda: _cell(browser, "other", "state") == "", timeout=3.0)
 
-    # The agent page streams the current turn's events, then shows it in the transcript.
+    # The agent page: one entry per turn, text as text, tools as collapsible blocks.
+    browser.get(url + "agent?name=coder")
+    wait_until(lambda: len(browser.find_elements("css selector", "#turns li.turn")) == 1)
+    turn = browser.find_element("css selector", "#turns li.turn")
+    assert turn.find_element("css selector", ".prompt").text.startswith("> Run the tests")
+    tools = turn.find_elements("css selector", "details.tool")
+    assert [" ".join(t.find_element("css selector", "summary").text.split()) for t in tools] == [
+        "✓ Bash pytest -q tests/",
+        "✗ Edit lib/foo.py",
+    ]
+    assert "error" in (tools[1].get_attribute("class") or "")
+    assert not tools[0].find_element("css selector", "pre.output").is_displayed()  # collapsed
+    tools[1].find_element("css selector", "summary").click()
+    output = tools[1].find_element("css selector", "pre.output")
+    assert output.is_displayed() and "old_string not found" in output.text
+    (text,) = turn.find_elements("css selector", ".part.text")
+    assert text.text.startswith("The tests pass.")
+    _screenshot(browser, "console-agent.png")
+
+    # A failed turn is highlighted; a running one streams into its own entry.
     browser.get(url + "agent?name=worker")
-    wait_until(lambda: browser.find_element("id", "current-prompt").text == "(idle)")
-    node.json("tell", "worker", "stream it")
-    wait_until(lambda: "streamed" in browser.find_element("id", "events").text, timeout=10.0)
-    wait_until(
-        lambda: "streamed into the page" in browser.find_element("id", "transcript").text,
-        timeout=10.0,
+    wait_until(lambda: browser.find_elements("css selector", "#turns li.turn.failed"))
+    assert "interrupted" in browser.find_element("css selector", "li.turn.failed .error").text
+    assert (
+        browser.find_element("css selector", 'button[data-action="interrupt"]').is_enabled()
+        is False
     )
-    assert "> stream it" in browser.find_element("id", "current-prompt").text
+    node.json("tell", "worker", "stream it")
+    wait_until(lambda: browser.find_elements("css selector", "#turns li.turn.running"))
+    running = browser.find_element("css selector", "#turns li.turn.running")
+    wait_until(lambda: "streamed into" in running.text, timeout=10.0)
+    assert "word by word" not in running.text or "completed" in running.text
+    wait_until(
+        lambda: "completed" in running.find_element("css selector", ".meta").text, timeout=10.0
+    )
+    assert running.find_element("css selector", ".part.text").text == (
+        "streamed into the page word by word"
+    )
+
+    # The node goes away: the fleet page says so within 2 seconds.
+    browser.get(url)
+    wait_until(lambda: _cell(browser, "worker", "state") == "idle", timeout=5.0)
+    node.run("node", "stop")
+    gone = time.monotonic()
+    banner = browser.find_element("id", "unreachable")
+    wait_until(banner.is_displayed, timeout=2.5, message="no 'node unreachable'")
+    assert time.monotonic() - gone < 2.5
+    assert "node unreachable" in banner.text
+    assert not _button(browser, "worker", "halt").is_enabled()
 
 
 def test_install_browser_script_exists() -> None:

@@ -33,8 +33,8 @@ def test_attach_to_a_port_without_a_node_raises() -> None:
     pytest.fail(f"attach({port}) started a new actor system instead of failing")
 
 
-def test_turn_start_telemetry_names_the_backend(agent_system: AgentSystem) -> None:
-    with TelemetryCapture(["turn.start"], system=agent_system) as capture:
+def test_turn_start_telemetry_names_the_backend(any_agent_system: AgentSystem) -> None:
+    with TelemetryCapture(["turn.start"], system=any_agent_system) as capture:
         g.start_agent(Scripted, name="a", backend="scripted", script=["hi"])
         g.ask("a", "hello")
         capture.wait_for("turn.start", timeout=10.0)

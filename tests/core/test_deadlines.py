@@ -13,7 +13,7 @@ class Clock:
         return self.now
 
 
-def test_only_a_deadline_earlier_than_every_pending_wakeup_arms_one():
+def test_only_a_deadline_earlier_than_every_pending_wakeup_arms_one() -> None:
     clock = Clock()
     deadlines = Deadlines(clock)
     assert deadlines.schedule("watchdog", 600, "w") == 600
@@ -21,7 +21,7 @@ def test_only_a_deadline_earlier_than_every_pending_wakeup_arms_one():
     assert deadlines.schedule("later", 900, "l") is None  # the 60 s wakeup comes first
 
 
-def test_rescheduling_a_key_replaces_it_and_piles_up_nothing():
+def test_rescheduling_a_key_replaces_it_and_piles_up_nothing() -> None:
     clock = Clock()
     deadlines = Deadlines(clock)
     armed = [deadlines.schedule("watchdog", 600, f"turn-{n}") for n in range(1000)]
@@ -32,7 +32,7 @@ def test_rescheduling_a_key_replaces_it_and_piles_up_nothing():
     assert payloads == ["turn-999"] and again is None
 
 
-def test_each_wakeup_fires_what_is_due_and_rearms_only_when_needed():
+def test_each_wakeup_fires_what_is_due_and_rearms_only_when_needed() -> None:
     clock = Clock()
     deadlines = Deadlines(clock)
     assert deadlines.schedule("b", 2.0, "b") == 2.0
@@ -46,7 +46,7 @@ def test_each_wakeup_fires_what_is_due_and_rearms_only_when_needed():
     assert deadlines.fire() == (["c"], None)
 
 
-def test_deadlines_due_together_fire_in_deadline_order():
+def test_deadlines_due_together_fire_in_deadline_order() -> None:
     clock = Clock()
     deadlines = Deadlines(clock)
     for key, seconds in (("late", 0.3), ("early", 0.1), ("middle", 0.2)):
@@ -55,7 +55,7 @@ def test_deadlines_due_together_fire_in_deadline_order():
     assert deadlines.fire()[0] == ["early", "middle", "late"]
 
 
-def test_a_cancelled_deadline_never_fires():
+def test_a_cancelled_deadline_never_fires() -> None:
     clock = Clock()
     deadlines = Deadlines(clock)
     deadlines.schedule(("timer", 1), 1.0, "t")

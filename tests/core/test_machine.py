@@ -16,6 +16,7 @@ so in a comment starting with "Spec silent:".
 from __future__ import annotations
 
 import logging
+import pickle
 import string
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable
@@ -33,7 +34,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from genagent_thespian import GenAgent
+from genagent_thespian import AgentRestarted, GenAgent
 from genagent_thespian._actors.telemetry import EVENT_NAMES
 from genagent_thespian._core.errors import (
     AgentOverloaded,
@@ -55,6 +56,7 @@ from genagent_thespian._core.machine import (
     Effect,
     Emit,
     MachineLimits,
+    MachineSnapshot,
     Phase,
     Reply,
     StartTurn,
@@ -364,7 +366,7 @@ INTERRUPTED = [
 # ============================================================================ dispatch, FIFO
 
 
-def test_start_announces_idle():
+def test_start_announces_idle() -> None:
     h = Harness()
     assert [e.metadata for e in h.emitted("state.changed")] == [
         {"agent": AGENT, "from": None, "to": "idle"}
@@ -372,7 +374,7 @@ def test_start_announces_idle():
     assert h.machine.phase is Phase.IDLE
 
 
-def test_ask_when_idle_dispatches_at_once():
+def test_ask_when_idle_dispatches_at_once() -> None:
     h = Harness()
     effects = h.ask("A")
     assert summary(effects) == dispatched("A")
@@ -381,7 +383,7 @@ def test_ask_when_idle_dispatches_at_once():
     assert h.machine.phase is Phase.PROCESSING
 
 
-def test_ask_is_answered_with_the_response_after_the_turn():
+def test_ask_is_answered_with_the_response_after_the_turn() -> None:
     h = Harness()
     h.ask("A", "what is up")
     effects = h.succeed("all good")
@@ -393,7 +395,7 @@ def test_ask_is_answered_with_the_response_after_the_turn():
     assert h.machine.phase is Phase.IDLE
 
 
-def test_queued_asks_run_and_are_answered_in_arrival_order():
+def test_queued_asks_run_and_are_answered_in_arrival_order() -> None:
     h = Harness()
     h.ask("A")
     assert summary(h.ask("B")) == [("emit", "mailbox.queued")]
@@ -414,7 +416,7 @@ def test_queued_asks_run_and_are_answered_in_arrival_order():
     assert h.started_prompts() == ["A", "B", "C"]
 
 
-def test_sync_backend_error_is_the_ask_callers_answer():
+def test_sync_backend_error_is_the_ask_callers_answer() -> None:
     h = Harness()
     h.ask("A")
     error = BackendError("rate limited", kind="rate_limited", retry_after=3.0)
@@ -426,16 +428,49 @@ def test_sync_backend_error_is_the_ask_callers_answer():
     assert h.agent.calls_of("handle_error") == [("ref-A", answered)]
 
 
+def test_status_counts_provider_retries_and_keeps_the_last_error_for_operators() -> None:
+    h = Harness()
+    assert (h.machine.status_fields()["retries"], h.machine.status_fields()["last_error"]) == (
+        0,
+        None,
+    )
+    h.ask("A")
+    h.stream(Event(EventKind.RETRY, {"attempt": 1, "delay_ms": 500, "message": "overloaded"}))
+    h.stream(Event(EventKind.RETRY, {"attempt": 2, "delay_ms": 1000, "message": "overloaded"}))
+    h.fail(BackendError("still overloaded", kind="overloaded"))
+    h.ask("B")
+    h.succeed("fine")  # a later success keeps the last error: it is history, not state
+    fields = h.machine.status_fields()
+    assert fields["retries"] == 2 and fields["failures"] == 1
+    assert fields["last_error"].startswith("BackendError: still overloaded")
+
+
+def test_counters_from_a_record_written_before_retries_existed_restore_with_defaults() -> None:
+    import pickle
+
+    from genagent_thespian._core.machine import _Counters
+
+    old = _Counters.__new__(_Counters)
+    old.__setstate__((None, {"turns": 4, "failures": 1, "callback_failures": 0, "usage": Usage()}))
+    restored = pickle.loads(pickle.dumps(old))
+    assert (restored.turns, restored.failures, restored.retries, restored.last_error) == (
+        4,
+        1,
+        0,
+        None,
+    )
+
+
 # ============================================================================ tell and poll
 
 
-def test_tell_when_idle_is_accepted_and_dispatched():
+def test_tell_when_idle_is_accepted_and_dispatched() -> None:
     h = Harness()
     effects = h.tell("T")
     assert summary(effects) == [("reply", "teller-T", ("Accepted", "ref-T")), *dispatched("T")]
 
 
-def test_tell_while_busy_is_accepted_and_queued():
+def test_tell_while_busy_is_accepted_and_queued() -> None:
     h = Harness()
     h.ask("A")
     effects = h.tell("T")
@@ -445,7 +480,7 @@ def test_tell_while_busy_is_accepted_and_queued():
     ]
 
 
-def test_poll_is_pending_while_queued_and_while_running():
+def test_poll_is_pending_while_queued_and_while_running() -> None:
     h = Harness()
     h.ask("A")
     h.tell("T")
@@ -455,7 +490,7 @@ def test_poll_is_pending_while_queued_and_while_running():
     assert h.poll("T") == PollResult("ref-T", PollState.PENDING)
 
 
-def test_poll_completed_after_success():
+def test_poll_completed_after_success() -> None:
     h = Harness()
     h.tell("T")
     effects = h.succeed("told")
@@ -466,7 +501,7 @@ def test_poll_completed_after_success():
     assert result.error is None
 
 
-def test_poll_failed_after_error():
+def test_poll_failed_after_error() -> None:
     h = Harness()
     h.tell("T")
     h.fail(BackendError("nope", kind="invalid_request"))
@@ -476,19 +511,19 @@ def test_poll_failed_after_error():
     assert result.response is None
 
 
-def test_poll_unknown_ref_is_none():
+def test_poll_unknown_ref_is_none() -> None:
     h = Harness()
     assert h.machine.poll("never-issued") is None
 
 
-def test_poll_of_a_finished_ask_is_none():
+def test_poll_of_a_finished_ask_is_none() -> None:
     h = Harness()
     h.ask("A")
     h.succeed()
     assert h.poll("A") is None
 
 
-def test_results_are_kept_after_poll():
+def test_results_are_kept_after_poll() -> None:
     h = Harness()
     h.tell("T")
     h.succeed("once")
@@ -498,7 +533,7 @@ def test_results_are_kept_after_poll():
     assert h.poll("T") == first
 
 
-def test_results_are_evicted_oldest_inserted_first_regardless_of_polls():
+def test_results_are_evicted_oldest_inserted_first_regardless_of_polls() -> None:
     h = Harness(max_tell_results=2)
     for name in ("T1", "T2"):
         h.tell(name)
@@ -510,7 +545,7 @@ def test_results_are_evicted_oldest_inserted_first_regardless_of_polls():
     assert [h.poll(n).response.text for n in ("T2", "T3")] == ["T2", "T3"]  # type: ignore[union-attr]
 
 
-def test_max_tell_results_zero_keeps_no_result():
+def test_max_tell_results_zero_keeps_no_result() -> None:
     h = Harness(max_tell_results=0)
     h.tell("T")
     assert h.poll("T") == PollResult("ref-T", PollState.PENDING)
@@ -518,7 +553,7 @@ def test_max_tell_results_zero_keeps_no_result():
     assert h.poll("T") is None
 
 
-def test_tell_with_completion_sends_exactly_one_tell_completed():
+def test_tell_with_completion_sends_exactly_one_tell_completed() -> None:
     h = Harness()
     h.tell("T", completion=True)
     effects = h.succeed("fin")
@@ -531,7 +566,7 @@ def test_tell_with_completion_sends_exactly_one_tell_completed():
 # ============================================================================ self-chain
 
 
-def test_self_chain_runs_ahead_of_the_mailbox():
+def test_self_chain_runs_ahead_of_the_mailbox() -> None:
     agent = Recorder().script("handle_response", fresh_prompt("chained"))
     h = Harness(agent)
     h.ask("first")
@@ -549,7 +584,7 @@ def test_self_chain_runs_ahead_of_the_mailbox():
     assert h.started_prompts() == ["first", "chained", "queued-1", "queued-2"]
 
 
-def test_self_chain_gets_its_own_ref_and_origin():
+def test_self_chain_gets_its_own_ref_and_origin() -> None:
     agent = Recorder().script("handle_response", fresh_prompt("chained"))
     h = Harness(agent)
     h.ask("A")
@@ -568,7 +603,7 @@ def test_self_chain_gets_its_own_ref_and_origin():
 # ============================================================================ halt and resume
 
 
-def test_halt_directive_freezes_the_mailbox():
+def test_halt_directive_freezes_the_mailbox() -> None:
     agent = Recorder().script("handle_response", Halt())
     h = Harness(agent)
     h.ask("A")
@@ -584,7 +619,7 @@ def test_halt_directive_freezes_the_mailbox():
     assert h.machine.status_fields()["queued"] == 1
 
 
-def test_requests_while_halted_are_queued_not_run():
+def test_requests_while_halted_are_queued_not_run() -> None:
     agent = Recorder().script("handle_response", Halt())
     h = Harness(agent)
     h.ask("A")
@@ -597,7 +632,7 @@ def test_requests_while_halted_are_queued_not_run():
     assert h.machine.status_fields()["queued"] == 2
 
 
-def test_resume_drains_self_chain_then_mailbox_in_order():
+def test_resume_drains_self_chain_then_mailbox_in_order() -> None:
     agent = Recorder().script("handle_response", Halt())
     h = Harness(agent)
     h.ask("A")
@@ -617,7 +652,7 @@ def test_resume_drains_self_chain_then_mailbox_in_order():
     assert h.poll("T").state is PollState.COMPLETED  # type: ignore[union-attr]
 
 
-def test_external_halt_when_idle_halts_at_once():
+def test_external_halt_when_idle_halts_at_once() -> None:
     h = Harness()
     effects = h.halt()
     assert summary(effects) == [("emit", "halted"), ("reply", "halter", ("Accepted", None))]
@@ -625,7 +660,7 @@ def test_external_halt_when_idle_halts_at_once():
     assert h.machine.halted
 
 
-def test_post_run_runs_once_per_transition_to_halted():
+def test_post_run_runs_once_per_transition_to_halted() -> None:
     agent = Recorder().script("handle_response", Halt()).always("handle_event", Halt())
     h = Harness(agent)
     h.ask("A")
@@ -647,7 +682,7 @@ def test_post_run_runs_once_per_transition_to_halted():
     assert len(h.emitted("halted")) == 2
 
 
-def test_external_halt_while_processing_waits_for_the_turn_to_end():
+def test_external_halt_while_processing_waits_for_the_turn_to_end() -> None:
     h = Harness()
     h.ask("A")
     h.ask("B")
@@ -666,7 +701,7 @@ def test_external_halt_while_processing_waits_for_the_turn_to_end():
     assert h.started_prompts() == ["A"]
 
 
-def test_external_halt_and_a_halt_directive_in_the_same_turn_run_post_run_once():
+def test_external_halt_and_a_halt_directive_in_the_same_turn_run_post_run_once() -> None:
     agent = Recorder().script("handle_response", Halt())
     h = Harness(agent)
     h.ask("A")
@@ -676,7 +711,7 @@ def test_external_halt_and_a_halt_directive_in_the_same_turn_run_post_run_once()
     assert len(h.emitted("halted")) == 1
 
 
-def test_resume_cancels_a_pending_halt():
+def test_resume_cancels_a_pending_halt() -> None:
     h = Harness()
     h.ask("A")
     h.ask("B")
@@ -692,7 +727,7 @@ def test_resume_cancels_a_pending_halt():
     assert "post_run" not in h.agent.names()
 
 
-def test_notifies_while_halted_are_handled_and_their_prompts_queue():
+def test_notifies_while_halted_are_handled_and_their_prompts_queue() -> None:
     agent = Recorder().always("handle_event", fresh_prompt("from-event"))
     h = Harness(agent)
     h.halt()
@@ -710,7 +745,7 @@ def test_notifies_while_halted_are_handled_and_their_prompts_queue():
 # ============================================================================ notify, info
 
 
-def test_notify_when_idle_is_handled_at_once():
+def test_notify_when_idle_is_handled_at_once() -> None:
     h = Harness()
     effects = h.notify({"kind": "tick"})
     assert summary(effects) == [
@@ -722,7 +757,7 @@ def test_notify_when_idle_is_handled_at_once():
     assert received == {"agent": AGENT, "event": {"kind": "tick"}, "sender": "peer"}
 
 
-def test_notify_prompt_when_idle_dispatches_an_event_turn():
+def test_notify_prompt_when_idle_dispatches_an_event_turn() -> None:
     agent = Recorder().script("handle_event", fresh_prompt("react"))
     h = Harness(agent)
     effects = h.notify("e")
@@ -734,7 +769,7 @@ def test_notify_prompt_when_idle_dispatches_an_event_turn():
     assert h.emitted("prompt.start")[-1].metadata["origin"] == "event"
 
 
-def test_notify_halt_when_idle_halts():
+def test_notify_halt_when_idle_halts() -> None:
     agent = Recorder().script("handle_event", Halt())
     h = Harness(agent)
     h.notify("stop please")
@@ -742,7 +777,7 @@ def test_notify_halt_when_idle_halts():
     assert h.agent.names() == ["handle_event", "post_run"]
 
 
-def test_notifies_during_a_turn_are_buffered_until_it_ends():
+def test_notifies_during_a_turn_are_buffered_until_it_ends() -> None:
     h = Harness()
     h.ask("A")
     effects = h.notify("e1")
@@ -777,7 +812,7 @@ class Counting(Recorder):
         return super().handle_event(event)
 
 
-def test_buffered_notifies_are_drained_in_arrival_order_against_post_decision_state():
+def test_buffered_notifies_are_drained_in_arrival_order_against_post_decision_state() -> None:
     agent = Counting()
     h = Harness(agent)
     h.ask("A")
@@ -790,7 +825,7 @@ def test_buffered_notifies_are_drained_in_arrival_order_against_post_decision_st
     assert h.machine.status_fields()["pending_notifications"] == 0
 
 
-def test_buffered_prompt_goes_to_the_mailbox_tail_not_the_self_chain_slot():
+def test_buffered_prompt_goes_to_the_mailbox_tail_not_the_self_chain_slot() -> None:
     agent = Recorder().script("handle_event", fresh_prompt("from-event"))
     agent.script("handle_response", fresh_prompt("chained"))
     h = Harness(agent)
@@ -804,7 +839,7 @@ def test_buffered_prompt_goes_to_the_mailbox_tail_not_the_self_chain_slot():
     assert h.started_prompts() == ["A", "chained", "B", "from-event"]
 
 
-def test_buffered_halt_halts_after_the_turn_and_the_drain_continues():
+def test_buffered_halt_halts_after_the_turn_and_the_drain_continues() -> None:
     agent = Recorder().script("handle_event", Halt(), None)
     h = Harness(agent)
     h.ask("A")
@@ -828,7 +863,7 @@ def test_buffered_halt_halts_after_the_turn_and_the_drain_continues():
     assert h.started_prompts() == ["A"]
 
 
-def test_self_chain_pending_when_a_buffered_notify_halts_survives_until_resume():
+def test_self_chain_pending_when_a_buffered_notify_halts_survives_until_resume() -> None:
     agent = Recorder().script("handle_response", fresh_prompt("chained"))
     agent.script("handle_event", Halt())
     h = Harness(agent)
@@ -841,7 +876,7 @@ def test_self_chain_pending_when_a_buffered_notify_halts_survives_until_resume()
     assert h.turn.prompt == "chained"
 
 
-def test_buffered_notifies_are_drained_on_the_error_path_too():
+def test_buffered_notifies_are_drained_on_the_error_path_too() -> None:
     agent = Counting()
     h = Harness(agent)
     h.ask("A")
@@ -853,7 +888,7 @@ def test_buffered_notifies_are_drained_on_the_error_path_too():
     assert replies(effects)[-1].to == "caller-A"
 
 
-def test_info_when_idle_goes_to_handle_info():
+def test_info_when_idle_goes_to_handle_info() -> None:
     agent = Recorder().script("handle_info", fresh_prompt("timer fired"))
     h = Harness(agent)
     effects = h.info(("timer", 1))
@@ -862,7 +897,7 @@ def test_info_when_idle_goes_to_handle_info():
     assert h.emitted("prompt.start")[-1].metadata["origin"] == "info"
 
 
-def test_info_during_a_turn_is_buffered_with_notifies_in_arrival_order():
+def test_info_during_a_turn_is_buffered_with_notifies_in_arrival_order() -> None:
     h = Harness()
     h.ask("A")
     h.notify("n1")
@@ -876,7 +911,7 @@ def test_info_during_a_turn_is_buffered_with_notifies_in_arrival_order():
 # ============================================================================ finished-turn order
 
 
-def test_finished_turn_order_success():
+def test_finished_turn_order_success() -> None:
     """record -> handle_response -> post_turn -> drained notifications -> reply -> next turn."""
     agent = Recorder().script("handle_event", fresh_prompt("from-event"))
     h = Harness(agent)
@@ -901,7 +936,7 @@ def test_finished_turn_order_success():
     assert h.machine.status_fields()["turns"] == 1
 
 
-def test_finished_turn_order_when_halting():
+def test_finished_turn_order_when_halting() -> None:
     """... post_turn -> post_run -> halted -> drained notifications -> reply; no next turn.
 
     Spec ambiguous: ARCHITECTURE.md fixes post_run before the drain; gen_agent.md §1.3
@@ -930,7 +965,7 @@ def test_finished_turn_order_when_halting():
     ]
 
 
-def test_finished_turn_order_on_the_error_path():
+def test_finished_turn_order_on_the_error_path() -> None:
     agent = Recorder().script("handle_event", fresh_prompt("from-event"))
     h = Harness(agent)
     h.ask("A")
@@ -947,7 +982,7 @@ def test_finished_turn_order_on_the_error_path():
     ]
 
 
-def test_post_turn_sees_the_outcome_and_ref():
+def test_post_turn_sees_the_outcome_and_ref() -> None:
     h = Harness()
     h.ask("A")
     h.succeed("ok")
@@ -961,7 +996,7 @@ def test_post_turn_sees_the_outcome_and_ref():
 # ============================================================================ interrupt
 
 
-def test_interrupt_ends_the_current_turn():
+def test_interrupt_ends_the_current_turn() -> None:
     h = Harness()
     h.ask("A")
     h.ask("B")
@@ -979,14 +1014,14 @@ def test_interrupt_ends_the_current_turn():
     assert h.agent.names()[-3:] == ["handle_error", "post_turn", "pre_turn"]
 
 
-def test_interrupt_by_ref_ends_only_that_turn():
+def test_interrupt_by_ref_ends_only_that_turn() -> None:
     h = Harness()
     h.ask("A")
     effects = h.interrupt("ref-A")
     failure_of(only_reply(effects, "caller-A"), TurnInterrupted)
 
 
-def test_interrupt_with_a_wrong_ref_changes_nothing():
+def test_interrupt_with_a_wrong_ref_changes_nothing() -> None:
     h = Harness()
     h.ask("A")
     h.ask("B")
@@ -1000,14 +1035,14 @@ def test_interrupt_with_a_wrong_ref_changes_nothing():
     assert h.machine.status_fields()["queued"] == 1
 
 
-def test_interrupt_while_idle_is_request_not_found():
+def test_interrupt_while_idle_is_request_not_found() -> None:
     h = Harness()
     effects = h.interrupt()
     assert summary(effects) == [("reply", "interrupter", ("Failure", "RequestNotFound"))]
     assert h.agent.calls == []
 
 
-def test_prompt_returned_after_an_interrupt_is_an_independent_follow_up():
+def test_prompt_returned_after_an_interrupt_is_an_independent_follow_up() -> None:
     agent = Recorder().script("handle_error", fresh_prompt("follow-up"))
     h = Harness(agent)
     h.ask("A")
@@ -1021,7 +1056,7 @@ def test_prompt_returned_after_an_interrupt_is_an_independent_follow_up():
     failure_of(answer, TurnInterrupted)
 
 
-def test_interrupted_tell_polls_failed():
+def test_interrupted_tell_polls_failed() -> None:
     h = Harness()
     h.tell("T")
     h.interrupt("ref-T")
@@ -1030,7 +1065,7 @@ def test_interrupted_tell_polls_failed():
     assert type(result.error) is TurnInterrupted
 
 
-def test_late_outcome_of_an_interrupted_turn_is_ignored():
+def test_late_outcome_of_an_interrupted_turn_is_ignored() -> None:
     h = Harness()
     h.ask("A")
     old = h.turn
@@ -1045,7 +1080,7 @@ def test_late_outcome_of_an_interrupted_turn_is_ignored():
 # ============================================================================ cancel
 
 
-def test_cancel_a_queued_tell():
+def test_cancel_a_queued_tell() -> None:
     h = Harness()
     h.ask("A")
     h.tell("T")
@@ -1062,7 +1097,7 @@ def test_cancel_a_queued_tell():
     assert h.started_prompts() == ["A"]
 
 
-def test_cancel_a_queued_tell_with_completion_sends_its_completion():
+def test_cancel_a_queued_tell_with_completion_sends_its_completion() -> None:
     h = Harness()
     h.ask("A")
     h.tell("T", completion=True)
@@ -1070,7 +1105,7 @@ def test_cancel_a_queued_tell_with_completion_sends_its_completion():
     assert ("reply", "teller-T", ("TellCompleted", "TurnCancelled")) in summary(effects)
 
 
-def test_cancel_the_running_tell_is_request_not_found():
+def test_cancel_the_running_tell_is_request_not_found() -> None:
     h = Harness()
     h.tell("T")
     effects = h.cancel("ref-T")
@@ -1079,7 +1114,7 @@ def test_cancel_the_running_tell_is_request_not_found():
     assert h.poll("T").state is PollState.PENDING  # type: ignore[union-attr]
 
 
-def test_cancel_a_finished_tell_is_request_not_found():
+def test_cancel_a_finished_tell_is_request_not_found() -> None:
     h = Harness()
     h.tell("T")
     h.succeed()
@@ -1088,13 +1123,13 @@ def test_cancel_a_finished_tell_is_request_not_found():
     assert h.poll("T").state is PollState.COMPLETED  # type: ignore[union-attr]
 
 
-def test_cancel_an_unknown_ref_is_request_not_found():
+def test_cancel_an_unknown_ref_is_request_not_found() -> None:
     h = Harness()
     effects = h.cancel("nope")
     assert summary(effects) == [("reply", "canceller", ("Failure", "RequestNotFound"))]
 
 
-def test_cancel_does_not_apply_to_queued_asks():
+def test_cancel_does_not_apply_to_queued_asks() -> None:
     # Spec silent: §2.12 cancel_request is for queued tells; the machine refuses asks.
     h = Harness()
     h.ask("A")
@@ -1107,7 +1142,7 @@ def test_cancel_does_not_apply_to_queued_asks():
 # ============================================================================ watchdog
 
 
-def test_watchdog_times_out_the_current_turn():
+def test_watchdog_times_out_the_current_turn() -> None:
     h = Harness(watchdog=30.0)
     h.ask("A")
     h.ask("B")
@@ -1126,7 +1161,7 @@ def test_watchdog_times_out_the_current_turn():
     assert emits(effects, "prompt.error")[0].metadata["reason"] == "timeout"
 
 
-def test_a_stale_watchdog_is_ignored():
+def test_a_stale_watchdog_is_ignored() -> None:
     h = Harness()
     h.ask("A")
     old = h.turn
@@ -1138,7 +1173,7 @@ def test_a_stale_watchdog_is_ignored():
     assert h.agent.calls == calls_before
 
 
-def test_watchdog_is_armed_for_every_dispatch_including_self_chains():
+def test_watchdog_is_armed_for_every_dispatch_including_self_chains() -> None:
     agent = Recorder().script("handle_response", fresh_prompt("chained"))
     h = Harness(agent, watchdog=5.0)
     h.ask("A")
@@ -1152,7 +1187,7 @@ def test_watchdog_is_armed_for_every_dispatch_including_self_chains():
     assert len({t.turn_id for t in turns}) == 3
 
 
-def test_no_watchdog_is_armed_when_it_is_none():
+def test_no_watchdog_is_armed_when_it_is_none() -> None:
     h = Harness(watchdog=None)
     effects = h.ask("A")
     assert summary(effects) == dispatched("A", watchdog=None)
@@ -1161,7 +1196,7 @@ def test_no_watchdog_is_armed_when_it_is_none():
 # ============================================================================ handle_error retry
 
 
-def test_ask_retry_from_handle_error_keeps_ref_and_caller():
+def test_ask_retry_from_handle_error_keeps_ref_and_caller() -> None:
     agent = Recorder().script("handle_error", fresh_prompt("again"))
     h = Harness(agent)
     h.ask("A")
@@ -1179,7 +1214,7 @@ def test_ask_retry_from_handle_error_keeps_ref_and_caller():
     assert h.turn.prompt == "B"
 
 
-def test_each_retry_counts_as_a_new_attempt_of_the_same_request():
+def test_each_retry_counts_as_a_new_attempt_of_the_same_request() -> None:
     agent = Recorder().script("handle_error", fresh_prompt("second"), fresh_prompt("third"))
     h = Harness(agent)
     h.ask("A")
@@ -1192,7 +1227,7 @@ def test_each_retry_counts_as_a_new_attempt_of_the_same_request():
     assert [describe(m) for m in h.replies_to("caller-A")] == [("Response", "third time lucky")]
 
 
-def test_ask_retry_that_fails_again_answers_once_with_the_final_error():
+def test_ask_retry_that_fails_again_answers_once_with_the_final_error() -> None:
     agent = Recorder().script("handle_error", fresh_prompt("again"), None)
     h = Harness(agent)
     h.ask("A")
@@ -1202,7 +1237,7 @@ def test_ask_retry_that_fails_again_answers_once_with_the_final_error():
     assert failure_of(answer, BackendError).message == "second"
 
 
-def test_tell_retry_stays_pending_until_the_final_outcome():
+def test_tell_retry_stays_pending_until_the_final_outcome() -> None:
     agent = Recorder().script("handle_error", fresh_prompt("again"))
     h = Harness(agent)
     h.tell("T", completion=True)
@@ -1220,7 +1255,7 @@ def test_tell_retry_stays_pending_until_the_final_outcome():
     ]
 
 
-def test_handle_error_halt_halts():
+def test_handle_error_halt_halts() -> None:
     agent = Recorder().script("handle_error", Halt())
     h = Harness(agent)
     h.ask("A")
@@ -1231,7 +1266,7 @@ def test_handle_error_halt_halts():
     assert h.started_prompts() == ["A"]
 
 
-def test_retry_while_a_halt_is_pending_waits_in_the_self_chain_slot():
+def test_retry_while_a_halt_is_pending_waits_in_the_self_chain_slot() -> None:
     agent = Recorder().script("handle_error", fresh_prompt("again"))
     h = Harness(agent)
     h.ask("A")
@@ -1246,7 +1281,7 @@ def test_retry_while_a_halt_is_pending_waits_in_the_self_chain_slot():
 # ============================================================================ contained callbacks
 
 
-def test_handle_response_raising_answers_callback_error_and_keeps_serving():
+def test_handle_response_raising_answers_callback_error_and_keeps_serving() -> None:
     agent = Recorder().script("handle_response", Raise(RuntimeError, "bug"))
     h = Harness(agent)
     h.ask("A")
@@ -1261,7 +1296,7 @@ def test_handle_response_raising_answers_callback_error_and_keeps_serving():
 @pytest.mark.parametrize(
     "bad", [42, "a string", Prompt(""), Skip()], ids=["int", "str", "empty-prompt", "skip"]
 )
-def test_handle_response_malformed_return_answers_callback_error(bad):
+def test_handle_response_malformed_return_answers_callback_error(bad: str) -> None:
     agent = Recorder().script("handle_response", bad)
     h = Harness(agent)
     h.ask("A")
@@ -1274,7 +1309,7 @@ def test_handle_response_malformed_return_answers_callback_error(bad):
     assert not h.machine.halted
 
 
-def test_handle_response_failure_of_a_tell_is_its_poll_result():
+def test_handle_response_failure_of_a_tell_is_its_poll_result() -> None:
     agent = Recorder().script("handle_response", Raise(RuntimeError, "bug"))
     h = Harness(agent)
     h.tell("T")
@@ -1285,7 +1320,7 @@ def test_handle_response_failure_of_a_tell_is_its_poll_result():
 
 
 @pytest.mark.parametrize("bad", [Raise(RuntimeError, "bug"), 42], ids=["raises", "malformed"])
-def test_handle_error_failure_keeps_the_original_error_and_serving(bad):
+def test_handle_error_failure_keeps_the_original_error_and_serving(bad: str) -> None:
     # Spec §1.3 (later): a failing handle_error is treated as "no reply" (noreply), so the
     # caller gets the turn's own error.
     agent = Recorder().script("handle_error", bad)
@@ -1298,7 +1333,7 @@ def test_handle_error_failure_keeps_the_original_error_and_serving(bad):
 
 
 @pytest.mark.parametrize("bad", [Raise(RuntimeError, "bug"), 42], ids=["raises", "malformed"])
-def test_handle_event_failure_when_idle_is_the_notifiers_answer(bad):
+def test_handle_event_failure_when_idle_is_the_notifiers_answer(bad: str) -> None:
     agent = Recorder().script("handle_event", bad)
     h = Harness(agent)
     effects = h.notify({"n": 1})
@@ -1307,7 +1342,7 @@ def test_handle_event_failure_when_idle_is_the_notifiers_answer(bad):
     assert summary(h.ask("A")) == dispatched("A")
 
 
-def test_handle_event_failure_does_not_take_a_string_event_as_the_ref():
+def test_handle_event_failure_does_not_take_a_string_event_as_the_ref() -> None:
     """A CallbackError's ``ref`` is a request ref (STYLE.md 6: errors carry the agent name
     and the request ref); a notify has none, and the event is not one."""
     agent = Recorder().script("handle_event", Raise(RuntimeError, "bug"))
@@ -1317,7 +1352,7 @@ def test_handle_event_failure_does_not_take_a_string_event_as_the_ref():
     assert error.ref is None
 
 
-def test_handle_event_failure_during_the_drain_is_contained():
+def test_handle_event_failure_during_the_drain_is_contained() -> None:
     agent = Counting().script("handle_event", Raise(RuntimeError, "bug"))
     h = Harness(agent)
     h.ask("A")
@@ -1331,7 +1366,7 @@ def test_handle_event_failure_during_the_drain_is_contained():
 
 
 @pytest.mark.parametrize("bad", [Raise(RuntimeError, "bug"), 42], ids=["raises", "malformed"])
-def test_handle_info_failure_is_contained(bad):
+def test_handle_info_failure_is_contained(bad: str) -> None:
     agent = Recorder().script("handle_info", bad)
     h = Harness(agent)
     effects = h.info("tick")
@@ -1342,7 +1377,7 @@ def test_handle_info_failure_is_contained(bad):
 @pytest.mark.parametrize(
     "bad", [Raise(RuntimeError, "bug"), 42, ""], ids=["raises", "malformed", "empty"]
 )
-def test_pre_turn_failure_answers_callback_error_and_draining_continues(bad):
+def test_pre_turn_failure_answers_callback_error_and_draining_continues(bad: str) -> None:
     agent = Recorder().script("pre_turn", lambda p: p, bad)
     h = Harness(agent)
     h.ask("A")
@@ -1355,7 +1390,7 @@ def test_pre_turn_failure_answers_callback_error_and_draining_continues(bad):
     assert emits(effects, "turn.rejected")[0].metadata["reason"] == "callback_error"
 
 
-def test_post_turn_raising_is_contained_and_the_next_request_runs():
+def test_post_turn_raising_is_contained_and_the_next_request_runs() -> None:
     # Spec silent: what the caller gets when post_turn raises after a success (§1.2 says
     # only "caught, logged, transition proceeds"); the machine answers CallbackError.
     agent = Recorder().script("post_turn", Raise(RuntimeError, "bug"))
@@ -1367,7 +1402,7 @@ def test_post_turn_raising_is_contained_and_the_next_request_runs():
     assert starts(effects)[0].prompt == "B"
 
 
-def test_post_turn_return_value_cannot_halt():
+def test_post_turn_return_value_cannot_halt() -> None:
     agent = Recorder().script("post_turn", Halt())
     h = Harness(agent)
     h.ask("A")
@@ -1378,7 +1413,7 @@ def test_post_turn_return_value_cannot_halt():
     assert starts(effects)[0].prompt == "B"
 
 
-def test_post_run_raising_still_halts():
+def test_post_run_raising_still_halts() -> None:
     agent = (
         Recorder().script("handle_response", Halt()).script("post_run", Raise(RuntimeError, "bug"))
     )
@@ -1394,7 +1429,7 @@ def test_post_run_raising_still_halts():
     ]
 
 
-def test_handle_stream_event_raising_fails_the_turn_and_keeps_serving():
+def test_handle_stream_event_raising_fails_the_turn_and_keeps_serving() -> None:
     agent = Recorder().script("handle_stream_event", Raise(RuntimeError, "bug"))
     h = Harness(agent)
     h.ask("A")
@@ -1411,7 +1446,7 @@ def test_handle_stream_event_raising_fails_the_turn_and_keeps_serving():
     assert starts(effects)[0].prompt == "B"
 
 
-def test_terminate_agent_raising_still_answers_everyone():
+def test_terminate_agent_raising_still_answers_everyone() -> None:
     agent = Recorder().script("terminate_agent", Raise(RuntimeError, "bug"))
     h = Harness(agent)
     h.ask("A")
@@ -1423,7 +1458,7 @@ def test_terminate_agent_raising_still_answers_everyone():
 # ============================================================================ pre_turn
 
 
-def test_pre_turn_rewrite_is_what_runs_and_is_reported():
+def test_pre_turn_rewrite_is_what_runs_and_is_reported() -> None:
     agent = Recorder().always("pre_turn", lambda p: f"[ctx] {p}")
     h = Harness(agent)
     effects = h.ask("A", "original")
@@ -1436,7 +1471,7 @@ def test_pre_turn_rewrite_is_what_runs_and_is_reported():
     assert response.prompt == "[ctx] original"
 
 
-def test_pre_turn_identity_is_not_a_rewrite():
+def test_pre_turn_identity_is_not_a_rewrite() -> None:
     h = Harness()
     effects = h.ask("A", "same")
     start = emits(effects, "prompt.start")[0].metadata
@@ -1447,7 +1482,7 @@ def test_pre_turn_identity_is_not_a_rewrite():
     )
 
 
-def test_pre_turn_runs_for_every_origin():
+def test_pre_turn_runs_for_every_origin() -> None:
     agent = Recorder().script("handle_response", fresh_prompt("chained"))
     agent.script("handle_event", fresh_prompt("evented"))
     h = Harness(agent)
@@ -1460,7 +1495,7 @@ def test_pre_turn_runs_for_every_origin():
     assert [p for (p,) in h.agent.calls_of("pre_turn")] == ["A", "chained", "evented", "T"]
 
 
-def test_pre_turn_skip_answers_turn_skipped_and_draining_continues():
+def test_pre_turn_skip_answers_turn_skipped_and_draining_continues() -> None:
     agent = Recorder().script("pre_turn", lambda p: p, Skip())
     h = Harness(agent)
     h.ask("A")
@@ -1478,7 +1513,7 @@ def test_pre_turn_skip_answers_turn_skipped_and_draining_continues():
     assert [e.metadata["ref"] for e in emits(effects, "prompt.start")] == ["ref-C"]
 
 
-def test_pre_turn_skip_of_a_tell_is_its_poll_result():
+def test_pre_turn_skip_of_a_tell_is_its_poll_result() -> None:
     agent = Recorder().script("pre_turn", Skip())
     h = Harness(agent)
     effects = h.tell("T")
@@ -1491,7 +1526,7 @@ def test_pre_turn_skip_of_a_tell_is_its_poll_result():
     assert h.machine.phase is Phase.IDLE
 
 
-def test_pre_turn_halt_answers_turn_halted_and_halts():
+def test_pre_turn_halt_answers_turn_halted_and_halts() -> None:
     agent = Recorder().script("pre_turn", lambda p: p, Halt())
     h = Harness(agent)
     h.ask("A")
@@ -1511,7 +1546,9 @@ def test_pre_turn_halt_answers_turn_halted_and_halts():
     [(Skip(), TurnSkipped), (Raise(RuntimeError, "bug"), CallbackError), (42, CallbackError)],
     ids=["skip", "raises", "malformed"],
 )
-def test_pre_turn_refusing_a_generated_prompt_reaches_handle_error(refusal, error_type):
+def test_pre_turn_refusing_a_generated_prompt_reaches_handle_error(
+    refusal: str, error_type: type[Exception]
+) -> None:
     """§1.3 (later): for an event or self-chain prompt, a pre_turn skip, crash or malformed
     return calls handle_error (there is no caller to tell), instead of a silent drop."""
     agent = Recorder().script("handle_response", fresh_prompt("chained"))
@@ -1523,13 +1560,13 @@ def test_pre_turn_refusing_a_generated_prompt_reaches_handle_error(refusal, erro
     assert len(calls) == 1, f"handle_error was called {len(calls)} times"
     (call,) = calls
     assert type(call[1]) is error_type
-    assert call[0] == call[1].ref != "ref-A"
+    assert call[0] == getattr(call[1], "ref", None) != "ref-A"
 
 
 # ============================================================================ bounds
 
 
-def test_mailbox_count_bound_rejects_with_agent_overloaded():
+def test_mailbox_count_bound_rejects_with_agent_overloaded() -> None:
     h = Harness(max_queued=2)
     h.ask("A")
     h.ask("B")
@@ -1546,7 +1583,7 @@ def test_mailbox_count_bound_rejects_with_agent_overloaded():
     assert h.machine.status_fields()["queued"] == 2
 
 
-def test_mailbox_bytes_bound_rejects_with_agent_overloaded():
+def test_mailbox_bytes_bound_rejects_with_agent_overloaded() -> None:
     h = Harness(max_queued_bytes=10)
     h.ask("A")
     h.ask("B", "12345")
@@ -1558,7 +1595,7 @@ def test_mailbox_bytes_bound_rejects_with_agent_overloaded():
     assert h.machine.status_fields()["queued_bytes"] == 10
 
 
-def test_overloaded_tell_is_not_accepted_and_not_pollable():
+def test_overloaded_tell_is_not_accepted_and_not_pollable() -> None:
     h = Harness(max_queued=0)
     h.ask("A")
     effects = h.tell("T")
@@ -1566,7 +1603,7 @@ def test_overloaded_tell_is_not_accepted_and_not_pollable():
     assert h.poll("T") is None
 
 
-def test_queued_bytes_are_released_when_work_leaves_the_mailbox():
+def test_queued_bytes_are_released_when_work_leaves_the_mailbox() -> None:
     h = Harness(max_queued_bytes=10)
     h.ask("A")
     h.tell("B", "12345")
@@ -1579,7 +1616,7 @@ def test_queued_bytes_are_released_when_work_leaves_the_mailbox():
     assert h.machine.status_fields()["queued_bytes"] == 10
 
 
-def test_the_self_chain_slot_is_not_counted_against_the_mailbox_bound():
+def test_the_self_chain_slot_is_not_counted_against_the_mailbox_bound() -> None:
     agent = Recorder().script("handle_response", fresh_prompt("chained"))
     h = Harness(agent, max_queued=1)
     h.ask("A")
@@ -1591,7 +1628,7 @@ def test_the_self_chain_slot_is_not_counted_against_the_mailbox_bound():
     assert h.started_prompts() == ["A", "chained", "B"]
 
 
-def test_buffered_notification_bound():
+def test_buffered_notification_bound() -> None:
     h = Harness(max_pending_notifications=2)
     h.ask("A")
     h.notify("e1")
@@ -1603,7 +1640,7 @@ def test_buffered_notification_bound():
     assert h.agent.calls_of("handle_event") == [("e1",), ("e2",)]
 
 
-def test_prompts_from_notifies_respect_the_mailbox_bound():
+def test_prompts_from_notifies_respect_the_mailbox_bound() -> None:
     """§2.12 (0.3.0, #41) and ARCHITECTURE.md ("bounded mailbox (count and bytes)"): a
     halted agent's notifies must not grow the mailbox past ``max_queued``; the overflow is
     rejected with ``input.rejected`` telemetry."""
@@ -1619,7 +1656,7 @@ def test_prompts_from_notifies_respect_the_mailbox_bound():
 # ============================================================================ stop
 
 
-def test_stop_answers_running_self_chained_and_queued_requests_once():
+def test_stop_answers_running_self_chained_and_queued_requests_once() -> None:
     agent = Recorder().script("handle_error", fresh_prompt("retry A"))
     h = Harness(agent)
     h.ask("A")  # will sit in the self-chain slot as a retry
@@ -1648,7 +1685,7 @@ def test_stop_answers_running_self_chained_and_queued_requests_once():
     assert emits(effects, "terminated")[0].metadata["reason"] == "stop"
 
 
-def test_stop_answers_a_retry_waiting_in_the_self_chain_slot():
+def test_stop_answers_a_retry_waiting_in_the_self_chain_slot() -> None:
     agent = Recorder().script("handle_error", fresh_prompt("retry A"))
     h = Harness(agent)
     h.ask("A")
@@ -1659,7 +1696,7 @@ def test_stop_answers_a_retry_waiting_in_the_self_chain_slot():
     assert h.agent.calls_of("terminate_agent") == [("shutdown",)]
 
 
-def test_requests_after_stop_are_refused():
+def test_requests_after_stop_are_refused() -> None:
     h = Harness()
     h.stop()
     effects = h.ask("A")
@@ -1670,14 +1707,14 @@ def test_requests_after_stop_are_refused():
     assert h.poll("T") is None
 
 
-def test_stop_twice_terminates_once():
+def test_stop_twice_terminates_once() -> None:
     h = Harness()
     h.stop("stop")
     assert h.stop("shutdown") == []
     assert h.agent.calls_of("terminate_agent") == [("stop",)]
 
 
-def test_late_outcome_after_stop_is_ignored():
+def test_late_outcome_after_stop_is_ignored() -> None:
     h = Harness()
     h.ask("A")
     turn = h.turn
@@ -1689,7 +1726,7 @@ def test_late_outcome_after_stop_is_ignored():
 
 
 @pytest.mark.parametrize("route", ["notify", "info"])
-def test_no_turn_starts_after_stop(route):
+def test_no_turn_starts_after_stop(route: str) -> None:
     """A stopped agent starts no work (ARCHITECTURE.md "stop really stops"; §2.10 later:
     a stopping agent refuses new work). The shell keeps delivering notifies and timers
     while it waits for the session to end (``_actors/agent.py`` END_SESSION_GRACE)."""
@@ -1705,7 +1742,7 @@ def test_no_turn_starts_after_stop(route):
     assert h.machine.current is None
 
 
-def test_halt_after_stop_does_not_run_post_run():
+def test_halt_after_stop_does_not_run_post_run() -> None:
     """§1.2: post_run runs on halting, "never on crash/stop/shutdown"; a halt arriving
     after stop (and after terminate_agent) must not run it."""
     h = Harness()
@@ -1717,7 +1754,7 @@ def test_halt_after_stop_does_not_run_post_run():
 # ============================================================================ stream events
 
 
-def test_handle_stream_event_sees_every_event_in_order_including_the_terminal():
+def test_handle_stream_event_sees_every_event_in_order_including_the_terminal() -> None:
     h = Harness()
     h.ask("A")
     h.stream(Event.text_delta("hel"))
@@ -1749,7 +1786,7 @@ class StreamState(Recorder):
         return super().handle_error(ref, error)
 
 
-def test_stream_event_state_survives_to_handle_error():
+def test_stream_event_state_survives_to_handle_error() -> None:
     agent = StreamState()
     h = Harness(agent)
     h.ask("A")
@@ -1762,7 +1799,7 @@ def test_stream_event_state_survives_to_handle_error():
 # ============================================================================ telemetry
 
 
-def test_state_changed_sequence():
+def test_state_changed_sequence() -> None:
     h = Harness()
     h.ask("A")
     h.ask("B")
@@ -1778,7 +1815,7 @@ def test_state_changed_sequence():
     ]
 
 
-def test_prompt_events_carry_ref_and_reason():
+def test_prompt_events_carry_ref_and_reason() -> None:
     h = Harness()
     h.ask("A")
     h.succeed()
@@ -1793,7 +1830,7 @@ def test_prompt_events_carry_ref_and_reason():
     assert errors == [("ref-B", "backend_error"), ("ref-C", "interrupted")]
 
 
-def test_halted_is_emitted_after_post_run():
+def test_halted_is_emitted_after_post_run() -> None:
     h = Harness()
     effects = h.halt()
     (halted,) = emits(effects, "halted")
@@ -1801,7 +1838,7 @@ def test_halted_is_emitted_after_post_run():
     assert h.agent.names() == ["post_run"]
 
 
-def test_turn_events_are_content_free():
+def test_turn_events_are_content_free() -> None:
     agent = Recorder().always("pre_turn", lambda p: p if p != "skip me" else Skip())
     h = Harness(agent, max_queued=1)
     h.ask("A", "secret prompt one")
@@ -1831,7 +1868,7 @@ def test_turn_events_are_content_free():
     assert [(m["origin"], m["attempt"]) for m in starts_] == [("ask", 1)] * 3
 
 
-def test_every_emitted_name_is_a_known_telemetry_event():
+def test_every_emitted_name_is_a_known_telemetry_event() -> None:
     agent = Recorder().script("handle_response", Halt())
     h = Harness(agent, max_queued=1)
     h.ask("A")
@@ -1845,7 +1882,7 @@ def test_every_emitted_name_is_a_known_telemetry_event():
     assert {e.name for e in h.log if isinstance(e, Emit)} <= EVENT_NAMES
 
 
-def test_status_reports_elapsed_time_on_the_fake_clock():
+def test_status_reports_elapsed_time_on_the_fake_clock() -> None:
     h = Harness()
     h.ask("A")
     h.clock.advance(7.5)
@@ -2209,3 +2246,20 @@ MachineRun.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_random_sequences_keep_the_invariants = MachineRun.TestCase
+
+
+def test_a_snapshot_is_typed_pickles_and_restores_into_a_fresh_machine() -> None:
+    """The durable snapshot round trip (``_durable/record.py`` stores exactly this)."""
+    old = Harness()
+    old.ask("A")
+    old.tell("B")
+    snapshot = pickle.loads(pickle.dumps(old.machine.snapshot()))
+    assert isinstance(snapshot, MachineSnapshot)
+    assert snapshot.in_flight is not None and snapshot.in_flight[0].ref == "ref-A"
+    assert [r.ref for r in snapshot.mailbox] == ["ref-B"]
+    fresh = Harness()
+    effects = fresh.feed(fresh.machine.restore(snapshot, []))
+    failures = [e for e in effects if isinstance(e, Reply) and isinstance(e.message, Failure)]
+    assert [f.to for f in failures] == ["caller-A"]
+    assert isinstance(failures[0].message.error, AgentRestarted)
+    assert fresh.turn.ref == "ref-B"  # the queued tell runs next; A is never re-run

@@ -285,7 +285,7 @@ def test_invalid_exit_kind_is_a_typed_error() -> None:
 
 def test_options_round_trip_into_an_equal_policy() -> None:
     policy = make(restart="transient", max_restarts=4, window=2.5, jitter=0.1)
-    again = RestartPolicy(**policy.options())  # type: ignore[arg-type]
+    again = RestartPolicy(**policy.options())
     assert again.options() == policy.options()
     assert repr(again) == repr(policy)
 

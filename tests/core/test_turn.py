@@ -7,13 +7,13 @@ import time
 from genagent_thespian import Event, EventKind, Response, Usage
 
 
-def test_event_defaults_and_timestamp():
+def test_event_defaults_and_timestamp() -> None:
     before = time.monotonic()
     event = Event("text")
     assert event.data == {} and before <= event.timestamp <= time.monotonic()
 
 
-def test_only_result_and_error_are_terminal():
+def test_only_result_and_error_are_terminal() -> None:
     assert Event(EventKind.RESULT).terminal and Event(EventKind.ERROR).terminal
     for kind in (
         "text",
@@ -27,12 +27,12 @@ def test_only_result_and_error_are_terminal():
         assert not Event(kind).terminal
 
 
-def test_response_text_comes_from_the_result_when_it_is_a_str():
+def test_response_text_comes_from_the_result_when_it_is_a_str() -> None:
     events = [Event(EventKind.TEXT, {"text": "draft"}), Event.result("final")]
     assert Response.from_events(events).text == "final"
 
 
-def test_response_text_falls_back_to_text_events_then_deltas_without_separator():
+def test_response_text_falls_back_to_text_events_then_deltas_without_separator() -> None:
     whole = [
         Event(EventKind.TEXT, {"text": "a"}),
         Event(EventKind.TEXT, {"text": "b"}),
@@ -43,7 +43,7 @@ def test_response_text_falls_back_to_text_events_then_deltas_without_separator()
     assert Response.from_events(deltas).text == "hello"
 
 
-def test_response_usage_is_the_last_usage_event_or_none():
+def test_response_usage_is_the_last_usage_event_or_none() -> None:
     first, last = Usage(1, 1), Usage(5, 7, model="m")
     events = [Event("usage", {"usage": first}), Event("usage", {"usage": last}), Event.result("x")]
     response = Response.from_events(events)
@@ -51,7 +51,7 @@ def test_response_usage_is_the_last_usage_event_or_none():
     assert Response.from_events([Event.result("x")]).usage is None
 
 
-def test_response_carries_session_prompt_ref_and_duration():
+def test_response_carries_session_prompt_ref_and_duration() -> None:
     result = Event.result("x", session_id="s-1", stop_reason="end_turn")
     response = Response.from_events([result], duration_ms=12.5, prompt="p", ref="r")
     assert (response.session_id, response.prompt, response.ref, response.duration_ms) == (
@@ -64,7 +64,7 @@ def test_response_carries_session_prompt_ref_and_duration():
     assert Response.from_events([Event.result("x")]).session_id is None
 
 
-def test_usage_adds_field_by_field_and_keeps_unknown_cost_unknown():
+def test_usage_adds_field_by_field_and_keeps_unknown_cost_unknown() -> None:
     total = Usage(1, 2, 3, 4, 5) + Usage(10, 20, 30, 40, 50)
     assert (total.input_tokens, total.output_tokens, total.cache_read_input_tokens) == (11, 22, 33)
     assert (total.cache_creation_input_tokens, total.reasoning_output_tokens) == (44, 55)

@@ -16,7 +16,7 @@ import pytest
 from support_agents import Minimal
 
 from genagent_thespian._core.errors import AgentStopped, TurnTimeout
-from genagent_thespian._core.machine import Origin, Request
+from genagent_thespian._core.machine import MachineSnapshot, Origin, Request
 from genagent_thespian._core.turn import Response
 from genagent_thespian._durable import pickling
 from genagent_thespian._durable.record import AgentRecord, answer_stored_callers
@@ -29,7 +29,8 @@ NAME = "old-agent"
 
 
 def old_blobs() -> dict[str, Any]:
-    return pickle.loads(OLD.read_bytes())  # the outer dict holds only bytes
+    blobs: dict[str, Any] = pickle.loads(OLD.read_bytes())  # the outer dict holds only bytes
+    return blobs
 
 
 def test_the_fixture_really_names_the_old_modules() -> None:
@@ -99,7 +100,11 @@ def test_a_restarted_agent_resumes_from_a_pre_move_record(tmp_path: Path) -> Non
     assert restored.impl_state == {"count": 1}
     assert isinstance(restored.session, ScriptedSession)
     assert [r.ref for r in restored.results] == ["ref-done", "ref-late"]
-    assert [r.ref for r in restored.machine["mailbox"]] == ["ref-tell", "ref-queued"]
+    assert isinstance(restored.machine, MachineSnapshot)
+    assert [r.ref for r in restored.machine.mailbox] == ["ref-tell", "ref-queued"]
+    assert restored.machine.in_flight is not None
+    assert restored.machine.in_flight[0].ref == "ref-ask"
+    assert restored.machine.delayed == ()
 
 
 def test_the_supervisor_answers_the_callers_of_a_pre_move_record(tmp_path: Path) -> None:

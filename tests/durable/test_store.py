@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from genagent_thespian._core.errors import AgentAlreadyExists, AgentNotFound, InvalidOption
+from genagent_thespian._durable.postgres import PostgresAgentStore
 from genagent_thespian._durable.store import (
     SCHEMA_VERSION,
     AgentStore,
@@ -29,19 +30,23 @@ from genagent_thespian._durable.store import (
     agent_key,
     end_recorded_processes,
 )
-from genagent_thespian._os.procfs import boot_id, process_alive, process_stat, wait_for_exit
+from genagent_thespian._os.processes import process_alive, wait_for_exit
+from genagent_thespian._os.procfs import boot_id, process_stat
 
 KEY = agent_key("coder")
 OTHER = agent_key(("team", 2))
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AgentStore]:
-    made: AgentStore = (
-        SQLiteAgentStore(tmp_path / "agents.db")
-        if request.param == "sqlite"
-        else MemoryAgentStore()
-    )
+    """Each store of the contract: SQLite, PostgreSQL (a real server) and memory."""
+    made: AgentStore
+    if request.param == "sqlite":
+        made = SQLiteAgentStore(tmp_path / "agents.db")
+    elif request.param == "postgres":
+        made = PostgresAgentStore(request.getfixturevalue("postgres_url"))
+    else:
+        made = MemoryAgentStore()
     yield made
     made.close()
 
@@ -255,6 +260,49 @@ def test_begin_incarnation_bumps_and_loads_in_one_step(store: AgentStore) -> Non
     store.clear_in_flight(KEY, incarnation=1)
     with pytest.raises(AgentNotFound):
         store.begin_incarnation(OTHER)
+
+
+def test_a_lease_belongs_to_the_current_incarnation_only(store: AgentStore) -> None:
+    with pytest.raises(AgentNotFound):
+        store.renew_lease(KEY, epoch=0, owner="a", seconds=30)
+    store.create_agent(KEY, b"n", b"s")
+    assert store.lease(KEY) is None
+    store.renew_lease(KEY, epoch=0, owner="a", seconds=30)
+    lease = store.lease(KEY)
+    assert lease is not None and (lease.epoch, lease.owner) == (0, "a")
+    assert 0 < lease.expires_in <= 30
+
+    store.begin_incarnation(KEY)  # a new owner fences the old one
+    with pytest.raises(StaleIncarnation):
+        store.renew_lease(KEY, epoch=0, owner="a", seconds=30)
+    store.renew_lease(KEY, epoch=1, owner="b", seconds=30)
+    store.release_lease(KEY, epoch=0)  # not its lease any more: nothing happens
+    lease = store.lease(KEY)
+    assert lease is not None and (lease.epoch, lease.owner) == (1, "b") and lease.expires_in > 0
+    store.release_lease(KEY, epoch=1)
+    lease = store.lease(KEY)
+    assert lease is not None and lease.expires_in <= 0
+    store.delete_agent(KEY)
+    assert store.lease(KEY) is None
+
+
+def test_session_files_are_replaced_by_name_and_fenced(store: AgentStore) -> None:
+    with pytest.raises(AgentNotFound):
+        store.put_session_files(KEY, {"projects/p/s.jsonl": b"x"})
+    store.create_agent(KEY, b"n", b"s")
+    assert store.session_files(KEY) == {}
+    store.put_session_files(KEY, {"projects/p/s.jsonl": b"one\n", "b.json": b"{}"}, incarnation=0)
+    store.put_session_files(KEY, {"projects/p/s.jsonl": b"one\ntwo\n"})
+    assert store.session_files(KEY) == {"b.json": b"{}", "projects/p/s.jsonl": b"one\ntwo\n"}
+    store.begin_incarnation(KEY)
+    with pytest.raises(StaleIncarnation):
+        store.put_session_files(KEY, {"b.json": b"stale"}, incarnation=0)
+    for bad in ("/etc/passwd", "../x", "a/../../x", ""):
+        with pytest.raises(InvalidOption):
+            store.put_session_files(KEY, {bad: b"x"})
+    assert store.session_files(KEY)["b.json"] == b"{}"
+    store.delete_agent(KEY)
+    assert store.session_files(KEY) == {}
 
 
 def test_delete_removes_the_agent_and_everything_under_it(store: AgentStore) -> None:
@@ -533,9 +581,9 @@ def test_concurrent_writer_processes(db_path: Path) -> None:
         )
         for w in range(4)
     ]
-    for w in writers:
-        out, err = w.communicate(timeout=120)
-        assert w.returncode == 0, err
+    for writer in writers:
+        out, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err
         assert out.strip() == "done"
 
     with SQLiteAgentStore(db_path) as store:

@@ -10,6 +10,7 @@ members inherit the same environment).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
@@ -40,7 +41,13 @@ DETECTION_BOUND = PERIOD * MISS_MAX + 6.0
 class Member:
     """A member node in its own process."""
 
-    def __init__(self, leader_port: int, labels: dict[str, str]) -> None:
+    def __init__(
+        self,
+        leader_port: int,
+        labels: dict[str, str],
+        capacity: int | None = None,
+        home: Path | None = None,
+    ) -> None:
         command = [
             sys.executable,
             str(TESTS / "support_nodes.py"),
@@ -55,7 +62,15 @@ class Member:
         ]
         for key, value in labels.items():
             command += ["--label", f"{key}={value}"]
+        if capacity is not None:
+            command += ["--capacity", str(capacity)]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]))
+        if home is not None:  # this "host" has a home of its own, and the convention's secret
+            env["HOME"] = str(home)
+            env.setdefault(
+                "GENAGENT_SECRET_FILE",
+                str(Path(os.path.expanduser("~/.config/genagent-thespian/node.secret"))),
+            )
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True
         )
@@ -64,6 +79,7 @@ class Member:
         info = json.loads(self._next_line(60.0))
         self.node: str = info["node"]
         self.pgid: int = info["pgid"]
+        self.admin_port: int = info["admin_port"]
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -81,7 +97,8 @@ class Member:
         assert self.process.stdin is not None
         self.process.stdin.write(f"ask {name} {prompt}\n")
         self.process.stdin.flush()
-        return json.loads(self._next_line(60.0))
+        answer: dict[str, Any] = json.loads(self._next_line(60.0))
+        return answer
 
     def kill(self) -> None:
         """SIGKILL the whole node: every process of its actor system, and its starter."""
@@ -122,18 +139,20 @@ def _group_alive(pgid: int) -> bool:
 class Convention:
     """The leader (in this process) and its members."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, store: str | None = None) -> None:
         self.leader = start_node(
             capabilities={"hub": "yes"},
-            store_path=tmp_path / "store.sqlite3",
+            store_path=store or tmp_path / "store.sqlite3",
             reregistration_period=PERIOD,
             registration_miss_max=MISS_MAX,
         )
         self.members: list[Member] = []
 
-    def add_member(self, **labels: str) -> Member:
+    def add_member(
+        self, capacity: int | None = None, home: Path | None = None, **labels: str
+    ) -> Member:
         assert self.leader.admin_port is not None
-        member = Member(self.leader.admin_port, labels)
+        member = Member(self.leader.admin_port, labels, capacity, home)
         self.members.append(member)
         wait_for_nodes(self.leader, 1 + len(self.members))
         return member
@@ -154,6 +173,12 @@ class Convention:
         assert leader_processes_gone, "processes of the leader survived its shutdown"
 
 
+def _done(system: g.AgentSystem, ref: str) -> g.PollResult | None:
+    """Agent ``d``'s poll result for ``ref`` once it is done, else ``None`` (for wait_until)."""
+    result = g.poll("d", ref, system=system)
+    return result if result.done else None
+
+
 @pytest.fixture
 def convention(tmp_path: Path) -> Any:
     conv = Convention(tmp_path)
@@ -167,7 +192,9 @@ def _agent_pgid(name: str, system: g.AgentSystem) -> int:
     return os.getpgid(g.status(name, system=system).pid)
 
 
-def test_agents_are_placed_by_capability_and_reached_by_name_from_every_node(convention):
+def test_agents_are_placed_by_capability_and_reached_by_name_from_every_node(
+    convention: Convention,
+) -> None:
     leader = convention.leader
     claude = convention.add_member(claude="yes")
     codex = convention.add_member(codex="yes")
@@ -207,7 +234,7 @@ def test_agents_are_placed_by_capability_and_reached_by_name_from_every_node(con
     assert claude.ask("nobody", "q") == {"error": "AgentNotFound"}
 
 
-def test_a_placement_no_node_satisfies_is_a_typed_error_naming_it(convention):
+def test_a_placement_no_node_satisfies_is_a_typed_error_naming_it(convention: Convention) -> None:
     convention.add_member(claude="yes")
     with pytest.raises(g.AgentStartFailed, match=r"placement \{'gpu': 'yes'\}") as caught:
         g.start_agent(
@@ -221,7 +248,7 @@ def test_a_placement_no_node_satisfies_is_a_typed_error_naming_it(convention):
     assert g.whereis("g", system=convention.leader) is None
 
 
-def test_bad_node_labels_are_rejected_before_anything_starts(tmp_path):
+def test_bad_node_labels_are_rejected_before_anything_starts(tmp_path: Path) -> None:
     with pytest.raises(g.InvalidOption, match="reserved"):
         start_node(capabilities={"Admin Port": 1})
     with pytest.raises(g.InvalidOption, match="capacity"):
@@ -231,7 +258,9 @@ def test_bad_node_labels_are_rejected_before_anything_starts(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_killed_node_has_its_durable_agent_restarted_on_a_surviving_node(convention, tmp_path):
+def test_a_killed_node_has_its_durable_agent_restarted_on_a_surviving_node(
+    convention: Convention, tmp_path: Path
+) -> None:
     leader = convention.leader
     first = convention.add_member(claude="yes")
     second = convention.add_member(claude="yes")
@@ -278,10 +307,7 @@ def test_a_killed_node_has_its_durable_agent_restarted_on_a_surviving_node(conve
     assert _agent_pgid("d", leader) == survivor.pgid
     thread.join(DETECTION_BOUND)
     assert len(outcome) == 1 and isinstance(outcome[0], g.AgentRestarted)  # the caller heard
-    results = [
-        wait_until(lambda r=ref: (p := g.poll("d", r, system=leader)).done and p, timeout=20)
-        for ref in queued
-    ]
+    results = [wait_until(functools.partial(_done, leader, ref), timeout=20) for ref in queued]
     assert [r.response.text for r in results] == ["three", "four"]
     assert read_history(history) == ["first", "second", "third", "fourth"]
     assert g.status("d", system=leader).restarts == 1
@@ -325,7 +351,7 @@ class CommandLineNode:
         return code
 
 
-def test_nodes_run_from_the_command_line_and_stop_on_sigterm():
+def test_nodes_run_from_the_command_line_and_stop_on_sigterm() -> None:
     leader = CommandLineNode("--reregistration-period", "1", "--registration-miss-max", "3")
     member = None
     try:
@@ -366,7 +392,7 @@ def test_nodes_run_from_the_command_line_and_stop_on_sigterm():
         leader.stop()
 
 
-def test_a_member_with_another_secret_cannot_join(convention):
+def test_a_member_with_another_secret_cannot_join(convention: Convention) -> None:
     tag = f"wrong-secret-member-{uuid.uuid4().hex}"
     code = (
         "import sys\n"
@@ -405,3 +431,251 @@ def test_a_member_with_another_secret_cannot_join(convention):
         return pids
 
     wait_until(lambda: not tagged(), timeout=10, message="the refused member left processes")
+
+
+def _group_pids(pgid: int) -> set[int]:
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getpgid(int(entry)) == pgid:
+                    pids.add(int(entry))
+            except ProcessLookupError:
+                continue
+    return pids
+
+
+def test_a_client_on_a_member_uses_the_leaders_services_and_honours_its_timeout() -> None:
+    leader = CommandLineNode("--reregistration-period", "1", "--registration-miss-max", "3")
+    member = None
+    try:
+        member = Member(leader.admin_port, {"claude": "yes"})
+        on_leader = g.attach_system(leader.admin_port, make_default=False)
+        try:
+            wait_for_nodes(on_leader, 2)
+            g.start_agent(Recorder, name="h", backend="scripted", script=["hi"], system=on_leader)
+        finally:
+            on_leader.shutdown()
+        member_processes = _group_pids(member.pgid)
+
+        client = g.AgentSystem.attach(member.admin_port)
+        try:
+            assert client.node == member.node
+            assert g.list_agents(system=client) == ["h"]
+            assert g.ask("h", "q", system=client).text == "hi"
+            assert {n.name for n in list_nodes(client)} == {leader.node, member.node}
+            g.start_agent(
+                Recorder,
+                name="m",
+                backend="scripted",
+                script=["placed"],
+                placement={"claude": "yes"},
+                system=client,
+            )
+            assert g.status("m", system=client).node == member.node
+            g.stop("m", system=client)
+            # The client started nothing on the member: no registry, hub or supervisor there.
+            wait_until(lambda: _group_pids(member.pgid) == member_processes, timeout=10.0)
+
+            os.killpg(leader.pgid, signal.SIGKILL)
+            leader.process.kill()
+            leader.process.wait(10)
+            for name in ("h", "nobody"):  # a cached address, then a name look-up
+                began = time.monotonic()
+                with pytest.raises(g.AskTimeout):
+                    g.ask(name, "q", timeout=2.0, system=client)
+                assert time.monotonic() - began < 4.0
+        finally:
+            client.shutdown()
+        assert _group_pids(member.pgid) <= member_processes  # detaching started nothing
+    finally:
+        if member is not None:
+            member.shutdown()
+        leader.stop()
+
+
+def _placed(leader: g.AgentSystem) -> dict[str, str]:
+    return {entry.name: entry.node for entry in list_fleet(leader)}
+
+
+@pytest.mark.slow
+def test_capacity_is_enforced_placement_spreads_and_node_loss_waits_for_room(
+    convention: Any,
+) -> None:
+    leader = convention.leader
+    first = convention.add_member(capacity=2, claude="yes")
+    second = convention.add_member(capacity=2, claude="yes")
+    names = ["a", "b", "c", "d"]
+    for name in names:
+        g.start_agent(
+            Recorder,
+            name=name,
+            backend="scripted",
+            script=[f"from {name}"] * 3,
+            restart="permanent",
+            placement={"claude": "yes"},
+            system=leader,
+        )
+    placed = _placed(leader)
+    assert sorted(placed.values()) == sorted([first.node] * 2 + [second.node] * 2)  # spread
+    assert placed["a"] != placed["b"]  # the second agent went to the emptier node
+
+    with pytest.raises(g.AgentStartFailed, match=r"at its capacity .*2/2") as caught:
+        g.start_agent(
+            Recorder, name="e", backend="scripted", placement={"claude": "yes"}, system=leader
+        )
+    assert caught.value.agent == "e" and g.whereis("e", system=leader) is None
+
+    first.kill()
+    moved = sorted(name for name, node in placed.items() if node == first.node)
+
+    def waiting_for_room() -> bool:
+        lost = all(g.whereis(name, system=leader) is None for name in moved)
+        return lost and len(list_nodes(leader)) == 2
+
+    wait_until(waiting_for_room, timeout=DETECTION_BOUND, message="lost agents not noticed")
+    # The survivor is full: the lost agents wait for room instead of overfilling it.
+    assert sorted(_placed(leader).values()) == [second.node] * 2
+
+    assert leader.admin_port is not None
+    third = Member(leader.admin_port, {"claude": "yes"}, capacity=2)
+    convention.members.append(third)
+    wait_for_nodes(leader, 3)
+    wait_until(
+        lambda: all(_placed(leader).get(name) == third.node for name in moved),
+        timeout=DETECTION_BOUND,
+        message="the waiting agents were not placed on the node that joined",
+    )
+    assert all(g.ask(name, "q", system=leader).text == f"from {name}" for name in names)
+
+
+@pytest.mark.cli
+@pytest.mark.slow
+def test_a_durable_claude_agent_moved_to_another_host_continues_its_conversation(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Each member has its own HOME (claude keeps transcripts there); the store is
+    PostgreSQL. The member running the agent dies; on the other one the agent's next turn
+    carries the earlier conversation to the model."""
+    from support_agents import Passthrough
+    from support_cli import quiet_env, require_cli
+
+    from genagent_thespian.testing import FakeLLMServer, Text
+
+    binary = require_cli("claude")
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    convention = Convention(tmp_path, store=postgres_url)
+    try:
+        homes = {name: tmp_path / f"home-{name}" for name in ("a", "b")}
+        members = [convention.add_member(home=home, claude="yes") for home in homes.values()]
+        with FakeLLMServer() as server:
+            env = {
+                key: value
+                for key, value in quiet_env(tmp_path).items()
+                if key not in ("HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "CODEX_HOME")
+            }
+            env.update(ANTHROPIC_API_KEY="sk-test-not-a-real-key", ANTHROPIC_BASE_URL=server.url)
+            server.script(Text("Noted: PELICAN."), Text("The word was PELICAN."))
+            g.start_agent(
+                Passthrough,
+                name="mover",
+                backend="claude",
+                backend_options={"binary": binary, "cwd": str(workdir), "env": env},
+                durable=True,
+                restart="permanent",
+                placement={"claude": "yes"},
+                system=convention.leader,
+            )
+            leader = convention.leader
+            assert g.ask("mover", "Remember the word PELICAN", system=leader).text == (
+                "Noted: PELICAN."
+            )
+            node = g.status("mover", system=leader).node
+            owner = next(m for m in members if m.node == node)
+            survivor = next(m for m in members if m is not owner)
+            owner.kill()
+            wait_until(
+                lambda: (
+                    (e := {x.name: x for x in list_fleet(leader)}.get("mover")) is not None
+                    and e.node == survivor.node
+                ),
+                timeout=DETECTION_BOUND,
+                message="the agent did not move to the surviving member",
+            )
+            answer = g.ask("mover", "Which word?", timeout=60, system=leader)
+            assert answer.text == "The word was PELICAN."
+            assert "Remember the word PELICAN" in json.dumps(server.model_requests[-1].body)
+            survivor_home = homes["a"] if survivor is members[0] else homes["b"]
+            assert list((survivor_home / ".claude" / "projects").glob("*/*.jsonl"))
+            g.stop("mover", system=leader)
+    finally:
+        convention.close()
+
+
+def _clis_in(workdir: Path) -> list[int]:
+    """Live CLI process-group leaders whose cwd is ``workdir``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/cwd") != str(workdir) or os.getpgid(int(entry)) != int(
+                entry
+            ):
+                continue
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                if stat.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X"):
+                    continue
+        except OSError:
+            continue
+        found.append(int(entry))
+    return found
+
+
+@pytest.mark.cli
+def test_an_agent_killed_on_a_member_has_its_cli_swept_there(
+    convention: Any, tmp_path: Path
+) -> None:
+    """The agent's process dies mid-turn on a member; its claude CLI, in a process group of
+    its own on that host, is ended there at the supervisor's request."""
+    from support_agents import Passthrough
+    from support_cli import quiet_env, require_cli
+
+    from genagent_thespian.testing import FakeLLMServer, Hang
+
+    binary = require_cli("claude")
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    member = convention.add_member(claude="yes")
+    leader = convention.leader
+    with FakeLLMServer() as server:
+        server.script(Hang())
+        env = {
+            **quiet_env(tmp_path / "home"),
+            "ANTHROPIC_API_KEY": "sk-test-not-a-real-key",
+            "ANTHROPIC_BASE_URL": server.url,
+        }
+        g.start_agent(
+            Passthrough,
+            name="doomed",
+            backend="claude",
+            backend_options={"binary": binary, "cwd": str(workdir), "env": env},
+            placement={"claude": "yes"},
+            system=leader,
+        )
+        assert g.status("doomed", system=leader).node == member.node
+        g.tell("doomed", "hang on", system=leader)
+        server.wait_for_requests(1, timeout=60)
+        clis = wait_until(lambda: _clis_in(workdir), timeout=20, message="the claude CLI")
+        os.kill(g.status("doomed", system=leader).pid, signal.SIGKILL)
+        try:
+            wait_until(
+                lambda: not _clis_in(workdir),
+                timeout=15,
+                message=f"the CLI {clis} of the dead agent was left running on the member",
+            )
+        finally:
+            server.release_hangs()
+            for pid in _clis_in(workdir):
+                os.killpg(pid, signal.SIGKILL)

@@ -16,11 +16,11 @@ from support_patterns import (
 import genagent_thespian as g
 from genagent_thespian.testing import Fail
 
-needs_system = pytest.mark.usefixtures("agent_system")
+needs_system = pytest.mark.usefixtures("any_agent_system")
 
 
 @needs_system
-def test_client_can_read_agent_state():
+def test_client_can_read_agent_state() -> None:
     g.start_agent(StateReportingAgent, name="s", backend="scripted", script=["one"])
     assert g.status("s").agent_state == {"turns_seen": 0}
     g.ask("s", "go")
@@ -28,7 +28,7 @@ def test_client_can_read_agent_state():
 
 
 @needs_system
-def test_handle_error_can_retry_after_a_delay_under_the_same_ref():
+def test_handle_error_can_retry_after_a_delay_under_the_same_ref() -> None:
     g.start_agent(
         DelayedRetryAgent, name="r", backend="scripted", script=[Fail("rate_limited"), "ok"]
     )
@@ -36,7 +36,7 @@ def test_handle_error_can_retry_after_a_delay_under_the_same_ref():
 
 
 @needs_system
-def test_same_ref_retry_without_delay_keeps_the_ask_waiting():
+def test_same_ref_retry_without_delay_keeps_the_ask_waiting() -> None:
     """What the core does provide (the Retry pattern relies on it for zero delays)."""
     g.start_agent(
         ImmediateRetryAgent, name="r", backend="scripted", script=[Fail("rate_limited"), "ok"]

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from genagent_thespian.patterns.checkpointer import Checkpointer
 
 import genagent_thespian as g
 from genagent_thespian.testing import Fail, Gate, open_gate, wait_until
 
+# multiprocTCPBase only: this pattern's actors make progress on their own (self-chains,
+# timers, workers) while the test waits with wait_until; simpleSystemBase runs actors only
+# inside the calling thread's own requests, so the run never advances (measured: every test
+# of this module that drives a run times out there).
 pytestmark = pytest.mark.usefixtures("agent_system")
 
 
-def test_pause_idle_for_review_then_approve_through_every_step():
+def test_pause_idle_for_review_then_approve_through_every_step() -> None:
     work = Checkpointer.start("plan", backend="scripted", script=["D1", "D2", "D3"])
     review = work.wait_for_review(timeout=10)
     assert (review.step, review.text) == (1, "D1")
@@ -30,7 +36,7 @@ def test_pause_idle_for_review_then_approve_through_every_step():
     work.stop()
 
 
-def test_revise_redrafts_the_same_step_with_the_feedback():
+def test_revise_redrafts_the_same_step_with_the_feedback() -> None:
     work = Checkpointer.start("plan", backend="scripted", script=["D1", "D1b"])
     first = work.wait_for_review(timeout=10)
     work.revise(first.draft_id, "shorter please")
@@ -40,7 +46,7 @@ def test_revise_redrafts_the_same_step_with_the_feedback():
     work.stop()
 
 
-def test_finish_stops_early_and_leaves_the_script_unconsumed():
+def test_finish_stops_early_and_leaves_the_script_unconsumed() -> None:
     work = Checkpointer.start("plan", backend="scripted", script=["D1", "D2", "D3"])
     review = work.wait_for_review(timeout=10)
     work.finish(review.draft_id)
@@ -50,7 +56,7 @@ def test_finish_stops_early_and_leaves_the_script_unconsumed():
     work.stop()
 
 
-def test_duplicate_and_late_reviews_never_apply_to_another_draft(tmp_path):
+def test_duplicate_and_late_reviews_never_apply_to_another_draft(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     work = Checkpointer.start("plan", backend="scripted", script=["D1", Gate(str(gate), "D2")])
     first = work.wait_for_review(timeout=10)
@@ -66,12 +72,12 @@ def test_duplicate_and_late_reviews_never_apply_to_another_draft(tmp_path):
     work.stop()
 
 
-def test_a_failed_turn_waits_for_a_retry():
+def test_a_failed_turn_waits_for_a_retry() -> None:
     work = Checkpointer.start(
         "plan", backend="scripted", script=[Fail("server_error", "flaky"), "D1"]
     )
     failed = work.wait_for_review(timeout=10)
-    assert failed.text is None and "flaky" in failed.error
+    assert failed.text is None and "flaky" in (failed.error or "")
     work.approve(failed.draft_id)  # nothing to approve: rejected
     work.retry(failed.draft_id)
     review = work.wait_for_review(after=failed.draft_id, timeout=10)

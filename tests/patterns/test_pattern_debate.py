@@ -8,10 +8,14 @@ from genagent_thespian.patterns.debate import Debate
 import genagent_thespian as g
 from genagent_thespian.testing import Fail, wait_until
 
+# multiprocTCPBase only: this pattern's actors make progress on their own (self-chains,
+# timers, workers) while the test waits with wait_until; simpleSystemBase runs actors only
+# inside the calling thread's own requests, so the run never advances (measured: every test
+# of this module that drives a run times out there).
 pytestmark = pytest.mark.usefixtures("agent_system")
 
 
-def test_both_sides_speak_every_round_and_see_every_statement():
+def test_both_sides_speak_every_round_and_see_every_statement() -> None:
     debate = Debate.start(
         "tabs vs spaces",
         backend="scripted",
@@ -32,7 +36,7 @@ def test_both_sides_speak_every_round_and_see_every_statement():
     debate.stop()
 
 
-def test_one_round():
+def test_one_round() -> None:
     debate = Debate.start(
         "x",
         backend="scripted",
@@ -44,7 +48,7 @@ def test_one_round():
     debate.stop()
 
 
-def test_a_failure_ends_the_debate_on_both_sides():
+def test_a_failure_ends_the_debate_on_both_sides() -> None:
     debate = Debate.start(
         "x",
         backend="scripted",

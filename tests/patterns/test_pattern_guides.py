@@ -65,7 +65,7 @@ def guide_code(path: Path) -> str:
     return "\n\n".join(block for block in BLOCK.findall(path.read_text("utf-8")))
 
 
-def test_every_pattern_has_a_guide_with_code():
+def test_every_pattern_has_a_guide_with_code() -> None:
     names = {p.stem for p in GUIDES}
     expected = {
         "overview",
@@ -80,6 +80,7 @@ def test_every_pattern_has_a_guide_with_code():
         "checkpointer",
         "retry",
         "workspace",
+        "consensus",
     }
     assert expected <= names
     assert all(guide_code(p).strip() for p in GUIDES if p.stem != "overview")
@@ -88,7 +89,7 @@ def test_every_pattern_has_a_guide_with_code():
 @pytest.mark.parametrize(
     "guide", [p for p in GUIDES if BLOCK.search(p.read_text("utf-8"))], ids=lambda p: p.stem
 )
-def test_guide_code_runs(guide: Path, tmp_path: Path):
+def test_guide_code_runs(guide: Path, tmp_path: Path) -> None:
     module = f"guide_{guide.stem}"
     (tmp_path / f"{module}.py").write_text(guide_code(guide), "utf-8")
     (tmp_path / "run_guide.py").write_text(RUNNER, "utf-8")
@@ -111,7 +112,7 @@ def test_guide_code_runs(guide: Path, tmp_path: Path):
     )
 
 
-def test_a_broken_guide_fails_and_still_leaves_no_process(tmp_path: Path):
+def test_a_broken_guide_fails_and_still_leaves_no_process(tmp_path: Path) -> None:
     broken = "import genagent_thespian as g\nsystem = g.start_system()\nassert 1 + 1 == 3\n"
     (tmp_path / "guide_broken.py").write_text(broken, "utf-8")
     (tmp_path / "run_guide.py").write_text(RUNNER, "utf-8")

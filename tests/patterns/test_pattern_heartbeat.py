@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from genagent_thespian.patterns.heartbeat import Heartbeat
 
 import genagent_thespian as g
 from genagent_thespian.testing import Fail, Gate, open_gate, wait_until
 
+# multiprocTCPBase only: this pattern's actors make progress on their own (self-chains,
+# timers, workers) while the test waits with wait_until; simpleSystemBase runs actors only
+# inside the calling thread's own requests, so the run never advances (measured: every test
+# of this module that drives a run times out there).
 pytestmark = pytest.mark.usefixtures("agent_system")
 
 
-def test_ticks_skip_small_batches_and_summarize_full_ones():
+def test_ticks_skip_small_batches_and_summarize_full_ones() -> None:
     beat = Heartbeat.start(backend="scripted", interval=0.05, min_batch=3, script=["sum1"])
     beat.observe("o1")
     beat.observe("o2")
@@ -25,7 +31,7 @@ def test_ticks_skip_small_batches_and_summarize_full_ones():
     beat.stop()
 
 
-def test_a_tick_during_a_turn_is_decided_on_the_state_the_turn_left(tmp_path):
+def test_a_tick_during_a_turn_is_decided_on_the_state_the_turn_left(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     beat = Heartbeat.start(
         backend="scripted", interval=0.05, min_batch=1, script=[Gate(str(gate), "s1"), "s2"]
@@ -39,7 +45,7 @@ def test_a_tick_during_a_turn_is_decided_on_the_state_the_turn_left(tmp_path):
     beat.stop()
 
 
-def test_a_failed_summary_keeps_its_batch():
+def test_a_failed_summary_keeps_its_batch() -> None:
     beat = Heartbeat.start(
         backend="scripted", interval=0.05, min_batch=2, script=[Fail("server_error", "x"), "ok"]
     )
@@ -54,7 +60,7 @@ def test_a_failed_summary_keeps_its_batch():
     beat.stop()
 
 
-def test_halt_stops_the_ticker_and_the_ticker_dies_with_the_agent():
+def test_halt_stops_the_ticker_and_the_ticker_dies_with_the_agent() -> None:
     beat = Heartbeat.start(backend="scripted", interval=0.05, min_batch=1, default="s")
     beat.wait_for(lambda s: s["ticks"] >= 2, timeout=10)
     g.halt("heartbeat")

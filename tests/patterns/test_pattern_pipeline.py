@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from genagent_thespian.patterns.pipeline import Pipeline
 
 import genagent_thespian as g
 from genagent_thespian.testing import Fail, Gate, open_gate, wait_until
 
+# multiprocTCPBase only: this pattern's actors make progress on their own (self-chains,
+# timers, workers) while the test waits with wait_until; simpleSystemBase runs actors only
+# inside the calling thread's own requests, so the run never advances (measured: every test
+# of this module that drives a run times out there).
 pytestmark = pytest.mark.usefixtures("agent_system")
 
 
-def test_each_stage_feeds_the_next():
+def test_each_stage_feeds_the_next() -> None:
     run = Pipeline.run(
         "input",
         [
@@ -31,7 +37,7 @@ def test_each_stage_feeds_the_next():
     run.stop()
 
 
-def test_role_and_instruction_shape_the_prompt():
+def test_role_and_instruction_shape_the_prompt() -> None:
     run = Pipeline.run(
         "notes",
         [{"name": "edit", "role": "an editor", "instruction": "Fix typos.", "script": ["ok"]}],
@@ -42,7 +48,7 @@ def test_role_and_instruction_shape_the_prompt():
     run.stop()
 
 
-def test_a_failure_names_its_stage_and_later_stages_never_run():
+def test_a_failure_names_its_stage_and_later_stages_never_run() -> None:
     run = Pipeline.run(
         "input",
         [
@@ -53,13 +59,13 @@ def test_a_failure_names_its_stage_and_later_stages_never_run():
         backend="scripted",
     )
     result = run.result(timeout=20)
-    assert not result.ok and result.failed_stage == "two" and "x broke" in result.error
+    assert not result.ok and result.failed_stage == "two" and "x broke" in (result.error or "")
     assert [s["phase"] for s in result.stages] == ["done", "failed", "upstream_failed"]
     assert g.backend_session("pipe-2-three").history == ()
     run.stop()
 
 
-def test_an_upstream_stage_that_exits_fails_the_pipeline(tmp_path):
+def test_an_upstream_stage_that_exits_fails_the_pipeline(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     run = Pipeline.run(
         "input",
@@ -69,6 +75,6 @@ def test_an_upstream_stage_that_exits_fails_the_pipeline(tmp_path):
     wait_until(lambda: g.status("pipe-0-one").state == "processing", timeout=10)
     g.stop("pipe-0-one")
     result = run.result(timeout=20)
-    assert result.failed_stage == "one" and "exited" in result.error
+    assert result.failed_stage == "one" and "exited" in (result.error or "")
     open_gate(gate)
     run.stop()

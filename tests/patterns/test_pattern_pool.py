@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 from genagent_thespian.patterns.pool import Pool
@@ -11,10 +12,10 @@ from support_patterns import echo_task, fail_task_4
 import genagent_thespian as g
 from genagent_thespian.testing import Gate, open_gate
 
-pytestmark = pytest.mark.usefixtures("agent_system")
+pytestmark = pytest.mark.usefixtures("any_agent_system")
 
 
-def test_round_robin_and_results_in_submission_order():
+def test_round_robin_and_results_in_submission_order() -> None:
     pool = Pool.start(3, backend="scripted", default=echo_task)
     jobs = pool.submit_many([f"task {i}" for i in range(9)])
     assert [job.worker for job in jobs] == [f"pool-{i % 3}" for i in range(9)]
@@ -26,7 +27,7 @@ def test_round_robin_and_results_in_submission_order():
     pool.stop()
 
 
-def test_failed_tasks_are_reported_not_missing():
+def test_failed_tasks_are_reported_not_missing() -> None:
     pool = Pool.start(2, backend="scripted", default=fail_task_4)
     pool.submit_many([f"task {i}" for i in range(6)])
     pool.wait_for_all(timeout=30)
@@ -37,7 +38,7 @@ def test_failed_tasks_are_reported_not_missing():
     pool.stop()
 
 
-def test_overload_is_surfaced(tmp_path):
+def test_overload_is_surfaced(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     pool = Pool.start(
         1, backend="scripted", max_queued_per_worker=1, script=[Gate(str(gate), "a"), "b"]
@@ -53,7 +54,7 @@ def test_overload_is_surfaced(tmp_path):
     pool.stop()
 
 
-def test_concurrent_submits_take_distinct_slots():
+def test_concurrent_submits_take_distinct_slots() -> None:
     pool = Pool.start(3, backend="scripted", default=echo_task)
     threads = [
         threading.Thread(target=lambda k=k: [pool.submit(f"t{k}-{i}") for i in range(4)])
@@ -70,7 +71,7 @@ def test_concurrent_submits_take_distinct_slots():
     pool.stop()
 
 
-def test_bad_input_is_a_typed_error():
+def test_bad_input_is_a_typed_error() -> None:
     with pytest.raises(g.InvalidOption):
         Pool.start(0, backend="scripted")
     with pytest.raises(g.InvalidOption):

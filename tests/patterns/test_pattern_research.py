@@ -8,10 +8,14 @@ from genagent_thespian.patterns.research import Research
 import genagent_thespian as g
 from genagent_thespian.testing import Fail, wait_until
 
+# multiprocTCPBase only: this pattern's actors make progress on their own (self-chains,
+# timers, workers) while the test waits with wait_until; simpleSystemBase runs actors only
+# inside the calling thread's own requests, so the run never advances (measured: every test
+# of this module that drives a run times out there).
 pytestmark = pytest.mark.usefixtures("agent_system")
 
 
-def test_phases_self_chain_to_a_report():
+def test_phases_self_chain_to_a_report() -> None:
     run = Research.start(
         "tides",
         backend="scripted",
@@ -33,7 +37,7 @@ def test_phases_self_chain_to_a_report():
     run.stop()
 
 
-def test_failure_halts_in_failed_with_the_error():
+def test_failure_halts_in_failed_with_the_error() -> None:
     run = Research.start("x", backend="scripted", script=["Q1\nQ2", Fail("server_error", "boom")])
     result = run.result(timeout=20)
     assert result.phase == "failed" and result.failed_phase == "answering"
@@ -42,14 +46,14 @@ def test_failure_halts_in_failed_with_the_error():
     run.stop()
 
 
-def test_empty_listing_finishes_at_once():
+def test_empty_listing_finishes_at_once() -> None:
     run = Research.start("x", backend="scripted", script=["   \n"])
     result = run.result(timeout=20)
     assert result.phase == "done" and result.sub_questions == [] and result.turns == 1
     run.stop()
 
 
-def test_prompt_after_done_is_recorded_not_a_crash():
+def test_prompt_after_done_is_recorded_not_a_crash() -> None:
     run = Research.start("x", backend="scripted", script=["", "later"])
     run.result(timeout=20)
     g.resume("research")

@@ -10,12 +10,16 @@ from genagent_thespian.patterns.retry import RetryRunner
 import genagent_thespian as g
 from genagent_thespian.testing import Fail, Slow, wait_until
 
+# multiprocTCPBase only: this pattern's actors make progress on their own (self-chains,
+# timers, workers) while the test waits with wait_until; simpleSystemBase runs actors only
+# inside the calling thread's own requests, so the run never advances (measured: every test
+# of this module that drives a run times out there).
 pytestmark = pytest.mark.usefixtures("agent_system")
 
 RATE_LIMITED = Fail("rate_limited", "429 slow down")
 
 
-def test_transient_failures_are_retried_with_back_off_until_success():
+def test_transient_failures_are_retried_with_back_off_until_success() -> None:
     runner = RetryRunner.start(
         backend="scripted", delays=[0.05, 0.1], script=[RATE_LIMITED, RATE_LIMITED, "ok"]
     )
@@ -27,14 +31,14 @@ def test_transient_failures_are_retried_with_back_off_until_success():
     runner.stop()
 
 
-def test_giving_up_after_max_attempts_reports_every_error():
+def test_giving_up_after_max_attempts_reports_every_error() -> None:
     runner = RetryRunner.start(backend="scripted", delays=[0.01], default=RATE_LIMITED)
     outcome = runner.run("t", timeout=20)
     assert outcome.phase == "failed" and outcome.attempts == 3 and len(outcome.errors) == 3
     runner.stop()
 
 
-def test_retry_after_is_honoured_and_permanent_errors_are_not_retried():
+def test_retry_after_is_honoured_and_permanent_errors_are_not_retried() -> None:
     runner = RetryRunner.start(
         backend="scripted",
         delays=[0.01],
@@ -46,7 +50,7 @@ def test_retry_after_is_honoured_and_permanent_errors_are_not_retried():
     runner.stop()
 
 
-def test_an_interrupted_attempt_is_not_retried():
+def test_an_interrupted_attempt_is_not_retried() -> None:
     runner = RetryRunner.start(backend="scripted", delays=[0.01], script=[Slow("x " * 50, 30)])
     job = runner.submit("long")
     wait_until(lambda: g.status("retry").state == "processing", timeout=10)
@@ -56,7 +60,7 @@ def test_an_interrupted_attempt_is_not_retried():
     runner.stop()
 
 
-def test_the_back_off_never_blocks_the_agent_and_can_be_cancelled():
+def test_the_back_off_never_blocks_the_agent_and_can_be_cancelled() -> None:
     runner = RetryRunner.start(backend="scripted", delays=[60.0], script=[RATE_LIMITED, "ok"])
     job = runner.submit("t")
     wait_until(lambda: (runner.job(job) or {}).get("phase") == "waiting", timeout=10)
@@ -71,7 +75,7 @@ def test_the_back_off_never_blocks_the_agent_and_can_be_cancelled():
     assert time.monotonic() - started < 10
 
 
-def test_a_plain_ask_with_no_delay_keeps_waiting_for_the_final_outcome():
+def test_a_plain_ask_with_no_delay_keeps_waiting_for_the_final_outcome() -> None:
     runner = RetryRunner.start(backend="scripted", delays=[0], script=[RATE_LIMITED, "ok"])
     assert g.ask("retry", "the task", timeout=20).text == "ok"
     assert g.backend_session("retry").history == ("the task", "the task")

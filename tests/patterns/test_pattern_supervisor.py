@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
 import pytest
 from genagent_thespian.patterns.supervisor import Supervisor
@@ -12,15 +13,19 @@ from support_patterns import always_fail, echo_task, fail_t2, hang_on_t2
 import genagent_thespian as g
 from genagent_thespian.testing import Fail, wait_until
 
+# multiprocTCPBase only: this pattern's actors make progress on their own (self-chains,
+# timers, workers) while the test waits with wait_until; simpleSystemBase runs actors only
+# inside the calling thread's own requests, so the run never advances (measured: every test
+# of this module that drives a run times out there).
 pytestmark = pytest.mark.usefixtures("agent_system")
 
 
-def _workers_gone(result) -> bool:
+def _workers_gone(result: Any) -> bool:  # Any: the pattern's result object
     names = set(g.list_agents())
     return not names.intersection(result.workers)
 
 
-def test_fan_out_fan_in_synthesis_and_workers_stopped():
+def test_fan_out_fan_in_synthesis_and_workers_stopped() -> None:
     run = Supervisor.start(
         "topic",
         backend="scripted",
@@ -38,7 +43,7 @@ def test_fan_out_fan_in_synthesis_and_workers_stopped():
     run.stop()
 
 
-def test_a_failing_worker_still_synthesizes():
+def test_a_failing_worker_still_synthesizes() -> None:
     run = Supervisor.start(
         "topic",
         backend="scripted",
@@ -51,7 +56,7 @@ def test_a_failing_worker_still_synthesizes():
     run.stop()
 
 
-def test_all_workers_failing_and_empty_plan_fail_the_run():
+def test_all_workers_failing_and_empty_plan_fail_the_run() -> None:
     run = Supervisor.start(
         "topic", backend="scripted", script=["t1\nt2"], worker_options={"script": [always_fail]}
     )
@@ -64,7 +69,7 @@ def test_all_workers_failing_and_empty_plan_fail_the_run():
     empty.stop()
 
 
-def test_a_hung_worker_times_out_and_is_stopped():
+def test_a_hung_worker_times_out_and_is_stopped() -> None:
     run = Supervisor.start(
         "topic",
         backend="scripted",
@@ -79,7 +84,7 @@ def test_a_hung_worker_times_out_and_is_stopped():
     run.stop()
 
 
-def test_a_worker_that_dies_is_noticed_without_waiting_for_the_timeout():
+def test_a_worker_that_dies_is_noticed_without_waiting_for_the_timeout() -> None:
     run = Supervisor.start(
         "topic",
         backend="scripted",
@@ -99,10 +104,10 @@ def test_a_worker_that_dies_is_noticed_without_waiting_for_the_timeout():
     run.stop()
 
 
-def test_a_failed_plan_fails_the_run_and_second_run_reuses_nothing():
+def test_a_failed_plan_fails_the_run_and_second_run_reuses_nothing() -> None:
     run = Supervisor.start("topic", backend="scripted", script=[Fail("server_error", "no plan")])
     result = run.result(timeout=30)
-    assert result.phase == "failed" and "no plan" in result.error
+    assert result.phase == "failed" and "no plan" in (result.error or "")
     run.stop()
 
 
@@ -113,7 +118,7 @@ def _busy(name: str) -> bool:
         return False
 
 
-def test_workers_that_cannot_start_are_failures():
+def test_workers_that_cannot_start_are_failures() -> None:
     run = Supervisor.start(
         "topic", backend="scripted", script=["t1\nt2"], worker_options={"bogus_option": 1}
     )

@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from genagent_thespian.patterns.switchboard import SessionBusy, SessionHalted, Switchboard
 
 import genagent_thespian as g
+from genagent_thespian import PollResult
 from genagent_thespian.testing import Fail, Gate, open_gate, wait_until
 
-pytestmark = pytest.mark.usefixtures("agent_system")
+pytestmark = pytest.mark.usefixtures("any_agent_system")
+
+
+def _text(result: PollResult) -> str:
+    assert result.response is not None, result
+    return result.response.text
 
 
 @pytest.fixture
-def board():
+def board() -> Iterator[Switchboard]:
     with Switchboard() as switchboard:
         yield switchboard
 
 
-def test_send_poll_inbox_ack_and_busy(board, tmp_path):
+def test_send_poll_inbox_ack_and_busy(board: Switchboard, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     board.start_session("s1", backend="scripted", script=[Gate(str(gate), "first"), "second"])
     board.start_session("s2", backend="scripted", script=["other"])
@@ -32,7 +40,7 @@ def test_send_poll_inbox_ack_and_busy(board, tmp_path):
 
     open_gate(gate)
     wait_until(lambda: board.poll("s1", ref).done, timeout=10)
-    assert board.poll("s1", ref).response.text == "first"
+    assert _text(board.poll("s1", ref)) == "first"
 
     inbox = board.inbox("s1")
     assert [(e["status"], e["seq"], e["text"], e["ref"]) for e in inbox.new_requests] == [
@@ -43,7 +51,7 @@ def test_send_poll_inbox_ack_and_busy(board, tmp_path):
     assert board.inbox("s2").new_requests == []  # sessions are independent
 
 
-def test_ack_only_marks_what_was_returned(board, tmp_path):
+def test_ack_only_marks_what_was_returned(board: Switchboard, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     board.start_session("s", backend="scripted", script=["one", Gate(str(gate), "two")])
     first = board.send("s", "a")
@@ -56,7 +64,7 @@ def test_ack_only_marks_what_was_returned(board, tmp_path):
     wait_until(lambda: [e["seq"] for e in board.inbox("s").new_requests] == [2], timeout=10)
 
 
-def test_failed_turn_is_recorded_in_history(board):
+def test_failed_turn_is_recorded_in_history(board: Switchboard) -> None:
     board.start_session("s", backend="scripted", script=[Fail("server_error", "boom")])
     ref = board.send("s", "try")
     wait_until(lambda: board.poll("s", ref).done, timeout=10)
@@ -65,7 +73,7 @@ def test_failed_turn_is_recorded_in_history(board):
     assert entry["status"] == "failed" and entry["seq"] == 1 and "boom" in entry["error"]
 
 
-def test_halt_rejects_send_and_resume_unhalts(board):
+def test_halt_rejects_send_and_resume_unhalts(board: Switchboard) -> None:
     board.start_session("s", backend="scripted", script=["after resume"])
     board.halt("s")
     wait_until(lambda: board.status("s").halted, timeout=10)
@@ -74,10 +82,10 @@ def test_halt_rejects_send_and_resume_unhalts(board):
     board.resume("s")
     ref = board.send("s", "now")
     wait_until(lambda: board.poll("s", ref).done, timeout=10)
-    assert board.poll("s", ref).response.text == "after resume"
+    assert _text(board.poll("s", ref)) == "after resume"
 
 
-def test_summary_transcript_and_unknown_names(board):
+def test_summary_transcript_and_unknown_names(board: Switchboard) -> None:
     board.start_session("s", backend="scripted", default="ok")
     board.update_summary("s", "# notes")
     wait_until(lambda: board.summary("s") == "# notes", timeout=10)
@@ -96,7 +104,9 @@ def test_summary_transcript_and_unknown_names(board):
         board.send("s", "gone")
 
 
-def test_concurrent_sends_to_an_idle_session_start_exactly_one_turn(board, tmp_path):
+def test_concurrent_sends_to_an_idle_session_start_exactly_one_turn(
+    board: Switchboard, tmp_path: Path
+) -> None:
     gate = tmp_path / "gate"
     board.start_session("s", backend="scripted", script=[Gate(str(gate), "only")], default="x")
     outcomes: list[str] = []

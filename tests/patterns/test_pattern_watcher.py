@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from genagent_thespian.patterns.watcher import Watcher
 
 import genagent_thespian as g
 from genagent_thespian.testing import Fail, Gate, open_gate, wait_until
 
+# multiprocTCPBase only: this pattern's actors make progress on their own (self-chains,
+# timers, workers) while the test waits with wait_until; simpleSystemBase runs actors only
+# inside the calling thread's own requests, so the run never advances (measured: every test
+# of this module that drives a run times out there).
 pytestmark = pytest.mark.usefixtures("agent_system")
 
 
-def test_boring_events_are_ignored_and_interesting_ones_dispatch():
+def test_boring_events_are_ignored_and_interesting_ones_dispatch() -> None:
     watcher = Watcher.start(backend="scripted", script=["diagnosis"])
     assert g.status("watcher").turns == 0  # nothing runs before an event
     watcher.feed(("ci_result", "passed"))
@@ -25,7 +31,7 @@ def test_boring_events_are_ignored_and_interesting_ones_dispatch():
     watcher.stop()
 
 
-def test_events_during_a_turn_are_not_lost_and_run_in_order(tmp_path):
+def test_events_during_a_turn_are_not_lost_and_run_in_order(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     watcher = Watcher.start(backend="scripted", script=[Gate(str(gate), "r1"), "r2", "r3"])
     watcher.feed(("pr_opened", "ann", "one"))
@@ -43,7 +49,7 @@ def test_events_during_a_turn_are_not_lost_and_run_in_order(tmp_path):
     watcher.stop()
 
 
-def test_a_failed_turn_leaves_a_trace():
+def test_a_failed_turn_leaves_a_trace() -> None:
     watcher = Watcher.start(backend="scripted", script=[Fail("server_error", "down"), "ok"])
     watcher.feed(("pr_opened", "ann", "one"))
     watcher.feed(("pr_opened", "bob", "two"))

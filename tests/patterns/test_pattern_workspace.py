@@ -13,17 +13,21 @@ from genagent_thespian.patterns.workspace import Workspace, WorkspaceGitError, r
 import genagent_thespian as g
 from genagent_thespian.testing import TelemetryCapture, wait_until
 
+# multiprocTCPBase only: this pattern's actors make progress on their own (self-chains,
+# timers, workers) while the test waits with wait_until; simpleSystemBase runs actors only
+# inside the calling thread's own requests, so the run never advances (measured: every test
+# of this module that drives a run times out there).
 pytestmark = pytest.mark.usefixtures("agent_system")
 
 
-def _repo(path) -> str:
+def _repo(path: Path) -> str:
     os.makedirs(path)
     run_git(["init", "-q", "-b", "main"], cwd=str(path))
     run_git(["commit", "-q", "--allow-empty", "-m", "root"], cwd=str(path))
     return str(path)
 
 
-def test_four_hooks_commit_each_turn_on_the_agent_branch():
+def test_four_hooks_commit_each_turn_on_the_agent_branch() -> None:
     with TelemetryCapture(["prompt.start"]) as capture:
         run = Workspace.start(
             "tides", backend="scripted", session_id="s1", script=["P1", "P2", "P3"]
@@ -48,7 +52,7 @@ def test_four_hooks_commit_each_turn_on_the_agent_branch():
     assert not os.path.exists(result.workspace)
 
 
-def test_a_worktree_of_an_existing_repository(tmp_path):
+def test_a_worktree_of_an_existing_repository(tmp_path: Path) -> None:
     repo = _repo(tmp_path / "repo")
     run = Workspace.start(
         "x", backend="scripted", session_id="s2", repo=repo, num_turns=1, script=["only"]
@@ -61,7 +65,7 @@ def test_a_worktree_of_an_existing_repository(tmp_path):
     assert "worktree" not in run_git(["worktree", "list"], cwd=repo).split("\n", 1)[-1]
 
 
-def test_git_failure_at_start_is_reported(tmp_path):
+def test_git_failure_at_start_is_reported(tmp_path: Path) -> None:
     not_a_repo = tmp_path / "plain"
     not_a_repo.mkdir()
     base = tmp_path / "base"
@@ -74,13 +78,13 @@ def test_git_failure_at_start_is_reported(tmp_path):
     assert list(base.iterdir()) == []  # the half-made workspace directory was removed
 
 
-def test_a_start_that_fails_before_pre_run_leaves_no_directory(tmp_path):
+def test_a_start_that_fails_before_pre_run_leaves_no_directory(tmp_path: Path) -> None:
     with pytest.raises(g.InvalidOption):
         Workspace.start("x", backend="scripted", session_id="s5", base_dir=str(tmp_path), bogus=1)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_failing_commit_is_reported_and_stops_the_run(tmp_path):
+def test_a_failing_commit_is_reported_and_stops_the_run(tmp_path: Path) -> None:
     repo = _repo(tmp_path / "repo")
     hook = tmp_path / "repo" / ".git" / "hooks" / "pre-commit"
     hook.write_text("#!/bin/sh\necho 'commits are frozen' >&2\nexit 1\n")
@@ -89,7 +93,7 @@ def test_a_failing_commit_is_reported_and_stops_the_run(tmp_path):
         "x", backend="scripted", session_id="s4", repo=repo, script=["P1", "P2", "P3"]
     )
     result = run.result(timeout=30)
-    assert result.phase == "failed" and "commits are frozen" in result.error
+    assert result.phase == "failed" and "commits are frozen" in (result.error or "")
     assert result.commits == [] and result.paragraphs == ["P1"]
     outcome = g.poll("workspace", run.ref)
     assert outcome.state == "failed" and isinstance(outcome.error, g.CallbackError)
@@ -98,10 +102,10 @@ def test_a_failing_commit_is_reported_and_stops_the_run(tmp_path):
     run.cleanup()
 
 
-def test_session_id_is_validated():
+def test_session_id_is_validated() -> None:
     with pytest.raises(g.InvalidOption, match="session_id"):
         Workspace.start("x", backend="scripted", session_id="../escape")
 
 
-def test_git_is_real():
+def test_git_is_real() -> None:
     assert subprocess.run(["git", "--version"], capture_output=True, check=True).stdout

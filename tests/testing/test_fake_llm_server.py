@@ -7,10 +7,14 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import anthropic
 import openai
 import pytest
+from anthropic.types import Message, MessageParam, TextBlock, ThinkingBlock, ToolUseBlock
+from openai.types.responses import ResponseFunctionToolCall
 
 from genagent_thespian.testing._fake_llm_server import (
     REDACTED,
@@ -28,20 +32,20 @@ from genagent_thespian.testing._fake_llm_server import (
     When,
 )
 
-USER = [{"role": "user", "content": "hi"}]
+USER: list[MessageParam] = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
-def server():
+def server() -> Iterator[FakeLLMServer]:
     with FakeLLMServer() as fake:
         yield fake
 
 
-_CLIENTS: list = []
+_CLIENTS: list[anthropic.Anthropic | openai.OpenAI] = []
 
 
 @pytest.fixture(autouse=True)
-def _close_clients():
+def _close_clients() -> Iterator[None]:
     yield
     while _CLIENTS:
         _CLIENTS.pop().close()
@@ -61,7 +65,7 @@ def gpt(server: FakeLLMServer, key: str = "sk-openai-test") -> openai.OpenAI:
     return client
 
 
-def wait_until(condition, timeout: float = 5.0) -> None:
+def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -69,10 +73,23 @@ def wait_until(condition, timeout: float = 5.0) -> None:
         threading.Event().wait(0.01)
 
 
+def text_of(message: Message) -> str:
+    """The text of a message's first block (which must be a text block)."""
+    block = message.content[0]
+    assert isinstance(block, TextBlock)
+    return block.text
+
+
+def body_of(error: anthropic.APIStatusError | openai.APIStatusError) -> dict[str, Any]:
+    """The JSON body of an SDK error (typed ``object`` by the SDKs)."""
+    assert isinstance(error.body, dict)
+    return error.body
+
+
 # ---------------------------------------------------------------------------- anthropic
 
 
-def test_anthropic_stream_carries_every_block_kind(server):
+def test_anthropic_stream_carries_every_block_kind(server: FakeLLMServer) -> None:
     server.script(
         Reply(
             [
@@ -92,17 +109,18 @@ def test_anthropic_stream_carries_every_block_kind(server):
     assert "input_json" in kinds
     assert kinds[-1] == "message_stop"
     assert [b.type for b in final.content] == ["thinking", "text", "tool_use"]
-    assert final.content[0].signature == "fake-signature"
-    assert final.content[1].text == "Hello there"
-    assert final.content[2].input == {"city": "Paris"}
-    assert final.content[2].id == "toolu_1"
+    thinking, text, tool_use = final.content
+    assert isinstance(thinking, ThinkingBlock) and thinking.signature == "fake-signature"
+    assert isinstance(text, TextBlock) and text.text == "Hello there"
+    assert isinstance(tool_use, ToolUseBlock)
+    assert (tool_use.input, tool_use.id) == ({"city": "Paris"}, "toolu_1")
     assert final.stop_reason == "tool_use"
     assert final.model == "claude-x"
     assert (final.usage.input_tokens, final.usage.output_tokens) == (30, 9)
     assert final.usage.cache_read_input_tokens == 4
 
 
-def test_anthropic_raw_sse_has_event_lines_and_ping(server):
+def test_anthropic_raw_sse_has_event_lines_and_ping(server: FakeLLMServer) -> None:
     server.script(Text("ok"))
     connection = http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
     body = json.dumps({"model": "m", "max_tokens": 5, "messages": USER, "stream": True})
@@ -111,8 +129,8 @@ def test_anthropic_raw_sse_has_event_lines_and_ping(server):
     text = response.read().decode()
     connection.close()
     assert response.status == 200
-    assert response.getheader("content-type").startswith("text/event-stream")
-    assert response.getheader("request-id").startswith("req_fake")
+    assert (response.getheader("content-type") or "").startswith("text/event-stream")
+    assert (response.getheader("request-id") or "").startswith("req_fake")
     names = [line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("event: ")]
     assert names == [
         "message_start",
@@ -129,10 +147,10 @@ def test_anthropic_raw_sse_has_event_lines_and_ping(server):
     assert not request.has_auth
 
 
-def test_anthropic_non_streaming_message(server):
+def test_anthropic_non_streaming_message(server: FakeLLMServer) -> None:
     server.script("plain answer")
     message = claude(server).messages.create(model="m", max_tokens=5, messages=USER)
-    assert message.content[0].text == "plain answer"
+    assert text_of(message) == "plain answer"
     assert message.stop_reason == "end_turn"
     (request,) = server.requests
     assert request.stream is False
@@ -148,20 +166,22 @@ def test_anthropic_non_streaming_message(server):
         (529, anthropic.InternalServerError, "overloaded_error"),
     ],
 )
-def test_anthropic_http_errors_have_the_provider_shape(server, status, exc_type, error_type):
+def test_anthropic_http_errors_have_the_provider_shape(
+    server: FakeLLMServer, status: int, exc_type: type[anthropic.APIStatusError], error_type: str
+) -> None:
     server.script(HTTPError(status, retry_after=2 if status == 429 else None))
     with pytest.raises(exc_type) as caught:
         claude(server).messages.create(model="m", max_tokens=5, messages=USER)
     assert caught.value.status_code == status
-    assert caught.value.body["error"]["type"] == error_type
-    assert caught.value.request_id.startswith("req_fake")
+    assert body_of(caught.value)["error"]["type"] == error_type
+    assert (caught.value.request_id or "").startswith("req_fake")
     if status == 429:
         assert caught.value.response.headers["retry-after"] == "2"
 
 
-def test_anthropic_error_in_the_middle_of_a_200_stream(server):
+def test_anthropic_error_in_the_middle_of_a_200_stream(server: FakeLLMServer) -> None:
     server.script(StreamError(Text("Hello from", chunks=2), error_type="overloaded_error"))
-    seen = []
+    seen: list[str] = []
     client = claude(server)
     with (
         pytest.raises(anthropic.APIStatusError) as caught,
@@ -170,20 +190,20 @@ def test_anthropic_error_in_the_middle_of_a_200_stream(server):
         seen.extend(stream.text_stream)
     assert seen == ["Hello", " from"]
     assert caught.value.status_code == 200
-    assert caught.value.body["error"]["type"] == "overloaded_error"
+    assert body_of(caught.value)["error"]["type"] == "overloaded_error"
 
 
-def test_sdk_retry_after_is_honoured_then_reply_served(server):
+def test_sdk_retry_after_is_honoured_then_reply_served(server: FakeLLMServer) -> None:
     server.script(HTTPError(429, retry_after=0), "after retry")
     client = claude(server, retries=1)
     message = client.messages.create(model="m", max_tokens=5, messages=USER)
-    assert message.content[0].text == "after retry"
+    assert text_of(message) == "after retry"
     first, second = server.wait_for_requests(2)
     assert first.status == 429
     assert second.headers["x-stainless-retry-count"] == "1"
 
 
-def test_credentials_are_redacted_but_fingerprinted(server):
+def test_credentials_are_redacted_but_fingerprinted(server: FakeLLMServer) -> None:
     server.script("a", "b")
     claude(server, key="sk-ant-secret-1").messages.create(model="m", max_tokens=5, messages=USER)
     gpt(server, key="sk-openai-secret-2").responses.create(model="g", input="hi")
@@ -203,7 +223,7 @@ def test_credentials_are_redacted_but_fingerprinted(server):
 # ------------------------------------------------------------------------------- openai
 
 
-def test_openai_stream_text_reasoning_and_function_call(server):
+def test_openai_stream_text_reasoning_and_function_call(server: FakeLLMServer) -> None:
     server.script(
         Reply(
             [
@@ -224,13 +244,15 @@ def test_openai_stream_text_reasoning_and_function_call(server):
     assert final.output_text == "Hello there"
     assert [item.type for item in final.output] == ["reasoning", "message", "function_call"]
     call = final.output[2]
+    assert isinstance(call, ResponseFunctionToolCall)
     assert (call.name, json.loads(call.arguments), call.call_id) == ("lookup", {"q": 1}, "call_7")
+    assert final.usage is not None
     assert final.usage.input_tokens == 15
     assert final.usage.input_tokens_details.cached_tokens == 5
     assert final.usage.output_tokens == 4
 
 
-def test_openai_previous_response_id_is_checked(server):
+def test_openai_previous_response_id_is_checked(server: FakeLLMServer) -> None:
     server.script("one", "two", "three")
     client = gpt(server)
     first = client.responses.create(model="g", input="a")
@@ -238,12 +260,12 @@ def test_openai_previous_response_id_is_checked(server):
     assert second.output_text == "two"
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(model="g", input="c", previous_response_id="resp_unknown")
-    assert caught.value.body["code"] == "previous_response_not_found"
+    assert body_of(caught.value)["code"] == "previous_response_not_found"
     assert server.requests[1].body["previous_response_id"] == first.id
     assert server.remaining == 1  # the refused request took no item
 
 
-def test_openai_http_error_and_stream_failure(server):
+def test_openai_http_error_and_stream_failure(server: FakeLLMServer) -> None:
     server.script(
         HTTPError(429, retry_after=3),
         StreamError(Text("par", chunks=1), error_type="overloaded_error"),
@@ -252,12 +274,13 @@ def test_openai_http_error_and_stream_failure(server):
     client = gpt(server)
     with pytest.raises(openai.RateLimitError) as caught:
         client.responses.create(model="g", input="a")
-    assert caught.value.body["code"] == "rate_limit_exceeded"
+    assert body_of(caught.value)["code"] == "rate_limit_exceeded"
     assert caught.value.response.headers["retry-after"] == "3"
     assert caught.value.response.headers["x-request-id"].startswith("req_fake")
     events = list(client.responses.create(model="g", input="a", stream=True))
     assert events[-1].type == "response.failed"
-    assert events[-1].response.error.code == "server_is_overloaded"
+    failed = events[-1].response.error
+    assert failed is not None and str(failed.code) == "server_is_overloaded"
     events = list(client.responses.create(model="g", input="a", stream=True))
     assert events[-1].type == "error"
     assert (events[-1].code, events[-1].message) == ("server_error", "boom")
@@ -266,36 +289,38 @@ def test_openai_http_error_and_stream_failure(server):
 # ---------------------------------------------------------------------------- scripting
 
 
-def test_default_reply_is_an_explicit_non_retryable_error(server):
+def test_default_reply_is_an_explicit_non_retryable_error(server: FakeLLMServer) -> None:
     client = claude(server, retries=2)
     with pytest.raises(anthropic.BadRequestError) as caught:
         client.messages.create(model="m", max_tokens=5, messages=USER)
-    assert "no scripted reply" in caught.value.body["error"]["message"]
+    assert "no scripted reply" in body_of(caught.value)["error"]["message"]
     assert len(server.requests) == 1
 
 
-def test_configurable_default_reply():
+def test_configurable_default_reply() -> None:
     with FakeLLMServer(default=Text("always")) as server:
         client = claude(server)
         for _ in range(2):
             message = client.messages.create(model="m", max_tokens=5, messages=USER)
-            assert message.content[0].text == "always"
+            assert text_of(message) == "always"
 
 
-def test_callable_and_when_items(server):
+def test_callable_and_when_items(server: FakeLLMServer) -> None:
     def echo(request: RecordedRequest) -> Text:
         return Text(f"you said {request.body['messages'][-1]['content']}")
 
     server.script(When(lambda r: r.model == "special", "special reply"), echo)
     client = claude(server)
     first = client.messages.create(model="m", max_tokens=5, messages=USER)
-    assert first.content[0].text == "you said hi"
+    assert text_of(first) == "you said hi"
     second = client.messages.create(model="special", max_tokens=5, messages=USER)
-    assert second.content[0].text == "special reply"
+    assert text_of(second) == "special reply"
     assert server.remaining == 0
 
 
-def test_auxiliary_requests_are_answered_and_recorded_without_taking_items(server):
+def test_auxiliary_requests_are_answered_and_recorded_without_taking_items(
+    server: FakeLLMServer,
+) -> None:
     server.script("kept")
     client = claude(server)
     counted = client.messages.count_tokens(model="m", messages=USER)
@@ -313,22 +338,22 @@ def test_auxiliary_requests_are_answered_and_recorded_without_taking_items(serve
     assert server.remaining == 1
 
 
-def test_wait_for_requests_times_out_with_a_clear_error(server):
+def test_wait_for_requests_times_out_with_a_clear_error(server: FakeLLMServer) -> None:
     with pytest.raises(TimeoutError, match="got 0"):
         server.wait_for_requests(1, timeout=0.1)
 
 
-def test_only_loopback_addresses():
+def test_only_loopback_addresses() -> None:
     with pytest.raises(ValueError, match="loopback"):
         FakeLLMServer(host="0.0.0.0")
 
 
-def test_hang_validation():
+def test_hang_validation() -> None:
     with pytest.raises(ValueError, match="prefix or a then"):
         Hang(prefix="a", then="b")
 
 
-def test_reply_validation():
+def test_reply_validation() -> None:
     with pytest.raises(ValueError, match="do not join"):
         Text("abc", chunks=["a", "x"]).fragments()
 
@@ -336,7 +361,7 @@ def test_reply_validation():
 # ----------------------------------------------------------------- slow, hang, truncation
 
 
-def test_slow_stream_sees_the_client_disconnect(server):
+def test_slow_stream_sees_the_client_disconnect(server: FakeLLMServer) -> None:
     server.script(Reply([Text("x" * 50, chunks=50)], chunk_delay=0.05))
     with claude(server).messages.stream(model="m", max_tokens=5, messages=USER) as stream:
         for event in stream:
@@ -347,14 +372,14 @@ def test_slow_stream_sees_the_client_disconnect(server):
     assert request.client_disconnected
 
 
-def test_hang_until_released_then_serves(server):
+def test_hang_until_released_then_serves(server: FakeLLMServer) -> None:
     hang = Hang(then=Text("late"))
     server.script(hang)
-    result = {}
+    result: dict[str, str] = {}
 
     def call() -> None:
         message = claude(server).messages.create(model="m", max_tokens=5, messages=USER)
-        result["text"] = message.content[0].text
+        result["text"] = text_of(message)
 
     thread = threading.Thread(target=call)
     thread.start()
@@ -365,7 +390,7 @@ def test_hang_until_released_then_serves(server):
     assert result == {"text": "late"}
 
 
-def test_hang_with_prefix_notices_the_client_leaving(server):
+def test_hang_with_prefix_notices_the_client_leaving(server: FakeLLMServer) -> None:
     server.script(Hang(prefix=Text("partial")))
     stream = claude(server).messages.create(model="m", max_tokens=5, messages=USER, stream=True)
     first = next(iter(stream))
@@ -376,11 +401,11 @@ def test_hang_with_prefix_notices_the_client_leaving(server):
     assert request.client_disconnected
 
 
-def test_close_releases_a_hang_and_leaves_no_thread():
+def test_close_releases_a_hang_and_leaves_no_thread() -> None:
     before = threading.active_count()
     server = FakeLLMServer()
     server.script(Hang())
-    errors = []
+    errors: list[Exception] = []
 
     def call() -> None:
         try:
@@ -399,9 +424,9 @@ def test_close_releases_a_hang_and_leaves_no_thread():
     wait_until(lambda: threading.active_count() <= before)
 
 
-def test_truncated_stream_breaks_the_connection(server):
+def test_truncated_stream_breaks_the_connection(server: FakeLLMServer) -> None:
     server.script(Truncated(Text("abcdef", chunks=3), after_events=3))
-    received = []
+    received: list[str] = []
     # The anthropic SDK lets the transport's own error through mid-stream.
     client = claude(server)
     with (
@@ -413,7 +438,7 @@ def test_truncated_stream_breaks_the_connection(server):
     assert received == []  # the cut came right after content_block_start
 
 
-def test_raw_garbage_body(server):
+def test_raw_garbage_body(server: FakeLLMServer) -> None:
     server.script(Raw("data: {not json\n\n", content_type="text/event-stream"))
     port = int(server.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:

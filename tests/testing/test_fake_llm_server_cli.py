@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,9 @@ def find_program(name: str) -> str | None:
     return shutil.which(name)
 
 
-def run_program(argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 120):
+def run_program(
+    argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 120
+) -> tuple[int, list[dict[str, Any]], str]:
     """Run ``argv`` in its own process group; kill the group on timeout; assert none is left."""
     process = subprocess.Popen(
         argv,
@@ -82,7 +85,7 @@ def group_gone(pgid: int, *, timeout: float) -> bool:
 
 
 @pytest.fixture
-def claude_bin():
+def claude_bin() -> str:
     program = find_program("claude")
     if program is None:
         pytest.skip("the claude program is not installed")
@@ -90,14 +93,14 @@ def claude_bin():
 
 
 @pytest.fixture
-def codex_bin():
+def codex_bin() -> str:
     program = find_program("codex")
     if program is None:
         pytest.skip("the codex program is not installed")
     return program
 
 
-def test_real_claude_streams_a_text_reply(claude_bin, tmp_path):
+def test_real_claude_streams_a_text_reply(claude_bin: str, tmp_path: Path) -> None:
     home, project = tmp_path / "home", tmp_path / "project"
     home.mkdir()
     project.mkdir()
@@ -158,7 +161,7 @@ def codex_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def test_real_codex_runs_a_function_call(codex_bin, tmp_path):
+def test_real_codex_runs_a_function_call(codex_bin: str, tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
     with FakeLLMServer() as server:
@@ -191,7 +194,7 @@ def test_real_codex_runs_a_function_call(codex_bin, tmp_path):
         assert "hi-from-tool" in json.dumps(outputs[0])
 
 
-def test_real_codex_reports_a_rate_limit(codex_bin, tmp_path):
+def test_real_codex_reports_a_rate_limit(codex_bin: str, tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
     with FakeLLMServer(default=HTTPError(429, retry_after=0)) as server:

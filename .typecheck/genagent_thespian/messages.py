@@ -1,0 +1,1 @@
+../../genagent_thespian/messages.py

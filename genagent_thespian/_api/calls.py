@@ -1,0 +1,573 @@
+"""The client calls as plans: one implementation under the sync and the asyncio API.
+
+A *plan* is a generator that yields :class:`Exchange` requests ("send this, wait for the
+reply that matches") and receives each reply back; it returns the call's result or raises
+its typed error. It does no I/O itself, so the same plan runs under two drivers:
+:func:`run` (a thread's own Thespian endpoint, the sync API in ``client``) and the asyncio
+transport of :mod:`genagent_thespian.aio` (one thread for every task). Everything a call
+decides (which message, which reply counts, what a restart means for it, which error to
+raise) is written once, here.
+
+An exchange may also name ``progress`` messages (a turn's streamed ``TurnEvent``): drivers
+hand those to the caller as they arrive (:func:`run_stream`) while the exchange waits for
+its final reply.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .._core import validate
+from .._core.errors import (
+    AgentNotFound,
+    AgentStopped,
+    AskTimeout,
+    InvalidEvent,
+    InvalidOption,
+)
+from .._core.protocol import _BackendSession, _SessionReply
+from .._core.turn import Response
+from ..messages import (
+    Accepted,
+    AgentList,
+    AgentSpec,
+    AgentStarted,
+    AgentStatus,
+    Cancel,
+    Failure,
+    Halt,
+    Interrupt,
+    ListAgents,
+    Located,
+    Notify,
+    Poll,
+    PollResult,
+    Prompt,
+    Resume,
+    StartAgent,
+    Status,
+    StopAgent,
+    Stopped,
+    Tell,
+    TurnEvent,
+    Watch,
+    WhereIs,
+)
+
+if TYPE_CHECKING:
+    from .system import AgentSystem
+
+__all__ = [
+    "CONTROL_TIMEOUT",
+    "Exchange",
+    "Plan",
+    "ask",
+    "backend_session",
+    "cancel",
+    "check_prompt",
+    "halt",
+    "interrupt",
+    "list_agents",
+    "notify",
+    "poll",
+    "resume",
+    "run",
+    "run_stream",
+    "start_agent",
+    "status",
+    "stop",
+    "stream",
+    "subscribe",
+    "tell",
+    "unwatch_message",
+    "watch",
+    "watch_ref",
+    "whereis",
+]
+
+T = TypeVar("T")
+
+#: Seconds for calls the agent answers at once (status, poll...).
+CONTROL_TIMEOUT = 30.0
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request of a plan: send ``message`` to ``address``, wait for a reply that matches.
+
+    Attributes:
+        address: The actor to send to.
+        message: The request (sent again, after ``before``, to a new address from ``on_idle``).
+        matches: Whether a reply is this exchange's answer.
+        timeout: Seconds before ``AskTimeout``; ``None`` waits as long as ``on_idle`` allows.
+        key: The ``ref`` every answer carries, when there is one (the asyncio transport
+            routes replies by it).
+        exclusive: The answer cannot be told apart from another call's by content
+            (``Accepted(None)`` from halt, resume, notify): a driver that shares one
+            endpoint between calls must run such exchanges one at a time.
+        on_idle: Called every couple of seconds without an answer; returns a plan whose
+            result is ``None`` (keep waiting) or a new address to send ``message`` to; the
+            plan may raise to give up (the agent is gone).
+        before: Messages sent (without waiting) ahead of ``message``, on every (re)send.
+        progress: Intermediate messages to hand to the caller while waiting (a stream).
+        shared: Exchanges with the same ``shared`` key ask the same question (where is
+            agent X?): a driver running many calls at once may send one and give its answer
+            to all (a thousand waiting asks check their agent's liveness together).
+    """
+
+    address: Any
+    message: Any
+    matches: Callable[[Any], bool]
+    timeout: float | None
+    key: str | None = None
+    exclusive: bool = False
+    on_idle: Callable[[], Plan[Any]] | None = None
+    before: tuple[Any, ...] = ()
+    progress: Callable[[Any], bool] | None = None
+    shared: Any = None
+
+
+Plan = Generator[Exchange, Any, T]
+
+
+# =============================================================================== drivers
+
+
+def run(system: AgentSystem, plan: Plan[T]) -> T:
+    """Run ``plan`` to its result on the calling thread's endpoint of ``system``."""
+    steps = run_stream(system, plan)
+    while True:
+        try:
+            next(steps)  # progress messages have no consumer here
+        except StopIteration as stop:
+            value: T = stop.value
+            return value
+
+
+def run_stream(system: AgentSystem, plan: Plan[T]) -> Generator[Any, None, T]:
+    """Run ``plan`` on the calling thread, yielding its exchanges' progress messages."""
+    try:
+        step = next(plan)
+        while True:
+            try:
+                reply = yield from system.exchange_stream(
+                    step.address,
+                    step.message,
+                    step.matches,
+                    timeout=step.timeout,
+                    on_idle=_sync_idle(system, step.on_idle),
+                    before=step.before,
+                    progress=step.progress,
+                )
+            except Exception as exc:
+                step = plan.throw(exc)
+                continue
+            step = plan.send(reply)
+    except StopIteration as stop:
+        value: T = stop.value
+        return value
+    finally:
+        plan.close()
+
+
+def _sync_idle(
+    system: AgentSystem, factory: Callable[[], Plan[Any]] | None
+) -> Callable[[], Any] | None:
+    if factory is None:
+        return None
+    return lambda: run(system, factory())
+
+
+# =============================================================================== agents
+
+
+def start_agent(system: AgentSystem, spec: AgentSpec, timeout: float | None) -> Plan[Any]:
+    """Start the agent of ``spec`` under the supervisor; return its name."""
+    name = spec.name
+    reply = yield Exchange(
+        system.supervisor,
+        StartAgent(spec),
+        lambda m: (
+            (isinstance(m, AgentStarted) and m.name == name)
+            or (isinstance(m, Failure) and m.ref is None and m.error.agent == name)
+        ),
+        timeout,
+    )
+    if isinstance(reply, Failure):
+        raise reply.error
+    system.remember(name, reply.address)  # incarnation unknown: the first call looks it up
+    return name
+
+
+def stop(system: AgentSystem, name: Any, timeout: float | None) -> Plan[None]:
+    """Stop agent ``name`` for good."""
+    reply = yield Exchange(
+        system.supervisor,
+        StopAgent(name),
+        lambda m: (
+            (isinstance(m, Stopped) and m.name == name)
+            or (isinstance(m, Failure) and m.ref is None and m.error.agent == name)
+        ),
+        timeout,
+    )
+    system.remember(name, None)
+    if isinstance(reply, Failure):
+        raise reply.error
+
+
+def whereis(system: AgentSystem, name: Any) -> Plan[Any]:
+    """The address of agent ``name``, or ``None``."""
+    located = yield from _locate(system, name)
+    return located.address
+
+
+def list_agents(system: AgentSystem) -> Plan[list[Any]]:
+    """The names of every registered agent."""
+    reply = yield Exchange(
+        system.registry, ListAgents(), lambda m: isinstance(m, AgentList), CONTROL_TIMEOUT
+    )
+    return [entry.name for entry in reply.agents]
+
+
+# =============================================================================== turns
+
+
+def ask(system: AgentSystem, name: Any, message: Prompt, timeout: float | None) -> Plan[Response]:
+    """Run ``message`` as a turn and return its ``Response``."""
+    check_prompt(message.text, name)
+    reply = yield from _call_agent(system, name, message, timeout=timeout, ref=message.ref)
+    if isinstance(reply, Failure):
+        raise reply.error
+    answer: Response = reply
+    return answer
+
+
+def stream(
+    system: AgentSystem, name: Any, message: Prompt, timeout: float | None
+) -> Plan[Response]:
+    """Like :func:`ask`, with the turn's ``TurnEvent``\\ s as progress messages.
+
+    The caller subscribes with ``Watch`` in the same breath as the prompt (sent first, so
+    the agent has the subscriber before the turn starts), and must send :func:`unwatch`
+    when it stops listening.
+    """
+    check_prompt(message.text, name)
+    ref = message.ref
+    reply = yield from _call_agent(
+        system,
+        name,
+        message,
+        timeout=timeout,
+        ref=ref,
+        before=(Watch(True, ref=watch_ref(ref)),),
+        progress=lambda m: isinstance(m, TurnEvent) and m.ref == ref,
+    )
+    if isinstance(reply, Failure):
+        raise reply.error
+    answer: Response = reply
+    return answer
+
+
+def subscribe(system: AgentSystem, name: Any, ref: str) -> Plan[None]:
+    """Subscribe to agent ``name``'s ``TurnEvent``\\ s (subscription ``ref``), then return.
+
+    Separate from :func:`watch` so a watcher is subscribed before its caller goes on to
+    start the turns it wants to see.
+    """
+    subscription = Watch(True, ref=watch_ref(ref))
+    yield from _call_agent(
+        system, name, subscription, timeout=CONTROL_TIMEOUT, ref=subscription.ref, kinds=(Accepted,)
+    )
+
+
+def watch(system: AgentSystem, name: Any, ref: str) -> Plan[None]:
+    """Follow every turn of agent ``name`` (progress messages) until the agent is gone.
+
+    Runs after :func:`subscribe`. Follows the agent through restarts (subscribing again at
+    its new address); returns when it is stopped.
+    """
+    try:
+        yield from _call_agent(
+            system,
+            name,
+            Watch(True, ref=watch_ref(ref)),  # idempotent: also re-subscribes after a restart
+            timeout=None,
+            follow_restarts=True,
+            progress=lambda m: isinstance(m, TurnEvent) and m.agent == name,
+            answer=lambda m: False,
+        )
+    except (AgentStopped, AgentNotFound):
+        return  # stopped (or stopped before the first event was awaited)
+
+
+def unwatch_message(system: AgentSystem, name: Any, ref: str) -> tuple[Any, Watch]:
+    """The ``(address, Watch(False))`` that ends subscription ``ref``, sent without waiting.
+
+    Its ``Accepted`` echo carries the subscription's ref, so it can never be taken for
+    another call's answer.
+    """
+    return system.cached_address(name), Watch(False, ref=watch_ref(ref))
+
+
+def watch_ref(ref: str) -> str:
+    """The ref of the ``Watch`` subscription that serves the stream of request ``ref``."""
+    return f"watch:{ref}"
+
+
+def tell(system: AgentSystem, name: Any, prompt: str) -> Plan[str]:
+    """Queue ``prompt`` and return its ref."""
+    check_prompt(prompt, name)
+    message = Tell(prompt)
+    reply = yield from _call_agent(
+        system, name, message, timeout=CONTROL_TIMEOUT, ref=message.ref, kinds=(Accepted,)
+    )
+    if isinstance(reply, Failure):
+        raise reply.error
+    return message.ref
+
+
+def poll(system: AgentSystem, name: Any, ref: str) -> Plan[PollResult]:
+    """Where the tell ``ref`` stands."""
+    if not isinstance(ref, str):
+        raise InvalidOption(f"ref must be a str, got {type(ref).__name__}", agent=name)
+    reply = yield from _call_agent(
+        system,
+        name,
+        Poll(ref),
+        timeout=CONTROL_TIMEOUT,
+        ref=ref,
+        kinds=(PollResult,),
+        idempotent=True,
+    )
+    if isinstance(reply, Failure):
+        raise reply.error
+    answer: PollResult = reply
+    return answer
+
+
+def notify(system: AgentSystem, name: Any, event: Any) -> Plan[None]:
+    """Deliver ``event`` to the agent's ``handle_event``."""
+    if system.base != "simpleSystemBase":
+        try:
+            pickle.dumps(event)
+        except Exception as exc:
+            raise InvalidEvent(
+                f"the event cannot be pickled for delivery: {type(exc).__name__}", agent=name
+            ) from None
+    reply = yield from _call_agent(
+        system, name, Notify(event), timeout=CONTROL_TIMEOUT, kinds=(Accepted,)
+    )
+    if isinstance(reply, Failure):
+        raise reply.error
+
+
+def interrupt(system: AgentSystem, name: Any, ref: str | None) -> Plan[str]:
+    """End the running turn (only ``ref``, when given); return the interrupted ref."""
+    reply = yield from _control(system, name, Interrupt(ref), ref=ref)
+    return reply.ref or ""
+
+
+def cancel(system: AgentSystem, name: Any, ref: str) -> Plan[None]:
+    """Remove the queued tell ``ref``."""
+    yield from _control(system, name, Cancel(ref), ref=ref)
+
+
+def halt(system: AgentSystem, name: Any) -> Plan[None]:
+    """Halt the agent after its current turn."""
+    yield from _control(system, name, Halt())
+
+
+def resume(system: AgentSystem, name: Any) -> Plan[None]:
+    """Unhalt the agent."""
+    yield from _control(system, name, Resume())
+
+
+def status(system: AgentSystem, name: Any) -> Plan[AgentStatus]:
+    """A snapshot of the agent."""
+    reply = yield from _call_agent(
+        system,
+        name,
+        Status(),
+        timeout=CONTROL_TIMEOUT,
+        kinds=(AgentStatus,),
+        idempotent=True,
+        answer=lambda m: (
+            (isinstance(m, AgentStatus) and m.name == name)
+            or (isinstance(m, Failure) and m.ref is None and m.error.agent == name)
+        ),
+    )
+    if isinstance(reply, Failure):
+        raise reply.error
+    answer: AgentStatus = reply
+    return answer
+
+
+def backend_session(system: AgentSystem, name: Any) -> Plan[Any]:
+    """The agent's current backend session."""
+    reply = yield from _call_agent(
+        system,
+        name,
+        _BackendSession(),
+        timeout=CONTROL_TIMEOUT,
+        kinds=(_SessionReply,),
+        idempotent=True,
+    )
+    if isinstance(reply, Failure):
+        raise reply.error
+    return reply.session
+
+
+def _control(
+    system: AgentSystem, name: Any, message: Any, *, ref: str | None = None
+) -> Plan[Accepted]:
+    reply = yield from _call_agent(
+        system, name, message, timeout=CONTROL_TIMEOUT, kinds=(Accepted,), ref=ref
+    )
+    if isinstance(reply, Failure):
+        raise reply.error
+    answer: Accepted = reply
+    return answer
+
+
+# =============================================================================== plumbing
+
+
+def _call_agent(
+    system: AgentSystem,
+    name: Any,
+    message: Any,
+    *,
+    timeout: float | None,
+    ref: str | None = None,
+    kinds: tuple[type, ...] = (Response,),
+    idempotent: bool = False,
+    follow_restarts: bool = False,
+    before: tuple[Any, ...] = (),
+    progress: Callable[[Any], bool] | None = None,
+    answer: Callable[[Any], bool] | None = None,
+) -> Plan[Any]:
+    """Send ``message`` to agent ``name`` and wait for its answer, watching that it lives.
+
+    If the agent was restarted meanwhile, an ``idempotent`` request (status, poll) or any
+    request to a durable agent is sent again to the new process (``follow_restarts``: any
+    agent, for subscriptions); anything else was lost with the old one and fails with
+    ``AgentStopped``. ``answer``, when given, decides alone which reply is the answer
+    (instead of ``kinds`` and ``ref``).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def remaining() -> float | None:
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def left() -> float:
+        """A look-up's timeout: the control timeout, or less when the call's own runs out."""
+        rest = remaining()
+        return CONTROL_TIMEOUT if rest is None else min(CONTROL_TIMEOUT, rest)
+
+    address = system.cached_address(name)
+    incarnation = system.cached_incarnation(name)
+    if address is None or incarnation is None:
+        # While the agent restarts, the registry answers once it is back (or gone for good).
+        located = yield from _locate(system, name, wait=True, timeout=remaining(), ref=ref)
+        if located.address is None and located.stopped:
+            raise AgentStopped("the agent was stopped", agent=name, ref=ref)
+        if located.address is None:
+            raise AgentNotFound("no agent has that name", agent=name, ref=ref)
+        address, incarnation = located.address, located.incarnation
+
+    def matches(reply: Any) -> bool:
+        if answer is not None:
+            return answer(reply)
+        if isinstance(reply, Failure):
+            if ref is not None:
+                return reply.ref == ref
+            # No ref: a failure of another call (an abandoned ask's) carries its own ref.
+            return reply.ref is None and reply.error.agent == name
+        if not isinstance(reply, kinds):
+            return False
+        return ref is None or getattr(reply, "ref", None) == ref
+
+    current = {"address": address, "incarnation": incarnation}
+
+    def check_alive() -> Plan[Any]:
+        if deadline is not None and time.monotonic() >= deadline:
+            return None  # the exchange itself answers AskTimeout
+        located = yield from _locate(system, name, timeout=left(), ref=ref)
+        if located.address is None:
+            if located.restarting:
+                return None  # the supervisor is bringing it back: keep waiting
+            raise AgentStopped(
+                "the agent is gone; this request was not answered", agent=name, ref=ref
+            )
+        if (located.address, located.incarnation) == (current["address"], current["incarnation"]):
+            return None
+        if not (located.durable or idempotent or follow_restarts):
+            raise AgentStopped(
+                "the agent was restarted and this request was lost with its old process",
+                agent=name,
+                ref=ref,
+            )
+        # A durable agent came back: it holds the request if it got it, and drops the
+        # same ref sent again; if it never got it, this delivers it.
+        current["address"], current["incarnation"] = located.address, located.incarnation
+        return located.address
+
+    try:
+        return (
+            yield Exchange(
+                address,
+                message,
+                matches,
+                remaining(),
+                key=ref,
+                exclusive=ref is None and Accepted in kinds,
+                on_idle=check_alive,
+                before=before,
+                progress=progress,
+            )
+        )
+    except AskTimeout:
+        still = "the turn keeps running" if isinstance(message, Prompt) else "it may still apply"
+        raise AskTimeout(f"no answer within {timeout:g}s ({still})", agent=name, ref=ref) from None
+
+
+def _locate(
+    system: AgentSystem,
+    name: Any,
+    *,
+    wait: bool = False,
+    timeout: float | None = CONTROL_TIMEOUT,
+    ref: str | None = None,
+) -> Plan[Located]:
+    """Ask the registry where ``name`` runs; with ``wait``, a restarting agent's answer waits
+    until it is back (or gone for good), bounded by ``timeout``.
+
+    ``timeout`` also bounds a registry that does not answer (a lost convention leader's)."""
+    try:
+        reply: Located = yield Exchange(
+            system.registry,
+            WhereIs(name, wait=wait),
+            lambda m: isinstance(m, Located) and m.name == name,
+            timeout,
+            shared=("whereis", name, wait),
+        )
+    except AskTimeout:
+        if wait:
+            raise  # the agent did not come back in time: the caller's own timeout
+        raise AskTimeout(
+            f"the registry did not answer the name look-up within {timeout or 0:.1f}s "
+            "(is the convention leader reachable?)",
+            agent=name,
+            ref=ref,
+        ) from None
+    system.remember(name, reply.address, reply.incarnation)
+    return reply
+
+
+def check_prompt(prompt: Any, name: Any) -> None:
+    """Raise ``InvalidPrompt`` unless ``prompt`` is a non-empty ``str`` (``_core/validate``)."""
+    validate.check_prompt(prompt, agent=name)

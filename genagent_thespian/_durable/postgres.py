@@ -1,0 +1,713 @@
+"""``PostgresAgentStore``: the durable agent store on a PostgreSQL server (psycopg 3).
+
+SQLite is the embedded default for one host. A convention of several hosts needs one store
+every host reaches over the network, so that any surviving host can resume any agent:
+``store="postgresql://user:password@host:port/database"`` keeps the same records (specs,
+state snapshots, mailboxes, in-flight requests, results, incarnations, process records)
+with the same contract (:class:`~genagent_thespian._durable.store.AgentStore`), the same
+checksums and the same errors.
+
+Each process holds one connection per store object, guarded by a lock so threads can share
+it. After a ``fork`` (every Thespian actor process is one) the child opens its own
+connection: it never uses or closes the parent's, whose socket it merely inherited.
+Writes are single transactions in ``READ COMMITTED`` whose incarnation checks are row
+updates, so two writers never both pass a fence; reads run in ``REPEATABLE READ`` so one
+``load`` sees one snapshot.
+
+The connection URL may carry a password: errors and ``repr`` show the server and database
+only (:func:`safe_location`).
+
+Install with ``pip install 'genagent-thespian[postgres]'``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from .._core.errors import AgentAlreadyExists, AgentNotFound, InvalidOption
+from .store import (
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    AgentStore,
+    Lease,
+    ProcessRecord,
+    StaleIncarnation,
+    StoreCorrupted,
+    StoredAgent,
+    StoredAgentEntry,
+    StoredRequest,
+    StoreError,
+    StoreSchemaMismatch,
+    _as_blob,
+    _check_epoch,
+    _check_file_name,
+    _check_key,
+    _check_max_results,
+    _check_ref,
+    _crc,
+    _new_process_record,
+    _short,
+)
+
+__all__ = ["URL_SCHEMES", "PostgresAgentStore", "is_postgres_url", "safe_location"]
+
+#: Store locations with these prefixes name a PostgreSQL database.
+URL_SCHEMES = ("postgresql://", "postgres://")
+
+# ``seq`` is a sequence: ordering by it is insertion order for one agent, whose writes come
+# from one process at a time. Tables are created in one transaction under an advisory lock,
+# so processes opening a new database at once do not race.
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS genagent_meta (
+        name TEXT PRIMARY KEY,
+        value BIGINT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS agents (
+        key TEXT PRIMARY KEY,
+        name BYTEA NOT NULL, name_crc BIGINT NOT NULL,
+        spec BYTEA NOT NULL, spec_crc BIGINT NOT NULL,
+        state BYTEA, state_crc BIGINT,
+        in_flight_ref TEXT, in_flight BYTEA, in_flight_crc BIGINT,
+        incarnation BIGINT NOT NULL DEFAULT 0,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS mailbox (
+        seq BIGSERIAL PRIMARY KEY,
+        key TEXT NOT NULL REFERENCES agents(key) ON DELETE CASCADE,
+        ref TEXT NOT NULL,
+        blob BYTEA NOT NULL, crc BIGINT NOT NULL,
+        UNIQUE (key, ref)
+    )""",
+    "CREATE INDEX IF NOT EXISTS mailbox_by_agent ON mailbox(key)",
+    """CREATE TABLE IF NOT EXISTS results (
+        seq BIGSERIAL PRIMARY KEY,
+        key TEXT NOT NULL REFERENCES agents(key) ON DELETE CASCADE,
+        ref TEXT NOT NULL,
+        blob BYTEA NOT NULL, crc BIGINT NOT NULL,
+        UNIQUE (key, ref)
+    )""",
+    "CREATE INDEX IF NOT EXISTS results_by_agent ON results(key)",
+    """CREATE TABLE IF NOT EXISTS leases (
+        key TEXT PRIMARY KEY REFERENCES agents(key) ON DELETE CASCADE,
+        epoch BIGINT NOT NULL,
+        owner TEXT NOT NULL,
+        expires TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS session_files (
+        key TEXT NOT NULL REFERENCES agents(key) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        blob BYTEA NOT NULL, crc BIGINT NOT NULL,
+        PRIMARY KEY (key, name)
+    )""",
+    """CREATE TABLE IF NOT EXISTS processes (
+        pid BIGINT NOT NULL,
+        start_ticks BIGINT NOT NULL,
+        boot TEXT NOT NULL,
+        pgid BIGINT,
+        role TEXT NOT NULL,
+        agent_key TEXT,
+        recorded_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (pid, start_ticks, boot)
+    )""",
+)
+
+#: Connections a forked child inherited: never used nor closed there (closing would end the
+#: parent's session), kept referenced for the life of the child.
+_INHERITED: list[Any] = []
+_OPEN_STORES: weakref.WeakSet[PostgresAgentStore] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for store in list(_OPEN_STORES):
+        store._lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def is_postgres_url(location: str) -> bool:
+    """Whether a store location names a PostgreSQL database rather than a SQLite file."""
+    return location.startswith(URL_SCHEMES)
+
+
+def safe_location(url: str) -> str:
+    """``url`` without its password or other secrets: ``postgresql://user@host:port/db``."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        parts = conninfo_to_dict(url)
+    except Exception:
+        return "postgresql://(unparsable URL)"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"postgresql://{user}{parts.get('host', '')}{port}/{parts.get('dbname', '')}"
+
+
+def _password(url: str) -> str:
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        return str(conninfo_to_dict(url).get("password") or "")
+    except Exception:
+        return ""
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise InvalidOption(
+            "a postgresql:// store needs psycopg 3: pip install 'genagent-thespian[postgres]'"
+        ) from None
+    return psycopg
+
+
+class PostgresAgentStore(AgentStore):
+    """The :class:`AgentStore` on PostgreSQL (see the module docstring).
+
+    Args:
+        url: ``postgresql://user:password@host:port/database`` (libpq's URL or key=value
+            form; ``PGPASSWORD`` and ``~/.pgpass`` work as usual).
+        connect_timeout: Seconds to wait for the server when connecting.
+
+    Raises:
+        InvalidOption: psycopg is not installed, or ``connect_timeout`` is invalid.
+        StoreError: The server cannot be reached or refused the connection.
+        StoreSchemaMismatch: The database holds another schema version of this store.
+    """
+
+    def __init__(self, url: str, *, connect_timeout: float = 2.0) -> None:
+        if (
+            isinstance(connect_timeout, bool)
+            or not isinstance(connect_timeout, int | float)
+            or not 0 < connect_timeout < 1e6
+        ):
+            raise InvalidOption(f"invalid connect_timeout={connect_timeout!r}: expected seconds")
+        self._psycopg = _psycopg()
+        self._url = url
+        self.location = safe_location(url)
+        self.connect_timeout = float(connect_timeout)
+        self._lock = threading.RLock()
+        self._closed = False
+        self._pid = os.getpid()
+        self._connection = self._open()
+        _OPEN_STORES.add(self)
+
+    def __repr__(self) -> str:
+        return f"PostgresAgentStore({self.location!r})"
+
+    # connection management ------------------------------------------------------------------
+
+    def _open(self) -> Any:
+        with self._translate("open"):
+            conn = self._psycopg.connect(self._url, autocommit=True, **self._network_defaults())
+            with conn.transaction():  # transactions are explicit: autocommit otherwise
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPLICATION_ID,))
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO genagent_meta (name, value) VALUES ('schema_version', %s)"
+                    " ON CONFLICT (name) DO NOTHING",
+                    (SCHEMA_VERSION,),
+                )
+                row = conn.execute(
+                    "SELECT value FROM genagent_meta WHERE name = 'schema_version'"
+                ).fetchone()
+        if row is None or int(row[0]) != SCHEMA_VERSION:
+            conn.close()
+            raise StoreSchemaMismatch(
+                f"agent store {self.location} has schema version {row and row[0]}, "
+                f"this release uses {SCHEMA_VERSION}"
+            )
+        return conn
+
+    def _network_defaults(self) -> dict[str, Any]:
+        """Timeouts so a server behind a partition fails a call within seconds, not minutes.
+
+        A lease holder must notice it cannot reach the store before its lease runs out;
+        a query on a dead TCP path would otherwise wait for the kernel's retransmissions
+        (about 15 minutes). Settings in the URL win.
+        """
+        from psycopg.conninfo import conninfo_to_dict
+
+        given = conninfo_to_dict(self._url)
+        defaults = {
+            "connect_timeout": max(2, round(self.connect_timeout)),
+            "keepalives": 1,
+            "keepalives_idle": 2,
+            "keepalives_interval": 1,
+            "keepalives_count": 2,
+            "tcp_user_timeout": 2000,
+        }
+        return {k: v for k, v in defaults.items() if k not in given}
+
+    def _conn(self) -> Any:
+        if self._closed:
+            raise StoreError(f"agent store {self.location} is closed")
+        if self._pid != os.getpid():  # a forked child: its own connection
+            _INHERITED.append(self._connection)
+            self._pid = os.getpid()
+            self._connection = self._open()
+        elif self._connection.broken or self._connection.closed:
+            self._connection = self._open()  # the server went away and may be back
+        return self._connection
+
+    @contextmanager
+    def _translate(self, operation: str, key: str | None = None) -> Iterator[None]:
+        psycopg = self._psycopg
+        try:
+            yield
+        except psycopg.errors.DataCorrupted as exc:
+            raise StoreCorrupted(
+                f"agent store {self.location}: {operation} failed: {exc.sqlstate}"
+            ) from None
+        except psycopg.Error as exc:
+            where = f" (agent key {_short(key)})" if key else ""
+            raise StoreError(
+                f"agent store {self.location}: {operation}{where} failed: "
+                f"{type(exc).__name__}: {self._scrubbed(exc)}"
+            ) from None
+
+    def _scrubbed(self, exc: BaseException) -> str:
+        """The error's first line, with the URL and its password blanked out if quoted."""
+        text = (str(exc).strip().splitlines() or [""])[0]
+        text = text.replace(self._url, self.location)
+        password = _password(self._url)
+        return text.replace(password, "***") if password else text
+
+    @contextmanager
+    def _write(self, operation: str, key: str | None = None) -> Iterator[Any]:
+        with self._lock, self._translate(operation, key):
+            conn = self._conn()
+            with conn.transaction(), conn.cursor() as cur:
+                yield cur
+
+    @contextmanager
+    def _read(self, operation: str, key: str | None = None) -> Iterator[Any]:
+        with self._lock, self._translate(operation, key):
+            conn = self._conn()
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                yield cur
+
+    def close(self) -> None:
+        """Close this process's connection; later calls raise :class:`StoreError`."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._pid == os.getpid():
+                self._connection.close()
+            else:
+                _INHERITED.append(self._connection)
+
+    # helpers --------------------------------------------------------------------------------
+
+    def _touch(
+        self,
+        cur: Any,
+        key: str,
+        assignments: str,
+        params: Sequence[Any],
+        incarnation: int | None,
+    ) -> None:
+        """Run ``UPDATE agents SET <assignments>`` for ``key``, checking it and its incarnation."""
+        cur.execute(
+            f"UPDATE agents SET {assignments}, updated_at = %s "
+            "WHERE key = %s AND (%s::bigint IS NULL OR incarnation = %s::bigint)",
+            (*params, time.time(), key, incarnation, incarnation),
+        )
+        if cur.rowcount == 1:
+            return
+        row = cur.execute("SELECT incarnation FROM agents WHERE key = %s", (key,)).fetchone()
+        if row is None:
+            raise AgentNotFound(f"no stored agent with key {_short(key)}")
+        raise StaleIncarnation(
+            f"agent key {_short(key)} is at incarnation {row[0]}, the write was for {incarnation}"
+        )
+
+    @staticmethod
+    def _put_result(cur: Any, key: str, result: StoredRequest, max_results: int) -> None:
+        if max_results == 0:
+            cur.execute("DELETE FROM results WHERE key = %s", (key,))
+            return
+        # Deleting first gives a re-stored ref a new seq: it becomes the newest result.
+        cur.execute("DELETE FROM results WHERE key = %s AND ref = %s", (key, result.ref))
+        cur.execute(
+            "INSERT INTO results (key, ref, blob, crc) VALUES (%s, %s, %s, %s)",
+            (key, result.ref, result.blob, _crc(result.blob)),
+        )
+        cur.execute(
+            "DELETE FROM results WHERE key = %s AND seq <= ("
+            " SELECT seq FROM results WHERE key = %s ORDER BY seq DESC LIMIT 1 OFFSET %s)",
+            (key, key, max_results),
+        )
+
+    def _verified(self, key: str, part: str, blob: Any, crc: int | None) -> bytes | None:
+        if blob is None:
+            return None
+        data = bytes(blob)
+        if crc is None or _crc(data) != crc:
+            raise StoreCorrupted(
+                f"agent store {self.location}: the {part} of agent key {_short(key)} is "
+                "damaged (checksum mismatch)"
+            )
+        return data
+
+    # agents ---------------------------------------------------------------------------------
+
+    def create_agent(self, key: str, name_blob: bytes, spec_blob: bytes) -> None:
+        key = _check_key(key)
+        name_blob = _as_blob(name_blob, "name_blob")
+        spec_blob = _as_blob(spec_blob, "spec_blob")
+        now = time.time()
+        with self._write("create_agent", key) as cur:
+            cur.execute(
+                "INSERT INTO agents (key, name, name_crc, spec, spec_crc, created_at,"
+                " updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (key) DO NOTHING",
+                (key, name_blob, _crc(name_blob), spec_blob, _crc(spec_blob), now, now),
+            )
+            if cur.rowcount != 1:
+                raise AgentAlreadyExists(
+                    f"a durable agent with key {_short(key)} is already stored"
+                )
+
+    def delete_agent(self, key: str) -> bool:
+        key = _check_key(key)
+        with self._write("delete_agent", key) as cur:
+            cur.execute("DELETE FROM agents WHERE key = %s", (key,))  # cascades
+            return bool(cur.rowcount > 0)
+
+    def list_agents(self) -> list[StoredAgentEntry]:
+        with self._read("list_agents") as cur:
+            rows = cur.execute(
+                "SELECT key, name, name_crc, incarnation FROM agents ORDER BY created_at, key"
+            ).fetchall()
+        entries = []
+        for key, name, name_crc, incarnation in rows:
+            name_blob = self._verified(key, "name", name, name_crc)
+            assert name_blob is not None
+            entries.append(StoredAgentEntry(key, name_blob, int(incarnation)))
+        return entries
+
+    def load(self, key: str) -> StoredAgent | None:
+        key = _check_key(key)
+        with self._read("load", key) as cur:
+            rows = self._select_agent(cur, key)
+        return None if rows is None else self._build_agent(key, *rows)
+
+    def begin_incarnation(self, key: str) -> StoredAgent:
+        key = _check_key(key)
+        with self._write("begin_incarnation", key) as cur:
+            cur.execute(
+                "UPDATE agents SET incarnation = incarnation + 1, updated_at = %s WHERE key = %s",
+                (time.time(), key),
+            )
+            rows = self._select_agent(cur, key)
+            if rows is None:
+                raise AgentNotFound(f"no stored agent with key {_short(key)}")
+            # Built inside the transaction: a damaged record rolls the increment back.
+            return self._build_agent(key, *rows)
+
+    @staticmethod
+    def _select_agent(cur: Any, key: str) -> tuple[tuple[Any, ...], list[Any], list[Any]] | None:
+        row = cur.execute(
+            "SELECT name, name_crc, spec, spec_crc, state, state_crc, in_flight_ref,"
+            " in_flight, in_flight_crc, incarnation FROM agents WHERE key = %s",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return None
+        queue_rows = cur.execute(
+            "SELECT ref, blob, crc FROM mailbox WHERE key = %s ORDER BY seq", (key,)
+        ).fetchall()
+        result_rows = cur.execute(
+            "SELECT ref, blob, crc FROM results WHERE key = %s ORDER BY seq", (key,)
+        ).fetchall()
+        return tuple(row), queue_rows, result_rows
+
+    def _build_agent(
+        self, key: str, row: tuple[Any, ...], queue_rows: list[Any], result_rows: list[Any]
+    ) -> StoredAgent:
+        name, name_crc, spec, spec_crc, state, state_crc = row[:6]
+        in_flight_ref, in_flight, in_flight_crc, incarnation = row[6:]
+        name_blob = self._verified(key, "name", name, name_crc)
+        spec_blob = self._verified(key, "start spec", spec, spec_crc)
+        assert name_blob is not None and spec_blob is not None
+        in_flight_blob = self._verified(key, "in-flight request", in_flight, in_flight_crc)
+        return StoredAgent(
+            key=key,
+            name_blob=name_blob,
+            spec_blob=spec_blob,
+            state_blob=self._verified(key, "state snapshot", state, state_crc),
+            queue=tuple(
+                StoredRequest(ref, self._verified(key, f"queued request {ref}", b, c) or b"")
+                for ref, b, c in queue_rows
+            ),
+            in_flight=(
+                None
+                if in_flight_ref is None or in_flight_blob is None
+                else StoredRequest(in_flight_ref, in_flight_blob)
+            ),
+            results=tuple(
+                StoredRequest(ref, self._verified(key, f"result {ref}", b, c) or b"")
+                for ref, b, c in result_rows
+            ),
+            incarnation=int(incarnation),
+        )
+
+    def bump_incarnation(self, key: str) -> int:
+        key = _check_key(key)
+        with self._write("bump_incarnation", key) as cur:
+            row = cur.execute(
+                "UPDATE agents SET incarnation = incarnation + 1, updated_at = %s WHERE key = %s"
+                " RETURNING incarnation",
+                (time.time(), key),
+            ).fetchone()
+            if row is None:
+                raise AgentNotFound(f"no stored agent with key {_short(key)}")
+            return int(row[0])
+
+    # provider session files -----------------------------------------------------------------
+
+    def put_session_files(
+        self, key: str, files: Mapping[str, bytes], *, incarnation: int | None = None
+    ) -> None:
+        key = _check_key(key)
+        checked = {
+            _check_file_name(name): _as_blob(blob, "session file") for name, blob in files.items()
+        }
+        with self._write("put_session_files", key) as cur:
+            self._touch(cur, key, "incarnation = incarnation", (), incarnation)
+            for name, blob in checked.items():
+                cur.execute(
+                    "INSERT INTO session_files (key, name, blob, crc) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT (key, name) DO UPDATE SET blob = EXCLUDED.blob,"
+                    " crc = EXCLUDED.crc",
+                    (key, name, blob, _crc(blob)),
+                )
+
+    def session_files(self, key: str) -> dict[str, bytes]:
+        key = _check_key(key)
+        with self._read("session_files", key) as cur:
+            rows = cur.execute(
+                "SELECT name, blob, crc FROM session_files WHERE key = %s ORDER BY name", (key,)
+            ).fetchall()
+        return {
+            name: self._verified(key, f"session file {name}", blob, crc) or b""
+            for name, blob, crc in rows
+        }
+
+    # leases ---------------------------------------------------------------------------------
+    # Times are the server's (clock_timestamp()), so hosts with skewed clocks agree.
+
+    def lease(self, key: str) -> Lease | None:
+        key = _check_key(key)
+        with self._read("lease", key) as cur:
+            row = cur.execute(
+                "SELECT epoch, owner, extract(epoch FROM expires - clock_timestamp())"
+                " FROM leases WHERE key = %s",
+                (key,),
+            ).fetchone()
+        return None if row is None else Lease(int(row[0]), row[1], float(row[2]))
+
+    def renew_lease(self, key: str, *, epoch: int, owner: str, seconds: float) -> None:
+        key = _check_key(key)
+        with self._write("renew_lease", key) as cur:
+            row = cur.execute(
+                "SELECT incarnation FROM agents WHERE key = %s FOR UPDATE", (key,)
+            ).fetchone()
+            _check_epoch(key, row, epoch)
+            cur.execute(
+                "INSERT INTO leases (key, epoch, owner, expires)"
+                " VALUES (%s, %s, %s, clock_timestamp() + make_interval(secs => %s))"
+                " ON CONFLICT (key) DO UPDATE SET epoch = EXCLUDED.epoch,"
+                " owner = EXCLUDED.owner, expires = EXCLUDED.expires",
+                (key, epoch, owner, float(seconds)),
+            )
+
+    def release_lease(self, key: str, *, epoch: int) -> None:
+        key = _check_key(key)
+        with self._write("release_lease", key) as cur:
+            cur.execute(
+                "UPDATE leases SET expires = clock_timestamp() WHERE key = %s AND epoch = %s",
+                (key, epoch),
+            )
+
+    # turn-boundary writes -------------------------------------------------------------------
+
+    def save_state(self, key: str, blob: bytes, *, incarnation: int | None = None) -> None:
+        key = _check_key(key)
+        blob = _as_blob(blob, "state blob")
+        with self._write("save_state", key) as cur:
+            self._touch(cur, key, "state = %s, state_crc = %s", (blob, _crc(blob)), incarnation)
+
+    def enqueue(self, key: str, ref: str, blob: bytes) -> None:
+        key = _check_key(key)
+        ref = _check_ref(ref)
+        blob = _as_blob(blob, "request blob")
+        with self._write("enqueue", key) as cur:
+            cur.execute(
+                "INSERT INTO mailbox (key, ref, blob, crc)"
+                " SELECT %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM agents WHERE key = %s)"
+                " ON CONFLICT (key, ref) DO NOTHING",
+                (key, ref, blob, _crc(blob), key),
+            )
+            if cur.rowcount == 1:
+                return
+            if cur.execute("SELECT 1 FROM agents WHERE key = %s", (key,)).fetchone() is None:
+                raise AgentNotFound(f"no stored agent with key {_short(key)}", ref=ref)
+            raise StoreError(
+                f"request {ref} is already queued for agent key {_short(key)}", ref=ref
+            )
+
+    def dequeue(self, key: str, ref: str) -> bool:
+        key = _check_key(key)
+        ref = _check_ref(ref)
+        with self._write("dequeue", key) as cur:
+            cur.execute("DELETE FROM mailbox WHERE key = %s AND ref = %s", (key, ref))
+            return bool(cur.rowcount > 0)
+
+    def set_in_flight(
+        self, key: str, ref: str, blob: bytes, *, incarnation: int | None = None
+    ) -> None:
+        key = _check_key(key)
+        ref = _check_ref(ref)
+        blob = _as_blob(blob, "in-flight blob")
+        with self._write("set_in_flight", key) as cur:
+            self._touch(
+                cur,
+                key,
+                "in_flight_ref = %s, in_flight = %s, in_flight_crc = %s",
+                (ref, blob, _crc(blob)),
+                incarnation,
+            )
+            cur.execute("DELETE FROM mailbox WHERE key = %s AND ref = %s", (key, ref))
+
+    def clear_in_flight(self, key: str, *, incarnation: int | None = None) -> None:
+        key = _check_key(key)
+        with self._write("clear_in_flight", key) as cur:
+            self._touch(
+                cur,
+                key,
+                "in_flight_ref = NULL, in_flight = NULL, in_flight_crc = NULL",
+                (),
+                incarnation,
+            )
+
+    def put_result(self, key: str, ref: str, blob: bytes, *, max_results: int) -> None:
+        key = _check_key(key)
+        result = StoredRequest(_check_ref(ref), _as_blob(blob, "result blob"))
+        max_results = _check_max_results(max_results)
+        with self._write("put_result", key) as cur:
+            if cur.execute("SELECT 1 FROM agents WHERE key = %s", (key,)).fetchone() is None:
+                raise AgentNotFound(f"no stored agent with key {_short(key)}", ref=ref)
+            self._put_result(cur, key, result, max_results)
+
+    def commit_turn(
+        self,
+        key: str,
+        *,
+        state: bytes,
+        result: StoredRequest | None = None,
+        max_results: int = 100,
+        next_in_flight: StoredRequest | None = None,
+        incarnation: int | None = None,
+    ) -> None:
+        key = _check_key(key)
+        state = _as_blob(state, "state blob")
+        max_results = _check_max_results(max_results)
+        if result is not None:
+            result = StoredRequest(_check_ref(result.ref), _as_blob(result.blob, "result blob"))
+        if next_in_flight is not None:
+            next_in_flight = StoredRequest(
+                _check_ref(next_in_flight.ref), _as_blob(next_in_flight.blob, "in-flight blob")
+            )
+        with self._write("commit_turn", key) as cur:
+            if next_in_flight is None:
+                flight: tuple[Any, ...] = (None, None, None)
+            else:
+                flight = (next_in_flight.ref, next_in_flight.blob, _crc(next_in_flight.blob))
+            self._touch(
+                cur,
+                key,
+                "state = %s, state_crc = %s, in_flight_ref = %s, in_flight = %s,"
+                " in_flight_crc = %s",
+                (state, _crc(state), *flight),
+                incarnation,
+            )
+            if result is not None:
+                self._put_result(cur, key, result, max_results)
+            if next_in_flight is not None:
+                cur.execute(
+                    "DELETE FROM mailbox WHERE key = %s AND ref = %s", (key, next_in_flight.ref)
+                )
+
+    # processes ------------------------------------------------------------------------------
+
+    def record_process(
+        self,
+        pid: int,
+        *,
+        role: str,
+        pgid: int | None = None,
+        agent_key: str | None = None,
+    ) -> ProcessRecord | None:
+        record = _new_process_record(pid, role, pgid, agent_key)
+        if record is None:
+            return None
+        with self._write("record_process") as cur:
+            cur.execute(
+                "INSERT INTO processes"
+                " (pid, start_ticks, boot, pgid, role, agent_key, recorded_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (pid, start_ticks, boot) DO UPDATE SET pgid = EXCLUDED.pgid,"
+                " role = EXCLUDED.role, agent_key = EXCLUDED.agent_key,"
+                " recorded_at = EXCLUDED.recorded_at",
+                (
+                    record.pid,
+                    record.start_ticks,
+                    record.boot,
+                    record.pgid,
+                    record.role,
+                    record.agent_key,
+                    record.recorded_at,
+                ),
+            )
+        return record
+
+    def forget_process(self, pid: int, start_ticks: int | None = None) -> int:
+        with self._write("forget_process") as cur:
+            cur.execute(
+                "DELETE FROM processes WHERE pid = %s"
+                " AND (%s::bigint IS NULL OR start_ticks = %s::bigint)",
+                (pid, start_ticks, start_ticks),
+            )
+            return int(cur.rowcount)
+
+    def recorded_processes(self) -> list[ProcessRecord]:
+        with self._read("recorded_processes") as cur:
+            rows = cur.execute(
+                "SELECT pid, start_ticks, boot, pgid, role, agent_key, recorded_at"
+                " FROM processes ORDER BY recorded_at, pid"
+            ).fetchall()
+        return [
+            ProcessRecord(
+                int(pid),
+                int(ticks),
+                boot,
+                None if pgid is None else int(pgid),
+                role,
+                agent_key,
+                float(recorded_at),
+            )
+            for pid, ticks, boot, pgid, role, agent_key, recorded_at in rows
+        ]

@@ -1,0 +1,181 @@
+"""Secrets never reach the durable store: values named like secrets are stored as placeholders.
+
+A durable agent's start spec and its backend session are saved to the store, and both can
+hold credentials: an ``api_key`` option, an ``env`` dict with ``ANTHROPIC_API_KEY``, a
+backend session's ``api_key`` field. Before either is pickled for the store, every value
+whose name says it is a secret, and every credential wrapper (an object with a ``reveal()``
+method, such as the HTTP backends' ``Secret``), is replaced by a :class:`Redacted`
+placeholder that records only the name.
+
+A secret name is one whose last word (words split by ``_``, ``-`` or ``.``) is ``key``,
+``apikey``, ``token``, ``secret``, ``password``, ``passwd``, ``passphrase`` or
+``credential(s)``: ``api_key``, ``ANTHROPIC_API_KEY``, ``access_token``, ``client_secret``,
+but not ``max_tokens`` or ``keys``.
+
+When a durable agent resumes from the store, each placeholder is filled by name
+(:func:`restore`), in this order: the options the agent was (re)started with (they are in
+memory, never stored: the supervisor's spec after a crash, the ``start_agent`` call after a
+node restart), then the spec's ``secret_resolver(agent_name, option_name)``, else ``None``,
+which the HTTP backends read as "use the provider's environment variable"
+(``ANTHROPIC_API_KEY``, ``OPENAI_API_KEY``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import io
+import pickle
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["Redacted", "dumps_redacted", "is_secret_name", "lookup_for", "redact", "restore"]
+
+_SECRET_NAME = re.compile(
+    r"(?:^|[_.\-])(?:api_?key|key|token|secret|password|passwd|passphrase|credentials?)$",
+    re.IGNORECASE,
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Redacted:
+    """What the store holds instead of a secret.
+
+    Attributes:
+        name: The option or field name the secret had.
+        wrapper: The class the secret was wrapped in (a backend's ``Secret``), re-applied to
+            the value found at restore; ``None`` for a plain value.
+    """
+
+    name: str
+    wrapper: Any = None
+
+    def __repr__(self) -> str:
+        return f"Redacted({self.name!r})"
+
+
+def is_secret_name(name: Any) -> bool:
+    """Whether an option, field or key called *name* holds a secret."""
+    return isinstance(name, str) and _SECRET_NAME.search(name) is not None
+
+
+def _is_wrapper(value: Any) -> bool:
+    return callable(getattr(type(value), "reveal", None))
+
+
+def _placeholder(name: str, value: Any) -> Redacted:
+    return Redacted(name, type(value) if _is_wrapper(value) else None)
+
+
+def redact(value: Any, name: str = "?") -> Any:
+    """Return a copy of *value* with every secret replaced by a :class:`Redacted`.
+
+    Walks dicts, lists, tuples (an ``(name, value)`` pair is an option) and dataclass
+    instances; other objects are returned as they are (a credential wrapper inside one is
+    still caught by :func:`dumps_redacted`).
+    """
+    if value is None or isinstance(value, Redacted):
+        return value
+    if _is_wrapper(value):
+        return _placeholder(name, value)
+    if isinstance(value, Mapping) and type(value) is dict:
+        return {
+            key: _placeholder(key, item)
+            if is_secret_name(key) and item is not None
+            else redact(item, str(key))
+            for key, item in value.items()
+        }
+    if type(value) is list:
+        return [redact(item, name) for item in value]
+    if type(value) is tuple:
+        if len(value) == 2 and is_secret_name(value[0]) and value[1] is not None:
+            return (value[0], _placeholder(value[0], value[1]))
+        return tuple(redact(item, name) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {}
+        for field in dataclasses.fields(value):
+            item = getattr(value, field.name)
+            if is_secret_name(field.name) and item is not None:
+                changes[field.name] = _placeholder(field.name, item)
+            else:
+                redacted = redact(item, field.name)
+                if redacted is not item:
+                    changes[field.name] = redacted
+        return _with_fields(value, changes) if changes else value
+    return value
+
+
+def restore(value: Any, lookup: Callable[[str], Any]) -> Any:
+    """Return a copy of *value* with every :class:`Redacted` filled from ``lookup(name)``."""
+    if isinstance(value, Redacted):
+        found = lookup(value.name)
+        if found is None or value.wrapper is None or isinstance(found, value.wrapper):
+            return found
+        return value.wrapper(found)
+    if type(value) is dict:
+        return {key: restore(item, lookup) for key, item in value.items()}
+    if type(value) is list:
+        return [restore(item, lookup) for item in value]
+    if type(value) is tuple:
+        return tuple(restore(item, lookup) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {}
+        for field in dataclasses.fields(value):
+            item = getattr(value, field.name)
+            restored = restore(item, lookup)
+            if restored is not item:
+                changes[field.name] = restored
+        return _with_fields(value, changes) if changes else value
+    return value
+
+
+def _with_fields(instance: Any, changes: Mapping[str, Any]) -> Any:
+    clone = copy.copy(instance)
+    for name, item in changes.items():
+        object.__setattr__(clone, name, item)  # frozen and slotted dataclasses too
+    return clone
+
+
+class _RedactingPickler(pickle.Pickler):
+    """Pickle that turns any credential wrapper it meets, however deep, into a placeholder."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if _is_wrapper(obj) and not isinstance(obj, type):
+            return (Redacted, ("?", type(obj)))
+        return NotImplemented
+
+
+def dumps_redacted(value: Any) -> bytes:
+    """Pickle ``redact(value)`` for the store, credential wrappers included at any depth."""
+    buffer = io.BytesIO()
+    _RedactingPickler(buffer, protocol=pickle.DEFAULT_PROTOCOL).dump(redact(value))
+    return buffer.getvalue()
+
+
+def lookup_for(options: Mapping[str, Any], resolver: Any, agent: Any) -> Callable[[str], Any]:
+    """The restore-time lookup: the live options (at any depth), then *resolver*, else None."""
+
+    def lookup(name: str) -> Any:
+        found = _find(options, name)
+        if found is None and resolver is not None:
+            found = resolver(agent, name)
+        return found
+
+    return lookup
+
+
+def _find(value: Any, name: str) -> Any:
+    if isinstance(value, Mapping):
+        if value.get(name) is not None:
+            return value[name]
+        for item in value.values():
+            found = _find(item, name)
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for item in value:
+            found = _find(item, name)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,1 @@
+"""The fleet as an MCP server (``genagent mcp``); needs the ``mcp`` extra."""

@@ -1,0 +1,100 @@
+"""A convention node (leader or member) in its own process, driven by JSON lines on stdin.
+
+For the tests that run a fleet across network namespaces (``tests/nodes/test_fleet_netns.py``):
+started with ``ip netns exec``, it starts its node with
+:func:`genagent_thespian._nodes.convention.start_node`, prints one JSON line (``node``,
+``admin_port``, ``pgid``) and then answers one JSON line per command:
+
+* ``{"op": "start", "name": ..., "script": [...], "placement": {...}, "history": path}``
+  starts a durable, permanent scripted ``Recorder`` (``Slow`` steps as ``{"slow": text,
+  "seconds": s}``);
+* ``{"op": "ask", "name": ..., "prompt": ..., "timeout": s}``;
+* ``{"op": "status", "name": ...}``; ``{"op": "nodes"}`` (how many nodes the leader knows).
+
+Closing stdin shuts the node down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--leader", default=None)
+    parser.add_argument("--admin-port", type=int, required=True)
+    parser.add_argument("--bind-host", required=True)
+    parser.add_argument("--store", default=None)
+    parser.add_argument("--label", action="append", default=[])
+    parser.add_argument("--period", type=float, default=1.0)
+    parser.add_argument("--miss-max", type=int, default=3)
+    args = parser.parse_args()
+
+    import genagent_thespian as g
+    from genagent_thespian._nodes.convention import start_node
+    from genagent_thespian.testing import Slow
+
+    leader = None
+    if args.leader:
+        host, port = args.leader.rsplit(":", 1)
+        leader = (host, int(port))
+    system = start_node(
+        leader=leader,
+        admin_port=args.admin_port,
+        bind_host=args.bind_host,
+        capabilities=dict(label.split("=", 1) for label in args.label),
+        store_path=args.store,
+        reregistration_period=args.period,
+        registration_miss_max=args.miss_max,
+    )
+    print(
+        json.dumps({"node": system.node, "admin_port": system.admin_port, "pgid": system.pgid}),
+        flush=True,
+    )
+
+    def step(item: Any) -> Any:
+        return Slow(item["slow"], item["seconds"]) if isinstance(item, dict) else item
+
+    for line in sys.stdin:
+        command = json.loads(line)
+        try:
+            if command["op"] == "start":
+                from support_agents import Recorder
+
+                g.start_agent(
+                    Recorder,
+                    name=command["name"],
+                    backend="scripted",
+                    script=[step(item) for item in command["script"]],
+                    backend_options={"record_to": command["history"]},
+                    durable=True,
+                    restart="permanent",
+                    max_restarts=100,
+                    restart_window=60.0,
+                    placement=command.get("placement"),
+                    system=system,
+                )
+                reply: dict[str, Any] = {"ok": True}
+            elif command["op"] == "ask":
+                text = g.ask(
+                    command["name"], command["prompt"], timeout=command["timeout"], system=system
+                ).text
+                reply = {"text": text}
+            elif command["op"] == "nodes":
+                from genagent_thespian._nodes.convention import list_nodes
+
+                reply = {"count": len(list_nodes(system))}
+            else:
+                status = g.status(command["name"], system=system)
+                reply = {"pid": status.pid, "node": status.node, "restarts": status.restarts}
+        except g.GenAgentError as exc:
+            reply = {"error": type(exc).__name__, "message": str(exc)}
+        print(json.dumps(reply), flush=True)
+    system.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Every ```python block of the README and the guides in docs/ runs, as a reader would run it.
+
+Each document's blocks run in order, each as its own script (``python file.py``) in one
+fresh folder per document, with that folder on ``PYTHONPATH``. A block whose first line is a
+comment naming a file (``# coder.py``) is saved under that name, so later blocks import it,
+as the reader who saved it would. A runner records every system a block starts, shuts down
+any the block left running and checks that no process of it is left.
+
+A block that cannot run here (it needs a logged-in CLI, an API key, several hosts) is marked
+on the line just above its fence, with the reason, and is still compiled::
+
+    <!-- not run: needs the claude CLI installed and logged in -->
+
+The pattern guides (docs/patterns/) have their own runner: tests/patterns/test_pattern_guides.py.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(
+    r"(?:^<!-- not run: (?P<reason>.*?) -->\n)?^```python\n(?P<code>.*?)^```", re.S | re.M
+)
+FILE_NAME = re.compile(r"#\s*([A-Za-z_]\w*\.py)\b")
+
+RUNNER = textwrap.dedent(
+    """
+    import runpy, sys, traceback
+    import genagent_thespian as g
+    from genagent_thespian.testing import system_processes, wait_until
+
+    started = []
+    original = g.start_system
+
+    def recording_start_system(*args, **kwargs):
+        system = original(*args, **kwargs)
+        started.append(system)
+        return system
+
+    g.start_system = recording_start_system
+    status = 0
+    try:
+        runpy.run_path(sys.argv[1], run_name="__main__")
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    for system in started:
+        g.shutdown_system(system)
+    for system in started:
+        try:
+            wait_until(lambda: not system_processes(system), timeout=15)
+        except AssertionError:
+            print("processes left:", system_processes(system), file=sys.stderr)
+            sys.exit(3)
+    sys.exit(status)
+    """
+)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One fenced python block of a document."""
+
+    document: Path
+    line: int
+    code: str
+    skip_reason: str | None
+
+    @property
+    def file_name(self) -> str | None:
+        first = self.code.splitlines()[0] if self.code.strip() else ""
+        found = FILE_NAME.match(first)
+        return found.group(1) if found else None
+
+
+def blocks_of(document: Path) -> list[Block]:
+    """The ```python blocks of ``document``, with their skip marks."""
+    text = document.read_text("utf-8")
+    return [
+        Block(document, text.count("\n", 0, m.start("code")), m.group("code"), m.group("reason"))
+        for m in FENCE.finditer(text)
+    ]
+
+
+def _name(document: Path) -> str:
+    return str(document.relative_to(ROOT))
+
+
+def test_every_python_fence_is_found() -> None:
+    """A fence the extractor would miss (indented, other spelling) would silently not run."""
+    for document in DOCUMENTS:
+        text = document.read_text("utf-8")
+        fences = len(re.findall(r"^\s*```\s*(?:python|py)\s*$", text, re.M))
+        assert fences == len(blocks_of(document)), _name(document)
+
+
+def test_skipped_blocks_say_why_and_still_compile() -> None:
+    for document in DOCUMENTS:
+        for block in blocks_of(document):
+            if block.skip_reason is not None:
+                assert len(block.skip_reason.strip()) > 10, f"{_name(document)}:{block.line}"
+            ast.parse(block.code, filename=f"{_name(document)}:{block.line}")
+
+
+def test_the_readme_quick_start_runs_without_a_key() -> None:
+    readme = blocks_of(ROOT / "README.md")
+    quick_start = [b for b in readme if b.file_name in ("coder.py", "quickstart.py")]
+    assert [b.skip_reason for b in quick_start] == [None, None]
+    assert 'backend="scripted"' in quick_start[1].code
+    assert "quickstart.py" in shown_outputs(ROOT / "README.md")
+
+
+RUNNABLE = [d for d in DOCUMENTS if any(b.skip_reason is None for b in blocks_of(d))]
+
+
+@pytest.mark.parametrize("document", RUNNABLE, ids=_name)
+def test_document_code_runs(document: Path, tmp_path: Path) -> None:
+    (tmp_path / "_run_doc_block.py").write_text(RUNNER, "utf-8")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONWARNINGS": "ignore::ResourceWarning",
+        "HOME": str(tmp_path),  # state files and default stores land here, not in ~
+    }
+    outputs: dict[str, str] = {}
+    for index, block in enumerate(blocks_of(document)):
+        file = tmp_path / (block.file_name or f"block_{index}.py")
+        file.write_text(block.code, "utf-8")
+        if block.skip_reason is not None:
+            continue
+        done = subprocess.run(
+            [sys.executable, "_run_doc_block.py", file.name],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=100,
+            check=False,
+        )
+        assert done.returncode == 0, (
+            f"{_name(document)}:{block.line} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+        )
+        outputs[file.name] = done.stdout
+    for script, shown in shown_outputs(document).items():
+        assert outputs[script] == shown, f"{_name(document)}: {script} prints other lines"
+
+
+def shown_outputs(document: Path) -> dict[str, str]:
+    """What a document says a script prints: ```text blocks starting ``$ python NAME.py``."""
+    shown = re.findall(
+        r"^```text\n\$ python (\w+\.py)\n(.*?)^```", document.read_text("utf-8"), re.S | re.M
+    )
+    return dict(shown)
+
+
+def test_no_doc_sends_a_reader_to_a_private_module() -> None:
+    """Docs name public entry points only (architecture.md describes the private tree)."""
+    readable = [d for d in DOCUMENTS if d.name != "architecture.md"]
+    readable += sorted((ROOT / "docs" / "patterns").glob("*.md"))
+    private = re.compile(r"genagent_thespian\._\w+|python -m genagent_thespian\._")
+    offenders = [
+        f"{_name(d)}:{n}"
+        for d in readable
+        for n, line in enumerate(d.read_text("utf-8").splitlines(), start=1)
+        if private.search(line)
+    ]
+    assert offenders == []
+
+
+def test_the_site_lists_every_guide() -> None:
+    nav = (ROOT / "mkdocs.yml").read_text("utf-8")
+    pages = [p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")]
+    assert [page for page in pages if page not in nav] == []

@@ -251,7 +251,14 @@ def _claude(result: Result, sizes: dict[str, int], binary: str, server: FakeLLMS
     env = _claude_env(home, server.url)
     loop = _Loop()
     try:
-        with agent_system() as system, _workdirs(3 + sizes["cold"] * 3) as dirs:
+        with (
+            agent_system() as system,
+            RawSystem() as raw,
+            _workdirs(3 + sizes["cold"] * 3) as dirs,
+        ):
+            # The memory floor is made now, beside the agent: both systems forked from this
+            # process in the same state, so their shared pages are comparable.
+            raw_pair = _raw_pair(raw)
             framework_dir, sdk_dir, bare_dir, *cold_dirs = dirs
             options: dict[str, Any] = {"binary": binary, "cwd": str(framework_dir), "env": env}
             g.start_agent(BenchAgent, name="c", backend="claude", system=system, **options)
@@ -269,7 +276,7 @@ def _claude(result: Result, sizes: dict[str, int], binary: str, server: FakeLLMS
                     warmup=sizes["warmup"],
                 )
                 _latency_figures(result, samples)
-                _memory_figures(result, system, framework_dir, sdk, bare)
+                _memory_figures(result, system, framework_dir, sdk, bare, raw_pair)
             finally:
                 bare.close()
                 sdk.close()
@@ -312,7 +319,7 @@ def _latency_figures(result: Result, samples: dict[str, list[float]]) -> None:
 
 
 def _memory_figures(
-    result: Result, system: Any, framework_dir: Path, sdk: _Sdk, bare: _Bare
+    result: Result, system: Any, framework_dir: Path, sdk: _Sdk, bare: _Bare, raw_pair: list[Any]
 ) -> None:
     (cli,) = _cli_pids(framework_dir)
     agent_pid = g.status("c", system=system).pid
@@ -325,10 +332,10 @@ def _memory_figures(
     sdk_pid = sdk.cli_pid()
     sdk_tree = _pss_mib(_tree(sdk_pid)) if sdk_pid else float("nan")
     bare_tree = _pss_mib(_tree(bare.process.pid))
-    raw_pair = _raw_pair_pss_mib()
+    raw_pss = _pss_mib(raw_pair)
     result.details["claude_pss_mib"] = {
         "framework_agent_worker": own,
-        "raw_thespian_parent_and_child": raw_pair,
+        "raw_thespian_parent_and_child": raw_pss,
         "framework_with_cli": with_cli,
         "sdk_cli_tree": sdk_tree,
         "bare_cli_tree": bare_tree,
@@ -340,7 +347,7 @@ def _memory_figures(
             label="framework PSS of one live claude agent (agent + worker, CLI excluded)",
             unit="MiB",
             value=own,
-            floor=raw_pair,
+            floor=raw_pss,
             floor_label="a raw Thespian actor and its child actor (two processes)",
             samples=1,
             target="<= 20 MiB",
@@ -360,15 +367,14 @@ def _memory_figures(
     )
 
 
-def _raw_pair_pss_mib() -> float:
-    """PSS of the floor of two actor processes: a raw Thespian actor and the child it made."""
+def _raw_pair(raw: RawSystem) -> list[Any]:
+    """The floor of two actor processes: a raw Thespian actor and the child actor it made."""
     import psutil
 
-    with RawSystem() as raw:
-        parent = raw.create(CrashParent)
-        reply = raw.asys.ask(parent, ("spawn",), 10.0)
-        child = psutil.Process(int(reply[1]))
-        return _pss_mib([psutil.Process(child.ppid()), child])
+    parent = raw.create(CrashParent)
+    reply = raw.asys.ask(parent, ("spawn",), 10.0)
+    child = psutil.Process(int(reply[1]))
+    return [psutil.Process(child.ppid()), child]
 
 
 def _cold_figures(

@@ -12,9 +12,11 @@ claude (2.1.331, the same binary for every contender, the same prompt and answer
 
 Per-turn latency is sampled in interleaved blocks (p50/p99); cold start is the time from
 nothing to the first answer; memory is the PSS of each contender's whole process tree per
-live agent (psutil), and the framework's own share (agent + worker, CLI excluded). The
-fleet phase runs 20 agents x 5 turns (threads calling ``g.ask``) against 20 SDK clients on
-one asyncio loop: wall time, CPU seconds of every process involved, peak PSS.
+live agent (psutil), and the framework's own share (agent + worker, CLI excluded) beside
+a raw Thespian actor with its child actor. The fleet phase runs 20 agents x 5 turns
+(threads calling ``g.ask``) against 20 SDK clients on one asyncio loop, three alternating
+runs each (median): wall time, CPU seconds of every process involved (not the sampler
+thread that reads their memory), peak PSS, and the framework's PSS per agent in the fleet.
 
 codex (0.169.0): the backend's ``app_server`` and ``exec`` modes through ``start_agent``,
 per-turn p50/p99 (the ``openai-codex`` Python SDK is reported as skipped when it is not
@@ -39,8 +41,8 @@ from typing import Any
 import genagent_thespian as g
 from genagent_thespian.testing import FakeLLMServer, Text
 
-from ._actors import BenchAgent
-from ._common import Figure, Result, agent_system, interleaved, summarize
+from ._actors import BenchAgent, CrashParent
+from ._common import Figure, RawSystem, Result, agent_system, interleaved, summarize
 
 __all__ = ["run"]
 
@@ -58,8 +60,24 @@ def _binary(name: str) -> str | None:
 
 def _sizes(quick: bool) -> dict[str, int]:
     if quick:
-        return {"rounds": 2, "per_round": 2, "warmup": 1, "cold": 1, "fleet": 3, "fleet_turns": 2}
-    return {"rounds": 10, "per_round": 10, "warmup": 3, "cold": 3, "fleet": 20, "fleet_turns": 5}
+        return {
+            "rounds": 2,
+            "per_round": 2,
+            "warmup": 1,
+            "cold": 1,
+            "fleet": 3,
+            "fleet_turns": 2,
+            "fleet_rounds": 1,
+        }
+    return {
+        "rounds": 10,
+        "per_round": 10,
+        "warmup": 3,
+        "cold": 3,
+        "fleet": 20,
+        "fleet_turns": 5,
+        "fleet_rounds": 3,
+    }
 
 
 def _claude_env(home: Path, url: str) -> dict[str, str]:
@@ -233,7 +251,14 @@ def _claude(result: Result, sizes: dict[str, int], binary: str, server: FakeLLMS
     env = _claude_env(home, server.url)
     loop = _Loop()
     try:
-        with agent_system() as system, _workdirs(3 + sizes["cold"] * 3) as dirs:
+        with (
+            agent_system() as system,
+            RawSystem() as raw,
+            _workdirs(3 + sizes["cold"] * 3) as dirs,
+        ):
+            # The memory floor is made now, beside the agent: both systems forked from this
+            # process in the same state, so their shared pages are comparable.
+            raw_pair = _raw_pair(raw)
             framework_dir, sdk_dir, bare_dir, *cold_dirs = dirs
             options: dict[str, Any] = {"binary": binary, "cwd": str(framework_dir), "env": env}
             g.start_agent(BenchAgent, name="c", backend="claude", system=system, **options)
@@ -251,7 +276,7 @@ def _claude(result: Result, sizes: dict[str, int], binary: str, server: FakeLLMS
                     warmup=sizes["warmup"],
                 )
                 _latency_figures(result, samples)
-                _memory_figures(result, system, framework_dir, sdk, bare)
+                _memory_figures(result, system, framework_dir, sdk, bare, raw_pair)
             finally:
                 bare.close()
                 sdk.close()
@@ -294,7 +319,7 @@ def _latency_figures(result: Result, samples: dict[str, list[float]]) -> None:
 
 
 def _memory_figures(
-    result: Result, system: Any, framework_dir: Path, sdk: _Sdk, bare: _Bare
+    result: Result, system: Any, framework_dir: Path, sdk: _Sdk, bare: _Bare, raw_pair: list[Any]
 ) -> None:
     (cli,) = _cli_pids(framework_dir)
     agent_pid = g.status("c", system=system).pid
@@ -307,8 +332,10 @@ def _memory_figures(
     sdk_pid = sdk.cli_pid()
     sdk_tree = _pss_mib(_tree(sdk_pid)) if sdk_pid else float("nan")
     bare_tree = _pss_mib(_tree(bare.process.pid))
+    raw_pss = _pss_mib(raw_pair)
     result.details["claude_pss_mib"] = {
         "framework_agent_worker": own,
+        "raw_thespian_parent_and_child": raw_pss,
         "framework_with_cli": with_cli,
         "sdk_cli_tree": sdk_tree,
         "bare_cli_tree": bare_tree,
@@ -317,11 +344,11 @@ def _memory_figures(
     result.add(
         Figure(
             key="claude_framework_pss_per_agent",
-            label="framework PSS per live claude agent (agent + worker, CLI excluded)",
+            label="framework PSS of one live claude agent (agent + worker, CLI excluded)",
             unit="MiB",
             value=own,
-            floor=bare_tree,
-            floor_label="PSS of the bare claude process tree",
+            floor=raw_pss,
+            floor_label="a raw Thespian actor and its child actor (two processes)",
             samples=1,
             target="<= 20 MiB",
             target_max=20.0,
@@ -338,6 +365,16 @@ def _memory_figures(
             samples=1,
         )
     )
+
+
+def _raw_pair(raw: RawSystem) -> list[Any]:
+    """The floor of two actor processes: a raw Thespian actor and the child actor it made."""
+    import psutil
+
+    parent = raw.create(CrashParent)
+    reply = raw.asys.ask(parent, ("spawn",), 10.0)
+    child = psutil.Process(int(reply[1]))
+    return [psutil.Process(child.ppid()), child]
 
 
 def _cold_figures(
@@ -399,55 +436,32 @@ def _fleet_figures(
     env: dict[str, str],
     loop: _Loop,
 ) -> None:
-    """Both fleets measured warm: every agent or client has answered once before the clock."""
-    agents, turns = sizes["fleet"], sizes["fleet_turns"]
+    """Both fleets measured warm (every agent or client has answered once before the clock),
+    in alternating runs (framework, SDK, SDK, framework...): the median run of each counts."""
+    agents, turns, rounds = sizes["fleet"], sizes["fleet_turns"], sizes["fleet_rounds"]
+    runs: dict[str, list[dict[str, Any]]] = {"framework": [], "sdk": []}
     with _workdirs(agents * 2) as dirs:
-        names = [f"fleet{i}" for i in range(agents)]
-        for name, workdir in zip(names, dirs[:agents], strict=True):
-            g.start_agent(
-                BenchAgent,
-                name=name,
-                backend="claude",
-                system=system,
-                binary=binary,
-                cwd=str(workdir),
-                env=env,
-            )
-        with ThreadPoolExecutor(max_workers=agents) as pool:
-            list(pool.map(lambda name: g.ask(name, PROMPT, system=system), names))
-        framework = _fleet_run(
-            lambda: _each(
-                names, lambda name: [g.ask(name, PROMPT, system=system) for _ in range(turns)]
-            ),
-            lambda: _system_trees(system),
-        )
-        for name in names:
-            g.stop(name, system=system)
-
-        clients = [_Sdk(loop, binary, env, workdir) for workdir in dirs[agents:]]
-
-        async def all_turns(count: int) -> None:
-            async def one(client: _Sdk) -> None:
-                for _ in range(count):
-                    await client.aturn()
-
-            await asyncio.gather(*(one(c) for c in clients))
-
-        try:
-            loop.run(all_turns(1), timeout=900)
-            sdk = _fleet_run(
-                lambda: loop.run(all_turns(turns), timeout=900),
-                lambda: [p for c in clients if (pid := c.cli_pid()) for p in _tree(pid)],
-            )
-        finally:
-            for client in clients:
-                client.close()
+        fleets = {
+            "framework": lambda: _framework_fleet(system, binary, env, dirs[:agents], turns),
+            "sdk": lambda: _sdk_fleet(loop, binary, env, dirs[agents:], turns),
+        }
+        for index in range(rounds):
+            order = ("framework", "sdk") if index % 2 == 0 else ("sdk", "framework")
+            for contender in order:
+                runs[contender].append(fleets[contender]())
+    framework, sdk = _median_run(runs["framework"]), _median_run(runs["sdk"])
+    per_agent = sorted(run["framework_pss_per_agent_mib"] for run in runs["framework"])
+    framework["framework_pss_per_agent_mib"] = per_agent[len(per_agent) // 2]
     result.details["claude_fleet"] = {
         "agents": agents,
         "turns": turns,
         "framework": framework,
         "sdk": sdk,
-        "note": "this process's own CPU is counted on both sides",
+        "runs": runs,
+        "note": (
+            "this process's own CPU is counted on both sides (the sampler thread that reads "
+            "the PSS of every process is not); each figure is the median of the runs"
+        ),
     }
     for key, label, unit in (
         ("wall_s", "wall time", "s"),
@@ -463,11 +477,89 @@ def _fleet_figures(
                 value=framework[key],
                 floor=sdk[key],
                 floor_label=f"{agents} ClaudeSDKClient on asyncio",
-                samples=agents * turns,
+                samples=agents * turns * rounds,
                 target=f"<= {target}x" if target else "",
                 target_ratio=target,
             )
         )
+    result.add(
+        Figure(
+            key="claude_fleet_framework_pss_per_agent",
+            label=f"framework PSS per live claude agent in the fleet of {agents} (CLI excluded)",
+            unit="MiB",
+            value=framework["framework_pss_per_agent_mib"],
+            floor=result.details["claude_pss_mib"]["raw_thespian_parent_and_child"],
+            floor_label="a raw Thespian actor and its child actor (two processes), alone",
+            samples=agents,
+            target="<= 20 MiB",
+            target_max=20.0,
+        )
+    )
+
+
+def _framework_fleet(
+    system: Any, binary: str, env: dict[str, str], dirs: list[Path], turns: int
+) -> dict[str, Any]:
+    names = [f"fleet{i}" for i in range(len(dirs))]
+    for name, workdir in zip(names, dirs, strict=True):
+        g.start_agent(
+            BenchAgent,
+            name=name,
+            backend="claude",
+            system=system,
+            binary=binary,
+            cwd=str(workdir),
+            env=env,
+        )
+    try:
+        _each(names, lambda name: g.ask(name, PROMPT, system=system))
+        run = _fleet_run(
+            lambda: _each(
+                names, lambda name: [g.ask(name, PROMPT, system=system) for _ in range(turns)]
+            ),
+            lambda: _system_trees(system),
+        )
+        # Agents and workers are the Python processes of each agent's tree (the CLIs are not).
+        own = [
+            p
+            for name in names
+            for p in _tree(g.status(name, system=system).pid)
+            if p.name().startswith("python")
+        ]
+        run["framework_pss_per_agent_mib"] = _pss_mib(own) / len(names)
+        return run
+    finally:
+        for name in names:
+            g.stop(name, system=system)
+
+
+def _sdk_fleet(
+    loop: _Loop, binary: str, env: dict[str, str], dirs: list[Path], turns: int
+) -> dict[str, Any]:
+    clients = [_Sdk(loop, binary, env, workdir) for workdir in dirs]
+
+    async def all_turns(count: int) -> None:
+        async def one(client: _Sdk) -> None:
+            for _ in range(count):
+                await client.aturn()
+
+        await asyncio.gather(*(one(c) for c in clients))
+
+    try:
+        loop.run(all_turns(1), timeout=900)
+        return _fleet_run(
+            lambda: loop.run(all_turns(turns), timeout=900),
+            lambda: [p for c in clients if (pid := c.cli_pid()) for p in _tree(pid)],
+        )
+    finally:
+        for client in clients:
+            client.close()
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per figure, the median over the runs (the middle one of an odd count)."""
+    keys = ("wall_s", "cpu_s", "peak_pss_mib")
+    return {key: sorted(run[key] for run in runs)[len(runs) // 2] for key in keys}
 
 
 def _each(names: list[str], work: Callable[[str], Any]) -> None:
@@ -486,9 +578,15 @@ def _system_trees(system: Any) -> list[Any]:
     return list(seen.values())
 
 
-def _fleet_run(work: Callable[[], Any], processes_of: Callable[[], list[Any]]) -> dict[str, float]:
+def _fleet_run(work: Callable[[], Any], processes_of: Callable[[], list[Any]]) -> dict[str, Any]:
     """Run ``work``; its wall time, the CPU seconds of this process and of ``processes_of()``
-    (sampled through the run, so processes that come and go are counted), and peak PSS."""
+    (sampled through the run, so processes that come and go are counted), and peak PSS.
+
+    The sampler thread's own CPU (reading ``smaps`` of every process, more for the
+    framework's many processes) is not counted: it is the measurement, not the contender.
+    ``cpu_by_kind`` splits the CPU between this process, Python processes (the framework's
+    actors) and the others (the CLIs).
+    """
     import psutil
 
     me = psutil.Process()
@@ -496,16 +594,18 @@ def _fleet_run(work: Callable[[], Any], processes_of: Callable[[], list[Any]]) -
     before = {pid: _cpu_s([p]) for pid, p in tracked.items()}
     own_before = _cpu_s([me])
     peak = 0.0
+    sampler_cpu = 0.0
     stop = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, sampler_cpu
         while not stop.is_set():
             current = processes_of()
             for process in current:
                 tracked.setdefault(process.pid, process)
             peak = max(peak, _pss_mib([me, *current]))
             stop.wait(0.5)
+        sampler_cpu = time.thread_time()
 
     sampler = threading.Thread(target=sample, daemon=True)
     started = time.perf_counter()
@@ -514,11 +614,18 @@ def _fleet_run(work: Callable[[], Any], processes_of: Callable[[], list[Any]]) -
     wall = time.perf_counter() - started
     stop.set()
     sampler.join(5)
-    cpu = _cpu_s([me]) - own_before
+    by_kind = {"this process": _cpu_s([me]) - own_before - sampler_cpu, "python": 0.0, "cli": 0.0}
     for pid, process in tracked.items():
         with contextlib.suppress(psutil.Error):
-            cpu += _cpu_s([process]) - before.get(pid, 0.0)
-    return {"wall_s": wall, "cpu_s": cpu, "peak_pss_mib": peak}
+            kind = "python" if process.name().startswith("python") else "cli"
+            by_kind[kind] += _cpu_s([process]) - before.get(pid, 0.0)
+    return {
+        "wall_s": wall,
+        "cpu_s": sum(by_kind.values()),
+        "peak_pss_mib": peak,
+        "cpu_by_kind": by_kind,
+        "sampler_cpu_s": sampler_cpu,
+    }
 
 
 # ============================================================================ codex

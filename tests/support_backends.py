@@ -5,16 +5,30 @@ spends ``cancel_s`` before its terminal event, and every turn spends ``cleanup_s
 its terminal event (as a CLI backend does while its process exits). Each turn appends
 ``start``/``end`` lines with a monotonic time to the ``log`` file, so a test can check that
 one turn's provider call never overlaps the previous one's clean-up.
+
+``GatedBackend`` yields announcements, usage and a text delta, then waits (bounded) for its
+``gate`` file before it ends the turn (the prompt ``warm-up`` just answers), so a test can
+look at what reached the caller while the provider is still busy.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from genagent_thespian import Backend, BackendError, BackendErrorKind, Event, GenAgent, TurnContext
+from genagent_thespian import (
+    Backend,
+    BackendError,
+    BackendErrorKind,
+    Event,
+    EventKind,
+    GenAgent,
+    TurnContext,
+    Usage,
+)
 
 
 class SlowEndingBackend(Backend):
@@ -38,6 +52,31 @@ class SlowEndingBackend(Backend):
         finally:
             time.sleep(float(session.get("cleanup_s", 0)))  # its process is slow to exit
             _log(session, "end", prompt)
+
+
+class GatedBackend(Backend):
+    """See the module docstring. Options: ``gate`` (the path whose existence ends the wait)."""
+
+    name = "gated"
+
+    def start_session(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(options)
+
+    def prompt(self, session: dict[str, Any], prompt: str, ctx: TurnContext) -> Iterator[Event]:
+        if prompt == "warm-up":
+            yield Event.result("warm")
+            return
+        yield Event(EventKind.SESSION_STARTED, {"session_id": "s1"})
+        yield Event(EventKind.TURN_STARTED, {"turn_index": 0})
+        yield Event(EventKind.USAGE, {"usage": Usage(input_tokens=1, output_tokens=1)})
+        yield Event.text_delta("a")
+        deadline = time.monotonic() + 30.0
+        while not os.path.exists(session["gate"]) and time.monotonic() < deadline:
+            if ctx.cancelled.wait(0.01):
+                break
+        yield Event(EventKind.RAW, {"type": "provider-line"})
+        yield Event.text_delta("b")
+        yield Event.result("ab")
 
 
 def _log(session: Mapping[str, Any], what: str, prompt: str) -> None:

@@ -254,6 +254,7 @@ class _WorkerSlot:
     pid: int = 0
     turn_id: int | None = None  # the turn it runs
     cancelling: int | None = None  # a cancelled turn it has not finished yet
+    awaiting_ready: bool = False  # the running turn's watchdog waits for the worker's ready
     process_groups: set[int] = field(default_factory=set)
     last_used: float = field(default_factory=time.monotonic)
     generation: int = 0
@@ -284,9 +285,12 @@ class AgentActor(Actor):
         self.session: Any = None
         self.worker = _WorkerSlot()
         self._held_start: StartTurn | None = None
-        # A turn's watchdog starts when its worker begins the backend call (``ready``), not
-        # while the turn waits behind a cancelling worker or a previous turn's clean-up.
+        # A turn's watchdog starts when its worker begins the backend call, not while the
+        # turn waits behind a cancelling worker or a previous turn's clean-up: armed when the
+        # start goes to a running worker that has nothing to wait for, else at its ``ready``
+        # (see ``_arm_watchdog_if_started``).
         self._pending_watchdog: ArmWatchdog | None = None
+        self._armed_watchdog: ArmWatchdog | None = None
         self._dying_groups: set[int] = set()  # killed process groups a new turn waits out
         # on_session_lost="fail": the provider lost the session; turns fail until restart.
         self._session_lost: BackendError | None = None
@@ -633,10 +637,15 @@ class AgentActor(Actor):
         if message.session_changed and message.session != self.session:
             self.session = message.session  # also for a cancelled turn: an early id counts
             self._persist_session()
+        armed = self._armed_watchdog
+        if message.waiting and armed is not None and armed.turn_id == message.turn_id:
+            # The worker must first wait for the previous turn's clean-up: not on the clock.
+            self._deadlines.cancel(_Watchdog)
+            self._armed_watchdog, self._pending_watchdog = None, armed
         pending = self._pending_watchdog
         if message.ready and pending is not None and pending.turn_id == message.turn_id:
-            self._pending_watchdog = None
-            self._after(_Watchdog(pending.turn_id), pending.seconds)
+            slot.awaiting_ready = False
+            self._arm_watchdog(pending)
         machine = self._m
         for event in message.events:
             self._stream(message.turn_id, event)
@@ -805,6 +814,11 @@ class AgentActor(Actor):
             slot.pid = 0
             self._after(_WorkerStartGrace(slot.generation), WORKER_START_GRACE)
         slot.turn_id = effect.turn_id
+        # The worker reports ``ready`` only when the turn cannot start at once: on a new
+        # worker, or when killed process groups must be gone first (the same rule as
+        # ``TurnWorker._start``, which also says ``waiting`` when a previous stream is still
+        # ending); otherwise the watchdog starts now and the turn costs no extra message.
+        slot.awaiting_ready = not slot.pid or bool(self._dying_groups)
         self.send(
             slot.address,
             _StartTurn(
@@ -818,6 +832,18 @@ class AgentActor(Actor):
             ),
         )
         self._dying_groups.clear()
+        self._arm_watchdog_if_started()
+
+    def _arm_watchdog_if_started(self) -> None:
+        """Start the pending watchdog if its turn went to a worker that starts it at once."""
+        pending = self._pending_watchdog
+        slot = self.worker
+        if pending is not None and slot.turn_id == pending.turn_id and not slot.awaiting_ready:
+            self._arm_watchdog(pending)
+
+    def _arm_watchdog(self, watchdog: ArmWatchdog) -> None:
+        self._pending_watchdog, self._armed_watchdog = None, watchdog
+        self._after(_Watchdog(watchdog.turn_id), watchdog.seconds)
 
     def _cancel_turn(self, effect: CancelTurn) -> None:
         """Ask the worker to end the turn, and give it ``CANCEL_GRACE`` seconds before a kill.
@@ -1230,12 +1256,13 @@ class AgentActor(Actor):
             elif isinstance(effect, CancelTurn):
                 self._cancel_turn(effect)
             elif isinstance(effect, ArmWatchdog):
-                self._pending_watchdog = effect  # armed when the worker says it is ready
+                self._pending_watchdog = effect
+                self._arm_watchdog_if_started()
             elif isinstance(effect, ArmDelayed):
                 self._after(_DelayedDue(effect.ref), effect.seconds)
         if self.machine is not None and self.machine.current is None:
             self._deadlines.cancel(_Watchdog)  # (its key) the turn ended: its watchdog is moot
-            self._pending_watchdog = None
+            self._pending_watchdog = self._armed_watchdog = None
 
 
 class _AgentContext:

@@ -11,6 +11,7 @@ supervisor forgets an address on the first notice.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import os
@@ -24,6 +25,7 @@ from typing import Any
 import psutil
 from thespian.actors import Actor, ActorExitRequest, ChildActorExited, WakeupMessage
 
+from .._core.backend import resolve_backend
 from .._core.classref import UnimportableClass
 from .._core.errors import AgentAlreadyExists, AgentNotFound, AgentStartFailed, GenAgentError
 from .._core.log import get_logger
@@ -411,6 +413,7 @@ class AgentSupervisor(Actor):
         requirements = dict(child.spec.placement)
         if node:
             requirements[NODE_CAPABILITY] = node
+        _preload_backend(child.spec.backend)
         child.address = self.createActor(AgentActor, targetActorRequirements=requirements or None)
         child.state = _ChildState.STARTING
         child.node = node
@@ -1120,3 +1123,15 @@ _HANDLERS: dict[type, Any] = {
     WatchAgent: AgentSupervisor._on_watch_agent,
     ActorExitRequest: AgentSupervisor._on_exit_request,
 }
+
+
+def _preload_backend(backend: Any) -> None:
+    """Import an agent's backend module here, before Thespian forks the agent from this process.
+
+    Memory: a module imported before the fork is shared (copy-on-write) by every agent and
+    worker forked after it; imported in each agent, it is a private copy per agent (about
+    1 MiB for the CLI backends with pexpect). A backend that does not import is reported by
+    the agent itself, as before.
+    """
+    with contextlib.suppress(Exception):
+        resolve_backend(backend)

@@ -11,6 +11,16 @@ actor returns ``ThespianWatch([pipe])`` from every handler, so Thespian wakes it
 2 ms, measured) to drain the queue and send. Bases without ``ThespianWatch``
 (``simpleSystemBase``) poll the queue with ``wakeupAfter`` instead.
 
+Why some items do not wake the actor: every ``_TurnOutput`` is a Thespian message with a
+fixed cost in both processes (framing, HMAC, pickling, the agent's dispatch), which made
+up most of the framework's CPU per CLI turn. Items nobody waits for (the events of
+``_DEFERRED_KINDS``: session and turn announcements, usage, unmapped provider lines; a
+session re-announced unchanged) are queued without the wake-up byte and travel, in order,
+with the next item that matters: an event a streaming user sees (text, deltas, tools,
+retries, warnings), a changed session (durable at once), a process group, the turn's end.
+A claude turn thus costs two messages (its text, its result) instead of five, and the
+streaming latency of what users watch is unchanged.
+
 Why the worker never raises: Thespian re-delivers a message whose handler raised, which
 would run an LLM call twice. Every exception of the thread is caught and reported as the
 turn's failure; the handlers themselves only move data.
@@ -63,6 +73,11 @@ _JOIN_GRACE = 5.0  # seconds a retiring worker waits for its turn thread
 _CLEANUP_WAIT = 30.0  # seconds a turn waits for the previous turn's stream to finish
 _GROUPS_GONE_WAIT = 10.0  # seconds a turn waits for killed process groups to be gone
 
+# Events that ride with the next item that wakes the actor (see the module docstring).
+_DEFERRED_KINDS = frozenset(
+    {EventKind.SESSION_STARTED, EventKind.TURN_STARTED, EventKind.USAGE, EventKind.RAW}
+)
+
 
 @dataclass
 class _Running:
@@ -95,6 +110,8 @@ class TurnWorker(Actor):
         self._poll_armed = False
         self._exit_code: int | None = None
         self._announced = False
+        self._groups: set[int] = set()  # live process groups the agent was told about
+        self._groups_lock = threading.Lock()
 
     # ------------------------------------------------------------------ dispatch
 
@@ -150,6 +167,12 @@ class TurnWorker(Actor):
             self._rfd, self._wfd = os.pipe()
             os.set_blocking(self._rfd, False)
         backend = self._backend_for(message.backend)
+        previous = self._finishing
+        # The agent starts the watchdog at once unless told to wait for ``ready`` (the same
+        # rule as ``AgentActor._start_turn``): on a new worker, with groups to wait out, or
+        # (``waiting``, which the agent cannot know) behind a stream still ending.
+        behind = previous is not None and previous.is_alive()
+        report_ready = not self._announced or bool(message.wait_gone) or behind
         ctx = TurnContext(
             agent=message.agent,
             ref=message.ref,
@@ -158,7 +181,7 @@ class TurnWorker(Actor):
         )
         thread = threading.Thread(
             target=self._run_turn,
-            args=(backend, message, ctx, self._finishing),
+            args=(backend, message, ctx, previous, report_ready),
             name=f"genagent-turn-{message.turn_id}",
             daemon=True,
         )
@@ -170,6 +193,8 @@ class TurnWorker(Actor):
             # dies before its start-up handshake gets no exit notice from Thespian.
             self._announced = True
             self.send(sender, _TurnOutput(message.turn_id, pid=os.getpid()))
+        elif behind and not message.wait_gone:
+            self.send(sender, _TurnOutput(message.turn_id, waiting=True, pid=os.getpid()))
         if not self._watch_supported:
             self._arm_poll()
 
@@ -188,6 +213,7 @@ class TurnWorker(Actor):
         message: _StartTurn,
         ctx: TurnContext,
         previous: threading.Thread | None,
+        report_ready: bool,
     ) -> None:
         """Thread body: play one turn, reporting everything through the queue. Never raises.
 
@@ -201,7 +227,8 @@ class TurnWorker(Actor):
         if not self._wait_for_previous(turn_id, previous):
             return
         self._wait_groups_gone(message.wait_gone)
-        self._put("ready", (turn_id,))
+        if report_ready:
+            self._put("ready", (turn_id,))
         started = time.monotonic()
         session = message.session
         stream = None
@@ -216,15 +243,22 @@ class TurnWorker(Actor):
                 if terminal is not None:
                     _log.debug("%s yielded %s after the terminal event", backend.name, event.kind)
                     continue
+                changed = False
                 if event.kind in (EventKind.SESSION_STARTED, EventKind.RESULT):
-                    session = backend.update_session(session, event)
-                    self._put("session", (turn_id, session))
-                self._put("event", (turn_id, event))
+                    updated = backend.update_session(session, event)
+                    changed = updated is not session and updated != session
+                    session = updated
+                    if changed:
+                        self._put("session", (turn_id, session), wake=False)
                 if event.terminal:
                     terminal = event
                     reported = True
+                    self._put("event", (turn_id, event), wake=False)
                     error = _terminal_error(terminal, backend)
                     self._put("done", (turn_id, error, _ms_since(started)))
+                else:
+                    wake = changed or event.kind not in _DEFERRED_KINDS
+                    self._put("event", (turn_id, event), wake=wake)
             exhausted = True
             if not reported:
                 self._put("done", (turn_id, _terminal_error(None, backend), _ms_since(started)))
@@ -280,16 +314,22 @@ class TurnWorker(Actor):
                 ):
                     _log.error("process group %s survived SIGKILL for %ss", pgid, _GROUPS_GONE_WAIT)
 
-    def _put(self, kind: str, payload: Any) -> None:
-        """Queue a report from the turn thread and wake the actor through the pipe."""
+    def _put(self, kind: str, payload: Any, *, wake: bool = True) -> None:
+        """Queue a report from the turn thread; ``wake``: also wake the actor through the pipe
+        to send it (with everything queued before it)."""
         self._queue.put((kind, payload))
-        if self._wfd is not None:
+        if wake and self._wfd is not None:
             with contextlib.suppress(OSError):
                 os.write(self._wfd, b"x")
 
     def _on_process_group(self, pgid: int, alive: bool) -> None:
         """A backend started (or ended) a process group: the agent must know, to end it if this
-        worker dies."""
+        worker dies. A live group tracked again is not news: backends that keep a process
+        across turns track it on every turn (each turn has its own context)."""
+        with self._groups_lock:
+            if alive == (pgid in self._groups):
+                return
+            (self._groups.add if alive else self._groups.discard)(pgid)
         self._put("pgroup", (pgid, alive))
 
     # ------------------------------------------------------------------ draining

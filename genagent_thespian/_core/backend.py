@@ -166,7 +166,9 @@ class Backend(abc.ABC):
 
         Called in the worker for every ``session_started`` event (so a session id learned
         early survives an interrupt) and for the terminal ``result``. The default returns
-        ``session`` unchanged.
+        ``session`` unchanged. A change must be a new object (sessions are immutable values):
+        the worker relays the session to the agent only when the result is not ``session``
+        itself and differs from it (``!=``), so an unchanged re-announcement costs nothing.
         """
         return session
 

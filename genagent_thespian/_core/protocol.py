@@ -111,8 +111,11 @@ class _CancelTurn:
 class _TurnOutput:
     """Worker -> agent: what turn ``turn_id`` produced since the last output.
 
-    ``ready`` says the worker has started the backend call (the previous turn's stream
-    has finished and killed process groups are gone): the turn's watchdog starts then.
+    ``ready`` says the worker has started the backend call after a wait (the previous
+    turn's stream has finished, killed process groups are gone) or on a new worker: the
+    turn's watchdog starts then. ``waiting`` says such a wait begins on a worker the agent
+    thought free (its watchdog stops until ``ready``). A turn that needs neither starts at
+    once and its watchdog runs from the start message: no message for it.
     ``done`` marks the end of the turn; then ``error`` is ``None`` for success (the
     ``result`` event is among ``events``) or the failure. ``session`` is set when the
     backend updated it (``session_changed``).
@@ -128,6 +131,7 @@ class _TurnOutput:
     process_groups: tuple[tuple[int, bool], ...] = ()  # (pgid, alive)
     pid: int = 0
     ready: bool = False
+    waiting: bool = False
 
     def __repr__(self) -> str:  # Thespian formats every message it sends: keep it cheap
         return f"_TurnOutput(turn_id={self.turn_id}, events={len(self.events)}, done={self.done})"

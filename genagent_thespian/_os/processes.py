@@ -23,6 +23,7 @@ two it lacks (process groups, start-time identity), which ``procfs.py`` reads fr
 
 from __future__ import annotations
 
+import ctypes  # at import, not in each child: shared after the fork, not copied per process
 import os
 import select
 import signal
@@ -225,8 +226,6 @@ def die_with_parent(*, expected_parent: int | None = None) -> None:
     """
     parent = os.getppid() if expected_parent is None else expected_parent
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)

@@ -14,6 +14,7 @@ when their worker dies, so no CLI process outlives its agent.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import time
@@ -64,6 +65,7 @@ from .._core.protocol import (
     _BackendSession,
     _CancelTurn,
     _EndSession,
+    _Hibernating,
     _InitAgent,
     _SessionEnded,
     _SessionReply,
@@ -116,6 +118,7 @@ from ..messages import (
     WatchAgent,
     WhereIs,
 )
+from . import hibernation
 from .worker import TurnWorker
 
 __all__ = ["AgentActor"]
@@ -223,6 +226,17 @@ class _LeaseRenewal:
         return _LeaseRenewal
 
 
+@dataclass(frozen=True, slots=True)
+class _HibernateDue:
+    """The agent has been idle ``hibernate_after`` seconds since activity ``stamp``."""
+
+    stamp: int
+
+    @property
+    def key(self) -> Hashable:
+        return _HibernateDue
+
+
 _Deadline = (
     _Watchdog
     | _DelayedDue
@@ -232,6 +246,20 @@ _Deadline = (
     | _EndSessionGrace
     | _WorkerStartGrace
     | _LeaseRenewal
+    | _HibernateDue
+)
+
+#: Messages that are no sign of use, so they do not keep an agent from hibernating: the
+#: framework's own, and reads (a dashboard polling ``status`` must not keep a fleet awake).
+_QUIET = (
+    WakeupMessage,
+    _TelemetryInterest,
+    ActorExitRequest,
+    ChildActorExited,
+    _WatcherGone,
+    Status,
+    Poll,
+    _BackendSession,
 )
 
 #: ``start_agent`` keywords that configure the framework rather than ``init_agent``.
@@ -309,6 +337,10 @@ class AgentActor(Actor):
         self._fenced = False
         self._lease_renewed = 0.0  # monotonic time of the last renewal that began and held
         self._saved_files: dict[str, int] = {}  # provider session file -> CRC last stored
+        self._hibernate_after = 0.0  # idle seconds before hibernating (0: never)
+        self._activity = 0  # counts uses; a hibernation deadline is for one count
+        self._hibernating = False  # handed over to the supervisor; ending its process
+        self._sleep_status: AgentStatus | None = None  # what status says once hibernating
 
     @staticmethod
     def actorSystemCapabilityCheck(
@@ -340,8 +372,14 @@ class AgentActor(Actor):
             self._init(message, sender)
             return
         machine = self.machine
-        if self._fenced and not isinstance(message, ActorExitRequest):
-            return  # the owning incarnation holds every request; nothing runs here any more
+        if self._hibernating and isinstance(message, Status | Poll | _BackendSession):
+            # Reads sent before the caller saw it sleep: the state is final, answer them.
+            _HANDLERS[type(message)](self, message, sender)
+            return
+        if (self._fenced or self._hibernating) and not isinstance(message, ActorExitRequest):
+            # Fenced: the owning incarnation holds every request. Hibernating: the record is
+            # written and the process is ending; callers resend to the woken incarnation.
+            return
         if machine is None:
             if isinstance(message, ActorExitRequest | ChildActorExited | WakeupMessage):
                 return
@@ -357,6 +395,8 @@ class AgentActor(Actor):
             )
         else:
             self._run(machine.info(message))
+        if not isinstance(message, _QUIET):
+            self._note_activity()
 
     # ================================================================== start
 
@@ -427,7 +467,13 @@ class AgentActor(Actor):
         if self._telemetry is not None:
             self.send(self._telemetry, _TelemetryJoin())
         self.send(sender, _AgentReady(spec.name, os.getpid(), self._node))
+        if self._record is not None:
+            self._hibernate_after = hibernation.hibernate_seconds(spec)
+        now = time.time()
+        for timer_id, due, timer_message in message.timers:  # left by a hibernated incarnation
+            self._after(_UserTimer(timer_id, timer_message), max(0.0, due - now))
         self._run(effects)
+        self._note_activity()
 
     def _init_failed(self, sender: Any, spec: AgentSpec, exc: Exception) -> None:
         """Report a failed start; typed errors (``InvalidOption``...) keep their type."""
@@ -514,6 +560,10 @@ class AgentActor(Actor):
 
         Pid, node, restarts and backend live here, not in the pure machine. Answering within
         milliseconds while a ten-minute turn runs is why no handler of this actor may block."""
+        self.send(sender, self._sleep_status or self._status())
+
+    def _status(self) -> AgentStatus:
+        """This agent's ``AgentStatus`` now."""
         spec = self.spec
         assert spec is not None and self.backend_cls is not None
         machine_fields = self._m.status_fields()
@@ -529,7 +579,7 @@ class AgentActor(Actor):
             session_lost=self._session_lost.message if self._session_lost else None,
             watchers=len(self._watchers),
         )
-        self.send(sender, status)
+        return status
 
     def _published_state(self) -> Any:
         """The implementation's ``agent_state()``, or ``None`` if it raised or won't pickle."""
@@ -864,6 +914,7 @@ class AgentActor(Actor):
                 self._run(self._m.watchdog_fired(turn_id))
             case _DelayedDue(ref):
                 self._run(self._m.delayed_due(ref))
+                self._note_activity()
             case _CancelGrace(generation, turn_id):
                 slot = self.worker
                 if slot.generation == generation and slot.cancelling == turn_id:
@@ -885,6 +936,10 @@ class AgentActor(Actor):
                     self.worker = _WorkerSlot(generation=slot.generation)
             case _UserTimer(_, message):
                 self._run(self._m.info(message))
+                self._note_activity()
+            case _HibernateDue(stamp):
+                if stamp == self._activity:
+                    self._try_hibernate()
             case _EndSessionGrace():
                 if self._stopping is not None:
                     self._finish_stop()
@@ -919,6 +974,76 @@ class AgentActor(Actor):
         if spec is None or slot.address is None or spec.worker_idle_timeout <= 0:
             return
         self._after(_WorkerIdle(slot.generation, slot.last_used), spec.worker_idle_timeout)
+
+    # ================================================================== hibernation
+
+    def _note_activity(self) -> None:
+        """Push the hibernation deadline back: the agent was just used."""
+        if self._hibernate_after <= 0 or self._hibernating:
+            return
+        self._activity += 1
+        self._after(_HibernateDue(self._activity), self._hibernate_after)
+
+    def _try_hibernate(self) -> None:
+        """Idle for ``hibernate_after`` seconds: hand over to the supervisor and end.
+
+        Nothing may be in flight (``hibernation.blocker``); otherwise the agent looks again
+        after another idle period. The record is written first, then the lease released
+        (the woken incarnation need not wait it out), then the supervisor gets the status
+        to answer while it sleeps and the timers to keep; the worker ends as an idle one
+        is retired, and this process ends with ``ActorExitRequest``."""
+        machine, slot, record = self._m, self.worker, self._record
+        if record is None or self._fenced:
+            return
+        reason = hibernation.blocker(
+            machine,
+            worker_busy=slot.turn_id is not None or slot.cancelling is not None,
+            watchers=len(self._watchers),
+            awaiting_replies=bool(self._outbox or self._outgoing_tells),
+            stopping=self._stopping is not None,
+        )
+        timers: hibernation.SleepingTimers | None = None
+        if reason is None:
+            try:
+                timers = hibernation.sleeping_timers(
+                    self._deadlines.pending_items(),
+                    now=time.time(),
+                    user_timer=_UserTimer,
+                    delayed=_DelayedDue,
+                )
+            except Exception as exc:
+                reason = f"a send_after message cannot be pickled ({type(exc).__name__})"
+            else:
+                if timers.wake_at is not None and timers.wake_at - time.time() < 1.0:
+                    reason = "a timer is due within a second"
+        if reason is not None or timers is None:
+            _log.debug("agent %r stays up: %s", machine.name, reason)
+            self._after(_HibernateDue(self._activity), self._hibernate_after)
+            return
+        try:
+            self._persist()
+        except StaleIncarnation as exc:
+            self._stand_down(str(exc))
+            return
+        except Exception:
+            _log.exception("agent %r could not write its record; it stays up", machine.name)
+            self._after(_HibernateDue(self._activity), self._hibernate_after)
+            return
+        status = dataclasses.replace(self._status(), pid=0, hibernated=True)
+        self._sleep_status = status
+        self._hibernating = True
+        self._record = None
+        record.release_lease()
+        record.close()
+        if slot.address is not None:
+            self.send(slot.address, ActorExitRequest())
+            self.worker = _WorkerSlot(generation=slot.generation)
+        self.send(
+            self._supervisor, _Hibernating(machine.name, status, timers.timers, timers.wake_at)
+        )
+        if self._telemetry is not None:
+            self.send(self._telemetry, _TelemetryJoin(active=False))
+        self.send(self.myAddress, ActorExitRequest())
 
     # ================================================================== stop
 
@@ -996,6 +1121,8 @@ class AgentActor(Actor):
         A durable agent's record keeps its last boundary (queued tells survive a shutdown).
         A fenced incarnation answers nobody: the owning incarnation does.
         """
+        if self._hibernating:
+            return  # handed over already: the record holds everything, nobody is waiting
         record, self._record = self._record, None
         if record is not None:
             record.release_lease()  # a clean exit: the next incarnation need not wait

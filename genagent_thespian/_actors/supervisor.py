@@ -33,6 +33,8 @@ from .._core.protocol import (
     _AgentInitFailed,
     _AgentProcesses,
     _AgentReady,
+    _Hibernated,
+    _Hibernating,
     _InitAgent,
     _Register,
     _Restarting,
@@ -40,6 +42,7 @@ from .._core.protocol import (
     _TelemetryBatch,
     _TelemetryLeave,
     _Unregister,
+    _Wake,
 )
 from .._core.restart_policy import ExitKind, RestartAction, RestartPolicy
 from .._durable.record import answer_stored_callers, delete_stored_agent
@@ -157,11 +160,20 @@ class _ChildState(enum.Enum):
     RUNNING = "running"  # ready and registered under its name
     STOPPING = "stopping"  # asked to stop (or to exit); its exit notice ends it for good
     RESTARTING = "restarting"  # its process is gone; a restart is scheduled (no address)
+    HIBERNATED = "hibernated"  # idle, its process ended on purpose; a call or timer wakes it
 
 
 @dataclass(frozen=True, slots=True)
 class _RestartDue:
     """Wakeup: the back-off before restarting incarnation ``incarnation`` of ``name`` is over."""
+
+    name: Any
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class _WakeDue:
+    """Wakeup: the earliest timer of hibernated incarnation ``incarnation`` of ``name`` is due."""
 
     name: Any
     incarnation: int
@@ -239,6 +251,8 @@ class _Child:
     exit_kind: ExitKind = ExitKind.KILLED
     node: str = ""  # the node it runs on (another host's pids mean nothing here)
     unplaced: bool = False  # a restart waiting for a node with room
+    timers: tuple[tuple[str, float, Any], ...] = ()  # send_after timers kept while it sleeps
+    slept_at: float | None = None  # wall-clock time it hibernated; set until it is woken
 
 
 class AgentSupervisor(Actor):
@@ -337,6 +351,7 @@ class AgentSupervisor(Actor):
         if node:
             requirements[NODE_CAPABILITY] = node
         child.address = self.createActor(AgentActor, targetActorRequirements=requirements or None)
+        timers, child.timers = child.timers, ()
         child.state = _ChildState.STARTING
         child.node = node
         child.unplaced = False
@@ -355,6 +370,7 @@ class AgentSupervisor(Actor):
                 incarnation=child.incarnation,
                 instance_id=child.instance_id,
                 store_path=self._store_path,
+                timers=timers,
             ),
         )
 
@@ -381,6 +397,11 @@ class AgentSupervisor(Actor):
             incarnation=child.incarnation,
         )
         self._tell_registry(register)
+        if child.slept_at is not None:
+            slept, child.slept_at = time.time() - child.slept_at, None
+            metadata = {"agent": message.name, "incarnation": child.incarnation}
+            self._emit("agent.woken", {**metadata, "slept_seconds": slept})
+            return
         if child.incarnation > 0:
             self._emit("agent.restarted", {"agent": message.name, "incarnation": child.incarnation})
         self._emit("agent.started", {"agent": message.name, "incarnation": child.incarnation})
@@ -427,7 +448,8 @@ class AgentSupervisor(Actor):
             child.stop_waiters.append(waiter)
         if child.state is _ChildState.STOPPING:
             return
-        if child.state is _ChildState.RESTARTING:  # no process to ask: it is gone already
+        if child.state in (_ChildState.RESTARTING, _ChildState.HIBERNATED):
+            # No process to ask: it is gone already (or asleep, its record up to date).
             child.state = _ChildState.STOPPING
             if child.spec.durable and self._store_path and not keep_record:
                 answer_stored_callers(self._store_path, child.spec, "stopped", self.send)
@@ -487,6 +509,61 @@ class AgentSupervisor(Actor):
         if self._owner_gone:
             self._end_own_system()
 
+    # ------------------------------------------------------------------ hibernation
+
+    def _on_hibernating(self, message: _Hibernating, sender: Any) -> None:
+        """A running agent saved its record and is ending its process: keep it asleep.
+
+        Its name stays registered without an address (the registry wakes it for a caller,
+        see ``_on_wake``); its timers are kept here and the earliest wakes it. Its process
+        exit that follows is expected: the child has no address any more, so the notice
+        matches nobody. An agent being stopped meanwhile is left to its stop."""
+        child = self._child_at(sender)
+        if child is None or child.state is not _ChildState.RUNNING:
+            return
+        child.state = _ChildState.HIBERNATED
+        child.timers = message.timers
+        child.slept_at = time.time()
+        if self._telemetry is not None:
+            self.send(self._telemetry, _TelemetryLeave(sender))
+        child.address = None
+        self._tell_registry(_Hibernated(child.spec.name, sender, message.status, self.myAddress))
+        self._emit(
+            "agent.hibernated",
+            {
+                "agent": child.spec.name,
+                "incarnation": child.incarnation,
+                "timers": len(child.timers),
+            },
+        )
+        if message.wake_at is not None:
+            delay = max(0.0, message.wake_at - time.time())
+            self.wakeupAfter(delay, payload=_WakeDue(child.spec.name, child.incarnation))
+        self._place_waiting()  # its node has room again
+
+    def _on_wake(self, message: _Wake, sender: Any) -> None:
+        """A caller waits for a hibernated agent (the registry asks): start it from its record."""
+        child = self._children.get(message.name)
+        if child is not None and child.state is _ChildState.HIBERNATED:
+            self._wake(child)
+        elif child is None:
+            # Stopped meanwhile: the registry's waiting callers need the name gone.
+            self._tell_registry(_Unregister(message.name, None))
+
+    def _wake(self, child: _Child) -> None:
+        """Start the next incarnation of a hibernated agent, as a restart does, uncounted.
+
+        A new incarnation number tells callers holding the old address that requests sent
+        there were lost, so they send them again (a durable agent drops a ref it holds)."""
+        child.state = _ChildState.RESTARTING
+        self._tell_registry(_Restarting(child.spec.name, child.spec.durable))
+        child.incarnation += 1
+        child.pid = 0
+        child.identity = None
+        child.instance_id = uuid.uuid4().hex
+        child.remains = _AgentProcesses(0)
+        self._respawn(child)
+
     # ------------------------------------------------------------------ owner
 
     def _watch_owner(self) -> None:
@@ -529,6 +606,14 @@ class AgentSupervisor(Actor):
                 self._confirm_exit(address, incarnation, deadline)
             case _RestartDue(name, incarnation):
                 self._restart(name, incarnation)
+            case _WakeDue(name, incarnation):
+                child = self._children.get(name)
+                if (
+                    child
+                    and child.incarnation == incarnation
+                    and child.state is _ChildState.HIBERNATED
+                ):
+                    self._wake(child)
             case _StartCheck(name, incarnation):
                 self._check_started(name, incarnation)
             case _ExitDue(address, incarnation) | _KillDue(address, incarnation) as due:
@@ -785,7 +870,7 @@ class AgentSupervisor(Actor):
         (``simpleSystemBase``, where an agent's exit is never a process exit)."""
         return None if pid == os.getpid() else _identity(pid)
 
-    def _tell_registry(self, update: _Register | _Restarting | _Unregister) -> None:
+    def _tell_registry(self, update: _Register | _Restarting | _Unregister | _Hibernated) -> None:
         """Send a registry update numbered in order (the registry drops overtaken ones)."""
         self._registry_seq += 1
         self.send(self._registry, dataclasses.replace(update, seq=self._registry_seq))
@@ -857,6 +942,8 @@ _HANDLERS: dict[type, Any] = {
     Boot: AgentSupervisor._on_boot,
     StartAgent: AgentSupervisor._on_start,
     _AgentReady: AgentSupervisor._on_ready,
+    _Hibernating: AgentSupervisor._on_hibernating,
+    _Wake: AgentSupervisor._on_wake,
     _AgentInitFailed: AgentSupervisor._on_init_failed,
     StopAgent: AgentSupervisor._on_stop,
     Stopped: AgentSupervisor._on_agent_stopped,

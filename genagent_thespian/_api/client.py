@@ -191,6 +191,7 @@ def start_agent(
     placement: Mapping[str, Any] | None = None,
     on_session_lost: str = SPEC_DEFAULTS.on_session_lost,
     secret_resolver: Any = None,
+    hibernate_after: float | None = SPEC_DEFAULTS.hibernate_after,
     timeout: float | None = 120.0,
     system: AgentSystem | None = None,
     **options: Any,
@@ -226,6 +227,11 @@ def start_agent(
             comes from the options given now, else from ``secret_resolver(name,
             option_name)`` (a module-level function), else ``None`` (the HTTP backends then
             read their environment variable).
+        hibernate_after: Idle seconds after which a durable agent hibernates: its record
+            is written, its processes end, and its name stays registered; any call wakes
+            it transparently (``status`` and ``list_agents`` do not). ``None`` (default):
+            ``DEFAULT_HIBERNATE_AFTER`` (300 s) for durable agents, never for plain ones;
+            ``0``: never. Needs ``durable=True``.
         timeout: Seconds to wait for ``init_agent``/``start_session``/``pre_run``.
         system: The system to use (default: the current one).
         **options: Passed to ``init_agent``. A class that sets ``accepted_options`` gets only
@@ -262,6 +268,7 @@ def start_agent(
         placement=placement,
         on_session_lost=on_session_lost,
         secret_resolver=secret_resolver,
+        hibernate_after=hibernate_after,
         require_importable=target.base != "simpleSystemBase",
     )
     return calls.run(target, calls.start_agent(target, spec, timeout))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..messages import AgentSpec
+from ..messages import AgentSpec, AgentStatus
 from .errors import GenAgentError
 from .turn import Event
 
@@ -27,6 +27,8 @@ __all__ = [
     "_BackendSession",
     "_CancelTurn",
     "_EndSession",
+    "_Hibernated",
+    "_Hibernating",
     "_InitAgent",
     "_Register",
     "_Restarting",
@@ -42,6 +44,7 @@ __all__ = [
     "_TelemetrySubscribe",
     "_TurnOutput",
     "_Unregister",
+    "_Wake",
     "_WatcherGone",
 ]
 
@@ -160,6 +163,9 @@ class _InitAgent:
     incarnation: int = 0
     instance_id: str = ""  # marks this incarnation's processes (GENAGENT_AGENT_ID)
     store_path: str | None = None  # the durable store (SQLite file) of this system
+    #: ``send_after`` timers a hibernated incarnation left: ``(timer_id, due, message)``,
+    #: ``due`` in wall-clock seconds (``time.time()``), re-armed for what remains.
+    timers: tuple[tuple[str, float, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +252,43 @@ class _Register:
     durable: bool = False
     incarnation: int = 0
     seq: int = 0  # the supervisor's update order (see _Unregister)
+
+
+@dataclass(frozen=True, slots=True)
+class _Hibernating:
+    """Agent -> supervisor: I have saved my record and am ending my process to hibernate.
+
+    ``status`` is what ``status`` answers while it sleeps; ``timers`` are its pending
+    ``send_after`` timers (see ``_InitAgent.timers``); ``wake_at`` is the wall-clock time of
+    its earliest timer or delayed prompt, when the supervisor wakes it (``None``: never).
+    """
+
+    name: Any
+    status: AgentStatus
+    timers: tuple[tuple[str, float, Any], ...] = ()
+    wake_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Hibernated:
+    """Supervisor -> registry: ``name`` (last at ``address``) sleeps; wake it on demand.
+
+    ``WhereIs(wait=True)`` for it sends ``_Wake`` to ``supervisor`` and answers once it is
+    registered again; ``WhereIs`` without ``wait`` answers ``status`` without waking it.
+    """
+
+    name: Any
+    address: Any
+    status: AgentStatus
+    supervisor: Any
+    seq: int = 0  # the supervisor's update order (see _Unregister)
+
+
+@dataclass(frozen=True, slots=True)
+class _Wake:
+    """Registry -> supervisor: a caller waits for hibernated agent ``name``; start it."""
+
+    name: Any
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,3 +188,21 @@ def test_a_plain_agent_cannot_hibernate() -> None:
 def _finished(name: str, ref: str) -> g.PollResult | None:
     result = g.poll(name, ref)
     return result if result.state is not PollState.PENDING else None
+
+
+def test_the_asyncio_api_wakes_a_sleeping_agent_too(system: AgentSystem, tmp_path: Path) -> None:
+    import asyncio
+
+    from genagent_thespian import aio
+
+    _, history = start_sleeper("a", tmp_path)
+    assert g.ask("a", "first").text == "one"
+    wait_asleep("a", g.status("a").pid)
+
+    async def go() -> tuple[str, bool]:
+        status = await aio.status("a")
+        response = await aio.ask("a", "second")
+        return response.text, status.hibernated
+
+    assert asyncio.run(go()) == ("two", True)
+    assert read_history(history) == ["first", "second"]

@@ -66,6 +66,7 @@ from ..messages import (
     WatchAgent,
 )
 from .agent import AgentActor
+from .reaper import ProcessReaper, StartReaping, reap_interval
 from .sweeper import NodeSweeper, SweepAgent
 
 __all__ = [
@@ -303,6 +304,9 @@ class AgentSupervisor(Actor):
             self._store_path = message.store_path
             self._owner = message.owner
             self._watch_owner()
+            if message.store_path:
+                reaper = self.createActor(ProcessReaper)
+                self.send(reaper, StartReaping(message.store_path, reap_interval()))
         self.send(sender, Booted(os.getpid(), os.getpgid(0)))
 
     # ------------------------------------------------------------------ start

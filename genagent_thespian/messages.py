@@ -344,6 +344,7 @@ class AgentStatus:
     retries: int = 0  # provider retries reported by the backend, over the agent's life
     last_error: str | None = None  # the last failed turn's error, "Type: message"
     hibernated: bool = False  # answered from the registry: no process until a call wakes it
+    waiting_for_session: bool = False  # its turn waits for a live session (max_live_sessions)
 
 
 @dataclass(frozen=True, slots=True)

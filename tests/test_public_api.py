@@ -26,7 +26,7 @@ PUBLIC = {
     "InvalidEvent", "AgentStartFailed", "AgentOverloaded", "AskTimeout", "SystemNotRunning",
     "RequestNotFound", "TurnFailed", "TurnInterrupted", "TurnTimeout", "TurnCrashed",
     "TurnSkipped", "TurnHalted", "TurnCancelled", "CallbackError", "BackendError",
-    "BackendErrorKind", "AgentStopped", "AgentRestarted", "MessageTooLarge",
+    "BackendErrorKind", "AgentStopped", "AgentRestarted", "MessageTooLarge", "SessionUnavailable",
 }  # fmt: skip
 
 

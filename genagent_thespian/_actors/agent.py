@@ -41,6 +41,7 @@ from .._core.errors import (
     BackendError,
     GenAgentError,
     InvalidPrompt,
+    SessionUnavailable,
     TurnCrashed,
 )
 from .._core.log import get_logger
@@ -67,8 +68,14 @@ from .._core.protocol import (
     _EndSession,
     _Hibernating,
     _InitAgent,
+    _SessionDenied,
     _SessionEnded,
+    _SessionGone,
+    _SessionGranted,
+    _SessionIdle,
     _SessionReply,
+    _SessionRetire,
+    _SessionWanted,
     _ShutdownAgent,
     _StartTurn,
     _TelemetryBatch,
@@ -227,6 +234,17 @@ class _LeaseRenewal:
 
 
 @dataclass(frozen=True, slots=True)
+class _SlotRetireGrace:
+    """A worker retired for the governor had ``CANCEL_GRACE`` seconds to exit."""
+
+    generation: int
+
+    @property
+    def key(self) -> Hashable:
+        return _SlotRetireGrace
+
+
+@dataclass(frozen=True, slots=True)
 class _HibernateDue:
     """The agent has been idle ``hibernate_after`` seconds since activity ``stamp``."""
 
@@ -247,6 +265,7 @@ _Deadline = (
     | _WorkerStartGrace
     | _LeaseRenewal
     | _HibernateDue
+    | _SlotRetireGrace
 )
 
 #: Messages that are no sign of use, so they do not keep an agent from hibernating: the
@@ -341,6 +360,10 @@ class AgentActor(Actor):
         self._activity = 0  # counts uses; a hibernation deadline is for one count
         self._hibernating = False  # handed over to the supervisor; ending its process
         self._sleep_status: AgentStatus | None = None  # what status says once hibernating
+        self._governor: Any = None  # the node's session governor (max_live_sessions), if any
+        self._session_live = False  # the governor counts a live session (worker) of ours
+        self._awaiting_session: StartTurn | None = None  # a turn waiting for its grant
+        self._retired_for_slot: Any = None  # a worker retired for the governor, not yet gone
 
     @staticmethod
     def actorSystemCapabilityCheck(
@@ -416,6 +439,7 @@ class AgentActor(Actor):
         self._supervisor = message.supervisor
         self._node = self._host_node or message.node
         self._incarnation = message.incarnation
+        self._governor = message.governor
         self.send(self._supervisor, _AgentBorn(os.getpid(), self._node))
         if self._isolated:
             # The worker must die with this process, and the CLIs it runs carry its marker.
@@ -578,6 +602,7 @@ class AgentActor(Actor):
             agent_state=self._published_state(),
             session_lost=self._session_lost.message if self._session_lost else None,
             watchers=len(self._watchers),
+            waiting_for_session=self._awaiting_session is not None,
         )
         return status
 
@@ -650,6 +675,7 @@ class AgentActor(Actor):
         if not message.done:
             return
         slot.last_used = time.monotonic()
+        self._session_idle()
         if slot.cancelling == message.turn_id:
             slot.cancelling = None
             slot.turn_id = None
@@ -805,6 +831,18 @@ class AgentActor(Actor):
         if slot.cancelling is not None:
             self._held_start = effect  # wait until the cancelled turn ends or the worker dies
             return
+        if self._governor is not None:
+            # Every turn asks: a live session is granted at once (and marked busy, so it is
+            # never retired mid-turn); otherwise the turn waits in the node's fair queue.
+            self._awaiting_session = effect
+            wait = self.spec.watchdog if self.spec and self.spec.watchdog else 600.0
+            self.send(self._governor, _SessionWanted(self._m.name, effect.turn_id, wait))
+            return
+        self._run_on_worker(effect)
+
+    def _run_on_worker(self, effect: StartTurn) -> None:
+        """Send the turn to the worker, creating one if there is none."""
+        slot = self.worker
         if slot.address is None:
             slot.address = self.createActor(TurnWorker)
             slot.generation += 1
@@ -824,6 +862,69 @@ class AgentActor(Actor):
             ),
         )
         self._dying_groups.clear()
+
+    # ------------------------------------------------------------------ session governor
+
+    def _on_session_granted(self, message: _SessionGranted, sender: Any) -> None:
+        """The governor lets the waiting turn run (on the live session, or a new one)."""
+        effect, self._awaiting_session = self._awaiting_session, None
+        self._session_live = True
+        current = self._m.current
+        if effect is None or current is None or current.turn_id != effect.turn_id:
+            self._session_idle()  # the turn ended while it waited: nothing runs
+            return
+        if self.worker.cancelling is not None:
+            self._held_start = effect
+            return
+        self._run_on_worker(effect)
+
+    def _on_session_denied(self, message: _SessionDenied, sender: Any) -> None:
+        """No session freed up in time: the turn fails with ``SessionUnavailable``."""
+        effect, self._awaiting_session = self._awaiting_session, None
+        current = self._m.current
+        if effect is None or current is None or current.turn_id != effect.turn_id:
+            return
+        error = SessionUnavailable(
+            f"no live provider session freed up within {message.waited:.1f}s "
+            "(max_live_sessions reached; the prompt was not sent)",
+            agent=self._m.name,
+            ref=effect.ref,
+        )
+        self._run(self._m.turn_failed(effect.turn_id, error))
+
+    def _on_session_retire(self, message: _SessionRetire, sender: Any) -> None:
+        """The governor needs the slot: retire the idle worker (its CLI ends cleanly).
+
+        The next turn starts a new worker, whose backend resumes the session from the
+        session data the agent keeps (``--resume``, thread resume)."""
+        slot = self.worker
+        if slot.turn_id is not None or slot.cancelling is not None:
+            return  # busy after all (a race): the governor hears when this turn ends
+        if slot.address is None:
+            self._session_gone()
+            return
+        # The slot is free once the worker (and the CLI it ends on exit) is gone: the
+        # governor hears it from the exit notice, or after a grace if none comes.
+        self._retired_for_slot = slot.address
+        self.send(slot.address, ActorExitRequest())
+        self.worker = _WorkerSlot(generation=slot.generation)
+        self._after(_SlotRetireGrace(slot.generation), CANCEL_GRACE)
+
+    def _session_idle(self) -> None:
+        if self._governor is not None and self._session_live:
+            self.send(self._governor, _SessionIdle(self._m.name))
+
+    def _session_gone(self, *, withdraw: bool = False) -> None:
+        """Tell the governor this agent's session ended (its worker is gone).
+
+        ``withdraw`` (the agent stops, exits or hibernates): it gives up its place in the
+        queue too, so the governor never grants a slot to an agent that is gone."""
+        waiting = withdraw and self._awaiting_session is not None
+        if self._governor is not None and (self._session_live or waiting):
+            self.send(self._governor, _SessionGone(self._m.name, withdraw=withdraw))
+        self._session_live = False
+        if withdraw:
+            self._awaiting_session = None
 
     def _cancel_turn(self, effect: CancelTurn) -> None:
         """Ask the worker to end the turn, and give it ``CANCEL_GRACE`` seconds before a kill.
@@ -855,11 +956,16 @@ class AgentActor(Actor):
         on a fresh worker. A duplicate notice, or one about a worker retired earlier, is
         ignored: Thespian may report one exit twice."""
         slot = self.worker
+        if self._retired_for_slot is not None and message.childAddress == self._retired_for_slot:
+            self._retired_for_slot = None
+            self._session_gone()  # its CLI is gone for sure: the slot is free
+            return
         if message.childAddress != slot.address:
             return  # a duplicate notice, or a worker retired earlier
         running = slot.turn_id
         self._kill_worker_remains(slot)
         self.worker = _WorkerSlot(generation=slot.generation)
+        self._session_gone()
         if running is not None:
             crash = TurnCrashed("the turn worker process exited during the turn")
             self._run(self._m.turn_failed(running, crash))
@@ -934,9 +1040,15 @@ class AgentActor(Actor):
                 ):
                     self.send(slot.address, ActorExitRequest())
                     self.worker = _WorkerSlot(generation=slot.generation)
+                    self._session_gone()
             case _UserTimer(_, message):
                 self._run(self._m.info(message))
                 self._note_activity()
+            case _SlotRetireGrace():
+                if self._retired_for_slot is not None:
+                    _log.warning("agent %r: a retired worker sent no exit notice", self._m.name)
+                    self._retired_for_slot = None
+                    self._session_gone()
             case _HibernateDue(stamp):
                 if stamp == self._activity:
                     self._try_hibernate()
@@ -965,6 +1077,7 @@ class AgentActor(Actor):
         if slot.address is not None:
             self.send(slot.address, ActorExitRequest())
         self.worker = _WorkerSlot(generation=slot.generation)
+        self._session_gone()
         self._release_held_start()
 
     def _arm_idle_retirement(self) -> None:
@@ -997,7 +1110,11 @@ class AgentActor(Actor):
             return
         reason = hibernation.blocker(
             machine,
-            worker_busy=slot.turn_id is not None or slot.cancelling is not None,
+            worker_busy=(
+                slot.turn_id is not None
+                or slot.cancelling is not None
+                or self._awaiting_session is not None
+            ),
             watchers=len(self._watchers),
             awaiting_replies=bool(self._outbox or self._outgoing_tells),
             stopping=self._stopping is not None,
@@ -1038,6 +1155,7 @@ class AgentActor(Actor):
         if slot.address is not None:
             self.send(slot.address, ActorExitRequest())
             self.worker = _WorkerSlot(generation=slot.generation)
+        self._session_gone(withdraw=True)
         self.send(
             self._supervisor, _Hibernating(machine.name, status, timers.timers, timers.wake_at)
         )
@@ -1078,6 +1196,7 @@ class AgentActor(Actor):
         stopping, self._stopping = self._stopping, None
         if stopping is None:
             return
+        self._session_gone(withdraw=True)
         self._kill_worker_remains(self.worker)
         self.send(stopping[1], Stopped(self._m.name))
 
@@ -1131,6 +1250,7 @@ class AgentActor(Actor):
             self._kill_worker_remains(self.worker, kill_worker=True)
             return
         self._run(self._m.stop("shutdown"))
+        self._session_gone(withdraw=True)
         self._kill_worker_remains(self.worker)
         if self.worker.address is None:
             self._terminate_session_here()
@@ -1386,4 +1506,7 @@ _HANDLERS: dict[type, Any] = {
     Failure: AgentActor._on_failure,
     TellCompleted: AgentActor._on_tell_completed,
     Accepted: AgentActor._on_accepted,
+    _SessionGranted: AgentActor._on_session_granted,
+    _SessionDenied: AgentActor._on_session_denied,
+    _SessionRetire: AgentActor._on_session_retire,
 }

@@ -38,6 +38,7 @@ from .._core.protocol import (
     _InitAgent,
     _Register,
     _Restarting,
+    _SessionGone,
     _ShutdownAgent,
     _TelemetryBatch,
     _TelemetryLeave,
@@ -66,6 +67,13 @@ from ..messages import (
     WatchAgent,
 )
 from .agent import AgentActor
+from .governor import (
+    GOVERNOR_NAME,
+    MAX_LIVE_SESSIONS,
+    SESSION_IDLE_TIMEOUT,
+    GovernSessions,
+    SessionGovernorActor,
+)
 from .reaper import ProcessReaper, StartReaping, reap_interval
 from .sweeper import NodeSweeper, SweepAgent
 
@@ -265,8 +273,12 @@ class AgentSupervisor(Actor):
     restarted agent keeps working for them through the registry.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
         super().__init__()
+        caps = capabilities or {}
+        self._session_cap: int | None = caps.get(MAX_LIVE_SESSIONS)
+        self._session_idle: float | None = caps.get(SESSION_IDLE_TIMEOUT)
+        self._governor: Any = None  # the node's session governor, when capped
         self._registry: Any = None
         self._telemetry: Any = None
         self._node = ""
@@ -304,6 +316,9 @@ class AgentSupervisor(Actor):
             self._store_path = message.store_path
             self._owner = message.owner
             self._watch_owner()
+            if self._session_cap:
+                self._governor = self.createActor(SessionGovernorActor, globalName=GOVERNOR_NAME)
+                self.send(self._governor, GovernSessions(self._session_cap, self._session_idle))
             if message.store_path:
                 reaper = self.createActor(ProcessReaper)
                 self.send(reaper, StartReaping(message.store_path, reap_interval()))
@@ -375,6 +390,7 @@ class AgentSupervisor(Actor):
                 instance_id=child.instance_id,
                 store_path=self._store_path,
                 timers=timers,
+                governor=self._governor,
             ),
         )
 
@@ -702,6 +718,8 @@ class AgentSupervisor(Actor):
         """``child``'s process ended: answer its stoppers, or restart, or forget it."""
         self._recent_exits.append((address, child.incarnation, time.monotonic()))
         name = child.spec.name
+        if self._governor is not None:  # a dead agent's session and queued turn are gone
+            self.send(self._governor, _SessionGone(name, withdraw=True))
         if child.state is _ChildState.STOPPING:
             self._forget(child, then=tuple((w, Stopped(name)) for w in child.stop_waiters))
             self._emit("agent.stopped", {"agent": name, "reason": child.stop_reason})

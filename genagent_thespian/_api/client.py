@@ -18,8 +18,10 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from .._actors.governor import MAX_LIVE_SESSIONS, SESSION_IDLE_TIMEOUT
 from .._core.behaviour import GenAgent
-from .._core.errors import SystemNotRunning
+from .._core.errors import InvalidOption, SystemNotRunning
+from .._core.governor import SessionGovernor, sessions_for_memory
 from .._core.turn import Event, Response
 from .._core.validate import SPEC_DEFAULTS, build_spec
 from ..messages import AgentSpec, AgentStatus, PollResult, Prompt, TurnEvent, new_ref
@@ -70,6 +72,8 @@ def start_system(
     node_name: str = "default",
     home: str | None = None,
     make_default: bool = True,
+    max_live_sessions: int | str | None = None,
+    session_idle_timeout: float | None = None,
     **security: Any,
 ) -> AgentSystem:
     """Start an actor system, boot the framework in it and (by default) make it current.
@@ -79,10 +83,19 @@ def start_system(
     the node's home (``$XDG_STATE_HOME/genagent-thespian/<node_name>/``), so the next run
     of the script resumes them; one running system per home.
 
+    ``max_live_sessions`` caps the live provider sessions of this node (an agent's turn
+    worker with the CLI it keeps between turns): when the cap is reached, the least recently
+    used idle session is retired (resumed on that agent's next turn) and a turn that needs
+    a session waits in a fair queue, failing with ``SessionUnavailable`` after its watchdog.
+    ``"auto"`` sizes it from the host's available memory (256 MiB a session);
+    ``session_idle_timeout`` retires sessions idle that long even without demand. Default:
+    no cap.
+
     Example:
         >>> system = start_system(base="simpleSystemBase")
         >>> system.shutdown()
     """
+    capabilities = _with_session_cap(capabilities, max_live_sessions, session_idle_timeout)
     system = AgentSystem.start(
         base=base,
         admin_port=admin_port,
@@ -96,6 +109,32 @@ def start_system(
     if make_default:
         _set_default(system)
     return system
+
+
+def _with_session_cap(
+    capabilities: dict[str, Any] | None,
+    max_live_sessions: int | str | None,
+    session_idle_timeout: float | None,
+) -> dict[str, Any] | None:
+    """The node capabilities carrying the session governor's settings (checked here)."""
+    if max_live_sessions is None:
+        if session_idle_timeout is not None:
+            raise InvalidOption("session_idle_timeout needs max_live_sessions")
+        return capabilities
+    if max_live_sessions == "auto":
+        import psutil
+
+        max_live_sessions = sessions_for_memory(psutil.virtual_memory().available)
+    if isinstance(max_live_sessions, str):
+        raise InvalidOption(
+            f"max_live_sessions must be an int or 'auto', got {max_live_sessions!r}"
+        )
+    SessionGovernor(max_live_sessions, session_idle_timeout=session_idle_timeout)  # checks both
+    return {
+        **(capabilities or {}),
+        MAX_LIVE_SESSIONS: max_live_sessions,
+        SESSION_IDLE_TIMEOUT: session_idle_timeout,
+    }
 
 
 def attach_system(admin_port: int, *, make_default: bool = True) -> AgentSystem:

@@ -28,7 +28,25 @@ from dataclasses import dataclass
 
 from .errors import InvalidOption
 
-__all__ = ["Decision", "Deny", "GovernorStatus", "Grant", "Retire", "SessionGovernor"]
+__all__ = [
+    "SESSION_BUDGET_BYTES",
+    "Decision",
+    "Deny",
+    "GovernorStatus",
+    "Grant",
+    "Retire",
+    "SessionGovernor",
+    "sessions_for_memory",
+]
+
+#: Memory set aside per live session by ``max_live_sessions="auto"``: a live Claude Code
+#: CLI measured 180-190 MiB PSS here, plus room for its tools' children.
+SESSION_BUDGET_BYTES = 256 * 1024 * 1024
+
+
+def sessions_for_memory(available_bytes: int) -> int:
+    """The ``"auto"`` cap: how many live sessions fit in ``available_bytes`` (at least 1)."""
+    return max(1, available_bytes // SESSION_BUDGET_BYTES)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,8 +32,14 @@ __all__ = [
     "_InitAgent",
     "_Register",
     "_Restarting",
+    "_SessionDenied",
     "_SessionEnded",
+    "_SessionGone",
+    "_SessionGranted",
+    "_SessionIdle",
     "_SessionReply",
+    "_SessionRetire",
+    "_SessionWanted",
     "_ShutdownAgent",
     "_StartTurn",
     "_TelemetryBatch",
@@ -166,6 +172,7 @@ class _InitAgent:
     #: ``send_after`` timers a hibernated incarnation left: ``(timer_id, due, message)``,
     #: ``due`` in wall-clock seconds (``time.time()``), re-armed for what remains.
     timers: tuple[tuple[str, float, Any], ...] = ()
+    governor: Any = None  # the node's session governor (``max_live_sessions``), if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +259,55 @@ class _Register:
     durable: bool = False
     incarnation: int = 0
     seq: int = 0  # the supervisor's update order (see _Unregister)
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionWanted:
+    """Agent -> governor: turn ``turn_id`` needs a live session; wait at most ``timeout`` s."""
+
+    name: Any
+    turn_id: int
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionGranted:
+    """Governor -> agent: run the turn (its session is live, or it may start one)."""
+
+    name: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionDenied:
+    """Governor -> agent: no session freed up within the timeout (after ``waited`` s)."""
+
+    name: Any
+    waited: float
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionRetire:
+    """Governor -> agent: end your idle session (retire the worker); answer ``_SessionGone``."""
+
+    name: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionIdle:
+    """Agent -> governor: the turn ended; the session stays live, idle."""
+
+    name: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionGone:
+    """Agent or supervisor -> governor: the session ended (worker retired or crashed).
+
+    ``withdraw``: the agent is gone (stopped, exited, hibernated): drop its queued request.
+    """
+
+    name: Any
+    withdraw: bool = False
 
 
 @dataclass(frozen=True, slots=True)

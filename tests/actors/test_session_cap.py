@@ -7,13 +7,14 @@ can check that an agent's conversation continued across evictions.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-from support_agents import Recorder
+from support_agents import Passthrough, Recorder
 
 import genagent_thespian as g
 from genagent_thespian import AgentSystem
@@ -117,3 +118,58 @@ def test_a_turn_waits_for_a_session_and_fails_typed_after_its_watchdog(tmp_path:
 def test_bad_session_settings_are_refused_before_anything_starts(cap: object, idle: object) -> None:
     with pytest.raises(g.InvalidOption):
         g.start_system(max_live_sessions=cap, session_idle_timeout=idle)  # type: ignore[arg-type]
+
+
+@pytest.mark.cli
+def test_real_claude_sessions_are_retired_at_the_cap_and_resumed_with_their_history(
+    tmp_path: Path,
+) -> None:
+    from support_cli import quiet_env, require_cli
+
+    from genagent_thespian.testing import FakeLLMServer, Text
+
+    binary = require_cli("claude")
+    system = start_capped(1)
+    try:
+        with FakeLLMServer() as server:
+            workdirs = {name: tmp_path / name for name in ("a", "b")}
+            for name, workdir in workdirs.items():
+                workdir.mkdir()
+                env = {
+                    **quiet_env(tmp_path / f"home-{name}"),
+                    "ANTHROPIC_API_KEY": "sk-test-not-a-real-key",
+                    "ANTHROPIC_BASE_URL": server.url,
+                }
+                g.start_agent(
+                    Passthrough,
+                    name=name,
+                    backend="claude",
+                    backend_options={"binary": binary, "cwd": str(workdir), "env": env},
+                    worker_idle_timeout=600.0,
+                )
+            server.script(Text("Noted: PELICAN."), Text("Hello from b."), Text("It was PELICAN."))
+            assert "PELICAN" in g.ask("a", "Remember the word PELICAN").text
+            session_id = g.backend_session("a").session_id
+            assert len(claude_processes(workdirs["a"])) >= 1  # a's CLI stays up between turns
+            assert g.ask("b", "Say hello").text == "Hello from b."
+            assert claude_processes(workdirs["a"]) == []  # retired to make room for b
+            answer = g.ask("a", "Which word?")
+            assert answer.text == "It was PELICAN."
+            assert claude_processes(workdirs["b"]) == []  # b's in turn
+            resumed = claude_processes(workdirs["a"])
+            assert any(f"--resume={session_id}" in " ".join(cmd) for cmd in resumed), resumed
+            assert "Remember the word PELICAN" in json.dumps(server.model_requests[-1].body)
+    finally:
+        g.shutdown_system(system)
+        wait_until(lambda: not system_processes(system), message="processes survived shutdown")
+    assert all(claude_processes(workdir) == [] for workdir in workdirs.values())
+
+
+def claude_processes(workdir: Path) -> list[list[str]]:
+    """Command lines of the live processes whose working directory is ``workdir``."""
+    found = []
+    for process in psutil.process_iter(["cwd", "cmdline", "status"]):
+        info = process.info
+        if info["cwd"] == str(workdir) and info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(list(info["cmdline"] or []))
+    return found

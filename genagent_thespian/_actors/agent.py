@@ -138,6 +138,11 @@ CANCEL_GRACE = 5.0
 END_SESSION_GRACE = 10.0
 #: Seconds a new turn worker has to report that it runs.
 WORKER_START_GRACE = 30.0
+#: Seconds an agent answers a tell from another agent in (it acknowledges at once); past
+#: that, the sender looks the name up again and resends (its cached address may belong to
+#: a process that hibernated or restarted since), up to ``TELL_ATTEMPTS`` times in all.
+TELL_ACK_SECONDS = 2.0
+TELL_ATTEMPTS = 3
 
 _TICK = "genagent-deadline"
 
@@ -234,6 +239,18 @@ class _LeaseRenewal:
 
 
 @dataclass(frozen=True, slots=True)
+class _TellAckDue:
+    """A tell this agent sent had ``TELL_ACK_SECONDS`` to be acknowledged (``Accepted``)."""
+
+    ref: str
+    attempt: int
+
+    @property
+    def key(self) -> Hashable:
+        return (_TellAckDue, self.ref)
+
+
+@dataclass(frozen=True, slots=True)
 class _SlotRetireGrace:
     """A worker retired for the governor had ``CANCEL_GRACE`` seconds to exit."""
 
@@ -266,6 +283,7 @@ _Deadline = (
     | _LeaseRenewal
     | _HibernateDue
     | _SlotRetireGrace
+    | _TellAckDue
 )
 
 #: Messages that are no sign of use, so they do not keep an agent from hibernating: the
@@ -350,6 +368,7 @@ class AgentActor(Actor):
         self._outbox: dict[Any, list[tuple[str, Any]]] = {}  # name -> [(kind, message)]
         self._addresses: dict[Any, Any] = {}
         self._outgoing_tells: dict[str, Any] = {}  # ref -> target name
+        self._unacked_tells: dict[str, Tell] = {}  # ref -> a tell sent, not yet acknowledged
         self._stopping: tuple[str, Any] | None = None  # (reason, reply_to)
         self._record: AgentRecord | None = None  # durable agents only
         # A newer incarnation owns the record (fenced): this one runs and answers nothing.
@@ -1044,6 +1063,8 @@ class AgentActor(Actor):
             case _UserTimer(_, message):
                 self._run(self._m.info(message))
                 self._note_activity()
+            case _TellAckDue(ref, attempt):
+                self._tell_unacknowledged(ref, attempt)
             case _SlotRetireGrace():
                 if self._retired_for_slot is not None:
                     _log.warning("agent %r: a retired worker sent no exit notice", self._m.name)
@@ -1298,6 +1319,7 @@ class AgentActor(Actor):
                 error = AgentNotFound("no agent has that name", agent=message.name)
                 if kind == "tell":
                     self._outgoing_tells.pop(outgoing.ref, None)
+                    self._tell_settled(outgoing.ref)
                     self._run(self._m.info(TellCompleted(message.name, outgoing.ref, error=error)))
                 else:
                     self._run(self._m.info(DeliveryFailed(message.name, outgoing, error)))
@@ -1313,6 +1335,7 @@ class AgentActor(Actor):
         up again (the target may have been restarted elsewhere)."""
         target = self._outgoing_tells.pop(message.ref, None) if message.ref else None
         if target is not None:
+            self._tell_settled(message.ref or "")
             self._run(self._m.info(TellCompleted(target, message.ref or "", error=message.error)))
             return
         agent = message.error.agent
@@ -1326,7 +1349,39 @@ class AgentActor(Actor):
         self._run(self._m.info(message))
 
     def _on_accepted(self, message: Accepted, sender: Any) -> None:
-        """Acknowledgements of this agent's own notify/tell need no action."""
+        """A tell this agent sent was taken: stop watching for its acknowledgement."""
+        if message.ref:
+            self._tell_settled(message.ref)
+
+    def _tell_settled(self, ref: str) -> None:
+        if self._unacked_tells.pop(ref, None) is not None:
+            self._deadlines.cancel(_TellAckDue(ref, 0).key)
+
+    def _tell_unacknowledged(self, ref: str, attempt: int) -> None:
+        """No ``Accepted`` for a tell: resend it by name, or report it undeliverable.
+
+        A send to a process that is gone (its agent hibernated or restarted since its
+        address was cached) reaches nobody; looking the name up again wakes or finds the
+        agent. The ref is the same, so an agent that did get it does not run it twice."""
+        message = self._unacked_tells.get(ref)
+        target = self._outgoing_tells.get(ref)
+        if message is None or target is None:
+            self._unacked_tells.pop(ref, None)
+            return
+        if any(getattr(out, "ref", None) == ref for _, out in self._outbox.get(target, [])):
+            self._after(_TellAckDue(ref, attempt), TELL_ACK_SECONDS)  # still being looked up
+            return
+        if attempt + 1 >= TELL_ATTEMPTS:
+            self._unacked_tells.pop(ref, None)
+            self._outgoing_tells.pop(ref, None)
+            error = AgentNotFound(
+                f"the tell was not acknowledged after {TELL_ATTEMPTS} attempts", agent=target
+            )
+            self._run(self._m.info(TellCompleted(target, ref, error=error)))
+            return
+        self._addresses.pop(target, None)
+        self.send_to_name("tell", target, message)
+        self._after(_TellAckDue(ref, attempt + 1), TELL_ACK_SECONDS)
 
     def send_to_name(self, kind: str, name: Any, message: Any) -> None:
         """Send ``message`` to the agent ``name``, resolving it through the registry."""
@@ -1337,7 +1392,8 @@ class AgentActor(Actor):
         first = name not in self._outbox
         self._outbox.setdefault(name, []).append((kind, message))
         if first:
-            self.send(self._registry, WhereIs(name))
+            # wait=True: a hibernated target is woken, a restarting one waited out.
+            self.send(self._registry, WhereIs(name, wait=True))
 
     # ================================================================== effects
 
@@ -1453,6 +1509,8 @@ class _AgentContext:
     def tell(self, name: Any, prompt: str) -> str:
         message = Tell(prompt, completion=True)
         self._actor._outgoing_tells[message.ref] = name
+        self._actor._unacked_tells[message.ref] = message
+        self._actor._after(_TellAckDue(message.ref, 0), TELL_ACK_SECONDS)
         self._actor.send_to_name("tell", name, message)
         return message.ref
 

@@ -206,3 +206,24 @@ def test_the_asyncio_api_wakes_a_sleeping_agent_too(system: AgentSystem, tmp_pat
 
     assert asyncio.run(go()) == ("two", True)
     assert read_history(history) == ["first", "second"]
+
+
+def test_another_agent_wakes_a_sleeping_agent_with_a_tell(
+    system: AgentSystem, tmp_path: Path
+) -> None:
+    teller_log = tmp_path / "teller.log"
+    g.start_agent(Recorder, name="teller", backend="scripted", log=str(teller_log))
+    _, history = start_sleeper("b", tmp_path)
+    wait_asleep("b", g.status("b").pid)
+
+    def completions() -> list[Any]:
+        return [r for r in calls(teller_log, "handle_info") if r["type"] == "TellCompleted"]
+
+    g.notify("teller", {"do": "tell", "to": "b", "prompt": "first"})
+    wait_until(lambda: len(completions()) == 1, timeout=30, message="no TellCompleted")
+    assert completions()[0]["text"] == "one" and completions()[0]["error"] is None
+    wait_asleep("b", g.status("b").pid)  # asleep again; the teller has its old address
+    g.notify("teller", {"do": "tell", "to": "b", "prompt": "second"})
+    wait_until(lambda: len(completions()) == 2, timeout=30, message="no second TellCompleted")
+    assert completions()[1]["text"] == "two" and completions()[1]["error"] is None
+    assert read_history(history) == ["first", "second"]

@@ -79,6 +79,8 @@ def state_label(row: dict[str, Any]) -> str:
         return "halting"
     if row.get("hibernated"):
         return "hibernated"
+    if row.get("waiting_for_session"):
+        return "waiting for a session"
     return str(row["state"])
 
 

@@ -11,7 +11,9 @@ actor is told to exit. Then the framework, in a fresh system:
   of them summed from ``/proc/<pid>/smaps_rollup``;
 * **wake**: ``asks`` distinct random sleeping agents are asked once each, timed: the cached
   address is dead, the liveness check wakes the agent from its record, the ask is sent to
-  the new process and answered.
+  the new process and answered;
+* **wave**: ``wave`` other sleeping agents asked at once from ``_THREADS`` threads, against
+  the same number of raw ``createActor`` + ask from as many threads (wake-ups per second).
 
 Targets (issue 15): a wake-up ``ask`` p50 at most 5x the raw floor; no process per sleeping
 agent.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import genagent_thespian as g
@@ -41,11 +44,32 @@ __all__ = ["run"]
 
 #: Idle seconds before the benchmark's agents hibernate.
 _NAP = 1.0
+#: Client threads of the wave of wake-ups (and of its raw floor).
+_THREADS = 16
 
 
-def _sizes(quick: bool) -> tuple[int, int, int]:
-    """(agents, wake-up asks, floor samples)."""
-    return (12, 8, 20) if quick else (300, 100, 200)
+def _sizes(quick: bool) -> tuple[int, int, int, int]:
+    """(agents, wake-up asks, floor samples, wave)."""
+    return (20, 8, 20, 10) if quick else (300, 100, 200, 150)
+
+
+def _raw_wave(count: int) -> float:
+    """Seconds for ``count`` raw ``createActor(Echo)`` + ask, from ``_THREADS`` threads."""
+    from thespian.actors import ActorExitRequest
+
+    with RawSystem("multiprocTCPBase") as raw:
+
+        def one(_: int) -> None:
+            with raw.asys.private() as context:
+                echo = context.createActor(Echo)
+                if context.ask(echo, "x", 30.0) != "x":
+                    raise RuntimeError("the echo actor did not answer")
+                context.tell(echo, ActorExitRequest())
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(_THREADS) as pool:
+            list(pool.map(one, range(count)))
+        return time.perf_counter() - started
 
 
 def _floor(samples: int) -> tuple[list[float], int]:
@@ -74,9 +98,10 @@ def _total_pss(pids: list[int]) -> int:
 
 def run(quick: bool = False) -> Result:
     """Measure what a sleeping agent costs, and what waking it costs."""
-    count, asks, floor_samples = _sizes(quick)
+    count, asks, floor_samples, wave = _sizes(quick)
     result = Result("hibernation")
     floor, echo_pss = _floor(floor_samples)
+    raw_wave = _raw_wave(wave)
     with agent_system("multiprocTCPBase") as system:
         base_pids = live_system_processes(system)
         base_pss = _total_pss(base_pids)
@@ -109,7 +134,8 @@ def run(quick: bool = False) -> Result:
         asleep_pids = live_system_processes(system)
         asleep_pss = _total_pss(asleep_pids)
 
-        chosen = random.Random(7).sample(names, asks)
+        shuffled = random.Random(7).sample(names, asks + wave)
+        chosen, waved = shuffled[:asks], shuffled[asks:]
         wake: list[float] = []
         for name in chosen:
             began = time.perf_counter()
@@ -117,6 +143,16 @@ def run(quick: bool = False) -> Result:
             wake.append(time.perf_counter() - began)
             if answer.text != "ok":
                 raise RuntimeError(f"{name} answered {answer.text!r}")
+
+        def wake_one(name: str) -> str:
+            return str(g.ask(name, "wave", timeout=120.0, system=system).text)
+
+        began = time.perf_counter()
+        with ThreadPoolExecutor(_THREADS) as pool:
+            answers = list(pool.map(wake_one, waved))
+        wave_seconds = time.perf_counter() - began
+        if answers != ["ok"] * wave:
+            raise RuntimeError(f"the wave got {answers!r}")
     wake_summary, floor_summary = summarize(wake), summarize(floor)
     result.details = {
         "agents": count,
@@ -128,6 +164,8 @@ def run(quick: bool = False) -> Result:
         "wake_ask": wake_summary,
         "raw_create_and_ask": floor_summary,
         "raw_echo_pss_kib": echo_pss,
+        "wave": {"agents": wave, "threads": _THREADS, "seconds": round(wave_seconds, 2)},
+        "raw_wave_seconds": round(raw_wave, 2),
     }
     result.add(
         Figure(
@@ -167,6 +205,17 @@ def run(quick: bool = False) -> Result:
                 target_ratio=target,
             )
         )
+    result.add(
+        Figure(
+            key="wake_wave_per_second",
+            label=f"wake-up asks per second, {wave} sleeping agents from {_THREADS} threads",
+            unit="/s",
+            value=wave / wave_seconds,
+            floor=wave / raw_wave,
+            floor_label=f"raw createActor + ask per second, {_THREADS} threads",
+            samples=wave,
+        )
+    )
     result.notes.append(
         "The wake-up ask starts a new agent process, re-opens its SQLite record (lease, "
         "state, session) and runs a turn on a new worker process: two processes and a "

@@ -324,7 +324,10 @@ def stop(name: Any, *, timeout: float | None = 60.0, system: AgentSystem | None 
 
 
 def whereis(name: Any, *, system: AgentSystem | None = None) -> Any:
-    """Return the address of agent ``name``, or ``None`` if no live agent has it."""
+    """Return the address of agent ``name``, or ``None`` if no live agent has it.
+
+    A hibernated agent has no process, hence no address (``status`` says ``hibernated``;
+    any call wakes it)."""
     target = _system(system)
     return calls.run(target, calls.whereis(target, name))
 

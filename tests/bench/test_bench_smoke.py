@@ -58,6 +58,7 @@ EXPECTED = {
         "pss_per_sleeping_agent",
         "wake_ask_p50",
         "wake_ask_p99",
+        "wake_wave_per_second",
     },
     "streaming": {
         "watch_p50",

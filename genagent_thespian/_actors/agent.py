@@ -383,6 +383,7 @@ class AgentActor(Actor):
         self._session_live = False  # the governor counts a live session (worker) of ours
         self._awaiting_session: StartTurn | None = None  # a turn waiting for its grant
         self._retired_for_slot: Any = None  # a worker retired for the governor, not yet gone
+        self._wakes = 0  # incarnations that woke from hibernation (not counted as restarts)
 
     @staticmethod
     def actorSystemCapabilityCheck(
@@ -459,6 +460,7 @@ class AgentActor(Actor):
         self._node = self._host_node or message.node
         self._incarnation = message.incarnation
         self._governor = message.governor
+        self._wakes = message.wakes
         self.send(self._supervisor, _AgentBorn(os.getpid(), self._node))
         if self._isolated:
             # The worker must die with this process, and the CLIs it runs carry its marker.
@@ -612,7 +614,7 @@ class AgentActor(Actor):
         machine_fields = self._m.status_fields()
         status = AgentStatus(
             **machine_fields,
-            restarts=self._incarnation,
+            restarts=max(0, self._incarnation - self._wakes),
             node=self._node,
             pid=os.getpid(),
             backend=self.backend_cls.name,

@@ -262,6 +262,7 @@ class _Child:
     unplaced: bool = False  # a restart waiting for a node with room
     timers: tuple[tuple[str, float, Any], ...] = ()  # send_after timers kept while it sleeps
     slept_at: float | None = None  # wall-clock time it hibernated; set until it is woken
+    wakes: int = 0  # incarnations started to wake it (status does not count them as restarts)
 
 
 class AgentSupervisor(Actor):
@@ -391,6 +392,7 @@ class AgentSupervisor(Actor):
                 store_path=self._store_path,
                 timers=timers,
                 governor=self._governor,
+                wakes=child.wakes,
             ),
         )
 
@@ -578,6 +580,7 @@ class AgentSupervisor(Actor):
         child.state = _ChildState.RESTARTING
         self._tell_registry(_Restarting(child.spec.name, child.spec.durable))
         child.incarnation += 1
+        child.wakes += 1
         child.pid = 0
         child.identity = None
         child.instance_id = uuid.uuid4().hex

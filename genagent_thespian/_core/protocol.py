@@ -173,6 +173,7 @@ class _InitAgent:
     #: ``due`` in wall-clock seconds (``time.time()``), re-armed for what remains.
     timers: tuple[tuple[str, float, Any], ...] = ()
     governor: Any = None  # the node's session governor (``max_live_sessions``), if any
+    wakes: int = 0  # incarnations that were wake-ups from hibernation, not restarts
 
 
 @dataclass(frozen=True, slots=True)

@@ -518,7 +518,7 @@ class AgentActor(Actor):
         for timer_id, due, timer_message in message.timers:  # left by a hibernated incarnation
             self._after(_UserTimer(timer_id, timer_message), max(0.0, due - now))
         self._run(effects)
-        self._note_activity()
+        self._note_activity(hibernation.first_nap(self._hibernate_after))
 
     def _init_failed(self, sender: Any, spec: AgentSpec, exc: Exception) -> None:
         """Report a failed start; typed errors (``InvalidOption``...) keep their type."""
@@ -1113,12 +1113,12 @@ class AgentActor(Actor):
 
     # ================================================================== hibernation
 
-    def _note_activity(self) -> None:
-        """Push the hibernation deadline back: the agent was just used."""
+    def _note_activity(self, idle: float | None = None) -> None:
+        """Push the hibernation deadline back (``idle`` seconds, default ``hibernate_after``)."""
         if self._hibernate_after <= 0 or self._hibernating:
             return
         self._activity += 1
-        self._after(_HibernateDue(self._activity), self._hibernate_after)
+        self._after(_HibernateDue(self._activity), idle or self._hibernate_after)
 
     def _try_hibernate(self) -> None:
         """Idle for ``hibernate_after`` seconds: hand over to the supervisor and end.

@@ -434,8 +434,13 @@ def live_system_processes(system: AgentSystem) -> list[int]:
 def agent_system(base: str = "multiprocTCPBase") -> Iterator[AgentSystem]:
     """A fresh framework system (not made current); shut down with nothing left after."""
     store = tempfile.mkdtemp(prefix="genagent-bench-store-")
+    # A home of its own: the default node home admits one running system per machine, and
+    # a benchmark must not collide with another run (or a node) on the same machine.
     system = g.start_system(
-        base=base, make_default=False, store_path=os.path.join(store, "agents.sqlite")
+        base=base,
+        make_default=False,
+        store_path=os.path.join(store, "agents.sqlite"),
+        home=os.path.join(store, "home"),
     )
     try:
         yield system

@@ -32,7 +32,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # actor processes import bench.* by module name
 
-BENCHMARKS = ("overhead", "throughput", "scale", "recovery", "durability", "streaming")
+BENCHMARKS = (
+    "overhead",
+    "throughput",
+    "scale",
+    "recovery",
+    "durability",
+    "streaming",
+    "hibernation",
+)
 #: Run only when named with ``--only``: they need the real CLIs (.ci/tools) and the
 #: ``bench`` extra (claude-agent-sdk, psutil).
 OPTIONAL = ("cli_turns",)

@@ -199,6 +199,10 @@ class AgentSpec:
         secret_resolver: For durable agents, a module-level function
             ``(agent_name, option_name) -> value or None`` that supplies a secret the store
             does not hold when the agent resumes (see ``docs/security.md``).
+        hibernate_after: Idle seconds after which a durable agent hibernates (its process
+            ends, its name stays registered, any call wakes it from its record); ``0`` never.
+            ``None`` takes the default: ``DEFAULT_HIBERNATE_AFTER`` for durable agents, off
+            for plain ones (``start_agent`` resolves it).
     """
 
     name: Any
@@ -217,6 +221,7 @@ class AgentSpec:
     placement: tuple[tuple[str, Any], ...] = ()
     on_session_lost: str = "fail"
     secret_resolver: Any = None
+    hibernate_after: float | None = None
     backoff_initial: float = 0.05
     backoff_factor: float = 2.0
     backoff_max: float = 5.0
@@ -262,7 +267,8 @@ class WhereIs:
     """Ask the registry for an agent's address; answered ``Located``.
 
     With ``wait``, a name whose agent is restarting is answered once the restart ends: with
-    the new address, or with none when the supervisor gave up or the agent was stopped.
+    the new address, or with none when the supervisor gave up or the agent was stopped. A
+    hibernated agent is woken by such a look-up and answered the same way once it runs.
     """
 
     name: Any
@@ -360,6 +366,8 @@ class AgentStatus:
     watchers: int = 0  # Watch subscribers (streams, CLI asks, the console)
     retries: int = 0  # provider retries reported by the backend, over the agent's life
     last_error: str | None = None  # the last failed turn's error, "Type: message"
+    hibernated: bool = False  # answered from the registry: no process until a call wakes it
+    waiting_for_session: bool = False  # its turn waits for a live session (max_live_sessions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,6 +400,8 @@ class Located:
     durable: bool = False
     incarnation: int = 0  # a restart is visible even when the new process reuses the port
     stopped: bool = False
+    hibernated: bool = False  # no process: ``WhereIs(wait=True)`` wakes it
+    status: AgentStatus | None = None  # a hibernated agent's status, as it was when it slept
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,6 +414,7 @@ class AgentEntry:
     durable: bool = False
     restarting: bool = False
     incarnation: int = 0
+    hibernated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

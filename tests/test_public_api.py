@@ -30,6 +30,7 @@ PUBLIC = {
     "TurnSkipped", "TurnHalted", "TurnCancelled", "CallbackError", "BackendError",
     "BackendErrorKind", "AgentStopped", "AgentRestarted", "MessageTooLarge",
     "DuplicateRequest", "UnexpectedMessage",
+    "SessionUnavailable",
 }  # fmt: skip
 
 

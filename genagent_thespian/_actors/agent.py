@@ -14,6 +14,7 @@ when their worker dies, so no CLI process outlives its agent.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import time
@@ -40,6 +41,7 @@ from .._core.errors import (
     BackendError,
     GenAgentError,
     InvalidPrompt,
+    SessionUnavailable,
     TurnCrashed,
 )
 from .._core.log import get_logger
@@ -65,9 +67,16 @@ from .._core.protocol import (
     _BackendSession,
     _CancelTurn,
     _EndSession,
+    _Hibernating,
     _InitAgent,
+    _SessionDenied,
     _SessionEnded,
+    _SessionGone,
+    _SessionGranted,
+    _SessionIdle,
     _SessionReply,
+    _SessionRetire,
+    _SessionWanted,
     _ShutdownAgent,
     _StartTurn,
     _TelemetryBatch,
@@ -117,6 +126,7 @@ from ..messages import (
     WatchAgent,
     WhereIs,
 )
+from . import hibernation
 from .directory import DIRECTORY_NAME, LocalAgent, LocalAgentGone, ServiceDirectory
 from .unexpected import answer_unexpected
 from .worker import TurnWorker
@@ -131,6 +141,11 @@ CANCEL_GRACE = 5.0
 END_SESSION_GRACE = 10.0
 #: Seconds a new turn worker has to report that it runs.
 WORKER_START_GRACE = 30.0
+#: Seconds an agent answers a tell from another agent in (it acknowledges at once); past
+#: that, the sender looks the name up again and resends (its cached address may belong to
+#: a process that hibernated or restarted since), up to ``TELL_ATTEMPTS`` times in all.
+TELL_ACK_SECONDS = 2.0
+TELL_ATTEMPTS = 3
 
 _TICK = "genagent-deadline"
 
@@ -226,6 +241,40 @@ class _LeaseRenewal:
         return _LeaseRenewal
 
 
+@dataclass(frozen=True, slots=True)
+class _TellAckDue:
+    """A tell this agent sent had ``TELL_ACK_SECONDS`` to be acknowledged (``Accepted``)."""
+
+    ref: str
+    attempt: int
+
+    @property
+    def key(self) -> Hashable:
+        return (_TellAckDue, self.ref)
+
+
+@dataclass(frozen=True, slots=True)
+class _SlotRetireGrace:
+    """A worker retired for the governor had ``CANCEL_GRACE`` seconds to exit."""
+
+    generation: int
+
+    @property
+    def key(self) -> Hashable:
+        return _SlotRetireGrace
+
+
+@dataclass(frozen=True, slots=True)
+class _HibernateDue:
+    """The agent has been idle ``hibernate_after`` seconds since activity ``stamp``."""
+
+    stamp: int
+
+    @property
+    def key(self) -> Hashable:
+        return _HibernateDue
+
+
 _Deadline = (
     _Watchdog
     | _DelayedDue
@@ -235,6 +284,22 @@ _Deadline = (
     | _EndSessionGrace
     | _WorkerStartGrace
     | _LeaseRenewal
+    | _HibernateDue
+    | _SlotRetireGrace
+    | _TellAckDue
+)
+
+#: Messages that are no sign of use, so they do not keep an agent from hibernating: the
+#: framework's own, and reads (a dashboard polling ``status`` must not keep a fleet awake).
+_QUIET = (
+    WakeupMessage,
+    _TelemetryInterest,
+    ActorExitRequest,
+    ChildActorExited,
+    _WatcherGone,
+    Status,
+    Poll,
+    _BackendSession,
 )
 
 #: ``start_agent`` keywords that configure the framework rather than ``init_agent``.
@@ -311,12 +376,22 @@ class AgentActor(Actor):
         self._outbox: dict[Any, list[tuple[str, Any]]] = {}  # name -> [(kind, message)]
         self._addresses: dict[Any, Any] = {}
         self._outgoing_tells: dict[str, Any] = {}  # ref -> target name
+        self._unacked_tells: dict[str, Tell] = {}  # ref -> a tell sent, not yet acknowledged
         self._stopping: tuple[str, Any] | None = None  # (reason, reply_to)
         self._record: AgentRecord | None = None  # durable agents only
         # A newer incarnation owns the record (fenced): this one runs and answers nothing.
         self._fenced = False
         self._lease_renewed = 0.0  # monotonic time of the last renewal that began and held
         self._saved_files: dict[str, int] = {}  # provider session file -> CRC last stored
+        self._hibernate_after = 0.0  # idle seconds before hibernating (0: never)
+        self._activity = 0  # counts uses; a hibernation deadline is for one count
+        self._hibernating = False  # handed over to the supervisor; ending its process
+        self._sleep_status: AgentStatus | None = None  # what status says once hibernating
+        self._governor: Any = None  # the node's session governor (max_live_sessions), if any
+        self._session_live = False  # the governor counts a live session (worker) of ours
+        self._awaiting_session: StartTurn | None = None  # a turn waiting for its grant
+        self._retired_for_slot: Any = None  # a worker retired for the governor, not yet gone
+        self._wakes = 0  # incarnations that woke from hibernation (not counted as restarts)
 
     @staticmethod
     def actorSystemCapabilityCheck(
@@ -348,8 +423,14 @@ class AgentActor(Actor):
             self._init(message, sender)
             return
         machine = self.machine
-        if self._fenced and not isinstance(message, ActorExitRequest):
-            return  # the owning incarnation holds every request; nothing runs here any more
+        if self._hibernating and isinstance(message, Status | Poll | _BackendSession):
+            # Reads sent before the caller saw it sleep: the state is final, answer them.
+            _HANDLERS[type(message)](self, message, sender)
+            return
+        if (self._fenced or self._hibernating) and not isinstance(message, ActorExitRequest):
+            # Fenced: the owning incarnation holds every request. Hibernating: the record is
+            # written and the process is ending; callers resend to the woken incarnation.
+            return
         if machine is None:
             if isinstance(message, ActorExitRequest | ChildActorExited | WakeupMessage):
                 return
@@ -367,6 +448,8 @@ class AgentActor(Actor):
             if not _handles_info(machine.impl):
                 answer_unexpected(self, f"agent {machine.name!r}", message, sender)
             self._run(machine.info(message))
+        if not isinstance(message, _QUIET):
+            self._note_activity()
 
     # ================================================================== start
 
@@ -387,6 +470,8 @@ class AgentActor(Actor):
         self._node = self._host_node or message.node
         self._incarnation = message.incarnation
         self._instance_id = message.instance_id
+        self._governor = message.governor
+        self._wakes = message.wakes
         self.send(self._supervisor, _AgentBorn(os.getpid(), self._node))
         if self._isolated:
             # The worker must die with this process, and the CLIs it runs carry its marker.
@@ -444,7 +529,13 @@ class AgentActor(Actor):
             self.send(self._telemetry, _TelemetryJoin())
         self.send(sender, _AgentReady(spec.name, os.getpid(), self._node))
         self._tell_directory(here=True)
+        if self._record is not None:
+            self._hibernate_after = hibernation.hibernate_seconds(spec)
+        now = time.time()
+        for timer_id, due, timer_message in message.timers:  # left by a hibernated incarnation
+            self._after(_UserTimer(timer_id, timer_message), max(0.0, due - now))
         self._run(effects)
+        self._note_activity(hibernation.first_nap(self._hibernate_after))
 
     def _tell_directory(self, *, here: bool) -> None:
         """On a convention node, list (or unlist) this agent in the node's directory.
@@ -562,12 +653,16 @@ class AgentActor(Actor):
 
         Pid, node, restarts and backend live here, not in the pure machine. Answering within
         milliseconds while a ten-minute turn runs is why no handler of this actor may block."""
+        self.send(sender, self._sleep_status or self._status())
+
+    def _status(self) -> AgentStatus:
+        """This agent's ``AgentStatus`` now."""
         spec = self.spec
         assert spec is not None and self.backend_cls is not None
         machine_fields = self._m.status_fields()
         status = AgentStatus(
             **machine_fields,
-            restarts=self._incarnation,
+            restarts=max(0, self._incarnation - self._wakes),
             node=self._node,
             pid=os.getpid(),
             backend=self.backend_cls.name,
@@ -576,8 +671,9 @@ class AgentActor(Actor):
             agent_state=self._published_state(),
             session_lost=self._session_lost.message if self._session_lost else None,
             watchers=len(self._watchers),
+            waiting_for_session=self._awaiting_session is not None,
         )
-        self.send(sender, status)
+        return status
 
     def _published_state(self) -> Any:
         """The implementation's ``agent_state()``, or ``None`` if it raised or won't pickle."""
@@ -653,6 +749,7 @@ class AgentActor(Actor):
         if not message.done:
             return
         slot.last_used = time.monotonic()
+        self._session_idle()
         if slot.cancelling == message.turn_id:
             slot.cancelling = None
             slot.turn_id = None
@@ -808,6 +905,18 @@ class AgentActor(Actor):
         if slot.cancelling is not None:
             self._held_start = effect  # wait until the cancelled turn ends or the worker dies
             return
+        if self._governor is not None:
+            # Every turn asks: a live session is granted at once (and marked busy, so it is
+            # never retired mid-turn); otherwise the turn waits in the node's fair queue.
+            self._awaiting_session = effect
+            wait = self.spec.watchdog if self.spec and self.spec.watchdog else 600.0
+            self.send(self._governor, _SessionWanted(self._m.name, effect.turn_id, wait))
+            return
+        self._run_on_worker(effect)
+
+    def _run_on_worker(self, effect: StartTurn) -> None:
+        """Send the turn to the worker, creating one if there is none."""
+        slot = self.worker
         if slot.address is None:
             slot.address = self.createActor(TurnWorker)
             slot.generation += 1
@@ -845,6 +954,69 @@ class AgentActor(Actor):
         self._pending_watchdog, self._armed_watchdog = None, watchdog
         self._after(_Watchdog(watchdog.turn_id), watchdog.seconds)
 
+    # ------------------------------------------------------------------ session governor
+
+    def _on_session_granted(self, message: _SessionGranted, sender: Any) -> None:
+        """The governor lets the waiting turn run (on the live session, or a new one)."""
+        effect, self._awaiting_session = self._awaiting_session, None
+        self._session_live = True
+        current = self._m.current
+        if effect is None or current is None or current.turn_id != effect.turn_id:
+            self._session_idle()  # the turn ended while it waited: nothing runs
+            return
+        if self.worker.cancelling is not None:
+            self._held_start = effect
+            return
+        self._run_on_worker(effect)
+
+    def _on_session_denied(self, message: _SessionDenied, sender: Any) -> None:
+        """No session freed up in time: the turn fails with ``SessionUnavailable``."""
+        effect, self._awaiting_session = self._awaiting_session, None
+        current = self._m.current
+        if effect is None or current is None or current.turn_id != effect.turn_id:
+            return
+        error = SessionUnavailable(
+            f"no live provider session freed up within {message.waited:.1f}s "
+            "(max_live_sessions reached; the prompt was not sent)",
+            agent=self._m.name,
+            ref=effect.ref,
+        )
+        self._run(self._m.turn_failed(effect.turn_id, error))
+
+    def _on_session_retire(self, message: _SessionRetire, sender: Any) -> None:
+        """The governor needs the slot: retire the idle worker (its CLI ends cleanly).
+
+        The next turn starts a new worker, whose backend resumes the session from the
+        session data the agent keeps (``--resume``, thread resume)."""
+        slot = self.worker
+        if slot.turn_id is not None or slot.cancelling is not None:
+            return  # busy after all (a race): the governor hears when this turn ends
+        if slot.address is None:
+            self._session_gone()
+            return
+        # The slot is free once the worker (and the CLI it ends on exit) is gone: the
+        # governor hears it from the exit notice, or after a grace if none comes.
+        self._retired_for_slot = slot.address
+        self.send(slot.address, ActorExitRequest())
+        self.worker = _WorkerSlot(generation=slot.generation)
+        self._after(_SlotRetireGrace(slot.generation), CANCEL_GRACE)
+
+    def _session_idle(self) -> None:
+        if self._governor is not None and self._session_live:
+            self.send(self._governor, _SessionIdle(self._m.name))
+
+    def _session_gone(self, *, withdraw: bool = False) -> None:
+        """Tell the governor this agent's session ended (its worker is gone).
+
+        ``withdraw`` (the agent stops, exits or hibernates): it gives up its place in the
+        queue too, so the governor never grants a slot to an agent that is gone."""
+        waiting = withdraw and self._awaiting_session is not None
+        if self._governor is not None and (self._session_live or waiting):
+            self.send(self._governor, _SessionGone(self._m.name, withdraw=withdraw))
+        self._session_live = False
+        if withdraw:
+            self._awaiting_session = None
+
     def _cancel_turn(self, effect: CancelTurn) -> None:
         """Ask the worker to end the turn, and give it ``CANCEL_GRACE`` seconds before a kill.
 
@@ -875,11 +1047,16 @@ class AgentActor(Actor):
         on a fresh worker. A duplicate notice, or one about a worker retired earlier, is
         ignored: Thespian may report one exit twice."""
         slot = self.worker
+        if self._retired_for_slot is not None and message.childAddress == self._retired_for_slot:
+            self._retired_for_slot = None
+            self._session_gone()  # its CLI is gone for sure: the slot is free
+            return
         if message.childAddress != slot.address:
             return  # a duplicate notice, or a worker retired earlier
         running = slot.turn_id
         self._kill_worker_remains(slot)
         self.worker = _WorkerSlot(generation=slot.generation)
+        self._session_gone()
         if running is not None:
             crash = TurnCrashed("the turn worker process exited during the turn")
             self._run(self._m.turn_failed(running, crash))
@@ -934,6 +1111,7 @@ class AgentActor(Actor):
                 self._run(self._m.watchdog_fired(turn_id))
             case _DelayedDue(ref):
                 self._run(self._m.delayed_due(ref))
+                self._note_activity()
             case _CancelGrace(generation, turn_id):
                 slot = self.worker
                 if slot.generation == generation and slot.cancelling == turn_id:
@@ -953,8 +1131,20 @@ class AgentActor(Actor):
                 ):
                     self.send(slot.address, ActorExitRequest())
                     self.worker = _WorkerSlot(generation=slot.generation)
+                    self._session_gone()
             case _UserTimer(_, message):
                 self._run(self._m.info(message))
+                self._note_activity()
+            case _TellAckDue(ref, attempt):
+                self._tell_unacknowledged(ref, attempt)
+            case _SlotRetireGrace():
+                if self._retired_for_slot is not None:
+                    _log.warning("agent %r: a retired worker sent no exit notice", self._m.name)
+                    self._retired_for_slot = None
+                    self._session_gone()
+            case _HibernateDue(stamp):
+                if stamp == self._activity:
+                    self._try_hibernate()
             case _EndSessionGrace():
                 if self._stopping is not None:
                     self._finish_stop()
@@ -980,6 +1170,7 @@ class AgentActor(Actor):
         if slot.address is not None:
             self.send(slot.address, ActorExitRequest())
         self.worker = _WorkerSlot(generation=slot.generation)
+        self._session_gone()
         self._release_held_start()
 
     def _arm_idle_retirement(self) -> None:
@@ -989,6 +1180,81 @@ class AgentActor(Actor):
         if spec is None or slot.address is None or spec.worker_idle_timeout <= 0:
             return
         self._after(_WorkerIdle(slot.generation, slot.last_used), spec.worker_idle_timeout)
+
+    # ================================================================== hibernation
+
+    def _note_activity(self, idle: float | None = None) -> None:
+        """Push the hibernation deadline back (``idle`` seconds, default ``hibernate_after``)."""
+        if self._hibernate_after <= 0 or self._hibernating:
+            return
+        self._activity += 1
+        self._after(_HibernateDue(self._activity), idle or self._hibernate_after)
+
+    def _try_hibernate(self) -> None:
+        """Idle for ``hibernate_after`` seconds: hand over to the supervisor and end.
+
+        Nothing may be in flight (``hibernation.blocker``); otherwise the agent looks again
+        after another idle period. The record is written first, then the lease released
+        (the woken incarnation need not wait it out), then the supervisor gets the status
+        to answer while it sleeps and the timers to keep; the worker ends as an idle one
+        is retired, and this process ends with ``ActorExitRequest``."""
+        machine, slot, record = self._m, self.worker, self._record
+        if record is None or self._fenced:
+            return
+        reason = hibernation.blocker(
+            machine,
+            worker_busy=(
+                slot.turn_id is not None
+                or slot.cancelling is not None
+                or self._awaiting_session is not None
+            ),
+            watchers=len(self._watchers),
+            awaiting_replies=bool(self._outbox or self._outgoing_tells),
+            stopping=self._stopping is not None,
+        )
+        timers: hibernation.SleepingTimers | None = None
+        if reason is None:
+            try:
+                timers = hibernation.sleeping_timers(
+                    self._deadlines.pending_items(),
+                    now=time.time(),
+                    user_timer=_UserTimer,
+                    delayed=_DelayedDue,
+                )
+            except Exception as exc:
+                reason = f"a send_after message cannot be pickled ({type(exc).__name__})"
+            else:
+                if timers.wake_at is not None and timers.wake_at - time.time() < 1.0:
+                    reason = "a timer is due within a second"
+        if reason is not None or timers is None:
+            _log.debug("agent %r stays up: %s", machine.name, reason)
+            self._after(_HibernateDue(self._activity), self._hibernate_after)
+            return
+        try:
+            self._persist()
+        except StaleIncarnation as exc:
+            self._stand_down(str(exc))
+            return
+        except Exception:
+            _log.exception("agent %r could not write its record; it stays up", machine.name)
+            self._after(_HibernateDue(self._activity), self._hibernate_after)
+            return
+        status = dataclasses.replace(self._status(), pid=0, hibernated=True)
+        self._sleep_status = status
+        self._hibernating = True
+        self._record = None
+        record.release_lease()
+        record.close()
+        if slot.address is not None:
+            self.send(slot.address, ActorExitRequest())
+            self.worker = _WorkerSlot(generation=slot.generation)
+        self._session_gone(withdraw=True)
+        self.send(
+            self._supervisor, _Hibernating(machine.name, status, timers.timers, timers.wake_at)
+        )
+        if self._telemetry is not None:
+            self.send(self._telemetry, _TelemetryJoin(active=False))
+        self.send(self.myAddress, ActorExitRequest())
 
     # ================================================================== stop
 
@@ -1023,6 +1289,7 @@ class AgentActor(Actor):
         stopping, self._stopping = self._stopping, None
         if stopping is None:
             return
+        self._session_gone(withdraw=True)
         self._kill_worker_remains(self.worker)
         self.send(stopping[1], Stopped(self._m.name))
 
@@ -1067,6 +1334,8 @@ class AgentActor(Actor):
         A fenced incarnation answers nobody: the owning incarnation does.
         """
         self._tell_directory(here=False)
+        if self._hibernating:
+            return  # handed over already: the record holds everything, nobody is waiting
         record, self._record = self._record, None
         if record is not None:
             record.release_lease()  # a clean exit: the next incarnation need not wait
@@ -1075,6 +1344,7 @@ class AgentActor(Actor):
             self._kill_worker_remains(self.worker, kill_worker=True)
             return
         self._run(self._m.stop("shutdown"))
+        self._session_gone(withdraw=True)
         self._kill_worker_remains(self.worker)
         if self.worker.address is None:
             self._terminate_session_here()
@@ -1122,6 +1392,7 @@ class AgentActor(Actor):
                 error = AgentNotFound("no agent has that name", agent=message.name)
                 if kind == "tell":
                     self._outgoing_tells.pop(outgoing.ref, None)
+                    self._tell_settled(outgoing.ref)
                     self._run(self._m.info(TellCompleted(message.name, outgoing.ref, error=error)))
                 else:
                     self._run(self._m.info(DeliveryFailed(message.name, outgoing, error)))
@@ -1137,6 +1408,7 @@ class AgentActor(Actor):
         up again (the target may have been restarted elsewhere)."""
         target = self._outgoing_tells.pop(message.ref, None) if message.ref else None
         if target is not None:
+            self._tell_settled(message.ref or "")
             self._run(self._m.info(TellCompleted(target, message.ref or "", error=message.error)))
             return
         agent = message.error.agent
@@ -1150,7 +1422,39 @@ class AgentActor(Actor):
         self._run(self._m.info(message))
 
     def _on_accepted(self, message: Accepted, sender: Any) -> None:
-        """Acknowledgements of this agent's own notify/tell need no action."""
+        """A tell this agent sent was taken: stop watching for its acknowledgement."""
+        if message.ref:
+            self._tell_settled(message.ref)
+
+    def _tell_settled(self, ref: str) -> None:
+        if self._unacked_tells.pop(ref, None) is not None:
+            self._deadlines.cancel(_TellAckDue(ref, 0).key)
+
+    def _tell_unacknowledged(self, ref: str, attempt: int) -> None:
+        """No ``Accepted`` for a tell: resend it by name, or report it undeliverable.
+
+        A send to a process that is gone (its agent hibernated or restarted since its
+        address was cached) reaches nobody; looking the name up again wakes or finds the
+        agent. The ref is the same, so an agent that did get it does not run it twice."""
+        message = self._unacked_tells.get(ref)
+        target = self._outgoing_tells.get(ref)
+        if message is None or target is None:
+            self._unacked_tells.pop(ref, None)
+            return
+        if any(getattr(out, "ref", None) == ref for _, out in self._outbox.get(target, [])):
+            self._after(_TellAckDue(ref, attempt), TELL_ACK_SECONDS)  # still being looked up
+            return
+        if attempt + 1 >= TELL_ATTEMPTS:
+            self._unacked_tells.pop(ref, None)
+            self._outgoing_tells.pop(ref, None)
+            error = AgentNotFound(
+                f"the tell was not acknowledged after {TELL_ATTEMPTS} attempts", agent=target
+            )
+            self._run(self._m.info(TellCompleted(target, ref, error=error)))
+            return
+        self._addresses.pop(target, None)
+        self.send_to_name("tell", target, message)
+        self._after(_TellAckDue(ref, attempt + 1), TELL_ACK_SECONDS)
 
     def send_to_name(self, kind: str, name: Any, message: Any) -> None:
         """Send ``message`` to the agent ``name``, resolving it through the registry."""
@@ -1161,7 +1465,8 @@ class AgentActor(Actor):
         first = name not in self._outbox
         self._outbox.setdefault(name, []).append((kind, message))
         if first:
-            self.send(self._registry, WhereIs(name))
+            # wait=True: a hibernated target is woken, a restarting one waited out.
+            self.send(self._registry, WhereIs(name, wait=True))
 
     # ================================================================== effects
 
@@ -1278,6 +1583,8 @@ class _AgentContext:
     def tell(self, name: Any, prompt: str) -> str:
         message = Tell(prompt, completion=True)
         self._actor._outgoing_tells[message.ref] = name
+        self._actor._unacked_tells[message.ref] = message
+        self._actor._after(_TellAckDue(message.ref, 0), TELL_ACK_SECONDS)
         self._actor.send_to_name("tell", name, message)
         return message.ref
 
@@ -1337,4 +1644,7 @@ _HANDLERS: dict[type, Any] = {
     Failure: AgentActor._on_failure,
     TellCompleted: AgentActor._on_tell_completed,
     Accepted: AgentActor._on_accepted,
+    _SessionGranted: AgentActor._on_session_granted,
+    _SessionDenied: AgentActor._on_session_denied,
+    _SessionRetire: AgentActor._on_session_retire,
 }

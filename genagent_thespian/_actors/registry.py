@@ -5,6 +5,11 @@ for them. The supervisor is the only writer (``_Register`` / ``_Unregister``); a
 read (``WhereIs``, ``ListAgents``). One registry per actor system, created with the
 ``globalName`` :data:`REGISTRY_NAME` at application boot.
 
+A hibernated agent (see ``_actors/hibernation.py``) keeps its entry without an address:
+``WhereIs(wait=True)`` wakes it (``_Wake`` to the supervisor) and is answered once it is
+registered again, as after a restart; ``WhereIs`` without ``wait`` and ``ListAgents`` answer
+for it without waking it, with the status it had when it went to sleep.
+
 It is also the system's dead-letter handler: a ``TurnEvent`` an agent could not deliver
 means its ``Watch`` subscriber is gone (a killed client), and the registry, which knows
 every agent's address, tells that agent to drop it (``_WatcherGone``). Without this a
@@ -19,8 +24,23 @@ from typing import Any
 from thespian.actors import Actor, ActorExitRequest, DeadEnvelope
 
 from .._core.log import get_logger
-from .._core.protocol import _Register, _Restarting, _Unregister, _WatcherGone
-from ..messages import AgentEntry, AgentList, ListAgents, Located, TurnEvent, WhereIs
+from .._core.protocol import (
+    _Hibernated,
+    _Register,
+    _Restarting,
+    _Unregister,
+    _Wake,
+    _WatcherGone,
+)
+from ..messages import (
+    AgentEntry,
+    AgentList,
+    AgentStatus,
+    ListAgents,
+    Located,
+    TurnEvent,
+    WhereIs,
+)
 from .unexpected import answer_unexpected
 
 __all__ = ["REGISTRY_NAME", "Registry"]
@@ -46,6 +66,8 @@ class Registry(Actor):
         self._waiting: dict[Any, list[Any]] = {}  # name -> askers waiting out a restart
         self._stopped: OrderedDict[Any, None] = OrderedDict()  # names of agents gone, newest last
         self._applied: dict[Any, int] = {}  # name -> seq of the newest update applied
+        self._sleeping: dict[Any, AgentStatus] = {}  # hibernated name -> its last status
+        self._supervisor: Any = None  # who wakes hibernated agents (learnt from _Hibernated)
         self._handling_dead_letters = False
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
@@ -56,16 +78,20 @@ class Registry(Actor):
                 self.handleDeadLetters()  # not in __init__: the actor is not wired up yet
             if isinstance(message, WhereIs):
                 entry = self._entries.get(message.name)
-                if entry is not None and entry.restarting and message.wait:
+                if entry is not None and entry.hibernated and not entry.restarting and message.wait:
+                    self._wake(entry, sender)
+                elif entry is not None and entry.restarting and message.wait:
                     self._waiting.setdefault(message.name, []).append(sender)
                 else:
                     self.send(sender, self._located(message.name))
             elif isinstance(message, ListAgents):
-                live = tuple(e for e in self._entries.values() if e.address is not None)
+                live = tuple(
+                    e for e in self._entries.values() if e.address is not None or e.hibernated
+                )
                 self.send(sender, AgentList(live))
-            elif isinstance(message, _Register | _Restarting | _Unregister) and self._overtaken(
-                message
-            ):
+            elif isinstance(
+                message, _Register | _Restarting | _Unregister | _Hibernated
+            ) and self._overtaken(message):
                 # An older update delivered late: only its replies still matter.
                 self._send_all(getattr(message, "then", ()))
             elif isinstance(message, _Register):
@@ -77,6 +103,7 @@ class Registry(Actor):
                     incarnation=message.incarnation,
                 )
                 self._entries[message.name] = entry
+                self._sleeping.pop(message.name, None)
                 self._stopped.pop(message.name, None)
                 self._send_all(message.then)
                 self._answer_waiting(message.name)
@@ -86,11 +113,15 @@ class Registry(Actor):
                 self._entries[message.name] = AgentEntry(
                     message.name, None, node, message.durable, restarting=True
                 )
+                self._sleeping.pop(message.name, None)
+            elif isinstance(message, _Hibernated):
+                self._on_hibernated(message)
             elif isinstance(message, _Unregister):
                 entry = self._entries.get(message.name)
                 # A restarting entry has no address yet: it belongs to the same agent.
                 if entry is not None and (entry.restarting or entry.address == message.address):
                     del self._entries[message.name]
+                    self._sleeping.pop(message.name, None)
                     self._remember_stopped(message.name)
                 self._send_all(message.then)
                 self._answer_waiting(message.name)
@@ -105,13 +136,54 @@ class Registry(Actor):
         except Exception:
             _log.exception("registry failed handling %s", type(message).__name__)
 
+    def _on_hibernated(self, message: _Hibernated) -> None:
+        """Keep a sleeping agent's name, without an address, until a caller wakes it."""
+        entry = self._entries.get(message.name)
+        if entry is None or entry.address != message.address:
+            return  # it was stopped or restarted meanwhile: that update says what is true
+        self._supervisor = message.supervisor
+        self._sleeping[message.name] = message.status
+        self._entries[message.name] = AgentEntry(
+            message.name,
+            None,
+            entry.node,
+            entry.durable,
+            incarnation=entry.incarnation,
+            hibernated=True,
+        )
+
+    def _wake(self, entry: AgentEntry, asker: Any) -> None:
+        """Have the supervisor start a hibernated agent; ``asker`` is answered once it runs.
+
+        The entry turns "restarting" at once, so every other waiting caller queues behind
+        this one instead of asking for a second wake-up."""
+        self._waiting.setdefault(entry.name, []).append(asker)
+        self._entries[entry.name] = AgentEntry(
+            entry.name,
+            None,
+            entry.node,
+            entry.durable,
+            restarting=True,
+            incarnation=entry.incarnation,
+            hibernated=True,
+        )
+        self.send(self._supervisor, _Wake(entry.name))
+
     def _located(self, name: Any) -> Located:
         entry = self._entries.get(name)
         if entry is None:
             return Located(name, stopped=name in self._stopped)
-        return Located(name, entry.address, entry.restarting, entry.durable, entry.incarnation)
+        return Located(
+            name,
+            entry.address,
+            entry.restarting,
+            entry.durable,
+            entry.incarnation,
+            hibernated=entry.hibernated,
+            status=self._sleeping.get(name) if entry.hibernated else None,
+        )
 
-    def _overtaken(self, update: _Register | _Restarting | _Unregister) -> bool:
+    def _overtaken(self, update: _Register | _Restarting | _Unregister | _Hibernated) -> bool:
         """Whether a newer update for the same name was applied already (else record it)."""
         if not update.seq:
             return False

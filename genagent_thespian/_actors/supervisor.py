@@ -38,13 +38,17 @@ from .._core.protocol import (
     _AgentInitFailed,
     _AgentProcesses,
     _AgentReady,
+    _Hibernated,
+    _Hibernating,
     _InitAgent,
     _Register,
     _Restarting,
+    _SessionGone,
     _ShutdownAgent,
     _TelemetryBatch,
     _TelemetryLeave,
     _Unregister,
+    _Wake,
 )
 from .._core.restart_policy import ExitKind, RestartAction, RestartPolicy
 from .._durable.location import open_store
@@ -71,7 +75,15 @@ from ..messages import (
 )
 from .agent import AgentActor
 from .directory import LocalAgent, Services
+from .governor import (
+    GOVERNOR_NAME,
+    MAX_LIVE_SESSIONS,
+    SESSION_IDLE_TIMEOUT,
+    GovernSessions,
+    SessionGovernorActor,
+)
 from .keeper import AdoptedExited, KeepNode, NodeCensus, NodeKeeper
+from .reaper import ProcessReaper, StartReaping, reap_interval
 from .sweeper import NodeSweeper, SweepAgent
 from .unexpected import answer_unexpected
 
@@ -191,11 +203,20 @@ class _ChildState(enum.Enum):
     RUNNING = "running"  # ready and registered under its name
     STOPPING = "stopping"  # asked to stop (or to exit); its exit notice ends it for good
     RESTARTING = "restarting"  # its process is gone; a restart is scheduled (no address)
+    HIBERNATED = "hibernated"  # idle, its process ended on purpose; a call or timer wakes it
 
 
 @dataclass(frozen=True, slots=True)
 class _RestartDue:
     """Wakeup: the back-off before restarting incarnation ``incarnation`` of ``name`` is over."""
+
+    name: Any
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class _WakeDue:
+    """Wakeup: the earliest timer of hibernated incarnation ``incarnation`` of ``name`` is due."""
 
     name: Any
     incarnation: int
@@ -299,6 +320,10 @@ class _Child:
         """
         return self.address if self.born else None
 
+    timers: tuple[tuple[str, float, Any], ...] = ()  # send_after timers kept while it sleeps
+    slept_at: float | None = None  # wall-clock time it hibernated; set until it is woken
+    wakes: int = 0  # incarnations started to wake it (status does not count them as restarts)
+
 
 class AgentSupervisor(Actor):
     """Starts, stops and watches agents (see the module docstring).
@@ -309,8 +334,12 @@ class AgentSupervisor(Actor):
     restarted agent keeps working for them through the registry.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
         super().__init__()
+        caps = capabilities or {}
+        self._session_cap: int | None = caps.get(MAX_LIVE_SESSIONS)
+        self._session_idle: float | None = caps.get(SESSION_IDLE_TIMEOUT)
+        self._governor: Any = None  # the node's session governor, when capped
         self._registry: Any = None
         self._telemetry: Any = None
         self._node = ""
@@ -358,6 +387,12 @@ class AgentSupervisor(Actor):
             self._store_path = message.store_path
             self._owner = message.owner
             self._watch_owner()
+            if self._session_cap:
+                self._governor = self.createActor(SessionGovernorActor, globalName=GOVERNOR_NAME)
+                self.send(self._governor, GovernSessions(self._session_cap, self._session_idle))
+            if message.store_path:
+                reaper = self.createActor(ProcessReaper)
+                self.send(reaper, StartReaping(message.store_path, reap_interval()))
         self.send(sender, Booted(os.getpid(), os.getpgid(0)))
 
     # ------------------------------------------------------------------ start
@@ -415,6 +450,7 @@ class AgentSupervisor(Actor):
             requirements[NODE_CAPABILITY] = node
         _preload_backend(child.spec.backend)
         child.address = self.createActor(AgentActor, targetActorRequirements=requirements or None)
+        timers, child.timers = child.timers, ()
         child.state = _ChildState.STARTING
         child.node = node
         child.unplaced = False
@@ -434,6 +470,9 @@ class AgentSupervisor(Actor):
                 instance_id=child.instance_id,
                 store_path=self._store_path,
                 run=self._run,
+                timers=timers,
+                governor=self._governor,
+                wakes=child.wakes,
             ),
         )
 
@@ -460,6 +499,11 @@ class AgentSupervisor(Actor):
             incarnation=child.incarnation,
         )
         self._tell_registry(register)
+        if child.slept_at is not None:
+            slept, child.slept_at = time.time() - child.slept_at, None
+            metadata = {"agent": message.name, "incarnation": child.incarnation}
+            self._emit("agent.woken", {**metadata, "slept_seconds": slept})
+            return
         if child.incarnation > 0:
             self._emit("agent.restarted", {"agent": message.name, "incarnation": child.incarnation})
         self._emit("agent.started", {"agent": message.name, "incarnation": child.incarnation})
@@ -506,7 +550,8 @@ class AgentSupervisor(Actor):
             child.stop_waiters.append(waiter)
         if child.state is _ChildState.STOPPING:
             return
-        if child.state is _ChildState.RESTARTING:  # no process to ask: it is gone already
+        if child.state in (_ChildState.RESTARTING, _ChildState.HIBERNATED):
+            # No process to ask: it is gone already (or asleep, its record up to date).
             child.state = _ChildState.STOPPING
             if child.spec.durable and self._store_path and not keep_record:
                 answer_stored_callers(self._store_path, child.spec, "stopped", self.send)
@@ -566,6 +611,62 @@ class AgentSupervisor(Actor):
         if self._owner_gone:
             self._end_own_system()
 
+    # ------------------------------------------------------------------ hibernation
+
+    def _on_hibernating(self, message: _Hibernating, sender: Any) -> None:
+        """A running agent saved its record and is ending its process: keep it asleep.
+
+        Its name stays registered without an address (the registry wakes it for a caller,
+        see ``_on_wake``); its timers are kept here and the earliest wakes it. Its process
+        exit that follows is expected: the child has no address any more, so the notice
+        matches nobody. An agent being stopped meanwhile is left to its stop."""
+        child = self._child_at(sender)
+        if child is None or child.state is not _ChildState.RUNNING:
+            return
+        child.state = _ChildState.HIBERNATED
+        child.timers = message.timers
+        child.slept_at = time.time()
+        if self._telemetry is not None:
+            self.send(self._telemetry, _TelemetryLeave(sender))
+        child.address = None
+        self._tell_registry(_Hibernated(child.spec.name, sender, message.status, self.myAddress))
+        self._emit(
+            "agent.hibernated",
+            {
+                "agent": child.spec.name,
+                "incarnation": child.incarnation,
+                "timers": len(child.timers),
+            },
+        )
+        if message.wake_at is not None:
+            delay = max(0.0, message.wake_at - time.time())
+            self.wakeupAfter(delay, payload=_WakeDue(child.spec.name, child.incarnation))
+        self._place_waiting()  # its node has room again
+
+    def _on_wake(self, message: _Wake, sender: Any) -> None:
+        """A caller waits for a hibernated agent (the registry asks): start it from its record."""
+        child = self._children.get(message.name)
+        if child is not None and child.state is _ChildState.HIBERNATED:
+            self._wake(child)
+        elif child is None:
+            # Stopped meanwhile: the registry's waiting callers need the name gone.
+            self._tell_registry(_Unregister(message.name, None))
+
+    def _wake(self, child: _Child) -> None:
+        """Start the next incarnation of a hibernated agent, as a restart does, uncounted.
+
+        A new incarnation number tells callers holding the old address that requests sent
+        there were lost, so they send them again (a durable agent drops a ref it holds)."""
+        child.state = _ChildState.RESTARTING
+        self._tell_registry(_Restarting(child.spec.name, child.spec.durable))
+        child.incarnation += 1
+        child.wakes += 1
+        child.pid = 0
+        child.identity = None
+        child.instance_id = uuid.uuid4().hex
+        child.remains = _AgentProcesses(0)
+        self._respawn(child)
+
     # ------------------------------------------------------------------ owner
 
     def _watch_owner(self) -> None:
@@ -616,6 +717,14 @@ class AgentSupervisor(Actor):
                     self._end_census_if_complete()
             case _RestartDue(name, incarnation):
                 self._restart(name, incarnation)
+            case _WakeDue(name, incarnation):
+                child = self._children.get(name)
+                if (
+                    child
+                    and child.incarnation == incarnation
+                    and child.state is _ChildState.HIBERNATED
+                ):
+                    self._wake(child)
             case _StartCheck(name, incarnation):
                 self._check_started(name, incarnation)
             case _ExitDue(address, incarnation) | _KillDue(address, incarnation) as due:
@@ -702,6 +811,8 @@ class AgentSupervisor(Actor):
         """``child``'s process ended: answer its stoppers, or restart, or forget it."""
         self._recent_exits.append((address, child.incarnation, time.monotonic()))
         name = child.spec.name
+        if self._governor is not None:  # a dead agent's session and queued turn are gone
+            self.send(self._governor, _SessionGone(name, withdraw=True))
         if child.state is _ChildState.STOPPING:
             self._forget(child, then=tuple((w, Stopped(name)) for w in child.stop_waiters))
             self._emit("agent.stopped", {"agent": name, "reason": child.stop_reason})
@@ -1030,7 +1141,7 @@ class AgentSupervisor(Actor):
         (``simpleSystemBase``, where an agent's exit is never a process exit)."""
         return None if pid == os.getpid() else _identity(pid)
 
-    def _tell_registry(self, update: _Register | _Restarting | _Unregister) -> None:
+    def _tell_registry(self, update: _Register | _Restarting | _Unregister | _Hibernated) -> None:
         """Send a registry update numbered in order (the registry drops overtaken ones)."""
         self._registry_seq += 1
         self.send(self._registry, dataclasses.replace(update, seq=self._registry_seq))
@@ -1109,6 +1220,8 @@ _HANDLERS: dict[type, Any] = {
     Boot: AgentSupervisor._on_boot,
     StartAgent: AgentSupervisor._on_start,
     _AgentReady: AgentSupervisor._on_ready,
+    _Hibernating: AgentSupervisor._on_hibernating,
+    _Wake: AgentSupervisor._on_wake,
     _AgentInitFailed: AgentSupervisor._on_init_failed,
     StopAgent: AgentSupervisor._on_stop,
     Stopped: AgentSupervisor._on_agent_stopped,

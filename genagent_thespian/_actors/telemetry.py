@@ -83,6 +83,8 @@ EVENT_NAMES = frozenset(
         "agent.crashed",
         "agent.restarted",
         "agent.gave_up",
+        "agent.hibernated",
+        "agent.woken",
         "session.lost",
     }
 )

@@ -400,19 +400,32 @@ def resume(system: AgentSystem, name: Any) -> Plan[None]:
 
 
 def status(system: AgentSystem, name: Any) -> Plan[AgentStatus]:
-    """A snapshot of the agent."""
-    reply = yield from _call_agent(
-        system,
-        name,
-        Status(),
-        timeout=CONTROL_TIMEOUT,
-        kinds=(AgentStatus,),
-        idempotent=True,
-        answer=lambda m: (
-            (isinstance(m, AgentStatus) and m.name == name)
-            or (isinstance(m, Failure) and m.ref is None and m.error.agent == name)
-        ),
-    )
+    """A snapshot of the agent; a hibernated one is answered by the registry, not woken.
+
+    The name is always looked up first (without waiting): a cached address may belong to
+    a process that has since gone to sleep, and asking it would wake the agent.
+    """
+    located = yield from _locate(system, name)
+    if located.hibernated and not located.restarting and located.status is not None:
+        return located.status
+    try:
+        reply = yield from _call_agent(
+            system,
+            name,
+            Status(),
+            timeout=CONTROL_TIMEOUT,
+            kinds=(AgentStatus,),
+            idempotent=True,
+            wake=False,
+            answer=lambda m: (
+                (isinstance(m, AgentStatus) and m.name == name)
+                or (isinstance(m, Failure) and m.ref is None and m.error.agent == name)
+            ),
+        )
+    except _Asleep as asleep:
+        if asleep.status is None:  # a registry of an older version keeps no snapshot
+            raise AgentNotFound("the agent is hibernated", agent=name) from None
+        return asleep.status  # it went to sleep as this status was sent
     if isinstance(reply, Failure):
         raise reply.error
     answer: AgentStatus = reply
@@ -462,6 +475,7 @@ def _call_agent(
     before: tuple[Any, ...] = (),
     progress: Callable[[Any], bool] | None = None,
     answer: Callable[[Any], bool] | None = None,
+    wake: bool = True,
 ) -> Plan[Any]:
     """Send ``message`` to agent ``name`` and wait for its answer, watching that it lives.
 
@@ -469,7 +483,8 @@ def _call_agent(
     request to a durable agent is sent again to the new process (``follow_restarts``: any
     agent, for subscriptions); anything else was lost with the old one and fails with
     ``AgentStopped``. ``answer``, when given, decides alone which reply is the answer
-    (instead of ``kinds`` and ``ref``).
+    (instead of ``kinds`` and ``ref``). An agent that hibernated meanwhile is woken and
+    sent the request again, unless ``wake`` is false: then ``_Asleep`` is raised.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -510,6 +525,12 @@ def _call_agent(
         if deadline is not None and time.monotonic() >= deadline:
             return None  # the exchange itself answers AskTimeout
         located = yield from _locate(system, name, timeout=left(), ref=ref)
+        if located.address is None and located.hibernated and not located.restarting and not wake:
+            raise _Asleep(located.status)
+        if located.address is None and located.hibernated:
+            # It went to sleep after this request was sent to it (or while it waited):
+            # wake it, and send the request to the new incarnation below.
+            located = yield from _locate(system, name, wait=True, timeout=left(), ref=ref)
         if located.address is None:
             if located.restarting:
                 return None  # the supervisor is bringing it back: keep waiting
@@ -546,6 +567,14 @@ def _call_agent(
     except AskTimeout:
         still = "the turn keeps running" if isinstance(message, Prompt) else "it may still apply"
         raise AskTimeout(f"no answer within {timeout:g}s ({still})", agent=name, ref=ref) from None
+
+
+class _Asleep(Exception):
+    """The agent hibernated while a request that must not wake it waited (``status``)."""
+
+    def __init__(self, status: AgentStatus | None) -> None:
+        super().__init__("the agent is hibernated")
+        self.status = status
 
 
 def _locate(

@@ -18,8 +18,10 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from .._actors.governor import MAX_LIVE_SESSIONS, SESSION_IDLE_TIMEOUT
 from .._core.behaviour import GenAgent
-from .._core.errors import SystemNotRunning
+from .._core.errors import InvalidOption, SystemNotRunning
+from .._core.governor import SessionGovernor, sessions_for_memory
 from .._core.turn import Event, Response
 from .._core.validate import SPEC_DEFAULTS, build_spec
 from ..messages import AgentSpec, AgentStatus, PollResult, Prompt, TurnEvent, new_ref
@@ -70,6 +72,8 @@ def start_system(
     node_name: str = "default",
     home: str | None = None,
     make_default: bool = True,
+    max_live_sessions: int | str | None = None,
+    session_idle_timeout: float | None = None,
     **security: Any,
 ) -> AgentSystem:
     """Start an actor system, boot the framework in it and (by default) make it current.
@@ -79,10 +83,19 @@ def start_system(
     the node's home (``$XDG_STATE_HOME/genagent-thespian/<node_name>/``), so the next run
     of the script resumes them; one running system per home.
 
+    ``max_live_sessions`` caps the live provider sessions of this node (an agent's turn
+    worker with the CLI it keeps between turns): when the cap is reached, the least recently
+    used idle session is retired (resumed on that agent's next turn) and a turn that needs
+    a session waits in a fair queue, failing with ``SessionUnavailable`` after its watchdog.
+    ``"auto"`` sizes it from the host's available memory (256 MiB a session);
+    ``session_idle_timeout`` retires sessions idle that long even without demand. Default:
+    no cap.
+
     Example:
         >>> system = start_system(base="simpleSystemBase")
         >>> system.shutdown()
     """
+    capabilities = _with_session_cap(capabilities, max_live_sessions, session_idle_timeout)
     system = AgentSystem.start(
         base=base,
         admin_port=admin_port,
@@ -96,6 +109,32 @@ def start_system(
     if make_default:
         _set_default(system)
     return system
+
+
+def _with_session_cap(
+    capabilities: dict[str, Any] | None,
+    max_live_sessions: int | str | None,
+    session_idle_timeout: float | None,
+) -> dict[str, Any] | None:
+    """The node capabilities carrying the session governor's settings (checked here)."""
+    if max_live_sessions is None:
+        if session_idle_timeout is not None:
+            raise InvalidOption("session_idle_timeout needs max_live_sessions")
+        return capabilities
+    if max_live_sessions == "auto":
+        import psutil
+
+        max_live_sessions = sessions_for_memory(psutil.virtual_memory().available)
+    if isinstance(max_live_sessions, str):
+        raise InvalidOption(
+            f"max_live_sessions must be an int or 'auto', got {max_live_sessions!r}"
+        )
+    SessionGovernor(max_live_sessions, session_idle_timeout=session_idle_timeout)  # checks both
+    return {
+        **(capabilities or {}),
+        MAX_LIVE_SESSIONS: max_live_sessions,
+        SESSION_IDLE_TIMEOUT: session_idle_timeout,
+    }
 
 
 def attach_system(admin_port: int, *, make_default: bool = True) -> AgentSystem:
@@ -191,6 +230,7 @@ def start_agent(
     placement: Mapping[str, Any] | None = None,
     on_session_lost: str = SPEC_DEFAULTS.on_session_lost,
     secret_resolver: Any = None,
+    hibernate_after: float | None = SPEC_DEFAULTS.hibernate_after,
     timeout: float | None = 120.0,
     system: AgentSystem | None = None,
     **options: Any,
@@ -226,6 +266,11 @@ def start_agent(
             comes from the options given now, else from ``secret_resolver(name,
             option_name)`` (a module-level function), else ``None`` (the HTTP backends then
             read their environment variable).
+        hibernate_after: Idle seconds after which a durable agent hibernates: its record
+            is written, its processes end, and its name stays registered; any call wakes
+            it transparently (``status`` and ``list_agents`` do not). ``None`` (default):
+            ``DEFAULT_HIBERNATE_AFTER`` (300 s) for durable agents, never for plain ones;
+            ``0``: never. Needs ``durable=True``.
         timeout: Seconds to wait for ``init_agent``/``start_session``/``pre_run``.
         system: The system to use (default: the current one).
         **options: Passed to ``init_agent``. A class that sets ``accepted_options`` gets only
@@ -262,6 +307,7 @@ def start_agent(
         placement=placement,
         on_session_lost=on_session_lost,
         secret_resolver=secret_resolver,
+        hibernate_after=hibernate_after,
         require_importable=target.base != "simpleSystemBase",
     )
     return calls.run(target, calls.start_agent(target, spec, timeout))
@@ -278,7 +324,10 @@ def stop(name: Any, *, timeout: float | None = 60.0, system: AgentSystem | None 
 
 
 def whereis(name: Any, *, system: AgentSystem | None = None) -> Any:
-    """Return the address of agent ``name``, or ``None`` if no live agent has it."""
+    """Return the address of agent ``name``, or ``None`` if no live agent has it.
+
+    A hibernated agent has no process, hence no address (``status`` says ``hibernated``;
+    any call wakes it)."""
     target = _system(system)
     return calls.run(target, calls.whereis(target, name))
 

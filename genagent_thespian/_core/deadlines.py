@@ -48,6 +48,14 @@ class Deadlines:
         """Whether deadline ``key`` is set."""
         return key in self._deadlines
 
+    def pending_items(self) -> list[tuple[float, Any]]:
+        """Every pending deadline as ``(seconds from now, payload)``, soonest first."""
+        now = self._clock()
+        return sorted(
+            ((at - now, payload) for at, payload in self._deadlines.values()),
+            key=lambda item: item[0],
+        )
+
     def fire(self) -> tuple[list[Any], float | None]:
         """Handle a wakeup: return the payloads now due, and a wakeup delay to arm if needed.
 

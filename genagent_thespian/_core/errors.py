@@ -25,6 +25,7 @@ would expect::
         ├── TurnSkipped                          pre_turn returned Skip()
         ├── TurnHalted                           pre_turn returned Halt()
         ├── TurnCancelled                        a queued tell was cancelled
+        ├── SessionUnavailable   (TimeoutError)  no live session freed up (max_live_sessions)
         ├── CallbackError                        a user callback raised or returned garbage
         ├── BackendError                         the provider failed (kind, retryable, retry_after)
         ├── AgentStopped                         the agent stopped with this work pending
@@ -57,6 +58,7 @@ __all__ = [
     "InvalidPrompt",
     "MessageTooLarge",
     "RequestNotFound",
+    "SessionUnavailable",
     "SystemNotRunning",
     "TurnCancelled",
     "TurnCrashed",
@@ -297,6 +299,16 @@ class TurnCancelled(TurnFailed):
     """A queued tell was cancelled before it ran."""
 
     reason_kind = "cancelled"
+
+
+class SessionUnavailable(TurnFailed, TimeoutError):
+    """The turn waited for a live provider session (``max_live_sessions``) and none freed up.
+
+    It waited in the node's fair queue for as long as its watchdog allows; the prompt was
+    never sent.
+    """
+
+    reason_kind = "session_unavailable"
 
 
 class CallbackError(TurnFailed):

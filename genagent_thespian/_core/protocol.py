@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..messages import AgentSpec
+from ..messages import AgentSpec, AgentStatus
 from .errors import GenAgentError
 from .turn import Event
 
@@ -28,11 +28,19 @@ __all__ = [
     "_BackendSession",
     "_CancelTurn",
     "_EndSession",
+    "_Hibernated",
+    "_Hibernating",
     "_InitAgent",
     "_Register",
     "_Restarting",
+    "_SessionDenied",
     "_SessionEnded",
+    "_SessionGone",
+    "_SessionGranted",
+    "_SessionIdle",
     "_SessionReply",
+    "_SessionRetire",
+    "_SessionWanted",
     "_ShutdownAgent",
     "_StartTurn",
     "_TelemetryBatch",
@@ -43,6 +51,7 @@ __all__ = [
     "_TelemetrySubscribe",
     "_TurnOutput",
     "_Unregister",
+    "_Wake",
     "_WatcherGone",
 ]
 
@@ -168,6 +177,11 @@ class _InitAgent:
     # This boot of the system: asks recorded under another one came from callers that were
     # gone with the previous system, so a restored agent does not run them.
     run: str = ""
+    #: ``send_after`` timers a hibernated incarnation left: ``(timer_id, due, message)``,
+    #: ``due`` in wall-clock seconds (``time.time()``), re-armed for what remains.
+    timers: tuple[tuple[str, float, Any], ...] = ()
+    governor: Any = None  # the node's session governor (``max_live_sessions``), if any
+    wakes: int = 0  # incarnations that were wake-ups from hibernation, not restarts
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +281,92 @@ class _Register:
     durable: bool = False
     incarnation: int = 0
     seq: int = 0  # the supervisor's update order (see _Unregister)
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionWanted:
+    """Agent -> governor: turn ``turn_id`` needs a live session; wait at most ``timeout`` s."""
+
+    name: Any
+    turn_id: int
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionGranted:
+    """Governor -> agent: run the turn (its session is live, or it may start one)."""
+
+    name: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionDenied:
+    """Governor -> agent: no session freed up within the timeout (after ``waited`` s)."""
+
+    name: Any
+    waited: float
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionRetire:
+    """Governor -> agent: end your idle session (retire the worker); answer ``_SessionGone``."""
+
+    name: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionIdle:
+    """Agent -> governor: the turn ended; the session stays live, idle."""
+
+    name: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionGone:
+    """Agent or supervisor -> governor: the session ended (worker retired or crashed).
+
+    ``withdraw``: the agent is gone (stopped, exited, hibernated): drop its queued request.
+    """
+
+    name: Any
+    withdraw: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Hibernating:
+    """Agent -> supervisor: I have saved my record and am ending my process to hibernate.
+
+    ``status`` is what ``status`` answers while it sleeps; ``timers`` are its pending
+    ``send_after`` timers (see ``_InitAgent.timers``); ``wake_at`` is the wall-clock time of
+    its earliest timer or delayed prompt, when the supervisor wakes it (``None``: never).
+    """
+
+    name: Any
+    status: AgentStatus
+    timers: tuple[tuple[str, float, Any], ...] = ()
+    wake_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Hibernated:
+    """Supervisor -> registry: ``name`` (last at ``address``) sleeps; wake it on demand.
+
+    ``WhereIs(wait=True)`` for it sends ``_Wake`` to ``supervisor`` and answers once it is
+    registered again; ``WhereIs`` without ``wait`` answers ``status`` without waking it.
+    """
+
+    name: Any
+    address: Any
+    status: AgentStatus
+    supervisor: Any
+    seq: int = 0  # the supervisor's update order (see _Unregister)
+
+
+@dataclass(frozen=True, slots=True)
+class _Wake:
+    """Registry -> supervisor: a caller waits for hibernated agent ``name``; start it."""
+
+    name: Any
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,14 @@ from .behaviour import GenAgent
 from .errors import InvalidOption, InvalidPrompt
 from .restart_policy import RestartPolicy, RestartType
 
-__all__ = ["RESTART_TYPES", "SPEC_DEFAULTS", "build_spec", "check_prompt", "check_request_ref"]
+__all__ = [
+    "DEFAULT_HIBERNATE_AFTER",
+    "RESTART_TYPES",
+    "SPEC_DEFAULTS",
+    "build_spec",
+    "check_prompt",
+    "check_request_ref",
+]
 
 #: The framework's default for every agent setting: ``AgentSpec``'s field defaults, the one
 #: place they are written, read through one instance so signatures (``start_agent``, the
@@ -31,6 +38,10 @@ SPEC_DEFAULTS = AgentSpec(name=None, impl=None, backend=None)
 
 #: The restart types an agent may have, as ``AgentSpec.restart`` spells them.
 RESTART_TYPES = tuple(kind.value for kind in RestartType)
+#: Idle seconds before a durable agent hibernates when ``hibernate_after`` is not given:
+#: long enough that an agent in a conversation never sleeps between two turns, short
+#: enough that a fleet of mostly idle agents holds few processes (docs/supervision.md).
+DEFAULT_HIBERNATE_AFTER = 300.0
 #: What an agent does when its provider session cannot be resumed (``on_session_lost``).
 SESSION_LOST_POLICIES = ("fail", "fresh")
 
@@ -64,6 +75,7 @@ def build_spec(
     restart_window, durable = merged["restart_window"], merged["durable"]
     on_session_lost = merged["on_session_lost"]
     secret_resolver = merged["secret_resolver"]
+    hibernate_after = _hibernate_seconds(merged["hibernate_after"], bool(durable), name)
     placement = settings.get("placement")
     if not (isinstance(impl, type) and issubclass(impl, GenAgent)):
         raise InvalidOption(f"impl must be a GenAgent subclass, got {impl!r:.80}", agent=name)
@@ -145,8 +157,29 @@ def build_spec(
         placement=placement_items,
         on_session_lost=on_session_lost,
         secret_resolver=secret_resolver,
+        hibernate_after=hibernate_after,
     )
     return dataclasses.replace(spec, **backoff)
+
+
+def _hibernate_seconds(value: Any, durable: bool, name: Any) -> float:
+    """Resolve ``hibernate_after``: ``None`` takes the default for the agent's durability.
+
+    Only a durable agent can hibernate: its record is what it wakes from, so asking a plain
+    agent to hibernate is refused rather than ignored.
+    """
+    if value is None:
+        return DEFAULT_HIBERNATE_AFTER if durable else 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise InvalidOption(
+            f"hibernate_after must be >= 0 seconds (0: never), got {value!r}", agent=name
+        )
+    if value > 0 and not durable:
+        raise InvalidOption(
+            "hibernate_after needs durable=True: a hibernated agent wakes from its record",
+            agent=name,
+        )
+    return float(value)
 
 
 #: ``start_agent``'s own keyword arguments, for "did you mean" hints on misspelled options.

@@ -68,7 +68,7 @@ def _late(row: dict[str, Any]) -> bool:
 
 
 def state_label(row: dict[str, Any]) -> str:
-    """The state a person reads: ``idle``, ``processing``, ``halted``, ``halting``..."""
+    """The state a person reads: ``idle``, ``processing``, ``halted``, ``hibernated``..."""
     if "error" in row:
         return "unreachable"
     if row.get("session_lost"):
@@ -77,6 +77,10 @@ def state_label(row: dict[str, Any]) -> str:
         return "halted"
     if row.get("halt_pending"):
         return "halting"
+    if row.get("hibernated"):
+        return "hibernated"
+    if row.get("waiting_for_session"):
+        return "waiting for a session"
     return str(row["state"])
 
 

@@ -53,6 +53,13 @@ EXPECTED = {
         "durable_restart_p50",
     },
     "durability": {"durable_ask_p50", "durable_ask_p99"},
+    "hibernation": {
+        "processes_all_asleep",
+        "pss_per_sleeping_agent",
+        "wake_ask_p50",
+        "wake_ask_p99",
+        "wake_wave_per_second",
+    },
     "streaming": {
         "watch_p50",
         "watch_p99",

@@ -1,0 +1,82 @@
+"""``ProcessReaper``: ends recorded processes whose owning agent is gone, periodically.
+
+The supervisor ends a dead agent's worker and CLIs as soon as it hears of the death; the
+reaper catches what slipped past it (see ``_durable/reaper.py`` for the rule, checked by
+pid + start time, never by pid alone). It runs in its own process, a child of the
+supervisor, because ending a process waits up to a grace period: the supervisor must
+never block. The first pass runs when it starts, then every :func:`reap_interval` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from thespian.actors import Actor, WakeupMessage
+
+from .._core.log import get_logger
+from .._durable.location import open_store
+from .._durable.reaper import reap_orphans
+
+__all__ = ["REAP_INTERVAL_ENV", "ProcessReaper", "StartReaping", "reap_interval"]
+
+#: Environment variable overriding the seconds between two passes of the reaper.
+REAP_INTERVAL_ENV = "GENAGENT_REAP_INTERVAL"
+#: Default seconds between two passes: orphans are rare (the supervisor ends leftovers at
+#: once), so a pass is a cheap read of the process table of the store most of the time.
+_DEFAULT_INTERVAL = 30.0
+
+_log = get_logger("genagent_thespian.reaper")
+
+
+def reap_interval() -> float:
+    """Seconds between two reaper passes (``GENAGENT_REAP_INTERVAL``, default 30)."""
+    try:
+        value = float(os.environ.get(REAP_INTERVAL_ENV, _DEFAULT_INTERVAL))
+    except ValueError:
+        return _DEFAULT_INTERVAL
+    return value if value > 0 else _DEFAULT_INTERVAL
+
+
+@dataclass(frozen=True, slots=True)
+class StartReaping:
+    """Supervisor -> reaper: reap the process records of ``store_path`` every ``interval`` s."""
+
+    store_path: str
+    interval: float
+
+
+class ProcessReaper(Actor):
+    """Runs :func:`~genagent_thespian._durable.reaper.reap_orphans` on a timer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._job: StartReaping | None = None
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:
+        """Start on ``StartReaping``, pass on each wakeup. Never raises."""
+        if isinstance(message, StartReaping) and self._job is None:
+            self._job = message
+            self._pass()
+        elif isinstance(message, WakeupMessage) and self._job is not None:
+            self._pass()
+
+    def _pass(self) -> None:
+        job = self._job
+        assert job is not None
+        try:
+            store = open_store(job.store_path)
+            try:
+                ended = reap_orphans(store)
+            finally:
+                store.close()
+            if ended:
+                _log.warning(
+                    "reaper ended %d orphaned process(es): %s",
+                    len(ended),
+                    ", ".join(f"{r.role} pid {r.pid}" for r in ended),
+                )
+        except Exception:
+            _log.exception("reaper pass failed")
+        self.wakeupAfter(job.interval)

@@ -1,0 +1,238 @@
+"""``SessionGovernor``: at most N live provider sessions per node, fairly shared.
+
+A live Claude Code session is a CLI process of about 180-190 MiB PSS (measured here); a
+node that must serve thousands of mostly idle agents cannot keep one per agent. The
+governor holds the cap (``max_live_sessions``) and decides, for every turn that needs a
+session, whether it gets one now, waits, or gives up:
+
+* a holder whose session is live gets it at once (it becomes *busy*);
+* otherwise, with room under the cap, a new session is *granted*;
+* otherwise the request waits in a FIFO queue (fair: first come, first served) and the
+  least recently used *idle* session is retired (its CLI ended cleanly, resumed with
+  ``--resume`` / thread resume on that agent's next turn); when it is gone the head of the
+  queue is granted the slot;
+* a request still queued at its deadline is *denied* (the turn fails with a typed error);
+* an idle session unused for ``session_idle_timeout`` seconds is retired even without
+  demand, so memory is given back.
+
+Pure: no actors, no processes; the caller passes a clock and carries out the decisions
+(``Grant``, ``Retire``, ``Deny``). Holders are any hashable keys (agent names).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from .errors import InvalidOption
+
+__all__ = [
+    "SESSION_BUDGET_BYTES",
+    "Decision",
+    "Deny",
+    "GovernorStatus",
+    "Grant",
+    "Retire",
+    "SessionGovernor",
+    "sessions_for_memory",
+]
+
+#: Memory set aside per live session by ``max_live_sessions="auto"``: a live Claude Code
+#: CLI measured 180-190 MiB PSS here, plus room for its tools' children.
+SESSION_BUDGET_BYTES = 256 * 1024 * 1024
+
+
+def sessions_for_memory(available_bytes: int) -> int:
+    """The ``"auto"`` cap: how many live sessions fit in ``available_bytes`` (at least 1)."""
+    return max(1, available_bytes // SESSION_BUDGET_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """``holder`` may run its turn (its session is live, or it may start one)."""
+
+    holder: Hashable
+
+
+@dataclass(frozen=True, slots=True)
+class Retire:
+    """End ``holder``'s idle session cleanly; report ``session_ended`` once it is gone."""
+
+    holder: Hashable
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """``holder``'s request waited ``waited`` seconds and reached its deadline."""
+
+    holder: Hashable
+    waited: float
+
+
+Decision = Grant | Retire | Deny
+
+
+@dataclass(frozen=True, slots=True)
+class GovernorStatus:
+    """What ``status``/``top`` show: the cap, sessions live, busy, retiring, and the queue."""
+
+    max_live_sessions: int
+    live: int
+    busy: int
+    retiring: int
+    queued: int
+    oldest_wait: float | None
+
+
+@dataclass
+class _Session:
+    busy: bool
+    last_used: float
+    retiring: bool = False
+
+
+class SessionGovernor:
+    """The cap on live sessions and the fair queue (see the module docstring)."""
+
+    def __init__(
+        self,
+        max_live_sessions: int,
+        *,
+        session_idle_timeout: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if isinstance(max_live_sessions, bool) or not isinstance(max_live_sessions, int):
+            raise InvalidOption(f"max_live_sessions must be an int, got {max_live_sessions!r}")
+        if max_live_sessions < 1:
+            raise InvalidOption(f"max_live_sessions must be >= 1, got {max_live_sessions}")
+        if session_idle_timeout is not None and (
+            isinstance(session_idle_timeout, bool)
+            or not isinstance(session_idle_timeout, int | float)
+            or session_idle_timeout <= 0
+        ):
+            raise InvalidOption(
+                f"session_idle_timeout must be > 0 seconds or None, got {session_idle_timeout!r}"
+            )
+        self.max_live = max_live_sessions
+        self.idle_timeout = session_idle_timeout
+        self._clock = clock
+        # Live sessions in least-recently-used order (oldest first).
+        self._live: OrderedDict[Hashable, _Session] = OrderedDict()
+        self._queue: deque[tuple[Hashable, float, float]] = deque()  # (holder, asked, deadline)
+
+    # ------------------------------------------------------------------ inputs
+
+    def request(self, holder: Hashable, *, timeout: float) -> list[Decision]:
+        """``holder`` needs a session for a turn, within ``timeout`` seconds."""
+        now = self._clock()
+        session = self._live.get(holder)
+        if session is not None and not session.retiring:
+            session.busy = True
+            session.last_used = now
+            self._live.move_to_end(holder)
+            return [Grant(holder)]
+        if any(queued == holder for queued, _, _ in self._queue):
+            return []  # already waiting: one place in the queue per holder
+        if session is None and len(self._live) < self.max_live:
+            self._live[holder] = _Session(busy=True, last_used=now)
+            return [Grant(holder)]
+        self._queue.append((holder, now, now + max(0.0, timeout)))
+        return self._make_room()
+
+    def turn_done(self, holder: Hashable) -> list[Decision]:
+        """``holder``'s turn ended; its session stays live, idle."""
+        session = self._live.get(holder)
+        if session is None:
+            return []
+        session.busy = False
+        session.last_used = self._clock()
+        self._live.move_to_end(holder)
+        return self._make_room()
+
+    def session_ended(self, holder: Hashable) -> list[Decision]:
+        """``holder``'s session is gone (retired, crashed, stopped): its slot is free."""
+        self._live.pop(holder, None)
+        return self._grant_waiting()
+
+    def withdraw(self, holder: Hashable) -> list[Decision]:
+        """``holder`` no longer waits (its turn was cancelled or its agent stopped)."""
+        self._queue = deque(q for q in self._queue if q[0] != holder)
+        return []
+
+    def tick(self) -> list[Decision]:
+        """Deny requests past their deadline; retire sessions idle past the idle timeout."""
+        now = self._clock()
+        decisions: list[Decision] = []
+        kept: deque[tuple[Hashable, float, float]] = deque()
+        for holder, asked, deadline in self._queue:
+            if now >= deadline:
+                decisions.append(Deny(holder, now - asked))
+            else:
+                kept.append((holder, asked, deadline))
+        self._queue = kept
+        if self.idle_timeout is not None:
+            for holder, session in self._live.items():
+                idle_for = now - session.last_used
+                if not session.busy and not session.retiring and idle_for >= self.idle_timeout:
+                    session.retiring = True
+                    decisions.append(Retire(holder))
+        return decisions
+
+    # ------------------------------------------------------------------ views
+
+    def next_deadline(self) -> float | None:
+        """Clock time of the next queued deadline or idle expiry (``None``: nothing due)."""
+        times = [deadline for _, _, deadline in self._queue]
+        if self.idle_timeout is not None:
+            times += [
+                s.last_used + self.idle_timeout
+                for s in self._live.values()
+                if not s.busy and not s.retiring
+            ]
+        return min(times) if times else None
+
+    def status(self) -> GovernorStatus:
+        """The numbers ``status`` and ``top`` show."""
+        now = self._clock()
+        return GovernorStatus(
+            max_live_sessions=self.max_live,
+            live=len(self._live),
+            busy=sum(1 for s in self._live.values() if s.busy),
+            retiring=sum(1 for s in self._live.values() if s.retiring),
+            queued=len(self._queue),
+            oldest_wait=(now - self._queue[0][1]) if self._queue else None,
+        )
+
+    def position(self, holder: Hashable) -> int | None:
+        """``holder``'s place in the queue (0: next), or ``None`` when it does not wait."""
+        for index, (queued, _, _) in enumerate(self._queue):
+            if queued == holder:
+                return index
+        return None
+
+    # ------------------------------------------------------------------ internals
+
+    def _make_room(self) -> list[Decision]:
+        """Retire least recently used idle sessions until the waiting ones will fit."""
+        retiring = sum(1 for s in self._live.values() if s.retiring)
+        needed = len(self._queue) - retiring - (self.max_live - len(self._live))
+        decisions: list[Decision] = []
+        for holder, session in self._live.items():  # oldest use first
+            if needed <= 0:
+                break
+            if not session.busy and not session.retiring:
+                session.retiring = True
+                decisions.append(Retire(holder))
+                needed -= 1
+        return decisions
+
+    def _grant_waiting(self) -> list[Decision]:
+        decisions: list[Decision] = []
+        now = self._clock()
+        while self._queue and len(self._live) < self.max_live:
+            holder, _, _ = self._queue.popleft()
+            self._live[holder] = _Session(busy=True, last_used=now)
+            decisions.append(Grant(holder))
+        return decisions + self._make_room()

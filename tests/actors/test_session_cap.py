@@ -1,0 +1,175 @@
+"""The node's cap on live sessions (``max_live_sessions``) on multiprocTCPBase.
+
+An agent's live session is its turn worker (with the CLI a CLI backend keeps in it between
+turns). The scripted backend records every prompt it receives (``record_to``), so a test
+can check that an agent's conversation continued across evictions.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from support_agents import Passthrough, Recorder
+
+import genagent_thespian as g
+from genagent_thespian import AgentSystem
+from genagent_thespian.testing import Slow, read_history, system_processes, wait_until
+
+
+def start_capped(cap: int, **settings: object) -> AgentSystem:
+    return g.start_system(max_live_sessions=cap, **settings)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def capped() -> Iterator[AgentSystem]:
+    system = start_capped(2)
+    try:
+        yield system
+    finally:
+        g.shutdown_system(system)
+        wait_until(lambda: not system_processes(system), message="processes survived shutdown")
+
+
+def live(system: AgentSystem) -> set[int]:
+    alive = set()
+    for pid in system_processes(system):
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.add(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+def start(name: str, tmp_path: Path, **settings: object) -> Path:
+    history = tmp_path / f"{name}.jsonl"
+    g.start_agent(
+        Recorder,
+        name=name,
+        backend="scripted",
+        default="ok",
+        backend_options={"record_to": str(history)},
+        worker_idle_timeout=600.0,  # only the governor retires workers here
+        **settings,  # type: ignore[arg-type]
+    )
+    return history
+
+
+def test_never_more_live_sessions_than_the_cap_and_conversations_continue(
+    capped: AgentSystem, tmp_path: Path
+) -> None:
+    names = ["a", "b", "c", "d"]
+    histories = {name: start(name, tmp_path) for name in names}
+    without_workers = live(capped)
+    peak = 0
+    for round_ in (1, 2):
+        for name in names:
+            assert g.ask(name, f"{name}{round_}").text == "ok"
+            workers = live(capped) - without_workers
+            peak = max(peak, len(workers))
+    assert peak == 2  # the cap was used, never exceeded
+    for name in names:
+        assert read_history(histories[name]) == [f"{name}1", f"{name}2"]
+        assert g.backend_session(name).position == 2  # the same session went on
+
+
+def test_a_turn_waits_for_a_session_and_fails_typed_after_its_watchdog(tmp_path: Path) -> None:
+    system = start_capped(1)
+    try:
+        start("busy", tmp_path, script=[Slow("long", 8.0)])
+        start("late", tmp_path, watchdog=3.0)
+        outcome: list[object] = []
+        thread = threading.Thread(target=lambda: outcome.append(g.ask("busy", "go").text))
+        thread.start()
+        wait_until(lambda: g.status("busy").state == "processing")
+        seen_waiting: list[bool] = []
+        with pytest.raises(g.SessionUnavailable) as caught:
+
+            def watch() -> None:
+                seen_waiting.append(
+                    bool(wait_until(lambda: g.status("late").waiting_for_session, timeout=5))
+                )
+
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            try:
+                g.ask("late", "anyone there?")
+            finally:
+                watcher.join(10)
+        assert isinstance(caught.value, TimeoutError) and caught.value.agent == "late"
+        assert seen_waiting == [True]  # visible in status while it waited
+        assert not g.status("late").waiting_for_session
+        thread.join(30)
+        assert outcome == ["long"]
+        assert g.ask("late", "now?").text == "ok"  # busy's idle session was retired for it
+    finally:
+        g.shutdown_system(system)
+        wait_until(lambda: not system_processes(system), message="processes survived shutdown")
+
+
+@pytest.mark.parametrize(
+    ("cap", "idle"), [(0, None), ("many", None), (2, -1.0), (None, 5.0), (True, None)]
+)
+def test_bad_session_settings_are_refused_before_anything_starts(cap: object, idle: object) -> None:
+    with pytest.raises(g.InvalidOption):
+        g.start_system(max_live_sessions=cap, session_idle_timeout=idle)  # type: ignore[arg-type]
+
+
+@pytest.mark.cli
+def test_real_claude_sessions_are_retired_at_the_cap_and_resumed_with_their_history(
+    tmp_path: Path,
+) -> None:
+    from support_cli import quiet_env, require_cli
+
+    from genagent_thespian.testing import FakeLLMServer, Text
+
+    binary = require_cli("claude")
+    system = start_capped(1)
+    try:
+        with FakeLLMServer() as server:
+            workdirs = {name: tmp_path / name for name in ("a", "b")}
+            for name, workdir in workdirs.items():
+                workdir.mkdir()
+                env = {
+                    **quiet_env(tmp_path / f"home-{name}"),
+                    "ANTHROPIC_API_KEY": "sk-test-not-a-real-key",
+                    "ANTHROPIC_BASE_URL": server.url,
+                }
+                g.start_agent(
+                    Passthrough,
+                    name=name,
+                    backend="claude",
+                    backend_options={"binary": binary, "cwd": str(workdir), "env": env},
+                    worker_idle_timeout=600.0,
+                )
+            server.script(Text("Noted: PELICAN."), Text("Hello from b."), Text("It was PELICAN."))
+            assert "PELICAN" in g.ask("a", "Remember the word PELICAN").text
+            session_id = g.backend_session("a").session_id
+            assert len(claude_processes(workdirs["a"])) >= 1  # a's CLI stays up between turns
+            assert g.ask("b", "Say hello").text == "Hello from b."
+            assert claude_processes(workdirs["a"]) == []  # retired to make room for b
+            answer = g.ask("a", "Which word?")
+            assert answer.text == "It was PELICAN."
+            assert claude_processes(workdirs["b"]) == []  # b's in turn
+            resumed = claude_processes(workdirs["a"])
+            assert any(f"--resume={session_id}" in " ".join(cmd) for cmd in resumed), resumed
+            assert "Remember the word PELICAN" in json.dumps(server.model_requests[-1].body)
+    finally:
+        g.shutdown_system(system)
+        wait_until(lambda: not system_processes(system), message="processes survived shutdown")
+    assert all(claude_processes(workdir) == [] for workdir in workdirs.values())
+
+
+def claude_processes(workdir: Path) -> list[list[str]]:
+    """Command lines of the live processes whose working directory is ``workdir``."""
+    found = []
+    for process in psutil.process_iter(["cwd", "cmdline", "status"]):
+        info = process.info
+        if info["cwd"] == str(workdir) and info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(list(info["cmdline"] or []))
+    return found

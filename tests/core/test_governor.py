@@ -1,0 +1,115 @@
+"""The session governor's policy, driven with a fake clock (no actors, no processes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from genagent_thespian import InvalidOption
+from genagent_thespian._core.governor import Deny, Grant, Retire, SessionGovernor
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def test_sessions_are_granted_under_the_cap_and_reused_by_their_holder(clock: Clock) -> None:
+    gov = SessionGovernor(2, clock=clock)
+    assert gov.request("a", timeout=10) == [Grant("a")]
+    assert gov.request("b", timeout=10) == [Grant("b")]
+    assert gov.turn_done("a") == []
+    assert gov.request("a", timeout=10) == [Grant("a")]  # its session is live: no new one
+    status = gov.status()
+    assert (status.live, status.busy, status.queued) == (2, 2, 0)
+
+
+def test_at_the_cap_the_least_recently_used_idle_session_is_retired_for_a_waiter(
+    clock: Clock,
+) -> None:
+    gov = SessionGovernor(2, clock=clock)
+    gov.request("a", timeout=10)
+    gov.request("b", timeout=10)
+    clock.now += 1
+    gov.turn_done("a")
+    clock.now += 1
+    gov.turn_done("b")
+    assert gov.request("c", timeout=10) == [Retire("a")]  # a was used least recently
+    assert gov.position("c") == 0
+    assert gov.status().retiring == 1
+    assert gov.request("c", timeout=10) == []  # one place per holder
+    assert gov.session_ended("a") == [Grant("c")]
+    assert gov.status().live == 2
+
+
+def test_busy_sessions_are_never_retired_and_waiters_are_served_in_order(clock: Clock) -> None:
+    gov = SessionGovernor(1, clock=clock)
+    gov.request("a", timeout=10)
+    assert gov.request("b", timeout=10) == []  # a is busy: nothing to retire yet
+    assert gov.request("c", timeout=10) == []
+    assert gov.turn_done("a") == [Retire("a")]  # now idle, and someone waits
+    assert gov.session_ended("a") == [Grant("b")]
+    assert gov.turn_done("b") == [Retire("b")]
+    assert gov.session_ended("b") == [Grant("c")]
+
+
+def test_a_request_still_waiting_at_its_deadline_is_denied(clock: Clock) -> None:
+    gov = SessionGovernor(1, clock=clock)
+    gov.request("a", timeout=10)
+    gov.request("b", timeout=2)
+    gov.request("c", timeout=30)
+    assert gov.next_deadline() == 102.0
+    clock.now += 2.5
+    assert gov.tick() == [Deny("b", 2.5)]
+    assert gov.position("c") == 0
+    assert gov.status().oldest_wait == 2.5
+
+
+def test_an_idle_session_is_retired_after_the_idle_timeout(clock: Clock) -> None:
+    gov = SessionGovernor(5, session_idle_timeout=30, clock=clock)
+    gov.request("a", timeout=10)
+    gov.request("b", timeout=10)
+    gov.turn_done("a")
+    assert gov.next_deadline() == 130.0
+    clock.now += 29
+    assert gov.tick() == []
+    clock.now += 1
+    assert gov.tick() == [Retire("a")]  # b is busy: kept
+    assert gov.tick() == []  # retiring already
+    gov.session_ended("a")
+    assert gov.status().live == 1
+
+
+def test_a_holder_asking_while_its_session_retires_waits_for_a_new_one(clock: Clock) -> None:
+    gov = SessionGovernor(1, clock=clock)
+    gov.request("a", timeout=10)
+    gov.turn_done("a")
+    assert gov.request("b", timeout=10) == [Retire("a")]
+    assert gov.request("a", timeout=10) == []  # queued behind b
+    assert gov.session_ended("a") == [Grant("b")]
+    assert gov.turn_done("b") == [Retire("b")]
+    assert gov.session_ended("b") == [Grant("a")]
+
+
+def test_a_withdrawn_request_leaves_the_queue(clock: Clock) -> None:
+    gov = SessionGovernor(1, clock=clock)
+    gov.request("a", timeout=10)
+    gov.request("b", timeout=10)
+    gov.withdraw("b")
+    assert gov.position("b") is None
+    assert gov.turn_done("a") == []  # nobody waits: a keeps its session
+
+
+@pytest.mark.parametrize(
+    ("cap", "idle"), [(0, None), (True, None), (2.5, None), (2, 0), (2, -1), (2, "x")]
+)
+def test_bad_settings_are_refused(cap: object, idle: object) -> None:
+    with pytest.raises(InvalidOption):
+        SessionGovernor(cap, session_idle_timeout=idle)  # type: ignore[arg-type]

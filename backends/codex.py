@@ -228,6 +228,12 @@ class CodexTurnTranslator:
         thread_id: str | None = None,
         max_network_retries: int | None = None,
     ) -> None:
+        """Start a turn's translation of ``codex exec --json`` with what the session knows.
+
+        ``previous_usage`` is the thread's token totals before this turn (codex reports running
+        totals, so the turn's usage is the difference); ``known_history`` marks a thread resumed
+        without those totals, whose usage can only be reported as cumulative.
+        """
         self.network = NetworkBudget(max_network_retries)
         self.previous_usage = previous_usage
         self.resumed = resumed
@@ -330,6 +336,12 @@ class CodexTurnTranslator:
         return [event]
 
     def _item(self, phase: str, item: Mapping[str, Any]) -> list[Event]:
+        """Translate an item's start, update or completion into our events.
+
+        ``codex exec`` never streams text, so a finished message is sent as one ``TEXT_DELTA`` and
+        then as ``TEXT`` marked streamed: streaming consumers see every answer and no one prints it
+        twice. A tool's ``TOOL_USE`` is sent once, from whichever of its phases is seen first.
+        """
         item_type = item.get("type")
         item_id = item.get("id")
         if item_type == "agent_message":
@@ -378,6 +390,7 @@ class CodexTurnTranslator:
         return events
 
     def _completed(self, totals: Mapping[str, Any]) -> list[Event]:
+        """Translate ``turn.completed`` into the turn's usage and its successful terminal event."""
         cumulative = {name: int(totals.get(name) or 0) for name in USAGE_FIELDS}
         usage = turn_usage(cumulative, self.previous_usage, known_history=self.known_history)
         return [
@@ -425,6 +438,11 @@ class CodexBackend(Backend):
     name = BACKEND
 
     def __init__(self) -> None:
+        """Keep the turns in flight by process group, so ``close()`` and cancellation can find them.
+
+        ``_stopped_by_close`` remembers which groups ``close()`` stopped, so that their exit is
+        reported as a cancellation and not as the CLI crashing.
+        """
         self._app = AppServerSessions(self.app_server_command, self.environment)
         self._running: dict[int, CliProcess] = {}  # turns in flight, by process group
         # the session of each turn in flight, and its translator (which learns the thread id)
@@ -492,6 +510,7 @@ class CodexBackend(Backend):
         self._stop(pgids)
 
     def _stop(self, pgids: list[int]) -> None:
+        """Stop the given turns' processes, remembering that we stopped them (see ``__init__``)."""
         with self._lock:
             processes = [self._running[g] for g in pgids if g in self._running]
             self._stopped_by_close.update(p.pgid for p in processes)
@@ -635,6 +654,12 @@ class CodexBackend(Backend):
     def _drive(
         self, process: CliProcess, translator: CodexTurnTranslator, ctx: TurnContext, grace: float
     ) -> Iterator[Event]:
+        """Read a ``codex exec`` process to its end; a cancellation becomes SIGINT, then SIGTERM.
+
+        ``codex exec`` has no interrupt request, but SIGINT makes it end the turn and exit without a
+        terminal event. If it is still running ``grace`` seconds later it is stopped. The poll
+        timeout keeps a cancellation visible while codex is silent.
+        """
         cancelled_at: float | None = None
         while True:
             if ctx.cancelled.is_set() and cancelled_at is None:

@@ -28,7 +28,8 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .._core.errors import AgentAlreadyExists, AgentNotFound, InvalidOption
 from .store import (
@@ -56,6 +57,15 @@ from .store import (
 )
 
 __all__ = ["URL_SCHEMES", "PostgresAgentStore", "is_postgres_url", "safe_location"]
+
+#: A row as psycopg returns it by default; Any: the columns' types are the query's.
+_Row: TypeAlias = tuple[Any, ...]
+
+if TYPE_CHECKING:  # psycopg is an extra: imported for real only when a store opens
+    import psycopg
+
+    _Connection: TypeAlias = psycopg.Connection[_Row]
+    _Cursor: TypeAlias = psycopg.Cursor[_Row]
 
 #: Store locations with these prefixes name a PostgreSQL database.
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -120,7 +130,7 @@ _SCHEMA = (
 
 #: Connections a forked child inherited: never used nor closed there (closing would end the
 #: parent's session), kept referenced for the life of the child.
-_INHERITED: list[Any] = []
+_INHERITED: list[_Connection] = []
 _OPEN_STORES: weakref.WeakSet[PostgresAgentStore] = weakref.WeakSet()
 
 
@@ -159,7 +169,8 @@ def _password(url: str) -> str:
         return ""
 
 
-def _psycopg() -> Any:
+def _psycopg() -> ModuleType:
+    """Import psycopg on first use: it is an extra, and SQLite-only users never install it."""
     try:
         import psycopg
     except ImportError:
@@ -205,9 +216,11 @@ class PostgresAgentStore(AgentStore):
 
     # connection management ------------------------------------------------------------------
 
-    def _open(self) -> Any:
+    def _open(self) -> _Connection:
         with self._translate("open"):
-            conn = self._psycopg.connect(self._url, autocommit=True, **self._network_defaults())
+            conn: _Connection = self._psycopg.connect(
+                self._url, autocommit=True, **self._network_defaults()
+            )
             with conn.transaction():  # transactions are explicit: autocommit otherwise
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPLICATION_ID,))
                 for statement in _SCHEMA:
@@ -248,7 +261,12 @@ class PostgresAgentStore(AgentStore):
         }
         return {k: v for k, v in defaults.items() if k not in given}
 
-    def _conn(self) -> Any:
+    def _conn(self) -> _Connection:
+        """This process's live connection, opening a new one after a fork or a lost server.
+
+        A psycopg connection must not be shared across ``fork`` (both processes would talk on
+        one socket), and Thespian forks every actor from a process that may have used the store.
+        """
         if self._closed:
             raise StoreError(f"agent store {self.location} is closed")
         if self._pid != os.getpid():  # a forked child: its own connection
@@ -283,14 +301,14 @@ class PostgresAgentStore(AgentStore):
         return text.replace(password, "***") if password else text
 
     @contextmanager
-    def _write(self, operation: str, key: str | None = None) -> Iterator[Any]:
+    def _write(self, operation: str, key: str | None = None) -> Iterator[_Cursor]:
         with self._lock, self._translate(operation, key):
             conn = self._conn()
             with conn.transaction(), conn.cursor() as cur:
                 yield cur
 
     @contextmanager
-    def _read(self, operation: str, key: str | None = None) -> Iterator[Any]:
+    def _read(self, operation: str, key: str | None = None) -> Iterator[_Cursor]:
         with self._lock, self._translate(operation, key):
             conn = self._conn()
             with conn.transaction(), conn.cursor() as cur:
@@ -312,7 +330,7 @@ class PostgresAgentStore(AgentStore):
 
     def _touch(
         self,
-        cur: Any,
+        cur: _Cursor,
         key: str,
         assignments: str,
         params: Sequence[Any],
@@ -334,7 +352,7 @@ class PostgresAgentStore(AgentStore):
         )
 
     @staticmethod
-    def _put_result(cur: Any, key: str, result: StoredRequest, max_results: int) -> None:
+    def _put_result(cur: _Cursor, key: str, result: StoredRequest, max_results: int) -> None:
         if max_results == 0:
             cur.execute("DELETE FROM results WHERE key = %s", (key,))
             return
@@ -350,7 +368,7 @@ class PostgresAgentStore(AgentStore):
             (key, key, max_results),
         )
 
-    def _verified(self, key: str, part: str, blob: Any, crc: int | None) -> bytes | None:
+    def _verified(self, key: str, part: str, blob: bytes | None, crc: int | None) -> bytes | None:
         if blob is None:
             return None
         data = bytes(blob)
@@ -418,7 +436,7 @@ class PostgresAgentStore(AgentStore):
             return self._build_agent(key, *rows)
 
     @staticmethod
-    def _select_agent(cur: Any, key: str) -> tuple[tuple[Any, ...], list[Any], list[Any]] | None:
+    def _select_agent(cur: _Cursor, key: str) -> tuple[_Row, list[_Row], list[_Row]] | None:
         row = cur.execute(
             "SELECT name, name_crc, spec, spec_crc, state, state_crc, in_flight_ref,"
             " in_flight, in_flight_crc, incarnation FROM agents WHERE key = %s",
@@ -435,7 +453,7 @@ class PostgresAgentStore(AgentStore):
         return tuple(row), queue_rows, result_rows
 
     def _build_agent(
-        self, key: str, row: tuple[Any, ...], queue_rows: list[Any], result_rows: list[Any]
+        self, key: str, row: _Row, queue_rows: list[_Row], result_rows: list[_Row]
     ) -> StoredAgent:
         name, name_crc, spec, spec_crc, state, state_crc = row[:6]
         in_flight_ref, in_flight, in_flight_crc, incarnation = row[6:]

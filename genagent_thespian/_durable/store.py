@@ -213,7 +213,7 @@ class ProcessRecord:
 # --- keys and checks ------------------------------------------------------------------------
 
 
-def _encode_name(value: Any, out: bytearray) -> None:
+def _encode_name(value: Any, out: bytearray) -> None:  # Any: an agent name is any user term
     kind = type(value)
     if value is None:
         out += b"N"
@@ -250,7 +250,7 @@ def _encode_name(value: Any, out: bytearray) -> None:
         out += b"p%d:" % len(data) + data
 
 
-def agent_key(name: Any) -> str:
+def agent_key(name: Any) -> str:  # Any: an agent name is any user term
     """Return the stable store key of an agent name: a SHA-256 hex digest.
 
     ``str``, ``int``, ``float``, ``bool``, ``None``, ``bytes`` and tuples and frozensets of
@@ -274,10 +274,16 @@ def agent_key(name: Any) -> str:
 
 
 def _crc(blob: bytes) -> int:
+    """The checksum stored beside every blob, so damage is named instead of unpickled."""
     return zlib.crc32(blob)
 
 
-def _as_blob(value: Any, what: str) -> bytes:
+def _as_blob(value: object, what: str) -> bytes:
+    """Accept only pickled bytes: the store never pickles, so a live object here is a bug.
+
+    ``bytearray`` and ``memoryview`` are copied to ``bytes`` so the stored value cannot change
+    under the store after the call.
+    """
     if isinstance(value, bytes):
         return value
     if isinstance(value, bytearray | memoryview):
@@ -285,25 +291,31 @@ def _as_blob(value: Any, what: str) -> bytes:
     raise InvalidOption(f"{what} must be bytes (already pickled), not {type(value).__name__}")
 
 
-def _check_key(key: Any) -> str:
+def _check_key(key: object) -> str:
+    """Refuse a key that is not one :func:`agent_key` could have made, before any SQL runs."""
     if not isinstance(key, str) or not key:
         raise InvalidOption(f"invalid agent key {key!r}: expected a non-empty str")
     return key
 
 
-def _check_ref(ref: Any) -> str:
+def _check_ref(ref: object) -> str:
+    """Refuse an empty or non-string ref: it is half of the mailbox and results primary keys."""
     if not isinstance(ref, str) or not ref:
         raise InvalidOption(f"invalid request ref {ref!r}: expected a non-empty str")
     return ref
 
 
-def _check_max_results(max_results: Any) -> int:
+def _check_max_results(max_results: object) -> int:
+    """Refuse a bound that would make the eviction query keep everything or nothing by accident.
+
+    ``bool`` is an ``int`` to Python, but ``max_results=True`` is always a caller's mistake.
+    """
     if not isinstance(max_results, int) or isinstance(max_results, bool) or max_results < 0:
         raise InvalidOption(f"invalid max_results {max_results!r}: expected an int >= 0")
     return max_results
 
 
-def _check_file_name(name: Any) -> str:
+def _check_file_name(name: object) -> str:
     """A session file's name: a relative path without ``..`` (it is joined to a folder)."""
     if (
         not isinstance(name, str)
@@ -316,7 +328,7 @@ def _check_file_name(name: Any) -> str:
     return name
 
 
-def _check_epoch(key: str, row: Sequence[Any] | None, epoch: int) -> None:
+def _check_epoch(key: str, row: Sequence[Any] | None, epoch: int) -> None:  # Any: a DB row
     """Refuse a lease write for an unknown agent or an incarnation that is not current."""
     if row is None:
         raise AgentNotFound(f"no stored agent with key {_short(key)}")
@@ -327,6 +339,7 @@ def _check_epoch(key: str, row: Sequence[Any] | None, epoch: int) -> None:
 
 
 def _short(key: str) -> str:
+    """Enough of a key to name the agent in an error without a 64-character digest."""
     return key[:12]
 
 
@@ -337,10 +350,23 @@ class AgentStore(abc.ABC):
     """Where durable agents keep what they need to survive their process.
 
     Every write is durable when the method returns (for :class:`SQLiteAgentStore`: committed
-    to the file). The runtime acknowledges a ``tell`` only after :meth:`enqueue` returns.
+    to the file). The runtime acknowledges a ``tell`` only after the write that holds it
+    returns (today the :meth:`save_state` whose snapshot has it in the mailbox).
     Methods raise :class:`~genagent_thespian.AgentNotFound` for an unknown key,
     :class:`StoreCorrupted` for damaged data and :class:`StoreError` for other failures.
     Implementations must be safe to call from several threads.
+
+    Not every method is called by the runtime. The per-entry mailbox writes
+    (:meth:`enqueue`, :meth:`dequeue`, :meth:`set_in_flight`, :meth:`clear_in_flight`,
+    :meth:`commit_turn`) and the ``queue`` and ``in_flight`` fields they fill are used only by
+    ``bench/store_cost.py`` and the store tests. They stay on purpose: they are the
+    incremental alternative to rewriting the whole snapshot at each boundary, and the benchmark
+    compares the two on the disk at hand (issue 18 asks to switch when the measurement says
+    it matters; today it does not below about 100 queued prompts). Removing them would also
+    leave the ``mailbox`` table and the ``in_flight`` columns of schema version 1 without a
+    writer while every existing file still has them. :meth:`bump_incarnation` is the
+    building block of the default :meth:`begin_incarnation` (which :class:`MemoryAgentStore`
+    uses) and :meth:`forget_process` that of :func:`end_recorded_processes`.
     """
 
     # agents ---------------------------------------------------------------------------------

@@ -397,7 +397,7 @@ class FrameReceiver:
 # -- the rejection log -------------------------------------------------------------------------
 
 
-def _to_thesplog(message: str, *args: Any) -> None:
+def _to_thesplog(message: str, *args: object) -> None:
     # thesplog writes straight to Thespian's internal log file; the logging module would
     # forward the record through the very transport that is handling this connection.
     thesplog(message, *args, level=logging.WARNING)

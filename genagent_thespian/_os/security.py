@@ -88,10 +88,10 @@ import secrets
 import stat
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from thespian.system.transport import IPBase, TCPTransport, errmgmt, streamBuffer
 
@@ -332,7 +332,8 @@ class TransportSecurity:
             f"advertise_host={self.advertise_host!r}, limits={self.limits!r})"
         )
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> NoReturn:
+        """Refuse to pickle: Thespian pickles capabilities into messages that cross hosts."""
         raise TypeError("TransportSecurity holds the node secret and must not be pickled")
 
     def _same_settings(self, other: TransportSecurity) -> bool:
@@ -344,7 +345,12 @@ class TransportSecurity:
         )
 
 
-def _ipv4(field: str, value: Any) -> ipaddress.IPv4Address:
+def _ipv4(field: str, value: Any) -> ipaddress.IPv4Address:  # Any: a user setting, checked here
+    """Parse an address setting, naming the setting when it is wrong.
+
+    Only IPv4 literals are accepted, so checks such as :attr:`TransportSecurity.loopback_only`
+    are made on the very address the node binds, not on a name resolved later.
+    """
     try:
         return ipaddress.IPv4Address(value)
     except (ipaddress.AddressValueError, ValueError, TypeError):
@@ -496,7 +502,13 @@ def harden_transport(
     return security
 
 
-def _make_bind_args(bind_host: str) -> Any:
+def _make_bind_args(bind_host: str) -> Callable[[Any], tuple[tuple[str, int], ...]]:
+    """Thespian's ``bindArgs`` replacement: bind to ``bind_host`` where it would bind to all.
+
+    Thespian binds its listening socket to every interface; this keeps the node on the
+    configured interface (loopback by default). Any: Thespian's untyped TCP address.
+    """
+
     def bindArgs(address: Any) -> tuple[tuple[str, int], ...]:
         host, port = address.bindname[:2]
         if host in ("", _WILDCARD):

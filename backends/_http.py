@@ -345,6 +345,11 @@ _NEVER_RETRY = frozenset({"insufficient_quota", "enforced_spend_limit_reached"})
 
 
 def _kind_by_status(status: int | None) -> str:
+    """Classify an HTTP status the SDK reported into our error kinds.
+
+    The kinds decide retries: 429 and the overload statuses (503, Anthropic's 529) are worth waiting
+    out, 401/403 never are, and timeouts and conflicts (408, 409) count as server-side.
+    """
     if status is None:
         return BackendErrorKind.UNKNOWN
     if status in (401, 403):
@@ -471,6 +476,11 @@ class StreamPump:
         *,
         name: str,
     ) -> None:
+        """Prepare the producer thread; it starts on :meth:`events`, not here.
+
+        The thread is a daemon: a producer stuck in a read the server never answers must not keep
+        the worker process alive at exit.
+        """
         self._produce = produce
         self._queue: queue.Queue[Any] = queue.Queue()
         self._aborted = threading.Event()
@@ -493,6 +503,11 @@ class StreamPump:
             closer()
 
     def _run(self) -> None:
+        """The producer thread: run the producer and always queue the end marker.
+
+        Any exception, ``BaseException`` included, is handed to the consumer in the queue, so the
+        turn ends with an error instead of waiting for events that will never come.
+        """
         try:
             self._produce(self._emit, self)
         except BaseException as exc:  # handed to the consumer, which maps it

@@ -85,6 +85,7 @@ class HeartbeatAgent(SnapshotAgent):
             self.timer = self.send_after(self.interval, ("tick",))
 
     def _stop_ticker(self) -> None:
+        """Stop ticking and cancel the pending tick, so a halted agent receives no stale beat."""
         self.ticking = False
         if self.timer is not None:
             self.cancel_timer(self.timer)

@@ -121,6 +121,7 @@ class RetryAgent(SnapshotAgent):
         return prompt
 
     def _attempt(self, job_id: str, text: str) -> Prompt:
+        """Send one attempt at a job, mapping its prompt ref back to the job for the answer."""
         prompt = Prompt(text)
         self.by_ref[prompt.ref] = job_id
         self.jobs[job_id]["phase"] = "running"

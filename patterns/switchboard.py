@@ -90,6 +90,7 @@ class SessionAgent(SnapshotAgent):
         }
 
     def _record(self, entry: dict[str, Any]) -> None:
+        """Append a finished exchange to the history with a sequence number and completion time."""
         entry["seq"] = self.next_seq
         entry["completed_at"] = time.time()
         self.next_seq += 1
@@ -195,6 +196,11 @@ class Switchboard:
         return g.poll(name, ref, system=self._system)
 
     def _snapshot(self, name: Any) -> dict[str, Any]:
+        """A session's published state; unknown names raise :class:`AgentNotFound`.
+
+        The status call comes first so a name that is not an agent is reported as such, rather than
+        as a session that has not published yet.
+        """
         g.status(name, system=self._system)  # raises AgentNotFound for unknown names
         snapshot = self._states.read(name)
         if snapshot is None:

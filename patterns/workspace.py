@@ -260,6 +260,7 @@ class Workspace:
     """
 
     def __init__(self, name: Any, states: PatternStates, system: AgentSystem | None) -> None:
+        """A handle on a workspace agent; the last published state seen is kept as its facts."""
         self.name = name
         self._states = states
         self._system = system

@@ -154,12 +154,20 @@ class _Observer:
     """Builds transcripts, current-turn events and the comms graph from telemetry."""
 
     def __init__(self) -> None:
+        """The console's view of telemetry: recent turns per agent, the notify graph, live
+        streams.
+        """
         self._lock = threading.Lock()
         self.transcripts: dict[str, deque[dict[str, Any]]] = {}
         self.edges: Counter[tuple[str, str]] = Counter()
         self._subscribers: dict[str, list[queue.Queue[dict[str, Any]]]] = {}
 
     def handle(self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
+        """Fold one telemetry event into the transcripts and graph, and push it to live viewers.
+
+        It runs on the telemetry thread for every event in the system, so it only updates in-memory
+        structures under a lock; the browser streams read from per-viewer queues.
+        """
         agent = str(metadata.get("agent"))
         with self._lock:
             if name == "event.received":
@@ -204,6 +212,11 @@ class _Observer:
                 self._publish(agent, {"type": name})
 
     def _publish(self, agent: str, item: dict[str, Any]) -> None:
+        """Offer an item to every viewer of ``agent``; a viewer whose queue is full misses it.
+
+        Dropping for a slow browser is better than blocking the telemetry thread, which would delay
+        every other viewer and the fleet's telemetry.
+        """
         for subscriber in self._subscribers.get(agent, []):
             with contextlib.suppress(queue.Full):
                 subscriber.put_nowait(item)
@@ -311,6 +324,11 @@ class Console:
     """
 
     def __init__(self, system: AgentSystem, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Bind the console's socket now, so the port is known (and taken) before serving starts.
+
+        A fresh token is made for each run: control actions need it, and it is only put in the page
+        served to a browser on the bound address.
+        """
         try:
             import uvicorn
         except ImportError:

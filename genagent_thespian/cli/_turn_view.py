@@ -45,6 +45,7 @@ class _Elapsed:
         self.view = view
 
     def __rich__(self) -> RenderableType:
+        """The spinner's text: what is awaited, seconds so far, and how to detach."""
         seconds = time.monotonic() - self.view.started
         return Text.assemble(
             (self.view.label, "bold"), (f"  {seconds:.1f}s", "cyan"), ("  Ctrl-C: detach", "dim")
@@ -61,6 +62,7 @@ class TurnView:
     """
 
     def __init__(self, agent: str, *, out: IO[str] | None = None, console: Console) -> None:
+        """Prepare to show a turn; nothing is drawn until the first event."""
         self.agent = agent
         self.out = out or sys.stdout
         self.console = console
@@ -94,6 +96,7 @@ class TurnView:
         self._live.start()
 
     def _pause_spinner(self) -> None:
+        """Stop the live spinner before text is written, so the two never interleave on a line."""
         if self._live is not None:
             self._live.stop()
             self._live = None

@@ -110,6 +110,12 @@ class TurnContext:
         on_process_group: Callable[[int, bool], None] | None = None,
         isolated: bool = False,
     ) -> None:
+        """Create the context of one turn; keyword-only, as backends and tests build it by hand.
+
+        ``on_process_group`` is how a backend reports the process groups it starts, so the agent can
+        record them (a durable agent ends them after a crash) and kill them on cancellation.
+        ``isolated`` says whether the turn has a worker process of its own (multiprocess bases).
+        """
         self.agent = agent
         self.ref = ref
         self.isolated = isolated

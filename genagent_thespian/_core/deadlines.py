@@ -70,6 +70,12 @@ class Deadlines:
         return len(self._deadlines)
 
     def _arm_for(self, at: float) -> float | None:
+        """Record that a wakeup is needed at ``at``; return the delay to arm, or ``None``.
+
+        Only one wakeup message is kept pending per instant (within ``_SLACK``): if one is already
+        due at or before ``at`` it will re-arm for the rest when it fires, so a burst of deadlines
+        does not flood the actor's mailbox with timer messages.
+        """
         index = bisect.bisect_right(self._wakeups, at + _SLACK)
         if index > 0:
             return None  # a wakeup at or before ``at`` is pending; it will re-arm as needed

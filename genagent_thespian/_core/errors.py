@@ -78,12 +78,16 @@ class GenAgentError(Exception):
     reason_kind: str = "error"
 
     def __init__(self, message: str = "", *, agent: Any = None, ref: str | None = None) -> None:
+        """Keep the message and the context (agent, ref) apart, so :meth:`with_context` can add
+        context later without rewriting the message.
+        """
         super().__init__(message)
         self.message = message
         self.agent = agent
         self.ref = ref
 
     def __str__(self) -> str:
+        """The message followed by its context, e.g. ``agent stopped (agent='coder', ref=...)``."""
         context = []
         if self.agent is not None:
             context.append(f"agent={self.agent!r}")
@@ -111,6 +115,9 @@ class GenAgentError(Exception):
         return (_rebuild, (type(self), self.message, self._fields()))
 
     def __eq__(self, other: object) -> bool:
+        """Equal when type, message and fields are equal: errors cross processes pickled, and
+        tests compare the copy with the original.
+        """
         return (
             type(self) is type(other)
             and self.message == other.message
@@ -178,10 +185,14 @@ class AgentOverloaded(GenAgentError):
         ref: str | None = None,
         limit: str = "count",
     ) -> None:
+        """``limit`` names the bound that was hit (``"count"`` or ``"bytes"``) so callers can
+        tell a full mailbox from an oversized one without parsing the message.
+        """
         super().__init__(message, agent=agent, ref=ref)
         self.limit = limit
 
     def _fields(self) -> dict[str, Any]:
+        """The ``limit`` too, so a pickled copy keeps it."""
         return {**super()._fields(), "limit": self.limit}
 
 
@@ -213,6 +224,7 @@ class MessageTooLarge(GenAgentError, ValueError):
         size: int = 0,
         limit: int = 0,
     ) -> None:
+        """Carry the measured ``size`` and the ``limit`` it exceeded, both in bytes."""
         super().__init__(message, agent=agent, ref=ref)
         self.size = size
         self.limit = limit
@@ -292,6 +304,7 @@ class CallbackError(TurnFailed):
         ref: str | None = None,
         callback: str = "",
     ) -> None:
+        """``callback`` names the implementation's method that raised (``handle_response``...)."""
         super().__init__(message, agent=agent, ref=ref)
         self.callback = callback
 
@@ -365,6 +378,12 @@ class BackendError(TurnFailed):
         status_code: int | None = None,
         backend: str | None = None,
     ) -> None:
+        """Classify the failure; ``retryable`` defaults from ``kind`` unless the backend knows
+        better.
+
+        A backend that knows a failure is permanent (a program that cannot start) says
+        ``retryable=False`` even for a kind that is usually retryable.
+        """
         super().__init__(message, agent=agent, ref=ref)
         self.kind = kind
         self.retryable = kind in BackendErrorKind.RETRYABLE if retryable is None else retryable
@@ -373,6 +392,7 @@ class BackendError(TurnFailed):
         self.backend = backend
 
     def _fields(self) -> dict[str, Any]:
+        """The classification fields too, so a pickled copy keeps them."""
         return {
             **super()._fields(),
             "kind": self.kind,
@@ -383,6 +403,7 @@ class BackendError(TurnFailed):
         }
 
     def __str__(self) -> str:
+        """The message and context, then the classification in brackets, for logs and CLI output."""
         base = super().__str__()
         extra = f"kind={self.kind}"
         if self.status_code is not None:

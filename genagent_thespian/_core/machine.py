@@ -237,6 +237,11 @@ class _Counters:
     last_error: str | None = None  # the last failed turn, "Type: message" (for operators)
 
     def __setstate__(self, state: Any) -> None:
+        """Restore counters pickled by an older release, giving new fields their defaults.
+
+        Durable agents keep their counters across restarts and upgrades; a slot left unset would
+        raise ``AttributeError`` on the first ``status``.
+        """
         # Pickled as (None, {slot: value}); records written before a field existed
         # restore it with its default instead of leaving the slot unset.
         values = state[1] if isinstance(state, tuple) else state
@@ -260,6 +265,7 @@ class AgentMachine:
         limits: MachineLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """A fresh, idle machine. ``clock`` is injectable so tests drive time without sleeping."""
         self.name = name
         self.impl = impl
         self.limits = limits or MachineLimits()
@@ -949,6 +955,11 @@ class AgentMachine:
         self._effects.append(Reply(request.reply_to, Failure(error, request.ref)))
 
     def _store_result(self, result: PollResult) -> None:
+        """Keep a tell's outcome for ``poll``, evicting the oldest beyond ``max_tell_results``.
+
+        ``new_results`` lists what the durable record has not yet written, so each result is stored
+        once, at the next boundary.
+        """
         limit = self.limits.max_tell_results
         if limit <= 0:
             return
@@ -1002,6 +1013,7 @@ class AgentMachine:
     def _log_callback_failure(
         self, callback: str, detail: str, exc: BaseException | None = None
     ) -> None:
+        """Log a failed callback with the agent, class and method names (and the traceback)."""
         _log.error(
             "agent %r: callback %s.%s %s",
             self.name,

@@ -198,6 +198,7 @@ def check_prompt(text: object, *, agent: Any, ref: str | None = None) -> str:
 
 
 def _check_positive(field_name: str, value: Any, name: Any) -> None:
+    """Refuse a duration that is not a finite number of seconds above zero (``bool`` included)."""
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
@@ -210,6 +211,11 @@ def _check_positive(field_name: str, value: Any, name: Any) -> None:
 
 
 def _check_picklable(value: Any, field_name: str, name: Any) -> None:
+    """Refuse a value that does not pickle now, at the caller, with the field's name.
+
+    Actor messages are pickled on the multiprocess bases; without this check the failure would
+    surface later, in another process, without saying which field was at fault.
+    """
     try:
         pickle.dumps(value)
     except Exception as exc:

@@ -161,6 +161,7 @@ def safe_location(url: str) -> str:
 
 
 def _password(url: str) -> str:
+    """The URL's password, so error texts can be scrubbed of it; empty when there is none."""
     try:
         from psycopg.conninfo import conninfo_to_dict
 
@@ -195,6 +196,11 @@ class PostgresAgentStore(AgentStore):
     """
 
     def __init__(self, url: str, *, connect_timeout: float = 2.0) -> None:
+        """Check the timeout, then connect and check (or create) the schema at once.
+
+        Connecting here means an unreachable server or a foreign schema fails ``start_agent``, not
+        the first turn boundary of a running agent.
+        """
         if (
             isinstance(connect_timeout, bool)
             or not isinstance(connect_timeout, int | float)
@@ -217,6 +223,12 @@ class PostgresAgentStore(AgentStore):
     # connection management ------------------------------------------------------------------
 
     def _open(self) -> _Connection:
+        """Connect and create or check the schema under an advisory lock.
+
+        The transaction-scoped advisory lock serialises agents on several hosts that open a new
+        database together, so the schema is created once. Connections run in autocommit mode and
+        every store call opens its own explicit transaction.
+        """
         with self._translate("open"):
             conn: _Connection = self._psycopg.connect(
                 self._url, autocommit=True, **self._network_defaults()
@@ -279,6 +291,11 @@ class PostgresAgentStore(AgentStore):
 
     @contextmanager
     def _translate(self, operation: str, key: str | None = None) -> Iterator[None]:
+        """Turn psycopg errors into :class:`StoreError` (or :class:`StoreCorrupted`), scrubbed.
+
+        psycopg's messages can quote the connection string; :meth:`_scrubbed` removes the password
+        before the text reaches an exception, which may be logged or sent to a client.
+        """
         psycopg = self._psycopg
         try:
             yield
@@ -302,6 +319,7 @@ class PostgresAgentStore(AgentStore):
 
     @contextmanager
     def _write(self, operation: str, key: str | None = None) -> Iterator[_Cursor]:
+        """A write transaction on this process's connection, under the store's lock."""
         with self._lock, self._translate(operation, key):
             conn = self._conn()
             with conn.transaction(), conn.cursor() as cur:
@@ -309,6 +327,7 @@ class PostgresAgentStore(AgentStore):
 
     @contextmanager
     def _read(self, operation: str, key: str | None = None) -> Iterator[_Cursor]:
+        """A ``REPEATABLE READ`` read-only transaction: all SELECTs of one call see one snapshot."""
         with self._lock, self._translate(operation, key):
             conn = self._conn()
             with conn.transaction(), conn.cursor() as cur:
@@ -353,6 +372,7 @@ class PostgresAgentStore(AgentStore):
 
     @staticmethod
     def _put_result(cur: _Cursor, key: str, result: StoredRequest, max_results: int) -> None:
+        """Store a tell result as the newest and evict beyond ``max_results``."""
         if max_results == 0:
             cur.execute("DELETE FROM results WHERE key = %s", (key,))
             return
@@ -369,6 +389,7 @@ class PostgresAgentStore(AgentStore):
         )
 
     def _verified(self, key: str, part: str, blob: bytes | None, crc: int | None) -> bytes | None:
+        """Return a stored blob after checking its CRC; damage raises :class:`StoreCorrupted`."""
         if blob is None:
             return None
         data = bytes(blob)
@@ -423,6 +444,9 @@ class PostgresAgentStore(AgentStore):
         return None if rows is None else self._build_agent(key, *rows)
 
     def begin_incarnation(self, key: str) -> StoredAgent:
+        """Increment and load in one transaction, so no write of the old incarnation lands
+        between.
+        """
         key = _check_key(key)
         with self._write("begin_incarnation", key) as cur:
             cur.execute(
@@ -437,6 +461,7 @@ class PostgresAgentStore(AgentStore):
 
     @staticmethod
     def _select_agent(cur: _Cursor, key: str) -> tuple[_Row, list[_Row], list[_Row]] | None:
+        """The agent's row, mailbox rows and result rows, read in the caller's transaction."""
         row = cur.execute(
             "SELECT name, name_crc, spec, spec_crc, state, state_crc, in_flight_ref,"
             " in_flight, in_flight_crc, incarnation FROM agents WHERE key = %s",
@@ -455,6 +480,7 @@ class PostgresAgentStore(AgentStore):
     def _build_agent(
         self, key: str, row: _Row, queue_rows: list[_Row], result_rows: list[_Row]
     ) -> StoredAgent:
+        """Build a :class:`StoredAgent` from rows, checking every blob's CRC on the way."""
         name, name_crc, spec, spec_crc, state, state_crc = row[:6]
         in_flight_ref, in_flight, in_flight_crc, incarnation = row[6:]
         name_blob = self._verified(key, "name", name, name_crc)
@@ -538,6 +564,9 @@ class PostgresAgentStore(AgentStore):
         return None if row is None else Lease(int(row[0]), row[1], float(row[2]))
 
     def renew_lease(self, key: str, *, epoch: int, owner: str, seconds: float) -> None:
+        """Check the epoch and write the lease in one transaction, so a fenced incarnation can
+        never extend a lease after a newer one began.
+        """
         key = _check_key(key)
         with self._write("renew_lease", key) as cur:
             row = cur.execute(

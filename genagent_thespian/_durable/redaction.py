@@ -137,6 +137,9 @@ def restore(value: Any, lookup: Callable[[str], Any]) -> Any:
 
 
 def _with_fields(instance: Any, changes: Mapping[str, Any]) -> Any:
+    """A copy of a dataclass or slotted instance with some fields replaced, without calling its
+    ``__init__`` (which may validate, or refuse a placeholder).
+    """
     clone = copy.copy(instance)
     for name, item in changes.items():
         object.__setattr__(clone, name, item)  # frozen and slotted dataclasses too
@@ -163,6 +166,7 @@ def lookup_for(options: Mapping[str, Any], resolver: Any, agent: Any) -> Callabl
     """The restore-time lookup: the live options (at any depth), then *resolver*, else None."""
 
     def lookup(name: str) -> Any:
+        """The live value of the secret called ``name``, from the options, else the resolver."""
         found = _find(options, name)
         if found is None and resolver is not None:
             found = resolver(agent, name)

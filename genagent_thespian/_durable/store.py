@@ -214,6 +214,12 @@ class ProcessRecord:
 
 
 def _encode_name(value: Any, out: bytearray) -> None:  # Any: an agent name is any user term
+    """Append the canonical encoding of ``value`` to ``out`` (see :func:`agent_key`).
+
+    Each value is tagged with its type and delimited (a length prefix or a terminator), so no two
+    different names encode to the same bytes; frozenset members are sorted by their encoding, since
+    iteration order is not stable across processes.
+    """
     kind = type(value)
     if value is None:
         out += b"N"
@@ -547,6 +553,11 @@ class AgentStore(abc.ABC):
 def _new_process_record(
     pid: int, role: str, pgid: int | None, agent_key_: str | None
 ) -> ProcessRecord | None:
+    """Validate and describe a running process from ``/proc``; ``None`` if it already exited.
+
+    A zombie counts as exited: it has no start time worth recording, and ending it later would
+    signal nothing.
+    """
     if not isinstance(role, str) or not role:
         raise InvalidOption(f"invalid process role {role!r}: expected a non-empty str")
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
@@ -633,6 +644,11 @@ _OPEN_STORES: weakref.WeakSet[SQLiteAgentStore] = weakref.WeakSet()
 
 
 def _reset_stores_after_fork() -> None:
+    """Give every open store a fresh lock in a forked child (Thespian forks every actor).
+
+    A thread of the parent may have held a store's lock at the moment of the fork; that thread does
+    not exist in the child, so the inherited lock would never be released.
+    """
     # Another thread of the parent may have held a store's lock at the moment of the fork;
     # that thread does not exist in the child, so the child starts with fresh locks.
     for store in list(_OPEN_STORES):
@@ -676,6 +692,11 @@ class SQLiteAgentStore(AgentStore):
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         busy_timeout: float = 10.0,
     ) -> None:
+        """Check the settings, then open (and if needed create) the file at once.
+
+        Opening here means a wrong path, a damaged file or another application's database fails
+        ``start_agent``, not the first turn boundary of a running agent.
+        """
         sync = synchronous.upper() if isinstance(synchronous, str) else synchronous
         if sync not in ("FULL", "NORMAL"):
             raise InvalidOption(f"invalid synchronous={synchronous!r}: expected 'FULL' or 'NORMAL'")
@@ -700,6 +721,11 @@ class SQLiteAgentStore(AgentStore):
     # connection management ------------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
+        """Open a connection with the store's settings: WAL, ``synchronous``, foreign keys, timeout.
+
+        The header is checked before any pragma writes to the file, so a file that is not SQLite is
+        reported as such and left untouched.
+        """
         with self._translate("open"):
             self._make_private()
             conn = sqlite3.connect(
@@ -738,6 +764,13 @@ class SQLiteAgentStore(AgentStore):
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
+        """Create the schema in an empty file, or check that the file holds this store's schema.
+
+        It runs under ``BEGIN IMMEDIATE`` so that agent processes opening a new file at the same
+        time create the schema once. A file with tables but no application id belongs to someone
+        else and is refused rather than written to. Tables added after version 1 are created when
+        missing, which keeps older files readable without a version bump.
+        """
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -772,6 +805,11 @@ class SQLiteAgentStore(AgentStore):
             raise
 
     def _conn(self) -> sqlite3.Connection:
+        """This process's connection; a forked child opens its own and never uses the parent's.
+
+        An SQLite connection must not be used across ``fork``; the inherited one is kept referenced
+        and never closed in the child, where closing could act on files the parent still uses.
+        """
         if self._closed:
             raise StoreError(f"the agent store {self.path} is closed")
         if self._pid != os.getpid():
@@ -783,6 +821,11 @@ class SQLiteAgentStore(AgentStore):
 
     @contextmanager
     def _translate(self, operation: str, key: str | None = None) -> Iterator[None]:
+        """Turn ``sqlite3`` errors into :class:`StoreError`, or :class:`StoreCorrupted` for damage.
+
+        Callers catch our errors only; damage gets its own type because restarting will not fix it,
+        while a busy or locked database may succeed on the next try.
+        """
         where = f" (agent key {_short(key)})" if key else ""
         try:
             yield
@@ -800,6 +843,12 @@ class SQLiteAgentStore(AgentStore):
 
     @contextmanager
     def _write(self, operation: str, key: str | None = None) -> Iterator[sqlite3.Cursor]:
+        """A write transaction; ``BEGIN IMMEDIATE`` takes the write lock at the start.
+
+        A deferred transaction that reads and then writes fails at once with ``SQLITE_BUSY`` when
+        another process wrote meanwhile (the busy timeout cannot help there); taking the lock up
+        front makes a second writer wait, up to ``busy_timeout``, instead.
+        """
         with self._lock, self._translate(operation, key):
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
@@ -813,6 +862,7 @@ class SQLiteAgentStore(AgentStore):
 
     @contextmanager
     def _read(self, operation: str, key: str | None = None) -> Iterator[sqlite3.Cursor]:
+        """A read transaction, so the SELECTs of one call see one consistent snapshot."""
         with self._lock, self._translate(operation, key):
             conn = self._conn()
             conn.execute("BEGIN")  # one snapshot for all the SELECTs of this read
@@ -860,6 +910,7 @@ class SQLiteAgentStore(AgentStore):
 
     @staticmethod
     def _evict_results(cur: sqlite3.Cursor, key: str, max_results: int) -> None:
+        """Delete the agent's results older than the newest ``max_results``, in one statement."""
         cur.execute(
             "DELETE FROM results WHERE key = ? AND seq <= ("
             " SELECT seq FROM results WHERE key = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
@@ -868,6 +919,7 @@ class SQLiteAgentStore(AgentStore):
 
     @staticmethod
     def _put_result(cur: sqlite3.Cursor, key: str, result: StoredRequest, max_results: int) -> None:
+        """Store a tell result as the newest and evict beyond ``max_results``."""
         if max_results == 0:
             cur.execute("DELETE FROM results WHERE key = ?", (key,))
             return
@@ -879,6 +931,11 @@ class SQLiteAgentStore(AgentStore):
         SQLiteAgentStore._evict_results(cur, key, max_results)
 
     def _verified(self, key: str, part: str, blob: bytes | None, crc: int | None) -> bytes | None:
+        """Return a stored blob after checking its CRC; damage raises :class:`StoreCorrupted`.
+
+        The check names the agent and the part, so one damaged record is reported precisely and the
+        other agents in the file stay usable.
+        """
         if blob is None:
             return None
         if not isinstance(blob, bytes) or crc is None or _crc(blob) != crc:
@@ -934,6 +991,9 @@ class SQLiteAgentStore(AgentStore):
         return None if rows is None else self._build_agent(key, *rows)
 
     def begin_incarnation(self, key: str) -> StoredAgent:
+        """Increment and load in one write transaction, so no write of the old incarnation can
+        land in between (the atomic version the interface asks stores to provide).
+        """
         key = _check_key(key)
         with self._write("begin_incarnation", key) as cur:
             cur.execute(
@@ -950,6 +1010,7 @@ class SQLiteAgentStore(AgentStore):
     def _select_agent(
         cur: sqlite3.Cursor, key: str
     ) -> tuple[tuple[Any, ...], list[Any], list[Any]] | None:
+        """The agent's row, mailbox rows and result rows, read in the caller's transaction."""
         row = cur.execute(
             "SELECT name, name_crc, spec, spec_crc, state, state_crc, in_flight_ref,"
             " in_flight, in_flight_crc, incarnation FROM agents WHERE key = ?",
@@ -968,6 +1029,7 @@ class SQLiteAgentStore(AgentStore):
     def _build_agent(
         self, key: str, row: tuple[Any, ...], queue_rows: list[Any], result_rows: list[Any]
     ) -> StoredAgent:
+        """Build a :class:`StoredAgent` from rows, checking every blob's CRC on the way."""
         name, name_crc, spec, spec_crc, state, state_crc = row[:6]
         in_flight_ref, in_flight, in_flight_crc, incarnation = row[6:]
         name_blob = self._verified(key, "name", name, name_crc)
@@ -1047,6 +1109,9 @@ class SQLiteAgentStore(AgentStore):
         return None if row is None else Lease(int(row[0]), row[1], row[2] - time.time())
 
     def renew_lease(self, key: str, *, epoch: int, owner: str, seconds: float) -> None:
+        """Check the epoch and write the lease in one transaction, so a fenced incarnation can
+        never extend a lease after a newer one began.
+        """
         key = _check_key(key)
         with self._write("renew_lease", key) as cur:
             _check_epoch(
@@ -1186,6 +1251,9 @@ class SQLiteAgentStore(AgentStore):
         pgid: int | None = None,
         agent_key: str | None = None,
     ) -> ProcessRecord | None:
+        """Record the process with its start time and boot id; the primary key includes both, so
+        a reused pid is a new row and never overwrites the record of the earlier process.
+        """
         record = _new_process_record(pid, role, pgid, agent_key)
         if record is None:
             return None
@@ -1228,6 +1296,8 @@ class SQLiteAgentStore(AgentStore):
 
 @dataclass
 class _MemoryAgent:
+    """One agent's record in :class:`MemoryAgentStore`, mirroring the SQLite tables."""
+
     name_blob: bytes
     spec_blob: bytes
     state_blob: bytes | None = None
@@ -1253,6 +1323,9 @@ class MemoryAgentStore(AgentStore):
         self._closed = False
 
     def _agent(self, key: str, ref: str | None = None) -> _MemoryAgent:
+        """The record under ``key``, or the same errors the SQLite store raises (closed,
+        unknown).
+        """
         if self._closed:
             raise StoreError("the in-memory agent store is closed")
         agent = self._agents.get(_check_key(key))
@@ -1266,6 +1339,7 @@ class MemoryAgentStore(AgentStore):
 
     @staticmethod
     def _check_incarnation(key: str, agent: _MemoryAgent, incarnation: int | None) -> None:
+        """Refuse a write for an incarnation that is not the current one (fencing), as SQL does."""
         if incarnation is not None and incarnation != agent.incarnation:
             raise StaleIncarnation(
                 f"agent key {_short(key)} is at incarnation {agent.incarnation},"
@@ -1531,6 +1605,11 @@ def end_recorded_processes(
 
 
 def _end_one(record: ProcessRecord, grace: float) -> None:
+    """End a single recorded process: SIGTERM, then SIGKILL after ``grace`` seconds.
+
+    It checks the record (pid, start time, boot) before each signal, so a pid reused in the meantime
+    is never signalled.
+    """
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if not record.is_running():
             return

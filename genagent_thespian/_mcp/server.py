@@ -180,6 +180,12 @@ def build_server(config: McpConfig) -> MCPServer:
 
 
 async def _ask(agent: str, prompt: str, wait: float, ctx: Context) -> dict[str, Any]:
+    """Tell the agent, relay text deltas as MCP progress, and answer when the turn ends.
+
+    Waiting is bounded by ``wait``: past it the tool answers with the request still pending, and the
+    client polls with the returned id. A failed request raises its error, which becomes a tool error
+    naming its type.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     fragments = 0
@@ -277,10 +283,15 @@ class _BearerToken:
     """ASGI middleware: every HTTP request must carry ``Authorization: Bearer <token>``."""
 
     def __init__(self, app: "ASGIApp", token: str) -> None:
+        """Wrap ``app``; the expected header is built once and compared in constant time."""
         self._app = app
         self._expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: "Scope", receive: "Receive", send: "Send") -> None:
+        """Refuse HTTP requests without the bearer token with 401; other scopes pass through.
+
+        Lifespan events carry no headers and must reach the app, or it would never start.
+        """
         if scope["type"] == "http":
             given = dict(scope.get("headers") or ()).get(b"authorization", b"")
             if not hmac.compare_digest(given, self._expected):

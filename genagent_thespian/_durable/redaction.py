@@ -162,7 +162,9 @@ def dumps_redacted(value: Any) -> bytes:
     return buffer.getvalue()
 
 
-def lookup_for(options: Mapping[str, Any], resolver: Any, agent: Any) -> Callable[[str], Any]:
+def lookup_for(
+    options: Mapping[str, Any], resolver: Callable[[Any, str], Any] | None, agent: Any
+) -> Callable[[str], Any]:
     """The restore-time lookup: the live options (at any depth), then *resolver*, else None."""
 
     def lookup(name: str) -> Any:

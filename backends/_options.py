@@ -51,6 +51,9 @@ def validate(backend: str, options: Any, checkers: Mapping[str, Checker]) -> dic
 
 
 def _bad(backend: str, key: str, value: Any, expected: str) -> InvalidOption:
+    """The error for a bad option value; the value of ``env`` is never shown (it holds secrets),
+    others are cut to 80 characters so one huge value does not swamp the message.
+    """
     shown = type(value).__name__ if key in ("env",) else repr(value)[:80]
     return InvalidOption(f"{backend}: option {key!r} must be {expected}, got {shown}")
 
@@ -102,6 +105,7 @@ def check_choice(*choices: str) -> Checker:
     """One of ``choices``."""
 
     def check(backend: str, key: str, value: Any) -> str:
+        """Accept only one of the listed values, naming them all in the error."""
         if value not in choices:
             raise _bad(backend, key, value, "one of " + ", ".join(choices))
         return str(value)

@@ -63,6 +63,7 @@ def format_age(row: dict[str, Any]) -> str:
 
 
 def _late(row: dict[str, Any]) -> bool:
+    """Whether the running turn has used 80% of its watchdog: ``top`` shows its age in red."""
     elapsed, watchdog = row.get("current_elapsed"), row.get("watchdog")
     return elapsed is not None and watchdog is not None and elapsed >= 0.8 * watchdog
 

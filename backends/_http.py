@@ -141,7 +141,7 @@ class OptionSpec:
     """One accepted option: its default and a check returning an error text or ``None``."""
 
     default: Any
-    check: Callable[[Any], str | None]
+    check: Callable[[object], str | None]
 
 
 def validate_options(backend: str, options: Any, specs: Mapping[str, OptionSpec]) -> dict[str, Any]:
@@ -174,59 +174,60 @@ def validate_options(backend: str, options: Any, specs: Mapping[str, OptionSpec]
     return values
 
 
-def optional(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+def optional(check: Callable[[object], str | None]) -> Callable[[object], str | None]:
     """Make ``check`` accept ``None`` too."""
     return lambda value: None if value is None else check(value)
 
 
-def is_str(value: Any) -> str | None:
+def is_str(value: object) -> str | None:
     """Check a non-empty str."""
     return None if isinstance(value, str) and value else "must be a non-empty str"
 
 
-def is_positive_int(value: Any) -> str | None:
+def is_positive_int(value: object) -> str | None:
     """Check an int > 0."""
     ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
     return None if ok else "must be a positive int"
 
 
-def is_non_negative_int(value: Any) -> str | None:
+def is_non_negative_int(value: object) -> str | None:
     """Check an int >= 0."""
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
     return None if ok else "must be an int >= 0"
 
 
-def is_positive_number(value: Any) -> str | None:
+def is_positive_number(value: object) -> str | None:
     """Check a number > 0."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
     return None if ok else "must be a positive number"
 
 
-def is_number_between(low: float, high: float) -> Callable[[Any], str | None]:
+def is_number_between(low: float, high: float) -> Callable[[object], str | None]:
     """Check a number in ``[low, high]``."""
 
-    def check(value: Any) -> str | None:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return None if ok and low <= value <= high else f"must be a number in [{low}, {high}]"
+    def check(value: object) -> str | None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high:
+            return None
+        return f"must be a number in [{low}, {high}]"
 
     return check
 
 
-def is_bool(value: Any) -> str | None:
+def is_bool(value: object) -> str | None:
     """Check a bool."""
     return None if isinstance(value, bool) else "must be a bool"
 
 
-def is_one_of(*allowed: Any) -> Callable[[Any], str | None]:
+def is_one_of(*allowed: Any) -> Callable[[object], str | None]:
     """Check membership in ``allowed``."""
 
-    def check(value: Any) -> str | None:
+    def check(value: object) -> str | None:
         return None if value in allowed else f"must be one of {', '.join(map(repr, allowed))}"
 
     return check
 
 
-def is_tool_list(value: Any) -> str | None:
+def is_tool_list(value: object) -> str | None:
     """Check a list of JSON-serializable tool definitions, each a mapping with a ``name``."""
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
         return "must be a list of tool definitions (mappings)"

@@ -89,12 +89,12 @@ _STOP_REASONS = {
 }
 
 
-def _is_thinking_budget(value: Any) -> str | None:
+def _is_thinking_budget(value: object) -> str | None:
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1024
     return None if ok else "must be an int >= 1024 (thinking budget tokens)"
 
 
-def _is_caching(value: Any) -> str | None:
+def _is_caching(value: object) -> str | None:
     return None if value in (True, False, "5m", "1h") else "must be True, False, '5m' or '1h'"
 
 

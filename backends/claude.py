@@ -109,7 +109,7 @@ TIMEOUT_ENV = "API_TIMEOUT_MS"
 MAX_RETRIES_LIMIT = 15
 
 
-def _check_retries(backend: str, key: str, value: Any) -> int:
+def _check_retries(backend: str, key: str, value: object) -> int:
     """Check ``max_retries`` against the CLI's own ceiling here, at start, not in the first turn.
 
     A value the CLI refuses would otherwise surface only as a failed turn, after the agent has
@@ -123,7 +123,7 @@ def _check_retries(backend: str, key: str, value: Any) -> int:
     return value
 
 
-def _check_json_or_mapping(backend: str, key: str, value: Any) -> str | dict[str, Any]:
+def _check_json_or_mapping(backend: str, key: str, value: object) -> str | dict[str, Any]:
     """A mapping (sent as JSON) or a non-empty string (a file path or JSON text)."""
     if isinstance(value, Mapping):
         try:
@@ -140,7 +140,7 @@ def _check_json_or_mapping(backend: str, key: str, value: Any) -> str | dict[str
     )
 
 
-def _check_mcp_servers(backend: str, key: str, value: Any) -> str | dict[str, Any]:
+def _check_mcp_servers(backend: str, key: str, value: object) -> str | dict[str, Any]:
     """The SDK's ``mcp_servers``: ``{name: config}`` or the path of an MCP config file."""
     checked = _check_json_or_mapping(backend, key, value)
     if isinstance(checked, dict):
@@ -153,7 +153,7 @@ def _check_mcp_servers(backend: str, key: str, value: Any) -> str | dict[str, An
     return checked
 
 
-def _check_setting_sources(backend: str, key: str, value: Any) -> tuple[str, ...]:
+def _check_setting_sources(backend: str, key: str, value: object) -> tuple[str, ...]:
     """Accept one source or a list of them, and refuse names the CLI does not know.
 
     ``setting_sources`` decides which settings files the CLI reads (user, project, local); a
@@ -168,7 +168,7 @@ def _check_setting_sources(backend: str, key: str, value: Any) -> tuple[str, ...
     return tuple(items)
 
 
-def _check_extra_args(backend: str, key: str, value: Any) -> dict[str, str | None]:
+def _check_extra_args(backend: str, key: str, value: object) -> dict[str, str | None]:
     """The SDK's ``extra_args``: ``{flag: value}`` (``None`` for a bare flag), no dashes."""
     if not isinstance(value, Mapping):
         raise InvalidOption(f"{backend}: option {key!r} must be a mapping of flag to value")

@@ -96,7 +96,7 @@ _PROVIDER_KEYS = {
 }
 
 
-def _check_config(backend: str, key: str, value: Any) -> dict[str, Any]:
+def _check_config(backend: str, key: str, value: object) -> dict[str, Any]:
     """``-c`` overrides: a mapping of dotted keys to TOML-able scalars or lists."""
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and re.fullmatch(r"[A-Za-z0-9_.\-]+", k) for k in value
@@ -110,7 +110,7 @@ def _check_config(backend: str, key: str, value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-def _check_provider(backend: str, key: str, value: Any) -> dict[str, Any]:
+def _check_provider(backend: str, key: str, value: object) -> dict[str, Any]:
     """A custom model provider: ``name`` and ``base_url`` required, known keys only."""
     if not isinstance(value, Mapping):
         raise InvalidOption(f"{backend}: option 'provider' must be a mapping")

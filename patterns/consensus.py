@@ -118,7 +118,7 @@ class Vote:
     error: str | None = None
 
 
-def _check_threshold(threshold: Any, voters: int) -> Threshold:
+def _check_threshold(threshold: object, voters: int) -> Threshold:
     """Check a threshold at start: ``"majority"``, ``"unanimous"`` or ``("at_least", n)``.
 
     ``n`` must be reachable with the voters given, or the vote could never reach consensus and would

@@ -15,6 +15,10 @@ Invariants kept by every method:
 * a finished turn runs: record, decide (handle_response / handle_error), post_turn,
   halt (post_run once per transition to halted), drain buffered notifications,
   reply to the caller, then the next work (self-chain first, then the mailbox).
+
+The machine never looks inside an address: ``reply_to``, ``Reply.to`` and a notification's
+sender are Thespian's untyped ``ActorAddress`` (or an agent name), so they are ``Any``, as
+are events, info messages and agent names, which are the user's own picklable terms.
 """
 
 from __future__ import annotations

@@ -46,9 +46,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidOption
+
+if TYPE_CHECKING:
+    from ..messages import AgentSpec
 
 __all__ = ["ExitKind", "RestartAction", "RestartDecision", "RestartPolicy", "RestartType"]
 
@@ -99,7 +102,7 @@ class RestartDecision:
     restarts_in_window: int
 
 
-def _invalid(option: str, value: Any, expected: str) -> InvalidOption:
+def _invalid(option: str, value: object, expected: str) -> InvalidOption:
     return InvalidOption(f"invalid restart option {option}={value!r}: expected {expected}")
 
 
@@ -179,7 +182,7 @@ class RestartPolicy:
         self._last_decision: RestartDecision | None = None
 
     @classmethod
-    def for_spec(cls, spec: Any, **overrides: Any) -> RestartPolicy:
+    def for_spec(cls, spec: AgentSpec, **overrides: Any) -> RestartPolicy:
         """Build the policy of an agent from its start spec (``messages.AgentSpec``).
 
         Reads ``restart``, ``max_restarts`` and ``restart_window`` from ``spec``, and the

@@ -77,7 +77,7 @@ _OPERATOR = "(operator)"
 _NODE_DEADLINE = 2.0  # seconds before a fleet request says "node unreachable"
 
 
-def _clip(value: Any, limit: int = _FIELD_LIMIT) -> str:
+def _clip(value: object, limit: int = _FIELD_LIMIT) -> str:
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 

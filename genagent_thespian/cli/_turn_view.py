@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import IO, Any
+from typing import IO
 
 from rich.console import Console, RenderableType
 from rich.live import Live
@@ -25,7 +25,7 @@ from .._core.turn import Event, EventKind
 __all__ = ["TurnView", "summarize"]
 
 
-def summarize(value: Any, limit: int = 60) -> str:
+def summarize(value: object, limit: int = 60) -> str:
     """One line of at most ``limit`` characters for a tool's input or output."""
     if isinstance(value, dict) and len(value) == 1:
         value = next(iter(value.values()))  # {"command": "ls"} reads better as ls

@@ -194,7 +194,7 @@ class ScriptedBackend(Backend):
         return replace(session, resumed=True, turns_since_start=0)
 
 
-def _validate_item(item: Any, where: str) -> None:
+def _validate_item(item: object, where: str) -> None:
     """Refuse an item the player would not know how to play, when the script is given.
 
     Checking at session start (and after a callable returns) turns a typo in a test's script into an

@@ -50,7 +50,7 @@ import pickle
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import pytest
@@ -75,7 +75,7 @@ def collect_turn(
     *,
     ctx: TurnContext | None = None,
     timeout: float = 30.0,
-    on_event: Any = None,
+    on_event: Callable[[Event], None] | None = None,
 ) -> list[Event]:
     """Run one turn in a helper thread and return its events, failing after ``timeout``.
 

@@ -237,6 +237,7 @@ class AppServerTranslator:
         return self._end(Event.error(error, session_id=self.thread_id, code=code))
 
     def _end(self, event: Event) -> list[Event]:
+        """Record ``event`` as the turn's one terminal event and return it as the last event."""
         self.terminal = event
         return [event]
 
@@ -363,6 +364,7 @@ class _RequestFailed(Exception):
     """The server answered a request with a JSON-RPC error."""
 
     def __init__(self, method: str, error: Mapping[str, Any]) -> None:
+        """Keep the server's error object; the message is redacted since it may quote a key."""
         super().__init__(f"{method}: {redact(str(error.get('message', error)))}")
         self.error = error
 
@@ -388,6 +390,7 @@ class _Server:
         self.process.write_line(json.dumps(message))
 
     def send(self, method: str, params: Mapping[str, Any]) -> int:
+        """Send a JSON-RPC request and return its id, which the matching response carries."""
         request_id = next(self._ids)
         self.process.write_line(json.dumps({"id": request_id, "method": method, "params": params}))
         return request_id

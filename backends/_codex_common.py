@@ -109,6 +109,7 @@ class NetworkBudget:
     """
 
     def __init__(self, limit: int | None) -> None:
+        """Count network failures against ``limit`` for one turn; ``None`` means the default."""
         self.limit = DEFAULT_NETWORK_RETRIES if limit is None else limit
         self.seen = 0
 

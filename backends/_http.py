@@ -50,6 +50,7 @@ class ClientCache:
     """
 
     def __init__(self) -> None:
+        """One SDK client per key (credentials, endpoint, limits), so turns reuse connections."""
         self._clients: dict[tuple[Any, ...], Any] = {}
         self._lock = threading.Lock()
 
@@ -82,6 +83,9 @@ class ClientCache:
 
 
 def _close_quietly(client: Any) -> None:
+    """Close an SDK client, ignoring errors: it runs while shutting down, where a second error
+    would only hide the first.
+    """
     with contextlib.suppress(Exception):  # closing is best effort
         client.close()
 
@@ -97,6 +101,7 @@ class Secret:
     __slots__ = ("_value",)
 
     def __init__(self, value: str) -> None:
+        """Wrap a non-empty key; an empty one is refused here rather than sent as a blank header."""
         if not isinstance(value, str) or not value:
             raise InvalidOption("api_key must be a non-empty str")
         self._value = value
@@ -206,6 +211,9 @@ def is_number_between(low: float, high: float) -> Callable[[object], str | None]
     """Check a number in ``[low, high]``."""
 
     def check(value: object) -> str | None:
+        """Accept an int or float in ``[low, high]``; ``bool`` is refused although it is an
+        ``int``.
+        """
         if isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high:
             return None
         return f"must be a number in [{low}, {high}]"
@@ -517,6 +525,7 @@ class StreamPump:
             self._queue.put(_DONE)
 
     def _emit(self, event: Event) -> None:
+        """Queue an event for the turn, unless the stream was aborted (the turn has moved on)."""
         if not self._aborted.is_set():
             self._queue.put(("event", event))
 

@@ -243,6 +243,7 @@ class CliProcess:
         stderr_read, stderr_write = os.pipe()
 
         def in_child() -> None:  # runs between fork and exec: new session, own stderr
+            """Run in the child between fork and exec: a new session, and stderr to its own pipe."""
             os.setsid()
             os.dup2(stderr_write, 2)
 

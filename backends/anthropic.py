@@ -90,6 +90,7 @@ _STOP_REASONS = {
 
 
 def _is_thinking_budget(value: object) -> str | None:
+    """Check the extended-thinking budget: the API refuses fewer than 1024 tokens."""
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1024
     return None if ok else "must be an int >= 1024 (thinking budget tokens)"
 

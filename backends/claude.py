@@ -444,6 +444,7 @@ class ClaudeTurnTranslator:
     # -- dispatch -------------------------------------------------------------------------
 
     def _end(self, event: Event) -> list[Event]:
+        """Record ``event`` as the turn's one terminal event and return it as the last event."""
         self.terminal = event
         return [event]
 
@@ -748,6 +749,9 @@ class ClaudeBackend(Backend):
     name = BACKEND
 
     def __init__(self) -> None:
+        """Track live processes: one per session in stream mode, one per running turn otherwise,
+        so ``close()`` and ``terminate_session()`` can find and stop them.
+        """
         self._live: dict[str, _Live] = {}  # stream mode: the process of each session
         self._per_turn: dict[int, _Live] = {}  # per-turn mode: running processes by group
         self._lock = threading.Lock()
@@ -1235,6 +1239,9 @@ class ClaudeBackend(Backend):
         return path_under(self._config_dir(session), name)
 
     def _config_dir(self, session: ClaudeSession) -> Path:
+        """Where the CLI keeps its files: ``CLAUDE_CONFIG_DIR`` if the session sets it, else
+        ``~/.claude`` under the session's home.
+        """
         env = self.environment(session)
         configured = env.get("CLAUDE_CONFIG_DIR")
         return Path(configured) if configured else home_of(env) / ".claude"

@@ -332,6 +332,7 @@ class CodexTurnTranslator:
         return self._end(Event.error(error, session_id=self.thread_id, code="protocol"))
 
     def _end(self, event: Event) -> list[Event]:
+        """Record ``event`` as the turn's one terminal event and return it as the last event."""
         self.terminal = event
         return [event]
 
@@ -584,6 +585,9 @@ class CodexBackend(Backend):
         return path_under(self._codex_home(session), name)
 
     def _codex_home(self, session: CodexSession) -> Path:
+        """Where codex keeps its files: ``CODEX_HOME`` if the session sets it, else ``~/.codex``
+        under the session's home.
+        """
         env = self.environment(session)
         configured = env.get("CODEX_HOME")
         return Path(configured) if configured else home_of(env) / ".codex"

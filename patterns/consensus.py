@@ -319,6 +319,7 @@ class ConsensusAgent(SnapshotAgent):
             self._start_round()
 
     def _finish(self, phase: str, *, summary: str | None = None, error: str | None = None) -> None:
+        """End the vote in ``phase`` (consensus, diverged or failed) with its summary or error."""
         self.phase = phase
         self.summary = summary
         self.error = error

@@ -80,6 +80,7 @@ class HeartbeatAgent(SnapshotAgent):
         self._start_ticker()
 
     def _start_ticker(self) -> None:
+        """Start ticking unless already ticking: a second start must not double the beat."""
         if not self.ticking:
             self.ticking = True
             self.timer = self.send_after(self.interval, ("tick",))

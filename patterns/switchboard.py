@@ -137,6 +137,7 @@ class Switchboard:
     """
 
     def __init__(self, *, system: AgentSystem | None = None) -> None:
+        """A switchboard on ``system``; its sessions are the agents it started."""
         self._system = system
         self._states = PatternStates(system)
         self._sessions: list[Any] = []

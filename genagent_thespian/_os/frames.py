@@ -172,6 +172,9 @@ class FrameCodec:
     __slots__ = ("_key", "max_frame_bytes")
 
     def __init__(self, secret: bytes, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        """Derive the frame key from the node secret under a label, so the secret's other uses
+        never share a key with the frames.
+        """
         self._key = hmac.new(secret, _KEY_LABEL, hashlib.sha256).digest()
         self.max_frame_bytes = max_frame_bytes
 
@@ -179,11 +182,19 @@ class FrameCodec:
         return f"FrameCodec(key=<masked>, max_frame_bytes={self.max_frame_bytes})"
 
     def _head_tag(self, length: int) -> bytes:
+        """The MAC of a frame's length header, checked before any of the body is read.
+
+        Authenticating the length first means an unauthenticated peer cannot make the node buffer a
+        large body.
+        """
         return hmac.new(
             self._key, _MAGIC + b"head" + length.to_bytes(8, "big"), hashlib.sha256
         ).digest()
 
     def _body_tag(self, length: int, payload: bytes | memoryview) -> bytes:
+        """The MAC of the body, bound to its length so a body cannot be moved under another
+        header.
+        """
         mac = hmac.new(self._key, _MAGIC + b"body" + length.to_bytes(8, "big"), hashlib.sha256)
         mac.update(payload)
         return mac.digest()

@@ -121,14 +121,21 @@ class _Output:
     """Where a command's results go: human lines, or one JSON document with ``--json``."""
 
     def __init__(self, *, as_json: bool) -> None:
+        """Show progress only on a terminal and never with ``--json``: a spinner in a pipe or in
+        JSON output would corrupt what a script reads.
+        """
         self.as_json = as_json
         self.progress_enabled = not as_json and sys.stderr.isatty()
 
     def line(self, text: str = "") -> None:
+        """Print a human line; nothing with ``--json``, whose output is one document only."""
         if not self.as_json:
             print(text, flush=True)
 
     def document(self, data: Any) -> None:
+        """Print the command's JSON document (with ``--json`` only), keys sorted for stable
+        diffs.
+        """
         if self.as_json:
             print(json.dumps(data, default=_json_default, sort_keys=True), flush=True)
 
@@ -164,6 +171,7 @@ def _spinner(out: _Output, label: str) -> Iterator[Callable[[str], None]]:
     current = [label]
 
     def spin() -> None:
+        """Redraw the label with the elapsed seconds every 0.2 s until the block ends."""
         while not stopped.wait(0.2):
             out.progress(f"{current[0]} ({time.monotonic() - started:.1f}s)")
 
@@ -800,6 +808,7 @@ class _FleetFeed:
             return self._rows
 
     def close(self) -> None:
+        """Stop the feed thread: wake it so it sees ``_closed`` and returns."""
         self._closed = True
         self._wanted.set()
 
@@ -830,6 +839,7 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
     lines: list[str] = []
 
     def emit(text: str = "") -> None:
+        """Print a demo line and keep it for the ``--json`` document."""
         lines.append(text)
         out.line(text)
 
@@ -919,6 +929,7 @@ def _fail(error: BaseException, out: _Output) -> int:
 
 
 def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
+    """Treat SIGTERM like Ctrl-C, so the command cleans up the same way; a second one is fatal."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
     raise KeyboardInterrupt
 

@@ -78,6 +78,7 @@ _NODE_DEADLINE = 2.0  # seconds before a fleet request says "node unreachable"
 
 
 def _clip(value: object, limit: int = _FIELD_LIMIT) -> str:
+    """A value as text of at most ``limit`` characters, so one huge prompt cannot bloat a page."""
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -232,14 +233,19 @@ class _Observer:
         return subscriber, snapshot
 
     def unsubscribe(self, agent: str, subscriber: queue.Queue[dict[str, Any]]) -> None:
+        """Drop a viewer's queue; a viewer already gone is not an error."""
         with self._lock, contextlib.suppress(ValueError, KeyError):
             self._subscribers[agent].remove(subscriber)
 
     def transcript(self, agent: str) -> list[dict[str, Any]]:
+        """Copies of the agent's recent turns, taken under the lock (the telemetry thread
+        writes).
+        """
         with self._lock:
             return [_copy(turn) for turn in self.transcripts.get(agent, [])]
 
     def graph(self) -> dict[tuple[str, str], int]:
+        """A copy of the notify graph's edge counts, taken under the lock."""
         with self._lock:
             return dict(self.edges)
 
@@ -453,10 +459,14 @@ def _build_app(console: Console) -> Any:
     from starlette.routing import Route
 
     def json_reply(data: Any, status: int = 200) -> Response:
+        """A JSON response with the console's security headers on every reply."""
         body = json.dumps(data, default=str)
         return Response(body, status, headers=_SECURITY_HEADERS, media_type="application/json")
 
     def page(body: str, kind: str) -> Response:
+        """An HTML page carrying this console's token, which the page's scripts send back with
+        control actions (see :func:`control`).
+        """
         text = _PAGE.replace("{token}", console.token).replace("{kind}", kind)
         return HTMLResponse(text.replace("{body}", body), headers=_SECURITY_HEADERS)
 
@@ -464,6 +474,7 @@ def _build_app(console: Console) -> Any:
         return page(_FLEET_BODY, "fleet")
 
     async def agent_page(request: Request) -> Response:
+        """One agent's page; the name is HTML-escaped since it comes from the URL."""
         name = request.query_params.get("name", "")
         return page(_AGENT_BODY.replace("{name}", html.escape(name)), "agent")
 
@@ -471,6 +482,7 @@ def _build_app(console: Console) -> Any:
         return Response(_SCRIPT, headers=_SECURITY_HEADERS, media_type="text/javascript")
 
     async def api_fleet(request: Request) -> Response:
+        """The fleet as JSON; 503 when the node cannot be reached, so the page can say so."""
         node = f"127.0.0.1:{console.system.admin_port}"
         try:
             rows = await console.fleet()
@@ -479,11 +491,13 @@ def _build_app(console: Console) -> Any:
         return json_reply({"ok": True, "node": node, "agents": rows})
 
     async def api_graph(request: Request) -> Response:
+        """The notify graph as JSON edges (from, to, count)."""
         edges = console.observer.graph()
         listed = [{"from": a, "to": b, "count": n} for (a, b), n in edges.items()]
         return json_reply({"edges": listed})
 
     async def api_graph_svg(request: Request) -> Response:
+        """The notify graph drawn as SVG; with the node unreachable, the edges seen so far."""
         try:
             agents = [row["name"] for row in await console.fleet()]
         except _NodeUnreachable:
@@ -492,6 +506,7 @@ def _build_app(console: Console) -> Any:
         return Response(svg, headers=_SECURITY_HEADERS, media_type="image/svg+xml")
 
     async def api_agent(request: Request) -> Response:
+        """One agent's status row and recent transcript; 404 for an unknown name."""
         name = request.query_params.get("name")
         if not name:
             return json_reply({"ok": False, "error": "name is required"}, 400)
@@ -507,6 +522,11 @@ def _build_app(console: Console) -> Any:
         return json_reply(data, 200 if row else 404)
 
     async def api_stream(request: Request) -> Response:
+        """Server-sent events of one agent's turns: a snapshot of the current turn, then each event.
+
+        The queue is read on a worker thread with a short timeout so the stream notices the console
+        closing; the viewer is unsubscribed however the stream ends.
+        """
         name = request.query_params.get("name")
         if not name:
             return json_reply({"ok": False, "error": "name is required"}, 400)
@@ -527,6 +547,11 @@ def _build_app(console: Console) -> Any:
         return EventSourceResponse(items(), ping=15, headers={"Cache-Control": "no-store"})
 
     async def control(request: Request) -> Response:
+        """Run a control action (interrupt, halt, resume, stop) after checking the token.
+
+        The token header defeats cross-site requests: another site's page can neither read the token
+        nor send the header without a CORS preflight, which the console never grants.
+        """
         sent = request.headers.get("x-genagent-token", "")
         if not hmac.compare_digest(sent.encode(), console.token.encode()):
             return json_reply({"ok": False, "error": "missing or wrong token"}, 403)

@@ -403,6 +403,9 @@ class PostgresAgentStore(AgentStore):
     # agents ---------------------------------------------------------------------------------
 
     def create_agent(self, key: str, name_blob: bytes, spec_blob: bytes) -> None:
+        """Insert the record; the primary key refuses a second one, reported as
+        :class:`AgentAlreadyExists` (the name is taken by a stored agent).
+        """
         key = _check_key(key)
         name_blob = _as_blob(name_blob, "name_blob")
         spec_blob = _as_blob(spec_blob, "spec_blob")
@@ -582,6 +585,9 @@ class PostgresAgentStore(AgentStore):
             )
 
     def release_lease(self, key: str, *, epoch: int) -> None:
+        """Expire the lease now instead of deleting it: the row still says which epoch held it
+        last, and a successor finds it expired and need not wait.
+        """
         key = _check_key(key)
         with self._write("release_lease", key) as cur:
             cur.execute(
@@ -669,6 +675,9 @@ class PostgresAgentStore(AgentStore):
         next_in_flight: StoredRequest | None = None,
         incarnation: int | None = None,
     ) -> None:
+        """One transaction: the state, the result, the next in-flight request and its removal
+        from the mailbox land together or not at all.
+        """
         key = _check_key(key)
         state = _as_blob(state, "state blob")
         max_results = _check_max_results(max_results)

@@ -948,6 +948,9 @@ class SQLiteAgentStore(AgentStore):
     # agents ---------------------------------------------------------------------------------
 
     def create_agent(self, key: str, name_blob: bytes, spec_blob: bytes) -> None:
+        """Insert the record; the primary key refuses a second one, reported as
+        :class:`AgentAlreadyExists` (the name is taken by a stored agent).
+        """
         key = _check_key(key)
         name_blob = _as_blob(name_blob, "name_blob")
         spec_blob = _as_blob(spec_blob, "spec_blob")
@@ -1127,6 +1130,9 @@ class SQLiteAgentStore(AgentStore):
             )
 
     def release_lease(self, key: str, *, epoch: int) -> None:
+        """Expire the lease now instead of deleting it: the row still says which epoch held it
+        last, and a successor finds it expired and need not wait.
+        """
         key = _check_key(key)
         with self._write("release_lease", key) as cur:
             cur.execute(
@@ -1143,6 +1149,9 @@ class SQLiteAgentStore(AgentStore):
             self._touch(cur, key, "state = ?, state_crc = ?", (blob, _crc(blob)), incarnation)
 
     def enqueue(self, key: str, ref: str, blob: bytes) -> None:
+        """Append with one conditional insert: it checks that the agent exists and appends in the
+        same statement, and the ``(key, ref)`` uniqueness refuses a resent request.
+        """
         key = _check_key(key)
         ref = _check_ref(ref)
         blob = _as_blob(blob, "request blob")
@@ -1213,6 +1222,9 @@ class SQLiteAgentStore(AgentStore):
         next_in_flight: StoredRequest | None = None,
         incarnation: int | None = None,
     ) -> None:
+        """One write transaction: the state, the result, the next in-flight request and its
+        removal from the mailbox land together or not at all.
+        """
         key = _check_key(key)
         state = _as_blob(state, "state blob")
         max_results = _check_max_results(max_results)
@@ -1497,6 +1509,7 @@ class MemoryAgentStore(AgentStore):
         next_in_flight: StoredRequest | None = None,
         incarnation: int | None = None,
     ) -> None:
+        """Apply the whole boundary under the store's lock, so readers never see half of it."""
         state = _as_blob(state, "state blob")
         max_results = _check_max_results(max_results)
         if result is not None:

@@ -1009,6 +1009,10 @@ class ClaudeBackend(Backend):
                 live.process.write_line(line)
 
             def interrupt() -> None:
+                """Ask the CLI to interrupt the turn (a control request on stdin), keeping the
+                process and its session; if stdin is gone, SIGINT to its group has the same
+                effect.
+                """
                 request = {
                     "type": "control_request",
                     "request_id": f"req_int_{uuid.uuid4().hex[:12]}",

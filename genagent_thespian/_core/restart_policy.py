@@ -107,6 +107,7 @@ def _invalid(option: str, value: object, expected: str) -> InvalidOption:
 
 
 def _check_number(option: str, value: Any, *, minimum: float, inclusive: bool = True) -> float:
+    """A finite number at or above (or strictly above) ``minimum``; ``bool`` is refused."""
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
         ok = value >= minimum if inclusive else value > minimum

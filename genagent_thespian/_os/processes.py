@@ -257,6 +257,11 @@ def descendants_of(pid: int) -> list[int]:
 
 
 def _live(pid: int, *, recursive: bool) -> list[int]:
+    """The live children (or all descendants) of ``pid``, sorted; none if ``pid`` is gone.
+
+    Zombies are left out: they have exited and only wait for their parent to reap them, so there is
+    nothing left in them to stop or wait for.
+    """
     try:
         found = psutil.Process(pid).children(recursive=recursive)
     except psutil.NoSuchProcess:

@@ -673,6 +673,7 @@ def _simple(action: Callable[..., Any], past: str) -> Callable[..., int]:
     """
 
     def command(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+        """Run the action with a spinner, then report it as a line or a JSON document."""
         with _spinner(out, f"{past[:-2] if past.endswith('ed') else past} {args.name}"):
             action(args.name, system=system)
         out.line(f"{past} {args.name}")

@@ -141,6 +141,9 @@ def assemble(parts: list[dict[str, Any]], shown: dict[str, Any]) -> None:
 
 
 def _describe(shown: dict[str, Any]) -> str:
+    """One line for a retry, warning or error in a transcript: what happened, and for a retry,
+    which attempt and how long until it.
+    """
     if shown.get("kind") == "retry":
         attempt = shown.get("attempt")
         delay = shown.get("delay_ms")
@@ -533,6 +536,9 @@ def _build_app(console: Console) -> Any:
         subscriber, current = console.observer.subscribe(name)
 
         async def items() -> AsyncIterator[dict[str, str]]:
+            """The event stream: the snapshot first, then each queued item, until the console
+            closes.
+            """
             try:
                 yield {"data": json.dumps({"type": "snapshot", "turn": current}, default=str)}
                 while not console.closing:

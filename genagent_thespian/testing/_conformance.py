@@ -298,6 +298,9 @@ class BackendConformance:
         outcome: dict[str, Any] = {}
 
         def run() -> None:
+            """Run the slow turn on a thread, noting its first event so cancellation hits it
+            mid-turn.
+            """
             outcome["events"] = collect_turn(
                 backend,
                 session,

@@ -1421,6 +1421,7 @@ class _OpenAI:
 
 
 def _openai_code_for(error_type: str) -> str:
+    """The OpenAI error code for an Anthropic-style error type, so one script serves both APIs."""
     return {
         "overloaded_error": "server_is_overloaded",
         "rate_limit_error": "rate_limit_exceeded",

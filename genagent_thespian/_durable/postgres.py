@@ -423,6 +423,7 @@ class PostgresAgentStore(AgentStore):
                 )
 
     def delete_agent(self, key: str) -> bool:
+        """Delete the agent's row; its mailbox, results, lease and session files go by cascade."""
         key = _check_key(key)
         with self._write("delete_agent", key) as cur:
             cur.execute("DELETE FROM agents WHERE key = %s", (key,))  # cascades
@@ -557,6 +558,11 @@ class PostgresAgentStore(AgentStore):
     # Times are the server's (clock_timestamp()), so hosts with skewed clocks agree.
 
     def lease(self, key: str) -> Lease | None:
+        """The lease, with its remaining seconds computed by the database server's clock.
+
+        Hosts whose clocks differ then agree on how long a lease has left, which is what deciding to
+        wait out a lease or take it over depends on.
+        """
         key = _check_key(key)
         with self._read("lease", key) as cur:
             row = cur.execute(
@@ -604,6 +610,11 @@ class PostgresAgentStore(AgentStore):
             self._touch(cur, key, "state = %s, state_crc = %s", (blob, _crc(blob)), incarnation)
 
     def enqueue(self, key: str, ref: str, blob: bytes) -> None:
+        """Append with one conditional insert that skips a duplicate instead of failing on it.
+
+        A failed statement would abort the transaction, so the conflict is not raised by the server;
+        a follow-up check tells an unknown agent from a resent request.
+        """
         key = _check_key(key)
         ref = _check_ref(ref)
         blob = _as_blob(blob, "request blob")
@@ -717,6 +728,9 @@ class PostgresAgentStore(AgentStore):
         pgid: int | None = None,
         agent_key: str | None = None,
     ) -> ProcessRecord | None:
+        """Record (or refresh) the process; its key includes the start time and boot id, so a
+        reused pid is a new row and never overwrites the record of the earlier process.
+        """
         record = _new_process_record(pid, role, pgid, agent_key)
         if record is None:
             return None

@@ -40,6 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
+from types import FrameType
 from typing import Any, NoReturn
 
 from rich.console import Console, Group
@@ -152,7 +153,7 @@ class _Output:
             sys.stderr.flush()
 
 
-def _json_default(value: Any) -> Any:
+def _json_default(value: object) -> Any:  # Any: whatever JSON can encode
     """Make the values a command prints JSON-serialisable: usage as a dict, errors by type and
     message, anything else as its text (never a failed ``--json`` run).
     """
@@ -929,7 +930,7 @@ def _fail(error: BaseException, out: _Output) -> int:
     return code
 
 
-def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
+def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
     """Treat SIGTERM like Ctrl-C, so the command cleans up the same way; a second one is fatal."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
     raise KeyboardInterrupt

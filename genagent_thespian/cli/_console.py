@@ -42,7 +42,7 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._api.client import halt, interrupt, resume, stop
 from .._api.system import AgentSystem
@@ -52,6 +52,9 @@ from .._core.turn import Event
 from .._nodes.node import port_open
 from ._fleet import fleet_rows
 from ._turn_view import summarize
+
+if TYPE_CHECKING:  # the console extra: imported for real only when a console starts
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["Console", "assemble", "render_graph_svg"]
 
@@ -453,7 +456,7 @@ _SECURITY_HEADERS = {
 }
 
 
-def _build_app(console: Console) -> Any:
+def _build_app(console: Console) -> ASGIApp:
     """The Starlette application: pages, the JSON API, the event stream, the controls."""
     from sse_starlette.sse import EventSourceResponse
     from starlette.applications import Starlette
@@ -589,7 +592,7 @@ def _build_app(console: Console) -> Any:
         exception_handlers={404: not_found},
     )
 
-    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse requests for another Host (DNS rebinding) before they reach a route."""
         if scope["type"] == "http" and console.allowed_hosts is not None:
             headers = dict(scope.get("headers") or [])

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -164,7 +164,7 @@ def top_frame(
         no_wrap=True,
         overflow="ellipsis",
     )
-    parts: list[Any] = [header, Text("")]
+    parts: list[RenderableType] = [header, Text("")]
     if stopped:
         parts.append(
             Text(f"node stopped: nothing answers on {node} (the last rows follow)", "bold red")

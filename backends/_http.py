@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from genagent_thespian._core.errors import BackendError, BackendErrorKind, InvalidOption
 from genagent_thespian._core.turn import Event
@@ -42,7 +42,16 @@ __all__ = [
 ]
 
 
-class ClientCache:
+class _Closable(Protocol):
+    """What the cache needs of an SDK client: a ``close()`` that ends its connections."""
+
+    def close(self) -> None: ...
+
+
+_Client = TypeVar("_Client", bound=_Closable)
+
+
+class ClientCache(Generic[_Client]):
     """The SDK clients of one process, one per connection settings, reused across turns.
 
     A cancelled turn cuts its client's connections, so :meth:`forget` drops that client (a
@@ -51,10 +60,10 @@ class ClientCache:
 
     def __init__(self) -> None:
         """One SDK client per key (credentials, endpoint, limits), so turns reuse connections."""
-        self._clients: dict[tuple[Any, ...], Any] = {}
+        self._clients: dict[tuple[object, ...], _Client] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    def get(self, key: tuple[object, ...], make: Callable[[], _Client]) -> _Client:
         """Return the client for ``key``, making it with ``make()`` the first time."""
         with self._lock:
             client = self._clients.get(key)
@@ -67,7 +76,7 @@ class ClientCache:
             _close_quietly(made)
         return client
 
-    def forget(self, key: tuple[Any, ...]) -> None:
+    def forget(self, key: tuple[object, ...]) -> None:
         """Drop and close (in the background) the client for ``key``."""
         with self._lock:
             client = self._clients.pop(key, None)
@@ -82,7 +91,7 @@ class ClientCache:
             _close_quietly(client)
 
 
-def _close_quietly(client: Any) -> None:
+def _close_quietly(client: _Closable) -> None:
     """Close an SDK client, ignoring errors: it runs while shutting down, where a second error
     would only hide the first.
     """

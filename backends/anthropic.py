@@ -42,7 +42,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from genagent_thespian._core.backend import Backend, TurnContext
 from genagent_thespian._core.errors import BackendError, BackendErrorKind, InvalidOption
@@ -72,6 +73,9 @@ from ._http import (
     transport_error,
     validate_options,
 )
+
+if TYPE_CHECKING:  # the SDK is an extra, imported for real on first use
+    import anthropic
 
 __all__ = ["AnthropicBackend", "AnthropicSession", "ToolResult", "tool_results_prompt"]
 
@@ -170,7 +174,7 @@ class AnthropicBackend(Backend):
     name: ClassVar[str] = NAME
 
     def __init__(self) -> None:
-        self._clients = ClientCache()
+        self._clients: ClientCache[anthropic.Anthropic] = ClientCache()
 
     # -- session ------------------------------------------------------------------------
 
@@ -326,10 +330,10 @@ class AnthropicBackend(Backend):
             params["thinking"] = {"type": "enabled", "budget_tokens": session.thinking}
         return params
 
-    def _client_key(self, session: AnthropicSession) -> tuple[Any, ...]:
+    def _client_key(self, session: AnthropicSession) -> tuple[object, ...]:
         return (session.base_url, session.api_key, session.max_retries, session.timeout)
 
-    def _client(self, session: AnthropicSession) -> Any:
+    def _client(self, session: AnthropicSession) -> anthropic.Anthropic:
         """The SDK client for this session's key, endpoint and limits, shared between its turns.
 
         The SDK is imported here, on first use, so the package imports without the ``anthropic``
@@ -349,7 +353,7 @@ class AnthropicBackend(Backend):
             self._client_key(session), lambda: self._make_client(anthropic, session)
         )
 
-    def _make_client(self, sdk: Any, session: Any) -> Any:
+    def _make_client(self, sdk: ModuleType, session: AnthropicSession) -> anthropic.Anthropic:
         """Create an SDK client; the key is revealed only here, at the call that needs it.
 
         A missing key fails the turn as an authentication error before any request is made, rather
@@ -363,12 +367,13 @@ class AnthropicBackend(Backend):
                 retryable=False,
                 backend=NAME,
             )
-        return sdk.Anthropic(
+        client: anthropic.Anthropic = sdk.Anthropic(
             api_key=api_key,
             base_url=session.base_url,
             max_retries=session.max_retries,
             timeout=session.timeout,
         )
+        return client
 
     def _forget_client(self, session: AnthropicSession) -> None:
         """Drop the client whose connections a cancel cut (a new one serves the next turn)."""
@@ -455,7 +460,7 @@ class _Turn:
 
     def run(
         self,
-        client: Any,
+        client: anthropic.Anthropic,
         params: dict[str, Any],
         emit: Callable[[Event], None],
         pump: StreamPump,

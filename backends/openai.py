@@ -39,7 +39,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from genagent_thespian._core.backend import Backend, TurnContext
 from genagent_thespian._core.errors import BackendError, BackendErrorKind, InvalidOption
@@ -70,6 +71,9 @@ from ._http import (
     transport_error,
     validate_options,
 )
+
+if TYPE_CHECKING:  # the SDK is an extra, imported for real on first use
+    import openai
 
 __all__ = ["OpenAIBackend", "OpenAISession", "ToolResult", "tool_results_prompt"]
 
@@ -138,7 +142,7 @@ class OpenAIBackend(Backend):
     name: ClassVar[str] = NAME
 
     def __init__(self) -> None:
-        self._clients = ClientCache()
+        self._clients: ClientCache[openai.OpenAI] = ClientCache()
 
     # -- session ------------------------------------------------------------------------
 
@@ -260,10 +264,10 @@ class OpenAIBackend(Backend):
             params["tools"] = [dict(t) for t in session.tools]
         return params
 
-    def _client_key(self, session: OpenAISession) -> tuple[Any, ...]:
+    def _client_key(self, session: OpenAISession) -> tuple[object, ...]:
         return (session.base_url, session.api_key, session.max_retries, session.timeout)
 
-    def _client(self, session: OpenAISession) -> Any:
+    def _client(self, session: OpenAISession) -> openai.OpenAI:
         """The SDK client for this session's key, endpoint and limits, shared between its turns.
 
         The SDK is imported here, on first use, so the package imports without the ``openai`` extra;
@@ -282,7 +286,7 @@ class OpenAIBackend(Backend):
             self._client_key(session), lambda: self._make_client(openai, session)
         )
 
-    def _make_client(self, sdk: Any, session: Any) -> Any:
+    def _make_client(self, sdk: ModuleType, session: OpenAISession) -> openai.OpenAI:
         """Create an SDK client; the key is revealed only here, at the call that needs it.
 
         A missing key fails the turn as an authentication error before any request is made, rather
@@ -296,12 +300,13 @@ class OpenAIBackend(Backend):
                 retryable=False,
                 backend=NAME,
             )
-        return sdk.OpenAI(
+        client: openai.OpenAI = sdk.OpenAI(
             api_key=api_key,
             base_url=session.base_url,
             max_retries=session.max_retries,
             timeout=session.timeout,
         )
+        return client
 
     def _forget_client(self, session: OpenAISession) -> None:
         """Drop the client whose connections a cancel cut (a new one serves the next turn)."""
@@ -392,7 +397,7 @@ class _Turn:
 
     def run(
         self,
-        client: Any,
+        client: openai.OpenAI,
         params: dict[str, Any],
         emit: Callable[[Event], None],
         pump: StreamPump,

@@ -416,8 +416,8 @@ class AppServerSessions:
     ) -> None:
         """Hold the command and environment builders of the owning backend, not the backend itself.
 
-        The builders are all a server start needs, and keeping them instead of the backend keeps
-        this helper free of the backend's option handling.
+        The builders are all a server start needs from the backend: the argv and the
+        environment of a session.
         """
         self._command = command
         self._environment = environment

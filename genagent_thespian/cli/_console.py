@@ -172,7 +172,7 @@ class _Observer:
     def handle(self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
         """Fold one telemetry event into the transcripts and graph, and push it to live viewers.
 
-        It runs on the telemetry thread for every event in the system, so it only updates in-memory
+        It runs for every telemetry event of the fleet, so it only updates in-memory
         structures under a lock; the browser streams read from per-viewer queues.
         """
         agent = str(metadata.get("agent"))
@@ -221,8 +221,8 @@ class _Observer:
     def _publish(self, agent: str, item: dict[str, Any]) -> None:
         """Offer an item to every viewer of ``agent``; a viewer whose queue is full misses it.
 
-        Dropping for a slow browser is better than blocking the telemetry thread, which would delay
-        every other viewer and the fleet's telemetry.
+        Dropping for a slow browser is better than blocking telemetry delivery, which would
+        delay every other viewer and every other telemetry handler.
         """
         for subscriber in self._subscribers.get(agent, []):
             with contextlib.suppress(queue.Full):

@@ -107,6 +107,8 @@ __all__ = [
 ]
 
 
+# Any: the condition's own truthy value. A TypeVar would type ``lambda: done and result`` as
+# ``bool | Result`` at every call site, though only the truthy side is ever returned.
 def wait_until(
     condition: Callable[[], Any],
     *,

@@ -329,7 +329,7 @@ class BackendConformance:
     def test_terminate_session_is_idempotent(
         self, backend: Backend, session: Any, provider: Any
     ) -> None:
-        """Ending a session twice is harmless: stop paths can overlap (a stop during a restart)."""
+        """Ending a session twice is harmless: several stop paths may end the same session."""
         self.script_text(provider, "bye")
         events = collect_turn(backend, session, "hello", timeout=self.turn_timeout)
         session = _advance(backend, session, events)

@@ -479,9 +479,9 @@ class ClaudeTurnTranslator:
     def _system(self, obj: Mapping[str, Any]) -> list[Event]:
         """Translate ``system`` messages: session start, API retries, and the CLI's status noise.
 
-        A kept process announces ``init`` again on later turns; only the first of a turn becomes
-        ``SESSION_STARTED``/``TURN_STARTED``, so each turn starts exactly once. A retry is
-        remembered so that, if the turn then fails, the error can say what was retried.
+        Only the first ``init`` of a turn becomes ``SESSION_STARTED``/``TURN_STARTED`` (the
+        CLI may announce it more than once), so each turn starts exactly once. The last retry is
+        remembered: if the turn then fails retryably, its delay becomes the error's ``retry_after``.
         """
         subtype = obj.get("subtype")
         if subtype == "init":
@@ -1181,8 +1181,8 @@ class ClaudeBackend(Backend):
     def _spawn(self, session: ClaudeSession, *, prompt: str | None) -> CliProcess:
         """Start the CLI for the session: a one-shot ``-p`` run, or a kept stream-json process.
 
-        Stdin stays open only for a kept process, which reads its prompts there; a one-shot run gets
-        the prompt on the command line and must see stdin closed.
+        Stdin stays open only for a kept process, which reads its prompts there; a one-shot run
+        gets the prompt on the command line, with stdin closed so it never waits for more.
         """
         return CliProcess(
             self.command(session, prompt=prompt),

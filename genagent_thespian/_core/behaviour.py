@@ -219,8 +219,9 @@ class GenAgent:
     def _context(self) -> AgentContext:
         """The running agent's context; outside a running agent's callbacks, a clear error.
 
-        Without it, calling ``self.tell`` in ``__init__`` or after the agent stopped would
-        fail with an ``AttributeError`` on ``None`` that says nothing about the cause.
+        Without it, calling ``self.tell`` outside a running agent (in ``__init__``, or on an
+        implementation a test built alone) would fail with an ``AttributeError`` on ``None``
+        that says nothing about the cause.
         """
         context = self._genagent_context
         if context is None:

@@ -72,9 +72,9 @@ class Deadlines:
     def _arm_for(self, at: float) -> float | None:
         """Record that a wakeup is needed at ``at``; return the delay to arm, or ``None``.
 
-        Only one wakeup message is kept pending per instant (within ``_SLACK``): if one is already
-        due at or before ``at`` it will re-arm for the rest when it fires, so a burst of deadlines
-        does not flood the actor's mailbox with timer messages.
+        A new wakeup is armed only when none is pending at or before ``at`` (within ``_SLACK``):
+        the earlier one re-arms for the rest when it fires, so a burst of deadlines does not
+        flood the actor's mailbox with timer messages.
         """
         index = bisect.bisect_right(self._wakeups, at + _SLACK)
         if index > 0:

@@ -186,7 +186,7 @@ class AgentOverloaded(GenAgentError):
         limit: str = "count",
     ) -> None:
         """``limit`` names the bound that was hit (``"count"`` or ``"bytes"``) so callers can
-        tell a full mailbox from an oversized one without parsing the message.
+        tell a mailbox full by count from one full by bytes without parsing the message.
         """
         super().__init__(message, agent=agent, ref=ref)
         self.limit = limit
@@ -378,8 +378,7 @@ class BackendError(TurnFailed):
         status_code: int | None = None,
         backend: str | None = None,
     ) -> None:
-        """Classify the failure; ``retryable`` defaults from ``kind`` unless the backend knows
-        better.
+        """Classify the failure; ``retryable`` follows ``kind`` unless the backend says.
 
         A backend that knows a failure is permanent (a program that cannot start) says
         ``retryable=False`` even for a kind that is usually retryable.

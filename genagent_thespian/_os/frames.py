@@ -172,8 +172,8 @@ class FrameCodec:
     __slots__ = ("_key", "max_frame_bytes")
 
     def __init__(self, secret: bytes, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
-        """Derive the frame key from the node secret under a label, so the secret's other uses
-        never share a key with the frames.
+        """Derive the frame key from the node secret under a fixed label (domain separation),
+        so the raw secret never keys a MAC itself.
         """
         self._key = hmac.new(secret, _KEY_LABEL, hashlib.sha256).digest()
         self.max_frame_bytes = max_frame_bytes

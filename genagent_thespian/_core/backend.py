@@ -144,6 +144,10 @@ class Backend(abc.ABC):
     agent's process for ``start_session``, the worker's for turns); per-agent
     configuration arrives as the ``options`` of :meth:`start_session` and lives in the
     session.
+
+    The session is ``Any`` in these signatures: each backend defines its own picklable session
+    class, and the agent only stores, pickles and hands it back. A subclass keeps ``Any`` in its
+    overrides too, since narrowing a parameter type would break substitutability.
     """
 
     #: Short name used in logs, telemetry and errors.

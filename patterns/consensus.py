@@ -294,6 +294,9 @@ class ConsensusAgent(SnapshotAgent):
             self.rounds[-1].append(Vote(voter, str(verdict), str(rationale), text))
 
     def _abstain(self, voter: str, error: str) -> None:
+        """Record ``voter`` as abstaining this round, with the reason (it failed, exited or timed
+        out).
+        """
         self.rounds[-1].append(Vote(voter, None, "", "", error))
 
     def _maybe_close_round(self) -> None:

@@ -165,6 +165,7 @@ class WorkspaceAgent(SnapshotAgent):
         }
 
     def _git(self, *args: str, cwd: str | None = None) -> str:
+        """Run git in the workspace (or ``cwd``), bounded by ``git_timeout``."""
         return run_git(args, cwd=cwd or self.workspace, timeout=self.git_timeout)
 
     # ----------------------------------------------------------------- hooks

@@ -129,6 +129,9 @@ class GenAgentError(Exception):
 
 
 def _rebuild(cls: type[GenAgentError], message: str, fields: dict[str, Any]) -> GenAgentError:
+    """Rebuild an error from its message and fields: the pickling path of every error, since
+    their ``__init__`` takes keyword-only context that ``BaseException``'s pickling loses.
+    """
     return cls(message, **fields)
 
 

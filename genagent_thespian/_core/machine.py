@@ -1045,4 +1045,7 @@ _MAX_REFUSALS = 100
 
 
 def _size(prompt: str) -> int:
+    """A prompt's size in UTF-8 bytes; lone surrogates (which JSON can carry) count instead of
+    raising, so a strange prompt is measured against the bound, not lost.
+    """
     return len(prompt.encode("utf-8", "surrogatepass"))

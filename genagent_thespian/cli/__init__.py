@@ -374,6 +374,7 @@ def load_impl(target: str) -> type:
 
 
 def _attach(args: argparse.Namespace) -> AgentSystem:
+    """Connect to the node the command names (``--port``, ``$GENAGENT_PORT`` or the state file)."""
     return _node.connect(_node.find_port(getattr(args, "port", None)))
 
 

@@ -168,4 +168,5 @@ class TurnView:
 
 
 def _escape(text: str) -> str:
+    """Escape ``[`` so rich prints the model's text as it is instead of reading it as markup."""
     return text.replace("[", r"\[")

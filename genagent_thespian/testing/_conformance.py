@@ -118,6 +118,7 @@ def collect_turn(
 
 
 def _terminal(events: list[Event]) -> list[Event]:
+    """The terminal events among ``events``: a turn must have exactly one."""
     return [e for e in events if e.kind in (EventKind.RESULT, EventKind.ERROR)]
 
 
@@ -192,6 +193,10 @@ class BackendConformance:
     # -- tests --------------------------------------------------------------------------
 
     def test_start_session_rejects_unknown_option(self, backend: Backend, provider: Any) -> None:
+        """An unknown option fails ``start_session`` with :class:`InvalidOption`, naming it.
+
+        A silently ignored option is a setting the user believes in but does not have.
+        """
         options = {**self.start_options(provider), "no_such_option_for_conformance": 1}
         with pytest.raises(InvalidOption, match="no_such_option_for_conformance"):
             backend.start_session(options)

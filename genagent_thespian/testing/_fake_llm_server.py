@@ -661,10 +661,14 @@ class FakeLLMServer:
         )
 
     def _issue_response_id(self, response_id: str) -> None:
+        """Remember a response id this server issued, for ``previous_response_id`` checks."""
         with self._lock:
             self._issued_response_ids.add(response_id)
 
     def _knows_response_id(self, response_id: str) -> bool:
+        """Whether this server issued ``response_id``; a client chaining to another id is
+        refused.
+        """
         with self._lock:
             return response_id in self._issued_response_ids
 
@@ -721,10 +725,14 @@ class _Handler(BaseHTTPRequestHandler):
     # -- plumbing -----------------------------------------------------------------------
 
     def setup(self) -> None:
+        """Register the connection, so closing the server can cut it even mid-answer."""
         super().setup()
         self.fake._track(self.connection, threading.current_thread(), add=True)
 
     def finish(self) -> None:
+        """Flush what is left (a client already gone is not an error) and unregister the
+        connection.
+        """
         with contextlib.suppress(OSError):
             super().finish()
         self.fake._track(self.connection, threading.current_thread(), add=False)
@@ -832,9 +840,11 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _chunk(self, data: bytes) -> None:
+        """Send one chunk of a chunked body: its length in hex, the bytes, CRLF."""
         self._write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
 
     def _end_stream(self) -> None:
+        """End a chunked body with the zero-length chunk, as a complete stream does."""
         self._write(b"0\r\n\r\n")
 
     def _send_events(

@@ -123,7 +123,12 @@ _OPTIONS = {"script", "default", "record_to", "session_id"}
 
 
 class ScriptedBackend(Backend):
-    """A backend that plays a script (see the module docstring)."""
+    """A backend that plays a script (see the module docstring).
+
+    It keeps the whole backend contract (sessions that pickle, one terminal event per turn,
+    cancellation, resume after a restart) without a provider or a network, so the framework's
+    own tests, and users' tests of their agents, are fast and deterministic.
+    """
 
     name = "scripted"
 
@@ -179,7 +184,11 @@ class ScriptedBackend(Backend):
         yield from _play(item, prompt, session, ctx)
 
     def update_session(self, session: ScriptedSession, event: Event) -> ScriptedSession:
-        """Advance the script and record the prompt when a turn starts."""
+        """Advance the script and record the prompt when a turn starts.
+
+        The script advances when a turn starts, not when it ends: a turn that crashes has used
+        its item, as a provider that saw the prompt would have, and is not replayed.
+        """
         if event.kind == EventKind.SESSION_STARTED and "position" in event.data:
             return replace(
                 session,

@@ -132,6 +132,12 @@ class AppServerTranslator:
         known_history: bool = False,
         max_network_retries: int | None = None,
     ) -> None:
+        """Start a turn's translation with what the session knows from its earlier turns.
+
+        ``previous_usage`` is the thread's token totals before this turn: the app server reports
+        running totals only, so the turn's own usage is the difference. ``known_history`` says the
+        thread had turns before this process saw it, when the difference cannot be taken.
+        """
         self.network = NetworkBudget(max_network_retries)
         self.thread_id = thread_id
         self.turn_id: str | None = None
@@ -231,10 +237,18 @@ class AppServerTranslator:
         return self._end(Event.error(error, session_id=self.thread_id, code=code))
 
     def _end(self, event: Event) -> list[Event]:
+        """Record ``event`` as the turn's one terminal event and return it as the last event."""
         self.terminal = event
         return [event]
 
     def _item(self, method: str, item: Mapping[str, Any]) -> list[Event]:
+        """Translate an item's start or completion into our events.
+
+        Text and reasoning become events only on completion, when they are whole; text that was not
+        streamed as deltas gets one synthetic ``TEXT_DELTA`` first, so a streaming consumer sees
+        every answer. A tool announces ``TOOL_USE`` once, whether its start was seen or only its
+        end, and its completion adds the ``TOOL_RESULT``; declined and failed tools count as errors.
+        """
         item_type = item.get("type")
         item_id = str(item.get("id"))
         completed = method == "item/completed"
@@ -288,6 +302,12 @@ class AppServerTranslator:
         return events
 
     def _completed(self, turn: Mapping[str, Any]) -> list[Event]:
+        """Translate ``turn/completed`` into the turn's usage and its one terminal event.
+
+        A turn the server calls failed after we asked to cancel it is still reported as cancelled:
+        the caller wanted it to stop and it did. Other failures are classified from the message and,
+        when the message carries none, from the HTTP status in the reported error.
+        """
         status = turn.get("status")
         if status == "completed":
             cumulative = self.cumulative or dict.fromkeys(USAGE_FIELDS, 0)
@@ -344,6 +364,7 @@ class _RequestFailed(Exception):
     """The server answered a request with a JSON-RPC error."""
 
     def __init__(self, method: str, error: Mapping[str, Any]) -> None:
+        """Keep the server's error object; the message is redacted since it may quote a key."""
         super().__init__(f"{method}: {redact(str(error.get('message', error)))}")
         self.error = error
 
@@ -362,12 +383,14 @@ class _Server:
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def notify(self, method: str, params: Mapping[str, Any] | None = None) -> None:
+        """Send a JSON-RPC notification: a message without ``id``, never answered."""
         message: dict[str, Any] = {"method": method}
         if params is not None:
             message["params"] = params
         self.process.write_line(json.dumps(message))
 
     def send(self, method: str, params: Mapping[str, Any]) -> int:
+        """Send a JSON-RPC request and return its id, which the matching response carries."""
         request_id = next(self._ids)
         self.process.write_line(json.dumps({"id": request_id, "method": method, "params": params}))
         return request_id
@@ -391,6 +414,11 @@ class AppServerSessions:
     def __init__(
         self, command: Callable[[Any], list[str]], environment: Callable[[Any], dict[str, str]]
     ) -> None:
+        """Hold the command and environment builders of the owning backend, not the backend itself.
+
+        The builders are all a server start needs from the backend: the argv and the
+        environment of a session.
+        """
         self._command = command
         self._environment = environment
         self._live: dict[str, _Server] = {}
@@ -420,6 +448,12 @@ class AppServerSessions:
             self._retire(server, graceful=not server.busy)
 
     def _retire(self, server: _Server, *, graceful: bool) -> None:
+        """Stop a server process and stop tracking its group with the agent's turn context.
+
+        A graceful stop closes stdin first (the app server exits when its input ends) before any
+        signal; a forced one goes straight to SIGTERM with a short grace. Stopping never raises: it
+        runs in cleanup paths where a second error would hide the first.
+        """
         server.stopping = True
         process = server.process
         try:

@@ -62,6 +62,11 @@ def classify_codex_error(message: str) -> tuple[str, int | None]:
 
 
 def retry_after(message: str) -> float | None:
+    """The wait a codex error message asks for ("try again in 1.5s", "retry in 200ms").
+
+    Codex reports rate limits only in its message text, so the wait is read from there to fill
+    :attr:`BackendError.retry_after`.
+    """
     match = re.search(r"(?:try again|retry) in (\d+(?:\.\d+)?)\s*(ms|s)\b", message, re.IGNORECASE)
     if not match:
         return None
@@ -104,6 +109,7 @@ class NetworkBudget:
     """
 
     def __init__(self, limit: int | None) -> None:
+        """Count network failures against ``limit`` for one turn; ``None`` means the default."""
         self.limit = DEFAULT_NETWORK_RETRIES if limit is None else limit
         self.seen = 0
 

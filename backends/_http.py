@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from genagent_thespian._core.errors import BackendError, BackendErrorKind, InvalidOption
 from genagent_thespian._core.turn import Event
@@ -42,7 +42,16 @@ __all__ = [
 ]
 
 
-class ClientCache:
+class _Closable(Protocol):
+    """What the cache needs of an SDK client: a ``close()`` that ends its connections."""
+
+    def close(self) -> None: ...
+
+
+_Client = TypeVar("_Client", bound=_Closable)
+
+
+class ClientCache(Generic[_Client]):
     """The SDK clients of one process, one per connection settings, reused across turns.
 
     A cancelled turn cuts its client's connections, so :meth:`forget` drops that client (a
@@ -50,10 +59,11 @@ class ClientCache:
     """
 
     def __init__(self) -> None:
-        self._clients: dict[tuple[Any, ...], Any] = {}
+        """One SDK client per key (credentials, endpoint, limits), so turns reuse connections."""
+        self._clients: dict[tuple[object, ...], _Client] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    def get(self, key: tuple[object, ...], make: Callable[[], _Client]) -> _Client:
         """Return the client for ``key``, making it with ``make()`` the first time."""
         with self._lock:
             client = self._clients.get(key)
@@ -66,7 +76,7 @@ class ClientCache:
             _close_quietly(made)
         return client
 
-    def forget(self, key: tuple[Any, ...]) -> None:
+    def forget(self, key: tuple[object, ...]) -> None:
         """Drop and close (in the background) the client for ``key``."""
         with self._lock:
             client = self._clients.pop(key, None)
@@ -81,7 +91,10 @@ class ClientCache:
             _close_quietly(client)
 
 
-def _close_quietly(client: Any) -> None:
+def _close_quietly(client: _Closable) -> None:
+    """Close an SDK client, ignoring errors: it runs while shutting down, where a second error
+    would only hide the first.
+    """
     with contextlib.suppress(Exception):  # closing is best effort
         client.close()
 
@@ -97,6 +110,7 @@ class Secret:
     __slots__ = ("_value",)
 
     def __init__(self, value: str) -> None:
+        """Wrap a non-empty key; an empty one is refused here rather than sent as a blank header."""
         if not isinstance(value, str) or not value:
             raise InvalidOption("api_key must be a non-empty str")
         self._value = value
@@ -141,7 +155,7 @@ class OptionSpec:
     """One accepted option: its default and a check returning an error text or ``None``."""
 
     default: Any
-    check: Callable[[Any], str | None]
+    check: Callable[[object], str | None]
 
 
 def validate_options(backend: str, options: Any, specs: Mapping[str, OptionSpec]) -> dict[str, Any]:
@@ -174,59 +188,63 @@ def validate_options(backend: str, options: Any, specs: Mapping[str, OptionSpec]
     return values
 
 
-def optional(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+def optional(check: Callable[[object], str | None]) -> Callable[[object], str | None]:
     """Make ``check`` accept ``None`` too."""
     return lambda value: None if value is None else check(value)
 
 
-def is_str(value: Any) -> str | None:
+def is_str(value: object) -> str | None:
     """Check a non-empty str."""
     return None if isinstance(value, str) and value else "must be a non-empty str"
 
 
-def is_positive_int(value: Any) -> str | None:
+def is_positive_int(value: object) -> str | None:
     """Check an int > 0."""
     ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
     return None if ok else "must be a positive int"
 
 
-def is_non_negative_int(value: Any) -> str | None:
+def is_non_negative_int(value: object) -> str | None:
     """Check an int >= 0."""
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
     return None if ok else "must be an int >= 0"
 
 
-def is_positive_number(value: Any) -> str | None:
+def is_positive_number(value: object) -> str | None:
     """Check a number > 0."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
     return None if ok else "must be a positive number"
 
 
-def is_number_between(low: float, high: float) -> Callable[[Any], str | None]:
+def is_number_between(low: float, high: float) -> Callable[[object], str | None]:
     """Check a number in ``[low, high]``."""
 
-    def check(value: Any) -> str | None:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return None if ok and low <= value <= high else f"must be a number in [{low}, {high}]"
+    def check(value: object) -> str | None:
+        """Accept an int or float in ``[low, high]``; ``bool`` is refused although it is an
+        ``int``.
+        """
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high:
+            return None
+        return f"must be a number in [{low}, {high}]"
 
     return check
 
 
-def is_bool(value: Any) -> str | None:
+def is_bool(value: object) -> str | None:
     """Check a bool."""
     return None if isinstance(value, bool) else "must be a bool"
 
 
-def is_one_of(*allowed: Any) -> Callable[[Any], str | None]:
+def is_one_of(*allowed: Any) -> Callable[[object], str | None]:
     """Check membership in ``allowed``."""
 
-    def check(value: Any) -> str | None:
+    def check(value: object) -> str | None:
         return None if value in allowed else f"must be one of {', '.join(map(repr, allowed))}"
 
     return check
 
 
-def is_tool_list(value: Any) -> str | None:
+def is_tool_list(value: object) -> str | None:
     """Check a list of JSON-serializable tool definitions, each a mapping with a ``name``."""
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
         return "must be a list of tool definitions (mappings)"
@@ -345,6 +363,11 @@ _NEVER_RETRY = frozenset({"insufficient_quota", "enforced_spend_limit_reached"})
 
 
 def _kind_by_status(status: int | None) -> str:
+    """Classify an HTTP status the SDK reported into our error kinds.
+
+    The kinds decide retries: 429 and the overload statuses (503, Anthropic's 529) are worth waiting
+    out, 401/403 never are, and timeouts and conflicts (408, 409) count as server-side.
+    """
     if status is None:
         return BackendErrorKind.UNKNOWN
     if status in (401, 403):
@@ -471,6 +494,11 @@ class StreamPump:
         *,
         name: str,
     ) -> None:
+        """Prepare the producer thread; it starts on :meth:`events`, not here.
+
+        The thread is a daemon: a producer stuck in a read the server never answers must not keep
+        the worker process alive at exit.
+        """
         self._produce = produce
         self._queue: queue.Queue[Any] = queue.Queue()
         self._aborted = threading.Event()
@@ -493,6 +521,11 @@ class StreamPump:
             closer()
 
     def _run(self) -> None:
+        """The producer thread: run the producer and always queue the end marker.
+
+        Any exception, ``BaseException`` included, is handed to the consumer in the queue, so the
+        turn ends with an error instead of waiting for events that will never come.
+        """
         try:
             self._produce(self._emit, self)
         except BaseException as exc:  # handed to the consumer, which maps it
@@ -501,6 +534,7 @@ class StreamPump:
             self._queue.put(_DONE)
 
     def _emit(self, event: Event) -> None:
+        """Queue an event for the turn, unless the stream was aborted (the turn has moved on)."""
         if not self._aborted.is_set():
             self._queue.put(("event", event))
 

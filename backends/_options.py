@@ -30,7 +30,8 @@ __all__ = [
 ]
 
 #: A checker takes (backend, key, value) and returns the normalized value or raises.
-Checker = Callable[[str, str, Any], Any]
+#: Any: each option's value has its own type.
+Checker = Callable[[str, str, object], Any]
 
 
 def validate(backend: str, options: Any, checkers: Mapping[str, Checker]) -> dict[str, Any]:
@@ -50,47 +51,50 @@ def validate(backend: str, options: Any, checkers: Mapping[str, Checker]) -> dic
     return {key: checkers[key](backend, key, value) for key, value in options.items()}
 
 
-def _bad(backend: str, key: str, value: Any, expected: str) -> InvalidOption:
+def _bad(backend: str, key: str, value: object, expected: str) -> InvalidOption:
+    """The error for a bad option value; the value of ``env`` is never shown (it holds secrets),
+    others are cut to 80 characters so one huge value does not swamp the message.
+    """
     shown = type(value).__name__ if key in ("env",) else repr(value)[:80]
     return InvalidOption(f"{backend}: option {key!r} must be {expected}, got {shown}")
 
 
-def check_str(backend: str, key: str, value: Any) -> str:
+def check_str(backend: str, key: str, value: object) -> str:
     """A non-empty string."""
     if not isinstance(value, str) or not value:
         raise _bad(backend, key, value, "a non-empty string")
     return value
 
 
-def check_bool(backend: str, key: str, value: Any) -> bool:
+def check_bool(backend: str, key: str, value: object) -> bool:
     """A bool (not an int)."""
     if not isinstance(value, bool):
         raise _bad(backend, key, value, "a bool")
     return value
 
 
-def check_positive_int(backend: str, key: str, value: Any) -> int:
+def check_positive_int(backend: str, key: str, value: object) -> int:
     """An int > 0 (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise _bad(backend, key, value, "a positive int")
     return value
 
 
-def check_count(backend: str, key: str, value: Any) -> int:
+def check_count(backend: str, key: str, value: object) -> int:
     """An int >= 0 (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise _bad(backend, key, value, "an int >= 0")
     return value
 
 
-def check_number(backend: str, key: str, value: Any) -> float:
+def check_number(backend: str, key: str, value: object) -> float:
     """A real number > 0 (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise _bad(backend, key, value, "a positive number")
     return float(value)
 
 
-def check_str_list(backend: str, key: str, value: Any) -> tuple[str, ...]:
+def check_str_list(backend: str, key: str, value: object) -> tuple[str, ...]:
     """A list or tuple of non-empty strings (a single string is one item)."""
     items = (value,) if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not all(isinstance(i, str) and i for i in items):
@@ -101,7 +105,8 @@ def check_str_list(backend: str, key: str, value: Any) -> tuple[str, ...]:
 def check_choice(*choices: str) -> Checker:
     """One of ``choices``."""
 
-    def check(backend: str, key: str, value: Any) -> str:
+    def check(backend: str, key: str, value: object) -> str:
+        """Accept only one of the listed values, naming them all in the error."""
         if value not in choices:
             raise _bad(backend, key, value, "one of " + ", ".join(choices))
         return str(value)
@@ -109,7 +114,7 @@ def check_choice(*choices: str) -> Checker:
     return check
 
 
-def check_env(backend: str, key: str, value: Any) -> dict[str, str]:
+def check_env(backend: str, key: str, value: object) -> dict[str, str]:
     """A mapping of str to str (values are never shown in errors)."""
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and k and isinstance(v, str) for k, v in value.items()
@@ -118,7 +123,7 @@ def check_env(backend: str, key: str, value: Any) -> dict[str, str]:
     return dict(value)
 
 
-def resolve_cwd(backend: str, value: Any) -> str:
+def resolve_cwd(backend: str, value: object) -> str:
     """Return the absolute path of an existing directory (default: the current one).
 
     Raises:
@@ -134,7 +139,7 @@ def resolve_cwd(backend: str, value: Any) -> str:
     return path
 
 
-def resolve_binary(backend: str, value: Any, *, env_var: str, default_name: str) -> str:
+def resolve_binary(backend: str, value: object, *, env_var: str, default_name: str) -> str:
     """Return the absolute path of the program: option, then ``env_var``, then ``PATH``.
 
     Raises:

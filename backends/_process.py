@@ -105,6 +105,7 @@ class LineFramer:
     """
 
     def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+        """Refuse a non-positive cap: it would turn every line into an :class:`OversizedLine`."""
         if max_line_bytes <= 0:
             raise ValueError("max_line_bytes must be positive")
         self.max_line_bytes = max_line_bytes
@@ -135,6 +136,10 @@ class LineFramer:
         return self._ready.popleft() if self._ready else None
 
     def _append(self, piece: bytes) -> None:
+        """Add a piece of the current line, or start skipping it once it passes the cap.
+
+        While skipping, the pieces are dropped as they come, so an endless line costs no memory.
+        """
         if self._skipping or not piece:
             return
         if self._size + len(piece) > self.max_line_bytes:
@@ -146,6 +151,11 @@ class LineFramer:
         self._size += len(piece)
 
     def _finish_line(self) -> None:
+        """Queue the finished line, or its :class:`OversizedLine` marker, and reset for the next
+        one.
+
+        A trailing ``\\r`` is removed so CRLF output frames like LF output.
+        """
         if self._skipping:
             self._ready.append(OversizedLine(self.max_line_bytes))
         else:
@@ -168,6 +178,11 @@ class _PipeSpawn(PopenSpawn):
     _read_reached_eof: bool = False
 
     def _read_incoming(self) -> None:
+        """The reader thread: move stdout into the queue in large chunks, ``None`` at the end.
+
+        A read error counts as end of file: the process's stdout is gone either way, and the
+        consumer learns it from the ``None`` instead of a reader thread dying silently.
+        """
         fileno = self.proc.stdout.fileno()
         while True:
             try:
@@ -218,10 +233,17 @@ class CliProcess:
         keep_stdin_open: bool = False,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     ) -> None:
+        """Start ``argv`` in a new session (its own process group) with stderr on a separate pipe.
+
+        The new session lets the whole group be signalled (a CLI's own children included) without
+        touching the agent. Stderr is drained by its own thread into a bounded tail, so a chatty CLI
+        never blocks on a full pipe and an error report can quote its last lines.
+        """
         self.argv = list(argv)
         stderr_read, stderr_write = os.pipe()
 
         def in_child() -> None:  # runs between fork and exec: new session, own stderr
+            """Run in the child between fork and exec: a new session, and stderr to its own pipe."""
             os.setsid()
             os.dup2(stderr_write, 2)
 
@@ -323,6 +345,11 @@ class CliProcess:
         return redact(data.decode("utf-8", "replace")[-limit:].strip())
 
     def _drain_stderr(self, fd: int) -> None:
+        """Keep reading stderr to its end, holding only the last ``_STDERR_TAIL_BYTES`` of it.
+
+        Reading it all keeps the CLI from blocking on a full pipe; keeping only the tail bounds the
+        memory of a CLI that logs for hours.
+        """
         try:
             while True:
                 try:
@@ -417,8 +444,9 @@ def redact(text: str) -> str:
     return _SECRET_PATTERN.sub(_mask, text)
 
 
-def _mask(match: Any) -> str:
-    token: str = match.group(0)
+def _mask(match: re.Match[str]) -> str:
+    """Keep the first six characters (enough to tell keys apart in a log), mask the rest."""
+    token = match.group(0)
     return token[:6] + "***"
 
 

@@ -42,7 +42,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from genagent_thespian._core.backend import Backend, TurnContext
 from genagent_thespian._core.errors import BackendError, BackendErrorKind, InvalidOption
@@ -73,6 +74,9 @@ from ._http import (
     validate_options,
 )
 
+if TYPE_CHECKING:  # the SDK is an extra, imported for real on first use
+    import anthropic
+
 __all__ = ["AnthropicBackend", "AnthropicSession", "ToolResult", "tool_results_prompt"]
 
 NAME = "anthropic"
@@ -89,12 +93,13 @@ _STOP_REASONS = {
 }
 
 
-def _is_thinking_budget(value: Any) -> str | None:
+def _is_thinking_budget(value: object) -> str | None:
+    """Check the extended-thinking budget: the API refuses fewer than 1024 tokens."""
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1024
     return None if ok else "must be an int >= 1024 (thinking budget tokens)"
 
 
-def _is_caching(value: Any) -> str | None:
+def _is_caching(value: object) -> str | None:
     return None if value in (True, False, "5m", "1h") else "must be True, False, '5m' or '1h'"
 
 
@@ -145,6 +150,7 @@ class AnthropicSession:
     started: bool = False
 
     def __repr__(self) -> str:
+        """Show the session without its API key: sessions appear in logs and error reports."""
         key = "<from env>" if self.api_key is None else "***"
         return (
             f"AnthropicSession(session_id={self.session_id!r}, model={self.model!r}, "
@@ -168,7 +174,7 @@ class AnthropicBackend(Backend):
     name: ClassVar[str] = NAME
 
     def __init__(self) -> None:
-        self._clients = ClientCache()
+        self._clients: ClientCache[anthropic.Anthropic] = ClientCache()
 
     # -- session ------------------------------------------------------------------------
 
@@ -262,6 +268,11 @@ class AnthropicBackend(Backend):
 
     @staticmethod
     def _user_message(session: AnthropicSession, prompt: str) -> dict[str, Any]:
+        """The next user message: the prompt, or tool results when the last answer asked for tools.
+
+        The Messages API is stateless and refuses a turn that leaves a ``tool_use`` unanswered, so
+        while tool uses are pending the prompt is parsed as their results, matched by id.
+        """
         pending = session.pending_tool_uses
         if not pending:
             return {"role": "user", "content": prompt}
@@ -280,6 +291,11 @@ class AnthropicBackend(Backend):
 
     @staticmethod
     def _request(session: AnthropicSession, user_message: dict[str, Any]) -> dict[str, Any]:
+        """The request for one turn: the whole stored history plus the new user message.
+
+        With prompt caching on, cache breakpoints go on the system prompt and the newest user
+        message of this request only, never on the stored history (see the comment below).
+        """
         messages = [dict(m) for m in session.messages] + [user_message]
         params: dict[str, Any] = {
             "model": session.model,
@@ -314,10 +330,15 @@ class AnthropicBackend(Backend):
             params["thinking"] = {"type": "enabled", "budget_tokens": session.thinking}
         return params
 
-    def _client_key(self, session: AnthropicSession) -> tuple[Any, ...]:
+    def _client_key(self, session: AnthropicSession) -> tuple[object, ...]:
         return (session.base_url, session.api_key, session.max_retries, session.timeout)
 
-    def _client(self, session: AnthropicSession) -> Any:
+    def _client(self, session: AnthropicSession) -> anthropic.Anthropic:
+        """The SDK client for this session's key, endpoint and limits, shared between its turns.
+
+        The SDK is imported here, on first use, so the package imports without the ``anthropic``
+        extra; a missing SDK is a non-retryable :class:`BackendError` naming the extra.
+        """
         try:
             import anthropic
         except ImportError as exc:
@@ -332,7 +353,12 @@ class AnthropicBackend(Backend):
             self._client_key(session), lambda: self._make_client(anthropic, session)
         )
 
-    def _make_client(self, sdk: Any, session: Any) -> Any:
+    def _make_client(self, sdk: ModuleType, session: AnthropicSession) -> anthropic.Anthropic:
+        """Create an SDK client; the key is revealed only here, at the call that needs it.
+
+        A missing key fails the turn as an authentication error before any request is made, rather
+        than as a 401 after a round trip.
+        """
         api_key = session.api_key.reveal() if session.api_key else os.environ.get(API_KEY_ENV)
         if not api_key:
             raise BackendError(
@@ -341,12 +367,13 @@ class AnthropicBackend(Backend):
                 retryable=False,
                 backend=NAME,
             )
-        return sdk.Anthropic(
+        client: anthropic.Anthropic = sdk.Anthropic(
             api_key=api_key,
             base_url=session.base_url,
             max_retries=session.max_retries,
             timeout=session.timeout,
         )
+        return client
 
     def _forget_client(self, session: AnthropicSession) -> None:
         """Drop the client whose connections a cancel cut (a new one serves the next turn)."""
@@ -403,6 +430,11 @@ class _Turn:
     def __init__(
         self, session: AnthropicSession, user_message: dict[str, Any], started: float
     ) -> None:
+        """Collect one streamed response: content blocks by index, tool input fragments, usage.
+
+        The blocks are kept whole (text, thinking with its signature, tool input) because they are
+        appended to the history as the assistant's message, which the API checks on the next turn.
+        """
         self.session = session
         self.user_message = user_message
         self.started = started
@@ -428,11 +460,17 @@ class _Turn:
 
     def run(
         self,
-        client: Any,
+        client: anthropic.Anthropic,
         params: dict[str, Any],
         emit: Callable[[Event], None],
         pump: StreamPump,
     ) -> None:
+        """Stream the response, emitting our events as they come, until ``message_stop``.
+
+        The pump can abort the stream from another thread (cancellation, close); the response is
+        registered with it so that shutting the socket unblocks the read. A stream that ends without
+        ``message_stop`` was cut off and is reported as a retryable protocol error.
+        """
         stream = client.messages.create(**params, stream=True)
         pump.register(lambda: shutdown_response(stream.response))
         with stream:
@@ -455,6 +493,11 @@ class _Turn:
         emit(self.finish())
 
     def handle(self, event: Mapping[str, Any]) -> Iterator[Event]:
+        """Fold one server-sent event into the turn and yield the events it produces.
+
+        Usage arrives in two parts (input counts on ``message_start``, output on ``message_delta``)
+        and is merged, so the turn's usage is whole at the end.
+        """
         kind = event.get("type")
         if kind == "message_start":
             message = event.get("message") or {}
@@ -480,6 +523,11 @@ class _Turn:
             self.stopped = True
 
     def _delta(self, index: int, delta: Mapping[str, Any]) -> Iterator[Event]:
+        """Append a block delta to its block and yield it as a delta event.
+
+        Signatures and citations are accumulated too, although no event streams them: the whole
+        block goes back into the history, where the API checks each thinking block's signature.
+        """
         block = self.blocks.setdefault(index, {"type": "text", "text": ""})
         kind = delta.get("type")
         where = {"message_id": self.message_id, "block_index": index}
@@ -506,6 +554,11 @@ class _Turn:
                 block.setdefault("citations", []).append(citation)
 
     def _block_done(self, index: int) -> Iterator[Event]:
+        """Finish a block: parse its tool input and yield the block as one whole event.
+
+        Tool input arrives as JSON fragments and is only valid once complete; invalid JSON is a
+        protocol error, since the tool cannot be run on half an input.
+        """
         block = self.blocks.get(index)
         if block is None:
             return
@@ -542,6 +595,11 @@ class _Turn:
             )
 
     def finish(self) -> Event:
+        """The turn's result: its text, usage, pending tool uses and the two history messages.
+
+        ``messages_appended`` carries the user and assistant messages frozen, so the session adds
+        them to its history only when the turn succeeds; a failed turn leaves the history as it was.
+        """
         content = [self.blocks[i] for i in sorted(self.blocks)]
         assistant = {"role": "assistant", "content": content}
         text = "".join(b.get("text", "") for b in content if b.get("type") == "text")

@@ -109,7 +109,12 @@ TIMEOUT_ENV = "API_TIMEOUT_MS"
 MAX_RETRIES_LIMIT = 15
 
 
-def _check_retries(backend: str, key: str, value: Any) -> int:
+def _check_retries(backend: str, key: str, value: object) -> int:
+    """Check ``max_retries`` against the CLI's own ceiling here, at start, not in the first turn.
+
+    A value the CLI refuses would otherwise surface only as a failed turn, after the agent has
+    already accepted prompts.
+    """
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES_LIMIT:
         raise InvalidOption(
             f"{backend}: option {key!r} must be an int from 0 to {MAX_RETRIES_LIMIT} "
@@ -118,7 +123,7 @@ def _check_retries(backend: str, key: str, value: Any) -> int:
     return value
 
 
-def _check_json_or_mapping(backend: str, key: str, value: Any) -> str | dict[str, Any]:
+def _check_json_or_mapping(backend: str, key: str, value: object) -> str | dict[str, Any]:
     """A mapping (sent as JSON) or a non-empty string (a file path or JSON text)."""
     if isinstance(value, Mapping):
         try:
@@ -135,7 +140,7 @@ def _check_json_or_mapping(backend: str, key: str, value: Any) -> str | dict[str
     )
 
 
-def _check_mcp_servers(backend: str, key: str, value: Any) -> str | dict[str, Any]:
+def _check_mcp_servers(backend: str, key: str, value: object) -> str | dict[str, Any]:
     """The SDK's ``mcp_servers``: ``{name: config}`` or the path of an MCP config file."""
     checked = _check_json_or_mapping(backend, key, value)
     if isinstance(checked, dict):
@@ -148,7 +153,12 @@ def _check_mcp_servers(backend: str, key: str, value: Any) -> str | dict[str, An
     return checked
 
 
-def _check_setting_sources(backend: str, key: str, value: Any) -> tuple[str, ...]:
+def _check_setting_sources(backend: str, key: str, value: object) -> tuple[str, ...]:
+    """Accept one source or a list of them, and refuse names the CLI does not know.
+
+    ``setting_sources`` decides which settings files the CLI reads (user, project, local); a
+    wrong name is refused when the agent starts rather than by the CLI in the first turn.
+    """
     items = (value,) if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or any(i not in _SETTING_SOURCES for i in items):
         raise InvalidOption(
@@ -158,7 +168,7 @@ def _check_setting_sources(backend: str, key: str, value: Any) -> tuple[str, ...
     return tuple(items)
 
 
-def _check_extra_args(backend: str, key: str, value: Any) -> dict[str, str | None]:
+def _check_extra_args(backend: str, key: str, value: object) -> dict[str, str | None]:
     """The SDK's ``extra_args``: ``{flag: value}`` (``None`` for a bare flag), no dashes."""
     if not isinstance(value, Mapping):
         raise InvalidOption(f"{backend}: option {key!r} must be a mapping of flag to value")
@@ -305,6 +315,11 @@ def classify_claude_error(
 
 
 def _usage_of(result: Mapping[str, Any], cost: float | None, model: str | None) -> Usage:
+    """Build our :class:`Usage` from a result's ``usage`` object, missing counters as zero.
+
+    Counters the result leaves out count as zero, so sums over turns never meet ``None``;
+    thinking tokens are read from ``output_tokens_details``, where the CLI reports them.
+    """
     usage = result.get("usage") or {}
     details = usage.get("output_tokens_details") or {}
     return Usage(
@@ -353,6 +368,11 @@ class ClaudeTurnTranslator:
         previous_total_cost: float | None = None,
         resumed: bool = False,
     ) -> None:
+        """Start a turn's translation, carrying what the session knows from earlier turns.
+
+        ``previous_total_cost`` lets the turn's own cost be derived from the CLI's running total;
+        ``resumed`` is reported on ``SESSION_STARTED`` so a reader knows the conversation went on.
+        """
         self.session_id = session_id
         self.previous_total_cost = previous_total_cost
         self.resumed = resumed
@@ -424,10 +444,16 @@ class ClaudeTurnTranslator:
     # -- dispatch -------------------------------------------------------------------------
 
     def _end(self, event: Event) -> list[Event]:
+        """Record ``event`` as the turn's one terminal event and return it as the last event."""
         self.terminal = event
         return [event]
 
     def _translate(self, obj: Mapping[str, Any]) -> list[Event]:
+        """Dispatch one stream-json object on its ``type``; unknown types pass through as ``RAW``.
+
+        Passing unknown objects through, instead of dropping them, keeps new CLI messages visible to
+        observers before this translator learns them.
+        """
         kind = obj.get("type")
         if kind == "system":
             return self._system(obj)
@@ -451,6 +477,12 @@ class ClaudeTurnTranslator:
         return [Event(EventKind.RAW, {"type": kind}, raw=obj)]
 
     def _system(self, obj: Mapping[str, Any]) -> list[Event]:
+        """Translate ``system`` messages: session start, API retries, and the CLI's status noise.
+
+        Only the first ``init`` of a turn becomes ``SESSION_STARTED``/``TURN_STARTED`` (the
+        CLI may announce it more than once), so each turn starts exactly once. The last retry is
+        remembered: if the turn then fails retryably, its delay becomes the error's ``retry_after``.
+        """
         subtype = obj.get("subtype")
         if subtype == "init":
             if self.seen_init:
@@ -489,6 +521,12 @@ class ClaudeTurnTranslator:
         return [Event(EventKind.RAW, {"type": "system", "subtype": subtype}, raw=obj)]
 
     def _stream_event(self, obj: Mapping[str, Any]) -> list[Event]:
+        """Translate the partial-message deltas (``--include-partial-messages``).
+
+        Blocks seen as deltas are remembered so the full ``assistant`` message that follows marks
+        its text ``streamed``, and a consumer does not print it twice. Tool input arrives keyed by
+        block index only, so the tool id from the block start is kept to label it.
+        """
         inner = obj.get("event") or {}
         message_id = obj.get("api_message_id")
         kind = inner.get("type")
@@ -534,6 +572,12 @@ class ClaudeTurnTranslator:
         return []
 
     def _assistant(self, obj: Mapping[str, Any]) -> list[Event]:
+        """Translate a complete assistant message into text, thinking and tool-use events.
+
+        Blocks are counted per message id because the CLI may split one API message into several
+        ``assistant`` lines, and the count is what matches a block to its deltas. The CLI's
+        synthetic error message is kept for :func:`classify_claude_error` and shown as a warning.
+        """
         message = obj.get("message") or {}
         message_id = message.get("id")
         self.model = message.get("model") if message.get("model") != "<synthetic>" else self.model
@@ -573,6 +617,7 @@ class ClaudeTurnTranslator:
         return events
 
     def _user(self, obj: Mapping[str, Any]) -> list[Event]:
+        """Translate tool results (the CLI ran a tool) and the CLI's own "interrupted" note."""
         content = (obj.get("message") or {}).get("content")
         if not isinstance(content, list):
             return [Event(EventKind.RAW, {"type": "user"}, raw=obj)]
@@ -597,6 +642,12 @@ class ClaudeTurnTranslator:
         return events
 
     def _result(self, obj: Mapping[str, Any]) -> list[Event]:
+        """Translate the ``result`` message: the turn's usage, then its one terminal event.
+
+        An error result is classified with the API error seen earlier in the turn, if any. A turn
+        that was cancelled and then ended with an unclassified error is reported as cancelled, since
+        the error is only the CLI's way of saying it stopped.
+        """
         self.session_id = obj.get("session_id") or self.session_id
         model = self.model
         model_usage = obj.get("modelUsage")
@@ -698,6 +749,9 @@ class ClaudeBackend(Backend):
     name = BACKEND
 
     def __init__(self) -> None:
+        """Track live processes: one per session in stream mode, one per running turn otherwise,
+        so ``close()`` and ``terminate_session()`` can find and stop them.
+        """
         self._live: dict[str, _Live] = {}  # stream mode: the process of each session
         self._per_turn: dict[int, _Live] = {}  # per-turn mode: running processes by group
         self._lock = threading.Lock()
@@ -853,6 +907,7 @@ class ClaudeBackend(Backend):
 
     @staticmethod
     def _translator(session: ClaudeSession) -> ClaudeTurnTranslator:
+        """A translator that continues the session's cost total and knows whether it resumes."""
         return ClaudeTurnTranslator(
             session_id=session.session_id,
             previous_total_cost=session.total_cost_usd,
@@ -902,6 +957,12 @@ class ClaudeBackend(Backend):
         ctx: TurnContext,
         translator: ClaudeTurnTranslator,
     ) -> Iterator[Event]:
+        """Run a turn on the session's kept process (``keep_process=True``), starting one if needed.
+
+        The prompt goes on stdin as a stream-json user message. A kept process can die between turns
+        without anyone noticing; if it ends before writing anything, the turn is run once more in a
+        fresh process that resumes the session, so the user never sees that failure.
+        """
         line = json.dumps(
             {
                 "type": "user",
@@ -935,6 +996,12 @@ class ClaudeBackend(Backend):
         *,
         stale_ok: bool,
     ) -> Generator[Event, None, str]:
+        """Send the prompt to ``live`` and drive the turn; return how it ended.
+
+        Cancellation first asks the CLI to interrupt through a control request, so the session stays
+        usable; if stdin is gone, SIGINT to its group does the same job. The process is kept for the
+        next turn only if the turn ended with a result and was not interrupted.
+        """
         keep = False
         outcome = "eof"
         try:
@@ -942,6 +1009,10 @@ class ClaudeBackend(Backend):
                 live.process.write_line(line)
 
             def interrupt() -> None:
+                """Ask the CLI to interrupt the turn (a control request on stdin), keeping the
+                process and its session; if stdin is gone, SIGINT to its group has the same
+                effect.
+                """
                 request = {
                     "type": "control_request",
                     "request_id": f"req_int_{uuid.uuid4().hex[:12]}",
@@ -973,6 +1044,11 @@ class ClaudeBackend(Backend):
         ctx: TurnContext,
         translator: ClaudeTurnTranslator,
     ) -> Iterator[Event]:
+        """Run a turn in a new ``claude -p`` process that exits after its result.
+
+        The process group is registered with the turn context at once, so that a worker killed
+        mid-turn leaves nothing behind, and retired in ``finally`` whatever happens.
+        """
         try:
             process = self._spawn(session, prompt=prompt)
         except ProcessStartError as exc:
@@ -1025,6 +1101,12 @@ class ClaudeBackend(Backend):
         session: ClaudeSession,
         stale_ok: bool,
     ) -> Generator[Event, None, str]:
+        """The read loop of :meth:`_drive`: poll lines, honour cancellation, detect the end.
+
+        Reads use a short poll rather than a blocking read so that a cancellation is seen within
+        ``_POLL_S`` even while the CLI is silent (a long tool call). After an interrupt the CLI gets
+        ``interrupt_grace_s`` to end the turn itself before its process is stopped.
+        """
         process = live.process
         said_anything = False
         grace = float(session.options.get("interrupt_grace_s", _STOP_GRACE_S))
@@ -1065,6 +1147,11 @@ class ClaudeBackend(Backend):
     def _start_failed(
         self, translator: ClaudeTurnTranslator, exc: ProcessStartError
     ) -> Iterator[Event]:
+        """End the turn with a non-retryable error when the CLI could not even start.
+
+        A missing or unrunnable program will not start on a retry either, hence ``retryable=False``:
+        the caller should fix the installation, not try again.
+        """
         error = BackendError(
             f"claude: {exc}", kind=BackendErrorKind.PROCESS_EXIT, retryable=False, backend=BACKEND
         )
@@ -1092,6 +1179,11 @@ class ClaudeBackend(Backend):
         return live, reused
 
     def _spawn(self, session: ClaudeSession, *, prompt: str | None) -> CliProcess:
+        """Start the CLI for the session: a one-shot ``-p`` run, or a kept stream-json process.
+
+        Stdin stays open only for a kept process, which reads its prompts there; a one-shot run
+        gets the prompt on the command line, with stdin closed so it never waits for more.
+        """
         return CliProcess(
             self.command(session, prompt=prompt),
             cwd=session.cwd,
@@ -1151,6 +1243,9 @@ class ClaudeBackend(Backend):
         return path_under(self._config_dir(session), name)
 
     def _config_dir(self, session: ClaudeSession) -> Path:
+        """Where the CLI keeps its files: ``CLAUDE_CONFIG_DIR`` if the session sets it, else
+        ``~/.claude`` under the session's home.
+        """
         env = self.environment(session)
         configured = env.get("CLAUDE_CONFIG_DIR")
         return Path(configured) if configured else home_of(env) / ".claude"

@@ -96,7 +96,7 @@ _PROVIDER_KEYS = {
 }
 
 
-def _check_config(backend: str, key: str, value: Any) -> dict[str, Any]:
+def _check_config(backend: str, key: str, value: object) -> dict[str, Any]:
     """``-c`` overrides: a mapping of dotted keys to TOML-able scalars or lists."""
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and re.fullmatch(r"[A-Za-z0-9_.\-]+", k) for k in value
@@ -110,7 +110,7 @@ def _check_config(backend: str, key: str, value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-def _check_provider(backend: str, key: str, value: Any) -> dict[str, Any]:
+def _check_provider(backend: str, key: str, value: object) -> dict[str, Any]:
     """A custom model provider: ``name`` and ``base_url`` required, known keys only."""
     if not isinstance(value, Mapping):
         raise InvalidOption(f"{backend}: option 'provider' must be a mapping")
@@ -228,6 +228,12 @@ class CodexTurnTranslator:
         thread_id: str | None = None,
         max_network_retries: int | None = None,
     ) -> None:
+        """Start a turn's translation of ``codex exec --json`` with what the session knows.
+
+        ``previous_usage`` is the thread's token totals before this turn (codex reports running
+        totals, so the turn's usage is the difference); ``known_history`` marks a thread resumed
+        without those totals, whose usage can only be reported as cumulative.
+        """
         self.network = NetworkBudget(max_network_retries)
         self.previous_usage = previous_usage
         self.resumed = resumed
@@ -326,10 +332,17 @@ class CodexTurnTranslator:
         return self._end(Event.error(error, session_id=self.thread_id, code="protocol"))
 
     def _end(self, event: Event) -> list[Event]:
+        """Record ``event`` as the turn's one terminal event and return it as the last event."""
         self.terminal = event
         return [event]
 
     def _item(self, phase: str, item: Mapping[str, Any]) -> list[Event]:
+        """Translate an item's start, update or completion into our events.
+
+        ``codex exec`` never streams text, so a finished message is sent as one ``TEXT_DELTA`` and
+        then as ``TEXT`` marked streamed: streaming consumers see every answer and no one prints it
+        twice. A tool's ``TOOL_USE`` is sent once, from whichever of its phases is seen first.
+        """
         item_type = item.get("type")
         item_id = item.get("id")
         if item_type == "agent_message":
@@ -378,6 +391,7 @@ class CodexTurnTranslator:
         return events
 
     def _completed(self, totals: Mapping[str, Any]) -> list[Event]:
+        """Translate ``turn.completed`` into the turn's usage and its successful terminal event."""
         cumulative = {name: int(totals.get(name) or 0) for name in USAGE_FIELDS}
         usage = turn_usage(cumulative, self.previous_usage, known_history=self.known_history)
         return [
@@ -425,6 +439,11 @@ class CodexBackend(Backend):
     name = BACKEND
 
     def __init__(self) -> None:
+        """Keep the turns in flight by process group, so ``close()`` and cancellation can find them.
+
+        ``_stopped_by_close`` remembers which groups ``close()`` stopped, so that their exit is
+        reported as a cancellation and not as the CLI crashing.
+        """
         self._app = AppServerSessions(self.app_server_command, self.environment)
         self._running: dict[int, CliProcess] = {}  # turns in flight, by process group
         # the session of each turn in flight, and its translator (which learns the thread id)
@@ -492,6 +511,7 @@ class CodexBackend(Backend):
         self._stop(pgids)
 
     def _stop(self, pgids: list[int]) -> None:
+        """Stop the given turns' processes, remembering that we stopped them (see ``__init__``)."""
         with self._lock:
             processes = [self._running[g] for g in pgids if g in self._running]
             self._stopped_by_close.update(p.pgid for p in processes)
@@ -565,6 +585,9 @@ class CodexBackend(Backend):
         return path_under(self._codex_home(session), name)
 
     def _codex_home(self, session: CodexSession) -> Path:
+        """Where codex keeps its files: ``CODEX_HOME`` if the session sets it, else ``~/.codex``
+        under the session's home.
+        """
         env = self.environment(session)
         configured = env.get("CODEX_HOME")
         return Path(configured) if configured else home_of(env) / ".codex"
@@ -635,6 +658,12 @@ class CodexBackend(Backend):
     def _drive(
         self, process: CliProcess, translator: CodexTurnTranslator, ctx: TurnContext, grace: float
     ) -> Iterator[Event]:
+        """Read a ``codex exec`` process to its end; a cancellation becomes SIGINT, then SIGTERM.
+
+        ``codex exec`` has no interrupt request, but SIGINT makes it end the turn and exit without a
+        terminal event. If it is still running ``grace`` seconds later it is stopped. The poll
+        timeout keeps a cancellation visible while codex is silent.
+        """
         cancelled_at: float | None = None
         while True:
             if ctx.cancelled.is_set() and cancelled_at is None:

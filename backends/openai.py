@@ -39,7 +39,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from genagent_thespian._core.backend import Backend, TurnContext
 from genagent_thespian._core.errors import BackendError, BackendErrorKind, InvalidOption
@@ -70,6 +71,9 @@ from ._http import (
     transport_error,
     validate_options,
 )
+
+if TYPE_CHECKING:  # the SDK is an extra, imported for real on first use
+    import openai
 
 __all__ = ["OpenAIBackend", "OpenAISession", "ToolResult", "tool_results_prompt"]
 
@@ -123,6 +127,7 @@ class OpenAISession:
     started: bool = False
 
     def __repr__(self) -> str:
+        """Show the session without its API key: sessions appear in logs and error reports."""
         key = "<from env>" if self.api_key is None else "***"
         return (
             f"OpenAISession(session_id={self.session_id!r}, model={self.model!r}, "
@@ -137,7 +142,7 @@ class OpenAIBackend(Backend):
     name: ClassVar[str] = NAME
 
     def __init__(self) -> None:
-        self._clients = ClientCache()
+        self._clients: ClientCache[openai.OpenAI] = ClientCache()
 
     # -- session ------------------------------------------------------------------------
 
@@ -230,6 +235,12 @@ class OpenAIBackend(Backend):
 
     @staticmethod
     def _request(session: OpenAISession, prompt: str) -> dict[str, Any]:
+        """The Responses API request for one turn: the new input only, chained by response id.
+
+        The conversation is kept by the server (``store=True``) and continued with
+        ``previous_response_id``, so a turn sends only what is new: the prompt, or, when the last
+        answer called functions, the prompt parsed as their outputs, matched by ``call_id``.
+        """
         if session.pending_calls:
             results = parse_tool_results(prompt, list(session.pending_calls))
             items: list[dict[str, Any]] = [
@@ -253,10 +264,15 @@ class OpenAIBackend(Backend):
             params["tools"] = [dict(t) for t in session.tools]
         return params
 
-    def _client_key(self, session: OpenAISession) -> tuple[Any, ...]:
+    def _client_key(self, session: OpenAISession) -> tuple[object, ...]:
         return (session.base_url, session.api_key, session.max_retries, session.timeout)
 
-    def _client(self, session: OpenAISession) -> Any:
+    def _client(self, session: OpenAISession) -> openai.OpenAI:
+        """The SDK client for this session's key, endpoint and limits, shared between its turns.
+
+        The SDK is imported here, on first use, so the package imports without the ``openai`` extra;
+        a missing SDK is a non-retryable :class:`BackendError` naming the extra.
+        """
         try:
             import openai
         except ImportError as exc:
@@ -270,7 +286,12 @@ class OpenAIBackend(Backend):
             self._client_key(session), lambda: self._make_client(openai, session)
         )
 
-    def _make_client(self, sdk: Any, session: Any) -> Any:
+    def _make_client(self, sdk: ModuleType, session: OpenAISession) -> openai.OpenAI:
+        """Create an SDK client; the key is revealed only here, at the call that needs it.
+
+        A missing key fails the turn as an authentication error before any request is made, rather
+        than as a 401 after a round trip.
+        """
         api_key = session.api_key.reveal() if session.api_key else os.environ.get(API_KEY_ENV)
         if not api_key:
             raise BackendError(
@@ -279,12 +300,13 @@ class OpenAIBackend(Backend):
                 retryable=False,
                 backend=NAME,
             )
-        return sdk.OpenAI(
+        client: openai.OpenAI = sdk.OpenAI(
             api_key=api_key,
             base_url=session.base_url,
             max_retries=session.max_retries,
             timeout=session.timeout,
         )
+        return client
 
     def _forget_client(self, session: OpenAISession) -> None:
         """Drop the client whose connections a cancel cut (a new one serves the next turn)."""
@@ -345,6 +367,9 @@ class _Turn:
     """Turns one streamed response into normalized events (runs in the pump thread)."""
 
     def __init__(self, session: OpenAISession, started: float) -> None:
+        """Collect one streamed response: its id (the next turn's ``previous_response_id``), texts,
+        function calls by item id, refusal and usage.
+        """
         self.session = session
         self.started = started
         self.response_id: str | None = None
@@ -372,11 +397,17 @@ class _Turn:
 
     def run(
         self,
-        client: Any,
+        client: openai.OpenAI,
         params: dict[str, Any],
         emit: Callable[[Event], None],
         pump: StreamPump,
     ) -> None:
+        """Stream the response, emitting our events as they come, until its terminal event.
+
+        After the terminal event the rest of the body is still read (and ignored) so the HTTP
+        connection can go back to the SDK's pool. The pump can abort the stream from another thread;
+        the response is registered with it so that shutting the socket unblocks the read.
+        """
         stream = client.responses.create(**params, stream=True)
         pump.register(lambda: shutdown_response(stream.response))
         ended = False
@@ -403,6 +434,11 @@ class _Turn:
             )
 
     def handle(self, event: Mapping[str, Any]) -> Iterator[Event]:
+        """Translate one server-sent event of the Responses API into our events.
+
+        Function calls are remembered from ``output_item.added`` because argument deltas name only
+        the item id, while the caller needs the ``call_id`` to answer the call.
+        """
         kind = str(event.get("type", ""))
         item_id = event.get("item_id")
         where = {"message_id": item_id, "block_index": event.get("output_index")}
@@ -457,6 +493,12 @@ class _Turn:
             )
 
     def _item_done(self, item: Mapping[str, Any], index: Any) -> Iterator[Event]:
+        """Yield a finished output item as one whole event: message, reasoning or function call.
+
+        A refusal is kept as text (the caller sees what the model said) and marks the turn, so its
+        stop reason says ``refusal``. A function call becomes a pending call the next prompt
+        answers.
+        """
         kind = item.get("type")
         where = {"message_id": item.get("id"), "block_index": index}
         if kind == "message":
@@ -487,6 +529,12 @@ class _Turn:
             )
 
     def _finish(self, response: Mapping[str, Any]) -> Iterator[Event]:
+        """Yield the usage and the result of a completed response, with our stop reason.
+
+        The Responses API has no stop reason of its own; it is derived from pending calls, an
+        ``incomplete`` status (content filter or token limit) and refusals, so callers can branch on
+        the same values as with the Anthropic backend.
+        """
         self.response_id = response.get("id") or self.response_id
         self.model = response.get("model") or self.model
         self.raw_usage = response.get("usage") or self.raw_usage

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -205,6 +206,10 @@ class AgentSpec:
             for plain ones (``start_agent`` resolves it).
     """
 
+    # Any: names and option values are the user's own picklable terms. ``impl`` is a
+    # GenAgent subclass, but naming the type here would make this module import the core
+    # behaviour, which imports these messages (tests/test_imports.py forbids the cycle);
+    # ``backend`` is a Backend subclass, a short name, or None in SPEC_DEFAULTS.
     name: Any
     impl: Any
     backend: Any
@@ -220,7 +225,7 @@ class AgentSpec:
     durable: bool = False
     placement: tuple[tuple[str, Any], ...] = ()
     on_session_lost: str = "fail"
-    secret_resolver: Any = None
+    secret_resolver: Callable[[Any, str], Any] | None = None  # (agent name, option) -> secret
     hibernate_after: float | None = None
     backoff_initial: float = 0.05
     backoff_factor: float = 2.0

@@ -18,6 +18,11 @@ read its result, stop it) that takes any backend::
     demo          run_demo                         a Supervisor fan-out, end to end
 
 See ``docs/patterns/overview.md`` for the choose-your-pattern decision tree.
+
+Types: agent names, events, ``start_agent`` options and published states are ``Any`` (or
+``dict[str, Any]``) throughout. They are the boundary with the user: names and events are
+whatever picklable terms the caller chose, options go through to the backend unchanged, and
+a published state is JSON-like data read by other processes. Everything else is typed.
 """
 
 __all__: list[str] = []

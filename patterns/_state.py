@@ -39,6 +39,7 @@ class PatternStates:
     """Reads the snapshots of a facade's agents by name, wherever they run."""
 
     def __init__(self, system: AgentSystem | None = None) -> None:
+        """Read published states through ``system`` (``None``: the current system)."""
         self._system = system
         self._closed = False
 

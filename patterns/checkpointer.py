@@ -86,6 +86,11 @@ class CheckpointAgent(SnapshotAgent):
         }
 
     def _draft(self, text: str) -> Prompt:
+        """Ask for a draft, remembering its ref so only this prompt's answer counts as the draft.
+
+        Other prompts (a notification's turn, a stray tell) may end turns too; comparing refs keeps
+        them from being taken for the draft under review.
+        """
         prompt = Prompt(text)
         self.expected_ref = prompt.ref
         self.last_prompt = text
@@ -126,6 +131,12 @@ class CheckpointAgent(SnapshotAgent):
         return self._draft(self.last_prompt or step_prompt(self.task, 1, self.total_steps, None))
 
     def _rejection(self, draft_id: Any, decision: Any) -> str | None:
+        """Why a review cannot be applied now, or ``None`` when it can.
+
+        Reviews come from people and other programs at any time, so a late, duplicate or mismatched
+        one is refused with a reason (kept in ``rejected_reviews``) instead of moving the work on
+        from the wrong draft.
+        """
         if decision not in DECISIONS:
             return f"unknown decision {decision!r}"
         if self.phase != "awaiting_review":
@@ -139,6 +150,10 @@ class CheckpointAgent(SnapshotAgent):
         return None
 
     def _await_review(self, draft: str | None, error: str | None) -> None:
+        """Record a draft (or a failed turn) and wait, idle, for its review under a new draft id.
+
+        Every draft gets its own id, so a review names exactly the draft it saw.
+        """
         self.seq += 1
         self.draft = draft
         self.error = error

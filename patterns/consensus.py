@@ -118,7 +118,12 @@ class Vote:
     error: str | None = None
 
 
-def _check_threshold(threshold: Any, voters: int) -> Threshold:
+def _check_threshold(threshold: object, voters: int) -> Threshold:
+    """Check a threshold at start: ``"majority"``, ``"unanimous"`` or ``("at_least", n)``.
+
+    ``n`` must be reachable with the voters given, or the vote could never reach consensus and would
+    always end diverged. A list is accepted for the pair because JSON and TOML give lists.
+    """
     if threshold in ("majority", "unanimous"):
         return str(threshold)
     if (
@@ -248,6 +253,11 @@ class ConsensusAgent(SnapshotAgent):
     # ----------------------------------------------------------------- rounds
 
     def _start_round(self) -> None:
+        """Ask every voter still present for its vote; from round two, show each its peers' votes.
+
+        A round has a deadline, so one silent voter cannot hold the vote forever; a voter that
+        stopped is left out of later rounds, and with none left the vote fails.
+        """
         active = [v for v in self.voters if v not in self.gone]
         if not active:
             self._finish("failed", error="no voter is left")
@@ -267,6 +277,11 @@ class ConsensusAgent(SnapshotAgent):
         self.deadline = self.send_after(self.vote_timeout, ("vote_deadline", self.round))
 
     def _record(self, voter: str, text: str) -> None:
+        """Parse a voter's answer into a vote; an unparsable answer is an abstention with a reason.
+
+        The answer text is kept either way, so a reader can see what a voter said when no verdict
+        could be read from it.
+        """
         try:
             parsed = self.parser(text)
         except Exception as exc:  # a parser bug is an abstention, named, not a dead vote
@@ -279,9 +294,13 @@ class ConsensusAgent(SnapshotAgent):
             self.rounds[-1].append(Vote(voter, str(verdict), str(rationale), text))
 
     def _abstain(self, voter: str, error: str) -> None:
+        """Record ``voter`` as abstaining this round, with the reason (it failed, exited or timed
+        out).
+        """
         self.rounds[-1].append(Vote(voter, None, "", "", error))
 
     def _maybe_close_round(self) -> None:
+        """Close the round once every vote is in: consensus, divergence, or another round."""
         if self.pending or self.phase != "voting":
             return
         if self.deadline is not None:
@@ -303,6 +322,7 @@ class ConsensusAgent(SnapshotAgent):
             self._start_round()
 
     def _finish(self, phase: str, *, summary: str | None = None, error: str | None = None) -> None:
+        """End the vote in ``phase`` (consensus, diverged or failed) with its summary or error."""
         self.phase = phase
         self.summary = summary
         self.error = error
@@ -338,6 +358,9 @@ class Consensus:
     def __init__(
         self, name: str, voters: list[str], states: PatternStates, system: AgentSystem | None
     ) -> None:
+        """A handle on a running vote; the state is read from the published agent state, not kept
+        here.
+        """
         self.name = name
         self.voters = voters
         self._states = states

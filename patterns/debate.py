@@ -172,6 +172,7 @@ class Debate:
         """Wait until both sides have finished (done or failed) and return the outcome."""
 
         def finished() -> tuple[dict[str, Any], dict[str, Any]] | None:
+            """Both debaters' states once neither is still debating, else ``None``."""
             a, b = self._states.read(self.names[0]), self._states.read(self.names[1])
             if a and b and a["phase"] != "debating" and b["phase"] != "debating":
                 return a, b

@@ -132,6 +132,11 @@ def run_demo(
 def _follow(
     run: Supervisor, system: g.AgentSystem, agents: int, out: Callable[[str], Any], started: float
 ) -> int:
+    """Act 1: print the coordinator's progress as it publishes it, then check its end.
+
+    It reads the published state rather than waiting on the result, so each worker's outcome shows
+    as it happens. The act fails unless every worker agent stops after the run.
+    """
     shown_plan = False
     reported: set[int] = set()
     deadline = time.monotonic() + 900.0
@@ -174,6 +179,7 @@ def _until(condition: Callable[[], Any], timeout: float = 30.0) -> Any:
 
 
 def _poll_done(name: str, ref: str, system: g.AgentSystem) -> Any:
+    """The outcome of ``ref`` once the agent has one, or ``None`` after ``_until``'s timeout."""
     return _until(lambda: (p := g.poll(name, ref, system=system)).done and p)
 
 
@@ -192,6 +198,11 @@ def _journal_turn(prompt: str) -> Any:
 
 
 def _worker_killed(system: g.AgentSystem, out: Callable[[str], Any]) -> int:
+    """Act 2: SIGKILL a turn's worker process and show that the turn fails, the agent stays.
+
+    The waiting caller gets an error naming what happened instead of hanging, and the same agent
+    process (same pid) takes the next prompt on a fresh worker.
+    """
     name = "demo-reviewer"
     out("act 2: a worker process killed in the middle of a turn")
     g.start_agent(
@@ -225,6 +236,12 @@ def _worker_killed(system: g.AgentSystem, out: Callable[[str], Any]) -> int:
 
 
 def _durable_killed(system: g.AgentSystem, out: Callable[[str], Any]) -> int:
+    """Act 3: SIGKILL a durable agent itself, with one turn in flight and two prompts queued.
+
+    Passes when the supervisor restarts it, both queued prompts are answered, the prompt in flight
+    is answered once (completed or failed, never run twice) and the backend session is resumed
+    rather than started anew.
+    """
     name = "demo-journal"
     out("act 3: a durable agent SIGKILLed with one turn in flight and two queued")
     g.start_agent(
@@ -248,6 +265,7 @@ def _durable_killed(system: g.AgentSystem, out: Callable[[str], Any]) -> int:
     out(f"  SIGKILL to {name} itself (pid {old_pid}); queue: {len(queued)} prompts")
 
     def back() -> Any:
+        """The restarted agent's status, once a process other than the killed one answers."""
         if g.whereis(name, system=system) is None:
             return None
         with contextlib.suppress(g.GenAgentError):
@@ -281,6 +299,7 @@ def _durable_killed(system: g.AgentSystem, out: Callable[[str], Any]) -> int:
 
 
 def _wait_workers_stopped(workers: list[str], system: g.AgentSystem) -> int:
+    """How many of ``workers`` have stopped within 30 seconds."""
     deadline = time.monotonic() + 30.0
     while True:
         alive = set(g.list_agents(system=system)).intersection(workers)

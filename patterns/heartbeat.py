@@ -80,11 +80,13 @@ class HeartbeatAgent(SnapshotAgent):
         self._start_ticker()
 
     def _start_ticker(self) -> None:
+        """Start ticking unless already ticking: a second start must not double the beat."""
         if not self.ticking:
             self.ticking = True
             self.timer = self.send_after(self.interval, ("tick",))
 
     def _stop_ticker(self) -> None:
+        """Stop ticking and cancel the pending tick, so a halted agent receives no stale beat."""
         self.ticking = False
         if self.timer is not None:
             self.cancel_timer(self.timer)

@@ -95,6 +95,10 @@ class StageAgent(SnapshotAgent):
         return super().handle_info(message)
 
     def _upstream_failed(self, stage: str, error: str) -> Halt:
+        """Halt this stage and pass the failure on, so every stage after it halts too.
+
+        Without passing it on, later stages would wait forever for input that will never come.
+        """
         self.phase = "upstream_failed"
         self.failed_stage = stage
         self.error = error

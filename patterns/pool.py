@@ -77,6 +77,7 @@ class Pool:
     """
 
     def __init__(self, workers: list[str], system: AgentSystem | None) -> None:
+        """A handle on the pool's workers; jobs go round-robin and outcomes are cached once done."""
         self.workers = workers
         self._system = system
         self._lock = threading.Lock()
@@ -147,6 +148,11 @@ class Pool:
             return sorted(self._jobs, key=lambda job: job.index)
 
     def _refresh(self) -> bool:
+        """Poll every unfinished job once; ``True`` when all jobs are done.
+
+        Finished outcomes are cached, so a job that is done is never polled again (and an agent's
+        bounded result cache cannot drop it from under the pool).
+        """
         done = True
         for job in self.jobs:
             if job.ref in self._outcomes:

@@ -85,6 +85,11 @@ class ResearchAgent(SnapshotAgent):
         return self._advance(text)
 
     def _advance(self, text: str) -> Prompt | Halt | None:
+        """Move the research on by one answer: list, answer each sub-question, synthesise, done.
+
+        The whole plan runs as self-chained prompts from ``handle_response``, so it survives a
+        restart with the agent's state and needs no outside driver.
+        """
         if self.phase == "listing":
             lines = [line.strip() for line in text.splitlines()]
             self.sub_questions = [line for line in lines if line][: self.max_sub_questions]

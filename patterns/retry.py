@@ -82,7 +82,11 @@ class RetryAgent(SnapshotAgent):
         return {"jobs": self.jobs}
 
     def delay_for(self, attempt: int, error: Exception) -> float:
-        """The pause before retry number ``attempt`` (1 = the first retry)."""
+        """The pause before retry number ``attempt`` (1 = the first retry).
+
+        A ``retry_after`` the provider sent wins when it is longer: retrying sooner than the
+        provider asked would only fail again and use up an attempt.
+        """
         if self.delays is not None:
             delay = self.delays[min(attempt, len(self.delays)) - 1] if self.delays else 0.0
         else:
@@ -121,6 +125,7 @@ class RetryAgent(SnapshotAgent):
         return prompt
 
     def _attempt(self, job_id: str, text: str) -> Prompt:
+        """Send one attempt at a job, mapping its prompt ref back to the job for the answer."""
         prompt = Prompt(text)
         self.by_ref[prompt.ref] = job_id
         self.jobs[job_id]["phase"] = "running"
@@ -137,7 +142,12 @@ class RetryAgent(SnapshotAgent):
         job["phase"] = "succeeded"
 
     def handle_error(self, ref: str, error: Exception) -> Prompt | None:
-        """Schedule a retry of a transient failure, or give up."""
+        """Schedule a retry of a transient failure, or give up.
+
+        The wait is a timer, not a sleep, so the agent keeps answering (status, cancel, other
+        jobs) while a job waits. Each timer carries a fresh token, so the timer of a job that
+        was cancelled and started again cannot fire the new attempt early.
+        """
         job_id = self.by_ref.pop(ref, None)
         if job_id is None:
             return self._same_ref_retry(ref, error)

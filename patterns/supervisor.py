@@ -86,6 +86,8 @@ class WorkerAgent(GenAgent):
 
 @dataclass
 class _Job:
+    """One sub-task given to a worker: its place in the plan, its text, and the tell's ref."""
+
     index: int
     task: str
     ref: str | None = None
@@ -154,6 +156,11 @@ class CoordinatorAgent(SnapshotAgent):
         return None
 
     def _fan_out(self, plan: str) -> Halt | None:
+        """Start one worker agent per planned sub-task, with a deadline for the whole round.
+
+        Worker names carry the run number, so workers of an earlier run that are still stopping
+        never collide with the new ones. An empty plan fails the run at once.
+        """
         lines = [line.strip() for line in plan.splitlines()]
         self.sub_tasks = [line for line in lines if line][: self.max_workers]
         if not self.sub_tasks:
@@ -211,6 +218,7 @@ class CoordinatorAgent(SnapshotAgent):
         return super().handle_info(message)
 
     def _collected(self) -> Prompt | Halt | None:
+        """Once every worker has answered or failed, synthesise the results (fail if none did)."""
         if self.pending or self.phase != "collecting":
             return None
         if self.deadline is not None:

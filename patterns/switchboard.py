@@ -90,6 +90,7 @@ class SessionAgent(SnapshotAgent):
         }
 
     def _record(self, entry: dict[str, Any]) -> None:
+        """Append a finished exchange to the history with a sequence number and completion time."""
         entry["seq"] = self.next_seq
         entry["completed_at"] = time.time()
         self.next_seq += 1
@@ -136,6 +137,7 @@ class Switchboard:
     """
 
     def __init__(self, *, system: AgentSystem | None = None) -> None:
+        """A switchboard on ``system``; its sessions are the agents it started."""
         self._system = system
         self._states = PatternStates(system)
         self._sessions: list[Any] = []
@@ -195,6 +197,11 @@ class Switchboard:
         return g.poll(name, ref, system=self._system)
 
     def _snapshot(self, name: Any) -> dict[str, Any]:
+        """A session's published state; unknown names raise :class:`AgentNotFound`.
+
+        The status call comes first so a name that is not an agent is reported as such, rather than
+        as a session that has not published yet.
+        """
         g.status(name, system=self._system)  # raises AgentNotFound for unknown names
         snapshot = self._states.read(name)
         if snapshot is None:

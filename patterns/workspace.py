@@ -165,6 +165,7 @@ class WorkspaceAgent(SnapshotAgent):
         }
 
     def _git(self, *args: str, cwd: str | None = None) -> str:
+        """Run git in the workspace (or ``cwd``), bounded by ``git_timeout``."""
         return run_git(args, cwd=cwd or self.workspace, timeout=self.git_timeout)
 
     # ----------------------------------------------------------------- hooks
@@ -260,6 +261,7 @@ class Workspace:
     """
 
     def __init__(self, name: Any, states: PatternStates, system: AgentSystem | None) -> None:
+        """A handle on a workspace agent; the last published state seen is kept as its facts."""
         self.name = name
         self._states = states
         self._system = system

@@ -110,6 +110,12 @@ class TurnContext:
         on_process_group: Callable[[int, bool], None] | None = None,
         isolated: bool = False,
     ) -> None:
+        """Create the context of one turn; keyword-only, as backends and tests build it by hand.
+
+        ``on_process_group`` is how a backend reports the process groups it starts, so the agent can
+        record them (a durable agent ends them after a crash) and kill them on cancellation.
+        ``isolated`` says whether the turn has a worker process of its own (multiprocess bases).
+        """
         self.agent = agent
         self.ref = ref
         self.isolated = isolated
@@ -138,6 +144,10 @@ class Backend(abc.ABC):
     agent's process for ``start_session``, the worker's for turns); per-agent
     configuration arrives as the ``options`` of :meth:`start_session` and lives in the
     session.
+
+    The session is ``Any`` in these signatures: each backend defines its own picklable session
+    class, and the agent only stores, pickles and hands it back. A subclass keeps ``Any`` in its
+    overrides too, since narrowing a parameter type would break substitutability.
     """
 
     #: Short name used in logs, telemetry and errors.

@@ -31,13 +31,35 @@ outcomes come back as messages to :meth:`GenAgent.handle_info`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..messages import Halt, Prompt, Skip
     from .turn import Event, Response
 
 __all__ = ["GenAgent"]
+
+
+class AgentContext(Protocol):
+    """What a running agent lends its implementation: the calls behind ``self.tell`` & co.
+
+    The agent actor (``_actors/agent.py``) provides it. It is a protocol here so that the core
+    does not import the actor shell, and an implementation can be driven without one.
+    Names, events and messages are ``Any``: they are the user's own picklable terms.
+    """
+
+    name: Any
+
+    def notify(self, name: Any, event: Any) -> None: ...
+    def tell(self, name: Any, prompt: str) -> str: ...
+    def send_after(self, seconds: float, message: Any) -> str: ...
+    def cancel_timer(self, timer_id: str) -> bool: ...
+    def start_agent(
+        self, impl: type[GenAgent], *, name: Any, backend: Any, **options: Any
+    ) -> None: ...
+    def stop_agent(self, name: Any) -> None: ...
+    def watch_agent(self, name: Any) -> None: ...
+    def log_unexpected_info(self, message: Any) -> None: ...
 
 
 class GenAgent:
@@ -53,7 +75,7 @@ class GenAgent:
     """
 
     # The framework sets this before init_agent; see _AgentContext in _actors/agent.py.
-    _genagent_context: Any = None
+    _genagent_context: AgentContext | None = None
 
     # ------------------------------------------------------------------ callbacks
 
@@ -194,7 +216,13 @@ class GenAgent:
         """Receive ``AgentDown`` in ``handle_info`` when agent ``name`` exits or is unknown."""
         self._context().watch_agent(name)
 
-    def _context(self) -> Any:
+    def _context(self) -> AgentContext:
+        """The running agent's context; outside a running agent's callbacks, a clear error.
+
+        Without it, calling ``self.tell`` outside a running agent (in ``__init__``, or on an
+        implementation a test built alone) would fail with an ``AttributeError`` on ``None``
+        that says nothing about the cause.
+        """
         context = self._genagent_context
         if context is None:
             raise RuntimeError(

@@ -78,6 +78,12 @@ class Deadlines:
         return len(self._deadlines)
 
     def _arm_for(self, at: float) -> float | None:
+        """Record that a wakeup is needed at ``at``; return the delay to arm, or ``None``.
+
+        A new wakeup is armed only when none is pending at or before ``at`` (within ``_SLACK``):
+        the earlier one re-arms for the rest when it fires, so a burst of deadlines does not
+        flood the actor's mailbox with timer messages.
+        """
         index = bisect.bisect_right(self._wakeups, at + _SLACK)
         if index > 0:
             return None  # a wakeup at or before ``at`` is pending; it will re-arm as needed

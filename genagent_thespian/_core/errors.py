@@ -84,12 +84,16 @@ class GenAgentError(Exception):
     reason_kind: str = "error"
 
     def __init__(self, message: str = "", *, agent: Any = None, ref: str | None = None) -> None:
+        """Keep the message and the context (agent, ref) apart, so :meth:`with_context` can add
+        context later without rewriting the message.
+        """
         super().__init__(message)
         self.message = message
         self.agent = agent
         self.ref = ref
 
     def __str__(self) -> str:
+        """The message followed by its context, e.g. ``agent stopped (agent='coder', ref=...)``."""
         context = []
         if self.agent is not None:
             context.append(f"agent={self.agent!r}")
@@ -117,6 +121,9 @@ class GenAgentError(Exception):
         return (_rebuild, (type(self), self.message, self._fields()))
 
     def __eq__(self, other: object) -> bool:
+        """Equal when type, message and fields are equal: errors cross processes pickled, and
+        tests compare the copy with the original.
+        """
         return (
             type(self) is type(other)
             and self.message == other.message
@@ -128,6 +135,9 @@ class GenAgentError(Exception):
 
 
 def _rebuild(cls: type[GenAgentError], message: str, fields: dict[str, Any]) -> GenAgentError:
+    """Rebuild an error from its message and fields: the pickling path of every error, since
+    their ``__init__`` takes keyword-only context that ``BaseException``'s pickling loses.
+    """
     return cls(message, **fields)
 
 
@@ -184,10 +194,14 @@ class AgentOverloaded(GenAgentError):
         ref: str | None = None,
         limit: str = "count",
     ) -> None:
+        """``limit`` names the bound that was hit (``"count"`` or ``"bytes"``) so callers can
+        tell a mailbox full by count from one full by bytes without parsing the message.
+        """
         super().__init__(message, agent=agent, ref=ref)
         self.limit = limit
 
     def _fields(self) -> dict[str, Any]:
+        """The ``limit`` too, so a pickled copy keeps it."""
         return {**super()._fields(), "limit": self.limit}
 
 
@@ -219,6 +233,7 @@ class MessageTooLarge(GenAgentError, ValueError):
         size: int = 0,
         limit: int = 0,
     ) -> None:
+        """Carry the measured ``size`` and the ``limit`` it exceeded, both in bytes."""
         super().__init__(message, agent=agent, ref=ref)
         self.size = size
         self.limit = limit
@@ -328,6 +343,7 @@ class CallbackError(TurnFailed):
         ref: str | None = None,
         callback: str = "",
     ) -> None:
+        """``callback`` names the implementation's method that raised (``handle_response``...)."""
         super().__init__(message, agent=agent, ref=ref)
         self.callback = callback
 
@@ -401,6 +417,11 @@ class BackendError(TurnFailed):
         status_code: int | None = None,
         backend: str | None = None,
     ) -> None:
+        """Classify the failure; ``retryable`` follows ``kind`` unless the backend says.
+
+        A backend that knows a failure is permanent (a program that cannot start) says
+        ``retryable=False`` even for a kind that is usually retryable.
+        """
         super().__init__(message, agent=agent, ref=ref)
         self.kind = kind
         self.retryable = kind in BackendErrorKind.RETRYABLE if retryable is None else retryable
@@ -409,6 +430,7 @@ class BackendError(TurnFailed):
         self.backend = backend
 
     def _fields(self) -> dict[str, Any]:
+        """The classification fields too, so a pickled copy keeps them."""
         return {
             **super()._fields(),
             "kind": self.kind,
@@ -419,6 +441,7 @@ class BackendError(TurnFailed):
         }
 
     def __str__(self) -> str:
+        """The message and context, then the classification in brackets, for logs and CLI output."""
         base = super().__str__()
         extra = f"kind={self.kind}"
         if self.status_code is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -28,10 +28,13 @@ def _to_stdlib(_logger: Any, _method: str, event_dict: MutableMapping[str, Any])
     return (message,), kwargs
 
 
-def get_logger(name: str) -> Any:
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     """Return a structlog logger writing through ``logging.getLogger(name)``."""
-    return structlog.wrap_logger(
-        logging.getLogger(name),
-        processors=[structlog.stdlib.PositionalArgumentsFormatter(), _to_stdlib],
-        wrapper_class=structlog.stdlib.BoundLogger,
+    return cast(
+        structlog.stdlib.BoundLogger,
+        structlog.wrap_logger(
+            logging.getLogger(name),
+            processors=[structlog.stdlib.PositionalArgumentsFormatter(), _to_stdlib],
+            wrapper_class=structlog.stdlib.BoundLogger,
+        ),
     )

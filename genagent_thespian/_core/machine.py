@@ -15,6 +15,10 @@ Invariants kept by every method:
 * a finished turn runs: record, decide (handle_response / handle_error), post_turn,
   halt (post_run once per transition to halted), drain buffered notifications,
   reply to the caller, then the next work (self-chain first, then the mailbox).
+
+The machine never looks inside an address: ``reply_to``, ``Reply.to`` and a notification's
+sender are Thespian's untyped ``ActorAddress`` (or an agent name), so they are ``Any``, as
+are events, info messages and agent names, which are the user's own picklable terms.
 """
 
 from __future__ import annotations
@@ -238,6 +242,11 @@ class _Counters:
     last_error: str | None = None  # the last failed turn, "Type: message" (for operators)
 
     def __setstate__(self, state: Any) -> None:
+        """Restore counters pickled by an older release, giving new fields their defaults.
+
+        Durable agents keep their counters across restarts and upgrades; a slot left unset would
+        raise ``AttributeError`` on the first ``status``.
+        """
         # Pickled as (None, {slot: value}); records written before a field existed
         # restore it with its default instead of leaving the slot unset.
         values = state[1] if isinstance(state, tuple) else state
@@ -261,6 +270,7 @@ class AgentMachine:
         limits: MachineLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """A fresh, idle machine. ``clock`` is injectable so tests drive time without sleeping."""
         self.name = name
         self.impl = impl
         self.limits = limits or MachineLimits()
@@ -1018,6 +1028,11 @@ class AgentMachine:
         self._effects.append(Reply(request.reply_to, Failure(error, request.ref)))
 
     def _store_result(self, result: PollResult) -> None:
+        """Keep a tell's outcome for ``poll``, evicting the oldest beyond ``max_tell_results``.
+
+        ``new_results`` lists what the durable record has not yet written, so each result is stored
+        once, at the next boundary.
+        """
         limit = self.limits.max_tell_results
         if limit <= 0:
             return
@@ -1071,6 +1086,7 @@ class AgentMachine:
     def _log_callback_failure(
         self, callback: str, detail: str, exc: BaseException | None = None
     ) -> None:
+        """Log a failed callback with the agent, class and method names (and the traceback)."""
         _log.error(
             "agent %r: callback %s.%s %s",
             self.name,
@@ -1098,4 +1114,7 @@ _MAX_REFUSALS = 100
 
 
 def _size(prompt: str) -> int:
+    """A prompt's size in UTF-8 bytes; lone surrogates (which JSON can carry) count instead of
+    raising, so a strange prompt is measured against the bound, not lost.
+    """
     return len(prompt.encode("utf-8", "surrogatepass"))

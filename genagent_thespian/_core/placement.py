@@ -54,6 +54,7 @@ def choose_node(
         raise NoNodeWithRoom(f"no node of the convention matches {wanted}")
 
     def room(name: str) -> float:
+        """Free slots on node ``name``; a node without a capacity label has unbounded room."""
         capacity = nodes[name].get(CAPACITY_LABEL)
         if capacity is None:
             return float("inf")

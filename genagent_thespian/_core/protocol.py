@@ -6,6 +6,7 @@ matters because Thespian's ``ActorTypeDispatcher`` dispatches on the class name 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +81,8 @@ class AddressBook:
         """Remove every address."""
         self._addresses.clear()
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Any]:  # Any: Thespian's untyped ActorAddress
+        """Iterate over a copy, so a subscriber can be dropped while the list is walked."""
         return iter(list(self._addresses))
 
     def __len__(self) -> int:

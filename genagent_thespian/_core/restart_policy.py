@@ -46,9 +46,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidOption
+
+if TYPE_CHECKING:
+    from ..messages import AgentSpec
 
 __all__ = ["ExitKind", "RestartAction", "RestartDecision", "RestartPolicy", "RestartType"]
 
@@ -99,11 +102,12 @@ class RestartDecision:
     restarts_in_window: int
 
 
-def _invalid(option: str, value: Any, expected: str) -> InvalidOption:
+def _invalid(option: str, value: object, expected: str) -> InvalidOption:
     return InvalidOption(f"invalid restart option {option}={value!r}: expected {expected}")
 
 
 def _check_number(option: str, value: Any, *, minimum: float, inclusive: bool = True) -> float:
+    """A finite number at or above (or strictly above) ``minimum``; ``bool`` is refused."""
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
         ok = value >= minimum if inclusive else value > minimum
@@ -149,6 +153,11 @@ class RestartPolicy:
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = _random.random,
     ) -> None:
+        """Check every setting now: a bad policy found at the first crash would be found too late.
+
+        ``clock`` and ``rand`` are injectable, so the intensity window and the jitter can be tested
+        without waiting or guessing.
+        """
         try:
             self.restart = RestartType(restart)
         except ValueError:
@@ -174,7 +183,7 @@ class RestartPolicy:
         self._last_decision: RestartDecision | None = None
 
     @classmethod
-    def for_spec(cls, spec: Any, **overrides: Any) -> RestartPolicy:
+    def for_spec(cls, spec: AgentSpec, **overrides: Any) -> RestartPolicy:
         """Build the policy of an agent from its start spec (``messages.AgentSpec``).
 
         Reads ``restart``, ``max_restarts`` and ``restart_window`` from ``spec``, and the
@@ -193,6 +202,7 @@ class RestartPolicy:
         return cls(**options)
 
     def __repr__(self) -> str:
+        """Every setting, so a log line or a status shows the policy exactly."""
         return (
             f"RestartPolicy(restart={self.restart.value!r}, max_restarts={self.max_restarts}, "
             f"window={self.window}, backoff_initial={self.backoff_initial}, "
@@ -260,6 +270,11 @@ class RestartPolicy:
         return decision
 
     def _decide(self, kind: ExitKind) -> RestartDecision:
+        """Decide on one exit: forget the agent, restart it after a delay, or give up.
+
+        As in OTP, ``max_restarts`` restarts within ``window`` seconds are allowed; one more means
+        the fault is not transient, and restarting again would only hide it.
+        """
         now = self._clock()
         self._slide(now)
         in_window = len(self._restart_times)
@@ -282,6 +297,10 @@ class RestartPolicy:
         return RestartDecision(RestartAction.RESTART, delay, reason, count)
 
     def _restarts_after(self, kind: ExitKind) -> bool:
+        """Whether the restart type restarts after an exit of this kind (OTP's semantics).
+
+        ``permanent`` always; ``transient`` only after an abnormal exit; ``temporary`` never.
+        """
         if self.restart is RestartType.PERMANENT:
             return True
         if self.restart is RestartType.TRANSIENT:
@@ -289,10 +308,16 @@ class RestartPolicy:
         return False
 
     def _slide(self, now: float) -> None:
+        """Forget restarts that left the intensity window."""
         while self._restart_times and now - self._restart_times[0] >= self.window:
             self._restart_times.popleft()
 
     def _delay(self, count: int) -> float:
+        """The backoff before restart number ``count``: exponential, capped, with optional jitter.
+
+        Jitter spreads restarts of many agents that failed together (a provider outage), so they do
+        not all come back, and fail, at the same instant.
+        """
         try:
             grown = self.backoff_initial * self.backoff_factor ** (count - 1)
         except OverflowError:  # a huge max_restarts with a large factor

@@ -108,6 +108,10 @@ class Usage:
         return self.total_input_tokens + self.output_tokens
 
     def __add__(self, other: Usage) -> Usage:
+        """Sum two usages field by field; the cost stays ``None`` only when neither side knows it.
+
+        The model is the newer one's, so a session's total names the model it uses now.
+        """
         if not isinstance(other, Usage):
             return NotImplemented
         cost: float | None

@@ -248,6 +248,7 @@ def check_request_ref(ref: object, *, agent: Any) -> str:
 
 
 def _check_positive(field_name: str, value: Any, name: Any) -> None:
+    """Refuse a duration that is not a finite number of seconds above zero (``bool`` included)."""
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
@@ -260,6 +261,11 @@ def _check_positive(field_name: str, value: Any, name: Any) -> None:
 
 
 def _check_picklable(value: Any, field_name: str, name: Any) -> None:
+    """Refuse a value that does not pickle now, at the caller, with the field's name.
+
+    Actor messages are pickled on the multiprocess bases; without this check the failure would
+    surface later, in another process, without saying which field was at fault.
+    """
     try:
         pickle.dumps(value)
     except Exception as exc:

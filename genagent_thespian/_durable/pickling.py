@@ -63,6 +63,9 @@ class _Unpickler(pickle.Unpickler):
     """A standard unpickler whose class lookup knows where moved classes went."""
 
     def find_class(self, module: str, name: str) -> Any:
+        """Resolve a class under its current module, so records pickled before the package's
+        modules moved (issue 18) still load.
+        """
         module, name = _MOVED_CLASSES.get((module, name), (module, name))
         return super().find_class(MOVED_MODULES.get(module, module), name)
 

@@ -28,7 +28,8 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .._core.errors import AgentAlreadyExists, AgentNotFound, InvalidOption
 from .store import (
@@ -57,6 +58,15 @@ from .store import (
 )
 
 __all__ = ["URL_SCHEMES", "PostgresAgentStore", "is_postgres_url", "safe_location"]
+
+#: A row as psycopg returns it by default; Any: the columns' types are the query's.
+_Row: TypeAlias = tuple[Any, ...]
+
+if TYPE_CHECKING:  # psycopg is an extra: imported for real only when a store opens
+    import psycopg
+
+    _Connection: TypeAlias = psycopg.Connection[_Row]
+    _Cursor: TypeAlias = psycopg.Cursor[_Row]
 
 #: Store locations with these prefixes name a PostgreSQL database.
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -127,7 +137,7 @@ _SCHEMA = (
 
 #: Connections a forked child inherited: never used nor closed there (closing would end the
 #: parent's session), kept referenced for the life of the child.
-_INHERITED: list[Any] = []
+_INHERITED: list[_Connection] = []
 _OPEN_STORES: weakref.WeakSet[PostgresAgentStore] = weakref.WeakSet()
 
 
@@ -158,6 +168,7 @@ def safe_location(url: str) -> str:
 
 
 def _password(url: str) -> str:
+    """The URL's password, so error texts can be scrubbed of it; empty when there is none."""
     try:
         from psycopg.conninfo import conninfo_to_dict
 
@@ -166,7 +177,8 @@ def _password(url: str) -> str:
         return ""
 
 
-def _psycopg() -> Any:
+def _psycopg() -> ModuleType:
+    """Import psycopg on first use: it is an extra, and SQLite-only users never install it."""
     try:
         import psycopg
     except ImportError:
@@ -191,6 +203,11 @@ class PostgresAgentStore(AgentStore):
     """
 
     def __init__(self, url: str, *, connect_timeout: float = 2.0) -> None:
+        """Check the timeout, then connect and check (or create) the schema at once.
+
+        Connecting here means an unreachable server or a foreign schema fails ``start_agent``, not
+        the first turn boundary of a running agent.
+        """
         if (
             isinstance(connect_timeout, bool)
             or not isinstance(connect_timeout, int | float)
@@ -212,9 +229,17 @@ class PostgresAgentStore(AgentStore):
 
     # connection management ------------------------------------------------------------------
 
-    def _open(self) -> Any:
+    def _open(self) -> _Connection:
+        """Connect and create or check the schema under an advisory lock.
+
+        The transaction-scoped advisory lock serialises agents on several hosts that open a new
+        database together, so the schema is created once. Connections run in autocommit mode and
+        every store call opens its own explicit transaction.
+        """
         with self._translate("open"):
-            conn = self._psycopg.connect(self._url, autocommit=True, **self._network_defaults())
+            conn: _Connection = self._psycopg.connect(
+                self._url, autocommit=True, **self._network_defaults()
+            )
             with conn.transaction():  # transactions are explicit: autocommit otherwise
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPLICATION_ID,))
                 for statement in _SCHEMA:
@@ -255,7 +280,12 @@ class PostgresAgentStore(AgentStore):
         }
         return {k: v for k, v in defaults.items() if k not in given}
 
-    def _conn(self) -> Any:
+    def _conn(self) -> _Connection:
+        """This process's live connection, opening a new one after a fork or a lost server.
+
+        A psycopg connection must not be shared across ``fork`` (both processes would talk on
+        one socket), and Thespian forks every actor from a process that may have used the store.
+        """
         if self._closed:
             raise StoreError(f"agent store {self.location} is closed")
         if self._pid != os.getpid():  # a forked child: its own connection
@@ -268,6 +298,11 @@ class PostgresAgentStore(AgentStore):
 
     @contextmanager
     def _translate(self, operation: str, key: str | None = None) -> Iterator[None]:
+        """Turn psycopg errors into :class:`StoreError` (or :class:`StoreCorrupted`), scrubbed.
+
+        psycopg's messages can quote the connection string; :meth:`_scrubbed` removes the password
+        before the text reaches an exception, which may be logged or sent to a client.
+        """
         psycopg = self._psycopg
         try:
             yield
@@ -290,14 +325,16 @@ class PostgresAgentStore(AgentStore):
         return text.replace(password, "***") if password else text
 
     @contextmanager
-    def _write(self, operation: str, key: str | None = None) -> Iterator[Any]:
+    def _write(self, operation: str, key: str | None = None) -> Iterator[_Cursor]:
+        """A write transaction on this process's connection, under the store's lock."""
         with self._lock, self._translate(operation, key):
             conn = self._conn()
             with conn.transaction(), conn.cursor() as cur:
                 yield cur
 
     @contextmanager
-    def _read(self, operation: str, key: str | None = None) -> Iterator[Any]:
+    def _read(self, operation: str, key: str | None = None) -> Iterator[_Cursor]:
+        """A ``REPEATABLE READ`` read-only transaction: all SELECTs of one call see one snapshot."""
         with self._lock, self._translate(operation, key):
             conn = self._conn()
             with conn.transaction(), conn.cursor() as cur:
@@ -319,7 +356,7 @@ class PostgresAgentStore(AgentStore):
 
     def _touch(
         self,
-        cur: Any,
+        cur: _Cursor,
         key: str,
         assignments: str,
         params: Sequence[Any],
@@ -341,7 +378,8 @@ class PostgresAgentStore(AgentStore):
         )
 
     @staticmethod
-    def _put_result(cur: Any, key: str, result: StoredRequest, max_results: int) -> None:
+    def _put_result(cur: _Cursor, key: str, result: StoredRequest, max_results: int) -> None:
+        """Store a tell result as the newest and evict beyond ``max_results``."""
         if max_results == 0:
             cur.execute("DELETE FROM results WHERE key = %s", (key,))
             return
@@ -357,7 +395,8 @@ class PostgresAgentStore(AgentStore):
             (key, key, max_results),
         )
 
-    def _verified(self, key: str, part: str, blob: Any, crc: int | None) -> bytes | None:
+    def _verified(self, key: str, part: str, blob: bytes | None, crc: int | None) -> bytes | None:
+        """Return a stored blob after checking its CRC; damage raises :class:`StoreCorrupted`."""
         if blob is None:
             return None
         data = bytes(blob)
@@ -371,6 +410,9 @@ class PostgresAgentStore(AgentStore):
     # agents ---------------------------------------------------------------------------------
 
     def create_agent(self, key: str, name_blob: bytes, spec_blob: bytes) -> None:
+        """Insert the record; the primary key refuses a second one, reported as
+        :class:`AgentAlreadyExists` (the name is taken by a stored agent).
+        """
         key = _check_key(key)
         name_blob = _as_blob(name_blob, "name_blob")
         spec_blob = _as_blob(spec_blob, "spec_blob")
@@ -388,6 +430,7 @@ class PostgresAgentStore(AgentStore):
                 )
 
     def delete_agent(self, key: str) -> bool:
+        """Delete the agent's row; its mailbox, results, lease and session files go by cascade."""
         key = _check_key(key)
         with self._write("delete_agent", key) as cur:
             cur.execute("DELETE FROM agents WHERE key = %s", (key,))  # cascades
@@ -412,6 +455,9 @@ class PostgresAgentStore(AgentStore):
         return None if rows is None else self._build_agent(key, *rows)
 
     def begin_incarnation(self, key: str) -> StoredAgent:
+        """Increment and load in one transaction, so no write of the old incarnation lands
+        between.
+        """
         key = _check_key(key)
         with self._write("begin_incarnation", key) as cur:
             cur.execute(
@@ -425,7 +471,8 @@ class PostgresAgentStore(AgentStore):
             return self._build_agent(key, *rows)
 
     @staticmethod
-    def _select_agent(cur: Any, key: str) -> tuple[tuple[Any, ...], list[Any], list[Any]] | None:
+    def _select_agent(cur: _Cursor, key: str) -> tuple[_Row, list[_Row], list[_Row]] | None:
+        """The agent's row, mailbox rows and result rows, read in the caller's transaction."""
         row = cur.execute(
             "SELECT name, name_crc, spec, spec_crc, state, state_crc, in_flight_ref,"
             " in_flight, in_flight_crc, incarnation FROM agents WHERE key = %s",
@@ -442,8 +489,9 @@ class PostgresAgentStore(AgentStore):
         return tuple(row), queue_rows, result_rows
 
     def _build_agent(
-        self, key: str, row: tuple[Any, ...], queue_rows: list[Any], result_rows: list[Any]
+        self, key: str, row: _Row, queue_rows: list[_Row], result_rows: list[_Row]
     ) -> StoredAgent:
+        """Build a :class:`StoredAgent` from rows, checking every blob's CRC on the way."""
         name, name_crc, spec, spec_crc, state, state_crc = row[:6]
         in_flight_ref, in_flight, in_flight_crc, incarnation = row[6:]
         name_blob = self._verified(key, "name", name, name_crc)
@@ -517,6 +565,11 @@ class PostgresAgentStore(AgentStore):
     # Times are the server's (clock_timestamp()), so hosts with skewed clocks agree.
 
     def lease(self, key: str) -> Lease | None:
+        """The lease, with its remaining seconds computed by the database server's clock.
+
+        Hosts whose clocks differ then agree on how long a lease has left, which is what deciding to
+        wait out a lease or take it over depends on.
+        """
         key = _check_key(key)
         with self._read("lease", key) as cur:
             row = cur.execute(
@@ -527,6 +580,9 @@ class PostgresAgentStore(AgentStore):
         return None if row is None else Lease(int(row[0]), row[1], float(row[2]))
 
     def renew_lease(self, key: str, *, epoch: int, owner: str, seconds: float) -> None:
+        """Check the epoch and write the lease in one transaction, so a fenced incarnation can
+        never extend a lease after a newer one began.
+        """
         key = _check_key(key)
         with self._write("renew_lease", key) as cur:
             row = cur.execute(
@@ -542,6 +598,9 @@ class PostgresAgentStore(AgentStore):
             )
 
     def release_lease(self, key: str, *, epoch: int) -> None:
+        """Expire the lease now instead of deleting it: the row still says which epoch held it
+        last, and a successor finds it expired and need not wait.
+        """
         key = _check_key(key)
         with self._write("release_lease", key) as cur:
             cur.execute(
@@ -565,6 +624,8 @@ class PostgresAgentStore(AgentStore):
                 " FROM leadership WHERE convention = %s FOR UPDATE",
                 (convention,),
             ).fetchone()
+            if row is None:  # inserted just above in this transaction
+                raise StoreError(f"the leadership row of convention {convention!r} vanished")
             epoch, current, left = int(row[0]), row[1], float(row[2])
             if left > 0 and current != holder:
                 return Leadership(epoch, current, left)
@@ -603,6 +664,11 @@ class PostgresAgentStore(AgentStore):
             self._touch(cur, key, "state = %s, state_crc = %s", (blob, _crc(blob)), incarnation)
 
     def enqueue(self, key: str, ref: str, blob: bytes) -> None:
+        """Append with one conditional insert that skips a duplicate instead of failing on it.
+
+        A failed statement would abort the transaction, so the conflict is not raised by the server;
+        a follow-up check tells an unknown agent from a resent request.
+        """
         key = _check_key(key)
         ref = _check_ref(ref)
         blob = _as_blob(blob, "request blob")
@@ -674,6 +740,9 @@ class PostgresAgentStore(AgentStore):
         next_in_flight: StoredRequest | None = None,
         incarnation: int | None = None,
     ) -> None:
+        """One transaction: the state, the result, the next in-flight request and its removal
+        from the mailbox land together or not at all.
+        """
         key = _check_key(key)
         state = _as_blob(state, "state blob")
         max_results = _check_max_results(max_results)
@@ -713,6 +782,9 @@ class PostgresAgentStore(AgentStore):
         pgid: int | None = None,
         agent_key: str | None = None,
     ) -> ProcessRecord | None:
+        """Record (or refresh) the process; its key includes the start time and boot id, so a
+        reused pid is a new row and never overwrites the record of the earlier process.
+        """
         record = _new_process_record(pid, role, pgid, agent_key)
         if record is None:
             return None

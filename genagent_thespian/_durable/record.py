@@ -127,6 +127,7 @@ class AgentRecord:
     """Read and write one agent's durable record (see the module docstring)."""
 
     def __init__(self, store: AgentStore, spec: AgentSpec) -> None:
+        """Bind a store to one agent's key and spec; :meth:`open` is the usual way in."""
         self._store = store
         self._spec = spec
         self.key = agent_key(spec.name)
@@ -201,6 +202,7 @@ class AgentRecord:
             _log.warning("agent %r: could not release its lease", self._spec.name)
 
     def _restored(self, stored: StoredAgent) -> Restored | None:
+        """Unpickle a stored record into what the agent restores; ``None`` before any snapshot."""
         if stored.state_blob is None:
             return None
         state = AgentSnapshot.load(stored.state_blob)

@@ -49,22 +49,28 @@ class Redacted:
     """
 
     name: str
-    wrapper: Any = None
+    wrapper: type | None = None
 
     def __repr__(self) -> str:
         return f"Redacted({self.name!r})"
 
 
-def is_secret_name(name: Any) -> bool:
+def is_secret_name(name: object) -> bool:
     """Whether an option, field or key called *name* holds a secret."""
     return isinstance(name, str) and _SECRET_NAME.search(name) is not None
 
 
-def _is_wrapper(value: Any) -> bool:
+def _is_wrapper(value: object) -> bool:
+    """Whether *value* is a backend's credential wrapper, recognised by duck type.
+
+    Backends define their own ``Secret`` classes (with ``reveal()``) and the store must not
+    import them: the store sits below the backends in the import graph.
+    """
     return callable(getattr(type(value), "reveal", None))
 
 
-def _placeholder(name: str, value: Any) -> Redacted:
+def _placeholder(name: str, value: object) -> Redacted:
+    """The stand-in stored for a secret: its name, and its wrapper class to re-apply later."""
     return Redacted(name, type(value) if _is_wrapper(value) else None)
 
 
@@ -131,6 +137,9 @@ def restore(value: Any, lookup: Callable[[str], Any]) -> Any:
 
 
 def _with_fields(instance: Any, changes: Mapping[str, Any]) -> Any:
+    """A copy of a dataclass or slotted instance with some fields replaced, without calling its
+    ``__init__`` (which may validate, or refuse a placeholder).
+    """
     clone = copy.copy(instance)
     for name, item in changes.items():
         object.__setattr__(clone, name, item)  # frozen and slotted dataclasses too
@@ -153,10 +162,13 @@ def dumps_redacted(value: Any) -> bytes:
     return buffer.getvalue()
 
 
-def lookup_for(options: Mapping[str, Any], resolver: Any, agent: Any) -> Callable[[str], Any]:
+def lookup_for(
+    options: Mapping[str, Any], resolver: Callable[[Any, str], Any] | None, agent: Any
+) -> Callable[[str], Any]:
     """The restore-time lookup: the live options (at any depth), then *resolver*, else None."""
 
     def lookup(name: str) -> Any:
+        """The live value of the secret called ``name``, from the options, else the resolver."""
         found = _find(options, name)
         if found is None and resolver is not None:
             found = resolver(agent, name)
@@ -165,7 +177,12 @@ def lookup_for(options: Mapping[str, Any], resolver: Any, agent: Any) -> Callabl
     return lookup
 
 
-def _find(value: Any, name: str) -> Any:
+def _find(value: object, name: str) -> Any:  # Any: whatever the user put in the options
+    """The first non-``None`` value under key *name* at any depth of nested options.
+
+    Secrets often sit inside nested options (``mcp_servers={...: {"env": {"TOKEN": ...}}}``),
+    so a restore must find them where the live options keep them, not only at the top level.
+    """
     if isinstance(value, Mapping):
         if value.get(name) is not None:
             return value[name]

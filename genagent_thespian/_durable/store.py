@@ -232,7 +232,13 @@ class ProcessRecord:
 # --- keys and checks ------------------------------------------------------------------------
 
 
-def _encode_name(value: Any, out: bytearray) -> None:
+def _encode_name(value: Any, out: bytearray) -> None:  # Any: an agent name is any user term
+    """Append the canonical encoding of ``value`` to ``out`` (see :func:`agent_key`).
+
+    Each value is tagged with its type and delimited (a length prefix or a terminator), so no two
+    different names encode to the same bytes; frozenset members are sorted by their encoding, since
+    iteration order is not stable across processes.
+    """
     kind = type(value)
     if value is None:
         out += b"N"
@@ -269,7 +275,7 @@ def _encode_name(value: Any, out: bytearray) -> None:
         out += b"p%d:" % len(data) + data
 
 
-def agent_key(name: Any) -> str:
+def agent_key(name: Any) -> str:  # Any: an agent name is any user term
     """Return the stable store key of an agent name: a SHA-256 hex digest.
 
     ``str``, ``int``, ``float``, ``bool``, ``None``, ``bytes`` and tuples and frozensets of
@@ -293,10 +299,16 @@ def agent_key(name: Any) -> str:
 
 
 def _crc(blob: bytes) -> int:
+    """The checksum stored beside every blob, so damage is named instead of unpickled."""
     return zlib.crc32(blob)
 
 
-def _as_blob(value: Any, what: str) -> bytes:
+def _as_blob(value: object, what: str) -> bytes:
+    """Accept only pickled bytes: the store never pickles, so a live object here is a bug.
+
+    ``bytearray`` and ``memoryview`` are copied to ``bytes`` so the stored value cannot change
+    under the store after the call.
+    """
     if isinstance(value, bytes):
         return value
     if isinstance(value, bytearray | memoryview):
@@ -304,25 +316,31 @@ def _as_blob(value: Any, what: str) -> bytes:
     raise InvalidOption(f"{what} must be bytes (already pickled), not {type(value).__name__}")
 
 
-def _check_key(key: Any) -> str:
+def _check_key(key: object) -> str:
+    """Refuse a key that is not one :func:`agent_key` could have made, before any SQL runs."""
     if not isinstance(key, str) or not key:
         raise InvalidOption(f"invalid agent key {key!r}: expected a non-empty str")
     return key
 
 
-def _check_ref(ref: Any) -> str:
+def _check_ref(ref: object) -> str:
+    """Refuse an empty or non-string ref: it is half of the mailbox and results primary keys."""
     if not isinstance(ref, str) or not ref:
         raise InvalidOption(f"invalid request ref {ref!r}: expected a non-empty str")
     return ref
 
 
-def _check_max_results(max_results: Any) -> int:
+def _check_max_results(max_results: object) -> int:
+    """Refuse a bound that would make the eviction query keep everything or nothing by accident.
+
+    ``bool`` is an ``int`` to Python, but ``max_results=True`` is always a caller's mistake.
+    """
     if not isinstance(max_results, int) or isinstance(max_results, bool) or max_results < 0:
         raise InvalidOption(f"invalid max_results {max_results!r}: expected an int >= 0")
     return max_results
 
 
-def _check_file_name(name: Any) -> str:
+def _check_file_name(name: object) -> str:
     """A session file's name: a relative path without ``..`` (it is joined to a folder)."""
     if (
         not isinstance(name, str)
@@ -335,7 +353,7 @@ def _check_file_name(name: Any) -> str:
     return name
 
 
-def _check_epoch(key: str, row: Sequence[Any] | None, epoch: int) -> None:
+def _check_epoch(key: str, row: Sequence[Any] | None, epoch: int) -> None:  # Any: a DB row
     """Refuse a lease write for an unknown agent or an incarnation that is not current."""
     if row is None:
         raise AgentNotFound(f"no stored agent with key {_short(key)}")
@@ -359,6 +377,7 @@ def _leadership_claim(row: Sequence[Any] | None, holder: str, now: float) -> int
 
 
 def _short(key: str) -> str:
+    """Enough of a key to name the agent in an error without a 64-character digest."""
     return key[:12]
 
 
@@ -369,10 +388,23 @@ class AgentStore(abc.ABC):
     """Where durable agents keep what they need to survive their process.
 
     Every write is durable when the method returns (for :class:`SQLiteAgentStore`: committed
-    to the file). The runtime acknowledges a ``tell`` only after :meth:`enqueue` returns.
+    to the file). The runtime acknowledges a ``tell`` only after the write that holds it
+    returns (today the :meth:`save_state` whose snapshot has it in the mailbox).
     Methods raise :class:`~genagent_thespian.AgentNotFound` for an unknown key,
     :class:`StoreCorrupted` for damaged data and :class:`StoreError` for other failures.
     Implementations must be safe to call from several threads.
+
+    Not every method is called by the runtime. The per-entry mailbox writes
+    (:meth:`enqueue`, :meth:`dequeue`, :meth:`set_in_flight`, :meth:`clear_in_flight`,
+    :meth:`commit_turn`) and the ``queue`` and ``in_flight`` fields they fill are used only by
+    ``bench/store_cost.py`` and the store tests. They stay on purpose: they are the
+    incremental alternative to rewriting the whole snapshot at each boundary, and the benchmark
+    compares the two on the disk at hand (issue 18 asks to switch when the measurement says
+    it matters; today it does not below about 100 queued prompts). Removing them would also
+    leave the ``mailbox`` table and the ``in_flight`` columns of schema version 1 without a
+    writer while every existing file still has them. :meth:`bump_incarnation` is the
+    building block of the default :meth:`begin_incarnation` (which :class:`MemoryAgentStore`
+    uses) and :meth:`forget_process` that of :func:`end_recorded_processes`.
     """
 
     # agents ---------------------------------------------------------------------------------
@@ -574,6 +606,11 @@ class AgentStore(abc.ABC):
 def _new_process_record(
     pid: int, role: str, pgid: int | None, agent_key_: str | None
 ) -> ProcessRecord | None:
+    """Validate and describe a running process from ``/proc``; ``None`` if it already exited.
+
+    A zombie counts as exited: it has no start time worth recording, and ending it later would
+    signal nothing.
+    """
     if not isinstance(role, str) or not role:
         raise InvalidOption(f"invalid process role {role!r}: expected a non-empty str")
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
@@ -666,6 +703,11 @@ _OPEN_STORES: weakref.WeakSet[SQLiteAgentStore] = weakref.WeakSet()
 
 
 def _reset_stores_after_fork() -> None:
+    """Give every open store a fresh lock in a forked child (Thespian forks every actor).
+
+    A thread of the parent may have held a store's lock at the moment of the fork; that thread does
+    not exist in the child, so the inherited lock would never be released.
+    """
     # Another thread of the parent may have held a store's lock at the moment of the fork;
     # that thread does not exist in the child, so the child starts with fresh locks.
     for store in list(_OPEN_STORES):
@@ -709,6 +751,11 @@ class SQLiteAgentStore(AgentStore):
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         busy_timeout: float = 10.0,
     ) -> None:
+        """Check the settings, then open (and if needed create) the file at once.
+
+        Opening here means a wrong path, a damaged file or another application's database fails
+        ``start_agent``, not the first turn boundary of a running agent.
+        """
         sync = synchronous.upper() if isinstance(synchronous, str) else synchronous
         if sync not in ("FULL", "NORMAL"):
             raise InvalidOption(f"invalid synchronous={synchronous!r}: expected 'FULL' or 'NORMAL'")
@@ -733,6 +780,11 @@ class SQLiteAgentStore(AgentStore):
     # connection management ------------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
+        """Open a connection with the store's settings: WAL, ``synchronous``, foreign keys, timeout.
+
+        The header is checked before any pragma writes to the file, so a file that is not SQLite is
+        reported as such and left untouched.
+        """
         with self._translate("open"):
             self._make_private()
             conn = sqlite3.connect(
@@ -771,6 +823,13 @@ class SQLiteAgentStore(AgentStore):
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
+        """Create the schema in an empty file, or check that the file holds this store's schema.
+
+        It runs under ``BEGIN IMMEDIATE`` so that agent processes opening a new file at the same
+        time create the schema once. A file with tables but no application id belongs to someone
+        else and is refused rather than written to. Tables added after version 1 are created when
+        missing, which keeps older files readable without a version bump.
+        """
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -806,6 +865,11 @@ class SQLiteAgentStore(AgentStore):
             raise
 
     def _conn(self) -> sqlite3.Connection:
+        """This process's connection; a forked child opens its own and never uses the parent's.
+
+        An SQLite connection must not be used across ``fork``; the inherited one is kept referenced
+        and never closed in the child, where closing could act on files the parent still uses.
+        """
         if self._closed:
             raise StoreError(f"the agent store {self.path} is closed")
         if self._pid != os.getpid():
@@ -817,6 +881,11 @@ class SQLiteAgentStore(AgentStore):
 
     @contextmanager
     def _translate(self, operation: str, key: str | None = None) -> Iterator[None]:
+        """Turn ``sqlite3`` errors into :class:`StoreError`, or :class:`StoreCorrupted` for damage.
+
+        Callers catch our errors only; damage gets its own type because restarting will not fix it,
+        while a busy or locked database may succeed on the next try.
+        """
         where = f" (agent key {_short(key)})" if key else ""
         try:
             yield
@@ -834,6 +903,12 @@ class SQLiteAgentStore(AgentStore):
 
     @contextmanager
     def _write(self, operation: str, key: str | None = None) -> Iterator[sqlite3.Cursor]:
+        """A write transaction; ``BEGIN IMMEDIATE`` takes the write lock at the start.
+
+        A deferred transaction that reads and then writes fails at once with ``SQLITE_BUSY`` when
+        another process wrote meanwhile (the busy timeout cannot help there); taking the lock up
+        front makes a second writer wait, up to ``busy_timeout``, instead.
+        """
         with self._lock, self._translate(operation, key):
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
@@ -847,6 +922,7 @@ class SQLiteAgentStore(AgentStore):
 
     @contextmanager
     def _read(self, operation: str, key: str | None = None) -> Iterator[sqlite3.Cursor]:
+        """A read transaction, so the SELECTs of one call see one consistent snapshot."""
         with self._lock, self._translate(operation, key):
             conn = self._conn()
             conn.execute("BEGIN")  # one snapshot for all the SELECTs of this read
@@ -894,6 +970,7 @@ class SQLiteAgentStore(AgentStore):
 
     @staticmethod
     def _evict_results(cur: sqlite3.Cursor, key: str, max_results: int) -> None:
+        """Delete the agent's results older than the newest ``max_results``, in one statement."""
         cur.execute(
             "DELETE FROM results WHERE key = ? AND seq <= ("
             " SELECT seq FROM results WHERE key = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
@@ -902,6 +979,7 @@ class SQLiteAgentStore(AgentStore):
 
     @staticmethod
     def _put_result(cur: sqlite3.Cursor, key: str, result: StoredRequest, max_results: int) -> None:
+        """Store a tell result as the newest and evict beyond ``max_results``."""
         if max_results == 0:
             cur.execute("DELETE FROM results WHERE key = ?", (key,))
             return
@@ -913,6 +991,11 @@ class SQLiteAgentStore(AgentStore):
         SQLiteAgentStore._evict_results(cur, key, max_results)
 
     def _verified(self, key: str, part: str, blob: bytes | None, crc: int | None) -> bytes | None:
+        """Return a stored blob after checking its CRC; damage raises :class:`StoreCorrupted`.
+
+        The check names the agent and the part, so one damaged record is reported precisely and the
+        other agents in the file stay usable.
+        """
         if blob is None:
             return None
         if not isinstance(blob, bytes) or crc is None or _crc(blob) != crc:
@@ -925,6 +1008,9 @@ class SQLiteAgentStore(AgentStore):
     # agents ---------------------------------------------------------------------------------
 
     def create_agent(self, key: str, name_blob: bytes, spec_blob: bytes) -> None:
+        """Insert the record; the primary key refuses a second one, reported as
+        :class:`AgentAlreadyExists` (the name is taken by a stored agent).
+        """
         key = _check_key(key)
         name_blob = _as_blob(name_blob, "name_blob")
         spec_blob = _as_blob(spec_blob, "spec_blob")
@@ -968,6 +1054,9 @@ class SQLiteAgentStore(AgentStore):
         return None if rows is None else self._build_agent(key, *rows)
 
     def begin_incarnation(self, key: str) -> StoredAgent:
+        """Increment and load in one write transaction, so no write of the old incarnation can
+        land in between (the atomic version the interface asks stores to provide).
+        """
         key = _check_key(key)
         with self._write("begin_incarnation", key) as cur:
             cur.execute(
@@ -984,6 +1073,7 @@ class SQLiteAgentStore(AgentStore):
     def _select_agent(
         cur: sqlite3.Cursor, key: str
     ) -> tuple[tuple[Any, ...], list[Any], list[Any]] | None:
+        """The agent's row, mailbox rows and result rows, read in the caller's transaction."""
         row = cur.execute(
             "SELECT name, name_crc, spec, spec_crc, state, state_crc, in_flight_ref,"
             " in_flight, in_flight_crc, incarnation FROM agents WHERE key = ?",
@@ -1002,6 +1092,7 @@ class SQLiteAgentStore(AgentStore):
     def _build_agent(
         self, key: str, row: tuple[Any, ...], queue_rows: list[Any], result_rows: list[Any]
     ) -> StoredAgent:
+        """Build a :class:`StoredAgent` from rows, checking every blob's CRC on the way."""
         name, name_crc, spec, spec_crc, state, state_crc = row[:6]
         in_flight_ref, in_flight, in_flight_crc, incarnation = row[6:]
         name_blob = self._verified(key, "name", name, name_crc)
@@ -1081,6 +1172,9 @@ class SQLiteAgentStore(AgentStore):
         return None if row is None else Lease(int(row[0]), row[1], row[2] - time.time())
 
     def renew_lease(self, key: str, *, epoch: int, owner: str, seconds: float) -> None:
+        """Check the epoch and write the lease in one transaction, so a fenced incarnation can
+        never extend a lease after a newer one began.
+        """
         key = _check_key(key)
         with self._write("renew_lease", key) as cur:
             _check_epoch(
@@ -1096,6 +1190,9 @@ class SQLiteAgentStore(AgentStore):
             )
 
     def release_lease(self, key: str, *, epoch: int) -> None:
+        """Expire the lease now instead of deleting it: the row still says which epoch held it
+        last, and a successor finds it expired and need not wait.
+        """
         key = _check_key(key)
         with self._write("release_lease", key) as cur:
             cur.execute(
@@ -1147,6 +1244,9 @@ class SQLiteAgentStore(AgentStore):
             self._touch(cur, key, "state = ?, state_crc = ?", (blob, _crc(blob)), incarnation)
 
     def enqueue(self, key: str, ref: str, blob: bytes) -> None:
+        """Append with one conditional insert: it checks that the agent exists and appends in the
+        same statement, and the ``(key, ref)`` uniqueness refuses a resent request.
+        """
         key = _check_key(key)
         ref = _check_ref(ref)
         blob = _as_blob(blob, "request blob")
@@ -1217,6 +1317,9 @@ class SQLiteAgentStore(AgentStore):
         next_in_flight: StoredRequest | None = None,
         incarnation: int | None = None,
     ) -> None:
+        """One write transaction: the state, the result, the next in-flight request and its
+        removal from the mailbox land together or not at all.
+        """
         key = _check_key(key)
         state = _as_blob(state, "state blob")
         max_results = _check_max_results(max_results)
@@ -1255,6 +1358,9 @@ class SQLiteAgentStore(AgentStore):
         pgid: int | None = None,
         agent_key: str | None = None,
     ) -> ProcessRecord | None:
+        """Record the process with its start time and boot id; the primary key includes both, so
+        a reused pid is a new row and never overwrites the record of the earlier process.
+        """
         record = _new_process_record(pid, role, pgid, agent_key)
         if record is None:
             return None
@@ -1297,6 +1403,8 @@ class SQLiteAgentStore(AgentStore):
 
 @dataclass
 class _MemoryAgent:
+    """One agent's record in :class:`MemoryAgentStore`, mirroring the SQLite tables."""
+
     name_blob: bytes
     spec_blob: bytes
     state_blob: bytes | None = None
@@ -1323,6 +1431,9 @@ class MemoryAgentStore(AgentStore):
         self._closed = False
 
     def _agent(self, key: str, ref: str | None = None) -> _MemoryAgent:
+        """The record under ``key``, or the same errors the SQLite store raises (closed,
+        unknown).
+        """
         if self._closed:
             raise StoreError("the in-memory agent store is closed")
         agent = self._agents.get(_check_key(key))
@@ -1336,6 +1447,7 @@ class MemoryAgentStore(AgentStore):
 
     @staticmethod
     def _check_incarnation(key: str, agent: _MemoryAgent, incarnation: int | None) -> None:
+        """Refuse a write for an incarnation that is not the current one (fencing), as SQL does."""
         if incarnation is not None and incarnation != agent.incarnation:
             raise StaleIncarnation(
                 f"agent key {_short(key)} is at incarnation {agent.incarnation},"
@@ -1518,6 +1630,7 @@ class MemoryAgentStore(AgentStore):
         next_in_flight: StoredRequest | None = None,
         incarnation: int | None = None,
     ) -> None:
+        """Apply the whole boundary under the store's lock, so readers never see half of it."""
         state = _as_blob(state, "state blob")
         max_results = _check_max_results(max_results)
         if result is not None:
@@ -1626,6 +1739,11 @@ def end_recorded_processes(
 
 
 def _end_one(record: ProcessRecord, grace: float) -> None:
+    """End a single recorded process: SIGTERM, then SIGKILL after ``grace`` seconds.
+
+    It checks the record (pid, start time, boot) before each signal, so a pid reused in the meantime
+    is never signalled.
+    """
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if not record.is_running():
             return

@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,12 @@ def load_config(path: str | os.PathLike[str] | None) -> McpConfig:
     return McpConfig(profiles=profiles, ask_wait=ask_wait, max_ask_wait=max_ask_wait)
 
 
-def _profile(name: str, entry: Any) -> Profile:
+def _profile(name: str, entry: object) -> Profile:
+    """Check one ``[profiles.NAME]`` table; an unknown key is an error, never ignored.
+
+    A profile bounds what an MCP client may start, so a misspelt key must fail at load
+    instead of silently leaving its setting at the default.
+    """
     if not isinstance(entry, dict):
         raise InvalidOption(f"profile {name!r} must be a table")
     unknown = set(entry) - {"class", "backend", "options", "cwds", "cwd_option"}
@@ -137,7 +143,8 @@ def _profile(name: str, entry: Any) -> Profile:
     )
 
 
-def _seconds(data: dict[str, Any], key: str, default: float) -> float:
+def _seconds(data: Mapping[str, object], key: str, default: float) -> float:
+    """A positive duration setting; ``bool`` is refused although Python counts it an int."""
     value = data.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise InvalidOption(f"{key} must be a positive number of seconds, got {value!r}")

@@ -24,8 +24,9 @@ import json
 import os
 import secrets
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -35,6 +36,9 @@ from .._core.errors import GenAgentError, InvalidOption
 from .._core.turn import TERMINAL_KINDS, EventKind
 from ..messages import PollResult, PollState
 from .config import McpConfig
+
+if TYPE_CHECKING:  # starlette comes with mcp; only its ASGI type names are used
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["DEFAULT_TOKEN_PATH", "build_server", "load_token", "run_http", "run_stdio"]
 
@@ -176,6 +180,12 @@ def build_server(config: McpConfig) -> MCPServer:
 
 
 async def _ask(agent: str, prompt: str, wait: float, ctx: Context) -> dict[str, Any]:
+    """Tell the agent, relay text deltas as MCP progress, and answer when the turn ends.
+
+    Waiting is bounded by ``wait``: past it the tool answers with the request still pending, and the
+    client polls with the returned id. A failed request raises its error, which becomes a tool error
+    naming its type.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     fragments = 0
@@ -205,7 +215,12 @@ async def _ask(agent: str, prompt: str, wait: float, ctx: Context) -> dict[str, 
     return _result(result)
 
 
-def _result(result: PollResult) -> dict[str, Any]:
+def _result(result: PollResult) -> dict[str, Any]:  # Any: a JSON object for the MCP client
+    """A poll result as the JSON a tool returns: only plain values, errors by type and text.
+
+    MCP clients are language models and other programs: they get the error's class name to
+    branch on, never a pickled exception.
+    """
     answer: dict[str, Any] = {"status": str(result.state), "request_id": result.ref}
     if result.response is not None:
         usage = result.response.usage
@@ -221,7 +236,7 @@ def _result(result: PollResult) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _typed_errors() -> Any:
+def _typed_errors() -> Iterator[None]:
     """Turn our errors into MCP tool errors that start with the error's type name."""
     try:
         yield
@@ -267,11 +282,16 @@ def load_token(path: str | os.PathLike[str] | None) -> tuple[str, Path | None]:
 class _BearerToken:
     """ASGI middleware: every HTTP request must carry ``Authorization: Bearer <token>``."""
 
-    def __init__(self, app: Any, token: str) -> None:
+    def __init__(self, app: "ASGIApp", token: str) -> None:
+        """Wrap ``app``; the expected header is built once and compared in constant time."""
         self._app = app
         self._expected = f"Bearer {token}".encode()
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: "Scope", receive: "Receive", send: "Send") -> None:
+        """Refuse HTTP requests without the bearer token with 401; other scopes pass through.
+
+        Lifespan events carry no headers and must reach the app, or it would never start.
+        """
         if scope["type"] == "http":
             given = dict(scope.get("headers") or ()).get(b"authorization", b"")
             if not hmac.compare_digest(given, self._expected):

@@ -125,6 +125,9 @@ class TransportLimits:
     max_pending_total: int = 64
 
     def __post_init__(self) -> None:
+        """Check every limit when the settings are built, so a bad value fails the node's start
+        rather than its first connection.
+        """
         value = self.max_frame_bytes
         if isinstance(value, bool) or not isinstance(value, int) or value < _MIN_FRAME_LIMIT:
             raise InvalidOption(
@@ -142,6 +145,10 @@ class TransportLimits:
 
 
 def _env_int(name: str, default: int) -> int:
+    """An integer setting from the environment; a malformed value is an error naming the variable.
+
+    Falling back to the default on a typo would leave an operator believing a limit is in force.
+    """
     text = os.environ.get(name, "").strip()
     if not text:
         return default
@@ -165,6 +172,9 @@ class FrameCodec:
     __slots__ = ("_key", "max_frame_bytes")
 
     def __init__(self, secret: bytes, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        """Derive the frame key from the node secret under a fixed label (domain separation),
+        so the raw secret never keys a MAC itself.
+        """
         self._key = hmac.new(secret, _KEY_LABEL, hashlib.sha256).digest()
         self.max_frame_bytes = max_frame_bytes
 
@@ -172,11 +182,19 @@ class FrameCodec:
         return f"FrameCodec(key=<masked>, max_frame_bytes={self.max_frame_bytes})"
 
     def _head_tag(self, length: int) -> bytes:
+        """The MAC of a frame's length header, checked before any of the body is read.
+
+        Authenticating the length first means an unauthenticated peer cannot make the node buffer a
+        large body.
+        """
         return hmac.new(
             self._key, _MAGIC + b"head" + length.to_bytes(8, "big"), hashlib.sha256
         ).digest()
 
     def _body_tag(self, length: int, payload: bytes | memoryview) -> bytes:
+        """The MAC of the body, bound to its length so a body cannot be moved under another
+        header.
+        """
         mac = hmac.new(self._key, _MAGIC + b"body" + length.to_bytes(8, "big"), hashlib.sha256)
         mac.update(payload)
         return mac.digest()
@@ -261,6 +279,10 @@ class FrameReceiver:
     )
 
     def __init__(self, codec: FrameCodec, _thespian_deserializer: Any = None) -> None:
+        """Start reading one frame. The signature matches the ``ReceiveBuffer`` it replaces
+        inside Thespian's transport, whose deserializer argument is not used (frames are
+        decoded by the codec, after their tag is checked).
+        """
         self._codec = codec
         self._max_digits = len(str(codec.max_frame_bytes))
         self._prefix = bytearray()
@@ -287,6 +309,7 @@ class FrameReceiver:
         return f"FrameReceiver({state})"
 
     def _reject(self, reason: str) -> None:
+        """Refuse the frame and drop what was buffered, so a rejected peer holds no memory."""
         self.rejection = reason
         self._prefix = bytearray()
         self._body = bytearray()
@@ -397,7 +420,7 @@ class FrameReceiver:
 # -- the rejection log -------------------------------------------------------------------------
 
 
-def _to_thesplog(message: str, *args: Any) -> None:
+def _to_thesplog(message: str, *args: object) -> None:
     # thesplog writes straight to Thespian's internal log file; the logging module would
     # forward the record through the very transport that is handling this connection.
     thesplog(message, *args, level=logging.WARNING)
@@ -417,6 +440,9 @@ class RejectionLog:
         clock: Callable[[], float] = time.monotonic,
         write: Callable[..., None] = _to_thesplog,
     ) -> None:
+        """A log of refused frames, rate-limited per peer; ``clock`` and ``write`` are injectable
+        so tests check the rate limit without waiting or reading Thespian's log file.
+        """
         self._clock = clock
         self._write = write
         self._lock = threading.Lock()
@@ -452,6 +478,7 @@ rejections = RejectionLog()
 
 
 def _peer_of(sock: Any) -> str:
+    """The peer's address for log lines; a socket already gone gives a placeholder, not an error."""
     try:
         return str(sock.getpeername()[0])
     except (OSError, AttributeError, IndexError):
@@ -580,6 +607,12 @@ def _more_to_accept(listener: Any) -> bool:
 
 
 def _evict_oldest(transport: Any, limits: TransportLimits, peer: str) -> None:
+    """Close the oldest unauthenticated connections beyond the per-peer and total limits.
+
+    Legitimate peers authenticate within moments, so the oldest unauthenticated connections are the
+    likeliest to be a flood's; closing them first keeps room for new handshakes. The per-peer limit
+    is applied first, so a flooding peer loses its own connections before others.
+    """
     pending = sorted(
         (
             (inc._rData.admitted, fileno, inc)

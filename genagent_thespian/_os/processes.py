@@ -124,6 +124,7 @@ def kill_process_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
 
 
 def _check_int(what: str, value: object) -> None:
+    """Refuse a pid or group that is not an int (``bool`` included) before any signal is sent."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidOption(f"invalid {what} {value!r}: expected an int")
 
@@ -209,10 +210,12 @@ def children_die_with_this_process() -> None:
     owner = os.getpid()
 
     def before() -> None:
+        """Note which process is forking, so the child can tell whether its parent is the owner."""
         global _forking_pid
         _forking_pid = os.getpid()
 
     def after_in_child() -> None:
+        """In a child of the owner, ask the kernel to kill it when the owner dies."""
         if _forking_pid == owner:
             die_with_parent(expected_parent=owner)
 
@@ -256,6 +259,11 @@ def descendants_of(pid: int) -> list[int]:
 
 
 def _live(pid: int, *, recursive: bool) -> list[int]:
+    """The live children (or all descendants) of ``pid``, sorted; none if ``pid`` is gone.
+
+    Zombies are left out: they have exited and only wait for their parent to reap them, so there is
+    nothing left in them to stop or wait for.
+    """
     try:
         found = psutil.Process(pid).children(recursive=recursive)
     except psutil.NoSuchProcess:

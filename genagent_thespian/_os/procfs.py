@@ -115,6 +115,7 @@ def process_identity(pid: int) -> ProcessIdentity | None:
 
 
 def _all_stats() -> Iterator[ProcessStat]:
+    """Every process readable in ``/proc`` now; one that exits mid-scan is skipped."""
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             stat = process_stat(int(entry))

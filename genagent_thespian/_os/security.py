@@ -88,10 +88,10 @@ import secrets
 import stat
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from thespian.system.transport import IPBase, TCPTransport, errmgmt, streamBuffer
 
@@ -214,6 +214,9 @@ def secret_file(path: str | os.PathLike[str] | None = None) -> Path:
 
 
 def _parse_secret(text: str, *, source: str) -> bytes:
+    """Decode a hex secret and check its length; the error never quotes the text (it is the
+    secret).
+    """
     try:
         secret = bytes.fromhex(text)
     except ValueError:
@@ -228,6 +231,12 @@ def _parse_secret(text: str, *, source: str) -> bytes:
 
 
 def _read_secret_file(path: Path) -> bytes:
+    """Read the secret file, refusing anything an attacker could have planted or read.
+
+    The file is opened without following symlinks, then checked on the open descriptor (no race
+    between check and read): a regular file, owned by this user, with no group or other permission
+    bits.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -262,6 +271,12 @@ def _read_secret_file(path: Path) -> bytes:
 
 
 def _create_secret_file(path: Path) -> None:
+    """Create the secret file atomically, with mode 0600 from the start.
+
+    The secret is written and synced to a temporary name, then hard-linked into place: a reader
+    never sees a half-written file, and when two nodes start together the first file wins and both
+    use it.
+    """
     try:
         private_folder(path.parent)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -318,6 +333,12 @@ class TransportSecurity:
     limits: TransportLimits = dataclasses.field(default_factory=TransportLimits)
 
     def __post_init__(self) -> None:
+        """Check the settings; the advertised address defaults to the bound one.
+
+        An advertised address that differs from a specific bound address, or is ``0.0.0.0``, would
+        give peers an address they cannot reach; both are refused here rather than discovered as
+        timeouts between nodes.
+        """
         if not isinstance(self.secret, bytes) or len(self.secret) < _MIN_SECRET_BYTES:
             raise SecurityConfigError(f"the node secret must be at least {_MIN_SECRET_BYTES} bytes")
         if not isinstance(self.limits, TransportLimits):
@@ -346,15 +367,18 @@ class TransportSecurity:
         return ipaddress.IPv4Address(self.bind_host).is_loopback
 
     def __repr__(self) -> str:
+        """Show the settings with the secret masked: this object is logged and shown in errors."""
         return (
             f"TransportSecurity(secret=<masked>, bind_host={self.bind_host!r}, "
             f"advertise_host={self.advertise_host!r}, limits={self.limits!r})"
         )
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> NoReturn:
+        """Refuse to pickle: Thespian pickles capabilities into messages that cross hosts."""
         raise TypeError("TransportSecurity holds the node secret and must not be pickled")
 
     def _same_settings(self, other: TransportSecurity) -> bool:
+        """Whether two settings are the same, comparing secrets in constant time."""
         return (
             hmac.compare_digest(self.secret, other.secret)
             and self.bind_host == other.bind_host
@@ -363,7 +387,12 @@ class TransportSecurity:
         )
 
 
-def _ipv4(field: str, value: Any) -> ipaddress.IPv4Address:
+def _ipv4(field: str, value: Any) -> ipaddress.IPv4Address:  # Any: a user setting, checked here
+    """Parse an address setting, naming the setting when it is wrong.
+
+    Only IPv4 literals are accepted, so checks such as :attr:`TransportSecurity.loopback_only`
+    are made on the very address the node binds, not on a name resolved later.
+    """
     try:
         return ipaddress.IPv4Address(value)
     except (ipaddress.AddressValueError, ValueError, TypeError):
@@ -516,8 +545,15 @@ def harden_transport(
     return security
 
 
-def _make_bind_args(bind_host: str) -> Any:
+def _make_bind_args(bind_host: str) -> Callable[[Any], tuple[tuple[str, int], ...]]:
+    """Thespian's ``bindArgs`` replacement: bind to ``bind_host`` where it would bind to all.
+
+    Thespian binds its listening socket to every interface; this keeps the node on the
+    configured interface (loopback by default). Any: Thespian's untyped TCP address.
+    """
+
     def bindArgs(address: Any) -> tuple[tuple[str, int], ...]:
+        """The socket address to bind: ``bind_host`` in place of the wildcard, else as given."""
         host, port = address.bindname[:2]
         if host in ("", _WILDCARD):
             return ((bind_host, port),)
@@ -531,6 +567,12 @@ def _make_bind_args(bind_host: str) -> Any:
 
 
 def _check_thespian_internals() -> None:
+    """Fail at import if the Thespian internals this module patches are not what it expects.
+
+    Transport security replaces parts of Thespian's TCP transport; on another Thespian version those
+    parts may be gone or changed, and a silent mismatch could leave nodes unprotected. An error at
+    import is the safe failure.
+    """
     problems: list[str] = []
     try:
         version = importlib.metadata.version("thespian")

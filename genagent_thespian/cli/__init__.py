@@ -40,6 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
+from types import FrameType
 from typing import Any, NoReturn
 
 from rich.console import Console, Group
@@ -121,14 +122,21 @@ class _Output:
     """Where a command's results go: human lines, or one JSON document with ``--json``."""
 
     def __init__(self, *, as_json: bool) -> None:
+        """Show progress only on a terminal and never with ``--json``: a spinner in a pipe or in
+        JSON output would corrupt what a script reads.
+        """
         self.as_json = as_json
         self.progress_enabled = not as_json and sys.stderr.isatty()
 
     def line(self, text: str = "") -> None:
+        """Print a human line; nothing with ``--json``, whose output is one document only."""
         if not self.as_json:
             print(text, flush=True)
 
     def document(self, data: Any) -> None:
+        """Print the command's JSON document (with ``--json`` only), keys sorted for stable
+        diffs.
+        """
         if self.as_json:
             print(json.dumps(data, default=_json_default, sort_keys=True), flush=True)
 
@@ -139,12 +147,16 @@ class _Output:
             sys.stderr.flush()
 
     def clear_progress(self) -> None:
+        """Erase the spinner line, so an error message starts at the beginning of a clean line."""
         if self.progress_enabled:
             sys.stderr.write("\r\x1b[2K")
             sys.stderr.flush()
 
 
-def _json_default(value: Any) -> Any:
+def _json_default(value: object) -> Any:  # Any: whatever JSON can encode
+    """Make the values a command prints JSON-serialisable: usage as a dict, errors by type and
+    message, anything else as its text (never a failed ``--json`` run).
+    """
     if isinstance(value, Usage):
         return asdict(value)
     if isinstance(value, BaseException):
@@ -160,6 +172,7 @@ def _spinner(out: _Output, label: str) -> Iterator[Callable[[str], None]]:
     current = [label]
 
     def spin() -> None:
+        """Redraw the label with the elapsed seconds every 0.2 s until the block ends."""
         while not stopped.wait(0.2):
             out.progress(f"{current[0]} ({time.monotonic() - started:.1f}s)")
 
@@ -179,6 +192,11 @@ def _spinner(out: _Output, label: str) -> Iterator[Callable[[str], None]]:
 
 
 def _common() -> argparse.ArgumentParser:
+    """The options every subcommand takes, so they work after the subcommand name too.
+
+    ``SUPPRESS`` keeps a subcommand's unset option from overwriting the same option given before the
+    subcommand (``genagent --json ls`` and ``genagent ls --json`` both work).
+    """
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document"
@@ -360,10 +378,16 @@ def load_impl(target: str) -> type:
 
 
 def _attach(args: argparse.Namespace) -> AgentSystem:
+    """Connect to the node the command names (``--port``, ``$GENAGENT_PORT`` or the state file)."""
     return _node.connect(_node.find_port(getattr(args, "port", None)))
 
 
 def _cmd_node(args: argparse.Namespace, out: _Output) -> int:
+    """``genagent node start|stop|status``: manage the local node the other commands talk to.
+
+    ``start`` detaches the node (it outlives the command) unless ``--foreground``, and waits until
+    it answers, so the next command can use it at once.
+    """
     if args.node_command == "start":
         port = getattr(args, "port", None)
         if port is None:
@@ -397,6 +421,9 @@ def _cmd_node(args: argparse.Namespace, out: _Output) -> int:
 
 
 def _cmd_start(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    """``genagent start``: start an agent on the node, from ``module:Class`` and ``key=value``
+    options parsed the way the Python API receives them.
+    """
     impl = load_impl(args.impl)
     options = parse_options(args.option)
     with _spinner(out, f"starting {args.name}"):
@@ -467,6 +494,7 @@ def _ask_turn(
 
 
 def _response_dict(name: str, response: Response) -> dict[str, Any]:
+    """A response as the JSON the CLI prints: the fields a script needs, not the full event list."""
     return {
         "ok": True,
         "agent": name,
@@ -481,6 +509,12 @@ def _response_dict(name: str, response: Response) -> dict[str, Any]:
 
 
 def _cmd_ask(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    """``genagent ask``: send a prompt and stream the turn as it happens.
+
+    With ``--json`` nothing is streamed and one document is printed at the end. Ctrl-C cancels
+    the turn only with ``--interrupt``; otherwise it detaches (see :func:`_detach`), so an
+    impatient user does not throw away work the agent is doing.
+    """
     console = Console(stderr=True, highlight=False)
     view = TurnView(args.name, console=console)
     sent: list[str] = []
@@ -575,6 +609,7 @@ def _detach(
 
 
 def _halted(name: str, system: AgentSystem) -> bool:
+    """Whether the agent is halted or about to be; ``False`` when it cannot be asked."""
     try:
         state = status(name, system=system)
         return bool(state.halted or state.halt_pending)
@@ -583,6 +618,7 @@ def _halted(name: str, system: AgentSystem) -> bool:
 
 
 def _cmd_tell(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    """``genagent tell``: queue a prompt and print its ref, for a later ``poll``."""
     ref = tell(args.name, args.prompt, system=system)
     out.line(ref)
     out.document({"ok": True, "agent": args.name, "ref": ref})
@@ -590,6 +626,10 @@ def _cmd_tell(args: argparse.Namespace, out: _Output, system: AgentSystem) -> in
 
 
 def _cmd_poll(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    """``genagent poll``: the state of a told prompt, waiting up to ``--wait`` for it to finish.
+
+    A failed prompt makes the document's ``ok`` false, so a script can test one field.
+    """
     deadline = time.monotonic() + max(0.0, args.wait)
     with _spinner(out, f"waiting for {args.ref[:8]} at {args.name}"):
         result = poll(args.name, args.ref, system=system)
@@ -612,6 +652,7 @@ def _cmd_poll(args: argparse.Namespace, out: _Output, system: AgentSystem) -> in
 
 
 def _cmd_notify(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    """``genagent notify``: send an event, given as JSON so it reaches the agent as data."""
     try:
         event = json.loads(args.event)
     except ValueError as exc:
@@ -623,6 +664,7 @@ def _cmd_notify(args: argparse.Namespace, out: _Output, system: AgentSystem) -> 
 
 
 def _cmd_interrupt(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    """``genagent interrupt``: cancel the running turn (or the given one) and print its ref."""
     ref = interrupt(args.name, args.ref, system=system)
     out.line(f"interrupted {args.name} turn {ref}")
     out.document({"ok": True, "agent": args.name, "ref": ref})
@@ -630,7 +672,14 @@ def _cmd_interrupt(args: argparse.Namespace, out: _Output, system: AgentSystem) 
 
 
 def _simple(action: Callable[..., Any], past: str) -> Callable[..., int]:
+    """A command that calls ``action(name)`` and reports it in the past tense.
+
+    ``halt``, ``resume`` and ``stop`` differ only in the call and the word, so each is one entry in
+    the command table instead of three copies of the same function.
+    """
+
     def command(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+        """Run the action with a spinner, then report it as a line or a JSON document."""
         with _spinner(out, f"{past[:-2] if past.endswith('ed') else past} {args.name}"):
             action(args.name, system=system)
         out.line(f"{past} {args.name}")
@@ -641,6 +690,7 @@ def _simple(action: Callable[..., Any], past: str) -> Callable[..., int]:
 
 
 def _cmd_status(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    """``genagent status``: one agent's status as aligned ``key value`` lines."""
     data = status_dict(status(args.name, system=system))
     width = max(len(key) for key in data)
     for key, value in data.items():
@@ -650,6 +700,7 @@ def _cmd_status(args: argparse.Namespace, out: _Output, system: AgentSystem) -> 
 
 
 def _cmd_ls(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    """``genagent ls``: one line per agent; an agent that cannot be asked shows its error."""
     rows = fleet_rows(system)
     if not out.as_json:
         if not rows:
@@ -670,6 +721,12 @@ def _cmd_ls(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
 
 
 def _cmd_top(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    """``genagent top``: a live table of the fleet until Ctrl-C or until the node stops.
+
+    Rows come from a :class:`_FleetFeed` thread, so a slow node delays the figures but never the
+    screen. A port probe between frames notices a stopped node at once (a refused connection returns
+    immediately), and ``top`` then exits with an error rather than showing stale rows.
+    """
     node = f"127.0.0.1:{system.admin_port}"
     console = Console(highlight=False)
     if args.once or out.as_json:
@@ -718,6 +775,10 @@ class _FleetFeed:
     """Fetches fleet rows on a thread, so a slow or vanishing node never freezes ``top``."""
 
     def __init__(self, system: AgentSystem) -> None:
+        """Start the fetching thread; it waits until :meth:`latest` asks for rows.
+
+        It is a daemon so a fetch stuck on a vanished node never holds the command at exit.
+        """
         self._system = system
         self._lock = threading.Lock()
         self._rows: list[dict[str, Any]] | None = None
@@ -728,6 +789,9 @@ class _FleetFeed:
         self._thread.start()
 
     def _run(self) -> None:
+        """Fetch rows on each request; a failed fetch leaves ``None`` so ``top`` keeps its last
+        rows.
+        """
         while not self._closed:
             self._wanted.wait()
             self._wanted.clear()
@@ -751,11 +815,13 @@ class _FleetFeed:
             return self._rows
 
     def close(self) -> None:
+        """Stop the feed thread: wake it so it sees ``_closed`` and returns."""
         self._closed = True
         self._wanted.set()
 
 
 def _cmd_console(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
+    """``genagent console``: serve the web console until Ctrl-C, then close it."""
     from ._console import Console
 
     console = Console(system, host=args.host, port=args.http_port)
@@ -772,9 +838,15 @@ def _cmd_console(args: argparse.Namespace, out: _Output, system: AgentSystem) ->
 
 
 def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
+    """``genagent demo``: run the three-act demo and exit with its result.
+
+    The framework's own log lines are silenced for the run: the demo reports every failure itself,
+    and the actor processes forked from this one would repeat them on stderr.
+    """
     lines: list[str] = []
 
     def emit(text: str = "") -> None:
+        """Print a demo line and keep it for the ``--json`` document."""
         lines.append(text)
         out.line(text)
 
@@ -833,6 +905,10 @@ _AGENT_COMMANDS: dict[str, Callable[[argparse.Namespace, _Output, AgentSystem], 
 
 
 def _error_dict(error: BaseException) -> dict[str, Any]:
+    """An error as JSON: its type, message and, for our errors, the agent, ref and reason kind.
+
+    The reason kind is what a script should branch on; the message is for people.
+    """
     data: dict[str, Any] = {"type": type(error).__name__}
     if isinstance(error, GenAgentError):
         data["message"] = error.message
@@ -845,6 +921,11 @@ def _error_dict(error: BaseException) -> dict[str, Any]:
 
 
 def _fail(error: BaseException, out: _Output) -> int:
+    """Report an error on stderr (and as JSON with ``--json``) and return its exit code.
+
+    Each error type maps to its own exit code (:func:`exit_code_for`), so shell scripts can tell "no
+    such agent" from "the node is down" without parsing text.
+    """
     code = exit_code_for(error)
     out.clear_progress()
     sys.stderr.write(f"genagent: error: {type(error).__name__}: {error}\n")
@@ -854,7 +935,8 @@ def _fail(error: BaseException, out: _Output) -> int:
     return code
 
 
-def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
+def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Treat SIGTERM like Ctrl-C, so the command cleans up the same way; a second one is fatal."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
     raise KeyboardInterrupt
 

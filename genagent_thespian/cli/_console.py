@@ -42,7 +42,7 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._api.client import halt, interrupt, resume, stop
 from .._api.system import AgentSystem
@@ -52,6 +52,9 @@ from .._core.turn import Event
 from .._nodes.node import port_open
 from ._fleet import fleet_rows
 from ._turn_view import summarize
+
+if TYPE_CHECKING:  # the console extra: imported for real only when a console starts
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["Console", "assemble", "render_graph_svg"]
 
@@ -77,7 +80,8 @@ _OPERATOR = "(operator)"
 _NODE_DEADLINE = 2.0  # seconds before a fleet request says "node unreachable"
 
 
-def _clip(value: Any, limit: int = _FIELD_LIMIT) -> str:
+def _clip(value: object, limit: int = _FIELD_LIMIT) -> str:
+    """A value as text of at most ``limit`` characters, so one huge prompt cannot bloat a page."""
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -140,6 +144,9 @@ def assemble(parts: list[dict[str, Any]], shown: dict[str, Any]) -> None:
 
 
 def _describe(shown: dict[str, Any]) -> str:
+    """One line for a retry, warning or error in a transcript: what happened, and for a retry,
+    which attempt and how long until it.
+    """
     if shown.get("kind") == "retry":
         attempt = shown.get("attempt")
         delay = shown.get("delay_ms")
@@ -154,12 +161,20 @@ class _Observer:
     """Builds transcripts, current-turn events and the comms graph from telemetry."""
 
     def __init__(self) -> None:
+        """The console's view of telemetry: recent turns per agent, the notify graph, live
+        streams.
+        """
         self._lock = threading.Lock()
         self.transcripts: dict[str, deque[dict[str, Any]]] = {}
         self.edges: Counter[tuple[str, str]] = Counter()
         self._subscribers: dict[str, list[queue.Queue[dict[str, Any]]]] = {}
 
     def handle(self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
+        """Fold one telemetry event into the transcripts and graph, and push it to live viewers.
+
+        It runs for every telemetry event of the fleet, so it only updates in-memory
+        structures under a lock; the browser streams read from per-viewer queues.
+        """
         agent = str(metadata.get("agent"))
         with self._lock:
             if name == "event.received":
@@ -204,6 +219,11 @@ class _Observer:
                 self._publish(agent, {"type": name})
 
     def _publish(self, agent: str, item: dict[str, Any]) -> None:
+        """Offer an item to every viewer of ``agent``; a viewer whose queue is full misses it.
+
+        Dropping for a slow browser is better than blocking telemetry delivery, which would
+        delay every other viewer and every other telemetry handler.
+        """
         for subscriber in self._subscribers.get(agent, []):
             with contextlib.suppress(queue.Full):
                 subscriber.put_nowait(item)
@@ -219,14 +239,19 @@ class _Observer:
         return subscriber, snapshot
 
     def unsubscribe(self, agent: str, subscriber: queue.Queue[dict[str, Any]]) -> None:
+        """Drop a viewer's queue; a viewer already gone is not an error."""
         with self._lock, contextlib.suppress(ValueError, KeyError):
             self._subscribers[agent].remove(subscriber)
 
     def transcript(self, agent: str) -> list[dict[str, Any]]:
+        """Copies of the agent's recent turns, taken under the lock (the telemetry thread
+        writes).
+        """
         with self._lock:
             return [_copy(turn) for turn in self.transcripts.get(agent, [])]
 
     def graph(self) -> dict[tuple[str, str], int]:
+        """A copy of the notify graph's edge counts, taken under the lock."""
         with self._lock:
             return dict(self.edges)
 
@@ -311,6 +336,11 @@ class Console:
     """
 
     def __init__(self, system: AgentSystem, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Bind the console's socket now, so the port is known (and taken) before serving starts.
+
+        A fresh token is made for each run: control actions need it, and it is only put in the page
+        served to a browser on the bound address.
+        """
         try:
             import uvicorn
         except ImportError:
@@ -426,7 +456,7 @@ _SECURITY_HEADERS = {
 }
 
 
-def _build_app(console: Console) -> Any:
+def _build_app(console: Console) -> ASGIApp:
     """The Starlette application: pages, the JSON API, the event stream, the controls."""
     from sse_starlette.sse import EventSourceResponse
     from starlette.applications import Starlette
@@ -435,10 +465,14 @@ def _build_app(console: Console) -> Any:
     from starlette.routing import Route
 
     def json_reply(data: Any, status: int = 200) -> Response:
+        """A JSON response with the console's security headers on every reply."""
         body = json.dumps(data, default=str)
         return Response(body, status, headers=_SECURITY_HEADERS, media_type="application/json")
 
     def page(body: str, kind: str) -> Response:
+        """An HTML page carrying this console's token, which the page's scripts send back with
+        control actions (see :func:`control`).
+        """
         text = _PAGE.replace("{token}", console.token).replace("{kind}", kind)
         return HTMLResponse(text.replace("{body}", body), headers=_SECURITY_HEADERS)
 
@@ -446,6 +480,7 @@ def _build_app(console: Console) -> Any:
         return page(_FLEET_BODY, "fleet")
 
     async def agent_page(request: Request) -> Response:
+        """One agent's page; the name is HTML-escaped since it comes from the URL."""
         name = request.query_params.get("name", "")
         return page(_AGENT_BODY.replace("{name}", html.escape(name)), "agent")
 
@@ -453,6 +488,7 @@ def _build_app(console: Console) -> Any:
         return Response(_SCRIPT, headers=_SECURITY_HEADERS, media_type="text/javascript")
 
     async def api_fleet(request: Request) -> Response:
+        """The fleet as JSON; 503 when the node cannot be reached, so the page can say so."""
         node = f"127.0.0.1:{console.system.admin_port}"
         try:
             rows = await console.fleet()
@@ -461,11 +497,13 @@ def _build_app(console: Console) -> Any:
         return json_reply({"ok": True, "node": node, "agents": rows})
 
     async def api_graph(request: Request) -> Response:
+        """The notify graph as JSON edges (from, to, count)."""
         edges = console.observer.graph()
         listed = [{"from": a, "to": b, "count": n} for (a, b), n in edges.items()]
         return json_reply({"edges": listed})
 
     async def api_graph_svg(request: Request) -> Response:
+        """The notify graph drawn as SVG; with the node unreachable, the edges seen so far."""
         try:
             agents = [row["name"] for row in await console.fleet()]
         except _NodeUnreachable:
@@ -474,6 +512,7 @@ def _build_app(console: Console) -> Any:
         return Response(svg, headers=_SECURITY_HEADERS, media_type="image/svg+xml")
 
     async def api_agent(request: Request) -> Response:
+        """One agent's status row and recent transcript; 404 for an unknown name."""
         name = request.query_params.get("name")
         if not name:
             return json_reply({"ok": False, "error": "name is required"}, 400)
@@ -489,12 +528,20 @@ def _build_app(console: Console) -> Any:
         return json_reply(data, 200 if row else 404)
 
     async def api_stream(request: Request) -> Response:
+        """Server-sent events of one agent's turns: a snapshot of the current turn, then each event.
+
+        The queue is read on a worker thread with a short timeout so the stream notices the console
+        closing; the viewer is unsubscribed however the stream ends.
+        """
         name = request.query_params.get("name")
         if not name:
             return json_reply({"ok": False, "error": "name is required"}, 400)
         subscriber, current = console.observer.subscribe(name)
 
         async def items() -> AsyncIterator[dict[str, str]]:
+            """The event stream: the snapshot first, then each queued item, until the console
+            closes.
+            """
             try:
                 yield {"data": json.dumps({"type": "snapshot", "turn": current}, default=str)}
                 while not console.closing:
@@ -509,6 +556,11 @@ def _build_app(console: Console) -> Any:
         return EventSourceResponse(items(), ping=15, headers={"Cache-Control": "no-store"})
 
     async def control(request: Request) -> Response:
+        """Run a control action (interrupt, halt, resume, stop) after checking the token.
+
+        The token header defeats cross-site requests: another site's page can neither read the token
+        nor send the header without a CORS preflight, which the console never grants.
+        """
         sent = request.headers.get("x-genagent-token", "")
         if not hmac.compare_digest(sent.encode(), console.token.encode()):
             return json_reply({"ok": False, "error": "missing or wrong token"}, 403)
@@ -540,7 +592,7 @@ def _build_app(console: Console) -> Any:
         exception_handlers={404: not_found},
     )
 
-    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse requests for another Host (DNS rebinding) before they reach a route."""
         if scope["type"] == "http" and console.allowed_hosts is not None:
             headers = dict(scope.get("headers") or [])

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -63,6 +63,7 @@ def format_age(row: dict[str, Any]) -> str:
 
 
 def _late(row: dict[str, Any]) -> bool:
+    """Whether the running turn has used 80% of its watchdog: ``top`` shows its age in red."""
     elapsed, watchdog = row.get("current_elapsed"), row.get("watchdog")
     return elapsed is not None and watchdog is not None and elapsed >= 0.8 * watchdog
 
@@ -167,7 +168,7 @@ def top_frame(
         no_wrap=True,
         overflow="ellipsis",
     )
-    parts: list[Any] = [header, Text("")]
+    parts: list[RenderableType] = [header, Text("")]
     if stopped:
         parts.append(
             Text(f"node stopped: nothing answers on {node} (the last rows follow)", "bold red")

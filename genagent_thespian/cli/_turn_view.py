@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import IO, Any
+from typing import IO
 
 from rich.console import Console, RenderableType
 from rich.live import Live
@@ -25,7 +25,7 @@ from .._core.turn import Event, EventKind
 __all__ = ["TurnView", "summarize"]
 
 
-def summarize(value: Any, limit: int = 60) -> str:
+def summarize(value: object, limit: int = 60) -> str:
     """One line of at most ``limit`` characters for a tool's input or output."""
     if isinstance(value, dict) and len(value) == 1:
         value = next(iter(value.values()))  # {"command": "ls"} reads better as ls
@@ -45,6 +45,7 @@ class _Elapsed:
         self.view = view
 
     def __rich__(self) -> RenderableType:
+        """The spinner's text: what is awaited, seconds so far, and how to detach."""
         seconds = time.monotonic() - self.view.started
         return Text.assemble(
             (self.view.label, "bold"), (f"  {seconds:.1f}s", "cyan"), ("  Ctrl-C: detach", "dim")
@@ -61,6 +62,7 @@ class TurnView:
     """
 
     def __init__(self, agent: str, *, out: IO[str] | None = None, console: Console) -> None:
+        """Prepare to show a turn; nothing is drawn until the first event."""
         self.agent = agent
         self.out = out or sys.stdout
         self.console = console
@@ -94,6 +96,7 @@ class TurnView:
         self._live.start()
 
     def _pause_spinner(self) -> None:
+        """Stop the live spinner before text is written, so the two never interleave on a line."""
         if self._live is not None:
             self._live.stop()
             self._live = None
@@ -165,4 +168,5 @@ class TurnView:
 
 
 def _escape(text: str) -> str:
+    """Escape ``[`` so rich prints the model's text as it is instead of reading it as markup."""
     return text.replace("[", r"\[")

@@ -107,6 +107,8 @@ __all__ = [
 ]
 
 
+# Any: the condition's own truthy value. A TypeVar would type ``lambda: done and result`` as
+# ``bool | Result`` at every call site, though only the truthy side is ever returned.
 def wait_until(
     condition: Callable[[], Any],
     *,
@@ -160,6 +162,11 @@ class TelemetryCapture:
     def __init__(
         self, event_names: Iterable[str] | None = None, *, system: AgentSystem | None = None
     ) -> None:
+        """Prepare a capture; its handler is attached only inside the ``with`` block.
+
+        The handler id is unique per capture, so several captures in one test, or in parallel tests,
+        never detach each other.
+        """
         self._names = None if event_names is None else list(event_names)
         self._system = system
         self._id = f"capture-{uuid.uuid4().hex}"
@@ -199,6 +206,7 @@ class TelemetryCapture:
         """Wait until ``count`` events called ``name`` (matching ``predicate``) arrived."""
 
         def matching() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+            """The captured events named ``name`` that satisfy the predicate, oldest first."""
             return [
                 (m, md)
                 for n, m, md in self.events
@@ -220,6 +228,12 @@ except ImportError:  # pragma: no cover - pytest is a test extra
 
 
 def _system_fixture(base: str) -> Iterator[AgentSystem]:
+    """Yield a system on ``base`` with its own home folder, then prove it left no process behind.
+
+    The temporary home keeps a test from finding, locking or stopping the user's own nodes. The
+    process check runs only on the multiprocess bases; after a failed check the survivors are killed
+    so one leaking test does not poison the ones after it.
+    """
     from .._api.client import _set_default, shutdown_system
 
     # A home of its own: test systems never touch (or lock) the user's real nodes.
@@ -235,6 +249,12 @@ def _system_fixture(base: str) -> Iterator[AgentSystem]:
 
 
 def _assert_no_process_left(system: AgentSystem) -> None:
+    """Fail the test if any process of ``system`` outlives its shutdown (after a bounded wait).
+
+    Survivors are SIGKILLed before the failure is raised: the report names them, and the next test
+    starts on a clean machine.
+    """
+
     def gone() -> bool:
         return not system_processes(system)
 

@@ -141,6 +141,12 @@ def corrupt_store(
 
 
 def _damage_header(path: str | os.PathLike[str]) -> None:
+    """Overwrite the first 100 bytes of a SQLite file (its header) so the next open fails.
+
+    The write-ahead log is checkpointed first: with a live log SQLite reads page 1 from the log, and
+    damage to the file alone would go unnoticed. A reader holding the log busy makes the damage
+    impossible to place, so that is an error rather than a silent no-op.
+    """
     # With a live write-ahead log, SQLite reads page 1 (and with it the header) from the
     # log, not from the file. Move every logged page into the file first, so the damage
     # is what the next reader sees.
@@ -249,6 +255,11 @@ class ChaosMonkey:
         kill: Callable[[int, int], bool] = kill_process,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """Check every setting before any thread starts; bad values are :class:`InvalidOption`.
+
+        ``kill`` and ``clock`` are injectable so the monkey's own tests can run without signalling
+        real processes or waiting in real time.
+        """
         if not callable(candidates):
             raise InvalidOption(f"invalid candidates={candidates!r}: expected a callable")
         for option, value in (("interval", interval), ("duration", duration)):
@@ -327,6 +338,13 @@ class ChaosMonkey:
         self.stop()
 
     def _run(self) -> None:
+        """The monkey's thread: on each tick pick one candidate at random and kill it.
+
+        Ticks are scheduled from the start time, not from the previous kill, so a slow
+        ``candidates()`` does not stretch the run. The test process itself is never a candidate. A
+        failing ``candidates()`` or ``kill`` is kept in the errors for the test to see rather than
+        ending the thread, and each kill records whether the signal was delivered.
+        """
         started = self._clock()
         deadline = started + self.duration
         next_tick = started + self.interval

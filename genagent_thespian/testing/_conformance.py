@@ -50,7 +50,7 @@ import pickle
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import pytest
@@ -75,7 +75,7 @@ def collect_turn(
     *,
     ctx: TurnContext | None = None,
     timeout: float = 30.0,
-    on_event: Any = None,
+    on_event: Callable[[Event], None] | None = None,
 ) -> list[Event]:
     """Run one turn in a helper thread and return its events, failing after ``timeout``.
 
@@ -91,6 +91,11 @@ def collect_turn(
     failure: list[BaseException] = []
 
     def consume() -> None:
+        """Run the turn on a thread, keeping every event and any exception for the caller.
+
+        A backend that raises instead of ending with an ``ERROR`` event breaks the contract; the
+        exception is kept so the test can report it instead of hanging.
+        """
         try:
             for event in backend.prompt(session, prompt, ctx):
                 events.append(event)
@@ -113,6 +118,7 @@ def collect_turn(
 
 
 def _terminal(events: list[Event]) -> list[Event]:
+    """The terminal events among ``events``: a turn must have exactly one."""
     return [e for e in events if e.kind in (EventKind.RESULT, EventKind.ERROR)]
 
 
@@ -173,6 +179,7 @@ class BackendConformance:
 
     @pytest.fixture
     def backend(self) -> Iterator[Backend]:
+        """A fresh backend for each test, closed afterwards even when the test fails."""
         backend = self.make_backend()
         try:
             yield backend
@@ -186,6 +193,10 @@ class BackendConformance:
     # -- tests --------------------------------------------------------------------------
 
     def test_start_session_rejects_unknown_option(self, backend: Backend, provider: Any) -> None:
+        """An unknown option fails ``start_session`` with :class:`InvalidOption`, naming it.
+
+        A silently ignored option is a setting the user believes in but does not have.
+        """
         options = {**self.start_options(provider), "no_such_option_for_conformance": 1}
         with pytest.raises(InvalidOption, match="no_such_option_for_conformance"):
             backend.start_session(options)
@@ -193,6 +204,11 @@ class BackendConformance:
     def test_text_turn_ends_with_one_result(
         self, backend: Backend, session: Any, provider: Any
     ) -> None:
+        """A text turn ends with exactly one terminal event, a ``RESULT``, as the very last event.
+
+        The agent's turn-end order depends on it: one terminal, last, and every event picklable
+        (events cross processes from the worker).
+        """
         self.script_text(provider, "Hello from the conformance suite")
         events = collect_turn(backend, session, "Say hello", timeout=self.turn_timeout)
         terminal = _terminal(events)
@@ -208,6 +224,11 @@ class BackendConformance:
     def test_session_pickles_before_and_after_a_turn(
         self, backend: Backend, session: Any, provider: Any
     ) -> None:
+        """A session pickles at any boundary and a new backend instance continues it.
+
+        That is what happens when a worker process is replaced after a crash, and what a durable
+        agent does after a restart: the only thing that survives is the pickled session.
+        """
         session = pickle.loads(pickle.dumps(session))
         self.script_text(provider, "first")
         events = collect_turn(backend, session, "one", timeout=self.turn_timeout)
@@ -228,6 +249,7 @@ class BackendConformance:
     def test_second_turn_continues_the_first(
         self, backend: Backend, session: Any, provider: Any
     ) -> None:
+        """A second turn continues the conversation of the first, as the provider sees it."""
         self.script_text(provider, "the first answer")
         first = collect_turn(backend, session, "the first prompt", timeout=self.turn_timeout)
         assert first[-1].kind == EventKind.RESULT
@@ -241,6 +263,9 @@ class BackendConformance:
     def test_error_turn_ends_with_one_error(
         self, backend: Backend, session: Any, provider: Any
     ) -> None:
+        """A provider failure ends the turn with exactly one ``ERROR`` carrying a classified
+        :class:`BackendError` that pickles: its kind is what retry and restart decisions read.
+        """
         self.script_error(provider)
         events = collect_turn(backend, session, "fail please", timeout=self.turn_timeout)
         terminal = _terminal(events)
@@ -255,6 +280,7 @@ class BackendConformance:
     def test_error_turn_leaves_the_session_usable(
         self, backend: Backend, session: Any, provider: Any
     ) -> None:
+        """A failed turn does not spoil the session: the next turn on it succeeds."""
         self.script_error(provider)
         failed = collect_turn(backend, session, "fail please", timeout=self.turn_timeout)
         session = _advance(backend, session, failed)
@@ -266,12 +292,20 @@ class BackendConformance:
     def test_cancel_ends_the_turn_promptly(
         self, backend: Backend, session: Any, provider: Any
     ) -> None:
+        """Setting ``ctx.cancelled`` during a turn ends it promptly with one terminal event.
+
+        Interrupts, watchdogs and shutdown all rely on this: a backend that ignores cancellation
+        holds its worker, and the agent behind it, for as long as the provider takes.
+        """
         self.script_slow(provider)
         ctx = TurnContext(agent="conformance", ref="cancelled-turn")
         first_event = threading.Event()
         outcome: dict[str, Any] = {}
 
         def run() -> None:
+            """Run the slow turn on a thread, noting its first event so cancellation hits it
+            mid-turn.
+            """
             outcome["events"] = collect_turn(
                 backend,
                 session,
@@ -300,6 +334,7 @@ class BackendConformance:
     def test_terminate_session_is_idempotent(
         self, backend: Backend, session: Any, provider: Any
     ) -> None:
+        """Ending a session twice is harmless: several stop paths may end the same session."""
         self.script_text(provider, "bye")
         events = collect_turn(backend, session, "hello", timeout=self.turn_timeout)
         session = _advance(backend, session, events)
@@ -307,6 +342,7 @@ class BackendConformance:
         backend.terminate_session(session)
 
     def test_close_is_idempotent(self, provider: Any) -> None:
+        """Closing a backend twice, used or not, is harmless: several cleanup paths may close it."""
         unused = self.make_backend()
         unused.close()
         unused.close()
@@ -328,6 +364,7 @@ class FakeServerConformance(BackendConformance):
 
     @pytest.fixture
     def provider(self) -> Iterator[Any]:
+        """A :class:`FakeLLMServer` for each test, closed afterwards."""
         from ._fake_llm_server import FakeLLMServer
 
         with FakeLLMServer() as server:

@@ -243,6 +243,7 @@ class Hang:
     _released: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def __post_init__(self) -> None:
+        """Refuse ``prefix`` with ``then``: once a stream has started it cannot start over."""
         if self.prefix is not None and self.then is not None:
             raise ValueError(
                 "Hang takes a prefix or a then, not both: once a stream has started it can "
@@ -309,6 +310,9 @@ ScriptItem = (
 
 
 def _as_reply(item: Reply | Block | str | None) -> Reply:
+    """Accept the shorthands a script may use (``None``, one block, a string) as a
+    :class:`Reply`.
+    """
     if item is None:
         return Reply()
     if isinstance(item, Reply):
@@ -351,6 +355,7 @@ class RecordedRequest:
         auth_fingerprint: str | None,
         client_port: int | None = None,
     ) -> None:
+        """Keyword-only, so a new field never shifts the meaning of an existing call."""
         self.method = method
         self.client_port = client_port
         self.path = path
@@ -391,6 +396,7 @@ class RecordedRequest:
         return self.done.wait(timeout)
 
     def __repr__(self) -> str:
+        """A one-line summary for assertion messages; the body and headers are left out."""
         return (
             f"RecordedRequest({self.method} {self.path} api={self.api} kind={self.kind} "
             f"stream={self.stream} status={self.status})"
@@ -398,6 +404,12 @@ class RecordedRequest:
 
 
 def _classify(method: str, path: str) -> tuple[str | None, str]:
+    """Which API (Anthropic or OpenAI) and which kind of call a request is, from its path.
+
+    Only ``messages`` and ``responses`` calls are model requests that take scripted items; token
+    counting and model listing are answered with defaults, so SDK preflight calls do not consume a
+    test's script.
+    """
     path = path.rstrip("/")
     if path.endswith("/messages/count_tokens"):
         return "anthropic", "count_tokens"
@@ -479,6 +491,11 @@ class FakeLLMServer:
         default: Any = None,
         check_previous_response_id: bool = True,
     ) -> None:
+        """Create the server; it listens once started (``with`` or :meth:`start`).
+
+        Only loopback hosts are accepted: the server answers any key, so it must never be reachable
+        from another machine.
+        """
         if host not in _LOOPBACK_HOSTS:
             raise ValueError(f"FakeLLMServer only listens on loopback, not {host!r}")
         self._lock = threading.Condition()
@@ -620,6 +637,10 @@ class FakeLLMServer:
             self._lock.notify_all()
 
     def _take(self, request: RecordedRequest) -> Any:
+        """Take the next scripted item for ``request``: the first ``When`` that matches, or the
+        first plain item; with nothing left, the default, else a 400 that says the script ran
+        out.
+        """
         with self._lock:
             for index, item in enumerate(self._script):
                 if isinstance(item, When):
@@ -640,14 +661,21 @@ class FakeLLMServer:
         )
 
     def _issue_response_id(self, response_id: str) -> None:
+        """Remember a response id this server issued, for ``previous_response_id`` checks."""
         with self._lock:
             self._issued_response_ids.add(response_id)
 
     def _knows_response_id(self, response_id: str) -> bool:
+        """Whether this server issued ``response_id``; a client chaining to another id is
+        refused.
+        """
         with self._lock:
             return response_id in self._issued_response_ids
 
     def _track(self, sock: socket.socket, thread: threading.Thread, add: bool) -> None:
+        """Add or drop a live connection and its thread, so :meth:`close` can cut and join them
+        all.
+        """
         with self._lock:
             if add:
                 self._connections.add(sock)
@@ -658,6 +686,12 @@ class FakeLLMServer:
 
 
 class _Server(ThreadingHTTPServer):
+    """The HTTP server under :class:`FakeLLMServer`: daemon threads, no waiting on close.
+
+    ``block_on_close = False`` because the fake closes live connections itself; waiting for a hung
+    handler would make a test's teardown hang with it.
+    """
+
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
@@ -669,6 +703,10 @@ class _Server(ThreadingHTTPServer):
 
 
 def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
+    """A handler class bound to ``server``: ``http.server`` builds handlers from a class, not an
+    instance, so the fake is attached as a class attribute.
+    """
+
     class Handler(_Handler):
         fake = server
 
@@ -676,6 +714,8 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """One HTTP request: record it, then serve the scripted item in the right API's dialect."""
+
     fake: ClassVar[FakeLLMServer]
     record: RecordedRequest
     _renderer: _Anthropic | _OpenAI | None = None
@@ -685,10 +725,14 @@ class _Handler(BaseHTTPRequestHandler):
     # -- plumbing -----------------------------------------------------------------------
 
     def setup(self) -> None:
+        """Register the connection, so closing the server can cut it even mid-answer."""
         super().setup()
         self.fake._track(self.connection, threading.current_thread(), add=True)
 
     def finish(self) -> None:
+        """Flush what is left (a client already gone is not an error) and unregister the
+        connection.
+        """
         with contextlib.suppress(OSError):
             super().finish()
         self.fake._track(self.connection, threading.current_thread(), add=False)
@@ -735,6 +779,9 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _AbortError
 
     def _write(self, data: bytes) -> None:
+        """Write to the client; a closed connection becomes :class:`_AbortError`, ending the
+        handler.
+        """
         try:
             self.wfile.write(data)
             self.wfile.flush()
@@ -742,6 +789,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _AbortError from exc
 
     def _send_head(self, status: int, headers: Mapping[str, str]) -> None:
+        """Send the status and headers, and record the status the client was given."""
         try:
             self.send_response(status)
             for name, value in headers.items():
@@ -754,6 +802,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(
         self, status: int, payload: Any, headers: Mapping[str, str] | None = None
     ) -> None:
+        """Send a whole JSON response with the request-id header the real API would send."""
         data = json.dumps(payload).encode()
         self._send_head(
             status,
@@ -768,6 +817,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(data)
 
     def _id_headers(self) -> dict[str, str]:
+        """A request id in each API's own header name (``x-request-id`` or ``request-id``), which
+        the SDKs put into their errors.
+        """
         request_id = _new_id("req_fake")
         if self.record.api == "openai":
             return {"x-request-id": request_id}
@@ -776,6 +828,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- streaming ----------------------------------------------------------------------
 
     def _start_stream(self) -> None:
+        """Start a chunked server-sent-events response, as both APIs stream."""
         self._send_head(
             200,
             {
@@ -787,14 +840,21 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _chunk(self, data: bytes) -> None:
+        """Send one chunk of a chunked body: its length in hex, the bytes, CRLF."""
         self._write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
 
     def _end_stream(self) -> None:
+        """End a chunked body with the zero-length chunk, as a complete stream does."""
         self._write(b"0\r\n\r\n")
 
     def _send_events(
         self, events: Iterator[tuple[str, dict[str, Any]]], delay: float, limit: int | None = None
     ) -> int:
+        """Send SSE events, at most ``limit``, pausing ``delay`` between them; return how many.
+
+        Between events the handler checks whether the client has gone, so a cancelled stream is
+        noticed (and recorded as a disconnect) instead of written into a closed socket.
+        """
         sent = 0
         for name, data in events:
             if limit is not None and sent >= limit:
@@ -810,6 +870,11 @@ class _Handler(BaseHTTPRequestHandler):
     # -- request handling ---------------------------------------------------------------
 
     def _read_request(self) -> RecordedRequest:
+        """Read and record the request; secret headers are stored redacted, as a fingerprint only.
+
+        Tests can then assert which key a request used without the key appearing in a repr, a log or
+        a failure message.
+        """
         parts = urlsplit(self.path)
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -854,6 +919,11 @@ class _Handler(BaseHTTPRequestHandler):
         return self._renderer
 
     def _handle(self) -> None:
+        """Serve one request: model requests take the script, other calls get defaults.
+
+        A client that goes away mid-answer is recorded as ``client_disconnected`` (unless the server
+        itself is closing), which is how tests check that a cancellation reached the provider.
+        """
         record = self._read_request()
         self.record = record
         self._renderer = None
@@ -874,6 +944,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.fake._lock.notify_all()
 
     def _serve_auxiliary(self) -> None:
+        """Answer calls that are not model requests (token counting, model list) with defaults."""
         record = self.record
         if record.kind == "count_tokens":
             size = len(json.dumps(record.body)) if record.body is not None else 0
@@ -903,6 +974,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
 
     def _serve(self, item: Any) -> None:
+        """Serve one scripted item, calling it first if it is a function of the request."""
         record = self.record
         while callable(item) and not isinstance(item, (Hang, When)):
             item = item(record)
@@ -948,6 +1020,7 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def _serve_reply(self, reply: Reply) -> None:
+        """Serve a reply as a stream or a whole response, as the request asked."""
         dialect = self._dialect()
         if self.record.stream:
             self._start_stream()
@@ -957,6 +1030,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, dialect.whole(reply))
 
     def _serve_http_error(self, error: HTTPError) -> None:
+        """Serve an HTTP error with the body each API uses, so the SDKs map it to their own
+        errors.
+        """
         headers = dict(error.headers)
         if error.retry_after is not None:
             value = error.retry_after
@@ -965,6 +1041,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(error.status, body, headers)
 
     def _serve_raw(self, raw: Raw) -> None:
+        """Serve bytes exactly as scripted, for tests of malformed or unexpected responses."""
         data = raw.body.encode() if isinstance(raw.body, str) else raw.body
         self._send_head(
             raw.status,
@@ -973,6 +1050,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._write(data)
 
     def _serve_stream_error(self, failure: StreamError) -> None:
+        """Stream part of a reply, then an in-band error event, as the APIs do on overload
+        mid-stream.
+        """
         dialect = self._dialect()
         partial = _as_reply(failure.partial)
         self._start_stream()
@@ -981,6 +1061,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._end_stream()
 
     def _serve_truncated(self, truncated: Truncated) -> None:
+        """Stream part of a reply, then drop the connection without ending the chunked body."""
         reply = _as_reply(truncated.reply)
         dialect = self._dialect()
         self._start_stream()
@@ -990,6 +1071,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
 
     def _serve_hang(self, hang: Hang) -> None:
+        """Stop answering (after an optional stream prefix) until released, closed or abandoned.
+
+        It polls for the client leaving, so a test can check that a cancelled turn closed its
+        connection while the provider was still "thinking".
+        """
         if hang.prefix is not None:
             self._start_stream()
             prefix = _as_reply(hang.prefix)
@@ -1007,6 +1093,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _error_body(api: str | None, error: HTTPError) -> dict[str, Any]:
+    """The error body each API sends for an HTTP status, with its type and code fields."""
     message = error.message or f"FakeLLMServer scripted HTTP {error.status}"
     if api == "openai":
         error_type, code = _openai_error(error.status)
@@ -1032,6 +1119,7 @@ def _error_body(api: str | None, error: HTTPError) -> dict[str, Any]:
 
 
 def _usage(reply: Reply, blocks: Sequence[Block]) -> dict[str, int]:
+    """Token counts for a reply: the scripted ones, else plausible defaults that are never zero."""
     given = dict(reply.usage or {})
     output = sum(max(1, len(b.fragments())) for b in blocks) or 1
     return {
@@ -1050,6 +1138,7 @@ class _Anthropic:
         self.model = request.model or "claude-fake"
 
     def _message(self, reply: Reply, content: list[dict[str, Any]]) -> dict[str, Any]:
+        """The message object shared by the whole response and the stream's ``message_start``."""
         usage = _usage(reply, reply.content())
         return {
             "id": reply.id or _new_id("msg_fake"),
@@ -1070,6 +1159,7 @@ class _Anthropic:
 
     @staticmethod
     def _block(block: Block, tool_ids: dict[int, str], index: int) -> dict[str, Any]:
+        """One content block as the Messages API writes it; tool ids stay the same per index."""
         if isinstance(block, Text):
             return {"type": "text", "text": block.text}
         if isinstance(block, Thinking):
@@ -1078,6 +1168,7 @@ class _Anthropic:
         return {"type": "tool_use", "id": tool_id, "name": block.name, "input": dict(block.input)}
 
     def whole(self, reply: Reply) -> dict[str, Any]:
+        """The non-streaming response: every block at once, with the stop reason."""
         ids: dict[int, str] = {}
         content = [self._block(b, ids, i) for i, b in enumerate(reply.content())]
         message = self._message(reply, content)
@@ -1085,6 +1176,11 @@ class _Anthropic:
         return message
 
     def events(self, reply: Reply, finish: bool = True) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The Messages API stream of a reply, event by event, as the real API orders them.
+
+        With ``finish=False`` the stream stops before ``message_delta`` and ``message_stop``, for
+        streams that are then cut or fail in-band.
+        """
         message = self._message(reply, [])
         usage = dict(message["usage"])
         message["usage"] = {**usage, "output_tokens": 1}
@@ -1141,6 +1237,7 @@ class _Anthropic:
 
     @staticmethod
     def stream_error(failure: StreamError, partial: Reply) -> tuple[str, dict[str, Any]]:
+        """The in-band ``error`` event of the Messages API."""
         return (
             "error",
             {"type": "error", "error": {"type": failure.error_type, "message": failure.message}},
@@ -1151,6 +1248,9 @@ class _OpenAI:
     """Renders replies as OpenAI Responses API objects and SSE events."""
 
     def __init__(self, request: RecordedRequest, server: FakeLLMServer) -> None:
+        """Render for one request: its body gives the echoed fields (instructions, previous
+        id...).
+        """
         body = request.body if isinstance(request.body, dict) else {}
         self.model = request.model or "gpt-fake"
         self.request_body = body
@@ -1158,6 +1258,7 @@ class _OpenAI:
         self.sequence = itertools.count()
 
     def _response(self, reply: Reply, status: str, output: list[dict[str, Any]]) -> dict[str, Any]:
+        """The response object, echoing the request's settings as the Responses API does."""
         response_id = reply.id or _new_id("resp_fake")
         return {
             "id": response_id,
@@ -1185,6 +1286,7 @@ class _OpenAI:
 
     @staticmethod
     def _usage(reply: Reply) -> dict[str, Any]:
+        """Usage in the Responses API's shape: cached tokens are part of ``input_tokens``."""
         usage = _usage(reply, reply.content())
         total_input = (
             usage["input_tokens"]
@@ -1201,6 +1303,7 @@ class _OpenAI:
 
     @staticmethod
     def _item(block: Block, status: str = "completed") -> dict[str, Any]:
+        """One output item (message, reasoning or function call) as the Responses API writes it."""
         if isinstance(block, Text):
             return {
                 "id": _new_id("msg_fake"),
@@ -1228,6 +1331,9 @@ class _OpenAI:
         return "incomplete" if reply.effective_stop_reason() == "max_tokens" else "completed"
 
     def whole(self, reply: Reply) -> dict[str, Any]:
+        """The non-streaming response; its id is registered so a later ``previous_response_id``
+        can be checked against the ids this server really issued.
+        """
         output = [self._item(b) for b in reply.content()]
         response = self._response(reply, self._finish_status(reply), output)
         response["usage"] = self._usage(reply)
@@ -1240,6 +1346,9 @@ class _OpenAI:
         return name, {"type": name, "sequence_number": next(self.sequence), **data}
 
     def events(self, reply: Reply, finish: bool = True) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The Responses API stream of a reply, event by event, ending with
+        ``response.completed`` (or ``incomplete``), unless ``finish=False``.
+        """
         response = self._response(reply, "in_progress", [])
         self.response_id = response["id"]
         yield self._event("response.created", response=response)
@@ -1261,6 +1370,7 @@ class _OpenAI:
     def _item_events(
         self, index: int, block: Block, item: dict[str, Any]
     ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The events that stream one output item: added, its deltas, done."""
         item_id = item["id"]
         if isinstance(block, Text):
             added = {**item, "status": "in_progress", "content": []}
@@ -1308,6 +1418,9 @@ class _OpenAI:
         yield self._event("response.output_item.done", output_index=index, item=item)
 
     def stream_error(self, failure: StreamError, partial: Reply) -> tuple[str, dict[str, Any]]:
+        """The in-band failure of the Responses API: ``response.failed``, or a bare ``error``
+        event when the script asks for that form.
+        """
         code = failure.code or _openai_code_for(failure.error_type)
         if failure.openai_event == "error":
             return self._event("error", code=code, message=failure.message, param=None)
@@ -1318,6 +1431,7 @@ class _OpenAI:
 
 
 def _openai_code_for(error_type: str) -> str:
+    """The OpenAI error code for an Anthropic-style error type, so one script serves both APIs."""
     return {
         "overloaded_error": "server_is_overloaded",
         "rate_limit_error": "rate_limit_exceeded",

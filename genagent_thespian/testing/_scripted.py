@@ -123,7 +123,12 @@ _OPTIONS = {"script", "default", "record_to", "session_id"}
 
 
 class ScriptedBackend(Backend):
-    """A backend that plays a script (see the module docstring)."""
+    """A backend that plays a script (see the module docstring).
+
+    It keeps the whole backend contract (sessions that pickle, one terminal event per turn,
+    cancellation, resume after a restart) without a provider or a network, so the framework's
+    own tests, and users' tests of their agents, are fast and deterministic.
+    """
 
     name = "scripted"
 
@@ -179,7 +184,11 @@ class ScriptedBackend(Backend):
         yield from _play(item, prompt, session, ctx)
 
     def update_session(self, session: ScriptedSession, event: Event) -> ScriptedSession:
-        """Advance the script and record the prompt when a turn starts."""
+        """Advance the script and record the prompt when a turn starts.
+
+        The script advances when a turn starts, not when it ends: a turn that crashes has used
+        its item, as a provider that saw the prompt would have, and is not replayed.
+        """
         if event.kind == EventKind.SESSION_STARTED and "position" in event.data:
             return replace(
                 session,
@@ -194,7 +203,12 @@ class ScriptedBackend(Backend):
         return replace(session, resumed=True, turns_since_start=0)
 
 
-def _validate_item(item: Any, where: str) -> None:
+def _validate_item(item: object, where: str) -> None:
+    """Refuse an item the player would not know how to play, when the script is given.
+
+    Checking at session start (and after a callable returns) turns a typo in a test's script into an
+    immediate :class:`InvalidOption` instead of a confusing failure mid-turn.
+    """
     if isinstance(item, str | Fail | Crash | Exit | Slow | Gate) or callable(item):
         return
     if isinstance(item, list | tuple) and all(isinstance(e, Event) for e in item):
@@ -203,6 +217,12 @@ def _validate_item(item: Any, where: str) -> None:
 
 
 def _play(item: Any, prompt: str, session: ScriptedSession, ctx: TurnContext) -> Iterator[Event]:
+    """Play one script item as a turn; each kind of item exercises one failure path.
+
+    ``Fail`` raises a classified :class:`BackendError`; ``Crash`` raises an unclassified error after
+    some streamed words (a backend bug); ``Exit`` ends the worker process; ``Slow`` and ``Gate``
+    hold the turn so a test can act on it mid-flight, and both honour cancellation.
+    """
     if callable(item) and not isinstance(item, type):
         item = item(prompt)
         _validate_item(item, "callable result")
@@ -241,6 +261,7 @@ def _play(item: Any, prompt: str, session: ScriptedSession, ctx: TurnContext) ->
 def _text_turn(
     text: str, prompt: str, session: ScriptedSession, *, streamed: bool = False
 ) -> Iterator[Event]:
+    """The events of a text turn, in the order real backends send them, with plausible usage."""
     if not streamed:
         yield Event.text_delta(text)
     yield Event(EventKind.TEXT, {"text": text})
@@ -256,6 +277,9 @@ def _text_turn(
 def _slow_turn(
     item: Slow, prompt: str, session: ScriptedSession, ctx: TurnContext
 ) -> Iterator[Event]:
+    """Stream ``item.text`` word by word over ``item.seconds``, checking for cancellation between
+    words, so interrupts and watchdogs can be tested against a turn that is really running.
+    """
     words = item.text.split() or [item.text]
     pause = item.seconds / len(words)
     for index, word in enumerate(words):
@@ -272,12 +296,18 @@ def _slow_turn(
 
 
 def _cancelled() -> Event:
+    """The terminal event of a cancelled scripted turn, as real backends end one."""
     return Event.error(
         BackendError("the turn was cancelled", kind=BackendErrorKind.CANCELLED, backend="scripted")
     )
 
 
 def _append_history(path: str, session_id: str, prompt: str) -> None:
+    """Append the prompt to the session's history file, synced before the turn goes on.
+
+    Tests of durability read this file to prove which prompts a backend really saw (and that no
+    prompt ran twice across a crash), so each line must be on disk before the turn can die.
+    """
     line = json.dumps({"session_id": session_id, "prompt": prompt, "pid": os.getpid()}) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:

@@ -73,6 +73,7 @@ def script_from_json(items: Any) -> list[Any]:
 
 
 def _item(item: Any) -> Any:
+    """Turn a JSON script item (from the command line) into the item the scripted backend plays."""
     if isinstance(item, str):
         return item
     if isinstance(item, dict):

@@ -1,0 +1,1 @@
+../../genagent_thespian/aio.py

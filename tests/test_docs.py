@@ -11,6 +11,11 @@ on the line just above its fence, with the reason, and is still compiled::
 
     <!-- not run: needs the claude CLI installed and logged in -->
 
+A guide that builds one session over several blocks (start a system, then use it) marks each
+later block as continuing the one above; the chain runs as one script::
+
+    <!-- continues the example above -->
+
 The pattern guides (docs/patterns/) have their own runner: tests/patterns/test_pattern_guides.py.
 """
 
@@ -30,7 +35,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(
-    r"(?:^<!-- not run: (?P<reason>.*?) -->\n)?^```python\n(?P<code>.*?)^```", re.S | re.M
+    r"(?:^<!-- not run: (?P<reason>.*?) -->\n"
+    r"|^(?P<continues><!-- continues the example above -->)\n)?"
+    r"^```python\n(?P<code>.*?)^```",
+    re.S | re.M,
 )
 FILE_NAME = re.compile(r"#\s*([A-Za-z_]\w*\.py)\b")
 
@@ -76,6 +84,7 @@ class Block:
     line: int
     code: str
     skip_reason: str | None
+    fences: int = 1  # a chain of continued blocks is one Block
 
     @property
     def file_name(self) -> str | None:
@@ -85,12 +94,20 @@ class Block:
 
 
 def blocks_of(document: Path) -> list[Block]:
-    """The ```python blocks of ``document``, with their skip marks."""
+    """The ```python blocks of ``document``, with their skip marks.
+
+    A block marked as continuing the one above is joined to it (one script, one block)."""
     text = document.read_text("utf-8")
-    return [
-        Block(document, text.count("\n", 0, m.start("code")), m.group("code"), m.group("reason"))
-        for m in FENCE.finditer(text)
-    ]
+    blocks: list[Block] = []
+    for m in FENCE.finditer(text):
+        if m.group("continues") and blocks:
+            head = blocks[-1]
+            code = f"{head.code}\n\n{m.group('code')}"
+            blocks[-1] = Block(document, head.line, code, head.skip_reason, head.fences + 1)
+            continue
+        line = text.count("\n", 0, m.start("code"))
+        blocks.append(Block(document, line, m.group("code"), m.group("reason")))
+    return blocks
 
 
 def _name(document: Path) -> str:
@@ -102,7 +119,7 @@ def test_every_python_fence_is_found() -> None:
     for document in DOCUMENTS:
         text = document.read_text("utf-8")
         fences = len(re.findall(r"^\s*```\s*(?:python|py)\s*$", text, re.M))
-        assert fences == len(blocks_of(document)), _name(document)
+        assert fences == sum(b.fences for b in blocks_of(document)), _name(document)
 
 
 def test_skipped_blocks_say_why_and_still_compile() -> None:

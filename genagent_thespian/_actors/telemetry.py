@@ -85,6 +85,9 @@ EVENT_NAMES = frozenset(
         "agent.gave_up",
         "agent.hibernated",
         "agent.woken",
+        "agent.adopted",  # a new convention leader took over a running agent
+        "agent.fenced",  # a durable incarnation lost its lease to a newer one and ends
+        "agent.unplaced",  # a restart found no node with room; it waits for one
         "session.lost",
     }
 )

@@ -671,16 +671,16 @@ def _cmd_interrupt(args: argparse.Namespace, out: _Output, system: AgentSystem) 
     return EXIT_OK
 
 
-def _simple(action: Callable[..., Any], past: str) -> Callable[..., int]:
-    """A command that calls ``action(name)`` and reports it in the past tense.
+def _simple(action: Callable[..., Any], doing: str, past: str) -> Callable[..., int]:
+    """A command that calls ``action(name)``, shows ``doing`` meanwhile, then reports ``past``.
 
-    ``halt``, ``resume`` and ``stop`` differ only in the call and the word, so each is one entry in
-    the command table instead of three copies of the same function.
+    ``halt``, ``resume`` and ``stop`` differ only in the call and the words, so each is one entry
+    in the command table instead of three copies of the same function.
     """
 
     def command(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
         """Run the action with a spinner, then report it as a line or a JSON document."""
-        with _spinner(out, f"{past[:-2] if past.endswith('ed') else past} {args.name}"):
+        with _spinner(out, f"{doing} {args.name}"):
             action(args.name, system=system)
         out.line(f"{past} {args.name}")
         out.document({"ok": True, "agent": args.name})
@@ -893,9 +893,9 @@ _AGENT_COMMANDS: dict[str, Callable[[argparse.Namespace, _Output, AgentSystem], 
     "poll": _cmd_poll,
     "notify": _cmd_notify,
     "interrupt": _cmd_interrupt,
-    "halt": _simple(halt, "halted"),
-    "resume": _simple(resume, "resumed"),
-    "stop": _simple(stop, "stopped"),
+    "halt": _simple(halt, "halting", "halted"),
+    "resume": _simple(resume, "resuming", "resumed"),
+    "stop": _simple(stop, "stopping", "stopped"),
     "status": _cmd_status,
     "ls": _cmd_ls,
     "top": _cmd_top,

@@ -132,7 +132,7 @@ def test_stdio_every_tool_against_a_real_fleet(agent_system: g.AgentSystem, tmp_
             assert error_text(missing).startswith("RequestNotFound:")
             structured(await client.call_tool("stop", {"agent": "a"}))
             gone = await client.call_tool("status", {"agent": "a"})
-            assert error_text(gone).startswith("AgentNotFound:")
+            assert error_text(gone).startswith("AgentStopped:")  # a name it stopped, not unknown
 
     asyncio.run(main())
     assert g.list_agents() == []

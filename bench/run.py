@@ -43,7 +43,7 @@ BENCHMARKS = (
 )
 #: Run only when named with ``--only``: they need the real CLIs (.ci/tools) and the
 #: ``bench`` extra (claude-agent-sdk, psutil).
-OPTIONAL = ("cli_turns",)
+OPTIONAL = ("cli_turns", "claude_fleet")
 
 
 def _format(value: float | None, unit: str = "") -> str:

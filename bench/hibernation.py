@@ -17,13 +17,23 @@ actor is told to exit. Then the framework, in a fresh system:
 
 Targets (issue 15): a wake-up ``ask`` p50 at most 5x the raw floor; no process per sleeping
 agent.
+
+``python -m bench.hibernation --count 10000`` runs the issue's large size: the agents are
+started from ``_STARTERS`` threads without the first ask (each start already waits for
+the agent's process to be up), and go to sleep ``first_nap(_NAP)`` seconds after their
+start, so registering them never holds more than a few seconds' worth of live processes
+(the peak is sampled and reported); the wave is 1,000 agents. It also checks that
+``status`` of a sleeping agent answers ``hibernated`` without starting a process.
 """
 
 from __future__ import annotations
 
+import argparse
 import random
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import genagent_thespian as g
@@ -46,11 +56,66 @@ __all__ = ["run"]
 _NAP = 1.0
 #: Client threads of the wave of wake-ups (and of its raw floor).
 _THREADS = 16
+#: Threads starting the agents of a large run (``--count`` above ``_LARGE``).
+_STARTERS = 4
+#: From this many agents on, a run is *large*: no first ask, a wave of 1,000.
+_LARGE = 1000
 
 
-def _sizes(quick: bool) -> tuple[int, int, int, int]:
+def _sizes(quick: bool, count: int | None) -> tuple[int, int, int, int]:
     """(agents, wake-up asks, floor samples, wave)."""
+    if count is not None:
+        asks = max(1, min(100, count // 4))
+        return (count, asks, 200, max(1, min(1000 if count > _LARGE else count // 2, count - asks)))
     return (20, 8, 20, 10) if quick else (300, 100, 200, 150)
+
+
+class _PeakProcesses(threading.Thread):
+    """Samples the number of live processes of ``system`` twice a second, until stopped."""
+
+    def __init__(self, system: g.AgentSystem) -> None:
+        super().__init__(name="peak-processes", daemon=True)
+        self._system = system
+        self._halt = threading.Event()
+        self.peak = 0
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.peak = max(self.peak, len(live_system_processes(self._system)))
+            self._halt.wait(0.5)
+
+    def stop(self) -> int:
+        self._halt.set()
+        self.join(30)
+        return self.peak
+
+
+def _start_all(system: g.AgentSystem, names: list[str], first_ask: bool) -> None:
+    """Start every agent (and ask it once when ``first_ask``), from ``_STARTERS`` threads."""
+
+    def start(name: str) -> None:
+        g.start_agent(
+            BenchAgent,
+            name=name,
+            backend="scripted",
+            default="ok",
+            durable=True,
+            hibernate_after=_NAP,
+            worker_idle_timeout=_NAP / 2,
+            system=system,
+        )
+        if first_ask:
+            g.ask(name, "hi", timeout=30.0, system=system)
+
+    if first_ask:  # the small run, as measured since it exists: one thread
+        for name in names:
+            start(name)
+        return
+    began = time.perf_counter()
+    with ThreadPoolExecutor(_STARTERS) as pool:
+        for done, _ in enumerate(pool.map(start, names), 1):
+            if done % 500 == 0:  # a large run takes minutes: show that it moves
+                print(f"  {done} agents started in {time.perf_counter() - began:.0f} s", flush=True)
 
 
 def _raw_wave(count: int) -> float:
@@ -96,9 +161,41 @@ def _total_pss(pids: list[int]) -> int:
     return sum(pss_kib(pid) or 0 for pid in pids)
 
 
-def run(quick: bool = False) -> Result:
-    """Measure what a sleeping agent costs, and what waking it costs."""
-    count, asks, floor_samples, wave = _sizes(quick)
+def _status_wakes(system: g.AgentSystem, names: list[str], processes: int) -> int:
+    """How many of ``names`` (asleep) were woken by a ``status``: must be none."""
+    for name in names:
+        if not g.status(name, system=system).hibernated:
+            raise RuntimeError(f"status of the sleeping {name} does not say hibernated")
+    time.sleep(0.5)  # a wake-up would have started a process by now (measured: 25-70 ms)
+    still_asleep = sum(1 for name in names if g.status(name, system=system).hibernated)
+    return max(len(live_system_processes(system)) - processes, len(names) - still_asleep)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.hibernation --count N``: one run at N agents, printed and saved."""
+    from .run import ROOT, print_table
+
+    parser = argparse.ArgumentParser(description="hibernation benchmark at a chosen size")
+    parser.add_argument("--count", type=int, default=10_000)
+    parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    began = time.perf_counter()
+    result = run(count=args.count)
+    result.seconds = time.perf_counter() - began
+    result.name = f"hibernation_{args.count}"
+    path = result.write(quick=False, directory=args.results_dir)
+    print_table(
+        f"{result.name} ({result.seconds:.1f} s) -> {path}", result.as_json(quick=False)["figures"]
+    )
+    for note in result.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def run(quick: bool = False, count: int | None = None) -> Result:
+    """Measure what a sleeping agent costs, and what waking it costs (``count`` agents)."""
+    count, asks, floor_samples, wave = _sizes(quick, count)
+    large = count > _LARGE
     result = Result("hibernation")
     floor, echo_pss = _floor(floor_samples)
     raw_wave = _raw_wave(wave)
@@ -107,32 +204,30 @@ def run(quick: bool = False) -> Result:
         base_pss = _total_pss(base_pids)
         names = [f"sleeper-{i}" for i in range(count)]
         started = time.perf_counter()
-        for name in names:
-            g.start_agent(
-                BenchAgent,
-                name=name,
-                backend="scripted",
-                default="ok",
-                durable=True,
-                hibernate_after=_NAP,
-                worker_idle_timeout=_NAP / 2,
-                system=system,
-            )
-            g.ask(name, "hi", timeout=30.0, system=system)
+        peak = _PeakProcesses(system)
+        peak.start()
+        try:
+            _start_all(system, names, first_ask=not large)
+        finally:
+            peak_while_starting = peak.stop()
         start_seconds = time.perf_counter() - started
 
         def all_asleep() -> bool:
-            return all(g.status(name, system=system).hibernated for name in names)
+            return all(g.status(name, system=system).hibernated for name in checked)
 
-        wait_for(all_asleep, timeout=60.0 + count * 0.2, interval=0.2, what="every agent asleep")
+        # Every process gone is the proof for all; status is asked of a sample when large.
+        checked = random.Random(3).sample(names, min(count, 300)) if large else names
         wait_for(
             lambda: len(live_system_processes(system)) <= len(base_pids),
-            timeout=30.0,
-            interval=0.05,
+            timeout=60.0 + count * 0.05,
+            interval=0.2,
             what="every agent process gone",
         )
+        wait_for(all_asleep, timeout=60.0 + count * 0.2, interval=0.2, what="every agent asleep")
         asleep_pids = live_system_processes(system)
         asleep_pss = _total_pss(asleep_pids)
+        registered = len(g.list_agents(system=system))
+        status_woke = _status_wakes(system, random.Random(5).sample(names, 20), len(asleep_pids))
 
         shuffled = random.Random(7).sample(names, asks + wave)
         chosen, waved = shuffled[:asks], shuffled[asks:]
@@ -156,7 +251,11 @@ def run(quick: bool = False) -> Result:
     wake_summary, floor_summary = summarize(wake), summarize(floor)
     result.details = {
         "agents": count,
-        "start_and_first_ask_seconds": round(start_seconds, 2),
+        "registered": registered,
+        "start_seconds" if large else "start_and_first_ask_seconds": round(start_seconds, 2),
+        "starters": _STARTERS if large else 1,
+        "peak_live_processes_while_starting": peak_while_starting,
+        "status_of_a_sleeping_agent_woke_it": status_woke,
         "system_processes_before": len(base_pids),
         "system_processes_all_asleep": len(asleep_pids),
         "system_pss_kib_before": base_pss,
@@ -180,6 +279,20 @@ def run(quick: bool = False) -> Result:
             target_ratio=1.0,
         )
     )
+    if large:
+        result.add(
+            Figure(
+                key="system_pss_all_asleep",
+                label=f"PSS of the whole system with {count} agents asleep",
+                unit="MiB",
+                value=asleep_pss / 1024,
+                floor=base_pss / 1024,
+                floor_label="the same system before any agent started",
+                samples=len(asleep_pids),
+                target="< 1 GiB",
+                target_max=1024.0,
+            )
+        )
     result.add(
         Figure(
             key="pss_per_sleeping_agent",
@@ -222,3 +335,7 @@ def run(quick: bool = False) -> Result:
         "store read against the floor's one process."
     )
     return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

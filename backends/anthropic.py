@@ -172,6 +172,7 @@ class AnthropicBackend(Backend):
     """Anthropic Messages API, streamed through the official SDK. See the module docstring."""
 
     name: ClassVar[str] = NAME
+    live_session: ClassVar[bool] = False  # an HTTP client: not capped
 
     def __init__(self) -> None:
         self._clients: ClientCache[anthropic.Anthropic] = ClientCache()

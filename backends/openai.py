@@ -140,6 +140,7 @@ class OpenAIBackend(Backend):
     """OpenAI Responses API, streamed through the official SDK. See the module docstring."""
 
     name: ClassVar[str] = NAME
+    live_session: ClassVar[bool] = False  # an HTTP client: not capped
 
     def __init__(self) -> None:
         self._clients: ClientCache[openai.OpenAI] = ClientCache()

@@ -300,6 +300,7 @@ class InstantBackend(Backend):
     """Answers every turn at once with ``ok``; the session never changes."""
 
     name = "instant"
+    live_session = False  # the framework's own cost: no session governor
 
     def start_session(self, options: Mapping[str, Any]) -> _Session:
         """Return the constant session."""
@@ -321,6 +322,7 @@ class StampingBackend(Backend):
     """Streams ``deltas`` text deltas ``pause`` seconds apart, each stamped at emission."""
 
     name = "stamping"
+    live_session = False  # the framework's own cost: no session governor
 
     def start_session(self, options: Mapping[str, Any]) -> _StampSession:
         """Options ``deltas`` (count per turn) and ``pause`` (seconds between deltas)."""

@@ -494,6 +494,8 @@ class AgentActor(Actor):
                 raise TypeError(f"{spec.impl!r} is not a GenAgent subclass")
             impl._genagent_context = _AgentContext(self, spec.name)
             self.backend_cls = resolve_backend(spec.backend)
+            if not self.backend_cls.live_session:
+                self._governor = None  # nothing heavy to cap: no round trip per turn
             if restored is not None:
                 impl.restore_state(restored.impl_state)
                 self._restore_session_files(restored.session)

@@ -27,7 +27,14 @@ from thespian.actors import Actor, ActorExitRequest, ChildActorExited, WakeupMes
 
 from .._core.backend import resolve_backend
 from .._core.classref import UnimportableClass
-from .._core.errors import AgentAlreadyExists, AgentNotFound, AgentStartFailed, GenAgentError
+from .._core.errors import (
+    AgentAlreadyExists,
+    AgentNotFound,
+    AgentStartFailed,
+    GenAgentError,
+    InvalidOption,
+)
+from .._core.governor import node_session_cap
 from .._core.log import get_logger
 from .._core.placement import NoNodeWithRoom, choose_node
 from .._core.protocol import (
@@ -337,7 +344,12 @@ class AgentSupervisor(Actor):
     def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
         super().__init__()
         caps = capabilities or {}
-        self._session_cap: int | None = caps.get(MAX_LIVE_SESSIONS)
+        # Absent (a node started without start_system): the host's default, as "auto".
+        try:
+            self._session_cap = node_session_cap(caps.get(MAX_LIVE_SESSIONS, "auto"))
+        except InvalidOption:
+            _log.warning("bad %s capability; using the host's default", MAX_LIVE_SESSIONS)
+            self._session_cap = node_session_cap("auto")
         self._session_idle: float | None = caps.get(SESSION_IDLE_TIMEOUT)
         self._governor: Any = None  # the node's session governor, when capped
         self._registry: Any = None

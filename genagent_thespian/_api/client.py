@@ -21,7 +21,7 @@ from typing import Any
 from .._actors.governor import MAX_LIVE_SESSIONS, SESSION_IDLE_TIMEOUT
 from .._core.behaviour import GenAgent
 from .._core.errors import InvalidOption, SystemNotRunning
-from .._core.governor import SessionGovernor, sessions_for_memory
+from .._core.governor import SessionGovernor, node_session_cap
 from .._core.turn import Event, Response
 from .._core.validate import SPEC_DEFAULTS, build_spec
 from ..messages import AgentSpec, AgentStatus, PollResult, Prompt, TurnEvent, new_ref
@@ -72,7 +72,7 @@ def start_system(
     node_name: str = "default",
     home: str | None = None,
     make_default: bool = True,
-    max_live_sessions: int | str | None = None,
+    max_live_sessions: int | str | None = "auto",
     session_idle_timeout: float | None = None,
     **security: Any,
 ) -> AgentSystem:
@@ -87,9 +87,10 @@ def start_system(
     worker with the CLI it keeps between turns): when the cap is reached, the least recently
     used idle session is retired (resumed on that agent's next turn) and a turn that needs
     a session waits in a fair queue, failing with ``SessionUnavailable`` after its watchdog.
-    ``"auto"`` sizes it from the host's available memory (256 MiB a session);
-    ``session_idle_timeout`` retires sessions idle that long even without demand. Default:
-    no cap.
+    The default, ``"auto"``, sizes it from the host's total memory (256 MiB a session: 94
+    on a 24 GiB host); ``0`` or ``None`` turns it off. Only backends that keep a live
+    process between turns are governed (``Backend.live_session``; not the HTTP backends).
+    ``session_idle_timeout`` retires sessions idle that long even without demand.
 
     Example:
         >>> system = start_system(base="simpleSystemBase")
@@ -116,20 +117,15 @@ def _with_session_cap(
     max_live_sessions: int | str | None,
     session_idle_timeout: float | None,
 ) -> dict[str, Any] | None:
-    """The node capabilities carrying the session governor's settings (checked here)."""
-    if max_live_sessions is None:
+    """The node capabilities carrying the session governor's settings (checked here).
+
+    ``"auto"`` travels as is: the node sizes it from its own host's memory."""
+    cap = node_session_cap(max_live_sessions)  # checks the setting (the result is this host's)
+    if cap is None:
         if session_idle_timeout is not None:
             raise InvalidOption("session_idle_timeout needs max_live_sessions")
-        return capabilities
-    if max_live_sessions == "auto":
-        import psutil
-
-        max_live_sessions = sessions_for_memory(psutil.virtual_memory().available)
-    if isinstance(max_live_sessions, str):
-        raise InvalidOption(
-            f"max_live_sessions must be an int or 'auto', got {max_live_sessions!r}"
-        )
-    SessionGovernor(max_live_sessions, session_idle_timeout=session_idle_timeout)  # checks both
+        return {**(capabilities or {}), MAX_LIVE_SESSIONS: 0}
+    SessionGovernor(cap, session_idle_timeout=session_idle_timeout)  # checks the timeout
     return {
         **(capabilities or {}),
         MAX_LIVE_SESSIONS: max_live_sessions,

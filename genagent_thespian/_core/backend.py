@@ -152,6 +152,11 @@ class Backend(abc.ABC):
 
     #: Short name used in logs, telemetry and errors.
     name: ClassVar[str] = "backend"
+    #: Whether a session keeps a heavy live resource (a CLI process) in the turn worker
+    #: between turns: such sessions count against the node's ``max_live_sessions``, and
+    #: each turn asks the node's session governor first. ``False`` for backends that hold
+    #: nothing heavy between turns (the HTTP API backends): their turns skip the governor.
+    live_session: ClassVar[bool] = True
 
     @abc.abstractmethod
     def start_session(self, options: Mapping[str, Any]) -> Any:

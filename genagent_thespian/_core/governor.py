@@ -36,17 +36,39 @@ __all__ = [
     "Grant",
     "Retire",
     "SessionGovernor",
+    "node_session_cap",
     "sessions_for_memory",
 ]
 
-#: Memory set aside per live session by ``max_live_sessions="auto"``: a live Claude Code
-#: CLI measured 180-190 MiB PSS here, plus room for its tools' children.
+#: Memory set aside per live session by the default cap (``max_live_sessions="auto"``): a
+#: live Claude Code CLI measured 180-190 MiB PSS here, plus room for its tools' children.
 SESSION_BUDGET_BYTES = 256 * 1024 * 1024
 
 
-def sessions_for_memory(available_bytes: int) -> int:
-    """The ``"auto"`` cap: how many live sessions fit in ``available_bytes`` (at least 1)."""
-    return max(1, available_bytes // SESSION_BUDGET_BYTES)
+def sessions_for_memory(total_bytes: int) -> int:
+    """The ``"auto"`` cap: how many live sessions fit in ``total_bytes`` (at least 1).
+
+    Sized from the host's *total* memory, not what happens to be free when the node starts:
+    the cap is a property of the host, and the same host gets the same cap every time."""
+    return max(1, total_bytes // SESSION_BUDGET_BYTES)
+
+
+def node_session_cap(setting: object) -> int | None:
+    """The cap a node applies for its ``max_live_sessions`` setting; ``None``: no governor.
+
+    ``"auto"`` (the default, also when the setting is absent) sizes it from this host's
+    total memory; ``0`` or ``None`` turn the governor off; an int >= 1 is the cap."""
+    if setting is None or setting == 0:
+        return None
+    if setting == "auto":
+        import psutil
+
+        return sessions_for_memory(psutil.virtual_memory().total)
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
+        raise InvalidOption(
+            f"max_live_sessions must be an int >= 0, 'auto' or None, got {setting!r}"
+        )
+    return setting
 
 
 @dataclass(frozen=True, slots=True)

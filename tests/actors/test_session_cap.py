@@ -113,11 +113,48 @@ def test_a_turn_waits_for_a_session_and_fails_typed_after_its_watchdog(tmp_path:
 
 
 @pytest.mark.parametrize(
-    ("cap", "idle"), [(0, None), ("many", None), (2, -1.0), (None, 5.0), (True, None)]
+    ("cap", "idle"),
+    [(-1, None), ("many", None), (2, -1.0), (None, 5.0), (0, 5.0), (True, None)],
 )
 def test_bad_session_settings_are_refused_before_anything_starts(cap: object, idle: object) -> None:
     with pytest.raises(g.InvalidOption):
         g.start_system(max_live_sessions=cap, session_idle_timeout=idle)  # type: ignore[arg-type]
+
+
+def governor_status(system: AgentSystem) -> object:
+    """What the node's governor answers ``SessionsStatus`` with (``None``: no governor).
+
+    Looked up by its global name: where there is none, this creates an unbooted one, which
+    never answers."""
+    from genagent_thespian._actors.governor import (
+        GOVERNOR_NAME,
+        SessionGovernorActor,
+        SessionsStatus,
+    )
+
+    with system.asys.private() as context:
+        governor = context.createActor(SessionGovernorActor, globalName=GOVERNOR_NAME)
+        return context.ask(governor, SessionsStatus(), 3.0)
+
+
+@pytest.mark.parametrize("setting", ["default", 0, None])
+def test_every_node_has_a_governor_sized_from_its_memory_unless_turned_off(
+    setting: object,
+) -> None:
+    from genagent_thespian._core.governor import GovernorStatus, node_session_cap
+
+    system = g.start_system() if setting == "default" else start_capped(setting)  # type: ignore[arg-type]
+    try:
+        status = governor_status(system)
+        if setting == "default":
+            assert isinstance(status, GovernorStatus)
+            assert status.max_live_sessions == node_session_cap("auto")
+            assert status.max_live_sessions >= 1
+        else:
+            assert status is None  # no governor: nothing answers
+    finally:
+        g.shutdown_system(system)
+        wait_until(lambda: not system_processes(system), message="processes survived shutdown")
 
 
 @pytest.mark.cli

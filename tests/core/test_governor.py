@@ -113,3 +113,24 @@ def test_a_withdrawn_request_leaves_the_queue(clock: Clock) -> None:
 def test_bad_settings_are_refused(cap: object, idle: object) -> None:
     with pytest.raises(InvalidOption):
         SessionGovernor(cap, session_idle_timeout=idle)  # type: ignore[arg-type]
+
+
+def test_the_default_cap_comes_from_the_hosts_total_memory() -> None:
+    import psutil
+
+    from genagent_thespian._core.governor import (
+        SESSION_BUDGET_BYTES,
+        node_session_cap,
+        sessions_for_memory,
+    )
+
+    assert SESSION_BUDGET_BYTES == 256 * 1024 * 1024
+    assert sessions_for_memory(24 * 1024**3) == 96
+    assert sessions_for_memory(100 * 1024 * 1024) == 1  # a tiny host still runs one
+    assert node_session_cap("auto") == sessions_for_memory(psutil.virtual_memory().total)
+    assert node_session_cap(7) == 7
+    assert node_session_cap(0) is None  # off
+    assert node_session_cap(None) is None  # off
+    for bad in (-1, "many", True, 2.5):
+        with pytest.raises(InvalidOption):
+            node_session_cap(bad)

@@ -14,6 +14,20 @@ It is also the system's dead-letter handler: a ``TurnEvent`` an agent could not 
 means its ``Watch`` subscriber is gone (a killed client), and the registry, which knows
 every agent's address, tells that agent to drop it (``_WatcherGone``). Without this a
 killed subscriber would stay in the agent's set, and be sent every event, forever.
+
+Who talks to it::
+
+    supervisor --_Register / _Restarting / _Unregister / _Hibernated (numbered)--> Registry
+    client, agent --WhereIs(name, wait)--> Registry --Located--> client, agent
+    client --ListAgents--> Registry --AgentList--> client
+    Registry --_Wake(name)--> supervisor          (a caller waits for a sleeping agent)
+    Thespian --DeadEnvelope(TurnEvent)--> Registry --_WatcherGone--> agent
+
+Every ``WhereIs`` gets exactly one ``Located``: at once, or (``wait=True``) once the
+agent runs again, or with no address once the name is unregistered or the registry ends.
+The supervisor's updates carry the replies that must follow them (``then``), sent only
+after the update is applied; an update overtaken by a newer one for the same name (the
+multiproc transports do not keep order across connections) is dropped, its replies sent.
 """
 
 from __future__ import annotations
@@ -170,6 +184,12 @@ class Registry(Actor):
         self.send(self._supervisor, _Wake(entry.name))
 
     def _located(self, name: Any) -> Located:
+        """What the registry knows of ``name`` now, as the answer to a lookup.
+
+        An unknown name says whether it was stopped (``stopped``), so the client raises
+        ``AgentStopped`` rather than ``AgentNotFound`` for an agent that existed; a sleeping one
+        carries the status it went to sleep with, so a lookup need not wake it.
+        """
         entry = self._entries.get(name)
         if entry is None:
             return Located(name, stopped=name in self._stopped)
@@ -193,6 +213,11 @@ class Registry(Actor):
         return False
 
     def _remember_stopped(self, name: Any) -> None:
+        """Keep ``name`` among the stopped ones, newest last, within ``_STOPPED_NAMES_KEPT``.
+
+        Bounded so that a system that starts and stops agents with fresh names forever does not
+        grow this table without end; the oldest names fall back to "not found".
+        """
         self._stopped[name] = None
         self._stopped.move_to_end(name)
         while len(self._stopped) > _STOPPED_NAMES_KEPT:
@@ -207,6 +232,12 @@ class Registry(Actor):
             self.send(asker, located)
 
     def _on_dead_letter(self, envelope: DeadEnvelope) -> None:
+        """A message could not be delivered: if it was an agent's event, drop its watcher.
+
+        Thespian hands undeliverable mail to the actor that called ``handleDeadLetters``; only a
+        ``TurnEvent`` says who should stop sending (its ``agent``), and the registry is the one
+        actor that knows that agent's address.
+        """
         dead = envelope.deadMessage
         if not isinstance(dead, TurnEvent):
             return  # other dead letters have no one to tell

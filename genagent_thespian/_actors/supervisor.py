@@ -7,6 +7,41 @@ decisions come from the pure :class:`~genagent_thespian._core.restart_policy.Res
 
 ``ChildActorExited`` can arrive twice for one exit; handling is idempotent because the
 supervisor forgets an address on the first notice.
+
+One agent's life, as the supervisor sees it (``_ChildState``)::
+
+    StartAgent -> STARTING --_AgentReady--> RUNNING --StopAgent--> STOPPING --exit--> gone
+                     |                        |  |                 (_ShutdownAgent, then
+                     | exit, or a failed      |  '--_Hibernating-> ActorExitRequest, then
+                     | restart's init         |     HIBERNATED      SIGKILL)
+                     v                        |        | a caller or a timer: STARTING
+                 RESTARTING <--exit, policy---'
+                     | back-off (_RestartDue): STARTING, next incarnation
+                     '-- the policy gives up: gone, watchers get AgentDown
+
+A first start that fails (``_AgentInitFailed``, or an exit before ready) is not restarted:
+the starter gets the ``Failure`` and the name is gone, since a bad spec would fail again.
+
+Which message answers whom: the starter gets ``AgentStarted`` (sent by the registry once
+the name resolves, so the name works the moment ``start_agent`` returns) or a ``Failure``
+with the typed reason; a stopper gets ``Stopped`` once the process is gone; ``StopAll``
+gets ``Stopped(None)`` when no agent is left; a ``WatchAgent`` gets one ``AgentDown``.
+Every registry update is numbered (``_tell_registry``), so one overtaken in transit cannot
+undo a later one.
+
+Why so much care about exits: Thespian reports a child's exit without saying which
+incarnation it was, may report it twice, reuses TCP ports (a late notice can name the
+current incarnation's address), reports nothing for a process killed before it connected
+back, and leaves the children of a SIGKILLed actor running. So each incarnation reports
+its pid at once (``_AgentBorn``), an exit is believed only once that process (pid and start
+time) is gone, every timer carries the incarnation it was set for, and what a dead agent
+left (worker, CLI process groups, marked processes) is killed here or by a
+``NodeSweeper`` on its node.
+
+In a convention the elected leader's supervisor also places agents on nodes
+(``NodesChanged``), treats the agents of a lost node as exited (``NodeLost``), and after a
+failover re-adopts the agents the nodes' keepers report (``Lead``, ``NodeCensus``) before
+restarting the durable agents nobody reported.
 """
 
 from __future__ import annotations
@@ -290,6 +325,13 @@ class _CensusDue:
 
 @dataclass
 class _Child:
+    """The supervisor's record of one agent, kept under its name across incarnations.
+
+    The address changes with every incarnation (and is ``None`` while restarting or asleep);
+    the name, spec, restart policy and waiters stay. ``incarnation`` is what every timer and
+    exit notice is checked against, so one meant for a predecessor does nothing.
+    """
+
     spec: AgentSpec
     address: Any
     state: _ChildState = _ChildState.STARTING
@@ -754,6 +796,12 @@ class AgentSupervisor(Actor):
     # ------------------------------------------------------------------ exits
 
     def _on_born(self, message: _AgentBorn, sender: Any) -> None:
+        """A new incarnation reports its process before anything else (``_AgentBorn``).
+
+        From now on its address can be shared with other actors (see
+        ``_Child.shareable_address``), and an exit notice is checked against this pid and start
+        time, not believed on the word of a notice that may concern a predecessor.
+        """
         child = self._child_at(sender)
         if child is None or child.born:
             return
@@ -953,6 +1001,11 @@ class AgentSupervisor(Actor):
             self._census_over()
 
     def _stored_names(self) -> list[Any]:
+        """The names of the durable agents in the store (empty when there is none or it fails).
+
+        A new leader marks them "restarting" in its registry until the census decides whether
+        they are adopted or started again, so their callers wait rather than hear "not found".
+        """
         if not self._store_path:
             return []
         try:
@@ -992,6 +1045,12 @@ class AgentSupervisor(Actor):
         return False
 
     def _on_census(self, message: NodeCensus, sender: Any) -> None:
+        """A node's keeper lists the agents running there: adopt those not known yet.
+
+        Adoption keeps the agent's process and incarnation: no turn is lost or re-run. A
+        name this supervisor already runs at another address (the node reported after the
+        census, and a new incarnation was started meanwhile) is only logged, not adopted.
+        """
         self._censused.add(message.node)
         self._silent.discard(message.node)
         for agent in message.agents:
@@ -1078,6 +1137,11 @@ class AgentSupervisor(Actor):
         self._respawn(child)
 
     def _on_adopted_exited(self, message: AdoptedExited, sender: Any) -> None:
+        """An adopted agent exited: handle it as if Thespian had told us (it cannot).
+
+        Thespian reports an exit only to an actor's creator, the previous leader; the keeper on
+        the agent's node watches it for us and sends this instead.
+        """
         self._on_child_exited(ChildActorExited(message.address), sender)
 
     def _forget(self, child: _Child, *, then: tuple[tuple[Any, Any], ...] = ()) -> None:

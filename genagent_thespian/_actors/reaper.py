@@ -63,6 +63,11 @@ class ProcessReaper(Actor):
             self._pass()
 
     def _pass(self) -> None:
+        """One reaping pass over the store's process records, then the next wakeup.
+
+        A pass that fails (the store unreachable, a record unreadable) is logged and the timer
+        is armed anyway: the reaper is a safety net and must keep running after a bad pass.
+        """
         job = self._job
         assert job is not None
         try:

@@ -28,6 +28,25 @@ turn's failure; the handlers themselves only move data.
 The worker is reused for the agent's next turn while healthy (spawning a process costs
 about ten raw round trips) and replaced after a crash, or when a cancelled turn does not
 end within the grace period.
+
+The messages between an agent and its worker (one worker per agent at a time)::
+
+    AgentActor                                   TurnWorker              turn thread
+      _StartTurn(turn_id, prompt, session) --->  _start ------------->  [wait: previous
+                                                                         stream, dead groups]
+      <-- _TurnOutput(pid)        (first turn: the worker runs)          ready
+      <-- _TurnOutput(waiting)    (behind a stream still ending)         backend.prompt()
+      <-- _TurnOutput(ready)      (the backend call begins: watchdog)    events -> queue
+      <-- _TurnOutput(events, session, process_groups)  <-- _drain <--   byte on the pipe
+      <-- _TurnOutput(done, error, duration_ms)                           terminal event
+      _CancelTurn(turn_id) -------------------> ctx.cancelled.set()
+      _EndSession(session) -------------------> join, terminate_session, close
+      <-- _SessionEnded
+      ActorExitRequest -----------------------> _retire: cancel, join (bounded), close
+
+Every ``_StartTurn`` is answered by exactly one ``_TurnOutput`` with ``done`` (or, for a
+``WorkerExit`` of the test kit, by the worker's death, which the agent sees as
+``ChildActorExited`` and answers as ``TurnCrashed``).
 """
 
 from __future__ import annotations
@@ -81,6 +100,8 @@ _DEFERRED_KINDS = frozenset(
 
 @dataclass
 class _Running:
+    """The turn in progress: its id, the context its cancel flag lives in, its thread."""
+
     turn_id: int
     ctx: TurnContext
     thread: threading.Thread
@@ -467,10 +488,12 @@ class TurnWorker(Actor):
 
 
 def _ms_since(started: float) -> float:
+    """Milliseconds since the monotonic time ``started`` (a turn's ``duration_ms``)."""
     return (time.monotonic() - started) * 1000.0
 
 
 def _backend_error(exc: BackendError, backend: Backend) -> BackendError:
+    """Name the backend in an error that does not say which one raised it (for the caller)."""
     if exc.backend is None:
         exc.backend = backend.name
     return exc

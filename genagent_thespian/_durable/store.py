@@ -775,6 +775,7 @@ class SQLiteAgentStore(AgentStore):
         _OPEN_STORES.add(self)
 
     def __repr__(self) -> str:
+        """The path only: a store is logged, and the connection says nothing useful."""
         return f"SQLiteAgentStore({self.path!r}, synchronous={self.synchronous!r})"
 
     # connection management ------------------------------------------------------------------
@@ -818,6 +819,7 @@ class SQLiteAgentStore(AgentStore):
             narrow(self.path + suffix)
 
     def _check_header(self, conn: sqlite3.Connection) -> None:
+        """Refuse a file that is not SQLite with a typed error naming the path."""
         # Reading the schema forces SQLite to parse the file header: a damaged or foreign
         # file fails here with SQLITE_NOTADB / SQLITE_CORRUPT, translated by the caller.
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -1028,6 +1030,11 @@ class SQLiteAgentStore(AgentStore):
                 ) from None
 
     def delete_agent(self, key: str) -> bool:
+        """Delete the mailbox, results and record in one transaction: never half a record.
+
+        A record left without its mailbox rows (or rows without a record) would make a later
+        agent of the same name start with another's queue.
+        """
         key = _check_key(key)
         with self._write("delete_agent", key) as cur:
             cur.execute("DELETE FROM mailbox WHERE key = ?", (key,))
@@ -1036,6 +1043,11 @@ class SQLiteAgentStore(AgentStore):
             return cur.rowcount > 0
 
     def list_agents(self) -> list[StoredAgentEntry]:
+        """The stored agents, oldest first, each name's CRC checked.
+
+        Ordered by creation so that a system restart resumes agents in the order they were
+        started (stable across runs, whatever the keys' hashes).
+        """
         with self._read("list_agents") as cur:
             rows = cur.execute(
                 "SELECT key, name, name_crc, incarnation FROM agents ORDER BY created_at, key"
@@ -1048,6 +1060,7 @@ class SQLiteAgentStore(AgentStore):
         return entries
 
     def load(self, key: str) -> StoredAgent | None:
+        """Read the record, mailbox and results in one read transaction (a consistent view)."""
         key = _check_key(key)
         with self._read("load", key) as cur:
             rows = self._select_agent(cur, key)
@@ -1121,6 +1134,7 @@ class SQLiteAgentStore(AgentStore):
         )
 
     def bump_incarnation(self, key: str) -> int:
+        """Increment with ``RETURNING`` in one statement, so two callers never get one number."""
         key = _check_key(key)
         with self._write("bump_incarnation", key) as cur:
             row = cur.execute(
@@ -1137,6 +1151,11 @@ class SQLiteAgentStore(AgentStore):
     def put_session_files(
         self, key: str, files: Mapping[str, bytes], *, incarnation: int | None = None
     ) -> None:
+        """Check the incarnation and replace the named files in one transaction.
+
+        ``_touch`` with a no-op update is the fencing check: a stale incarnation's transcript
+        must not overwrite the one its successor already saved.
+        """
         key = _check_key(key)
         checked = {
             _check_file_name(name): _as_blob(blob, "session file") for name, blob in files.items()
@@ -1151,6 +1170,7 @@ class SQLiteAgentStore(AgentStore):
                 )
 
     def session_files(self, key: str) -> dict[str, bytes]:
+        """Every stored session file by name, each CRC checked (empty when none was saved)."""
         key = _check_key(key)
         with self._read("session_files", key) as cur:
             rows = cur.execute(
@@ -1164,6 +1184,7 @@ class SQLiteAgentStore(AgentStore):
     # leases ---------------------------------------------------------------------------------
 
     def lease(self, key: str) -> Lease | None:
+        """The lease row as seconds left (negative: expired), in this host's wall clock."""
         key = _check_key(key)
         with self._read("lease", key) as cur:
             row = cur.execute(
@@ -1203,6 +1224,11 @@ class SQLiteAgentStore(AgentStore):
     # convention leadership ------------------------------------------------------------------
 
     def claim_leadership(self, convention: str, holder: str, seconds: float) -> Leadership:
+        """Read and (if ``_leadership_claim`` allows) take the lease in one write transaction.
+
+        The write lock SQLite takes at the first statement of ``_write`` makes the read and the
+        update one step: two candidates can never both see the lease free and both win.
+        """
         with self._write("claim_leadership") as cur:
             now = time.time()
             row = cur.execute(
@@ -1221,6 +1247,7 @@ class SQLiteAgentStore(AgentStore):
             return Leadership(decision, holder, seconds, acquired=True)
 
     def leadership(self, convention: str) -> Leadership | None:
+        """Who leads ``convention`` and for how long still (``None``: never claimed)."""
         with self._read("leadership") as cur:
             row = cur.execute(
                 "SELECT epoch, holder, expires FROM leadership WHERE convention = ?",
@@ -1229,6 +1256,10 @@ class SQLiteAgentStore(AgentStore):
         return None if row is None else Leadership(int(row[0]), row[1], row[2] - time.time())
 
     def release_leadership(self, convention: str, holder: str) -> None:
+        """Expire ``holder``'s lease now, keeping the epoch, so a standby takes over at once.
+
+        The ``holder`` condition makes a deposed leader's late release a no-op.
+        """
         with self._write("release_leadership") as cur:
             cur.execute(
                 "UPDATE leadership SET expires = ? WHERE convention = ? AND holder = ?",
@@ -1238,6 +1269,7 @@ class SQLiteAgentStore(AgentStore):
     # turn-boundary writes -------------------------------------------------------------------
 
     def save_state(self, key: str, blob: bytes, *, incarnation: int | None = None) -> None:
+        """Replace the snapshot; ``_touch`` refuses it if a newer incarnation began."""
         key = _check_key(key)
         blob = _as_blob(blob, "state blob")
         with self._write("save_state", key) as cur:
@@ -1265,6 +1297,7 @@ class SQLiteAgentStore(AgentStore):
                 raise AgentNotFound(f"no stored agent with key {_short(key)}", ref=ref)
 
     def dequeue(self, key: str, ref: str) -> bool:
+        """Remove one queued request; ``False`` if it was not queued (taken or cancelled)."""
         key = _check_key(key)
         ref = _check_ref(ref)
         with self._write("dequeue", key) as cur:
@@ -1274,6 +1307,11 @@ class SQLiteAgentStore(AgentStore):
     def set_in_flight(
         self, key: str, ref: str, blob: bytes, *, incarnation: int | None = None
     ) -> None:
+        """Mark ``ref`` in flight and take it off the mailbox in one transaction.
+
+        A crash between the two would otherwise leave the request both queued and in flight,
+        and the restarted agent would run it twice.
+        """
         key = _check_key(key)
         ref = _check_ref(ref)
         blob = _as_blob(blob, "in-flight blob")
@@ -1288,6 +1326,7 @@ class SQLiteAgentStore(AgentStore):
             cur.execute("DELETE FROM mailbox WHERE key = ? AND ref = ?", (key, ref))
 
     def clear_in_flight(self, key: str, *, incarnation: int | None = None) -> None:
+        """Clear the in-flight request (the turn ended); fenced like every state write."""
         key = _check_key(key)
         with self._write("clear_in_flight", key) as cur:
             self._touch(
@@ -1299,6 +1338,7 @@ class SQLiteAgentStore(AgentStore):
             )
 
     def put_result(self, key: str, ref: str, blob: bytes, *, max_results: int) -> None:
+        """Store a tell's result and evict the oldest beyond ``max_results``, in one transaction."""
         key = _check_key(key)
         result = StoredRequest(_check_ref(ref), _as_blob(blob, "result blob"))
         max_results = _check_max_results(max_results)
@@ -1382,6 +1422,7 @@ class SQLiteAgentStore(AgentStore):
         return record
 
     def forget_process(self, pid: int, start_ticks: int | None = None) -> int:
+        """Delete the records of ``pid`` (only the one started at ``start_ticks``, if given)."""
         with self._write("forget_process") as cur:
             cur.execute(
                 "DELETE FROM processes WHERE pid = ? AND (? IS NULL OR start_ticks = ?)",
@@ -1390,6 +1431,7 @@ class SQLiteAgentStore(AgentStore):
             return cur.rowcount
 
     def recorded_processes(self) -> list[ProcessRecord]:
+        """Every process record, oldest first (the order the reaper ends them in)."""
         with self._read("recorded_processes") as cur:
             rows = cur.execute(
                 "SELECT pid, start_ticks, boot, pgid, role, agent_key, recorded_at"

@@ -22,6 +22,22 @@ down, and then makes sure nothing is left: every process of the system shares th
 process group, and every process it started carries the system's id in its environment
 (``GENAGENT_SYSTEM_ID``), so stragglers and orphaned CLI process groups are found and
 killed.
+
+What one boot creates, and who talks to whom afterwards::
+
+    user's process                       actor system (one process each, multiproc)
+      AgentSystem.start ----Boot-------> AgentSupervisor --createActor--> AgentActor ...
+        |                  <--Booted--   (Registry, TelemetryHub, governor, reaper)
+        | per thread: private() endpoint
+        |   WhereIs -> Registry -> Located (address cached per name)
+        |   Prompt / Status / ... -> AgentActor -> Response / Failure
+        |   StartAgent / StopAgent -> AgentSupervisor
+      shutdown: StopAll -> Stopped(None), asys.shutdown(), sweep the group and marker
+
+Failure modes a caller meets here: the system is gone (``SystemNotRunning``), the call
+found no answer in time (``AskTimeout``), the system shut down under a waiting call
+(``AgentStopped``); a ``PoisonMessage`` of what was sent becomes the typed error of the
+call, never a hang.
 """
 
 from __future__ import annotations
@@ -342,6 +358,13 @@ class AgentSystem:
         system_id: str,
         transport_limits: TransportLimits | None,
     ) -> AgentSystem:
+        """Start Thespian and boot the services, holding the home folder's lock.
+
+        Transport security is set up before Thespian starts (the admin reads it at start), the
+        processes a previous run of the same store left alive are ended first (they would
+        otherwise fight the new run for its durable agents), and every process Thespian forks
+        inherits the system's marker. A boot that fails shuts the new system down again.
+        """
         if base == "multiprocTCPBase":
             admin_port = admin_port or free_port()
             caps.setdefault("Admin Port", admin_port)
@@ -463,9 +486,11 @@ class AgentSystem:
         kill_marked(self.system_id, variable=SYSTEM_MARKER)
 
     def __enter__(self) -> AgentSystem:
+        """Use the system as a context manager: it is shut down at the end of the block."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Shut down whether or not the block raised; the exception (if any) propagates."""
         self.shutdown()
 
     @property
@@ -601,6 +626,15 @@ class AgentSystem:
         before: tuple[Any, ...],
         progress: Callable[[Any], bool] | None,
     ) -> Generator[Any, None, Any]:
+        """Send ``message`` and wait for its answer, yielding progress; the sync driver's core.
+
+        The wait is cut into ``_LIVENESS_INTERVAL`` slices. A message that is neither the
+        answer nor progress is stashed on the endpoint, not dropped: it may answer another
+        call of the same thread made earlier (a stream that was abandoned, a late reply). When
+        a slice passes in silence, ``on_idle`` may find the agent at a new address (restarted,
+        woken, moved) and the message is sent again there under the same ref, which agents
+        deduplicate. The generator's return value is the answer.
+        """
         from .._core.errors import AskTimeout
 
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -664,6 +698,11 @@ class AgentSystem:
         self._endpoint().context.tell(address, message)
 
     def _endpoint(self) -> _Endpoint:
+        """The calling thread's own ``private()`` endpoint, created on its first call.
+
+        Thespian's external endpoints are not thread-safe; one per thread is what the multiproc
+        bases support (``thespian.md`` §7.3). Each is remembered so ``shutdown`` closes them.
+        """
         endpoint: _Endpoint | None = getattr(self._local, "endpoint", None)
         if endpoint is None:
             manager = self.asys.private()
@@ -680,6 +719,7 @@ class AgentSystem:
         return endpoint
 
     def _close_endpoints(self) -> None:
+        """Close every thread's endpoint (at shutdown); a failing close is ignored."""
         with self._lock:
             endpoints, self._endpoints = self._endpoints, []
         for endpoint in endpoints:

@@ -11,6 +11,20 @@ raise) is written once, here.
 An exchange may also name ``progress`` messages (a turn's streamed ``TurnEvent``): drivers
 hand those to the caller as they arrive (:func:`run_stream`) while the exchange waits for
 its final reply.
+
+How a plan and a driver take turns, for ``ask(name, prompt)`` with the address unknown::
+
+    plan (this module)                          driver (run / AsyncTransport)
+      yield Exchange(registry, WhereIs(name)) ->  send, wait for Located
+      <- Located(address, incarnation)  <-------
+      yield Exchange(address, Prompt(ref),     ->  send, wait for Response/Failure(ref);
+                     on_idle=check_alive)          each silent slice: run check_alive
+      <- Response                       <-------
+      return response (or raise the Failure's error)
+
+Keeping the decisions out of the drivers is what lets the sync and the asyncio API agree
+on every edge: which restart loses a request, which reply belongs to which call, when a
+sleeping agent is woken.
 """
 
 from __future__ import annotations
@@ -184,6 +198,11 @@ def run_stream(system: AgentSystem, plan: Plan[T]) -> Generator[Any, None, T]:
 def _sync_idle(
     system: AgentSystem, factory: Callable[[], Plan[Any]] | None
 ) -> Callable[[], Any] | None:
+    """Turn an ``on_idle`` plan factory into the plain callable the sync driver calls.
+
+    The liveness check is itself a plan (it asks the registry); the sync driver runs it to
+    its end, nested, from the waiting thread.
+    """
     if factory is None:
         return None
     return lambda: run(system, factory())
@@ -450,6 +469,11 @@ def backend_session(system: AgentSystem, name: Any) -> Plan[Any]:
 def _control(
     system: AgentSystem, name: Any, message: Any, *, ref: str | None = None
 ) -> Plan[Accepted]:
+    """Send a control message (halt, resume, interrupt...) answered ``Accepted`` or ``Failure``.
+
+    Bounded by ``CONTROL_TIMEOUT``: the agent answers these at once even mid-turn, so a
+    silence that long means it is gone, not busy.
+    """
     reply = yield from _call_agent(
         system, name, message, timeout=CONTROL_TIMEOUT, kinds=(Accepted,), ref=ref
     )
@@ -489,6 +513,7 @@ def _call_agent(
     deadline = None if timeout is None else time.monotonic() + timeout
 
     def remaining() -> float | None:
+        """Seconds left of the call's own timeout (``None``: no limit)."""
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def left() -> float:
@@ -508,6 +533,7 @@ def _call_agent(
         address, incarnation = located.address, located.incarnation
 
     def matches(reply: Any) -> bool:
+        """Whether ``reply`` is this call's answer, by ``answer`` or by its kind and ref."""
         if answer is not None:
             return answer(reply)
         if isinstance(reply, Failure):
@@ -522,6 +548,14 @@ def _call_agent(
     current = {"address": address, "incarnation": incarnation}
 
     def check_alive() -> Plan[Any]:
+        """The exchange's ``on_idle``: where to resend, or ``None`` to keep waiting, or raise.
+
+        Asked at every silent slice: a registry lookup says whether the agent still runs at the
+        same address and incarnation. A new incarnation gets the request again only if that
+        cannot run it twice (``durable``, ``idempotent``, ``follow_restarts``); otherwise the
+        request died with the old process and the caller hears ``AgentStopped`` now rather than
+        at its own timeout.
+        """
         if deadline is not None and time.monotonic() >= deadline:
             return None  # the exchange itself answers AskTimeout
         located = yield from _locate(system, name, timeout=left(), ref=ref)

@@ -171,12 +171,14 @@ def default_system() -> AgentSystem | None:
 
 
 def _set_default(system: AgentSystem) -> None:
+    """Make ``system`` the process's default (the latest started or attached wins)."""
     global _default
     with _default_lock:
         _default = system
 
 
 def _system(system: AgentSystem | None) -> AgentSystem:
+    """The system a call uses: the one given, else the default (``SystemNotRunning`` if none)."""
     return system if system is not None else current_system()
 
 
@@ -425,6 +427,11 @@ def watch(name: Any, *, system: AgentSystem | None = None) -> Iterator[TurnEvent
 
 
 def _watch(target: AgentSystem, name: Any, ref: str) -> Iterator[TurnEvent]:
+    """The events of a subscription already made; ends the subscription when closed.
+
+    A generator of its own so that the subscription is made when :func:`watch` is called
+    (not at the first ``next``), and undone in ``finally`` however the iteration ends.
+    """
     steps = calls.run_stream(target, calls.watch(target, name, ref))
     try:
         yield from steps
@@ -434,6 +441,12 @@ def _watch(target: AgentSystem, name: Any, ref: str) -> Iterator[TurnEvent]:
 
 
 def _unwatch(target: AgentSystem, name: Any, ref: str) -> None:
+    """Unsubscribe from ``name`` once no stream of this thread follows it any more.
+
+    The endpoint is shared by the thread's streams, and the agent knows it by address only:
+    unsubscribing while another stream still follows the agent would end that one too. A
+    failure is ignored: an agent or system that is gone has nothing left to unsubscribe.
+    """
     if target.closed:
         return  # the system is gone, and every subscription with it
     if not target.subscriptions().remove(name):

@@ -7,6 +7,19 @@ input method returns a list of *effects* (:class:`Reply`, :class:`StartTurn`,
 :class:`CancelTurn`, :class:`ArmWatchdog`, :class:`Emit`) that the actor shell in
 ``_actors/agent.py`` carries out. Tests drive the machine directly, with a fake clock.
 
+Why effects rather than sends: the machine must be testable without an actor system, and
+the shell must be able to act on the whole batch at once (a durable agent writes its
+record before any ``Reply`` or ``StartTurn`` of the batch leaves, so nothing is
+acknowledged that a restart would forget).
+
+One ask, as calls and effects::
+
+    ask(ref, prompt, caller)     -> [Emit state.changed, StartTurn(1), ArmWatchdog(1),
+                                     Emit prompt.start, Emit turn.start]
+    stream_event(1, text event)  -> []                  (handle_stream_event saw it)
+    turn_succeeded(1, ms)        -> [Emit prompt.stop, Emit turn.stop, ...,
+                                     Reply(caller, Response), StartTurn(2) if work waits]
+
 Invariants kept by every method:
 
 * at most one turn runs; ``phase == PROCESSING`` exactly when ``current`` is set;
@@ -301,14 +314,24 @@ class AgentMachine:
         return self._flush()
 
     def ask(self, ref: str, prompt: str, reply_to: Any) -> list[Effect]:
-        """Accept a synchronous prompt; the Response or Failure goes to ``reply_to`` later."""
+        """Accept a synchronous prompt; the Response or Failure goes to ``reply_to`` later.
+
+        Refused at once with a ``Failure`` when it would have to wait in a full mailbox
+        (``AgentOverloaded``) or the agent is stopping; a ref already held or answered is a
+        resend, never run twice.
+        """
         self._admit(Request(ref, Origin.ASK, prompt, reply_to, size=_size(prompt)))
         return self._flush()
 
     def tell(
         self, ref: str, prompt: str, reply_to: Any, *, completion: bool = False
     ) -> list[Effect]:
-        """Accept an asynchronous prompt and answer ``Accepted(ref)`` at once."""
+        """Accept an asynchronous prompt and answer ``Accepted(ref)`` at once.
+
+        The acknowledgement goes first among the effects: a tell that ends at once (its
+        ``pre_turn`` skips it) must not reach its sender as ``TellCompleted`` before the
+        ``Accepted`` it is waiting for.
+        """
         request = Request(ref, Origin.TELL, prompt, reply_to, completion=completion)
         request.size = _size(prompt)
         if self._admit(request):
@@ -316,7 +339,12 @@ class AgentMachine:
         return self._flush()
 
     def notify(self, event: Any, *, sender: Any = None, reply_to: Any = None) -> list[Effect]:
-        """Deliver ``event`` to ``handle_event`` now (idle) or after the turn (processing)."""
+        """Deliver ``event`` to ``handle_event`` now (idle) or after the turn (processing).
+
+        Buffered during a turn so that the callback sees the state the turn's decision
+        leaves, not a state the running turn is about to overwrite (gen_agent's later fix).
+        ``reply_to`` gets ``Accepted`` or the callback's error once it ran.
+        """
         self._emit("event.received", {}, {"event": event, "sender": sender})
         self._deliver("event", event, sender, reply_to)
         return self._flush()
@@ -327,7 +355,11 @@ class AgentMachine:
         return self._flush()
 
     def poll(self, ref: str) -> PollResult | None:
-        """Return where the tell ``ref`` stands, or ``None`` if it is unknown or evicted."""
+        """Return where the tell ``ref`` stands, or ``None`` if it is unknown or evicted.
+
+        A query, not an input: it changes nothing and returns no effects, so the shell can
+        answer it from a hibernating agent's last state as well.
+        """
         cached = self.results.get(ref)
         if cached is not None:
             return cached
@@ -336,7 +368,13 @@ class AgentMachine:
         return None
 
     def interrupt(self, ref: str | None, reply_to: Any) -> list[Effect]:
-        """End the running turn (or only the one with ``ref``); answer ``reply_to``."""
+        """End the running turn (or only the one with ``ref``); answer ``reply_to``.
+
+        ``ref`` guards against interrupting the wrong turn: a caller that saw its turn end
+        and another start must not end the newer one. The interrupted turn's caller gets
+        ``TurnInterrupted``; the worker gets ``CancelTurn`` and may take a while to stop,
+        which is the shell's concern: the machine moves on to its next work at once.
+        """
         current = self.current
         if current is None or (ref is not None and current.request.ref != ref):
             detail = "no turn is running" if current is None else "that ref is not running"
@@ -352,7 +390,11 @@ class AgentMachine:
         return self._flush()
 
     def cancel(self, ref: str, reply_to: Any) -> list[Effect]:
-        """Remove the queued tell ``ref`` before it runs; answer ``reply_to``."""
+        """Remove the queued tell ``ref`` before it runs; answer ``reply_to``.
+
+        Only a queued tell can be cancelled: an ask has a caller waiting who may interrupt,
+        and a running turn is interrupted, not cancelled. The refusal says which case it is.
+        """
         for request in self.mailbox:
             if request.ref == ref and request.origin is Origin.TELL:
                 self.mailbox.remove(request)
@@ -373,7 +415,11 @@ class AgentMachine:
         return self._flush()
 
     def halt(self, reply_to: Any) -> list[Effect]:
-        """Halt now when idle, or once the running turn ends."""
+        """Halt now when idle, or once the running turn ends.
+
+        A halt from outside never cuts a turn short (use ``interrupt`` for that); queued
+        work stays queued until ``resume``. Answered ``Accepted(None)`` at once.
+        """
         if self.phase is Phase.PROCESSING:
             self.halt_pending = True
         else:
@@ -394,7 +440,12 @@ class AgentMachine:
     # ================================================================== inputs: the turn
 
     def stream_event(self, turn_id: int, event: Event) -> list[Effect]:
-        """Record a streamed event of turn ``turn_id`` and show it to ``handle_stream_event``."""
+        """Record a streamed event of turn ``turn_id`` and show it to ``handle_stream_event``.
+
+        Events are kept to build the turn's ``Response`` at its end. A raising
+        ``handle_stream_event`` fails the turn with ``CallbackError`` (and cancels it at the
+        worker): an implementation that cannot observe its turn must not go on unaware.
+        """
         current = self.current
         if current is None or current.turn_id != turn_id:
             return self._flush()  # a late event of a turn that already ended
@@ -413,7 +464,12 @@ class AgentMachine:
         return self._flush()
 
     def turn_succeeded(self, turn_id: int, duration_ms: float) -> list[Effect]:
-        """Turn ``turn_id`` ended with a ``result`` event (already streamed in)."""
+        """Turn ``turn_id`` ended with a ``result`` event (already streamed in).
+
+        A stale ``turn_id`` (the turn was interrupted or timed out meanwhile) is ignored: its
+        caller has been answered already. Otherwise the order of the module docstring runs:
+        decide, ``post_turn``, halt, drain notifications, reply, next work.
+        """
         current = self.current
         if current is None or current.turn_id != turn_id:
             return self._flush()
@@ -466,7 +522,11 @@ class AgentMachine:
         return self._flush()
 
     def watchdog_fired(self, turn_id: int) -> list[Effect]:
-        """The watchdog of turn ``turn_id`` expired (ignored when that turn already ended)."""
+        """The watchdog of turn ``turn_id`` expired (ignored when that turn already ended).
+
+        The turn fails with ``TurnTimeout`` and is cancelled at the worker; ``handle_error``
+        decides what follows, as for any failed turn.
+        """
         current = self.current
         if current is None or current.turn_id != turn_id:
             return self._flush()
@@ -480,7 +540,12 @@ class AgentMachine:
         return self._flush()
 
     def stop(self, reason: str) -> list[Effect]:
-        """Answer every active and queued request with ``AgentStopped``; run terminate_agent."""
+        """Answer every active and queued request with ``AgentStopped``; run terminate_agent.
+
+        Idempotent. Nobody may be left waiting on a stopped agent: the running turn, the
+        self-chain, the delayed prompts and the mailbox are all answered here, and the
+        buffered notifications (which have no caller waiting) are dropped with a warning.
+        """
         if self.stopped:
             return self._flush()
         self.stopped = True
@@ -1099,12 +1164,15 @@ class AgentMachine:
     # ================================================================== internals: output
 
     def _turn_meta(self, request: Request) -> dict[str, Any]:
+        """The telemetry metadata every ``turn.*`` event of ``request`` carries."""
         return {"ref": request.ref, "origin": request.origin.value, "attempt": request.attempt}
 
     def _emit(self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
+        """Queue a telemetry event as an ``Emit`` effect, tagged with the agent's name."""
         self._effects.append(Emit(name, measurements, {"agent": self.name, **metadata}))
 
     def _flush(self) -> list[Effect]:
+        """Hand over the effects gathered by this input, in order, and start a new list."""
         effects, self._effects = self._effects, []
         return effects
 

@@ -174,13 +174,20 @@ class TelemetryCapture:
         self.events: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
 
     def __enter__(self) -> TelemetryCapture:
+        """Attach the handler; returns once every agent sends the captured names.
+
+        ``attach`` waits for the agents' acknowledgements, so a turn the test starts right
+        after the ``with`` line is captured from its first event.
+        """
         attach(self._id, self._names, self._record, system=self._system)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Detach the handler; the events recorded so far stay readable."""
         detach(self._id, system=self._system)
 
     def _record(self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
+        """The handler: keep the event and wake ``wait_for`` (runs on the telemetry thread)."""
         with self._lock:
             self.events.append((name, measurements, metadata))
             self._lock.notify_all()
@@ -256,6 +263,7 @@ def _assert_no_process_left(system: AgentSystem) -> None:
     """
 
     def gone() -> bool:
+        """Whether no process of the system is left."""
         return not system_processes(system)
 
     try:

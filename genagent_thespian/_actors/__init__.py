@@ -8,7 +8,7 @@ How many of each run, and where (every actor is its own process on the multiproc
     supervisor.py   AgentSupervisor   one per system (the leader's, in a convention)
     registry.py     Registry          one per system; name -> address, dead letters
     telemetry.py    TelemetryHub      one per system; plus a bridge thread per user process
-    governor.py     SessionGovernor   one per node with ``max_live_sessions``
+    governor.py     SessionGovernorActor  one per node with ``max_live_sessions``
     reaper.py       ProcessReaper     one per system with a store; ends orphans
     directory.py    ServiceDirectory  one per node; where its clients find the services
     keeper.py       NodeKeeper        one per node after a leader failover (re-adoption)

@@ -381,6 +381,13 @@ class AgentActor(Actor):
     """
 
     def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
+        """An empty shell: everything it needs arrives in ``_InitAgent``.
+
+        Thespian creates actors without constructor arguments (only the system's capabilities
+        are passed), so the spec, the services' addresses and the incarnation come in the first
+        message. The capabilities say whether the actor runs in a process of its own
+        (``_isolated``: processes may be killed and marked) and on which convention node.
+        """
         super().__init__()
         caps = capabilities or {}
         self._isolated = caps.get("Thespian ActorSystem Name") != "simpleSystem"

@@ -122,6 +122,9 @@ class ServiceDirectory(Actor):
     """Answers :class:`WhereAreServices` for one node (see the module docstring)."""
 
     def __init__(self) -> None:
+        """No services known yet: a client asking now hears ``NoServices`` or waits, as
+        configured.
+        """
         super().__init__()
         self._services: Services | None = None
         self._expecting = False

@@ -73,6 +73,7 @@ class NodeKeeper(Actor):
     """Created on one node by a new leader's supervisor (see the module docstring)."""
 
     def __init__(self) -> None:
+        """Empty until ``KeepNode``; watched agents are a list, since addresses do not hash."""
         super().__init__()
         self._supervisor: Any = None
         self._watched: list[tuple[Any, int]] = []  # (address, pid); addresses do not hash

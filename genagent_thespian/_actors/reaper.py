@@ -51,6 +51,7 @@ class ProcessReaper(Actor):
     """Runs :func:`~genagent_thespian._durable.reaper.reap_orphans` on a timer."""
 
     def __init__(self) -> None:
+        """Idle until ``StartReaping`` names the store and the interval."""
         super().__init__()
         self._job: StartReaping | None = None
 

@@ -75,6 +75,11 @@ class Registry(Actor):
     """
 
     def __init__(self) -> None:
+        """Empty tables; the dead-letter subscription is made at the first message.
+
+        ``handleDeadLetters`` cannot be called from ``__init__``: Thespian wires the actor to
+        its system only after construction.
+        """
         super().__init__()
         self._entries: dict[Any, AgentEntry] = {}
         self._waiting: dict[Any, list[Any]] = {}  # name -> askers waiting out a restart

@@ -377,6 +377,11 @@ class AgentSupervisor(Actor):
     """
 
     def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
+        """Empty until ``Boot`` names the services; the node's session cap comes from capabilities.
+
+        Thespian passes no constructor arguments, so the registry, hub, node and store come in
+        ``Boot``; every client that attaches sends ``Boot`` again, and only the first counts.
+        """
         super().__init__()
         caps = capabilities or {}
         self._session_cap: int | None = caps.get(MAX_LIVE_SESSIONS)

@@ -210,6 +210,7 @@ class TelemetryHub(Actor):
     """
 
     def __init__(self) -> None:
+        """No agent, no subscriber: until someone subscribes, agents are told to send nothing."""
         super().__init__()
         self._agents = AddressBook()
         self._subscribers: dict[str, tuple[Any, frozenset[str] | None]] = {}

@@ -117,6 +117,12 @@ class TurnWorker(Actor):
     """
 
     def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
+        """Read from the capabilities whether ``ThespianWatch`` works here and if isolated.
+
+        Without watch support (``simpleSystemBase``) the queue is polled on wakeups instead of
+        a pipe; without isolation a ``WorkerExit`` cannot really exit the process. Outputs go
+        to the sender of ``_StartTurn`` (its agent, the worker's parent).
+        """
         super().__init__()
         caps = capabilities or {}
         self._watch_supported = bool(caps.get("Thespian Watch Supported"))

@@ -99,6 +99,9 @@ class NodeWatcher(LeaderOnly):
     """On the leader: follows the convention's membership (``ActorSystemConventionUpdate``)."""
 
     def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
+        """Keep the leader's own capabilities: the leader is a node too, and placement may use
+        it.
+        """
         super().__init__()
         self._own = dict(capabilities or {})
         self._members: dict[str, dict[str, Any]] = {}

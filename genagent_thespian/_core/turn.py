@@ -167,7 +167,13 @@ class Response:
         prompt: str | None = None,
         ref: str | None = None,
     ) -> Response:
-        """Assemble a response from a turn's events (the last one should be ``result``)."""
+        """Assemble a response from a turn's events (the last one should be ``result``).
+
+        The ``result`` event's text wins: providers put the final answer there. Without it,
+        whole ``text`` blocks are joined, and only if there are none the deltas, never both,
+        since a backend that streams deltas usually sends the whole block as well. The last
+        ``usage`` event counts (providers report cumulative usage).
+        """
         events = tuple(events)
         result = next((e for e in reversed(events) if e.kind == EventKind.RESULT), None)
         result_data: Mapping[str, Any] = result.data if result is not None else {}

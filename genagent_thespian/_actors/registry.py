@@ -90,7 +90,14 @@ class Registry(Actor):
         self._handling_dead_letters = False
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
-        """Serve lookups and apply the supervisor's updates. Never raises."""
+        """Serve lookups and apply the supervisor's updates. Never raises.
+
+        A ``WhereIs(wait=True)`` for a restarting name is parked until the name is registered
+        or unregistered; one for a hibernated name wakes the agent first. An update older
+        than the newest applied for its name is dropped but its ``then`` replies still go
+        out, since their callers wait for them. On ``ActorExitRequest`` every parked caller
+        is answered (with no address) before the registry goes.
+        """
         try:
             if not self._handling_dead_letters and not isinstance(message, ActorExitRequest):
                 self._handling_dead_letters = True

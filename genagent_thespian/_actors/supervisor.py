@@ -861,7 +861,16 @@ class AgentSupervisor(Actor):
         return owner_alive(child.identity)
 
     def _handle_exit(self, child: _Child, address: Any) -> None:
-        """``child``'s process ended: answer its stoppers, or restart, or forget it."""
+        """``child``'s process ended: answer its stoppers, or restart, or forget it.
+
+        In order: the exit is remembered (a repeated notice is then recognised), the
+        governor drops the agent's session, and then by state. A stopping agent is gone for
+        good: stoppers and watchers hear it. Otherwise it crashed: what it left is killed
+        (here, or by a sweeper on its node); a first start that never got ready fails its
+        starter; anything else goes to the restart policy, which restarts it after a
+        back-off (callers wait: the registry says "restarting") or gives up (the record's
+        callers get ``AgentStopped``, watchers ``AgentDown``).
+        """
         self._recent_exits.append((address, child.incarnation, time.monotonic()))
         name = child.spec.name
         if self._governor is not None:  # a dead agent's session and queued turn are gone

@@ -219,7 +219,13 @@ class TelemetryHub(Actor):
         self._waiting: dict[int, tuple[Any, AddressBook]] = {}  # seq -> (subscriber, pending)
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
-        """Route batches and subscriptions. Never raises."""
+        """Route batches and subscriptions. Never raises.
+
+        A joining agent is told the current interest at once, so it sends nothing nobody
+        wants from its first event on. An interest acknowledgement that never comes (the
+        agent died) is given up on after ``_INTEREST_ACK_TIMEOUT``: the subscriber is then
+        answered anyway rather than left waiting.
+        """
         try:
             if isinstance(message, _TelemetryBatch):
                 self._route(message)

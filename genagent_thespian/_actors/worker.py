@@ -143,7 +143,13 @@ class TurnWorker(Actor):
     # ------------------------------------------------------------------ dispatch
 
     def receiveMessage(self, message: Any, sender: Any) -> Any:
-        """Dispatch by type; always return the current watch (see module docstring)."""
+        """Dispatch by type; always return the current watch (see module docstring).
+
+        Thespian keeps watching only the file descriptors the *last* handler returned, so
+        every path returns the watch, even for messages the worker ignores; the one
+        exception is ``ActorExitRequest``, after which the pipe is closed. A cancel for a
+        turn that is not running (it ended meanwhile) is ignored: its end was reported.
+        """
         try:
             if isinstance(message, _StartTurn):
                 self._start(message, sender)

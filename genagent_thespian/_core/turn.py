@@ -172,7 +172,7 @@ class Response:
         The ``result`` event's text wins: providers put the final answer there. Without it,
         whole ``text`` blocks are joined, and only if there are none the deltas, never both,
         since a backend that streams deltas usually sends the whole block as well. The last
-        ``usage`` event counts (providers report cumulative usage).
+        ``usage`` event is taken as the turn's usage (they are totals, not increments).
         """
         events = tuple(events)
         result = next((e for e in reversed(events) if e.kind == EventKind.RESULT), None)

@@ -955,7 +955,13 @@ class SQLiteAgentStore(AgentStore):
         params: Sequence[Any],
         incarnation: int | None,
     ) -> None:
-        """Run ``UPDATE agents SET <assignments>`` for ``key``, checking it and its incarnation."""
+        """Run ``UPDATE agents SET <assignments>`` for ``key``, checking it and its incarnation.
+
+        The fence of every state write: the incarnation is part of the ``WHERE`` clause, so
+        the check and the write are one statement and no newer incarnation can begin
+        between them. When no row changed, a second read says why: no such agent
+        (``AgentNotFound``) or a newer incarnation owns it (``StaleIncarnation``).
+        """
         cur.execute(
             f"UPDATE agents SET {assignments}, updated_at = ? "
             "WHERE key = ? AND (? IS NULL OR incarnation = ?)",

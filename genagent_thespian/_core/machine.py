@@ -273,7 +273,23 @@ class _Counters:
 
 
 class AgentMachine:
-    """The pure two-state machine of one agent. See the module docstring."""
+    """The pure two-state machine of one agent. See the module docstring.
+
+    Attributes:
+        phase: ``IDLE`` or ``PROCESSING``; ``PROCESSING`` exactly while ``current`` is set.
+        halted: No queued work starts until ``resume``; ``halt_pending``: halt when the
+            running turn ends.
+        stopped: ``stop`` ran: every later request is refused with ``AgentStopped``.
+        mailbox: Asks and tells waiting for the turn slot, oldest first, bounded by
+            ``limits.max_queued`` and ``limits.max_queued_bytes`` (``mailbox_bytes``).
+        self_chain: The prompt a callback chained, run before the mailbox.
+        delayed: Chained prompts and retries waiting on a timer, by ref (``ArmDelayed``).
+        pending: Notifications and infos buffered during a turn, bounded.
+        current: The running turn, with its events so far.
+        results: Tell outcomes for ``poll``, oldest evicted first; ``new_results``: those
+            the durable record has not written yet.
+        answered: Refs answered lately, so a request resent after a restart is not run twice.
+    """
 
     def __init__(
         self,

@@ -221,7 +221,12 @@ class AsyncTransport:
         return typed
 
     async def run_stream(self, plan: Plan[Any]) -> AsyncGenerator[tuple[str, Any], None]:
-        """Run ``plan``, yielding ``("progress", message)``\\ s, then ``("result", value)``."""
+        """Run ``plan``, yielding ``("progress", message)``\\ s, then ``("result", value)``.
+
+        The same protocol as the sync driver (``calls.run_stream``): answers are sent into
+        the plan, failures thrown into it. Exchanges marked ``shared`` (a liveness look-up)
+        are asked once per loop and question, however many tasks ask it at once.
+        """
         if self._simple:
             async for item in self._run_stream_simple(plan):
                 yield item

@@ -170,7 +170,14 @@ def run(system: AgentSystem, plan: Plan[T]) -> T:
 
 
 def run_stream(system: AgentSystem, plan: Plan[T]) -> Generator[Any, None, T]:
-    """Run ``plan`` on the calling thread, yielding its exchanges' progress messages."""
+    """Run ``plan`` on the calling thread, yielding its exchanges' progress messages.
+
+    The driver's whole protocol: each ``Exchange`` the plan yields is carried out and its
+    answer sent back into the plan (``plan.send``); an exchange that fails (a timeout, a
+    ``PoisonMessage``, ``SystemNotRunning``) is raised *into* the plan (``plan.throw``), so
+    the plan decides whether that ends the call, and with which error. The plan is closed
+    however the run ends, so its ``finally`` clauses run on this thread.
+    """
     try:
         step = next(plan)
         while True:

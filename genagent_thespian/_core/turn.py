@@ -19,7 +19,13 @@ __all__ = ["Event", "EventKind", "Response", "Usage"]
 
 
 class EventKind(enum.StrEnum):
-    """The normalized event kinds. Backends may also emit custom (non-terminal) kinds."""
+    """The normalized event kinds. Backends may also emit custom (non-terminal) kinds.
+
+    One vocabulary for every provider, so that an implementation's
+    ``handle_stream_event``, the CLI, the console and telemetry handlers work unchanged
+    whichever backend an agent uses. The comment on each kind lists the keys of its
+    ``data``. Exactly one terminal event (``result`` or ``error``) ends every turn.
+    """
 
     SESSION_STARTED = "session_started"  # session_id, model, cwd, resumed
     TURN_STARTED = "turn_started"  # turn_index

@@ -146,7 +146,11 @@ def attach_system(admin_port: int, *, make_default: bool = True) -> AgentSystem:
 
 
 def shutdown_system(system: AgentSystem | None = None) -> None:
-    """Shut down ``system`` (default: the current one) and forget it as current."""
+    """Shut down ``system`` (default: the current one) and forget it as current.
+
+    An attached system is only detached from (its node keeps running); a system this
+    process started is stopped with all its agents (see ``AgentSystem.shutdown``).
+    """
     global _default
     target = system or _default
     if target is None:
@@ -388,7 +392,12 @@ def stream(
 def stream_prompt(
     target: AgentSystem, name: Any, message: Prompt, timeout: float | None
 ) -> Iterator[Event | Response]:
-    """:func:`stream` for a ``Prompt`` the caller made (and whose ref it knows already)."""
+    """:func:`stream` for a ``Prompt`` the caller made (and whose ref it knows already).
+
+    The CLI makes its own ``Prompt`` so that Ctrl-C can name the turn to interrupt. The
+    subscription is undone however the iteration ends (exhausted, closed, or broken by
+    an error), so an abandoned stream leaves the agent no dead subscriber to feed.
+    """
     target.subscriptions().add(name)
     steps = calls.run_stream(target, calls.stream(target, name, message, timeout))
     try:

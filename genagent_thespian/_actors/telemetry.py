@@ -174,7 +174,12 @@ def handler_failures() -> dict[str, int]:
 
 
 def dispatch_local(events: Iterable[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
-    """Call this process's handlers for ``events``."""
+    """Call this process's handlers for ``events``.
+
+    A handler that raises is logged and counted (``handler_failures``), and the others
+    still get the event: one broken handler must not blind the rest. The table is copied
+    under the lock, so a handler may attach or detach handlers while it runs.
+    """
     with _lock:
         attachments = list(_handlers.values())
     if not attachments:

@@ -219,7 +219,13 @@ def _sync_idle(
 
 
 def start_agent(system: AgentSystem, spec: AgentSpec, timeout: float | None) -> Plan[Any]:
-    """Start the agent of ``spec`` under the supervisor; return its name."""
+    """Start the agent of ``spec`` under the supervisor; return its name.
+
+    ``StartAgent`` carries no ref, so the answer is matched by the agent's name: an
+    ``AgentStarted`` for it, or a ref-less ``Failure`` naming it. While it waits, the call
+    follows the services to a new leader (a failover during a start) and sends the start
+    again there.
+    """
     name = spec.name
     reply = yield Exchange(
         system.supervisor,
@@ -238,7 +244,11 @@ def start_agent(system: AgentSystem, spec: AgentSpec, timeout: float | None) -> 
 
 
 def stop(system: AgentSystem, name: Any, timeout: float | None) -> Plan[None]:
-    """Stop agent ``name`` for good."""
+    """Stop agent ``name`` for good.
+
+    Returns once the agent's process is gone and its name is free: starting the same name
+    right after works. The cached address is forgotten whatever the answer.
+    """
     reply = yield Exchange(
         system.supervisor,
         StopAgent(name),
@@ -370,7 +380,11 @@ def tell(system: AgentSystem, name: Any, prompt: str) -> Plan[str]:
 
 
 def poll(system: AgentSystem, name: Any, ref: str) -> Plan[PollResult]:
-    """Where the tell ``ref`` stands."""
+    """Where the tell ``ref`` stands.
+
+    Idempotent, so it follows the agent across a restart; the agent answers from its
+    result cache without waiting for a running turn.
+    """
     if not isinstance(ref, str):
         raise InvalidOption(f"ref must be a str, got {type(ref).__name__}", agent=name)
     reply = yield from _call_agent(
@@ -663,7 +677,12 @@ def _locate(
 
 
 def services_moved(system: AgentSystem) -> Plan[bool]:
-    """Ask this node's directory where the services are; use them; return whether they moved."""
+    """Ask this node's directory where the services are; use them; return whether they moved.
+
+    Marked ``shared``: when a thousand waiting calls notice silence at once, the asyncio
+    driver asks the directory once. A directory that does not answer in time means the
+    services did not move, as far as this node knows.
+    """
     if system.base == "simpleSystemBase":
         return False
     try:

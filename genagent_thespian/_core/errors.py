@@ -401,7 +401,12 @@ class AgentRestarted(TurnFailed):
 
 
 class BackendErrorKind:
-    """The normalized kinds of :class:`BackendError` (plain strings, so they pickle anywhere)."""
+    """The normalized kinds of :class:`BackendError` (plain strings, so they pickle anywhere).
+
+    Backends map their provider's failures onto these, so an implementation's
+    ``handle_error`` can decide (retry after ``retry_after``, give up, renew the session)
+    without knowing which provider it runs on.
+    """
 
     RATE_LIMITED = "rate_limited"
     OVERLOADED = "overloaded"

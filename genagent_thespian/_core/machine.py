@@ -180,7 +180,13 @@ Effect = Reply | StartTurn | CancelTurn | ArmWatchdog | ArmDelayed | Emit
 
 @dataclass(frozen=True, slots=True)
 class MachineLimits:
-    """The bounds of one agent (validated by ``build_spec`` before they get here)."""
+    """The bounds of one agent (validated by ``build_spec`` before they get here).
+
+    Every queue the machine holds is bounded: the mailbox by count and bytes, the result
+    cache by ``max_tell_results``, buffered notifications by ``max_pending_notifications``.
+    An agent's memory (and a durable agent's snapshot) cannot grow without end, whatever
+    its callers send.
+    """
 
     watchdog: float | None = SPEC_DEFAULTS.watchdog
     max_tell_results: int = SPEC_DEFAULTS.max_tell_results

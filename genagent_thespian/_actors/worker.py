@@ -512,7 +512,13 @@ def _backend_error(exc: BackendError, backend: Backend) -> BackendError:
 
 
 def _terminal_error(terminal: Event | None, backend: Backend) -> GenAgentError | None:
-    """Return the failure a turn's terminal event stands for (``None`` for a result)."""
+    """Return the failure a turn's terminal event stands for (``None`` for a result).
+
+    Every failure becomes a typed error naming the backend: a ``BackendError`` the backend
+    made is kept (its kind and retry hints are the backend's knowledge); an ``error`` event
+    with only a message and a kind or code is wrapped; no terminal event at all is
+    ``no_terminal_event``, so a broken backend is reported, never taken for success.
+    """
     if terminal is None:
         return BackendError(
             "the backend ended the turn without a result or error event",

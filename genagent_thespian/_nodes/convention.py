@@ -493,7 +493,13 @@ def _start_candidate_or_member(
 
 
 def _find_leader_services(asys: ActorSystem, join_timeout: float) -> _Services:
-    """Ask a finder created on the leader (capability-directed) where its services are."""
+    """Ask a finder created on the leader (capability-directed) where its services are.
+
+    Retried until ``join_timeout``: right after a member starts, its admin may not have
+    registered with the leader yet, and the capability-directed ``createActor`` then fails
+    or finds no leader. The error names what to check (address, secret, bind hosts),
+    since a wrong secret looks exactly like silence from here.
+    """
     from .._core.errors import SystemNotRunning
 
     deadline = time.monotonic() + join_timeout

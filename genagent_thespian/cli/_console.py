@@ -101,7 +101,11 @@ def _clip(value: object, limit: int = _FIELD_LIMIT) -> str:
 
 
 def event_json(event: Any) -> dict[str, Any]:
-    """Return the displayable part of a turn event (kind, text, tool name, message)."""
+    """Return the displayable part of a turn event (kind, text, tool name, message).
+
+    Every value is cut to a size a page can hold (a tool's output can be megabytes) and
+    made JSON-safe; anything else in the event stays out of the browser.
+    """
     if not isinstance(event, Event):
         return {"kind": "unknown", "text": _clip(event)}
     data = event.data

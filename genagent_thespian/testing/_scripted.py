@@ -102,7 +102,12 @@ class Gate:
 
 @dataclass(frozen=True, slots=True)
 class ScriptedSession:
-    """The scripted backend's session: picklable data, like every session."""
+    """The scripted backend's session: picklable data, like every session.
+
+    ``position`` is where the next turn reads the script and ``history`` the prompts
+    received, so a test can check both after a restart: a durable agent resumes the same
+    session (``resumed`` set), and a non-durable one starts a fresh one.
+    """
 
     session_id: str
     script: tuple[Any, ...] = ()

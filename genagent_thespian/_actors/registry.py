@@ -163,7 +163,12 @@ class Registry(Actor):
             _log.exception("registry failed handling %s", type(message).__name__)
 
     def _on_hibernated(self, message: _Hibernated) -> None:
-        """Keep a sleeping agent's name, without an address, until a caller wakes it."""
+        """Keep a sleeping agent's name, without an address, until a caller wakes it.
+
+        The supervisor's address comes with the update: the registry needs it to wake the
+        agent, and a registry created before the supervisor has no other way to learn it.
+        The status kept is what lookups without ``wait`` answer while it sleeps.
+        """
         entry = self._entries.get(message.name)
         if entry is None or entry.address != message.address:
             return  # it was stopped or restarted meanwhile: that update says what is true

@@ -817,7 +817,15 @@ class AgentSupervisor(Actor):
             child.identity = self._identity_of(message.pid)
 
     def _on_child_exited(self, message: ChildActorExited, sender: Any) -> None:
-        """An agent's process ended; ignore the duplicate or stale notices Thespian may send."""
+        """An agent's process ended; ignore the duplicate or stale notices Thespian may send.
+
+        Three checks before an exit is believed: the notice is not one already handled (for
+        this address and incarnation); an incarnation that has not reported its pid yet, at
+        an address whose exit was handled moments ago, is given ``_BIRTH_REPORT_SECONDS``
+        to do so (the notice may concern its predecessor on a reused port); and a process
+        that still runs is watched until it is gone or the notice expires. Restarting an
+        agent that is alive would run it twice.
+        """
         address = message.childAddress
         if self._keeper_gone(address):
             return

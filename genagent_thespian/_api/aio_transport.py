@@ -109,7 +109,12 @@ class _Waiter:
     done: bool = False
 
     def offer(self, message: Any) -> bool:
-        """Take ``message`` if it answers or streams into this exchange (transport thread)."""
+        """Take ``message`` if it answers or streams into this exchange (transport thread).
+
+        A ``PoisonMessage`` of something this waiter sent is its answer too, as the error
+        it carries (``is_answer`` raises it), so a call to a dead address fails at once
+        instead of waiting for its liveness check.
+        """
         if self.done:
             return False
         try:

@@ -1469,6 +1469,14 @@ class MemoryAgentStore(AgentStore):
 
     Useful as the baseline of the durability benchmark, for tests of the runtime that do not
     need a file, and as the reference a new store implementation can be compared with.
+
+    How it keeps the contract, as a guide for another implementation: one re-entrant lock
+    around every method stands for a transaction (nothing is seen half-done, and
+    ``begin_incarnation`` holds it across its load and increment); ``_check_incarnation``
+    is the fence every state write passes; results are ordered by insertion and evicted
+    oldest first; and every failure raises the same type the SQLite store raises
+    (``AgentNotFound``, ``AgentAlreadyExists``, ``StaleIncarnation``, ``StoreError``), so
+    the runtime cannot tell the stores apart by their errors.
     """
 
     def __init__(self) -> None:
@@ -1490,6 +1498,7 @@ class MemoryAgentStore(AgentStore):
         return agent
 
     def _check_open(self) -> None:
+        """Raise ``StoreError`` after ``close``, as a closed SQLite connection would."""
         if self._closed:
             raise StoreError("the in-memory agent store is closed")
 
@@ -1504,6 +1513,7 @@ class MemoryAgentStore(AgentStore):
 
     @staticmethod
     def _put(agent: _MemoryAgent, result: StoredRequest, max_results: int) -> None:
+        """Store ``result`` as the newest (a result stored again moves to the end), then evict."""
         agent.results.pop(result.ref, None)
         agent.results[result.ref] = result.blob
         while len(agent.results) > max_results:
@@ -1522,6 +1532,7 @@ class MemoryAgentStore(AgentStore):
             self._agents[key] = _MemoryAgent(name_blob, spec_blob)
 
     def delete_agent(self, key: str) -> bool:
+        """Drop the whole record (its queue, results, lease and files live inside it)."""
         with self._lock:
             self._check_open()
             return self._agents.pop(_check_key(key), None) is not None
@@ -1557,6 +1568,7 @@ class MemoryAgentStore(AgentStore):
             return agent.incarnation
 
     def begin_incarnation(self, key: str) -> StoredAgent:
+        """The base class's load and increment, under the lock so that they are one step."""
         with self._lock:
             return super().begin_incarnation(key)
 
@@ -1705,6 +1717,7 @@ class MemoryAgentStore(AgentStore):
         pgid: int | None = None,
         agent_key: str | None = None,
     ) -> ProcessRecord | None:
+        """Key the record by pid, start time and boot, as the SQL primary key does."""
         record = _new_process_record(pid, role, pgid, agent_key)
         if record is None:
             return None
@@ -1731,6 +1744,7 @@ class MemoryAgentStore(AgentStore):
             return sorted(self._processes.values(), key=lambda r: (r.recorded_at, r.pid))
 
     def close(self) -> None:
+        """Refuse every later call; the data is dropped with the object."""
         with self._lock:
             self._closed = True
 

@@ -8,6 +8,17 @@
   ``agent_system`` (a fresh ``multiprocTCPBase`` system on a free port, shut down after
   the test with no process left) and ``any_agent_system`` (the same test once per
   supported base: ``simpleSystemBase`` and ``multiprocTCPBase``).
+
+The modules behind it::
+
+    _scripted.py          ScriptedBackend and its script items
+    _scripted_agent.py    ScriptedAgent: a general agent driven by JSON (the CLI, demos)
+    _fake_llm_server.py   FakeLLMServer: the Anthropic and OpenAI HTTP APIs on loopback
+    _conformance.py       BackendConformance: the suite every backend must pass
+    _chaos.py             kill processes and damage stores on purpose, reproducibly
+
+Fakes sit at seams the framework owns (the ``Backend`` class, the providers' HTTP APIs), so
+a test exercises the same code paths as production rather than a patched stand-in.
 """
 
 from __future__ import annotations

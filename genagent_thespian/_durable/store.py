@@ -341,7 +341,12 @@ def _check_max_results(max_results: object) -> int:
 
 
 def _check_file_name(name: object) -> str:
-    """A session file's name: a relative path without ``..`` (it is joined to a folder)."""
+    """A session file's name: a relative path without ``..`` (it is joined to a folder).
+
+    The name comes back from the store on another host and is joined to the provider's
+    session folder there: an absolute path or a ``..`` would let a damaged or hostile
+    record write anywhere the agent's user can.
+    """
     if (
         not isinstance(name, str)
         or not name

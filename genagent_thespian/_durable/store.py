@@ -458,7 +458,11 @@ class AgentStore(abc.ABC):
 
     @abc.abstractmethod
     def lease(self, key: str) -> Lease | None:
-        """The agent's lease (``None``: never taken, or the agent is not stored)."""
+        """The agent's lease (``None``: never taken, or the agent is not stored).
+
+        Read by a starting incarnation before it fences the old one, to know how long the
+        old owner may still be running a turn (see ``_durable/record.py``).
+        """
 
     @abc.abstractmethod
     def renew_lease(self, key: str, *, epoch: int, owner: str, seconds: float) -> None:
@@ -519,7 +523,13 @@ class AgentStore(abc.ABC):
 
     @abc.abstractmethod
     def save_state(self, key: str, blob: bytes, *, incarnation: int | None = None) -> None:
-        """Replace the state snapshot. ``incarnation``, if given, must be the current one."""
+        """Replace the state snapshot. ``incarnation``, if given, must be the current one.
+
+        The runtime's main write: an agent calls it before any reply or turn start of a
+        handled message leaves its process, so what it acknowledged survives its death.
+        A write for an older incarnation raises ``StaleIncarnation`` and changes nothing:
+        that is how a zombie of a restarted agent learns to stand down.
+        """
 
     @abc.abstractmethod
     def enqueue(self, key: str, ref: str, blob: bytes) -> None:
@@ -545,7 +555,11 @@ class AgentStore(abc.ABC):
 
     @abc.abstractmethod
     def put_result(self, key: str, ref: str, blob: bytes, *, max_results: int) -> None:
-        """Store a tell result, keeping only the newest ``max_results`` of the agent."""
+        """Store a tell result, keeping only the newest ``max_results`` of the agent.
+
+        Results are rows of their own, not part of the snapshot: a thousand cached results
+        are not rewritten at every boundary, only the new ones are added.
+        """
 
     @abc.abstractmethod
     def commit_turn(
@@ -602,9 +616,11 @@ class AgentStore(abc.ABC):
         """Release the store's resources; later calls raise :class:`StoreError`."""
 
     def __enter__(self) -> Self:
+        """Use the store in a ``with`` block; it is closed at the end."""
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        """Close the store however the block ended."""
         self.close()
 
 

@@ -80,7 +80,12 @@ def leader_lease_seconds() -> float:
 
 @dataclass(frozen=True, slots=True)
 class Elect:
-    """Node starter -> elector: take part in the election of ``convention``'s leader."""
+    """Node starter -> elector: take part in the election of ``convention``'s leader.
+
+    ``holder`` names this run of the node, not only its address: a candidate restarted on
+    the same address is a new holder, so it never renews its predecessor's lease as its
+    own: it waits for that lease to expire and leads under a new epoch.
+    """
 
     store_path: str
     convention: str

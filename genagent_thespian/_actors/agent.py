@@ -354,7 +354,16 @@ _SPEC_SETTINGS = frozenset(f.name for f in fields(AgentSpec)) - {
 
 @dataclass
 class _WorkerSlot:
-    """The agent's view of its turn worker."""
+    """The agent's view of its turn worker.
+
+    Attributes:
+        generation: Counts the workers this agent made; a deadline armed for one worker
+            names its generation and does nothing once that worker was replaced.
+        turn_id: The turn the worker runs; ``cancelling``: a cancelled turn it has not
+            ended yet (a new turn waits for it, so two provider calls never overlap).
+        process_groups: What the worker's backend started, killed if the worker dies.
+        last_used: When its last turn ended, for idle retirement.
+    """
 
     address: Any = None
     pid: int = 0
@@ -724,7 +733,12 @@ class AgentActor(Actor):
         return status
 
     def _published_state(self) -> Any:
-        """The implementation's ``agent_state()``, or ``None`` if it raised or won't pickle."""
+        """The implementation's ``agent_state()``, or ``None`` if it raised or won't pickle.
+
+        Checked here because the status reply is pickled by Thespian: an unpicklable field
+        would make the whole reply fail to send, and the caller would get no status at all
+        instead of the rest of the agent's.
+        """
         try:
             state = self._m.impl.agent_state()
             pickle.dumps(state)
@@ -1513,7 +1527,12 @@ class AgentActor(Actor):
         self._after(_TellAckDue(ref, attempt + 1), TELL_ACK_SECONDS)
 
     def send_to_name(self, kind: str, name: Any, message: Any) -> None:
-        """Send ``message`` to the agent ``name``, resolving it through the registry."""
+        """Send ``message`` to the agent ``name``, resolving it through the registry.
+
+        Addresses are cached per name. An unknown name is looked up once however many
+        messages wait for it (they queue in ``_outbox`` and go out in order on ``Located``);
+        the lookup waits out a restart and wakes a hibernated agent. Nothing here blocks.
+        """
         address = self._addresses.get(name)
         if address is not None:
             self.send(address, message)

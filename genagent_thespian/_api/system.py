@@ -738,7 +738,11 @@ class AgentSystem:
             return self._addresses.get(name)
 
     def remember(self, name: Any, address: Any, incarnation: int | None = None) -> None:
-        """Cache (or, with ``None``, forget) agent ``name``'s address and incarnation."""
+        """Cache (or, with ``None``, forget) agent ``name``'s address and incarnation.
+
+        The incarnation tells a call waiting on a cached address whether the agent it
+        sent to is still the one that runs (ports are reused, addresses may repeat).
+        """
         with self._lock:
             if address is None:
                 self._addresses.pop(name, None)
@@ -802,7 +806,12 @@ def _listening(host: str, port: int) -> bool:
 
 
 def _end_previous_run(store_path: str) -> None:
-    """End processes a previous run of this node recorded and left running."""
+    """End processes a previous run of this node recorded and left running.
+
+    A run that was SIGKILLed (or whose host rebooted mid-shutdown) may have left CLI
+    processes working on the agents' sessions; the new run's agents resume those sessions,
+    and two provider processes on one session would corrupt its transcript.
+    """
     if not (is_postgres_url(store_path) or os.path.exists(store_path)):
         return
     store = open_store(store_path)
@@ -816,7 +825,12 @@ def _end_previous_run(store_path: str) -> None:
 
 @contextlib.contextmanager
 def _marker_env(system_id: str) -> Iterator[None]:
-    """Set ``GENAGENT_SYSTEM_ID`` while the admin is forked, so every process inherits it."""
+    """Set ``GENAGENT_SYSTEM_ID`` while the admin is forked, so every process inherits it.
+
+    Only while forking: a program the user's script starts later must not inherit the
+    marker, or the system's final sweep (which kills every process carrying it) would
+    kill that program too.
+    """
     previous = os.environ.get(SYSTEM_MARKER)
     os.environ[SYSTEM_MARKER] = system_id
     try:

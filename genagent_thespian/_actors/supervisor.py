@@ -474,7 +474,12 @@ class AgentSupervisor(Actor):
         self._spawn(child, node)
 
     def _place(self, spec: AgentSpec) -> str:
-        """The node to run ``spec`` on (``""``: let Thespian choose, outside a convention)."""
+        """The node to run ``spec`` on (``""``: let Thespian choose, outside a convention).
+
+        Load counts the agents starting, running or stopping on each node (all hold a
+        process there); nodes that gave no census after a failover are left out, since
+        they may be dead ones Thespian has not dropped yet.
+        """
         if self._nodes is None:
             return ""
         load: dict[str, int] = {}
@@ -717,7 +722,13 @@ class AgentSupervisor(Actor):
     # ------------------------------------------------------------------ owner
 
     def _watch_owner(self) -> None:
-        """Check that the process that started this system still runs (see ``Boot.owner``)."""
+        """Check that the process that started this system still runs (see ``Boot.owner``).
+
+        Polled, because nothing else would tell: an owner killed with SIGKILL runs no
+        ``atexit`` and sends no message, and Thespian's admin, in a session of its own,
+        outlives it. When it is gone, every agent is stopped in order and, after their
+        grace, every process of the system is ended.
+        """
         if self._owner is None or self._owner_gone:
             return
         if owner_alive(self._owner):
@@ -971,7 +982,13 @@ class AgentSupervisor(Actor):
         self._respawn(child)
 
     def _respawn(self, child: _Child) -> None:
-        """Start a restarting agent again, or leave it waiting until a node has room."""
+        """Start a restarting agent again, or leave it waiting until a node has room.
+
+        An agent that finds no node is not given up on: it stays "restarting" (its callers
+        wait) and is placed when a node joins or another agent ends (``_place_waiting``).
+        The failure is reported once, not at every retry. A placed restart must report
+        ready within ``RESTART_START_DEADLINE`` or it counts as a failed restart.
+        """
         try:
             node = self._place(child.spec)
         except NoNodeWithRoom as exc:

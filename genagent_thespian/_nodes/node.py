@@ -76,7 +76,11 @@ def state_path() -> Path:
 
 
 def read_state() -> NodeState | None:
-    """Return the recorded node, or ``None`` when there is none or its process is gone."""
+    """Return the recorded node, or ``None`` when there is none or its process is gone.
+
+    A state file left by a node that was killed (no clean stop removed it) is stale: its
+    port may belong to something else by now, so commands treat it as no node at all.
+    """
     path = state_path()
     try:
         data = json.loads(path.read_text("utf-8"))

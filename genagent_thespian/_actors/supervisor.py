@@ -955,7 +955,12 @@ class AgentSupervisor(Actor):
             self._on_child_exited(ChildActorExited(child.address), sender)
 
     def _end_for_good(self, child: _Child, reason: str) -> None:
-        """Forget an agent that will not come back; answer what its record still holds."""
+        """Forget an agent that will not come back; answer what its record still holds.
+
+        A durable agent's record may hold asks whose callers still wait (they were queued
+        when it died): they get ``AgentStopped`` now. The record itself is kept: a later
+        start of the same name resumes from it.
+        """
         name = child.spec.name
         self._forget(child)
         if child.spec.durable and self._store_path:

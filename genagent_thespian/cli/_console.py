@@ -401,7 +401,12 @@ class Console:
         return f"http://{shown}:{self.port}/"
 
     def start(self) -> None:
-        """Subscribe to telemetry and serve in a background thread."""
+        """Subscribe to telemetry and serve in a background thread.
+
+        Telemetry first: a turn that starts while the server comes up is already in the
+        transcripts. The socket was bound in ``__init__``, so a browser that connects
+        early waits in the backlog instead of being refused.
+        """
         attach(self._handler_id, _TELEMETRY, self.observer.handle, system=self.system)
         self._thread = threading.Thread(
             target=self._server.run,
@@ -417,7 +422,11 @@ class Console:
             pass
 
     def close(self) -> None:
-        """Stop serving and detach from telemetry (idempotent)."""
+        """Stop serving and detach from telemetry (idempotent).
+
+        Detaching needs the node; when it is gone the step is skipped, so closing the
+        console after its node stopped is immediate. Calls still queued are cancelled.
+        """
         if self._closing.is_set():
             return
         self._closing.set()
@@ -442,7 +451,11 @@ class Console:
         return port is None or port_open(port, timeout=0.5)
 
     async def call(self, fn: Any, *args: Any, timeout: float = 60.0, **kwargs: Any) -> Any:
-        """Run an actor-system call on the console's call threads and await its result."""
+        """Run an actor-system call on the console's call threads and await its result.
+
+        Bounded by ``timeout``: a page waiting on a node that stopped answering gets an
+        error rather than a request that never ends.
+        """
         future = self._calls.submit(fn, *args, system=self.system, **kwargs)
         return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
 

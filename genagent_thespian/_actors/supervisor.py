@@ -581,7 +581,11 @@ class AgentSupervisor(Actor):
     # ------------------------------------------------------------------ stop
 
     def _on_stop(self, message: StopAgent, sender: Any) -> None:
-        """``stop()``: end an agent for good; ``sender`` gets ``Stopped`` once it is gone."""
+        """``stop()``: end an agent for good; ``sender`` gets ``Stopped`` once it is gone.
+
+        A second stop of an agent already stopping joins the first: both callers are
+        answered by the same exit. An unknown name is answered ``AgentNotFound`` at once.
+        """
         child = self._children.get(message.name)
         if child is None:
             self.send(sender, Failure(AgentNotFound("no agent has that name", agent=message.name)))
@@ -654,7 +658,12 @@ class AgentSupervisor(Actor):
         self._check_stop_all()
 
     def _check_stop_all(self) -> None:
-        """Answer the shutdown waiters once the last agent is gone (and end an orphaned system)."""
+        """Answer the shutdown waiters once the last agent is gone (and end an orphaned system).
+
+        Called after every forgotten agent, so ``StopAll`` is answered by the last exit,
+        whichever way it came (a clean stop, a kill after the grace, a lost node). When the
+        owner is gone there is nobody to shut Thespian down, so the system ends itself.
+        """
         if self._children:
             return
         waiters, self._stop_all_waiters = self._stop_all_waiters, []

@@ -617,7 +617,11 @@ def wait_for_nodes(
 
 
 def list_fleet(system: AgentSystem) -> tuple[AgentEntry, ...]:
-    """Every registered agent with the node it runs on (``AgentEntry.node``)."""
+    """Every registered agent with the node it runs on (``AgentEntry.node``).
+
+    One question to the registry, not one per agent: the fleet view of a convention must
+    stay cheap however many agents run, and a busy agent is never asked anything.
+    """
     reply = system.exchange(
         system.registry, ListAgents(), lambda m: isinstance(m, AgentList), timeout=10.0
     )

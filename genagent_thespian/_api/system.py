@@ -129,7 +129,12 @@ class Subscriptions:
 
 
 class _Endpoint:
-    """One thread's conversation with the actor system."""
+    """One thread's conversation with the actor system.
+
+    ``stash`` keeps, bounded, the messages this thread received while waiting for another
+    answer (a late reply, an event of a stream it is not reading now), so the call they
+    belong to still finds them; ``subscriptions`` counts the thread's streams per agent.
+    """
 
     def __init__(self, context: Any, closer: Callable[[], None]) -> None:
         self.context = context
@@ -204,7 +209,12 @@ class AgentSystem:
             self.sync_telemetry()
 
     def _boot(self, store_path: str | None, owner: tuple[int, float] | None) -> None:
-        """Create (or find) this system's registry, hub and supervisor, and boot them."""
+        """Create (or find) this system's registry, hub and supervisor, and boot them.
+
+        Global names make this idempotent: a client attaching to a running system gets the
+        same three actors, and its ``Boot`` changes nothing. The answer carries the pid and
+        process group that the final sweep of ``shutdown`` uses.
+        """
         self.registry = self.asys.createActor(Registry, globalName=REGISTRY_NAME)
         self.telemetry = self.asys.createActor(TelemetryHub, globalName=TELEMETRY_NAME)
         self.supervisor = self.asys.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
@@ -256,7 +266,11 @@ class AgentSystem:
         return True
 
     def sync_telemetry(self) -> None:
-        """Subscribe this process's attached telemetry handlers to this system's hub."""
+        """Subscribe this process's attached telemetry handlers to this system's hub.
+
+        The bridge (and its thread) is created only once a handler wants something, so a
+        process that never attaches one pays nothing for telemetry.
+        """
         wanted = wanted_names()
         if self.telemetry_bridge is None:
             if wanted == frozenset():

@@ -639,7 +639,12 @@ class AgentSupervisor(Actor):
             child.remains = message
 
     def _on_agent_stopped(self, message: Stopped, sender: Any) -> None:
-        """The agent answered everything pending and ended its session: let it exit."""
+        """The agent answered everything pending and ended its session: let it exit.
+
+        The agent does not exit by itself: the supervisor ends it, and arms a SIGKILL for
+        ``EXIT_GRACE`` later, so a stop completes even if the process hangs on its way out.
+        ``Stopped`` reaches the stopper only with the exit notice (``_handle_exit``).
+        """
         if self._child_at(sender) is not None:
             self.send(sender, ActorExitRequest())
             child = self._child_at(sender)
@@ -705,7 +710,11 @@ class AgentSupervisor(Actor):
         self._place_waiting()  # its node has room again
 
     def _on_wake(self, message: _Wake, sender: Any) -> None:
-        """A caller waits for a hibernated agent (the registry asks): start it from its record."""
+        """A caller waits for a hibernated agent (the registry asks): start it from its record.
+
+        A name stopped meanwhile is unregistered again, so the waiting callers are answered
+        (no address, ``stopped``) instead of waiting for a wake that will not come.
+        """
         child = self._children.get(message.name)
         if child is not None and child.state is _ChildState.HIBERNATED:
             self._wake(child)
@@ -752,7 +761,12 @@ class AgentSupervisor(Actor):
         self._on_stop_all(StopAll("owner gone"), None)
 
     def _end_own_system(self) -> None:
-        """End every process of this system: the script that owned it can no longer."""
+        """End every process of this system: the script that owned it can no longer.
+
+        By marker first (programs the agents executed, in groups of their own), then the
+        system's process group, which holds the admin, the logger and every actor, this
+        one included: it ends last, with the rest.
+        """
         marker = os.environ.get(SYSTEM_MARKER, "")
         kill_marked(marker, variable=SYSTEM_MARKER)
         # The admin, the logger and every actor share this process group (the admin runs
@@ -957,7 +971,11 @@ class AgentSupervisor(Actor):
         )
 
     def _on_node_lost(self, message: NodeLost, sender: Any) -> None:
-        """Treat every agent on a lost convention node as exited (Thespian does not say so)."""
+        """Treat every agent on a lost convention node as exited (Thespian does not say so).
+
+        Each goes through the same path as a real exit notice: restarted by its policy on
+        a surviving node, or given up on. Nothing is swept there: the node is gone.
+        """
         lost = [c for c in self._children.values() if c.node == message.node and c.address]
         for child in lost:
             _log.warning("agent %r was on lost node %s", child.spec.name, message.node)
@@ -1023,7 +1041,11 @@ class AgentSupervisor(Actor):
                 self._respawn(child)
 
     def _on_nodes_changed(self, message: NodesChanged, sender: Any) -> None:
-        """Learn the convention's live nodes; from now on the supervisor places agents."""
+        """Learn the convention's live nodes; from now on the supervisor places agents.
+
+        A node that joins may have room for restarts that waited (``_place_waiting``); a
+        new leader also puts a keeper on it.
+        """
         self._nodes = {name: dict(caps) for name, caps in message.nodes}
         self._silent &= set(self._nodes)
         self._keep_nodes()
@@ -1198,7 +1220,11 @@ class AgentSupervisor(Actor):
         self._on_child_exited(ChildActorExited(message.address), sender)
 
     def _forget(self, child: _Child, *, then: tuple[tuple[Any, Any], ...] = ()) -> None:
-        """Drop ``child``; the registry sends the ``then`` replies once the name is gone."""
+        """Drop ``child``; the registry sends the ``then`` replies once the name is gone.
+
+        Replies travel with the ``_Unregister`` so that a caller told "stopped" can start
+        the same name at once: the registry has already let it go when the answer leaves.
+        """
         name = child.spec.name
         if self._telemetry is not None and child.shareable_address is not None:
             self.send(self._telemetry, _TelemetryLeave(child.shareable_address))

@@ -616,7 +616,11 @@ class AgentActor(Actor):
             self.send(directory, LocalAgentGone(self.spec.name, self.myAddress))
 
     def _on_adopted(self, message: _Adopted, sender: Any) -> None:
-        """A new leader took over: its registry, hub and supervisor are ours from now on."""
+        """A new leader took over: its registry, hub and supervisor are ours from now on.
+
+        Nothing else changes: the machine, the worker and the running turn go on, and the
+        agent joins the new hub so its telemetry is not lost with the old leader.
+        """
         self._registry = message.registry
         self._supervisor = message.supervisor
         if message.telemetry != self._telemetry:
@@ -625,7 +629,11 @@ class AgentActor(Actor):
                 self.send(self._telemetry, _TelemetryJoin())
 
     def _init_failed(self, sender: Any, spec: AgentSpec, exc: Exception) -> None:
-        """Report a failed start; typed errors (``InvalidOption``...) keep their type."""
+        """Report a failed start; typed errors (``InvalidOption``...) keep their type.
+
+        Anything else becomes ``AgentStartFailed`` with the original type and message, never
+        its traceback (it may hold option values). The supervisor answers the starter.
+        """
         _log.error("agent %r failed to start: %s: %s", spec.name, type(exc).__name__, exc)
         if isinstance(exc, GenAgentError):
             error = exc.with_context(agent=spec.name)
@@ -656,7 +664,12 @@ class AgentActor(Actor):
         self._run(self._m.tell(message.ref, message.text, sender, completion=message.completion))
 
     def _valid_prompt(self, text: Any, ref: Any, sender: Any) -> bool:
-        """Check a prompt that may come from raw Thespian code; answer a bad one here."""
+        """Check a prompt that may come from raw Thespian code; answer a bad one here.
+
+        The client API checks prompts before sending; a raw ``Prompt`` or ``Tell`` was
+        checked by nobody, and a bad one must be refused with a typed ``Failure``, not
+        reach the machine (or the provider) as garbage.
+        """
         try:
             check_prompt(text, agent=self._m.name, ref=ref if isinstance(ref, str) else None)
             check_request_ref(ref, agent=self._m.name)
@@ -1354,7 +1367,11 @@ class AgentActor(Actor):
             self._finish_stop()
 
     def _finish_stop(self) -> None:
-        """Kill what the worker left and answer the stopper, once."""
+        """Kill what the worker left and answer the stopper, once.
+
+        Reached by the worker's ``_SessionEnded`` or by ``END_SESSION_GRACE`` running out,
+        whichever comes first; the second does nothing.
+        """
         stopping, self._stopping = self._stopping, None
         if stopping is None:
             return
@@ -1433,7 +1450,12 @@ class AgentActor(Actor):
     def _telemetry_emit(
         self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]
     ) -> None:
-        """Queue an event for the hub if anyone wants it (sent once per handled message)."""
+        """Queue an event for the hub if anyone wants it (sent once per handled message).
+
+        Filtered here, in the agent, by the names the hub said are wanted: an event nobody
+        subscribed to costs no message at all. The node and backend are added so every
+        handler can tell agents on different hosts and providers apart.
+        """
         names = self._telemetry_names
         if self._telemetry is None or (names is not None and name not in names):
             return

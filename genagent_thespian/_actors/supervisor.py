@@ -823,7 +823,12 @@ class AgentSupervisor(Actor):
                     kill_process(child.pid)
 
     def _check_started(self, name: Any, incarnation: int) -> None:
-        """Count a restarted incarnation that never reported ready as a failed restart."""
+        """Count a restarted incarnation that never reported ready as a failed restart.
+
+        A restart that hangs in ``init_agent`` or ``resume_session`` would otherwise hold
+        the name "restarting" for ever; counted as a crash, it goes through the restart
+        policy, whose intensity gives up on an agent that can never start.
+        """
         child = self._children.get(name)
         if child and child.incarnation == incarnation and child.state is _ChildState.STARTING:
             _log.error("agent %r did not come back in time; counting a failed restart", name)
@@ -1094,7 +1099,11 @@ class AgentSupervisor(Actor):
             return []
 
     def _keep_nodes(self) -> None:
-        """Put a keeper on every node that has none of this leader's yet."""
+        """Put a keeper on every node that has none of this leader's yet.
+
+        Called at the lead and whenever the nodes change, so a node that joins (or whose
+        keeper could not be created the first time) is taken over too.
+        """
         if self._lead is None or self._nodes is None:
             return
         for node in self._nodes:
@@ -1198,7 +1207,12 @@ class AgentSupervisor(Actor):
             store.close()
 
     def _resume_lost(self, spec: AgentSpec, incarnation: int) -> None:
-        """Start a durable agent that died with the old leader; it resumes from its record."""
+        """Start a durable agent that died with the old leader; it resumes from its record.
+
+        Its incarnation goes on from the stored one, so the record fences anything of the
+        old incarnation that might still write, and the new one waits out the old lease
+        like any durable restart.
+        """
         _log.warning("durable agent %r ran on the lost leader's host; starting it again", spec.name)
         child = _Child(
             spec=spec,
@@ -1315,7 +1329,11 @@ class AgentSupervisor(Actor):
             self.send(watcher, AgentDown(name, reason))
 
     def _emit(self, event: str, metadata: dict[str, Any]) -> None:
-        """Send one supervisor telemetry event (``agent.crashed``...) to the hub."""
+        """Send one supervisor telemetry event (``agent.crashed``...) to the hub.
+
+        Sent as a batch of one, the same message agents use, so subscribers need no second
+        path for the supervisor's events; the node is added as agents add theirs.
+        """
         if self._telemetry is not None:
             self.send(
                 self._telemetry, _TelemetryBatch(((event, {}, {**metadata, "node": self._node}),))

@@ -176,8 +176,8 @@ class RetryAgent(SnapshotAgent):
         """An ask/tell outside a job: retry at once under its ref when no delay is due.
 
         Returning ``Prompt`` from ``handle_error`` retries an ask or tell under the caller's
-        own ref, so the caller waits for the final outcome; but such a retry cannot wait on
-        a timer (the caller is waiting), so only an immediate retry is made here.
+        own ref, so the caller waits for the final outcome. This pattern does so only when no
+        back-off is due; a job (``("run", ...)``) is the way to get retries on a timer.
         """
         attempts = self.jobs.setdefault(ref, {"phase": "direct", "attempts": 0, "errors": []})
         attempts["attempts"] += 1

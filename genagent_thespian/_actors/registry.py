@@ -221,7 +221,13 @@ class Registry(Actor):
         )
 
     def _overtaken(self, update: _Register | _Restarting | _Unregister | _Hibernated) -> bool:
-        """Whether a newer update for the same name was applied already (else record it)."""
+        """Whether a newer update for the same name was applied already (else record it).
+
+        Thespian keeps no order between messages that travel on different connections, so
+        a ``_Restarting`` can arrive after the ``_Unregister`` of the give-up that followed
+        it, and would leave the name "restarting" for ever. Numbers are per name; an
+        update without one (``seq=0``) is always applied.
+        """
         if not update.seq:
             return False
         if update.seq <= self._applied.get(update.name, 0):

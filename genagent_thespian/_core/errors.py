@@ -107,7 +107,12 @@ class GenAgentError(Exception):
         return {"agent": self.agent, "ref": self.ref}
 
     def with_context(self, *, agent: Any = None, ref: str | None = None) -> GenAgentError:
-        """Return a copy carrying ``agent`` and ``ref`` where they are not yet set."""
+        """Return a copy carrying ``agent`` and ``ref`` where they are not yet set.
+
+        A copy, not the error itself: a backend may keep and raise one instance for several
+        turns, and the context of one turn must not leak into another's. Context already
+        set (by whoever knew better) is kept.
+        """
         fields = self._fields()
         if fields.get("agent") is None:
             fields["agent"] = agent

@@ -531,7 +531,12 @@ class AgentMachine:
         return self._flush()
 
     def delayed_due(self, ref: str) -> list[Effect]:
-        """A delayed self-chain or retry is due: run it next (ahead of the mailbox)."""
+        """A delayed self-chain or retry is due: run it next (ahead of the mailbox).
+
+        It takes the self-chain slot if that is free, else the head of the mailbox: a
+        chained prompt that waited out a back-off must not fall behind prompts that
+        arrived during the wait. A stopped agent ignores it (its caller was answered).
+        """
         request = self.delayed.pop(ref, None)
         if request is None or self.stopped:
             return self._flush()
@@ -1145,7 +1150,12 @@ class AgentMachine:
     # ================================================================== internals: callbacks
 
     def _call(self, callback: str, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
-        """Run a user callback; contain any exception (logged with the agent's name)."""
+        """Run a user callback; contain any exception (logged with the agent's name).
+
+        A raising callback must not take the agent down with it (the agent keeps serving
+        its other callers): the failure is counted, logged with the agent's name, emitted
+        as ``callback.error``, and returned so the caller decides what it means for the turn.
+        """
         try:
             return True, fn(*args)
         except Exception as exc:

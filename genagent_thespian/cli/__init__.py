@@ -341,7 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
-    """Parse ``key=value`` pairs; values are JSON when they parse, else strings."""
+    """Parse ``key=value`` pairs; values are JSON when they parse, else strings.
+
+    So ``--option count=3`` passes an int and ``--option tags='["a", "b"]'`` a list, as
+    the Python API would, while a plain word needs no quoting.
+    """
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")

@@ -1133,7 +1133,9 @@ class AgentSupervisor(Actor):
 
         Adoption keeps the agent's process and incarnation: no turn is lost or re-run. A
         name this supervisor already runs at another address (the node reported after the
-        census, and a new incarnation was started meanwhile) is only logged, not adopted.
+        census, and a new incarnation was started meanwhile) is not adopted: the late process
+        is told to exit, so one name never keeps two processes (a durable one has lost its
+        lease already and could not run a turn; a plain one would answer stale calls).
         """
         self._censused.add(message.node)
         self._silent.discard(message.node)
@@ -1142,10 +1144,13 @@ class AgentSupervisor(Actor):
                 self._adopt(agent)
             elif self._children[agent.spec.name].address != agent.address:
                 _log.warning(
-                    "agent %r on %s reported after the census: a new incarnation replaces it",
+                    "agent %r on %s reported after the census: a new incarnation replaces it;"
+                    " ending the late process (pid %d)",
                     agent.spec.name,
                     message.node,
+                    agent.pid,
                 )
+                self.send(agent.address, ActorExitRequest())
         self._end_census_if_complete()
 
     def _adopt(self, agent: LocalAgent) -> None:

@@ -807,24 +807,45 @@ class SQLiteAgentStore(AgentStore):
         The header is checked before any pragma writes to the file, so a file that is not SQLite is
         reported as such and left untouched.
         """
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.01
         with self._translate("open"):
             self._make_private()
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-                check_same_thread=False,  # guarded by self._lock instead
-            )
-            try:
-                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-                self._check_header(conn)
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-                conn.execute("PRAGMA foreign_keys = ON")
-                self._ensure_schema(conn)
-            except BaseException:
-                conn.close()
-                raise
+            while True:
+                try:
+                    return self._connect()
+                except sqlite3.OperationalError as exc:
+                    # Opening reads the WAL index, which another process may be rebuilding
+                    # or removing (the last connection closing): SQLite then answers "locked"
+                    # at once, without its busy handler. Measured: thousands of durable
+                    # agents starting and hibernating on one file hit it. Try again, within
+                    # the busy timeout.
+                    busy = getattr(exc, "sqlite_errorname", "").startswith(
+                        ("SQLITE_BUSY", "SQLITE_LOCKED")
+                    )
+                    if not busy or time.monotonic() + pause > deadline:
+                        raise
+                    time.sleep(pause)
+                    pause = min(0.2, pause * 2)
+
+    def _connect(self) -> sqlite3.Connection:
+        """One attempt at :meth:`_open` (closed again if any setting fails)."""
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,  # guarded by self._lock instead
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            self._check_header(conn)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._ensure_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _make_private(self) -> None:

@@ -886,3 +886,43 @@ def test_a_fork_while_another_thread_holds_the_lock_does_not_deadlock_the_child(
     loaded = store.load(KEY)
     assert loaded is not None and [q.ref for q in loaded.queue] == ["from-child"]
     store.close()
+
+
+def _locked() -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError("database is locked")
+    error.sqlite_errorname = "SQLITE_BUSY"
+    return error
+
+
+def test_opening_retries_a_database_locked_by_another_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite answers "database is locked" at once, without its busy handler, to a process
+    # opening the file while another rebuilds or removes the WAL index (measured with
+    # thousands of durable agents starting and hibernating on one file).
+    real = SQLiteAgentStore._connect
+    failures = [2]
+
+    def flaky(self: SQLiteAgentStore) -> sqlite3.Connection:
+        if failures[0]:
+            failures[0] -= 1
+            raise _locked()
+        return real(self)
+
+    monkeypatch.setattr(SQLiteAgentStore, "_connect", flaky)
+    store = SQLiteAgentStore(str(tmp_path / "agents.sqlite"), busy_timeout=5.0)
+    assert store.load("a") is None  # opened, after two refusals
+    assert failures == [0]
+    store.close()
+
+
+def test_opening_gives_up_on_a_lock_after_the_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def locked(self: SQLiteAgentStore) -> sqlite3.Connection:
+        raise _locked()
+
+    monkeypatch.setattr(SQLiteAgentStore, "_connect", locked)
+    with pytest.raises(StoreError, match="open failed: database is locked"):
+        store = SQLiteAgentStore(str(tmp_path / "agents.sqlite"), busy_timeout=0.3)
+        store.load("a")

@@ -239,15 +239,27 @@ def run(quick: bool = False, count: int | None = None) -> Result:
             if answer.text != "ok":
                 raise RuntimeError(f"{name} answered {answer.text!r}")
 
+        if large:  # what is measured so far, in case the wave fails
+            print(
+                f"  asleep: {len(asleep_pids)} processes, {asleep_pss // 1024} MiB "
+                f"(before: {len(base_pids)}, {base_pss // 1024} MiB); wake {summarize(wake)}; "
+                f"floor {summarize(floor)}",
+                flush=True,
+            )
+
         def wake_one(name: str) -> str:
-            return str(g.ask(name, "wave", timeout=120.0, system=system).text)
+            try:
+                return str(g.ask(name, "wave", timeout=120.0, system=system).text)
+            except Exception as error:  # counted and reported below
+                return f"{type(error).__name__}: {error}"
 
         began = time.perf_counter()
         with ThreadPoolExecutor(_THREADS) as pool:
             answers = list(pool.map(wake_one, waved))
         wave_seconds = time.perf_counter() - began
-        if answers != ["ok"] * wave:
-            raise RuntimeError(f"the wave got {answers!r}")
+        failed = [answer for answer in answers if answer != "ok"]
+    if failed:
+        result.notes.append(f"{len(failed)} of {wave} wave asks failed, e.g. {failed[0]}")
     wake_summary, floor_summary = summarize(wake), summarize(floor)
     result.details = {
         "agents": count,
@@ -263,7 +275,12 @@ def run(quick: bool = False, count: int | None = None) -> Result:
         "wake_ask": wake_summary,
         "raw_create_and_ask": floor_summary,
         "raw_echo_pss_kib": echo_pss,
-        "wave": {"agents": wave, "threads": _THREADS, "seconds": round(wave_seconds, 2)},
+        "wave": {
+            "agents": wave,
+            "threads": _THREADS,
+            "seconds": round(wave_seconds, 2),
+            "failed": len(failed),
+        },
         "raw_wave_seconds": round(raw_wave, 2),
     }
     result.add(

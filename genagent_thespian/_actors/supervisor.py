@@ -54,6 +54,7 @@ from .._core.restart_policy import ExitKind, RestartAction, RestartPolicy
 from .._durable.location import open_store
 from .._durable.record import answer_stored_callers, delete_stored_agent
 from .._durable.store import StoreError
+from .._os.heap import share_inherited_heap
 from .._os.processes import (
     AGENT_MARKER,
     SYSTEM_MARKER,
@@ -337,6 +338,8 @@ class AgentSupervisor(Actor):
     def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
         super().__init__()
         caps = capabilities or {}
+        if caps.get("Thespian ActorSystem Name") != "simpleSystem":
+            share_inherited_heap()  # the agents it forks inherit these pages too
         self._session_cap: int | None = caps.get(MAX_LIVE_SESSIONS)
         self._session_idle: float | None = caps.get(SESSION_IDLE_TIMEOUT)
         self._governor: Any = None  # the node's session governor, when capped

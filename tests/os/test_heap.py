@@ -56,6 +56,9 @@ AGENT_PROCESS_MODULES = (
     "genagent_thespian._actors.worker",
     "genagent_thespian._actors.supervisor",
     "genagent_thespian.backends.claude",
+    # The test kit's fakes, as a benchmark or an example uses them outside pytest: the
+    # process that starts the system passes its whole heap on to every actor process.
+    "genagent_thespian.testing",
 )
 
 

@@ -361,6 +361,7 @@ class AgentSupervisor(Actor):
         self._stop_all_waiters: list[Any] = []
         # (address, incarnation, when) of handled exits
         self._recent_exits: list[tuple[Any, int, float]] = []
+        self._lost_exit_sweep_armed = False  # a _LostExitSweep wakeup is pending
         self._owner: tuple[int, float] | None = None
         self._registry_seq = 0
         self._owner_gone = False
@@ -500,11 +501,10 @@ class AgentSupervisor(Actor):
         child.pid = message.pid
         child.node = message.node or self._node
         if self._is_local(child):
-            # Known since the birth report: read again now, a process already gone would
-            # leave no identity to watch.
+            # Keep the identity read at birth: a process gone by now has none to read.
             child.identity = child.identity or self._identity_of(message.pid)
             if self._ended_unannounced(child):
-                self.wakeupAfter(_LOST_EXIT_SWEEP_SECONDS, payload=_LostExitSweep())
+                self._arm_lost_exit_sweep()
         else:
             child.identity = None
         then = ((child.starter, AgentStarted(message.name, sender)),) if child.starter else ()
@@ -725,6 +725,7 @@ class AgentSupervisor(Actor):
             case _BornCheck(address, incarnation, after_notice):
                 self._check_born(address, incarnation, after_notice)
             case _LostExitSweep():
+                self._lost_exit_sweep_armed = False
                 self._sweep_lost_exits()
             case _ExitCheck(address, incarnation, deadline):
                 self._confirm_exit(address, incarnation, deadline)
@@ -785,14 +786,14 @@ class AgentSupervisor(Actor):
             child.identity = self._identity_of(message.pid)
             if self._ended_unannounced(child):
                 # Gone before its report was read: Thespian may never announce it.
-                self.wakeupAfter(_LOST_EXIT_SWEEP_SECONDS, payload=_LostExitSweep())
+                self._arm_lost_exit_sweep()
 
     def _on_child_exited(self, message: ChildActorExited, sender: Any) -> None:
         """An agent's process ended; ignore the duplicate or stale notices Thespian may send.
 
         Every notice, whoever it is for, also schedules a look for exits Thespian dropped
         while handling it (``_LostExitSweep``)."""
-        self.wakeupAfter(_LOST_EXIT_SWEEP_SECONDS, payload=_LostExitSweep())
+        self._arm_lost_exit_sweep()
         address = message.childAddress
         if self._keeper_gone(address):
             return
@@ -839,7 +840,10 @@ class AgentSupervisor(Actor):
         """Whether a local incarnation that reported its process no longer runs.
 
         No identity for a reported pid means the process was gone when its report was read
-        (on ``simpleSystemBase`` the pid is this process's: never an exit).
+        (on ``simpleSystemBase`` the pid is this process's: never an exit). Otherwise the pid
+        is tested, not the whole identity: a child whose notice Thespian dropped was reaped
+        by Thespian, so its pid no longer exists, and the test costs one ``kill(pid, 0)``
+        per agent where the identity costs two ``/proc`` reads (a sweep follows every exit).
         """
         if not child.born or not child.pid or child.pid == os.getpid():
             return False
@@ -847,7 +851,17 @@ class AgentSupervisor(Actor):
             return False
         if not self._is_local(child):
             return False
-        return child.identity is None or not owner_alive(child.identity)
+        return child.identity is None or not psutil.pid_exists(child.pid)
+
+    def _arm_lost_exit_sweep(self) -> None:
+        """Schedule one ``_LostExitSweep``; a burst of notices shares it.
+
+        One armed sweep covers every notice handled before it runs, since each notice's
+        clean-up (where Thespian drops the others) ends before the next message or wakeup.
+        """
+        if not self._lost_exit_sweep_armed:
+            self._lost_exit_sweep_armed = True
+            self.wakeupAfter(_LOST_EXIT_SWEEP_SECONDS, payload=_LostExitSweep())
 
     def _sweep_lost_exits(self) -> None:
         """Handle the exit of every local agent whose process ended without a notice.

@@ -371,7 +371,19 @@ class _RequestFailed(Exception):
 
 @dataclass
 class _Server:
-    """A running ``codex app-server`` and what it holds."""
+    """A running ``codex app-server`` and what it holds.
+
+    Attributes:
+        thread_id: The codex thread this process has open; a session whose thread differs
+            (a resumed agent, a renewed session) makes the next turn open its own.
+        ctx: The turn context of the turn that last used it: its process group is tracked
+            there, so the agent can end the process should the worker die.
+        busy: A turn runs on it; a busy server is stopped hard, an idle one gracefully.
+        stopping: It is being retired: if its turn sees it exit, the turn ends cancelled,
+            not as a crash.
+        initialized: The JSON-RPC handshake is done (once per process).
+        backlog: Notifications read while waiting for a response, handled in order after.
+    """
 
     process: CliProcess
     thread_id: str | None = None
@@ -409,7 +421,14 @@ class _Server:
 
 
 class AppServerSessions:
-    """The live app-server processes of one backend instance, one per session key."""
+    """The live app-server processes of one backend instance, one per session key.
+
+    A process is kept between turns only while it is known good: after a turn that ended
+    with a result (or with a provider error it reported in-band), not cancelled, and still
+    running. Anything else (a cancel, a crash, codex's own network retries running out)
+    retires it, and the next turn starts a fresh one that resumes the thread, so a process
+    in an unknown state never serves a second turn.
+    """
 
     def __init__(
         self, command: Callable[[Any], list[str]], environment: Callable[[Any], dict[str, str]]
@@ -470,7 +489,12 @@ class AppServerSessions:
     # -- turns ------------------------------------------------------------------------------
 
     def prompt(self, session: Any, prompt: str, ctx: TurnContext) -> Iterator[Event]:
-        """Run one turn of ``session`` in its app-server; always ends with one terminal event."""
+        """Run one turn of ``session`` in its app-server; always ends with one terminal event.
+
+        A process that fails to start is reported as ``process_exit``, not retryable (the
+        command or its environment is wrong, and a retry would fail alike). The process is
+        marked busy for the turn, so ``terminate`` during it stops it hard.
+        """
         translator = AppServerTranslator(
             thread_id=session.thread_id,
             previous_usage=session.cumulative_usage,
@@ -521,7 +545,12 @@ class AppServerSessions:
                     self._retire(server, graceful=False)
 
     def _server(self, key: str, session: Any, ctx: TurnContext) -> _Server:
-        """Return the session's app-server (starting and initializing one if needed)."""
+        """Return the session's app-server (starting and initializing one if needed).
+
+        A kept process that exited meanwhile is retired first. The process group is tracked
+        with this turn's context every time: each turn has its own context, and the agent
+        must know the group whichever turn is running when its worker dies.
+        """
         with self._lock:
             server = self._live.get(key)
         if server is not None and server.process.poll() is not None:

@@ -1,4 +1,12 @@
-"""What both modes of the codex backend share: the error classification of codex's messages."""
+"""What both modes of the codex backend share: the error classification of codex's messages.
+
+Codex reports failures as free text (``turn.failed`` in ``exec`` mode, ``error``
+notifications from the app-server), with the provider's HTTP status inside when there is
+one. Both modes must map the same message to the same :class:`BackendErrorKind`, or an
+implementation's ``handle_error`` would retry in one mode and give up in the other; they
+also share the per-turn usage arithmetic (codex reports the thread's running total) and
+the budget of network retries that codex itself does not bound.
+"""
 
 from __future__ import annotations
 

@@ -120,17 +120,21 @@ class Secret:
         return self._value
 
     def __repr__(self) -> str:
+        """Never the value: sessions and options are logged and shown in errors."""
         return "Secret('***')"
 
     __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
+        """Equal to a ``Secret`` of the same value, so sessions compare by their content."""
         return isinstance(other, Secret) and other._value == self._value
 
     def __hash__(self) -> int:
+        """Hash the value, consistent with ``__eq__`` (client caches key on it)."""
         return hash(self._value)
 
     def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as the class and the value: slotted, and a session must reach the worker."""
         return (Secret, (self._value,))
 
 
@@ -239,6 +243,7 @@ def is_one_of(*allowed: Any) -> Callable[[object], str | None]:
     """Check membership in ``allowed``."""
 
     def check(value: object) -> str | None:
+        """``None`` if allowed, else the complaint the option check reports."""
         return None if value in allowed else f"must be one of {', '.join(map(repr, allowed))}"
 
     return check

@@ -100,6 +100,7 @@ def _is_thinking_budget(value: object) -> str | None:
 
 
 def _is_caching(value: object) -> str | None:
+    """Check ``prompt_caching``: on/off, or the cache lifetime Anthropic accepts."""
     return None if value in (True, False, "5m", "1h") else "must be True, False, '5m' or '1h'"
 
 
@@ -331,6 +332,7 @@ class AnthropicBackend(Backend):
         return params
 
     def _client_key(self, session: AnthropicSession) -> tuple[object, ...]:
+        """What makes two sessions need different SDK clients (anything else shares one)."""
         return (session.base_url, session.api_key, session.max_retries, session.timeout)
 
     def _client(self, session: AnthropicSession) -> anthropic.Anthropic:

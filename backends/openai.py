@@ -265,6 +265,7 @@ class OpenAIBackend(Backend):
         return params
 
     def _client_key(self, session: OpenAISession) -> tuple[object, ...]:
+        """What makes two sessions need different SDK clients (anything else shares one)."""
         return (session.base_url, session.api_key, session.max_retries, session.timeout)
 
     def _client(self, session: OpenAISession) -> openai.OpenAI:

@@ -19,6 +19,20 @@ A prompt: ``ask`` (``_api/client``) -> ``Prompt`` to ``AgentActor`` (``_actors/a
 ``AgentMachine.ask`` (``_core/machine``) -> ``TurnWorker`` (``_actors/worker``) runs the
 ``Backend`` -> events back to the machine -> ``GenAgent.handle_response`` -> ``Response``
 to the caller.
+
+Where to change what:
+
+* what an agent does with a prompt, a result, a failure, a notification: the machine
+  (``_core/machine``), then the shell that carries out its effects (``_actors/agent``);
+* how a turn reaches a provider: a backend (``backends/``) behind ``_core/backend``, run
+  by ``_actors/worker``;
+* what happens when an agent dies: ``_core/restart_policy`` decides,
+  ``_actors/supervisor`` carries it out;
+* what survives a restart: ``_durable/record`` (what and when), ``_durable/store`` (how);
+* how a caller waits, resends, follows a restart: ``_api/calls`` (once, for both APIs);
+* the wire: the public messages in ``messages``, the internal ones in ``_core/protocol``.
+
+Each role folder's own docstring lists its modules.
 """
 
 # The one copy of the version: setup.cfg reads it (``attr:``), ``genagent --version`` prints it.

@@ -85,6 +85,7 @@ async def detach(handler_id: str, *, system: AgentSystem | None = None) -> bool:
 
 
 async def _run(system: AgentSystem | None, make: Any, *args: Any) -> Any:
+    """Run the plan ``make(system, *args)`` on the system's asyncio transport."""
     target = _system(system)
     return await transport_for(target).run(make(target, *args))
 
@@ -220,6 +221,7 @@ async def watch(
     steps = channel.run_stream(calls.watch(target, name, ref))
 
     async def events() -> AsyncIterator[TurnEvent]:
+        """The subscription's events only (the plan's result, if any, is not an event)."""
         async for kind, value in steps:
             if kind == "progress":
                 yield value
@@ -232,6 +234,11 @@ async def watch(
 
 
 def _unwatch(target: AgentSystem, channel: AsyncTransport, name: Any, ref: str) -> None:
+    """Unsubscribe once no stream of this transport follows ``name`` any more.
+
+    Sent without waiting: this runs in ``finally`` of a stream that may be cancelled, where
+    awaiting an answer could itself be cancelled and leave the agent sending events.
+    """
     if not channel.subscriptions.remove(name):
         return  # another stream or watch of this transport still follows the agent
     address, message = calls.unwatch_message(target, name, ref)

@@ -100,7 +100,12 @@ class Prompt:
 
 @dataclass(frozen=True, slots=True)
 class Tell:
-    """Queue a turn and answer at once with ``Accepted(ref)``; read the outcome with ``Poll``."""
+    """Queue a turn and answer at once with ``Accepted(ref)``; read the outcome with ``Poll``.
+
+    The ref is the tell's identity: a tell resent under the same ref (after a restart, or a
+    lost acknowledgement) is acknowledged again and never run twice. The outcome is kept
+    in the agent's bounded result cache (``max_tell_results``), oldest evicted first.
+    """
 
     text: str
     ref: str = field(default_factory=new_ref)
@@ -109,7 +114,12 @@ class Tell:
 
 @dataclass(frozen=True, slots=True)
 class Poll:
-    """Ask for the outcome of a ``Tell``; answered with ``PollResult``."""
+    """Ask for the outcome of a ``Tell``; answered with ``PollResult``.
+
+    Never waits for a running turn. A ref the agent does not know (never told, an ask's,
+    or evicted from the cache) is answered as failed with ``RequestNotFound``, not left
+    unanswered.
+    """
 
     ref: str
 
@@ -139,14 +149,24 @@ class Interrupt:
 
 @dataclass(frozen=True, slots=True)
 class Cancel:
-    """Remove a queued ``Tell`` before it runs; answered ``Accepted`` or ``Failure``."""
+    """Remove a queued ``Tell`` before it runs; answered ``Accepted`` or ``Failure``.
+
+    The cancelled tell's outcome becomes ``TurnCancelled``. A running tell is refused
+    (interrupt it instead), as is an ask or an unknown ref: ``Failure(RequestNotFound)``
+    whose message says which.
+    """
 
     ref: str
 
 
 @dataclass(frozen=True, slots=True)
 class Halt:
-    """Freeze the mailbox once the current turn ends (also a callback directive)."""
+    """Freeze the mailbox once the current turn ends (also a callback directive).
+
+    Sent to an agent it is answered ``Accepted(None)`` at once, even mid-turn; the running
+    turn is never cut short (``Interrupt`` does that). New prompts still queue while halted.
+    Returned from a callback it halts after the current decision (``post_run`` runs once).
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,12 +176,19 @@ class Skip:
 
 @dataclass(frozen=True, slots=True)
 class Resume:
-    """Unfreeze a halted agent (or cancel a pending halt) and drain its queue."""
+    """Unfreeze a halted agent (or cancel a pending halt) and drain its queue.
+
+    Answered ``Accepted(None)``; resuming an agent that is not halted changes nothing.
+    """
 
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """Ask for an ``AgentStatus`` snapshot. Answered within milliseconds, even mid-turn."""
+    """Ask for an ``AgentStatus`` snapshot. Answered within milliseconds, even mid-turn.
+
+    A status request never counts as use: polling a fleet's status keeps no agent from
+    hibernating, and a hibernated agent's status comes from the registry without waking it.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,14 +281,24 @@ def _spec_from_pickle(values: dict[str, Any]) -> AgentSpec:
 
 @dataclass(frozen=True, slots=True)
 class StartAgent:
-    """Ask the supervisor to start an agent; answered ``AgentStarted`` or ``Failure``."""
+    """Ask the supervisor to start an agent; answered ``AgentStarted`` or ``Failure``.
+
+    ``AgentStarted`` comes only once ``init_agent`` succeeded and the name is registered.
+    A failure is ``AgentAlreadyExists``, ``AgentStartFailed``, or the typed error the
+    agent's start raised (``InvalidOption``...); a failed first start is not restarted.
+    """
 
     spec: AgentSpec
 
 
 @dataclass(frozen=True, slots=True)
 class StopAgent:
-    """Ask the supervisor to stop an agent for good; answered ``Stopped`` or ``Failure``."""
+    """Ask the supervisor to stop an agent for good; answered ``Stopped`` or ``Failure``.
+
+    Every caller of the agent is answered first (``AgentStopped``), its session is ended,
+    a durable agent's record is deleted, and ``Stopped`` follows once its process is gone
+    and its name is free. An unknown name is ``Failure(AgentNotFound)``.
+    """
 
     name: Any
     reason: str = "stop"
@@ -282,7 +319,11 @@ class WhereIs:
 
 @dataclass(frozen=True, slots=True)
 class ListAgents:
-    """Ask the registry for every registered agent; answered ``AgentList``."""
+    """Ask the registry for every registered agent; answered ``AgentList``.
+
+    Agents between incarnations are listed as ``restarting`` and sleeping ones as
+    ``hibernated``; stopped ones are not listed.
+    """
 
 
 # --------------------------------------------------------------------------- replies
@@ -290,7 +331,11 @@ class ListAgents:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """The request failed; ``error`` says why, with the agent's name and the ref."""
+    """The request failed; ``error`` says why, with the agent's name and the ref.
+
+    ``ref`` is the failed request's (``None`` for a request that has none); a caller that
+    matches replies by ref never takes another call's failure for its own.
+    """
 
     error: GenAgentError
     ref: str | None = None
@@ -298,7 +343,11 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """The request was taken (a ``Tell`` is queued or running under ``ref``)."""
+    """The request was taken (a ``Tell`` is queued or running under ``ref``).
+
+    ``ref`` is ``None`` for requests that carry none (``Halt``, ``Resume``, ``Notify``):
+    such answers cannot be told apart, so a caller has one of them in flight at a time.
+    """
 
     ref: str | None = None
 
@@ -377,7 +426,11 @@ class AgentStatus:
 
 @dataclass(frozen=True, slots=True)
 class AgentStarted:
-    """The supervisor started the agent ``name`` at ``address``."""
+    """The supervisor started the agent ``name`` at ``address``.
+
+    Sent once the name is registered, so the name can be used as soon as this arrives.
+    Callers should still talk by name: the address changes with every restart.
+    """
 
     name: Any
     address: Any
@@ -385,7 +438,10 @@ class AgentStarted:
 
 @dataclass(frozen=True, slots=True)
 class Stopped:
-    """The agent ``name`` is stopped and deregistered."""
+    """The agent ``name`` is stopped and deregistered.
+
+    ``name`` is ``None`` in the answer to a stop of every agent (the system's shutdown).
+    """
 
     name: Any
 
@@ -458,7 +514,12 @@ class DeliveryFailed:
 
 @dataclass(frozen=True, slots=True)
 class AgentDown:
-    """Sent to ``handle_info`` of agents that ``watch_agent(name)`` when ``name`` exits."""
+    """Sent to ``handle_info`` of agents that ``watch_agent(name)`` when ``name`` exits.
+
+    ``reason`` is the stop's reason (``"stop"``...), ``"crashed"`` when the supervisor gave
+    up on it or it could not start, or ``"not_found"`` at once for an unknown name. A
+    watch fires once; a restart is not an exit.
+    """
 
     name: Any
     reason: str
@@ -473,7 +534,11 @@ class WatchAgent:
 
 @dataclass(frozen=True, slots=True)
 class TurnEvent:
-    """A streamed event of the running turn, sent to ``Watch`` subscribers as it arrives."""
+    """A streamed event of the running turn, sent to ``Watch`` subscribers as it arrives.
+
+    ``seq`` counts the turn's events from 1, so a subscriber can tell that it missed one
+    (Thespian does not promise order across connections).
+    """
 
     agent: Any
     ref: str

@@ -72,6 +72,12 @@ def provider_name(backend: str) -> str:
 
 @dataclass
 class _OpenTurn:
+    """A turn whose span is open: keyed by ``(agent, ref)`` until its ``turn.stop``/``turn.error``.
+
+    Kept in the bridge, not in the span, because the events of one turn arrive as separate
+    telemetry calls (usage, tool events, the end) and must find the same span.
+    """
+
     span: Any
     start_ns: int
     backend: str
@@ -166,6 +172,11 @@ class OtelBridge:
     def _start(
         self, key: tuple[str, str], measurements: dict[str, Any], metadata: dict[str, Any]
     ) -> None:
+        """Open the turn's ``invoke_agent`` span at the time the agent process stamped.
+
+        The agent's wall-clock stamp is used, not the time the event reached this process:
+        telemetry is batched and relayed, and the span must show when the turn really began.
+        """
         agent = key[0]
         backend = str(metadata.get("backend") or "unknown")
         start_ns = int(float(measurements.get("system_time", 0.0)) * 1e9) or None
@@ -190,6 +201,11 @@ class OtelBridge:
             self._open[key] = _OpenTurn(span, start_ns or 0, backend, attributes)
 
     def _usage(self, key: tuple[str, str], usage: Any) -> None:
+        """Put the turn's model and token counts on its span and record the token histogram.
+
+        ``prompt.stop`` carries the usage and precedes ``turn.stop``, so the span is still open;
+        a usage for a turn this bridge never saw start (attached mid-turn) is dropped.
+        """
         if usage is None:
             return
         with self._lock:
@@ -218,6 +234,12 @@ class OtelBridge:
         self._tokens.record(output_tokens, {**common, "gen_ai.token.type": "output"})
 
     def _tool_event(self, key: tuple[str, str], measurements: dict[str, Any], event: Any) -> None:
+        """Open an ``execute_tool`` child span at ``tool_use``; end it at the matching result.
+
+        Results are matched by ``tool_use_id``; a call without an id gets a made-up one, so two
+        anonymous calls never share a span. The latest tool time is kept so that the turn's
+        span never ends before its children.
+        """
         kind = getattr(event, "kind", None)
         if kind not in ("tool_use", "tool_result"):
             return
@@ -264,6 +286,12 @@ class OtelBridge:
         measurements: dict[str, Any],
         metadata: dict[str, Any],
     ) -> None:
+        """Close the turn's span (and any tool span left open) and record duration and errors.
+
+        The end time is the start plus the duration the worker measured, so the span shows the
+        backend call, not the relay; a failed turn gets status ``ERROR`` and its reason as
+        ``error.type`` on the span and on both metrics.
+        """
         with self._lock:
             turn = self._open.pop(key, None)
         if turn is None:

@@ -224,7 +224,13 @@ class ConsensusAgent(SnapshotAgent):
             self._start_round()
 
     def handle_info(self, message: Any) -> None:
-        """Votes (``TellCompleted``), voters exiting (``AgentDown``), the round's deadline."""
+        """Votes (``TellCompleted``), voters exiting (``AgentDown``), the round's deadline.
+
+        Votes are matched by the ref of the tell that asked for them, so an answer from an
+        earlier round (late, after its deadline) is never counted in the current one. A
+        voter that failed because it is gone is remembered as gone at once: its
+        ``AgentDown`` may only arrive after the next round has asked it again.
+        """
         if isinstance(message, TellCompleted) and message.ref in self.pending:
             voter = self.pending.pop(message.ref)
             if message.error is None and message.response is not None:
@@ -300,7 +306,12 @@ class ConsensusAgent(SnapshotAgent):
         self.rounds[-1].append(Vote(voter, None, "", "", error))
 
     def _maybe_close_round(self) -> None:
-        """Close the round once every vote is in: consensus, divergence, or another round."""
+        """Close the round once every vote is in: consensus, divergence, or another round.
+
+        Called after every vote, abstention and deadline, so a round closes as soon as its
+        last voter is accounted for; the deadline's timer is cancelled then, and a deadline
+        that fires anyway names an older round and is ignored.
+        """
         if self.pending or self.phase != "voting":
             return
         if self.deadline is not None:

@@ -97,7 +97,12 @@ class RetryAgent(SnapshotAgent):
     # ----------------------------------------------------------------- jobs
 
     def handle_event(self, event: Any) -> Prompt | None:
-        """``("run", job_id, task)`` starts a job; ``("cancel", job_id)`` cancels its retry."""
+        """``("run", job_id, task)`` starts a job; ``("cancel", job_id)`` cancels its retry.
+
+        A job waiting on its back-off timer is cancelled at once (the timer is dropped); a
+        job whose attempt is running is marked ``cancelling`` and ends ``cancelled`` when
+        that attempt ends, since a turn in flight is not cut short by this pattern.
+        """
         if isinstance(event, tuple) and len(event) == 3 and event[0] == "run":
             _, job_id, task = event
             self.jobs[job_id] = {
@@ -168,7 +173,12 @@ class RetryAgent(SnapshotAgent):
         return None
 
     def _same_ref_retry(self, ref: str, error: Exception) -> Prompt | None:
-        """An ask/tell outside a job: retry at once under its ref when no delay is due."""
+        """An ask/tell outside a job: retry at once under its ref when no delay is due.
+
+        Returning ``Prompt`` from ``handle_error`` retries an ask or tell under the caller's
+        own ref, so the caller waits for the final outcome. This pattern does so only when no
+        back-off is due; a job (``("run", ...)``) is the way to get retries on a timer.
+        """
         attempts = self.jobs.setdefault(ref, {"phase": "direct", "attempts": 0, "errors": []})
         attempts["attempts"] += 1
         attempts["errors"].append(f"{type(error).__name__}: {error}")

@@ -182,7 +182,15 @@ class CoordinatorAgent(SnapshotAgent):
     # ----------------------------------------------------------------- fan-in
 
     def handle_info(self, message: Any) -> Prompt | Halt | None:
-        """Worker lifecycle and outcomes: started, completed, down, start failed, deadline."""
+        """Worker lifecycle and outcomes: started, completed, down, start failed, deadline.
+
+        Every pending worker leaves ``pending`` exactly once, by whichever comes first: its
+        ``TellCompleted``, its ``AgentDown`` (watched as soon as it started), the
+        ``Failure`` of its start, or the round's deadline. Later news of a worker already
+        accounted for is ignored, so a worker that answers after the deadline cannot
+        count twice. The deadline carries the run number: one left from an earlier run
+        does nothing.
+        """
         if isinstance(message, AgentStarted) and message.name in self.pending:
             job = self.pending[message.name]
             self.watch_agent(message.name)
@@ -218,7 +226,11 @@ class CoordinatorAgent(SnapshotAgent):
         return super().handle_info(message)
 
     def _collected(self) -> Prompt | Halt | None:
-        """Once every worker has answered or failed, synthesise the results (fail if none did)."""
+        """Once every worker has answered or failed, synthesise the results (fail if none did).
+
+        The synthesis is a self-chained ``Prompt`` whose ref is remembered, so its answer is
+        told apart from a user's prompt queued at the coordinator meanwhile.
+        """
         if self.pending or self.phase != "collecting":
             return None
         if self.deadline is not None:

@@ -17,12 +17,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Package folder -> the lowest docstring share (docstring lines / all lines) allowed: the
-#: share reached (20.4%, 17.8%, 21.0% on 2026-12-03, from 17.7%, 12.3%, 18.9%), rounded
-#: down to half a point so that a branch merged beside this one does not trip it by a line.
+#: share reached (25.3%, 18.4%, 21.9% on 2026-12-03, from 20.4%, 17.8%, 21.3% earlier that
+#: day and 17.7%, 12.3%, 18.9% before), rounded down to half a point so that a branch merged
+#: beside this one does not trip it by a line. ``genagent_thespian`` meets issue 18's target.
 FLOORS = {
-    "genagent_thespian": 0.200,
-    "backends": 0.175,
-    "patterns": 0.205,
+    "genagent_thespian": 0.250,
+    "backends": 0.180,
+    "patterns": 0.215,
 }
 
 

@@ -10,6 +10,36 @@ It also owns the one resource the machine cannot see, the turn worker (see
 dies, killed when a cancelled turn does not end within the grace period, retired when idle
 so an idle agent costs one process. Process groups that backends report are ended here
 when their worker dies, so no CLI process outlives its agent.
+
+One ``ask``, as messages (names from ``messages`` and ``_core/protocol``)::
+
+    caller                  AgentActor                          TurnWorker (child)
+      | Prompt(ref) ------> machine.ask -> StartTurn
+      |                     [governor: _SessionWanted -> _SessionGranted]
+      |                     _StartTurn -------------------------> thread: backend.prompt()
+      |                               <------------------------- _TurnOutput(pid, ready)
+      | <-- TurnEvent ----- (to Watch subscribers) <------------ _TurnOutput(events)
+      | <-- Response ------ machine.turn_succeeded <------------ _TurnOutput(done)
+      |                     next queued prompt -> StartTurn ...   (stream ends, worker kept)
+
+Around that path: the supervisor sends ``_InitAgent`` once (answered ``_AgentBorn`` at
+once, then ``_AgentReady`` or ``_AgentInitFailed``) and ``_ShutdownAgent`` to stop
+(answered ``Stopped`` after the worker's ``_SessionEnded``); it learns the worker's pid and
+process groups (``_AgentProcesses``) so that it can end them should this process die. The
+telemetry hub gets ``_TelemetryJoin`` and at most one ``_TelemetryBatch`` per handled
+message, and says which names it wants (``_TelemetryInterest``). A tell to another agent
+goes through the registry (``WhereIs`` -> ``Located``) and must be acknowledged
+(``Accepted``) within ``TELL_ACK_SECONDS``, or it is resent by name.
+
+Timers: Thespian's ``wakeupAfter`` cannot be cancelled, so every timer of this actor is one
+of the ``_Deadline`` types below, kept in :class:`Deadlines` under its key; the actor holds
+one wakeup for the earliest, and a deadline that outlived its subject does nothing.
+
+Failures, in short: a worker that dies fails its turn with ``TurnCrashed`` and the agent
+lives on (only the death of the agent's own process is the supervisor's to restart); a
+cancelled turn that does not end within ``CANCEL_GRACE`` seconds gets its worker killed; a
+durable incarnation whose write the store refuses (``StaleIncarnation``) stands down and
+answers nobody, because the newer incarnation holds every request it accepted.
 """
 
 from __future__ import annotations
@@ -162,6 +192,7 @@ class _Watchdog:
 
     @property
     def key(self) -> Hashable:
+        """One key for all turns: at most one turn runs, so arming replaces the last."""
         return _Watchdog
 
 
@@ -173,6 +204,7 @@ class _DelayedDue:
 
     @property
     def key(self) -> Hashable:
+        """One per ref: each delayed prompt waits on its own timer."""
         return (_DelayedDue, self.ref)
 
 
@@ -185,6 +217,7 @@ class _CancelGrace:
 
     @property
     def key(self) -> Hashable:
+        """The deadline itself: a grace for one worker generation and turn never merges."""
         return self
 
 
@@ -197,6 +230,7 @@ class _WorkerIdle:
 
     @property
     def key(self) -> Hashable:
+        """One key: each turn's end pushes the single retirement deadline back."""
         return _WorkerIdle
 
 
@@ -209,6 +243,7 @@ class _UserTimer:
 
     @property
     def key(self) -> Hashable:
+        """One per timer id, the handle ``cancel_timer`` is given."""
         return (_UserTimer, self.timer_id)
 
 
@@ -218,6 +253,7 @@ class _EndSessionGrace:
 
     @property
     def key(self) -> Hashable:
+        """One key: a stop is carried out once."""
         return _EndSessionGrace
 
 
@@ -229,6 +265,7 @@ class _WorkerStartGrace:
 
     @property
     def key(self) -> Hashable:
+        """The deadline itself: one per worker generation."""
         return self
 
 
@@ -238,6 +275,7 @@ class _LeaseRenewal:
 
     @property
     def key(self) -> Hashable:
+        """One key: each renewal arms the next one."""
         return _LeaseRenewal
 
 
@@ -250,6 +288,7 @@ class _TellAckDue:
 
     @property
     def key(self) -> Hashable:
+        """One per tell ref, whatever the attempt: a resend replaces the last wait."""
         return (_TellAckDue, self.ref)
 
 
@@ -261,6 +300,7 @@ class _SlotRetireGrace:
 
     @property
     def key(self) -> Hashable:
+        """One key: the agent retires at most one worker for the governor at a time."""
         return _SlotRetireGrace
 
 
@@ -272,6 +312,7 @@ class _HibernateDue:
 
     @property
     def key(self) -> Hashable:
+        """One key: each use of the agent pushes the single nap deadline back."""
         return _HibernateDue
 
 
@@ -313,7 +354,16 @@ _SPEC_SETTINGS = frozenset(f.name for f in fields(AgentSpec)) - {
 
 @dataclass
 class _WorkerSlot:
-    """The agent's view of its turn worker."""
+    """The agent's view of its turn worker.
+
+    Attributes:
+        generation: Counts the workers this agent made; a deadline armed for one worker
+            names its generation and does nothing once that worker was replaced.
+        turn_id: The turn the worker runs; ``cancelling``: a cancelled turn it has not
+            ended yet (a new turn waits for it, so two provider calls never overlap).
+        process_groups: What the worker's backend started, killed if the worker dies.
+        last_used: When its last turn ended, for idle retirement.
+    """
 
     address: Any = None
     pid: int = 0
@@ -340,6 +390,13 @@ class AgentActor(Actor):
     """
 
     def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
+        """An empty shell: everything it needs arrives in ``_InitAgent``.
+
+        Thespian creates actors without constructor arguments (only the system's capabilities
+        are passed), so the spec, the services' addresses and the incarnation come in the first
+        message. The capabilities say whether the actor runs in a process of its own
+        (``_isolated``: processes may be killed and marked) and on which convention node.
+        """
         super().__init__()
         caps = capabilities or {}
         self._isolated = caps.get("Thespian ActorSystem Name") != "simpleSystem"
@@ -559,7 +616,11 @@ class AgentActor(Actor):
             self.send(directory, LocalAgentGone(self.spec.name, self.myAddress))
 
     def _on_adopted(self, message: _Adopted, sender: Any) -> None:
-        """A new leader took over: its registry, hub and supervisor are ours from now on."""
+        """A new leader took over: its registry, hub and supervisor are ours from now on.
+
+        Nothing else changes: the machine, the worker and the running turn go on, and the
+        agent joins the new hub so its telemetry is not lost with the old leader.
+        """
         self._registry = message.registry
         self._supervisor = message.supervisor
         if message.telemetry != self._telemetry:
@@ -568,7 +629,11 @@ class AgentActor(Actor):
                 self.send(self._telemetry, _TelemetryJoin())
 
     def _init_failed(self, sender: Any, spec: AgentSpec, exc: Exception) -> None:
-        """Report a failed start; typed errors (``InvalidOption``...) keep their type."""
+        """Report a failed start; typed errors (``InvalidOption``...) keep their type.
+
+        Anything else becomes ``AgentStartFailed`` with the original type and message, never
+        its traceback (it may hold option values). The supervisor answers the starter.
+        """
         _log.error("agent %r failed to start: %s: %s", spec.name, type(exc).__name__, exc)
         if isinstance(exc, GenAgentError):
             error = exc.with_context(agent=spec.name)
@@ -599,7 +664,12 @@ class AgentActor(Actor):
         self._run(self._m.tell(message.ref, message.text, sender, completion=message.completion))
 
     def _valid_prompt(self, text: Any, ref: Any, sender: Any) -> bool:
-        """Check a prompt that may come from raw Thespian code; answer a bad one here."""
+        """Check a prompt that may come from raw Thespian code; answer a bad one here.
+
+        The client API checks prompts before sending; a raw ``Prompt`` or ``Tell`` was
+        checked by nobody, and a bad one must be refused with a typed ``Failure``, not
+        reach the machine (or the provider) as garbage.
+        """
         try:
             check_prompt(text, agent=self._m.name, ref=ref if isinstance(ref, str) else None)
             check_request_ref(ref, agent=self._m.name)
@@ -676,7 +746,12 @@ class AgentActor(Actor):
         return status
 
     def _published_state(self) -> Any:
-        """The implementation's ``agent_state()``, or ``None`` if it raised or won't pickle."""
+        """The implementation's ``agent_state()``, or ``None`` if it raised or won't pickle.
+
+        Checked here because the status reply is pickled by Thespian: an unpicklable field
+        would make the whole reply fail to send, and the caller would get no status at all
+        instead of the rest of the agent's.
+        """
         try:
             state = self._m.impl.agent_state()
             pickle.dumps(state)
@@ -700,6 +775,11 @@ class AgentActor(Actor):
         self.send(sender, Accepted(message.ref))
 
     def _on_watcher_gone(self, message: _WatcherGone, sender: Any) -> None:
+        """A subscriber's process vanished (the registry saw its mail dead-letter): forget it.
+
+        Without this, every event of every later turn would be sent to a dead address, each
+        send costing a connection attempt in this never-blocking actor.
+        """
         if message.address in self._watchers:
             self._watchers.discard(message.address)
             _log.info("agent %r: dropped a watcher that disappeared", self._m.name)
@@ -951,6 +1031,7 @@ class AgentActor(Actor):
             self._arm_watchdog(pending)
 
     def _arm_watchdog(self, watchdog: ArmWatchdog) -> None:
+        """Put the turn's watchdog on the clock now; it is no longer pending."""
         self._pending_watchdog, self._armed_watchdog = None, watchdog
         self._after(_Watchdog(watchdog.turn_id), watchdog.seconds)
 
@@ -1002,6 +1083,7 @@ class AgentActor(Actor):
         self._after(_SlotRetireGrace(slot.generation), CANCEL_GRACE)
 
     def _session_idle(self) -> None:
+        """Tell the governor our live session is idle (retirable) after a turn ended."""
         if self._governor is not None and self._session_live:
             self.send(self._governor, _SessionIdle(self._m.name))
 
@@ -1285,7 +1367,11 @@ class AgentActor(Actor):
             self._finish_stop()
 
     def _finish_stop(self) -> None:
-        """Kill what the worker left and answer the stopper, once."""
+        """Kill what the worker left and answer the stopper, once.
+
+        Reached by the worker's ``_SessionEnded`` or by ``END_SESSION_GRACE`` running out,
+        whichever comes first; the second does nothing.
+        """
         stopping, self._stopping = self._stopping, None
         if stopping is None:
             return
@@ -1364,7 +1450,12 @@ class AgentActor(Actor):
     def _telemetry_emit(
         self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]
     ) -> None:
-        """Queue an event for the hub if anyone wants it (sent once per handled message)."""
+        """Queue an event for the hub if anyone wants it (sent once per handled message).
+
+        Filtered here, in the agent, by the names the hub said are wanted: an event nobody
+        subscribed to costs no message at all. The node and backend are added so every
+        handler can tell agents on different hosts and providers apart.
+        """
         names = self._telemetry_names
         if self._telemetry is None or (names is not None and name not in names):
             return
@@ -1427,6 +1518,7 @@ class AgentActor(Actor):
             self._tell_settled(message.ref)
 
     def _tell_settled(self, ref: str) -> None:
+        """Stop waiting for the acknowledgement of tell ``ref`` (answered, failed or given up)."""
         if self._unacked_tells.pop(ref, None) is not None:
             self._deadlines.cancel(_TellAckDue(ref, 0).key)
 
@@ -1457,7 +1549,12 @@ class AgentActor(Actor):
         self._after(_TellAckDue(ref, attempt + 1), TELL_ACK_SECONDS)
 
     def send_to_name(self, kind: str, name: Any, message: Any) -> None:
-        """Send ``message`` to the agent ``name``, resolving it through the registry."""
+        """Send ``message`` to the agent ``name``, resolving it through the registry.
+
+        Addresses are cached per name. An unknown name is looked up once however many
+        messages wait for it (they queue in ``_outbox`` and go out in order on ``Located``);
+        the lookup waits out a restart and wakes a hibernated agent. Nothing here blocks.
+        """
         address = self._addresses.get(name)
         if address is not None:
             self.send(address, message)
@@ -1472,6 +1569,7 @@ class AgentActor(Actor):
 
     @property
     def _m(self) -> AgentMachine:
+        """The machine, for handlers that run only once ``_init`` built it (``_dispatch``)."""
         assert self.machine is not None
         return self.machine
 
@@ -1571,16 +1669,29 @@ class AgentActor(Actor):
 
 
 class _AgentContext:
-    """What ``GenAgent``'s in-callback methods use to act (see ``_behaviour.GenAgent``)."""
+    """What ``GenAgent``'s in-callback methods use to act (see ``_behaviour.GenAgent``).
+
+    Callbacks run inside this actor's ``receiveMessage``, so nothing here waits for an
+    answer: a wait would block the agent, and Thespian would deliver it nothing, not even
+    the answer awaited. Every call only sends or arms a deadline; what comes back arrives
+    later as a message that the machine hands to ``handle_info`` (``TellCompleted``,
+    ``DeliveryFailed``, ``AgentStarted``, ``AgentDown``...).
+    """
 
     def __init__(self, actor: AgentActor, name: Any) -> None:
         self._actor = actor
         self.name = name
 
     def notify(self, name: Any, event: Any) -> None:
+        """Send ``Notify`` by name; an unknown name comes back as ``DeliveryFailed``."""
         self._actor.send_to_name("notify", name, Notify(event, sender=self.name))
 
     def tell(self, name: Any, prompt: str) -> str:
+        """Send a ``Tell`` asking for ``TellCompleted``, and watch for its ``Accepted``.
+
+        The ref is kept with the target's name: the completion, a ``Failure`` or the give-up
+        after ``TELL_ATTEMPTS`` all reach ``handle_info`` as one ``TellCompleted`` for it.
+        """
         message = Tell(prompt, completion=True)
         self._actor._outgoing_tells[message.ref] = name
         self._actor._unacked_tells[message.ref] = message
@@ -1589,26 +1700,41 @@ class _AgentContext:
         return message.ref
 
     def send_after(self, seconds: float, message: Any) -> str:
+        """Arm a ``_UserTimer``; it dies with this incarnation unless carried over a hibernation."""
         timer_id = uuid.uuid4().hex
         self._actor._after(_UserTimer(timer_id, message), max(0.0, float(seconds)))
         return timer_id
 
     def cancel_timer(self, timer_id: str) -> bool:
+        """Drop the timer's deadline; ``False`` if it already fired or never existed."""
         return self._actor._deadlines.cancel(_UserTimer(timer_id, None).key)
 
     def start_agent(self, impl: type[GenAgent], *, name: Any, backend: Any, **options: Any) -> None:
+        """Ask the supervisor for a sibling agent, splitting framework settings from options.
+
+        The spec is built (and checked) here, so a bad option raises in the calling callback
+        rather than as a late failure; the supervisor answers ``AgentStarted`` or a
+        ``Failure``.
+        """
         settings = {k: v for k, v in options.items() if k in _SPEC_SETTINGS}
         init_options = {k: v for k, v in options.items() if k not in _SPEC_SETTINGS}
         spec = build_spec(impl, name=name, backend=backend, options=init_options, **settings)
         self._actor.send(self._actor._supervisor, StartAgent(spec))
 
     def stop_agent(self, name: Any) -> None:
+        """Ask the supervisor to stop agent ``name``; ``Stopped`` (or a ``Failure``) follows."""
         self._actor.send(self._actor._supervisor, StopAgent(name))
 
     def watch_agent(self, name: Any) -> None:
+        """Ask the supervisor for ``AgentDown`` when agent ``name`` exits (or is unknown)."""
         self._actor.send(self._actor._supervisor, WatchAgent(name))
 
     def log_unexpected_info(self, message: Any) -> None:
+        """Warn about a message ``handle_info`` did not expect, except the framework's replies.
+
+        ``AgentStarted``, ``Stopped`` and ``Accepted`` answer requests the agent made through
+        this context; an implementation that does not care for them must not fill the log.
+        """
         if isinstance(message, AgentStarted | Stopped | Accepted):
             return
         _log.warning("agent %r ignored unexpected message %s", self.name, type(message).__name__)

@@ -122,6 +122,9 @@ class ServiceDirectory(Actor):
     """Answers :class:`WhereAreServices` for one node (see the module docstring)."""
 
     def __init__(self) -> None:
+        """No services known yet: a client asking now hears ``NoServices`` or waits, as
+        configured.
+        """
         super().__init__()
         self._services: Services | None = None
         self._expecting = False
@@ -129,6 +132,14 @@ class ServiceDirectory(Actor):
         self._agents: dict[Any, LocalAgent] = {}
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
+        """Answer where the services are, track this node's agents, leave when unused.
+
+        ``SetServices`` is answered with the services now in force, so a deposed leader's
+        keeper learns that a newer epoch won. ``WhereAreServices`` is answered at once, held
+        while the node expects a leader (``ExpectServices``), or answered ``NoServices`` by a
+        directory nobody configured, which then exits after ``_LINGER`` unless it was given
+        something to keep (it must not stay behind on a node from an older release).
+        """
         if isinstance(message, SetServices):
             current = self._services
             if current is None or message.services.epoch >= current.epoch:

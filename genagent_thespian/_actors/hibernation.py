@@ -11,6 +11,20 @@ registry without waking it.
 This module holds the decisions, free of Thespian: whether the agent is idle enough
 (:func:`blocker`), and which of its pending deadlines travel with it (:func:`sleeping_timers`).
 The agent actor carries them out (``AgentActor._try_hibernate``).
+
+A sleep and a wake, as messages::
+
+    agent: idle hibernate_after s, nothing in flight: save the record, release the lease
+    agent --_Hibernating(status, timers, wake_at)--> supervisor   (state HIBERNATED)
+    agent: retire the worker, ActorExitRequest to itself           (its process ends)
+    supervisor --_Hibernated(name, status)--> registry             (entry kept, no address)
+    caller --WhereIs(name, wait=True)--> registry --_Wake--> supervisor
+    supervisor --_InitAgent(incarnation + 1, timers)--> new agent  (resumes from its record)
+    new agent --_AgentReady--> supervisor --_Register--> registry --Located--> caller
+    (or: the earliest timer falls due and the supervisor wakes it by itself, _WakeDue)
+
+A wake is a restart in all but name: a new process and incarnation, counted in ``wakes``
+rather than ``restarts``, so ``status`` does not report a healthy agent as flapping.
 """
 
 from __future__ import annotations

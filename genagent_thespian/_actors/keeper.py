@@ -73,6 +73,7 @@ class NodeKeeper(Actor):
     """Created on one node by a new leader's supervisor (see the module docstring)."""
 
     def __init__(self) -> None:
+        """Empty until ``KeepNode``; watched agents are a list, since addresses do not hash."""
         super().__init__()
         self._supervisor: Any = None
         self._watched: list[tuple[Any, int]] = []  # (address, pid); addresses do not hash
@@ -86,6 +87,12 @@ class NodeKeeper(Actor):
         return all(capabilities.get(key) == value for key, value in (requirements or {}).items())
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
+        """Take the node over for the new leader, report its agents, then watch them.
+
+        ``KeepNode`` repoints the directory and asks it for the agents; ``LocalAgents`` becomes
+        the census; each wakeup reports the adopted agents whose processes ended. The keeper
+        exits when none is left to watch: it holds no state the leader needs afterwards.
+        """
         if isinstance(message, KeepNode):
             self._supervisor = message.services.supervisor
             if message.leaders:

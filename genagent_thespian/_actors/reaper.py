@@ -51,6 +51,7 @@ class ProcessReaper(Actor):
     """Runs :func:`~genagent_thespian._durable.reaper.reap_orphans` on a timer."""
 
     def __init__(self) -> None:
+        """Idle until ``StartReaping`` names the store and the interval."""
         super().__init__()
         self._job: StartReaping | None = None
 
@@ -63,6 +64,11 @@ class ProcessReaper(Actor):
             self._pass()
 
     def _pass(self) -> None:
+        """One reaping pass over the store's process records, then the next wakeup.
+
+        A pass that fails (the store unreachable, a record unreadable) is logged and the timer
+        is armed anyway: the reaper is a safety net and must keep running after a bad pass.
+        """
         job = self._job
         assert job is not None
         try:

@@ -14,6 +14,20 @@ It is also the system's dead-letter handler: a ``TurnEvent`` an agent could not 
 means its ``Watch`` subscriber is gone (a killed client), and the registry, which knows
 every agent's address, tells that agent to drop it (``_WatcherGone``). Without this a
 killed subscriber would stay in the agent's set, and be sent every event, forever.
+
+Who talks to it::
+
+    supervisor --_Register / _Restarting / _Unregister / _Hibernated (numbered)--> Registry
+    client, agent --WhereIs(name, wait)--> Registry --Located--> client, agent
+    client --ListAgents--> Registry --AgentList--> client
+    Registry --_Wake(name)--> supervisor          (a caller waits for a sleeping agent)
+    Thespian --DeadEnvelope(TurnEvent)--> Registry --_WatcherGone--> agent
+
+Every ``WhereIs`` gets exactly one ``Located``: at once, or (``wait=True``) once the
+agent runs again, or with no address once the name is unregistered or the registry ends.
+The supervisor's updates carry the replies that must follow them (``then``), sent only
+after the update is applied; an update overtaken by a newer one for the same name (the
+multiproc transports do not keep order across connections) is dropped, its replies sent.
 """
 
 from __future__ import annotations
@@ -61,6 +75,11 @@ class Registry(Actor):
     """
 
     def __init__(self) -> None:
+        """Empty tables; the dead-letter subscription is made at the first message.
+
+        ``handleDeadLetters`` cannot be called from ``__init__``: Thespian wires the actor to
+        its system only after construction.
+        """
         super().__init__()
         self._entries: dict[Any, AgentEntry] = {}
         self._waiting: dict[Any, list[Any]] = {}  # name -> askers waiting out a restart
@@ -71,7 +90,14 @@ class Registry(Actor):
         self._handling_dead_letters = False
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
-        """Serve lookups and apply the supervisor's updates. Never raises."""
+        """Serve lookups and apply the supervisor's updates. Never raises.
+
+        A ``WhereIs(wait=True)`` for a restarting name is parked until the name is registered
+        or unregistered; one for a hibernated name wakes the agent first. An update older
+        than the newest applied for its name is dropped but its ``then`` replies still go
+        out, since their callers wait for them. On ``ActorExitRequest`` every parked caller
+        is answered (with no address) before the registry goes.
+        """
         try:
             if not self._handling_dead_letters and not isinstance(message, ActorExitRequest):
                 self._handling_dead_letters = True
@@ -137,7 +163,12 @@ class Registry(Actor):
             _log.exception("registry failed handling %s", type(message).__name__)
 
     def _on_hibernated(self, message: _Hibernated) -> None:
-        """Keep a sleeping agent's name, without an address, until a caller wakes it."""
+        """Keep a sleeping agent's name, without an address, until a caller wakes it.
+
+        The supervisor's address comes with the update: the registry needs it to wake the
+        agent, and a registry created before the supervisor has no other way to learn it.
+        The status kept is what lookups without ``wait`` answer while it sleeps.
+        """
         entry = self._entries.get(message.name)
         if entry is None or entry.address != message.address:
             return  # it was stopped or restarted meanwhile: that update says what is true
@@ -170,6 +201,12 @@ class Registry(Actor):
         self.send(self._supervisor, _Wake(entry.name))
 
     def _located(self, name: Any) -> Located:
+        """What the registry knows of ``name`` now, as the answer to a lookup.
+
+        An unknown name says whether it was stopped (``stopped``), so the client raises
+        ``AgentStopped`` rather than ``AgentNotFound`` for an agent that existed; a sleeping one
+        carries the status it went to sleep with, so a lookup need not wake it.
+        """
         entry = self._entries.get(name)
         if entry is None:
             return Located(name, stopped=name in self._stopped)
@@ -184,7 +221,13 @@ class Registry(Actor):
         )
 
     def _overtaken(self, update: _Register | _Restarting | _Unregister | _Hibernated) -> bool:
-        """Whether a newer update for the same name was applied already (else record it)."""
+        """Whether a newer update for the same name was applied already (else record it).
+
+        Thespian keeps no order between messages that travel on different connections, so
+        a ``_Restarting`` can arrive after the ``_Unregister`` of the give-up that followed
+        it, and would leave the name "restarting" for ever. Numbers are per name; an
+        update without one (``seq=0``) is always applied.
+        """
         if not update.seq:
             return False
         if update.seq <= self._applied.get(update.name, 0):
@@ -193,6 +236,11 @@ class Registry(Actor):
         return False
 
     def _remember_stopped(self, name: Any) -> None:
+        """Keep ``name`` among the stopped ones, newest last, within ``_STOPPED_NAMES_KEPT``.
+
+        Bounded so that a system that starts and stops agents with fresh names forever does not
+        grow this table without end; the oldest names fall back to "not found".
+        """
         self._stopped[name] = None
         self._stopped.move_to_end(name)
         while len(self._stopped) > _STOPPED_NAMES_KEPT:
@@ -207,6 +255,12 @@ class Registry(Actor):
             self.send(asker, located)
 
     def _on_dead_letter(self, envelope: DeadEnvelope) -> None:
+        """A message could not be delivered: if it was an agent's event, drop its watcher.
+
+        Thespian hands undeliverable mail to the actor that called ``handleDeadLetters``; only a
+        ``TurnEvent`` says who should stop sending (its ``agent``), and the registry is the one
+        actor that knows that agent's address.
+        """
         dead = envelope.deadMessage
         if not isinstance(dead, TurnEvent):
             return  # other dead letters have no one to tell

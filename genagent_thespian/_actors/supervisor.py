@@ -7,6 +7,41 @@ decisions come from the pure :class:`~genagent_thespian._core.restart_policy.Res
 
 ``ChildActorExited`` can arrive twice for one exit; handling is idempotent because the
 supervisor forgets an address on the first notice.
+
+One agent's life, as the supervisor sees it (``_ChildState``)::
+
+    StartAgent -> STARTING --_AgentReady--> RUNNING --StopAgent--> STOPPING --exit--> gone
+                     |                        |  |                 (_ShutdownAgent, then
+                     | exit, or a failed      |  '--_Hibernating-> ActorExitRequest, then
+                     | restart's init         |     HIBERNATED      SIGKILL)
+                     v                        |        | a caller or a timer: STARTING
+                 RESTARTING <--exit, policy---'
+                     | back-off (_RestartDue): STARTING, next incarnation
+                     '-- the policy gives up: gone, watchers get AgentDown
+
+A first start that fails (``_AgentInitFailed``, or an exit before ready) is not restarted:
+the starter gets the ``Failure`` and the name is gone, since a bad spec would fail again.
+
+Which message answers whom: the starter gets ``AgentStarted`` (sent by the registry once
+the name resolves, so the name works the moment ``start_agent`` returns) or a ``Failure``
+with the typed reason; a stopper gets ``Stopped`` once the process is gone; ``StopAll``
+gets ``Stopped(None)`` when no agent is left; a ``WatchAgent`` gets one ``AgentDown``.
+Every registry update is numbered (``_tell_registry``), so one overtaken in transit cannot
+undo a later one.
+
+Why so much care about exits: Thespian reports a child's exit without saying which
+incarnation it was, may report it twice, reuses TCP ports (a late notice can name the
+current incarnation's address), reports nothing for a process killed before it connected
+back, and leaves the children of a SIGKILLed actor running. So each incarnation reports
+its pid at once (``_AgentBorn``), an exit is believed only once that process (pid and start
+time) is gone, every timer carries the incarnation it was set for, and what a dead agent
+left (worker, CLI process groups, marked processes) is killed here or by a
+``NodeSweeper`` on its node.
+
+In a convention the elected leader's supervisor also places agents on nodes
+(``NodesChanged``), treats the agents of a lost node as exited (``NodeLost``), and after a
+failover re-adopts the agents the nodes' keepers report (``Lead``, ``NodeCensus``) before
+restarting the durable agents nobody reported.
 """
 
 from __future__ import annotations
@@ -302,6 +337,13 @@ class _CensusDue:
 
 @dataclass
 class _Child:
+    """The supervisor's record of one agent, kept under its name across incarnations.
+
+    The address changes with every incarnation (and is ``None`` while restarting or asleep);
+    the name, spec, restart policy and waiters stay. ``incarnation`` is what every timer and
+    exit notice is checked against, so one meant for a predecessor does nothing.
+    """
+
     spec: AgentSpec
     address: Any
     state: _ChildState = _ChildState.STARTING
@@ -347,6 +389,11 @@ class AgentSupervisor(Actor):
     """
 
     def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
+        """Empty until ``Boot`` names the services; the node's session cap comes from capabilities.
+
+        Thespian passes no constructor arguments, so the registry, hub, node and store come in
+        ``Boot``; every client that attaches sends ``Boot`` again, and only the first counts.
+        """
         super().__init__()
         caps = capabilities or {}
         self._session_cap: int | None = caps.get(MAX_LIVE_SESSIONS)
@@ -440,7 +487,12 @@ class AgentSupervisor(Actor):
         self._spawn(child, node)
 
     def _place(self, spec: AgentSpec) -> str:
-        """The node to run ``spec`` on (``""``: let Thespian choose, outside a convention)."""
+        """The node to run ``spec`` on (``""``: let Thespian choose, outside a convention).
+
+        Load counts the agents starting, running or stopping on each node (all hold a
+        process there); nodes that gave no census after a failover are left out, since
+        they may be dead ones Thespian has not dropped yet.
+        """
         if self._nodes is None:
             return ""
         load: dict[str, int] = {}
@@ -548,7 +600,11 @@ class AgentSupervisor(Actor):
     # ------------------------------------------------------------------ stop
 
     def _on_stop(self, message: StopAgent, sender: Any) -> None:
-        """``stop()``: end an agent for good; ``sender`` gets ``Stopped`` once it is gone."""
+        """``stop()``: end an agent for good; ``sender`` gets ``Stopped`` once it is gone.
+
+        A second stop of an agent already stopping joins the first: both callers are
+        answered by the same exit. An unknown name is answered ``AgentNotFound`` at once.
+        """
         child = self._children.get(message.name)
         if child is None:
             self.send(sender, Failure(AgentNotFound("no agent has that name", agent=message.name)))
@@ -602,7 +658,12 @@ class AgentSupervisor(Actor):
             child.remains = message
 
     def _on_agent_stopped(self, message: Stopped, sender: Any) -> None:
-        """The agent answered everything pending and ended its session: let it exit."""
+        """The agent answered everything pending and ended its session: let it exit.
+
+        The agent does not exit by itself: the supervisor ends it, and arms a SIGKILL for
+        ``EXIT_GRACE`` later, so a stop completes even if the process hangs on its way out.
+        ``Stopped`` reaches the stopper only with the exit notice (``_handle_exit``).
+        """
         if self._child_at(sender) is not None:
             self.send(sender, ActorExitRequest())
             child = self._child_at(sender)
@@ -621,7 +682,12 @@ class AgentSupervisor(Actor):
         self._check_stop_all()
 
     def _check_stop_all(self) -> None:
-        """Answer the shutdown waiters once the last agent is gone (and end an orphaned system)."""
+        """Answer the shutdown waiters once the last agent is gone (and end an orphaned system).
+
+        Called after every forgotten agent, so ``StopAll`` is answered by the last exit,
+        whichever way it came (a clean stop, a kill after the grace, a lost node). When the
+        owner is gone there is nobody to shut Thespian down, so the system ends itself.
+        """
         if self._children:
             return
         waiters, self._stop_all_waiters = self._stop_all_waiters, []
@@ -663,7 +729,11 @@ class AgentSupervisor(Actor):
         self._place_waiting()  # its node has room again
 
     def _on_wake(self, message: _Wake, sender: Any) -> None:
-        """A caller waits for a hibernated agent (the registry asks): start it from its record."""
+        """A caller waits for a hibernated agent (the registry asks): start it from its record.
+
+        A name stopped meanwhile is unregistered again, so the waiting callers are answered
+        (no address, ``stopped``) instead of waiting for a wake that will not come.
+        """
         child = self._children.get(message.name)
         if child is not None and child.state is _ChildState.HIBERNATED:
             self._wake(child)
@@ -689,7 +759,13 @@ class AgentSupervisor(Actor):
     # ------------------------------------------------------------------ owner
 
     def _watch_owner(self) -> None:
-        """Check that the process that started this system still runs (see ``Boot.owner``)."""
+        """Check that the process that started this system still runs (see ``Boot.owner``).
+
+        Polled, because nothing else would tell: an owner killed with SIGKILL runs no
+        ``atexit`` and sends no message, and Thespian's admin, in a session of its own,
+        outlives it. When it is gone, every agent is stopped in order and, after their
+        grace, every process of the system is ended.
+        """
         if self._owner is None or self._owner_gone:
             return
         if owner_alive(self._owner):
@@ -704,7 +780,12 @@ class AgentSupervisor(Actor):
         self._on_stop_all(StopAll("owner gone"), None)
 
     def _end_own_system(self) -> None:
-        """End every process of this system: the script that owned it can no longer."""
+        """End every process of this system: the script that owned it can no longer.
+
+        By marker first (programs the agents executed, in groups of their own), then the
+        system's process group, which holds the admin, the logger and every actor, this
+        one included: it ends last, with the rest.
+        """
         marker = os.environ.get(SYSTEM_MARKER, "")
         kill_marked(marker, variable=SYSTEM_MARKER)
         # The admin, the logger and every actor share this process group (the admin runs
@@ -764,7 +845,12 @@ class AgentSupervisor(Actor):
                     kill_process(child.pid)
 
     def _check_started(self, name: Any, incarnation: int) -> None:
-        """Count a restarted incarnation that never reported ready as a failed restart."""
+        """Count a restarted incarnation that never reported ready as a failed restart.
+
+        A restart that hangs in ``init_agent`` or ``resume_session`` would otherwise hold
+        the name "restarting" for ever; counted as a crash, it goes through the restart
+        policy, whose intensity gives up on an agent that can never start.
+        """
         child = self._children.get(name)
         if child and child.incarnation == incarnation and child.state is _ChildState.STARTING:
             _log.error("agent %r did not come back in time; counting a failed restart", name)
@@ -776,6 +862,12 @@ class AgentSupervisor(Actor):
     # ------------------------------------------------------------------ exits
 
     def _on_born(self, message: _AgentBorn, sender: Any) -> None:
+        """A new incarnation reports its process before anything else (``_AgentBorn``).
+
+        From now on its address can be shared with other actors (see
+        ``_Child.shareable_address``), and an exit notice is checked against this pid and start
+        time, not believed on the word of a notice that may concern a predecessor.
+        """
         child = self._child_at(sender)
         if child is None or child.born:
             return
@@ -791,8 +883,16 @@ class AgentSupervisor(Actor):
     def _on_child_exited(self, message: ChildActorExited, sender: Any) -> None:
         """An agent's process ended; ignore the duplicate or stale notices Thespian may send.
 
+        Three checks before an exit is believed: the notice is not one already handled (for
+        this address and incarnation); an incarnation that has not reported its pid yet, at
+        an address whose exit was handled moments ago, is given ``_BIRTH_REPORT_SECONDS``
+        to do so (the notice may concern its predecessor on a reused port); and a process
+        that still runs is watched until it is gone or the notice expires. Restarting an
+        agent that is alive would run it twice.
+
         Every notice, whoever it is for, also schedules a look for exits Thespian dropped
-        while handling it (``_LostExitSweep``)."""
+        while handling it (``_LostExitSweep``).
+        """
         self._arm_lost_exit_sweep()
         address = message.childAddress
         if self._keeper_gone(address):
@@ -875,7 +975,16 @@ class AgentSupervisor(Actor):
                 self._handle_exit(child, child.address)
 
     def _handle_exit(self, child: _Child, address: Any) -> None:
-        """``child``'s process ended: answer its stoppers, or restart, or forget it."""
+        """``child``'s process ended: answer its stoppers, or restart, or forget it.
+
+        In order: the exit is remembered (a repeated notice is then recognised), the
+        governor drops the agent's session, and then by state. A stopping agent is gone for
+        good: stoppers and watchers hear it. Otherwise it crashed: what it left is killed
+        (here, or by a sweeper on its node); a first start that never got ready fails its
+        starter; anything else goes to the restart policy, which restarts it after a
+        back-off (callers wait: the registry says "restarting") or gives up (the record's
+        callers get ``AgentStopped``, watchers ``AgentDown``).
+        """
         self._recent_exits.append((address, child.incarnation, time.monotonic()))
         name = child.spec.name
         if self._governor is not None:  # a dead agent's session and queued turn are gone
@@ -934,14 +1043,23 @@ class AgentSupervisor(Actor):
         )
 
     def _on_node_lost(self, message: NodeLost, sender: Any) -> None:
-        """Treat every agent on a lost convention node as exited (Thespian does not say so)."""
+        """Treat every agent on a lost convention node as exited (Thespian does not say so).
+
+        Each goes through the same path as a real exit notice: restarted by its policy on
+        a surviving node, or given up on. Nothing is swept there: the node is gone.
+        """
         lost = [c for c in self._children.values() if c.node == message.node and c.address]
         for child in lost:
             _log.warning("agent %r was on lost node %s", child.spec.name, message.node)
             self._on_child_exited(ChildActorExited(child.address), sender)
 
     def _end_for_good(self, child: _Child, reason: str) -> None:
-        """Forget an agent that will not come back; answer what its record still holds."""
+        """Forget an agent that will not come back; answer what its record still holds.
+
+        A durable agent's record may hold asks whose callers still wait (they were queued
+        when it died): they get ``AgentStopped`` now. The record itself is kept: a later
+        start of the same name resumes from it.
+        """
         name = child.spec.name
         self._forget(child)
         if child.spec.durable and self._store_path:
@@ -968,7 +1086,13 @@ class AgentSupervisor(Actor):
         self._respawn(child)
 
     def _respawn(self, child: _Child) -> None:
-        """Start a restarting agent again, or leave it waiting until a node has room."""
+        """Start a restarting agent again, or leave it waiting until a node has room.
+
+        An agent that finds no node is not given up on: it stays "restarting" (its callers
+        wait) and is placed when a node joins or another agent ends (``_place_waiting``).
+        The failure is reported once, not at every retry. A placed restart must report
+        ready within ``RESTART_START_DEADLINE`` or it counts as a failed restart.
+        """
         try:
             node = self._place(child.spec)
         except NoNodeWithRoom as exc:
@@ -989,7 +1113,11 @@ class AgentSupervisor(Actor):
                 self._respawn(child)
 
     def _on_nodes_changed(self, message: NodesChanged, sender: Any) -> None:
-        """Learn the convention's live nodes; from now on the supervisor places agents."""
+        """Learn the convention's live nodes; from now on the supervisor places agents.
+
+        A node that joins may have room for restarts that waited (``_place_waiting``); a
+        new leader also puts a keeper on it.
+        """
         self._nodes = {name: dict(caps) for name, caps in message.nodes}
         self._silent &= set(self._nodes)
         self._keep_nodes()
@@ -1020,6 +1148,11 @@ class AgentSupervisor(Actor):
             self._census_over()
 
     def _stored_names(self) -> list[Any]:
+        """The names of the durable agents in the store (empty when there is none or it fails).
+
+        A new leader marks them "restarting" in its registry until the census decides whether
+        they are adopted or started again, so their callers wait rather than hear "not found".
+        """
         if not self._store_path:
             return []
         try:
@@ -1033,7 +1166,11 @@ class AgentSupervisor(Actor):
             return []
 
     def _keep_nodes(self) -> None:
-        """Put a keeper on every node that has none of this leader's yet."""
+        """Put a keeper on every node that has none of this leader's yet.
+
+        Called at the lead and whenever the nodes change, so a node that joins (or whose
+        keeper could not be created the first time) is taken over too.
+        """
         if self._lead is None or self._nodes is None:
             return
         for node in self._nodes:
@@ -1059,6 +1196,14 @@ class AgentSupervisor(Actor):
         return False
 
     def _on_census(self, message: NodeCensus, sender: Any) -> None:
+        """A node's keeper lists the agents running there: adopt those not known yet.
+
+        Adoption keeps the agent's process and incarnation: no turn is lost or re-run. A
+        name this supervisor already runs at another address (the node reported after the
+        census, and a new incarnation was started meanwhile) is not adopted: the late process
+        is told to exit, so one name never keeps two processes (a durable one has lost its
+        lease already and could not run a turn; a plain one would answer stale calls).
+        """
         self._censused.add(message.node)
         self._silent.discard(message.node)
         for agent in message.agents:
@@ -1066,10 +1211,13 @@ class AgentSupervisor(Actor):
                 self._adopt(agent)
             elif self._children[agent.spec.name].address != agent.address:
                 _log.warning(
-                    "agent %r on %s reported after the census: a new incarnation replaces it",
+                    "agent %r on %s reported after the census: a new incarnation replaces it;"
+                    " ending the late process (pid %d)",
                     agent.spec.name,
                     message.node,
+                    agent.pid,
                 )
+                self.send(agent.address, ActorExitRequest())
         self._end_census_if_complete()
 
     def _adopt(self, agent: LocalAgent) -> None:
@@ -1131,7 +1279,12 @@ class AgentSupervisor(Actor):
             store.close()
 
     def _resume_lost(self, spec: AgentSpec, incarnation: int) -> None:
-        """Start a durable agent that died with the old leader; it resumes from its record."""
+        """Start a durable agent that died with the old leader; it resumes from its record.
+
+        Its incarnation goes on from the stored one, so the record fences anything of the
+        old incarnation that might still write, and the new one waits out the old lease
+        like any durable restart.
+        """
         _log.warning("durable agent %r ran on the lost leader's host; starting it again", spec.name)
         child = _Child(
             spec=spec,
@@ -1145,10 +1298,19 @@ class AgentSupervisor(Actor):
         self._respawn(child)
 
     def _on_adopted_exited(self, message: AdoptedExited, sender: Any) -> None:
+        """An adopted agent exited: handle it as if Thespian had told us (it cannot).
+
+        Thespian reports an exit only to an actor's creator, the previous leader; the keeper on
+        the agent's node watches it for us and sends this instead.
+        """
         self._on_child_exited(ChildActorExited(message.address), sender)
 
     def _forget(self, child: _Child, *, then: tuple[tuple[Any, Any], ...] = ()) -> None:
-        """Drop ``child``; the registry sends the ``then`` replies once the name is gone."""
+        """Drop ``child``; the registry sends the ``then`` replies once the name is gone.
+
+        Replies travel with the ``_Unregister`` so that a caller told "stopped" can start
+        the same name at once: the registry has already let it go when the answer leaves.
+        """
         name = child.spec.name
         if self._telemetry is not None and child.shareable_address is not None:
             self.send(self._telemetry, _TelemetryLeave(child.shareable_address))
@@ -1239,7 +1401,11 @@ class AgentSupervisor(Actor):
             self.send(watcher, AgentDown(name, reason))
 
     def _emit(self, event: str, metadata: dict[str, Any]) -> None:
-        """Send one supervisor telemetry event (``agent.crashed``...) to the hub."""
+        """Send one supervisor telemetry event (``agent.crashed``...) to the hub.
+
+        Sent as a batch of one, the same message agents use, so subscribers need no second
+        path for the supervisor's events; the node is added as agents add theirs.
+        """
         if self._telemetry is not None:
             self.send(
                 self._telemetry, _TelemetryBatch(((event, {}, {**metadata, "node": self._node}),))

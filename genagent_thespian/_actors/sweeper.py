@@ -40,6 +40,12 @@ class NodeSweeper(Actor):
         return all(capabilities.get(key) == value for key, value in (requirements or {}).items())
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
+        """End the leftovers named in ``SweepAgent`` on this node, then exit.
+
+        Process groups first (the CLIs), then the worker, then anything still carrying the
+        agent's marker (a process that left its group); each kill tolerates a process already
+        gone. The sweeper answers nobody: the supervisor has already handled the exit.
+        """
         if isinstance(message, SweepAgent):
             for pgid in message.process_groups:
                 kill_process_group(pgid)

@@ -11,8 +11,25 @@ handler ``fn(name, measurements, metadata)`` in this module's table (:func:`add_
 On the multiprocess bases a daemon thread (one per system and process)
 subscribes to the hub through its own ``private()`` endpoint and calls the handlers; on
 ``simpleSystemBase`` the hub runs in the user's process and calls them directly. Handler
-exceptions are logged and the handler stays attached, like ``:telemetry`` in Erlang would
-detach it: here a failing handler is counted in :func:`handler_failures` instead.
+exceptions are logged and the handler stays attached (``:telemetry`` in Erlang would
+detach it): here a failing handler is counted in :func:`handler_failures` instead.
+
+The messages, with the process each side runs in::
+
+    agent process      --_TelemetryJoin-->             TelemetryHub (one per system)
+                       <--_TelemetryInterest(names)--  (at join, and when interest changes)
+                       --_TelemetryInterestAck(seq)->
+                       --_TelemetryBatch(events)-->    --_TelemetryBatch(wanted)--> bridge
+    supervisor         --_TelemetryBatch / _TelemetryLeave(agent)-->
+    user's process     --_TelemetrySubscribe(names)--> <--Accepted-- (once agents acked)
+      TelemetryBridge thread: listen() -> dispatch_local -> the handlers
+
+Why a thread with its own endpoint: a handler must see events whether or not the user's
+code is inside an ``ask`` at that moment, and Thespian delivers to an external endpoint
+only while someone listens on it; one ``private()`` context per thread is what the
+multiproc bases support. Why ``attach`` waits for the agents' acknowledgements: an agent
+that has not heard of the new interest yet would drop the first events of the very turn
+the user starts next.
 """
 
 from __future__ import annotations
@@ -99,6 +116,8 @@ _log = get_logger("genagent_thespian.telemetry")
 
 @dataclass(frozen=True)
 class _Attachment:
+    """One attached handler: its id, the names it wants (``None``: all), the callable."""
+
     handler_id: str
     names: frozenset[str] | None
     fn: Handler
@@ -155,7 +174,12 @@ def handler_failures() -> dict[str, int]:
 
 
 def dispatch_local(events: Iterable[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
-    """Call this process's handlers for ``events``."""
+    """Call this process's handlers for ``events``.
+
+    A handler that raises is logged and counted (``handler_failures``), and the others
+    still get the event: one broken handler must not blind the rest. The table is copied
+    under the lock, so a handler may attach or detach handlers while it runs.
+    """
     with _lock:
         attachments = list(_handlers.values())
     if not attachments:
@@ -173,6 +197,7 @@ def dispatch_local(events: Iterable[tuple[str, dict[str, Any], dict[str, Any]]])
 
 
 def _union(interests: Iterable[frozenset[str] | None]) -> frozenset[str] | None:
+    """The names wanted by any of ``interests``; ``None`` (everything) as soon as one wants all."""
     names: set[str] = set()
     for interest in interests:
         if interest is None:
@@ -190,6 +215,7 @@ class TelemetryHub(Actor):
     """
 
     def __init__(self) -> None:
+        """No agent, no subscriber: until someone subscribes, agents are told to send nothing."""
         super().__init__()
         self._agents = AddressBook()
         self._subscribers: dict[str, tuple[Any, frozenset[str] | None]] = {}
@@ -198,7 +224,13 @@ class TelemetryHub(Actor):
         self._waiting: dict[int, tuple[Any, AddressBook]] = {}  # seq -> (subscriber, pending)
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
-        """Route batches and subscriptions. Never raises."""
+        """Route batches and subscriptions. Never raises.
+
+        A joining agent is told the current interest at once, so it sends nothing nobody
+        wants from its first event on. An interest acknowledgement that never comes (the
+        agent died) is given up on after ``_INTEREST_ACK_TIMEOUT``: the subscriber is then
+        answered anyway rather than left waiting.
+        """
         try:
             if isinstance(message, _TelemetryBatch):
                 self._route(message)
@@ -341,6 +373,13 @@ class TelemetryBridge:
             thread.join(5.0)
 
     def _run(self) -> None:
+        """Thread body: keep the hub subscription in step with the handlers and dispatch batches.
+
+        Subscriptions are sent from this thread because the endpoint belongs to it (a
+        ``private()`` context must not be shared between threads). ``listen`` wakes every 0.1 s
+        so a changed interest or ``stop`` is seen promptly; a failure ends the thread with a log
+        line, and ``sync`` callers are released rather than left waiting for an ack.
+        """
         manager = self._system.asys.private()
         context = manager.__enter__()
         try:
@@ -362,6 +401,7 @@ class TelemetryBridge:
                 self._acked.notify_all()
 
     def _resubscribe(self, context: Any) -> None:
+        """Send the newest wanted names and mark their generation acknowledged for ``sync``."""
         with self._lock:
             wanted, generation = self._wanted, self._generation
         active = wanted is None or bool(wanted)
@@ -373,6 +413,11 @@ class TelemetryBridge:
     def _send_subscription(
         self, context: Any, names: frozenset[str] | None, *, active: bool
     ) -> None:
+        """Subscribe this endpoint at the hub and wait (up to 10 s) for its ``Accepted``.
+
+        Batches that arrive before the acknowledgement are dispatched, not dropped: events keep
+        flowing for the names subscribed earlier while the change is acknowledged.
+        """
         reply = context.ask(self._system.telemetry, _TelemetrySubscribe(names, active=active), 10.0)
         deadline = time.monotonic() + 10.0
         while not isinstance(reply, Accepted) and time.monotonic() < deadline:

@@ -28,6 +28,25 @@ turn's failure; the handlers themselves only move data.
 The worker is reused for the agent's next turn while healthy (spawning a process costs
 about ten raw round trips) and replaced after a crash, or when a cancelled turn does not
 end within the grace period.
+
+The messages between an agent and its worker (one worker per agent at a time)::
+
+    AgentActor                                   TurnWorker              turn thread
+      _StartTurn(turn_id, prompt, session) --->  _start ------------->  [wait: previous
+                                                                         stream, dead groups]
+      <-- _TurnOutput(pid)        (first turn: the worker runs)          ready
+      <-- _TurnOutput(waiting)    (behind a stream still ending)         backend.prompt()
+      <-- _TurnOutput(ready)      (the backend call begins: watchdog)    events -> queue
+      <-- _TurnOutput(events, session, process_groups)  <-- _drain <--   byte on the pipe
+      <-- _TurnOutput(done, error, duration_ms)                           terminal event
+      _CancelTurn(turn_id) -------------------> ctx.cancelled.set()
+      _EndSession(session) -------------------> join, terminate_session, close
+      <-- _SessionEnded
+      ActorExitRequest -----------------------> _retire: cancel, join (bounded), close
+
+Every ``_StartTurn`` is answered by exactly one ``_TurnOutput`` with ``done`` (or, for a
+``WorkerExit`` of the test kit, by the worker's death, which the agent sees as
+``ChildActorExited`` and answers as ``TurnCrashed``).
 """
 
 from __future__ import annotations
@@ -81,6 +100,8 @@ _DEFERRED_KINDS = frozenset(
 
 @dataclass
 class _Running:
+    """The turn in progress: its id, the context its cancel flag lives in, its thread."""
+
     turn_id: int
     ctx: TurnContext
     thread: threading.Thread
@@ -96,6 +117,12 @@ class TurnWorker(Actor):
     """
 
     def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
+        """Read from the capabilities whether ``ThespianWatch`` works here and if isolated.
+
+        Without watch support (``simpleSystemBase``) the queue is polled on wakeups instead of
+        a pipe; without isolation a ``WorkerExit`` cannot really exit the process. Outputs go
+        to the sender of ``_StartTurn`` (its agent, the worker's parent).
+        """
         super().__init__()
         caps = capabilities or {}
         self._watch_supported = bool(caps.get("Thespian Watch Supported"))
@@ -116,7 +143,13 @@ class TurnWorker(Actor):
     # ------------------------------------------------------------------ dispatch
 
     def receiveMessage(self, message: Any, sender: Any) -> Any:
-        """Dispatch by type; always return the current watch (see module docstring)."""
+        """Dispatch by type; always return the current watch (see module docstring).
+
+        Thespian keeps watching only the file descriptors the *last* handler returned, so
+        every path returns the watch, even for messages the worker ignores; the one
+        exception is ``ActorExitRequest``, after which the pipe is closed. A cancel for a
+        turn that is not running (it ended meanwhile) is ignored: its end was reported.
+        """
         try:
             if isinstance(message, _StartTurn):
                 self._start(message, sender)
@@ -467,17 +500,25 @@ class TurnWorker(Actor):
 
 
 def _ms_since(started: float) -> float:
+    """Milliseconds since the monotonic time ``started`` (a turn's ``duration_ms``)."""
     return (time.monotonic() - started) * 1000.0
 
 
 def _backend_error(exc: BackendError, backend: Backend) -> BackendError:
+    """Name the backend in an error that does not say which one raised it (for the caller)."""
     if exc.backend is None:
         exc.backend = backend.name
     return exc
 
 
 def _terminal_error(terminal: Event | None, backend: Backend) -> GenAgentError | None:
-    """Return the failure a turn's terminal event stands for (``None`` for a result)."""
+    """Return the failure a turn's terminal event stands for (``None`` for a result).
+
+    Every failure becomes a typed error naming the backend: a ``BackendError`` the backend
+    made is kept (its kind and retry hints are the backend's knowledge); an ``error`` event
+    with only a message and a kind or code is wrapped; no terminal event at all is
+    ``no_terminal_event``, so a broken backend is reported, never taken for success.
+    """
     if terminal is None:
         return BackendError(
             "the backend ended the turn without a result or error event",

@@ -21,6 +21,23 @@ apart by content, so such exchanges (``Exchange.exclusive``) run one at a time p
 On ``simpleSystemBase`` actors only run inside the caller's own ``ask``/``listen``, so the
 transport thread runs each plan whole with the sync driver instead (still one thread; a
 cancelled call then stops waiting but its exchange runs to its end in that thread).
+
+One awaited ``ask``, across the threads involved::
+
+    task (event loop)                transport thread                    agent
+      run(plan) -> Exchange
+      _register(waiter); _send ----> outbox -> _flush: _tx_to_actor ---> Prompt(ref)
+      await waiter.inbox             listen() <-------------------------- Response(ref)
+                                     _dispatch: _by_key[ref] -> offer
+                                     _post -> _deliver (one call_soon_threadsafe per loop)
+      <- ("answer", Response)
+      plan.send(reply) -> result
+
+Every waiter is answered exactly once: by its answer, by the ``PoisonMessage`` of what it
+sent, by a failed transmit, by its deadline (``AskTimeout``), or by ``stop``
+(``SystemNotRunning``). While it waits, the liveness check of its plan (``on_idle``)
+runs every ``_LIVENESS_INTERVAL`` seconds, as in the sync driver, so a call to an agent
+that died or moved is resent or failed rather than left waiting.
 """
 
 from __future__ import annotations
@@ -92,7 +109,12 @@ class _Waiter:
     done: bool = False
 
     def offer(self, message: Any) -> bool:
-        """Take ``message`` if it answers or streams into this exchange (transport thread)."""
+        """Take ``message`` if it answers or streams into this exchange (transport thread).
+
+        A ``PoisonMessage`` of something this waiter sent is its answer too, as the error
+        it carries (``is_answer`` raises it), so a call to a dead address fails at once
+        instead of waiting for its liveness check.
+        """
         if self.done:
             return False
         try:
@@ -112,14 +134,17 @@ class _Waiter:
         return False
 
     def fail(self, exc: BaseException) -> None:
+        """Fail this exchange with ``exc`` (raised in the waiting task); it takes nothing more."""
         self.done = True
         self._put("error", exc)
 
     def _put(self, kind: str, value: Any) -> None:
+        """Hand one item to the task, through the transport's per-loop batch."""
         self.post(self, (kind, value))
 
 
 def _put_all(items: list[tuple[_Waiter, tuple[str, Any]]]) -> None:
+    """Loop side of ``_deliver``: put a batch of items into their waiters' inboxes."""
     for waiter, item in items:
         waiter.inbox.put_nowait(item)
 
@@ -201,7 +226,12 @@ class AsyncTransport:
         return typed
 
     async def run_stream(self, plan: Plan[Any]) -> AsyncGenerator[tuple[str, Any], None]:
-        """Run ``plan``, yielding ``("progress", message)``\\ s, then ``("result", value)``."""
+        """Run ``plan``, yielding ``("progress", message)``\\ s, then ``("result", value)``.
+
+        The same protocol as the sync driver (``calls.run_stream``): answers are sent into
+        the plan, failures thrown into it. Exchanges marked ``shared`` (a liveness look-up)
+        are asked once per loop and question, however many tasks ask it at once.
+        """
         if self._simple:
             async for item in self._run_stream_simple(plan):
                 yield item
@@ -240,6 +270,7 @@ class AsyncTransport:
         return await asyncio.shield(running)
 
     async def _answer(self, step: Exchange) -> Any:
+        """The answer of ``step`` alone (the task ``_shared_exchange`` lets other tasks await)."""
         async for kind, value in self._exchange(step):
             if kind == "answer":
                 return value
@@ -256,6 +287,11 @@ class AsyncTransport:
     # ------------------------------------------------------------------ one exchange
 
     async def _exchange(self, step: Exchange) -> AsyncGenerator[tuple[str, Any], None]:
+        """Run one exchange, one at a time per loop if its answer carries no ref.
+
+        An ``Accepted(None)`` cannot say which of two concurrent halts it answers; holding an
+        ``asyncio.Lock`` per loop makes the first such answer that of the one exchange waiting.
+        """
         if step.exclusive:
             lock = self._exclusive.setdefault(asyncio.get_running_loop(), asyncio.Lock())
             async with lock:
@@ -266,6 +302,12 @@ class AsyncTransport:
                 yield item
 
     async def _exchange_unlocked(self, step: Exchange) -> AsyncGenerator[tuple[str, Any], None]:
+        """Send ``step`` and yield its progress, then its answer; raise its error or timeout.
+
+        The wait is cut into liveness slices: between them ``on_idle`` may find the agent at a
+        new address (a restart), and the same messages are sent there under the same ref. The
+        waiter is unregistered whatever happens, so a late answer reaches nobody.
+        """
         if self._stopping or self._system.closed:
             raise SystemNotRunning("the agent system is shut down")
         waiter = _Waiter(asyncio.get_running_loop(), step, self._post)
@@ -300,6 +342,11 @@ class AsyncTransport:
             self._unregister(waiter)
 
     def _send(self, address: Any, waiter: _Waiter) -> None:
+        """Queue the exchange's messages (``before`` first) for the thread to schedule.
+
+        Each is remembered in ``waiter.sent`` so a ``PoisonMessage`` wrapping any of them is
+        recognised as this waiter's failure.
+        """
         step = waiter.step
         for message in (*step.before, step.message):
             waiter.sent.append(message)
@@ -326,6 +373,10 @@ class AsyncTransport:
                 loop.call_soon_threadsafe(_put_all, items)
 
     def _register(self, waiter: _Waiter) -> None:
+        """Make ``waiter`` reachable by its ref (or among the unkeyed) before anything is sent.
+
+        Registered first, so an answer that arrives before ``_send`` returns is not dropped.
+        """
         with self._lock:
             key = waiter.step.key
             if key is None:
@@ -335,6 +386,7 @@ class AsyncTransport:
         self._wake.set()
 
     def _unregister(self, waiter: _Waiter) -> None:
+        """Forget ``waiter``; a key with no waiter left is dropped so the table does not grow."""
         with self._lock:
             key = waiter.step.key
             if key is None:
@@ -350,6 +402,13 @@ class AsyncTransport:
     # ------------------------------------------------------------------ the thread
 
     def _run(self) -> None:
+        """Thread body: flush the outbox, listen briefly, dispatch, deliver; until ``stop``.
+
+        The endpoint is created in this thread and used by it alone (Thespian's ``private()``
+        contexts are per thread). With nothing awaited, the thread sleeps on ``_wake`` instead
+        of polling Thespian; with messages waiting to go out, it listens for one loop pass only,
+        so sends are never held behind a listen.
+        """
         manager = self._system.asys.private()
         context = manager.__enter__()
         try:
@@ -406,9 +465,16 @@ class AsyncTransport:
             self._tracks = [(t, w) for t, w in self._tracks if not w.done and not _failed(t, w)]
 
     def _has_outgoing(self) -> bool:
+        """Whether tasks queued messages the thread has not handed to Thespian yet."""
         return not self._outbox.empty()
 
     def _dispatch(self, message: Any) -> None:
+        """Route an incoming message to its waiter: by ``ref`` first, else the unkeyed ones.
+
+        A ``TurnEvent`` goes to every candidate (several streams may follow one turn); any
+        other message to the first waiter that takes it. A message nobody takes is dropped: a
+        late answer to a call that gave up, or the echo of a subscription.
+        """
         key = getattr(message, "ref", None)
         with self._lock:
             candidates = list(self._by_key.get(key, ())) if isinstance(key, str) else []
@@ -425,11 +491,21 @@ class AsyncTransport:
     # ------------------------------------------------------------------ simpleSystemBase
 
     def _run_simple(self) -> None:
+        """Thread body on ``simpleSystemBase``: run queued jobs (whole plans, sends) in order.
+
+        Actors of that base run only inside the caller's ``ask``/``listen``, so this thread
+        drives them through the sync driver, one job at a time.
+        """
         while not self._stopping:
             job = self._jobs.get()
             job()
 
     async def _run_stream_simple(self, plan: Plan[Any]) -> AsyncGenerator[tuple[str, Any], None]:
+        """Run ``plan`` as a job of the thread and relay its items to the awaiting task.
+
+        Cancelling the task sets ``cancelled``: a job not started yet does not run, and one
+        running stops relaying at its next progress item (its current exchange still ends).
+        """
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         cancelled = threading.Event()

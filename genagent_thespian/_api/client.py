@@ -146,7 +146,11 @@ def attach_system(admin_port: int, *, make_default: bool = True) -> AgentSystem:
 
 
 def shutdown_system(system: AgentSystem | None = None) -> None:
-    """Shut down ``system`` (default: the current one) and forget it as current."""
+    """Shut down ``system`` (default: the current one) and forget it as current.
+
+    An attached system is only detached from (its node keeps running); a system this
+    process started is stopped with all its agents (see ``AgentSystem.shutdown``).
+    """
     global _default
     target = system or _default
     if target is None:
@@ -171,12 +175,14 @@ def default_system() -> AgentSystem | None:
 
 
 def _set_default(system: AgentSystem) -> None:
+    """Make ``system`` the process's default (the latest started or attached wins)."""
     global _default
     with _default_lock:
         _default = system
 
 
 def _system(system: AgentSystem | None) -> AgentSystem:
+    """The system a call uses: the one given, else the default (``SystemNotRunning`` if none)."""
     return system if system is not None else current_system()
 
 
@@ -386,7 +392,12 @@ def stream(
 def stream_prompt(
     target: AgentSystem, name: Any, message: Prompt, timeout: float | None
 ) -> Iterator[Event | Response]:
-    """:func:`stream` for a ``Prompt`` the caller made (and whose ref it knows already)."""
+    """:func:`stream` for a ``Prompt`` the caller made (and whose ref it knows already).
+
+    The CLI makes its own ``Prompt`` so that Ctrl-C can name the turn to interrupt. The
+    subscription is undone however the iteration ends (exhausted, closed, or broken by
+    an error), so an abandoned stream leaves the agent no dead subscriber to feed.
+    """
     target.subscriptions().add(name)
     steps = calls.run_stream(target, calls.stream(target, name, message, timeout))
     try:
@@ -425,6 +436,11 @@ def watch(name: Any, *, system: AgentSystem | None = None) -> Iterator[TurnEvent
 
 
 def _watch(target: AgentSystem, name: Any, ref: str) -> Iterator[TurnEvent]:
+    """The events of a subscription already made; ends the subscription when closed.
+
+    A generator of its own so that the subscription is made when :func:`watch` is called
+    (not at the first ``next``), and undone in ``finally`` however the iteration ends.
+    """
     steps = calls.run_stream(target, calls.watch(target, name, ref))
     try:
         yield from steps
@@ -434,6 +450,12 @@ def _watch(target: AgentSystem, name: Any, ref: str) -> Iterator[TurnEvent]:
 
 
 def _unwatch(target: AgentSystem, name: Any, ref: str) -> None:
+    """Unsubscribe from ``name`` once no stream of this thread follows it any more.
+
+    The endpoint is shared by the thread's streams, and the agent knows it by address only:
+    unsubscribing while another stream still follows the agent would end that one too. A
+    failure is ignored: an agent or system that is gone has nothing left to unsubscribe.
+    """
     if target.closed:
         return  # the system is gone, and every subscription with it
     if not target.subscriptions().remove(name):

@@ -57,9 +57,15 @@ def store_in(home: Path) -> str:
 
 
 class HomeLock:
-    """The lock that lets one running system use a home at a time."""
+    """The lock that lets one running system use a home at a time.
+
+    Two systems on one home would share one store: each would see the other's agents as
+    leftovers of a previous run and end their processes at start. The lock turns that into
+    a clear error at the second ``start_system``.
+    """
 
     def __init__(self, home: Path) -> None:
+        """Prepare the lock of ``home``; nothing is taken until :meth:`acquire`."""
         self.home = home
         self.path = home / "lock"
         self._fd: int | None = None
@@ -90,6 +96,7 @@ class HomeLock:
         self._key = key
 
     def _in_use(self, holder: str) -> InvalidOption:
+        """The error for a home already held, naming the holder's pid and the two ways out."""
         return InvalidOption(
             f"the node home {self.home} is in use by another running system (pid {holder}); "
             "stop it first, or start this one with another node name"

@@ -75,6 +75,10 @@ def release(system: Owned) -> None:
 
 
 def _shutdown_owned() -> None:
+    """``atexit`` hook: shut every owned system down, newest first; a failure is logged.
+
+    Newest first, the reverse of their starts, as nested ``with`` blocks would end them.
+    """
     if os.getpid() != _owner_pid:
         return  # a forked child (an actor process) must not shut its parent's systems down
     with _lock:
@@ -87,6 +91,11 @@ def _shutdown_owned() -> None:
 
 
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM/SIGHUP handler: turn the signal into ``SystemExit`` so ``atexit`` runs.
+
+    The default action of these signals ends the process without running ``atexit``, and
+    the system would outlive its script until the supervisor's owner check noticed.
+    """
     with _lock:
         owning = bool(_owned)
     if not owning:  # released from another thread: behave as the default action would
@@ -97,6 +106,12 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def _install_signal_handlers() -> None:
+    """Handle the ending signals while a system is owned, unless the user set a handler.
+
+    A handler the user installed is left alone (their code decides how the script ends);
+    only the main thread may set handlers, and elsewhere the supervisor's owner check is
+    the safety net.
+    """
     if threading.current_thread() is not threading.main_thread():
         return  # only the main thread may set handlers; the supervisor still watches us
     for signum in _ENDING_SIGNALS:
@@ -105,6 +120,7 @@ def _install_signal_handlers() -> None:
 
 
 def _restore_signal_handlers() -> None:
+    """Put back the handlers this module replaced, if they are still ours to replace."""
     if threading.current_thread() is not threading.main_thread():
         return
     for signum, previous in list(_previous_handlers.items()):

@@ -22,6 +22,22 @@ down, and then makes sure nothing is left: every process of the system shares th
 process group, and every process it started carries the system's id in its environment
 (``GENAGENT_SYSTEM_ID``), so stragglers and orphaned CLI process groups are found and
 killed.
+
+What one boot creates, and who talks to whom afterwards::
+
+    user's process                       actor system (one process each, multiproc)
+      AgentSystem.start ----Boot-------> AgentSupervisor --createActor--> AgentActor ...
+        |                  <--Booted--   (Registry, TelemetryHub, governor, reaper)
+        | per thread: private() endpoint
+        |   WhereIs -> Registry -> Located (address cached per name)
+        |   Prompt / Status / ... -> AgentActor -> Response / Failure
+        |   StartAgent / StopAgent -> AgentSupervisor
+      shutdown: StopAll -> Stopped(None), asys.shutdown(), sweep the group and marker
+
+Failure modes a caller meets here: the system is gone (``SystemNotRunning``), the call
+found no answer in time (``AskTimeout``), the system shut down under a waiting call
+(``AgentStopped``); a ``PoisonMessage`` of what was sent becomes the typed error of the
+call, never a hang.
 """
 
 from __future__ import annotations
@@ -113,7 +129,12 @@ class Subscriptions:
 
 
 class _Endpoint:
-    """One thread's conversation with the actor system."""
+    """One thread's conversation with the actor system.
+
+    ``stash`` keeps, bounded, the messages this thread received while waiting for another
+    answer (a late reply, an event of a stream it is not reading now), so the call they
+    belong to still finds them; ``subscriptions`` counts the thread's streams per agent.
+    """
 
     def __init__(self, context: Any, closer: Callable[[], None]) -> None:
         self.context = context
@@ -188,7 +209,12 @@ class AgentSystem:
             self.sync_telemetry()
 
     def _boot(self, store_path: str | None, owner: tuple[int, float] | None) -> None:
-        """Create (or find) this system's registry, hub and supervisor, and boot them."""
+        """Create (or find) this system's registry, hub and supervisor, and boot them.
+
+        Global names make this idempotent: a client attaching to a running system gets the
+        same three actors, and its ``Boot`` changes nothing. The answer carries the pid and
+        process group that the final sweep of ``shutdown`` uses.
+        """
         self.registry = self.asys.createActor(Registry, globalName=REGISTRY_NAME)
         self.telemetry = self.asys.createActor(TelemetryHub, globalName=TELEMETRY_NAME)
         self.supervisor = self.asys.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
@@ -240,7 +266,11 @@ class AgentSystem:
         return True
 
     def sync_telemetry(self) -> None:
-        """Subscribe this process's attached telemetry handlers to this system's hub."""
+        """Subscribe this process's attached telemetry handlers to this system's hub.
+
+        The bridge (and its thread) is created only once a handler wants something, so a
+        process that never attaches one pays nothing for telemetry.
+        """
         wanted = wanted_names()
         if self.telemetry_bridge is None:
             if wanted == frozenset():
@@ -342,6 +372,13 @@ class AgentSystem:
         system_id: str,
         transport_limits: TransportLimits | None,
     ) -> AgentSystem:
+        """Start Thespian and boot the services, holding the home folder's lock.
+
+        Transport security is set up before Thespian starts (the admin reads it at start), the
+        processes a previous run of the same store left alive are ended first (they would
+        otherwise fight the new run for its durable agents), and every process Thespian forks
+        inherits the system's marker. A boot that fails shuts the new system down again.
+        """
         if base == "multiprocTCPBase":
             admin_port = admin_port or free_port()
             caps.setdefault("Admin Port", admin_port)
@@ -463,9 +500,11 @@ class AgentSystem:
         kill_marked(self.system_id, variable=SYSTEM_MARKER)
 
     def __enter__(self) -> AgentSystem:
+        """Use the system as a context manager: it is shut down at the end of the block."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Shut down whether or not the block raised; the exception (if any) propagates."""
         self.shutdown()
 
     @property
@@ -601,6 +640,15 @@ class AgentSystem:
         before: tuple[Any, ...],
         progress: Callable[[Any], bool] | None,
     ) -> Generator[Any, None, Any]:
+        """Send ``message`` and wait for its answer, yielding progress; the sync driver's core.
+
+        The wait is cut into ``_LIVENESS_INTERVAL`` slices. A message that is neither the
+        answer nor progress is stashed on the endpoint, not dropped: it may answer another
+        call of the same thread made earlier (a stream that was abandoned, a late reply). When
+        a slice passes in silence, ``on_idle`` may find the agent at a new address (restarted,
+        woken, moved) and the message is sent again there under the same ref, which agents
+        deduplicate. The generator's return value is the answer.
+        """
         from .._core.errors import AskTimeout
 
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -664,6 +712,11 @@ class AgentSystem:
         self._endpoint().context.tell(address, message)
 
     def _endpoint(self) -> _Endpoint:
+        """The calling thread's own ``private()`` endpoint, created on its first call.
+
+        Thespian's external endpoints are not thread-safe; one per thread is what the multiproc
+        bases support (``thespian.md`` §7.3). Each is remembered so ``shutdown`` closes them.
+        """
         endpoint: _Endpoint | None = getattr(self._local, "endpoint", None)
         if endpoint is None:
             manager = self.asys.private()
@@ -680,6 +733,7 @@ class AgentSystem:
         return endpoint
 
     def _close_endpoints(self) -> None:
+        """Close every thread's endpoint (at shutdown); a failing close is ignored."""
         with self._lock:
             endpoints, self._endpoints = self._endpoints, []
         for endpoint in endpoints:
@@ -698,7 +752,11 @@ class AgentSystem:
             return self._addresses.get(name)
 
     def remember(self, name: Any, address: Any, incarnation: int | None = None) -> None:
-        """Cache (or, with ``None``, forget) agent ``name``'s address and incarnation."""
+        """Cache (or, with ``None``, forget) agent ``name``'s address and incarnation.
+
+        The incarnation tells a call waiting on a cached address whether the agent it
+        sent to is still the one that runs (ports are reused, addresses may repeat).
+        """
         with self._lock:
             if address is None:
                 self._addresses.pop(name, None)
@@ -762,7 +820,12 @@ def _listening(host: str, port: int) -> bool:
 
 
 def _end_previous_run(store_path: str) -> None:
-    """End processes a previous run of this node recorded and left running."""
+    """End processes a previous run of this node recorded and left running.
+
+    A run that was SIGKILLed (or whose host rebooted mid-shutdown) may have left CLI
+    processes working on the agents' sessions; the new run's agents resume those sessions,
+    and two provider processes on one session would corrupt its transcript.
+    """
     if not (is_postgres_url(store_path) or os.path.exists(store_path)):
         return
     store = open_store(store_path)
@@ -776,7 +839,12 @@ def _end_previous_run(store_path: str) -> None:
 
 @contextlib.contextmanager
 def _marker_env(system_id: str) -> Iterator[None]:
-    """Set ``GENAGENT_SYSTEM_ID`` while the admin is forked, so every process inherits it."""
+    """Set ``GENAGENT_SYSTEM_ID`` while the admin is forked, so every process inherits it.
+
+    Only while forking: a program the user's script starts later must not inherit the
+    marker, or the system's final sweep (which kills every process carrying it) would
+    kill that program too.
+    """
     previous = os.environ.get(SYSTEM_MARKER)
     os.environ[SYSTEM_MARKER] = system_id
     try:

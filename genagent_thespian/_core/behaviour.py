@@ -205,11 +205,11 @@ class GenAgent:
         return bool(self._context().cancel_timer(timer_id))
 
     def start_agent(self, impl: type[GenAgent], *, name: Any, backend: Any, **options: Any) -> None:
-        """Start another agent; ``AgentStartedInfo`` or ``AgentStartFailedInfo`` follows."""
+        """Start another agent; ``AgentStarted`` or a ``Failure`` follows in ``handle_info``."""
         self._context().start_agent(impl, name=name, backend=backend, **options)
 
     def stop_agent(self, name: Any) -> None:
-        """Stop another agent; ``AgentStoppedInfo`` follows."""
+        """Stop another agent; ``Stopped`` (or a ``Failure``) follows in ``handle_info``."""
         self._context().stop_agent(name)
 
     def watch_agent(self, name: Any) -> None:

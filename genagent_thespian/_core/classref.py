@@ -36,6 +36,7 @@ class UnimportableClass:
     problem: str
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Fail as an instantiation would, with the reason: the agent's start reports it."""
         from .errors import AgentStartFailed
 
         raise AgentStartFailed(self.problem)
@@ -62,6 +63,11 @@ def resolve(value: Any) -> Any:
 
 
 def _explain(value: ClassName, exc: Exception) -> str:
+    """The one-line reason a node cannot import a class, with what a user checks first.
+
+    Nearly always the node was started from another folder than the project, so its
+    working directory and ``sys.path`` are part of the message.
+    """
     target = f"{value.module}:{value.qualname}"
     return (
         f"the node (pid {os.getpid()}) cannot import {target}: {type(exc).__name__}: {exc}; "

@@ -22,9 +22,23 @@ _SLACK = 0.0005
 
 
 class Deadlines:
-    """Named deadlines with as few pending wakeups as possible (see the module docstring)."""
+    """Named deadlines with as few pending wakeups as possible (see the module docstring).
+
+    Example:
+        >>> now = [0.0]
+        >>> deadlines = Deadlines(clock=lambda: now[0])
+        >>> deadlines.schedule("watchdog", 5.0, "turn 1")   # arm a wakeup in 5 s
+        5.0
+        >>> deadlines.schedule("retry", 9.0, "ref-a")       # the 5 s wakeup re-arms for it
+        >>> deadlines.cancel("watchdog")
+        True
+        >>> now[0] = 5.0
+        >>> deadlines.fire()                                # nothing due: arm for the retry
+        ([], 4.0)
+    """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock`` is injectable so the agent's timers can be tested without waiting."""
         self._clock = clock
         self._deadlines: dict[Hashable, tuple[float, Any]] = {}
         self._wakeups: list[float] = []  # times of the wakeups asked for, sorted
@@ -75,6 +89,7 @@ class Deadlines:
         return payloads, self._arm_for(min(at for at, _ in self._deadlines.values()))
 
     def __len__(self) -> int:
+        """How many deadlines are pending."""
         return len(self._deadlines)
 
     def _arm_for(self, at: float) -> float | None:

@@ -107,7 +107,12 @@ class GenAgentError(Exception):
         return {"agent": self.agent, "ref": self.ref}
 
     def with_context(self, *, agent: Any = None, ref: str | None = None) -> GenAgentError:
-        """Return a copy carrying ``agent`` and ``ref`` where they are not yet set."""
+        """Return a copy carrying ``agent`` and ``ref`` where they are not yet set.
+
+        A copy, not the error itself: a backend may keep and raise one instance for several
+        turns, and the context of one turn must not leak into another's. Context already
+        set (by whoever knew better) is kept.
+        """
         fields = self._fields()
         if fields.get("agent") is None:
             fields["agent"] = agent
@@ -142,7 +147,11 @@ def _rebuild(cls: type[GenAgentError], message: str, fields: dict[str, Any]) -> 
 
 
 class AgentNotFound(GenAgentError, LookupError):
-    """No agent is registered under the given name."""
+    """No agent is registered under the given name.
+
+    Raised only when no agent holds the name and none is restarting under it (a caller
+    waits out a restart instead). For a name that was stopped, ``AgentStopped`` is raised.
+    """
 
     reason_kind = "not_found"
 
@@ -172,13 +181,21 @@ class InvalidEvent(GenAgentError, TypeError):
 
 
 class AgentStartFailed(GenAgentError):
-    """The agent could not start: ``init_agent``, ``start_session`` or ``pre_run`` failed."""
+    """The agent could not start: ``init_agent``, ``start_session`` or ``pre_run`` failed.
+
+    A first start that fails is not retried (a bad spec would fail the same way) and leaves
+    no durable record; the message carries the original exception's type and text.
+    """
 
     reason_kind = "start_failed"
 
 
 class AgentOverloaded(GenAgentError):
     """The agent's bounded mailbox is full; the request was rejected, not queued.
+
+    Nothing of the request was kept: retrying later (with back-off) is safe. The bound
+    exists so that a flood of tells cannot grow an agent's memory (or its durable
+    snapshot) without end.
 
     Attributes:
         limit: Which bound was hit: ``"count"`` or ``"bytes"``.
@@ -206,7 +223,11 @@ class AgentOverloaded(GenAgentError):
 
 
 class AskTimeout(GenAgentError, TimeoutError):
-    """The caller's own ``timeout`` ran out. The request itself keeps running or queued."""
+    """The caller's own ``timeout`` ran out. The request itself keeps running or queued.
+
+    Nothing was cancelled: the turn may still finish (its answer is then dropped, since no
+    one waits). End it with ``interrupt(name, ref)`` if it must not run on.
+    """
 
     reason_kind = "caller_timeout"
 
@@ -281,19 +302,31 @@ class TurnFailed(GenAgentError):
 
 
 class TurnInterrupted(TurnFailed):
-    """``interrupt()`` ended the turn; the provider's processes were ended too."""
+    """``interrupt()`` ended the turn; the provider's processes were ended too.
+
+    The agent runs on: its next queued prompt starts. ``handle_error`` sees this error,
+    but a ``Prompt`` it returns runs as a new follow-up, not as a retry of the turn.
+    """
 
     reason_kind = "interrupted"
 
 
 class TurnTimeout(TurnFailed, TimeoutError):
-    """The agent's per-turn watchdog ended the turn."""
+    """The agent's per-turn watchdog ended the turn.
+
+    The watchdog runs from the moment the worker begins the backend call, so time spent
+    queued or waiting for a previous turn's clean-up is not counted against it.
+    """
 
     reason_kind = "timeout"
 
 
 class TurnCrashed(TurnFailed):
-    """The turn worker raised or its process died; the agent itself survived."""
+    """The turn worker raised or its process died; the agent itself survived.
+
+    The agent replaces the worker for its next turn and ends the provider processes the
+    dead one left. Whether the provider saw the prompt is unknown: a retry may repeat it.
+    """
 
     reason_kind = "task_crashed"
 
@@ -352,7 +385,12 @@ class CallbackError(TurnFailed):
 
 
 class AgentStopped(TurnFailed):
-    """The agent stopped (``stop()``, crash, shutdown) while this request was active or queued."""
+    """The agent stopped (``stop()``, crash, shutdown) while this request was active or queued.
+
+    Every request an agent holds when it ends gets this error, so no caller waits for an
+    agent that will not answer; for a plain agent that is restarted, requests that died
+    with its old process are reported this way too.
+    """
 
     reason_kind = "agent_terminated"
 
@@ -368,7 +406,12 @@ class AgentRestarted(TurnFailed):
 
 
 class BackendErrorKind:
-    """The normalized kinds of :class:`BackendError` (plain strings, so they pickle anywhere)."""
+    """The normalized kinds of :class:`BackendError` (plain strings, so they pickle anywhere).
+
+    Backends map their provider's failures onto these, so an implementation's
+    ``handle_error`` can decide (retry after ``retry_after``, give up, renew the session)
+    without knowing which provider it runs on.
+    """
 
     RATE_LIMITED = "rate_limited"
     OVERLOADED = "overloaded"

@@ -7,6 +7,19 @@ input method returns a list of *effects* (:class:`Reply`, :class:`StartTurn`,
 :class:`CancelTurn`, :class:`ArmWatchdog`, :class:`Emit`) that the actor shell in
 ``_actors/agent.py`` carries out. Tests drive the machine directly, with a fake clock.
 
+Why effects rather than sends: the machine must be testable without an actor system, and
+the shell must be able to act on the whole batch at once (a durable agent writes its
+record before any ``Reply`` or ``StartTurn`` of the batch leaves, so nothing is
+acknowledged that a restart would forget).
+
+One ask, as calls and effects::
+
+    ask(ref, prompt, caller)     -> [Emit state.changed, StartTurn(1), ArmWatchdog(1),
+                                     Emit prompt.start, Emit turn.start]
+    stream_event(1, text event)  -> []                  (handle_stream_event saw it)
+    turn_succeeded(1, ms)        -> [Emit prompt.stop, Emit turn.stop, ...,
+                                     Reply(caller, Response), StartTurn(2) if work waits]
+
 Invariants kept by every method:
 
 * at most one turn runs; ``phase == PROCESSING`` exactly when ``current`` is set;
@@ -167,7 +180,13 @@ Effect = Reply | StartTurn | CancelTurn | ArmWatchdog | ArmDelayed | Emit
 
 @dataclass(frozen=True, slots=True)
 class MachineLimits:
-    """The bounds of one agent (validated by ``build_spec`` before they get here)."""
+    """The bounds of one agent (validated by ``build_spec`` before they get here).
+
+    Every queue the machine holds is bounded: the mailbox by count and bytes, the result
+    cache by ``max_tell_results``, buffered notifications by ``max_pending_notifications``.
+    An agent's memory (and a durable agent's snapshot) cannot grow without end, whatever
+    its callers send.
+    """
 
     watchdog: float | None = SPEC_DEFAULTS.watchdog
     max_tell_results: int = SPEC_DEFAULTS.max_tell_results
@@ -260,7 +279,23 @@ class _Counters:
 
 
 class AgentMachine:
-    """The pure two-state machine of one agent. See the module docstring."""
+    """The pure two-state machine of one agent. See the module docstring.
+
+    Attributes:
+        phase: ``IDLE`` or ``PROCESSING``; ``PROCESSING`` exactly while ``current`` is set.
+        halted: No queued work starts until ``resume``; ``halt_pending``: halt when the
+            running turn ends.
+        stopped: ``stop`` ran: every later request is refused with ``AgentStopped``.
+        mailbox: Asks and tells waiting for the turn slot, oldest first, bounded by
+            ``limits.max_queued`` and ``limits.max_queued_bytes`` (``mailbox_bytes``).
+        self_chain: The prompt a callback chained, run before the mailbox.
+        delayed: Chained prompts and retries waiting on a timer, by ref (``ArmDelayed``).
+        pending: Notifications and infos buffered during a turn, bounded.
+        current: The running turn, with its events so far.
+        results: Tell outcomes for ``poll``, oldest evicted first; ``new_results``: those
+            the durable record has not written yet.
+        answered: Refs answered lately, so a request resent after a restart is not run twice.
+    """
 
     def __init__(
         self,
@@ -301,14 +336,24 @@ class AgentMachine:
         return self._flush()
 
     def ask(self, ref: str, prompt: str, reply_to: Any) -> list[Effect]:
-        """Accept a synchronous prompt; the Response or Failure goes to ``reply_to`` later."""
+        """Accept a synchronous prompt; the Response or Failure goes to ``reply_to`` later.
+
+        Refused at once with a ``Failure`` when it would have to wait in a full mailbox
+        (``AgentOverloaded``) or the agent is stopping; a ref already held or answered is a
+        resend, never run twice.
+        """
         self._admit(Request(ref, Origin.ASK, prompt, reply_to, size=_size(prompt)))
         return self._flush()
 
     def tell(
         self, ref: str, prompt: str, reply_to: Any, *, completion: bool = False
     ) -> list[Effect]:
-        """Accept an asynchronous prompt and answer ``Accepted(ref)`` at once."""
+        """Accept an asynchronous prompt and answer ``Accepted(ref)`` at once.
+
+        The acknowledgement goes first among the effects: a tell that ends at once (its
+        ``pre_turn`` skips it) must not reach its sender as ``TellCompleted`` before the
+        ``Accepted`` it is waiting for.
+        """
         request = Request(ref, Origin.TELL, prompt, reply_to, completion=completion)
         request.size = _size(prompt)
         if self._admit(request):
@@ -316,7 +361,12 @@ class AgentMachine:
         return self._flush()
 
     def notify(self, event: Any, *, sender: Any = None, reply_to: Any = None) -> list[Effect]:
-        """Deliver ``event`` to ``handle_event`` now (idle) or after the turn (processing)."""
+        """Deliver ``event`` to ``handle_event`` now (idle) or after the turn (processing).
+
+        Buffered during a turn so that the callback sees the state the turn's decision
+        leaves, not a state the running turn is about to overwrite (gen_agent's later fix).
+        ``reply_to`` gets ``Accepted`` or the callback's error once it ran.
+        """
         self._emit("event.received", {}, {"event": event, "sender": sender})
         self._deliver("event", event, sender, reply_to)
         return self._flush()
@@ -327,7 +377,11 @@ class AgentMachine:
         return self._flush()
 
     def poll(self, ref: str) -> PollResult | None:
-        """Return where the tell ``ref`` stands, or ``None`` if it is unknown or evicted."""
+        """Return where the tell ``ref`` stands, or ``None`` if it is unknown or evicted.
+
+        A query, not an input: it changes nothing and returns no effects, so the shell can
+        answer it from a hibernating agent's last state as well.
+        """
         cached = self.results.get(ref)
         if cached is not None:
             return cached
@@ -336,7 +390,13 @@ class AgentMachine:
         return None
 
     def interrupt(self, ref: str | None, reply_to: Any) -> list[Effect]:
-        """End the running turn (or only the one with ``ref``); answer ``reply_to``."""
+        """End the running turn (or only the one with ``ref``); answer ``reply_to``.
+
+        ``ref`` guards against interrupting the wrong turn: a caller that saw its turn end
+        and another start must not end the newer one. The interrupted turn's caller gets
+        ``TurnInterrupted``; the worker gets ``CancelTurn`` and may take a while to stop,
+        which is the shell's concern: the machine moves on to its next work at once.
+        """
         current = self.current
         if current is None or (ref is not None and current.request.ref != ref):
             detail = "no turn is running" if current is None else "that ref is not running"
@@ -352,7 +412,11 @@ class AgentMachine:
         return self._flush()
 
     def cancel(self, ref: str, reply_to: Any) -> list[Effect]:
-        """Remove the queued tell ``ref`` before it runs; answer ``reply_to``."""
+        """Remove the queued tell ``ref`` before it runs; answer ``reply_to``.
+
+        Only a queued tell can be cancelled: an ask has a caller waiting who may interrupt,
+        and a running turn is interrupted, not cancelled. The refusal says which case it is.
+        """
         for request in self.mailbox:
             if request.ref == ref and request.origin is Origin.TELL:
                 self.mailbox.remove(request)
@@ -373,7 +437,11 @@ class AgentMachine:
         return self._flush()
 
     def halt(self, reply_to: Any) -> list[Effect]:
-        """Halt now when idle, or once the running turn ends."""
+        """Halt now when idle, or once the running turn ends.
+
+        A halt from outside never cuts a turn short (use ``interrupt`` for that); queued
+        work stays queued until ``resume``. Answered ``Accepted(None)`` at once.
+        """
         if self.phase is Phase.PROCESSING:
             self.halt_pending = True
         else:
@@ -394,7 +462,12 @@ class AgentMachine:
     # ================================================================== inputs: the turn
 
     def stream_event(self, turn_id: int, event: Event) -> list[Effect]:
-        """Record a streamed event of turn ``turn_id`` and show it to ``handle_stream_event``."""
+        """Record a streamed event of turn ``turn_id`` and show it to ``handle_stream_event``.
+
+        Events are kept to build the turn's ``Response`` at its end. A raising
+        ``handle_stream_event`` fails the turn with ``CallbackError`` (and cancels it at the
+        worker): an implementation that cannot observe its turn must not go on unaware.
+        """
         current = self.current
         if current is None or current.turn_id != turn_id:
             return self._flush()  # a late event of a turn that already ended
@@ -413,7 +486,12 @@ class AgentMachine:
         return self._flush()
 
     def turn_succeeded(self, turn_id: int, duration_ms: float) -> list[Effect]:
-        """Turn ``turn_id`` ended with a ``result`` event (already streamed in)."""
+        """Turn ``turn_id`` ended with a ``result`` event (already streamed in).
+
+        A stale ``turn_id`` (the turn was interrupted or timed out meanwhile) is ignored: its
+        caller has been answered already. Otherwise the order of the module docstring runs:
+        decide, ``post_turn``, halt, drain notifications, reply, next work.
+        """
         current = self.current
         if current is None or current.turn_id != turn_id:
             return self._flush()
@@ -453,7 +531,12 @@ class AgentMachine:
         return self._flush()
 
     def delayed_due(self, ref: str) -> list[Effect]:
-        """A delayed self-chain or retry is due: run it next (ahead of the mailbox)."""
+        """A delayed self-chain or retry is due: run it next (ahead of the mailbox).
+
+        It takes the self-chain slot if that is free, else the head of the mailbox: a
+        chained prompt that waited out a back-off must not fall behind prompts that
+        arrived during the wait. A stopped agent ignores it (its caller was answered).
+        """
         request = self.delayed.pop(ref, None)
         if request is None or self.stopped:
             return self._flush()
@@ -466,7 +549,11 @@ class AgentMachine:
         return self._flush()
 
     def watchdog_fired(self, turn_id: int) -> list[Effect]:
-        """The watchdog of turn ``turn_id`` expired (ignored when that turn already ended)."""
+        """The watchdog of turn ``turn_id`` expired (ignored when that turn already ended).
+
+        The turn fails with ``TurnTimeout`` and is cancelled at the worker; ``handle_error``
+        decides what follows, as for any failed turn.
+        """
         current = self.current
         if current is None or current.turn_id != turn_id:
             return self._flush()
@@ -480,7 +567,12 @@ class AgentMachine:
         return self._flush()
 
     def stop(self, reason: str) -> list[Effect]:
-        """Answer every active and queued request with ``AgentStopped``; run terminate_agent."""
+        """Answer every active and queued request with ``AgentStopped``; run terminate_agent.
+
+        Idempotent. Nobody may be left waiting on a stopped agent: the running turn, the
+        self-chain, the delayed prompts and the mailbox are all answered here, and the
+        buffered notifications (which have no caller waiting) are dropped with a warning.
+        """
         if self.stopped:
             return self._flush()
         self.stopped = True
@@ -943,7 +1035,15 @@ class AgentMachine:
         *,
         retry_allowed: bool,
     ) -> None:
-        """Apply the decision, drain notifications, answer the caller, take the next work."""
+        """Apply the decision, drain notifications, answer the caller, take the next work.
+
+        A ``Prompt`` directive after a failed ask or tell (when ``retry_allowed``) is a retry:
+        the same request, its ``attempt`` counted, its caller answered only by the final
+        outcome. Any other ``Prompt`` becomes a self-chain, into the slot that runs before
+        the mailbox, or onto a timer when it has a ``delay``. Notifications buffered during
+        the turn run after the decision and before the reply, so a caller acting on its answer
+        finds them applied; the reply goes before the next turn's start in the effects.
+        """
         retried = False
         if isinstance(directive, Prompt):
             if (
@@ -998,7 +1098,13 @@ class AgentMachine:
     # ================================================================== internals: answers
 
     def _answer(self, request: Request, outcome: Response | GenAgentError) -> None:
-        """Deliver the final outcome of ``request`` to whoever waits for it (exactly once)."""
+        """Deliver the final outcome of ``request`` to whoever waits for it (exactly once).
+
+        An ask's caller gets the ``Response`` or a ``Failure``; a tell's outcome is cached for
+        ``poll`` and, with ``completion``, sent as ``TellCompleted``; a prompt generated by a
+        callback has nobody waiting. The ref joins ``answered``, so a copy of the request
+        resent after a restart is recognised and not run again.
+        """
         if request.answered:
             return
         request.answered = True
@@ -1044,7 +1150,12 @@ class AgentMachine:
     # ================================================================== internals: callbacks
 
     def _call(self, callback: str, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
-        """Run a user callback; contain any exception (logged with the agent's name)."""
+        """Run a user callback; contain any exception (logged with the agent's name).
+
+        A raising callback must not take the agent down with it (the agent keeps serving
+        its other callers): the failure is counted, logged with the agent's name, emitted
+        as ``callback.error``, and returned so the caller decides what it means for the turn.
+        """
         try:
             return True, fn(*args)
         except Exception as exc:
@@ -1099,12 +1210,15 @@ class AgentMachine:
     # ================================================================== internals: output
 
     def _turn_meta(self, request: Request) -> dict[str, Any]:
+        """The telemetry metadata every ``turn.*`` event of ``request`` carries."""
         return {"ref": request.ref, "origin": request.origin.value, "attempt": request.attempt}
 
     def _emit(self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
+        """Queue a telemetry event as an ``Emit`` effect, tagged with the agent's name."""
         self._effects.append(Emit(name, measurements, {"agent": self.name, **metadata}))
 
     def _flush(self) -> list[Effect]:
+        """Hand over the effects gathered by this input, in order, and start a new list."""
         effects, self._effects = self._effects, []
         return effects
 

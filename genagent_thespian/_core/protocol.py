@@ -2,6 +2,27 @@
 
 Names start with an underscore so they never collide with public message names, which
 matters because Thespian's ``ActorTypeDispatcher`` dispatches on the class name alone.
+
+Who sends what to whom, and what answers it::
+
+    supervisor -> agent      _InitAgent        -> _AgentBorn, then _AgentReady | _AgentInitFailed
+                             _ShutdownAgent    -> Stopped (after the worker's _SessionEnded)
+                             _Adopted          (no answer; a new leader's services)
+    agent -> supervisor      _AgentProcesses, _Hibernating       (no answer)
+    agent -> worker          _StartTurn        -> _TurnOutput ... _TurnOutput(done=True)
+                             _CancelTurn       (the turn's done output answers)
+                             _EndSession       -> _SessionEnded
+    supervisor -> registry   _Register, _Restarting, _Unregister, _Hibernated  (``then``)
+    registry -> supervisor   _Wake             (the agent's _Register answers its waiters)
+    registry -> agent        _WatcherGone
+    agent <-> governor       _SessionWanted    -> _SessionGranted | _SessionDenied
+                             _SessionIdle, _SessionGone; governor -> agent _SessionRetire
+    agent <-> hub            _TelemetryJoin    -> _TelemetryInterest(-> _InterestAck if seq)
+                             _TelemetryBatch; subscriber -> hub _TelemetrySubscribe -> Accepted
+    anyone -> agent          _BackendSession   -> _SessionReply
+
+Every message here pickles (the multiproc bases pickle every send) and holds no live
+resource: sessions are data, backends travel as classes, addresses as Thespian's own.
 """
 
 from __future__ import annotations
@@ -86,9 +107,11 @@ class AddressBook:
         return iter(list(self._addresses))
 
     def __len__(self) -> int:
+        """How many addresses are kept."""
         return len(self._addresses)
 
     def __contains__(self, address: object) -> bool:
+        """Whether an address equal to ``address`` is kept (by ``==``, never by hash)."""
         return address in self._addresses
 
 
@@ -97,7 +120,12 @@ class AddressBook:
 
 @dataclass(frozen=True, slots=True)
 class _StartTurn:
-    """Agent -> worker: run one turn of ``backend`` with ``session``."""
+    """Agent -> worker: run one turn of ``backend`` with ``session``.
+
+    The session and the backend class travel with every turn because the agent owns them:
+    a worker may be new (the last one crashed or was retired), and it must start from the
+    session as the agent last saw it, never from a copy of its own.
+    """
 
     turn_id: int
     ref: str
@@ -113,7 +141,11 @@ class _StartTurn:
 
 @dataclass(frozen=True, slots=True)
 class _CancelTurn:
-    """Agent -> worker: stop turn ``turn_id`` (set its TurnContext.cancelled)."""
+    """Agent -> worker: stop turn ``turn_id`` (set its TurnContext.cancelled).
+
+    No answer of its own: the turn's ``_TurnOutput(done=True)`` says it ended. The agent
+    gives it ``CANCEL_GRACE`` seconds before it kills the worker instead.
+    """
 
     turn_id: int
 
@@ -255,7 +287,11 @@ class _ShutdownAgent:
 
 @dataclass(frozen=True, slots=True)
 class _BackendSession:
-    """Ask an agent for its current backend session (tests and tools read the history)."""
+    """Ask an agent for its current backend session (tests and tools read the history).
+
+    Answered even by a hibernating agent: the session is data the record holds, and a
+    read must not wake an agent.
+    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,13 @@ __all__ = ["Event", "EventKind", "Response", "Usage"]
 
 
 class EventKind(enum.StrEnum):
-    """The normalized event kinds. Backends may also emit custom (non-terminal) kinds."""
+    """The normalized event kinds. Backends may also emit custom (non-terminal) kinds.
+
+    One vocabulary for every provider, so that an implementation's
+    ``handle_stream_event``, the CLI, the console and telemetry handlers work unchanged
+    whichever backend an agent uses. The comment on each kind lists the keys of its
+    ``data``. Exactly one terminal event (``result`` or ``error``) ends every turn.
+    """
 
     SESSION_STARTED = "session_started"  # session_id, model, cwd, resumed
     TURN_STARTED = "turn_started"  # turn_index
@@ -167,7 +173,13 @@ class Response:
         prompt: str | None = None,
         ref: str | None = None,
     ) -> Response:
-        """Assemble a response from a turn's events (the last one should be ``result``)."""
+        """Assemble a response from a turn's events (the last one should be ``result``).
+
+        The ``result`` event's text wins: providers put the final answer there. Without it,
+        whole ``text`` blocks are joined, and only if there are none the deltas, never both,
+        since a backend that streams deltas usually sends the whole block as well. The last
+        ``usage`` event is taken as the turn's usage (they are totals, not increments).
+        """
         events = tuple(events)
         result = next((e for e in reversed(events) if e.kind == EventKind.RESULT), None)
         result_data: Mapping[str, Any] = result.data if result is not None else {}

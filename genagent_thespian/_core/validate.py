@@ -60,6 +60,18 @@ def build_spec(
     ``settings`` are the framework's own options (``watchdog``, ``max_queued``, ``restart``...);
     those not given take ``AgentSpec``'s defaults, the one place they are defined.
 
+    Why each check is made here rather than where the value is used:
+
+    * a class defined in ``__main__`` cannot be loaded by an actor process (Thespian
+      imports actor code by module name), and the failure there would be a bare
+      ``InvalidActorSpecification`` in another process;
+    * the name must hash (it keys the registry and the supervisor's tables) and pickle (it
+      travels in every message and, for a durable agent, into the store's key);
+    * the backend is resolved now, so a missing extra fails with its install hint here;
+    * the restart policy is built once and thrown away: it checks its own window and
+      back-off, and a bad one would otherwise fail only at the first crash, when the
+      supervisor needs it.
+
     Raises:
         InvalidOption: with the offending argument named in the message.
     """

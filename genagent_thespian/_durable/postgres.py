@@ -142,6 +142,11 @@ _OPEN_STORES: weakref.WeakSet[PostgresAgentStore] = weakref.WeakSet()
 
 
 def _reset_after_fork() -> None:
+    """Give every open store a fresh lock in a forked child.
+
+    A fork copies a lock held by another thread of the parent as held, and nothing in the
+    child would ever release it: the child's first store call would hang.
+    """
     for store in list(_OPEN_STORES):
         store._lock = threading.RLock()
 
@@ -437,6 +442,7 @@ class PostgresAgentStore(AgentStore):
             return bool(cur.rowcount > 0)
 
     def list_agents(self) -> list[StoredAgentEntry]:
+        """The stored agents, oldest first (a restart resumes them in start order), CRCs checked."""
         with self._read("list_agents") as cur:
             rows = cur.execute(
                 "SELECT key, name, name_crc, incarnation FROM agents ORDER BY created_at, key"
@@ -449,6 +455,7 @@ class PostgresAgentStore(AgentStore):
         return entries
 
     def load(self, key: str) -> StoredAgent | None:
+        """Read the record, mailbox and results in one ``REPEATABLE READ`` snapshot."""
         key = _check_key(key)
         with self._read("load", key) as cur:
             rows = self._select_agent(cur, key)
@@ -520,6 +527,7 @@ class PostgresAgentStore(AgentStore):
         )
 
     def bump_incarnation(self, key: str) -> int:
+        """Increment with ``RETURNING``: the row lock gives concurrent bumps distinct numbers."""
         key = _check_key(key)
         with self._write("bump_incarnation", key) as cur:
             row = cur.execute(
@@ -536,6 +544,11 @@ class PostgresAgentStore(AgentStore):
     def put_session_files(
         self, key: str, files: Mapping[str, bytes], *, incarnation: int | None = None
     ) -> None:
+        """Check the incarnation (a fenced no-op update) and upsert the files in one transaction.
+
+        A stale incarnation on another host must not overwrite the transcript its successor
+        already saved; the row lock of the no-op update also orders concurrent savers.
+        """
         key = _check_key(key)
         checked = {
             _check_file_name(name): _as_blob(blob, "session file") for name, blob in files.items()
@@ -551,6 +564,7 @@ class PostgresAgentStore(AgentStore):
                 )
 
     def session_files(self, key: str) -> dict[str, bytes]:
+        """Every stored session file by name, each CRC checked (empty when none was saved)."""
         key = _check_key(key)
         with self._read("session_files", key) as cur:
             rows = cur.execute(
@@ -611,6 +625,11 @@ class PostgresAgentStore(AgentStore):
     # convention leadership ------------------------------------------------------------------
 
     def claim_leadership(self, convention: str, holder: str, seconds: float) -> Leadership:
+        """Take or renew the convention's leadership lease if it is free, expired or ours.
+
+        An expired lease taken over gets the next epoch (the fencing token of the new leader's
+        services); a renewal by the holder keeps it. Answered with who holds it otherwise.
+        """
         with self._write("claim_leadership") as cur:
             # The row is locked (or, when missing, the insert conflicts) so two claims
             # serialize; times are the server's, like the agents' leases.
@@ -639,6 +658,10 @@ class PostgresAgentStore(AgentStore):
             return Leadership(epoch, holder, seconds, acquired=True)
 
     def leadership(self, convention: str) -> Leadership | None:
+        """Who leads ``convention``; ``None`` also for the placeholder row of epoch 0.
+
+        ``claim_leadership`` inserts that row to have something to lock; it was never held.
+        """
         with self._read("leadership") as cur:
             row = cur.execute(
                 "SELECT epoch, holder, extract(epoch FROM expires - clock_timestamp())"
@@ -648,6 +671,7 @@ class PostgresAgentStore(AgentStore):
         return None if row is None else Leadership(int(row[0]), row[1], float(row[2]))
 
     def release_leadership(self, convention: str, holder: str) -> None:
+        """Expire the lease by the server's clock; a deposed leader's release is a no-op."""
         with self._write("release_leadership") as cur:
             cur.execute(
                 "UPDATE leadership SET expires = clock_timestamp()"
@@ -658,6 +682,7 @@ class PostgresAgentStore(AgentStore):
     # turn-boundary writes -------------------------------------------------------------------
 
     def save_state(self, key: str, blob: bytes, *, incarnation: int | None = None) -> None:
+        """Replace the snapshot; ``_touch`` refuses it if a newer incarnation began."""
         key = _check_key(key)
         blob = _as_blob(blob, "state blob")
         with self._write("save_state", key) as cur:
@@ -688,6 +713,7 @@ class PostgresAgentStore(AgentStore):
             )
 
     def dequeue(self, key: str, ref: str) -> bool:
+        """Remove one queued request; ``False`` if it was not queued (taken or cancelled)."""
         key = _check_key(key)
         ref = _check_ref(ref)
         with self._write("dequeue", key) as cur:
@@ -697,6 +723,10 @@ class PostgresAgentStore(AgentStore):
     def set_in_flight(
         self, key: str, ref: str, blob: bytes, *, incarnation: int | None = None
     ) -> None:
+        """Mark ``ref`` in flight and take it off the mailbox in one transaction.
+
+        A crash between the two would leave it both queued and in flight: run twice.
+        """
         key = _check_key(key)
         ref = _check_ref(ref)
         blob = _as_blob(blob, "in-flight blob")
@@ -711,6 +741,7 @@ class PostgresAgentStore(AgentStore):
             cur.execute("DELETE FROM mailbox WHERE key = %s AND ref = %s", (key, ref))
 
     def clear_in_flight(self, key: str, *, incarnation: int | None = None) -> None:
+        """Clear the in-flight request (the turn ended); fenced like every state write."""
         key = _check_key(key)
         with self._write("clear_in_flight", key) as cur:
             self._touch(
@@ -722,6 +753,7 @@ class PostgresAgentStore(AgentStore):
             )
 
     def put_result(self, key: str, ref: str, blob: bytes, *, max_results: int) -> None:
+        """Store a tell's result and evict the oldest beyond ``max_results``, in one transaction."""
         key = _check_key(key)
         result = StoredRequest(_check_ref(ref), _as_blob(blob, "result blob"))
         max_results = _check_max_results(max_results)
@@ -809,6 +841,10 @@ class PostgresAgentStore(AgentStore):
         return record
 
     def forget_process(self, pid: int, start_ticks: int | None = None) -> int:
+        """Delete the records of ``pid`` (only the one started at ``start_ticks``, if given).
+
+        The casts give the server a type for the parameter when it is ``NULL``.
+        """
         with self._write("forget_process") as cur:
             cur.execute(
                 "DELETE FROM processes WHERE pid = %s"
@@ -818,6 +854,7 @@ class PostgresAgentStore(AgentStore):
             return int(cur.rowcount)
 
     def recorded_processes(self) -> list[ProcessRecord]:
+        """Every process record, oldest first, with the server's numeric types made Python's."""
         with self._read("recorded_processes") as cur:
             rows = cur.execute(
                 "SELECT pid, start_ticks, boot, pgid, role, agent_key, recorded_at"

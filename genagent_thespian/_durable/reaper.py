@@ -96,6 +96,11 @@ def reap_orphans(store: AgentStore, *, grace: float = 2.0) -> list[ProcessRecord
 
 
 def _end(record: ProcessRecord, grace: float) -> None:
+    """SIGTERM, then SIGKILL after ``grace``; each only while the recorded process runs.
+
+    ``is_running`` compares the start time too: a pid the kernel gave to another process
+    since the record was made is never signalled.
+    """
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if not record.is_running():
             return

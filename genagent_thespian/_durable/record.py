@@ -22,6 +22,18 @@ the old one's next write or renewal is refused), then waits out the old lease un
 holder is provably dead (a process of this boot that is gone), so a holder cut off from the
 store -- a partitioned host -- has stopped by itself (it could not renew) before the new
 one runs a turn. Never two live owners.
+
+A takeover, step by step (incarnation ``n`` on host A, ``n + 1`` starting on host B)::
+
+    B: load(key)                              the record exists: a restart
+    B: lease(key)                             A's lease: epoch n, owner A, 5.2 s left
+    B: begin_incarnation(key) -> n + 1        A's next save or renewal: StaleIncarnation
+    B: _wait_out: 5.2 s + lease / 6           (skipped if A's process is provably gone)
+    A: (cut off) renewal fails for 2/3 lease  A stands down: no turn, no reply, exit
+    B: renew_lease(epoch n + 1), resume       the snapshot, results and session files
+
+The lease protects what the fence cannot: a turn A already started runs on the provider
+until A notices, and two provider processes must never write one session's transcript.
 """
 
 from __future__ import annotations
@@ -70,6 +82,11 @@ def lease_seconds() -> float:
 
 
 def _own_identity() -> str:
+    """This process as a lease owner: boot id, pid and start time (never reused together).
+
+    Written into the lease so that a successor on the same host can tell a dead holder
+    (whose lease it need not wait out) from a live one.
+    """
     stat = procfs.process_stat(os.getpid())
     return f"{procfs.boot_id()}:{os.getpid()}:{stat.start_ticks if stat else 0}"
 
@@ -88,7 +105,12 @@ _log = get_logger("genagent_thespian.durable")
 
 @dataclass(frozen=True, slots=True)
 class AgentSnapshot:
-    """One durable agent's state blob: what :meth:`AgentRecord.save` writes at a boundary."""
+    """One durable agent's state blob: what :meth:`AgentRecord.save` writes at a boundary.
+
+    One blob rather than separate rows: the machine's state, the implementation's state and
+    the session must be restored as one consistent boundary, and ``bench/store_cost.py``
+    measured the single write as cheap as an incremental one up to a hundred queued prompts.
+    """
 
     session: Any  # Any: the backend's own picklable session data (Backend.start_session)
     impl: dict[str, Any]  # the implementation's snapshot_state(), user data
@@ -258,7 +280,11 @@ class AgentRecord:
         return self._store.session_files(self.key)
 
     def record_process(self, pid: int, role: str, pgid: int | None = None) -> None:
-        """Remember a process of this agent so a later run can end it if it survives."""
+        """Remember a process of this agent so a later run can end it if it survives.
+
+        A failure to record is logged, not raised: the agent must run even when the store
+        hiccups, and the process table is a safety net (the supervisor ends leftovers first).
+        """
         try:
             self._store.record_process(pid, role=role, pgid=pgid, agent_key=self.key)
         except StoreError:

@@ -113,7 +113,12 @@ def redact(value: Any, name: str = "?") -> Any:
 
 
 def restore(value: Any, lookup: Callable[[str], Any]) -> Any:
-    """Return a copy of *value* with every :class:`Redacted` filled from ``lookup(name)``."""
+    """Return a copy of *value* with every :class:`Redacted` filled from ``lookup(name)``.
+
+    A secret the lookup cannot find comes back as ``None``, never as the placeholder, which
+    a backend would otherwise send to its provider as if it were the key. A value that was
+    wrapped (a backend's ``Secret``) is wrapped again, so the backend gets the type it saved.
+    """
     if isinstance(value, Redacted):
         found = lookup(value.name)
         if found is None or value.wrapper is None or isinstance(found, value.wrapper):

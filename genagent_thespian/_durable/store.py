@@ -341,7 +341,12 @@ def _check_max_results(max_results: object) -> int:
 
 
 def _check_file_name(name: object) -> str:
-    """A session file's name: a relative path without ``..`` (it is joined to a folder)."""
+    """A session file's name: a relative path without ``..`` (it is joined to a folder).
+
+    The name comes back from the store on another host and is joined to the provider's
+    session folder there: an absolute path or a ``..`` would let a damaged or hostile
+    record write anywhere the agent's user can.
+    """
     if (
         not isinstance(name, str)
         or not name
@@ -453,7 +458,11 @@ class AgentStore(abc.ABC):
 
     @abc.abstractmethod
     def lease(self, key: str) -> Lease | None:
-        """The agent's lease (``None``: never taken, or the agent is not stored)."""
+        """The agent's lease (``None``: never taken, or the agent is not stored).
+
+        Read by a starting incarnation before it fences the old one, to know how long the
+        old owner may still be running a turn (see ``_durable/record.py``).
+        """
 
     @abc.abstractmethod
     def renew_lease(self, key: str, *, epoch: int, owner: str, seconds: float) -> None:
@@ -514,7 +523,13 @@ class AgentStore(abc.ABC):
 
     @abc.abstractmethod
     def save_state(self, key: str, blob: bytes, *, incarnation: int | None = None) -> None:
-        """Replace the state snapshot. ``incarnation``, if given, must be the current one."""
+        """Replace the state snapshot. ``incarnation``, if given, must be the current one.
+
+        The runtime's main write: an agent calls it before any reply or turn start of a
+        handled message leaves its process, so what it acknowledged survives its death.
+        A write for an older incarnation raises ``StaleIncarnation`` and changes nothing:
+        that is how a zombie of a restarted agent learns to stand down.
+        """
 
     @abc.abstractmethod
     def enqueue(self, key: str, ref: str, blob: bytes) -> None:
@@ -540,7 +555,11 @@ class AgentStore(abc.ABC):
 
     @abc.abstractmethod
     def put_result(self, key: str, ref: str, blob: bytes, *, max_results: int) -> None:
-        """Store a tell result, keeping only the newest ``max_results`` of the agent."""
+        """Store a tell result, keeping only the newest ``max_results`` of the agent.
+
+        Results are rows of their own, not part of the snapshot: a thousand cached results
+        are not rewritten at every boundary, only the new ones are added.
+        """
 
     @abc.abstractmethod
     def commit_turn(
@@ -597,9 +616,11 @@ class AgentStore(abc.ABC):
         """Release the store's resources; later calls raise :class:`StoreError`."""
 
     def __enter__(self) -> Self:
+        """Use the store in a ``with`` block; it is closed at the end."""
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        """Close the store however the block ended."""
         self.close()
 
 
@@ -775,6 +796,7 @@ class SQLiteAgentStore(AgentStore):
         _OPEN_STORES.add(self)
 
     def __repr__(self) -> str:
+        """The path only: a store is logged, and the connection says nothing useful."""
         return f"SQLiteAgentStore({self.path!r}, synchronous={self.synchronous!r})"
 
     # connection management ------------------------------------------------------------------
@@ -818,6 +840,7 @@ class SQLiteAgentStore(AgentStore):
             narrow(self.path + suffix)
 
     def _check_header(self, conn: sqlite3.Connection) -> None:
+        """Refuse a file that is not SQLite with a typed error naming the path."""
         # Reading the schema forces SQLite to parse the file header: a damaged or foreign
         # file fails here with SQLITE_NOTADB / SQLITE_CORRUPT, translated by the caller.
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -953,7 +976,13 @@ class SQLiteAgentStore(AgentStore):
         params: Sequence[Any],
         incarnation: int | None,
     ) -> None:
-        """Run ``UPDATE agents SET <assignments>`` for ``key``, checking it and its incarnation."""
+        """Run ``UPDATE agents SET <assignments>`` for ``key``, checking it and its incarnation.
+
+        The fence of every state write: the incarnation is part of the ``WHERE`` clause, so
+        the check and the write are one statement and no newer incarnation can begin
+        between them. When no row changed, a second read says why: no such agent
+        (``AgentNotFound``) or a newer incarnation owns it (``StaleIncarnation``).
+        """
         cur.execute(
             f"UPDATE agents SET {assignments}, updated_at = ? "
             "WHERE key = ? AND (? IS NULL OR incarnation = ?)",
@@ -1028,6 +1057,11 @@ class SQLiteAgentStore(AgentStore):
                 ) from None
 
     def delete_agent(self, key: str) -> bool:
+        """Delete the mailbox, results and record in one transaction: never half a record.
+
+        A record left without its mailbox rows (or rows without a record) would make a later
+        agent of the same name start with another's queue.
+        """
         key = _check_key(key)
         with self._write("delete_agent", key) as cur:
             cur.execute("DELETE FROM mailbox WHERE key = ?", (key,))
@@ -1036,6 +1070,11 @@ class SQLiteAgentStore(AgentStore):
             return cur.rowcount > 0
 
     def list_agents(self) -> list[StoredAgentEntry]:
+        """The stored agents, oldest first, each name's CRC checked.
+
+        Ordered by creation so that a system restart resumes agents in the order they were
+        started (stable across runs, whatever the keys' hashes).
+        """
         with self._read("list_agents") as cur:
             rows = cur.execute(
                 "SELECT key, name, name_crc, incarnation FROM agents ORDER BY created_at, key"
@@ -1048,6 +1087,7 @@ class SQLiteAgentStore(AgentStore):
         return entries
 
     def load(self, key: str) -> StoredAgent | None:
+        """Read the record, mailbox and results in one read transaction (a consistent view)."""
         key = _check_key(key)
         with self._read("load", key) as cur:
             rows = self._select_agent(cur, key)
@@ -1121,6 +1161,7 @@ class SQLiteAgentStore(AgentStore):
         )
 
     def bump_incarnation(self, key: str) -> int:
+        """Increment with ``RETURNING`` in one statement, so two callers never get one number."""
         key = _check_key(key)
         with self._write("bump_incarnation", key) as cur:
             row = cur.execute(
@@ -1137,6 +1178,11 @@ class SQLiteAgentStore(AgentStore):
     def put_session_files(
         self, key: str, files: Mapping[str, bytes], *, incarnation: int | None = None
     ) -> None:
+        """Check the incarnation and replace the named files in one transaction.
+
+        ``_touch`` with a no-op update is the fencing check: a stale incarnation's transcript
+        must not overwrite the one its successor already saved.
+        """
         key = _check_key(key)
         checked = {
             _check_file_name(name): _as_blob(blob, "session file") for name, blob in files.items()
@@ -1151,6 +1197,7 @@ class SQLiteAgentStore(AgentStore):
                 )
 
     def session_files(self, key: str) -> dict[str, bytes]:
+        """Every stored session file by name, each CRC checked (empty when none was saved)."""
         key = _check_key(key)
         with self._read("session_files", key) as cur:
             rows = cur.execute(
@@ -1164,6 +1211,7 @@ class SQLiteAgentStore(AgentStore):
     # leases ---------------------------------------------------------------------------------
 
     def lease(self, key: str) -> Lease | None:
+        """The lease row as seconds left (negative: expired), in this host's wall clock."""
         key = _check_key(key)
         with self._read("lease", key) as cur:
             row = cur.execute(
@@ -1203,6 +1251,11 @@ class SQLiteAgentStore(AgentStore):
     # convention leadership ------------------------------------------------------------------
 
     def claim_leadership(self, convention: str, holder: str, seconds: float) -> Leadership:
+        """Read and (if ``_leadership_claim`` allows) take the lease in one write transaction.
+
+        The write lock SQLite takes at the first statement of ``_write`` makes the read and the
+        update one step: two candidates can never both see the lease free and both win.
+        """
         with self._write("claim_leadership") as cur:
             now = time.time()
             row = cur.execute(
@@ -1221,6 +1274,7 @@ class SQLiteAgentStore(AgentStore):
             return Leadership(decision, holder, seconds, acquired=True)
 
     def leadership(self, convention: str) -> Leadership | None:
+        """Who leads ``convention`` and for how long still (``None``: never claimed)."""
         with self._read("leadership") as cur:
             row = cur.execute(
                 "SELECT epoch, holder, expires FROM leadership WHERE convention = ?",
@@ -1229,6 +1283,10 @@ class SQLiteAgentStore(AgentStore):
         return None if row is None else Leadership(int(row[0]), row[1], row[2] - time.time())
 
     def release_leadership(self, convention: str, holder: str) -> None:
+        """Expire ``holder``'s lease now, keeping the epoch, so a standby takes over at once.
+
+        The ``holder`` condition makes a deposed leader's late release a no-op.
+        """
         with self._write("release_leadership") as cur:
             cur.execute(
                 "UPDATE leadership SET expires = ? WHERE convention = ? AND holder = ?",
@@ -1238,6 +1296,7 @@ class SQLiteAgentStore(AgentStore):
     # turn-boundary writes -------------------------------------------------------------------
 
     def save_state(self, key: str, blob: bytes, *, incarnation: int | None = None) -> None:
+        """Replace the snapshot; ``_touch`` refuses it if a newer incarnation began."""
         key = _check_key(key)
         blob = _as_blob(blob, "state blob")
         with self._write("save_state", key) as cur:
@@ -1265,6 +1324,7 @@ class SQLiteAgentStore(AgentStore):
                 raise AgentNotFound(f"no stored agent with key {_short(key)}", ref=ref)
 
     def dequeue(self, key: str, ref: str) -> bool:
+        """Remove one queued request; ``False`` if it was not queued (taken or cancelled)."""
         key = _check_key(key)
         ref = _check_ref(ref)
         with self._write("dequeue", key) as cur:
@@ -1274,6 +1334,11 @@ class SQLiteAgentStore(AgentStore):
     def set_in_flight(
         self, key: str, ref: str, blob: bytes, *, incarnation: int | None = None
     ) -> None:
+        """Mark ``ref`` in flight and take it off the mailbox in one transaction.
+
+        A crash between the two would otherwise leave the request both queued and in flight,
+        and the restarted agent would run it twice.
+        """
         key = _check_key(key)
         ref = _check_ref(ref)
         blob = _as_blob(blob, "in-flight blob")
@@ -1288,6 +1353,7 @@ class SQLiteAgentStore(AgentStore):
             cur.execute("DELETE FROM mailbox WHERE key = ? AND ref = ?", (key, ref))
 
     def clear_in_flight(self, key: str, *, incarnation: int | None = None) -> None:
+        """Clear the in-flight request (the turn ended); fenced like every state write."""
         key = _check_key(key)
         with self._write("clear_in_flight", key) as cur:
             self._touch(
@@ -1299,6 +1365,7 @@ class SQLiteAgentStore(AgentStore):
             )
 
     def put_result(self, key: str, ref: str, blob: bytes, *, max_results: int) -> None:
+        """Store a tell's result and evict the oldest beyond ``max_results``, in one transaction."""
         key = _check_key(key)
         result = StoredRequest(_check_ref(ref), _as_blob(blob, "result blob"))
         max_results = _check_max_results(max_results)
@@ -1382,6 +1449,7 @@ class SQLiteAgentStore(AgentStore):
         return record
 
     def forget_process(self, pid: int, start_ticks: int | None = None) -> int:
+        """Delete the records of ``pid`` (only the one started at ``start_ticks``, if given)."""
         with self._write("forget_process") as cur:
             cur.execute(
                 "DELETE FROM processes WHERE pid = ? AND (? IS NULL OR start_ticks = ?)",
@@ -1390,6 +1458,7 @@ class SQLiteAgentStore(AgentStore):
             return cur.rowcount
 
     def recorded_processes(self) -> list[ProcessRecord]:
+        """Every process record, oldest first (the order the reaper ends them in)."""
         with self._read("recorded_processes") as cur:
             rows = cur.execute(
                 "SELECT pid, start_ticks, boot, pgid, role, agent_key, recorded_at"
@@ -1421,6 +1490,14 @@ class MemoryAgentStore(AgentStore):
 
     Useful as the baseline of the durability benchmark, for tests of the runtime that do not
     need a file, and as the reference a new store implementation can be compared with.
+
+    How it keeps the contract, as a guide for another implementation: one re-entrant lock
+    around every method stands for a transaction (nothing is seen half-done, and
+    ``begin_incarnation`` holds it across its load and increment); ``_check_incarnation``
+    is the fence every state write passes; results are ordered by insertion and evicted
+    oldest first; and every failure raises the same type the SQLite store raises
+    (``AgentNotFound``, ``AgentAlreadyExists``, ``StaleIncarnation``, ``StoreError``), so
+    the runtime cannot tell the stores apart by their errors.
     """
 
     def __init__(self) -> None:
@@ -1442,6 +1519,7 @@ class MemoryAgentStore(AgentStore):
         return agent
 
     def _check_open(self) -> None:
+        """Raise ``StoreError`` after ``close``, as a closed SQLite connection would."""
         if self._closed:
             raise StoreError("the in-memory agent store is closed")
 
@@ -1456,6 +1534,7 @@ class MemoryAgentStore(AgentStore):
 
     @staticmethod
     def _put(agent: _MemoryAgent, result: StoredRequest, max_results: int) -> None:
+        """Store ``result`` as the newest (a result stored again moves to the end), then evict."""
         agent.results.pop(result.ref, None)
         agent.results[result.ref] = result.blob
         while len(agent.results) > max_results:
@@ -1474,6 +1553,7 @@ class MemoryAgentStore(AgentStore):
             self._agents[key] = _MemoryAgent(name_blob, spec_blob)
 
     def delete_agent(self, key: str) -> bool:
+        """Drop the whole record (its queue, results, lease and files live inside it)."""
         with self._lock:
             self._check_open()
             return self._agents.pop(_check_key(key), None) is not None
@@ -1509,6 +1589,7 @@ class MemoryAgentStore(AgentStore):
             return agent.incarnation
 
     def begin_incarnation(self, key: str) -> StoredAgent:
+        """The base class's load and increment, under the lock so that they are one step."""
         with self._lock:
             return super().begin_incarnation(key)
 
@@ -1657,6 +1738,7 @@ class MemoryAgentStore(AgentStore):
         pgid: int | None = None,
         agent_key: str | None = None,
     ) -> ProcessRecord | None:
+        """Key the record by pid, start time and boot, as the SQL primary key does."""
         record = _new_process_record(pid, role, pgid, agent_key)
         if record is None:
             return None
@@ -1683,6 +1765,7 @@ class MemoryAgentStore(AgentStore):
             return sorted(self._processes.values(), key=lambda r: (r.recorded_at, r.pid))
 
     def close(self) -> None:
+        """Refuse every later call; the data is dropped with the object."""
         with self._lock:
             self._closed = True
 

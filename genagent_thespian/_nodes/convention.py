@@ -34,6 +34,17 @@ A member's :class:`AgentSystem` is a client of the leader's services (``ask``, `
 ``status``, ``list_agents``... by name work from it); shutting a member down stops no agent
 by itself, but its agents' processes end with it, so the leader restarts the permanent ones
 elsewhere. Shut members down before the leader.
+
+How a member joins (``_start_member``)::
+
+    member process: ActorSystem(Convention Address.IPv4 = leader) -- the admin registers
+    member --createActor(_ServicesFinder, on a leader)--> leader's node
+    _ServicesFinder --_Services(registry, telemetry, supervisor, watcher)--> member
+    member: _Heartbeat (re-registers every period), _Probe (its process group, to sweep)
+    leader's NodeWatcher --NodesChanged--> supervisor: agents may now be placed there
+
+A join that cannot reach the leader's services within ``join_timeout`` shuts the new
+system down again and ends whatever it forked: a failed ``start_node`` leaves nothing.
 """
 
 from __future__ import annotations
@@ -126,6 +137,12 @@ class _ServicesFinder(_LeaderOnly):
     """Created on the leader by a joining member; answers where the services are, then exits."""
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
+        """Answer with the leader's services (by global name, booted or not), then leave.
+
+        An actor on the leader is the only way for a member to reach the leader's named actors:
+        a ``globalName`` resolves in the admin it is asked of, and the member's own admin would
+        create a second, empty registry.
+        """
         if isinstance(message, _WhereAreServices):
             services = _Services(
                 self.createActor(Registry, globalName=REGISTRY_NAME),
@@ -144,6 +161,11 @@ class _Probe(Actor):
     """Created on the local node: answers its pid and process group, then exits."""
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
+        """Answer ``"probe"`` with this actor's pid and process group, then leave.
+
+        Every actor of a system shares the admin's process group; the starter learns it here so
+        that ``shutdown`` can sweep the group afterwards.
+        """
         if message == "probe":
             self.send(sender, (os.getpid(), os.getpgid(0)))
             self.wakeupAfter(_FINDER_LINGER)
@@ -174,6 +196,7 @@ class _Heartbeat(Actor):
         self._period = 0.0
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
+        """Start beating on ``_Beat``; on each wakeup, touch the capability and re-arm."""
         if isinstance(message, _Beat):
             self._period = message.period
             self.wakeupAfter(self._period)
@@ -319,6 +342,12 @@ def _start_member(
     join_timeout: float,
     transport_limits: TransportLimits | None,
 ) -> AgentSystem:
+    """Start a member's actor system and attach it to the leader's services (see above).
+
+    Transport security is configured before Thespian starts, as for any system; the new
+    admin is marked with a fresh system id so that, should the join fail, what it forked is
+    found and killed.
+    """
     security = harden_transport(
         bind_host=bind_host,
         advertise_host=advertise_host,
@@ -464,7 +493,13 @@ def _start_candidate_or_member(
 
 
 def _find_leader_services(asys: ActorSystem, join_timeout: float) -> _Services:
-    """Ask a finder created on the leader (capability-directed) where its services are."""
+    """Ask a finder created on the leader (capability-directed) where its services are.
+
+    Retried until ``join_timeout``: right after a member starts, its admin may not have
+    registered with the leader yet, and the capability-directed ``createActor`` then fails
+    or finds no leader. The error names what to check (address, secret, bind hosts),
+    since a wrong secret looks exactly like silence from here.
+    """
     from .._core.errors import SystemNotRunning
 
     deadline = time.monotonic() + join_timeout
@@ -486,6 +521,11 @@ def _find_leader_services(asys: ActorSystem, join_timeout: float) -> _Services:
 
 
 def _check_labels(capabilities: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The node's labels, checked: plain string keys, and a positive int ``capacity``.
+
+    A label named like one of Thespian's or the framework's capabilities would silently
+    change how the node registers or is placed on; it is refused with ``InvalidOption``.
+    """
     labels = dict(capabilities or {})
     for key in labels:
         if not isinstance(key, str) or key.startswith(RESERVED_PREFIXES):
@@ -543,6 +583,7 @@ def list_nodes(system: AgentSystem) -> tuple[NodeInfo, ...]:
     from .._core.errors import AskTimeout
 
     def nodes_from(address: Any) -> Any:
+        """Ask the node watcher at ``address`` for the node list (10 s at most)."""
         return system.exchange(address, _ListNodes(), lambda m: isinstance(m, tuple), timeout=10.0)
 
     try:
@@ -576,7 +617,11 @@ def wait_for_nodes(
 
 
 def list_fleet(system: AgentSystem) -> tuple[AgentEntry, ...]:
-    """Every registered agent with the node it runs on (``AgentEntry.node``)."""
+    """Every registered agent with the node it runs on (``AgentEntry.node``).
+
+    One question to the registry, not one per agent: the fleet view of a convention must
+    stay cheap however many agents run, and a busy agent is never asked anything.
+    """
     reply = system.exchange(
         system.registry, ListAgents(), lambda m: isinstance(m, AgentList), timeout=10.0
     )

@@ -28,6 +28,17 @@ The lease is ``GENAGENT_LEADER_LEASE_SECONDS`` (default 8 s). A leader's death i
 when its lease runs out (at most one lease after its last renewal), the next claim (a
 third of a lease later) takes over and boots a sixth of a lease after; the census adds
 :data:`~genagent_thespian._actors.supervisor.CENSUS_SECONDS` or more.
+
+One failover, as messages (candidates A and B, A leading)::
+
+    Elector A --claim_leadership--> store       (every lease / 3; A renews, epoch e)
+    A's host dies; its lease runs out
+    Elector B --claim_leadership--> store: acquired, epoch e + 1
+    Elector B: lease / 6 later, _boot: Registry, TelemetryHub, AgentSupervisor --Boot-->
+    AgentSupervisor --Booted--> Elector B: NodeWatcher, Lead(services) --> supervisor,
+                                           SetServices --> B's directory
+    supervisor --KeepNode--> NodeKeeper on every node --NodeCensus--> supervisor (adopt)
+    census over: the stored durable agents nobody reported are restarted
 """
 
 from __future__ import annotations
@@ -69,7 +80,12 @@ def leader_lease_seconds() -> float:
 
 @dataclass(frozen=True, slots=True)
 class Elect:
-    """Node starter -> elector: take part in the election of ``convention``'s leader."""
+    """Node starter -> elector: take part in the election of ``convention``'s leader.
+
+    ``holder`` names this run of the node, not only its address: a candidate restarted on
+    the same address is a new holder, so it never renews its predecessor's lease as its
+    own: it waits for that lease to expire and leads under a new epoch.
+    """
 
     store_path: str
     convention: str
@@ -103,6 +119,11 @@ class Elector(Actor):
         self._services: dict[str, Any] = {}
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
+        """Claim on ``Elect`` and on every claim tick; boot, lead, or leave. Never raises.
+
+        A boot deadline carries the epoch it was set for: if the lead was lost and won again
+        meanwhile, the stale one does nothing and the newer one boots.
+        """
         try:
             if isinstance(message, Elect):
                 if self._elect is None:
@@ -121,6 +142,13 @@ class Elector(Actor):
             _log.exception("the leader election failed handling %s", type(message).__name__)
 
     def _claim(self) -> None:
+        """Claim (or renew) the lease and act on the answer; the next claim is armed first.
+
+        Armed first so that a claim that raises or blocks on the store never ends the election.
+        A lost claim, a lapsed lead (a new epoch for the same holder: the lease ran out between
+        two renewals) or a store silent for half a lease make a leader stand down; a won claim
+        with a new epoch makes this node lead.
+        """
         elect = self._elect
         assert elect is not None
         self.wakeupAfter(elect.lease / 3, payload=_CLAIM)
@@ -172,6 +200,11 @@ class Elector(Actor):
             self._boot()
 
     def _boot(self) -> None:
+        """Create this node's services under their global names and boot the supervisor.
+
+        The services are created by name on this node, so every client of this node and the
+        directory find them; ``Booted`` from the supervisor continues in ``_lead_booted``.
+        """
         elect = self._elect
         assert elect is not None
         self._services = {
@@ -185,6 +218,13 @@ class Elector(Actor):
         self.send(self._services["supervisor"], boot)
 
     def _lead_booted(self) -> None:
+        """The services run: start the node watcher and announce the lead.
+
+        Only once per lead, and only while still leading (the lead may have been lost while the
+        supervisor booted). The supervisor hears ``Lead`` before the watcher reports any node,
+        so it places agents and starts its census as the leader. The leader list puts this
+        node first: keepers hand it to every member, which then registers here at once.
+        """
         elect = self._elect
         if elect is None or not self._epoch or "watcher" in self._services:
             return
@@ -206,6 +246,11 @@ class Elector(Actor):
         self.send(directory, SetServices(services))
 
     def _stand_down(self, why: str) -> None:
+        """Stop leading: end the services this node runs, leaving the agents running.
+
+        Idempotent (a node that does not lead has nothing to end). Sends are best-effort: a
+        service that is gone already needs no exit request.
+        """
         if not self._epoch:
             return
         _log.warning("this node no longer leads the convention: %s", why)

@@ -5,6 +5,17 @@ notices and tells the supervisor the live nodes (``NodesChanged``) and the lost 
 (``NodeLost``); ``list_nodes`` asks it (:class:`ListNodes`). Kept apart from
 ``convention.py`` (starting nodes) so the leader election (``leadership.py``) can start a
 watcher without importing the node starter.
+
+Message flow::
+
+    Thespian admin --ActorSystemConventionUpdate(added | removed)--> NodeWatcher
+    NodeWatcher --NodesChanged(live nodes and their placement capabilities)--> supervisor
+    NodeWatcher --NodeLost(node), after _LEAVE_GRACE without re-registering--> supervisor
+    client (list_nodes) --ListNodes--> NodeWatcher --tuple[NodeInfo, ...]--> client
+
+Why the watcher and not Thespian tells the supervisor of lost agents: Thespian 4.0.1 sends
+no ``ChildActorExited`` for children on a member that died, so without ``NodeLost`` the
+agents of a dead host would stay "running" for ever.
 """
 
 from __future__ import annotations
@@ -71,6 +82,11 @@ class LeaderOnly(Actor):
     def actorSystemCapabilityCheck(
         capabilities: dict[str, Any], requirements: dict[str, Any] | None = None
     ) -> bool:
+        """Accept only a leader or a standby leader's system (Thespian asks each node).
+
+        Membership notices reach only the convention leader's admin; a watcher created on a
+        member would never hear of a node joining or leaving.
+        """
         return capabilities.get(ROLE_CAPABILITY) in ("leader", "candidate")
 
 
@@ -83,6 +99,9 @@ class NodeWatcher(LeaderOnly):
     """On the leader: follows the convention's membership (``ActorSystemConventionUpdate``)."""
 
     def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
+        """Keep the leader's own capabilities: the leader is a node too, and placement may use
+        it.
+        """
         super().__init__()
         self._own = dict(capabilities or {})
         self._members: dict[str, dict[str, Any]] = {}
@@ -91,6 +110,13 @@ class NodeWatcher(LeaderOnly):
         self._told: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] | None = None
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
+        """Track joins and leaves; report a leave only once it lasted ``_LEAVE_GRACE``.
+
+        It registers for membership notices on its first message (an actor cannot call Thespian
+        in ``__init__``) and tells the supervisor the nodes at once, so placement starts with
+        the leader itself. A member that registers again within the grace never left: Thespian
+        reports a re-registration as a leave and a join.
+        """
         if not self._registered:
             self._registered = True
             self.notifyOnSystemRegistrationChanges(True)
@@ -117,6 +143,7 @@ class NodeWatcher(LeaderOnly):
             self.send(sender, tuple(nodes))
 
     def _supervisor(self) -> Any:
+        """The supervisor's address, by its global name (created once per system, at boot)."""
         return self.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
 
     def _tell_supervisor(self) -> None:
@@ -137,6 +164,11 @@ def _placement_view(capabilities: Mapping[str, Any]) -> tuple[tuple[str, Any], .
 
 
 def _node_info(capabilities: Mapping[str, Any]) -> NodeInfo:
+    """What ``list_nodes`` shows of a node: its name, role, host, user labels and capacity.
+
+    Thespian's and the framework's own capabilities are left out of ``labels``: they are
+    not the user's, and placement must not be asked to match them.
+    """
     labels = tuple(
         sorted(
             (key, value)

@@ -76,7 +76,11 @@ def state_path() -> Path:
 
 
 def read_state() -> NodeState | None:
-    """Return the recorded node, or ``None`` when there is none or its process is gone."""
+    """Return the recorded node, or ``None`` when there is none or its process is gone.
+
+    A state file left by a node that was killed (no clean stop removed it) is stale: its
+    port may belong to something else by now, so commands treat it as no node at all.
+    """
     path = state_path()
     try:
         data = json.loads(path.read_text("utf-8"))
@@ -287,12 +291,21 @@ def state_as_dict(state: NodeState) -> dict[str, Any]:
 
 
 def _write_state(path: Path, state: NodeState) -> None:
+    """Write the state file atomically, readable by its owner only.
+
+    Written to a private temporary file and renamed over the old one: a command reading the
+    file while the node writes it sees the old state or the new, never half a JSON.
+    """
     temporary = private_file(path.with_suffix(f".{os.getpid()}.tmp"))
     temporary.write_text(json.dumps(asdict(state), indent=2), "utf-8")
     os.replace(temporary, path)
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (another user's process counts; a zombie does not).
+
+    A state file whose node process is gone is stale: commands must not try its port.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -308,12 +321,14 @@ def _alive(pid: int) -> bool:
 
 
 def _valid_port(port: int) -> int:
+    """``port``, or ``InvalidOption`` if it is not a TCP port number."""
     if not 0 < port < 65536:
         raise InvalidOption(f"port must be between 1 and 65535, got {port}")
     return port
 
 
 def _tail(path: Path, lines: int = 5) -> str:
+    """The last ``lines`` of the node's log on one line, for an error saying why it failed."""
     try:
         text = path.read_text("utf-8", errors="replace").strip().splitlines()
     except OSError:

@@ -57,7 +57,11 @@ AGENT_MARKER = "GENAGENT_AGENT_ID"
 
 
 def processes_with_marker(value: str, *, variable: str = SYSTEM_MARKER) -> list[int]:
-    """Return the pids (other than this process) whose environment has ``variable=value``."""
+    """Return the pids (other than this process) whose environment has ``variable=value``.
+
+    Processes that vanish or are not ours to read while the table is walked are skipped:
+    they are gone, or not something this user could have started.
+    """
     if not value:
         return []
     own = os.getpid()

@@ -83,7 +83,13 @@ def boot_id() -> str:
 
 
 def process_stat(pid: int) -> ProcessStat | None:
-    """Read ``/proc/<pid>/stat``; ``None`` if there is no such process."""
+    """Read ``/proc/<pid>/stat``; ``None`` if there is no such process.
+
+    Any failure to read or parse is ``None`` as well: callers use this to decide whether a
+    recorded process may be signalled, and an unreadable one must never be taken as ours.
+    The command name is skipped by its last ``)``, since it may contain spaces and
+    parentheses of its own.
+    """
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read().decode("ascii", "replace")

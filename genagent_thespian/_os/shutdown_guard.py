@@ -38,6 +38,11 @@ def install_shutdown_guard() -> None:
 
 
 def _guarded(admin: Any, envelope: Any) -> Any:
+    """The admin's ``SystemShutdown`` handler, refusing requests from foreign processes.
+
+    A refused request is answered ``SystemShutdownCompleted`` so the foreign client does not
+    hang in ``shutdown()``; the system keeps running, and the refusal is logged.
+    """
     pid = _local_pid(envelope.sender)
     if pid is None or _may_shut_down(pid):
         return _original(admin, envelope)
@@ -52,6 +57,10 @@ def _guarded(admin: Any, envelope: Any) -> Any:
 
 
 def _may_shut_down(pid: int) -> bool:
+    """Whether process ``pid`` may shut this system down: the admin, its starter, or one of
+    the system's own processes (same process group). A pid already gone is allowed: the
+    request cannot be a live foreign client's.
+    """
     if pid in (os.getpid(), os.getppid()):
         return True
     try:

@@ -166,7 +166,12 @@ def _json_default(value: object) -> Any:  # Any: whatever JSON can encode
 
 @contextlib.contextmanager
 def _spinner(out: _Output, label: str) -> Iterator[Callable[[str], None]]:
-    """Show ``label`` and the seconds spent while a block runs (on a terminal only)."""
+    """Show ``label`` and the seconds spent while a block runs (on a terminal only).
+
+    The block is usually one blocking call to the node (start an agent, stop one), so the
+    spinner redraws from a daemon thread; the caller may change the label through the
+    yielded function. The line is erased afterwards, so an error starts on a clean line.
+    """
     started = time.monotonic()
     stopped = threading.Event()
     current = [label]
@@ -336,7 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
-    """Parse ``key=value`` pairs; values are JSON when they parse, else strings."""
+    """Parse ``key=value`` pairs; values are JSON when they parse, else strings.
+
+    So ``--option count=3`` passes an int and ``--option tags='["a", "b"]'`` a list, as
+    the Python API would, while a plain word needs no quoting.
+    """
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -552,7 +561,12 @@ def _cmd_ask(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int
 
 
 def _explain_queue(name: str, system: AgentSystem, view: TurnView) -> None:
-    """Say at once when the prompt will wait: the agent is halted, or busy with a turn."""
+    """Say at once when the prompt will wait: the agent is halted, or busy with a turn.
+
+    Asked before the prompt is sent (a status is answered at once, even mid-turn), so a
+    person knows why nothing streams yet. A failed status is ignored: the ask itself will
+    report what is wrong, with the right exit code.
+    """
     with contextlib.suppress(GenAgentError):
         state = status(name, system=system)
         if state.halted or state.halt_pending:
@@ -700,7 +714,11 @@ def _cmd_status(args: argparse.Namespace, out: _Output, system: AgentSystem) -> 
 
 
 def _cmd_ls(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
-    """``genagent ls``: one line per agent; an agent that cannot be asked shows its error."""
+    """``genagent ls``: one line per agent; an agent that cannot be asked shows its error.
+
+    One unreachable agent does not fail the listing: the others are still worth seeing,
+    and the row says what went wrong with that one.
+    """
     rows = fleet_rows(system)
     if not out.as_json:
         if not rows:
@@ -864,7 +882,12 @@ def _cmd_demo(args: argparse.Namespace, out: _Output) -> int:
 
 
 def _cmd_mcp(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int:
-    """Serve the fleet over MCP (``genagent_thespian._mcp``; the ``mcp`` extra)."""
+    """Serve the fleet over MCP (``genagent_thespian._mcp``; the ``mcp`` extra).
+
+    With ``stdio`` the process's stdout is the protocol, so nothing else may be printed
+    there (the token file's path, for HTTP, goes to stderr). The attached system is made
+    the default, since the MCP tools call the API without a ``system=`` argument.
+    """
     try:
         from .._mcp import server as mcp_server
         from .._mcp.config import load_config
@@ -983,4 +1006,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _entry() -> NoReturn:
+    """The console script's entry point (``genagent``): exit with ``main``'s code."""
     sys.exit(main())

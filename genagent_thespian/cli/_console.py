@@ -24,6 +24,20 @@ loopback, against DNS rebinding.
 Everything the console knows beyond the fleet status comes from telemetry
 (``prompt.*``, ``turn.event``, ``event.received``...), so turns that ran before the console
 started have no transcript, and the graph counts notifications seen since then.
+
+The threads and the path of what a browser sees::
+
+    agents --telemetry--> TelemetryHub --> bridge thread --> _Observer.handle (under a lock)
+                                                              |- transcripts, graph edges
+                                                              '- per-viewer queues
+    browser <--SSE-- api_stream (event loop) <-- to_thread(queue.get, 0.5 s) <-'
+    browser --GET /api/fleet--> event loop --> call threads (4) --> list_agents, status
+    browser --POST control + token--> event loop --> call threads --> interrupt/halt/...
+
+Why a small pool of call threads: every thread that talks to the actor system keeps its
+own Thespian endpoint (``_api/system.py``), so a thread per request would leak endpoints;
+and no actor call may run on the event loop, which would freeze every page while one
+node call waits.
 """
 
 from __future__ import annotations
@@ -87,7 +101,11 @@ def _clip(value: object, limit: int = _FIELD_LIMIT) -> str:
 
 
 def event_json(event: Any) -> dict[str, Any]:
-    """Return the displayable part of a turn event (kind, text, tool name, message)."""
+    """Return the displayable part of a turn event (kind, text, tool name, message).
+
+    Every value is cut to a size a page can hold (a tool's output can be megabytes) and
+    made JSON-safe; anything else in the event stays out of the browser.
+    """
     if not isinstance(event, Event):
         return {"kind": "unknown", "text": _clip(event)}
     data = event.data
@@ -257,10 +275,12 @@ class _Observer:
 
 
 def _summary(turn: dict[str, Any]) -> dict[str, Any]:
+    """A turn without its parts: what the fleet and turn-end messages need (small)."""
     return {k: v for k, v in turn.items() if k != "parts"}
 
 
 def _copy(turn: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``turn`` deep enough to read outside the lock while the observer appends."""
     return dict(turn, parts=[dict(part) for part in turn["parts"]])
 
 
@@ -381,7 +401,12 @@ class Console:
         return f"http://{shown}:{self.port}/"
 
     def start(self) -> None:
-        """Subscribe to telemetry and serve in a background thread."""
+        """Subscribe to telemetry and serve in a background thread.
+
+        Telemetry first: a turn that starts while the server comes up is already in the
+        transcripts. The socket was bound in ``__init__``, so a browser that connects
+        early waits in the backlog instead of being refused.
+        """
         attach(self._handler_id, _TELEMETRY, self.observer.handle, system=self.system)
         self._thread = threading.Thread(
             target=self._server.run,
@@ -397,7 +422,11 @@ class Console:
             pass
 
     def close(self) -> None:
-        """Stop serving and detach from telemetry (idempotent)."""
+        """Stop serving and detach from telemetry (idempotent).
+
+        Detaching needs the node; when it is gone the step is skipped, so closing the
+        console after its node stopped is immediate. Calls still queued are cancelled.
+        """
         if self._closing.is_set():
             return
         self._closing.set()
@@ -422,7 +451,11 @@ class Console:
         return port is None or port_open(port, timeout=0.5)
 
     async def call(self, fn: Any, *args: Any, timeout: float = 60.0, **kwargs: Any) -> Any:
-        """Run an actor-system call on the console's call threads and await its result."""
+        """Run an actor-system call on the console's call threads and await its result.
+
+        Bounded by ``timeout``: a page waiting on a node that stopped answering gets an
+        error rather than a request that never ends.
+        """
         future = self._calls.submit(fn, *args, system=self.system, **kwargs)
         return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
 
@@ -477,6 +510,7 @@ def _build_app(console: Console) -> ASGIApp:
         return HTMLResponse(text.replace("{body}", body), headers=_SECURITY_HEADERS)
 
     async def fleet_page(request: Request) -> Response:
+        """The fleet page: static HTML; its script polls ``/api/fleet``."""
         return page(_FLEET_BODY, "fleet")
 
     async def agent_page(request: Request) -> Response:
@@ -485,6 +519,7 @@ def _build_app(console: Console) -> ASGIApp:
         return page(_AGENT_BODY.replace("{name}", html.escape(name)), "agent")
 
     async def script(request: Request) -> Response:
+        """The page script, served from the console itself so the CSP can forbid inline scripts."""
         return Response(_SCRIPT, headers=_SECURITY_HEADERS, media_type="text/javascript")
 
     async def api_fleet(request: Request) -> Response:
@@ -575,6 +610,7 @@ def _build_app(console: Console) -> ASGIApp:
         return json_reply({"ok": True, "action": action, "agent": name, "ref": result})
 
     async def not_found(request: Request, exc: Exception) -> Response:
+        """Any unknown path: a JSON 404 with the security headers, not Starlette's page."""
         return json_reply({"ok": False, "error": "no such page"}, 404)
 
     app = Starlette(
@@ -607,6 +643,7 @@ def _build_app(console: Console) -> ASGIApp:
 
 
 def _error(exc: GenAgentError) -> dict[str, Any]:
+    """A control's failure as JSON: the error's type and message (they carry no secret)."""
     return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 

@@ -69,7 +69,12 @@ def _late(row: dict[str, Any]) -> bool:
 
 
 def state_label(row: dict[str, Any]) -> str:
-    """The state a person reads: ``idle``, ``processing``, ``halted``, ``hibernated``..."""
+    """The state a person reads: ``idle``, ``processing``, ``halted``, ``hibernated``...
+
+    The most urgent condition wins: an agent that cannot be asked, or whose session is
+    lost, needs a person, and showing it as merely "processing" would hide that. Then the
+    states a person caused (halted, halting), then the quiet ones.
+    """
     if "error" in row:
         return "unreachable"
     if row.get("session_lost"):
@@ -96,7 +101,12 @@ _STATE_STYLE = {
 
 
 def top_table(rows: list[dict[str, Any]], *, width: int) -> Table:
-    """The fleet as a table for a terminal ``width`` columns wide (see the module doc)."""
+    """The fleet as a table for a terminal ``width`` columns wide (see the module doc).
+
+    The table never wraps a row: names and the last error are cut with an ellipsis, so one
+    agent is always one line and a fleet of fifty still fits a screen. Failures, retries
+    and a turn near its watchdog are coloured, since they are what a person scans for.
+    """
     wide = width >= WIDE
     table = Table(
         box=None, padding=(0, 2, 0, 0) if wide else (0, 1, 0, 0), header_style="bold", width=width
@@ -186,7 +196,11 @@ def render_top(
     now: float | None = None,
     stopped: bool = False,
 ) -> str:
-    """Return one frame of ``genagent top`` as text, ``width`` columns wide."""
+    """Return one frame of ``genagent top`` as text, ``width`` columns wide.
+
+    Used by ``top --once`` and when stdout is not a terminal: no cursor movement, no
+    colour unless asked, trailing spaces removed, so the output diffs and greps cleanly.
+    """
     buffer = io.StringIO()
     console = Console(
         file=buffer,

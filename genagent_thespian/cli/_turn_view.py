@@ -124,7 +124,13 @@ class TurnView:
             self.waiting(self.label)
 
     def event(self, event: Event) -> None:
-        """Show one event of the turn."""
+        """Show one event of the turn.
+
+        Text deltas go to stdout as they come (the spinner steps aside first, so it never
+        lands inside the reply); tool calls, their results, retries and warnings become one
+        line each on stderr; thinking only changes the spinner's label. Other kinds (usage,
+        the terminal event) show nothing here: the command prints the summary at the end.
+        """
         kind = event.kind
         data = event.data
         if not self.turn_started:

@@ -8,6 +8,17 @@
   ``agent_system`` (a fresh ``multiprocTCPBase`` system on a free port, shut down after
   the test with no process left) and ``any_agent_system`` (the same test once per
   supported base: ``simpleSystemBase`` and ``multiprocTCPBase``).
+
+The modules behind it::
+
+    _scripted.py          ScriptedBackend and its script items
+    _scripted_agent.py    ScriptedAgent: a general agent driven by JSON (the CLI, demos)
+    _fake_llm_server.py   FakeLLMServer: the Anthropic and OpenAI HTTP APIs on loopback
+    _conformance.py       BackendConformance: the suite every backend must pass
+    _chaos.py             kill processes and damage stores on purpose, reproducibly
+
+Fakes sit at seams the framework owns (the ``Backend`` class, the providers' HTTP APIs), so
+a test exercises the same code paths as production rather than a patched stand-in.
 """
 
 from __future__ import annotations
@@ -174,13 +185,20 @@ class TelemetryCapture:
         self.events: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
 
     def __enter__(self) -> TelemetryCapture:
+        """Attach the handler; returns once every agent sends the captured names.
+
+        ``attach`` waits for the agents' acknowledgements, so a turn the test starts right
+        after the ``with`` line is captured from its first event.
+        """
         attach(self._id, self._names, self._record, system=self._system)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Detach the handler; the events recorded so far stay readable."""
         detach(self._id, system=self._system)
 
     def _record(self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
+        """The handler: keep the event and wake ``wait_for`` (runs on the telemetry thread)."""
         with self._lock:
             self.events.append((name, measurements, metadata))
             self._lock.notify_all()
@@ -256,6 +274,7 @@ def _assert_no_process_left(system: AgentSystem) -> None:
     """
 
     def gone() -> bool:
+        """Whether no process of the system is left."""
         return not system_processes(system)
 
     try:

@@ -188,6 +188,7 @@ class BackendConformance:
 
     @pytest.fixture
     def session(self, backend: Backend, provider: Any) -> Any:
+        """A session started with the suite's options against this test's ``provider``."""
         return backend.start_session(self.start_options(provider))
 
     # -- tests --------------------------------------------------------------------------
@@ -371,19 +372,23 @@ class FakeServerConformance(BackendConformance):
             yield server
 
     def script_text(self, provider: Any, text: str) -> None:
+        """Script one streamed text reply (three chunks, so streaming is exercised)."""
         from ._fake_llm_server import Text
 
         provider.script(Text(text, chunks=3))
 
     def script_error(self, provider: Any) -> None:
+        """Script a retryable overload (529) that a backend must map to ``BackendError``."""
         from ._fake_llm_server import HTTPError
 
         provider.script(HTTPError(529, retry_after=0))
 
     def script_slow(self, provider: Any) -> None:
+        """Script a reply that starts and then hangs, for the cancel and timeout tests."""
         from ._fake_llm_server import Hang, Text
 
         provider.script(Hang(prefix=Text("partial answer", chunks=2)))
 
     def wait_until_in_flight(self, provider: Any, first_event: threading.Event) -> None:
+        """Return once the backend's request reached the provider (the turn is in flight)."""
         provider.wait_for_requests(1, timeout=self.turn_timeout)

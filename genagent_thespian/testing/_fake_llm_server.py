@@ -36,6 +36,21 @@ The server only listens on a loopback address. Credentials are never recorded: t
 ``authorization``, ``x-api-key`` and similar headers are replaced by ``<redacted>``, and
 :attr:`RecordedRequest.auth_fingerprint` lets a test check *which* key was sent by comparing
 with :meth:`FakeLLMServer.fingerprint`.
+
+The threads, and what happens to one model request::
+
+    test thread            server thread (ThreadingHTTPServer)   handler thread (one per connection)
+      script(items)  --->  self._script (under the lock)
+                           accept --------------------------------> _Handler: read the body,
+                                                                    _record (wakes waiters),
+                                                                    _take the next item,
+                                                                    render it (SSE or JSON)
+      wait_for_requests <--- notify_all
+      close(): release hangs, cut every live connection, join the threads
+
+Why a real server rather than a patched client: the CLIs are separate programs; the only
+seam they share with the SDKs is HTTP, and a fake at that seam tests the code that users
+run (retries, streaming parsers, timeouts) instead of a stand-in for it.
 """
 
 from __future__ import annotations
@@ -80,6 +95,7 @@ _POLL_SECONDS = 0.05
 
 
 def _new_id(prefix: str) -> str:
+    """An id shaped like the provider's (``msg_...``, ``resp_...``), unique per call."""
     return f"{prefix}{uuid.uuid4().hex[:24]}"
 
 
@@ -448,12 +464,14 @@ _OPENAI_ERRORS = {  # status -> (type, code)
 
 
 def _anthropic_error_type(status: int) -> str:
+    """The ``error.type`` Anthropic sends with ``status``: clients branch on it, not on the code."""
     if status in _ANTHROPIC_ERROR_TYPES:
         return _ANTHROPIC_ERROR_TYPES[status]
     return "api_error" if status >= 500 else "invalid_request_error"
 
 
 def _openai_error(status: int) -> tuple[str, str | None]:
+    """The ``error.type`` and ``error.code`` OpenAI sends with ``status`` (clients read both)."""
     if status in _OPENAI_ERRORS:
         return _OPENAI_ERRORS[status]
     return ("server_error", None) if status >= 500 else ("invalid_request_error", None)
@@ -621,17 +639,25 @@ class FakeLLMServer:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> FakeLLMServer:
+        """Use the server in a ``with`` block: it is already serving, and closes at the end."""
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        """Close the server however the block ended, so no test leaves a thread or port behind."""
         self.close()
 
     def __repr__(self) -> str:
+        """The URL and how many script items are left: what a failing test's message needs."""
         return f"FakeLLMServer({self.url}, queued={self.remaining})"
 
     # -- internals used by the handler --------------------------------------------------
 
     def _record(self, request: RecordedRequest) -> None:
+        """Keep ``request`` and wake the threads in ``wait_for_requests``.
+
+        Recorded before the reply is chosen, so a test waiting for a request sees it even when
+        the reply hangs or the script has run out.
+        """
         with self._lock:
             self._requests.append(request)
             self._lock.notify_all()
@@ -708,6 +734,8 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
     """
 
     class Handler(_Handler):
+        """``_Handler`` bound to this server (each server gets its own subclass)."""
+
         fake = server
 
     return Handler
@@ -741,9 +769,11 @@ class _Handler(BaseHTTPRequestHandler):
         """Stay quiet: tests read the records, not stderr."""
 
     def do_GET(self) -> None:
+        """Every verb goes through ``_handle``: it is recorded, and answered by path."""
         self._handle()
 
     def do_POST(self) -> None:
+        """A model request takes a script item; other POSTs get their default answer."""
         self._handle()
 
     def do_HEAD(self) -> None:

@@ -102,7 +102,12 @@ class Gate:
 
 @dataclass(frozen=True, slots=True)
 class ScriptedSession:
-    """The scripted backend's session: picklable data, like every session."""
+    """The scripted backend's session: picklable data, like every session.
+
+    ``position`` is where the next turn reads the script and ``history`` the prompts
+    received, so a test can check both after a restart: a durable agent resumes the same
+    session (``resumed`` set), and a non-durable one starts a fresh one.
+    """
 
     session_id: str
     script: tuple[Any, ...] = ()
@@ -133,7 +138,12 @@ class ScriptedBackend(Backend):
     name = "scripted"
 
     def start_session(self, options: Mapping[str, Any]) -> ScriptedSession:
-        """Validate options ``script``, ``default``, ``record_to``, ``session_id``."""
+        """Validate options ``script``, ``default``, ``record_to``, ``session_id``.
+
+        Every script item is checked now, in the agent's start, so a malformed script fails
+        ``start_agent`` with ``InvalidOption`` naming the item, instead of failing one turn
+        much later as a backend error that looks like a provider's.
+        """
         unknown = set(options) - _OPTIONS
         if unknown:
             raise InvalidOption(
@@ -159,7 +169,13 @@ class ScriptedBackend(Backend):
         )
 
     def prompt(self, session: ScriptedSession, prompt: str, ctx: TurnContext) -> Iterator[Event]:
-        """Play the next script item for ``prompt``."""
+        """Play the next script item for ``prompt``.
+
+        The prompt is appended to ``record_to`` first (fsynced), so a test can see that a
+        prompt reached the backend even if the worker is killed mid-turn. The first event,
+        ``session_started``, carries the new position: the worker hands it to
+        ``update_session``, and the agent's session advances even for a turn that crashes.
+        """
         if session.record_to:
             _append_history(session.record_to, session.session_id, prompt)
         if session.position < len(session.script):

@@ -9,10 +9,15 @@ one turn's provider call never overlaps the previous one's clean-up.
 ``GatedBackend`` yields announcements, usage and a text delta, then waits (bounded) for its
 ``gate`` file before it ends the turn (the prompt ``warm-up`` just answers), so a test can
 look at what reached the caller while the provider is still busy.
+
+``HeapReporter`` with ``HeapReportingBackend`` answer a turn with facts about the agent
+process (set by ``pre_turn``, which runs there) and the worker process (set by the backend):
+pid and how many objects the garbage collector holds frozen.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -103,3 +108,27 @@ class ErrorLogger(GenAgent):
         kind = getattr(error, "kind", None)
         with open(self.log, "a", encoding="utf-8") as log:
             log.write(json.dumps({"ref": ref, "kind": kind, "type": type(error).__name__}) + "\n")
+
+
+class HeapReporter(GenAgent):
+    """Replaces each prompt with the agent process's pid and frozen object count (JSON)."""
+
+    def pre_turn(self, prompt: str) -> str:
+        return json.dumps({"agent_pid": os.getpid(), "agent_frozen": gc.get_freeze_count()})
+
+    def handle_response(self, ref: str, response: Any) -> None:
+        return None
+
+
+class HeapReportingBackend(Backend):
+    """Answers the prompt's JSON with the worker process's pid and frozen object count added."""
+
+    name = "heap-reporting"
+
+    def start_session(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def prompt(self, session: dict[str, Any], prompt: str, ctx: TurnContext) -> Iterator[Event]:
+        facts = {**json.loads(prompt), "worker_pid": os.getpid()}
+        facts["worker_frozen"] = gc.get_freeze_count()
+        yield Event.result(json.dumps(facts))

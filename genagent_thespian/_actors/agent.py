@@ -122,6 +122,7 @@ from .._durable.record import AgentRecord, Restored, lease_seconds
 from .._durable.redaction import lookup_for
 from .._durable.redaction import restore as restore_secrets
 from .._durable.store import StaleIncarnation
+from .._os.heap import share_inherited_heap
 from .._os.processes import (
     AGENT_MARKER,
     children_die_with_this_process,
@@ -400,6 +401,8 @@ class AgentActor(Actor):
         super().__init__()
         caps = capabilities or {}
         self._isolated = caps.get("Thespian ActorSystem Name") != "simpleSystem"
+        if self._isolated:
+            share_inherited_heap()  # before anything here can start a full collection
         self._host_node = str(caps.get(NODE_CAPABILITY) or "")  # set on convention nodes
         self.machine: AgentMachine | None = None
         self.spec: AgentSpec | None = None

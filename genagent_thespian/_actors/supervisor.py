@@ -96,6 +96,7 @@ from .._core.restart_policy import ExitKind, RestartAction, RestartPolicy
 from .._durable.location import open_store
 from .._durable.record import answer_stored_callers, delete_stored_agent
 from .._durable.store import StoreError
+from .._os.heap import share_inherited_heap
 from .._os.processes import (
     AGENT_MARKER,
     SYSTEM_MARKER,
@@ -154,6 +155,9 @@ RESTART_START_DEADLINE = 120.0
 _EXIT_CONFIRM_SECONDS = 3.0
 #: Seconds a new incarnation has to report its pid (it does so before anything else).
 _BIRTH_REPORT_SECONDS = 10.0
+#: Seconds after an exit notice before the other agents are checked for an unannounced exit
+#: (the wakeup runs after Thespian's own clean-up of that notice, which can drop others).
+_LOST_EXIT_SWEEP_SECONDS = 0.05
 #: Seconds between checks that an announced exit happened.
 _EXIT_CONFIRM_INTERVAL = 0.02
 #: Seconds between checks that the process owning the system still runs.
@@ -310,6 +314,15 @@ class _BornCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class _LostExitSweep:
+    """Wakeup: look for local agents whose process ended without an exit notice.
+
+    Thespian 4.0.1 drops the notice of a child that dies while the notice of another child
+    is handled: after each ``ChildActorExited`` it removes every dead child from its list
+    (``_childExited``), so its SIGCHLD handler later finds nothing to announce."""
+
+
+@dataclass(frozen=True, slots=True)
 class _ExitCheck:
     """Wakeup: look again whether an incarnation announced as exited is really gone."""
 
@@ -391,6 +404,8 @@ class AgentSupervisor(Actor):
         """
         super().__init__()
         caps = capabilities or {}
+        if caps.get("Thespian ActorSystem Name") != "simpleSystem":
+            share_inherited_heap()  # the agents it forks inherit these pages too
         # Absent (a node started without start_system): the host's default, as "auto".
         try:
             self._session_cap = node_session_cap(caps.get(MAX_LIVE_SESSIONS, "auto"))
@@ -408,6 +423,7 @@ class AgentSupervisor(Actor):
         self._stop_all_waiters: list[Any] = []
         # (address, incarnation, when) of handled exits
         self._recent_exits: list[tuple[Any, int, float]] = []
+        self._lost_exit_sweep_armed = False  # a _LostExitSweep wakeup is pending
         self._owner: tuple[int, float] | None = None
         self._registry_seq = 0
         self._owner_gone = False
@@ -551,7 +567,13 @@ class AgentSupervisor(Actor):
         child.state = _ChildState.RUNNING
         child.pid = message.pid
         child.node = message.node or self._node
-        child.identity = self._identity_of(message.pid) if self._is_local(child) else None
+        if self._is_local(child):
+            # Keep the identity read at birth: a process gone by now has none to read.
+            child.identity = child.identity or self._identity_of(message.pid)
+            if self._ended_unannounced(child):
+                self._arm_lost_exit_sweep()
+        else:
+            child.identity = None
         then = ((child.starter, AgentStarted(message.name, sender)),) if child.starter else ()
         child.starter = None
         register = _Register(
@@ -798,6 +820,9 @@ class AgentSupervisor(Actor):
                 self._end_own_system()
             case _BornCheck(address, incarnation, after_notice):
                 self._check_born(address, incarnation, after_notice)
+            case _LostExitSweep():
+                self._lost_exit_sweep_armed = False
+                self._sweep_lost_exits()
             case _ExitCheck(address, incarnation, deadline):
                 self._confirm_exit(address, incarnation, deadline)
             case _KeepNodes():
@@ -866,6 +891,9 @@ class AgentSupervisor(Actor):
         if self._is_local(child):
             child.pid = message.pid
             child.identity = self._identity_of(message.pid)
+            if self._ended_unannounced(child):
+                # Gone before its report was read: Thespian may never announce it.
+                self._arm_lost_exit_sweep()
 
     def _on_child_exited(self, message: ChildActorExited, sender: Any) -> None:
         """An agent's process ended; ignore the duplicate or stale notices Thespian may send.
@@ -876,7 +904,11 @@ class AgentSupervisor(Actor):
         to do so (the notice may concern its predecessor on a reused port); and a process
         that still runs is watched until it is gone or the notice expires. Restarting an
         agent that is alive would run it twice.
+
+        Every notice, whoever it is for, also schedules a look for exits Thespian dropped
+        while handling it (``_LostExitSweep``).
         """
+        self._arm_lost_exit_sweep()
         address = message.childAddress
         if self._keeper_gone(address):
             return
@@ -918,6 +950,44 @@ class AgentSupervisor(Actor):
         if child.identity is None or not self._is_local(child):
             return False
         return owner_alive(child.identity)
+
+    def _ended_unannounced(self, child: _Child) -> bool:
+        """Whether a local incarnation that reported its process no longer runs.
+
+        No identity for a reported pid means the process was gone when its report was read
+        (on ``simpleSystemBase`` the pid is this process's: never an exit). Otherwise the pid
+        is tested, not the whole identity: a child whose notice Thespian dropped was reaped
+        by Thespian, so its pid no longer exists, and the test costs one ``kill(pid, 0)``
+        per agent where the identity costs two ``/proc`` reads (a sweep follows every exit).
+        """
+        if not child.born or not child.pid or child.pid == os.getpid():
+            return False
+        if child.state not in (_ChildState.STARTING, _ChildState.RUNNING, _ChildState.STOPPING):
+            return False
+        if not self._is_local(child):
+            return False
+        return child.identity is None or not psutil.pid_exists(child.pid)
+
+    def _arm_lost_exit_sweep(self) -> None:
+        """Schedule one ``_LostExitSweep``; a burst of notices shares it.
+
+        One armed sweep covers every notice handled before it runs, since each notice's
+        clean-up (where Thespian drops the others) ends before the next message or wakeup.
+        """
+        if not self._lost_exit_sweep_armed:
+            self._lost_exit_sweep_armed = True
+            self.wakeupAfter(_LOST_EXIT_SWEEP_SECONDS, payload=_LostExitSweep())
+
+    def _sweep_lost_exits(self) -> None:
+        """Handle the exit of every local agent whose process ended without a notice.
+
+        Without this an agent SIGKILLed while another one's exit was being handled kept its
+        registration at a dead address: callers waited for ever, and no restart came.
+        """
+        for child in list(self._children.values()):
+            if child.address is not None and self._ended_unannounced(child):
+                _log.info("agent %r: its process ended unannounced", child.spec.name)
+                self._handle_exit(child, child.address)
 
     def _handle_exit(self, child: _Child, address: Any) -> None:
         """``child``'s process ended: answer its stoppers, or restart, or forget it.

@@ -80,6 +80,7 @@ from .._core.errors import (
 from .._core.log import get_logger
 from .._core.protocol import _CancelTurn, _EndSession, _SessionEnded, _StartTurn, _TurnOutput
 from .._core.turn import Event, EventKind
+from .._os.heap import share_inherited_heap
 from .._os.processes import terminate_process_group
 
 __all__ = ["TurnWorker"]
@@ -127,6 +128,8 @@ class TurnWorker(Actor):
         caps = capabilities or {}
         self._watch_supported = bool(caps.get("Thespian Watch Supported"))
         self._isolated = caps.get("Thespian ActorSystem Name") != "simpleSystem"
+        if self._isolated:
+            share_inherited_heap()  # before anything here can start a full collection
         self._owner: Any = None
         self._backends: dict[type[Backend], Backend] = {}
         self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()

@@ -7,7 +7,10 @@
 * pytest fixtures, enabled with ``pytest_plugins = ["genagent_thespian.testing"]``:
   ``agent_system`` (a fresh ``multiprocTCPBase`` system on a free port, shut down after
   the test with no process left) and ``any_agent_system`` (the same test once per
-  supported base: ``simpleSystemBase`` and ``multiprocTCPBase``).
+  supported base: ``simpleSystemBase`` and ``multiprocTCPBase``). They exist when pytest
+  is running (it has imported itself before it loads its plugins): a program that uses
+  the fakes without pytest does not import it, nor make every actor process it starts
+  inherit its 5 MiB of heap.
 
 The modules behind it::
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -239,12 +243,6 @@ class TelemetryCapture:
             return matching()
 
 
-try:
-    import pytest
-except ImportError:  # pragma: no cover - pytest is a test extra
-    pytest = None  # type: ignore[assignment]
-
-
 def _system_fixture(base: str) -> Iterator[AgentSystem]:
     """Yield a system on ``base`` with its own home folder, then prove it left no process behind.
 
@@ -289,7 +287,8 @@ def _assert_no_process_left(system: AgentSystem) -> None:
         ) from None
 
 
-if pytest is not None:
+if "pytest" in sys.modules:
+    import pytest
 
     @pytest.fixture
     def agent_system() -> Iterator[AgentSystem]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +16,11 @@ from typing import Any
 
 import pytest
 from support_agents import Counter, FailsOnRestart, Recorder, calls
+from thespian.system.multiprocCommon import MultiProcReplicator
 
 import genagent_thespian as g
 from genagent_thespian import AgentSystem
+from genagent_thespian._actors import supervisor as supervisor_module
 from genagent_thespian.messages import PollState
 from genagent_thespian.testing import (
     ChaosMonkey,
@@ -25,6 +28,7 @@ from genagent_thespian.testing import (
     TelemetryCapture,
     read_history,
     system_processes,
+    wait_for_exit,
     wait_until,
 )
 
@@ -236,6 +240,52 @@ def test_chaos_twenty_durable_agents_lose_nothing_and_run_nothing_twice(
         history = read_history(tmp_path / f"{name}.jsonl")
         assert len(history) == len(set(history)), f"{name} ran a prompt twice: {history}"
         assert g.ask(name, "still there?").text == "working on it"
+
+
+def test_an_agent_whose_exit_thespian_never_announces_is_restarted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thespian 4.0.1 loses the exit notice of a child that dies while another child's notice
+    is handled (``_childExited`` drops every dead child from its list, so its SIGCHLD handler
+    finds nothing left to announce). Seen in the claude chaos run: the agent stayed
+    registered at its dead address, and every call to it waited for ever.
+
+    That race is made certain here: the supervisor's Thespian (forked from this process)
+    drops the notice of the pid written to ``lost``, exactly as the race does. The one-shot
+    birth check is pushed out of the way, so only the supervisor's own look after the next
+    notice can find the agent gone.
+    """
+    lost = tmp_path / "lost-notice"
+    original = MultiProcReplicator.childDied
+
+    def drop_lost_notice(replicator: Any, *args: Any) -> Any:
+        doomed = lost.read_text() if lost.exists() else ""
+        children = getattr(replicator, "_child_procs", [])
+        replicator._child_procs = [
+            c for c in children if str(c.childProc.pid) != doomed or c.childProc.is_alive()
+        ]
+        return original(replicator, *args)
+
+    monkeypatch.setattr(MultiProcReplicator, "childDied", drop_lost_notice)
+    monkeypatch.setattr(supervisor_module, "_BIRTH_REPORT_SECONDS", 3600.0)
+    system = g.start_system(store_path=str(tmp_path / "store.sqlite3"))
+    try:
+        for name in ("unannounced", "announced"):
+            g.start_agent(
+                Recorder, name=name, backend="scripted", default="hi", restart="permanent"
+            )
+        lost_pid = g.status("unannounced").pid
+        lost.write_text(str(lost_pid))
+        os.kill(lost_pid, signal.SIGKILL)
+        assert wait_for_exit(lost_pid, timeout=10)
+        old = kill_agent("announced")  # its notice is announced: the supervisor looks again
+        wait_restarted("announced", old)
+        wait_restarted("unannounced", lost_pid)
+        assert g.ask("unannounced", "back?").text == "hi"
+        assert g.status("unannounced").restarts == 1
+    finally:
+        g.shutdown_system(system)
+        wait_until(lambda: not system_processes(system), message="processes survived shutdown")
 
 
 def _done(name: str, ref: str) -> g.PollResult | None:

@@ -112,14 +112,6 @@ def all_outcomes(
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.xfail(
-    reason="known defect outside the session layer, now rare: in 2 of 20 seeds (13 and 20 of "
-    "a run of 11-20; 1-10 all passed) one agent SIGKILLed during the storm does not answer "
-    "status within 2 s, 30 s after the storm, so its pending tell has no outcome (in the 18 "
-    "seeds that passed nothing was lost or run twice; see docs/performance.md, chaos)",
-    raises=AssertionError,
-    strict=False,
-)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_durable_claude_agents_survive_a_storm_of_kills(tmp_path: Path, seed: int) -> None:
     store = tmp_path / "store.sqlite3"

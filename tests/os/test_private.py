@@ -126,6 +126,9 @@ def test_a_running_system_keeps_its_default_store_private(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The real path: the supervisor's process (forked with umask 022) opens the store."""
+    # One process holds one node secret: keep this process's while the default home moves
+    # (another test may have installed the transport with it already).
+    monkeypatch.setenv(sec.SECRET_FILE_ENV, str(sec.secret_file()))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
     system = g.start_system(make_default=False)
     try:

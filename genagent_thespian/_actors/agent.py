@@ -624,10 +624,17 @@ class AgentActor(Actor):
         """A new leader took over: its registry, hub and supervisor are ours from now on.
 
         Nothing else changes: the machine, the worker and the running turn go on, and the
-        agent joins the new hub so its telemetry is not lost with the old leader.
+        agent joins the new hub so its telemetry is not lost with the old leader. The session
+        governor died with the old leader too: a turn waiting for a session asks the new one
+        (or runs, if the new leader caps nothing), so no turn waits forever on a governor that
+        is gone; a live session is counted by the new one from its next turn on.
         """
         self._registry = message.registry
         self._supervisor = message.supervisor
+        self._governor = message.governor
+        waiting, self._awaiting_session = self._awaiting_session, None
+        if waiting is not None:
+            self._start_turn(waiting)
         if message.telemetry != self._telemetry:
             self._telemetry = message.telemetry
             if self._telemetry is not None:

@@ -1253,7 +1253,10 @@ class AgentSupervisor(Actor):
             adopted=True,
         )
         self._children[spec.name] = child
-        self.send(agent.address, _Adopted(self._registry, self._telemetry, self.myAddress))
+        self.send(
+            agent.address,
+            _Adopted(self._registry, self._telemetry, self.myAddress, self._governor),
+        )
         register = _Register(
             spec.name,
             agent.address,

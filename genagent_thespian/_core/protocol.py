@@ -238,6 +238,7 @@ class _Adopted:
     registry: Any
     telemetry: Any
     supervisor: Any
+    governor: Any = None  # the new leader's session governor, if it caps sessions
 
 
 @dataclass(frozen=True, slots=True)

@@ -219,8 +219,8 @@ def test_half_open_flood_on_every_port_keeps_agents_answering(leader: Leader) ->
             during = ask_latencies(leader, LATENCY_SAMPLES)
             leader.assert_serving(before)
             # The node closes every one of them (the oldest evicted, the rest at the deadline).
-            # Each actor closes its own at its next loop turn after the deadline: on a loaded
-            # 2-core machine a dozen processes can take long to get there (an upper bound).
+            # Every actor process of the node must close its own after the handshake deadline;
+            # on a loaded 2-core machine that can take long (an upper bound, not a target).
             wait_until(
                 lambda: flood.closed_by_receiver() == len(flood.sockets),
                 timeout=90,

@@ -279,10 +279,19 @@ class AsyncTransport:
     def send_nowait(self, address: Any, message: Any) -> None:
         """Queue ``message`` for ``address`` without waiting (safe from a cancelled task)."""
         if self._simple:
-            self._jobs.put(lambda: self._system.send(address, message))
+            self._jobs.put(lambda: self._send_if_running(address, message))
             return
         self._outbox.put((address, message, None))
         self._wake.set()
+
+    def _send_if_running(self, address: Any, message: Any) -> None:
+        """Send from the simple-base thread; a system shut down meanwhile has nobody to tell.
+
+        These sends are fire-and-forget (an unsubscribe, an interrupt of a cancelled call),
+        queued before a shutdown that the thread reaches first: raising would end the thread
+        with an error no caller can receive."""
+        with contextlib.suppress(SystemNotRunning):
+            self._system.send(address, message)
 
     # ------------------------------------------------------------------ one exchange
 

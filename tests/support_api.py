@@ -9,7 +9,8 @@ that both APIs behave the same.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import genagent_thespian as g
@@ -86,3 +87,17 @@ class _Watching(_SyncIterator):
     def close(self) -> None:
         super().close()
         self._loop.run_until_complete(self._context.__aexit__(None, None, None))
+
+
+async def until(condition: Callable[[], Awaitable[Any]], *, timeout: float = 30.0) -> Any:
+    """Await ``condition()`` until it is truthy and return it; fail after ``timeout`` seconds.
+
+    The asyncio twin of ``genagent_thespian.testing.wait_until``, for conditions that are
+    themselves ``aio`` calls (a coroutine cannot be awaited inside a sync predicate).
+    """
+    deadline = time.monotonic() + timeout
+    while not (value := await condition()):
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.01)
+    return value

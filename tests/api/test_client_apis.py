@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from support_agents import Recorder, calls
-from support_api import Api
+from support_api import Api, until
 
 import genagent_thespian as g
 from genagent_thespian import AgentSystem, aio
@@ -137,8 +137,7 @@ def test_cancelling_an_ask_stops_waiting_and_the_turn_runs_on(
 
     async def main() -> None:
         task = asyncio.create_task(aio.ask("a", "long"))
-        while (await aio.status("a")).current_ref is None:
-            await asyncio.sleep(0.01)
+        await until(lambda: _has_current_ref("a"))
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -148,6 +147,10 @@ def test_cancelling_an_ask_stops_waiting_and_the_turn_runs_on(
     status = wait_until(lambda: (s := g.status("a")).turns == 1 and s)
     assert status.failures == 0  # the turn finished; its answer went nowhere
     assert g.ask("a", "q").text == "next"
+
+
+async def _has_current_ref(name: str) -> bool:
+    return (await aio.status(name)).current_ref is not None
 
 
 def test_cancelling_with_interrupt_on_cancel_ends_the_turn(
@@ -160,8 +163,7 @@ def test_cancelling_with_interrupt_on_cancel_ends_the_turn(
 
     async def main() -> None:
         task = asyncio.create_task(aio.ask("a", "long", interrupt_on_cancel=True))
-        while (await aio.status("a")).current_ref is None:
-            await asyncio.sleep(0.01)
+        await until(lambda: _has_current_ref("a"))
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from support_agents import Recorder
-from support_api import Api
+from support_api import Api, until
 
 import genagent_thespian as g
 from genagent_thespian import AgentSystem, aio
@@ -233,10 +233,16 @@ def test_aio_watch_follows_the_agent_through_a_restart(
             await until_result(await aio.tell("a", "one"))
             old_pid = (await aio.status("a")).pid
             os.kill(old_pid, signal.SIGKILL)
-            while (status := await _status_or_none()) is None or status.pid == old_pid:
-                await asyncio.sleep(0.05)
-            while (await aio.status("a")).watchers != 1:  # subscribed again
-                await asyncio.sleep(0.05)
+
+            async def restarted() -> bool:
+                status = await _status_or_none()
+                return status is not None and status.pid != old_pid
+
+            async def subscribed_again() -> bool:
+                return (await aio.status("a")).watchers == 1
+
+            await until(restarted)
+            await until(subscribed_again)
             await until_result(await aio.tell("a", "two"))
             await aio.stop("a")
             await asyncio.wait_for(follower, 20.0)  # the watch ended with the agent

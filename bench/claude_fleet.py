@@ -43,10 +43,10 @@ from genagent_thespian.testing import FakeLLMServer, RecordedRequest, Text
 
 from ._actors import BenchAgent
 from ._common import Figure, Result, live_system_processes, pss_kib
+from .cli_turns import _claude_env  # the same isolated CLI environment as the turn benchmark
 
 __all__ = ["FleetReport", "fleet", "run"]
 
-KEY = "sk-test-not-a-real-key"
 _MARKER = re.compile(r"turn ([a-z0-9-]+) #(\d+)")
 #: Seconds between two counts of the live CLIs (a /proc scan).
 _SAMPLE_EVERY = 0.02
@@ -58,22 +58,6 @@ def _binary() -> str:
     root = Path(__file__).resolve().parent.parent
     default = root / ".ci" / "tools" / "node_modules" / ".bin" / "claude"
     return os.environ.get("GENAGENT_CLAUDE_BIN") or str(default)
-
-
-def _env(home: Path, url: str) -> dict[str, str]:
-    return {
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_CACHE_HOME": str(home / ".cache"),
-        "DISABLE_AUTOUPDATER": "1",
-        "DISABLE_TELEMETRY": "1",
-        "DISABLE_ERROR_REPORTING": "1",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "CLAUDE_CODE_MAX_RETRIES": "0",
-        "ANTHROPIC_API_KEY": KEY,
-        "ANTHROPIC_BASE_URL": url,
-        "NO_COLOR": "1",
-    }
 
 
 @dataclass
@@ -293,7 +277,7 @@ def fleet(
                     system=system,
                     binary=_binary(),
                     cwd=workdirs[name],
-                    env=_env(root / "homes" / name, server.url),
+                    env=_claude_env(root / "homes" / name, server.url),
                     worker_idle_timeout=3600.0,  # only the governor retires sessions here
                     watchdog=watchdog,
                 )

@@ -153,7 +153,9 @@ def test_a_durable_agent_resumes_its_session_state_and_queue_after_sigkill(
 
     thread = threading.Thread(target=caller)
     thread.start()
-    wait_until(lambda: g.status("d").state == "processing")
+    # Killed only once the in-flight turn has advanced the durable session (the scripted
+    # session's position), so the restart resumes after "second" instead of replaying it.
+    wait_until(lambda: g.backend_session("d").position == 2)
     queued = [g.tell("d", "third"), g.tell("d", "fourth")]
     old = kill_agent("d")
     thread.join(30)

@@ -157,7 +157,8 @@ def test_a_durable_agent_resumes_from_postgres_after_sigkill(
             target=lambda: outcome.append(_ask_or_error("d", "second", system))
         )
         thread.start()
-        wait_until(lambda: g.status("d", system=system).state == "processing")
+        # Killed once the in-flight turn has advanced the durable session (its position).
+        wait_until(lambda: g.backend_session("d", system=system).position == 2)
         queued = g.tell("d", "third", system=system)
         old_pid = g.status("d", system=system).pid
         os.kill(old_pid, 9)

@@ -303,7 +303,9 @@ def test_a_killed_node_has_its_durable_agent_restarted_on_a_surviving_node(
 
     thread = threading.Thread(target=caller)
     thread.start()
-    wait_until(lambda: g.status("d", system=leader).state == "processing")
+    # Killed only once the in-flight turn has advanced the durable session (the scripted
+    # session's position), so the restart resumes after "second" instead of replaying it.
+    wait_until(lambda: g.backend_session("d", system=leader).position == 2)
     queued = [g.tell("d", "third", system=leader), g.tell("d", "fourth", system=leader)]
 
     killed_at = time.monotonic()

@@ -66,6 +66,7 @@ from .._core.errors import AgentAlreadyExists, AgentNotFound, GenAgentError, Inv
 from .._os import processes as _processes
 from .._os import procfs as _procfs
 from .._os.private import narrow, private_file
+from .writers import WriterQueue, WriterQueueTimeout
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -792,6 +793,8 @@ class SQLiteAgentStore(AgentStore):
         self._lock = threading.RLock()
         self._closed = False
         self._pid = os.getpid()
+        in_memory = self.path in ("", ":memory:") or self.path.startswith("file:")
+        self._writers = None if in_memory else WriterQueue(self.path)
         self._connection = self._open()
         _OPEN_STORES.add(self)
 
@@ -869,11 +872,30 @@ class SQLiteAgentStore(AgentStore):
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
         """Create the schema in an empty file, or check that the file holds this store's schema.
 
-        It runs under ``BEGIN IMMEDIATE`` so that agent processes opening a new file at the same
-        time create the schema once. A file with tables but no application id belongs to someone
-        else and is refused rather than written to. Tables added after version 1 are created when
-        missing, which keeps older files readable without a version bump.
+        A file that already holds the whole schema is only read: every agent process opens
+        the store when it starts or wakes, and a write lock with a sync on each open was the
+        largest share of the store's writes in a fleet of thousands. Otherwise it runs under
+        the write lock (``BEGIN IMMEDIATE``) so that processes opening a new file at the same
+        time create the schema once. A file with tables but no application id belongs to
+        someone else and is refused rather than written to. Tables added after version 1 are
+        created when missing, which keeps older files readable without a version bump.
         """
+        if self._schema_is_current(conn):
+            return  # the usual case: no write lock, no sync, for every process that opens
+        with self._writer_turn("open"):
+            self._create_or_check_schema(conn)
+
+    def _schema_is_current(self, conn: sqlite3.Connection) -> bool:
+        """Whether the file already holds this store's schema with every table, read only."""
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        if version != SCHEMA_VERSION or app_id != APPLICATION_ID:
+            return False
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        return {"leases", "session_files", "leadership"} <= names
+
+    def _create_or_check_schema(self, conn: sqlite3.Connection) -> None:
+        """:meth:`_ensure_schema` for a new, older or foreign file, under the write lock."""
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -953,7 +975,7 @@ class SQLiteAgentStore(AgentStore):
         another process wrote meanwhile (the busy timeout cannot help there); taking the lock up
         front makes a second writer wait, up to ``busy_timeout``, instead.
         """
-        with self._lock, self._translate(operation, key):
+        with self._lock, self._translate(operation, key), self._writer_turn(operation, key):
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -963,6 +985,34 @@ class SQLiteAgentStore(AgentStore):
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    @contextmanager
+    def _writer_turn(self, operation: str, key: str | None = None) -> Iterator[None]:
+        """This process's turn in the writer queue of every process on the file.
+
+        SQLite's own wait for its write lock polls with pauses up to 100 ms and lets steady
+        writers starve a waiting one; the queue (``_durable/writers.py``) hands the lock on
+        as soon as it is free. ``BEGIN IMMEDIATE`` then finds SQLite's lock free, except
+        for writers outside this library (``sqlite3`` on the command line), which it still
+        waits for on the busy timeout.
+        """
+        if self._writers is None:
+            yield
+            return
+        try:
+            with self._writers.turn(self.busy_timeout):
+                yield
+        except WriterQueueTimeout:
+            where = f" (agent key {_short(key)})" if key else ""
+            raise StoreError(
+                f"agent store {self.path}: {operation}{where} failed: another process held "
+                f"the write lock for {self.busy_timeout:g}s"
+            ) from None
+        except OSError as exc:
+            raise StoreError(
+                f"agent store {self.path}: {operation} failed: the writer lock "
+                f"{self._writers.path} could not be taken: {exc}"
+            ) from exc
 
     @contextmanager
     def _read(self, operation: str, key: str | None = None) -> Iterator[sqlite3.Cursor]:

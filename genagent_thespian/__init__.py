@@ -50,6 +50,7 @@ from ._api.client import (
     notify,
     poll,
     resume,
+    sessions,
     shutdown_system,
     start_agent,
     start_system,
@@ -94,6 +95,7 @@ from ._core.errors import (
     TurnTimeout,
     UnexpectedMessage,
 )
+from ._core.governor import GovernorStatus
 from ._core.turn import Event, EventKind, Response, Usage
 from ._nodes.convention import NodeInfo, list_fleet, list_nodes, start_node, wait_for_nodes
 from ._os.frames import TransportLimits
@@ -131,6 +133,7 @@ __all__ = [
     "EventKind",
     "GenAgent",
     "GenAgentError",
+    "GovernorStatus",
     "Halt",
     "InvalidEvent",
     "InvalidOption",
@@ -174,6 +177,7 @@ __all__ = [
     "notify",
     "poll",
     "resume",
+    "sessions",
     "shutdown_system",
     "start_agent",
     "start_node",

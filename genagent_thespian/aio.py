@@ -33,6 +33,7 @@ from ._api.aio_transport import AsyncTransport, transport_for
 from ._api.client import _system, build_start_spec
 from ._api.system import AgentSystem
 from ._core.behaviour import GenAgent
+from ._core.governor import GovernorStatus
 from ._core.turn import Event, Response
 from .messages import AgentStatus, Interrupt, PollResult, Prompt, TurnEvent, new_ref
 
@@ -48,6 +49,7 @@ __all__ = [
     "notify",
     "poll",
     "resume",
+    "sessions",
     "start_agent",
     "status",
     "stop",
@@ -123,6 +125,12 @@ async def whereis(name: Any, *, system: AgentSystem | None = None) -> Any:
 async def list_agents(*, system: AgentSystem | None = None) -> list[Any]:
     """The names of every registered agent."""
     result: list[Any] = await _run(system, calls.list_agents)
+    return result
+
+
+async def sessions(*, system: AgentSystem | None = None) -> GovernorStatus | None:
+    """The session governor's figures, or ``None`` when live sessions are not capped."""
+    result: GovernorStatus | None = await _run(system, calls.sessions)
     return result
 
 

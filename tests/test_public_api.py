@@ -10,6 +10,7 @@ PUBLIC = {
     "start_system", "attach_system", "shutdown_system", "current_system", "AgentSystem",
     "start_agent", "stop", "ask", "tell", "poll", "notify", "interrupt", "cancel", "halt",
     "resume", "status", "whereis", "list_agents", "backend_session", "stream", "watch",
+    "sessions", "GovernorStatus",
     # plain Thespian clients
     "use_node_secret", "client_capabilities",
     # multi-host nodes

@@ -80,6 +80,7 @@ from .._core.protocol import (
     _AgentInitFailed,
     _AgentProcesses,
     _AgentReady,
+    _GovernorAt,
     _Hibernated,
     _Hibernating,
     _InitAgent,
@@ -91,6 +92,7 @@ from .._core.protocol import (
     _TelemetryLeave,
     _Unregister,
     _Wake,
+    _WhereIsGovernor,
 )
 from .._core.restart_policy import ExitKind, RestartAction, RestartPolicy
 from .._durable.location import open_store
@@ -469,6 +471,10 @@ class AgentSupervisor(Actor):
                 reaper = self.createActor(ProcessReaper)
                 self.send(reaper, StartReaping(message.store_path, reap_interval()))
         self.send(sender, Booted(os.getpid(), os.getpgid(0)))
+
+    def _on_where_is_governor(self, message: _WhereIsGovernor, sender: Any) -> None:
+        """Name this node's session governor (``None``: live sessions are not capped)."""
+        self.send(sender, _GovernorAt(self._governor))
 
     # ------------------------------------------------------------------ start
 
@@ -1486,6 +1492,7 @@ _HANDLERS: dict[type, Any] = {
     AdoptedExited: AgentSupervisor._on_adopted_exited,
     WatchAgent: AgentSupervisor._on_watch_agent,
     ActorExitRequest: AgentSupervisor._on_exit_request,
+    _WhereIsGovernor: AgentSupervisor._on_where_is_governor,
 }
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._actors.directory import NoServices, Services, WhereAreServices
+from .._actors.governor import SessionsStatus
 from .._core import validate
 from .._core.errors import (
     AgentNotFound,
@@ -44,7 +45,8 @@ from .._core.errors import (
     InvalidEvent,
     InvalidOption,
 )
-from .._core.protocol import _BackendSession, _SessionReply
+from .._core.governor import GovernorStatus
+from .._core.protocol import _BackendSession, _GovernorAt, _SessionReply, _WhereIsGovernor
 from .._core.turn import Response
 from ..messages import (
     Accepted,
@@ -280,6 +282,31 @@ def list_agents(system: AgentSystem) -> Plan[list[Any]]:
         on_idle=_follow_services(system, "registry"),
     )
     return [entry.name for entry in reply.agents]
+
+
+def sessions(system: AgentSystem) -> Plan[GovernorStatus | None]:
+    """The session governor's figures; ``None`` when the system caps no live sessions.
+
+    Two exchanges: the supervisor names its governor, which then answers for itself (the
+    supervisor never waits on another actor)."""
+    where = yield Exchange(
+        system.supervisor,
+        _WhereIsGovernor(),
+        lambda m: isinstance(m, _GovernorAt),
+        CONTROL_TIMEOUT,
+        on_idle=_follow_services(system, "supervisor"),
+        exclusive=True,
+    )
+    if where.address is None:
+        return None
+    figures: GovernorStatus = yield Exchange(
+        where.address,
+        SessionsStatus(),
+        lambda m: isinstance(m, GovernorStatus),
+        CONTROL_TIMEOUT,
+        exclusive=True,
+    )
+    return figures
 
 
 # =============================================================================== turns

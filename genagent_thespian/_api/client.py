@@ -21,7 +21,7 @@ from typing import Any
 from .._actors.governor import MAX_LIVE_SESSIONS, SESSION_IDLE_TIMEOUT
 from .._core.behaviour import GenAgent
 from .._core.errors import InvalidOption, SystemNotRunning
-from .._core.governor import SessionGovernor, node_session_cap
+from .._core.governor import GovernorStatus, SessionGovernor, node_session_cap
 from .._core.turn import Event, Response
 from .._core.validate import SPEC_DEFAULTS, build_spec
 from ..messages import AgentSpec, AgentStatus, PollResult, Prompt, TurnEvent, new_ref
@@ -42,6 +42,7 @@ __all__ = [
     "notify",
     "poll",
     "resume",
+    "sessions",
     "shutdown_system",
     "start_agent",
     "start_system",
@@ -338,6 +339,17 @@ def list_agents(*, system: AgentSystem | None = None) -> list[Any]:
     """Return the names of every registered agent."""
     target = _system(system)
     return calls.run(target, calls.list_agents(target))
+
+
+def sessions(*, system: AgentSystem | None = None) -> GovernorStatus | None:
+    """Return the session governor's figures, or ``None`` when live sessions are not capped.
+
+    The cap (``max_live_sessions``), the sessions live now, how many are in a turn or being
+    retired, the turns waiting for one (``queued``) and how long the oldest has waited.
+    ``genagent top`` shows them in its header.
+    """
+    target = _system(system)
+    return calls.run(target, calls.sessions(target))
 
 
 # =============================================================================== turns

@@ -16,6 +16,7 @@ Who sends what to whom, and what answers it::
     registry -> supervisor   _Wake             (the agent's _Register answers its waiters)
     registry -> agent        _WatcherGone
     agent <-> governor       _SessionWanted    -> _SessionGranted | _SessionDenied
+    client -> supervisor     _WhereIsGovernor  -> _GovernorAt (then SessionsStatus to it)
                              _SessionIdle, _SessionGone; governor -> agent _SessionRetire
     agent <-> hub            _TelemetryJoin    -> _TelemetryInterest(-> _InterestAck if seq)
                              _TelemetryBatch; subscriber -> hub _TelemetrySubscribe -> Accepted
@@ -50,6 +51,7 @@ __all__ = [
     "_BackendSession",
     "_CancelTurn",
     "_EndSession",
+    "_GovernorAt",
     "_Hibernated",
     "_Hibernating",
     "_InitAgent",
@@ -75,6 +77,7 @@ __all__ = [
     "_Unregister",
     "_Wake",
     "_WatcherGone",
+    "_WhereIsGovernor",
 ]
 
 
@@ -369,6 +372,18 @@ class _SessionGone:
 
     name: Any
     withdraw: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _WhereIsGovernor:
+    """Client -> supervisor: which actor governs this node's live sessions?"""
+
+
+@dataclass(frozen=True, slots=True)
+class _GovernorAt:
+    """Supervisor -> client: the governor's address, or ``None`` when nothing is capped."""
+
+    address: Any
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,7 +77,7 @@ from .._core.validate import RESTART_TYPES, SPEC_DEFAULTS, check_prompt
 from .._nodes import node as _node
 from ..messages import Prompt
 from ..testing._scripted_agent import ScriptedAgent
-from ._fleet import fleet_rows, render_top, status_dict, top_frame
+from ._fleet import fleet_rows, fleet_sessions, render_top, status_dict, top_frame
 from ._turn_view import TurnView
 
 __all__ = [
@@ -748,12 +748,19 @@ def _cmd_top(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int
     node = f"127.0.0.1:{system.admin_port}"
     console = Console(highlight=False)
     if args.once or out.as_json:
-        snapshot = fleet_rows(system)
+        snapshot: list[dict[str, Any]] = fleet_rows(system)
+        figures: dict[str, Any] | None = fleet_sessions(system)
         if out.as_json:
-            out.document({"ok": True, "node": node, "agents": snapshot})
+            out.document({"ok": True, "node": node, "agents": snapshot, "sessions": figures})
         else:
             sys.stdout.write(
-                render_top(snapshot, node=node, colour=console.is_terminal, width=console.width)
+                render_top(
+                    snapshot,
+                    node=node,
+                    colour=console.is_terminal,
+                    width=console.width,
+                    sessions=figures,
+                )
             )
             sys.stdout.flush()
         return EXIT_OK
@@ -761,6 +768,7 @@ def _cmd_top(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int
     port = system.admin_port or 0
     feed = _FleetFeed(system)
     rows: list[dict[str, Any]] = []
+    figures = None
     stopped = False
     live = Live(console=console, screen=console.is_terminal, auto_refresh=False)
     if console.is_terminal:
@@ -769,8 +777,10 @@ def _cmd_top(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int
         while True:
             stopped = not _node.port_open(port, timeout=0.5)  # refused at once when down
             if not stopped:
-                rows = feed.latest(timeout=interval) or rows
-            frame = top_frame(rows, node=node, width=console.width, stopped=stopped)
+                rows, figures = feed.latest(timeout=interval) or (rows, figures)
+            frame = top_frame(
+                rows, node=node, width=console.width, stopped=stopped, sessions=figures
+            )
             if console.is_terminal:
                 live.update(Group(frame, Text("Ctrl-C quits", "dim")), refresh=True)
             else:
@@ -799,7 +809,7 @@ class _FleetFeed:
         """
         self._system = system
         self._lock = threading.Lock()
-        self._rows: list[dict[str, Any]] | None = None
+        self._rows: tuple[list[dict[str, Any]], dict[str, Any] | None] | None = None
         self._wanted = threading.Event()
         self._ready = threading.Event()
         self._closed = False
@@ -815,16 +825,19 @@ class _FleetFeed:
             self._wanted.clear()
             if self._closed:
                 return
+            rows: tuple[list[dict[str, Any]], dict[str, Any] | None] | None
             try:
-                rows = fleet_rows(self._system)
+                rows = fleet_rows(self._system), fleet_sessions(self._system)
             except GenAgentError:
                 rows = None
             with self._lock:
                 self._rows = rows
             self._ready.set()
 
-    def latest(self, *, timeout: float) -> list[dict[str, Any]] | None:
-        """Ask for fresh rows; return them, or ``None`` if none came within ``timeout``."""
+    def latest(
+        self, *, timeout: float
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None] | None:
+        """Ask for fresh rows and session figures; ``None`` if none came within ``timeout``."""
         self._ready.clear()
         self._wanted.set()
         if not self._ready.wait(timeout):

@@ -4,7 +4,9 @@
 agent answers at once, even mid-turn); :func:`top_table` draws the rows as a rich table that
 fits the terminal: at 80 columns the agent, its state, queue, running turn, turns, failed
 turns, provider retries and the last error; from 120 columns also tokens, cost, restarts,
-backend and node. :func:`render_top` returns one frame as text (for ``--once`` and pipes).
+backend and node. :func:`fleet_sessions` adds the session governor's figures, which the
+header of ``top`` shows. :func:`render_top` returns one frame as text (for ``--once`` and
+pipes).
 """
 
 from __future__ import annotations
@@ -18,11 +20,20 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .._api.client import list_agents, status
+from .._api.client import list_agents, sessions, status
 from .._api.system import AgentSystem
 from .._core.errors import GenAgentError
 
-__all__ = ["fleet_rows", "format_age", "render_top", "state_label", "status_dict", "top_frame"]
+__all__ = [
+    "fleet_rows",
+    "fleet_sessions",
+    "format_age",
+    "render_top",
+    "sessions_label",
+    "state_label",
+    "status_dict",
+    "top_frame",
+]
 
 WIDE = 120  # from this many columns, top shows the wide set of columns
 
@@ -50,6 +61,29 @@ def fleet_rows(system: AgentSystem) -> list[dict[str, Any]]:
             rows.append({"name": str(name), "error": f"{type(exc).__name__}: {exc.message}"})
     rows.sort(key=lambda row: row["name"])
     return rows
+
+
+def fleet_sessions(system: AgentSystem) -> dict[str, Any] | None:
+    """The session governor's figures as a JSON-ready dict; ``None`` when nothing is capped."""
+    figures = sessions(system=system)
+    return None if figures is None else asdict(figures)
+
+
+def sessions_label(figures: dict[str, Any] | None) -> str:
+    """``sessions 3/20 live, 1 busy, 2 waiting (oldest 4.2s)``; empty when nothing is capped."""
+    if not figures:
+        return ""
+    label = (
+        f"sessions {figures['live']}/{figures['max_live_sessions']} live, {figures['busy']} busy"
+    )
+    if figures["retiring"]:
+        label += f", {figures['retiring']} retiring"
+    if figures["queued"]:
+        oldest = figures.get("oldest_wait")
+        label += f", {figures['queued']} waiting"
+        if oldest is not None:
+            label += f" (oldest {oldest:.1f}s)"
+    return label
 
 
 def format_age(row: dict[str, Any]) -> str:
@@ -165,8 +199,9 @@ def top_frame(
     width: int,
     now: float | None = None,
     stopped: bool = False,
+    sessions: dict[str, Any] | None = None,
 ) -> Group:
-    """One frame of ``genagent top``: the header line and the fleet table."""
+    """One frame of ``genagent top``: the header, the live sessions line and the fleet table."""
     stamp = time.strftime("%H:%M:%S", time.localtime(now))
     busy = sum(1 for row in rows if row.get("state") == "processing")
     halted = sum(1 for row in rows if row.get("halted"))
@@ -178,7 +213,14 @@ def top_frame(
         no_wrap=True,
         overflow="ellipsis",
     )
-    parts: list[RenderableType] = [header, Text("")]
+    parts: list[RenderableType] = [header]
+    label = sessions_label(sessions)
+    if label:
+        waiting = bool(sessions and sessions["queued"])
+        parts.append(
+            Text(label, "bold yellow" if waiting else "", no_wrap=True, overflow="ellipsis")
+        )
+    parts.append(Text(""))
     if stopped:
         parts.append(
             Text(f"node stopped: nothing answers on {node} (the last rows follow)", "bold red")
@@ -195,6 +237,7 @@ def render_top(
     width: int = 80,
     now: float | None = None,
     stopped: bool = False,
+    sessions: dict[str, Any] | None = None,
 ) -> str:
     """Return one frame of ``genagent top`` as text, ``width`` columns wide.
 
@@ -209,5 +252,6 @@ def render_top(
         force_terminal=colour,
         highlight=False,
     )
-    console.print(top_frame(rows, node=node, width=width, now=now, stopped=stopped))
+    frame = top_frame(rows, node=node, width=width, now=now, stopped=stopped, sessions=sessions)
+    console.print(frame)
     return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"

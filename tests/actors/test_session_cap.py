@@ -88,12 +88,16 @@ def test_a_turn_waits_for_a_session_and_fails_typed_after_its_watchdog(tmp_path:
         thread.start()
         wait_until(lambda: g.status("busy").state == "processing")
         seen_waiting: list[bool] = []
+        seen_figures: list[g.GovernorStatus] = []
         with pytest.raises(g.SessionUnavailable) as caught:
 
             def watch() -> None:
                 seen_waiting.append(
                     bool(wait_until(lambda: g.status("late").waiting_for_session, timeout=5))
                 )
+                figures = g.sessions()
+                assert figures is not None
+                seen_figures.append(figures)
 
             watcher = threading.Thread(target=watch)
             watcher.start()
@@ -103,6 +107,9 @@ def test_a_turn_waits_for_a_session_and_fails_typed_after_its_watchdog(tmp_path:
                 watcher.join(10)
         assert isinstance(caught.value, TimeoutError) and caught.value.agent == "late"
         assert seen_waiting == [True]  # visible in status while it waited
+        waiting = seen_figures[0]  # and in the governor's figures (the header of top)
+        assert (waiting.max_live_sessions, waiting.live, waiting.busy) == (1, 1, 1)
+        assert waiting.queued == 1 and waiting.oldest_wait is not None
         assert not g.status("late").waiting_for_session
         thread.join(30)
         assert outcome == ["long"]
@@ -121,37 +128,22 @@ def test_bad_session_settings_are_refused_before_anything_starts(cap: object, id
         g.start_system(max_live_sessions=cap, session_idle_timeout=idle)  # type: ignore[arg-type]
 
 
-def governor_status(system: AgentSystem) -> object:
-    """What the node's governor answers ``SessionsStatus`` with (``None``: no governor).
-
-    Looked up by its global name: where there is none, this creates an unbooted one, which
-    never answers."""
-    from genagent_thespian._actors.governor import (
-        GOVERNOR_NAME,
-        SessionGovernorActor,
-        SessionsStatus,
-    )
-
-    with system.asys.private() as context:
-        governor = context.createActor(SessionGovernorActor, globalName=GOVERNOR_NAME)
-        return context.ask(governor, SessionsStatus(), 3.0)
-
-
 @pytest.mark.parametrize("setting", ["default", 0, None])
 def test_every_node_has_a_governor_sized_from_its_memory_unless_turned_off(
     setting: object,
 ) -> None:
-    from genagent_thespian._core.governor import GovernorStatus, node_session_cap
+    from genagent_thespian._core.governor import node_session_cap
 
     system = g.start_system() if setting == "default" else start_capped(setting)  # type: ignore[arg-type]
     try:
-        status = governor_status(system)
+        figures = g.sessions()
         if setting == "default":
-            assert isinstance(status, GovernorStatus)
-            assert status.max_live_sessions == node_session_cap("auto")
-            assert status.max_live_sessions >= 1
+            assert isinstance(figures, g.GovernorStatus)
+            assert figures.max_live_sessions == node_session_cap("auto")
+            assert figures.max_live_sessions >= 1
+            assert (figures.live, figures.busy, figures.queued) == (0, 0, 0)
         else:
-            assert status is None  # no governor: nothing answers
+            assert figures is None  # no governor
     finally:
         g.shutdown_system(system)
         wait_until(lambda: not system_processes(system), message="processes survived shutdown")

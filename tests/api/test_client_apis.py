@@ -94,6 +94,15 @@ class TestBothApis:
         with pytest.raises(g.InvalidPrompt):
             api.ask("a", "")
 
+    def test_sessions_counts_the_live_session_of_an_idle_agent(
+        self, api: Api, tmp_path: Path
+    ) -> None:
+        start(api, tmp_path, script=["x"])
+        assert api.ask("a", "q").text == "x"
+        figures = api.sessions()  # the default system caps live sessions ("auto")
+        assert isinstance(figures, g.GovernorStatus)
+        assert (figures.live, figures.busy, figures.queued, figures.oldest_wait) == (1, 0, 0, None)
+
     def test_stop_answers_and_forgets_the_agent(self, api: Api, tmp_path: Path) -> None:
         start(api, tmp_path, script=["x"])
         assert api.backend_session("a").session_id.startswith("scripted-")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -210,9 +211,11 @@ def test_top_once_and_live(node: Node) -> None:
     lines = frame.stdout.splitlines()
     assert lines[0].startswith("genagent top ")
     assert f"127.0.0.1:{node.port} - 2 agents: 1 busy, 1 halted, 0 failed" in lines[0]
-    assert lines[2].split()[:4] == ["AGENT", "STATE", "Q", "TURN"]
-    assert "LAST ERROR" in lines[2]
-    idler, worker = lines[3].split(), lines[4].split()
+    # The node's session governor (on by default): the worker's session is live and busy.
+    assert re.fullmatch(r"sessions 1/\d+ live, 1 busy", lines[1]), lines[1]
+    assert lines[3].split()[:4] == ["AGENT", "STATE", "Q", "TURN"]
+    assert "LAST ERROR" in lines[3]
+    idler, worker = lines[4].split(), lines[5].split()
     assert idler[:4] == ["idler", "halted", "0", "-"]
     assert worker[:2] == ["worker", "processing"]
     assert worker[3].endswith("s/600s")
@@ -220,6 +223,7 @@ def test_top_once_and_live(node: Node) -> None:
     assert "\x1b[" not in frame.stdout, "no colour when not on a terminal"
     data = node.json("top")
     assert {row["name"] for row in data["agents"]} == {"idler", "worker"}
+    assert data["sessions"]["live"] == 1 and data["sessions"]["queued"] == 0
 
     live = node.spawn("top", "--interval", "0.2")
     assert live.stdout is not None

@@ -374,6 +374,7 @@ class _WorkerSlot:
     process_groups: set[int] = field(default_factory=set)
     last_used: float = field(default_factory=time.monotonic)
     generation: int = 0
+    warming: bool = False  # started ahead of any turn (a wake-up); not on the start clock yet
 
 
 class AgentActor(Actor):
@@ -533,6 +534,8 @@ class AgentActor(Actor):
         self._governor = message.governor
         self._wakes = message.wakes
         self.send(self._supervisor, _AgentBorn(os.getpid(), self._node))
+        if message.warm_worker:
+            self._warm_worker()
         if self._isolated:
             # The worker must die with this process, and the CLIs it runs carry its marker.
             children_die_with_this_process()
@@ -1006,6 +1009,21 @@ class AgentActor(Actor):
             return
         self._run_on_worker(effect)
 
+    def _warm_worker(self) -> None:
+        """Create the turn worker now, ahead of any turn: this incarnation wakes for a caller.
+
+        Thespian forks the worker's process while this agent opens its record and
+        registers, instead of after the caller's request arrives: a wake-up then waits for
+        one process creation, not two in a row. The worker goes on the start clock with its
+        first turn; one that gets none ends with the agent (hibernation, stop).
+        """
+        slot = self.worker
+        if slot.address is None:
+            slot.address = self.createActor(TurnWorker)
+            slot.generation += 1
+            slot.pid = 0
+            slot.warming = True
+
     def _run_on_worker(self, effect: StartTurn) -> None:
         """Send the turn to the worker, creating one if there is none."""
         slot = self.worker
@@ -1014,6 +1032,10 @@ class AgentActor(Actor):
             slot.generation += 1
             slot.pid = 0
             self._after(_WorkerStartGrace(slot.generation), WORKER_START_GRACE)
+        elif slot.warming:
+            slot.warming = False
+            if not slot.pid:
+                self._after(_WorkerStartGrace(slot.generation), WORKER_START_GRACE)
         slot.turn_id = effect.turn_id
         # The worker reports ``ready`` only when the turn cannot start at once: on a new
         # worker, or when killed process groups must be gone first (the same rule as

@@ -387,6 +387,7 @@ class _Child:
     timers: tuple[tuple[str, float, Any], ...] = ()  # send_after timers kept while it sleeps
     slept_at: float | None = None  # wall-clock time it hibernated; set until it is woken
     wakes: int = 0  # incarnations started to wake it (status does not count them as restarts)
+    warm_worker: bool = False  # the next incarnation wakes for a waiting caller
 
 
 class AgentSupervisor(Actor):
@@ -559,8 +560,10 @@ class AgentSupervisor(Actor):
                 timers=timers,
                 governor=self._governor,
                 wakes=child.wakes,
+                warm_worker=child.warm_worker,
             ),
         )
+        child.warm_worker = False
 
     def _on_ready(self, message: _AgentReady, sender: Any) -> None:
         """The agent initialized: register its name, then answer its starter.
@@ -757,6 +760,7 @@ class AgentSupervisor(Actor):
         """
         child = self._children.get(message.name)
         if child is not None and child.state is _ChildState.HIBERNATED:
+            child.warm_worker = True  # a caller waits: its request will want a worker
             self._wake(child)
         elif child is None:
             # Stopped meanwhile: the registry's waiting callers need the name gone.

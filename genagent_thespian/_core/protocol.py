@@ -219,6 +219,9 @@ class _InitAgent:
     timers: tuple[tuple[str, float, Any], ...] = ()
     governor: Any = None  # the node's session governor (``max_live_sessions``), if any
     wakes: int = 0  # incarnations that were wake-ups from hibernation, not restarts
+    #: Woken for a waiting caller: start the turn worker first, so its process comes up
+    #: while the record loads (the caller's request almost always needs it).
+    warm_worker: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ that every call wakes it transparently (answers as if it had kept running).
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -227,3 +228,31 @@ def test_another_agent_wakes_a_sleeping_agent_with_a_tell(
     wait_until(lambda: len(completions()) == 2, timeout=30, message="no second TellCompleted")
     assert completions()[1]["text"] == "two" and completions()[1]["error"] is None
     assert read_history(history) == ["first", "second"]
+
+
+def test_an_agent_woken_for_a_caller_starts_its_worker_before_any_turn(
+    system: AgentSystem, tmp_path: Path
+) -> None:
+    history = tmp_path / "w.jsonl"
+    g.start_agent(
+        Counter,
+        name="w",
+        backend="scripted",
+        script=["one", "two"],
+        backend_options={"record_to": str(history)},
+        durable=True,
+        hibernate_after=2.0,  # awake for 6 s after a wake-up: the ask below finds it up
+    )
+    ref = g.tell("w", "first")
+    assert wait_until(lambda: g.poll("w", ref).done, timeout=20)
+    wait_asleep("w", g.status("w").pid)
+
+    assert g.poll("w", ref).response.text == "one"  # woken by a poll: no turn to run
+    agent = psutil.Process(g.status("w").pid)
+    # Its worker process comes up anyway, forked while the agent loaded its record...
+    workers = wait_until(agent.children, timeout=20, message="no worker was started")
+    assert g.ask("w", "second").text == "two"
+    # ...and the first turn after the wake-up runs on it (the backend records its pid).
+    lines = [json.loads(line) for line in history.read_text().splitlines()]
+    assert [line["prompt"] for line in lines] == ["first", "second"]
+    assert lines[-1]["pid"] == workers[0].pid

@@ -54,6 +54,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import psutil
 from thespian.actors import (
     Actor,
     ActorExitRequest,
@@ -128,6 +129,8 @@ from .._os.processes import (
     children_die_with_this_process,
     kill_process,
     kill_process_group,
+    owner_alive,
+    owner_identity,
 )
 from ..messages import (
     Accepted,
@@ -172,6 +175,9 @@ CANCEL_GRACE = 5.0
 END_SESSION_GRACE = 10.0
 #: Seconds a new turn worker has to report that it runs.
 WORKER_START_GRACE = 30.0
+#: Seconds between two checks that a busy turn worker's process still runs (a worker whose
+#: exit Thespian never reported would otherwise hold its turn until the watchdog).
+WORKER_ALIVE_CHECK = 5.0
 #: Seconds an agent answers a tell from another agent in (it acknowledges at once); past
 #: that, the sender looks the name up again and resends (its cached address may belong to
 #: a process that hibernated or restarted since), up to ``TELL_ATTEMPTS`` times in all.
@@ -271,6 +277,18 @@ class _WorkerStartGrace:
 
 
 @dataclass(frozen=True, slots=True)
+class _WorkerAliveCheck:
+    """Check that the busy worker of ``generation`` still runs (every ``WORKER_ALIVE_CHECK``)."""
+
+    generation: int
+
+    @property
+    def key(self) -> Hashable:
+        """One check pending at a time, for the current worker."""
+        return _WorkerAliveCheck
+
+
+@dataclass(frozen=True, slots=True)
 class _LeaseRenewal:
     """A durable agent renews its lease a third of the way through it (``_renew_lease``)."""
 
@@ -325,6 +343,7 @@ _Deadline = (
     | _UserTimer
     | _EndSessionGrace
     | _WorkerStartGrace
+    | _WorkerAliveCheck
     | _LeaseRenewal
     | _HibernateDue
     | _SlotRetireGrace
@@ -375,6 +394,7 @@ class _WorkerSlot:
     last_used: float = field(default_factory=time.monotonic)
     generation: int = 0
     warming: bool = False  # started ahead of any turn (a wake-up); not on the start clock yet
+    identity: tuple[int, float] | None = None  # (pid, start time) once it reported its pid
 
 
 class AgentActor(Actor):
@@ -819,8 +839,9 @@ class AgentActor(Actor):
             return  # a retired worker's late output
         self._deadlines.cancel(_WorkerStartGrace(slot.generation).key)
         known = (slot.pid, frozenset(slot.process_groups))
-        if message.pid:
+        if message.pid and message.pid != slot.pid:
             slot.pid = message.pid
+            slot.identity = self._worker_identity(message.pid)
         for pgid, alive in message.process_groups:
             (slot.process_groups.add if alive else slot.process_groups.discard)(pgid)
         if (slot.pid, frozenset(slot.process_groups)) != known:
@@ -1037,6 +1058,8 @@ class AgentActor(Actor):
             if not slot.pid:
                 self._after(_WorkerStartGrace(slot.generation), WORKER_START_GRACE)
         slot.turn_id = effect.turn_id
+        if self._isolated:
+            self._after(_WorkerAliveCheck(slot.generation), WORKER_ALIVE_CHECK)
         # The worker reports ``ready`` only when the turn cannot start at once: on a new
         # worker, or when killed process groups must be gone first (the same rule as
         # ``TurnWorker._start``, which also says ``waiting`` when a previous stream is still
@@ -1169,6 +1192,10 @@ class AgentActor(Actor):
             return
         if message.childAddress != slot.address:
             return  # a duplicate notice, or a worker retired earlier
+        self._worker_lost(slot)
+
+    def _worker_lost(self, slot: _WorkerSlot) -> None:
+        """The worker's process is gone: clean up after it and fail its turn, if any."""
         running = slot.turn_id
         self._kill_worker_remains(slot)
         self.worker = _WorkerSlot(generation=slot.generation)
@@ -1177,6 +1204,36 @@ class AgentActor(Actor):
             crash = TurnCrashed("the turn worker process exited during the turn")
             self._run(self._m.turn_failed(running, crash))
         self._release_held_start()
+
+    def _worker_identity(self, pid: int) -> tuple[int, float] | None:
+        """The worker's ``(pid, start time)``; ``None`` in-process or once it is gone."""
+        if not self._isolated or pid == os.getpid():
+            return None
+        try:
+            return owner_identity(pid)
+        except psutil.Error:
+            return None
+
+    def _check_worker_alive(self, generation: int) -> None:
+        """Fail the turn of a worker that died without an exit notice; else look again later.
+
+        Thespian drops the ``ChildActorExited`` of a child now and then (measured under kill
+        storms; the supervisor sweeps its agents for the same reason): without this check a
+        turn whose worker was killed would wait for its watchdog, ten minutes by default.
+        The process is named by pid and start time, so a reused pid is not mistaken for it.
+        """
+        slot = self.worker
+        if slot.generation != generation or slot.turn_id is None:
+            return  # another worker, or no turn to lose
+        if slot.identity is not None and not owner_alive(slot.identity):
+            _log.warning(
+                "agent %r: its turn worker (pid %d) ended without an exit notice; failing its turn",
+                self._m.name,
+                slot.pid,
+            )
+            self._worker_lost(slot)
+            return
+        self._after(_WorkerAliveCheck(generation), WORKER_ALIVE_CHECK)
 
     def _report_processes(self) -> None:
         """Tell the supervisor what to end should this agent die (see ``_AgentProcesses``)."""
@@ -1266,6 +1323,8 @@ class AgentActor(Actor):
                     self._finish_stop()
             case _LeaseRenewal():
                 self._renew_lease()
+            case _WorkerAliveCheck(generation):
+                self._check_worker_alive(generation)
             case _WorkerStartGrace(generation):
                 slot = self.worker
                 if slot.generation == generation and slot.address is not None and not slot.pid:

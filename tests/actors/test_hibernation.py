@@ -247,7 +247,8 @@ def test_an_agent_woken_for_a_caller_starts_its_worker_before_any_turn(
     assert wait_until(lambda: g.poll("w", ref).done, timeout=20)
     wait_asleep("w", g.status("w").pid)
 
-    assert g.poll("w", ref).response.text == "one"  # woken by a poll: no turn to run
+    polled = g.poll("w", ref).response  # woken by a poll: no turn to run
+    assert polled is not None and polled.text == "one"
     agent = psutil.Process(g.status("w").pid)
     # Its worker process comes up anyway, forked while the agent loaded its record...
     workers = wait_until(agent.children, timeout=20, message="no worker was started")

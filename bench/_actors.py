@@ -4,7 +4,8 @@
 * :class:`BenchAgent` is the smallest possible ``GenAgent``: it does nothing with a turn.
 * :class:`InstantBackend` answers every turn at once with a stateless session, so the cost
   measured is the framework's and not the backend's (the scripted backend's session
-  records every prompt and grows a little each turn).
+  records every prompt and grows a little each turn); :class:`GovernedInstantBackend` is
+  the same through the session governor.
 * :class:`StampingBackend` streams text deltas stamped with ``time.time()`` at emission, for
   the streaming-delay benchmark.
 * :class:`ProcessGroupBackend` starts a tiny provider process in its own process group,
@@ -41,6 +42,7 @@ __all__ = [
     "CrashParent",
     "Echo",
     "Forwarder",
+    "GovernedInstantBackend",
     "GroupKeeper",
     "InstantBackend",
     "ProcessGroupBackend",
@@ -310,6 +312,16 @@ class InstantBackend(Backend):
         """Yield one delta and the result."""
         yield Event.text_delta("ok")
         yield Event.result("ok", session_id=session.session_id)
+
+
+class GovernedInstantBackend(InstantBackend):
+    """:class:`InstantBackend` whose session counts as live: every turn asks the governor.
+
+    Beside the plain one, it measures the session governor's round trip per turn (a CLI
+    backend pays it, with a session that is kept between turns)."""
+
+    name = "instant-governed"
+    live_session = True
 
 
 @dataclass(frozen=True, slots=True)

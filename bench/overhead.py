@@ -10,7 +10,10 @@ On multiprocTCPBase, in one fresh framework system and one fresh raw system, int
 * **agent (scripted)**: ``genagent_thespian.ask`` of an idle agent whose scripted backend
   answers at once (``default="ok"``), the headline figure;
 * **agent (instant)**: the same with a backend whose session never changes (the scripted
-  session records every prompt, so its pickled size grows by a few bytes per turn).
+  session records every prompt, so its pickled size grows by a few bytes per turn);
+* **agent (instant, governed)**: the same backend with ``live_session = True``, so every
+  turn first asks the session governor (on by default): what a CLI backend's turn pays for
+  the cap on live sessions.
 
 On simpleSystemBase (everything in this process) the raw echo ask and the scripted agent
 ask are measured the same way. Target: on multiprocTCPBase the agent's p50 is at most 3x the
@@ -25,7 +28,7 @@ from typing import Any
 
 import genagent_thespian as g
 
-from ._actors import BenchAgent, Echo, InstantBackend, Relay
+from ._actors import BenchAgent, Echo, GovernedInstantBackend, InstantBackend, Relay
 from ._common import (
     Figure,
     RawSystem,
@@ -97,6 +100,18 @@ def run(quick: bool = False) -> Result:
             floor=raw["p50_ms"],
             floor_label="raw echo ask p50",
             samples=samples,
+        )
+    )
+    result.add(
+        Figure(
+            key="tcp_governor_cost_p50",
+            label="agent ask p50 through the session governor (live_session backend)",
+            unit="ms",
+            value=tcp["agent_governed"]["p50_ms"],
+            floor=tcp["agent_instant"]["p50_ms"],
+            floor_label="the same backend without the governor, p50",
+            samples=samples,
+            extra={"vs_raw": tcp["agent_governed"]["p50_ms"] / raw["p50_ms"]},
         )
     )
     result.add(
@@ -199,6 +214,7 @@ def _measure_tcp(rounds: int, per_round: int, warmup: int) -> dict[str, Any]:
         variants: tuple[tuple[str, Any, dict[str, Any]], ...] = (
             ("scripted", "scripted", {"default": "ok"}),
             ("instant", InstantBackend, {}),
+            ("governed", GovernedInstantBackend, {}),
         )
         for name, backend, options in variants:
             g.start_agent(
@@ -227,6 +243,7 @@ def _measure_tcp(rounds: int, per_round: int, warmup: int) -> dict[str, Any]:
                     "design_floor": design_ask,
                     "agent_scripted": lambda: agent_ask("scripted"),
                     "agent_instant": lambda: agent_ask("instant"),
+                    "agent_governed": lambda: agent_ask("governed"),
                 },
                 rounds=rounds,
                 per_round=per_round,

@@ -745,9 +745,10 @@ class SQLiteAgentStore(AgentStore):
     """The default :class:`AgentStore`: one SQLite file in WAL mode, shared by processes.
 
     Each process (and each object) holds one connection, guarded by a lock so threads can
-    share it; after a ``fork`` the child opens its own connection on first use. Writes use
-    ``BEGIN IMMEDIATE`` so concurrent writers queue on the busy timeout instead of failing
-    on a lock upgrade.
+    share it; after a ``fork`` the child opens its own connection on first use. Writers of
+    every process first queue on a kernel lock beside the file (``_durable/writers.py``),
+    then use ``BEGIN IMMEDIATE``, so a write never fails on a lock upgrade and never starves
+    behind a steady stream of others.
 
     Args:
         path: The database file (created with its schema if missing), or ``":memory:"``.

@@ -553,7 +553,7 @@ class AgentActor(Actor):
         self._instance_id = message.instance_id
         self._governor = message.governor
         self._wakes = message.wakes
-        self.send(self._supervisor, _AgentBorn(os.getpid(), self._node))
+        self.send(self._supervisor, _AgentBorn(os.getpid(), self._node, spec.name))
         if message.warm_worker:
             self._warm_worker()
         if self._isolated:

@@ -265,6 +265,7 @@ class _AgentBorn:
 
     pid: int
     node: str = ""
+    name: Any = None  # the agent's name: the supervisor finds it without a scan
 
 
 @dataclass(frozen=True, slots=True)

@@ -158,6 +158,8 @@ RESTART_START_DEADLINE = 120.0
 _EXIT_CONFIRM_SECONDS = 3.0
 #: Seconds a new incarnation has to report its pid (it does so before anything else).
 _BIRTH_REPORT_SECONDS = 10.0
+#: The incarnation of a recent exit that was a hibernation (matches no running incarnation).
+_NO_INCARNATION = -1
 #: Most remembered process addresses (``_child_at``): a few per agent, bounded for fleets.
 _ADDRESS_NOTES_BOUND = 50_000
 #: Seconds after an exit notice before the other agents are checked for an unannounced exit
@@ -1454,7 +1456,19 @@ class AgentSupervisor(Actor):
             del self._names_at[next(iter(self._names_at))]
 
     def _expect_hibernation_exit(self, address: Any, name: Any) -> None:
-        """The process at ``address`` ends because ``name`` hibernates: its notice is expected."""
+        """The process at ``address`` ends because ``name`` hibernates: its notice is expected.
+
+        The exit is also remembered as a recent one (of no incarnation), so that a repeated
+        notice, which Thespian sends now and then, is not taken for the exit of another
+        agent that started meanwhile on the freed port: that one gets the birth grace of
+        ``_on_child_exited``. Measured: mass starts beside hibernations failed a start now
+        and then with "the agent's process exited while starting".
+        """
+        now = time.monotonic()
+        self._recent_exits = [
+            (a, n, t) for a, n, t in self._recent_exits if now - t < _RECENT_EXIT_SECONDS
+        ]
+        self._recent_exits.append((address, _NO_INCARNATION, now))
         key = _address_key(address)
         if key is not None:
             self._names_at.pop(key, None)

@@ -840,6 +840,18 @@ class PostgresAgentStore(AgentStore):
             )
         return record
 
+    def forget_processes(self, processes: Sequence[tuple[int, int]]) -> int:
+        """Drop the records of ``(pid, start_ticks)`` pairs in one transaction."""
+        if not processes:
+            return 0
+        with self._write("forget_processes") as cur:
+            cur.execute(
+                "DELETE FROM processes WHERE (pid, start_ticks) IN"
+                " (SELECT * FROM unnest(%s::bigint[], %s::bigint[]))",
+                ([pid for pid, _ in processes], [ticks for _, ticks in processes]),
+            )
+            return int(cur.rowcount)
+
     def forget_process(self, pid: int, start_ticks: int | None = None) -> int:
         """Delete the records of ``pid`` (only the one started at ``start_ticks``, if given).
 

@@ -90,8 +90,7 @@ def reap_orphans(store: AgentStore, *, grace: float = 2.0) -> list[ProcessRecord
         else:
             _end(record, grace)
         ended.append(record)
-    for record in (*ended, *gone):
-        store.forget_process(record.pid, record.start_ticks)
+    store.forget_processes([(r.pid, r.start_ticks) for r in (*ended, *gone)])
     return ended
 
 

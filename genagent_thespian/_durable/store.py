@@ -606,6 +606,16 @@ class AgentStore(abc.ABC):
     def forget_process(self, pid: int, start_ticks: int | None = None) -> int:
         """Drop the records of ``pid`` (only the one started at ``start_ticks``, if given)."""
 
+    def forget_processes(self, processes: Sequence[tuple[int, int]]) -> int:
+        """Drop the records of ``(pid, start_ticks)`` pairs; return how many were dropped.
+
+        The reaper forgets every gone process of a pass at once: with thousands of
+        hibernated agents that is thousands of records, and one write (and sync) each held
+        the store's write lock for seconds while agents woke. Stores override this with
+        one transaction per batch; this default forgets them one by one.
+        """
+        return sum(self.forget_process(pid, start_ticks) for pid, start_ticks in processes)
+
     @abc.abstractmethod
     def recorded_processes(self) -> list[ProcessRecord]:
         """Return every process record, oldest first."""
@@ -737,6 +747,9 @@ def _reset_stores_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_reset_stores_after_fork)
+
+#: Process records forgotten per transaction (``SQLiteAgentStore.forget_processes``).
+_FORGET_BATCH = 500
 
 _CORRUPTION_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_CORRUPT_VTAB"})
 
@@ -1528,6 +1541,21 @@ class SQLiteAgentStore(AgentStore):
                 (pid, start_ticks, start_ticks),
             )
             return cur.rowcount
+
+    def forget_processes(self, processes: Sequence[tuple[int, int]]) -> int:
+        """Drop the records of ``(pid, start_ticks)`` pairs, in batches of one transaction.
+
+        A batch is short (a few milliseconds for 500 rows), so writers of waking agents
+        queue behind one batch, never behind the whole pass."""
+        dropped = 0
+        for start in range(0, len(processes), _FORGET_BATCH):
+            batch = processes[start : start + _FORGET_BATCH]
+            with self._write("forget_processes") as cur:
+                cur.executemany(
+                    "DELETE FROM processes WHERE pid = ? AND start_ticks = ?", list(batch)
+                )
+                dropped += cur.rowcount
+        return dropped
 
     def recorded_processes(self) -> list[ProcessRecord]:
         """Every process record, oldest first (the order the reaper ends them in)."""

@@ -799,6 +799,22 @@ def test_process_records_round_trip_and_detect_pid_reuse(store: AgentStore) -> N
         reap(proc)
 
 
+def test_forgetting_processes_in_one_call_drops_exactly_those_named(store: AgentStore) -> None:
+    procs = [sleeper() for _ in range(3)]
+    try:
+        records = [store.record_process(p.pid, role="worker", agent_key=KEY) for p in procs]
+        assert all(r is not None for r in records)
+        first, second, third = (r for r in records if r is not None)
+        named = [(first.pid, first.start_ticks), (second.pid, second.start_ticks)]
+        stale = (third.pid, third.start_ticks + 1)  # the third pid, another process
+        assert store.forget_processes([*named, stale]) == 2
+        assert store.recorded_processes() == [third]
+        assert store.forget_processes([]) == 0
+    finally:
+        for proc in procs:
+            reap(proc)
+
+
 def test_recording_a_process_that_has_exited_records_nothing(store: AgentStore) -> None:
     proc = sleeper()
     proc.kill()

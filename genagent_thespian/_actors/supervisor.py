@@ -1020,7 +1020,7 @@ class AgentSupervisor(Actor):
         back-off (callers wait: the registry says "restarting") or gives up (the record's
         callers get ``AgentStopped``, watchers ``AgentDown``).
         """
-        self._recent_exits.append((address, child.incarnation, time.monotonic()))
+        self._note_exit(address, child.incarnation)
         name = child.spec.name
         if self._governor is not None:  # a dead agent's session and queued turn are gone
             self.send(self._governor, _SessionGone(name, withdraw=True))
@@ -1376,15 +1376,23 @@ class AgentSupervisor(Actor):
         for an address handled moments ago is taken as that repeat (a restart that dies
         before reporting ready is caught by its start deadline).
         """
-        now = time.monotonic()
-        self._recent_exits = [
-            (a, n, t) for a, n, t in self._recent_exits if now - t < _RECENT_EXIT_SECONDS
-        ]
-        if any(a == address and n == child.incarnation for a, n, _ in self._recent_exits):
+        if any(a == address and n == child.incarnation for a, n, _ in self._recent()):
             return True
         if self._is_local(child):
             return False  # the process identity decides (see _on_child_exited)
         return self._recently_at(address)
+
+    def _recent(self) -> list[tuple[Any, int, float]]:
+        """The exits handled in the last ``_RECENT_EXIT_SECONDS`` (older ones dropped)."""
+        now = time.monotonic()
+        self._recent_exits = [
+            (a, n, t) for a, n, t in self._recent_exits if now - t < _RECENT_EXIT_SECONDS
+        ]
+        return self._recent_exits
+
+    def _note_exit(self, address: Any, incarnation: int) -> None:
+        """Remember an exit at ``address`` (``_NO_INCARNATION`` for a hibernation)."""
+        self._recent().append((address, incarnation, time.monotonic()))
 
     def _recently_at(self, address: Any) -> bool:
         """Whether an exit at ``address`` was handled moments ago (any incarnation)."""
@@ -1460,9 +1468,7 @@ class AgentSupervisor(Actor):
     def _remember_address(self, key: Hashable, name: Any) -> None:
         """Note where ``name`` runs; the oldest notes go first past a bound (addresses of
         incarnations that ended are dropped when a lookup finds them stale)."""
-        self._names_at[key] = name
-        if len(self._names_at) > _ADDRESS_NOTES_BOUND:
-            del self._names_at[next(iter(self._names_at))]
+        _put_bounded(self._names_at, key, name)
 
     def _expect_hibernation_exit(self, address: Any, name: Any) -> None:
         """The process at ``address`` ends because ``name`` hibernates: its notice is expected.
@@ -1473,17 +1479,11 @@ class AgentSupervisor(Actor):
         ``_on_child_exited``. Measured: mass starts beside hibernations failed a start now
         and then with "the agent's process exited while starting".
         """
-        now = time.monotonic()
-        self._recent_exits = [
-            (a, n, t) for a, n, t in self._recent_exits if now - t < _RECENT_EXIT_SECONDS
-        ]
-        self._recent_exits.append((address, _NO_INCARNATION, now))
+        self._note_exit(address, _NO_INCARNATION)
         key = _address_key(address)
         if key is not None:
             self._names_at.pop(key, None)
-            self._sleeping_at[key] = name
-            if len(self._sleeping_at) > _ADDRESS_NOTES_BOUND:
-                del self._sleeping_at[next(iter(self._sleeping_at))]
+            _put_bounded(self._sleeping_at, key, name)
 
     def _hibernation_exit(self, address: Any) -> bool:
         """Whether an exit notice is the expected one of a process that hibernated.
@@ -1581,6 +1581,13 @@ _HANDLERS: dict[type, Any] = {
     ActorExitRequest: AgentSupervisor._on_exit_request,
     _WhereIsGovernor: AgentSupervisor._on_where_is_governor,
 }
+
+
+def _put_bounded(notes: dict[Hashable, Any], key: Hashable, value: Any) -> None:
+    """Set ``notes[key]``; past ``_ADDRESS_NOTES_BOUND`` entries the oldest one goes."""
+    notes[key] = value
+    if len(notes) > _ADDRESS_NOTES_BOUND:
+        del notes[next(iter(notes))]
 
 
 def _address_key(address: Any) -> Hashable | None:

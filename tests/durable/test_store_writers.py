@@ -16,12 +16,14 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from genagent_thespian._durable.store import SQLiteAgentStore, StoreError, agent_key
 from genagent_thespian._durable.writers import WriterQueue, WriterQueueTimeout
+from genagent_thespian.testing import wait_until
 
 KEY = agent_key("writer")
 
@@ -99,49 +101,56 @@ def _write_in_thread(store: SQLiteAgentStore) -> tuple[threading.Thread, list[ob
     return thread, outcome
 
 
-def test_a_write_waits_for_the_holder_and_goes_on_when_it_lets_go(database: Path) -> None:
-    store = SQLiteAgentStore(database, busy_timeout=60.0)
+@contextmanager
+def _held(database: Path, busy_timeout: float) -> Iterator[tuple[SQLiteAgentStore, Holder]]:
+    """A store here, and a second process holding its writer queue; both closed after.
+
+    A waiter an earlier test abandoned is gone first, so ``_waiting_in_queue`` speaks of
+    this test's write only."""
+    wait_until(lambda: not _waiting_in_queue(), timeout=10, message="an old waiter lingers")
+    store = SQLiteAgentStore(database, busy_timeout=busy_timeout)
     holder = Holder(database)
     try:
-        thread, outcome = _write_in_thread(store)
-        thread.join(0.5)  # a bounded look: the write must still be waiting, not done
-        assert thread.is_alive() and outcome == []
-        holder.release()
-        thread.join(30)
-        assert outcome == ["written"]
-        loaded = store.load(KEY)
-        assert loaded is not None and loaded.state_blob == b"state"
+        yield store, holder
     finally:
         holder.close()
         store.close()
 
 
+def _waiting_in_queue() -> bool:
+    """Whether a write of this process waits for its turn (its waiter thread is blocked)."""
+    return any(t.name == "genagent-store-writer" for t in threading.enumerate())
+
+
+def test_a_write_waits_for_the_holder_and_goes_on_when_it_lets_go(database: Path) -> None:
+    with _held(database, busy_timeout=60.0) as (store, holder):
+        thread, outcome = _write_in_thread(store)
+        wait_until(_waiting_in_queue, timeout=10, message="the write did not queue")
+        assert outcome == []  # still waiting behind the holder
+        holder.release()
+        thread.join(30)
+        assert outcome == ["written"]
+        loaded = store.load(KEY)
+        assert loaded is not None and loaded.state_blob == b"state"
+
+
 def test_a_write_that_never_gets_its_turn_fails_with_a_typed_error(database: Path) -> None:
-    store = SQLiteAgentStore(database, busy_timeout=0.3)
-    holder = Holder(database)
-    try:
+    with _held(database, busy_timeout=0.3) as (store, holder):
         with pytest.raises(StoreError, match=r"save_state .*held the write lock for 0.3s"):
             store.save_state(KEY, b"state")
         holder.release()
         store.save_state(KEY, b"later")  # the abandoned wait did not keep the lock
         loaded = store.load(KEY)
         assert loaded is not None and loaded.state_blob == b"later"
-    finally:
-        holder.close()
-        store.close()
 
 
 def test_a_holder_killed_with_sigkill_lets_the_waiting_writer_in(database: Path) -> None:
-    store = SQLiteAgentStore(database, busy_timeout=60.0)
-    holder = Holder(database)
-    try:
+    with _held(database, busy_timeout=60.0) as (store, holder):
         thread, outcome = _write_in_thread(store)
-        holder.close()
+        wait_until(_waiting_in_queue, timeout=10, message="the write did not queue")
+        holder.close()  # SIGKILL: the kernel releases the lock with the process
         thread.join(30)
         assert outcome == ["written"]
-    finally:
-        holder.close()
-        store.close()
 
 
 def test_a_forked_child_does_not_keep_its_parents_lock(database: Path) -> None:

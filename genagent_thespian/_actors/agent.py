@@ -15,7 +15,8 @@ One ``ask``, as messages (names from ``messages`` and ``_core/protocol``)::
 
     caller                  AgentActor                          TurnWorker (child)
       | Prompt(ref) ------> machine.ask -> StartTurn
-      |                     [governor: _SessionWanted -> _SessionGranted]
+      |                     [governor: _SessionWanted -> _SessionGranted, or
+      |                      _SessionInUse when the session is already live]
       |                     _StartTurn -------------------------> thread: backend.prompt()
       |                               <------------------------- _TurnOutput(pid, ready)
       | <-- TurnEvent ----- (to Watch subscribers) <------------ _TurnOutput(events)
@@ -105,6 +106,7 @@ from .._core.protocol import (
     _SessionGone,
     _SessionGranted,
     _SessionIdle,
+    _SessionInUse,
     _SessionReply,
     _SessionRetire,
     _SessionWanted,
@@ -1021,14 +1023,27 @@ class AgentActor(Actor):
         if slot.cancelling is not None:
             self._held_start = effect  # wait until the cancelled turn ends or the worker dies
             return
-        if self._governor is not None:
-            # Every turn asks: a live session is granted at once (and marked busy, so it is
-            # never retired mid-turn); otherwise the turn waits in the node's fair queue.
+        if self._governor is not None and self._session_warm():
+            # The session is live and counted: the turn runs at once, and the governor
+            # learns that it is busy from a one-way notice (a retire that crosses it is
+            # refused, see _on_session_retire), so a warm turn costs no round trip.
+            self.send(self._governor, _SessionInUse(self._m.name))
+        elif self._governor is not None:
+            # No live session: the turn asks for one, and waits in the node's fair queue
+            # when the cap is reached.
             self._awaiting_session = effect
             wait = self.spec.watchdog if self.spec and self.spec.watchdog else 600.0
             self.send(self._governor, _SessionWanted(self._m.name, effect.turn_id, wait))
             return
         self._run_on_worker(effect)
+
+    def _session_warm(self) -> bool:
+        """The governor granted our session, and its worker is still ours and not retiring."""
+        return (
+            self._session_live
+            and self.worker.address is not None
+            and self._retired_for_slot is None
+        )
 
     def _warm_worker(self) -> None:
         """Create the turn worker now, ahead of any turn: this incarnation wakes for a caller.
@@ -1128,7 +1143,10 @@ class AgentActor(Actor):
         session data the agent keeps (``--resume``, thread resume)."""
         slot = self.worker
         if slot.turn_id is not None or slot.cancelling is not None:
-            return  # busy after all (a race): the governor hears when this turn ends
+            # Busy after all: a turn started before the retire arrived. Keep the session;
+            # the governor retires another one, and hears when this turn ends.
+            self.send(sender, _SessionInUse(self._m.name))
+            return
         if slot.address is None:
             self._session_gone()
             return

@@ -1,10 +1,12 @@
 """``SessionGovernorActor``: the node's cap on live provider sessions, as an actor.
 
 A thin shell around the pure :class:`~genagent_thespian._core.governor.SessionGovernor`:
-agents ask it before each turn (``_SessionWanted``) and tell it when the turn ended
-(``_SessionIdle``) and when their session ended (``_SessionGone``); it answers
-``_SessionGranted`` or ``_SessionDenied`` and asks the least recently used idle agent to
-retire its session (``_SessionRetire``). An agent's worker, with the CLI process it keeps
+an agent without a live session asks it before a turn (``_SessionWanted``), one whose
+session is live runs the turn at once and tells it (``_SessionInUse``); agents tell it when
+the turn ended (``_SessionIdle``) and when their session ended (``_SessionGone``). It
+answers ``_SessionGranted`` or ``_SessionDenied`` and asks the least recently used idle
+agent to retire its session (``_SessionRetire``; an agent that is busy by then answers
+``_SessionInUse`` and keeps it). An agent's worker, with the CLI process it keeps
 between turns, is what counts as its live session. Created by the supervisor at boot
 when the node has ``max_live_sessions`` set (``start_system``).
 """
@@ -24,6 +26,7 @@ from .._core.protocol import (
     _SessionGone,
     _SessionGranted,
     _SessionIdle,
+    _SessionInUse,
     _SessionRetire,
     _SessionWanted,
 )
@@ -87,6 +90,9 @@ class SessionGovernorActor(Actor):
         if isinstance(message, _SessionWanted):
             self._holders[message.name] = sender
             self._carry_out(policy.request(message.name, timeout=message.timeout))
+        elif isinstance(message, _SessionInUse):
+            self._holders[message.name] = sender
+            self._carry_out(policy.in_use(message.name))
         elif isinstance(message, _SessionIdle):
             self._holders[message.name] = sender
             self._carry_out(policy.turn_done(message.name))

@@ -5,7 +5,9 @@ node that must serve thousands of mostly idle agents cannot keep one per agent. 
 governor holds the cap (``max_live_sessions``) and decides, for every turn that needs a
 session, whether it gets one now, waits, or gives up:
 
-* a holder whose session is live gets it at once (it becomes *busy*);
+* a holder whose session is live gets it at once (it becomes *busy*); a holder may also
+  use its live session without asking and say so afterwards (``in_use``): that is what
+  agents do, so a turn on a warm session costs no round trip to the governor;
 * otherwise, with room under the cap, a new session is *granted*;
 * otherwise the request waits in a FIFO queue (fair: first come, first served) and the
   least recently used *idle* session is retired (its CLI ended cleanly, resumed with
@@ -161,6 +163,28 @@ class SessionGovernor:
             self._live[holder] = _Session(busy=True, last_used=now)
             return [Grant(holder)]
         self._queue.append((holder, now, now + max(0.0, timeout)))
+        return self._make_room()
+
+    def in_use(self, holder: Hashable) -> list[Decision]:
+        """``holder`` runs a turn on its live session, which it did not ask for.
+
+        An agent whose session is live (granted before, not retired) starts its turn at
+        once and tells the governor, so a warm turn waits for nobody. The session becomes
+        busy and most recently used. When a ``Retire`` crossed the notice (the holder
+        started its turn before the retire reached it), the retire is void: the session
+        stays, and another idle one is retired instead if somebody waits. A holder the
+        governor does not know (it was told the session ended, or the governor is new
+        after a leader failover) is counted again: its session is live whatever the
+        governor believed, and an over-full node gives sessions back as they go idle."""
+        now = self._clock()
+        session = self._live.get(holder)
+        if session is None:
+            self._live[holder] = _Session(busy=True, last_used=now)
+        else:
+            session.busy = True
+            session.retiring = False
+            session.last_used = now
+            self._live.move_to_end(holder)
         return self._make_room()
 
     def turn_done(self, holder: Hashable) -> list[Decision]:

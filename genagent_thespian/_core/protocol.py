@@ -16,6 +16,7 @@ Who sends what to whom, and what answers it::
     registry -> supervisor   _Wake             (the agent's _Register answers its waiters)
     registry -> agent        _WatcherGone
     agent <-> governor       _SessionWanted    -> _SessionGranted | _SessionDenied
+                             _SessionInUse (a warm session's turn, or a retire refused)
     client -> supervisor     _WhereIsGovernor  -> _GovernorAt (then SessionsStatus to it)
                              _SessionIdle, _SessionGone; governor -> agent _SessionRetire
     agent <-> hub            _TelemetryJoin    -> _TelemetryInterest(-> _InterestAck if seq)
@@ -62,6 +63,7 @@ __all__ = [
     "_SessionGone",
     "_SessionGranted",
     "_SessionIdle",
+    "_SessionInUse",
     "_SessionReply",
     "_SessionRetire",
     "_SessionWanted",
@@ -356,6 +358,18 @@ class _SessionDenied:
 @dataclass(frozen=True, slots=True)
 class _SessionRetire:
     """Governor -> agent: end your idle session (retire the worker); answer ``_SessionGone``."""
+
+    name: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionInUse:
+    """Agent -> governor: a turn runs on my live session (no answer).
+
+    Sent instead of ``_SessionWanted`` when the session is already live, so a turn on a
+    warm session does not wait for the governor; and in answer to a ``_SessionRetire``
+    that arrived while a turn ran (the session stays). ``_SessionIdle`` follows when the
+    turn ends."""
 
     name: Any
 

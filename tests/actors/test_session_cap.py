@@ -8,16 +8,22 @@ can check that an agent's conversation continued across evictions.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+from security_support import find_listener_pid
 from support_agents import Passthrough, Recorder
+from thespian.actors import ActorSystem
+from transport_attacks import port_of
 
 import genagent_thespian as g
 from genagent_thespian import AgentSystem
+from genagent_thespian._core.protocol import _GovernorAt, _WhereIsGovernor
 from genagent_thespian.testing import Slow, read_history, system_processes, wait_until
 
 
@@ -76,6 +82,42 @@ def test_never_more_live_sessions_than_the_cap_and_conversations_continue(
     for name in names:
         assert read_history(histories[name]) == [f"{name}1", f"{name}2"]
         assert g.backend_session(name).position == 2  # the same session went on
+
+
+def governor_pid(system: AgentSystem) -> int:
+    """The pid of the node's governor actor, found by the port of its address."""
+    client = ActorSystem("multiprocTCPBase", g.client_capabilities(), transientUnique=True)
+    try:
+        where = client.ask(system.supervisor, _WhereIsGovernor(), 10)
+    finally:
+        client.shutdown()
+    assert isinstance(where, _GovernorAt) and where.address is not None
+    pid = find_listener_pid(port_of(where.address))
+    assert pid is not None
+    return pid
+
+
+def test_a_turn_on_a_live_session_does_not_wait_for_the_governor(
+    capped: AgentSystem, tmp_path: Path
+) -> None:
+    history = start("warm", tmp_path, script=["ok", "ok", Slow("long", 60.0)])
+    assert g.ask("warm", "cold").text == "ok"  # no live session: granted by the governor
+    governor = governor_pid(capped)
+    os.kill(governor, signal.SIGSTOP)
+    try:
+        # The session is live: the turn runs with the governor unable to answer anything.
+        assert g.ask("warm", "warm", timeout=20).text == "ok"
+    finally:
+        os.kill(governor, signal.SIGCONT)
+    assert read_history(history) == ["cold", "warm"]
+    g.tell("warm", "long")
+    wait_until(lambda: g.status("warm").state == "processing")
+    # The governor was told: the session counts as busy while the warm turn runs.
+    busy = wait_until(lambda: (f := g.sessions()) is not None and f.busy == 1 and f, timeout=10)
+    assert busy and (busy.live, busy.queued) == (1, 0)
+    g.interrupt("warm")
+    idle = wait_until(lambda: (f := g.sessions()) is not None and f.busy == 0 and f, timeout=10)
+    assert idle and idle.live == 1
 
 
 def test_a_turn_waits_for_a_session_and_fails_typed_after_its_watchdog(tmp_path: Path) -> None:

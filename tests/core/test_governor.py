@@ -60,6 +60,68 @@ def test_busy_sessions_are_never_retired_and_waiters_are_served_in_order(clock: 
     assert gov.session_ended("b") == [Grant("c")]
 
 
+def test_a_holder_using_its_live_session_without_asking_becomes_busy(clock: Clock) -> None:
+    gov = SessionGovernor(2, clock=clock)
+    gov.request("a", timeout=10)
+    gov.request("b", timeout=10)
+    clock.now += 1
+    gov.turn_done("a")
+    clock.now += 1
+    gov.turn_done("b")
+    clock.now += 1
+    assert gov.in_use("a") == []  # a warm turn: no grant to wait for
+    status = gov.status()
+    assert (status.live, status.busy) == (2, 1)
+    assert gov.request("c", timeout=10) == [Retire("b")]  # a is busy and was used last
+
+
+def test_a_retire_that_crossed_a_warm_turn_is_void_and_another_session_is_retired(
+    clock: Clock,
+) -> None:
+    gov = SessionGovernor(2, clock=clock)
+    gov.request("a", timeout=10)
+    gov.request("b", timeout=10)
+    gov.turn_done("a")
+    clock.now += 1
+    gov.turn_done("b")
+    assert gov.request("c", timeout=10) == [Retire("a")]
+    # a started a turn before the retire reached it: it keeps its session, and b, idle,
+    # is retired for c instead.
+    assert gov.in_use("a") == [Retire("b")]
+    status = gov.status()
+    assert (status.live, status.busy, status.retiring, status.queued) == (2, 1, 1, 1)
+    assert gov.session_ended("b") == [Grant("c")]
+
+
+def test_a_retire_refused_with_nothing_else_idle_waits_for_the_turn_to_end(
+    clock: Clock,
+) -> None:
+    gov = SessionGovernor(1, clock=clock)
+    gov.request("a", timeout=10)
+    gov.turn_done("a")
+    assert gov.request("b", timeout=10) == [Retire("a")]
+    assert gov.in_use("a") == []  # the retire is refused; nothing else to retire
+    status = gov.status()
+    assert (status.live, status.busy, status.retiring, status.queued) == (1, 1, 0, 1)
+    assert gov.turn_done("a") == [Retire("a")]  # idle again, and b still waits
+    assert gov.session_ended("a") == [Grant("b")]
+
+
+def test_a_session_the_governor_did_not_know_is_counted_and_the_cap_restored(
+    clock: Clock,
+) -> None:
+    gov = SessionGovernor(1, clock=clock)
+    gov.request("a", timeout=10)
+    gov.turn_done("a")
+    # "x" kept its live session through a leader failover: the new governor learns of it
+    # from its next turn, counts it, and gives the cap back by retiring the idle one.
+    assert gov.in_use("x") == [Retire("a")]
+    status = gov.status()
+    assert (status.live, status.busy, status.retiring) == (2, 1, 1)
+    assert gov.session_ended("a") == []
+    assert gov.status().live == 1
+
+
 def test_a_request_still_waiting_at_its_deadline_is_denied(clock: Clock) -> None:
     gov = SessionGovernor(1, clock=clock)
     gov.request("a", timeout=10)

@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import itertools
 import os
 import pickle
 import signal
@@ -63,6 +64,7 @@ from thespian.actors import Actor, ActorExitRequest, ChildActorExited, WakeupMes
 
 from .._core.backend import resolve_backend
 from .._core.classref import UnimportableClass
+from .._core.deadlines import Deadlines
 from .._core.errors import (
     AgentAlreadyExists,
     AgentNotFound,
@@ -261,7 +263,7 @@ class _ChildState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class _RestartDue:
-    """Wakeup: the back-off before restarting incarnation ``incarnation`` of ``name`` is over."""
+    """Timer: the back-off before restarting incarnation ``incarnation`` of ``name`` is over."""
 
     name: Any
     incarnation: int
@@ -269,7 +271,7 @@ class _RestartDue:
 
 @dataclass(frozen=True, slots=True)
 class _WakeDue:
-    """Wakeup: the earliest timer of hibernated incarnation ``incarnation`` of ``name`` is due."""
+    """Timer: the earliest timer of hibernated incarnation ``incarnation`` of ``name`` is due."""
 
     name: Any
     incarnation: int
@@ -277,7 +279,7 @@ class _WakeDue:
 
 @dataclass(frozen=True, slots=True)
 class _StartCheck:
-    """Wakeup: a restarted incarnation should have reported ready by now."""
+    """Timer: a restarted incarnation should have reported ready by now."""
 
     name: Any
     incarnation: int
@@ -285,7 +287,7 @@ class _StartCheck:
 
 @dataclass(frozen=True, slots=True)
 class _ExitDue:
-    """Wakeup: a stopping agent should have answered ``_ShutdownAgent`` by now; make it exit."""
+    """Timer: a stopping agent should have answered ``_ShutdownAgent`` by now; make it exit."""
 
     address: Any
     incarnation: int
@@ -293,7 +295,7 @@ class _ExitDue:
 
 @dataclass(frozen=True, slots=True)
 class _KillDue:
-    """Wakeup: an agent told to exit should be gone by now; SIGKILL its process."""
+    """Timer: an agent told to exit should be gone by now; SIGKILL its process."""
 
     address: Any
     incarnation: int
@@ -301,17 +303,17 @@ class _KillDue:
 
 @dataclass(frozen=True, slots=True)
 class _OwnerCheck:
-    """Wakeup: time to check that the process owning this system still runs."""
+    """Timer: time to check that the process owning this system still runs."""
 
 
 @dataclass(frozen=True, slots=True)
 class _EndSystem:
-    """Wakeup: the owner is gone and the agents had their time to stop; end every process."""
+    """Timer: the owner is gone and the agents had their time to stop; end every process."""
 
 
 @dataclass(frozen=True, slots=True)
 class _BornCheck:
-    """Wakeup: a spawned incarnation should have reported its process by now.
+    """Timer: a spawned incarnation should have reported its process by now.
 
     ``after_notice``: set when an exit notice arrived for an address not yet heard from."""
 
@@ -322,7 +324,7 @@ class _BornCheck:
 
 @dataclass(frozen=True, slots=True)
 class _LostExitSweep:
-    """Wakeup: look for local agents whose process ended without an exit notice.
+    """Timer: look for local agents whose process ended without an exit notice.
 
     Thespian 4.0.1 drops the notice of a child that dies while the notice of another child
     is handled: after each ``ChildActorExited`` it removes every dead child from its list
@@ -331,7 +333,7 @@ class _LostExitSweep:
 
 @dataclass(frozen=True, slots=True)
 class _ExitCheck:
-    """Wakeup: look again whether an incarnation announced as exited is really gone."""
+    """Timer: look again whether an incarnation announced as exited is really gone."""
 
     address: Any
     incarnation: int
@@ -340,14 +342,30 @@ class _ExitCheck:
 
 @dataclass(frozen=True, slots=True)
 class _KeepNodes:
-    """Wakeup: try again to put a keeper on the nodes that have none."""
+    """Timer: try again to put a keeper on the nodes that have none."""
 
 
 @dataclass(frozen=True, slots=True)
 class _CensusDue:
-    """Wakeup: a new leader's census may end (``final``: it must, see :class:`Lead`)."""
+    """Timer: a new leader's census may end (``final``: it must, see :class:`Lead`)."""
 
     final: bool = False
+
+
+_Deadline = (
+    _RestartDue
+    | _WakeDue
+    | _StartCheck
+    | _ExitDue
+    | _KillDue
+    | _OwnerCheck
+    | _EndSystem
+    | _BornCheck
+    | _LostExitSweep
+    | _ExitCheck
+    | _KeepNodes
+    | _CensusDue
+)
 
 
 @dataclass
@@ -435,6 +453,8 @@ class AgentSupervisor(Actor):
         self._names_at: dict[Hashable, Any] = {}  # transport address -> agent name (_child_at)
         self._sleeping_at: dict[Hashable, Any] = {}  # addresses of hibernated processes
         self._lost_exit_sweep_armed = False  # a _LostExitSweep wakeup is pending
+        self._timers = Deadlines()  # every timer of this actor, under one Thespian wakeup
+        self._timer_keys = itertools.count()
         self._owner: tuple[int, float] | None = None
         self._registry_seq = 0
         self._owner_gone = False
@@ -551,9 +571,7 @@ class AgentSupervisor(Actor):
         child.unplaced = False
         self._unplaced.pop(child.spec.name, None)
         child.born = False
-        self.wakeupAfter(
-            _BIRTH_REPORT_SECONDS, payload=_BornCheck(child.address, child.incarnation, False)
-        )
+        self._after(_BIRTH_REPORT_SECONDS, _BornCheck(child.address, child.incarnation, False))
         self.send(
             child.address,
             _InitAgent(
@@ -674,13 +692,13 @@ class AgentSupervisor(Actor):
             child.state = _ChildState.STOPPING
             child.stop_reason = reason
             self.send(child.address, ActorExitRequest())
-            self.wakeupAfter(EXIT_GRACE, payload=_KillDue(child.address, child.incarnation))
+            self._after(EXIT_GRACE, _KillDue(child.address, child.incarnation))
             return
         child.state = _ChildState.STOPPING
         child.stop_reason = reason
         self._tell_registry(_Unregister(child.spec.name, child.address))
         self.send(child.address, _ShutdownAgent(reason, keep_record=keep_record))
-        self.wakeupAfter(STOP_GRACE, payload=_ExitDue(child.address, child.incarnation))
+        self._after(STOP_GRACE, _ExitDue(child.address, child.incarnation))
 
     def _on_agent_processes(self, message: _AgentProcesses, sender: Any) -> None:
         """Remember what to kill should this agent die: its worker and its CLI process groups.
@@ -701,7 +719,7 @@ class AgentSupervisor(Actor):
             self.send(sender, ActorExitRequest())
             child = self._child_at(sender)
             incarnation = child.incarnation if child is not None else -1
-            self.wakeupAfter(EXIT_GRACE, payload=_KillDue(sender, incarnation))
+            self._after(EXIT_GRACE, _KillDue(sender, incarnation))
 
     def _on_stop_all(self, message: StopAll, sender: Any) -> None:
         """Orderly shutdown: stop every agent, answer ``Stopped(None)`` when none is left.
@@ -759,7 +777,7 @@ class AgentSupervisor(Actor):
         )
         if message.wake_at is not None:
             delay = max(0.0, message.wake_at - time.time())
-            self.wakeupAfter(delay, payload=_WakeDue(child.spec.name, child.incarnation))
+            self._after(delay, _WakeDue(child.spec.name, child.incarnation))
         self._place_waiting()  # its node has room again
 
     def _on_wake(self, message: _Wake, sender: Any) -> None:
@@ -804,14 +822,14 @@ class AgentSupervisor(Actor):
         if self._owner is None or self._owner_gone:
             return
         if owner_alive(self._owner):
-            self.wakeupAfter(OWNER_CHECK_INTERVAL, payload=_OwnerCheck())
+            self._after(OWNER_CHECK_INTERVAL, _OwnerCheck())
             return
         self._owner_gone = True
         _log.warning(
             "the process that started this actor system (pid %d) is gone; shutting down",
             self._owner[0],
         )
-        self.wakeupAfter(STOP_GRACE + 2 * EXIT_GRACE, payload=_EndSystem())
+        self._after(STOP_GRACE + 2 * EXIT_GRACE, _EndSystem())
         self._on_stop_all(StopAll("owner gone"), None)
 
     def _end_own_system(self) -> None:
@@ -827,12 +845,31 @@ class AgentSupervisor(Actor):
         # in its own session); this process is part of it and ends last, with the rest.
         os.killpg(os.getpgid(0), signal.SIGKILL)
 
+    def _after(self, seconds: float, deadline: _Deadline) -> None:
+        """Have ``deadline`` handled in ``seconds`` (``_on_deadline``).
+
+        The timers live in a heap (:class:`Deadlines`) under as few Thespian wakeups as
+        possible: Thespian sorts an actor's whole list of pending wakeups at every new one,
+        and a supervisor of thousands of agents keeps a check pending per start, wake-up
+        and exit, which made every wake-up of a hibernated agent pay for the others'."""
+        delay = self._timers.schedule(next(self._timer_keys), seconds, deadline)
+        if delay is not None:
+            self.wakeupAfter(delay)
+
     def _on_wakeup(self, message: WakeupMessage, sender: Any) -> None:
+        """Handle the timers now due, in deadline order, and arm the wakeup for the next."""
+        due, delay = self._timers.fire()
+        if delay is not None:
+            self.wakeupAfter(delay)
+        for timer in due:
+            self._on_deadline(timer)
+
+    def _on_deadline(self, timer: _Deadline) -> None:
         """Act on a timer: a restart after its back-off, or a deadline for a start or an exit.
 
         Deadlines carry the incarnation they were set for, so one that outlived its agent
         (a restarted agent may reuse its predecessor's address) does nothing."""
-        match message.payload:
+        match timer:
             case _OwnerCheck():
                 self._watch_owner()
             case _EndSystem():
@@ -872,7 +909,7 @@ class AgentSupervisor(Actor):
                 if isinstance(due, _ExitDue):
                     _log.warning("agent %r did not stop in time; ending it", child.spec.name)
                     self.send(address, ActorExitRequest())
-                    self.wakeupAfter(EXIT_GRACE, payload=_KillDue(address, incarnation))
+                    self._after(EXIT_GRACE, _KillDue(address, incarnation))
                 elif self._process_runs(child) and child.pid != os.getpid():
                     _log.warning(
                         "agent %r did not exit in time; killing pid %d", child.spec.name, child.pid
@@ -938,8 +975,7 @@ class AgentSupervisor(Actor):
         if not child.born and self._recently_at(address):
             # A new incarnation at a reused address, not yet heard from: its birth report
             # (milliseconds after it starts) or its silence tells whether it is the one gone.
-            payload = _BornCheck(address, child.incarnation, True)
-            self.wakeupAfter(_BIRTH_REPORT_SECONDS, payload=payload)
+            self._after(_BIRTH_REPORT_SECONDS, _BornCheck(address, child.incarnation, True))
             return
         if self._process_runs(child):
             # Thespian announces an exit before the process is gone, and a late notice of an
@@ -957,9 +993,7 @@ class AgentSupervisor(Actor):
         if not self._process_runs(child):
             self._handle_exit(child, address)
         elif time.monotonic() < deadline:
-            self.wakeupAfter(
-                _EXIT_CONFIRM_INTERVAL, payload=_ExitCheck(address, incarnation, deadline)
-            )
+            self._after(_EXIT_CONFIRM_INTERVAL, _ExitCheck(address, incarnation, deadline))
         else:
             _log.info(
                 "agent %r: ignored an exit notice for an earlier incarnation", child.spec.name
@@ -996,7 +1030,7 @@ class AgentSupervisor(Actor):
         """
         if not self._lost_exit_sweep_armed:
             self._lost_exit_sweep_armed = True
-            self.wakeupAfter(_LOST_EXIT_SWEEP_SECONDS, payload=_LostExitSweep())
+            self._after(_LOST_EXIT_SWEEP_SECONDS, _LostExitSweep())
 
     def _sweep_lost_exits(self) -> None:
         """Handle the exit of every local agent whose process ended without a notice.
@@ -1057,7 +1091,7 @@ class AgentSupervisor(Actor):
                 self.send(self._telemetry, _TelemetryLeave(child.shareable_address))
             child.address = None
             self._tell_registry(_Restarting(name, child.spec.durable))
-            self.wakeupAfter(decision.delay, payload=_RestartDue(name, child.incarnation))
+            self._after(decision.delay, _RestartDue(name, child.incarnation))
             return
         if decision.action is RestartAction.GIVE_UP:
             _log.error("agent %r: %s", name, decision.reason)
@@ -1138,9 +1172,7 @@ class AgentSupervisor(Actor):
             self._unplaced[child.spec.name] = None
             return
         self._spawn(child, node)
-        self.wakeupAfter(
-            RESTART_START_DEADLINE, payload=_StartCheck(child.spec.name, child.incarnation)
-        )
+        self._after(RESTART_START_DEADLINE, _StartCheck(child.spec.name, child.incarnation))
 
     def _place_waiting(self) -> None:
         """Give restarts that found no room another chance (a node joined or room freed).
@@ -1180,8 +1212,8 @@ class AgentSupervisor(Actor):
             if name not in self._children:
                 self._tell_registry(_Restarting(name, True))
         self._census_open, self._census_ready = True, False
-        self.wakeupAfter(CENSUS_SECONDS, payload=_CensusDue())
-        self.wakeupAfter(CENSUS_MAX_SECONDS, payload=_CensusDue(final=True))
+        self._after(CENSUS_SECONDS, _CensusDue())
+        self._after(CENSUS_MAX_SECONDS, _CensusDue(final=True))
 
     def _end_census_if_complete(self) -> None:
         """End the census once its shortest window passed and every live node reported."""
@@ -1233,7 +1265,7 @@ class AgentSupervisor(Actor):
                 del self._keepers[index]
                 if self._nodes and node in self._nodes and node not in self._censused:
                     self._kept.discard(node)
-                    self.wakeupAfter(KEEPER_RETRY_SECONDS, payload=_KeepNodes())
+                    self._after(KEEPER_RETRY_SECONDS, _KeepNodes())
                 return True
         return False
 

@@ -2,15 +2,21 @@
 
 Thespian's ``wakeupAfter`` cannot be cancelled, and every pending wakeup is re-sorted each
 time a new one is added. An agent arming a 600 s watchdog and a 60 s idle timer per turn
-would pile up thousands of dead wakeups (measured: a third of the agent's CPU). Instead,
-the agent keeps its deadlines here, each under a key (arming a key again replaces it;
-cancelling is a dict removal), and asks Thespian for a wakeup only when no pending one
-comes early enough. A pure object: the caller passes the clock and arms the wakeups.
+would pile up thousands of dead wakeups (measured: a third of the agent's CPU); a
+supervisor arming a check per agent start, wake-up and exit keeps thousands pending, and
+Thespian sorts its whole list at every new one. Instead, an actor keeps its deadlines here,
+each under a key (arming a key again replaces it; cancelling is a dict removal), and asks
+Thespian for a wakeup only when no pending one comes early enough. The deadlines sit in a
+heap, so arming one and firing the due ones cost ``O(log n)`` each with thousands pending;
+replaced and cancelled entries are dropped lazily, and the heap is rebuilt when they
+outnumber the live ones. A pure object: the caller passes the clock and arms the wakeups.
 """
 
 from __future__ import annotations
 
 import bisect
+import heapq
+import itertools
 import time
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -40,7 +46,9 @@ class Deadlines:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         """``clock`` is injectable so the agent's timers can be tested without waiting."""
         self._clock = clock
-        self._deadlines: dict[Hashable, tuple[float, Any]] = {}
+        self._deadlines: dict[Hashable, tuple[float, int, Any]] = {}  # key -> (at, seq, payload)
+        self._heap: list[tuple[float, int, Hashable]] = []  # (at, seq, key); stale ones too
+        self._seq = itertools.count()  # orders equal times and tells a live entry from a stale one
         self._wakeups: list[float] = []  # times of the wakeups asked for, sorted
 
     def schedule(self, key: Hashable, seconds: float, payload: Any) -> float | None:
@@ -51,7 +59,11 @@ class Deadlines:
             wakeup already comes in time.
         """
         at = self._clock() + max(0.0, seconds)
-        self._deadlines[key] = (at, payload)
+        seq = next(self._seq)
+        self._deadlines[key] = (at, seq, payload)
+        heapq.heappush(self._heap, (at, seq, key))
+        if len(self._heap) > 64 and len(self._heap) > 2 * len(self._deadlines):
+            self._compact()
         return self._arm_for(at)
 
     def cancel(self, key: Hashable) -> bool:
@@ -65,10 +77,10 @@ class Deadlines:
     def pending_items(self) -> list[tuple[float, Any]]:
         """Every pending deadline as ``(seconds from now, payload)``, soonest first."""
         now = self._clock()
-        return sorted(
-            ((at - now, payload) for at, payload in self._deadlines.values()),
-            key=lambda item: item[0],
-        )
+        return [
+            (at - now, payload)
+            for at, _, payload in sorted(self._deadlines.values(), key=lambda item: item[:2])
+        ]
 
     def fire(self) -> tuple[list[Any], float | None]:
         """Handle a wakeup: return the payloads now due, and a wakeup delay to arm if needed.
@@ -79,18 +91,33 @@ class Deadlines:
         now = self._clock()
         while self._wakeups and self._wakeups[0] <= now + _SLACK:
             self._wakeups.pop(0)
-        due = sorted(
-            ((at, key) for key, (at, _) in self._deadlines.items() if at <= now + _SLACK),
-            key=lambda item: item[0],
-        )
-        payloads = [self._deadlines.pop(key)[1] for _, key in due]
-        if not self._deadlines:
+        payloads = []
+        while (head := self._live_head()) is not None and head[0] <= now + _SLACK:
+            _, _, key = heapq.heappop(self._heap)
+            payloads.append(self._deadlines.pop(key)[2])
+        if head is None:
             return payloads, None
-        return payloads, self._arm_for(min(at for at, _ in self._deadlines.values()))
+        return payloads, self._arm_for(head[0])
 
     def __len__(self) -> int:
         """How many deadlines are pending."""
         return len(self._deadlines)
+
+    def _live_head(self) -> tuple[float, int, Hashable] | None:
+        """The soonest deadline still pending, dropping replaced and cancelled entries."""
+        heap = self._heap
+        while heap:
+            _, seq, key = heap[0]
+            entry = self._deadlines.get(key)
+            if entry is not None and entry[1] == seq:
+                return heap[0]
+            heapq.heappop(heap)
+        return None
+
+    def _compact(self) -> None:
+        """Rebuild the heap from the live deadlines (stale entries outnumber them)."""
+        self._heap = [(at, seq, key) for key, (at, seq, _) in self._deadlines.items()]
+        heapq.heapify(self._heap)
 
     def _arm_for(self, at: float) -> float | None:
         """Record that a wakeup is needed at ``at``; return the delay to arm, or ``None``.

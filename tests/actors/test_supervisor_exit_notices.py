@@ -28,14 +28,18 @@ def _address(port: int) -> ActorAddress:
     return ActorAddress(TCPv4ActorAddress("127.0.0.1", port, external=True))
 
 
-def _supervisor() -> tuple[AgentSupervisor, list[Any], list[Any]]:
+def _supervisor() -> tuple[AgentSupervisor, list[Any]]:
     supervisor = AgentSupervisor({"Thespian ActorSystem Name": "multiprocTCPBase"})
     supervisor._myRef = SimpleNamespace(address=_address(40000))  # what Thespian sets up
     sent: list[Any] = []
-    timers: list[Any] = []
     supervisor.send = lambda to, message: sent.append((to, message))
-    supervisor.wakeupAfter = lambda delay, payload=None: timers.append(payload)
-    return supervisor, sent, timers
+    supervisor.wakeupAfter = lambda delay, payload=None: None
+    return supervisor, sent
+
+
+def _timers(supervisor: AgentSupervisor) -> list[Any]:
+    """The supervisor's pending timers, soonest first."""
+    return [timer for _, timer in supervisor._timers.pending_items()]
 
 
 def _child(name: str, address: ActorAddress, state: _ChildState) -> _Child:
@@ -44,7 +48,7 @@ def _child(name: str, address: ActorAddress, state: _ChildState) -> _Child:
 
 
 def test_a_repeated_notice_of_a_hibernated_process_spares_a_new_agent_on_its_port() -> None:
-    supervisor, _, timers = _supervisor()
+    supervisor, _ = _supervisor()
     port = _address(45541)
     sleeper = _child("sleeper", port, _ChildState.RUNNING)
     supervisor._children["sleeper"] = sleeper
@@ -60,4 +64,4 @@ def test_a_repeated_notice_of_a_hibernated_process_spares_a_new_agent_on_its_por
     assert supervisor._children.get("newcomer") is newcomer  # its start goes on
     assert newcomer.state is _ChildState.STARTING
     # Its birth report (or its silence) decides: a check is armed for this incarnation.
-    assert any(type(t).__name__ == "_BornCheck" and t.after_notice for t in timers)
+    assert any(type(t).__name__ == "_BornCheck" and t.after_notice for t in _timers(supervisor))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from genagent_thespian._core.deadlines import Deadlines
 
 
@@ -63,3 +65,35 @@ def test_a_cancelled_deadline_never_fires() -> None:
     assert deadlines.cancel(("timer", 1)) is False
     clock.now += 1.0
     assert deadlines.fire() == ([], None)
+
+
+def test_thousands_pending_fire_in_order_with_replacements_and_cancellations() -> None:
+    clock = Clock()
+    deadlines = Deadlines(clock)
+    rng = random.Random(7)
+    expected: dict[int, tuple[float, str]] = {}
+    for n in range(5000):
+        key = rng.randrange(3000)
+        seconds = rng.uniform(0, 100)
+        deadlines.schedule(key, seconds, f"{key}@{n}")
+        expected[key] = (clock.now + seconds, f"{key}@{n}")
+        if rng.random() < 0.2:
+            gone = rng.randrange(3000)
+            assert deadlines.cancel(gone) is (expected.pop(gone, None) is not None)
+    assert len(deadlines) == len(expected)
+    fired: list[str] = []
+    for step in range(1, 101):
+        clock.now = 100.0 + step
+        fired += deadlines.fire()[0]
+    assert fired == [payload for _, payload in sorted(expected.values())]
+    assert len(deadlines) == 0
+
+
+def test_a_key_rearmed_many_times_keeps_the_heap_small() -> None:
+    clock = Clock()
+    deadlines = Deadlines(clock)
+    for n in range(10_000):
+        deadlines.schedule("watchdog", 600, n)
+        deadlines.schedule(("timer", n % 10), 60, n)
+    assert len(deadlines) == 11
+    assert len(deadlines._heap) <= 2 * 11 + 64  # replaced entries are compacted away

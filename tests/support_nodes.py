@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--period", type=float, default=1.0)
     parser.add_argument("--miss-max", type=int, default=2)
     parser.add_argument("--capacity", type=int, default=None)
+    parser.add_argument("--max-live-sessions", default="auto")
     args = parser.parse_args()
 
     from genagent_thespian._nodes.convention import start_node
@@ -40,6 +41,9 @@ def main() -> None:
         secret_path=args.secret,
         reregistration_period=args.period,
         registration_miss_max=args.miss_max,
+        max_live_sessions=(
+            "auto" if args.max_live_sessions == "auto" else int(args.max_live_sessions)
+        ),
     )
     info = {"node": system.node, "admin_port": system.admin_port, "pgid": system.pgid}
     print(json.dumps(info), flush=True)

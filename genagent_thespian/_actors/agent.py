@@ -164,6 +164,7 @@ from ..messages import (
 )
 from . import hibernation
 from .directory import DIRECTORY_NAME, LocalAgent, LocalAgentGone, ServiceDirectory
+from .governor import GOVERNOR_NAME, SessionGovernorActor, node_sessions
 from .unexpected import answer_unexpected
 from .worker import TurnWorker
 
@@ -427,6 +428,9 @@ class AgentActor(Actor):
         if self._isolated:
             share_inherited_heap()  # before anything here can start a full collection
         self._host_node = str(caps.get(NODE_CAPABILITY) or "")  # set on convention nodes
+        # A convention node caps its own live sessions (see _node_governor).
+        self._node_capped = bool(self._host_node) and node_sessions(caps) is not None
+        self._local_governor: Any = None  # that node's governor, once looked up
         self.machine: AgentMachine | None = None
         self.spec: AgentSpec | None = None
         self.backend_cls: type[Backend] | None = None
@@ -579,8 +583,10 @@ class AgentActor(Actor):
                 raise TypeError(f"{spec.impl!r} is not a GenAgent subclass")
             impl._genagent_context = _AgentContext(self, spec.name)
             self.backend_cls = resolve_backend(spec.backend)
-            if not self.backend_cls.live_session:
-                self._governor = None  # nothing heavy to cap: no round trip per turn
+            if self.backend_cls.live_session:
+                self._governor = self._node_governor(message.governor)
+            else:
+                self._governor = None  # nothing heavy to cap: no message per turn
             if restored is not None:
                 impl.restore_state(restored.impl_state)
                 self._restore_session_files(restored.session)
@@ -614,7 +620,7 @@ class AgentActor(Actor):
             return
         if self._telemetry is not None:
             self.send(self._telemetry, _TelemetryJoin())
-        self.send(sender, _AgentReady(spec.name, os.getpid(), self._node))
+        self.send(sender, _AgentReady(spec.name, os.getpid(), self._node, self._governor))
         self._tell_directory(here=True)
         if self._record is not None:
             self._hibernate_after = hibernation.hibernate_seconds(spec)
@@ -640,6 +646,7 @@ class AgentActor(Actor):
                 self._incarnation,
                 self._instance_id,
                 self._node,
+                self._governor,
             )
             self.send(directory, entry)
         else:
@@ -650,13 +657,15 @@ class AgentActor(Actor):
 
         Nothing else changes: the machine, the worker and the running turn go on, and the
         agent joins the new hub so its telemetry is not lost with the old leader. The session
-        governor died with the old leader too: a turn waiting for a session asks the new one
-        (or runs, if the new leader caps nothing), so no turn waits forever on a governor that
-        is gone; a live session is counted by the new one from its next turn on.
+        governor of a convention node is that node's and stays; on the new leader's own node
+        it is the one the new supervisor made (the same, looked up by name). A turn waiting
+        for a session asks again, so no turn waits forever on a governor that is gone; a
+        live session is counted by a new governor from its next turn on.
         """
         self._registry = message.registry
         self._supervisor = message.supervisor
-        self._governor = message.governor
+        if self.backend_cls is not None and self.backend_cls.live_session:
+            self._governor = self._node_governor(message.governor)
         waiting, self._awaiting_session = self._awaiting_session, None
         if waiting is not None:
             self._start_turn(waiting)
@@ -664,6 +673,22 @@ class AgentActor(Actor):
             self._telemetry = message.telemetry
             if self._telemetry is not None:
                 self.send(self._telemetry, _TelemetryJoin())
+
+    def _node_governor(self, offered: Any) -> Any:
+        """The session governor of the node this agent runs on (``None``: not capped).
+
+        On one host that is the supervisor's (``offered``). On a convention node each node
+        caps the sessions that use its own memory: the agent finds its node's governor by
+        global name, which Thespian resolves per node (the node started it; were it
+        missing, the first agent there would create it, as a child of the node's admin),
+        and it configures itself from that node's capabilities."""
+        if not self._host_node:
+            return offered
+        if not self._node_capped:
+            return None
+        if self._local_governor is None:
+            self._local_governor = self.createActor(SessionGovernorActor, globalName=GOVERNOR_NAME)
+        return self._local_governor
 
     def _init_failed(self, sender: Any, spec: AgentSpec, exc: Exception) -> None:
         """Report a failed start; typed errors (``InvalidOption``...) keep their type.

@@ -96,6 +96,7 @@ class LocalAgent:
     incarnation: int
     instance_id: str
     node: str
+    governor: Any = None  # its node's session governor (see _AgentReady)
 
 
 @dataclass(frozen=True, slots=True)

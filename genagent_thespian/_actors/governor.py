@@ -7,8 +7,13 @@ the turn ended (``_SessionIdle``) and when their session ended (``_SessionGone``
 answers ``_SessionGranted`` or ``_SessionDenied`` and asks the least recently used idle
 agent to retire its session (``_SessionRetire``; an agent that is busy by then answers
 ``_SessionInUse`` and keeps it). An agent's worker, with the CLI process it keeps
-between turns, is what counts as its live session. Created by the supervisor at boot
-when the node has ``max_live_sessions`` set (``start_system``).
+between turns, is what counts as its live session.
+
+One per node, under the global name :data:`GOVERNOR_NAME`, which Thespian resolves per
+node, configured from that node's own capabilities (:func:`node_sessions`): a node caps
+the sessions that use its memory. On a single host the supervisor creates it at boot; a
+convention node creates it when it starts, as a child of its admin, so it outlives any
+leader (its agents look it up by name, and would create it should it be missing).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
-from .._core.governor import Deny, Grant, Retire, SessionGovernor
+from .._core.errors import InvalidOption
+from .._core.governor import Deny, Grant, Retire, SessionGovernor, node_session_cap
 from .._core.log import get_logger
 from .._core.protocol import (
     _SessionDenied,
@@ -35,9 +41,11 @@ __all__ = [
     "GOVERNOR_NAME",
     "MAX_LIVE_SESSIONS",
     "SESSION_IDLE_TIMEOUT",
-    "GovernSessions",
     "SessionGovernorActor",
+    "SessionSettings",
     "SessionsStatus",
+    "node_sessions",
+    "session_capabilities",
 ]
 
 GOVERNOR_NAME = "genagent_thespian.governor"
@@ -48,9 +56,49 @@ SESSION_IDLE_TIMEOUT = "GenAgent Session Idle Timeout"
 _log = get_logger("genagent_thespian.governor")
 
 
+def session_capabilities(
+    capabilities: dict[str, Any] | None,
+    max_live_sessions: int | str | None,
+    session_idle_timeout: float | None,
+) -> dict[str, Any]:
+    """The node capabilities carrying the session governor's settings (checked here).
+
+    ``"auto"`` travels as is: the node sizes it from its own host's memory.
+
+    Raises:
+        InvalidOption: a bad cap or idle timeout, or an idle timeout without a cap.
+    """
+    cap = node_session_cap(max_live_sessions)  # checks the setting (the result is this host's)
+    if cap is None:
+        if session_idle_timeout is not None:
+            raise InvalidOption("session_idle_timeout needs max_live_sessions")
+        return {**(capabilities or {}), MAX_LIVE_SESSIONS: 0}
+    SessionGovernor(cap, session_idle_timeout=session_idle_timeout)  # checks the timeout
+    return {
+        **(capabilities or {}),
+        MAX_LIVE_SESSIONS: max_live_sessions,
+        SESSION_IDLE_TIMEOUT: session_idle_timeout,
+    }
+
+
+def node_sessions(capabilities: dict[str, Any]) -> SessionSettings | None:
+    """The governor settings of the node with these capabilities; ``None``: not capped.
+
+    Absent settings (a node started without them) mean the host's default, ``"auto"``; a
+    bad value is logged and replaced by that default rather than failing the node."""
+    try:
+        cap = node_session_cap(capabilities.get(MAX_LIVE_SESSIONS, "auto"))
+    except InvalidOption:
+        _log.warning("bad %s capability; using the host's default", MAX_LIVE_SESSIONS)
+        cap = node_session_cap("auto")
+    if cap is None:
+        return None
+    return SessionSettings(cap, capabilities.get(SESSION_IDLE_TIMEOUT))
+
+
 @dataclass(frozen=True, slots=True)
-class GovernSessions:
-    """Supervisor -> governor at boot: the cap and the idle timeout."""
+class SessionSettings:
+    """A node's governor settings: the cap and the idle timeout (see :func:`node_sessions`)."""
 
     max_live_sessions: int
     session_idle_timeout: float | None
@@ -64,9 +112,16 @@ class SessionsStatus:
 class SessionGovernorActor(Actor):
     """Carries out the governor's decisions (see the module docstring). Never raises."""
 
-    def __init__(self) -> None:
+    def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
+        """Configured from the capabilities of the node it runs on (whoever created it),
+        so it governs from its first message."""
         super().__init__()
         self._policy: SessionGovernor | None = None
+        settings = node_sessions(capabilities or {})
+        if settings is not None:
+            self._policy = SessionGovernor(
+                settings.max_live_sessions, session_idle_timeout=settings.session_idle_timeout
+            )
         self._holders: dict[Any, Any] = {}  # agent name -> its address (the latest seen)
         self._wakeup_at: float | None = None
 
@@ -78,14 +133,12 @@ class SessionGovernorActor(Actor):
             _log.exception("session governor failed handling %s", type(message).__name__)
 
     def _handle(self, message: Any, sender: Any) -> None:
-        if isinstance(message, GovernSessions):
-            if self._policy is None:
-                self._policy = SessionGovernor(
-                    message.max_live_sessions, session_idle_timeout=message.session_idle_timeout
-                )
-            return
         policy = self._policy
-        if policy is None or isinstance(message, ActorExitRequest):
+        if isinstance(message, ActorExitRequest):
+            return
+        if policy is None:  # created on a node that caps nothing: nobody waits here
+            if isinstance(message, _SessionWanted):
+                self.send(sender, _SessionGranted(message.name))
             return
         if isinstance(message, _SessionWanted):
             self._holders[message.name] = sender

@@ -70,9 +70,7 @@ from .._core.errors import (
     AgentNotFound,
     AgentStartFailed,
     GenAgentError,
-    InvalidOption,
 )
-from .._core.governor import node_session_cap
 from .._core.log import get_logger
 from .._core.placement import NoNodeWithRoom, choose_node
 from .._core.protocol import (
@@ -123,13 +121,7 @@ from ..messages import (
 )
 from .agent import AgentActor
 from .directory import LocalAgent, Services
-from .governor import (
-    GOVERNOR_NAME,
-    MAX_LIVE_SESSIONS,
-    SESSION_IDLE_TIMEOUT,
-    GovernSessions,
-    SessionGovernorActor,
-)
+from .governor import GOVERNOR_NAME, SessionGovernorActor, node_sessions
 from .keeper import AdoptedExited, KeepNode, NodeCensus, NodeKeeper
 from .reaper import ProcessReaper, StartReaping, reap_interval
 from .sweeper import NodeSweeper, SweepAgent
@@ -394,6 +386,7 @@ class _Child:
     node: str = ""  # the node it runs on (another host's pids mean nothing here)
     unplaced: bool = False  # a restart waiting for a node with room
     adopted: bool = False  # started by a previous leader; a keeper reports its exit
+    governor: Any = None  # the session governor of its node, which counts its session
 
     @property
     def shareable_address(self) -> Any:
@@ -433,12 +426,7 @@ class AgentSupervisor(Actor):
         if caps.get("Thespian ActorSystem Name") != "simpleSystem":
             share_inherited_heap()  # the agents it forks inherit these pages too
         # Absent (a node started without start_system): the host's default, as "auto".
-        try:
-            self._session_cap = node_session_cap(caps.get(MAX_LIVE_SESSIONS, "auto"))
-        except InvalidOption:
-            _log.warning("bad %s capability; using the host's default", MAX_LIVE_SESSIONS)
-            self._session_cap = node_session_cap("auto")
-        self._session_idle: float | None = caps.get(SESSION_IDLE_TIMEOUT)
+        self._sessions = node_sessions(caps)
         self._governor: Any = None  # the node's session governor, when capped
         self._registry: Any = None
         self._telemetry: Any = None
@@ -493,9 +481,8 @@ class AgentSupervisor(Actor):
             self._store_path = message.store_path
             self._owner = message.owner
             self._watch_owner()
-            if self._session_cap:
+            if self._sessions is not None:
                 self._governor = self.createActor(SessionGovernorActor, globalName=GOVERNOR_NAME)
-                self.send(self._governor, GovernSessions(self._session_cap, self._session_idle))
             if message.store_path:
                 reaper = self.createActor(ProcessReaper)
                 self.send(reaper, StartReaping(message.store_path, reap_interval()))
@@ -603,6 +590,7 @@ class AgentSupervisor(Actor):
         child.state = _ChildState.RUNNING
         child.pid = message.pid
         child.node = message.node or self._node
+        child.governor = message.governor
         if self._is_local(child):
             # Keep the identity read at birth: a process gone by now has none to read.
             child.identity = child.identity or self._identity_of(message.pid)
@@ -1056,8 +1044,8 @@ class AgentSupervisor(Actor):
         """
         self._note_exit(address, child.incarnation)
         name = child.spec.name
-        if self._governor is not None:  # a dead agent's session and queued turn are gone
-            self.send(self._governor, _SessionGone(name, withdraw=True))
+        if child.governor is not None:  # a dead agent's session and queued turn are gone
+            self.send(child.governor, _SessionGone(name, withdraw=True))
         if child.state is _ChildState.STOPPING:
             self._forget(child, then=tuple((w, Stopped(name)) for w in child.stop_waiters))
             self._emit("agent.stopped", {"agent": name, "reason": child.stop_reason})
@@ -1310,6 +1298,7 @@ class AgentSupervisor(Actor):
             policy=RestartPolicy.for_spec(spec),
             node=agent.node,
             adopted=True,
+            governor=agent.governor,
         )
         self._children[spec.name] = child
         self.send(

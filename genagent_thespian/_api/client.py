@@ -18,10 +18,10 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .._actors.governor import MAX_LIVE_SESSIONS, SESSION_IDLE_TIMEOUT
+from .._actors.governor import session_capabilities
 from .._core.behaviour import GenAgent
-from .._core.errors import InvalidOption, SystemNotRunning
-from .._core.governor import GovernorStatus, SessionGovernor, node_session_cap
+from .._core.errors import SystemNotRunning
+from .._core.governor import GovernorStatus
 from .._core.turn import Event, Response
 from .._core.validate import SPEC_DEFAULTS, build_spec
 from ..messages import AgentSpec, AgentStatus, PollResult, Prompt, TurnEvent, new_ref
@@ -97,7 +97,7 @@ def start_system(
         >>> system = start_system(base="simpleSystemBase")
         >>> system.shutdown()
     """
-    capabilities = _with_session_cap(capabilities, max_live_sessions, session_idle_timeout)
+    capabilities = session_capabilities(capabilities, max_live_sessions, session_idle_timeout)
     system = AgentSystem.start(
         base=base,
         admin_port=admin_port,
@@ -111,27 +111,6 @@ def start_system(
     if make_default:
         _set_default(system)
     return system
-
-
-def _with_session_cap(
-    capabilities: dict[str, Any] | None,
-    max_live_sessions: int | str | None,
-    session_idle_timeout: float | None,
-) -> dict[str, Any] | None:
-    """The node capabilities carrying the session governor's settings (checked here).
-
-    ``"auto"`` travels as is: the node sizes it from its own host's memory."""
-    cap = node_session_cap(max_live_sessions)  # checks the setting (the result is this host's)
-    if cap is None:
-        if session_idle_timeout is not None:
-            raise InvalidOption("session_idle_timeout needs max_live_sessions")
-        return {**(capabilities or {}), MAX_LIVE_SESSIONS: 0}
-    SessionGovernor(cap, session_idle_timeout=session_idle_timeout)  # checks the timeout
-    return {
-        **(capabilities or {}),
-        MAX_LIVE_SESSIONS: max_live_sessions,
-        SESSION_IDLE_TIMEOUT: session_idle_timeout,
-    }
 
 
 def attach_system(admin_port: int, *, make_default: bool = True) -> AgentSystem:

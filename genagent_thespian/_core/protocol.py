@@ -228,11 +228,15 @@ class _InitAgent:
 
 @dataclass(frozen=True, slots=True)
 class _AgentReady:
-    """Agent -> supervisor: init_agent and start_session succeeded (``node``: where it runs)."""
+    """Agent -> supervisor: init_agent and start_session succeeded (``node``: where it runs).
+
+    ``governor``: the session governor of its node that counts its live session (``None``:
+    not governed), told ``_SessionGone`` should the agent die."""
 
     name: Any
     pid: int
     node: str = ""
+    governor: Any = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,12 @@ from .._actors.directory import (
     Services,
     WhereAreServices,
 )
+from .._actors.governor import (
+    GOVERNOR_NAME,
+    SessionGovernorActor,
+    node_sessions,
+    session_capabilities,
+)
 from .._actors.registry import REGISTRY_NAME, Registry
 from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor
 from .._actors.telemetry import TELEMETRY_NAME, TelemetryHub
@@ -224,6 +230,8 @@ def start_node(
     join_timeout: float = _JOIN_TIMEOUT,
     transport_limits: TransportLimits | None = None,
     node_name: str | None = None,
+    max_live_sessions: int | str | None = "auto",
+    session_idle_timeout: float | None = None,
 ) -> AgentSystem:
     """Start a convention node in this process's care and return its :class:`AgentSystem`.
 
@@ -251,13 +259,22 @@ def start_node(
         node_name: The leader's home folder name (its store, lock and log; see
             ``start_system``); default ``node-<admin_port>``, stable across restarts on a
             fixed port and distinct for several nodes on one host.
+        max_live_sessions: This node's cap on live provider sessions (CLI processes) of the
+            agents running on it: an int, ``"auto"`` (the default: sized from this host's
+            memory) or ``0``/``None`` (no cap). Each node governs its own (see
+            ``docs/supervision.md``).
+        session_idle_timeout: Seconds after which this node retires an idle session even
+            when nobody waits (needs a cap).
 
     Raises:
         InvalidOption: A label uses a reserved name, ``capacity`` is not a positive int,
-            the timing is not positive, or ``store_path`` is given to a member.
+            the timing is not positive, ``store_path`` is given to a member, or a session
+            setting is bad.
         SystemNotRunning: A member could not reach the leader within ``join_timeout``.
     """
-    labels = _check_labels(capabilities)
+    labels = session_capabilities(
+        _check_labels(capabilities), max_live_sessions, session_idle_timeout
+    )
     if leaders is not None:
         if leader is not None:
             raise InvalidOption("give leader or leaders, not both")
@@ -374,6 +391,7 @@ def _start_member(
         )
         heartbeat = asys.createActor(_Heartbeat)
         asys.tell(heartbeat, _Beat(period))
+        _start_session_governor(asys, caps)
         probe = asys.createActor(_Probe)
         answer = asys.ask(probe, "probe", 10.0)
         if isinstance(answer, tuple):
@@ -383,6 +401,18 @@ def _start_member(
         asys.shutdown()
         kill_marked(system_id, variable=SYSTEM_MARKER)  # whatever the shutdown left
         raise
+
+
+def _start_session_governor(asys: ActorSystem, caps: dict[str, Any]) -> None:
+    """Run this node's session governor from its start, when the node caps sessions.
+
+    Each node caps the live sessions of the agents on it (``_actors/governor.py``); its
+    agents find the governor by a global name, which Thespian resolves per node. Created
+    here, as a child of this node's admin, it is part of the node from the start and
+    outlives any leader; a supervisor elected on this node finds the same one."""
+    sessions = node_sessions(caps)
+    if sessions is not None:
+        asys.tell(asys.createActor(SessionGovernorActor, globalName=GOVERNOR_NAME), sessions)
 
 
 def _start_candidate_or_member(
@@ -452,6 +482,7 @@ def _start_candidate_or_member(
         directory = asys.createActor(ServiceDirectory, globalName=DIRECTORY_NAME)
         asys.ask(directory, ExpectServices(), 10.0)
         asys.tell(asys.createActor(_Heartbeat), _Beat(period))
+        _start_session_governor(asys, caps)
         if candidate:
             assert store_path is not None
             convention = ",".join(f"{h}:{p}" for h, p in leaders)
@@ -662,6 +693,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--capacity", type=int, default=None)
     parser.add_argument(
+        "--max-live-sessions",
+        default="auto",
+        help="this node's cap on live CLI sessions: a number, 'auto' (sized from the host's "
+        "memory; the default) or 0 (no cap)",
+    )
+    parser.add_argument(
+        "--session-idle-timeout",
+        type=float,
+        default=None,
+        help="seconds after which an idle session is retired even when nobody waits",
+    )
+    parser.add_argument(
         "--store", default=None, help="durable store: SQLite file or postgresql:// URL (leader)"
     )
     parser.add_argument("--secret-file", default=None)
@@ -698,6 +741,11 @@ def main(argv: list[str] | None = None) -> int:
         labels[key] = value
     if args.capacity is not None:
         labels["capacity"] = args.capacity
+    max_live: int | str = args.max_live_sessions
+    if max_live != "auto":
+        if not str(max_live).isdigit():
+            parser.error(f"--max-live-sessions must be a number or 'auto', got {max_live!r}")
+        max_live = int(max_live)
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -713,6 +761,8 @@ def main(argv: list[str] | None = None) -> int:
         secret_path=args.secret_file,
         reregistration_period=args.reregistration_period,
         registration_miss_max=args.registration_miss_max,
+        max_live_sessions=max_live,
+        session_idle_timeout=args.session_idle_timeout,
         transport_limits=(
             None
             if args.max_frame_bytes is None

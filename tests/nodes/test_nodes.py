@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from support_agents import Recorder
 
@@ -48,6 +49,7 @@ class Member:
         labels: dict[str, str],
         capacity: int | None = None,
         home: Path | None = None,
+        max_live_sessions: int | None = None,
     ) -> None:
         command = [
             sys.executable,
@@ -65,6 +67,8 @@ class Member:
             command += ["--label", f"{key}={value}"]
         if capacity is not None:
             command += ["--capacity", str(capacity)]
+        if max_live_sessions is not None:
+            command += ["--max-live-sessions", str(max_live_sessions)]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]))
         if home is not None:  # this "host" has a home of its own, and the convention's secret
             env["HOME"] = str(home)
@@ -147,10 +151,14 @@ class Convention:
         self.members: list[Member] = []
 
     def add_member(
-        self, capacity: int | None = None, home: Path | None = None, **labels: str
+        self,
+        capacity: int | None = None,
+        home: Path | None = None,
+        max_live_sessions: int | None = None,
+        **labels: str,
     ) -> Member:
         assert self.leader.admin_port is not None
-        member = Member(self.leader.admin_port, labels, capacity, home)
+        member = Member(self.leader.admin_port, labels, capacity, home, max_live_sessions)
         self.members.append(member)
         wait_for_nodes(self.leader, 1 + len(self.members))
         return member
@@ -693,3 +701,54 @@ def test_an_agent_killed_on_a_member_has_its_cli_swept_there(
             server.release_hangs()
             for pid in _clis_in(workdir):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def _live_workers(name: str, system: g.AgentSystem) -> int:
+    """How many turn workers (live sessions) agent ``name`` has now."""
+    try:
+        agent = psutil.Process(g.status(name, system=system).pid)
+        return sum(1 for p in agent.children() if p.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return 0
+
+
+def test_each_node_caps_the_live_sessions_of_its_own_agents(
+    convention: Convention, tmp_path: Path
+) -> None:
+    convention.add_member(max_live_sessions=1, role="capped")
+    leader = convention.leader
+    placements = {"m1": {"role": "capped"}, "m2": {"role": "capped"}}
+    placements |= {"l1": {"hub": "yes"}, "l2": {"hub": "yes"}}
+    histories = {}
+    for name, placement in placements.items():
+        histories[name] = tmp_path / f"{name}.jsonl"
+        g.start_agent(
+            Recorder,
+            name=name,
+            backend="scripted",
+            default="ok",
+            backend_options={"record_to": str(histories[name])},
+            worker_idle_timeout=600.0,  # only a governor retires workers here
+            placement=placement,
+            restart="permanent",
+            system=leader,
+        )
+    member_peak = 0
+    for round_ in (1, 2):
+        for name in placements:
+            assert g.ask(name, f"{name}{round_}", system=leader).text == "ok"
+            member_peak = max(member_peak, sum(_live_workers(m, leader) for m in ("m1", "m2")))
+    # The member's cap of 1 held for its agents; the leader's own cap left both of its live.
+    assert member_peak == 1
+    assert _live_workers("l1", leader) == 1 and _live_workers("l2", leader) == 1
+    for name in placements:
+        assert read_history(histories[name]) == [f"{name}1", f"{name}2"]
+        assert g.backend_session(name, system=leader).position == 2
+
+    # The member's governor is told when an agent there dies: its slot is free for the other.
+    holder = "m1" if _live_workers("m1", leader) else "m2"
+    other = "m2" if holder == "m1" else "m1"
+    old_pid = g.status(holder, system=leader).pid
+    os.kill(old_pid, signal.SIGKILL)
+    wait_until(lambda: g.status(holder, system=leader).pid not in (None, old_pid), timeout=30)
+    assert g.ask(other, f"{other}3", timeout=30, system=leader).text == "ok"

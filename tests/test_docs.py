@@ -199,3 +199,36 @@ def test_the_site_lists_every_guide() -> None:
     nav = (ROOT / "mkdocs.yml").read_text("utf-8")
     pages = [p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")]
     assert [page for page in pages if page not in nav] == []
+
+
+#: Public modules documented elsewhere than the API reference, and where.
+_REFERENCED_ELSEWHERE = {
+    "genagent_thespian.cli": "a command: docs/operations.md is its reference",
+}
+
+
+def _public_modules() -> list[str]:
+    """Every public module a user imports: the package's own, each pattern and backend."""
+    found = ["genagent_thespian"]
+    for package, folder in (
+        ("genagent_thespian", ROOT / "genagent_thespian"),
+        ("genagent_thespian.patterns", ROOT / "patterns"),
+        ("genagent_thespian.backends", ROOT / "backends"),
+    ):
+        for child in sorted(folder.iterdir()):
+            name = child.stem if child.suffix == ".py" else child.name
+            is_module = child.suffix == ".py" or (child / "__init__.py").exists()
+            if is_module and not name.startswith("_"):
+                found.append(f"{package}.{name}")
+    return [module for module in found if module not in _REFERENCED_ELSEWHERE]
+
+
+def test_the_api_reference_covers_every_public_module() -> None:
+    """A public module added without a reference page would be missing from the site."""
+    directives = "\n".join(
+        page.read_text("utf-8") for page in sorted((ROOT / "docs" / "reference").glob("*.md"))
+    )
+    documented = set(re.findall(r"^::: (\S+)", directives, re.M))
+    # backends/ and patterns/ are read from their folders (mkdocstrings' path is the root).
+    installed = {re.sub(r"^(patterns|backends)\.", r"genagent_thespian.\1.", d) for d in documented}
+    assert [module for module in _public_modules() if module not in installed] == []

@@ -53,7 +53,7 @@ from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
-from thespian.actors import ActorSystem, PoisonMessage
+from thespian.actors import ActorSystem, ActorSystemFailure, PoisonMessage
 
 from .._actors.directory import (
     DIRECTORY_NAME,
@@ -243,10 +243,25 @@ class AgentSystem:
 
     @property
     def directory(self) -> Any:
-        """The address of this node's service directory (``_actors/directory.py``)."""
+        """The address of this node's service directory (``_actors/directory.py``).
+
+        Looked up on first use, which may be the liveness check of a call whose node is
+        stopping: Thespian then refuses the look-up with ``ActorSystemFailure``, which is
+        raised as ``SystemNotRunning`` so the caller meets the typed error of a gone node.
+
+        Raises:
+            SystemNotRunning: the node's admin no longer answers.
+        """
         with self._lock:
             if self._directory is None:
-                self._directory = self.asys.createActor(ServiceDirectory, globalName=DIRECTORY_NAME)
+                try:
+                    self._directory = self.asys.createActor(
+                        ServiceDirectory, globalName=DIRECTORY_NAME
+                    )
+                except ActorSystemFailure as exc:
+                    raise SystemNotRunning(
+                        f"the node on port {self.admin_port} does not answer: {exc}"
+                    ) from None
             return self._directory
 
     def adopt_services(self, services: Any) -> bool:

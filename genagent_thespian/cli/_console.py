@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 from .._api.client import halt, interrupt, resume, stop
 from .._api.system import AgentSystem
 from .._api.telemetry import attach, detach
-from .._core.errors import GenAgentError, InvalidOption
+from .._core.errors import GenAgentError, InvalidOption, SystemNotRunning
 from .._core.turn import Event
 from .._nodes.node import port_open
 from ._fleet import fleet_rows
@@ -463,7 +463,8 @@ class Console:
         """The fleet table's rows.
 
         Raises:
-            _NodeUnreachable: the node refused the connection, or did not answer within 2 s.
+            _NodeUnreachable: the node refused the connection, did not answer within 2 s, or
+                is stopping (its port still open, its admin gone).
         """
         if not await asyncio.to_thread(self.node_answers):
             raise _NodeUnreachable("the node refuses connections (stopped?)")
@@ -472,6 +473,8 @@ class Console:
             return await asyncio.wait_for(asyncio.wrap_future(future), _NODE_DEADLINE)
         except TimeoutError:
             raise _NodeUnreachable(f"the node did not answer within {_NODE_DEADLINE:g}s") from None
+        except SystemNotRunning as exc:  # a stopping node still accepts, then refuses the call
+            raise _NodeUnreachable(exc.message) from None
 
 
 class _NodeUnreachable(Exception):

@@ -300,3 +300,44 @@ def test_node_in_the_foreground_ends_on_sigterm(tmp_path: Path) -> None:
     for stream in (process.stdout, process.stderr):
         if stream is not None:
             stream.close()
+
+
+_CLIENT_OF_A_NODE = """
+import sys
+import genagent_thespian as g
+
+system = g.attach_system(int(sys.argv[1]))
+print(g.list_agents(system=system), flush=True)
+sys.stdin.readline()  # the test stops the node, then says go
+for call in (lambda: g.list_agents(system=system), lambda: g.status("a", system=system)):
+    try:
+        call()
+        print("answered", flush=True)
+    except Exception as exc:
+        print(type(exc).__name__, flush=True)
+"""
+
+
+def test_a_client_of_a_node_that_stopped_gets_system_not_running(node: Node) -> None:
+    """Not Thespian's ``ActorSystemFailure``: the look-up of the node's service directory,
+    made by a call that waits, used to let it through untyped (and the console answered
+    its fleet request with HTTP 500 instead of "node unreachable")."""
+    node.start_agent("a")
+    client = subprocess.Popen(
+        [sys.executable, "-c", _CLIENT_OF_A_NODE, str(node.port)],
+        env=node.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert client.stdout is not None and client.stdin is not None
+        assert client.stdout.readline().strip() == "['a']"
+        assert node.run("node", "stop").returncode == 0
+        out, err = client.communicate("go\n", timeout=60)
+        assert out.split() == ["SystemNotRunning", "SystemNotRunning"], err
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait(timeout=10)

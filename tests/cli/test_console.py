@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -17,6 +18,8 @@ from urllib.parse import urlsplit
 import pytest
 from operator_node import Node, node_fixture
 
+from genagent_thespian import AgentSystem, SystemNotRunning
+from genagent_thespian.cli import _console
 from genagent_thespian.cli._console import render_graph_svg
 from genagent_thespian.testing import wait_until
 
@@ -132,6 +135,24 @@ def test_console_api_graph_transcript_stream_and_protection(node: Node) -> None:
     )
     assert status == 404
     assert json.loads(body)["error"].startswith("AgentNotFound: no agent has that name")
+
+
+def test_a_stopping_node_is_reported_unreachable_not_as_a_console_error(
+    agent_system: AgentSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node that is stopping still accepts connections while its admin refuses calls
+    (``SystemNotRunning``): the fleet request must answer 503 "node unreachable", not 500."""
+
+    def stopping(system: AgentSystem) -> list[dict[str, Any]]:
+        raise SystemNotRunning("the node on port 1 does not answer")
+
+    console = _console.Console(agent_system, port=0)
+    try:
+        monkeypatch.setattr(_console, "fleet_rows", stopping)
+        with pytest.raises(_console._NodeUnreachable, match="does not answer"):
+            asyncio.run(console.fleet())
+    finally:
+        console.close()
 
 
 def test_graph_svg_escapes_names() -> None:
@@ -387,7 +408,9 @@ def test_the_console_in_a_browser(node: Node, browser: Any) -> None:
     banner = browser.find_element("id", "unreachable")
     wait_until(banner.is_displayed, timeout=_UI_BOUND, message="no 'node unreachable'")
     assert "node unreachable" in banner.text
-    assert not _button(browser, "worker", "halt").is_enabled()
+    # No control is left enabled. The rows may be gone: a stopping node stops its agents
+    # one by one, and the page may have shown a fleet without them before the banner.
+    assert browser.find_elements("css selector", "#fleet button:enabled") == []
 
 
 def test_install_browser_script_exists() -> None:

@@ -127,3 +127,29 @@ def test_placement_member_loss_and_a_client_on_every_host(fleet: Fleet, tmp_path
     for name in ("c", "h"):
         assert read_history(histories[name]) == [f"{name}-q{i}" for i in (1, 2, 3)]
     print(f"member killed -> its durable agent answered elsewhere after {moved_in:.1f}s")
+
+
+def test_a_supervisor_fan_out_runs_with_its_agents_on_other_hosts(fleet: Fleet) -> None:
+    """Pattern state travels by messages: facade, coordinator and workers on three hosts."""
+    assert fleet.store is not None
+    leader_ns, coord_ns, work_ns = fleet.host("l"), fleet.host("c"), fleet.host("w")
+    leader = fleet.start(leader_ns, "--store", fleet.store.new_database())
+    leader_at = f"{leader.address}:{leader.admin_port}"
+    coordinating = fleet.start(coord_ns, "--leader", leader_at, "--label", "coord=yes")
+    working = fleet.start(work_ns, "--leader", leader_at, "--label", "work=yes")
+    wait_until(lambda: leader.call(op="nodes")["count"] == 3, timeout=30)
+
+    reply = leader.call(
+        op="fanout",
+        script=["t1\nt2\nt3", "FINAL"],
+        placement={"coord": "yes"},
+        worker_placement={"work": "yes"},
+        timeout=60,
+    )
+    assert reply["ok"] is True and reply["final"] == "FINAL", reply
+    assert reply["coordinator"] == coordinating.node  # not the facade's host
+    # Every worker ran on the workers' host (its HOME names it) and reached the
+    # coordinator on another host; the facade read the outcome from a third.
+    assert reply["results"] == {f"t{i}": f"R[t{i}]@{work_ns}" for i in (1, 2, 3)}
+    assert working.node != coordinating.node != leader.node
+    assert reply["left"] == []  # the workers and, after stop, the coordinator are gone

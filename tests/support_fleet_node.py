@@ -14,7 +14,13 @@ started with ``ip netns exec``, it starts its node with
 * ``{"op": "fanout", "script": [...], "placement": {...}, "worker_placement": {...},
   "timeout": s}`` runs a scripted Supervisor pattern from this node (its facade here, the
   coordinator and its workers placed by label), answers its result, the coordinator's node
-  and the agents left afterwards, and stops it.
+  and the agents left afterwards, and stops it;
+* ``{"op": "llm", "port": n, "texts": [...]}`` starts a ``FakeLLMServer`` on this host's own
+  loopback (each namespace has its own) answering ``texts``; ``{"op": "llm_requests"}``
+  answers the bodies of the model requests this host's servers received;
+* ``{"op": "start_claude", "name": ..., "binary": ..., "cwd": ..., "env": {...},
+  "placement": {...}}`` starts a durable permanent ``Passthrough`` agent on the real claude
+  CLI (its HOME is the host's).
 
 Closing stdin shuts the node down.
 """
@@ -68,10 +74,39 @@ def main() -> None:
     def step(item: Any) -> Any:
         return Slow(item["slow"], item["seconds"]) if isinstance(item, dict) else item
 
+    servers: list[Any] = []
     for line in sys.stdin:
         command = json.loads(line)
         try:
-            if command["op"] == "start":
+            if command["op"] == "llm":
+                from genagent_thespian.testing import FakeLLMServer, Text
+
+                server = FakeLLMServer(port=command["port"])
+                server.script(*(Text(text) for text in command["texts"]))
+                servers.append(server)
+                reply: dict[str, Any] = {"url": server.url}
+            elif command["op"] == "llm_requests":
+                bodies = [json.dumps(r.body) for s in servers for r in s.model_requests]
+                reply = {"bodies": bodies}
+            elif command["op"] == "start_claude":
+                from support_agents import Passthrough
+
+                g.start_agent(
+                    Passthrough,
+                    name=command["name"],
+                    backend="claude",
+                    backend_options={
+                        "binary": command["binary"],
+                        "cwd": command["cwd"],
+                        "env": command["env"],
+                    },
+                    durable=True,
+                    restart="permanent",
+                    placement=command["placement"],
+                    system=system,
+                )
+                reply = {"ok": True}
+            elif command["op"] == "start":
                 from support_agents import Recorder
 
                 g.start_agent(
@@ -87,7 +122,7 @@ def main() -> None:
                     placement=command.get("placement"),
                     system=system,
                 )
-                reply: dict[str, Any] = {"ok": True}
+                reply = {"ok": True}
             elif command["op"] == "ask":
                 text = g.ask(
                     command["name"], command["prompt"], timeout=command["timeout"], system=system
@@ -113,6 +148,8 @@ def main() -> None:
             reply = {"error": type(exc).__name__, "message": str(exc)}
         print(json.dumps(reply), flush=True)
     system.shutdown()
+    for server in servers:
+        server.close()
 
 
 def _fan_out(command: dict[str, Any], system: Any) -> dict[str, Any]:

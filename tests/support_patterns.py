@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from genagent_thespian import GenAgent, Response
@@ -64,6 +65,15 @@ class ImmediateRetryAgent(GenAgent):
 def echo_task(prompt: str) -> str:
     """Scripted item: a worker's result names its task."""
     return f"R[{prompt}]"
+
+
+def echo_task_and_host(prompt: str) -> str:
+    """Scripted item: a worker's result names its task and its host (its ``HOME``'s name).
+
+    The namespace fleet (``tests/support_fleet.py``) gives each host its own ``HOME``, so
+    the result tells on which host the worker ran.
+    """
+    return f"R[{prompt}]@{Path.home().name}"
 
 
 def fail_t2(prompt: str) -> Any:

@@ -51,6 +51,7 @@ __all__ = [
 #: The admin port a node uses when neither ``--port`` nor ``GENAGENT_PORT`` gives one.
 DEFAULT_PORT = 19500
 PORT_ENV = "GENAGENT_PORT"
+BIND_HOST_ENV = "GENAGENT_BIND_HOST"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,32 +117,45 @@ def find_port(explicit: int | None = None) -> int:
     return state.port
 
 
-def port_open(port: int, *, timeout: float = 1.0) -> bool:
-    """Return whether something accepts TCP connections on ``127.0.0.1:port``."""
+def find_bind_host(explicit: str | None = None) -> str:
+    """Return the address the node to talk to listens on.
+
+    ``--bind-host``, else ``GENAGENT_BIND_HOST``, else loopback. A convention node started
+    with ``genagent-node --bind-host 10.0.0.11`` listens on that address only, so commands
+    on its host must name it.
+    """
+    return explicit or os.environ.get(BIND_HOST_ENV) or "127.0.0.1"
+
+
+def port_open(port: int, *, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
+    """Return whether something accepts TCP connections on ``host:port``."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
         return False
 
 
-def connect(port: int) -> AgentSystem:
-    """Attach to the node listening on ``port`` (this host).
+def connect(port: int, *, bind_host: str = "127.0.0.1") -> AgentSystem:
+    """Attach to the node listening on ``bind_host:port`` (this host).
 
     The port is probed first: attaching Thespian to a port nobody listens on would start a
     new, unowned actor system in the calling process instead of failing.
 
     Raises:
-        SystemNotRunning: nothing listens on ``port``.
+        SystemNotRunning: nothing listens on ``bind_host:port``.
     """
-    if not port_open(port):
+    if not port_open(port, host=bind_host):
+        elsewhere = f" (bound elsewhere? --bind-host or ${BIND_HOST_ENV})"
         raise SystemNotRunning(
-            f"no node is listening on port {port}; start one with `genagent node start`"
+            f"no node is listening on port {port} of {bind_host}"
+            f"{elsewhere if bind_host == '127.0.0.1' else ''}; "
+            "start one with `genagent node start`"
         )
     from thespian.actors import ActorSystemException
 
     try:
-        return AgentSystem.attach(port)
+        return AgentSystem.attach(port, bind_host=bind_host)
     except ActorSystemException as exc:
         raise SystemNotRunning(
             f"the node on port {port} did not accept this client ({type(exc).__name__}); "

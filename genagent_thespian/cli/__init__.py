@@ -213,6 +213,12 @@ def _common() -> argparse.ArgumentParser:
         help=f"the node's admin port (default: $GENAGENT_PORT, the state file, "
         f"or {_node.DEFAULT_PORT} for `node start`)",
     )
+    common.add_argument(
+        "--bind-host",
+        default=argparse.SUPPRESS,
+        help=f"the address the node listens on, as given to genagent-node --bind-host "
+        f"(default: ${_node.BIND_HOST_ENV} or 127.0.0.1)",
+    )
     return common
 
 
@@ -387,8 +393,10 @@ def load_impl(target: str) -> type:
 
 
 def _attach(args: argparse.Namespace) -> AgentSystem:
-    """Connect to the node the command names (``--port``, ``$GENAGENT_PORT`` or the state file)."""
-    return _node.connect(_node.find_port(getattr(args, "port", None)))
+    """Connect to the node the command names (``--port``, ``$GENAGENT_PORT`` or the state file)
+    on the address it listens on (``--bind-host``, ``$GENAGENT_BIND_HOST`` or loopback)."""
+    port = _node.find_port(getattr(args, "port", None))
+    return _node.connect(port, bind_host=_node.find_bind_host(getattr(args, "bind_host", None)))
 
 
 def _cmd_node(args: argparse.Namespace, out: _Output) -> int:
@@ -855,9 +863,10 @@ def _cmd_console(args: argparse.Namespace, out: _Output, system: AgentSystem) ->
     """``genagent console``: serve the web console until Ctrl-C, then close it."""
     from ._console import Console
 
-    console = Console(system, host=args.host, port=args.http_port)
+    node_host = _node.find_bind_host(getattr(args, "bind_host", None))
+    console = Console(system, host=args.host, port=args.http_port, node_host=node_host)
     console.start()
-    out.line(f"console on {console.url} (node 127.0.0.1:{system.admin_port}); Ctrl-C stops")
+    out.line(f"console on {console.url} (node {node_host}:{system.admin_port}); Ctrl-C stops")
     out.document({"ok": True, "url": console.url})
     try:
         console.wait()

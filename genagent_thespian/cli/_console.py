@@ -355,11 +355,19 @@ class Console:
         >>> console.start(); print(console.url); console.close()
     """
 
-    def __init__(self, system: AgentSystem, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        system: AgentSystem,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        node_host: str = "127.0.0.1",
+    ) -> None:
         """Bind the console's socket now, so the port is known (and taken) before serving starts.
 
         A fresh token is made for each run: control actions need it, and it is only put in the page
-        served to a browser on the bound address.
+        served to a browser on the bound address. ``node_host`` is the address the node listens on
+        (checked to tell a stopped node at once).
         """
         try:
             import uvicorn
@@ -368,6 +376,7 @@ class Console:
                 "the web console needs the console extra: pip install 'genagent-thespian[console]'"
             ) from None
         self.system = system
+        self._node_host = node_host
         self.token = secrets.token_urlsafe(32)
         self.observer = _Observer()
         self._handler_id = f"genagent-console-{secrets.token_hex(6)}"
@@ -435,7 +444,8 @@ class Console:
             self._thread.join(timeout=10.0)
         self._socket.close()
         # Unsubscribing needs the node; when it is gone, waiting for it only delays the exit.
-        if self.system.admin_port is None or port_open(self.system.admin_port):
+        port = self.system.admin_port
+        if port is None or port_open(port, host=self._node_host):
             with contextlib.suppress(GenAgentError):
                 detach(self._handler_id, system=self.system)
         self._calls.shutdown(wait=False, cancel_futures=True)
@@ -448,7 +458,7 @@ class Console:
     def node_answers(self) -> bool:
         """Whether the node accepts connections (refused at once when it is down)."""
         port = self.system.admin_port
-        return port is None or port_open(port, timeout=0.5)
+        return port is None or port_open(port, host=self._node_host, timeout=0.5)
 
     async def call(self, fn: Any, *args: Any, timeout: float = 60.0, **kwargs: Any) -> Any:
         """Run an actor-system call on the console's call threads and await its result.

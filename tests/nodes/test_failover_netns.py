@@ -6,9 +6,9 @@ Three "hosts" (``tests/support_fleet.py``): the leader candidate ``a`` (first in
 the standby candidate ``b`` and the member ``m``, with the store on PostgreSQL. ``a`` is
 killed with SIGKILL (all its processes); ``b`` must take the lead under a new epoch, re-adopt
 the agent running on ``m`` (same process), restart the durable agent that lived on ``a``,
-and ``m``'s client must find the new services by itself. A second test cuts the leader off
-(its veth dropped): it stands down, the standby leads under epoch 2 and re-adopts, and the
-healed old leader stays a standby.
+and the clients attached on ``m``'s and ``b``'s hosts must find the new services by
+themselves. A second test cuts the leader off (its veth dropped): it stands down, the
+standby leads under epoch 2 and re-adopts, and the healed old leader stays a standby.
 """
 
 from __future__ import annotations
@@ -60,14 +60,14 @@ def test_a_standby_takes_over_when_the_leaders_host_dies(fleet: Fleet, tmp_path:
         started = a.call(
             op="start",
             name="dm",
-            script=["m1", "m2", "m3"],
+            script=["m1", "m2", "m3", "m4"],
             placement={"claude": "yes"},
             history=str(on_member),
         )
         assert started == {"ok": True}
-        assert a.call(op="start", name="dl", script=["l1", "l2", "l3"], history=str(on_leader)) == {
-            "ok": True
-        }
+        assert a.call(
+            op="start", name="dl", script=["l1", "l2", "l3", "l4"], history=str(on_leader)
+        ) == {"ok": True}
         volatile = a.call(
             op="start",
             name="nm",
@@ -90,6 +90,8 @@ def test_a_standby_takes_over_when_the_leaders_host_dies(fleet: Fleet, tmp_path:
 
         client = fleet.client(m)  # AgentSystem.attach on the member's host
         assert client.node == m.node
+        on_standby = fleet.client(b)  # and on the standby's host, attached before the failover
+        assert on_standby.node == b.node
 
         killed_at = time.monotonic()
         fleet.kill(a)
@@ -117,11 +119,19 @@ def test_a_standby_takes_over_when_the_leaders_host_dies(fleet: Fleet, tmp_path:
         moved = m.call(op="status", name="dl")
         assert moved["node"] == b.node and moved["pid"] != leader_agent["pid"]
         assert m.call(op="ask", name="dm", prompt="p3", timeout=30) == {"text": "m3"}
-        assert read_history(on_member) == ["p1", "p2", "p3"]  # nothing lost, nothing twice
-        assert read_history(on_leader) == ["q1", "q2", "q3"]
+        # The client attached on the standby's host follows its node's directory to the new
+        # services (the old registry's address it held is dead) and reaches both agents.
+        assert on_standby.call(op="ask", name="dm", prompt="p4", timeout=30) == {"text": "m4"}
+        assert on_standby.call(op="ask", name="dl", prompt="q4", timeout=30) == {"text": "l4"}
+        standby_answered = time.monotonic() - killed_at
+        assert read_history(on_member) == ["p1", "p2", "p3", "p4"]  # nothing lost or run twice
+        assert read_history(on_leader) == ["q1", "q2", "q3", "q4"]
         # The new leader's node watcher knows the fleet without the dead host.
         wait_until(lambda: m.call(op="nodes")["count"] == 2, timeout=30)
-        print(f"leader killed -> client answered by the moved agent after {recovered:.1f}s")
+        print(
+            f"leader killed -> client answered by the moved agent after {recovered:.1f}s; "
+            f"the standby host's client by {standby_answered:.1f}s"
+        )
     finally:
         store.close()
 

@@ -127,3 +127,103 @@ def test_placement_member_loss_and_a_client_on_every_host(fleet: Fleet, tmp_path
     for name in ("c", "h"):
         assert read_history(histories[name]) == [f"{name}-q{i}" for i in (1, 2, 3)]
     print(f"member killed -> its durable agent answered elsewhere after {moved_in:.1f}s")
+
+
+def test_a_supervisor_fan_out_runs_with_its_agents_on_other_hosts(fleet: Fleet) -> None:
+    """Pattern state travels by messages: facade, coordinator and workers on three hosts."""
+    assert fleet.store is not None
+    leader_ns, coord_ns, work_ns = fleet.host("l"), fleet.host("c"), fleet.host("w")
+    leader = fleet.start(leader_ns, "--store", fleet.store.new_database())
+    leader_at = f"{leader.address}:{leader.admin_port}"
+    coordinating = fleet.start(coord_ns, "--leader", leader_at, "--label", "coord=yes")
+    working = fleet.start(work_ns, "--leader", leader_at, "--label", "work=yes")
+    wait_until(lambda: leader.call(op="nodes")["count"] == 3, timeout=30)
+
+    reply = leader.call(
+        op="fanout",
+        script=["t1\nt2\nt3", "FINAL"],
+        placement={"coord": "yes"},
+        worker_placement={"work": "yes"},
+        timeout=60,
+    )
+    assert reply["ok"] is True and reply["final"] == "FINAL", reply
+    assert reply["coordinator"] == coordinating.node  # not the facade's host
+    # Every worker ran on the workers' host (its HOME names it) and reached the
+    # coordinator on another host; the facade read the outcome from a third.
+    assert reply["results"] == {f"t{i}": f"R[t{i}]@{work_ns}" for i in (1, 2, 3)}
+    assert working.node != coordinating.node != leader.node
+    assert reply["left"] == []  # the workers and, after stop, the coordinator are gone
+
+
+@pytest.mark.cli
+def test_a_durable_claude_agent_moved_to_another_host_continues_its_conversation(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """The real claude CLI on two member hosts, each with its own HOME (where claude keeps
+    its transcripts) and its own model server on its own loopback; the store is PostgreSQL.
+    The member running the agent dies; on the other one, the agent's next turn carries the
+    earlier conversation to that host's model server."""
+    from support_cli import quiet_env, require_cli
+
+    from genagent_thespian._api.system import free_port
+    from genagent_thespian._durable.postgres import PostgresAgentStore
+    from genagent_thespian._durable.store import agent_key
+
+    binary = require_cli("claude")
+    assert fleet.store is not None
+    leader_ns = fleet.host("l")
+    store_url = fleet.store.new_database()
+    leader = fleet.start(leader_ns, "--store", store_url)
+    leader_at = f"{leader.address}:{leader.admin_port}"
+    members = [
+        fleet.start(fleet.host(label), "--leader", leader_at, "--label", "claude=yes")
+        for label in ("a", "b")
+    ]
+    wait_until(lambda: leader.call(op="nodes")["count"] == 3, timeout=30)
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    port = free_port()  # the same port on each host's own loopback
+    env = {
+        key: value
+        for key, value in quiet_env(tmp_path).items()
+        if key not in ("HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "CODEX_HOME")
+    }
+    env.update(
+        ANTHROPIC_API_KEY="sk-test-not-a-real-key", ANTHROPIC_BASE_URL=f"http://127.0.0.1:{port}"
+    )
+    started = leader.call(
+        op="start_claude",
+        name="mover",
+        binary=binary,
+        cwd=str(workdir),
+        env=env,
+        placement={"claude": "yes"},
+    )
+    assert started == {"ok": True}, started
+    owner = next(m for m in members if m.node == leader.call(op="status", name="mover")["node"])
+    survivor = next(m for m in members if m is not owner)
+    assert owner.call(op="llm", port=port, texts=["Noted: PELICAN."])["url"]
+    assert survivor.call(op="llm", port=port, texts=["The word was PELICAN."])["url"]
+    first = leader.call(op="ask", name="mover", prompt="Remember the word PELICAN", timeout=60)
+    assert first == {"text": "Noted: PELICAN."}
+    assert survivor.call(op="llm_requests")["bodies"] == []  # the first turn ran on the owner
+    # The agent saves the transcript to the store just after it answers: a host killed in
+    # between loses that turn's transcript (the first run of this test, killing at once,
+    # got session_lost). Kill once it is saved; the gap is in docs/deployment.md.
+    store = PostgresAgentStore(store_url)
+    try:
+        wait_until(lambda: store.session_files(agent_key("mover")), timeout=30, interval=0.05)
+    finally:
+        store.close()
+
+    killed_at = time.monotonic()
+    fleet.kill(owner)
+    answer = leader.call(op="ask", name="mover", prompt="Which word?", timeout=60)
+    moved_in = time.monotonic() - killed_at
+    assert answer == {"text": "The word was PELICAN."}, answer
+    assert leader.call(op="status", name="mover")["node"] == survivor.node
+    bodies = survivor.call(op="llm_requests")["bodies"]
+    assert bodies and "Remember the word PELICAN" in bodies[-1]  # the earlier conversation
+    survivor_home = tmp_path / survivor.netns
+    assert list((survivor_home / ".claude" / "projects").glob("*/*.jsonl"))  # restored there
+    print(f"member killed -> the claude agent answered on the other host after {moved_in:.1f}s")

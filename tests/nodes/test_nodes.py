@@ -349,8 +349,11 @@ def _group_alive_now(pgid: int) -> bool:
 class CommandLineNode:
     """``python -m genagent_thespian._nodes.convention`` in its own process."""
 
-    def __init__(self, *args: str) -> None:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]))
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        env = dict(
+            os.environ if env is None else env,
+            PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]),
+        )
         self.process = subprocess.Popen(
             [sys.executable, "-m", "genagent_thespian._nodes.convention", *args],
             stdout=subprocess.PIPE,
@@ -514,6 +517,63 @@ def test_a_client_on_a_member_uses_the_leaders_services_and_honours_its_timeout(
         if member is not None:
             member.shutdown()
         leader.stop()
+
+
+def test_commands_reach_a_node_bound_to_its_hosts_own_address(tmp_path: Path) -> None:
+    """A node started with ``--bind-host`` (a member on its LAN address) listens there only:
+    ``genagent`` commands, the console and ``genagent mcp`` on that host name the address with
+    ``--bind-host`` or ``GENAGENT_BIND_HOST``, and a command that does not is told why."""
+    address = "127.0.0.2"  # another address of this host (all of 127/8 is loopback)
+    # A host of its own: none of this process's transport settings (THESPIAN_BASE_IPADDR is
+    # loopback here), its own secret and home.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GENAGENT_", "THESP"))}
+    env.update(GENAGENT_SECRET=os.urandom(32).hex(), XDG_STATE_HOME=str(tmp_path / "state"))
+    node = CommandLineNode("--bind-host", address, env=env)
+    try:
+
+        def genagent(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+            command = [
+                sys.executable,
+                "-m",
+                "genagent_thespian.cli",
+                "--port",
+                str(node.admin_port),
+            ]
+            return subprocess.run(
+                [*command, *args],
+                env=dict(env, **extra),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        missed = genagent("ls", "--json")
+        assert missed.returncode == 3
+        assert f"no node is listening on port {node.admin_port} of 127.0.0.1" in missed.stderr
+        assert "--bind-host or $GENAGENT_BIND_HOST" in missed.stderr
+        started = genagent(
+            "--bind-host",
+            address,
+            "start",
+            "genagent_thespian.cli:ScriptedAgent",
+            "--name",
+            "lan",
+            "--option",
+            'script=["hi"]',
+        )
+        assert started.returncode == 0, started.stderr
+        for done in (
+            genagent("--bind-host", address, "ls", "--json"),
+            genagent("ls", "--json", GENAGENT_BIND_HOST=address),
+        ):
+            assert done.returncode == 0, done.stderr
+            assert [agent["name"] for agent in json.loads(done.stdout)["agents"]] == ["lan"]
+        asked = genagent("ask", "lan", "q", "--json", "--bind-host", address)
+        assert asked.returncode == 0, asked.stderr
+        assert json.loads(asked.stdout)["text"] == "hi"
+    finally:
+        assert node.stop() == 0
 
 
 def _placed(leader: g.AgentSystem) -> dict[str, str]:

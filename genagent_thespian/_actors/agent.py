@@ -900,13 +900,17 @@ class AgentActor(Actor):
             return
         if slot.turn_id == message.turn_id:
             slot.turn_id = None
+        # The turn's transcript is stored before its answer goes out: a host lost right
+        # after the answer must not take the conversation's last exchange with it.
+        self._save_session_files()
+        if self._fenced:
+            return  # the store refused the save: another incarnation owns the agent now
         if isinstance(message.error, BackendError) and message.error.kind == "session_lost":
             self._on_session_lost(message.error)
         if message.error is None:
             self._run(machine.turn_succeeded(message.turn_id, message.duration_ms))
         else:
             self._run(machine.turn_failed(message.turn_id, message.error))
-        self._save_session_files()
         self._arm_idle_retirement()
 
     # ================================================================== session files
@@ -914,8 +918,9 @@ class AgentActor(Actor):
     def _save_session_files(self) -> None:
         """Store the provider's session files that changed (a durable CLI agent's transcript).
 
-        Done after each turn, so the agent restarted on another host can restore them and
-        resume the same conversation there.
+        Done after each turn and before its answer, so the agent restarted on another host
+        can restore them and resume the same conversation there, including the exchange
+        whose answer its caller already has.
         """
         record, backend_cls = self._record, self.backend_cls
         if record is None or backend_cls is None:

@@ -16,12 +16,21 @@ later block as continuing the one above; the chain runs as one script::
 
     <!-- continues the example above -->
 
+A block written for a logged-in ``claude`` (the reader's setup) runs here against the real
+CLI (``.ci/tools``) with its model requests served by :class:`FakeLLMServer`, marked::
+
+    <!-- runs here with the real claude CLI against FakeLLMServer -->
+
+It runs as written: only the environment differs (``claude`` on ``PATH``, the fake server as
+its API, a throw-away ``HOME``), as a reader's shell would provide the real ones.
+
 The pattern guides (docs/patterns/) have their own runner: tests/patterns/test_pattern_guides.py.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import re
 import subprocess
@@ -31,15 +40,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support_cli import quiet_env, require_cli
+
+from genagent_thespian.testing import FakeLLMServer, Reply, Text
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(
     r"(?:^<!-- not run: (?P<reason>.*?) -->\n"
-    r"|^(?P<continues><!-- continues the example above -->)\n)?"
+    r"|^(?P<continues><!-- continues the example above -->)\n"
+    r"|^(?P<claude><!-- runs here with the real claude CLI against FakeLLMServer -->)\n)?"
     r"^```python\n(?P<code>.*?)^```",
     re.S | re.M,
 )
+#: What the fake model answers every request of a block run against FakeLLMServer: streamed
+#: slowly enough (a few seconds a turn) that a block interrupting a turn it just started
+#: finds it running, as with a real model.
+FAKE_ANSWER = Reply(blocks=(Text("The project is an example. DONE"),), chunk_delay=0.5)
 FILE_NAME = re.compile(r"#\s*([A-Za-z_]\w*\.py)\b")
 
 RUNNER = textwrap.dedent(
@@ -85,6 +102,7 @@ class Block:
     code: str
     skip_reason: str | None
     fences: int = 1  # a chain of continued blocks is one Block
+    claude: bool = False  # runs with the real claude CLI against FakeLLMServer
 
     @property
     def file_name(self) -> str | None:
@@ -103,10 +121,13 @@ def blocks_of(document: Path) -> list[Block]:
         if m.group("continues") and blocks:
             head = blocks[-1]
             code = f"{head.code}\n\n{m.group('code')}"
-            blocks[-1] = Block(document, head.line, code, head.skip_reason, head.fences + 1)
+            blocks[-1] = Block(
+                document, head.line, code, head.skip_reason, head.fences + 1, head.claude
+            )
             continue
         line = text.count("\n", 0, m.start("code"))
-        blocks.append(Block(document, line, m.group("code"), m.group("reason")))
+        claude = m.group("claude") is not None
+        blocks.append(Block(document, line, m.group("code"), m.group("reason"), claude=claude))
     return blocks
 
 
@@ -151,26 +172,52 @@ def test_document_code_runs(document: Path, tmp_path: Path) -> None:
         "HOME": str(tmp_path),  # state files and default stores land here, not in ~
     }
     outputs: dict[str, str] = {}
-    for index, block in enumerate(blocks_of(document)):
-        file = tmp_path / (block.file_name or f"block_{index}.py")
-        file.write_text(block.code, "utf-8")
-        if block.skip_reason is not None:
-            continue
-        done = subprocess.run(
-            [sys.executable, "_run_doc_block.py", file.name],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=100,
-            check=False,
-        )
-        assert done.returncode == 0, (
-            f"{_name(document)}:{block.line} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-        )
-        outputs[file.name] = done.stdout
+    with contextlib.ExitStack() as stack:
+        for index, block in enumerate(blocks_of(document)):
+            file = tmp_path / (block.file_name or f"block_{index}.py")
+            file.write_text(block.code, "utf-8")
+            if block.skip_reason is not None:
+                continue
+            block_env = env
+            if block.claude:
+                block_env = {**env, **_claude_environment(stack, tmp_path)}
+            done = subprocess.run(
+                [sys.executable, "_run_doc_block.py", file.name],
+                cwd=tmp_path,
+                env=block_env,
+                capture_output=True,
+                text=True,
+                timeout=100,
+                check=False,
+            )
+            assert done.returncode == 0, (
+                f"{_name(document)}:{block.line} failed:\n"
+                f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+            )
+            outputs[file.name] = done.stdout
     for script, shown in shown_outputs(document).items():
         assert outputs[script] == shown, f"{_name(document)}: {script} prints other lines"
+
+
+def _claude_environment(stack: contextlib.ExitStack, home: Path) -> dict[str, str]:
+    """What a reader's shell gives a block written for a logged-in ``claude``: the real CLI
+    on ``PATH``, and (here) a :class:`FakeLLMServer` as its API, in a throw-away ``HOME``."""
+    binary = Path(require_cli("claude"))
+    server = stack.enter_context(FakeLLMServer(default=FAKE_ANSWER))
+    return {
+        **quiet_env(home),
+        "PATH": os.pathsep.join([str(binary.parent), os.environ.get("PATH", "")]),
+        "GENAGENT_CLAUDE_BIN": str(binary),
+        "ANTHROPIC_API_KEY": "sk-ant-docs-test",
+        "ANTHROPIC_BASE_URL": server.url,
+    }
+
+
+def test_blocks_for_claude_run_here_against_the_fake_server() -> None:
+    """The guides' claude examples run (they are not compile-only), as written."""
+    marked = [b for d in DOCUMENTS for b in blocks_of(d) if b.claude]
+    assert len(marked) >= 3
+    assert all(b.skip_reason is None and "claude" in b.code.lower() for b in marked)
 
 
 def shown_outputs(document: Path) -> dict[str, str]:

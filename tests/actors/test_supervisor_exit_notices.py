@@ -1,4 +1,9 @@
-"""Exit notices the supervisor must not believe: a repeat about a hibernated agent's process.
+"""Exit notices the supervisor must not believe, or not yet: it trusts the process, not Thespian.
+
+A notice is tied to an incarnation by its process (pid + start time, which Thespian cannot
+reuse), not by the address alone: a notice that comes while that process still runs is
+confirmed once the process is gone (a stop is answered then, never dropped), and one about
+an earlier incarnation on a reused port expires without touching the running agent.
 
 multiprocTCPBase reuses ports, and Thespian sends an exit notice twice now and then. When an
 agent hibernates, its process ends and frees its port; another agent starting at that
@@ -12,6 +17,10 @@ now and then with thousands of agents).
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
+import sys
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,9 +28,11 @@ from support_agents import Recorder
 from thespian.actors import ActorAddress, ChildActorExited
 from thespian.system.transport.IPBase import TCPv4ActorAddress
 
-from genagent_thespian._actors.supervisor import AgentSupervisor, _Child, _ChildState
-from genagent_thespian._core.protocol import _Hibernating
+from genagent_thespian._actors.supervisor import AgentSupervisor, _Child, _ChildState, _ExitCheck
+from genagent_thespian._core.protocol import _Hibernating, _Restarting, _Unregister
 from genagent_thespian._core.validate import build_spec
+from genagent_thespian._os.processes import owner_identity
+from genagent_thespian.messages import Stopped
 
 
 def _address(port: int) -> ActorAddress:
@@ -65,3 +76,81 @@ def test_a_repeated_notice_of_a_hibernated_process_spares_a_new_agent_on_its_por
     assert newcomer.state is _ChildState.STARTING
     # Its birth report (or its silence) decides: a check is armed for this incarnation.
     assert any(type(t).__name__ == "_BornCheck" and t.after_notice for t in _timers(supervisor))
+
+
+# -- a notice that comes before the process is gone (issue 14, "~260 stop() calls, 2 hung") ------
+
+
+def _running_process() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+
+
+def _answers_to(sent: list[Any], waiter: str) -> list[Any]:
+    """The replies the registry is to send ``waiter`` once the name is unregistered."""
+    return [
+        reply
+        for _, message in sent
+        if isinstance(message, _Unregister)
+        for to, reply in message.then
+        if to == waiter
+    ]
+
+
+def _exit_checks(supervisor: AgentSupervisor) -> list[_ExitCheck]:
+    return [timer for timer in _timers(supervisor) if isinstance(timer, _ExitCheck)]
+
+
+def test_an_exit_notice_before_the_process_is_gone_answers_the_stopper_once_it_is() -> None:
+    """Thespian can announce an agent's exit while its process still runs: the notice must
+    neither be dropped (the stop hung until its caller's timeout) nor believed early."""
+    supervisor, sent = _supervisor()
+    port = _address(45551)
+    process = _running_process()
+    try:
+        stopping = _child("leaving", port, _ChildState.STOPPING)
+        stopping.pid = process.pid
+        stopping.identity = owner_identity(process.pid)
+        stopping.stop_waiters.append("the caller of stop")
+        supervisor._children["leaving"] = stopping
+
+        supervisor._on_child_exited(ChildActorExited(port), None)
+        assert _answers_to(sent, "the caller of stop") == []  # its process still runs
+        (check,) = _exit_checks(supervisor)
+        assert (check.address, check.incarnation) == (port, stopping.incarnation)
+
+        supervisor._on_deadline(check)  # still running: it looks again later
+        assert _answers_to(sent, "the caller of stop") == []
+        (again,) = [c for c in _exit_checks(supervisor) if c is not check]
+
+        process.kill()
+        process.wait(10)
+        supervisor._on_deadline(again)
+    finally:
+        process.kill()
+        process.wait(10)
+    assert _answers_to(sent, "the caller of stop") == [Stopped("leaving")]
+    assert "leaving" not in supervisor._children
+
+
+def test_a_late_notice_naming_a_running_incarnation_is_ignored_once_it_expires() -> None:
+    """A notice about an earlier incarnation, on the port the running one reuses, must not
+    restart or forget the running one: its process (pid + start time) is alive throughout."""
+    supervisor, sent = _supervisor()
+    port = _address(45552)
+    process = _running_process()
+    try:
+        running = _child("steady", port, _ChildState.RUNNING)
+        running.pid = process.pid
+        running.identity = owner_identity(process.pid)
+        running.incarnation = 3
+        supervisor._children["steady"] = running
+
+        supervisor._on_child_exited(ChildActorExited(port), None)
+        (check,) = _exit_checks(supervisor)
+        supervisor._on_deadline(dataclasses.replace(check, deadline=time.monotonic() - 1.0))
+    finally:
+        process.kill()
+        process.wait(10)
+    assert supervisor._children.get("steady") is running
+    assert running.state is _ChildState.RUNNING and running.address == port
+    assert not [m for _, m in sent if isinstance(m, (_Unregister, _Restarting))]

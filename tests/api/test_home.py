@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from operator_node import Node
 from support_agents import calls
 
 import genagent_thespian as g
@@ -107,6 +108,33 @@ def test_a_second_system_on_the_same_home_is_refused_naming_the_holder(tmp_path:
         first.shutdown()
     again = g.AgentSystem.start(home=tmp_path / "home")  # free once the first is shut down
     again.shutdown()
+
+
+def test_start_system_while_a_node_runs_on_its_home_is_refused_naming_the_node(
+    tmp_path: Path,
+) -> None:
+    """``genagent node start`` and a script's ``start_system()`` find the same home, and the
+    home's lock (held by the node's own process) turns the second system into a clear error
+    instead of two systems sharing one store."""
+    node = Node(tmp_path / "state")
+    node.start()
+    try:
+        script = subprocess.run(
+            [sys.executable, "-c", "import genagent_thespian as g; g.start_system()"],
+            cwd=TESTS,
+            env=node.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert script.returncode != 0
+        home = tmp_path / "state" / "default"
+        assert f"the node home {home} is in use" in script.stderr, script.stderr
+        assert f"(pid {node.state['pid']})" in script.stderr
+        assert node.json("ls")["agents"] == []  # the node carries on
+    finally:
+        node.stop()
 
 
 def test_node_command_and_start_system_share_the_default_home(tmp_path: Path) -> None:

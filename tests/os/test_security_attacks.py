@@ -256,3 +256,26 @@ def test_per_peer_cap_closes_the_oldest_unauthenticated_connections(leader: Lead
         assert all(flood.is_closed(conn) for conn in flood.sockets[:5])
         # ...and a legitimate sender on the same address is still served at once.
         assert leader.ask() == "pong"
+
+
+def test_total_cap_closes_the_oldest_unauthenticated_connections_across_peers(
+    leader: Leader,
+) -> None:
+    """Peers that each stay within their own cap still share one total per process."""
+    limits = TransportLimits()
+    per_peer = limits.max_pending_per_peer - 1  # no peer reaches its own cap
+    peers = [f"127.0.0.{10 + n}" for n in range(limits.max_pending_total // per_peer + 1)]
+    excess = len(peers) * per_peer - limits.max_pending_total
+    assert 0 < excess < per_peer
+    with half_open_flood() as flood:
+        for peer in peers:  # oldest first
+            for _ in range(per_peer):
+                conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                flood.sockets.append(conn)
+                conn.settimeout(5.0)
+                conn.bind((peer, 0))
+                conn.connect((HOST, leader.ports["agent"]))
+        # The oldest are closed as soon as the newest are accepted (the rest at the deadline).
+        wait_until(lambda: flood.closed_by_receiver() == excess, timeout=10)
+        assert all(flood.is_closed(conn) for conn in flood.sockets[:excess])
+        assert leader.ask() == "pong"  # and a legitimate sender is still served at once

@@ -467,6 +467,43 @@ def test_max_frame_bytes_is_a_system_option_enforced_on_both_ends(
     assert answer["answer"] == ["echo-bytes", 10]
 
 
+#: A script that sets the frame limit in code, as docs/security.md shows.
+LIMIT_IN_CODE = """
+import sys
+import genagent_thespian as g
+from support_agents import Recorder
+
+limits = g.TransportLimits(max_frame_bytes=1024 * 1024)
+with g.start_system(home=sys.argv[1], transport_limits=limits):
+    g.start_agent(Recorder, name="r", backend="scripted", default="ok")
+    print(g.ask("r", "x" * 400_000).text)
+    try:
+        g.ask("r", "x" * 2_000_000)
+    except g.MessageTooLarge as error:
+        print(type(error).__name__, error)
+    print(g.ask("r", "small").text)
+"""
+
+
+def test_max_frame_bytes_set_in_code_with_start_system(tmp_path: Path) -> None:
+    """``start_system(transport_limits=TransportLimits(max_frame_bytes=...))`` (not only the
+    environment variable) sets the limit: a call over it raises ``MessageTooLarge`` at once
+    and the system carries on."""
+    done = subprocess.run(
+        [sys.executable, "-c", LIMIT_IN_CODE, str(tmp_path / "home")],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    fits, refused, after = done.stdout.splitlines()
+    assert fits == after == "ok"
+    assert refused.startswith("MessageTooLarge ")
+    assert "over the transport's max_frame_bytes of 1048576" in refused
+
+
 def test_every_test_the_security_guide_names_exists() -> None:
     """docs/security.md ties each claim to a test by name: none of those names may dangle."""
     root = Path(__file__).resolve().parents[2]

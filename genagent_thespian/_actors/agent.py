@@ -51,6 +51,7 @@ import pickle
 import time
 import uuid
 import zlib
+from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -73,6 +74,7 @@ from .._core.errors import (
     BackendError,
     GenAgentError,
     InvalidPrompt,
+    MessageTooLarge,
     SessionUnavailable,
     TurnCrashed,
 )
@@ -186,6 +188,9 @@ WORKER_ALIVE_CHECK = 5.0
 #: a process that hibernated or restarted since), up to ``TELL_ATTEMPTS`` times in all.
 TELL_ACK_SECONDS = 2.0
 TELL_ATTEMPTS = 3
+#: How many recent answers' callers an agent remembers, to tell one whose answer was too
+#: large for the transport (``_on_undeliverable``).
+_RECENT_REPLIES = 256
 
 _TICK = "genagent-deadline"
 
@@ -431,6 +436,7 @@ class AgentActor(Actor):
         # A convention node caps its own live sessions (see _node_governor).
         self._node_capped = bool(self._host_node) and node_sessions(caps) is not None
         self._local_governor: Any = None  # that node's governor, once looked up
+        self._recent_replies: OrderedDict[str, Any] = OrderedDict()  # ref -> its caller
         self.machine: AgentMachine | None = None
         self.spec: AgentSpec | None = None
         self.backend_cls: type[Backend] | None = None
@@ -528,9 +534,7 @@ class AgentActor(Actor):
         if handler is not None:
             handler(self, message, sender)
         elif isinstance(message, PoisonMessage):
-            _log.warning(
-                "agent %r: undeliverable %s", machine.name, type(message.poisonMessage).__name__
-            )
+            self._on_undeliverable(message)
         else:
             if not _handles_info(machine.impl):
                 answer_unexpected(self, f"agent {machine.name!r}", message, sender)
@@ -673,6 +677,52 @@ class AgentActor(Actor):
             self._telemetry = message.telemetry
             if self._telemetry is not None:
                 self.send(self._telemetry, _TelemetryJoin())
+
+    def _on_undeliverable(self, poison: PoisonMessage) -> None:
+        """The transport refused a message of this agent (over ``max_frame_bytes``).
+
+        Thespian hands the sender back a ``PoisonMessage``; nobody else hears of it. So an
+        answer too large to send (a huge reply) becomes a ``Failure(MessageTooLarge)`` to
+        the same caller, and a turn whose start cannot reach the worker (its session grew
+        too large) fails with ``MessageTooLarge``: every caller gets one answer, instead of
+        waiting for its timeout. Anything else is logged."""
+        original = poison.poisonMessage
+        slot = self.worker
+        ref = getattr(original, "ref", None)
+        to = self._recent_replies.pop(ref, None) if isinstance(ref, str) else None
+        if to is not None and not isinstance(original, Failure):
+            # An answer too large for the transport: its caller still gets one, typed.
+            error = MessageTooLarge(
+                f"the answer ({type(original).__name__}) is larger than the transport's "
+                "max_frame_bytes and could not be sent (raise max_frame_bytes, or make "
+                "replies smaller)",
+                agent=self._m.name,
+                ref=ref,
+            )
+            self.send(to, Failure(error, ref))
+            return
+        if isinstance(original, _StartTurn) and slot.turn_id == original.turn_id:
+            slot.turn_id = None
+            slot.awaiting_ready = False
+            self._session_idle()  # the session was marked busy for this turn
+            error = MessageTooLarge(
+                "the turn could not be sent to the agent's worker: it is larger than the "
+                "transport's max_frame_bytes (the session or the prompt is too large)"
+            )
+            self._run(self._m.turn_failed(original.turn_id, error))
+            return
+        _log.warning("agent %r: undeliverable %s", self._m.name, type(original).__name__)
+
+    def _note_reply(self, to: Any, message: Any) -> None:
+        """Remember where the answer to a ref went, for a moment (see ``_on_undeliverable``).
+
+        Bounded: the transport refuses a message when it is sent, so its ``PoisonMessage``
+        comes back long before a few hundred later answers."""
+        ref = getattr(message, "ref", None)
+        if isinstance(ref, str):
+            self._recent_replies[ref] = to
+            if len(self._recent_replies) > _RECENT_REPLIES:
+                self._recent_replies.popitem(last=False)
 
     def _node_governor(self, offered: Any) -> Any:
         """The session governor of the node this agent runs on (``None``: not capped).
@@ -1792,6 +1842,7 @@ class AgentActor(Actor):
             if isinstance(effect, Reply):
                 if effect.to is not None:
                     self.send(effect.to, effect.message)
+                    self._note_reply(effect.to, effect.message)
             elif isinstance(effect, Emit):
                 self._telemetry_emit(effect.name, effect.measurements, effect.metadata)
             elif isinstance(effect, StartTurn):

@@ -64,6 +64,7 @@ from thespian.actors import (
     Actor,
     ActorExitRequest,
     ChildActorExited,
+    PoisonMessage,
     ThespianWatch,
     WakeupMessage,
     WatchMessage,
@@ -75,6 +76,7 @@ from .._core.errors import (
     BackendErrorKind,
     GenAgentError,
     InvalidOption,
+    MessageTooLarge,
     TurnCrashed,
 )
 from .._core.log import get_logger
@@ -139,6 +141,9 @@ class TurnWorker(Actor):
         self._wfd: int | None = None
         self._poll_armed = False
         self._exit_code: int | None = None
+        # Turns whose output the transport refused (over max_frame_bytes): ended, and what
+        # they still produce is not sent (see _on_undeliverable).
+        self._undeliverable: set[int] = set()
         self._announced = False
         self._groups: set[int] = set()  # live process groups the agent was told about
         self._groups_lock = threading.Lock()
@@ -169,6 +174,8 @@ class TurnWorker(Actor):
             elif isinstance(message, ActorExitRequest):
                 self._retire()
                 return None
+            elif isinstance(message, PoisonMessage):
+                self._on_undeliverable(message)
             elif isinstance(message, ChildActorExited):
                 pass
         except Exception:
@@ -410,12 +417,18 @@ class TurnWorker(Actor):
             outputs[self._running.turn_id] = {"events": []}
         for turn_id, out in outputs.items():
             events = tuple(out.pop("events"))
+            fields = out
+            if turn_id in self._undeliverable:
+                # Ended for the agent already: only the process facts still matter to it.
+                events, fields = (), {}
+                if not pgroups:
+                    continue
             message = _TurnOutput(
                 turn_id,
                 events=events,
                 process_groups=tuple(pgroups),
                 pid=os.getpid(),
-                **out,
+                **fields,
             )
             pgroups = []
             self.send(self._owner, message)
@@ -423,6 +436,42 @@ class TurnWorker(Actor):
                 self._running = None
         if self._exit_code is not None:
             self._die_soon()
+
+    def _on_undeliverable(self, poison: PoisonMessage) -> None:
+        """The transport refused an output to the agent: the turn fails, typed, at once.
+
+        A ``_TurnOutput`` whose pickle exceeds the transport's ``max_frame_bytes`` (a huge
+        reply, or a session that grew with one) comes back as a ``PoisonMessage``; without
+        this its turn would never end for the agent, and its caller would wait for an
+        answer that cannot come. The turn is cancelled (its outcome cannot be delivered),
+        the agent gets its end with ``MessageTooLarge``, and whatever the turn still
+        produces is dropped, except the process facts the agent needs to clean up."""
+        original = poison.poisonMessage
+        if not isinstance(original, _TurnOutput) or self._owner is None:
+            return
+        turn_id = original.turn_id
+        if turn_id in self._undeliverable:
+            return
+        self._undeliverable.add(turn_id)
+        running = self._running
+        if running is not None and running.turn_id == turn_id:
+            running.ctx.cancelled.set()
+            self._running = None  # a next turn waits for this thread to finish (_start)
+        error = MessageTooLarge(
+            "the turn's output is larger than the transport's max_frame_bytes and could not "
+            "reach the agent; the turn was ended (raise max_frame_bytes, or make replies and "
+            "sessions smaller)"
+        )
+        self.send(
+            self._owner,
+            _TurnOutput(
+                turn_id,
+                done=True,
+                error=error,
+                process_groups=original.process_groups,
+                pid=os.getpid(),
+            ),
+        )
 
     def _arm_poll(self) -> None:
         """Poll the queue with a wakeup where Thespian cannot watch a pipe (simpleSystemBase)."""

@@ -504,6 +504,47 @@ def test_max_frame_bytes_set_in_code_with_start_system(tmp_path: Path) -> None:
     assert "over the transport's max_frame_bytes of 1048576" in refused
 
 
+OUTPUT_OVER_LIMIT = """
+import sys
+import genagent_thespian as g
+from support_agents import Recorder
+
+limits = g.TransportLimits(max_frame_bytes=1024 * 1024)
+with g.start_system(home=sys.argv[1], transport_limits=limits):
+    # The prompt fits in a frame, but the answer does not: the scripted backend's events
+    # report what it was asked, so the Response is larger than the prompt.
+    g.start_agent(Recorder, name="r", backend="scripted", default="ok")
+    try:
+        g.ask("r", "x" * 700_000, timeout=60)
+    except g.GenAgentError as error:
+        print(type(error).__name__, error)
+    print(g.ask("r", "small", timeout=60).text)
+"""
+
+
+def test_an_answer_over_the_frame_limit_fails_typed_and_the_agent_goes_on(
+    tmp_path: Path,
+) -> None:
+    """Every caller gets one answer even when it cannot cross the transport: a message over
+    ``max_frame_bytes`` comes back to its sender as a ``PoisonMessage`` (nobody else hears
+    of it), so the agent answers the caller ``MessageTooLarge`` for a reply too large to
+    send. Before, the caller waited for its timeout. (The worker's side of the same rule is
+    tested in ``tests/actors/test_turn_ending.py``.)"""
+    done = subprocess.run(
+        [sys.executable, "-c", OUTPUT_OVER_LIMIT, str(tmp_path / "home")],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    reply_too_large, after = done.stdout.splitlines()
+    assert reply_too_large.startswith("MessageTooLarge "), reply_too_large
+    assert "the answer (Response)" in reply_too_large and "agent='r'" in reply_too_large
+    assert after == "ok"
+
+
 def test_every_test_the_security_guide_names_exists() -> None:
     """docs/security.md ties each claim to a test by name: none of those names may dangle."""
     root = Path(__file__).resolve().parents[2]

@@ -239,9 +239,8 @@ def start_agent(system: AgentSystem, spec: AgentSpec, timeout: float | None) -> 
         timeout,
         on_idle=_follow_services(system, "supervisor"),
     )
-    if isinstance(reply, Failure):
-        raise reply.error
-    system.remember(name, reply.address)  # incarnation unknown: the first call looks it up
+    started: AgentStarted = _unwrap(reply)
+    system.remember(name, started.address)  # incarnation unknown: the first call looks it up
     return name
 
 
@@ -262,8 +261,7 @@ def stop(system: AgentSystem, name: Any, timeout: float | None) -> Plan[None]:
         on_idle=_follow_services(system, "supervisor"),
     )
     system.remember(name, None)
-    if isinstance(reply, Failure):
-        raise reply.error
+    _unwrap(reply)
 
 
 def whereis(system: AgentSystem, name: Any) -> Plan[Any]:
@@ -316,9 +314,7 @@ def ask(system: AgentSystem, name: Any, message: Prompt, timeout: float | None) 
     """Run ``message`` as a turn and return its ``Response``."""
     check_prompt(message.text, name)
     reply = yield from _call_agent(system, name, message, timeout=timeout, ref=message.ref)
-    if isinstance(reply, Failure):
-        raise reply.error
-    answer: Response = reply
+    answer: Response = _unwrap(reply)
     return answer
 
 
@@ -342,9 +338,7 @@ def stream(
         before=(Watch(True, ref=watch_ref(ref)),),
         progress=lambda m: isinstance(m, TurnEvent) and m.ref == ref,
     )
-    if isinstance(reply, Failure):
-        raise reply.error
-    answer: Response = reply
+    answer: Response = _unwrap(reply)
     return answer
 
 
@@ -355,9 +349,10 @@ def subscribe(system: AgentSystem, name: Any, ref: str) -> Plan[None]:
     start the turns it wants to see.
     """
     subscription = Watch(True, ref=watch_ref(ref))
-    yield from _call_agent(
+    reply = yield from _call_agent(
         system, name, subscription, timeout=CONTROL_TIMEOUT, ref=subscription.ref, kinds=(Accepted,)
     )
+    _unwrap(reply)
 
 
 def watch(system: AgentSystem, name: Any, ref: str) -> Plan[None]:
@@ -401,8 +396,7 @@ def tell(system: AgentSystem, name: Any, prompt: str) -> Plan[str]:
     reply = yield from _call_agent(
         system, name, message, timeout=CONTROL_TIMEOUT, ref=message.ref, kinds=(Accepted,)
     )
-    if isinstance(reply, Failure):
-        raise reply.error
+    _unwrap(reply)
     return message.ref
 
 
@@ -423,9 +417,7 @@ def poll(system: AgentSystem, name: Any, ref: str) -> Plan[PollResult]:
         kinds=(PollResult,),
         idempotent=True,
     )
-    if isinstance(reply, Failure):
-        raise reply.error
-    answer: PollResult = reply
+    answer: PollResult = _unwrap(reply)
     return answer
 
 
@@ -441,8 +433,7 @@ def notify(system: AgentSystem, name: Any, event: Any) -> Plan[None]:
     reply = yield from _call_agent(
         system, name, Notify(event), timeout=CONTROL_TIMEOUT, kinds=(Accepted,)
     )
-    if isinstance(reply, Failure):
-        raise reply.error
+    _unwrap(reply)
 
 
 def interrupt(system: AgentSystem, name: Any, ref: str | None) -> Plan[str]:
@@ -493,9 +484,7 @@ def status(system: AgentSystem, name: Any) -> Plan[AgentStatus]:
         if asleep.status is None:  # a registry of an older version keeps no snapshot
             raise AgentNotFound("the agent is hibernated", agent=name) from None
         return asleep.status  # it went to sleep as this status was sent
-    if isinstance(reply, Failure):
-        raise reply.error
-    answer: AgentStatus = reply
+    answer: AgentStatus = _unwrap(reply)
     return answer
 
 
@@ -509,9 +498,8 @@ def backend_session(system: AgentSystem, name: Any) -> Plan[Any]:
         kinds=(_SessionReply,),
         idempotent=True,
     )
-    if isinstance(reply, Failure):
-        raise reply.error
-    return reply.session
+    session_reply: _SessionReply = _unwrap(reply)
+    return session_reply.session
 
 
 def _control(
@@ -525,13 +513,22 @@ def _control(
     reply = yield from _call_agent(
         system, name, message, timeout=CONTROL_TIMEOUT, kinds=(Accepted,), ref=ref
     )
-    if isinstance(reply, Failure):
-        raise reply.error
-    answer: Accepted = reply
+    answer: Accepted = _unwrap(reply)
     return answer
 
 
 # =============================================================================== plumbing
+
+
+def _unwrap(reply: Any) -> Any:
+    """Return a call's reply, or raise the typed error a ``Failure`` carries.
+
+    Every call ends here, so the sync and the asyncio API raise the same error the agent,
+    the supervisor or the registry decided on, with its context (agent, ref) intact.
+    """
+    if isinstance(reply, Failure):
+        raise reply.error
+    return reply
 
 
 def _call_agent(

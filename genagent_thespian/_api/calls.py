@@ -80,6 +80,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONTROL_TIMEOUT",
+    "START_TIMEOUT",
+    "STOP_TIMEOUT",
     "Exchange",
     "Plan",
     "ask",
@@ -111,6 +113,11 @@ T = TypeVar("T")
 
 #: Seconds for calls the agent answers at once (status, poll...).
 CONTROL_TIMEOUT = 30.0
+#: Seconds ``start_agent`` waits by default (sync and asyncio API alike) for the agent's
+#: ``init_agent``, its backend session and ``pre_run``.
+START_TIMEOUT = 120.0
+#: Seconds ``stop`` waits by default for the agent's processes to end and its name to be free.
+STOP_TIMEOUT = 60.0
 #: Seconds a name look-up waits for the registry before asking the node's directory where
 #: the services are now (after a leader failover they moved; ``_nodes/leadership.py``).
 LOOKUP_SLICE = 3.0

@@ -7,12 +7,13 @@ checked here holds for both APIs.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from genagent_thespian import AgentOverloaded, Response
+from genagent_thespian import AgentOverloaded, Response, aio, start_agent, stop
 from genagent_thespian._api import calls
 from genagent_thespian.messages import (
     Accepted,
@@ -103,3 +104,13 @@ def test_an_answer_is_returned_as_it_came() -> None:
     spec = AgentSpec(name=NAME, impl=None, backend=None)
     assert _drive(calls.start_agent(_SYSTEM, spec, 5.0), lambda m: started) == NAME
     assert _drive(calls.tell(_SYSTEM, NAME, "hi"), lambda m: Accepted(m.ref)) != ""
+
+
+def test_the_sync_and_asyncio_apis_share_their_default_timeouts() -> None:
+    """A default decided once: ``start_agent`` and ``stop`` wait as long in both APIs."""
+
+    def default(function: Callable[..., Any]) -> Any:
+        return inspect.signature(function).parameters["timeout"].default
+
+    assert default(start_agent) == default(aio.start_agent) == calls.START_TIMEOUT
+    assert default(stop) == default(aio.stop) == calls.STOP_TIMEOUT

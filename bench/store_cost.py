@@ -1,10 +1,11 @@
 """Measure what durability costs at the store level on this machine.
 
-Times the two hot operations of a durable agent:
+Times the two writes a durable agent's choice of design turns on:
 
-* ``enqueue``: accepting a tell (the runtime acknowledges it only after this returns);
-* ``commit_turn``: the turn boundary (clear in-flight, store the result, save the state,
-  move the next request from the mailbox to in-flight), one transaction.
+* ``row_insert``: one small row (a 512-byte request) added in its own transaction, through
+  ``put_result`` (the store's one-row insert, plus its eviction check): what accepting a
+  tell would cost if the mailbox were kept row by row;
+* ``save_state``: the runtime's write, a 4 KB state snapshot replaced in one transaction.
 
 for four stores: SQLite with ``synchronous=FULL`` (the default) and ``NORMAL`` on a file,
 SQLite ``:memory:`` (the SQL work without any file I/O) and the in-process
@@ -13,8 +14,9 @@ SQLite ``:memory:`` (the SQL work without any file I/O) and the in-process
 Then the boundary the runtime actually writes: ``AgentRecord.save`` pickles the agent's
 whole state (machine snapshot with its mailbox, session, implementation state) into one
 ``save_state`` at every acknowledged tell and every turn boundary. Timed against mailbox
-depth (queued 512-byte prompts) beside one ``enqueue`` on the same FULL file store, it shows
-whether persisting the mailbox incrementally (one row per tell) would pay off.
+depth (queued 512-byte prompts) beside one ``row_insert`` on the same FULL file store, it
+shows whether persisting the mailbox incrementally (one row per tell) would pay off: that
+measurement is why the store has no per-request mailbox API (``_durable/store.py``).
 
 Prints tables and writes ``bench/results/store_cost.json``.
 
@@ -47,14 +49,12 @@ from genagent_thespian._durable.store import (
     AgentStore,
     MemoryAgentStore,
     SQLiteAgentStore,
-    StoredRequest,
     agent_key,
 )
 from genagent_thespian.messages import AgentSpec
 
 REQUEST = b"r" * 512  # a pickled Prompt with its metadata
 STATE = b"s" * 4096  # backend session ids, flags and a small implementation state
-RESULT = b"p" * 2048  # a pickled Response
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -99,23 +99,12 @@ def measure(store: AgentStore, ops: int) -> dict[str, list[float]]:
     store.create_agent(key, b"name", b"spec" * 64)
     store.save_state(key, STATE)
 
-    enqueue = timed(lambda i: store.enqueue(key, f"q{i:06d}", REQUEST), ops)
-
-    store.set_in_flight(key, "q000000", REQUEST)
-
-    def commit(i: int) -> None:
-        store.commit_turn(
-            key,
-            state=STATE,
-            result=StoredRequest(f"q{i:06d}", RESULT),
-            max_results=100,
-            next_in_flight=StoredRequest(f"q{i + 1:06d}", REQUEST) if i + 1 < ops else None,
-        )
-
-    commit_turn = timed(commit, ops)
+    # max_results above ops: every insert keeps its row, as a queued request would stay.
+    row_insert = timed(lambda i: store.put_result(key, f"q{i:06d}", REQUEST, max_results=ops), ops)
+    save_state = timed(lambda i: store.save_state(key, STATE), ops)
     loaded = store.load(key)
-    assert loaded is not None and loaded.queue == () and len(loaded.results) == min(100, ops)
-    return {"enqueue": enqueue, "commit_turn": commit_turn}
+    assert loaded is not None and len(loaded.results) == ops and loaded.state_blob == STATE
+    return {"row_insert": row_insert, "save_state": save_state}
 
 
 PROMPT = "p" * 500  # a queued prompt; pickled with its Request, about REQUEST's size
@@ -167,7 +156,7 @@ def main() -> None:
         ),
     }
     pooled: dict[str, dict[str, list[float]]] = {
-        name: {"enqueue": [], "commit_turn": []} for name in stores
+        name: {"row_insert": [], "save_state": []} for name in stores
     }
     with tempfile.TemporaryDirectory(prefix="store-cost-", dir=base_dir) as tmp:
         for repeat in range(args.repeats):
@@ -198,9 +187,9 @@ def main() -> None:
             boundary[str(depth)] = measure_boundary(
                 Path(tmp) / f"depth-{depth}.db", depth, max(20, args.ops // 10)
             )
-    enqueue_full = results["sqlite file, synchronous=FULL"]["enqueue"]["median_us"]
+    row_full = results["sqlite file, synchronous=FULL"]["row_insert"]["median_us"]
     for stats in boundary.values():
-        stats["ratio_vs_enqueue_median"] = stats["median_us"] / enqueue_full
+        stats["ratio_vs_row_insert_median"] = stats["median_us"] / row_full
 
     full = results["sqlite file, synchronous=FULL"]
     normal = results["sqlite file, synchronous=NORMAL"]
@@ -219,12 +208,12 @@ def main() -> None:
             "repeats": args.repeats,
             "request_bytes": len(REQUEST),
             "state_bytes": len(STATE),
-            "result_bytes": len(RESULT),
         },
         "results": results,
         "runtime_boundary_by_mailbox_depth": boundary,
         "full_over_normal_median": {
-            op: full[op]["median_us"] / normal[op]["median_us"] for op in ("enqueue", "commit_turn")
+            op: full[op]["median_us"] / normal[op]["median_us"]
+            for op in ("row_insert", "save_state")
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -247,11 +236,11 @@ def main() -> None:
         print(f"FULL / NORMAL ({op}): {ratio:.2f}")
     print()
     print("runtime boundary write (AgentRecord.save, sqlite FULL) by mailbox depth:")
-    print(f"{'queued':>8} {'median µs':>10} {'state bytes':>12} {'x enqueue':>10}")
+    print(f"{'queued':>8} {'median µs':>10} {'state bytes':>12} {'x row':>10}")
     for queued, stats in boundary.items():
         print(
             f"{queued:>8} {stats['median_us']:10.1f} {stats['state_bytes']:12.0f} "
-            f"{stats['ratio_vs_enqueue_median']:10.2f}"
+            f"{stats['ratio_vs_row_insert_median']:10.2f}"
         )
     print(f"wrote {args.out}")
 

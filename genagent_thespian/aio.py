@@ -100,7 +100,7 @@ async def start_agent(
     *,
     name: Any,
     backend: Any,
-    timeout: float | None = 120.0,
+    timeout: float | None = calls.START_TIMEOUT,
     system: AgentSystem | None = None,
     **settings_and_options: Any,
 ) -> Any:
@@ -111,7 +111,7 @@ async def start_agent(
 
 
 async def stop(
-    name: Any, *, timeout: float | None = 60.0, system: AgentSystem | None = None
+    name: Any, *, timeout: float | None = calls.STOP_TIMEOUT, system: AgentSystem | None = None
 ) -> None:
     """Stop agent ``name`` for good (see :func:`genagent_thespian.stop`)."""
     await _run(system, calls.stop, name, timeout)

@@ -122,7 +122,7 @@ from .._core.protocol import (
     _WatcherGone,
 )
 from .._core.turn import Event
-from .._core.validate import build_spec, check_prompt, check_request_ref
+from .._core.validate import DEFAULT_WATCHDOG, build_spec, check_prompt, check_request_ref
 from .._durable.record import AgentRecord, Restored, lease_seconds
 from .._durable.redaction import lookup_for
 from .._durable.redaction import restore as restore_secrets
@@ -1112,7 +1112,7 @@ class AgentActor(Actor):
             # No live session: the turn asks for one, and waits in the node's fair queue
             # when the cap is reached.
             self._awaiting_session = effect
-            wait = self.spec.watchdog if self.spec and self.spec.watchdog else 600.0
+            wait = self.spec.watchdog if self.spec and self.spec.watchdog else DEFAULT_WATCHDOG
             self.send(self._governor, _SessionWanted(self._m.name, effect.turn_id, wait))
             return
         self._run_on_worker(effect)

@@ -80,6 +80,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONTROL_TIMEOUT",
+    "START_TIMEOUT",
+    "STOP_TIMEOUT",
     "Exchange",
     "Plan",
     "ask",
@@ -111,6 +113,11 @@ T = TypeVar("T")
 
 #: Seconds for calls the agent answers at once (status, poll...).
 CONTROL_TIMEOUT = 30.0
+#: Seconds ``start_agent`` waits by default (sync and asyncio API alike) for the agent's
+#: ``init_agent``, its backend session and ``pre_run``.
+START_TIMEOUT = 120.0
+#: Seconds ``stop`` waits by default for the agent's processes to end and its name to be free.
+STOP_TIMEOUT = 60.0
 #: Seconds a name look-up waits for the registry before asking the node's directory where
 #: the services are now (after a leader failover they moved; ``_nodes/leadership.py``).
 LOOKUP_SLICE = 3.0
@@ -239,9 +246,8 @@ def start_agent(system: AgentSystem, spec: AgentSpec, timeout: float | None) -> 
         timeout,
         on_idle=_follow_services(system, "supervisor"),
     )
-    if isinstance(reply, Failure):
-        raise reply.error
-    system.remember(name, reply.address)  # incarnation unknown: the first call looks it up
+    started: AgentStarted = _unwrap(reply)
+    system.remember(name, started.address)  # incarnation unknown: the first call looks it up
     return name
 
 
@@ -262,8 +268,7 @@ def stop(system: AgentSystem, name: Any, timeout: float | None) -> Plan[None]:
         on_idle=_follow_services(system, "supervisor"),
     )
     system.remember(name, None)
-    if isinstance(reply, Failure):
-        raise reply.error
+    _unwrap(reply)
 
 
 def whereis(system: AgentSystem, name: Any) -> Plan[Any]:
@@ -316,9 +321,7 @@ def ask(system: AgentSystem, name: Any, message: Prompt, timeout: float | None) 
     """Run ``message`` as a turn and return its ``Response``."""
     check_prompt(message.text, name)
     reply = yield from _call_agent(system, name, message, timeout=timeout, ref=message.ref)
-    if isinstance(reply, Failure):
-        raise reply.error
-    answer: Response = reply
+    answer: Response = _unwrap(reply)
     return answer
 
 
@@ -342,9 +345,7 @@ def stream(
         before=(Watch(True, ref=watch_ref(ref)),),
         progress=lambda m: isinstance(m, TurnEvent) and m.ref == ref,
     )
-    if isinstance(reply, Failure):
-        raise reply.error
-    answer: Response = reply
+    answer: Response = _unwrap(reply)
     return answer
 
 
@@ -355,9 +356,10 @@ def subscribe(system: AgentSystem, name: Any, ref: str) -> Plan[None]:
     start the turns it wants to see.
     """
     subscription = Watch(True, ref=watch_ref(ref))
-    yield from _call_agent(
+    reply = yield from _call_agent(
         system, name, subscription, timeout=CONTROL_TIMEOUT, ref=subscription.ref, kinds=(Accepted,)
     )
+    _unwrap(reply)
 
 
 def watch(system: AgentSystem, name: Any, ref: str) -> Plan[None]:
@@ -401,8 +403,7 @@ def tell(system: AgentSystem, name: Any, prompt: str) -> Plan[str]:
     reply = yield from _call_agent(
         system, name, message, timeout=CONTROL_TIMEOUT, ref=message.ref, kinds=(Accepted,)
     )
-    if isinstance(reply, Failure):
-        raise reply.error
+    _unwrap(reply)
     return message.ref
 
 
@@ -423,9 +424,7 @@ def poll(system: AgentSystem, name: Any, ref: str) -> Plan[PollResult]:
         kinds=(PollResult,),
         idempotent=True,
     )
-    if isinstance(reply, Failure):
-        raise reply.error
-    answer: PollResult = reply
+    answer: PollResult = _unwrap(reply)
     return answer
 
 
@@ -441,8 +440,7 @@ def notify(system: AgentSystem, name: Any, event: Any) -> Plan[None]:
     reply = yield from _call_agent(
         system, name, Notify(event), timeout=CONTROL_TIMEOUT, kinds=(Accepted,)
     )
-    if isinstance(reply, Failure):
-        raise reply.error
+    _unwrap(reply)
 
 
 def interrupt(system: AgentSystem, name: Any, ref: str | None) -> Plan[str]:
@@ -493,9 +491,7 @@ def status(system: AgentSystem, name: Any) -> Plan[AgentStatus]:
         if asleep.status is None:  # a registry of an older version keeps no snapshot
             raise AgentNotFound("the agent is hibernated", agent=name) from None
         return asleep.status  # it went to sleep as this status was sent
-    if isinstance(reply, Failure):
-        raise reply.error
-    answer: AgentStatus = reply
+    answer: AgentStatus = _unwrap(reply)
     return answer
 
 
@@ -509,9 +505,8 @@ def backend_session(system: AgentSystem, name: Any) -> Plan[Any]:
         kinds=(_SessionReply,),
         idempotent=True,
     )
-    if isinstance(reply, Failure):
-        raise reply.error
-    return reply.session
+    session_reply: _SessionReply = _unwrap(reply)
+    return session_reply.session
 
 
 def _control(
@@ -525,13 +520,22 @@ def _control(
     reply = yield from _call_agent(
         system, name, message, timeout=CONTROL_TIMEOUT, kinds=(Accepted,), ref=ref
     )
-    if isinstance(reply, Failure):
-        raise reply.error
-    answer: Accepted = reply
+    answer: Accepted = _unwrap(reply)
     return answer
 
 
 # =============================================================================== plumbing
+
+
+def _unwrap(reply: Any) -> Any:
+    """Return a call's reply, or raise the typed error a ``Failure`` carries.
+
+    Every call ends here, so the sync and the asyncio API raise the same error the agent,
+    the supervisor or the registry decided on, with its context (agent, ref) intact.
+    """
+    if isinstance(reply, Failure):
+        raise reply.error
+    return reply
 
 
 def _call_agent(

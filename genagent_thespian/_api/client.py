@@ -213,7 +213,7 @@ def start_agent(
     on_session_lost: str = SPEC_DEFAULTS.on_session_lost,
     secret_resolver: Any = None,
     hibernate_after: float | None = SPEC_DEFAULTS.hibernate_after,
-    timeout: float | None = 120.0,
+    timeout: float | None = calls.START_TIMEOUT,
     system: AgentSystem | None = None,
     **options: Any,
 ) -> Any:
@@ -253,7 +253,8 @@ def start_agent(
             it transparently (``status`` and ``list_agents`` do not). ``None`` (default):
             ``DEFAULT_HIBERNATE_AFTER`` (300 s) for durable agents, never for plain ones;
             ``0``: never. Needs ``durable=True``.
-        timeout: Seconds to wait for ``init_agent``/``start_session``/``pre_run``.
+        timeout: Seconds to wait for ``init_agent``/``start_session``/``pre_run``
+            (default 120).
         system: The system to use (default: the current one).
         **options: Passed to ``init_agent``. A class that sets ``accepted_options`` gets only
             those; otherwise a name close to one of the framework's options (a typo such as
@@ -295,8 +296,12 @@ def start_agent(
     return calls.run(target, calls.start_agent(target, spec, timeout))
 
 
-def stop(name: Any, *, timeout: float | None = 60.0, system: AgentSystem | None = None) -> None:
+def stop(
+    name: Any, *, timeout: float | None = calls.STOP_TIMEOUT, system: AgentSystem | None = None
+) -> None:
     """Stop agent ``name`` for good: pending callers get ``AgentStopped``; its processes end.
+
+    ``timeout`` bounds the wait for its processes to end (default 60 seconds).
 
     Raises:
         AgentNotFound: no agent has that name.

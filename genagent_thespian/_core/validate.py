@@ -14,7 +14,7 @@ import difflib
 import math
 import pickle
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from ..messages import AgentSpec
 from .backend import resolve_backend
@@ -24,6 +24,7 @@ from .restart_policy import RestartPolicy, RestartType
 
 __all__ = [
     "DEFAULT_HIBERNATE_AFTER",
+    "DEFAULT_WATCHDOG",
     "RESTART_TYPES",
     "SPEC_DEFAULTS",
     "build_spec",
@@ -35,6 +36,10 @@ __all__ = [
 #: place they are written, read through one instance so signatures (``start_agent``, the
 #: ``genagent`` command) and the machine's limits can name them with their types.
 SPEC_DEFAULTS = AgentSpec(name=None, impl=None, backend=None)
+
+#: ``AgentSpec.watchdog``'s default as a number, for the waits the watchdog bounds when an
+#: agent has none of its own (a turn waiting for a live session).
+DEFAULT_WATCHDOG = cast(float, SPEC_DEFAULTS.watchdog)
 
 #: The restart types an agent may have, as ``AgentSpec.restart`` spells them.
 RESTART_TYPES = tuple(kind.value for kind in RestartType)

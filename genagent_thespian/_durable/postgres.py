@@ -3,7 +3,7 @@
 SQLite is the embedded default for one host. A convention of several hosts needs one store
 every host reaches over the network, so that any surviving host can resume any agent:
 ``store="postgresql://user:password@host:port/database"`` keeps the same records (specs,
-state snapshots, mailboxes, in-flight requests, results, incarnations, process records)
+state snapshots with their mailboxes, results, incarnations, process records)
 with the same contract (:class:`~genagent_thespian._durable.store.AgentStore`), the same
 checksums and the same errors.
 
@@ -79,6 +79,8 @@ _SCHEMA = (
         name TEXT PRIMARY KEY,
         value BIGINT NOT NULL
     )""",
+    # The ``in_flight*`` columns and the ``mailbox`` table are never written (the snapshot
+    # holds the mailbox, see ``_durable/store.py``); they stay so every database has one schema.
     """CREATE TABLE IF NOT EXISTS agents (
         key TEXT PRIMARY KEY,
         name BYTEA NOT NULL, name_crc BIGINT NOT NULL,
@@ -435,7 +437,7 @@ class PostgresAgentStore(AgentStore):
                 )
 
     def delete_agent(self, key: str) -> bool:
-        """Delete the agent's row; its mailbox, results, lease and session files go by cascade."""
+        """Delete the agent's row; its results, lease and session files go by cascade."""
         key = _check_key(key)
         with self._write("delete_agent", key) as cur:
             cur.execute("DELETE FROM agents WHERE key = %s", (key,))  # cascades
@@ -455,7 +457,7 @@ class PostgresAgentStore(AgentStore):
         return entries
 
     def load(self, key: str) -> StoredAgent | None:
-        """Read the record, mailbox and results in one ``REPEATABLE READ`` snapshot."""
+        """Read the record and its results in one ``REPEATABLE READ`` snapshot."""
         key = _check_key(key)
         with self._read("load", key) as cur:
             rows = self._select_agent(cur, key)
@@ -478,47 +480,31 @@ class PostgresAgentStore(AgentStore):
             return self._build_agent(key, *rows)
 
     @staticmethod
-    def _select_agent(cur: _Cursor, key: str) -> tuple[_Row, list[_Row], list[_Row]] | None:
-        """The agent's row, mailbox rows and result rows, read in the caller's transaction."""
+    def _select_agent(cur: _Cursor, key: str) -> tuple[_Row, list[_Row]] | None:
+        """The agent's row and result rows, read in the caller's transaction."""
         row = cur.execute(
-            "SELECT name, name_crc, spec, spec_crc, state, state_crc, in_flight_ref,"
-            " in_flight, in_flight_crc, incarnation FROM agents WHERE key = %s",
+            "SELECT name, name_crc, spec, spec_crc, state, state_crc, incarnation"
+            " FROM agents WHERE key = %s",
             (key,),
         ).fetchone()
         if row is None:
             return None
-        queue_rows = cur.execute(
-            "SELECT ref, blob, crc FROM mailbox WHERE key = %s ORDER BY seq", (key,)
-        ).fetchall()
         result_rows = cur.execute(
             "SELECT ref, blob, crc FROM results WHERE key = %s ORDER BY seq", (key,)
         ).fetchall()
-        return tuple(row), queue_rows, result_rows
+        return tuple(row), result_rows
 
-    def _build_agent(
-        self, key: str, row: _Row, queue_rows: list[_Row], result_rows: list[_Row]
-    ) -> StoredAgent:
+    def _build_agent(self, key: str, row: _Row, result_rows: list[_Row]) -> StoredAgent:
         """Build a :class:`StoredAgent` from rows, checking every blob's CRC on the way."""
-        name, name_crc, spec, spec_crc, state, state_crc = row[:6]
-        in_flight_ref, in_flight, in_flight_crc, incarnation = row[6:]
+        name, name_crc, spec, spec_crc, state, state_crc, incarnation = row
         name_blob = self._verified(key, "name", name, name_crc)
         spec_blob = self._verified(key, "start spec", spec, spec_crc)
         assert name_blob is not None and spec_blob is not None
-        in_flight_blob = self._verified(key, "in-flight request", in_flight, in_flight_crc)
         return StoredAgent(
             key=key,
             name_blob=name_blob,
             spec_blob=spec_blob,
             state_blob=self._verified(key, "state snapshot", state, state_crc),
-            queue=tuple(
-                StoredRequest(ref, self._verified(key, f"queued request {ref}", b, c) or b"")
-                for ref, b, c in queue_rows
-            ),
-            in_flight=(
-                None
-                if in_flight_ref is None or in_flight_blob is None
-                else StoredRequest(in_flight_ref, in_flight_blob)
-            ),
             results=tuple(
                 StoredRequest(ref, self._verified(key, f"result {ref}", b, c) or b"")
                 for ref, b, c in result_rows
@@ -688,70 +674,6 @@ class PostgresAgentStore(AgentStore):
         with self._write("save_state", key) as cur:
             self._touch(cur, key, "state = %s, state_crc = %s", (blob, _crc(blob)), incarnation)
 
-    def enqueue(self, key: str, ref: str, blob: bytes) -> None:
-        """Append with one conditional insert that skips a duplicate instead of failing on it.
-
-        A failed statement would abort the transaction, so the conflict is not raised by the server;
-        a follow-up check tells an unknown agent from a resent request.
-        """
-        key = _check_key(key)
-        ref = _check_ref(ref)
-        blob = _as_blob(blob, "request blob")
-        with self._write("enqueue", key) as cur:
-            cur.execute(
-                "INSERT INTO mailbox (key, ref, blob, crc)"
-                " SELECT %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM agents WHERE key = %s)"
-                " ON CONFLICT (key, ref) DO NOTHING",
-                (key, ref, blob, _crc(blob), key),
-            )
-            if cur.rowcount == 1:
-                return
-            if cur.execute("SELECT 1 FROM agents WHERE key = %s", (key,)).fetchone() is None:
-                raise AgentNotFound(f"no stored agent with key {_short(key)}", ref=ref)
-            raise StoreError(
-                f"request {ref} is already queued for agent key {_short(key)}", ref=ref
-            )
-
-    def dequeue(self, key: str, ref: str) -> bool:
-        """Remove one queued request; ``False`` if it was not queued (taken or cancelled)."""
-        key = _check_key(key)
-        ref = _check_ref(ref)
-        with self._write("dequeue", key) as cur:
-            cur.execute("DELETE FROM mailbox WHERE key = %s AND ref = %s", (key, ref))
-            return bool(cur.rowcount > 0)
-
-    def set_in_flight(
-        self, key: str, ref: str, blob: bytes, *, incarnation: int | None = None
-    ) -> None:
-        """Mark ``ref`` in flight and take it off the mailbox in one transaction.
-
-        A crash between the two would leave it both queued and in flight: run twice.
-        """
-        key = _check_key(key)
-        ref = _check_ref(ref)
-        blob = _as_blob(blob, "in-flight blob")
-        with self._write("set_in_flight", key) as cur:
-            self._touch(
-                cur,
-                key,
-                "in_flight_ref = %s, in_flight = %s, in_flight_crc = %s",
-                (ref, blob, _crc(blob)),
-                incarnation,
-            )
-            cur.execute("DELETE FROM mailbox WHERE key = %s AND ref = %s", (key, ref))
-
-    def clear_in_flight(self, key: str, *, incarnation: int | None = None) -> None:
-        """Clear the in-flight request (the turn ended); fenced like every state write."""
-        key = _check_key(key)
-        with self._write("clear_in_flight", key) as cur:
-            self._touch(
-                cur,
-                key,
-                "in_flight_ref = NULL, in_flight = NULL, in_flight_crc = NULL",
-                (),
-                incarnation,
-            )
-
     def put_result(self, key: str, ref: str, blob: bytes, *, max_results: int) -> None:
         """Store a tell's result and evict the oldest beyond ``max_results``, in one transaction."""
         key = _check_key(key)
@@ -761,48 +683,6 @@ class PostgresAgentStore(AgentStore):
             if cur.execute("SELECT 1 FROM agents WHERE key = %s", (key,)).fetchone() is None:
                 raise AgentNotFound(f"no stored agent with key {_short(key)}", ref=ref)
             self._put_result(cur, key, result, max_results)
-
-    def commit_turn(
-        self,
-        key: str,
-        *,
-        state: bytes,
-        result: StoredRequest | None = None,
-        max_results: int = 100,
-        next_in_flight: StoredRequest | None = None,
-        incarnation: int | None = None,
-    ) -> None:
-        """One transaction: the state, the result, the next in-flight request and its removal
-        from the mailbox land together or not at all.
-        """
-        key = _check_key(key)
-        state = _as_blob(state, "state blob")
-        max_results = _check_max_results(max_results)
-        if result is not None:
-            result = StoredRequest(_check_ref(result.ref), _as_blob(result.blob, "result blob"))
-        if next_in_flight is not None:
-            next_in_flight = StoredRequest(
-                _check_ref(next_in_flight.ref), _as_blob(next_in_flight.blob, "in-flight blob")
-            )
-        with self._write("commit_turn", key) as cur:
-            if next_in_flight is None:
-                flight: tuple[Any, ...] = (None, None, None)
-            else:
-                flight = (next_in_flight.ref, next_in_flight.blob, _crc(next_in_flight.blob))
-            self._touch(
-                cur,
-                key,
-                "state = %s, state_crc = %s, in_flight_ref = %s, in_flight = %s,"
-                " in_flight_crc = %s",
-                (state, _crc(state), *flight),
-                incarnation,
-            )
-            if result is not None:
-                self._put_result(cur, key, result, max_results)
-            if next_in_flight is not None:
-                cur.execute(
-                    "DELETE FROM mailbox WHERE key = %s AND ref = %s", (key, next_in_flight.ref)
-                )
 
     # processes ------------------------------------------------------------------------------
 

@@ -4,12 +4,12 @@ The runtime hands the store opaque ``bytes`` (already pickled) and gets exactly 
 back; the store never unpickles anything. Per agent it keeps:
 
 * the **start spec** (written once, by :meth:`AgentStore.create_agent`);
-* the **state snapshot**: backend session, halted flag, self-chain slot, buffered
-  notifications and the implementation's state, as one blob, rewritten at each turn boundary;
-* the **mailbox** as ordered individual entries, so accepting a tell is one small insert
-  (:meth:`AgentStore.enqueue`) and never a rewrite of the whole queue;
-* the **in-flight request** (ref and blob), set at dispatch and cleared at completion;
-* the **tell results**, the newest ``max_results`` by insertion order;
+* the **state snapshot**: the agent machine's whole state (its mailbox, the in-flight
+  request, halted flag, self-chain slot, buffered notifications), the backend session and
+  the implementation's state, as one blob, rewritten by :meth:`AgentStore.save_state` before
+  any reply or turn start leaves the agent (so an acknowledged tell is in it);
+* the **tell results**, one row each (:meth:`AgentStore.put_result`), the newest
+  ``max_results`` by insertion order;
 * an **incarnation** counter, bumped at each restart (a restarted agent can fence off
   writes from an older incarnation);
 * a **lease**: which incarnation (its epoch, the fencing token) owns the agent, which
@@ -32,13 +32,14 @@ Every blob is stored with its CRC-32, so a damaged record is reported as
 :class:`StoreCorrupted` naming the agent key and the part, instead of handing the runtime
 bytes that fail somewhere else later.
 
-What the runtime uses today (``_durable/record.py``): ``create_agent``, ``load``,
-``begin_incarnation``, ``save_state`` (the machine snapshot *includes* the mailbox and the
-in-flight request), ``put_result``, ``delete_agent`` and the process records. The per-entry
-mailbox and in-flight calls (``enqueue``, ``dequeue``, ``set_in_flight``, ``clear_in_flight``,
-``commit_turn``) are not used by the runtime: ``bench/store_cost.py`` measured the whole-state
-write at 0.8-1.05x one ``enqueue`` up to 100 queued prompts (the ``fsync`` dominates) and 4.7x
-only near the default mailbox bound of 1000, so the runtime keeps one blob per boundary.
+Why the mailbox is in the snapshot and not a row per request: one write per boundary is a
+single path with nothing to reconcile after a crash, and ``bench/store_cost.py`` measures
+what it costs against one row insert in the same file (what a per-request mailbox would pay
+per tell), by mailbox depth. When it was chosen, with ``synchronous=FULL`` the ``fsync``
+dominated both (0.8-1.05x a row insert up to 100 queued prompts, 4.7x near the default
+bound of 1000); rerun it before changing the design (``bench/results/store_cost.json`` has
+the last run). The ``mailbox`` table and the ``in_flight`` columns of schema version 1 are
+from the per-request design and stay empty; they remain so every existing file opens.
 
 :class:`SQLiteAgentStore` is the default implementation; :class:`MemoryAgentStore` keeps the
 same contract in memory (not durable; a baseline and a reference for other stores).
@@ -140,8 +141,6 @@ class StoredAgent:
         name_blob: The pickled agent name.
         spec_blob: The start spec.
         state_blob: The latest state snapshot, or ``None`` before the first one.
-        queue: The mailbox, oldest first.
-        in_flight: The request that was running, or ``None``.
         results: Tell results, oldest first (at most the last ``max_results``).
         incarnation: ``0`` for the first start, incremented by each restart.
     """
@@ -150,8 +149,6 @@ class StoredAgent:
     name_blob: bytes
     spec_blob: bytes
     state_blob: bytes | None
-    queue: tuple[StoredRequest, ...]
-    in_flight: StoredRequest | None
     results: tuple[StoredRequest, ...]
     incarnation: int
 
@@ -325,7 +322,7 @@ def _check_key(key: object) -> str:
 
 
 def _check_ref(ref: object) -> str:
-    """Refuse an empty or non-string ref: it is half of the mailbox and results primary keys."""
+    """Refuse an empty or non-string ref: it is half of the results primary key."""
     if not isinstance(ref, str) or not ref:
         raise InvalidOption(f"invalid request ref {ref!r}: expected a non-empty str")
     return ref
@@ -395,20 +392,13 @@ class AgentStore(abc.ABC):
 
     Every write is durable when the method returns (for :class:`SQLiteAgentStore`: committed
     to the file). The runtime acknowledges a ``tell`` only after the write that holds it
-    returns (today the :meth:`save_state` whose snapshot has it in the mailbox).
+    returns (the :meth:`save_state` whose snapshot has it in the mailbox).
     Methods raise :class:`~genagent_thespian.AgentNotFound` for an unknown key,
     :class:`StoreCorrupted` for damaged data and :class:`StoreError` for other failures.
     Implementations must be safe to call from several threads.
 
-    Not every method is called by the runtime. The per-entry mailbox writes
-    (:meth:`enqueue`, :meth:`dequeue`, :meth:`set_in_flight`, :meth:`clear_in_flight`,
-    :meth:`commit_turn`) and the ``queue`` and ``in_flight`` fields they fill are used only by
-    ``bench/store_cost.py`` and the store tests. They stay on purpose: they are the
-    incremental alternative to rewriting the whole snapshot at each boundary, and the benchmark
-    compares the two on the disk at hand (issue 18 asks to switch when the measurement says
-    it matters; today it does not below about 100 queued prompts). Removing them would also
-    leave the ``mailbox`` table and the ``in_flight`` columns of schema version 1 without a
-    writer while every existing file still has them. :meth:`bump_incarnation` is the
+    The interface is what the runtime calls (``_durable/record.py``), nothing more, so a new
+    store implements only what is used. :meth:`bump_incarnation` is the
     building block of the default :meth:`begin_incarnation` (which :class:`MemoryAgentStore`
     uses) and :meth:`forget_process` that of :func:`end_recorded_processes`.
     """
@@ -417,7 +407,7 @@ class AgentStore(abc.ABC):
 
     @abc.abstractmethod
     def create_agent(self, key: str, name_blob: bytes, spec_blob: bytes) -> None:
-        """Create the record of a new durable agent (incarnation 0, no state, empty queue).
+        """Create the record of a new durable agent (incarnation 0, no state, no results).
 
         Raises:
             AgentAlreadyExists: There is already a record under ``key``.
@@ -533,55 +523,11 @@ class AgentStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    def enqueue(self, key: str, ref: str, blob: bytes) -> None:
-        """Append a request to the mailbox; durable when this returns.
-
-        Raises:
-            StoreError: ``ref`` is already queued for this agent.
-        """
-
-    @abc.abstractmethod
-    def dequeue(self, key: str, ref: str) -> bool:
-        """Remove a request from the mailbox (e.g. a cancelled tell); ``False`` if absent."""
-
-    @abc.abstractmethod
-    def set_in_flight(
-        self, key: str, ref: str, blob: bytes, *, incarnation: int | None = None
-    ) -> None:
-        """Record the request now running; if it is in the mailbox, remove it from there."""
-
-    @abc.abstractmethod
-    def clear_in_flight(self, key: str, *, incarnation: int | None = None) -> None:
-        """Record that no request is running."""
-
-    @abc.abstractmethod
     def put_result(self, key: str, ref: str, blob: bytes, *, max_results: int) -> None:
         """Store a tell result, keeping only the newest ``max_results`` of the agent.
 
         Results are rows of their own, not part of the snapshot: a thousand cached results
         are not rewritten at every boundary, only the new ones are added.
-        """
-
-    @abc.abstractmethod
-    def commit_turn(
-        self,
-        key: str,
-        *,
-        state: bytes,
-        result: StoredRequest | None = None,
-        max_results: int = 100,
-        next_in_flight: StoredRequest | None = None,
-        incarnation: int | None = None,
-    ) -> None:
-        """Write a turn boundary atomically (one transaction).
-
-        Clears the in-flight request, stores ``result`` (a tell's result, bounded by
-        ``max_results``), replaces the state snapshot, and when ``next_in_flight`` is given
-        records it as running, removing it from the mailbox if it was queued there.
-
-        Raises:
-            StaleIncarnation: ``incarnation`` is given and is not the agent's current one;
-                nothing was written.
         """
 
     # processes ------------------------------------------------------------------------------
@@ -665,6 +611,9 @@ def _new_process_record(
 # ``seq INTEGER PRIMARY KEY`` is the rowid: a new row gets max(seq) + 1, so ordering by seq is
 # insertion order (FIFO) even across processes and after deletions, without AUTOINCREMENT's
 # extra write per insert.
+# The ``in_flight*`` columns and the ``mailbox`` table are never written (the snapshot holds
+# the mailbox, see the module docstring); they stay so that the schema, and its version, is
+# that of every file already written.
 _SCHEMA = (
     """CREATE TABLE agents (
         key TEXT PRIMARY KEY,
@@ -1142,14 +1091,13 @@ class SQLiteAgentStore(AgentStore):
                 ) from None
 
     def delete_agent(self, key: str) -> bool:
-        """Delete the mailbox, results and record in one transaction: never half a record.
+        """Delete the results and the record in one transaction: never half a record.
 
-        A record left without its mailbox rows (or rows without a record) would make a later
-        agent of the same name start with another's queue.
+        Results left without their record would give a later agent of the same name
+        another's tell outcomes.
         """
         key = _check_key(key)
         with self._write("delete_agent", key) as cur:
-            cur.execute("DELETE FROM mailbox WHERE key = ?", (key,))
             cur.execute("DELETE FROM results WHERE key = ?", (key,))
             cur.execute("DELETE FROM agents WHERE key = ?", (key,))
             return cur.rowcount > 0
@@ -1172,7 +1120,7 @@ class SQLiteAgentStore(AgentStore):
         return entries
 
     def load(self, key: str) -> StoredAgent | None:
-        """Read the record, mailbox and results in one read transaction (a consistent view)."""
+        """Read the record and its results in one read transaction (a consistent view)."""
         key = _check_key(key)
         with self._read("load", key) as cur:
             rows = self._select_agent(cur, key)
@@ -1195,49 +1143,31 @@ class SQLiteAgentStore(AgentStore):
             return self._build_agent(key, *rows)
 
     @staticmethod
-    def _select_agent(
-        cur: sqlite3.Cursor, key: str
-    ) -> tuple[tuple[Any, ...], list[Any], list[Any]] | None:
-        """The agent's row, mailbox rows and result rows, read in the caller's transaction."""
+    def _select_agent(cur: sqlite3.Cursor, key: str) -> tuple[tuple[Any, ...], list[Any]] | None:
+        """The agent's row and result rows, read in the caller's transaction."""
         row = cur.execute(
-            "SELECT name, name_crc, spec, spec_crc, state, state_crc, in_flight_ref,"
-            " in_flight, in_flight_crc, incarnation FROM agents WHERE key = ?",
+            "SELECT name, name_crc, spec, spec_crc, state, state_crc, incarnation"
+            " FROM agents WHERE key = ?",
             (key,),
         ).fetchone()
         if row is None:
             return None
-        queue_rows = cur.execute(
-            "SELECT ref, blob, crc FROM mailbox WHERE key = ? ORDER BY seq", (key,)
-        ).fetchall()
         result_rows = cur.execute(
             "SELECT ref, blob, crc FROM results WHERE key = ? ORDER BY seq", (key,)
         ).fetchall()
-        return tuple(row), queue_rows, result_rows
+        return tuple(row), result_rows
 
-    def _build_agent(
-        self, key: str, row: tuple[Any, ...], queue_rows: list[Any], result_rows: list[Any]
-    ) -> StoredAgent:
+    def _build_agent(self, key: str, row: tuple[Any, ...], result_rows: list[Any]) -> StoredAgent:
         """Build a :class:`StoredAgent` from rows, checking every blob's CRC on the way."""
-        name, name_crc, spec, spec_crc, state, state_crc = row[:6]
-        in_flight_ref, in_flight, in_flight_crc, incarnation = row[6:]
+        name, name_crc, spec, spec_crc, state, state_crc, incarnation = row
         name_blob = self._verified(key, "name", name, name_crc)
         spec_blob = self._verified(key, "start spec", spec, spec_crc)
         assert name_blob is not None and spec_blob is not None
-        in_flight_blob = self._verified(key, "in-flight request", in_flight, in_flight_crc)
         return StoredAgent(
             key=key,
             name_blob=name_blob,
             spec_blob=spec_blob,
             state_blob=self._verified(key, "state snapshot", state, state_crc),
-            queue=tuple(
-                StoredRequest(ref, self._verified(key, f"queued request {ref}", b, c) or b"")
-                for ref, b, c in queue_rows
-            ),
-            in_flight=(
-                None
-                if in_flight_ref is None or in_flight_blob is None
-                else StoredRequest(in_flight_ref, in_flight_blob)
-            ),
             results=tuple(
                 StoredRequest(ref, self._verified(key, f"result {ref}", b, c) or b"")
                 for ref, b, c in result_rows
@@ -1387,68 +1317,6 @@ class SQLiteAgentStore(AgentStore):
         with self._write("save_state", key) as cur:
             self._touch(cur, key, "state = ?, state_crc = ?", (blob, _crc(blob)), incarnation)
 
-    def enqueue(self, key: str, ref: str, blob: bytes) -> None:
-        """Append with one conditional insert: it checks that the agent exists and appends in the
-        same statement, and the ``(key, ref)`` uniqueness refuses a resent request.
-        """
-        key = _check_key(key)
-        ref = _check_ref(ref)
-        blob = _as_blob(blob, "request blob")
-        with self._write("enqueue", key) as cur:
-            try:
-                cur.execute(
-                    "INSERT INTO mailbox (key, ref, blob, crc)"
-                    " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM agents WHERE key = ?)",
-                    (key, ref, blob, _crc(blob), key),
-                )
-            except sqlite3.IntegrityError:
-                raise StoreError(
-                    f"request {ref} is already queued for agent key {_short(key)}", ref=ref
-                ) from None
-            if cur.rowcount != 1:
-                raise AgentNotFound(f"no stored agent with key {_short(key)}", ref=ref)
-
-    def dequeue(self, key: str, ref: str) -> bool:
-        """Remove one queued request; ``False`` if it was not queued (taken or cancelled)."""
-        key = _check_key(key)
-        ref = _check_ref(ref)
-        with self._write("dequeue", key) as cur:
-            cur.execute("DELETE FROM mailbox WHERE key = ? AND ref = ?", (key, ref))
-            return cur.rowcount > 0
-
-    def set_in_flight(
-        self, key: str, ref: str, blob: bytes, *, incarnation: int | None = None
-    ) -> None:
-        """Mark ``ref`` in flight and take it off the mailbox in one transaction.
-
-        A crash between the two would otherwise leave the request both queued and in flight,
-        and the restarted agent would run it twice.
-        """
-        key = _check_key(key)
-        ref = _check_ref(ref)
-        blob = _as_blob(blob, "in-flight blob")
-        with self._write("set_in_flight", key) as cur:
-            self._touch(
-                cur,
-                key,
-                "in_flight_ref = ?, in_flight = ?, in_flight_crc = ?",
-                (ref, blob, _crc(blob)),
-                incarnation,
-            )
-            cur.execute("DELETE FROM mailbox WHERE key = ? AND ref = ?", (key, ref))
-
-    def clear_in_flight(self, key: str, *, incarnation: int | None = None) -> None:
-        """Clear the in-flight request (the turn ended); fenced like every state write."""
-        key = _check_key(key)
-        with self._write("clear_in_flight", key) as cur:
-            self._touch(
-                cur,
-                key,
-                "in_flight_ref = NULL, in_flight = NULL, in_flight_crc = NULL",
-                (),
-                incarnation,
-            )
-
     def put_result(self, key: str, ref: str, blob: bytes, *, max_results: int) -> None:
         """Store a tell's result and evict the oldest beyond ``max_results``, in one transaction."""
         key = _check_key(key)
@@ -1458,47 +1326,6 @@ class SQLiteAgentStore(AgentStore):
             if cur.execute("SELECT 1 FROM agents WHERE key = ?", (key,)).fetchone() is None:
                 raise AgentNotFound(f"no stored agent with key {_short(key)}", ref=ref)
             self._put_result(cur, key, result, max_results)
-
-    def commit_turn(
-        self,
-        key: str,
-        *,
-        state: bytes,
-        result: StoredRequest | None = None,
-        max_results: int = 100,
-        next_in_flight: StoredRequest | None = None,
-        incarnation: int | None = None,
-    ) -> None:
-        """One write transaction: the state, the result, the next in-flight request and its
-        removal from the mailbox land together or not at all.
-        """
-        key = _check_key(key)
-        state = _as_blob(state, "state blob")
-        max_results = _check_max_results(max_results)
-        if result is not None:
-            result = StoredRequest(_check_ref(result.ref), _as_blob(result.blob, "result blob"))
-        if next_in_flight is not None:
-            next_in_flight = StoredRequest(
-                _check_ref(next_in_flight.ref), _as_blob(next_in_flight.blob, "in-flight blob")
-            )
-        with self._write("commit_turn", key) as cur:
-            if next_in_flight is None:
-                flight: tuple[Any, ...] = (None, None, None)
-            else:
-                flight = (next_in_flight.ref, next_in_flight.blob, _crc(next_in_flight.blob))
-            self._touch(
-                cur,
-                key,
-                "state = ?, state_crc = ?, in_flight_ref = ?, in_flight = ?, in_flight_crc = ?",
-                (state, _crc(state), *flight),
-                incarnation,
-            )
-            if result is not None:
-                self._put_result(cur, key, result, max_results)
-            if next_in_flight is not None:
-                cur.execute(
-                    "DELETE FROM mailbox WHERE key = ? AND ref = ?", (key, next_in_flight.ref)
-                )
 
     # processes ------------------------------------------------------------------------------
 
@@ -1577,8 +1404,6 @@ class _MemoryAgent:
     name_blob: bytes
     spec_blob: bytes
     state_blob: bytes | None = None
-    queue: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
-    in_flight: StoredRequest | None = None
     results: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
     incarnation: int = 0
     lease: tuple[int, str, float] | None = None  # (epoch, owner, expires at)
@@ -1653,7 +1478,7 @@ class MemoryAgentStore(AgentStore):
             self._agents[key] = _MemoryAgent(name_blob, spec_blob)
 
     def delete_agent(self, key: str) -> bool:
-        """Drop the whole record (its queue, results, lease and files live inside it)."""
+        """Drop the whole record (its results, lease and files live inside it)."""
         with self._lock:
             self._check_open()
             return self._agents.pop(_check_key(key), None) is not None
@@ -1676,8 +1501,6 @@ class MemoryAgentStore(AgentStore):
                 name_blob=agent.name_blob,
                 spec_blob=agent.spec_blob,
                 state_blob=agent.state_blob,
-                queue=tuple(StoredRequest(r, b) for r, b in agent.queue.items()),
-                in_flight=agent.in_flight,
                 results=tuple(StoredRequest(r, b) for r, b in agent.results.items()),
                 incarnation=agent.incarnation,
             )
@@ -1763,72 +1586,11 @@ class MemoryAgentStore(AgentStore):
             self._check_incarnation(key, agent, incarnation)
             agent.state_blob = blob
 
-    def enqueue(self, key: str, ref: str, blob: bytes) -> None:
-        ref = _check_ref(ref)
-        blob = _as_blob(blob, "request blob")
-        with self._lock:
-            agent = self._agent(key, ref)
-            if ref in agent.queue:
-                raise StoreError(
-                    f"request {ref} is already queued for agent key {_short(key)}", ref=ref
-                )
-            agent.queue[ref] = blob
-
-    def dequeue(self, key: str, ref: str) -> bool:
-        ref = _check_ref(ref)
-        with self._lock:
-            return self._agent(key, ref).queue.pop(ref, None) is not None
-
-    def set_in_flight(
-        self, key: str, ref: str, blob: bytes, *, incarnation: int | None = None
-    ) -> None:
-        request = StoredRequest(_check_ref(ref), _as_blob(blob, "in-flight blob"))
-        with self._lock:
-            agent = self._agent(key, ref)
-            self._check_incarnation(key, agent, incarnation)
-            agent.in_flight = request
-            agent.queue.pop(ref, None)
-
-    def clear_in_flight(self, key: str, *, incarnation: int | None = None) -> None:
-        with self._lock:
-            agent = self._agent(key)
-            self._check_incarnation(key, agent, incarnation)
-            agent.in_flight = None
-
     def put_result(self, key: str, ref: str, blob: bytes, *, max_results: int) -> None:
         result = StoredRequest(_check_ref(ref), _as_blob(blob, "result blob"))
         max_results = _check_max_results(max_results)
         with self._lock:
             self._put(self._agent(key, ref), result, max_results)
-
-    def commit_turn(
-        self,
-        key: str,
-        *,
-        state: bytes,
-        result: StoredRequest | None = None,
-        max_results: int = 100,
-        next_in_flight: StoredRequest | None = None,
-        incarnation: int | None = None,
-    ) -> None:
-        """Apply the whole boundary under the store's lock, so readers never see half of it."""
-        state = _as_blob(state, "state blob")
-        max_results = _check_max_results(max_results)
-        if result is not None:
-            result = StoredRequest(_check_ref(result.ref), _as_blob(result.blob, "result blob"))
-        if next_in_flight is not None:
-            next_in_flight = StoredRequest(
-                _check_ref(next_in_flight.ref), _as_blob(next_in_flight.blob, "in-flight blob")
-            )
-        with self._lock:
-            agent = self._agent(key)
-            self._check_incarnation(key, agent, incarnation)
-            agent.state_blob = state
-            agent.in_flight = next_in_flight
-            if result is not None:
-                self._put(agent, result, max_results)
-            if next_in_flight is not None:
-                agent.queue.pop(next_in_flight.ref, None)
 
     def record_process(
         self,

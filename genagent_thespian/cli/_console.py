@@ -64,7 +64,7 @@ from .._api.telemetry import attach, detach
 from .._core.errors import GenAgentError, InvalidOption, SystemNotRunning
 from .._core.turn import Event
 from .._nodes.node import port_open
-from ._fleet import fleet_rows
+from ._fleet import fleet_rows, state_label
 from ._turn_view import summarize
 
 if TYPE_CHECKING:  # the console extra: imported for real only when a console starts
@@ -542,7 +542,9 @@ def _build_app(console: Console) -> ASGIApp:
             rows = await console.fleet()
         except _NodeUnreachable as exc:
             return json_reply({"ok": False, "node": node, "error": f"node unreachable: {exc}"}, 503)
-        return json_reply({"ok": True, "node": node, "agents": rows})
+        # The state a person reads is decided once, for `top` and the console alike.
+        labelled = [{**row, "label": state_label(row)} for row in rows]
+        return json_reply({"ok": True, "node": node, "agents": labelled})
 
     async def api_graph(request: Request) -> Response:
         """The notify graph as JSON edges (from, to, count)."""
@@ -675,6 +677,7 @@ th { background: #eef2f6; font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.processing td.state { color: #1b7f3b; font-weight: 600; }
 tr.halted td.state { color: #a86b00; font-weight: 600; }
+tr.hibernated td.state { color: #667; font-style: italic; }
 tr.late td.age { color: #b3261e; font-weight: 600; }
 td.failures.bad { color: #fff; background: #b3261e; font-weight: 700; border-radius: 3px; }
 td.retries.some { color: #8a5a00; font-weight: 600; }
@@ -757,14 +760,6 @@ function age(row) {
   return row.current_elapsed.toFixed(1) + "s/" + limit;
 }
 
-function stateLabel(row) {
-  if (row.error) return "unreachable";
-  if (row.session_lost) return "session lost";
-  if (row.halted) return "halted";
-  if (row.halt_pending) return "halting";
-  return row.state;
-}
-
 // Which controls make sense in which state: the others are disabled, not hidden.
 function allowed(row, action) {
   if (!row || row.error) return action === "stop";
@@ -801,7 +796,7 @@ function enableButtons(holder, row) {
 }
 
 const COLUMNS = [
-  ["state", stateLabel, ""],
+  ["state", r => r.label, ""],
   ["queued", r => String(r.queued), "num"], ["age", age, "num"],
   ["turns", r => String(r.turns), "num"],
   ["failures", r => String(r.failures), "num"],
@@ -842,6 +837,7 @@ function renderFleet(data) {
     tr.querySelector("td.retries").classList.toggle("some", (row.retries || 0) > 0);
     tr.classList.toggle("processing", row.state === "processing");
     tr.classList.toggle("halted", !!(row.halted || row.halt_pending));
+    tr.classList.toggle("hibernated", row.label === "hibernated");
     tr.classList.toggle("late", row.watchdog !== null && row.current_elapsed !== null
                         && row.current_elapsed >= 0.8 * row.watchdog);
   }

@@ -80,8 +80,8 @@ def kill_process_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
 
 # --- damaging files -------------------------------------------------------------------------
 
-_AGENT_COLUMNS = {"name": "name", "spec": "spec", "state": "state", "in_flight": "in_flight"}
-_ROW_TABLES = {"mailbox": "mailbox", "results": "results"}
+_AGENT_COLUMNS = {"name": "name", "spec": "spec", "state": "state"}
+_ROW_TABLES = {"results": "results"}
 
 
 def corrupt_store(
@@ -102,8 +102,9 @@ def corrupt_store(
         path: The SQLite store file.
         key: The agent's store key (see ``agent_key``).
         name: The agent's name, instead of ``key``.
-        part: What to damage: ``"state"`` (default), ``"spec"``, ``"name"``,
-            ``"in_flight"``, ``"mailbox"`` (every queued entry) or ``"results"``.
+        part: What to damage: ``"state"`` (default, the snapshot that holds the mailbox
+            and the in-flight request), ``"spec"``, ``"name"`` or ``"results"`` (every
+            stored tell result).
 
     Raises:
         AgentNotFound: The agent, or the part to damage, is not in the store.

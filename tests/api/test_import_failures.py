@@ -1,5 +1,10 @@
 """Import failures are clear: a class the node cannot import is refused in one line naming
-the node's working directory, its ``sys.path`` and the fix, from the API and from the CLI."""
+the node's working directory, its ``sys.path`` and the fix, from the API and from the CLI.
+
+Only on ``multiprocTCPBase`` (the ``agent_system`` fixture): on ``simpleSystemBase`` the
+agent runs in the caller's own process, which imported the class already, and the CLI
+needs a node's admin port to attach to.
+"""
 
 from __future__ import annotations
 

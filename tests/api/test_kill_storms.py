@@ -3,6 +3,9 @@ ends up running and answering (or given up, with ``AgentStopped`` for its caller
 stuck "restarting"; calls made meanwhile wait for the restart instead of ``AgentNotFound``.
 
 ``GENAGENT_KILL_STORM_TRIALS`` sets the number of trials (the issue's acceptance run used 50).
+
+Only on ``multiprocTCPBase`` (the ``agent_system`` fixture): a storm SIGKILLs agent
+processes, and on ``simpleSystemBase`` every agent runs inside the test's own process.
 """
 
 from __future__ import annotations

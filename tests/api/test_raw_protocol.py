@@ -3,6 +3,10 @@
 A plain Thespian client reaches agents with public names only (``g.use_node_secret()``,
 ``g.client_capabilities()``), every request it sends gets exactly one reply (a duplicate
 ref, a missing ref, a message nobody expects), and its ``shutdown()`` cannot stop the node.
+
+Only on ``multiprocTCPBase`` (the ``agent_system`` fixture): a raw client is a second
+Thespian system joining the node over TCP, and a ``simpleSystemBase`` system has no port
+to join.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Every stop finishes: ``stop``, ``shutdown_system`` and ``StopAll`` answer every caller."""
+"""Every stop finishes: ``stop``, ``shutdown_system`` and ``StopAll`` answer every caller.
+
+The tests that stop agents while callers wait in other threads run only on
+``multiprocTCPBase`` (the ``agent_system`` fixture): ``simpleSystemBase`` serializes calls
+with one lock, so the stop would wait behind the very callers it must answer.
+"""
 
 from __future__ import annotations
 
@@ -55,10 +60,10 @@ def test_shutdown_system_answers_callers_waiting_in_ask_with_agent_stopped(
     wait_until(lambda: not system_processes(agent_system), timeout=30.0)
 
 
-def test_calls_after_shutdown_are_refused_clearly(agent_system: g.AgentSystem) -> None:
-    g.shutdown_system(agent_system)
+def test_calls_after_shutdown_are_refused_clearly(any_agent_system: g.AgentSystem) -> None:
+    g.shutdown_system(any_agent_system)
     with pytest.raises(g.SystemNotRunning):
-        g.ask("anyone", "hello", system=agent_system)
+        g.ask("anyone", "hello", system=any_agent_system)
 
 
 def test_stop_under_load_always_finishes(agent_system: g.AgentSystem) -> None:

@@ -21,7 +21,7 @@ from operator_node import Node, node_fixture
 from genagent_thespian import AgentSystem, SystemNotRunning
 from genagent_thespian.cli import _console
 from genagent_thespian.cli._console import render_graph_svg
-from genagent_thespian.testing import wait_until
+from genagent_thespian.testing import open_gate, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +71,7 @@ def test_console_api_graph_transcript_stream_and_protection(node: Node) -> None:
     status, body = fetch(url + "api/fleet")
     assert status == 200
     assert [row["name"] for row in json.loads(body)["agents"]] == ["a", "b", "s"]
+    assert [row["label"] for row in json.loads(body)["agents"]] == ["idle", "idle", "idle"]
 
     node.json("ask", "a", "hi")
     node.json("notify", "b", '{"say": "from the operator"}')
@@ -287,13 +288,17 @@ TOOLS_TURN = (
 
 
 @pytest.mark.browser
-def test_the_console_in_a_browser(node: Node, browser: Any) -> None:
+def test_the_console_in_a_browser(node: Node, browser: Any, tmp_path: Path) -> None:
+    # The second turn streams its first word, then holds until the test opens the gate.
+    hold = tmp_path / "let-the-turn-finish"
     node.start_agent(
         "worker",
         'script=[{"slow": "this would take a minute", "seconds": 60}, '
-        '{"slow": "streamed into the page word by word", "seconds": 3}]',
+        '{"slow": "streamed into the page word by word", "seconds": 3, '
+        f'"hold": {json.dumps(str(hold))}}}]',
     )
     node.start_agent("other")
+    node.start_agent("archivist", "durable=true", "hibernate_after=1")
     node.start_agent("coder", f"script=[{TOOLS_TURN}]")
     node.start_agent(
         "flaky",
@@ -301,6 +306,7 @@ def test_the_console_in_a_browser(node: Node, browser: Any) -> None:
     )
     url = start_console(node)
     node.json("ask", "coder", "Run the tests and fix lib/foo.py")
+    node.json("ask", "archivist", "File this away")
     assert node.run("ask", "flaky", "hello").returncode == 1
 
     browser.get(url)
@@ -327,6 +333,9 @@ def test_the_console_in_a_browser(node: Node, browser: Any) -> None:
     for target in ("other", "coder", "coder"):  # edges for the graph
         node.json("notify", target, '{"ci": "red"}')
     wait_until(lambda: browser.find_elements("css selector", "#graph line.edge"), timeout=_UI_BOUND)
+    # The durable agent, idle for its hibernate_after, sleeps with no process.
+    wait_until(lambda: _cell(browser, "archivist", "state") == "hibernated", timeout=_UI_BOUND)
+    assert node.status("archivist")["hibernated"] is True
     _screenshot(browser, "console.png")
 
     _click(browser, "worker", "interrupt")
@@ -393,6 +402,15 @@ def test_the_console_in_a_browser(node: Node, browser: Any) -> None:
         lambda: browser.find_elements("css selector", "#turns li.turn.running"), timeout=_UI_BOUND
     )
     running = browser.find_element("css selector", "#turns li.turn.running")
+    wait_until(
+        lambda: (
+            [p.text for p in running.find_elements("css selector", ".part.text")] == ["streamed"]
+        ),
+        timeout=_UI_BOUND,
+    )
+    assert node.status("worker")["state"] == "processing"  # held mid-stream
+    _screenshot(browser, "console-streaming.png")
+    open_gate(hold)
     wait_until(lambda: "streamed into" in running.text, timeout=_UI_BOUND)
     wait_until(
         lambda: "completed" in running.find_element("css selector", ".meta").text, timeout=_UI_BOUND

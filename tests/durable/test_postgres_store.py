@@ -62,16 +62,16 @@ def test_the_password_never_shows_in_errors_or_reprs(
 def test_records_written_by_one_process_are_read_by_another(postgres_url: str) -> None:
     with PostgresAgentStore(postgres_url) as store:
         store.create_agent(KEY, b"name", b"spec")
-        store.enqueue(KEY, "r1", b"first")
+        store.put_result(KEY, "r1", b"first", max_results=10)
     code = textwrap.dedent(
         """
         import sys
         from genagent_thespian._durable.postgres import PostgresAgentStore
-        from genagent_thespian._durable.store import StoredRequest, agent_key
+        from genagent_thespian._durable.store import agent_key
         with PostgresAgentStore(sys.argv[1]) as store:
             key = agent_key("coder")
-            store.enqueue(key, "r2", b"second")
-            store.commit_turn(key, state=b"s1", next_in_flight=StoredRequest("r1", b"first"))
+            store.put_result(key, "r2", b"second", max_results=10)
+            store.save_state(key, b"s1")
         """
     )
     subprocess.run([sys.executable, "-c", code, postgres_url], check=True, timeout=60)
@@ -79,8 +79,7 @@ def test_records_written_by_one_process_are_read_by_another(postgres_url: str) -
         loaded = store.load(KEY)
     assert loaded is not None
     assert loaded.state_blob == b"s1"
-    assert loaded.in_flight == StoredRequest("r1", b"first")
-    assert loaded.queue == (StoredRequest("r2", b"second"),)
+    assert loaded.results == (StoredRequest("r1", b"first"), StoredRequest("r2", b"second"))
 
 
 def test_a_forked_child_uses_its_own_connection(postgres_url: str) -> None:
@@ -96,7 +95,7 @@ def test_a_forked_child_uses_its_own_connection(postgres_url: str) -> None:
             os._exit(1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    store.enqueue(KEY, "r", b"parent still works")  # the parent's session was left alone
+    store.put_result(KEY, "r", b"parent still works", max_results=10)  # session left alone
     loaded = store.load(KEY)
     assert loaded is not None and loaded.state_blob == b"from the child"
     store.close()

@@ -77,8 +77,6 @@ def test_create_and_load_round_trip(store: AgentStore) -> None:
     assert loaded is not None
     assert (loaded.key, loaded.name_blob, loaded.spec_blob) == (KEY, b"name", b"spec")
     assert loaded.state_blob is None
-    assert loaded.queue == ()
-    assert loaded.in_flight is None
     assert loaded.results == ()
     assert loaded.incarnation == 0
     assert store.load(OTHER) is None
@@ -88,15 +86,14 @@ def test_blobs_come_back_byte_for_byte(store: AgentStore) -> None:
     every_byte = bytes(range(256)) * 4
     store.create_agent(KEY, every_byte, b"\x00")
     store.save_state(KEY, every_byte[::-1])
-    store.enqueue(KEY, "r1", b"")
     store.put_result(KEY, "r0", every_byte, max_results=5)
+    store.put_result(KEY, "r1", b"", max_results=5)
     loaded = store.load(KEY)
     assert loaded is not None
     assert loaded.name_blob == every_byte
     assert loaded.spec_blob == b"\x00"
     assert loaded.state_blob == every_byte[::-1]
-    assert loaded.queue == (StoredRequest("r1", b""),)
-    assert loaded.results == (StoredRequest("r0", every_byte),)
+    assert loaded.results == (StoredRequest("r0", every_byte), StoredRequest("r1", b""))
 
 
 def test_create_twice_is_refused(store: AgentStore) -> None:
@@ -111,11 +108,7 @@ def test_create_twice_is_refused(store: AgentStore) -> None:
     "call",
     [
         lambda s: s.save_state(KEY, b"x"),
-        lambda s: s.enqueue(KEY, "r", b"x"),
-        lambda s: s.set_in_flight(KEY, "r", b"x"),
-        lambda s: s.clear_in_flight(KEY),
         lambda s: s.put_result(KEY, "r", b"x", max_results=3),
-        lambda s: s.commit_turn(KEY, state=b"x"),
         lambda s: s.bump_incarnation(KEY),
     ],
 )
@@ -127,80 +120,12 @@ def test_writes_to_an_unknown_agent_raise_agent_not_found(
     assert store.list_agents() == []
 
 
-def test_mailbox_is_fifo_and_dequeue_removes_one(store: AgentStore) -> None:
-    store.create_agent(KEY, b"n", b"s")
-    for i in range(5):
-        store.enqueue(KEY, f"r{i}", f"p{i}".encode())
-    assert store.dequeue(KEY, "r2") is True
-    assert store.dequeue(KEY, "r2") is False
-    loaded = store.load(KEY)
-    assert loaded is not None
-    assert [q.ref for q in loaded.queue] == ["r0", "r1", "r3", "r4"]
-    assert [q.blob for q in loaded.queue] == [b"p0", b"p1", b"p3", b"p4"]
-
-
-def test_a_ref_cannot_be_queued_twice(store: AgentStore) -> None:
-    store.create_agent(KEY, b"n", b"s")
-    store.enqueue(KEY, "r1", b"a")
-    with pytest.raises(StoreError, match="already queued"):
-        store.enqueue(KEY, "r1", b"b")
-    loaded = store.load(KEY)
-    assert loaded is not None and loaded.queue == (StoredRequest("r1", b"a"),)
-
-
-def test_set_in_flight_moves_the_request_out_of_the_mailbox(store: AgentStore) -> None:
-    store.create_agent(KEY, b"n", b"s")
-    store.enqueue(KEY, "r1", b"a")
-    store.enqueue(KEY, "r2", b"b")
-    store.set_in_flight(KEY, "r1", b"a")
-    loaded = store.load(KEY)
-    assert loaded is not None
-    assert loaded.in_flight == StoredRequest("r1", b"a")
-    assert [q.ref for q in loaded.queue] == ["r2"]
-    store.clear_in_flight(KEY)
-    loaded = store.load(KEY)
-    assert loaded is not None and loaded.in_flight is None
-
-
-def test_commit_turn_writes_the_whole_turn_boundary(store: AgentStore) -> None:
-    store.create_agent(KEY, b"n", b"s")
-    for ref in ("r1", "r2", "r3"):
-        store.enqueue(KEY, ref, ref.encode())
-    store.set_in_flight(KEY, "r1", b"r1")
-
-    store.commit_turn(
-        KEY,
-        state=b"after-r1",
-        result=StoredRequest("r1", b"response-1"),
-        max_results=10,
-        next_in_flight=StoredRequest("r2", b"r2"),
-    )
-
-    loaded = store.load(KEY)
-    assert loaded is not None
-    assert loaded.state_blob == b"after-r1"
-    assert loaded.results == (StoredRequest("r1", b"response-1"),)
-    assert loaded.in_flight == StoredRequest("r2", b"r2")
-    assert [q.ref for q in loaded.queue] == ["r3"]
-
-    # A self-chain turn is not in the mailbox; an ask has no result to keep.
-    store.commit_turn(KEY, state=b"after-r2", next_in_flight=StoredRequest("chain", b"c"))
-    store.commit_turn(KEY, state=b"idle")
-    loaded = store.load(KEY)
-    assert loaded is not None
-    assert loaded.state_blob == b"idle"
-    assert loaded.in_flight is None
-    assert [q.ref for q in loaded.queue] == ["r3"]
-    assert [r.ref for r in loaded.results] == ["r1"]
-
-
 def test_results_keep_the_newest_by_insertion_order(store: AgentStore) -> None:
     store.create_agent(KEY, b"n", b"s")
     store.create_agent(OTHER, b"n", b"s")
     store.put_result(OTHER, "other", b"o", max_results=3)
-    for i in range(6):
+    for i in range(7):
         store.put_result(KEY, f"r{i}", b"%d" % i, max_results=3)
-    store.commit_turn(KEY, state=b"s", result=StoredRequest("r6", b"6"), max_results=3)
     loaded = store.load(KEY)
     assert loaded is not None
     assert [r.ref for r in loaded.results] == ["r4", "r5", "r6"]
@@ -231,34 +156,28 @@ def test_incarnation_counts_restarts_and_fences_stale_writes(store: AgentStore) 
     assert store.bump_incarnation(KEY) == 2
     store.save_state(KEY, b"new", incarnation=2)
     with pytest.raises(StaleIncarnation, match="incarnation 2"):
-        store.commit_turn(
-            KEY, state=b"old", result=StoredRequest("r", b"x"), max_results=5, incarnation=1
-        )
+        store.save_state(KEY, b"old", incarnation=1)
     with pytest.raises(StaleIncarnation):
-        store.set_in_flight(KEY, "r", b"x", incarnation=0)
+        store.save_state(KEY, b"older", incarnation=0)
     loaded = store.load(KEY)
     assert loaded is not None
-    assert (loaded.state_blob, loaded.results, loaded.in_flight) == (b"new", (), None)
+    assert (loaded.state_blob, loaded.results) == (b"new", ())
     assert loaded.incarnation == 2
 
 
 def test_begin_incarnation_bumps_and_loads_in_one_step(store: AgentStore) -> None:
     store.create_agent(KEY, b"n", b"s")
     store.save_state(KEY, b"state")
-    store.enqueue(KEY, "queued", b"q")
-    store.set_in_flight(KEY, "running", b"f")
     store.put_result(KEY, "done", b"r", max_results=5)
 
     restarted = store.begin_incarnation(KEY)
 
     assert restarted.incarnation == 1
     assert restarted.state_blob == b"state"
-    assert restarted.queue == (StoredRequest("queued", b"q"),)
-    assert restarted.in_flight == StoredRequest("running", b"f")
     assert restarted.results == (StoredRequest("done", b"r"),)
     with pytest.raises(StaleIncarnation):
-        store.clear_in_flight(KEY, incarnation=0)
-    store.clear_in_flight(KEY, incarnation=1)
+        store.save_state(KEY, b"stale", incarnation=0)
+    store.save_state(KEY, b"current", incarnation=1)
     with pytest.raises(AgentNotFound):
         store.begin_incarnation(OTHER)
 
@@ -339,10 +258,8 @@ def test_delete_removes_the_agent_and_everything_under_it(store: AgentStore) -> 
     store.create_agent(KEY, b"n", b"s")
     store.create_agent(OTHER, b"n2", b"s2")
     store.save_state(KEY, b"state")
-    store.enqueue(KEY, "q", b"q")
-    store.set_in_flight(KEY, "f", b"f")
     store.put_result(KEY, "r", b"r", max_results=5)
-    store.enqueue(OTHER, "q", b"other")
+    store.put_result(OTHER, "r", b"other", max_results=5)
 
     assert store.delete_agent(KEY) is True
     assert store.delete_agent(KEY) is False
@@ -350,12 +267,12 @@ def test_delete_removes_the_agent_and_everything_under_it(store: AgentStore) -> 
     assert store.load(KEY) is None
     assert [e.key for e in store.list_agents()] == [OTHER]
     other = store.load(OTHER)
-    assert other is not None and other.queue == (StoredRequest("q", b"other"),)
+    assert other is not None and other.results == (StoredRequest("r", b"other"),)
     # The name can be used again from scratch.
     store.create_agent(KEY, b"n", b"s")
     again = store.load(KEY)
     assert again is not None
-    assert (again.queue, again.results, again.state_blob, again.incarnation) == ((), (), None, 0)
+    assert (again.results, again.state_blob, again.incarnation) == ((), None, 0)
 
 
 def test_list_agents(store: AgentStore) -> None:
@@ -371,11 +288,12 @@ def test_list_agents(store: AgentStore) -> None:
     [
         lambda s: s.create_agent("", b"n", b"s"),
         lambda s: s.create_agent(KEY, "not bytes", b"s"),
-        lambda s: s.enqueue(KEY, "", b"x"),
-        lambda s: s.enqueue(KEY, 7, b"x"),
-        lambda s: s.enqueue(KEY, "r", {"not": "bytes"}),
+        lambda s: s.put_result(KEY, "", b"x", max_results=3),
+        lambda s: s.put_result(KEY, 7, b"x", max_results=3),
+        lambda s: s.put_result(KEY, "r", {"not": "bytes"}, max_results=3),
+        lambda s: s.save_state(KEY, "not bytes"),
         lambda s: s.put_result(KEY, "r", b"x", max_results=-1),
-        lambda s: s.commit_turn(KEY, state=b"x", max_results=True),
+        lambda s: s.put_result(KEY, "r", b"x", max_results=True),
         lambda s: s.record_process(os.getpid(), role=""),
         lambda s: s.record_process(-3, role="agent"),
     ],
@@ -403,7 +321,7 @@ def test_threads_share_one_store(store: AgentStore) -> None:
     def writer(thread: int) -> None:
         try:
             for i in range(40):
-                store.enqueue(KEY, f"t{thread}-{i}", b"x")
+                store.put_result(KEY, f"t{thread}-{i}", b"x", max_results=1000)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -415,7 +333,7 @@ def test_threads_share_one_store(store: AgentStore) -> None:
     assert errors == []
     loaded = store.load(KEY)
     assert loaded is not None
-    refs = [q.ref for q in loaded.queue]
+    refs = [r.ref for r in loaded.results]
     assert len(refs) == 160
     for thread in range(4):
         mine = [r for r in refs if r.startswith(f"t{thread}-")]
@@ -466,22 +384,14 @@ def test_everything_survives_reopening(db_path: Path) -> None:
     with SQLiteAgentStore(db_path) as first:
         first.create_agent(KEY, b"n", b"spec")
         for i in range(20):
-            first.enqueue(KEY, f"r{i:02d}", b"%d" % i)
-        first.set_in_flight(KEY, "r00", b"0")
-        first.commit_turn(
-            KEY,
-            state=b"state",
-            result=StoredRequest("r00", b"done"),
-            next_in_flight=StoredRequest("r01", b"1"),
-        )
+            first.put_result(KEY, f"r{i:02d}", b"%d" % i, max_results=100)
+        first.save_state(KEY, b"state")
         first.bump_incarnation(KEY)
 
     with SQLiteAgentStore(db_path) as second:
         loaded = second.load(KEY)
     assert loaded is not None
-    assert [q.ref for q in loaded.queue] == [f"r{i:02d}" for i in range(2, 20)]
-    assert loaded.in_flight == StoredRequest("r01", b"1")
-    assert loaded.results == (StoredRequest("r00", b"done"),)
+    assert loaded.results == tuple(StoredRequest(f"r{i:02d}", b"%d" % i) for i in range(20))
     assert (loaded.state_blob, loaded.incarnation) == (b"state", 1)
 
 
@@ -503,8 +413,9 @@ def test_bad_sqlite_options(db_path: Path, option: str, value: object) -> None:
 
 
 @pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
-def test_an_acknowledged_enqueue_survives_sigkill(db_path: Path, synchronous: str) -> None:
-    """The writer prints each ref right after enqueue returns; kill -9 it mid-stream."""
+def test_an_acknowledged_write_survives_sigkill(db_path: Path, synchronous: str) -> None:
+    """The writer prints each number right after its state snapshot and result are written
+    (as the runtime acknowledges a tell after its snapshot); kill -9 it mid-stream."""
     with SQLiteAgentStore(db_path) as setup:
         setup.create_agent(KEY, b"n", b"s")
     writer = run_python(
@@ -514,9 +425,9 @@ def test_an_acknowledged_enqueue_survives_sigkill(db_path: Path, synchronous: st
         store = SQLiteAgentStore(sys.argv[1], synchronous=sys.argv[3])
         i = 0
         while True:
-            ref = f"r{i:05d}"
-            store.enqueue(sys.argv[2], ref, b"payload-%d" % i)
-            print(ref, flush=True)
+            store.save_state(sys.argv[2], b"state-%d" % i)
+            store.put_result(sys.argv[2], f"r{i:05d}", b"payload-%d" % i, max_results=100000)
+            print(i, flush=True)
             i += 1
         """,
         str(db_path),
@@ -524,7 +435,7 @@ def test_an_acknowledged_enqueue_survives_sigkill(db_path: Path, synchronous: st
         synchronous,
     )
     assert writer.stdout is not None
-    acknowledged = [writer.stdout.readline().strip() for _ in range(25)]
+    acknowledged = [int(writer.stdout.readline()) for _ in range(25)][-1]
     os.kill(writer.pid, signal.SIGKILL)
     writer.wait(timeout=30)
     writer.stdout.close()
@@ -534,55 +445,11 @@ def test_an_acknowledged_enqueue_survives_sigkill(db_path: Path, synchronous: st
 
     with SQLiteAgentStore(db_path) as reopened:
         loaded = reopened.load(KEY)
-    assert loaded is not None
-    refs = [q.ref for q in loaded.queue]
-    assert refs[: len(acknowledged)] == acknowledged
-    assert refs == sorted(refs)  # FIFO, with perhaps a few unacknowledged ones at the end
-    assert loaded.queue[0].blob == b"payload-0"
-
-
-def test_a_turn_boundary_is_all_or_nothing_under_sigkill(db_path: Path) -> None:
-    with SQLiteAgentStore(db_path, synchronous="NORMAL") as setup:  # a quick setup
-        setup.create_agent(KEY, b"n", b"s")
-        for i in range(2000):
-            setup.enqueue(KEY, f"r{i:04d}", b"%d" % i)
-        setup.set_in_flight(KEY, "r0000", b"0")
-    writer = run_python(
-        """
-        import sys
-        from genagent_thespian._durable.store import SQLiteAgentStore, StoredRequest
-        store = SQLiteAgentStore(sys.argv[1])
-        for i in range(1999):
-            store.commit_turn(
-                sys.argv[2],
-                state=b"after-%d" % i,
-                result=StoredRequest(f"r{i:04d}", b"done-%d" % i),
-                max_results=3,
-                next_in_flight=StoredRequest(f"r{i + 1:04d}", b"%d" % (i + 1)),
-            )
-            print(i, flush=True)
-        """,
-        str(db_path),
-        KEY,
-    )
-    assert writer.stdout is not None and writer.stderr is not None
-    acknowledged = [int(writer.stdout.readline()) for _ in range(40)][-1]
-    os.kill(writer.pid, signal.SIGKILL)
-    writer.wait(timeout=30)
-    writer.stdout.close()
-    writer.stderr.close()
-
-    with SQLiteAgentStore(db_path) as reopened:
-        loaded = reopened.load(KEY)
     assert loaded is not None and loaded.state_blob is not None
-    last = int(loaded.state_blob.removeprefix(b"after-"))
-    assert last >= acknowledged
-    # Every part of the record belongs to the same turn boundary.
-    assert loaded.in_flight == StoredRequest(f"r{last + 1:04d}", b"%d" % (last + 1))
-    assert loaded.results[-1] == StoredRequest(f"r{last:04d}", b"done-%d" % last)
-    assert len(loaded.results) == 3
-    assert loaded.queue[0].ref == f"r{last + 2:04d}"
-    assert len(loaded.queue) == 2000 - (last + 2)
+    assert int(loaded.state_blob.removeprefix(b"state-")) >= acknowledged
+    refs = [r.ref for r in loaded.results]
+    assert refs[: acknowledged + 1] == [f"r{i:05d}" for i in range(acknowledged + 1)]
+    assert loaded.results[0].blob == b"payload-0"
 
 
 def test_concurrent_writer_processes(db_path: Path) -> None:
@@ -599,9 +466,9 @@ def test_concurrent_writer_processes(db_path: Path) -> None:
             store = SQLiteAgentStore(sys.argv[1], busy_timeout=30, synchronous="NORMAL")
             own = agent_key(("own", writer))
             for i in range(60):
-                store.enqueue(sys.argv[2], f"w{writer}-{i:03d}", b"x")
-                store.commit_turn(own, state=b"%d" % i, result=StoredRequest(f"r{i}", b"y"),
-                                  max_results=10)
+                store.put_result(sys.argv[2], f"w{writer}-{i:03d}", b"x", max_results=1000)
+                store.save_state(own, b"%d" % i)
+                store.put_result(own, f"r{i}", b"y", max_results=10)
             store.close()
             print("done", flush=True)
             """,
@@ -619,7 +486,7 @@ def test_concurrent_writer_processes(db_path: Path) -> None:
     with SQLiteAgentStore(db_path) as store:
         shared = store.load(KEY)
         assert shared is not None
-        refs = [q.ref for q in shared.queue]
+        refs = [r.ref for r in shared.results]
         assert len(refs) == 240
         for w in range(4):
             mine = [r for r in refs if r.startswith(f"w{w}-")]
@@ -633,13 +500,13 @@ def test_concurrent_writer_processes(db_path: Path) -> None:
 def test_a_forked_child_uses_its_own_connection(db_path: Path) -> None:
     store = SQLiteAgentStore(db_path)
     store.create_agent(KEY, b"n", b"s")
-    store.enqueue(KEY, "parent-1", b"p")
+    store.put_result(KEY, "parent-1", b"p", max_results=10)
     parent_connection = store._connection
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         code = 1
         try:
-            store.enqueue(KEY, "child-1", b"c")
+            store.put_result(KEY, "child-1", b"c", max_results=10)
             code = 0 if store._connection is not parent_connection else 2
             store.close()
         finally:
@@ -650,10 +517,10 @@ def test_a_forked_child_uses_its_own_connection(db_path: Path) -> None:
     _, status = os.waitpid(pid, 0)
     assert exited
     assert os.waitstatus_to_exitcode(status) == 0
-    store.enqueue(KEY, "parent-2", b"p")
+    store.put_result(KEY, "parent-2", b"p", max_results=10)
     loaded = store.load(KEY)
     assert loaded is not None
-    assert [q.ref for q in loaded.queue] == ["parent-1", "child-1", "parent-2"]
+    assert [r.ref for r in loaded.results] == ["parent-1", "child-1", "parent-2"]
     assert store._connection is parent_connection
     store.close()
 
@@ -707,7 +574,7 @@ def test_a_damaged_header_is_store_corrupted(db_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("column", "part"),
-    [("state", "state snapshot"), ("spec", "start spec"), ("in_flight", "in-flight request")],
+    [("state", "state snapshot"), ("spec", "start spec"), ("name", "name")],
 )
 def test_a_damaged_record_is_store_corrupted_naming_the_part(
     db_path: Path, column: str, part: str
@@ -716,7 +583,6 @@ def test_a_damaged_record_is_store_corrupted_naming_the_part(
         store.create_agent(KEY, b"n", b"spec")
         store.create_agent(OTHER, b"n", b"spec")
         store.save_state(KEY, b"state")
-        store.set_in_flight(KEY, "r", b"flight")
     raw = sqlite3.connect(db_path)
     raw.execute(f"UPDATE agents SET {column} = X'DEADBEEF' WHERE key = ?", (KEY,))
     raw.commit()
@@ -742,13 +608,13 @@ def test_begin_incarnation_on_a_damaged_record_changes_nothing(db_path: Path) ->
         assert [e.incarnation for e in store.list_agents()] == [0]
 
 
-def test_a_damaged_mailbox_entry_is_store_corrupted(db_path: Path) -> None:
+def test_a_damaged_result_is_store_corrupted(db_path: Path) -> None:
     with SQLiteAgentStore(db_path) as store:
         store.create_agent(KEY, b"n", b"s")
-        store.enqueue(KEY, "r1", b"fine")
-        store.enqueue(KEY, "r2", b"fine")
+        store.put_result(KEY, "r1", b"fine", max_results=10)
+        store.put_result(KEY, "r2", b"fine", max_results=10)
     raw = sqlite3.connect(db_path)
-    raw.execute("UPDATE mailbox SET blob = X'00' WHERE ref = 'r2'")
+    raw.execute("UPDATE results SET blob = X'00' WHERE ref = 'r2'")
     raw.commit()
     raw.close()
     with SQLiteAgentStore(db_path) as store, pytest.raises(StoreCorrupted, match="r2"):
@@ -886,7 +752,7 @@ def test_a_fork_while_another_thread_holds_the_lock_does_not_deadlock_the_child(
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
             try:
-                store.enqueue(KEY, "from-child", b"c")
+                store.put_result(KEY, "from-child", b"c", max_results=10)
                 code = 0
             finally:
                 os._exit(code)
@@ -900,7 +766,7 @@ def test_a_fork_while_another_thread_holds_the_lock_does_not_deadlock_the_child(
         release.set()
         holder.join(30)
     loaded = store.load(KEY)
-    assert loaded is not None and [q.ref for q in loaded.queue] == ["from-child"]
+    assert loaded is not None and [r.ref for r in loaded.results] == ["from-child"]
     store.close()
 
 

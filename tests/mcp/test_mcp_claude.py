@@ -4,6 +4,10 @@
 (``mcp__genagent__ask``), its second answers once the tool result is in. The test checks
 both ends: our agent ran the prompt Claude chose, and Claude's next request to the model
 carried our agent's answer.
+
+Only on ``multiprocTCPBase`` (the ``agent_system`` fixture): ``claude`` starts ``genagent
+mcp`` as another process, which attaches to the system by its admin port, and a
+``simpleSystemBase`` system runs inside the test's process with no port.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """``genagent mcp`` driven by the ``mcp`` package's own client, over stdio and over HTTP.
 
 The server is the real command (``python -m genagent_thespian.cli mcp``) attached to a
-real ``multiprocTCPBase`` system of this test; the client is ``mcp.Client``.
+real ``multiprocTCPBase`` system of this test; the client is ``mcp.Client``. Not on
+``simpleSystemBase``: the server is another process, attached by the admin port, and that
+base runs inside the test's process with no port.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Acceptance tests of the Consensus pattern (GenAgent ensemble's strategy), scripted."""
+"""Acceptance tests of the Consensus pattern (GenAgent ensemble's strategy), scripted, on
+both system bases."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from genagent_thespian.patterns.consensus import Consensus, Vote, parse_verdict,
 import genagent_thespian as g
 from genagent_thespian.testing import Exit, Fail, Gate, Slow, wait_until
 
-pytestmark = pytest.mark.usefixtures("agent_system")
+pytestmark = pytest.mark.usefixtures("any_agent_system")
 
 
 def yes(why: str = "it is ready") -> str:

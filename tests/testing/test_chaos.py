@@ -179,12 +179,11 @@ def store_path(tmp_path: Path) -> Path:
             key = agent_key(name)
             store.create_agent(key, name.encode(), b"spec")
             store.save_state(key, b"state")
-            store.enqueue(key, "r1", b"queued")
             store.put_result(key, "r0", b"result", max_results=5)
     return path
 
 
-@pytest.mark.parametrize("part", ["state", "spec", "name", "mailbox", "results"])
+@pytest.mark.parametrize("part", ["state", "spec", "name", "results"])
 def test_corrupt_store_damages_one_agent(store_path: Path, part: str) -> None:
     corrupt_store(store_path, name="a", part=part)
     with SQLiteAgentStore(store_path) as store:
@@ -216,8 +215,12 @@ def test_corrupt_store_damages_the_file_even_while_a_store_has_it_open(
 def test_corrupt_store_reports_what_it_cannot_damage(store_path: Path) -> None:
     with pytest.raises(AgentNotFound):
         corrupt_store(store_path, name="nobody")
-    with pytest.raises(AgentNotFound, match="in_flight"):
-        corrupt_store(store_path, name="a", part="in_flight")  # nothing is in flight
+    with SQLiteAgentStore(store_path) as store:
+        store.create_agent(agent_key("fresh"), b"fresh", b"spec")
+    with pytest.raises(AgentNotFound, match="state"):
+        corrupt_store(store_path, name="fresh", part="state")  # no snapshot yet
+    with pytest.raises(InvalidOption, match="'mailbox'"):
+        corrupt_store(store_path, name="a", part="mailbox")  # the mailbox is in the state
     with pytest.raises(InvalidOption, match="'everything'"):
         corrupt_store(store_path, name="a", part="everything")
     with pytest.raises(InvalidOption):

@@ -25,15 +25,17 @@ so there is one leader at a time and a deposed one's epoch is always the older.
   candidate that stops cleanly also releases the lease, so a standby need not wait for it.
 
 The lease is ``GENAGENT_LEADER_LEASE_SECONDS`` (default 8 s). A leader's death is noticed
-when its lease runs out (at most one lease after its last renewal), the next claim (a
-third of a lease later) takes over and boots a sixth of a lease after; the census adds
+when its lease runs out (at most one lease after its last renewal): a standby whose claim
+read a lease ending before its next regular claim claims again right at that expiry, takes
+over and boots a sixth of a lease after; the census adds
 :data:`~genagent_thespian._actors.supervisor.CENSUS_SECONDS` or more.
 
 One failover, as messages (candidates A and B, A leading)::
 
     Elector A --claim_leadership--> store       (every lease / 3; A renews, epoch e)
     A's host dies; its lease runs out
-    Elector B --claim_leadership--> store: acquired, epoch e + 1
+    Elector B --claim_leadership--> store: held, expires in x < lease / 3
+    Elector B, x later --claim_leadership--> store: acquired, epoch e + 1
     Elector B: lease / 6 later, _boot: Registry, TelemetryHub, AgentSupervisor --Boot-->
     AgentSupervisor --Booted--> Elector B: NodeWatcher, Lead(services) --> supervisor,
                                            SetServices --> B's directory
@@ -98,6 +100,10 @@ class Elect:
 
 #: Wakeup payload: time to claim (or renew) the lead.
 _CLAIM = "claim"
+#: Wakeup payload: the leader's lease, as the last lost claim read it, has just run out.
+_CLAIM_AT_EXPIRY = "claim at expiry"
+#: Seconds after the read expiry that a standby claims (the lease is by the store's clock).
+_EXPIRY_MARGIN = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +137,8 @@ class Elector(Actor):
                     self._claim()
             elif isinstance(message, WakeupMessage) and message.payload == _CLAIM:
                 self._claim()
+            elif isinstance(message, WakeupMessage) and message.payload == _CLAIM_AT_EXPIRY:
+                self._claim(rearm=False)
             elif isinstance(message, WakeupMessage) and isinstance(message.payload, _BootDue):
                 if message.payload.epoch == self._epoch:
                     self._boot()
@@ -141,17 +149,24 @@ class Elector(Actor):
         except Exception:
             _log.exception("the leader election failed handling %s", type(message).__name__)
 
-    def _claim(self) -> None:
+    def _claim(self, *, rearm: bool = True) -> None:
         """Claim (or renew) the lease and act on the answer; the next claim is armed first.
 
         Armed first so that a claim that raises or blocks on the store never ends the election.
         A lost claim, a lapsed lead (a new epoch for the same holder: the lease ran out between
         two renewals) or a store silent for half a lease make a leader stand down; a won claim
         with a new epoch makes this node lead.
+
+        A standby whose lost claim read a lease ending before its next claim also claims
+        right when it ends (``rearm=False``: that extra claim arms no chain of its own). A
+        live leader renews every third of its lease, so this happens only once it missed a
+        renewal, and a dead leader is replaced when its lease runs out instead of up to a
+        third of a lease later.
         """
         elect = self._elect
         assert elect is not None
-        self.wakeupAfter(elect.lease / 3, payload=_CLAIM)
+        if rearm:
+            self.wakeupAfter(elect.lease / 3, payload=_CLAIM)
         try:
             if self._store is None:
                 self._store = open_store(elect.store_path)
@@ -166,6 +181,8 @@ class Elector(Actor):
         if not claim.acquired:
             if self._epoch:
                 self._stand_down(f"{claim.holder} leads now (epoch {claim.epoch})")
+            elif claim.expires_in < elect.lease / 3:
+                self.wakeupAfter(max(claim.expires_in, 0.0) + _EXPIRY_MARGIN, _CLAIM_AT_EXPIRY)
             return
         self._renewed = time.monotonic()
         if claim.epoch != self._epoch:

@@ -122,9 +122,11 @@ async def whereis(name: Any, *, system: AgentSystem | None = None) -> Any:
     return await _run(system, calls.whereis, name)
 
 
-async def list_agents(*, system: AgentSystem | None = None) -> list[Any]:
-    """The names of every registered agent."""
-    result: list[Any] = await _run(system, calls.list_agents)
+async def list_agents(
+    *, timeout: float | None = calls.CONTROL_TIMEOUT, system: AgentSystem | None = None
+) -> list[Any]:
+    """The names of every registered agent (``AskTimeout`` after ``timeout`` seconds)."""
+    result: list[Any] = await _run(system, calls.list_agents, timeout)
     return result
 
 
@@ -254,15 +256,27 @@ def _unwatch(target: AgentSystem, channel: AsyncTransport, name: Any, ref: str) 
         channel.send_nowait(address, message)
 
 
-async def tell(name: Any, prompt: str, *, system: AgentSystem | None = None) -> str:
-    """Queue ``prompt`` at agent ``name`` and return its ref."""
-    result: str = await _run(system, calls.tell, name, prompt)
+async def tell(
+    name: Any,
+    prompt: str,
+    *,
+    timeout: float | None = calls.CONTROL_TIMEOUT,
+    system: AgentSystem | None = None,
+) -> str:
+    """Queue ``prompt`` at agent ``name`` and return its ref (``timeout`` bounds the queueing)."""
+    result: str = await _run(system, calls.tell, name, prompt, timeout)
     return result
 
 
-async def poll(name: Any, ref: str, *, system: AgentSystem | None = None) -> PollResult:
+async def poll(
+    name: Any,
+    ref: str,
+    *,
+    timeout: float | None = calls.CONTROL_TIMEOUT,
+    system: AgentSystem | None = None,
+) -> PollResult:
     """Where the tell ``ref`` stands: pending, completed or failed."""
-    result: PollResult = await _run(system, calls.poll, name, ref)
+    result: PollResult = await _run(system, calls.poll, name, ref, timeout)
     return result
 
 
@@ -292,9 +306,11 @@ async def resume(name: Any, *, system: AgentSystem | None = None) -> None:
     await _run(system, calls.resume, name)
 
 
-async def status(name: Any, *, system: AgentSystem | None = None) -> AgentStatus:
-    """A snapshot of agent ``name``."""
-    result: AgentStatus = await _run(system, calls.status, name)
+async def status(
+    name: Any, *, timeout: float | None = calls.CONTROL_TIMEOUT, system: AgentSystem | None = None
+) -> AgentStatus:
+    """A snapshot of agent ``name`` (``AskTimeout`` after ``timeout`` seconds)."""
+    result: AgentStatus = await _run(system, calls.status, name, timeout)
     return result
 
 

@@ -277,13 +277,13 @@ def whereis(system: AgentSystem, name: Any) -> Plan[Any]:
     return located.address
 
 
-def list_agents(system: AgentSystem) -> Plan[list[Any]]:
+def list_agents(system: AgentSystem, timeout: float | None = CONTROL_TIMEOUT) -> Plan[list[Any]]:
     """The names of every registered agent."""
     reply = yield Exchange(
         system.registry,
         ListAgents(),
         lambda m: isinstance(m, AgentList),
-        CONTROL_TIMEOUT,
+        timeout,
         on_idle=_follow_services(system, "registry"),
     )
     return [entry.name for entry in reply.agents]
@@ -396,18 +396,22 @@ def watch_ref(ref: str) -> str:
     return f"watch:{ref}"
 
 
-def tell(system: AgentSystem, name: Any, prompt: str) -> Plan[str]:
+def tell(
+    system: AgentSystem, name: Any, prompt: str, timeout: float | None = CONTROL_TIMEOUT
+) -> Plan[str]:
     """Queue ``prompt`` and return its ref."""
     check_prompt(prompt, name)
     message = Tell(prompt)
     reply = yield from _call_agent(
-        system, name, message, timeout=CONTROL_TIMEOUT, ref=message.ref, kinds=(Accepted,)
+        system, name, message, timeout=timeout, ref=message.ref, kinds=(Accepted,)
     )
     _unwrap(reply)
     return message.ref
 
 
-def poll(system: AgentSystem, name: Any, ref: str) -> Plan[PollResult]:
+def poll(
+    system: AgentSystem, name: Any, ref: str, timeout: float | None = CONTROL_TIMEOUT
+) -> Plan[PollResult]:
     """Where the tell ``ref`` stands.
 
     Idempotent, so it follows the agent across a restart; the agent answers from its
@@ -419,7 +423,7 @@ def poll(system: AgentSystem, name: Any, ref: str) -> Plan[PollResult]:
         system,
         name,
         Poll(ref),
-        timeout=CONTROL_TIMEOUT,
+        timeout=timeout,
         ref=ref,
         kinds=(PollResult,),
         idempotent=True,
@@ -464,13 +468,17 @@ def resume(system: AgentSystem, name: Any) -> Plan[None]:
     yield from _control(system, name, Resume())
 
 
-def status(system: AgentSystem, name: Any) -> Plan[AgentStatus]:
+def status(
+    system: AgentSystem, name: Any, timeout: float | None = CONTROL_TIMEOUT
+) -> Plan[AgentStatus]:
     """A snapshot of the agent; a hibernated one is answered by the registry, not woken.
 
     The name is always looked up first (without waiting): a cached address may belong to
-    a process that has since gone to sleep, and asking it would wake the agent.
+    a process that has since gone to sleep, and asking it would wake the agent. ``timeout``
+    bounds both steps together.
     """
-    located = yield from _locate(system, name)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    located = yield from _locate(system, name, timeout=timeout)
     if located.hibernated and not located.restarting and located.status is not None:
         return located.status
     try:
@@ -478,7 +486,7 @@ def status(system: AgentSystem, name: Any) -> Plan[AgentStatus]:
             system,
             name,
             Status(),
-            timeout=CONTROL_TIMEOUT,
+            timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
             kinds=(AgentStatus,),
             idempotent=True,
             wake=False,

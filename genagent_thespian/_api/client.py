@@ -319,10 +319,16 @@ def whereis(name: Any, *, system: AgentSystem | None = None) -> Any:
     return calls.run(target, calls.whereis(target, name))
 
 
-def list_agents(*, system: AgentSystem | None = None) -> list[Any]:
-    """Return the names of every registered agent."""
+def list_agents(
+    *, timeout: float | None = calls.CONTROL_TIMEOUT, system: AgentSystem | None = None
+) -> list[Any]:
+    """Return the names of every registered agent.
+
+    Raises:
+        AskTimeout: The registry did not answer within ``timeout`` seconds.
+    """
     target = _system(system)
-    return calls.run(target, calls.list_agents(target))
+    return calls.run(target, calls.list_agents(target, timeout))
 
 
 def sessions(*, system: AgentSystem | None = None) -> GovernorStatus | None:
@@ -459,27 +465,46 @@ def _unwatch(target: AgentSystem, name: Any, ref: str) -> None:
         target.send(address, message)
 
 
-def tell(name: Any, prompt: str, *, system: AgentSystem | None = None) -> str:
+def tell(
+    name: Any,
+    prompt: str,
+    *,
+    timeout: float | None = calls.CONTROL_TIMEOUT,
+    system: AgentSystem | None = None,
+) -> str:
     """Queue ``prompt`` at agent ``name`` and return its ref for :func:`poll`.
+
+    ``timeout`` bounds the queueing (name look-up included), not the turn.
 
     Raises:
         InvalidPrompt: The prompt is not a non-empty str.
         AgentNotFound: No agent has that name.
         AgentOverloaded: The agent's mailbox is full.
+        AskTimeout: The prompt was not accepted within ``timeout`` seconds (it may still
+            run: poll its ref, which the exception carries, to find out).
     """
     target = _system(system)
-    return calls.run(target, calls.tell(target, name, prompt))
+    return calls.run(target, calls.tell(target, name, prompt, timeout))
 
 
-def poll(name: Any, ref: str, *, system: AgentSystem | None = None) -> PollResult:
+def poll(
+    name: Any,
+    ref: str,
+    *,
+    timeout: float | None = calls.CONTROL_TIMEOUT,
+    system: AgentSystem | None = None,
+) -> PollResult:
     """Return where the tell ``ref`` stands: pending, completed or failed.
 
     A completed result carries ``.response``; a failed one carries ``.error``.
 
     An unknown or evicted ref is ``failed`` with ``RequestNotFound``.
+
+    Raises:
+        AskTimeout: No answer within ``timeout`` seconds (the ref is unchanged: poll again).
     """
     target = _system(system)
-    return calls.run(target, calls.poll(target, name, ref))
+    return calls.run(target, calls.poll(target, name, ref, timeout))
 
 
 def notify(name: Any, event: Any, *, system: AgentSystem | None = None) -> None:
@@ -530,10 +555,16 @@ def resume(name: Any, *, system: AgentSystem | None = None) -> None:
     calls.run(target, calls.resume(target, name))
 
 
-def status(name: Any, *, system: AgentSystem | None = None) -> AgentStatus:
-    """Return a snapshot of agent ``name`` (answered at once, even mid-turn)."""
+def status(
+    name: Any, *, timeout: float | None = calls.CONTROL_TIMEOUT, system: AgentSystem | None = None
+) -> AgentStatus:
+    """Return a snapshot of agent ``name`` (answered at once, even mid-turn).
+
+    Raises:
+        AskTimeout: No answer within ``timeout`` seconds (name look-up included).
+    """
     target = _system(system)
-    return calls.run(target, calls.status(target, name))
+    return calls.run(target, calls.status(target, name, timeout))
 
 
 def backend_session(name: Any, *, system: AgentSystem | None = None) -> Any:

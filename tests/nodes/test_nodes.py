@@ -855,7 +855,7 @@ def test_a_single_leader_restarted_with_the_same_command_never_leaves_two_owners
     (it is on the leader's host, by boot id); across hosts the fencing lease does (the old
     incarnation's renewal is refused, it stands down and exits, and the new one waits out
     its lease: ``tests/nodes/test_fleet_netns.py`` partitions an owner the same way). The
-    member does not rejoin the restarted leader: docs/deployment.md, section 8.
+    member did not rejoin the restarted leader: docs/deployment.md, "Not supported".
     """
     port = free_port()
     command = (

@@ -851,11 +851,11 @@ def test_a_single_leader_restarted_with_the_same_command_never_leaves_two_owners
     The member's durable d1 outlives the killed leader. The restarted leader's registry is
     empty; ``start_agent("d1")`` there resumes d1 from the store: the old process is gone
     before the new incarnation begins a turn (never two live owners), nothing is lost and
-    nothing runs twice. On one machine the restarted leader's reaper ends the old process
-    (it is on the leader's host, by boot id); across hosts the fencing lease does (the old
-    incarnation's renewal is refused, it stands down and exits, and the new one waits out
-    its lease: ``tests/nodes/test_fleet_netns.py`` partitions an owner the same way). The
-    member did not rejoin the restarted leader: docs/deployment.md, "Not supported".
+    nothing runs twice. On one machine the restarted leader's start ends the old process
+    (recorded in the store on the leader's host, by boot id); across hosts the fencing
+    lease does (the old incarnation's next renewal is refused, it stands down and exits,
+    and the new one waits out its lease: ``tests/durable/test_fencing.py``). The member
+    did not rejoin the restarted leader: docs/deployment.md, "Not supported".
     """
     port = free_port()
     command = (

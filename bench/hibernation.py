@@ -1,8 +1,11 @@
 """Benchmark 7, hibernation: many registered durable agents, all asleep, woken by an ask.
 
-Raw floor first, in its own fresh system: ``createActor(Echo)`` + one ``ask`` to it, timed
+The raw floor, in its own fresh system: ``createActor(Echo)`` + one ``ask`` to it, timed
 together (what waking costs at the least: a new actor process and a round trip), then the
-actor is told to exit. Then the framework, in a fresh system:
+actor is told to exit. Its samples are taken between the wake-up samples (two after each),
+so both see the same machine: measured first, on a machine whose load changed during the
+ten minutes of registering, the floor flattered or penalised the ratio. The framework, in
+a fresh system:
 
 * **start**: ``count`` durable scripted agents with a short ``hibernate_after``, each asked
   once (so its client has its address cached, as a real caller would);
@@ -29,6 +32,7 @@ start, so registering them never holds more than a few seconds' worth of live pr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import threading
 import time
@@ -137,24 +141,40 @@ def _raw_wave(count: int) -> float:
         return time.perf_counter() - started
 
 
-def _floor(samples: int) -> tuple[list[float], int]:
-    """Seconds of ``createActor(Echo)`` + one ``ask``, ``samples`` times; one Echo's PSS (KiB)."""
-    from thespian.actors import ActorExitRequest
+class _Floor:
+    """The raw floor's system, kept open so its samples can be taken between others.
 
-    seconds: list[float] = []
-    with RawSystem("multiprocTCPBase") as raw, raw.asys.private() as context:
+    ``sample()`` times one ``createActor(Echo)`` + ``ask`` and tells the actor to exit;
+    ``echo_pss`` is one Echo process's PSS (KiB), read when the system opens."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.echo_pss = 0
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> _Floor:
+        from thespian.actors import ActorExitRequest
+
+        raw = self._stack.enter_context(RawSystem("multiprocTCPBase"))
+        self._raw, self._context = raw, self._stack.enter_context(raw.asys.private())
         probe = raw.create(Echo)
-        pid = int(context.ask(probe, ("pid",), 10.0)[1])
-        echo_pss = pss_kib(pid) or 0
-        context.tell(probe, ActorExitRequest())
-        for _ in range(samples):
-            started = time.perf_counter()
-            echo = raw.create(Echo)
-            if context.ask(echo, "x", 10.0) != "x":
-                raise RuntimeError("the echo actor did not answer")
-            seconds.append(time.perf_counter() - started)
-            context.tell(echo, ActorExitRequest())
-    return seconds, echo_pss
+        pid = int(self._context.ask(probe, ("pid",), 10.0)[1])
+        self.echo_pss = pss_kib(pid) or 0
+        self._context.tell(probe, ActorExitRequest())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def sample(self) -> None:
+        from thespian.actors import ActorExitRequest
+
+        started = time.perf_counter()
+        echo = self._raw.create(Echo)
+        if self._context.ask(echo, "x", 10.0) != "x":
+            raise RuntimeError("the echo actor did not answer")
+        self.seconds.append(time.perf_counter() - started)
+        self._context.tell(echo, ActorExitRequest())
 
 
 def _total_pss(pids: list[int]) -> int:
@@ -197,9 +217,10 @@ def run(quick: bool = False, count: int | None = None) -> Result:
     count, asks, floor_samples, wave = _sizes(quick, count)
     large = count > _LARGE
     result = Result("hibernation")
-    floor, echo_pss = _floor(floor_samples)
     raw_wave = _raw_wave(wave)
-    with agent_system("multiprocTCPBase") as system:
+    floor_per_wake = max(1, floor_samples // max(1, asks))
+    with agent_system("multiprocTCPBase") as system, _Floor() as raw_floor:
+        echo_pss = raw_floor.echo_pss
         base_pids = live_system_processes(system)
         base_pss = _total_pss(base_pids)
         names = [f"sleeper-{i}" for i in range(count)]
@@ -238,6 +259,9 @@ def run(quick: bool = False, count: int | None = None) -> Result:
             wake.append(time.perf_counter() - began)
             if answer.text != "ok":
                 raise RuntimeError(f"{name} answered {answer.text!r}")
+            for _ in range(floor_per_wake):
+                raw_floor.sample()
+        floor = raw_floor.seconds
 
         if large:  # what is measured so far, in case the wave fails
             print(

@@ -32,11 +32,11 @@ import enum
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
 
 from ._core.classref import by_name, resolve
 from ._core.errors import GenAgentError
 from ._core.turn import Event, Response
+from ._core.types import ActorAddress, AgentName, ClassSpec, OptionValue, Sender, UserTerm
 
 __all__ = [
     "Accepted",
@@ -132,8 +132,8 @@ class Notify:
     the turn's callbacks left.
     """
 
-    event: Any
-    sender: Any = None  # name of the notifying agent, when it is one (for the comms graph)
+    event: UserTerm
+    sender: Sender = None  # name of the notifying agent, when it is one (for the comms graph)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +208,7 @@ class AgentSpec:
     """Everything needed to start (and restart) one agent. Validated by ``start_agent``.
 
     Attributes:
-        name: Any hashable, picklable term.
+        name: AgentName hashable, picklable term.
         impl: The ``GenAgent`` subclass (importable by module, not ``__main__``).
         backend: A ``Backend`` subclass or a short name (``"claude"``).
         options: Keyword options for ``init_agent``.
@@ -233,14 +233,14 @@ class AgentSpec:
             for plain ones (``start_agent`` resolves it).
     """
 
-    # Any: names and option values are the user's own picklable terms. ``impl`` is a
-    # GenAgent subclass, but naming the type here would make this module import the core
-    # behaviour, which imports these messages (tests/test_imports.py forbids the cycle);
-    # ``backend`` is a Backend subclass, a short name, or None in SPEC_DEFAULTS.
-    name: Any
-    impl: Any
-    backend: Any
-    options: tuple[tuple[str, Any], ...] = ()
+    # Names and option values are the user's own picklable terms. ``impl`` is a GenAgent
+    # subclass, but naming the type here would make this module import the core behaviour,
+    # which imports these messages (tests/test_imports.py forbids the cycle); ``backend`` is
+    # a Backend subclass, a short name, or None in SPEC_DEFAULTS (``ClassSpec``).
+    name: AgentName
+    impl: ClassSpec
+    backend: ClassSpec
+    options: tuple[tuple[str, OptionValue], ...] = ()
     watchdog: float | None = 600.0
     max_tell_results: int = 100
     max_queued: int = 1000
@@ -250,9 +250,11 @@ class AgentSpec:
     max_restarts: int = 3
     restart_window: float = 5.0
     durable: bool = False
-    placement: tuple[tuple[str, Any], ...] = ()
+    placement: tuple[tuple[str, object], ...] = ()
     on_session_lost: str = "fail"
-    secret_resolver: Callable[[Any, str], Any] | None = None  # (agent name, option) -> secret
+    secret_resolver: Callable[[AgentName, str], object] | None = (
+        None  # (agent name, option) -> secret
+    )
     hibernate_after: float | None = None
     backoff_initial: float = 0.05
     backoff_factor: float = 2.0
@@ -260,11 +262,11 @@ class AgentSpec:
     jitter: float = 0.0
 
     @property
-    def options_dict(self) -> dict[str, Any]:
+    def options_dict(self) -> dict[str, OptionValue]:
         """The ``init_agent`` options as a dict."""
         return dict(self.options)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         # The classes travel by name and are imported where the spec is unpickled, so a
         # node that cannot import one answers with why (``_core/classref.py``) instead of
         # Thespian dropping the whole message.
@@ -273,7 +275,7 @@ class AgentSpec:
         return (_spec_from_pickle, (values,))
 
 
-def _spec_from_pickle(values: dict[str, Any]) -> AgentSpec:
+def _spec_from_pickle(values: dict[str, ClassSpec]) -> AgentSpec:
     return AgentSpec(
         **{**values, "impl": resolve(values["impl"]), "backend": resolve(values["backend"])}
     )
@@ -300,7 +302,7 @@ class StopAgent:
     and its name is free. An unknown name is ``Failure(AgentNotFound)``.
     """
 
-    name: Any
+    name: AgentName
     reason: str = "stop"
 
 
@@ -313,7 +315,7 @@ class WhereIs:
     hibernated agent is woken by such a look-up and answered the same way once it runs.
     """
 
-    name: Any
+    name: AgentName
     wait: bool = False
 
 
@@ -392,7 +394,7 @@ class AgentStatus:
         last_error: The last failed turn's error as ``"Type: message"``, or ``None``.
     """
 
-    name: Any
+    name: AgentName
     state: str
     halted: bool
     halt_pending: bool
@@ -415,7 +417,7 @@ class AgentStatus:
     backend: str
     impl: str
     durable: bool
-    agent_state: Any = None  # what the implementation's agent_state() publishes
+    agent_state: UserTerm = None  # what the implementation's agent_state() publishes
     session_lost: str | None = None  # why turns fail until the user acts (on_session_lost="fail")
     watchers: int = 0  # Watch subscribers (streams, CLI asks, the console)
     retries: int = 0  # provider retries reported by the backend, over the agent's life
@@ -432,8 +434,8 @@ class AgentStarted:
     Callers should still talk by name: the address changes with every restart.
     """
 
-    name: Any
-    address: Any
+    name: AgentName
+    address: ActorAddress
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,7 +445,7 @@ class Stopped:
     ``name`` is ``None`` in the answer to a stop of every agent (the system's shutdown).
     """
 
-    name: Any
+    name: AgentName
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,8 +457,8 @@ class Located:
     agent had the name and was stopped (or given up on) and none has taken it since.
     """
 
-    name: Any
-    address: Any = None
+    name: AgentName
+    address: Sender = None
     restarting: bool = False
     durable: bool = False
     incarnation: int = 0  # a restart is visible even when the new process reuses the port
@@ -469,8 +471,8 @@ class Located:
 class AgentEntry:
     """One row of ``AgentList``."""
 
-    name: Any
-    address: Any
+    name: AgentName
+    address: ActorAddress
     node: str = ""
     durable: bool = False
     restarting: bool = False
@@ -492,7 +494,7 @@ class TellCompleted:
     Agents receive it in ``handle_info`` for the tells they made with ``self.tell``.
     """
 
-    agent: Any
+    agent: AgentName
     ref: str
     response: Response | None = None
     error: GenAgentError | None = None
@@ -507,8 +509,8 @@ class TellCompleted:
 class DeliveryFailed:
     """Sent to ``handle_info`` when ``self.notify``/``self.tell`` could not reach ``target``."""
 
-    target: Any
-    message: Any
+    target: ActorAddress
+    message: object
     error: GenAgentError
 
 
@@ -521,7 +523,7 @@ class AgentDown:
     watch fires once; a restart is not an exit.
     """
 
-    name: Any
+    name: AgentName
     reason: str
 
 
@@ -529,7 +531,7 @@ class AgentDown:
 class WatchAgent:
     """Ask the supervisor to send ``AgentDown`` to the sender when agent ``name`` exits."""
 
-    name: Any
+    name: AgentName
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,7 +542,7 @@ class TurnEvent:
     (Thespian does not promise order across connections).
     """
 
-    agent: Any
+    agent: AgentName
     ref: str
     seq: int
     event: Event

@@ -465,7 +465,7 @@ class AgentActor(Actor):
         self._instance_id = ""
         self._watchers = AddressBook()
         self._event_seq = 0
-        self._deadlines = Deadlines()
+        self._deadlines: Deadlines[_Deadline] = Deadlines()
         self._outbox: dict[Any, list[tuple[str, Any]]] = {}  # name -> [(kind, message)]
         self._addresses: dict[Any, Any] = {}
         self._outgoing_tells: dict[str, Any] = {}  # ref -> target name

@@ -441,7 +441,8 @@ class AgentSupervisor(Actor):
         self._names_at: dict[Hashable, Any] = {}  # transport address -> agent name (_child_at)
         self._sleeping_at: dict[Hashable, Any] = {}  # addresses of hibernated processes
         self._lost_exit_sweep_armed = False  # a _LostExitSweep wakeup is pending
-        self._timers = Deadlines()  # every timer of this actor, under one Thespian wakeup
+        # every timer of this actor, under one Thespian wakeup
+        self._timers: Deadlines[_Deadline] = Deadlines()
         self._timer_keys = itertools.count()
         self._owner: tuple[int, float] | None = None
         self._registry_seq = 0

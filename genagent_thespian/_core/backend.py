@@ -68,10 +68,11 @@ import importlib
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from .errors import InvalidOption
 from .turn import Event
+from .types import AgentName, Options, Session
 
 __all__ = ["BUILTIN_BACKENDS", "Backend", "TurnContext", "WorkerExit", "resolve_backend"]
 
@@ -105,7 +106,7 @@ class TurnContext:
     def __init__(
         self,
         *,
-        agent: Any,
+        agent: AgentName,
         ref: str,
         on_process_group: Callable[[int, bool], None] | None = None,
         isolated: bool = False,
@@ -145,9 +146,10 @@ class Backend(abc.ABC):
     configuration arrives as the ``options`` of :meth:`start_session` and lives in the
     session.
 
-    The session is ``Any`` in these signatures: each backend defines its own picklable session
-    class, and the agent only stores, pickles and hands it back. A subclass keeps ``Any`` in its
-    overrides too, since narrowing a parameter type would break substitutability.
+    The session is ``Session`` (``Any``) in these signatures: each backend defines its own
+    picklable session class, and the agent only stores, pickles and hands it back. A subclass
+    annotates its own session class in its overrides: ``Session`` is ``Any`` because narrowing
+    an ``object`` parameter would break substitutability.
     """
 
     #: Short name used in logs, telemetry and errors.
@@ -159,7 +161,7 @@ class Backend(abc.ABC):
     live_session: ClassVar[bool] = True
 
     @abc.abstractmethod
-    def start_session(self, options: Mapping[str, Any]) -> Any:
+    def start_session(self, options: Options) -> Session:
         """Validate ``options`` and return a new picklable session.
 
         Raise :class:`~genagent_thespian.InvalidOption` for unknown or bad option keys and
@@ -169,14 +171,14 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def prompt(self, session: Any, prompt: str, ctx: TurnContext) -> Iterator[Event]:
+    def prompt(self, session: Session, prompt: str, ctx: TurnContext) -> Iterator[Event]:
         """Run one turn and yield its events, ending with exactly one terminal event.
 
         Runs in a daemon thread of the worker process; it may block on I/O. It must watch
         ``ctx.cancelled`` and stop promptly when it is set.
         """
 
-    def update_session(self, session: Any, event: Event) -> Any:
+    def update_session(self, session: Session, event: Event) -> Session:
         """Return the session updated by a ``session_started`` or ``result`` event.
 
         Called in the worker for every ``session_started`` event (so a session id learned
@@ -187,7 +189,7 @@ class Backend(abc.ABC):
         """
         return session
 
-    def resume_session(self, session: Any) -> Any:
+    def resume_session(self, session: Session) -> Session:
         """Return ``session`` made ready to continue after the agent was restarted.
 
         Called in the restarted agent's process with the last persisted session; the next
@@ -197,7 +199,7 @@ class Backend(abc.ABC):
         """
         return session
 
-    def renew_session(self, session: Any) -> Any:
+    def renew_session(self, session: Session) -> Session:
         """Return a new provider session with ``session``'s options (``on_session_lost="fresh"``).
 
         Called in the agent's process after a turn failed with
@@ -208,7 +210,7 @@ class Backend(abc.ABC):
         """
         return session
 
-    def session_files(self, session: Any) -> Mapping[str, Path]:
+    def session_files(self, session: Session) -> Mapping[str, Path]:
         """The provider's files of ``session`` on this host, by a name relative to its folder.
 
         A CLI that keeps the conversation on disk (claude's transcript, codex's rollout)
@@ -218,7 +220,7 @@ class Backend(abc.ABC):
         """
         return {}
 
-    def session_file_path(self, session: Any, name: str) -> Path | None:
+    def session_file_path(self, session: Session, name: str) -> Path | None:
         """Where the file ``name`` (see :meth:`session_files`) of ``session`` belongs here.
 
         ``None`` refuses the name (the default, and any name that would leave the
@@ -226,14 +228,14 @@ class Backend(abc.ABC):
         """
         return None
 
-    def terminate_session(self, session: Any) -> None:
+    def terminate_session(self, session: Session) -> None:
         """End the session for good (the agent is stopping). Idempotent; must not raise."""
 
     def close(self) -> None:
         """Release this process's live resources (the worker is retiring). Idempotent."""
 
 
-def resolve_backend(spec: Any) -> type[Backend]:
+def resolve_backend(spec: object) -> type[Backend]:
     """Return the backend class for ``spec``: a Backend subclass, a short name or ``module:Class``.
 
     Raises:

@@ -30,8 +30,9 @@ outcomes come back as messages to :meth:`GenAgent.handle_info`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from .types import AgentName, ClassSpec, Options, OptionValue, UserTerm
 
 if TYPE_CHECKING:
     from ..messages import Halt, Prompt, Skip
@@ -45,21 +46,21 @@ class AgentContext(Protocol):
 
     The agent actor (``_actors/agent.py``) provides it. It is a protocol here so that the core
     does not import the actor shell, and an implementation can be driven without one.
-    Names, events and messages are ``Any``: they are the user's own picklable terms.
+    Names, events and messages are the user's own picklable terms (``_core/types.py``).
     """
 
-    name: Any
+    name: AgentName
 
-    def notify(self, name: Any, event: Any) -> None: ...
-    def tell(self, name: Any, prompt: str) -> str: ...
-    def send_after(self, seconds: float, message: Any) -> str: ...
+    def notify(self, name: AgentName, event: object) -> None: ...
+    def tell(self, name: AgentName, prompt: str) -> str: ...
+    def send_after(self, seconds: float, message: object) -> str: ...
     def cancel_timer(self, timer_id: str) -> bool: ...
     def start_agent(
-        self, impl: type[GenAgent], *, name: Any, backend: Any, **options: Any
+        self, impl: type[GenAgent], *, name: AgentName, backend: ClassSpec, **options: OptionValue
     ) -> None: ...
-    def stop_agent(self, name: Any) -> None: ...
-    def watch_agent(self, name: Any) -> None: ...
-    def log_unexpected_info(self, message: Any) -> None: ...
+    def stop_agent(self, name: AgentName) -> None: ...
+    def watch_agent(self, name: AgentName) -> None: ...
+    def log_unexpected_info(self, message: object) -> None: ...
 
 
 class GenAgent:
@@ -79,7 +80,7 @@ class GenAgent:
 
     # ------------------------------------------------------------------ callbacks
 
-    def init_agent(self, options: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    def init_agent(self, options: Options) -> Options | None:
         """Set up the instance's state and return the backend's session options.
 
         Args:
@@ -105,11 +106,11 @@ class GenAgent:
         """
         return None
 
-    def handle_event(self, event: Any) -> Prompt | Halt | None:
+    def handle_event(self, event: UserTerm) -> Prompt | Halt | None:
         """Handle an event delivered by ``notify``. Buffered while a turn runs."""
         return None
 
-    def handle_info(self, message: Any) -> Prompt | Halt | None:
+    def handle_info(self, message: object) -> Prompt | Halt | None:
         """Handle any other message: timers from ``send_after``, completions, agent exits.
 
         The default logs unexpected messages at warning level and ignores them.
@@ -145,7 +146,7 @@ class GenAgent:
         """Run once per transition to halted (completion actions: open a PR, summarize)."""
         return None
 
-    def agent_state(self) -> Any:
+    def agent_state(self) -> UserTerm:
         """Return what ``status(name).agent_state`` shows of this agent (default ``None``).
 
         Override it to publish a small, picklable view of the state to clients (dashboards,
@@ -155,7 +156,7 @@ class GenAgent:
 
     # ------------------------------------------------------------------ durability
 
-    def snapshot_state(self) -> dict[str, Any]:
+    def snapshot_state(self) -> dict[str, UserTerm]:
         """Return the instance's state to persist (durable agents), as picklable data.
 
         The default takes every public and private attribute the implementation set;
@@ -163,7 +164,7 @@ class GenAgent:
         """
         return {k: v for k, v in vars(self).items() if not k.startswith("_genagent")}
 
-    def restore_state(self, state: dict[str, Any]) -> None:
+    def restore_state(self, state: dict[str, UserTerm]) -> None:
         """Load what :meth:`snapshot_state` returned, after a restart.
 
         Called instead of ``init_agent`` and ``pre_run`` when a durable agent is restarted
@@ -174,18 +175,18 @@ class GenAgent:
     # ------------------------------------------------------------------ acting from callbacks
 
     @property
-    def name(self) -> Any:
+    def name(self) -> AgentName:
         """The agent's registered name (inside callbacks)."""
         return self._context().name
 
-    def notify(self, name: Any, event: Any) -> None:
+    def notify(self, name: AgentName, event: object) -> None:
         """Deliver ``event`` to agent ``name``'s ``handle_event`` without waiting.
 
         A name that does not resolve comes back as ``DeliveryFailed`` to ``handle_info``.
         """
         self._context().notify(name, event)
 
-    def tell(self, name: Any, prompt: str) -> str:
+    def tell(self, name: AgentName, prompt: str) -> str:
         """Queue ``prompt`` at agent ``name``; its outcome arrives as ``TellCompleted``.
 
         Returns:
@@ -193,7 +194,7 @@ class GenAgent:
         """
         return str(self._context().tell(name, prompt))
 
-    def send_after(self, seconds: float, message: Any) -> str:
+    def send_after(self, seconds: float, message: object) -> str:
         """Deliver ``message`` to this agent's ``handle_info`` after ``seconds``.
 
         Timers are tied to the agent's lifetime. Returns a timer id for ``cancel_timer``.
@@ -204,15 +205,17 @@ class GenAgent:
         """Cancel a ``send_after`` timer. Returns whether it was still pending."""
         return bool(self._context().cancel_timer(timer_id))
 
-    def start_agent(self, impl: type[GenAgent], *, name: Any, backend: Any, **options: Any) -> None:
+    def start_agent(
+        self, impl: type[GenAgent], *, name: AgentName, backend: ClassSpec, **options: OptionValue
+    ) -> None:
         """Start another agent; ``AgentStarted`` or a ``Failure`` follows in ``handle_info``."""
         self._context().start_agent(impl, name=name, backend=backend, **options)
 
-    def stop_agent(self, name: Any) -> None:
+    def stop_agent(self, name: AgentName) -> None:
         """Stop another agent; ``Stopped`` (or a ``Failure``) follows in ``handle_info``."""
         self._context().stop_agent(name)
 
-    def watch_agent(self, name: Any) -> None:
+    def watch_agent(self, name: AgentName) -> None:
         """Receive ``AgentDown`` in ``handle_info`` when agent ``name`` exits or is unknown."""
         self._context().watch_agent(name)
 

@@ -14,7 +14,9 @@ import importlib
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import NoReturn
+
+from .types import ClassSpec
 
 __all__ = ["ClassName", "UnimportableClass", "by_name", "resolve"]
 
@@ -35,26 +37,26 @@ class UnimportableClass:
     qualname: str
     problem: str
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: object, **kwargs: object) -> NoReturn:
         """Fail as an instantiation would, with the reason: the agent's start reports it."""
         from .errors import AgentStartFailed
 
         raise AgentStartFailed(self.problem)
 
 
-def by_name(value: Any) -> Any:
+def by_name(value: object) -> object:
     """Return ``value`` with a class replaced by its :class:`ClassName` (anything else as is)."""
     if isinstance(value, type) and value.__module__ != "__main__":
         return ClassName(value.__module__, value.__qualname__)
     return value
 
 
-def resolve(value: Any) -> Any:
+def resolve(value: object) -> ClassSpec:
     """Import the class a :class:`ClassName` names (an :class:`UnimportableClass` if it fails)."""
     if not isinstance(value, ClassName):
         return value
     try:
-        found: Any = importlib.import_module(value.module)
+        found: object = importlib.import_module(value.module)
         for part in value.qualname.split("."):
             found = getattr(found, part)
     except Exception as exc:

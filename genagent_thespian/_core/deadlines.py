@@ -19,7 +19,7 @@ import heapq
 import itertools
 import time
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Generic, TypeVar
 
 __all__ = ["Deadlines"]
 
@@ -27,7 +27,11 @@ __all__ = ["Deadlines"]
 _SLACK = 0.0005
 
 
-class Deadlines:
+#: The type of the payloads one ``Deadlines`` holds (each actor its own union of timer kinds).
+P = TypeVar("P")
+
+
+class Deadlines(Generic[P]):
     """Named deadlines with as few pending wakeups as possible (see the module docstring).
 
     Example:
@@ -46,12 +50,12 @@ class Deadlines:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         """``clock`` is injectable so the agent's timers can be tested without waiting."""
         self._clock = clock
-        self._deadlines: dict[Hashable, tuple[float, int, Any]] = {}  # key -> (at, seq, payload)
+        self._deadlines: dict[Hashable, tuple[float, int, P]] = {}  # key -> (at, seq, payload)
         self._heap: list[tuple[float, int, Hashable]] = []  # (at, seq, key); stale ones too
         self._seq = itertools.count()  # orders equal times and tells a live entry from a stale one
         self._wakeups: list[float] = []  # times of the wakeups asked for, sorted
 
-    def schedule(self, key: Hashable, seconds: float, payload: Any) -> float | None:
+    def schedule(self, key: Hashable, seconds: float, payload: P) -> float | None:
         """Set deadline ``key`` ``seconds`` from now, replacing any earlier one of that key.
 
         Returns:
@@ -74,7 +78,7 @@ class Deadlines:
         """Whether deadline ``key`` is set."""
         return key in self._deadlines
 
-    def pending_items(self) -> list[tuple[float, Any]]:
+    def pending_items(self) -> list[tuple[float, P]]:
         """Every pending deadline as ``(seconds from now, payload)``, soonest first."""
         now = self._clock()
         return [
@@ -82,7 +86,7 @@ class Deadlines:
             for at, _, payload in sorted(self._deadlines.values(), key=lambda item: item[:2])
         ]
 
-    def fire(self) -> tuple[list[Any], float | None]:
+    def fire(self) -> tuple[list[P], float | None]:
         """Handle a wakeup: return the payloads now due, and a wakeup delay to arm if needed.
 
         Payloads come in deadline order. The returned delay is ``None`` when no deadline
@@ -91,7 +95,7 @@ class Deadlines:
         now = self._clock()
         while self._wakeups and self._wakeups[0] <= now + _SLACK:
             self._wakeups.pop(0)
-        payloads = []
+        payloads: list[P] = []
         while (head := self._live_head()) is not None and head[0] <= now + _SLACK:
             _, _, key = heapq.heappop(self._heap)
             payloads.append(self._deadlines.pop(key)[2])

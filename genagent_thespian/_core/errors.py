@@ -38,7 +38,7 @@ context (``agent``, ``ref`` and its own fields). Messages never include secrets:
 
 from __future__ import annotations
 
-from typing import Any
+from .types import AgentName, ErrorFields
 
 __all__ = [
     "AgentAlreadyExists",
@@ -83,7 +83,9 @@ class GenAgentError(Exception):
     #: Short machine-readable reason, stable across releases (used in telemetry).
     reason_kind: str = "error"
 
-    def __init__(self, message: str = "", *, agent: Any = None, ref: str | None = None) -> None:
+    def __init__(
+        self, message: str = "", *, agent: AgentName = None, ref: str | None = None
+    ) -> None:
         """Keep the message and the context (agent, ref) apart, so :meth:`with_context` can add
         context later without rewriting the message.
         """
@@ -102,11 +104,11 @@ class GenAgentError(Exception):
         suffix = f" ({', '.join(context)})" if context else ""
         return f"{self.message}{suffix}"
 
-    def _fields(self) -> dict[str, Any]:
+    def _fields(self) -> ErrorFields:
         """Return the keyword fields needed to rebuild this error (for pickling)."""
         return {"agent": self.agent, "ref": self.ref}
 
-    def with_context(self, *, agent: Any = None, ref: str | None = None) -> GenAgentError:
+    def with_context(self, *, agent: AgentName = None, ref: str | None = None) -> GenAgentError:
         """Return a copy carrying ``agent`` and ``ref`` where they are not yet set.
 
         A copy, not the error itself: a backend may keep and raise one instance for several
@@ -122,7 +124,7 @@ class GenAgentError(Exception):
         clone.__cause__ = self.__cause__
         return clone
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild, (type(self), self.message, self._fields()))
 
     def __eq__(self, other: object) -> bool:
@@ -139,7 +141,7 @@ class GenAgentError(Exception):
         return hash((type(self), self.message))
 
 
-def _rebuild(cls: type[GenAgentError], message: str, fields: dict[str, Any]) -> GenAgentError:
+def _rebuild(cls: type[GenAgentError], message: str, fields: ErrorFields) -> GenAgentError:
     """Rebuild an error from its message and fields: the pickling path of every error, since
     their ``__init__`` takes keyword-only context that ``BaseException``'s pickling loses.
     """
@@ -207,7 +209,7 @@ class AgentOverloaded(GenAgentError):
         self,
         message: str = "",
         *,
-        agent: Any = None,
+        agent: AgentName = None,
         ref: str | None = None,
         limit: str = "count",
     ) -> None:
@@ -217,7 +219,7 @@ class AgentOverloaded(GenAgentError):
         super().__init__(message, agent=agent, ref=ref)
         self.limit = limit
 
-    def _fields(self) -> dict[str, Any]:
+    def _fields(self) -> ErrorFields:
         """The ``limit`` too, so a pickled copy keeps it."""
         return {**super()._fields(), "limit": self.limit}
 
@@ -249,7 +251,7 @@ class MessageTooLarge(GenAgentError, ValueError):
         self,
         message: str = "",
         *,
-        agent: Any = None,
+        agent: AgentName = None,
         ref: str | None = None,
         size: int = 0,
         limit: int = 0,
@@ -259,7 +261,7 @@ class MessageTooLarge(GenAgentError, ValueError):
         self.size = size
         self.limit = limit
 
-    def _fields(self) -> dict[str, Any]:
+    def _fields(self) -> ErrorFields:
         return {**super()._fields(), "size": self.size, "limit": self.limit}
 
 
@@ -372,7 +374,7 @@ class CallbackError(TurnFailed):
         self,
         message: str = "",
         *,
-        agent: Any = None,
+        agent: AgentName = None,
         ref: str | None = None,
         callback: str = "",
     ) -> None:
@@ -380,7 +382,7 @@ class CallbackError(TurnFailed):
         super().__init__(message, agent=agent, ref=ref)
         self.callback = callback
 
-    def _fields(self) -> dict[str, Any]:
+    def _fields(self) -> ErrorFields:
         return {**super()._fields(), "callback": self.callback}
 
 
@@ -452,7 +454,7 @@ class BackendError(TurnFailed):
         self,
         message: str = "",
         *,
-        agent: Any = None,
+        agent: AgentName = None,
         ref: str | None = None,
         kind: str = BackendErrorKind.UNKNOWN,
         retryable: bool | None = None,
@@ -472,7 +474,7 @@ class BackendError(TurnFailed):
         self.status_code = status_code
         self.backend = backend
 
-    def _fields(self) -> dict[str, Any]:
+    def _fields(self) -> ErrorFields:
         """The classification fields too, so a pickled copy keeps them."""
         return {
             **super()._fields(),

@@ -17,7 +17,9 @@ else) sees no difference.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import cast
+
+from .types import Metadata
 
 __all__ = ["BoundLogger", "get_logger"]
 
@@ -27,43 +29,44 @@ class BoundLogger:
 
     __slots__ = ("_context", "_logger")
 
-    def __init__(self, logger: logging.Logger, context: dict[str, Any] | None = None) -> None:
+    def __init__(self, logger: logging.Logger, context: Metadata | None = None) -> None:
         self._logger = logger
         self._context = context or {}
 
-    def bind(self, **context: Any) -> BoundLogger:
+    def bind(self, **context: object) -> BoundLogger:
         """Return a logger that adds ``context`` to every message (this one is unchanged)."""
         return BoundLogger(self._logger, {**self._context, **context})
 
-    def debug(self, event: str, *args: Any, **kw: Any) -> None:
+    def debug(self, event: str, *args: object, **kw: object) -> None:
         """Log ``event % args`` at DEBUG."""
         self._log(logging.DEBUG, event, args, kw)
 
-    def info(self, event: str, *args: Any, **kw: Any) -> None:
+    def info(self, event: str, *args: object, **kw: object) -> None:
         """Log ``event % args`` at INFO."""
         self._log(logging.INFO, event, args, kw)
 
-    def warning(self, event: str, *args: Any, **kw: Any) -> None:
+    def warning(self, event: str, *args: object, **kw: object) -> None:
         """Log ``event % args`` at WARNING."""
         self._log(logging.WARNING, event, args, kw)
 
-    def error(self, event: str, *args: Any, **kw: Any) -> None:
+    def error(self, event: str, *args: object, **kw: object) -> None:
         """Log ``event % args`` at ERROR."""
         self._log(logging.ERROR, event, args, kw)
 
-    def exception(self, event: str, *args: Any, **kw: Any) -> None:
+    def exception(self, event: str, *args: object, **kw: object) -> None:
         """Log ``event % args`` at ERROR with the exception being handled."""
         kw.setdefault("exc_info", True)
         self._log(logging.ERROR, event, args, kw)
 
-    def critical(self, event: str, *args: Any, **kw: Any) -> None:
+    def critical(self, event: str, *args: object, **kw: object) -> None:
         """Log ``event % args`` at CRITICAL."""
         self._log(logging.CRITICAL, event, args, kw)
 
-    def _log(self, level: int, event: str, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
+    def _log(self, level: int, event: str, args: tuple[object, ...], kw: Metadata) -> None:
         if not self._logger.isEnabledFor(level):
             return
-        exc_info = kw.pop("exc_info", None)
+        # What ``logging`` accepts as ``exc_info``; the caller passes it as a keyword.
+        exc_info = cast("bool | BaseException | None", kw.pop("exc_info", None))
         message = str(event) % args if args else str(event)
         pairs = {**self._context, **kw}
         if pairs:

@@ -30,8 +30,8 @@ Invariants kept by every method:
   reply to the caller, then the next work (self-chain first, then the mailbox).
 
 The machine never looks inside an address: ``reply_to``, ``Reply.to`` and a notification's
-sender are Thespian's untyped ``ActorAddress`` (or an agent name), so they are ``Any``, as
-are events, info messages and agent names, which are the user's own picklable terms.
+sender are whatever the shell hands it (Thespian's ``ActorAddress``, or none), and events and
+info messages are the user's own picklable terms (``_core/types.py`` names each).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from typing import TypedDict
 
 from ..messages import (
     Accepted,
@@ -71,6 +71,7 @@ from .errors import (
 )
 from .log import get_logger
 from .turn import Event, EventKind, Response, Usage
+from .types import ActorAddress, AgentName, Metadata, Pickled, Sender, UserTerm
 from .validate import SPEC_DEFAULTS
 
 __all__ = [
@@ -115,7 +116,7 @@ class Request:
     ref: str
     origin: Origin
     prompt: str
-    reply_to: Any = None
+    reply_to: Sender = None
     completion: bool = False
     attempt: int = 1
     size: int = 0
@@ -129,8 +130,8 @@ class Request:
 class Reply:
     """Send ``message`` to the address ``to``."""
 
-    to: Any
-    message: Any
+    to: ActorAddress
+    message: object
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +172,32 @@ class Emit:
     """Emit the telemetry event ``name``."""
 
     name: str
-    measurements: dict[str, Any]
-    metadata: dict[str, Any]
+    measurements: dict[str, float]
+    metadata: Metadata
+
+
+class StatusFields(TypedDict):
+    """The machine's part of an ``AgentStatus``, keyed by its fields (``status_fields``)."""
+
+    name: AgentName
+    state: str
+    halted: bool
+    halt_pending: bool
+    queued: int
+    queued_bytes: int
+    pending_notifications: int
+    self_chain_pending: bool
+    current_ref: str | None
+    current_origin: str | None
+    current_elapsed: float | None
+    watchdog: float | None
+    turns: int
+    failures: int
+    retries: int
+    last_error: str | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
 
 
 Effect = Reply | StartTurn | CancelTurn | ArmWatchdog | ArmDelayed | Emit
@@ -214,13 +239,13 @@ class MachineSnapshot:
     mailbox: tuple[Request, ...]
     self_chain: Request | None
     delayed: tuple[Request, ...]  # timer-delayed self-chains/retries: re-queued at restore
-    pending: tuple[tuple[str, Any, Any, Any], ...]  # buffered (kind, payload, sender, to)
+    pending: tuple[tuple[str, object, Sender, Sender], ...]  # buffered (kind, payload, sender, to)
     in_flight: tuple[Request, str] | None  # the running turn's request and sent prompt
     answered: tuple[str, ...]  # refs answered lately, so a resent request is not run twice
     counters: _Counters
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MachineSnapshot:
+    def from_dict(cls, data: Mapping[str, Pickled]) -> MachineSnapshot:
         """Read the ``dict`` snapshot that stores written before typed snapshots hold.
 
         (Keys as ``snapshot()`` used to write them; ``delayed`` came later than the rest.)
@@ -260,7 +285,7 @@ class _Counters:
     retries: int = 0  # provider retries the backends reported (``retry`` events)
     last_error: str | None = None  # the last failed turn, "Type: message" (for operators)
 
-    def __setstate__(self, state: Any) -> None:
+    def __setstate__(self, state: Pickled) -> None:
         """Restore counters pickled by an older release, giving new fields their defaults.
 
         Durable agents keep their counters across restarts and upgrades; a slot left unset would
@@ -300,7 +325,7 @@ class AgentMachine:
     def __init__(
         self,
         *,
-        name: Any,
+        name: AgentName,
         impl: GenAgent,
         limits: MachineLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -318,7 +343,9 @@ class AgentMachine:
         self.mailbox_bytes = 0
         self.self_chain: Request | None = None
         self.delayed: dict[str, Request] = {}  # self-chains and retries waiting on a timer
-        self.pending: deque[tuple[str, Any, Any, Any]] = deque()  # (kind, payload, sender, to)
+        self.pending: deque[tuple[str, object, Sender, Sender]] = (
+            deque()
+        )  # (kind, payload, sender, to)
         self.current: _ActiveTurn | None = None
         self.results: OrderedDict[str, PollResult] = OrderedDict()
         self.counters = _Counters()
@@ -335,7 +362,7 @@ class AgentMachine:
         self._emit("state.changed", {}, {"from": None, "to": Phase.IDLE.value})
         return self._flush()
 
-    def ask(self, ref: str, prompt: str, reply_to: Any) -> list[Effect]:
+    def ask(self, ref: str, prompt: str, reply_to: ActorAddress) -> list[Effect]:
         """Accept a synchronous prompt; the Response or Failure goes to ``reply_to`` later.
 
         Refused at once with a ``Failure`` when it would have to wait in a full mailbox
@@ -346,7 +373,7 @@ class AgentMachine:
         return self._flush()
 
     def tell(
-        self, ref: str, prompt: str, reply_to: Any, *, completion: bool = False
+        self, ref: str, prompt: str, reply_to: ActorAddress, *, completion: bool = False
     ) -> list[Effect]:
         """Accept an asynchronous prompt and answer ``Accepted(ref)`` at once.
 
@@ -360,7 +387,9 @@ class AgentMachine:
             self._effects.insert(0, Reply(reply_to, Accepted(ref)))
         return self._flush()
 
-    def notify(self, event: Any, *, sender: Any = None, reply_to: Any = None) -> list[Effect]:
+    def notify(
+        self, event: object, *, sender: Sender = None, reply_to: Sender = None
+    ) -> list[Effect]:
         """Deliver ``event`` to ``handle_event`` now (idle) or after the turn (processing).
 
         Buffered during a turn so that the callback sees the state the turn's decision
@@ -371,7 +400,7 @@ class AgentMachine:
         self._deliver("event", event, sender, reply_to)
         return self._flush()
 
-    def info(self, message: Any) -> list[Effect]:
+    def info(self, message: object) -> list[Effect]:
         """Deliver any other message to ``handle_info`` now or after the turn."""
         self._deliver("info", message, None, None)
         return self._flush()
@@ -389,7 +418,7 @@ class AgentMachine:
             return PollResult(ref, PollState.PENDING)
         return None
 
-    def interrupt(self, ref: str | None, reply_to: Any) -> list[Effect]:
+    def interrupt(self, ref: str | None, reply_to: ActorAddress) -> list[Effect]:
         """End the running turn (or only the one with ``ref``); answer ``reply_to``.
 
         ``ref`` guards against interrupting the wrong turn: a caller that saw its turn end
@@ -411,7 +440,7 @@ class AgentMachine:
         self._fail_current(error, cancel_reason="interrupted")
         return self._flush()
 
-    def cancel(self, ref: str, reply_to: Any) -> list[Effect]:
+    def cancel(self, ref: str, reply_to: ActorAddress) -> list[Effect]:
         """Remove the queued tell ``ref`` before it runs; answer ``reply_to``.
 
         Only a queued tell can be cancelled: an ask has a caller waiting who may interrupt,
@@ -436,7 +465,7 @@ class AgentMachine:
         self._effects.append(Reply(reply_to, Failure(missing, ref)))
         return self._flush()
 
-    def halt(self, reply_to: Any) -> list[Effect]:
+    def halt(self, reply_to: ActorAddress) -> list[Effect]:
         """Halt now when idle, or once the running turn ends.
 
         A halt from outside never cuts a turn short (use ``interrupt`` for that); queued
@@ -449,7 +478,7 @@ class AgentMachine:
         self._effects.append(Reply(reply_to, Accepted(None)))
         return self._flush()
 
-    def resume(self, reply_to: Any) -> list[Effect]:
+    def resume(self, reply_to: ActorAddress) -> list[Effect]:
         """Clear the halted flag (or a pending halt) and drain the queue."""
         self.halt_pending = False
         if self.halted:
@@ -706,7 +735,7 @@ class AgentMachine:
         """Ref of the running turn, if any."""
         return self.current.request.ref if self.current else None
 
-    def status_fields(self) -> dict[str, Any]:
+    def status_fields(self) -> StatusFields:
         """The machine's part of an ``AgentStatus`` snapshot."""
         current = self.current
         usage = self.counters.usage
@@ -810,7 +839,7 @@ class AgentMachine:
             {"ref": request.ref, "origin": request.origin.value},
         )
 
-    def _deliver(self, kind: str, payload: Any, sender: Any, reply_to: Any) -> None:
+    def _deliver(self, kind: str, payload: object, sender: Sender, reply_to: Sender) -> None:
         """Deliver a notify or info: now when idle, buffered (bounded) during a turn.
 
         Buffered notifications are applied after the running turn is decided, to the state
@@ -839,7 +868,7 @@ class AgentMachine:
             self._effects.append(Reply(reply_to, message))
 
     def _handle_notification(
-        self, kind: str, payload: Any, *, draining: bool
+        self, kind: str, payload: object, *, draining: bool
     ) -> GenAgentError | None:
         """Run ``handle_event``/``handle_info`` and apply its directive; return its error, if any.
 
@@ -1149,7 +1178,9 @@ class AgentMachine:
 
     # ================================================================== internals: callbacks
 
-    def _call(self, callback: str, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+    def _call(
+        self, callback: str, fn: Callable[..., UserTerm], *args: object
+    ) -> tuple[bool, UserTerm]:
         """Run a user callback; contain any exception (logged with the agent's name).
 
         A raising callback must not take the agent down with it (the agent keeps serving
@@ -1165,8 +1196,8 @@ class AgentMachine:
             return False, exc
 
     def _decide(
-        self, callback: str, fn: Callable[..., Any], *args: Any, ref: str | None = None
-    ) -> tuple[bool, Any]:
+        self, callback: str, fn: Callable[..., UserTerm], *args: object, ref: str | None = None
+    ) -> tuple[bool, UserTerm]:
         """Run a decision callback and validate its directive.
 
         Returns ``(True, directive)`` or ``(False, CallbackError)``.
@@ -1209,11 +1240,11 @@ class AgentMachine:
 
     # ================================================================== internals: output
 
-    def _turn_meta(self, request: Request) -> dict[str, Any]:
+    def _turn_meta(self, request: Request) -> Metadata:
         """The telemetry metadata every ``turn.*`` event of ``request`` carries."""
         return {"ref": request.ref, "origin": request.origin.value, "attempt": request.attempt}
 
-    def _emit(self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
+    def _emit(self, name: str, measurements: dict[str, float], metadata: Metadata) -> None:
         """Queue a telemetry event as an ``Emit`` effect, tagged with the agent's name."""
         self._effects.append(Emit(name, measurements, {"agent": self.name, **metadata}))
 

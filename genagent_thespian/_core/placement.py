@@ -11,7 +11,8 @@ node, as it always has, within that node's capacity.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+
+from .types import Options
 
 __all__ = ["CAPACITY_LABEL", "NoNodeWithRoom", "choose_node"]
 
@@ -24,8 +25,8 @@ class NoNodeWithRoom(Exception):
 
 
 def choose_node(
-    nodes: Mapping[str, Mapping[str, Any]],
-    placement: Mapping[str, Any],
+    nodes: Mapping[str, Options],
+    placement: Options,
     load: Mapping[str, int],
     home: str,
 ) -> str:

@@ -31,11 +31,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from ..messages import AgentSpec, AgentStatus
 from .errors import GenAgentError
 from .turn import Event
+from .types import ActorAddress, AgentName, ClassSpec, Metadata, Sender, Session
 
 #: The Thespian capability naming a convention node: set by ``_nodes/convention.py`` on
 #: each node it starts, read by agents (to report their node) and by the node watcher.
@@ -92,14 +92,14 @@ class AddressBook:
     """
 
     def __init__(self) -> None:
-        self._addresses: list[Any] = []
+        self._addresses: list[ActorAddress] = []
 
-    def add(self, address: Any) -> None:
+    def add(self, address: ActorAddress) -> None:
         """Add ``address`` (idempotent)."""
         if address not in self._addresses:
             self._addresses.append(address)
 
-    def discard(self, address: Any) -> None:
+    def discard(self, address: ActorAddress) -> None:
         """Remove ``address`` if present."""
         self._addresses = [a for a in self._addresses if a != address]
 
@@ -107,7 +107,7 @@ class AddressBook:
         """Remove every address."""
         self._addresses.clear()
 
-    def __iter__(self) -> Iterator[Any]:  # Any: Thespian's untyped ActorAddress
+    def __iter__(self) -> Iterator[ActorAddress]:
         """Iterate over a copy, so a subscriber can be dropped while the list is walked."""
         return iter(list(self._addresses))
 
@@ -135,9 +135,9 @@ class _StartTurn:
     turn_id: int
     ref: str
     prompt: str
-    session: Any
-    backend: Any  # the Backend subclass (pickled by reference)
-    agent: Any
+    session: Session
+    backend: ClassSpec  # the Backend subclass (pickled by reference)
+    agent: AgentName
     wait_gone: tuple[int, ...] = ()  # process groups killed earlier that must be gone first
 
     def __repr__(self) -> str:  # Thespian formats every message it sends: keep it cheap
@@ -172,7 +172,7 @@ class _TurnOutput:
     turn_id: int
     events: tuple[Event, ...] = ()
     session_changed: bool = False
-    session: Any = None
+    session: Session = None
     done: bool = False
     error: GenAgentError | None = None
     duration_ms: float = 0.0
@@ -189,8 +189,8 @@ class _TurnOutput:
 class _EndSession:
     """Agent -> worker: call ``terminate_session`` and ``close`` (the agent is stopping)."""
 
-    session: Any
-    backend: Any
+    session: Session
+    backend: ClassSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,9 +206,9 @@ class _InitAgent:
     """Supervisor -> new agent: who you are and where the shared services are."""
 
     spec: AgentSpec
-    registry: Any
-    telemetry: Any
-    supervisor: Any
+    registry: ActorAddress
+    telemetry: ActorAddress
+    supervisor: ActorAddress
     node: str
     incarnation: int = 0
     instance_id: str = ""  # marks this incarnation's processes (GENAGENT_AGENT_ID)
@@ -218,8 +218,8 @@ class _InitAgent:
     run: str = ""
     #: ``send_after`` timers a hibernated incarnation left: ``(timer_id, due, message)``,
     #: ``due`` in wall-clock seconds (``time.time()``), re-armed for what remains.
-    timers: tuple[tuple[str, float, Any], ...] = ()
-    governor: Any = None  # the node's session governor (``max_live_sessions``), if any
+    timers: tuple[tuple[str, float, object], ...] = ()
+    governor: Sender = None  # the node's session governor (``max_live_sessions``), if any
     wakes: int = 0  # incarnations that were wake-ups from hibernation, not restarts
     #: Woken for a waiting caller: start the turn worker first, so its process comes up
     #: while the record loads (the caller's request almost always needs it).
@@ -233,10 +233,10 @@ class _AgentReady:
     ``governor``: the session governor of its node that counts its live session (``None``:
     not governed), told ``_SessionGone`` should the agent die."""
 
-    name: Any
+    name: AgentName
     pid: int
     node: str = ""
-    governor: Any = None
+    governor: Sender = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,17 +247,17 @@ class _Adopted:
     ``_actors/keeper.py``): they keep their process and incarnation.
     """
 
-    registry: Any
-    telemetry: Any
-    supervisor: Any
-    governor: Any = None  # the new leader's session governor, if it caps sessions
+    registry: ActorAddress
+    telemetry: ActorAddress
+    supervisor: ActorAddress
+    governor: Sender = None  # the new leader's session governor, if it caps sessions
 
 
 @dataclass(frozen=True, slots=True)
 class _AgentInitFailed:
     """Agent -> supervisor: the agent cannot start (the error says why)."""
 
-    name: Any
+    name: AgentName
     error: GenAgentError
 
 
@@ -271,7 +271,7 @@ class _AgentBorn:
 
     pid: int
     node: str = ""
-    name: Any = None  # the agent's name: the supervisor finds it without a scan
+    name: AgentName = None  # the agent's name: the supervisor finds it without a scan
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +312,7 @@ class _BackendSession:
 class _SessionReply:
     """Answer to ``_BackendSession``."""
 
-    session: Any
+    session: Session
 
 
 # ----------------------------------------------------------------- registry
@@ -326,10 +326,10 @@ class _Register:
     so a caller told "started" can never look the name up before it is registered.
     """
 
-    name: Any
-    address: Any
+    name: AgentName
+    address: ActorAddress
     node: str = ""
-    then: tuple[tuple[Any, Any], ...] = ()
+    then: tuple[tuple[ActorAddress, object], ...] = ()
     durable: bool = False
     incarnation: int = 0
     seq: int = 0  # the supervisor's update order (see _Unregister)
@@ -339,7 +339,7 @@ class _Register:
 class _SessionWanted:
     """Agent -> governor: turn ``turn_id`` needs a live session; wait at most ``timeout`` s."""
 
-    name: Any
+    name: AgentName
     turn_id: int
     timeout: float
 
@@ -348,14 +348,14 @@ class _SessionWanted:
 class _SessionGranted:
     """Governor -> agent: run the turn (its session is live, or it may start one)."""
 
-    name: Any
+    name: AgentName
 
 
 @dataclass(frozen=True, slots=True)
 class _SessionDenied:
     """Governor -> agent: no session freed up within the timeout (after ``waited`` s)."""
 
-    name: Any
+    name: AgentName
     waited: float
 
 
@@ -363,7 +363,7 @@ class _SessionDenied:
 class _SessionRetire:
     """Governor -> agent: end your idle session (retire the worker); answer ``_SessionGone``."""
 
-    name: Any
+    name: AgentName
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,14 +375,14 @@ class _SessionInUse:
     that arrived while a turn ran (the session stays). ``_SessionIdle`` follows when the
     turn ends."""
 
-    name: Any
+    name: AgentName
 
 
 @dataclass(frozen=True, slots=True)
 class _SessionIdle:
     """Agent -> governor: the turn ended; the session stays live, idle."""
 
-    name: Any
+    name: AgentName
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,7 +392,7 @@ class _SessionGone:
     ``withdraw``: the agent is gone (stopped, exited, hibernated): drop its queued request.
     """
 
-    name: Any
+    name: AgentName
     withdraw: bool = False
 
 
@@ -405,7 +405,7 @@ class _WhereIsGovernor:
 class _GovernorAt:
     """Supervisor -> client: the governor's address, or ``None`` when nothing is capped."""
 
-    address: Any
+    address: ActorAddress
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,9 +417,9 @@ class _Hibernating:
     its earliest timer or delayed prompt, when the supervisor wakes it (``None``: never).
     """
 
-    name: Any
+    name: AgentName
     status: AgentStatus
-    timers: tuple[tuple[str, float, Any], ...] = ()
+    timers: tuple[tuple[str, float, object], ...] = ()
     wake_at: float | None = None
 
 
@@ -431,10 +431,10 @@ class _Hibernated:
     registered again; ``WhereIs`` without ``wait`` answers ``status`` without waking it.
     """
 
-    name: Any
-    address: Any
+    name: AgentName
+    address: ActorAddress
     status: AgentStatus
-    supervisor: Any
+    supervisor: ActorAddress
     seq: int = 0  # the supervisor's update order (see _Unregister)
 
 
@@ -442,14 +442,14 @@ class _Hibernated:
 class _Wake:
     """Registry -> supervisor: a caller waits for hibernated agent ``name``; start it."""
 
-    name: Any
+    name: AgentName
 
 
 @dataclass(frozen=True, slots=True)
 class _Restarting:
     """Supervisor -> registry: ``name`` is being restarted; callers should keep waiting."""
 
-    name: Any
+    name: AgentName
     durable: bool = False
     seq: int = 0  # the supervisor's update order (see _Unregister)
 
@@ -463,9 +463,9 @@ class _Unregister:
     "restarting" for ever. The registry applies an update only if it is newer.
     """
 
-    name: Any
-    address: Any
-    then: tuple[tuple[Any, Any], ...] = ()
+    name: AgentName
+    address: ActorAddress
+    then: tuple[tuple[ActorAddress, object], ...] = ()
     seq: int = 0
 
 
@@ -476,7 +476,7 @@ class _Unregister:
 class _TelemetryBatch:
     """Agent -> hub -> subscribers: telemetry events ``(name, measurements, metadata)``."""
 
-    events: tuple[tuple[str, dict[str, Any], dict[str, Any]], ...]
+    events: tuple[tuple[str, dict[str, float], Metadata], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,7 +509,7 @@ class _TelemetryInterestAck:
 class _TelemetryLeave:
     """Supervisor -> hub: the agent at ``address`` is gone; stop waiting on it."""
 
-    address: Any
+    address: ActorAddress
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,4 +525,4 @@ class _TelemetrySubscribe:
 class _WatcherGone:
     """Registry -> agent: a ``TurnEvent`` to this subscriber was undeliverable; drop it."""
 
-    address: Any
+    address: ActorAddress

@@ -46,9 +46,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import InvalidOption
+from .types import OptionValue
 
 if TYPE_CHECKING:
     from ..messages import AgentSpec
@@ -106,7 +107,9 @@ def _invalid(option: str, value: object, expected: str) -> InvalidOption:
     return InvalidOption(f"invalid restart option {option}={value!r}: expected {expected}")
 
 
-def _check_number(option: str, value: Any, *, minimum: float, inclusive: bool = True) -> float:
+def _check_number(
+    option: str, value: OptionValue, *, minimum: float, inclusive: bool = True
+) -> float:
     """A finite number at or above (or strictly above) ``minimum``; ``bool`` is refused."""
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
@@ -183,14 +186,14 @@ class RestartPolicy:
         self._last_decision: RestartDecision | None = None
 
     @classmethod
-    def for_spec(cls, spec: AgentSpec, **overrides: Any) -> RestartPolicy:
+    def for_spec(cls, spec: AgentSpec, **overrides: OptionValue) -> RestartPolicy:
         """Build the policy of an agent from its start spec (``messages.AgentSpec``).
 
         Reads ``restart``, ``max_restarts`` and ``restart_window`` from ``spec``, and the
         optional ``backoff_initial``, ``backoff_factor``, ``backoff_max`` and ``jitter`` when
         the spec has them; ``overrides`` (for example ``clock``) win over both.
         """
-        options: dict[str, Any] = {
+        options: dict[str, OptionValue] = {
             "restart": spec.restart,
             "max_restarts": spec.max_restarts,
             "window": spec.restart_window,
@@ -210,7 +213,7 @@ class RestartPolicy:
             f"jitter={self.jitter})"
         )
 
-    def options(self) -> dict[str, Any]:
+    def options(self) -> dict[str, OptionValue]:
         """Return the configuration as plain, picklable values (without clock and rand)."""
         return {
             "restart": self.restart.value,

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+
+from .types import EventData
 
 __all__ = ["Event", "EventKind", "Response", "Usage"]
 
@@ -60,9 +61,9 @@ class Event:
     """
 
     kind: str
-    data: Mapping[str, Any] = field(default_factory=dict)
+    data: EventData = field(default_factory=dict)
     timestamp: float = field(default_factory=time.monotonic)
-    raw: Any = None
+    raw: object = None
 
     @property
     def terminal(self) -> bool:
@@ -70,17 +71,17 @@ class Event:
         return self.kind in TERMINAL_KINDS
 
     @classmethod
-    def text_delta(cls, text: str, **data: Any) -> Event:
+    def text_delta(cls, text: str, **data: object) -> Event:
         """Build a ``text_delta`` event."""
         return cls(EventKind.TEXT_DELTA, {"text": text, **data})
 
     @classmethod
-    def result(cls, text: str | None = None, **data: Any) -> Event:
+    def result(cls, text: str | None = None, **data: object) -> Event:
         """Build a terminal ``result`` event."""
         return cls(EventKind.RESULT, {"text": text, **data})
 
     @classmethod
-    def error(cls, error: BaseException, **data: Any) -> Event:
+    def error(cls, error: BaseException, **data: object) -> Event:
         """Build a terminal ``error`` event carrying ``error`` (ideally a BackendError)."""
         return cls(EventKind.ERROR, {"error": error, "message": str(error), **data})
 
@@ -182,7 +183,7 @@ class Response:
         """
         events = tuple(events)
         result = next((e for e in reversed(events) if e.kind == EventKind.RESULT), None)
-        result_data: Mapping[str, Any] = result.data if result is not None else {}
+        result_data: EventData = result.data if result is not None else {}
         text = result_data.get("text")
         if not isinstance(text, str):
             whole = [e.data.get("text", "") for e in events if e.kind == EventKind.TEXT]

@@ -13,14 +13,14 @@ import dataclasses
 import difflib
 import math
 import pickle
-from collections.abc import Mapping
-from typing import Any, cast
+from typing import cast
 
 from ..messages import AgentSpec
 from .backend import resolve_backend
 from .behaviour import GenAgent
 from .errors import InvalidOption, InvalidPrompt
 from .restart_policy import RestartPolicy, RestartType
+from .types import AgentName, ClassSpec, Options, OptionValue
 
 __all__ = [
     "DEFAULT_HIBERNATE_AFTER",
@@ -52,13 +52,13 @@ SESSION_LOST_POLICIES = ("fail", "fresh")
 
 
 def build_spec(
-    impl: Any,
+    impl: ClassSpec,
     *,
-    name: Any,
-    backend: Any,
-    options: Mapping[str, Any] | None = None,
+    name: AgentName,
+    backend: ClassSpec,
+    options: Options | None = None,
     require_importable: bool = True,
-    **settings: Any,
+    **settings: OptionValue,
 ) -> AgentSpec:
     """Validate ``start_agent``'s arguments and return the ``AgentSpec``.
 
@@ -179,7 +179,7 @@ def build_spec(
     return dataclasses.replace(spec, **backoff)
 
 
-def _hibernate_seconds(value: Any, durable: bool, name: Any) -> float:
+def _hibernate_seconds(value: OptionValue, durable: bool, name: AgentName) -> float:
     """Resolve ``hibernate_after``: ``None`` takes the default for the agent's durability.
 
     Only a durable agent can hibernate: its record is what it wakes from, so asking a plain
@@ -212,7 +212,7 @@ _TYPO_SIMILARITY = 0.85
 _DOCUMENTED_ALIASES = {"window": ["restart_window"]}
 
 
-def _check_options(impl: type, options: Mapping[str, Any], name: Any) -> None:
+def _check_options(impl: type, options: Options, name: AgentName) -> None:
     """Refuse options nobody will read: undeclared ones, or misspelled framework options."""
     accepted = getattr(impl, "accepted_options", None)
     for option in sorted(options):
@@ -232,7 +232,7 @@ def _check_options(impl: type, options: Mapping[str, Any], name: Any) -> None:
         raise InvalidOption(f"unknown option {option!r}{hint} ({declared})", agent=name)
 
 
-def check_prompt(text: object, *, agent: Any, ref: str | None = None) -> str:
+def check_prompt(text: object, *, agent: AgentName, ref: str | None = None) -> str:
     """Return ``text`` if it is a valid prompt (a non-empty ``str``), else raise.
 
     Checked by the client before sending, by the ``genagent`` command, and by the agent for
@@ -247,7 +247,7 @@ def check_prompt(text: object, *, agent: Any, ref: str | None = None) -> str:
     raise InvalidPrompt(f"a prompt must be a non-empty str, got {got}", agent=agent, ref=ref)
 
 
-def check_request_ref(ref: object, *, agent: Any) -> str:
+def check_request_ref(ref: object, *, agent: AgentName) -> str:
     """Return ``ref`` if it can name a request (a non-empty ``str``), else raise.
 
     A ref names one request: a missing or shared one would make every later request a
@@ -264,7 +264,7 @@ def check_request_ref(ref: object, *, agent: Any) -> str:
     )
 
 
-def _check_positive(field_name: str, value: Any, name: Any) -> None:
+def _check_positive(field_name: str, value: object, name: AgentName) -> None:
     """Refuse a duration that is not a finite number of seconds above zero (``bool`` included)."""
     if (
         isinstance(value, bool)
@@ -277,7 +277,7 @@ def _check_positive(field_name: str, value: Any, name: Any) -> None:
         )
 
 
-def _check_picklable(value: Any, field_name: str, name: Any) -> None:
+def _check_picklable(value: object, field_name: str, name: AgentName) -> None:
     """Refuse a value that does not pickle now, at the caller, with the field's name.
 
     Actor messages are pickled on the multiprocess bases; without this check the failure would

@@ -17,7 +17,7 @@ class Clock:
 
 def test_only_a_deadline_earlier_than_every_pending_wakeup_arms_one() -> None:
     clock = Clock()
-    deadlines = Deadlines(clock)
+    deadlines: Deadlines[str] = Deadlines(clock)
     assert deadlines.schedule("watchdog", 600, "w") == 600
     assert deadlines.schedule("idle", 60, "i") == 60
     assert deadlines.schedule("later", 900, "l") is None  # the 60 s wakeup comes first
@@ -25,7 +25,7 @@ def test_only_a_deadline_earlier_than_every_pending_wakeup_arms_one() -> None:
 
 def test_rescheduling_a_key_replaces_it_and_piles_up_nothing() -> None:
     clock = Clock()
-    deadlines = Deadlines(clock)
+    deadlines: Deadlines[str] = Deadlines(clock)
     armed = [deadlines.schedule("watchdog", 600, f"turn-{n}") for n in range(1000)]
     assert armed[0] == 600 and armed[1:] == [None] * 999  # one wakeup for a thousand turns
     assert len(deadlines) == 1
@@ -36,7 +36,7 @@ def test_rescheduling_a_key_replaces_it_and_piles_up_nothing() -> None:
 
 def test_each_wakeup_fires_what_is_due_and_rearms_only_when_needed() -> None:
     clock = Clock()
-    deadlines = Deadlines(clock)
+    deadlines: Deadlines[str] = Deadlines(clock)
     assert deadlines.schedule("b", 2.0, "b") == 2.0
     assert deadlines.schedule("a", 1.0, "a") == 1.0  # earlier than the pending wakeup
     assert deadlines.schedule("c", 5.0, "c") is None
@@ -50,7 +50,7 @@ def test_each_wakeup_fires_what_is_due_and_rearms_only_when_needed() -> None:
 
 def test_deadlines_due_together_fire_in_deadline_order() -> None:
     clock = Clock()
-    deadlines = Deadlines(clock)
+    deadlines: Deadlines[str] = Deadlines(clock)
     for key, seconds in (("late", 0.3), ("early", 0.1), ("middle", 0.2)):
         deadlines.schedule(key, seconds, key)
     clock.now += 1.0
@@ -59,7 +59,7 @@ def test_deadlines_due_together_fire_in_deadline_order() -> None:
 
 def test_a_cancelled_deadline_never_fires() -> None:
     clock = Clock()
-    deadlines = Deadlines(clock)
+    deadlines: Deadlines[str] = Deadlines(clock)
     deadlines.schedule(("timer", 1), 1.0, "t")
     assert deadlines.cancel(("timer", 1)) is True
     assert deadlines.cancel(("timer", 1)) is False
@@ -69,7 +69,7 @@ def test_a_cancelled_deadline_never_fires() -> None:
 
 def test_thousands_pending_fire_in_order_with_replacements_and_cancellations() -> None:
     clock = Clock()
-    deadlines = Deadlines(clock)
+    deadlines: Deadlines[str] = Deadlines(clock)
     rng = random.Random(7)
     expected: dict[int, tuple[float, str]] = {}
     for n in range(5000):
@@ -91,7 +91,7 @@ def test_thousands_pending_fire_in_order_with_replacements_and_cancellations() -
 
 def test_a_key_rearmed_many_times_keeps_the_heap_small() -> None:
     clock = Clock()
-    deadlines = Deadlines(clock)
+    deadlines: Deadlines[int] = Deadlines(clock)
     for n in range(10_000):
         deadlines.schedule("watchdog", 600, n)
         deadlines.schedule(("timer", n % 10), 60, n)

@@ -442,7 +442,8 @@ def test_status_counts_provider_retries_and_keeps_the_last_error_for_operators()
     h.succeed("fine")  # a later success keeps the last error: it is history, not state
     fields = h.machine.status_fields()
     assert fields["retries"] == 2 and fields["failures"] == 1
-    assert fields["last_error"].startswith("BackendError: still overloaded")
+    last_error = fields["last_error"]
+    assert last_error is not None and last_error.startswith("BackendError: still overloaded")
 
 
 def test_counters_from_a_record_written_before_retries_existed_restore_with_defaults() -> None:
@@ -2261,5 +2262,6 @@ def test_a_snapshot_is_typed_pickles_and_restores_into_a_fresh_machine() -> None
     effects = fresh.feed(fresh.machine.restore(snapshot, []))
     failures = [e for e in effects if isinstance(e, Reply) and isinstance(e.message, Failure)]
     assert [f.to for f in failures] == ["caller-A"]
-    assert isinstance(failures[0].message.error, AgentRestarted)
+    failure = failures[0].message
+    assert isinstance(failure, Failure) and isinstance(failure.error, AgentRestarted)
     assert fresh.turn.ref == "ref-B"  # the queued tell runs next; A is never re-run

@@ -606,7 +606,7 @@ def test_commands_reach_a_node_bound_to_its_hosts_own_address(tmp_path: Path) ->
 
 
 def _placed(leader: g.AgentSystem) -> dict[str, str]:
-    return {entry.name: entry.node for entry in list_fleet(leader)}
+    return {str(entry.name): entry.node for entry in list_fleet(leader)}
 
 
 @pytest.mark.slow

@@ -1,0 +1,96 @@
+"""The named types of the package's open values, each with the reason it is open.
+
+The rule (checked by ``tests/test_typing.py``): no module of the package writes ``Any``; a
+value whose type the package cannot know is named here, with why. Most names are real types
+(``Hashable``, ``object``, a recursive JSON type, Thespian's ``ActorAddress``); the few that stay
+``Any`` are true boundaries -- a term the user defines and a subclass narrows (an override may
+not narrow ``object``), the user's options read by key with the type each option documents, a
+backend's own session, or JSON decoded from another program and read by key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any, TypeAlias
+
+# Thespian ships no type information, so mypy sees its classes as ``Any``; naming the real
+# class still says what the value is, and becomes checked if Thespian ever ships types.
+from thespian.actors import ActorAddress
+
+__all__ = [
+    "ActorAddress",
+    "AgentName",
+    "ClassSpec",
+    "ErrorFields",
+    "EventData",
+    "JsonObject",
+    "JsonValue",
+    "Metadata",
+    "OptionValue",
+    "Options",
+    "Pickled",
+    "Sender",
+    "Session",
+    "UserTerm",
+    "WireJson",
+]
+
+#: An agent's name: any hashable, picklable term the user chooses (names key the registry's
+#: dict; ``AgentSpec`` is built with ``name=None`` for its defaults).
+AgentName: TypeAlias = Hashable
+
+#: Who sent a message: Thespian's address, or ``None`` where a call is made without an actor
+#: (the pure machine driven by a test, a message synthesised by the shell itself).
+Sender: TypeAlias = "ActorAddress | None"
+
+#: A term the user defines and a subclass of ours narrows: the event of ``handle_event``, the
+#: message of ``handle_info``, an implementation's state. ``Any`` because an override that
+#: annotates its own type (``def handle_event(self, event: Order)``) must stay a valid override,
+#: which it is not against ``object``. The package itself only stores, pickles and passes it.
+UserTerm: TypeAlias = Any
+
+#: A backend's own picklable session (``ClaudeSession``, ``CodexSession``...): each backend
+#: defines its class and annotates its methods with it, the agent only stores, pickles and
+#: hands it back. ``Any`` for the same reason as :data:`UserTerm` (a backend narrows it).
+Session: TypeAlias = Any
+
+#: The options a user passes to ``start_agent`` (and on to ``init_agent`` and the backend): each
+#: reader takes its key with the type the option documents and validates it where it is read.
+Options: TypeAlias = "Mapping[str, OptionValue]"
+#: One value of the user's options or settings, before the check of the option that reads it.
+OptionValue: TypeAlias = Any
+
+#: A class the user names for an agent (``impl``, a ``GenAgent`` subclass) or its backend (a
+#: ``Backend`` subclass or a short name), as ``AgentSpec`` carries it: pickled by name and, in a
+#: process that cannot import it, an ``UnimportableClass`` stand-in (``_core/classref.py``).
+#: ``Any`` because it is checked where the spec is built (``build_spec``, ``resolve_backend``) and
+#: naming the classes here would make ``messages`` import the behaviour that imports it.
+ClassSpec: TypeAlias = Any
+
+#: The fields a backend attaches to an ``Event`` (usage, cost, ids, the provider's own keys):
+#: the backend's own vocabulary, read by key by code that knows which backend wrote it.
+EventData: TypeAlias = Mapping[str, Any]
+
+#: A value read back from a pickle the package wrote earlier, maybe by an older release (a
+#: durable record's snapshot, pickled state): its shape is what the writer pickled, and the
+#: reader checks the keys and versions it knows.
+Pickled: TypeAlias = Any
+
+#: The keyword fields that rebuild an error (``GenAgentError._fields``): each subclass's own
+#: ``__init__`` keywords, carried through pickle and splatted back into that ``__init__``.
+ErrorFields: TypeAlias = dict[str, Any]
+
+#: A JSON value, as ``json.dumps`` writes it.
+JsonValue: TypeAlias = "bool | int | float | str | list[JsonValue] | dict[str, JsonValue] | None"
+#: A JSON object the package builds.
+JsonObject: TypeAlias = dict[str, JsonValue]
+
+#: A JSON object decoded from another program (a CLI's stream, an HTTP body, an MCP request):
+#: its shape is the other program's, read by key where the reader knows what the key holds
+#: and checks it where it matters. ``Any`` values because narrowing every read of a foreign
+#: wire format would hide the protocol under casts.
+WireJson: TypeAlias = dict[str, Any]
+
+#: Telemetry metadata and other key/value context (log fields, status fields): values are
+#: only formatted, compared or passed on.
+Metadata: TypeAlias = dict[str, object]

@@ -54,7 +54,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import cast
 
 import psutil
 from thespian.actors import (
@@ -122,6 +122,19 @@ from .._core.protocol import (
     _WatcherGone,
 )
 from .._core.turn import Event
+from .._core.types import (
+    ActorAddress,
+    AgentName,
+    Capabilities,
+    ClassSpec,
+    MessageHandler,
+    Metadata,
+    OptionValue,
+    Sender,
+    Session,
+    Unchecked,
+    UserTerm,
+)
 from .._core.validate import DEFAULT_WATCHDOG, build_spec, check_prompt, check_request_ref
 from .._durable.record import AgentRecord, Restored, lease_seconds
 from .._durable.redaction import lookup_for
@@ -254,7 +267,7 @@ class _UserTimer:
     """A ``GenAgent.send_after`` timer: deliver ``message`` to ``handle_info``."""
 
     timer_id: str
-    message: Any
+    message: object
 
     @property
     def key(self) -> Hashable:
@@ -393,7 +406,7 @@ class _WorkerSlot:
         last_used: When its last turn ended, for idle retirement.
     """
 
-    address: Any = None
+    address: Sender = None
     pid: int = 0
     turn_id: int | None = None  # the turn it runs
     cancelling: int | None = None  # a cancelled turn it has not finished yet
@@ -419,7 +432,7 @@ class AgentActor(Actor):
     within milliseconds only because the backend call runs in the worker, not here.
     """
 
-    def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
+    def __init__(self, capabilities: Capabilities | None = None) -> None:
         """An empty shell: everything it needs arrives in ``_InitAgent``.
 
         Thespian creates actors without constructor arguments (only the system's capabilities
@@ -435,12 +448,12 @@ class AgentActor(Actor):
         self._host_node = str(caps.get(NODE_CAPABILITY) or "")  # set on convention nodes
         # A convention node caps its own live sessions (see _node_governor).
         self._node_capped = bool(self._host_node) and node_sessions(caps) is not None
-        self._local_governor: Any = None  # that node's governor, once looked up
-        self._recent_replies: OrderedDict[str, Any] = OrderedDict()  # ref -> its caller
+        self._local_governor: Sender = None  # that node's governor, once looked up
+        self._recent_replies: OrderedDict[str, ActorAddress] = OrderedDict()  # ref -> its caller
         self.machine: AgentMachine | None = None
         self.spec: AgentSpec | None = None
         self.backend_cls: type[Backend] | None = None
-        self.session: Any = None
+        self.session: Session = None
         self.worker = _WorkerSlot()
         self._held_start: StartTurn | None = None
         # A turn's watchdog starts when its worker begins the backend call, not while the
@@ -453,24 +466,24 @@ class AgentActor(Actor):
         # on_session_lost="fail": the provider lost the session; turns fail until restart.
         self._session_lost: BackendError | None = None
         self._failing_turns: list[int] = []
-        self._telemetry: Any = None
+        self._telemetry: Sender = None
         # Until the hub says what is wanted, send everything: the hub filters per subscriber,
         # and an agent's first events must not be lost to the race with its answer.
         self._telemetry_names: frozenset[str] | None = None
-        self._telemetry_out: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
-        self._registry: Any = None
-        self._supervisor: Any = None
+        self._telemetry_out: list[tuple[str, dict[str, float], Metadata]] = []
+        self._registry: Sender = None
+        self._supervisor: Sender = None
         self._node = ""
         self._incarnation = 0
         self._instance_id = ""
         self._watchers = AddressBook()
         self._event_seq = 0
         self._deadlines: Deadlines[_Deadline] = Deadlines()
-        self._outbox: dict[Any, list[tuple[str, Any]]] = {}  # name -> [(kind, message)]
-        self._addresses: dict[Any, Any] = {}
-        self._outgoing_tells: dict[str, Any] = {}  # ref -> target name
+        self._outbox: dict[AgentName, list[tuple[str, object]]] = {}  # name -> [(kind, message)]
+        self._addresses: dict[AgentName, ActorAddress] = {}
+        self._outgoing_tells: dict[str, AgentName] = {}  # ref -> target name
         self._unacked_tells: dict[str, Tell] = {}  # ref -> a tell sent, not yet acknowledged
-        self._stopping: tuple[str, Any] | None = None  # (reason, reply_to)
+        self._stopping: tuple[str, Sender] | None = None  # (reason, reply_to)
         self._record: AgentRecord | None = None  # durable agents only
         # A newer incarnation owns the record (fenced): this one runs and answers nothing.
         self._fenced = False
@@ -480,22 +493,22 @@ class AgentActor(Actor):
         self._activity = 0  # counts uses; a hibernation deadline is for one count
         self._hibernating = False  # handed over to the supervisor; ending its process
         self._sleep_status: AgentStatus | None = None  # what status says once hibernating
-        self._governor: Any = None  # the node's session governor (max_live_sessions), if any
+        self._governor: Sender = None  # the node's session governor (max_live_sessions), if any
         self._session_live = False  # the governor counts a live session (worker) of ours
         self._awaiting_session: StartTurn | None = None  # a turn waiting for its grant
-        self._retired_for_slot: Any = None  # a worker retired for the governor, not yet gone
+        self._retired_for_slot: Sender = None  # a worker retired for the governor, not yet gone
         self._wakes = 0  # incarnations that woke from hibernation (not counted as restarts)
 
     @staticmethod
     def actorSystemCapabilityCheck(
-        capabilities: dict[str, Any], requirements: dict[str, Any] | None = None
+        capabilities: Capabilities, requirements: Capabilities | None = None
     ) -> bool:
         """Accept a system whose capabilities equal every placement key (none: any system)."""
         return all(capabilities.get(key) == value for key, value in (requirements or {}).items())
 
     # ================================================================== dispatch
 
-    def receiveMessage(self, message: Any, sender: Any) -> None:
+    def receiveMessage(self, message: object, sender: ActorAddress) -> None:
         """Handle one message. Never raises: a bug here must not re-run a turn."""
         try:
             self._dispatch(message, sender)
@@ -505,7 +518,7 @@ class AgentActor(Actor):
         finally:
             self._flush_telemetry()
 
-    def _dispatch(self, message: Any, sender: Any) -> None:
+    def _dispatch(self, message: object, sender: ActorAddress) -> None:
         """Route ``message`` by its type through ``_HANDLERS``.
 
         Before ``_InitAgent`` there is no machine: a request gets ``AgentNotFound`` instead of
@@ -544,7 +557,7 @@ class AgentActor(Actor):
 
     # ================================================================== start
 
-    def _init(self, message: _InitAgent, sender: Any) -> None:
+    def _init(self, message: _InitAgent, sender: ActorAddress) -> None:
         """Build the agent from its spec, or resume it from its durable record.
 
         The user's ``init_agent``, the backend's ``start_session`` and ``pre_run`` run here,
@@ -656,7 +669,7 @@ class AgentActor(Actor):
         else:
             self.send(directory, LocalAgentGone(self.spec.name, self.myAddress))
 
-    def _on_adopted(self, message: _Adopted, sender: Any) -> None:
+    def _on_adopted(self, message: _Adopted, sender: ActorAddress) -> None:
         """A new leader took over: its registry, hub and supervisor are ours from now on.
 
         Nothing else changes: the machine, the worker and the running turn go on, and the
@@ -713,7 +726,7 @@ class AgentActor(Actor):
             return
         _log.warning("agent %r: undeliverable %s", self._m.name, type(original).__name__)
 
-    def _note_reply(self, to: Any, message: Any) -> None:
+    def _note_reply(self, to: ActorAddress, message: object) -> None:
         """Remember where the answer to a ref went, for a moment (see ``_on_undeliverable``).
 
         Bounded: the transport refuses a message when it is sent, so its ``PoisonMessage``
@@ -724,7 +737,7 @@ class AgentActor(Actor):
             if len(self._recent_replies) > _RECENT_REPLIES:
                 self._recent_replies.popitem(last=False)
 
-    def _node_governor(self, offered: Any) -> Any:
+    def _node_governor(self, offered: Sender) -> Sender:
         """The session governor of the node this agent runs on (``None``: not capped).
 
         On one host that is the supervisor's (``offered``). On a convention node each node
@@ -740,7 +753,7 @@ class AgentActor(Actor):
             self._local_governor = self.createActor(SessionGovernorActor, globalName=GOVERNOR_NAME)
         return self._local_governor
 
-    def _init_failed(self, sender: Any, spec: AgentSpec, exc: Exception) -> None:
+    def _init_failed(self, sender: ActorAddress, spec: AgentSpec, exc: Exception) -> None:
         """Report a failed start; typed errors (``InvalidOption``...) keep their type.
 
         Anything else becomes ``AgentStartFailed`` with the original type and message, never
@@ -757,7 +770,7 @@ class AgentActor(Actor):
 
     # ================================================================== client requests
 
-    def _on_prompt(self, message: Prompt, sender: Any) -> None:
+    def _on_prompt(self, message: Prompt, sender: ActorAddress) -> None:
         """An ``ask``: the machine queues or starts it; the answer goes to ``sender`` later.
 
         Nothing is sent here: the ``Response`` or ``Failure`` is a ``Reply`` effect of the
@@ -766,7 +779,7 @@ class AgentActor(Actor):
             return
         self._run(self._m.ask(message.ref, message.text, sender))
 
-    def _on_tell(self, message: Tell, sender: Any) -> None:
+    def _on_tell(self, message: Tell, sender: ActorAddress) -> None:
         """A ``tell``: answered ``Accepted`` at once, its outcome kept for ``poll``.
 
         With ``completion`` set, the sender also gets ``TellCompleted`` when it ends (how
@@ -775,7 +788,7 @@ class AgentActor(Actor):
             return
         self._run(self._m.tell(message.ref, message.text, sender, completion=message.completion))
 
-    def _valid_prompt(self, text: Any, ref: Any, sender: Any) -> bool:
+    def _valid_prompt(self, text: object, ref: Unchecked, sender: ActorAddress) -> bool:
         """Check a prompt that may come from raw Thespian code; answer a bad one here.
 
         The client API checks prompts before sending; a raw ``Prompt`` or ``Tell`` was
@@ -790,7 +803,7 @@ class AgentActor(Actor):
             return False
         return True
 
-    def _on_poll(self, message: Poll, sender: Any) -> None:
+    def _on_poll(self, message: Poll, sender: ActorAddress) -> None:
         """Answer from the machine's bounded result cache, never waiting for a running turn.
 
         An unknown or evicted ref is a failed result carrying ``RequestNotFound`` rather than
@@ -807,30 +820,30 @@ class AgentActor(Actor):
             result = PollResult(message.ref, PollState.FAILED, error=error)
         self.send(sender, result)
 
-    def _on_notify(self, message: Notify, sender: Any) -> None:
+    def _on_notify(self, message: Notify, sender: ActorAddress) -> None:
         """Deliver an event to ``handle_event``: now when idle, after the turn is decided if busy.
 
         Buffering (in the machine) lets the event see the state the running turn leaves, as
         upstream's later fix does; ``sender`` gets ``Accepted`` or the callback's error."""
         self._run(self._m.notify(message.event, sender=message.sender, reply_to=sender))
 
-    def _on_interrupt(self, message: Interrupt, sender: Any) -> None:
+    def _on_interrupt(self, message: Interrupt, sender: ActorAddress) -> None:
         """Interrupt the running turn (or only the one with ``ref``); the machine decides."""
         self._run(self._m.interrupt(message.ref, sender))
 
-    def _on_cancel(self, message: Cancel, sender: Any) -> None:
+    def _on_cancel(self, message: Cancel, sender: ActorAddress) -> None:
         """Remove a queued tell before it runs; a running or finished one is refused, typed."""
         self._run(self._m.cancel(message.ref, sender))
 
-    def _on_halt(self, message: Halt, sender: Any) -> None:
+    def _on_halt(self, message: Halt, sender: ActorAddress) -> None:
         """Halt from outside: finish the running turn, start no queued work until ``resume``."""
         self._run(self._m.halt(sender))
 
-    def _on_resume(self, message: Resume, sender: Any) -> None:
+    def _on_resume(self, message: Resume, sender: ActorAddress) -> None:
         """Unhalt (or cancel a pending halt) and let the queue drain again."""
         self._run(self._m.resume(sender))
 
-    def _on_status(self, message: Status, sender: Any) -> None:
+    def _on_status(self, message: Status, sender: ActorAddress) -> None:
         """Answer at once, even mid-turn: the machine's fields and what only the shell knows.
 
         Pid, node, restarts and backend live here, not in the pure machine. Answering within
@@ -857,7 +870,7 @@ class AgentActor(Actor):
         )
         return status
 
-    def _published_state(self) -> Any:
+    def _published_state(self) -> UserTerm:
         """The implementation's ``agent_state()``, or ``None`` if it raised or won't pickle.
 
         Checked here because the status reply is pickled by Thespian: an unpicklable field
@@ -876,7 +889,7 @@ class AgentActor(Actor):
             return None
         return state
 
-    def _on_watch(self, message: Watch, sender: Any) -> None:
+    def _on_watch(self, message: Watch, sender: ActorAddress) -> None:
         """Subscribe (or unsubscribe) ``sender`` to this agent's ``TurnEvent`` stream.
 
         The ``genagent ask`` command streams text this way; plain Thespian code can too."""
@@ -886,7 +899,7 @@ class AgentActor(Actor):
             self._watchers.discard(sender)
         self.send(sender, Accepted(message.ref))
 
-    def _on_watcher_gone(self, message: _WatcherGone, sender: Any) -> None:
+    def _on_watcher_gone(self, message: _WatcherGone, sender: ActorAddress) -> None:
         """A subscriber's process vanished (the registry saw its mail dead-letter): forget it.
 
         Without this, every event of every later turn would be sent to a dead address, each
@@ -896,13 +909,13 @@ class AgentActor(Actor):
             self._watchers.discard(message.address)
             _log.info("agent %r: dropped a watcher that disappeared", self._m.name)
 
-    def _on_backend_session(self, message: _BackendSession, sender: Any) -> None:
+    def _on_backend_session(self, message: _BackendSession, sender: ActorAddress) -> None:
         """Hand out the backend session: data (ids, history), never live resources."""
         self.send(sender, _SessionReply(self.session))
 
     # ================================================================== the worker
 
-    def _on_turn_output(self, message: _TurnOutput, sender: Any) -> None:
+    def _on_turn_output(self, message: _TurnOutput, sender: ActorAddress) -> None:
         """Apply what the worker relayed: process facts, a new session, events, the turn's end.
 
         Output of a worker that was already replaced is ignored: it can arrive after its
@@ -994,7 +1007,7 @@ class AgentActor(Actor):
             return
         self._saved_files.update((name, zlib.crc32(blob)) for name, blob in changed.items())
 
-    def _restore_session_files(self, session: Any) -> None:
+    def _restore_session_files(self, session: Session) -> None:
         """Put saved session files where the provider looks on this host, before resuming.
 
         A file already here is kept: on the same host it may hold a turn the store has not
@@ -1189,7 +1202,7 @@ class AgentActor(Actor):
 
     # ------------------------------------------------------------------ session governor
 
-    def _on_session_granted(self, message: _SessionGranted, sender: Any) -> None:
+    def _on_session_granted(self, message: _SessionGranted, sender: ActorAddress) -> None:
         """The governor lets the waiting turn run (on the live session, or a new one)."""
         effect, self._awaiting_session = self._awaiting_session, None
         self._session_live = True
@@ -1202,7 +1215,7 @@ class AgentActor(Actor):
             return
         self._run_on_worker(effect)
 
-    def _on_session_denied(self, message: _SessionDenied, sender: Any) -> None:
+    def _on_session_denied(self, message: _SessionDenied, sender: ActorAddress) -> None:
         """No session freed up in time: the turn fails with ``SessionUnavailable``."""
         effect, self._awaiting_session = self._awaiting_session, None
         current = self._m.current
@@ -1216,7 +1229,7 @@ class AgentActor(Actor):
         )
         self._run(self._m.turn_failed(effect.turn_id, error))
 
-    def _on_session_retire(self, message: _SessionRetire, sender: Any) -> None:
+    def _on_session_retire(self, message: _SessionRetire, sender: ActorAddress) -> None:
         """The governor needs the slot: retire the idle worker (its CLI ends cleanly).
 
         The next turn starts a new worker, whose backend resumes the session from the
@@ -1277,7 +1290,7 @@ class AgentActor(Actor):
         ):
             self._start_turn(held)
 
-    def _on_child_exited(self, message: ChildActorExited, sender: Any) -> None:
+    def _on_child_exited(self, message: ChildActorExited, sender: ActorAddress) -> None:
         """The worker's process is gone: fail its turn with ``TurnCrashed``; the agent lives on.
 
         What the worker left (its CLI process groups) is killed first, and a held turn starts
@@ -1359,7 +1372,7 @@ class AgentActor(Actor):
         if delay is not None:
             self.wakeupAfter(delay, payload=_TICK)
 
-    def _on_wakeup(self, message: WakeupMessage, sender: Any) -> None:
+    def _on_wakeup(self, message: WakeupMessage, sender: ActorAddress) -> None:
         """Fire the deadlines now due, and ask for another wakeup only if one is needed.
 
         Thespian's wakeups cannot be cancelled, so ``Deadlines`` keeps the real timers and
@@ -1531,7 +1544,7 @@ class AgentActor(Actor):
 
     # ================================================================== stop
 
-    def _on_shutdown_agent(self, message: _ShutdownAgent, sender: Any) -> None:
+    def _on_shutdown_agent(self, message: _ShutdownAgent, sender: ActorAddress) -> None:
         """``stop()``: answer every active and queued caller, then end the backend session.
 
         A durable agent's record is deleted first (a stopped agent is gone for good). The
@@ -1552,7 +1565,7 @@ class AgentActor(Actor):
             self._terminate_session_here()
             self._finish_stop()
 
-    def _on_session_ended(self, message: _SessionEnded, sender: Any) -> None:
+    def _on_session_ended(self, message: _SessionEnded, sender: ActorAddress) -> None:
         """The worker ended the session: the stop can finish."""
         if self._stopping is not None:
             self._finish_stop()
@@ -1604,7 +1617,7 @@ class AgentActor(Actor):
         self._kill_worker_remains(self.worker, kill_worker=True)
         self.send(self.myAddress, ActorExitRequest())
 
-    def _on_exit_request(self, message: ActorExitRequest, sender: Any) -> None:
+    def _on_exit_request(self, message: ActorExitRequest, sender: ActorAddress) -> None:
         """The system or supervisor is ending this actor: answer everyone, leave nothing.
 
         A durable agent's record keeps its last boundary (queued tells survive a shutdown).
@@ -1630,7 +1643,7 @@ class AgentActor(Actor):
 
     # ================================================================== telemetry
 
-    def _on_interest(self, message: _TelemetryInterest, sender: Any) -> None:
+    def _on_interest(self, message: _TelemetryInterest, sender: ActorAddress) -> None:
         """The hub says which event names someone wants: batch only those from now on.
 
         Acknowledged when asked (``seq``), so ``attach`` returns only once every agent knows."""
@@ -1639,7 +1652,7 @@ class AgentActor(Actor):
             self.send(sender, _TelemetryInterestAck(message.seq))
 
     def _telemetry_emit(
-        self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]
+        self, name: str, measurements: dict[str, float], metadata: Metadata
     ) -> None:
         """Queue an event for the hub if anyone wants it (sent once per handled message).
 
@@ -1663,7 +1676,7 @@ class AgentActor(Actor):
 
     # ================================================================== agent-to-agent
 
-    def _on_located(self, message: Located, sender: Any) -> None:
+    def _on_located(self, message: Located, sender: ActorAddress) -> None:
         """The registry answered a lookup: deliver what waited for that name, or report it.
 
         Messages to an unknown name are not dropped: ``handle_info`` gets ``TellCompleted``
@@ -1673,9 +1686,10 @@ class AgentActor(Actor):
             for kind, outgoing in pending:
                 error = AgentNotFound("no agent has that name", agent=message.name)
                 if kind == "tell":
-                    self._outgoing_tells.pop(outgoing.ref, None)
-                    self._tell_settled(outgoing.ref)
-                    self._run(self._m.info(TellCompleted(message.name, outgoing.ref, error=error)))
+                    ref = cast(Tell, outgoing).ref  # what send_to_name("tell", ...) queues
+                    self._outgoing_tells.pop(ref, None)
+                    self._tell_settled(ref)
+                    self._run(self._m.info(TellCompleted(message.name, ref, error=error)))
                 else:
                     self._run(self._m.info(DeliveryFailed(message.name, outgoing, error)))
             return
@@ -1683,7 +1697,7 @@ class AgentActor(Actor):
         for _kind, outgoing in pending:
             self.send(message.address, outgoing)
 
-    def _on_failure(self, message: Failure, sender: Any) -> None:
+    def _on_failure(self, message: Failure, sender: ActorAddress) -> None:
         """A failure answering this agent's own tell or notify: ``handle_info`` gets it.
 
         The cached address of the failed target is dropped, so the next send looks the name
@@ -1698,12 +1712,12 @@ class AgentActor(Actor):
             self._addresses.pop(agent, None)
         self._run(self._m.info(message))
 
-    def _on_tell_completed(self, message: TellCompleted, sender: Any) -> None:
+    def _on_tell_completed(self, message: TellCompleted, sender: ActorAddress) -> None:
         """A tell this agent sent has its final outcome: ``handle_info`` gets it."""
         self._outgoing_tells.pop(message.ref, None)
         self._run(self._m.info(message))
 
-    def _on_accepted(self, message: Accepted, sender: Any) -> None:
+    def _on_accepted(self, message: Accepted, sender: ActorAddress) -> None:
         """A tell this agent sent was taken: stop watching for its acknowledgement."""
         if message.ref:
             self._tell_settled(message.ref)
@@ -1739,7 +1753,7 @@ class AgentActor(Actor):
         self.send_to_name("tell", target, message)
         self._after(_TellAckDue(ref, attempt + 1), TELL_ACK_SECONDS)
 
-    def send_to_name(self, kind: str, name: Any, message: Any) -> None:
+    def send_to_name(self, kind: str, name: AgentName, message: object) -> None:
         """Send ``message`` to the agent ``name``, resolving it through the registry.
 
         Addresses are cached per name. An unknown name is looked up once however many
@@ -1870,15 +1884,15 @@ class _AgentContext:
     ``DeliveryFailed``, ``AgentStarted``, ``AgentDown``...).
     """
 
-    def __init__(self, actor: AgentActor, name: Any) -> None:
+    def __init__(self, actor: AgentActor, name: AgentName) -> None:
         self._actor = actor
         self.name = name
 
-    def notify(self, name: Any, event: Any) -> None:
+    def notify(self, name: AgentName, event: object) -> None:
         """Send ``Notify`` by name; an unknown name comes back as ``DeliveryFailed``."""
         self._actor.send_to_name("notify", name, Notify(event, sender=self.name))
 
-    def tell(self, name: Any, prompt: str) -> str:
+    def tell(self, name: AgentName, prompt: str) -> str:
         """Send a ``Tell`` asking for ``TellCompleted``, and watch for its ``Accepted``.
 
         The ref is kept with the target's name: the completion, a ``Failure`` or the give-up
@@ -1891,7 +1905,7 @@ class _AgentContext:
         self._actor.send_to_name("tell", name, message)
         return message.ref
 
-    def send_after(self, seconds: float, message: Any) -> str:
+    def send_after(self, seconds: float, message: object) -> str:
         """Arm a ``_UserTimer``; it dies with this incarnation unless carried over a hibernation."""
         timer_id = uuid.uuid4().hex
         self._actor._after(_UserTimer(timer_id, message), max(0.0, float(seconds)))
@@ -1901,7 +1915,9 @@ class _AgentContext:
         """Drop the timer's deadline; ``False`` if it already fired or never existed."""
         return self._actor._deadlines.cancel(_UserTimer(timer_id, None).key)
 
-    def start_agent(self, impl: type[GenAgent], *, name: Any, backend: Any, **options: Any) -> None:
+    def start_agent(
+        self, impl: type[GenAgent], *, name: AgentName, backend: ClassSpec, **options: OptionValue
+    ) -> None:
         """Ask the supervisor for a sibling agent, splitting framework settings from options.
 
         The spec is built (and checked) here, so a bad option raises in the calling callback
@@ -1913,15 +1929,15 @@ class _AgentContext:
         spec = build_spec(impl, name=name, backend=backend, options=init_options, **settings)
         self._actor.send(self._actor._supervisor, StartAgent(spec))
 
-    def stop_agent(self, name: Any) -> None:
+    def stop_agent(self, name: AgentName) -> None:
         """Ask the supervisor to stop agent ``name``; ``Stopped`` (or a ``Failure``) follows."""
         self._actor.send(self._actor._supervisor, StopAgent(name))
 
-    def watch_agent(self, name: Any) -> None:
+    def watch_agent(self, name: AgentName) -> None:
         """Ask the supervisor for ``AgentDown`` when agent ``name`` exits (or is unknown)."""
         self._actor.send(self._actor._supervisor, WatchAgent(name))
 
-    def log_unexpected_info(self, message: Any) -> None:
+    def log_unexpected_info(self, message: object) -> None:
         """Warn about a message ``handle_info`` did not expect, except the framework's replies.
 
         ``AgentStarted``, ``Stopped`` and ``Accepted`` answer requests the agent made through
@@ -1937,7 +1953,7 @@ def _handles_info(impl: GenAgent) -> bool:
     return type(impl).handle_info is not GenAgent.handle_info
 
 
-_HANDLERS: dict[type, Any] = {
+_HANDLERS: dict[type, MessageHandler] = {
     Prompt: AgentActor._on_prompt,
     Tell: AgentActor._on_tell,
     Poll: AgentActor._on_poll,

@@ -22,10 +22,10 @@ until the services are known. The directory also lists the agents running on its
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
+from .._core.types import ActorAddress, AgentName, Sender
 from .._os.processes import process_alive
 from ..messages import AgentSpec
 
@@ -53,10 +53,10 @@ _LINGER = 2.0
 class Services:
     """The addresses a node's clients use, and the node they run on."""
 
-    registry: Any
-    telemetry: Any
-    supervisor: Any
-    watcher: Any  # the convention's node watcher (``None`` outside a convention)
+    registry: ActorAddress
+    telemetry: ActorAddress
+    supervisor: ActorAddress
+    watcher: ActorAddress  # the convention's node watcher (``None`` outside a convention)
     node: str  # the name of the node whose directory answered
     epoch: int = 0  # the leader's epoch (0: a convention without standby leaders)
 
@@ -91,20 +91,20 @@ class LocalAgent:
     """Agent -> its node's directory: it runs here (sent when ready and when re-adopted)."""
 
     spec: AgentSpec
-    address: Any
+    address: ActorAddress
     pid: int
     incarnation: int
     instance_id: str
     node: str
-    governor: Any = None  # its node's session governor (see _AgentReady)
+    governor: Sender = None  # its node's session governor (see _AgentReady)
 
 
 @dataclass(frozen=True, slots=True)
 class LocalAgentGone:
     """Agent -> its node's directory: it is leaving (a clean exit)."""
 
-    name: Any
-    address: Any
+    name: AgentName
+    address: ActorAddress
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +129,10 @@ class ServiceDirectory(Actor):
         super().__init__()
         self._services: Services | None = None
         self._expecting = False
-        self._waiting: list[Any] = []
-        self._agents: dict[Any, LocalAgent] = {}
+        self._waiting: list[ActorAddress] = []
+        self._agents: dict[AgentName, LocalAgent] = {}
 
-    def receiveMessage(self, message: Any, sender: Any) -> None:
+    def receiveMessage(self, message: object, sender: ActorAddress) -> None:
         """Answer where the services are, track this node's agents, leave when unused.
 
         ``SetServices`` is answered with the services now in force, so a deposed leader's

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
@@ -36,6 +35,7 @@ from .._core.protocol import (
     _SessionRetire,
     _SessionWanted,
 )
+from .._core.types import ActorAddress, AgentName, Capabilities
 
 __all__ = [
     "GOVERNOR_NAME",
@@ -57,10 +57,10 @@ _log = get_logger("genagent_thespian.governor")
 
 
 def session_capabilities(
-    capabilities: dict[str, Any] | None,
+    capabilities: Capabilities | None,
     max_live_sessions: int | str | None,
     session_idle_timeout: float | None,
-) -> dict[str, Any]:
+) -> Capabilities:
     """The node capabilities carrying the session governor's settings (checked here).
 
     ``"auto"`` travels as is: the node sizes it from its own host's memory.
@@ -81,7 +81,7 @@ def session_capabilities(
     }
 
 
-def node_sessions(capabilities: dict[str, Any]) -> SessionSettings | None:
+def node_sessions(capabilities: Capabilities) -> SessionSettings | None:
     """The governor settings of the node with these capabilities; ``None``: not capped.
 
     Absent settings (a node started without them) mean the host's default, ``"auto"``; a
@@ -112,7 +112,7 @@ class SessionsStatus:
 class SessionGovernorActor(Actor):
     """Carries out the governor's decisions (see the module docstring). Never raises."""
 
-    def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
+    def __init__(self, capabilities: Capabilities | None = None) -> None:
         """Configured from the capabilities of the node it runs on (whoever created it),
         so it governs from its first message."""
         super().__init__()
@@ -122,17 +122,19 @@ class SessionGovernorActor(Actor):
             self._policy = SessionGovernor(
                 settings.max_live_sessions, session_idle_timeout=settings.session_idle_timeout
             )
-        self._holders: dict[Any, Any] = {}  # agent name -> its address (the latest seen)
+        self._holders: dict[
+            AgentName, ActorAddress
+        ] = {}  # agent name -> its address (the latest seen)
         self._wakeup_at: float | None = None
 
-    def receiveMessage(self, message: Any, sender: Any) -> None:
+    def receiveMessage(self, message: object, sender: ActorAddress) -> None:
         """Apply one message to the policy and send what it decides."""
         try:
             self._handle(message, sender)
         except Exception:
             _log.exception("session governor failed handling %s", type(message).__name__)
 
-    def _handle(self, message: Any, sender: Any) -> None:
+    def _handle(self, message: object, sender: ActorAddress) -> None:
         policy = self._policy
         if isinstance(message, ActorExitRequest):
             return

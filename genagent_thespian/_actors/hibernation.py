@@ -32,7 +32,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol, cast
 
 from .._core.machine import AgentMachine
 from .._core.validate import DEFAULT_HIBERNATE_AFTER
@@ -114,12 +114,19 @@ class SleepingTimers:
         wake_at: Wall-clock time of the earliest timer or delayed prompt (``None``: none).
     """
 
-    timers: tuple[tuple[str, float, Any], ...]
+    timers: tuple[tuple[str, float, object], ...]
     wake_at: float | None
 
 
+class _UserTimer(Protocol):
+    """What the agent's ``user_timer`` payloads carry (the class is the agent's own)."""
+
+    timer_id: str
+    message: object
+
+
 def sleeping_timers(
-    pending: Iterable[tuple[float, Any]],
+    pending: Iterable[tuple[float, object]],
     *,
     now: float,
     user_timer: type,
@@ -137,12 +144,12 @@ def sleeping_timers(
         pickle.PicklingError, TypeError...: a timer's message cannot be pickled, so it
             cannot be handed to the supervisor (the agent then stays up).
     """
-    timers: list[tuple[str, float, Any]] = []
+    timers: list[tuple[str, float, object]] = []
     wake_at: float | None = None
     for left, payload in pending:
         if isinstance(payload, user_timer):
             due = now + max(0.0, left)
-            timer: Any = payload
+            timer = cast(_UserTimer, payload)  # a ``user_timer`` instance, checked above
             timers.append((timer.timer_id, due, timer.message))
         elif isinstance(payload, delayed):
             due = now + max(0.0, left)

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
+from .._core.types import ActorAddress, Capabilities, Sender
 from .._os.processes import process_alive
 from .directory import (
     DIRECTORY_NAME,
@@ -66,7 +66,7 @@ class NodeCensus:
 class AdoptedExited:
     """Keeper -> supervisor: an adopted agent's process ended (its ``ChildActorExited``)."""
 
-    address: Any
+    address: ActorAddress
 
 
 class NodeKeeper(Actor):
@@ -75,18 +75,18 @@ class NodeKeeper(Actor):
     def __init__(self) -> None:
         """Empty until ``KeepNode``; watched agents are a list, since addresses do not hash."""
         super().__init__()
-        self._supervisor: Any = None
-        self._watched: list[tuple[Any, int]] = []  # (address, pid); addresses do not hash
+        self._supervisor: Sender = None
+        self._watched: list[tuple[ActorAddress, int]] = []  # (address, pid); addresses do not hash
         self._node = ""
 
     @staticmethod
     def actorSystemCapabilityCheck(
-        capabilities: dict[str, Any], requirements: dict[str, Any] | None = None
+        capabilities: Capabilities, requirements: Capabilities | None = None
     ) -> bool:
         """Run where the supervisor asked: the node whose capabilities match every key."""
         return all(capabilities.get(key) == value for key, value in (requirements or {}).items())
 
-    def receiveMessage(self, message: Any, sender: Any) -> None:
+    def receiveMessage(self, message: object, sender: ActorAddress) -> None:
         """Take the node over for the new leader, report its agents, then watch them.
 
         ``KeepNode`` repoints the directory and asks it for the agents; ``LocalAgents`` becomes

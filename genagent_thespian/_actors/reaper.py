@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
 from .._core.log import get_logger
+from .._core.types import ActorAddress
 from .._durable.location import open_store
 from .._durable.reaper import reap_orphans
 from .._durable.store import AgentStore
@@ -63,7 +63,7 @@ class ProcessReaper(Actor):
         self._job: StartReaping | None = None
         self._store: AgentStore | None = None
 
-    def receiveMessage(self, message: Any, sender: Any) -> None:
+    def receiveMessage(self, message: object, sender: ActorAddress) -> None:
         """Start on ``StartReaping``, pass on each wakeup, close the store on exit. Never raises."""
         if isinstance(message, StartReaping) and self._job is None:
             self._job = message

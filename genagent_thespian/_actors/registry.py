@@ -33,7 +33,6 @@ multiproc transports do not keep order across connections) is dropped, its repli
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest, DeadEnvelope
 
@@ -46,6 +45,7 @@ from .._core.protocol import (
     _Wake,
     _WatcherGone,
 )
+from .._core.types import ActorAddress, AgentName, Sender
 from ..messages import (
     AgentEntry,
     AgentList,
@@ -81,15 +81,19 @@ class Registry(Actor):
         its system only after construction.
         """
         super().__init__()
-        self._entries: dict[Any, AgentEntry] = {}
-        self._waiting: dict[Any, list[Any]] = {}  # name -> askers waiting out a restart
-        self._stopped: OrderedDict[Any, None] = OrderedDict()  # names of agents gone, newest last
-        self._applied: dict[Any, int] = {}  # name -> seq of the newest update applied
-        self._sleeping: dict[Any, AgentStatus] = {}  # hibernated name -> its last status
-        self._supervisor: Any = None  # who wakes hibernated agents (learnt from _Hibernated)
+        self._entries: dict[AgentName, AgentEntry] = {}
+        self._waiting: dict[
+            AgentName, list[ActorAddress]
+        ] = {}  # name -> askers waiting out a restart
+        self._stopped: OrderedDict[AgentName, None] = (
+            OrderedDict()
+        )  # names of agents gone, newest last
+        self._applied: dict[AgentName, int] = {}  # name -> seq of the newest update applied
+        self._sleeping: dict[AgentName, AgentStatus] = {}  # hibernated name -> its last status
+        self._supervisor: Sender = None  # who wakes hibernated agents (learnt from _Hibernated)
         self._handling_dead_letters = False
 
-    def receiveMessage(self, message: Any, sender: Any) -> None:
+    def receiveMessage(self, message: object, sender: ActorAddress) -> None:
         """Serve lookups and apply the supervisor's updates. Never raises.
 
         A ``WhereIs(wait=True)`` for a restarting name is parked until the name is registered
@@ -183,7 +187,7 @@ class Registry(Actor):
             hibernated=True,
         )
 
-    def _wake(self, entry: AgentEntry, asker: Any) -> None:
+    def _wake(self, entry: AgentEntry, asker: ActorAddress) -> None:
         """Have the supervisor start a hibernated agent; ``asker`` is answered once it runs.
 
         The entry turns "restarting" at once, so every other waiting caller queues behind
@@ -200,7 +204,7 @@ class Registry(Actor):
         )
         self.send(self._supervisor, _Wake(entry.name))
 
-    def _located(self, name: Any) -> Located:
+    def _located(self, name: AgentName) -> Located:
         """What the registry knows of ``name`` now, as the answer to a lookup.
 
         An unknown name says whether it was stopped (``stopped``), so the client raises
@@ -235,7 +239,7 @@ class Registry(Actor):
         self._applied[update.name] = update.seq
         return False
 
-    def _remember_stopped(self, name: Any) -> None:
+    def _remember_stopped(self, name: AgentName) -> None:
         """Keep ``name`` among the stopped ones, newest last, within ``_STOPPED_NAMES_KEPT``.
 
         Bounded so that a system that starts and stops agents with fresh names forever does not
@@ -246,7 +250,7 @@ class Registry(Actor):
         while len(self._stopped) > _STOPPED_NAMES_KEPT:
             self._stopped.popitem(last=False)
 
-    def _answer_waiting(self, name: Any) -> None:
+    def _answer_waiting(self, name: AgentName) -> None:
         """Answer those waiting out ``name``'s restart, unless it is still restarting."""
         located = self._located(name)
         if located.restarting:
@@ -268,7 +272,7 @@ class Registry(Actor):
         if entry is not None and entry.address is not None:
             self.send(entry.address, _WatcherGone(envelope.deadAddress))
 
-    def _send_all(self, replies: tuple[tuple[Any, Any], ...]) -> None:
+    def _send_all(self, replies: tuple[tuple[ActorAddress, object], ...]) -> None:
         """Send the replies the supervisor attached to an update, now that it is applied.
 
         A caller answered this way (``AgentStarted``, ``Stopped``) can use or reuse the name

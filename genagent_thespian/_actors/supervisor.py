@@ -57,7 +57,6 @@ import time
 import uuid
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any
 
 import psutil
 from thespian.actors import Actor, ActorExitRequest, ChildActorExited, WakeupMessage
@@ -96,6 +95,16 @@ from .._core.protocol import (
     _WhereIsGovernor,
 )
 from .._core.restart_policy import ExitKind, RestartAction, RestartPolicy
+from .._core.types import (
+    ActorAddress,
+    AgentName,
+    Capabilities,
+    ClassSpec,
+    MessageHandler,
+    Metadata,
+    OptionValue,
+    Sender,
+)
 from .._durable.location import open_store
 from .._durable.record import answer_stored_callers, delete_stored_agent
 from .._durable.store import StoreError
@@ -181,8 +190,8 @@ _log = get_logger("genagent_thespian.supervisor")
 class Boot:
     """Client -> supervisor at application boot: the shared services' addresses."""
 
-    registry: Any
-    telemetry: Any
+    registry: ActorAddress
+    telemetry: ActorAddress
     node: str
     store_path: str | None = None
     #: ``(pid, start time)`` of the process that owns the system: when it is gone (even
@@ -240,7 +249,7 @@ class NodesChanged:
     the choice to Thespian's first matching node.
     """
 
-    nodes: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
+    nodes: tuple[tuple[str, tuple[tuple[str, OptionValue], ...]], ...]
 
 
 class _ChildState(enum.Enum):
@@ -257,7 +266,7 @@ class _ChildState(enum.Enum):
 class _RestartDue:
     """Timer: the back-off before restarting incarnation ``incarnation`` of ``name`` is over."""
 
-    name: Any
+    name: AgentName
     incarnation: int
 
 
@@ -265,7 +274,7 @@ class _RestartDue:
 class _WakeDue:
     """Timer: the earliest timer of hibernated incarnation ``incarnation`` of ``name`` is due."""
 
-    name: Any
+    name: AgentName
     incarnation: int
 
 
@@ -273,7 +282,7 @@ class _WakeDue:
 class _StartCheck:
     """Timer: a restarted incarnation should have reported ready by now."""
 
-    name: Any
+    name: AgentName
     incarnation: int
 
 
@@ -281,7 +290,7 @@ class _StartCheck:
 class _ExitDue:
     """Timer: a stopping agent should have answered ``_ShutdownAgent`` by now; make it exit."""
 
-    address: Any
+    address: ActorAddress
     incarnation: int
 
 
@@ -289,7 +298,7 @@ class _ExitDue:
 class _KillDue:
     """Timer: an agent told to exit should be gone by now; SIGKILL its process."""
 
-    address: Any
+    address: ActorAddress
     incarnation: int
 
 
@@ -309,7 +318,7 @@ class _BornCheck:
 
     ``after_notice``: set when an exit notice arrived for an address not yet heard from."""
 
-    address: Any
+    address: ActorAddress
     incarnation: int
     after_notice: bool
 
@@ -327,7 +336,7 @@ class _LostExitSweep:
 class _ExitCheck:
     """Timer: look again whether an incarnation announced as exited is really gone."""
 
-    address: Any
+    address: ActorAddress
     incarnation: int
     deadline: float
 
@@ -370,10 +379,10 @@ class _Child:
     """
 
     spec: AgentSpec
-    address: Any
+    address: ActorAddress
     state: _ChildState = _ChildState.STARTING
-    starter: Any = None
-    stop_waiters: list[Any] = field(default_factory=list)
+    starter: Sender = None
+    stop_waiters: list[ActorAddress] = field(default_factory=list)
     stop_reason: str = ""
     pid: int = 0
     identity: tuple[int, float] | None = None  # (pid, start time) of this incarnation
@@ -386,10 +395,10 @@ class _Child:
     node: str = ""  # the node it runs on (another host's pids mean nothing here)
     unplaced: bool = False  # a restart waiting for a node with room
     adopted: bool = False  # started by a previous leader; a keeper reports its exit
-    governor: Any = None  # the session governor of its node, which counts its session
+    governor: Sender = None  # the session governor of its node, which counts its session
 
     @property
-    def shareable_address(self) -> Any:
+    def shareable_address(self) -> Sender:
         """The address to put inside a message to another actor, or ``None``.
 
         Until a new process has reported itself, Thespian knows its address only locally
@@ -400,7 +409,7 @@ class _Child:
         """
         return self.address if self.born else None
 
-    timers: tuple[tuple[str, float, Any], ...] = ()  # send_after timers kept while it sleeps
+    timers: tuple[tuple[str, float, object], ...] = ()  # send_after timers kept while it sleeps
     slept_at: float | None = None  # wall-clock time it hibernated; set until it is woken
     wakes: int = 0  # incarnations started to wake it (status does not count them as restarts)
     warm_worker: bool = False  # the next incarnation wakes for a waiting caller
@@ -415,7 +424,7 @@ class AgentSupervisor(Actor):
     restarted agent keeps working for them through the registry.
     """
 
-    def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
+    def __init__(self, capabilities: Capabilities | None = None) -> None:
         """Empty until ``Boot`` names the services; the node's session cap comes from capabilities.
 
         Thespian passes no constructor arguments, so the registry, hub, node and store come in
@@ -427,19 +436,21 @@ class AgentSupervisor(Actor):
             share_inherited_heap()  # the agents it forks inherit these pages too
         # Absent (a node started without start_system): the host's default, as "auto".
         self._sessions = node_sessions(caps)
-        self._governor: Any = None  # the node's session governor, when capped
-        self._registry: Any = None
-        self._telemetry: Any = None
+        self._governor: Sender = None  # the node's session governor, when capped
+        self._registry: Sender = None
+        self._telemetry: Sender = None
         self._node = ""
         self._store_path: str | None = None
-        self._children: dict[Any, _Child] = {}
-        self._watchers: dict[Any, AddressBook] = {}
-        self._stop_all_waiters: list[Any] = []
+        self._children: dict[AgentName, _Child] = {}
+        self._watchers: dict[AgentName, AddressBook] = {}
+        self._stop_all_waiters: list[ActorAddress] = []
         # (address, incarnation, when) of handled exits
-        self._recent_exits: list[tuple[Any, int, float]] = []
-        self._unplaced: dict[Any, None] = {}  # names of restarts waiting for a node, in order
-        self._names_at: dict[Hashable, Any] = {}  # transport address -> agent name (_child_at)
-        self._sleeping_at: dict[Hashable, Any] = {}  # addresses of hibernated processes
+        self._recent_exits: list[tuple[AgentName, int, float]] = []
+        self._unplaced: dict[AgentName, None] = {}  # names of restarts waiting for a node, in order
+        self._names_at: dict[
+            Hashable, AgentName
+        ] = {}  # transport address -> agent name (_child_at)
+        self._sleeping_at: dict[Hashable, AgentName] = {}  # addresses of hibernated processes
         self._lost_exit_sweep_armed = False  # a _LostExitSweep wakeup is pending
         # every timer of this actor, under one Thespian wakeup
         self._timers: Deadlines[_Deadline] = Deadlines()
@@ -447,17 +458,19 @@ class AgentSupervisor(Actor):
         self._owner: tuple[int, float] | None = None
         self._registry_seq = 0
         self._owner_gone = False
-        self._nodes: dict[str, dict[str, Any]] | None = None  # None: not a convention leader
+        self._nodes: dict[str, Capabilities] | None = None  # None: not a convention leader
         self._run = uuid.uuid4().hex  # this boot of the system (see _InitAgent.run)
         self._lead: Lead | None = None  # set when elected among standby leaders
         self._kept: set[str] = set()  # nodes with a keeper of this leader
-        self._keepers: list[tuple[Any, str]] = []  # (keeper address, node); addresses do not hash
+        self._keepers: list[
+            tuple[ActorAddress, str]
+        ] = []  # (keeper address, node); addresses do not hash
         self._censused: set[str] = set()  # nodes whose keeper reported
         self._census_open = False  # elected, and the lost agents not resumed yet
         self._census_ready = False  # the census's shortest window has passed
         self._silent: set[str] = set()  # nodes that gave no census: not placed on
 
-    def receiveMessage(self, message: Any, sender: Any) -> None:
+    def receiveMessage(self, message: object, sender: ActorAddress) -> None:
         """Dispatch by type. Never raises (a raise would re-deliver a start)."""
         try:
             handler = _HANDLERS.get(type(message))
@@ -470,7 +483,7 @@ class AgentSupervisor(Actor):
 
     # ------------------------------------------------------------------ boot
 
-    def _on_boot(self, message: Boot, sender: Any) -> None:
+    def _on_boot(self, message: Boot, sender: ActorAddress) -> None:
         """Learn the system's services once; answer with this process's pid and group.
 
         A second ``Boot`` (a client attaching again) changes nothing. The pid and group let
@@ -489,13 +502,13 @@ class AgentSupervisor(Actor):
                 self.send(reaper, StartReaping(message.store_path, reap_interval()))
         self.send(sender, Booted(os.getpid(), os.getpgid(0)))
 
-    def _on_where_is_governor(self, message: _WhereIsGovernor, sender: Any) -> None:
+    def _on_where_is_governor(self, message: _WhereIsGovernor, sender: ActorAddress) -> None:
         """Name this node's session governor (``None``: live sessions are not capped)."""
         self.send(sender, _GovernorAt(self._governor))
 
     # ------------------------------------------------------------------ start
 
-    def _on_start(self, message: StartAgent, sender: Any) -> None:
+    def _on_start(self, message: StartAgent, sender: ActorAddress) -> None:
         """Start a new agent under its name, refusing a name already in use.
 
         The starter gets ``AgentStarted`` only once the agent's ``init_agent`` succeeded
@@ -580,7 +593,7 @@ class AgentSupervisor(Actor):
         )
         child.warm_worker = False
 
-    def _on_ready(self, message: _AgentReady, sender: Any) -> None:
+    def _on_ready(self, message: _AgentReady, sender: ActorAddress) -> None:
         """The agent initialized: register its name, then answer its starter.
 
         The registry sends the starter's ``AgentStarted`` after the name is registered, so a
@@ -619,7 +632,7 @@ class AgentSupervisor(Actor):
             self._emit("agent.restarted", {"agent": message.name, "incarnation": child.incarnation})
         self._emit("agent.started", {"agent": message.name, "incarnation": child.incarnation})
 
-    def _on_init_failed(self, message: _AgentInitFailed, sender: Any) -> None:
+    def _on_init_failed(self, message: _AgentInitFailed, sender: ActorAddress) -> None:
         """The agent could not initialize.
 
         On a first start the caller gets the error and nothing restarts (a bad spec would
@@ -639,7 +652,7 @@ class AgentSupervisor(Actor):
 
     # ------------------------------------------------------------------ stop
 
-    def _on_stop(self, message: StopAgent, sender: Any) -> None:
+    def _on_stop(self, message: StopAgent, sender: ActorAddress) -> None:
         """``stop()``: end an agent for good; ``sender`` gets ``Stopped`` once it is gone.
 
         A second stop of an agent already stopping joins the first: both callers are
@@ -652,7 +665,7 @@ class AgentSupervisor(Actor):
         self._begin_stop(child, message.reason, sender)
 
     def _begin_stop(
-        self, child: _Child, reason: str, waiter: Any, *, keep_record: bool = False
+        self, child: _Child, reason: str, waiter: Sender, *, keep_record: bool = False
     ) -> None:
         """Stop ``child`` in the way its state allows, answering ``waiter`` when it is gone.
 
@@ -689,7 +702,7 @@ class AgentSupervisor(Actor):
         self.send(child.address, _ShutdownAgent(reason, keep_record=keep_record))
         self._after(STOP_GRACE, _ExitDue(child.address, child.incarnation))
 
-    def _on_agent_processes(self, message: _AgentProcesses, sender: Any) -> None:
+    def _on_agent_processes(self, message: _AgentProcesses, sender: ActorAddress) -> None:
         """Remember what to kill should this agent die: its worker and its CLI process groups.
 
         Thespian leaves the children of a SIGKILLed actor running, so the supervisor ends them."""
@@ -697,7 +710,7 @@ class AgentSupervisor(Actor):
         if child is not None:
             child.remains = message
 
-    def _on_agent_stopped(self, message: Stopped, sender: Any) -> None:
+    def _on_agent_stopped(self, message: Stopped, sender: ActorAddress) -> None:
         """The agent answered everything pending and ended its session: let it exit.
 
         The agent does not exit by itself: the supervisor ends it, and arms a SIGKILL for
@@ -710,7 +723,7 @@ class AgentSupervisor(Actor):
             incarnation = child.incarnation if child is not None else -1
             self._after(EXIT_GRACE, _KillDue(sender, incarnation))
 
-    def _on_stop_all(self, message: StopAll, sender: Any) -> None:
+    def _on_stop_all(self, message: StopAll, sender: ActorAddress) -> None:
         """Orderly shutdown: stop every agent, answer ``Stopped(None)`` when none is left.
 
         Durable agents keep their records (the next run resumes them). ``sender`` is
@@ -738,7 +751,7 @@ class AgentSupervisor(Actor):
 
     # ------------------------------------------------------------------ hibernation
 
-    def _on_hibernating(self, message: _Hibernating, sender: Any) -> None:
+    def _on_hibernating(self, message: _Hibernating, sender: ActorAddress) -> None:
         """A running agent saved its record and is ending its process: keep it asleep.
 
         Its name stays registered without an address (the registry wakes it for a caller,
@@ -769,7 +782,7 @@ class AgentSupervisor(Actor):
             self._after(delay, _WakeDue(child.spec.name, child.incarnation))
         self._place_waiting()  # its node has room again
 
-    def _on_wake(self, message: _Wake, sender: Any) -> None:
+    def _on_wake(self, message: _Wake, sender: ActorAddress) -> None:
         """A caller waits for a hibernated agent (the registry asks): start it from its record.
 
         A name stopped meanwhile is unregistered again, so the waiting callers are answered
@@ -845,7 +858,7 @@ class AgentSupervisor(Actor):
         if delay is not None:
             self.wakeupAfter(delay)
 
-    def _on_wakeup(self, message: WakeupMessage, sender: Any) -> None:
+    def _on_wakeup(self, message: WakeupMessage, sender: ActorAddress) -> None:
         """Handle the timers now due, in deadline order, and arm the wakeup for the next."""
         due, delay = self._timers.fire()
         if delay is not None:
@@ -905,7 +918,7 @@ class AgentSupervisor(Actor):
                     )
                     kill_process(child.pid)
 
-    def _check_started(self, name: Any, incarnation: int) -> None:
+    def _check_started(self, name: AgentName, incarnation: int) -> None:
         """Count a restarted incarnation that never reported ready as a failed restart.
 
         A restart that hangs in ``init_agent`` or ``resume_session`` would otherwise hold
@@ -922,7 +935,7 @@ class AgentSupervisor(Actor):
 
     # ------------------------------------------------------------------ exits
 
-    def _on_born(self, message: _AgentBorn, sender: Any) -> None:
+    def _on_born(self, message: _AgentBorn, sender: ActorAddress) -> None:
         """A new incarnation reports its process before anything else (``_AgentBorn``).
 
         From now on its address can be shared with other actors (see
@@ -941,7 +954,7 @@ class AgentSupervisor(Actor):
                 # Gone before its report was read: Thespian may never announce it.
                 self._arm_lost_exit_sweep()
 
-    def _on_child_exited(self, message: ChildActorExited, sender: Any) -> None:
+    def _on_child_exited(self, message: ChildActorExited, sender: ActorAddress) -> None:
         """An agent's process ended; ignore the duplicate or stale notices Thespian may send.
 
         Three checks before an exit is believed: the notice is not one already handled (for
@@ -974,7 +987,7 @@ class AgentSupervisor(Actor):
             return
         self._handle_exit(child, address)
 
-    def _confirm_exit(self, address: Any, incarnation: int, deadline: float) -> None:
+    def _confirm_exit(self, address: ActorAddress, incarnation: int, deadline: float) -> None:
         """Handle the exit once ``incarnation``'s process is gone; a stale notice expires."""
         child = self._child_at(address)
         if child is None or child.incarnation != incarnation:
@@ -1032,7 +1045,7 @@ class AgentSupervisor(Actor):
                 _log.info("agent %r: its process ended unannounced", child.spec.name)
                 self._handle_exit(child, child.address)
 
-    def _handle_exit(self, child: _Child, address: Any) -> None:
+    def _handle_exit(self, child: _Child, address: ActorAddress) -> None:
         """``child``'s process ended: answer its stoppers, or restart, or forget it.
 
         In order: the exit is remembered (a repeated notice is then recognised), the
@@ -1100,7 +1113,7 @@ class AgentSupervisor(Actor):
             SweepAgent(child.instance_id, remains.worker_pid, tuple(remains.process_groups)),
         )
 
-    def _on_node_lost(self, message: NodeLost, sender: Any) -> None:
+    def _on_node_lost(self, message: NodeLost, sender: ActorAddress) -> None:
         """Treat every agent on a lost convention node as exited (Thespian does not say so).
 
         Each goes through the same path as a real exit notice: restarted by its policy on
@@ -1124,7 +1137,7 @@ class AgentSupervisor(Actor):
             answer_stored_callers(self._store_path, child.spec, reason, self.send)
         self._notify_watchers(name, "crashed")
 
-    def _restart(self, name: Any, incarnation: int) -> None:
+    def _restart(self, name: AgentName, incarnation: int) -> None:
         """Start the next incarnation, if this restart is still wanted.
 
         A stop or a newer exit may have happened during the back-off. The new incarnation
@@ -1175,7 +1188,7 @@ class AgentSupervisor(Actor):
             elif child.state is _ChildState.RESTARTING:
                 self._respawn(child)
 
-    def _on_nodes_changed(self, message: NodesChanged, sender: Any) -> None:
+    def _on_nodes_changed(self, message: NodesChanged, sender: ActorAddress) -> None:
         """Learn the convention's live nodes; from now on the supervisor places agents.
 
         A node that joins may have room for restarts that waited (``_place_waiting``); a
@@ -1189,7 +1202,7 @@ class AgentSupervisor(Actor):
 
     # ------------------------------------------------------------------ leader failover
 
-    def _on_lead(self, message: Lead, sender: Any) -> None:
+    def _on_lead(self, message: Lead, sender: ActorAddress) -> None:
         """Elected: adopt what runs, then resume what died with the old leader."""
         self._lead = message
         self._kept.clear()
@@ -1210,7 +1223,7 @@ class AgentSupervisor(Actor):
         if self._census_open and self._census_ready and nodes and nodes <= self._censused:
             self._census_over()
 
-    def _stored_names(self) -> list[Any]:
+    def _stored_names(self) -> list[AgentName]:
         """The names of the durable agents in the store (empty when there is none or it fails).
 
         A new leader marks them "restarting" in its registry until the census decides whether
@@ -1244,7 +1257,7 @@ class AgentSupervisor(Actor):
             self._keepers.append((keeper, node))
             self.send(keeper, KeepNode(self._lead.services, node, self._lead.leaders))
 
-    def _keeper_gone(self, address: Any) -> bool:
+    def _keeper_gone(self, address: ActorAddress) -> bool:
         """Whether ``address`` was a keeper; one that ended before its census is tried again.
 
         Thespian may fail to create an actor on a node that joined a moment ago.
@@ -1258,7 +1271,7 @@ class AgentSupervisor(Actor):
                 return True
         return False
 
-    def _on_census(self, message: NodeCensus, sender: Any) -> None:
+    def _on_census(self, message: NodeCensus, sender: ActorAddress) -> None:
         """A node's keeper lists the agents running there: adopt those not known yet.
 
         Adoption keeps the agent's process and incarnation: no turn is lost or re-run. A
@@ -1364,7 +1377,7 @@ class AgentSupervisor(Actor):
         self._tell_registry(_Restarting(spec.name, spec.durable))
         self._respawn(child)
 
-    def _on_adopted_exited(self, message: AdoptedExited, sender: Any) -> None:
+    def _on_adopted_exited(self, message: AdoptedExited, sender: ActorAddress) -> None:
         """An adopted agent exited: handle it as if Thespian had told us (it cannot).
 
         Thespian reports an exit only to an actor's creator, the previous leader; the keeper on
@@ -1372,7 +1385,7 @@ class AgentSupervisor(Actor):
         """
         self._on_child_exited(ChildActorExited(message.address), sender)
 
-    def _forget(self, child: _Child, *, then: tuple[tuple[Any, Any], ...] = ()) -> None:
+    def _forget(self, child: _Child, *, then: tuple[tuple[ActorAddress, object], ...] = ()) -> None:
         """Drop ``child``; the registry sends the ``then`` replies once the name is gone.
 
         Replies travel with the ``_Unregister`` so that a caller told "stopped" can start
@@ -1388,7 +1401,7 @@ class AgentSupervisor(Actor):
         self._tell_registry(_Unregister(name, child.shareable_address, then=then))
         self._place_waiting()  # its node may have room now
 
-    def _handled_already(self, child: _Child, address: Any) -> bool:
+    def _handled_already(self, child: _Child, address: ActorAddress) -> bool:
         """Whether an exit notice repeats one already handled.
 
         Thespian may report one exit twice. multiprocTCPBase also reuses ports, so a late
@@ -1404,7 +1417,7 @@ class AgentSupervisor(Actor):
             return False  # the process identity decides (see _on_child_exited)
         return self._recently_at(address)
 
-    def _recent(self) -> list[tuple[Any, int, float]]:
+    def _recent(self) -> list[tuple[AgentName, int, float]]:
         """The exits handled in the last ``_RECENT_EXIT_SECONDS`` (older ones dropped)."""
         now = time.monotonic()
         self._recent_exits = [
@@ -1412,15 +1425,15 @@ class AgentSupervisor(Actor):
         ]
         return self._recent_exits
 
-    def _note_exit(self, address: Any, incarnation: int) -> None:
+    def _note_exit(self, address: ActorAddress, incarnation: int) -> None:
         """Remember an exit at ``address`` (``_NO_INCARNATION`` for a hibernation)."""
         self._recent().append((address, incarnation, time.monotonic()))
 
-    def _recently_at(self, address: Any) -> bool:
+    def _recently_at(self, address: ActorAddress) -> bool:
         """Whether an exit at ``address`` was handled moments ago (any incarnation)."""
         return any(a == address for a, _, _ in self._recent_exits)
 
-    def _check_born(self, address: Any, incarnation: int, after_notice: bool) -> None:
+    def _check_born(self, address: ActorAddress, incarnation: int, after_notice: bool) -> None:
         """``_BIRTH_REPORT_SECONDS`` after a spawn (or an unclear exit notice): is it alive?
 
         A process killed in its first milliseconds may never be announced by Thespian at
@@ -1454,7 +1467,7 @@ class AgentSupervisor(Actor):
         """Whether ``child`` runs on this node, so its pids may be signalled from here."""
         return not child.node or child.node == self._node
 
-    def _child_at(self, address: Any) -> _Child | None:
+    def _child_at(self, address: ActorAddress) -> _Child | None:
         """The child whose current process is at ``address``, if any.
 
         Thespian addresses do not hash and compare in Python, so a scan of every child
@@ -1477,7 +1490,7 @@ class AgentSupervisor(Actor):
                 return child
         return None
 
-    def _child_by_name(self, name: Any, address: Any) -> _Child | None:
+    def _child_by_name(self, name: AgentName, address: ActorAddress) -> _Child | None:
         """Child ``name`` if its current process is at ``address`` (one comparison)."""
         try:
             child = self._children.get(name)
@@ -1487,12 +1500,12 @@ class AgentSupervisor(Actor):
             return child
         return None
 
-    def _remember_address(self, key: Hashable, name: Any) -> None:
+    def _remember_address(self, key: Hashable, name: AgentName) -> None:
         """Note where ``name`` runs; the oldest notes go first past a bound (addresses of
         incarnations that ended are dropped when a lookup finds them stale)."""
         _put_bounded(self._names_at, key, name)
 
-    def _expect_hibernation_exit(self, address: Any, name: Any) -> None:
+    def _expect_hibernation_exit(self, address: ActorAddress, name: AgentName) -> None:
         """The process at ``address`` ends because ``name`` hibernates: its notice is expected.
 
         The exit is also remembered as a recent one (of no incarnation), so that a repeated
@@ -1507,7 +1520,7 @@ class AgentSupervisor(Actor):
             self._names_at.pop(key, None)
             _put_bounded(self._sleeping_at, key, name)
 
-    def _hibernation_exit(self, address: Any) -> bool:
+    def _hibernation_exit(self, address: ActorAddress) -> bool:
         """Whether an exit notice is the expected one of a process that hibernated.
 
         Answered without a scan of every child. Not when a new incarnation of that agent
@@ -1521,19 +1534,19 @@ class AgentSupervisor(Actor):
 
     # ------------------------------------------------------------------ watchers
 
-    def _on_watch_agent(self, message: WatchAgent, sender: Any) -> None:
+    def _on_watch_agent(self, message: WatchAgent, sender: ActorAddress) -> None:
         """Tell ``sender`` (``AgentDown``) when agent ``name`` exits; at once if it is unknown."""
         if message.name not in self._children:
             self.send(sender, AgentDown(message.name, "not_found"))
             return
         self._watchers.setdefault(message.name, AddressBook()).add(sender)
 
-    def _notify_watchers(self, name: Any, reason: str) -> None:
+    def _notify_watchers(self, name: AgentName, reason: str) -> None:
         """Send ``AgentDown`` to everyone watching ``name`` (each watch fires once)."""
         for watcher in self._watchers.pop(name, AddressBook()):
             self.send(watcher, AgentDown(name, reason))
 
-    def _emit(self, event: str, metadata: dict[str, Any]) -> None:
+    def _emit(self, event: str, metadata: Metadata) -> None:
         """Send one supervisor telemetry event (``agent.crashed``...) to the hub.
 
         Sent as a batch of one, the same message agents use, so subscribers need no second
@@ -1544,7 +1557,7 @@ class AgentSupervisor(Actor):
                 self._telemetry, _TelemetryBatch(((event, {}, {**metadata, "node": self._node}),))
             )
 
-    def _on_exit_request(self, message: ActorExitRequest, sender: Any) -> None:
+    def _on_exit_request(self, message: ActorExitRequest, sender: ActorAddress) -> None:
         """The system is shutting down: answer every stopper and starter still waiting.
 
         A convention leader with standbys leaves its agents running (the exit is made not
@@ -1580,7 +1593,7 @@ def _end_remains(child: _Child) -> None:
     kill_marked(child.instance_id, variable=AGENT_MARKER)
 
 
-_HANDLERS: dict[type, Any] = {
+_HANDLERS: dict[type, MessageHandler] = {
     _AgentBorn: AgentSupervisor._on_born,
     _AgentProcesses: AgentSupervisor._on_agent_processes,
     Boot: AgentSupervisor._on_boot,
@@ -1605,14 +1618,14 @@ _HANDLERS: dict[type, Any] = {
 }
 
 
-def _put_bounded(notes: dict[Hashable, Any], key: Hashable, value: Any) -> None:
+def _put_bounded(notes: dict[Hashable, object], key: Hashable, value: object) -> None:
     """Set ``notes[key]``; past ``_ADDRESS_NOTES_BOUND`` entries the oldest one goes."""
     notes[key] = value
     if len(notes) > _ADDRESS_NOTES_BOUND:
         del notes[next(iter(notes))]
 
 
-def _address_key(address: Any) -> Hashable | None:
+def _address_key(address: ActorAddress) -> Hashable | None:
     """The hashable transport details of a Thespian address (``None`` if it has none)."""
     details = getattr(address, "addressDetails", None)
     try:
@@ -1622,7 +1635,7 @@ def _address_key(address: Any) -> Hashable | None:
     return details
 
 
-def _preload_backend(backend: Any) -> None:
+def _preload_backend(backend: ClassSpec) -> None:
     """Import an agent's backend module here, before Thespian forks the agent from this process.
 
     Memory: a module imported before the fork is shared (copy-on-write) by every agent and

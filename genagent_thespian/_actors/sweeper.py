@@ -11,10 +11,10 @@ swept: its processes went with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest
 
+from .._core.types import ActorAddress, Capabilities
 from .._os.processes import AGENT_MARKER, kill_marked, kill_process, kill_process_group
 
 __all__ = ["NodeSweeper", "SweepAgent"]
@@ -34,12 +34,12 @@ class NodeSweeper(Actor):
 
     @staticmethod
     def actorSystemCapabilityCheck(
-        capabilities: dict[str, Any], requirements: dict[str, Any] | None = None
+        capabilities: Capabilities, requirements: Capabilities | None = None
     ) -> bool:
         """Run where the supervisor asked: the node whose capabilities match every key."""
         return all(capabilities.get(key) == value for key, value in (requirements or {}).items())
 
-    def receiveMessage(self, message: Any, sender: Any) -> None:
+    def receiveMessage(self, message: object, sender: ActorAddress) -> None:
         """End the leftovers named in ``SweepAgent`` on this node, then exit.
 
         Process groups first (the CLIs), then the worker, then anything still carrying the

@@ -39,9 +39,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
-from thespian.actors import Actor, ActorExitRequest, WakeupMessage
+from thespian.actors import Actor, ActorExitRequest, ActorSystem, WakeupMessage
 
 from .._core.errors import InvalidOption
 from .._core.log import get_logger
@@ -54,6 +54,7 @@ from .._core.protocol import (
     _TelemetryLeave,
     _TelemetrySubscribe,
 )
+from .._core.types import ActorAddress, Metadata
 from ..messages import Accepted
 
 __all__ = [
@@ -109,7 +110,7 @@ EVENT_NAMES = frozenset(
     }
 )
 
-Handler = Callable[[str, dict[str, Any], dict[str, Any]], None]
+Handler = Callable[[str, dict[str, float], Metadata], None]
 
 _log = get_logger("genagent_thespian.telemetry")
 
@@ -173,7 +174,7 @@ def handler_failures() -> dict[str, int]:
         return dict(_failures)
 
 
-def dispatch_local(events: Iterable[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
+def dispatch_local(events: Iterable[tuple[str, dict[str, float], Metadata]]) -> None:
     """Call this process's handlers for ``events``.
 
     A handler that raises is logged and counted (``handler_failures``), and the others
@@ -218,12 +219,14 @@ class TelemetryHub(Actor):
         """No agent, no subscriber: until someone subscribes, agents are told to send nothing."""
         super().__init__()
         self._agents = AddressBook()
-        self._subscribers: dict[str, tuple[Any, frozenset[str] | None]] = {}
+        self._subscribers: dict[str, tuple[ActorAddress, frozenset[str] | None]] = {}
         self._local: dict[str, frozenset[str] | None] = {}  # in-process subscriptions by token
         self._seq = 0
-        self._waiting: dict[int, tuple[Any, AddressBook]] = {}  # seq -> (subscriber, pending)
+        self._waiting: dict[
+            int, tuple[ActorAddress, AddressBook]
+        ] = {}  # seq -> (subscriber, pending)
 
-    def receiveMessage(self, message: Any, sender: Any) -> None:
+    def receiveMessage(self, message: object, sender: ActorAddress) -> None:
         """Route batches and subscriptions. Never raises.
 
         A joining agent is told the current interest at once, so it sends nothing nobody
@@ -257,7 +260,7 @@ class TelemetryHub(Actor):
         except Exception:
             _log.exception("telemetry hub failed handling %s", type(message).__name__)
 
-    def _subscribe(self, message: _TelemetrySubscribe, sender: Any) -> None:
+    def _subscribe(self, message: _TelemetrySubscribe, sender: ActorAddress) -> None:
         """Add, change or remove a subscription; acknowledge once agents send what is wanted."""
         before = self._interest()
         if message.token.startswith("local:"):
@@ -283,7 +286,7 @@ class TelemetryHub(Actor):
         self._waiting[self._seq] = (sender, pending)
         self.wakeupAfter(_INTEREST_ACK_TIMEOUT, payload=self._seq)
 
-    def _forget_agent(self, address: Any) -> None:
+    def _forget_agent(self, address: ActorAddress) -> None:
         """An agent left: stop waiting for its acknowledgement, stop telling it interests."""
         self._agents.discard(address)
         for seq, (_, pending) in list(self._waiting.items()):
@@ -296,7 +299,7 @@ class TelemetryHub(Actor):
         if waiting is not None and not len(waiting[1]):
             self._release(seq)
 
-    def _release(self, seq: Any) -> None:
+    def _release(self, seq: int) -> None:
         """Answer the subscriber of ``seq`` now (all acknowledged, or the wait timed out)."""
         waiting = self._waiting.pop(seq, None)
         if waiting is not None:
@@ -319,6 +322,24 @@ class TelemetryHub(Actor):
                 self.send(subscriber, _TelemetryBatch(wanted))
 
 
+class _System(Protocol):
+    """What the bridge uses of its ``AgentSystem`` (``_api``, which this layer may not import)."""
+
+    base: str
+    asys: ActorSystem
+    telemetry: ActorAddress
+
+    def exchange(
+        self,
+        address: ActorAddress,
+        message: object,
+        matches: Callable[[object], bool],
+        *,
+        timeout: float | None,
+        on_idle: Callable[[], object] | None = None,
+    ) -> object: ...
+
+
 class TelemetryBridge:
     """Carries one system's telemetry to this process's handlers.
 
@@ -327,7 +348,7 @@ class TelemetryBridge:
     hub runs in this process, so the bridge only registers an in-process subscription.
     """
 
-    def __init__(self, system: Any) -> None:
+    def __init__(self, system: _System) -> None:
         self._system = system
         self._token = f"local:{id(self)}" if system.base == "simpleSystemBase" else ""
         self._lock = threading.Lock()
@@ -400,7 +421,7 @@ class TelemetryBridge:
             with self._lock:
                 self._acked.notify_all()
 
-    def _resubscribe(self, context: Any) -> None:
+    def _resubscribe(self, context: ActorSystem) -> None:
         """Send the newest wanted names and mark their generation acknowledged for ``sync``."""
         with self._lock:
             wanted, generation = self._wanted, self._generation
@@ -411,7 +432,7 @@ class TelemetryBridge:
             self._acked.notify_all()
 
     def _send_subscription(
-        self, context: Any, names: frozenset[str] | None, *, active: bool
+        self, context: ActorSystem, names: frozenset[str] | None, *, active: bool
     ) -> None:
         """Subscribe this endpoint at the hub and wait (up to 10 s) for its ``Accepted``.
 

@@ -12,10 +12,9 @@ could start two actors bouncing failures at each other.
 
 from __future__ import annotations
 
-from typing import Any
-
 from .._core.errors import UnexpectedMessage
 from .._core.log import get_logger
+from .._core.types import ActorAddress
 from ..messages import Failure
 
 __all__ = ["answer_unexpected", "is_foreign"]
@@ -24,13 +23,15 @@ _log = get_logger("genagent_thespian.protocol")
 _OWN_PACKAGES = ("genagent_thespian", "thespian")
 
 
-def is_foreign(message: Any) -> bool:
+def is_foreign(message: object) -> bool:
     """Whether ``message`` comes from outside the framework and Thespian (a raw sender's)."""
     module = type(message).__module__ or ""
     return not any(module == own or module.startswith(own + ".") for own in _OWN_PACKAGES)
 
 
-def answer_unexpected(actor: Any, role: str, message: Any, sender: Any) -> bool:
+def answer_unexpected(
+    actor: ActorAddress, role: str, message: object, sender: ActorAddress
+) -> bool:
     """Send ``Failure(UnexpectedMessage)`` back for a foreign ``message``; return whether sent.
 
     Args:

@@ -58,7 +58,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 from thespian.actors import (
     Actor,
@@ -82,6 +82,7 @@ from .._core.errors import (
 from .._core.log import get_logger
 from .._core.protocol import _CancelTurn, _EndSession, _SessionEnded, _StartTurn, _TurnOutput
 from .._core.turn import Event, EventKind
+from .._core.types import ActorAddress, Capabilities, Fields, Sender
 from .._os.heap import share_inherited_heap
 from .._os.processes import terminate_process_group
 
@@ -119,7 +120,7 @@ class TurnWorker(Actor):
     whose handler raised, which would run an LLM call twice.
     """
 
-    def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
+    def __init__(self, capabilities: Capabilities | None = None) -> None:
         """Read from the capabilities whether ``ThespianWatch`` works here and if isolated.
 
         Without watch support (``simpleSystemBase``) the queue is polled on wakeups instead of
@@ -132,9 +133,9 @@ class TurnWorker(Actor):
         self._isolated = caps.get("Thespian ActorSystem Name") != "simpleSystem"
         if self._isolated:
             share_inherited_heap()  # before anything here can start a full collection
-        self._owner: Any = None
+        self._owner: Sender = None
         self._backends: dict[type[Backend], Backend] = {}
-        self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[str, tuple[object, ...]]] = queue.SimpleQueue()
         self._running: _Running | None = None
         self._finishing: threading.Thread | None = None  # the last turn's thread
         self._rfd: int | None = None
@@ -150,7 +151,7 @@ class TurnWorker(Actor):
 
     # ------------------------------------------------------------------ dispatch
 
-    def receiveMessage(self, message: Any, sender: Any) -> Any:
+    def receiveMessage(self, message: object, sender: ActorAddress) -> ThespianWatch | None:
         """Dispatch by type; always return the current watch (see module docstring).
 
         Thespian keeps watching only the file descriptors the *last* handler returned, so
@@ -182,7 +183,7 @@ class TurnWorker(Actor):
             _log.exception("turn worker failed to handle %s", type(message).__name__)
         return self._watch()
 
-    def _watch(self) -> Any:
+    def _watch(self) -> ThespianWatch | None:
         """The ``ThespianWatch`` on the pipe that wakes this actor when its thread has output.
 
         Returned from every ``receiveMessage``: on multiprocTCPBase Thespian then delivers a
@@ -193,7 +194,7 @@ class TurnWorker(Actor):
 
     # ------------------------------------------------------------------ turns
 
-    def _start(self, message: _StartTurn, sender: Any) -> None:
+    def _start(self, message: _StartTurn, sender: ActorAddress) -> None:
         """Start a turn in a daemon thread; refuse a second one while a turn runs.
 
         The backend call blocks for the whole turn, and an actor inside ``receiveMessage``
@@ -357,7 +358,7 @@ class TurnWorker(Actor):
                 ):
                     _log.error("process group %s survived SIGKILL for %ss", pgid, _GROUPS_GONE_WAIT)
 
-    def _put(self, kind: str, payload: Any, *, wake: bool = True) -> None:
+    def _put(self, kind: str, payload: tuple[object, ...], *, wake: bool = True) -> None:
         """Queue a report from the turn thread; ``wake``: also wake the actor through the pipe
         to send it (with everything queued before it)."""
         self._queue.put((kind, payload))
@@ -388,7 +389,7 @@ class TurnWorker(Actor):
                     pass
             except BlockingIOError:
                 pass
-        outputs: dict[int, dict[str, Any]] = {}
+        outputs: dict[int, Fields] = {}
         pgroups: list[tuple[int, bool]] = []
         while True:
             try:
@@ -396,9 +397,9 @@ class TurnWorker(Actor):
             except queue.Empty:
                 break
             if kind == "pgroup":
-                pgroups.append(payload)
+                pgroups.append(cast("tuple[int, bool]", payload))
                 continue
-            turn_id = payload[0]
+            turn_id = cast(int, payload[0])
             out = outputs.setdefault(turn_id, {"events": []})
             if kind == "event":
                 out["events"].append(payload[1])
@@ -410,7 +411,7 @@ class TurnWorker(Actor):
             elif kind == "done":
                 out.update(done=True, error=payload[1], duration_ms=payload[2])
             elif kind == "exit":
-                self._exit_code = payload[1]
+                self._exit_code = cast(int, payload[1])
         if self._owner is None:
             return
         if pgroups and not outputs and self._running is not None:
@@ -506,7 +507,7 @@ class TurnWorker(Actor):
 
     # ------------------------------------------------------------------ ending
 
-    def _end_session(self, message: _EndSession, sender: Any) -> None:
+    def _end_session(self, message: _EndSession, sender: ActorAddress) -> None:
         """The agent is stopping: cancel the turn, let its thread finish, end the session, report.
 
         The session is ended here, where its live resources are, so no CLI process

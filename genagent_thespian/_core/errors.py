@@ -38,7 +38,7 @@ context (``agent``, ``ref`` and its own fields). Messages never include secrets:
 
 from __future__ import annotations
 
-from .types import AgentName, ErrorFields
+from .types import AgentName, Fields
 
 __all__ = [
     "AgentAlreadyExists",
@@ -104,7 +104,7 @@ class GenAgentError(Exception):
         suffix = f" ({', '.join(context)})" if context else ""
         return f"{self.message}{suffix}"
 
-    def _fields(self) -> ErrorFields:
+    def _fields(self) -> Fields:
         """Return the keyword fields needed to rebuild this error (for pickling)."""
         return {"agent": self.agent, "ref": self.ref}
 
@@ -141,7 +141,7 @@ class GenAgentError(Exception):
         return hash((type(self), self.message))
 
 
-def _rebuild(cls: type[GenAgentError], message: str, fields: ErrorFields) -> GenAgentError:
+def _rebuild(cls: type[GenAgentError], message: str, fields: Fields) -> GenAgentError:
     """Rebuild an error from its message and fields: the pickling path of every error, since
     their ``__init__`` takes keyword-only context that ``BaseException``'s pickling loses.
     """
@@ -219,7 +219,7 @@ class AgentOverloaded(GenAgentError):
         super().__init__(message, agent=agent, ref=ref)
         self.limit = limit
 
-    def _fields(self) -> ErrorFields:
+    def _fields(self) -> Fields:
         """The ``limit`` too, so a pickled copy keeps it."""
         return {**super()._fields(), "limit": self.limit}
 
@@ -261,7 +261,7 @@ class MessageTooLarge(GenAgentError, ValueError):
         self.size = size
         self.limit = limit
 
-    def _fields(self) -> ErrorFields:
+    def _fields(self) -> Fields:
         return {**super()._fields(), "size": self.size, "limit": self.limit}
 
 
@@ -382,7 +382,7 @@ class CallbackError(TurnFailed):
         super().__init__(message, agent=agent, ref=ref)
         self.callback = callback
 
-    def _fields(self) -> ErrorFields:
+    def _fields(self) -> Fields:
         return {**super()._fields(), "callback": self.callback}
 
 
@@ -474,7 +474,7 @@ class BackendError(TurnFailed):
         self.status_code = status_code
         self.backend = backend
 
-    def _fields(self) -> ErrorFields:
+    def _fields(self) -> Fields:
         """The classification fields too, so a pickled copy keeps them."""
         return {
             **super()._fields(),

@@ -71,7 +71,7 @@ from .errors import (
 )
 from .log import get_logger
 from .turn import Event, EventKind, Response, Usage
-from .types import ActorAddress, AgentName, Metadata, Pickled, Sender, UserTerm
+from .types import ActorAddress, AgentName, Callback, Metadata, Pickled, Sender, UserTerm
 from .validate import SPEC_DEFAULTS
 
 __all__ = [
@@ -1178,9 +1178,7 @@ class AgentMachine:
 
     # ================================================================== internals: callbacks
 
-    def _call(
-        self, callback: str, fn: Callable[..., UserTerm], *args: object
-    ) -> tuple[bool, UserTerm]:
+    def _call(self, callback: str, fn: Callback, *args: object) -> tuple[bool, UserTerm]:
         """Run a user callback; contain any exception (logged with the agent's name).
 
         A raising callback must not take the agent down with it (the agent keeps serving
@@ -1196,7 +1194,7 @@ class AgentMachine:
             return False, exc
 
     def _decide(
-        self, callback: str, fn: Callable[..., UserTerm], *args: object, ref: str | None = None
+        self, callback: str, fn: Callback, *args: object, ref: str | None = None
     ) -> tuple[bool, UserTerm]:
         """Run a decision callback and validate its directive.
 

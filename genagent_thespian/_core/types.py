@@ -10,7 +10,7 @@ backend's own session, or JSON decoded from another program and read by key.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, TypeAlias
 
 # Thespian ships no type information, so mypy sees its classes as ``Any``; naming the real
@@ -20,17 +20,21 @@ from thespian.actors import ActorAddress
 __all__ = [
     "ActorAddress",
     "AgentName",
+    "Callback",
+    "Capabilities",
     "ClassSpec",
-    "ErrorFields",
     "EventData",
+    "Fields",
     "JsonObject",
     "JsonValue",
+    "MessageHandler",
     "Metadata",
     "OptionValue",
     "Options",
     "Pickled",
     "Sender",
     "Session",
+    "Unchecked",
     "UserTerm",
     "WireJson",
 ]
@@ -67,6 +71,11 @@ OptionValue: TypeAlias = Any
 #: naming the classes here would make ``messages`` import the behaviour that imports it.
 ClassSpec: TypeAlias = Any
 
+#: Thespian's capabilities of an actor system (and an actor's requirements): the settings the
+#: user configures a node with (``capabilities=``, ``genagent node --label``), handed by Thespian
+#: to every actor's ``__init__``; each reader takes its key with the type it documents.
+Capabilities: TypeAlias = dict[str, OptionValue]
+
 #: The fields a backend attaches to an ``Event`` (usage, cost, ids, the provider's own keys):
 #: the backend's own vocabulary, read by key by code that knows which backend wrote it.
 EventData: TypeAlias = Mapping[str, Any]
@@ -76,9 +85,23 @@ EventData: TypeAlias = Mapping[str, Any]
 #: reader checks the keys and versions it knows.
 Pickled: TypeAlias = Any
 
-#: The keyword fields that rebuild an error (``GenAgentError._fields``): each subclass's own
-#: ``__init__`` keywords, carried through pickle and splatted back into that ``__init__``.
-ErrorFields: TypeAlias = dict[str, Any]
+#: Keyword fields gathered by name and then splatted into the constructor that types them: the
+#: fields that rebuild an error (``GenAgentError._fields``, carried through pickle), a worker's
+#: turn output built up item by item. The constructor's own signature is the check.
+Fields: TypeAlias = dict[str, Any]
+
+#: A field of a message received from another process that is not checked yet: the checker
+#: (``check_prompt``, ``check_request_ref``...) takes it as it came, and answers with a typed error.
+Unchecked: TypeAlias = Any
+
+#: One of the user's callbacks (``handle_response``, ``handle_event``...) run by the machine with
+#: the arguments of that callback; what it returns is the user's, checked by the machine.
+Callback: TypeAlias = Callable[..., UserTerm]
+
+#: A handler in an actor's dispatch table, keyed by the exact type of the message it takes
+#: (``_HANDLERS``): each handler takes the message type of its own key, which one value type for
+#: the whole table cannot say (the table is the type switch).
+MessageHandler: TypeAlias = Callable[..., None]
 
 #: A JSON value, as ``json.dumps`` writes it.
 JsonValue: TypeAlias = "bool | int | float | str | list[JsonValue] | dict[str, JsonValue] | None"

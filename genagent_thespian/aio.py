@@ -25,16 +25,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Concatenate, ParamSpec, TypeVar
 
+from ._actors.telemetry import Handler
 from ._api import calls, telemetry
 from ._api.aio_transport import AsyncTransport, transport_for
+from ._api.calls import Plan
 from ._api.client import _system, build_start_spec
 from ._api.system import AgentSystem
 from ._core.behaviour import GenAgent
 from ._core.governor import GovernorStatus
 from ._core.turn import Event, Response
+from ._core.types import AgentName, ClassSpec, OptionValue, Sender, Session, UserTerm
 from .messages import AgentStatus, Interrupt, PollResult, Prompt, TurnEvent, new_ref
 
 __all__ = [
@@ -60,6 +63,9 @@ __all__ = [
     "whereis",
 ]
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 
 def transport(system: AgentSystem | None = None) -> AsyncTransport:
     """The transport that carries this system's asyncio calls (one thread, made on first use)."""
@@ -68,8 +74,8 @@ def transport(system: AgentSystem | None = None) -> AsyncTransport:
 
 async def attach(
     handler_id: str,
-    event_names: Any,
-    fn: Any,
+    event_names: Iterable[str] | None,
+    fn: Handler,
     *,
     system: AgentSystem | None = None,
 ) -> None:
@@ -86,10 +92,15 @@ async def detach(handler_id: str, *, system: AgentSystem | None = None) -> bool:
     return await asyncio.to_thread(telemetry.detach, handler_id, system=system)
 
 
-async def _run(system: AgentSystem | None, make: Any, *args: Any) -> Any:
+async def _run(
+    system: AgentSystem | None,
+    make: Callable[Concatenate[AgentSystem, P], Plan[T]],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
     """Run the plan ``make(system, *args)`` on the system's asyncio transport."""
     target = _system(system)
-    return await transport_for(target).run(make(target, *args))
+    return await transport_for(target).run(make(target, *args, **kwargs))
 
 
 # =============================================================================== agents
@@ -98,12 +109,12 @@ async def _run(system: AgentSystem | None, make: Any, *args: Any) -> Any:
 async def start_agent(
     impl: type[GenAgent],
     *,
-    name: Any,
-    backend: Any,
+    name: AgentName,
+    backend: ClassSpec,
     timeout: float | None = calls.START_TIMEOUT,
     system: AgentSystem | None = None,
-    **settings_and_options: Any,
-) -> Any:
+    **settings_and_options: OptionValue,
+) -> AgentName:
     """Start an agent; the arguments are those of :func:`genagent_thespian.start_agent`."""
     target = _system(system)
     spec = build_start_spec(impl, name, backend, target, settings_and_options)
@@ -111,22 +122,22 @@ async def start_agent(
 
 
 async def stop(
-    name: Any, *, timeout: float | None = calls.STOP_TIMEOUT, system: AgentSystem | None = None
+    name: AgentName, *, timeout: float | None = calls.STOP_TIMEOUT, system: AgentSystem | None = None
 ) -> None:
     """Stop agent ``name`` for good (see :func:`genagent_thespian.stop`)."""
     await _run(system, calls.stop, name, timeout)
 
 
-async def whereis(name: Any, *, system: AgentSystem | None = None) -> Any:
+async def whereis(name: AgentName, *, system: AgentSystem | None = None) -> Sender:
     """The address of agent ``name``, or ``None``."""
     return await _run(system, calls.whereis, name)
 
 
 async def list_agents(
     *, timeout: float | None = calls.CONTROL_TIMEOUT, system: AgentSystem | None = None
-) -> list[Any]:
+) -> list[AgentName]:
     """The names of every registered agent (``AskTimeout`` after ``timeout`` seconds)."""
-    result: list[Any] = await _run(system, calls.list_agents, timeout)
+    result: list[AgentName] = await _run(system, calls.list_agents, timeout)
     return result
 
 
@@ -140,7 +151,7 @@ async def sessions(*, system: AgentSystem | None = None) -> GovernorStatus | Non
 
 
 async def ask(
-    name: Any,
+    name: AgentName,
     prompt: str,
     timeout: float | None = None,
     *,
@@ -166,7 +177,7 @@ async def ask(
     return response
 
 
-def _abandon(target: AgentSystem, channel: AsyncTransport, name: Any, ref: str) -> None:
+def _abandon(target: AgentSystem, channel: AsyncTransport, name: AgentName, ref: str) -> None:
     """Interrupt request ``ref`` if it is the running turn (its answer then goes nowhere)."""
     address = target.cached_address(name)
     if address is not None:
@@ -174,7 +185,7 @@ def _abandon(target: AgentSystem, channel: AsyncTransport, name: Any, ref: str) 
 
 
 async def stream(
-    name: Any,
+    name: AgentName,
     prompt: str,
     timeout: float | None = None,
     *,
@@ -206,7 +217,7 @@ async def stream(
 
 @contextlib.asynccontextmanager
 async def watch(
-    name: Any, *, system: AgentSystem | None = None
+    name: AgentName, *, system: AgentSystem | None = None
 ) -> AsyncIterator[AsyncIterator[TurnEvent]]:
     """Subscribe to everything agent ``name`` runs, for the ``async with`` block.
 
@@ -243,7 +254,7 @@ async def watch(
         _unwatch(target, channel, name, ref)
 
 
-def _unwatch(target: AgentSystem, channel: AsyncTransport, name: Any, ref: str) -> None:
+def _unwatch(target: AgentSystem, channel: AsyncTransport, name: AgentName, ref: str) -> None:
     """Unsubscribe once no stream of this transport follows ``name`` any more.
 
     Sent without waiting: this runs in ``finally`` of a stream that may be cancelled, where
@@ -257,7 +268,7 @@ def _unwatch(target: AgentSystem, channel: AsyncTransport, name: Any, ref: str) 
 
 
 async def tell(
-    name: Any,
+    name: AgentName,
     prompt: str,
     *,
     timeout: float | None = calls.CONTROL_TIMEOUT,
@@ -269,7 +280,7 @@ async def tell(
 
 
 async def poll(
-    name: Any,
+    name: AgentName,
     ref: str,
     *,
     timeout: float | None = calls.CONTROL_TIMEOUT,
@@ -280,40 +291,45 @@ async def poll(
     return result
 
 
-async def notify(name: Any, event: Any, *, system: AgentSystem | None = None) -> None:
+async def notify(name: AgentName, event: UserTerm, *, system: AgentSystem | None = None) -> None:
     """Deliver ``event`` to agent ``name``'s ``handle_event``."""
     await _run(system, calls.notify, name, event)
 
 
-async def interrupt(name: Any, ref: str | None = None, *, system: AgentSystem | None = None) -> str:
+async def interrupt(
+    name: AgentName, ref: str | None = None, *, system: AgentSystem | None = None
+) -> str:
     """End agent ``name``'s running turn (only ``ref``, when given); return its ref."""
     result: str = await _run(system, calls.interrupt, name, ref)
     return result
 
 
-async def cancel(name: Any, ref: str, *, system: AgentSystem | None = None) -> None:
+async def cancel(name: AgentName, ref: str, *, system: AgentSystem | None = None) -> None:
     """Remove the queued tell ``ref`` before it runs."""
     await _run(system, calls.cancel, name, ref)
 
 
-async def halt(name: Any, *, system: AgentSystem | None = None) -> None:
+async def halt(name: AgentName, *, system: AgentSystem | None = None) -> None:
     """Halt agent ``name`` after its current turn."""
     await _run(system, calls.halt, name)
 
 
-async def resume(name: Any, *, system: AgentSystem | None = None) -> None:
+async def resume(name: AgentName, *, system: AgentSystem | None = None) -> None:
     """Unhalt agent ``name`` and let it drain its queue."""
     await _run(system, calls.resume, name)
 
 
 async def status(
-    name: Any, *, timeout: float | None = calls.CONTROL_TIMEOUT, system: AgentSystem | None = None
+    name: AgentName,
+    *,
+    timeout: float | None = calls.CONTROL_TIMEOUT,
+    system: AgentSystem | None = None,
 ) -> AgentStatus:
     """A snapshot of agent ``name`` (``AskTimeout`` after ``timeout`` seconds)."""
     result: AgentStatus = await _run(system, calls.status, name, timeout)
     return result
 
 
-async def backend_session(name: Any, *, system: AgentSystem | None = None) -> Any:
+async def backend_session(name: AgentName, *, system: AgentSystem | None = None) -> Session:
     """Agent ``name``'s current backend session (data)."""
     return await _run(system, calls.backend_session, name)

@@ -208,7 +208,7 @@ class AgentSpec:
     """Everything needed to start (and restart) one agent. Validated by ``start_agent``.
 
     Attributes:
-        name: AgentName hashable, picklable term.
+        name: Any hashable, picklable term.
         impl: The ``GenAgent`` subclass (importable by module, not ``__main__``).
         backend: A ``Backend`` subclass or a short name (``"claude"``).
         options: Keyword options for ``init_agent``.

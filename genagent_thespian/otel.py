@@ -42,10 +42,18 @@ import contextlib
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from ._api.telemetry import attach, detach
 from ._core.errors import GenAgentError, InvalidOption
+from ._core.types import Metadata
+
+if TYPE_CHECKING:  # the optional ``otel`` extra, imported where it is used
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import Span, TracerProvider
+    from opentelemetry.util.types import AttributeValue
+
+    from ._api.system import AgentSystem
 
 __all__ = ["OtelBridge", "install", "provider_name"]
 
@@ -78,11 +86,11 @@ class _OpenTurn:
     telemetry calls (usage, tool events, the end) and must find the same span.
     """
 
-    span: Any
+    span: Span
     start_ns: int
     backend: str
-    attributes: dict[str, Any] = field(default_factory=dict)
-    tools: dict[str, Any] = field(default_factory=dict)  # open tool spans by tool call id
+    attributes: dict[str, AttributeValue] = field(default_factory=dict)
+    tools: dict[str, Span] = field(default_factory=dict)  # open tool spans by tool call id
     last_tool_ns: int = 0  # the turn's span never ends before its last tool event
 
 
@@ -93,7 +101,11 @@ class OtelBridge:
     """
 
     def __init__(
-        self, *, tracer_provider: Any = None, meter_provider: Any = None, system: Any = None
+        self,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        system: AgentSystem | None = None,
     ) -> None:
         try:
             from opentelemetry import metrics, trace
@@ -156,7 +168,7 @@ class OtelBridge:
 
     # ------------------------------------------------------------------ events
 
-    def handle(self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
+    def handle(self, name: str, measurements: dict[str, float], metadata: Metadata) -> None:
         """Handle one telemetry event (called by the telemetry bridge)."""
         agent = str(metadata.get("agent"))
         key = (agent, str(metadata.get("ref")))
@@ -170,7 +182,7 @@ class OtelBridge:
             self._end(key, name, measurements, metadata)
 
     def _start(
-        self, key: tuple[str, str], measurements: dict[str, Any], metadata: dict[str, Any]
+        self, key: tuple[str, str], measurements: dict[str, float], metadata: Metadata
     ) -> None:
         """Open the turn's ``invoke_agent`` span at the time the agent process stamped.
 
@@ -180,14 +192,14 @@ class OtelBridge:
         agent = key[0]
         backend = str(metadata.get("backend") or "unknown")
         start_ns = int(float(measurements.get("system_time", 0.0)) * 1e9) or None
-        attributes: dict[str, str | int] = {
+        attributes: dict[str, AttributeValue] = {
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": agent,
             "gen_ai.provider.name": provider_name(backend),
             "genagent.backend": backend,
             "genagent.ref": key[1],
             "genagent.origin": str(metadata.get("origin")),
-            "genagent.attempt": int(metadata.get("attempt") or 0),
+            "genagent.attempt": int(cast(int, metadata.get("attempt") or 0)),
         }
         if metadata.get("node"):
             attributes["genagent.node"] = str(metadata["node"])
@@ -200,7 +212,7 @@ class OtelBridge:
         with self._lock:
             self._open[key] = _OpenTurn(span, start_ns or 0, backend, attributes)
 
-    def _usage(self, key: tuple[str, str], usage: Any) -> None:
+    def _usage(self, key: tuple[str, str], usage: object) -> None:
         """Put the turn's model and token counts on its span and record the token histogram.
 
         ``prompt.stop`` carries the usage and precedes ``turn.stop``, so the span is still open;
@@ -233,7 +245,9 @@ class OtelBridge:
         self._tokens.record(input_tokens, {**common, "gen_ai.token.type": "input"})
         self._tokens.record(output_tokens, {**common, "gen_ai.token.type": "output"})
 
-    def _tool_event(self, key: tuple[str, str], measurements: dict[str, Any], event: Any) -> None:
+    def _tool_event(
+        self, key: tuple[str, str], measurements: dict[str, float], event: object
+    ) -> None:
         """Open an ``execute_tool`` child span at ``tool_use``; end it at the matching result.
 
         Results are matched by ``tool_use_id``; a call without an id gets a made-up one, so two
@@ -283,8 +297,8 @@ class OtelBridge:
         self,
         key: tuple[str, str],
         name: str,
-        measurements: dict[str, Any],
-        metadata: dict[str, Any],
+        measurements: dict[str, float],
+        metadata: Metadata,
     ) -> None:
         """Close the turn's span (and any tool span left open) and record duration and errors.
 
@@ -321,7 +335,10 @@ class OtelBridge:
 
 
 def install(
-    tracer_provider: Any = None, meter_provider: Any = None, *, system: Any = None
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    *,
+    system: AgentSystem | None = None,
 ) -> OtelBridge:
     """Start turning telemetry into OpenTelemetry spans and metrics.
 

@@ -48,13 +48,15 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Generator, Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
+from thespian.actors import ActorSystem
 from thespian.system.transport import SendStatus
 
 from .._core.errors import AskTimeout, GenAgentError, SystemNotRunning
+from .._core.types import ActorAddress, WireMessage
 from ..messages import TurnEvent
 from . import calls
 from .calls import Exchange, Plan
@@ -103,12 +105,12 @@ class _Waiter:
 
     loop: asyncio.AbstractEventLoop
     step: Exchange
-    post: Callable[[_Waiter, tuple[str, Any]], None]
-    inbox: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
-    sent: list[Any] = field(default_factory=list)  # every message sent for it (poison check)
+    post: Callable[[_Waiter, tuple[str, WireMessage]], None]
+    inbox: asyncio.Queue[tuple[str, WireMessage]] = field(default_factory=asyncio.Queue)
+    sent: list[object] = field(default_factory=list)  # every message sent for it (poison check)
     done: bool = False
 
-    def offer(self, message: Any) -> bool:
+    def offer(self, message: object) -> bool:
         """Take ``message`` if it answers or streams into this exchange (transport thread).
 
         A ``PoisonMessage`` of something this waiter sent is its answer too, as the error
@@ -138,18 +140,18 @@ class _Waiter:
         self.done = True
         self._put("error", exc)
 
-    def _put(self, kind: str, value: Any) -> None:
+    def _put(self, kind: str, value: object) -> None:
         """Hand one item to the task, through the transport's per-loop batch."""
         self.post(self, (kind, value))
 
 
-def _put_all(items: list[tuple[_Waiter, tuple[str, Any]]]) -> None:
+def _put_all(items: list[tuple[_Waiter, tuple[str, WireMessage]]]) -> None:
     """Loop side of ``_deliver``: put a batch of items into their waiters' inboxes."""
     for waiter, item in items:
         waiter.inbox.put_nowait(item)
 
 
-def _failed(track: Any, waiter: _Waiter) -> bool:
+def _failed(track: object, waiter: _Waiter) -> bool:
     """Fail ``waiter`` if its transmit ``track`` failed other than to a dead target."""
     failure = getattr(track, "failure", None)
     if failure is None:
@@ -170,15 +172,19 @@ class AsyncTransport:
         self._lock = threading.Lock()
         self._by_key: dict[str, list[_Waiter]] = {}
         self._unkeyed: list[_Waiter] = []
-        self._outbox: queue.SimpleQueue[tuple[Any, Any, _Waiter | None]] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[tuple[ActorAddress, object, _Waiter | None]] = (
+            queue.SimpleQueue()
+        )
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake = threading.Event()
         self.subscriptions = Subscriptions()  # the Watch followers of this endpoint
-        self._shared: dict[tuple[asyncio.AbstractEventLoop, Any], asyncio.Task[Any]] = {}
-        self._tracks: list[tuple[Any, _Waiter]] = []  # transmits of waiting exchanges
+        self._shared: dict[
+            tuple[asyncio.AbstractEventLoop, Hashable], asyncio.Task[WireMessage]
+        ] = {}
+        self._tracks: list[tuple[object, _Waiter]] = []  # transmits of waiting exchanges
         self._next_track_check = 0.0
         self._batch_lock = threading.Lock()
-        self._batches: dict[asyncio.AbstractEventLoop, list[tuple[_Waiter, Any]]] = {}
+        self._batches: dict[asyncio.AbstractEventLoop, list[tuple[_Waiter, WireMessage]]] = {}
         self._stopping = False
         self._exclusive: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
@@ -218,14 +224,13 @@ class AsyncTransport:
 
     async def run(self, plan: Plan[T]) -> T:
         """Run ``plan`` to its result from the calling task."""
-        result: Any = None
+        result: object = None
         async for kind, value in self.run_stream(plan):
             if kind == "result":
                 result = value
-        typed: T = result
-        return typed
+        return cast(T, result)  # the value ``plan`` returned
 
-    async def run_stream(self, plan: Plan[Any]) -> AsyncGenerator[tuple[str, Any], None]:
+    async def run_stream(self, plan: Plan[object]) -> AsyncGenerator[tuple[str, WireMessage], None]:
         """Run ``plan``, yielding ``("progress", message)``\\ s, then ``("result", value)``.
 
         The same protocol as the sync driver (``calls.run_stream``): answers are sent into
@@ -258,7 +263,7 @@ class AsyncTransport:
         finally:
             plan.close()
 
-    async def _shared_exchange(self, step: Exchange) -> Any:
+    async def _shared_exchange(self, step: Exchange) -> WireMessage:
         """Run ``step``, or wait for the same question already asked by another task."""
         loop = asyncio.get_running_loop()
         key = (loop, step.shared)
@@ -269,14 +274,14 @@ class AsyncTransport:
             running.add_done_callback(lambda _: self._shared.pop(key, None))
         return await asyncio.shield(running)
 
-    async def _answer(self, step: Exchange) -> Any:
+    async def _answer(self, step: Exchange) -> WireMessage:
         """The answer of ``step`` alone (the task ``_shared_exchange`` lets other tasks await)."""
         async for kind, value in self._exchange(step):
             if kind == "answer":
                 return value
         return None  # pragma: no cover - an exchange ends with its answer or raises
 
-    def send_nowait(self, address: Any, message: Any) -> None:
+    def send_nowait(self, address: ActorAddress, message: object) -> None:
         """Queue ``message`` for ``address`` without waiting (safe from a cancelled task)."""
         if self._simple:
             self._jobs.put(lambda: self._send_if_running(address, message))
@@ -284,7 +289,7 @@ class AsyncTransport:
         self._outbox.put((address, message, None))
         self._wake.set()
 
-    def _send_if_running(self, address: Any, message: Any) -> None:
+    def _send_if_running(self, address: ActorAddress, message: object) -> None:
         """Send from the simple-base thread; a system shut down meanwhile has nobody to tell.
 
         These sends are fire-and-forget (an unsubscribe, an interrupt of a cancelled call),
@@ -295,7 +300,7 @@ class AsyncTransport:
 
     # ------------------------------------------------------------------ one exchange
 
-    async def _exchange(self, step: Exchange) -> AsyncGenerator[tuple[str, Any], None]:
+    async def _exchange(self, step: Exchange) -> AsyncGenerator[tuple[str, WireMessage], None]:
         """Run one exchange, one at a time per loop if its answer carries no ref.
 
         An ``Accepted(None)`` cannot say which of two concurrent halts it answers; holding an
@@ -310,7 +315,9 @@ class AsyncTransport:
             async for item in self._exchange_unlocked(step):
                 yield item
 
-    async def _exchange_unlocked(self, step: Exchange) -> AsyncGenerator[tuple[str, Any], None]:
+    async def _exchange_unlocked(
+        self, step: Exchange
+    ) -> AsyncGenerator[tuple[str, WireMessage], None]:
         """Send ``step`` and yield its progress, then its answer; raise its error or timeout.
 
         The wait is cut into liveness slices: between them ``on_idle`` may find the agent at a
@@ -350,7 +357,7 @@ class AsyncTransport:
             waiter.done = True
             self._unregister(waiter)
 
-    def _send(self, address: Any, waiter: _Waiter) -> None:
+    def _send(self, address: ActorAddress, waiter: _Waiter) -> None:
         """Queue the exchange's messages (``before`` first) for the thread to schedule.
 
         Each is remembered in ``waiter.sent`` so a ``PoisonMessage`` wrapping any of them is
@@ -362,7 +369,7 @@ class AsyncTransport:
             self._outbox.put((address, message, waiter))
         self._wake.set()
 
-    def _post(self, waiter: _Waiter, item: tuple[str, Any]) -> None:
+    def _post(self, waiter: _Waiter, item: tuple[str, WireMessage]) -> None:
         """Queue ``item`` for ``waiter``'s inbox; :meth:`_deliver` hands batches to loops."""
         with self._batch_lock:
             self._batches.setdefault(waiter.loop, []).append((waiter, item))
@@ -438,7 +445,7 @@ class AsyncTransport:
             with contextlib.suppress(Exception):
                 manager.__exit__(None, None, None)
 
-    def _flush(self, context: Any) -> None:
+    def _flush(self, context: ActorSystem) -> None:
         """Hand queued messages to Thespian's transmit queue without waiting for them.
 
         ``context.tell`` would block until each message is acknowledged, one after the
@@ -477,7 +484,7 @@ class AsyncTransport:
         """Whether tasks queued messages the thread has not handed to Thespian yet."""
         return not self._outbox.empty()
 
-    def _dispatch(self, message: Any) -> None:
+    def _dispatch(self, message: object) -> None:
         """Route an incoming message to its waiter: by ``ref`` first, else the unkeyed ones.
 
         A ``TurnEvent`` goes to every candidate (several streams may follow one turn); any
@@ -509,24 +516,26 @@ class AsyncTransport:
             job = self._jobs.get()
             job()
 
-    async def _run_stream_simple(self, plan: Plan[Any]) -> AsyncGenerator[tuple[str, Any], None]:
+    async def _run_stream_simple(
+        self, plan: Plan[object]
+    ) -> AsyncGenerator[tuple[str, WireMessage], None]:
         """Run ``plan`` as a job of the thread and relay its items to the awaiting task.
 
         Cancelling the task sets ``cancelled``: a job not started yet does not run, and one
         running stops relaying at its next progress item (its current exchange still ends).
         """
         loop = asyncio.get_running_loop()
-        inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        inbox: asyncio.Queue[tuple[str, WireMessage]] = asyncio.Queue()
         cancelled = threading.Event()
 
-        def put(kind: str, value: Any) -> None:
+        def put(kind: str, value: object) -> None:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(inbox.put_nowait, (kind, value))
 
         def job() -> None:
-            result: list[Any] = []
+            result: list[object] = []
 
-            def capture() -> Any:
+            def capture() -> Generator[WireMessage, None, None]:
                 result.append((yield from calls.run_stream(self._system, plan)))
 
             if cancelled.is_set():

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import pickle
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from .._actors.directory import NoServices, Services, WhereAreServices
 from .._actors.governor import SessionsStatus
@@ -48,6 +48,7 @@ from .._core.errors import (
 from .._core.governor import GovernorStatus
 from .._core.protocol import _BackendSession, _GovernorAt, _SessionReply, _WhereIsGovernor
 from .._core.turn import Response
+from .._core.types import ActorAddress, AgentName, Sender, Session, UserTerm, WireMessage
 from ..messages import (
     Accepted,
     AgentList,
@@ -149,19 +150,19 @@ class Exchange:
             to all (a thousand waiting asks check their agent's liveness together).
     """
 
-    address: Any
-    message: Any
-    matches: Callable[[Any], bool]
+    address: ActorAddress
+    message: object
+    matches: Callable[[object], bool]
     timeout: float | None
     key: str | None = None
     exclusive: bool = False
-    on_idle: Callable[[], Plan[Any]] | None = None
-    before: tuple[Any, ...] = ()
-    progress: Callable[[Any], bool] | None = None
-    shared: Any = None
+    on_idle: Callable[[], Plan[Sender]] | None = None
+    before: tuple[object, ...] = ()
+    progress: Callable[[object], bool] | None = None
+    shared: Hashable = None
 
 
-Plan = Generator[Exchange, Any, T]
+Plan = Generator[Exchange, WireMessage, T]
 
 
 # =============================================================================== drivers
@@ -178,7 +179,7 @@ def run(system: AgentSystem, plan: Plan[T]) -> T:
             return value
 
 
-def run_stream(system: AgentSystem, plan: Plan[T]) -> Generator[Any, None, T]:
+def run_stream(system: AgentSystem, plan: Plan[T]) -> Generator[WireMessage, None, T]:
     """Run ``plan`` on the calling thread, yielding its exchanges' progress messages.
 
     The driver's whole protocol: each ``Exchange`` the plan yields is carried out and its
@@ -212,8 +213,8 @@ def run_stream(system: AgentSystem, plan: Plan[T]) -> Generator[Any, None, T]:
 
 
 def _sync_idle(
-    system: AgentSystem, factory: Callable[[], Plan[Any]] | None
-) -> Callable[[], Any] | None:
+    system: AgentSystem, factory: Callable[[], Plan[Sender]] | None
+) -> Callable[[], Sender] | None:
     """Turn an ``on_idle`` plan factory into the plain callable the sync driver calls.
 
     The liveness check is itself a plan (it asks the registry); the sync driver runs it to
@@ -227,7 +228,7 @@ def _sync_idle(
 # =============================================================================== agents
 
 
-def start_agent(system: AgentSystem, spec: AgentSpec, timeout: float | None) -> Plan[Any]:
+def start_agent(system: AgentSystem, spec: AgentSpec, timeout: float | None) -> Plan[AgentName]:
     """Start the agent of ``spec`` under the supervisor; return its name.
 
     ``StartAgent`` carries no ref, so the answer is matched by the agent's name: an
@@ -251,7 +252,7 @@ def start_agent(system: AgentSystem, spec: AgentSpec, timeout: float | None) -> 
     return name
 
 
-def stop(system: AgentSystem, name: Any, timeout: float | None) -> Plan[None]:
+def stop(system: AgentSystem, name: AgentName, timeout: float | None) -> Plan[None]:
     """Stop agent ``name`` for good.
 
     Returns once the agent's process is gone and its name is free: starting the same name
@@ -271,13 +272,15 @@ def stop(system: AgentSystem, name: Any, timeout: float | None) -> Plan[None]:
     _unwrap(reply)
 
 
-def whereis(system: AgentSystem, name: Any) -> Plan[Any]:
+def whereis(system: AgentSystem, name: AgentName) -> Plan[Sender]:
     """The address of agent ``name``, or ``None``."""
     located = yield from _locate(system, name)
     return located.address
 
 
-def list_agents(system: AgentSystem, timeout: float | None = CONTROL_TIMEOUT) -> Plan[list[Any]]:
+def list_agents(
+    system: AgentSystem, timeout: float | None = CONTROL_TIMEOUT
+) -> Plan[list[AgentName]]:
     """The names of every registered agent."""
     reply = yield Exchange(
         system.registry,
@@ -317,7 +320,9 @@ def sessions(system: AgentSystem) -> Plan[GovernorStatus | None]:
 # =============================================================================== turns
 
 
-def ask(system: AgentSystem, name: Any, message: Prompt, timeout: float | None) -> Plan[Response]:
+def ask(
+    system: AgentSystem, name: AgentName, message: Prompt, timeout: float | None
+) -> Plan[Response]:
     """Run ``message`` as a turn and return its ``Response``."""
     check_prompt(message.text, name)
     reply = yield from _call_agent(system, name, message, timeout=timeout, ref=message.ref)
@@ -326,7 +331,7 @@ def ask(system: AgentSystem, name: Any, message: Prompt, timeout: float | None) 
 
 
 def stream(
-    system: AgentSystem, name: Any, message: Prompt, timeout: float | None
+    system: AgentSystem, name: AgentName, message: Prompt, timeout: float | None
 ) -> Plan[Response]:
     """Like :func:`ask`, with the turn's ``TurnEvent``\\ s as progress messages.
 
@@ -349,7 +354,7 @@ def stream(
     return answer
 
 
-def subscribe(system: AgentSystem, name: Any, ref: str) -> Plan[None]:
+def subscribe(system: AgentSystem, name: AgentName, ref: str) -> Plan[None]:
     """Subscribe to agent ``name``'s ``TurnEvent``\\ s (subscription ``ref``), then return.
 
     Separate from :func:`watch` so a watcher is subscribed before its caller goes on to
@@ -362,7 +367,7 @@ def subscribe(system: AgentSystem, name: Any, ref: str) -> Plan[None]:
     _unwrap(reply)
 
 
-def watch(system: AgentSystem, name: Any, ref: str) -> Plan[None]:
+def watch(system: AgentSystem, name: AgentName, ref: str) -> Plan[None]:
     """Follow every turn of agent ``name`` (progress messages) until the agent is gone.
 
     Runs after :func:`subscribe`. Follows the agent through restarts (subscribing again at
@@ -382,7 +387,7 @@ def watch(system: AgentSystem, name: Any, ref: str) -> Plan[None]:
         return  # stopped (or stopped before the first event was awaited)
 
 
-def unwatch_message(system: AgentSystem, name: Any, ref: str) -> tuple[Any, Watch]:
+def unwatch_message(system: AgentSystem, name: AgentName, ref: str) -> tuple[Sender, Watch]:
     """The ``(address, Watch(False))`` that ends subscription ``ref``, sent without waiting.
 
     Its ``Accepted`` echo carries the subscription's ref, so it can never be taken for
@@ -397,7 +402,7 @@ def watch_ref(ref: str) -> str:
 
 
 def tell(
-    system: AgentSystem, name: Any, prompt: str, timeout: float | None = CONTROL_TIMEOUT
+    system: AgentSystem, name: AgentName, prompt: str, timeout: float | None = CONTROL_TIMEOUT
 ) -> Plan[str]:
     """Queue ``prompt`` and return its ref."""
     check_prompt(prompt, name)
@@ -410,7 +415,7 @@ def tell(
 
 
 def poll(
-    system: AgentSystem, name: Any, ref: str, timeout: float | None = CONTROL_TIMEOUT
+    system: AgentSystem, name: AgentName, ref: str, timeout: float | None = CONTROL_TIMEOUT
 ) -> Plan[PollResult]:
     """Where the tell ``ref`` stands.
 
@@ -432,7 +437,7 @@ def poll(
     return answer
 
 
-def notify(system: AgentSystem, name: Any, event: Any) -> Plan[None]:
+def notify(system: AgentSystem, name: AgentName, event: UserTerm) -> Plan[None]:
     """Deliver ``event`` to the agent's ``handle_event``."""
     if system.base != "simpleSystemBase":
         try:
@@ -447,29 +452,29 @@ def notify(system: AgentSystem, name: Any, event: Any) -> Plan[None]:
     _unwrap(reply)
 
 
-def interrupt(system: AgentSystem, name: Any, ref: str | None) -> Plan[str]:
+def interrupt(system: AgentSystem, name: AgentName, ref: str | None) -> Plan[str]:
     """End the running turn (only ``ref``, when given); return the interrupted ref."""
     reply = yield from _control(system, name, Interrupt(ref), ref=ref)
     return reply.ref or ""
 
 
-def cancel(system: AgentSystem, name: Any, ref: str) -> Plan[None]:
+def cancel(system: AgentSystem, name: AgentName, ref: str) -> Plan[None]:
     """Remove the queued tell ``ref``."""
     yield from _control(system, name, Cancel(ref), ref=ref)
 
 
-def halt(system: AgentSystem, name: Any) -> Plan[None]:
+def halt(system: AgentSystem, name: AgentName) -> Plan[None]:
     """Halt the agent after its current turn."""
     yield from _control(system, name, Halt())
 
 
-def resume(system: AgentSystem, name: Any) -> Plan[None]:
+def resume(system: AgentSystem, name: AgentName) -> Plan[None]:
     """Unhalt the agent."""
     yield from _control(system, name, Resume())
 
 
 def status(
-    system: AgentSystem, name: Any, timeout: float | None = CONTROL_TIMEOUT
+    system: AgentSystem, name: AgentName, timeout: float | None = CONTROL_TIMEOUT
 ) -> Plan[AgentStatus]:
     """A snapshot of the agent; a hibernated one is answered by the registry, not woken.
 
@@ -503,7 +508,7 @@ def status(
     return answer
 
 
-def backend_session(system: AgentSystem, name: Any) -> Plan[Any]:
+def backend_session(system: AgentSystem, name: AgentName) -> Plan[Session]:
     """The agent's current backend session."""
     reply = yield from _call_agent(
         system,
@@ -518,7 +523,7 @@ def backend_session(system: AgentSystem, name: Any) -> Plan[Any]:
 
 
 def _control(
-    system: AgentSystem, name: Any, message: Any, *, ref: str | None = None
+    system: AgentSystem, name: AgentName, message: object, *, ref: str | None = None
 ) -> Plan[Accepted]:
     """Send a control message (halt, resume, interrupt...) answered ``Accepted`` or ``Failure``.
 
@@ -548,19 +553,19 @@ def _unwrap(reply: Any) -> Any:
 
 def _call_agent(
     system: AgentSystem,
-    name: Any,
-    message: Any,
+    name: AgentName,
+    message: object,
     *,
     timeout: float | None,
     ref: str | None = None,
     kinds: tuple[type, ...] = (Response,),
     idempotent: bool = False,
     follow_restarts: bool = False,
-    before: tuple[Any, ...] = (),
-    progress: Callable[[Any], bool] | None = None,
-    answer: Callable[[Any], bool] | None = None,
+    before: tuple[object, ...] = (),
+    progress: Callable[[object], bool] | None = None,
+    answer: Callable[[object], bool] | None = None,
     wake: bool = True,
-) -> Plan[Any]:
+) -> Plan[WireMessage]:
     """Send ``message`` to agent ``name`` and wait for its answer, watching that it lives.
 
     If the agent was restarted meanwhile, an ``idempotent`` request (status, poll) or any
@@ -592,7 +597,7 @@ def _call_agent(
             raise AgentNotFound("no agent has that name", agent=name, ref=ref)
         address, incarnation = located.address, located.incarnation
 
-    def matches(reply: Any) -> bool:
+    def matches(reply: object) -> bool:
         """Whether ``reply`` is this call's answer, by ``answer`` or by its kind and ref."""
         if answer is not None:
             return answer(reply)
@@ -607,7 +612,7 @@ def _call_agent(
 
     current = {"address": address, "incarnation": incarnation}
 
-    def check_alive() -> Plan[Any]:
+    def check_alive() -> Plan[Sender]:
         """The exchange's ``on_idle``: where to resend, or ``None`` to keep waiting, or raise.
 
         Asked at every silent slice: a registry lookup says whether the agent still runs at the
@@ -680,7 +685,7 @@ class _Asleep(Exception):
 
 def _locate(
     system: AgentSystem,
-    name: Any,
+    name: AgentName,
     *,
     wait: bool = False,
     timeout: float | None = CONTROL_TIMEOUT,
@@ -744,7 +749,7 @@ def services_moved(system: AgentSystem) -> Plan[bool]:
     return system.adopt_services(services)
 
 
-def _follow_services(system: AgentSystem, service: str) -> Callable[[], Plan[Any]]:
+def _follow_services(system: AgentSystem, service: str) -> Callable[[], Plan[Sender]]:
     """An ``on_idle`` for a call to one of the convention's services (``"supervisor"``...).
 
     While the call waits, the node's directory is asked whether the services moved (a leader
@@ -752,13 +757,13 @@ def _follow_services(system: AgentSystem, service: str) -> Callable[[], Plan[Any
     or deposed leader's, so the request runs at most once.
     """
 
-    def on_idle() -> Plan[Any]:
+    def on_idle() -> Plan[Sender]:
         moved = yield from services_moved(system)
         return getattr(system, service) if moved else None
 
     return on_idle
 
 
-def check_prompt(prompt: Any, name: Any) -> None:
+def check_prompt(prompt: object, name: AgentName) -> None:
     """Raise ``InvalidPrompt`` unless ``prompt`` is a non-empty ``str`` (``_core/validate``)."""
     validate.check_prompt(prompt, agent=name)

@@ -15,14 +15,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from .._actors.governor import session_capabilities
 from .._core.behaviour import GenAgent
 from .._core.errors import SystemNotRunning
 from .._core.governor import GovernorStatus
 from .._core.turn import Event, Response
+from .._core.types import (
+    AgentName,
+    Capabilities,
+    ClassSpec,
+    Options,
+    OptionValue,
+    Sender,
+    Session,
+    UserTerm,
+)
 from .._core.validate import SPEC_DEFAULTS, build_spec
 from ..messages import AgentSpec, AgentStatus, PollResult, Prompt, TurnEvent, new_ref
 from . import calls
@@ -67,15 +76,15 @@ def start_system(
     *,
     base: str = "multiprocTCPBase",
     admin_port: int | None = None,
-    capabilities: dict[str, Any] | None = None,
-    log_config: dict[str, Any] | None = None,
+    capabilities: Capabilities | None = None,
+    log_config: dict[str, object] | None = None,
     store_path: str | None = None,
     node_name: str = "default",
     home: str | None = None,
     make_default: bool = True,
     max_live_sessions: int | str | None = "auto",
     session_idle_timeout: float | None = None,
-    **security: Any,
+    **security: OptionValue,
 ) -> AgentSystem:
     """Start an actor system, boot the framework in it and (by default) make it current.
 
@@ -166,7 +175,7 @@ def _system(system: AgentSystem | None) -> AgentSystem:
 
 
 def build_start_spec(
-    impl: Any, name: Any, backend: Any, target: AgentSystem, kwargs: Mapping[str, Any]
+    impl: ClassSpec, name: AgentName, backend: ClassSpec, target: AgentSystem, kwargs: Options
 ) -> AgentSpec:
     """The spec for ``start_agent(impl, name=, backend=, **kwargs)`` on ``target``.
 
@@ -194,8 +203,8 @@ def build_start_spec(
 def start_agent(
     impl: type[GenAgent],
     *,
-    name: Any,
-    backend: Any,
+    name: AgentName,
+    backend: ClassSpec,
     watchdog: float | None = SPEC_DEFAULTS.watchdog,
     max_tell_results: int = SPEC_DEFAULTS.max_tell_results,
     max_queued: int = SPEC_DEFAULTS.max_queued,
@@ -209,14 +218,14 @@ def start_agent(
     backoff_factor: float = SPEC_DEFAULTS.backoff_factor,
     backoff_max: float = SPEC_DEFAULTS.backoff_max,
     jitter: float = SPEC_DEFAULTS.jitter,
-    placement: Mapping[str, Any] | None = None,
+    placement: Options | None = None,
     on_session_lost: str = SPEC_DEFAULTS.on_session_lost,
-    secret_resolver: Any = None,
+    secret_resolver: Callable[[AgentName, str], object] | None = None,
     hibernate_after: float | None = SPEC_DEFAULTS.hibernate_after,
     timeout: float | None = calls.START_TIMEOUT,
     system: AgentSystem | None = None,
-    **options: Any,
-) -> Any:
+    **options: OptionValue,
+) -> AgentName:
     """Start an agent under the supervisor and register it under ``name``.
 
     Args:
@@ -297,7 +306,7 @@ def start_agent(
 
 
 def stop(
-    name: Any, *, timeout: float | None = calls.STOP_TIMEOUT, system: AgentSystem | None = None
+    name: AgentName, *, timeout: float | None = calls.STOP_TIMEOUT, system: AgentSystem | None = None
 ) -> None:
     """Stop agent ``name`` for good: pending callers get ``AgentStopped``; its processes end.
 
@@ -310,7 +319,7 @@ def stop(
     calls.run(target, calls.stop(target, name, timeout))
 
 
-def whereis(name: Any, *, system: AgentSystem | None = None) -> Any:
+def whereis(name: AgentName, *, system: AgentSystem | None = None) -> Sender:
     """Return the address of agent ``name``, or ``None`` if no live agent has it.
 
     A hibernated agent has no process, hence no address (``status`` says ``hibernated``;
@@ -321,7 +330,7 @@ def whereis(name: Any, *, system: AgentSystem | None = None) -> Any:
 
 def list_agents(
     *, timeout: float | None = calls.CONTROL_TIMEOUT, system: AgentSystem | None = None
-) -> list[Any]:
+) -> list[AgentName]:
     """Return the names of every registered agent.
 
     Raises:
@@ -346,7 +355,7 @@ def sessions(*, system: AgentSystem | None = None) -> GovernorStatus | None:
 
 
 def ask(
-    name: Any, prompt: str, timeout: float | None = None, *, system: AgentSystem | None = None
+    name: AgentName, prompt: str, timeout: float | None = None, *, system: AgentSystem | None = None
 ) -> Response:
     """Run ``prompt`` as a turn of agent ``name`` and return its ``Response``.
 
@@ -367,7 +376,7 @@ def ask(
 
 
 def stream(
-    name: Any, prompt: str, timeout: float | None = None, *, system: AgentSystem | None = None
+    name: AgentName, prompt: str, timeout: float | None = None, *, system: AgentSystem | None = None
 ) -> Iterator[Event | Response]:
     """Run ``prompt`` as a turn of agent ``name``, yielding its events as they happen.
 
@@ -388,7 +397,7 @@ def stream(
 
 
 def stream_prompt(
-    target: AgentSystem, name: Any, message: Prompt, timeout: float | None
+    target: AgentSystem, name: AgentName, message: Prompt, timeout: float | None
 ) -> Iterator[Event | Response]:
     """:func:`stream` for a ``Prompt`` the caller made (and whose ref it knows already).
 
@@ -411,7 +420,7 @@ def stream_prompt(
         _unwatch(target, name, message.ref)
 
 
-def watch(name: Any, *, system: AgentSystem | None = None) -> Iterator[TurnEvent]:
+def watch(name: AgentName, *, system: AgentSystem | None = None) -> Iterator[TurnEvent]:
     """Follow whatever agent ``name`` runs: yield a ``TurnEvent`` for each event of each turn.
 
     ``TurnEvent.ref`` tells the turns apart (an ``ask``, a ``tell``, a self-chained prompt).
@@ -433,7 +442,7 @@ def watch(name: Any, *, system: AgentSystem | None = None) -> Iterator[TurnEvent
     return _watch(target, name, ref)
 
 
-def _watch(target: AgentSystem, name: Any, ref: str) -> Iterator[TurnEvent]:
+def _watch(target: AgentSystem, name: AgentName, ref: str) -> Iterator[TurnEvent]:
     """The events of a subscription already made; ends the subscription when closed.
 
     A generator of its own so that the subscription is made when :func:`watch` is called
@@ -447,7 +456,7 @@ def _watch(target: AgentSystem, name: Any, ref: str) -> Iterator[TurnEvent]:
         _unwatch(target, name, ref)
 
 
-def _unwatch(target: AgentSystem, name: Any, ref: str) -> None:
+def _unwatch(target: AgentSystem, name: AgentName, ref: str) -> None:
     """Unsubscribe from ``name`` once no stream of this thread follows it any more.
 
     The endpoint is shared by the thread's streams, and the agent knows it by address only:
@@ -466,7 +475,7 @@ def _unwatch(target: AgentSystem, name: Any, ref: str) -> None:
 
 
 def tell(
-    name: Any,
+    name: AgentName,
     prompt: str,
     *,
     timeout: float | None = calls.CONTROL_TIMEOUT,
@@ -488,7 +497,7 @@ def tell(
 
 
 def poll(
-    name: Any,
+    name: AgentName,
     ref: str,
     *,
     timeout: float | None = calls.CONTROL_TIMEOUT,
@@ -507,7 +516,7 @@ def poll(
     return calls.run(target, calls.poll(target, name, ref, timeout))
 
 
-def notify(name: Any, event: Any, *, system: AgentSystem | None = None) -> None:
+def notify(name: AgentName, event: UserTerm, *, system: AgentSystem | None = None) -> None:
     """Deliver ``event`` to agent ``name``'s ``handle_event`` (buffered while a turn runs).
 
     Raises:
@@ -520,7 +529,7 @@ def notify(name: Any, event: Any, *, system: AgentSystem | None = None) -> None:
     calls.run(target, calls.notify(target, name, event))
 
 
-def interrupt(name: Any, ref: str | None = None, *, system: AgentSystem | None = None) -> str:
+def interrupt(name: AgentName, ref: str | None = None, *, system: AgentSystem | None = None) -> str:
     """End agent ``name``'s running turn (only if it is ``ref``, when given).
 
     Returns:
@@ -533,7 +542,7 @@ def interrupt(name: Any, ref: str | None = None, *, system: AgentSystem | None =
     return calls.run(target, calls.interrupt(target, name, ref))
 
 
-def cancel(name: Any, ref: str, *, system: AgentSystem | None = None) -> None:
+def cancel(name: AgentName, ref: str, *, system: AgentSystem | None = None) -> None:
     """Remove the queued tell ``ref`` before it runs; its poll then fails with ``TurnCancelled``.
 
     Raises:
@@ -543,20 +552,23 @@ def cancel(name: Any, ref: str, *, system: AgentSystem | None = None) -> None:
     calls.run(target, calls.cancel(target, name, ref))
 
 
-def halt(name: Any, *, system: AgentSystem | None = None) -> None:
+def halt(name: AgentName, *, system: AgentSystem | None = None) -> None:
     """Halt agent ``name`` (after its current turn): queued work waits for :func:`resume`."""
     target = _system(system)
     calls.run(target, calls.halt(target, name))
 
 
-def resume(name: Any, *, system: AgentSystem | None = None) -> None:
+def resume(name: AgentName, *, system: AgentSystem | None = None) -> None:
     """Unhalt agent ``name`` (or cancel a pending halt) and let it drain its queue."""
     target = _system(system)
     calls.run(target, calls.resume(target, name))
 
 
 def status(
-    name: Any, *, timeout: float | None = calls.CONTROL_TIMEOUT, system: AgentSystem | None = None
+    name: AgentName,
+    *,
+    timeout: float | None = calls.CONTROL_TIMEOUT,
+    system: AgentSystem | None = None,
 ) -> AgentStatus:
     """Return a snapshot of agent ``name`` (answered at once, even mid-turn).
 
@@ -567,7 +579,7 @@ def status(
     return calls.run(target, calls.status(target, name, timeout))
 
 
-def backend_session(name: Any, *, system: AgentSystem | None = None) -> Any:
+def backend_session(name: AgentName, *, system: AgentSystem | None = None) -> Session:
     """Return agent ``name``'s current backend session (data; tests read scripted history)."""
     target = _system(system)
     return calls.run(target, calls.backend_session(target, name))

@@ -27,8 +27,9 @@ import contextlib
 import os
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
-from typing import Any, Protocol
+from typing import Protocol
 
 from .._core.log import get_logger
 
@@ -48,7 +49,7 @@ _log = get_logger("genagent_thespian.system")
 _lock = threading.Lock()
 _owned: list[Owned] = []
 _owner_pid = 0
-_previous_handlers: dict[int, Any] = {}
+_previous_handlers: dict[int, Callable[[int, FrameType | None], object] | int | None] = {}
 
 
 def adopt(system: Owned) -> None:

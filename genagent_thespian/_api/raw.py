@@ -20,9 +20,9 @@ started the system can shut it down; a client just lets its object go.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from .._core.errors import SystemNotRunning
+from .._core.types import Capabilities
 from .._os.security import harden_transport
 from .client import current_system
 from .system import AgentSystem
@@ -52,7 +52,7 @@ def use_node_secret(
     harden_transport(bind_host=bind_host, secret_path=secret_path)
 
 
-def client_capabilities(target: AgentSystem | int | None = None) -> dict[str, Any]:
+def client_capabilities(target: AgentSystem | int | None = None) -> Capabilities:
     """Return the Thespian capabilities that reach a running system as a client.
 
     Args:

@@ -51,7 +51,6 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
 
 from thespian.actors import ActorSystem, ActorSystemFailure, PoisonMessage
 
@@ -68,6 +67,7 @@ from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor, Boot, Booted,
 from .._actors.telemetry import TELEMETRY_NAME, TelemetryBridge, TelemetryHub, wanted_names
 from .._core.errors import AgentStopped, GenAgentError, SystemNotRunning
 from .._core.log import get_logger
+from .._core.types import ActorAddress, AgentName, Capabilities, Sender, WireMessage
 from .._durable.location import is_postgres_url, open_store
 from .._durable.store import end_recorded_processes
 from .._os.frames import TransportLimits
@@ -110,14 +110,14 @@ class Subscriptions:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: dict[Any, int] = {}
+        self._counts: dict[AgentName, int] = {}
 
-    def add(self, name: Any) -> None:
+    def add(self, name: AgentName) -> None:
         """Count one more follower of agent ``name``."""
         with self._lock:
             self._counts[name] = self._counts.get(name, 0) + 1
 
-    def remove(self, name: Any) -> bool:
+    def remove(self, name: AgentName) -> bool:
         """Count one follower less; return whether it was the last (then unsubscribe)."""
         with self._lock:
             left = self._counts.get(name, 0) - 1
@@ -136,10 +136,10 @@ class _Endpoint:
     belong to still finds them; ``subscriptions`` counts the thread's streams per agent.
     """
 
-    def __init__(self, context: Any, closer: Callable[[], None]) -> None:
+    def __init__(self, context: ActorSystem, closer: Callable[[], None]) -> None:
         self.context = context
         self.close = closer
-        self.stash: deque[Any] = deque(maxlen=_STASH_LIMIT)
+        self.stash: deque[object] = deque(maxlen=_STASH_LIMIT)
         self.subscriptions = Subscriptions()
 
 
@@ -158,10 +158,10 @@ class AgentSystem:
         owned: bool,
         system_id: str,
         store_path: str | None = None,
-        services: tuple[Any, Any, Any] | None = None,
+        services: tuple[ActorAddress, ActorAddress, ActorAddress] | None = None,
         node: str | None = None,
         owner: tuple[int, float] | None = None,
-        node_watcher: Any = None,
+        node_watcher: Sender = None,
     ) -> None:
         """Boot the framework in ``asys`` (or, with ``services``, use another node's).
 
@@ -181,12 +181,12 @@ class AgentSystem:
             f"{socket.gethostname()}:{admin_port}" if admin_port else socket.gethostname()
         )
         self.leads_agents = services is None
-        self._directory: Any = None
+        self._directory: Sender = None
         self._lock = threading.RLock()
         self._local = threading.local()
         self._endpoints: list[_Endpoint] = []
-        self._addresses: dict[Any, Any] = {}
-        self._incarnations: dict[Any, int] = {}
+        self._addresses: dict[AgentName, ActorAddress] = {}
+        self._incarnations: dict[AgentName, int] = {}
         self._closed = False
         self._active = 0  # exchanges under way; shutdown lets them finish before closing
         self._drained = threading.Condition(self._lock)
@@ -242,7 +242,7 @@ class AgentSystem:
         )
 
     @property
-    def directory(self) -> Any:
+    def directory(self) -> Sender:
         """The address of this node's service directory (``_actors/directory.py``).
 
         Looked up on first use, which may be the liveness check of a call whose node is
@@ -264,7 +264,7 @@ class AgentSystem:
                     ) from None
             return self._directory
 
-    def adopt_services(self, services: Any) -> bool:
+    def adopt_services(self, services: object) -> bool:
         """Use the services the node's directory names now; return whether they moved.
 
         After a leader failover (``_nodes/leadership.py``) the directory names the new
@@ -301,8 +301,8 @@ class AgentSystem:
         *,
         base: str = "multiprocTCPBase",
         admin_port: int | None = None,
-        capabilities: dict[str, Any] | None = None,
-        log_config: dict[str, Any] | None = None,
+        capabilities: Capabilities | None = None,
+        log_config: dict[str, object] | None = None,
         bind_host: str = "127.0.0.1",
         advertise_host: str | None = None,
         secret_path: str | os.PathLike[str] | None = None,
@@ -378,8 +378,8 @@ class AgentSystem:
         cls,
         base: str,
         admin_port: int | None,
-        caps: dict[str, Any],
-        log_config: dict[str, Any] | None,
+        caps: Capabilities,
+        log_config: dict[str, object] | None,
         bind_host: str,
         advertise_host: str | None,
         secret_path: str | os.PathLike[str] | None,
@@ -426,7 +426,7 @@ class AgentSystem:
         cls,
         admin_port: int,
         *,
-        capabilities: dict[str, Any] | None = None,
+        capabilities: Capabilities | None = None,
         bind_host: str = "127.0.0.1",
         secret_path: str | os.PathLike[str] | None = None,
         transport_limits: TransportLimits | None = None,
@@ -531,13 +531,13 @@ class AgentSystem:
 
     def exchange(
         self,
-        address: Any,
-        message: Any,
-        matches: Callable[[Any], bool],
+        address: ActorAddress,
+        message: object,
+        matches: Callable[[object], bool],
         *,
         timeout: float | None,
-        on_idle: Callable[[], Any] | None = None,
-    ) -> Any:
+        on_idle: Callable[[], Sender] | None = None,
+    ) -> WireMessage:
         """Send ``message`` to ``address`` and return the first reply for which ``matches``.
 
         While waiting, ``on_idle`` runs every couple of seconds; it may raise to give up,
@@ -557,15 +557,15 @@ class AgentSystem:
 
     def exchange_stream(
         self,
-        address: Any,
-        message: Any,
-        matches: Callable[[Any], bool],
+        address: ActorAddress,
+        message: object,
+        matches: Callable[[object], bool],
         *,
         timeout: float | None,
-        on_idle: Callable[[], Any] | None = None,
-        before: tuple[Any, ...] = (),
-        progress: Callable[[Any], bool] | None = None,
-    ) -> Generator[Any, None, Any]:
+        on_idle: Callable[[], Sender] | None = None,
+        before: tuple[object, ...] = (),
+        progress: Callable[[object], bool] | None = None,
+    ) -> Generator[WireMessage, None, WireMessage]:
         """:meth:`exchange`, yielding the replies for which ``progress`` holds as they come.
 
         ``before`` are sent (without waiting) ahead of ``message``, on every (re)send.
@@ -580,14 +580,14 @@ class AgentSystem:
 
     def _tracked_exchange(
         self,
-        address: Any,
-        message: Any,
-        matches: Callable[[Any], bool],
+        address: ActorAddress,
+        message: object,
+        matches: Callable[[object], bool],
         timeout: float | None,
-        on_idle: Callable[[], Any] | None,
-        before: tuple[Any, ...] = (),
-        progress: Callable[[Any], bool] | None = None,
-    ) -> Generator[Any, None, Any]:
+        on_idle: Callable[[], Sender] | None,
+        before: tuple[object, ...] = (),
+        progress: Callable[[object], bool] | None = None,
+    ) -> Generator[WireMessage, None, WireMessage]:
         """Run one exchange, counted so that ``shutdown`` can let it finish first.
 
         A call still waiting when the system shuts down ends with ``AgentStopped``, never
@@ -645,16 +645,16 @@ class AgentSystem:
 
     def _exchange(
         self,
-        context: Any,
+        context: ActorSystem,
         endpoint: _Endpoint | None,
-        address: Any,
-        message: Any,
-        matches: Callable[[Any], bool],
+        address: ActorAddress,
+        message: object,
+        matches: Callable[[object], bool],
         timeout: float | None,
-        on_idle: Callable[[], Any] | None,
-        before: tuple[Any, ...],
-        progress: Callable[[Any], bool] | None,
-    ) -> Generator[Any, None, Any]:
+        on_idle: Callable[[], Sender] | None,
+        before: tuple[object, ...],
+        progress: Callable[[object], bool] | None,
+    ) -> Generator[WireMessage, None, WireMessage]:
         """Send ``message`` and wait for its answer, yielding progress; the sync driver's core.
 
         The wait is cut into ``_LIVENESS_INTERVAL`` slices. A message that is neither the
@@ -673,7 +673,7 @@ class AgentSystem:
                 return _LIVENESS_INTERVAL
             return max(0.0, min(_LIVENESS_INTERVAL, deadline - time.monotonic()))
 
-        def send(target: Any) -> Any:
+        def send(target: ActorAddress) -> WireMessage:
             for first in before:
                 context.tell(target, first)
             return context.ask(target, message, wait_slice())
@@ -716,7 +716,7 @@ class AgentSystem:
             return self._simple_subscriptions
         return self._endpoint().subscriptions
 
-    def send(self, address: Any, message: Any) -> None:
+    def send(self, address: ActorAddress, message: object) -> None:
         """Send ``message`` to ``address`` from this thread's endpoint, without waiting."""
         if self._closed:
             raise SystemNotRunning("the agent system is shut down")
@@ -756,17 +756,19 @@ class AgentSystem:
 
     # ------------------------------------------------------------------ names
 
-    def cached_incarnation(self, name: Any) -> int | None:
+    def cached_incarnation(self, name: AgentName) -> int | None:
         """The incarnation of agent ``name`` last looked up (``None`` if not known)."""
         with self._lock:
             return self._incarnations.get(name)
 
-    def cached_address(self, name: Any) -> Any:
+    def cached_address(self, name: AgentName) -> Sender:
         """The last known address of agent ``name`` (``None`` if not looked up yet)."""
         with self._lock:
             return self._addresses.get(name)
 
-    def remember(self, name: Any, address: Any, incarnation: int | None = None) -> None:
+    def remember(
+        self, name: AgentName, address: ActorAddress, incarnation: int | None = None
+    ) -> None:
         """Cache (or, with ``None``, forget) agent ``name``'s address and incarnation.
 
         The incarnation tells a call waiting on a cached address whether the agent it
@@ -784,10 +786,10 @@ class AgentSystem:
                     self._incarnations[name] = incarnation
 
 
-_simple_stash: deque[Any] = deque(maxlen=_STASH_LIMIT)
+_simple_stash: deque[object] = deque(maxlen=_STASH_LIMIT)
 
 
-def _drain(steps: Generator[Any, None, Any]) -> Any:
+def _drain(steps: Generator[WireMessage, None, WireMessage]) -> WireMessage:
     """Run an exchange to its answer, dropping the progress messages it yields on the way."""
     while True:
         try:
@@ -812,7 +814,7 @@ def _ask_directory(asys: ActorSystem) -> Services | None:
     )
 
 
-def is_answer(reply: Any, message: Any, matches: Callable[[Any], bool]) -> bool:
+def is_answer(reply: object, message: object, matches: Callable[[object], bool]) -> bool:
     """Whether ``reply`` answers ``message``; raise if it reports ``message`` undeliverable.
 
     Raises:

@@ -37,6 +37,7 @@ __all__ = [
     "Unchecked",
     "UserTerm",
     "WireJson",
+    "WireMessage",
 ]
 
 #: An agent's name: any hashable, picklable term the user chooses (names key the registry's
@@ -89,6 +90,11 @@ Pickled: TypeAlias = Any
 #: fields that rebuild an error (``GenAgentError._fields``, carried through pickle), a worker's
 #: turn output built up item by item. The constructor's own signature is the check.
 Fields: TypeAlias = dict[str, Any]
+
+#: A message received from the wire as the answer to a question we sent: an exchange matches it
+#: with its predicate (``Exchange.matches``) and the plan then reads it as the kind it matched
+#: (a predicate cannot narrow a type for its caller), or it is handed to the caller as is.
+WireMessage: TypeAlias = Any
 
 #: A field of a message received from another process that is not checked yet: the checker
 #: (``check_prompt``, ``check_request_ref``...) takes it as it came, and answers with a typed error.

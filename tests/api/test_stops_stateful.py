@@ -115,7 +115,7 @@ class StartStopKillAsk(RuleBasedStateMachine):
                     interval=0.1,
                     message=f"agent {name!r} never answered again",
                 )
-            assert sorted(g.list_agents(system=self.system)) == sorted(self.running)
+            assert sorted(map(str, g.list_agents(system=self.system))) == sorted(self.running)
         finally:
             self.system.shutdown()
             wait_until(lambda: not system_processes(self.system), timeout=30.0)

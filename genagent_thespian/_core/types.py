@@ -23,6 +23,7 @@ __all__ = [
     "Callback",
     "Capabilities",
     "ClassSpec",
+    "DbRow",
     "EventData",
     "Fields",
     "JsonObject",
@@ -34,6 +35,7 @@ __all__ = [
     "Pickled",
     "Sender",
     "Session",
+    "ThespianInternal",
     "Unchecked",
     "UserTerm",
     "WireJson",
@@ -108,6 +110,16 @@ Callback: TypeAlias = Callable[..., UserTerm]
 #: (``_HANDLERS``): each handler takes the message type of its own key, which one value type for
 #: the whole table cannot say (the table is the type switch).
 MessageHandler: TypeAlias = Callable[..., None]
+
+#: A row as the database driver returns it (sqlite3, psycopg): the columns' types are those of
+#: the query that read it, which the reader unpacks.
+DbRow: TypeAlias = tuple[Any, ...]
+
+#: An object of Thespian's own TCP transport that ``_os/frames.py`` and ``_os/shutdown_guard.py``
+#: patch (the transport, an incoming connection, its socket wrapper, the admin and its
+#: envelopes): Thespian's private, untyped internals, read through the attributes they have in
+#: the pinned release (4.0.1; ``_os/security.py`` checks them at start).
+ThespianInternal: TypeAlias = Any
 
 #: A JSON value, as ``json.dumps`` writes it.
 JsonValue: TypeAlias = "bool | int | float | str | list[JsonValue] | dict[str, JsonValue] | None"

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import io
 import pickle
-from typing import Any
+
+from .._core.types import Pickled
 
 __all__ = ["MOVED_MODULES", "loads"]
 
@@ -62,7 +63,7 @@ _MOVED_CLASSES: dict[tuple[str, str], tuple[str, str]] = {
 class _Unpickler(pickle.Unpickler):
     """A standard unpickler whose class lookup knows where moved classes went."""
 
-    def find_class(self, module: str, name: str) -> Any:
+    def find_class(self, module: str, name: str) -> object:
         """Resolve a class under its current module, so records pickled before the package's
         modules moved (issue 18) still load.
         """
@@ -70,6 +71,6 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(MOVED_MODULES.get(module, module), name)
 
 
-def loads(blob: bytes) -> Any:  # Any: a pickle holds whatever the runtime stored
+def loads(blob: bytes) -> Pickled:  # a pickle holds whatever the runtime stored
     """Unpickle ``blob`` like :func:`pickle.loads`, resolving pre-move module paths."""
     return _Unpickler(io.BytesIO(blob)).load()

@@ -29,9 +29,10 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from .._core.errors import AgentAlreadyExists, AgentNotFound, InvalidOption
+from .._core.types import DbRow
 from .store import (
     APPLICATION_ID,
     SCHEMA_VERSION,
@@ -59,8 +60,8 @@ from .store import (
 
 __all__ = ["URL_SCHEMES", "PostgresAgentStore", "is_postgres_url", "safe_location"]
 
-#: A row as psycopg returns it by default; Any: the columns' types are the query's.
-_Row: TypeAlias = tuple[Any, ...]
+#: A row as psycopg returns it by default (``DbRow``: the columns' types are the query's).
+_Row: TypeAlias = DbRow
 
 if TYPE_CHECKING:  # psycopg is an extra: imported for real only when a store opens
     import psycopg
@@ -267,7 +268,7 @@ class PostgresAgentStore(AgentStore):
             )
         return conn
 
-    def _network_defaults(self) -> dict[str, Any]:
+    def _network_defaults(self) -> dict[str, object]:
         """Timeouts so a server behind a partition fails a call within seconds, not minutes.
 
         A lease holder must notice it cannot reach the store before its lease runs out;
@@ -366,7 +367,7 @@ class PostgresAgentStore(AgentStore):
         cur: _Cursor,
         key: str,
         assignments: str,
-        params: Sequence[Any],
+        params: Sequence[object],
         incarnation: int | None,
     ) -> None:
         """Run ``UPDATE agents SET <assignments>`` for ``key``, checking it and its incarnation."""

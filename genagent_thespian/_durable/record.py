@@ -43,11 +43,11 @@ import pickle
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from .._core.errors import AgentStopped, InvalidOption
 from .._core.log import get_logger
 from .._core.machine import AgentMachine, MachineSnapshot, Origin
+from .._core.types import ActorAddress, Session, UserTerm
 from .._os import procfs
 from ..messages import AgentSpec, Failure, PollResult
 from . import pickling
@@ -112,8 +112,8 @@ class AgentSnapshot:
     measured the single write as cheap as an incremental one up to a hundred queued prompts.
     """
 
-    session: Any  # Any: the backend's own picklable session data (Backend.start_session)
-    impl: dict[str, Any]  # the implementation's snapshot_state(), user data
+    session: Session  # the backend's own picklable session data (Backend.start_session)
+    impl: dict[str, UserTerm]  # the implementation's snapshot_state(), user data
     machine: MachineSnapshot
     # The boot of the system that wrote it: a snapshot of another boot holds asks whose
     # callers went with that system (``AgentMachine.restore(callers_gone=...)``).
@@ -137,8 +137,8 @@ class AgentSnapshot:
 class Restored:
     """What a restarted agent resumes from."""
 
-    session: Any  # Any: the backend's session data, as in AgentSnapshot
-    impl_state: dict[str, Any]
+    session: Session  # the backend's session data, as in AgentSnapshot
+    impl_state: dict[str, UserTerm]
     machine: MachineSnapshot
     results: list[PollResult]
     incarnation: int
@@ -238,7 +238,9 @@ class AgentRecord:
             run=getattr(state, "run", ""),  # snapshots pickled before it had the field
         )
 
-    def save(self, machine: AgentMachine, session: Any, impl_state: dict[str, Any]) -> None:
+    def save(
+        self, machine: AgentMachine, session: Session, impl_state: dict[str, UserTerm]
+    ) -> None:
         """Persist new tell results and the state snapshot (one boundary).
 
         Raises:
@@ -300,7 +302,7 @@ class AgentRecord:
 
 
 def answer_stored_callers(
-    path: str, spec: AgentSpec, reason: str, send: Callable[[Any, Any], None]
+    path: str, spec: AgentSpec, reason: str, send: Callable[[ActorAddress, object], None]
 ) -> int:
     """Answer the ask callers a dead durable agent's record still holds; return how many.
 

@@ -28,7 +28,9 @@ import io
 import pickle
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TypeAlias, cast
+
+from .._core.types import AgentName, Options, Pickled
 
 __all__ = ["Redacted", "dumps_redacted", "is_secret_name", "lookup_for", "redact", "restore"]
 
@@ -74,7 +76,7 @@ def _placeholder(name: str, value: object) -> Redacted:
     return Redacted(name, type(value) if _is_wrapper(value) else None)
 
 
-def redact(value: Any, name: str = "?") -> Any:
+def redact(value: object, name: str = "?") -> object:
     """Return a copy of *value* with every secret replaced by a :class:`Redacted`.
 
     Walks dicts, lists, tuples (an ``(name, value)`` pair is an option) and dataclass
@@ -99,7 +101,7 @@ def redact(value: Any, name: str = "?") -> Any:
             return (value[0], _placeholder(value[0], value[1]))
         return tuple(redact(item, name) for item in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {}
+        changes: dict[str, object] = {}
         for field in dataclasses.fields(value):
             item = getattr(value, field.name)
             if is_secret_name(field.name) and item is not None:
@@ -112,7 +114,7 @@ def redact(value: Any, name: str = "?") -> Any:
     return value
 
 
-def restore(value: Any, lookup: Callable[[str], Any]) -> Any:
+def restore(value: Pickled, lookup: Callable[[str], object]) -> Pickled:
     """Return a copy of *value* with every :class:`Redacted` filled from ``lookup(name)``.
 
     A secret the lookup cannot find comes back as ``None``, never as the placeholder, which
@@ -141,7 +143,7 @@ def restore(value: Any, lookup: Callable[[str], Any]) -> Any:
     return value
 
 
-def _with_fields(instance: Any, changes: Mapping[str, Any]) -> Any:
+def _with_fields(instance: object, changes: Mapping[str, object]) -> object:
     """A copy of a dataclass or slotted instance with some fields replaced, without calling its
     ``__init__`` (which may validate, or refuse a placeholder).
     """
@@ -151,16 +153,21 @@ def _with_fields(instance: Any, changes: Mapping[str, Any]) -> Any:
     return clone
 
 
+#: What ``reducer_override`` returns for a wrapper: rebuild it as ``Redacted("?", its type)``.
+_Reduced: TypeAlias = tuple[type[Redacted], tuple[str, type]]
+
+
 class _RedactingPickler(pickle.Pickler):
     """Pickle that turns any credential wrapper it meets, however deep, into a placeholder."""
 
-    def reducer_override(self, obj: Any) -> Any:
+    def reducer_override(self, obj: object) -> _Reduced:
         if _is_wrapper(obj) and not isinstance(obj, type):
             return (Redacted, ("?", type(obj)))
-        return NotImplemented
+        # pickle's "reduce it as usual" (typeshed types NotImplemented as Any)
+        return cast(_Reduced, NotImplemented)
 
 
-def dumps_redacted(value: Any) -> bytes:
+def dumps_redacted(value: object) -> bytes:
     """Pickle ``redact(value)`` for the store, credential wrappers included at any depth."""
     buffer = io.BytesIO()
     _RedactingPickler(buffer, protocol=pickle.DEFAULT_PROTOCOL).dump(redact(value))
@@ -168,11 +175,11 @@ def dumps_redacted(value: Any) -> bytes:
 
 
 def lookup_for(
-    options: Mapping[str, Any], resolver: Callable[[Any, str], Any] | None, agent: Any
-) -> Callable[[str], Any]:
+    options: Options, resolver: Callable[[AgentName, str], object] | None, agent: AgentName
+) -> Callable[[str], object]:
     """The restore-time lookup: the live options (at any depth), then *resolver*, else None."""
 
-    def lookup(name: str) -> Any:
+    def lookup(name: str) -> object:
         """The live value of the secret called ``name``, from the options, else the resolver."""
         found = _find(options, name)
         if found is None and resolver is not None:
@@ -182,7 +189,7 @@ def lookup_for(
     return lookup
 
 
-def _find(value: object, name: str) -> Any:  # Any: whatever the user put in the options
+def _find(value: object, name: str) -> object:  # whatever the user put in the options
     """The first non-``None`` value under key *name* at any depth of nested options.
 
     Secrets often sit inside nested options (``mcp_servers={...: {"env": {"TOKEN": ...}}}``),

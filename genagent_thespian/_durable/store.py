@@ -61,9 +61,10 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import Literal, Self
 
 from .._core.errors import AgentAlreadyExists, AgentNotFound, GenAgentError, InvalidOption
+from .._core.types import AgentName, DbRow, UserTerm
 from .._os import processes as _processes
 from .._os import procfs as _procfs
 from .._os.private import narrow, private_file
@@ -230,7 +231,9 @@ class ProcessRecord:
 # --- keys and checks ------------------------------------------------------------------------
 
 
-def _encode_name(value: Any, out: bytearray) -> None:  # Any: an agent name is any user term
+def _encode_name(
+    value: UserTerm, out: bytearray
+) -> None:  # a name or part: dispatched by exact type
     """Append the canonical encoding of ``value`` to ``out`` (see :func:`agent_key`).
 
     Each value is tagged with its type and delimited (a length prefix or a terminator), so no two
@@ -273,7 +276,7 @@ def _encode_name(value: Any, out: bytearray) -> None:  # Any: an agent name is a
         out += b"p%d:" % len(data) + data
 
 
-def agent_key(name: Any) -> str:  # Any: an agent name is any user term
+def agent_key(name: AgentName) -> str:
     """Return the stable store key of an agent name: a SHA-256 hex digest.
 
     ``str``, ``int``, ``float``, ``bool``, ``None``, ``bytes`` and tuples and frozensets of
@@ -356,7 +359,7 @@ def _check_file_name(name: object) -> str:
     return name
 
 
-def _check_epoch(key: str, row: Sequence[Any] | None, epoch: int) -> None:  # Any: a DB row
+def _check_epoch(key: str, row: DbRow | None, epoch: int) -> None:
     """Refuse a lease write for an unknown agent or an incarnation that is not current."""
     if row is None:
         raise AgentNotFound(f"no stored agent with key {_short(key)}")
@@ -366,7 +369,7 @@ def _check_epoch(key: str, row: Sequence[Any] | None, epoch: int) -> None:  # An
         )
 
 
-def _leadership_claim(row: Sequence[Any] | None, holder: str, now: float) -> int | None:
+def _leadership_claim(row: DbRow | None, holder: str, now: float) -> int | None:
     """The epoch a leadership claim gets from the current ``(epoch, holder, expires)`` row.
 
     ``None``: another holder's lease is still running, the claim fails.
@@ -1007,7 +1010,7 @@ class SQLiteAgentStore(AgentStore):
         cur: sqlite3.Cursor,
         key: str,
         assignments: str,
-        params: Sequence[Any],
+        params: Sequence[object],
         incarnation: int | None,
     ) -> None:
         """Run ``UPDATE agents SET <assignments>`` for ``key``, checking it and its incarnation.
@@ -1143,7 +1146,7 @@ class SQLiteAgentStore(AgentStore):
             return self._build_agent(key, *rows)
 
     @staticmethod
-    def _select_agent(cur: sqlite3.Cursor, key: str) -> tuple[tuple[Any, ...], list[Any]] | None:
+    def _select_agent(cur: sqlite3.Cursor, key: str) -> tuple[DbRow, list[DbRow]] | None:
         """The agent's row and result rows, read in the caller's transaction."""
         row = cur.execute(
             "SELECT name, name_crc, spec, spec_crc, state, state_crc, incarnation"
@@ -1157,7 +1160,7 @@ class SQLiteAgentStore(AgentStore):
         ).fetchall()
         return tuple(row), result_rows
 
-    def _build_agent(self, key: str, row: tuple[Any, ...], result_rows: list[Any]) -> StoredAgent:
+    def _build_agent(self, key: str, row: DbRow, result_rows: list[DbRow]) -> StoredAgent:
         """Build a :class:`StoredAgent` from rows, checking every blob's CRC on the way."""
         name, name_crc, spec, spec_crc, state, state_crc, incarnation = row
         name_blob = self._verified(key, "name", name, name_crc)

@@ -42,13 +42,14 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Protocol
 
 from thespian.system.timing import ExpirationTimer
 from thespian.system.transport import TCPTransport, errmgmt, streamBuffer
 from thespian.system.utilis import thesplog
 
 from .._core.errors import InvalidOption, MessageTooLarge
+from .._core.types import Pickled, ThespianInternal
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
@@ -199,7 +200,7 @@ class FrameCodec:
         mac.update(payload)
         return mac.digest()
 
-    def dumps(self, obj: Any) -> bytes:
+    def dumps(self, obj: object) -> bytes:
         """Pickle *obj* and return the authenticated frame body.
 
         Raises:
@@ -235,7 +236,7 @@ class FrameCodec:
             return "body tag does not match this node's secret"
         return None
 
-    def loads(self, body: bytes) -> Any:
+    def loads(self, body: bytes) -> Pickled:
         """Verify a whole frame body and unpickle it; Thespian's ``'ACK+DATAERR'`` if it fails."""
         view = memoryview(body)
         if len(view) <= HEADER_BYTES or len(view) > self.max_frame_bytes:
@@ -278,7 +279,7 @@ class FrameReceiver:
         "rejection",
     )
 
-    def __init__(self, codec: FrameCodec, _thespian_deserializer: Any = None) -> None:
+    def __init__(self, codec: FrameCodec, _thespian_deserializer: ThespianInternal = None) -> None:
         """Start reading one frame. The signature matches the ``ReceiveBuffer`` it replaces
         inside Thespian's transport, whose deserializer argument is not used (frames are
         decoded by the codec, after their tag is checked).
@@ -315,7 +316,7 @@ class FrameReceiver:
         self._body = bytearray()
         self._extra = b""
 
-    def addMore(self, data: Any) -> None:
+    def addMore(self, data: ThespianInternal) -> None:
         """Take bytes read from the socket; check each piece of the frame as it completes."""
         if self.rejection is not None:
             return
@@ -394,7 +395,7 @@ class FrameReceiver:
         """Forget bytes received after the end of this frame."""
         self._extra = b""
 
-    def completed(self) -> tuple[Any, bytes] | None:
+    def completed(self) -> tuple[Pickled, bytes] | None:
         """Return ``(message, extra bytes)`` of a complete, verified frame, else ``None``.
 
         A verified frame whose pickle cannot be loaded (a class the receiver lacks) comes back
@@ -426,6 +427,12 @@ def _to_thesplog(message: str, *args: object) -> None:
     thesplog(message, *args, level=logging.WARNING)
 
 
+class _Write(Protocol):
+    """Where ``RejectionLog`` writes a line: ``(format, *args)``, as ``logging`` takes them."""
+
+    def __call__(self, message: str, *args: object) -> None: ...
+
+
 class RejectionLog:
     """Count refused frames; log at most one line per peer per minute.
 
@@ -438,7 +445,7 @@ class RejectionLog:
         self,
         *,
         clock: Callable[[], float] = time.monotonic,
-        write: Callable[..., None] = _to_thesplog,
+        write: _Write = _to_thesplog,
     ) -> None:
         """A log of refused frames, rate-limited per peer; ``clock`` and ``write`` are injectable
         so tests check the rate limit without waiting or reading Thespian's log file.
@@ -477,7 +484,7 @@ class RejectionLog:
 rejections = RejectionLog()
 
 
-def _peer_of(sock: Any) -> str:
+def _peer_of(sock: ThespianInternal) -> str:
     """The peer's address for log lines; a socket already gone gives a placeholder, not an error."""
     try:
         return str(sock.getpeername()[0])
@@ -488,7 +495,9 @@ def _peer_of(sock: Any) -> str:
 # -- the receive path --------------------------------------------------------------------------
 
 
-def handle_readable_incoming(transport: Any, inc: Any, has_exclusive_flag: bool = False) -> Any:
+def handle_readable_incoming(
+    transport: ThespianInternal, inc: ThespianInternal, has_exclusive_flag: bool = False
+) -> ThespianInternal:
     """Replacement of ``TCPTransport._handleReadableIncoming``: read, check, close on failure.
 
     Reads what the frame's :class:`FrameReceiver` asks for (so never past a piece that has
@@ -504,8 +513,12 @@ def handle_readable_incoming(transport: Any, inc: Any, has_exclusive_flag: bool 
 
 
 def _read_incoming(
-    transport: Any, inc: Any, has_exclusive_flag: bool, *, probe: bool = False
-) -> Any:
+    transport: ThespianInternal,
+    inc: ThespianInternal,
+    has_exclusive_flag: bool,
+    *,
+    probe: bool = False,
+) -> ThespianInternal:
     """:func:`handle_readable_incoming`; with *probe*, nothing to read yet is no failure."""
     frame = inc._rData
     if frame.pending and time.monotonic() >= frame.deadline:
@@ -559,7 +572,7 @@ _ACCEPT_BATCH = 16
 _admissions = itertools.count(1)
 
 
-def accept_new_incoming(transport: Any, limits: TransportLimits) -> None:
+def accept_new_incoming(transport: ThespianInternal, limits: TransportLimits) -> None:
     """Wrapper of ``TCPTransport._acceptNewIncoming``: give new connections a deadline and a cap.
 
     Thespian accepts the connection; this then records the peer, gives the connection
@@ -599,14 +612,14 @@ def accept_new_incoming(transport: Any, limits: TransportLimits) -> None:
             return
 
 
-def _more_to_accept(listener: Any) -> bool:
+def _more_to_accept(listener: ThespianInternal) -> bool:
     """Whether the (blocking) listening socket has another connection waiting."""
     poller = select.poll()
     poller.register(listener, select.POLLIN)
     return bool(poller.poll(0))
 
 
-def _evict_oldest(transport: Any, limits: TransportLimits, peer: str) -> None:
+def _evict_oldest(transport: ThespianInternal, limits: TransportLimits, peer: str) -> None:
     """Close the oldest unauthenticated connections beyond the per-peer and total limits.
 
     Legitimate peers authenticate within moments, so the oldest unauthenticated connections are the
@@ -640,7 +653,7 @@ def _evict_oldest(transport: Any, limits: TransportLimits, peer: str) -> None:
         _evict(transport, fileno, inc, reason)
 
 
-def _evict(transport: Any, fileno: int, inc: Any, reason: str) -> None:
+def _evict(transport: ThespianInternal, fileno: int, inc: ThespianInternal, reason: str) -> None:
     rejections.record(inc._rData.peer or "an unknown peer", reason)
     inc.close()
     del transport._incomingSockets[fileno]

@@ -88,14 +88,15 @@ import secrets
 import stat
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from thespian.system.transport import IPBase, TCPTransport, errmgmt, streamBuffer
 
 from .._core.errors import GenAgentError
+from .._core.types import ActorAddress, Options, OptionValue, ThespianInternal
 from .frames import (
     FrameCodec,
     FrameReceiver,
@@ -387,7 +388,7 @@ class TransportSecurity:
         )
 
 
-def _ipv4(field: str, value: Any) -> ipaddress.IPv4Address:  # Any: a user setting, checked here
+def _ipv4(field: str, value: OptionValue) -> ipaddress.IPv4Address:  # a user setting, checked
     """Parse an address setting, naming the setting when it is wrong.
 
     Only IPv4 literals are accepted, so checks such as :attr:`TransportSecurity.loopback_only`
@@ -401,7 +402,7 @@ def _ipv4(field: str, value: Any) -> ipaddress.IPv4Address:  # Any: a user setti
         ) from None
 
 
-def check_capabilities(capabilities: Mapping[str, Any], security: TransportSecurity) -> None:
+def check_capabilities(capabilities: Options, security: TransportSecurity) -> None:
     """Check ``ActorSystem`` capabilities against the transport security settings.
 
     Call it in the starting process before ``ActorSystem('multiprocTCPBase', capabilities)``.
@@ -545,14 +546,14 @@ def harden_transport(
     return security
 
 
-def _make_bind_args(bind_host: str) -> Callable[[Any], tuple[tuple[str, int], ...]]:
+def _make_bind_args(bind_host: str) -> Callable[[ThespianInternal], tuple[tuple[str, int], ...]]:
     """Thespian's ``bindArgs`` replacement: bind to ``bind_host`` where it would bind to all.
 
     Thespian binds its listening socket to every interface; this keeps the node on the
-    configured interface (loopback by default). Any: Thespian's untyped TCP address.
+    configured interface (loopback by default), on Thespian's untyped TCP address.
     """
 
-    def bindArgs(address: Any) -> tuple[tuple[str, int], ...]:
+    def bindArgs(address: ActorAddress) -> tuple[tuple[str, int], ...]:
         """The socket address to bind: ``bind_host`` in place of the wildcard, else as given."""
         host, port = address.bindname[:2]
         if host in ("", _WILDCARD):

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
 
 import psutil
 from thespian.system.admin.convention import ConventioneerAdmin
 from thespian.system.messages.admin import SystemShutdownCompleted
 from thespian.system.transport import TransmitIntent
+
+from .._core.types import ActorAddress, ThespianInternal
 
 __all__ = ["install_shutdown_guard"]
 
@@ -37,7 +38,7 @@ def install_shutdown_guard() -> None:
         ConventioneerAdmin.h_SystemShutdown = _guarded
 
 
-def _guarded(admin: Any, envelope: Any) -> Any:
+def _guarded(admin: ThespianInternal, envelope: ThespianInternal) -> ThespianInternal:
     """The admin's ``SystemShutdown`` handler, refusing requests from foreign processes.
 
     A refused request is answered ``SystemShutdownCompleted`` so the foreign client does not
@@ -69,7 +70,7 @@ def _may_shut_down(pid: int) -> bool:
         return True  # gone already: nothing to protect against
 
 
-def _local_pid(address: Any) -> int | None:
+def _local_pid(address: ActorAddress) -> int | None:
     """The pid of the local process listening on ``address`` (``None``: not found/not local)."""
     try:
         host, port = address.addressDetails.connectArgs[0][:2]

@@ -54,10 +54,9 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from thespian.actors import (
     Actor,
@@ -86,6 +85,7 @@ from .._api.system import AgentSystem, _marker_env, free_port
 from .._core.errors import GenAgentError, InvalidOption
 from .._core.log import get_logger
 from .._core.protocol import NODE_CAPABILITY
+from .._core.types import ActorAddress, Capabilities, Options, WireMessage
 from .._os.frames import TransportLimits
 from .._os.processes import SYSTEM_MARKER, kill_marked
 from .._os.security import check_capabilities, harden_transport
@@ -133,16 +133,16 @@ class _WhereAreServices:
 class _Services:
     """The leader's services: registry, telemetry, supervisor and node watcher."""
 
-    registry: Any
-    telemetry: Any
-    supervisor: Any
-    watcher: Any
+    registry: ActorAddress
+    telemetry: ActorAddress
+    supervisor: ActorAddress
+    watcher: ActorAddress
 
 
 class _ServicesFinder(_LeaderOnly):
     """Created on the leader by a joining member; answers where the services are, then exits."""
 
-    def receiveMessage(self, message: Any, sender: Any) -> None:
+    def receiveMessage(self, message: object, sender: ActorAddress) -> None:
         """Answer with the leader's services (by global name, booted or not), then leave.
 
         An actor on the leader is the only way for a member to reach the leader's named actors:
@@ -166,7 +166,7 @@ class _ServicesFinder(_LeaderOnly):
 class _Probe(Actor):
     """Created on the local node: answers its pid and process group, then exits."""
 
-    def receiveMessage(self, message: Any, sender: Any) -> None:
+    def receiveMessage(self, message: object, sender: ActorAddress) -> None:
         """Answer ``"probe"`` with this actor's pid and process group, then leave.
 
         Every actor of a system shares the admin's process group; the starter learns it here so
@@ -201,7 +201,7 @@ class _Heartbeat(Actor):
         super().__init__()
         self._period = 0.0
 
-    def receiveMessage(self, message: Any, sender: Any) -> None:
+    def receiveMessage(self, message: object, sender: ActorAddress) -> None:
         """Start beating on ``_Beat``; on each wakeup, touch the capability and re-arm."""
         if isinstance(message, _Beat):
             self._period = message.period
@@ -221,12 +221,12 @@ def start_node(
     admin_port: int | None = None,
     bind_host: str = "127.0.0.1",
     advertise_host: str | None = None,
-    capabilities: Mapping[str, Any] | None = None,
+    capabilities: Options | None = None,
     store_path: str | os.PathLike[str] | None = None,
     secret_path: str | os.PathLike[str] | None = None,
     reregistration_period: float = 5.0,
     registration_miss_max: int = 2,
-    log_config: dict[str, Any] | None = None,
+    log_config: dict[str, object] | None = None,
     join_timeout: float = _JOIN_TIMEOUT,
     transport_limits: TransportLimits | None = None,
     node_name: str | None = None,
@@ -303,7 +303,7 @@ def start_node(
     admin_port = admin_port or free_port()
     host = advertise_host or bind_host
     name = f"{socket.gethostname()}:{admin_port}"
-    caps: dict[str, Any] = {
+    caps: Capabilities = {
         **labels,
         "Admin Port": admin_port,
         "Convention Address.IPv4": (host, admin_port) if leader is None else tuple(leader),
@@ -348,12 +348,12 @@ def start_node(
 
 
 def _start_member(
-    caps: dict[str, Any],
+    caps: Capabilities,
     admin_port: int,
     bind_host: str,
     advertise_host: str | None,
     secret_path: str | os.PathLike[str] | None,
-    log_config: dict[str, Any] | None,
+    log_config: dict[str, object] | None,
     name: str,
     period: float,
     join_timeout: float,
@@ -403,7 +403,7 @@ def _start_member(
         raise
 
 
-def _start_session_governor(asys: ActorSystem, caps: dict[str, Any]) -> None:
+def _start_session_governor(asys: ActorSystem, caps: Capabilities) -> None:
     """Run this node's session governor from its start, when the node caps sessions.
 
     Each node caps the live sessions of the agents on it (``_actors/governor.py``); its
@@ -417,7 +417,7 @@ def _start_session_governor(asys: ActorSystem, caps: dict[str, Any]) -> None:
 
 def _start_candidate_or_member(
     leaders: list[tuple[str, int]],
-    labels: dict[str, Any],
+    labels: Capabilities,
     *,
     admin_port: int,
     bind_host: str,
@@ -425,7 +425,7 @@ def _start_candidate_or_member(
     store_path: str | os.PathLike[str] | None,
     secret_path: str | os.PathLike[str] | None,
     timing: tuple[float, int],
-    log_config: dict[str, Any] | None,
+    log_config: dict[str, object] | None,
     join_timeout: float,
     transport_limits: TransportLimits | None,
 ) -> AgentSystem:
@@ -457,7 +457,7 @@ def _start_candidate_or_member(
             "store_path is a leader candidate's setting: agents on members use the leader's"
         )
     name = f"{socket.gethostname()}:{admin_port}"
-    caps: dict[str, Any] = {
+    caps: Capabilities = {
         **labels,
         "Admin Port": admin_port,
         "Convention Address.IPv4": list(leaders),
@@ -551,7 +551,7 @@ def _find_leader_services(asys: ActorSystem, join_timeout: float) -> _Services:
     )
 
 
-def _check_labels(capabilities: Mapping[str, Any] | None) -> dict[str, Any]:
+def _check_labels(capabilities: Options | None) -> Capabilities:
     """The node's labels, checked: plain string keys, and a positive int ``capacity``.
 
     A label named like one of Thespian's or the framework's capabilities would silently
@@ -613,7 +613,7 @@ def list_nodes(system: AgentSystem) -> tuple[NodeInfo, ...]:
     from .._api import calls
     from .._core.errors import AskTimeout
 
-    def nodes_from(address: Any) -> Any:
+    def nodes_from(address: ActorAddress) -> WireMessage:
         """Ask the node watcher at ``address`` for the node list (10 s at most)."""
         return system.exchange(address, _ListNodes(), lambda m: isinstance(m, tuple), timeout=10.0)
 
@@ -733,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
         candidates.append((host, int(port)))
     leader = candidates[0] if len(candidates) == 1 else None
     leaders = candidates if len(candidates) > 1 else None
-    labels: dict[str, Any] = {}
+    labels: Capabilities = {}
     for label in args.label:
         key, sep, value = label.partition("=")
         if not sep or not key:

@@ -49,7 +49,6 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
@@ -58,6 +57,7 @@ from .._actors.registry import REGISTRY_NAME, Registry
 from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor, Boot, Booted, Lead
 from .._actors.telemetry import TELEMETRY_NAME, TelemetryHub
 from .._core.log import get_logger
+from .._core.types import ActorAddress
 from .._durable.location import open_store
 from .._durable.store import AgentStore, StoreError
 from .membership import NODES_NAME, ListNodes, NodeWatcher
@@ -122,9 +122,9 @@ class Elector(Actor):
         self._store: AgentStore | None = None
         self._epoch = 0  # the epoch this node leads under (0: it does not lead)
         self._renewed = 0.0  # monotonic time of the last successful claim while leading
-        self._services: dict[str, Any] = {}
+        self._services: dict[str, ActorAddress] = {}
 
-    def receiveMessage(self, message: Any, sender: Any) -> None:
+    def receiveMessage(self, message: object, sender: ActorAddress) -> None:
         """Claim on ``Elect`` and on every claim tick; boot, lead, or leave. Never raises.
 
         A boot deadline carries the epoch it was set for: if the lead was lost and won again

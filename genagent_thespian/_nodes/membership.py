@@ -20,15 +20,14 @@ agents of a dead host would stay "running" for ever.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from thespian.actors import Actor, ActorSystemConventionUpdate, WakeupMessage
 
 from .._actors.supervisor import SUPERVISOR_NAME, AgentSupervisor, NodeLost, NodesChanged
 from .._core.log import get_logger
 from .._core.protocol import NODE_CAPABILITY
+from .._core.types import ActorAddress, Capabilities, Options, OptionValue, Sender
 
 __all__ = [
     "HEARTBEAT_CAPABILITY",
@@ -71,7 +70,7 @@ class NodeInfo:
     name: str
     role: str
     host: str
-    labels: tuple[tuple[str, Any], ...]
+    labels: tuple[tuple[str, OptionValue], ...]
     capacity: int | None
 
 
@@ -80,7 +79,7 @@ class LeaderOnly(Actor):
 
     @staticmethod
     def actorSystemCapabilityCheck(
-        capabilities: dict[str, Any], requirements: dict[str, Any] | None = None
+        capabilities: Capabilities, requirements: Capabilities | None = None
     ) -> bool:
         """Accept only a leader or a standby leader's system (Thespian asks each node).
 
@@ -98,18 +97,18 @@ class ListNodes:
 class NodeWatcher(LeaderOnly):
     """On the leader: follows the convention's membership (``ActorSystemConventionUpdate``)."""
 
-    def __init__(self, capabilities: dict[str, Any] | None = None) -> None:
+    def __init__(self, capabilities: Capabilities | None = None) -> None:
         """Keep the leader's own capabilities: the leader is a node too, and placement may use
         it.
         """
         super().__init__()
         self._own = dict(capabilities or {})
-        self._members: dict[str, dict[str, Any]] = {}
-        self._leaving: dict[str, dict[str, Any]] = {}  # removed, within the grace
+        self._members: dict[str, Capabilities] = {}
+        self._leaving: dict[str, Capabilities] = {}  # removed, within the grace
         self._registered = False
-        self._told: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] | None = None
+        self._told: tuple[tuple[str, tuple[tuple[str, OptionValue], ...]], ...] | None = None
 
-    def receiveMessage(self, message: Any, sender: Any) -> None:
+    def receiveMessage(self, message: object, sender: ActorAddress) -> None:
         """Track joins and leaves; report a leave only once it lasted ``_LEAVE_GRACE``.
 
         It registers for membership notices on its first message (an actor cannot call Thespian
@@ -142,7 +141,7 @@ class NodeWatcher(LeaderOnly):
             nodes = [_node_info(self._own)] + [_node_info(c) for c in self._members.values()]
             self.send(sender, tuple(nodes))
 
-    def _supervisor(self) -> Any:
+    def _supervisor(self) -> Sender:
         """The supervisor's address, by its global name (created once per system, at boot)."""
         return self.createActor(AgentSupervisor, globalName=SUPERVISOR_NAME)
 
@@ -158,12 +157,12 @@ class NodeWatcher(LeaderOnly):
             self.send(self._supervisor(), NodesChanged(nodes))
 
 
-def _placement_view(capabilities: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+def _placement_view(capabilities: Options) -> tuple[tuple[str, OptionValue], ...]:
     """The capabilities placement reads: labels, capacity and the node name (no heartbeat)."""
     return tuple(sorted((k, v) for k, v in capabilities.items() if k != HEARTBEAT_CAPABILITY))
 
 
-def _node_info(capabilities: Mapping[str, Any]) -> NodeInfo:
+def _node_info(capabilities: Options) -> NodeInfo:
     """What ``list_nodes`` shows of a node: its name, role, host, user labels and capacity.
 
     Thespian's and the framework's own capabilities are left out of ``labels``: they are

@@ -24,13 +24,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from .._api.home import DEFAULT_NODE, node_home
 from .._api.system import AgentSystem
 from .._core.errors import GenAgentError, InvalidOption, SystemNotRunning
+from .._core.types import JsonObject
 from .._os.private import private_file
 from .._os.processes import processes_with_marker
 
@@ -167,7 +168,7 @@ def connect(port: int, *, bind_host: str = "127.0.0.1") -> AgentSystem:
 # ------------------------------------------------------------------------- running a node
 
 
-def run_node(port: int, *, ready: Any = None) -> int:
+def run_node(port: int, *, ready: Callable[[NodeState], object] | None = None) -> int:
     """Run a node in this process until ``SIGTERM`` or ``SIGINT``; return an exit code.
 
     Args:
@@ -299,7 +300,7 @@ def stop_node(port: int | None = None, *, timeout: float = 60.0) -> NodeState:
     return state
 
 
-def state_as_dict(state: NodeState) -> dict[str, Any]:
+def state_as_dict(state: NodeState) -> JsonObject:
     """Return ``state`` as a JSON-ready dict."""
     return asdict(state)
 

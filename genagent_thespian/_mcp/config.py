@@ -30,9 +30,9 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .._core.errors import InvalidOption
+from .._core.types import ActorAddress, OptionValue
 
 __all__ = ["McpConfig", "Profile", "load_config"]
 
@@ -44,7 +44,7 @@ class Profile:
     name: str
     impl: str  # "module:Class", written by the operator
     backend: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, OptionValue] = field(default_factory=dict)
     cwds: tuple[str, ...] = ()
     cwd_option: str = "cwd"
 
@@ -52,7 +52,7 @@ class Profile:
         """Import the profile's class (the operator named it; clients never do)."""
         module_name, _, attr = self.impl.partition(":")
         try:
-            target: Any = importlib.import_module(module_name)
+            target: ActorAddress = importlib.import_module(module_name)
             for part in attr.split("."):
                 target = getattr(target, part)
         except (ImportError, AttributeError) as exc:
@@ -63,7 +63,7 @@ class Profile:
             raise InvalidOption(f"profile {self.name!r}: {self.impl!r} is not a class")
         return target
 
-    def options_for(self, cwd: str | None) -> dict[str, Any]:
+    def options_for(self, cwd: str | None) -> dict[str, OptionValue]:
         """The init options for a start in ``cwd`` (which must be one of :attr:`cwds`)."""
         options = dict(self.options)
         if cwd is None and not self.cwds:

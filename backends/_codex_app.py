@@ -34,9 +34,9 @@ import time
 import uuid
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from genagent_thespian import BackendError, BackendErrorKind, Event, EventKind, TurnContext
+from genagent_thespian._core.types import Session, WireJson, WireMapping
 
 from ._codex_common import (
     BACKEND,
@@ -87,7 +87,7 @@ _CAMEL_USAGE = {
 }
 
 
-def _tool_of(item: Mapping[str, Any]) -> dict[str, Any] | None:
+def _tool_of(item: WireMapping) -> WireJson | None:
     """The ``tool_use`` fields of a tool-like app-server item, or ``None`` for other items."""
     item_type = item.get("type")
     if item_type == "commandExecution":
@@ -146,12 +146,12 @@ class AppServerTranslator:
         self.terminal: Event | None = None
         self.cancel_requested = False
         self.last_text: str | None = None
-        self.last_error: Mapping[str, Any] | None = None
+        self.last_error: WireMapping | None = None
         self.cumulative: dict[str, int] | None = None
         self._streamed: set[str] = set()
         self._started_tools: set[str] = set()
 
-    def feed(self, obj: Mapping[str, Any]) -> list[Event]:
+    def feed(self, obj: WireMapping) -> list[Event]:
         """Translate one notification (``{"method": ..., "params": ...}``)."""
         if self.terminal is not None:
             return []
@@ -241,7 +241,7 @@ class AppServerTranslator:
         self.terminal = event
         return [event]
 
-    def _item(self, method: str, item: Mapping[str, Any]) -> list[Event]:
+    def _item(self, method: str, item: WireMapping) -> list[Event]:
         """Translate an item's start or completion into our events.
 
         Text and reasoning become events only on completion, when they are whole; text that was not
@@ -301,7 +301,7 @@ class AppServerTranslator:
             )
         return events
 
-    def _completed(self, turn: Mapping[str, Any]) -> list[Event]:
+    def _completed(self, turn: WireMapping) -> list[Event]:
         """Translate ``turn/completed`` into the turn's usage and its one terminal event.
 
         A turn the server calls failed after we asked to cancel it is still reported as cancelled:
@@ -347,7 +347,7 @@ class AppServerTranslator:
         return self._end(Event.error(failure, session_id=self.thread_id, code=kind))
 
 
-def _status_of(error: Mapping[str, Any]) -> int | None:
+def _status_of(error: WireMapping) -> int | None:
     """The HTTP status codex forwards in ``codexErrorInfo`` (``{"httpConnectionFailed": ...}``)."""
     info = error.get("codexErrorInfo")
     if isinstance(info, Mapping):
@@ -363,7 +363,7 @@ def _status_of(error: Mapping[str, Any]) -> int | None:
 class _RequestFailed(Exception):
     """The server answered a request with a JSON-RPC error."""
 
-    def __init__(self, method: str, error: Mapping[str, Any]) -> None:
+    def __init__(self, method: str, error: WireMapping) -> None:
         """Keep the server's error object; the message is redacted since it may quote a key."""
         super().__init__(f"{method}: {redact(str(error.get('message', error)))}")
         self.error = error
@@ -391,23 +391,23 @@ class _Server:
     busy: bool = False
     stopping: bool = False
     initialized: bool = False
-    backlog: list[Mapping[str, Any]] = field(default_factory=list)
+    backlog: list[WireMapping] = field(default_factory=list)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
-    def notify(self, method: str, params: Mapping[str, Any] | None = None) -> None:
+    def notify(self, method: str, params: WireMapping | None = None) -> None:
         """Send a JSON-RPC notification: a message without ``id``, never answered."""
-        message: dict[str, Any] = {"method": method}
+        message: WireJson = {"method": method}
         if params is not None:
             message["params"] = params
         self.process.write_line(json.dumps(message))
 
-    def send(self, method: str, params: Mapping[str, Any]) -> int:
+    def send(self, method: str, params: WireMapping) -> int:
         """Send a JSON-RPC request and return its id, which the matching response carries."""
         request_id = next(self._ids)
         self.process.write_line(json.dumps({"id": request_id, "method": method, "params": params}))
         return request_id
 
-    def answer_server_request(self, obj: Mapping[str, Any]) -> None:
+    def answer_server_request(self, obj: WireMapping) -> None:
         """Refuse a request from codex (approval, user input): no one is there to answer."""
         reply = {
             "id": obj.get("id"),
@@ -431,7 +431,9 @@ class AppServerSessions:
     """
 
     def __init__(
-        self, command: Callable[[Any], list[str]], environment: Callable[[Any], dict[str, str]]
+        self,
+        command: Callable[[Session], list[str]],
+        environment: Callable[[Session], dict[str, str]],
     ) -> None:
         """Hold the command and environment builders of the owning backend, not the backend itself.
 
@@ -488,7 +490,7 @@ class AppServerSessions:
 
     # -- turns ------------------------------------------------------------------------------
 
-    def prompt(self, session: Any, prompt: str, ctx: TurnContext) -> Iterator[Event]:
+    def prompt(self, session: Session, prompt: str, ctx: TurnContext) -> Iterator[Event]:
         """Run one turn of ``session`` in its app-server; always ends with one terminal event.
 
         A process that fails to start is reported as ``process_exit``, not retryable (the
@@ -544,7 +546,7 @@ class AppServerSessions:
                             del self._live[key]
                     self._retire(server, graceful=False)
 
-    def _server(self, key: str, session: Any, ctx: TurnContext) -> _Server:
+    def _server(self, key: str, session: Session, ctx: TurnContext) -> _Server:
         """Return the session's app-server (starting and initializing one if needed).
 
         A kept process that exited meanwhile is retired first. The process group is tracked
@@ -574,7 +576,7 @@ class AppServerSessions:
         return server
 
     def _open_thread(
-        self, server: _Server, session: Any, translator: AppServerTranslator, ctx: TurnContext
+        self, server: _Server, session: Session, translator: AppServerTranslator, ctx: TurnContext
     ) -> Iterator[Event]:
         """Finish the handshake and start or resume the session's thread."""
         if not server.initialized:
@@ -589,7 +591,7 @@ class AppServerSessions:
                 server.notify("initialized")
             server.initialized = True
         opts = session.options
-        params: dict[str, Any] = {"cwd": session.cwd}
+        params: WireJson = {"cwd": session.cwd}
         if "model" in opts:
             params["model"] = opts["model"]
         if "sandbox" in opts:
@@ -640,7 +642,7 @@ class AppServerSessions:
         ctx: TurnContext,
         *,
         wait_for: int,
-    ) -> Generator[Event, None, Mapping[str, Any] | None]:
+    ) -> Generator[Event, None, WireMapping | None]:
         """Read until the answer to request ``wait_for``; keep notifications for the turn.
 
         Returns the result, or ``None`` after ending the turn (the process ended, the turn
@@ -676,7 +678,7 @@ class AppServerSessions:
 
     def _read(
         self, server: _Server, translator: AppServerTranslator, ctx: TurnContext
-    ) -> Generator[Event, None, Mapping[str, Any] | None]:
+    ) -> Generator[Event, None, WireMapping | None]:
         """One message from the server, or ``None`` (nothing yet, or the turn ended)."""
         process = server.process
         try:
@@ -711,7 +713,7 @@ class AppServerSessions:
     def _turn(
         self,
         server: _Server,
-        session: Any,
+        session: Session,
         prompt: str,
         translator: AppServerTranslator,
         ctx: TurnContext,
@@ -760,7 +762,7 @@ class AppServerSessions:
             # answers to turn/interrupt carry nothing: turn/completed ends the turn
 
 
-def _send(server: _Server, method: str, params: Mapping[str, Any]) -> int:
+def _send(server: _Server, method: str, params: WireMapping) -> int:
     """Send a request; a dead process shows when read (the id then never comes back)."""
     try:
         return server.send(method, params)

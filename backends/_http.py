@@ -20,10 +20,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, cast
 
 from genagent_thespian._core.errors import BackendError, BackendErrorKind, InvalidOption
-from genagent_thespian._core.turn import Event
+from genagent_thespian._core.turn import Event, Usage
+from genagent_thespian._core.types import OptionValue, Unchecked, WireValue
 
 __all__ = [
     "TOOL_RESULTS_KEY",
@@ -133,7 +134,7 @@ class Secret:
         """Hash the value, consistent with ``__eq__`` (client caches key on it)."""
         return hash(self._value)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         """Pickle as the class and the value: slotted, and a session must reach the worker."""
         return (Secret, (self._value,))
 
@@ -158,11 +159,13 @@ def scrub(text: str, *secrets: Secret | str | None) -> str:
 class OptionSpec:
     """One accepted option: its default and a check returning an error text or ``None``."""
 
-    default: Any
+    default: OptionValue
     check: Callable[[object], str | None]
 
 
-def validate_options(backend: str, options: Any, specs: Mapping[str, OptionSpec]) -> dict[str, Any]:
+def validate_options(
+    backend: str, options: Unchecked, specs: Mapping[str, OptionSpec]
+) -> dict[str, OptionValue]:
     """Return ``options`` completed with defaults, or raise :class:`InvalidOption`.
 
     Unknown keys are refused (the message lists the known ones) and every value is checked.
@@ -179,7 +182,7 @@ def validate_options(backend: str, options: Any, specs: Mapping[str, OptionSpec]
             f"unknown {backend} option(s) {', '.join(map(repr, unknown))}; "
             f"known options: {', '.join(sorted(specs))}"
         )
-    values: dict[str, Any] = {}
+    values: dict[str, OptionValue] = {}
     for key, spec in specs.items():
         value = options.get(key, spec.default)
         if key in options:
@@ -239,7 +242,7 @@ def is_bool(value: object) -> str | None:
     return None if isinstance(value, bool) else "must be a bool"
 
 
-def is_one_of(*allowed: Any) -> Callable[[object], str | None]:
+def is_one_of(*allowed: object) -> Callable[[object], str | None]:
     """Check membership in ``allowed``."""
 
     def check(value: object) -> str | None:
@@ -263,7 +266,7 @@ def is_tool_list(value: object) -> str | None:
     return None
 
 
-def freeze_json(value: Any) -> Any:
+def freeze_json(value: object) -> WireValue:
     """A deep copy of a JSON value through ``json`` (plain dicts and lists, no aliasing)."""
     return json.loads(json.dumps(value))
 
@@ -318,7 +321,7 @@ def parse_tool_results(prompt: str, pending_ids: list[str]) -> list[ToolResult]:
         InvalidOption: The prompt is a tool-results prompt that does not answer exactly the
             pending calls.
     """
-    decoded: Any = None
+    decoded: WireValue = None
     if prompt.lstrip().startswith("{") and TOOL_RESULTS_KEY in prompt:
         with contextlib.suppress(ValueError):
             decoded = json.loads(prompt)
@@ -505,7 +508,7 @@ class StreamPump:
         the worker process alive at exit.
         """
         self._produce = produce
-        self._queue: queue.Queue[Any] = queue.Queue()
+        self._queue: queue.Queue[tuple[str, object] | object] = queue.Queue()  # or _DONE
         self._aborted = threading.Event()
         self._lock = threading.Lock()
         self._closers: list[Callable[[], None]] = []
@@ -543,7 +546,9 @@ class StreamPump:
         if not self._aborted.is_set():
             self._queue.put(("event", event))
 
-    def events(self, cancelled: threading.Event, poll: float = 0.05) -> Iterator[tuple[str, Any]]:
+    def events(
+        self, cancelled: threading.Event, poll: float = 0.05
+    ) -> Iterator[tuple[str, object]]:
         """Yield ``("event", Event)`` and ``("raise", exc)`` items, then ``("cancelled", None)``
         if ``cancelled`` was set before the producer finished."""
         self._thread.start()
@@ -559,7 +564,7 @@ class StreamPump:
                     continue
                 if item is _DONE:
                     return
-                yield item
+                yield cast("tuple[str, object]", item)  # all but _DONE are (kind, value)
         finally:
             if self._thread.is_alive():
                 self.abort()
@@ -579,7 +584,7 @@ class StreamPump:
         return not self._thread.is_alive()
 
 
-def shutdown_response(response: Any) -> None:
+def shutdown_response(response: _Closable) -> None:
     """Cut an httpx response's connection so a read blocked on it fails at once.
 
     Closing a socket does not wake a thread blocked reading it; shutting it down does.
@@ -593,7 +598,7 @@ def shutdown_response(response: Any) -> None:
         response.close()
 
 
-def shutdown_client_connections(http_client: Any) -> None:
+def shutdown_client_connections(http_client: object) -> None:
     """Best effort: shut down every pooled connection of an httpx client.
 
     This reaches a request still waiting for its response headers (no response object
@@ -617,9 +622,9 @@ def pumped_turn(
     produce: Callable[[Callable[[Event], None], StreamPump], None],
     map_exception: Callable[[BaseException], BackendError],
     on_cancel: Callable[[], None],
-    partial_usage: Callable[[], Any],
+    partial_usage: Callable[[], Usage | None],
     thread_name: str,
-    http_client: Any = None,
+    http_client: object = None,
 ) -> Iterator[Event]:
     """Run ``produce`` through a :class:`StreamPump` and end with exactly one terminal event.
 
@@ -634,15 +639,16 @@ def pumped_turn(
         pump.register(lambda: shutdown_client_connections(http_client))
     for what, value in pump.events(ctx_cancelled):
         if what == "event":
-            yield value
-            if value.terminal:
+            event = cast(Event, value)  # what _emit queues under "event"
+            yield event
+            if event.terminal:
                 # The worker consumes the stream to its end (the Backend contract): let the
                 # producer finish reading and hand its connection back to the pool, rather
                 # than cut the shared client's connections under it.
                 pump.join(_PRODUCER_FINISH_S)
                 return
         elif what == "raise":
-            yield Event.error(map_exception(value))
+            yield Event.error(map_exception(cast(BaseException, value)))
             return
         else:
             on_cancel()

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from genagent_thespian import BackendError, BackendErrorKind, InvalidOption
+from genagent_thespian._core.types import OptionValue, Unchecked
 
 __all__ = [
     "Checker",
@@ -29,12 +29,14 @@ __all__ = [
     "validate",
 ]
 
-#: A checker takes (backend, key, value) and returns the normalized value or raises.
-#: Any: each option's value has its own type.
-Checker = Callable[[str, str, object], Any]
+#: A checker takes (backend, key, value) and returns the normalized value or raises
+#: (an ``OptionValue``: each option's value has its own type).
+Checker = Callable[[str, str, object], OptionValue]
 
 
-def validate(backend: str, options: Any, checkers: Mapping[str, Checker]) -> dict[str, Any]:
+def validate(
+    backend: str, options: Unchecked, checkers: Mapping[str, Checker]
+) -> dict[str, OptionValue]:
     """Return ``options`` normalized by ``checkers``; reject unknown keys and bad values.
 
     Raises:

@@ -33,11 +33,11 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from pexpect.popen_spawn import PopenSpawn
 
 from genagent_thespian import Event, EventKind
+from genagent_thespian._core.types import WireMapping
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 
-def decode_json_line(line: bytes | str) -> Mapping[str, Any] | Event | None:
+def decode_json_line(line: bytes | str) -> WireMapping | Event | None:
     """Decode one stdout line of a JSONL-speaking CLI.
 
     Returns the JSON object, ``None`` for a blank line, or a ``warning`` event (code

@@ -43,11 +43,12 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from genagent_thespian._core.backend import Backend, TurnContext
 from genagent_thespian._core.errors import BackendError, BackendErrorKind, InvalidOption
 from genagent_thespian._core.turn import Event, EventKind, Usage
+from genagent_thespian._core.types import Options, WireJson, WireMapping
 
 from ._http import (
     ClientCache,
@@ -139,14 +140,14 @@ class AnthropicSession:
     max_tokens: int
     system: str | None = None
     temperature: float | None = None
-    tools: tuple[Mapping[str, Any], ...] = ()
+    tools: tuple[WireMapping, ...] = ()
     thinking: int | None = None
     prompt_caching: bool | str = False
     base_url: str | None = None
     max_retries: int = 0
     timeout: float = 600.0
     api_key: Secret | None = field(default=None, repr=False)
-    messages: tuple[Mapping[str, Any], ...] = ()
+    messages: tuple[WireMapping, ...] = ()
     turn_index: int = 0
     started: bool = False
 
@@ -159,7 +160,7 @@ class AnthropicSession:
         )
 
     @property
-    def pending_tool_uses(self) -> list[Mapping[str, Any]]:
+    def pending_tool_uses(self) -> list[WireMapping]:
         """The ``tool_use`` blocks of the last assistant message, if it ended the history."""
         if not self.messages or self.messages[-1].get("role") != "assistant":
             return []
@@ -180,7 +181,7 @@ class AnthropicBackend(Backend):
 
     # -- session ------------------------------------------------------------------------
 
-    def start_session(self, options: Mapping[str, Any]) -> AnthropicSession:
+    def start_session(self, options: Options) -> AnthropicSession:
         """Validate ``options`` and return a new session (no request is made)."""
         values = validate_options(NAME, options, _OPTIONS)
         api_key = Secret(values["api_key"]) if values["api_key"] else None
@@ -269,7 +270,7 @@ class AnthropicBackend(Backend):
     # -- helpers ------------------------------------------------------------------------
 
     @staticmethod
-    def _user_message(session: AnthropicSession, prompt: str) -> dict[str, Any]:
+    def _user_message(session: AnthropicSession, prompt: str) -> WireJson:
         """The next user message: the prompt, or tool results when the last answer asked for tools.
 
         The Messages API is stateless and refuses a turn that leaves a ``tool_use`` unanswered, so
@@ -279,9 +280,9 @@ class AnthropicBackend(Backend):
         if not pending:
             return {"role": "user", "content": prompt}
         results = parse_tool_results(prompt, [str(b.get("id")) for b in pending])
-        blocks: list[dict[str, Any]] = []
+        blocks: list[WireJson] = []
         for result in results:
-            block: dict[str, Any] = {
+            block: WireJson = {
                 "type": "tool_result",
                 "tool_use_id": result.tool_use_id,
                 "content": result.content,
@@ -292,14 +293,14 @@ class AnthropicBackend(Backend):
         return {"role": "user", "content": blocks}
 
     @staticmethod
-    def _request(session: AnthropicSession, user_message: dict[str, Any]) -> dict[str, Any]:
+    def _request(session: AnthropicSession, user_message: WireJson) -> WireJson:
         """The request for one turn: the whole stored history plus the new user message.
 
         With prompt caching on, cache breakpoints go on the system prompt and the newest user
         message of this request only, never on the stored history (see the comment below).
         """
         messages = [dict(m) for m in session.messages] + [user_message]
-        params: dict[str, Any] = {
+        params: WireJson = {
             "model": session.model,
             "max_tokens": session.max_tokens,
             "messages": messages,
@@ -310,7 +311,7 @@ class AnthropicBackend(Backend):
             if session.prompt_caching in ("5m", "1h"):
                 cache_control["ttl"] = session.prompt_caching
         if session.system is not None:
-            system_block: dict[str, Any] = {"type": "text", "text": session.system}
+            system_block: WireJson = {"type": "text", "text": session.system}
             if cache_control:
                 system_block["cache_control"] = cache_control
             params["system"] = [system_block]
@@ -396,8 +397,8 @@ def map_anthropic_exception(exc: BaseException, api_key: Secret | None = None) -
 
     env_key = os.environ.get(API_KEY_ENV)
     if isinstance(exc, anthropic.APIStatusError):
-        body: dict[str, Any] = exc.body if isinstance(exc.body, dict) else {}
-        error: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
+        body: WireJson = exc.body if isinstance(exc.body, dict) else {}
+        error: WireJson = body["error"] if isinstance(body.get("error"), dict) else {}
         message = error.get("message")
         if not isinstance(message, str):
             message = str(exc)
@@ -430,9 +431,7 @@ def map_anthropic_exception(exc: BaseException, api_key: Secret | None = None) -
 class _Turn:
     """Accumulates one streamed reply into normalized events (runs in the pump thread)."""
 
-    def __init__(
-        self, session: AnthropicSession, user_message: dict[str, Any], started: float
-    ) -> None:
+    def __init__(self, session: AnthropicSession, user_message: WireJson, started: float) -> None:
         """Collect one streamed response: content blocks by index, tool input fragments, usage.
 
         The blocks are kept whole (text, thinking with its signature, tool input) because they are
@@ -443,10 +442,10 @@ class _Turn:
         self.started = started
         self.message_id: str | None = None
         self.model: str | None = session.model
-        self.blocks: dict[int, dict[str, Any]] = {}
+        self.blocks: dict[int, WireJson] = {}
         self.partial_json: dict[int, str] = {}
         self.stop_reason: str | None = None
-        self.raw_usage: dict[str, Any] = {}
+        self.raw_usage: WireJson = {}
         self.stopped = False
 
     def usage(self) -> Usage | None:
@@ -464,7 +463,7 @@ class _Turn:
     def run(
         self,
         client: anthropic.Anthropic,
-        params: dict[str, Any],
+        params: WireJson,
         emit: Callable[[Event], None],
         pump: StreamPump,
     ) -> None:
@@ -495,7 +494,7 @@ class _Turn:
         emit(Event(EventKind.USAGE, {"usage": self.usage() or Usage(model=self.model)}))
         emit(self.finish())
 
-    def handle(self, event: Mapping[str, Any]) -> Iterator[Event]:
+    def handle(self, event: WireMapping) -> Iterator[Event]:
         """Fold one server-sent event into the turn and yield the events it produces.
 
         Usage arrives in two parts (input counts on ``message_start``, output on ``message_delta``)
@@ -525,7 +524,7 @@ class _Turn:
         elif kind == "message_stop":
             self.stopped = True
 
-    def _delta(self, index: int, delta: Mapping[str, Any]) -> Iterator[Event]:
+    def _delta(self, index: int, delta: WireMapping) -> Iterator[Event]:
         """Append a block delta to its block and yield it as a delta event.
 
         Signatures and citations are accumulated too, although no event streams them: the whole

@@ -39,7 +39,6 @@ import uuid
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from genagent_thespian import (
     Backend,
@@ -51,6 +50,7 @@ from genagent_thespian import (
     TurnContext,
     Usage,
 )
+from genagent_thespian._core.types import Options, Session, WireJson, WireMapping
 
 from ._options import (
     check_bool,
@@ -123,7 +123,7 @@ def _check_retries(backend: str, key: str, value: object) -> int:
     return value
 
 
-def _check_json_or_mapping(backend: str, key: str, value: object) -> str | dict[str, Any]:
+def _check_json_or_mapping(backend: str, key: str, value: object) -> str | WireJson:
     """A mapping (sent as JSON) or a non-empty string (a file path or JSON text)."""
     if isinstance(value, Mapping):
         try:
@@ -140,7 +140,7 @@ def _check_json_or_mapping(backend: str, key: str, value: object) -> str | dict[
     )
 
 
-def _check_mcp_servers(backend: str, key: str, value: object) -> str | dict[str, Any]:
+def _check_mcp_servers(backend: str, key: str, value: object) -> str | WireJson:
     """The SDK's ``mcp_servers``: ``{name: config}`` or the path of an MCP config file."""
     checked = _check_json_or_mapping(backend, key, value)
     if isinstance(checked, dict):
@@ -253,7 +253,7 @@ class ClaudeSession:
     session_id: str
     cwd: str
     binary: str
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: Options = field(default_factory=dict)
     started: bool = False
     turns: int = 0
     total_cost_usd: float | None = None
@@ -269,7 +269,7 @@ class ClaudeSession:
 
 
 def classify_claude_error(
-    result: Mapping[str, Any], api_error: Mapping[str, Any] | None = None
+    result: WireMapping, api_error: WireMapping | None = None
 ) -> tuple[str, str | None]:
     """Return ``(BackendErrorKind, code)`` for an ``is_error`` result line.
 
@@ -314,7 +314,7 @@ def classify_claude_error(
     return BackendErrorKind.UNKNOWN, terminal or subtype or None
 
 
-def _usage_of(result: Mapping[str, Any], cost: float | None, model: str | None) -> Usage:
+def _usage_of(result: WireMapping, cost: float | None, model: str | None) -> Usage:
     """Build our :class:`Usage` from a result's ``usage`` object, missing counters as zero.
 
     Counters the result leaves out count as zero, so sums over turns never meet ``None``;
@@ -333,7 +333,7 @@ def _usage_of(result: Mapping[str, Any], cost: float | None, model: str | None) 
     )
 
 
-def _turn_cost(result: Mapping[str, Any], previous_total: float | None) -> float | None:
+def _turn_cost(result: WireMapping, previous_total: float | None) -> float | None:
     """The cost of this turn: ``model_usage_since_last_result``, else the cumulative delta."""
     since = result.get("model_usage_since_last_result")
     if isinstance(since, Mapping) and since:
@@ -383,8 +383,8 @@ class ClaudeTurnTranslator:
         self._delta_blocks: set[tuple[str | None, int]] = set()
         self._assistant_blocks: dict[str | None, int] = {}
         self._tool_ids: dict[tuple[str | None, int], str] = {}
-        self._last_retry: Mapping[str, Any] | None = None
-        self._api_error: Mapping[str, Any] | None = None
+        self._last_retry: WireMapping | None = None
+        self._api_error: WireMapping | None = None
 
     # -- input ----------------------------------------------------------------------------
 
@@ -397,7 +397,7 @@ class ClaudeTurnTranslator:
             return [decoded]
         return self.feed(decoded)
 
-    def feed(self, obj: Mapping[str, Any]) -> list[Event]:
+    def feed(self, obj: WireMapping) -> list[Event]:
         """Translate one parsed stdout object."""
         if self.terminal is not None:
             return []
@@ -448,7 +448,7 @@ class ClaudeTurnTranslator:
         self.terminal = event
         return [event]
 
-    def _translate(self, obj: Mapping[str, Any]) -> list[Event]:
+    def _translate(self, obj: WireMapping) -> list[Event]:
         """Dispatch one stream-json object on its ``type``; unknown types pass through as ``RAW``.
 
         Passing unknown objects through, instead of dropping them, keeps new CLI messages visible to
@@ -476,7 +476,7 @@ class ClaudeTurnTranslator:
             return []  # answers to our own interrupt requests
         return [Event(EventKind.RAW, {"type": kind}, raw=obj)]
 
-    def _system(self, obj: Mapping[str, Any]) -> list[Event]:
+    def _system(self, obj: WireMapping) -> list[Event]:
         """Translate ``system`` messages: session start, API retries, and the CLI's status noise.
 
         Only the first ``init`` of a turn becomes ``SESSION_STARTED``/``TURN_STARTED`` (the
@@ -520,7 +520,7 @@ class ClaudeTurnTranslator:
             ]
         return [Event(EventKind.RAW, {"type": "system", "subtype": subtype}, raw=obj)]
 
-    def _stream_event(self, obj: Mapping[str, Any]) -> list[Event]:
+    def _stream_event(self, obj: WireMapping) -> list[Event]:
         """Translate the partial-message deltas (``--include-partial-messages``).
 
         Blocks seen as deltas are remembered so the full ``assistant`` message that follows marks
@@ -571,7 +571,7 @@ class ClaudeTurnTranslator:
             return [Event(EventKind.DISCARD, {"message_id": message_id, "from_block_index": first})]
         return []
 
-    def _assistant(self, obj: Mapping[str, Any]) -> list[Event]:
+    def _assistant(self, obj: WireMapping) -> list[Event]:
         """Translate a complete assistant message into text, thinking and tool-use events.
 
         Blocks are counted per message id because the CLI may split one API message into several
@@ -616,7 +616,7 @@ class ClaudeTurnTranslator:
                 events.append(Event(EventKind.RAW, {"type": "assistant", "block": block_type}))
         return events
 
-    def _user(self, obj: Mapping[str, Any]) -> list[Event]:
+    def _user(self, obj: WireMapping) -> list[Event]:
         """Translate tool results (the CLI ran a tool) and the CLI's own "interrupted" note."""
         content = (obj.get("message") or {}).get("content")
         if not isinstance(content, list):
@@ -641,7 +641,7 @@ class ClaudeTurnTranslator:
                 )
         return events
 
-    def _result(self, obj: Mapping[str, Any]) -> list[Event]:
+    def _result(self, obj: WireMapping) -> list[Event]:
         """Translate the ``result`` message: the turn's usage, then its one terminal event.
 
         An error result is classified with the API error seen earlier in the turn, if any. A turn
@@ -701,12 +701,12 @@ class ClaudeTurnTranslator:
         return [usage_event, *self._end(Event.error(error, code=code, **common))]
 
 
-def _as_json_arg(value: Any, original: Any) -> str:
+def _as_json_arg(value: object, original: object) -> str:
     """A mapping option as JSON text; a string option (a path or JSON) as given."""
     return original if isinstance(original, str) else json.dumps(value, separators=(",", ":"))
 
 
-def _check_budget_env(opts: Mapping[str, Any]) -> None:
+def _check_budget_env(opts: WireMapping) -> None:
     """Refuse a retry budget given both as an option and as its environment variable."""
     env = opts.get("env", {})
     for key, variable in (("max_retries", RETRIES_ENV), ("api_timeout_s", TIMEOUT_ENV)):
@@ -758,7 +758,7 @@ class ClaudeBackend(Backend):
 
     # -- session lifecycle ----------------------------------------------------------------
 
-    def start_session(self, options: Mapping[str, Any]) -> ClaudeSession:
+    def start_session(self, options: Options) -> ClaudeSession:
         """Validate ``options`` and return a new session (no process is started here).
 
         Raises:
@@ -805,7 +805,7 @@ class ClaudeBackend(Backend):
             model=opts.get("model"),
         )
 
-    def update_session(self, session: Any, event: Event) -> Any:
+    def update_session(self, session: Session, event: Event) -> Session:
         """Record the session id, the model and the cumulative cost from ``event``."""
         if not isinstance(session, ClaudeSession):
             return session
@@ -827,13 +827,13 @@ class ClaudeBackend(Backend):
             )
         return session
 
-    def resume_session(self, session: Any) -> Any:
+    def resume_session(self, session: Session) -> Session:
         """Mark ``session`` as recorded by the CLI, so the next process uses ``--resume``."""
         if isinstance(session, ClaudeSession) and (session.turns or session.started):
             return replace(session, started=True)
         return session
 
-    def renew_session(self, session: Any) -> Any:
+    def renew_session(self, session: Session) -> Session:
         """Return a new claude session (new id, no history) with ``session``'s options."""
         if not isinstance(session, ClaudeSession):
             return session
@@ -847,7 +847,7 @@ class ClaudeBackend(Backend):
             total_cost_usd=None,
         )
 
-    def terminate_session(self, session: Any) -> None:
+    def terminate_session(self, session: Session) -> None:
         """End the session's process (close stdin, wait, SIGTERM, SIGKILL). Never raises."""
         if isinstance(session, ClaudeSession):
             with self._lock:
@@ -867,7 +867,7 @@ class ClaudeBackend(Backend):
 
     # -- turns ----------------------------------------------------------------------------
 
-    def prompt(self, session: Any, prompt: str, ctx: TurnContext) -> Iterator[Event]:
+    def prompt(self, session: Session, prompt: str, ctx: TurnContext) -> Iterator[Event]:
         """Run one turn (see the module docstring); always ends with one terminal event."""
         if not isinstance(session, ClaudeSession):
             raise InvalidOption(f"claude: not a ClaudeSession: {type(session).__name__}")
@@ -1230,13 +1230,13 @@ class ClaudeBackend(Backend):
             argv += ["--", prompt]
         return argv
 
-    def session_files(self, session: Any) -> Mapping[str, Path]:
+    def session_files(self, session: Session) -> Mapping[str, Path]:
         """The session's transcript under the CLI's config folder (``projects/*/<id>.jsonl``)."""
         if not isinstance(session, ClaudeSession):
             return {}
         return files_under(self._config_dir(session), f"projects/*/{session.session_id}.jsonl")
 
-    def session_file_path(self, session: Any, name: str) -> Path | None:
+    def session_file_path(self, session: Session, name: str) -> Path | None:
         """Where a saved transcript goes on this host: under the CLI's config folder."""
         if not isinstance(session, ClaudeSession):
             return None

@@ -30,7 +30,6 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
 
 from genagent_thespian import (
     Backend,
@@ -41,6 +40,7 @@ from genagent_thespian import (
     InvalidOption,
     TurnContext,
 )
+from genagent_thespian._core.types import Options, Pickled, Session, WireJson, WireMapping
 
 from ._codex_app import AppServerSessions, new_key
 from ._codex_common import (
@@ -96,7 +96,7 @@ _PROVIDER_KEYS = {
 }
 
 
-def _check_config(backend: str, key: str, value: object) -> dict[str, Any]:
+def _check_config(backend: str, key: str, value: object) -> WireJson:
     """``-c`` overrides: a mapping of dotted keys to TOML-able scalars or lists."""
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and re.fullmatch(r"[A-Za-z0-9_.\-]+", k) for k in value
@@ -110,7 +110,7 @@ def _check_config(backend: str, key: str, value: object) -> dict[str, Any]:
     return dict(value)
 
 
-def _check_provider(backend: str, key: str, value: object) -> dict[str, Any]:
+def _check_provider(backend: str, key: str, value: object) -> WireJson:
     """A custom model provider: ``name`` and ``base_url`` required, known keys only."""
     if not isinstance(value, Mapping):
         raise InvalidOption(f"{backend}: option 'provider' must be a mapping")
@@ -152,7 +152,7 @@ _CHECKERS = {
 }
 
 
-def _toml_value(value: Any) -> str:
+def _toml_value(value: object) -> str:
     """Render ``value`` as a TOML value for ``-c key=value``."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -186,13 +186,13 @@ class CodexSession:
 
     cwd: str
     binary: str
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: Options = field(default_factory=dict)
     thread_id: str | None = None
     turns: int = 0
     cumulative_usage: Mapping[str, int] | None = None
     key: str = ""
 
-    def __setstate__(self, state: list[Any]) -> None:
+    def __setstate__(self, state: list[Pickled]) -> None:
         """Unpickle, also a session stored before a field existed (it takes its default)."""
         for index, spec in enumerate(fields(self)):
             if index < len(state):
@@ -253,7 +253,7 @@ class CodexTurnTranslator:
             return [decoded]
         return self.feed(decoded)
 
-    def feed(self, obj: Mapping[str, Any]) -> list[Event]:
+    def feed(self, obj: WireMapping) -> list[Event]:
         """Translate one parsed stdout object."""
         if self.terminal is not None:
             return []
@@ -336,7 +336,7 @@ class CodexTurnTranslator:
         self.terminal = event
         return [event]
 
-    def _item(self, phase: str, item: Mapping[str, Any]) -> list[Event]:
+    def _item(self, phase: str, item: WireMapping) -> list[Event]:
         """Translate an item's start, update or completion into our events.
 
         ``codex exec`` never streams text, so a finished message is sent as one ``TEXT_DELTA`` and
@@ -390,7 +390,7 @@ class CodexTurnTranslator:
             )
         return events
 
-    def _completed(self, totals: Mapping[str, Any]) -> list[Event]:
+    def _completed(self, totals: WireMapping) -> list[Event]:
         """Translate ``turn.completed`` into the turn's usage and its successful terminal event."""
         cumulative = {name: int(totals.get(name) or 0) for name in USAGE_FIELDS}
         usage = turn_usage(cumulative, self.previous_usage, known_history=self.known_history)
@@ -408,7 +408,7 @@ class CodexTurnTranslator:
         ]
 
 
-def _tool_of(item: Mapping[str, Any]) -> dict[str, Any] | None:
+def _tool_of(item: WireMapping) -> WireJson | None:
     """The ``tool_use`` fields of a tool-like item, or ``None`` for other items."""
     item_type = item.get("type")
     if item_type == "command_execution":
@@ -451,7 +451,7 @@ class CodexBackend(Backend):
         self._stopped_by_close: set[int] = set()
         self._lock = threading.Lock()
 
-    def start_session(self, options: Mapping[str, Any]) -> CodexSession:
+    def start_session(self, options: Options) -> CodexSession:
         """Validate ``options`` and return a new session (no process is started here).
 
         Raises:
@@ -468,7 +468,7 @@ class CodexBackend(Backend):
             cwd=cwd, binary=binary, options=opts, thread_id=thread_id, key=new_key()
         )
 
-    def update_session(self, session: Any, event: Event) -> Any:
+    def update_session(self, session: Session, event: Event) -> Session:
         """Record the thread id and the running usage totals from ``event``."""
         if not isinstance(session, CodexSession):
             return session
@@ -484,13 +484,13 @@ class CodexBackend(Backend):
             )
         return session
 
-    def renew_session(self, session: Any) -> Any:
+    def renew_session(self, session: Session) -> Session:
         """Return a new codex thread (no id yet, no usage) with ``session``'s options."""
         if not isinstance(session, CodexSession):
             return session
         return replace(session, thread_id=None, turns=0, cumulative_usage=None)
 
-    def terminate_session(self, session: Any) -> None:
+    def terminate_session(self, session: Session) -> None:
         """End the session's app-server, or its ``exec`` turn still in flight, if any."""
         if isinstance(session, CodexSession) and session.key:
             self._app.terminate(session.key)
@@ -557,10 +557,10 @@ class CodexBackend(Backend):
         return argv
 
     @staticmethod
-    def _overrides(session: CodexSession) -> dict[str, Any]:
+    def _overrides(session: CodexSession) -> WireJson:
         """The ``-c`` overrides of both modes: the provider, then the user's ``config``."""
         opts = session.options
-        overrides: dict[str, Any] = {}
+        overrides: WireJson = {}
         provider = opts.get("provider")
         if provider:
             name = provider["name"]
@@ -571,14 +571,14 @@ class CodexBackend(Backend):
         overrides.update(opts.get("config", {}))
         return overrides
 
-    def session_files(self, session: Any) -> Mapping[str, Path]:
+    def session_files(self, session: Session) -> Mapping[str, Path]:
         """The thread's rollout under ``$CODEX_HOME`` (``sessions/Y/M/D/rollout-*-<id>.jsonl``)."""
         if not isinstance(session, CodexSession) or not session.thread_id:
             return {}
         pattern = f"sessions/*/*/*/rollout-*-{session.thread_id}.jsonl"
         return files_under(self._codex_home(session), pattern)
 
-    def session_file_path(self, session: Any, name: str) -> Path | None:
+    def session_file_path(self, session: Session, name: str) -> Path | None:
         """Where a saved rollout goes on this host: under ``$CODEX_HOME``."""
         if not isinstance(session, CodexSession):
             return None
@@ -599,7 +599,7 @@ class CodexBackend(Backend):
         env["PWD"] = session.cwd
         return env
 
-    def prompt(self, session: Any, prompt: str, ctx: TurnContext) -> Iterator[Event]:
+    def prompt(self, session: Session, prompt: str, ctx: TurnContext) -> Iterator[Event]:
         """Run one turn in a new ``codex exec`` process; always ends with one terminal event."""
         if not isinstance(session, CodexSession):
             raise InvalidOption(f"codex: not a CodexSession: {type(session).__name__}")

@@ -37,14 +37,15 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from genagent_thespian._core.backend import Backend, TurnContext
 from genagent_thespian._core.errors import BackendError, BackendErrorKind, InvalidOption
 from genagent_thespian._core.turn import Event, EventKind, Usage
+from genagent_thespian._core.types import JsonValue, Options, WireJson, WireMapping
 
 from ._http import (
     ClientCache,
@@ -116,7 +117,7 @@ class OpenAISession:
     max_output_tokens: int | None = None
     temperature: float | None = None
     reasoning_effort: str | None = None
-    tools: tuple[Mapping[str, Any], ...] = ()
+    tools: tuple[WireMapping, ...] = ()
     base_url: str | None = None
     max_retries: int = 0
     timeout: float = 600.0
@@ -147,7 +148,7 @@ class OpenAIBackend(Backend):
 
     # -- session ------------------------------------------------------------------------
 
-    def start_session(self, options: Mapping[str, Any]) -> OpenAISession:
+    def start_session(self, options: Options) -> OpenAISession:
         """Validate ``options`` and return a new session (no request is made)."""
         values = validate_options(NAME, options, _OPTIONS)
         api_key = Secret(values["api_key"]) if values["api_key"] else None
@@ -235,7 +236,7 @@ class OpenAIBackend(Backend):
     # -- helpers ------------------------------------------------------------------------
 
     @staticmethod
-    def _request(session: OpenAISession, prompt: str) -> dict[str, Any]:
+    def _request(session: OpenAISession, prompt: str) -> WireJson:
         """The Responses API request for one turn: the new input only, chained by response id.
 
         The conversation is kept by the server (``store=True``) and continued with
@@ -244,13 +245,13 @@ class OpenAIBackend(Backend):
         """
         if session.pending_calls:
             results = parse_tool_results(prompt, list(session.pending_calls))
-            items: list[dict[str, Any]] = [
+            items: list[WireJson] = [
                 {"type": "function_call_output", "call_id": r.tool_use_id, "output": r.content}
                 for r in results
             ]
         else:
             items = [{"role": "user", "content": prompt}]
-        params: dict[str, Any] = {"model": session.model, "input": items, "store": True}
+        params: WireJson = {"model": session.model, "input": items, "store": True}
         if session.previous_response_id:
             params["previous_response_id"] = session.previous_response_id
         if session.instructions is not None:
@@ -327,8 +328,8 @@ def map_openai_exception(exc: BaseException, api_key: Secret | None = None) -> B
 
     env_key = os.environ.get(API_KEY_ENV)
     if isinstance(exc, openai.APIStatusError):
-        body: dict[str, Any] = exc.body if isinstance(exc.body, dict) else {}
-        error: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else body
+        body: WireJson = exc.body if isinstance(exc.body, dict) else {}
+        error: WireJson = body["error"] if isinstance(body.get("error"), dict) else body
         message = error.get("message")
         if not isinstance(message, str):
             message = str(exc)
@@ -376,11 +377,11 @@ class _Turn:
         self.started = started
         self.response_id: str | None = None
         self.model: str | None = session.model
-        self.calls: dict[str, dict[str, Any]] = {}  # item id -> call_id, name
+        self.calls: dict[str, WireJson] = {}  # item id -> call_id, name
         self.texts: list[str] = []
-        self.pending: list[dict[str, Any]] = []
+        self.pending: list[WireJson] = []
         self.refused = False
-        self.raw_usage: dict[str, Any] = {}
+        self.raw_usage: WireJson = {}
 
     def usage(self) -> Usage | None:
         """The usage reported, or ``None`` before the response finished."""
@@ -400,7 +401,7 @@ class _Turn:
     def run(
         self,
         client: openai.OpenAI,
-        params: dict[str, Any],
+        params: WireJson,
         emit: Callable[[Event], None],
         pump: StreamPump,
     ) -> None:
@@ -435,7 +436,7 @@ class _Turn:
                 backend=NAME,
             )
 
-    def handle(self, event: Mapping[str, Any]) -> Iterator[Event]:
+    def handle(self, event: WireMapping) -> Iterator[Event]:
         """Translate one server-sent event of the Responses API into our events.
 
         Function calls are remembered from ``output_item.added`` because argument deltas name only
@@ -494,7 +495,7 @@ class _Turn:
                 usage=self.usage(),
             )
 
-    def _item_done(self, item: Mapping[str, Any], index: Any) -> Iterator[Event]:
+    def _item_done(self, item: WireMapping, index: object) -> Iterator[Event]:
         """Yield a finished output item as one whole event: message, reasoning or function call.
 
         A refusal is kept as text (the caller sees what the model said) and marks the turn, so its
@@ -520,7 +521,7 @@ class _Turn:
         elif kind == "function_call":
             arguments = str(item.get("arguments") or "")
             try:
-                parsed: Any = json.loads(arguments) if arguments.strip() else {}
+                parsed: JsonValue = json.loads(arguments) if arguments.strip() else {}
             except ValueError:
                 parsed = None
             call = {"id": item.get("call_id"), "name": item.get("name"), "input": parsed}
@@ -530,7 +531,7 @@ class _Turn:
                 {**call, "arguments": arguments, "kind": "function", "parent_id": None, **where},
             )
 
-    def _finish(self, response: Mapping[str, Any]) -> Iterator[Event]:
+    def _finish(self, response: WireMapping) -> Iterator[Event]:
         """Yield the usage and the result of a completed response, with our stop reason.
 
         The Responses API has no stop reason of its own; it is derived from pending calls, an

@@ -39,7 +39,9 @@ __all__ = [
     "Unchecked",
     "UserTerm",
     "WireJson",
+    "WireMapping",
     "WireMessage",
+    "WireValue",
 ]
 
 #: An agent's name: any hashable, picklable term the user chooses (names key the registry's
@@ -126,11 +128,16 @@ JsonValue: TypeAlias = "bool | int | float | str | list[JsonValue] | dict[str, J
 #: A JSON object the package builds.
 JsonObject: TypeAlias = dict[str, JsonValue]
 
-#: A JSON object decoded from another program (a CLI's stream, an HTTP body, an MCP request):
+#: A JSON object of another program's protocol (a CLI's stream, a provider's request or response
+#: body, an HTTP body, an MCP request), decoded from it or built to be sent to it:
 #: its shape is the other program's, read by key where the reader knows what the key holds
 #: and checks it where it matters. ``Any`` values because narrowing every read of a foreign
 #: wire format would hide the protocol under casts.
 WireJson: TypeAlias = dict[str, Any]
+#: Any JSON value decoded with ``json.loads`` from another program, as :data:`WireJson`.
+WireValue: TypeAlias = Any
+#: A read-only view of a :data:`WireJson` object (a parsed line handed to a translator).
+WireMapping: TypeAlias = Mapping[str, Any]
 
 #: Telemetry metadata and other key/value context (log fields, status fields): values are
 #: only formatted, compared or passed on.

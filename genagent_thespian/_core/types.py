@@ -24,6 +24,7 @@ __all__ = [
     "Capabilities",
     "ClassSpec",
     "DbRow",
+    "Document",
     "EventData",
     "Fields",
     "JsonObject",
@@ -138,6 +139,11 @@ WireJson: TypeAlias = dict[str, Any]
 WireValue: TypeAlias = Any
 #: A read-only view of a :data:`WireJson` object (a parsed line handed to a translator).
 WireMapping: TypeAlias = Mapping[str, Any]
+
+#: A JSON document the command line or the console builds from the runtime's dataclasses
+#: (``dataclasses.asdict``, whose result typeshed types as ``dict[str, Any]``) and then reads
+#: back by field name to render it (``top``'s rows, the console's transcripts).
+Document: TypeAlias = dict[str, Any]
 
 #: Telemetry metadata and other key/value context (log fields, status fields): values are
 #: only formatted, compared or passed on.

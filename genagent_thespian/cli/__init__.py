@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from types import FrameType
-from typing import Any, NoReturn
+from typing import NoReturn, Protocol
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -73,6 +73,7 @@ from .._core.errors import (
     SystemNotRunning,
 )
 from .._core.turn import Event, Response, Usage
+from .._core.types import Document, OptionValue
 from .._core.validate import RESTART_TYPES, SPEC_DEFAULTS, check_prompt
 from .._nodes import node as _node
 from ..messages import Prompt
@@ -133,7 +134,7 @@ class _Output:
         if not self.as_json:
             print(text, flush=True)
 
-    def document(self, data: Any) -> None:
+    def document(self, data: object) -> None:
         """Print the command's JSON document (with ``--json`` only), keys sorted for stable
         diffs.
         """
@@ -153,7 +154,7 @@ class _Output:
             sys.stderr.flush()
 
 
-def _json_default(value: object) -> Any:  # Any: whatever JSON can encode
+def _json_default(value: object) -> object:  # whatever JSON can encode
     """Make the values a command prints JSON-serialisable: usage as a dict, errors by type and
     message, anything else as its text (never a failed ``--json`` run).
     """
@@ -346,13 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+def parse_options(pairs: Sequence[str]) -> dict[str, OptionValue]:
     """Parse ``key=value`` pairs; values are JSON when they parse, else strings.
 
     So ``--option count=3`` passes an int and ``--option tags='["a", "b"]'`` a list, as
     the Python API would, while a plain word needs no quoting.
     """
-    options: dict[str, Any] = {}
+    options: dict[str, OptionValue] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
@@ -379,7 +380,7 @@ def load_impl(target: str) -> type:
             f"{os.getcwd()} and its sys.path is {sys.path}; run it from your project folder, "
             "or set PYTHONPATH to the folder that holds the module"
         ) from None
-    impl: Any = module
+    impl: object = module
     for part in attr.split("."):
         impl = getattr(impl, part, None)
         if impl is None:
@@ -510,7 +511,7 @@ def _ask_turn(
     raise AssertionError("unreachable: a stream ends with its Response or raises")
 
 
-def _response_dict(name: str, response: Response) -> dict[str, Any]:
+def _response_dict(name: str, response: Response) -> Document:
     """A response as the JSON the CLI prints: the fields a script needs, not the full event list."""
     return {
         "ok": True,
@@ -658,7 +659,7 @@ def _cmd_poll(args: argparse.Namespace, out: _Output, system: AgentSystem) -> in
         while not result.done and time.monotonic() < deadline:
             time.sleep(0.05)
             result = poll(args.name, args.ref, system=system)
-    data: dict[str, Any] = {"ok": True, "agent": args.name, "ref": args.ref}
+    data: Document = {"ok": True, "agent": args.name, "ref": args.ref}
     data["state"] = result.state.value
     if result.response is not None:
         data["response"] = _response_dict(args.name, result.response)
@@ -693,7 +694,17 @@ def _cmd_interrupt(args: argparse.Namespace, out: _Output, system: AgentSystem) 
     return EXIT_OK
 
 
-def _simple(action: Callable[..., Any], doing: str, past: str) -> Callable[..., int]:
+class _Action(Protocol):
+    """A client call that acts on one agent by name (``halt``, ``resume``, ``stop``)."""
+
+    def __call__(self, name: str, *, system: AgentSystem | None = None) -> object: ...
+
+
+#: A ``genagent`` sub-command: runs with its parsed arguments and returns the exit status.
+_Command = Callable[[argparse.Namespace, "_Output", AgentSystem], int]
+
+
+def _simple(action: _Action, doing: str, past: str) -> _Command:
     """A command that calls ``action(name)``, shows ``doing`` meanwhile, then reports ``past``.
 
     ``halt``, ``resume`` and ``stop`` differ only in the call and the words, so each is one entry
@@ -756,8 +767,8 @@ def _cmd_top(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int
     node = f"127.0.0.1:{system.admin_port}"
     console = Console(highlight=False)
     if args.once or out.as_json:
-        snapshot: list[dict[str, Any]] = fleet_rows(system)
-        figures: dict[str, Any] | None = fleet_sessions(system)
+        snapshot: list[Document] = fleet_rows(system)
+        figures: Document | None = fleet_sessions(system)
         if out.as_json:
             out.document({"ok": True, "node": node, "agents": snapshot, "sessions": figures})
         else:
@@ -775,7 +786,7 @@ def _cmd_top(args: argparse.Namespace, out: _Output, system: AgentSystem) -> int
     interval = max(0.1, args.interval)
     port = system.admin_port or 0
     feed = _FleetFeed(system)
-    rows: list[dict[str, Any]] = []
+    rows: list[Document] = []
     figures = None
     stopped = False
     live = Live(console=console, screen=console.is_terminal, auto_refresh=False)
@@ -817,7 +828,7 @@ class _FleetFeed:
         """
         self._system = system
         self._lock = threading.Lock()
-        self._rows: tuple[list[dict[str, Any]], dict[str, Any] | None] | None = None
+        self._rows: tuple[list[Document], Document | None] | None = None
         self._wanted = threading.Event()
         self._ready = threading.Event()
         self._closed = False
@@ -833,7 +844,7 @@ class _FleetFeed:
             self._wanted.clear()
             if self._closed:
                 return
-            rows: tuple[list[dict[str, Any]], dict[str, Any] | None] | None
+            rows: tuple[list[Document], Document | None] | None
             try:
                 rows = fleet_rows(self._system), fleet_sessions(self._system)
             except GenAgentError:
@@ -842,9 +853,7 @@ class _FleetFeed:
                 self._rows = rows
             self._ready.set()
 
-    def latest(
-        self, *, timeout: float
-    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None] | None:
+    def latest(self, *, timeout: float) -> tuple[list[Document], Document | None] | None:
         """Ask for fresh rows and session figures; ``None`` if none came within ``timeout``."""
         self._ready.clear()
         self._wanted.set()
@@ -949,12 +958,12 @@ _AGENT_COMMANDS: dict[str, Callable[[argparse.Namespace, _Output, AgentSystem], 
 }
 
 
-def _error_dict(error: BaseException) -> dict[str, Any]:
+def _error_dict(error: BaseException) -> Document:
     """An error as JSON: its type, message and, for our errors, the agent, ref and reason kind.
 
     The reason kind is what a script should branch on; the message is for people.
     """
-    data: dict[str, Any] = {"type": type(error).__name__}
+    data: Document = {"type": type(error).__name__}
     if isinstance(error, GenAgentError):
         data["message"] = error.message
         data["agent"] = None if error.agent is None else str(error.agent)

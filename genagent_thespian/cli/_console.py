@@ -54,15 +54,16 @@ import socket
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from .._api.client import halt, interrupt, resume, stop
 from .._api.system import AgentSystem
 from .._api.telemetry import attach, detach
 from .._core.errors import GenAgentError, InvalidOption, SystemNotRunning
-from .._core.turn import Event
+from .._core.turn import Event, Usage
+from .._core.types import Document, Metadata
 from .._nodes.node import port_open
 from ._fleet import fleet_rows, state_label
 from ._turn_view import summarize
@@ -93,6 +94,9 @@ _FIELD_LIMIT = 4000
 _OPERATOR = "(operator)"
 _NODE_DEADLINE = 2.0  # seconds before a fleet request says "node unreachable"
 
+#: What a console call returns (the client function's own result).
+T = TypeVar("T")
+
 
 def _clip(value: object, limit: int = _FIELD_LIMIT) -> str:
     """A value as text of at most ``limit`` characters, so one huge prompt cannot bloat a page."""
@@ -100,7 +104,7 @@ def _clip(value: object, limit: int = _FIELD_LIMIT) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def event_json(event: Any) -> dict[str, Any]:
+def event_json(event: object) -> Document:
     """Return the displayable part of a turn event (kind, text, tool name, message).
 
     Every value is cut to a size a page can hold (a tool's output can be megabytes) and
@@ -109,7 +113,7 @@ def event_json(event: Any) -> dict[str, Any]:
     if not isinstance(event, Event):
         return {"kind": "unknown", "text": _clip(event)}
     data = event.data
-    shown: dict[str, Any] = {"kind": str(event.kind)}
+    shown: Document = {"kind": str(event.kind)}
     for key in ("text", "name", "message", "stop_reason", "model", "id", "tool_use_id"):
         value = data.get(key)
         if value is not None:
@@ -125,7 +129,7 @@ def event_json(event: Any) -> dict[str, Any]:
     return shown
 
 
-def assemble(parts: list[dict[str, Any]], shown: dict[str, Any]) -> None:
+def assemble(parts: list[Document], shown: Document) -> None:
     """Fold one displayable event into a turn's parts, the way a reader wants the turn.
 
     Consecutive text fragments become one ``text`` part; a ``tool_use`` becomes a ``tool``
@@ -161,7 +165,7 @@ def assemble(parts: list[dict[str, Any]], shown: dict[str, Any]) -> None:
         parts.append({"type": kind, "text": _describe(shown)})
 
 
-def _describe(shown: dict[str, Any]) -> str:
+def _describe(shown: Document) -> str:
     """One line for a retry, warning or error in a transcript: what happened, and for a retry,
     which attempt and how long until it.
     """
@@ -183,11 +187,11 @@ class _Observer:
         streams.
         """
         self._lock = threading.Lock()
-        self.transcripts: dict[str, deque[dict[str, Any]]] = {}
+        self.transcripts: dict[str, deque[Document]] = {}
         self.edges: Counter[tuple[str, str]] = Counter()
-        self._subscribers: dict[str, list[queue.Queue[dict[str, Any]]]] = {}
+        self._subscribers: dict[str, list[queue.Queue[Document]]] = {}
 
-    def handle(self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
+    def handle(self, name: str, measurements: dict[str, float], metadata: Metadata) -> None:
         """Fold one telemetry event into the transcripts and graph, and push it to live viewers.
 
         It runs for every telemetry event of the fleet, so it only updates in-memory
@@ -203,7 +207,7 @@ class _Observer:
             turns = self.transcripts.setdefault(agent, deque(maxlen=_TRANSCRIPT_TURNS))
             ref = metadata.get("ref")
             if name == "prompt.start":
-                started: dict[str, Any] = {
+                started: Document = {
                     "ref": ref,
                     "prompt": _clip(metadata.get("prompt", "")),
                     "origin": metadata.get("origin"),
@@ -215,9 +219,7 @@ class _Observer:
                 turns.append(started)
                 self._publish(agent, {"type": "turn_start", "turn": _summary(started)})
                 return
-            turn: dict[str, Any] | None = next(
-                (t for t in reversed(turns) if t["ref"] == ref), None
-            )
+            turn: Document | None = next((t for t in reversed(turns) if t["ref"] == ref), None)
             if name == "turn.event" and turn is not None:
                 shown = event_json(metadata.get("event"))
                 assemble(turn["parts"], shown)
@@ -229,14 +231,14 @@ class _Observer:
                 turn["duration_ms"] = measurements.get("duration_ms")
                 if name == "prompt.error":
                     turn["error"] = f"{metadata.get('reason')}: {_clip(metadata.get('error'))}"
-                usage = metadata.get("usage")
+                usage = cast("Usage | None", metadata.get("usage"))  # prompt.stop carries one
                 if usage is not None:
                     turn["tokens"] = [usage.input_tokens, usage.output_tokens]
                 self._publish(agent, {"type": "turn_end", "turn": _summary(turn)})
             elif name not in ("turn.event", "prompt.stop", "prompt.error"):
                 self._publish(agent, {"type": name})
 
-    def _publish(self, agent: str, item: dict[str, Any]) -> None:
+    def _publish(self, agent: str, item: Document) -> None:
         """Offer an item to every viewer of ``agent``; a viewer whose queue is full misses it.
 
         Dropping for a slow browser is better than blocking telemetry delivery, which would
@@ -246,9 +248,9 @@ class _Observer:
             with contextlib.suppress(queue.Full):
                 subscriber.put_nowait(item)
 
-    def subscribe(self, agent: str) -> tuple[queue.Queue[dict[str, Any]], dict[str, Any] | None]:
+    def subscribe(self, agent: str) -> tuple[queue.Queue[Document], Document | None]:
         """Return a queue of the agent's live items and its running turn (with its events)."""
-        subscriber: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=10_000)
+        subscriber: queue.Queue[Document] = queue.Queue(maxsize=10_000)
         with self._lock:
             self._subscribers.setdefault(agent, []).append(subscriber)
             turns = self.transcripts.get(agent)
@@ -256,12 +258,12 @@ class _Observer:
             snapshot = _copy(current) if current else None
         return subscriber, snapshot
 
-    def unsubscribe(self, agent: str, subscriber: queue.Queue[dict[str, Any]]) -> None:
+    def unsubscribe(self, agent: str, subscriber: queue.Queue[Document]) -> None:
         """Drop a viewer's queue; a viewer already gone is not an error."""
         with self._lock, contextlib.suppress(ValueError, KeyError):
             self._subscribers[agent].remove(subscriber)
 
-    def transcript(self, agent: str) -> list[dict[str, Any]]:
+    def transcript(self, agent: str) -> list[Document]:
         """Copies of the agent's recent turns, taken under the lock (the telemetry thread
         writes).
         """
@@ -274,12 +276,12 @@ class _Observer:
             return dict(self.edges)
 
 
-def _summary(turn: dict[str, Any]) -> dict[str, Any]:
+def _summary(turn: Document) -> Document:
     """A turn without its parts: what the fleet and turn-end messages need (small)."""
     return {k: v for k, v in turn.items() if k != "parts"}
 
 
-def _copy(turn: dict[str, Any]) -> dict[str, Any]:
+def _copy(turn: Document) -> Document:
     """A copy of ``turn`` deep enough to read outside the lock while the observer appends."""
     return dict(turn, parts=[dict(part) for part in turn["parts"]])
 
@@ -460,7 +462,9 @@ class Console:
         port = self.system.admin_port
         return port is None or port_open(port, host=self._node_host, timeout=0.5)
 
-    async def call(self, fn: Any, *args: Any, timeout: float = 60.0, **kwargs: Any) -> Any:
+    async def call(
+        self, fn: Callable[..., T], *args: object, timeout: float = 60.0, **kwargs: object
+    ) -> T:
         """Run an actor-system call on the console's call threads and await its result.
 
         Bounded by ``timeout``: a page waiting on a node that stopped answering gets an
@@ -469,7 +473,7 @@ class Console:
         future = self._calls.submit(fn, *args, system=self.system, **kwargs)
         return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
 
-    async def fleet(self) -> list[dict[str, Any]]:
+    async def fleet(self) -> list[Document]:
         """The fleet table's rows.
 
         Raises:
@@ -491,7 +495,12 @@ class _NodeUnreachable(Exception):
     """The node does not answer: the fleet table cannot be refreshed."""
 
 
-_ACTIONS = {"interrupt": interrupt, "halt": halt, "resume": resume, "stop": stop}
+_ACTIONS: dict[str, Callable[[str], object]] = {
+    "interrupt": interrupt,
+    "halt": halt,
+    "resume": resume,
+    "stop": stop,
+}
 _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -510,7 +519,7 @@ def _build_app(console: Console) -> ASGIApp:
     from starlette.responses import HTMLResponse, Response
     from starlette.routing import Route
 
-    def json_reply(data: Any, status: int = 200) -> Response:
+    def json_reply(data: object, status: int = 200) -> Response:
         """A JSON response with the console's security headers on every reply."""
         body = json.dumps(data, default=str)
         return Response(body, status, headers=_SECURITY_HEADERS, media_type="application/json")
@@ -619,7 +628,7 @@ def _build_app(console: Console) -> ASGIApp:
         if action not in _ACTIONS or not name:
             return json_reply({"ok": False, "error": "no such action"}, 404)
         try:
-            result = await console.call(_ACTIONS[action], name)
+            result: object = await console.call(_ACTIONS[action], name)
         except GenAgentError as exc:
             return json_reply(_error(exc), 404 if exc.reason_kind == "not_found" else 409)
         return json_reply({"ok": True, "action": action, "agent": name, "ref": result})
@@ -657,7 +666,7 @@ def _build_app(console: Console) -> ASGIApp:
     return guarded
 
 
-def _error(exc: GenAgentError) -> dict[str, Any]:
+def _error(exc: GenAgentError) -> Document:
     """A control's failure as JSON: the error's type and message (they carry no secret)."""
     return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 

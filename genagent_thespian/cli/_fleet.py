@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import time
 from dataclasses import asdict
-from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
@@ -23,6 +22,8 @@ from rich.text import Text
 from .._api.client import list_agents, sessions, status
 from .._api.system import AgentSystem
 from .._core.errors import GenAgentError
+from .._core.types import Document
+from ..messages import AgentStatus
 
 __all__ = [
     "fleet_rows",
@@ -38,14 +39,14 @@ __all__ = [
 WIDE = 120  # from this many columns, top shows the wide set of columns
 
 
-def status_dict(snapshot: Any) -> dict[str, Any]:
+def status_dict(snapshot: AgentStatus) -> Document:
     """Return an ``AgentStatus`` as a JSON-ready dict (names rendered with ``str``)."""
     data = asdict(snapshot)
     data["name"] = str(data["name"])
     return data
 
 
-def fleet_rows(system: AgentSystem) -> list[dict[str, Any]]:
+def fleet_rows(system: AgentSystem) -> list[Document]:
     """Return one status dict per registered agent, sorted by name.
 
     An agent that vanishes between the listing and its status call is left out; one that
@@ -63,13 +64,13 @@ def fleet_rows(system: AgentSystem) -> list[dict[str, Any]]:
     return rows
 
 
-def fleet_sessions(system: AgentSystem) -> dict[str, Any] | None:
+def fleet_sessions(system: AgentSystem) -> Document | None:
     """The session governor's figures as a JSON-ready dict; ``None`` when nothing is capped."""
     figures = sessions(system=system)
     return None if figures is None else asdict(figures)
 
 
-def sessions_label(figures: dict[str, Any] | None) -> str:
+def sessions_label(figures: Document | None) -> str:
     """``sessions 3/20 live, 1 busy, 2 waiting (oldest 4.2s)``; empty when nothing is capped."""
     if not figures:
         return ""
@@ -86,7 +87,7 @@ def sessions_label(figures: dict[str, Any] | None) -> str:
     return label
 
 
-def format_age(row: dict[str, Any]) -> str:
+def format_age(row: Document) -> str:
     """Return the running turn's age against the watchdog, e.g. ``12.0s/600s`` or ``-``."""
     elapsed = row.get("current_elapsed")
     watchdog = row.get("watchdog")
@@ -96,13 +97,13 @@ def format_age(row: dict[str, Any]) -> str:
     return f"{elapsed:.1f}s/{limit}"
 
 
-def _late(row: dict[str, Any]) -> bool:
+def _late(row: Document) -> bool:
     """Whether the running turn has used 80% of its watchdog: ``top`` shows its age in red."""
     elapsed, watchdog = row.get("current_elapsed"), row.get("watchdog")
     return elapsed is not None and watchdog is not None and elapsed >= 0.8 * watchdog
 
 
-def state_label(row: dict[str, Any]) -> str:
+def state_label(row: Document) -> str:
     """The state a person reads: ``idle``, ``processing``, ``halted``, ``hibernated``...
 
     The most urgent condition wins: an agent that cannot be asked, or whose session is
@@ -134,7 +135,7 @@ _STATE_STYLE = {
 }
 
 
-def top_table(rows: list[dict[str, Any]], *, width: int) -> Table:
+def top_table(rows: list[Document], *, width: int) -> Table:
     """The fleet as a table for a terminal ``width`` columns wide (see the module doc).
 
     The table never wraps a row: names and the last error are cut with an ellipsis, so one
@@ -193,13 +194,13 @@ def top_table(rows: list[dict[str, Any]], *, width: int) -> Table:
 
 
 def top_frame(
-    rows: list[dict[str, Any]],
+    rows: list[Document],
     *,
     node: str,
     width: int,
     now: float | None = None,
     stopped: bool = False,
-    sessions: dict[str, Any] | None = None,
+    sessions: Document | None = None,
 ) -> Group:
     """One frame of ``genagent top``: the header, the live sessions line and the fleet table."""
     stamp = time.strftime("%H:%M:%S", time.localtime(now))
@@ -230,14 +231,14 @@ def top_frame(
 
 
 def render_top(
-    rows: list[dict[str, Any]],
+    rows: list[Document],
     *,
     node: str,
     colour: bool = False,
     width: int = 80,
     now: float | None = None,
     stopped: bool = False,
-    sessions: dict[str, Any] | None = None,
+    sessions: Document | None = None,
 ) -> str:
     """Return one frame of ``genagent top`` as text, ``width`` columns wide.
 

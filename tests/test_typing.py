@@ -52,12 +52,8 @@ NOT_YET = {
     "genagent_thespian.patterns.switchboard": 28,
     "genagent_thespian.patterns.watcher": 14,
     "genagent_thespian.patterns.workspace": 11,
-    "genagent_thespian.testing": 15,
-    "genagent_thespian.testing._chaos": 1,
-    "genagent_thespian.testing._conformance": 35,
-    "genagent_thespian.testing._fake_llm_server": 36,
-    "genagent_thespian.testing._scripted": 5,
-    "genagent_thespian.testing._scripted_agent": 9,
+    "genagent_thespian.testing._conformance": 26,
+    "genagent_thespian.testing._fake_llm_server": 33,
 }
 
 

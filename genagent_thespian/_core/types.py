@@ -34,6 +34,7 @@ __all__ = [
     "OptionValue",
     "Options",
     "Pickled",
+    "Polled",
     "Sender",
     "Session",
     "ThespianInternal",
@@ -144,6 +145,11 @@ WireMapping: TypeAlias = Mapping[str, Any]
 #: (``dataclasses.asdict``, whose result typeshed types as ``dict[str, Any]``) and then reads
 #: back by field name to render it (``top``'s rows, the console's transcripts).
 Document: TypeAlias = dict[str, Any]
+
+#: What a polled condition returns (``testing.wait_until``), whose first truthy value is handed
+#: back. ``Any`` because a TypeVar would type ``lambda: done and result`` as ``bool | Result``
+#: at every call site, though only the truthy side is ever returned.
+Polled: TypeAlias = Any
 
 #: Telemetry metadata and other key/value context (log fields, status fields): values are
 #: only formatted, compared or passed on.

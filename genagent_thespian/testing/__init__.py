@@ -35,10 +35,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
 from .._api.system import AgentSystem
 from .._api.telemetry import attach, detach
+from .._core.types import Metadata, Polled
 from .._os.processes import processes_with_marker
 from ._chaos import (
     ChaosKill,
@@ -122,15 +122,13 @@ __all__ = [
 ]
 
 
-# Any: the condition's own truthy value. A TypeVar would type ``lambda: done and result`` as
-# ``bool | Result`` at every call site, though only the truthy side is ever returned.
 def wait_until(
-    condition: Callable[[], Any],
+    condition: Callable[[], Polled],
     *,
     timeout: float = 10.0,
     interval: float = 0.005,
     message: str = "",
-) -> Any:
+) -> Polled:
     """Return ``condition()``'s first truthy value, polling until ``timeout`` seconds.
 
     Raises:
@@ -186,7 +184,7 @@ class TelemetryCapture:
         self._system = system
         self._id = f"capture-{uuid.uuid4().hex}"
         self._lock = threading.Condition()
-        self.events: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        self.events: list[tuple[str, dict[str, float], Metadata]] = []
 
     def __enter__(self) -> TelemetryCapture:
         """Attach the handler; returns once every agent sends the captured names.
@@ -201,13 +199,13 @@ class TelemetryCapture:
         """Detach the handler; the events recorded so far stay readable."""
         detach(self._id, system=self._system)
 
-    def _record(self, name: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
+    def _record(self, name: str, measurements: dict[str, float], metadata: Metadata) -> None:
         """The handler: keep the event and wake ``wait_for`` (runs on the telemetry thread)."""
         with self._lock:
             self.events.append((name, measurements, metadata))
             self._lock.notify_all()
 
-    def named(self, name: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    def named(self, name: str) -> list[tuple[dict[str, float], Metadata]]:
         """Return ``(measurements, metadata)`` of every recorded event called ``name``."""
         with self._lock:
             return [(m, md) for n, m, md in self.events if n == name]
@@ -220,14 +218,14 @@ class TelemetryCapture:
     def wait_for(
         self,
         name: str,
-        predicate: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
+        predicate: Callable[[dict[str, float], Metadata], bool] | None = None,
         *,
         count: int = 1,
         timeout: float = 10.0,
-    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    ) -> list[tuple[dict[str, float], Metadata]]:
         """Wait until ``count`` events called ``name`` (matching ``predicate``) arrived."""
 
-        def matching() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        def matching() -> list[tuple[dict[str, float], Metadata]]:
             """The captured events named ``name`` that satisfy the predicate, oldest first."""
             return [
                 (m, md)
@@ -296,7 +294,7 @@ if "pytest" in sys.modules:
         yield from _system_fixture("multiprocTCPBase")
 
     @pytest.fixture(params=["simpleSystemBase", "multiprocTCPBase"])
-    def any_agent_system(request: Any) -> Iterator[AgentSystem]:
+    def any_agent_system(request: pytest.FixtureRequest) -> Iterator[AgentSystem]:
         """The same test once per supported base (one fixture, as Thespian's own suite does)."""
         yield from _system_fixture(request.param)
 

@@ -24,9 +24,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from .._core.errors import AgentNotFound, InvalidOption
+from .._core.types import AgentName
 from .._durable.store import agent_key
 from .._os import processes as _processes
 from .._os.processes import children_of, descendants_of, process_alive, wait_for_exit
@@ -88,7 +88,7 @@ def corrupt_store(
     path: str | os.PathLike[str],
     key: str | None = None,
     *,
-    name: Any = None,
+    name: AgentName = None,
     part: str = "state",
 ) -> None:
     """Damage a durable agent store so that reading it fails with ``StoreCorrupted``.

@@ -58,6 +58,7 @@ import pytest
 from .._core.backend import Backend, TurnContext
 from .._core.errors import BackendError, BackendErrorKind, InvalidOption
 from .._core.turn import Event, EventKind, Response
+from .._core.types import Session
 
 __all__ = ["BackendConformance", "FakeServerConformance", "collect_turn"]
 
@@ -70,7 +71,7 @@ _KNOWN_KINDS = frozenset(
 
 def collect_turn(
     backend: Backend,
-    session: Any,
+    session: Session,
     prompt: str,
     *,
     ctx: TurnContext | None = None,
@@ -122,7 +123,7 @@ def _terminal(events: list[Event]) -> list[Event]:
     return [e for e in events if e.kind in (EventKind.RESULT, EventKind.ERROR)]
 
 
-def _advance(backend: Backend, session: Any, events: list[Event]) -> Any:
+def _advance(backend: Backend, session: Session, events: list[Event]) -> Any:
     """Apply ``update_session`` as the worker does: for session_started and result."""
     for event in events:
         if event.kind in (EventKind.SESSION_STARTED, EventKind.RESULT):
@@ -203,7 +204,7 @@ class BackendConformance:
             backend.start_session(options)
 
     def test_text_turn_ends_with_one_result(
-        self, backend: Backend, session: Any, provider: Any
+        self, backend: Backend, session: Session, provider: Any
     ) -> None:
         """A text turn ends with exactly one terminal event, a ``RESULT``, as the very last event.
 
@@ -223,7 +224,7 @@ class BackendConformance:
         assert response.text == "Hello from the conformance suite"
 
     def test_session_pickles_before_and_after_a_turn(
-        self, backend: Backend, session: Any, provider: Any
+        self, backend: Backend, session: Session, provider: Any
     ) -> None:
         """A session pickles at any boundary and a new backend instance continues it.
 
@@ -248,7 +249,7 @@ class BackendConformance:
         assert Response.from_events(events).text == "second"
 
     def test_second_turn_continues_the_first(
-        self, backend: Backend, session: Any, provider: Any
+        self, backend: Backend, session: Session, provider: Any
     ) -> None:
         """A second turn continues the conversation of the first, as the provider sees it."""
         self.script_text(provider, "the first answer")
@@ -262,7 +263,7 @@ class BackendConformance:
         self.assert_continues(provider, "the first prompt", "the first answer")
 
     def test_error_turn_ends_with_one_error(
-        self, backend: Backend, session: Any, provider: Any
+        self, backend: Backend, session: Session, provider: Any
     ) -> None:
         """A provider failure ends the turn with exactly one ``ERROR`` carrying a classified
         :class:`BackendError` that pickles: its kind is what retry and restart decisions read.
@@ -279,7 +280,7 @@ class BackendConformance:
         assert pickle.loads(pickle.dumps(error)) == error
 
     def test_error_turn_leaves_the_session_usable(
-        self, backend: Backend, session: Any, provider: Any
+        self, backend: Backend, session: Session, provider: Any
     ) -> None:
         """A failed turn does not spoil the session: the next turn on it succeeds."""
         self.script_error(provider)
@@ -291,7 +292,7 @@ class BackendConformance:
         assert Response.from_events(events).text == "recovered"
 
     def test_cancel_ends_the_turn_promptly(
-        self, backend: Backend, session: Any, provider: Any
+        self, backend: Backend, session: Session, provider: Any
     ) -> None:
         """Setting ``ctx.cancelled`` during a turn ends it promptly with one terminal event.
 
@@ -333,7 +334,7 @@ class BackendConformance:
         assert took < self.cancel_deadline
 
     def test_terminate_session_is_idempotent(
-        self, backend: Backend, session: Any, provider: Any
+        self, backend: Backend, session: Session, provider: Any
     ) -> None:
         """Ending a session twice is harmless: several stop paths may end the same session."""
         self.script_text(provider, "bye")

@@ -765,7 +765,7 @@ class _Handler(BaseHTTPRequestHandler):
             super().finish()
         self.fake._track(self.connection, threading.current_thread(), add=False)
 
-    def log_message(self, format: str, *args: Any) -> None:
+    def log_message(self, format: str, *args: object) -> None:
         """Stay quiet: tests read the records, not stderr."""
 
     def do_GET(self) -> None:
@@ -830,7 +830,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.record.status = status
 
     def _send_json(
-        self, status: int, payload: Any, headers: Mapping[str, str] | None = None
+        self, status: int, payload: object, headers: Mapping[str, str] | None = None
     ) -> None:
         """Send a whole JSON response with the request-id header the real API would send."""
         data = json.dumps(payload).encode()
@@ -1372,7 +1372,7 @@ class _OpenAI:
         self.server._issue_response_id(response["id"])
         return response
 
-    def _event(self, name: str, **data: Any) -> tuple[str, dict[str, Any]]:
+    def _event(self, name: str, **data: object) -> tuple[str, dict[str, Any]]:
         return name, {"type": name, "sequence_number": next(self.sequence), **data}
 
     def events(self, reply: Reply, finish: bool = True) -> Iterator[tuple[str, dict[str, Any]]]:

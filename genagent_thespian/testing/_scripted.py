@@ -29,14 +29,15 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TypeAlias
 
 from .._core.backend import Backend, TurnContext, WorkerExit
 from .._core.errors import BackendError, BackendErrorKind, InvalidOption
 from .._core.turn import Event, EventKind, Usage
+from .._core.types import Options
 
 __all__ = [
     "Crash",
@@ -95,9 +96,16 @@ class Gate:
     """Script item: stream ``before``, block until file ``path`` exists, then play ``then``."""
 
     path: str
-    then: Any = "gate opened"
+    then: ScriptItem = "gate opened"
     timeout: float = 60.0
     before: tuple[Event, ...] = ()
+
+
+#: One turn of a script: a reply text, the turn's events, one of the items above, or a
+#: function of the prompt that returns an item.
+ScriptItem: TypeAlias = (
+    "str | Sequence[Event] | Fail | Crash | Exit | Slow | Gate | Callable[[str], ScriptItem]"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +118,10 @@ class ScriptedSession:
     """
 
     session_id: str
-    script: tuple[Any, ...] = ()
+    script: tuple[ScriptItem, ...] = ()
     position: int = 0
     history: tuple[str, ...] = ()
-    default: Any = None
+    default: ScriptItem | None = None
     record_to: str | None = None
     resumed: bool = False
     turns_since_start: int = 0
@@ -137,7 +145,7 @@ class ScriptedBackend(Backend):
 
     name = "scripted"
 
-    def start_session(self, options: Mapping[str, Any]) -> ScriptedSession:
+    def start_session(self, options: Options) -> ScriptedSession:
         """Validate options ``script``, ``default``, ``record_to``, ``session_id``.
 
         Every script item is checked now, in the agent's start, so a malformed script fails
@@ -232,7 +240,9 @@ def _validate_item(item: object, where: str) -> None:
     raise InvalidOption(f"{where}: unsupported script item {item!r:.60}")
 
 
-def _play(item: Any, prompt: str, session: ScriptedSession, ctx: TurnContext) -> Iterator[Event]:
+def _play(
+    item: ScriptItem, prompt: str, session: ScriptedSession, ctx: TurnContext
+) -> Iterator[Event]:
     """Play one script item as a turn; each kind of item exercises one failure path.
 
     ``Fail`` raises a classified :class:`BackendError`; ``Crash`` raises an unclassified error after

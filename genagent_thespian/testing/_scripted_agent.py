@@ -8,17 +8,17 @@ The agent is re-exported as ``genagent_thespian.cli:ScriptedAgent`` for ``genage
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from .._core.behaviour import GenAgent
 from .._core.errors import InvalidOption
 from .._core.turn import Event, EventKind, Response, Usage
-from ._scripted import Fail, Gate, Slow
+from .._core.types import Options, OptionValue, UserTerm, WireMapping, WireValue
+from ._scripted import Fail, Gate, ScriptItem, Slow
 
 __all__ = ["ScriptedAgent", "script_from_json", "tool_turn"]
 
 
-def tool_turn(tools: list[Mapping[str, Any]], text: str) -> list[Event]:
+def tool_turn(tools: list[WireMapping], text: str) -> list[Event]:
     """Return the events of a turn that calls ``tools`` in order, then replies ``text``.
 
     Each tool is ``{"name": n, "input": {...}, "output": text, "error": False}``; the turn
@@ -55,7 +55,7 @@ def tool_turn(tools: list[Mapping[str, Any]], text: str) -> list[Event]:
     return events
 
 
-def script_from_json(items: Any) -> list[Any]:
+def script_from_json(items: WireValue) -> list[ScriptItem]:
     """Turn a JSON script into scripted-backend items.
 
     Strings stay replies; ``{"slow": text, "seconds": s, "hold": path}`` becomes ``Slow``,
@@ -72,7 +72,7 @@ def script_from_json(items: Any) -> list[Any]:
     return [_item(item) for item in items]
 
 
-def _item(item: Any) -> Any:
+def _item(item: WireValue) -> ScriptItem:
     """Turn a JSON script item (from the command line) into the item the scripted backend plays."""
     if isinstance(item, str):
         return item
@@ -109,11 +109,11 @@ class ScriptedAgent(GenAgent):
 
     accepted_options = {"script", "default", "record_to", "forward_to"}
 
-    def init_agent(self, options: Mapping[str, Any]) -> Mapping[str, Any]:
+    def init_agent(self, options: Options) -> Options:
         """Translate the JSON options into the scripted backend's session options."""
         forward = options.get("forward_to", [])
         self.forward_to = [forward] if isinstance(forward, str) else list(forward)
-        session: dict[str, Any] = {
+        session: dict[str, OptionValue] = {
             "script": script_from_json(options.get("script", [])),
             "default": _item(options.get("default", "ok")),
         }
@@ -126,6 +126,6 @@ class ScriptedAgent(GenAgent):
         for target in self.forward_to:
             self.notify(target, {"from": str(self.name), "text": response.text})
 
-    def handle_event(self, event: Any) -> None:
+    def handle_event(self, event: UserTerm) -> None:
         """Take notifications silently (they are visible in telemetry)."""
         return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from support_agents import Passthrough
@@ -115,7 +116,7 @@ def test_deferred_events_ride_with_the_next_live_one_in_order(
     with TelemetryCapture(["turn.event"]) as capture:
 
         def kinds() -> list[str]:
-            return [str(md["event"].kind) for _m, md in capture.named("turn.event")]
+            return [str(cast(g.Event, md["event"]).kind) for _m, md in capture.named("turn.event")]
 
         ref = g.tell("d", "go")
         # The text delta reaches the caller while the backend still waits for the gate,

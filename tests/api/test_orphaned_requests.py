@@ -74,7 +74,7 @@ def test_asks_whose_callers_went_with_the_system_are_dropped_and_tells_run(
                 lambda: g.poll("keeper", tell_ref).state == g.PollState.COMPLETED, timeout=30.0
             )
             dropped = capture.wait_for("request.dropped", count=2)
-        assert sorted(meta["reason"] for _, meta in dropped) == ["caller_gone"] * 2
+        assert sorted(str(meta["reason"]) for _, meta in dropped) == ["caller_gone"] * 2
         assert {meta["origin"] for _, meta in dropped} == {"ask"}
         prompts = read_history(history)
         assert "queued tell" in prompts

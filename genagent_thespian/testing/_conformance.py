@@ -50,15 +50,15 @@ import pickle
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterator
+from typing import ClassVar
 
 import pytest
 
 from .._core.backend import Backend, TurnContext
 from .._core.errors import BackendError, BackendErrorKind, InvalidOption
 from .._core.turn import Event, EventKind, Response
-from .._core.types import Session
+from .._core.types import Options, Session, UserTerm
 
 __all__ = ["BackendConformance", "FakeServerConformance", "collect_turn"]
 
@@ -123,7 +123,7 @@ def _terminal(events: list[Event]) -> list[Event]:
     return [e for e in events if e.kind in (EventKind.RESULT, EventKind.ERROR)]
 
 
-def _advance(backend: Backend, session: Session, events: list[Event]) -> Any:
+def _advance(backend: Backend, session: Session, events: list[Event]) -> Session:
     """Apply ``update_session`` as the worker does: for session_started and result."""
     for event in events:
         if event.kind in (EventKind.SESSION_STARTED, EventKind.RESULT):
@@ -142,7 +142,7 @@ class BackendConformance:
     # -- hooks --------------------------------------------------------------------------
 
     @pytest.fixture
-    def provider(self) -> Iterator[Any]:
+    def provider(self) -> Iterator[UserTerm]:
         """Yield what stands in for the LLM (override this fixture)."""
         raise NotImplementedError("override the 'provider' fixture")
         yield
@@ -151,28 +151,28 @@ class BackendConformance:
         """Return a new backend instance."""
         raise NotImplementedError
 
-    def start_options(self, provider: Any) -> Mapping[str, Any]:
+    def start_options(self, provider: UserTerm) -> Options:
         """Return valid ``start_session`` options that point the backend at ``provider``."""
         raise NotImplementedError
 
-    def script_text(self, provider: Any, text: str) -> None:
+    def script_text(self, provider: UserTerm, text: str) -> None:
         """Make the next turn answer ``text``."""
         raise NotImplementedError
 
-    def script_error(self, provider: Any) -> None:
+    def script_error(self, provider: UserTerm) -> None:
         """Make the next turn fail on the provider's side."""
         raise NotImplementedError
 
-    def script_slow(self, provider: Any) -> None:
+    def script_slow(self, provider: UserTerm) -> None:
         """Make the next turn start and then stall until it is cancelled."""
         raise NotImplementedError
 
-    def wait_until_in_flight(self, provider: Any, first_event: threading.Event) -> None:
+    def wait_until_in_flight(self, provider: UserTerm, first_event: threading.Event) -> None:
         """Wait until the slow turn reached the provider (default: its first event)."""
         if not first_event.wait(self.turn_timeout):
             raise AssertionError("the slow turn produced no event")
 
-    def assert_continues(self, provider: Any, first_prompt: str, first_answer: str) -> None:
+    def assert_continues(self, provider: UserTerm, first_prompt: str, first_answer: str) -> None:
         """Assert that the provider saw the second turn continue the first conversation."""
         pytest.skip("assert_continues is not implemented for this backend")
 
@@ -188,13 +188,15 @@ class BackendConformance:
             backend.close()
 
     @pytest.fixture
-    def session(self, backend: Backend, provider: Any) -> Any:
+    def session(self, backend: Backend, provider: UserTerm) -> Session:
         """A session started with the suite's options against this test's ``provider``."""
         return backend.start_session(self.start_options(provider))
 
     # -- tests --------------------------------------------------------------------------
 
-    def test_start_session_rejects_unknown_option(self, backend: Backend, provider: Any) -> None:
+    def test_start_session_rejects_unknown_option(
+        self, backend: Backend, provider: UserTerm
+    ) -> None:
         """An unknown option fails ``start_session`` with :class:`InvalidOption`, naming it.
 
         A silently ignored option is a setting the user believes in but does not have.
@@ -204,7 +206,7 @@ class BackendConformance:
             backend.start_session(options)
 
     def test_text_turn_ends_with_one_result(
-        self, backend: Backend, session: Session, provider: Any
+        self, backend: Backend, session: Session, provider: UserTerm
     ) -> None:
         """A text turn ends with exactly one terminal event, a ``RESULT``, as the very last event.
 
@@ -224,7 +226,7 @@ class BackendConformance:
         assert response.text == "Hello from the conformance suite"
 
     def test_session_pickles_before_and_after_a_turn(
-        self, backend: Backend, session: Session, provider: Any
+        self, backend: Backend, session: Session, provider: UserTerm
     ) -> None:
         """A session pickles at any boundary and a new backend instance continues it.
 
@@ -249,7 +251,7 @@ class BackendConformance:
         assert Response.from_events(events).text == "second"
 
     def test_second_turn_continues_the_first(
-        self, backend: Backend, session: Session, provider: Any
+        self, backend: Backend, session: Session, provider: UserTerm
     ) -> None:
         """A second turn continues the conversation of the first, as the provider sees it."""
         self.script_text(provider, "the first answer")
@@ -263,7 +265,7 @@ class BackendConformance:
         self.assert_continues(provider, "the first prompt", "the first answer")
 
     def test_error_turn_ends_with_one_error(
-        self, backend: Backend, session: Session, provider: Any
+        self, backend: Backend, session: Session, provider: UserTerm
     ) -> None:
         """A provider failure ends the turn with exactly one ``ERROR`` carrying a classified
         :class:`BackendError` that pickles: its kind is what retry and restart decisions read.
@@ -280,7 +282,7 @@ class BackendConformance:
         assert pickle.loads(pickle.dumps(error)) == error
 
     def test_error_turn_leaves_the_session_usable(
-        self, backend: Backend, session: Session, provider: Any
+        self, backend: Backend, session: Session, provider: UserTerm
     ) -> None:
         """A failed turn does not spoil the session: the next turn on it succeeds."""
         self.script_error(provider)
@@ -292,7 +294,7 @@ class BackendConformance:
         assert Response.from_events(events).text == "recovered"
 
     def test_cancel_ends_the_turn_promptly(
-        self, backend: Backend, session: Session, provider: Any
+        self, backend: Backend, session: Session, provider: UserTerm
     ) -> None:
         """Setting ``ctx.cancelled`` during a turn ends it promptly with one terminal event.
 
@@ -302,7 +304,7 @@ class BackendConformance:
         self.script_slow(provider)
         ctx = TurnContext(agent="conformance", ref="cancelled-turn")
         first_event = threading.Event()
-        outcome: dict[str, Any] = {}
+        outcome: dict[str, list[Event]] = {}
 
         def run() -> None:
             """Run the slow turn on a thread, noting its first event so cancellation hits it
@@ -334,7 +336,7 @@ class BackendConformance:
         assert took < self.cancel_deadline
 
     def test_terminate_session_is_idempotent(
-        self, backend: Backend, session: Session, provider: Any
+        self, backend: Backend, session: Session, provider: UserTerm
     ) -> None:
         """Ending a session twice is harmless: several stop paths may end the same session."""
         self.script_text(provider, "bye")
@@ -343,7 +345,7 @@ class BackendConformance:
         backend.terminate_session(session)
         backend.terminate_session(session)
 
-    def test_close_is_idempotent(self, provider: Any) -> None:
+    def test_close_is_idempotent(self, provider: UserTerm) -> None:
         """Closing a backend twice, used or not, is harmless: several cleanup paths may close it."""
         unused = self.make_backend()
         unused.close()
@@ -365,31 +367,31 @@ class FakeServerConformance(BackendConformance):
     """
 
     @pytest.fixture
-    def provider(self) -> Iterator[Any]:
+    def provider(self) -> Iterator[UserTerm]:
         """A :class:`FakeLLMServer` for each test, closed afterwards."""
         from ._fake_llm_server import FakeLLMServer
 
         with FakeLLMServer() as server:
             yield server
 
-    def script_text(self, provider: Any, text: str) -> None:
+    def script_text(self, provider: UserTerm, text: str) -> None:
         """Script one streamed text reply (three chunks, so streaming is exercised)."""
         from ._fake_llm_server import Text
 
         provider.script(Text(text, chunks=3))
 
-    def script_error(self, provider: Any) -> None:
+    def script_error(self, provider: UserTerm) -> None:
         """Script a retryable overload (529) that a backend must map to ``BackendError``."""
         from ._fake_llm_server import HTTPError
 
         provider.script(HTTPError(529, retry_after=0))
 
-    def script_slow(self, provider: Any) -> None:
+    def script_slow(self, provider: UserTerm) -> None:
         """Script a reply that starts and then hangs, for the cancel and timeout tests."""
         from ._fake_llm_server import Hang, Text
 
         provider.script(Hang(prefix=Text("partial answer", chunks=2)))
 
-    def wait_until_in_flight(self, provider: Any, first_event: threading.Event) -> None:
+    def wait_until_in_flight(self, provider: UserTerm, first_event: threading.Event) -> None:
         """Return once the backend's request reached the provider (the turn is in flight)."""
         provider.wait_for_requests(1, timeout=self.turn_timeout)

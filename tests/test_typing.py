@@ -52,7 +52,6 @@ NOT_YET = {
     "genagent_thespian.patterns.switchboard": 28,
     "genagent_thespian.patterns.watcher": 14,
     "genagent_thespian.patterns.workspace": 11,
-    "genagent_thespian.testing._fake_llm_server": 33,
 }
 
 

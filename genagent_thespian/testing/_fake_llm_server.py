@@ -67,8 +67,10 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
+
+from .._core.types import WireJson, WireMapping, WireValue
 
 __all__ = [
     "FakeLLMServer",
@@ -154,7 +156,7 @@ class ToolUse:
     """
 
     name: str
-    input: Mapping[str, Any] = field(default_factory=dict)
+    input: WireMapping = field(default_factory=dict)
     id: str | None = None
     chunks: Sequence[str] | int | None = None
 
@@ -223,7 +225,7 @@ class HTTPError:
     code: str | None = None
     retry_after: float | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
-    body: Any = None
+    body: WireValue = None
 
 
 @dataclass(frozen=True)
@@ -255,7 +257,7 @@ class Hang:
     """
 
     prefix: Reply | Block | str | None = None
-    then: Any = None
+    then: ScriptItem | None = None
     _released: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def __post_init__(self) -> None:
@@ -306,7 +308,7 @@ class When:
     """
 
     predicate: Callable[[RecordedRequest], bool]
-    item: Any
+    item: ScriptItem
 
 
 ScriptItem = (
@@ -321,7 +323,7 @@ ScriptItem = (
     | Truncated
     | Raw
     | When
-    | Callable[["RecordedRequest"], Any]
+    | Callable[["RecordedRequest"], object]
 )
 
 
@@ -366,7 +368,7 @@ class RecordedRequest:
         path: str,
         query: dict[str, str],
         headers: dict[str, str],
-        body: Any,
+        body: WireValue,
         raw_body: bytes,
         auth_fingerprint: str | None,
         client_port: int | None = None,
@@ -382,7 +384,7 @@ class RecordedRequest:
         self.auth_fingerprint = auth_fingerprint
         self.api, self.kind = _classify(method, path)
         self.received_at = time.monotonic()
-        self.served: Any = None
+        self.served: object = None
         self.status: int | None = None
         self.client_disconnected = False
         self.done = threading.Event()
@@ -506,7 +508,7 @@ class FakeLLMServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        default: Any = None,
+        default: ScriptItem | None = None,
         check_previous_response_id: bool = True,
     ) -> None:
         """Create the server; it listens once started (``with`` or :meth:`start`).
@@ -517,7 +519,7 @@ class FakeLLMServer:
         if host not in _LOOPBACK_HOSTS:
             raise ValueError(f"FakeLLMServer only listens on loopback, not {host!r}")
         self._lock = threading.Condition()
-        self._script: list[Any] = []
+        self._script: list[ScriptItem] = []
         self._requests: list[RecordedRequest] = []
         self._issued_response_ids: set[str] = set()
         self._connections: set[socket.socket] = set()
@@ -541,7 +543,7 @@ class FakeLLMServer:
 
     # -- script -------------------------------------------------------------------------
 
-    def script(self, *items: Any) -> FakeLLMServer:
+    def script(self, *items: ScriptItem) -> FakeLLMServer:
         """Append ``items`` to the reply queue (see the module docstring); return self."""
         with self._lock:
             self._script.extend(items)
@@ -561,7 +563,7 @@ class FakeLLMServer:
     def release_hangs(self) -> None:
         """Release every :class:`Hang` still queued or hanging."""
         with self._lock:
-            items = list(self._script)
+            items: list[object] = list(self._script)
             items += [r.served for r in self._requests]
         for item in items:
             if isinstance(item, Hang):
@@ -662,7 +664,7 @@ class FakeLLMServer:
             self._requests.append(request)
             self._lock.notify_all()
 
-    def _take(self, request: RecordedRequest) -> Any:
+    def _take(self, request: RecordedRequest) -> object:
         """Take the next scripted item for ``request``: the first ``When`` that matches, or the
         first plain item; with nothing left, the default, else a 400 that says the script ran
         out.
@@ -878,7 +880,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._write(b"0\r\n\r\n")
 
     def _send_events(
-        self, events: Iterator[tuple[str, dict[str, Any]]], delay: float, limit: int | None = None
+        self, events: Iterator[tuple[str, WireJson]], delay: float, limit: int | None = None
     ) -> int:
         """Send SSE events, at most ``limit``, pausing ``delay`` between them; return how many.
 
@@ -908,7 +910,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""
-        body: Any = None
+        body: WireValue = None
         if raw:
             try:
                 body = json.loads(raw)
@@ -1003,7 +1005,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {"x-should-retry": "false"},
             )
 
-    def _serve(self, item: Any) -> None:
+    def _serve(self, item: object) -> None:
         """Serve one scripted item, calling it first if it is a function of the request."""
         record = self.record
         while callable(item) and not isinstance(item, (Hang, When)):
@@ -1122,7 +1124,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
 
 
-def _error_body(api: str | None, error: HTTPError) -> dict[str, Any]:
+def _error_body(api: str | None, error: HTTPError) -> WireJson:
     """The error body each API sends for an HTTP status, with its type and code fields."""
     message = error.message or f"FakeLLMServer scripted HTTP {error.status}"
     if api == "openai":
@@ -1167,7 +1169,7 @@ class _Anthropic:
     def __init__(self, request: RecordedRequest) -> None:
         self.model = request.model or "claude-fake"
 
-    def _message(self, reply: Reply, content: list[dict[str, Any]]) -> dict[str, Any]:
+    def _message(self, reply: Reply, content: list[WireJson]) -> WireJson:
         """The message object shared by the whole response and the stream's ``message_start``."""
         usage = _usage(reply, reply.content())
         return {
@@ -1188,7 +1190,7 @@ class _Anthropic:
         }
 
     @staticmethod
-    def _block(block: Block, tool_ids: dict[int, str], index: int) -> dict[str, Any]:
+    def _block(block: Block, tool_ids: dict[int, str], index: int) -> WireJson:
         """One content block as the Messages API writes it; tool ids stay the same per index."""
         if isinstance(block, Text):
             return {"type": "text", "text": block.text}
@@ -1197,7 +1199,7 @@ class _Anthropic:
         tool_id = tool_ids.setdefault(index, block.id or _new_id("toolu_fake"))
         return {"type": "tool_use", "id": tool_id, "name": block.name, "input": dict(block.input)}
 
-    def whole(self, reply: Reply) -> dict[str, Any]:
+    def whole(self, reply: Reply) -> WireJson:
         """The non-streaming response: every block at once, with the stop reason."""
         ids: dict[int, str] = {}
         content = [self._block(b, ids, i) for i, b in enumerate(reply.content())]
@@ -1205,7 +1207,7 @@ class _Anthropic:
         message["stop_reason"] = reply.effective_stop_reason()
         return message
 
-    def events(self, reply: Reply, finish: bool = True) -> Iterator[tuple[str, dict[str, Any]]]:
+    def events(self, reply: Reply, finish: bool = True) -> Iterator[tuple[str, WireJson]]:
         """The Messages API stream of a reply, event by event, as the real API orders them.
 
         With ``finish=False`` the stream stops before ``message_delta`` and ``message_stop``, for
@@ -1218,7 +1220,7 @@ class _Anthropic:
         ids: dict[int, str] = {}
         for index, block in enumerate(reply.content()):
             whole = self._block(block, ids, index)
-            start: dict[str, Any]
+            start: WireJson
             if isinstance(block, Text):
                 start = {"type": "text", "text": ""}
             elif isinstance(block, Thinking):
@@ -1266,7 +1268,7 @@ class _Anthropic:
         yield "message_stop", {"type": "message_stop"}
 
     @staticmethod
-    def stream_error(failure: StreamError, partial: Reply) -> tuple[str, dict[str, Any]]:
+    def stream_error(failure: StreamError, partial: Reply) -> tuple[str, WireJson]:
         """The in-band ``error`` event of the Messages API."""
         return (
             "error",
@@ -1287,7 +1289,7 @@ class _OpenAI:
         self.server = server
         self.sequence = itertools.count()
 
-    def _response(self, reply: Reply, status: str, output: list[dict[str, Any]]) -> dict[str, Any]:
+    def _response(self, reply: Reply, status: str, output: list[WireJson]) -> WireJson:
         """The response object, echoing the request's settings as the Responses API does."""
         response_id = reply.id or _new_id("resp_fake")
         return {
@@ -1315,7 +1317,7 @@ class _OpenAI:
         }
 
     @staticmethod
-    def _usage(reply: Reply) -> dict[str, Any]:
+    def _usage(reply: Reply) -> WireJson:
         """Usage in the Responses API's shape: cached tokens are part of ``input_tokens``."""
         usage = _usage(reply, reply.content())
         total_input = (
@@ -1332,7 +1334,7 @@ class _OpenAI:
         }
 
     @staticmethod
-    def _item(block: Block, status: str = "completed") -> dict[str, Any]:
+    def _item(block: Block, status: str = "completed") -> WireJson:
         """One output item (message, reasoning or function call) as the Responses API writes it."""
         if isinstance(block, Text):
             return {
@@ -1360,7 +1362,7 @@ class _OpenAI:
     def _finish_status(self, reply: Reply) -> str:
         return "incomplete" if reply.effective_stop_reason() == "max_tokens" else "completed"
 
-    def whole(self, reply: Reply) -> dict[str, Any]:
+    def whole(self, reply: Reply) -> WireJson:
         """The non-streaming response; its id is registered so a later ``previous_response_id``
         can be checked against the ids this server really issued.
         """
@@ -1372,10 +1374,10 @@ class _OpenAI:
         self.server._issue_response_id(response["id"])
         return response
 
-    def _event(self, name: str, **data: object) -> tuple[str, dict[str, Any]]:
+    def _event(self, name: str, **data: object) -> tuple[str, WireJson]:
         return name, {"type": name, "sequence_number": next(self.sequence), **data}
 
-    def events(self, reply: Reply, finish: bool = True) -> Iterator[tuple[str, dict[str, Any]]]:
+    def events(self, reply: Reply, finish: bool = True) -> Iterator[tuple[str, WireJson]]:
         """The Responses API stream of a reply, event by event, ending with
         ``response.completed`` (or ``incomplete``), unless ``finish=False``.
         """
@@ -1383,7 +1385,7 @@ class _OpenAI:
         self.response_id = response["id"]
         yield self._event("response.created", response=response)
         yield self._event("response.in_progress", response=response)
-        output: list[dict[str, Any]] = []
+        output: list[WireJson] = []
         for index, block in enumerate(reply.content()):
             item = self._item(block)
             yield from self._item_events(index, block, item)
@@ -1398,8 +1400,8 @@ class _OpenAI:
         yield self._event(f"response.{status}", response=final)
 
     def _item_events(
-        self, index: int, block: Block, item: dict[str, Any]
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        self, index: int, block: Block, item: WireJson
+    ) -> Iterator[tuple[str, WireJson]]:
         """The events that stream one output item: added, its deltas, done."""
         item_id = item["id"]
         if isinstance(block, Text):
@@ -1447,7 +1449,7 @@ class _OpenAI:
             )
         yield self._event("response.output_item.done", output_index=index, item=item)
 
-    def stream_error(self, failure: StreamError, partial: Reply) -> tuple[str, dict[str, Any]]:
+    def stream_error(self, failure: StreamError, partial: Reply) -> tuple[str, WireJson]:
         """The in-band failure of the Responses API: ``response.failed``, or a bare ``error``
         event when the script asks for that form.
         """

@@ -96,15 +96,15 @@ class Gate:
     """Script item: stream ``before``, block until file ``path`` exists, then play ``then``."""
 
     path: str
-    then: ScriptItem = "gate opened"
+    then: ScriptedItem = "gate opened"
     timeout: float = 60.0
     before: tuple[Event, ...] = ()
 
 
 #: One turn of a script: a reply text, the turn's events, one of the items above, or a
 #: function of the prompt that returns an item.
-ScriptItem: TypeAlias = (
-    "str | Sequence[Event] | Fail | Crash | Exit | Slow | Gate | Callable[[str], ScriptItem]"
+ScriptedItem: TypeAlias = (
+    "str | Sequence[Event] | Fail | Crash | Exit | Slow | Gate | Callable[[str], ScriptedItem]"
 )
 
 
@@ -118,10 +118,10 @@ class ScriptedSession:
     """
 
     session_id: str
-    script: tuple[ScriptItem, ...] = ()
+    script: tuple[ScriptedItem, ...] = ()
     position: int = 0
     history: tuple[str, ...] = ()
-    default: ScriptItem | None = None
+    default: ScriptedItem | None = None
     record_to: str | None = None
     resumed: bool = False
     turns_since_start: int = 0
@@ -241,7 +241,7 @@ def _validate_item(item: object, where: str) -> None:
 
 
 def _play(
-    item: ScriptItem, prompt: str, session: ScriptedSession, ctx: TurnContext
+    item: ScriptedItem, prompt: str, session: ScriptedSession, ctx: TurnContext
 ) -> Iterator[Event]:
     """Play one script item as a turn; each kind of item exercises one failure path.
 

@@ -13,7 +13,7 @@ from .._core.behaviour import GenAgent
 from .._core.errors import InvalidOption
 from .._core.turn import Event, EventKind, Response, Usage
 from .._core.types import Options, OptionValue, UserTerm, WireMapping, WireValue
-from ._scripted import Fail, Gate, ScriptItem, Slow
+from ._scripted import Fail, Gate, ScriptedItem, Slow
 
 __all__ = ["ScriptedAgent", "script_from_json", "tool_turn"]
 
@@ -55,7 +55,7 @@ def tool_turn(tools: list[WireMapping], text: str) -> list[Event]:
     return events
 
 
-def script_from_json(items: WireValue) -> list[ScriptItem]:
+def script_from_json(items: WireValue) -> list[ScriptedItem]:
     """Turn a JSON script into scripted-backend items.
 
     Strings stay replies; ``{"slow": text, "seconds": s, "hold": path}`` becomes ``Slow``,
@@ -72,7 +72,7 @@ def script_from_json(items: WireValue) -> list[ScriptItem]:
     return [_item(item) for item in items]
 
 
-def _item(item: WireValue) -> ScriptItem:
+def _item(item: WireValue) -> ScriptedItem:
     """Turn a JSON script item (from the command line) into the item the scripted backend plays."""
     if isinstance(item, str):
         return item

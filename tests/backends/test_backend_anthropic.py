@@ -38,6 +38,7 @@ from genagent_thespian.testing._fake_llm_server import (
     HTTPError,
     Raw,
     Reply,
+    ScriptItem,
     StreamError,
     Text,
     Thinking,
@@ -411,7 +412,7 @@ def test_key_from_the_environment_is_read_at_turn_time_and_not_stored(
 def test_http_errors_are_mapped(
     backend: AnthropicBackend,
     server: FakeLLMServer,
-    item: object,
+    item: ScriptItem,
     kind: str,
     retryable: bool,
     retry_after: float | None,

@@ -38,6 +38,7 @@ from genagent_thespian.testing._fake_llm_server import (
     HTTPError,
     Raw,
     Reply,
+    ScriptItem,
     StreamError,
     Text,
     Thinking,
@@ -343,7 +344,7 @@ def test_key_from_the_environment(
 def test_http_errors_are_mapped(
     backend: OpenAIBackend,
     server: FakeLLMServer,
-    item: object,
+    item: ScriptItem,
     kind: str,
     retryable: bool,
     retry_after: float | None,

@@ -122,7 +122,10 @@ async def start_agent(
 
 
 async def stop(
-    name: AgentName, *, timeout: float | None = calls.STOP_TIMEOUT, system: AgentSystem | None = None
+    name: AgentName,
+    *,
+    timeout: float | None = calls.STOP_TIMEOUT,
+    system: AgentSystem | None = None,
 ) -> None:
     """Stop agent ``name`` for good (see :func:`genagent_thespian.stop`)."""
     await _run(system, calls.stop, name, timeout)

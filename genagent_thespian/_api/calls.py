@@ -540,7 +540,7 @@ def _control(
 # =============================================================================== plumbing
 
 
-def _unwrap(reply: Any) -> Any:
+def _unwrap(reply: WireMessage) -> WireMessage:
     """Return a call's reply, or raise the typed error a ``Failure`` carries.
 
     Every call ends here, so the sync and the asyncio API raise the same error the agent,

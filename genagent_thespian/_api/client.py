@@ -306,7 +306,10 @@ def start_agent(
 
 
 def stop(
-    name: AgentName, *, timeout: float | None = calls.STOP_TIMEOUT, system: AgentSystem | None = None
+    name: AgentName,
+    *,
+    timeout: float | None = calls.STOP_TIMEOUT,
+    system: AgentSystem | None = None,
 ) -> None:
     """Stop agent ``name`` for good: pending callers get ``AgentStopped``; its processes end.
 

@@ -1,11 +1,13 @@
 """The named types of the package's open values, each with the reason it is open.
 
-The rule (checked by ``tests/test_typing.py``): no module of the package writes ``Any``; a
-value whose type the package cannot know is named here, with why. Most names are real types
-(``Hashable``, ``object``, a recursive JSON type, Thespian's ``ActorAddress``); the few that stay
-``Any`` are true boundaries -- a term the user defines and a subclass narrows (an override may
-not narrow ``object``), the user's options read by key with the type each option documents, a
-backend's own session, or JSON decoded from another program and read by key.
+The rule (checked by ``tests/test_typing.py``): a module of the package does not write ``Any``;
+a value whose type the package cannot know is named here, with why. Most names are real types
+(``Hashable``, ``object``, a recursive JSON type, Thespian's ``ActorAddress``). The ones that stay
+``Any`` are boundaries, each said below: a term the user defines and a subclass narrows (an
+override may not narrow ``object``: events, states, a backend's session), the user's options
+read by key with the type each option documents, values read back from a pickle, JSON of
+another program's protocol, Thespian's untyped internals, database rows, and the two tables
+whose entries each take their own types (callbacks, message handlers).
 """
 
 from __future__ import annotations

@@ -21,7 +21,10 @@ CLI (``.ci/tools``) with its model requests served by :class:`FakeLLMServer`, ma
 
     <!-- runs here with the real claude CLI against FakeLLMServer -->
 
-It runs as written: only the environment differs (``claude`` on ``PATH``, the fake server as
+A guide that has no ``# coder.py`` block of its own gets the README's, which its examples
+import as the reader who followed the Quick start has it.
+
+Such a block runs as written: only the environment differs (``claude`` on ``PATH``, the fake server as
 its API, a throw-away ``HOME``), as a reader's shell would provide the real ones.
 
 The pattern guides (docs/patterns/) have their own runner: tests/patterns/test_pattern_guides.py.
@@ -172,8 +175,12 @@ def test_document_code_runs(document: Path, tmp_path: Path) -> None:
         "HOME": str(tmp_path),  # state files and default stores land here, not in ~
     }
     outputs: dict[str, str] = {}
+    blocks = blocks_of(document)
+    if not any(block.file_name == "coder.py" for block in blocks):
+        # The guides build on the README's Quick start class, as their reader has it.
+        (tmp_path / "coder.py").write_text(_readme_coder(), "utf-8")
     with contextlib.ExitStack() as stack:
-        for index, block in enumerate(blocks_of(document)):
+        for index, block in enumerate(blocks):
             file = tmp_path / (block.file_name or f"block_{index}.py")
             file.write_text(block.code, "utf-8")
             if block.skip_reason is not None:
@@ -197,6 +204,12 @@ def test_document_code_runs(document: Path, tmp_path: Path) -> None:
             outputs[file.name] = done.stdout
     for script, shown in shown_outputs(document).items():
         assert outputs[script] == shown, f"{_name(document)}: {script} prints other lines"
+
+
+def _readme_coder() -> str:
+    """The README's ``# coder.py`` block, which the guides' examples import."""
+    [coder] = [b for b in blocks_of(ROOT / "README.md") if b.file_name == "coder.py"]
+    return coder.code
 
 
 def _claude_environment(stack: contextlib.ExitStack, home: Path) -> dict[str, str]:

@@ -31,7 +31,7 @@ KEY = agent_key("writer")
 #: stdin closes. With argv[2] == "fork" it first forks a child that outlives the release.
 _HOLDER = textwrap.dedent(
     """
-    import os, sys
+    import os, signal, sys
     from genagent_thespian._durable.writers import WriterQueue
 
     queue = WriterQueue(sys.argv[1])
@@ -39,7 +39,9 @@ _HOLDER = textwrap.dedent(
         if len(sys.argv) > 2:
             child = os.fork()
             if child == 0:
-                sys.stdin.read()  # the child waits for the same end of input, lock or not
+                # A long-lived child (ended with the holder's group). It must not read the
+                # parent's stdin: a read of its own could take the line meant for the parent.
+                signal.pause()
                 os._exit(0)
             print(child, flush=True)
         print("held", flush=True)

@@ -178,9 +178,9 @@ def _until(condition: Callable[[], Any], timeout: float = 30.0) -> Any:
     return None
 
 
-def _poll_done(name: str, ref: str, system: g.AgentSystem) -> Any:
-    """The outcome of ``ref`` once the agent has one, or ``None`` after ``_until``'s timeout."""
-    return _until(lambda: (p := g.poll(name, ref, system=system)).done and p)
+def _poll_done(name: str, ref: str, system: g.AgentSystem, timeout: float = 30.0) -> Any:
+    """The outcome of ``ref`` once the agent has one, or ``None`` after ``timeout`` seconds."""
+    return _until(lambda: (p := g.poll(name, ref, system=system)).done and p, timeout)
 
 
 def _review_turn(prompt: str) -> Any:
@@ -222,7 +222,9 @@ def _worker_killed(system: g.AgentSystem, out: Callable[[str], Any]) -> int:
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
     out(f"  SIGKILL to {name}'s turn worker (pid {', '.join(map(str, workers))})")
-    outcome = _poll_done(name, ref, system)
+    # On a loaded machine the kill can land before the new worker's start-up handshake; the
+    # agent then learns of the death at the end of its worker start grace (30 s), not at once.
+    outcome = _poll_done(name, ref, system, timeout=75.0)
     if outcome is None or outcome.error is None:
         out("demo failed: the killed turn did not fail")
         return 1

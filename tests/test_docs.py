@@ -24,8 +24,8 @@ CLI (``.ci/tools``) with its model requests served by :class:`FakeLLMServer`, ma
 A guide that has no ``# coder.py`` block of its own gets the README's, which its examples
 import as the reader who followed the Quick start has it.
 
-Such a block runs as written: only the environment differs (``claude`` on ``PATH``, the fake server as
-its API, a throw-away ``HOME``), as a reader's shell would provide the real ones.
+Such a block runs as written: only the environment differs (``claude`` on ``PATH``, the fake
+server as its API, a throw-away ``HOME``), as a reader's shell would provide the real ones.
 
 The pattern guides (docs/patterns/) have their own runner: tests/patterns/test_pattern_guides.py.
 """

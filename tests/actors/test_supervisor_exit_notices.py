@@ -96,6 +96,21 @@ def _answers_to(sent: list[Any], waiter: str) -> list[Any]:
     ]
 
 
+def _child_of(
+    supervisor: AgentSupervisor,
+    process: subprocess.Popen[bytes],
+    name: str,
+    address: ActorAddress,
+    state: _ChildState,
+) -> _Child:
+    """A child of ``supervisor`` whose process is ``process`` (pid and start time known)."""
+    child = _child(name, address, state)
+    child.pid = process.pid
+    child.identity = owner_identity(process.pid)
+    supervisor._children[name] = child
+    return child
+
+
 def _exit_checks(supervisor: AgentSupervisor) -> list[_ExitCheck]:
     return [timer for timer in _timers(supervisor) if isinstance(timer, _ExitCheck)]
 
@@ -107,11 +122,8 @@ def test_an_exit_notice_before_the_process_is_gone_answers_the_stopper_once_it_i
     port = _address(45551)
     process = _running_process()
     try:
-        stopping = _child("leaving", port, _ChildState.STOPPING)
-        stopping.pid = process.pid
-        stopping.identity = owner_identity(process.pid)
+        stopping = _child_of(supervisor, process, "leaving", port, _ChildState.STOPPING)
         stopping.stop_waiters.append("the caller of stop")
-        supervisor._children["leaving"] = stopping
 
         supervisor._on_child_exited(ChildActorExited(port), None)
         assert _answers_to(sent, "the caller of stop") == []  # its process still runs
@@ -139,11 +151,8 @@ def test_a_late_notice_naming_a_running_incarnation_is_ignored_once_it_expires()
     port = _address(45552)
     process = _running_process()
     try:
-        running = _child("steady", port, _ChildState.RUNNING)
-        running.pid = process.pid
-        running.identity = owner_identity(process.pid)
+        running = _child_of(supervisor, process, "steady", port, _ChildState.RUNNING)
         running.incarnation = 3
-        supervisor._children["steady"] = running
 
         supervisor._on_child_exited(ChildActorExited(port), None)
         (check,) = _exit_checks(supervisor)

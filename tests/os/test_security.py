@@ -485,20 +485,26 @@ with g.start_system(home=sys.argv[1], transport_limits=limits):
 """
 
 
+def _script_lines(code: str, home: Path, *, timeout: float) -> list[str]:
+    """Run ``code`` as a script (the tests folder importable, ``home`` as its argument); it
+    must succeed; return the lines it printed."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(home)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.splitlines()
+
+
 def test_max_frame_bytes_set_in_code_with_start_system(tmp_path: Path) -> None:
     """``start_system(transport_limits=TransportLimits(max_frame_bytes=...))`` (not only the
     environment variable) sets the limit: a call over it raises ``MessageTooLarge`` at once
     and the system carries on."""
-    done = subprocess.run(
-        [sys.executable, "-c", LIMIT_IN_CODE, str(tmp_path / "home")],
-        cwd=Path(__file__).resolve().parents[1],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    fits, refused, after = done.stdout.splitlines()
+    fits, refused, after = _script_lines(LIMIT_IN_CODE, tmp_path / "home", timeout=120)
     assert fits == after == "ok"
     assert refused.startswith("MessageTooLarge ")
     assert "over the transport's max_frame_bytes of 1048576" in refused
@@ -529,17 +535,8 @@ def test_an_answer_over_the_frame_limit_fails_typed_and_the_agent_goes_on(
     ``max_frame_bytes`` comes back to its sender as a ``PoisonMessage`` (nobody else hears
     of it), so the agent answers the caller ``MessageTooLarge`` for a reply too large to
     send. Before, the caller waited for its timeout. (The worker's side of the same rule is
-    tested in ``tests/actors/test_turn_ending.py``.)"""
-    done = subprocess.run(
-        [sys.executable, "-c", OUTPUT_OVER_LIMIT, str(tmp_path / "home")],
-        cwd=Path(__file__).resolve().parents[1],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    reply_too_large, after = done.stdout.splitlines()
+    tested in ``tests/actors/test_undeliverable_output.py``.)"""
+    reply_too_large, after = _script_lines(OUTPUT_OVER_LIMIT, tmp_path / "home", timeout=240)
     assert reply_too_large.startswith("MessageTooLarge "), reply_too_large
     assert "the answer (Response)" in reply_too_large and "agent='r'" in reply_too_large
     assert after == "ok"

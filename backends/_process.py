@@ -75,6 +75,8 @@ DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
 
 _READ_CHUNK = 64 * 1024
 _STDERR_TAIL_BYTES = 8 * 1024
+#: Signals a program gets back at their default action when it starts (see ``CliProcess``).
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,9 +245,18 @@ class CliProcess:
         stderr_read, stderr_write = os.pipe()
 
         def in_child() -> None:  # runs between fork and exec: new session, own stderr
-            """Run in the child between fork and exec: a new session, and stderr to its own pipe."""
+            """Run in the child between fork and exec: a new session, stderr to its own pipe,
+            and the default action for the signals :meth:`stop` sends.
+
+            A node started in the background (``&`` in a script, ``nohup``) ignores SIGINT or
+            SIGHUP, and an ignored signal stays ignored across ``exec``: the program would
+            then never see the SIGINT that asks it to exit cleanly, and each stop would wait
+            out its grace period before the kill.
+            """
             os.setsid()
             os.dup2(stderr_write, 2)
+            for signum in _STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
 
         try:
             self._spawn = _PipeSpawn(

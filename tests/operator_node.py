@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from support_signals import as_from_a_terminal
+
 from genagent_thespian._api.system import free_port
 from genagent_thespian._os.processes import processes_with_marker
 from genagent_thespian.testing import wait_until
@@ -75,6 +77,7 @@ class Node:
             stderr=subprocess.PIPE,
             text=True,
             cwd=TESTS_DIR,
+            preexec_fn=as_from_a_terminal,  # noqa: PLW1509 (only signal dispositions; top ends on ^C)
         )
         self.children.append(process)
         return process

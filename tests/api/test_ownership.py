@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support_signals import as_from_a_terminal
 
 from genagent_thespian._durable.store import SQLiteAgentStore
 from genagent_thespian._os.processes import processes_with_marker
@@ -40,6 +41,7 @@ def _run(mode: str, tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, ob
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=as_from_a_terminal,  # noqa: PLW1509 (it only resets signal dispositions)
     )
     assert script.stdout is not None
     line = script.stdout.readline()

@@ -178,6 +178,38 @@ def test_stop_with_sigint_lets_a_cooperative_program_exit(tmp_path: Path) -> Non
     assert group_members(process.pgid) == []
 
 
+#: What a node started with ``nohup`` or ``&`` in a non-interactive shell ignores.
+NOHUP_AND_BACKGROUND = (signal.SIGINT, signal.SIGHUP)
+
+
+def test_a_program_started_by_a_node_that_ignores_sigint_still_exits_on_it(
+    tmp_path: Path,
+) -> None:
+    """A node started with ``&`` or ``nohup`` ignores SIGINT/SIGHUP; its programs must not."""
+    script = fake_cli(
+        tmp_path,
+        """
+        import signal, time
+        try:
+            print("ready", signal.getsignal(signal.SIGHUP) == signal.SIG_DFL, flush=True)
+            time.sleep(60)
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+        """,
+    )
+    ignored = {
+        signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGHUP)
+    }
+    try:
+        process = CliProcess([script], cwd=str(tmp_path), env=os.environ)
+    finally:
+        for signum, previous in ignored.items():
+            signal.signal(signum, previous)
+    assert process.read_line(10) == b"ready True"
+    assert process.stop(grace=5) == 0, "the SIGINT was ignored and the program was killed"
+    assert read_all(process) == [b"interrupted"]
+
+
 def test_stop_closing_stdin_first_is_a_clean_exit(tmp_path: Path) -> None:
     script = fake_cli(tmp_path, "import sys\nsys.stdin.read()\nprint('bye', flush=True)\n")
     process = CliProcess([script], cwd=str(tmp_path), env=os.environ, keep_stdin_open=True)

@@ -487,6 +487,7 @@ class AgentActor(Actor):
         self._record: AgentRecord | None = None  # durable agents only
         # A newer incarnation owns the record (fenced): this one runs and answers nothing.
         self._fenced = False
+        self._saves = 0  # durable saves so far: a turn's end saves a new session only once
         self._lease_renewed = 0.0  # monotonic time of the last renewal that began and held
         self._saved_files: dict[str, int] = {}  # provider session file -> CRC last stored
         self._hibernate_after = 0.0  # idle seconds before hibernating (0: never)
@@ -590,10 +591,9 @@ class AgentActor(Actor):
                 self._record = AgentRecord.open(message.store_path, spec)
                 self._record.run = message.run
                 leased_at = time.monotonic()
-                restored = self._record.begin()
+                restored = self._record.begin(os.getpid())
                 self._lease_renewed = leased_at
                 self._incarnation = self._record.incarnation or 0
-                self._record.record_process(os.getpid(), "agent", os.getpgid(0))
                 self._after(_LeaseRenewal(), lease_seconds() / 3)
             impl = spec.impl()
             if not isinstance(impl, GenAgent):
@@ -628,7 +628,8 @@ class AgentActor(Actor):
                     restored.results,
                     callers_gone=restored.run != message.run,
                 )
-            self._persist()
+            if restored is None or not self._record_holds(restored.session):
+                self._persist()  # (a wake-up from an idle sleep resumes what it wrote)
         except Exception as exc:
             self.machine = None
             if self._record is not None and restored is None and self._incarnation == 0:
@@ -936,9 +937,15 @@ class AgentActor(Actor):
             (slot.process_groups.add if alive else slot.process_groups.discard)(pgid)
         if (slot.pid, frozenset(slot.process_groups)) != known:
             self._report_processes()
+        unsaved_since: int | None = None  # the session changed and waits for a save
         if message.session_changed and message.session != self.session:
             self.session = message.session  # also for a cancelled turn: an early id counts
-            self._persist_session()
+            if message.done:
+                # The turn's end saves the record (with its answer) in this same handler,
+                # and the session with it: one write, not two.
+                unsaved_since = self._saves
+            else:
+                self._persist_session()
         armed = self._armed_watchdog
         if message.waiting and armed is not None and armed.turn_id == message.turn_id:
             # The worker must first wait for the previous turn's clean-up: not on the clock.
@@ -954,6 +961,14 @@ class AgentActor(Actor):
             self._run(machine.stream_event(message.turn_id, event))
         if not message.done:
             return
+        self._turn_ended(message)
+        if unsaved_since == self._saves and not self._fenced:
+            self._persist_session()  # nothing at the turn's end saved (a cancelled turn's end)
+
+    def _turn_ended(self, message: _TurnOutput) -> None:
+        """The worker's turn is over: free the worker, store the transcript, end the turn."""
+        slot = self.worker
+        machine = self._m
         slot.last_used = time.monotonic()
         self._session_idle()
         if slot.cancelling == message.turn_id:
@@ -1783,6 +1798,13 @@ class AgentActor(Actor):
         if self._record is not None and self.machine is not None:
             impl = self.machine.impl
             self._record.save(self.machine, self.session, impl.snapshot_state())
+            self._saves += 1
+
+    def _record_holds(self, stored_session: Session) -> bool:
+        """Whether the store holds this resumed agent's snapshot already (see ``holds``)."""
+        if self._record is None or self.machine is None:
+            return False
+        return self._record.holds(self.machine, stored_session, self.machine.impl.snapshot_state())
 
     def _persist_session(self) -> None:
         """Write a durable agent's record now: the provider announced or changed its session.

@@ -47,6 +47,7 @@ from .store import (
     StoredRequest,
     StoreError,
     StoreSchemaMismatch,
+    TakeOver,
     _as_blob,
     _check_epoch,
     _check_file_name,
@@ -54,8 +55,8 @@ from .store import (
     _check_max_results,
     _check_ref,
     _crc,
-    _new_process_record,
     _short,
+    describe_process,
 )
 
 __all__ = ["URL_SCHEMES", "PostgresAgentStore", "is_postgres_url", "safe_location"]
@@ -480,6 +481,32 @@ class PostgresAgentStore(AgentStore):
             # Built inside the transaction: a damaged record rolls the increment back.
             return self._build_agent(key, *rows)
 
+    def take_over(
+        self, key: str, *, owner: str, seconds: float, process: ProcessRecord | None = None
+    ) -> TakeOver:
+        """The four steps of a takeover in one transaction; the old lease's time left is
+        computed by the server's clock, as :meth:`lease` does."""
+        key = _check_key(key)
+        with self._write("take_over", key) as cur:
+            row = cur.execute(
+                "SELECT epoch, owner, extract(epoch FROM expires - clock_timestamp())"
+                " FROM leases WHERE key = %s",
+                (key,),
+            ).fetchone()
+            previous = None if row is None else Lease(int(row[0]), row[1], float(row[2]))
+            cur.execute(
+                "UPDATE agents SET incarnation = incarnation + 1, updated_at = %s WHERE key = %s",
+                (time.time(), key),
+            )
+            rows = self._select_agent(cur, key)
+            if rows is None:
+                raise AgentNotFound(f"no stored agent with key {_short(key)}")
+            agent = self._build_agent(key, *rows)
+            self._upsert_lease(cur, key, agent.incarnation, owner, seconds)
+            if process is not None:
+                self._insert_process(cur, process)
+        return TakeOver(agent, previous)
+
     @staticmethod
     def _select_agent(cur: _Cursor, key: str) -> tuple[_Row, list[_Row]] | None:
         """The agent's row and result rows, read in the caller's transaction."""
@@ -590,13 +617,19 @@ class PostgresAgentStore(AgentStore):
                 "SELECT incarnation FROM agents WHERE key = %s FOR UPDATE", (key,)
             ).fetchone()
             _check_epoch(key, row, epoch)
-            cur.execute(
-                "INSERT INTO leases (key, epoch, owner, expires)"
-                " VALUES (%s, %s, %s, clock_timestamp() + make_interval(secs => %s))"
-                " ON CONFLICT (key) DO UPDATE SET epoch = EXCLUDED.epoch,"
-                " owner = EXCLUDED.owner, expires = EXCLUDED.expires",
-                (key, epoch, owner, float(seconds)),
-            )
+            self._upsert_lease(cur, key, epoch, owner, seconds)
+
+    @staticmethod
+    def _upsert_lease(cur: _Cursor, key: str, epoch: int, owner: str, seconds: float) -> None:
+        """Write the lease row of ``key``, expiring by the server's clock, in the caller's
+        transaction."""
+        cur.execute(
+            "INSERT INTO leases (key, epoch, owner, expires)"
+            " VALUES (%s, %s, %s, clock_timestamp() + make_interval(secs => %s))"
+            " ON CONFLICT (key) DO UPDATE SET epoch = EXCLUDED.epoch,"
+            " owner = EXCLUDED.owner, expires = EXCLUDED.expires",
+            (key, epoch, owner, float(seconds)),
+        )
 
     def release_lease(self, key: str, *, epoch: int) -> None:
         """Expire the lease now instead of deleting it: the row still says which epoch held it
@@ -698,28 +731,33 @@ class PostgresAgentStore(AgentStore):
         """Record (or refresh) the process; its key includes the start time and boot id, so a
         reused pid is a new row and never overwrites the record of the earlier process.
         """
-        record = _new_process_record(pid, role, pgid, agent_key)
+        record = describe_process(pid, role, pgid, agent_key)
         if record is None:
             return None
         with self._write("record_process") as cur:
-            cur.execute(
-                "INSERT INTO processes"
-                " (pid, start_ticks, boot, pgid, role, agent_key, recorded_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (pid, start_ticks, boot) DO UPDATE SET pgid = EXCLUDED.pgid,"
-                " role = EXCLUDED.role, agent_key = EXCLUDED.agent_key,"
-                " recorded_at = EXCLUDED.recorded_at",
-                (
-                    record.pid,
-                    record.start_ticks,
-                    record.boot,
-                    record.pgid,
-                    record.role,
-                    record.agent_key,
-                    record.recorded_at,
-                ),
-            )
+            self._insert_process(cur, record)
         return record
+
+    @staticmethod
+    def _insert_process(cur: _Cursor, record: ProcessRecord) -> None:
+        """Write (or refresh) ``record`` in the caller's transaction."""
+        cur.execute(
+            "INSERT INTO processes"
+            " (pid, start_ticks, boot, pgid, role, agent_key, recorded_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (pid, start_ticks, boot) DO UPDATE SET pgid = EXCLUDED.pgid,"
+            " role = EXCLUDED.role, agent_key = EXCLUDED.agent_key,"
+            " recorded_at = EXCLUDED.recorded_at",
+            (
+                record.pid,
+                record.start_ticks,
+                record.boot,
+                record.pgid,
+                record.role,
+                record.agent_key,
+                record.recorded_at,
+            ),
+        )
 
     def forget_processes(self, processes: Sequence[tuple[int, int]]) -> int:
         """Drop the records of ``(pid, start_ticks)`` pairs in one transaction."""

@@ -25,12 +25,13 @@ one runs a turn. Never two live owners.
 
 A takeover, step by step (incarnation ``n`` on host A, ``n + 1`` starting on host B)::
 
-    B: load(key)                              the record exists: a restart
-    B: lease(key)                             A's lease: epoch n, owner A, 5.2 s left
-    B: begin_incarnation(key) -> n + 1        A's next save or renewal: StaleIncarnation
+    B: take_over(key) -> n + 1                one write: A's lease (epoch n, owner A, 5.2 s
+                                              left) read, the epoch moved on (A's next save
+                                              or renewal: StaleIncarnation), B's lease taken
     B: _wait_out: 5.2 s + lease / 6           (skipped if A's process is provably gone)
     A: (cut off) renewal fails for 2/3 lease  A stands down: no turn, no reply, exit
-    B: renew_lease(epoch n + 1), resume       the snapshot, results and session files
+    B: renew_lease(epoch n + 1), resume       (renewed only if it waited) the snapshot,
+                                              results and session files
 
 The lease protects what the fence cannot: a turn A already started runs on the provider
 until A notices, and two provider processes must never write one session's transcript.
@@ -44,7 +45,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .._core.errors import AgentStopped, InvalidOption
+from .._core.errors import AgentNotFound, AgentStopped, InvalidOption
 from .._core.log import get_logger
 from .._core.machine import AgentMachine, MachineSnapshot, Origin
 from .._core.types import ActorAddress, Session, UserTerm
@@ -53,7 +54,7 @@ from ..messages import AgentSpec, Failure, PollResult
 from . import pickling
 from .location import open_store
 from .redaction import dumps_redacted
-from .store import AgentStore, Lease, StoredAgent, StoreError, agent_key
+from .store import AgentStore, Lease, StoredAgent, StoreError, agent_key, describe_process
 
 __all__ = [
     "LEASE_ENV",
@@ -156,6 +157,7 @@ class AgentRecord:
         self.incarnation: int | None = None
         self._owner = _own_identity()
         self.run = ""  # the system boot this process belongs to (recorded with each save)
+        self._resumed_from: AgentSnapshot | None = None  # what begin() read, until a save
 
     @classmethod
     def open(cls, path: str | None, spec: AgentSpec) -> AgentRecord:
@@ -166,31 +168,41 @@ class AgentRecord:
             )
         return cls(open_store(path), spec)
 
-    def begin(self) -> Restored | None:
+    def begin(self, pid: int | None = None) -> Restored | None:
         """Create the record, or take over an existing one and return what to resume from.
+
+        ``pid`` is the process that runs this incarnation (the agent's own): it is recorded
+        with the takeover, so a later run can end it should it outlive its system. A
+        restart or a wake-up is one write to the store (:meth:`AgentStore.take_over`).
 
         Returns ``None`` when there is nothing to resume (a new record, or one whose first
         snapshot was never written).
         """
-        stored = self._store.load(self.key)
-        if stored is None:
+        process = None if pid is None else describe_process(pid, "agent", None, self.key)
+        try:
+            taken = self._store.take_over(
+                self.key, owner=self._owner, seconds=lease_seconds(), process=process
+            )
+        except AgentNotFound:
             self._store.create_agent(
                 self.key, pickle.dumps(self._spec.name), dumps_redacted(self._spec)
             )
             self.incarnation = 0
             self.renew_lease()
+            if pid is not None:
+                self.record_process(pid, "agent")
             return None
-        previous = self._store.lease(self.key)
-        stored = self._store.begin_incarnation(self.key)  # fences the previous incarnation
-        self.incarnation = stored.incarnation
-        self._wait_out(previous)
-        self.renew_lease()
-        return self._restored(stored)
+        self.incarnation = taken.agent.incarnation
+        if self._wait_out(taken.previous_lease):
+            self.renew_lease()  # the lease taken with the record may have run out meanwhile
+        return self._restored(taken.agent)
 
-    def _wait_out(self, previous: Lease | None) -> None:
-        """Let a previous owner's lease run out unless that owner is provably dead."""
+    def _wait_out(self, previous: Lease | None) -> bool:
+        """Let a previous owner's lease run out unless that owner is provably dead.
+
+        Returns whether it waited."""
         if previous is None or previous.expires_in <= 0 or _holder_is_gone(previous.owner):
-            return
+            return False
         # A sixth of a lease on top: the holder stands down with a third of it left, and
         # the margin covers the time its stand-down takes.
         wait = min(previous.expires_in, lease_seconds()) + lease_seconds() / 6
@@ -201,6 +213,7 @@ class AgentRecord:
         )
         # Not polling: the old owner stops by itself when it cannot renew; this is its bound.
         time.sleep(wait)
+        return True
 
     def renew_lease(self) -> None:
         """Take or extend this incarnation's lease.
@@ -227,7 +240,7 @@ class AgentRecord:
         """Unpickle a stored record into what the agent restores; ``None`` before any snapshot."""
         if stored.state_blob is None:
             return None
-        state = AgentSnapshot.load(stored.state_blob)
+        state = self._resumed_from = AgentSnapshot.load(stored.state_blob)
         results = [pickling.loads(r.blob) for r in stored.results]
         return Restored(
             session=state.session,
@@ -237,6 +250,26 @@ class AgentRecord:
             incarnation=stored.incarnation,
             run=getattr(state, "run", ""),  # snapshots pickled before it had the field
         )
+
+    def holds(
+        self, machine: AgentMachine, stored_session: Session, impl_state: dict[str, UserTerm]
+    ) -> bool:
+        """Whether the store already holds this snapshot, with the session as it was stored.
+
+        A resumed incarnation asks before its first save: an agent that went to sleep idle
+        wakes into the very snapshot it wrote, and need not write it again. The session is
+        compared as stored, before the backend's ``resume_session``: resuming is done again
+        from the same stored session should this incarnation die before its next save.
+        """
+        if machine.new_results or self._resumed_from is None:
+            return False
+        state = AgentSnapshot(
+            session=stored_session, impl=impl_state, machine=machine.snapshot(), run=self.run
+        )
+        try:  # by value: equal snapshots need not pickle to the same bytes
+            return bool(state == self._resumed_from)
+        except Exception:
+            return False  # a user term that cannot be compared: save it
 
     def save(
         self, machine: AgentMachine, session: Session, impl_state: dict[str, UserTerm]
@@ -267,6 +300,7 @@ class AgentRecord:
                 agent=self._spec.name,
             ) from None
         self._store.save_state(self.key, blob, incarnation=self.incarnation)
+        self._resumed_from = None
 
     def save_session_files(self, files: Mapping[str, bytes]) -> None:
         """Store the provider's session files (a CLI transcript) for a restart elsewhere.

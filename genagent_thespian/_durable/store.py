@@ -85,7 +85,9 @@ __all__ = [
     "StoredAgent",
     "StoredAgentEntry",
     "StoredRequest",
+    "TakeOver",
     "agent_key",
+    "describe_process",
     "end_recorded_processes",
 ]
 
@@ -167,6 +169,21 @@ class Lease:
     epoch: int
     owner: str
     expires_in: float
+
+
+@dataclass(frozen=True, slots=True)
+class TakeOver:
+    """What :meth:`AgentStore.take_over` found and did.
+
+    Attributes:
+        agent: The record, read in the step that began the new incarnation
+            (``agent.incarnation`` is the new one).
+        previous_lease: The lease as it stood before (``None``: never taken), so the new
+            incarnation knows how long the old owner may still be running a turn.
+    """
+
+    agent: StoredAgent
+    previous_lease: Lease | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,6 +465,30 @@ class AgentStore(abc.ABC):
             raise AgentNotFound(f"no stored agent with key {_short(key)}")
         return loaded
 
+    def take_over(
+        self, key: str, *, owner: str, seconds: float, process: ProcessRecord | None = None
+    ) -> TakeOver:
+        """Begin the next incarnation, take its lease and record its process: one write.
+
+        What a restarting or waking agent does first: read the old lease (to wait it out
+        if its holder may still run), fence the old incarnation, take the lease for the new
+        one as ``owner`` for ``seconds``, and record ``process`` (the agent's own, see
+        :func:`describe_process`) so that a later run can end it should it outlive its
+        system. The SQLite and PostgreSQL stores do it in one transaction, so one sync
+        instead of four; this default runs the four steps in turn.
+
+        Raises:
+            AgentNotFound: There is no record under ``key`` (nothing was written).
+        """
+        previous = self.lease(key)
+        agent = self.begin_incarnation(key)
+        self.renew_lease(key, epoch=agent.incarnation, owner=owner, seconds=seconds)
+        if process is not None:
+            self.record_process(
+                process.pid, role=process.role, pgid=process.pgid, agent_key=process.agent_key
+            )
+        return TakeOver(agent, previous)
+
     # leases ---------------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -584,8 +625,8 @@ class AgentStore(abc.ABC):
         self.close()
 
 
-def _new_process_record(
-    pid: int, role: str, pgid: int | None, agent_key_: str | None
+def describe_process(
+    pid: int, role: str, pgid: int | None = None, agent_key_: str | None = None
 ) -> ProcessRecord | None:
     """Validate and describe a running process from ``/proc``; ``None`` if it already exited.
 
@@ -1145,6 +1186,30 @@ class SQLiteAgentStore(AgentStore):
             # Built inside the transaction: a damaged record rolls the increment back.
             return self._build_agent(key, *rows)
 
+    def take_over(
+        self, key: str, *, owner: str, seconds: float, process: ProcessRecord | None = None
+    ) -> TakeOver:
+        """The four steps of a takeover in one write transaction (one sync of the WAL)."""
+        key = _check_key(key)
+        with self._write("take_over", key) as cur:
+            now = time.time()
+            row = cur.execute(
+                "SELECT epoch, owner, expires FROM leases WHERE key = ?", (key,)
+            ).fetchone()
+            previous = None if row is None else Lease(int(row[0]), row[1], row[2] - now)
+            cur.execute(
+                "UPDATE agents SET incarnation = incarnation + 1, updated_at = ? WHERE key = ?",
+                (now, key),
+            )
+            rows = self._select_agent(cur, key)
+            if rows is None:
+                raise AgentNotFound(f"no stored agent with key {_short(key)}")
+            agent = self._build_agent(key, *rows)
+            self._upsert_lease(cur, key, agent.incarnation, owner, now + seconds)
+            if process is not None:
+                self._insert_process(cur, process)
+        return TakeOver(agent, previous)
+
     @staticmethod
     def _select_agent(cur: sqlite3.Cursor, key: str) -> tuple[DbRow, list[DbRow]] | None:
         """The agent's row and result rows, read in the caller's transaction."""
@@ -1248,12 +1313,19 @@ class SQLiteAgentStore(AgentStore):
                 cur.execute("SELECT incarnation FROM agents WHERE key = ?", (key,)).fetchone(),
                 epoch,
             )
-            cur.execute(
-                "INSERT INTO leases (key, epoch, owner, expires) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET epoch = excluded.epoch,"
-                " owner = excluded.owner, expires = excluded.expires",
-                (key, epoch, owner, time.time() + seconds),
-            )
+            self._upsert_lease(cur, key, epoch, owner, time.time() + seconds)
+
+    @staticmethod
+    def _upsert_lease(
+        cur: sqlite3.Cursor, key: str, epoch: int, owner: str, expires: float
+    ) -> None:
+        """Write the lease row of ``key`` in the caller's transaction."""
+        cur.execute(
+            "INSERT INTO leases (key, epoch, owner, expires) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET epoch = excluded.epoch,"
+            " owner = excluded.owner, expires = excluded.expires",
+            (key, epoch, owner, expires),
+        )
 
     def release_lease(self, key: str, *, epoch: int) -> None:
         """Expire the lease now instead of deleting it: the row still says which epoch held it
@@ -1343,25 +1415,30 @@ class SQLiteAgentStore(AgentStore):
         """Record the process with its start time and boot id; the primary key includes both, so
         a reused pid is a new row and never overwrites the record of the earlier process.
         """
-        record = _new_process_record(pid, role, pgid, agent_key)
+        record = describe_process(pid, role, pgid, agent_key)
         if record is None:
             return None
         with self._write("record_process") as cur:
-            cur.execute(
-                "INSERT OR REPLACE INTO processes"
-                " (pid, start_ticks, boot, pgid, role, agent_key, recorded_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.pid,
-                    record.start_ticks,
-                    record.boot,
-                    record.pgid,
-                    record.role,
-                    record.agent_key,
-                    record.recorded_at,
-                ),
-            )
+            self._insert_process(cur, record)
         return record
+
+    @staticmethod
+    def _insert_process(cur: sqlite3.Cursor, record: ProcessRecord) -> None:
+        """Write ``record`` in the caller's transaction (replacing one of the same process)."""
+        cur.execute(
+            "INSERT OR REPLACE INTO processes"
+            " (pid, start_ticks, boot, pgid, role, agent_key, recorded_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.pid,
+                record.start_ticks,
+                record.boot,
+                record.pgid,
+                record.role,
+                record.agent_key,
+                record.recorded_at,
+            ),
+        )
 
     def forget_process(self, pid: int, start_ticks: int | None = None) -> int:
         """Delete the records of ``pid`` (only the one started at ``start_ticks``, if given)."""
@@ -1519,6 +1596,13 @@ class MemoryAgentStore(AgentStore):
         with self._lock:
             return super().begin_incarnation(key)
 
+    def take_over(
+        self, key: str, *, owner: str, seconds: float, process: ProcessRecord | None = None
+    ) -> TakeOver:
+        """The base class's four steps, under the lock so that they are one."""
+        with self._lock:
+            return super().take_over(key, owner=owner, seconds=seconds, process=process)
+
     def put_session_files(
         self, key: str, files: Mapping[str, bytes], *, incarnation: int | None = None
     ) -> None:
@@ -1604,7 +1688,7 @@ class MemoryAgentStore(AgentStore):
         agent_key: str | None = None,
     ) -> ProcessRecord | None:
         """Key the record by pid, start time and boot, as the SQL primary key does."""
-        record = _new_process_record(pid, role, pgid, agent_key)
+        record = describe_process(pid, role, pgid, agent_key)
         if record is None:
             return None
         with self._lock:

@@ -28,6 +28,7 @@ from genagent_thespian._durable.store import (
     StoreError,
     StoreSchemaMismatch,
     agent_key,
+    describe_process,
     end_recorded_processes,
 )
 from genagent_thespian._os.processes import process_alive, wait_for_exit
@@ -180,6 +181,35 @@ def test_begin_incarnation_bumps_and_loads_in_one_step(store: AgentStore) -> Non
     store.save_state(KEY, b"current", incarnation=1)
     with pytest.raises(AgentNotFound):
         store.begin_incarnation(OTHER)
+
+
+def test_take_over_fences_leases_and_records_the_process_in_one_step(store: AgentStore) -> None:
+    store.create_agent(KEY, b"n", b"s")
+    store.renew_lease(KEY, epoch=0, owner="old", seconds=30)
+    store.save_state(KEY, b"state")
+    me = describe_process(os.getpid(), "agent", None, KEY)
+    assert me is not None
+
+    taken = store.take_over(KEY, owner="new", seconds=20, process=me)
+
+    assert taken.agent.incarnation == 1 and taken.agent.state_blob == b"state"
+    previous = taken.previous_lease
+    assert previous is not None and (previous.epoch, previous.owner) == (0, "old")
+    assert 0 < previous.expires_in <= 30
+    lease = store.lease(KEY)
+    assert lease is not None and (lease.epoch, lease.owner) == (1, "new")
+    assert 0 < lease.expires_in <= 20
+    with pytest.raises(StaleIncarnation):
+        store.renew_lease(KEY, epoch=0, owner="old", seconds=30)
+    recorded = [(r.pid, r.role, r.agent_key) for r in store.recorded_processes()]
+    assert recorded == [(os.getpid(), "agent", KEY)]
+
+    second = store.take_over(KEY, owner="newer", seconds=20)
+    assert second.agent.incarnation == 2
+    assert second.previous_lease is not None and second.previous_lease.owner == "new"
+    with pytest.raises(AgentNotFound):
+        store.take_over(OTHER, owner="x", seconds=20, process=me)
+    assert store.lease(OTHER) is None and len(store.recorded_processes()) == 1
 
 
 def test_a_lease_belongs_to_the_current_incarnation_only(store: AgentStore) -> None:

@@ -111,6 +111,7 @@ def roundtrips(asys: Any) -> dict[str, Any]:
     result["told"] = asys.ask(echo, "told?", 10)
     fresh = asys.createActor(Echo)
     result["fresh"] = asys.ask(fresh, "new", 10)
+    result["selector"] = asys.ask(fresh, "selector?", 10)
     parent = asys.createActor(Parent, globalName="parent")
     result["spawn"] = asys.ask(parent, "spawn", 10)
     result["via_child"] = asys.ask(parent, ("via-child", "hi"), 10)

@@ -46,6 +46,10 @@ class Echo(Actor):
             self.told.append(msg[1])
         elif msg == "told?":
             self.send(sender, list(self.told))
+        elif msg == "selector?":  # what this process's transport selects with
+            from thespian.system.transport import TCPTransport
+
+            self.send(sender, ("selector", TCPTransport.selectors.DefaultSelector.__name__))
         elif isinstance(msg, bytes):
             self.send(sender, ("echo-bytes", len(msg), msg[-16:]))
         else:

@@ -57,6 +57,9 @@ module is imported; a Thespian other than 4.0.1 raises :class:`UnsupportedThespi
   listening socket binds (``TCPTransport.__init__``) and the admin probe uses
   (``TCPTransport.probeAdmin``). Thespian returns ``('', port)`` (all interfaces); the
   override substitutes :attr:`TransportSecurity.bind_host`.
+* ``thespian.system.transport.TCPTransport.selectors`` -- the module global the transport
+  builds a selector from on every pass of its loop: poll instead of a new epoll instance
+  each time (a speed-up, not a protection; see :mod:`~genagent_thespian._os.poll_selector`).
 * ``THESPIAN_BASE_IPADDR`` (a documented Thespian setting) -- the address advertised in actor
   addresses, set to the bind host so that peers connect where the node listens.
 
@@ -85,6 +88,7 @@ import ipaddress
 import os
 import pickle
 import secrets
+import selectors
 import stat
 import tempfile
 import threading
@@ -104,6 +108,7 @@ from .frames import (
     accept_new_incoming,
     handle_readable_incoming,
 )
+from .poll_selector import POLL_SELECTORS, install_poll_selector
 from .private import private_file, private_folder
 from .shutdown_guard import install_shutdown_guard
 from .state import state_folder
@@ -493,6 +498,7 @@ def install_transport_security(security: TransportSecurity) -> None:
         IPBase.TCPv4ActorAddress.bindArgs = property(_make_bind_args(security.bind_host))
         _private_thespian_log()
         install_shutdown_guard()
+        install_poll_selector()
         _installed = security
 
 
@@ -581,6 +587,8 @@ def _check_thespian_internals() -> None:
         version = None
     if version is not None and version != _SUPPORTED_THESPIAN:
         problems.append(f"installed version is {version}")
+    if getattr(TCPTransport, "selectors", None) not in (selectors, POLL_SELECTORS):
+        problems.append("TCPTransport.selectors is not the selectors module")
     if getattr(TCPTransport, "serializer", None) is not pickle:
         problems.append("TCPTransport.serializer is not the pickle module")
     for name in ("ackMsg", "ackDataErrMsg"):

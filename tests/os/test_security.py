@@ -289,6 +289,8 @@ def test_hardened_node_serves_asks_tells_children_and_large_messages(
     assert result["ask"][0] == "echo" and result["ask"][2] == "hello"
     assert result["told"] == [0, 1, 2]
     assert result["fresh"][0] == "echo" and result["fresh"][2] == "new"
+    # Every actor process inherits the transport's poll selector (``_os/poll_selector.py``).
+    assert result["selector"] == ["selector", "PollSelector"]
     assert result["spawn"] == "spawned"
     via, parent_pid, child_reply = result["via_child"]
     assert via == "from-child" and child_reply[0] == "echo" and child_reply[2] == "hi"

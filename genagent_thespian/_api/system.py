@@ -71,6 +71,7 @@ from .._core.types import ActorAddress, AgentName, Capabilities, Sender, WireMes
 from .._durable.location import is_postgres_url, open_store
 from .._durable.store import end_recorded_processes
 from .._os.frames import TransportLimits
+from .._os.private import private_folder
 from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group, owner_identity
 from .._os.security import check_capabilities, harden_transport
 from ..messages import Stopped
@@ -405,6 +406,10 @@ class AgentSystem:
             )
             check_capabilities(caps, security)
         _end_previous_run(store)
+        if not is_postgres_url(store):
+            # Made private (or warned about, if others can enter it) once, here: every
+            # process of the system is forked from this one and knows it was said.
+            private_folder(Path(store).parent)
         with _marker_env(system_id):
             asys = ActorSystem(base, capabilities=caps, logDefs=log_config, transientUnique=True)
         try:

@@ -6,7 +6,8 @@ missing folders are created ``0700``, files ``0600``, both set explicitly (``chm
 creation) so that neither a permissive umask (``022`` gives ``0644``) nor a restrictive one
 changes the result. A file that already exists and belongs to this user is narrowed to
 ``0600``; a folder that already exists is left as it is (it may be the user's shared folder),
-with a warning when others can enter it.
+with a warning when others can enter it, once per folder in a process and the processes
+forked from it after the warning.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ FILE_MODE = 0o600
 FOLDER_MODE = 0o700
 
 _log = get_logger("genagent_thespian.private")
+#: Open folders already warned about by this process, or by the process it was forked from:
+#: every agent process opens the store, and a node of thousands of agents said it thousands
+#: of times.
+_warned: set[Path] = set()
 
 
 def private_folder(path: str | os.PathLike[str]) -> Path:
@@ -44,9 +49,10 @@ def private_folder(path: str | os.PathLike[str]) -> Path:
         with contextlib.suppress(FileExistsError):  # a concurrent creator: same result
             created.mkdir(mode=FOLDER_MODE)
             os.chmod(created, FOLDER_MODE)
-    if not missing:
+    if not missing and folder not in _warned:
         mode = stat.S_IMODE(folder.stat().st_mode)
         if mode & 0o077:
+            _warned.add(folder)
             _log.warning(
                 "folder %s is open to others (mode %04o); the files genagent-thespian keeps "
                 "there are private (0600), but consider chmod 700 %s",

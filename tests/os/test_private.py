@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,6 +71,40 @@ def test_existing_store_files_are_narrowed_and_an_open_folder_is_reported(
         store.close()
     assert mode(folder) == 0o755  # the user's folder is theirs: reported, not changed
     assert f"folder {folder} is open to others (mode 0755)" in caplog.text
+    SQLiteAgentStore(path).close()  # every agent process opens the store: said once, not each
+    assert caplog.text.count(f"folder {folder} is open to others") == 1
+
+
+_OPEN_STORE_SCRIPT = """
+import sys
+import genagent_thespian as g
+from support_agents import Recorder
+
+with g.start_system(store_path=sys.argv[1], home=sys.argv[2]) as system:
+    for name in ("a", "b", "c"):
+        g.start_agent(
+            Recorder, name=name, backend="scripted", default="ok", durable=True, system=system
+        )
+        g.ask(name, "hello", system=system)
+"""
+
+
+def test_a_system_reports_an_open_store_folder_once_not_per_agent(tmp_path: Path) -> None:
+    """Every agent process opens the store; the warning is said once, by the starter."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    os.chmod(folder, 0o755)
+    done = subprocess.run(
+        [sys.executable, "-c", _OPEN_STORE_SCRIPT, str(folder / "s.sqlite3"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count(f"folder {folder} is open to others") == 1, done.stderr
 
 
 def test_node_secret_is_private_in_new_folders(

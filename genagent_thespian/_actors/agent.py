@@ -120,6 +120,7 @@ from .._core.protocol import (
     _TelemetryJoin,
     _TurnOutput,
     _WatcherGone,
+    _WorkerHello,
 )
 from .._core.turn import Event
 from .._core.types import (
@@ -1167,6 +1168,7 @@ class AgentActor(Actor):
             slot.generation += 1
             slot.pid = 0
             slot.warming = True
+            self.send(slot.address, _WorkerHello())  # its pid is recorded before the turn
 
     def _run_on_worker(self, effect: StartTurn) -> None:
         """Send the turn to the worker, creating one if there is none."""

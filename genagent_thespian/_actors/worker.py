@@ -32,6 +32,7 @@ end within the grace period.
 The messages between an agent and its worker (one worker per agent at a time)::
 
     AgentActor                                   TurnWorker              turn thread
+      _WorkerHello (a worker made ahead) ----->  <-- _TurnOutput(0, pid)
       _StartTurn(turn_id, prompt, session) --->  _start ------------->  [wait: previous
                                                                          stream, dead groups]
       <-- _TurnOutput(pid)        (first turn: the worker runs)          ready
@@ -80,7 +81,14 @@ from .._core.errors import (
     TurnCrashed,
 )
 from .._core.log import get_logger
-from .._core.protocol import _CancelTurn, _EndSession, _SessionEnded, _StartTurn, _TurnOutput
+from .._core.protocol import (
+    _CancelTurn,
+    _EndSession,
+    _SessionEnded,
+    _StartTurn,
+    _TurnOutput,
+    _WorkerHello,
+)
 from .._core.turn import Event, EventKind
 from .._core.types import ActorAddress, Capabilities, Fields, Sender
 from .._os.heap import share_inherited_heap
@@ -162,6 +170,9 @@ class TurnWorker(Actor):
         try:
             if isinstance(message, _StartTurn):
                 self._start(message, sender)
+            elif isinstance(message, _WorkerHello):
+                # Only the pid: the first turn still reports ``ready`` (not ``_announced``).
+                self.send(sender, _TurnOutput(0, pid=os.getpid()))
             elif isinstance(message, _CancelTurn):
                 running = self._running
                 if running is not None and running.turn_id == message.turn_id:

@@ -145,6 +145,17 @@ class _StartTurn:
 
 
 @dataclass(frozen=True, slots=True)
+class _WorkerHello:
+    """Agent -> worker, sent with the creation of a worker made ahead of any turn: answer
+    with your pid (a ``_TurnOutput`` of turn ``0``, nothing else in it).
+
+    A woken agent creates its worker while it opens its record; learning the worker's pid
+    then, the agent records the process while its caller's request is on its way, instead
+    of between the turn's first output and its answer.
+    """
+
+
+@dataclass(frozen=True, slots=True)
 class _CancelTurn:
     """Agent -> worker: stop turn ``turn_id`` (set its TurnContext.cancelled).
 

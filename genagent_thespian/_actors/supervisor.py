@@ -290,6 +290,7 @@ class _StartCheck:
 class _ExitDue:
     """Timer: a stopping agent should have answered ``_ShutdownAgent`` by now; make it exit."""
 
+    name: AgentName
     address: ActorAddress
     incarnation: int
 
@@ -298,6 +299,7 @@ class _ExitDue:
 class _KillDue:
     """Timer: an agent told to exit should be gone by now; SIGKILL its process."""
 
+    name: AgentName
     address: ActorAddress
     incarnation: int
 
@@ -318,6 +320,7 @@ class _BornCheck:
 
     ``after_notice``: set when an exit notice arrived for an address not yet heard from."""
 
+    name: AgentName
     address: ActorAddress
     incarnation: int
     after_notice: bool
@@ -336,6 +339,7 @@ class _LostExitSweep:
 class _ExitCheck:
     """Timer: look again whether an incarnation announced as exited is really gone."""
 
+    name: AgentName
     address: ActorAddress
     incarnation: int
     deadline: float
@@ -572,7 +576,10 @@ class AgentSupervisor(Actor):
         child.unplaced = False
         self._unplaced.pop(child.spec.name, None)
         child.born = False
-        self._after(_BIRTH_REPORT_SECONDS, _BornCheck(child.address, child.incarnation, False))
+        self._after(
+            _BIRTH_REPORT_SECONDS,
+            _BornCheck(child.spec.name, child.address, child.incarnation, False),
+        )
         self.send(
             child.address,
             _InitAgent(
@@ -694,13 +701,13 @@ class AgentSupervisor(Actor):
             child.state = _ChildState.STOPPING
             child.stop_reason = reason
             self.send(child.address, ActorExitRequest())
-            self._after(EXIT_GRACE, _KillDue(child.address, child.incarnation))
+            self._after(EXIT_GRACE, _KillDue(child.spec.name, child.address, child.incarnation))
             return
         child.state = _ChildState.STOPPING
         child.stop_reason = reason
         self._tell_registry(_Unregister(child.spec.name, child.address))
         self.send(child.address, _ShutdownAgent(reason, keep_record=keep_record))
-        self._after(STOP_GRACE, _ExitDue(child.address, child.incarnation))
+        self._after(STOP_GRACE, _ExitDue(child.spec.name, child.address, child.incarnation))
 
     def _on_agent_processes(self, message: _AgentProcesses, sender: ActorAddress) -> None:
         """Remember what to kill should this agent die: its worker and its CLI process groups.
@@ -717,11 +724,10 @@ class AgentSupervisor(Actor):
         ``EXIT_GRACE`` later, so a stop completes even if the process hangs on its way out.
         ``Stopped`` reaches the stopper only with the exit notice (``_handle_exit``).
         """
-        if self._child_at(sender) is not None:
+        child = self._child_at(sender)
+        if child is not None:
             self.send(sender, ActorExitRequest())
-            child = self._child_at(sender)
-            incarnation = child.incarnation if child is not None else -1
-            self._after(EXIT_GRACE, _KillDue(sender, incarnation))
+            self._after(EXIT_GRACE, _KillDue(child.spec.name, sender, child.incarnation))
 
     def _on_stop_all(self, message: StopAll, sender: ActorAddress) -> None:
         """Orderly shutdown: stop every agent, answer ``Stopped(None)`` when none is left.
@@ -877,13 +883,13 @@ class AgentSupervisor(Actor):
             case _EndSystem():
                 _log.error("agents did not stop in time after the owner was gone; ending them")
                 self._end_own_system()
-            case _BornCheck(address, incarnation, after_notice):
-                self._check_born(address, incarnation, after_notice)
+            case _BornCheck(name, address, incarnation, after_notice):
+                self._check_born(name, address, incarnation, after_notice)
             case _LostExitSweep():
                 self._lost_exit_sweep_armed = False
                 self._sweep_lost_exits()
-            case _ExitCheck(address, incarnation, deadline):
-                self._confirm_exit(address, incarnation, deadline)
+            case _ExitCheck(name, address, incarnation, deadline):
+                self._confirm_exit(name, address, incarnation, deadline)
             case _KeepNodes():
                 self._keep_nodes()
             case _CensusDue(final):
@@ -904,14 +910,14 @@ class AgentSupervisor(Actor):
                     self._wake(child)
             case _StartCheck(name, incarnation):
                 self._check_started(name, incarnation)
-            case _ExitDue(address, incarnation) | _KillDue(address, incarnation) as due:
-                child = self._child_at(address)
+            case _ExitDue(name, address, incarnation) | _KillDue(name, address, incarnation) as due:
+                child = self._child_by_name(name, address)
                 if child is None or child.incarnation != incarnation:
                     return  # meant for an incarnation that is gone (a new one may reuse its port)
                 if isinstance(due, _ExitDue):
                     _log.warning("agent %r did not stop in time; ending it", child.spec.name)
                     self.send(address, ActorExitRequest())
-                    self._after(EXIT_GRACE, _KillDue(address, incarnation))
+                    self._after(EXIT_GRACE, _KillDue(name, address, incarnation))
                 elif self._process_runs(child) and child.pid != os.getpid():
                     _log.warning(
                         "agent %r did not exit in time; killing pid %d", child.spec.name, child.pid
@@ -945,6 +951,9 @@ class AgentSupervisor(Actor):
         child = self._child_by_name(message.name, sender) or self._child_at(sender)
         if child is None or child.born:
             return
+        key = _address_key(sender)
+        if key is not None:  # its later messages and exit notice are then found at once
+            self._remember_address(key, child.spec.name)
         child.born = True
         child.node = message.node or self._node
         if self._is_local(child):
@@ -977,25 +986,29 @@ class AgentSupervisor(Actor):
         if not child.born and self._recently_at(address):
             # A new incarnation at a reused address, not yet heard from: its birth report
             # (milliseconds after it starts) or its silence tells whether it is the one gone.
-            self._after(_BIRTH_REPORT_SECONDS, _BornCheck(address, child.incarnation, True))
+            self._after(
+                _BIRTH_REPORT_SECONDS, _BornCheck(child.spec.name, address, child.incarnation, True)
+            )
             return
         if self._process_runs(child):
             # Thespian announces an exit before the process is gone, and a late notice of an
             # earlier incarnation on a reused port looks the same: watch the process itself.
             deadline = time.monotonic() + _EXIT_CONFIRM_SECONDS
-            self._confirm_exit(address, child.incarnation, deadline)
+            self._confirm_exit(child.spec.name, address, child.incarnation, deadline)
             return
         self._handle_exit(child, address)
 
-    def _confirm_exit(self, address: ActorAddress, incarnation: int, deadline: float) -> None:
+    def _confirm_exit(
+        self, name: AgentName, address: ActorAddress, incarnation: int, deadline: float
+    ) -> None:
         """Handle the exit once ``incarnation``'s process is gone; a stale notice expires."""
-        child = self._child_at(address)
+        child = self._child_by_name(name, address)
         if child is None or child.incarnation != incarnation:
             return  # handled meanwhile (a second notice, a restart)
         if not self._process_runs(child):
             self._handle_exit(child, address)
         elif time.monotonic() < deadline:
-            self._after(_EXIT_CONFIRM_INTERVAL, _ExitCheck(address, incarnation, deadline))
+            self._after(_EXIT_CONFIRM_INTERVAL, _ExitCheck(name, address, incarnation, deadline))
         else:
             _log.info(
                 "agent %r: ignored an exit notice for an earlier incarnation", child.spec.name
@@ -1433,13 +1446,17 @@ class AgentSupervisor(Actor):
         """Whether an exit at ``address`` was handled moments ago (any incarnation)."""
         return any(a == address for a, _, _ in self._recent_exits)
 
-    def _check_born(self, address: ActorAddress, incarnation: int, after_notice: bool) -> None:
+    def _check_born(
+        self, name: AgentName, address: ActorAddress, incarnation: int, after_notice: bool
+    ) -> None:
         """``_BIRTH_REPORT_SECONDS`` after a spawn (or an unclear exit notice): is it alive?
 
         A process killed in its first milliseconds may never be announced by Thespian at
         all; without this check its name would stay "restarting" until the start deadline.
+        The deadline names its agent: an agent that went to sleep meanwhile is found at once
+        to be elsewhere, without a scan of every child for its old address.
         """
-        child = self._child_at(address)
+        child = self._child_by_name(name, address)
         if child is None or child.incarnation != incarnation:
             return
         if not child.born:  # never reported itself: it is gone (or hung before starting)
@@ -1448,7 +1465,7 @@ class AgentSupervisor(Actor):
             # the registry updates that follow would queue behind it.
             self._handle_exit(child, address)
         elif after_notice:
-            self._confirm_exit(address, incarnation, time.monotonic() + _EXIT_CONFIRM_SECONDS)
+            self._confirm_exit(name, address, incarnation, time.monotonic() + _EXIT_CONFIRM_SECONDS)
         elif child.identity is not None and not self._process_runs(child):
             self._handle_exit(child, address)  # died after reporting; no notice came
 

@@ -313,8 +313,10 @@ def run(quick: bool = False, count: int | None = None) -> Result:
             label=f"live processes of the system with {count} agents asleep",
             unit="processes",
             value=float(len(asleep_pids)),
-            floor=float(len(base_pids)),
-            floor_label="the same system before any agent started",
+            # A system whose agents sleep keeps one agent process started ahead for the next
+            # wake-up (the supervisor's spare): a process of the system, not of an agent.
+            floor=float(len(base_pids) + 1),
+            floor_label="the same system before any agent started, plus its spare agent process",
             samples=count,
             target="no process per sleeping agent",
             target_ratio=1.0,
@@ -371,9 +373,10 @@ def run(quick: bool = False, count: int | None = None) -> Result:
         )
     )
     result.notes.append(
-        "The wake-up ask starts a new agent process, re-opens its SQLite record (lease, "
-        "state, session) and runs a turn on a new worker process: two processes and a "
-        "store read against the floor's one process."
+        "The wake-up ask sends the agent's spec to an agent process started ahead (the "
+        "supervisor's spare), which takes its SQLite record over (one write: lease, fence, "
+        "process) and runs a turn on a new worker process: one process creation and the "
+        "record's read and writes, against the floor's one process creation."
     )
     return result
 

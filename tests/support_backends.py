@@ -132,3 +132,33 @@ class HeapReportingBackend(Backend):
         facts = {**json.loads(prompt), "worker_pid": os.getpid()}
         facts["worker_frozen"] = gc.get_freeze_count()
         yield Event.result(json.dumps(facts))
+
+
+class ProcessFacts(GenAgent):
+    """Replaces each prompt with the agent process's pid and agent marker (JSON)."""
+
+    def pre_turn(self, prompt: str) -> str:
+        return json.dumps({"agent_pid": os.getpid(), "agent_marker": _agent_marker()})
+
+    def handle_response(self, ref: str, response: Any) -> None:
+        return None
+
+
+class ProcessFactsBackend(Backend):
+    """Adds what the worker process inherited from its agent: the marker its CLIs carry."""
+
+    name = "process-facts"
+
+    def start_session(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def prompt(self, session: dict[str, Any], prompt: str, ctx: TurnContext) -> Iterator[Event]:
+        facts = {**json.loads(prompt), "worker_pid": os.getpid()}
+        facts["worker_marker"] = _agent_marker()
+        yield Event.result(json.dumps(facts))
+
+
+def _agent_marker() -> str | None:
+    from genagent_thespian._os.processes import AGENT_MARKER
+
+    return os.environ.get(AGENT_MARKER)

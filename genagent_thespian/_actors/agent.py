@@ -579,13 +579,14 @@ class AgentActor(Actor):
         self._governor = message.governor
         self._wakes = message.wakes
         self.send(self._supervisor, _AgentBorn(os.getpid(), self._node, spec.name))
-        if message.warm_worker:
-            self._warm_worker()
         if self._isolated:
-            # The worker must die with this process, and the CLIs it runs carry its marker.
+            # The worker must die with this process, and the CLIs it runs carry its marker:
+            # both are inherited at the fork, so they come before any worker is created.
             children_die_with_this_process()
             if message.instance_id:
                 os.environ[AGENT_MARKER] = message.instance_id
+        if message.warm_worker:
+            self._warm_worker()
         restored: Restored | None = None
         try:
             if spec.durable:

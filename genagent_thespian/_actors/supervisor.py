@@ -436,7 +436,8 @@ class AgentSupervisor(Actor):
         """
         super().__init__()
         caps = capabilities or {}
-        if caps.get("Thespian ActorSystem Name") != "simpleSystem":
+        self._forks = caps.get("Thespian ActorSystem Name") != "simpleSystem"
+        if self._forks:
             share_inherited_heap()  # the agents it forks inherit these pages too
         # Absent (a node started without start_system): the host's default, as "auto".
         self._sessions = node_sessions(caps)
@@ -464,6 +465,9 @@ class AgentSupervisor(Actor):
         self._owner_gone = False
         self._nodes: dict[str, Capabilities] | None = None  # None: not a convention leader
         self._run = uuid.uuid4().hex  # this boot of the system (see _InitAgent.run)
+        # An agent process started ahead, not yet any agent's (see _take_spare).
+        self._spare: ActorAddress | None = None
+        self._stopping_all = False  # StopAll began: no spare is made again
         self._lead: Lead | None = None  # set when elected among standby leaders
         self._kept: set[str] = set()  # nodes with a keeper of this leader
         self._keepers: list[
@@ -569,7 +573,9 @@ class AgentSupervisor(Actor):
         if node:
             requirements[NODE_CAPABILITY] = node
         _preload_backend(child.spec.backend)
-        child.address = self.createActor(AgentActor, targetActorRequirements=requirements or None)
+        child.address = self._take_spare(requirements) or self.createActor(
+            AgentActor, targetActorRequirements=requirements or None
+        )
         timers, child.timers = child.timers, ()
         child.state = _ChildState.STARTING
         child.node = node
@@ -599,6 +605,30 @@ class AgentSupervisor(Actor):
             ),
         )
         child.warm_worker = False
+        if child.wakes:
+            self._make_spare()  # the next wake-up finds one (made after this one's start)
+
+    def _take_spare(self, requirements: Capabilities) -> ActorAddress | None:
+        """The spare agent process, for an agent that may run on this node; ``None`` if none.
+
+        Waking a hibernated agent paid for two process creations in a row: the agent's
+        (forked by this supervisor, then the new process's start-up until it can receive
+        its spec) and then its worker's. With hibernating agents about, one agent process
+        is kept started ahead: a wake-up sends its spec to that one, and a new spare is
+        made after the wake-up's start has gone out. Only outside conventions (the spare
+        runs here, and a convention places agents on nodes) and for agents without
+        placement labels; the spare becomes the agent at ``_InitAgent`` (its marker, its
+        record, its worker), so nothing of another agent is in it.
+        """
+        if requirements or self._nodes is not None:
+            return None  # placement decides where it runs: the spare stays for a wake-up
+        spare, self._spare = self._spare, None
+        return spare
+
+    def _make_spare(self) -> None:
+        """Start a spare agent process if there is none (see ``_take_spare``)."""
+        if self._spare is None and self._forks and self._nodes is None and not self._stopping_all:
+            self._spare = self.createActor(AgentActor)
 
     def _on_ready(self, message: _AgentReady, sender: ActorAddress) -> None:
         """The agent initialized: register its name, then answer its starter.
@@ -736,6 +766,10 @@ class AgentSupervisor(Actor):
         ``None`` when the supervisor shuts down on its own (its owner is gone)."""
         if sender is not None:
             self._stop_all_waiters.append(sender)
+        self._stopping_all = True
+        if self._spare is not None:
+            self.send(self._spare, ActorExitRequest())
+            self._spare = None
         for child in list(self._children.values()):
             self._begin_stop(child, message.reason, None, keep_record=True)
         self._check_stop_all()
@@ -783,6 +817,7 @@ class AgentSupervisor(Actor):
                 "timers": len(child.timers),
             },
         )
+        self._make_spare()  # a sleeping agent will be woken: have its process ready
         if message.wake_at is not None:
             delay = max(0.0, message.wake_at - time.time())
             self._after(delay, _WakeDue(child.spec.name, child.incarnation))
@@ -978,6 +1013,9 @@ class AgentSupervisor(Actor):
         """
         self._arm_lost_exit_sweep()
         address = message.childAddress
+        if self._spare is not None and address == self._spare:
+            self._spare = None  # the spare died: the next wake-up makes another
+            return
         if self._keeper_gone(address) or self._hibernation_exit(address):
             return
         child = self._child_at(address)

@@ -15,6 +15,7 @@ from typing import Any
 import psutil
 import pytest
 from support_agents import Counter, Recorder, calls
+from support_backends import ProcessFacts
 
 import genagent_thespian as g
 from genagent_thespian import AgentSystem
@@ -257,3 +258,54 @@ def test_an_agent_woken_for_a_caller_starts_its_worker_before_any_turn(
     lines = [json.loads(line) for line in history.read_text().splitlines()]
     assert [line["prompt"] for line in lines] == ["first", "second"]
     assert lines[-1]["pid"] == workers[0].pid
+
+
+def test_a_woken_agents_worker_carries_its_marker(system: AgentSystem) -> None:
+    """The worker made ahead of a woken agent's turn inherits what every worker does from
+    its agent: the marker that the CLIs it starts carry, so they are found and ended with
+    the agent (and, set at the same place, the signal that ends it with the agent)."""
+    g.start_agent(
+        ProcessFacts,
+        name="f",
+        backend="support_backends:ProcessFactsBackend",
+        durable=True,
+        hibernate_after=NAP,
+        worker_idle_timeout=0.2,
+    )
+    first = json.loads(g.ask("f", "facts").text)
+    wait_asleep("f", first["agent_pid"])
+
+    woken = json.loads(g.ask("f", "facts").text)  # woken by the ask: its worker made ahead
+
+    assert woken["agent_pid"] != first["agent_pid"]
+    for facts in (first, woken):
+        assert facts["agent_marker"] and facts["worker_marker"] == facts["agent_marker"]
+
+
+def test_a_wake_up_runs_in_the_agent_process_made_ahead_for_it(
+    system: AgentSystem, tmp_path: Path
+) -> None:
+    """Once an agent sleeps, the supervisor keeps one agent process started ahead: a
+    wake-up sends its spec there instead of waiting for a new process to start, and a new
+    one is made for the next wake-up. The fixture checks that none outlives the system."""
+    start_sleeper("d", tmp_path)
+    assert g.ask("d", "first").text == "one"
+    awake = g.status("d").pid
+    before = set(system_processes(system))
+    wait_asleep("d", awake)
+    spares = wait_until(
+        lambda: set(system_processes(system)) - before,
+        timeout=20,
+        message="no agent process was made ahead",
+    )
+
+    assert g.ask("d", "second").text == "two"
+
+    [spare] = spares
+    assert g.status("d").pid == spare
+    worker = {p.pid for p in psutil.Process(spare).children()}
+    wait_until(
+        lambda: set(system_processes(system)) - before - {spare} - worker,
+        timeout=20,
+        message="no process was made ahead for the next wake-up",
+    )

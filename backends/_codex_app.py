@@ -383,6 +383,9 @@ class _Server:
             not as a crash.
         initialized: The JSON-RPC handshake is done (once per process).
         backlog: Notifications read while waiting for a response, handled in order after.
+        unannounced: The ``session_started`` of a new thread a prewarm opened: the session
+            learns the thread id from the first turn that runs on it (yielded there), so a
+            thread codex never stored (no turn yet) is never written into the session.
     """
 
     process: CliProcess
@@ -392,6 +395,7 @@ class _Server:
     stopping: bool = False
     initialized: bool = False
     backlog: list[WireMapping] = field(default_factory=list)
+    unannounced: Event | None = None
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def notify(self, method: str, params: WireMapping | None = None) -> None:
@@ -488,6 +492,56 @@ class AppServerSessions:
             with contextlib.suppress(Exception):  # the agent may be gone
                 server.ctx.untrack_process_group(process.pgid)
 
+    # -- prewarm ----------------------------------------------------------------------------
+
+    def warm(self, session: Session, ctx: TurnContext) -> None:
+        """Start the session's app-server and open its thread now, as its next turn would.
+
+        The process, the handshake and ``thread/start`` (or ``thread/resume``) are those of
+        :meth:`prompt`, which then finds them done and only sends ``turn/start``. A new
+        thread stays out of the session until a turn runs on it (``unannounced``): codex
+        writes no rollout for a thread without a turn (checked with 0.169.0: resuming one
+        after its process ended is "no rollout found"), so a prewarmed process retired
+        before any turn must leave the session without that thread id. A server that
+        fails its handshake is retired; the first turn then starts from scratch and
+        reports the failure as its own.
+
+        Raises:
+            ProcessStartError: the app-server could not be started.
+        """
+        translator = AppServerTranslator(
+            thread_id=session.thread_id,
+            previous_usage=session.cumulative_usage,
+            known_history=session.thread_id is not None,
+            max_network_retries=session.options.get("max_network_retries"),
+        )
+        key = session.key
+        server = self._server(key, session, ctx)
+        keep = False
+        server.busy = True
+        try:
+            if server.thread_id is None or server.thread_id != session.thread_id:
+                opened = [
+                    event
+                    for event in self._open_thread(server, session, translator, ctx)
+                    if event.kind == EventKind.SESSION_STARTED
+                ]
+                if session.thread_id is None and opened and translator.terminal is None:
+                    server.unannounced = opened[-1]
+            keep = (
+                translator.terminal is None
+                and server.thread_id is not None
+                and not ctx.cancelled.is_set()
+                and server.process.poll() is None
+            )
+        finally:
+            server.busy = False
+            if not keep:
+                with self._lock:
+                    if self._live.get(key) is server:
+                        del self._live[key]
+                self._retire(server, graceful=False)
+
     # -- turns ------------------------------------------------------------------------------
 
     def prompt(self, session: Session, prompt: str, ctx: TurnContext) -> Iterator[Event]:
@@ -519,7 +573,10 @@ class AppServerSessions:
                 yield from translator.fail(error, "start_failed")
                 return
             server.busy = True
-            if server.thread_id is None or server.thread_id != session.thread_id:
+            announced, server.unannounced = server.unannounced, None
+            if announced is not None and session.thread_id is None:
+                yield announced  # the thread a prewarm opened: the session learns it now
+            elif server.thread_id is None or server.thread_id != session.thread_id:
                 yield from self._open_thread(server, session, translator, ctx)
                 if translator.terminal is not None:
                     return

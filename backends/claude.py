@@ -865,6 +865,25 @@ class ClaudeBackend(Backend):
             # (the watchdog is retiring the worker) and is stopped at once.
             self._retire(live, graceful=not live.busy)
 
+    def warm(self, session: Session, ctx: TurnContext) -> Session:
+        """Stream mode: start the session's process now; the first turn writes to it.
+
+        It is the very process :meth:`_turn_streamed` would start (the same argv:
+        ``--session-id`` for a new session, ``--resume`` for a stored one), kept as the
+        session's live process, so the first turn reuses it (same pid) and pays no CLI
+        start-up. Nothing is written to it: claude records no turn, and a warmed process
+        retired unused leaves the session as it was. ``per_turn`` mode starts one process
+        per turn with the prompt on its command line: nothing to warm.
+
+        Raises:
+            ProcessStartError: the CLI could not be started (the first turn reports it).
+        """
+        if not isinstance(session, ClaudeSession) or session.mode == "per_turn":
+            return session
+        if not ctx.cancelled.is_set():
+            self._live_process(session, ctx)
+        return session
+
     # -- turns ----------------------------------------------------------------------------
 
     def prompt(self, session: Session, prompt: str, ctx: TurnContext) -> Iterator[Event]:

@@ -490,6 +490,23 @@ class CodexBackend(Backend):
             return session
         return replace(session, thread_id=None, turns=0, cumulative_usage=None)
 
+    def warm(self, session: Session, ctx: TurnContext) -> Session:
+        """``app_server`` mode: start the session's app-server and open its thread now.
+
+        The first turn then runs on that process (same pid) and only sends ``turn/start``
+        (see :meth:`AppServerSessions.warm`). ``exec`` mode starts one process per turn:
+        nothing to warm. A session pickled before app-server mode gets its key here, so
+        the turn finds the process under the same key.
+        """
+        if not isinstance(session, CodexSession) or session.mode != "app_server":
+            return session
+        if ctx.cancelled.is_set():
+            return session
+        if not session.key:
+            session = replace(session, key=session.thread_id or new_key())
+        self._app.warm(session, ctx)
+        return session
+
     def terminate_session(self, session: Session) -> None:
         """End the session's app-server, or its ``exec`` turn still in flight, if any."""
         if isinstance(session, CodexSession) and session.key:

@@ -231,6 +231,9 @@ class AgentSpec:
             ends, its name stays registered, any call wakes it from its record); ``0`` never.
             ``None`` takes the default: ``DEFAULT_HIBERNATE_AFTER`` for durable agents, off
             for plain ones (``start_agent`` resolves it).
+        prewarm: Start the backend's live session (a CLI process) when the agent starts,
+            restarts or wakes, ahead of its first turn, if its node's session governor has
+            a free slot (see ``docs/supervision.md``).
     """
 
     # Names and option values are the user's own picklable terms. ``impl`` is a GenAgent
@@ -260,6 +263,7 @@ class AgentSpec:
     backoff_factor: float = 2.0
     backoff_max: float = 5.0
     jitter: float = 0.0
+    prewarm: bool = False
 
     @property
     def options_dict(self) -> dict[str, OptionValue]:

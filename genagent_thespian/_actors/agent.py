@@ -103,6 +103,8 @@ from .._core.protocol import (
     _EndSession,
     _Hibernating,
     _InitAgent,
+    _PrewarmAnswer,
+    _PrewarmWanted,
     _SessionDenied,
     _SessionEnded,
     _SessionGone,
@@ -112,6 +114,7 @@ from .._core.protocol import (
     _SessionReply,
     _SessionRetire,
     _SessionWanted,
+    _SessionWarmed,
     _ShutdownAgent,
     _StartTurn,
     _TelemetryBatch,
@@ -119,6 +122,7 @@ from .._core.protocol import (
     _TelemetryInterestAck,
     _TelemetryJoin,
     _TurnOutput,
+    _WarmSession,
     _WatcherGone,
     _WorkerHello,
 )
@@ -383,6 +387,8 @@ _QUIET = (
     Status,
     Poll,
     _BackendSession,
+    _PrewarmAnswer,
+    _SessionWarmed,
 )
 
 #: ``start_agent`` keywords that configure the framework rather than ``init_agent``.
@@ -500,6 +506,7 @@ class AgentActor(Actor):
         self._awaiting_session: StartTurn | None = None  # a turn waiting for its grant
         self._retired_for_slot: Sender = None  # a worker retired for the governor, not yet gone
         self._wakes = 0  # incarnations that woke from hibernation (not counted as restarts)
+        self._prewarm_pending = False  # asked the governor for a slot to prewarm (prewarm=True)
 
     @staticmethod
     def actorSystemCapabilityCheck(
@@ -649,6 +656,7 @@ class AgentActor(Actor):
             self._after(_UserTimer(timer_id, timer_message), max(0.0, due - now))
         self._run(effects)
         self._note_activity(hibernation.first_nap(self._hibernate_after))
+        self._prewarm()
 
     def _tell_directory(self, *, here: bool) -> None:
         """On a convention node, list (or unlist) this agent in the node's directory.
@@ -1278,12 +1286,108 @@ class AgentActor(Actor):
 
         ``withdraw`` (the agent stops, exits or hibernates): it gives up its place in the
         queue too, so the governor never grants a slot to an agent that is gone."""
-        waiting = withdraw and self._awaiting_session is not None
+        waiting = withdraw and (self._awaiting_session is not None or self._prewarm_pending)
         if self._governor is not None and (self._session_live or waiting):
             self.send(self._governor, _SessionGone(self._m.name, withdraw=withdraw))
         self._session_live = False
         if withdraw:
             self._awaiting_session = None
+            self._prewarm_pending = False  # a grant on its way is void: the governor was told
+
+    # ------------------------------------------------------------------ prewarm
+
+    def _prewarm(self) -> None:
+        """``prewarm=True``: get the live session started now, ahead of any turn.
+
+        Called when this incarnation is ready (a start, a restart, a wake-up). A governed
+        backend first asks the node's governor for a free slot (``_PrewarmWanted``: never
+        queued, never evicting); an ungoverned one warms at once. Nothing to do when a
+        turn has already started or asked for the session."""
+        spec = self.spec
+        if spec is None or not spec.prewarm or self.machine is None or self._fenced:
+            return
+        if self._stopping is not None or self._hibernating or self._prewarm_pending:
+            return
+        if self._m.current is not None or self._awaiting_session is not None:
+            return  # a turn is on its way to the session already
+        if self._governor is None:
+            self._warm_session()
+            return
+        self._prewarm_pending = True
+        self.send(self._governor, _PrewarmWanted(self._m.name))
+
+    def _on_prewarm_answer(self, message: _PrewarmAnswer, sender: ActorAddress) -> None:
+        """The governor answered the prewarm: start the session, or let the first turn ask.
+
+        A refusal (the cap is reached, or turns wait) is nobody's error: it is logged at
+        debug and emitted as ``session.prewarm`` with ``outcome="no_slot"``. A grant made
+        the session live (idle) in the governor's count; if a turn asked meanwhile, it was
+        queued behind this grant and is granted next, and it starts the session itself."""
+        if not self._prewarm_pending:
+            return  # withdrawn (stopping, hibernating): the governor was told it is gone
+        self._prewarm_pending = False
+        if not message.granted:
+            _log.debug("agent %r: no free session slot to prewarm", self._m.name)
+            self._telemetry_emit(
+                "session.prewarm", {}, {"agent": self._m.name, "outcome": "no_slot"}
+            )
+            return
+        self._session_live = True
+        if self._m.current is not None or self.worker.turn_id is not None:
+            return  # a turn came first: it runs on this session as soon as it is granted
+        self._warm_session()
+
+    def _warm_session(self) -> None:
+        """Have the worker (created now if there is none) start the backend's live session."""
+        slot = self.worker
+        if slot.address is None:
+            slot.address = self.createActor(TurnWorker)
+            slot.generation += 1
+            slot.pid = 0
+        slot.warming = False  # it has work now: it must report that it runs
+        if not slot.pid:
+            self._after(_WorkerStartGrace(slot.generation), WORKER_START_GRACE)
+        slot.last_used = time.monotonic()
+        assert self.backend_cls is not None
+        self.send(slot.address, _WarmSession(self.session, self.backend_cls, self._m.name))
+
+    def _on_session_warmed(self, message: _SessionWarmed, sender: ActorAddress) -> None:
+        """The worker's prewarm facts: its pid, the process groups it started, its end.
+
+        The groups are recorded (and reported to the supervisor) as a turn's are, so a
+        prewarmed CLI is ended with its worker whatever happens; the prewarmed session is
+        then an ordinary idle one (idle retirement, the governor's LRU)."""
+        slot = self.worker
+        if sender != slot.address:
+            return  # a retired worker's late report
+        self._deadlines.cancel(_WorkerStartGrace(slot.generation).key)
+        known = (slot.pid, frozenset(slot.process_groups))
+        if message.pid and message.pid != slot.pid:
+            slot.pid = message.pid
+            slot.identity = self._worker_identity(message.pid)
+        for pgid, alive in message.process_groups:
+            (slot.process_groups.add if alive else slot.process_groups.discard)(pgid)
+        if (slot.pid, frozenset(slot.process_groups)) != known:
+            self._report_processes()
+        if message.session_changed and message.session != self.session:
+            self.session = message.session
+            self._persist_session()
+        if not message.done:
+            return
+        name = self._m.name
+        if message.error is not None:
+            _log.debug("agent %r: prewarm failed: %s", name, message.error)
+            outcome = "failed"
+        else:
+            outcome = "warm"
+        self._telemetry_emit(
+            "session.prewarm",
+            {"duration_ms": message.duration_ms},
+            {"agent": name, "outcome": outcome, "error": message.error},
+        )
+        if slot.turn_id is None and slot.cancelling is None:
+            slot.last_used = time.monotonic()
+            self._arm_idle_retirement()
 
     def _cancel_turn(self, effect: CancelTurn) -> None:
         """Ask the worker to end the turn, and give it ``CANCEL_GRACE`` seconds before a kill.
@@ -2006,4 +2110,6 @@ _HANDLERS: dict[type, MessageHandler] = {
     _SessionGranted: AgentActor._on_session_granted,
     _SessionDenied: AgentActor._on_session_denied,
     _SessionRetire: AgentActor._on_session_retire,
+    _PrewarmAnswer: AgentActor._on_prewarm_answer,
+    _SessionWarmed: AgentActor._on_session_warmed,
 }

@@ -6,8 +6,10 @@ session is live runs the turn at once and tells it (``_SessionInUse``); agents t
 the turn ended (``_SessionIdle``) and when their session ended (``_SessionGone``). It
 answers ``_SessionGranted`` or ``_SessionDenied`` and asks the least recently used idle
 agent to retire its session (``_SessionRetire``; an agent that is busy by then answers
-``_SessionInUse`` and keeps it). An agent's worker, with the CLI process it keeps
-between turns, is what counts as its live session.
+``_SessionInUse`` and keeps it). An agent started with ``prewarm=True`` asks for a free
+slot ahead of any turn (``_PrewarmWanted``, answered ``_PrewarmAnswer``; never queued).
+An agent's worker, with the CLI process it keeps between turns, is what counts as its
+live session.
 
 One per node, under the global name :data:`GOVERNOR_NAME`, which Thespian resolves per
 node, configured from that node's own capabilities (:func:`node_sessions`): a node caps
@@ -27,6 +29,8 @@ from .._core.errors import InvalidOption
 from .._core.governor import Deny, Grant, Retire, SessionGovernor, node_session_cap
 from .._core.log import get_logger
 from .._core.protocol import (
+    _PrewarmAnswer,
+    _PrewarmWanted,
     _SessionDenied,
     _SessionGone,
     _SessionGranted,
@@ -141,10 +145,15 @@ class SessionGovernorActor(Actor):
         if policy is None:  # created on a node that caps nothing: nobody waits here
             if isinstance(message, _SessionWanted):
                 self.send(sender, _SessionGranted(message.name))
+            elif isinstance(message, _PrewarmWanted):
+                self.send(sender, _PrewarmAnswer(message.name, granted=True))
             return
         if isinstance(message, _SessionWanted):
             self._holders[message.name] = sender
             self._carry_out(policy.request(message.name, timeout=message.timeout))
+        elif isinstance(message, _PrewarmWanted):
+            self._holders[message.name] = sender
+            self.send(sender, _PrewarmAnswer(message.name, policy.prewarm(message.name)))
         elif isinstance(message, _SessionInUse):
             self._holders[message.name] = sender
             self._carry_out(policy.in_use(message.name))

@@ -107,6 +107,7 @@ EVENT_NAMES = frozenset(
         "agent.fenced",  # a durable incarnation lost its lease to a newer one and ends
         "agent.unplaced",  # a restart found no node with room; it waits for one
         "session.lost",
+        "session.prewarm",  # a prewarm started a session, found no free slot, or failed
     }
 )
 

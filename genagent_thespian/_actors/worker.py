@@ -41,13 +41,21 @@ The messages between an agent and its worker (one worker per agent at a time)::
       <-- _TurnOutput(events, session, process_groups)  <-- _drain <--   byte on the pipe
       <-- _TurnOutput(done, error, duration_ms)                           terminal event
       _CancelTurn(turn_id) -------------------> ctx.cancelled.set()
+      _WarmSession(session) ------------------> _warm ------------->  backend.warm()
+      <-- _SessionWarmed(process_groups, session, done)  <-- _drain   (prewarm=True)
       _EndSession(session) -------------------> join, terminate_session, close
       <-- _SessionEnded
       ActorExitRequest -----------------------> _retire: cancel, join (bounded), close
 
 Every ``_StartTurn`` is answered by exactly one ``_TurnOutput`` with ``done`` (or, for a
 ``WorkerExit`` of the test kit, by the worker's death, which the agent sees as
-``ChildActorExited`` and answers as ``TurnCrashed``).
+``ChildActorExited`` and answers as ``TurnCrashed``); every ``_WarmSession`` by exactly one
+``_SessionWarmed`` with ``done``.
+
+A prewarm (``_WarmSession``) runs ``Backend.warm`` in the turn thread's place: a turn that
+arrives meanwhile waits for it like for a previous turn's stream (``waiting``), then runs
+on the process it started, so prewarm never starts a second process and never makes a
+turn wait for more than the start-up it would have paid itself.
 """
 
 from __future__ import annotations
@@ -85,12 +93,14 @@ from .._core.protocol import (
     _CancelTurn,
     _EndSession,
     _SessionEnded,
+    _SessionWarmed,
     _StartTurn,
     _TurnOutput,
+    _WarmSession,
     _WorkerHello,
 )
 from .._core.turn import Event, EventKind
-from .._core.types import ActorAddress, Capabilities, Fields, Sender
+from .._core.types import ActorAddress, Capabilities, Fields, Sender, Session
 from .._os.heap import share_inherited_heap
 from .._os.processes import terminate_process_group
 
@@ -103,6 +113,11 @@ _EXIT_DELAY = 0.05  # seconds between reporting an Exit item and dying (lets the
 _JOIN_GRACE = 5.0  # seconds a retiring worker waits for its turn thread
 _CLEANUP_WAIT = 30.0  # seconds a turn waits for the previous turn's stream to finish
 _GROUPS_GONE_WAIT = 10.0  # seconds a turn waits for killed process groups to be gone
+#: Seconds a turn waits for a prewarm still starting the session (``Backend.warm``): more
+#: than a CLI's own start-up bound (codex's app-server handshake allows 60 s), since the
+#: turn would otherwise have waited for that start itself.
+_WARM_WAIT = 90.0
+_PREWARM_REF = "prewarm"  # the ref of the TurnContext a prewarm runs with
 
 # Events that ride with the next item that wakes the actor (see the module docstring).
 _DEFERRED_KINDS = frozenset(
@@ -145,7 +160,9 @@ class TurnWorker(Actor):
         self._backends: dict[type[Backend], Backend] = {}
         self._queue: queue.SimpleQueue[tuple[str, tuple[object, ...]]] = queue.SimpleQueue()
         self._running: _Running | None = None
-        self._finishing: threading.Thread | None = None  # the last turn's thread
+        self._finishing: threading.Thread | None = None  # the last turn's (or prewarm's) thread
+        self._finishing_wait = _CLEANUP_WAIT  # how long a next turn waits for that thread
+        self._warming: TurnContext | None = None  # the prewarm in progress, until reported
         self._rfd: int | None = None
         self._wfd: int | None = None
         self._poll_armed = False
@@ -173,6 +190,8 @@ class TurnWorker(Actor):
             elif isinstance(message, _WorkerHello):
                 # Only the pid: the first turn still reports ``ready`` (not ``_announced``).
                 self.send(sender, _TurnOutput(0, pid=os.getpid()))
+            elif isinstance(message, _WarmSession):
+                self._warm(message, sender)
             elif isinstance(message, _CancelTurn):
                 running = self._running
                 if running is not None and running.turn_id == message.turn_id:
@@ -222,7 +241,7 @@ class TurnWorker(Actor):
             self._rfd, self._wfd = os.pipe()
             os.set_blocking(self._rfd, False)
         backend = self._backend_for(message.backend)
-        previous = self._finishing
+        previous, wait = self._finishing, self._finishing_wait
         # The agent starts the watchdog at once unless told to wait for ``ready`` (the same
         # rule as ``AgentActor._start_turn``): on a new worker, with groups to wait out, or
         # (``waiting``, which the agent cannot know) behind a stream still ending.
@@ -236,13 +255,13 @@ class TurnWorker(Actor):
         )
         thread = threading.Thread(
             target=self._run_turn,
-            args=(backend, message, ctx, previous, report_ready),
+            args=(backend, message, ctx, previous, wait, report_ready),
             name=f"genagent-turn-{message.turn_id}",
             daemon=True,
         )
         self._running = _Running(message.turn_id, ctx, thread)
         thread.start()
-        self._finishing = thread
+        self._finishing, self._finishing_wait = thread, _CLEANUP_WAIT
         if not self._announced:
             # Tell the agent at once that this worker runs (and its pid): a worker that
             # dies before its start-up handshake gets no exit notice from Thespian.
@@ -268,6 +287,7 @@ class TurnWorker(Actor):
         message: _StartTurn,
         ctx: TurnContext,
         previous: threading.Thread | None,
+        wait: float,
         report_ready: bool,
     ) -> None:
         """Thread body: play one turn, reporting everything through the queue. Never raises.
@@ -279,7 +299,7 @@ class TurnWorker(Actor):
         called when the turn did not get that far (the backend raised, or yielded garbage).
         """
         turn_id = message.turn_id
-        if not self._wait_for_previous(turn_id, previous):
+        if not self._wait_for_previous(turn_id, previous, wait):
             return
         self._wait_groups_gone(message.wait_gone)
         if report_ready:
@@ -338,20 +358,80 @@ class TurnWorker(Actor):
                 except Exception:
                     _log.debug("closing the backend stream failed", exc_info=True)
 
-    def _wait_for_previous(self, turn_id: int, previous: threading.Thread | None) -> bool:
-        """Wait until the previous turn's stream has finished its clean-up (bounded).
+    def _warm(self, message: _WarmSession, sender: ActorAddress) -> None:
+        """Start ``Backend.warm`` in the turn thread's place (see the module docstring).
+
+        A turn already running has started the session itself: nothing to warm. Otherwise
+        the prewarm runs after whatever the last turn's stream still does, and the next
+        turn waits for it (``_finishing``)."""
+        self._owner = sender
+        if self._running is not None or self._warming is not None:
+            self.send(sender, _SessionWarmed(done=True, pid=os.getpid()))
+            return
+        if self._watch_supported and self._rfd is None:
+            self._rfd, self._wfd = os.pipe()
+            os.set_blocking(self._rfd, False)
+        backend = self._backend_for(message.backend)
+        ctx = TurnContext(
+            agent=message.agent,
+            ref=_PREWARM_REF,
+            on_process_group=self._on_process_group,
+            isolated=self._isolated,
+        )
+        previous, wait = self._finishing, self._finishing_wait
+        thread = threading.Thread(
+            target=self._run_warm,
+            args=(backend, message.session, ctx, previous, wait),
+            name="genagent-prewarm",
+            daemon=True,
+        )
+        self._warming = ctx
+        thread.start()
+        self._finishing, self._finishing_wait = thread, _WARM_WAIT
+        if not self._watch_supported:
+            self._arm_poll()
+
+    def _run_warm(
+        self,
+        backend: Backend,
+        session: Session,
+        ctx: TurnContext,
+        previous: threading.Thread | None,
+        wait: float,
+    ) -> None:
+        """Thread body of a prewarm: ``backend.warm``, then one ``warmed`` report. Never raises."""
+        started = time.monotonic()
+        warmed, error = session, None
+        if previous is not None:
+            previous.join(wait)
+        if previous is not None and previous.is_alive():
+            error = "the previous turn's stream has not ended"
+        elif not ctx.cancelled.is_set():
+            try:
+                warmed = backend.warm(session, ctx)
+            except BaseException as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                _log.debug("%s: warm raised", backend.name, exc_info=True)
+        changed = warmed is not session and warmed != session
+        self._put("warmed", (warmed if changed else None, changed, error, _ms_since(started)))
+
+    def _wait_for_previous(
+        self, turn_id: int, previous: threading.Thread | None, wait: float
+    ) -> bool:
+        """Wait until the previous turn's stream (or a prewarm) has finished (``wait`` s at most).
 
         The previous turn was answered at its terminal event, but its backend generator may
         still be ending a provider process; the next turn must not start one for the same
-        session meanwhile. A clean-up that never ends means the worker is stuck: it exits,
-        so the agent ends its process groups and uses a new worker.
+        session meanwhile. A prewarm may still be starting the process the turn will use.
+        A clean-up that never ends means the worker is stuck: it exits, so the agent ends
+        its process groups and uses a new worker.
         """
         if previous is None:
             return True
-        previous.join(_CLEANUP_WAIT)
+        previous.join(wait)
         if not previous.is_alive():
             return True
-        _log.error("the previous turn's backend stream did not end within %ss", _CLEANUP_WAIT)
+        _log.error("the previous turn's backend stream did not end within %ss", wait)
         self._put("exit", (turn_id, 1))
         return False
 
@@ -402,6 +482,7 @@ class TurnWorker(Actor):
                 pass
         outputs: dict[int, Fields] = {}
         pgroups: list[tuple[int, bool]] = []
+        warmed: tuple[object, ...] | None = None
         while True:
             try:
                 kind, payload = self._queue.get_nowait()
@@ -409,6 +490,9 @@ class TurnWorker(Actor):
                 break
             if kind == "pgroup":
                 pgroups.append(cast("tuple[int, bool]", payload))
+                continue
+            if kind == "warmed":
+                warmed = payload
                 continue
             turn_id = cast(int, payload[0])
             out = outputs.setdefault(turn_id, {"events": []})
@@ -425,6 +509,9 @@ class TurnWorker(Actor):
                 self._exit_code = cast(int, payload[1])
         if self._owner is None:
             return
+        if warmed is not None or (pgroups and not outputs and self._running is None):
+            self._send_warmed(warmed, pgroups)
+            pgroups = []
         if pgroups and not outputs and self._running is not None:
             outputs[self._running.turn_id] = {"events": []}
         for turn_id, out in outputs.items():
@@ -448,6 +535,25 @@ class TurnWorker(Actor):
                 self._running = None
         if self._exit_code is not None:
             self._die_soon()
+
+    def _send_warmed(
+        self, warmed: tuple[object, ...] | None, pgroups: list[tuple[int, bool]]
+    ) -> None:
+        """Relay a prewarm's facts: the process groups it started, its end (``warmed``).
+
+        Process groups reported while no turn runs (a prewarm's) travel here too: they
+        must reach the agent, which ends them should this worker die."""
+        fields: Fields = {}
+        if warmed is not None:
+            session, changed, error, duration_ms = warmed
+            fields = {"done": True, "error": error, "duration_ms": duration_ms}
+            if changed:
+                fields.update(session_changed=True, session=session)
+            self._warming = None
+        self.send(
+            self._owner,
+            _SessionWarmed(process_groups=tuple(pgroups), pid=os.getpid(), **fields),
+        )
 
     def _on_undeliverable(self, poison: PoisonMessage) -> None:
         """The transport refused an output to the agent: the turn fails, typed, at once.
@@ -496,7 +602,7 @@ class TurnWorker(Actor):
         if message.payload == "poll":
             self._poll_armed = False
             self._drain()
-            if self._running is not None:
+            if self._running is not None or self._warming is not None:
                 self._arm_poll()
         elif message.payload == "exit":
             os._exit(self._exit_code or 1)
@@ -526,6 +632,8 @@ class TurnWorker(Actor):
         running = self._running
         if running is not None:
             running.ctx.cancelled.set()  # the agent is stopping: its turn ends now
+        if self._warming is not None:
+            self._warming.cancelled.set()
         self._join_turn_threads()
         backend = self._backend_for(message.backend)
         try:
@@ -540,6 +648,8 @@ class TurnWorker(Actor):
         running = self._running
         if running is not None:
             running.ctx.cancelled.set()
+        if self._warming is not None:
+            self._warming.cancelled.set()
         self._join_turn_threads()
         self._close_backends()
         for fd in (self._rfd, self._wfd):

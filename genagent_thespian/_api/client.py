@@ -222,6 +222,7 @@ def start_agent(
     on_session_lost: str = SPEC_DEFAULTS.on_session_lost,
     secret_resolver: Callable[[AgentName, str], object] | None = None,
     hibernate_after: float | None = SPEC_DEFAULTS.hibernate_after,
+    prewarm: bool = SPEC_DEFAULTS.prewarm,
     timeout: float | None = calls.START_TIMEOUT,
     system: AgentSystem | None = None,
     **options: OptionValue,
@@ -262,6 +263,15 @@ def start_agent(
             it transparently (``status`` and ``list_agents`` do not). ``None`` (default):
             ``DEFAULT_HIBERNATE_AFTER`` (300 s) for durable agents, never for plain ones;
             ``0``: never. Needs ``durable=True``.
+        prewarm: Start the backend's live session when the agent starts, restarts or
+            wakes from hibernation, ahead of its first turn, so that turn pays no CLI
+            start-up (claude in stream mode, codex in app-server mode; other backends
+            only get their worker process started). It takes a free slot of the node's
+            ``max_live_sessions`` only: never one a turn waits for, never by retiring a
+            session; with none free it is skipped (``session.prewarm`` telemetry,
+            ``outcome="no_slot"``) and the first turn asks as usual. The prewarmed
+            session is then an ordinary idle one: retired after ``worker_idle_timeout``
+            (or the node's ``session_idle_timeout``) without a turn, or to make room.
         timeout: Seconds to wait for ``init_agent``/``start_session``/``pre_run``
             (default 120).
         system: The system to use (default: the current one).
@@ -300,6 +310,7 @@ def start_agent(
         on_session_lost=on_session_lost,
         secret_resolver=secret_resolver,
         hibernate_after=hibernate_after,
+        prewarm=prewarm,
         require_importable=target.base != "simpleSystemBase",
     )
     return calls.run(target, calls.start_agent(target, spec, timeout))

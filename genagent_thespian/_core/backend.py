@@ -45,11 +45,22 @@ where things live:
   with ``error`` of kind ``cancelled``. If it does not, the worker is killed and the
   tracked process groups are ended by the agent.
 
+* **Prewarming is optional and silent.** An agent started with ``prewarm=True`` calls
+  :meth:`Backend.warm` in its worker ahead of its first turn (once its node's session
+  governor gave it a free slot): a backend that keeps a live process starts it there,
+  exactly as its next :meth:`~Backend.prompt` would, so that turn reuses it instead of
+  paying the start-up. ``warm`` runs in the worker's turn thread, so a turn that arrives
+  meanwhile waits for it (never beside it); it must be bounded and watch
+  ``ctx.cancelled`` (set when the worker retires or the agent stops). A ``warm`` that
+  fails is logged and forgotten: the first turn starts the session as without prewarm.
+
 Call order for one agent::
 
     start_session(options)                      agent process, at start
     [resume_session(session)]                   agent process, after a supervised restart
     [renew_session(session)]                    agent process, after session_lost ("fresh")
+    [warm(session, ctx) -> session]             worker process, turn thread, ahead of any
+                                                turn (prewarm=True; see above)
     prompt(session, text, ctx) -> events        worker process, daemon thread, once per turn,
                                                 consumed to its end (see above)
     update_session(session, event) -> session   worker process, for session_started and result
@@ -177,6 +188,25 @@ class Backend(abc.ABC):
         Runs in a daemon thread of the worker process; it may block on I/O. It must watch
         ``ctx.cancelled`` and stop promptly when it is set.
         """
+
+    def warm(self, session: Session, ctx: TurnContext) -> Session:
+        """Start ``session``'s live resources now, ahead of any turn; return the session.
+
+        Called in the worker for an agent started with ``prewarm=True`` (see the module
+        docstring), before its first turn. A backend that keeps a live process between
+        turns starts the very process its next :meth:`prompt` would use (and tracks its
+        process group with ``ctx``, as a turn does), so the first turn pays no start-up.
+        It must not send anything the provider would record as a turn, and it must leave
+        the session exactly as resumable as before: a warmed process that is retired
+        before any turn costs the conversation nothing. Return ``session`` itself when
+        nothing changed; a new value is relayed to the agent and persisted. Raising is
+        allowed (it is logged; the first turn then starts the session as usual).
+
+        The default starts nothing and returns ``session``: right for backends without a
+        live process (HTTP APIs, CLIs run once per turn). The worker process itself is up
+        either way, so even then the first turn skips the worker's start.
+        """
+        return session
 
     def update_session(self, session: Session, event: Event) -> Session:
         """Return the session updated by a ``session_started`` or ``result`` event.

@@ -15,7 +15,12 @@ session, whether it gets one now, waits, or gives up:
   queue is granted the slot;
 * a request still queued at its deadline is *denied* (the turn fails with a typed error);
 * an idle session unused for ``session_idle_timeout`` seconds is retired even without
-  demand, so memory is given back.
+  demand, so memory is given back;
+* a *prewarm* (an agent started with ``prewarm=True`` wants its session live before any
+  turn) takes only a free slot: never while a turn waits, never by retiring anybody, and
+  it never queues. Granted, it is an ordinary idle session (retired least recently used,
+  or after the idle timeout); refused, nothing is owed to anyone (the first turn asks as
+  usual).
 
 Pure: no actors, no processes; the caller passes a clock and carries out the decisions
 (``Grant``, ``Retire``, ``Deny``). Holders are any hashable keys (agent names).
@@ -164,6 +169,24 @@ class SessionGovernor:
             return [Grant(holder)]
         self._queue.append((holder, now, now + max(0.0, timeout)))
         return self._make_room()
+
+    def prewarm(self, holder: Hashable) -> bool:
+        """``holder`` wants its session live ahead of any turn; whether it may start it.
+
+        Only a free slot is taken: with a turn waiting, or the cap reached, the answer is
+        no (a prewarm must neither evict a session nor get ahead of a turn in the queue,
+        and a refused one costs nobody anything). A granted session is idle and most
+        recently used: the first turn on it is a warm turn (``in_use``), and under
+        pressure or past the idle timeout it is retired like any idle session. A holder
+        whose session is live already is answered yes (nothing changes); one whose
+        session is being retired, no."""
+        session = self._live.get(holder)
+        if session is not None:
+            return not session.retiring
+        if self._queue or len(self._live) >= self.max_live:
+            return False
+        self._live[holder] = _Session(busy=False, last_used=self._clock())
+        return True
 
     def in_use(self, holder: Hashable) -> list[Decision]:
         """``holder`` runs a turn on its live session, which it did not ask for.

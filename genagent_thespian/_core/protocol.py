@@ -56,6 +56,8 @@ __all__ = [
     "_Hibernated",
     "_Hibernating",
     "_InitAgent",
+    "_PrewarmAnswer",
+    "_PrewarmWanted",
     "_Register",
     "_Restarting",
     "_SessionDenied",
@@ -67,6 +69,7 @@ __all__ = [
     "_SessionReply",
     "_SessionRetire",
     "_SessionWanted",
+    "_SessionWarmed",
     "_ShutdownAgent",
     "_StartTurn",
     "_TelemetryBatch",
@@ -78,6 +81,7 @@ __all__ = [
     "_TurnOutput",
     "_Unregister",
     "_Wake",
+    "_WarmSession",
     "_WatcherGone",
     "_WhereIsGovernor",
 ]
@@ -405,6 +409,62 @@ class _SessionGone:
 
     name: AgentName
     withdraw: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _PrewarmWanted:
+    """Agent -> governor: may I start my session now, ahead of any turn (``prewarm=True``)?
+
+    Answered ``_PrewarmAnswer``. Only a free slot is given: a prewarm never waits in the
+    queue and never makes the governor retire a session."""
+
+    name: AgentName
+
+
+@dataclass(frozen=True, slots=True)
+class _PrewarmAnswer:
+    """Governor -> agent: ``granted``: start the session (it counts as live and idle)."""
+
+    name: AgentName
+    granted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _WarmSession:
+    """Agent -> worker: start ``backend``'s live session for ``session`` without a turn.
+
+    The worker calls ``Backend.warm`` in its turn thread; a turn that arrives meanwhile
+    waits for it and then runs on what it started. Answered ``_SessionWarmed(done=True)``.
+    """
+
+    session: Session
+    backend: ClassSpec  # the Backend subclass (pickled by reference)
+    agent: AgentName
+
+    def __repr__(self) -> str:  # Thespian formats every message it sends: keep it cheap
+        return f"_WarmSession(agent={self.agent!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionWarmed:
+    """Worker -> agent: facts of a prewarm (and process groups reported outside a turn).
+
+    ``process_groups`` are what ``Backend.warm`` started (``(pgid, alive)``, as in
+    ``_TurnOutput``), so the agent can end them should the worker die; ``session`` is set
+    when ``warm`` changed it (``session_changed``); ``done`` once ``warm`` returned, with
+    ``error`` naming what it raised (a failed prewarm costs nobody anything: the first
+    turn starts the session as usual)."""
+
+    done: bool = False
+    session_changed: bool = False
+    session: Session = None
+    error: str | None = None
+    duration_ms: float = 0.0
+    process_groups: tuple[tuple[int, bool], ...] = ()
+    pid: int = 0
+
+    def __repr__(self) -> str:  # Thespian formats every message it sends: keep it cheap
+        return f"_SessionWarmed(done={self.done})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,7 +90,7 @@ def build_spec(
     max_queued_bytes, max_restarts = merged["max_queued_bytes"], merged["max_restarts"]
     worker_idle_timeout, restart = merged["worker_idle_timeout"], merged["restart"]
     restart_window, durable = merged["restart_window"], merged["durable"]
-    on_session_lost = merged["on_session_lost"]
+    on_session_lost, prewarm = merged["on_session_lost"], merged["prewarm"]
     secret_resolver = merged["secret_resolver"]
     hibernate_after = _hibernate_seconds(merged["hibernate_after"], bool(durable), name)
     placement = settings.get("placement")
@@ -137,6 +137,8 @@ def build_spec(
             f"on_session_lost must be one of {SESSION_LOST_POLICIES}, got {on_session_lost!r}",
             agent=name,
         )
+    if not isinstance(prewarm, bool):
+        raise InvalidOption(f"prewarm must be True or False, got {prewarm!r:.80}", agent=name)
     if secret_resolver is not None:
         if not callable(secret_resolver):
             raise InvalidOption(
@@ -175,6 +177,7 @@ def build_spec(
         on_session_lost=on_session_lost,
         secret_resolver=secret_resolver,
         hibernate_after=hibernate_after,
+        prewarm=prewarm,
     )
     return dataclasses.replace(spec, **backoff)
 

@@ -24,7 +24,13 @@ from transport_attacks import port_of
 import genagent_thespian as g
 from genagent_thespian import AgentSystem
 from genagent_thespian._core.protocol import _GovernorAt, _WhereIsGovernor
-from genagent_thespian.testing import Slow, read_history, system_processes, wait_until
+from genagent_thespian.testing import (
+    Slow,
+    TelemetryCapture,
+    read_history,
+    system_processes,
+    wait_until,
+)
 
 
 def start_capped(cap: int, **settings: object) -> AgentSystem:
@@ -244,3 +250,60 @@ def claude_processes(workdir: Path) -> list[list[str]]:
         if info["cwd"] == str(workdir) and info["status"] != psutil.STATUS_ZOMBIE:
             found.append(list(info["cmdline"] or []))
     return found
+
+
+def test_a_prewarm_takes_only_a_free_slot_and_its_first_turn_is_warm(
+    capped: AgentSystem, tmp_path: Path
+) -> None:
+    def prewarmed(name: str) -> str:
+        (_, metadata), *_ = capture.wait_for(
+            "session.prewarm", lambda _m, md: md["agent"] == name, timeout=30
+        )
+        return str(metadata["outcome"])
+
+    with TelemetryCapture(["session.prewarm"]) as capture:
+        histories = {name: start(name, tmp_path, prewarm=True) for name in ("a", "b")}
+        assert (prewarmed("a"), prewarmed("b")) == ("warm", "warm")
+        histories["c"] = start("c", tmp_path, prewarm=True)
+        assert prewarmed("c") == "no_slot"  # the cap is reached: nothing evicted for it
+    figures = g.sessions()
+    assert figures is not None
+    assert (figures.live, figures.busy, figures.retiring, figures.queued) == (2, 0, 0, 0)
+    assert [g.status(name).turns for name in "abc"] == [0, 0, 0]
+
+    # The prewarmed session is live: a's first turn runs without the governor's answer.
+    governor = governor_pid(capped)
+    os.kill(governor, signal.SIGSTOP)
+    try:
+        assert g.ask("a", "first", timeout=20).text == "ok"
+    finally:
+        os.kill(governor, signal.SIGCONT)
+    # c's first turn asks as usual: the least recently used idle session (b's) makes room.
+    assert g.ask("c", "hello", timeout=20).text == "ok"
+    assert g.ask("a", "second", timeout=20).text == "ok"  # a's session was not the one retired
+    assert read_history(histories["a"]) == ["first", "second"]
+    assert read_history(histories["c"]) == ["hello"]
+    figures = g.sessions()
+    assert figures is not None and figures.live == 2
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_a_bad_prewarm_is_refused_naming_the_option(capped: AgentSystem, value: object) -> None:
+    with pytest.raises(g.InvalidOption, match="prewarm"):
+        g.start_agent(Recorder, name="bad", backend="scripted", prewarm=value)  # type: ignore[arg-type]
+    assert "bad" not in g.list_agents()
+
+
+def test_an_ungoverned_node_prewarms_without_asking(tmp_path: Path) -> None:
+    system = start_capped(0)  # max_live_sessions=0: no governor at all
+    try:
+        with TelemetryCapture(["session.prewarm"]) as capture:
+            history = start("free", tmp_path, prewarm=True)
+            (_, metadata), *_ = capture.wait_for("session.prewarm", timeout=30)
+        assert metadata["outcome"] == "warm"
+        assert g.sessions() is None
+        assert g.ask("free", "hi", timeout=20).text == "ok"
+        assert read_history(history) == ["hi"]
+    finally:
+        g.shutdown_system(system)
+        wait_until(lambda: not system_processes(system), message="processes survived shutdown")

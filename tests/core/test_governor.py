@@ -196,3 +196,49 @@ def test_the_default_cap_comes_from_the_hosts_total_memory() -> None:
     for bad in (-1, "many", True, 2.5):
         with pytest.raises(InvalidOption):
             node_session_cap(bad)
+
+
+def test_a_prewarm_takes_a_free_slot_as_an_idle_session(clock: Clock) -> None:
+    gov = SessionGovernor(2, clock=clock)
+    assert gov.prewarm("a") is True
+    status = gov.status()
+    assert (status.live, status.busy, status.queued) == (1, 0, 0)
+    assert gov.prewarm("a") is True  # already live: nothing changes
+    assert gov.status().live == 1
+    # The first turn on it is a warm turn: it is in use at once, no new slot taken.
+    assert gov.in_use("a") == []
+    assert (gov.status().live, gov.status().busy) == (1, 1)
+
+
+def test_a_prewarm_never_evicts_never_queues_and_never_overtakes_a_waiting_turn(
+    clock: Clock,
+) -> None:
+    gov = SessionGovernor(2, clock=clock)
+    gov.request("busy", timeout=10)
+    assert gov.prewarm("idle") is True
+    # At the cap: refused, and nothing retired for it, busy or idle.
+    assert gov.prewarm("late") is False
+    status = gov.status()
+    assert (status.live, status.busy, status.retiring, status.queued) == (2, 1, 0, 0)
+    # A turn waits (the idle prewarmed session is being retired for it): a prewarm that
+    # finds the freed slot must not take it ahead of the turn.
+    assert gov.request("turn", timeout=10) == [Retire("idle")]
+    assert gov.prewarm("late") is False
+    assert gov.session_ended("idle") == [Grant("turn")]
+    assert gov.position("late") is None
+    # Its own session being retired: refused (the holder's next turn asks as usual).
+    gov.turn_done("turn")
+    assert gov.request("other", timeout=10) == [Retire("turn")]
+    assert gov.prewarm("turn") is False
+
+
+def test_a_prewarmed_session_is_retired_like_any_idle_one(clock: Clock) -> None:
+    gov = SessionGovernor(1, session_idle_timeout=30, clock=clock)
+    assert gov.prewarm("a") is True
+    assert gov.next_deadline() == clock.now + 30
+    clock.now += 30
+    assert gov.tick() == [Retire("a")]
+    assert gov.session_ended("a") == []
+    assert gov.prewarm("b") is True
+    # Under pressure it is the least recently used idle session that goes.
+    assert gov.request("c", timeout=10) == [Retire("b")]

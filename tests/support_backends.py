@@ -10,6 +10,11 @@ one turn's provider call never overlaps the previous one's clean-up.
 ``gate`` file before it ends the turn (the prompt ``warm-up`` just answers), so a test can
 look at what reached the caller while the provider is still busy.
 
+``WarmingBackend`` implements ``Backend.warm``: it logs ``warm-start``/``warm-end`` lines
+(spending ``warm_s`` between them, or raising when ``warm_fails``) and returns the session
+marked ``warmed``; each turn logs ``start``/``end`` and answers ``warmed=<mark>``, so a
+test sees that the warmed session reached the turn and that a turn never overlaps a warm.
+
 ``HeapReporter`` with ``HeapReportingBackend`` answer a turn with facts about the agent
 process (set by ``pre_turn``, which runs there) and the worker process (set by the backend):
 pid and how many objects the garbage collector holds frozen.
@@ -82,6 +87,28 @@ class GatedBackend(Backend):
         yield Event(EventKind.RAW, {"type": "provider-line"})
         yield Event.text_delta("b")
         yield Event.result("ab")
+
+
+class WarmingBackend(Backend):
+    """See the module docstring. Options: ``log`` (path), ``warm_s``, ``warm_fails``."""
+
+    name = "warming"
+
+    def start_session(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(options)
+
+    def warm(self, session: dict[str, Any], ctx: TurnContext) -> dict[str, Any]:
+        _log(session, "warm-start", ctx.ref)
+        if session.get("warm_fails"):
+            raise RuntimeError("the provider cannot be warmed")
+        ctx.cancelled.wait(float(session.get("warm_s", 0)))
+        _log(session, "warm-end", ctx.ref)
+        return {**session, "warmed": os.getpid()}
+
+    def prompt(self, session: dict[str, Any], prompt: str, ctx: TurnContext) -> Iterator[Event]:
+        _log(session, "start", prompt)
+        yield Event.result(f"warmed={session.get('warmed') == os.getpid()}")
+        _log(session, "end", prompt)
 
 
 def _log(session: Mapping[str, Any], what: str, prompt: str) -> None:

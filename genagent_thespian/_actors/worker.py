@@ -163,6 +163,9 @@ class TurnWorker(Actor):
         self._finishing: threading.Thread | None = None  # the last turn's (or prewarm's) thread
         self._finishing_wait = _CLEANUP_WAIT  # how long a next turn waits for that thread
         self._warming: TurnContext | None = None  # the prewarm in progress, until reported
+        # (session given, session returned) of the last prewarm that changed it: a turn sent
+        # before the agent heard of the change runs with what warm made (see _run_turn).
+        self._warmed: tuple[Session, Session] | None = None
         self._rfd: int | None = None
         self._wfd: int | None = None
         self._poll_armed = False
@@ -306,6 +309,12 @@ class TurnWorker(Actor):
             self._put("ready", (turn_id,))
         started = time.monotonic()
         session = message.session
+        warmed, self._warmed = self._warmed, None  # written before the warm thread ended
+        if warmed is not None and warmed[0] == session and warmed[1] != session:
+            # The turn was sent during the prewarm: it runs on what warm made of the session
+            # (codex: the app-server's key), and the agent gets that session with the turn.
+            session = warmed[1]
+            self._put("session", (turn_id, session), wake=False)
         stream = None
         exhausted = False
         reported = False
@@ -413,6 +422,8 @@ class TurnWorker(Actor):
                 error = f"{type(exc).__name__}: {exc}"
                 _log.debug("%s: warm raised", backend.name, exc_info=True)
         changed = warmed is not session and warmed != session
+        if changed:
+            self._warmed = (session, warmed)
         self._put("warmed", (warmed if changed else None, changed, error, _ms_since(started)))
 
     def _wait_for_previous(

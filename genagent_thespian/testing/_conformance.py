@@ -264,6 +264,40 @@ class BackendConformance:
         assert Response.from_events(second).text == "the second answer"
         self.assert_continues(provider, "the first prompt", "the first answer")
 
+    def test_a_turn_after_warm_runs_as_without_it(
+        self, backend: Backend, session: Session, provider: UserTerm
+    ) -> None:
+        """``warm`` (``prewarm=True``) returns a picklable session the first turn runs on.
+
+        The worker calls it ahead of the first turn, on the same backend instance; the
+        turn must then answer exactly as it would have without it.
+        """
+        ctx = TurnContext(agent="conformance", ref="prewarm")
+        warmed = pickle.loads(pickle.dumps(backend.warm(session, ctx)))
+        self.script_text(provider, "after the warm")
+        events = collect_turn(backend, warmed, "hello", timeout=self.turn_timeout)
+        assert events[-1].kind == EventKind.RESULT, events[-1].data
+        assert Response.from_events(events).text == "after the warm"
+
+    def test_a_session_warmed_and_closed_before_any_turn_stays_usable(
+        self, backend: Backend, session: Session, provider: UserTerm
+    ) -> None:
+        """What ``warm`` started may be retired unused (idle timeout, the session cap).
+
+        The session it returned must then start (or resume) in a new backend instance as if
+        it had never been warmed: no provider state that exists only in a retired process.
+        """
+        warmed = backend.warm(session, TurnContext(agent="conformance", ref="prewarm"))
+        backend.close()
+        fresh = self.make_backend()
+        try:
+            self.script_text(provider, "fresh start")
+            events = collect_turn(fresh, warmed, "hello", timeout=self.turn_timeout)
+        finally:
+            fresh.close()
+        assert events[-1].kind == EventKind.RESULT, events[-1].data
+        assert Response.from_events(events).text == "fresh start"
+
     def test_error_turn_ends_with_one_error(
         self, backend: Backend, session: Session, provider: UserTerm
     ) -> None:

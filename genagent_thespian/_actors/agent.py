@@ -1332,7 +1332,9 @@ class AgentActor(Actor):
                 "session.prewarm", {}, {"agent": self._m.name, "outcome": "no_slot"}
             )
             return
-        self._session_live = True
+        self._session_live = True  # counted now: released with the worker, the stop or exit
+        if self._stopping is not None or self._fenced:
+            return  # nothing may start now; the stop tells the governor the session is gone
         if self._m.current is not None or self.worker.turn_id is not None:
             return  # a turn came first: it runs on this session as soon as it is granted
         self._warm_session()

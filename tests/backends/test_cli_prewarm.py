@@ -108,8 +108,9 @@ def codex_options(server: FakeLLMServer, home: Path, workdir: Path) -> dict[str,
 def cli_leaders(workdir: Path, marker: bytes = b"") -> list[int]:
     """Pids of the live CLI processes (process group leaders) running in ``workdir``.
 
-    ``marker``: only those whose command line has it (codex also runs a shell of its own,
-    in a group of its own, to snapshot the environment)."""
+    ``marker``: only those whose command line has it, and whose parent's has not. Codex
+    forks helpers into groups of their own (a shell that snapshots the environment): until
+    the helper's exec, its command line is still its parent's ``codex app-server ...``."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -124,10 +125,25 @@ def cli_leaders(workdir: Path, marker: bytes = b"") -> list[int]:
             with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
                 if marker not in cmdline.read():
                     continue
+            if marker and marker in _cmdline(parent_of(pid)):
+                continue  # a helper the CLI forked, not a CLI of its own
         except OSError:
             continue
         found.append(pid)
     return sorted(found)
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        return int(stat.read().rsplit(b")", 1)[1].split()[1])
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read()
+    except OSError:
+        return b""
 
 
 def the_cli(workdir: Path, timeout: float = 30.0, marker: bytes = b"") -> int:

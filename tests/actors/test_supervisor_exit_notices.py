@@ -45,6 +45,10 @@ def _supervisor() -> tuple[AgentSupervisor, list[Any]]:
     sent: list[Any] = []
     supervisor.send = lambda to, message: sent.append((to, message))
     supervisor.wakeupAfter = lambda delay, payload=None: None
+    # A process it creates (the spare agent process it keeps once an agent sleeps) gets an
+    # address of its own, away from the ports the tests reuse.
+    ports = iter(range(41000, 42000))
+    supervisor.createActor = lambda actor_class, **options: _address(next(ports))
     return supervisor, sent
 
 

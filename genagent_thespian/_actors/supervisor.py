@@ -573,7 +573,8 @@ class AgentSupervisor(Actor):
         if node:
             requirements[NODE_CAPABILITY] = node
         _preload_backend(child.spec.backend)
-        child.address = self._take_spare(requirements) or self.createActor(
+        waking = child.slept_at is not None  # (cleared once the woken incarnation is ready)
+        child.address = (self._take_spare(requirements) if waking else None) or self.createActor(
             AgentActor, targetActorRequirements=requirements or None
         )
         timers, child.timers = child.timers, ()
@@ -605,7 +606,7 @@ class AgentSupervisor(Actor):
             ),
         )
         child.warm_worker = False
-        if child.wakes:
+        if waking:
             self._make_spare()  # the next wake-up finds one (made after this one's start)
 
     def _take_spare(self, requirements: Capabilities) -> ActorAddress | None:
@@ -615,7 +616,10 @@ class AgentSupervisor(Actor):
         (forked by this supervisor, then the new process's start-up until it can receive
         its spec) and then its worker's. With hibernating agents about, one agent process
         is kept started ahead: a wake-up sends its spec to that one, and a new spare is
-        made after the wake-up's start has gone out. Only outside conventions (the spare
+        made after the wake-up's start has gone out. Only for wake-ups (first starts and
+        restarts create their process: a start taking the spare made every agent that
+        went to sleep fork a new one, and registering thousands paid twice), only outside
+        conventions (the spare
         runs here, and a convention places agents on nodes) and for agents without
         placement labels; the spare becomes the agent at ``_InitAgent`` (its marker, its
         record, its worker), so nothing of another agent is in it.

@@ -204,33 +204,36 @@ class PostgresAgentStore(AgentStore):
         url: ``postgresql://user:password@host:port/database`` (libpq's URL or key=value
             form; ``PGPASSWORD`` and ``~/.pgpass`` work as usual).
         connect_timeout: Seconds to wait for the server when connecting.
+        open_timeout: Seconds the first connection may take in all: a server slow to accept
+            (a loaded host) is tried again, ``connect_timeout`` each time, until then. A
+            refusal (server down, bad password) fails at once.
 
     Raises:
-        InvalidOption: psycopg is not installed, or ``connect_timeout`` is invalid.
+        InvalidOption: psycopg is not installed, or a timeout is invalid.
         StoreError: The server cannot be reached or refused the connection.
         StoreSchemaMismatch: The database holds another schema version of this store.
     """
 
-    def __init__(self, url: str, *, connect_timeout: float = 2.0) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout: float = 2.0, open_timeout: float = 20.0
+    ) -> None:
         """Check the timeout, then connect and check (or create) the schema at once.
 
         Connecting here means an unreachable server or a foreign schema fails ``start_agent``, not
         the first turn boundary of a running agent.
         """
-        if (
-            isinstance(connect_timeout, bool)
-            or not isinstance(connect_timeout, int | float)
-            or not 0 < connect_timeout < 1e6
-        ):
-            raise InvalidOption(f"invalid connect_timeout={connect_timeout!r}: expected seconds")
+        for option, value in (("connect_timeout", connect_timeout), ("open_timeout", open_timeout)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e6:
+                raise InvalidOption(f"invalid {option}={value!r}: expected seconds")
         self._psycopg = _psycopg()
         self._url = url
         self.location = safe_location(url)
         self.connect_timeout = float(connect_timeout)
+        self.open_timeout = float(open_timeout)
         self._lock = threading.RLock()
         self._closed = False
         self._pid = os.getpid()
-        self._connection = self._open()
+        self._connection = self._open(patience=self.open_timeout)
         _OPEN_STORES.add(self)
 
     def __repr__(self) -> str:
@@ -238,17 +241,30 @@ class PostgresAgentStore(AgentStore):
 
     # connection management ------------------------------------------------------------------
 
-    def _open(self) -> _Connection:
+    def _open(self, *, patience: float = 0.0) -> _Connection:
         """Connect and create or check the schema under an advisory lock.
 
         The transaction-scoped advisory lock serialises agents on several hosts that open a new
         database together, so the schema is created once. Connections run in autocommit mode and
         every store call opens its own explicit transaction.
+
+        A connection attempt that times out is made again until ``patience`` seconds have
+        passed: the first open of a store (every agent process makes one) must ride out a
+        server slow to accept, as on a host under load (measured: two suites at once on two
+        cores, 2 s were not always enough). A reconnection later gets no patience: an agent
+        that cannot reach its store must learn it within its lease.
         """
+        deadline = time.monotonic() + patience
         with self._translate("open"):
-            conn: _Connection = self._psycopg.connect(
-                self._url, autocommit=True, **self._network_defaults()
-            )
+            while True:
+                try:
+                    conn: _Connection = self._psycopg.connect(
+                        self._url, autocommit=True, **self._network_defaults()
+                    )
+                    break
+                except self._psycopg.errors.ConnectionTimeout:
+                    if time.monotonic() >= deadline:
+                        raise
             with conn.transaction():  # transactions are explicit: autocommit otherwise
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (APPLICATION_ID,))
                 for statement in _SCHEMA:

@@ -21,6 +21,7 @@ from support_postgres import PostgresServer
 
 import genagent_thespian as g
 from genagent_thespian._api.system import free_port
+from genagent_thespian._core.errors import InvalidOption
 from genagent_thespian._durable.location import describe_store, open_store
 from genagent_thespian._durable.postgres import PostgresAgentStore
 from genagent_thespian._durable.store import (
@@ -179,3 +180,44 @@ def _ask_or_error(name: str, prompt: str, system: g.AgentSystem) -> object:
         return g.ask(name, prompt, system=system)
     except g.GenAgentError as exc:
         return exc
+
+
+class _SilentServer:
+    """A TCP listener that accepts connections and never answers: a server slow to accept
+    (what PostgreSQL on a host under heavy load looks like to a client), counting tries."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted: list[object] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted.append(connection)  # kept open, never answered
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.accepted:
+            connection.close()  # type: ignore[attr-defined]
+
+
+def test_the_first_open_tries_a_server_slow_to_accept_again_until_its_patience_ends() -> None:
+    server = _SilentServer()
+    try:
+        url = f"postgresql://genagent@127.0.0.1:{server.port}/agents"
+        with pytest.raises(StoreError, match="ConnectionTimeout") as caught:
+            PostgresAgentStore(url, connect_timeout=2, open_timeout=3)
+        assert len(server.accepted) >= 2, "a timed-out connection is tried again"
+        assert "genagent@127.0.0.1" in str(caught.value)
+        with pytest.raises(InvalidOption, match="open_timeout"):
+            PostgresAgentStore(url, open_timeout=0)
+    finally:
+        server.close()

@@ -244,7 +244,9 @@ def test_handle_event_failure_reaches_the_notifier_and_the_agent_keeps_serving(
 def test_interrupt_ends_the_running_ask_and_the_agent_serves_the_next_one(tmp_path: Path) -> None:
     log = start(tmp_path, script=[Slow("a b c d e f g h", 30.0), "next"])
     ref = g.tell("a", "long")
-    wait_until(lambda: g.status("a").current_ref == ref)
+    # The provider has taken the turn (the script moved on): interrupted before that, on a
+    # busy machine, the turn never reached it and "q" would get the slow item (measured).
+    wait_until(lambda: g.status("a").current_ref == ref and g.backend_session("a").position == 1)
     assert g.interrupt("a") == ref
     result = wait_done("a", ref)
     assert isinstance(result.error, g.TurnInterrupted)

@@ -501,19 +501,23 @@ class PostgresAgentStore(AgentStore):
         self, key: str, *, owner: str, seconds: float, process: ProcessRecord | None = None
     ) -> TakeOver:
         """The four steps of a takeover in one transaction; the old lease's time left is
-        computed by the server's clock, as :meth:`lease` does."""
+        computed by the server's clock, as :meth:`lease` does.
+
+        The fence comes first: its update locks the agent's row, so a concurrent takeover
+        commits before this one reads the lease, and this one then waits out that lease
+        (each statement sees what was committed before it began)."""
         key = _check_key(key)
         with self._write("take_over", key) as cur:
+            cur.execute(
+                "UPDATE agents SET incarnation = incarnation + 1, updated_at = %s WHERE key = %s",
+                (time.time(), key),
+            )
             row = cur.execute(
                 "SELECT epoch, owner, extract(epoch FROM expires - clock_timestamp())"
                 " FROM leases WHERE key = %s",
                 (key,),
             ).fetchone()
             previous = None if row is None else Lease(int(row[0]), row[1], float(row[2]))
-            cur.execute(
-                "UPDATE agents SET incarnation = incarnation + 1, updated_at = %s WHERE key = %s",
-                (time.time(), key),
-            )
             rows = self._select_agent(cur, key)
             if rows is None:
                 raise AgentNotFound(f"no stored agent with key {_short(key)}")

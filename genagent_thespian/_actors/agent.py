@@ -935,18 +935,9 @@ class AgentActor(Actor):
         watchdog starts when the worker says the backend call began (``ready``), so a turn
         that waited behind a cancelled one keeps its whole deadline. The end of a cancelled
         turn only frees the worker: its caller was answered when it was cancelled."""
-        slot = self.worker
-        if sender != slot.address:
+        if not self._worker_facts(message, sender):
             return  # a retired worker's late output
-        self._deadlines.cancel(_WorkerStartGrace(slot.generation).key)
-        known = (slot.pid, frozenset(slot.process_groups))
-        if message.pid and message.pid != slot.pid:
-            slot.pid = message.pid
-            slot.identity = self._worker_identity(message.pid)
-        for pgid, alive in message.process_groups:
-            (slot.process_groups.add if alive else slot.process_groups.discard)(pgid)
-        if (slot.pid, frozenset(slot.process_groups)) != known:
-            self._report_processes()
+        slot = self.worker
         unsaved_since: int | None = None  # the session changed and waits for a save
         if message.session_changed and message.session != self.session:
             self.session = message.session  # also for a cancelled turn: an early id counts
@@ -974,6 +965,26 @@ class AgentActor(Actor):
         self._turn_ended(message)
         if unsaved_since == self._saves and not self._fenced:
             self._persist_session()  # nothing at the turn's end saved (a cancelled turn's end)
+
+    def _worker_facts(self, message: _TurnOutput | _SessionWarmed, sender: ActorAddress) -> bool:
+        """Take the process facts a worker's message carries (its pid, the process groups its
+        backend started or ended); ``False`` for a worker that was already replaced.
+
+        The worker is then known to run (its start grace ends), and a change of its processes
+        is reported to the supervisor and recorded, so they are ended with it."""
+        slot = self.worker
+        if sender != slot.address:
+            return False
+        self._deadlines.cancel(_WorkerStartGrace(slot.generation).key)
+        known = (slot.pid, frozenset(slot.process_groups))
+        if message.pid and message.pid != slot.pid:
+            slot.pid = message.pid
+            slot.identity = self._worker_identity(message.pid)
+        for pgid, alive in message.process_groups:
+            (slot.process_groups.add if alive else slot.process_groups.discard)(pgid)
+        if (slot.pid, frozenset(slot.process_groups)) != known:
+            self._report_processes()
+        return True
 
     def _turn_ended(self, message: _TurnOutput) -> None:
         """The worker's turn is over: free the worker, store the transcript, end the turn."""
@@ -1359,18 +1370,9 @@ class AgentActor(Actor):
         The groups are recorded (and reported to the supervisor) as a turn's are, so a
         prewarmed CLI is ended with its worker whatever happens; the prewarmed session is
         then an ordinary idle one (idle retirement, the governor's LRU)."""
-        slot = self.worker
-        if sender != slot.address:
+        if not self._worker_facts(message, sender):
             return  # a retired worker's late report
-        self._deadlines.cancel(_WorkerStartGrace(slot.generation).key)
-        known = (slot.pid, frozenset(slot.process_groups))
-        if message.pid and message.pid != slot.pid:
-            slot.pid = message.pid
-            slot.identity = self._worker_identity(message.pid)
-        for pgid, alive in message.process_groups:
-            (slot.process_groups.add if alive else slot.process_groups.discard)(pgid)
-        if (slot.pid, frozenset(slot.process_groups)) != known:
-            self._report_processes()
+        slot = self.worker
         if message.session_changed and message.session != self.session:
             self.session = message.session
             self._persist_session()

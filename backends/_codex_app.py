@@ -509,12 +509,7 @@ class AppServerSessions:
         Raises:
             ProcessStartError: the app-server could not be started.
         """
-        translator = AppServerTranslator(
-            thread_id=session.thread_id,
-            previous_usage=session.cumulative_usage,
-            known_history=session.thread_id is not None,
-            max_network_retries=session.options.get("max_network_retries"),
-        )
+        translator = _translator_for(session)
         key = session.key
         server = self._server(key, session, ctx)
         keep = False
@@ -551,12 +546,7 @@ class AppServerSessions:
         command or its environment is wrong, and a retry would fail alike). The process is
         marked busy for the turn, so ``terminate`` during it stops it hard.
         """
-        translator = AppServerTranslator(
-            thread_id=session.thread_id,
-            previous_usage=session.cumulative_usage,
-            known_history=session.thread_id is not None,
-            max_network_retries=session.options.get("max_network_retries"),
-        )
+        translator = _translator_for(session)
         key = session.key
         keep = False
         server: _Server | None = None
@@ -830,3 +820,13 @@ def _send(server: _Server, method: str, params: WireMapping) -> int:
 def new_key() -> str:
     """A key naming one session's app-server (sessions have no thread id before turn one)."""
     return uuid.uuid4().hex
+
+
+def _translator_for(session: Session) -> AppServerTranslator:
+    """A translator of the app-server's notifications for one turn (or warm) of ``session``."""
+    return AppServerTranslator(
+        thread_id=session.thread_id,
+        previous_usage=session.cumulative_usage,
+        known_history=session.thread_id is not None,
+        max_network_retries=session.options.get("max_network_retries"),
+    )

@@ -8,7 +8,8 @@ one turn's provider call never overlaps the previous one's clean-up.
 
 ``GatedBackend`` yields announcements, usage and a text delta, then waits (bounded) for its
 ``gate`` file before it ends the turn (the prompt ``warm-up`` just answers), so a test can
-look at what reached the caller while the provider is still busy.
+look at what reached the caller while the provider is still busy; it creates the ``reached``
+file, when given, as it begins to wait.
 
 ``WarmingBackend`` implements ``Backend.warm``: it logs ``warm-start``/``warm-end`` lines
 (spending ``warm_s`` between them, or raising when ``warm_fails``) and returns the session
@@ -27,6 +28,7 @@ import json
 import os
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from genagent_thespian import (
@@ -80,6 +82,8 @@ class GatedBackend(Backend):
         yield Event(EventKind.TURN_STARTED, {"turn_index": 0})
         yield Event(EventKind.USAGE, {"usage": Usage(input_tokens=1, output_tokens=1)})
         yield Event.text_delta("a")
+        if session.get("reached"):
+            Path(session["reached"]).touch()
         deadline = time.monotonic() + 30.0
         while not os.path.exists(session["gate"]) and time.monotonic() < deadline:
             if ctx.cancelled.wait(0.01):

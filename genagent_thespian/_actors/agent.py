@@ -117,6 +117,7 @@ from .._core.protocol import (
     _SessionWarmed,
     _ShutdownAgent,
     _StartTurn,
+    _StreamTurn,
     _TelemetryBatch,
     _TelemetryInterest,
     _TelemetryInterestAck,
@@ -418,6 +419,7 @@ class _WorkerSlot:
     turn_id: int | None = None  # the turn it runs
     cancelling: int | None = None  # a cancelled turn it has not finished yet
     awaiting_ready: bool = False  # the running turn's watchdog waits for the worker's ready
+    watched: bool = False  # the running turn's events stream as they come (see _StartTurn)
     process_groups: set[int] = field(default_factory=set)
     last_used: float = field(default_factory=time.monotonic)
     generation: int = 0
@@ -906,6 +908,7 @@ class AgentActor(Actor):
         The ``genagent ask`` command streams text this way; plain Thespian code can too."""
         if message.active:
             self._watchers.add(sender)
+            self._watching_began()
         else:
             self._watchers.discard(sender)
         self.send(sender, Accepted(message.ref))
@@ -1210,6 +1213,7 @@ class AgentActor(Actor):
         # ``TurnWorker._start``, which also says ``waiting`` when a previous stream is still
         # ending); otherwise the watchdog starts now and the turn costs no extra message.
         slot.awaiting_ready = not slot.pid or bool(self._dying_groups)
+        slot.watched = self._turn_watched()
         self.send(
             slot.address,
             _StartTurn(
@@ -1220,10 +1224,30 @@ class AgentActor(Actor):
                 self.backend_cls,
                 self._m.name,
                 tuple(sorted(self._dying_groups)),
+                stream=slot.watched,
             ),
         )
         self._dying_groups.clear()
         self._arm_watchdog_if_started()
+
+    def _turn_watched(self) -> bool:
+        """Whether anyone looks at a turn's events as they come: a ``Watch`` subscriber, a
+        telemetry handler of ``turn.event``, or the implementation's ``handle_stream_event``.
+
+        When nobody does, the worker sends a turn's events with its end (one message per
+        turn instead of one per batch of events); the turn's ``Response`` is the same."""
+        return (
+            bool(self._watchers)
+            or self._telemetry_wanted("turn.event")
+            or type(self._m.impl).handle_stream_event is not GenAgent.handle_stream_event
+        )
+
+    def _watching_began(self) -> None:
+        """Somebody started watching: a turn started unwatched streams from now on."""
+        slot = self.worker
+        if slot.turn_id is not None and not slot.watched and slot.address is not None:
+            slot.watched = True
+            self.send(slot.address, _StreamTurn(slot.turn_id))
 
     def _arm_watchdog_if_started(self) -> None:
         """Start the pending watchdog if its turn went to a worker that starts it at once."""
@@ -1774,6 +1798,8 @@ class AgentActor(Actor):
 
         Acknowledged when asked (``seq``), so ``attach`` returns only once every agent knows."""
         self._telemetry_names = message.names
+        if self._telemetry_wanted("turn.event"):
+            self._watching_began()
         if message.seq:
             self.send(sender, _TelemetryInterestAck(message.seq))
 
@@ -1786,13 +1812,17 @@ class AgentActor(Actor):
         subscribed to costs no message at all. The node and backend are added so every
         handler can tell agents on different hosts and providers apart.
         """
-        names = self._telemetry_names
-        if self._telemetry is None or (names is not None and name not in names):
+        if not self._telemetry_wanted(name):
             return
         metadata.setdefault("node", self._node)
         if self.backend_cls is not None:
             metadata.setdefault("backend", self.backend_cls.name)
         self._telemetry_out.append((name, measurements, metadata))
+
+    def _telemetry_wanted(self, name: str) -> bool:
+        """Whether the hub wants events named ``name`` (all of them until it has said)."""
+        names = self._telemetry_names
+        return self._telemetry is not None and (names is None or name in names)
 
     def _flush_telemetry(self) -> None:
         """Send the queued events in one message: one send per handled message, not per event."""

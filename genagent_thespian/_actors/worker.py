@@ -18,8 +18,12 @@ up most of the framework's CPU per CLI turn. Items nobody waits for (the events 
 session re-announced unchanged) are queued without the wake-up byte and travel, in order,
 with the next item that matters: an event a streaming user sees (text, deltas, tools,
 retries, warnings), a changed session (durable at once), a process group, the turn's end.
-A claude turn thus costs two messages (its text, its result) instead of five, and the
-streaming latency of what users watch is unchanged.
+And the events a streaming user sees wake the actor only when somebody watches the turn
+(``_StartTurn.stream``: a ``Watch`` subscriber, a ``turn.event`` telemetry handler, an
+implementation's ``handle_stream_event``); otherwise they too ride with the turn's end. A
+claude turn thus costs one message instead of five, and the streaming latency of what
+users watch is unchanged. Someone who starts watching mid-turn makes the agent send
+``_StreamTurn``: the worker sends what it holds at once and streams from then on.
 
 Why the worker never raises: Thespian re-delivers a message whose handler raised, which
 would run an LLM call twice. Every exception of the thread is caught and reported as the
@@ -40,6 +44,7 @@ The messages between an agent and its worker (one worker per agent at a time)::
       <-- _TurnOutput(ready)      (the backend call begins: watchdog)    events -> queue
       <-- _TurnOutput(events, session, process_groups)  <-- _drain <--   byte on the pipe
       <-- _TurnOutput(done, error, duration_ms)                           terminal event
+      _StreamTurn(turn_id) (a watcher came) --> send what is queued, stream the rest
       _CancelTurn(turn_id) -------------------> ctx.cancelled.set()
       _WarmSession(session) ------------------> _warm ------------->  backend.warm()
       <-- _SessionWarmed(process_groups, session, done)  <-- _drain   (prewarm=True)
@@ -95,6 +100,7 @@ from .._core.protocol import (
     _SessionEnded,
     _SessionWarmed,
     _StartTurn,
+    _StreamTurn,
     _TurnOutput,
     _WarmSession,
     _WorkerHello,
@@ -127,11 +133,13 @@ _DEFERRED_KINDS = frozenset(
 
 @dataclass
 class _Running:
-    """The turn in progress: its id, the context its cancel flag lives in, its thread."""
+    """The turn in progress: its id, the context its cancel flag lives in, its thread, and
+    whether somebody watches it (its events wake the actor as they come)."""
 
     turn_id: int
     ctx: TurnContext
     thread: threading.Thread
+    watched: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
 
 
@@ -199,6 +207,8 @@ class TurnWorker(Actor):
                 running = self._running
                 if running is not None and running.turn_id == message.turn_id:
                     running.ctx.cancelled.set()
+            elif isinstance(message, _StreamTurn):
+                self._stream_turn(message.turn_id)
             elif isinstance(message, WatchMessage):
                 self._drain()
             elif isinstance(message, WakeupMessage):
@@ -256,13 +266,16 @@ class TurnWorker(Actor):
             on_process_group=self._on_process_group,
             isolated=self._isolated,
         )
+        watched = threading.Event()
+        if message.stream:
+            watched.set()
         thread = threading.Thread(
             target=self._run_turn,
-            args=(backend, message, ctx, previous, wait, report_ready),
+            args=(backend, message, ctx, previous, wait, report_ready, watched),
             name=f"genagent-turn-{message.turn_id}",
             daemon=True,
         )
-        self._running = _Running(message.turn_id, ctx, thread)
+        self._running = _Running(message.turn_id, ctx, thread, watched)
         thread.start()
         self._finishing, self._finishing_wait = thread, _CLEANUP_WAIT
         if not self._announced:
@@ -274,6 +287,14 @@ class TurnWorker(Actor):
             self.send(sender, _TurnOutput(message.turn_id, waiting=True, pid=os.getpid()))
         if not self._watch_supported:
             self._arm_poll()
+
+    def _stream_turn(self, turn_id: int) -> None:
+        """Somebody started watching turn ``turn_id``: send what it queued, stream the rest."""
+        running = self._running
+        if running is None or running.turn_id != turn_id or running.watched.is_set():
+            return
+        running.watched.set()
+        self._drain()
 
     def _backend_for(self, backend_cls: type[Backend]) -> Backend:
         """The worker's one instance of ``backend_cls``: live resources (an HTTP client, a CLI
@@ -292,6 +313,7 @@ class TurnWorker(Actor):
         previous: threading.Thread | None,
         wait: float,
         report_ready: bool,
+        watched: threading.Event,
     ) -> None:
         """Thread body: play one turn, reporting everything through the queue. Never raises.
 
@@ -340,9 +362,10 @@ class TurnWorker(Actor):
                     self._put("event", (turn_id, event), wake=False)
                     error = _terminal_error(terminal, backend)
                     self._put("done", (turn_id, error, _ms_since(started)))
-                else:
-                    wake = changed or event.kind not in _DEFERRED_KINDS
-                    self._put("event", (turn_id, event), wake=wake)
+                elif changed or event.kind in _DEFERRED_KINDS:
+                    self._put("event", (turn_id, event), wake=changed)
+                else:  # what a watcher sees: sent at once if somebody watches
+                    self._put("event", (turn_id, event), wake=False, watched=watched)
             exhausted = True
             if not reported:
                 self._put("done", (turn_id, _terminal_error(None, backend), _ms_since(started)))
@@ -460,10 +483,20 @@ class TurnWorker(Actor):
                 ):
                     _log.error("process group %s survived SIGKILL for %ss", pgid, _GROUPS_GONE_WAIT)
 
-    def _put(self, kind: str, payload: tuple[object, ...], *, wake: bool = True) -> None:
+    def _put(
+        self,
+        kind: str,
+        payload: tuple[object, ...],
+        *,
+        wake: bool = True,
+        watched: threading.Event | None = None,
+    ) -> None:
         """Queue a report from the turn thread; ``wake``: also wake the actor through the pipe
-        to send it (with everything queued before it)."""
+        to send it (with everything queued before it); ``watched``: wake it only if that is
+        set. The flag is read after the item is queued: a ``_StreamTurn`` handled meanwhile
+        either finds the item in the queue (and sends it) or has set the flag first."""
         self._queue.put((kind, payload))
+        wake = wake or (watched is not None and watched.is_set())
         if wake and self._wfd is not None:
             with contextlib.suppress(OSError):
                 os.write(self._wfd, b"x")

@@ -72,6 +72,7 @@ __all__ = [
     "_SessionWarmed",
     "_ShutdownAgent",
     "_StartTurn",
+    "_StreamTurn",
     "_TelemetryBatch",
     "_TelemetryInterest",
     "_TelemetryInterestAck",
@@ -143,6 +144,10 @@ class _StartTurn:
     backend: ClassSpec  # the Backend subclass (pickled by reference)
     agent: AgentName
     wait_gone: tuple[int, ...] = ()  # process groups killed earlier that must be gone first
+    #: Someone watches the turn as it runs (a ``Watch`` subscriber, a ``turn.event``
+    #: telemetry handler, ``handle_stream_event``): send its events as they come. Otherwise
+    #: they travel with the turn's end, one message instead of two or more.
+    stream: bool = True
 
     def __repr__(self) -> str:  # Thespian formats every message it sends: keep it cheap
         return f"_StartTurn(turn_id={self.turn_id}, ref={self.ref})"
@@ -166,6 +171,15 @@ class _CancelTurn:
     No answer of its own: the turn's ``_TurnOutput(done=True)`` says it ended. The agent
     gives it ``CANCEL_GRACE`` seconds before it kills the worker instead.
     """
+
+    turn_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class _StreamTurn:
+    """Agent -> worker: someone started watching turn ``turn_id`` while it runs (it was
+    started with ``stream=False``): send what it produced so far now, and its events as
+    they come from now on. Ignored when that turn is no longer running."""
 
     turn_id: int
 

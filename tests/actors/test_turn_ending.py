@@ -10,6 +10,7 @@ backend's clean-up still runs; on simpleSystemBase the worker shares the test's 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
@@ -132,3 +133,38 @@ def test_deferred_events_ride_with_the_next_live_one_in_order(
         seqs = [m["seq"] for m, _md in capture.named("turn.event")]
         assert seqs == sorted(seqs)
     g.stop("d")
+
+
+def test_a_watcher_that_comes_mid_turn_gets_what_the_turn_held_then_the_rest(
+    system: AgentSystem, tmp_path: Path
+) -> None:
+    # Nobody watches when the turn starts (no Watch, no turn.event handler, no
+    # handle_stream_event), so the worker holds its events for the turn's end; a watcher
+    # that comes while the backend is busy gets them at once, then the rest as they come.
+    gate, reached = tmp_path / "gate", tmp_path / "reached"
+    options = {"gate": str(gate), "reached": str(reached)}
+    g.start_agent(
+        Passthrough, name="m", backend="support_backends:GatedBackend", backend_options=options
+    )
+    assert g.ask("m", "warm-up").text == "warm"
+    ref = g.tell("m", "go")
+    wait_until(reached.exists, timeout=20, message="the backend waits at its gate")
+    seen: list[g.TurnEvent] = []
+    # g.watch is iterated on the thread that subscribed (its events arrive there).
+    follower = threading.Thread(target=lambda: seen.extend(g.watch("m")), daemon=True)
+    follower.start()
+
+    def kinds() -> list[str]:
+        return [str(e.event.kind) for e in seen if e.ref == ref]
+
+    wait_until(lambda: "text_delta" in kinds(), timeout=20, message="the held events")
+    assert not gate.exists()  # they came while the backend still waits
+    assert kinds() == ["session_started", "turn_started", "usage", "text_delta"]
+    gate.touch()
+    result = wait_until(lambda: (p := g.poll("m", ref)).done and p, timeout=20)
+    assert result.error is None and result.response.text == "ab"
+    wait_until(lambda: "result" in kinds(), timeout=20, message="the rest, streamed")
+    assert kinds()[4:] == ["raw", "text_delta", "result"]
+    g.stop("m")
+    follower.join(20)  # the subscription ends with the agent
+    assert not follower.is_alive()

@@ -105,6 +105,7 @@ from .._core.protocol import (
     _InitAgent,
     _PrewarmAnswer,
     _PrewarmWanted,
+    _ReportUse,
     _SessionDenied,
     _SessionEnded,
     _SessionGone,
@@ -202,6 +203,9 @@ WORKER_START_GRACE = 30.0
 #: Seconds between two checks that a busy turn worker's process still runs (a worker whose
 #: exit Thespian never reported would otherwise hold its turn until the watchdog).
 WORKER_ALIVE_CHECK = 5.0
+#: Seconds between two unasked ``_SessionInUse`` notices of a busy live session (while the
+#: governor wants no use reports): how soon a governor that is new counts the session.
+USE_HEARTBEAT = 5.0
 #: Seconds an agent answers a tell from another agent in (it acknowledges at once); past
 #: that, the sender looks the name up again and resends (its cached address may belong to
 #: a process that hibernated or restarted since), up to ``TELL_ATTEMPTS`` times in all.
@@ -505,6 +509,11 @@ class AgentActor(Actor):
         self._sleep_status: AgentStatus | None = None  # what status says once hibernating
         self._governor: Sender = None  # the node's session governor (max_live_sessions), if any
         self._session_live = False  # the governor counts a live session (worker) of ours
+        # The governor wants each turn's start and end (while a turn waits for a session;
+        # see _ReportUse), and when we last said a turn runs (unasked: once per
+        # USE_HEARTBEAT at most).
+        self._report_use = False
+        self._use_reported_at = float("-inf")
         self._awaiting_session: StartTurn | None = None  # a turn waiting for its grant
         self._retired_for_slot: Sender = None  # a worker retired for the governor, not yet gone
         self._wakes = 0  # incarnations that woke from hibernation (not counted as restarts)
@@ -1156,10 +1165,11 @@ class AgentActor(Actor):
             self._held_start = effect  # wait until the cancelled turn ends or the worker dies
             return
         if self._governor is not None and self._session_warm():
-            # The session is live and counted: the turn runs at once, and the governor
-            # learns that it is busy from a one-way notice (a retire that crosses it is
-            # refused, see _on_session_retire), so a warm turn costs no round trip.
-            self.send(self._governor, _SessionInUse(self._m.name))
+            # The session is live and counted: the turn runs at once. The governor learns
+            # that it is busy from a one-way notice when it asked for use reports (a retire
+            # that crosses it is refused, see _on_session_retire), so a warm turn costs no
+            # round trip, and below the cap no message at all.
+            self._report_in_use()
         elif self._governor is not None:
             # No live session: the turn asks for one, and waits in the node's fair queue
             # when the cap is reached.
@@ -1266,7 +1276,8 @@ class AgentActor(Actor):
     def _on_session_granted(self, message: _SessionGranted, sender: ActorAddress) -> None:
         """The governor lets the waiting turn run (on the live session, or a new one)."""
         effect, self._awaiting_session = self._awaiting_session, None
-        self._session_live = True
+        self._session_live, self._report_use = True, message.report
+        self._use_reported_at = time.monotonic()  # the governor counts it busy from now
         current = self._m.current
         if effect is None or current is None or current.turn_id != effect.turn_id:
             self._session_idle()  # the turn ended while it waited: nothing runs
@@ -1311,10 +1322,35 @@ class AgentActor(Actor):
         self.worker = _WorkerSlot(generation=slot.generation)
         self._after(_SlotRetireGrace(slot.generation), CANCEL_GRACE)
 
+    def _report_in_use(self) -> None:
+        """Tell the governor a turn runs on our live session, if it wants use reports.
+
+        Unasked, once per ``USE_HEARTBEAT`` at most: a governor that is new (its process
+        was replaced) learns of the session that way and counts it again."""
+        now = time.monotonic()
+        if self._report_use or now - self._use_reported_at >= USE_HEARTBEAT:
+            self._use_reported_at = now
+            self.send(self._governor, _SessionInUse(self._m.name))
+
     def _session_idle(self) -> None:
-        """Tell the governor our live session is idle (retirable) after a turn ended."""
-        if self._governor is not None and self._session_live:
+        """Tell the governor our live session is idle (retirable) after a turn ended, if it
+        wants use reports."""
+        if self._governor is not None and self._session_live and self._report_use:
             self.send(self._governor, _SessionIdle(self._m.name))
+
+    def _on_report_use(self, message: _ReportUse, sender: ActorAddress) -> None:
+        """The governor starts (or stops) wanting use reports; starting, it hears at once
+        whether a turn runs on our session, or for how long it has been idle."""
+        self._report_use = message.on
+        if not message.on or not self._session_live:
+            return  # a session that is gone was (or is being) reported as gone
+        slot = self.worker
+        if slot.turn_id is not None or slot.cancelling is not None:
+            self._use_reported_at = time.monotonic()
+            self.send(sender, _SessionInUse(self._m.name))
+        else:
+            idle_for = max(0.0, time.monotonic() - slot.last_used)
+            self.send(sender, _SessionIdle(self._m.name, idle_for))
 
     def _session_gone(self, *, withdraw: bool = False) -> None:
         """Tell the governor this agent's session ended (its worker is gone).
@@ -1368,6 +1404,7 @@ class AgentActor(Actor):
             )
             return
         self._session_live = True  # counted now: released with the worker, the stop or exit
+        self._report_use = message.report
         if self._stopping is not None or self._fenced:
             return  # nothing may start now; the stop tells the governor the session is gone
         if self._m.current is not None or self.worker.turn_id is not None:
@@ -2142,6 +2179,7 @@ _HANDLERS: dict[type, MessageHandler] = {
     TellCompleted: AgentActor._on_tell_completed,
     Accepted: AgentActor._on_accepted,
     _SessionGranted: AgentActor._on_session_granted,
+    _ReportUse: AgentActor._on_report_use,
     _SessionDenied: AgentActor._on_session_denied,
     _SessionRetire: AgentActor._on_session_retire,
     _PrewarmAnswer: AgentActor._on_prewarm_answer,

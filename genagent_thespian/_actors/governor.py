@@ -2,14 +2,16 @@
 
 A thin shell around the pure :class:`~genagent_thespian._core.governor.SessionGovernor`:
 an agent without a live session asks it before a turn (``_SessionWanted``), one whose
-session is live runs the turn at once and tells it (``_SessionInUse``); agents tell it when
-the turn ended (``_SessionIdle``) and when their session ended (``_SessionGone``). It
-answers ``_SessionGranted`` or ``_SessionDenied`` and asks the least recently used idle
-agent to retire its session (``_SessionRetire``; an agent that is busy by then answers
-``_SessionInUse`` and keeps it). An agent started with ``prewarm=True`` asks for a free
-slot ahead of any turn (``_PrewarmWanted``, answered ``_PrewarmAnswer``; never queued).
-An agent's worker, with the CLI process it keeps between turns, is what counts as its
-live session.
+session is live runs the turn at once; agents tell it when their session ended
+(``_SessionGone``). It answers ``_SessionGranted`` or ``_SessionDenied`` and asks the least
+recently used idle agent to retire its session (``_SessionRetire``; an agent that is busy
+by then answers ``_SessionInUse`` and keeps it). At its cap (and with an idle timeout) it
+needs to know which sessions are busy: it asks the agents to report their use
+(``_ReportUse``), and they say when each turn begins (``_SessionInUse``) and ends
+(``_SessionIdle``); below the cap they do not, which saves two messages per turn. An
+agent started with ``prewarm=True`` asks for a free slot ahead of any turn
+(``_PrewarmWanted``, answered ``_PrewarmAnswer``; never queued). An agent's worker, with
+the CLI process it keeps between turns, is what counts as its live session.
 
 One per node, under the global name :data:`GOVERNOR_NAME`, which Thespian resolves per
 node, configured from that node's own capabilities (:func:`node_sessions`): a node caps
@@ -26,11 +28,12 @@ from dataclasses import dataclass
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
 from .._core.errors import InvalidOption
-from .._core.governor import Deny, Grant, Retire, SessionGovernor, node_session_cap
+from .._core.governor import Decision, Grant, Report, Retire, SessionGovernor, node_session_cap
 from .._core.log import get_logger
 from .._core.protocol import (
     _PrewarmAnswer,
     _PrewarmWanted,
+    _ReportUse,
     _SessionDenied,
     _SessionGone,
     _SessionGranted,
@@ -153,13 +156,14 @@ class SessionGovernorActor(Actor):
             self._carry_out(policy.request(message.name, timeout=message.timeout))
         elif isinstance(message, _PrewarmWanted):
             self._holders[message.name] = sender
-            self.send(sender, _PrewarmAnswer(message.name, policy.prewarm(message.name)))
+            granted = policy.prewarm(message.name)
+            self.send(sender, _PrewarmAnswer(message.name, granted, report=policy.reporting))
         elif isinstance(message, _SessionInUse):
             self._holders[message.name] = sender
             self._carry_out(policy.in_use(message.name))
         elif isinstance(message, _SessionIdle):
             self._holders[message.name] = sender
-            self._carry_out(policy.turn_done(message.name))
+            self._carry_out(policy.turn_done(message.name, idle_for=message.idle_for))
         elif isinstance(message, _SessionGone):
             if message.withdraw:
                 policy.withdraw(message.name)
@@ -171,15 +175,17 @@ class SessionGovernorActor(Actor):
             self.send(sender, policy.status())
         self._arm(policy)
 
-    def _carry_out(self, decisions: list[Grant | Retire | Deny]) -> None:
+    def _carry_out(self, decisions: list[Decision]) -> None:
         for decision in decisions:
             address = self._holders.get(decision.holder)
             if address is None:
                 continue
             if isinstance(decision, Grant):
-                self.send(address, _SessionGranted(decision.holder))
+                self.send(address, _SessionGranted(decision.holder, report=decision.report))
             elif isinstance(decision, Retire):
                 self.send(address, _SessionRetire(decision.holder))
+            elif isinstance(decision, Report):
+                self.send(address, _ReportUse(decision.holder, decision.on))
             else:
                 self.send(address, _SessionDenied(decision.holder, decision.waited))
 

@@ -22,8 +22,21 @@ session, whether it gets one now, waits, or gives up:
   or after the idle timeout); refused, nothing is owed to anyone (the first turn asks as
   usual).
 
+**Use reports only where they decide something.** Which sessions are busy, and since when
+the idle ones are idle, matters only for retiring: when a request waits for a session to
+go, and with an idle timeout. Otherwise holders need not say when each turn begins and
+ends, two messages per turn that cost an agent a third of its CPU per claude turn: the
+governor is *quiet*. When a request has to wait (or always, with an idle timeout) it
+wants *reports*: it tells every live holder to report its use (``Report(on=True)``,
+answered with ``in_use`` or ``turn_done(idle_for=...)``), and every holder it grants from
+then on; until a holder has answered, its session counts as busy (never retired), so the
+first waiter waits for those answers (one message each way). When nobody waits and the
+live sessions are down to three quarters of the cap, it tells them to stop
+(``Report(on=False)``). Quiet, ``status`` cannot tell busy from idle sessions (``busy``
+is ``None``).
+
 Pure: no actors, no processes; the caller passes a clock and carries out the decisions
-(``Grant``, ``Retire``, ``Deny``). Holders are any hashable keys (agent names).
+(``Grant``, ``Retire``, ``Deny``, ``Report``). Holders are any hashable keys (agent names).
 """
 
 from __future__ import annotations
@@ -36,16 +49,22 @@ from dataclasses import dataclass
 from .errors import InvalidOption
 
 __all__ = [
+    "REPORT_WAIT",
     "SESSION_BUDGET_BYTES",
     "Decision",
     "Deny",
     "GovernorStatus",
     "Grant",
+    "Report",
     "Retire",
     "SessionGovernor",
     "node_session_cap",
     "sessions_for_memory",
 ]
+
+#: Seconds the governor waits for every live holder to answer ``Report(on=True)`` before it
+#: retires the least recently used idle session among those that answered.
+REPORT_WAIT = 1.0
 
 #: Memory set aside per live session by the default cap (``max_live_sessions="auto"``): a
 #: live Claude Code CLI measured 180-190 MiB PSS here, plus room for its tools' children.
@@ -80,9 +99,11 @@ def node_session_cap(setting: object) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """``holder`` may run its turn (its session is live, or it may start one)."""
+    """``holder`` may run its turn (its session is live, or it may start one); ``report``:
+    it must report its use (``in_use``/``turn_done``) from now on."""
 
     holder: Hashable
+    report: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,16 +121,28 @@ class Deny:
     waited: float
 
 
-Decision = Grant | Retire | Deny
+@dataclass(frozen=True, slots=True)
+class Report:
+    """``holder`` must report its use from now on (``on``: answer at once with
+    ``in_use`` or ``turn_done``), or may stop reporting it (not ``on``)."""
+
+    holder: Hashable
+    on: bool
+
+
+Decision = Grant | Retire | Deny | Report
 
 
 @dataclass(frozen=True, slots=True)
 class GovernorStatus:
-    """What ``status``/``top`` show: the cap, sessions live, busy, retiring, and the queue."""
+    """What ``status``/``top`` show: the cap, sessions live, busy, retiring, and the queue.
+
+    ``busy`` is ``None`` while the governor is quiet (below the cap, without an idle
+    timeout, holders do not report their turns; see the module docstring)."""
 
     max_live_sessions: int
     live: int
-    busy: int
+    busy: int | None
     retiring: int
     queued: int
     oldest_wait: float | None
@@ -120,6 +153,7 @@ class _Session:
     busy: bool
     last_used: float
     retiring: bool = False
+    known: bool = True  # the holder reports its use (or answered the request to)
 
 
 class SessionGovernor:
@@ -150,6 +184,9 @@ class SessionGovernor:
         # Live sessions in least-recently-used order (oldest first).
         self._live: OrderedDict[Hashable, _Session] = OrderedDict()
         self._queue: deque[tuple[Hashable, float, float]] = deque()  # (holder, asked, deadline)
+        #: Holders report their use (see the module docstring): always with an idle timeout.
+        self.reporting = session_idle_timeout is not None
+        self._answers_due: float | None = None  # until when answers to Report(on) are awaited
 
     # ------------------------------------------------------------------ inputs
 
@@ -158,17 +195,15 @@ class SessionGovernor:
         now = self._clock()
         session = self._live.get(holder)
         if session is not None and not session.retiring:
-            session.busy = True
-            session.last_used = now
-            self._live.move_to_end(holder)
-            return [Grant(holder)]
+            self._use(holder, session, now)
+            return [Grant(holder, self.reporting)]
         if any(queued == holder for queued, _, _ in self._queue):
             return []  # already waiting: one place in the queue per holder
         if session is None and len(self._live) < self.max_live:
             self._live[holder] = _Session(busy=True, last_used=now)
-            return [Grant(holder)]
+            return [Grant(holder, self.reporting)]
         self._queue.append((holder, now, now + max(0.0, timeout)))
-        return self._make_room()
+        return self._pressure() + self._make_room()
 
     def prewarm(self, holder: Hashable) -> bool:
         """``holder`` wants its session live ahead of any turn; whether it may start it.
@@ -198,37 +233,44 @@ class SessionGovernor:
         stays, and another idle one is retired instead if somebody waits. A holder the
         governor does not know (it was told the session ended, or the governor is new
         after a leader failover) is counted again: its session is live whatever the
-        governor believed, and an over-full node gives sessions back as they go idle."""
+        governor believed, and an over-full node gives sessions back as they go idle.
+        (A quiet governor learns of such a holder from the occasional ``in_use`` that holders
+        send even when not asked to report.)"""
         now = self._clock()
         session = self._live.get(holder)
         if session is None:
             self._live[holder] = _Session(busy=True, last_used=now)
-        else:
-            session.busy = True
-            session.retiring = False
-            session.last_used = now
-            self._live.move_to_end(holder)
+            if self.reporting:
+                return [Report(holder, on=True), *self._make_room()]
+            return []
+        session.retiring = False
+        self._use(holder, session, now)
         return self._make_room()
 
-    def turn_done(self, holder: Hashable) -> list[Decision]:
-        """``holder``'s turn ended; its session stays live, idle."""
+    def turn_done(self, holder: Hashable, *, idle_for: float = 0.0) -> list[Decision]:
+        """``holder``'s turn ended (``idle_for`` seconds ago); its session stays live, idle."""
         session = self._live.get(holder)
         if session is None:
             return []
-        session.busy = False
-        session.last_used = self._clock()
+        session.busy, session.known = False, True
+        session.last_used = self._clock() - max(0.0, idle_for)
         self._live.move_to_end(holder)
         return self._make_room()
+
+    def _use(self, holder: Hashable, session: _Session, now: float) -> None:
+        """``holder``'s session is now busy and the most recently used."""
+        session.busy, session.known, session.last_used = True, True, now
+        self._live.move_to_end(holder)
 
     def session_ended(self, holder: Hashable) -> list[Decision]:
         """``holder``'s session is gone (retired, crashed, stopped): its slot is free."""
         self._live.pop(holder, None)
-        return self._grant_waiting()
+        return self._grant_waiting() + self._pressure()
 
     def withdraw(self, holder: Hashable) -> list[Decision]:
         """``holder`` no longer waits (its turn was cancelled or its agent stopped)."""
         self._queue = deque(q for q in self._queue if q[0] != holder)
-        return []
+        return self._pressure()
 
     def tick(self) -> list[Decision]:
         """Deny requests past their deadline; retire sessions idle past the idle timeout."""
@@ -241,10 +283,14 @@ class SessionGovernor:
             else:
                 kept.append((holder, asked, deadline))
         self._queue = kept
+        decisions += self._pressure()
+        if self._answers_due is not None and now >= self._answers_due:
+            self._answers_due = None  # some holders never answered: go on without them
+            decisions += self._make_room()
         if self.idle_timeout is not None:
             for holder, session in self._live.items():
                 idle_for = now - session.last_used
-                if not session.busy and not session.retiring and idle_for >= self.idle_timeout:
+                if self._idle(session) and idle_for >= self.idle_timeout:
                     session.retiring = True
                     decisions.append(Retire(holder))
         return decisions
@@ -254,11 +300,13 @@ class SessionGovernor:
     def next_deadline(self) -> float | None:
         """Clock time of the next queued deadline or idle expiry (``None``: nothing due)."""
         times = [deadline for _, _, deadline in self._queue]
+        if self._answers_due is not None:
+            times.append(self._answers_due)
         if self.idle_timeout is not None:
             times += [
                 s.last_used + self.idle_timeout
                 for s in self._live.values()
-                if not s.busy and not s.retiring
+                if s.known and not s.busy and not s.retiring
             ]
         return min(times) if times else None
 
@@ -268,7 +316,11 @@ class SessionGovernor:
         return GovernorStatus(
             max_live_sessions=self.max_live,
             live=len(self._live),
-            busy=sum(1 for s in self._live.values() if s.busy),
+            busy=(
+                sum(1 for s in self._live.values() if s.busy or not s.known)
+                if self.reporting
+                else None
+            ),
             retiring=sum(1 for s in self._live.values() if s.retiring),
             queued=len(self._queue),
             oldest_wait=(now - self._queue[0][1]) if self._queue else None,
@@ -283,19 +335,51 @@ class SessionGovernor:
 
     # ------------------------------------------------------------------ internals
 
+    @staticmethod
+    def _idle(session: _Session) -> bool:
+        """Known to be idle (its holder reports its use), and not already retiring."""
+        return session.known and not session.busy and not session.retiring
+
     def _make_room(self) -> list[Decision]:
-        """Retire least recently used idle sessions until the waiting ones will fit."""
+        """Retire least recently used idle sessions until the waiting ones will fit.
+
+        Right after the reports were asked for, only once every holder has answered (or
+        ``REPORT_WAIT`` has passed): the first answer is not the least recently used."""
+        if self._answers_due is not None:
+            unknown = any(not s.known for s in self._live.values())
+            if unknown and self._clock() < self._answers_due:
+                return []
+            self._answers_due = None
         retiring = sum(1 for s in self._live.values() if s.retiring)
         needed = len(self._queue) - retiring - (self.max_live - len(self._live))
+        if needed <= 0:
+            return []
+        idle = sorted(
+            (session.last_used, index, holder)
+            for index, (holder, session) in enumerate(self._live.items())
+            if self._idle(session)
+        )
         decisions: list[Decision] = []
-        for holder, session in self._live.items():  # oldest use first
-            if needed <= 0:
-                break
-            if not session.busy and not session.retiring:
-                session.retiring = True
-                decisions.append(Retire(holder))
-                needed -= 1
+        for _, _, holder in idle[:needed]:  # oldest use first
+            self._live[holder].retiring = True
+            decisions.append(Retire(holder))
         return decisions
+
+    def _pressure(self) -> list[Decision]:
+        """Start the holders' use reports when a request waits; stop them once nobody waits
+        and the live sessions are down to three quarters of the cap."""
+        if self.idle_timeout is not None:
+            return []  # the idle timeout needs them always
+        if not self.reporting and self._queue:
+            self.reporting = True
+            for session in self._live.values():
+                session.known = False  # counted busy until its holder answers
+            self._answers_due = self._clock() + REPORT_WAIT
+            return [Report(holder, on=True) for holder in self._live]
+        if self.reporting and not self._queue and len(self._live) <= self.max_live * 3 // 4:
+            self.reporting, self._answers_due = False, None
+            return [Report(holder, on=False) for holder in self._live]
+        return []
 
     def _grant_waiting(self) -> list[Decision]:
         decisions: list[Decision] = []
@@ -303,5 +387,5 @@ class SessionGovernor:
         while self._queue and len(self._live) < self.max_live:
             holder, _, _ = self._queue.popleft()
             self._live[holder] = _Session(busy=True, last_used=now)
-            decisions.append(Grant(holder))
+            decisions.append(Grant(holder, self.reporting))
         return decisions + self._make_room()

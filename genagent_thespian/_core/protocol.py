@@ -59,6 +59,7 @@ __all__ = [
     "_PrewarmAnswer",
     "_PrewarmWanted",
     "_Register",
+    "_ReportUse",
     "_Restarting",
     "_SessionDenied",
     "_SessionEnded",
@@ -375,9 +376,11 @@ class _SessionWanted:
 
 @dataclass(frozen=True, slots=True)
 class _SessionGranted:
-    """Governor -> agent: run the turn (its session is live, or it may start one)."""
+    """Governor -> agent: run the turn (its session is live, or it may start one);
+    ``report``: tell the governor when each turn begins and ends (see ``_ReportUse``)."""
 
     name: AgentName
+    report: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,16 +405,33 @@ class _SessionInUse:
     Sent instead of ``_SessionWanted`` when the session is already live, so a turn on a
     warm session does not wait for the governor; and in answer to a ``_SessionRetire``
     that arrived while a turn ran (the session stays). ``_SessionIdle`` follows when the
-    turn ends."""
+    turn ends. Only while the governor wants use reports (``_ReportUse``); otherwise
+    once in a while (``USE_HEARTBEAT``), so a governor that is new learns of the session."""
 
     name: AgentName
 
 
 @dataclass(frozen=True, slots=True)
 class _SessionIdle:
-    """Agent -> governor: the turn ended; the session stays live, idle."""
+    """Agent -> governor: the turn ended (``idle_for`` seconds ago); the session stays live,
+    idle. Only while the governor wants use reports (``_ReportUse``)."""
 
     name: AgentName
+    idle_for: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _ReportUse:
+    """Governor -> agent: report your session's use (``on``: say at once whether a turn
+    runs on it, ``_SessionInUse`` or ``_SessionIdle``, then at each turn's start and end),
+    or stop reporting it (not ``on``).
+
+    The governor needs to know which sessions are busy only at its cap, where it retires
+    the least recently used idle one for a waiting turn (and with an idle timeout); below
+    it, the two notices per turn would be a third of an agent's CPU per claude turn."""
+
+    name: AgentName
+    on: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,10 +457,12 @@ class _PrewarmWanted:
 
 @dataclass(frozen=True, slots=True)
 class _PrewarmAnswer:
-    """Governor -> agent: ``granted``: start the session (it counts as live and idle)."""
+    """Governor -> agent: ``granted``: start the session (it counts as live and idle);
+    ``report``: as in ``_SessionGranted``."""
 
     name: AgentName
     granted: bool
+    report: bool = False
 
 
 @dataclass(frozen=True, slots=True)

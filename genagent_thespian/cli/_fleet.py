@@ -71,12 +71,15 @@ def fleet_sessions(system: AgentSystem) -> Document | None:
 
 
 def sessions_label(figures: Document | None) -> str:
-    """``sessions 3/20 live, 1 busy, 2 waiting (oldest 4.2s)``; empty when nothing is capped."""
+    """``sessions 3/20 live, 1 busy, 2 waiting (oldest 4.2s)``; empty when nothing is capped.
+
+    Busy sessions are counted only while the governor has the agents report their turns
+    (a turn waits, or an idle timeout is set); otherwise the label leaves them out."""
     if not figures:
         return ""
-    label = (
-        f"sessions {figures['live']}/{figures['max_live_sessions']} live, {figures['busy']} busy"
-    )
+    label = f"sessions {figures['live']}/{figures['max_live_sessions']} live"
+    if figures.get("busy") is not None:
+        label += f", {figures['busy']} busy"
     if figures["retiring"]:
         label += f", {figures['retiring']} retiring"
     if figures["queued"]:

@@ -101,7 +101,13 @@ class TestBothApis:
         assert api.ask("a", "q").text == "x"
         figures = api.sessions()  # the default system caps live sessions ("auto")
         assert isinstance(figures, g.GovernorStatus)
-        assert (figures.live, figures.busy, figures.queued, figures.oldest_wait) == (1, 0, 0, None)
+        # busy: not counted while no turn waits for a session (agents do not report turns)
+        assert (figures.live, figures.busy, figures.queued, figures.oldest_wait) == (
+            1,
+            None,
+            0,
+            None,
+        )
 
     def test_stop_answers_and_forgets_the_agent(self, api: Api, tmp_path: Path) -> None:
         start(api, tmp_path, script=["x"])

@@ -219,9 +219,10 @@ def test_a_prewarmed_claude_agent_has_its_cli_before_the_first_turn_which_runs_o
     assert server.model_requests == []  # started, and nothing asked of the model
     status = g.status("oncall")
     assert (status.state, status.turns, status.waiting_for_session) == ("idle", 0, False)
-    # The governor counts it as a live, idle session, as it would after a turn.
+    # The governor counts it as a live session, as it would after a turn (busy or idle is
+    # not counted while no turn waits for a session).
     figures = sessions()
-    assert (figures.live, figures.busy, figures.queued) == (1, 0, 0)
+    assert (figures.live, figures.busy, figures.queued) == (1, None, 0)
 
     assert g.ask("oncall", "say one", timeout=120).text == "one"
     assert the_cli(workdir) == warmed  # the first turn ran on the prewarmed process
@@ -230,7 +231,7 @@ def test_a_prewarmed_claude_agent_has_its_cli_before_the_first_turn_which_runs_o
     assert the_cli(workdir) == warmed
     assert "say one" in json.dumps(server.model_requests[-1].body)  # one conversation
     figures = sessions()
-    assert (figures.live, figures.busy) == (1, 0)
+    assert (figures.live, figures.busy) == (1, None)  # busy: not counted while nobody waits
 
     g.stop("oncall")
     no_cli(workdir, "the prewarmed CLI to end with its agent")
@@ -255,7 +256,7 @@ def test_a_prewarm_takes_no_busy_session_under_a_cap_of_one(
     assert cli_leaders(busy_dir) == [busy_cli]
     assert cli_leaders(warm_dir) == []
     figures = sessions()
-    assert (figures.live, figures.busy, figures.queued) == (1, 1, 0)
+    assert (figures.live, figures.queued) == (1, 0)
     assert g.status("busy").state == "processing"
 
     # The prewarmed agent's first turn asks as usual: it waits for the busy turn, then the
@@ -348,7 +349,7 @@ def test_a_prewarmed_codex_agent_has_its_app_server_before_the_first_turn(
     assert server.model_requests == []
     # The thread is open in the app-server, but not in the session until a turn ran on it.
     assert g.backend_session("cx").thread_id is None
-    assert (sessions().live, sessions().busy) == (1, 0)
+    assert (sessions().live, sessions().busy) == (1, None)  # not counted while nobody waits
 
     assert g.ask("cx", "say one", timeout=120).text == "one"
     assert the_cli(workdir, marker=APP) == warmed

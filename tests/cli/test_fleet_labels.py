@@ -34,6 +34,8 @@ def test_the_sessions_line_says_the_cap_and_the_queue() -> None:
     assert sessions_label(figures) == label
     quiet = dict(figures, live=2, busy=0, retiring=0, queued=0, oldest_wait=None)
     assert sessions_label(quiet) == "sessions 2/20 live, 0 busy"
+    # Nobody waits, so the governor does not hear of turns: busy is left out, not shown as 0.
+    assert sessions_label(dict(quiet, busy=None)) == "sessions 2/20 live"
     assert sessions_label(None) == ""  # nothing capped: no line
     frame = render_top([], node="127.0.0.1:1", width=80, now=0.0, sessions=figures)
     assert frame.splitlines()[1] == label

@@ -122,6 +122,7 @@ class HalfOpenFlood:
     """Idle TCP connections held open against ports: the attacker never writes or closes."""
 
     sockets: list[socket.socket] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)  # the port of each socket
 
     def open(self, host: str, port: int, count: int, *, send: bytes = b"") -> None:
         for _ in range(count):
@@ -133,6 +134,15 @@ class HalfOpenFlood:
                 if send:
                     conn.sendall(send)
             self.sockets.append(conn)
+            self.ports.append(port)
+
+    def still_open(self) -> dict[int, int]:
+        """How many held connections each port has not closed yet (ports with none left out)."""
+        counts: dict[int, int] = {}
+        for conn, port in zip(self.sockets, self.ports, strict=True):
+            if not self.is_closed(conn):
+                counts[port] = counts.get(port, 0) + 1
+        return counts
 
     @staticmethod
     def is_closed(conn: socket.socket) -> bool:
@@ -153,6 +163,7 @@ class HalfOpenFlood:
         for conn in self.sockets:
             conn.close()
         self.sockets.clear()
+        self.ports.clear()
 
 
 @contextlib.contextmanager
@@ -201,6 +212,13 @@ class Leader:
         for pid, _, port in listening_sockets(system_processes(self.system)):
             owners.setdefault(port, pid)  # the lowest pid: the owner, not a forked heir
         return {role: owners.get(port, -1) for role, port in self.ports.items()}
+
+    def port_owners(self) -> dict[int, list[int]]:
+        """The pids of the system's processes listening on each port."""
+        owners: dict[int, list[int]] = {}
+        for pid, _, port in listening_sockets(system_processes(self.system)):
+            owners.setdefault(port, []).append(pid)
+        return owners
 
     def all_ports(self) -> set[int]:
         """Every port the leader's processes serve (workers and logger included).

@@ -221,11 +221,14 @@ def test_half_open_flood_on_every_port_keeps_agents_answering(leader: Leader) ->
             # The node closes every one of them (the oldest evicted, the rest at the deadline).
             # Every actor process of the node must close its own after the handshake deadline;
             # on a loaded 2-core machine that can take long (an upper bound, not a target).
-            wait_until(
-                lambda: flood.closed_by_receiver() == len(flood.sockets),
-                timeout=90,
-                message="the node kept idle unauthenticated connections open",
-            )
+            try:
+                wait_until(lambda: flood.closed_by_receiver() == len(flood.sockets), timeout=90)
+            except AssertionError:
+                owners = leader.port_owners()
+                kept = {f"{port} ({owners.get(port)})": n for port, n in flood.still_open().items()}
+                raise AssertionError(
+                    f"the node kept idle unauthenticated connections open: {kept}"
+                ) from None
             quiet += ask_latencies(leader, LATENCY_SAMPLES // 2)  # flood held, all closed
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -97,5 +97,5 @@ def _start_admin(*args: Any, **kwargs: Any) -> Any:
 
 
 def install_admin_start() -> None:
-    """Have the admins this process starts close what they inherit. Idempotent."""
+    """Have the admins this process starts release what they inherit. Idempotent."""
     multiprocCommon.startAdmin = _start_admin

@@ -50,10 +50,6 @@ class Echo(Actor):
             from thespian.system.transport import TCPTransport
 
             self.send(sender, ("selector", TCPTransport.selectors.DefaultSelector.__name__))
-        elif msg == "starter?":  # the starter's pid this process inherited from its admin
-            from genagent_thespian._os.admin_start import starter_pid
-
-            self.send(sender, ("starter", starter_pid()))
         elif isinstance(msg, bytes):
             self.send(sender, ("echo-bytes", len(msg), msg[-16:]))
         else:

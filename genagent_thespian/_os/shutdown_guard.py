@@ -4,9 +4,7 @@ In Thespian any client of a ``multiprocTCPBase`` system can call ``ActorSystem.s
 and the admin obeys: a raw client that tidies up after itself, as Thespian's own examples
 do, would stop every agent of the node. With the guard installed (in the starting process,
 before the admin is forked, so the admin inherits it), the admin accepts ``SystemShutdown``
-only from its starter (the process that created the ``ActorSystem``, noted when the admin
-started: :func:`~genagent_thespian._os.admin_start.starter_pid`; Thespian detaches the
-admin, so its parent is not the starter) or from the system's own processes (its process
+only from its starter (its parent process) or from the system's own processes (its process
 group: the supervisor ends a system whose owner died). Any other local client gets
 ``SystemShutdownCompleted`` at once, so its ``shutdown()`` returns and just closes its own
 endpoint, and the node logs the refusal and keeps running.
@@ -27,7 +25,6 @@ from thespian.system.messages.admin import SystemShutdownCompleted
 from thespian.system.transport import TransmitIntent
 
 from .._core.types import ActorAddress, ThespianInternal
-from .admin_start import starter_pid
 
 __all__ = ["install_shutdown_guard"]
 
@@ -52,9 +49,9 @@ def _guarded(admin: ThespianInternal, envelope: ThespianInternal) -> ThespianInt
         return _original(admin, envelope)
     _log.warning(
         "refused a shutdown request from client process %d: only the process that started "
-        "this system (pid %s) can shut it down",
+        "this system (pid %d) can shut it down",
         pid,
-        starter_pid(),
+        os.getppid(),
     )
     admin._send_intent(TransmitIntent(envelope.sender, SystemShutdownCompleted()))
     return True
@@ -65,7 +62,7 @@ def _may_shut_down(pid: int) -> bool:
     the system's own processes (same process group). A pid already gone is allowed: the
     request cannot be a live foreign client's.
     """
-    if pid in (os.getpid(), starter_pid()):
+    if pid in (os.getpid(), os.getppid()):
         return True
     try:
         return os.getpgid(pid) == os.getpgid(0)

@@ -1168,7 +1168,7 @@ class AgentActor(Actor):
             # The session is live and counted: the turn runs at once. The governor learns
             # that it is busy from a one-way notice when it asked for use reports (a retire
             # that crosses it is refused, see _on_session_retire), so a warm turn costs no
-            # round trip, and below the cap no message at all.
+            # round trip, and while no turn waits for a session no message at all.
             self._report_in_use()
         elif self._governor is not None:
             # No live session: the turn asks for one, and waits in the node's fair queue

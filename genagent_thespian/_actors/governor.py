@@ -5,10 +5,10 @@ an agent without a live session asks it before a turn (``_SessionWanted``), one 
 session is live runs the turn at once; agents tell it when their session ended
 (``_SessionGone``). It answers ``_SessionGranted`` or ``_SessionDenied`` and asks the least
 recently used idle agent to retire its session (``_SessionRetire``; an agent that is busy
-by then answers ``_SessionInUse`` and keeps it). At its cap (and with an idle timeout) it
+by then answers ``_SessionInUse`` and keeps it). While a turn waits (and with an idle timeout) it
 needs to know which sessions are busy: it asks the agents to report their use
 (``_ReportUse``), and they say when each turn begins (``_SessionInUse``) and ends
-(``_SessionIdle``); below the cap they do not, which saves two messages per turn. An
+(``_SessionIdle``); otherwise they do not, which saves two messages per turn. An
 agent started with ``prewarm=True`` asks for a free slot ahead of any turn
 (``_PrewarmWanted``, answered ``_PrewarmAnswer``; never queued). An agent's worker, with
 the CLI process it keeps between turns, is what counts as its live session.

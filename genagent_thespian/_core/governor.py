@@ -137,8 +137,8 @@ Decision = Grant | Retire | Deny | Report
 class GovernorStatus:
     """What ``status``/``top`` show: the cap, sessions live, busy, retiring, and the queue.
 
-    ``busy`` is ``None`` while the governor is quiet (below the cap, without an idle
-    timeout, holders do not report their turns; see the module docstring)."""
+    ``busy`` is ``None`` while the governor is quiet (no request waits and no idle timeout
+    is set, so holders do not report their turns; see the module docstring)."""
 
     max_live_sessions: int
     live: int
@@ -303,11 +303,7 @@ class SessionGovernor:
         if self._answers_due is not None:
             times.append(self._answers_due)
         if self.idle_timeout is not None:
-            times += [
-                s.last_used + self.idle_timeout
-                for s in self._live.values()
-                if s.known and not s.busy and not s.retiring
-            ]
+            times += [s.last_used + self.idle_timeout for s in self._live.values() if self._idle(s)]
         return min(times) if times else None
 
     def status(self) -> GovernorStatus:

@@ -426,9 +426,9 @@ class _ReportUse:
     runs on it, ``_SessionInUse`` or ``_SessionIdle``, then at each turn's start and end),
     or stop reporting it (not ``on``).
 
-    The governor needs to know which sessions are busy only at its cap, where it retires
-    the least recently used idle one for a waiting turn (and with an idle timeout); below
-    it, the two notices per turn would be a third of an agent's CPU per claude turn."""
+    The governor needs to know which sessions are busy only while a turn waits, when it
+    retires the least recently used idle one for it (and with an idle timeout); otherwise
+    the two notices per turn would be a third of an agent's CPU per claude turn."""
 
     name: AgentName
     on: bool

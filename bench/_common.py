@@ -16,7 +16,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from thespian.actors import ActorExitRequest, ActorSystem
 
 import genagent_thespian as g
 from genagent_thespian import AgentSystem
+from genagent_thespian._os.ports import free_port
 from genagent_thespian.testing import system_processes
 
 __all__ = [
@@ -253,13 +253,6 @@ def environment() -> dict[str, Any]:
 
 
 # ============================================================================ processes
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _stat_fields(pid: int) -> list[str] | None:

@@ -163,7 +163,7 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 def free_port() -> int:
     """A TCP and UDP port that is free on every interface right now."""
     for _ in range(200):
-        port = random.randint(20000, 40000)
+        port = random.randint(16384, 32767)  # below the kernel's ephemeral range
         try:
             for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
                 with socket.socket(socket.AF_INET, kind) as probe:

@@ -71,6 +71,7 @@ from .._core.types import ActorAddress, AgentName, Capabilities, Sender, WireMes
 from .._durable.location import is_postgres_url, open_store
 from .._durable.store import end_recorded_processes
 from .._os.frames import TransportLimits
+from .._os.ports import claim_port, free_port
 from .._os.private import private_folder
 from .._os.processes import SYSTEM_MARKER, kill_marked, kill_process_group, owner_identity
 from .._os.security import check_capabilities, harden_transport
@@ -92,13 +93,6 @@ _DRAIN_SECONDS = 10.0
 _DIRECTORY_TIMEOUT = 10.0
 #: Messages kept for other waiting calls on the same thread before the oldest is dropped.
 _STASH_LIMIT = 256
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Subscriptions:
@@ -320,7 +314,8 @@ class AgentSystem:
 
         Args:
             base: ``"multiprocTCPBase"`` (default) or ``"simpleSystemBase"``.
-            admin_port: The admin's TCP port; a free one when ``None``.
+            admin_port: The admin's TCP port; when ``None``, a free one from below the
+                kernel's ephemeral range (no other process gets it by chance).
             capabilities: Extra Thespian capabilities (placement labels...).
             log_config: A ``logging.config.dictConfig`` dict for actor processes, or
                 ``None`` to leave logging alone (never ``False``: Thespian 4.0.1 breaks).
@@ -338,8 +333,9 @@ class AgentSystem:
             home: The home folder itself, instead of the one ``node_name`` picks.
 
         Raises:
-            InvalidOption: an unsupported base, a bad node name, or a home that another
-                running system holds (the error names its pid).
+            InvalidOption: an unsupported base, a bad node name, a home that another
+                running system holds (the error names its pid), or an ``admin_port`` another
+                program keeps (named when this user may see it).
         """
         if base not in SUPPORTED_BASES:
             from .._core.errors import InvalidOption
@@ -396,8 +392,6 @@ class AgentSystem:
         inherits the system's marker. A boot that fails shuts the new system down again.
         """
         if base == "multiprocTCPBase":
-            admin_port = admin_port or free_port()
-            caps.setdefault("Admin Port", admin_port)
             security = harden_transport(
                 bind_host=bind_host,
                 advertise_host=advertise_host,
@@ -410,6 +404,10 @@ class AgentSystem:
             # Made private (or warned about, if others can enter it) once, here: every
             # process of the system is forked from this one and knows it was said.
             private_folder(Path(store).parent)
+        if base == "multiprocTCPBase":
+            # Picked or checked last, right before the admin binds it (``_os/ports.py``).
+            admin_port = int(caps.setdefault("Admin Port", admin_port or free_port(bind_host)))
+            claim_port(admin_port, bind_host)
         with _marker_env(system_id):
             asys = ActorSystem(base, capabilities=caps, logDefs=log_config, transientUnique=True)
         try:

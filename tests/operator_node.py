@@ -33,6 +33,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _tail(log: Path, lines: int = 40) -> str:
+    """The end of the node's log, for a failure message."""
+    try:
+        return "\n".join(log.read_text("utf-8", errors="replace").splitlines()[-lines:])
+    except OSError as error:
+        return f"(no log: {error})"
+
+
 class Node:
     """One node started with ``genagent node start`` in a private state directory."""
 
@@ -117,6 +125,13 @@ class Node:
         return sorted(pid for pid in pids if _alive(pid))
 
     def stop(self) -> None:
+        """End the commands spawned, then the node; assert each ended cleanly."""
+        try:
+            self._end_children()
+        finally:
+            self._stop_node()
+
+    def _end_children(self) -> None:
         for child in self.children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -130,8 +145,11 @@ class Node:
             for stream in (child.stdout, child.stderr):
                 if stream is not None:
                     stream.close()
+
+    def _stop_node(self) -> None:
         if self.state:
-            self.run("node", "stop")
+            # Beyond the node's own 60 s: a slow stop fails here, with the node's log.
+            done = self.run("node", "stop", timeout=90.0)
             try:
                 wait_until(lambda: not self.processes(), timeout=15.0)
             except AssertionError:
@@ -141,6 +159,9 @@ class Node:
                 raise AssertionError(
                     f"processes of the node survived `node stop`: {left}"
                 ) from None
+            assert done.returncode == 0, (
+                f"`node stop` failed: {done.stderr.strip()}\n{_tail(Path(self.state['log']))}"
+            )
 
 
 def node_fixture(tmp_path: Path) -> Iterator[Node]:

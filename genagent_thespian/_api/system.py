@@ -477,13 +477,14 @@ class AgentSystem:
             if self._closed:
                 return
             self._closed = True  # new calls are refused from now on; calls under way go on
+        steps = _Steps()
         if self.telemetry_bridge is not None:
             self.telemetry_bridge.stop()
         try:
             if self.owned and self.leads_agents:
                 # Every agent answers its active and queued callers (AgentStopped) before it
                 # exits, and this exchange ends only once all of them have.
-                with contextlib.suppress(GenAgentError):
+                try:
                     _drain(
                         self._tracked_exchange(
                             self.supervisor,
@@ -493,7 +494,14 @@ class AgentSystem:
                             None,
                         )
                     )
+                except GenAgentError as error:
+                    _log.warning(
+                        "not every agent stopped in order; ending the actor system anyway: %s",
+                        error,
+                    )
+                steps.done("agents")
             self._wait_for_callers(_DRAIN_SECONDS)
+            steps.done("callers")
         finally:
             for closer in self._closers:
                 with contextlib.suppress(Exception):
@@ -501,10 +509,12 @@ class AgentSystem:
             self._close_endpoints()
             if self.owned:
                 self.asys.shutdown()
+                steps.done("actor system")
                 self._sweep()
                 if self._home_lock is not None:
                     self._home_lock.release()
                 ownership.release(self)
+            steps.report(self.admin_port)
 
     def add_closer(self, closer: Callable[[], None]) -> None:
         """Call ``closer`` at :meth:`shutdown`, once agents are stopped (the asyncio transport)."""
@@ -826,6 +836,33 @@ def is_answer(reply: object, message: object, matches: Callable[[object], bool])
     if isinstance(reply, PoisonMessage) and reply.poisonMessage == message:
         raise GenAgentError(f"{type(message).__name__} could not be delivered: {reply.details}")
     return matches(reply)
+
+
+class _Steps:
+    """How long each step of a shutdown took, logged when the whole took longer than usual.
+
+    A node whose ``genagent node stop`` had to wait says in its log which step held it.
+    """
+
+    SLOW = 10.0
+
+    def __init__(self) -> None:
+        self._started = self._last = time.monotonic()
+        self._took: list[str] = []
+
+    def done(self, step: str) -> None:
+        """Record that ``step`` ended now."""
+        now = time.monotonic()
+        self._took.append(f"{step} {now - self._last:.1f}s")
+        self._last = now
+
+    def report(self, admin_port: int | None) -> None:
+        """Log the steps as a warning if the shutdown took longer than :attr:`SLOW` seconds."""
+        total = time.monotonic() - self._started
+        if total > self.SLOW:
+            _log.warning(
+                "shutdown took %.1fs (%s)", total, ", ".join(self._took), admin_port=admin_port
+            )
 
 
 def _listening(host: str, port: int) -> bool:

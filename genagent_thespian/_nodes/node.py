@@ -37,6 +37,7 @@ from .._os.processes import processes_with_marker
 
 __all__ = [
     "DEFAULT_PORT",
+    "STOP_TIMEOUT",
     "NodeState",
     "connect",
     "find_port",
@@ -65,6 +66,10 @@ class NodeState:
     pgid: int | None
     started_at: float
     log: str
+
+
+#: Seconds ``genagent node stop`` gives the node to stop its agents in order before killing it.
+STOP_TIMEOUT = 60.0
 
 
 def state_dir() -> Path:
@@ -168,12 +173,19 @@ def connect(port: int, *, bind_host: str = "127.0.0.1") -> AgentSystem:
 # ------------------------------------------------------------------------- running a node
 
 
-def run_node(port: int, *, ready: Callable[[NodeState], object] | None = None) -> int:
+def run_node(
+    port: int,
+    *,
+    ready: Callable[[NodeState], object] | None = None,
+    say: Callable[[str], object] | None = None,
+) -> int:
     """Run a node in this process until ``SIGTERM`` or ``SIGINT``; return an exit code.
 
     Args:
         port: The admin port (must be free).
         ready: Called with the :class:`NodeState` once the node serves requests.
+        say: Called with a line when the node begins to stop and when it has stopped (the
+            detached node's log shows how long its stop took).
     """
     _valid_port(port)
     if port_open(port):
@@ -210,7 +222,12 @@ def run_node(port: int, *, ready: Callable[[NodeState], object] | None = None) -
         while not stopping.wait(0.5):
             pass
     finally:
+        began = time.monotonic()
+        if say is not None:
+            say("stopping the node")
         system.shutdown()
+        if say is not None:
+            say(f"node stopped in {time.monotonic() - began:.1f}s")
         with contextlib.suppress(OSError, ValueError):
             if json.loads(path.read_text("utf-8")).get("pid") == os.getpid():
                 path.unlink()
@@ -270,8 +287,14 @@ def start_node(port: int, *, timeout: float = 60.0) -> NodeState:
     raise GenAgentError(f"the node did not start within {timeout:g}s: {_tail(log_path)}")
 
 
-def stop_node(port: int | None = None, *, timeout: float = 60.0) -> NodeState:
+def stop_node(port: int | None = None, *, timeout: float = STOP_TIMEOUT) -> tuple[NodeState, bool]:
     """Stop the recorded node (on ``port``, when given) and wait until it is gone.
+
+    The node gets ``SIGTERM`` and ``timeout`` seconds to stop its agents in order; after that
+    it is killed, with whatever of its system survives it.
+
+    Returns:
+        The node's state, and whether it had to be killed.
 
     Raises:
         SystemNotRunning: no running node is recorded (for that port).
@@ -285,7 +308,8 @@ def stop_node(port: int | None = None, *, timeout: float = 60.0) -> NodeState:
     deadline = time.monotonic() + timeout
     while _alive(state.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _alive(state.pid):
+    killed = _alive(state.pid)
+    if killed:
         with contextlib.suppress(ProcessLookupError):
             os.kill(state.pid, signal.SIGKILL)
     # Whatever survived an unclean end (orphaned actors) carries the system's marker.
@@ -297,7 +321,7 @@ def stop_node(port: int | None = None, *, timeout: float = 60.0) -> NodeState:
             os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(OSError):
         state_path().unlink()
-    return state
+    return state, killed
 
 
 def state_as_dict(state: NodeState) -> JsonObject:

@@ -417,7 +417,7 @@ def _cmd_node(args: argparse.Namespace, out: _Output) -> int:
                 out.line(f"node running on 127.0.0.1:{state.port} (pid {state.pid}); Ctrl-C stops")
                 out.document({"ok": True, "node": _node.state_as_dict(state)})
 
-            return _node.run_node(port, ready=ready)
+            return _node.run_node(port, ready=ready, say=out.line)
         with _spinner(out, f"starting a node on port {port}"):
             state = _node.start_node(port)
         out.line(f"node started on 127.0.0.1:{state.port} (pid {state.pid})")
@@ -426,10 +426,19 @@ def _cmd_node(args: argparse.Namespace, out: _Output) -> int:
         return EXIT_OK
     if args.node_command == "stop":
         with _spinner(out, "stopping the node"):
-            state = _node.stop_node(getattr(args, "port", None))
-        out.line(f"node on 127.0.0.1:{state.port} stopped (pid {state.pid})")
-        out.document({"ok": True, "node": _node.state_as_dict(state)})
-        return EXIT_OK
+            state, killed = _node.stop_node(getattr(args, "port", None))
+        if killed:
+            # Stopped all the same (durable agents keep their records), but not in order:
+            # callers may have got no answer, and the log says which step held the node.
+            print(
+                f"genagent: the node on 127.0.0.1:{state.port} (pid {state.pid}) did not stop "
+                f"within {_node.STOP_TIMEOUT:g} s of SIGTERM and was killed; see {state.log}",
+                file=sys.stderr,
+            )
+        else:
+            out.line(f"node on 127.0.0.1:{state.port} stopped (pid {state.pid})")
+        out.document({"ok": not killed, "killed": killed, "node": _node.state_as_dict(state)})
+        return EXIT_FAILURE if killed else EXIT_OK
     recorded = _node.read_state()
     if recorded is None:
         raise SystemNotRunning(f"no running node is recorded in {_node.state_path()}")

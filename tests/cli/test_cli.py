@@ -14,6 +14,7 @@ import pytest
 from operator_node import CLI, Node, node_fixture
 
 from genagent_thespian._api.system import free_port
+from genagent_thespian._nodes.node import stop_node
 from genagent_thespian.cli import main, parse_options
 from genagent_thespian.testing import open_gate, wait_until
 
@@ -40,10 +41,26 @@ def test_node_start_and_stop_leave_no_process(tmp_path: Path) -> None:
     assert f"node on 127.0.0.1:{node.port} stopped" in done.stdout
     wait_until(lambda: not node.processes(), timeout=15.0, message="node processes left")
     assert not (tmp_path / "state" / "node.json").exists()
+    log = Path(node.state["log"]).read_text("utf-8")
+    assert re.search(r"stopping the node\nnode stopped in \d+\.\ds\n", log), log
     after = node.run("ls")
     assert after.returncode == 3
     assert after.stderr.startswith("genagent: error: SystemNotRunning: no node is running")
     assert after.stderr.count("\n") == 1
+
+
+def test_a_node_that_does_not_stop_in_time_is_killed_with_all_its_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = Node(tmp_path / "state")
+    node.start()
+    node.start_agent("a", 'script=["hello"]')
+    monkeypatch.setenv("GENAGENT_STATE_DIR", node.env["GENAGENT_STATE_DIR"])
+    # No time at all to stop in order: the node is killed at once, and its actors with it.
+    state, killed = stop_node(timeout=0.0)
+    assert killed and state.pid == node.state["pid"]
+    wait_until(lambda: not node.processes(), timeout=15.0, message="node processes left")
+    assert not (tmp_path / "state" / "node.json").exists()
 
 
 def test_start_ls_status_and_the_installed_entry_point(node: Node) -> None:

@@ -96,7 +96,8 @@ def test_a_system_started_on_a_taken_port_fails_at_once_and_keeps_nothing(
     # The home's lock went with the failed start: the same home starts on a free port.
     system = AgentSystem.start(home=tmp_path / "home")
     try:
-        assert system.admin_port != port and system.admin_port < _ephemeral_range()[0]
+        assert system.admin_port is not None and system.admin_port != port
+        assert system.admin_port < _ephemeral_range()[0]
     finally:
         system.shutdown()
     assert not system_processes(system)

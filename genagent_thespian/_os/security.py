@@ -60,6 +60,9 @@ module is imported; a Thespian other than 4.0.1 raises :class:`UnsupportedThespi
 * ``thespian.system.transport.TCPTransport.selectors`` -- the module global the transport
   builds a selector from on every pass of its loop: poll instead of a new epoll instance
   each time (a speed-up, not a protection; see :mod:`~genagent_thespian._os.poll_selector`).
+* ``thespian.system.multiprocCommon.startAdmin`` -- the admin's new process first releases the
+  sockets and pipes it inherited from the program that started it (see
+  :mod:`~genagent_thespian._os.admin_start`).
 * ``THESPIAN_BASE_IPADDR`` (a documented Thespian setting) -- the address advertised in actor
   addresses, set to the bind host so that peers connect where the node listens.
 
@@ -97,10 +100,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import NoReturn
 
+from thespian.system import multiprocCommon
 from thespian.system.transport import IPBase, TCPTransport, errmgmt, streamBuffer
 
 from .._core.errors import GenAgentError
 from .._core.types import ActorAddress, Options, OptionValue, ThespianInternal
+from .admin_start import install_admin_start
 from .frames import (
     FrameCodec,
     FrameReceiver,
@@ -499,6 +504,7 @@ def install_transport_security(security: TransportSecurity) -> None:
         _private_thespian_log()
         install_shutdown_guard()
         install_poll_selector()
+        install_admin_start()
         _installed = security
 
 
@@ -622,6 +628,7 @@ def _check_thespian_internals() -> None:
         (TCPTransport.TCPTransport.probeAdmin, "bindArgs"),
         (TCPTransport.TCPTransport._addedDataToIncoming, "ackMsg"),
         (TCPTransport.TCPTransport._addedDataToIncoming, "ackDataErrMsg"),
+        (multiprocCommon.multiprocessCommon._startAdmin, "startAdmin"),
     }
     for function, name in sorted(uses, key=lambda use: (use[0].__qualname__, use[1])):
         if name not in function.__code__.co_names:

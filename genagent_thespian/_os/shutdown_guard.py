@@ -4,14 +4,20 @@ In Thespian any client of a ``multiprocTCPBase`` system can call ``ActorSystem.s
 and the admin obeys: a raw client that tidies up after itself, as Thespian's own examples
 do, would stop every agent of the node. With the guard installed (in the starting process,
 before the admin is forked, so the admin inherits it), the admin accepts ``SystemShutdown``
-only from its starter (its parent process) or from the system's own processes (its process
-group: the supervisor ends a system whose owner died). Any other local client gets
-``SystemShutdownCompleted`` at once, so its ``shutdown()`` returns and just closes its own
-endpoint, and the node logs the refusal and keeps running.
+only from its starter or from the system's own processes (its process group: the supervisor
+ends a system whose owner died). Any other local client gets ``SystemShutdownCompleted`` at
+once, so its ``shutdown()`` returns and just closes its own endpoint, and the node logs the
+refusal and keeps running.
 
-The sender is identified by the local process listening on its address (psutil). A sender
-that is not on this host, or whose process cannot be found, is obeyed as before: the guard
-protects a node from its local clients, the transport's secret from everyone else.
+The starter is the ``ActorSystem`` endpoint that started the admin: Thespian gives the admin
+its address (``addrOfStarter``). Not its process: a raw client opened in the same program
+(``ActorSystem(..., transientUnique=True)``, tidied up with ``shutdown()``) is another
+endpoint and is refused like any other. Nor the admin's parent: Thespian forks twice to
+detach the admin, whose parent is then init.
+
+Any other sender is identified by the local process listening on its address (psutil). A
+sender that is not on this host, or whose process cannot be found, is obeyed as before: the
+guard protects a node from its local clients, the transport's secret from everyone else.
 """
 
 from __future__ import annotations
@@ -44,25 +50,29 @@ def _guarded(admin: ThespianInternal, envelope: ThespianInternal) -> ThespianInt
     A refused request is answered ``SystemShutdownCompleted`` so the foreign client does not
     hang in ``shutdown()``; the system keeps running, and the refusal is logged.
     """
+    starter = getattr(admin, "addrOfStarter", None)
+    if starter is not None and envelope.sender == starter:
+        return _original(admin, envelope)
     pid = _local_pid(envelope.sender)
     if pid is None or _may_shut_down(pid):
         return _original(admin, envelope)
     _log.warning(
-        "refused a shutdown request from client process %d: only the process that started "
-        "this system (pid %d) can shut it down",
+        "refused a shutdown request from client process %d (%s): only the endpoint that "
+        "started this system (%s) can shut it down",
         pid,
-        os.getppid(),
+        envelope.sender,
+        starter,
     )
     admin._send_intent(TransmitIntent(envelope.sender, SystemShutdownCompleted()))
     return True
 
 
 def _may_shut_down(pid: int) -> bool:
-    """Whether process ``pid`` may shut this system down: the admin, its starter, or one of
-    the system's own processes (same process group). A pid already gone is allowed: the
-    request cannot be a live foreign client's.
+    """Whether process ``pid`` may shut this system down: the admin or one of the system's
+    own processes (same process group). A pid already gone is allowed: the request cannot be
+    a live foreign client's.
     """
-    if pid in (os.getpid(), os.getppid()):
+    if pid == os.getpid():
         return True
     try:
         return os.getpgid(pid) == os.getpgid(0)

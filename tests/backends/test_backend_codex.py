@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -47,6 +46,7 @@ from genagent_thespian import (
     InvalidOption,
     Response,
 )
+from genagent_thespian._os.ports import free_port
 from genagent_thespian.testing._fake_llm_server import (
     FakeLLMServer,
     Hang,
@@ -817,9 +817,7 @@ def test_real_resume_of_a_thread_codex_lost_is_session_lost(real: RealCodex) -> 
 
 @pytest.mark.cli
 def test_real_unreachable_api_is_a_transport_error_within_the_budget(real: RealCodex) -> None:
-    with socket.socket() as sock:  # a loopback port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a loopback port nothing listens on
     options = real.options(max_network_retries=1)
     options["provider"] = {**options["provider"], "base_url": f"http://127.0.0.1:{port}/v1"}
     backend = real.backend()

@@ -10,7 +10,6 @@ retry budget the backend sets, and its retries arrive as ``retry`` events.
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from support_cli import (
 
 import genagent_thespian as g
 from genagent_thespian import BackendError, BackendErrorKind, Event, EventKind, InvalidOption
+from genagent_thespian._os.ports import free_port
 from genagent_thespian.cli import retry_line
 from genagent_thespian.testing import FakeLLMServer, Hang, Text, system_processes, wait_until
 
@@ -222,10 +222,8 @@ def server() -> Iterator[FakeLLMServer]:
 
 
 def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, from below the ephemeral range (nobody draws it)."""
+    return free_port()
 
 
 @pytest.mark.cli

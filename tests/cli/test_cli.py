@@ -41,8 +41,9 @@ def test_node_start_and_stop_leave_no_process(tmp_path: Path) -> None:
     assert f"node on 127.0.0.1:{node.port} stopped" in done.stdout
     wait_until(lambda: not node.processes(), timeout=15.0, message="node processes left")
     assert not (tmp_path / "state" / "node.json").exists()
-    log = Path(node.state["log"]).read_text("utf-8")
-    assert re.search(r"stopping the node\nnode stopped in \d+\.\ds\n", log), log
+    log = Path(node.state["log"]).read_text("utf-8").splitlines()
+    stopped = [n for n, line in enumerate(log) if re.fullmatch(r"node stopped in \d+\.\ds", line)]
+    assert stopped and "stopping the node" in log[: stopped[0]], log
     after = node.run("ls")
     assert after.returncode == 3
     assert after.stderr.startswith("genagent: error: SystemNotRunning: no node is running")

@@ -315,7 +315,7 @@ class AgentSystem:
         Args:
             base: ``"multiprocTCPBase"`` (default) or ``"simpleSystemBase"``.
             admin_port: The admin's TCP port; when ``None``, a free one from below the
-                kernel's ephemeral range (no other process gets it by chance).
+                kernel's ephemeral range (which the kernel never hands out on its own).
             capabilities: Extra Thespian capabilities (placement labels...).
             log_config: A ``logging.config.dictConfig`` dict for actor processes, or
                 ``None`` to leave logging alone (never ``False``: Thespian 4.0.1 breaks).

@@ -25,7 +25,7 @@ import psutil
 
 from .._core.errors import InvalidOption
 
-__all__ = ["CLAIM_WAIT", "claim_port", "free_port", "port_holder"]
+__all__ = ["CLAIM_WAIT", "claim_port", "free_port", "listener_pid", "port_holder"]
 
 #: How many ports below the ephemeral range :func:`free_port` draws from.
 _BAND = 16384
@@ -82,15 +82,26 @@ def claim_port(port: int, host: str = "127.0.0.1", *, wait: float | None = None)
 
 def port_holder(port: int) -> str | None:
     """``"pid N (name)"`` of the process listening on TCP ``port``, if this user may see it."""
+    pid = listener_pid(port)
+    if pid is None:
+        return None
+    with contextlib.suppress(psutil.Error):
+        return f"pid {pid} ({psutil.Process(pid).name()})"
+    return f"pid {pid}"
+
+
+def listener_pid(port: int, hosts: frozenset[str] | None = None) -> int | None:
+    """The pid of the local process listening on TCP ``port`` (on one of ``hosts``, when
+    given); ``None`` when there is none or this user may not see it."""
     with contextlib.suppress(psutil.Error, OSError):
         for connection in psutil.net_connections(kind="tcp"):
-            if connection.status != psutil.CONN_LISTEN or connection.laddr.port != port:
-                continue
-            if connection.pid is None:
-                return None
-            with contextlib.suppress(psutil.Error):
-                return f"pid {connection.pid} ({psutil.Process(connection.pid).name()})"
-            return f"pid {connection.pid}"
+            if (
+                connection.status == psutil.CONN_LISTEN
+                and connection.laddr
+                and connection.laddr.port == port
+                and (hosts is None or connection.laddr.ip in hosts)
+            ):
+                return int(connection.pid) if connection.pid is not None else None
     return None
 
 

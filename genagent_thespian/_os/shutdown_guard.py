@@ -25,12 +25,12 @@ from __future__ import annotations
 import logging
 import os
 
-import psutil
 from thespian.system.admin.convention import ConventioneerAdmin
 from thespian.system.messages.admin import SystemShutdownCompleted
 from thespian.system.transport import TransmitIntent
 
 from .._core.types import ActorAddress, ThespianInternal
+from .ports import listener_pid
 
 __all__ = ["install_shutdown_guard"]
 
@@ -86,16 +86,4 @@ def _local_pid(address: ActorAddress) -> int | None:
         host, port = address.addressDetails.connectArgs[0][:2]
     except (AttributeError, IndexError, TypeError, ValueError):
         return None
-    local = {"127.0.0.1", "0.0.0.0", "::1", "localhost"}
-    try:
-        for connection in psutil.net_connections(kind="tcp"):
-            if (
-                connection.status == psutil.CONN_LISTEN
-                and connection.laddr
-                and connection.laddr.port == port
-                and (connection.laddr.ip in local or connection.laddr.ip == host)
-            ):
-                return int(connection.pid) if connection.pid is not None else None
-    except (psutil.Error, OSError):
-        return None
-    return None
+    return listener_pid(port, frozenset({"127.0.0.1", "0.0.0.0", "::1", "localhost", host}))

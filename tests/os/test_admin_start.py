@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,4 +90,4 @@ def test_only_the_endpoint_that_started_the_system_shuts_it_down(
         system.shutdown()
         for pid in system_processes(system):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
+                os.kill(pid, signal.SIGKILL)

@@ -747,6 +747,7 @@ class ClaudeBackend(Backend):
     """Backend for the Claude Code CLI (``claude`` 2.1.x); see the module docstring."""
 
     name = BACKEND
+    thread_turns = True  # the slow part is the claude program, in a group the agent kills
 
     def __init__(self) -> None:
         """Track live processes: one per session in stream mode, one per running turn otherwise,

@@ -437,6 +437,7 @@ class CodexBackend(Backend):
     """Backend for the Codex CLI (``codex exec --json``, 0.169); see the module docstring."""
 
     name = BACKEND
+    thread_turns = True  # the slow part is the codex program, in a group the agent kills
 
     def __init__(self) -> None:
         """Keep the turns in flight by process group, so ``close()`` and cancellation can find them.

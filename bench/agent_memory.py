@@ -1,4 +1,4 @@
-"""Framework memory per live claude agent (agent + worker, CLI excluded), alone and in a fleet.
+"""Framework memory per live claude agent (its processes, CLI excluded), alone and in a fleet.
 
 The memory phase of ``bench/cli_turns.py`` on its own, in under a minute, with the split
 that explains the figure: what each agent's two processes hold privately and what they
@@ -48,7 +48,7 @@ def _rollup(pid: int) -> dict[str, int]:
 
 
 def measure(count: int, binary: str, server: FakeLLMServer, home: Path) -> dict[str, float]:
-    """MiB per agent of each of :data:`FIELDS`, summed over every agent's agent and worker."""
+    """MiB per agent of each of :data:`FIELDS`, summed over every agent's Python processes."""
     env = _claude_env(home, server.url)
     with agent_system() as system, _workdirs(count) as dirs:
         names = [f"m{index}" for index in range(count)]

@@ -4,7 +4,8 @@ beside the official SDKs and a bare process, all against one :class:`FakeLLMServ
 claude (2.1.331, the same binary for every contender, the same prompt and answer):
 
 * ``framework``: ``start_agent(..., backend="claude")`` in its long-lived (stream) mode,
-  one ``g.ask`` per turn (Thespian ``multiprocTCPBase``: agent and worker processes);
+  one ``g.ask`` per turn (Thespian ``multiprocTCPBase``; the turns run in the agent's
+  process, ``turn_worker="auto"``);
 * ``sdk``: the official ``claude-agent-sdk`` ``ClaudeSDKClient`` (``cli_path`` = the same
   binary), one ``query`` + ``receive_response`` per turn on an asyncio loop;
 * ``bare``: a ``claude -p --input-format stream-json`` process driven over pipes by hand,
@@ -12,7 +13,7 @@ claude (2.1.331, the same binary for every contender, the same prompt and answer
 
 Per-turn latency is sampled in interleaved blocks (p50/p99); cold start is the time from
 nothing to the first answer; memory is the PSS of each contender's whole process tree per
-live agent (psutil), and the framework's own share (agent + worker, CLI excluded) beside
+live agent (psutil), and the framework's own share (its processes, CLI excluded) beside
 a raw Thespian actor with its child actor. The fleet phase runs 20 agents x 5 turns
 (threads calling ``g.ask``) against 20 SDK clients on one asyncio loop, three alternating
 runs each (median): wall time, CPU seconds of every process involved (not the sampler
@@ -324,8 +325,8 @@ def _memory_figures(
     (cli,) = _cli_pids(framework_dir)
     agent_pid = g.status("c", system=system).pid
     cli_tree = {p.pid for p in _tree(cli)}
-    # The worker is the agent's child and the CLI the worker's: the agent's tree minus the
-    # CLI's is the framework's own share.
+    # The CLI is the agent's child (or its worker's): the agent's tree minus the CLI's is
+    # the framework's own share.
     framework = [p for p in _tree(agent_pid) if p.pid not in cli_tree]
     own = _pss_mib(framework)
     with_cli = own + _pss_mib(_tree(cli))
@@ -344,7 +345,7 @@ def _memory_figures(
     result.add(
         Figure(
             key="claude_framework_pss_per_agent",
-            label="framework PSS of one live claude agent (agent + worker, CLI excluded)",
+            label="framework PSS of one live claude agent (its processes, CLI excluded)",
             unit="MiB",
             value=own,
             floor=raw_pss,

@@ -234,6 +234,10 @@ class AgentSpec:
         prewarm: Start the backend's live session (a CLI process) when the agent starts,
             restarts or wakes, ahead of its first turn, if its node's session governor has
             a free slot (see ``docs/supervision.md``).
+        turn_worker: Where turns run: ``"process"`` (a worker process per agent),
+            ``"thread"`` (a thread of the agent's own process), or ``"auto"``: a thread for
+            backends with ``Backend.thread_turns`` (the CLIs), else a process (see
+            ``docs/backends.md``).
     """
 
     # Names and option values are the user's own picklable terms. ``impl`` is a GenAgent
@@ -264,6 +268,7 @@ class AgentSpec:
     backoff_max: float = 5.0
     jitter: float = 0.0
     prewarm: bool = False
+    turn_worker: str = "auto"
 
     @property
     def options_dict(self) -> dict[str, OptionValue]:

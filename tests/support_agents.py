@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,13 @@ class HoldsALock(Recorder):
 
         self.lock = threading.Lock()
         return super().init_agent(options)
+
+
+def deaf_until_gate(prompt: str) -> str:
+    """Scripted item (a function of the prompt): block, deaf to cancellation, until the file
+    named by ``prompt`` exists (60 s at most), then reply ``"late"``. A turn its backend
+    cannot stop, as a hung provider call would be."""
+    deadline = time.monotonic() + 60.0
+    while not os.path.exists(prompt) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the backend under test polls its gate; no test waits on this
+    return "late"

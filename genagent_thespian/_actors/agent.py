@@ -9,7 +9,9 @@ It also owns the one resource the machine cannot see, the turn worker (see
 :class:`_WorkerSlot`): created on the first turn, reused while healthy, replaced when it
 dies, killed when a cancelled turn does not end within the grace period, retired when idle
 so an idle agent costs one process. Process groups that backends report are ended here
-when their worker dies, so no CLI process outlives its agent.
+when their worker dies, so no CLI process outlives its agent. For the CLI backends
+(``turn_worker="auto"``) the worker is hosted in this process instead of a child process
+(``turn_thread.py``): the same messages, through a local mailbox.
 
 One ``ask``, as messages (names from ``messages`` and ``_core/protocol``)::
 
@@ -51,7 +53,7 @@ import pickle
 import time
 import uuid
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import cast
@@ -62,7 +64,9 @@ from thespian.actors import (
     ActorExitRequest,
     ChildActorExited,
     PoisonMessage,
+    ThespianWatch,
     WakeupMessage,
+    WatchMessage,
 )
 
 from .._core.backend import Backend, resolve_backend
@@ -187,6 +191,7 @@ from ..messages import (
 from . import hibernation
 from .directory import DIRECTORY_NAME, LocalAgent, LocalAgentGone, ServiceDirectory
 from .governor import GOVERNOR_NAME, SessionGovernorActor, node_sessions
+from .turn_thread import HostedAddress, HostedWorker
 from .unexpected import answer_unexpected
 from .worker import TurnWorker
 
@@ -455,6 +460,7 @@ class AgentActor(Actor):
         """
         super().__init__()
         caps = capabilities or {}
+        self._caps = caps
         self._isolated = caps.get("Thespian ActorSystem Name") != "simpleSystem"
         if self._isolated:
             share_inherited_heap()  # before anything here can start a full collection
@@ -468,6 +474,11 @@ class AgentActor(Actor):
         self.backend_cls: type[Backend] | None = None
         self.session: Session = None
         self.worker = _WorkerSlot()
+        # turn_worker="thread": workers hosted in this process (the current one and any
+        # still ending), and the local mailbox between them and this agent (turn_thread.py).
+        self._threaded_turns = False
+        self._hosted: list[HostedWorker] = []
+        self._local: deque[tuple[object, ActorAddress, HostedWorker | None]] = deque()
         self._held_start: StartTurn | None = None
         # A turn's watchdog starts when its worker begins the backend call, not while the
         # turn waits behind a cancelling worker or a previous turn's clean-up: armed when the
@@ -528,15 +539,76 @@ class AgentActor(Actor):
 
     # ================================================================== dispatch
 
-    def receiveMessage(self, message: object, sender: ActorAddress) -> None:
-        """Handle one message. Never raises: a bug here must not re-run a turn."""
+    def receiveMessage(self, message: object, sender: ActorAddress) -> ThespianWatch | None:
+        """Handle one message, then what the local mailbox holds. Never raises: a bug here
+        must not re-run a turn.
+
+        With hosted workers (``turn_worker="thread"``) the agent and its worker exchange
+        messages through ``_local`` (see ``turn_thread.py``), handled here in order before
+        returning, and every return watches the hosted workers' pipes."""
+        try:
+            if isinstance(message, WatchMessage):
+                self._on_watch_ready(message)
+            else:
+                self._handle(message, sender)
+            while self._local:
+                local, local_sender, worker = self._local.popleft()
+                if worker is None:
+                    self._handle(local, local_sender)
+                else:
+                    worker.receiveMessage(local, local_sender)  # never raises
+        finally:
+            self._flush_telemetry()
+        return self._watch_hosted()
+
+    def _handle(self, message: object, sender: ActorAddress) -> None:
+        """``_dispatch`` one message, logging (never raising) what it raised."""
         try:
             self._dispatch(message, sender)
         except Exception:
             name = self.spec.name if self.spec else "?"
             _log.exception("agent %r failed handling %s", name, type(message).__name__)
-        finally:
-            self._flush_telemetry()
+
+    def send(self, targetAddr: ActorAddress, msg: object) -> None:  # noqa: N803 (Thespian's)
+        """Send ``msg``; to a hosted worker through the local mailbox, not Thespian."""
+        if isinstance(targetAddr, HostedAddress):
+            if not targetAddr.worker.ended:
+                self._local.append((msg, self.myAddress, targetAddr.worker))
+            return
+        super().send(targetAddr, msg)
+
+    def _from_hosted(self, message: object, sender: ActorAddress) -> None:
+        """A hosted worker's message to this agent: handled before ``receiveMessage`` returns."""
+        self._local.append((message, sender, None))
+
+    def _on_watch_ready(self, message: WatchMessage) -> None:
+        """A hosted worker's thread wrote to its pipe: let that worker relay its output."""
+        for worker in list(self._hosted):
+            if not worker.ended and worker.fd in message.ready:
+                worker.receiveMessage(message, self.myAddress)
+
+    def _watch_hosted(self) -> ThespianWatch | None:
+        """The watch on every live hosted worker's pipe (Thespian keeps only the last one)."""
+        self._hosted = [worker for worker in self._hosted if not worker.ended]
+        if not self._hosted:
+            return None
+        return ThespianWatch([worker.fd for worker in self._hosted])
+
+    def _new_worker(self) -> ActorAddress:
+        """Create a turn worker: a child actor process, or one hosted here (``"thread"``)."""
+        if not self._threaded_turns:
+            return self.createActor(TurnWorker)
+        worker = HostedWorker(self._from_hosted, self._caps)
+        self._hosted.append(worker)
+        return worker.address
+
+    def _retire_hosted_now(self) -> None:
+        """This process is ending: retire its hosted workers in place, as a worker process
+        would on its parent's exit (bounded by the worker's join grace)."""
+        hosted, self._hosted = self._hosted, []
+        for worker in hosted:
+            if not worker.ended:
+                worker.retire_now()
 
     def _dispatch(self, message: object, sender: ActorAddress) -> None:
         """Route ``message`` by its type through ``_HANDLERS``.
@@ -588,6 +660,7 @@ class AgentActor(Actor):
         outlive the agent."""
         spec = message.spec
         self.spec = spec
+        self._threaded_turns = self._turns_in_thread(spec)
         self._registry = message.registry
         self._telemetry = message.telemetry
         self._supervisor = message.supervisor
@@ -668,6 +741,22 @@ class AgentActor(Actor):
         self._run(effects)
         self._note_activity(hibernation.first_nap(self._hibernate_after))
         self._prewarm()
+
+    def _turns_in_thread(self, spec: AgentSpec) -> bool:
+        """Whether this agent hosts its turn worker (``turn_worker``; ``turn_thread.py``).
+
+        Threads need the pipe watch (multiprocTCPBase); elsewhere the worker is an actor. A
+        backend that cannot be loaded here gets a worker process: the start reports why."""
+        if spec.turn_worker == "process" or not self._isolated:
+            return False
+        if not self._caps.get("Thespian Watch Supported"):
+            return False
+        if spec.turn_worker == "thread":
+            return True
+        try:
+            return resolve_backend(spec.backend).thread_turns
+        except Exception:
+            return False
 
     def _tell_directory(self, *, here: bool) -> None:
         """On a convention node, list (or unlist) this agent in the node's directory.
@@ -1197,7 +1286,7 @@ class AgentActor(Actor):
         """
         slot = self.worker
         if slot.address is None:
-            slot.address = self.createActor(TurnWorker)
+            slot.address = self._new_worker()
             slot.generation += 1
             slot.pid = 0
             slot.warming = True
@@ -1207,7 +1296,7 @@ class AgentActor(Actor):
         """Send the turn to the worker, creating one if there is none."""
         slot = self.worker
         if slot.address is None:
-            slot.address = self.createActor(TurnWorker)
+            slot.address = self._new_worker()
             slot.generation += 1
             slot.pid = 0
             self._after(_WorkerStartGrace(slot.generation), WORKER_START_GRACE)
@@ -1415,7 +1504,7 @@ class AgentActor(Actor):
         """Have the worker (created now if there is none) start the backend's live session."""
         slot = self.worker
         if slot.address is None:
-            slot.address = self.createActor(TurnWorker)
+            slot.address = self._new_worker()
             slot.generation += 1
             slot.pid = 0
         slot.warming = False  # it has work now: it must report that it runs
@@ -1538,9 +1627,10 @@ class AgentActor(Actor):
         if self._supervisor is not None and self._isolated:
             slot = self.worker
             groups = tuple(sorted(slot.process_groups))
-            self.send(self._supervisor, _AgentProcesses(slot.pid, groups))
-            if self._record is not None and slot.pid:
-                self._record.record_process(slot.pid, "worker", os.getpgid(0))
+            pid = 0 if slot.pid == os.getpid() else slot.pid  # a hosted worker has none
+            self.send(self._supervisor, _AgentProcesses(pid, groups))
+            if self._record is not None and pid:
+                self._record.record_process(pid, "worker", os.getpgid(0))
                 for pgid in groups:
                     self._record.record_process(pgid, "cli", pgid)
 
@@ -1550,8 +1640,8 @@ class AgentActor(Actor):
             kill_process_group(pgid)
         self._dying_groups.update(slot.process_groups)
         slot.process_groups.clear()
-        if kill_worker and self._isolated and slot.pid:
-            kill_process(slot.pid)
+        if kill_worker and self._isolated and slot.pid and slot.pid != os.getpid():
+            kill_process(slot.pid)  # (a hosted worker's pid is this process's: it is given up)
 
     def _after(self, deadline: _Deadline, seconds: float) -> None:
         """Set ``deadline``, replacing one of the same key; arm a wakeup only if none is due."""
@@ -1808,8 +1898,16 @@ class AgentActor(Actor):
         """The system or supervisor is ending this actor: answer everyone, leave nothing.
 
         A durable agent's record keeps its last boundary (queued tells survive a shutdown).
-        A fenced incarnation answers nobody: the owning incarnation does.
+        A fenced incarnation answers nobody: the owning incarnation does. Hosted workers are
+        retired last, where Thespian would end a worker process after this handler.
         """
+        try:
+            self._exit_now()
+        finally:
+            self._retire_hosted_now()
+
+    def _exit_now(self) -> None:
+        """The body of ``_on_exit_request``."""
         self._tell_directory(here=False)
         if self._hibernating:
             return  # handed over already: the record holds everything, nobody is waiting

@@ -151,6 +151,10 @@ class TurnWorker(Actor):
     whose handler raised, which would run an LLM call twice.
     """
 
+    #: Whether this worker is a process of its own (its heap is frozen at its start); a
+    #: worker hosted in its agent's process (``turn_thread.HostedWorker``) is not.
+    _owns_process = True
+
     def __init__(self, capabilities: Capabilities | None = None) -> None:
         """Read from the capabilities whether ``ThespianWatch`` works here and if isolated.
 
@@ -162,7 +166,7 @@ class TurnWorker(Actor):
         caps = capabilities or {}
         self._watch_supported = bool(caps.get("Thespian Watch Supported"))
         self._isolated = caps.get("Thespian ActorSystem Name") != "simpleSystem"
-        if self._isolated:
+        if self._isolated and self._owns_process:
             share_inherited_heap()  # before anything here can start a full collection
         self._owner: Sender = None
         self._backends: dict[type[Backend], Backend] = {}

@@ -223,6 +223,7 @@ def start_agent(
     secret_resolver: Callable[[AgentName, str], object] | None = None,
     hibernate_after: float | None = SPEC_DEFAULTS.hibernate_after,
     prewarm: bool = SPEC_DEFAULTS.prewarm,
+    turn_worker: str = SPEC_DEFAULTS.turn_worker,
     timeout: float | None = calls.START_TIMEOUT,
     system: AgentSystem | None = None,
     **options: OptionValue,
@@ -272,6 +273,13 @@ def start_agent(
             ``outcome="no_slot"``) and the first turn asks as usual. The prewarmed
             session is then an ordinary idle one: retired after ``worker_idle_timeout``
             (or the node's ``session_idle_timeout``) without a turn, or to make room.
+        turn_worker: Where the backend's turns run. ``"process"``: a worker process per
+            agent, which the agent can kill whatever the backend does. ``"thread"``: a
+            thread of the agent's own process; one process and two messages fewer per
+            turn, meant for backends whose slow part is a program that can be killed.
+            ``"auto"`` (default): a thread for the CLI backends (``claude``, ``codex``:
+            ``Backend.thread_turns``), a process for the others (``docs/backends.md``).
+            Threads need ``multiprocTCPBase``; elsewhere the worker stays an actor.
         timeout: Seconds to wait for ``init_agent``/``start_session``/``pre_run``
             (default 120).
         system: The system to use (default: the current one).
@@ -311,6 +319,7 @@ def start_agent(
         secret_resolver=secret_resolver,
         hibernate_after=hibernate_after,
         prewarm=prewarm,
+        turn_worker=turn_worker,
         require_importable=target.base != "simpleSystemBase",
     )
     return calls.run(target, calls.start_agent(target, spec, timeout))

@@ -8,10 +8,11 @@ where things live:
   dataclass holding ids, options and history). The *agent* keeps it between turns, can
   persist it, and passes it back to every call. A session never holds a live resource.
 * **Live resources belong to the worker.** A backend instance lives in the agent's turn
-  worker process and may keep live resources there across turns (a long-lived CLI
-  process, an HTTP client), keyed by the session. :meth:`Backend.close` releases them when
-  the worker retires; a worker that dies takes them with it, which is why every child
-  process must be started in its own process group and reported through
+  worker (a process of its own, or a thread of the agent's process for backends with
+  :attr:`Backend.thread_turns`) and may keep live resources there across turns (a
+  long-lived CLI process, an HTTP client), keyed by the session. :meth:`Backend.close`
+  releases them when the worker retires; a worker that dies takes them with it, which is
+  why every child process must be started in its own process group and reported through
   :meth:`TurnContext.track_process_group` so the agent can end it even then.
 * **Every turn ends with exactly one terminal event.** :meth:`Backend.prompt` yields events
   and must finish with ``result`` or ``error``; a stream that ends without one is reported
@@ -170,6 +171,13 @@ class Backend(abc.ABC):
     #: each turn asks the node's session governor first. ``False`` for backends that hold
     #: nothing heavy between turns (the HTTP API backends): their turns skip the governor.
     live_session: ClassVar[bool] = True
+    #: Whether the agent runs this backend's turns in a thread of its own process when
+    #: started with ``turn_worker="auto"`` (the default), instead of a worker process: for
+    #: backends whose slow part is a child program, in a process group the agent can kill,
+    #: so that no Python code of a turn can block beyond the agent's reach (the CLIs). An
+    #: HTTP backend's turn blocks in Python code: it keeps the worker process the agent can
+    #: kill (``_actors/turn_thread.py``).
+    thread_turns: ClassVar[bool] = False
 
     @abc.abstractmethod
     def start_session(self, options: Options) -> Session:

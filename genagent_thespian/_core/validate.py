@@ -49,6 +49,9 @@ RESTART_TYPES = tuple(kind.value for kind in RestartType)
 DEFAULT_HIBERNATE_AFTER = 300.0
 #: What an agent does when its provider session cannot be resumed (``on_session_lost``).
 SESSION_LOST_POLICIES = ("fail", "fresh")
+#: Where an agent's turns run (``AgentSpec.turn_worker``): a worker process, a thread of the
+#: agent's process (``_actors/turn_thread.py``), or what the backend suits (``auto``).
+TURN_WORKERS = ("auto", "process", "thread")
 
 
 def build_spec(
@@ -91,6 +94,7 @@ def build_spec(
     worker_idle_timeout, restart = merged["worker_idle_timeout"], merged["restart"]
     restart_window, durable = merged["restart_window"], merged["durable"]
     on_session_lost, prewarm = merged["on_session_lost"], merged["prewarm"]
+    turn_worker = merged["turn_worker"]
     secret_resolver = merged["secret_resolver"]
     hibernate_after = _hibernate_seconds(merged["hibernate_after"], bool(durable), name)
     placement = settings.get("placement")
@@ -137,6 +141,10 @@ def build_spec(
             f"on_session_lost must be one of {SESSION_LOST_POLICIES}, got {on_session_lost!r}",
             agent=name,
         )
+    if turn_worker not in TURN_WORKERS:
+        raise InvalidOption(
+            f"turn_worker must be one of {TURN_WORKERS}, got {turn_worker!r:.80}", agent=name
+        )
     if not isinstance(prewarm, bool):
         raise InvalidOption(f"prewarm must be True or False, got {prewarm!r:.80}", agent=name)
     if secret_resolver is not None:
@@ -178,6 +186,7 @@ def build_spec(
         secret_resolver=secret_resolver,
         hibernate_after=hibernate_after,
         prewarm=prewarm,
+        turn_worker=turn_worker,
     )
     return dataclasses.replace(spec, **backoff)
 

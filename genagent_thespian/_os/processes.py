@@ -27,6 +27,7 @@ import ctypes  # at import, not in each child: shared after the fork, not copied
 import os
 import select
 import signal
+import threading
 import time
 
 import psutil
@@ -210,13 +211,19 @@ def children_die_with_this_process() -> None:
     right after ``fork``, before Thespian's own child start-up (which waits on a parent
     that may already be gone). Grandchildren (the CLI programs a worker starts) are not
     affected: the hook only acts in children whose forking process was this one.
+
+    Only forks made by the main thread count (Thespian forks child actors there). The
+    kernel sends the parent-death signal when the *thread* that forked the child ends, so
+    a CLI started by a turn thread of this process (``turn_worker="thread"``) must not get
+    it: it would be killed when that turn's thread returns, although the session keeps it.
     """
     owner = os.getpid()
 
     def before() -> None:
         """Note which process is forking, so the child can tell whether its parent is the owner."""
         global _forking_pid
-        _forking_pid = os.getpid()
+        main = threading.current_thread() is threading.main_thread()
+        _forking_pid = os.getpid() if main else 0
 
     def after_in_child() -> None:
         """In a child of the owner, ask the kernel to kill it when the owner dies."""

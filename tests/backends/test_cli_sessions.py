@@ -2,8 +2,8 @@
 process kept across turns, replaced only after an interrupt or a crash; durable sessions that
 survive a kill at any moment; the session-lost policy.
 
-Only multiprocTCPBase: the CLI process belongs to a worker process and the tests kill agent
-processes; simpleSystemBase has neither.
+Only multiprocTCPBase: the CLI process belongs to an agent (``turn_worker="auto"``) or worker
+process and the tests kill those processes; simpleSystemBase has neither.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from support_agents import Passthrough
 from support_backends import ErrorLogger
@@ -104,12 +105,14 @@ def conversation(request: Any) -> str:
     return json.dumps(request.body)
 
 
-def test_a_claude_agent_keeps_one_cli_process_until_an_interrupt_or_a_crash(
+def test_a_claude_agent_keeps_one_cli_process_until_an_interrupt_or_a_worker_crash(
     system: AgentSystem, server: FakeLLMServer, tmp_path: Path, workdir: Path
 ) -> None:
     options = claude_options(server, tmp_path / "home", workdir)
     server.script(Text("one"), Text("two"), Text("three"))
-    g.start_agent(Passthrough, name="k", backend="claude", backend_options=options)
+    g.start_agent(
+        Passthrough, name="k", backend="claude", backend_options=options, turn_worker="process"
+    )
 
     pids = []
     for word in ("one", "two", "three"):
@@ -148,6 +151,54 @@ def test_a_claude_agent_keeps_one_cli_process_until_an_interrupt_or_a_crash(
     assert parent_of(after_worker_crash) != worker
     assert "say one" in conversation(server.model_requests[-1])
     g.stop("k")
+    wait_until(lambda: not cli_leaders(workdir), timeout=20, message="claude survived stop")
+
+
+def test_by_default_a_claude_agent_runs_its_cli_itself_and_a_killed_agent_leaves_none(
+    system: AgentSystem, server: FakeLLMServer, tmp_path: Path, workdir: Path
+) -> None:
+    """``turn_worker="auto"``: the CLI is the agent's own child (no worker process), kept
+    across turns although each turn's thread ends; a killed agent takes it along, and the
+    restarted (durable) agent goes on with the conversation in a CLI of its own."""
+    options = claude_options(server, tmp_path / "home", workdir)
+    server.script(Text("one"), Text("two"), Text("three"))
+    g.start_agent(
+        Passthrough,
+        name="t",
+        backend="claude",
+        backend_options=options,
+        durable=True,
+        restart="permanent",
+    )
+    agent = g.status("t").pid
+    pids = []
+    for word in ("one", "two", "three"):
+        assert g.ask("t", f"say {word}").text == word
+        pids.append(the_cli(workdir))
+    assert pids[0] == pids[1] == pids[2], pids
+    assert parent_of(pids[0]) == agent
+    assert [child.pid for child in psutil.Process(agent).children()] == [pids[0]]
+
+    server.script(Hang(), Text("after the interrupt"))
+    ref = g.tell("t", "this will hang")
+    server.wait_for_requests(4, timeout=60)
+    g.interrupt("t", ref=ref)
+    result = wait_until(lambda: (p := g.poll("t", ref)).done and p, timeout=30)
+    assert isinstance(result.error, g.TurnInterrupted)
+    server.release_hangs()
+    assert g.ask("t", "go on").text == "after the interrupt"
+    after_interrupt = the_cli(workdir)
+    assert after_interrupt != pids[0] and parent_of(after_interrupt) == agent
+
+    os.kill(agent, signal.SIGKILL)
+    wait_until(lambda: after_interrupt not in cli_leaders(workdir), timeout=20)
+    wait_until(lambda: g.whereis("t") is not None and g.status("t").pid not in (0, agent))
+    server.script(Text("after the agent crash"))
+    assert g.ask("t", "still there?").text == "after the agent crash"
+    restarted = the_cli(workdir)
+    assert parent_of(restarted) == g.status("t").pid
+    assert "say one" in conversation(server.model_requests[-1])
+    g.stop("t")
     wait_until(lambda: not cli_leaders(workdir), timeout=20, message="claude survived stop")
 
 

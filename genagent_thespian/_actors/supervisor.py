@@ -68,6 +68,7 @@ from .._core.errors import (
     AgentAlreadyExists,
     AgentNotFound,
     AgentStartFailed,
+    AgentStopped,
     GenAgentError,
 )
 from .._core.log import get_logger
@@ -638,11 +639,18 @@ class AgentSupervisor(Actor):
         """The agent initialized: register its name, then answer its starter.
 
         The registry sends the starter's ``AgentStarted`` after the name is registered, so a
-        caller can use the name as soon as ``start_agent`` returns."""
+        caller can use the name as soon as ``start_agent`` returns.
+
+        An agent stopped while it was starting stays stopping: the ``ActorExitRequest`` sent
+        then is on its way, and its exit answers the stoppers (and its starter). Made
+        running and registered here, its exit would be taken for a crash and restarted,
+        and the stoppers never answered (found by ``tests/api/test_stops_stateful.py``)."""
         child = self._children.get(message.name)
         if child is None or child.address != sender:
             return
-        child.state = _ChildState.RUNNING
+        stopping = child.state is _ChildState.STOPPING
+        if not stopping:
+            child.state = _ChildState.RUNNING
         child.pid = message.pid
         child.node = message.node or self._node
         child.governor = message.governor
@@ -653,6 +661,8 @@ class AgentSupervisor(Actor):
                 self._arm_lost_exit_sweep()
         else:
             child.identity = None
+        if stopping:
+            return
         then = ((child.starter, AgentStarted(message.name, sender)),) if child.starter else ()
         child.starter = None
         register = _Register(
@@ -682,7 +692,7 @@ class AgentSupervisor(Actor):
         if child is None or child.address != sender:
             return
         if child.starter is not None:  # a first start: the caller hears why, nothing restarts
-            self._forget(child)
+            self._forget(child, then=self._stopped_replies(child))
             self.send(child.starter, Failure(message.error))
             self.send(sender, ActorExitRequest())
         else:  # a restart that could not resume: it goes through the restart policy now
@@ -725,9 +735,7 @@ class AgentSupervisor(Actor):
             if child.spec.durable and self._store_path and not keep_record:
                 answer_stored_callers(self._store_path, child.spec, "stopped", self.send)
                 delete_stored_agent(self._store_path, child.spec)
-            self._forget(
-                child, then=tuple((w, Stopped(child.spec.name)) for w in child.stop_waiters)
-            )
+            self._forget(child, then=self._stopped_replies(child))
             self._check_stop_all()
             return
         if child.state is _ChildState.STARTING:
@@ -742,6 +750,20 @@ class AgentSupervisor(Actor):
         self._tell_registry(_Unregister(child.spec.name, child.address))
         self.send(child.address, _ShutdownAgent(reason, keep_record=keep_record))
         self._after(STOP_GRACE, _ExitDue(child.spec.name, child.address, child.incarnation))
+
+    @staticmethod
+    def _stopped_replies(child: _Child) -> tuple[tuple[ActorAddress, object], ...]:
+        """What a stopped agent's callers get: ``Stopped`` for each stopper, and
+        ``AgentStopped`` for a starter still waiting (stopped before it was ready)."""
+        name = child.spec.name
+        replies: list[tuple[ActorAddress, object]] = [
+            (w, Stopped(name)) for w in child.stop_waiters
+        ]
+        if child.starter is not None:
+            error = AgentStopped("the agent was stopped before it finished starting", agent=name)
+            replies.append((child.starter, Failure(error)))
+            child.starter = None
+        return tuple(replies)
 
     def _on_agent_processes(self, message: _AgentProcesses, sender: ActorAddress) -> None:
         """Remember what to kill should this agent die: its worker and its CLI process groups.
@@ -1116,7 +1138,7 @@ class AgentSupervisor(Actor):
         if child.governor is not None:  # a dead agent's session and queued turn are gone
             self.send(child.governor, _SessionGone(name, withdraw=True))
         if child.state is _ChildState.STOPPING:
-            self._forget(child, then=tuple((w, Stopped(name)) for w in child.stop_waiters))
+            self._forget(child, then=self._stopped_replies(child))
             self._emit("agent.stopped", {"agent": name, "reason": child.stop_reason})
             self._notify_watchers(name, child.stop_reason or "stopped")
             self._check_stop_all()

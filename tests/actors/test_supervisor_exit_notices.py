@@ -25,14 +25,21 @@ from types import SimpleNamespace
 from typing import Any
 
 from support_agents import Recorder
-from thespian.actors import ActorAddress, ChildActorExited
+from thespian.actors import ActorAddress, ActorExitRequest, ChildActorExited
 from thespian.system.transport.IPBase import TCPv4ActorAddress
 
 from genagent_thespian._actors.supervisor import AgentSupervisor, _Child, _ChildState, _ExitCheck
-from genagent_thespian._core.protocol import _Hibernating, _Restarting, _Unregister
+from genagent_thespian._core.errors import AgentStopped
+from genagent_thespian._core.protocol import (
+    _AgentReady,
+    _Hibernating,
+    _Register,
+    _Restarting,
+    _Unregister,
+)
 from genagent_thespian._core.validate import build_spec
 from genagent_thespian._os.processes import owner_identity
-from genagent_thespian.messages import Stopped
+from genagent_thespian.messages import Failure, Stopped
 
 
 def _address(port: int) -> ActorAddress:
@@ -167,3 +174,38 @@ def test_a_late_notice_naming_a_running_incarnation_is_ignored_once_it_expires()
     assert supervisor._children.get("steady") is running
     assert running.state is _ChildState.RUNNING and running.address == port
     assert not [m for _, m in sent if isinstance(m, (_Unregister, _Restarting))]
+
+
+# -- a stop that comes while the agent is starting (found by test_stops_stateful.py) ----------
+
+
+def test_an_agent_stopped_while_starting_is_not_made_running_by_its_ready_report() -> None:
+    """A stop reaches the supervisor while a (re)started incarnation still initializes; its
+    ``_AgentReady`` comes next. It must stay stopping: registered and made running, its exit
+    was taken for a crash and restarted, and the stopper waited for ever."""
+    supervisor, sent = _supervisor()
+    port = _address(45561)
+    process = _running_process()
+    try:
+        child = _child("late", port, _ChildState.STARTING)
+        supervisor._children["late"] = child
+        child.starter = "the caller of start_agent"
+        supervisor._begin_stop(child, "stop", "the caller of stop")
+        assert child.state is _ChildState.STOPPING
+        assert (port, ActorExitRequest()) in sent  # on its way, behind the agent's init
+
+        supervisor._on_ready(_AgentReady("late", process.pid), port)
+        assert child.state is _ChildState.STOPPING
+        assert not [m for _, m in sent if isinstance(m, _Register)]  # never registered
+        assert child.identity is not None  # its exit can be checked against its process
+
+        process.kill()
+        process.wait(10)
+        supervisor._on_child_exited(ChildActorExited(port), None)
+    finally:
+        process.kill()
+        process.wait(10)
+    assert _answers_to(sent, "the caller of stop") == [Stopped("late")]
+    [(failure)] = _answers_to(sent, "the caller of start_agent")
+    assert isinstance(failure, Failure) and isinstance(failure.error, AgentStopped)
+    assert "late" not in supervisor._children

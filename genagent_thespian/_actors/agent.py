@@ -1629,9 +1629,10 @@ class AgentActor(Actor):
             groups = tuple(sorted(slot.process_groups))
             pid = 0 if slot.pid == os.getpid() else slot.pid  # a hosted worker has none
             self.send(self._supervisor, _AgentProcesses(pid, groups))
-            if self._record is not None and pid:
-                self._record.record_process(pid, "worker", os.getpgid(0))
-                for pgid in groups:
+            if self._record is not None and slot.pid:
+                if pid:
+                    self._record.record_process(pid, "worker", os.getpgid(0))
+                for pgid in groups:  # the reaper ends them should the whole node die
                     self._record.record_process(pgid, "cli", pgid)
 
     def _kill_worker_remains(self, slot: _WorkerSlot, *, kill_worker: bool = False) -> None:

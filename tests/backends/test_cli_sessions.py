@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,6 +179,10 @@ def test_by_default_a_claude_agent_runs_its_cli_itself_and_a_killed_agent_leaves
     assert pids[0] == pids[1] == pids[2], pids
     assert parent_of(pids[0]) == agent
     assert [child.pid for child in psutil.Process(agent).children()] == [pids[0]]
+    # Recorded for the reaper, which ends it should the whole node be killed.
+    with sqlite3.connect(tmp_path / "store.sqlite3") as store:
+        recorded = {pid for (pid,) in store.execute("SELECT pid FROM processes WHERE role='cli'")}
+    assert pids[0] in recorded
 
     server.script(Hang(), Text("after the interrupt"))
     ref = g.tell("t", "this will hang")

@@ -1,5 +1,6 @@
-"""Chaos with the real ``claude``: durable agents whose agent and worker processes are
-SIGKILLed at random while they work through their tells (multiprocTCPBase, FakeLLMServer).
+"""Chaos with the real ``claude``: durable agents whose processes (agents, and workers where
+turns run in a worker process) are SIGKILLed at random while they work through their tells
+(multiprocTCPBase, FakeLLMServer).
 
 What must hold after the storm: no prompt lost (every tell has an outcome) or run twice
 (counted at the fake server), every agent answers and continues its conversation, and no
@@ -111,9 +112,16 @@ def all_outcomes(
     return dict(settled)
 
 
+#: (seed, turn_worker): every seed with the default (turns in the agent's process: the kills
+#: land on agents), and the first one with worker processes too (kills of agents and workers).
+RUNS = [(seed, "auto") for seed in SEEDS] + [(SEEDS[0], "process")]
+
+
 @pytest.mark.timeout(400)
-@pytest.mark.parametrize("seed", SEEDS)
-def test_durable_claude_agents_survive_a_storm_of_kills(tmp_path: Path, seed: int) -> None:
+@pytest.mark.parametrize(("seed", "turn_worker"), RUNS)
+def test_durable_claude_agents_survive_a_storm_of_kills(
+    tmp_path: Path, seed: int, turn_worker: str
+) -> None:
     store = tmp_path / "store.sqlite3"
     home = tmp_path / "home"
     workdirs = [tmp_path / f"agent-{i}" for i in range(AGENTS)]
@@ -139,6 +147,7 @@ def test_durable_claude_agents_survive_a_storm_of_kills(tmp_path: Path, seed: in
                     restart="permanent",
                     max_restarts=1000,
                     watchdog=60.0,
+                    turn_worker=turn_worker,
                 )
             prompts = {
                 (name, g.tell(name, f"{name}-prompt-{j}")): f"{name}-prompt-{j}"
@@ -189,8 +198,9 @@ def test_durable_claude_agents_survive_a_storm_of_kills(tmp_path: Path, seed: in
 
             failures = sorted(type(o.error).__name__ for o in outcomes.values() if o.error)
             print(  # the numbers a chaos run reports (pytest -s)
-                f"seed {seed}: {len(monkey.kills)} kills, {len(succeeded)}/{len(prompts)} tells "
-                f"succeeded, failures {failures}, {len(server.model_requests)} model requests"
+                f"seed {seed} ({turn_worker}): {len(monkey.kills)} kills, "
+                f"{len(succeeded)}/{len(prompts)} tells succeeded, failures {failures}, "
+                f"{len(server.model_requests)} model requests"
             )
             for name in names:
                 answer = g.ask(name, f"{name}-after-the-storm", timeout=120)

@@ -145,6 +145,7 @@ class HostedWorker(TurnWorker):
         self._in_background(lambda: self._finish_session(message), _SessionEnded(), "end-session")
 
     def _finish_session(self, message: _EndSession) -> None:
+        """Background: what a worker process does in its ``_end_session`` handler."""
         self._join_turn_threads()
         backend = self._backend_for(message.backend)
         try:
@@ -162,6 +163,7 @@ class HostedWorker(TurnWorker):
         self._in_background(self._finish_retire, ChildActorExited(self.address), "retire")
 
     def _finish_retire(self) -> None:
+        """Background: let the turn thread end its stream (bounded), close the backends."""
         self._join_turn_threads()
         self._close_backends()
 
@@ -185,6 +187,7 @@ class HostedWorker(TurnWorker):
         self._deliver(ChildActorExited(self.address), self.address)
 
     def _cancel_all(self) -> None:
+        """Set the cancel flag of the running turn and of a prewarm in progress."""
         running = self._running
         if running is not None:
             running.ctx.cancelled.set()

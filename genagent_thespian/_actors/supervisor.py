@@ -692,8 +692,9 @@ class AgentSupervisor(Actor):
         if child is None or child.address != sender:
             return
         if child.starter is not None:  # a first start: the caller hears why, nothing restarts
-            self._forget(child, then=self._stopped_replies(child))
-            self.send(child.starter, Failure(message.error))
+            starter, child.starter = child.starter, None
+            self._forget(child, then=self._stopped_replies(child))  # stoppers, if any
+            self.send(starter, Failure(message.error))
             self.send(sender, ActorExitRequest())
         else:  # a restart that could not resume: it goes through the restart policy now
             _log.error("agent %r could not restart: %s", message.name, message.error)

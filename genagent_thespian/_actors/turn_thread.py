@@ -144,33 +144,17 @@ class HostedWorker(TurnWorker):
         self._cancel_all()
         self._in_background(lambda: self._finish_session(message), _SessionEnded(), "end-session")
 
-    def _finish_session(self, message: _EndSession) -> None:
-        """Background: what a worker process does in its ``_end_session`` handler."""
-        self._join_turn_threads()
-        backend = self._backend_for(message.backend)
-        try:
-            backend.terminate_session(message.session)
-        except Exception:
-            _log.exception("terminate_session of %s raised", type(backend).__name__)
-        self._close_backends()
-
     def _retire(self) -> None:
         """Retired by its agent (idle, replaced, the governor): end in the background, then
         report the exit a worker process's parent would get from Thespian."""
         if self._closer is not None and self._closer.is_alive():
             return  # already ending
         self._cancel_all()
-        self._in_background(self._finish_retire, ChildActorExited(self.address), "retire")
-
-    def _finish_retire(self) -> None:
-        """Background: let the turn thread end its stream (bounded), close the backends."""
-        self._join_turn_threads()
-        self._close_backends()
+        self._in_background(self._release, ChildActorExited(self.address), "retire")
 
     def retire_now(self) -> None:
         """The agent itself is exiting: retire in place (bounded), as a worker process would;
         an end already running in the background is waited for instead."""
-        self._cancel_all()
         closer = self._closer
         if closer is not None and closer.is_alive():
             closer.join(_JOIN_GRACE + _CLOSER_EXIT)
@@ -185,14 +169,6 @@ class HostedWorker(TurnWorker):
         self._cancel_all()
         self._ended()
         self._deliver(ChildActorExited(self.address), self.address)
-
-    def _cancel_all(self) -> None:
-        """Set the cancel flag of the running turn and of a prewarm in progress."""
-        running = self._running
-        if running is not None:
-            running.ctx.cancelled.set()
-        if self._warming is not None:
-            self._warming.cancelled.set()
 
     def _ended(self) -> None:
         """Stop being watched; close the pipe only once no thread of it can write any more

@@ -677,11 +677,12 @@ class TurnWorker(Actor):
 
         The session is ended here, where its live resources are, so no CLI process
         outlives the agent; ``_SessionEnded`` lets the agent's stop complete."""
-        running = self._running
-        if running is not None:
-            running.ctx.cancelled.set()  # the agent is stopping: its turn ends now
-        if self._warming is not None:
-            self._warming.cancelled.set()
+        self._cancel_all()  # the agent is stopping: its turn ends now
+        self._finish_session(message)
+        self.send(sender, _SessionEnded())
+
+    def _finish_session(self, message: _EndSession) -> None:
+        """End the session where its live resources are, after its turn thread (bounded)."""
         self._join_turn_threads()
         backend = self._backend_for(message.backend)
         try:
@@ -689,22 +690,29 @@ class TurnWorker(Actor):
         except Exception:
             _log.exception("terminate_session of %s raised", type(backend).__name__)
         self._close_backends()
-        self.send(sender, _SessionEnded())
 
     def _retire(self) -> None:
         """The worker is being removed: cancel the running turn, end its threads and backends."""
-        running = self._running
-        if running is not None:
-            running.ctx.cancelled.set()
-        if self._warming is not None:
-            self._warming.cancelled.set()
-        self._join_turn_threads()
-        self._close_backends()
+        self._cancel_all()
+        self._release()
         for fd in (self._rfd, self._wfd):
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self._rfd = self._wfd = None
+
+    def _cancel_all(self) -> None:
+        """Set the cancel flag of the running turn and of a prewarm in progress."""
+        running = self._running
+        if running is not None:
+            running.ctx.cancelled.set()
+        if self._warming is not None:
+            self._warming.cancelled.set()
+
+    def _release(self) -> None:
+        """Let the turn thread end its stream (bounded), then close every backend."""
+        self._join_turn_threads()
+        self._close_backends()
 
     def _join_turn_threads(self) -> None:
         """Let the running or finishing turn thread end its stream (bounded)."""

@@ -106,6 +106,19 @@ def conversation(request: Any) -> str:
     return json.dumps(request.body)
 
 
+def interrupt_a_hung_turn(server: FakeLLMServer, name: str, *, requests: int) -> None:
+    """Interrupt a turn whose model request hangs (the server's ``requests``-th), then check
+    that the agent answers the next turn."""
+    server.script(Hang(), Text("after the interrupt"))
+    ref = g.tell(name, "this will hang")
+    server.wait_for_requests(requests, timeout=60)
+    g.interrupt(name, ref=ref)
+    result = wait_until(lambda: (p := g.poll(name, ref)).done and p, timeout=30)
+    assert isinstance(result.error, g.TurnInterrupted)
+    server.release_hangs()
+    assert g.ask(name, "go on").text == "after the interrupt"
+
+
 def test_a_claude_agent_keeps_one_cli_process_until_an_interrupt_or_a_worker_crash(
     system: AgentSystem, server: FakeLLMServer, tmp_path: Path, workdir: Path
 ) -> None:
@@ -123,14 +136,7 @@ def test_a_claude_agent_keeps_one_cli_process_until_an_interrupt_or_a_worker_cra
     assert "say one" in conversation(server.model_requests[-1])  # one conversation
 
     # An interrupt ends the process; the next turn resumes the session in a new one.
-    server.script(Hang(), Text("after the interrupt"))
-    ref = g.tell("k", "this will hang")
-    server.wait_for_requests(4, timeout=60)
-    g.interrupt("k", ref=ref)
-    result = wait_until(lambda: (p := g.poll("k", ref)).done and p, timeout=30)
-    assert isinstance(result.error, g.TurnInterrupted)
-    server.release_hangs()
-    assert g.ask("k", "go on").text == "after the interrupt"
+    interrupt_a_hung_turn(server, "k", requests=4)
     after_interrupt = the_cli(workdir)
     assert after_interrupt != pids[0]
 
@@ -184,14 +190,7 @@ def test_by_default_a_claude_agent_runs_its_cli_itself_and_a_killed_agent_leaves
         recorded = {pid for (pid,) in store.execute("SELECT pid FROM processes WHERE role='cli'")}
     assert pids[0] in recorded
 
-    server.script(Hang(), Text("after the interrupt"))
-    ref = g.tell("t", "this will hang")
-    server.wait_for_requests(4, timeout=60)
-    g.interrupt("t", ref=ref)
-    result = wait_until(lambda: (p := g.poll("t", ref)).done and p, timeout=30)
-    assert isinstance(result.error, g.TurnInterrupted)
-    server.release_hangs()
-    assert g.ask("t", "go on").text == "after the interrupt"
+    interrupt_a_hung_turn(server, "t", requests=4)
     after_interrupt = the_cli(workdir)
     assert after_interrupt != pids[0] and parent_of(after_interrupt) == agent
 

@@ -68,6 +68,13 @@ def check_str(backend: str, key: str, value: object) -> str:
     return value
 
 
+def check_text(backend: str, key: str, value: object) -> str:
+    """Any string, the empty one included (an empty prompt is a choice, not a mistake)."""
+    if not isinstance(value, str):
+        raise _bad(backend, key, value, "a string")
+    return value
+
+
 def check_bool(backend: str, key: str, value: object) -> bool:
     """A bool (not an int)."""
     if not isinstance(value, bool):

@@ -154,6 +154,8 @@ def test_the_retry_budget_goes_to_the_cli_environment(fake_binary: str) -> None:
         ({"api_timeout_s": 0}, "api_timeout_s"),
         ({"cli_path": "/bin/sh", "binary": "/bin/sh"}, "cli_path"),
         ({"append_system_prompt": 7}, "append_system_prompt"),
+        ({"append_system_prompt": ""}, "append_system_prompt"),
+        ({"system_prompt": 7}, "system_prompt"),
     ],
 )
 def test_bad_options_are_refused_by_name(
@@ -237,6 +239,20 @@ def test_real_append_system_prompt_keeps_claude_codes_prompt(
     system = json.dumps(server.model_requests[-1].body.get("system"))
     assert "Always answer in French." in system
     assert "Claude Code" in system  # appended to, not replaced
+
+
+@pytest.mark.cli
+def test_real_empty_system_prompt_replaces_claude_codes_prompt(
+    real: Harness, server: FakeLLMServer
+) -> None:
+    """``system_prompt=""`` is the SDK's default: Claude Code's own prompt is not sent."""
+    server.script(Text("default"), Text("bare"))
+    events, _ = real.turn(real.session(server.url), "hello")
+    assert terminal(events).data["text"] == "default"
+    events, _ = real.turn(real.session(server.url, system_prompt=""), "hello")
+    assert terminal(events).data["text"] == "bare"
+    default, empty = (json.dumps(r.body.get("system")) for r in server.model_requests[-2:])
+    assert len(empty) < len(default) / 10  # the CLI's own instructions are not sent
 
 
 @pytest.mark.cli

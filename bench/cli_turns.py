@@ -11,6 +11,13 @@ claude (2.1.331, the same binary for every contender, the same prompt and answer
 * ``bare``: a ``claude -p --input-format stream-json`` process driven over pipes by hand,
   the floor (nothing but the CLI).
 
+Every contender runs with the same system prompt, in two configurations: the SDK's default
+(``system_prompt=""``: the CLI's built-in prompt is replaced by an empty one) and Claude Code's
+own prompt (the framework's default; the SDK's ``{"type": "preset", "preset": "claude_code"}``).
+The CLI builds and sends a 7,440-character system prompt in the second and a 235-character one
+in the first, which costs it CPU on every turn: comparing one contender in each configuration
+measures the prompt, not the framework.
+
 Per-turn latency is sampled in interleaved blocks (p50/p99); cold start is the time from
 nothing to the first answer; memory is the PSS of each contender's whole process tree per
 live agent (psutil), and the framework's own share (its processes, CLI excluded) beside
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -52,6 +60,9 @@ TOOLS = ROOT / ".ci" / "tools" / "node_modules" / ".bin"
 PROMPT = "Say ok."
 ANSWER = "ok"
 KEY = "sk-bench-not-a-real-key"
+#: The system-prompt configurations every contender is measured in, the same on every side:
+#: ``sdk`` is the SDK's default (an empty system prompt), ``claude_code`` the CLI's own prompt.
+PROMPTS = ("sdk", "claude_code")
 
 
 def _binary(name: str) -> str | None:
@@ -79,6 +90,21 @@ def _sizes(quick: bool) -> dict[str, int]:
         "fleet_turns": 5,
         "fleet_rounds": 3,
     }
+
+
+def _agent_prompt(prompt: str) -> dict[str, Any]:
+    """The framework agent's options for a system-prompt configuration."""
+    return {"system_prompt": ""} if prompt == "sdk" else {}
+
+
+def _suffix(prompt: str) -> str:
+    """The figure-key suffix of a configuration (none for the SDK's default)."""
+    return "" if prompt == "sdk" else f"_{prompt}_prompt"
+
+
+def _prompt_label(prompt: str) -> str:
+    """The label prefix of a configuration: which system prompt every side ran with."""
+    return "[SDK prompt]" if prompt == "sdk" else "[Claude Code prompt]"
 
 
 def _claude_env(home: Path, url: str) -> dict[str, str]:
@@ -149,9 +175,11 @@ def _cli_pids(workdir: Path) -> list[int]:
 class _Bare:
     """The floor: one ``claude`` stream-json process driven over pipes by hand."""
 
-    def __init__(self, binary: str, env: dict[str, str], cwd: Path) -> None:
+    def __init__(self, binary: str, env: dict[str, str], cwd: Path, prompt: str = "sdk") -> None:
         argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
         argv += ["--input-format", "stream-json"]
+        if prompt == "sdk":
+            argv += ["--system-prompt", ""]
         self.process = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
@@ -204,10 +232,14 @@ class _Loop:
 class _Sdk:
     """The official ``ClaudeSDKClient``, connected once, one query per turn."""
 
-    def __init__(self, loop: _Loop, binary: str, env: dict[str, str], cwd: Path) -> None:
+    def __init__(
+        self, loop: _Loop, binary: str, env: dict[str, str], cwd: Path, prompt: str = "sdk"
+    ) -> None:
         from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient
 
         options = ClaudeAgentOptions(cli_path=binary, cwd=str(cwd), env=env)
+        if prompt == "claude_code":
+            options.system_prompt = {"type": "preset", "preset": "claude_code"}
         self.loop = loop
         self.client = ClaudeSDKClient(options=options)
         loop.run(self.client.connect())
@@ -255,75 +287,113 @@ def _claude(result: Result, sizes: dict[str, int], binary: str, server: FakeLLMS
         with (
             agent_system() as system,
             RawSystem() as raw,
-            _workdirs(3 + sizes["cold"] * 3) as dirs,
+            _workdirs(3 * len(PROMPTS) + sizes["cold"] * 3) as dirs,
         ):
             # The memory floor is made now, beside the agent: both systems forked from this
             # process in the same state, so their shared pages are comparable.
             raw_pair = _raw_pair(raw)
-            framework_dir, sdk_dir, bare_dir, *cold_dirs = dirs
-            options: dict[str, Any] = {"binary": binary, "cwd": str(framework_dir), "env": env}
-            g.start_agent(BenchAgent, name="c", backend="claude", system=system, **options)
-            sdk = _Sdk(loop, binary, env, sdk_dir)
-            bare = _Bare(binary, env, bare_dir)
+            contenders: dict[str, tuple[str, _Sdk, _Bare, Path]] = {}
             try:
+                for index, prompt in enumerate(PROMPTS):
+                    framework_dir, sdk_dir, bare_dir = dirs[index * 3 : index * 3 + 3]
+                    name = f"c_{prompt}"
+                    g.start_agent(
+                        BenchAgent,
+                        name=name,
+                        backend="claude",
+                        system=system,
+                        binary=binary,
+                        cwd=str(framework_dir),
+                        env=env,
+                        **_agent_prompt(prompt),
+                    )
+                    contenders[prompt] = (
+                        name,
+                        _Sdk(loop, binary, env, sdk_dir, prompt),
+                        _Bare(binary, env, bare_dir, prompt),
+                        framework_dir,
+                    )
+                operations: dict[str, Callable[[], Any]] = {}
+                for prompt, (name, sdk, bare, _) in contenders.items():
+                    operations[f"framework{_suffix(prompt)}"] = functools.partial(
+                        g.ask, name, PROMPT, system=system
+                    )
+                    operations[f"sdk{_suffix(prompt)}"] = sdk.turn
+                    operations[f"bare{_suffix(prompt)}"] = bare.turn
                 samples = interleaved(
-                    {
-                        "framework": lambda: g.ask("c", PROMPT, system=system),
-                        "sdk": sdk.turn,
-                        "bare": bare.turn,
-                    },
+                    operations,
                     rounds=sizes["rounds"],
                     per_round=sizes["per_round"],
                     warmup=sizes["warmup"],
                 )
-                _latency_figures(result, samples)
-                _memory_figures(result, system, framework_dir, sdk, bare, raw_pair)
+                for prompt in PROMPTS:
+                    _latency_figures(result, samples, prompt)
+                name, sdk, bare, framework_dir = contenders["sdk"]
+                _memory_figures(result, system, name, framework_dir, sdk, bare, raw_pair)
             finally:
-                bare.close()
-                sdk.close()
-                g.stop("c", system=system)
-            _cold_figures(result, sizes, system, binary, env, loop, cold_dirs)
-            _fleet_figures(result, sizes, system, binary, env, loop)
+                for name, sdk, bare, _ in contenders.values():
+                    bare.close()
+                    sdk.close()
+                    g.stop(name, system=system)
+            _cold_figures(result, sizes, system, binary, env, loop, dirs[3 * len(PROMPTS) :])
+            for prompt in PROMPTS:
+                _fleet_figures(result, sizes, system, binary, env, loop, prompt)
     finally:
         loop.close()
         subprocess.run(["rm", "-rf", str(home)], check=False)
 
 
-def _latency_figures(result: Result, samples: dict[str, list[float]]) -> None:
-    stats = {name: summarize(values) for name, values in samples.items()}
-    result.details["claude_turn"] = stats
+def _latency_figures(result: Result, samples: dict[str, list[float]], prompt: str) -> None:
+    suffix = _suffix(prompt)
+    stats = {
+        contender: summarize(samples[f"{contender}{suffix}"])
+        for contender in ("framework", "sdk", "bare")
+    }
+    result.details[f"claude_turn{suffix}"] = stats
     for percentile, target in (("p50", 1.05), ("p99", 1.2)):
         result.add(
             Figure(
-                key=f"claude_turn_{percentile}",
-                label=f"claude turn {percentile}, start_agent (stream mode) vs ClaudeSDKClient",
+                key=f"claude_turn_{percentile}{suffix}",
+                label=(
+                    f"{_prompt_label(prompt)} claude turn {percentile}, start_agent (stream mode) "
+                    "vs ClaudeSDKClient"
+                ),
                 unit="ms",
                 value=stats["framework"][f"{percentile}_ms"],
                 floor=stats["sdk"][f"{percentile}_ms"],
                 floor_label="claude-agent-sdk ClaudeSDKClient",
-                samples=len(samples["framework"]),
+                samples=len(samples[f"framework{suffix}"]),
                 target=f"<= {target}x",
                 target_ratio=target,
             )
         )
         result.add(
             Figure(
-                key=f"claude_turn_{percentile}_vs_bare",
-                label=f"claude turn {percentile}, start_agent vs a bare stream-json process",
+                key=f"claude_turn_{percentile}_vs_bare{suffix}",
+                label=(
+                    f"{_prompt_label(prompt)} claude turn {percentile}, start_agent vs a bare "
+                    "stream-json process"
+                ),
                 unit="ms",
                 value=stats["framework"][f"{percentile}_ms"],
                 floor=stats["bare"][f"{percentile}_ms"],
                 floor_label="bare claude --input-format stream-json",
-                samples=len(samples["framework"]),
+                samples=len(samples[f"framework{suffix}"]),
             )
         )
 
 
 def _memory_figures(
-    result: Result, system: Any, framework_dir: Path, sdk: _Sdk, bare: _Bare, raw_pair: list[Any]
+    result: Result,
+    system: Any,
+    name: str,
+    framework_dir: Path,
+    sdk: _Sdk,
+    bare: _Bare,
+    raw_pair: list[Any],
 ) -> None:
     (cli,) = _cli_pids(framework_dir)
-    agent_pid = g.status("c", system=system).pid
+    agent_pid = g.status(name, system=system).pid
     cli_tree = {p.pid for p in _tree(cli)}
     # The CLI is the agent's child (or its worker's): the agent's tree minus the CLI's is
     # the framework's own share.
@@ -345,7 +415,10 @@ def _memory_figures(
     result.add(
         Figure(
             key="claude_framework_pss_per_agent",
-            label="framework PSS of one live claude agent (its processes, CLI excluded)",
+            label=(
+                f"{_prompt_label('sdk')} framework PSS of one live claude agent (its "
+                "processes, CLI excluded)"
+            ),
             unit="MiB",
             value=own,
             floor=raw_pss,
@@ -358,7 +431,10 @@ def _memory_figures(
     result.add(
         Figure(
             key="claude_tree_pss_per_agent",
-            label="PSS per live agent, whole tree (framework processes + claude) vs SDK's CLI",
+            label=(
+                f"{_prompt_label('sdk')} PSS per live agent, whole tree (framework processes "
+                "+ claude) vs SDK's CLI"
+            ),
             unit="MiB",
             value=with_cli,
             floor=sdk_tree,
@@ -400,6 +476,7 @@ def _cold_figures(
             binary=binary,
             cwd=str(framework_dir),
             env=env,
+            **_agent_prompt("sdk"),
         )
         g.ask(name, PROMPT, system=system)
         cold["framework"].append(time.perf_counter() - started)
@@ -419,7 +496,10 @@ def _cold_figures(
     result.add(
         Figure(
             key="claude_cold_start",
-            label="claude cold start to the first answer, start_agent + ask vs SDK connect + query",
+            label=(
+                f"{_prompt_label('sdk')} claude cold start to the first answer, start_agent + "
+                "ask vs SDK connect + query"
+            ),
             unit="ms",
             value=stats["framework"]["p50_ms"],
             floor=stats["sdk"]["p50_ms"],
@@ -436,6 +516,7 @@ def _fleet_figures(
     binary: str,
     env: dict[str, str],
     loop: _Loop,
+    prompt: str,
 ) -> None:
     """Both fleets measured warm (every agent or client has answered once before the clock),
     in alternating runs (framework, SDK, SDK, framework...): the median run of each counts."""
@@ -443,8 +524,10 @@ def _fleet_figures(
     runs: dict[str, list[dict[str, Any]]] = {"framework": [], "sdk": []}
     with _workdirs(agents * 2) as dirs:
         fleets = {
-            "framework": lambda: _framework_fleet(system, binary, env, dirs[:agents], turns),
-            "sdk": lambda: _sdk_fleet(loop, binary, env, dirs[agents:], turns),
+            "framework": lambda: _framework_fleet(
+                system, binary, env, dirs[:agents], turns, prompt
+            ),
+            "sdk": lambda: _sdk_fleet(loop, binary, env, dirs[agents:], turns, prompt),
         }
         for index in range(rounds):
             order = ("framework", "sdk") if index % 2 == 0 else ("sdk", "framework")
@@ -453,7 +536,8 @@ def _fleet_figures(
     framework, sdk = _median_run(runs["framework"]), _median_run(runs["sdk"])
     per_agent = sorted(run["framework_pss_per_agent_mib"] for run in runs["framework"])
     framework["framework_pss_per_agent_mib"] = per_agent[len(per_agent) // 2]
-    result.details["claude_fleet"] = {
+    suffix = _suffix(prompt)
+    result.details[f"claude_fleet{suffix}"] = {
         "agents": agents,
         "turns": turns,
         "framework": framework,
@@ -472,8 +556,11 @@ def _fleet_figures(
         target = {"wall_s": 1.0, "cpu_s": 1.1}.get(key)
         result.add(
             Figure(
-                key=f"claude_fleet_{key}",
-                label=f"{agents} claude agents x {turns} turns, {label}, vs {agents} SDK clients",
+                key=f"claude_fleet_{key}{suffix}",
+                label=(
+                    f"{_prompt_label(prompt)} {agents} claude agents x {turns} turns, {label}, "
+                    f"vs {agents} SDK clients"
+                ),
                 unit=unit,
                 value=framework[key],
                 floor=sdk[key],
@@ -485,8 +572,11 @@ def _fleet_figures(
         )
     result.add(
         Figure(
-            key="claude_fleet_framework_pss_per_agent",
-            label=f"framework PSS per live claude agent in the fleet of {agents} (CLI excluded)",
+            key=f"claude_fleet_framework_pss_per_agent{suffix}",
+            label=(
+                f"{_prompt_label(prompt)} framework PSS per live claude agent in the fleet of "
+                f"{agents} (CLI excluded)"
+            ),
             unit="MiB",
             value=framework["framework_pss_per_agent_mib"],
             floor=result.details["claude_pss_mib"]["raw_thespian_parent_and_child"],
@@ -499,7 +589,7 @@ def _fleet_figures(
 
 
 def _framework_fleet(
-    system: Any, binary: str, env: dict[str, str], dirs: list[Path], turns: int
+    system: Any, binary: str, env: dict[str, str], dirs: list[Path], turns: int, prompt: str
 ) -> dict[str, Any]:
     names = [f"fleet{i}" for i in range(len(dirs))]
     for name, workdir in zip(names, dirs, strict=True):
@@ -511,6 +601,7 @@ def _framework_fleet(
             binary=binary,
             cwd=str(workdir),
             env=env,
+            **_agent_prompt(prompt),
         )
     try:
         _each(names, lambda name: g.ask(name, PROMPT, system=system))
@@ -535,9 +626,9 @@ def _framework_fleet(
 
 
 def _sdk_fleet(
-    loop: _Loop, binary: str, env: dict[str, str], dirs: list[Path], turns: int
+    loop: _Loop, binary: str, env: dict[str, str], dirs: list[Path], turns: int, prompt: str
 ) -> dict[str, Any]:
-    clients = [_Sdk(loop, binary, env, workdir) for workdir in dirs]
+    clients = [_Sdk(loop, binary, env, workdir, prompt) for workdir in dirs]
 
     async def all_turns(count: int) -> None:
         async def one(client: _Sdk) -> None:

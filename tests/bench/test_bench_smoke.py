@@ -135,6 +135,10 @@ CLI_TURNS = {
     "claude_fleet_wall_s",
     "claude_fleet_cpu_s",
     "claude_fleet_peak_pss_mib",
+    "claude_turn_p50_claude_code_prompt",
+    "claude_turn_p99_claude_code_prompt",
+    "claude_fleet_wall_s_claude_code_prompt",
+    "claude_fleet_cpu_s_claude_code_prompt",
     "codex_turn_p50",
     "codex_turn_p99",
 }

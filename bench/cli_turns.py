@@ -26,6 +26,8 @@ a raw Thespian actor with its child actor. The fleet phase runs 20 agents x 5 tu
 (threads calling ``g.ask``) against 20 SDK clients on one asyncio loop, three alternating
 runs each (median): wall time, CPU seconds of every process involved (not the sampler
 thread that reads their memory), peak PSS, and the framework's PSS per agent in the fleet.
+On 2 cores that fleet keeps both busy; a small fleet (2 agents x 25 turns, four runs each)
+beside it measures the same with cores to spare.
 
 codex (0.169.0): the backend's ``app_server`` and ``exec`` modes through ``start_agent``,
 per-turn p50/p99 (the ``openai-codex`` Python SDK is reported as skipped when it is not
@@ -39,6 +41,7 @@ import contextlib
 import functools
 import json
 import os
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -81,6 +84,9 @@ def _sizes(quick: bool) -> dict[str, int]:
             "fleet": 3,
             "fleet_turns": 2,
             "fleet_rounds": 1,
+            "small_fleet": 2,
+            "small_fleet_turns": 2,
+            "small_rounds": 1,
         }
     return {
         "rounds": 10,
@@ -90,6 +96,9 @@ def _sizes(quick: bool) -> dict[str, int]:
         "fleet": 20,
         "fleet_turns": 5,
         "fleet_rounds": 3,
+        "small_fleet": 2,
+        "small_fleet_turns": 25,
+        "small_rounds": 4,
     }
 
 
@@ -339,6 +348,7 @@ def _claude(result: Result, sizes: dict[str, int], binary: str, server: FakeLLMS
             _cold_figures(result, sizes, system, binary, env, loop, dirs[3 * len(PROMPTS) :])
             for prompt in PROMPTS:
                 _fleet_figures(result, sizes, system, binary, env, loop, prompt)
+            _small_fleet_figures(result, sizes, system, binary, env, loop)
     finally:
         loop.close()
         subprocess.run(["rm", "-rf", str(home)], check=False)
@@ -519,21 +529,9 @@ def _fleet_figures(
     loop: _Loop,
     prompt: str,
 ) -> None:
-    """Both fleets measured warm (every agent or client has answered once before the clock),
-    in alternating runs (framework, SDK, SDK, framework...): the median run of each counts."""
+    """The fleet of ``sizes["fleet"]`` agents, which keeps the machine's cores busy."""
     agents, turns, rounds = sizes["fleet"], sizes["fleet_turns"], sizes["fleet_rounds"]
-    runs: dict[str, list[dict[str, Any]]] = {"framework": [], "sdk": []}
-    with _workdirs(agents * 2) as dirs:
-        fleets = {
-            "framework": lambda: _framework_fleet(
-                system, binary, env, dirs[:agents], turns, prompt
-            ),
-            "sdk": lambda: _sdk_fleet(loop, binary, env, dirs[agents:], turns, prompt),
-        }
-        for index in range(rounds):
-            order = ("framework", "sdk") if index % 2 == 0 else ("sdk", "framework")
-            for contender in order:
-                runs[contender].append(fleets[contender]())
+    runs = _fleet_runs(system, binary, env, loop, prompt, agents, turns, rounds)
     framework, sdk = _median_run(runs["framework"]), _median_run(runs["sdk"])
     per_agent = sorted(run["framework_pss_per_agent_mib"] for run in runs["framework"])
     framework["framework_pss_per_agent_mib"] = per_agent[len(per_agent) // 2]
@@ -587,6 +585,72 @@ def _fleet_figures(
             target_max=20.0,
         )
     )
+
+
+def _small_fleet_figures(
+    result: Result,
+    sizes: dict[str, int],
+    system: Any,
+    binary: str,
+    env: dict[str, str],
+    loop: _Loop,
+) -> None:
+    """A fleet too small to fill the machine's cores, beside the big one: whether the
+    framework's cost in the big fleet is its own or the amplification of a saturated machine
+    (docs/performance.md). No target: the issue's targets are set on the big fleet."""
+    agents, turns, rounds = sizes["small_fleet"], sizes["small_fleet_turns"], sizes["small_rounds"]
+    runs = _fleet_runs(system, binary, env, loop, "sdk", agents, turns, rounds)
+    framework, sdk = _median_run(runs["framework"]), _median_run(runs["sdk"])
+    result.details["claude_small_fleet"] = {
+        "agents": agents,
+        "turns": turns,
+        "framework": framework,
+        "sdk": sdk,
+        "runs": runs,
+    }
+    for key, label in (("wall_s", "wall time"), ("cpu_s", "CPU seconds (every process involved)")):
+        result.add(
+            Figure(
+                key=f"claude_small_fleet_{key}",
+                label=(
+                    f"{_prompt_label('sdk')} {agents} claude agents x {turns} turns (cores to "
+                    f"spare), {label}, vs {agents} SDK clients"
+                ),
+                unit="s",
+                value=framework[key],
+                floor=sdk[key],
+                floor_label=f"{agents} ClaudeSDKClient on asyncio",
+                samples=agents * turns * rounds,
+            )
+        )
+
+
+def _fleet_runs(
+    system: Any,
+    binary: str,
+    env: dict[str, str],
+    loop: _Loop,
+    prompt: str,
+    agents: int,
+    turns: int,
+    rounds: int,
+) -> dict[str, list[dict[str, Any]]]:
+    """Both fleets measured warm (every agent or client has answered once before the clock),
+    in alternating runs (framework, SDK, SDK, framework...); each figure is then the median
+    run of each side."""
+    runs: dict[str, list[dict[str, Any]]] = {"framework": [], "sdk": []}
+    with _workdirs(agents * 2) as dirs:
+        fleets = {
+            "framework": lambda: _framework_fleet(
+                system, binary, env, dirs[:agents], turns, prompt
+            ),
+            "sdk": lambda: _sdk_fleet(loop, binary, env, dirs[agents:], turns, prompt),
+        }
+        for index in range(rounds):
+            order = ("framework", "sdk") if index % 2 == 0 else ("sdk", "framework")
+            for contender in order:
+                runs[contender].append(fleets[contender]())
+    return runs
 
 
 def _framework_fleet(
@@ -650,9 +714,9 @@ def _sdk_fleet(
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per figure, the median over the runs (the middle one of an odd count)."""
+    """Per figure, the median over the runs (of an even count, the mean of the middle two)."""
     keys = ("wall_s", "cpu_s", "peak_pss_mib")
-    return {key: sorted(run[key] for run in runs)[len(runs) // 2] for key in keys}
+    return {key: statistics.median(run[key] for run in runs) for key in keys}
 
 
 def _each(names: list[str], work: Callable[[str], Any]) -> None:

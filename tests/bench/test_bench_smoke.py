@@ -139,6 +139,8 @@ CLI_TURNS = {
     "claude_turn_p99_claude_code_prompt",
     "claude_fleet_wall_s_claude_code_prompt",
     "claude_fleet_cpu_s_claude_code_prompt",
+    "claude_small_fleet_wall_s",
+    "claude_small_fleet_cpu_s",
     "codex_turn_p50",
     "codex_turn_p99",
 }

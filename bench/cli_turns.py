@@ -102,9 +102,20 @@ def _sizes(quick: bool) -> dict[str, int]:
     }
 
 
-def _agent_prompt(prompt: str) -> dict[str, Any]:
-    """The framework agent's options for a system-prompt configuration."""
-    return {"system_prompt": ""} if prompt == "sdk" else {}
+def _start_claude_agent(
+    system: Any, name: str, binary: str, env: dict[str, str], workdir: Path, prompt: str
+) -> None:
+    """Start the framework's contender: a claude agent with ``prompt``'s system prompt."""
+    g.start_agent(
+        BenchAgent,
+        name=name,
+        backend="claude",
+        system=system,
+        binary=binary,
+        cwd=str(workdir),
+        env=env,
+        **({"system_prompt": ""} if prompt == "sdk" else {}),
+    )
 
 
 def _suffix(prompt: str) -> str:
@@ -307,16 +318,7 @@ def _claude(result: Result, sizes: dict[str, int], binary: str, server: FakeLLMS
                 for index, prompt in enumerate(PROMPTS):
                     framework_dir, sdk_dir, bare_dir = dirs[index * 3 : index * 3 + 3]
                     name = f"c_{prompt}"
-                    g.start_agent(
-                        BenchAgent,
-                        name=name,
-                        backend="claude",
-                        system=system,
-                        binary=binary,
-                        cwd=str(framework_dir),
-                        env=env,
-                        **_agent_prompt(prompt),
-                    )
+                    _start_claude_agent(system, name, binary, env, framework_dir, prompt)
                     contenders[prompt] = (
                         name,
                         _Sdk(loop, binary, env, sdk_dir, prompt),
@@ -479,16 +481,7 @@ def _cold_figures(
         framework_dir, sdk_dir, bare_dir = dirs[index * 3 : index * 3 + 3]
         name = f"cold{index}"
         started = time.perf_counter()
-        g.start_agent(
-            BenchAgent,
-            name=name,
-            backend="claude",
-            system=system,
-            binary=binary,
-            cwd=str(framework_dir),
-            env=env,
-            **_agent_prompt("sdk"),
-        )
+        _start_claude_agent(system, name, binary, env, framework_dir, "sdk")
         g.ask(name, PROMPT, system=system)
         cold["framework"].append(time.perf_counter() - started)
         g.stop(name, system=system)
@@ -658,16 +651,7 @@ def _framework_fleet(
 ) -> dict[str, Any]:
     names = [f"fleet{i}" for i in range(len(dirs))]
     for name, workdir in zip(names, dirs, strict=True):
-        g.start_agent(
-            BenchAgent,
-            name=name,
-            backend="claude",
-            system=system,
-            binary=binary,
-            cwd=str(workdir),
-            env=env,
-            **_agent_prompt(prompt),
-        )
+        _start_claude_agent(system, name, binary, env, workdir, prompt)
     try:
         _each(names, lambda name: g.ask(name, PROMPT, system=system))
         run = _fleet_run(

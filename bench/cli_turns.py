@@ -526,8 +526,9 @@ def _fleet_figures(
     agents, turns, rounds = sizes["fleet"], sizes["fleet_turns"], sizes["fleet_rounds"]
     runs = _fleet_runs(system, binary, env, loop, prompt, agents, turns, rounds)
     framework, sdk = _median_run(runs["framework"]), _median_run(runs["sdk"])
-    per_agent = sorted(run["framework_pss_per_agent_mib"] for run in runs["framework"])
-    framework["framework_pss_per_agent_mib"] = per_agent[len(per_agent) // 2]
+    framework["framework_pss_per_agent_mib"] = statistics.median(
+        run["framework_pss_per_agent_mib"] for run in runs["framework"]
+    )
     suffix = _suffix(prompt)
     result.details[f"claude_fleet{suffix}"] = {
         "agents": agents,
